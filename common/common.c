@@ -1,0 +1,202 @@
+/* common: bounded buffers, cursors and I/O helpers. */
+#include "common/common.h"
+
+#include <fcntl.h>
+#include <time.h>
+
+bool cursor_take(struct cursor *c, void *out, size_t n)
+{
+	if (c->bad || c->left < n) {
+		c->bad = true;
+		return false;
+	}
+	if (n)
+		memcpy(out, c->p, n);
+	c->p += n;
+	c->left -= n;
+	return true;
+}
+
+bool cursor_ref(struct cursor *c, const uint8_t **ret, size_t n)
+{
+	if (c->bad || c->left < n) {
+		c->bad = true;
+		return false;
+	}
+	*ret = c->p;
+	c->p += n;
+	c->left -= n;
+	return true;
+}
+
+bool cursor_u8(struct cursor *c, uint8_t *v)
+{
+	return cursor_take(c, v, 1);
+}
+
+bool cursor_le32(struct cursor *c, uint32_t *v)
+{
+	uint8_t b[4];
+
+	if (!cursor_take(c, b, sizeof(b)))
+		return false;
+	*v = get_le32(b);
+	return true;
+}
+
+bool cursor_le64(struct cursor *c, uint64_t *v)
+{
+	uint8_t b[8];
+
+	if (!cursor_take(c, b, sizeof(b)))
+		return false;
+	*v = get_le64(b);
+	return true;
+}
+
+int buf_append(struct buf *b, const void *p, size_t n)
+{
+	if (n > b->max - b->len)
+		return -E2BIG;
+	if (b->len + n > b->cap) {
+		size_t cap = b->cap ? b->cap : 64;
+		uint8_t *d;
+
+		while (cap < b->len + n)
+			cap = cap > b->max / 2 ? b->max : cap * 2;
+		d = realloc(b->data, cap);
+		if (!d)
+			return -ENOMEM;
+		b->data = d;
+		b->cap = cap;
+	}
+	if (n)
+		memcpy(b->data + b->len, p, n);
+	b->len += n;
+	return 0;
+}
+
+int buf_u8(struct buf *b, uint8_t v)
+{
+	return buf_append(b, &v, 1);
+}
+
+int buf_le32(struct buf *b, uint32_t v)
+{
+	uint8_t t[4];
+
+	put_le32(t, v);
+	return buf_append(b, t, sizeof(t));
+}
+
+int buf_le64(struct buf *b, uint64_t v)
+{
+	uint8_t t[8];
+
+	put_le64(t, v);
+	return buf_append(b, t, sizeof(t));
+}
+
+void buf_free(struct buf *b)
+{
+	if (!b)
+		return;
+	free(b->data);
+	*b = (struct buf){ .max = b->max };
+}
+
+int pwrite_all(int fd, const void *buf, size_t n, uint64_t off)
+{
+	const uint8_t *p = buf;
+
+	while (n > 0) {
+		ssize_t w = pwrite(fd, p, n, (off_t)off);
+
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (w == 0)
+			return -EIO;
+		p += w;
+		n -= (size_t)w;
+		off += (uint64_t)w;
+	}
+	return 0;
+}
+
+int pread_all(int fd, void *buf, size_t n, uint64_t off)
+{
+	uint8_t *p = buf;
+
+	while (n > 0) {
+		ssize_t r = pread(fd, p, n, (off_t)off);
+
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (r == 0)
+			return -EIO;
+		p += r;
+		n -= (size_t)r;
+		off += (uint64_t)r;
+	}
+	return 0;
+}
+
+ssize_t read_full(int fd, void *buf, size_t n)
+{
+	uint8_t *p = buf;
+	size_t got = 0;
+
+	while (got < n) {
+		ssize_t r = read(fd, p + got, n - got);
+
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (r == 0)
+			break;
+		got += (size_t)r;
+	}
+	return (ssize_t)got;
+}
+
+int fsync_dirfd(int dirfd)
+{
+	if (fsync(dirfd) < 0)
+		return -errno;
+	return 0;
+}
+
+int64_t now_realtime_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+int64_t now_monotonic_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+void hex_encode(const uint8_t *in, size_t n, char *out)
+{
+	static const char digits[] = "0123456789abcdef";
+
+	for (size_t i = 0; i < n; i++) {
+		out[2 * i] = digits[in[i] >> 4];
+		out[2 * i + 1] = digits[in[i] & 15];
+	}
+	out[2 * n] = '\0';
+}
