@@ -1,0 +1,161 @@
+/* crypto: key hierarchy, key wrapping, chunked AEAD, secure memory.
+ *
+ * Key hierarchy (docs/FORMAT.md, "Keys"):
+ *   passphrase --Argon2id--> KEK --XChaCha20-Poly1305--> master key (file keys/master.key)
+ *   master key  --XChaCha20-Poly1305--> dataset key (index, dataset record)
+ *   dataset key --XChaCha20-Poly1305--> object key  (index, inode record)
+ *   object key  --AES-256-GCM or ChaCha20-Poly1305--> chunks of one object
+ *
+ * Every key lives in guarded, locked memory (sodium_malloc) and is wiped when freed.
+ * Contract: functions that act return 0 (or a positive count) on success and -errno on failure;
+ * outputs are ret_* parameters, last, untouched on failure. Nothing here prints or exits.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define CRYPTO_KEY_LEN 32
+#define CRYPTO_TAG_LEN 16
+#define CRYPTO_OBJECT_ID_LEN 16
+/* Wrapped key: nonce (24) || ciphertext (32) || tag (16), XChaCha20-Poly1305. */
+#define CRYPTO_WRAPPED_KEY_LEN 72
+/* Chunk sizes: a power of two in [CRYPTO_CHUNK_MIN, CRYPTO_CHUNK_MAX]. */
+#define CRYPTO_CHUNK_MIN 4096u
+#define CRYPTO_CHUNK_MAX (4u << 20)
+#define CRYPTO_CHUNK_DEFAULT (64u << 10)
+/* Associated data of a chunk: object id (16) || chunk index (u64 BE) || last flag (u8). */
+#define CRYPTO_CHUNK_AD_LEN 25
+/* Size of the master key file, bytes. */
+#define CRYPTO_MASTER_FILE_LEN 120
+/* Longest passphrase accepted, bytes. */
+#define CRYPTO_PASSPHRASE_MAX 1024
+
+/* Initialise libsodium and OpenSSL. Idempotent and thread-safe. -EIO if either fails. */
+int crypto_init(void);
+
+/* Make this process non-dumpable (PR_SET_DUMPABLE 0) and disable core files (RLIMIT_CORE 0),
+ * so keys in memory do not reach a core file or ptrace by another user. -errno. */
+int crypto_harden_process(void);
+
+/* Fill buf with n bytes from the system CSPRNG. Cannot fail after crypto_init(). */
+void crypto_random(void *buf, size_t n);
+
+/* ---- Keys ---------------------------------------------------------------------------------- */
+
+/* A 256-bit secret key in sodium_malloc memory (guard pages, mlock, canary), read-only
+ * (sodium_mprotect_readonly) after it is filled. Opaque. */
+typedef struct crypto_key crypto_key;
+
+/* A fresh random key. -ENOMEM. */
+int crypto_key_generate(crypto_key **ret_key);
+/* A key holding a copy of bytes (for known-answer tests and unwrapping). The caller wipes its own
+ * copy. -ENOMEM. */
+int crypto_key_from_bytes(const uint8_t bytes[static CRYPTO_KEY_LEN], crypto_key **ret_key);
+/* The key's bytes; borrowed, valid until crypto_key_free(). Never log or print them. */
+const uint8_t *crypto_key_bytes(const crypto_key *key);
+/* Wipe and free. NULL is fine. */
+void crypto_key_free(crypto_key *key);
+
+/* ---- Passphrases --------------------------------------------------------------------------- */
+
+/* A passphrase (or any secret byte string) in guarded memory. Opaque. */
+typedef struct crypto_secret crypto_secret;
+
+/* Read a passphrase from fd until EOF: at most CRYPTO_PASSPHRASE_MAX bytes (-E2BIG beyond), one
+ * trailing "\n" or "\r\n" removed, -EINVAL if empty after that. The read buffer is wiped. */
+int crypto_passphrase_read_fd(int fd, crypto_secret **ret_secret);
+/* Open path (O_RDONLY|O_CLOEXEC|O_NOFOLLOW) and read it as above. A file that is readable or
+ * writable by group or other is refused with -EPERM: the passphrase must be private. -errno. */
+int crypto_passphrase_read_file(const char *path, crypto_secret **ret_secret);
+/* Prompt on /dev/tty with echo off; with confirm, ask twice and fail with -EINVAL on mismatch.
+ * -ENXIO when there is no terminal. Terminal settings are restored on every path. */
+int crypto_passphrase_prompt(const char *prompt, bool confirm, crypto_secret **ret_secret);
+/* Borrowed until crypto_secret_free(). */
+const uint8_t *crypto_secret_data(const crypto_secret *s);
+size_t crypto_secret_len(const crypto_secret *s);
+/* Wipe and free. NULL is fine. */
+void crypto_secret_free(crypto_secret *s);
+
+/* ---- Master key file ----------------------------------------------------------------------- */
+
+/* Argon2id cost of deriving the key-encryption key from the passphrase. */
+struct crypto_kdf_params {
+	uint64_t opslimit;  /* crypto_pwhash opslimit (passes) */
+	uint64_t memlimit;  /* crypto_pwhash memlimit (bytes) */
+};
+/* Production cost: crypto_pwhash_OPSLIMIT_MODERATE / MEMLIMIT_MODERATE (3 passes, 256 MiB). */
+struct crypto_kdf_params crypto_kdf_params_default(void);
+/* The smallest cost libsodium allows; for tests only. */
+struct crypto_kdf_params crypto_kdf_params_min(void);
+
+/* Generate a master key and store it wrapped under pass in a new file `name` in dirfd:
+ * created O_CREAT|O_EXCL|O_NOFOLLOW mode 0600, written in full, fsynced, directory fsynced.
+ * -EEXIST if the file exists (nothing is overwritten); -EINVAL for params outside the accepted
+ * range; on any failure no file is left behind. On success *ret_master holds the new key. */
+int crypto_master_create(int dirfd, const char *name, const crypto_secret *pass,
+			 const struct crypto_kdf_params *params, crypto_key **ret_master);
+/* Read `name` in dirfd (read-only; the file is never modified) and unwrap the master key.
+ * -ENOENT no file; -EBADMSG a malformed file (size, magic, version, algorithm, or KDF params
+ * outside the accepted range, so a hostile file cannot make us spend unbounded memory);
+ * -EKEYREJECTED when the passphrase is wrong (or the wrapped key was altered). */
+int crypto_master_unlock(int dirfd, const char *name, const crypto_secret *pass,
+			 crypto_key **ret_master);
+
+/* ---- Key wrapping -------------------------------------------------------------------------- */
+
+/* Wrap key under kek with XChaCha20-Poly1305, random nonce, associated data ad (may be NULL when
+ * ad_len is 0). The ad binds the wrapped key to its place (docs/FORMAT.md), so a wrapped key
+ * copied to another record does not unwrap. */
+int crypto_key_wrap(const crypto_key *kek, const crypto_key *key, const uint8_t *ad, size_t ad_len,
+		    uint8_t ret_wrapped[static CRYPTO_WRAPPED_KEY_LEN]);
+/* -EBADMSG when the tag does not verify (wrong kek, wrong ad, altered bytes). */
+int crypto_key_unwrap(const crypto_key *kek, const uint8_t wrapped[static CRYPTO_WRAPPED_KEY_LEN],
+		      const uint8_t *ad, size_t ad_len, crypto_key **ret_key);
+
+/* ---- Chunked AEAD -------------------------------------------------------------------------- */
+
+/* Values are stored on disk; never renumber. */
+enum crypto_aead {
+	CRYPTO_AEAD_AES256GCM = 1,         /* OpenSSL EVP, used where the CPU has AES instructions */
+	CRYPTO_AEAD_CHACHA20POLY1305 = 2,  /* libsodium IETF ChaCha20-Poly1305, otherwise */
+};
+/* AES-256-GCM when the CPU has AES-NI (x86) or the AES extension (arm64), else ChaCha20-Poly1305. */
+enum crypto_aead crypto_aead_preferred(void);
+bool crypto_aead_valid(uint32_t alg);
+/* "aes-256-gcm", "chacha20-poly1305", or "unknown". Static string. */
+const char *crypto_aead_name(uint32_t alg);
+/* Parse the names above; -EINVAL otherwise. */
+int crypto_aead_parse(const char *name, enum crypto_aead *ret_alg);
+
+/* Encrypts and decrypts the chunks of one object with its key. Holds its own copy of the key (in
+ * guarded memory or an OpenSSL context that cleanses it on free). Not thread-safe: use one per
+ * thread. Nonce of chunk i: 4 zero bytes || u64 BE i (unique, because each object has its own
+ * key and objects are never rewritten). Associated data: crypto_chunk_ad(). */
+typedef struct crypto_chunk_ctx crypto_chunk_ctx;
+
+/* -EINVAL unknown alg; -ENOMEM; -EIO an OpenSSL failure. */
+int crypto_chunk_ctx_new(enum crypto_aead alg, const crypto_key *object_key,
+			 const uint8_t object_id[static CRYPTO_OBJECT_ID_LEN],
+			 crypto_chunk_ctx **ret_ctx);
+/* Switch an existing context to another object, reusing its allocations. On failure the context
+ * holds no key and every encrypt/decrypt fails with -EINVAL until a successful rekey. */
+int crypto_chunk_ctx_rekey(crypto_chunk_ctx *ctx, enum crypto_aead alg,
+			   const crypto_key *object_key,
+			   const uint8_t object_id[static CRYPTO_OBJECT_ID_LEN]);
+/* Wipe and free. NULL is fine. */
+void crypto_chunk_ctx_free(crypto_chunk_ctx *ctx);
+
+/* Encrypt len bytes (0 <= len <= CRYPTO_CHUNK_MAX) of chunk `index`; `last` marks the final chunk
+ * of the object. in and out may be the same buffer (in place), or must not overlap. */
+int crypto_chunk_encrypt(crypto_chunk_ctx *ctx, uint64_t index, bool last, const uint8_t *in,
+			 size_t len, uint8_t *out, uint8_t ret_tag[static CRYPTO_TAG_LEN]);
+/* Decrypt and authenticate. -EBADMSG when the tag does not verify; out is then zeroed, so no
+ * unauthenticated plaintext ever leaves this function. in and out may be the same buffer. */
+int crypto_chunk_decrypt(crypto_chunk_ctx *ctx, uint64_t index, bool last, const uint8_t *in,
+			 size_t len, const uint8_t tag[static CRYPTO_TAG_LEN], uint8_t *out);
+
+/* The associated data of a chunk (exposed for known-answer tests and docs/FORMAT.md). */
+void crypto_chunk_ad(const uint8_t object_id[static CRYPTO_OBJECT_ID_LEN], uint64_t index,
+		     bool last, uint8_t ret_ad[static CRYPTO_CHUNK_AD_LEN]);

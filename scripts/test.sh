@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# The test command: install what is needed, then build and run every test twice, once in the
+# normal build and once under AddressSanitizer + UndefinedBehaviorSanitizer, warnings as errors.
+# Usage: scripts/test.sh [--quick]   (--quick: the normal build only)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+quick=0
+case "${1:-}" in
+	--quick) quick=1 ;;
+	-h|--help) sed -n '2,4p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	"") ;;
+	*) echo "usage: scripts/test.sh [--quick]" >&2; exit 2 ;;
+esac
+
+bash scripts/deps.sh
+
+run() {
+	local name=$1; shift
+	local dir=build-test-$name
+	echo "=== $name build"
+	cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DENCLAVE_WERROR=ON "$@" >/dev/null
+	cmake --build "$dir" -j "$(nproc)"
+	rm -rf "$dir/testtmp"
+	echo "=== $name tests"
+	(cd "$dir" && ctest --output-on-failure -j 2)
+	# Each program's own cmocka totals, so a run that executed nothing shows.
+	grep -h -E '^\[  (PASSED|FAILED|SKIPPED) +\]|^\[==========\] [0-9]+ test' \
+		"$dir/Testing/Temporary/LastTest.log" || true
+}
+
+run normal
+if ((quick == 0)); then
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+		run sanitize -DENCLAVE_SANITIZE=ON
+fi
