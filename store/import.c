@@ -1,0 +1,1226 @@
+/* import: encrypt files into packs and commit them as a new dataset version.
+ *
+ * Protocol (docs/FORMAT.md "Commit protocol"):
+ *   1. begin: a PENDING version record is written (async, ordered in RocksDB's WAL before any
+ *      record of the version).
+ *   2. each file: a fresh object key and id; chunks are read from the caller's fd, encrypted in
+ *      place in a write buffer and appended to the pack through io_uring; the inode (with the
+ *      object key wrapped under the dataset key) and the directory entry go into an index batch,
+ *      which is written (async) whenever it passes IMPORT_BATCH_BYTES.
+ *   3. commit: drain the writes, fdatasync every pack written, fsync packs/ if a pack was created,
+ *      then one synchronous batch flips the version to COMMITTED and records the dataset, the
+ *      packs' committed lengths and the counters. Only then does the version exist.
+ * A crash anywhere before 3 completes leaves a PENDING version (removed at the next open) and
+ * pack bytes past the committed length (cut off at the next open).
+ *
+ * Memory is bounded by IMPORT_BUFS write buffers, the tag accumulator, the index batch cap and
+ * the directory table (IMPORT_DIRS_MAX), whatever the size of the files.
+ */
+#include <dirent.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <sys/stat.h>
+
+#include "store/store_internal.h"
+
+#define IMPORT_BUFS 8u
+#define IMPORT_BUF_MIN (1u << 20)
+#define IMPORT_RING_DEPTH 16u
+#define IMPORT_TAGACC (64u << 10)          /* tags held before a separate write: 4096 chunks */
+#define IMPORT_BATCH_BYTES (4u << 20)      /* index batch size before an intermediate write */
+#define IMPORT_DIRS_MAX (1u << 20)         /* directories per version */
+#define IMPORT_DIR_ENTRIES_MAX (1u << 24)  /* names read from one source directory */
+#define IMPORT_DEPTH_MAX 256u              /* source directory nesting */
+#define IMPORT_PROGRESS_BYTES (8u << 20)   /* progress callback at least this often */
+#define IMPORT_PACKS_MAX 4096u             /* packs one import may fill */
+
+/* A write buffer: bytes for one contiguous pack range. */
+struct wbuf {
+	uint8_t *data;      /* STORE_ALIGN-aligned, imp->buf_size bytes; owned */
+	size_t len;         /* bytes filled */
+	uint64_t off;       /* pack offset of data[0] */
+	bool busy;          /* submitted, completion not yet seen */
+};
+
+/* A directory of the version being built. */
+struct dir_ent {
+	char *path;         /* "" for the root, else "a/b"; owned */
+	uint64_t ino;
+	uint32_t mode;
+	int64_t mtime_ns;
+	uint64_t entries;   /* names in it */
+	uint32_t subdirs;   /* directories among them */
+	bool explicit;      /* mode and mtime came from add_dir, not defaults */
+};
+
+/* A pack this import appended to, with the length to commit. */
+struct pack_done {
+	uint64_t id;
+	uint64_t end;
+};
+
+struct store_import {
+	struct store *st;                   /* borrowed; its import_lock is held */
+	struct dataset_rec ds;              /* the dataset (new or existing) */
+	bool new_dataset;
+	crypto_key *dkey;                   /* dataset key: owned if new_dataset, else borrowed */
+	uint32_t version;
+	int64_t created_ns;
+	uint32_t chunk_size;
+	uint32_t alg;
+	void (*progress)(void *ctx, const struct store_import_stats *stats);
+	void *progress_ctx;
+	uint64_t progress_last;             /* bytes at the last progress call */
+	struct store_import_stats stats;
+	uint64_t next_ino;
+
+	struct dir_ent *dirs;               /* owned; dirs[0] is the root */
+	size_t ndirs, dirs_cap;
+	uint32_t *hash;                     /* open addressing: index+1 into dirs, 0 = empty */
+	size_t hash_cap;                    /* power of two */
+
+	struct io_uring ring;
+	bool ring_ok;
+	struct wbuf bufs[IMPORT_BUFS];
+	size_t buf_size;                    /* max(IMPORT_BUF_MIN, chunk size) */
+	struct wbuf *cur;                   /* the stream buffer being filled, or NULL */
+	uint64_t wpos;                      /* pack offset of the next stream byte */
+	uint8_t tagacc[IMPORT_TAGACC];      /* tags of the object being written */
+	size_t tagacc_len;
+	uint64_t tagacc_off;                /* pack offset for tagacc[0] */
+
+	int pack_fd;                        /* the pack being appended to; owned */
+	uint64_t pack_id;
+	uint64_t append_pack_id;            /* existing pack this import appended to, or 0 */
+	uint64_t append_pack_start;         /* its committed length before this import */
+	uint64_t first_new_pack;            /* lowest pack id this import created, 0 if none */
+	struct pack_done packs[IMPORT_PACKS_MAX];
+	size_t npacks;                      /* completed (rotated) packs */
+
+	rocksdb_writebatch_wi_t *wb;        /* index records not yet written; owned */
+	struct buf scratch;                 /* record encoding */
+	crypto_chunk_ctx *cctx;             /* owned */
+
+	int err;                            /* first failure; sticky */
+	char errmsg[ERR_DETAIL_MAX];        /* its detail */
+	bool committed;
+};
+
+static int imp_sticky(struct store_import *imp);
+
+/* Record the first failure and its detail; return err. */
+__attribute__((format(printf, 3, 4))) static int imp_fail(struct store_import *imp, int err,
+							  const char *fmt, ...)
+{
+	va_list ap;
+
+	if (imp->err)
+		return imp_sticky(imp);
+	va_start(ap, fmt);
+	vsnprintf(imp->errmsg, sizeof(imp->errmsg), fmt, ap);
+	va_end(ap);
+	imp->err = err;
+	return err_set(err, "%s", imp->errmsg);
+}
+
+/* The import's first failure again (add_* and commit after a failure). */
+static int imp_sticky(struct store_import *imp)
+{
+	return err_set(imp->err, "%s", imp->errmsg);
+}
+
+/* Keep a detail set by a lower layer (err_detail()) as the import's failure. */
+static int imp_fail_detail(struct store_import *imp, int err)
+{
+	return imp_fail(imp, err, "%s", *err_detail() ? err_detail() : strerror(-err));
+}
+
+static void progress(struct store_import *imp, bool force)
+{
+	if (!imp->progress)
+		return;
+	if (!force && imp->stats.bytes - imp->progress_last < IMPORT_PROGRESS_BYTES)
+		return;
+	imp->progress_last = imp->stats.bytes;
+	imp->progress(imp->progress_ctx, &imp->stats);
+}
+
+/* ---- Index batch --------------------------------------------------------------------------- */
+
+static int batch_put(struct store_import *imp, enum store_cf cf, const void *k, size_t kl,
+		     const void *v, size_t vl)
+{
+	size_t sz = 0;
+	char *err = NULL;
+
+	rocksdb_writebatch_wi_put_cf(imp->wb, imp->st->ix.cf[cf], k, kl, v, vl);
+	rocksdb_writebatch_wi_data(imp->wb, &sz);
+	if (sz < IMPORT_BATCH_BYTES)
+		return 0;
+	/* Big enough: write it (async; the PENDING record precedes it in the WAL). */
+	rocksdb_write_writebatch_wi(imp->st->ix.db, imp->st->ix.wo_async, imp->wb, &err);
+	if (err) {
+		int r = imp_fail(imp, -EIO, "index: write failed: %s", err);
+
+		free(err);
+		return r;
+	}
+	rocksdb_writebatch_wi_clear(imp->wb);
+	return 0;
+}
+
+/* Does the directory entry (parent, name) exist in this version already? */
+static int dirent_exists(struct store_import *imp, uint64_t parent, const char *name)
+{
+	uint8_t k[DKEY_PREFIX_LEN + STORE_NAME_MAX];
+	size_t kl = dkey(k, imp->ds.info.id, imp->version, parent, name);
+	size_t vl = 0;
+	char *err = NULL;
+	char *v = rocksdb_writebatch_wi_get_from_batch_and_db_cf(
+		imp->wb, imp->st->ix.db, imp->st->ix.ro, imp->st->ix.cf[CF_DIRENTS], (char *)k, kl,
+		&vl, &err);
+
+	if (err) {
+		int r = imp_fail(imp, -EIO, "index: read failed: %s", err);
+
+		free(err);
+		return r;
+	}
+	free(v);
+	return v != NULL;
+}
+
+static int put_dirent(struct store_import *imp, uint64_t parent, const char *name, uint64_t ino,
+		      uint32_t type)
+{
+	uint8_t k[DKEY_PREFIX_LEN + STORE_NAME_MAX];
+	size_t kl = dkey(k, imp->ds.info.id, imp->version, parent, name);
+
+	buf_reset(&imp->scratch);
+	if (dirent_encode(ino, type, &imp->scratch) < 0)
+		return imp_fail(imp, -ENOMEM, "out of memory");
+	return batch_put(imp, CF_DIRENTS, k, kl, imp->scratch.data, imp->scratch.len);
+}
+
+static int put_inode(struct store_import *imp, const struct store_inode *ino)
+{
+	uint8_t k[IKEY_LEN];
+
+	ikey(k, imp->ds.info.id, imp->version, ino->ino);
+	buf_reset(&imp->scratch);
+	if (inode_encode(ino, &imp->scratch) < 0)
+		return imp_fail(imp, -ENOMEM, "out of memory");
+	return batch_put(imp, CF_INODES, k, sizeof(k), imp->scratch.data, imp->scratch.len);
+}
+
+static int put_version(struct store_import *imp, uint32_t state, rocksdb_writebatch_t *wb)
+{
+	struct version_rec vr = {
+		.info = {
+			.dataset_id = imp->ds.info.id,
+			.version = imp->version,
+			.created_ns = imp->created_ns,
+			.committed_ns = state == VERSION_COMMITTED ? now_realtime_ns() : 0,
+			.files = imp->stats.files,
+			.dirs = imp->stats.dirs,
+			.bytes = imp->stats.bytes,
+		},
+		.state = state,
+	};
+	uint8_t k[VKEY_LEN];
+
+	vkey(k, imp->ds.info.id, imp->version);
+	buf_reset(&imp->scratch);
+	if (version_rec_encode(&vr, &imp->scratch) < 0)
+		return -ENOMEM;
+	if (wb)
+		rocksdb_writebatch_put_cf(wb, imp->st->ix.cf[CF_VERSIONS], (const char *)k,
+					  sizeof(k), (const char *)imp->scratch.data,
+					  imp->scratch.len);
+	else
+		rocksdb_writebatch_wi_put_cf(imp->wb, imp->st->ix.cf[CF_VERSIONS],
+					     (const char *)k, sizeof(k),
+					     (const char *)imp->scratch.data, imp->scratch.len);
+	return 0;
+}
+
+/* ---- Directory table ----------------------------------------------------------------------- */
+
+static uint64_t path_hash(const char *p, size_t n)
+{
+	uint64_t h = 1469598103934665603ull; /* FNV-1a */
+
+	for (size_t i = 0; i < n; i++)
+		h = (h ^ (uint8_t)p[i]) * 1099511628211ull;
+	return h;
+}
+
+static struct dir_ent *dir_find(struct store_import *imp, const char *p, size_t n)
+{
+	size_t mask = imp->hash_cap - 1;
+
+	for (size_t i = path_hash(p, n) & mask; imp->hash[i]; i = (i + 1) & mask) {
+		struct dir_ent *d = &imp->dirs[imp->hash[i] - 1];
+
+		if (strlen(d->path) == n && memcmp(d->path, p, n) == 0)
+			return d;
+	}
+	return NULL;
+}
+
+static int hash_insert(struct store_import *imp, size_t idx)
+{
+	const char *p = imp->dirs[idx].path;
+	size_t mask = imp->hash_cap - 1, i;
+
+	for (i = path_hash(p, strlen(p)) & mask; imp->hash[i]; i = (i + 1) & mask)
+		;
+	imp->hash[i] = (uint32_t)idx + 1;
+	return 0;
+}
+
+static int dir_table_grow(struct store_import *imp)
+{
+	if (imp->ndirs == imp->dirs_cap) {
+		size_t n = imp->dirs_cap ? imp->dirs_cap * 2 : 64;
+		struct dir_ent *a = reallocarray(imp->dirs, n, sizeof(*a));
+
+		if (!a)
+			return -ENOMEM;
+		imp->dirs = a;
+		imp->dirs_cap = n;
+	}
+	if ((imp->ndirs + 1) * 2 > imp->hash_cap) {
+		size_t n = imp->hash_cap ? imp->hash_cap * 2 : 128;
+		uint32_t *h = calloc(n, sizeof(*h));
+
+		if (!h)
+			return -ENOMEM;
+		free(imp->hash);
+		imp->hash = h;
+		imp->hash_cap = n;
+		for (size_t i = 0; i < imp->ndirs; i++)
+			hash_insert(imp, i);
+	}
+	return 0;
+}
+
+/* Check that path (n bytes) is relative, with valid components. "" is the root. */
+static bool path_valid(const char *p, size_t n)
+{
+	if (n > STORE_PATH_MAX)
+		return false;
+	for (size_t i = 0; i < n;) {
+		size_t len = 0;
+
+		while (i + len < n && p[i + len] != '/')
+			len++;
+		if (!store_name_valid(p + i, len))
+			return false;
+		i += len + 1;
+		if (i == n)  /* trailing slash */
+			return false;
+	}
+	return true;
+}
+
+/* The directory at path p (n bytes), created with its parents if needed. Borrowed pointer,
+ * valid until the next directory is created. */
+static int dir_ensure(struct store_import *imp, const char *p, size_t n, struct dir_ent **ret)
+{
+	struct dir_ent *d = dir_find(imp, p, n), *parent;
+	size_t slash = n;
+	uint64_t parent_ino;
+	char *copy;
+	int r;
+
+	if (d) {
+		*ret = d;
+		return 0;
+	}
+	while (slash > 0 && p[slash - 1] != '/')
+		slash--;
+	r = dir_ensure(imp, p, slash ? slash - 1 : 0, &parent);
+	if (r < 0)
+		return r;
+	parent_ino = parent->ino;
+	copy = strndup(p, n);
+	if (!copy)
+		return imp_fail(imp, -ENOMEM, "out of memory");
+	r = dirent_exists(imp, parent_ino, copy + slash);
+	if (r != 0) {
+		r = r > 0 ? imp_fail(imp, -ENOTDIR, "%s: a file of that name is already imported",
+				     copy)
+			  : r;
+		free(copy);
+		return r;
+	}
+	if (imp->ndirs >= IMPORT_DIRS_MAX) {
+		free(copy);
+		return imp_fail(imp, -E2BIG, "%.*s: more than %u directories in one version",
+				(int)n, p, IMPORT_DIRS_MAX);
+	}
+	if (dir_table_grow(imp) < 0) {
+		free(copy);
+		return imp_fail(imp, -ENOMEM, "out of memory");
+	}
+	parent = dir_find(imp, p, slash ? slash - 1 : 0); /* the table may have moved */
+	parent->entries++;
+	parent->subdirs++;
+	d = &imp->dirs[imp->ndirs];
+	*d = (struct dir_ent){
+		.path = copy,
+		.ino = imp->next_ino++,
+		.mode = 0755,
+		.mtime_ns = imp->created_ns,
+	};
+	hash_insert(imp, imp->ndirs++);
+	imp->stats.dirs++;
+	r = put_dirent(imp, parent_ino, copy + slash, d->ino, STORE_INODE_DIR);
+	if (r < 0)
+		return r;
+	*ret = d;
+	return 0;
+}
+
+/* ---- Pack writing -------------------------------------------------------------------------- */
+
+/* Handle one write completion. */
+static void write_done(struct store_import *imp, struct io_uring_cqe *cqe)
+{
+	uint64_t i = io_uring_cqe_get_data64(cqe);
+	struct wbuf *b = NULL;
+	int res = cqe->res;
+
+	io_uring_cqe_seen(&imp->ring, cqe);
+	if (i >= IMPORT_BUFS)
+		return;
+	b = &imp->bufs[i];
+	b->busy = false;
+	if (res < 0) {
+		imp_fail(imp, res, "pack %016llx: write at %llu failed: %s",
+			 (unsigned long long)imp->pack_id, (unsigned long long)b->off,
+			 strerror(-res));
+	} else if ((size_t)res < b->len) {
+		/* Short write (rare: a full disk races with us): finish it synchronously. */
+		int e = pwrite_all(imp->pack_fd, b->data + res, b->len - (size_t)res,
+				   b->off + (uint64_t)res);
+
+		if (e < 0)
+			imp_fail(imp, e, "pack %016llx: write failed: %s",
+				 (unsigned long long)imp->pack_id, strerror(-e));
+	}
+	b->len = 0;
+}
+
+static int wait_one(struct store_import *imp)
+{
+	struct io_uring_cqe *cqe;
+	int e;
+
+	do
+		e = io_uring_wait_cqe(&imp->ring, &cqe);
+	while (e == -EINTR);
+	if (e < 0)
+		return imp_fail(imp, e, "io_uring wait failed: %s", strerror(-e));
+	write_done(imp, cqe);
+	return 0;
+}
+
+static int submit(struct store_import *imp, struct wbuf *b)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&imp->ring);
+	int e;
+
+	/* IMPORT_BUFS < IMPORT_RING_DEPTH, so an SQE is always free. */
+	io_uring_prep_write(sqe, imp->pack_fd, b->data, (unsigned)b->len, b->off);
+	io_uring_sqe_set_data64(sqe, (uint64_t)(b - imp->bufs));
+	b->busy = true;
+	e = io_uring_submit(&imp->ring);
+	if (e < 0) {
+		b->busy = false;
+		return imp_fail(imp, e, "io_uring submit failed: %s", strerror(-e));
+	}
+	return 0;
+}
+
+/* A free buffer, waiting for a write to complete if all are in flight. */
+static int get_buf(struct store_import *imp, struct wbuf **ret)
+{
+	for (;;) {
+		for (unsigned i = 0; i < IMPORT_BUFS; i++)
+			if (!imp->bufs[i].busy && &imp->bufs[i] != imp->cur) {
+				*ret = &imp->bufs[i];
+				return 0;
+			}
+		if (wait_one(imp) < 0)
+			return imp->err;
+	}
+}
+
+/* Submit the stream buffer if it holds anything. */
+static int stream_flush(struct store_import *imp)
+{
+	struct wbuf *b = imp->cur;
+
+	imp->cur = NULL;
+	if (!b || b->len == 0)
+		return 0;
+	return submit(imp, b);
+}
+
+/* Room for n (<= buf_size) contiguous bytes at wpos in the stream buffer. */
+static int stream_reserve(struct store_import *imp, size_t n, uint8_t **ret)
+{
+	struct wbuf *b = imp->cur;
+	int r;
+
+	if (!b || b->len + n > imp->buf_size) {
+		r = stream_flush(imp);
+		if (r < 0)
+			return r;
+		r = get_buf(imp, &b);
+		if (r < 0)
+			return r;
+		b->len = 0;
+		b->off = imp->wpos;
+		imp->cur = b;
+	}
+	*ret = b->data + b->len;
+	return 0;
+}
+
+static void stream_advance(struct store_import *imp, size_t n)
+{
+	imp->cur->len += n;
+	imp->wpos += n;
+}
+
+/* Write the accumulated tags at their place after the object's data (a separate write). */
+static int tags_flush(struct store_import *imp)
+{
+	struct wbuf *b = NULL;
+	int r;
+
+	if (imp->tagacc_len == 0)
+		return 0;
+	r = get_buf(imp, &b);
+	if (r < 0)
+		return r;
+	memcpy(b->data, imp->tagacc, imp->tagacc_len);
+	b->len = imp->tagacc_len;
+	b->off = imp->tagacc_off;
+	imp->tagacc_off += imp->tagacc_len;
+	imp->tagacc_len = 0;
+	return submit(imp, b);
+}
+
+/* Wait for every write in flight. */
+static int drain(struct store_import *imp)
+{
+	for (;;) {
+		bool busy = false;
+
+		for (unsigned i = 0; i < IMPORT_BUFS; i++)
+			busy |= imp->bufs[i].busy;
+		if (!busy)
+			return imp->err;
+		if (wait_one(imp) < 0)
+			return imp->err;
+	}
+}
+
+/* Start appending to a new pack. */
+static int pack_new(struct store_import *imp, uint64_t id)
+{
+	int fd = pack_create(imp->st->packs_dirfd, imp->st->store_id, id);
+
+	if (fd < 0)
+		return imp_fail_detail(imp, fd);
+	imp->pack_fd = fd;
+	imp->pack_id = id;
+	if (!imp->first_new_pack)
+		imp->first_new_pack = id;
+	imp->wpos = PACK_HEADER_LEN;
+	return 0;
+}
+
+/* Finish the current pack (durable) and continue in a new one. */
+static int pack_rotate(struct store_import *imp)
+{
+	int r = stream_flush(imp);
+
+	if (r == 0)
+		r = drain(imp);
+	if (r < 0)
+		return r;
+	if (imp->npacks == IMPORT_PACKS_MAX)
+		return imp_fail(imp, -E2BIG, "one import may fill at most %u packs",
+				IMPORT_PACKS_MAX);
+	if (fdatasync(imp->pack_fd) < 0)
+		return imp_fail(imp, -errno, "pack %016llx: fdatasync failed: %s",
+				(unsigned long long)imp->pack_id, strerror(errno));
+	imp->packs[imp->npacks++] = (struct pack_done){ .id = imp->pack_id, .end = imp->wpos };
+	close(imp->pack_fd);
+	imp->pack_fd = -1;
+	return pack_new(imp, imp->pack_id + 1);
+}
+
+/* Encrypt the file at fd (size bytes per fstat) into the pack; fill ino->ext. */
+static int write_object(struct store_import *imp, int fd, const char *path, struct store_inode *ino)
+{
+	const uint32_t cs = imp->chunk_size;
+	const uint64_t size = ino->size;
+	const uint64_t n = object_nchunks(size, cs);
+	uint8_t ad[OBJECT_KEY_AD_LEN];
+	crypto_key *okey = NULL;
+	uint64_t base, left = size;
+	uint8_t probe;
+	uint8_t *p;
+	ssize_t got;
+	int r;
+
+	if (imp->wpos > PACK_HEADER_LEN &&
+	    imp->wpos + object_span(size, cs) > imp->st->pack_target) {
+		r = pack_rotate(imp);
+		if (r < 0)
+			return r;
+	}
+	base = imp->wpos;
+	ino->ext.pack_id = imp->pack_id;
+	ino->ext.offset = base;
+	ino->ext.chunk_size = cs;
+	ino->ext.alg = imp->alg;
+	crypto_random(ino->ext.object_id, sizeof(ino->ext.object_id));
+	r = crypto_key_generate(&okey);
+	if (r == 0)
+		r = crypto_chunk_ctx_rekey(imp->cctx, imp->alg, okey, ino->ext.object_id);
+	if (r < 0) {
+		crypto_key_free(okey);
+		return imp_fail(imp, r, "cannot set up the key of %s: %s", path, strerror(-r));
+	}
+	imp->tagacc_len = 0;
+	imp->tagacc_off = base + size;
+
+	for (uint64_t idx = 0; idx < n; idx++) {
+		size_t clen = (size_t)MIN((uint64_t)cs, left);
+
+		r = stream_reserve(imp, clen, &p);
+		if (r < 0)
+			goto out;
+		got = read_full(fd, p, clen);
+		if (got < 0) {
+			r = imp_fail(imp, (int)got, "%s: read failed: %s", path, strerror((int)-got));
+			goto out;
+		}
+		if ((size_t)got != clen) {
+			r = imp_fail(imp, -EIO, "%s: the file shrank while it was imported", path);
+			goto out;
+		}
+		r = crypto_chunk_encrypt(imp->cctx, idx, idx == n - 1, p, clen, p,
+					 imp->tagacc + imp->tagacc_len);
+		if (r < 0) {
+			r = imp_fail(imp, r, "%s: encryption failed", path);
+			goto out;
+		}
+		stream_advance(imp, clen);
+		imp->tagacc_len += CRYPTO_TAG_LEN;
+		left -= clen;
+		imp->stats.bytes += clen;
+		if (imp->tagacc_len == IMPORT_TAGACC && idx + 1 < n) {
+			r = tags_flush(imp);
+			if (r < 0)
+				goto out;
+		}
+		progress(imp, false);
+	}
+	got = read_full(fd, &probe, 1);
+	if (got != 0) {
+		r = imp_fail(imp, -EIO, "%s: the file grew while it was imported", path);
+		goto out;
+	}
+	/* The remaining tags and the padding continue the stream right after the data. */
+	r = stream_reserve(imp, imp->tagacc_len, &p);
+	if (r < 0)
+		goto out;
+	memcpy(p, imp->tagacc, imp->tagacc_len);
+	stream_advance(imp, imp->tagacc_len);
+	imp->tagacc_len = 0;
+	if (!IS_ALIGNED(imp->wpos, STORE_ALIGN)) {
+		size_t pad = (size_t)(ALIGN_UP(imp->wpos, (uint64_t)STORE_ALIGN) - imp->wpos);
+
+		r = stream_reserve(imp, pad, &p);
+		if (r < 0)
+			goto out;
+		memset(p, 0, pad);
+		stream_advance(imp, pad);
+	}
+	object_key_ad(imp->ds.info.id, ino, ad);
+	r = crypto_key_wrap(imp->dkey, okey, ad, sizeof(ad), ino->ext.wrapped_key);
+	if (r < 0)
+		r = imp_fail(imp, r, "%s: cannot wrap the object key", path);
+out:
+	crypto_key_free(okey);
+	return r;
+}
+
+/* ---- Begin, add, commit, abort ------------------------------------------------------------- */
+
+int store_import_begin(struct store *st, const char *name, const struct store_import_options *opts,
+		       struct store_import **ret_imp)
+{
+	struct store_import_options o = opts ? *opts : (struct store_import_options){ 0 };
+	struct store_import *imp = NULL;
+	rocksdb_writebatch_t *wb = NULL;
+	int r;
+
+	err_clear();
+	if (!store_dataset_name_valid(name))
+		return err_set(-EINVAL, "'%s' is not a valid dataset name (letters, digits, '.', "
+					"'_', '-'; at most %d; not starting with '.' or '-')",
+			       name, STORE_DATASET_NAME_MAX);
+	if (!o.chunk_size)
+		o.chunk_size = CRYPTO_CHUNK_DEFAULT;
+	if (!o.alg)
+		o.alg = crypto_aead_preferred();
+	if (!IS_POW2(o.chunk_size) || o.chunk_size < CRYPTO_CHUNK_MIN ||
+	    o.chunk_size > CRYPTO_CHUNK_MAX)
+		return err_set(-EINVAL, "chunk size %u: must be a power of two from %u to %u",
+			       o.chunk_size, CRYPTO_CHUNK_MIN, CRYPTO_CHUNK_MAX);
+	if (!crypto_aead_valid(o.alg))
+		return err_set(-EINVAL, "unknown cipher %u", o.alg);
+	if (pthread_mutex_trylock(&st->import_lock) != 0)
+		return err_set(-EBUSY, "another import is running on this store");
+
+	imp = calloc(1, sizeof(*imp));
+	if (!imp) {
+		pthread_mutex_unlock(&st->import_lock);
+		return -ENOMEM;
+	}
+	imp->st = st;
+	st->import = imp;
+	imp->pack_fd = -1;
+	imp->chunk_size = o.chunk_size;
+	imp->alg = o.alg;
+	imp->progress = o.progress;
+	imp->progress_ctx = o.progress_ctx;
+	imp->created_ns = now_realtime_ns();
+	imp->next_ino = STORE_ROOT_INO + 1;
+	imp->buf_size = MAX((size_t)IMPORT_BUF_MIN, (size_t)o.chunk_size);
+	buf_init(&imp->scratch, 4096);
+
+	r = index_dataset_get(&st->ix, name, &imp->ds);
+	if (r == -ENOENT) {
+		imp->new_dataset = true;
+		imp->ds = (struct dataset_rec){
+			.info = { .id = st->next_dataset_id, .created_ns = imp->created_ns },
+		};
+		snprintf(imp->ds.info.name, sizeof(imp->ds.info.name), "%s", name);
+		r = crypto_key_generate(&imp->dkey);
+		if (r == 0) {
+			uint8_t ad[DATASET_KEY_AD_LEN];
+
+			dataset_key_ad(st->store_id, imp->ds.info.id, ad);
+			r = crypto_key_wrap(st->master, imp->dkey, ad, sizeof(ad),
+					    imp->ds.wrapped_key);
+		}
+		imp->version = 1;
+	} else if (r == 0) {
+		r = store_dataset_key(st, imp->ds.info.id, imp->ds.wrapped_key, &imp->dkey);
+		if (imp->ds.info.latest_version == UINT32_MAX)
+			r = err_set(-EOVERFLOW, "dataset %s has no version numbers left", name);
+		imp->version = imp->ds.info.latest_version + 1;
+	}
+	if (r < 0)
+		goto fail;
+
+	for (unsigned i = 0; i < IMPORT_BUFS; i++) {
+		imp->bufs[i].data = aligned_alloc(STORE_ALIGN, imp->buf_size);
+		if (!imp->bufs[i].data) {
+			r = -ENOMEM;
+			goto fail;
+		}
+	}
+	r = io_uring_queue_init(IMPORT_RING_DEPTH, &imp->ring, 0);
+	if (r < 0) {
+		r = err_set(r, "cannot set up io_uring: %s", strerror(-r));
+		goto fail;
+	}
+	imp->ring_ok = true;
+	{
+		/* The chunk context starts keyed with a throwaway key; every object rekeys it. */
+		crypto_key *k = NULL;
+		uint8_t id[CRYPTO_OBJECT_ID_LEN] = { 0 };
+
+		r = crypto_key_generate(&k);
+		if (r == 0)
+			r = crypto_chunk_ctx_new(imp->alg, k, id, &imp->cctx);
+		crypto_key_free(k);
+		if (r < 0)
+			goto fail;
+	}
+	imp->wb = rocksdb_writebatch_wi_create(0, 1);
+
+	/* The pack to append to: the last one, unless it is full or there is none. */
+	if (st->last_pack_id && st->last_pack_len < st->pack_target) {
+		char pname[32];
+
+		pack_name(pname, sizeof(pname), st->last_pack_id);
+		imp->pack_fd = openat(st->packs_dirfd, pname, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+		if (imp->pack_fd < 0) {
+			r = err_set(-errno, "cannot open pack %s: %s", pname, strerror(errno));
+			goto fail;
+		}
+		imp->pack_id = st->last_pack_id;
+		imp->append_pack_id = st->last_pack_id;
+		imp->append_pack_start = st->last_pack_len;
+		imp->wpos = ALIGN_UP(st->last_pack_len, (uint64_t)STORE_ALIGN);
+	} else {
+		r = pack_new(imp, st->last_pack_id + 1);
+		if (r < 0)
+			goto fail;
+	}
+
+	/* The PENDING record goes first, so recovery finds every record of this version. */
+	wb = rocksdb_writebatch_create();
+	r = put_version(imp, VERSION_PENDING, wb);
+	if (r == 0)
+		r = index_write(&st->ix, wb, false);
+	rocksdb_writebatch_destroy(wb);
+	if (r < 0)
+		goto fail;
+
+	/* The root directory. */
+	r = dir_table_grow(imp);
+	if (r < 0)
+		goto fail;
+	imp->dirs[0] = (struct dir_ent){ .path = strdup(""), .ino = STORE_ROOT_INO, .mode = 0755,
+					 .mtime_ns = imp->created_ns };
+	if (!imp->dirs[0].path) {
+		r = -ENOMEM;
+		goto fail;
+	}
+	hash_insert(imp, 0);
+	imp->ndirs = 1;
+	imp->stats.dirs = 1;
+	*ret_imp = imp;
+	return 0;
+fail:
+	store_import_free(imp);
+	return r;
+}
+
+static int add_dir(struct store_import *imp, const char *path, uint32_t mode, int64_t mtime_ns)
+{
+	size_t n = strnlen(path, STORE_PATH_MAX + 1);
+	struct dir_ent *d;
+	int r;
+
+	if (imp->err || imp->committed)
+		return imp->err ? imp_sticky(imp) : -EINVAL;
+	if (n == 1 && path[0] == '.')
+		n = 0;
+	if (!path_valid(path, n))
+		return err_set(-EINVAL, "%.*s: not a valid path in a dataset", (int)MIN(n, 256u),
+			       path);
+	d = dir_find(imp, path, n);
+	if (d && d->explicit)
+		return err_set(-EEXIST, "%s: directory already imported", path);
+	if (!d) {
+		r = dir_ensure(imp, path, n, &d);
+		if (r < 0)
+			return r;
+	}
+	d->mode = mode & 07777;
+	d->mtime_ns = mtime_ns;
+	d->explicit = true;
+	return 0;
+}
+
+static int64_t stat_mtime_ns(const struct stat *s)
+{
+	return (int64_t)s->st_mtim.tv_sec * 1000000000 + s->st_mtim.tv_nsec;
+}
+
+static int add_file(struct store_import *imp, const char *path, int fd)
+{
+	size_t n = strnlen(path, STORE_PATH_MAX + 1), slash = n;
+	struct store_inode ino = { .type = STORE_INODE_FILE, .nlink = 1 };
+	uint64_t parent_ino;
+	struct dir_ent *parent;
+	struct stat s;
+	int r;
+
+	if (imp->err || imp->committed)
+		return imp->err ? imp_sticky(imp) : -EINVAL;
+	if (n == 0 || !path_valid(path, n))
+		return err_set(-EINVAL, "%.*s: not a valid path in a dataset", (int)MIN(n, 256u),
+			       path);
+	if (fstat(fd, &s) < 0)
+		return err_set(-errno, "%s: cannot stat: %s", path, strerror(errno));
+	if (!S_ISREG(s.st_mode))
+		return err_set(-EINVAL, "%s: not a regular file", path);
+	if (dir_find(imp, path, n))
+		return err_set(-EEXIST, "%s: already imported as a directory", path);
+	while (slash > 0 && path[slash - 1] != '/')
+		slash--;
+	r = dir_ensure(imp, path, slash ? slash - 1 : 0, &parent);
+	if (r < 0)
+		return r;
+	parent_ino = parent->ino;
+	r = dirent_exists(imp, parent_ino, path + slash);
+	if (r != 0)
+		return r > 0 ? err_set(-EEXIST, "%s: already imported", path) : r;
+
+	ino.ino = imp->next_ino++;
+	ino.mode = s.st_mode & 07777;
+	ino.mtime_ns = stat_mtime_ns(&s);
+	ino.size = (uint64_t)s.st_size;
+	r = write_object(imp, fd, path, &ino);
+	if (r == 0)
+		r = put_inode(imp, &ino);
+	if (r == 0)
+		r = put_dirent(imp, parent_ino, path + slash, ino.ino, STORE_INODE_FILE);
+	if (r < 0)
+		return r;
+	/* Looked up again: dir_ensure() above cannot have moved it, but keep the rule simple. */
+	dir_find(imp, path, slash ? slash - 1 : 0)->entries++;
+	imp->stats.files++;
+	progress(imp, true);
+	return 0;
+}
+
+/* Every failure of an add_* call makes the import fail: a version is all or nothing. */
+static int sticky(struct store_import *imp, int r)
+{
+	if (r < 0 && !imp->err)
+		return imp_fail_detail(imp, r);
+	return r;
+}
+
+int store_import_add_dir(struct store_import *imp, const char *path, uint32_t mode,
+			 int64_t mtime_ns)
+{
+	return sticky(imp, add_dir(imp, path, mode, mtime_ns));
+}
+
+int store_import_add_file(struct store_import *imp, const char *path, int fd)
+{
+	return sticky(imp, add_file(imp, path, fd));
+}
+
+static int name_cmp(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static const char *file_kind(mode_t m)
+{
+	if (S_ISLNK(m))
+		return "a symbolic link";
+	if (S_ISCHR(m))
+		return "a character device";
+	if (S_ISBLK(m))
+		return "a block device";
+	if (S_ISSOCK(m))
+		return "a socket";
+	if (S_ISFIFO(m))
+		return "a FIFO";
+	return "not a regular file or directory";
+}
+
+/* Import the entries of the directory open at dfd, whose path in the dataset is rel (len n). */
+static int walk(struct store_import *imp, int dfd, char *rel, size_t n, unsigned depth)
+{
+	char **names = NULL;
+	size_t count = 0, cap = 0;
+	DIR *d = NULL;
+	int fd, r = 0;
+
+	if (depth > IMPORT_DEPTH_MAX)
+		return imp_fail(imp, -ELOOP, "%s: directories nested deeper than %u", rel,
+				IMPORT_DEPTH_MAX);
+	fd = openat(dfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0 || !(d = fdopendir(fd))) {
+		r = imp_fail(imp, -errno, "%s: cannot list: %s", n ? rel : ".", strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return r;
+	}
+	/* Sorted, so an import of the same tree always yields the same inode numbers. */
+	for (struct dirent *de; (de = readdir(d));) {
+		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+			continue;
+		if (count == cap) {
+			size_t nc = cap ? cap * 2 : 64;
+			char **a;
+
+			if (nc > IMPORT_DIR_ENTRIES_MAX) {
+				r = imp_fail(imp, -E2BIG, "%s: more than %u entries",
+					     n ? rel : ".", IMPORT_DIR_ENTRIES_MAX);
+				goto out;
+			}
+			a = reallocarray(names, nc, sizeof(*a));
+			if (!a) {
+				r = imp_fail(imp, -ENOMEM, "out of memory");
+				goto out;
+			}
+			names = a;
+			cap = nc;
+		}
+		names[count] = strdup(de->d_name);
+		if (!names[count]) {
+			r = imp_fail(imp, -ENOMEM, "out of memory");
+			goto out;
+		}
+		count++;
+	}
+	if (count)
+		qsort(names, count, sizeof(*names), name_cmp);
+
+	for (size_t i = 0; i < count && r == 0; i++) {
+		size_t len = strlen(names[i]);
+		size_t m = n ? n + 1 + len : len;
+		struct stat s;
+		int cfd;
+
+		if (m > STORE_PATH_MAX) {
+			r = imp_fail(imp, -ENAMETOOLONG, "%s/%s: path longer than %u bytes", rel,
+				     names[i], STORE_PATH_MAX);
+			break;
+		}
+		if (n)
+			rel[n] = '/';
+		memcpy(rel + (n ? n + 1 : 0), names[i], len + 1);
+		if (fstatat(dfd, names[i], &s, AT_SYMLINK_NOFOLLOW) < 0) {
+			r = imp_fail(imp, -errno, "%s: cannot stat: %s", rel, strerror(errno));
+		} else if (S_ISDIR(s.st_mode)) {
+			cfd = openat(dfd, names[i], O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+			if (cfd < 0) {
+				r = imp_fail(imp, -errno, "%s: cannot open: %s", rel,
+					     strerror(errno));
+			} else {
+				r = store_import_add_dir(imp, rel, s.st_mode, stat_mtime_ns(&s));
+				if (r == 0)
+					r = walk(imp, cfd, rel, m, depth + 1);
+				close(cfd);
+			}
+		} else if (S_ISREG(s.st_mode)) {
+			/* O_NONBLOCK: if it was swapped for a FIFO since fstatat, do not hang;
+			 * add_file's fstat then refuses it. */
+			cfd = openat(dfd, names[i], O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+			if (cfd < 0) {
+				r = imp_fail(imp, -errno, "%s: cannot open: %s", rel,
+					     strerror(errno));
+			} else {
+				r = store_import_add_file(imp, rel, cfd);
+				close(cfd);
+			}
+		} else {
+			r = imp_fail(imp, -EINVAL, "%s: refused: %s (only regular files and "
+						   "directories are imported)", rel,
+				     file_kind(s.st_mode));
+		}
+		rel[n] = '\0';
+	}
+out:
+	for (size_t i = 0; i < count; i++)
+		free(names[i]);
+	free(names);
+	closedir(d);
+	return r;
+}
+
+int store_import_add_tree(struct store_import *imp, int dirfd)
+{
+	char *rel;
+	struct stat s;
+	int r;
+
+	if (imp->err || imp->committed)
+		return imp->err ? imp_sticky(imp) : -EINVAL;
+	if (fstat(dirfd, &s) < 0 || !S_ISDIR(s.st_mode))
+		return err_set(-ENOTDIR, "the source is not a directory");
+	rel = malloc(STORE_PATH_MAX + 1);
+	if (!rel)
+		return -ENOMEM;
+	rel[0] = '\0';
+	r = store_import_add_dir(imp, "", s.st_mode, stat_mtime_ns(&s));
+	if (r == 0)
+		r = walk(imp, dirfd, rel, 0, 0);
+	free(rel);
+	return sticky(imp, r);
+}
+
+int store_import_commit(struct store_import *imp, uint32_t *ret_version)
+{
+	struct store *st = imp->st;
+	char *err = NULL;
+	uint8_t k[PACKKEY_LEN], v[8];
+	int r;
+
+	if (imp->committed)
+		return -EINVAL;
+	if (imp->err)
+		return imp_sticky(imp);
+
+	/* Directory inodes: their entry counts are final now. */
+	for (size_t i = 0; i < imp->ndirs; i++) {
+		struct dir_ent *d = &imp->dirs[i];
+		struct store_inode ino = {
+			.ino = d->ino,
+			.type = STORE_INODE_DIR,
+			.mode = d->mode,
+			.mtime_ns = d->mtime_ns,
+			.size = d->entries,
+			.nlink = 2 + d->subdirs,
+		};
+
+		r = put_inode(imp, &ino);
+		if (r < 0)
+			return r;
+	}
+
+	/* 1. Pack data durable. */
+	r = stream_flush(imp);
+	if (r == 0)
+		r = drain(imp);
+	if (r < 0)
+		return r;
+	if (fdatasync(imp->pack_fd) < 0)
+		return imp_fail(imp, -errno, "pack %016llx: fdatasync failed: %s",
+				(unsigned long long)imp->pack_id, strerror(errno));
+	if (imp->first_new_pack && fsync_dirfd(st->packs_dirfd) < 0)
+		return imp_fail(imp, -errno, "packs directory: fsync failed: %s", strerror(errno));
+
+	/* 2. One synchronous batch makes the version exist. */
+	r = put_version(imp, VERSION_COMMITTED, NULL);
+	if (r < 0)
+		return imp_fail(imp, r, "out of memory");
+	imp->ds.info.latest_version = imp->version;
+	buf_reset(&imp->scratch);
+	r = dataset_rec_encode(&imp->ds, &imp->scratch);
+	if (r < 0)
+		return imp_fail(imp, r, "out of memory");
+	rocksdb_writebatch_wi_put_cf(imp->wb, st->ix.cf[CF_DATASETS], imp->ds.info.name,
+				     strlen(imp->ds.info.name), (const char *)imp->scratch.data,
+				     imp->scratch.len);
+	for (size_t i = 0; i <= imp->npacks; i++) {
+		const struct pack_done pd = i < imp->npacks ? imp->packs[i] :
+			(struct pack_done){ .id = imp->pack_id, .end = imp->wpos };
+
+		packkey(k, pd.id);
+		put_le64(v, pd.end);
+		rocksdb_writebatch_wi_put_cf(imp->wb, st->ix.cf[CF_META], (const char *)k, sizeof(k),
+					     (const char *)v, sizeof(v));
+	}
+	if (imp->new_dataset) {
+		put_le64(v, imp->ds.info.id + 1);
+		rocksdb_writebatch_wi_put_cf(imp->wb, st->ix.cf[CF_META], "next_dataset", 12,
+					     (const char *)v, sizeof(v));
+	}
+	rocksdb_write_writebatch_wi(st->ix.db, st->ix.wo_sync, imp->wb, &err);
+	if (err) {
+		r = imp_fail(imp, -EIO, "index: commit failed: %s", err);
+		free(err);
+		return r;
+	}
+	rocksdb_writebatch_wi_clear(imp->wb);
+
+	/* 3. The store's view follows the committed state. */
+	imp->committed = true;
+	st->last_pack_id = imp->pack_id;
+	st->last_pack_len = imp->wpos;
+	if (imp->new_dataset) {
+		st->next_dataset_id = imp->ds.info.id + 1;
+		r = store_dataset_key_cache(st, imp->ds.info.id, imp->dkey);
+		imp->dkey = NULL; /* given to the cache (freed by it on failure) */
+		if (r < 0)
+			return r; /* committed all the same; the key unwraps again on next use */
+	}
+	progress(imp, true);
+	*ret_version = imp->version;
+	return 0;
+}
+
+/* Undo an uncommitted import: its records and its pack bytes. Best effort: whatever is left is
+ * removed by recovery at the next open, exactly as after a crash. */
+static void import_abort(struct store_import *imp)
+{
+	struct store *st = imp->st;
+	rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
+	uint8_t lo[VKEY_LEN], hi[VKEY_LEN];
+	char pname[32];
+
+	imp->cur = NULL;
+	if (imp->ring_ok)
+		drain(imp);
+	vkey(lo, imp->ds.info.id, imp->version);
+	vkey(hi, imp->ds.info.id, imp->version + 1);
+	rocksdb_writebatch_delete_range_cf(wb, st->ix.cf[CF_INODES], (const char *)lo, sizeof(lo),
+					   (const char *)hi, sizeof(hi));
+	rocksdb_writebatch_delete_range_cf(wb, st->ix.cf[CF_DIRENTS], (const char *)lo, sizeof(lo),
+					   (const char *)hi, sizeof(hi));
+	rocksdb_writebatch_delete_cf(wb, st->ix.cf[CF_VERSIONS], (const char *)lo, sizeof(lo));
+	index_write(&st->ix, wb, true);
+	rocksdb_writebatch_destroy(wb);
+
+	/* The existing pack this import appended to is cut back to its committed length. */
+	if (imp->append_pack_id) {
+		int fd;
+
+		pack_name(pname, sizeof(pname), imp->append_pack_id);
+		fd = openat(st->packs_dirfd, pname, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+		if (fd >= 0) {
+			if (ftruncate(fd, (off_t)imp->append_pack_start) == 0)
+				fdatasync(fd);
+			close(fd);
+		}
+	}
+	/* Packs this import created are known to no commit. */
+	for (uint64_t id = imp->first_new_pack; id && id <= imp->pack_id; id++) {
+		pack_name(pname, sizeof(pname), id);
+		unlinkat(st->packs_dirfd, pname, 0);
+	}
+}
+
+void store_import_free(struct store_import *imp)
+{
+	struct store *st;
+
+	if (!imp)
+		return;
+	st = imp->st;
+	if (!imp->committed && imp->wb)
+		import_abort(imp);
+	if (imp->ring_ok)
+		io_uring_queue_exit(&imp->ring);
+	if (imp->pack_fd >= 0)
+		close(imp->pack_fd);
+	for (unsigned i = 0; i < IMPORT_BUFS; i++) {
+		/* The buffers held plaintext before it was encrypted in place. */
+		if (imp->bufs[i].data)
+			explicit_bzero(imp->bufs[i].data, imp->buf_size);
+		free(imp->bufs[i].data);
+	}
+	explicit_bzero(imp->tagacc, sizeof(imp->tagacc));
+	if (imp->wb)
+		rocksdb_writebatch_wi_destroy(imp->wb);
+	buf_free(&imp->scratch);
+	crypto_chunk_ctx_free(imp->cctx);
+	if (imp->new_dataset)
+		crypto_key_free(imp->dkey);
+	for (size_t i = 0; i < imp->ndirs; i++)
+		free(imp->dirs[i].path);
+	free(imp->dirs);
+	free(imp->hash);
+	st->import = NULL;
+	free(imp);
+	pthread_mutex_unlock(&st->import_lock);
+}
+
+void store_import_get_stats(const struct store_import *imp, struct store_import_stats *ret_stats)
+{
+	*ret_stats = imp->stats;
+}

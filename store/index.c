@@ -1,0 +1,359 @@
+/* index: the RocksDB index of a store, its keys and its record encodings (docs/FORMAT.md "Index").
+ *
+ * Every record carries a one-byte record version first, so the format can grow. Decoders check
+ * every field's range: the index lives on the same untrusted disk as the packs, and a damaged
+ * record must produce a clear error, never a wild read.
+ */
+#include <stdio.h>
+
+#include "store/store_internal.h"
+
+#define REC_V1 1
+
+static const char *const cf_names[CF_COUNT] = {
+	[CF_DEFAULT] = "default",
+	[CF_META] = "meta",
+	[CF_DATASETS] = "datasets",
+	[CF_VERSIONS] = "versions",
+	[CF_INODES] = "inodes",
+	[CF_DIRENTS] = "dirents",
+};
+
+/* Report a RocksDB error string as -EIO with detail, and free it. */
+static int rocks_err(char *err, const char *what)
+{
+	int r = err_set(-EIO, "index: %s: %s", what, err ? err : "unknown error");
+
+	free(err);
+	return r;
+}
+
+int index_open(struct store_index *ix, const char *path, bool create)
+{
+	const char *names[CF_COUNT];
+	const rocksdb_options_t *cfo[CF_COUNT];
+	char *err = NULL;
+
+	*ix = (struct store_index){ 0 };
+	ix->opts = rocksdb_options_create();
+	rocksdb_options_set_create_if_missing(ix->opts, create);
+	rocksdb_options_set_error_if_exists(ix->opts, create);
+	rocksdb_options_set_create_missing_column_families(ix->opts, create);
+	rocksdb_options_set_paranoid_checks(ix->opts, 1);
+	/* Two cores here; background work should not starve the read path. */
+	rocksdb_options_increase_parallelism(ix->opts, 2);
+	for (int i = 0; i < CF_COUNT; i++) {
+		ix->cf_opts[i] = rocksdb_options_create();
+		names[i] = cf_names[i];
+		cfo[i] = ix->cf_opts[i];
+	}
+	ix->db = rocksdb_open_column_families(ix->opts, path, CF_COUNT, names, cfo, ix->cf, &err);
+	if (err) {
+		index_close(ix);
+		return rocks_err(err, "cannot open");
+	}
+	ix->ro = rocksdb_readoptions_create();
+	rocksdb_readoptions_set_verify_checksums(ix->ro, 1);
+	ix->wo_sync = rocksdb_writeoptions_create();
+	rocksdb_writeoptions_set_sync(ix->wo_sync, 1);
+	ix->wo_async = rocksdb_writeoptions_create();
+	rocksdb_writeoptions_set_sync(ix->wo_async, 0);
+	return 0;
+}
+
+void index_close(struct store_index *ix)
+{
+	if (!ix)
+		return;
+	for (int i = 0; i < CF_COUNT; i++)
+		if (ix->cf[i])
+			rocksdb_column_family_handle_destroy(ix->cf[i]);
+	if (ix->db)
+		rocksdb_close(ix->db);
+	for (int i = 0; i < CF_COUNT; i++)
+		if (ix->cf_opts[i])
+			rocksdb_options_destroy(ix->cf_opts[i]);
+	if (ix->opts)
+		rocksdb_options_destroy(ix->opts);
+	if (ix->ro)
+		rocksdb_readoptions_destroy(ix->ro);
+	if (ix->wo_sync)
+		rocksdb_writeoptions_destroy(ix->wo_sync);
+	if (ix->wo_async)
+		rocksdb_writeoptions_destroy(ix->wo_async);
+	*ix = (struct store_index){ 0 };
+}
+
+int index_get(struct store_index *ix, enum store_cf cf, const void *key, size_t klen,
+	      char **ret_val, size_t *ret_len)
+{
+	char *err = NULL;
+	size_t n = 0;
+	char *v = rocksdb_get_cf(ix->db, ix->ro, ix->cf[cf], key, klen, &n, &err);
+
+	if (err)
+		return rocks_err(err, "read failed");
+	if (!v)
+		return -ENOENT;
+	*ret_val = v;
+	*ret_len = n;
+	return 0;
+}
+
+int index_write(struct store_index *ix, rocksdb_writebatch_t *wb, bool sync)
+{
+	char *err = NULL;
+
+	rocksdb_write(ix->db, sync ? ix->wo_sync : ix->wo_async, wb, &err);
+	if (err)
+		return rocks_err(err, "write failed");
+	return 0;
+}
+
+void vkey(uint8_t out[VKEY_LEN], uint64_t dsid, uint32_t ver)
+{
+	put_be64(out, dsid);
+	put_be32(out + 8, ver);
+}
+
+void ikey(uint8_t out[IKEY_LEN], uint64_t dsid, uint32_t ver, uint64_t ino)
+{
+	vkey(out, dsid, ver);
+	put_be64(out + VKEY_LEN, ino);
+}
+
+size_t dkey(uint8_t *out, uint64_t dsid, uint32_t ver, uint64_t parent, const char *name)
+{
+	size_t n = strlen(name);
+
+	ikey(out, dsid, ver, parent);
+	memcpy(out + DKEY_PREFIX_LEN, name, n);
+	return DKEY_PREFIX_LEN + n;
+}
+
+void packkey(uint8_t out[PACKKEY_LEN], uint64_t pack_id)
+{
+	memcpy(out, "pack/", 5);
+	put_be64(out + 5, pack_id);
+}
+
+bool store_name_valid(const char *name, size_t len)
+{
+	if (len == 0 || len > STORE_NAME_MAX)
+		return false;
+	if ((len == 1 && name[0] == '.') || (len == 2 && name[0] == '.' && name[1] == '.'))
+		return false;
+	for (size_t i = 0; i < len; i++)
+		if (name[i] == '/' || name[i] == '\0')
+			return false;
+	return true;
+}
+
+bool store_dataset_name_valid(const char *name)
+{
+	size_t n = name ? strnlen(name, STORE_DATASET_NAME_MAX + 1) : 0;
+
+	if (n == 0 || n > STORE_DATASET_NAME_MAX || name[0] == '.' || name[0] == '-')
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		char c = name[i];
+
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		      c == '.' || c == '_' || c == '-'))
+			return false;
+	}
+	return true;
+}
+
+/* ---- Records ------------------------------------------------------------------------------- */
+
+int dataset_rec_encode(const struct dataset_rec *r, struct buf *b)
+{
+	int e = 0;
+
+	e = e ?: buf_u8(b, REC_V1);
+	e = e ?: buf_le64(b, r->info.id);
+	e = e ?: buf_le64(b, (uint64_t)r->info.created_ns);
+	e = e ?: buf_le32(b, r->info.latest_version);
+	e = e ?: buf_append(b, r->wrapped_key, sizeof(r->wrapped_key));
+	return e;
+}
+
+int dataset_rec_decode(const char *name, const void *v, size_t n, struct dataset_rec *ret)
+{
+	struct cursor c = cursor_make(v, n);
+	struct dataset_rec r = { 0 };
+	uint64_t created;
+	uint8_t rv = 0;
+
+	cursor_u8(&c, &rv);
+	cursor_le64(&c, &r.info.id);
+	cursor_le64(&c, &created);
+	cursor_le32(&c, &r.info.latest_version);
+	cursor_take(&c, r.wrapped_key, sizeof(r.wrapped_key));
+	if (!cursor_done(&c) || rv != REC_V1 || r.info.id == 0 || r.info.latest_version == 0 ||
+	    !store_dataset_name_valid(name))
+		return err_set(-EBADMSG, "index: malformed record of dataset '%.*s'",
+			       STORE_DATASET_NAME_MAX, name);
+	r.info.created_ns = (int64_t)created;
+	snprintf(r.info.name, sizeof(r.info.name), "%s", name);
+	*ret = r;
+	return 0;
+}
+
+int version_rec_encode(const struct version_rec *r, struct buf *b)
+{
+	int e = 0;
+
+	e = e ?: buf_u8(b, REC_V1);
+	e = e ?: buf_u8(b, (uint8_t)r->state);
+	e = e ?: buf_le64(b, (uint64_t)r->info.created_ns);
+	e = e ?: buf_le64(b, (uint64_t)r->info.committed_ns);
+	e = e ?: buf_le64(b, r->info.files);
+	e = e ?: buf_le64(b, r->info.dirs);
+	e = e ?: buf_le64(b, r->info.bytes);
+	return e;
+}
+
+int version_rec_decode(const void *v, size_t n, struct version_rec *ret)
+{
+	struct cursor c = cursor_make(v, n);
+	struct version_rec r = { 0 };
+	uint64_t created, committed;
+	uint8_t rv = 0, state = 0;
+
+	cursor_u8(&c, &rv);
+	cursor_u8(&c, &state);
+	cursor_le64(&c, &created);
+	cursor_le64(&c, &committed);
+	cursor_le64(&c, &r.info.files);
+	cursor_le64(&c, &r.info.dirs);
+	cursor_le64(&c, &r.info.bytes);
+	if (!cursor_done(&c) || rv != REC_V1 ||
+	    (state != VERSION_PENDING && state != VERSION_COMMITTED))
+		return err_set(-EBADMSG, "index: malformed version record");
+	r.state = state;
+	r.info.created_ns = (int64_t)created;
+	r.info.committed_ns = (int64_t)committed;
+	*ret = r;
+	return 0;
+}
+
+int inode_encode(const struct store_inode *ino, struct buf *b)
+{
+	int e = 0;
+
+	e = e ?: buf_u8(b, REC_V1);
+	e = e ?: buf_u8(b, (uint8_t)ino->type);
+	e = e ?: buf_le32(b, ino->mode);
+	e = e ?: buf_le64(b, (uint64_t)ino->mtime_ns);
+	e = e ?: buf_le64(b, ino->size);
+	e = e ?: buf_le32(b, ino->nlink);
+	if (ino->type != STORE_INODE_FILE)
+		return e;
+	e = e ?: buf_append(b, ino->ext.object_id, sizeof(ino->ext.object_id));
+	e = e ?: buf_le64(b, ino->ext.pack_id);
+	e = e ?: buf_le64(b, ino->ext.offset);
+	e = e ?: buf_le32(b, ino->ext.chunk_size);
+	e = e ?: buf_le32(b, ino->ext.alg);
+	e = e ?: buf_append(b, ino->ext.wrapped_key, sizeof(ino->ext.wrapped_key));
+	return e;
+}
+
+int inode_decode(uint64_t inum, const void *v, size_t n, struct store_inode *ret)
+{
+	struct cursor c = cursor_make(v, n);
+	struct store_inode ino = { .ino = inum };
+	uint64_t mtime;
+	uint8_t rv = 0, type = 0;
+	bool ok;
+
+	cursor_u8(&c, &rv);
+	cursor_u8(&c, &type);
+	cursor_le32(&c, &ino.mode);
+	cursor_le64(&c, &mtime);
+	cursor_le64(&c, &ino.size);
+	cursor_le32(&c, &ino.nlink);
+	ino.type = type;
+	ino.mtime_ns = (int64_t)mtime;
+	if (type == STORE_INODE_FILE) {
+		cursor_take(&c, ino.ext.object_id, sizeof(ino.ext.object_id));
+		cursor_le64(&c, &ino.ext.pack_id);
+		cursor_le64(&c, &ino.ext.offset);
+		cursor_le32(&c, &ino.ext.chunk_size);
+		cursor_le32(&c, &ino.ext.alg);
+		cursor_take(&c, ino.ext.wrapped_key, sizeof(ino.ext.wrapped_key));
+	}
+	ok = cursor_done(&c) && rv == REC_V1 && (ino.mode & ~07777u) == 0 &&
+	     (type == STORE_INODE_DIR || type == STORE_INODE_FILE);
+	if (ok && type == STORE_INODE_FILE)
+		ok = ino.ext.pack_id > 0 && IS_ALIGNED(ino.ext.offset, STORE_ALIGN) &&
+		     ino.ext.offset >= PACK_HEADER_LEN && IS_POW2(ino.ext.chunk_size) &&
+		     ino.ext.chunk_size >= CRYPTO_CHUNK_MIN && ino.ext.chunk_size <= CRYPTO_CHUNK_MAX &&
+		     crypto_aead_valid(ino.ext.alg);
+	if (!ok)
+		return err_set(-EBADMSG, "index: malformed inode record %llu",
+			       (unsigned long long)inum);
+	*ret = ino;
+	return 0;
+}
+
+int dirent_encode(uint64_t ino, uint32_t type, struct buf *b)
+{
+	int e = 0;
+
+	e = e ?: buf_le64(b, ino);
+	e = e ?: buf_u8(b, (uint8_t)type);
+	return e;
+}
+
+int dirent_decode(const void *v, size_t n, uint64_t *ret_ino, uint32_t *ret_type)
+{
+	struct cursor c = cursor_make(v, n);
+	uint64_t ino = 0;
+	uint8_t type = 0;
+
+	cursor_le64(&c, &ino);
+	cursor_u8(&c, &type);
+	if (!cursor_done(&c) || ino == 0 || (type != STORE_INODE_DIR && type != STORE_INODE_FILE))
+		return err_set(-EBADMSG, "index: malformed directory entry");
+	*ret_ino = ino;
+	*ret_type = type;
+	return 0;
+}
+
+int index_dataset_get(struct store_index *ix, const char *name, struct dataset_rec *ret)
+{
+	char *v = NULL;
+	size_t n = 0;
+	int r;
+
+	if (!store_dataset_name_valid(name))
+		return -EINVAL;
+	r = index_get(ix, CF_DATASETS, name, strlen(name), &v, &n);
+	if (r < 0)
+		return r;
+	r = dataset_rec_decode(name, v, n, ret);
+	free(v);
+	return r;
+}
+
+int index_version_get(struct store_index *ix, uint64_t dsid, uint32_t ver, struct version_rec *ret)
+{
+	uint8_t k[VKEY_LEN];
+	char *v = NULL;
+	size_t n = 0;
+	int r;
+
+	vkey(k, dsid, ver);
+	r = index_get(ix, CF_VERSIONS, k, sizeof(k), &v, &n);
+	if (r < 0)
+		return r;
+	r = version_rec_decode(v, n, ret);
+	if (r == 0) {
+		ret->info.dataset_id = dsid;
+		ret->info.version = ver;
+	}
+	free(v);
+	return r;
+}

@@ -1,0 +1,830 @@
+/* store: create, open (with crash recovery), close, and the read-side lookups. */
+#include <dirent.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+
+#include "store/store_internal.h"
+
+#define MARKER_NAME "ENCLAVE"
+#define MARKER_TEXT "enclave-store 1\n"
+#define MASTER_NAME "master.key"
+#define META_FORMAT "format"
+#define META_STORE_ID "store_id"
+#define META_NEXT_DATASET "next_dataset"
+
+void dataset_key_ad(const uint8_t store_id[16], uint64_t dsid, uint8_t out[DATASET_KEY_AD_LEN])
+{
+	memcpy(out, "ENCLDSK1", 8);
+	memcpy(out + 8, store_id, 16);
+	put_be64(out + 24, dsid);
+}
+
+void object_key_ad(uint64_t dsid, const struct store_inode *ino, uint8_t out[OBJECT_KEY_AD_LEN])
+{
+	memcpy(out, "ENCLOBK1", 8);
+	put_be64(out + 8, dsid);
+	memcpy(out + 16, ino->ext.object_id, CRYPTO_OBJECT_ID_LEN);
+	put_be32(out + 32, ino->ext.alg);
+	put_be32(out + 36, ino->ext.chunk_size);
+	put_be64(out + 40, ino->size);
+}
+
+/* ---- Open and close ------------------------------------------------------------------------ */
+
+static int meta_get_u64(struct store *st, const char *key, uint64_t *ret)
+{
+	char *v = NULL;
+	size_t n = 0;
+	int r = index_get(&st->ix, CF_META, key, strlen(key), &v, &n);
+
+	if (r < 0)
+		return r;
+	if (n != 8) {
+		free(v);
+		return err_set(-EBADMSG, "index: malformed meta record '%s'", key);
+	}
+	*ret = get_le64((const uint8_t *)v);
+	free(v);
+	return 0;
+}
+
+/* Drop every pending (uncommitted) version: the remains of an import that never committed. */
+static int recover_pending_versions(struct store *st)
+{
+	rocksdb_iterator_t *it = rocksdb_create_iterator_cf(st->ix.db, st->ix.ro,
+							    st->ix.cf[CF_VERSIONS]);
+	rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
+	bool any = false;
+	char *err = NULL;
+	int r = 0;
+
+	for (rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
+		size_t kl, vl;
+		const char *k = rocksdb_iter_key(it, &kl);
+		const char *v = rocksdb_iter_value(it, &vl);
+		struct version_rec vr;
+		uint8_t lo[VKEY_LEN], hi[VKEY_LEN];
+		uint64_t dsid;
+		uint32_t ver;
+
+		if (kl != VKEY_LEN) {
+			r = err_set(-EBADMSG, "index: malformed version key");
+			goto out;
+		}
+		r = version_rec_decode(v, vl, &vr);
+		if (r < 0)
+			goto out;
+		if (vr.state != VERSION_PENDING)
+			continue;
+		dsid = get_be64((const uint8_t *)k);
+		ver = get_be32((const uint8_t *)k + 8);
+		vkey(lo, dsid, ver);
+		if (ver == UINT32_MAX)
+			vkey(hi, dsid + 1, 0);
+		else
+			vkey(hi, dsid, ver + 1);
+		rocksdb_writebatch_delete_range_cf(wb, st->ix.cf[CF_INODES], (const char *)lo,
+						   sizeof(lo), (const char *)hi, sizeof(hi));
+		rocksdb_writebatch_delete_range_cf(wb, st->ix.cf[CF_DIRENTS], (const char *)lo,
+						   sizeof(lo), (const char *)hi, sizeof(hi));
+		rocksdb_writebatch_delete_cf(wb, st->ix.cf[CF_VERSIONS], k, kl);
+		any = true;
+	}
+	rocksdb_iter_get_error(it, &err);
+	if (err) {
+		r = err_set(-EIO, "index: scan of versions failed: %s", err);
+		free(err);
+		goto out;
+	}
+	if (any)
+		r = index_write(&st->ix, wb, true);
+out:
+	rocksdb_writebatch_destroy(wb);
+	rocksdb_iter_destroy(it);
+	return r;
+}
+
+/* Is pack_id among the committed packs (ids and lengths from the index)? */
+static bool pack_committed(const uint64_t *ids, const uint64_t *lens, size_t n, uint64_t id,
+			   uint64_t *ret_len)
+{
+	for (size_t i = 0; i < n; i++)
+		if (ids[i] == id) {
+			*ret_len = lens[i];
+			return true;
+		}
+	return false;
+}
+
+/* Bring the packs directory in line with the index: every committed pack must exist and be at
+ * least its committed length; its tail past that (an interrupted append) is cut off; a pack the
+ * index does not know (created by an import that never committed) is removed. */
+static int recover_packs(struct store *st)
+{
+	rocksdb_iterator_t *it = rocksdb_create_iterator_cf(st->ix.db, st->ix.ro,
+							    st->ix.cf[CF_META]);
+	uint64_t *ids = NULL, *lens = NULL;
+	size_t n = 0, cap = 0;
+	DIR *d = NULL;
+	int dfd = -1, r = 0;
+	bool changed = false;
+	char *err = NULL;
+
+	for (rocksdb_iter_seek(it, "pack/", 5); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
+		size_t kl, vl;
+		const char *k = rocksdb_iter_key(it, &kl);
+		const char *v = rocksdb_iter_value(it, &vl);
+
+		if (kl < 5 || memcmp(k, "pack/", 5) != 0)
+			break;
+		if (kl != PACKKEY_LEN || vl != 8) {
+			r = err_set(-EBADMSG, "index: malformed pack record");
+			goto out;
+		}
+		if (n == cap) {
+			size_t nc = cap ? cap * 2 : 16;
+			uint64_t *ni = reallocarray(ids, nc, sizeof(*ids));
+			uint64_t *nl;
+
+			if (!ni) {
+				r = -ENOMEM;
+				goto out;
+			}
+			ids = ni;
+			nl = reallocarray(lens, nc, sizeof(*lens));
+			if (!nl) {
+				r = -ENOMEM;
+				goto out;
+			}
+			lens = nl;
+			cap = nc;
+		}
+		ids[n] = get_be64((const uint8_t *)k + 5);
+		lens[n] = get_le64((const uint8_t *)v);
+		if (ids[n] > st->last_pack_id) {
+			st->last_pack_id = ids[n];
+			st->last_pack_len = lens[n];
+		}
+		n++;
+	}
+	rocksdb_iter_get_error(it, &err);
+	if (err) {
+		r = err_set(-EIO, "index: scan of packs failed: %s", err);
+		free(err);
+		goto out;
+	}
+
+	/* A committed pack longer than its committed length had an interrupted append: cut the tail.
+	 * A pack that is missing, short, or not ours is damage, not a crash (its data was fsynced
+	 * before the commit); it is left as it is and reads of it fail (-EUCLEAN, -EIO, -EBADMSG)
+	 * naming the object, while every other dataset stays readable. */
+	for (size_t i = 0; i < n; i++) {
+		char name[32];
+		struct stat s;
+		int fd;
+
+		pack_name(name, sizeof(name), ids[i]);
+		fd = openat(st->packs_dirfd, name, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+		if (fd < 0)
+			continue;
+		if (fstat(fd, &s) == 0 && (uint64_t)s.st_size > lens[i] &&
+		    pack_check_header(fd, st->store_id, ids[i]) == 0 &&
+		    (ftruncate(fd, (off_t)lens[i]) < 0 || fdatasync(fd) < 0))
+			r = err_set(-errno, "cannot cut back pack %s: %s", name, strerror(errno));
+		close(fd);
+		if (r < 0)
+			goto out;
+	}
+
+	/* Packs the index does not know are uncommitted; remove them. */
+	dfd = openat(st->packs_dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0 || !(d = fdopendir(dfd))) {
+		r = err_set(-errno, "cannot list packs: %s", strerror(errno));
+		goto out;
+	}
+	dfd = -1; /* owned by d now */
+	for (struct dirent *de; (de = readdir(d));) {
+		unsigned long long id;
+		uint64_t len;
+		char tail[8];
+		char expect[32];
+
+		if (sscanf(de->d_name, "%16llx%7s", &id, tail) != 2 || strcmp(tail, ".pack") != 0)
+			continue;
+		pack_name(expect, sizeof(expect), id);
+		if (strcmp(expect, de->d_name) != 0 || pack_committed(ids, lens, n, id, &len))
+			continue;
+		if (unlinkat(st->packs_dirfd, de->d_name, 0) < 0) {
+			r = err_set(-errno, "cannot remove uncommitted pack %s: %s", de->d_name,
+				    strerror(errno));
+			goto out;
+		}
+		changed = true;
+	}
+	if (changed)
+		r = fsync_dirfd(st->packs_dirfd);
+out:
+	if (d)
+		closedir(d);
+	if (dfd >= 0)
+		close(dfd);
+	free(ids);
+	free(lens);
+	rocksdb_iter_destroy(it);
+	return r;
+}
+
+static int store_alloc(struct store **ret)
+{
+	struct store *st = calloc(1, sizeof(*st));
+
+	if (!st)
+		return -ENOMEM;
+	st->dirfd = st->lockfd = st->packs_dirfd = -1;
+	pthread_mutex_init(&st->lock, NULL);
+	pthread_mutex_init(&st->import_lock, NULL);
+	*ret = st;
+	return 0;
+}
+
+/* Open the index of a store whose directory, lock and master key are already in st, check its
+ * format and recover. */
+static int store_open_index(struct store *st, const char *dir, bool create,
+			    const struct store_open_options *opts)
+{
+	char path[PATH_MAX];
+	char *v = NULL;
+	size_t n = 0;
+	uint64_t next = 1;
+	int r;
+
+	if (snprintf(path, sizeof(path), "%s/index", dir) >= (int)sizeof(path))
+		return -ENAMETOOLONG;
+	r = index_open(&st->ix, path, create);
+	if (r < 0)
+		return r;
+	if (create) {
+		rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
+		uint8_t fmt[8], nd[8];
+
+		crypto_random(st->store_id, sizeof(st->store_id));
+		put_le64(fmt, STORE_FORMAT_VERSION);
+		put_le64(nd, 1);
+		rocksdb_writebatch_put_cf(wb, st->ix.cf[CF_META], META_FORMAT, strlen(META_FORMAT),
+					  (const char *)fmt, 8);
+		rocksdb_writebatch_put_cf(wb, st->ix.cf[CF_META], META_STORE_ID,
+					  strlen(META_STORE_ID), (const char *)st->store_id, 16);
+		rocksdb_writebatch_put_cf(wb, st->ix.cf[CF_META], META_NEXT_DATASET,
+					  strlen(META_NEXT_DATASET), (const char *)nd, 8);
+		r = index_write(&st->ix, wb, true);
+		rocksdb_writebatch_destroy(wb);
+		if (r < 0)
+			return r;
+	}
+
+	r = meta_get_u64(st, META_FORMAT, &next);
+	if (r == 0 && next != STORE_FORMAT_VERSION)
+		r = err_set(-EPROTONOSUPPORT, "store format %llu is not supported (this build: %u)",
+			    (unsigned long long)next, STORE_FORMAT_VERSION);
+	if (r < 0)
+		return r == -ENOENT ? err_set(-EBADMSG, "index: no format record") : r;
+	r = index_get(&st->ix, CF_META, META_STORE_ID, strlen(META_STORE_ID), &v, &n);
+	if (r < 0)
+		return r == -ENOENT ? err_set(-EBADMSG, "index: no store id") : r;
+	if (n != sizeof(st->store_id)) {
+		free(v);
+		return err_set(-EBADMSG, "index: malformed store id");
+	}
+	memcpy(st->store_id, v, n);
+	free(v);
+	r = meta_get_u64(st, META_NEXT_DATASET, &st->next_dataset_id);
+	if (r < 0)
+		return r == -ENOENT ? err_set(-EBADMSG, "index: no dataset counter") : r;
+
+	st->direct_io = opts && opts->direct_io;
+	st->pack_target = opts && opts->pack_target ? opts->pack_target : STORE_PACK_TARGET;
+	r = recover_pending_versions(st);
+	if (r < 0)
+		return r;
+	return recover_packs(st);
+}
+
+static int store_lock(struct store *st)
+{
+	st->lockfd = openat(st->dirfd, "LOCK", O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (st->lockfd < 0)
+		return err_set(-errno, "cannot open the store lock: %s", strerror(errno));
+	if (flock(st->lockfd, LOCK_EX | LOCK_NB) < 0)
+		return err_set(errno == EWOULDBLOCK ? -EBUSY : -errno,
+			       "the store is in use by another process");
+	return 0;
+}
+
+int store_create(const char *dir, const crypto_secret *pass, const struct crypto_kdf_params *kdf,
+		 struct store **ret_store)
+{
+	struct store *st = NULL;
+	DIR *d = NULL;
+	int fd = -1, r;
+
+	err_clear();
+	if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+		return err_set(-errno, "cannot create %s: %s", dir, strerror(errno));
+	r = store_alloc(&st);
+	if (r < 0)
+		return r;
+	st->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (st->dirfd < 0) {
+		r = err_set(-errno, "cannot open %s: %s", dir, strerror(errno));
+		goto fail;
+	}
+	/* Only an empty directory becomes a store: nothing of anyone's is overwritten. */
+	fd = dup(st->dirfd);
+	if (fd < 0 || !(d = fdopendir(fd))) {
+		r = -errno;
+		goto fail;
+	}
+	fd = -1;
+	for (struct dirent *de; (de = readdir(d));)
+		if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0) {
+			r = err_set(-EEXIST, "%s is not empty; a store is created in an empty "
+					     "or new directory", dir);
+			goto fail;
+		}
+	r = store_lock(st);
+	if (r < 0)
+		goto fail;
+	if (mkdirat(st->dirfd, "keys", 0700) < 0 || mkdirat(st->dirfd, "packs", 0700) < 0) {
+		r = err_set(-errno, "cannot create the store layout in %s: %s", dir, strerror(errno));
+		goto fail;
+	}
+	fd = openat(st->dirfd, "keys", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0) {
+		r = -errno;
+		goto fail;
+	}
+	r = crypto_master_create(fd, MASTER_NAME, pass, kdf, &st->master);
+	close(fd);
+	fd = -1;
+	if (r < 0) {
+		r = err_set(r, "cannot create the master key: %s", strerror(-r));
+		goto fail;
+	}
+	st->packs_dirfd = openat(st->dirfd, "packs", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (st->packs_dirfd < 0) {
+		r = -errno;
+		goto fail;
+	}
+	r = store_open_index(st, dir, true, NULL);
+	if (r < 0)
+		goto fail;
+	/* The marker comes last: a directory without it is not (yet) a store. */
+	fd = openat(st->dirfd, MARKER_NAME, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+		    0600);
+	if (fd < 0) {
+		r = -errno;
+		goto fail;
+	}
+	r = pwrite_all(fd, MARKER_TEXT, strlen(MARKER_TEXT), 0);
+	if (r == 0 && fsync(fd) < 0)
+		r = -errno;
+	close(fd);
+	fd = -1;
+	if (r == 0)
+		r = fsync_dirfd(st->dirfd);
+	if (r < 0)
+		goto fail;
+	closedir(d);
+	*ret_store = st;
+	return 0;
+fail:
+	if (d)
+		closedir(d);
+	if (fd >= 0)
+		close(fd);
+	store_close(st);
+	return r;
+}
+
+int store_open(const char *dir, const crypto_secret *pass, const struct store_open_options *opts,
+	       struct store **ret_store)
+{
+	char marker[sizeof(MARKER_TEXT) + 1];
+	struct store *st = NULL;
+	ssize_t n;
+	int fd = -1, r;
+
+	err_clear();
+	r = store_alloc(&st);
+	if (r < 0)
+		return r;
+	st->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (st->dirfd < 0) {
+		r = err_set(-errno, "cannot open store %s: %s", dir, strerror(errno));
+		goto fail;
+	}
+	fd = openat(st->dirfd, MARKER_NAME, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0) {
+		r = err_set(errno == ENOENT ? -ENOENT : -errno,
+			    "%s is not an Enclave store (no %s marker)", dir, MARKER_NAME);
+		goto fail;
+	}
+	n = read_full(fd, marker, sizeof(marker));
+	close(fd);
+	fd = -1;
+	if (n != (ssize_t)strlen(MARKER_TEXT) || memcmp(marker, MARKER_TEXT, (size_t)n) != 0) {
+		r = err_set(-EPROTONOSUPPORT, "%s: unknown store marker or format", dir);
+		goto fail;
+	}
+	r = store_lock(st);
+	if (r < 0)
+		goto fail;
+	fd = openat(st->dirfd, "keys", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0) {
+		r = err_set(-errno, "%s: no keys directory: %s", dir, strerror(errno));
+		goto fail;
+	}
+	r = crypto_master_unlock(fd, MASTER_NAME, pass, &st->master);
+	close(fd);
+	fd = -1;
+	if (r == -EKEYREJECTED) {
+		r = err_set(r, "wrong passphrase for store %s (or its master key file was altered); "
+			       "the key file is unchanged", dir);
+		goto fail;
+	}
+	if (r < 0) {
+		r = err_set(r, "cannot read the master key of %s: %s", dir, strerror(-r));
+		goto fail;
+	}
+	st->packs_dirfd = openat(st->dirfd, "packs", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (st->packs_dirfd < 0) {
+		r = err_set(-errno, "%s: no packs directory: %s", dir, strerror(errno));
+		goto fail;
+	}
+	r = store_open_index(st, dir, false, opts);
+	if (r < 0)
+		goto fail;
+	*ret_store = st;
+	return 0;
+fail:
+	store_close(st);
+	return r;
+}
+
+void store_close(struct store *st)
+{
+	if (!st)
+		return;
+	if (st->import)
+		store_import_free(st->import);
+	index_close(&st->ix);
+	for (size_t i = 0; i < st->pack_fds_len; i++)
+		if (st->pack_fds[i] >= 0)
+			close(st->pack_fds[i]);
+	free(st->pack_fds);
+	for (size_t i = 0; i < st->dskeys_len; i++)
+		crypto_key_free(st->dskeys[i].key);
+	free(st->dskeys);
+	crypto_key_free(st->master);
+	if (st->packs_dirfd >= 0)
+		close(st->packs_dirfd);
+	if (st->lockfd >= 0)
+		close(st->lockfd); /* releases the flock */
+	if (st->dirfd >= 0)
+		close(st->dirfd);
+	pthread_mutex_destroy(&st->lock);
+	pthread_mutex_destroy(&st->import_lock);
+	free(st);
+}
+
+/* ---- Caches -------------------------------------------------------------------------------- */
+
+int store_pack_fd(struct store *st, uint64_t pack_id, int *ret_fd)
+{
+	char name[32];
+	int fd, r = 0;
+
+	pthread_mutex_lock(&st->lock);
+	if (pack_id >= st->pack_fds_len) {
+		size_t n = MAX((size_t)pack_id + 1, st->pack_fds_len * 2);
+		int *a = reallocarray(st->pack_fds, n, sizeof(*a));
+
+		if (!a) {
+			r = -ENOMEM;
+			goto out;
+		}
+		for (size_t i = st->pack_fds_len; i < n; i++)
+			a[i] = -1;
+		st->pack_fds = a;
+		st->pack_fds_len = n;
+	}
+	if (st->pack_fds[pack_id] < 0) {
+		pack_name(name, sizeof(name), pack_id);
+		fd = -1;
+		if (st->direct_io)
+			fd = openat(st->packs_dirfd, name,
+				    O_RDONLY | O_DIRECT | O_NOFOLLOW | O_CLOEXEC);
+		/* O_DIRECT is refused by some file systems (tmpfs): read through the cache. */
+		if (fd < 0)
+			fd = openat(st->packs_dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+		if (fd < 0) {
+			r = err_set(errno == ENOENT ? -EUCLEAN : -errno, "cannot open pack %s: %s",
+				    name, strerror(errno));
+			goto out;
+		}
+		st->pack_fds[pack_id] = fd;
+	}
+	*ret_fd = st->pack_fds[pack_id];
+out:
+	pthread_mutex_unlock(&st->lock);
+	return r;
+}
+
+/* With st->lock held. */
+static int dskey_insert_locked(struct store *st, uint64_t dsid, crypto_key *key)
+{
+	if (st->dskeys_len == st->dskeys_cap) {
+		size_t n = st->dskeys_cap ? st->dskeys_cap * 2 : 8;
+		struct dskey *a = reallocarray(st->dskeys, n, sizeof(*a));
+
+		if (!a)
+			return -ENOMEM;
+		st->dskeys = a;
+		st->dskeys_cap = n;
+	}
+	st->dskeys[st->dskeys_len++] = (struct dskey){ .id = dsid, .key = key };
+	return 0;
+}
+
+int store_dataset_key_cache(struct store *st, uint64_t dsid, crypto_key *key)
+{
+	int r;
+
+	pthread_mutex_lock(&st->lock);
+	r = dskey_insert_locked(st, dsid, key);
+	pthread_mutex_unlock(&st->lock);
+	if (r < 0)
+		crypto_key_free(key);
+	return r;
+}
+
+/* Find the wrapped key of dataset dsid by scanning the datasets (only on a key cache miss). */
+static int dataset_wrapped_key_by_id(struct store *st, uint64_t dsid,
+				     uint8_t ret_wrapped[CRYPTO_WRAPPED_KEY_LEN])
+{
+	rocksdb_iterator_t *it = rocksdb_create_iterator_cf(st->ix.db, st->ix.ro,
+							    st->ix.cf[CF_DATASETS]);
+	int r = err_set(-ENOENT, "no dataset with id %llu", (unsigned long long)dsid);
+
+	for (rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
+		char name[STORE_DATASET_NAME_MAX + 1];
+		struct dataset_rec rec;
+		size_t kl, vl;
+		const char *k = rocksdb_iter_key(it, &kl);
+		const char *v = rocksdb_iter_value(it, &vl);
+
+		if (kl == 0 || kl > STORE_DATASET_NAME_MAX)
+			continue;
+		memcpy(name, k, kl);
+		name[kl] = '\0';
+		if (dataset_rec_decode(name, v, vl, &rec) == 0 && rec.info.id == dsid) {
+			memcpy(ret_wrapped, rec.wrapped_key, CRYPTO_WRAPPED_KEY_LEN);
+			r = 0;
+			break;
+		}
+	}
+	rocksdb_iter_destroy(it);
+	return r;
+}
+
+int store_dataset_key(struct store *st, uint64_t dsid, const uint8_t *wrapped, crypto_key **ret)
+{
+	uint8_t wk[CRYPTO_WRAPPED_KEY_LEN];
+	uint8_t ad[DATASET_KEY_AD_LEN];
+	crypto_key *key = NULL;
+	int r = 0;
+
+	pthread_mutex_lock(&st->lock);
+	for (size_t i = 0; i < st->dskeys_len; i++)
+		if (st->dskeys[i].id == dsid) {
+			*ret = st->dskeys[i].key;
+			goto out;
+		}
+	if (!wrapped) {
+		r = dataset_wrapped_key_by_id(st, dsid, wk);
+		if (r < 0)
+			goto out;
+		wrapped = wk;
+	}
+	dataset_key_ad(st->store_id, dsid, ad);
+	r = crypto_key_unwrap(st->master, wrapped, ad, sizeof(ad), &key);
+	if (r < 0) {
+		r = err_set(r, "the key of dataset %llu does not unwrap: its record was altered",
+			    (unsigned long long)dsid);
+		goto out;
+	}
+	r = dskey_insert_locked(st, dsid, key);
+	if (r < 0) {
+		crypto_key_free(key);
+		goto out;
+	}
+	*ret = key;
+out:
+	pthread_mutex_unlock(&st->lock);
+	return r;
+}
+
+/* ---- Lookups ------------------------------------------------------------------------------- */
+
+int store_dataset_get(struct store *st, const char *name, struct store_dataset_info *ret_info)
+{
+	struct dataset_rec rec;
+	int r = index_dataset_get(&st->ix, name, &rec);
+
+	if (r < 0)
+		return r;
+	*ret_info = rec.info;
+	return 0;
+}
+
+int store_dataset_foreach(struct store *st,
+			  int (*fn)(void *ctx, const struct store_dataset_info *info), void *ctx)
+{
+	rocksdb_iterator_t *it = rocksdb_create_iterator_cf(st->ix.db, st->ix.ro,
+							    st->ix.cf[CF_DATASETS]);
+	char *err = NULL;
+	int r = 0;
+
+	for (rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
+		char name[STORE_DATASET_NAME_MAX + 1];
+		struct dataset_rec rec;
+		size_t kl, vl;
+		const char *k = rocksdb_iter_key(it, &kl);
+		const char *v = rocksdb_iter_value(it, &vl);
+
+		if (kl == 0 || kl > STORE_DATASET_NAME_MAX) {
+			r = err_set(-EBADMSG, "index: malformed dataset key");
+			break;
+		}
+		memcpy(name, k, kl);
+		name[kl] = '\0';
+		r = dataset_rec_decode(name, v, vl, &rec);
+		if (r == 0)
+			r = fn(ctx, &rec.info);
+		if (r != 0)
+			break;
+	}
+	if (r == 0) {
+		rocksdb_iter_get_error(it, &err);
+		if (err) {
+			r = err_set(-EIO, "index: scan of datasets failed: %s", err);
+			free(err);
+		}
+	}
+	rocksdb_iter_destroy(it);
+	return r;
+}
+
+int store_version_get(struct store *st, uint64_t dataset_id, uint32_t version,
+		      struct store_version_info *ret_info)
+{
+	struct version_rec vr;
+	int r = index_version_get(&st->ix, dataset_id, version, &vr);
+
+	if (r < 0)
+		return r;
+	if (vr.state != VERSION_COMMITTED)
+		return -ENOENT;
+	*ret_info = vr.info;
+	return 0;
+}
+
+int store_inode_get(struct store *st, uint64_t dataset_id, uint32_t version, uint64_t ino,
+		    struct store_inode *ret_inode)
+{
+	uint8_t k[IKEY_LEN];
+	char *v = NULL;
+	size_t n = 0;
+	int r;
+
+	ikey(k, dataset_id, version, ino);
+	r = index_get(&st->ix, CF_INODES, k, sizeof(k), &v, &n);
+	if (r < 0)
+		return r;
+	r = inode_decode(ino, v, n, ret_inode);
+	free(v);
+	return r;
+}
+
+int store_dir_lookup(struct store *st, uint64_t dataset_id, uint32_t version, uint64_t dir_ino,
+		     const char *name, struct store_inode *ret_inode)
+{
+	uint8_t k[DKEY_PREFIX_LEN + STORE_NAME_MAX];
+	uint64_t ino;
+	uint32_t type;
+	char *v = NULL;
+	size_t n = 0;
+	int r;
+
+	if (!store_name_valid(name, strnlen(name, STORE_NAME_MAX + 1)))
+		return -EINVAL;
+	r = index_get(&st->ix, CF_DIRENTS, k, dkey(k, dataset_id, version, dir_ino, name), &v,
+		      &n);
+	if (r < 0)
+		return r;
+	r = dirent_decode(v, n, &ino, &type);
+	free(v);
+	if (r < 0)
+		return r;
+	return store_inode_get(st, dataset_id, version, ino, ret_inode);
+}
+
+int store_path_lookup(struct store *st, uint64_t dataset_id, uint32_t version, const char *path,
+		      struct store_inode *ret_inode)
+{
+	struct store_inode cur;
+	char comp[STORE_NAME_MAX + 1];
+	const char *p = path;
+	int r;
+
+	r = store_inode_get(st, dataset_id, version, STORE_ROOT_INO, &cur);
+	if (r < 0)
+		return r;
+	if (strcmp(path, ".") == 0)
+		p = "";
+	while (*p) {
+		size_t len = strcspn(p, "/");
+
+		if (!store_name_valid(p, len))
+			return -EINVAL;
+		if (cur.type != STORE_INODE_DIR)
+			return -ENOTDIR;
+		memcpy(comp, p, len);
+		comp[len] = '\0';
+		r = store_dir_lookup(st, dataset_id, version, cur.ino, comp, &cur);
+		if (r < 0)
+			return r;
+		p += len;
+		if (*p == '/')
+			p++;
+	}
+	*ret_inode = cur;
+	return 0;
+}
+
+int store_dir_foreach(struct store *st, uint64_t dataset_id, uint32_t version, uint64_t dir_ino,
+		      const char *after,
+		      int (*fn)(void *ctx, const char *name, uint64_t ino, uint32_t type),
+		      void *ctx)
+{
+	uint8_t k[DKEY_PREFIX_LEN + STORE_NAME_MAX];
+	size_t klen = dkey(k, dataset_id, version, dir_ino, "");
+	rocksdb_iterator_t *it;
+	char *err = NULL;
+	int r = 0;
+
+	if (after) {
+		size_t n = strnlen(after, STORE_NAME_MAX + 1);
+
+		if (!store_name_valid(after, n))
+			return -EINVAL;
+		klen = dkey(k, dataset_id, version, dir_ino, after);
+	}
+	it = rocksdb_create_iterator_cf(st->ix.db, st->ix.ro, st->ix.cf[CF_DIRENTS]);
+	for (rocksdb_iter_seek(it, (const char *)k, klen); rocksdb_iter_valid(it);
+	     rocksdb_iter_next(it)) {
+		char name[STORE_NAME_MAX + 1];
+		size_t kl, vl;
+		const char *ik = rocksdb_iter_key(it, &kl);
+		const char *v = rocksdb_iter_value(it, &vl);
+		uint64_t ino;
+		uint32_t type;
+
+		if (kl < DKEY_PREFIX_LEN || memcmp(ik, k, DKEY_PREFIX_LEN) != 0)
+			break;
+		if (after && kl == klen && memcmp(ik, k, klen) == 0)
+			continue;
+		if (kl == DKEY_PREFIX_LEN || kl > DKEY_PREFIX_LEN + STORE_NAME_MAX) {
+			r = err_set(-EBADMSG, "index: malformed directory entry key");
+			break;
+		}
+		memcpy(name, ik + DKEY_PREFIX_LEN, kl - DKEY_PREFIX_LEN);
+		name[kl - DKEY_PREFIX_LEN] = '\0';
+		r = dirent_decode(v, vl, &ino, &type);
+		if (r == 0)
+			r = fn(ctx, name, ino, type);
+		if (r != 0)
+			break;
+	}
+	if (r == 0) {
+		rocksdb_iter_get_error(it, &err);
+		if (err) {
+			r = err_set(-EIO, "index: directory scan failed: %s", err);
+			free(err);
+		}
+	}
+	rocksdb_iter_destroy(it);
+	return r;
+}

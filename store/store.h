@@ -1,0 +1,202 @@
+/* store: encrypted objects in append-only pack files, indexed by RocksDB.
+ *
+ * A store is a directory (docs/FORMAT.md, "Store directory"):
+ *   ENCLAVE          marker, "enclave-store 1\n"
+ *   LOCK             flock()ed by the one process that has the store open
+ *   keys/master.key  the wrapped master key (crypto_master_create)
+ *   packs/NNN.pack   append-only pack files of encrypted objects
+ *   index/           RocksDB: datasets, versions, inodes, directory entries, extents, wrapped keys
+ *
+ * Datasets have immutable versions 1, 2, ...; an import writes a new version, which becomes
+ * visible in one synchronous RocksDB write batch after its pack data is durable (fdatasync).
+ * An import interrupted before that (crash, kill -9, abort) leaves no trace after the next open.
+ *
+ * Contract: functions that act return 0 (or a count) on success and -errno on failure; outputs are
+ * ret_* parameters, last, untouched on failure. On failure a human-readable detail (which file,
+ * which record, what RocksDB said) is available from err_detail() in common/err.h.
+ *
+ * Threads: store_* lookups and store_object_open/read are safe from many threads at once; a
+ * store_reader and a store_import belong to one thread at a time. One import runs at a time.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "crypto/crypto.h"
+
+/* Bounds on names that come from outside. */
+#define STORE_DATASET_NAME_MAX 128  /* [A-Za-z0-9._-], not starting with '.' or '-' */
+#define STORE_NAME_MAX 255          /* one path component */
+#define STORE_PATH_MAX 4096         /* a path inside a dataset */
+/* Pack files are rotated once they pass this size (an object larger than it gets a pack alone). */
+#define STORE_PACK_TARGET (1ull << 30)
+/* Objects start at multiples of this in a pack, so chunk reads can use O_DIRECT. */
+#define STORE_ALIGN 4096u
+/* Inode number of a version's root directory. */
+#define STORE_ROOT_INO 1
+
+struct store;
+
+struct store_open_options {
+	bool direct_io;        /* read packs with O_DIRECT (falls back to buffered where unsupported) */
+	uint64_t pack_target;  /* rotate packs past this many bytes; 0: STORE_PACK_TARGET */
+};
+
+/* Create a new store in dir (created mode 0700 if absent; must be empty if present), with a new
+ * master key wrapped under pass. -EEXIST if dir holds anything; -EINVAL bad kdf params. On success
+ * the store is open as with store_open(). */
+int store_create(const char *dir, const crypto_secret *pass, const struct crypto_kdf_params *kdf,
+		 struct store **ret_store);
+/* Open an existing store: check the marker, lock it, unlock the master key, open the index, and
+ * recover from an interrupted import (drop pending versions, cut pack tails back to their last
+ * committed length, remove packs no commit refers to). opts may be NULL.
+ * -ENOENT / -ENOTDIR not a store; -EBUSY another process has it open; -EKEYREJECTED wrong
+ * passphrase; -EIO RocksDB failed (detail in err_detail()). A damaged pack does not stop the
+ * open: reads of the objects in it fail instead. */
+int store_open(const char *dir, const crypto_secret *pass, const struct store_open_options *opts,
+	       struct store **ret_store);
+/* Close, wiping every key. NULL is fine. An import still open is aborted first. */
+void store_close(struct store *st);
+
+/* ---- Datasets and versions ----------------------------------------------------------------- */
+
+struct store_dataset_info {
+	char name[STORE_DATASET_NAME_MAX + 1];
+	uint64_t id;               /* never reused within a store; keys index records */
+	int64_t created_ns;        /* wall clock at its first commit */
+	uint32_t latest_version;   /* newest committed version, >= 1 */
+};
+
+struct store_version_info {
+	uint64_t dataset_id;
+	uint32_t version;
+	int64_t created_ns;        /* import began */
+	int64_t committed_ns;      /* import committed */
+	uint64_t files;            /* regular files */
+	uint64_t dirs;             /* directories, root included */
+	uint64_t bytes;            /* plaintext bytes of all files */
+};
+
+/* True for a valid dataset name (see STORE_DATASET_NAME_MAX). */
+bool store_dataset_name_valid(const char *name);
+/* -ENOENT no such dataset. */
+int store_dataset_get(struct store *st, const char *name, struct store_dataset_info *ret_info);
+/* Call fn for every dataset in name order; a non-zero return from fn stops and is returned. */
+int store_dataset_foreach(struct store *st,
+			  int (*fn)(void *ctx, const struct store_dataset_info *info), void *ctx);
+/* A committed version. -ENOENT no such (committed) version. */
+int store_version_get(struct store *st, uint64_t dataset_id, uint32_t version,
+		      struct store_version_info *ret_info);
+
+/* ---- Inodes and directories ---------------------------------------------------------------- */
+
+/* Where a file's encrypted object lives and how to decrypt it. */
+struct store_extent {
+	uint8_t object_id[CRYPTO_OBJECT_ID_LEN];      /* random; bound into every chunk's AD */
+	uint64_t pack_id;                              /* packs/<016x>.pack */
+	uint64_t offset;                               /* object start in the pack, STORE_ALIGN'ed */
+	uint32_t chunk_size;                           /* plaintext bytes per chunk */
+	uint32_t alg;                                  /* enum crypto_aead */
+	uint8_t wrapped_key[CRYPTO_WRAPPED_KEY_LEN];   /* object key under the dataset key */
+};
+
+enum store_inode_type {
+	STORE_INODE_FILE = 1,
+	STORE_INODE_DIR = 2,
+};
+
+struct store_inode {
+	uint64_t ino;              /* unique within its dataset version; root is STORE_ROOT_INO */
+	uint32_t type;             /* enum store_inode_type */
+	uint32_t mode;             /* permission bits (07777) from the source */
+	int64_t mtime_ns;          /* modification time from the source */
+	uint64_t size;             /* file: plaintext bytes; directory: number of entries */
+	uint32_t nlink;            /* file: 1; directory: 2 + subdirectories */
+	struct store_extent ext;   /* files only */
+};
+
+/* -ENOENT. */
+int store_inode_get(struct store *st, uint64_t dataset_id, uint32_t version, uint64_t ino,
+		    struct store_inode *ret_inode);
+/* Look name up in directory dir_ino. -ENOENT; -EINVAL bad name. */
+int store_dir_lookup(struct store *st, uint64_t dataset_id, uint32_t version, uint64_t dir_ino,
+		     const char *name, struct store_inode *ret_inode);
+/* Resolve a relative path ("" or "." is the root) component by component. -ENOENT, -ENOTDIR. */
+int store_path_lookup(struct store *st, uint64_t dataset_id, uint32_t version, const char *path,
+		      struct store_inode *ret_inode);
+/* Call fn for each entry of dir_ino in name order, starting after `after` (NULL: from the first).
+ * fn returns non-zero to stop; that value is returned. */
+int store_dir_foreach(struct store *st, uint64_t dataset_id, uint32_t version, uint64_t dir_ino,
+		      const char *after,
+		      int (*fn)(void *ctx, const char *name, uint64_t ino, uint32_t type),
+		      void *ctx);
+
+/* ---- Reading objects ----------------------------------------------------------------------- */
+
+/* An open object: its extent and unwrapped key. Immutable, so safe to share between threads. */
+struct store_object;
+
+/* Unwrap the object key of a file inode (checking that the wrapped key belongs to this dataset,
+ * object id, algorithm, chunk size and size). -EISDIR not a file; -EBADMSG the key or its record
+ * was altered. */
+int store_object_open(struct store *st, uint64_t dataset_id, const struct store_inode *inode,
+		      struct store_object **ret_obj);
+/* Wipe and free. NULL is fine. */
+void store_object_close(struct store_object *obj);
+uint64_t store_object_size(const struct store_object *obj);
+
+/* Per-thread read state: an io_uring and aligned buffers. */
+struct store_reader;
+int store_reader_new(struct store *st, struct store_reader **ret_reader);
+void store_reader_free(struct store_reader *r);
+
+/* Read up to len bytes at off into buf: the chunks covering [off, off+len) are read in one
+ * batch of io_uring reads and each is authenticated before any of its bytes are copied out.
+ * Returns the bytes read (short only at the end of the object, 0 at or past it).
+ * -EBADMSG a chunk failed authentication (nothing of it reaches buf); -EIO a short pack. */
+ssize_t store_object_read(struct store_reader *r, const struct store_object *obj, uint64_t off,
+			  size_t len, void *buf);
+
+/* ---- Importing ----------------------------------------------------------------------------- */
+
+struct store_import_stats {
+	uint64_t files;       /* regular files imported so far */
+	uint64_t dirs;        /* directories recorded so far */
+	uint64_t bytes;       /* plaintext bytes imported so far */
+};
+
+struct store_import_options {
+	uint32_t chunk_size;  /* 0: CRYPTO_CHUNK_DEFAULT */
+	uint32_t alg;         /* 0: crypto_aead_preferred() */
+	/* Called after each file and every few MiB; may be NULL. */
+	void (*progress)(void *ctx, const struct store_import_stats *stats);
+	void *progress_ctx;
+};
+
+struct store_import;
+
+/* Begin version latest+1 of dataset `name` (created if new). Takes the store's import lock:
+ * -EBUSY while another import runs. -EINVAL bad name or options. opts may be NULL. */
+int store_import_begin(struct store *st, const char *name, const struct store_import_options *opts,
+		       struct store_import **ret_imp);
+/* Record a directory at path (relative, '/'-separated, no "." or ".." or empty components) with
+ * the given permission bits and mtime. Parents are created as needed (mode 0755). */
+int store_import_add_dir(struct store_import *imp, const char *path, uint32_t mode,
+			 int64_t mtime_ns);
+/* Encrypt and pack the regular file open at fd (borrowed; read from its current position to EOF)
+ * as path. Mode and mtime come from fstat(fd). -EINVAL not a regular file; -EEXIST path already
+ * imported; -ENOTDIR a parent is a file; -EIO the file changed size while it was read. */
+int store_import_add_file(struct store_import *imp, const char *path, int fd);
+/* Import everything under the directory open at dirfd (borrowed) into the dataset root.
+ * Symlinks, devices, sockets and FIFOs are refused with -EINVAL, naming the path. */
+int store_import_add_tree(struct store_import *imp, int dirfd);
+/* Make the version durable and visible: drain writes, fdatasync packs, then one synchronous
+ * index batch. After any failed add_* call, commit refuses with that call's error. */
+int store_import_commit(struct store_import *imp, uint32_t *ret_version);
+/* Abort (if not committed) and free. NULL is fine. */
+void store_import_free(struct store_import *imp);
+/* The running totals. */
+void store_import_get_stats(const struct store_import *imp, struct store_import_stats *ret_stats);

@@ -1,0 +1,1145 @@
+/* test_store: the pack store, index, importer and read path, against real files and RocksDB. */
+#include <dirent.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include "common/common.h"
+#include "common/err.h"
+#include "store/store.h"
+#include "tests/testutil.h"
+
+#define PASS "correct horse battery staple"
+#define CS CRYPTO_CHUNK_DEFAULT
+
+/* A scratch area: a store directory and a source directory. */
+struct fx {
+	char *root;
+	char *store;
+	char *src;
+	crypto_secret *pass;
+};
+
+static int fx_setup(void **state)
+{
+	struct fx *f = calloc(1, sizeof(*f));
+
+	f->root = tu_mkdtemp("store");
+	f->store = tu_fmt("%s/store", f->root);
+	f->src = tu_fmt("%s/src", f->root);
+	assert_int_equal(mkdir(f->src, 0755), 0);
+	f->pass = tu_pass(PASS);
+	*state = f;
+	return 0;
+}
+
+static int fx_teardown(void **state)
+{
+	struct fx *f = *state;
+
+	tu_rm_rf(f->root);
+	free(f->root);
+	free(f->store);
+	free(f->src);
+	crypto_secret_free(f->pass);
+	free(f);
+	return 0;
+}
+
+static struct store *fx_create(struct fx *f)
+{
+	struct crypto_kdf_params kdf = crypto_kdf_params_min();
+	struct store *st = NULL;
+	int r = store_create(f->store, f->pass, &kdf, &st);
+
+	if (r < 0)
+		fprintf(stderr, "store_create: %s: %s\n", strerror(-r), err_detail());
+	assert_int_equal(r, 0);
+	return st;
+}
+
+static struct store *fx_open_opts(struct fx *f, const struct store_open_options *o)
+{
+	struct store *st = NULL;
+	int r = store_open(f->store, f->pass, o, &st);
+
+	if (r < 0)
+		fprintf(stderr, "store_open: %s: %s\n", strerror(-r), err_detail());
+	assert_int_equal(r, 0);
+	return st;
+}
+
+static struct store *fx_open(struct fx *f)
+{
+	return fx_open_opts(f, NULL);
+}
+
+/* Import the whole source directory as a new version of name; returns the version. */
+static uint32_t import_src(struct store *st, const char *name, const char *src,
+			   const struct store_import_options *o)
+{
+	struct store_import *imp = NULL;
+	uint32_t ver = 0;
+	int dfd = open(src, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int r;
+
+	assert_true(dfd >= 0);
+	r = store_import_begin(st, name, o, &imp);
+	if (r == 0)
+		r = store_import_add_tree(imp, dfd);
+	if (r == 0)
+		r = store_import_commit(imp, &ver);
+	if (r < 0)
+		fprintf(stderr, "import: %s: %s\n", strerror(-r), err_detail());
+	assert_int_equal(r, 0);
+	store_import_free(imp);
+	close(dfd);
+	return ver;
+}
+
+/* Read the whole object at path through the store, in reads of step bytes. */
+static uint8_t *read_path(struct store *st, const char *ds, uint32_t ver, const char *path,
+			  size_t step, size_t *ret_len)
+{
+	struct store_dataset_info di;
+	struct store_inode ino;
+	struct store_object *obj = NULL;
+	struct store_reader *rd = NULL;
+	uint8_t *b;
+	size_t got = 0;
+
+	assert_int_equal(store_dataset_get(st, ds, &di), 0);
+	assert_int_equal(store_path_lookup(st, di.id, ver, path, &ino), 0);
+	assert_int_equal(ino.type, STORE_INODE_FILE);
+	assert_int_equal(store_object_open(st, di.id, &ino, &obj), 0);
+	assert_int_equal(store_reader_new(st, &rd), 0);
+	b = malloc(ino.size + 1);
+	for (;;) {
+		ssize_t n = store_object_read(rd, obj, got, step, b + got);
+
+		if (n < 0)
+			fprintf(stderr, "read %s: %s: %s\n", path, strerror((int)-n), err_detail());
+		assert_true(n >= 0);
+		if (n == 0)
+			break;
+		got += (size_t)n;
+	}
+	assert_int_equal(got, ino.size);
+	store_reader_free(rd);
+	store_object_close(obj);
+	*ret_len = got;
+	return b;
+}
+
+/* ---- Round trips --------------------------------------------------------------------------- */
+
+static const size_t rt_sizes[] = {
+	0, 1, CS - 1, CS, CS + 1, 3 * CS + 17, 64u << 20,
+};
+
+static void roundtrip(void **state, uint32_t alg, bool direct)
+{
+	struct fx *f = *state;
+	struct store_import_options o = { .alg = alg };
+	struct store_open_options oo = { .direct_io = direct };
+	struct store_dataset_info di;
+	struct store_reader *rd = NULL;
+	struct store *st = fx_create(f);
+	uint32_t ver;
+
+	for (size_t i = 0; i < ARRAY_SIZE(rt_sizes); i++) {
+		char *p = tu_fmt("%s/f%zu", f->src, rt_sizes[i]);
+
+		tu_write_seeded(p, rt_sizes[i], 100 + i);
+		free(p);
+	}
+	ver = import_src(st, "rt", f->src, &o);
+	assert_int_equal(ver, 1);
+	store_close(st);
+
+	/* Everything below reads from disk, through a freshly opened store. */
+	st = fx_open_opts(f, &oo);
+	assert_int_equal(store_dataset_get(st, "rt", &di), 0);
+	assert_int_equal(store_reader_new(st, &rd), 0);
+	for (size_t i = 0; i < ARRAY_SIZE(rt_sizes); i++) {
+		size_t n = rt_sizes[i], got;
+		uint8_t *want = malloc(n + 1);
+		uint8_t *tmp = malloc(n + 4096);
+		char *name = tu_fmt("f%zu", n);
+		struct store_inode ino;
+		struct store_object *obj = NULL;
+		uint8_t *have;
+
+		tu_fill(want, n, 100 + i);
+		/* Whole object, in 1 MiB reads and in odd-sized reads. */
+		have = read_path(st, "rt", ver, name, 1u << 20, &got);
+		assert_int_equal(got, n);
+		assert_memory_equal(have, want, n);
+		free(have);
+		have = read_path(st, "rt", ver, name, 12345, &got);
+		assert_memory_equal(have, want, n);
+		free(have);
+
+		/* Random ranges, some running past the end. */
+		assert_int_equal(store_path_lookup(st, di.id, ver, name, &ino), 0);
+		assert_int_equal(ino.size, n);
+		assert_int_equal(store_object_open(st, di.id, &ino, &obj), 0);
+		assert_int_equal(store_object_size(obj), n);
+		for (int k = 0; k < 60; k++) {
+			uint64_t rnd[2];
+			uint64_t off;
+			size_t len;
+			ssize_t r;
+
+			tu_fill((uint8_t *)rnd, sizeof(rnd), (uint64_t)k * 7919 + i);
+			off = n ? rnd[0] % (n + 10) : rnd[0] % 4;
+			len = (size_t)(rnd[1] % (3 * CS + 4096));
+			r = store_object_read(rd, obj, off, len, tmp);
+			if (off >= n) {
+				assert_int_equal(r, 0);
+				continue;
+			}
+			assert_int_equal(r, (ssize_t)MIN((uint64_t)len, n - off));
+			assert_memory_equal(tmp, want + off, (size_t)r);
+		}
+		store_object_close(obj);
+		free(name);
+		free(want);
+		free(tmp);
+	}
+	store_reader_free(rd);
+	store_close(st);
+}
+
+static void test_roundtrip_aes(void **state)
+{
+	roundtrip(state, CRYPTO_AEAD_AES256GCM, false);
+}
+
+static void test_roundtrip_chacha(void **state)
+{
+	roundtrip(state, CRYPTO_AEAD_CHACHA20POLY1305, false);
+}
+
+static void test_roundtrip_direct_io(void **state)
+{
+	roundtrip(state, 0, true);
+}
+
+/* Chunk sizes other than the default, including the smallest and a large one. */
+static void test_chunk_sizes(void **state)
+{
+	struct fx *f = *state;
+	static const uint32_t sizes[] = { CRYPTO_CHUNK_MIN, 1u << 20, CRYPTO_CHUNK_MAX };
+	struct store *st = fx_create(f);
+	char *p = tu_fmt("%s/data", f->src);
+
+	tu_write_seeded(p, 9u << 20, 5);
+	for (size_t i = 0; i < ARRAY_SIZE(sizes); i++) {
+		struct store_import_options o = { .chunk_size = sizes[i] };
+		uint8_t *want = malloc(9u << 20), *have;
+		uint32_t ver = import_src(st, "cs", f->src, &o);
+		size_t got;
+
+		assert_int_equal(ver, i + 1);
+		tu_fill(want, 9u << 20, 5);
+		have = read_path(st, "cs", ver, "data", 777777, &got);
+		assert_int_equal(got, 9u << 20);
+		assert_memory_equal(have, want, got);
+		free(have);
+		free(want);
+	}
+	/* Not a power of two, too small, too large. */
+	{
+		static const uint32_t bad[] = { 65537, 2048, 8u << 20 };
+		struct store_import *imp = NULL;
+
+		for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+			struct store_import_options o = { .chunk_size = bad[i] };
+
+			assert_int_equal(store_import_begin(st, "cs", &o, &imp), -EINVAL);
+		}
+	}
+	free(p);
+	store_close(st);
+}
+
+/* ---- Tampering ----------------------------------------------------------------------------- */
+
+/* Where an object lives, read before the store is closed. */
+struct loc {
+	uint64_t dsid;
+	struct store_inode ino;
+	char *pack;     /* path of its pack file */
+};
+
+static struct loc locate(struct fx *f, struct store *st, const char *ds, const char *path)
+{
+	struct store_dataset_info di;
+	struct loc l;
+
+	assert_int_equal(store_dataset_get(st, ds, &di), 0);
+	l.dsid = di.id;
+	assert_int_equal(store_path_lookup(st, di.id, di.latest_version, path, &l.ino), 0);
+	l.pack = tu_fmt("%s/packs/%016llx.pack", f->store, (unsigned long long)l.ino.ext.pack_id);
+	return l;
+}
+
+static void patch(const char *pack, uint64_t off, const void *b, size_t n)
+{
+	int fd = open(pack, O_WRONLY | O_CLOEXEC);
+
+	assert_true(fd >= 0);
+	assert_int_equal(pwrite_all(fd, b, n, off), 0);
+	close(fd);
+}
+
+static void peek(const char *pack, uint64_t off, void *b, size_t n)
+{
+	int fd = open(pack, O_RDONLY | O_CLOEXEC);
+
+	assert_true(fd >= 0);
+	assert_int_equal(pread_all(fd, b, n, off), 0);
+	close(fd);
+}
+
+static void flip(const char *pack, uint64_t off)
+{
+	uint8_t c;
+
+	peek(pack, off, &c, 1);
+	c ^= 0x10;
+	patch(pack, off, &c, 1);
+}
+
+/* Read chunk idx of the object (cs bytes, or the rest); returns the read's result. */
+static ssize_t read_chunk(struct store *st, const struct loc *l, uint64_t idx, uint8_t *out)
+{
+	struct store_object *obj = NULL;
+	struct store_reader *rd = NULL;
+	ssize_t r;
+
+	assert_int_equal(store_object_open(st, l->dsid, &l->ino, &obj), 0);
+	assert_int_equal(store_reader_new(st, &rd), 0);
+	memset(out, 0xAA, CS);
+	r = store_object_read(rd, obj, idx * CS, CS, out);
+	store_reader_free(rd);
+	store_object_close(obj);
+	return r;
+}
+
+#define TAMPER_CHUNKS 5
+#define TAMPER_SIZE (TAMPER_CHUNKS * CS - 100)
+
+/* Set up: dataset "t" with files a and b, each TAMPER_CHUNKS chunks. Returns their locations. */
+static void tamper_setup(struct fx *f, struct loc *a, struct loc *b)
+{
+	struct store *st = fx_create(f);
+	char *pa = tu_fmt("%s/a", f->src), *pb = tu_fmt("%s/b", f->src);
+
+	tu_write_seeded(pa, TAMPER_SIZE, 1);
+	tu_write_seeded(pb, TAMPER_SIZE, 2);
+	import_src(st, "t", f->src, NULL);
+	*a = locate(f, st, "t", "a");
+	*b = locate(f, st, "t", "b");
+	store_close(st);
+	free(pa);
+	free(pb);
+}
+
+/* Every chunk except those in bad[] reads back correctly; those give err and leak nothing. */
+static void expect_chunks(struct fx *f, const struct loc *l, uint64_t seed, uint64_t bad_mask,
+			  ssize_t err)
+{
+	struct store *st = fx_open(f);
+	uint8_t *want = malloc(TAMPER_SIZE), *out = malloc(CS);
+
+	tu_fill(want, TAMPER_SIZE, seed);
+	for (uint64_t i = 0; i < TAMPER_CHUNKS; i++) {
+		size_t n = (size_t)MIN((uint64_t)CS, TAMPER_SIZE - i * CS);
+		ssize_t r = read_chunk(st, l, i, out);
+
+		if (bad_mask & (1u << i)) {
+			assert_int_equal(r, err);
+			/* Not one byte of the forged chunk's (garbage) plaintext reached us. */
+			for (size_t j = 0; j < n; j++)
+				if (out[j] != 0xAA && out[j] != 0)
+					fail_msg("chunk %llu: plaintext leaked at %zu",
+						 (unsigned long long)i, j);
+		} else {
+			assert_int_equal(r, (ssize_t)n);
+			assert_memory_equal(out, want + i * CS, n);
+		}
+	}
+	free(want);
+	free(out);
+	store_close(st);
+}
+
+static void loc_free(struct loc *l)
+{
+	free(l->pack);
+}
+
+static void test_tamper_flip_ciphertext(void **state)
+{
+	struct fx *f = *state;
+	struct loc a, b;
+
+	tamper_setup(f, &a, &b);
+	flip(a.pack, a.ino.ext.offset + 2 * CS + 1000);
+	expect_chunks(f, &a, 1, 1u << 2, -EBADMSG);
+	expect_chunks(f, &b, 2, 0, 0);
+	loc_free(&a);
+	loc_free(&b);
+}
+
+static void test_tamper_flip_tag(void **state)
+{
+	struct fx *f = *state;
+	struct loc a, b;
+
+	tamper_setup(f, &a, &b);
+	flip(a.pack, a.ino.ext.offset + TAMPER_SIZE + 1 * CRYPTO_TAG_LEN + 3);
+	expect_chunks(f, &a, 1, 1u << 1, -EBADMSG);
+	loc_free(&a);
+	loc_free(&b);
+}
+
+/* Swap chunks 1 and 2 (ciphertext and tags): each is valid, but in the wrong place. */
+static void test_tamper_swap_chunks(void **state)
+{
+	struct fx *f = *state;
+	uint8_t *c1 = malloc(CS), *c2 = malloc(CS), t1[16], t2[16];
+	uint64_t base, tags;
+	struct loc a, b;
+
+	tamper_setup(f, &a, &b);
+	base = a.ino.ext.offset;
+	tags = base + TAMPER_SIZE;
+	peek(a.pack, base + CS, c1, CS);
+	peek(a.pack, base + 2 * CS, c2, CS);
+	peek(a.pack, tags + 16, t1, 16);
+	peek(a.pack, tags + 32, t2, 16);
+	patch(a.pack, base + CS, c2, CS);
+	patch(a.pack, base + 2 * CS, c1, CS);
+	patch(a.pack, tags + 16, t2, 16);
+	patch(a.pack, tags + 32, t1, 16);
+	expect_chunks(f, &a, 1, (1u << 1) | (1u << 2), -EBADMSG);
+	free(c1);
+	free(c2);
+	loc_free(&a);
+	loc_free(&b);
+}
+
+/* Move chunk 0 (and its tag) of object b over chunk 0 of object a. */
+static void test_tamper_chunk_from_other_object(void **state)
+{
+	struct fx *f = *state;
+	uint8_t *c = malloc(CS), t[16];
+	struct loc a, b;
+
+	tamper_setup(f, &a, &b);
+	peek(b.pack, b.ino.ext.offset, c, CS);
+	peek(b.pack, b.ino.ext.offset + TAMPER_SIZE, t, 16);
+	patch(a.pack, a.ino.ext.offset, c, CS);
+	patch(a.pack, a.ino.ext.offset + TAMPER_SIZE, t, 16);
+	expect_chunks(f, &a, 1, 1u << 0, -EBADMSG);
+	expect_chunks(f, &b, 2, 0, 0);
+	free(c);
+	loc_free(&a);
+	loc_free(&b);
+}
+
+/* Cut the pack at the boundary before a's last chunk: the last chunk and the tags are gone.
+ * Object b (written after a) is gone too; a's first chunks lose their tags as well, so every
+ * chunk of a fails, and nothing is returned as data. */
+static void test_tamper_truncate_at_chunk_boundary(void **state)
+{
+	struct fx *f = *state;
+	struct loc a, b;
+
+	tamper_setup(f, &a, &b);
+	assert_int_equal(truncate(a.pack, (off_t)(a.ino.ext.offset + (TAMPER_CHUNKS - 1) * CS)),
+			 0);
+	expect_chunks(f, &a, 1, 0x1f, -EIO);
+	loc_free(&a);
+	loc_free(&b);
+}
+
+/* Drop the last chunk: truncate the object's plaintext size in the index to a chunk boundary.
+ * The size is bound into the object key's wrapping, so the object does not even open; and if it
+ * did, chunk 3 would be read as "last" and fail its tag (tested in test_crypto). */
+static void test_tamper_index_size(void **state)
+{
+	struct fx *f = *state;
+	struct store_object *obj = NULL;
+	struct store *st;
+	struct loc a, b;
+
+	tamper_setup(f, &a, &b);
+	st = fx_open(f);
+	a.ino.size = (TAMPER_CHUNKS - 1) * CS;
+	assert_int_equal(store_object_open(st, a.dsid, &a.ino, &obj), -EBADMSG);
+	/* The wrapped key of b, put in a's record, does not unwrap either. */
+	a.ino.size = TAMPER_SIZE;
+	memcpy(a.ino.ext.wrapped_key, b.ino.ext.wrapped_key, CRYPTO_WRAPPED_KEY_LEN);
+	assert_int_equal(store_object_open(st, a.dsid, &a.ino, &obj), -EBADMSG);
+	/* Another algorithm or chunk size than the one wrapped: refused. */
+	b.ino.ext.alg = b.ino.ext.alg == CRYPTO_AEAD_AES256GCM ? CRYPTO_AEAD_CHACHA20POLY1305
+							       : CRYPTO_AEAD_AES256GCM;
+	assert_int_equal(store_object_open(st, b.dsid, &b.ino, &obj), -EBADMSG);
+	store_close(st);
+	loc_free(&a);
+	loc_free(&b);
+}
+
+/* ---- Master key ---------------------------------------------------------------------------- */
+
+static void test_wrong_passphrase(void **state)
+{
+	struct fx *f = *state;
+	struct store *st = fx_create(f);
+	crypto_secret *bad = tu_pass("incorrect horse");
+	char *key = tu_fmt("%s/keys/master.key", f->store);
+	uint8_t *before, *after;
+	size_t nb, na;
+
+	store_close(st);
+	before = tu_read_file(key, &nb);
+	st = NULL;
+	assert_int_equal(store_open(f->store, bad, NULL, &st), -EKEYREJECTED);
+	assert_null(st);
+	assert_non_null(strstr(err_detail(), "wrong passphrase"));
+	after = tu_read_file(key, &na);
+	assert_int_equal(na, nb);
+	assert_memory_equal(before, after, nb);
+	/* And the right one still opens it. */
+	st = fx_open(f);
+	store_close(st);
+	crypto_secret_free(bad);
+	free(before);
+	free(after);
+	free(key);
+}
+
+static void test_create_refuses_nonempty_and_open_refuses_nonstore(void **state)
+{
+	struct fx *f = *state;
+	struct crypto_kdf_params kdf = crypto_kdf_params_min();
+	struct store *st = NULL;
+
+	/* The source directory is not empty. */
+	tu_seed_file(10, 1, "%s/x", f->src);
+	assert_int_equal(store_create(f->src, f->pass, &kdf, &st), -EEXIST);
+	assert_int_equal(store_open(f->src, f->pass, NULL, &st), -ENOENT);
+	assert_null(st);
+	/* A second opener of a store is refused while the first has it. */
+	st = fx_create(f);
+	{
+		struct store *st2 = NULL;
+
+		assert_int_equal(store_open(f->store, f->pass, NULL, &st2), -EBUSY);
+	}
+	store_close(st);
+}
+
+/* ---- Import of a tree ---------------------------------------------------------------------- */
+
+/* The generated tree: 1000 small files over nested directories, a few large ones, empty files and
+ * an empty directory. */
+static void make_tree(const char *src)
+{
+	static const char *const dirs[] = {
+		"d0", "d0/e1", "d0/e1/f2", "d0/e1/f2/g3", "d0/e1/f2/g3/h4", "d1", "d2", "d2/sub",
+		"empty",
+	};
+	for (size_t i = 0; i < ARRAY_SIZE(dirs); i++) {
+		char *p = tu_fmt("%s/%s", src, dirs[i]);
+
+		assert_int_equal(mkdir(p, 0750), 0);
+		free(p);
+	}
+	for (int i = 0; i < 1000; i++) {
+		const char *dir = dirs[i % 8];
+		size_t sz = (i % 50 == 0) ? 0 : (size_t)((i * 7919) % 20000);
+		char *p = tu_fmt("%s/%s/small-%04d.bin", src, dir, i);
+
+		tu_write_seeded(p, sz, (uint64_t)i);
+		if (i % 3 == 0)
+			chmod(p, 0600);
+		free(p);
+	}
+	static const size_t big[] = { 5u << 20, (12u << 20) + 3, 33u << 20 };
+	for (size_t i = 0; i < ARRAY_SIZE(big); i++) {
+		char *p = tu_fmt("%s/d1/large-%zu.bin", src, i);
+
+		tu_write_seeded(p, big[i], 5000 + i);
+		free(p);
+	}
+}
+
+struct cmp_ctx {
+	struct store *st;
+	uint64_t dsid;
+	uint32_t ver;
+	const char *src;     /* source dir matching this directory */
+	uint64_t files;
+	uint64_t dirs;
+	size_t entries;
+};
+
+static int cmp_entry(void *vctx, const char *name, uint64_t ino, uint32_t type);
+
+/* Compare the directory ino with the source directory, recursively. */
+static void cmp_dir(struct cmp_ctx *c, uint64_t ino, const char *src)
+{
+	struct cmp_ctx sub = *c;
+	struct store_inode di;
+	struct stat s;
+	size_t n = 0;
+	DIR *d = opendir(src);
+
+	assert_non_null(d);
+	for (struct dirent *de; (de = readdir(d));)
+		n += strcmp(de->d_name, ".") && strcmp(de->d_name, "..");
+	closedir(d);
+	assert_int_equal(store_inode_get(c->st, c->dsid, c->ver, ino, &di), 0);
+	assert_int_equal(di.type, STORE_INODE_DIR);
+	assert_int_equal(stat(src, &s), 0);
+	assert_int_equal(di.mode, s.st_mode & 07777);
+	assert_int_equal(di.size, n);
+	sub.src = src;
+	sub.entries = 0;
+	assert_int_equal(store_dir_foreach(c->st, c->dsid, c->ver, ino, NULL, cmp_entry, &sub), 0);
+	assert_int_equal(sub.entries, n);
+	c->files = sub.files;
+	c->dirs = sub.dirs + 1;
+}
+
+static int cmp_entry(void *vctx, const char *name, uint64_t ino, uint32_t type)
+{
+	struct cmp_ctx *c = vctx;
+	char *p = tu_fmt("%s/%s", c->src, name);
+	struct store_inode fi;
+	struct stat s;
+
+	c->entries++;
+	assert_int_equal(lstat(p, &s), 0);
+	if (type == STORE_INODE_DIR) {
+		assert_true(S_ISDIR(s.st_mode));
+		cmp_dir(c, ino, p);
+		c->dirs--; /* cmp_dir counted it; keep the total right below */
+		c->dirs++;
+	} else {
+		struct store_object *obj = NULL;
+		struct store_reader *rd = NULL;
+		size_t n;
+		uint8_t *want = tu_read_file(p, &n), *have = malloc(n + 1);
+
+		assert_true(S_ISREG(s.st_mode));
+		assert_int_equal(store_inode_get(c->st, c->dsid, c->ver, ino, &fi), 0);
+		assert_int_equal(fi.size, n);
+		assert_int_equal(fi.mode, s.st_mode & 07777);
+		assert_int_equal(fi.mtime_ns,
+				 (int64_t)s.st_mtim.tv_sec * 1000000000 + s.st_mtim.tv_nsec);
+		assert_int_equal(store_object_open(c->st, c->dsid, &fi, &obj), 0);
+		assert_int_equal(store_reader_new(c->st, &rd), 0);
+		for (size_t off = 0; off < n;) {
+			ssize_t r = store_object_read(rd, obj, off, 1u << 20, have + off);
+
+			assert_true(r > 0);
+			off += (size_t)r;
+		}
+		assert_memory_equal(have, want, n);
+		store_reader_free(rd);
+		store_object_close(obj);
+		free(want);
+		free(have);
+		c->files++;
+	}
+	free(p);
+	return 0;
+}
+
+static void test_import_tree_reopen(void **state)
+{
+	struct fx *f = *state;
+	struct store_version_info vi;
+	struct store_dataset_info di;
+	struct store_inode ino;
+	struct store *st;
+	uint32_t ver;
+
+	make_tree(f->src);
+	st = fx_create(f);
+	ver = import_src(st, "tree", f->src, NULL);
+	assert_int_equal(ver, 1);
+	store_close(st);
+
+	st = fx_open(f);
+	assert_int_equal(store_dataset_get(st, "tree", &di), 0);
+	assert_int_equal(di.latest_version, 1);
+	assert_int_equal(store_version_get(st, di.id, 1, &vi), 0);
+	assert_int_equal(vi.files, 1003);
+	assert_int_equal(vi.dirs, 10);
+	{
+		struct cmp_ctx c = { .st = st, .dsid = di.id, .ver = 1 };
+
+		cmp_dir(&c, STORE_ROOT_INO, f->src);
+		assert_int_equal(c.files, 1003);
+	}
+	/* Lookups of what is not there. */
+	assert_int_equal(store_path_lookup(st, di.id, 1, "d0/nope", &ino), -ENOENT);
+	assert_int_equal(store_path_lookup(st, di.id, 1, "d0/../d1", &ino), -EINVAL);
+	assert_int_equal(store_path_lookup(st, di.id, 1, "d1/large-0.bin/x", &ino), -ENOTDIR);
+	assert_int_equal(store_version_get(st, di.id, 2, &vi), -ENOENT);
+	assert_int_equal(store_dataset_get(st, "nope", &di), -ENOENT);
+	store_close(st);
+}
+
+static void test_import_rejects_special_files(void **state)
+{
+	struct fx *f = *state;
+	struct store_dataset_info di;
+	struct store *st = fx_create(f);
+	char *p = tu_fmt("%s/sub", f->src);
+	struct store_import *imp = NULL;
+	int dfd;
+
+	assert_int_equal(mkdir(p, 0755), 0);
+	tu_seed_file(100, 1, "%s/sub/ok", f->src);
+	free(p);
+
+	/* A symlink. */
+	p = tu_fmt("%s/sub/link", f->src);
+	assert_int_equal(symlink("/etc/passwd", p), 0);
+	dfd = open(f->src, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	assert_int_equal(store_import_begin(st, "bad", NULL, &imp), 0);
+	assert_int_equal(store_import_add_tree(imp, dfd), -EINVAL);
+	assert_non_null(strstr(err_detail(), "sub/link"));
+	assert_non_null(strstr(err_detail(), "symbolic link"));
+	/* The import is failed for good: commit refuses with the same error. */
+	assert_int_equal(store_import_commit(imp, &(uint32_t){ 0 }), -EINVAL);
+	assert_non_null(strstr(err_detail(), "sub/link"));
+	store_import_free(imp);
+	unlink(p);
+	free(p);
+
+	/* A FIFO, and a socket. */
+	p = tu_fmt("%s/sub/fifo", f->src);
+	assert_int_equal(mkfifo(p, 0644), 0);
+	assert_int_equal(store_import_begin(st, "bad", NULL, &imp), 0);
+	assert_int_equal(store_import_add_tree(imp, dfd), -EINVAL);
+	assert_non_null(strstr(err_detail(), "sub/fifo"));
+	store_import_free(imp);
+	unlink(p);
+	free(p);
+	{
+		struct sockaddr_un sa = { .sun_family = AF_UNIX };
+		int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+		p = tu_fmt("%s/sub/sock", f->src);
+		snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", p);
+		assert_int_equal(bind(s, (struct sockaddr *)&sa, sizeof(sa)), 0);
+		assert_int_equal(store_import_begin(st, "bad", NULL, &imp), 0);
+		assert_int_equal(store_import_add_tree(imp, dfd), -EINVAL);
+		assert_non_null(strstr(err_detail(), "sub/sock"));
+		assert_non_null(strstr(err_detail(), "socket"));
+		store_import_free(imp);
+		close(s);
+		unlink(p);
+		free(p);
+	}
+	/* Nothing of the refused imports exists. */
+	assert_int_equal(store_dataset_get(st, "bad", &di), -ENOENT);
+	close(dfd);
+	store_close(st);
+}
+
+static void test_import_bad_input(void **state)
+{
+	struct fx *f = *state;
+	struct store *st = fx_create(f);
+	struct store_import *imp = NULL, *imp2 = NULL;
+	char *p = tu_fmt("%s/file", f->src);
+	int fd;
+
+	tu_write_seeded(p, 10, 3);
+	fd = open(p, O_RDONLY | O_CLOEXEC);
+	static const char *const bad_names[] = { "", ".x", "-x", "a/b", "a b", "x\n" };
+	for (size_t i = 0; i < ARRAY_SIZE(bad_names); i++)
+		assert_int_equal(store_import_begin(st, bad_names[i], NULL, &imp), -EINVAL);
+
+	static const char *const bad_paths[] = { "", "/abs", "a/../b", "a//b", "a/", ".", "..",
+						 "a/./b" };
+	for (size_t i = 0; i < ARRAY_SIZE(bad_paths); i++) {
+		assert_int_equal(store_import_begin(st, "ds", NULL, &imp), 0);
+		assert_int_equal(store_import_add_file(imp, bad_paths[i], fd), -EINVAL);
+		store_import_free(imp);
+	}
+	/* One import at a time. */
+	assert_int_equal(store_import_begin(st, "ds", NULL, &imp), 0);
+	assert_int_equal(store_import_begin(st, "other", NULL, &imp2), -EBUSY);
+	/* A duplicate path, and a file used as a directory. */
+	assert_int_equal(store_import_add_file(imp, "x/y", fd), 0);
+	assert_int_equal(lseek(fd, 0, SEEK_SET), 0);
+	assert_int_equal(store_import_add_file(imp, "x/y", fd), -EEXIST);
+	store_import_free(imp);
+	assert_int_equal(store_import_begin(st, "ds", NULL, &imp), 0);
+	assert_int_equal(store_import_add_file(imp, "x/y", fd), 0);
+	assert_int_equal(lseek(fd, 0, SEEK_SET), 0);
+	assert_int_equal(store_import_add_file(imp, "x/y/z", fd), -ENOTDIR);
+	store_import_free(imp);
+	/* A directory given as a file. */
+	{
+		int dfd = open(f->src, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+		assert_int_equal(store_import_begin(st, "ds", NULL, &imp), 0);
+		assert_int_equal(store_import_add_file(imp, "d", dfd), -EINVAL);
+		store_import_free(imp);
+		close(dfd);
+	}
+	/* After all of that, nothing exists, and a clean import still works and is version 1. */
+	{
+		struct store_dataset_info di;
+
+		assert_int_equal(store_dataset_get(st, "ds", &di), -ENOENT);
+		assert_int_equal(import_src(st, "ds", f->src, NULL), 1);
+	}
+	close(fd);
+	free(p);
+	store_close(st);
+}
+
+/* Files spread over several packs (a small rotation size), reopened and read back. */
+static void test_pack_rotation(void **state)
+{
+	struct fx *f = *state;
+	struct store_open_options o = { .pack_target = 3u << 20 };
+	struct store *st = fx_create(f);
+	uint64_t packs[8] = { 0 };
+
+	store_close(st);
+	for (int i = 0; i < 8; i++)
+		tu_seed_file((1u << 20) + (size_t)i * 1000, (uint64_t)i + 40, "%s/f%d", f->src, i);
+	st = fx_open_opts(f, &o);
+	import_src(st, "rot", f->src, NULL);
+	import_src(st, "rot", f->src, NULL);
+	store_close(st);
+	st = fx_open_opts(f, &o);
+	for (uint32_t ver = 1; ver <= 2; ver++)
+		for (int i = 0; i < 8; i++) {
+			char *name = tu_fmt("f%d", i);
+			size_t n = (1u << 20) + (size_t)i * 1000, got;
+			uint8_t *want = malloc(n), *have = read_path(st, "rot", ver, name, 65536, &got);
+			struct loc l = locate(f, st, "rot", name);
+
+			tu_fill(want, n, (uint64_t)i + 40);
+			assert_int_equal(got, n);
+			assert_memory_equal(have, want, n);
+			packs[i] = l.ino.ext.pack_id;
+			loc_free(&l);
+			free(want);
+			free(have);
+			free(name);
+		}
+	/* Version 2 alone (8 MiB in 3 MiB packs) needed at least three packs. */
+	assert_true(packs[7] >= packs[0] + 2);
+	store_close(st);
+}
+
+/* Many threads reading the same objects, each with its own reader. */
+struct thr_arg {
+	struct store *st;
+	struct store_object *obj;
+	const uint8_t *want;
+	size_t n;
+	int seed;
+	int failures;
+};
+
+static void *reader_thread(void *p)
+{
+	struct thr_arg *a = p;
+	struct store_reader *rd = NULL;
+	uint8_t *buf = malloc(256 << 10);
+
+	if (store_reader_new(a->st, &rd) < 0) {
+		a->failures++;
+		free(buf);
+		return NULL;
+	}
+	for (int k = 0; k < 300; k++) {
+		uint64_t rnd[2];
+		size_t off, len;
+		ssize_t r;
+
+		tu_fill((uint8_t *)rnd, sizeof(rnd), (uint64_t)(a->seed * 1000 + k));
+		off = rnd[0] % a->n;
+		len = rnd[1] % (256 << 10);
+		r = store_object_read(rd, a->obj, off, len, buf);
+		if (r != (ssize_t)MIN(len, a->n - off) || memcmp(buf, a->want + off, (size_t)r))
+			a->failures++;
+	}
+	store_reader_free(rd);
+	free(buf);
+	return NULL;
+}
+
+static void test_concurrent_readers(void **state)
+{
+	struct fx *f = *state;
+	const size_t n = 7u << 20;
+	struct store *st = fx_create(f);
+	struct thr_arg args[4];
+	pthread_t th[4];
+	struct loc l;
+	uint8_t *want = malloc(n);
+	struct store_object *obj = NULL;
+
+	tu_seed_file(n, 77, "%s/big", f->src);
+	tu_fill(want, n, 77);
+	import_src(st, "c", f->src, NULL);
+	l = locate(f, st, "c", "big");
+	assert_int_equal(store_object_open(st, l.dsid, &l.ino, &obj), 0);
+	for (int i = 0; i < 4; i++) {
+		args[i] = (struct thr_arg){ .st = st, .obj = obj, .want = want, .n = n, .seed = i };
+		assert_int_equal(pthread_create(&th[i], NULL, reader_thread, &args[i]), 0);
+	}
+	for (int i = 0; i < 4; i++) {
+		pthread_join(th[i], NULL);
+		assert_int_equal(args[i].failures, 0);
+	}
+	store_object_close(obj);
+	loc_free(&l);
+	free(want);
+	store_close(st);
+}
+
+/* ---- Crash and abort ----------------------------------------------------------------------- */
+
+/* In a child process: open the store, start importing version 2 of "keep" (and a new dataset),
+ * and SIGKILL ourselves after `after` files, before the commit. */
+static void child_import_and_die(struct fx *f, int after, bool new_dataset)
+{
+	struct store_open_options o = { .pack_target = 4u << 20 };
+	struct store *st = NULL;
+	struct store_import *imp = NULL;
+	int fd;
+
+	if (store_open(f->store, f->pass, &o, &st) < 0)
+		_exit(10);
+	if (store_import_begin(st, new_dataset ? "newds" : "keep", NULL, &imp) < 0)
+		_exit(11);
+	for (int i = 0; i < 40; i++) {
+		char *p = tu_fmt("%s/f%d", f->src, i % 4);
+		char *name = tu_fmt("n/%d", i);
+
+		if (i == after)
+			raise(SIGKILL);
+		fd = open(p, O_RDONLY | O_CLOEXEC);
+		if (fd < 0 || store_import_add_file(imp, name, fd) < 0)
+			_exit(12);
+		close(fd);
+		free(p);
+		free(name);
+	}
+	raise(SIGKILL); /* all written, not committed */
+	_exit(13);
+}
+
+static void test_crash_during_import(void **state)
+{
+	struct fx *f = *state;
+	struct store_open_options o = { .pack_target = 4u << 20 };
+	static const int kill_after[] = { 0, 1, 7, 40 };
+	struct store *st = fx_create(f);
+	struct store_dataset_info di;
+	struct store_version_info vi;
+	struct store_inode ino;
+
+	for (int i = 0; i < 4; i++)
+		tu_seed_file((1u << 20) + 4321 * (size_t)i, (uint64_t)i + 900, "%s/f%d", f->src, i);
+	store_close(st);
+	st = fx_open_opts(f, &o);
+	assert_int_equal(import_src(st, "keep", f->src, NULL), 1);
+	store_close(st);
+
+	for (size_t k = 0; k < ARRAY_SIZE(kill_after) * 2; k++) {
+		bool newds = k % 2;
+		int status = 0;
+		pid_t pid = fork();
+
+		assert_true(pid >= 0);
+		if (pid == 0)
+			child_import_and_die(f, kill_after[k / 2], newds);
+		assert_int_equal(waitpid(pid, &status, 0), pid);
+		assert_true(WIFSIGNALED(status));
+		assert_int_equal(WTERMSIG(status), SIGKILL);
+
+		/* After the crash: the half-imported version does not exist; version 1 reads. */
+		st = fx_open_opts(f, &o);
+		assert_int_equal(store_dataset_get(st, "newds", &di), -ENOENT);
+		assert_int_equal(store_dataset_get(st, "keep", &di), 0);
+		assert_int_equal(di.latest_version, 1);
+		assert_int_equal(store_version_get(st, di.id, 2, &vi), -ENOENT);
+		assert_int_equal(store_inode_get(st, di.id, 2, STORE_ROOT_INO, &ino), -ENOENT);
+		assert_int_equal(store_path_lookup(st, di.id, 2, "n/0", &ino), -ENOENT);
+		for (int i = 0; i < 4; i++) {
+			char *name = tu_fmt("f%d", i);
+			size_t n = (1u << 20) + 4321 * (size_t)i, got;
+			uint8_t *want = malloc(n), *have = read_path(st, "keep", 1, name, 1 << 20,
+								     &got);
+
+			tu_fill(want, n, (uint64_t)i + 900);
+			assert_memory_equal(have, want, n);
+			free(want);
+			free(have);
+			free(name);
+		}
+		store_close(st);
+	}
+	/* The store carries on: the next import is version 2, and reads back. */
+	st = fx_open_opts(f, &o);
+	assert_int_equal(import_src(st, "keep", f->src, NULL), 2);
+	store_close(st);
+	st = fx_open(f);
+	{
+		size_t got;
+		uint8_t *want = malloc(1u << 20), *have = read_path(st, "keep", 2, "f0", 99999, &got);
+
+		tu_fill(want, 1u << 20, 900);
+		assert_int_equal(got, 1u << 20);
+		assert_memory_equal(have, want, got);
+		free(want);
+		free(have);
+	}
+	store_close(st);
+}
+
+/* A pack cut back by recovery is exactly as long as before the failed import. */
+static void test_abort_restores_pack(void **state)
+{
+	struct fx *f = *state;
+	struct store *st = fx_create(f);
+	struct store_import *imp = NULL;
+	char *pack = tu_fmt("%s/packs/%016llx.pack", f->store, 1ull);
+	struct stat before, after;
+	int fd;
+
+	tu_seed_file(300000, 1, "%s/a", f->src);
+	import_src(st, "ab", f->src, NULL);
+	assert_int_equal(stat(pack, &before), 0);
+	assert_int_equal(store_import_begin(st, "ab", NULL, &imp), 0);
+	fd = open(f->src, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	assert_int_equal(store_import_add_tree(imp, fd), 0);
+	close(fd);
+	store_import_free(imp); /* abort */
+	assert_int_equal(stat(pack, &after), 0);
+	assert_int_equal(after.st_size, before.st_size);
+	{
+		struct store_dataset_info di;
+		struct store_version_info vi;
+
+		assert_int_equal(store_dataset_get(st, "ab", &di), 0);
+		assert_int_equal(di.latest_version, 1);
+		assert_int_equal(store_version_get(st, di.id, 2, &vi), -ENOENT);
+	}
+	/* And the version number is not burnt. */
+	assert_int_equal(import_src(st, "ab", f->src, NULL), 2);
+	free(pack);
+	store_close(st);
+}
+
+struct progress_seen {
+	struct store_import_stats last;
+	int calls;
+	bool went_back;
+};
+
+static void progress_cb(void *ctx, const struct store_import_stats *s)
+{
+	struct progress_seen *p = ctx;
+
+	p->calls++;
+	p->went_back |= s->bytes < p->last.bytes || s->files < p->last.files;
+	p->last = *s;
+}
+
+static int list_names(void *ctx, const struct store_dataset_info *info)
+{
+	struct buf *b = ctx;
+
+	buf_append(b, info->name, strlen(info->name));
+	return buf_append(b, ",", 2) < 0 ? -1 : (b->len--, 0); /* keep a NUL after the text */
+}
+
+static void test_progress_and_listing(void **state)
+{
+	struct fx *f = *state;
+	struct store *st = fx_create(f);
+	struct progress_seen seen = { 0 };
+	struct store_import_options o = { .progress = progress_cb, .progress_ctx = &seen };
+	struct buf list;
+
+	for (int i = 0; i < 5; i++)
+		tu_seed_file(20u << 20, (uint64_t)i, "%s/f%d", f->src, i);
+	import_src(st, "p2", f->src, &o);
+	import_src(st, "p1", f->src, NULL);
+	assert_false(seen.went_back);
+	assert_int_equal(seen.last.files, 5);
+	assert_int_equal(seen.last.bytes, 100u << 20);
+	/* Once per 8 MiB within each 20 MiB file (2) and once at its end. */
+	assert_true(seen.calls >= 5 * 3);
+
+	buf_init(&list, 64);
+	assert_int_equal(store_dataset_foreach(st, list_names, &list), 0);
+	assert_string_equal((char *)list.data, "p1,p2,");
+	buf_free(&list);
+	store_close(st);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+#define T(fn) cmocka_unit_test_setup_teardown(fn, fx_setup, fx_teardown)
+		T(test_roundtrip_aes),
+		T(test_roundtrip_chacha),
+		T(test_roundtrip_direct_io),
+		T(test_chunk_sizes),
+		T(test_tamper_flip_ciphertext),
+		T(test_tamper_flip_tag),
+		T(test_tamper_swap_chunks),
+		T(test_tamper_chunk_from_other_object),
+		T(test_tamper_truncate_at_chunk_boundary),
+		T(test_tamper_index_size),
+		T(test_wrong_passphrase),
+		T(test_create_refuses_nonempty_and_open_refuses_nonstore),
+		T(test_import_tree_reopen),
+		T(test_import_rejects_special_files),
+		T(test_import_bad_input),
+		T(test_pack_rotation),
+		T(test_concurrent_readers),
+		T(test_crash_during_import),
+		T(test_abort_restores_pack),
+		T(test_progress_and_listing),
+#undef T
+	};
+
+	if (crypto_init() < 0)
+		return 1;
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
