@@ -119,7 +119,7 @@ int crypto_key_unwrap(const crypto_key *kek, const uint8_t wrapped[static CRYPTO
 /* Values are stored on disk; never renumber. */
 enum crypto_aead {
 	CRYPTO_AEAD_AES256GCM = 1,         /* OpenSSL EVP, used where the CPU has AES instructions */
-	CRYPTO_AEAD_CHACHA20POLY1305 = 2,  /* libsodium IETF ChaCha20-Poly1305, otherwise */
+	CRYPTO_AEAD_CHACHA20POLY1305 = 2,  /* RFC 8439 ChaCha20-Poly1305 (OpenSSL EVP), otherwise */
 };
 /* AES-256-GCM when the CPU has AES-NI (x86) or the AES extension (arm64), else ChaCha20-Poly1305. */
 enum crypto_aead crypto_aead_preferred(void);
@@ -129,8 +129,8 @@ const char *crypto_aead_name(uint32_t alg);
 /* Parse the names above; -EINVAL otherwise. */
 int crypto_aead_parse(const char *name, enum crypto_aead *ret_alg);
 
-/* Encrypts and decrypts the chunks of one object with its key. Holds its own copy of the key (in
- * guarded memory or an OpenSSL context that cleanses it on free). Not thread-safe: use one per
+/* Encrypts and decrypts the chunks of one object with its key. Holds its own copy of the key in
+ * OpenSSL cipher contexts, which cleanse it on rekey and free. Not thread-safe: use one per
  * thread. Nonce of chunk i: 4 zero bytes || u64 BE i (unique, because each object has its own
  * key and objects are never rewritten). Associated data: crypto_chunk_ad(). */
 typedef struct crypto_chunk_ctx crypto_chunk_ctx;
