@@ -238,8 +238,14 @@ out:
 
 static int store_alloc(struct store **ret)
 {
-	struct store *st = calloc(1, sizeof(*st));
+	struct store *st;
+	int r;
 
+	/* Whoever holds the master key must not be dumpable: no core file, no ptrace by others. */
+	r = crypto_harden_process();
+	if (r < 0)
+		return err_set(r, "cannot make the process non-dumpable: %s", strerror(-r));
+	st = calloc(1, sizeof(*st));
 	if (!st)
 		return -ENOMEM;
 	st->dirfd = st->lockfd = st->packs_dirfd = -1;

@@ -45,7 +45,10 @@ struct store_open_options {
 	uint64_t pack_target;  /* rotate packs past this many bytes; 0: STORE_PACK_TARGET */
 };
 
-/* Create a new store in dir (created mode 0700 if absent; must be empty if present), with a new
+/* Both store_create() and store_open() first make the process non-dumpable (see
+ * crypto_harden_process()): a process that holds the master key must not leave it in a core file.
+ *
+ * Create a new store in dir (created mode 0700 if absent; must be empty if present), with a new
  * master key wrapped under pass. -EEXIST if dir holds anything; -EINVAL bad kdf params. On success
  * the store is open as with store_open(). */
 int store_create(const char *dir, const crypto_secret *pass, const struct crypto_kdf_params *kdf,

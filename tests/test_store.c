@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -523,6 +524,8 @@ static void test_wrong_passphrase(void **state)
 	assert_int_equal(store_open(f->store, bad, NULL, &st), -EKEYREJECTED);
 	assert_null(st);
 	assert_non_null(strstr(err_detail(), "wrong passphrase"));
+	/* Having held the store's keys, this process is not dumpable. */
+	assert_int_equal(prctl(PR_GET_DUMPABLE), 0);
 	after = tu_read_file(key, &na);
 	assert_int_equal(na, nb);
 	assert_memory_equal(before, after, nb);
