@@ -1134,10 +1134,10 @@ int store_import_commit(struct store_import *imp, uint32_t *ret_version)
 	st->last_pack_len = imp->wpos;
 	if (imp->new_dataset) {
 		st->next_dataset_id = imp->ds.info.id + 1;
-		r = store_dataset_key_cache(st, imp->ds.info.id, imp->dkey);
-		imp->dkey = NULL; /* given to the cache (freed by it on failure) */
-		if (r < 0)
-			return r; /* committed all the same; the key unwraps again on next use */
+		/* Given to the cache, which frees it if it cannot keep it. The version is committed
+		 * either way: on a miss the key is unwrapped again from the index. */
+		store_dataset_key_cache(st, imp->ds.info.id, imp->dkey);
+		imp->dkey = NULL;
 	}
 	progress(imp, true);
 	*ret_version = imp->version;
