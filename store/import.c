@@ -640,7 +640,15 @@ static int write_object(struct store_import *imp, int fd, const char *path, stru
 		r = imp_fail(imp, -EIO, "%s: the file grew while it was imported", path);
 		goto out;
 	}
-	/* The remaining tags and the padding continue the stream right after the data. */
+	/* The remaining tags and the padding continue the stream. If earlier tags went out in their
+	 * own writes (objects of more than IMPORT_TAGACC / 16 chunks), the stream skips over them:
+	 * the rest of the tags belong after those, at tagacc_off, not right after the data. */
+	if (imp->tagacc_off != imp->wpos) {
+		r = stream_flush(imp);
+		if (r < 0)
+			goto out;
+		imp->wpos = imp->tagacc_off;
+	}
 	r = stream_reserve(imp, imp->tagacc_len, &p);
 	if (r < 0)
 		goto out;

@@ -239,29 +239,39 @@ static void test_roundtrip_direct_io(void **state)
 	roundtrip(state, 0, true);
 }
 
-/* Chunk sizes other than the default, including the smallest and a large one. */
+/* Chunk sizes other than the default, including the smallest and a large one. With 4 KiB chunks
+ * the 33 MiB file has 8449 chunks: more tags (135 KiB) than the importer holds at once (64 KiB,
+ * 4096 tags), so its tags are written in three pieces. */
+#define CS_FILE ((33u << 20) + 5)
 static void test_chunk_sizes(void **state)
 {
 	struct fx *f = *state;
 	static const uint32_t sizes[] = { CRYPTO_CHUNK_MIN, 1u << 20, CRYPTO_CHUNK_MAX };
 	struct store *st = fx_create(f);
 	char *p = tu_fmt("%s/data", f->src);
+	uint8_t *want = malloc(CS_FILE);
 
-	tu_write_seeded(p, 9u << 20, 5);
+	tu_write_seeded(p, CS_FILE, 5);
+	tu_seed_file(5000, 6, "%s/after", f->src); /* the object after it must not be disturbed */
+	tu_fill(want, CS_FILE, 5);
 	for (size_t i = 0; i < ARRAY_SIZE(sizes); i++) {
 		struct store_import_options o = { .chunk_size = sizes[i] };
-		uint8_t *want = malloc(9u << 20), *have;
+		uint8_t *have, small[5000];
 		uint32_t ver = import_src(st, "cs", f->src, &o);
 		size_t got;
 
 		assert_int_equal(ver, i + 1);
-		tu_fill(want, 9u << 20, 5);
 		have = read_path(st, "cs", ver, "data", 777777, &got);
-		assert_int_equal(got, 9u << 20);
+		assert_int_equal(got, CS_FILE);
 		assert_memory_equal(have, want, got);
 		free(have);
-		free(want);
+		have = read_path(st, "cs", ver, "after", 4096, &got);
+		tu_fill(small, sizeof(small), 6);
+		assert_int_equal(got, sizeof(small));
+		assert_memory_equal(have, small, got);
+		free(have);
 	}
+	free(want);
 	/* Not a power of two, too small, too large. */
 	{
 		static const uint32_t bad[] = { 65537, 2048, 8u << 20 };
