@@ -11,7 +11,9 @@
  *      then one synchronous batch flips the version to COMMITTED and records the dataset, the
  *      packs' committed lengths and the counters. Only then does the version exist.
  * A crash anywhere before 3 completes leaves a PENDING version (removed at the next open) and
- * pack bytes past the committed length (cut off at the next open).
+ * pack bytes past the committed length, which no record refers to; they are kept (see
+ * scan_packs() in store.c for why) and later appends go after them. An abort in this process
+ * cuts back exactly the bytes it appended, and removes the packs it created.
  *
  * Memory is bounded by IMPORT_BUFS write buffers, the tag accumulator, the index batch cap and
  * the directory table (IMPORT_DIRS_MAX), whatever the size of the files.
@@ -546,6 +548,35 @@ static int pack_new(struct store_import *imp, uint64_t id)
 	return 0;
 }
 
+/* Open the last committed pack for appending at its (aligned) end. Returns 1 when it is used, 0
+ * when a new pack is needed: none yet, full, or not the length and header the index says. */
+static int pack_append_open(struct store_import *imp)
+{
+	struct store *st = imp->st;
+	char pname[32];
+	struct stat s;
+	int fd;
+
+	if (!st->last_pack_id || st->last_pack_len >= st->pack_target)
+		return 0;
+	pack_name(pname, sizeof(pname), st->last_pack_id);
+	fd = openat(st->packs_dirfd, pname, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	if (fstat(fd, &s) < 0 || !S_ISREG(s.st_mode) || (uint64_t)s.st_size < st->last_pack_len ||
+	    pack_check_header(fd, st->store_id, st->last_pack_id) < 0) {
+		close(fd);
+		err_clear();
+		return 0;
+	}
+	imp->pack_fd = fd;
+	imp->pack_id = st->last_pack_id;
+	imp->append_pack_id = st->last_pack_id;
+	imp->append_pack_start = (uint64_t)s.st_size;
+	imp->wpos = ALIGN_UP((uint64_t)s.st_size, (uint64_t)STORE_ALIGN);
+	return 1;
+}
+
 /* Finish the current pack (durable) and continue in a new one. */
 static int pack_rotate(struct store_import *imp)
 {
@@ -564,7 +595,8 @@ static int pack_rotate(struct store_import *imp)
 	imp->packs[imp->npacks++] = (struct pack_done){ .id = imp->pack_id, .end = imp->wpos };
 	close(imp->pack_fd);
 	imp->pack_fd = -1;
-	return pack_new(imp, imp->pack_id + 1);
+	/* Above every pack file present, kept ones from interrupted imports included. */
+	return pack_new(imp, MAX(imp->pack_id, imp->st->pack_file_max) + 1);
 }
 
 /* Encrypt the file at fd (size bytes per fstat) into the pack; fill ino->ext. */
@@ -770,25 +802,13 @@ int store_import_begin(struct store *st, const char *name, const struct store_im
 	}
 	imp->wb = rocksdb_writebatch_wi_create(0, 1);
 
-	/* The pack to append to: the last one, unless it is full or there is none. */
-	if (st->last_pack_id && st->last_pack_len < st->pack_target) {
-		char pname[32];
-
-		pack_name(pname, sizeof(pname), st->last_pack_id);
-		imp->pack_fd = openat(st->packs_dirfd, pname, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
-		if (imp->pack_fd < 0) {
-			r = err_set(-errno, "cannot open pack %s: %s", pname, strerror(errno));
-			goto fail;
-		}
-		imp->pack_id = st->last_pack_id;
-		imp->append_pack_id = st->last_pack_id;
-		imp->append_pack_start = st->last_pack_len;
-		imp->wpos = ALIGN_UP(st->last_pack_len, (uint64_t)STORE_ALIGN);
-	} else {
-		r = pack_new(imp, st->last_pack_id + 1);
-		if (r < 0)
-			goto fail;
-	}
+	/* The pack to append to: the last committed one, unless it is full, damaged or absent.
+	 * Appends start after everything in the file, committed or not (see scan_packs()). */
+	r = pack_append_open(imp);
+	if (r == 0)
+		r = pack_new(imp, MAX(st->last_pack_id, st->pack_file_max) + 1);
+	if (r < 0)
+		goto fail;
 
 	/* The PENDING record goes first, so recovery finds every record of this version. */
 	wb = rocksdb_writebatch_create();
@@ -1138,8 +1158,11 @@ int store_import_commit(struct store_import *imp, uint32_t *ret_version)
 
 	/* 3. The store's view follows the committed state. */
 	imp->committed = true;
+	pthread_mutex_lock(&st->lock);
 	st->last_pack_id = imp->pack_id;
 	st->last_pack_len = imp->wpos;
+	st->pack_file_max = MAX(st->pack_file_max, imp->pack_id);
+	pthread_mutex_unlock(&st->lock);
 	if (imp->new_dataset) {
 		st->next_dataset_id = imp->ds.info.id + 1;
 		/* Given to the cache, which frees it if it cannot keep it. The version is committed
@@ -1165,7 +1188,10 @@ static void import_abort(struct store_import *imp)
 	if (imp->ring_ok)
 		drain(imp);
 	vkey(lo, imp->ds.info.id, imp->version);
-	vkey(hi, imp->ds.info.id, imp->version + 1);
+	if (imp->version == UINT32_MAX)
+		vkey(hi, imp->ds.info.id + 1, 0);
+	else
+		vkey(hi, imp->ds.info.id, imp->version + 1);
 	rocksdb_writebatch_delete_range_cf(wb, st->ix.cf[CF_INODES], (const char *)lo, sizeof(lo),
 					   (const char *)hi, sizeof(hi));
 	rocksdb_writebatch_delete_range_cf(wb, st->ix.cf[CF_DIRENTS], (const char *)lo, sizeof(lo),
@@ -1174,7 +1200,7 @@ static void import_abort(struct store_import *imp)
 	index_write(&st->ix, wb, true);
 	rocksdb_writebatch_destroy(wb);
 
-	/* The existing pack this import appended to is cut back to its committed length. */
+	/* The existing pack this import appended to is cut back to where this import began. */
 	if (imp->append_pack_id) {
 		int fd;
 

@@ -106,36 +106,27 @@ out:
 	return r;
 }
 
-/* Is pack_id among the committed packs (ids and lengths from the index)? */
-static bool pack_committed(const uint64_t *ids, const uint64_t *lens, size_t n, uint64_t id,
-			   uint64_t *ret_len)
-{
-	for (size_t i = 0; i < n; i++)
-		if (ids[i] == id) {
-			*ret_len = lens[i];
-			return true;
-		}
-	return false;
-}
-
-/* Bring the packs directory in line with the index: every committed pack must exist and be at
- * least its committed length; its tail past that (an interrupted append) is cut off; a pack the
- * index does not know (created by an import that never committed) is removed. */
-static int recover_packs(struct store *st)
+/* Learn the packs: the last committed one and its committed length from the index, and the
+ * highest pack file present on disk.
+ *
+ * Nothing is cut or removed here. Bytes past a pack's committed length, and pack files no commit
+ * refers to, are what an interrupted import left behind; but they are also what a newer index
+ * referred to if this index is older than the packs (restored from a backup, or edited). A crash
+ * can never make the index older than an acknowledged commit, so deleting on its word would only
+ * ever destroy data in the second case. They stay; new appends start after them. */
+static int scan_packs(struct store *st)
 {
 	rocksdb_iterator_t *it = rocksdb_create_iterator_cf(st->ix.db, st->ix.ro,
 							    st->ix.cf[CF_META]);
-	uint64_t *ids = NULL, *lens = NULL;
-	size_t n = 0, cap = 0;
 	DIR *d = NULL;
 	int dfd = -1, r = 0;
-	bool changed = false;
 	char *err = NULL;
 
 	for (rocksdb_iter_seek(it, "pack/", 5); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
 		size_t kl, vl;
 		const char *k = rocksdb_iter_key(it, &kl);
 		const char *v = rocksdb_iter_value(it, &vl);
+		uint64_t id;
 
 		if (kl < 5 || memcmp(k, "pack/", 5) != 0)
 			break;
@@ -143,31 +134,11 @@ static int recover_packs(struct store *st)
 			r = err_set(-EBADMSG, "index: malformed pack record");
 			goto out;
 		}
-		if (n == cap) {
-			size_t nc = cap ? cap * 2 : 16;
-			uint64_t *ni = reallocarray(ids, nc, sizeof(*ids));
-			uint64_t *nl;
-
-			if (!ni) {
-				r = -ENOMEM;
-				goto out;
-			}
-			ids = ni;
-			nl = reallocarray(lens, nc, sizeof(*lens));
-			if (!nl) {
-				r = -ENOMEM;
-				goto out;
-			}
-			lens = nl;
-			cap = nc;
+		id = get_be64((const uint8_t *)k + 5);
+		if (id > st->last_pack_id) {
+			st->last_pack_id = id;
+			st->last_pack_len = get_le64((const uint8_t *)v);
 		}
-		ids[n] = get_be64((const uint8_t *)k + 5);
-		lens[n] = get_le64((const uint8_t *)v);
-		if (ids[n] > st->last_pack_id) {
-			st->last_pack_id = ids[n];
-			st->last_pack_len = lens[n];
-		}
-		n++;
 	}
 	rocksdb_iter_get_error(it, &err);
 	if (err) {
@@ -176,62 +147,29 @@ static int recover_packs(struct store *st)
 		goto out;
 	}
 
-	/* A committed pack longer than its committed length had an interrupted append: cut the tail.
-	 * A pack that is missing, short, or not ours is damage, not a crash (its data was fsynced
-	 * before the commit); it is left as it is and reads of it fail (-EUCLEAN, -EIO, -EBADMSG)
-	 * naming the object, while every other dataset stays readable. */
-	for (size_t i = 0; i < n; i++) {
-		char name[32];
-		struct stat s;
-		int fd;
-
-		pack_name(name, sizeof(name), ids[i]);
-		fd = openat(st->packs_dirfd, name, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
-		if (fd < 0)
-			continue;
-		if (fstat(fd, &s) == 0 && (uint64_t)s.st_size > lens[i] &&
-		    pack_check_header(fd, st->store_id, ids[i]) == 0 &&
-		    (ftruncate(fd, (off_t)lens[i]) < 0 || fdatasync(fd) < 0))
-			r = err_set(-errno, "cannot cut back pack %s: %s", name, strerror(errno));
-		close(fd);
-		if (r < 0)
-			goto out;
-	}
-
-	/* Packs the index does not know are uncommitted; remove them. */
 	dfd = openat(st->packs_dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (dfd < 0 || !(d = fdopendir(dfd))) {
 		r = err_set(-errno, "cannot list packs: %s", strerror(errno));
 		goto out;
 	}
 	dfd = -1; /* owned by d now */
+	st->pack_file_max = st->last_pack_id;
 	for (struct dirent *de; (de = readdir(d));) {
 		unsigned long long id;
-		uint64_t len;
 		char tail[8];
 		char expect[32];
 
 		if (sscanf(de->d_name, "%16llx%7s", &id, tail) != 2 || strcmp(tail, ".pack") != 0)
 			continue;
 		pack_name(expect, sizeof(expect), id);
-		if (strcmp(expect, de->d_name) != 0 || pack_committed(ids, lens, n, id, &len))
-			continue;
-		if (unlinkat(st->packs_dirfd, de->d_name, 0) < 0) {
-			r = err_set(-errno, "cannot remove uncommitted pack %s: %s", de->d_name,
-				    strerror(errno));
-			goto out;
-		}
-		changed = true;
+		if (strcmp(expect, de->d_name) == 0 && id > st->pack_file_max)
+			st->pack_file_max = id;
 	}
-	if (changed)
-		r = fsync_dirfd(st->packs_dirfd);
 out:
 	if (d)
 		closedir(d);
 	if (dfd >= 0)
 		close(dfd);
-	free(ids);
-	free(lens);
 	rocksdb_iter_destroy(it);
 	return r;
 }
@@ -314,7 +252,7 @@ static int store_open_index(struct store *st, const char *dir, bool create,
 	r = recover_pending_versions(st);
 	if (r < 0)
 		return r;
-	return recover_packs(st);
+	return scan_packs(st);
 }
 
 static int store_lock(struct store *st)

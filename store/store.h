@@ -54,8 +54,9 @@ struct store_open_options {
 int store_create(const char *dir, const crypto_secret *pass, const struct crypto_kdf_params *kdf,
 		 struct store **ret_store);
 /* Open an existing store: check the marker, lock it, unlock the master key, open the index, and
- * recover from an interrupted import (drop pending versions, cut pack tails back to their last
- * committed length, remove packs no commit refers to). opts may be NULL.
+ * recover from an interrupted import (drop its pending version from the index). Pack bytes no
+ * commit refers to are never deleted at open, since an index older than the packs (restored
+ * from a backup) would otherwise destroy newer data; appends go after them. opts may be NULL.
  * -ENOENT / -ENOTDIR not a store; -EBUSY another process has it open; -EKEYREJECTED wrong
  * passphrase; -EIO RocksDB failed (detail in err_detail()). A damaged pack does not stop the
  * open: reads of the objects in it fail instead. */

@@ -143,8 +143,9 @@ struct store {
 
 	pthread_mutex_t import_lock;    /* held (trylock) for the life of one store_import */
 	struct store_import *import;    /* the running import, for store_close() */
-	uint64_t last_pack_id;          /* highest pack id committed (0: none) */
+	uint64_t last_pack_id;          /* highest pack id committed (0: none); under lock */
 	uint64_t last_pack_len;         /* its committed length */
+	uint64_t pack_file_max;         /* highest pack id with a file in packs/; new ids go above */
 	uint64_t next_dataset_id;       /* next id to assign */
 };
 

@@ -2,6 +2,7 @@
 #define _XOPEN_SOURCE 700
 #include "tests/testutil.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <ftw.h>
 #include <stdarg.h>
@@ -137,4 +138,55 @@ void tu_seed_file(size_t n, uint64_t seed, const char *fmt, ...)
 	va_end(ap);
 	tu_write_seeded(p, n, seed);
 	free(p);
+}
+
+void tu_copy_flat_dir(const char *src, const char *dst)
+{
+	DIR *d = opendir(src);
+
+	if (!d || mkdir(dst, 0700) < 0)
+		die("copy", src);
+	for (struct dirent *de; (de = readdir(d));) {
+		char *from = tu_fmt("%s/%s", src, de->d_name), *to;
+		struct stat s;
+
+		if (lstat(from, &s) < 0 || !S_ISREG(s.st_mode)) {
+			free(from);
+			continue;
+		}
+		to = tu_fmt("%s/%s", dst, de->d_name);
+		{
+			size_t n;
+			uint8_t *b = tu_read_file(from, &n);
+
+			tu_write_file(to, b, n);
+			free(b);
+		}
+		free(from);
+		free(to);
+	}
+	closedir(d);
+}
+
+uint64_t tu_dir_bytes(const char *dir, unsigned *ret_count)
+{
+	DIR *d = opendir(dir);
+	uint64_t total = 0;
+	unsigned n = 0;
+
+	if (!d)
+		die("opendir", dir);
+	for (struct dirent *de; (de = readdir(d));) {
+		char *p = tu_fmt("%s/%s", dir, de->d_name);
+		struct stat s;
+
+		if (lstat(p, &s) == 0 && S_ISREG(s.st_mode)) {
+			total += (uint64_t)s.st_size;
+			n++;
+		}
+		free(p);
+	}
+	closedir(d);
+	*ret_count = n;
+	return total;
 }
