@@ -759,15 +759,15 @@ int store_import_begin(struct store *st, const char *name, const struct store_im
 		snprintf(imp->ds.info.name, sizeof(imp->ds.info.name), "%s", name);
 		r = crypto_key_generate(&imp->dkey);
 		if (r == 0) {
-			uint8_t ad[DATASET_KEY_AD_LEN];
+			uint8_t ad[DATASET_KEY_AD_MAX];
+			size_t adlen = dataset_key_ad(st->store_id, imp->ds.info.id,
+						      imp->ds.info.name, ad);
 
-			dataset_key_ad(st->store_id, imp->ds.info.id, ad);
-			r = crypto_key_wrap(st->master, imp->dkey, ad, sizeof(ad),
-					    imp->ds.wrapped_key);
+			r = crypto_key_wrap(st->master, imp->dkey, ad, adlen, imp->ds.wrapped_key);
 		}
 		imp->version = 1;
 	} else if (r == 0) {
-		r = store_dataset_key(st, imp->ds.info.id, imp->ds.wrapped_key, &imp->dkey);
+		r = store_dataset_key(st, imp->ds.info.id, &imp->ds, &imp->dkey);
 		if (imp->ds.info.latest_version == UINT32_MAX)
 			r = err_set(-EOVERFLOW, "dataset %s has no version numbers left", name);
 		imp->version = imp->ds.info.latest_version + 1;

@@ -14,11 +14,19 @@
 #define META_STORE_ID "store_id"
 #define META_NEXT_DATASET "next_dataset"
 
-void dataset_key_ad(const uint8_t store_id[16], uint64_t dsid, uint8_t out[DATASET_KEY_AD_LEN])
+/* The name is bound too: swapping two dataset records in the index must not make one dataset's
+ * name serve the other's data. */
+size_t dataset_key_ad(const uint8_t store_id[16], uint64_t dsid, const char *name,
+		      uint8_t out[DATASET_KEY_AD_MAX])
 {
+	size_t n = strnlen(name, STORE_DATASET_NAME_MAX);
+
 	memcpy(out, "ENCLDSK1", 8);
 	memcpy(out + 8, store_id, 16);
 	put_be64(out + 24, dsid);
+	out[32] = (uint8_t)n;
+	memcpy(out + 33, name, n);
+	return 33 + n;
 }
 
 void object_key_ad(uint64_t dsid, const struct store_inode *ino, uint8_t out[OBJECT_KEY_AD_LEN])
@@ -297,10 +305,18 @@ int store_create(const char *dir, const crypto_secret *pass, const struct crypto
 					     "or new directory", dir);
 			goto fail;
 		}
+	/* Private whatever the umask or the mode of a directory that already existed: the index holds
+	 * dataset and file names and sizes in clear. RocksDB creates its files under the umask, so
+	 * index/ is made here, 0700, before it does. */
+	if (fchmod(st->dirfd, 0700) < 0) {
+		r = err_set(-errno, "cannot make %s private: %s", dir, strerror(errno));
+		goto fail;
+	}
 	r = store_lock(st);
 	if (r < 0)
 		goto fail;
-	if (mkdirat(st->dirfd, "keys", 0700) < 0 || mkdirat(st->dirfd, "packs", 0700) < 0) {
+	if (mkdirat(st->dirfd, "keys", 0700) < 0 || mkdirat(st->dirfd, "packs", 0700) < 0 ||
+	    mkdirat(st->dirfd, "index", 0700) < 0) {
 		r = err_set(-errno, "cannot create the store layout in %s: %s", dir, strerror(errno));
 		goto fail;
 	}
@@ -451,6 +467,13 @@ int store_pack_fd(struct store *st, uint64_t pack_id, int *ret_fd)
 	int fd, r = 0;
 
 	pthread_mutex_lock(&st->lock);
+	/* Pack ids come from index records: only packs a commit made are opened, which also bounds
+	 * the table below by the real number of packs. */
+	if (pack_id == 0 || pack_id > st->last_pack_id) {
+		r = err_set(-EUCLEAN, "pack %016llx is not a committed pack of this store",
+			    (unsigned long long)pack_id);
+		goto out;
+	}
 	if (pack_id >= st->pack_fds_len) {
 		size_t n = MAX((size_t)pack_id + 1, st->pack_fds_len * 2);
 		int *a = reallocarray(st->pack_fds, n, sizeof(*a));
@@ -476,6 +499,14 @@ int store_pack_fd(struct store *st, uint64_t pack_id, int *ret_fd)
 		if (fd < 0) {
 			r = err_set(errno == ENOENT ? -EUCLEAN : -errno, "cannot open pack %s: %s",
 				    name, strerror(errno));
+			goto out;
+		}
+		/* A pack of another store (or another pack) under this name: say so plainly, rather
+		 * than letting every chunk fail authentication. */
+		r = pack_check_header(fd, st->store_id, pack_id);
+		if (r < 0) {
+			close(fd);
+			r = r == -EBADMSG ? -EUCLEAN : r;
 			goto out;
 		}
 		st->pack_fds[pack_id] = fd;
@@ -514,9 +545,8 @@ int store_dataset_key_cache(struct store *st, uint64_t dsid, crypto_key *key)
 	return r;
 }
 
-/* Find the wrapped key of dataset dsid by scanning the datasets (only on a key cache miss). */
-static int dataset_wrapped_key_by_id(struct store *st, uint64_t dsid,
-				     uint8_t ret_wrapped[CRYPTO_WRAPPED_KEY_LEN])
+/* Find the record of dataset dsid by scanning the datasets (only on a key cache miss). */
+static int dataset_rec_by_id(struct store *st, uint64_t dsid, struct dataset_rec *ret)
 {
 	rocksdb_iterator_t *it = rocksdb_create_iterator_cf(st->ix.db, st->ix.ro,
 							    st->ix.cf[CF_DATASETS]);
@@ -529,12 +559,12 @@ static int dataset_wrapped_key_by_id(struct store *st, uint64_t dsid,
 		const char *k = rocksdb_iter_key(it, &kl);
 		const char *v = rocksdb_iter_value(it, &vl);
 
-		if (kl == 0 || kl > STORE_DATASET_NAME_MAX)
+		if (kl == 0 || kl > STORE_DATASET_NAME_MAX || memchr(k, '\0', kl))
 			continue;
 		memcpy(name, k, kl);
 		name[kl] = '\0';
 		if (dataset_rec_decode(name, v, vl, &rec) == 0 && rec.info.id == dsid) {
-			memcpy(ret_wrapped, rec.wrapped_key, CRYPTO_WRAPPED_KEY_LEN);
+			*ret = rec;
 			r = 0;
 			break;
 		}
@@ -543,10 +573,12 @@ static int dataset_wrapped_key_by_id(struct store *st, uint64_t dsid,
 	return r;
 }
 
-int store_dataset_key(struct store *st, uint64_t dsid, const uint8_t *wrapped, crypto_key **ret)
+int store_dataset_key(struct store *st, uint64_t dsid, const struct dataset_rec *rec,
+		      crypto_key **ret)
 {
-	uint8_t wk[CRYPTO_WRAPPED_KEY_LEN];
-	uint8_t ad[DATASET_KEY_AD_LEN];
+	struct dataset_rec found;
+	uint8_t ad[DATASET_KEY_AD_MAX];
+	size_t adlen;
 	crypto_key *key = NULL;
 	int r = 0;
 
@@ -556,17 +588,17 @@ int store_dataset_key(struct store *st, uint64_t dsid, const uint8_t *wrapped, c
 			*ret = st->dskeys[i].key;
 			goto out;
 		}
-	if (!wrapped) {
-		r = dataset_wrapped_key_by_id(st, dsid, wk);
+	if (!rec) {
+		r = dataset_rec_by_id(st, dsid, &found);
 		if (r < 0)
 			goto out;
-		wrapped = wk;
+		rec = &found;
 	}
-	dataset_key_ad(st->store_id, dsid, ad);
-	r = crypto_key_unwrap(st->master, wrapped, ad, sizeof(ad), &key);
+	adlen = dataset_key_ad(st->store_id, dsid, rec->info.name, ad);
+	r = crypto_key_unwrap(st->master, rec->wrapped_key, ad, adlen, &key);
 	if (r < 0) {
-		r = err_set(r, "the key of dataset %llu does not unwrap: its record was altered",
-			    (unsigned long long)dsid);
+		r = err_set(r, "the key of dataset '%s' does not unwrap: its record was altered",
+			    rec->info.name);
 		goto out;
 	}
 	r = dskey_insert_locked(st, dsid, key);
@@ -608,7 +640,8 @@ int store_dataset_foreach(struct store *st,
 		const char *k = rocksdb_iter_key(it, &kl);
 		const char *v = rocksdb_iter_value(it, &vl);
 
-		if (kl == 0 || kl > STORE_DATASET_NAME_MAX) {
+		/* A NUL inside the key would list it under a shorter name, twice. */
+		if (kl == 0 || kl > STORE_DATASET_NAME_MAX || memchr(k, '\0', kl)) {
 			r = err_set(-EBADMSG, "index: malformed dataset key");
 			break;
 		}
@@ -750,8 +783,8 @@ int store_dir_foreach(struct store *st, uint64_t dataset_id, uint32_t version, u
 			break;
 		if (after && kl == klen && memcmp(ik, k, klen) == 0)
 			continue;
-		if (kl == DKEY_PREFIX_LEN || kl > DKEY_PREFIX_LEN + STORE_NAME_MAX) {
-			r = err_set(-EBADMSG, "index: malformed directory entry key");
+		if (!store_name_valid(ik + DKEY_PREFIX_LEN, kl - DKEY_PREFIX_LEN)) {
+			r = err_set(-EBADMSG, "index: malformed directory entry name");
 			break;
 		}
 		memcpy(name, ik + DKEY_PREFIX_LEN, kl - DKEY_PREFIX_LEN);

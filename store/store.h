@@ -122,6 +122,10 @@ struct store_inode {
 	struct store_extent ext;   /* files only */
 };
 
+/* The lookups below take a dataset id and version that the caller obtained from
+ * store_dataset_get() / store_version_get(), which only ever return committed versions; records
+ * of a version still being imported exist in the index but are not to be asked for. */
+
 /* -ENOENT. */
 int store_inode_get(struct store *st, uint64_t dataset_id, uint32_t version, uint64_t ino,
 		    struct store_inode *ret_inode);
@@ -159,7 +163,8 @@ void store_reader_free(struct store_reader *r);
 
 /* Read up to len bytes at off into buf: the chunks covering [off, off+len) are read in one
  * batch of io_uring reads and each is authenticated before any of its bytes are copied out.
- * Returns the bytes read (short only at the end of the object, 0 at or past it).
+ * Returns the bytes read (short only at the end of the object, 0 at or past it; a read at 0 of an
+ * empty object checks its one empty chunk).
  * -EBADMSG a chunk failed authentication (nothing of it reaches buf); -EIO a short pack. */
 ssize_t store_object_read(struct store_reader *r, const struct store_object *obj, uint64_t off,
 			  size_t len, void *buf);

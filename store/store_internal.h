@@ -86,10 +86,13 @@ bool store_name_valid(const char *name, size_t len);
 
 /* ---- Associated data of wrapped keys (store.c). docs/FORMAT.md "Key wrapping". -------------- */
 
-#define DATASET_KEY_AD_LEN 32   /* "ENCLDSK1" || store id || be64 dataset id */
+/* "ENCLDSK1" || store id || be64 dataset id || u8 name length || name */
+#define DATASET_KEY_AD_MAX (8 + 16 + 8 + 1 + STORE_DATASET_NAME_MAX)
 #define OBJECT_KEY_AD_LEN 48    /* "ENCLOBK1" || be64 dataset id || object id || be32 alg ||
 				   be32 chunk size || be64 size */
-void dataset_key_ad(const uint8_t store_id[16], uint64_t dsid, uint8_t out[DATASET_KEY_AD_LEN]);
+/* Returns the length of the AD written to out. */
+size_t dataset_key_ad(const uint8_t store_id[16], uint64_t dsid, const char *name,
+		      uint8_t out[DATASET_KEY_AD_MAX]);
 void object_key_ad(uint64_t dsid, const struct store_inode *ino, uint8_t out[OBJECT_KEY_AD_LEN]);
 
 /* ---- Object geometry (object.c). docs/FORMAT.md "Objects". ----------------------------------- */
@@ -151,8 +154,10 @@ struct store {
 
 /* A read fd for pack_id, opened on first use and kept. Borrowed. -EUCLEAN missing pack. */
 int store_pack_fd(struct store *st, uint64_t pack_id, int *ret_fd);
-/* The dataset key (unwrapped on first use, cached). Borrowed until store_close(). */
-int store_dataset_key(struct store *st, uint64_t dsid, const uint8_t *wrapped, crypto_key **ret);
+/* The dataset key (unwrapped on first use, cached). rec may be NULL: the dataset's record is then
+ * found by id. Borrowed until store_close(). */
+int store_dataset_key(struct store *st, uint64_t dsid, const struct dataset_rec *rec,
+		      crypto_key **ret);
 /* Put a freshly generated dataset key into the cache (takes ownership). */
 int store_dataset_key_cache(struct store *st, uint64_t dsid, crypto_key *key);
 /* Called by store_import_free() to release the import lock. */

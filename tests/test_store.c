@@ -20,6 +20,7 @@
 #include "common/common.h"
 #include "common/err.h"
 #include "store/store.h"
+#include "store/store_internal.h" /* white-box: forging index records */
 #include "tests/testutil.h"
 
 #define PASS "correct horse battery staple"
@@ -517,6 +518,209 @@ static void test_tamper_index_size(void **state)
 	loc_free(&b);
 }
 
+/* ---- Forged index records and packs ------------------------------------------------------- */
+
+/* The store's index, opened directly (store closed), to write what an attacker with the disk
+ * could write. */
+static void raw_index(struct fx *f, struct store_index *ix)
+{
+	char *p = tu_fmt("%s/index", f->store);
+
+	assert_int_equal(index_open(ix, p, false), 0);
+	free(p);
+}
+
+static void raw_put(struct store_index *ix, enum store_cf cf, const void *k, size_t kl,
+		    const void *v, size_t vl)
+{
+	rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
+
+	rocksdb_writebatch_put_cf(wb, ix->cf[cf], k, kl, v, vl);
+	assert_int_equal(index_write(ix, wb, true), 0);
+	rocksdb_writebatch_destroy(wb);
+}
+
+/* Swap the index records of datasets "a" and "b": each name now points at the other's id and
+ * wrapped key. The dataset key's wrapping binds the name, so neither opens. */
+static void test_forged_dataset_swap(void **state)
+{
+	struct fx *f = *state;
+	struct store_index ix;
+	struct store *st = fx_create(f);
+	char *va = NULL, *vb = NULL;
+	size_t na = 0, nb = 0;
+	struct loc a;
+
+	tu_seed_file(1000, 1, "%s/x", f->src);
+	import_src(st, "a", f->src, NULL);
+	tu_seed_file(1000, 2, "%s/x", f->src);
+	import_src(st, "b", f->src, NULL);
+	store_close(st);
+	raw_index(f, &ix);
+	assert_int_equal(index_get(&ix, CF_DATASETS, "a", 1, &va, &na), 0);
+	assert_int_equal(index_get(&ix, CF_DATASETS, "b", 1, &vb, &nb), 0);
+	raw_put(&ix, CF_DATASETS, "a", 1, vb, nb);
+	raw_put(&ix, CF_DATASETS, "b", 1, va, na);
+	index_close(&ix);
+	free(va);
+	free(vb);
+
+	st = fx_open(f);
+	a = locate(f, st, "a", "x"); /* now b's id and inode */
+	{
+		struct store_object *obj = NULL;
+
+		assert_int_equal(store_object_open(st, a.dsid, &a.ino, &obj), -EBADMSG);
+		assert_non_null(strstr(err_detail(), "does not unwrap"));
+	}
+	loc_free(&a);
+	store_close(st);
+}
+
+static int dirent_noop(void *ctx, const char *name, uint64_t ino, uint32_t type)
+{
+	(void)ctx;
+	(void)name;
+	(void)ino;
+	(void)type;
+	return 0;
+}
+
+static int dataset_noop(void *ctx, const struct store_dataset_info *info)
+{
+	(void)ctx;
+	(void)info;
+	return 0;
+}
+
+/* Directory entry names and dataset names read back from the index are checked. */
+static void test_forged_names(void **state)
+{
+	struct fx *f = *state;
+	struct store_dataset_info di;
+	struct store_index ix;
+	struct store *st = fx_create(f);
+	uint8_t k[DKEY_PREFIX_LEN + 8];
+	struct buf v;
+
+	tu_seed_file(10, 1, "%s/x", f->src);
+	import_src(st, "d", f->src, NULL);
+	assert_int_equal(store_dataset_get(st, "d", &di), 0);
+	store_close(st);
+
+	raw_index(f, &ix);
+	buf_init(&v, 64);
+	assert_int_equal(dirent_encode(2, STORE_INODE_FILE, &v), 0);
+	ikey(k, di.id, 1, STORE_ROOT_INO);
+	memcpy(k + DKEY_PREFIX_LEN, "a/b", 3); /* a slash inside a name */
+	raw_put(&ix, CF_DIRENTS, k, DKEY_PREFIX_LEN + 3, v.data, v.len);
+	raw_put(&ix, CF_DATASETS, "d\0zz", 4, "x", 1); /* a NUL inside a dataset name */
+	buf_free(&v);
+	index_close(&ix);
+
+	st = fx_open(f);
+	{
+		assert_int_equal(store_dir_foreach(st, di.id, 1, STORE_ROOT_INO, NULL, dirent_noop,
+						   NULL), -EBADMSG);
+		assert_int_equal(store_dataset_foreach(st, dataset_noop, NULL), -EBADMSG);
+	}
+	store_close(st);
+}
+
+/* A pack id no commit made, a missing pack, and a pack of another store: -EUCLEAN, naming the
+ * pack, and the other packs still read. */
+static void test_forged_and_missing_packs(void **state)
+{
+	struct fx *f = *state;
+	struct store_open_options o = { .pack_target = 1u << 20 };
+	struct store_object *obj = NULL;
+	struct store *st = fx_create(f);
+	struct loc a, b;
+	uint8_t hdr[40];
+
+	store_close(st);
+	tu_seed_file(1u << 20, 1, "%s/a", f->src);
+	tu_seed_file(1u << 20, 2, "%s/b", f->src);
+	st = fx_open_opts(f, &o);
+	import_src(st, "p", f->src, NULL);
+	a = locate(f, st, "p", "a");
+	b = locate(f, st, "p", "b");
+	assert_int_not_equal(a.ino.ext.pack_id, b.ino.ext.pack_id);
+
+	a.ino.ext.pack_id = 1000;
+	assert_int_equal(store_object_open(st, a.dsid, &a.ino, &obj), -EUCLEAN);
+	assert_non_null(strstr(err_detail(), "00000000000003e8"));
+	a.ino.ext.pack_id = 1ull << 62;
+	assert_int_equal(store_object_open(st, a.dsid, &a.ino, &obj), -EUCLEAN);
+	store_close(st);
+
+	/* Pack of a: another store's header. Pack of b: gone. */
+	peek(a.pack, 0, hdr, sizeof(hdr));
+	hdr[30] ^= 1; /* inside the store id */
+	patch(a.pack, 0, hdr, sizeof(hdr));
+	st = fx_open(f);
+	{
+		struct loc a2 = locate(f, st, "p", "a");
+
+		assert_int_equal(store_object_open(st, a2.dsid, &a2.ino, &obj), -EUCLEAN);
+		assert_non_null(strstr(err_detail(), "does not belong to this store"));
+		loc_free(&a2);
+	}
+	store_close(st);
+	hdr[30] ^= 1;
+	patch(a.pack, 0, hdr, sizeof(hdr));
+	assert_int_equal(unlink(b.pack), 0);
+	st = fx_open(f);
+	{
+		struct loc b2 = locate(f, st, "p", "b");
+		size_t got;
+		uint8_t *have, *want = malloc(1u << 20);
+
+		assert_int_equal(store_object_open(st, b2.dsid, &b2.ino, &obj), -EUCLEAN);
+		/* a's pack is intact again and still reads. */
+		have = read_path(st, "p", 1, "a", 1u << 20, &got);
+		tu_fill(want, 1u << 20, 1);
+		assert_memory_equal(have, want, 1u << 20);
+		free(have);
+		free(want);
+		loc_free(&b2);
+	}
+	store_close(st);
+	loc_free(&a);
+	loc_free(&b);
+}
+
+/* The one empty chunk of an empty file is authenticated on read. */
+static void test_tamper_empty_object(void **state)
+{
+	struct fx *f = *state;
+	struct store_object *obj = NULL;
+	struct store_reader *rd = NULL;
+	struct store *st = fx_create(f);
+	uint8_t c;
+	struct loc l;
+
+	tu_seed_file(0, 1, "%s/empty", f->src);
+	import_src(st, "e", f->src, NULL);
+	l = locate(f, st, "e", "empty");
+	assert_int_equal(store_object_open(st, l.dsid, &l.ino, &obj), 0);
+	assert_int_equal(store_reader_new(st, &rd), 0);
+	assert_int_equal(store_object_read(rd, obj, 0, 100, &c), 0);
+	store_reader_free(rd);
+	store_object_close(obj);
+	store_close(st);
+
+	flip(l.pack, l.ino.ext.offset + 5); /* its tag: the first bytes of the object */
+	st = fx_open(f);
+	assert_int_equal(store_object_open(st, l.dsid, &l.ino, &obj), 0);
+	assert_int_equal(store_reader_new(st, &rd), 0);
+	assert_int_equal(store_object_read(rd, obj, 0, 100, &c), -EBADMSG);
+	store_reader_free(rd);
+	store_object_close(obj);
+	store_close(st);
+	loc_free(&l);
+}
+
 /* ---- Master key ---------------------------------------------------------------------------- */
 
 static void test_wrong_passphrase(void **state)
@@ -554,6 +758,22 @@ static void test_create_refuses_nonempty_and_open_refuses_nonstore(void **state)
 	struct crypto_kdf_params kdf = crypto_kdf_params_min();
 	struct store *st = NULL;
 
+	/* An existing empty directory with a loose mode becomes private, and so does the index. */
+	{
+		struct stat sb;
+		char *idx = tu_fmt("%s/index", f->store);
+
+		assert_int_equal(mkdir(f->store, 0755), 0);
+		st = fx_create(f);
+		assert_int_equal(stat(f->store, &sb), 0);
+		assert_int_equal(sb.st_mode & 07777, 0700);
+		assert_int_equal(stat(idx, &sb), 0);
+		assert_int_equal(sb.st_mode & 07777, 0700);
+		store_close(st);
+		st = NULL;
+		tu_rm_rf(f->store);
+		free(idx);
+	}
 	/* The source directory is not empty. */
 	tu_seed_file(10, 1, "%s/x", f->src);
 	assert_int_equal(store_create(f->src, f->pass, &kdf, &st), -EEXIST);
@@ -1211,6 +1431,10 @@ int main(void)
 		T(test_tamper_chunk_from_other_object),
 		T(test_tamper_truncate_at_chunk_boundary),
 		T(test_tamper_index_size),
+		T(test_forged_dataset_swap),
+		T(test_forged_names),
+		T(test_forged_and_missing_packs),
+		T(test_tamper_empty_object),
 		T(test_wrong_passphrase),
 		T(test_create_refuses_nonempty_and_open_refuses_nonstore),
 		T(test_import_tree_reopen),
