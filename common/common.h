@@ -110,6 +110,8 @@ int pwrite_all(int fd, const void *buf, size_t n, uint64_t off);
 int pread_all(int fd, void *buf, size_t n, uint64_t off);
 /* read() until n bytes or EOF; returns bytes read (>= 0) or -errno. */
 ssize_t read_full(int fd, void *buf, size_t n);
+/* pread() at off until n bytes or EOF; returns bytes read (>= 0) or -errno. */
+ssize_t pread_full(int fd, void *buf, size_t n, uint64_t off);
 /* fsync a directory so a new or renamed entry in it is durable. -errno. */
 int fsync_dirfd(int dirfd);
 

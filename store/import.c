@@ -641,7 +641,7 @@ static int write_object(struct store_import *imp, int fd, const char *path, stru
 		r = stream_reserve(imp, clen, &p);
 		if (r < 0)
 			goto out;
-		got = read_full(fd, p, clen);
+		got = pread_full(fd, p, clen, idx * cs);
 		if (got < 0) {
 			r = imp_fail(imp, (int)got, "%s: read failed: %s", path, strerror((int)-got));
 			goto out;
@@ -667,7 +667,7 @@ static int write_object(struct store_import *imp, int fd, const char *path, stru
 		}
 		progress(imp, false);
 	}
-	got = read_full(fd, &probe, 1);
+	got = pread_full(fd, &probe, 1, size);
 	if (got != 0) {
 		r = imp_fail(imp, -EIO, "%s: the file grew while it was imported", path);
 		goto out;

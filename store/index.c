@@ -1,6 +1,7 @@
 /* index: the RocksDB index of a store, its keys and its record encodings (docs/FORMAT.md "Index").
  *
- * Every record carries a one-byte record version first, so the format can grow. Decoders check
+ * Dataset, version and inode records carry a one-byte record version first, so they can grow;
+ * directory entries and meta values are fixed-size and versioned by the store format. Decoders check
  * every field's range: the index lives on the same untrusted disk as the packs, and a damaged
  * record must produce a clear error, never a wild read.
  */

@@ -70,7 +70,7 @@ void store_close(struct store *st);
 struct store_dataset_info {
 	char name[STORE_DATASET_NAME_MAX + 1];
 	uint64_t id;               /* never reused within a store; keys index records */
-	int64_t created_ns;        /* wall clock at its first commit */
+	int64_t created_ns;        /* wall clock when its first import began */
 	uint32_t latest_version;   /* newest committed version, >= 1 */
 };
 
@@ -195,8 +195,8 @@ int store_import_begin(struct store *st, const char *name, const struct store_im
  * the given permission bits and mtime. Parents are created as needed (mode 0755). */
 int store_import_add_dir(struct store_import *imp, const char *path, uint32_t mode,
 			 int64_t mtime_ns);
-/* Encrypt and pack the regular file open at fd (borrowed; read from its current position to EOF)
- * as path. Mode and mtime come from fstat(fd). -EINVAL not a regular file; -EEXIST path already
+/* Encrypt and pack the regular file open at fd (borrowed; read with pread from offset 0, whatever
+ * its file position) as path. Size, mode and mtime come from fstat(fd). -EINVAL not a regular file; -EEXIST path already
  * imported; -ENOTDIR a parent is a file; -EIO the file changed size while it was read. */
 int store_import_add_file(struct store_import *imp, const char *path, int fd);
 /* Import everything under the directory open at dirfd (borrowed) into the dataset root.

@@ -11,6 +11,7 @@
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -996,9 +997,99 @@ static void test_import_rejects_special_files(void **state)
 		unlink(p);
 		free(p);
 	}
+	/* A character device (creating one needs CAP_MKNOD: CI runs as root; skipped otherwise). */
+	p = tu_fmt("%s/sub/null", f->src);
+	if (mknod(p, S_IFCHR | 0600, makedev(1, 3)) == 0) {
+		assert_int_equal(store_import_begin(st, "bad", NULL, &imp), 0);
+		assert_int_equal(store_import_add_tree(imp, dfd), -EINVAL);
+		assert_non_null(strstr(err_detail(), "sub/null"));
+		assert_non_null(strstr(err_detail(), "character device"));
+		store_import_free(imp);
+		unlink(p);
+	} else {
+		fprintf(stderr, "note: mknod refused (%s); device case not run\n", strerror(errno));
+	}
+	free(p);
 	/* Nothing of the refused imports exists. */
 	assert_int_equal(store_dataset_get(st, "bad", &di), -ENOENT);
 	close(dfd);
+	store_close(st);
+}
+
+/* The source changes under the importer: the progress callback (every 8 MiB) cuts the file short
+ * or appends to it. Each is refused, naming the file, and nothing is committed. */
+struct change_ctx {
+	const char *path;
+	bool grow;
+	bool done;
+};
+
+static void change_source(void *vctx, const struct store_import_stats *stats)
+{
+	struct change_ctx *c = vctx;
+	int fd;
+
+	if (c->done || stats->bytes < (8u << 20))
+		return;
+	c->done = true;
+	fd = open(c->path, O_WRONLY | O_CLOEXEC);
+	assert_true(fd >= 0);
+	if (c->grow)
+		assert_int_equal(pwrite(fd, "x", 1, 20u << 20), 1);
+	else
+		assert_int_equal(ftruncate(fd, 10u << 20), 0);
+	close(fd);
+}
+
+static void test_import_source_changes(void **state)
+{
+	struct fx *f = *state;
+	struct store *st = fx_create(f);
+	char *p = tu_fmt("%s/moving", f->src);
+
+	for (int grow = 0; grow <= 1; grow++) {
+		struct change_ctx c = { .path = p, .grow = grow };
+		struct store_import_options o = { .progress = change_source, .progress_ctx = &c };
+		struct store_import *imp = NULL;
+		struct store_dataset_info di;
+		int fd;
+
+		tu_write_seeded(p, 20u << 20, 9);
+		fd = open(p, O_RDONLY | O_CLOEXEC);
+		assert_int_equal(store_import_begin(st, "mv", &o, &imp), 0);
+		assert_int_equal(store_import_add_file(imp, "moving", fd), -EIO);
+		assert_non_null(strstr(err_detail(), grow ? "grew" : "shrank"));
+		assert_non_null(strstr(err_detail(), "moving"));
+		assert_int_equal(store_import_commit(imp, &(uint32_t){ 0 }), -EIO);
+		store_import_free(imp);
+		close(fd);
+		assert_true(c.done);
+		assert_int_equal(store_dataset_get(st, "mv", &di), -ENOENT);
+	}
+	/* A descriptor at any file position imports the whole file. */
+	{
+		struct store_import *imp = NULL;
+		uint8_t *want = malloc(20u << 20), *have;
+		uint32_t ver = 0;
+		size_t got;
+		int fd;
+
+		tu_write_seeded(p, 20u << 20, 9);
+		fd = open(p, O_RDONLY | O_CLOEXEC);
+		assert_int_equal(lseek(fd, 12345, SEEK_SET), 12345);
+		assert_int_equal(store_import_begin(st, "mv", NULL, &imp), 0);
+		assert_int_equal(store_import_add_file(imp, "moving", fd), 0);
+		assert_int_equal(store_import_commit(imp, &ver), 0);
+		store_import_free(imp);
+		close(fd);
+		have = read_path(st, "mv", ver, "moving", 1u << 20, &got);
+		tu_fill(want, 20u << 20, 9);
+		assert_int_equal(got, 20u << 20);
+		assert_memory_equal(have, want, got);
+		free(have);
+		free(want);
+	}
+	free(p);
 	store_close(st);
 }
 
@@ -1439,6 +1530,7 @@ int main(void)
 		T(test_create_refuses_nonempty_and_open_refuses_nonstore),
 		T(test_import_tree_reopen),
 		T(test_import_rejects_special_files),
+		T(test_import_source_changes),
 		T(test_import_bad_input),
 		T(test_pack_rotation),
 		T(test_concurrent_readers),
