@@ -9,6 +9,7 @@ pkgs=(
 	liburing-dev librocksdb-dev                    # store
 	libfuse3-dev fuse3                             # FUSE mount
 	libcmocka-dev                                  # unit tests
+	clang libclang-rt-14-dev                       # libFuzzer harnesses (tests/fuzz)
 )
 
 missing=()

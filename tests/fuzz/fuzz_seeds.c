@@ -1,0 +1,343 @@
+/* fuzz_seeds: write the seed corpus of every harness into <outdir>/<harness>/.
+ *
+ * Seeds are made with the project's own encoders (dataset_rec_encode, pack_create,
+ * crypto_master_create, ...) rather than committed as binary files, so they follow the format when
+ * it changes, and a valid master key file can be made at all (it holds a real AEAD tag). Each
+ * harness gets a few valid inputs and a few that break one rule each.
+ *
+ * Each <harness>/ directory is emptied first: ctest runs this as the fixture that gives every
+ * fuzz_* test a fresh copy of its seeds (libFuzzer adds what it finds to that directory).
+ */
+#include <dirent.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <sys/stat.h>
+
+#include "store/store_internal.h"
+#include "fuzz.h"
+
+static int failures;
+
+/* Report once and carry on, so one bad seed does not hide the others; main fails at the end. */
+__attribute__((format(printf, 1, 2))) static void fail(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	fprintf(stderr, "fuzz_seeds: ");
+	vfprintf(stderr, fmt, ap);
+	fprintf(stderr, "\n");
+	va_end(ap);
+	failures++;
+}
+
+/* Make <outdir>/<name>/ (or empty it) and return an fd for it, -1 after reporting. */
+static int seed_dir(int outfd, const char *name)
+{
+	DIR *d;
+	struct dirent *de;
+	int fd;
+
+	if (mkdirat(outfd, name, 0755) < 0 && errno != EEXIST) {
+		fail("cannot create %s: %s", name, strerror(errno));
+		return -1;
+	}
+	fd = openat(outfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0) {
+		fail("cannot open %s: %s", name, strerror(errno));
+		return -1;
+	}
+	d = fdopendir(dup(fd));
+	if (!d) {
+		fail("cannot list %s: %s", name, strerror(errno));
+		close(fd);
+		return -1;
+	}
+	while ((de = readdir(d)))
+		if (de->d_type == DT_REG && unlinkat(fd, de->d_name, 0) < 0)
+			fail("cannot remove %s/%s: %s", name, de->d_name, strerror(errno));
+	closedir(d);
+	return fd;
+}
+
+static void put_seed(int dfd, const char *name, const void *p, size_t n)
+{
+	int fd = openat(dfd, name, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
+
+	if (fd < 0 || pwrite_all(fd, p, n, 0) < 0)
+		fail("cannot write seed %s", name);
+	if (fd >= 0)
+		close(fd);
+}
+
+/* A seed of the index harness: target byte, optional prefix (the dataset key), then body. */
+static void put_index_seed(int fd, const char *name, uint8_t target, const void *prefix,
+			   size_t plen, const void *body, size_t blen)
+{
+	uint8_t in[1024];
+
+	if (1 + plen + blen > sizeof(in)) {
+		fail("seed %s too long", name);
+		return;
+	}
+	in[0] = target;
+	if (plen)
+		memcpy(in + 1, prefix, plen);
+	if (blen)
+		memcpy(in + 1 + plen, body, blen);
+	put_seed(fd, name, in, 1 + plen + blen);
+}
+
+/* A dataset record seed: key length byte, key, record. */
+static void put_dataset_seed(int fd, const char *seed, const char *key, const struct buf *rec)
+{
+	uint8_t prefix[1 + 255];
+	size_t k = strlen(key);
+
+	prefix[0] = (uint8_t)k;
+	memcpy(prefix + 1, key, k);
+	put_index_seed(fd, seed, FUZZ_T_DATASET, prefix, 1 + k, rec->data, rec->len);
+}
+
+static void seeds_index_records(int outfd)
+{
+	struct dataset_rec ds = { .info = { .id = 1, .created_ns = 1700000000000000000,
+					    .latest_version = 3 } };
+	struct version_rec vr = { .info = { .created_ns = 1, .committed_ns = 2, .files = 10,
+					    .dirs = 3, .bytes = 123456 },
+				  .state = VERSION_COMMITTED };
+	struct store_inode file = { .type = STORE_INODE_FILE, .mode = 0644, .mtime_ns = 5,
+				    .size = 70000, .nlink = 1,
+				    .ext = { .pack_id = 1, .offset = PACK_HEADER_LEN,
+					     .chunk_size = CRYPTO_CHUNK_DEFAULT,
+					     .alg = CRYPTO_AEAD_CHACHA20POLY1305 } };
+	struct store_inode dir = { .type = STORE_INODE_DIR, .mode = 0755, .size = 2, .nlink = 3 };
+	char long_name[STORE_NAME_MAX + 2];
+	struct buf b;
+	int fd = seed_dir(outfd, "index_records");
+
+	if (fd < 0)
+		return;
+	memset(ds.wrapped_key, 0x11, sizeof(ds.wrapped_key));
+	memset(file.ext.object_id, 0x22, sizeof(file.ext.object_id));
+	memset(file.ext.wrapped_key, 0x33, sizeof(file.ext.wrapped_key));
+	buf_init(&b, 4096);
+
+	if (dataset_rec_encode(&ds, &b) < 0)
+		fail("dataset_rec_encode");
+	put_dataset_seed(fd, "dataset-ok", "photos-2024", &b);
+	put_dataset_seed(fd, "dataset-bad-name", ".hidden", &b);
+	b.len--;
+	put_dataset_seed(fd, "dataset-short", "photos", &b);
+
+	buf_reset(&b);
+	if (version_rec_encode(&vr, &b) < 0)
+		fail("version_rec_encode");
+	put_index_seed(fd, "version-committed", FUZZ_T_VERSION, NULL, 0, b.data, b.len);
+	b.data[1] = 3;	/* neither pending nor committed */
+	put_index_seed(fd, "version-bad-state", FUZZ_T_VERSION, NULL, 0, b.data, b.len);
+	buf_reset(&b);
+	vr.state = VERSION_PENDING;
+	if (version_rec_encode(&vr, &b) < 0)
+		fail("version_rec_encode");
+	put_index_seed(fd, "version-pending", FUZZ_T_VERSION, NULL, 0, b.data, b.len);
+
+	buf_reset(&b);
+	if (inode_encode(&file, &b) < 0)
+		fail("inode_encode");
+	put_index_seed(fd, "inode-file", FUZZ_T_INODE, NULL, 0, b.data, b.len);
+	/* Chunk size (before alg and wrapped key) not a power of two. */
+	put_le32(b.data + b.len - CRYPTO_WRAPPED_KEY_LEN - 8, 4097);
+	put_index_seed(fd, "inode-file-bad-chunk", FUZZ_T_INODE, NULL, 0, b.data, b.len);
+	buf_reset(&b);
+	if (inode_encode(&dir, &b) < 0)
+		fail("inode_encode");
+	put_index_seed(fd, "inode-dir", FUZZ_T_INODE, NULL, 0, b.data, b.len);
+
+	buf_reset(&b);
+	if (dirent_encode(17, STORE_INODE_FILE, &b) < 0)
+		fail("dirent_encode");
+	put_index_seed(fd, "dirent-file", FUZZ_T_DIRENT, NULL, 0, b.data, b.len);
+	memset(b.data, 0, 8);	/* inode 0 */
+	put_index_seed(fd, "dirent-ino0", FUZZ_T_DIRENT, NULL, 0, b.data, b.len);
+	buf_free(&b);
+
+	put_index_seed(fd, "name-ok", FUZZ_T_NAME, NULL, 0, "report.pdf", 10);
+	put_index_seed(fd, "name-dotdot", FUZZ_T_NAME, NULL, 0, "..", 2);
+	put_index_seed(fd, "name-slash", FUZZ_T_NAME, NULL, 0, "a/b", 3);
+	memset(long_name, 'x', sizeof(long_name));
+	put_index_seed(fd, "name-max", FUZZ_T_NAME, NULL, 0, long_name, STORE_NAME_MAX);
+	put_index_seed(fd, "name-too-long", FUZZ_T_NAME, NULL, 0, long_name, STORE_NAME_MAX + 1);
+	put_index_seed(fd, "dsname-ok", FUZZ_T_DATASET_NAME, NULL, 0, "Genomes_v2.1", 12);
+	put_index_seed(fd, "dsname-dash", FUZZ_T_DATASET_NAME, NULL, 0, "-x", 2);
+	put_index_seed(fd, "dsname-too-long", FUZZ_T_DATASET_NAME, NULL, 0, long_name,
+		       STORE_DATASET_NAME_MAX + 1);
+	close(fd);
+}
+
+/* Read a whole small file of dfd into buf; the length, or -1 after reporting. */
+static ssize_t get_file(int dfd, const char *name, uint8_t *buf, size_t n)
+{
+	int fd = openat(dfd, name, O_RDONLY | O_CLOEXEC);
+	ssize_t r;
+
+	if (fd < 0) {
+		fail("cannot open %s: %s", name, strerror(errno));
+		return -1;
+	}
+	r = read_full(fd, buf, n);
+	close(fd);
+	if (r < 0)
+		fail("cannot read %s", name);
+	return r;
+}
+
+/* A secret is only ever made by reading one. */
+static crypto_secret *secret_of(const char *s)
+{
+	crypto_secret *sec = NULL;
+	int p[2];
+
+	if (pipe2(p, O_CLOEXEC) < 0)
+		return NULL;
+	if (write(p[1], s, strlen(s)) != (ssize_t)strlen(s))
+		fail("cannot write to a pipe");
+	close(p[1]);
+	if (crypto_passphrase_read_fd(p[0], &sec) < 0)
+		fail("cannot make a secret");
+	close(p[0]);
+	return sec;
+}
+
+static void seeds_master_key(int outfd)
+{
+	struct crypto_kdf_params kdf = crypto_kdf_params_min();
+	crypto_secret *pass = secret_of(FUZZ_PASSPHRASE);
+	crypto_secret *other = secret_of("another passphrase");
+	crypto_key *key = NULL;
+	uint8_t file[CRYPTO_MASTER_FILE_LEN];
+	int fd = seed_dir(outfd, "master_key");
+
+	if (fd < 0 || !pass || !other)
+		goto out;
+	/* Unlocks with the harness's passphrase: the success path. */
+	if (crypto_master_create(fd, "ok", pass, &kdf, &key) < 0)
+		fail("crypto_master_create");
+	crypto_key_free(key);
+	key = NULL;
+	/* Well formed, other passphrase: -EKEYREJECTED. */
+	if (crypto_master_create(fd, "other-passphrase", other, &kdf, &key) < 0)
+		fail("crypto_master_create");
+	crypto_key_free(key);
+
+	if (get_file(fd, "ok", file, sizeof(file)) != (ssize_t)sizeof(file))
+		goto out;
+	put_seed(fd, "short", file, sizeof(file) - 1);
+	file[119] ^= 1;
+	put_seed(fd, "bad-tag", file, sizeof(file));
+	file[119] ^= 1;
+	put_le64(file + 16, 17);	/* opslimit above the accepted 16 */
+	put_seed(fd, "opslimit-high", file, sizeof(file));
+	put_le64(file + 16, 1);
+	put_le64(file + 24, 5ull << 30);	/* memlimit above the accepted 4 GiB */
+	put_seed(fd, "memlimit-high", file, sizeof(file));
+	put_le64(file + 24, 8192);
+	put_le32(file + 12, 1);	/* Argon2i, not Argon2id */
+	put_seed(fd, "bad-alg", file, sizeof(file));
+	put_le32(file + 12, 2);
+	file[0] = 'X';
+	put_seed(fd, "bad-magic", file, sizeof(file));
+out:
+	crypto_secret_free(pass);
+	crypto_secret_free(other);
+	if (fd >= 0)
+		close(fd);
+}
+
+static void seeds_passphrase(int outfd)
+{
+	static uint8_t big[CRYPTO_PASSPHRASE_MAX + 3];
+	int fd = seed_dir(outfd, "passphrase");
+
+	if (fd < 0)
+		return;
+	put_seed(fd, "lf", "correct horse\n", 14);
+	put_seed(fd, "crlf", "correct horse\r\n", 15);
+	put_seed(fd, "bare-cr", "correct horse\r", 14);
+	put_seed(fd, "only-lf", "\n", 1);
+	put_seed(fd, "empty", "", 0);
+	memset(big, 'p', sizeof(big));
+	put_seed(fd, "max", big, CRYPTO_PASSPHRASE_MAX);
+	big[CRYPTO_PASSPHRASE_MAX] = '\r';
+	big[CRYPTO_PASSPHRASE_MAX + 1] = '\n';
+	put_seed(fd, "max-crlf", big, CRYPTO_PASSPHRASE_MAX + 2);
+	put_seed(fd, "max-crlf-plus1", big, CRYPTO_PASSPHRASE_MAX + 3);
+	big[CRYPTO_PASSPHRASE_MAX] = 'p';
+	put_seed(fd, "max-plus1", big, CRYPTO_PASSPHRASE_MAX + 1);
+	close(fd);
+}
+
+static void seeds_pack_header(int outfd)
+{
+	static const uint8_t store_id[16] = FUZZ_STORE_ID;
+	uint8_t hdr[PACK_HEADER_LEN + 16];
+	char name[32];
+	int fd = seed_dir(outfd, "pack_header");
+	int pfd;
+
+	if (fd < 0)
+		return;
+	/* The real thing, made by pack_create(), with a few bytes of "object" after it. */
+	pfd = pack_create(fd, store_id, FUZZ_PACK_ID);
+	if (pfd < 0) {
+		fail("pack_create: %s", err_detail());
+		close(fd);
+		return;
+	}
+	close(pfd);
+	pack_name(name, sizeof(name), FUZZ_PACK_ID);
+	if (get_file(fd, name, hdr, PACK_HEADER_LEN) != PACK_HEADER_LEN)
+		goto out;
+	memset(hdr + PACK_HEADER_LEN, 0xee, 16);
+	put_seed(fd, "ok-with-data", hdr, sizeof(hdr));
+	put_seed(fd, "short", hdr, PACK_HEADER_LEN - 1);
+	hdr[8] = 2;	/* version */
+	put_seed(fd, "bad-version", hdr, PACK_HEADER_LEN);
+	hdr[8] = 1;
+	put_le64(hdr + 16, FUZZ_PACK_ID + 1);	/* another pack's header */
+	put_seed(fd, "other-pack-id", hdr, PACK_HEADER_LEN);
+	put_le64(hdr + 16, FUZZ_PACK_ID);
+	hdr[24] ^= 0x80;	/* another store's pack */
+	put_seed(fd, "other-store", hdr, PACK_HEADER_LEN);
+out:
+	close(fd);
+}
+
+int main(int argc, char **argv)
+{
+	int outfd;
+
+	if (argc != 2) {
+		fprintf(stderr, "usage: fuzz_seeds <outdir>\n");
+		return 2;
+	}
+	if (crypto_init() < 0) {
+		fprintf(stderr, "fuzz_seeds: crypto_init failed\n");
+		return 1;
+	}
+	if (mkdir(argv[1], 0755) < 0 && errno != EEXIST) {
+		fprintf(stderr, "fuzz_seeds: cannot create %s: %s\n", argv[1], strerror(errno));
+		return 1;
+	}
+	outfd = open(argv[1], O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (outfd < 0) {
+		fprintf(stderr, "fuzz_seeds: cannot open %s: %s\n", argv[1], strerror(errno));
+		return 1;
+	}
+	seeds_index_records(outfd);
+	seeds_master_key(outfd);
+	seeds_passphrase(outfd);
+	seeds_pack_header(outfd);
+	close(outfd);
+	return failures ? 1 : 0;
+}
