@@ -38,15 +38,21 @@ static int secret_new(const uint8_t *data, size_t len, crypto_secret **ret_secre
 	return 0;
 }
 
-/* Drop one trailing "\n" or "\r\n"; a lone "\r" is kept, it may be part of the passphrase. */
-static size_t strip_newline(const uint8_t *buf, size_t len)
+/* The passphrase's length once one trailing "\n" or "\r\n" is dropped (a lone "\r" is kept, it
+ * may be part of the passphrase): -E2BIG beyond CRYPTO_PASSPHRASE_MAX, -EINVAL if empty. */
+static int passphrase_len(const uint8_t *buf, size_t len, size_t *ret_len)
 {
 	if (len > 0 && buf[len - 1] == '\n') {
 		len--;
 		if (len > 0 && buf[len - 1] == '\r')
 			len--;
 	}
-	return len;
+	if (len > CRYPTO_PASSPHRASE_MAX)
+		return -E2BIG;
+	if (len == 0)
+		return -EINVAL;
+	*ret_len = len;
+	return 0;
 }
 
 /* Reads until EOF into a guarded buffer. When the buffer fills up, one more byte is read to tell
@@ -82,16 +88,9 @@ int crypto_passphrase_read_fd(int fd, crypto_secret **ret_secret)
 			goto out_free_buf;
 		}
 	}
-	len = strip_newline(buf, (size_t)n);
-	if (len > CRYPTO_PASSPHRASE_MAX) {
-		r = -E2BIG;
-		goto out_free_buf;
-	}
-	if (len == 0) {
-		r = -EINVAL;
-		goto out_free_buf;
-	}
-	r = secret_new(buf, len, ret_secret);
+	r = passphrase_len(buf, (size_t)n, &len);
+	if (r == 0)
+		r = secret_new(buf, len, ret_secret);
 
 out_free_buf:
 	sodium_free(buf);
@@ -186,15 +185,9 @@ static int tty_read_line(int fd, const char *prompt, uint8_t **ret_buf, size_t *
 		eol = buf[len] == '\n';
 		len++;
 	}
-	len = strip_newline(buf, len);
-	if (len > CRYPTO_PASSPHRASE_MAX) {
-		r = -E2BIG;
+	r = passphrase_len(buf, len, &len);
+	if (r < 0)
 		goto out_free_buf;
-	}
-	if (len == 0) {
-		r = -EINVAL;
-		goto out_free_buf;
-	}
 	*ret_buf = buf;
 	*ret_len = len;
 	return 0;

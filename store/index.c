@@ -111,6 +111,19 @@ int index_write(struct store_index *ix, rocksdb_writebatch_t *wb, bool sync)
 	return 0;
 }
 
+int index_iter_close(rocksdb_iterator_t *it, int r, const char *what)
+{
+	char *err = NULL;
+
+	if (r == 0) {
+		rocksdb_iter_get_error(it, &err);
+		if (err)
+			r = rocks_err(err, what);
+	}
+	rocksdb_iter_destroy(it);
+	return r;
+}
+
 void vkey(uint8_t out[VKEY_LEN], uint64_t dsid, uint32_t ver)
 {
 	put_be64(out, dsid);

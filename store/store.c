@@ -65,7 +65,6 @@ static int recover_pending_versions(struct store *st)
 							    st->ix.cf[CF_VERSIONS]);
 	rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
 	bool any = false;
-	char *err = NULL;
 	int r = 0;
 
 	for (rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
@@ -100,17 +99,11 @@ static int recover_pending_versions(struct store *st)
 		rocksdb_writebatch_delete_cf(wb, st->ix.cf[CF_VERSIONS], k, kl);
 		any = true;
 	}
-	rocksdb_iter_get_error(it, &err);
-	if (err) {
-		r = err_set(-EIO, "index: scan of versions failed: %s", err);
-		free(err);
-		goto out;
-	}
-	if (any)
-		r = index_write(&st->ix, wb, true);
 out:
+	r = index_iter_close(it, r, "scan of versions");
+	if (r == 0 && any)
+		r = index_write(&st->ix, wb, true);
 	rocksdb_writebatch_destroy(wb);
-	rocksdb_iter_destroy(it);
 	return r;
 }
 
@@ -127,8 +120,7 @@ static int scan_packs(struct store *st)
 	rocksdb_iterator_t *it = rocksdb_create_iterator_cf(st->ix.db, st->ix.ro,
 							    st->ix.cf[CF_META]);
 	DIR *d = NULL;
-	int dfd = -1, r = 0;
-	char *err = NULL;
+	int dfd, r = 0;
 
 	for (rocksdb_iter_seek(it, "pack/", 5); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
 		size_t kl, vl;
@@ -140,7 +132,7 @@ static int scan_packs(struct store *st)
 			break;
 		if (kl != PACKKEY_LEN || vl != 8) {
 			r = err_set(-EBADMSG, "index: malformed pack record");
-			goto out;
+			break;
 		}
 		id = get_be64((const uint8_t *)k + 5);
 		if (id > st->last_pack_id) {
@@ -148,19 +140,17 @@ static int scan_packs(struct store *st)
 			st->last_pack_len = get_le64((const uint8_t *)v);
 		}
 	}
-	rocksdb_iter_get_error(it, &err);
-	if (err) {
-		r = err_set(-EIO, "index: scan of packs failed: %s", err);
-		free(err);
-		goto out;
-	}
+	r = index_iter_close(it, r, "scan of packs");
+	if (r < 0)
+		return r;
 
 	dfd = openat(st->packs_dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (dfd < 0 || !(d = fdopendir(dfd))) {
 		r = err_set(-errno, "cannot list packs: %s", strerror(errno));
-		goto out;
+		if (dfd >= 0)
+			close(dfd);
+		return r;
 	}
-	dfd = -1; /* owned by d now */
 	st->pack_file_max = st->last_pack_id;
 	for (struct dirent *de; (de = readdir(d));) {
 		unsigned long long id;
@@ -173,13 +163,8 @@ static int scan_packs(struct store *st)
 		if (strcmp(expect, de->d_name) == 0 && id > st->pack_file_max)
 			st->pack_file_max = id;
 	}
-out:
-	if (d)
-		closedir(d);
-	if (dfd >= 0)
-		close(dfd);
-	rocksdb_iter_destroy(it);
-	return r;
+	closedir(d); /* closes dfd */
+	return 0;
 }
 
 static int store_alloc(struct store **ret)
@@ -545,12 +530,15 @@ int store_dataset_key_cache(struct store *st, uint64_t dsid, crypto_key *key)
 	return r;
 }
 
-/* Find the record of dataset dsid by scanning the datasets (only on a key cache miss). */
-static int dataset_rec_by_id(struct store *st, uint64_t dsid, struct dataset_rec *ret)
+/* Call fn for every dataset record in name order; a non-zero return from fn stops and is
+ * returned. A malformed record (a NUL inside the key would list it under a shorter name, twice)
+ * is -EBADMSG, or skipped when skip_bad, so that damage to one dataset does not hide the others. */
+static int dataset_recs_foreach(struct store *st, bool skip_bad,
+				int (*fn)(void *ctx, const struct dataset_rec *rec), void *ctx)
 {
 	rocksdb_iterator_t *it = rocksdb_create_iterator_cf(st->ix.db, st->ix.ro,
 							    st->ix.cf[CF_DATASETS]);
-	int r = err_set(-ENOENT, "no dataset with id %llu", (unsigned long long)dsid);
+	int r = 0;
 
 	for (rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
 		char name[STORE_DATASET_NAME_MAX + 1];
@@ -559,18 +547,50 @@ static int dataset_rec_by_id(struct store *st, uint64_t dsid, struct dataset_rec
 		const char *k = rocksdb_iter_key(it, &kl);
 		const char *v = rocksdb_iter_value(it, &vl);
 
-		if (kl == 0 || kl > STORE_DATASET_NAME_MAX || memchr(k, '\0', kl))
-			continue;
-		memcpy(name, k, kl);
-		name[kl] = '\0';
-		if (dataset_rec_decode(name, v, vl, &rec) == 0 && rec.info.id == dsid) {
-			*ret = rec;
-			r = 0;
-			break;
+		r = -EBADMSG;
+		if (kl > 0 && kl <= STORE_DATASET_NAME_MAX && !memchr(k, '\0', kl)) {
+			memcpy(name, k, kl);
+			name[kl] = '\0';
+			r = dataset_rec_decode(name, v, vl, &rec);
+		} else {
+			err_set(r, "index: malformed dataset key");
 		}
+		if (r == -EBADMSG && skip_bad) {
+			r = 0;
+			continue;
+		}
+		if (r == 0)
+			r = fn(ctx, &rec);
+		if (r != 0)
+			break;
 	}
-	rocksdb_iter_destroy(it);
-	return r;
+	return index_iter_close(it, r, "scan of datasets");
+}
+
+struct by_id {
+	uint64_t id;
+	struct dataset_rec *rec;
+};
+
+static int match_id(void *ctx, const struct dataset_rec *rec)
+{
+	struct by_id *b = ctx;
+
+	if (rec->info.id != b->id)
+		return 0;
+	*b->rec = *rec;
+	return 1;
+}
+
+/* Find the record of dataset dsid by scanning the datasets (only on a key cache miss). */
+static int dataset_rec_by_id(struct store *st, uint64_t dsid, struct dataset_rec *ret)
+{
+	struct by_id b = { .id = dsid, .rec = ret };
+	int r = dataset_recs_foreach(st, true, match_id, &b);
+
+	if (r == 0)
+		return err_set(-ENOENT, "no dataset with id %llu", (unsigned long long)dsid);
+	return r < 0 ? r : 0;
 }
 
 int store_dataset_key(struct store *st, uint64_t dsid, const struct dataset_rec *rec,
@@ -625,43 +645,24 @@ int store_dataset_get(struct store *st, const char *name, struct store_dataset_i
 	return 0;
 }
 
+struct info_fn {
+	int (*fn)(void *ctx, const struct store_dataset_info *info);
+	void *ctx;
+};
+
+static int call_info_fn(void *ctx, const struct dataset_rec *rec)
+{
+	struct info_fn *f = ctx;
+
+	return f->fn(f->ctx, &rec->info);
+}
+
 int store_dataset_foreach(struct store *st,
 			  int (*fn)(void *ctx, const struct store_dataset_info *info), void *ctx)
 {
-	rocksdb_iterator_t *it = rocksdb_create_iterator_cf(st->ix.db, st->ix.ro,
-							    st->ix.cf[CF_DATASETS]);
-	char *err = NULL;
-	int r = 0;
+	struct info_fn f = { .fn = fn, .ctx = ctx };
 
-	for (rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
-		char name[STORE_DATASET_NAME_MAX + 1];
-		struct dataset_rec rec;
-		size_t kl, vl;
-		const char *k = rocksdb_iter_key(it, &kl);
-		const char *v = rocksdb_iter_value(it, &vl);
-
-		/* A NUL inside the key would list it under a shorter name, twice. */
-		if (kl == 0 || kl > STORE_DATASET_NAME_MAX || memchr(k, '\0', kl)) {
-			r = err_set(-EBADMSG, "index: malformed dataset key");
-			break;
-		}
-		memcpy(name, k, kl);
-		name[kl] = '\0';
-		r = dataset_rec_decode(name, v, vl, &rec);
-		if (r == 0)
-			r = fn(ctx, &rec.info);
-		if (r != 0)
-			break;
-	}
-	if (r == 0) {
-		rocksdb_iter_get_error(it, &err);
-		if (err) {
-			r = err_set(-EIO, "index: scan of datasets failed: %s", err);
-			free(err);
-		}
-	}
-	rocksdb_iter_destroy(it);
-	return r;
+	return dataset_recs_foreach(st, false, call_info_fn, &f);
 }
 
 int store_version_get(struct store *st, uint64_t dataset_id, uint32_t version,
@@ -759,7 +760,6 @@ int store_dir_foreach(struct store *st, uint64_t dataset_id, uint32_t version, u
 	uint8_t k[DKEY_PREFIX_LEN + STORE_NAME_MAX];
 	size_t klen = dkey(k, dataset_id, version, dir_ino, "");
 	rocksdb_iterator_t *it;
-	char *err = NULL;
 	int r = 0;
 
 	if (after) {
@@ -795,13 +795,5 @@ int store_dir_foreach(struct store *st, uint64_t dataset_id, uint32_t version, u
 		if (r != 0)
 			break;
 	}
-	if (r == 0) {
-		rocksdb_iter_get_error(it, &err);
-		if (err) {
-			r = err_set(-EIO, "index: directory scan failed: %s", err);
-			free(err);
-		}
-	}
-	rocksdb_iter_destroy(it);
-	return r;
+	return index_iter_close(it, r, "directory scan");
 }

@@ -62,6 +62,10 @@ int index_get(struct store_index *ix, enum store_cf cf, const void *key, size_t 
 /* Write a batch with the sync or async options. -EIO with detail. */
 int index_write(struct store_index *ix, rocksdb_writebatch_t *wb, bool sync);
 
+/* Destroy an iterator and return r; if r is 0 and the iteration stopped on a read error, that
+ * error instead (-EIO with detail "index: <what>: ..."). */
+int index_iter_close(rocksdb_iterator_t *it, int r, const char *what);
+
 void vkey(uint8_t out[VKEY_LEN], uint64_t dsid, uint32_t ver);
 void ikey(uint8_t out[IKEY_LEN], uint64_t dsid, uint32_t ver, uint64_t ino);
 /* Returns the key length, DKEY_PREFIX_LEN + strlen(name). out holds DKEY_PREFIX_LEN+NAME_MAX. */
