@@ -147,13 +147,15 @@ int pread_all(int fd, void *buf, size_t n, uint64_t off)
 	return 0;
 }
 
-ssize_t read_full(int fd, void *buf, size_t n)
+/* read() (off < 0: pipes, terminals) or pread() at off until n bytes or EOF. */
+static ssize_t io_read_full(int fd, void *buf, size_t n, int64_t off)
 {
 	uint8_t *p = buf;
 	size_t got = 0;
 
 	while (got < n) {
-		ssize_t r = read(fd, p + got, n - got);
+		ssize_t r = off < 0 ? read(fd, p + got, n - got)
+				    : pread(fd, p + got, n - got, (off_t)(off + (int64_t)got));
 
 		if (r < 0) {
 			if (errno == EINTR)
@@ -167,24 +169,16 @@ ssize_t read_full(int fd, void *buf, size_t n)
 	return (ssize_t)got;
 }
 
+ssize_t read_full(int fd, void *buf, size_t n)
+{
+	return io_read_full(fd, buf, n, -1);
+}
+
 ssize_t pread_full(int fd, void *buf, size_t n, uint64_t off)
 {
-	uint8_t *p = buf;
-	size_t got = 0;
-
-	while (got < n) {
-		ssize_t r = pread(fd, p + got, n - got, (off_t)(off + got));
-
-		if (r < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		if (r == 0)
-			break;
-		got += (size_t)r;
-	}
-	return (ssize_t)got;
+	if (off > INT64_MAX)
+		return -EINVAL;
+	return io_read_full(fd, buf, n, (int64_t)off);
 }
 
 int fsync_dirfd(int dirfd)
