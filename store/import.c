@@ -327,12 +327,26 @@ static bool path_valid(const char *p, size_t n)
 	return true;
 }
 
+/* Where the last component of path p (n bytes) starts; the parent is then p[0 .. base-1), of
+ * length parent_len(base) ("" for the root). */
+static size_t base_start(const char *p, size_t n)
+{
+	while (n > 0 && p[n - 1] != '/')
+		n--;
+	return n;
+}
+
+static size_t parent_len(size_t base)
+{
+	return base ? base - 1 : 0;
+}
+
 /* The directory at path p (n bytes), created with its parents if needed. Borrowed pointer,
  * valid until the next directory is created. */
 static int dir_ensure(struct store_import *imp, const char *p, size_t n, struct dir_ent **ret)
 {
 	struct dir_ent *d = dir_find(imp, p, n), *parent;
-	size_t slash = n;
+	size_t slash = base_start(p, n);
 	uint64_t parent_ino;
 	char *copy;
 	int r;
@@ -341,9 +355,7 @@ static int dir_ensure(struct store_import *imp, const char *p, size_t n, struct 
 		*ret = d;
 		return 0;
 	}
-	while (slash > 0 && p[slash - 1] != '/')
-		slash--;
-	r = dir_ensure(imp, p, slash ? slash - 1 : 0, &parent);
+	r = dir_ensure(imp, p, parent_len(slash), &parent);
 	if (r < 0)
 		return r;
 	parent_ino = parent->ino;
@@ -367,7 +379,7 @@ static int dir_ensure(struct store_import *imp, const char *p, size_t n, struct 
 		free(copy);
 		return imp_fail(imp, -ENOMEM, "out of memory");
 	}
-	parent = dir_find(imp, p, slash ? slash - 1 : 0); /* the table may have moved */
+	parent = dir_find(imp, p, parent_len(slash)); /* the table may have moved */
 	parent->entries++;
 	parent->subdirs++;
 	d = &imp->dirs[imp->ndirs];
@@ -873,7 +885,7 @@ static int64_t stat_mtime_ns(const struct stat *s)
 
 static int add_file(struct store_import *imp, const char *path, int fd)
 {
-	size_t n = strnlen(path, STORE_PATH_MAX + 1), slash = n;
+	size_t n = strnlen(path, STORE_PATH_MAX + 1), slash;
 	struct store_inode ino = { .type = STORE_INODE_FILE, .nlink = 1 };
 	uint64_t parent_ino;
 	struct dir_ent *parent;
@@ -891,9 +903,8 @@ static int add_file(struct store_import *imp, const char *path, int fd)
 		return err_set(-EINVAL, "%s: not a regular file", path);
 	if (dir_find(imp, path, n))
 		return err_set(-EEXIST, "%s: already imported as a directory", path);
-	while (slash > 0 && path[slash - 1] != '/')
-		slash--;
-	r = dir_ensure(imp, path, slash ? slash - 1 : 0, &parent);
+	slash = base_start(path, n);
+	r = dir_ensure(imp, path, parent_len(slash), &parent);
 	if (r < 0)
 		return r;
 	parent_ino = parent->ino;
@@ -912,8 +923,8 @@ static int add_file(struct store_import *imp, const char *path, int fd)
 		r = put_dirent(imp, parent_ino, path + slash, ino.ino, STORE_INODE_FILE);
 	if (r < 0)
 		return r;
-	/* Looked up again: dir_ensure() above cannot have moved it, but keep the rule simple. */
-	dir_find(imp, path, slash ? slash - 1 : 0)->entries++;
+	/* Still valid: no directory was created since dir_ensure() returned it. */
+	parent->entries++;
 	imp->stats.files++;
 	progress(imp, true);
 	return 0;
