@@ -18,6 +18,7 @@ static const char *const cf_names[CF_COUNT] = {
 	[CF_VERSIONS] = "versions",
 	[CF_INODES] = "inodes",
 	[CF_DIRENTS] = "dirents",
+	[CF_POLICY] = "policy",
 };
 
 /* Report a RocksDB error string as -EIO with detail, and free it. */
@@ -39,7 +40,8 @@ int index_open(struct store_index *ix, const char *path, bool create)
 	ix->opts = rocksdb_options_create();
 	rocksdb_options_set_create_if_missing(ix->opts, create);
 	rocksdb_options_set_error_if_exists(ix->opts, create);
-	rocksdb_options_set_create_missing_column_families(ix->opts, create);
+	/* Always: a store made before a column family existed gets it, empty, at its next open. */
+	rocksdb_options_set_create_missing_column_families(ix->opts, 1);
 	rocksdb_options_set_paranoid_checks(ix->opts, 1);
 	/* Two cores here; background work should not starve the read path. */
 	rocksdb_options_increase_parallelism(ix->opts, 2);

@@ -797,3 +797,39 @@ int store_dir_foreach(struct store *st, uint64_t dataset_id, uint32_t version, u
 	}
 	return index_iter_close(it, r, "directory scan");
 }
+
+int store_policy_put(struct store *st, const void *key, size_t klen, const void *val, size_t vlen)
+{
+	rocksdb_writebatch_t *wb;
+	int r;
+
+	if (klen == 0 || klen > STORE_POLICY_KEY_MAX || vlen == 0 || vlen > STORE_POLICY_VALUE_MAX)
+		return err_set(-EINVAL, "policy record: key of %zu or value of %zu bytes", klen,
+			       vlen);
+	wb = rocksdb_writebatch_create();
+	rocksdb_writebatch_put_cf(wb, st->ix.cf[CF_POLICY], key, klen, val, vlen);
+	r = index_write(&st->ix, wb, true);
+	rocksdb_writebatch_destroy(wb);
+	return r;
+}
+
+int store_policy_foreach(struct store *st,
+			 int (*fn)(void *ctx, const void *key, size_t klen, const void *val,
+				   size_t vlen),
+			 void *ctx)
+{
+	rocksdb_iterator_t *it = rocksdb_create_iterator_cf(st->ix.db, st->ix.ro,
+							    st->ix.cf[CF_POLICY]);
+	int r = 0;
+
+	for (rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
+		size_t kl, vl;
+		const char *k = rocksdb_iter_key(it, &kl);
+		const char *v = rocksdb_iter_value(it, &vl);
+
+		r = fn(ctx, k, kl, v, vl);
+		if (r != 0)
+			break;
+	}
+	return index_iter_close(it, r, "scan of policy records");
+}

@@ -209,3 +209,20 @@ int store_import_commit(struct store_import *imp, uint32_t *ret_version);
 void store_import_free(struct store_import *imp);
 /* The running totals. */
 void store_import_get_stats(const struct store_import *imp, struct store_import_stats *ret_stats);
+
+/* ---- Policy records ------------------------------------------------------------------------ */
+
+/* The store keeps the daemon's policy records (grants, revocations; encoded by policy/) beside the
+ * index, so they share its durability and its backups. Keys and values are opaque here. */
+#define STORE_POLICY_KEY_MAX 256
+#define STORE_POLICY_VALUE_MAX (64u * 1024)
+
+/* Write one record, durably (a synchronous RocksDB write) before returning. An existing key is
+ * overwritten: callers that want immutable records choose new keys. -EINVAL empty or oversized
+ * key or value. */
+int store_policy_put(struct store *st, const void *key, size_t klen, const void *val, size_t vlen);
+/* Call fn for every record in key order; a non-zero return from fn stops and is returned. */
+int store_policy_foreach(struct store *st,
+			 int (*fn)(void *ctx, const void *key, size_t klen, const void *val,
+				   size_t vlen),
+			 void *ctx);

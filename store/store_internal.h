@@ -19,6 +19,7 @@ enum store_cf {
 	CF_VERSIONS,   /* be64 dataset id || be32 version -> version record */
 	CF_INODES,     /* be64 dataset id || be32 version || be64 ino -> inode record */
 	CF_DIRENTS,    /* be64 dataset id || be32 version || be64 parent ino || name -> entry */
+	CF_POLICY,     /* policy/ records, opaque to the store (store_policy_put) */
 	CF_COUNT
 };
 

@@ -1508,6 +1508,55 @@ static void test_progress_and_listing(void **state)
 	store_close(st);
 }
 
+/* Policy records: durable, ordered, bounded, and kept across a reopen. */
+static int collect_policy(void *ctx, const void *key, size_t klen, const void *val, size_t vlen)
+{
+	struct buf *b = ctx;
+
+	buf_append(b, key, klen);
+	buf_append(b, "=", 1);
+	buf_append(b, val, vlen);
+	buf_append(b, ";", 1);
+	return 0;
+}
+
+static int stop_at_first(void *ctx, const void *key, size_t klen, const void *val, size_t vlen)
+{
+	(void)ctx;
+	(void)key;
+	(void)klen;
+	(void)val;
+	(void)vlen;
+	return 42;
+}
+
+static void test_policy_records(void **state)
+{
+	struct fx *f = *state;
+	struct store *st = fx_create(f);
+	static uint8_t big[STORE_POLICY_VALUE_MAX + 1];
+	struct buf b;
+
+	buf_init(&b, 1 << 20);
+	assert_int_equal(store_policy_put(st, "g2", 2, "two", 3), 0);
+	assert_int_equal(store_policy_put(st, "g1", 2, "one", 3), 0);
+	assert_int_equal(store_policy_put(st, "n", 1, "x", 1), 0);
+	assert_int_equal(store_policy_put(st, "n", 1, "y", 1), 0);   /* overwritten */
+	/* Bounds: nothing empty, nothing oversized. */
+	assert_int_equal(store_policy_put(st, "", 0, "v", 1), -EINVAL);
+	assert_int_equal(store_policy_put(st, "k", 1, "", 0), -EINVAL);
+	assert_int_equal(store_policy_put(st, "k", 1, big, sizeof(big)), -EINVAL);
+	assert_int_equal(store_policy_put(st, big, STORE_POLICY_KEY_MAX + 1, "v", 1), -EINVAL);
+	store_close(st);
+	st = fx_open(f);
+	assert_int_equal(store_policy_foreach(st, collect_policy, &b), 0);
+	assert_int_equal(b.len, strlen("g1=one;g2=two;n=y;"));
+	assert_memory_equal(b.data, "g1=one;g2=two;n=y;", b.len);
+	assert_int_equal(store_policy_foreach(st, stop_at_first, NULL), 42);
+	buf_free(&b);
+	store_close(st);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1538,6 +1587,7 @@ int main(void)
 		T(test_stale_index_destroys_nothing),
 		T(test_abort_restores_pack),
 		T(test_progress_and_listing),
+		T(test_policy_records),
 #undef T
 	};
 
