@@ -8,6 +8,7 @@ pkgs=(
 	libsodium-dev libssl-dev openssl               # crypto (openssl: the speed baseline)
 	liburing-dev librocksdb-dev                    # store
 	libfuse3-dev fuse3                             # FUSE mount
+	libjansson-dev                                 # JSON: control protocol, audit records
 	libcmocka-dev                                  # unit tests
 	clang libclang-rt-14-dev                       # libFuzzer harnesses (tests/fuzz)
 )

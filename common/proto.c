@@ -1,0 +1,383 @@
+/* proto: framing, descriptor passing and argument checks for the control protocol. */
+#include "common/proto.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "common/common.h"
+#include "common/err.h"
+
+static const uint8_t magic[2] = { 'E', 'C' };
+
+int proto_parse_header(const uint8_t hdr[static PROTO_HEADER_LEN], enum proto_frame_type *ret_type,
+		       uint32_t *ret_len)
+{
+	uint32_t len;
+
+	if (hdr[0] != magic[0] || hdr[1] != magic[1])
+		return err_set(-EPROTO, "not an Enclave control frame (bad magic)");
+	if (hdr[2] != PROTO_VERSION)
+		return err_set(-EPROTO, "control protocol version %u, this side speaks %u", hdr[2],
+			       PROTO_VERSION);
+	if (hdr[3] < PROTO_REQUEST || hdr[3] > PROTO_PARTIAL)
+		return err_set(-EPROTO, "unknown frame type %u", hdr[3]);
+	len = get_be32(hdr + 4);
+	if (len > PROTO_FRAME_MAX)
+		return err_set(-EMSGSIZE, "frame of %u bytes is over the limit of %u", len,
+			       PROTO_FRAME_MAX);
+	*ret_type = hdr[3];
+	*ret_len = len;
+	return 0;
+}
+
+int proto_parse_payload(const void *p, size_t n, json_t **ret_json)
+{
+	json_error_t e;
+	json_t *j;
+
+	j = json_loadb(p, n, JSON_REJECT_DUPLICATES, &e);
+	if (!j)
+		return err_set(-EBADMSG, "payload is not valid JSON: %s (at byte %d)", e.text,
+			       e.position);
+	if (!json_is_object(j)) {
+		json_decref(j);
+		return err_set(-EBADMSG, "payload is not a JSON object");
+	}
+	*ret_json = j;
+	return 0;
+}
+
+int proto_send(int sock, enum proto_frame_type type, const json_t *j, int fd)
+{
+	union {
+		struct cmsghdr h;
+		char b[CMSG_SPACE(sizeof(int))];
+	} ctl;
+	uint8_t hdr[PROTO_HEADER_LEN];
+	struct iovec iov[2];
+	struct msghdr m = { .msg_iov = iov, .msg_iovlen = 2 };
+	size_t len, done = 0, total;
+	char *payload;
+	int r = 0;
+
+	payload = json_dumps(j, JSON_COMPACT);
+	if (!payload)
+		return -ENOMEM;
+	len = strlen(payload);
+	if (len > PROTO_FRAME_MAX) {
+		r = err_set(-E2BIG, "message of %zu bytes is over the limit of %u", len,
+			    PROTO_FRAME_MAX);
+		goto out;
+	}
+	hdr[0] = magic[0];
+	hdr[1] = magic[1];
+	hdr[2] = PROTO_VERSION;
+	hdr[3] = (uint8_t)type;
+	put_be32(hdr + 4, (uint32_t)len);
+	iov[0] = (struct iovec){ hdr, sizeof(hdr) };
+	iov[1] = (struct iovec){ payload, len };
+	total = sizeof(hdr) + len;
+	if (fd >= 0) {
+		memset(&ctl, 0, sizeof(ctl));
+		m.msg_control = ctl.b;
+		m.msg_controllen = sizeof(ctl.b);
+		struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+		c->cmsg_level = SOL_SOCKET;
+		c->cmsg_type = SCM_RIGHTS;
+		c->cmsg_len = CMSG_LEN(sizeof(int));
+		memcpy(CMSG_DATA(c), &fd, sizeof(int));
+	}
+	/* The descriptor rides with the first sendmsg; the rest of a frame the kernel did not take at
+	 * once follows as plain data. */
+	while (done < total) {
+		ssize_t n = sendmsg(sock, &m, MSG_NOSIGNAL);
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			r = -errno;
+			goto out;
+		}
+		done += (size_t)n;
+		m.msg_control = NULL;
+		m.msg_controllen = 0;
+		while (n > 0 && m.msg_iovlen > 0) {
+			size_t take = MIN((size_t)n, m.msg_iov[0].iov_len);
+
+			m.msg_iov[0].iov_base = (char *)m.msg_iov[0].iov_base + take;
+			m.msg_iov[0].iov_len -= take;
+			n -= (ssize_t)take;
+			if (m.msg_iov[0].iov_len == 0) {
+				m.msg_iov++;
+				m.msg_iovlen--;
+			}
+		}
+	}
+out:
+	free(payload);
+	return r;
+}
+
+/* Wait until sock is readable or timeout_ms passes (< 0: forever). */
+static int wait_readable(int sock, int timeout_ms)
+{
+	struct pollfd p = { .fd = sock, .events = POLLIN };
+
+	for (;;) {
+		int n = poll(&p, 1, timeout_ms);
+
+		if (n > 0)
+			return 0;
+		if (n == 0)
+			return -ETIMEDOUT;
+		if (errno != EINTR)
+			return -errno;
+	}
+}
+
+/* Close every descriptor in the control messages of m. */
+static void close_passed_fds(struct msghdr *m)
+{
+	for (struct cmsghdr *c = CMSG_FIRSTHDR(m); c; c = CMSG_NXTHDR(m, c)) {
+		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+			continue;
+		size_t n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+		for (size_t i = 0; i < n; i++) {
+			int fd;
+
+			memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+			close(fd);
+		}
+	}
+}
+
+/* Read exactly n bytes (the rest of a frame), collecting a descriptor if one comes. */
+static int recv_exact(int sock, int timeout_ms, void *p, size_t n, int *fds, int *nfds,
+		      bool *trunc)
+{
+	size_t got = 0;
+
+	while (got < n) {
+		union {
+			struct cmsghdr h;
+			char b[CMSG_SPACE(sizeof(int) * 4)];
+		} ctl;
+		struct iovec iov = { (char *)p + got, n - got };
+		struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.b,
+				    .msg_controllen = sizeof(ctl.b) };
+		ssize_t r;
+		int w = wait_readable(sock, timeout_ms);
+
+		if (w < 0)
+			return w;
+		r = recvmsg(sock, &m, MSG_CMSG_CLOEXEC);
+		if (r < 0) {
+			if (errno == EINTR || errno == EAGAIN)
+				continue;
+			return -errno;
+		}
+		if (m.msg_flags & MSG_CTRUNC) {
+			*trunc = true;
+			close_passed_fds(&m);
+		} else {
+			for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
+				if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+					continue;
+				size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+				for (size_t i = 0; i < k; i++) {
+					int fd;
+
+					memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+					if (*nfds < PROTO_FDS_MAX) {
+						fds[(*nfds)++] = fd;
+					} else {
+						*trunc = true;
+						close(fd);
+					}
+				}
+			}
+		}
+		if (r == 0)
+			return got == 0 ? -ECONNRESET : -EPROTO;
+		got += (size_t)r;
+	}
+	return 0;
+}
+
+int proto_recv(int sock, int timeout_ms, enum proto_frame_type *ret_type, json_t **ret_json,
+	       int *ret_fd)
+{
+	uint8_t hdr[PROTO_HEADER_LEN];
+	int fds[PROTO_FDS_MAX], nfds = 0;
+	bool trunc = false;
+	enum proto_frame_type type;
+	uint32_t len;
+	char *payload = NULL;
+	json_t *j = NULL;
+	int r;
+
+	r = recv_exact(sock, timeout_ms, hdr, sizeof(hdr), fds, &nfds, &trunc);
+	if (r == -EPROTO)
+		r = err_set(-EPROTO, "connection closed inside a frame header");
+	if (r < 0)
+		goto out;
+	r = proto_parse_header(hdr, &type, &len);
+	if (r < 0)
+		goto out;
+	payload = malloc(len ? len : 1);
+	if (!payload) {
+		r = -ENOMEM;
+		goto out;
+	}
+	r = recv_exact(sock, timeout_ms, payload, len, fds, &nfds, &trunc);
+	if (r == -ECONNRESET || r == -EPROTO)
+		r = err_set(-EPROTO, "connection closed inside a frame of %u bytes", len);
+	if (r < 0)
+		goto out;
+	r = proto_parse_payload(payload, len, &j);
+	if (r < 0)
+		goto out;
+	if (trunc) {
+		r = err_set(-EBADMSG, "frame carried more than %d file descriptor(s)",
+			    PROTO_FDS_MAX);
+		goto out;
+	}
+	if (nfds > 0 && !ret_fd) {
+		r = err_set(-EBADMSG, "frame carried a file descriptor where none is expected");
+		goto out;
+	}
+	*ret_type = type;
+	*ret_json = j;
+	j = NULL;
+	if (ret_fd) {
+		*ret_fd = nfds ? fds[0] : -1;
+		nfds = 0;
+	}
+out:
+	for (int i = 0; i < nfds; i++)
+		close(fds[i]);
+	json_decref(j);
+	free(payload);
+	return r;
+}
+
+static int arg_get(const json_t *args, const char *name, bool required, json_t **ret)
+{
+	json_t *v = json_is_object(args) ? json_object_get(args, name) : NULL;
+
+	if (!v || json_is_null(v)) {
+		if (required)
+			return err_set(-EINVAL, "argument \"%s\" is required", name);
+		*ret = NULL;
+		return 0;
+	}
+	*ret = v;
+	return 0;
+}
+
+int proto_arg_string(const json_t *args, const char *name, bool required, size_t max_len,
+		     const char **ret)
+{
+	json_t *v = NULL;
+	int r = arg_get(args, name, required, &v);
+
+	if (r < 0 || !v)
+		return r;
+	if (!json_is_string(v))
+		return err_set(-EINVAL, "argument \"%s\" must be a string", name);
+	if (json_string_length(v) > max_len)
+		return err_set(-EINVAL, "argument \"%s\" is longer than %zu bytes", name, max_len);
+	if (strlen(json_string_value(v)) != json_string_length(v))
+		return err_set(-EINVAL, "argument \"%s\" contains a NUL byte", name);
+	*ret = json_string_value(v);
+	return 0;
+}
+
+int proto_arg_u64(const json_t *args, const char *name, bool required, uint64_t max,
+		  uint64_t *ret)
+{
+	json_t *v = NULL;
+	int r = arg_get(args, name, required, &v);
+
+	if (r < 0 || !v)
+		return r;
+	if (!json_is_integer(v) || json_integer_value(v) < 0 ||
+	    (uint64_t)json_integer_value(v) > max)
+		return err_set(-EINVAL, "argument \"%s\" must be an integer from 0 to %llu", name,
+			       (unsigned long long)max);
+	*ret = (uint64_t)json_integer_value(v);
+	return 0;
+}
+
+int proto_arg_i64(const json_t *args, const char *name, bool required, int64_t *ret)
+{
+	json_t *v = NULL;
+	int r = arg_get(args, name, required, &v);
+
+	if (r < 0 || !v)
+		return r;
+	if (!json_is_integer(v))
+		return err_set(-EINVAL, "argument \"%s\" must be an integer", name);
+	*ret = json_integer_value(v);
+	return 0;
+}
+
+int proto_arg_bool(const json_t *args, const char *name, bool required, bool *ret)
+{
+	json_t *v = NULL;
+	int r = arg_get(args, name, required, &v);
+
+	if (r < 0 || !v)
+		return r;
+	if (!json_is_boolean(v))
+		return err_set(-EINVAL, "argument \"%s\" must be true or false", name);
+	*ret = json_is_true(v);
+	return 0;
+}
+
+int proto_args_known(const json_t *args, const char *const *known)
+{
+	const char *key;
+	json_t *v;
+
+	if (!json_is_object(args))
+		return err_set(-EINVAL, "\"args\" must be an object");
+	json_object_foreach((json_t *)args, key, v) {
+		bool ok = false;
+
+		for (size_t i = 0; known[i] && !ok; i++)
+			ok = strcmp(key, known[i]) == 0;
+		if (!ok)
+			return err_set(-EINVAL, "unknown argument \"%s\"", key);
+	}
+	return 0;
+}
+
+static const struct {
+	int err;
+	const char *code;
+} error_codes[] = {
+	{ EACCES, "permission_denied" },   { EPERM, "permission_denied" },
+	{ ENOENT, "not_found" },           { EEXIST, "exists" },
+	{ EINVAL, "invalid_argument" },    { EBADMSG, "malformed_request" },
+	{ EPROTO, "protocol_error" },      { EMSGSIZE, "too_large" },
+	{ E2BIG, "too_large" },            { EBUSY, "busy" },
+	{ EIO, "io_error" },               { ENOSPC, "no_space" },
+	{ EOPNOTSUPP, "unknown_operation" }, { ENOTDIR, "not_a_directory" },
+	{ EISDIR, "is_a_directory" },      { ENOMEM, "out_of_memory" },
+	{ ECANCELED, "cancelled" },        { EROFS, "read_only" },
+	{ ETIMEDOUT, "timed_out" },        { ESRCH, "no_such_principal" },
+};
+
+const char *proto_error_code(int err)
+{
+	if (err < 0)
+		err = -err;
+	for (size_t i = 0; i < ARRAY_SIZE(error_codes); i++)
+		if (error_codes[i].err == err)
+			return error_codes[i].code;
+	return "error";
+}

@@ -1,0 +1,79 @@
+/* proto: the control protocol between enclavectl and enclaved (docs/PROTOCOL.md).
+ *
+ * A connection on the daemon's Unix stream socket carries frames:
+ *
+ *   offset 0  2 bytes  magic "EC"
+ *          2  1 byte   protocol version, PROTO_VERSION
+ *          3  1 byte   frame type (enum proto_frame_type)
+ *          4  4 bytes  payload length, big-endian, at most PROTO_FRAME_MAX
+ *          8  length   payload: one JSON object, UTF-8
+ *
+ * File descriptors travel as SCM_RIGHTS ancillary data on the frame's first byte, at most
+ * PROTO_FDS_MAX per frame. The client sends one request and reads frames until the reply: zero or
+ * more PROTO_PARTIAL frames (progress, streamed records), then exactly one PROTO_REPLY.
+ *
+ * Contract: functions return 0 on success and -errno on failure, with err_detail() saying what
+ * was wrong with a frame; ret_* outputs are last and untouched on failure.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#define PROTO_VERSION 1
+#define PROTO_HEADER_LEN 8
+/* Largest payload either side accepts; larger is refused before it is read. */
+#define PROTO_FRAME_MAX (1u << 20)
+/* File descriptors one frame may carry (the import sends one per file). */
+#define PROTO_FDS_MAX 1
+
+enum proto_frame_type {
+	PROTO_REQUEST = 1,   /* client -> daemon: {"op": "...", "args": {...}} */
+	PROTO_REPLY = 2,     /* daemon -> client: {"ok": true, "result": {...}} or
+			      * {"ok": false, "error": {"code": "...", "message": "..."}} */
+	PROTO_PARTIAL = 3,   /* daemon -> client, before the reply: progress or a batch of data */
+};
+
+/* Send one frame with payload j (serialized compactly) and, if fd >= 0, that descriptor (borrowed).
+ * -E2BIG payload over PROTO_FRAME_MAX; -EPIPE / -ECONNRESET the peer went away. */
+int proto_send(int sock, enum proto_frame_type type, const json_t *j, int fd);
+
+/* Receive one frame. On success *ret_json is a new reference to the payload object, *ret_type its
+ * type, and *ret_fd the descriptor it carried or -1 (ret_fd NULL: any descriptor is closed and the
+ * frame refused with -EBADMSG). Errors:
+ *   -ECONNRESET  the peer closed the connection before a frame began (a clean end);
+ *   -EPROTO      bad magic, unknown version or type, a frame cut short: the stream cannot be
+ *                trusted any more and the connection must be closed;
+ *   -EMSGSIZE    the header announces more than PROTO_FRAME_MAX; nothing of the payload is read
+ *                and the connection must be closed;
+ *   -EBADMSG     a well-framed payload that is not one JSON object (or carries too many or
+ *                unwanted descriptors): the stream is still in step and the peer can be told;
+ *   -ETIMEDOUT   nothing arrived for timeout_ms (< 0: wait forever) before or within a frame. */
+int proto_recv(int sock, int timeout_ms, enum proto_frame_type *ret_type, json_t **ret_json,
+	       int *ret_fd);
+
+/* Parse a payload already in memory (used by proto_recv and the fuzz harness): one JSON object,
+ * no duplicate keys, nothing after it. -EBADMSG with err_detail(). */
+int proto_parse_payload(const void *p, size_t n, json_t **ret_json);
+/* Check a frame header; *ret_len is the payload length. -EPROTO / -EMSGSIZE as proto_recv. */
+int proto_parse_header(const uint8_t hdr[static PROTO_HEADER_LEN], enum proto_frame_type *ret_type,
+		       uint32_t *ret_len);
+
+/* Helpers for reading request arguments with clear errors (err_detail names the field).
+ * Missing optional fields leave *ret untouched and return 0; a present field of the wrong type,
+ * or out of range, is -EINVAL. */
+int proto_arg_string(const json_t *args, const char *name, bool required, size_t max_len,
+		     const char **ret);
+int proto_arg_u64(const json_t *args, const char *name, bool required, uint64_t max,
+		  uint64_t *ret);
+int proto_arg_i64(const json_t *args, const char *name, bool required, int64_t *ret);
+int proto_arg_bool(const json_t *args, const char *name, bool required, bool *ret);
+/* -EINVAL if args has a key not in the NULL-terminated list `known`. */
+int proto_args_known(const json_t *args, const char *const *known);
+
+/* Error codes carried in replies ({"ok": false, "error": {"code": ..., "message": ...}}), and the
+ * errno each stands for. */
+const char *proto_error_code(int err);
