@@ -1,0 +1,307 @@
+/* grant_json: the JSON form of grants and revocations (docs/POLICY.md, "JSON forms").
+ *
+ * One table per record type lists its fields, their JSON types and where they live in the struct;
+ * parsing, writing and the unknown-field check all walk that table, so the three cannot drift
+ * apart. The JSON layer checks shape (presence, type, integer range, string length, no NUL);
+ * policy_*_validate() then checks content, so a record is held to the same rules whether it
+ * arrives as JSON or as a struct.
+ */
+#include "policy/policy.h"
+
+#include <stdio.h>
+
+#include "common/common.h"
+#include "common/err.h"
+#include "common/timefmt.h"
+
+enum field_type {
+	F_U64,       /* uint64_t, a JSON integer 0 to INT64_MAX */
+	F_U32,       /* uint32_t, a JSON integer 0 to UINT32_MAX */
+	F_KIND,      /* uint32_t enum policy_principal_kind, "user" or "group" */
+	F_STR,       /* char[size], a JSON string of at most size - 1 bytes, no NUL */
+	F_TIME,      /* int64_t unix seconds, an RFC 3339 date-time string */
+};
+
+struct field {
+	const char *key;        /* JSON key, and the name error details use */
+	enum field_type type;
+	size_t off;             /* offset in the struct */
+	size_t size;            /* sizeof the member (F_STR: its capacity, NUL included) */
+};
+
+#define FIELD(st, member, type) \
+	{ #member, type, offsetof(st, member), sizeof(((st *)0)->member) }
+
+/* In the order they are written; the order of a document being parsed does not matter. */
+static const struct field grant_fields[] = {
+	FIELD(struct policy_grant, id, F_U64),
+	FIELD(struct policy_grant, kind, F_KIND),
+	FIELD(struct policy_grant, principal_id, F_U32),
+	FIELD(struct policy_grant, principal, F_STR),
+	FIELD(struct policy_grant, dataset_id, F_U64),
+	FIELD(struct policy_grant, dataset, F_STR),
+	FIELD(struct policy_grant, version, F_U32),
+	FIELD(struct policy_grant, purpose, F_STR),
+	FIELD(struct policy_grant, not_before, F_TIME),
+	FIELD(struct policy_grant, expires, F_TIME),
+	FIELD(struct policy_grant, granted_by_uid, F_U32),
+	FIELD(struct policy_grant, granted_by, F_STR),
+	FIELD(struct policy_grant, created, F_TIME),
+};
+
+static const struct field revocation_fields[] = {
+	FIELD(struct policy_revocation, grant_id, F_U64),
+	FIELD(struct policy_revocation, by_uid, F_U32),
+	FIELD(struct policy_revocation, by, F_STR),
+	FIELD(struct policy_revocation, at, F_TIME),
+	FIELD(struct policy_revocation, reason, F_STR),
+};
+
+/* The longest time string looked at: "2026-11-21T09:00:00.123456789+05:30" is 35 bytes. */
+#define TIME_JSON_MAX 40
+
+/* An unknown key, made safe to print: at most 32 bytes, anything but printable ASCII as '?'. */
+static void key_for_detail(const char *key, size_t len, char out[static 40])
+{
+	size_t n = MIN(len, (size_t)32);
+
+	for (size_t i = 0; i < n; i++)
+		out[i] = key[i] >= 0x20 && key[i] <= 0x7e ? key[i] : '?';
+	memcpy(out + n, len > n ? "..." : "", len > n ? 4 : 1);
+}
+
+static bool known_key(const struct field *fields, size_t n, const char *key, size_t len)
+{
+	for (size_t i = 0; i < n; i++)
+		if (strlen(fields[i].key) == len && memcmp(fields[i].key, key, len) == 0)
+			return true;
+	return false;
+}
+
+/* One field from j into the record at base. */
+static int parse_field(const char *rec, const struct field *f, const json_t *v, uint8_t *base)
+{
+	void *dst = base + f->off;
+
+	switch (f->type) {
+	case F_U64: {
+		json_int_t x;
+		uint64_t u;
+
+		if (!json_is_integer(v))
+			return err_set(-EINVAL, "%s: \"%s\" must be an integer", rec, f->key);
+		x = json_integer_value(v);
+		if (x < 0)
+			return err_set(-EINVAL, "%s: \"%s\" must not be negative", rec, f->key);
+		u = (uint64_t)x;
+		memcpy(dst, &u, sizeof(u));
+		return 0;
+	}
+	case F_U32: {
+		json_int_t x;
+		uint32_t u;
+
+		if (!json_is_integer(v))
+			return err_set(-EINVAL, "%s: \"%s\" must be an integer", rec, f->key);
+		x = json_integer_value(v);
+		if (x < 0 || x > (json_int_t)UINT32_MAX)
+			return err_set(-EINVAL, "%s: \"%s\" must be from 0 to %u", rec, f->key,
+				       UINT32_MAX);
+		u = (uint32_t)x;
+		memcpy(dst, &u, sizeof(u));
+		return 0;
+	}
+	case F_KIND: {
+		const char *s = json_string_value(v);
+		uint32_t k;
+
+		if (!s)
+			return err_set(-EINVAL, "%s: \"%s\" must be a string", rec, f->key);
+		if (strcmp(s, "user") == 0 && json_string_length(v) == 4)
+			k = POLICY_USER;
+		else if (strcmp(s, "group") == 0 && json_string_length(v) == 5)
+			k = POLICY_GROUP;
+		else
+			return err_set(-EINVAL, "%s: \"%s\" must be \"user\" or \"group\"", rec,
+				       f->key);
+		memcpy(dst, &k, sizeof(k));
+		return 0;
+	}
+	case F_STR: {
+		const char *s = json_string_value(v);
+		size_t len = json_string_length(v);
+
+		if (!s)
+			return err_set(-EINVAL, "%s: \"%s\" must be a string", rec, f->key);
+		if (len >= f->size)
+			return err_set(-EINVAL, "%s: \"%s\" is longer than %zu bytes", rec, f->key,
+				       f->size - 1);
+		/* A JSON "\u0000" would cut the C string short without a word. */
+		if (memchr(s, '\0', len))
+			return err_set(-EINVAL, "%s: \"%s\" contains a NUL character", rec, f->key);
+		memcpy(dst, s, len);
+		((char *)dst)[len] = '\0';
+		return 0;
+	}
+	case F_TIME: {
+		const char *s = json_string_value(v);
+		char why[ERR_DETAIL_MAX];
+		int64_t t;
+		int r;
+
+		if (!s)
+			return err_set(-EINVAL, "%s: \"%s\" must be a string (RFC 3339 time)", rec,
+				       f->key);
+		if (json_string_length(v) >= TIME_JSON_MAX || memchr(s, '\0', json_string_length(v)))
+			return err_set(-EINVAL, "%s: \"%s\" is not an RFC 3339 time", rec, f->key);
+		r = time_parse_rfc3339(s, &t);
+		if (r < 0) {
+			/* err_set() must not read the buffer it writes: copy the detail first. */
+			snprintf(why, sizeof(why), "%s", err_detail());
+			return err_set(r, "%s: \"%s\": %s", rec, f->key, why);
+		}
+		memcpy(dst, &t, sizeof(t));
+		return 0;
+	}
+	}
+	return err_set(-EINVAL, "%s: \"%s\": internal: unknown field type", rec, f->key);
+}
+
+/* Shape checks for a whole record: an object, no unknown key, every field present and typed. */
+static int parse_fields(const char *rec, const struct field *fields, size_t n, const json_t *j,
+			uint8_t *base)
+{
+	/* jansson's object iterator takes a non-const object; iterating does not modify it. */
+	json_t *obj = (json_t *)j;
+	int r;
+
+	if (!json_is_object(j))
+		return err_set(-EINVAL, "%s: not a JSON object", rec);
+	for (void *it = json_object_iter(obj); it; it = json_object_iter_next(obj, it)) {
+		const char *key = json_object_iter_key(it);
+		size_t len = json_object_iter_key_len(it);
+		char shown[40];
+
+		if (!known_key(fields, n, key, len)) {
+			key_for_detail(key, len, shown);
+			return err_set(-EINVAL, "%s: unknown field \"%s\"", rec, shown);
+		}
+	}
+	for (size_t i = 0; i < n; i++) {
+		const json_t *v = json_object_get(j, fields[i].key);
+
+		if (!v)
+			return err_set(-EINVAL, "%s: \"%s\" is missing", rec, fields[i].key);
+		r = parse_field(rec, &fields[i], v, base);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+static json_t *field_to_json(const struct field *f, const uint8_t *base)
+{
+	const void *src = base + f->off;
+
+	switch (f->type) {
+	case F_U64: {
+		uint64_t u;
+
+		memcpy(&u, src, sizeof(u));
+		/* Validated: at most INT64_MAX. */
+		return json_integer((json_int_t)u);
+	}
+	case F_U32: {
+		uint32_t u;
+
+		memcpy(&u, src, sizeof(u));
+		return json_integer(u);
+	}
+	case F_KIND: {
+		uint32_t k;
+
+		memcpy(&k, src, sizeof(k));
+		return json_string(k == POLICY_USER ? "user" : "group");
+	}
+	case F_STR:
+		/* Validated: NUL-terminated within the field, valid UTF-8. */
+		return json_stringn(src, strnlen(src, f->size));
+	case F_TIME: {
+		char text[TIME_TEXT_MAX];
+		int64_t t;
+
+		memcpy(&t, src, sizeof(t));
+		time_format(t, text);
+		return json_string(text);
+	}
+	}
+	return NULL;
+}
+
+static json_t *fields_to_json(const char *rec, const struct field *fields, size_t n,
+			      const uint8_t *base)
+{
+	json_t *obj = json_object();
+
+	if (!obj)
+		goto out_nomem;
+	for (size_t i = 0; i < n; i++) {
+		/* set_new takes the value's reference, and drops it on failure. */
+		if (json_object_set_new(obj, fields[i].key, field_to_json(&fields[i], base)) < 0)
+			goto out_free_obj;
+	}
+	return obj;
+
+out_free_obj:
+	json_decref(obj);
+out_nomem:
+	err_set(-ENOMEM, "%s: out of memory writing JSON", rec);
+	return NULL;
+}
+
+json_t *policy_grant_to_json(const struct policy_grant *g)
+{
+	if (policy_grant_validate(g) < 0)
+		return NULL;
+	return fields_to_json("grant", grant_fields, ARRAY_SIZE(grant_fields), (const uint8_t *)g);
+}
+
+json_t *policy_revocation_to_json(const struct policy_revocation *r)
+{
+	if (policy_revocation_validate(r) < 0)
+		return NULL;
+	return fields_to_json("revocation", revocation_fields, ARRAY_SIZE(revocation_fields),
+			      (const uint8_t *)r);
+}
+
+int policy_grant_from_json(const json_t *j, struct policy_grant *ret_grant)
+{
+	/* Zeroed, so revoked_at is 0 and the bytes after each string's NUL are too. */
+	struct policy_grant g = { 0 };
+	int r;
+
+	r = parse_fields("grant", grant_fields, ARRAY_SIZE(grant_fields), j, (uint8_t *)&g);
+	if (r < 0)
+		return r;
+	r = policy_grant_validate(&g);
+	if (r < 0)
+		return r;
+	*ret_grant = g;
+	return 0;
+}
+
+int policy_revocation_from_json(const json_t *j, struct policy_revocation *ret_rev)
+{
+	struct policy_revocation rv = { 0 };
+	int r;
+
+	r = parse_fields("revocation", revocation_fields, ARRAY_SIZE(revocation_fields), j,
+			 (uint8_t *)&rv);
+	if (r < 0)
+		return r;
+	r = policy_revocation_validate(&rv);
+	if (r < 0)
+		return r;
+	*ret_rev = rv;
+	return 0;
+}
