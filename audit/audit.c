@@ -1,0 +1,491 @@
+/* audit: open (with recovery of a torn tail), group-committed appends, close.
+ *
+ * Group commit. An appender serializes its record, then under log->lock takes the next seq, adds
+ * "seq" and "time", and queues the line. Then it waits until a batch holding its record is
+ * durable. Whoever finds no leader writing becomes the leader: it takes the whole queue, drops the
+ * lock, writes the queue with one write() and makes it durable with one fdatasync(), takes the
+ * lock again, publishes the outcome and wakes everyone. Those whose seq is now durable return; of
+ * the rest (queued while that batch was written), the first to run leads the next batch. Seqs are
+ * handed out under the same lock that orders the queue, so file order is seq order, and every
+ * batch is the seqs [durable, next_seq) at the moment it was taken.
+ */
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+
+#include "audit/audit_internal.h"
+#include "common/err.h"
+#include "common/timefmt.h"
+
+/* Cap on the bytes queued while a batch is written. An appender that finds no room for a line of
+ * AUDIT_RECORD_MAX waits for the next batch to take the queue (back-pressure, not an error). */
+#define AUDIT_QUEUE_MAX (4u << 20)
+
+struct audit_log {
+	int fd;                             /* audit.log, O_APPEND; holds the flock */
+	char *path;                         /* "<dir>/audit.log", for err_detail(); owned */
+	pthread_mutex_t lock;               /* guards every field below */
+	pthread_cond_t cond;                /* broadcast when a batch ends or the queue is taken */
+	uint64_t next_seq;                  /* seq the next queued record gets */
+	uint64_t durable;                   /* records [0, durable) are in the file and synced */
+	uint64_t end;                       /* file size after them: a record boundary */
+	struct buf queue;                   /* lines no leader has taken yet, in seq order */
+	struct buf batch;                   /* the lines being written; the leader's own */
+	bool leading;                       /* a leader is writing `batch`, lock dropped */
+	unsigned room_waiters;              /* appenders waiting for room in the queue */
+	bool failed;                        /* a batch failed: nothing is written any more */
+	char fail_detail[ERR_DETAIL_MAX];   /* what failed, repeated for every -EIO after it */
+	uint64_t batches;                   /* batches made durable since open */
+	enum audit_fault fault;             /* failure injected into the next batch (tests) */
+	int fault_err;                      /* its errno */
+	uint64_t hold;                      /* no batch starts before this many are queued (tests) */
+};
+
+/* ---- Open and close ------------------------------------------------------------------------ */
+
+/* After creating dir: make its entry in the parent durable. */
+static int fsync_parent(const char *dir)
+{
+	size_t n = strlen(dir);
+	char *parent;
+	int fd, r = 0;
+
+	while (n > 1 && dir[n - 1] == '/')
+		n--;
+	while (n > 0 && dir[n - 1] != '/')
+		n--;
+	while (n > 1 && dir[n - 1] == '/')
+		n--;
+	parent = n == 0 ? strdup(".") : strndup(dir, n);
+	if (!parent)
+		return -ENOMEM;
+	fd = open(parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0 || fsync(fd) < 0)
+		r = err_set(-errno, "cannot sync directory %s: %s", parent, strerror(errno));
+	if (fd >= 0)
+		close(fd);
+	free(parent);
+	return r;
+}
+
+/* Check every complete line of the freshly locked log, learn the next seq and the end of the last
+ * complete line, and report a final line without '\n'. Changes nothing. */
+static int scan(struct audit_log *log, uint64_t *ret_count, uint64_t *ret_end,
+		uint64_t *ret_torn)
+{
+	struct audit_reader rd;
+	uint64_t seq = 0;
+	int r;
+
+	r = audit_reader_init(&rd, log->fd, log->path, UINT64_MAX);
+	if (r < 0)
+		return r;
+	while ((r = audit_reader_next(&rd)) > 0) {
+		json_t *rec = NULL;
+		int64_t t;
+
+		r = audit_line_check(log->path, rd.line_no, rd.line_off, (const char *)rd.line.data,
+				     rd.line.len, seq, &rec, &t);
+		if (r < 0)
+			break;
+		json_decref(rec);
+		seq++;
+	}
+	if (r == 0) {
+		*ret_count = seq;
+		*ret_end = rd.line_off;
+		*ret_torn = rd.line.len;
+	}
+	audit_reader_free(&rd);
+	return r;
+}
+
+int audit_open(const char *dir, uint64_t *ret_torn_bytes, struct audit_log **ret_log)
+{
+	struct audit_log *log;
+	struct stat st;
+	uint64_t count = 0, end = 0, torn = 0;
+	int dirfd = -1, r;
+
+	log = calloc(1, sizeof(*log));
+	if (!log)
+		return -ENOMEM;
+	log->fd = -1;
+	if (asprintf(&log->path, "%s/%s", dir, AUDIT_LOG_NAME) < 0) {
+		log->path = NULL;
+		r = -ENOMEM;
+		goto out_free;
+	}
+
+	if (mkdir(dir, 0700) == 0) {
+		r = fsync_parent(dir);
+		if (r < 0)
+			goto out_free;
+	} else if (errno != EEXIST) {
+		r = err_set(-errno, "cannot create audit directory %s: %s", dir, strerror(errno));
+		goto out_free;
+	}
+	dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dirfd < 0) {
+		r = err_set(-errno, "cannot open audit directory %s: %s", dir, strerror(errno));
+		goto out_free;
+	}
+	/* O_RDWR: the scan below reads through the same descriptor that holds the lock. */
+	log->fd = openat(dirfd, AUDIT_LOG_NAME,
+			 O_RDWR | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (log->fd < 0) {
+		r = err_set(-errno, "cannot open %s: %s", log->path, strerror(errno));
+		goto out_close_dir;
+	}
+	if (fstat(log->fd, &st) < 0) {
+		r = err_set(-errno, "cannot stat %s: %s", log->path, strerror(errno));
+		goto out_close_fd;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		r = err_set(-EINVAL, "%s is not a regular file", log->path);
+		goto out_close_fd;
+	}
+	if (flock(log->fd, LOCK_EX | LOCK_NB) < 0) {
+		r = errno == EWOULDBLOCK ? -EBUSY : -errno;
+		r = err_set(r, "cannot lock %s: %s", log->path,
+			    r == -EBUSY ? "another process has the audit log open" : strerror(-r));
+		goto out_close_fd;
+	}
+	/* The log may have just been created: make its directory entry durable before any record
+	 * is acknowledged as being in it. */
+	if (fsync(dirfd) < 0) {
+		r = err_set(-errno, "cannot sync audit directory %s: %s", dir, strerror(errno));
+		goto out_close_fd;
+	}
+
+	r = scan(log, &count, &end, &torn);
+	if (r < 0)
+		goto out_close_fd;
+	/* A final line without '\n' was torn by a crash mid-write: it was never acknowledged, since
+	 * an append returns only after its whole line is synced. Cut it so appends start on a line
+	 * boundary, and make the cut durable before the first of them. */
+	if (torn > 0 && (ftruncate(log->fd, (off_t)end) < 0 || fsync(log->fd) < 0)) {
+		r = err_set(-errno, "cannot cut the torn final line (%llu bytes at offset "
+			    "%llu) off %s: %s", (unsigned long long)torn, (unsigned long long)end,
+			    log->path, strerror(errno));
+		goto out_close_fd;
+	}
+
+	log->next_seq = log->durable = count;
+	log->end = end;
+	buf_init(&log->queue, AUDIT_QUEUE_MAX);
+	buf_init(&log->batch, AUDIT_QUEUE_MAX);
+	pthread_mutex_init(&log->lock, NULL);
+	pthread_cond_init(&log->cond, NULL);
+	close(dirfd);
+	if (ret_torn_bytes)
+		*ret_torn_bytes = torn;
+	*ret_log = log;
+	return 0;
+
+out_close_fd:
+	close(log->fd);
+out_close_dir:
+	close(dirfd);
+out_free:
+	free(log->path);
+	free(log);
+	return r;
+}
+
+void audit_close(struct audit_log *log)
+{
+	if (!log)
+		return;
+	/* Every append returned only once its record was synced (or the log failed), and appends
+	 * have ended: nothing is left to flush. Closing drops the flock. */
+	close(log->fd);
+	pthread_cond_destroy(&log->cond);
+	pthread_mutex_destroy(&log->lock);
+	buf_free(&log->queue);
+	buf_free(&log->batch);
+	free(log->path);
+	free(log);
+}
+
+uint64_t audit_count(struct audit_log *log)
+{
+	uint64_t n;
+
+	pthread_mutex_lock(&log->lock);
+	n = log->durable;
+	pthread_mutex_unlock(&log->lock);
+	return n;
+}
+
+bool audit_failed(struct audit_log *log)
+{
+	bool f;
+
+	pthread_mutex_lock(&log->lock);
+	f = log->failed;
+	pthread_mutex_unlock(&log->lock);
+	return f;
+}
+
+void audit_test_fail_next(struct audit_log *log, enum audit_fault where, int err)
+{
+	pthread_mutex_lock(&log->lock);
+	log->fault = where;
+	log->fault_err = err;
+	pthread_mutex_unlock(&log->lock);
+}
+
+void audit_test_hold_batch(struct audit_log *log, uint64_t n)
+{
+	pthread_mutex_lock(&log->lock);
+	log->hold = n;
+	pthread_mutex_unlock(&log->lock);
+}
+
+uint64_t audit_test_batches(struct audit_log *log)
+{
+	uint64_t n;
+
+	pthread_mutex_lock(&log->lock);
+	n = log->batches;
+	pthread_mutex_unlock(&log->lock);
+	return n;
+}
+
+/* ---- Writing a batch ----------------------------------------------------------------------- */
+
+/* Write b at the end of the file (O_APPEND) and fdatasync it. On failure cut the file back to end
+ * (the last good end) and describe what happened in detail. Runs without the lock: only the
+ * leader gets here, and the fd, path and b are not changed by anyone else meanwhile. */
+static int batch_write(struct audit_log *log, const struct buf *b, uint64_t end, uint64_t first,
+		       uint64_t last, enum audit_fault fault, int fault_err, char *detail,
+		       size_t detail_len)
+{
+	size_t n = b->len, done = 0;
+	const char *what = "write";
+	int err = 0, terr = 0;
+
+	if (n == 0)
+		return 0;
+	if (fault == AUDIT_FAULT_WRITE || fault == AUDIT_FAULT_WRITE_NO_TRUNCATE)
+		n--;	/* the batch ends in '\n', so this leaves a torn last line */
+	/* A short write is carried on from where it stopped (a signal can cut a large write);
+	 * the retry then reports the error that stopped it, ENOSPC say. */
+	while (done < n) {
+		ssize_t w = write(log->fd, b->data + done, n - done);
+
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0) {
+			err = w < 0 ? errno : EIO;
+			break;
+		}
+		done += (size_t)w;
+	}
+	if (!err && fault != AUDIT_FAULT_NONE && fault != AUDIT_FAULT_SYNC)
+		err = fault_err;
+	if (!err) {
+		what = "fdatasync";
+		if (fdatasync(log->fd) < 0)
+			err = errno;
+		else if (fault == AUDIT_FAULT_SYNC)
+			err = fault_err;
+	}
+	if (!err)
+		return 0;
+
+	/* After a failed fdatasync the kernel may have dropped the dirty pages (marked clean, data
+	 * lost), so what the file holds past end is unknown either way: cut it all. */
+	if (fault == AUDIT_FAULT_WRITE_NO_TRUNCATE)
+		terr = fault_err;
+	else if (ftruncate(log->fd, (off_t)end) < 0 || fsync(log->fd) < 0)
+		terr = errno;
+	if (!terr)
+		snprintf(detail, detail_len,
+			 "%s: %s of records %llu..%llu failed: %s; the file was cut back to %llu "
+			 "bytes and takes no more records", log->path, what,
+			 (unsigned long long)first, (unsigned long long)(last - 1), strerror(err),
+			 (unsigned long long)end);
+	else
+		snprintf(detail, detail_len,
+			 "%s: %s of records %llu..%llu failed: %s; cutting the file back to %llu "
+			 "bytes failed too (%s), so it may hold some of them although their "
+			 "appends failed; it takes no more records", log->path, what,
+			 (unsigned long long)first, (unsigned long long)(last - 1), strerror(err),
+			 (unsigned long long)end, strerror(terr));
+	return -EIO;
+}
+
+/* Called with the lock held and no leader: write the whole queue as one batch. The lock is
+ * dropped during the I/O and held again on return; everyone waiting has been woken. */
+static void lead_batch(struct audit_log *log)
+{
+	struct buf t = log->batch;
+	uint64_t first = log->durable, last = log->next_seq, end = log->end;
+	enum audit_fault fault = log->fault;
+	int fault_err = log->fault_err, r;
+	char detail[ERR_DETAIL_MAX];
+
+	/* batch is empty between batches; the swap leaves the queue empty and keeps both
+	 * allocations. */
+	log->batch = log->queue;
+	log->queue = t;
+	log->fault = AUDIT_FAULT_NONE;
+	log->leading = true;
+	if (log->room_waiters)
+		pthread_cond_broadcast(&log->cond);
+	pthread_mutex_unlock(&log->lock);
+
+	r = batch_write(log, &log->batch, end, first, last, fault, fault_err, detail,
+			sizeof(detail));
+
+	pthread_mutex_lock(&log->lock);
+	if (r == 0) {
+		log->durable = last;
+		log->end = end + log->batch.len;
+		log->batches++;
+	} else {
+		/* Lines queued meanwhile are never written: their appenders see failed. */
+		log->failed = true;
+		memcpy(log->fail_detail, detail, sizeof(detail));
+		buf_reset(&log->queue);
+	}
+	buf_reset(&log->batch);
+	log->leading = false;
+	pthread_cond_broadcast(&log->cond);
+}
+
+static int failed_err(struct audit_log *log)
+{
+	return err_set(-EIO, "%s", log->fail_detail);
+}
+
+/* ---- Appending ----------------------------------------------------------------------------- */
+
+/* A private copy of rec that is known to read back: rec serialized, then parsed again. A record
+ * that serializes but would not parse (a string with a NUL in it, nesting deeper than jansson
+ * reads) would otherwise make the log one the next audit_open() refuses. line is scratch space of
+ * AUDIT_RECORD_MAX bytes. */
+static int record_copy(const json_t *rec, char *line, json_t **ret_obj)
+{
+	json_error_t jerr;
+	json_t *obj;
+	size_t n;
+
+	n = json_dumpb(rec, line, AUDIT_RECORD_MAX, AUDIT_JSON_FLAGS);
+	if (n == 0)
+		return err_set(-EINVAL, "audit record cannot be serialized (a string that is not "
+			       "UTF-8, or a cycle)");
+	if (n >= AUDIT_RECORD_MAX)
+		return err_set(-EINVAL, "audit record of %zu bytes is longer than a line may be "
+			       "(%u bytes)", n, AUDIT_RECORD_MAX);
+	obj = json_loadb(line, n, AUDIT_JSON_LOAD_FLAGS, &jerr);
+	if (!obj)
+		return err_set(-EINVAL, "audit record would not read back: %s", jerr.text);
+	*ret_obj = obj;
+	return 0;
+}
+
+/* With the lock held: wait for room, give obj its seq and time, serialize it into line
+ * (AUDIT_RECORD_MAX bytes of scratch) and queue it. */
+static int enqueue(struct audit_log *log, json_t *obj, char *line, uint64_t *ret_seq)
+{
+	char when[TIME_TEXT_MAX];
+	int64_t now, back;
+	size_t n;
+	int r;
+
+	for (;;) {
+		if (log->failed)
+			return failed_err(log);
+		if (log->queue.len + AUDIT_RECORD_MAX <= log->queue.max)
+			break;
+		/* The queue is full, so not empty: if nobody is writing, write it ourselves. */
+		if (!log->leading) {
+			lead_batch(log);
+		} else {
+			log->room_waiters++;
+			pthread_cond_wait(&log->cond, &log->lock);
+			log->room_waiters--;
+		}
+	}
+
+	/* The time is read under the lock with the seq, so times follow seq order as far as the
+	 * wall clock itself goes forward. */
+	now = now_realtime_ns();
+	time_format_ns(now, when);
+	/* Never write a time that the next audit_open() would refuse as damage. */
+	if (audit_time_parse_ns(when, strnlen(when, sizeof(when)), &back) < 0 || back != now)
+		return err_set(-EIO, "audit time %lld was formatted as \"%.*s\", which does not "
+			       "read back", (long long)now, (int)sizeof(when), when);
+	if (json_object_set_new(obj, "seq", json_integer((json_int_t)log->next_seq)) < 0 ||
+	    json_object_set_new(obj, "time", json_string(when)) < 0)
+		return -ENOMEM;
+	n = json_dumpb(obj, line, AUDIT_RECORD_MAX, AUDIT_JSON_FLAGS);
+	if (n == 0)
+		return -ENOMEM;	/* it serialized before: only memory can fail now */
+	if (n > AUDIT_RECORD_MAX - 1)
+		return err_set(-EINVAL, "audit record line of %zu bytes with its seq and time is "
+			       "longer than %u bytes", n + 1, AUDIT_RECORD_MAX);
+	line[n] = '\n';
+	r = buf_append(&log->queue, line, n + 1);
+	if (r < 0)
+		return r;
+	*ret_seq = log->next_seq++;
+	if (log->hold)
+		pthread_cond_broadcast(&log->cond);	/* a held leader counts the queue again */
+	return 0;
+}
+
+/* With the lock held: return once seq is durable, leading batches while nobody else does. */
+static int wait_durable(struct audit_log *log, uint64_t seq)
+{
+	for (;;) {
+		if (seq < log->durable)
+			return 0;
+		if (log->failed)
+			return failed_err(log);
+		if (!log->leading && log->next_seq - log->durable >= log->hold) {
+			log->hold = 0;
+			lead_batch(log);	/* our line is in the queue, so in this batch */
+		} else {
+			pthread_cond_wait(&log->cond, &log->lock);
+		}
+	}
+}
+
+int audit_append(struct audit_log *log, const json_t *rec, uint64_t *ret_seq)
+{
+	json_t *obj = NULL;
+	char *line;
+	uint64_t seq = 0;
+	int r;
+
+	if (!json_is_object(rec))
+		return err_set(-EINVAL, "audit record is not a JSON object");
+	if (json_object_get(rec, "seq") || json_object_get(rec, "time"))
+		return err_set(-EINVAL, "audit record has \"seq\" or \"time\": the log adds them");
+	line = malloc(AUDIT_RECORD_MAX);
+	if (!line)
+		return -ENOMEM;
+	/* Outside the lock: the serialization and parse that do not depend on the seq. */
+	r = record_copy(rec, line, &obj);
+	if (r < 0)
+		goto out_free;
+
+	pthread_mutex_lock(&log->lock);
+	r = enqueue(log, obj, line, &seq);
+	if (r == 0)
+		r = wait_durable(log, seq);
+	pthread_mutex_unlock(&log->lock);
+	if (r == 0 && ret_seq)
+		*ret_seq = seq;
+
+	json_decref(obj);
+out_free:
+	free(line);
+	return r;
+}

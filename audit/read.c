@@ -1,0 +1,275 @@
+/* audit read: split a log into lines, check each one, and audit_foreach() with its filter. */
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/stat.h>
+
+#include "audit/audit_internal.h"
+#include "common/err.h"
+
+/* ---- Lines --------------------------------------------------------------------------------- */
+
+int audit_reader_init(struct audit_reader *rd, int fd, const char *path, uint64_t limit)
+{
+	uint8_t *blk = malloc(AUDIT_READ_BLOCK);
+
+	if (!blk)
+		return -ENOMEM;
+	*rd = (struct audit_reader){ .fd = fd, .path = path, .limit = limit, .blk = blk };
+	/* One byte more than the longest line without its '\n', for the NUL. */
+	buf_init(&rd->line, AUDIT_RECORD_MAX);
+	return 0;
+}
+
+void audit_reader_free(struct audit_reader *rd)
+{
+	free(rd->blk);
+	rd->blk = NULL;
+	buf_free(&rd->line);
+}
+
+/* Refill the block; 0 at the limit or the end of the file. */
+static ssize_t reader_fill(struct audit_reader *rd)
+{
+	ssize_t n;
+
+	if (rd->off >= rd->limit)
+		return 0;
+	n = pread_full(rd->fd, rd->blk,
+		       (size_t)MIN((uint64_t)AUDIT_READ_BLOCK, rd->limit - rd->off), rd->off);
+	if (n < 0)
+		return err_set((int)n, "%s: cannot read at offset %llu: %s", rd->path,
+			       (unsigned long long)rd->off, strerror((int)-n));
+	rd->off += (uint64_t)n;
+	rd->blk_len = (size_t)n;
+	rd->blk_pos = 0;
+	return n;
+}
+
+int audit_reader_next(struct audit_reader *rd)
+{
+	int r;
+
+	buf_reset(&rd->line);
+	rd->line_off = rd->off - rd->blk_len + rd->blk_pos;
+	rd->line_no++;
+	for (;;) {
+		const uint8_t *start, *nl;
+		size_t take;
+
+		if (rd->blk_pos == rd->blk_len) {
+			ssize_t n = reader_fill(rd);
+
+			if (n < 0)
+				return (int)n;
+			if (n == 0)
+				break;
+		}
+		start = rd->blk + rd->blk_pos;
+		nl = memchr(start, '\n', rd->blk_len - rd->blk_pos);
+		take = nl ? (size_t)(nl - start) : rd->blk_len - rd->blk_pos;
+		if (take > AUDIT_RECORD_MAX - 1 - rd->line.len)
+			return err_set(-EBADMSG,
+				       "%s: line %llu (offset %llu) is longer than %u bytes",
+				       rd->path, (unsigned long long)rd->line_no,
+				       (unsigned long long)rd->line_off, AUDIT_RECORD_MAX);
+		/* Cannot fail: the line stays below its cap, checked just above. */
+		r = buf_append(&rd->line, start, take);
+		if (r < 0)
+			return r;
+		rd->blk_pos += take;
+		if (nl) {
+			rd->blk_pos++;
+			r = buf_u8(&rd->line, 0);
+			if (r < 0)
+				return r;
+			rd->line.len--;
+			return 1;
+		}
+	}
+	/* The end: whatever is in line has no '\n'. NUL-terminate it too. */
+	r = buf_u8(&rd->line, 0);
+	if (r < 0)
+		return r;
+	rd->line.len--;
+	return 0;
+}
+
+/* ---- One line ------------------------------------------------------------------------------ */
+
+int audit_line_check(const char *path, uint64_t line_no, uint64_t off, const char *line,
+		     size_t len, uint64_t want_seq, json_t **ret_rec, int64_t *ret_time_ns)
+{
+	unsigned long long ln = line_no, lo = off;
+	const json_t *seq, *tm;
+	json_error_t jerr;
+	json_t *rec;
+	int64_t t;
+	int r;
+
+	/* A canonical line is ASCII (JSON_ENSURE_ASCII) with every control character escaped. DEL
+	 * (0x7f) is the one byte above 0x1f that jansson writes as it is. */
+	for (size_t i = 0; i < len; i++) {
+		uint8_t c = (uint8_t)line[i];
+
+		if (c < 0x20 || c > 0x7f)
+			return err_set(-EBADMSG, "%s: line %llu (offset %llu): byte 0x%02x at "
+				       "column %zu is not printable ASCII", path, ln, lo, c, i + 1);
+	}
+	rec = json_loadb(line, len, AUDIT_JSON_LOAD_FLAGS, &jerr);
+	if (!rec)
+		return err_set(-EBADMSG, "%s: line %llu (offset %llu): not JSON: %s", path, ln, lo,
+			       jerr.text);
+	if (!json_is_object(rec)) {
+		r = err_set(-EBADMSG, "%s: line %llu (offset %llu): not a JSON object", path, ln,
+			    lo);
+		goto out_put;
+	}
+	seq = json_object_get(rec, "seq");
+	if (!json_is_integer(seq)) {
+		r = err_set(-EBADMSG, "%s: line %llu (offset %llu): no integer \"seq\"", path, ln,
+			    lo);
+		goto out_put;
+	}
+	if (json_integer_value(seq) < 0 || (uint64_t)json_integer_value(seq) != want_seq) {
+		r = err_set(-EBADMSG, "%s: line %llu (offset %llu): seq %lld where %llu belongs",
+			    path, ln, lo, (long long)json_integer_value(seq),
+			    (unsigned long long)want_seq);
+		goto out_put;
+	}
+	tm = json_object_get(rec, "time");
+	if (!json_is_string(tm)) {
+		r = err_set(-EBADMSG, "%s: line %llu (offset %llu): no \"time\" string", path, ln,
+			    lo);
+		goto out_put;
+	}
+	if (audit_time_parse_ns(json_string_value(tm), json_string_length(tm), &t) < 0) {
+		r = err_set(-EBADMSG, "%s: line %llu (offset %llu): \"time\" \"%.40s\" is not "
+			    "YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ", path, ln, lo, json_string_value(tm));
+		goto out_put;
+	}
+	*ret_rec = rec;
+	*ret_time_ns = t;
+	return 0;
+
+out_put:
+	json_decref(rec);
+	return r;
+}
+
+/* ---- audit_foreach ------------------------------------------------------------------------- */
+
+/* The filter, with its user parsed once. */
+struct match {
+	const struct audit_filter *f;   /* borrowed; NULL matches everything */
+	bool user_is_uid;               /* f->user is decimal digits ... */
+	json_int_t uid;                 /* ... of this value */
+};
+
+static void match_init(struct match *m, const struct audit_filter *f)
+{
+	*m = (struct match){ .f = f };
+	if (f && f->user && *f->user) {
+		const char *s = f->user;
+		char *end;
+		long long v;
+
+		for (const char *p = s; *p; p++)
+			if (*p < '0' || *p > '9')
+				return;
+		errno = 0;
+		v = strtoll(s, &end, 10);
+		if (errno == 0 && *end == '\0') {
+			m->user_is_uid = true;
+			m->uid = v;
+		}
+	}
+}
+
+/* rec's key is a string equal to want. */
+static bool str_is(const json_t *rec, const char *key, const char *want)
+{
+	const json_t *v = json_object_get(rec, key);
+
+	return json_is_string(v) && strcmp(json_string_value(v), want) == 0;
+}
+
+static bool match(const struct match *m, const json_t *rec, int64_t t)
+{
+	const struct audit_filter *f = m->f;
+
+	if (!f)
+		return true;
+	if (f->dataset && !str_is(rec, "dataset", f->dataset))
+		return false;
+	if (f->event && !str_is(rec, "event", f->event))
+		return false;
+	if (f->user) {
+		const json_t *uid = json_object_get(rec, "uid");
+
+		if (!str_is(rec, "user", f->user) &&
+		    !(m->user_is_uid && json_is_integer(uid) && json_integer_value(uid) == m->uid))
+			return false;
+	}
+	if (f->since_ns && t < f->since_ns)
+		return false;
+	if (f->until_ns && t >= f->until_ns)
+		return false;
+	return true;
+}
+
+/* The file is read up to the size it had when the call began: records a writer adds meanwhile
+ * are not waited for, and a line it was still writing at that moment counts as incomplete. */
+int audit_foreach(const char *dir, const struct audit_filter *filter,
+		  int (*fn)(void *ctx, const json_t *rec, const char *line, size_t len), void *ctx)
+{
+	struct audit_reader rd;
+	struct match m;
+	struct stat st;
+	char *path = NULL;
+	uint64_t seq = 0;
+	int fd, r;
+
+	if (asprintf(&path, "%s/%s", dir, AUDIT_LOG_NAME) < 0)
+		return -ENOMEM;
+	fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0) {
+		r = err_set(-errno, "cannot open %s: %s", path, strerror(errno));
+		goto out_free;
+	}
+	if (fstat(fd, &st) < 0) {
+		r = err_set(-errno, "cannot stat %s: %s", path, strerror(errno));
+		goto out_close;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		r = err_set(-EINVAL, "%s is not a regular file", path);
+		goto out_close;
+	}
+	r = audit_reader_init(&rd, fd, path, (uint64_t)st.st_size);
+	if (r < 0)
+		goto out_close;
+	match_init(&m, filter);
+	for (;;) {
+		json_t *rec = NULL;
+		int64_t t;
+
+		r = audit_reader_next(&rd);
+		if (r <= 0)
+			break;	/* 0: the end; a final line without '\n' is not passed on */
+		r = audit_line_check(path, rd.line_no, rd.line_off, (const char *)rd.line.data,
+				     rd.line.len, seq, &rec, &t);
+		if (r < 0)
+			break;
+		seq++;
+		if (match(&m, rec, t))
+			r = fn(ctx, rec, (const char *)rd.line.data, rd.line.len);
+		json_decref(rec);
+		if (r != 0)
+			break;
+	}
+	audit_reader_free(&rd);
+out_close:
+	close(fd);
+out_free:
+	free(path);
+	return r;
+}

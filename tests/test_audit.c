@@ -1,0 +1,1207 @@
+/* test_audit: the audit log against real files: canonical lines, seq continuity, recovery of a
+ * torn tail, refusal of damaged logs, group commit under threads, failing closed, audit_string and
+ * audit_foreach with its filters. */
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include "audit/audit.h"
+#include "audit/audit_internal.h" /* white-box: fault injection, the time parser */
+#include "common/common.h"
+#include "common/err.h"
+#include "common/timefmt.h"
+#include "tests/testutil.h"
+
+/* A time as the log writes it, for logs made by hand. */
+#define T0 "\"time\":\"2026-11-21T09:00:00.000000000Z\""
+/* A valid line with seq n (a literal). */
+#define L(n) "{\"event\":\"x\",\"seq\":" #n "," T0 "}\n"
+
+/* A scratch area: the log directory (not created: audit_open makes it) and its file. */
+struct fx {
+	char *root;
+	char *dir;
+	char *path;
+};
+
+static int fx_setup(void **state)
+{
+	struct fx *f = calloc(1, sizeof(*f));
+
+	f->root = tu_mkdtemp("audit");
+	f->dir = tu_fmt("%s/log", f->root);
+	f->path = tu_fmt("%s/%s", f->dir, AUDIT_LOG_NAME);
+	*state = f;
+	return 0;
+}
+
+static int fx_teardown(void **state)
+{
+	struct fx *f = *state;
+
+	tu_rm_rf(f->root);
+	free(f->root);
+	free(f->dir);
+	free(f->path);
+	free(f);
+	return 0;
+}
+
+static struct audit_log *open_log(const char *dir, uint64_t *ret_torn)
+{
+	struct audit_log *log = NULL;
+	int r = audit_open(dir, ret_torn, &log);
+
+	if (r < 0)
+		fprintf(stderr, "audit_open: %s: %s\n", strerror(-r), err_detail());
+	assert_int_equal(r, 0);
+	assert_non_null(log);
+	return log;
+}
+
+/* Append rec (taking ownership of it) and return its seq. */
+static uint64_t append_ok(struct audit_log *log, json_t *rec)
+{
+	uint64_t seq = UINT64_MAX;
+	int r = audit_append(log, rec, &seq);
+
+	if (r < 0)
+		fprintf(stderr, "audit_append: %s: %s\n", strerror(-r), err_detail());
+	assert_int_equal(r, 0);
+	json_decref(rec);
+	return seq;
+}
+
+/* A record of an event, with the fields the filters look at (NULL / negative: left out). */
+static json_t *ev(const char *event, const char *dataset, const char *user, json_int_t uid)
+{
+	json_t *o = json_object();
+
+	assert_non_null(o);
+	assert_int_equal(json_object_set_new(o, "event", json_string(event)), 0);
+	if (dataset)
+		assert_int_equal(json_object_set_new(o, "dataset", json_string(dataset)), 0);
+	if (user)
+		assert_int_equal(json_object_set_new(o, "user", json_string(user)), 0);
+	if (uid >= 0)
+		assert_int_equal(json_object_set_new(o, "uid", json_integer(uid)), 0);
+	return o;
+}
+
+/* The lines of a file, split at '\n' (a final piece without one is left out, its length in
+ * tail). */
+struct lines {
+	uint8_t *raw;       /* the whole file */
+	size_t len;
+	char **v;           /* NUL-terminated copies of the lines */
+	size_t n;
+	size_t tail;        /* bytes after the last '\n' */
+};
+
+static void lines_read(const char *path, struct lines *ret)
+{
+	struct lines l = { 0 };
+	size_t start = 0;
+
+	l.raw = tu_read_file(path, &l.len);
+	l.v = calloc(l.len + 1, sizeof(*l.v));
+	assert_non_null(l.v);
+	for (size_t i = 0; i < l.len; i++) {
+		if (l.raw[i] != '\n')
+			continue;
+		l.v[l.n] = strndup((const char *)l.raw + start, i - start);
+		assert_non_null(l.v[l.n]);
+		assert_int_equal(strlen(l.v[l.n]), i - start);
+		l.n++;
+		start = i + 1;
+	}
+	l.tail = l.len - start;
+	*ret = l;
+}
+
+static void lines_free(struct lines *l)
+{
+	for (size_t i = 0; i < l->n; i++)
+		free(l->v[i]);
+	free(l->v);
+	free(l->raw);
+}
+
+static off_t file_size(const char *path)
+{
+	struct stat st;
+
+	assert_int_equal(stat(path, &st), 0);
+	return st.st_size;
+}
+
+/* Parse a line the test read itself. */
+static json_t *parse(const char *line)
+{
+	json_error_t e;
+	json_t *j = json_loads(line, JSON_REJECT_DUPLICATES, &e);
+
+	if (!j)
+		fprintf(stderr, "cannot parse %s: %s\n", line, e.text);
+	assert_non_null(j);
+	return j;
+}
+
+static int64_t int_of(const json_t *o, const char *key)
+{
+	const json_t *v = json_object_get(o, key);
+
+	assert_true(json_is_integer(v));
+	return json_integer_value(v);
+}
+
+static int64_t time_of(const json_t *o)
+{
+	const json_t *v = json_object_get(o, "time");
+	int64_t t = 0;
+
+	assert_true(json_is_string(v));
+	assert_int_equal(audit_time_parse_ns(json_string_value(v), json_string_length(v), &t), 0);
+	return t;
+}
+
+struct collect {
+	size_t n;
+	struct lines *file;   /* when set, every line passed must be the file's line n */
+	uint64_t *seqs;       /* when set, the seqs passed, in order */
+	int stop_after;       /* return 7 after this many calls (0: never) */
+};
+
+static int collect_fn(void *ctx, const json_t *rec, const char *line, size_t len)
+{
+	struct collect *c = ctx;
+
+	assert_int_equal(strlen(line), len);
+	if (c->file) {
+		assert_true(c->n < c->file->n);
+		assert_string_equal(line, c->file->v[int_of(rec, "seq")]);
+	}
+	if (c->seqs)
+		c->seqs[c->n] = (uint64_t)int_of(rec, "seq");
+	c->n++;
+	return c->stop_after && (int)c->n == c->stop_after ? 7 : 0;
+}
+
+/* ---- Canonical form ------------------------------------------------------------------------ */
+
+/* Key order (bytewise, "seq" and "time" in their places among the record's own keys), no
+ * whitespace, ASCII only with \uXXXX escapes (uppercase, surrogate pairs), nested objects
+ * sorted too: checked against literal lines. */
+static void test_canonical(void **state)
+{
+	struct fx *f = *state;
+	struct audit_log *log = open_log(f->dir, NULL);
+	struct lines l;
+	json_t *o = json_object(), *nested = json_object(), *arr = json_array(), *got;
+	int64_t before, after, t;
+	char *want;
+	const char *ts;
+
+	/* Inserted out of order on purpose. */
+	json_object_set_new(o, "user", json_string("alice"));
+	json_object_set_new(o, "tim", json_integer(1));         /* sorts before "time" */
+	json_object_set_new(o, "seqs", json_integer(2));        /* after "seq" */
+	json_object_set_new(o, "sep", json_integer(3));         /* before "seq" */
+	json_object_set_new(o, "Zone", json_true());            /* uppercase before lowercase */
+	json_object_set_new(o, "\xc3\xa9t\xc3\xa9", json_null()); /* non-ASCII key: last */
+	json_object_set_new(o, "path",
+			    json_string("/a b/\xc3\xa9t\xc3\xa9 \xf0\x9f\x98\x80\t\"q\"\\/\x7f"));
+	json_object_set_new(nested, "b", json_integer(1));
+	json_object_set_new(nested, "a", json_integer(-2));
+	json_object_set_new(o, "grant", nested);
+	json_array_append_new(arr, json_integer(9223372036854775807LL));
+	json_array_append_new(arr, json_real(0.5));
+	json_array_append_new(arr, json_false());
+	json_array_append_new(arr, json_string(""));
+	json_array_append_new(arr, json_object());
+	json_object_set_new(o, "list", arr);
+	json_object_set_new(o, "event", json_string("open"));
+	json_object_set_new(o, "bad", audit_string("x\xffy"));
+
+	before = now_realtime_ns();
+	assert_int_equal(append_ok(log, o), 0);
+	after = now_realtime_ns();
+	/* The second record: the smallest one there is. */
+	assert_int_equal(append_ok(log, json_object()), 1);
+	audit_close(log);
+
+	lines_read(f->path, &l);
+	assert_int_equal(l.n, 2);
+	assert_int_equal(l.tail, 0);
+	got = parse(l.v[0]);
+	t = time_of(got);
+	assert_true(t >= before && t <= after);
+	ts = json_string_value(json_object_get(got, "time"));
+	assert_int_equal(strlen(ts), AUDIT_TIME_LEN);
+	want = tu_fmt("{\"Zone\":true,\"bad\":\"x\\\\xffy\",\"event\":\"open\","
+		      "\"grant\":{\"a\":-2,\"b\":1},"
+		      "\"list\":[9223372036854775807,0.5,false,\"\",{}],"
+		      "\"path\":\"/a b/\\u00E9t\\u00E9 \\uD83D\\uDE00\\t\\\"q\\\"\\\\/\x7f\","
+		      "\"sep\":3,\"seq\":0,\"seqs\":2,\"tim\":1,\"time\":\"%s\",\"user\":\"alice\","
+		      "\"\\u00E9t\\u00E9\":null}", ts);
+	assert_string_equal(l.v[0], want);
+	free(want);
+	json_decref(got);
+
+	got = parse(l.v[1]);
+	want = tu_fmt("{\"seq\":1,\"time\":\"%s\"}",
+		      json_string_value(json_object_get(got, "time")));
+	assert_string_equal(l.v[1], want);
+	free(want);
+	json_decref(got);
+
+	/* Plain ASCII throughout. */
+	for (size_t i = 0; i < l.len; i++)
+		assert_true(l.raw[i] == '\n' || (l.raw[i] >= 0x20 && l.raw[i] <= 0x7f));
+	lines_free(&l);
+}
+
+/* The directory is made 0700 and the log 0600; a missing parent, a symlink or a directory in the
+ * log's place is refused. */
+static void test_open_creates(void **state)
+{
+	struct fx *f = *state;
+	struct audit_log *log = NULL;
+	mode_t old = umask(0);
+	struct stat st;
+	char *p;
+
+	log = open_log(f->dir, NULL);
+	umask(old);
+	assert_int_equal(audit_count(log), 0);
+	assert_false(audit_failed(log));
+	assert_int_equal(stat(f->dir, &st), 0);
+	assert_int_equal(st.st_mode & 07777, 0700);
+	assert_int_equal(stat(f->path, &st), 0);
+	assert_int_equal(st.st_mode & 07777, 0600);
+	assert_int_equal(st.st_size, 0);
+	audit_close(log);
+	audit_close(NULL);
+
+	p = tu_fmt("%s/no/such/parent", f->root);
+	log = NULL;
+	assert_int_equal(audit_open(p, NULL, &log), -ENOENT);
+	assert_null(log);
+	assert_non_null(strstr(err_detail(), p));
+	free(p);
+
+	/* audit.log as a symlink to a valid log elsewhere. */
+	p = tu_fmt("%s/elsewhere", f->root);
+	tu_write_file(p, L(0), strlen(L(0)));
+	assert_int_equal(unlink(f->path), 0);
+	assert_int_equal(symlink(p, f->path), 0);
+	assert_int_equal(audit_open(f->dir, NULL, &log), -ELOOP);
+	assert_int_equal(unlink(f->path), 0);
+	free(p);
+
+	assert_int_equal(mkdir(f->path, 0700), 0);
+	assert_true(audit_open(f->dir, NULL, &log) < 0);
+	assert_null(log);
+}
+
+/* seq goes on from where the file ends, across close and reopen. */
+static void test_seq_reopen(void **state)
+{
+	struct fx *f = *state;
+	struct audit_log *log = open_log(f->dir, NULL);
+	uint64_t torn = 99;
+	struct lines l;
+
+	for (uint64_t i = 0; i < 3; i++)
+		assert_int_equal(append_ok(log, ev("open", "d", "u", 1)), i);
+	assert_int_equal(audit_count(log), 3);
+	audit_close(log);
+
+	log = open_log(f->dir, &torn);
+	assert_int_equal(torn, 0);
+	assert_int_equal(audit_count(log), 3);
+	assert_int_equal(append_ok(log, ev("close", "d", "u", 1)), 3);
+	audit_close(log);
+	log = open_log(f->dir, NULL);
+	assert_int_equal(audit_count(log), 4);
+	assert_int_equal(append_ok(log, ev("close", "d", "u", 1)), 4);
+	audit_close(log);
+
+	lines_read(f->path, &l);
+	assert_int_equal(l.n, 5);
+	for (size_t i = 0; i < l.n; i++) {
+		json_t *j = parse(l.v[i]);
+
+		assert_int_equal(int_of(j, "seq"), i);
+		json_decref(j);
+	}
+	lines_free(&l);
+}
+
+/* A final line without '\n' is cut at open and its length reported; appends go on after the
+ * last complete line. */
+static void test_torn_tail(void **state)
+{
+	static const char *const tails[] = {
+		"{\"event\":\"op",                          /* a prefix of a record */
+		"{\"event\":\"x\",\"seq\":2," T0 "}",       /* all but the '\n' */
+		"\0\0\0\0\0\0\0\0",                         /* a size extended, data never written */
+		"{",
+	};
+	static const size_t tail_len[] = { 12, 0, 8, 1 };
+	struct fx *f = *state;
+
+	assert_int_equal(mkdir(f->dir, 0700), 0);
+	for (size_t i = 0; i < ARRAY_SIZE(tails); i++) {
+		const char *good = L(0) L(1);
+		size_t tl = tail_len[i] ? tail_len[i] : strlen(tails[i]);
+		uint8_t *content = malloc(strlen(good) + tl);
+		struct audit_log *log;
+		uint64_t torn = 0;
+		struct lines l;
+
+		memcpy(content, good, strlen(good));
+		memcpy(content + strlen(good), tails[i], tl);
+		tu_write_file(f->path, content, strlen(good) + tl);
+		free(content);
+
+		log = open_log(f->dir, &torn);
+		assert_int_equal(torn, tl);
+		assert_int_equal(file_size(f->path), strlen(good));
+		assert_int_equal(audit_count(log), 2);
+		assert_int_equal(append_ok(log, ev("open", NULL, NULL, -1)), 2);
+		audit_close(log);
+
+		lines_read(f->path, &l);
+		assert_int_equal(l.n, 3);
+		assert_int_equal(l.tail, 0);
+		assert_string_equal(l.v[0], "{\"event\":\"x\",\"seq\":0," T0 "}");
+		lines_free(&l);
+		assert_int_equal(unlink(f->path), 0);
+	}
+
+	/* A torn first line: the log is empty afterwards. */
+	tu_write_file(f->path, "{\"ev", 4);
+	{
+		uint64_t torn = 0;
+		struct audit_log *log = open_log(f->dir, &torn);
+
+		assert_int_equal(torn, 4);
+		assert_int_equal(audit_count(log), 0);
+		assert_int_equal(file_size(f->path), 0);
+		audit_close(log);
+	}
+}
+
+/* Logs that are damaged somewhere other than a torn tail. */
+struct damage {
+	const char *name;
+	const char *content;
+	size_t len;          /* 0: strlen(content) */
+	unsigned line;       /* the line err_detail() must name */
+};
+
+#define NUL_LINE "{\"p\":\"a\0b\",\"seq\":0," T0 "}\n"
+
+static const struct damage damages[] = {
+	{ "bad JSON", L(0) "{\"event\":\"x\",\"seq\":1," T0 "\n", 0, 2 },
+	{ "seq gap", L(0) L(2), 0, 2 },
+	{ "duplicate seq", L(0) L(1) L(1), 0, 3 },
+	{ "first seq not 0", L(1) L(2), 0, 1 },
+	{ "seq goes back", L(0) L(1) L(0), 0, 3 },
+	{ "array", L(0) "[1,2]\n", 0, 2 },
+	{ "string", L(0) "\"s\"\n", 0, 2 },
+	{ "number", "42\n", 0, 1 },
+	{ "empty line", L(0) "\n", 0, 2 },
+	{ "seq as string", "{\"seq\":\"0\"," T0 "}\n", 0, 1 },
+	{ "seq as real", "{\"seq\":0.0," T0 "}\n", 0, 1 },
+	{ "negative seq", "{\"seq\":-1," T0 "}\n", 0, 1 },
+	{ "no seq", "{" T0 "}\n", 0, 1 },
+	{ "no time", "{\"seq\":0}\n", 0, 1 },
+	{ "time not a string", "{\"seq\":0,\"time\":5}\n", 0, 1 },
+	{ "time not a date", "{\"seq\":0,\"time\":\"2026-02-29T00:00:00.000000000Z\"}\n", 0, 1 },
+	{ "time without fraction", "{\"seq\":0,\"time\":\"2026-11-21T09:00:00Z\"}\n", 0, 1 },
+	{ "duplicate key", "{\"seq\":0,\"seq\":0," T0 "}\n", 0, 1 },
+	{ "raw UTF-8", "{\"p\":\"\xc3\xa9\",\"seq\":0," T0 "}\n", 0, 1 },
+	{ "raw tab", "{\"p\":\"a\tb\",\"seq\":0," T0 "}\n", 0, 1 },
+	{ "CR before LF", L(0) "{\"seq\":1," T0 "}\r\n", 0, 2 },
+	{ "NUL in a line", NUL_LINE, sizeof(NUL_LINE) - 1, 1 },
+	{ "garbage after the object", "{\"seq\":0," T0 "}x\n", 0, 1 },
+	/* A bad line is not a torn tail, and the torn tail after it is not cut either. */
+	{ "bad line before a torn tail", L(0) "xx\n{\"seq\":2", 0, 2 },
+};
+
+static void expect_damaged(struct fx *f, const void *content, size_t len, unsigned line)
+{
+	struct audit_log *log = NULL;
+	uint64_t torn = 12345;
+	char want[64];
+	uint8_t *after;
+	size_t after_len;
+
+	tu_write_file(f->path, content, len);
+	snprintf(want, sizeof(want), "line %u (", line);
+	assert_int_equal(audit_open(f->dir, &torn, &log), -EBADMSG);
+	assert_null(log);
+	assert_int_equal(torn, 12345);
+	if (!strstr(err_detail(), want))
+		fprintf(stderr, "detail \"%s\" does not name %s\n", err_detail(), want);
+	assert_non_null(strstr(err_detail(), want));
+	after = tu_read_file(f->path, &after_len);
+	assert_int_equal(after_len, len);
+	assert_memory_equal(after, content, len);
+	free(after);
+	/* The reader refuses it the same way. */
+	err_clear();
+	assert_int_equal(audit_foreach(f->dir, NULL, collect_fn, &(struct collect){ 0 }),
+			 -EBADMSG);
+	assert_non_null(strstr(err_detail(), want));
+}
+
+static void test_damaged(void **state)
+{
+	struct fx *f = *state;
+	/* Line 2 of big is [start, end): AUDIT_RECORD_MAX bytes, one too many with its '\n'. */
+	size_t start = strlen(L(0)), end = start + AUDIT_RECORD_MAX;
+	char *big = malloc(end + 1);
+	struct audit_log *log;
+	int k;
+
+	assert_int_equal(mkdir(f->dir, 0700), 0);
+	for (size_t i = 0; i < ARRAY_SIZE(damages); i++) {
+		const struct damage *d = &damages[i];
+
+		fprintf(stderr, "  damage: %s\n", d->name);
+		expect_damaged(f, d->content, d->len ? d->len : strlen(d->content), d->line);
+	}
+
+	/* Overlong: a well-formed record whose line is one byte over the limit. */
+	memcpy(big, L(0), start);
+	k = snprintf(big + start, end - start, "{\"seq\":1,%s,\"x\":\"", T0);
+	memset(big + start + k, 'a', end - start - (size_t)k);
+	memcpy(big + end - 2, "\"}", 2);
+	big[end] = '\n';
+	expect_damaged(f, big, end + 1, 2);
+	/* The same line without its '\n' at the end of the file: too long for a torn tail, so
+	 * damage too. */
+	expect_damaged(f, big, end, 2);
+	/* One byte shorter, it is a valid record. */
+	memcpy(big + end - 3, "\"}\n", 3);
+	tu_write_file(f->path, big, end);
+	log = open_log(f->dir, NULL);
+	assert_int_equal(audit_count(log), 2);
+	audit_close(log);
+	free(big);
+}
+
+/* What audit_append() refuses leaves the log as it was and usable. */
+static void test_append_refused(void **state)
+{
+	struct fx *f = *state;
+	struct audit_log *log = open_log(f->dir, NULL);
+	json_t *deep = json_object(), *cur = deep, *bad[8];
+	uint64_t seq = 777;
+	size_t nbad = 0;
+
+	assert_int_equal(append_ok(log, ev("open", NULL, NULL, -1)), 0);
+	bad[nbad++] = json_array();
+	bad[nbad++] = json_string("open");
+	bad[nbad++] = json_integer(5);
+	bad[nbad] = ev("open", NULL, NULL, -1);
+	json_object_set_new(bad[nbad++], "seq", json_integer(1));
+	bad[nbad] = ev("open", NULL, NULL, -1);
+	json_object_set_new(bad[nbad++], "time", json_string("2026-11-21T09:00:00.000000000Z"));
+	/* Serializes, but as "\u0000", which no reader takes. */
+	bad[nbad] = ev("open", NULL, NULL, -1);
+	json_object_set_new(bad[nbad++], "path", json_stringn("a\0b", 3));
+	/* Not UTF-8, smuggled past jansson's check. */
+	bad[nbad] = ev("open", NULL, NULL, -1);
+	json_object_set_new(bad[nbad++], "path", json_string_nocheck("a\xff"));
+	/* Deeper than jansson parses (2048), though short. */
+	for (int i = 0; i < 3000; i++) {
+		json_t *n = json_object();
+
+		json_object_set_new(cur, "d", n);
+		cur = n;
+	}
+	bad[nbad++] = deep;
+
+	for (size_t i = 0; i < nbad; i++) {
+		err_clear();
+		assert_int_equal(audit_append(log, bad[i], &seq), -EINVAL);
+		assert_int_equal(seq, 777);
+		assert_true(strlen(err_detail()) > 0);
+		json_decref(bad[i]);
+	}
+	assert_int_equal(audit_append(log, NULL, &seq), -EINVAL);
+	assert_false(audit_failed(log));
+	assert_int_equal(audit_count(log), 1);
+	assert_int_equal(append_ok(log, ev("close", NULL, NULL, -1)), 1);
+	audit_close(log);
+
+	log = open_log(f->dir, NULL);
+	assert_int_equal(audit_count(log), 2);
+	audit_close(log);
+}
+
+/* A record whose line is exactly AUDIT_RECORD_MAX bytes ('\n' counted) is taken and reads back;
+ * one byte more is -EINVAL. */
+static void test_append_max(void **state)
+{
+	struct fx *f = *state;
+	char *d1 = tu_fmt("%s/a", f->root), *d2 = tu_fmt("%s/b", f->root);
+	char *p1 = tu_fmt("%s/%s", d1, AUDIT_LOG_NAME), *p2 = tu_fmt("%s/%s", d2, AUDIT_LOG_NAME);
+	struct audit_log *log = open_log(d1, NULL);
+	json_t *o = ev("open", NULL, NULL, -1);
+	size_t base, pad;
+	char *s;
+	struct lines l;
+
+	json_object_set_new(o, "pad", json_string(""));
+	assert_int_equal(append_ok(log, json_incref(o)), 0);
+	audit_close(log);
+	lines_read(p1, &l);
+	base = strlen(l.v[0]);  /* the line without '\n' at seq 0, pad empty */
+	lines_free(&l);
+
+	/* The time is always 30 characters, so only pad changes the length at seq 0. */
+	pad = AUDIT_RECORD_MAX - 1 - base;
+	s = malloc(pad + 2);
+	memset(s, 'p', pad + 1);
+	s[pad + 1] = '\0';
+	log = open_log(d2, NULL);
+	json_object_set_new(o, "pad", json_string(s));
+	err_clear();
+	assert_int_equal(audit_append(log, o, NULL), -EINVAL);
+	assert_non_null(strstr(err_detail(), "longer"));
+	s[pad] = '\0';
+	json_object_set_new(o, "pad", json_string(s));
+	assert_int_equal(append_ok(log, o), 0);
+	audit_close(log);
+	assert_int_equal(file_size(p2), AUDIT_RECORD_MAX);
+	log = open_log(d2, NULL);
+	assert_int_equal(audit_count(log), 1);
+	audit_close(log);
+	free(s);
+	free(p1);
+	free(p2);
+	free(d1);
+	free(d2);
+}
+
+/* ---- Group commit -------------------------------------------------------------------------- */
+
+#define GC_THREADS 8
+#define GC_EACH 500
+
+struct gc_arg {
+	struct audit_log *log;
+	int thread;
+	unsigned each;
+	uint64_t *seqs;     /* seq of each of this thread's appends */
+	int err;            /* first failure, 0 if none */
+	pthread_barrier_t *start;
+};
+
+static void *gc_worker(void *p)
+{
+	struct gc_arg *a = p;
+
+	pthread_barrier_wait(a->start);
+	for (unsigned j = 0; j < a->each; j++) {
+		/* No cmocka assert off the main thread: a failure is reported through err. */
+		json_t *o = json_pack("{s:s,s:i,s:i}", "event", "gc", "thread", a->thread, "n",
+				      (int)j);
+		int r;
+
+		r = o ? audit_append(a->log, o, &a->seqs[j]) : -ENOMEM;
+		json_decref(o);
+		if (r < 0) {
+			a->err = r;
+			break;
+		}
+	}
+	return NULL;
+}
+
+/* Run `threads` threads of `each` appends at once; returns the first error (0: none). */
+static int gc_run(struct audit_log *log, struct gc_arg *args, unsigned threads, unsigned each)
+{
+	pthread_t tid[GC_THREADS];
+	pthread_barrier_t start;
+	int err = 0;
+
+	assert_true(threads <= GC_THREADS);
+	pthread_barrier_init(&start, NULL, threads);
+	for (unsigned t = 0; t < threads; t++) {
+		args[t] = (struct gc_arg){ .log = log, .thread = (int)t, .each = each,
+					   .seqs = calloc(each, sizeof(uint64_t)), .start = &start };
+		assert_int_equal(pthread_create(&tid[t], NULL, gc_worker, &args[t]), 0);
+	}
+	for (unsigned t = 0; t < threads; t++) {
+		pthread_join(tid[t], NULL);
+		if (args[t].err && !err)
+			err = args[t].err;
+	}
+	pthread_barrier_destroy(&start);
+	return err;
+}
+
+/* 8 threads x 500 appends: every seq 0..3999 once, file order = seq order, each thread's seqs
+ * rising in the order it appended, every line valid. */
+static void test_group_commit(void **state)
+{
+	struct fx *f = *state;
+	struct audit_log *log = open_log(f->dir, NULL);
+	struct gc_arg args[GC_THREADS];
+	uint64_t *owner = calloc(GC_THREADS * GC_EACH, sizeof(uint64_t));
+	struct collect c = { 0 };
+	struct lines l;
+	uint64_t batches;
+
+	assert_int_equal(gc_run(log, args, GC_THREADS, GC_EACH), 0);
+	assert_int_equal(audit_count(log), GC_THREADS * GC_EACH);
+	batches = audit_test_batches(log);
+	assert_true(batches >= 1 && batches <= GC_THREADS * GC_EACH);
+	fprintf(stderr, "  %d appends in %llu batches\n", GC_THREADS * GC_EACH,
+		(unsigned long long)batches);
+	audit_close(log);
+
+	lines_read(f->path, &l);
+	assert_int_equal(l.n, GC_THREADS * GC_EACH);
+	assert_int_equal(l.tail, 0);
+	for (size_t k = 0; k < l.n; k++) {
+		json_t *j = parse(l.v[k]);
+		int64_t t = int_of(j, "thread"), n = int_of(j, "n");
+
+		assert_int_equal(int_of(j, "seq"), k);
+		assert_true(t >= 0 && t < GC_THREADS && n >= 0 && n < GC_EACH);
+		/* The seq the append returned is where its line is. */
+		assert_int_equal(args[t].seqs[n], k);
+		assert_int_equal(owner[k], 0);
+		owner[k] = 1;
+		json_decref(j);
+	}
+	for (int t = 0; t < GC_THREADS; t++) {
+		for (int n = 1; n < GC_EACH; n++)
+			assert_true(args[t].seqs[n] > args[t].seqs[n - 1]);
+		free(args[t].seqs);
+	}
+	/* The reader agrees, across its 64 KiB block boundaries. */
+	assert_true(l.len > 2 * AUDIT_READ_BLOCK);
+	c.file = &l;
+	assert_int_equal(audit_foreach(f->dir, NULL, collect_fn, &c), 0);
+	assert_int_equal(c.n, l.n);
+	lines_free(&l);
+	free(owner);
+}
+
+/* Appends that arrive together share one write and one fdatasync: held until all 8 are queued,
+ * they go out as exactly one batch. */
+static void test_group_commit_one_batch(void **state)
+{
+	struct fx *f = *state;
+	struct audit_log *log = open_log(f->dir, NULL);
+	struct gc_arg args[GC_THREADS];
+	bool seen[GC_THREADS] = { false };
+
+	assert_int_equal(append_ok(log, ev("first", NULL, NULL, -1)), 0);
+	assert_int_equal(audit_test_batches(log), 1);
+	audit_test_hold_batch(log, GC_THREADS);
+	assert_int_equal(gc_run(log, args, GC_THREADS, 1), 0);
+	assert_int_equal(audit_test_batches(log), 2);
+	assert_int_equal(audit_count(log), GC_THREADS + 1);
+	for (int t = 0; t < GC_THREADS; t++) {
+		assert_true(args[t].seqs[0] >= 1 && args[t].seqs[0] <= GC_THREADS);
+		assert_false(seen[args[t].seqs[0] - 1]);
+		seen[args[t].seqs[0] - 1] = true;
+		free(args[t].seqs);
+	}
+	/* Back to one batch per lone append. */
+	assert_int_equal(append_ok(log, ev("last", NULL, NULL, -1)), GC_THREADS + 1);
+	assert_int_equal(audit_test_batches(log), 3);
+	audit_close(log);
+}
+
+/* ---- Failing closed ------------------------------------------------------------------------ */
+
+static void expect_failed(struct audit_log *log, const char *what)
+{
+	json_t *rec = ev("open", NULL, NULL, -1);
+	uint64_t seq = 555;
+
+	err_clear();
+	assert_int_equal(audit_append(log, rec, &seq), -EIO);
+	json_decref(rec);
+	assert_int_equal(seq, 555);
+	assert_true(audit_failed(log));
+	if (what)
+		assert_non_null(strstr(err_detail(), what));
+}
+
+/* A batch whose write or fdatasync fails: its appender gets -EIO, so does every later one, the
+ * file is cut back to the last record boundary, and a reopen carries on from there. */
+static void test_fail_closed(void **state)
+{
+	static const struct {
+		enum audit_fault where;
+		int err;
+		const char *what;
+	} cases[] = {
+		{ AUDIT_FAULT_WRITE, ENOSPC, "write of records 3..3 failed: No space left" },
+		{ AUDIT_FAULT_SYNC, EIO, "fdatasync of records 3..3 failed: Input/output error" },
+	};
+	struct fx *f = *state;
+
+	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+		struct audit_log *log = open_log(f->dir, NULL);
+		uint64_t torn = 9;
+		off_t good;
+		uint8_t *raw;
+		size_t len;
+
+		for (int k = 0; k < 3; k++)
+			append_ok(log, ev("open", NULL, NULL, -1));
+		good = file_size(f->path);
+		audit_test_fail_next(log, cases[i].where, cases[i].err);
+		expect_failed(log, cases[i].what);
+		assert_non_null(strstr(err_detail(), "cut back"));
+		/* Every later append is refused with the same story, and nothing reaches the file. */
+		expect_failed(log, cases[i].what);
+		expect_failed(log, NULL);
+		assert_int_equal(audit_count(log), 3);
+		assert_int_equal(file_size(f->path), good);
+		raw = tu_read_file(f->path, &len);
+		assert_int_equal(raw[len - 1], '\n');
+		free(raw);
+		audit_close(log);
+
+		log = open_log(f->dir, &torn);
+		assert_int_equal(torn, 0);
+		assert_int_equal(audit_count(log), 3);
+		assert_false(audit_failed(log));
+		audit_close(log);
+		assert_int_equal(unlink(f->path), 0);
+	}
+}
+
+/* A failing batch of several appends fails all of them; when the cut back fails too, the file
+ * keeps the batch's complete lines (over-reporting refused events, never losing acknowledged
+ * ones) and its torn last line, which the next open cuts. */
+static void test_fail_batch_no_truncate(void **state)
+{
+	struct fx *f = *state;
+	struct audit_log *log = open_log(f->dir, NULL);
+	struct gc_arg args[GC_THREADS];
+	uint64_t torn = 0;
+	off_t good, failed_size;
+	struct lines l;
+
+	for (int k = 0; k < 2; k++)
+		append_ok(log, ev("open", NULL, NULL, -1));
+	good = file_size(f->path);
+	audit_test_fail_next(log, AUDIT_FAULT_WRITE_NO_TRUNCATE, EDQUOT);
+	audit_test_hold_batch(log, 3);
+	assert_int_equal(gc_run(log, args, 3, 1), -EIO);
+	for (int t = 0; t < 3; t++) {
+		assert_int_equal(args[t].err, -EIO);
+		free(args[t].seqs);
+	}
+	expect_failed(log, "records 2..4 failed");
+	assert_non_null(strstr(err_detail(), "failed too"));
+	assert_int_equal(audit_count(log), 2);
+	failed_size = file_size(f->path);
+	assert_true(failed_size > good);
+	audit_close(log);
+
+	lines_read(f->path, &l);
+	assert_int_equal(l.n, 4);
+	assert_true(l.tail > 0);
+	log = open_log(f->dir, &torn);
+	assert_int_equal(torn, l.tail);
+	assert_int_equal(audit_count(log), 4);
+	assert_int_equal(file_size(f->path), failed_size - (off_t)l.tail);
+	assert_int_equal(append_ok(log, ev("open", NULL, NULL, -1)), 4);
+	audit_close(log);
+	lines_free(&l);
+}
+
+/* ---- audit_string -------------------------------------------------------------------------- */
+
+static void expect_str(const char *in, const char *want)
+{
+	json_t *j = audit_string(in);
+
+	assert_non_null(j);
+	assert_true(json_is_string(j));
+	if (strcmp(json_string_value(j), want) != 0)
+		fprintf(stderr, "audit_string: got \"%s\", want \"%s\"\n", json_string_value(j), want);
+	assert_string_equal(json_string_value(j), want);
+	json_decref(j);
+}
+
+static void test_audit_string(void **state)
+{
+	static const char *const valid[] = {
+		"",
+		"plain ASCII, with \\ and \" and \t",
+		"\x7f\x01",                             /* controls are valid UTF-8 */
+		"\xc2\x80 \xc3\xa9 \xdf\xbf",           /* 2 bytes: U+0080, U+00E9, U+07FF */
+		"\xe0\xa0\x80 \xe2\x82\xac \xed\x9f\xbf \xee\x80\x80 \xef\xbf\xbf", /* 3 bytes */
+		"\xf0\x90\x80\x80 \xf0\x9f\x98\x80 \xf4\x8f\xbf\xbf", /* 4 bytes, up to U+10FFFF */
+		"a\\xffb",                              /* looks like an escape, is not one */
+	};
+	static const struct {
+		const char *in, *want;
+	} invalid[] = {
+		/* overlong forms */
+		{ "\xc0\xaf", "\\xc0\\xaf" },
+		{ "\xc1\xbf", "\\xc1\\xbf" },
+		{ "\xe0\x80\xaf", "\\xe0\\x80\\xaf" },
+		{ "\xe0\x9f\xbf", "\\xe0\\x9f\\xbf" },
+		{ "\xf0\x80\x80\xaf", "\\xf0\\x80\\x80\\xaf" },
+		{ "\xf0\x8f\xbf\xbf", "\\xf0\\x8f\\xbf\\xbf" },
+		/* UTF-16 surrogates, alone and as a pair */
+		{ "\xed\xa0\x80", "\\xed\\xa0\\x80" },
+		{ "\xed\xbf\xbf", "\\xed\\xbf\\xbf" },
+		{ "\xed\xa0\xbd\xed\xb8\x80", "\\xed\\xa0\\xbd\\xed\\xb8\\x80" },
+		/* above U+10FFFF, and bytes that never occur */
+		{ "\xf4\x90\x80\x80", "\\xf4\\x90\\x80\\x80" },
+		{ "\xf5\x80\x80\x80", "\\xf5\\x80\\x80\\x80" },
+		{ "\xf8\x88\x80\x80\x80", "\\xf8\\x88\\x80\\x80\\x80" },
+		{ "\xfe\xff", "\\xfe\\xff" },
+		/* truncated sequences, at the end and followed by more text */
+		{ "\xc3", "\\xc3" },
+		{ "a\xe2\x82", "a\\xe2\\x82" },
+		{ "\xe2\x82z", "\\xe2\\x82z" },
+		{ "\xf0\x9f\x98", "\\xf0\\x9f\\x98" },
+		{ "\xf0\x9f\x98\xc3\xa9", "\\xf0\\x9f\\x98\xc3\xa9" },
+		/* lone continuation bytes */
+		{ "\x80", "\\x80" },
+		{ "x\xbf\xbfy", "x\\xbf\\xbfy" },
+		/* valid text around an invalid byte passes unchanged */
+		{ "ok\xff\xc3\xa9\xe2\x82\xac.", "ok\\xff\xc3\xa9\xe2\x82\xac." },
+	};
+	json_t *j, *rec;
+	struct fx *f = *state;
+	struct audit_log *log;
+	struct lines l;
+
+	for (size_t i = 0; i < ARRAY_SIZE(valid); i++)
+		expect_str(valid[i], valid[i]);
+	for (size_t i = 0; i < ARRAY_SIZE(invalid); i++)
+		expect_str(invalid[i].in, invalid[i].want);
+	j = audit_string(NULL);
+	assert_true(json_is_null(j));
+	json_decref(j);
+
+	/* In a record, the result is plain ASCII on disk and reads back as the escaped text. */
+	log = open_log(f->dir, NULL);
+	rec = ev("open", NULL, NULL, -1);
+	json_object_set_new(rec, "path", audit_string("/\xff\xc3\xa9"));
+	append_ok(log, rec);
+	audit_close(log);
+	lines_read(f->path, &l);
+	assert_non_null(strstr(l.v[0], "\"path\":\"/\\\\xff\\u00E9\""));
+	j = parse(l.v[0]);
+	assert_string_equal(json_string_value(json_object_get(j, "path")), "/\\xff\xc3\xa9");
+	json_decref(j);
+	lines_free(&l);
+}
+
+/* ---- Time ---------------------------------------------------------------------------------- */
+
+static void test_time_parse(void **state)
+{
+	static const int64_t values[] = {
+		0, 1, -1, 999999999, 1000000000, -1000000000, -1000000001,
+		951782400123456789LL,   /* 2000-02-29, a leap day of a century year */
+		4107542400000000000LL,  /* 2100-03-01, after 2100-02-28 (not a leap year) */
+		1795251600000000000LL, INT64_MAX, INT64_MIN,
+	};
+	static const char *const bad[] = {
+		"2026-02-29T00:00:00.000000000Z", "2100-02-29T00:00:00.000000000Z",
+		"2026-00-10T00:00:00.000000000Z", "2026-13-10T00:00:00.000000000Z",
+		"2026-04-31T00:00:00.000000000Z", "2026-01-00T00:00:00.000000000Z",
+		"2026-01-32T00:00:00.000000000Z", "2026-01-01T24:00:00.000000000Z",
+		"2026-01-01T00:60:00.000000000Z", "2026-01-01T00:00:60.000000000Z",
+		"2026-01-01t00:00:00.000000000Z", "2026-01-01T00:00:00.000000000z",
+		"2026-01-01 00:00:00.000000000Z", "2026-01-01T00:00:00,000000000Z",
+		"2026-01-01T00:00:00.00000000Z", "2026-01-01T00:00:00.0000000000Z",
+		"2026-01-01T00:00:00.000000000+00:00", "2026-01-01T00:00:00Z",
+		"+026-01-01T00:00:00.000000000Z", "2026-1-01T00:00:00.000000000Z0",
+		"2026-01-01T00:00:00.000000000ZZ", "2026-01-01T00:00:00.00000000aZ", "",
+	};
+	int64_t got;
+
+	(void)state;
+	for (size_t i = 0; i < ARRAY_SIZE(values); i++) {
+		char s[TIME_TEXT_MAX];
+
+		time_format_ns(values[i], s);
+		got = 0;
+		assert_int_equal(audit_time_parse_ns(s, strlen(s), &got), 0);
+		assert_int_equal(got, values[i]);
+	}
+	/* Against the C library, every day of the years around three centuries' leap rules. */
+	for (int y = 1890; y <= 2110; y++) {
+		for (int day = 0; day < 366; day++) {
+			struct tm tm = { .tm_year = y - 1900, .tm_mon = 0, .tm_mday = 1 + day,
+					 .tm_hour = 13, .tm_min = 7, .tm_sec = 59 };
+			char s[64];
+			time_t tt = timegm(&tm);
+
+			if (tm.tm_year != y - 1900)
+				break;
+			snprintf(s, sizeof(s), "%04d-%02d-%02dT13:07:59.000000042Z", y,
+				 tm.tm_mon + 1, tm.tm_mday);
+			assert_int_equal(audit_time_parse_ns(s, strlen(s), &got), 0);
+			assert_int_equal(got, (int64_t)tt * 1000000000 + 42);
+		}
+	}
+	for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+		got = 12;
+		if (audit_time_parse_ns(bad[i], strlen(bad[i]), &got) != -EINVAL)
+			fprintf(stderr, "accepted %s\n", bad[i]);
+		assert_int_equal(audit_time_parse_ns(bad[i], strlen(bad[i]), &got), -EINVAL);
+		assert_int_equal(got, 12);
+	}
+	/* Valid dates that int64 nanoseconds do not reach. */
+	assert_int_equal(audit_time_parse_ns("2262-04-11T23:47:16.854775808Z", 30, &got), -ERANGE);
+	assert_int_equal(audit_time_parse_ns("1677-09-21T00:12:43.145224191Z", 30, &got), -ERANGE);
+	assert_int_equal(audit_time_parse_ns("9999-12-31T23:59:59.999999999Z", 30, &got), -ERANGE);
+	assert_int_equal(audit_time_parse_ns("0000-01-01T00:00:00.000000000Z", 30, &got), -ERANGE);
+	/* Length is given, not found by strlen. */
+	assert_int_equal(audit_time_parse_ns("1970-01-01T00:00:00.000000001Zjunk", 30, &got), 0);
+	assert_int_equal(got, 1);
+}
+
+/* ---- audit_foreach ------------------------------------------------------------------------- */
+
+struct rec_spec {
+	const char *event, *dataset, *user;
+	json_int_t uid;
+};
+
+static const struct rec_spec specs[] = {
+	{ "daemon_start", NULL, NULL, 0 },
+	{ "open", "cohort", "alice", 1000 },
+	{ "open", "cohort", "bob", 1001 },
+	{ "close", "cohort", "alice", 1000 },
+	{ "open", "trial", "alice", 1000 },
+	{ "import", "trial", "steward", 2000 },
+	{ "grant", NULL, "steward", 2000 },
+	{ "open", "trial", NULL, 1000 },         /* uid only */
+	{ "open", "cohort", "1000", 4242 },      /* a name that is digits */
+	{ "integrity", "cohort2", "bob", 1001 }, /* a dataset name with "cohort" as prefix */
+	{ "daemon_stop", NULL, NULL, 0 },
+};
+
+/* A user filter that is all decimal digits also names a uid. */
+static bool uid_is(const char *s, long long *ret)
+{
+	char *end;
+
+	if (strspn(s, "0123456789") != strlen(s) || !*s)
+		return false;
+	errno = 0;
+	*ret = strtoll(s, &end, 10);
+	return errno == 0 && *end == '\0';
+}
+
+/* The seqs of the records in specs that a filter must pass on, by a plain scan. */
+static size_t expected(const struct audit_filter *flt, const int64_t *times, uint64_t *out)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < ARRAY_SIZE(specs); i++) {
+		const struct rec_spec *s = &specs[i];
+		long long uid;
+
+		if (flt->dataset && (!s->dataset || strcmp(flt->dataset, s->dataset) != 0))
+			continue;
+		if (flt->event && strcmp(flt->event, s->event) != 0)
+			continue;
+		if (flt->user && !(s->user && strcmp(flt->user, s->user) == 0) &&
+		    !(uid_is(flt->user, &uid) && uid == s->uid))
+			continue;
+		if (flt->since_ns && times[i] < flt->since_ns)
+			continue;
+		if (flt->until_ns && times[i] >= flt->until_ns)
+			continue;
+		out[n++] = i;
+	}
+	return n;
+}
+
+static void expect_filter(const char *dir, const struct audit_filter *flt, const int64_t *times,
+			  size_t want_n)
+{
+	uint64_t want[ARRAY_SIZE(specs)], got[ARRAY_SIZE(specs)];
+	struct collect c = { .seqs = got };
+	size_t n = expected(flt, times, want);
+
+	assert_int_equal(audit_foreach(dir, flt, collect_fn, &c), 0);
+	assert_int_equal(c.n, n);
+	if (want_n != SIZE_MAX)
+		assert_int_equal(n, want_n);
+	for (size_t i = 0; i < n; i++)
+		assert_int_equal(got[i], want[i]);
+}
+
+static void test_foreach_filters(void **state)
+{
+	struct fx *f = *state;
+	struct audit_log *log = open_log(f->dir, NULL);
+	int64_t times[ARRAY_SIZE(specs)];
+	struct collect c = { 0 };
+	struct lines l;
+	char *missing;
+
+	for (size_t i = 0; i < ARRAY_SIZE(specs); i++) {
+		const struct rec_spec *s = &specs[i];
+
+		append_ok(log, ev(s->event, s->dataset, s->user, s->uid));
+	}
+	/* The writer stays open: the reader needs neither it nor its lock. */
+	lines_read(f->path, &l);
+	for (size_t i = 0; i < l.n; i++) {
+		json_t *j = parse(l.v[i]);
+
+		times[i] = time_of(j);
+		json_decref(j);
+	}
+
+	c.file = &l;
+	assert_int_equal(audit_foreach(f->dir, NULL, collect_fn, &c), 0);
+	assert_int_equal(c.n, ARRAY_SIZE(specs));
+	c.n = 0;
+	assert_int_equal(audit_foreach(f->dir, &(struct audit_filter){ 0 }, collect_fn, &c), 0);
+	assert_int_equal(c.n, ARRAY_SIZE(specs));
+
+	expect_filter(f->dir, &(struct audit_filter){ .dataset = "cohort" }, times, 4);
+	expect_filter(f->dir, &(struct audit_filter){ .dataset = "cohort2" }, times, 1);
+	expect_filter(f->dir, &(struct audit_filter){ .dataset = "nope" }, times, 0);
+	expect_filter(f->dir, &(struct audit_filter){ .event = "open" }, times, 5);
+	expect_filter(f->dir, &(struct audit_filter){ .event = "daemon_start" }, times, 1);
+	expect_filter(f->dir, &(struct audit_filter){ .user = "alice" }, times, 3);
+	/* By uid: alice's records and the one with her uid only; and the user named "1000". */
+	expect_filter(f->dir, &(struct audit_filter){ .user = "1000" }, times, 5);
+	expect_filter(f->dir, &(struct audit_filter){ .user = "2000" }, times, 2);
+	expect_filter(f->dir, &(struct audit_filter){ .user = "01001" }, times, 2);
+	expect_filter(f->dir, &(struct audit_filter){ .user = "-1000" }, times, 0);
+	expect_filter(f->dir, &(struct audit_filter){ .user = "99999999999999999999999" }, times,
+		      0);
+	expect_filter(f->dir,
+		      &(struct audit_filter){ .dataset = "cohort", .user = "alice", .event = "open" },
+		      times, 1);
+	/* Time ranges: since is inclusive, until exclusive. */
+	expect_filter(f->dir, &(struct audit_filter){ .since_ns = times[3] }, times, SIZE_MAX);
+	expect_filter(f->dir, &(struct audit_filter){ .until_ns = times[3] }, times, SIZE_MAX);
+	expect_filter(f->dir, &(struct audit_filter){ .since_ns = times[2], .until_ns = times[5] },
+		      times, SIZE_MAX);
+	expect_filter(f->dir, &(struct audit_filter){ .since_ns = times[10] + 1 }, times, 0);
+	expect_filter(f->dir, &(struct audit_filter){ .until_ns = times[0] }, times, 0);
+	expect_filter(f->dir,
+		      &(struct audit_filter){ .since_ns = times[1], .until_ns = times[9] + 1,
+					      .event = "open", .user = "1000" },
+		      times, SIZE_MAX);
+
+	/* A non-zero return stops the walk and is passed back. */
+	c = (struct collect){ .stop_after = 3 };
+	assert_int_equal(audit_foreach(f->dir, NULL, collect_fn, &c), 7);
+	assert_int_equal(c.n, 3);
+
+	missing = tu_fmt("%s/missing", f->root);
+	assert_int_equal(audit_foreach(missing, NULL, collect_fn, &c), -ENOENT);
+	assert_non_null(strstr(err_detail(), missing));
+	free(missing);
+	audit_close(log);
+	lines_free(&l);
+}
+
+/* A reader skips the final line another writer is still writing, and sees it once complete. */
+static void test_foreach_partial_tail(void **state)
+{
+	struct fx *f = *state;
+	struct audit_log *log = open_log(f->dir, NULL);
+	const char *line = "{\"event\":\"late\",\"seq\":3," T0 "}\n";
+	struct collect c = { 0 };
+	off_t base;
+	int fd;
+
+	for (int i = 0; i < 3; i++)
+		append_ok(log, ev("open", NULL, NULL, -1));
+	base = file_size(f->path);
+	/* A second descriptor, as a writer in another process would have. */
+	fd = open(f->path, O_WRONLY | O_APPEND | O_CLOEXEC);
+	assert_true(fd >= 0);
+	for (size_t cut = 1; cut < strlen(line); cut += 7) {
+		assert_int_equal(ftruncate(fd, base), 0);
+		assert_int_equal(write(fd, line, cut), (ssize_t)cut);
+		c.n = 0;
+		assert_int_equal(audit_foreach(f->dir, NULL, collect_fn, &c), 0);
+		assert_int_equal(c.n, 3);
+	}
+	assert_int_equal(ftruncate(fd, base), 0);
+	assert_int_equal(write(fd, line, strlen(line)), (ssize_t)strlen(line));
+	c.n = 0;
+	assert_int_equal(audit_foreach(f->dir, &(struct audit_filter){ .event = "late" },
+				       collect_fn, &c), 0);
+	assert_int_equal(c.n, 1);
+	close(fd);
+	audit_close(log);
+}
+
+/* One writer per log: a second audit_open() of the same directory is -EBUSY until the first
+ * closes. */
+static void test_busy(void **state)
+{
+	struct fx *f = *state;
+	struct audit_log *log = open_log(f->dir, NULL), *second = NULL;
+
+	append_ok(log, ev("open", NULL, NULL, -1));
+	err_clear();
+	assert_int_equal(audit_open(f->dir, NULL, &second), -EBUSY);
+	assert_null(second);
+	assert_non_null(strstr(err_detail(), f->path));
+	/* The first is unaffected. */
+	assert_int_equal(append_ok(log, ev("open", NULL, NULL, -1)), 1);
+	audit_close(log);
+	second = open_log(f->dir, NULL);
+	assert_int_equal(audit_count(second), 2);
+	audit_close(second);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_canonical, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_open_creates, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_seq_reopen, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_torn_tail, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_damaged, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_append_refused, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_append_max, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_group_commit, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_group_commit_one_batch, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_fail_closed, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_fail_batch_no_truncate, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_audit_string, fx_setup, fx_teardown),
+		cmocka_unit_test(test_time_parse),
+		cmocka_unit_test_setup_teardown(test_foreach_filters, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_foreach_partial_tail, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_busy, fx_setup, fx_teardown),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
