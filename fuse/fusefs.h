@@ -1,0 +1,63 @@
+/* fusefs: the read-only POSIX view of a store, served with the libfuse low-level API.
+ *
+ * (The module's prefix is fusefs_, not fuse_, because libfuse owns the fuse_ namespace.)
+ *
+ * Layout under the mount point:
+ *   /<dataset>/            one directory per dataset the caller may read some version of
+ *   /<dataset>/latest      symlink to the newest committed version's directory name ("3")
+ *   /<dataset>/<version>/  the version's tree, as imported
+ * Everything is read-only; the kernel checks permission bits (default_permissions) and
+ * allow_other lets every user reach the mount; the grant is decided by the daemon's callback at
+ * every open, and at lookup/getattr/readdir of the dataset and version levels, so that a caller
+ * without a grant neither opens (EACCES), nor sees (readdir), nor stats (ENOENT) a dataset.
+ * Entries at those two levels are never cached by the kernel (timeouts 0) because the kernel's
+ * dentry cache is shared by all users; entries inside a version may be cached (versions never
+ * change). Opens are always sent to the daemon (no zero-message opens). Every open, allowed or
+ * denied, every release (with bytes read) and every authentication failure is appended to the
+ * audit log before the call returns; if the log cannot be written the open fails (EACCES) and
+ * a read that failed authentication still returns EIO.
+ *
+ * Contract: functions that act return 0 on success and -errno on failure; err_detail() says why.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "audit/audit.h"
+#include "policy/policy.h"
+#include "store/store.h"
+
+/* The daemon's decision for one open or lookup: it owns the grants (and their lock). version is a
+ * committed version, or POLICY_ALL_VERSIONS for "may this subject see the dataset at all". Must be
+ * safe to call from many threads at once. */
+typedef struct policy_decision (*fusefs_decide_fn)(void *ctx, const struct policy_subject *who,
+						   uint64_t dataset_id, uint32_t version);
+
+struct fusefs_options {
+	const char *mountpoint;   /* an existing directory */
+	unsigned max_threads;     /* worker threads at most; 0: libfuse's default */
+	bool debug;               /* libfuse debug output on stderr */
+};
+
+struct fusefs;
+
+/* Prepare a session. st and log are borrowed and must outlive the fusefs. */
+int fusefs_new(struct store *st, struct audit_log *log, fusefs_decide_fn decide, void *decide_ctx,
+	       const struct fusefs_options *opts, struct fusefs **ret_fs);
+/* Mount. A stale FUSE mount left at the mount point by a daemon that was killed (ENOTCONN) is
+ * detached first, so a restart after kill -9 needs no manual repair. -EBUSY something else is
+ * mounted there; -ENOTDIR / -ENOENT bad mount point. */
+int fusefs_mount(struct fusefs *fs);
+/* Serve requests with a pool of worker threads until fusefs_stop() or an external unmount.
+ * Returns 0 after a clean stop. */
+int fusefs_run(struct fusefs *fs);
+/* Make fusefs_run() return: exits the session and unmounts, which wakes every worker. Safe to
+ * call from any thread (not from a signal handler), and more than once. */
+void fusefs_stop(struct fusefs *fs);
+/* After a grant for dataset_id is revoked (or changed): drop the kernel's cached entries and
+ * attributes of the dataset's directory, its versions and their open files' pages, so the next
+ * lookup and open are decided again. Safe from any thread while fusefs_run() runs. */
+void fusefs_invalidate_dataset(struct fusefs *fs, uint64_t dataset_id, const char *name);
+/* Unmount if still mounted and free. NULL is fine. */
+void fusefs_free(struct fusefs *fs);

@@ -1,0 +1,138 @@
+/* fusefs internals shared by the fuse/ sources. Not a public header: nothing outside fuse/
+ * includes it. FUSE_USE_VERSION comes from fuse/CMakeLists.txt. */
+#pragma once
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <fuse_lowlevel.h>
+
+#include "fuse/fusefs.h"
+#include "fuse/ino.h"
+
+_Static_assert(sizeof(fuse_ino_t) == sizeof(uint64_t), "inode numbers are 64-bit");
+_Static_assert(FUSEFS_ROOT_INO == FUSE_ROOT_ID, "the root is libfuse's root");
+
+/* ---- Bounded maps (map.c) ------------------------------------------------------------------
+ *
+ * A fixed-size, set-associative cache from a 64-bit key (never 0) to a short string, used for
+ * "inode number -> path inside its version" (audit records need the path, and the store keeps
+ * no parent pointers) and "dataset id -> name". Both are caches: a miss has a fallback. Capped at
+ * creation in entries and in string bytes; an insert past the byte cap is dropped. Each set has
+ * its own lock, so lookups from many workers rarely contend. */
+struct fusefs_map;
+
+int fusefs_map_new(size_t entries, size_t max_bytes, struct fusefs_map **ret_map);
+void fusefs_map_free(struct fusefs_map *m);
+/* Insert or replace (best effort: a value longer than the cap allows is not stored). */
+void fusefs_map_put(struct fusefs_map *m, uint64_t key, const char *val);
+/* Copy the value for key into out (size n) and return true; false if absent or too long. */
+bool fusefs_map_get(struct fusefs_map *m, uint64_t key, char *out, size_t n);
+void fusefs_map_del(struct fusefs_map *m, uint64_t key);
+
+/* ---- Subjects (subject.c) ------------------------------------------------------------------ */
+
+/* policy_subject_lookup() results kept for a second, bounded. */
+struct fusefs_subjects;
+
+int fusefs_subjects_new(struct fusefs_subjects **ret);
+void fusefs_subjects_free(struct fusefs_subjects *c);
+/* As policy_subject_lookup(), from the cache when a fresh entry is there. */
+int fusefs_subject_get(struct fusefs_subjects *c, uid_t uid, gid_t gid,
+		       struct policy_subject *ret_subject);
+
+/* ---- The file system ---------------------------------------------------------------------- */
+
+/* First member of every open file and directory handle: all of them are on one list, so that
+ * the ones the kernel never releases (the connection ended under them, or the session stopped)
+ * are still closed, recorded and wiped by fusefs_free(). */
+struct fusefs_handle {
+	struct fusefs_handle *prev;
+	struct fusefs_handle *next;
+	bool is_file;           /* struct fh (ops.c), else struct dirh */
+};
+
+/* Once-only log lines (kept out of the request path's way: an atomic test-and-set). */
+enum fusefs_once {
+	FUSEFS_ONCE_DSID,       /* a dataset id too large to encode */
+	FUSEFS_ONCE_VERSION,    /* a version too large to encode */
+	FUSEFS_ONCE_SINO,       /* a store inode number too large to encode */
+	FUSEFS_ONCE_SUBJECT,    /* policy_subject_lookup failed */
+	FUSEFS_ONCE_AUDIT,      /* an audit append failed */
+	FUSEFS_ONCE_STORE,      /* a store error other than ENOENT */
+	FUSEFS_ONCE_COUNT
+};
+
+struct fusefs {
+	struct store *st;               /* borrowed; outlives us */
+	struct audit_log *log;          /* borrowed; outlives us */
+	fusefs_decide_fn decide;        /* the daemon's grant decision */
+	void *decide_ctx;               /* borrowed, passed to decide */
+	char *mountpoint;               /* owned; canonical once mounted */
+	unsigned max_threads;           /* 0: libfuse's default */
+	bool debug;
+	int64_t created_ns;             /* mtime of the mount root */
+
+	struct fuse_session *se;        /* owned */
+	pthread_key_t worker_key;       /* per worker thread: struct fusefs_worker */
+	bool worker_key_made;
+	struct fusefs_map *paths;       /* node ino -> "/path/inside/version" */
+	struct fusefs_map *dsnames;     /* dataset id -> dataset name */
+	struct fusefs_subjects *subjects;   /* (uid, gid) -> subject, briefly */
+	atomic_bool once[FUSEFS_ONCE_COUNT];
+	pthread_mutex_t handles_lock;   /* guards the handles list */
+	struct fusefs_handle handles;   /* list head of open handles */
+
+	/* Mount state. state_lock orders fusefs_mount/stop/invalidate/free; request handlers never
+	 * take it, so holding it while the kernel waits on a handler cannot deadlock. */
+	pthread_mutex_t state_lock;
+	bool mounted;                   /* fuse_session_mount succeeded, not yet unmounted */
+	bool ever_mounted;              /* fuse_session_mount succeeded once */
+	bool covered;                   /* at unmount, another mount was on top of ours */
+	bool stopped;                   /* fusefs_stop ran (it only runs once) */
+	dev_t dev;                      /* the mount's device number, from mountinfo; 0 unknown */
+};
+
+/* One log line, the first time `what` happens. Never secret: names, ids and errno text only. */
+__attribute__((format(printf, 3, 4))) void fusefs_log_once(struct fusefs *fs, enum fusefs_once what,
+							   const char *fmt, ...);
+
+/* The lowlevel operations (ops.c). */
+extern const struct fuse_lowlevel_ops fusefs_ops;
+/* Destructor of the per-thread worker state (ops.c). */
+void fusefs_worker_free(void *p);
+/* The current info of dataset dsid (ops.c): its name from the cache, then a fresh record by name
+ * (the latest version changes with imports); on a miss, one scan of the datasets. */
+int fusefs_dataset_by_id(struct fusefs *fs, uint64_t dsid, struct store_dataset_info *ret);
+/* Close (recording "close" for files) every handle still open; only once no worker runs. */
+void fusefs_handles_release_all(struct fusefs *fs);
+
+/* ---- Audit records (records.c) ------------------------------------------------------------- */
+
+/* Who and what an access record is about. Strings are borrowed. */
+struct fusefs_access {
+	const char *dataset;
+	uint64_t dsid;
+	uint32_t version;
+	const char *path;               /* inside the version, from "/" */
+	uint32_t uid;
+	const char *user;
+	pid_t pid;
+	const char *process;            /* "" when /proc/<pid>/comm could not be read */
+};
+
+/* The caller's command name (/proc/<pid>/comm) into out (16 bytes and more); "" if unreadable. */
+void fusefs_process_name(pid_t pid, char *out, size_t n);
+/* "open" records: allow (grant_id, ret_seq for the close record) or deny. -errno from audit. */
+int fusefs_record_open(struct fusefs *fs, const struct fusefs_access *a,
+		       const struct policy_decision *d, const char *error, uint64_t *ret_seq);
+/* "close" record: bytes read through the handle; error non-NULL when the open failed after it
+ * was recorded as allowed (then bytes is 0). */
+int fusefs_record_close(struct fusefs *fs, const struct fusefs_access *a, uint64_t open_seq,
+			uint64_t bytes, const char *error);
+/* "integrity" record: a chunk in [offset, offset+length) failed authentication. */
+int fusefs_record_integrity(struct fusefs *fs, const struct fusefs_access *a, uint64_t open_seq,
+			    uint64_t offset, uint64_t length);

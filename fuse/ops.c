@@ -1,0 +1,1400 @@
+/* ops: the libfuse lowlevel operations of the read-only view (layout in fuse/fusefs.h, inode
+ * numbers in fuse/ino.h).
+ *
+ * Threads: every handler may run on any worker thread at once. Shared state is the store (safe
+ * for concurrent lookups and reads), the audit log (safe for concurrent appends), the bounded
+ * maps and the subject cache (per-set locks), the list of open handles (its own lock) and the
+ * daemon's decide callback (its own lock). Per thread: a store_reader and the read reply buffer
+ * (pthread key, freed when libfuse ends the worker). Per open file: struct fh (immutable after
+ * open except the atomic byte count). Per open directory: struct dirh, under its own mutex.
+ *
+ * Lookup counts: inode numbers are computed (no table), so forget has nothing to drop, and a
+ * reply that fails to reach the kernel leaks nothing.
+ *
+ * Caching: entries and attributes at the root, dataset and version-directory levels are returned
+ * with timeout 0, because the kernel's dentry cache is shared by all users and those levels are
+ * where grants are decided; inside a version everything is immutable and cached for an hour.
+ * ENOENT replies are never cached by the kernel (no negative entries are sent).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+
+#include "common/common.h"
+#include "common/err.h"
+#include "fuse/fusefs_internal.h"
+
+/* Entry and attribute timeouts (seconds) inside a version: its content never changes. */
+#define TTL_INNER 3600.0
+/* Largest read served in one reply; the kernel sends at most max_pages (1 MiB with libfuse's
+ * default buffer) per request, so this is headroom, and the cap on each worker's buffer. */
+#define READ_MAX (8u << 20)
+/* Caps on a snapshot listing of the root or a dataset directory. */
+#define LIST_MAX_ENTRIES (FUSEFS_DSID_MAX + 2)
+#define LIST_MAX_NAME_BYTES (48u << 20)
+/* A path inside a version, with its leading '/' and NUL. */
+#define PATH_BUF (STORE_PATH_MAX + 2)
+
+/* ---- Per-thread state ---------------------------------------------------------------------- */
+
+struct fusefs_worker {
+	struct store_reader *rd;    /* owned; this thread's io_uring and aligned buffers */
+	uint8_t *buf;               /* owned; the read reply, cap bytes */
+	size_t cap;
+};
+
+void fusefs_worker_free(void *p)
+{
+	struct fusefs_worker *w = p;
+
+	if (!w)
+		return;
+	store_reader_free(w->rd);
+	free(w->buf);
+	free(w);
+}
+
+static struct fusefs_worker *worker_get(struct fusefs *fs)
+{
+	struct fusefs_worker *w = pthread_getspecific(fs->worker_key);
+	int r;
+
+	if (w)
+		return w;
+	w = calloc(1, sizeof(*w));
+	if (!w)
+		return NULL;
+	r = store_reader_new(fs->st, &w->rd);
+	if (r < 0) {
+		fusefs_log_once(fs, FUSEFS_ONCE_STORE, "enclave: cannot set up a store reader: %s",
+				err_detail()[0] ? err_detail() : strerror(-r));
+		free(w);
+		return NULL;
+	}
+	if (pthread_setspecific(fs->worker_key, w) != 0) {
+		fusefs_worker_free(w);
+		return NULL;
+	}
+	return w;
+}
+
+/* ---- Open handles -------------------------------------------------------------------------- */
+
+static void handle_link(struct fusefs *fs, struct fusefs_handle *h, bool is_file)
+{
+	h->is_file = is_file;
+	pthread_mutex_lock(&fs->handles_lock);
+	h->next = &fs->handles;
+	h->prev = fs->handles.prev;
+	fs->handles.prev->next = h;
+	fs->handles.prev = h;
+	pthread_mutex_unlock(&fs->handles_lock);
+}
+
+static void handle_unlink(struct fusefs *fs, struct fusefs_handle *h)
+{
+	pthread_mutex_lock(&fs->handles_lock);
+	h->prev->next = h->next;
+	h->next->prev = h->prev;
+	h->prev = h->next = NULL;
+	pthread_mutex_unlock(&fs->handles_lock);
+}
+
+struct fh;
+struct dirh;
+static void fh_close(struct fusefs *fs, struct fh *h, const char *error);
+static void dirh_free(struct dirh *d);
+
+void fusefs_handles_release_all(struct fusefs *fs)
+{
+	for (;;) {
+		struct fusefs_handle *h;
+
+		pthread_mutex_lock(&fs->handles_lock);
+		h = fs->handles.next == &fs->handles ? NULL : fs->handles.next;
+		pthread_mutex_unlock(&fs->handles_lock);
+		if (!h)
+			break;
+		handle_unlink(fs, h);
+		if (h->is_file)
+			fh_close(fs, (struct fh *)h, "connection ended before the file was released");
+		else
+			dirh_free((struct dirh *)h);
+	}
+}
+
+/* ---- Helpers ------------------------------------------------------------------------------- */
+
+static struct fusefs *fs_of(fuse_req_t req)
+{
+	return fuse_req_userdata(req);
+}
+
+/* A store error as the errno for the kernel. ENOENT and a name the store cannot hold (EINVAL) are
+ * "no such entry"; anything else is EIO, logged once with the store's detail (which names files
+ * and records, never key material). */
+static int store_errno(struct fusefs *fs, int r)
+{
+	if (r == -ENOENT || r == -EINVAL || r == -ENAMETOOLONG)
+		return ENOENT;
+	if (r == -ENOMEM)
+		return ENOMEM;
+	fusefs_log_once(fs, FUSEFS_ONCE_STORE, "enclave: store error: %s",
+			err_detail()[0] ? err_detail() : strerror(-r));
+	return EIO;
+}
+
+/* Who is asking, for decisions and records. */
+struct caller {
+	struct policy_subject who;  /* ~4 KiB: lives on the worker's stack */
+	pid_t pid;
+	bool ok;                    /* false: the subject could not be looked up; deny */
+};
+
+static void caller_get(struct fusefs *fs, fuse_req_t req, struct caller *c)
+{
+	const struct fuse_ctx *x = fuse_req_ctx(req);
+	int r = fusefs_subject_get(fs->subjects, x->uid, x->gid, &c->who);
+
+	c->pid = x->pid;
+	c->ok = r == 0;
+	if (r < 0) {
+		fusefs_log_once(fs, FUSEFS_ONCE_SUBJECT,
+				"enclave: cannot look up uid %u (%s): its requests are denied",
+				(unsigned)x->uid, err_detail());
+		c->who.uid = x->uid;
+		c->who.user[0] = '\0';
+		c->who.ngids = 0;
+	}
+}
+
+static struct policy_decision decide(struct fusefs *fs, const struct caller *c, uint64_t dsid,
+				     uint32_t version)
+{
+	if (!c->ok)
+		return (struct policy_decision){ .reason = POLICY_DENY_NO_GRANT };
+	return fs->decide(fs->decide_ctx, &c->who, dsid, version);
+}
+
+static bool allowed(struct fusefs *fs, const struct caller *c, uint64_t dsid, uint32_t version)
+{
+	return decide(fs, c, dsid, version).reason == POLICY_ALLOW;
+}
+
+/* Whether the caller may see a dataset (version POLICY_ALL_VERSIONS) or a version directory:
+ * at lookup, getattr and readdir of those levels. A caller that no grant names at all (no_grant)
+ * finds nothing: ENOENT, left out of listings, so names of datasets stay private. A caller that
+ * a grant names but which does not allow now (expired, not yet valid, revoked) still sees the
+ * names, so that every attempt reaches the open decision, is refused with EACCES (a reason the
+ * job can act on) and lands in the audit log with that reason. docs/THREAT_MODEL.md. */
+static bool visible(struct fusefs *fs, const struct caller *c, uint64_t dsid, uint32_t version)
+{
+	return decide(fs, c, dsid, version).reason != POLICY_DENY_NO_GRANT;
+}
+
+struct find_id {
+	uint64_t id;
+	struct store_dataset_info info;
+	bool found;
+};
+
+static int find_id_cb(void *ctx, const struct store_dataset_info *info)
+{
+	struct find_id *f = ctx;
+
+	if (info->id != f->id)
+		return 0;
+	f->info = *info;
+	f->found = true;
+	return 1;
+}
+
+int fusefs_dataset_by_id(struct fusefs *fs, uint64_t dsid, struct store_dataset_info *ret)
+{
+	char name[STORE_DATASET_NAME_MAX + 1];
+	struct store_dataset_info info;
+	struct find_id f = { .id = dsid };
+	int r;
+
+	if (fusefs_map_get(fs->dsnames, dsid, name, sizeof(name)) &&
+	    store_dataset_get(fs->st, name, &info) == 0 && info.id == dsid) {
+		*ret = info;
+		return 0;
+	}
+	r = store_dataset_foreach(fs->st, find_id_cb, &f);
+	if (r < 0)
+		return r;
+	if (!f.found)
+		return -ENOENT;
+	fusefs_map_put(fs->dsnames, dsid, f.info.name);
+	*ret = f.info;
+	return 0;
+}
+
+static void ts_set(struct timespec *ts, int64_t ns)
+{
+	int64_t s = ns / 1000000000, rem = ns % 1000000000;
+
+	if (rem < 0) {
+		rem += 1000000000;
+		s--;
+	}
+	ts->tv_sec = (time_t)s;
+	ts->tv_nsec = (long)rem;
+}
+
+static void attr_base(struct stat *st, fuse_ino_t ino, mode_t mode, nlink_t nlink, int64_t mtime)
+{
+	memset(st, 0, sizeof(*st));
+	st->st_ino = ino;
+	st->st_mode = mode;
+	st->st_nlink = nlink;
+	st->st_uid = 0;
+	st->st_gid = 0;
+	st->st_blksize = 4096;
+	ts_set(&st->st_mtim, mtime);
+	st->st_atim = st->st_mtim;
+	st->st_ctim = st->st_mtim;
+}
+
+/* The dataset directory's time: when its newest version was committed. */
+static int64_t dataset_mtime(struct fusefs *fs, const struct store_dataset_info *di)
+{
+	struct store_version_info vi;
+
+	if (store_version_get(fs->st, di->id, di->latest_version, &vi) == 0)
+		return vi.committed_ns;
+	return di->created_ns;
+}
+
+static void attr_dataset(struct fusefs *fs, const struct store_dataset_info *di, fuse_ino_t ino,
+			 struct stat *st)
+{
+	attr_base(st, ino, S_IFDIR | 0555, 2, dataset_mtime(fs, di));
+}
+
+static int latest_text(const struct store_dataset_info *di, char *out, size_t n)
+{
+	return snprintf(out, n, "%" PRIu32, di->latest_version);
+}
+
+static void attr_latest(struct fusefs *fs, const struct store_dataset_info *di, fuse_ino_t ino,
+			struct stat *st)
+{
+	char text[16];
+
+	attr_base(st, ino, S_IFLNK | 0777, 1, dataset_mtime(fs, di));
+	st->st_size = latest_text(di, text, sizeof(text));
+}
+
+/* A node inside a version. mtime_ns overrides the store's time (the version directory shows its
+ * commit time); -1 keeps it. Files are 0444, plus 0111 when the source had any execute bit. */
+static void attr_node(fuse_ino_t ino, const struct store_inode *in, int64_t mtime_ns,
+		      struct stat *st)
+{
+	int64_t mt = mtime_ns >= 0 ? mtime_ns : in->mtime_ns;
+
+	if (in->type == STORE_INODE_DIR) {
+		attr_base(st, ino, S_IFDIR | 0555, in->nlink, mt);
+		st->st_size = (off_t)MIN(in->size, (uint64_t)INT64_MAX);
+		return;
+	}
+	attr_base(st, ino, S_IFREG | 0444 | ((in->mode & 0111) ? 0111 : 0), in->nlink, mt);
+	st->st_size = (off_t)MIN(in->size, (uint64_t)INT64_MAX);
+	st->st_blocks = (blkcnt_t)((MIN(in->size, (uint64_t)INT64_MAX - 511) + 511) / 512);
+	if (in->ext.chunk_size)
+		st->st_blksize = (blksize_t)in->ext.chunk_size;
+}
+
+/* The version directory's attributes: its root inode, with the commit time. */
+static int attr_version(struct fusefs *fs, const struct fusefs_node *n, fuse_ino_t ino,
+			struct stat *st)
+{
+	struct store_version_info vi;
+	struct store_inode in;
+	int r = store_version_get(fs->st, n->dsid, n->version, &vi);
+
+	if (r == 0)
+		r = store_inode_get(fs->st, n->dsid, n->version, STORE_ROOT_INO, &in);
+	if (r < 0)
+		return r;
+	attr_node(ino, &in, vi.committed_ns, st);
+	return 0;
+}
+
+static void entry_reply(fuse_req_t req, fuse_ino_t ino, const struct stat *st, double ttl)
+{
+	struct fuse_entry_param e;
+
+	memset(&e, 0, sizeof(e));
+	e.ino = ino;
+	e.generation = 0;   /* a number always names the same node: ids are never reused */
+	e.attr = *st;
+	e.attr_timeout = ttl;
+	e.entry_timeout = ttl;
+	fuse_reply_entry(req, &e);
+}
+
+/* "1".."4294967295" exactly: digits only, no sign, no leading zero. */
+static bool parse_version(const char *s, uint32_t *ret)
+{
+	uint64_t v = 0;
+
+	if (s[0] < '1' || s[0] > '9')
+		return false;
+	for (const char *p = s; *p; p++) {
+		if (*p < '0' || *p > '9')
+			return false;
+		v = v * 10 + (uint64_t)(*p - '0');
+		if (v > UINT32_MAX)
+			return false;
+	}
+	*ret = (uint32_t)v;
+	return true;
+}
+
+/* The path inside the version of node n (ino), into out: "/" for the version directory, the
+ * recorded path, or "#ino:<store inode>" when it is not (or no longer) in the bounded map — the
+ * store keeps no parent pointers to walk back up, and the map is filled only by lookups and
+ * readdirplus, so a path can be missing after eviction under a large working set. */
+static void node_path(struct fusefs *fs, const struct fusefs_node *n, fuse_ino_t ino, char *out,
+		      size_t size)
+{
+	if (n->sino == STORE_ROOT_INO) {
+		snprintf(out, size, "/");
+		return;
+	}
+	if (!fusefs_map_get(fs->paths, ino, out, size))
+		snprintf(out, size, "#ino:%" PRIu64, n->sino);
+}
+
+/* The path of entry `name` of directory dir (ino dir_ino) into out; false when the directory's
+ * own path is unknown or the result would not fit. */
+static bool child_path(struct fusefs *fs, const struct fusefs_node *dir, fuse_ino_t dir_ino,
+		       const char *name, char *out, size_t size)
+{
+	size_t len;
+	int k;
+
+	if (dir->sino == STORE_ROOT_INO)
+		out[0] = '\0';
+	else if (!fusefs_map_get(fs->paths, dir_ino, out, size))
+		return false;
+	len = strlen(out);
+	k = snprintf(out + len, size - len, "/%s", name);
+	return k > 0 && (size_t)k < size - len;
+}
+
+/* ---- init, lookup, forget, getattr, readlink, statfs --------------------------------------- */
+
+static void op_init(void *userdata, struct fuse_conn_info *conn)
+{
+	(void)userdata;
+	/* Every open must reach us to be decided and recorded: never let the kernel skip opens
+	 * (the kernel only uses zero-message opens if open returned ENOSYS, which ours never does;
+	 * clearing the bits states it). Nothing may be cached across users beyond what the
+	 * timeouts allow: no symlink caching (latest changes), no writeback, no NFS export. */
+	conn->want &= ~(unsigned)(FUSE_CAP_NO_OPEN_SUPPORT | FUSE_CAP_NO_OPENDIR_SUPPORT |
+				  FUSE_CAP_CACHE_SYMLINKS | FUSE_CAP_WRITEBACK_CACHE |
+				  FUSE_CAP_EXPORT_SUPPORT | FUSE_CAP_SPLICE_READ |
+				  FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE);
+	if (conn->capable & FUSE_CAP_READDIRPLUS)
+		conn->want |= FUSE_CAP_READDIRPLUS;
+	if (conn->capable & FUSE_CAP_PARALLEL_DIROPS)
+		conn->want |= FUSE_CAP_PARALLEL_DIROPS;
+	conn->time_gran = 1;
+}
+
+static void lookup_dataset(fuse_req_t req, struct fusefs *fs, const char *name)
+{
+	struct store_dataset_info di;
+	struct caller c;
+	struct stat st;
+	fuse_ino_t ino;
+	int r;
+
+	if (!store_dataset_name_valid(name)) {
+		fuse_reply_err(req, ENOENT);
+		return;
+	}
+	r = store_dataset_get(fs->st, name, &di);
+	if (r < 0) {
+		fuse_reply_err(req, store_errno(fs, r));
+		return;
+	}
+	if (!fusefs_ino_dataset(di.id, &ino)) {
+		fusefs_log_once(fs, FUSEFS_ONCE_DSID,
+				"enclave: dataset '%s' has id %" PRIu64 ", above the %llu this mount "
+				"can number: it is not served", di.name, di.id, FUSEFS_DSID_MAX);
+		fuse_reply_err(req, ENOENT);
+		return;
+	}
+	fusefs_map_put(fs->dsnames, di.id, di.name);
+	caller_get(fs, req, &c);
+	if (!visible(fs, &c, di.id, POLICY_ALL_VERSIONS)) {
+		fuse_reply_err(req, ENOENT);
+		return;
+	}
+	attr_dataset(fs, &di, ino, &st);
+	entry_reply(req, ino, &st, 0);
+}
+
+static void lookup_in_dataset(fuse_req_t req, struct fusefs *fs, uint64_t dsid, const char *name)
+{
+	struct store_dataset_info di;
+	struct fusefs_node vn;
+	struct caller c;
+	struct stat st;
+	fuse_ino_t ino;
+	uint32_t v;
+	int r = fusefs_dataset_by_id(fs, dsid, &di);
+
+	if (r < 0) {
+		fuse_reply_err(req, store_errno(fs, r));
+		return;
+	}
+	if (strcmp(name, "latest") == 0) {
+		caller_get(fs, req, &c);
+		if (!fusefs_ino_latest(dsid, &ino) || !visible(fs, &c, dsid, POLICY_ALL_VERSIONS)) {
+			fuse_reply_err(req, ENOENT);
+			return;
+		}
+		attr_latest(fs, &di, ino, &st);
+		entry_reply(req, ino, &st, 0);
+		return;
+	}
+	if (!parse_version(name, &v) || v > di.latest_version) {
+		fuse_reply_err(req, ENOENT);
+		return;
+	}
+	caller_get(fs, req, &c);
+	if (!fusefs_ino_node(dsid, v, STORE_ROOT_INO, &ino)) {
+		fusefs_log_once(fs, FUSEFS_ONCE_VERSION,
+				"enclave: dataset '%s' version %" PRIu32 " is above the %u this mount "
+				"can number: it is not served", di.name, v, FUSEFS_VER_MAX);
+		fuse_reply_err(req, ENOENT);
+		return;
+	}
+	if (!visible(fs, &c, dsid, v)) {
+		fuse_reply_err(req, ENOENT);
+		return;
+	}
+	vn = (struct fusefs_node){ .kind = FUSEFS_KIND_NODE, .dsid = dsid, .version = v,
+				   .sino = STORE_ROOT_INO };
+	r = attr_version(fs, &vn, ino, &st);
+	if (r < 0) {
+		fuse_reply_err(req, store_errno(fs, r));
+		return;
+	}
+	entry_reply(req, ino, &st, 0);
+}
+
+static void lookup_in_version(fuse_req_t req, struct fusefs *fs, fuse_ino_t parent,
+			      const struct fusefs_node *dir, const char *name)
+{
+	char path[PATH_BUF];
+	struct store_inode in;
+	struct stat st;
+	fuse_ino_t ino;
+	int r = store_dir_lookup(fs->st, dir->dsid, dir->version, dir->sino, name, &in);
+
+	if (r < 0) {
+		fuse_reply_err(req, store_errno(fs, r));
+		return;
+	}
+	if (!fusefs_ino_node(dir->dsid, dir->version, in.ino, &ino)) {
+		fusefs_log_once(fs, FUSEFS_ONCE_SINO,
+				"enclave: dataset id %" PRIu64 " version %" PRIu32 " has inode %" PRIu64
+				", above the %llu this mount can number: it is not served",
+				dir->dsid, dir->version, in.ino, FUSEFS_SINO_MAX);
+		fuse_reply_err(req, ENOENT);
+		return;
+	}
+	if (child_path(fs, dir, parent, name, path, sizeof(path)))
+		fusefs_map_put(fs->paths, ino, path);
+	attr_node(ino, &in, -1, &st);
+	entry_reply(req, ino, &st, TTL_INNER);
+}
+
+static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct fusefs *fs = fs_of(req);
+	struct fusefs_node n;
+
+	if (!fusefs_ino_decode(parent, &n)) {
+		fuse_reply_err(req, ENOENT);
+		return;
+	}
+	switch (n.kind) {
+	case FUSEFS_KIND_ROOT:
+		lookup_dataset(req, fs, name);
+		break;
+	case FUSEFS_KIND_DATASET:
+		lookup_in_dataset(req, fs, n.dsid, name);
+		break;
+	case FUSEFS_KIND_NODE:
+		lookup_in_version(req, fs, parent, &n, name);
+		break;
+	default:
+		fuse_reply_err(req, ENOTDIR);
+		break;
+	}
+}
+
+/* Nothing to drop: inode numbers are computed, not held (see fusefs_internal.h). */
+static void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
+{
+	(void)ino;
+	(void)nlookup;
+	fuse_reply_none(req);
+}
+
+static void op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets)
+{
+	(void)count;
+	(void)forgets;
+	fuse_reply_none(req);
+}
+
+static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct fusefs *fs = fs_of(req);
+	struct store_dataset_info di;
+	struct store_inode in;
+	struct fusefs_node n;
+	struct caller c;
+	struct stat st;
+	int r = 0;
+
+	(void)fi;
+	if (!fusefs_ino_decode(ino, &n)) {
+		fuse_reply_err(req, ENOENT);
+		return;
+	}
+	switch (n.kind) {
+	case FUSEFS_KIND_ROOT:
+		attr_base(&st, ino, S_IFDIR | 0555, 2, fs->created_ns);
+		fuse_reply_attr(req, &st, 0);
+		return;
+	case FUSEFS_KIND_DATASET:
+	case FUSEFS_KIND_LATEST:
+		r = fusefs_dataset_by_id(fs, n.dsid, &di);
+		if (r < 0)
+			break;
+		caller_get(fs, req, &c);
+		if (!visible(fs, &c, n.dsid, POLICY_ALL_VERSIONS)) {
+			fuse_reply_err(req, ENOENT);
+			return;
+		}
+		if (n.kind == FUSEFS_KIND_DATASET)
+			attr_dataset(fs, &di, ino, &st);
+		else
+			attr_latest(fs, &di, ino, &st);
+		fuse_reply_attr(req, &st, 0);
+		return;
+	default:
+		if (n.sino == STORE_ROOT_INO) {
+			caller_get(fs, req, &c);
+			if (!visible(fs, &c, n.dsid, n.version)) {
+				fuse_reply_err(req, ENOENT);
+				return;
+			}
+			r = attr_version(fs, &n, ino, &st);
+			if (r == 0) {
+				fuse_reply_attr(req, &st, 0);
+				return;
+			}
+			break;
+		}
+		r = store_inode_get(fs->st, n.dsid, n.version, n.sino, &in);
+		if (r < 0)
+			break;
+		attr_node(ino, &in, -1, &st);
+		fuse_reply_attr(req, &st, TTL_INNER);
+		return;
+	}
+	fuse_reply_err(req, store_errno(fs, r));
+}
+
+static void op_readlink(fuse_req_t req, fuse_ino_t ino)
+{
+	struct fusefs *fs = fs_of(req);
+	struct store_dataset_info di;
+	struct fusefs_node n;
+	struct caller c;
+	char text[16];
+	int r;
+
+	if (!fusefs_ino_decode(ino, &n) || n.kind != FUSEFS_KIND_LATEST) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	r = fusefs_dataset_by_id(fs, n.dsid, &di);
+	if (r < 0) {
+		fuse_reply_err(req, store_errno(fs, r));
+		return;
+	}
+	caller_get(fs, req, &c);
+	if (!visible(fs, &c, n.dsid, POLICY_ALL_VERSIONS)) {
+		fuse_reply_err(req, ENOENT);
+		return;
+	}
+	latest_text(&di, text, sizeof(text));
+	fuse_reply_readlink(req, text);
+}
+
+static void op_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+	struct statvfs sv;
+
+	(void)ino;
+	/* No meaningful capacity: the store's size is not this view's business, and a read-only
+	 * file system has nothing free. */
+	memset(&sv, 0, sizeof(sv));
+	sv.f_bsize = 4096;
+	sv.f_frsize = 4096;
+	sv.f_namemax = STORE_NAME_MAX;
+	sv.f_flag = ST_RDONLY | ST_NOSUID | ST_NODEV;
+	fuse_reply_statfs(req, &sv);
+}
+
+/* ---- Directories --------------------------------------------------------------------------- */
+
+/* One entry of a snapshot listing (root or dataset directory). */
+struct snap_ent {
+	fuse_ino_t ino;
+	uint32_t name_off;          /* into dirh.names */
+};
+
+/* An open directory. Offsets handed to the kernel are entry indexes + 1: "." is index 0, ".."
+ * index 1, the directory's own entries from 2 on; so the kernel's offset is the count of entries
+ * it has consumed. */
+struct dirh {
+	struct fusefs_handle h;     /* on fs->handles while open; first member */
+	pthread_mutex_t lock;       /* readdir calls on one handle may come from several threads */
+	struct fusefs_node node;    /* the directory */
+	fuse_ino_t ino;
+
+	/* Root and dataset directories: the entries the caller may see, decided when a listing
+	 * starts (offset 0) and served from here until it is restarted. */
+	struct snap_ent *ents;      /* owned */
+	size_t nents;
+	size_t ents_cap;
+	struct buf names;           /* owned; NUL-terminated names back to back, capped */
+	bool have_snapshot;
+
+	/* Directories inside a version: streamed from the index, resuming after a name. The last
+	 * reply's names are kept, so a kernel that consumed only part of a reply (its getdents
+	 * buffer was full) resumes exactly where it stopped. Any other offset (seekdir) is
+	 * found by counting from the start. */
+	uint64_t batch_first;       /* index among the directory's own entries of batch[0] */
+	size_t batch_n;
+	struct buf batch;           /* owned; batch_n NUL-terminated names back to back */
+	char *batch_after;          /* owned; the name before batch[0], NULL: the first entry */
+	bool have_batch;
+};
+
+static void dirh_free(struct dirh *d)
+{
+	if (!d)
+		return;
+	pthread_mutex_destroy(&d->lock);
+	free(d->ents);
+	buf_free(&d->names);
+	buf_free(&d->batch);
+	free(d->batch_after);
+	free(d);
+}
+
+static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct fusefs *fs = fs_of(req);
+	struct fusefs_node n;
+	struct store_inode in;
+	struct caller c;
+	struct dirh *d;
+	int r;
+
+	if (!fusefs_ino_decode(ino, &n)) {
+		fuse_reply_err(req, ENOENT);
+		return;
+	}
+	if (n.kind == FUSEFS_KIND_LATEST) {
+		fuse_reply_err(req, ENOTDIR);
+		return;
+	}
+	if (n.kind == FUSEFS_KIND_NODE) {
+		r = store_inode_get(fs->st, n.dsid, n.version, n.sino, &in);
+		if (r < 0) {
+			fuse_reply_err(req, store_errno(fs, r));
+			return;
+		}
+		if (in.type != STORE_INODE_DIR) {
+			fuse_reply_err(req, ENOTDIR);
+			return;
+		}
+	}
+	/* An open is decided: a directory fd kept from before a revocation lists nothing more. */
+	if (n.kind != FUSEFS_KIND_ROOT) {
+		caller_get(fs, req, &c);
+		if (!allowed(fs, &c, n.dsid,
+			     n.kind == FUSEFS_KIND_NODE ? n.version : POLICY_ALL_VERSIONS)) {
+			fuse_reply_err(req, EACCES);
+			return;
+		}
+	}
+	d = calloc(1, sizeof(*d));
+	if (!d) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	pthread_mutex_init(&d->lock, NULL);
+	d->node = n;
+	d->ino = ino;
+	buf_init(&d->names, LIST_MAX_NAME_BYTES);
+	buf_init(&d->batch, 0);
+	fi->fh = (uint64_t)(uintptr_t)d;
+	fi->keep_cache = 0;
+	fi->cache_readdir = 0;
+	handle_link(fs, &d->h, false);
+	if (fuse_reply_open(req, fi) != 0) {
+		/* The request was interrupted: no releasedir will come. */
+		handle_unlink(fs, &d->h);
+		dirh_free(d);
+	}
+}
+
+static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct dirh *d = (struct dirh *)(uintptr_t)fi->fh;
+
+	(void)ino;
+	handle_unlink(fs_of(req), &d->h);
+	dirh_free(d);
+	fuse_reply_err(req, 0);
+}
+
+/* A reply being filled. */
+struct emit {
+	fuse_req_t req;
+	bool plus;                  /* readdirplus: entries carry attributes */
+	char *buf;                  /* owned; size bytes */
+	size_t size;
+	size_t used;
+	uint64_t next;              /* index of the next entry (its offset is next + 1) */
+	bool full;                  /* an entry did not fit */
+};
+
+/* Add one entry; false (and e->full) when it does not fit. attr NULL: a bare entry (".", "..",
+ * or attributes unavailable), which in plus mode the kernel does not instantiate. */
+static bool emit_one(struct emit *e, const char *name, fuse_ino_t ino, mode_t type,
+		     const struct stat *attr, double ttl)
+{
+	size_t left = e->size - e->used, need;
+
+	if (!e->plus) {
+		struct stat st;
+
+		memset(&st, 0, sizeof(st));
+		st.st_ino = ino;
+		st.st_mode = type;
+		need = fuse_add_direntry(e->req, e->buf + e->used, left, name, &st,
+					 (off_t)(e->next + 1));
+	} else {
+		struct fuse_entry_param ep;
+
+		memset(&ep, 0, sizeof(ep));
+		if (attr) {
+			ep.ino = ino;
+			ep.attr = *attr;
+			ep.attr_timeout = ttl;
+			ep.entry_timeout = ttl;
+		} else {
+			ep.attr.st_ino = ino;
+			ep.attr.st_mode = type;
+		}
+		need = fuse_add_direntry_plus(e->req, e->buf + e->used, left, name, &ep,
+					      (off_t)(e->next + 1));
+	}
+	if (need > left) {
+		e->full = true;
+		return false;
+	}
+	e->used += need;
+	e->next++;
+	return true;
+}
+
+/* "." and ".." for a listing starting at index e->next (0 or 1 emit them). */
+static void emit_dots(struct emit *e, const struct dirh *d)
+{
+	fuse_ino_t parent = FUSE_ROOT_ID;
+
+	/* ".." of a directory inside a version is not known (no parent pointers); the version
+	 * directory stands in. The kernel ignores these numbers (it resolves ".." itself). */
+	if (d->node.kind == FUSEFS_KIND_NODE) {
+		if (d->node.sino == STORE_ROOT_INO)
+			fusefs_ino_dataset(d->node.dsid, &parent);
+		else
+			fusefs_ino_node(d->node.dsid, d->node.version, STORE_ROOT_INO, &parent);
+	}
+	if (e->next == 0 && !emit_one(e, ".", d->ino, S_IFDIR, NULL, 0))
+		return;
+	if (e->next == 1)
+		emit_one(e, "..", parent, S_IFDIR, NULL, 0);
+}
+
+static int snap_add(struct dirh *d, fuse_ino_t ino, const char *name)
+{
+	size_t off = d->names.len;
+	int r;
+
+	if (d->nents == LIST_MAX_ENTRIES)
+		return -E2BIG;
+	if (d->nents == d->ents_cap) {
+		size_t n = d->ents_cap ? d->ents_cap * 2 : 64;
+		struct snap_ent *a = reallocarray(d->ents, n, sizeof(*a));
+
+		if (!a)
+			return -ENOMEM;
+		d->ents = a;
+		d->ents_cap = n;
+	}
+	r = buf_append(&d->names, name, strlen(name) + 1);
+	if (r < 0)
+		return r;
+	d->ents[d->nents++] = (struct snap_ent){ .ino = ino, .name_off = (uint32_t)off };
+	return 0;
+}
+
+struct root_snap {
+	struct fusefs *fs;
+	const struct caller *c;
+	struct dirh *d;
+};
+
+static int root_snap_cb(void *ctx, const struct store_dataset_info *info)
+{
+	struct root_snap *s = ctx;
+	fuse_ino_t ino;
+
+	if (!fusefs_ino_dataset(info->id, &ino)) {
+		fusefs_log_once(s->fs, FUSEFS_ONCE_DSID,
+				"enclave: dataset '%s' has id %" PRIu64 ", above the %llu this mount "
+				"can number: it is not served", info->name, info->id, FUSEFS_DSID_MAX);
+		return 0;
+	}
+	fusefs_map_put(s->fs->dsnames, info->id, info->name);
+	if (!visible(s->fs, s->c, info->id, POLICY_ALL_VERSIONS))
+		return 0;
+	return snap_add(s->d, ino, info->name);
+}
+
+/* Build the listing of the root or a dataset directory as the caller may see it. */
+static int snapshot(struct fusefs *fs, fuse_req_t req, struct dirh *d)
+{
+	struct store_dataset_info di;
+	struct caller c;
+	fuse_ino_t ino;
+	int r;
+
+	d->nents = 0;
+	buf_reset(&d->names);
+	d->have_snapshot = false;
+	caller_get(fs, req, &c);
+	if (d->node.kind == FUSEFS_KIND_ROOT) {
+		struct root_snap s = { .fs = fs, .c = &c, .d = d };
+
+		r = store_dataset_foreach(fs->st, root_snap_cb, &s);
+		if (r < 0)
+			return r;
+		d->have_snapshot = true;
+		return 0;
+	}
+	r = fusefs_dataset_by_id(fs, d->node.dsid, &di);
+	if (r < 0)
+		return r;
+	if (fusefs_ino_latest(di.id, &ino) && visible(fs, &c, di.id, POLICY_ALL_VERSIONS)) {
+		r = snap_add(d, ino, "latest");
+		if (r < 0)
+			return r;
+	}
+	for (uint32_t v = 1; v <= di.latest_version; v++) {
+		char name[16];
+
+		if (!fusefs_ino_node(di.id, v, STORE_ROOT_INO, &ino)) {
+			fusefs_log_once(fs, FUSEFS_ONCE_VERSION,
+					"enclave: dataset '%s' has versions above the %u this mount "
+					"can number: they are not served", di.name, FUSEFS_VER_MAX);
+			break;
+		}
+		if (!visible(fs, &c, di.id, v))
+			continue;
+		snprintf(name, sizeof(name), "%" PRIu32, v);
+		r = snap_add(d, ino, name);
+		if (r < 0)
+			return r;
+	}
+	d->have_snapshot = true;
+	return 0;
+}
+
+/* Attributes of a snapshot entry for readdirplus; false when unavailable. */
+static bool snap_attr(struct fusefs *fs, fuse_ino_t ino, struct stat *st)
+{
+	struct store_dataset_info di;
+	struct fusefs_node n;
+
+	if (!fusefs_ino_decode(ino, &n))
+		return false;
+	if (n.kind == FUSEFS_KIND_NODE)
+		return attr_version(fs, &n, ino, st) == 0;
+	if (fusefs_dataset_by_id(fs, n.dsid, &di) < 0)
+		return false;
+	if (n.kind == FUSEFS_KIND_DATASET)
+		attr_dataset(fs, &di, ino, st);
+	else
+		attr_latest(fs, &di, ino, st);
+	return true;
+}
+
+static int list_snapshot(struct fusefs *fs, struct emit *e, struct dirh *d, fuse_req_t req)
+{
+	int r;
+
+	if (e->next == 0 || !d->have_snapshot) {
+		r = snapshot(fs, req, d);
+		if (r < 0)
+			return r;
+	}
+	emit_dots(e, d);
+	while (!e->full && e->next >= 2 && e->next - 2 < d->nents) {
+		const struct snap_ent *s = &d->ents[e->next - 2];
+		const char *name = (const char *)d->names.data + s->name_off;
+		mode_t type = (s->ino >> FUSEFS_KIND_SHIFT) == FUSEFS_KIND_LATEST ? S_IFLNK
+										   : S_IFDIR;
+		struct stat st;
+		bool have = e->plus && snap_attr(fs, s->ino, &st);
+
+		emit_one(e, name, s->ino, type, have ? &st : NULL, 0);
+	}
+	return 0;
+}
+
+/* Streaming state for one reply inside a version. */
+struct stream {
+	struct fusefs *fs;
+	struct emit *e;
+	const struct dirh *d;
+	struct buf *batch;          /* the names emitted in this reply */
+	size_t n;
+	char dirpath[PATH_BUF];
+	bool dirpath_known;
+	int err;
+};
+
+static bool served(const struct fusefs_node *dir, uint64_t sino, fuse_ino_t *ret)
+{
+	return fusefs_ino_node(dir->dsid, dir->version, sino, ret);
+}
+
+static int stream_cb(void *ctx, const char *name, uint64_t sino, uint32_t type)
+{
+	struct stream *s = ctx;
+	const struct fusefs_node *dir = &s->d->node;
+	struct store_inode in;
+	struct stat st;
+	fuse_ino_t ino;
+	bool have = false;
+
+	if (!served(dir, sino, &ino)) {
+		fusefs_log_once(s->fs, FUSEFS_ONCE_SINO,
+				"enclave: dataset id %" PRIu64 " version %" PRIu32 " has inode %" PRIu64
+				", above the %llu this mount can number: it is not served",
+				dir->dsid, dir->version, sino, FUSEFS_SINO_MAX);
+		return 0;
+	}
+	if (s->e->plus && store_inode_get(s->fs->st, dir->dsid, dir->version, sino, &in) == 0) {
+		attr_node(ino, &in, -1, &st);
+		have = true;
+	}
+	if (!emit_one(s->e, name, ino, type == STORE_INODE_DIR ? S_IFDIR : S_IFREG,
+		      have ? &st : NULL, TTL_INNER))
+		return 1;
+	if (have && s->dirpath_known) {
+		char path[PATH_BUF];
+		int k = snprintf(path, sizeof(path), "%s/%s", s->dirpath, name);
+
+		if (k > 0 && (size_t)k < sizeof(path))
+			fusefs_map_put(s->fs->paths, ino, path);
+	}
+	s->err = buf_append(s->batch, name, strlen(name) + 1);
+	if (s->err < 0)
+		return 1;
+	s->n++;
+	return 0;
+}
+
+/* Counting from the start: the name of the served entry with index `index`. */
+struct seek {
+	const struct fusefs_node *dir;
+	uint64_t index;
+	uint64_t seen;
+	char name[STORE_NAME_MAX + 1];
+	bool found;
+};
+
+static int seek_cb(void *ctx, const char *name, uint64_t sino, uint32_t type)
+{
+	struct seek *k = ctx;
+	fuse_ino_t ino;
+
+	(void)type;
+	if (!served(k->dir, sino, &ino))
+		return 0;
+	if (k->seen++ < k->index)
+		return 0;
+	snprintf(k->name, sizeof(k->name), "%s", name);
+	k->found = true;
+	return 1;
+}
+
+/* The name after which entry `index` comes (NULL in *ret for index 0); false: past the end. */
+static int resume_point(struct fusefs *fs, struct dirh *d, uint64_t index, char **ret)
+{
+	struct seek k = { .dir = &d->node };
+	int r;
+
+	*ret = NULL;
+	if (index == 0)
+		return 1;
+	if (d->have_batch && index == d->batch_first) {
+		if (d->batch_after) {
+			*ret = strdup(d->batch_after);
+			if (!*ret)
+				return -ENOMEM;
+		}
+		return 1;
+	}
+	if (d->have_batch && index > d->batch_first && index - d->batch_first <= d->batch_n) {
+		const char *p = (const char *)d->batch.data;
+
+		for (uint64_t i = d->batch_first; i < index - 1; i++)
+			p += strlen(p) + 1;
+		*ret = strdup(p);
+		return *ret ? 1 : -ENOMEM;
+	}
+	k.index = index - 1;
+	r = store_dir_foreach(fs->st, d->node.dsid, d->node.version, d->node.sino, NULL, seek_cb,
+			      &k);
+	if (r < 0)
+		return r;
+	if (!k.found)
+		return 0;
+	*ret = strdup(k.name);
+	return *ret ? 1 : -ENOMEM;
+}
+
+static int list_stream(struct fusefs *fs, struct emit *e, struct dirh *d)
+{
+	struct stream s = { .fs = fs, .e = e, .d = d };
+	struct buf batch;
+	uint64_t first;
+	char *after = NULL;
+	int r;
+
+	emit_dots(e, d);
+	if (e->full)
+		return 0;
+	first = e->next - 2;
+	r = resume_point(fs, d, first, &after);
+	if (r <= 0)
+		return r; /* 0: past the end, an empty reply */
+	buf_init(&batch, e->size + STORE_NAME_MAX + 1);
+	s.batch = &batch;
+	if (d->node.sino == STORE_ROOT_INO) {
+		s.dirpath[0] = '\0';
+		s.dirpath_known = true;
+	} else {
+		s.dirpath_known = fusefs_map_get(fs->paths, d->ino, s.dirpath, sizeof(s.dirpath));
+	}
+	r = store_dir_foreach(fs->st, d->node.dsid, d->node.version, d->node.sino, after,
+			      stream_cb, &s);
+	if (r == 1)
+		r = s.err;
+	if (r < 0 && e->used > 0)
+		r = 0; /* send what was listed; the next call meets the error again */
+	if (r < 0 || s.n == 0) {
+		buf_free(&batch);
+		free(after);
+		return r;
+	}
+	buf_free(&d->batch);
+	d->batch = batch;
+	d->batch_n = s.n;
+	d->batch_first = first;
+	free(d->batch_after);
+	d->batch_after = after;
+	d->have_batch = true;
+	return 0;
+}
+
+static void readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+			   struct fuse_file_info *fi, bool plus)
+{
+	struct fusefs *fs = fs_of(req);
+	struct dirh *d = (struct dirh *)(uintptr_t)fi->fh;
+	struct emit e = { .req = req, .plus = plus, .size = MIN(size, (size_t)READ_MAX) };
+	int r;
+
+	(void)ino;
+	if (off < 0) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	e.next = (uint64_t)off;
+	e.buf = malloc(e.size ? e.size : 1);
+	if (!e.buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	pthread_mutex_lock(&d->lock);
+	if (d->node.kind == FUSEFS_KIND_NODE)
+		r = list_stream(fs, &e, d);
+	else
+		r = list_snapshot(fs, &e, d, req);
+	pthread_mutex_unlock(&d->lock);
+	if (r < 0)
+		fuse_reply_err(req, r == -E2BIG ? EIO : store_errno(fs, r));
+	else
+		fuse_reply_buf(req, e.buf, e.used);
+	free(e.buf);
+}
+
+static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		       struct fuse_file_info *fi)
+{
+	readdir_common(req, ino, size, off, fi, false);
+}
+
+static void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+			   struct fuse_file_info *fi)
+{
+	readdir_common(req, ino, size, off, fi, true);
+}
+
+/* ---- Files --------------------------------------------------------------------------------- */
+
+/* An open file. Immutable after open, except bytes. */
+struct fh {
+	struct fusefs_handle h;                     /* on fs->handles while open; first member */
+	struct store_object *obj;                   /* owned */
+	uint64_t dsid;
+	uint32_t version;
+	uint64_t open_seq;                          /* seq of the "open" record */
+	_Atomic uint64_t bytes;                     /* plaintext bytes served through it */
+	uint32_t uid;                               /* the opener */
+	pid_t pid;
+	char dataset[STORE_DATASET_NAME_MAX + 1];
+	char user[POLICY_NAME_MAX + 1];
+	char process[32];
+	char path[];                                /* inside the version */
+};
+
+static struct fusefs_access fh_access(const struct fh *h)
+{
+	return (struct fusefs_access){
+		.dataset = h->dataset, .dsid = h->dsid, .version = h->version, .path = h->path,
+		.uid = h->uid, .user = h->user, .pid = h->pid, .process = h->process,
+	};
+}
+
+/* Record the close (bytes read so far), wipe the object key and free. */
+static void fh_close(struct fusefs *fs, struct fh *h, const char *error)
+{
+	struct fusefs_access a = fh_access(h);
+
+	fusefs_record_close(fs, &a, h->open_seq, atomic_load(&h->bytes), error);
+	store_object_close(h->obj);
+	free(h);
+}
+
+static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct fusefs *fs = fs_of(req);
+	struct store_dataset_info di;
+	struct policy_decision dec;
+	struct fusefs_access a;
+	struct store_inode in;
+	struct fusefs_node n;
+	char path[PATH_BUF];
+	char process[32];
+	struct caller c;
+	struct fh *h;
+	size_t plen;
+	int r;
+
+	if (!fusefs_ino_decode(ino, &n)) {
+		fuse_reply_err(req, ENOENT);
+		return;
+	}
+	if (n.kind != FUSEFS_KIND_NODE) {
+		fuse_reply_err(req, n.kind == FUSEFS_KIND_LATEST ? ELOOP : EISDIR);
+		return;
+	}
+	if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)) {
+		fuse_reply_err(req, EROFS);
+		return;
+	}
+	r = store_inode_get(fs->st, n.dsid, n.version, n.sino, &in);
+	if (r == 0 && in.type != STORE_INODE_FILE)
+		r = -EISDIR;
+	if (r == 0)
+		r = fusefs_dataset_by_id(fs, n.dsid, &di);
+	if (r < 0) {
+		fuse_reply_err(req, r == -EISDIR ? EISDIR : store_errno(fs, r));
+		return;
+	}
+	caller_get(fs, req, &c);
+	node_path(fs, &n, ino, path, sizeof(path));
+	fusefs_process_name(c.pid, process, sizeof(process));
+	a = (struct fusefs_access){ .dataset = di.name, .dsid = n.dsid, .version = n.version,
+				    .path = path, .uid = c.who.uid, .user = c.who.user,
+				    .pid = c.pid, .process = process };
+	dec = decide(fs, &c, n.dsid, n.version);
+	if (dec.reason != POLICY_ALLOW) {
+		/* Denied whether or not the record could be written. */
+		fusefs_record_open(fs, &a, &dec, c.ok ? NULL : "subject lookup failed", NULL);
+		fuse_reply_err(req, EACCES);
+		return;
+	}
+
+	plen = strlen(path);
+	h = calloc(1, sizeof(*h) + plen + 1);
+	if (!h) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	h->dsid = n.dsid;
+	h->version = n.version;
+	h->uid = c.who.uid;
+	h->pid = c.pid;
+	memcpy(h->dataset, di.name, sizeof(h->dataset));
+	memcpy(h->user, c.who.user, sizeof(h->user));
+	memcpy(h->process, process, sizeof(h->process));
+	memcpy(h->path, path, plen + 1);
+	atomic_init(&h->bytes, 0);
+
+	/* Recorded before anything is served; no record, no access. */
+	r = fusefs_record_open(fs, &a, &dec, NULL, &h->open_seq);
+	if (r < 0) {
+		free(h);
+		fuse_reply_err(req, EACCES);
+		return;
+	}
+	r = store_object_open(fs->st, n.dsid, &in, &h->obj);
+	if (r < 0) {
+		int e = store_errno(fs, r);
+
+		fusefs_record_close(fs, &a, h->open_seq, 0,
+				    r == -EBADMSG ? "object key failed authentication"
+						  : "object could not be opened");
+		free(h);
+		fuse_reply_err(req, e == ENOENT ? EIO : e);
+		return;
+	}
+	fi->fh = (uint64_t)(uintptr_t)h;
+	fi->direct_io = 1;      /* every read reaches us: no page cache to outlive a grant */
+	fi->keep_cache = 0;
+	fi->noflush = 1;        /* nothing to flush on a read-only file */
+	handle_link(fs, &h->h, true);
+	if (fuse_reply_open(req, fi) != 0) {
+		/* Interrupted: the kernel will send no release for this open. */
+		handle_unlink(fs, &h->h);
+		fh_close(fs, h, "open interrupted");
+	}
+}
+
+static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		    struct fuse_file_info *fi)
+{
+	struct fusefs *fs = fs_of(req);
+	struct fh *h = (struct fh *)(uintptr_t)fi->fh;
+	struct fusefs_worker *w = worker_get(fs);
+	ssize_t n;
+
+	(void)ino;
+	if (!w) {
+		fuse_reply_err(req, EIO);
+		return;
+	}
+	if (off < 0) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	size = MIN(size, (size_t)READ_MAX);
+	if (size > w->cap) {
+		uint8_t *b = realloc(w->buf, size);
+
+		if (!b) {
+			fuse_reply_err(req, ENOMEM);
+			return;
+		}
+		w->buf = b;
+		w->cap = size;
+	}
+	n = store_object_read(w->rd, h->obj, (uint64_t)off, size, w->buf);
+	if (n == -EBADMSG) {
+		struct fusefs_access a = fh_access(h);
+		uint64_t objsize = store_object_size(h->obj);
+		uint64_t len = (uint64_t)off < objsize ? MIN((uint64_t)size, objsize - (uint64_t)off)
+						       : 0;
+
+		/* Never data: EIO whether or not the record could be written. */
+		fusefs_record_integrity(fs, &a, h->open_seq, (uint64_t)off, len);
+		fuse_reply_err(req, EIO);
+		return;
+	}
+	if (n < 0) {
+		fusefs_log_once(fs, FUSEFS_ONCE_STORE, "enclave: read of %s/%" PRIu32 "%s: %s",
+				h->dataset, h->version, h->path,
+				err_detail()[0] ? err_detail() : strerror((int)-n));
+		fuse_reply_err(req, EIO);
+		return;
+	}
+	atomic_fetch_add(&h->bytes, (uint64_t)n);
+	fuse_reply_buf(req, (const char *)w->buf, (size_t)n);
+}
+
+static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct fusefs *fs = fs_of(req);
+	struct fh *h = (struct fh *)(uintptr_t)fi->fh;
+
+	(void)ino;
+	handle_unlink(fs, &h->h);
+	fh_close(fs, h, NULL);
+	fuse_reply_err(req, 0);
+}
+
+const struct fuse_lowlevel_ops fusefs_ops = {
+	.init = op_init,
+	.lookup = op_lookup,
+	.forget = op_forget,
+	.forget_multi = op_forget_multi,
+	.getattr = op_getattr,
+	.readlink = op_readlink,
+	.open = op_open,
+	.read = op_read,
+	.release = op_release,
+	.opendir = op_opendir,
+	.readdir = op_readdir,
+	.readdirplus = op_readdirplus,
+	.releasedir = op_releasedir,
+	.statfs = op_statfs,
+};

@@ -1,0 +1,135 @@
+/* records: the audit records the FUSE layer writes ("open", "close", "integrity").
+ *
+ * Fields common to the three: "event", "dataset", "dataset_id", "version", "path" (inside the
+ * version, from "/"; "#ino:<n>" when the path of store inode n is no longer known, see ops.c),
+ * "uid", "user", "pid", "process" (when /proc/<pid>/comm was readable). Text from outside
+ * (dataset, path, user, process) goes through audit_string(), so invalid UTF-8 is escaped and
+ * never breaks a record.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "common/common.h"
+#include "fuse/fusefs_internal.h"
+
+/* Collects json_object_set_new failures (allocation) so the builders stay flat. */
+struct rec {
+	json_t *obj;
+	bool failed;
+};
+
+static void put(struct rec *r, const char *key, json_t *val)
+{
+	if (!val || !r->obj || json_object_set_new(r->obj, key, val) < 0)
+		r->failed = true;
+}
+
+static void put_u64(struct rec *r, const char *key, uint64_t v)
+{
+	/* json_int_t is long long; counts and ids here stay far below 2^63. */
+	put(r, key, json_integer((json_int_t)MIN(v, (uint64_t)INT64_MAX)));
+}
+
+static struct rec rec_start(const char *event, const struct fusefs_access *a)
+{
+	struct rec r = { .obj = json_object() };
+
+	put(&r, "event", json_string(event));
+	put(&r, "dataset", audit_string(a->dataset));
+	put_u64(&r, "dataset_id", a->dsid);
+	put_u64(&r, "version", a->version);
+	put(&r, "path", audit_string(a->path));
+	put_u64(&r, "uid", a->uid);
+	put(&r, "user", audit_string(a->user));
+	put_u64(&r, "pid", (uint64_t)a->pid);
+	if (a->process && a->process[0])
+		put(&r, "process", audit_string(a->process));
+	return r;
+}
+
+static int rec_append(struct fusefs *fs, struct rec *r, uint64_t *ret_seq)
+{
+	uint64_t seq = 0;
+	int ret;
+
+	if (r->failed) {
+		ret = -ENOMEM;
+	} else {
+		ret = audit_append(fs->log, r->obj, &seq);
+		if (ret == 0 && ret_seq)
+			*ret_seq = seq;
+	}
+	if (ret < 0)
+		fusefs_log_once(fs, FUSEFS_ONCE_AUDIT,
+				"enclave: cannot append to the audit log (%s): access is refused "
+				"until it can be written", strerror(-ret));
+	json_decref(r->obj);
+	return ret;
+}
+
+void fusefs_process_name(pid_t pid, char *out, size_t n)
+{
+	char path[64];
+	ssize_t len;
+	int fd;
+
+	out[0] = '\0';
+	if (n < 2 || pid <= 0)
+		return;
+	snprintf(path, sizeof(path), "/proc/%d/comm", (int)pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return;
+	len = read(fd, out, n - 1);
+	close(fd);
+	if (len <= 0) {
+		out[0] = '\0';
+		return;
+	}
+	out[len] = '\0';
+	if (out[len - 1] == '\n')
+		out[len - 1] = '\0';
+}
+
+int fusefs_record_open(struct fusefs *fs, const struct fusefs_access *a,
+		       const struct policy_decision *d, const char *error, uint64_t *ret_seq)
+{
+	struct rec r = rec_start("open", a);
+
+	put(&r, "decision", json_string(d->reason == POLICY_ALLOW ? "allow" : "deny"));
+	put(&r, "reason", json_string(policy_reason_name(d->reason)));
+	if (d->grant_id)
+		put_u64(&r, "grant_id", d->grant_id);
+	if (error)
+		put(&r, "error", json_string(error));
+	return rec_append(fs, &r, ret_seq);
+}
+
+int fusefs_record_close(struct fusefs *fs, const struct fusefs_access *a, uint64_t open_seq,
+			uint64_t bytes, const char *error)
+{
+	struct rec r = rec_start("close", a);
+
+	put_u64(&r, "open_seq", open_seq);
+	put_u64(&r, "bytes", bytes);
+	if (error)
+		put(&r, "error", json_string(error));
+	return rec_append(fs, &r, NULL);
+}
+
+int fusefs_record_integrity(struct fusefs *fs, const struct fusefs_access *a, uint64_t open_seq,
+			    uint64_t offset, uint64_t length)
+{
+	struct rec r = rec_start("integrity", a);
+
+	put_u64(&r, "open_seq", open_seq);
+	put_u64(&r, "offset", offset);
+	put_u64(&r, "length", length);
+	put(&r, "error", json_string("authentication failed"));
+	return rec_append(fs, &r, NULL);
+}

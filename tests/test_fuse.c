@@ -1,0 +1,1503 @@
+/* test_fuse: the FUSE view, mounted for real, read by real users (tests/testusers.h) from forked
+ * children, decided by a grant table of the test's own, audited into a real log.
+ *
+ * Needs root and /dev/fuse (exit 77 otherwise). Mounts only under the test's scratch directory;
+ * every test stops and unmounts in its teardown, whatever happened, and a mount that is somehow
+ * left is detached there too.
+ *
+ * Children run as other users and must not use cmocka's assertions (a failed one would jump back
+ * into the child's copy of the runner): they CHECK, print what went wrong, and exit non-zero.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/syscall.h>
+#include <sys/time.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <jansson.h>
+
+#include "audit/audit.h"
+#include "audit/audit_internal.h" /* white-box: make the log fail */
+#include "common/common.h"
+#include "common/err.h"
+#include "fuse/fusefs.h"
+#include "fuse/ino.h" /* white-box: the inode number layout */
+#include "policy/policy.h"
+#include "store/store.h"
+#include "tests/testusers.h"
+#include "tests/testutil.h"
+
+#define PASS "fuse test passphrase"
+#define CS 65536u
+/* Child time limits (ms). */
+#define CHILD_MS 60000
+
+static struct tu_users U;
+
+/* ---- The source tree ----------------------------------------------------------------------- */
+
+struct tfile {
+	const char *path;
+	size_t size;
+	uint64_t seed;
+	mode_t mode;
+};
+
+static const struct tfile tree[] = {
+	{ "empty", 0, 1, 0644 },
+	{ "one", 1, 2, 0600 },
+	{ "run.sh", 300, 3, 0750 },
+	{ "a/chunk", CS, 4, 0640 },
+	{ "a/odd", 3 * CS + 17, 5, 0644 },
+	{ "a/b/c/big", (5u << 20) + 123, 6, 0644 },
+	{ "a/b/n\xc3\xa4me with spaces", 1000, 7, 0444 },
+};
+#define NTREE ARRAY_SIZE(tree)
+#define ONE_MTIME_S 1700000000
+#define ONE_MTIME_NS 123456789
+
+static void make_parents(const char *root, const char *rel)
+{
+	char *p = tu_fmt("%s/%s", root, rel);
+
+	for (char *s = strchr(p + strlen(root) + 1, '/'); s; s = strchr(s + 1, '/')) {
+		*s = '\0';
+		mkdir(p, 0755);
+		*s = '/';
+	}
+	free(p);
+}
+
+static void write_tree(const char *root, const struct tfile *files, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		char *p = tu_fmt("%s/%s", root, files[i].path);
+
+		make_parents(root, files[i].path);
+		tu_write_seeded(p, files[i].size, files[i].seed);
+		assert_int_equal(chmod(p, files[i].mode), 0);
+		if (strcmp(files[i].path, "one") == 0) {
+			struct timespec ts[2] = { { ONE_MTIME_S, ONE_MTIME_NS },
+						  { ONE_MTIME_S, ONE_MTIME_NS } };
+
+			assert_int_equal(utimensat(AT_FDCWD, p, ts, 0), 0);
+		}
+		free(p);
+	}
+}
+
+/* ---- Grants: the test's own table, fed to policy_decide ------------------------------------ */
+
+static pthread_mutex_t grants_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct policy_grant grants[32];
+static size_t ngrants;
+static uint64_t next_grant_id = 1;
+static atomic_uint decide_calls;
+
+static struct policy_decision test_decide(void *ctx, const struct policy_subject *who,
+					  uint64_t dataset_id, uint32_t version)
+{
+	struct policy_decision d;
+
+	(void)ctx;
+	atomic_fetch_add(&decide_calls, 1);
+	pthread_mutex_lock(&grants_lock);
+	d = policy_decide(who, dataset_id, version, time(NULL), grants, ngrants);
+	pthread_mutex_unlock(&grants_lock);
+	return d;
+}
+
+static uint64_t grant(uint32_t kind, uint32_t principal, uint64_t dsid, uint32_t version)
+{
+	struct policy_grant g = {
+		.kind = kind, .principal_id = principal, .dataset_id = dsid, .version = version,
+		.not_before = time(NULL) - 60, .expires = time(NULL) + 3600,
+		.created = time(NULL) - 60,
+	};
+
+	pthread_mutex_lock(&grants_lock);
+	assert_true(ngrants < ARRAY_SIZE(grants));
+	g.id = next_grant_id++;
+	snprintf(g.purpose, sizeof(g.purpose), "test");
+	grants[ngrants++] = g;
+	pthread_mutex_unlock(&grants_lock);
+	return g.id;
+}
+
+static void grant_revoke(uint64_t id)
+{
+	pthread_mutex_lock(&grants_lock);
+	for (size_t i = 0; i < ngrants; i++)
+		if (grants[i].id == id)
+			grants[i].revoked_at = time(NULL);
+	pthread_mutex_unlock(&grants_lock);
+}
+
+/* ---- Fixture ------------------------------------------------------------------------------- */
+
+struct fx {
+	char *root;
+	char *store;
+	char *src;
+	char *auditdir;
+	char *mnt;
+	crypto_secret *pass;
+	struct store *st;
+	struct audit_log *log;
+	struct fusefs *fs;
+	pthread_t runner;
+	bool running;
+	atomic_bool run_done;
+	int run_result;
+	pid_t child;        /* a child still running, killed in teardown */
+};
+
+static bool mounted_at(const char *path)
+{
+	FILE *f = fopen("/proc/self/mountinfo", "re");
+	char line[4096];
+	bool found = false;
+
+	if (!f)
+		return false;
+	while (fgets(line, sizeof(line), f)) {
+		char mp[4096];
+
+		if (sscanf(line, "%*s %*s %*s %*s %4095s", mp) == 1 && strcmp(mp, path) == 0)
+			found = true;
+	}
+	fclose(f);
+	return found;
+}
+
+/* The mountinfo line of the mount at path (malloc'd), or NULL. */
+static char *mount_line(const char *path)
+{
+	FILE *f = fopen("/proc/self/mountinfo", "re");
+	char line[4096], *found = NULL;
+
+	if (!f)
+		return NULL;
+	while (fgets(line, sizeof(line), f)) {
+		char mp[4096];
+
+		if (sscanf(line, "%*s %*s %*s %*s %4095s", mp) == 1 && strcmp(mp, path) == 0) {
+			free(found);
+			found = strdup(line);
+		}
+	}
+	fclose(f);
+	return found;
+}
+
+static int fx_setup(void **state)
+{
+	struct fx *f = calloc(1, sizeof(*f));
+	struct crypto_kdf_params kdf = crypto_kdf_params_min();
+	char real[4096];
+	int r;
+
+	f->child = -1;
+	f->root = tu_mkdtemp("fuse");
+	if (!realpath(f->root, real))
+		return -1;
+	free(f->root);
+	f->root = strdup(real);
+	f->store = tu_fmt("%s/store", f->root);
+	f->src = tu_fmt("%s/src", f->root);
+	f->auditdir = tu_fmt("%s/audit", f->root);
+	f->mnt = tu_fmt("%s/mnt", f->root);
+	if (mkdir(f->src, 0755) < 0 || mkdir(f->mnt, 0755) < 0)
+		return -1;
+	/* The test users must reach the mount point (the store and log stay 0700). */
+	if (tu_make_reachable(f->mnt) < 0)
+		return -1;
+	f->pass = tu_pass(PASS);
+	r = store_create(f->store, f->pass, &kdf, &f->st);
+	if (r < 0) {
+		fprintf(stderr, "store_create: %s\n", err_detail());
+		return -1;
+	}
+	r = audit_open(f->auditdir, NULL, &f->log);
+	if (r < 0) {
+		fprintf(stderr, "audit_open: %s\n", err_detail());
+		return -1;
+	}
+	pthread_mutex_lock(&grants_lock);
+	ngrants = 0;
+	pthread_mutex_unlock(&grants_lock);
+	*state = f;
+	return 0;
+}
+
+static void *run_thread(void *p)
+{
+	struct fx *f = p;
+
+	f->run_result = fusefs_run(f->fs);
+	if (f->run_result < 0)
+		fprintf(stderr, "fusefs_run: %s\n", err_detail());
+	atomic_store(&f->run_done, true);
+	return NULL;
+}
+
+static void fx_mount(struct fx *f)
+{
+	struct fusefs_options o = { .mountpoint = f->mnt, .max_threads = 8 };
+	int r;
+
+	assert_int_equal(fusefs_new(f->st, f->log, test_decide, NULL, &o, &f->fs), 0);
+	r = fusefs_mount(f->fs);
+	if (r < 0)
+		fprintf(stderr, "fusefs_mount: %s\n", err_detail());
+	assert_int_equal(r, 0);
+	atomic_store(&f->run_done, false);
+	assert_int_equal(pthread_create(&f->runner, NULL, run_thread, f), 0);
+	f->running = true;
+	/* Serving: the kernel's INIT has been answered (this waits for it). */
+	{
+		struct stat s;
+
+		assert_int_equal(stat(f->mnt, &s), 0);
+		assert_true(S_ISDIR(s.st_mode));
+	}
+}
+
+/* Wait up to ms for the serving thread to finish. */
+static bool run_finished_within(struct fx *f, int ms)
+{
+	for (int i = 0; i < ms / 10 && !atomic_load(&f->run_done); i++)
+		poll(NULL, 0, 10);
+	return atomic_load(&f->run_done);
+}
+
+/* Stop, join and free; detach whatever is still mounted. Safe to call twice. */
+static void fx_unmount(struct fx *f)
+{
+	if (f->fs)
+		fusefs_stop(f->fs);
+	if (f->running) {
+		if (!run_finished_within(f, 20000)) {
+			fprintf(stderr, "fusefs_run did not return after fusefs_stop: forcing\n");
+			umount2(f->mnt, MNT_FORCE);
+			umount2(f->mnt, MNT_DETACH);
+		}
+		pthread_join(f->runner, NULL);
+		f->running = false;
+	}
+	fusefs_free(f->fs);
+	f->fs = NULL;
+	while (mounted_at(f->mnt)) {
+		fprintf(stderr, "teardown: %s still mounted, detaching\n", f->mnt);
+		if (umount2(f->mnt, MNT_DETACH) < 0)
+			break;
+	}
+}
+
+static int fx_teardown(void **state)
+{
+	struct fx *f = *state;
+
+	if (!f)
+		return 0;
+	if (f->child > 0) {
+		kill(f->child, SIGKILL);
+		waitpid(f->child, NULL, 0);
+	}
+	fx_unmount(f);
+	audit_close(f->log);
+	store_close(f->st);
+	if (!mounted_at(f->mnt))
+		tu_rm_rf(f->root);
+	free(f->root);
+	free(f->store);
+	free(f->src);
+	free(f->auditdir);
+	free(f->mnt);
+	crypto_secret_free(f->pass);
+	free(f);
+	return 0;
+}
+
+/* Import the source directory as the next version of name; returns the version. */
+static uint32_t import_src(struct fx *f, const char *name)
+{
+	struct store_import *imp = NULL;
+	uint32_t ver = 0;
+	int dfd = open(f->src, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int r;
+
+	assert_true(dfd >= 0);
+	r = store_import_begin(f->st, name, NULL, &imp);
+	if (r == 0)
+		r = store_import_add_tree(imp, dfd);
+	if (r == 0)
+		r = store_import_commit(imp, &ver);
+	if (r < 0)
+		fprintf(stderr, "import: %s\n", err_detail());
+	assert_int_equal(r, 0);
+	store_import_free(imp);
+	close(dfd);
+	return ver;
+}
+
+static uint64_t dsid_of(struct fx *f, const char *name)
+{
+	struct store_dataset_info di;
+
+	assert_int_equal(store_dataset_get(f->st, name, &di), 0);
+	return di.id;
+}
+
+/* The standard dataset "ds" (version 1) from tree[]. */
+static uint64_t import_tree(struct fx *f)
+{
+	write_tree(f->src, tree, NTREE);
+	assert_int_equal(import_src(f, "ds"), 1);
+	return dsid_of(f, "ds");
+}
+
+/* ---- Audit log ----------------------------------------------------------------------------- */
+
+struct collect {
+	const char *event;
+	json_t *out;        /* array of copies */
+};
+
+static int collect_cb(void *ctx, const json_t *rec, const char *line, size_t len)
+{
+	struct collect *c = ctx;
+	const char *ev = json_string_value(json_object_get(rec, "event"));
+
+	(void)line;
+	(void)len;
+	if (!c->event || (ev && strcmp(ev, c->event) == 0))
+		json_array_append_new(c->out, json_deep_copy(rec));
+	return 0;
+}
+
+/* Every record of the event (NULL: all), in order. */
+static json_t *records(struct fx *f, const char *event)
+{
+	struct collect c = { .event = event, .out = json_array() };
+
+	assert_int_equal(audit_foreach(f->auditdir, NULL, collect_cb, &c), 0);
+	return c.out;
+}
+
+static const char *rstr(const json_t *r, const char *k)
+{
+	const char *s = json_string_value(json_object_get(r, k));
+
+	return s ? s : "";
+}
+
+static long long rec_int(const json_t *r, const char *k)
+{
+	json_t *v = json_object_get(r, k);
+
+	return json_is_integer(v) ? json_integer_value(v) : -1;
+}
+
+/* The first record of event whose path and user are these (and decision, if not NULL). */
+static json_t *find_rec(json_t *arr, const char *path, const char *user, const char *decision)
+{
+	size_t i;
+	json_t *r;
+
+	json_array_foreach(arr, i, r) {
+		if (strcmp(rstr(r, "path"), path) == 0 && strcmp(rstr(r, "user"), user) == 0 &&
+		    (!decision || strcmp(rstr(r, "decision"), decision) == 0))
+			return r;
+	}
+	return NULL;
+}
+
+/* ---- Child helpers (run as test users; no cmocka in here) ---------------------------------- */
+
+#define CHECK(cond, ...)                                                                    \
+	do {                                                                                \
+		if (!(cond)) {                                                              \
+			fprintf(stderr, "child (uid %u) line %d: ", (unsigned)getuid(),     \
+				__LINE__);                                                  \
+			fprintf(stderr, __VA_ARGS__);                                       \
+			fputc('\n', stderr);                                                \
+			return 1 + __LINE__ % 100;                                          \
+		}                                                                           \
+	} while (0)
+
+/* Read the whole file at path and compare with tu_fill(seed); step bytes per read. */
+static int check_file(const char *path, size_t size, uint64_t seed, size_t step)
+{
+	uint8_t *want = malloc(size + 1), *have = malloc(size + step + 1);
+	size_t got = 0;
+	ssize_t n;
+	int fd, rc = 0;
+
+	CHECK(want && have, "malloc");
+	tu_fill(want, size, seed);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		fprintf(stderr, "child: open %s: %s\n", path, strerror(errno));
+		rc = 90;
+		goto out;
+	}
+	while ((n = read(fd, have + got, step)) > 0)
+		got += (size_t)n;
+	if (n < 0 || got != size || memcmp(have, want, size) != 0) {
+		fprintf(stderr, "child: %s: read %zu of %zu bytes (%s), content %s\n", path, got,
+			size, n < 0 ? strerror(errno) : "ok",
+			got == size && !memcmp(have, want, size) ? "equal" : "differs");
+		rc = 91;
+	}
+	close(fd);
+out:
+	free(want);
+	free(have);
+	return rc;
+}
+
+/* Is name in directory dir (readdir)? -1 if the directory cannot be listed. */
+static int listed(const char *dir, const char *name)
+{
+	DIR *d = opendir(dir);
+	struct dirent *de;
+	int found = 0;
+
+	if (!d)
+		return -1;
+	while ((de = readdir(d)))
+		if (strcmp(de->d_name, name) == 0)
+			found = 1;
+	closedir(d);
+	return found;
+}
+
+/* open(path) must fail with errno want (or with one of want/want2, when want2 != 0). */
+static int open_fails(const char *path, int want, int want2)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+	if (fd >= 0) {
+		close(fd);
+		fprintf(stderr, "child: open %s succeeded, wanted %s\n", path, strerror(want));
+		return 80;
+	}
+	if (errno != want && (want2 == 0 || errno != want2)) {
+		fprintf(stderr, "child: open %s: %s, wanted %s\n", path, strerror(errno),
+			strerror(want));
+		return 81;
+	}
+	return 0;
+}
+
+/* ---- Tests --------------------------------------------------------------------------------- */
+
+struct read_all_job {
+	const char *mnt;
+	int64_t version_mtime_ns;
+};
+
+static int child_read_all(void *arg)
+{
+	const struct read_all_job *j = arg;
+	char target[16];
+	struct stat s;
+	ssize_t n;
+	int rc;
+
+	prctl(PR_SET_NAME, "enc-reader");
+	CHECK(listed(j->mnt, "ds") == 1, "ds not listed at the mount root");
+	{
+		struct statvfs sv;
+
+		CHECK(statvfs(j->mnt, &sv) == 0, "statvfs: %s", strerror(errno));
+		CHECK(sv.f_namemax == 255 && (sv.f_flag & ST_RDONLY), "statvfs: namemax %lu flags %lx",
+		      (unsigned long)sv.f_namemax, (unsigned long)sv.f_flag);
+	}
+	for (size_t i = 0; i < NTREE; i++) {
+		char *p = tu_fmt("%s/ds/1/%s", j->mnt, tree[i].path);
+		mode_t want = 0444 | ((tree[i].mode & 0111) ? 0111 : 0);
+
+		CHECK(stat(p, &s) == 0, "stat %s: %s", p, strerror(errno));
+		CHECK(S_ISREG(s.st_mode) && (s.st_mode & 07777) == want,
+		      "%s: mode %o, wanted %o", p, s.st_mode, want);
+		CHECK(s.st_uid == 0 && s.st_gid == 0, "%s: owner %u:%u", p, s.st_uid, s.st_gid);
+		CHECK((size_t)s.st_size == tree[i].size, "%s: size %lld", p, (long long)s.st_size);
+		CHECK(s.st_nlink == 1, "%s: nlink %lu", p, (unsigned long)s.st_nlink);
+		CHECK(s.st_blocks == (blkcnt_t)((tree[i].size + 511) / 512), "%s: blocks %lld", p,
+		      (long long)s.st_blocks);
+		/* Odd read sizes cross chunk boundaries. */
+		rc = check_file(p, tree[i].size, tree[i].seed, i % 2 ? 12345 : 1u << 20);
+		free(p);
+		if (rc)
+			return rc;
+	}
+	/* Times: a file's from the source, the version directory's from its commit. */
+	{
+		char *p = tu_fmt("%s/ds/1/one", j->mnt);
+
+		CHECK(stat(p, &s) == 0, "stat one");
+		CHECK(s.st_mtim.tv_sec == ONE_MTIME_S && s.st_mtim.tv_nsec == ONE_MTIME_NS,
+		      "one: mtime %lld.%09ld", (long long)s.st_mtim.tv_sec, s.st_mtim.tv_nsec);
+		free(p);
+		p = tu_fmt("%s/ds/1", j->mnt);
+		CHECK(stat(p, &s) == 0 && S_ISDIR(s.st_mode) && (s.st_mode & 07777) == 0555,
+		      "version dir mode %o", s.st_mode);
+		CHECK((int64_t)s.st_mtim.tv_sec * 1000000000 + s.st_mtim.tv_nsec ==
+			      j->version_mtime_ns, "version dir mtime");
+		free(p);
+		p = tu_fmt("%s/ds/1/a/b", j->mnt);
+		CHECK(stat(p, &s) == 0 && S_ISDIR(s.st_mode) && (s.st_mode & 07777) == 0555 &&
+			      s.st_nlink == 3, "a/b: mode %o nlink %lu", s.st_mode,
+		      (unsigned long)s.st_nlink);
+		free(p);
+	}
+	/* Through the latest symlink. */
+	{
+		char *l = tu_fmt("%s/ds/latest", j->mnt), *p = tu_fmt("%s/ds/latest/a/odd", j->mnt);
+
+		CHECK(lstat(l, &s) == 0 && S_ISLNK(s.st_mode), "latest is not a symlink");
+		n = readlink(l, target, sizeof(target));
+		CHECK(n == 1 && target[0] == '1', "latest -> %.*s", (int)MAX(n, 0), target);
+		rc = check_file(p, 3 * CS + 17, 5, 4096);
+		free(l);
+		free(p);
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+/* A granted user reads every file, byte for byte, with the right attributes; the log has an allowed
+ * open and a close with the bytes for each. */
+static void test_granted_user_reads_every_file(void **state)
+{
+	struct fx *f = *state;
+	struct store_version_info vi;
+	struct read_all_job j = { .mnt = f->mnt };
+	uint64_t dsid = import_tree(f), gid;
+	json_t *opens, *closes;
+
+	assert_int_equal(store_version_get(f->st, dsid, 1, &vi), 0);
+	j.version_mtime_ns = vi.committed_ns;
+	gid = grant(POLICY_USER, U.alice.uid, dsid, POLICY_ALL_VERSIONS);
+	fx_mount(f);
+	/* Read-only, every user may reach it, the kernel checks the mode bits. */
+	{
+		char *l = mount_line(f->mnt);
+
+		assert_non_null(l);
+		assert_non_null(strstr(l, " ro,"));
+		assert_non_null(strstr(l, " - fuse.enclave enclave "));
+		assert_non_null(strstr(l, "default_permissions"));
+		assert_non_null(strstr(l, "allow_other"));
+		free(l);
+	}
+	assert_int_equal(tu_run_as(&U.alice, child_read_all, &j, CHILD_MS), 0);
+	fx_unmount(f); /* every release has been recorded once the mount is gone */
+
+	opens = records(f, "open");
+	closes = records(f, "close");
+	for (size_t i = 0; i < NTREE; i++) {
+		char *path = tu_fmt("/%s", tree[i].path);
+		json_t *o = find_rec(opens, path, TU_USER_ALICE, "allow"), *c;
+		size_t k;
+		bool closed = false;
+
+		assert_non_null(o);
+		assert_int_equal(rec_int(o, "grant_id"), gid);
+		assert_string_equal(rstr(o, "reason"), "allow");
+		/* Some close of this path carries the full size (stat-only opens do not exist:
+		 * each open here was a read of the whole file). */
+		json_array_foreach(closes, k, c)
+			if (strcmp(rstr(c, "path"), path) == 0 &&
+			    rec_int(c, "bytes") == (long long)tree[i].size)
+				closed = true;
+		assert_true(closed);
+		free(path);
+	}
+	json_decref(opens);
+	json_decref(closes);
+}
+
+/* The records of one open and its close, field by field. */
+struct one_read_job {
+	const char *path;
+	pid_t pid;          /* out: filled by the child, read via a pipe */
+	int pipe_w;
+};
+
+static int child_one_read(void *arg)
+{
+	const struct one_read_job *j = arg;
+	pid_t me = getpid();
+
+	prctl(PR_SET_NAME, "enc-reader");
+	CHECK(write(j->pipe_w, &me, sizeof(me)) == sizeof(me), "pipe");
+	return check_file(j->path, 3 * CS + 17, 5, 100000);
+}
+
+static void test_audit_records_open_and_close(void **state)
+{
+	struct fx *f = *state;
+	uint64_t dsid = import_tree(f), gid;
+	struct one_read_job j = { 0 };
+	json_t *opens, *closes, *o, *c = NULL, *r;
+	int p[2];
+	size_t i;
+	pid_t pid = 0;
+
+	gid = grant(POLICY_USER, U.alice.uid, dsid, 1);
+	fx_mount(f);
+	assert_int_equal(pipe2(p, O_CLOEXEC), 0);
+	j.path = tu_fmt("%s/ds/1/a/odd", f->mnt);
+	j.pipe_w = p[1];
+	assert_int_equal(tu_run_as(&U.alice, child_one_read, &j, CHILD_MS), 0);
+	assert_int_equal(read(p[0], &pid, sizeof(pid)), sizeof(pid));
+	close(p[0]);
+	close(p[1]);
+	fx_unmount(f);
+
+	opens = records(f, "open");
+	closes = records(f, "close");
+	o = find_rec(opens, "/a/odd", TU_USER_ALICE, "allow");
+	assert_non_null(o);
+	assert_string_equal(rstr(o, "event"), "open");
+	assert_string_equal(rstr(o, "dataset"), "ds");
+	assert_int_equal(rec_int(o, "dataset_id"), dsid);
+	assert_int_equal(rec_int(o, "version"), 1);
+	assert_int_equal(rec_int(o, "uid"), U.alice.uid);
+	assert_int_equal(rec_int(o, "pid"), pid);
+	assert_string_equal(rstr(o, "process"), "enc-reader");
+	assert_string_equal(rstr(o, "reason"), "allow");
+	assert_int_equal(rec_int(o, "grant_id"), gid);
+	json_array_foreach(closes, i, r)
+		if (rec_int(r, "open_seq") == rec_int(o, "seq"))
+			c = r;
+	assert_non_null(c);
+	assert_string_equal(rstr(c, "path"), "/a/odd");
+	assert_string_equal(rstr(c, "user"), TU_USER_ALICE);
+	assert_int_equal(rec_int(c, "bytes"), 3 * CS + 17);
+	assert_int_equal(rec_int(c, "version"), 1);
+	assert_true(rec_int(c, "seq") > rec_int(o, "seq"));
+	json_decref(opens);
+	json_decref(closes);
+	free((char *)j.path);
+}
+
+struct vis_job {
+	const char *mnt;
+};
+
+/* bob has no grant: nothing of ds shows. */
+static int child_bob_sees_nothing(void *arg)
+{
+	const struct vis_job *j = arg;
+	char *ds = tu_fmt("%s/ds", j->mnt), *v1 = tu_fmt("%s/ds/1", j->mnt);
+	char *f1 = tu_fmt("%s/ds/1/one", j->mnt), *lat = tu_fmt("%s/ds/latest", j->mnt);
+	struct stat s;
+	int rc;
+
+	CHECK(listed(j->mnt, "ds") == 0, "ds listed for bob");
+	CHECK(listed(j->mnt, "other") == 0, "other listed for bob");
+	CHECK(stat(ds, &s) < 0 && errno == ENOENT, "stat ds: %s", strerror(errno));
+	CHECK(lstat(lat, &s) < 0 && errno == ENOENT, "lstat latest: %s", strerror(errno));
+	CHECK(stat(v1, &s) < 0 && errno == ENOENT, "stat ds/1: %s", strerror(errno));
+	CHECK(opendir(ds) == NULL && errno == ENOENT, "opendir ds: %s", strerror(errno));
+	rc = open_fails(f1, ENOENT, 0);
+	free(ds);
+	free(v1);
+	free(f1);
+	free(lat);
+	return rc;
+}
+
+/* carol has version 1 only: ds shows, version 2 does not; latest still names 2. */
+static int child_carol_v1_only(void *arg)
+{
+	const struct vis_job *j = arg;
+	char *ds = tu_fmt("%s/ds", j->mnt), *v2 = tu_fmt("%s/ds/2", j->mnt);
+	char *f2 = tu_fmt("%s/ds/2/one", j->mnt), *f1 = tu_fmt("%s/ds/1/one", j->mnt);
+	char *lat = tu_fmt("%s/ds/latest", j->mnt), *f1lat = tu_fmt("%s/ds/latest/one", j->mnt);
+	char target[16];
+	struct stat s;
+	ssize_t n;
+	int rc;
+
+	CHECK(listed(j->mnt, "ds") == 1, "ds not listed for carol");
+	CHECK(listed(j->mnt, "other") == 0, "other listed for carol");
+	CHECK(listed(ds, "1") == 1 && listed(ds, "latest") == 1, "ds/1 or latest not listed");
+	CHECK(listed(ds, "2") == 0, "ds/2 listed for carol");
+	CHECK(stat(v2, &s) < 0 && errno == ENOENT, "stat ds/2: %s", strerror(errno));
+	n = readlink(lat, target, sizeof(target));
+	CHECK(n == 1 && target[0] == '2', "latest -> %.*s", (int)MAX(n, 0), target);
+	rc = open_fails(f2, ENOENT, 0);
+	if (rc == 0)
+		rc = open_fails(f1lat, ENOENT, 0);
+	if (rc == 0)
+		rc = check_file(f1, 1, 2, 100);
+	free(ds);
+	free(v2);
+	free(f2);
+	free(f1);
+	free(lat);
+	free(f1lat);
+	return rc;
+}
+
+static void test_ungranted_user_sees_nothing(void **state)
+{
+	struct fx *f = *state;
+	struct vis_job j = { .mnt = f->mnt };
+	uint64_t dsid = import_tree(f);
+
+	assert_int_equal(import_src(f, "ds"), 2);
+	assert_int_equal(import_src(f, "other"), 1);
+	grant(POLICY_USER, U.alice.uid, dsid, POLICY_ALL_VERSIONS);
+	grant(POLICY_USER, U.carol.uid, dsid, 1);
+	fx_mount(f);
+	assert_int_equal(tu_run_as(&U.bob, child_bob_sees_nothing, &j, CHILD_MS), 0);
+	assert_int_equal(tu_run_as(&U.carol, child_carol_v1_only, &j, CHILD_MS), 0);
+}
+
+/* An open that reaches the daemon and is denied: the grant is revoked while the child holds a
+ * directory descriptor inside the version, so the open below it needs no dataset-level lookup. */
+struct held_job {
+	const char *mnt;
+	int ready_w;        /* child -> parent: holding the directory */
+	int go_r;           /* parent -> child: the grant is revoked */
+	/* After the revoke, an open by path must fail with EACCES: a user a grant names (even a
+	 * revoked one) still finds the names, and every attempt is decided and recorded. */
+	bool expect_path_eacces;
+};
+
+static int child_held_dirfd(void *arg)
+{
+	const struct held_job *j = arg;
+	char *dir = tu_fmt("%s/ds/1/a", j->mnt), *one = tu_fmt("%s/ds/1/one", j->mnt);
+	char c = 'r';
+	int dfd, fd, rc = 0;
+
+	dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	CHECK(dfd >= 0, "open %s: %s", dir, strerror(errno));
+	/* Before: readable through the descriptor. */
+	fd = openat(dfd, "chunk", O_RDONLY | O_CLOEXEC);
+	CHECK(fd >= 0, "openat chunk before the revoke: %s", strerror(errno));
+	close(fd);
+	CHECK(write(j->ready_w, &c, 1) == 1, "pipe");
+	CHECK(read(j->go_r, &c, 1) == 1, "pipe");
+	/* After: the open reaches the daemon and is refused. */
+	fd = openat(dfd, "odd", O_RDONLY | O_CLOEXEC);
+	CHECK(fd < 0 && errno == EACCES, "openat odd after the revoke: %s",
+	      fd >= 0 ? "opened" : strerror(errno));
+	/* Listing through a new descriptor of the same directory is refused too. */
+	fd = openat(dfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	CHECK(fd < 0 && errno == EACCES, "openat . after the revoke: %s",
+	      fd >= 0 ? "opened" : strerror(errno));
+	if (j->expect_path_eacces)
+		rc = open_fails(one, EACCES, 0);
+	close(dfd);
+	free(dir);
+	free(one);
+	return rc;
+}
+
+static void run_held(struct fx *f, struct held_job *j, void (*between)(struct fx *f, void *arg),
+		     void *arg)
+{
+	int ready[2], go[2];
+	char c;
+
+	assert_int_equal(pipe2(ready, O_CLOEXEC), 0);
+	assert_int_equal(pipe2(go, O_CLOEXEC), 0);
+	j->mnt = f->mnt;
+	j->ready_w = ready[1];
+	j->go_r = go[0];
+	assert_int_equal(tu_spawn_as(&U.alice, child_held_dirfd, j, &f->child), 0);
+	close(ready[1]);
+	close(go[0]);
+	assert_int_equal(read(ready[0], &c, 1), 1);
+	between(f, arg);
+	assert_int_equal(write(go[1], "g", 1), 1);
+	assert_int_equal(tu_wait(f->child, CHILD_MS), 0);
+	f->child = -1;
+	close(ready[0]);
+	close(go[1]);
+}
+
+static void revoke_only(struct fx *f, void *arg)
+{
+	(void)f;
+	grant_revoke(*(uint64_t *)arg);
+}
+
+static void test_revoked_between_lookup_and_open(void **state)
+{
+	struct fx *f = *state;
+	struct held_job j = { .expect_path_eacces = true };
+	uint64_t dsid = import_tree(f), gid;
+	json_t *opens, *d;
+
+	gid = grant(POLICY_USER, U.alice.uid, dsid, POLICY_ALL_VERSIONS);
+	fx_mount(f);
+	run_held(f, &j, revoke_only, &gid);
+	opens = records(f, "open");
+	d = find_rec(opens, "/a/odd", TU_USER_ALICE, "deny");
+	assert_non_null(d);
+	assert_string_equal(rstr(d, "reason"), "revoked");
+	assert_int_equal(rec_int(d, "grant_id"), gid);
+	assert_int_equal(rec_int(d, "uid"), U.alice.uid);
+	assert_string_equal(rstr(d, "dataset"), "ds");
+	/* And the allowed open before it. */
+	assert_non_null(find_rec(opens, "/a/chunk", TU_USER_ALICE, "allow"));
+	json_decref(opens);
+}
+
+struct revoke_inval {
+	uint64_t gid;
+	uint64_t dsid;
+};
+
+static void revoke_and_invalidate(struct fx *f, void *arg)
+{
+	struct revoke_inval *ri = arg;
+
+	grant_revoke(ri->gid);
+	fusefs_invalidate_dataset(f->fs, ri->dsid, "ds");
+}
+
+/* Once the grant is revoked and the dataset invalidated, the very next open is refused. */
+struct after_job {
+	const char *mnt;
+	int64_t max_ms;     /* out: how long until refused (reported through the exit code) */
+};
+
+static int child_refused_quickly(void *arg)
+{
+	const struct after_job *j = arg;
+	char *one = tu_fmt("%s/ds/1/one", j->mnt);
+	struct timespec t0, t1;
+	int fd = -1;
+
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (;;) {
+		fd = open(one, O_RDONLY | O_CLOEXEC);
+		clock_gettime(CLOCK_MONOTONIC, &t1);
+		if (fd < 0)
+			break;
+		close(fd);
+		CHECK((t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000 <
+			      j->max_ms, "still opens after %lld ms", (long long)j->max_ms);
+		poll(NULL, 0, 10);
+	}
+	CHECK(errno == EACCES, "refused with %s", strerror(errno));
+	/* The name stays listed for a user a revoked grant names; the open is what is refused. */
+	CHECK(listed(j->mnt, "ds") == 1, "ds no longer listed");
+	free(one);
+	return 0;
+}
+
+static int child_reads_one(void *arg)
+{
+	const char *mnt = arg;
+	char *one = tu_fmt("%s/ds/1/one", mnt);
+	int rc = check_file(one, 1, 2, 16);
+
+	free(one);
+	return rc;
+}
+
+static void test_revoke_and_invalidate(void **state)
+{
+	struct fx *f = *state;
+	struct held_job j = { .expect_path_eacces = true };
+	struct after_job a = { .mnt = f->mnt, .max_ms = 1000 };
+	struct revoke_inval ri;
+	uint64_t dsid = import_tree(f);
+
+	ri.dsid = dsid;
+	ri.gid = grant(POLICY_USER, U.alice.uid, dsid, POLICY_ALL_VERSIONS);
+	fx_mount(f);
+	/* Warm the kernel's caches: dentries, attributes. */
+	assert_int_equal(tu_run_as(&U.alice, child_reads_one, f->mnt, CHILD_MS), 0);
+	assert_int_equal(tu_run_as(&U.alice, child_reads_one, f->mnt, CHILD_MS), 0);
+	/* A process holding a directory inside the version across the revoke. */
+	run_held(f, &j, revoke_and_invalidate, &ri);
+	/* A new process: refused at once. */
+	assert_int_equal(tu_run_as(&U.alice, child_refused_quickly, &a, CHILD_MS), 0);
+	/* A new grant: visible and readable again. */
+	grant(POLICY_USER, U.alice.uid, dsid, POLICY_ALL_VERSIONS);
+	fusefs_invalidate_dataset(f->fs, dsid, "ds");
+	assert_int_equal(tu_run_as(&U.alice, child_reads_one, f->mnt, CHILD_MS), 0);
+}
+
+static int child_group_member(void *arg)
+{
+	const char *mnt = arg;
+	char *odd = tu_fmt("%s/ds/1/a/odd", mnt);
+	int rc;
+
+	CHECK(listed(mnt, "ds") == 1, "ds not listed for the member");
+	rc = check_file(odd, 3 * CS + 17, 5, 65536);
+	free(odd);
+	return rc;
+}
+
+static int child_not_member(void *arg)
+{
+	const char *mnt = arg;
+	char *odd = tu_fmt("%s/ds/1/a/odd", mnt);
+	int rc;
+
+	CHECK(listed(mnt, "ds") == 0, "ds listed for a non-member");
+	rc = open_fails(odd, ENOENT, 0);
+	free(odd);
+	return rc;
+}
+
+static void test_group_grant(void **state)
+{
+	struct fx *f = *state;
+	uint64_t dsid = import_tree(f), gid;
+	json_t *opens, *o;
+
+	gid = grant(POLICY_GROUP, U.grp, dsid, POLICY_ALL_VERSIONS);
+	fx_mount(f);
+	/* carol is in the group through a supplementary membership only. */
+	assert_int_equal(tu_run_as(&U.carol, child_group_member, f->mnt, CHILD_MS), 0);
+	assert_int_equal(tu_run_as(&U.bob, child_not_member, f->mnt, CHILD_MS), 0);
+	assert_int_equal(tu_run_as(&U.alice, child_not_member, f->mnt, CHILD_MS), 0);
+	opens = records(f, "open");
+	o = find_rec(opens, "/a/odd", TU_USER_CAROL, "allow");
+	assert_non_null(o);
+	assert_int_equal(rec_int(o, "grant_id"), gid);
+	json_decref(opens);
+}
+
+/* A flipped ciphertext byte: that chunk reads as EIO, never data; the file's other chunks and
+ * other files still read; the log says where. */
+static int child_tampered(void *arg)
+{
+	const char *mnt = arg;
+	char *odd = tu_fmt("%s/ds/1/a/odd", mnt), *one = tu_fmt("%s/ds/1/one", mnt);
+	uint8_t *buf = malloc(CS), *want = malloc(3 * CS + 17);
+	ssize_t n;
+	int fd, rc;
+
+	CHECK(buf && want, "malloc");
+	tu_fill(want, 3 * CS + 17, 5);
+	fd = open(odd, O_RDONLY | O_CLOEXEC);
+	CHECK(fd >= 0, "open odd: %s", strerror(errno));
+	memset(buf, 0, CS);
+	n = pread(fd, buf, 4096, 100);
+	CHECK(n < 0 && errno == EIO, "pread chunk 0: %zd %s", n, n < 0 ? strerror(errno) : "");
+	for (size_t i = 0; i < 4096; i++)
+		CHECK(buf[i] == 0, "bytes of the bad chunk reached the buffer");
+	n = pread(fd, buf, CS, CS);
+	CHECK(n == (ssize_t)CS && memcmp(buf, want + CS, CS) == 0, "pread chunk 1: %zd", n);
+	n = pread(fd, buf, 17, 3 * CS);
+	CHECK(n == 17 && memcmp(buf, want + 3 * CS, 17) == 0, "pread last chunk: %zd", n);
+	close(fd);
+	rc = check_file(one, 1, 2, 4096);
+	free(odd);
+	free(one);
+	free(buf);
+	free(want);
+	return rc;
+}
+
+static void test_tampered_chunk_is_eio(void **state)
+{
+	struct fx *f = *state;
+	uint64_t dsid = import_tree(f);
+	struct store_inode in;
+	json_t *ints, *r;
+	char *pack;
+	uint8_t c;
+	int fd;
+
+	grant(POLICY_USER, U.alice.uid, dsid, POLICY_ALL_VERSIONS);
+	/* Flip a byte inside a/odd's first chunk of ciphertext. */
+	assert_int_equal(store_path_lookup(f->st, dsid, 1, "a/odd", &in), 0);
+	pack = tu_fmt("%s/packs/%016llx.pack", f->store, (unsigned long long)in.ext.pack_id);
+	fd = open(pack, O_RDWR | O_CLOEXEC);
+	assert_true(fd >= 0);
+	assert_int_equal(pread_all(fd, &c, 1, in.ext.offset + 1000), 0);
+	c ^= 0x01;
+	assert_int_equal(pwrite_all(fd, &c, 1, in.ext.offset + 1000), 0);
+	close(fd);
+	free(pack);
+
+	fx_mount(f);
+	assert_int_equal(tu_run_as(&U.alice, child_tampered, f->mnt, CHILD_MS), 0);
+	ints = records(f, "integrity");
+	assert_int_equal(json_array_size(ints), 1);
+	r = json_array_get(ints, 0);
+	assert_string_equal(rstr(r, "path"), "/a/odd");
+	assert_string_equal(rstr(r, "dataset"), "ds");
+	assert_int_equal(rec_int(r, "version"), 1);
+	assert_int_equal(rec_int(r, "offset"), 100);
+	assert_int_equal(rec_int(r, "length"), 4096);
+	assert_string_equal(rstr(r, "error"), "authentication failed");
+	assert_string_equal(rstr(r, "user"), TU_USER_ALICE);
+	assert_int_equal(rec_int(r, "uid"), U.alice.uid);
+	assert_true(rec_int(r, "pid") > 0);
+	json_decref(ints);
+}
+
+/* Writes of every kind fail; latest names the newest version; a directory bigger than many
+ * readdir buffers lists every name exactly once, also across seekdir. */
+#define NMANY 2000
+#define MANY_FMT "entry-%04d-with-a-long-name-so-that-a-readdir-buffer-fills-up-quickly"
+
+static int check_write_refused(const char *what, int r)
+{
+	if (r >= 0) {
+		fprintf(stderr, "child: %s succeeded on a read-only mount\n", what);
+		return 70;
+	}
+	if (errno != EROFS && errno != EACCES && errno != EPERM) {
+		fprintf(stderr, "child: %s: %s (wanted EROFS or EACCES)\n", what, strerror(errno));
+		return 71;
+	}
+	return 0;
+}
+
+static int child_writes_refused(void *arg)
+{
+	const char *mnt = arg;
+	char *one = tu_fmt("%s/ds/1/one", mnt), *dir = tu_fmt("%s/ds/1/a", mnt);
+	char *nf = tu_fmt("%s/ds/1/a/new", mnt), *nd = tu_fmt("%s/ds/1/newdir", mnt);
+	char *top = tu_fmt("%s/newtop", mnt);
+	int rc = 0, fd;
+
+#define W(what, call)                                                                      \
+	do {                                                                               \
+		if (!rc) {                                                                 \
+			fd = (call);                                                       \
+			rc = check_write_refused(what, fd);                                \
+			if (fd >= 0 && strncmp(what, "open", 4) == 0)                      \
+				close(fd);                                                 \
+		}                                                                          \
+	} while (0)
+	W("open O_WRONLY", open(one, O_WRONLY | O_CLOEXEC));
+	W("open O_RDWR", open(one, O_RDWR | O_CLOEXEC));
+	W("open O_TRUNC", open(one, O_RDONLY | O_TRUNC | O_CLOEXEC));
+	W("open O_CREAT", open(nf, O_WRONLY | O_CREAT | O_CLOEXEC, 0644));
+	W("mkdir", mkdir(nd, 0755));
+	W("mkdir at the root", mkdir(top, 0755));
+	W("unlink", unlink(one));
+	W("rmdir", rmdir(dir));
+	W("rename", rename(one, nf));
+	W("symlink", symlink("x", nf));
+	W("link", link(one, nf));
+	W("chmod", chmod(one, 0666));
+	W("truncate", truncate(one, 0));
+	W("utimensat", utimensat(AT_FDCWD, one, NULL, 0));
+#undef W
+	free(one);
+	free(dir);
+	free(nf);
+	free(nd);
+	free(top);
+	return rc;
+}
+
+static int child_big_dir(void *arg)
+{
+	const char *mnt = arg;
+	char *dir = tu_fmt("%s/ds/2/many", mnt), *lat = tu_fmt("%s/ds/latest", mnt);
+	static uint8_t seen[NMANY];
+	char names[10][256], target[16];
+	struct dirent *de;
+	long pos = -1;
+	int count = 0, dots = 0;
+	ssize_t n;
+	DIR *d;
+
+	n = readlink(lat, target, sizeof(target));
+	CHECK(n == 1 && target[0] == '2', "latest -> %.*s", (int)MAX(n, 0), target);
+	d = opendir(dir);
+	CHECK(d, "opendir %s: %s", dir, strerror(errno));
+	memset(seen, 0, sizeof(seen));
+	while ((errno = 0, de = readdir(d))) {
+		int k = -1;
+
+		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0) {
+			dots++;
+			continue;
+		}
+		CHECK(sscanf(de->d_name, "entry-%4d-", &k) == 1 && k >= 0 && k < NMANY,
+		      "unexpected name %s", de->d_name);
+		CHECK(seen[k] == 0, "%s listed twice", de->d_name);
+		CHECK(de->d_type == DT_REG, "%s: d_type %d", de->d_name, de->d_type);
+		seen[k] = 1;
+		count++;
+		if (count == 700)
+			pos = telldir(d);
+	}
+	CHECK(errno == 0, "readdir: %s", strerror(errno));
+	CHECK(count == NMANY && dots == 2, "%d entries listed, %d dots", count, dots);
+	/* seekdir back to a position in the middle: the same names again. */
+	CHECK(pos >= 0, "telldir");
+	seekdir(d, pos);
+	for (int i = 0; i < 10; i++) {
+		de = readdir(d);
+		CHECK(de, "readdir after seekdir: %s", strerror(errno));
+		snprintf(names[i], sizeof(names[i]), "%s", de->d_name);
+	}
+	seekdir(d, pos);
+	for (int i = 0; i < 10; i++) {
+		de = readdir(d);
+		CHECK(de && strcmp(de->d_name, names[i]) == 0, "seekdir gave a different name");
+	}
+	/* rewinddir: everything once more. */
+	rewinddir(d);
+	count = 0;
+	while ((de = readdir(d)))
+		count += de->d_name[0] != '.';
+	CHECK(count == NMANY, "after rewinddir: %d entries", count);
+	closedir(d);
+	/* getdents64 with a buffer smaller than the kernel's reply: the kernel hands out part of
+	 * each reply and asks again from the middle of it. */
+	{
+		int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		static char gbuf[700];
+		long got;
+
+		CHECK(fd >= 0, "open %s: %s", dir, strerror(errno));
+		memset(seen, 0, sizeof(seen));
+		count = 0;
+		while ((got = syscall(SYS_getdents64, fd, gbuf, sizeof(gbuf))) > 0) {
+			for (long o = 0; o < got;) {
+				struct dirent64 *g = (struct dirent64 *)(gbuf + o);
+				int k = -1;
+
+				o += g->d_reclen;
+				if (g->d_name[0] == '.')
+					continue;
+				CHECK(sscanf(g->d_name, "entry-%4d-", &k) == 1 && k >= 0 &&
+					      k < NMANY && !seen[k], "getdents: %s", g->d_name);
+				seen[k] = 1;
+				count++;
+			}
+		}
+		CHECK(got == 0, "getdents64: %s", strerror(errno));
+		CHECK(count == NMANY, "getdents64 listed %d entries", count);
+		close(fd);
+	}
+	free(dir);
+	free(lat);
+	return 0;
+}
+
+static void test_read_only_latest_and_big_directory(void **state)
+{
+	struct fx *f = *state;
+	uint64_t dsid = import_tree(f);
+	char *many = tu_fmt("%s/many", f->src);
+
+	assert_int_equal(mkdir(many, 0755), 0);
+	for (int i = 0; i < NMANY; i++) {
+		char *p = tu_fmt("%s/" MANY_FMT, many, i);
+
+		tu_write_file(p, "x", (size_t)(i % 3));
+		free(p);
+	}
+	assert_int_equal(import_src(f, "ds"), 2);
+	grant(POLICY_USER, U.alice.uid, dsid, POLICY_ALL_VERSIONS);
+	fx_mount(f);
+	assert_int_equal(tu_run_as(&U.alice, child_writes_refused, f->mnt, CHILD_MS), 0);
+	/* Root, which default_permissions does not stop, given a grant: the read-only mount
+	 * refuses the write before it reaches the daemon. */
+	grant(POLICY_USER, 0, dsid, POLICY_ALL_VERSIONS);
+	{
+		char *one = tu_fmt("%s/ds/1/one", f->mnt);
+		int fd = open(one, O_WRONLY | O_CLOEXEC);
+
+		assert_int_equal(fd, -1);
+		assert_int_equal(errno, EROFS);
+		fd = open(one, O_RDONLY | O_CLOEXEC);
+		assert_true(fd >= 0);
+		close(fd);
+		free(one);
+	}
+	assert_int_equal(tu_run_as(&U.alice, child_big_dir, f->mnt, CHILD_MS), 0);
+	free(many);
+}
+
+/* If the open cannot be recorded, it is refused: no unrecorded access. */
+static int child_open_refused(void *arg)
+{
+	const char *mnt = arg;
+	char *one = tu_fmt("%s/ds/1/one", mnt);
+	int rc = open_fails(one, EACCES, 0);
+
+	free(one);
+	return rc;
+}
+
+static void test_unrecordable_open_is_refused(void **state)
+{
+	struct fx *f = *state;
+	uint64_t dsid = import_tree(f);
+
+	grant(POLICY_USER, U.alice.uid, dsid, POLICY_ALL_VERSIONS);
+	fx_mount(f);
+	assert_int_equal(tu_run_as(&U.alice, child_reads_one, f->mnt, CHILD_MS), 0);
+	audit_test_fail_next(f->log, AUDIT_FAULT_SYNC, EIO);
+	assert_int_equal(tu_run_as(&U.alice, child_open_refused, f->mnt, CHILD_MS), 0);
+	assert_true(audit_failed(f->log));
+}
+
+/* Mount points: missing, not a directory, already in use; and a stale mount left by a killed
+ * daemon is replaced. */
+static void test_mount_point_checks_and_stale_mount(void **state)
+{
+	struct fx *f = *state;
+	struct fusefs_options o = { 0 };
+	struct fusefs *fs = NULL;
+	uint64_t dsid = import_tree(f);
+	char *missing = tu_fmt("%s/missing", f->root), *file = tu_fmt("%s/file", f->root);
+	char *busy = tu_fmt("%s/busy", f->root);
+	struct stat s;
+	int status = 0;
+	pid_t pid;
+
+	tu_write_file(file, "x", 1);
+	assert_int_equal(mkdir(busy, 0755), 0);
+	o.mountpoint = missing;
+	assert_int_equal(fusefs_new(f->st, f->log, test_decide, NULL, &o, &fs), 0);
+	assert_int_equal(fusefs_mount(fs), -ENOENT);
+	fusefs_free(fs);
+	o.mountpoint = file;
+	assert_int_equal(fusefs_new(f->st, f->log, test_decide, NULL, &o, &fs), 0);
+	assert_int_equal(fusefs_mount(fs), -ENOTDIR);
+	fusefs_free(fs);
+	assert_int_equal(mount("enclave-test", busy, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m"), 0);
+	o.mountpoint = busy;
+	assert_int_equal(fusefs_new(f->st, f->log, test_decide, NULL, &o, &fs), 0);
+	assert_int_equal(fusefs_mount(fs), -EBUSY);
+	assert_non_null(strstr(err_detail(), "already mounted"));
+	fusefs_free(fs);
+	assert_int_equal(umount2(busy, 0), 0);
+
+	/* A "daemon" that mounts and dies without unmounting. */
+	fflush(NULL);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		struct fusefs_options co = { .mountpoint = f->mnt };
+		struct fusefs *cfs = NULL;
+
+		if (fusefs_new(f->st, f->log, test_decide, NULL, &co, &cfs) < 0 ||
+		    fusefs_mount(cfs) < 0)
+			_exit(1);
+		raise(SIGKILL);
+		_exit(2);
+	}
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFSIGNALED(status));
+	assert_true(mounted_at(f->mnt));
+	assert_true(stat(f->mnt, &s) < 0 && errno == ENOTCONN);
+	/* The restart: detached and mounted afresh, and it serves. */
+	grant(POLICY_USER, U.alice.uid, dsid, POLICY_ALL_VERSIONS);
+	fx_mount(f);
+	assert_int_equal(tu_run_as(&U.alice, child_reads_one, f->mnt, CHILD_MS), 0);
+	free(missing);
+	free(file);
+	free(busy);
+}
+
+/* fusefs_stop returns the serving thread even while a client holds a file open (and blocks
+ * nothing); the mount is gone afterwards. */
+struct hold_job {
+	const char *mnt;
+	int ready_w;
+};
+
+static int child_hold_open(void *arg)
+{
+	const struct hold_job *j = arg;
+	char *one = tu_fmt("%s/ds/1/a/chunk", j->mnt);
+	int fd = open(one, O_RDONLY | O_CLOEXEC);
+	char c = 'r';
+
+	CHECK(fd >= 0, "open: %s", strerror(errno));
+	CHECK(chdir(j->mnt) == 0, "chdir: %s", strerror(errno));
+	CHECK(write(j->ready_w, &c, 1) == 1, "pipe");
+	pause(); /* killed by the parent */
+	return 0;
+}
+
+static void test_stop_with_open_file(void **state)
+{
+	struct fx *f = *state;
+	struct hold_job j = { .mnt = f->mnt };
+	uint64_t dsid = import_tree(f);
+	int p[2];
+	char c;
+
+	grant(POLICY_USER, U.alice.uid, dsid, POLICY_ALL_VERSIONS);
+	fx_mount(f);
+	assert_int_equal(pipe2(p, O_CLOEXEC), 0);
+	j.ready_w = p[1];
+	assert_int_equal(tu_spawn_as(&U.alice, child_hold_open, &j, &f->child), 0);
+	close(p[1]);
+	assert_int_equal(read(p[0], &c, 1), 1);
+	close(p[0]);
+	fusefs_stop(f->fs);
+	fusefs_stop(f->fs); /* idempotent */
+	assert_true(run_finished_within(f, 10000));
+	assert_int_equal(f->run_result, 0);
+	assert_false(mounted_at(f->mnt));
+	kill(f->child, SIGKILL);
+	assert_int_equal(tu_wait(f->child, CHILD_MS), 128 + SIGKILL);
+	f->child = -1;
+	/* The handle the child held was released when the connection ended; no close record is
+	 * owed for it (the kernel never sent a release), but nothing may be left mounted. */
+	fx_unmount(f);
+	assert_false(mounted_at(f->mnt));
+}
+
+/* An unmount from outside (an operator's umount) ends fusefs_run() cleanly. */
+static void test_external_unmount_ends_run(void **state)
+{
+	struct fx *f = *state;
+	uint64_t dsid = import_tree(f);
+
+	grant(POLICY_USER, U.alice.uid, dsid, POLICY_ALL_VERSIONS);
+	fx_mount(f);
+	assert_int_equal(tu_run_as(&U.alice, child_reads_one, f->mnt, CHILD_MS), 0);
+	assert_int_equal(umount2(f->mnt, 0), 0);
+	assert_true(run_finished_within(f, 10000));
+	assert_int_equal(f->run_result, 0);
+	fx_unmount(f);
+	assert_false(mounted_at(f->mnt));
+}
+
+/* The inode number layout: round trips at the bounds; every value out of range is refused,
+ * never truncated into another node's number; numbers never handed out do not decode. */
+static void test_inode_numbers(void **state)
+{
+	static const uint64_t dsids[] = { 1, 2, 12345, FUSEFS_DSID_MAX };
+	static const uint32_t vers[] = { 1, 2, 77, FUSEFS_VER_MAX };
+	static const uint64_t sinos[] = { 1, 2, 1u << 20, FUSEFS_SINO_MAX };
+	struct fusefs_node n;
+	uint64_t ino = 0, seen[ARRAY_SIZE(dsids) * (2 + ARRAY_SIZE(vers) * ARRAY_SIZE(sinos))];
+	size_t nseen = 0;
+
+	(void)state;
+	for (size_t i = 0; i < ARRAY_SIZE(dsids); i++) {
+		assert_true(fusefs_ino_dataset(dsids[i], &ino));
+		assert_true(fusefs_ino_decode(ino, &n));
+		assert_int_equal(n.kind, FUSEFS_KIND_DATASET);
+		assert_int_equal(n.dsid, dsids[i]);
+		seen[nseen++] = ino;
+		assert_true(fusefs_ino_latest(dsids[i], &ino));
+		assert_true(fusefs_ino_decode(ino, &n));
+		assert_int_equal(n.kind, FUSEFS_KIND_LATEST);
+		assert_int_equal(n.dsid, dsids[i]);
+		seen[nseen++] = ino;
+		for (size_t v = 0; v < ARRAY_SIZE(vers); v++)
+			for (size_t k = 0; k < ARRAY_SIZE(sinos); k++) {
+				assert_true(fusefs_ino_node(dsids[i], vers[v], sinos[k], &ino));
+				assert_true(fusefs_ino_decode(ino, &n));
+				assert_int_equal(n.kind, FUSEFS_KIND_NODE);
+				assert_int_equal(n.dsid, dsids[i]);
+				assert_int_equal(n.version, vers[v]);
+				assert_int_equal(n.sino, sinos[k]);
+				seen[nseen++] = ino;
+			}
+	}
+	/* All distinct, and none is the root. */
+	for (size_t a = 0; a < nseen; a++) {
+		assert_true(seen[a] != FUSEFS_ROOT_INO);
+		for (size_t b = a + 1; b < nseen; b++)
+			assert_true(seen[a] != seen[b]);
+	}
+	/* Out of range: refused (nothing written), not aliased. */
+	ino = 42;
+	assert_false(fusefs_ino_dataset(0, &ino));
+	assert_false(fusefs_ino_dataset(FUSEFS_DSID_MAX + 1, &ino));
+	assert_false(fusefs_ino_latest(FUSEFS_DSID_MAX + 1, &ino));
+	assert_false(fusefs_ino_node(FUSEFS_DSID_MAX + 1, 1, 1, &ino));
+	assert_false(fusefs_ino_node(1, FUSEFS_VER_MAX + 1, 1, &ino));
+	assert_false(fusefs_ino_node(1, 1, FUSEFS_SINO_MAX + 1, &ino));
+	assert_false(fusefs_ino_node(1, 0, 1, &ino));
+	assert_false(fusefs_ino_node(1, 1, 0, &ino));
+	assert_false(fusefs_ino_node(1ull << 40, 1, 1, &ino));
+	assert_int_equal(ino, 42);
+	/* Decoding: the root; nothing else of kind 0; no zero fields. */
+	assert_true(fusefs_ino_decode(FUSEFS_ROOT_INO, &n));
+	assert_int_equal(n.kind, FUSEFS_KIND_ROOT);
+	assert_false(fusefs_ino_decode(0, &n));
+	assert_false(fusefs_ino_decode(2, &n));
+	assert_false(fusefs_ino_decode(1ull << 61, &n));
+	assert_false(fusefs_ino_decode((uint64_t)FUSEFS_KIND_DATASET << FUSEFS_KIND_SHIFT, &n));
+	assert_false(fusefs_ino_decode((uint64_t)FUSEFS_KIND_LATEST << FUSEFS_KIND_SHIFT |
+					       (FUSEFS_DSID_MAX + 1), &n));
+	assert_false(fusefs_ino_decode((uint64_t)FUSEFS_KIND_NODE << FUSEFS_KIND_SHIFT, &n));
+	assert_true(fusefs_ino_node(5, 3, 9, &ino));
+	assert_false(fusefs_ino_decode(ino & ~FUSEFS_SINO_MAX, &n));     /* store ino 0 */
+}
+
+static int group_setup(void **state)
+{
+	const char *why = NULL;
+
+	(void)state;
+	if (!tu_can_run_as_users(&why)) {
+		fprintf(stderr, "test_fuse: skipped: %s\n", why);
+		exit(77);
+	}
+	if (tu_users_ensure(&U) < 0) {
+		fprintf(stderr, "test_fuse: skipped: cannot create the test users\n");
+		exit(77);
+	}
+	return 0;
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+#define T(fn) cmocka_unit_test_setup_teardown(fn, fx_setup, fx_teardown)
+		T(test_granted_user_reads_every_file),
+		T(test_audit_records_open_and_close),
+		T(test_ungranted_user_sees_nothing),
+		T(test_revoked_between_lookup_and_open),
+		T(test_revoke_and_invalidate),
+		T(test_group_grant),
+		T(test_tampered_chunk_is_eio),
+		T(test_read_only_latest_and_big_directory),
+		T(test_unrecordable_open_is_refused),
+		T(test_mount_point_checks_and_stale_mount),
+		T(test_stop_with_open_file),
+		T(test_external_unmount_ends_run),
+#undef T
+		cmocka_unit_test(test_inode_numbers),
+	};
+
+	if (crypto_init() < 0)
+		return 1;
+	return cmocka_run_group_tests(tests, group_setup, NULL);
+}
