@@ -1,0 +1,212 @@
+/* config: <store>/enclave.conf, who holds which role. */
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/common.h"
+#include "common/err.h"
+#include "daemon/daemon.h"
+
+/* Resolve a decimal id or a name through NSS. */
+static int resolve(uint32_t kind, const char *name, uint32_t *ret_id)
+{
+	char buf[16384];
+	char *end;
+	unsigned long long v;
+	int r;
+
+	if (name[0] >= '0' && name[0] <= '9') {
+		errno = 0;
+		v = strtoull(name, &end, 10);
+		if (errno || *end || v >= UINT32_MAX)
+			return -EINVAL;
+		*ret_id = (uint32_t)v;
+		return 0;
+	}
+	if (kind == POLICY_USER) {
+		struct passwd pw, *res = NULL;
+
+		r = getpwnam_r(name, &pw, buf, sizeof(buf), &res);
+		if (r || !res)
+			return -ESRCH;
+		*ret_id = res->pw_uid;
+	} else {
+		struct group gr, *res = NULL;
+
+		r = getgrnam_r(name, &gr, buf, sizeof(buf), &res);
+		if (r || !res)
+			return -ESRCH;
+		*ret_id = res->gr_gid;
+	}
+	return 0;
+}
+
+static char *trim(char *s)
+{
+	char *e;
+
+	while (*s == ' ' || *s == '\t')
+		s++;
+	e = s + strlen(s);
+	while (e > s && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\r'))
+		*--e = '\0';
+	return s;
+}
+
+static int parse_line(char *line, unsigned lineno, struct config *cfg)
+{
+	struct config_principal *p;
+	char *eq, *key, *val, *name;
+	size_t *n;
+	uint32_t kind;
+
+	line = trim(line);
+	if (!*line || *line == '#')
+		return 0;
+	eq = strchr(line, '=');
+	if (!eq)
+		return err_set(-EINVAL, "line %u: expected \"key = value\"", lineno);
+	*eq = '\0';
+	key = trim(line);
+	val = trim(eq + 1);
+	if (strcmp(key, "steward") == 0) {
+		p = cfg->stewards;
+		n = &cfg->nstewards;
+	} else if (strcmp(key, "auditor") == 0) {
+		p = cfg->auditors;
+		n = &cfg->nauditors;
+	} else {
+		return err_set(-EINVAL, "line %u: unknown setting \"%.64s\" (known: steward, auditor)",
+			       lineno, key);
+	}
+	if (strncmp(val, "user:", 5) == 0) {
+		kind = POLICY_USER;
+		name = val + 5;
+	} else if (strncmp(val, "group:", 6) == 0) {
+		kind = POLICY_GROUP;
+		name = val + 6;
+	} else {
+		return err_set(-EINVAL, "line %u: %s must be user:NAME or group:NAME", lineno, key);
+	}
+	if (!*name || strlen(name) > POLICY_NAME_MAX)
+		return err_set(-EINVAL, "line %u: empty or overlong name", lineno);
+	for (const char *c = name; *c; c++)
+		if ((unsigned char)*c <= ' ' || *c == ':' || (unsigned char)*c == 0x7f)
+			return err_set(-EINVAL, "line %u: bad character in name", lineno);
+	if (*n == CONFIG_PRINCIPALS_MAX)
+		return err_set(-EINVAL, "line %u: more than %d %ss", lineno, CONFIG_PRINCIPALS_MAX,
+			       key);
+	p += *n;
+	*p = (struct config_principal){ .kind = kind };
+	switch (resolve(kind, name, &p->id)) {
+	case 0:
+		break;
+	case -ESRCH:
+		return err_set(-EINVAL, "line %u: no such %s \"%s\"", lineno,
+			       kind == POLICY_USER ? "user" : "group", name);
+	default:
+		return err_set(-EINVAL, "line %u: bad id \"%s\"", lineno, name);
+	}
+	snprintf(p->name, sizeof(p->name), "%s", name);
+	(*n)++;
+	return 0;
+}
+
+int config_parse(const char *text, size_t len, struct config *ret_cfg)
+{
+	struct config cfg = { 0 };
+	_cleanup_free_ char *copy = NULL;
+	char *line, *next;
+	unsigned lineno = 0;
+	int r;
+
+	if (len > CONFIG_MAX_BYTES)
+		return err_set(-E2BIG, "configuration is over %u bytes", CONFIG_MAX_BYTES);
+	if (memchr(text, '\0', len))
+		return err_set(-EINVAL, "configuration contains a NUL byte");
+	copy = malloc(len + 1);
+	if (!copy)
+		return -ENOMEM;
+	memcpy(copy, text, len);
+	copy[len] = '\0';
+	for (line = copy; line; line = next) {
+		next = strchr(line, '\n');
+		if (next)
+			*next++ = '\0';
+		lineno++;
+		r = parse_line(line, lineno, &cfg);
+		if (r < 0)
+			return r;
+	}
+	if (cfg.nstewards == 0)
+		return err_set(-EINVAL, "no steward is configured: nobody could administer the store");
+	*ret_cfg = cfg;
+	return 0;
+}
+
+int config_load(const char *store_dir, struct config *ret_cfg)
+{
+	char path[4096], text[CONFIG_MAX_BYTES + 1];
+	_cleanup_close_ int fd = -1;
+	struct stat sb;
+	ssize_t n;
+	int r;
+
+	if ((size_t)snprintf(path, sizeof(path), "%s/%s", store_dir, CONFIG_NAME) >= sizeof(path))
+		return err_set(-ENAMETOOLONG, "store path too long");
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return err_set(-errno, "%s: %s", path, strerror(errno));
+	if (fstat(fd, &sb) < 0)
+		return err_set(-errno, "%s: %s", path, strerror(errno));
+	if (!S_ISREG(sb.st_mode))
+		return err_set(-EINVAL, "%s: not a regular file", path);
+	if (sb.st_mode & (S_IWGRP | S_IWOTH))
+		return err_set(-EPERM, "%s: writable by group or others; it decides who administers "
+			       "the store (chmod 0644)", path);
+	if (sb.st_uid != geteuid())
+		return err_set(-EPERM, "%s: owned by uid %u, not by the daemon's user", path,
+			       (unsigned)sb.st_uid);
+	n = read_full(fd, text, sizeof(text));
+	if (n < 0)
+		return err_set((int)n, "%s: %s", path, strerror((int)-n));
+	if ((size_t)n > CONFIG_MAX_BYTES)
+		return err_set(-E2BIG, "%s: over %u bytes", path, CONFIG_MAX_BYTES);
+	r = config_parse(text, (size_t)n, ret_cfg);
+	if (r < 0) {
+		char why[ERR_DETAIL_MAX];
+
+		snprintf(why, sizeof(why), "%s", err_detail());
+		return err_set(r, "%s: %s", path, why);
+	}
+	return 0;
+}
+
+static bool matches(const struct config_principal *p, size_t n, const struct policy_subject *who)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (p[i].kind == POLICY_USER && p[i].id == who->uid)
+			return true;
+		if (p[i].kind == POLICY_GROUP)
+			for (size_t g = 0; g < who->ngids; g++)
+				if (who->gids[g] == p[i].id)
+					return true;
+	}
+	return false;
+}
+
+unsigned config_roles(const struct config *cfg, const struct policy_subject *who)
+{
+	unsigned roles = 0;
+
+	if (matches(cfg->stewards, cfg->nstewards, who))
+		roles |= ROLE_STEWARD;
+	if (matches(cfg->auditors, cfg->nauditors, who))
+		roles |= ROLE_AUDITOR;
+	return roles;
+}

@@ -1,0 +1,114 @@
+/* enclaved internals: the configuration, the grant table, the control server.
+ *
+ * One process owns the store: main.c unlocks it, loads the configuration and the grants, opens
+ * the audit log, serves the control socket (control.c) and the FUSE mount (fuse/), and on
+ * SIGTERM stops both and closes everything in reverse order.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "audit/audit.h"
+#include "fuse/fusefs.h"
+#include "policy/policy.h"
+#include "store/store.h"
+
+/* ---- Configuration (<store>/enclave.conf) --------------------------------------------------- */
+
+#define CONFIG_NAME "enclave.conf"
+#define CONFIG_MAX_BYTES (64u * 1024)    /* a longer file is refused */
+#define CONFIG_PRINCIPALS_MAX 64         /* per role */
+
+enum role {
+	ROLE_STEWARD = 1u << 0,
+	ROLE_AUDITOR = 1u << 1,
+};
+
+struct config_principal {
+	uint32_t kind;                       /* POLICY_USER or POLICY_GROUP */
+	uint32_t id;                         /* uid or gid, resolved when the file is read */
+	char name[POLICY_NAME_MAX + 1];      /* as written (a name, or the decimal id) */
+};
+
+struct config {
+	size_t nstewards, nauditors;
+	struct config_principal stewards[CONFIG_PRINCIPALS_MAX];
+	struct config_principal auditors[CONFIG_PRINCIPALS_MAX];
+};
+
+/* Parse configuration text: lines "steward = user:NAME|group:NAME|user:UID|group:GID" or
+ * "auditor = ...", blank lines and '#' comments. Names are resolved through NSS now. -EINVAL with
+ * err_detail() naming the line for anything else (unknown key, bad value, unknown name, too many
+ * entries, a NUL byte); -E2BIG text over CONFIG_MAX_BYTES. */
+int config_parse(const char *text, size_t len, struct config *ret_cfg);
+/* Read and parse <store_dir>/enclave.conf (opened O_NOFOLLOW; must not be writable by group or
+ * others, since it decides who administers the store). */
+int config_load(const char *store_dir, struct config *ret_cfg);
+/* The roles (enum role bits) the configuration gives this subject. */
+unsigned config_roles(const struct config *cfg, const struct policy_subject *who);
+
+/* ---- Grants: the policy records in the store, and the table decisions read ------------------ */
+
+struct grants;
+
+/* Load every grant and revocation from the store's policy records. -EBADMSG a damaged record
+ * (err_detail names it): the daemon does not start on a policy it cannot read in full. */
+int grants_load(struct store *st, struct grants **ret_grants);
+void grants_free(struct grants *gs);
+/* Decide from the current table (see policy_decide). Thread-safe; never blocks on a writer for
+ * long (the table is read under a read lock). */
+struct policy_decision grants_decide(struct grants *gs, const struct policy_subject *who,
+				     uint64_t dataset_id, uint32_t version, int64_t now);
+/* Record a new grant: g->id is assigned here (a counter kept in the store, so an id the audit log
+ * has seen is never handed out again). Order: id counter, then the audit record `grant`, then the
+ * grant record, then the table. Any failure leaves the table unchanged. */
+int grants_add(struct grants *gs, struct audit_log *log, const struct policy_subject *by,
+	       struct policy_grant *g);
+/* Revoke grant id: audit record `revoke`, then the revocation record, then the table.
+ * -ENOENT no such grant; -EEXIST already revoked. *ret_grant (may be NULL) is the grant. */
+int grants_revoke(struct grants *gs, struct audit_log *log, const struct policy_subject *by,
+		  uint64_t id, const char *reason, int64_t now, struct policy_grant *ret_grant,
+		  struct policy_revocation *ret_rev);
+/* A copy of the table for listing: *ret_grants (malloc'd, caller frees) of *ret_n grants, with
+ * revoked_at folded in, by id. ret_revs (may be NULL) gets the matching revocations (same order;
+ * grant_id 0 where none). */
+int grants_snapshot(struct grants *gs, struct policy_grant **ret_grants,
+		    struct policy_revocation **ret_revs, size_t *ret_n);
+size_t grants_count(struct grants *gs);
+
+/* ---- The daemon ------------------------------------------------------------------------------ */
+
+struct daemon {
+	const char *store_dir;               /* as given on the command line */
+	const char *mountpoint;
+	char audit_dir[4096];                /* <store>/audit */
+	char run_dir[4096];                  /* <store>/run */
+	struct store *st;
+	struct audit_log *log;
+	struct config cfg;
+	struct grants *grants;
+	struct fusefs *fs;
+	struct control *ctl;
+	int64_t started;                     /* unix seconds */
+};
+
+/* The record fields every event made by a person carries: "uid" and "user". */
+int daemon_audit_subject(json_t *rec, const struct policy_subject *who);
+
+/* ---- Control server ------------------------------------------------------------------------- */
+
+#define CONTROL_SOCKET_NAME "control.sock"
+#define CONTROL_CONNECTIONS_MAX 64
+#define CONTROL_IDLE_TIMEOUT_MS (10 * 60 * 1000)
+
+struct control;
+
+/* Bind <run_dir>/control.sock (a stale socket file from a killed daemon is replaced: the store lock
+ * held by this process proves no other daemon serves it) and start accepting in a thread. */
+int control_start(struct daemon *d, struct control **ret_ctl);
+/* Stop accepting, end every connection (an import in progress is abandoned) and wait for their
+ * threads. NULL is fine. */
+void control_stop(struct control *ctl);

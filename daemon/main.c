@@ -1,0 +1,335 @@
+/* enclaved: unlock a store, serve it read-only through FUSE and administer it over a Unix socket.
+ *
+ *   enclaved --store DIR --mount DIR [--passphrase-file FILE] [--threads N] [--debug-fuse]
+ *
+ * Runs in the foreground (systemd: Type=notify, scripts/enclaved.service). SIGTERM or SIGINT
+ * unmounts and exits 0. See docs/man/enclaved.8.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "common/common.h"
+#include "common/err.h"
+#include "crypto/crypto.h"
+#include "daemon/daemon.h"
+
+static const char usage[] =
+	"Usage: enclaved --store DIR --mount DIR [OPTIONS]\n"
+	"\n"
+	"Unlock an Enclave store, mount it read-only at DIR for training jobs, and serve the\n"
+	"control socket DIR/run/control.sock for enclavectl. Runs in the foreground.\n"
+	"\n"
+	"Options:\n"
+	"  -s, --store DIR            the store (made by `enclavectl init`)\n"
+	"  -m, --mount DIR            an empty directory to mount the datasets on\n"
+	"  -p, --passphrase-file FILE read the store passphrase from FILE (mode 0600 or\n"
+	"                             stricter); without it, prompt on the terminal\n"
+	"  -t, --threads N            FUSE worker threads at most (default: libfuse's)\n"
+	"      --debug-fuse           print every FUSE request on stderr\n"
+	"  -h, --help                 this help\n"
+	"  -V, --version              the version\n"
+	"\n"
+	"SIGTERM or SIGINT unmounts and stops. Exit status: 0 stopped cleanly, 1 failed, 2 usage.\n";
+
+/* Tell systemd (Type=notify) how we are doing; a no-op outside systemd. */
+static void sd_notify_msg(const char *msg)
+{
+	const char *path = getenv("NOTIFY_SOCKET");
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	socklen_t len;
+	int fd;
+
+	if (!path || (path[0] != '/' && path[0] != '@') || strlen(path) >= sizeof(sa.sun_path))
+		return;
+	memcpy(sa.sun_path, path, strlen(path));
+	if (sa.sun_path[0] == '@')
+		sa.sun_path[0] = '\0';   /* abstract namespace */
+	len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + strlen(path));
+	fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return;
+	sendto(fd, msg, strlen(msg), MSG_NOSIGNAL, (struct sockaddr *)&sa, len);
+	close(fd);
+}
+
+static void die_detail(const char *what, int r)
+{
+	const char *d = err_detail();
+
+	fprintf(stderr, "enclaved: %s: %s\n", what, *d ? d : strerror(-r));
+}
+
+/* Words a steward can act on for the errors store_open() gives. */
+static void explain_open_error(const char *dir, int r)
+{
+	switch (r) {
+	case -ENOENT:
+	case -ENOTDIR:
+		fprintf(stderr, "enclaved: %s is not an Enclave store (create one with `enclavectl "
+			"init --store %s`)\n", dir, dir);
+		break;
+	case -EBUSY:
+		fprintf(stderr, "enclaved: %s is in use by another process (another enclaved?)\n",
+			dir);
+		break;
+	case -EKEYREJECTED:
+		fprintf(stderr, "enclaved: %s: wrong passphrase\n", dir);
+		break;
+	default:
+		die_detail(dir, r);
+	}
+}
+
+struct signal_ctx {
+	sigset_t set;
+	pthread_mutex_t lock;
+	struct fusefs *fs;      /* under lock; NULL once main() is shutting down */
+	int signo;              /* under lock */
+};
+
+/* Waits for SIGTERM/SIGINT/SIGHUP and stops the FUSE session, which makes main() go on to the
+ * shutdown. Signals are blocked in every other thread, so they all arrive here. */
+static void *signal_main(void *arg)
+{
+	struct signal_ctx *s = arg;
+	int signo;
+
+	for (;;) {
+		if (sigwait(&s->set, &signo) != 0)
+			continue;
+		pthread_mutex_lock(&s->lock);
+		s->signo = signo;
+		if (s->fs)
+			fusefs_stop(s->fs);
+		pthread_mutex_unlock(&s->lock);
+	}
+	return NULL;
+}
+
+static struct policy_decision decide(void *ctx, const struct policy_subject *who,
+				     uint64_t dataset_id, uint32_t version)
+{
+	struct daemon *d = ctx;
+
+	return grants_decide(d->grants, who, dataset_id, version, time(NULL));
+}
+
+static int daemon_event(struct daemon *d, const char *event)
+{
+	json_t *rec = json_pack("{s:s, s:I, s:I, s:s, s:s}", "event", event, "pid",
+				(json_int_t)getpid(), "uid", (json_int_t)getuid(), "mount",
+				d->mountpoint, "store", d->store_dir);
+	int r = rec ? audit_append(d->log, rec, NULL) : -ENOMEM;
+
+	json_decref(rec);
+	return r;
+}
+
+static int prepare_run_dir(struct daemon *d)
+{
+	struct stat sb;
+
+	if (mkdir(d->run_dir, 0755) < 0 && errno != EEXIST)
+		return err_set(-errno, "%s: %s", d->run_dir, strerror(errno));
+	if (lstat(d->run_dir, &sb) < 0 || !S_ISDIR(sb.st_mode))
+		return err_set(-ENOTDIR, "%s is not a directory", d->run_dir);
+	if (chmod(d->run_dir, 0755) < 0)
+		return err_set(-errno, "%s: %s", d->run_dir, strerror(errno));
+	if (stat(d->store_dir, &sb) == 0 && !(sb.st_mode & S_IXOTH))
+		fprintf(stderr, "enclaved: warning: %s is mode %04o: users other than root cannot "
+			"reach the control socket (enclavectl init makes it 0711)\n", d->store_dir,
+			(unsigned)(sb.st_mode & 07777));
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "store", required_argument, NULL, 's' },
+		{ "mount", required_argument, NULL, 'm' },
+		{ "passphrase-file", required_argument, NULL, 'p' },
+		{ "threads", required_argument, NULL, 't' },
+		{ "debug-fuse", no_argument, NULL, 'D' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ 0 },
+	};
+	struct daemon d = { 0 };
+	struct fusefs_options fo = { 0 };
+	struct signal_ctx sig = { .lock = PTHREAD_MUTEX_INITIALIZER };
+	const char *passfile = NULL;
+	crypto_secret *pass = NULL;
+	pthread_t sig_thread;
+	uint64_t torn = 0;
+	bool started = false;
+	int opt, r, signo, status = 1;
+
+	while ((opt = getopt_long(argc, argv, "s:m:p:t:hV", longopts, NULL)) != -1) {
+		switch (opt) {
+		case 's':
+			d.store_dir = optarg;
+			break;
+		case 'm':
+			d.mountpoint = optarg;
+			break;
+		case 'p':
+			passfile = optarg;
+			break;
+		case 't': {
+			char *end;
+			unsigned long long v;
+
+			errno = 0;
+			v = strtoull(optarg, &end, 10);
+			if (errno || *end || v == 0 || v > 1024 || optarg[0] == '-') {
+				fprintf(stderr, "enclaved: --threads takes a number from 1 to 1024\n");
+				return 2;
+			}
+			fo.max_threads = (unsigned)v;
+			break;
+		}
+		case 'D':
+			fo.debug = true;
+			break;
+		case 'h':
+			fputs(usage, stdout);
+			return 0;
+		case 'V':
+			printf("enclaved %s\n", PROJECT_VERSION);
+			return 0;
+		default:
+			fputs("Try 'enclaved --help'.\n", stderr);
+			return 2;
+		}
+	}
+	if (optind != argc || !d.store_dir || !d.mountpoint) {
+		fprintf(stderr, "enclaved: %s\nTry 'enclaved --help'.\n",
+			optind != argc ? "unexpected arguments" : "--store and --mount are required");
+		return 2;
+	}
+	if ((size_t)snprintf(d.audit_dir, sizeof(d.audit_dir), "%s/audit", d.store_dir) >=
+		    sizeof(d.audit_dir) ||
+	    (size_t)snprintf(d.run_dir, sizeof(d.run_dir), "%s/run", d.store_dir) >=
+		    sizeof(d.run_dir)) {
+		fprintf(stderr, "enclaved: store path too long\n");
+		return 2;
+	}
+
+	/* Signals go to the signal thread only: block them before any thread starts. */
+	signal(SIGPIPE, SIG_IGN);
+	sigemptyset(&sig.set);
+	sigaddset(&sig.set, SIGTERM);
+	sigaddset(&sig.set, SIGINT);
+	sigaddset(&sig.set, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &sig.set, NULL);
+
+	r = crypto_init();
+	if (r < 0) {
+		die_detail("crypto", r);
+		return 1;
+	}
+	r = passfile ? crypto_passphrase_read_file(passfile, &pass)
+		     : crypto_passphrase_prompt("Store passphrase: ", false, &pass);
+	if (r < 0) {
+		die_detail(passfile ? passfile : "passphrase prompt (use --passphrase-file when "
+			   "there is no terminal)", r);
+		return 1;
+	}
+	r = store_open(d.store_dir, pass, &(struct store_open_options){ 0 }, &d.st);
+	crypto_secret_free(pass);
+	if (r < 0) {
+		explain_open_error(d.store_dir, r);
+		return 1;
+	}
+	r = config_load(d.store_dir, &d.cfg);
+	if (r < 0) {
+		die_detail("configuration", r);
+		goto out_store;
+	}
+	r = audit_open(d.audit_dir, &torn, &d.log);
+	if (r < 0) {
+		die_detail("audit log", r);
+		goto out_store;
+	}
+	if (torn)
+		fprintf(stderr, "enclaved: audit log: cut %llu bytes of a record torn by a crash "
+			"(it was never acknowledged)\n", (unsigned long long)torn);
+	r = grants_load(d.st, &d.grants);
+	if (r < 0) {
+		die_detail("grants", r);
+		goto out_audit;
+	}
+	r = prepare_run_dir(&d);
+	if (r < 0) {
+		die_detail("run directory", r);
+		goto out_grants;
+	}
+	fo.mountpoint = d.mountpoint;
+	r = fusefs_new(d.st, d.log, decide, &d, &fo, &d.fs);
+	if (r < 0) {
+		die_detail("FUSE", r);
+		goto out_grants;
+	}
+	r = fusefs_mount(d.fs);
+	if (r < 0) {
+		die_detail(d.mountpoint, r);
+		goto out_fs;
+	}
+	r = control_start(&d, &d.ctl);
+	if (r < 0) {
+		die_detail("control socket", r);
+		goto out_fs;
+	}
+	d.started = time(NULL);
+	r = daemon_event(&d, "daemon_start");
+	if (r < 0) {
+		die_detail("audit log", r);
+		goto out_ctl;
+	}
+	started = true;
+	sig.fs = d.fs;
+	if (pthread_create(&sig_thread, NULL, signal_main, &sig) != 0) {
+		fprintf(stderr, "enclaved: cannot start the signal thread\n");
+		goto out_ctl;
+	}
+	started = true;
+	pthread_detach(sig_thread);
+	fprintf(stderr, "enclaved: serving %s at %s (pid %d, %zu grants)\n", d.store_dir,
+		d.mountpoint, (int)getpid(), grants_count(d.grants));
+	sd_notify_msg("READY=1");
+
+	r = fusefs_run(d.fs);
+	sd_notify_msg("STOPPING=1");
+	pthread_mutex_lock(&sig.lock);
+	sig.fs = NULL;          /* a late signal must not touch a freed session */
+	signo = sig.signo;
+	pthread_mutex_unlock(&sig.lock);
+	if (r < 0)
+		die_detail("FUSE session", r);
+	else if (signo)
+		fprintf(stderr, "enclaved: %s: stopping\n", strsignal(signo));
+	else
+		fprintf(stderr, "enclaved: %s was unmounted: stopping\n", d.mountpoint);
+	status = r < 0 ? 1 : 0;
+out_ctl:
+	control_stop(d.ctl);
+	if (started && daemon_event(&d, "daemon_stop") < 0)
+		die_detail("audit log", -EIO);
+out_fs:
+	fusefs_free(d.fs);
+out_grants:
+	grants_free(d.grants);
+out_audit:
+	audit_close(d.log);
+out_store:
+	store_close(d.st);
+	return status;
+}

@@ -1,0 +1,402 @@
+/* test_daemon: the daemon's own pieces without a mount: enclave.conf parsing and roles, and the
+ * grant table (persistence in the store's policy records, audit records, failure handling). */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include "audit/audit_internal.h"   /* white-box: fault injection */
+#include "common/common.h"
+#include "common/err.h"
+#include "daemon/daemon.h"
+#include "tests/testutil.h"
+
+/* ---- Configuration ---------------------------------------------------------------------------- */
+
+static int parse(const char *text, struct config *cfg)
+{
+	return config_parse(text, strlen(text), cfg);
+}
+
+static void test_config_valid(void **state)
+{
+	struct config cfg;
+
+	(void)state;
+	assert_int_equal(parse("# who\n\n  steward = user:root  \nsteward=group:0\r\n"
+			       "auditor = user:0\n",
+			       &cfg),
+			 0);
+	assert_int_equal(cfg.nstewards, 2);
+	assert_int_equal(cfg.nauditors, 1);
+	assert_int_equal(cfg.stewards[0].kind, POLICY_USER);
+	assert_int_equal(cfg.stewards[0].id, 0);
+	assert_string_equal(cfg.stewards[0].name, "root");
+	assert_int_equal(cfg.stewards[1].kind, POLICY_GROUP);
+	assert_int_equal(cfg.auditors[0].kind, POLICY_USER);
+}
+
+static void test_config_rejects(void **state)
+{
+	static const char *const bad[] = {
+		"steward user:root\n",                       /* no '=' */
+		"steward = root\n",                          /* no kind */
+		"steward = host:root\n",                     /* unknown kind */
+		"stewards = user:root\n",                    /* unknown key */
+		"steward = user:no-such-user-enclave-test\n",
+		"steward = group:no-such-group-enclave-test\n",
+		"steward = user:\n",                         /* empty name */
+		"steward = user:ro ot\n",                    /* space inside the name */
+		"steward = user:99999999999\n",              /* id out of range */
+		"auditor = user:root\n",                     /* nobody may administer */
+		"",
+	};
+	struct config cfg, before;
+	char big[CONFIG_MAX_BYTES + 2];
+	char many[(CONFIG_PRINCIPALS_MAX + 1) * 24];
+	size_t off = 0;
+
+	(void)state;
+	memset(&cfg, 0x5a, sizeof(cfg));
+	before = cfg;
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		err_clear();
+		assert_int_equal(parse(bad[i], &cfg), -EINVAL);
+		assert_true(err_detail()[0] != '\0');
+		/* Untouched on failure. */
+		assert_memory_equal(&cfg, &before, sizeof(cfg));
+	}
+	/* The line is named. */
+	assert_int_equal(parse("steward = user:root\n\nbogus = 1\n", &cfg), -EINVAL);
+	assert_non_null(strstr(err_detail(), "line 3"));
+	/* A NUL byte inside. */
+	assert_int_equal(config_parse("steward = user:root\0x\n", 22, &cfg), -EINVAL);
+	/* Oversized. */
+	memset(big, '#', sizeof(big));
+	assert_int_equal(config_parse(big, sizeof(big), &cfg), -E2BIG);
+	/* Too many entries for a role. */
+	for (int i = 0; i <= CONFIG_PRINCIPALS_MAX; i++)
+		off += (size_t)snprintf(many + off, sizeof(many) - off, "steward = user:0\n");
+	assert_int_equal(config_parse(many, off, &cfg), -EINVAL);
+	assert_memory_equal(&cfg, &before, sizeof(cfg));
+}
+
+static void test_config_roles(void **state)
+{
+	struct config cfg;
+	struct policy_subject s = { .uid = 1000, .ngids = 2, .gids = { 1000, 4242 } };
+
+	(void)state;
+	assert_int_equal(parse("steward = user:0\nauditor = group:4242\n", &cfg), 0);
+	assert_int_equal(config_roles(&cfg, &s), ROLE_AUDITOR);
+	s.gids[1] = 4243;
+	assert_int_equal(config_roles(&cfg, &s), 0);
+	s.uid = 0;
+	assert_int_equal(config_roles(&cfg, &s), ROLE_STEWARD);
+	s.gids[1] = 4242;
+	assert_int_equal(config_roles(&cfg, &s), ROLE_STEWARD | ROLE_AUDITOR);
+}
+
+static void test_config_load_file_checks(void **state)
+{
+	char *dir = tu_mkdtemp("config");
+	char *path = tu_fmt("%s/%s", dir, CONFIG_NAME);
+	char *target = tu_fmt("%s/real.conf", dir);
+	const char *text = "steward = user:root\n";
+	struct config cfg;
+
+	(void)state;
+	assert_int_equal(config_load(dir, &cfg), -ENOENT);
+	tu_write_file(path, text, strlen(text));
+	assert_int_equal(chmod(path, 0644), 0);
+	assert_int_equal(config_load(dir, &cfg), 0);
+	assert_int_equal(cfg.nstewards, 1);
+	/* Whoever can write it could make themselves a steward. */
+	assert_int_equal(chmod(path, 0664), 0);
+	assert_int_equal(config_load(dir, &cfg), -EPERM);
+	assert_int_equal(chmod(path, 0646), 0);
+	assert_int_equal(config_load(dir, &cfg), -EPERM);
+	/* A symlink in its place is not followed. */
+	assert_int_equal(rename(path, target), 0);
+	assert_int_equal(chmod(target, 0644), 0);
+	assert_int_equal(symlink(target, path), 0);
+	assert_int_equal(config_load(dir, &cfg), -ELOOP);
+	tu_rm_rf(dir);
+	free(dir);
+	free(path);
+	free(target);
+}
+
+/* ---- Grants ---------------------------------------------------------------------------------- */
+
+struct fx {
+	char *root, *store, *audit, *src;
+	crypto_secret *pass;
+	struct store *st;
+	struct audit_log *log;
+	struct grants *gs;
+	uint64_t dsid;
+};
+
+static const struct policy_subject steward = { .uid = 0, .user = "root", .ngids = 1 };
+
+static void fx_open(struct fx *f)
+{
+	assert_int_equal(store_open(f->store, f->pass, NULL, &f->st), 0);
+	assert_int_equal(audit_open(f->audit, NULL, &f->log), 0);
+	assert_int_equal(grants_load(f->st, &f->gs), 0);
+}
+
+static void fx_close(struct fx *f)
+{
+	grants_free(f->gs);
+	audit_close(f->log);
+	store_close(f->st);
+	f->gs = NULL;
+	f->log = NULL;
+	f->st = NULL;
+}
+
+static int fx_setup(void **state)
+{
+	struct fx *f = calloc(1, sizeof(*f));
+	struct crypto_kdf_params kdf = crypto_kdf_params_min();
+	struct store_import *imp = NULL;
+	struct store_dataset_info ds;
+	uint32_t v;
+	int dfd;
+
+	f->root = tu_mkdtemp("daemon");
+	f->store = tu_fmt("%s/store", f->root);
+	f->audit = tu_fmt("%s/audit", f->root);
+	f->src = tu_fmt("%s/src", f->root);
+	f->pass = tu_pass("test passphrase");
+	assert_int_equal(mkdir(f->src, 0755), 0);
+	tu_seed_file(1000, 1, "%s/a", f->src);
+	assert_int_equal(store_create(f->store, f->pass, &kdf, &f->st), 0);
+	assert_int_equal(store_import_begin(f->st, "cohort", NULL, &imp), 0);
+	dfd = open(f->src, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	assert_int_equal(store_import_add_tree(imp, dfd), 0);
+	close(dfd);
+	assert_int_equal(store_import_commit(imp, &v), 0);
+	store_import_free(imp);
+	assert_int_equal(store_dataset_get(f->st, "cohort", &ds), 0);
+	f->dsid = ds.id;
+	store_close(f->st);
+	f->st = NULL;
+	fx_open(f);
+	*state = f;
+	return 0;
+}
+
+static int fx_teardown(void **state)
+{
+	struct fx *f = *state;
+
+	fx_close(f);
+	tu_rm_rf(f->root);
+	free(f->root);
+	free(f->store);
+	free(f->audit);
+	free(f->src);
+	crypto_secret_free(f->pass);
+	free(f);
+	return 0;
+}
+
+static struct policy_grant mk_grant(struct fx *f, uint32_t uid, int64_t now)
+{
+	struct policy_grant g = {
+		.kind = POLICY_USER,
+		.principal_id = uid,
+		.dataset_id = f->dsid,
+		.version = POLICY_ALL_VERSIONS,
+		.not_before = now - 10,
+		.expires = now + 3600,
+		.granted_by_uid = 0,
+		.created = now,
+	};
+
+	snprintf(g.principal, sizeof(g.principal), "user%u", uid);
+	snprintf(g.dataset, sizeof(g.dataset), "cohort");
+	snprintf(g.purpose, sizeof(g.purpose), "training a sepsis model");
+	snprintf(g.granted_by, sizeof(g.granted_by), "root");
+	return g;
+}
+
+/* Count the audit records with this event. */
+static int count_event(void *ctx, const json_t *rec, const char *line, size_t len)
+{
+	(void)line;
+	(void)len;
+	(void)rec;
+	(*(int *)ctx)++;
+	return 0;
+}
+
+static int events(struct fx *f, const char *event)
+{
+	struct audit_filter flt = { .event = event };
+	int n = 0;
+
+	assert_int_equal(audit_foreach(f->audit, &flt, count_event, &n), 0);
+	return n;
+}
+
+static void test_grant_add_revoke_persist(void **state)
+{
+	struct fx *f = *state;
+	int64_t now = time(NULL);
+	struct policy_subject alice = { .uid = 2001, .user = "alice", .ngids = 1, .gids = { 2001 } };
+	struct policy_grant g = mk_grant(f, 2001, now), g2 = mk_grant(f, 2002, now), out;
+	struct policy_revocation rv;
+	struct policy_decision d;
+
+	d = grants_decide(f->gs, &alice, f->dsid, 1, now);
+	assert_int_equal(d.reason, POLICY_DENY_NO_GRANT);
+	assert_int_equal(grants_add(f->gs, f->log, &steward, &g), 0);
+	assert_int_equal(g.id, 1);
+	assert_int_equal(grants_add(f->gs, f->log, &steward, &g2), 0);
+	assert_int_equal(g2.id, 2);
+	d = grants_decide(f->gs, &alice, f->dsid, 1, now);
+	assert_int_equal(d.reason, POLICY_ALLOW);
+	assert_int_equal(d.grant_id, 1);
+	assert_int_equal(events(f, "grant"), 2);
+
+	/* Survives a restart. */
+	fx_close(f);
+	fx_open(f);
+	assert_int_equal(grants_count(f->gs), 2);
+	d = grants_decide(f->gs, &alice, f->dsid, 1, now);
+	assert_int_equal(d.reason, POLICY_ALLOW);
+
+	/* Revocation bites at once, and survives a restart. */
+	assert_int_equal(grants_revoke(f->gs, f->log, &steward, 1, "consent withdrawn", now, &out,
+				       &rv),
+			 0);
+	assert_int_equal(out.id, 1);
+	assert_int_equal(rv.grant_id, 1);
+	assert_string_equal(rv.reason, "consent withdrawn");
+	d = grants_decide(f->gs, &alice, f->dsid, 1, now);
+	assert_int_equal(d.reason, POLICY_DENY_REVOKED);
+	assert_int_equal(d.grant_id, 1);
+	assert_int_equal(grants_revoke(f->gs, f->log, &steward, 1, "", now, NULL, NULL), -EEXIST);
+	assert_int_equal(grants_revoke(f->gs, f->log, &steward, 99, "", now, NULL, NULL), -ENOENT);
+	assert_int_equal(events(f, "revoke"), 1);
+	fx_close(f);
+	fx_open(f);
+	d = grants_decide(f->gs, &alice, f->dsid, 1, now);
+	assert_int_equal(d.reason, POLICY_DENY_REVOKED);
+
+	/* An expired grant stops working at its second without anyone acting. */
+	d = grants_decide(f->gs, &(struct policy_subject){ .uid = 2002, .ngids = 0 }, f->dsid, 1,
+			  g2.expires - 1);
+	assert_int_equal(d.reason, POLICY_ALLOW);
+	d = grants_decide(f->gs, &(struct policy_subject){ .uid = 2002, .ngids = 0 }, f->dsid, 1,
+			  g2.expires);
+	assert_int_equal(d.reason, POLICY_DENY_EXPIRED);
+}
+
+static void test_grant_audit_failure_changes_nothing(void **state)
+{
+	struct fx *f = *state;
+	int64_t now = time(NULL);
+	struct policy_grant g = mk_grant(f, 2001, now), g2 = mk_grant(f, 2003, now);
+	struct policy_subject alice = { .uid = 2001, .ngids = 0 };
+
+	assert_int_equal(grants_add(f->gs, f->log, &steward, &g), 0);
+	audit_test_fail_next(f->log, AUDIT_FAULT_SYNC, EIO);
+	/* Fail closed: no record, no grant, no revocation. */
+	assert_int_equal(grants_add(f->gs, f->log, &steward, &g2), -EIO);
+	assert_int_equal(grants_count(f->gs), 1);
+	assert_int_equal(grants_revoke(f->gs, f->log, &steward, g.id, "", now, NULL, NULL), -EIO);
+	assert_int_equal(grants_decide(f->gs, &alice, f->dsid, 1, now).reason, POLICY_ALLOW);
+	fx_close(f);
+	fx_open(f);
+	assert_int_equal(grants_count(f->gs), 1);
+	assert_int_equal(grants_decide(f->gs, &alice, f->dsid, 1, now).reason, POLICY_ALLOW);
+	/* The id the failed grant took is never handed out again. */
+	g2 = mk_grant(f, 2003, now);
+	assert_int_equal(grants_add(f->gs, f->log, &steward, &g2), 0);
+	assert_int_equal(g2.id, 3);
+}
+
+static void test_grant_invalid_refused(void **state)
+{
+	struct fx *f = *state;
+	int64_t now = time(NULL);
+	struct policy_grant g = mk_grant(f, 2001, now);
+
+	g.expires = g.not_before;   /* empty validity */
+	assert_int_equal(grants_add(f->gs, f->log, &steward, &g), -EINVAL);
+	g = mk_grant(f, 2001, now);
+	g.purpose[0] = '\0';
+	assert_int_equal(grants_add(f->gs, f->log, &steward, &g), -EINVAL);
+	assert_int_equal(grants_count(f->gs), 0);
+	assert_int_equal(events(f, "grant"), 0);
+}
+
+static void test_grant_damaged_record_refused(void **state)
+{
+	struct fx *f = *state;
+	int64_t now = time(NULL);
+	struct policy_grant g = mk_grant(f, 2001, now);
+	struct policy_revocation rv = { .grant_id = 9, .by_uid = 0, .at = now };
+	struct grants *gs = NULL;
+	uint8_t key[9] = { 'g' }, rkey[9] = { 'r' };
+	json_t *j;
+	char *text;
+
+	assert_int_equal(grants_add(f->gs, f->log, &steward, &g), 0);
+	/* A revocation of a grant that does not exist. */
+	snprintf(rv.by, sizeof(rv.by), "root");
+	j = policy_revocation_to_json(&rv);
+	text = json_dumps(j, JSON_COMPACT);
+	put_be64(rkey + 1, 9);
+	assert_int_equal(store_policy_put(f->st, rkey, sizeof(rkey), text, strlen(text)), 0);
+	free(text);
+	json_decref(j);
+	assert_int_equal(grants_load(f->st, &gs), -EBADMSG);
+	assert_non_null(strstr(err_detail(), "r9"));
+	/* A grant record that is not JSON (grant records are read before revocations). */
+	put_be64(key + 1, 7);
+	assert_int_equal(store_policy_put(f->st, key, sizeof(key), "{not json", 9), 0);
+	assert_int_equal(grants_load(f->st, &gs), -EBADMSG);
+	assert_non_null(strstr(err_detail(), "g7"));
+	/* A valid grant stored under another id's key. */
+	j = policy_grant_to_json(&g);
+	text = json_dumps(j, JSON_COMPACT);
+	assert_int_equal(store_policy_put(f->st, key, sizeof(key), text, strlen(text)), 0);
+	free(text);
+	json_decref(j);
+	assert_int_equal(grants_load(f->st, &gs), -EBADMSG);
+	assert_non_null(strstr(err_detail(), "g7"));
+	assert_null(gs);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_config_valid),
+		cmocka_unit_test(test_config_rejects),
+		cmocka_unit_test(test_config_roles),
+		cmocka_unit_test(test_config_load_file_checks),
+		cmocka_unit_test_setup_teardown(test_grant_add_revoke_persist, fx_setup,
+						fx_teardown),
+		cmocka_unit_test_setup_teardown(test_grant_audit_failure_changes_nothing, fx_setup,
+						fx_teardown),
+		cmocka_unit_test_setup_teardown(test_grant_invalid_refused, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_grant_damaged_record_refused, fx_setup,
+						fx_teardown),
+	};
+
+	if (crypto_init() < 0)
+		return 1;
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
