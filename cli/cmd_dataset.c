@@ -1,0 +1,581 @@
+/* enclavectl dataset list | show | import.
+ *
+ * An import walks the source tree here, with the steward's own permissions, and hands the daemon
+ * one open descriptor per file (docs/PROTOCOL.md, "Importing"): the daemon never opens a path on
+ * a steward's behalf. The tree is walked twice: a quick pre-scan (fstatat only) that refuses what
+ * a dataset cannot hold before anything is sent and counts files and bytes for the progress line,
+ * then the import itself, which checks every entry again as it opens it.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cli/enclavectl.h"
+#include "common/common.h"
+#include "common/err.h"
+#include "crypto/crypto.h"
+#include "store/store.h"
+
+/* Redraw the progress line at most this often. */
+#define PROGRESS_INTERVAL_NS (250 * 1000000LL)
+/* How long to wait for the daemon to acknowledge an abort before just closing. */
+#define ABORT_TIMEOUT_MS (10 * 1000)
+
+static const char list_usage[] =
+	"Usage: enclavectl [GLOBAL OPTIONS] dataset list\n\n"
+	"List the datasets in the store, by name, with their latest version.\n"
+	"Stewards and auditors only.\n\n"
+	"Options:\n"
+	"  --json        print the daemon's answer as JSON\n"
+	"  -h, --help    show this help\n";
+
+static const char show_usage[] =
+	"Usage: enclavectl [GLOBAL OPTIONS] dataset show NAME[@VERSION]\n\n"
+	"Show a dataset and every committed version of it (or only VERSION): when it was\n"
+	"imported and committed, and how many files, directories and bytes it holds.\n"
+	"Stewards and auditors only.\n\n"
+	"Options:\n"
+	"  --json        print the daemon's answer as JSON\n"
+	"  -h, --help    show this help\n";
+
+static const char import_usage[] =
+	"Usage: enclavectl [GLOBAL OPTIONS] dataset import NAME DIR [--chunk-size SIZE]\n\n"
+	"Import the tree under DIR as the next version of dataset NAME (created by its first\n"
+	"import). enclavectl walks DIR itself, in sorted order, and passes each file to the\n"
+	"daemon as an open descriptor. Only regular files and directories are imported: a\n"
+	"symbolic link, device, socket or FIFO anywhere below DIR stops the import before it\n"
+	"starts, naming the path. The new version becomes visible only when every file is in;\n"
+	"an error or Ctrl-C abandons it. Stewards only.\n\n"
+	"Options:\n"
+	"  --chunk-size SIZE   encryption chunk size: a power of two from 4K to 4M\n"
+	"                      (K and M suffixes; default 64K)\n"
+	"  --json              print the committed version as JSON\n"
+	"  -q, --quiet         no progress line\n"
+	"  -h, --help          show this help\n";
+
+/* ---- list ---------------------------------------------------------------------------------- */
+
+static int dataset_list(struct ctl *ctl, int argc, char **argv)
+{
+	static const char *const head[] = { "NAME", "LATEST", "CREATED", "ID" };
+	struct reply rep = { 0 };
+	struct table t;
+	const json_t *list, *d;
+	size_t i;
+	int first, r;
+
+	r = ctl_parse_none(ctl, "dataset list", list_usage, argc, argv, &first);
+	if (r >= 0)
+		return r;
+	if (first < argc)
+		return ctl_usage_error("dataset list", "unexpected argument '%s'", argv[first]);
+	r = ctl_call(ctl, "dataset list", "dataset.list", NULL, NULL, NULL, &rep);
+	if (r)
+		return r;
+	if (ctl->json) {
+		r = out_json(rep.result) < 0;
+		reply_clear(&rep);
+		return r;
+	}
+	list = json_object_get(rep.result, "datasets");
+	if (!json_is_array(list)) {
+		reply_clear(&rep);
+		return ctl_fail("dataset list", "protocol error: the reply has no \"datasets\" "
+						"list");
+	}
+	table_init(&t, ARRAY_SIZE(head), head);
+	json_array_foreach(list, i, d) {
+		char s1[24], s2[24], s3[24], s4[24];
+		const char *cells[] = { out_member(d, "name", s1),
+					out_member(d, "latest_version", s2),
+					out_member(d, "created", s3), out_member(d, "id", s4) };
+
+		if (table_add(&t, cells, NULL) < 0) {
+			r = ctl_fail("dataset list", "out of memory");
+			break;
+		}
+	}
+	if (r == 0) {
+		if (t.nrows)
+			r = table_print(&t) < 0;
+		else if (!ctl->quiet)
+			fputs("no datasets\n", stderr);
+	}
+	table_free(&t);
+	reply_clear(&rep);
+	return r;
+}
+
+/* ---- show ---------------------------------------------------------------------------------- */
+
+static int dataset_show(struct ctl *ctl, int argc, char **argv)
+{
+	static const char *const head[] = { "VERSION", "CREATED", "COMMITTED", "FILES", "DIRS",
+					    "SIZE" };
+	struct reply rep = { 0 };
+	struct table t;
+	char name[STORE_DATASET_NAME_MAX + 1], what[200], s1[24], s2[24], s3[24], text[512];
+	const json_t *ds, *list, *v;
+	uint32_t version;
+	json_t *args;
+	size_t i;
+	int first, r;
+
+	r = ctl_parse_none(ctl, "dataset show", show_usage, argc, argv, &first);
+	if (r >= 0)
+		return r;
+	if (first >= argc)
+		return ctl_usage_error("dataset show", "missing NAME[@VERSION]");
+	if (first + 1 < argc)
+		return ctl_usage_error("dataset show", "unexpected argument '%s'", argv[first + 1]);
+	r = ctl_parse_dataset("dataset show", argv[first], name, &version);
+	if (r)
+		return r;
+	snprintf(what, sizeof(what), "dataset show %s", argv[first]);
+	args = json_pack("{s:s}", "dataset", name);
+	if (args && version && json_object_set_new(args, "version", json_integer(version)) < 0)
+		json_decref(args), args = NULL;
+	if (!args)
+		return ctl_fail(what, "out of memory");
+	r = ctl_call(ctl, what, "dataset.show", args, NULL, NULL, &rep);
+	if (r)
+		return r;
+	if (ctl->json) {
+		r = out_json(rep.result) < 0;
+		reply_clear(&rep);
+		return r;
+	}
+	ds = json_object_get(rep.result, "dataset");
+	list = json_object_get(rep.result, "versions");
+	if (!json_is_object(ds) || !json_is_array(list)) {
+		reply_clear(&rep);
+		return ctl_fail(what, "protocol error: the reply lacks \"dataset\" or "
+				      "\"versions\"");
+	}
+	printf("dataset  %s (id %s), created %s, latest version %s\n\n",
+	       out_text(out_member(ds, "name", s1), 0, text, sizeof(text)),
+	       out_member(ds, "id", s1), out_member(ds, "created", s2),
+	       out_member(ds, "latest_version", s3));
+	table_init(&t, ARRAY_SIZE(head), head);
+	json_array_foreach(list, i, v) {
+		char a[24], b[24], c[24], d[24], e[24], size[16] = "";
+		uint64_t bytes;
+		const char *cells[6];
+
+		if (out_member_u64(v, "bytes", &bytes))
+			out_size(bytes, size);
+		cells[0] = out_member(v, "version", a);
+		cells[1] = out_member(v, "created", b);
+		cells[2] = out_member(v, "committed", c);
+		cells[3] = out_member(v, "files", d);
+		cells[4] = out_member(v, "dirs", e);
+		cells[5] = size;
+		if (table_add(&t, cells, NULL) < 0) {
+			r = ctl_fail(what, "out of memory");
+			break;
+		}
+	}
+	if (r == 0)
+		r = table_print(&t) < 0;
+	table_free(&t);
+	reply_clear(&rep);
+	return r;
+}
+
+/* ---- import -------------------------------------------------------------------------------- */
+
+/* Set by the SIGINT/SIGTERM handler; the pipe lets a wait for the daemon notice at once. */
+static volatile sig_atomic_t interrupted;
+static int intr_pipe[2] = { -1, -1 };
+
+static void on_interrupt(int sig)
+{
+	int saved = errno;
+
+	(void)sig;
+	interrupted = 1;
+	if (intr_pipe[1] >= 0)
+		(void)!write(intr_pipe[1], "", 1);
+	errno = saved;
+}
+
+/* SA_RESETHAND: a second Ctrl-C kills at once, should the abort itself hang. */
+static int catch_interrupts(void)
+{
+	struct sigaction sa = { .sa_handler = on_interrupt, .sa_flags = SA_RESETHAND };
+
+	if (pipe2(intr_pipe, O_CLOEXEC | O_NONBLOCK) < 0)
+		return -errno;
+	sigemptyset(&sa.sa_mask);
+	if (sigaction(SIGINT, &sa, NULL) < 0 || sigaction(SIGTERM, &sa, NULL) < 0)
+		return -errno;
+	return 0;
+}
+
+struct import {
+	const struct ctl *ctl;
+	const char *root;             /* DIR as given; borrowed from argv */
+	char what[200];               /* "dataset import NAME", for messages */
+	struct client c;
+	/* Pre-scan totals. */
+	uint64_t total_files, total_dirs, total_bytes;
+	/* The daemon's running totals (import.file replies and progress frames). */
+	uint64_t files, dirs, bytes;
+	int64_t t0_ns;                /* import.begin sent */
+	int64_t drawn_ns;             /* last progress redraw */
+	bool progress;                /* draw a progress line (stderr is a terminal, not -q) */
+	bool on_screen;               /* a progress line is showing */
+	bool scanning;                /* in the pre-scan */
+	bool broken;                  /* the connection is out of step: close, do not abort */
+	struct reply failed;          /* a reply with ok false that stopped the import */
+};
+
+static void progress_clear(struct import *im)
+{
+	if (im->on_screen) {
+		fputs("\r\033[K", stderr);
+		fflush(stderr);
+		im->on_screen = false;
+	}
+}
+
+static void progress_draw(struct import *im, bool force)
+{
+	int64_t now = now_monotonic_ns();
+	char done[16], total[16], eta[24];
+	double secs, rate;
+
+	if (!im->progress || (!force && now - im->drawn_ns < PROGRESS_INTERVAL_NS))
+		return;
+	im->drawn_ns = now;
+	if (im->scanning) {
+		out_size(im->total_bytes, total);
+		fprintf(stderr, "\r\033[Kscanning: %" PRIu64 " files, %" PRIu64 " dirs, %s",
+			im->total_files, im->total_dirs, total);
+	} else {
+		secs = (double)(now - im->t0_ns) / 1e9;
+		rate = secs > 0 ? (double)im->bytes / secs : 0;
+		out_size(im->bytes, done);
+		out_size(im->total_bytes, total);
+		out_duration(rate > 0 && secs >= 1 && im->total_bytes >= im->bytes
+				     ? (double)(im->total_bytes - im->bytes) / rate : -1, eta);
+		fprintf(stderr, "\r\033[K%s / %s, %" PRIu64 "/%" PRIu64 " files, %.1f MB/s, ETA %s",
+			done, total, im->files, im->total_files, rate / 1e6, eta);
+	}
+	fflush(stderr);
+	im->on_screen = true;
+}
+
+static int scan_dir(void *ctx, const char *path, const struct stat *st)
+{
+	struct import *im = ctx;
+
+	(void)path;
+	(void)st;
+	im->total_dirs++;
+	progress_draw(im, false);
+	return 0;
+}
+
+static int scan_file(void *ctx, int dirfd, const char *name, const char *path,
+		     const struct stat *st)
+{
+	struct import *im = ctx;
+
+	(void)dirfd;
+	(void)name;
+	(void)path;
+	im->total_files++;
+	im->total_bytes += (uint64_t)st->st_size;
+	progress_draw(im, false);
+	return 0;
+}
+
+/* Take the running totals from an import.file reply or a progress frame. */
+static void take_totals(struct import *im, const json_t *j)
+{
+	uint64_t v;
+
+	if (out_member_u64(j, "files", &v))
+		im->files = v;
+	if (out_member_u64(j, "dirs", &v))
+		im->dirs = v;
+	if (out_member_u64(j, "bytes", &v))
+		im->bytes = v;
+}
+
+static int on_progress(void *ctx, const json_t *partial)
+{
+	struct import *im = ctx;
+	const json_t *p = json_object_get(partial, "progress");
+
+	if (json_is_object(p)) {
+		take_totals(im, p);
+		progress_draw(im, false);
+	}
+	return 0;
+}
+
+/* One call of the import (args taken over, as client_call()). 0 on an ok reply (kept in
+ * *ret_reply if not NULL), else < 0: a refusal kept in im->failed (-EREMOTEIO), or a broken
+ * connection (im->broken). */
+static int import_call(struct import *im, const char *op, json_t *args, int fd,
+		       struct reply *ret_reply)
+{
+	struct reply rep = { 0 };
+	int r;
+
+	r = client_call(&im->c, op, args, fd, on_progress, im, &rep);
+	if (r < 0) {
+		im->broken = true;
+		return r;
+	}
+	if (!rep.ok) {
+		im->failed = rep;
+		return -EREMOTEIO;
+	}
+	if (ret_reply)
+		*ret_reply = rep;
+	else
+		reply_clear(&rep);
+	return 0;
+}
+
+static int send_dir(void *ctx, const char *path, const struct stat *st)
+{
+	struct import *im = ctx;
+	json_t *args = json_pack("{s:s, s:i, s:I}", "path", path, "mode",
+				 (int)(st->st_mode & 07777), "mtime_ns",
+				 (json_int_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec);
+	int r;
+
+	if (!args)
+		return err_set(-ENOMEM, "out of memory");
+	r = import_call(im, "import.dir", args, -1, NULL);
+	if (r == 0) {
+		im->dirs++;
+		progress_draw(im, false);
+	}
+	return r;
+}
+
+static int send_file(void *ctx, int dirfd, const char *name, const char *path,
+		     const struct stat *st)
+{
+	struct import *im = ctx;
+	struct reply rep = { 0 };
+	json_t *args;
+	int fd = -1, r;
+
+	r = walk_open_file(dirfd, name, im->root, path, st, &fd);
+	if (r < 0)
+		return r;
+	args = json_pack("{s:s}", "path", path);
+	if (!args) {
+		close(fd);
+		return err_set(-ENOMEM, "out of memory");
+	}
+	r = import_call(im, "import.file", args, fd, &rep);
+	close(fd);
+	if (r == 0) {
+		take_totals(im, rep.result);
+		reply_clear(&rep);
+		progress_draw(im, false);
+	}
+	return r;
+}
+
+/* Report why the import stopped (once), then abandon it: import.abort if the connection is still
+ * in step, else just close it, which the daemon takes as an abort. */
+static int import_fail(struct import *im, int r, bool begun)
+{
+	progress_clear(im);
+	if (interrupted)
+		ctl_fail(im->what, "interrupted; %s",
+			 begun ? "the import was abandoned, nothing was imported"
+			       : "nothing was imported");
+	else if (r == -EREMOTEIO)
+		client_report(im->what, 0, &im->failed);
+	else if (im->broken)
+		client_report(im->what, r, NULL);
+	else
+		ctl_fail(im->what, "%s%s", err_detail(),
+			 begun ? " (the import was abandoned)" : "");
+	reply_clear(&im->failed);
+	if (begun && !im->broken) {
+		struct reply rep = { 0 };
+
+		im->c.intr_fd = -1;
+		im->c.timeout_ms = ABORT_TIMEOUT_MS;
+		if (client_call(&im->c, "import.abort", NULL, -1, NULL, NULL, &rep) == 0)
+			reply_clear(&rep);
+	}
+	client_close(&im->c);
+	return 1;
+}
+
+static int parse_size(const char *s, uint32_t *ret)
+{
+	unsigned long long v, mult = 1;
+	char *end;
+
+	errno = 0;
+	if (*s < '0' || *s > '9')
+		return -EINVAL;
+	v = strtoull(s, &end, 10);
+	if (errno)
+		return -EINVAL;
+	if (*end == 'K' || *end == 'k')
+		mult = 1024, end++;
+	else if (*end == 'M' || *end == 'm')
+		mult = 1024 * 1024, end++;
+	if (*end || v > UINT32_MAX / mult)
+		return -EINVAL;
+	*ret = (uint32_t)(v * mult);
+	return 0;
+}
+
+static int on_import_opt(void *ctx, int val, const char *arg)
+{
+	uint32_t *chunk = ctx;
+
+	(void)val;
+	if (parse_size(arg, chunk) < 0 || !IS_POW2(*chunk) || *chunk < CRYPTO_CHUNK_MIN ||
+	    *chunk > CRYPTO_CHUNK_MAX)
+		return ctl_usage_error("dataset import", "--chunk-size '%.40s': a power of two "
+					"from 4K to 4M", arg);
+	return 0;
+}
+
+static int dataset_import(struct ctl *ctl, int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "chunk-size", required_argument, NULL, 0x200 },
+		{ 0 },
+	};
+	static const struct walk_ops scan_ops = { scan_dir, scan_file, &interrupted };
+	static const struct walk_ops send_ops = { send_dir, send_file, &interrupted };
+	_cleanup_free_ struct import *im = calloc(1, sizeof(*im));
+	char name[STORE_DATASET_NAME_MAX + 1], sock[4096];
+	struct reply rep = { 0 };
+	uint32_t version, chunk = 0;
+	json_t *args;
+	double secs;
+	int first, rootfd = -1, r;
+
+	if (!im)
+		return ctl_fail("dataset import", "out of memory");
+	r = ctl_parse(ctl, "dataset import", import_usage, argc, argv, opts, on_import_opt, &chunk,
+		      &first);
+	if (r >= 0)
+		return r;
+	if (argc - first < 2)
+		return ctl_usage_error("dataset import", "missing %s",
+				       argc - first == 0 ? "NAME and DIR" : "DIR");
+	if (argc - first > 2)
+		return ctl_usage_error("dataset import", "unexpected argument '%s'",
+				       argv[first + 2]);
+	r = ctl_parse_dataset("dataset import", argv[first], name, &version);
+	if (r)
+		return r;
+	if (version)
+		return ctl_usage_error("dataset import", "an import makes the next version; give "
+					"the name without @VERSION");
+	im->ctl = ctl;
+	im->root = argv[first + 1];
+	im->c.sock = -1;
+	im->progress = isatty(STDERR_FILENO) && !ctl->quiet;
+	snprintf(im->what, sizeof(im->what), "dataset import %s", name);
+	if (ctl_socket_path(ctl, sock, sizeof(sock)) < 0)
+		return ctl_fail(im->what, "the socket path is too long");
+	if (catch_interrupts() < 0)
+		return ctl_fail(im->what, "cannot catch interrupts: %s", strerror(errno));
+
+	/* The root may be a symlink the steward named on purpose; nothing below it is followed. */
+	rootfd = open(im->root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (rootfd < 0)
+		return ctl_fail(im->what, "%s: %s", im->root, strerror(errno));
+
+	err_clear();
+	im->scanning = true;
+	r = walk_tree(rootfd, im->root, &scan_ops, im);
+	im->scanning = false;
+	if (r < 0) {
+		close(rootfd);
+		return import_fail(im, r, false);
+	}
+	progress_clear(im);
+
+	r = client_connect(sock, &im->c);
+	if (r < 0) {
+		close(rootfd);
+		return client_report_connect(im->what, sock, r);
+	}
+	im->c.intr_fd = intr_pipe[0];
+	im->t0_ns = now_monotonic_ns();
+	args = json_pack("{s:s}", "dataset", name);
+	if (args && chunk && json_object_set_new(args, "chunk_size", json_integer(chunk)) < 0)
+		json_decref(args), args = NULL;
+	r = args ? import_call(im, "import.begin", args, -1, NULL)
+		 : err_set(-ENOMEM, "out of memory");
+	if (r < 0) {
+		close(rootfd);
+		/* A refused begin started nothing: no abort to send. */
+		return import_fail(im, r, false);
+	}
+	progress_draw(im, true);
+	r = walk_tree(rootfd, im->root, &send_ops, im);
+	close(rootfd);
+	if (r == 0 && interrupted)
+		r = err_set(-EINTR, "interrupted");
+	if (r < 0)
+		return import_fail(im, r, true);
+
+	/* Once the commit is sent its outcome is the daemon's: wait for it, Ctrl-C or not. */
+	im->c.intr_fd = -1;
+	r = import_call(im, "import.commit", NULL, -1, &rep);
+	if (r < 0) {
+		progress_clear(im);
+		if (r == -EREMOTEIO) {
+			client_report(im->what, 0, &im->failed);
+			reply_clear(&im->failed);
+		} else {
+			client_report(im->what, r, NULL);
+			fprintf(stderr, "enclavectl: %s: the commit may or may not have "
+					"happened; check with 'enclavectl dataset show %s'\n",
+				im->what, name);
+		}
+		client_close(&im->c);
+		return 1;
+	}
+	client_close(&im->c);
+	progress_clear(im);
+	take_totals(im, rep.result);
+	secs = (double)(now_monotonic_ns() - im->t0_ns) / 1e9;
+	if (ctl->json) {
+		r = out_json(rep.result) < 0;
+	} else {
+		char s1[24];
+
+		printf("imported %s version %s: %" PRIu64 " files, %" PRIu64 " dirs, %" PRIu64
+		       " bytes in %.1f s (%.1f MB/s)\n",
+		       name, out_member(rep.result, "version", s1), im->files, im->dirs, im->bytes,
+		       secs, secs > 0 ? (double)im->bytes / secs / 1e6 : 0.0);
+	}
+	reply_clear(&rep);
+	return r;
+}
+
+const struct ctl_cmd dataset_cmds[] = {
+	{ "list", dataset_list, "", "list datasets" },
+	{ "show", dataset_show, "NAME[@VERSION]", "a dataset and its versions" },
+	{ "import", dataset_import, "NAME DIR",
+	  "import DIR as the next version of NAME" },
+	{ 0 },
+};

@@ -1,0 +1,412 @@
+/* enclavectl grant add | list | revoke: who may read which dataset, for what, until when.
+ *
+ * Times are given as people write them ("+90d", "2026-12-31", RFC 3339) and sent as absolute
+ * RFC 3339 UTC, so what the daemon records is exactly what the steward saw echoed back.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cli/enclavectl.h"
+#include "common/common.h"
+#include "common/err.h"
+#include "common/timefmt.h"
+#include "policy/policy.h"
+#include "store/store.h"
+
+/* Purposes longer than this are cut in the table (the JSON has them whole). */
+#define PURPOSE_COLUMN 40
+
+static const char add_usage[] =
+	"Usage: enclavectl [GLOBAL OPTIONS] grant add (--user NAME | --group NAME)\n"
+	"           --dataset NAME[@VERSION] --purpose TEXT --expires WHEN [--not-before WHEN]\n\n"
+	"Let a user, or every member of a group, read a dataset: one VERSION, or every version\n"
+	"(present and future) without @VERSION. The grant is valid from --not-before (default:\n"
+	"now) until --expires, which is required. Stewards only.\n\n"
+	"Options:\n"
+	"  --user NAME            a user name or a numeric uid\n"
+	"  --group NAME           a group name or a numeric gid\n"
+	"  --dataset NAME[@VERSION]\n"
+	"                         the dataset, and optionally one version of it\n"
+	"  --purpose TEXT         why access is granted (required, recorded in the audit trail)\n"
+	"  --expires WHEN         when the grant stops being valid (required)\n"
+	"  --not-before WHEN      when it starts being valid\n"
+	"  --json                 print the new grant as JSON\n"
+	"  -h, --help             show this help\n\n"
+	"WHEN is RFC 3339 (2026-12-31T23:59:59Z, or with +hh:mm), a date (2026-12-31, midnight\n"
+	"UTC), \"now\", or relative to now: +N followed by s, m, h, d or w (+90d).\n";
+
+static const char list_usage[] =
+	"Usage: enclavectl [GLOBAL OPTIONS] grant list [--dataset NAME] [--all]\n\n"
+	"List grants, by id: those in force or not yet valid, or with --all also the expired\n"
+	"and revoked ones. Stewards and auditors only.\n\n"
+	"Options:\n"
+	"  --dataset NAME   only the grants of this dataset\n"
+	"  --all            include expired and revoked grants\n"
+	"  --json           print the daemon's answer as JSON (purposes in full)\n"
+	"  -h, --help       show this help\n";
+
+static const char revoke_usage[] =
+	"Usage: enclavectl [GLOBAL OPTIONS] grant revoke ID [--reason TEXT]\n\n"
+	"Revoke grant ID at once: the next open under it is refused. Stewards only.\n\n"
+	"Options:\n"
+	"  --reason TEXT    why (recorded with the revocation)\n"
+	"  --json           print the revocation as JSON\n"
+	"  -h, --help       show this help\n";
+
+enum {
+	OPT_USER = 0x200,
+	OPT_GROUP,
+	OPT_DATASET,
+	OPT_PURPOSE,
+	OPT_EXPIRES,
+	OPT_NOT_BEFORE,
+	OPT_ALL,
+	OPT_REASON,
+};
+
+/* "user:alice" */
+static const char *principal_text(const json_t *g, char out[static 160])
+{
+	char s1[24], s2[24];
+	const char *kind = out_member(g, "kind", s1);
+
+	if (!*kind)
+		kind = out_member(g, "principal_kind", s1);
+	snprintf(out, 160, "%s:%s", *kind ? kind : "?", out_member(g, "principal", s2));
+	return out;
+}
+
+/* "genomes@3", "genomes@all" */
+static const char *dataset_text(const json_t *g, char out[static 160])
+{
+	char s1[24];
+	uint64_t v = 0;
+
+	snprintf(out, 160, "%s@", out_member(g, "dataset", s1));
+	if (out_member_u64(g, "version", &v) && v)
+		snprintf(out + strlen(out), 160 - strlen(out), "%" PRIu64, v);
+	else
+		snprintf(out + strlen(out), 160 - strlen(out), "all");
+	return out;
+}
+
+/* ---- add ----------------------------------------------------------------------------------- */
+
+struct add_args {
+	const char *kind;        /* "user" or "group" */
+	const char *principal;
+	const char *dataset;     /* NAME[@VERSION] as given */
+	const char *purpose;
+	const char *expires;
+	const char *not_before;
+};
+
+static int on_add_opt(void *ctx, int val, const char *arg)
+{
+	struct add_args *a = ctx;
+
+	switch (val) {
+	case OPT_USER:
+	case OPT_GROUP:
+		if (a->kind)
+			return ctl_usage_error("grant add", "give one of --user and --group, once");
+		a->kind = val == OPT_USER ? "user" : "group";
+		a->principal = arg;
+		return 0;
+	case OPT_DATASET:
+		a->dataset = arg;
+		return 0;
+	case OPT_PURPOSE:
+		a->purpose = arg;
+		return 0;
+	case OPT_EXPIRES:
+		a->expires = arg;
+		return 0;
+	case OPT_NOT_BEFORE:
+		a->not_before = arg;
+		return 0;
+	}
+	return EXIT_USAGE;
+}
+
+/* WHEN -> unix seconds and RFC 3339 text. EXIT_USAGE after a message. */
+static int parse_when(const char *opt, const char *s, int64_t now, int64_t *ret_t,
+		      char out[static TIME_TEXT_MAX])
+{
+	char shown[64];
+	int64_t t;
+	int r;
+
+	err_clear();
+	r = time_parse(s, now, &t);
+	if (r < 0)
+		return ctl_usage_error("grant add", "%s '%s': %s", opt, out_text(s, 40, shown, 64),
+				       *err_detail() ? err_detail() : "not a time");
+	time_format(t, out);
+	*ret_t = t;
+	return 0;
+}
+
+static int grant_add(struct ctl *ctl, int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "user", required_argument, NULL, OPT_USER },
+		{ "group", required_argument, NULL, OPT_GROUP },
+		{ "dataset", required_argument, NULL, OPT_DATASET },
+		{ "purpose", required_argument, NULL, OPT_PURPOSE },
+		{ "expires", required_argument, NULL, OPT_EXPIRES },
+		{ "not-before", required_argument, NULL, OPT_NOT_BEFORE },
+		{ 0 },
+	};
+	struct add_args a = { 0 };
+	struct reply rep = { 0 };
+	char name[STORE_DATASET_NAME_MAX + 1], expires[TIME_TEXT_MAX];
+	char not_before[TIME_TEXT_MAX] = "";
+	char what[200], p[160], d[160], text[1100], s1[24];
+	int64_t now = (int64_t)time(NULL), t_exp, t_nb = now;
+	const json_t *g;
+	uint32_t version = 0;
+	json_t *args;
+	int first, r;
+
+	r = ctl_parse(ctl, "grant add", add_usage, argc, argv, opts, on_add_opt, &a, &first);
+	if (r >= 0)
+		return r;
+	if (first < argc)
+		return ctl_usage_error("grant add", "unexpected argument '%s'", argv[first]);
+	if (!a.kind)
+		return ctl_usage_error("grant add", "--user NAME or --group NAME is required");
+	if (!a.dataset)
+		return ctl_usage_error("grant add", "--dataset NAME[@VERSION] is required");
+	if (!a.purpose || !*a.purpose)
+		return ctl_usage_error("grant add", "--purpose TEXT is required (and not empty)");
+	if (!a.expires)
+		return ctl_usage_error("grant add", "--expires WHEN is required: every grant ends");
+	if (!*a.principal || strlen(a.principal) > POLICY_NAME_MAX)
+		return ctl_usage_error("grant add", "--%s: a name or id of 1 to %d bytes", a.kind,
+				       POLICY_NAME_MAX);
+	if (strlen(a.purpose) > POLICY_PURPOSE_MAX ||
+	    !out_utf8_valid(a.purpose, strlen(a.purpose)))
+		return ctl_usage_error("grant add", "--purpose: not valid UTF-8, or longer than "
+				       "%d bytes", POLICY_PURPOSE_MAX);
+	if (!out_utf8_valid(a.principal, strlen(a.principal)))
+		return ctl_usage_error("grant add", "--%s: not valid UTF-8", a.kind);
+	r = parse_when("--expires", a.expires, now, &t_exp, expires);
+	if (r)
+		return r;
+	if (a.not_before) {
+		r = parse_when("--not-before", a.not_before, now, &t_nb, not_before);
+		if (r)
+			return r;
+	}
+	if (t_exp <= now)
+		return ctl_usage_error("grant add", "--expires %s is not in the future", expires);
+	if (t_exp <= t_nb)
+		return ctl_usage_error("grant add", "--expires %s is not after --not-before %s",
+				       expires, not_before);
+	r = ctl_parse_dataset("grant add", a.dataset, name, &version);
+	if (r)
+		return r;
+
+	args = json_pack("{s:s, s:s, s:s, s:I, s:s, s:s}", "principal_kind", a.kind, "principal",
+			 a.principal, "dataset", name, "version", (json_int_t)version, "purpose",
+			 a.purpose, "expires", expires);
+	if (args && a.not_before &&
+	    json_object_set_new(args, "not_before", json_string(not_before)) < 0)
+		json_decref(args), args = NULL;
+	if (!args)
+		return ctl_fail("grant add", "out of memory");
+	snprintf(what, sizeof(what), "grant add %s:%.64s", a.kind, a.principal);
+	r = ctl_call(ctl, what, "grant.add", args, NULL, NULL, &rep);
+	if (r)
+		return r;
+	g = json_object_get(rep.result, "grant");
+	if (ctl->json) {
+		r = out_json(rep.result) < 0;
+	} else if (!json_is_object(g)) {
+		r = ctl_fail(what, "protocol error: the reply has no \"grant\"");
+	} else {
+		printf("added grant %s: %s may read %s\n", out_member(g, "id", s1),
+		       out_text(principal_text(g, p), 0, text, sizeof(text)),
+		       dataset_text(g, d));
+		printf("  purpose     %s\n", out_text(out_member(g, "purpose", s1), 0, text,
+						       sizeof(text)));
+		printf("  not before  %s\n", out_member(g, "not_before", s1));
+		printf("  expires     %s\n", out_member(g, "expires", s1));
+		if (json_object_get(g, "granted_by"))
+			printf("  granted by  %s\n", out_text(out_member(g, "granted_by", s1), 0,
+							       text, sizeof(text)));
+	}
+	reply_clear(&rep);
+	return r;
+}
+
+/* ---- list ---------------------------------------------------------------------------------- */
+
+struct list_args {
+	const char *dataset;
+	bool all;
+};
+
+static int on_list_opt(void *ctx, int val, const char *arg)
+{
+	struct list_args *a = ctx;
+
+	if (val == OPT_DATASET)
+		a->dataset = arg;
+	else if (val == OPT_ALL)
+		a->all = true;
+	else
+		return EXIT_USAGE;
+	return 0;
+}
+
+static int grant_list(struct ctl *ctl, int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "dataset", required_argument, NULL, OPT_DATASET },
+		{ "all", no_argument, NULL, OPT_ALL },
+		{ 0 },
+	};
+	static const char *const head[] = { "ID", "PRINCIPAL", "DATASET@VERSION", "STATE",
+					    "NOT BEFORE", "EXPIRES", "PURPOSE" };
+	static const size_t widths[] = { 0, 0, 0, 0, 0, 0, PURPOSE_COLUMN };
+	struct list_args a = { 0 };
+	struct reply rep = { 0 };
+	const json_t *list, *g;
+	struct table t;
+	json_t *args;
+	size_t i;
+	int first, r;
+
+	r = ctl_parse(ctl, "grant list", list_usage, argc, argv, opts, on_list_opt, &a, &first);
+	if (r >= 0)
+		return r;
+	if (first < argc)
+		return ctl_usage_error("grant list", "unexpected argument '%s'", argv[first]);
+	if (a.dataset && !store_dataset_name_valid(a.dataset))
+		return ctl_usage_error("grant list", "--dataset: not a dataset name");
+	args = json_object();
+	if (args && a.dataset && json_object_set_new(args, "dataset", json_string(a.dataset)) < 0)
+		json_decref(args), args = NULL;
+	if (args && a.all && json_object_set_new(args, "all", json_true()) < 0)
+		json_decref(args), args = NULL;
+	if (!args)
+		return ctl_fail("grant list", "out of memory");
+	r = ctl_call(ctl, "grant list", "grant.list", args, NULL, NULL, &rep);
+	if (r)
+		return r;
+	if (ctl->json) {
+		r = out_json(rep.result) < 0;
+		reply_clear(&rep);
+		return r;
+	}
+	list = json_object_get(rep.result, "grants");
+	if (!json_is_array(list)) {
+		reply_clear(&rep);
+		return ctl_fail("grant list", "protocol error: the reply has no \"grants\" list");
+	}
+	table_init(&t, ARRAY_SIZE(head), head);
+	json_array_foreach(list, i, g) {
+		char s1[24], s2[24], s3[24], s4[24], s5[24], p[160], d[160];
+		const char *cells[] = { out_member(g, "id", s1), principal_text(g, p),
+					dataset_text(g, d), out_member(g, "state", s2),
+					out_member(g, "not_before", s3),
+					out_member(g, "expires", s4),
+					out_member(g, "purpose", s5) };
+
+		if (table_add(&t, cells, widths) < 0) {
+			r = ctl_fail("grant list", "out of memory");
+			break;
+		}
+	}
+	if (r == 0) {
+		if (t.nrows)
+			r = table_print(&t) < 0;
+		else if (!ctl->quiet)
+			fprintf(stderr, "no %sgrants\n", a.all ? "" : "current ");
+	}
+	table_free(&t);
+	reply_clear(&rep);
+	return r;
+}
+
+/* ---- revoke -------------------------------------------------------------------------------- */
+
+static int on_revoke_opt(void *ctx, int val, const char *arg)
+{
+	const char **reason = ctx;
+
+	if (val != OPT_REASON)
+		return EXIT_USAGE;
+	*reason = arg;
+	return 0;
+}
+
+static int grant_revoke(struct ctl *ctl, int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "reason", required_argument, NULL, OPT_REASON },
+		{ 0 },
+	};
+	const char *reason = NULL;
+	struct reply rep = { 0 };
+	unsigned long long id;
+	const json_t *rev;
+	char what[64], s1[24], text[1100];
+	json_t *args;
+	char *end;
+	int first, r;
+
+	r = ctl_parse(ctl, "grant revoke", revoke_usage, argc, argv, opts, on_revoke_opt, &reason,
+		      &first);
+	if (r >= 0)
+		return r;
+	if (first >= argc)
+		return ctl_usage_error("grant revoke", "missing the grant's ID");
+	if (first + 1 < argc)
+		return ctl_usage_error("grant revoke", "unexpected argument '%s'", argv[first + 1]);
+	errno = 0;
+	id = strtoull(argv[first], &end, 10);
+	if (argv[first][0] < '0' || argv[first][0] > '9' || errno || *end || id == 0 ||
+	    id > (unsigned long long)INT64_MAX)
+		return ctl_usage_error("grant revoke", "not a grant id: '%.40s'", argv[first]);
+	if (reason && (strlen(reason) > POLICY_REASON_MAX ||
+		       !out_utf8_valid(reason, strlen(reason))))
+		return ctl_usage_error("grant revoke", "--reason: not valid UTF-8, or longer than "
+				       "%d bytes", POLICY_REASON_MAX);
+	args = json_pack("{s:I}", "id", (json_int_t)id);
+	if (args && reason && json_object_set_new(args, "reason", json_string(reason)) < 0)
+		json_decref(args), args = NULL;
+	if (!args)
+		return ctl_fail("grant revoke", "out of memory");
+	snprintf(what, sizeof(what), "grant revoke %llu", id);
+	r = ctl_call(ctl, what, "grant.revoke", args, NULL, NULL, &rep);
+	if (r)
+		return r;
+	rev = json_object_get(rep.result, "revocation");
+	if (ctl->json) {
+		r = out_json(rep.result) < 0;
+	} else {
+		printf("revoked grant %llu", id);
+		if (json_object_get(rev, "at"))
+			printf(" at %s", out_member(rev, "at", s1));
+		if (json_object_get(rev, "by"))
+			printf(" by %s",
+			       out_text(out_member(rev, "by", s1), 64, text, sizeof(text)));
+		putchar('\n');
+	}
+	reply_clear(&rep);
+	return r;
+}
+
+const struct ctl_cmd grant_cmds[] = {
+	{ "add", grant_add, "--user|--group NAME ...", "let a user or group read a dataset" },
+	{ "list", grant_list, "[--dataset NAME] [--all]", "list grants" },
+	{ "revoke", grant_revoke, "ID [--reason TEXT]", "revoke a grant at once" },
+	{ 0 },
+};

@@ -1,0 +1,201 @@
+/* enclavectl: the data steward's and auditor's command-line tool (cli/, internal header).
+ *
+ * Shape (wireguard-tools style): main.c parses the global options and dispatches through a table
+ * of objects (dataset, grant, audit, ...) and their commands, one file per group (cmd_*.c). Every
+ * command runs in its own connection to enclaved (client.c) except `init`, which works offline.
+ *
+ * Conventions inside cli/: the cmd_* entry points return the process exit status (0 ok, 1 failure,
+ * 2 usage) after printing their one diagnostic; helpers below them (client, walk, output) return
+ * -errno with err_detail() like the library modules, and never exit.
+ */
+#pragma once
+
+#include <getopt.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/stat.h>
+
+#include <jansson.h>
+
+#define EXIT_USAGE 2
+
+/* Where the daemon listens when nothing else says: <default store>/run/control.sock. */
+#define CTL_DEFAULT_STORE "/var/lib/enclave"
+#define CTL_SOCKET_NAME "run/control.sock"
+/* How long to wait for the next frame from the daemon before giving up. The daemon sends progress
+ * every 250 ms during long steps, so only a commit's fsync or a stuck daemon comes close. */
+#define CTL_REPLY_TIMEOUT_MS (10 * 60 * 1000)
+
+/* Global options, set by main.c and by every command's parser (they are accepted after the
+ * command name too). Strings are borrowed from argv or the environment. */
+struct ctl {
+	const char *socket_path;  /* --socket, or NULL */
+	const char *store_dir;    /* --store, or NULL */
+	bool json;                /* --json: data as JSON on stdout */
+	bool quiet;               /* -q: no progress or chatter on stderr */
+};
+
+/* A command: `enclavectl <object> <name> ...`. run() gets argv with argv[0] = the command's name
+ * and returns the exit status. Tables of commands end with an entry whose name is NULL. */
+struct ctl_cmd {
+	const char *name;
+	int (*run)(struct ctl *ctl, int argc, char **argv);
+	const char *args;         /* its arguments in brief, for the usage lists */
+	const char *summary;      /* one line for the usage lists */
+};
+
+/* ---- main.c: option parsing shared by every command ---------------------------------------- */
+
+/* Parse a command's options: its own `opts` (a {0}-terminated getopt_long table; values >= 0x200
+ * or single characters the command picks) plus the global ones and -h/--help. on_opt is called for
+ * the command's own options and returns 0 or EXIT_USAGE (having printed why). `what` names the
+ * command in messages ("grant add"); `usage` is printed for --help.
+ * Returns -1 to go on, with *ret_optind the first positional argument (GNU getopt permutes argv, so
+ * options may follow arguments), or an exit status: 0 after --help, EXIT_USAGE after an error. */
+int ctl_parse(struct ctl *ctl, const char *what, const char *usage, int argc, char **argv,
+	      const struct option *opts, int (*on_opt)(void *ctx, int val, const char *arg),
+	      void *ctx, int *ret_optind);
+/* A parser for commands that take no options of their own (on_opt is never called). */
+int ctl_parse_none(struct ctl *ctl, const char *what, const char *usage, int argc, char **argv,
+		   int *ret_optind);
+/* Print "enclavectl: <what>: <message>" and "Try 'enclavectl <what> --help'." to stderr; returns
+ * EXIT_USAGE. */
+__attribute__((format(printf, 2, 3))) int ctl_usage_error(const char *what, const char *fmt, ...);
+/* Print "enclavectl: <what>: <message>" to stderr; returns 1. */
+__attribute__((format(printf, 2, 3))) int ctl_fail(const char *what, const char *fmt, ...);
+/* Split a NAME[@VERSION] argument into a valid dataset name and a version (0 when absent).
+ * EXIT_USAGE after a message naming `what`. */
+int ctl_parse_dataset(const char *what, const char *arg, char name[static 129],
+		      uint32_t *ret_version);
+/* The socket to use: --socket, else $ENCLAVE_SOCKET, else --store's run/control.sock, else the
+ * default store's. Writes into out (size n); -ENAMETOOLONG if it does not fit. */
+int ctl_socket_path(const struct ctl *ctl, char *out, size_t n);
+
+/* ---- The command groups (cmd_*.c) ---------------------------------------------------------- */
+
+int cmd_init(struct ctl *ctl, int argc, char **argv);
+int cmd_status(struct ctl *ctl, int argc, char **argv);
+int cmd_whoami(struct ctl *ctl, int argc, char **argv);
+extern const struct ctl_cmd dataset_cmds[];
+extern const struct ctl_cmd grant_cmds[];
+extern const struct ctl_cmd audit_cmds[];
+
+/* ---- client.c: one connection to enclaved -------------------------------------------------- */
+
+struct client {
+	int sock;                 /* connected stream socket; owned; -1 when closed */
+	int intr_fd;              /* becomes readable when the user interrupts, or -1; borrowed */
+	int timeout_ms;           /* longest wait for one frame */
+	char path[108];           /* the socket's path, for messages (sizeof sun_path) */
+};
+
+/* A reply frame, checked for shape: {"ok": true, "result": {...}} or
+ * {"ok": false, "error": {"code": "...", "message": "..."}}. */
+struct reply {
+	json_t *msg;              /* the whole reply; owned, freed by reply_clear() */
+	bool ok;
+	json_t *result;           /* ok: the result object; borrowed from msg */
+	const char *code;         /* !ok: the error code; borrowed from msg */
+	const char *message;      /* !ok: the daemon's message for people; borrowed, maybe "" */
+};
+
+/* Called for every partial frame of a call, with its payload (borrowed for the call). A non-zero
+ * (negative errno) return abandons the call: client_call returns it, and the connection must be
+ * closed since the rest of the reply is still on the way. */
+typedef int (*client_partial_fn)(void *ctx, const json_t *partial);
+
+/* Connect to path. -errno with err_detail() saying what is wrong in words (no daemon, permission,
+ * path too long). */
+int client_connect(const char *path, struct client *ret_client);
+/* Close the connection (the daemon abandons an import in progress). NULL or closed is fine. */
+void client_close(struct client *c);
+/* Send {"op": op, "args": args} (args: a reference the call takes over, may be NULL) with fd
+ * (borrowed, -1 for none), then read partial frames, passing each to on_partial (NULL: they are
+ * skipped), until the reply. Returns 0 when a well-formed reply arrived, ok or not (see
+ * ret_reply); otherwise -errno with err_detail(): -EPROTO the daemon broke the protocol,
+ * -ECONNRESET it closed the connection, -EINTR the user interrupted, -ETIMEDOUT nothing came for
+ * timeout_ms, or on_partial's error. After an error the connection is out of step: close it. */
+int client_call(struct client *c, const char *op, json_t *args, int fd,
+		client_partial_fn on_partial, void *ctx, struct reply *ret_reply);
+/* Free what a reply holds. NULL is fine. */
+void reply_clear(struct reply *r);
+/* Print a failed call: a reply with ok false ("enclavectl: what: not found: no grant with id 7"),
+ * or a transport error r < 0 (err_detail()). Returns 1. */
+int client_report(const char *what, int r, const struct reply *rep);
+/* The usual round trip of a command: connect to ctl's socket, make one call, close, and report any
+ * failure. Returns 0 with *ret_reply holding an ok reply (the caller clears it), or 1 after
+ * printing why. args is taken over as in client_call(). */
+int ctl_call(const struct ctl *ctl, const char *what, const char *op, json_t *args,
+	     client_partial_fn on_partial, void *ctx, struct reply *ret_reply);
+/* Print why a connection to path failed (r from client_connect), with how to start the daemon.
+ * Returns 1. */
+int client_report_connect(const char *what, const char *path, int r);
+
+/* ---- output.c: tables, sizes, JSON, safe text ---------------------------------------------- */
+
+/* Print j (borrowed) to stdout as one pretty JSON document. 0 or -EIO. */
+int out_json(const json_t *j);
+/* Print j to stdout as one compact line. 0 or -EIO. */
+int out_json_line(const json_t *j);
+/* "1.5 GiB", "512 B": bytes for people. */
+void out_size(uint64_t bytes, char out[static 16]);
+/* "1:02:03" or "02:03" for a number of seconds; "--:--" when unknown (< 0). */
+void out_duration(double seconds, char out[static 24]);
+/* Copy s into out (size n >= 4), replacing control characters and invalid UTF-8 bytes with "?"
+ * and cutting it to at most max_chars characters (0: no limit) with "..." at the end, so text
+ * from the daemon or a file name cannot drive the terminal. Returns out. */
+char *out_text(const char *s, size_t max_chars, char *out, size_t n);
+/* True if s (n bytes) is valid UTF-8 without NUL: what a JSON string can carry. */
+bool out_utf8_valid(const char *s, size_t n);
+/* A member of a JSON object as a string, "" if absent. Integers are formatted into scratch
+ * (size >= 24); other types give "?". Borrowed from obj or scratch. */
+const char *out_member(const json_t *obj, const char *key, char scratch[static 24]);
+/* True if obj[key] is a non-negative integer; its value in *ret. */
+bool out_member_u64(const json_t *obj, const char *key, uint64_t *ret);
+
+/* A table of text cells printed with aligned columns (the last one unpadded). */
+struct table {
+	size_t ncols;
+	const char *const *head;  /* ncols column titles; borrowed */
+	char **cells;             /* nrows * ncols owned strings */
+	size_t nrows;
+	size_t cap;               /* rows allocated */
+};
+/* Rows are capped (the daemon's answer is at most 1 MiB anyway). */
+#define TABLE_ROWS_MAX (1u << 20)
+void table_init(struct table *t, size_t ncols, const char *const *head);
+/* Add a row of ncols cells; each is copied (made safe with out_text, cut to max_chars[i] if
+ * max_chars is not NULL and the entry is non-zero). -ENOMEM, -E2BIG. */
+int table_add(struct table *t, const char *const *cells, const size_t *max_chars);
+/* Print to stdout: the header and the rows. 0 or -EIO. */
+int table_print(const struct table *t);
+void table_free(struct table *t);
+
+/* ---- walk.c: the source tree of an import -------------------------------------------------- */
+
+/* What the walk tells its caller, in a fixed order: a directory before its entries, the entries
+ * of a directory sorted by name (bytewise), depth first. */
+struct walk_ops {
+	/* A directory: path relative to the root ("" for the root itself), st from fstat on it. */
+	int (*dir)(void *ctx, const char *path, const struct stat *st);
+	/* A regular file named `name` in the open directory dirfd (borrowed); st from fstatat. The
+	 * callback opens it with walk_open_file() if it needs the contents. */
+	int (*file)(void *ctx, int dirfd, const char *name, const char *path,
+		    const struct stat *st);
+	/* Checked before each entry: set (by a signal handler) to stop with -EINTR. May be NULL. */
+	volatile sig_atomic_t *stop;
+};
+/* Walk the tree under the directory open at rootfd (borrowed). `root` is how the user named it,
+ * for messages. Anything but regular files and directories (symlinks, devices, sockets, FIFOs)
+ * is refused with -EINVAL, as are names that are not valid UTF-8 and paths longer than a store
+ * takes, with err_detail() naming the path. At most one descriptor per level of nesting is open
+ * (nesting is capped), plus the one a callback opens. A callback's non-zero return stops the walk
+ * and is returned. */
+int walk_tree(int rootfd, const char *root, const struct walk_ops *ops, void *ctx);
+/* Open `name` in dirfd read-only for the daemon to read, without following a symlink and without
+ * blocking on a FIFO, and check that it is still the regular file st describes (not swapped since
+ * it was listed). -errno with err_detail() naming root/path. */
+int walk_open_file(int dirfd, const char *name, const char *root, const char *path,
+		   const struct stat *st, int *ret_fd);
