@@ -40,25 +40,6 @@ static const char *shown(const char *root, const char *path, char out[static 102
 	return out_text(joined, 0, out, 1024);
 }
 
-static const char *kind_name(mode_t m)
-{
-	if (S_ISLNK(m))
-		return "a symbolic link";
-	if (S_ISCHR(m))
-		return "a character device";
-	if (S_ISBLK(m))
-		return "a block device";
-	if (S_ISFIFO(m))
-		return "a FIFO (named pipe)";
-	if (S_ISSOCK(m))
-		return "a socket";
-	if (S_ISDIR(m))
-		return "a directory";
-	if (S_ISREG(m))
-		return "a regular file";
-	return "of an unknown type";
-}
-
 static int name_cmp(const void *a, const void *b)
 {
 	return strcmp(*(char *const *)a, *(char *const *)b);
@@ -155,7 +136,7 @@ static int walk_entry(struct walker *w, int dfd, const char *name, size_t plen, 
 	if (!S_ISDIR(st.st_mode))
 		return err_set(-EINVAL, "%s: refused: %s (only regular files and directories "
 					"are imported)",
-			       shown(w->root, w->path, s), kind_name(st.st_mode));
+			       shown(w->root, w->path, s), file_type_name(st.st_mode));
 	if (depth + 1 > WALK_DEPTH_MAX)
 		return err_set(-ELOOP, "%s: nested more than %u directories deep",
 			       shown(w->root, w->path, s), WALK_DEPTH_MAX);
@@ -262,7 +243,7 @@ int walk_open_file(int dirfd, const char *name, const char *root, const char *pa
 	if (!S_ISREG(now.st_mode) || now.st_dev != st->st_dev || now.st_ino != st->st_ino) {
 		close(fd);
 		return err_set(-EINVAL, "%s: refused: it changed while being read (now %s)",
-			       shown(root, path, s), kind_name(now.st_mode));
+			       shown(root, path, s), file_type_name(now.st_mode));
 	}
 	fl = fcntl(fd, F_GETFL);
 	if (fl >= 0)

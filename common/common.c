@@ -2,6 +2,7 @@
 #include "common/common.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <time.h>
 
 bool cursor_take(struct cursor *c, void *out, size_t n)
@@ -213,4 +214,23 @@ void hex_encode(const uint8_t *in, size_t n, char *out)
 		out[2 * i + 1] = digits[in[i] & 15];
 	}
 	out[2 * n] = '\0';
+}
+
+const char *file_type_name(mode_t m)
+{
+	if (S_ISLNK(m))
+		return "a symbolic link";
+	if (S_ISCHR(m))
+		return "a character device";
+	if (S_ISBLK(m))
+		return "a block device";
+	if (S_ISFIFO(m))
+		return "a FIFO (named pipe)";
+	if (S_ISSOCK(m))
+		return "a socket";
+	if (S_ISDIR(m))
+		return "a directory";
+	if (S_ISREG(m))
+		return "a regular file";
+	return "of an unknown type";
 }

@@ -5,6 +5,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -114,6 +115,8 @@ ssize_t read_full(int fd, void *buf, size_t n);
 ssize_t pread_full(int fd, void *buf, size_t n, uint64_t off);
 /* fsync a directory so a new or renamed entry in it is durable. -errno. */
 int fsync_dirfd(int dirfd);
+/* What kind of file a mode is, for messages: "a symbolic link", "a FIFO (named pipe)", ... */
+const char *file_type_name(mode_t m);
 
 /* Wall-clock time in nanoseconds since the epoch. */
 int64_t now_realtime_ns(void);

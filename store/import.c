@@ -954,21 +954,6 @@ static int name_cmp(const void *a, const void *b)
 	return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-static const char *file_kind(mode_t m)
-{
-	if (S_ISLNK(m))
-		return "a symbolic link";
-	if (S_ISCHR(m))
-		return "a character device";
-	if (S_ISBLK(m))
-		return "a block device";
-	if (S_ISSOCK(m))
-		return "a socket";
-	if (S_ISFIFO(m))
-		return "a FIFO";
-	return "not a regular file or directory";
-}
-
 /* Import the entries of the directory open at dfd, whose path in the dataset is rel (len n). */
 static int walk(struct store_import *imp, int dfd, char *rel, size_t n, unsigned depth)
 {
@@ -1059,7 +1044,7 @@ static int walk(struct store_import *imp, int dfd, char *rel, size_t n, unsigned
 		} else {
 			r = imp_fail(imp, -EINVAL, "%s: refused: %s (only regular files and "
 						   "directories are imported)", rel,
-				     file_kind(s.st_mode));
+				     file_type_name(s.st_mode));
 		}
 		rel[n] = '\0';
 	}
