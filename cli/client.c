@@ -55,6 +55,14 @@ void reply_clear(struct reply *r)
 	*r = (struct reply){ 0 };
 }
 
+int ctl_print_json(struct reply *rep)
+{
+	int r = out_json(rep->result) < 0;
+
+	reply_clear(rep);
+	return r;
+}
+
 /* Wait until the socket has something to read, the user interrupts, or the timeout passes. */
 static int wait_frame(const struct client *c)
 {

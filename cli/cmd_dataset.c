@@ -78,11 +78,8 @@ static int dataset_list(struct ctl *ctl, int argc, char **argv)
 	r = ctl_call(ctl, "dataset list", "dataset.list", NULL, NULL, NULL, &rep);
 	if (r)
 		return r;
-	if (ctl->json) {
-		r = out_json(rep.result) < 0;
-		reply_clear(&rep);
-		return r;
-	}
+	if (ctl->json)
+		return ctl_print_json(&rep);
 	list = json_object_get(rep.result, "datasets");
 	if (!json_is_array(list)) {
 		reply_clear(&rep);
@@ -146,11 +143,8 @@ static int dataset_show(struct ctl *ctl, int argc, char **argv)
 	r = ctl_call(ctl, what, "dataset.show", args, NULL, NULL, &rep);
 	if (r)
 		return r;
-	if (ctl->json) {
-		r = out_json(rep.result) < 0;
-		reply_clear(&rep);
-		return r;
-	}
+	if (ctl->json)
+		return ctl_print_json(&rep);
 	ds = json_object_get(rep.result, "dataset");
 	list = json_object_get(rep.result, "versions");
 	if (!json_is_object(ds) || !json_is_array(list)) {

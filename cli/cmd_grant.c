@@ -300,11 +300,8 @@ static int grant_list(struct ctl *ctl, int argc, char **argv)
 	r = ctl_call(ctl, "grant list", "grant.list", args, NULL, NULL, &rep);
 	if (r)
 		return r;
-	if (ctl->json) {
-		r = out_json(rep.result) < 0;
-		reply_clear(&rep);
-		return r;
-	}
+	if (ctl->json)
+		return ctl_print_json(&rep);
 	list = json_object_get(rep.result, "grants");
 	if (!json_is_array(list)) {
 		reply_clear(&rep);

@@ -78,11 +78,8 @@ int cmd_whoami(struct ctl *ctl, int argc, char **argv)
 	r = ctl_call(ctl, "whoami", "whoami", NULL, NULL, NULL, &rep);
 	if (r)
 		return r;
-	if (ctl->json) {
-		r = out_json(rep.result) < 0;
-		reply_clear(&rep);
-		return r;
-	}
+	if (ctl->json)
+		return ctl_print_json(&rep);
 	roles[0] = '\0';
 	list = json_object_get(rep.result, "roles");
 	json_array_foreach(list, i, v) {

@@ -121,6 +121,9 @@ int client_call(struct client *c, const char *op, json_t *args, int fd,
 		client_partial_fn on_partial, void *ctx, struct reply *ret_reply);
 /* Free what a reply holds. NULL is fine. */
 void reply_clear(struct reply *r);
+/* For --json: print rep's result as the command's output and clear rep. Returns the exit status
+ * (0, or 1 if stdout failed). */
+int ctl_print_json(struct reply *rep);
 /* Print a failed call: a reply with ok false ("enclavectl: what: not found: no grant with id 7"),
  * or a transport error r < 0 (err_detail()). Returns 1. */
 int client_report(const char *what, int r, const struct reply *rep);
