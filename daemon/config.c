@@ -12,36 +12,50 @@
 #include "common/err.h"
 #include "daemon/daemon.h"
 
-/* Resolve a decimal id or a name through NSS. */
-static int resolve(uint32_t kind, const char *name, uint32_t *ret_id)
+int config_principal_resolve(uint32_t kind, const char *s, uint32_t *ret_id,
+			     char ret_name[static POLICY_NAME_MAX + 1])
 {
 	char buf[16384];
+	bool numeric = s[0] >= '0' && s[0] <= '9';
+	unsigned long long v = 0;
 	char *end;
-	unsigned long long v;
 	int r;
 
-	if (name[0] >= '0' && name[0] <= '9') {
+	if (numeric) {
 		errno = 0;
-		v = strtoull(name, &end, 10);
+		v = strtoull(s, &end, 10);
 		if (errno || *end || v >= UINT32_MAX)
-			return -EINVAL;
-		*ret_id = (uint32_t)v;
-		return 0;
+			return err_set(-EINVAL, "bad %s id \"%.32s\"",
+				       kind == POLICY_USER ? "user" : "group", s);
 	}
 	if (kind == POLICY_USER) {
 		struct passwd pw, *res = NULL;
 
-		r = getpwnam_r(name, &pw, buf, sizeof(buf), &res);
-		if (r || !res)
-			return -ESRCH;
+		r = numeric ? getpwuid_r((uid_t)v, &pw, buf, sizeof(buf), &res)
+			    : getpwnam_r(s, &pw, buf, sizeof(buf), &res);
+		if (r || !res) {
+			if (!numeric)
+				return err_set(-ESRCH, "no such user \"%.64s\"", s);
+			*ret_id = (uint32_t)v;
+			snprintf(ret_name, POLICY_NAME_MAX + 1, "%llu", v);
+			return 0;
+		}
 		*ret_id = res->pw_uid;
+		snprintf(ret_name, POLICY_NAME_MAX + 1, "%s", res->pw_name);
 	} else {
 		struct group gr, *res = NULL;
 
-		r = getgrnam_r(name, &gr, buf, sizeof(buf), &res);
-		if (r || !res)
-			return -ESRCH;
+		r = numeric ? getgrgid_r((gid_t)v, &gr, buf, sizeof(buf), &res)
+			    : getgrnam_r(s, &gr, buf, sizeof(buf), &res);
+		if (r || !res) {
+			if (!numeric)
+				return err_set(-ESRCH, "no such group \"%.64s\"", s);
+			*ret_id = (uint32_t)v;
+			snprintf(ret_name, POLICY_NAME_MAX + 1, "%llu", v);
+			return 0;
+		}
 		*ret_id = res->gr_gid;
+		snprintf(ret_name, POLICY_NAME_MAX + 1, "%s", res->gr_name);
 	}
 	return 0;
 }
@@ -103,7 +117,7 @@ static int parse_line(char *line, unsigned lineno, struct config *cfg)
 			       key);
 	p += *n;
 	*p = (struct config_principal){ .kind = kind };
-	switch (resolve(kind, name, &p->id)) {
+	switch (config_principal_resolve(kind, name, &p->id, p->name)) {
 	case 0:
 		break;
 	case -ESRCH:

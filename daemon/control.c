@@ -421,54 +421,6 @@ static int op_import_abort(struct conn *c, const json_t *args, json_t **ret)
 
 /* ---- Grants ---------------------------------------------------------------------------------- */
 
-/* A principal given as a name or a decimal id, to its id and display name. */
-static int resolve_principal(uint32_t kind, const char *s, uint32_t *ret_id, char *ret_name)
-{
-	char buf[16384];
-	bool numeric = s[0] >= '0' && s[0] <= '9';
-	unsigned long long v = 0;
-	char *end;
-	int r;
-
-	if (numeric) {
-		errno = 0;
-		v = strtoull(s, &end, 10);
-		if (errno || *end || v >= UINT32_MAX)
-			return err_set(-EINVAL, "bad %s id \"%.32s\"",
-				       kind == POLICY_USER ? "user" : "group", s);
-	}
-	if (kind == POLICY_USER) {
-		struct passwd pw, *res = NULL;
-
-		r = numeric ? getpwuid_r((uid_t)v, &pw, buf, sizeof(buf), &res)
-			    : getpwnam_r(s, &pw, buf, sizeof(buf), &res);
-		if (r || !res) {
-			if (!numeric)
-				return err_set(-ESRCH, "no such user \"%.64s\"", s);
-			*ret_id = (uint32_t)v;
-			snprintf(ret_name, POLICY_NAME_MAX + 1, "%llu", v);
-			return 0;
-		}
-		*ret_id = res->pw_uid;
-		snprintf(ret_name, POLICY_NAME_MAX + 1, "%s", res->pw_name);
-	} else {
-		struct group gr, *res = NULL;
-
-		r = numeric ? getgrgid_r((gid_t)v, &gr, buf, sizeof(buf), &res)
-			    : getgrnam_r(s, &gr, buf, sizeof(buf), &res);
-		if (r || !res) {
-			if (!numeric)
-				return err_set(-ESRCH, "no such group \"%.64s\"", s);
-			*ret_id = (uint32_t)v;
-			snprintf(ret_name, POLICY_NAME_MAX + 1, "%llu", v);
-			return 0;
-		}
-		*ret_id = res->gr_gid;
-		snprintf(ret_name, POLICY_NAME_MAX + 1, "%s", res->gr_name);
-	}
-	return 0;
-}
-
 static int time_arg(const json_t *args, const char *name, bool required, int64_t *ret)
 {
 	const char *s = NULL;
@@ -527,7 +479,7 @@ static int op_grant_add(struct conn *c, const json_t *args, json_t **ret)
 		return err_set(-EINVAL, "the expiry is in the past");
 	if (expires <= not_before)
 		return err_set(-EINVAL, "the expiry is not after not_before");
-	if ((r = resolve_principal(g.kind, principal, &g.principal_id, g.principal)) < 0 ||
+	if ((r = config_principal_resolve(g.kind, principal, &g.principal_id, g.principal)) < 0 ||
 	    (r = get_dataset(c, dataset, &ds)) < 0)
 		return r;
 	if (version && store_version_get(c->d->st, ds.id, (uint32_t)version, &vi) < 0)

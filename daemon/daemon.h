@@ -47,6 +47,11 @@ int config_parse(const char *text, size_t len, struct config *ret_cfg);
 /* Read and parse <store_dir>/enclave.conf (opened O_NOFOLLOW; must not be writable by group or
  * others, since it decides who administers the store). */
 int config_load(const char *store_dir, struct config *ret_cfg);
+/* A user or group (kind POLICY_USER / POLICY_GROUP) given as a name or a decimal id: its id and
+ * the name to show (the NSS name, or the number when it has none). -ESRCH no such name; -EINVAL
+ * a malformed or out-of-range id. Used for enclave.conf and for grant.add. */
+int config_principal_resolve(uint32_t kind, const char *s, uint32_t *ret_id,
+			     char ret_name[static POLICY_NAME_MAX + 1]);
 /* The roles (enum role bits) the configuration gives this subject. */
 unsigned config_roles(const struct config *cfg, const struct policy_subject *who);
 
