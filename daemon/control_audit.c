@@ -1,0 +1,136 @@
+/* control_audit: the audit operations of the control socket (docs/PROTOCOL.md). */
+#include <errno.h>
+#include <grp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <pwd.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "common/common.h"
+#include "common/err.h"
+#include "common/proto.h"
+#include "common/timefmt.h"
+#include "daemon/daemon.h"
+#include "daemon/control_internal.h"
+
+#define AUDIT_BATCH_RECORDS 256
+#define AUDIT_BATCH_BYTES (512u * 1024)
+#define AUDIT_LIMIT_MAX 100000u
+
+/* ---- Audit ----------------------------------------------------------------------------------- */
+
+struct audit_stream {
+	struct conn *c;
+	json_t *batch;              /* records not yet sent */
+	size_t batch_bytes;
+	uint64_t count;             /* records matched */
+	uint64_t limit;             /* 0: all; else keep only the last `limit` in ring */
+	json_t **ring;              /* limit slots, oldest overwritten */
+};
+
+static int stream_flush(struct audit_stream *s)
+{
+	json_t *j;
+	int r;
+
+	if (json_array_size(s->batch) == 0)
+		return 0;
+	j = json_pack("{s:O}", "records", s->batch);
+	if (!j)
+		return -ENOMEM;
+	r = proto_send(s->c->fd, PROTO_PARTIAL, j, -1);
+	json_decref(j);
+	json_array_clear(s->batch);
+	s->batch_bytes = 0;
+	return r;
+}
+
+static int stream_add(struct audit_stream *s, json_t *rec, size_t len)
+{
+	if (json_array_append(s->batch, rec) < 0)
+		return -ENOMEM;
+	s->batch_bytes += len;
+	if (json_array_size(s->batch) >= AUDIT_BATCH_RECORDS || s->batch_bytes >= AUDIT_BATCH_BYTES)
+		return stream_flush(s);
+	return 0;
+}
+
+static int stream_one(void *ctx, const json_t *rec, const char *line, size_t len)
+{
+	struct audit_stream *s = ctx;
+
+	(void)line;
+	if (s->limit) {
+		size_t slot = s->count % s->limit;
+
+		json_decref(s->ring[slot]);
+		s->ring[slot] = json_incref((json_t *)rec);
+		s->count++;
+		return 0;
+	}
+	s->count++;
+	return stream_add(s, (json_t *)rec, len);
+}
+
+int op_audit_show(struct conn *c, const json_t *args, json_t **ret)
+{
+	static const char *const known[] = { "dataset", "user", "event", "since", "until", "limit",
+					     NULL };
+	struct audit_filter f = { 0 };
+	struct audit_stream s = { .c = c };
+	int64_t since = 0, until = 0;
+	int r;
+
+	if ((r = proto_args_known(args, known)) < 0 ||
+	    (r = proto_arg_string(args, "dataset", false, STORE_DATASET_NAME_MAX, &f.dataset)) < 0 ||
+	    (r = proto_arg_string(args, "user", false, POLICY_NAME_MAX, &f.user)) < 0 ||
+	    (r = proto_arg_string(args, "event", false, 32, &f.event)) < 0 ||
+	    (r = time_arg(args, "since", false, &since)) < 0 ||
+	    (r = time_arg(args, "until", false, &until)) < 0 ||
+	    (r = proto_arg_u64(args, "limit", false, AUDIT_LIMIT_MAX, &s.limit)) < 0)
+		return r;
+	/* The filter counts nanoseconds since 1970 (0: no bound), which hold until 2262. Every
+	 * record is after 1970: an earlier `since` bounds nothing, an earlier `until` everything. */
+	if (since > 0)
+		f.since_ns = since >= INT64_MAX / 1000000000 ? INT64_MAX : since * 1000000000;
+	if (until > 0 && until < INT64_MAX / 1000000000)
+		f.until_ns = until * 1000000000;
+	else if (until <= 0 && json_object_get(args, "until"))
+		f.until_ns = 1;
+	s.batch = json_array();
+	if (!s.batch)
+		return -ENOMEM;
+	if (s.limit) {
+		s.ring = calloc(s.limit, sizeof(*s.ring));
+		if (!s.ring) {
+			json_decref(s.batch);
+			return -ENOMEM;
+		}
+	}
+	r = audit_foreach(c->d->audit_dir, &f, stream_one, &s);
+	if (r == 0 && s.limit) {
+		uint64_t kept = MIN(s.count, s.limit);
+
+		for (uint64_t i = 0; i < kept && r == 0; i++) {
+			json_t *rec = s.ring[(s.count - kept + i) % s.limit];
+
+			r = stream_add(&s, rec, json_dumpb(rec, NULL, 0, JSON_COMPACT));
+		}
+		s.count = kept;
+	}
+	if (r == 0)
+		r = stream_flush(&s);
+	for (uint64_t i = 0; s.ring && i < s.limit; i++)
+		json_decref(s.ring[i]);
+	free(s.ring);
+	json_decref(s.batch);
+	if (r < 0)
+		return r;
+	*ret = json_pack("{s:I}", "count", (json_int_t)s.count);
+	return *ret ? 0 : -ENOMEM;
+}

@@ -1,0 +1,299 @@
+/* control_dataset: the dataset and import operations of the control socket (docs/PROTOCOL.md). */
+#include <errno.h>
+#include <grp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <pwd.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "common/common.h"
+#include "common/err.h"
+#include "common/proto.h"
+#include "common/timefmt.h"
+#include "daemon/daemon.h"
+#include "daemon/control_internal.h"
+
+#define PROGRESS_INTERVAL_NS (250 * 1000 * 1000LL)
+
+/* ---- Datasets -------------------------------------------------------------------------------- */
+
+static json_t *dataset_json(const struct store_dataset_info *i)
+{
+	return json_pack("{s:s, s:I, s:o, s:I}", "name", i->name, "id", (json_int_t)i->id,
+			 "created", jtime(i->created_ns / 1000000000), "latest_version",
+			 (json_int_t)i->latest_version);
+}
+
+static int list_one(void *ctx, const struct store_dataset_info *info)
+{
+	return json_array_append_new(ctx, dataset_json(info)) < 0 ? -ENOMEM : 0;
+}
+
+int op_dataset_list(struct conn *c, const json_t *args, json_t **ret)
+{
+	static const char *const known[] = { NULL };
+	json_t *arr;
+	int r = proto_args_known(args, known);
+
+	if (r < 0)
+		return r;
+	arr = json_array();
+	if (!arr)
+		return -ENOMEM;
+	r = store_dataset_foreach(c->d->st, list_one, arr);
+	if (r < 0) {
+		json_decref(arr);
+		return r;
+	}
+	*ret = json_pack("{s:o}", "datasets", arr);
+	return *ret ? 0 : -ENOMEM;
+}
+
+int get_dataset(struct conn *c, const char *name, struct store_dataset_info *ret_info)
+{
+	if (!store_dataset_name_valid(name))
+		return err_set(-EINVAL, "\"%.64s\" is not a valid dataset name", name);
+	if (store_dataset_get(c->d->st, name, ret_info) < 0)
+		return err_set(-ENOENT, "no dataset named \"%s\"", name);
+	return 0;
+}
+
+int op_dataset_show(struct conn *c, const json_t *args, json_t **ret)
+{
+	static const char *const known[] = { "dataset", "version", NULL };
+	struct store_dataset_info ds;
+	const char *name;
+	uint64_t only = 0;
+	json_t *versions;
+	int r;
+
+	if ((r = proto_args_known(args, known)) < 0 ||
+	    (r = proto_arg_string(args, "dataset", true, STORE_DATASET_NAME_MAX, &name)) < 0 ||
+	    (r = proto_arg_u64(args, "version", false, UINT32_MAX, &only)) < 0 ||
+	    (r = get_dataset(c, name, &ds)) < 0)
+		return r;
+	versions = json_array();
+	if (!versions)
+		return -ENOMEM;
+	for (uint32_t v = only ? (uint32_t)only : 1; v <= (only ? only : ds.latest_version); v++) {
+		struct store_version_info vi;
+
+		r = store_version_get(c->d->st, ds.id, v, &vi);
+		if (r == -ENOENT && !only)
+			continue;
+		if (r < 0) {
+			json_decref(versions);
+			return r == -ENOENT ? err_set(r, "dataset \"%s\" has no version %u", name, v)
+					    : r;
+		}
+		json_array_append_new(
+			versions,
+			json_pack("{s:I, s:o, s:o, s:I, s:I, s:I}", "version", (json_int_t)v,
+				  "created", jtime(vi.created_ns / 1000000000), "committed",
+				  jtime(vi.committed_ns / 1000000000), "files", (json_int_t)vi.files,
+				  "dirs", (json_int_t)vi.dirs, "bytes", (json_int_t)vi.bytes));
+	}
+	*ret = json_pack("{s:o, s:o}", "dataset", dataset_json(&ds), "versions", versions);
+	return *ret ? 0 : -ENOMEM;
+}
+
+/* ---- Import ---------------------------------------------------------------------------------- */
+
+static void import_progress(void *ctx, const struct store_import_stats *s)
+{
+	struct conn *c = ctx;
+	int64_t now = now_monotonic_ns();
+	json_t *j;
+
+	if (now - c->last_progress_ns < PROGRESS_INTERVAL_NS)
+		return;
+	c->last_progress_ns = now;
+	j = json_pack("{s:{s:I, s:I, s:I}}", "progress", "files", (json_int_t)s->files, "dirs",
+		      (json_int_t)s->dirs, "bytes", (json_int_t)s->bytes);
+	/* A client that went away is noticed at its next request; the import goes on till then. */
+	if (j)
+		proto_send(c->fd, PROTO_PARTIAL, j, -1);
+	json_decref(j);
+}
+
+static json_t *stats_json(const struct store_import_stats *s)
+{
+	return json_pack("{s:I, s:I, s:I}", "files", (json_int_t)s->files, "dirs",
+			 (json_int_t)s->dirs, "bytes", (json_int_t)s->bytes);
+}
+
+/* The audit record of an import's end. */
+static int audit_import(struct conn *c, uint32_t version, const char *result, int err)
+{
+	struct store_import_stats s = { 0 };
+	struct store_dataset_info ds = { 0 };
+	json_t *rec;
+	int r;
+
+	store_import_get_stats(c->imp, &s);
+	store_dataset_get(c->d->st, c->imp_dataset, &ds);
+	rec = json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:s}", "event", "import", "dataset",
+			c->imp_dataset, "dataset_id", (json_int_t)ds.id, "version",
+			(json_int_t)version, "files", (json_int_t)s.files, "dirs",
+			(json_int_t)s.dirs, "bytes", (json_int_t)s.bytes, "result", result);
+	if (!rec || daemon_audit_subject(rec, &c->who) < 0) {
+		json_decref(rec);
+		return -ENOMEM;
+	}
+	if (err)
+		json_object_set_new(rec, "error", audit_string(err_detail()[0] ? err_detail()
+										: strerror(-err)));
+	r = audit_append(c->d->log, rec, NULL);
+	json_decref(rec);
+	return r;
+}
+
+/* Abandon this connection's import (if any), recording why. */
+void import_end(struct conn *c, int err)
+{
+	if (!c->imp)
+		return;
+	audit_import(c, 0, "aborted", err ? err : -ECANCELED);
+	store_import_free(c->imp);
+	c->imp = NULL;
+	c->imp_failed = false;
+}
+
+int op_import_begin(struct conn *c, const json_t *args, json_t **ret)
+{
+	static const char *const known[] = { "dataset", "chunk_size", NULL };
+	struct store_import_options o = { .progress = import_progress, .progress_ctx = c };
+	const char *name;
+	uint64_t chunk = 0;
+	int r;
+
+	if ((r = proto_args_known(args, known)) < 0 ||
+	    (r = proto_arg_string(args, "dataset", true, STORE_DATASET_NAME_MAX, &name)) < 0 ||
+	    (r = proto_arg_u64(args, "chunk_size", false, UINT32_MAX, &chunk)) < 0)
+		return r;
+	if (c->imp)
+		return err_set(-EBUSY, "this connection already runs an import of \"%s\"",
+			       c->imp_dataset);
+	if (!store_dataset_name_valid(name))
+		return err_set(-EINVAL, "\"%.64s\" is not a valid dataset name (letters, digits, "
+			       "'.', '_', '-'; not starting with '.' or '-')", name);
+	o.chunk_size = (uint32_t)chunk;
+	r = store_import_begin(c->d->st, name, &o, &c->imp);
+	if (r == -EBUSY)
+		return err_set(r, "another import is running in this store; try again when it ends");
+	if (r < 0)
+		return r;
+	snprintf(c->imp_dataset, sizeof(c->imp_dataset), "%s", name);
+	c->imp_failed = false;
+	*ret = json_pack("{s:s}", "dataset", name);
+	return *ret ? 0 : -ENOMEM;
+}
+
+static int import_check(struct conn *c)
+{
+	if (!c->imp)
+		return err_set(-EINVAL, "no import in progress on this connection (import.begin)");
+	if (c->imp_failed)
+		return err_set(-ECANCELED, "an earlier step of this import failed; only import.abort "
+			       "is accepted");
+	return 0;
+}
+
+int op_import_dir(struct conn *c, const json_t *args, json_t **ret)
+{
+	static const char *const known[] = { "path", "mode", "mtime_ns", NULL };
+	const char *path;
+	uint64_t mode = 0755;
+	int64_t mtime = 0;
+	int r;
+
+	if ((r = import_check(c)) < 0 || (r = proto_args_known(args, known)) < 0 ||
+	    (r = proto_arg_string(args, "path", true, STORE_PATH_MAX, &path)) < 0 ||
+	    (r = proto_arg_u64(args, "mode", false, 07777, &mode)) < 0 ||
+	    (r = proto_arg_i64(args, "mtime_ns", false, &mtime)) < 0)
+		return r;
+	r = store_import_add_dir(c->imp, path, (uint32_t)mode, mtime);
+	if (r < 0) {
+		c->imp_failed = true;
+		return r;
+	}
+	*ret = json_object();
+	return 0;
+}
+
+int op_import_file(struct conn *c, const json_t *args, int fd, json_t **ret)
+{
+	static const char *const known[] = { "path", NULL };
+	struct store_import_stats s;
+	const char *path;
+	int r;
+
+	if ((r = import_check(c)) < 0 || (r = proto_args_known(args, known)) < 0 ||
+	    (r = proto_arg_string(args, "path", true, STORE_PATH_MAX, &path)) < 0)
+		return r;
+	if (fd < 0)
+		return err_set(-EINVAL, "import.file needs the file's descriptor attached");
+	r = store_import_add_file(c->imp, path, fd);
+	if (r < 0) {
+		c->imp_failed = true;
+		return r;
+	}
+	store_import_get_stats(c->imp, &s);
+	*ret = stats_json(&s);
+	return *ret ? 0 : -ENOMEM;
+}
+
+int op_import_commit(struct conn *c, const json_t *args, json_t **ret)
+{
+	static const char *const known[] = { NULL };
+	struct store_import_stats s;
+	uint32_t version;
+	int r;
+
+	if ((r = import_check(c)) < 0 || (r = proto_args_known(args, known)) < 0)
+		return r;
+	r = store_import_commit(c->imp, &version);
+	if (r < 0) {
+		char why[ERR_DETAIL_MAX];
+
+		snprintf(why, sizeof(why), "%s", err_detail());
+		import_end(c, r);
+		return err_set(r, "%s", why);
+	}
+	store_import_get_stats(c->imp, &s);
+	/* The version is visible now; if its record cannot be written the log has failed and every
+	 * open is refused from here on (fail closed), and the steward is told. */
+	r = audit_import(c, version, "committed", 0);
+	*ret = json_pack("{s:s, s:I, s:I, s:I, s:I}", "dataset", c->imp_dataset, "version",
+			 (json_int_t)version, "files", (json_int_t)s.files, "dirs",
+			 (json_int_t)s.dirs, "bytes", (json_int_t)s.bytes);
+	store_import_free(c->imp);
+	c->imp = NULL;
+	if (r < 0) {
+		json_decref(*ret);
+		*ret = NULL;
+		return err_set(-EIO, "version %u of \"%s\" was committed, but the audit log could "
+			       "not record it: the daemon now refuses every open", version,
+			       c->imp_dataset);
+	}
+	return *ret ? 0 : -ENOMEM;
+}
+
+int op_import_abort(struct conn *c, const json_t *args, json_t **ret)
+{
+	static const char *const known[] = { NULL };
+	int r;
+
+	if ((r = proto_args_known(args, known)) < 0)
+		return r;
+	if (!c->imp)
+		return err_set(-EINVAL, "no import in progress on this connection");
+	import_end(c, -ECANCELED);
+	*ret = json_object();
+	return 0;
+}

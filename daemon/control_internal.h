@@ -1,0 +1,54 @@
+/* control_internal: what the files of the control server share (control.c runs the socket and
+ * dispatches; control_dataset.c, control_grant.c and control_audit.c hold the operations).
+ * Not part of the daemon's interface. */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <jansson.h>
+
+#include "daemon/daemon.h"
+
+struct conn {
+	struct control *ctl;
+	struct daemon *d;
+	int fd;
+	pid_t pid;
+	struct policy_subject who;
+	unsigned roles;                      /* enum role bits */
+	struct store_import *imp;            /* the import this connection runs, or NULL */
+	bool imp_failed;                     /* an add failed: only import.abort is accepted */
+	char imp_dataset[STORE_DATASET_NAME_MAX + 1];
+	int64_t last_progress_ns;
+	struct conn *next;                   /* in ctl->conns, under ctl->lock */
+};
+
+/* Reply {"ok":true,"result":result} (result stolen; NULL: {}). */
+int reply_ok(struct conn *c, json_t *result);
+/* An RFC 3339 string for unix seconds (a new reference; NULL on allocation failure). */
+json_t *jtime(int64_t unix_s);
+
+/* Operations: args is an object (checked by the caller), *ret the result on success. The
+ * caller has checked the role the dispatch table names. */
+int op_dataset_list(struct conn *c, const json_t *args, json_t **ret);
+int op_dataset_show(struct conn *c, const json_t *args, json_t **ret);
+int op_import_begin(struct conn *c, const json_t *args, json_t **ret);
+int op_import_dir(struct conn *c, const json_t *args, json_t **ret);
+/* Takes ownership of fd. */
+int op_import_file(struct conn *c, const json_t *args, int fd, json_t **ret);
+int op_import_commit(struct conn *c, const json_t *args, json_t **ret);
+int op_import_abort(struct conn *c, const json_t *args, json_t **ret);
+int op_grant_add(struct conn *c, const json_t *args, json_t **ret);
+int op_grant_list(struct conn *c, const json_t *args, json_t **ret);
+int op_grant_revoke(struct conn *c, const json_t *args, json_t **ret);
+int op_audit_show(struct conn *c, const json_t *args, json_t **ret);
+
+/* End the connection's import, if any: committed or not, it is abandoned and recorded with err. */
+void import_end(struct conn *c, int err);
+/* An RFC 3339 time argument (relative forms are refused on the wire). 0 with *ret untouched when
+ * absent and not required. */
+int time_arg(const json_t *args, const char *name, bool required, int64_t *ret);
+/* The committed dataset `name`, or -ENOENT with err_detail(). */
+int get_dataset(struct conn *c, const char *name, struct store_dataset_info *ret_info);
