@@ -35,11 +35,11 @@
 #include "common/common.h"
 #include "common/proto.h"
 #include "common/timefmt.h"
+#include "tests/e2e.h"
 #include "tests/testusers.h"
 #include "tests/testutil.h"
 
 #define MiB (1024 * 1024)
-#define OUT_MAX (4 * MiB)
 
 /* The synthetic "cohort" dataset: shards and a CSV, as a training job would find them. */
 static const struct {
@@ -56,225 +56,12 @@ static const struct {
 };
 #define NFILES (sizeof(cohort_files) / sizeof(cohort_files[0]))
 
+/* The sources' hashes, to compare what users read through the mount. */
 struct fx {
-	char *root, *store, *mnt, *src, *pass, *log;
-	pid_t daemon;
-	struct tu_users u;
 	uint8_t sha[NFILES][crypto_hash_sha256_BYTES];
 };
 
 static struct fx *F;
-
-/* ---- Running programs ------------------------------------------------------------------------ */
-
-struct run {
-	int status;           /* exit status, or 128 + signal */
-	char out[OUT_MAX];    /* stdout, NUL-terminated, cut at OUT_MAX - 1 */
-	char err[64 * 1024];  /* stderr, the same */
-};
-
-/* Drain both pipes until EOF. */
-static void collect(int ofd, int efd, struct run *r)
-{
-	size_t on = 0, en = 0;
-	struct pollfd p[2] = { { .fd = ofd, .events = POLLIN }, { .fd = efd, .events = POLLIN } };
-
-	while (p[0].fd >= 0 || p[1].fd >= 0) {
-		if (poll(p, 2, -1) < 0 && errno != EINTR)
-			break;
-		for (int i = 0; i < 2; i++) {
-			char *buf = i ? r->err : r->out;
-			size_t *n = i ? &en : &on;
-			size_t cap = (i ? sizeof(r->err) : sizeof(r->out)) - 1;
-			char sink[4096];
-			ssize_t k;
-
-			if (p[i].fd < 0 || !(p[i].revents & (POLLIN | POLLHUP | POLLERR)))
-				continue;
-			if (*n < cap)
-				k = read(p[i].fd, buf + *n, cap - *n);
-			else
-				k = read(p[i].fd, sink, sizeof(sink));
-			if (k <= 0) {
-				close(p[i].fd);
-				p[i].fd = -1;
-			} else if (*n < cap) {
-				*n += (size_t)k;
-			}
-		}
-	}
-	r->out[on] = '\0';
-	r->err[en] = '\0';
-}
-
-/* Run argv (NULL-terminated) as user u (NULL: as root) and collect its output. */
-static struct run *run_argv(const struct tu_user *u, char *const argv[])
-{
-	struct run *r = calloc(1, sizeof(*r));
-	int o[2], e[2], st;
-	pid_t pid;
-
-	assert_non_null(r);
-	assert_int_equal(pipe2(o, O_CLOEXEC), 0);
-	assert_int_equal(pipe2(e, O_CLOEXEC), 0);
-	fflush(NULL);
-	pid = fork();
-	assert_true(pid >= 0);
-	if (pid == 0) {
-		dup2(o[1], 1);
-		dup2(e[1], 2);
-		if (u && (initgroups(u->name, u->gid) < 0 || setgid(u->gid) < 0 ||
-			  setuid(u->uid) < 0))
-			_exit(TU_EXIT_SETUP);
-		execv(argv[0], argv);
-		_exit(127);
-	}
-	close(o[1]);
-	close(e[1]);
-	collect(o[0], e[0], r);
-	assert_int_equal(waitpid(pid, &st, 0), pid);
-	r->status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-	return r;
-}
-
-/* enclavectl --store <store> ARGS... as user u. */
-#define ctl_as(u, ...)                                                                   \
-	run_argv(u, (char *const[]){ ENCLAVECTL_PATH, "--store", F->store, __VA_ARGS__, NULL })
-#define ctl(...) ctl_as(NULL, __VA_ARGS__)
-
-/* Run and require exit 0; returns the run (free it). */
-static struct run *ok(struct run *r)
-{
-	if (r->status != 0)
-		fprintf(stderr, "exit %d\nstdout: %s\nstderr: %s\n", r->status, r->out, r->err);
-	assert_int_equal(r->status, 0);
-	return r;
-}
-
-static void ok_free(struct run *r)
-{
-	free(ok(r));
-}
-
-static json_t *out_json(struct run *r)
-{
-	json_error_t e;
-	json_t *j = json_loads(r->out, 0, &e);
-
-	if (!j)
-		fprintf(stderr, "not JSON (%s): %s\n", e.text, r->out);
-	assert_non_null(j);
-	return j;
-}
-
-/* ---- The daemon ------------------------------------------------------------------------------ */
-
-static bool is_mounted(const char *path)
-{
-	char line[8192];
-	FILE *m = fopen("/proc/self/mountinfo", "re");
-	bool found = false;
-
-	if (!m)
-		return false;
-	while (!found && fgets(line, sizeof(line), m)) {
-		char mp[4096];
-
-		/* Field 5 is the mount point. */
-		if (sscanf(line, "%*s %*s %*s %*s %4095s", mp) == 1 && strcmp(mp, path) == 0)
-			found = true;
-	}
-	fclose(m);
-	return found;
-}
-
-static void print_daemon_log(void)
-{
-	size_t n = 0;
-	uint8_t *log = tu_read_file(F->log, &n);
-
-	fprintf(stderr, "--- daemon log ---\n%.*s--- end ---\n", (int)n, (char *)log);
-	free(log);
-}
-
-/* A status request on the socket: true once the daemon answers. */
-static bool daemon_answers(void)
-{
-	struct run *r = ctl("status");
-	bool up = r->status == 0;
-
-	free(r);
-	return up;
-}
-
-static void daemon_start_with(const char *passfile, bool expect_up)
-{
-	char *const argv[] = { ENCLAVED_PATH, "--store", F->store, "--mount", F->mnt,
-			       "--passphrase-file", (char *)passfile, NULL };
-	pid_t pid;
-
-	fflush(NULL);
-	pid = fork();
-	assert_true(pid >= 0);
-	if (pid == 0) {
-		int fd = open(F->log, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
-
-		/* If this test program dies, the daemon is told to stop (and unmount). */
-		prctl(PR_SET_PDEATHSIG, SIGTERM);
-		if (fd >= 0) {
-			dup2(fd, 1);
-			dup2(fd, 2);
-		}
-		execv(argv[0], argv);
-		_exit(127);
-	}
-	F->daemon = pid;
-	if (!expect_up)
-		return;
-	for (int i = 0; i < 600; i++) {
-		int st;
-
-		if (waitpid(pid, &st, WNOHANG) == pid) {
-			F->daemon = 0;
-			print_daemon_log();
-			fail_msg("enclaved exited early (status 0x%x)", st);
-		}
-		if (is_mounted(F->mnt) && daemon_answers())
-			return;
-		poll(NULL, 0, 50);
-	}
-	print_daemon_log();
-	fail_msg("enclaved did not come up within 30 s");
-}
-
-/* Stop the daemon: SIGTERM, then SIGKILL after 20 s. Returns its exit status (128 + signal when
- * killed), or -1 if none was running. Detaches the mount if the daemon left it behind. */
-static int daemon_stop_sig(int sig)
-{
-	int st = 0, status = -1;
-
-	if (F->daemon > 0) {
-		kill(F->daemon, sig);
-		for (int i = 0; i < 400; i++) {
-			if (waitpid(F->daemon, &st, WNOHANG) == F->daemon)
-				break;
-			if (i == 399) {
-				kill(F->daemon, SIGKILL);
-				waitpid(F->daemon, &st, 0);
-			}
-			poll(NULL, 0, 50);
-		}
-		status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-		F->daemon = 0;
-	}
-	return status;
-}
-
-static void cleanup_mount(void)
-{
-	if (is_mounted(F->mnt))
-		umount2(F->mnt, MNT_DETACH);
-}
 
 /* ---- Fixture --------------------------------------------------------------------------------- */
 
@@ -289,34 +76,20 @@ static void hash_file(const char *path, uint8_t out[crypto_hash_sha256_BYTES])
 
 static int group_setup(void **state)
 {
-	const char *why = NULL;
-	struct run *r;
+	static const char *const roles[] = { "--steward", "user:root", "--auditor",
+					     "user:" TU_USER_CAROL, NULL };
+	struct e2e_run *r;
 
 	(void)state;
-	if (!tu_can_run_as_users(&why)) {
-		fprintf(stderr, "test_e2e: skipped: %s\n", why);
-		exit(77);
-	}
+	if (e2e_setup("e2e") < 0)
+		return -1;
 	F = calloc(1, sizeof(*F));
-	if (tu_users_ensure(&F->u) < 0)
+	if (!F)
 		return -1;
-	F->root = tu_mkdtemp("e2e");
-	F->store = tu_fmt("%s/store", F->root);
-	F->mnt = tu_fmt("%s/mnt", F->root);
-	F->src = tu_fmt("%s/src", F->root);
-	F->pass = tu_fmt("%s/passphrase", F->root);
-	F->log = tu_fmt("%s/enclaved.log", F->root);
-	if (mkdir(F->mnt, 0755) < 0 || mkdir(F->src, 0755) < 0)
-		return -1;
-	/* The test users must reach the mount point and the socket. */
-	if (tu_make_reachable(F->root) < 0)
-		return -1;
-	tu_write_file(F->pass, "e2e test passphrase\n", 20);
-	chmod(F->pass, 0600);
 	for (size_t i = 0; i < NFILES; i++) {
-		char *p = tu_fmt("%s/%s", F->src, cohort_files[i].path);
+		char *p = tu_fmt("%s/%s", E->src, cohort_files[i].path);
 
-		for (char *s = strchr(p + strlen(F->src) + 1, '/'); s; s = strchr(s + 1, '/')) {
+		for (char *s = strchr(p + strlen(E->src) + 1, '/'); s; s = strchr(s + 1, '/')) {
 			*s = '\0';
 			mkdir(p, 0755);
 			*s = '/';
@@ -325,18 +98,10 @@ static int group_setup(void **state)
 		hash_file(p, F->sha[i]);
 		free(p);
 	}
-	r = run_argv(NULL, (char *const[]){ ENCLAVECTL_PATH, "init", "--store", F->store,
-					     "--passphrase-file", F->pass, "--test-kdf",
-					     "--steward", "user:root", "--auditor",
-					     "user:" TU_USER_CAROL, NULL });
-	if (r->status != 0) {
-		fprintf(stderr, "init failed: %s%s\n", r->out, r->err);
-		free(r);
+	if (e2e_init(roles) < 0)
 		return -1;
-	}
-	free(r);
-	daemon_start_with(F->pass, true);
-	r = ctl("dataset", "import", "cohort", F->src);
+	e2e_daemon_start_with(E->pass, true);
+	r = ctl("dataset", "import", "cohort", E->src);
 	if (r->status != 0) {
 		fprintf(stderr, "import failed: %s%s\n", r->out, r->err);
 		free(r);
@@ -349,77 +114,11 @@ static int group_setup(void **state)
 static int group_teardown(void **state)
 {
 	(void)state;
-	if (!F)
-		return 0;
-	daemon_stop_sig(SIGTERM);
-	cleanup_mount();
-	if (getenv("ENCLAVE_TEST_KEEP") == NULL)
-		tu_rm_rf(F->root);
+	e2e_teardown();
 	return 0;
 }
 
 /* ---- Helpers for the tests ------------------------------------------------------------------- */
-
-/* Grant via the CLI; returns the grant id. */
-static uint64_t grant(const char *kindflag, const char *who, const char *dataset,
-		      const char *expires)
-{
-	struct run *r = ok(ctl("--json", "grant", "add", (char *)kindflag, (char *)who,
-			       "--dataset", (char *)dataset, "--purpose",
-			       "sepsis early-warning model training", "--expires",
-			       (char *)expires));
-	json_t *j = out_json(r);
-	uint64_t id = (uint64_t)json_integer_value(json_object_get(json_object_get(j, "grant"),
-								    "id"));
-
-	assert_true(id > 0);
-	json_decref(j);
-	free(r);
-	return id;
-}
-
-static void revoke_grant(uint64_t id)
-{
-	char ids[32];
-
-	snprintf(ids, sizeof(ids), "%llu", (unsigned long long)id);
-	ok_free(ctl("grant", "revoke", ids, "--reason", "end of project"));
-}
-
-struct match {
-	const char *event, *user, *reason, *dataset;
-	uint64_t grant_id;
-	int n;
-};
-
-static int match_one(void *ctx, const json_t *rec, const char *line, size_t len)
-{
-	struct match *m = ctx;
-	const char *reason = json_string_value(json_object_get(rec, "reason"));
-
-	(void)line;
-	(void)len;
-	if (m->reason && (!reason || strcmp(reason, m->reason) != 0))
-		return 0;
-	if (m->grant_id &&
-	    (uint64_t)json_integer_value(json_object_get(rec, "grant_id")) != m->grant_id)
-		return 0;
-	m->n++;
-	return 0;
-}
-
-/* How many audit records match (read offline from the log file, as an auditor's tool would). */
-static int audit_count_matching(const char *event, const char *user, const char *dataset,
-				const char *reason, uint64_t grant_id)
-{
-	char *dir = tu_fmt("%s/audit", F->store);
-	struct audit_filter flt = { .event = event, .user = user, .dataset = dataset };
-	struct match m = { .reason = reason, .grant_id = grant_id };
-
-	assert_int_equal(audit_foreach(dir, &flt, match_one, &m), 0);
-	free(dir);
-	return m.n;
-}
 
 /* ---- What the children (running as test users) do -------------------------------------------- */
 
@@ -488,10 +187,10 @@ static int child_sees(void *arg)
 	struct dirent *de;
 	struct stat sb;
 	bool listed = false;
-	DIR *d = opendir(F->mnt);
+	DIR *d = opendir(E->mnt);
 
 	if (!d) {
-		fprintf(stderr, "opendir %s: %s\n", F->mnt, strerror(errno));
+		fprintf(stderr, "opendir %s: %s\n", E->mnt, strerror(errno));
 		return 1;
 	}
 	while ((de = readdir(d)))
@@ -501,7 +200,7 @@ static int child_sees(void *arg)
 		fprintf(stderr, "%s %s in the listing\n", job->name, listed ? "is" : "is not");
 		return 2;
 	}
-	snprintf(path, sizeof(path), "%s/%s", F->mnt, job->name);
+	snprintf(path, sizeof(path), "%s/%s", E->mnt, job->name);
 	if (job->visible ? stat(path, &sb) != 0 : (stat(path, &sb) == 0 || errno != ENOENT)) {
 		fprintf(stderr, "stat %s: %s\n", path, strerror(errno));
 		return 3;
@@ -553,7 +252,7 @@ static int child_openat(void *arg)
 
 static char *cohort(const char *v)
 {
-	return tu_fmt("%s/cohort/%s", F->mnt, v);
+	return tu_fmt("%s/cohort/%s", E->mnt, v);
 }
 
 /* ---- Tests ----------------------------------------------------------------------------------- */
@@ -565,15 +264,15 @@ static void test_granted_user_reads_every_file(void **state)
 	struct see_job see = { .name = "cohort", .visible = true };
 
 	(void)state;
-	grant("--user", TU_USER_ALICE, "cohort", "+1h");
-	assert_int_equal(tu_run_as(&F->u.alice, child_sees, &see, 30000), 0);
-	assert_int_equal(tu_run_as(&F->u.alice, child_read, &all, 60000), 0);
+	e2e_grant("--user", TU_USER_ALICE, "cohort", "+1h");
+	assert_int_equal(tu_run_as(&E->u.alice, child_sees, &see, 30000), 0);
+	assert_int_equal(tu_run_as(&E->u.alice, child_read, &all, 60000), 0);
 	all.base = latest;
-	assert_int_equal(tu_run_as(&F->u.alice, child_read, &all, 60000), 0);
+	assert_int_equal(tu_run_as(&E->u.alice, child_read, &all, 60000), 0);
 	/* Every open was recorded as allowed, and every close with the bytes read. */
-	assert_true(audit_count_matching("open", TU_USER_ALICE, "cohort", "allow", 0) >=
+	assert_true(e2e_audit_count("open", TU_USER_ALICE, "cohort", "allow", 0) >=
 		    (int)(2 * NFILES));
-	assert_true(audit_count_matching("close", TU_USER_ALICE, "cohort", NULL, 0) >=
+	assert_true(e2e_audit_count("close", TU_USER_ALICE, "cohort", NULL, 0) >=
 		    (int)(2 * NFILES));
 	free(v1);
 	free(latest);
@@ -591,19 +290,19 @@ static void test_ungranted_user_is_refused_and_sees_nothing(void **state)
 	int sv[2], before;
 
 	(void)state;
-	assert_int_equal(tu_run_as(&F->u.bob, child_sees, &see, 30000), 0);
-	assert_int_equal(tu_run_as(&F->u.bob, child_read, &job, 30000), 0);
+	assert_int_equal(tu_run_as(&E->u.bob, child_sees, &see, 30000), 0);
+	assert_int_equal(tu_run_as(&E->u.bob, child_read, &job, 30000), 0);
 	/* An open that reaches the daemon without a grant (bob holds a directory descriptor that
 	 * alice opened and passed him) is refused there, with the reason on the record. */
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
 	pj.sock = sv[0];
-	assert_int_equal(tu_run_as(&F->u.alice, child_pass_dirfd, &pj, 30000), 0);
+	assert_int_equal(tu_run_as(&E->u.alice, child_pass_dirfd, &pj, 30000), 0);
 	assert_int_equal(proto_recv(sv[1], 5000, &type, &j, &oj.dirfd), 0);
 	assert_true(oj.dirfd >= 0);
 	json_decref(j);
-	before = audit_count_matching("open", TU_USER_BOB, "cohort", "no_grant", 0);
-	assert_int_equal(tu_run_as(&F->u.bob, child_openat, &oj, 30000), 0);
-	assert_int_equal(audit_count_matching("open", TU_USER_BOB, "cohort", "no_grant", 0),
+	before = e2e_audit_count("open", TU_USER_BOB, "cohort", "no_grant", 0);
+	assert_int_equal(tu_run_as(&E->u.bob, child_openat, &oj, 30000), 0);
+	assert_int_equal(e2e_audit_count("open", TU_USER_BOB, "cohort", "no_grant", 0),
 			 before + 1);
 	close(oj.dirfd);
 	close(sv[0]);
@@ -620,15 +319,15 @@ static void test_group_grant(void **state)
 	uint64_t id;
 
 	(void)state;
-	id = grant("--group", TU_GROUP, "cohort@1", "+1h");
+	id = e2e_grant("--group", TU_GROUP, "cohort@1", "+1h");
 	/* carol is in the group through a supplementary membership only. */
-	assert_int_equal(tu_run_as(&F->u.carol, child_read, &job, 60000), 0);
-	assert_true(audit_count_matching("open", TU_USER_CAROL, "cohort", "allow", id) >= 1);
+	assert_int_equal(tu_run_as(&E->u.carol, child_read, &job, 60000), 0);
+	assert_true(e2e_audit_count("open", TU_USER_CAROL, "cohort", "allow", id) >= 1);
 	/* bob is not a member. */
-	assert_int_equal(tu_run_as(&F->u.bob, child_sees, &see, 30000), 0);
+	assert_int_equal(tu_run_as(&E->u.bob, child_sees, &see, 30000), 0);
 	job.want_errno = ENOENT;
-	assert_int_equal(tu_run_as(&F->u.bob, child_read, &job, 30000), 0);
-	revoke_grant(id);
+	assert_int_equal(tu_run_as(&E->u.bob, child_read, &job, 30000), 0);
+	e2e_revoke(id);
 	free(v1);
 }
 
@@ -640,13 +339,13 @@ static void test_revoke_then_open_is_refused(void **state)
 
 	(void)state;
 	/* carol's own user grant, so alice's grant from the first test is not involved. */
-	id = grant("--user", TU_USER_CAROL, "cohort", "+1h");
-	assert_int_equal(tu_run_as(&F->u.carol, child_read, &job, 60000), 0);
-	revoke_grant(id);
+	id = e2e_grant("--user", TU_USER_CAROL, "cohort", "+1h");
+	assert_int_equal(tu_run_as(&E->u.carol, child_read, &job, 60000), 0);
+	e2e_revoke(id);
 	/* The revoke returned: the very next open is decided again and refused. */
 	job.want_errno = EACCES;
-	assert_int_equal(tu_run_as(&F->u.carol, child_read, &job, 30000), 0);
-	assert_int_equal(audit_count_matching("open", TU_USER_CAROL, "cohort", "revoked", id), 1);
+	assert_int_equal(tu_run_as(&E->u.carol, child_read, &job, 30000), 0);
+	assert_int_equal(e2e_audit_count("open", TU_USER_CAROL, "cohort", "revoked", id), 1);
 	free(v1);
 }
 
@@ -654,19 +353,19 @@ static void test_expired_grant_is_refused(void **state)
 {
 	char *v1 = cohort("1");
 	struct read_job job = { .base = v1, .only = 0 };
-	struct run *r;
+	struct e2e_run *r;
 	json_t *j;
 	uint64_t id;
 	char ids[32];
 	long long expires;
 
 	(void)state;
-	id = grant("--user", TU_USER_CAROL, "cohort", "+4s");
+	id = e2e_grant("--user", TU_USER_CAROL, "cohort", "+4s");
 	snprintf(ids, sizeof(ids), "%llu", (unsigned long long)id);
-	assert_int_equal(tu_run_as(&F->u.carol, child_read, &job, 60000), 0);
+	assert_int_equal(tu_run_as(&E->u.carol, child_read, &job, 60000), 0);
 	/* Nobody acts: the grant stops working at its expiry. */
-	r = ok(ctl("--json", "grant", "list", "--all"));
-	j = out_json(r);
+	r = e2e_ok(ctl("--json", "grant", "list", "--all"));
+	j = e2e_out_json(r);
 	expires = 0;
 	for (size_t i = 0; i < json_array_size(json_object_get(j, "grants")); i++) {
 		json_t *g = json_array_get(json_object_get(j, "grants"), i);
@@ -686,8 +385,8 @@ static void test_expired_grant_is_refused(void **state)
 	while (time(NULL) < expires)
 		poll(NULL, 0, 100);
 	job.want_errno = EACCES;
-	assert_int_equal(tu_run_as(&F->u.carol, child_read, &job, 30000), 0);
-	assert_int_equal(audit_count_matching("open", TU_USER_CAROL, "cohort", "expired", id), 1);
+	assert_int_equal(tu_run_as(&E->u.carol, child_read, &job, 30000), 0);
+	assert_int_equal(e2e_audit_count("open", TU_USER_CAROL, "cohort", "expired", id), 1);
 	free(v1);
 }
 
@@ -730,7 +429,7 @@ static int child_tamper(void *arg)
 /* The newest pack file (the one the last import appended to). */
 static char *newest_pack(void)
 {
-	char *packs = tu_fmt("%s/packs", F->store), *best = NULL;
+	char *packs = tu_fmt("%s/packs", E->store), *best = NULL;
 	int64_t best_t = -1;
 	struct dirent *de;
 	struct stat sb;
@@ -762,8 +461,8 @@ static char *newest_pack(void)
 
 static void test_flipped_byte_gives_eio(void **state)
 {
-	char *src = tu_fmt("%s/tamper-src", F->root);
-	char *good = tu_fmt("%s/tamper/1/a.bin", F->mnt), *bad = tu_fmt("%s/tamper/1/b.bin", F->mnt);
+	char *src = tu_fmt("%s/tamper-src", E->root);
+	char *good = tu_fmt("%s/tamper/1/a.bin", E->mnt), *bad = tu_fmt("%s/tamper/1/b.bin", E->mnt);
 	struct tamper_job tj = { good, bad };
 	struct read_job other = { .only = -1 };
 	char *pack;
@@ -775,8 +474,8 @@ static void test_flipped_byte_gives_eio(void **state)
 	assert_int_equal(mkdir(src, 0755), 0);
 	tu_seed_file(300000, 7, "%s/a.bin", src);
 	tu_seed_file(512 * 1024, 8, "%s/b.bin", src);
-	ok_free(ctl("dataset", "import", "tamper", src));
-	grant("--user", TU_USER_ALICE, "tamper", "+1h");
+	e2e_ok_free(ctl("dataset", "import", "tamper", src));
+	e2e_grant("--user", TU_USER_ALICE, "tamper", "+1h");
 	/* b.bin (imported after a.bin) ends the newest pack: its ciphertext, its 16-byte tags, at
 	 * most 4095 bytes of padding. 256 KiB before the end is inside its ciphertext. */
 	pack = newest_pack();
@@ -788,11 +487,11 @@ static void test_flipped_byte_gives_eio(void **state)
 	assert_int_equal(pwrite(fd, &byte, 1, sb.st_size - 256 * 1024), 1);
 	close(fd);
 
-	assert_int_equal(tu_run_as(&F->u.alice, child_tamper, &tj, 60000), 0);
-	assert_true(audit_count_matching("integrity", TU_USER_ALICE, "tamper", NULL, 0) >= 1);
+	assert_int_equal(tu_run_as(&E->u.alice, child_tamper, &tj, 60000), 0);
+	assert_true(e2e_audit_count("integrity", TU_USER_ALICE, "tamper", NULL, 0) >= 1);
 	/* Other datasets are untouched. */
 	other.base = cohort("1");
-	assert_int_equal(tu_run_as(&F->u.alice, child_read, &other, 60000), 0);
+	assert_int_equal(tu_run_as(&E->u.alice, child_read, &other, 60000), 0);
 	free((char *)other.base);
 	free(pack);
 	free(src);
@@ -809,7 +508,7 @@ static int connect_socket(void)
 
 	if (fd < 0)
 		return -1;
-	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/run/control.sock", F->store);
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/run/control.sock", E->store);
 	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
 		close(fd);
 		return -1;
@@ -941,8 +640,8 @@ static int child_hostile_client(void *arg)
 
 static int status_field(const char *field)
 {
-	struct run *r = ok(ctl("--json", "status"));
-	json_t *j = out_json(r);
+	struct e2e_run *r = e2e_ok(ctl("--json", "status"));
+	json_t *j = e2e_out_json(r);
 	int v = (int)json_integer_value(json_object_get(j, field));
 
 	json_decref(j);
@@ -953,19 +652,19 @@ static int status_field(const char *field)
 static void test_control_rejects_bad_messages_and_roles(void **state)
 {
 	int grants = status_field("grants"), records = status_field("audit_records");
-	struct run *r;
+	struct e2e_run *r;
 
 	(void)state;
-	assert_int_equal(tu_run_as(&F->u.bob, child_hostile_client, NULL, 60000), 0);
+	assert_int_equal(tu_run_as(&E->u.bob, child_hostile_client, NULL, 60000), 0);
 	/* Through the CLI as well: clear words, exit 1. */
-	r = ctl_as(&F->u.bob, "grant", "add", "--user", TU_USER_BOB, "--dataset", "cohort",
+	r = ctl_as(&E->u.bob, "grant", "add", "--user", TU_USER_BOB, "--dataset", "cohort",
 		   "--purpose", "x", "--expires", "+1d");
 	assert_int_equal(r->status, 1);
 	assert_non_null(strstr(r->err, "steward"));
 	free(r);
 	/* carol is an auditor: she may list, not grant. */
-	free(ok(ctl_as(&F->u.carol, "dataset", "list")));
-	r = ctl_as(&F->u.carol, "grant", "revoke", "1");
+	free(e2e_ok(ctl_as(&E->u.carol, "dataset", "list")));
+	r = ctl_as(&E->u.carol, "grant", "revoke", "1");
 	assert_int_equal(r->status, 1);
 	free(r);
 	/* Nothing changed: no grant, no record (status itself writes none). */
@@ -975,17 +674,17 @@ static void test_control_rejects_bad_messages_and_roles(void **state)
 
 static void test_cli_views(void **state)
 {
-	struct run *r;
+	struct e2e_run *r;
 	json_t *j;
 
 	(void)state;
-	r = ok(ctl("--json", "dataset", "list"));
-	j = out_json(r);
+	r = e2e_ok(ctl("--json", "dataset", "list"));
+	j = e2e_out_json(r);
 	assert_true(json_array_size(json_object_get(j, "datasets")) >= 2);
 	json_decref(j);
 	free(r);
-	r = ok(ctl("--json", "dataset", "show", "cohort@1"));
-	j = out_json(r);
+	r = e2e_ok(ctl("--json", "dataset", "show", "cohort@1"));
+	j = e2e_out_json(r);
 	assert_int_equal(json_integer_value(json_object_get(
 				 json_array_get(json_object_get(j, "versions"), 0), "files")),
 			 NFILES);
@@ -994,10 +693,10 @@ static void test_cli_views(void **state)
 	r = ctl("dataset", "show", "no-such-dataset");
 	assert_int_equal(r->status, 1);
 	free(r);
-	r = ok(ctl("audit", "show", "--user", TU_USER_BOB, "--dataset", "cohort"));
+	r = e2e_ok(ctl("audit", "show", "--user", TU_USER_BOB, "--dataset", "cohort"));
 	assert_non_null(strstr(r->out, "no_grant"));
 	free(r);
-	r = ok(ctl("--json", "audit", "show", "--event", "grant"));
+	r = e2e_ok(ctl("--json", "audit", "show", "--event", "grant"));
 	assert_non_null(strstr(r->out, "\"event\":\"grant\""));
 	free(r);
 }
@@ -1006,12 +705,12 @@ static void test_cli_views(void **state)
 
 static void test_kill9_during_import(void **state)
 {
-	char *src = tu_fmt("%s/big-src", F->root), *big = tu_fmt("%s/big.bin", src);
+	char *src = tu_fmt("%s/big-src", E->root), *big = tu_fmt("%s/big.bin", src);
 	char *v1 = cohort("1");
 	struct read_job all = { .base = v1, .only = -1 };
 	struct stat sb;
 	uint64_t start;
-	struct run *r;
+	struct e2e_run *r;
 	pid_t imp;
 	int fd, st;
 
@@ -1038,7 +737,7 @@ static void test_kill9_during_import(void **state)
 
 		dup2(null, 1);
 		dup2(null, 2);
-		execl(ENCLAVECTL_PATH, ENCLAVECTL_PATH, "--store", F->store, "dataset", "import",
+		execl(ENCLAVECTL_PATH, ENCLAVECTL_PATH, "--store", E->store, "dataset", "import",
 		      "cohort", src, (char *)NULL);
 		_exit(127);
 	}
@@ -1052,24 +751,24 @@ static void test_kill9_during_import(void **state)
 		free(p);
 		poll(NULL, 0, 10);
 	}
-	assert_int_equal(daemon_stop_sig(SIGKILL), 128 + SIGKILL);
+	assert_int_equal(e2e_daemon_stop_sig(SIGKILL), 128 + SIGKILL);
 	/* The CLI notices the daemon is gone and fails. */
 	assert_int_equal(waitpid(imp, &st, 0), imp);
 	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 1);
 
 	/* While it is down: refusals that say why. */
-	r = run_argv(NULL, (char *const[]){ ENCLAVED_PATH, "--store", src, "--mount", F->mnt,
-					    "--passphrase-file", F->pass, NULL });
+	r = e2e_run_argv(NULL, (char *const[]){ ENCLAVED_PATH, "--store", src, "--mount", E->mnt,
+					    "--passphrase-file", E->pass, NULL });
 	assert_int_equal(r->status, 1);
 	assert_non_null(strstr(r->err, "not an Enclave store"));
 	free(r);
 	{
-		char *wrong = tu_fmt("%s/wrong-pass", F->root);
+		char *wrong = tu_fmt("%s/wrong-pass", E->root);
 
 		tu_write_file(wrong, "not the passphrase\n", 19);
 		chmod(wrong, 0600);
-		r = run_argv(NULL, (char *const[]){ ENCLAVED_PATH, "--store", F->store, "--mount",
-						    F->mnt, "--passphrase-file", wrong, NULL });
+		r = e2e_run_argv(NULL, (char *const[]){ ENCLAVED_PATH, "--store", E->store, "--mount",
+						    E->mnt, "--passphrase-file", wrong, NULL });
 		assert_int_equal(r->status, 1);
 		assert_non_null(strstr(r->err, "wrong passphrase"));
 		free(r);
@@ -1077,10 +776,10 @@ static void test_kill9_during_import(void **state)
 	}
 
 	/* Restart with no manual repair: the stale mount, the socket, the half-written version. */
-	daemon_start_with(F->pass, true);
-	r = ok(ctl("--json", "dataset", "show", "cohort"));
+	e2e_daemon_start_with(E->pass, true);
+	r = e2e_ok(ctl("--json", "dataset", "show", "cohort"));
 	{
-		json_t *j = out_json(r);
+		json_t *j = e2e_out_json(r);
 
 		assert_int_equal(json_integer_value(json_object_get(json_object_get(j, "dataset"),
 								    "latest_version")),
@@ -1090,10 +789,10 @@ static void test_kill9_during_import(void **state)
 	}
 	free(r);
 	/* Version 1 reads back byte-exact. */
-	assert_int_equal(tu_run_as(&F->u.alice, child_read, &all, 60000), 0);
+	assert_int_equal(tu_run_as(&E->u.alice, child_read, &all, 60000), 0);
 	/* A second daemon on the same store is refused while this one runs. */
-	r = run_argv(NULL, (char *const[]){ ENCLAVED_PATH, "--store", F->store, "--mount", F->mnt,
-					    "--passphrase-file", F->pass, NULL });
+	r = e2e_run_argv(NULL, (char *const[]){ ENCLAVED_PATH, "--store", E->store, "--mount", E->mnt,
+					    "--passphrase-file", E->pass, NULL });
 	assert_int_equal(r->status, 1);
 	assert_non_null(strstr(r->err, "in use"));
 	free(r);
@@ -1106,9 +805,9 @@ static void test_kill9_during_import(void **state)
 static void test_sigterm_unmounts_cleanly(void **state)
 {
 	(void)state;
-	assert_int_equal(daemon_stop_sig(SIGTERM), 0);
-	assert_false(is_mounted(F->mnt));
-	assert_true(audit_count_matching("daemon_stop", NULL, NULL, NULL, 0) >= 1);
+	assert_int_equal(e2e_daemon_stop_sig(SIGTERM), 0);
+	assert_false(e2e_is_mounted(E->mnt));
+	assert_true(e2e_audit_count("daemon_stop", NULL, NULL, NULL, 0) >= 1);
 }
 
 int main(void)
