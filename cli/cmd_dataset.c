@@ -1,4 +1,4 @@
-/* enclavectl dataset list | show | import.
+/* enclavectl dataset list | show | import | set.
  *
  * An import walks the source tree here, with the steward's own permissions, and hands the daemon
  * one open descriptor per file (docs/PROTOCOL.md, "Importing"): the daemon never opens a path on
@@ -44,8 +44,22 @@ static const char show_usage[] =
 	"  --json        print the daemon's answer as JSON\n"
 	"  -h, --help    show this help\n";
 
+static const char set_usage[] =
+	"Usage: enclavectl [GLOBAL OPTIONS] dataset set NAME [--cache kernel|direct]\n"
+	"           [--duo CODES] [--controller NAME]\n\n"
+	"Change a dataset's policy settings; each change is an audit record. Stewards only.\n\n"
+	"Options:\n"
+	"  --cache MODE        direct (default): every read is checked; kernel: the kernel's\n"
+	"                      page cache serves repeated reads (and shared mmap), unchecked\n"
+	"                      until a revocation invalidates it (within 1 s)\n"
+	"  --duo CODES         replace the consent codes (see dataset import --help; \"\" for none)\n"
+	"  --controller NAME   replace the data controller\n"
+	"  --json              print the new settings as JSON\n"
+	"  -h, --help          show this help\n";
+
 static const char import_usage[] =
-	"Usage: enclavectl [GLOBAL OPTIONS] dataset import NAME DIR [--chunk-size SIZE]\n\n"
+	"Usage: enclavectl [GLOBAL OPTIONS] dataset import NAME DIR [--chunk-size SIZE]\n"
+	"           [--duo CODES] [--controller NAME]\n\n"
 	"Import the tree under DIR as the next version of dataset NAME (created by its first\n"
 	"import). enclavectl walks DIR itself, in sorted order, and passes each file to the\n"
 	"daemon as an open descriptor. Only regular files and directories are imported: a\n"
@@ -55,6 +69,11 @@ static const char import_usage[] =
 	"Options:\n"
 	"  --chunk-size SIZE   encryption chunk size: a power of two from 4K to 4M\n"
 	"                      (K and M suffixes; default 64K)\n"
+	"  --duo CODES         the data-use conditions of the data's consent, as Data Use\n"
+	"                      Ontology codes, comma-separated: GRU, HMB, DS:<disease>, POA,\n"
+	"                      NPOA, NMDS, GSO, NCU, NPU, NPUNCU, IRB, PUB, COL, RTN, US, PS,\n"
+	"                      IS, MOR:<date>, TS:<date>, or DUO ids (DUO:0000015)\n"
+	"  --controller NAME   the data controller named in the consent\n"
 	"  --json              print the committed version as JSON\n"
 	"  -q, --quiet         no progress line\n"
 	"  -h, --help          show this help\n";
@@ -111,6 +130,29 @@ static int dataset_list(struct ctl *ctl, int argc, char **argv)
 
 /* ---- show ---------------------------------------------------------------------------------- */
 
+/* "consent  NMDS (DUO:0000015), DS:cancer (DUO:0000007)", the controller and the cache mode. */
+static void print_policy(const json_t *p)
+{
+	const json_t *codes = json_object_get(p, "duo"), *c;
+	char s1[24], s2[24], text[600];
+	size_t i;
+
+	if (!json_is_object(p))
+		return;
+	printf("consent  ");
+	if (!json_array_size(codes))
+		printf("(no codes)");
+	json_array_foreach(codes, i, c)
+		printf("%s%s (%s)", i ? ", " : "",
+		       out_text(out_member(c, "code", s1), 80, text, sizeof(text)),
+		       out_member(c, "id", s2));
+	printf("\ncontroller  %s\ncache    %s\n",
+	       *out_member(p, "controller", s1)
+		       ? out_text(out_member(p, "controller", s1), 0, text, sizeof(text))
+		       : "(none)",
+	       out_member(p, "cache", s2));
+}
+
 static int dataset_show(struct ctl *ctl, int argc, char **argv)
 {
 	static const char *const head[] = { "VERSION", "CREATED", "COMMITTED", "FILES", "DIRS",
@@ -152,10 +194,12 @@ static int dataset_show(struct ctl *ctl, int argc, char **argv)
 		return ctl_fail(what, "protocol error: the reply lacks \"dataset\" or "
 				      "\"versions\"");
 	}
-	printf("dataset  %s (id %s), created %s, latest version %s\n\n",
+	printf("dataset  %s (id %s), created %s, latest version %s\n",
 	       out_text(out_member(ds, "name", s1), 0, text, sizeof(text)),
 	       out_member(ds, "id", s1), out_member(ds, "created", s2),
 	       out_member(ds, "latest_version", s3));
+	print_policy(json_object_get(rep.result, "policy"));
+	putchar('\n');
 	table_init(&t, ARRAY_SIZE(head), head);
 	json_array_foreach(list, i, v) {
 		char a[24], b[24], c[24], d[24], e[24], size[16] = "";
@@ -435,11 +479,41 @@ static int parse_size(const char *s, uint32_t *ret)
 	return 0;
 }
 
+/* The options of import and set. */
+struct policy_opts {
+	uint32_t chunk;
+	const char *duo;          /* --duo, or NULL */
+	const char *controller;   /* --controller, or NULL */
+	const char *cache;        /* --cache (set only), or NULL */
+};
+
+enum { OPT_CHUNK = 0x200, OPT_DUO, OPT_CONTROLLER, OPT_CACHE };
+
 static int on_import_opt(void *ctx, int val, const char *arg)
 {
-	uint32_t *chunk = ctx;
+	struct policy_opts *o = ctx;
+	uint32_t *chunk = &o->chunk;
 
-	(void)val;
+	if (val == OPT_DUO) {
+		if (strlen(arg) > 2048 || !out_utf8_valid(arg, strlen(arg)))
+			return ctl_usage_error("dataset", "--duo: too long or not text");
+		o->duo = arg;
+		return 0;
+	}
+	if (val == OPT_CONTROLLER) {
+		if (strlen(arg) > 256 || !out_utf8_valid(arg, strlen(arg)))
+			return ctl_usage_error("dataset", "--controller: not valid UTF-8, or longer "
+						"than 256 bytes");
+		o->controller = arg;
+		return 0;
+	}
+	if (val == OPT_CACHE) {
+		if (strcmp(arg, "kernel") != 0 && strcmp(arg, "direct") != 0)
+			return ctl_usage_error("dataset set", "--cache: kernel or direct, not "
+						"'%.40s'", arg);
+		o->cache = arg;
+		return 0;
+	}
 	if (parse_size(arg, chunk) < 0 || !IS_POW2(*chunk) || *chunk < CRYPTO_CHUNK_MIN ||
 	    *chunk > CRYPTO_CHUNK_MAX)
 		return ctl_usage_error("dataset import", "--chunk-size '%.40s': a power of two "
@@ -447,10 +521,23 @@ static int on_import_opt(void *ctx, int val, const char *arg)
 	return 0;
 }
 
+/* Add the --duo / --controller / --cache of o to args. -ENOMEM. */
+static int policy_args(json_t *args, const struct policy_opts *o)
+{
+	if ((o->duo && json_object_set_new(args, "duo", json_string(o->duo)) < 0) ||
+	    (o->controller &&
+	     json_object_set_new(args, "controller", json_string(o->controller)) < 0) ||
+	    (o->cache && json_object_set_new(args, "cache", json_string(o->cache)) < 0))
+		return -ENOMEM;
+	return 0;
+}
+
 static int dataset_import(struct ctl *ctl, int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{ "chunk-size", required_argument, NULL, 0x200 },
+		{ "chunk-size", required_argument, NULL, OPT_CHUNK },
+		{ "duo", required_argument, NULL, OPT_DUO },
+		{ "controller", required_argument, NULL, OPT_CONTROLLER },
 		{ 0 },
 	};
 	static const struct walk_ops scan_ops = { scan_dir, scan_file, &interrupted };
@@ -458,14 +545,15 @@ static int dataset_import(struct ctl *ctl, int argc, char **argv)
 	_cleanup_free_ struct import *im = calloc(1, sizeof(*im));
 	char name[STORE_DATASET_NAME_MAX + 1], sock[4096];
 	struct reply rep = { 0 };
-	uint32_t version, chunk = 0;
+	struct policy_opts po = { 0 };
+	uint32_t version;
 	json_t *args;
 	double secs;
 	int first, rootfd = -1, r;
 
 	if (!im)
 		return ctl_fail("dataset import", "out of memory");
-	r = ctl_parse(ctl, "dataset import", import_usage, argc, argv, opts, on_import_opt, &chunk,
+	r = ctl_parse(ctl, "dataset import", import_usage, argc, argv, opts, on_import_opt, &po,
 		      &first);
 	if (r >= 0)
 		return r;
@@ -514,7 +602,10 @@ static int dataset_import(struct ctl *ctl, int argc, char **argv)
 	im->c.intr_fd = intr_pipe[0];
 	im->t0_ns = now_monotonic_ns();
 	args = json_pack("{s:s}", "dataset", name);
-	if (args && chunk && json_object_set_new(args, "chunk_size", json_integer(chunk)) < 0)
+	if (args && po.chunk &&
+	    json_object_set_new(args, "chunk_size", json_integer(po.chunk)) < 0)
+		json_decref(args), args = NULL;
+	if (args && policy_args(args, &po) < 0)
 		json_decref(args), args = NULL;
 	r = args ? import_call(im, "import.begin", args, -1, NULL)
 		 : err_set(-ENOMEM, "out of memory");
@@ -533,7 +624,13 @@ static int dataset_import(struct ctl *ctl, int argc, char **argv)
 
 	/* Once the commit is sent its outcome is the daemon's: wait for it, Ctrl-C or not. */
 	im->c.intr_fd = -1;
-	r = import_call(im, "import.commit", NULL, -1, &rep);
+	/* The consent codes go with the commit too: that is when the daemon records them (begin
+	 * only checked them, so that a bad code stops the import before any data moves). */
+	args = json_object();
+	if (args && policy_args(args, &po) < 0)
+		json_decref(args), args = NULL;
+	r = args ? import_call(im, "import.commit", args, -1, &rep)
+		 : err_set(-ENOMEM, "out of memory");
 	if (r < 0) {
 		progress_clear(im);
 		if (r == -EREMOTEIO) {
@@ -566,10 +663,60 @@ static int dataset_import(struct ctl *ctl, int argc, char **argv)
 	return r;
 }
 
+/* ---- set ----------------------------------------------------------------------------------- */
+
+static int dataset_set(struct ctl *ctl, int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "duo", required_argument, NULL, OPT_DUO },
+		{ "controller", required_argument, NULL, OPT_CONTROLLER },
+		{ "cache", required_argument, NULL, OPT_CACHE },
+		{ 0 },
+	};
+	char name[STORE_DATASET_NAME_MAX + 1], what[200];
+	struct policy_opts po = { 0 };
+	struct reply rep = { 0 };
+	uint32_t version;
+	json_t *args;
+	int first, r;
+
+	r = ctl_parse(ctl, "dataset set", set_usage, argc, argv, opts, on_import_opt, &po, &first);
+	if (r >= 0)
+		return r;
+	if (first >= argc)
+		return ctl_usage_error("dataset set", "missing NAME");
+	if (first + 1 < argc)
+		return ctl_usage_error("dataset set", "unexpected argument '%s'", argv[first + 1]);
+	if (!po.duo && !po.controller && !po.cache)
+		return ctl_usage_error("dataset set", "nothing to set: give --cache, --duo or "
+					"--controller");
+	r = ctl_parse_dataset("dataset set", argv[first], name, &version);
+	if (r)
+		return r;
+	if (version)
+		return ctl_usage_error("dataset set", "settings are per dataset: give the name "
+					"without @VERSION");
+	snprintf(what, sizeof(what), "dataset set %s", name);
+	args = json_pack("{s:s}", "dataset", name);
+	if (args && policy_args(args, &po) < 0)
+		json_decref(args), args = NULL;
+	if (!args)
+		return ctl_fail(what, "out of memory");
+	r = ctl_call(ctl, what, "dataset.set", args, NULL, NULL, &rep);
+	if (r)
+		return r;
+	if (ctl->json)
+		return ctl_print_json(&rep);
+	printf("%s: settings recorded\n", name);
+	reply_clear(&rep);
+	return 0;
+}
+
 const struct ctl_cmd dataset_cmds[] = {
 	{ "list", dataset_list, "", "list datasets" },
 	{ "show", dataset_show, "NAME[@VERSION]", "a dataset and its versions" },
 	{ "import", dataset_import, "NAME DIR",
 	  "import DIR as the next version of NAME" },
+	{ "set", dataset_set, "NAME --cache|--duo|--controller", "change a dataset's settings" },
 	{ 0 },
 };

@@ -1,4 +1,5 @@
-/* enclavectl grant add | list | revoke: who may read which dataset, for what, until when.
+/* enclavectl grant request (add) | approve | list | revoke | export: who may read which dataset,
+ * for what, until when, approved by whom.
  *
  * Times are given as people write them ("+90d", "2026-12-31", RFC 3339) and sent as absolute
  * RFC 3339 UTC, so what the daemon records is exactly what the steward saw echoed back.
@@ -21,17 +22,28 @@
 #define PURPOSE_COLUMN 40
 
 static const char add_usage[] =
-	"Usage: enclavectl [GLOBAL OPTIONS] grant add (--user NAME | --group NAME)\n"
-	"           --dataset NAME[@VERSION] --purpose TEXT --expires WHEN [--not-before WHEN]\n\n"
-	"Let a user, or every member of a group, read a dataset: one VERSION, or every version\n"
-	"(present and future) without @VERSION. The grant is valid from --not-before (default:\n"
-	"now) until --expires, which is required. Stewards only.\n\n"
+	"Usage: enclavectl [GLOBAL OPTIONS] grant request (--user NAME | --group NAME)\n"
+	"           --dataset NAME[@VERSION] --purpose TEXT --expires WHEN [--not-before WHEN]\n"
+	"           [--purpose-code TERMS] [--override-consent REASON]\n\n"
+	"Request that a user, or every member of a group, may read a dataset: one VERSION, or\n"
+	"every version (present and future) without @VERSION. The grant is valid from\n"
+	"--not-before (default: now) until --expires, which is required and at most the store's\n"
+	"max_grant_days away. It is in force once as many other stewards as the store's\n"
+	"`approvals` setting asks for have run 'grant approve ID' (at once when it is 0).\n"
+	"'grant add' is the same command. Stewards only.\n\n"
 	"Options:\n"
 	"  --user NAME            a user name or a numeric uid\n"
 	"  --group NAME           a group name or a numeric gid\n"
 	"  --dataset NAME[@VERSION]\n"
 	"                         the dataset, and optionally one version of it\n"
 	"  --purpose TEXT         why access is granted (required, recorded in the audit trail)\n"
+	"  --purpose-code TERMS   the purpose as terms the dataset's consent codes are checked\n"
+	"                         against, comma-separated: general (the default), health,\n"
+	"                         ds:<disease>, methods, ai-training, population, ancestry,\n"
+	"                         genetic, commercial, for-profit\n"
+	"  --override-consent REASON\n"
+	"                         record an explicit override of an NMDS consent code that\n"
+	"                         excludes the purpose (audited)\n"
 	"  --expires WHEN         when the grant stops being valid (required)\n"
 	"  --not-before WHEN      when it starts being valid\n"
 	"  --json                 print the new grant as JSON\n"
@@ -47,6 +59,22 @@ static const char list_usage[] =
 	"  --dataset NAME   only the grants of this dataset\n"
 	"  --all            include expired and revoked grants\n"
 	"  --json           print the daemon's answer as JSON (purposes in full)\n"
+	"  -h, --help       show this help\n";
+
+static const char approve_usage[] =
+	"Usage: enclavectl [GLOBAL OPTIONS] grant approve ID\n\n"
+	"Approve pending grant ID. The steward who requested it, and its grantee, cannot.\n"
+	"Stewards only.\n\n"
+	"Options:\n"
+	"  --json           print the grant and its approvals as JSON\n"
+	"  -h, --help       show this help\n";
+
+static const char export_usage[] =
+	"Usage: enclavectl [GLOBAL OPTIONS] grant export --format ga4gh-visa\n\n"
+	"Print every grant in force as a GA4GH Passport ControlledAccessGrants visa (unsigned\n"
+	"JWT claims: sub, iat, exp, ga4gh_visa_v1), a JSON array. Stewards and auditors only.\n\n"
+	"Options:\n"
+	"  --format FORMAT  ga4gh-visa (the only one)\n"
 	"  -h, --help       show this help\n";
 
 static const char revoke_usage[] =
@@ -66,6 +94,9 @@ enum {
 	OPT_NOT_BEFORE,
 	OPT_ALL,
 	OPT_REASON,
+	OPT_PURPOSE_CODE,
+	OPT_OVERRIDE,
+	OPT_FORMAT,
 };
 
 /* "user:alice" */
@@ -103,6 +134,8 @@ struct add_args {
 	const char *purpose;
 	const char *expires;
 	const char *not_before;
+	const char *purpose_code;  /* or NULL */
+	const char *override;      /* --override-consent, or NULL */
 };
 
 static int on_add_opt(void *ctx, int val, const char *arg)
@@ -128,6 +161,18 @@ static int on_add_opt(void *ctx, int val, const char *arg)
 		return 0;
 	case OPT_NOT_BEFORE:
 		a->not_before = arg;
+		return 0;
+	case OPT_PURPOSE_CODE:
+		if (!*arg || strlen(arg) > POLICY_PURPOSE_CODE_MAX)
+			return ctl_usage_error("grant request", "--purpose-code: 1 to %d bytes",
+					       POLICY_PURPOSE_CODE_MAX);
+		a->purpose_code = arg;
+		return 0;
+	case OPT_OVERRIDE:
+		if (!*arg || strlen(arg) > POLICY_REASON_MAX || !out_utf8_valid(arg, strlen(arg)))
+			return ctl_usage_error("grant request", "--override-consent: a reason of 1 "
+					       "to %d bytes of UTF-8", POLICY_REASON_MAX);
+		a->override = arg;
 		return 0;
 	}
 	return EXIT_USAGE;
@@ -160,6 +205,8 @@ static int grant_add(struct ctl *ctl, int argc, char **argv)
 		{ "purpose", required_argument, NULL, OPT_PURPOSE },
 		{ "expires", required_argument, NULL, OPT_EXPIRES },
 		{ "not-before", required_argument, NULL, OPT_NOT_BEFORE },
+		{ "purpose-code", required_argument, NULL, OPT_PURPOSE_CODE },
+		{ "override-consent", required_argument, NULL, OPT_OVERRIDE },
 		{ 0 },
 	};
 	struct add_args a = { 0 };
@@ -218,10 +265,18 @@ static int grant_add(struct ctl *ctl, int argc, char **argv)
 	if (args && a.not_before &&
 	    json_object_set_new(args, "not_before", json_string(not_before)) < 0)
 		json_decref(args), args = NULL;
+	if (args && a.purpose_code &&
+	    json_object_set_new(args, "purpose_code", json_string(a.purpose_code)) < 0)
+		json_decref(args), args = NULL;
+	if (args && a.override &&
+	    json_object_set_new(args, "override_consent", json_string(a.override)) < 0)
+		json_decref(args), args = NULL;
 	if (!args)
 		return ctl_fail("grant add", "out of memory");
 	snprintf(what, sizeof(what), "grant add %s:%.64s", a.kind, a.principal);
-	r = ctl_call(ctl, what, "grant.add", args, NULL, NULL, &rep);
+	/* Both ops are one on the daemon; "grant add" keeps the op it always sent. */
+	r = ctl_call(ctl, what, strcmp(argv[0], "request") == 0 ? "grant.request" : "grant.add", args,
+		     NULL, NULL, &rep);
 	if (r)
 		return r;
 	g = json_object_get(rep.result, "grant");
@@ -230,11 +285,25 @@ static int grant_add(struct ctl *ctl, int argc, char **argv)
 	} else if (!json_is_object(g)) {
 		r = ctl_fail(what, "protocol error: the reply has no \"grant\"");
 	} else {
-		printf("added grant %s: %s may read %s\n", out_member(g, "id", s1),
-		       out_text(principal_text(g, p), 0, text, sizeof(text)),
-		       dataset_text(g, d));
+		const char *state = out_member(rep.result, "state", s1);
+
+		if (strcmp(state, "pending_approval") == 0)
+			printf("requested grant %s: %s may read %s once approved by %s other "
+			       "steward(s)\n", out_member(g, "id", s1),
+			       out_text(principal_text(g, p), 0, text, sizeof(text)),
+			       dataset_text(g, d), out_member(g, "approvals_required", s1));
+		else
+			printf("added grant %s: %s may read %s\n", out_member(g, "id", s1),
+			       out_text(principal_text(g, p), 0, text, sizeof(text)),
+			       dataset_text(g, d));
 		printf("  purpose     %s\n", out_text(out_member(g, "purpose", s1), 0, text,
 						       sizeof(text)));
+		printf("  purpose code %s\n", out_text(out_member(g, "purpose_code", s1), 0, text,
+							sizeof(text)));
+		if (*out_member(g, "consent_override", s1))
+			printf("  consent override  %s\n",
+			       out_text(out_member(g, "consent_override", s1), 0, text,
+					sizeof(text)));
 		printf("  not before  %s\n", out_member(g, "not_before", s1));
 		printf("  expires     %s\n", out_member(g, "expires", s1));
 		if (json_object_get(g, "granted_by"))
@@ -401,8 +470,109 @@ static int grant_revoke(struct ctl *ctl, int argc, char **argv)
 	return r;
 }
 
+/* ---- approve ------------------------------------------------------------------------------- */
+
+/* A grant id argument: 1 to INT64_MAX. EXIT_USAGE after a message. */
+static int parse_id(const char *what, const char *s, unsigned long long *ret)
+{
+	unsigned long long id;
+	char *end;
+
+	errno = 0;
+	id = strtoull(s, &end, 10);
+	if (s[0] < '0' || s[0] > '9' || errno || *end || id == 0 ||
+	    id > (unsigned long long)INT64_MAX)
+		return ctl_usage_error(what, "not an id: '%.40s'", s);
+	*ret = id;
+	return 0;
+}
+
+static int grant_approve(struct ctl *ctl, int argc, char **argv)
+{
+	struct reply rep = { 0 };
+	unsigned long long id = 0;
+	char what[64], s1[24], s2[24];
+	json_t *args;
+	int first, r;
+
+	r = ctl_parse_none(ctl, "grant approve", approve_usage, argc, argv, &first);
+	if (r >= 0)
+		return r;
+	if (first >= argc)
+		return ctl_usage_error("grant approve", "missing the grant's ID");
+	if (first + 1 < argc)
+		return ctl_usage_error("grant approve", "unexpected argument '%s'", argv[first + 1]);
+	r = parse_id("grant approve", argv[first], &id);
+	if (r)
+		return r;
+	args = json_pack("{s:I}", "id", (json_int_t)id);
+	if (!args)
+		return ctl_fail("grant approve", "out of memory");
+	snprintf(what, sizeof(what), "grant approve %llu", id);
+	r = ctl_call(ctl, what, "grant.approve", args, NULL, NULL, &rep);
+	if (r)
+		return r;
+	if (ctl->json)
+		return ctl_print_json(&rep);
+	printf("approved grant %llu (%s of %s approvals): %s\n", id,
+	       out_member(rep.result, "approvals", s1),
+	       out_member(rep.result, "approvals_required", s2),
+	       out_member(rep.result, "state", s1));
+	reply_clear(&rep);
+	return 0;
+}
+
+/* ---- export -------------------------------------------------------------------------------- */
+
+static int on_export_opt(void *ctx, int val, const char *arg)
+{
+	const char **format = ctx;
+
+	if (val != OPT_FORMAT)
+		return EXIT_USAGE;
+	if (strcmp(arg, "ga4gh-visa") != 0)
+		return ctl_usage_error("grant export", "--format: only ga4gh-visa, not '%.40s'",
+				       arg);
+	*format = arg;
+	return 0;
+}
+
+static int grant_export(struct ctl *ctl, int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "format", required_argument, NULL, OPT_FORMAT },
+		{ 0 },
+	};
+	const char *format = NULL;
+	struct reply rep = { 0 };
+	json_t *args;
+	int first, r;
+
+	r = ctl_parse(ctl, "grant export", export_usage, argc, argv, opts, on_export_opt, &format,
+		      &first);
+	if (r >= 0)
+		return r;
+	if (first < argc)
+		return ctl_usage_error("grant export", "unexpected argument '%s'", argv[first]);
+	if (!format)
+		return ctl_usage_error("grant export", "--format ga4gh-visa is required");
+	args = json_pack("{s:s}", "format", format);
+	if (!args)
+		return ctl_fail("grant export", "out of memory");
+	r = ctl_call(ctl, "grant export", "grant.export", args, NULL, NULL, &rep);
+	if (r)
+		return r;
+	/* The visas are data either way: the array, as JSON. */
+	r = out_json(json_object_get(rep.result, "visas")) < 0;
+	reply_clear(&rep);
+	return r;
+}
+
 const struct ctl_cmd grant_cmds[] = {
-	{ "add", grant_add, "--user|--group NAME ...", "let a user or group read a dataset" },
+	{ "request", grant_add, "--user|--group NAME ...", "request a grant (pending approval)" },
+	{ "add", grant_add, "--user|--group NAME ...", "the same as request" },
+	{ "approve", grant_approve, "ID", "approve another steward's grant request" },
+	{ "export", grant_export, "--format ga4gh-visa", "grants in force as GA4GH visas" },
 	{ "list", grant_list, "[--dataset NAME] [--all]", "list grants" },
 	{ "revoke", grant_revoke, "ID [--reason TEXT]", "revoke a grant at once" },
 	{ 0 },

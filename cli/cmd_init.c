@@ -31,13 +31,15 @@
 
 static const char init_usage[] =
 	"Usage: enclavectl init --store DIR [--passphrase-file FILE] [--steward SPEC]...\n"
-	"                       [--auditor SPEC]... [--test-kdf]\n\n"
+	"                       [--auditor SPEC]... [--approvals N] [--max-grant-days N]\n"
+	"                       [--test-kdf]\n\n"
 	"Create a new store in DIR (a new or empty directory). Works offline: no daemon is\n"
 	"involved. A new master key is generated and wrapped under a passphrase read from FILE,\n"
 	"which must not be readable or writable by group or others, or else asked for twice on\n"
 	"the terminal. The passphrase is never taken from the command line or the environment.\n\n"
 	"Then DIR is made 0711 (local users can reach the control socket, nothing else), run/ is\n"
-	"made 0755 for the socket, and DIR/enclave.conf lists who holds which role.\n\n"
+	"made 0755 for the socket, and DIR/enclave.conf lists who holds which role and the\n"
+	"grant rules.\n\n"
 	"Options:\n"
 	"  --store DIR             the store to create (required)\n"
 	"  --passphrase-file FILE  read the passphrase from FILE (mode 0600 or stricter)\n"
@@ -45,6 +47,9 @@ static const char init_usage[] =
 	"                          default: the user running init\n"
 	"  --auditor SPEC          may list datasets and grants and read the audit trail;\n"
 	"                          repeatable\n"
+	"  --approvals N           approvals by other stewards a grant needs before it is in\n"
+	"                          force, 0 to 8 (default 1: four eyes; 0 for demo stores)\n"
+	"  --max-grant-days N      longest a grant may run, 1 to 3650 days (default 365)\n"
 	"  --test-kdf              the cheapest key derivation: for tests and demos only\n"
 	"  -h, --help              show this help\n\n"
 	"SPEC is user:NAME or group:NAME, where NAME is an existing user or group, or a number.\n";
@@ -54,6 +59,8 @@ enum {
 	OPT_STEWARD,
 	OPT_AUDITOR,
 	OPT_TEST_KDF,
+	OPT_APPROVALS,
+	OPT_MAX_GRANT_DAYS,
 };
 
 /* A role holder as written to enclave.conf. */
@@ -66,6 +73,8 @@ struct spec {
 struct init_args {
 	const char *pass_file;             /* borrowed from argv */
 	bool test_kdf;
+	int approvals;                     /* -1: not given (the daemon's default) */
+	int max_grant_days;                /* -1: not given */
 	struct spec stewards[INIT_PRINCIPALS_MAX];
 	size_t nstewards;
 	struct spec auditors[INIT_PRINCIPALS_MAX];
@@ -123,11 +132,31 @@ static int spec_parse(const char *opt, const char *arg, struct spec *ret)
 	return 0;
 }
 
+/* A whole decimal number in [lo, hi], or EXIT_USAGE naming the option. */
+static int number_opt(const char *opt, const char *arg, int lo, int hi, int *ret)
+{
+	char *end;
+	long v;
+
+	errno = 0;
+	v = strtol(arg, &end, 10);
+	if (arg[0] < '0' || arg[0] > '9' || errno || *end || v < lo || v > hi)
+		return ctl_usage_error("init", "%s '%.40s': a number from %d to %d", opt, arg, lo,
+				       hi);
+	*ret = (int)v;
+	return 0;
+}
+
 static int on_opt(void *ctx, int val, const char *arg)
 {
 	struct init_args *a = ctx;
 
 	switch (val) {
+	case OPT_APPROVALS:
+		return number_opt("--approvals", arg, 0, POLICY_APPROVALS_MAX, &a->approvals);
+	case OPT_MAX_GRANT_DAYS:
+		return number_opt("--max-grant-days", arg, 1, 3650, &a->max_grant_days);
+
 	case OPT_PASS_FILE:
 		a->pass_file = arg;
 		return 0;
@@ -330,6 +359,16 @@ static int write_conf(int dirfd, const struct init_args *a)
 		r = conf_line(&b, "steward", &a->stewards[i]);
 	for (size_t i = 0; i < a->nauditors && r == 0; i++)
 		r = conf_line(&b, "auditor", &a->auditors[i]);
+	if (r == 0) {
+		char line[256];
+		int n = snprintf(line, sizeof(line), "# grants: approvals by other stewards before "
+				 "a grant is in force, and the longest a grant may run\n"
+				 "approvals = %d\nmax_grant_days = %d\n",
+				 a->approvals < 0 ? 1 : a->approvals,
+				 a->max_grant_days < 0 ? 365 : a->max_grant_days);
+
+		r = n > 0 && (size_t)n < sizeof(line) ? buf_append(&b, line, (size_t)n) : -EINVAL;
+	}
 	if (r < 0)
 		goto out;
 	fd = openat(dirfd, CONF_NAME, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
@@ -404,6 +443,8 @@ int cmd_init(struct ctl *ctl, int argc, char **argv)
 		{ "steward", required_argument, NULL, OPT_STEWARD },
 		{ "auditor", required_argument, NULL, OPT_AUDITOR },
 		{ "test-kdf", no_argument, NULL, OPT_TEST_KDF },
+		{ "approvals", required_argument, NULL, OPT_APPROVALS },
+		{ "max-grant-days", required_argument, NULL, OPT_MAX_GRANT_DAYS },
 		{ 0 },
 	};
 	_cleanup_free_ struct init_args *a = calloc(1, sizeof(*a));
@@ -414,6 +455,7 @@ int cmd_init(struct ctl *ctl, int argc, char **argv)
 
 	if (!a)
 		return ctl_fail("init", "out of memory");
+	a->approvals = a->max_grant_days = -1;
 	r = ctl_parse(ctl, "init", init_usage, argc, argv, opts, on_opt, a, &first);
 	if (r >= 0)
 		return r;

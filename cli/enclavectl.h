@@ -80,6 +80,8 @@ int cmd_status(struct ctl *ctl, int argc, char **argv);
 int cmd_whoami(struct ctl *ctl, int argc, char **argv);
 extern const struct ctl_cmd dataset_cmds[];
 extern const struct ctl_cmd grant_cmds[];
+extern const struct ctl_cmd deny_cmds[];
+extern const struct ctl_cmd access_cmds[];
 extern const struct ctl_cmd audit_cmds[];
 
 /* ---- client.c: one connection to enclaved -------------------------------------------------- */

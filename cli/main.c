@@ -46,6 +46,8 @@ static const struct ctl_object objects[] = {
 	{ "dataset", dataset_cmds, NULL, NULL, "Datasets and their versions" },
 	{ "grant", grant_cmds, NULL, NULL,
 	  "Grants: who may read which dataset, for what, until when" },
+	{ "deny", deny_cmds, NULL, NULL, "Deny rules: block access whatever the grants say" },
+	{ "access", access_cmds, NULL, NULL, "Why a user may or may not read a dataset" },
 	{ "audit", audit_cmds, NULL, NULL,
 	  "The audit trail: who read what, when, under which grant" },
 };

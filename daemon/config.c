@@ -72,7 +72,27 @@ static char *trim(char *s)
 	return s;
 }
 
-static int parse_line(char *line, unsigned lineno, struct config *cfg)
+/* "approvals = N" / "max_grant_days = N": a decimal number in [lo, hi], given once. */
+static int parse_number(const char *key, const char *val, unsigned lineno, uint32_t lo,
+			uint32_t hi, bool *seen, uint32_t *ret)
+{
+	unsigned long long v;
+	char *end;
+
+	if (*seen)
+		return err_set(-EINVAL, "line %u: %s is given twice", lineno, key);
+	errno = 0;
+	v = strtoull(val, &end, 10);
+	if (val[0] < '0' || val[0] > '9' || errno || *end || v < lo || v > hi)
+		return err_set(-EINVAL, "line %u: %s must be a number from %u to %u", lineno, key, lo,
+			       hi);
+	*seen = true;
+	*ret = (uint32_t)v;
+	return 0;
+}
+
+static int parse_line(char *line, unsigned lineno, struct config *cfg, bool *seen_approvals,
+		      bool *seen_days)
 {
 	struct config_principal *p;
 	char *eq, *key, *val, *name;
@@ -88,6 +108,12 @@ static int parse_line(char *line, unsigned lineno, struct config *cfg)
 	*eq = '\0';
 	key = trim(line);
 	val = trim(eq + 1);
+	if (strcmp(key, "approvals") == 0)
+		return parse_number(key, val, lineno, 0, POLICY_APPROVALS_MAX, seen_approvals,
+				    &cfg->approvals);
+	if (strcmp(key, "max_grant_days") == 0)
+		return parse_number(key, val, lineno, 1, CONFIG_MAX_GRANT_DAYS_MAX, seen_days,
+				    &cfg->max_grant_days);
 	if (strcmp(key, "steward") == 0) {
 		p = cfg->stewards;
 		n = &cfg->nstewards;
@@ -95,7 +121,8 @@ static int parse_line(char *line, unsigned lineno, struct config *cfg)
 		p = cfg->auditors;
 		n = &cfg->nauditors;
 	} else {
-		return err_set(-EINVAL, "line %u: unknown setting \"%.64s\" (known: steward, auditor)",
+		return err_set(-EINVAL, "line %u: unknown setting \"%.64s\" (known: steward, auditor, "
+			       "approvals, max_grant_days)",
 			       lineno, key);
 	}
 	if (strncmp(val, "user:", 5) == 0) {
@@ -133,7 +160,9 @@ static int parse_line(char *line, unsigned lineno, struct config *cfg)
 
 int config_parse(const char *text, size_t len, struct config *ret_cfg)
 {
-	struct config cfg = { 0 };
+	struct config cfg = { .approvals = CONFIG_APPROVALS_DEFAULT,
+			      .max_grant_days = CONFIG_MAX_GRANT_DAYS_DEFAULT };
+	bool seen_approvals = false, seen_days = false;
 	_cleanup_free_ char *copy = NULL;
 	char *line, *next;
 	unsigned lineno = 0;
@@ -153,7 +182,7 @@ int config_parse(const char *text, size_t len, struct config *ret_cfg)
 		if (next)
 			*next++ = '\0';
 		lineno++;
-		r = parse_line(line, lineno, &cfg);
+		r = parse_line(line, lineno, &cfg, &seen_approvals, &seen_days);
 		if (r < 0)
 			return r;
 	}

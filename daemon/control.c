@@ -160,6 +160,14 @@ static const struct {
 	{ "grant.add", ROLE_STEWARD, op_grant_add },
 	{ "grant.list", ROLE_STEWARD | ROLE_AUDITOR, op_grant_list },
 	{ "grant.revoke", ROLE_STEWARD, op_grant_revoke },
+	{ "grant.request", ROLE_STEWARD, op_grant_add },
+	{ "grant.approve", ROLE_STEWARD, op_grant_approve },
+	{ "grant.export", ROLE_STEWARD | ROLE_AUDITOR, op_grant_export },
+	{ "deny.add", ROLE_STEWARD, op_deny_add },
+	{ "deny.list", ROLE_STEWARD | ROLE_AUDITOR, op_deny_list },
+	{ "deny.remove", ROLE_STEWARD, op_deny_remove },
+	{ "access.check", ROLE_STEWARD | ROLE_AUDITOR, op_access_check },
+	{ "dataset.set", ROLE_STEWARD, op_dataset_set },
 	{ "audit.show", ROLE_STEWARD | ROLE_AUDITOR, op_audit_show },
 };
 

@@ -5,6 +5,7 @@
 #include <pthread.h>
 #include <pwd.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -27,6 +28,27 @@ static json_t *dataset_json(const struct store_dataset_info *i)
 	return json_pack("{s:s, s:I, s:o, s:I}", "name", i->name, "id", (json_int_t)i->id,
 			 "created", jtime(i->created_ns / 1000000000), "latest_version",
 			 (json_int_t)i->latest_version);
+}
+
+/* A dataset's policy as dataset.show reports it: the record (defaults when none) with each
+ * consent code's DUO id and label. */
+static json_t *policy_json(struct conn *c, const struct store_dataset_info *ds)
+{
+	struct policy_dataset p;
+	json_t *codes = json_array();
+
+	if (grants_dataset_get(c->d->grants, ds->id, &p) < 0)
+		p = (struct policy_dataset){ .dataset_id = ds->id };
+	for (size_t i = 0; codes && i < p.nduo; i++) {
+		char text[POLICY_DUO_ARG_MAX + 16];
+
+		policy_duo_format(&p.duo[i], text);
+		json_array_append_new(codes, json_pack("{s:s, s:s, s:s}", "code", text, "id",
+						       policy_duo_id(p.duo[i].code), "label",
+						       policy_duo_label(p.duo[i].code)));
+	}
+	return json_pack("{s:o, s:s, s:s}", "duo", codes, "controller", p.controller, "cache",
+			 p.cache == POLICY_CACHE_KERNEL ? "kernel" : "direct");
 }
 
 static int list_one(void *ctx, const struct store_dataset_info *info)
@@ -98,7 +120,86 @@ int op_dataset_show(struct conn *c, const json_t *args, json_t **ret)
 				  jtime(vi.committed_ns / 1000000000), "files", (json_int_t)vi.files,
 				  "dirs", (json_int_t)vi.dirs, "bytes", (json_int_t)vi.bytes));
 	}
-	*ret = json_pack("{s:o, s:o}", "dataset", dataset_json(&ds), "versions", versions);
+	*ret = json_pack("{s:o, s:o, s:o}", "dataset", dataset_json(&ds), "versions", versions,
+			 "policy", policy_json(c, &ds));
+	return *ret ? 0 : -ENOMEM;
+}
+
+/* Parse the optional "duo", "controller" and "cache" arguments into *p (left as they are when
+ * absent). -EINVAL naming the argument. */
+static int policy_args(const json_t *args, struct policy_dataset *p, bool *ret_any)
+{
+	const char *duo = NULL, *controller = NULL, *cache = NULL;
+	int r;
+
+	if ((r = proto_arg_string(args, "duo", false, POLICY_DUO_TEXT_MAX, &duo)) < 0 ||
+	    (r = proto_arg_string(args, "controller", false, POLICY_CONTROLLER_MAX,
+				  &controller)) < 0 ||
+	    (r = proto_arg_string(args, "cache", false, 8, &cache)) < 0)
+		return r;
+	if (duo && (r = policy_duo_parse(duo, p->duo, &p->nduo)) < 0)
+		return r;
+	if (controller)
+		snprintf(p->controller, sizeof(p->controller), "%s", controller);
+	if (cache && strcmp(cache, "kernel") == 0)
+		p->cache = POLICY_CACHE_KERNEL;
+	else if (cache && strcmp(cache, "direct") == 0)
+		p->cache = POLICY_CACHE_DIRECT;
+	else if (cache)
+		return err_set(-EINVAL, "argument \"cache\" must be \"kernel\" or \"direct\"");
+	*ret_any = duo || controller || cache;
+	return 0;
+}
+
+/* The dataset's policy record, or the defaults it stands for when there is none. */
+static void policy_current(struct conn *c, const struct store_dataset_info *ds,
+			   struct policy_dataset *ret)
+{
+	if (grants_dataset_get(c->d->grants, ds->id, ret) == 0)
+		return;
+	*ret = (struct policy_dataset){ .dataset_id = ds->id };
+	snprintf(ret->dataset, sizeof(ret->dataset), "%s", ds->name);
+}
+
+/* Stamp p with who changes it, and write it (audited as event). */
+static int policy_write(struct conn *c, struct policy_dataset *p, const char *event)
+{
+	p->updated_by_uid = c->who.uid;
+	if (c->who.user[0])
+		snprintf(p->updated_by, sizeof(p->updated_by), "%s", c->who.user);
+	else
+		snprintf(p->updated_by, sizeof(p->updated_by), "%u", c->who.uid);
+	p->updated = time(NULL);
+	return grants_dataset_set(c->d->grants, c->d->log, &c->who, p, event);
+}
+
+int op_dataset_set(struct conn *c, const json_t *args, json_t **ret)
+{
+	static const char *const known[] = { "dataset", "duo", "controller", "cache", NULL };
+	_cleanup_free_ struct policy_dataset *p = calloc(1, sizeof(*p));
+	struct store_dataset_info ds;
+	const char *name;
+	bool any;
+	int r;
+
+	if (!p)
+		return -ENOMEM;
+	if ((r = proto_args_known(args, known)) < 0 ||
+	    (r = proto_arg_string(args, "dataset", true, STORE_DATASET_NAME_MAX, &name)) < 0 ||
+	    (r = get_dataset(c, name, &ds)) < 0)
+		return r;
+	policy_current(c, &ds, p);
+	if ((r = policy_args(args, p, &any)) < 0)
+		return r;
+	if (!any)
+		return err_set(-EINVAL, "nothing to set: give duo, controller or cache");
+	r = policy_write(c, p, "dataset_set");
+	if (r < 0)
+		return r;
+	/* A new cache mode or new consent codes: the kernel must ask again. */
+	if (c->d->fs)
+		fusefs_invalidate_dataset(c->d->fs, ds.id, ds.name);
+	*ret = json_pack("{s:o}", "policy", policy_dataset_to_json(p));
 	return *ret ? 0 : -ENOMEM;
 }
 
@@ -166,15 +267,21 @@ void import_end(struct conn *c, int err)
 
 int op_import_begin(struct conn *c, const json_t *args, json_t **ret)
 {
-	static const char *const known[] = { "dataset", "chunk_size", NULL };
+	static const char *const known[] = { "dataset", "chunk_size", "duo", "controller", NULL };
 	struct store_import_options o = { .progress = import_progress, .progress_ctx = c };
+	_cleanup_free_ struct policy_dataset *p = calloc(1, sizeof(*p));
 	const char *name;
 	uint64_t chunk = 0;
+	bool any;
 	int r;
 
+	if (!p)
+		return -ENOMEM;
+	/* Consent codes are checked here, before any data moves; import.commit records them. */
 	if ((r = proto_args_known(args, known)) < 0 ||
 	    (r = proto_arg_string(args, "dataset", true, STORE_DATASET_NAME_MAX, &name)) < 0 ||
-	    (r = proto_arg_u64(args, "chunk_size", false, UINT32_MAX, &chunk)) < 0)
+	    (r = proto_arg_u64(args, "chunk_size", false, UINT32_MAX, &chunk)) < 0 ||
+	    (r = policy_args(args, p, &any)) < 0)
 		return r;
 	if (c->imp)
 		return err_set(-EBUSY, "this connection already runs an import of \"%s\"",
@@ -250,12 +357,22 @@ int op_import_file(struct conn *c, const json_t *args, int fd, json_t **ret)
 
 int op_import_commit(struct conn *c, const json_t *args, json_t **ret)
 {
-	static const char *const known[] = { NULL };
+	static const char *const known[] = { "duo", "controller", NULL };
+	_cleanup_free_ struct policy_dataset *p = calloc(1, sizeof(*p));
+	struct store_dataset_info ds;
 	struct store_import_stats s;
 	uint32_t version;
+	bool any = false;
 	int r;
 
+	if (!p)
+		return -ENOMEM;
 	if ((r = import_check(c)) < 0 || (r = proto_args_known(args, known)) < 0)
+		return r;
+	/* The consent codes, checked before the commit so that a bad one commits nothing. */
+	if (store_dataset_get(c->d->st, c->imp_dataset, &ds) == 0)
+		policy_current(c, &ds, p);
+	if ((r = policy_args(args, p, &any)) < 0)
 		return r;
 	r = store_import_commit(c->imp, &version);
 	if (r < 0) {
@@ -269,6 +386,22 @@ int op_import_commit(struct conn *c, const json_t *args, json_t **ret)
 	/* The version is visible now; if its record cannot be written the log has failed and every
 	 * open is refused from here on (fail closed), and the steward is told. */
 	r = audit_import(c, version, "committed", 0);
+	/* Then the dataset's consent codes and controller, if given: a record of their own. Until
+	 * it is written the dataset has no grants anyway (its id is new, or it has its old codes). */
+	if (r == 0 && any && store_dataset_get(c->d->st, c->imp_dataset, &ds) == 0) {
+		p->dataset_id = ds.id;
+		snprintf(p->dataset, sizeof(p->dataset), "%s", ds.name);
+		if (policy_write(c, p, "dataset_policy") < 0) {
+			char why[ERR_DETAIL_MAX];
+
+			snprintf(why, sizeof(why), "%s", err_detail());
+			store_import_free(c->imp);
+			c->imp = NULL;
+			return err_set(-EIO, "version %u of \"%s\" was committed, but its consent "
+				       "codes were not recorded (%s): run enclavectl dataset set",
+				       version, ds.name, why);
+		}
+	}
 	*ret = json_pack("{s:s, s:I, s:I, s:I, s:I}", "dataset", c->imp_dataset, "version",
 			 (json_int_t)version, "files", (json_int_t)s.files, "dirs",
 			 (json_int_t)s.dirs, "bytes", (json_int_t)s.bytes);

@@ -5,6 +5,7 @@
 #include <pthread.h>
 #include <pwd.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -28,15 +29,59 @@ static const char *subject_name(const struct policy_subject *who, char buf[stati
 	return buf;
 }
 
+/* A grant's state for listings: the first of revoked, expired, pending_approval, not_yet_valid
+ * that holds, else active. */
+static const char *grant_state(const struct policy_grant *g, int64_t now)
+{
+	if (g->revoked_at)
+		return "revoked";
+	if (now >= g->expires)
+		return "expired";
+	if (g->approvals < g->approvals_required)
+		return "pending_approval";
+	if (now < g->not_before)
+		return "not_yet_valid";
+	return "active";
+}
+
+/* Refuse (-EPERM, naming the code) a purpose the dataset's consent codes exclude. override: the
+ * steward's consent override reason, which lifts NMDS only, and must lift something. */
+static int check_purpose(struct conn *c, uint64_t dataset_id, const char *dataset,
+			 const struct policy_purpose *p, const char *purpose_code, int64_t expires,
+			 const char *override)
+{
+	struct policy_dataset dp;
+	uint32_t code, code_plain;
+
+	if (grants_dataset_get(c->d->grants, dataset_id, &dp) < 0)
+		dp.nduo = 0;
+	code_plain = policy_purpose_excluded(dp.duo, dp.nduo, p, expires, false);
+	code = policy_purpose_excluded(dp.duo, dp.nduo, p, expires, *override != '\0');
+	if (code)
+		return err_set(-EPERM, "purpose \"%s\" is excluded by consent code %s (%s, %s) of "
+			       "dataset \"%s\"%s", purpose_code, policy_duo_name(code),
+			       policy_duo_id(code), policy_duo_label(code), dataset,
+			       code == POLICY_DUO_NMDS ? "; a steward may record an explicit "
+							 "override with a reason" : "");
+	if (*override && !code_plain)
+		return err_set(-EINVAL, "a consent override was given, but no consent code of "
+			       "dataset \"%s\" excludes purpose \"%s\": nothing to override",
+			       dataset, purpose_code);
+	return 0;
+}
+
 int op_grant_add(struct conn *c, const json_t *args, json_t **ret)
 {
 	static const char *const known[] = { "principal_kind", "principal", "dataset", "version",
-					     "purpose", "not_before", "expires", NULL };
+					     "purpose", "purpose_code", "override_consent",
+					     "not_before", "expires", NULL };
 	struct policy_grant g = { 0 };
 	struct store_dataset_info ds;
 	struct store_version_info vi;
-	const char *kind, *principal, *dataset, *purpose;
-	int64_t now = time(NULL), not_before = now, expires = 0;
+	struct policy_purpose pp;
+	const char *kind, *principal, *dataset, *purpose, *purpose_code = "general";
+	const char *override = "";
+	int64_t now = time(NULL), not_before = now, expires = 0, max_days;
 	uint64_t version = 0;
 	char uidbuf[16];
 	int r;
@@ -47,6 +92,10 @@ int op_grant_add(struct conn *c, const json_t *args, json_t **ret)
 	    (r = proto_arg_string(args, "dataset", true, STORE_DATASET_NAME_MAX, &dataset)) < 0 ||
 	    (r = proto_arg_u64(args, "version", false, UINT32_MAX, &version)) < 0 ||
 	    (r = proto_arg_string(args, "purpose", true, POLICY_PURPOSE_MAX, &purpose)) < 0 ||
+	    (r = proto_arg_string(args, "purpose_code", false, POLICY_PURPOSE_CODE_MAX,
+				  &purpose_code)) < 0 ||
+	    (r = proto_arg_string(args, "override_consent", false, POLICY_REASON_MAX,
+				  &override)) < 0 ||
 	    (r = time_arg(args, "not_before", false, &not_before)) < 0 ||
 	    (r = time_arg(args, "expires", true, &expires)) < 0)
 		return r;
@@ -58,41 +107,69 @@ int op_grant_add(struct conn *c, const json_t *args, json_t **ret)
 		return err_set(-EINVAL, "principal_kind must be \"user\" or \"group\"");
 	if (!*purpose)
 		return err_set(-EINVAL, "a grant needs a purpose");
+	if ((r = policy_purpose_parse(purpose_code, &pp)) < 0)
+		return r;
 	if (expires <= now)
 		return err_set(-EINVAL, "the expiry is in the past");
 	if (expires <= not_before)
 		return err_set(-EINVAL, "the expiry is not after not_before");
+	max_days = c->d->cfg.max_grant_days ? c->d->cfg.max_grant_days
+					    : CONFIG_MAX_GRANT_DAYS_DEFAULT;
+	if (expires - now > max_days * 86400)
+		return err_set(-EINVAL, "the expiry is more than %lld days away, the longest this "
+			       "store allows (max_grant_days in enclave.conf)", (long long)max_days);
 	if ((r = config_principal_resolve(g.kind, principal, &g.principal_id, g.principal)) < 0 ||
 	    (r = get_dataset(c, dataset, &ds)) < 0)
 		return r;
 	if (version && store_version_get(c->d->st, ds.id, (uint32_t)version, &vi) < 0)
 		return err_set(-ENOENT, "dataset \"%s\" has no version %llu", dataset,
 			       (unsigned long long)version);
+	r = check_purpose(c, ds.id, ds.name, &pp, purpose_code, expires, override);
+	if (r < 0)
+		return r;
 	g.dataset_id = ds.id;
 	snprintf(g.dataset, sizeof(g.dataset), "%s", ds.name);
 	g.version = (uint32_t)version;
 	snprintf(g.purpose, sizeof(g.purpose), "%s", purpose);
+	snprintf(g.purpose_code, sizeof(g.purpose_code), "%s", purpose_code);
+	snprintf(g.consent_override, sizeof(g.consent_override), "%s", override);
 	g.not_before = not_before;
 	g.expires = expires;
 	g.granted_by_uid = c->who.uid;
 	snprintf(g.granted_by, sizeof(g.granted_by), "%s", subject_name(&c->who, uidbuf));
 	g.created = now;
+	g.approvals_required = c->d->cfg.approvals;
 	r = grants_add(c->d->grants, c->d->log, &c->who, &g);
 	if (r < 0)
 		return r;
-	*ret = json_pack("{s:o}", "grant", policy_grant_to_json(&g));
+	/* An active grant changes what the mount may show: ask the kernel to look again. */
+	if (c->d->fs && !g.approvals_required)
+		fusefs_invalidate_dataset(c->d->fs, g.dataset_id, g.dataset);
+	*ret = json_pack("{s:o, s:s}", "grant", policy_grant_to_json(&g), "state",
+			 g.approvals_required ? "pending_approval" : "active");
 	return *ret ? 0 : -ENOMEM;
 }
 
-static const char *grant_state(const struct policy_grant *g, int64_t now)
+int op_grant_approve(struct conn *c, const json_t *args, json_t **ret)
 {
-	if (g->revoked_at)
-		return "revoked";
-	if (now >= g->expires)
-		return "expired";
-	if (now < g->not_before)
-		return "not_yet_valid";
-	return "active";
+	static const char *const known[] = { "id", NULL };
+	struct policy_grant g;
+	uint64_t id;
+	int r;
+
+	if ((r = proto_args_known(args, known)) < 0 ||
+	    (r = proto_arg_u64(args, "id", true, UINT64_MAX >> 1, &id)) < 0)
+		return r;
+	r = grants_approve(c->d->grants, c->d->log, &c->who, id, time(NULL), &g);
+	if (r < 0)
+		return r;
+	if (c->d->fs && g.approvals >= g.approvals_required)
+		fusefs_invalidate_dataset(c->d->fs, g.dataset_id, g.dataset);
+	*ret = json_pack("{s:o, s:s, s:I, s:I}", "grant", policy_grant_to_json(&g), "state",
+			 g.approvals >= g.approvals_required ? "active" : "pending_approval",
+			 "approvals", (json_int_t)g.approvals, "approvals_required",
+			 (json_int_t)g.approvals_required);
+	return *ret ? 0 : -ENOMEM;
 }
 
 int op_grant_list(struct conn *c, const json_t *args, json_t **ret)
@@ -121,10 +198,12 @@ int op_grant_list(struct conn *c, const json_t *args, json_t **ret)
 
 		if (dataset && strcmp(dataset, g[i].dataset) != 0)
 			continue;
-		if (!all && strcmp(state, "active") != 0 && strcmp(state, "not_yet_valid") != 0)
+		if (!all && strcmp(state, "active") != 0 && strcmp(state, "not_yet_valid") != 0 &&
+		    strcmp(state, "pending_approval") != 0)
 			continue;
 		o = policy_grant_to_json(&g[i]);
 		if (!o || json_object_set_new(o, "state", json_string(state)) < 0 ||
+		    json_object_set_new(o, "approvals", json_integer(g[i].approvals)) < 0 ||
 		    (rv[i].grant_id &&
 		     json_object_set_new(o, "revocation", policy_revocation_to_json(&rv[i])) < 0) ||
 		    json_array_append_new(arr, o) < 0) {
@@ -157,4 +236,272 @@ int op_grant_revoke(struct conn *c, const json_t *args, json_t **ret)
 		fusefs_invalidate_dataset(c->d->fs, g.dataset_id, g.dataset);
 	*ret = json_pack("{s:o}", "revocation", policy_revocation_to_json(&rv));
 	return *ret ? 0 : -ENOMEM;
+}
+
+/* ---- Export as GA4GH visas ------------------------------------------------------------------- */
+
+/* "urn:enclave:dataset:<name>" or "...:<name>:version:<n>" (docs/POLICY.md section 9). */
+static json_t *visa_value(const struct policy_grant *g)
+{
+	char v[64 + POLICY_DATASET_MAX];
+
+	if (g->version)
+		snprintf(v, sizeof(v), "urn:enclave:dataset:%s:version:%u", g->dataset, g->version);
+	else
+		snprintf(v, sizeof(v), "urn:enclave:dataset:%s", g->dataset);
+	return json_string(v);
+}
+
+int op_grant_export(struct conn *c, const json_t *args, json_t **ret)
+{
+	static const char *const known[] = { "format", NULL };
+	_cleanup_free_ struct policy_grant *g = NULL;
+	const char *format = "ga4gh-visa";
+	int64_t now = time(NULL);
+	char host[256] = "localhost";
+	json_t *arr;
+	size_t n;
+	int r;
+
+	if ((r = proto_args_known(args, known)) < 0 ||
+	    (r = proto_arg_string(args, "format", false, 32, &format)) < 0)
+		return r;
+	if (strcmp(format, "ga4gh-visa") != 0)
+		return err_set(-EINVAL, "export format \"%.32s\" is not known (ga4gh-visa)", format);
+	if ((r = grants_snapshot(c->d->grants, &g, NULL, &n)) < 0)
+		return r;
+	if (gethostname(host, sizeof(host) - 1) < 0)
+		snprintf(host, sizeof(host), "localhost");
+	arr = json_array();
+	if (!arr)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++) {
+		struct policy_dataset dp;
+		char source[512];
+		json_t *visa, *o;
+
+		if (strcmp(grant_state(&g[i], now), "active") != 0)
+			continue;
+		if (grants_dataset_get(c->d->grants, g[i].dataset_id, &dp) == 0 && dp.controller[0])
+			snprintf(source, sizeof(source), "%s", dp.controller);
+		else
+			snprintf(source, sizeof(source), "urn:enclave:store:%s", host);
+		visa = json_pack("{s:s, s:I, s:o, s:s, s:s}", "type", "ControlledAccessGrants",
+				 "asserted", (json_int_t)g[i].created, "value", visa_value(&g[i]),
+				 "source", source, "by", "dac");
+		o = json_pack("{s:s, s:s, s:I, s:I, s:o, s:I}", "sub", g[i].principal,
+			      "enclave_principal_kind", g[i].kind == POLICY_USER ? "user" : "group",
+			      "iat", (json_int_t)now, "exp", (json_int_t)g[i].expires,
+			      "ga4gh_visa_v1", visa, "enclave_grant_id", (json_int_t)g[i].id);
+		if (!o || json_array_append_new(arr, o) < 0) {
+			json_decref(arr);
+			return -ENOMEM;
+		}
+	}
+	*ret = json_pack("{s:s, s:o}", "format", "ga4gh-visa", "visas", arr);
+	return *ret ? 0 : -ENOMEM;
+}
+
+/* ---- Deny rules ------------------------------------------------------------------------------ */
+
+/* After a deny change: drop what the kernel cached of the dataset, or of every dataset. */
+static int invalidate_one(void *ctx, const struct store_dataset_info *info)
+{
+	fusefs_invalidate_dataset(ctx, info->id, info->name);
+	return 0;
+}
+
+static void invalidate_deny(struct conn *c, const struct policy_deny *x)
+{
+	if (!c->d->fs)
+		return;
+	if (x->dataset_id)
+		fusefs_invalidate_dataset(c->d->fs, x->dataset_id, x->dataset);
+	else
+		store_dataset_foreach(c->d->st, invalidate_one, c->d->fs);
+}
+
+int op_deny_add(struct conn *c, const json_t *args, json_t **ret)
+{
+	static const char *const known[] = { "principal_kind", "principal", "dataset", "reason",
+					     NULL };
+	struct policy_deny x = { 0 };
+	struct store_dataset_info ds;
+	const char *kind, *principal = NULL, *dataset = NULL, *reason;
+	char uidbuf[16];
+	int r;
+
+	if ((r = proto_args_known(args, known)) < 0 ||
+	    (r = proto_arg_string(args, "principal_kind", true, 8, &kind)) < 0 ||
+	    (r = proto_arg_string(args, "principal", false, POLICY_NAME_MAX, &principal)) < 0 ||
+	    (r = proto_arg_string(args, "dataset", false, STORE_DATASET_NAME_MAX, &dataset)) < 0 ||
+	    (r = proto_arg_string(args, "reason", true, POLICY_REASON_MAX, &reason)) < 0)
+		return r;
+	if (strcmp(kind, "user") == 0)
+		x.kind = POLICY_USER;
+	else if (strcmp(kind, "group") == 0)
+		x.kind = POLICY_GROUP;
+	else if (strcmp(kind, "all") == 0)
+		x.kind = POLICY_EVERYONE;
+	else
+		return err_set(-EINVAL, "principal_kind must be \"user\", \"group\" or \"all\"");
+	if ((x.kind == POLICY_EVERYONE) != !principal)
+		return err_set(-EINVAL, "a deny rule names a principal, or has principal_kind "
+			       "\"all\" and none");
+	if (!*reason)
+		return err_set(-EINVAL, "a deny rule needs a reason");
+	if (principal &&
+	    (r = config_principal_resolve(x.kind, principal, &x.principal_id, x.principal)) < 0)
+		return r;
+	if (dataset) {
+		if ((r = get_dataset(c, dataset, &ds)) < 0)
+			return r;
+		x.dataset_id = ds.id;
+		snprintf(x.dataset, sizeof(x.dataset), "%s", ds.name);
+	}
+	snprintf(x.reason, sizeof(x.reason), "%s", reason);
+	x.by_uid = c->who.uid;
+	snprintf(x.by, sizeof(x.by), "%s", subject_name(&c->who, uidbuf));
+	x.created = time(NULL);
+	r = grants_deny_add(c->d->grants, c->d->log, &c->who, &x);
+	if (r < 0)
+		return r;
+	invalidate_deny(c, &x);
+	*ret = json_pack("{s:o}", "rule", policy_deny_to_json(&x));
+	return *ret ? 0 : -ENOMEM;
+}
+
+int op_deny_list(struct conn *c, const json_t *args, json_t **ret)
+{
+	static const char *const known[] = { "all", NULL };
+	_cleanup_free_ struct policy_deny *x = NULL;
+	bool all = false;
+	json_t *arr;
+	size_t n;
+	int r;
+
+	if ((r = proto_args_known(args, known)) < 0 ||
+	    (r = proto_arg_bool(args, "all", false, &all)) < 0 ||
+	    (r = grants_deny_snapshot(c->d->grants, &x, &n)) < 0)
+		return r;
+	arr = json_array();
+	if (!arr)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++) {
+		json_t *o;
+
+		if (x[i].removed_at && !all)
+			continue;
+		o = policy_deny_to_json(&x[i]);
+		if (!o || json_object_set_new(o, "state", json_string(x[i].removed_at ? "removed"
+										   : "active")) < 0 ||
+		    (x[i].removed_at &&
+		     json_object_set_new(o, "removed_at", jtime(x[i].removed_at)) < 0) ||
+		    json_array_append_new(arr, o) < 0) {
+			json_decref(o);
+			json_decref(arr);
+			return -ENOMEM;
+		}
+	}
+	*ret = json_pack("{s:o}", "rules", arr);
+	return *ret ? 0 : -ENOMEM;
+}
+
+int op_deny_remove(struct conn *c, const json_t *args, json_t **ret)
+{
+	static const char *const known[] = { "id", NULL };
+	struct policy_deny x;
+	uint64_t id;
+	int r;
+
+	if ((r = proto_args_known(args, known)) < 0 ||
+	    (r = proto_arg_u64(args, "id", true, UINT64_MAX >> 1, &id)) < 0)
+		return r;
+	r = grants_deny_remove(c->d->grants, c->d->log, &c->who, id, time(NULL), &x);
+	if (r < 0)
+		return r;
+	invalidate_deny(c, &x);
+	*ret = json_pack("{s:I, s:o}", "removed", (json_int_t)id, "at", jtime(x.removed_at));
+	return *ret ? 0 : -ENOMEM;
+}
+
+/* ---- Why? ------------------------------------------------------------------------------------ */
+
+/* The subject a user name or uid stands for, with its groups from NSS. */
+static int subject_of(const char *user, struct policy_subject *ret)
+{
+	char buf[16384];
+	struct passwd pw, *res = NULL;
+	bool numeric = user[0] >= '0' && user[0] <= '9';
+	unsigned long long v = 0;
+	char *end;
+	int r;
+
+	if (numeric) {
+		errno = 0;
+		v = strtoull(user, &end, 10);
+		if (errno || *end || v >= UINT32_MAX)
+			return err_set(-EINVAL, "bad user id \"%.32s\"", user);
+		r = getpwuid_r((uid_t)v, &pw, buf, sizeof(buf), &res);
+	} else {
+		r = getpwnam_r(user, &pw, buf, sizeof(buf), &res);
+	}
+	if (r || !res)
+		return err_set(-ESRCH, "no such user \"%.64s\"", user);
+	r = policy_subject_lookup(res->pw_uid, res->pw_gid, ret);
+	if (r < 0)
+		return err_set(r, "user \"%.64s\": cannot read its groups", user);
+	return 0;
+}
+
+int op_access_check(struct conn *c, const json_t *args, json_t **ret)
+{
+	static const char *const known[] = { "user", "dataset", "version", NULL };
+	_cleanup_free_ struct policy_grant *g = NULL;
+	_cleanup_free_ struct policy_deny *x = NULL;
+	_cleanup_free_ struct policy_subject *who = NULL;
+	struct store_dataset_info ds;
+	struct policy_decision d;
+	const char *user, *dataset;
+	uint64_t version = 0;
+	json_t *o, *groups;
+	size_t n, nx;
+	int r;
+
+	if ((r = proto_args_known(args, known)) < 0 ||
+	    (r = proto_arg_string(args, "user", true, POLICY_NAME_MAX, &user)) < 0 ||
+	    (r = proto_arg_string(args, "dataset", true, STORE_DATASET_NAME_MAX, &dataset)) < 0 ||
+	    (r = proto_arg_u64(args, "version", false, UINT32_MAX, &version)) < 0)
+		return r;
+	who = calloc(1, sizeof(*who));
+	if (!who)
+		return -ENOMEM;
+	if ((r = subject_of(user, who)) < 0 || (r = get_dataset(c, dataset, &ds)) < 0)
+		return r;
+	d = grants_decide(c->d->grants, who, ds.id, (uint32_t)version, time(NULL));
+	groups = json_array();
+	for (size_t i = 0; groups && i < who->ngids; i++)
+		json_array_append_new(groups, json_integer(who->gids[i]));
+	o = json_pack("{s:s, s:I, s:o, s:s, s:I, s:s, s:s, s:s}", "user", who->user, "uid",
+		      (json_int_t)who->uid, "gids", groups, "dataset", ds.name, "version",
+		      (json_int_t)version, "decision", d.reason == POLICY_ALLOW ? "allow" : "deny",
+		      "reason", policy_reason_name(d.reason), "text", policy_reason_text(d.reason));
+	if (!o)
+		return -ENOMEM;
+	if (d.grant_id && grants_snapshot(c->d->grants, &g, NULL, &n) == 0) {
+		for (size_t i = 0; i < n; i++)
+			if (g[i].id == d.grant_id)
+				json_object_set_new(o, "grant", policy_grant_to_json(&g[i]));
+	}
+	if (d.rule_id && grants_deny_snapshot(c->d->grants, &x, &nx) == 0) {
+		for (size_t i = 0; i < nx; i++)
+			if (x[i].id == d.rule_id)
+				json_object_set_new(o, "rule", policy_deny_to_json(&x[i]));
+	}
+	if (d.code) {
+		json_object_set_new(o, "code", json_string(policy_duo_name(d.code)));
+		json_object_set_new(o, "code_id", json_string(policy_duo_id(d.code)));
+	}
+	*ret = o;
+	return 0;
 }

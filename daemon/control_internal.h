@@ -43,6 +43,13 @@ int op_import_abort(struct conn *c, const json_t *args, json_t **ret);
 int op_grant_add(struct conn *c, const json_t *args, json_t **ret);
 int op_grant_list(struct conn *c, const json_t *args, json_t **ret);
 int op_grant_revoke(struct conn *c, const json_t *args, json_t **ret);
+int op_grant_approve(struct conn *c, const json_t *args, json_t **ret);
+int op_grant_export(struct conn *c, const json_t *args, json_t **ret);
+int op_deny_add(struct conn *c, const json_t *args, json_t **ret);
+int op_deny_list(struct conn *c, const json_t *args, json_t **ret);
+int op_deny_remove(struct conn *c, const json_t *args, json_t **ret);
+int op_access_check(struct conn *c, const json_t *args, json_t **ret);
+int op_dataset_set(struct conn *c, const json_t *args, json_t **ret);
 int op_audit_show(struct conn *c, const json_t *args, json_t **ret);
 
 /* End the connection's import, if any: committed or not, it is abandoned and recorded with err. */

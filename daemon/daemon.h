@@ -33,16 +33,27 @@ struct config_principal {
 	char name[POLICY_NAME_MAX + 1];      /* as written (a name, or the decimal id) */
 };
 
+#define CONFIG_APPROVALS_DEFAULT 1        /* "approvals" when absent: four eyes */
+#define CONFIG_MAX_GRANT_DAYS_DEFAULT 365
+#define CONFIG_MAX_GRANT_DAYS_MAX 3650   /* ten years */
+
 struct config {
 	size_t nstewards, nauditors;
 	struct config_principal stewards[CONFIG_PRINCIPALS_MAX];
 	struct config_principal auditors[CONFIG_PRINCIPALS_MAX];
+	/* Approvals by other stewards a new grant needs before it is in force, 0 to
+	 * POLICY_APPROVALS_MAX (0: a request is active at once, for demo stores). */
+	uint32_t approvals;
+	/* The longest a grant may run, from its request to its expiry, 1 to
+	 * CONFIG_MAX_GRANT_DAYS_MAX days. */
+	uint32_t max_grant_days;
 };
 
-/* Parse configuration text: lines "steward = user:NAME|group:NAME|user:UID|group:GID" or
- * "auditor = ...", blank lines and '#' comments. Names are resolved through NSS now. -EINVAL with
+/* Parse configuration text: lines "steward = user:NAME|group:NAME|user:UID|group:GID",
+ * "auditor = ...", "approvals = N" (0..8, once; default 1), "max_grant_days = N" (1..3650, once;
+ * default 365), blank lines and '#' comments. Names are resolved through NSS now. -EINVAL with
  * err_detail() naming the line for anything else (unknown key, bad value, unknown name, too many
- * entries, a NUL byte); -E2BIG text over CONFIG_MAX_BYTES. */
+ * entries, a setting given twice, a NUL byte); -E2BIG text over CONFIG_MAX_BYTES. */
 int config_parse(const char *text, size_t len, struct config *ret_cfg);
 /* Read and parse <store_dir>/enclave.conf (opened O_NOFOLLOW; must not be writable by group or
  * others, since it decides who administers the store). */
@@ -67,22 +78,64 @@ void grants_free(struct grants *gs);
  * long (the table is read under a read lock). */
 struct policy_decision grants_decide(struct grants *gs, const struct policy_subject *who,
 				     uint64_t dataset_id, uint32_t version, int64_t now);
-/* Record a new grant: g->id is assigned here (a counter kept in the store, so an id the audit log
- * has seen is never handed out again). Order: id counter, then the audit record `grant`, then the
- * grant record, then the table. Any failure leaves the table unchanged. */
+/* Record a new grant (request): g->id is assigned here (a counter kept in the store, so an id
+ * the audit log has seen is never handed out again); g->approvals_required is the caller's (the
+ * store setting); an empty g->purpose_code becomes "general". Order: id counter, then the audit
+ * record `grant_request`, then the grant record, then the table. Any failure leaves the table
+ * unchanged. With approvals_required 0 the grant is in force at once. */
 int grants_add(struct grants *gs, struct audit_log *log, const struct policy_subject *by,
 	       struct policy_grant *g);
+/* Approve pending grant id as steward `by` at now: audit record `grant_approve`, then the approval
+ * record, then the table. -ENOENT no such grant; -EPERM `by` requested it, or is its grantee (the
+ * user, or a member of the group); -EEXIST `by` approved it already; -EALREADY it needs no more
+ * approvals; -ESTALE it was revoked or has expired. *ret_grant (may be NULL): the grant after. */
+int grants_approve(struct grants *gs, struct audit_log *log, const struct policy_subject *by,
+		   uint64_t id, int64_t now, struct policy_grant *ret_grant);
 /* Revoke grant id: audit record `revoke`, then the revocation record, then the table.
  * -ENOENT no such grant; -EEXIST already revoked. *ret_grant (may be NULL) is the grant. */
 int grants_revoke(struct grants *gs, struct audit_log *log, const struct policy_subject *by,
 		  uint64_t id, const char *reason, int64_t now, struct policy_grant *ret_grant,
 		  struct policy_revocation *ret_rev);
 /* A copy of the table for listing: *ret_grants (malloc'd, caller frees) of *ret_n grants, with
- * revoked_at folded in, by id. ret_revs (may be NULL) gets the matching revocations (same order;
- * grant_id 0 where none). */
+ * revoked_at and approvals folded in, by id. ret_revs (may be NULL) gets the matching revocations
+ * (same order; grant_id 0 where none). */
 int grants_snapshot(struct grants *gs, struct policy_grant **ret_grants,
 		    struct policy_revocation **ret_revs, size_t *ret_n);
+/* The approvals of grant id (malloc'd; caller frees), in the order they were given. */
+int grants_approvals(struct grants *gs, uint64_t id, struct policy_approval **ret_approvals,
+		     size_t *ret_n);
 size_t grants_count(struct grants *gs);
+
+/* Add deny rule x: x->id is assigned (from the grant id counter); audit record `deny_add`, then
+ * the rule record, then the table. */
+int grants_deny_add(struct grants *gs, struct audit_log *log, const struct policy_subject *by,
+		    struct policy_deny *x);
+/* Remove deny rule id at now: audit record `deny_remove`, then the removal record, then the
+ * table. -ENOENT no such rule; -EEXIST already removed. *ret_deny (may be NULL): the rule. */
+int grants_deny_remove(struct grants *gs, struct audit_log *log, const struct policy_subject *by,
+		       uint64_t id, int64_t now, struct policy_deny *ret_deny);
+/* A copy of the deny rules (malloc'd, caller frees), removals folded in, by id. */
+int grants_deny_snapshot(struct grants *gs, struct policy_deny **ret_denies, size_t *ret_n);
+
+/* The policy record of dataset_id (consent codes, controller, cache mode). -ENOENT: none, which
+ * means no consent codes, no controller, direct I/O. */
+int grants_dataset_get(struct grants *gs, uint64_t dataset_id, struct policy_dataset *ret_policy);
+/* Write dataset p's policy record (replacing any): audit record `event` ("dataset_policy" or
+ * "dataset_set") with the record, then the record, then the table. */
+int grants_dataset_set(struct grants *gs, struct audit_log *log, const struct policy_subject *by,
+		       const struct policy_dataset *p, const char *event);
+/* True when a steward marked the dataset `dataset set --cache kernel`. */
+bool grants_cache_kernel(struct grants *gs, uint64_t dataset_id);
+
+/* Start a thread that calls changed(ctx, dataset_id, name) for each dataset one of whose grants
+ * crossed its not_before or its expiry since the last look (it looks every 250 ms, so within 1 s),
+ * so the mount can drop what the kernel cached. changed runs on that thread with no lock held.
+ * -EBUSY already started. */
+int grants_watch_start(struct grants *gs,
+		       void (*changed)(void *ctx, uint64_t dataset_id, const char *name),
+		       void *ctx);
+/* Stop and join the thread; fine when it was never started. grants_free() calls it too. */
+void grants_watch_stop(struct grants *gs);
 
 /* ---- The daemon ------------------------------------------------------------------------------ */
 

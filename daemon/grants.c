@@ -1,9 +1,15 @@
 /* grants: the daemon's grant table, kept in the store's policy records.
  *
- * Records (store_policy_put; docs/POLICY.md):
- *   "n"            be64: the next grant id to hand out
- *   "g" || be64 id  a grant, as policy_grant_to_json writes it (immutable once written)
- *   "r" || be64 id  that grant's revocation, policy_revocation_to_json
+ * Records (store_policy_put; docs/POLICY.md, docs/FORMAT.md 6.8), in key order, which is the
+ * order they load in (so a record always comes after the one it refers to):
+ *   "c" || be64 dataset id          the dataset's policy (consent codes, controller, cache mode);
+ *                                   replaced when amended
+ *   "d" || be64 id                  a deny rule (immutable)
+ *   "e" || be64 id                  that rule's removal
+ *   "g" || be64 id                  a grant, as policy_grant_to_json writes it (immutable)
+ *   "h" || be64 id || be32 uid      an approval of grant id by steward uid (immutable)
+ *   "n"                             be64: the next id to hand out (grants and deny rules)
+ *   "r" || be64 id                  that grant's revocation, policy_revocation_to_json
  *
  * Locking: `lock` is a rwlock over the table; decisions take it shared, changes exclusive. A
  * change holds `change_lock` across its audit append and store writes, so changes are serialised
@@ -14,12 +20,17 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "common/common.h"
 #include "common/err.h"
 #include "daemon/daemon.h"
 
 #define GRANTS_MAX (1u << 20)   /* a store with more grants than this is refused */
+#define DENIES_MAX (1u << 16)   /* deny rules, the same */
+#define APPROVALS_MAX (GRANTS_MAX * 2u)
+#define DATASETS_MAX (1u << 16) /* dataset policy records */
+#define WATCH_INTERVAL_MS 250   /* how often the watch thread looks at the clock */
 
 struct grants {
 	struct store *st;
@@ -27,9 +38,102 @@ struct grants {
 	pthread_mutex_t change_lock;
 	uint64_t next_id;                  /* under change_lock */
 	size_t n, cap;                     /* under lock */
-	struct policy_grant *g;            /* by id; revoked_at folded in */
+	struct policy_grant *g;            /* by id; revoked_at and approvals folded in */
 	struct policy_revocation *rev;     /* rev[i] for g[i]; grant_id 0 where not revoked */
+	size_t nap, capap;                 /* under lock */
+	struct policy_approval *ap;        /* every approval, in the order given */
+	size_t ndn, capdn;                 /* under lock */
+	struct policy_deny *dn;            /* by id; removed_at folded in */
+	size_t ndp, capdp;                 /* under lock */
+	struct policy_dataset *dp;         /* by dataset_id */
+	/* The watch thread (grants_watch_start); watch_lock guards watch_stop and watching. */
+	pthread_mutex_t watch_lock;
+	pthread_cond_t watch_cond;
+	pthread_t watch_thread;
+	bool watching, watch_stop;
+	void (*changed)(void *ctx, uint64_t dataset_id, const char *name);
+	void *changed_ctx;
 };
+
+/* Make room for one more element in *arr (count n, capacity *cap, at most max). */
+static int grow_array(void **arr, size_t elem, size_t n, size_t *cap, size_t max, const char *what)
+{
+	size_t c;
+	void *p;
+
+	if (n < *cap)
+		return 0;
+	if (n >= max)
+		return err_set(-ENOSPC, "more than %zu %s", max, what);
+	c = *cap ? *cap * 2 : 16;
+	p = realloc(*arr, c * elem);
+	if (!p)
+		return -ENOMEM;
+	*arr = p;
+	*cap = c;
+	return 0;
+}
+
+static ssize_t find_deny(const struct grants *gs, uint64_t id)
+{
+	for (size_t lo = 0, hi = gs->ndn; lo < hi;) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (gs->dn[mid].id == id)
+			return (ssize_t)mid;
+		if (gs->dn[mid].id < id)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return -1;
+}
+
+static ssize_t find_dataset(const struct grants *gs, uint64_t dsid)
+{
+	for (size_t lo = 0, hi = gs->ndp; lo < hi;) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (gs->dp[mid].dataset_id == dsid)
+			return (ssize_t)mid;
+		if (gs->dp[mid].dataset_id < dsid)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return -1;
+}
+
+/* Insert or replace p, keeping dp sorted. Under the write lock (or while loading). */
+static int dataset_put(struct grants *gs, const struct policy_dataset *p)
+{
+	ssize_t i = find_dataset(gs, p->dataset_id);
+	size_t at = 0;
+	int r;
+
+	if (i >= 0) {
+		gs->dp[i] = *p;
+		return 0;
+	}
+	r = grow_array((void **)&gs->dp, sizeof(*gs->dp), gs->ndp, &gs->capdp, DATASETS_MAX,
+		       "dataset policies");
+	if (r < 0)
+		return r;
+	while (at < gs->ndp && gs->dp[at].dataset_id < p->dataset_id)
+		at++;
+	memmove(&gs->dp[at + 1], &gs->dp[at], (gs->ndp - at) * sizeof(*gs->dp));
+	gs->dp[at] = *p;
+	gs->ndp++;
+	return 0;
+}
+
+static bool approved_by(const struct grants *gs, uint64_t id, uint32_t uid)
+{
+	for (size_t i = 0; i < gs->nap; i++)
+		if (gs->ap[i].grant_id == id && gs->ap[i].by_uid == uid)
+			return true;
+	return false;
+}
 
 static int grow(struct grants *gs)
 {
@@ -82,7 +186,101 @@ static int parse_record(const void *val, size_t vlen, json_t **ret)
 	return 0;
 }
 
-/* Records come in key order: "g..." before "n" before "r...", ids ascending within each. */
+/* One record of kind k[0] from its JSON; the key's id (and, for an approval, uid) must match the
+ * record's. The key's length was checked by the caller. */
+static int load_json_record(struct grants *gs, const uint8_t *k, json_t *j)
+{
+	uint64_t kid = get_be64(k + 1);
+	ssize_t i;
+	int r;
+
+	switch (k[0]) {
+	case 'c': {
+		struct policy_dataset p;
+
+		if ((r = policy_dataset_from_json(j, &p)) < 0)
+			return r;
+		if (p.dataset_id != kid)
+			return err_set(-EBADMSG, "holds the policy of dataset %llu",
+				       (unsigned long long)p.dataset_id);
+		return dataset_put(gs, &p);
+	}
+	case 'd': {
+		struct policy_deny x;
+
+		if ((r = policy_deny_from_json(j, &x)) < 0)
+			return r;
+		if (x.id != kid || (gs->ndn && gs->dn[gs->ndn - 1].id >= x.id))
+			return err_set(-EBADMSG, "holds deny rule %llu", (unsigned long long)x.id);
+		r = grow_array((void **)&gs->dn, sizeof(*gs->dn), gs->ndn, &gs->capdn, DENIES_MAX,
+			       "deny rules");
+		if (r < 0)
+			return r;
+		gs->dn[gs->ndn++] = x;
+		gs->next_id = MAX(gs->next_id, x.id + 1);
+		return 0;
+	}
+	case 'e': {
+		struct policy_deny_removal x;
+
+		if ((r = policy_deny_removal_from_json(j, &x)) < 0)
+			return r;
+		i = find_deny(gs, x.deny_id);
+		if (x.deny_id != kid || i < 0)
+			return err_set(-EBADMSG, "does not match a deny rule");
+		gs->dn[i].removed_at = x.at;
+		return 0;
+	}
+	case 'g': {
+		struct policy_grant g;
+
+		if ((r = policy_grant_from_json(j, &g)) < 0)
+			return r;
+		if (g.id != kid || (gs->n && gs->g[gs->n - 1].id >= g.id))
+			return err_set(-EBADMSG, "holds grant %llu", (unsigned long long)g.id);
+		r = grow(gs);
+		if (r < 0)
+			return r;
+		gs->g[gs->n] = g;
+		gs->rev[gs->n] = (struct policy_revocation){ 0 };
+		gs->n++;
+		gs->next_id = MAX(gs->next_id, g.id + 1);
+		return 0;
+	}
+	case 'h': {
+		struct policy_approval a;
+
+		if ((r = policy_approval_from_json(j, &a)) < 0)
+			return r;
+		i = find(gs, a.grant_id);
+		if (a.grant_id != kid || a.by_uid != get_be32(k + 9) || i < 0)
+			return err_set(-EBADMSG, "does not match a grant");
+		r = grow_array((void **)&gs->ap, sizeof(*gs->ap), gs->nap, &gs->capap,
+			       APPROVALS_MAX, "approvals");
+		if (r < 0)
+			return r;
+		gs->ap[gs->nap++] = a;
+		gs->g[i].approvals++;
+		return 0;
+	}
+	case 'r': {
+		struct policy_revocation rv;
+
+		if ((r = policy_revocation_from_json(j, &rv)) < 0)
+			return r;
+		i = find(gs, rv.grant_id);
+		if (rv.grant_id != kid || i < 0)
+			return err_set(-EBADMSG, "does not match a grant");
+		gs->rev[i] = rv;
+		gs->g[i].revoked_at = rv.at;
+		return 0;
+	}
+	}
+	return err_set(-EBADMSG, "unknown record type");
+}
+
+/* Records come in key order: "c", "d", "e", "g", "h", "n", "r" (see the top of this file), ids
+ * ascending within each, so a removal, approval or revocation follows what it refers to. */
 static int load_one(void *ctx, const void *key, size_t klen, const void *val, size_t vlen)
 {
 	struct grants *gs = ctx;
@@ -96,53 +294,18 @@ static int load_one(void *ctx, const void *key, size_t klen, const void *val, si
 		gs->next_id = MAX(gs->next_id, get_be64(val));
 		return 0;
 	}
-	if (klen != 9 || (k[0] != 'g' && k[0] != 'r'))
+	if (!((klen == 9 && strchr("cdegr", k[0]) && k[0]) || (klen == 13 && k[0] == 'h')))
 		return err_set(-EBADMSG, "unknown policy record key (%zu bytes, 0x%02x...)", klen,
 			       klen ? k[0] : 0);
 	r = parse_record(val, vlen, &j);
-	if (r < 0)
-		goto out;
-	if (k[0] == 'g') {
-		struct policy_grant g;
-
-		r = policy_grant_from_json(j, &g);
-		if (r < 0)
-			goto out;
-		if (g.id != get_be64(k + 1)) {
-			r = err_set(-EBADMSG, "grant record %llu holds grant %llu",
-				    (unsigned long long)get_be64(k + 1), (unsigned long long)g.id);
-			goto out;
-		}
-		r = grow(gs);
-		if (r < 0)
-			goto out;
-		gs->g[gs->n] = g;
-		gs->rev[gs->n] = (struct policy_revocation){ 0 };
-		gs->n++;
-		gs->next_id = MAX(gs->next_id, g.id + 1);
-	} else {
-		struct policy_revocation rv;
-		ssize_t i;
-
-		r = policy_revocation_from_json(j, &rv);
-		if (r < 0)
-			goto out;
-		i = find(gs, rv.grant_id);
-		if (rv.grant_id != get_be64(k + 1) || i < 0) {
-			r = err_set(-EBADMSG, "revocation record %llu does not match a grant",
-				    (unsigned long long)get_be64(k + 1));
-			goto out;
-		}
-		gs->rev[i] = rv;
-		gs->g[i].revoked_at = rv.at;
-	}
-out:
+	if (r == 0)
+		r = load_json_record(gs, k, j);
 	json_decref(j);
-	if (r < 0 && k[0] != 'n') {
+	if (r < 0) {
 		char why[ERR_DETAIL_MAX];
 
 		snprintf(why, sizeof(why), "%s", err_detail());
-		r = err_set(r, "policy record %c%llu: %s", k[0],
+		r = err_set(r == -ENOMEM ? r : -EBADMSG, "policy record %c%llu: %s", k[0],
 			    (unsigned long long)get_be64(k + 1), why);
 	}
 	return r;
@@ -159,6 +322,8 @@ int grants_load(struct store *st, struct grants **ret_grants)
 	gs->next_id = 1;
 	pthread_rwlock_init(&gs->lock, NULL);
 	pthread_mutex_init(&gs->change_lock, NULL);
+	pthread_mutex_init(&gs->watch_lock, NULL);
+	pthread_cond_init(&gs->watch_cond, NULL);
 	r = store_policy_foreach(st, load_one, gs);
 	if (r < 0) {
 		grants_free(gs);
@@ -172,10 +337,16 @@ void grants_free(struct grants *gs)
 {
 	if (!gs)
 		return;
+	grants_watch_stop(gs);
 	pthread_rwlock_destroy(&gs->lock);
 	pthread_mutex_destroy(&gs->change_lock);
+	pthread_mutex_destroy(&gs->watch_lock);
+	pthread_cond_destroy(&gs->watch_cond);
 	free(gs->g);
 	free(gs->rev);
+	free(gs->ap);
+	free(gs->dn);
+	free(gs->dp);
 	free(gs);
 }
 
@@ -184,15 +355,23 @@ struct policy_decision grants_decide(struct grants *gs, const struct policy_subj
 {
 	struct policy_decision d;
 
+	struct policy_input in;
+	ssize_t i;
+
 	pthread_rwlock_rdlock(&gs->lock);
-	d = policy_decide(who, dataset_id, version, now, gs->g, gs->n);
+	i = find_dataset(gs, dataset_id);
+	in = (struct policy_input){ .grants = gs->g, .ngrants = gs->n, .denies = gs->dn,
+				    .ndenies = gs->ndn, .duo = i >= 0 ? gs->dp[i].duo : NULL,
+				    .nduo = i >= 0 ? gs->dp[i].nduo : 0 };
+	d = policy_evaluate(who, dataset_id, version, now, &in);
 	pthread_rwlock_unlock(&gs->lock);
 	return d;
 }
 
-static int put_json(struct grants *gs, char type, uint64_t id, json_t *j)
+/* Write record type||be64 id [|| be32 sub] (sub < 0: none) holding j (taken over). */
+static int put_json_sub(struct grants *gs, char type, uint64_t id, int64_t sub, json_t *j)
 {
-	uint8_t key[9];
+	uint8_t key[13];
 	char *text;
 	int r;
 
@@ -204,9 +383,41 @@ static int put_json(struct grants *gs, char type, uint64_t id, json_t *j)
 		return -ENOMEM;
 	key[0] = (uint8_t)type;
 	put_be64(key + 1, id);
-	r = store_policy_put(gs->st, key, sizeof(key), text, strlen(text));
+	if (sub >= 0)
+		put_be32(key + 9, (uint32_t)sub);
+	r = store_policy_put(gs->st, key, sub >= 0 ? 13 : 9, text, strlen(text));
 	free(text);
 	return r;
+}
+
+static int put_json(struct grants *gs, char type, uint64_t id, json_t *j)
+{
+	return put_json_sub(gs, type, id, -1, j);
+}
+
+/* A steward's name for records: the user name, or the uid when it has none. */
+static void by_name(const struct policy_subject *by, char out[static POLICY_NAME_MAX + 1])
+{
+	if (by->user[0])
+		snprintf(out, POLICY_NAME_MAX + 1, "%s", by->user);
+	else
+		snprintf(out, POLICY_NAME_MAX + 1, "%u", by->uid);
+}
+
+/* Take the next id and make it durable before anything refers to it. Under change_lock. */
+static int take_id(struct grants *gs, uint64_t *ret_id)
+{
+	uint8_t counter[8];
+	uint64_t id = gs->next_id;
+	int r;
+
+	put_be64(counter, id + 1);
+	r = store_policy_put(gs->st, "n", 1, counter, sizeof(counter));
+	if (r < 0)
+		return r;
+	gs->next_id = id + 1;
+	*ret_id = id;
+	return 0;
 }
 
 int daemon_audit_subject(json_t *rec, const struct policy_subject *who)
@@ -222,28 +433,31 @@ int daemon_audit_subject(json_t *rec, const struct policy_subject *who)
 int grants_add(struct grants *gs, struct audit_log *log, const struct policy_subject *by,
 	       struct policy_grant *g)
 {
-	uint8_t counter[8];
 	json_t *rec = NULL;
 	uint64_t id;
 	int r;
 
 	pthread_mutex_lock(&gs->change_lock);
-	id = gs->next_id;
-	g->id = id;
+	g->id = gs->next_id;
 	g->revoked_at = 0;
+	g->approvals = 0;
+	if (!g->purpose_code[0])
+		snprintf(g->purpose_code, sizeof(g->purpose_code), "general");
 	r = policy_grant_validate(g);
 	if (r < 0)
 		goto out;
 	/* The counter first: an id that reaches the audit log is never handed out again, even if
 	 * the grant record below is never written. */
-	put_be64(counter, id + 1);
-	r = store_policy_put(gs->st, "n", 1, counter, sizeof(counter));
+	r = take_id(gs, &id);
 	if (r < 0)
 		goto out;
-	gs->next_id = id + 1;
-	rec = json_pack("{s:s, s:I, s:o}", "event", "grant", "grant_id", (json_int_t)id, "grant",
-			policy_grant_to_json(g));
-	if (!rec || daemon_audit_subject(rec, by) < 0) {
+	rec = json_pack("{s:s, s:I, s:o, s:s}", "event", "grant_request", "grant_id",
+			(json_int_t)id, "grant", policy_grant_to_json(g), "state",
+			g->approvals_required ? "pending_approval" : "active");
+	if (!rec || daemon_audit_subject(rec, by) < 0 ||
+	    json_object_set_new(rec, "dataset", audit_string(g->dataset)) < 0 ||
+	    (g->consent_override[0] &&
+	     json_object_set_new(rec, "consent_override", audit_string(g->consent_override)) < 0)) {
 		r = -ENOMEM;
 		goto out;
 	}
@@ -262,6 +476,100 @@ int grants_add(struct grants *gs, struct audit_log *log, const struct policy_sub
 		gs->n++;
 	}
 	pthread_rwlock_unlock(&gs->lock);
+out:
+	json_decref(rec);
+	pthread_mutex_unlock(&gs->change_lock);
+	return r;
+}
+
+/* Is `who` the grantee of g: its user, or a member of its group? */
+static bool is_grantee(const struct policy_grant *g, const struct policy_subject *who)
+{
+	if (g->kind == POLICY_USER)
+		return g->principal_id == who->uid;
+	for (size_t i = 0; i < MIN(who->ngids, (size_t)POLICY_GROUPS_MAX); i++)
+		if (who->gids[i] == g->principal_id)
+			return true;
+	return false;
+}
+
+int grants_approve(struct grants *gs, struct audit_log *log, const struct policy_subject *by,
+		   uint64_t id, int64_t now, struct policy_grant *ret_grant)
+{
+	struct policy_approval a = { .grant_id = id, .by_uid = by->uid, .at = now };
+	struct policy_grant g;
+	json_t *rec = NULL;
+	ssize_t i;
+	int r;
+
+	pthread_mutex_lock(&gs->change_lock);
+	/* Only changes write the table, and they hold change_lock: reading it here is safe. */
+	i = find(gs, id);
+	if (i < 0) {
+		r = err_set(-ENOENT, "no grant with id %llu", (unsigned long long)id);
+		goto out;
+	}
+	g = gs->g[i];
+	if (g.granted_by_uid == by->uid) {
+		r = err_set(-EPERM, "grant %llu was requested by you (uid %u): another steward must "
+			    "approve it", (unsigned long long)id, by->uid);
+		goto out;
+	}
+	if (is_grantee(&g, by)) {
+		r = err_set(-EPERM, "grant %llu gives access to you (%s %s): its grantee cannot "
+			    "approve it", (unsigned long long)id,
+			    g.kind == POLICY_USER ? "user" : "a member of group", g.principal);
+		goto out;
+	}
+	if (g.revoked_at) {
+		r = err_set(-ESTALE, "grant %llu was revoked", (unsigned long long)id);
+		goto out;
+	}
+	if (now >= g.expires) {
+		r = err_set(-ESTALE, "grant %llu has expired", (unsigned long long)id);
+		goto out;
+	}
+	if (approved_by(gs, id, by->uid)) {
+		r = err_set(-EEXIST, "you (uid %u) approved grant %llu already", by->uid,
+			    (unsigned long long)id);
+		goto out;
+	}
+	if (g.approvals >= g.approvals_required) {
+		r = err_set(-EALREADY, "grant %llu needs no more approvals (%u of %u)",
+			    (unsigned long long)id, g.approvals, g.approvals_required);
+		goto out;
+	}
+	by_name(by, a.by);
+	r = policy_approval_validate(&a);
+	if (r < 0)
+		goto out;
+	rec = json_pack("{s:s, s:I, s:s, s:I, s:I}", "event", "grant_approve", "grant_id",
+			(json_int_t)id, "state",
+			g.approvals + 1 >= g.approvals_required ? "active" : "pending_approval",
+			"approvals", (json_int_t)g.approvals + 1, "approvals_required",
+			(json_int_t)g.approvals_required);
+	if (!rec || daemon_audit_subject(rec, by) < 0 ||
+	    json_object_set_new(rec, "dataset", audit_string(g.dataset)) < 0) {
+		r = -ENOMEM;
+		goto out;
+	}
+	r = audit_append(log, rec, NULL);
+	if (r < 0)
+		goto out;
+	r = put_json_sub(gs, 'h', id, by->uid, policy_approval_to_json(&a));
+	if (r < 0)
+		goto out;
+	pthread_rwlock_wrlock(&gs->lock);
+	r = grow_array((void **)&gs->ap, sizeof(*gs->ap), gs->nap, &gs->capap, APPROVALS_MAX,
+		       "approvals");
+	if (r == 0) {
+		gs->ap[gs->nap++] = a;
+		gs->g[i].approvals++;
+		g = gs->g[i];
+	}
+	pthread_rwlock_unlock(&gs->lock);
+	if (r == 0 && ret_grant)
+		*ret_grant = g;
 out:
 	json_decref(rec);
 	pthread_mutex_unlock(&gs->change_lock);
@@ -291,10 +599,7 @@ int grants_revoke(struct grants *gs, struct audit_log *log, const struct policy_
 		goto out;
 	}
 	/* A steward without a user name is recorded by number. */
-	if (by->user[0])
-		snprintf(rv.by, sizeof(rv.by), "%s", by->user);
-	else
-		snprintf(rv.by, sizeof(rv.by), "%u", by->uid);
+	by_name(by, rv.by);
 	if (strlen(reason ? reason : "") > POLICY_REASON_MAX) {
 		r = err_set(-EINVAL, "reason is longer than %d bytes", POLICY_REASON_MAX);
 		goto out;
@@ -369,4 +674,306 @@ size_t grants_count(struct grants *gs)
 	n = gs->n;
 	pthread_rwlock_unlock(&gs->lock);
 	return n;
+}
+
+int grants_approvals(struct grants *gs, uint64_t id, struct policy_approval **ret_approvals,
+		     size_t *ret_n)
+{
+	struct policy_approval *a;
+	size_t n = 0;
+
+	pthread_rwlock_rdlock(&gs->lock);
+	a = malloc(MAX(gs->nap, 1) * sizeof(*a));
+	for (size_t i = 0; a && i < gs->nap; i++)
+		if (gs->ap[i].grant_id == id)
+			a[n++] = gs->ap[i];
+	pthread_rwlock_unlock(&gs->lock);
+	if (!a)
+		return -ENOMEM;
+	*ret_approvals = a;
+	*ret_n = n;
+	return 0;
+}
+
+/* ---- Deny rules ------------------------------------------------------------------------------ */
+
+int grants_deny_add(struct grants *gs, struct audit_log *log, const struct policy_subject *by,
+		    struct policy_deny *x)
+{
+	json_t *rec = NULL;
+	uint64_t id;
+	int r;
+
+	pthread_mutex_lock(&gs->change_lock);
+	x->id = gs->next_id;
+	x->removed_at = 0;
+	r = policy_deny_validate(x);
+	if (r < 0)
+		goto out;
+	r = take_id(gs, &id);
+	if (r < 0)
+		goto out;
+	rec = json_pack("{s:s, s:I, s:o}", "event", "deny_add", "rule_id", (json_int_t)id, "rule",
+			policy_deny_to_json(x));
+	if (!rec || daemon_audit_subject(rec, by) < 0 ||
+	    (x->dataset[0] && json_object_set_new(rec, "dataset", audit_string(x->dataset)) < 0)) {
+		r = -ENOMEM;
+		goto out;
+	}
+	r = audit_append(log, rec, NULL);
+	if (r < 0)
+		goto out;
+	r = put_json(gs, 'd', id, policy_deny_to_json(x));
+	if (r < 0)
+		goto out;
+	pthread_rwlock_wrlock(&gs->lock);
+	r = grow_array((void **)&gs->dn, sizeof(*gs->dn), gs->ndn, &gs->capdn, DENIES_MAX,
+		       "deny rules");
+	if (r == 0)
+		gs->dn[gs->ndn++] = *x;   /* ids only grow: stays sorted */
+	pthread_rwlock_unlock(&gs->lock);
+out:
+	json_decref(rec);
+	pthread_mutex_unlock(&gs->change_lock);
+	return r;
+}
+
+int grants_deny_remove(struct grants *gs, struct audit_log *log, const struct policy_subject *by,
+		       uint64_t id, int64_t now, struct policy_deny *ret_deny)
+{
+	struct policy_deny_removal x = { .deny_id = id, .by_uid = by->uid, .at = now };
+	struct policy_deny d;
+	json_t *rec = NULL;
+	ssize_t i;
+	int r;
+
+	pthread_mutex_lock(&gs->change_lock);
+	i = find_deny(gs, id);
+	if (i < 0) {
+		r = err_set(-ENOENT, "no deny rule with id %llu", (unsigned long long)id);
+		goto out;
+	}
+	d = gs->dn[i];
+	if (d.removed_at) {
+		r = err_set(-EEXIST, "deny rule %llu was already removed", (unsigned long long)id);
+		goto out;
+	}
+	by_name(by, x.by);
+	r = policy_deny_removal_validate(&x);
+	if (r < 0)
+		goto out;
+	rec = json_pack("{s:s, s:I}", "event", "deny_remove", "rule_id", (json_int_t)id);
+	if (!rec || daemon_audit_subject(rec, by) < 0 ||
+	    (d.dataset[0] && json_object_set_new(rec, "dataset", audit_string(d.dataset)) < 0)) {
+		r = -ENOMEM;
+		goto out;
+	}
+	r = audit_append(log, rec, NULL);
+	if (r < 0)
+		goto out;
+	r = put_json(gs, 'e', id, policy_deny_removal_to_json(&x));
+	if (r < 0)
+		goto out;
+	pthread_rwlock_wrlock(&gs->lock);
+	gs->dn[i].removed_at = now;
+	d = gs->dn[i];
+	pthread_rwlock_unlock(&gs->lock);
+	if (ret_deny)
+		*ret_deny = d;
+out:
+	json_decref(rec);
+	pthread_mutex_unlock(&gs->change_lock);
+	return r;
+}
+
+int grants_deny_snapshot(struct grants *gs, struct policy_deny **ret_denies, size_t *ret_n)
+{
+	struct policy_deny *d;
+	size_t n;
+
+	pthread_rwlock_rdlock(&gs->lock);
+	n = gs->ndn;
+	d = malloc(MAX(n, 1) * sizeof(*d));
+	if (d)
+		memcpy(d, gs->dn, n * sizeof(*d));
+	pthread_rwlock_unlock(&gs->lock);
+	if (!d)
+		return -ENOMEM;
+	*ret_denies = d;
+	*ret_n = n;
+	return 0;
+}
+
+/* ---- Dataset policies ------------------------------------------------------------------------ */
+
+int grants_dataset_get(struct grants *gs, uint64_t dataset_id, struct policy_dataset *ret_policy)
+{
+	ssize_t i;
+
+	pthread_rwlock_rdlock(&gs->lock);
+	i = find_dataset(gs, dataset_id);
+	if (i >= 0)
+		*ret_policy = gs->dp[i];
+	pthread_rwlock_unlock(&gs->lock);
+	return i >= 0 ? 0 : -ENOENT;
+}
+
+int grants_dataset_set(struct grants *gs, struct audit_log *log, const struct policy_subject *by,
+		       const struct policy_dataset *p, const char *event)
+{
+	json_t *rec = NULL;
+	int r;
+
+	pthread_mutex_lock(&gs->change_lock);
+	r = policy_dataset_validate(p);
+	if (r < 0)
+		goto out;
+	rec = json_pack("{s:s, s:s, s:I, s:o}", "event", event, "dataset", p->dataset,
+			"dataset_id", (json_int_t)p->dataset_id, "policy",
+			policy_dataset_to_json(p));
+	if (!rec || daemon_audit_subject(rec, by) < 0) {
+		r = -ENOMEM;
+		goto out;
+	}
+	r = audit_append(log, rec, NULL);
+	if (r < 0)
+		goto out;
+	r = put_json(gs, 'c', p->dataset_id, policy_dataset_to_json(p));
+	if (r < 0)
+		goto out;
+	pthread_rwlock_wrlock(&gs->lock);
+	r = dataset_put(gs, p);
+	pthread_rwlock_unlock(&gs->lock);
+out:
+	json_decref(rec);
+	pthread_mutex_unlock(&gs->change_lock);
+	return r;
+}
+
+bool grants_cache_kernel(struct grants *gs, uint64_t dataset_id)
+{
+	bool kernel;
+	ssize_t i;
+
+	pthread_rwlock_rdlock(&gs->lock);
+	i = find_dataset(gs, dataset_id);
+	kernel = i >= 0 && gs->dp[i].cache == POLICY_CACHE_KERNEL;
+	pthread_rwlock_unlock(&gs->lock);
+	return kernel;
+}
+
+/* ---- The watch thread ------------------------------------------------------------------------ */
+
+struct crossed {
+	uint64_t dataset_id;
+	char name[POLICY_DATASET_MAX + 1];
+};
+
+/* The datasets with a grant whose not_before or expires lies in (last, now]: at most max of
+ * them, distinct, into out. */
+static size_t find_crossed(struct grants *gs, int64_t last, int64_t now, struct crossed *out,
+			   size_t max)
+{
+	size_t n = 0;
+
+	pthread_rwlock_rdlock(&gs->lock);
+	for (size_t i = 0; i < gs->n && n < max; i++) {
+		const struct policy_grant *g = &gs->g[i];
+		bool seen = false;
+
+		if (!((g->not_before > last && g->not_before <= now) ||
+		      (g->expires > last && g->expires <= now)))
+			continue;
+		for (size_t k = 0; k < n && !seen; k++)
+			seen = out[k].dataset_id == g->dataset_id;
+		if (seen)
+			continue;
+		out[n].dataset_id = g->dataset_id;
+		snprintf(out[n].name, sizeof(out[n].name), "%s", g->dataset);
+		n++;
+	}
+	pthread_rwlock_unlock(&gs->lock);
+	return n;
+}
+
+/* Datasets reported per look, at most; more wait for the next look (250 ms later). */
+#define WATCH_BATCH 64
+
+static void *watch_main(void *arg)
+{
+	struct grants *gs = arg;
+	struct crossed batch[WATCH_BATCH];
+	int64_t last = time(NULL);
+
+	pthread_mutex_lock(&gs->watch_lock);
+	while (!gs->watch_stop) {
+		struct timespec until;
+		int64_t now;
+		size_t n;
+
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_nsec += WATCH_INTERVAL_MS * 1000000L;
+		if (until.tv_nsec >= 1000000000L) {
+			until.tv_sec++;
+			until.tv_nsec -= 1000000000L;
+		}
+		pthread_cond_timedwait(&gs->watch_cond, &gs->watch_lock, &until);
+		if (gs->watch_stop)
+			break;
+		now = time(NULL);
+		if (now <= last)
+			continue;
+		pthread_mutex_unlock(&gs->watch_lock);
+		n = find_crossed(gs, last, now, batch, ARRAY_SIZE(batch));
+		for (size_t i = 0; i < n; i++)
+			gs->changed(gs->changed_ctx, batch[i].dataset_id, batch[i].name);
+		/* A full batch may have left some out: look at the same second again. */
+		if (n < ARRAY_SIZE(batch))
+			last = now;
+		pthread_mutex_lock(&gs->watch_lock);
+	}
+	pthread_mutex_unlock(&gs->watch_lock);
+	return NULL;
+}
+
+int grants_watch_start(struct grants *gs,
+		       void (*changed)(void *ctx, uint64_t dataset_id, const char *name),
+		       void *ctx)
+{
+	int r = 0;
+
+	if (!changed)
+		return err_set(-EINVAL, "grants_watch_start: no callback");
+	pthread_mutex_lock(&gs->watch_lock);
+	if (gs->watching) {
+		r = err_set(-EBUSY, "the grant watch thread runs already");
+		goto out;
+	}
+	gs->changed = changed;
+	gs->changed_ctx = ctx;
+	gs->watch_stop = false;
+	if (pthread_create(&gs->watch_thread, NULL, watch_main, gs) != 0) {
+		r = err_set(-EAGAIN, "cannot start the grant watch thread");
+		goto out;
+	}
+	gs->watching = true;
+out:
+	pthread_mutex_unlock(&gs->watch_lock);
+	return r;
+}
+
+void grants_watch_stop(struct grants *gs)
+{
+	bool join;
+
+	if (!gs)
+		return;
+	pthread_mutex_lock(&gs->watch_lock);
+	join = gs->watching;
+	gs->watch_stop = true;
+	gs->watching = false;
+	pthread_cond_broadcast(&gs->watch_cond);
+	pthread_mutex_unlock(&gs->watch_lock);
+	if (join)
+		pthread_join(gs->watch_thread, NULL);
 }

@@ -122,6 +122,23 @@ static struct policy_decision decide(void *ctx, const struct policy_subject *who
 	return grants_decide(d->grants, who, dataset_id, version, time(NULL));
 }
 
+/* A grant crossed its start or its expiry: open handles re-decide at their next read, and a
+ * cache=kernel dataset's cached pages go. */
+static void grant_time_crossed(void *ctx, uint64_t dataset_id, const char *name)
+{
+	struct daemon *d = ctx;
+
+	fusefs_invalidate_dataset(d->fs, dataset_id, name);
+}
+
+/* fusefs asks at each open whether the dataset is served through the page cache. */
+static bool cache_kernel(void *ctx, uint64_t dataset_id)
+{
+	struct daemon *d = ctx;
+
+	return grants_cache_kernel(d->grants, dataset_id);
+}
+
 static int daemon_event(struct daemon *d, const char *event)
 {
 	json_t *rec = json_pack("{s:s, s:I, s:I, s:s, s:s}", "event", event, "pid",
@@ -273,7 +290,12 @@ int main(int argc, char **argv)
 		goto out_grants;
 	}
 	fo.mountpoint = d.mountpoint;
-	r = fusefs_new(d.st, d.log, decide, &d, &fo, &d.fs);
+	{
+		const struct fusefs_callbacks cb = { .decide = decide,
+						     .cache_kernel = cache_kernel, .ctx = &d };
+
+		r = fusefs_new(d.st, d.log, &cb, &fo, &d.fs);
+	}
 	if (r < 0) {
 		die_detail("FUSE", r);
 		goto out_grants;
@@ -281,6 +303,11 @@ int main(int argc, char **argv)
 	r = fusefs_mount(d.fs);
 	if (r < 0) {
 		die_detail(d.mountpoint, r);
+		goto out_fs;
+	}
+	r = grants_watch_start(d.grants, grant_time_crossed, &d);
+	if (r < 0) {
+		die_detail("grant expiry watch", r);
 		goto out_fs;
 	}
 	r = control_start(&d, &d.ctl);
@@ -324,6 +351,8 @@ out_ctl:
 	if (started && daemon_event(&d, "daemon_stop") < 0)
 		die_detail("audit log", -EIO);
 out_fs:
+	/* No expiry may reach the session once it is freed. */
+	grants_watch_stop(d.grants);
 	fusefs_free(d.fs);
 out_grants:
 	grants_free(d.grants);

@@ -40,6 +40,10 @@
 #define PATHS_BYTES (16u << 20)
 #define DSNAMES_ENTRIES 4096u
 #define DSNAMES_BYTES (1u << 20)
+/* The cached-inode set: open addressing at most half full. */
+#define CACHED_BITS 17
+#define CACHED_SLOTS (1u << CACHED_BITS)
+_Static_assert(CACHED_SLOTS >= 2 * FUSEFS_CACHED_MAX, "the cached set stays at most half full");
 
 void fusefs_log_once(struct fusefs *fs, enum fusefs_once what, const char *fmt, ...)
 {
@@ -55,7 +59,7 @@ void fusefs_log_once(struct fusefs *fs, enum fusefs_once what, const char *fmt, 
 	fuse_log(FUSE_LOG_ERR, "%s\n", line);
 }
 
-int fusefs_new(struct store *st, struct audit_log *log, fusefs_decide_fn decide, void *decide_ctx,
+int fusefs_new(struct store *st, struct audit_log *log, const struct fusefs_callbacks *cb,
 	       const struct fusefs_options *opts, struct fusefs **ret_fs)
 {
 	char arg0[] = "enclave", arg1[] = "-o";
@@ -66,7 +70,7 @@ int fusefs_new(struct store *st, struct audit_log *log, fusefs_decide_fn decide,
 	struct fusefs *fs;
 	int r;
 
-	if (!st || !log || !decide || !opts || !opts->mountpoint || !opts->mountpoint[0])
+	if (!st || !log || !cb || !cb->decide || !opts || !opts->mountpoint || !opts->mountpoint[0])
 		return err_set(-EINVAL, "fusefs: store, audit log, decide callback and mount point "
 					"are required");
 	fs = calloc(1, sizeof(*fs));
@@ -74,13 +78,15 @@ int fusefs_new(struct store *st, struct audit_log *log, fusefs_decide_fn decide,
 		return -ENOMEM;
 	fs->st = st;
 	fs->log = log;
-	fs->decide = decide;
-	fs->decide_ctx = decide_ctx;
+	fs->cb = *cb;
 	fs->max_threads = opts->max_threads;
 	fs->debug = opts->debug;
 	fs->created_ns = now_realtime_ns();
 	pthread_mutex_init(&fs->state_lock, NULL);
 	pthread_mutex_init(&fs->handles_lock, NULL);
+	pthread_mutex_init(&fs->cached_lock, NULL);
+	for (unsigned i = 0; i < FUSEFS_GEN_BUCKETS; i++)
+		atomic_init(&fs->gens[i], 1);
 	fs->handles.prev = fs->handles.next = &fs->handles;
 	fs->mountpoint = strdup(opts->mountpoint);
 	if (!fs->mountpoint) {
@@ -94,6 +100,12 @@ int fusefs_new(struct store *st, struct audit_log *log, fusefs_decide_fn decide,
 		r = fusefs_subjects_new(&fs->subjects);
 	if (r < 0)
 		goto out_free;
+	/* calloc: the kernel hands out zero pages as slots are first touched. */
+	fs->cached = calloc(CACHED_SLOTS, sizeof(*fs->cached));
+	if (!fs->cached) {
+		r = -ENOMEM;
+		goto out_free;
+	}
 	r = -pthread_key_create(&fs->worker_key, fusefs_worker_free);
 	if (r < 0)
 		goto out_free;
@@ -368,14 +380,186 @@ void fusefs_stop(struct fusefs *fs)
 	pthread_mutex_unlock(&fs->state_lock);
 }
 
-void fusefs_invalidate_dataset(struct fusefs *fs, uint64_t dataset_id, const char *name)
+/* ---- The cached-inode set (see fusefs_internal.h) ----------------------------------------- */
+
+static size_t cached_home(fuse_ino_t ino)
+{
+	return (size_t)((ino * 0x9E3779B97F4A7C15ull) >> (64 - CACHED_BITS));
+}
+
+/* The slot of ino, or CACHED_SLOTS. With cached_lock held. */
+static size_t cached_find(struct fusefs *fs, fuse_ino_t ino)
+{
+	for (size_t i = cached_home(ino);; i = (i + 1) & (CACHED_SLOTS - 1)) {
+		if (fs->cached[i].ino == ino)
+			return i;
+		if (fs->cached[i].ino == 0)
+			return CACHED_SLOTS;
+	}
+}
+
+/* Remove slot i, moving later entries of the same probe run back (Knuth's algorithm R: no
+ * tombstones, so lookups stay short). With cached_lock held. */
+static void cached_remove(struct fusefs *fs, size_t i)
+{
+	size_t j = i, k;
+
+	for (;;) {
+		fs->cached[i] = (struct fusefs_cached){ 0 };
+		do {
+			j = (j + 1) & (CACHED_SLOTS - 1);
+			if (fs->cached[j].ino == 0) {
+				fs->ncached--;
+				return;
+			}
+			k = cached_home(fs->cached[j].ino);
+		} while (i <= j ? (i < k && k <= j) : (i < k || k <= j));
+		fs->cached[i] = fs->cached[j];
+		i = j;
+	}
+}
+
+bool fusefs_cached_add(struct fusefs *fs, fuse_ino_t ino)
+{
+	size_t i;
+	bool ok = true;
+
+	pthread_mutex_lock(&fs->cached_lock);
+	i = cached_find(fs, ino);
+	if (i < CACHED_SLOTS) {
+		fs->cached[i].open++;
+	} else if (fs->ncached >= FUSEFS_CACHED_MAX) {
+		ok = false;
+	} else {
+		for (i = cached_home(ino); fs->cached[i].ino; i = (i + 1) & (CACHED_SLOTS - 1))
+			;
+		fs->cached[i] = (struct fusefs_cached){ .ino = ino, .open = 1 };
+		fs->ncached++;
+	}
+	pthread_mutex_unlock(&fs->cached_lock);
+	if (!ok)
+		fusefs_log_once(fs, FUSEFS_ONCE_CACHED,
+				"enclave: %u files opened in cache=kernel mode since their "
+				"datasets were last invalidated: further ones are served with "
+				"direct I/O",
+				FUSEFS_CACHED_MAX);
+	return ok;
+}
+
+void fusefs_cached_release(struct fusefs *fs, fuse_ino_t ino)
+{
+	size_t i;
+
+	pthread_mutex_lock(&fs->cached_lock);
+	i = cached_find(fs, ino);
+	if (i < CACHED_SLOTS && fs->cached[i].open > 0)
+		fs->cached[i].open--;
+	pthread_mutex_unlock(&fs->cached_lock);
+}
+
+/* Whether ino is a file of dataset dsid (all: of any dataset). */
+static bool ino_in(fuse_ino_t ino, bool all, uint64_t dsid)
+{
+	struct fusefs_node n;
+
+	return fusefs_ino_decode(ino, &n) && n.kind == FUSEFS_KIND_NODE && (all || n.dsid == dsid);
+}
+
+/* The inodes whose kernel pages must go: every cached-set entry of the dataset (forgetting those
+ * no cache-mode handle holds) and every file of it still open (a private mapping of a direct_io
+ * file also fills the page cache). Into a new array *ret (NULL and 0 when there is none). */
+static int pages_to_drop(struct fusefs *fs, bool all, uint64_t dsid, fuse_ino_t **ret,
+			 size_t *ret_n)
+{
+	fuse_ino_t *inos = NULL, *held = NULL;
+	size_t n = 0, nheld = 0;
+	int r;
+
+	pthread_mutex_lock(&fs->cached_lock);
+	if (fs->ncached > 0) {
+		inos = malloc(fs->ncached * sizeof(*inos));
+		if (!inos) {
+			pthread_mutex_unlock(&fs->cached_lock);
+			return -ENOMEM;
+		}
+		for (size_t i = 0; i < CACHED_SLOTS; i++)
+			if (fs->cached[i].ino && ino_in(fs->cached[i].ino, all, dsid))
+				inos[n++] = fs->cached[i].ino;
+		/* Forget the unheld ones (found again by number: removal moves entries). */
+		for (size_t k = 0; k < n; k++) {
+			size_t i = cached_find(fs, inos[k]);
+
+			if (i < CACHED_SLOTS && fs->cached[i].open == 0)
+				cached_remove(fs, i);
+		}
+	}
+	pthread_mutex_unlock(&fs->cached_lock);
+
+	r = fusefs_handles_inos(fs, all, dsid, &held, &nheld);
+	if (r < 0) {
+		free(inos);
+		return r;
+	}
+	if (nheld > 0) {
+		fuse_ino_t *both = reallocarray(inos, n + nheld, sizeof(*both));
+
+		if (!both) {
+			free(inos);
+			free(held);
+			return -ENOMEM;
+		}
+		memcpy(both + n, held, nheld * sizeof(*held));
+		inos = both;
+		n += nheld;
+	}
+	free(held);
+	*ret = inos;
+	*ret_n = n;
+	return 0;
+}
+
+/* Drop the kernel's pages of the inodes (duplicates are harmless: the second finds nothing). With
+ * state_lock held (no request handler takes it) and no other lock: dropping a page waits for a
+ * read in flight on it, which may be waiting for a decision or the audit log. */
+static void drop_pages_locked(struct fusefs *fs, const fuse_ino_t *inos, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		fuse_lowlevel_notify_inval_inode(fs->se, inos[i], 0, 0);
+}
+
+/* Bump the generations and drop the pages of one dataset or all. */
+static void revoke_open(struct fusefs *fs, bool all, uint64_t dsid)
+{
+	fuse_ino_t *inos = NULL;
+	size_t n = 0;
+	int r;
+
+	/* First: a read the page drop sends to us must see the new generation. */
+	if (all)
+		for (unsigned i = 0; i < FUSEFS_GEN_BUCKETS; i++)
+			atomic_fetch_add_explicit(&fs->gens[i], 1, memory_order_release);
+	else
+		atomic_fetch_add_explicit(&fs->gens[dsid % FUSEFS_GEN_BUCKETS], 1,
+					  memory_order_release);
+	r = pages_to_drop(fs, all, dsid, &inos, &n);
+	if (r < 0)
+		fuse_log(FUSE_LOG_ERR, "enclave: cannot list the cached files to invalidate: %s; "
+				       "cached pages of the dataset may still be served\n",
+			 strerror(-r));
+	pthread_mutex_lock(&fs->state_lock);
+	if (fs->mounted && !fs->stopped)
+		drop_pages_locked(fs, inos, n);
+	pthread_mutex_unlock(&fs->state_lock);
+	free(inos);
+}
+
+/* Drop the kernel's entries and attributes of a dataset's directory, latest and versions. */
+static void invalidate_entries(struct fusefs *fs, uint64_t dataset_id, const char *name)
 {
 	struct store_dataset_info di;
 	uint32_t latest = 0;
 	fuse_ino_t dino, ino;
 
-	if (!fs)
-		return;
 	/* Outside state_lock: store lookups only. The name map entry is dropped first, so a
 	 * rename or re-creation under the same id (which the store does not do today) is seen. */
 	fusefs_map_del(fs->dsnames, dataset_id);
@@ -409,6 +593,70 @@ void fusefs_invalidate_dataset(struct fusefs *fs, uint64_t dataset_id, const cha
 	}
 out:
 	pthread_mutex_unlock(&fs->state_lock);
+}
+
+void fusefs_invalidate_dataset(struct fusefs *fs, uint64_t dataset_id, const char *name)
+{
+	if (!fs)
+		return;
+	revoke_open(fs, false, dataset_id);
+	invalidate_entries(fs, dataset_id, name);
+}
+
+/* Dataset ids, for fusefs_invalidate_all(); bounded by what the mount can number. */
+struct id_list {
+	uint64_t *ids;
+	size_t n, cap;
+	int err;
+};
+
+static int id_list_cb(void *ctx, const struct store_dataset_info *info)
+{
+	struct id_list *l = ctx;
+
+	if (l->n == FUSEFS_DSID_MAX)
+		return 1;
+	if (l->n == l->cap) {
+		size_t c = l->cap ? l->cap * 2 : 64;
+		uint64_t *a = reallocarray(l->ids, c, sizeof(*a));
+
+		if (!a) {
+			l->err = -ENOMEM;
+			return 1;
+		}
+		l->ids = a;
+		l->cap = c;
+	}
+	l->ids[l->n++] = info->id;
+	return 0;
+}
+
+void fusefs_invalidate_all(struct fusefs *fs)
+{
+	struct id_list l = { 0 };
+	int r;
+
+	if (!fs)
+		return;
+	revoke_open(fs, true, 0);
+	/* Entries: every dataset's, collected first so that no store iteration is held while the
+	 * kernel may wait in a notification. Timeouts at those levels are 0 anyway. */
+	r = store_dataset_foreach(fs->st, id_list_cb, &l);
+	if (r < 0 || l.err < 0)
+		fuse_log(FUSE_LOG_ERR, "enclave: cannot list the datasets to invalidate: %s\n",
+			 strerror(-(r < 0 ? r : l.err)));
+	for (size_t i = 0; i < l.n; i++)
+		invalidate_entries(fs, l.ids[i], NULL);
+	free(l.ids);
+}
+
+void fusefs_stats_get(struct fusefs *fs, struct fusefs_stats *ret_stats)
+{
+	*ret_stats = (struct fusefs_stats){
+		.reads = atomic_load(&fs->n_reads),
+		.reads_refused = atomic_load(&fs->n_reads_refused),
+		.opens_cached = atomic_load(&fs->n_opens_cached),
+	};
 }
 
 /* True when the kernel connection of the session is gone (its fd polls POLLERR). */
@@ -446,6 +694,8 @@ void fusefs_free(struct fusefs *fs)
 	fusefs_map_free(fs->paths);
 	fusefs_map_free(fs->dsnames);
 	fusefs_subjects_free(fs->subjects);
+	free(fs->cached);
+	pthread_mutex_destroy(&fs->cached_lock);
 	pthread_mutex_destroy(&fs->state_lock);
 	pthread_mutex_destroy(&fs->handles_lock);
 	free(fs->mountpoint);

@@ -12,7 +12,9 @@
  * without a grant neither opens (EACCES), nor sees (readdir), nor stats (ENOENT) a dataset.
  * Entries at those two levels are never cached by the kernel (timeouts 0) because the kernel's
  * dentry cache is shared by all users; entries inside a version may be cached (versions never
- * change). Opens are always sent to the daemon (no zero-message opens). Every open, allowed or
+ * change). Opens are always sent to the daemon (no zero-message opens); an open file's reads are
+ * decided again after fusefs_invalidate_dataset()/_all(). The caller is its uid with the groups its
+ * process holds at the request (from the kernel, not NSS). Every open, allowed or
  * denied, every release (with bytes read) and every authentication failure is appended to the
  * audit log before the call returns; if the log cannot be written the open fails (EACCES) and
  * a read that failed authentication still returns EIO.
@@ -34,6 +36,23 @@
 typedef struct policy_decision (*fusefs_decide_fn)(void *ctx, const struct policy_subject *who,
 						   uint64_t dataset_id, uint32_t version);
 
+/* What the daemon tells the mount. Copied by fusefs_new(); ctx is borrowed and must outlive the
+ * fusefs. Both callbacks run on worker threads, many at once; neither may call back into fusefs. */
+struct fusefs_callbacks {
+	fusefs_decide_fn decide;        /* required: the grant decision, at every open and lookup */
+	/* Whether dataset_id is served through the kernel's page cache ("cache=kernel"), asked at
+	 * each open. NULL: every dataset is served with direct I/O (every read checked). */
+	bool (*cache_kernel)(void *ctx, uint64_t dataset_id);
+	void *ctx;                      /* passed to both */
+};
+
+/* What the mount has served, for status and tests. Counts only grow. */
+struct fusefs_stats {
+	uint64_t reads;                 /* read requests that reached the daemon */
+	uint64_t reads_refused;         /* of them, refused on an open handle after a re-decision */
+	uint64_t opens_cached;          /* opens served through the page cache (cache=kernel) */
+};
+
 struct fusefs_options {
 	const char *mountpoint;   /* an existing directory */
 	unsigned max_threads;     /* worker threads at most; 0: libfuse's default */
@@ -42,8 +61,9 @@ struct fusefs_options {
 
 struct fusefs;
 
-/* Prepare a session. st and log are borrowed and must outlive the fusefs. */
-int fusefs_new(struct store *st, struct audit_log *log, fusefs_decide_fn decide, void *decide_ctx,
+/* Prepare a session. st and log are borrowed and must outlive the fusefs; *cb is copied. -EINVAL
+ * when st, log, cb, cb->decide, opts or its mount point is missing. */
+int fusefs_new(struct store *st, struct audit_log *log, const struct fusefs_callbacks *cb,
 	       const struct fusefs_options *opts, struct fusefs **ret_fs);
 /* Mount. A stale FUSE mount left at the mount point by a daemon that was killed (ENOTCONN) is
  * detached first, so a restart after kill -9 needs no manual repair. -EBUSY something else is
@@ -55,9 +75,23 @@ int fusefs_run(struct fusefs *fs);
 /* Make fusefs_run() return: exits the session and unmounts, which wakes every worker. Safe to
  * call from any thread (not from a signal handler), and more than once. */
 void fusefs_stop(struct fusefs *fs);
-/* After a grant for dataset_id is revoked (or changed): drop the kernel's cached entries and
- * attributes of the dataset's directory, its versions and their open files' pages, so the next
- * lookup and open are decided again. Safe from any thread while fusefs_run() runs. */
+/* After the grants of dataset_id change (revoke, deny, expiry, approval withdrawn, cache setting):
+ *  - every open handle of the dataset decides again at its next read (the cost of a read that
+ *    finds nothing changed is one atomic load); a handle refused then answers EACCES to that and
+ *    every later read, and one "read_refused" audit record is written for it;
+ *  - the kernel's cached pages of every file of the dataset that was opened in cache=kernel mode
+ *    (and of every file of it still open, for private mappings) are dropped, so the next read
+ *    reaches the daemon;
+ *  - the kernel's cached entries and attributes of the dataset's directory, its versions and
+ *    latest are dropped, so the next lookup and open are decided again.
+ * Call it after the grant table has changed (a decision made after it must see the change).
+ * Safe from any thread while fusefs_run() runs, but never from a request handler, and never while
+ * holding a lock the decide callback (or the audit log) takes: dropping pages waits for reads in
+ * flight, which may be waiting for a decision. name may be NULL (looked up). */
 void fusefs_invalidate_dataset(struct fusefs *fs, uint64_t dataset_id, const char *name);
+/* The same for every dataset at once (a deny on all datasets, a change of many grants). */
+void fusefs_invalidate_all(struct fusefs *fs);
+/* Counters since fusefs_new(). */
+void fusefs_stats_get(struct fusefs *fs, struct fusefs_stats *ret_stats);
 /* Unmount if still mounted and free. NULL is fine. */
 void fusefs_free(struct fusefs *fs);

@@ -35,14 +35,48 @@ void fusefs_map_del(struct fusefs_map *m, uint64_t key);
 
 /* ---- Subjects (subject.c) ------------------------------------------------------------------ */
 
-/* policy_subject_lookup() results kept for a second, bounded. */
+/* User names by uid, kept for a second, bounded (names go into records only). */
 struct fusefs_subjects;
 
 int fusefs_subjects_new(struct fusefs_subjects **ret);
 void fusefs_subjects_free(struct fusefs_subjects *c);
-/* As policy_subject_lookup(), from the cache when a fresh entry is there. */
-int fusefs_subject_get(struct fusefs_subjects *c, uid_t uid, gid_t gid,
+/* Who sent req: its uid and name, the request's gid first and then every supplementary group the
+ * calling process holds now (fuse_req_getgroups()). -ESRCH / -EIO / -ENOENT when the process's
+ * groups cannot be read (gone, or not visible), -E2BIG more than POLICY_GROUPS_MAX groups, and
+ * the errors of policy_subject_lookup() for the name: the caller then refuses. */
+int fusefs_subject_get(struct fusefs_subjects *c, fuse_req_t req,
 		       struct policy_subject *ret_subject);
+
+/* ---- Policy generations and cached inodes (fusefs.c) ---------------------------------------
+ *
+ * Revocation of open handles. fs->gens[] holds a generation per bucket of datasets (dataset id
+ * modulo FUSEFS_GEN_BUCKETS); fusefs_invalidate_dataset() bumps its dataset's bucket, _all every
+ * bucket. An open handle remembers the generation of its bucket loaded *before* its last decision;
+ * a read that loads another value decides again (datasets sharing a bucket only cost an extra
+ * decision). Ordering: the daemon changes its grant table, then bumps (release); a read loads
+ * (acquire) and, on a change, decides after the load, so it sees the new table.
+ *
+ * cache=kernel inodes. The kernel's page cache belongs to the inode, not to an open file, so a
+ * handle whose reads are now refused could still be served from pages cached earlier. Every inode
+ * opened in cache=kernel mode is kept in a bounded set (FUSEFS_CACHED_MAX entries, with the count
+ * of its cache-mode handles now open); invalidation drops the kernel's pages of each inode of the
+ * dataset and forgets those that no cache-mode handle holds (their pages are gone and only an
+ * open, which re-adds them, can bring them back). When the set is full, an open that would be
+ * cached is served with direct I/O instead (safe, slower; logged once). */
+#define FUSEFS_GEN_BUCKETS 1024u
+#define FUSEFS_CACHED_MAX 65536u
+
+struct fusefs_cached {
+	uint64_t ino;                   /* 0: free slot */
+	uint32_t open;                  /* cache-mode handles of ino now open */
+};
+
+/* The bucket generation of dataset dsid (acquire). */
+static inline uint64_t fusefs_gen(struct fusefs *fs, uint64_t dsid);
+/* Add ino to the cached set (or count one more open of it): false when the set is full. */
+bool fusefs_cached_add(struct fusefs *fs, fuse_ino_t ino);
+/* One cache-mode handle of ino is released (its pages stay cached: the entry stays). */
+void fusefs_cached_release(struct fusefs *fs, fuse_ino_t ino);
 
 /* ---- The file system ---------------------------------------------------------------------- */
 
@@ -63,14 +97,14 @@ enum fusefs_once {
 	FUSEFS_ONCE_SUBJECT,    /* policy_subject_lookup failed */
 	FUSEFS_ONCE_AUDIT,      /* an audit append failed */
 	FUSEFS_ONCE_STORE,      /* a store error other than ENOENT */
+	FUSEFS_ONCE_CACHED,     /* the cached-inode set is full: cache=kernel opens go direct */
 	FUSEFS_ONCE_COUNT
 };
 
 struct fusefs {
 	struct store *st;               /* borrowed; outlives us */
 	struct audit_log *log;          /* borrowed; outlives us */
-	fusefs_decide_fn decide;        /* the daemon's grant decision */
-	void *decide_ctx;               /* borrowed, passed to decide */
+	struct fusefs_callbacks cb;     /* the daemon's decision and cache setting; ctx borrowed */
 	char *mountpoint;               /* owned; canonical once mounted */
 	unsigned max_threads;           /* 0: libfuse's default */
 	bool debug;
@@ -81,7 +115,15 @@ struct fusefs {
 	bool worker_key_made;
 	struct fusefs_map *paths;       /* node ino -> "/path/inside/version" */
 	struct fusefs_map *dsnames;     /* dataset id -> dataset name */
-	struct fusefs_subjects *subjects;   /* (uid, gid) -> subject, briefly */
+	struct fusefs_subjects *subjects;   /* uid -> user name, briefly */
+	/* Policy generations, one per bucket of datasets; see "Policy generations" above. */
+	_Atomic uint64_t gens[FUSEFS_GEN_BUCKETS];
+	pthread_mutex_t cached_lock;    /* guards cached[], ncached; never held while notifying */
+	struct fusefs_cached *cached;   /* owned; FUSEFS_CACHED_MAX slots, open addressing */
+	size_t ncached;                 /* used slots */
+	_Atomic uint64_t n_reads;       /* struct fusefs_stats */
+	_Atomic uint64_t n_reads_refused;
+	_Atomic uint64_t n_opens_cached;
 	atomic_bool once[FUSEFS_ONCE_COUNT];
 	pthread_mutex_t handles_lock;   /* guards the handles list */
 	struct fusefs_handle handles;   /* list head of open handles */
@@ -96,6 +138,11 @@ struct fusefs {
 	dev_t dev;                      /* the mount's device number, from mountinfo; 0 unknown */
 };
 
+static inline uint64_t fusefs_gen(struct fusefs *fs, uint64_t dsid)
+{
+	return atomic_load_explicit(&fs->gens[dsid % FUSEFS_GEN_BUCKETS], memory_order_acquire);
+}
+
 /* One log line, the first time `what` happens. Never secret: names, ids and errno text only. */
 __attribute__((format(printf, 3, 4))) void fusefs_log_once(struct fusefs *fs, enum fusefs_once what,
 							   const char *fmt, ...);
@@ -109,6 +156,10 @@ void fusefs_worker_free(void *p);
 int fusefs_dataset_by_id(struct fusefs *fs, uint64_t dsid, struct store_dataset_info *ret);
 /* Close (recording "close" for files) every handle still open; only once no worker runs. */
 void fusefs_handles_release_all(struct fusefs *fs);
+/* The inode numbers of the open file handles of dataset dsid (all: of every dataset), into a new
+ * array *ret_inos (NULL when there are none) of *ret_n entries. -ENOMEM. */
+int fusefs_handles_inos(struct fusefs *fs, bool all, uint64_t dsid, fuse_ino_t **ret_inos,
+			size_t *ret_n);
 
 /* ---- Audit records (records.c) ------------------------------------------------------------- */
 
@@ -124,11 +175,25 @@ struct fusefs_access {
 	const char *process;            /* "" when /proc/<pid>/comm could not be read */
 };
 
+/* What only the "open" record says: the caller's groups, its batch job, how the file is served. */
+struct fusefs_open_info {
+	const uint32_t *gids;           /* the subject's groups, request's gid first; borrowed */
+	size_t ngids;
+	uint64_t job_id;                /* with job_source != FUSEFS_JOB_NONE (fuse/job.h) */
+	int job_source;                 /* enum fusefs_job_source */
+	const char *cache;              /* allowed opens: "kernel" or "direct"; NULL for denials */
+};
+
 /* The caller's command name (/proc/<pid>/comm) into out (16 bytes and more); "" if unreadable. */
 void fusefs_process_name(pid_t pid, char *out, size_t n);
 /* "open" records: allow (grant_id, ret_seq for the close record) or deny. -errno from audit. */
 int fusefs_record_open(struct fusefs *fs, const struct fusefs_access *a,
-		       const struct policy_decision *d, const char *error, uint64_t *ret_seq);
+		       const struct fusefs_open_info *oi, const struct policy_decision *d,
+		       const char *error, uint64_t *ret_seq);
+/* "read_refused" record: an open handle's re-decision (after an invalidation) refused it; written
+ * once per handle. bytes: what it had read until then. */
+int fusefs_record_read_refused(struct fusefs *fs, const struct fusefs_access *a,
+			       uint64_t open_seq, const struct policy_decision *d, uint64_t bytes);
 /* "close" record: bytes read through the handle; error non-NULL when the open failed after it
  * was recorded as allowed (then bytes is 0). */
 int fusefs_record_close(struct fusefs *fs, const struct fusefs_access *a, uint64_t open_seq,

@@ -6,7 +6,9 @@
  * maps and the subject cache (per-set locks), the list of open handles (its own lock) and the
  * daemon's decide callback (its own lock). Per thread: a store_reader and the read reply buffer
  * (pthread key, freed when libfuse ends the worker). Per open file: struct fh (immutable after
- * open except the atomic byte count). Per open directory: struct dirh, under its own mutex.
+ * open except the atomic byte count and its policy state: an atomic generation and refused flag,
+ * re-decided under the handle's policy_lock, which is taken before the decide callback's lock and
+ * the audit log's). Per open directory: struct dirh, under its own mutex.
  *
  * Lookup counts: inode numbers are computed (no table), so forget has nothing to drop, and a
  * reply that fails to reach the kernel leaks nothing.
@@ -28,6 +30,7 @@
 #include "common/common.h"
 #include "common/err.h"
 #include "fuse/fusefs_internal.h"
+#include "fuse/job.h"
 
 /* Entry and attribute timeouts (seconds) inside a version: its content never changes. */
 #define TTL_INNER 3600.0
@@ -149,7 +152,8 @@ static int store_errno(struct fusefs *fs, int r)
 	return EIO;
 }
 
-/* Who is asking, for decisions and records. */
+/* Who is asking, for decisions and records: the uid, and the groups its process holds now
+ * (fuse/subject.c). */
 struct caller {
 	struct policy_subject who;  /* ~4 KiB: lives on the worker's stack */
 	pid_t pid;
@@ -159,13 +163,13 @@ struct caller {
 static void caller_get(struct fusefs *fs, fuse_req_t req, struct caller *c)
 {
 	const struct fuse_ctx *x = fuse_req_ctx(req);
-	int r = fusefs_subject_get(fs->subjects, x->uid, x->gid, &c->who);
+	int r = fusefs_subject_get(fs->subjects, req, &c->who);
 
 	c->pid = x->pid;
 	c->ok = r == 0;
 	if (r < 0) {
 		fusefs_log_once(fs, FUSEFS_ONCE_SUBJECT,
-				"enclave: cannot look up uid %u (%s): its requests are denied",
+				"enclave: cannot tell who uid %u is (%s): such requests are denied",
 				(unsigned)x->uid, err_detail());
 		c->who.uid = x->uid;
 		c->who.user[0] = '\0';
@@ -178,7 +182,7 @@ static struct policy_decision decide(struct fusefs *fs, const struct caller *c, 
 {
 	if (!c->ok)
 		return (struct policy_decision){ .reason = POLICY_DENY_NO_GRANT };
-	return fs->decide(fs->decide_ctx, &c->who, dsid, version);
+	return fs->cb.decide(fs->cb.ctx, &c->who, dsid, version);
 }
 
 static bool allowed(struct fusefs *fs, const struct caller *c, uint64_t dsid, uint32_t version)
@@ -1190,7 +1194,7 @@ static void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t of
 
 /* ---- Files --------------------------------------------------------------------------------- */
 
-/* An open file. Immutable after open, except bytes. */
+/* An open file. Immutable after open, except bytes and the policy state (gen, refused). */
 struct fh {
 	struct fusefs_handle h;                     /* on fs->handles while open; first member */
 	struct store_object *obj;                   /* owned */
@@ -1198,6 +1202,16 @@ struct fh {
 	uint32_t version;
 	uint64_t open_seq;                          /* seq of the "open" record */
 	_Atomic uint64_t bytes;                     /* plaintext bytes served through it */
+	fuse_ino_t ino;                             /* the file's number, for page invalidation */
+	bool cached;                                /* cache=kernel: counted in fs's cached set */
+	/* Policy: the bucket generation loaded before the last decision that allowed it (reads
+	 * decide again when it moved: fusefs_internal.h), and whether a re-decision refused it
+	 * (then every read is EACCES; it is never allowed again: reopen). */
+	_Atomic uint64_t gen;
+	atomic_bool refused;
+	pthread_mutex_t policy_lock;                /* serialises re-decisions and their record */
+	uint32_t *gids;                             /* owned: the opener's groups, gid first */
+	size_t ngids;
 	uint32_t uid;                               /* the opener */
 	pid_t pid;
 	char dataset[STORE_DATASET_NAME_MAX + 1];
@@ -1221,6 +1235,91 @@ static void fh_close(struct fusefs *fs, struct fh *h, const char *error)
 
 	fusefs_record_close(fs, &a, h->open_seq, atomic_load(&h->bytes), error);
 	store_object_close(h->obj);
+	if (h->cached)
+		fusefs_cached_release(fs, h->ino);
+	pthread_mutex_destroy(&h->policy_lock);
+	free(h->gids);
+	free(h);
+}
+
+int fusefs_handles_inos(struct fusefs *fs, bool all, uint64_t dsid, fuse_ino_t **ret_inos,
+			size_t *ret_n)
+{
+	fuse_ino_t *inos = NULL;
+	size_t n = 0, cap = 0;
+	int r = 0;
+
+	pthread_mutex_lock(&fs->handles_lock);
+	for (struct fusefs_handle *x = fs->handles.next; x != &fs->handles; x = x->next) {
+		const struct fh *h = (const struct fh *)x;
+
+		if (!x->is_file || (!all && h->dsid != dsid))
+			continue;
+		if (n == cap) {
+			size_t c = cap ? cap * 2 : 16;
+			fuse_ino_t *a = reallocarray(inos, c, sizeof(*a));
+
+			if (!a) {
+				r = -ENOMEM;
+				break;
+			}
+			inos = a;
+			cap = c;
+		}
+		inos[n++] = h->ino;
+	}
+	pthread_mutex_unlock(&fs->handles_lock);
+	if (r < 0) {
+		free(inos);
+		return r;
+	}
+	*ret_inos = inos;
+	*ret_n = n;
+	return 0;
+}
+
+/* A read found the generation of h's dataset moved (g): decide again for the opener, as it was
+ * at open (its uid and the groups its process held then). False: refused, now and from now on;
+ * the first refusal writes the handle's one "read_refused" record. */
+static bool fh_redecide(struct fusefs *fs, struct fh *h, uint64_t g)
+{
+	struct policy_subject who;  /* ~4 KiB, on the worker's stack */
+	struct policy_decision d;
+	bool ok = true;
+
+	if (atomic_load(&h->refused))
+		return false;
+	pthread_mutex_lock(&h->policy_lock);
+	if (atomic_load(&h->refused)) {
+		ok = false;
+	} else if (atomic_load(&h->gen) < g) {
+		who.uid = h->uid;
+		memcpy(who.user, h->user, sizeof(who.user));
+		who.ngids = h->ngids;
+		memcpy(who.gids, h->gids, h->ngids * sizeof(h->gids[0]));
+		d = fs->cb.decide(fs->cb.ctx, &who, h->dsid, h->version);
+		if (d.reason == POLICY_ALLOW) {
+			atomic_store(&h->gen, g);
+		} else {
+			struct fusefs_access a = fh_access(h);
+
+			atomic_store(&h->refused, true);
+			/* Refused whether or not the record could be written. */
+			fusefs_record_read_refused(fs, &a, h->open_seq, &d, atomic_load(&h->bytes));
+			ok = false;
+		}
+	}
+	pthread_mutex_unlock(&h->policy_lock);
+	return ok;
+}
+
+/* An fh that never reached the kernel and holds no object: undo what op_open set up. */
+static void fh_free_unopened(struct fusefs *fs, struct fh *h)
+{
+	if (h->cached)
+		fusefs_cached_release(fs, h->ino);
+	pthread_mutex_destroy(&h->policy_lock);
+	free(h->gids);
 	free(h);
 }
 
@@ -1229,7 +1328,9 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	struct fusefs *fs = fs_of(req);
 	struct store_dataset_info di;
 	struct policy_decision dec;
+	struct fusefs_open_info oi = { 0 };
 	struct fusefs_access a;
+	uint64_t gen;
 	struct store_inode in;
 	struct fusefs_node n;
 	char path[PATH_BUF];
@@ -1263,37 +1364,57 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	caller_get(fs, req, &c);
 	node_path(fs, &n, ino, path, sizeof(path));
 	fusefs_process_name(c.pid, process, sizeof(process));
+	oi.job_source = (int)fusefs_process_job(c.pid, &oi.job_id);
+	oi.gids = c.who.gids;
+	oi.ngids = c.ok ? c.who.ngids : 0;
 	a = (struct fusefs_access){ .dataset = di.name, .dsid = n.dsid, .version = n.version,
 				    .path = path, .uid = c.who.uid, .user = c.who.user,
 				    .pid = c.pid, .process = process };
+	/* Loaded before deciding: an invalidation after this load makes the first read decide
+	 * again, even if it came before the handle existed. */
+	gen = fusefs_gen(fs, n.dsid);
 	dec = decide(fs, &c, n.dsid, n.version);
 	if (dec.reason != POLICY_ALLOW) {
 		/* Denied whether or not the record could be written. */
-		fusefs_record_open(fs, &a, &dec, c.ok ? NULL : "subject lookup failed", NULL);
+		fusefs_record_open(fs, &a, &oi, &dec, c.ok ? NULL : "subject lookup failed", NULL);
 		fuse_reply_err(req, EACCES);
 		return;
 	}
 
 	plen = strlen(path);
 	h = calloc(1, sizeof(*h) + plen + 1);
-	if (!h) {
+	if (h)
+		h->gids = malloc(c.who.ngids * sizeof(h->gids[0]));
+	if (!h || !h->gids) {
+		free(h);
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
 	h->dsid = n.dsid;
 	h->version = n.version;
+	h->ino = ino;
 	h->uid = c.who.uid;
 	h->pid = c.pid;
+	h->ngids = c.who.ngids;
+	memcpy(h->gids, c.who.gids, c.who.ngids * sizeof(h->gids[0]));
 	memcpy(h->dataset, di.name, sizeof(h->dataset));
 	memcpy(h->user, c.who.user, sizeof(h->user));
 	memcpy(h->process, process, sizeof(h->process));
 	memcpy(h->path, path, plen + 1);
 	atomic_init(&h->bytes, 0);
+	atomic_init(&h->gen, gen);
+	atomic_init(&h->refused, false);
+	pthread_mutex_init(&h->policy_lock, NULL);
+	/* cache=kernel: in the cached set before the reply, so that an invalidation from now on
+	 * drops the pages this handle brings in; a full set means direct I/O. */
+	h->cached = fs->cb.cache_kernel && fs->cb.cache_kernel(fs->cb.ctx, n.dsid) &&
+		    fusefs_cached_add(fs, ino);
+	oi.cache = h->cached ? "kernel" : "direct";
 
 	/* Recorded before anything is served; no record, no access. */
-	r = fusefs_record_open(fs, &a, &dec, NULL, &h->open_seq);
+	r = fusefs_record_open(fs, &a, &oi, &dec, NULL, &h->open_seq);
 	if (r < 0) {
-		free(h);
+		fh_free_unopened(fs, h);
 		fuse_reply_err(req, EACCES);
 		return;
 	}
@@ -1304,13 +1425,18 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fusefs_record_close(fs, &a, h->open_seq, 0,
 				    r == -EBADMSG ? "object key failed authentication"
 						  : "object could not be opened");
-		free(h);
+		fh_free_unopened(fs, h);
 		fuse_reply_err(req, e == ENOENT ? EIO : e);
 		return;
 	}
+	if (h->cached)
+		atomic_fetch_add(&fs->n_opens_cached, 1);
 	fi->fh = (uint64_t)(uintptr_t)h;
-	fi->direct_io = 1;      /* every read reaches us: no page cache to outlive a grant */
-	fi->keep_cache = 0;
+	/* Direct: every read reaches us, no page cache to outlive a grant. cache=kernel: pages are
+	 * kept across opens (a second epoch is served from memory, shared mmap works) until an
+	 * invalidation of the dataset drops them. */
+	fi->direct_io = !h->cached;
+	fi->keep_cache = h->cached;
 	fi->noflush = 1;        /* nothing to flush on a read-only file */
 	handle_link(fs, &h->h, true);
 	if (fuse_reply_open(req, fi) != 0) {
@@ -1329,6 +1455,14 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	ssize_t n;
 
 	(void)ino;
+	atomic_fetch_add_explicit(&fs->n_reads, 1, memory_order_relaxed);
+	/* Policy: one atomic load when nothing changed since the handle's last decision. */
+	if (fusefs_gen(fs, h->dsid) != atomic_load_explicit(&h->gen, memory_order_relaxed) &&
+	    !fh_redecide(fs, h, fusefs_gen(fs, h->dsid))) {
+		atomic_fetch_add_explicit(&fs->n_reads_refused, 1, memory_order_relaxed);
+		fuse_reply_err(req, EACCES);
+		return;
+	}
 	if (!w) {
 		fuse_reply_err(req, EIO);
 		return;

@@ -5,6 +5,13 @@
  * "uid", "user", "pid", "process" (when /proc/<pid>/comm was readable). Text from outside
  * (dataset, path, user, process) goes through audit_string(), so invalid UTF-8 is escaped and
  * never breaks a record.
+ *
+ * "open" adds: "decision", "reason", "grant_id" / "rule_id" (when the decision names one), "gids"
+ * (the groups decided on: the request's gid, then the process's supplementary groups), "job_id"
+ * and "job_id_source" ("cgroup" or "environ", fuse/job.h) when a batch job is visible, "cache"
+ * ("kernel" or "direct") when allowed, "error" when something failed. "read_refused" (once per
+ * handle, when a read after an invalidation is refused): "open_seq", "reason", "grant_id" /
+ * "rule_id", "bytes" read until then.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -16,6 +23,7 @@
 
 #include "common/common.h"
 #include "fuse/fusefs_internal.h"
+#include "fuse/job.h"
 
 /* Collects json_object_set_new failures (allocation) so the builders stay flat. */
 struct rec {
@@ -96,15 +104,36 @@ void fusefs_process_name(pid_t pid, char *out, size_t n)
 		out[len - 1] = '\0';
 }
 
+/* The decision's reason and what it names. */
+static void put_decision(struct rec *r, const struct policy_decision *d)
+{
+	put(r, "reason", json_string(policy_reason_name(d->reason)));
+	if (d->grant_id)
+		put_u64(r, "grant_id", d->grant_id);
+	if (d->rule_id)
+		put_u64(r, "rule_id", d->rule_id);
+}
+
 int fusefs_record_open(struct fusefs *fs, const struct fusefs_access *a,
-		       const struct policy_decision *d, const char *error, uint64_t *ret_seq)
+		       const struct fusefs_open_info *oi, const struct policy_decision *d,
+		       const char *error, uint64_t *ret_seq)
 {
 	struct rec r = rec_start("open", a);
+	const char *src = fusefs_job_source_name((enum fusefs_job_source)oi->job_source);
+	json_t *gids = json_array();
 
 	put(&r, "decision", json_string(d->reason == POLICY_ALLOW ? "allow" : "deny"));
-	put(&r, "reason", json_string(policy_reason_name(d->reason)));
-	if (d->grant_id)
-		put_u64(&r, "grant_id", d->grant_id);
+	put_decision(&r, d);
+	for (size_t i = 0; gids && i < oi->ngids; i++)
+		if (json_array_append_new(gids, json_integer(oi->gids[i])) < 0)
+			r.failed = true;
+	put(&r, "gids", gids);
+	if (src) {
+		put_u64(&r, "job_id", oi->job_id);
+		put(&r, "job_id_source", json_string(src));
+	}
+	if (oi->cache)
+		put(&r, "cache", json_string(oi->cache));
 	if (error)
 		put(&r, "error", json_string(error));
 	return rec_append(fs, &r, ret_seq);
@@ -119,6 +148,17 @@ int fusefs_record_close(struct fusefs *fs, const struct fusefs_access *a, uint64
 	put_u64(&r, "bytes", bytes);
 	if (error)
 		put(&r, "error", json_string(error));
+	return rec_append(fs, &r, NULL);
+}
+
+int fusefs_record_read_refused(struct fusefs *fs, const struct fusefs_access *a,
+			       uint64_t open_seq, const struct policy_decision *d, uint64_t bytes)
+{
+	struct rec r = rec_start("read_refused", a);
+
+	put_u64(&r, "open_seq", open_seq);
+	put_decision(&r, d);
+	put_u64(&r, "bytes", bytes);
 	return rec_append(fs, &r, NULL);
 }
 

@@ -20,6 +20,8 @@ enum field_type {
 	F_KIND,      /* uint32_t enum policy_principal_kind, "user" or "group" */
 	F_STR,       /* char[size], a JSON string of at most size - 1 bytes, no NUL */
 	F_TIME,      /* int64_t unix seconds, an RFC 3339 date-time string */
+	F_DKIND,     /* uint32_t, a deny rule's kind: "user", "group" or "all" */
+	F_CACHE,     /* uint32_t enum policy_cache, "direct" or "kernel" */
 };
 
 struct field {
@@ -27,10 +29,15 @@ struct field {
 	enum field_type type;
 	size_t off;             /* offset in the struct */
 	size_t size;            /* sizeof the member (F_STR: its capacity, NUL included) */
+	/* May be absent when parsing (records written before the field existed): the member keeps
+	 * the value the parser preset. Always written. */
+	bool optional;
 };
 
 #define FIELD(st, member, type) \
-	{ #member, type, offsetof(st, member), sizeof(((st *)0)->member) }
+	{ #member, type, offsetof(st, member), sizeof(((st *)0)->member), false }
+#define FIELD_OPT(st, member, type) \
+	{ #member, type, offsetof(st, member), sizeof(((st *)0)->member), true }
 
 /* In the order they are written; the order of a document being parsed does not matter. */
 static const struct field grant_fields[] = {
@@ -47,6 +54,47 @@ static const struct field grant_fields[] = {
 	FIELD(struct policy_grant, granted_by_uid, F_U32),
 	FIELD(struct policy_grant, granted_by, F_STR),
 	FIELD(struct policy_grant, created, F_TIME),
+	FIELD_OPT(struct policy_grant, approvals_required, F_U32),
+	FIELD_OPT(struct policy_grant, purpose_code, F_STR),
+	FIELD_OPT(struct policy_grant, consent_override, F_STR),
+};
+
+static const struct field approval_fields[] = {
+	FIELD(struct policy_approval, grant_id, F_U64),
+	FIELD(struct policy_approval, by_uid, F_U32),
+	FIELD(struct policy_approval, by, F_STR),
+	FIELD(struct policy_approval, at, F_TIME),
+};
+
+static const struct field deny_fields[] = {
+	FIELD(struct policy_deny, id, F_U64),
+	FIELD(struct policy_deny, kind, F_DKIND),
+	FIELD(struct policy_deny, principal_id, F_U32),
+	FIELD(struct policy_deny, principal, F_STR),
+	FIELD(struct policy_deny, dataset_id, F_U64),
+	FIELD(struct policy_deny, dataset, F_STR),
+	FIELD(struct policy_deny, reason, F_STR),
+	FIELD(struct policy_deny, by_uid, F_U32),
+	FIELD(struct policy_deny, by, F_STR),
+	FIELD(struct policy_deny, created, F_TIME),
+};
+
+static const struct field deny_removal_fields[] = {
+	FIELD(struct policy_deny_removal, deny_id, F_U64),
+	FIELD(struct policy_deny_removal, by_uid, F_U32),
+	FIELD(struct policy_deny_removal, by, F_STR),
+	FIELD(struct policy_deny_removal, at, F_TIME),
+};
+
+/* "duo" (an array of code strings) is handled apart from the table: see dataset_*_json. */
+static const struct field dataset_fields[] = {
+	FIELD(struct policy_dataset, dataset_id, F_U64),
+	FIELD(struct policy_dataset, dataset, F_STR),
+	FIELD(struct policy_dataset, controller, F_STR),
+	FIELD(struct policy_dataset, cache, F_CACHE),
+	FIELD(struct policy_dataset, updated_by_uid, F_U32),
+	FIELD(struct policy_dataset, updated_by, F_STR),
+	FIELD(struct policy_dataset, updated, F_TIME),
 };
 
 static const struct field revocation_fields[] = {
@@ -127,6 +175,31 @@ static int parse_field(const char *rec, const struct field *f, const json_t *v, 
 		memcpy(dst, &k, sizeof(k));
 		return 0;
 	}
+	case F_DKIND:
+	case F_CACHE: {
+		const char *s = json_string_value(v);
+		size_t len = json_string_length(v);
+		uint32_t k;
+
+		if (!s)
+			return err_set(-EINVAL, "%s: \"%s\" must be a string", rec, f->key);
+		if (f->type == F_DKIND && len == 4 && strcmp(s, "user") == 0)
+			k = POLICY_USER;
+		else if (f->type == F_DKIND && len == 5 && strcmp(s, "group") == 0)
+			k = POLICY_GROUP;
+		else if (f->type == F_DKIND && len == 3 && strcmp(s, "all") == 0)
+			k = POLICY_EVERYONE;
+		else if (f->type == F_CACHE && len == 6 && strcmp(s, "direct") == 0)
+			k = POLICY_CACHE_DIRECT;
+		else if (f->type == F_CACHE && len == 6 && strcmp(s, "kernel") == 0)
+			k = POLICY_CACHE_KERNEL;
+		else
+			return err_set(-EINVAL, "%s: \"%s\" must be %s", rec, f->key,
+				       f->type == F_DKIND ? "\"user\", \"group\" or \"all\""
+							  : "\"direct\" or \"kernel\"");
+		memcpy(dst, &k, sizeof(k));
+		return 0;
+	}
 	case F_STR: {
 		const char *s = json_string_value(v);
 		size_t len = json_string_length(v);
@@ -167,9 +240,10 @@ static int parse_field(const char *rec, const struct field *f, const json_t *v, 
 	return err_set(-EINVAL, "%s: \"%s\": internal: unknown field type", rec, f->key);
 }
 
-/* Shape checks for a whole record: an object, no unknown key, every field present and typed. */
+/* Shape checks for a whole record: an object, no unknown key (but `extra`, handled by the
+ * caller, may be NULL), every field present and typed. */
 static int parse_fields(const char *rec, const struct field *fields, size_t n, const json_t *j,
-			uint8_t *base)
+			uint8_t *base, const char *extra)
 {
 	/* jansson's object iterator takes a non-const object; iterating does not modify it. */
 	json_t *obj = (json_t *)j;
@@ -182,6 +256,8 @@ static int parse_fields(const char *rec, const struct field *fields, size_t n, c
 		size_t len = json_object_iter_key_len(it);
 		char shown[40];
 
+		if (extra && strlen(extra) == len && memcmp(extra, key, len) == 0)
+			continue;
 		if (!known_key(fields, n, key, len)) {
 			key_for_detail(key, len, shown);
 			return err_set(-EINVAL, "%s: unknown field \"%s\"", rec, shown);
@@ -190,6 +266,8 @@ static int parse_fields(const char *rec, const struct field *fields, size_t n, c
 	for (size_t i = 0; i < n; i++) {
 		const json_t *v = json_object_get(j, fields[i].key);
 
+		if (!v && fields[i].optional)
+			continue;
 		if (!v)
 			return err_set(-EINVAL, "%s: \"%s\" is missing", rec, fields[i].key);
 		r = parse_field(rec, &fields[i], v, base);
@@ -222,6 +300,18 @@ static json_t *field_to_json(const struct field *f, const uint8_t *base)
 
 		memcpy(&k, src, sizeof(k));
 		return json_string(k == POLICY_USER ? "user" : "group");
+	}
+	case F_DKIND: {
+		uint32_t k;
+
+		memcpy(&k, src, sizeof(k));
+		return json_string(k == POLICY_USER ? "user" : k == POLICY_GROUP ? "group" : "all");
+	}
+	case F_CACHE: {
+		uint32_t k;
+
+		memcpy(&k, src, sizeof(k));
+		return json_string(k == POLICY_CACHE_KERNEL ? "kernel" : "direct");
 	}
 	case F_STR:
 		/* Validated: NUL-terminated within the field, valid UTF-8. */
@@ -276,11 +366,12 @@ json_t *policy_revocation_to_json(const struct policy_revocation *r)
 
 int policy_grant_from_json(const json_t *j, struct policy_grant *ret_grant)
 {
-	/* Zeroed, so revoked_at is 0 and the bytes after each string's NUL are too. */
-	struct policy_grant g = { 0 };
+	/* Zeroed, so revoked_at is 0 and the bytes after each string's NUL are too. A record
+	 * written before purposes had codes is general research needing no approval. */
+	struct policy_grant g = { .purpose_code = "general" };
 	int r;
 
-	r = parse_fields("grant", grant_fields, ARRAY_SIZE(grant_fields), j, (uint8_t *)&g);
+	r = parse_fields("grant", grant_fields, ARRAY_SIZE(grant_fields), j, (uint8_t *)&g, NULL);
 	if (r < 0)
 		return r;
 	r = policy_grant_validate(&g);
@@ -296,12 +387,146 @@ int policy_revocation_from_json(const json_t *j, struct policy_revocation *ret_r
 	int r;
 
 	r = parse_fields("revocation", revocation_fields, ARRAY_SIZE(revocation_fields), j,
-			 (uint8_t *)&rv);
+			 (uint8_t *)&rv, NULL);
 	if (r < 0)
 		return r;
 	r = policy_revocation_validate(&rv);
 	if (r < 0)
 		return r;
 	*ret_rev = rv;
+	return 0;
+}
+
+json_t *policy_approval_to_json(const struct policy_approval *a)
+{
+	if (policy_approval_validate(a) < 0)
+		return NULL;
+	return fields_to_json("approval", approval_fields, ARRAY_SIZE(approval_fields),
+			      (const uint8_t *)a);
+}
+
+json_t *policy_deny_to_json(const struct policy_deny *d)
+{
+	if (policy_deny_validate(d) < 0)
+		return NULL;
+	return fields_to_json("deny", deny_fields, ARRAY_SIZE(deny_fields), (const uint8_t *)d);
+}
+
+json_t *policy_deny_removal_to_json(const struct policy_deny_removal *x)
+{
+	if (policy_deny_removal_validate(x) < 0)
+		return NULL;
+	return fields_to_json("deny removal", deny_removal_fields, ARRAY_SIZE(deny_removal_fields),
+			      (const uint8_t *)x);
+}
+
+json_t *policy_dataset_to_json(const struct policy_dataset *p)
+{
+	json_t *obj, *arr;
+
+	if (policy_dataset_validate(p) < 0)
+		return NULL;
+	obj = fields_to_json("dataset policy", dataset_fields, ARRAY_SIZE(dataset_fields),
+			     (const uint8_t *)p);
+	arr = json_array();
+	if (!obj || !arr)
+		goto out_nomem;
+	for (size_t i = 0; i < p->nduo; i++) {
+		char text[POLICY_DUO_ARG_MAX + 16];
+
+		policy_duo_format(&p->duo[i], text);
+		if (json_array_append_new(arr, json_string(text)) < 0)
+			goto out_nomem;
+	}
+	if (json_object_set_new(obj, "duo", arr) < 0) {
+		arr = NULL;
+		goto out_nomem;
+	}
+	return obj;
+
+out_nomem:
+	json_decref(arr);
+	json_decref(obj);
+	err_set(-ENOMEM, "dataset policy: out of memory writing JSON");
+	return NULL;
+}
+
+int policy_approval_from_json(const json_t *j, struct policy_approval *ret_approval)
+{
+	struct policy_approval a = { 0 };
+	int r;
+
+	r = parse_fields("approval", approval_fields, ARRAY_SIZE(approval_fields), j,
+			 (uint8_t *)&a, NULL);
+	if (r < 0 || (r = policy_approval_validate(&a)) < 0)
+		return r;
+	*ret_approval = a;
+	return 0;
+}
+
+int policy_deny_from_json(const json_t *j, struct policy_deny *ret_deny)
+{
+	struct policy_deny d = { 0 };
+	int r;
+
+	r = parse_fields("deny", deny_fields, ARRAY_SIZE(deny_fields), j, (uint8_t *)&d, NULL);
+	if (r < 0 || (r = policy_deny_validate(&d)) < 0)
+		return r;
+	*ret_deny = d;
+	return 0;
+}
+
+int policy_deny_removal_from_json(const json_t *j, struct policy_deny_removal *ret_removal)
+{
+	struct policy_deny_removal x = { 0 };
+	int r;
+
+	r = parse_fields("deny removal", deny_removal_fields, ARRAY_SIZE(deny_removal_fields), j,
+			 (uint8_t *)&x, NULL);
+	if (r < 0 || (r = policy_deny_removal_validate(&x)) < 0)
+		return r;
+	*ret_removal = x;
+	return 0;
+}
+
+int policy_dataset_from_json(const json_t *j, struct policy_dataset *ret_policy)
+{
+	/* ~3 KiB: fine on a daemon thread's stack, as the grants are. */
+	struct policy_dataset p = { 0 };
+	const json_t *arr, *v;
+	size_t i;
+	int r;
+
+	r = parse_fields("dataset policy", dataset_fields, ARRAY_SIZE(dataset_fields), j,
+			 (uint8_t *)&p, "duo");
+	if (r < 0)
+		return r;
+	arr = json_object_get(j, "duo");
+	if (!arr)
+		return err_set(-EINVAL, "dataset policy: \"duo\" is missing");
+	if (!json_is_array(arr))
+		return err_set(-EINVAL, "dataset policy: \"duo\" must be an array of strings");
+	if (json_array_size(arr) > POLICY_DUO_MAX)
+		return err_set(-EINVAL, "dataset policy: \"duo\" has more than %d codes",
+			       POLICY_DUO_MAX);
+	json_array_foreach(arr, i, v) {
+		const char *s = json_string_value(v);
+
+		if (!s || memchr(s, '\0', json_string_length(v)))
+			return err_set(-EINVAL, "dataset policy: \"duo\" must be an array of "
+				       "strings");
+		r = policy_duo_parse_one(s, &p.duo[p.nduo]);
+		if (r < 0) {
+			char why[ERR_DETAIL_MAX];
+
+			snprintf(why, sizeof(why), "%s", err_detail());
+			return err_set(r, "dataset policy: \"duo\": %s", why);
+		}
+		p.nduo++;
+	}
+	r = policy_dataset_validate(&p);
+	if (r < 0)
+		return r;
+	*ret_policy = p;
 	return 0;
 }

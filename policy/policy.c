@@ -2,7 +2,8 @@
  *
  * policy_decide() is called at every open and every lookup of a dataset or version directory,
  * from many FUSE worker threads at once, so it is pure: no clock, no I/O, no locks, no allocation,
- * one pass over the grants. The caller owns the grants and whatever lock guards them.
+ * one pass over the deny rules and one over the grants. The caller owns the records and whatever
+ * lock guards them.
  */
 #include "policy/policy.h"
 
@@ -14,8 +15,12 @@ static int deny_rank(enum policy_reason r)
 {
 	switch (r) {
 	case POLICY_DENY_REVOKED:
-		return 3;
+		return 5;
 	case POLICY_DENY_EXPIRED:
+		return 4;
+	case POLICY_DENY_PURPOSE_EXCLUDED:
+		return 3;
+	case POLICY_DENY_PENDING_APPROVAL:
 		return 2;
 	case POLICY_DENY_NOT_YET_VALID:
 		return 1;
@@ -55,51 +60,116 @@ static bool grant_matches(const struct policy_grant *g, const struct policy_subj
 	}
 }
 
-/* POLICY_ALLOW when g is valid at now, else why not (revoked first: it is final). */
-static enum policy_reason grant_state(const struct policy_grant *g, int64_t now)
+/* Does deny rule x name this subject and dataset, and is it in force? */
+static bool deny_matches(const struct policy_deny *x, const struct policy_subject *who,
+			 uint64_t dataset_id)
+{
+	if (x->id == 0 || x->removed_at != 0)
+		return false;
+	if (x->dataset_id != 0 && x->dataset_id != dataset_id)
+		return false;
+	switch (x->kind) {
+	case POLICY_USER:
+		return x->principal_id == who->uid;
+	case POLICY_GROUP:
+		return subject_in_group(who, x->principal_id);
+	case POLICY_EVERYONE:
+		return true;
+	default:
+		return false;
+	}
+}
+
+/* POLICY_ALLOW when g is valid at now, else why not, the most final first: revoked, expired,
+ * purpose excluded by consent, pending approval, not yet valid. *ret_code gets the excluding
+ * consent code. */
+static enum policy_reason grant_state(const struct policy_grant *g, int64_t now,
+				      const struct policy_input *in, uint32_t *ret_code)
 {
 	if (g->revoked_at != 0)
 		return POLICY_DENY_REVOKED;
 	if (now >= g->expires)
 		return POLICY_DENY_EXPIRED;
+	if (in->nduo && in->duo) {
+		struct policy_purpose p;
+		uint32_t code;
+
+		/* A purpose that does not parse (only in bad input: records are validated) is
+		 * treated as general research, which the narrowest codes exclude. */
+		if (policy_purpose_parse(g->purpose_code[0] ? g->purpose_code : "general", &p) < 0)
+			p = (struct policy_purpose){ .terms = POLICY_PURPOSE_GENERAL };
+		code = policy_purpose_excluded(in->duo, MIN(in->nduo, (size_t)POLICY_DUO_MAX), &p,
+					       g->expires, g->consent_override[0] != '\0');
+		if (code) {
+			*ret_code = code;
+			return POLICY_DENY_PURPOSE_EXCLUDED;
+		}
+	}
+	if (g->approvals < g->approvals_required)
+		return POLICY_DENY_PENDING_APPROVAL;
 	if (now < g->not_before)
 		return POLICY_DENY_NOT_YET_VALID;
 	return POLICY_ALLOW;
 }
 
-struct policy_decision policy_decide(const struct policy_subject *who, uint64_t dataset_id,
-				     uint32_t version, int64_t now,
-				     const struct policy_grant *grants, size_t ngrants)
+struct policy_decision policy_evaluate(const struct policy_subject *who, uint64_t dataset_id,
+				       uint32_t version, int64_t now,
+				       const struct policy_input *in)
 {
 	const struct policy_grant *allow = NULL;   /* the valid grant to report so far */
 	const struct policy_grant *deny = NULL;    /* the newest matching grant so far */
 	enum policy_reason deny_reason = POLICY_DENY_NO_GRANT;
+	uint32_t deny_code = 0;
+	uint64_t rule = 0;
 
-	if (!who || !grants)
+	if (!who || !in)
 		return (struct policy_decision){ .reason = POLICY_DENY_NO_GRANT };
-	for (size_t i = 0; i < ngrants; i++) {
-		const struct policy_grant *g = &grants[i];
+	/* An explicit deny wins over everything: the lowest matching rule id, so that the answer
+	 * does not depend on the order of denies[]. */
+	for (size_t i = 0; in->denies && i < in->ndenies; i++)
+		if (deny_matches(&in->denies[i], who, dataset_id) &&
+		    (!rule || in->denies[i].id < rule))
+			rule = in->denies[i].id;
+	if (rule)
+		return (struct policy_decision){ .reason = POLICY_DENY_BY_RULE, .rule_id = rule };
+	for (size_t i = 0; in->grants && i < in->ngrants; i++) {
+		const struct policy_grant *g = &in->grants[i];
 		enum policy_reason st;
+		uint32_t code = 0;
 
 		if (!grant_matches(g, who, dataset_id, version))
 			continue;
-		st = grant_state(g, now);
+		st = grant_state(g, now, in, &code);
 		if (st == POLICY_ALLOW) {
 			/* The one that expires last; ties to the lowest id. */
 			if (!allow || g->expires > allow->expires ||
 			    (g->expires == allow->expires && g->id < allow->id))
 				allow = g;
 		} else if (!deny || g->id > deny->id ||
-			   (g->id == deny->id && deny_rank(st) > deny_rank(deny_reason))) {
+			   (g->id == deny->id && (deny_rank(st) > deny_rank(deny_reason) ||
+						  (st == deny_reason && code < deny_code)))) {
 			deny = g;
 			deny_reason = st;
+			deny_code = code;
 		}
 	}
 	if (allow)
 		return (struct policy_decision){ .reason = POLICY_ALLOW, .grant_id = allow->id };
 	if (deny)
-		return (struct policy_decision){ .reason = deny_reason, .grant_id = deny->id };
+		return (struct policy_decision){ .reason = deny_reason, .grant_id = deny->id,
+						 .code = deny_code };
 	return (struct policy_decision){ .reason = POLICY_DENY_NO_GRANT };
+}
+
+struct policy_decision policy_decide(const struct policy_subject *who, uint64_t dataset_id,
+				     uint32_t version, int64_t now,
+				     const struct policy_grant *grants, size_t ngrants)
+{
+	struct policy_input in = { .grants = grants, .ngrants = ngrants };
+
+	if (!grants)
+		return (struct policy_decision){ .reason = POLICY_DENY_NO_GRANT };
+	return policy_evaluate(who, dataset_id, version, now, &in);
 }
 
 const char *policy_reason_name(enum policy_reason r)
@@ -115,6 +185,12 @@ const char *policy_reason_name(enum policy_reason r)
 		return "not_yet_valid";
 	case POLICY_DENY_REVOKED:
 		return "revoked";
+	case POLICY_DENY_PENDING_APPROVAL:
+		return "pending_approval";
+	case POLICY_DENY_BY_RULE:
+		return "denied_by_rule";
+	case POLICY_DENY_PURPOSE_EXCLUDED:
+		return "purpose_excluded";
 	}
 	return "unknown";
 }
@@ -132,6 +208,12 @@ const char *policy_reason_text(enum policy_reason r)
 		return "the grant is not valid yet";
 	case POLICY_DENY_REVOKED:
 		return "the grant was revoked";
+	case POLICY_DENY_PENDING_APPROVAL:
+		return "the grant awaits approval by another steward";
+	case POLICY_DENY_BY_RULE:
+		return "a deny rule blocks this subject";
+	case POLICY_DENY_PURPOSE_EXCLUDED:
+		return "the dataset's consent codes exclude the grant's purpose";
 	}
 	return "unknown reason";
 }

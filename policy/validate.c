@@ -7,6 +7,7 @@
 #include "policy/policy.h"
 
 #include <inttypes.h>
+#include <stdio.h>
 
 #include "common/common.h"
 #include "common/err.h"
@@ -188,6 +189,29 @@ static int check_window(int64_t not_before, int64_t expires)
 	return 0;
 }
 
+static int check_approvals(uint32_t n)
+{
+	if (n > POLICY_APPROVALS_MAX)
+		return err_set(-EINVAL, "grant: \"approvals_required\" must be from 0 to %d",
+			       POLICY_APPROVALS_MAX);
+	return 0;
+}
+
+static int check_purpose_code(const char *s)
+{
+	struct policy_purpose p;
+	char why[ERR_DETAIL_MAX];
+
+	if (strnlen(s, POLICY_PURPOSE_CODE_MAX + 1) > POLICY_PURPOSE_CODE_MAX)
+		return err_set(-EINVAL, "grant: \"purpose_code\" is longer than %d bytes",
+			       POLICY_PURPOSE_CODE_MAX);
+	if (policy_purpose_parse(s, &p) < 0) {
+		snprintf(why, sizeof(why), "%s", err_detail());
+		return err_set(-EINVAL, "grant: \"purpose_code\": %s", why);
+	}
+	return 0;
+}
+
 /* Each check_*() returns 0, or -EINVAL with the detail naming its field; they run in field order
  * and the first failure stops the chain, so the detail names the first bad field. */
 int policy_grant_validate(const struct policy_grant *g)
@@ -208,6 +232,8 @@ int policy_grant_validate(const struct policy_grant *g)
 	    check_uid(rec, "granted_by_uid", g->granted_by_uid) < 0 ||
 	    check_name(rec, "granted_by", g->granted_by) < 0 ||
 	    check_time(rec, "created", g->created, 1) < 0 ||
+	    check_approvals(g->approvals_required) < 0 || check_purpose_code(g->purpose_code) < 0 ||
+	    check_text(rec, "consent_override", g->consent_override, POLICY_REASON_MAX, true) < 0 ||
 	    (g->revoked_at != 0 && check_time(rec, "revoked_at", g->revoked_at, 1) < 0))
 		return -EINVAL;
 	return 0;
@@ -222,6 +248,110 @@ int policy_revocation_validate(const struct policy_revocation *rv)
 	if (check_id(rec, "grant_id", rv->grant_id) < 0 || check_uid(rec, "by_uid", rv->by_uid) < 0 ||
 	    check_name(rec, "by", rv->by) < 0 || check_time(rec, "at", rv->at, 1) < 0 ||
 	    check_text(rec, "reason", rv->reason, POLICY_REASON_MAX, true) < 0)
+		return -EINVAL;
+	return 0;
+}
+
+int policy_approval_validate(const struct policy_approval *a)
+{
+	static const char rec[] = "approval";
+
+	if (!a)
+		return err_set(-EINVAL, "approval: none given");
+	if (check_id(rec, "grant_id", a->grant_id) < 0 || check_uid(rec, "by_uid", a->by_uid) < 0 ||
+	    check_name(rec, "by", a->by) < 0 || check_time(rec, "at", a->at, 1) < 0)
+		return -EINVAL;
+	return 0;
+}
+
+int policy_deny_validate(const struct policy_deny *d)
+{
+	static const char rec[] = "deny";
+
+	if (!d)
+		return err_set(-EINVAL, "deny: none given");
+	if (check_id(rec, "id", d->id) < 0)
+		return -EINVAL;
+	switch (d->kind) {
+	case POLICY_USER:
+	case POLICY_GROUP:
+		if (check_uid(rec, "principal_id", d->principal_id) < 0 ||
+		    check_name(rec, "principal", d->principal) < 0)
+			return -EINVAL;
+		break;
+	case POLICY_EVERYONE:
+		if (d->principal_id != 0 || d->principal[0])
+			return err_set(-EINVAL, "deny: a rule for everyone has \"principal_id\" 0 "
+				       "and \"principal\" \"\"");
+		break;
+	default:
+		return err_set(-EINVAL, "deny: \"kind\" must be user, group or all");
+	}
+	if (d->dataset_id == 0) {
+		if (d->dataset[0])
+			return err_set(-EINVAL, "deny: a rule for every dataset has \"dataset\" \"\"");
+	} else if (check_id(rec, "dataset_id", d->dataset_id) < 0 ||
+		   !dataset_name_valid(d->dataset, strnlen(d->dataset, POLICY_DATASET_MAX + 1))) {
+		return err_set(-EINVAL, "deny: \"dataset\" is not a dataset name");
+	}
+	if (check_text(rec, "reason", d->reason, POLICY_REASON_MAX, false) < 0 ||
+	    check_uid(rec, "by_uid", d->by_uid) < 0 || check_name(rec, "by", d->by) < 0 ||
+	    check_time(rec, "created", d->created, 1) < 0 ||
+	    (d->removed_at != 0 && check_time(rec, "removed_at", d->removed_at, 1) < 0))
+		return -EINVAL;
+	return 0;
+}
+
+int policy_deny_removal_validate(const struct policy_deny_removal *x)
+{
+	static const char rec[] = "deny removal";
+
+	if (!x)
+		return err_set(-EINVAL, "deny removal: none given");
+	if (check_id(rec, "deny_id", x->deny_id) < 0 || check_uid(rec, "by_uid", x->by_uid) < 0 ||
+	    check_name(rec, "by", x->by) < 0 || check_time(rec, "at", x->at, 1) < 0)
+		return -EINVAL;
+	return 0;
+}
+
+int policy_dataset_validate(const struct policy_dataset *p)
+{
+	static const char rec[] = "dataset policy";
+
+	if (!p)
+		return err_set(-EINVAL, "dataset policy: none given");
+	if (check_id(rec, "dataset_id", p->dataset_id) < 0)
+		return -EINVAL;
+	if (!dataset_name_valid(p->dataset, strnlen(p->dataset, POLICY_DATASET_MAX + 1)))
+		return err_set(-EINVAL, "dataset policy: \"dataset\" is not a dataset name");
+	if (p->nduo > POLICY_DUO_MAX)
+		return err_set(-EINVAL, "dataset policy: \"duo\" has more than %d codes",
+			       POLICY_DUO_MAX);
+	for (size_t i = 0; i < p->nduo; i++) {
+		char text[POLICY_DUO_ARG_MAX + 16];
+		struct policy_duo back;
+
+		/* A code is valid when its text form parses back to it. */
+		if (!policy_duo_name(p->duo[i].code) ||
+		    strnlen(p->duo[i].arg, POLICY_DUO_ARG_MAX + 1) > POLICY_DUO_ARG_MAX)
+			return err_set(-EINVAL, "dataset policy: \"duo\" holds an unknown code");
+		policy_duo_format(&p->duo[i], text);
+		if (policy_duo_parse_one(text, &back) < 0 || back.code != p->duo[i].code ||
+		    strcmp(back.arg, p->duo[i].arg) != 0)
+			return err_set(-EINVAL, "dataset policy: \"duo\": %s is not a valid code",
+				       policy_duo_name(p->duo[i].code));
+		for (size_t k = 0; k < i; k++)
+			if (p->duo[k].code == p->duo[i].code)
+				return err_set(-EINVAL, "dataset policy: \"duo\": %s given twice",
+					       policy_duo_name(p->duo[i].code));
+	}
+	if (check_text(rec, "controller", p->controller, POLICY_CONTROLLER_MAX, true) < 0)
+		return -EINVAL;
+	if (p->cache != POLICY_CACHE_DIRECT && p->cache != POLICY_CACHE_KERNEL)
+		return err_set(-EINVAL, "dataset policy: \"cache\" must be kernel or direct");
+	if (check_uid(rec, "updated_by_uid", p->updated_by_uid) < 0 ||
+	    check_name(rec, "updated_by", p->updated_by) < 0 ||
+	    check_time(rec, "updated", p->updated, 1) < 0)
 		return -EINVAL;
 	return 0;
 }

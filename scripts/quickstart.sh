@@ -104,8 +104,10 @@ say "$(find "$src" -type f | wc -l) files, $(du -sh "$src" | cut -f1)"
 step "Creating a store (enclavectl init)"
 head -c 32 /dev/urandom | base64 >"$scratch/passphrase"
 chmod 0600 "$scratch/passphrase"
+# A demo store: one steward, so grants need no second steward's approval (--approvals 0);
+# production stores keep the default of one.
 "$enclavectl" init --store "$store" --passphrase-file "$scratch/passphrase" \
-	--steward user:root --auditor user:root
+	--steward user:root --auditor user:root --approvals 0
 
 step "Starting enclaved"
 "$enclaved" --store "$store" --mount "$mnt" --passphrase-file "$scratch/passphrase" \

@@ -157,9 +157,16 @@ bool e2e_daemon_answers(void)
 
 void e2e_daemon_start_with(const char *passfile, bool expect_up)
 {
-	char *const argv[] = { ENCLAVED_PATH, "--store", E->store, "--mount", E->mnt,
-			       "--passphrase-file", (char *)passfile, NULL };
+	char *argv[32] = { ENCLAVED_PATH, "--store", E->store, "--mount", E->mnt,
+			   "--passphrase-file", (char *)passfile };
+	size_t n = 7;
 	pid_t pid;
+
+	for (size_t i = 0; E->daemon_args && E->daemon_args[i]; i++) {
+		assert_true(n + 1 < ARRAY_SIZE(argv));
+		argv[n++] = (char *)E->daemon_args[i];
+	}
+	argv[n] = NULL;
 
 	fflush(NULL);
 	pid = fork();

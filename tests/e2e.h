@@ -26,6 +26,7 @@ struct e2e {
 	char *root, *store, *mnt, *src, *pass, *log;
 	pid_t daemon;          /* the running enclaved, 0 when none */
 	struct tu_users u;     /* alice, bob, carol (+ TU_GROUP) */
+	const char *const *daemon_args;  /* more enclaved options (NULL-terminated), or NULL */
 };
 
 /* The program's harness, set by e2e_setup(). */

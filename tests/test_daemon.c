@@ -2,6 +2,7 @@
  * grant table (persistence in the store's policy records, audit records, failure handling). */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,6 +41,16 @@ static void test_config_valid(void **state)
 	assert_string_equal(cfg.stewards[0].name, "root");
 	assert_int_equal(cfg.stewards[1].kind, POLICY_GROUP);
 	assert_int_equal(cfg.auditors[0].kind, POLICY_USER);
+	/* The store settings: defaults when absent, the bounds accepted. */
+	assert_int_equal(cfg.approvals, 1);
+	assert_int_equal(cfg.max_grant_days, 365);
+	assert_int_equal(parse("steward = user:root\napprovals = 0\nmax_grant_days = 3650\n", &cfg),
+			 0);
+	assert_int_equal(cfg.approvals, 0);
+	assert_int_equal(cfg.max_grant_days, 3650);
+	assert_int_equal(parse("steward = user:root\napprovals = 8\nmax_grant_days = 1\n", &cfg), 0);
+	assert_int_equal(cfg.approvals, 8);
+	assert_int_equal(cfg.max_grant_days, 1);
 }
 
 static void test_config_rejects(void **state)
@@ -55,6 +66,13 @@ static void test_config_rejects(void **state)
 		"steward = user:ro ot\n",                    /* space inside the name */
 		"steward = user:99999999999\n",              /* id out of range */
 		"auditor = user:root\n",                     /* nobody may administer */
+		"steward = user:root\napprovals = 9\n",      /* over POLICY_APPROVALS_MAX */
+		"steward = user:root\napprovals = -1\n",
+		"steward = user:root\napprovals = one\n",
+		"steward = user:root\napprovals = 1\napprovals = 2\n",   /* twice */
+		"steward = user:root\nmax_grant_days = 0\n",
+		"steward = user:root\nmax_grant_days = 3651\n",
+		"steward = user:root\nmax_grant_days = 30d\n",
 		"",
 	};
 	struct config cfg, before;
@@ -267,7 +285,7 @@ static void test_grant_add_revoke_persist(void **state)
 	d = grants_decide(f->gs, &alice, f->dsid, 1, now);
 	assert_int_equal(d.reason, POLICY_ALLOW);
 	assert_int_equal(d.grant_id, 1);
-	assert_int_equal(events(f, "grant"), 2);
+	assert_int_equal(events(f, "grant_request"), 2);
 
 	/* Survives a restart. */
 	fx_close(f);
@@ -315,6 +333,8 @@ static void test_grant_audit_failure_changes_nothing(void **state)
 	/* Fail closed: no record, no grant, no revocation. */
 	assert_int_equal(grants_add(f->gs, f->log, &steward, &g2), -EIO);
 	assert_int_equal(grants_count(f->gs), 1);
+	/* (A failed batch may not fail the log for good: inject a fault before each call.) */
+	audit_test_fail_next(f->log, AUDIT_FAULT_SYNC, EIO);
 	assert_int_equal(grants_revoke(f->gs, f->log, &steward, g.id, "", now, NULL, NULL), -EIO);
 	assert_int_equal(grants_decide(f->gs, &alice, f->dsid, 1, now).reason, POLICY_ALLOW);
 	fx_close(f);
@@ -339,7 +359,7 @@ static void test_grant_invalid_refused(void **state)
 	g.purpose[0] = '\0';
 	assert_int_equal(grants_add(f->gs, f->log, &steward, &g), -EINVAL);
 	assert_int_equal(grants_count(f->gs), 0);
-	assert_int_equal(events(f, "grant"), 0);
+	assert_int_equal(events(f, "grant_request"), 0);
 }
 
 static void test_grant_damaged_record_refused(void **state)
@@ -380,6 +400,236 @@ static void test_grant_damaged_record_refused(void **state)
 	assert_null(gs);
 }
 
+
+/* ---- Approvals, deny rules, dataset policies ------------------------------------------------ */
+
+static const struct policy_subject steward2 = { .uid = 3000, .user = "steward2", .ngids = 1,
+						.gids = { 3000 } };
+
+static void test_grant_approval_lifecycle(void **state)
+{
+	struct fx *f = *state;
+	int64_t now = time(NULL);
+	struct policy_subject alice = { .uid = 2001, .user = "alice", .ngids = 2,
+					.gids = { 2001, 5001 } };
+	struct policy_grant g = mk_grant(f, 2001, now), gg = mk_grant(f, 5001, now), out;
+	struct policy_approval *ap = NULL;
+	size_t nap;
+
+	g.approvals_required = 1;
+	assert_int_equal(grants_add(f->gs, f->log, &steward, &g), 0);
+	assert_string_equal(g.purpose_code, "general");
+	/* Pending gives no access. */
+	assert_int_equal(grants_decide(f->gs, &alice, f->dsid, 1, now).reason,
+			 POLICY_DENY_PENDING_APPROVAL);
+	/* The requester may not approve; nor may the grantee. Nothing is recorded. */
+	assert_int_equal(grants_approve(f->gs, f->log, &steward, g.id, now, NULL), -EPERM);
+	assert_non_null(strstr(err_detail(), "requested by you"));
+	assert_int_equal(grants_approve(f->gs, f->log, &alice, g.id, now, NULL), -EPERM);
+	assert_non_null(strstr(err_detail(), "grantee"));
+	assert_int_equal(grants_approve(f->gs, f->log, &steward2, 99, now, NULL), -ENOENT);
+	assert_int_equal(events(f, "grant_approve"), 0);
+	/* A group grant: a member of the group is its grantee too. */
+	gg.kind = POLICY_GROUP;
+	gg.approvals_required = 1;
+	assert_int_equal(grants_add(f->gs, f->log, &steward, &gg), 0);
+	assert_int_equal(grants_approve(f->gs, f->log, &alice, gg.id, now, NULL), -EPERM);
+	/* Another steward approves: in force at once. */
+	assert_int_equal(grants_approve(f->gs, f->log, &steward2, g.id, now, &out), 0);
+	assert_int_equal(out.approvals, 1);
+	assert_int_equal(grants_decide(f->gs, &alice, f->dsid, 1, now).reason, POLICY_ALLOW);
+	assert_int_equal(grants_approve(f->gs, f->log, &steward2, g.id, now, NULL), -EEXIST);
+	assert_int_equal(events(f, "grant_approve"), 1);
+	/* Persists across a reload: approvals are records of their own. */
+	fx_close(f);
+	fx_open(f);
+	assert_int_equal(grants_decide(f->gs, &alice, f->dsid, 1, now).reason, POLICY_ALLOW);
+	assert_int_equal(grants_approvals(f->gs, g.id, &ap, &nap), 0);
+	assert_int_equal(nap, 1);
+	assert_int_equal(ap[0].by_uid, 3000);
+	assert_string_equal(ap[0].by, "steward2");
+	free(ap);
+	/* Enough approvals: more are refused; a revoked grant cannot be approved. */
+	assert_int_equal(grants_approve(f->gs, f->log, &(struct policy_subject){ .uid = 3001,
+							.user = "s3", .ngids = 0 },
+					g.id, now, NULL),
+			 -EALREADY);
+	assert_int_equal(grants_revoke(f->gs, f->log, &steward, gg.id, "", now, NULL, NULL), 0);
+	assert_int_equal(grants_approve(f->gs, f->log, &steward2, gg.id, now, NULL), -ESTALE);
+	assert_int_equal(grants_decide(f->gs, &alice, f->dsid, 1, now).grant_id, g.id);
+}
+
+static void test_deny_rules(void **state)
+{
+	struct fx *f = *state;
+	int64_t now = time(NULL);
+	struct policy_subject alice = { .uid = 2001, .user = "alice", .ngids = 2,
+					.gids = { 2001, 5001 } };
+	struct policy_grant g = mk_grant(f, 2001, now);
+	struct policy_deny x = { .kind = POLICY_GROUP, .principal_id = 5001,
+				 .principal = "cardio", .dataset_id = f->dsid, .dataset = "cohort",
+				 .reason = "audit finding", .by = "root", .created = now },
+			   all = { .kind = POLICY_EVERYONE, .reason = "incident", .by = "root",
+				   .created = now },
+			   *list = NULL, out;
+	struct policy_decision d;
+	size_t n;
+
+	assert_int_equal(grants_add(f->gs, f->log, &steward, &g), 0);
+	assert_int_equal(grants_decide(f->gs, &alice, f->dsid, 1, now).reason, POLICY_ALLOW);
+	assert_int_equal(grants_deny_add(f->gs, f->log, &steward, &x), 0);
+	assert_int_equal(x.id, 2);   /* the grant counter */
+	d = grants_decide(f->gs, &alice, f->dsid, 1, now);
+	assert_int_equal(d.reason, POLICY_DENY_BY_RULE);
+	assert_int_equal(d.rule_id, x.id);
+	/* A rule without a reason is refused, and takes no id. */
+	all.reason[0] = '\0';
+	assert_int_equal(grants_deny_add(f->gs, f->log, &steward, &all), -EINVAL);
+	snprintf(all.reason, sizeof(all.reason), "incident");
+	fx_close(f);
+	fx_open(f);
+	assert_int_equal(grants_decide(f->gs, &alice, f->dsid, 1, now).reason, POLICY_DENY_BY_RULE);
+	assert_int_equal(grants_deny_remove(f->gs, f->log, &steward, x.id, now, &out), 0);
+	assert_int_equal(out.removed_at, now);
+	assert_int_equal(grants_deny_remove(f->gs, f->log, &steward, x.id, now, NULL), -EEXIST);
+	assert_int_equal(grants_deny_remove(f->gs, f->log, &steward, 99, now, NULL), -ENOENT);
+	assert_int_equal(grants_decide(f->gs, &alice, f->dsid, 1, now).reason, POLICY_ALLOW);
+	/* Everyone, every dataset. */
+	assert_int_equal(grants_deny_add(f->gs, f->log, &steward, &all), 0);
+	assert_int_equal(grants_decide(f->gs, &alice, f->dsid, 1, now).reason, POLICY_DENY_BY_RULE);
+	fx_close(f);
+	fx_open(f);
+	assert_int_equal(grants_decide(f->gs, &alice, f->dsid, 1, now).reason, POLICY_DENY_BY_RULE);
+	assert_int_equal(grants_deny_snapshot(f->gs, &list, &n), 0);
+	assert_int_equal(n, 2);
+	assert_true(list[0].removed_at != 0);
+	assert_int_equal(list[1].kind, POLICY_EVERYONE);
+	free(list);
+	assert_int_equal(events(f, "deny_add"), 2);
+	assert_int_equal(events(f, "deny_remove"), 1);
+}
+
+static void test_dataset_policy(void **state)
+{
+	struct fx *f = *state;
+	int64_t now = time(NULL);
+	struct policy_subject alice = { .uid = 2001, .user = "alice", .ngids = 1, .gids = { 2001 } };
+	struct policy_grant g = mk_grant(f, 2001, now);
+	struct policy_dataset p = { .dataset_id = f->dsid, .dataset = "cohort",
+				    .controller = "Example Biobank", .updated_by = "root",
+				    .updated = now },
+			      back;
+	struct policy_decision d;
+
+	assert_int_equal(grants_dataset_get(f->gs, f->dsid, &back), -ENOENT);
+	assert_false(grants_cache_kernel(f->gs, f->dsid));
+	snprintf(g.purpose_code, sizeof(g.purpose_code), "ai-training");
+	assert_int_equal(grants_add(f->gs, f->log, &steward, &g), 0);
+	assert_int_equal(grants_decide(f->gs, &alice, f->dsid, 1, now).reason, POLICY_ALLOW);
+	/* Consent amended to NMDS: the AI-training grant is excluded from then on. */
+	assert_int_equal(policy_duo_parse("NMDS", p.duo, &p.nduo), 0);
+	p.cache = POLICY_CACHE_KERNEL;
+	assert_int_equal(grants_dataset_set(f->gs, f->log, &steward, &p, "dataset_set"), 0);
+	d = grants_decide(f->gs, &alice, f->dsid, 1, now);
+	assert_int_equal(d.reason, POLICY_DENY_PURPOSE_EXCLUDED);
+	assert_int_equal(d.code, POLICY_DUO_NMDS);
+	assert_true(grants_cache_kernel(f->gs, f->dsid));
+	fx_close(f);
+	fx_open(f);
+	assert_int_equal(grants_dataset_get(f->gs, f->dsid, &back), 0);
+	assert_string_equal(back.controller, "Example Biobank");
+	assert_int_equal(back.nduo, 1);
+	assert_true(grants_cache_kernel(f->gs, f->dsid));
+	assert_int_equal(grants_decide(f->gs, &alice, f->dsid, 1, now).reason,
+			 POLICY_DENY_PURPOSE_EXCLUDED);
+	/* A bad record is refused whole. */
+	p.cache = 7;
+	assert_int_equal(grants_dataset_set(f->gs, f->log, &steward, &p, "dataset_set"), -EINVAL);
+	assert_int_equal(events(f, "dataset_set"), 1);
+}
+
+static void test_policy_audit_failure_changes_nothing(void **state)
+{
+	struct fx *f = *state;
+	int64_t now = time(NULL);
+	struct policy_subject alice = { .uid = 2001, .user = "alice", .ngids = 1, .gids = { 2001 } };
+	struct policy_grant g = mk_grant(f, 2001, now);
+	struct policy_deny x = { .kind = POLICY_USER, .principal_id = 2001, .principal = "alice",
+				 .reason = "r", .by = "root", .created = now };
+	struct policy_dataset p = { .dataset_id = f->dsid, .dataset = "cohort", .updated_by = "root",
+				    .updated = now, .cache = POLICY_CACHE_KERNEL },
+			      back;
+
+	g.approvals_required = 1;
+	assert_int_equal(grants_add(f->gs, f->log, &steward, &g), 0);
+	audit_test_fail_next(f->log, AUDIT_FAULT_SYNC, EIO);
+	assert_int_equal(grants_approve(f->gs, f->log, &steward2, g.id, now, NULL), -EIO);
+	audit_test_fail_next(f->log, AUDIT_FAULT_SYNC, EIO);
+	assert_int_equal(grants_deny_add(f->gs, f->log, &steward, &x), -EIO);
+	audit_test_fail_next(f->log, AUDIT_FAULT_SYNC, EIO);
+	assert_int_equal(grants_dataset_set(f->gs, f->log, &steward, &p, "dataset_set"), -EIO);
+	assert_int_equal(grants_decide(f->gs, &alice, f->dsid, 1, now).reason,
+			 POLICY_DENY_PENDING_APPROVAL);
+	assert_false(grants_cache_kernel(f->gs, f->dsid));
+	fx_close(f);
+	fx_open(f);
+	assert_int_equal(grants_decide(f->gs, &alice, f->dsid, 1, now).reason,
+			 POLICY_DENY_PENDING_APPROVAL);
+	assert_int_equal(grants_dataset_get(f->gs, f->dsid, &back), -ENOENT);
+	/* And a deny removal that cannot be audited leaves the rule in force. */
+	assert_int_equal(grants_deny_add(f->gs, f->log, &steward, &x), 0);
+	audit_test_fail_next(f->log, AUDIT_FAULT_SYNC, EIO);
+	assert_int_equal(grants_deny_remove(f->gs, f->log, &steward, x.id, now, NULL), -EIO);
+	fx_close(f);
+	fx_open(f);
+	assert_int_equal(grants_decide(f->gs, &alice, f->dsid, 1, now).reason, POLICY_DENY_BY_RULE);
+}
+
+struct watch_seen {
+	pthread_mutex_t lock;
+	uint64_t dataset_id;
+	char name[POLICY_DATASET_MAX + 1];
+	unsigned calls;
+};
+
+static void on_changed(void *ctx, uint64_t dataset_id, const char *name)
+{
+	struct watch_seen *w = ctx;
+
+	pthread_mutex_lock(&w->lock);
+	w->dataset_id = dataset_id;
+	snprintf(w->name, sizeof(w->name), "%s", name);
+	w->calls++;
+	pthread_mutex_unlock(&w->lock);
+}
+
+static void test_grant_watch(void **state)
+{
+	struct fx *f = *state;
+	struct watch_seen w = { .lock = PTHREAD_MUTEX_INITIALIZER };
+	int64_t now = time(NULL);
+	struct policy_grant g = mk_grant(f, 2001, now);
+	unsigned calls = 0;
+
+	g.expires = now + 2;
+	assert_int_equal(grants_add(f->gs, f->log, &steward, &g), 0);
+	assert_int_equal(grants_watch_start(f->gs, on_changed, &w), 0);
+	assert_int_equal(grants_watch_start(f->gs, on_changed, &w), -EBUSY);
+	/* Expiry at now + 2: the call comes within a second of it. */
+	for (int i = 0; i < 40 && !calls; i++) {
+		usleep(100 * 1000);
+		pthread_mutex_lock(&w.lock);
+		calls = w.calls;
+		pthread_mutex_unlock(&w.lock);
+	}
+	assert_int_equal(calls, 1);
+	assert_true(time(NULL) <= g.expires + 1);
+	assert_int_equal(w.dataset_id, f->dsid);
+	assert_string_equal(w.name, "cohort");
+	grants_watch_stop(f->gs);
+	grants_watch_stop(f->gs);   /* twice is fine */
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -394,6 +644,13 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_grant_invalid_refused, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_grant_damaged_record_refused, fx_setup,
 						fx_teardown),
+		cmocka_unit_test_setup_teardown(test_grant_approval_lifecycle, fx_setup,
+						fx_teardown),
+		cmocka_unit_test_setup_teardown(test_deny_rules, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_dataset_policy, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_policy_audit_failure_changes_nothing, fx_setup,
+						fx_teardown),
+		cmocka_unit_test_setup_teardown(test_grant_watch, fx_setup, fx_teardown),
 	};
 
 	if (crypto_init() < 0)

@@ -77,7 +77,7 @@ static void hash_file(const char *path, uint8_t out[crypto_hash_sha256_BYTES])
 static int group_setup(void **state)
 {
 	static const char *const roles[] = { "--steward", "user:root", "--auditor",
-					     "user:" TU_USER_CAROL, NULL };
+					     "user:" TU_USER_CAROL, "--approvals", "0", NULL };
 	struct e2e_run *r;
 
 	(void)state;
@@ -696,8 +696,8 @@ static void test_cli_views(void **state)
 	r = e2e_ok(ctl("audit", "show", "--user", TU_USER_BOB, "--dataset", "cohort"));
 	assert_non_null(strstr(r->out, "no_grant"));
 	free(r);
-	r = e2e_ok(ctl("--json", "audit", "show", "--event", "grant"));
-	assert_non_null(strstr(r->out, "\"event\":\"grant\""));
+	r = e2e_ok(ctl("--json", "audit", "show", "--event", "grant_request"));
+	assert_non_null(strstr(r->out, "\"event\":\"grant_request\""));
 	free(r);
 }
 

@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
@@ -40,6 +41,7 @@
 #include "common/err.h"
 #include "fuse/fusefs.h"
 #include "fuse/ino.h" /* white-box: the inode number layout */
+#include "fuse/job.h" /* white-box: the job id parsers */
 #include "policy/policy.h"
 #include "store/store.h"
 #include "tests/testusers.h"
@@ -141,6 +143,18 @@ static uint64_t grant(uint32_t kind, uint32_t principal, uint64_t dsid, uint32_t
 	pthread_mutex_unlock(&grants_lock);
 	return g.id;
 }
+
+/* The dataset served in cache=kernel mode (0: none), as a steward's setting would say. */
+static _Atomic uint64_t cache_kernel_dsid;
+
+static bool test_cache_kernel(void *ctx, uint64_t dataset_id)
+{
+	(void)ctx;
+	return dataset_id == atomic_load(&cache_kernel_dsid);
+}
+
+static const struct fusefs_callbacks test_cb = { .decide = test_decide,
+						 .cache_kernel = test_cache_kernel };
 
 static void grant_revoke(uint64_t id)
 {
@@ -244,6 +258,7 @@ static int fx_setup(void **state)
 	pthread_mutex_lock(&grants_lock);
 	ngrants = 0;
 	pthread_mutex_unlock(&grants_lock);
+	atomic_store(&cache_kernel_dsid, 0);
 	*state = f;
 	return 0;
 }
@@ -264,7 +279,7 @@ static void fx_mount(struct fx *f)
 	struct fusefs_options o = { .mountpoint = f->mnt, .max_threads = 8 };
 	int r;
 
-	assert_int_equal(fusefs_new(f->st, f->log, test_decide, NULL, &o, &f->fs), 0);
+	assert_int_equal(fusefs_new(f->st, f->log, &test_cb, &o, &f->fs), 0);
 	r = fusefs_mount(f->fs);
 	if (r < 0)
 		fprintf(stderr, "fusefs_mount: %s\n", err_detail());
@@ -1267,6 +1282,7 @@ static void test_unrecordable_open_is_refused(void **state)
 	audit_test_fail_next(f->log, AUDIT_FAULT_SYNC, EIO);
 	assert_int_equal(tu_run_as(&U.alice, child_open_refused, f->mnt, CHILD_MS), 0);
 	assert_true(audit_failed(f->log));
+	assert_int_equal(tu_run_as(&U.alice, child_open_refused, f->mnt, CHILD_MS), 0);
 }
 
 /* Mount points: missing, not a directory, already in use; and a stale mount left by a killed
@@ -1285,17 +1301,27 @@ static void test_mount_point_checks_and_stale_mount(void **state)
 
 	tu_write_file(file, "x", 1);
 	assert_int_equal(mkdir(busy, 0755), 0);
+	/* No callbacks, or no decide callback: refused, nothing made. */
+	{
+		const struct fusefs_callbacks nodecide = { .cache_kernel = test_cache_kernel };
+
+		o.mountpoint = f->mnt;
+		assert_int_equal(fusefs_new(f->st, f->log, NULL, &o, &fs), -EINVAL);
+		assert_int_equal(fusefs_new(f->st, f->log, &nodecide, &o, &fs), -EINVAL);
+		assert_non_null(strstr(err_detail(), "decide callback"));
+		assert_null(fs);
+	}
 	o.mountpoint = missing;
-	assert_int_equal(fusefs_new(f->st, f->log, test_decide, NULL, &o, &fs), 0);
+	assert_int_equal(fusefs_new(f->st, f->log, &test_cb, &o, &fs), 0);
 	assert_int_equal(fusefs_mount(fs), -ENOENT);
 	fusefs_free(fs);
 	o.mountpoint = file;
-	assert_int_equal(fusefs_new(f->st, f->log, test_decide, NULL, &o, &fs), 0);
+	assert_int_equal(fusefs_new(f->st, f->log, &test_cb, &o, &fs), 0);
 	assert_int_equal(fusefs_mount(fs), -ENOTDIR);
 	fusefs_free(fs);
 	assert_int_equal(mount("enclave-test", busy, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m"), 0);
 	o.mountpoint = busy;
-	assert_int_equal(fusefs_new(f->st, f->log, test_decide, NULL, &o, &fs), 0);
+	assert_int_equal(fusefs_new(f->st, f->log, &test_cb, &o, &fs), 0);
 	assert_int_equal(fusefs_mount(fs), -EBUSY);
 	assert_non_null(strstr(err_detail(), "already mounted"));
 	fusefs_free(fs);
@@ -1309,7 +1335,7 @@ static void test_mount_point_checks_and_stale_mount(void **state)
 		struct fusefs_options co = { .mountpoint = f->mnt };
 		struct fusefs *cfs = NULL;
 
-		if (fusefs_new(f->st, f->log, test_decide, NULL, &co, &cfs) < 0 ||
+		if (fusefs_new(f->st, f->log, &test_cb, &co, &cfs) < 0 ||
 		    fusefs_mount(cfs) < 0)
 			_exit(1);
 		raise(SIGKILL);
@@ -1461,6 +1487,567 @@ static void test_inode_numbers(void **state)
 	assert_false(fusefs_ino_decode(ino & ~FUSEFS_SINO_MAX, &n));     /* store ino 0 */
 }
 
+/* ---- Revocation of open handles, cache=kernel, groups, jobs (issue 5) ---------------------- */
+
+static int64_t mono_ms(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+static int64_t real_ms(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_REALTIME, &t);
+	return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+/* Read the file of tree[] that path names, whole, and check it. */
+static int child_one_read_path(void *arg)
+{
+	const char *path = arg;
+
+	for (size_t i = 0; i < NTREE; i++) {
+		size_t pl = strlen(path), tl = strlen(tree[i].path);
+
+		if (pl > tl + 6 && strcmp(path + pl - tl, tree[i].path) == 0 &&
+		    strncmp(path + pl - tl - 6, "/ds/1/", 6) == 0)
+			return check_file(path, tree[i].size, tree[i].seed, 65536);
+	}
+	CHECK(0, "%s is not in the tree", path);
+	return 0;
+}
+
+/* A reader that holds a file open and reads it in a loop until a read fails. */
+struct loop_job {
+	const char *path;
+	size_t size;
+	uint64_t seed;
+	bool warm;          /* read the whole file twice first (cache=kernel: all of it cached) */
+	int ready_w;        /* child -> parent: open, and reading */
+	int go_r;           /* parent -> child: the revoke starts now (-1: wait for expires) */
+	int64_t expires;    /* unix seconds: the grant's expiry (with go_r == -1) */
+};
+
+#define LOOP_LIMIT_MS 1000  /* the promise: refused within a second */
+#define LOOP_GIVE_UP_MS 20000
+
+static int child_read_until_refused(void *arg)
+{
+	const struct loop_job *j = arg;
+	uint8_t *buf = malloc(CS), *want = malloc(j->size);
+	int64_t start = mono_ms(), t0 = -1, now;
+	uint64_t reads = 0;
+	ssize_t n;
+	char c = 'r';
+	int fd;
+
+	CHECK(buf && want, "malloc");
+	tu_fill(want, j->size, j->seed);
+	fd = open(j->path, O_RDONLY | O_CLOEXEC);
+	CHECK(fd >= 0, "open %s: %s", j->path, strerror(errno));
+	for (int pass = 0; j->warm && pass < 2; pass++)
+		for (size_t off = 0; off < j->size; off += (size_t)n) {
+			n = pread(fd, buf, CS, (off_t)off);
+			CHECK(n > 0 && memcmp(buf, want + off, (size_t)n) == 0,
+			      "warm read at %zu: %s", off, n < 0 ? strerror(errno) : "bad data");
+		}
+	CHECK(write(j->ready_w, &c, 1) == 1, "pipe");
+	for (uint64_t i = 0;; i++) {
+		size_t off = (size_t)((i * CS) % j->size);
+		struct pollfd p = { .fd = j->go_r, .events = POLLIN };
+
+		/* About 1 ms between reads: the loop must not starve the daemon of CPU. */
+		if (j->go_r >= 0 && t0 < 0 && poll(&p, 1, 1) == 1) {
+			CHECK(read(j->go_r, &c, 1) == 1, "pipe");
+			t0 = mono_ms();
+		} else if (j->go_r < 0 || t0 >= 0) {
+			poll(NULL, 0, 1);
+		}
+		n = pread(fd, buf, CS, (off_t)off);
+		now = mono_ms();
+		if (n < 0)
+			break;
+		CHECK(n > 0 && memcmp(buf, want + off, (size_t)n) == 0, "read at %zu: bad data",
+		      off);
+		reads++;
+		CHECK(t0 < 0 || now - t0 < LOOP_LIMIT_MS, "still reading %lld ms after the revoke",
+		      (long long)(now - t0));
+		CHECK(now - start < LOOP_GIVE_UP_MS, "never refused (%llu reads)",
+		      (unsigned long long)reads);
+	}
+	CHECK(errno == EACCES, "read refused with %s, wanted EACCES", strerror(errno));
+	CHECK(reads > 0, "no read succeeded before the refusal");
+	if (j->go_r >= 0) {
+		CHECK(t0 >= 0, "refused before the revoke");
+	} else {
+		int64_t late = real_ms() - j->expires * 1000;
+
+		/* Refused at the expiry (decisions have a one-second clock), and soon after it. */
+		CHECK(late >= 0, "refused %lld ms before the expiry", (long long)-late);
+		CHECK(late < LOOP_LIMIT_MS, "refused %lld ms after the expiry", (long long)late);
+	}
+	/* And stays refused. */
+	n = pread(fd, buf, 16, 0);
+	CHECK(n < 0 && errno == EACCES, "a later read: %s", n < 0 ? strerror(errno) : "data");
+	close(fd);
+	free(buf);
+	free(want);
+	return 0;
+}
+
+/* Start the loop reader (as alice) on ds/1/a/b/c/big and wait until it reads. */
+static void loop_start(struct fx *f, struct loop_job *j, int *ret_go_w, int *ret_ready_r)
+{
+	int ready[2], go[2] = { -1, -1 };
+	char c;
+
+	assert_int_equal(pipe2(ready, O_CLOEXEC), 0);
+	if (ret_go_w)
+		assert_int_equal(pipe2(go, O_CLOEXEC), 0);
+	j->path = tu_fmt("%s/ds/1/a/b/c/big", f->mnt);
+	j->size = tree[5].size;
+	j->seed = tree[5].seed;
+	j->ready_w = ready[1];
+	j->go_r = go[0];
+	assert_int_equal(tu_spawn_as(&U.alice, child_read_until_refused, j, &f->child), 0);
+	close(ready[1]);
+	if (go[0] >= 0)
+		close(go[0]);
+	assert_int_equal(read(ready[0], &c, 1), 1);
+	if (ret_go_w)
+		*ret_go_w = go[1];
+	*ret_ready_r = ready[0];
+}
+
+static void loop_finish(struct fx *f, struct loop_job *j, int go_w, int ready_r)
+{
+	assert_int_equal(tu_wait(f->child, CHILD_MS), 0);
+	f->child = -1;
+	if (go_w >= 0)
+		close(go_w);
+	close(ready_r);
+	free((char *)j->path);
+}
+
+/* The one read_refused record of the big file, checked field by field against its open. */
+static void check_read_refused(struct fx *f, uint64_t dsid, uint64_t gid, const char *reason,
+			       const char *cache)
+{
+	json_t *opens = records(f, "open"), *refs = records(f, "read_refused"), *o, *r;
+
+	o = find_rec(opens, "/a/b/c/big", TU_USER_ALICE, "allow");
+	assert_non_null(o);
+	assert_string_equal(rstr(o, "cache"), cache);
+	assert_int_equal(json_array_size(refs), 1);     /* one per handle, not one per read */
+	r = json_array_get(refs, 0);
+	assert_string_equal(rstr(r, "event"), "read_refused");
+	assert_string_equal(rstr(r, "dataset"), "ds");
+	assert_int_equal(rec_int(r, "dataset_id"), dsid);
+	assert_int_equal(rec_int(r, "version"), 1);
+	assert_string_equal(rstr(r, "path"), "/a/b/c/big");
+	assert_int_equal(rec_int(r, "uid"), U.alice.uid);
+	assert_string_equal(rstr(r, "user"), TU_USER_ALICE);
+	assert_int_equal(rec_int(r, "pid"), rec_int(o, "pid"));
+	assert_int_equal(rec_int(r, "open_seq"), rec_int(o, "seq"));
+	assert_string_equal(rstr(r, "reason"), reason);
+	assert_int_equal(rec_int(r, "grant_id"), gid);
+	assert_true(rec_int(r, "bytes") > 0);
+	json_decref(opens);
+	json_decref(refs);
+}
+
+static void revoke_while_reading(void **state, bool cache_kernel)
+{
+	struct fx *f = *state;
+	struct loop_job j = { .warm = cache_kernel };
+	uint64_t dsid = import_tree(f), gid;
+	struct fusefs_stats st0, st1;
+	int go_w, ready_r;
+
+	gid = grant(POLICY_USER, U.alice.uid, dsid, POLICY_ALL_VERSIONS);
+	if (cache_kernel)
+		atomic_store(&cache_kernel_dsid, dsid);
+	fx_mount(f);
+	loop_start(f, &j, &go_w, &ready_r);
+	fusefs_stats_get(f->fs, &st0);
+	poll(NULL, 0, 200);     /* the loop reads for a while */
+	fusefs_stats_get(f->fs, &st1);
+	if (cache_kernel)       /* cached: the loop's reads never reach the daemon */
+		assert_int_equal(st1.reads, st0.reads);
+	else
+		assert_true(st1.reads > st0.reads);
+	assert_int_equal(write(go_w, "g", 1), 1);
+	grant_revoke(gid);
+	fusefs_invalidate_dataset(f->fs, dsid, "ds");
+	loop_finish(f, &j, go_w, ready_r);
+	fusefs_stats_get(f->fs, &st1);
+	assert_true(st1.reads_refused >= 2);
+	fx_unmount(f);
+	check_read_refused(f, dsid, gid, "revoked", cache_kernel ? "kernel" : "direct");
+}
+
+/* A reader holding an open direct-I/O file in a loop: refused within a second of the revoke. */
+static void test_revoke_stops_open_reader_direct(void **state)
+{
+	revoke_while_reading(state, false);
+}
+
+/* The same with cache=kernel, the file fully in the page cache before the revoke. */
+static void test_revoke_stops_open_reader_cached(void **state)
+{
+	revoke_while_reading(state, true);
+}
+
+/* The test's stand-in for the daemon's watcher: invalidates a dataset when one of its grants
+ * crosses its expiry. */
+struct watcher {
+	struct fx *f;
+	uint64_t dsid;
+	int64_t expires;
+	atomic_bool stop;
+	atomic_bool fired;
+};
+
+static void *watcher_main(void *p)
+{
+	struct watcher *w = p;
+
+	while (!atomic_load(&w->stop)) {
+		if (!atomic_load(&w->fired) && time(NULL) >= w->expires) {
+			fusefs_invalidate_dataset(w->f->fs, w->dsid, "ds");
+			atomic_store(&w->fired, true);
+		}
+		poll(NULL, 0, 100);
+	}
+	return NULL;
+}
+
+/* A grant that expires while the reader loops: refused within a second of the expiry. */
+static void test_expiry_stops_open_reader(void **state)
+{
+	struct fx *f = *state;
+	struct loop_job j = { 0 };
+	struct watcher w = { .f = f };
+	uint64_t dsid = import_tree(f), gid;
+	pthread_t t;
+	int ready_r;
+
+	gid = grant(POLICY_USER, U.alice.uid, dsid, POLICY_ALL_VERSIONS);
+	w.dsid = dsid;
+	w.expires = time(NULL) + 3;
+	pthread_mutex_lock(&grants_lock);
+	grants[ngrants - 1].expires = w.expires;
+	pthread_mutex_unlock(&grants_lock);
+	j.expires = w.expires;
+	fx_mount(f);
+	loop_start(f, &j, NULL, &ready_r);
+	assert_int_equal(pthread_create(&t, NULL, watcher_main, &w), 0);
+	loop_finish(f, &j, -1, ready_r);
+	atomic_store(&w.stop, true);
+	pthread_join(t, NULL);
+	assert_true(atomic_load(&w.fired));
+	fx_unmount(f);
+	check_read_refused(f, dsid, gid, "expired", "direct");
+}
+
+/* cache=kernel: a shared mapping works, and a second read of the file is served from memory. */
+static int child_mmap_shared(void *arg)
+{
+	const char *path = arg;
+	size_t size = 3 * CS + 17;
+	uint8_t *want = malloc(size);
+	void *m;
+	int fd;
+
+	CHECK(want, "malloc");
+	tu_fill(want, size, 5);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	CHECK(fd >= 0, "open %s: %s", path, strerror(errno));
+	m = mmap(NULL, size, PROT_READ, MAP_SHARED, fd, 0);
+	CHECK(m != MAP_FAILED, "mmap MAP_SHARED: %s", strerror(errno));
+	CHECK(memcmp(m, want, size) == 0, "mapped content differs");
+	munmap(m, size);
+	close(fd);
+	free(want);
+	return 0;
+}
+
+static int child_mmap_shared_refused(void *arg)
+{
+	const char *path = arg;
+	void *m;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+	CHECK(fd >= 0, "open %s: %s", path, strerror(errno));
+	m = mmap(NULL, 4096, PROT_READ, MAP_SHARED, fd, 0);
+	/* direct_io: the kernel refuses shared mappings (ENODEV), or, on kernels that allow them
+	 * on direct_io files, a read through one is still served by the daemon. */
+	if (m != MAP_FAILED)
+		munmap(m, 4096);
+	close(fd);
+	return 0;
+}
+
+static void test_cache_kernel_serves_from_memory(void **state)
+{
+	struct fx *f = *state;
+	uint64_t dsid = import_tree(f);
+	char *odd = tu_fmt("%s/ds/1/a/odd", f->mnt), *one = tu_fmt("%s/ds/1/one", f->mnt);
+	struct fusefs_stats s0, s1, s2;
+	json_t *opens, *o;
+	size_t i;
+
+	grant(POLICY_USER, U.alice.uid, dsid, POLICY_ALL_VERSIONS);
+	atomic_store(&cache_kernel_dsid, dsid);
+	fx_mount(f);
+	fusefs_stats_get(f->fs, &s0);
+	assert_int_equal(tu_run_as(&U.alice, child_one_read_path, odd, CHILD_MS), 0);
+	fusefs_stats_get(f->fs, &s1);
+	assert_true(s1.reads > s0.reads);
+	assert_int_equal(s1.opens_cached, s0.opens_cached + 1);
+	/* A new process, a new open: every byte from the page cache, no read reaches us. */
+	assert_int_equal(tu_run_as(&U.alice, child_one_read_path, odd, CHILD_MS), 0);
+	assert_int_equal(tu_run_as(&U.alice, child_mmap_shared, odd, CHILD_MS), 0);
+	fusefs_stats_get(f->fs, &s2);
+	assert_int_equal(s2.reads, s1.reads);
+	assert_int_equal(s2.opens_cached, s0.opens_cached + 3);
+	/* An invalidation drops the pages: the next read reaches the daemon again. */
+	fusefs_invalidate_dataset(f->fs, dsid, "ds");
+	assert_int_equal(tu_run_as(&U.alice, child_one_read_path, odd, CHILD_MS), 0);
+	fusefs_stats_get(f->fs, &s1);
+	assert_true(s1.reads > s2.reads);
+	/* Another dataset (direct) is not cached: every read reaches the daemon. */
+	atomic_store(&cache_kernel_dsid, dsid + 1000);
+	fusefs_stats_get(f->fs, &s1);
+	assert_int_equal(tu_run_as(&U.alice, child_one_read_path, one, CHILD_MS), 0);
+	assert_int_equal(tu_run_as(&U.alice, child_one_read_path, one, CHILD_MS), 0);
+	assert_int_equal(tu_run_as(&U.alice, child_mmap_shared_refused, one, CHILD_MS), 0);
+	fusefs_stats_get(f->fs, &s2);
+	assert_true(s2.reads >= s1.reads + 2);
+	assert_int_equal(s2.opens_cached, s1.opens_cached);
+	fx_unmount(f);
+	opens = records(f, "open");
+	json_array_foreach(opens, i, o) {
+		if (strcmp(rstr(o, "path"), "/a/odd") == 0)
+			assert_string_equal(rstr(o, "cache"), "kernel");
+		else if (strcmp(rstr(o, "path"), "/one") == 0)
+			assert_string_equal(rstr(o, "cache"), "direct");
+	}
+	json_decref(opens);
+	free(odd);
+	free(one);
+}
+
+/* Supplementary groups come from the calling process, not from NSS: carol started without her
+ * supplementary group (initgroups of a user in no group) is refused, although NSS lists her. */
+static int child_without_group(void *arg)
+{
+	const char *mnt = arg;
+	char *odd = tu_fmt("%s/ds/1/a/odd", mnt);
+	gid_t g[64];
+	int n = getgroups(64, g), rc;
+
+	CHECK(n >= 0, "getgroups: %s", strerror(errno));
+	for (int i = 0; i < n; i++)
+		CHECK(g[i] != U.grp, "still in the group");
+	CHECK(listed(mnt, "ds") == 0, "ds listed without the group");
+	rc = open_fails(odd, ENOENT, 0);
+	free(odd);
+	return rc;
+}
+
+static void test_supplementary_groups_from_the_process(void **state)
+{
+	struct fx *f = *state;
+	uint64_t dsid = import_tree(f), gid;
+	struct tu_user nogroup = U.carol;
+	json_t *opens, *o;
+	size_t i;
+	bool has_grp = false;
+
+	gid = grant(POLICY_GROUP, U.grp, dsid, POLICY_ALL_VERSIONS);
+	fx_mount(f);
+	/* carol's uid and gid, the supplementary groups of bob (none): setgroups without grp. */
+	snprintf(nogroup.name, sizeof(nogroup.name), "%s", U.bob.name);
+	assert_int_equal(tu_run_as(&nogroup, child_without_group, f->mnt, CHILD_MS), 0);
+	/* With it (initgroups as carol): allowed, and the record lists the groups. */
+	assert_int_equal(tu_run_as(&U.carol, child_group_member, f->mnt, CHILD_MS), 0);
+	fx_unmount(f);
+	opens = records(f, "open");
+	o = find_rec(opens, "/a/odd", TU_USER_CAROL, "allow");
+	assert_non_null(o);
+	assert_int_equal(rec_int(o, "grant_id"), gid);
+	assert_true(json_is_array(json_object_get(o, "gids")));
+	assert_int_equal(json_integer_value(json_array_get(json_object_get(o, "gids"), 0)),
+			 U.carol.gid);
+	for (i = 0; i < json_array_size(json_object_get(o, "gids")); i++)
+		if (json_integer_value(json_array_get(json_object_get(o, "gids"), i)) ==
+		    (json_int_t)U.grp)
+			has_grp = true;
+	assert_true(has_grp);
+	assert_null(find_rec(opens, "/a/odd", TU_USER_CAROL, "deny"));
+	json_decref(opens);
+}
+
+/* The open record names the batch job: SLURM_JOB_ID from the environment the process was started
+ * with (exec), marked as the user's word. */
+struct exec_job {
+	const char *path;
+	const char *env;    /* one "K=V" entry */
+};
+
+static int child_exec_cat(void *arg)
+{
+	const struct exec_job *j = arg;
+	char *argv[] = { "cat", (char *)j->path, NULL };
+	char *envp[] = { "PATH=/usr/bin:/bin", (char *)j->env, NULL };
+	int null = open("/dev/null", O_WRONLY | O_CLOEXEC);
+
+	CHECK(null >= 0 && dup2(null, 1) == 1, "/dev/null");
+	execve("/bin/cat", argv, envp);
+	CHECK(0, "exec /bin/cat: %s", strerror(errno));
+	return 0;
+}
+
+static void test_open_record_names_the_job(void **state)
+{
+	struct fx *f = *state;
+	uint64_t dsid = import_tree(f);
+	char *odd = tu_fmt("%s/ds/1/a/odd", f->mnt), *one = tu_fmt("%s/ds/1/one", f->mnt);
+	char *chunk = tu_fmt("%s/ds/1/a/chunk", f->mnt);
+	struct exec_job ok = { .path = odd, .env = "SLURM_JOB_ID=4242" };
+	struct exec_job bad = { .path = one, .env = "SLURM_JOB_ID=42x" };
+	struct exec_job refused = { .path = chunk, .env = "SLURM_JOB_ID=777" };
+	json_t *opens, *o;
+
+	grant(POLICY_USER, U.alice.uid, dsid, POLICY_ALL_VERSIONS);
+	fx_mount(f);
+	assert_int_equal(tu_run_as(&U.alice, child_exec_cat, &ok, CHILD_MS), 0);
+	assert_int_equal(tu_run_as(&U.alice, child_exec_cat, &bad, CHILD_MS), 0);
+	/* bob, whose grant was revoked: a deny record also names the job (cat fails: exit 1). */
+	grant_revoke(grant(POLICY_USER, U.bob.uid, dsid, POLICY_ALL_VERSIONS));
+	assert_int_equal(tu_run_as(&U.bob, child_exec_cat, &refused, CHILD_MS), 1);
+	fx_unmount(f);
+	opens = records(f, "open");
+	o = find_rec(opens, "/a/odd", TU_USER_ALICE, "allow");
+	assert_non_null(o);
+	assert_string_equal(rstr(o, "process"), "cat");
+	assert_int_equal(rec_int(o, "job_id"), 4242);
+	assert_string_equal(rstr(o, "job_id_source"), "environ");
+	assert_string_equal(rstr(o, "cache"), "direct");
+	assert_int_equal(json_integer_value(json_array_get(json_object_get(o, "gids"), 0)),
+			 U.alice.gid);
+	/* Not a job number: no job in the record. */
+	o = find_rec(opens, "/one", TU_USER_ALICE, "allow");
+	assert_non_null(o);
+	assert_null(json_object_get(o, "job_id"));
+	assert_null(json_object_get(o, "job_id_source"));
+	o = find_rec(opens, "/a/chunk", TU_USER_BOB, "deny");
+	assert_non_null(o);
+	assert_int_equal(rec_int(o, "job_id"), 777);
+	assert_string_equal(rstr(o, "job_id_source"), "environ");
+	assert_null(json_object_get(o, "cache"));
+	json_decref(opens);
+	free(odd);
+	free(one);
+	free(chunk);
+}
+
+/* The cgroup parser on fixed text: Slurm's paths are read; a job cgroup a user could create in
+ * its delegated subtree, and malformed or cut lines, are not. */
+static void test_job_from_cgroup_text(void **state)
+{
+	static const struct {
+		const char *text;
+		uint64_t job;       /* 0: none */
+	} cases[] = {
+		{ "0::/system.slice/slurmstepd.scope/job_4242/step_0/user/task_0\n", 4242 },
+		{ "0::/slurmstepd.scope/job_7/step_batch/user/task_0\n", 7 },
+		{ "12:pids:/slurm/uid_1000/job_123/step_0/task_0\n"
+		  "11:memory:/slurm/uid_1000/job_123/step_0\n", 123 },
+		{ "3:cpuset:/\n2:freezer:/slurm_node01/uid_5/job_99/step_0\n", 99 },
+		{ "0::/slurmstepd.scope/job_9999999999999999999\n", 9999999999999999999ull },
+		/* Forgeries: below a user's delegated subtree, or not at the root. */
+		{ "0::/user.slice/user-1000.slice/user@1000.service/app.slice/"
+		  "slurmstepd.scope/job_66/step_0\n", 0 },
+		{ "0::/user.slice/slurm/uid_1000/job_66\n", 0 },
+		{ "0::/system.slice/other.scope/job_66\n", 0 },
+		/* Malformed. */
+		{ "0::/system.slice/slurmstepd.scope/job_\n", 0 },
+		{ "0::/system.slice/slurmstepd.scope/job_012\n", 0 },
+		{ "0::/system.slice/slurmstepd.scope/job_12x/step_0\n", 0 },
+		{ "0::/system.slice/slurmstepd.scope/job_12345678901234567890\n", 0 },
+		{ "0::/slurm/uid_/job_5\n", 0 },
+		{ "0::/slurm/job_5\n", 0 },
+		{ "no colons /system.slice/slurmstepd.scope/job_5\n", 0 },
+		/* A last line without its newline may be cut: not trusted. */
+		{ "0::/system.slice/slurmstepd.scope/job_12", 0 },
+		{ "", 0 },
+	};
+	uint64_t job;
+
+	(void)state;
+	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+		bool found;
+
+		job = 0;
+		found = fusefs_job_from_cgroup(cases[i].text, strlen(cases[i].text), &job);
+		if (found != (cases[i].job != 0) || job != cases[i].job)
+			fail_msg("case %zu (%s): found %d job %llu", i, cases[i].text, found,
+				 (unsigned long long)job);
+	}
+}
+
+/* The environment scanner, fed whole and one byte at a time. */
+static bool env_job(const char *env, size_t len, size_t step, uint64_t *job)
+{
+	struct fusefs_env_scan s;
+
+	fusefs_env_scan_init(&s);
+	for (size_t off = 0; off < len; off += step)
+		fusefs_env_scan_feed(&s, env + off, MIN(step, len - off));
+	return fusefs_env_scan_result(&s, job);
+}
+
+static void test_job_from_environ_text(void **state)
+{
+	static const struct {
+		const char *env;
+		size_t len;
+		uint64_t job;
+	} cases[] = {
+#define E(s, j) { s, sizeof(s) - 1, j }
+		E("HOME=/x\0SLURM_JOB_ID=4242\0PATH=/bin\0", 4242),
+		E("SLURM_JOB_ID=1\0", 1),
+		E("SLURM_JOB_ID_X=5\0SLURM_JOB_IDX=6\0XSLURM_JOB_ID=7\0SLURM_JOB_ID=8\0", 8),
+		E("SLURM_JOB_ID=9\0SLURM_JOB_ID=10\0", 9),          /* the first one counts */
+		E("SLURM_JOB_ID=42x\0SLURM_JOB_ID=43\0", 0),       /* ... even when it is bad */
+		E("SLURM_JOB_ID=\0", 0),
+		E("SLURM_JOB_ID=007\0", 0),
+		E("SLURM_JOB_ID=12345678901234567890\0", 0),
+		E("SLURM_JOB_ID=55", 0),                            /* cut: no terminator */
+		E("SLURM_JOB\0ID=5\0", 0),
+		E("", 0),
+#undef E
+	};
+
+	(void)state;
+	for (size_t i = 0; i < ARRAY_SIZE(cases); i++)
+		for (size_t k = 0; k < 2; k++) {
+			size_t step = k == 0 ? 1 : MAX(cases[i].len, 1);
+			uint64_t job = 0;
+			bool found = env_job(cases[i].env, cases[i].len, step, &job);
+
+			if (found != (cases[i].job != 0) || job != cases[i].job)
+				fail_msg("case %zu step %zu: found %d job %llu", i, step, found,
+					 (unsigned long long)job);
+		}
+}
+
 static int group_setup(void **state)
 {
 	const char *why = NULL;
@@ -1493,8 +2080,16 @@ int main(void)
 		T(test_mount_point_checks_and_stale_mount),
 		T(test_stop_with_open_file),
 		T(test_external_unmount_ends_run),
+		T(test_revoke_stops_open_reader_direct),
+		T(test_revoke_stops_open_reader_cached),
+		T(test_expiry_stops_open_reader),
+		T(test_cache_kernel_serves_from_memory),
+		T(test_supplementary_groups_from_the_process),
+		T(test_open_record_names_the_job),
 #undef T
 		cmocka_unit_test(test_inode_numbers),
+		cmocka_unit_test(test_job_from_cgroup_text),
+		cmocka_unit_test(test_job_from_environ_text),
 	};
 
 	if (crypto_init() < 0)

@@ -77,6 +77,7 @@ static struct policy_grant grant(uint64_t id, uint32_t kind, uint32_t principal_
 	set_str(g.principal, sizeof(g.principal), kind == POLICY_GROUP ? "cardio-ml" : "alice");
 	set_str(g.dataset, sizeof(g.dataset), "ukb-ecg");
 	set_str(g.purpose, sizeof(g.purpose), "arrhythmia model training");
+	set_str(g.purpose_code, sizeof(g.purpose_code), "general");
 	set_str(g.granted_by, sizeof(g.granted_by), "steward");
 	return g;
 }
@@ -184,13 +185,14 @@ static struct policy_decision ref_decide(const struct policy_subject *who, uint6
 			valid[nvalid++] = match[i];
 	if (nvalid) {
 		qsort(valid, nvalid, sizeof(valid[0]), cmp_allow);
-		return (struct policy_decision){ POLICY_ALLOW, valid[0]->id };
+		return (struct policy_decision){ .reason = POLICY_ALLOW, .grant_id = valid[0]->id };
 	}
 	if (!nmatch)
-		return (struct policy_decision){ POLICY_DENY_NO_GRANT, 0 };
+		return (struct policy_decision){ .reason = POLICY_DENY_NO_GRANT };
 	ref_now = now;
 	qsort(match, nmatch, sizeof(match[0]), cmp_deny);
-	return (struct policy_decision){ ref_reason(match[0], now), match[0]->id };
+	return (struct policy_decision){ .reason = ref_reason(match[0], now),
+					 .grant_id = match[0]->id };
 }
 
 /* ---- (1)(2) Generated decision tables --------------------------------------------------------- */
@@ -459,6 +461,9 @@ static void test_reason_words(void **state)
 		{ POLICY_DENY_EXPIRED, "expired" },
 		{ POLICY_DENY_NOT_YET_VALID, "not_yet_valid" },
 		{ POLICY_DENY_REVOKED, "revoked" },
+		{ POLICY_DENY_PENDING_APPROVAL, "pending_approval" },
+		{ POLICY_DENY_BY_RULE, "denied_by_rule" },
+		{ POLICY_DENY_PURPOSE_EXCLUDED, "purpose_excluded" },
 	};
 
 	(void)state;
@@ -471,9 +476,585 @@ static void test_reason_words(void **state)
 						policy_reason_text(t[j].r));
 	}
 	assert_string_equal(policy_reason_text(POLICY_DENY_NO_GRANT), "no grant for this dataset");
-	assert_string_equal(policy_reason_name((enum policy_reason)5), "unknown");
+	assert_string_equal(policy_reason_name((enum policy_reason)8), "unknown");
 	assert_string_equal(policy_reason_name((enum policy_reason)-1), "unknown");
 	assert_string_equal(policy_reason_text((enum policy_reason)42), "unknown reason");
+}
+
+
+/* ---- (1b) The full rule: approvals, deny rules, consent codes -------------------------------- */
+
+/* Purposes and consent-code sets the generated tables draw from. */
+static const char *const gen_purposes[] = {
+	"general", "health", "ds:cancer", "ds:asthma", "ai-training,health", "methods",
+	"commercial,health", "population,health", "for-profit,ds:cancer", "genetic,health",
+};
+static const char *const gen_duo_sets[] = {
+	"", "NMDS", "HMB", "DS:cancer", "NCU,NPU", "GRU,IRB", "TS:2027-01-15", "TS:2027-02-01",
+	"HMB,NMDS", "GSO", "NPOA", "POA", "NPUNCU", "MOR:2027-06-01,PUB",
+};
+
+/* Does comma list p contain term t? (The reference's own reading of a purpose.) */
+static bool ref_has(const char *p, const char *t)
+{
+	size_t n = strlen(t);
+
+	for (const char *q = p; (q = strstr(q, t)) != NULL; q += n)
+		if ((q == p || q[-1] == ',') && (q[n] == ',' || q[n] == '\0'))
+			return true;
+	return false;
+}
+
+/* The consent code of `codes` (text, as in gen_duo_sets) that excludes purpose p, 0 if none:
+ * written from the table in docs/POLICY.md, not from duo.c. */
+static uint32_t ref_excluded(const char *codes, const char *p, int64_t expires, bool override)
+{
+	bool health = ref_has(p, "health") || strstr(p, "ds:") != NULL;
+	bool pop = ref_has(p, "population") || ref_has(p, "ancestry");
+	bool methods = ref_has(p, "methods") || ref_has(p, "ai-training");
+	uint32_t best = 0;
+	char buf[256], *c, *next;
+
+	snprintf(buf, sizeof(buf), "%s", codes);
+	for (c = buf; *c; c = next) {
+		uint32_t code = 0;
+
+		next = strchr(c, ',');
+		if (next)
+			*next++ = '\0';
+		else
+			next = c + strlen(c);
+
+		if (strcmp(c, "HMB") == 0 && (!health || pop))
+			code = POLICY_DUO_HMB;
+		else if (strncmp(c, "DS:", 3) == 0 &&
+			 (!strstr(p, "ds:") || strcmp(strstr(p, "ds:") + 3, c + 3) != 0 || pop))
+			code = POLICY_DUO_DS;
+		else if (strcmp(c, "POA") == 0 && !pop)
+			code = POLICY_DUO_POA;
+		else if (strcmp(c, "NPOA") == 0 && pop)
+			code = POLICY_DUO_NPOA;
+		else if (strcmp(c, "NMDS") == 0 && methods && !override)
+			code = POLICY_DUO_NMDS;
+		else if (strcmp(c, "GSO") == 0 && !ref_has(p, "genetic"))
+			code = POLICY_DUO_GSO;
+		else if (strcmp(c, "NCU") == 0 && ref_has(p, "commercial"))
+			code = POLICY_DUO_NCU;
+		else if (strcmp(c, "NPU") == 0 && ref_has(p, "for-profit"))
+			code = POLICY_DUO_NPU;
+		else if (strcmp(c, "NPUNCU") == 0 &&
+			 (ref_has(p, "for-profit") || ref_has(p, "commercial")))
+			code = POLICY_DUO_NPUNCU;
+		else if (strcmp(c, "TS:2027-01-15") == 0 && expires > 1800000000 - 8 * 3600)
+			code = POLICY_DUO_TS;
+		else if (strcmp(c, "TS:2027-02-01") == 0 && expires > 1801353600)
+			code = POLICY_DUO_TS;
+		if (code && (!best || code < best))
+			best = code;
+	}
+	return best;
+}
+
+/* A grant's reason at now, the reference's way; *code the excluding consent code. */
+static enum policy_reason ref_state(const struct policy_grant *g, int64_t now, const char *codes,
+				    uint32_t *code)
+{
+	*code = 0;
+	if (g->revoked_at)
+		return POLICY_DENY_REVOKED;
+	if (now >= g->expires)
+		return POLICY_DENY_EXPIRED;
+	*code = ref_excluded(codes, g->purpose_code, g->expires, g->consent_override[0] != 0);
+	if (*code)
+		return POLICY_DENY_PURPOSE_EXCLUDED;
+	if (g->approvals < g->approvals_required)
+		return POLICY_DENY_PENDING_APPROVAL;
+	if (now < g->not_before)
+		return POLICY_DENY_NOT_YET_VALID;
+	return POLICY_ALLOW;
+}
+
+static int ref_rank(enum policy_reason r)
+{
+	static const enum policy_reason order[] = { POLICY_DENY_NOT_YET_VALID,
+						    POLICY_DENY_PENDING_APPROVAL,
+						    POLICY_DENY_PURPOSE_EXCLUDED, POLICY_DENY_EXPIRED,
+						    POLICY_DENY_REVOKED };
+
+	for (int i = 0; i < (int)ARRAY_SIZE(order); i++)
+		if (order[i] == r)
+			return i + 1;
+	return 0;
+}
+
+static struct policy_decision ref_evaluate(const struct policy_subject *who, uint64_t ds,
+					   uint32_t ver, int64_t now,
+					   const struct policy_grant *g, size_t n,
+					   const struct policy_deny *x, size_t nx, const char *codes)
+{
+	struct policy_decision best = { .reason = POLICY_DENY_NO_GRANT };
+	const struct policy_grant *allow = NULL, *deny = NULL;
+	uint64_t rule = 0;
+	uint32_t deny_code = 0;
+	enum policy_reason deny_reason = POLICY_DENY_NO_GRANT;
+
+	for (size_t i = 0; i < nx; i++) {
+		bool who_ok = (x[i].kind == POLICY_USER && x[i].principal_id == who->uid) ||
+			      (x[i].kind == POLICY_GROUP && ref_in_groups(who, x[i].principal_id)) ||
+			      x[i].kind == POLICY_EVERYONE;
+
+		if (x[i].id && !x[i].removed_at && who_ok &&
+		    (x[i].dataset_id == 0 || x[i].dataset_id == ds) && (!rule || x[i].id < rule))
+			rule = x[i].id;
+	}
+	if (rule)
+		return (struct policy_decision){ .reason = POLICY_DENY_BY_RULE, .rule_id = rule };
+	for (size_t i = 0; i < n; i++) {
+		bool principal = (g[i].kind == POLICY_USER && g[i].principal_id == who->uid) ||
+				 (g[i].kind == POLICY_GROUP && ref_in_groups(who, g[i].principal_id));
+		bool v = ver == 0 || g[i].version == 0 || g[i].version == ver;
+		enum policy_reason st;
+		uint32_t code;
+
+		if (!g[i].id || g[i].dataset_id != ds || !v || !principal)
+			continue;
+		st = ref_state(&g[i], now, codes, &code);
+		if (st == POLICY_ALLOW) {
+			if (!allow || g[i].expires > allow->expires ||
+			    (g[i].expires == allow->expires && g[i].id < allow->id))
+				allow = &g[i];
+			continue;
+		}
+		if (!deny || g[i].id > deny->id ||
+		    (g[i].id == deny->id && (ref_rank(st) > ref_rank(deny_reason) ||
+					     (st == deny_reason && code < deny_code)))) {
+			deny = &g[i];
+			deny_reason = st;
+			deny_code = code;
+		}
+	}
+	if (allow)
+		return (struct policy_decision){ .reason = POLICY_ALLOW, .grant_id = allow->id };
+	if (deny)
+		return (struct policy_decision){ .reason = deny_reason, .grant_id = deny->id,
+						 .code = deny_code };
+	return best;
+}
+
+static bool decision_eq(struct policy_decision a, struct policy_decision b)
+{
+	return a.reason == b.reason && a.grant_id == b.grant_id && a.rule_id == b.rule_id &&
+	       a.code == b.code;
+}
+
+static void test_evaluate_matches_reference(void **state)
+{
+	static struct policy_grant g[12], gc[12];
+	static struct policy_deny x[4], xc[4];
+	unsigned seen[POLICY_DENY_PURPOSE_EXCLUDED + 1] = { 0 };
+	uint64_t s = seed ^ 0x5eed;
+	unsigned cases = 0;
+
+	(void)state;
+	for (unsigned t = 0; t < 4000; t++) {
+		size_t n = (size_t)rnd_range(&s, 0, ARRAY_SIZE(g));
+		size_t nx = rnd_chance(&s, 3) ? (size_t)rnd_range(&s, 1, ARRAY_SIZE(x)) : 0;
+		struct policy_subject who = gen_subject(&s);
+		const char *codes = gen_duo_sets[rnd(&s) % ARRAY_SIZE(gen_duo_sets)];
+		struct policy_duo duo[POLICY_DUO_MAX];
+		size_t nduo;
+
+		assert_int_equal(policy_duo_parse(codes, duo, &nduo), 0);
+		gen_grants(&s, g, n);
+		for (size_t i = 0; i < n; i++) {
+			g[i].approvals_required = (uint32_t)rnd_range(&s, 0, 2);
+			g[i].approvals = (uint32_t)rnd_range(&s, 0, 2);
+			set_str(g[i].purpose_code, sizeof(g[i].purpose_code),
+				gen_purposes[rnd(&s) % ARRAY_SIZE(gen_purposes)]);
+			set_str(g[i].consent_override, sizeof(g[i].consent_override),
+				rnd_chance(&s, 4) ? "steward override" : "");
+		}
+		for (size_t i = 0; i < nx; i++) {
+			x[i] = (struct policy_deny){
+				.id = (uint64_t)rnd_range(&s, 1, 40),
+				.kind = (uint32_t)rnd_range(&s, 1, 3),
+				.principal_id = id_pool[rnd(&s) % ARRAY_SIZE(id_pool)],
+				.dataset_id = (uint64_t)rnd_range(&s, 0, 3),
+				.removed_at = rnd_chance(&s, 3) ? NOW : 0,
+			};
+		}
+		for (unsigned q = 0; q < 6; q++) {
+			uint64_t ds = (uint64_t)rnd_range(&s, 1, 3);
+			uint32_t ver = (uint32_t)rnd_range(&s, 0, 3);
+			int64_t now = NOW + rnd_range(&s, -6, 10);
+			struct policy_input in = { g, n, x, nx, duo, nduo };
+			struct policy_decision want = ref_evaluate(&who, ds, ver, now, g, n, x, nx,
+								   codes);
+			struct policy_decision got = policy_evaluate(&who, ds, ver, now, &in);
+
+			if (!decision_eq(got, want))
+				fail_msg("seed %" PRIu64 " table %u query %u (codes \"%s\"): got "
+					 "%s/%" PRIu64 "/%" PRIu64 "/%u, reference %s/%" PRIu64
+					 "/%" PRIu64 "/%u",
+					 seed, t, q, codes, policy_reason_name(got.reason),
+					 got.grant_id, got.rule_id, got.code,
+					 policy_reason_name(want.reason), want.grant_id, want.rule_id,
+					 want.code);
+			seen[want.reason]++;
+			cases++;
+			/* Order independence: grants, rules and codes shuffled. */
+			memcpy(gc, g, n * sizeof(g[0]));
+			memcpy(xc, x, nx * sizeof(x[0]));
+			for (unsigned k = 0; k < 3; k++) {
+				struct policy_duo dc[POLICY_DUO_MAX];
+				struct policy_input in2 = { gc, n, xc, nx, dc, nduo };
+
+				shuffle(&s, gc, n);
+				for (size_t i = nx; i > 1; i--) {
+					size_t j = rnd(&s) % i;
+					struct policy_deny tmp = xc[i - 1];
+
+					xc[i - 1] = xc[j];
+					xc[j] = tmp;
+				}
+				for (size_t i = 0; i < nduo; i++)
+					dc[i] = duo[nduo - 1 - i];
+				if (!decision_eq(policy_evaluate(&who, ds, ver, now, &in2), got))
+					fail_msg("seed %" PRIu64 " table %u: order changed the "
+						 "decision", seed, t);
+			}
+		}
+	}
+	/* The table is only worth something if it reached every reason. */
+	for (int r = 0; r <= POLICY_DENY_PURPOSE_EXCLUDED; r++)
+		if (seen[r] < 20)
+			fail_msg("reason %s came up only %u times in %u cases",
+				 policy_reason_name((enum policy_reason)r), seen[r], cases);
+}
+
+/* The hand-made cases: deny wins over a valid grant, its removal restores, pending, override. */
+static void test_evaluate_cases(void **state)
+{
+	struct policy_subject who = subject(1000, 2, (uint32_t[]){ 1000, 5001 });
+	struct policy_grant g = grant(7, POLICY_GROUP, 5001, 1, 0, NOW - 10, NOW + 10);
+	struct policy_deny x = { .id = 9, .kind = POLICY_USER, .principal_id = 1000,
+				 .dataset_id = 1 };
+	struct policy_duo duo[POLICY_DUO_MAX];
+	struct policy_input in = { &g, 1, &x, 1, NULL, 0 };
+	struct policy_decision d;
+	size_t nduo;
+
+	(void)state;
+	d = policy_evaluate(&who, 1, 1, NOW, &in);
+	assert_int_equal(d.reason, POLICY_DENY_BY_RULE);
+	assert_int_equal(d.rule_id, 9);
+	assert_int_equal(d.grant_id, 0);
+	/* Another dataset: the rule does not speak about it. */
+	g.dataset_id = 2;
+	assert_int_equal(policy_evaluate(&who, 2, 1, NOW, &in).reason, POLICY_ALLOW);
+	g.dataset_id = 1;
+	x.removed_at = NOW - 1;
+	assert_decision(policy_evaluate(&who, 1, 1, NOW, &in), POLICY_ALLOW, 7);
+	x = (struct policy_deny){ .id = 3, .kind = POLICY_EVERYONE };
+	assert_int_equal(policy_evaluate(&who, 1, 1, NOW, &in).reason, POLICY_DENY_BY_RULE);
+	x.kind = POLICY_GROUP;
+	x.principal_id = 5002;
+	assert_int_equal(policy_evaluate(&who, 1, 1, NOW, &in).reason, POLICY_ALLOW);
+	x.principal_id = 5001;
+	assert_int_equal(policy_evaluate(&who, 1, 1, NOW, &in).reason, POLICY_DENY_BY_RULE);
+	in.ndenies = 0;
+
+	g.approvals_required = 2;
+	g.approvals = 1;
+	assert_decision(policy_evaluate(&who, 1, 1, NOW, &in), POLICY_DENY_PENDING_APPROVAL, 7);
+	/* The old entry point sees approvals too. */
+	assert_decision(policy_decide(&who, 1, 1, NOW, &g, 1), POLICY_DENY_PENDING_APPROVAL, 7);
+	g.approvals = 2;
+	assert_decision(policy_evaluate(&who, 1, 1, NOW, &in), POLICY_ALLOW, 7);
+
+	assert_int_equal(policy_duo_parse("NMDS, DS:cancer", duo, &nduo), 0);
+	in.duo = duo;
+	in.nduo = nduo;
+	set_str(g.purpose_code, sizeof(g.purpose_code), "ai-training,ds:cancer");
+	d = policy_evaluate(&who, 1, 1, NOW, &in);
+	assert_int_equal(d.reason, POLICY_DENY_PURPOSE_EXCLUDED);
+	assert_int_equal(d.code, POLICY_DUO_NMDS);
+	set_str(g.consent_override, sizeof(g.consent_override), "approved by the DAC on 2027-01-02");
+	assert_decision(policy_evaluate(&who, 1, 1, NOW, &in), POLICY_ALLOW, 7);
+	set_str(g.purpose_code, sizeof(g.purpose_code), "ai-training,ds:asthma");
+	d = policy_evaluate(&who, 1, 1, NOW, &in);
+	assert_int_equal(d.reason, POLICY_DENY_PURPOSE_EXCLUDED);
+	assert_int_equal(d.code, POLICY_DUO_DS);
+}
+
+/* ---- (1c) Consent codes ---------------------------------------------------------------------- */
+
+static void test_duo_parse(void **state)
+{
+	static const struct {
+		const char *in;
+		const char *out;     /* policy_duo_format of the parse, NULL: refused */
+		const char *detail;  /* part of err_detail() when refused */
+	} t[] = {
+		{ "GRU", "GRU", NULL },
+		{ "gru", "GRU", NULL },
+		{ "DUO:0000042", "GRU", NULL },
+		{ "HMB", "HMB", NULL },
+		{ "DUO:0000006", "HMB", NULL },
+		{ "DS:cancer", "DS:cancer", NULL },
+		{ "ds:MONDO:0005015", "DS:MONDO:0005015", NULL },
+		{ "DUO:0000007:asthma", "DS:asthma", NULL },
+		{ "NMDS", "NMDS", NULL },
+		{ "DUO:0000015", "NMDS", NULL },
+		{ "NPOA", "NPOA", NULL },
+		{ "POA", "POA", NULL },
+		{ "NPU", "NPU", NULL },
+		{ "NCU", "NCU", NULL },
+		{ "NPUNCU", "NPUNCU", NULL },
+		{ "IRB", "IRB", NULL },
+		{ "GSO", "GSO", NULL },
+		{ "PUB", "PUB", NULL },
+		{ "COL", "COL", NULL },
+		{ "RTN", "RTN", NULL },
+		{ "US", "US", NULL },
+		{ "PS", "PS", NULL },
+		{ "IS", "IS", NULL },
+		{ "MOR:2027-06-01", "MOR:2027-06-01", NULL },
+		{ "TS:2028-02-29", "TS:2028-02-29", NULL },
+		{ "DS", NULL, "needs a disease" },
+		{ "DS:", NULL, "needs a disease" },
+		{ "DS:can cer", NULL, "needs a disease" },
+		{ "GRU:x", NULL, "takes no argument" },
+		{ "TS:2027-02-29", NULL, "needs a date" },
+		{ "TS:+90d", NULL, "needs a date" },
+		{ "MOR", NULL, "needs a date" },
+		{ "XYZ", NULL, "not a code" },
+		{ "DUO:0000001", NULL, "not a code" },
+		{ "NMDSX", NULL, "not a code" },
+		{ "", NULL, "not a code" },
+	};
+	struct policy_duo d, list[POLICY_DUO_MAX];
+	char text[POLICY_DUO_ARG_MAX + 16], big[4096];
+	size_t n;
+
+	(void)state;
+	for (size_t i = 0; i < ARRAY_SIZE(t); i++) {
+		int r = policy_duo_parse_one(t[i].in, &d);
+
+		if (t[i].out) {
+			if (r < 0)
+				fail_msg("\"%s\": %s", t[i].in, err_detail());
+			policy_duo_format(&d, text);
+			assert_string_equal(text, t[i].out);
+			assert_non_null(policy_duo_id(d.code));
+		} else {
+			assert_int_equal(r, -EINVAL);
+			if (!strstr(err_detail(), t[i].detail))
+				fail_msg("\"%s\": detail \"%s\" lacks \"%s\"", t[i].in, err_detail(),
+					 t[i].detail);
+		}
+	}
+	assert_int_equal(policy_duo_parse("", list, &n), 0);
+	assert_int_equal(n, 0);
+	assert_int_equal(policy_duo_parse("HMB, NMDS,DS:cancer", list, &n), 0);
+	assert_int_equal(n, 3);
+	assert_int_equal(list[2].code, POLICY_DUO_DS);
+	assert_int_equal(policy_duo_parse("HMB,,NMDS", list, &n), -EINVAL);
+	assert_non_null(strstr(err_detail(), "empty"));
+	assert_int_equal(policy_duo_parse("HMB,", list, &n), -EINVAL);
+	assert_int_equal(policy_duo_parse("HMB,hmb", list, &n), -EINVAL);
+	assert_non_null(strstr(err_detail(), "HMB given twice"));
+	assert_int_equal(policy_duo_parse("HMB,BOGUS", list, &n), -EINVAL);
+	assert_non_null(strstr(err_detail(), "BOGUS"));
+	n = 0;
+	for (size_t i = 0; i < 40; i++)
+		n += (size_t)snprintf(big + n, sizeof(big) - n, "%sDS:d%zu", i ? "," : "", i);
+	assert_int_equal(policy_duo_parse(big, list, &n), -EINVAL);
+	assert_null(policy_duo_name(0));
+	assert_null(policy_duo_name(POLICY_DUO_COUNT_));
+}
+
+static void test_purpose_exclusion_table(void **state)
+{
+	static const struct {
+		const char *codes;
+		const char *purpose;
+		bool override;
+		const char *excluded;  /* the code named, NULL: allowed */
+	} t[] = {
+		{ "GRU", "general", false, NULL },
+		{ "GRU", "ai-training,commercial", false, NULL },
+		{ "HMB", "general", false, "HMB" },
+		{ "HMB", "health", false, NULL },
+		{ "HMB", "ds:cancer", false, NULL },
+		{ "HMB", "population,health", false, "HMB" },
+		{ "DS:cancer", "ds:cancer", false, NULL },
+		{ "DS:cancer", "ds:CANCER", false, NULL },
+		{ "DS:cancer", "ds:asthma", false, "DS" },
+		{ "DS:cancer", "health", false, "DS" },
+		{ "POA", "population", false, NULL },
+		{ "POA", "health", false, "POA" },
+		{ "NPOA", "ancestry", false, "NPOA" },
+		{ "NPOA", "health", false, NULL },
+		{ "NMDS", "ai-training", false, "NMDS" },
+		{ "NMDS", "methods", false, "NMDS" },
+		{ "NMDS", "ai-training", true, NULL },
+		{ "NMDS", "health", false, NULL },
+		{ "GSO", "genetic", false, NULL },
+		{ "GSO", "health", false, "GSO" },
+		{ "NCU", "commercial", false, "NCU" },
+		{ "NCU", "commercial", true, "NCU" },   /* the override lifts NMDS only */
+		{ "NCU", "for-profit", false, NULL },
+		{ "NPU", "for-profit", false, "NPU" },
+		{ "NPU", "commercial", false, NULL },
+		{ "NPUNCU", "commercial", false, "NPUNCU" },
+		{ "NPUNCU", "for-profit", false, "NPUNCU" },
+		{ "IRB,PUB,COL,RTN,US,PS,IS,MOR:2027-06-01", "general", false, NULL },
+		{ "TS:2027-01-15", "general", false, "TS" },     /* the grant ends after it */
+		{ "TS:2027-02-01", "general", false, NULL },
+		{ "HMB,NMDS", "ai-training", false, "HMB" },     /* the lowest code is named */
+		{ "NMDS,HMB", "ai-training,health", false, "NMDS" },
+	};
+	struct policy_duo duo[POLICY_DUO_MAX];
+	struct policy_purpose p;
+	size_t n;
+
+	(void)state;
+	for (size_t i = 0; i < ARRAY_SIZE(t); i++) {
+		uint32_t code;
+
+		assert_int_equal(policy_duo_parse(t[i].codes, duo, &n), 0);
+		assert_int_equal(policy_purpose_parse(t[i].purpose, &p), 0);
+		code = policy_purpose_excluded(duo, n, &p, NOW + 3600, t[i].override);
+		if (!t[i].excluded ? code != 0 : !code || strcmp(policy_duo_name(code), t[i].excluded))
+			fail_msg("%s / %s%s: excluded by %s, expected %s", t[i].codes, t[i].purpose,
+				 t[i].override ? " (override)" : "",
+				 code ? policy_duo_name(code) : "nothing",
+				 t[i].excluded ? t[i].excluded : "nothing");
+	}
+	/* Purposes that do not parse, each refused naming the term. */
+	assert_int_equal(policy_purpose_parse("", &p), -EINVAL);
+	assert_int_equal(policy_purpose_parse("training", &p), -EINVAL);
+	assert_non_null(strstr(err_detail(), "\"training\""));
+	assert_int_equal(policy_purpose_parse("health,", &p), -EINVAL);
+	assert_int_equal(policy_purpose_parse("ds:", &p), -EINVAL);
+	assert_int_equal(policy_purpose_parse("ds:a,ds:b", &p), -EINVAL);
+	assert_non_null(strstr(err_detail(), "more than one"));
+	assert_int_equal(policy_purpose_parse("ds:a b", &p), -EINVAL);
+	assert_int_equal(policy_purpose_parse("Health,AI-TRAINING", &p), 0);
+	assert_int_equal(p.terms, POLICY_PURPOSE_HEALTH | POLICY_PURPOSE_AI_TRAINING);
+}
+
+/* ---- (5b) JSON of approvals, deny rules, removals, dataset policies -------------------------- */
+
+static void test_json_new_records(void **state)
+{
+	struct policy_approval a = { .grant_id = 5, .by_uid = 1001, .by = "steward2", .at = NOW },
+			       a2;
+	struct policy_deny x = { .id = 6, .kind = POLICY_GROUP, .principal_id = 5001,
+				 .principal = "cardio-ml", .dataset_id = 3, .dataset = "ukb-ecg",
+				 .reason = "audit finding 2027-3", .by_uid = 0, .by = "root",
+				 .created = NOW },
+			   x2;
+	struct policy_deny_removal rm = { .deny_id = 6, .by_uid = 0, .by = "root", .at = NOW }, rm2;
+	struct policy_dataset p = { .dataset_id = 3, .dataset = "ukb-ecg",
+				    .controller = "UK Biobank", .cache = POLICY_CACHE_KERNEL,
+				    .updated_by_uid = 0, .updated_by = "root", .updated = NOW },
+			      p2;
+	json_t *j;
+
+	(void)state;
+	assert_int_equal(policy_duo_parse("HMB,NMDS,DS:cardio", p.duo, &p.nduo), 0);
+
+	j = policy_approval_to_json(&a);
+	assert_non_null(j);
+	assert_int_equal(policy_approval_from_json(j, &a2), 0);
+	assert_int_equal(a2.grant_id, 5);
+	assert_string_equal(a2.by, "steward2");
+	json_object_set_new(j, "extra", json_true());
+	assert_int_equal(policy_approval_from_json(j, &a2), -EINVAL);
+	assert_non_null(strstr(err_detail(), "unknown field \"extra\""));
+	json_decref(j);
+
+	j = policy_deny_to_json(&x);
+	assert_non_null(j);
+	assert_string_equal(json_string_value(json_object_get(j, "kind")), "group");
+	assert_int_equal(policy_deny_from_json(j, &x2), 0);
+	assert_string_equal(x2.reason, x.reason);
+	json_object_set_new(j, "kind", json_string("everyone"));
+	assert_int_equal(policy_deny_from_json(j, &x2), -EINVAL);
+	assert_non_null(strstr(err_detail(), "\"kind\""));
+	json_object_set_new(j, "kind", json_string("all"));
+	assert_int_equal(policy_deny_from_json(j, &x2), -EINVAL);   /* "all" with a principal */
+	json_object_set_new(j, "principal_id", json_integer(0));
+	json_object_set_new(j, "principal", json_string(""));
+	assert_int_equal(policy_deny_from_json(j, &x2), 0);
+	assert_int_equal(x2.kind, POLICY_EVERYONE);
+	json_object_set_new(j, "reason", json_string(""));
+	assert_int_equal(policy_deny_from_json(j, &x2), -EINVAL);
+	assert_non_null(strstr(err_detail(), "\"reason\" is empty"));
+	json_object_set_new(j, "reason", json_string("r"));
+	json_object_set_new(j, "dataset_id", json_integer(0));
+	assert_int_equal(policy_deny_from_json(j, &x2), -EINVAL);   /* every dataset, named */
+	json_object_set_new(j, "dataset", json_string(""));
+	assert_int_equal(policy_deny_from_json(j, &x2), 0);
+	json_object_del(j, "by");
+	assert_int_equal(policy_deny_from_json(j, &x2), -EINVAL);
+	assert_non_null(strstr(err_detail(), "\"by\" is missing"));
+	json_decref(j);
+
+	j = policy_deny_removal_to_json(&rm);
+	assert_non_null(j);
+	assert_int_equal(policy_deny_removal_from_json(j, &rm2), 0);
+	json_object_set_new(j, "at", json_string("2027-01-01"));
+	assert_int_equal(policy_deny_removal_from_json(j, &rm2), -EINVAL);
+	json_decref(j);
+
+	j = policy_dataset_to_json(&p);
+	assert_non_null(j);
+	assert_int_equal(json_array_size(json_object_get(j, "duo")), 3);
+	assert_string_equal(json_string_value(json_object_get(j, "cache")), "kernel");
+	memset(&p2, 0xa5, sizeof(p2));
+	assert_int_equal(policy_dataset_from_json(j, &p2), 0);
+	assert_int_equal(p2.nduo, 3);
+	assert_string_equal(p2.duo[2].arg, "cardio");
+	assert_string_equal(p2.controller, "UK Biobank");
+	json_object_set_new(j, "cache", json_string("page"));
+	assert_int_equal(policy_dataset_from_json(j, &p2), -EINVAL);
+	assert_non_null(strstr(err_detail(), "\"cache\""));
+	json_object_set_new(j, "cache", json_string("direct"));
+	json_object_set_new(j, "duo", json_pack("[s, s]", "HMB", "BOGUS"));
+	assert_int_equal(policy_dataset_from_json(j, &p2), -EINVAL);
+	assert_non_null(strstr(err_detail(), "BOGUS"));
+	json_object_set_new(j, "duo", json_pack("[s, s]", "HMB", "hmb"));
+	assert_int_equal(policy_dataset_from_json(j, &p2), -EINVAL);
+	assert_non_null(strstr(err_detail(), "twice"));
+	json_object_set_new(j, "duo", json_pack("[i]", 1));
+	assert_int_equal(policy_dataset_from_json(j, &p2), -EINVAL);
+	json_object_set_new(j, "duo", json_string("HMB"));
+	assert_int_equal(policy_dataset_from_json(j, &p2), -EINVAL);
+	json_object_del(j, "duo");
+	assert_int_equal(policy_dataset_from_json(j, &p2), -EINVAL);
+	assert_non_null(strstr(err_detail(), "\"duo\" is missing"));
+	json_decref(j);
+
+	/* Grants: the new fields, each checked. */
+	struct policy_grant g = grant(1, POLICY_USER, 1000, 1, 0, NOW, NOW + 1);
+
+	g.approvals_required = POLICY_APPROVALS_MAX + 1;
+	assert_int_equal(policy_grant_validate(&g), -EINVAL);
+	assert_non_null(strstr(err_detail(), "approvals_required"));
+	g.approvals_required = POLICY_APPROVALS_MAX;
+	assert_int_equal(policy_grant_validate(&g), 0);
+	set_str(g.purpose_code, sizeof(g.purpose_code), "");
+	assert_int_equal(policy_grant_validate(&g), -EINVAL);
+	assert_non_null(strstr(err_detail(), "purpose_code"));
+	set_str(g.purpose_code, sizeof(g.purpose_code), "weapons");
+	assert_int_equal(policy_grant_validate(&g), -EINVAL);
+	set_str(g.purpose_code, sizeof(g.purpose_code), "health");
+	set_str(g.consent_override, sizeof(g.consent_override), "bad\nline");
+	assert_int_equal(policy_grant_validate(&g), -EINVAL);
+	assert_non_null(strstr(err_detail(), "consent_override"));
 }
 
 /* ---- (5) JSON forms -------------------------------------------------------------------------- */
@@ -488,6 +1069,9 @@ static bool grant_eq(const struct policy_grant *a, const struct policy_grant *b)
 	       strcmp(a->purpose, b->purpose) == 0 && a->not_before == b->not_before &&
 	       a->expires == b->expires && a->granted_by_uid == b->granted_by_uid &&
 	       strcmp(a->granted_by, b->granted_by) == 0 && a->created == b->created &&
+	       a->approvals_required == b->approvals_required &&
+	       strcmp(a->purpose_code, b->purpose_code) == 0 &&
+	       strcmp(a->consent_override, b->consent_override) == 0 &&
 	       a->revoked_at == b->revoked_at;
 }
 
@@ -559,7 +1143,12 @@ static void test_json_known_documents(void **state)
 	/* Written back: UTC "Z" times, every field, nothing else. */
 	j = policy_grant_to_json(&g);
 	assert_non_null(j);
-	assert_int_equal(json_object_size(j), 13);
+	/* A record from before purpose codes and approvals: general, no approval needed. */
+	assert_string_equal(g.purpose_code, "general");
+	assert_int_equal(g.approvals_required, 0);
+	assert_string_equal(g.consent_override, "");
+	assert_int_equal(json_object_size(j), 16);
+	assert_string_equal(json_string_value(json_object_get(j, "purpose_code")), "general");
 	assert_string_equal(json_string_value(json_object_get(j, "not_before")),
 			    "2026-11-21T09:00:00Z");
 	assert_string_equal(json_string_value(json_object_get(j, "kind")), "group");
@@ -676,6 +1265,11 @@ static void test_json_round_trips(void **state)
 		g.granted_by_uid = (uint32_t)rnd_range(&s, 0, UINT32_MAX - 1);
 		rnd_name(&s, g.granted_by);
 		g.created = rnd_range(&s, 1, TIME_RFC3339_MAX);
+		g.approvals_required = (uint32_t)rnd_range(&s, 0, POLICY_APPROVALS_MAX);
+		set_str(g.purpose_code, sizeof(g.purpose_code),
+			(const char *[]){ "general", "ai-training,ds:MONDO:0005015", "health,commercial",
+					  "population,genetic,for-profit,methods" }[rnd(&s) % 4]);
+		rnd_text(&s, g.consent_override, POLICY_REASON_MAX);
 		round_trip_grant(&g);
 
 		rv.grant_id = (uint64_t)rnd_range(&s, 1, INT64_MAX);
@@ -1485,6 +2079,11 @@ int main(void)
 		cmocka_unit_test(test_decide_reasons),
 		cmocka_unit_test(test_decide_ngids_clamped),
 		cmocka_unit_test(test_reason_words),
+		cmocka_unit_test(test_evaluate_matches_reference),
+		cmocka_unit_test(test_evaluate_cases),
+		cmocka_unit_test(test_duo_parse),
+		cmocka_unit_test(test_purpose_exclusion_table),
+		cmocka_unit_test(test_json_new_records),
 		cmocka_unit_test(test_json_known_documents),
 		cmocka_unit_test(test_json_round_trips),
 		cmocka_unit_test(test_json_grant_rejections),

@@ -457,3 +457,16 @@ int tu_make_reachable(const char *dir)
 	}
 	return 0;
 }
+
+int tu_group_member(const char *user, bool member)
+{
+	char *argv[] = { "gpasswd", member ? "--add" : "--delete", (char *)user, TU_GROUP, NULL };
+	int r = run_tool(argv);
+
+	if (r != 0) {
+		fprintf(stderr, "testusers: gpasswd %s %s %s failed (%d)\n", argv[1], user, TU_GROUP,
+			r);
+		return r < 0 ? r : -EIO;
+	}
+	return 0;
+}

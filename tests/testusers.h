@@ -43,6 +43,10 @@ bool tu_can_run_as_users(const char **ret_why);
  * the group if she is not in it yet) and fill *ret_users. */
 int tu_users_ensure(struct tu_users *ret_users);
 
+/* Add user to TU_GROUP (member true) or take them out of it (gpasswd; the change is seen by
+ * processes started afterwards). Never use it on carol, whom other tests rely on. */
+int tu_group_member(const char *user, bool member);
+
 /* Look up one user by name. -ENOENT no such user. */
 int tu_user_get(const char *name, struct tu_user *ret_user);
 

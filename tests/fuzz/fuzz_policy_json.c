@@ -1,5 +1,7 @@
 /* fuzz_policy_json: policy_grant_from_json() and policy_revocation_from_json() (policy/grant_json.c,
- * policy/validate.c) on whatever JSON the input bytes make.
+ * policy/validate.c) on whatever JSON the input bytes make; and the parsers of approvals, deny
+ * rules, their removals and dataset policies (consent codes: policy/duo.c), which must refuse
+ * cleanly or accept something that round-trips.
  *
  * Grants and revocations come from stewards over the control socket and back from the index on
  * disk, so both parsers read outside input. The bytes go through json_loadb (with JSON_ALLOW_NUL,
@@ -57,6 +59,9 @@ static bool grant_eq(const struct policy_grant *a, const struct policy_grant *b)
 	       strcmp(a->purpose, b->purpose) == 0 && a->not_before == b->not_before &&
 	       a->expires == b->expires && a->granted_by_uid == b->granted_by_uid &&
 	       strcmp(a->granted_by, b->granted_by) == 0 && a->created == b->created &&
+	       a->approvals_required == b->approvals_required &&
+	       strcmp(a->purpose_code, b->purpose_code) == 0 &&
+	       strcmp(a->consent_override, b->consent_override) == 0 &&
 	       a->revoked_at == b->revoked_at;
 }
 
@@ -89,11 +94,23 @@ static json_t *reload(const char *text)
 
 /* The decision properties of one accepted grant (policy.h: valid while not revoked and
  * not_before <= now < expires). */
-static void check_decisions(const struct policy_grant *g)
+static void check_decisions(const struct policy_grant *parsed)
 {
 	struct policy_subject who = { .ngids = 1 };
-	struct policy_grant r = *g;
+	struct policy_grant approved = *parsed, r;
+	const struct policy_grant *g = &approved;
 	struct policy_decision d;
+
+	/* Pending until approved: with too few approvals, its window gives pending_approval. */
+	if (parsed->approvals_required) {
+		who.uid = parsed->kind == POLICY_USER ? parsed->principal_id : 0;
+		who.gids[0] = parsed->principal_id;
+		d = policy_decide(&who, parsed->dataset_id, parsed->version, parsed->not_before,
+				  parsed, 1);
+		FUZZ_CHECK(d.reason == POLICY_DENY_PENDING_APPROVAL);
+	}
+	approved.approvals = approved.approvals_required;
+	r = approved;
 
 	if (g->kind == POLICY_USER) {
 		who.uid = g->principal_id;
@@ -208,6 +225,34 @@ static void fuzz_revocation(const json_t *j)
 	free(text2);
 }
 
+/* A parser of one of the other record types: refuse with -EINVAL and the output untouched, or
+ * accept something that writes and parses back. */
+#define FUZZ_OTHER(type, from, to)                                                         \
+	static void fuzz_##type(const json_t *j)                                           \
+	{                                                                                  \
+		struct type x, again;                                                      \
+		json_t *back;                                                              \
+		int r;                                                                     \
+                                                                                           \
+		memset(&x, POISON, sizeof(x));                                             \
+		err_clear();                                                               \
+		r = from(j, &x);                                                           \
+		if (r < 0) {                                                               \
+			FUZZ_CHECK(r == -EINVAL && err_detail()[0] != '\0');               \
+			FUZZ_CHECK(all_poison(&x, sizeof(x)));                             \
+			return;                                                            \
+		}                                                                          \
+		back = to(&x);                                                             \
+		FUZZ_CHECK(back != NULL);                                                  \
+		FUZZ_CHECK(from(back, &again) == 0);                                       \
+		json_decref(back);                                                         \
+	}
+
+FUZZ_OTHER(policy_approval, policy_approval_from_json, policy_approval_to_json)
+FUZZ_OTHER(policy_deny, policy_deny_from_json, policy_deny_to_json)
+FUZZ_OTHER(policy_deny_removal, policy_deny_removal_from_json, policy_deny_removal_to_json)
+FUZZ_OTHER(policy_dataset, policy_dataset_from_json, policy_dataset_to_json)
+
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
 	(void)argc;
@@ -226,6 +271,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	fuzz_grant(j);
 	fuzz_revocation(j);
+	fuzz_policy_approval(j);
+	fuzz_policy_deny(j);
+	fuzz_policy_deny_removal(j);
+	fuzz_policy_dataset(j);
 	json_decref(j);
 	return 0;
 }

@@ -1,0 +1,291 @@
+/* enclavectl deny add | list | remove: rules that block access whatever the grants say.
+ *
+ * A deny rule always wins over grants (docs/POLICY.md section 4); it lasts until removed, and
+ * adding and removing one are audit records of their own.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/enclavectl.h"
+#include "common/common.h"
+#include "policy/policy.h"
+#include "store/store.h"
+
+static const char add_usage[] =
+	"Usage: enclavectl [GLOBAL OPTIONS] deny add (--user NAME | --group NAME | --all)\n"
+	"           (--dataset NAME | --all-datasets) --reason TEXT\n\n"
+	"Block a user, every member of a group, or everyone (--all) from a dataset, or from\n"
+	"every dataset, whatever the grants say, until the rule is removed. Open files under\n"
+	"it stop reading at once. Stewards only.\n\n"
+	"Options:\n"
+	"  --user NAME       a user name or numeric uid\n"
+	"  --group NAME      a group name or numeric gid\n"
+	"  --all             everyone\n"
+	"  --dataset NAME    the dataset (every version)\n"
+	"  --all-datasets    every dataset, present and future\n"
+	"  --reason TEXT     why (required, recorded)\n"
+	"  --json            print the rule as JSON\n"
+	"  -h, --help        show this help\n\n"
+	"--dataset all, and --all after --user, --group or a first --all, mean --all-datasets.\n";
+
+static const char list_usage[] =
+	"Usage: enclavectl [GLOBAL OPTIONS] deny list [--all]\n\n"
+	"List the deny rules in force, or with --all the removed ones too. Stewards and\n"
+	"auditors only.\n\n"
+	"Options:\n"
+	"  --all         include removed rules\n"
+	"  --json        print the daemon's answer as JSON\n"
+	"  -h, --help    show this help\n";
+
+static const char remove_usage[] =
+	"Usage: enclavectl [GLOBAL OPTIONS] deny remove ID\n\n"
+	"Remove deny rule ID: grants decide again. Stewards only.\n\n"
+	"Options:\n"
+	"  --json        print the answer as JSON\n"
+	"  -h, --help    show this help\n";
+
+enum {
+	OPT_USER = 0x200,
+	OPT_GROUP,
+	OPT_ALL,
+	OPT_DATASET,
+	OPT_ALL_DATASETS,
+	OPT_REASON,
+};
+
+struct add_args {
+	const char *kind;          /* "user", "group", "all" */
+	const char *principal;     /* NULL for "all" */
+	const char *dataset;       /* NULL: every dataset */
+	bool all_datasets;
+	unsigned all_seen;         /* how many times --all was given */
+	const char *reason;
+};
+
+static int on_add_opt(void *ctx, int val, const char *arg)
+{
+	struct add_args *a = ctx;
+
+	switch (val) {
+	case OPT_USER:
+	case OPT_GROUP:
+		if (a->principal)
+			return ctl_usage_error("deny add", "give one of --user and --group, once");
+		a->principal = arg;
+		a->kind = val == OPT_USER ? "user" : "group";
+		return 0;
+	case OPT_ALL:
+		a->all_seen++;
+		return 0;
+	case OPT_DATASET:
+		if (strcmp(arg, "--all") == 0 || strcmp(arg, "all") == 0)
+			a->all_datasets = true;
+		else
+			a->dataset = arg;
+		return 0;
+	case OPT_ALL_DATASETS:
+		a->all_datasets = true;
+		return 0;
+	case OPT_REASON:
+		a->reason = arg;
+		return 0;
+	}
+	return EXIT_USAGE;
+}
+
+static void print_rule(const json_t *x)
+{
+	char s1[24], s2[24], s3[24], text[1100];
+	const char *ds = out_member(x, "dataset", s2);
+
+	printf("deny rule %s: %s%s%s from %s\n", out_member(x, "id", s1),
+	       out_member(x, "kind", s3), *out_member(x, "principal", s1) ? ":" : "",
+	       out_text(out_member(x, "principal", s1), 64, text, sizeof(text)),
+	       *ds ? ds : "every dataset");
+	printf("  reason  %s\n", out_text(out_member(x, "reason", s1), 0, text, sizeof(text)));
+}
+
+static int deny_add(struct ctl *ctl, int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "user", required_argument, NULL, OPT_USER },
+		{ "group", required_argument, NULL, OPT_GROUP },
+		{ "all", no_argument, NULL, OPT_ALL },
+		{ "dataset", required_argument, NULL, OPT_DATASET },
+		{ "all-datasets", no_argument, NULL, OPT_ALL_DATASETS },
+		{ "reason", required_argument, NULL, OPT_REASON },
+		{ 0 },
+	};
+	struct add_args a = { 0 };
+	struct reply rep = { 0 };
+	json_t *args;
+	int first, r;
+
+	r = ctl_parse(ctl, "deny add", add_usage, argc, argv, opts, on_add_opt, &a, &first);
+	if (r >= 0)
+		return r;
+	if (first < argc)
+		return ctl_usage_error("deny add", "unexpected argument '%s'", argv[first]);
+	/* The first --all names everyone, unless a subject is given: then it means every dataset,
+	 * as does a second --all. */
+	if (a.all_seen > 2 || (a.principal && a.all_seen > 1))
+		return ctl_usage_error("deny add", "--all given too often");
+	if (a.principal && a.all_seen)
+		a.all_datasets = true;
+	else if (a.all_seen) {
+		a.kind = "all";
+		if (a.all_seen == 2)
+			a.all_datasets = true;
+	}
+	if (!a.kind)
+		return ctl_usage_error("deny add", "--user NAME, --group NAME or --all is required");
+	if (!a.dataset && !a.all_datasets)
+		return ctl_usage_error("deny add", "--dataset NAME or --all-datasets is required");
+	if (a.dataset && a.all_datasets)
+		return ctl_usage_error("deny add", "give one of --dataset NAME and --all-datasets");
+	if (a.dataset && !store_dataset_name_valid(a.dataset))
+		return ctl_usage_error("deny add", "--dataset: not a dataset name: '%.140s'",
+				       a.dataset);
+	if (a.principal && (!*a.principal || strlen(a.principal) > POLICY_NAME_MAX))
+		return ctl_usage_error("deny add", "--%s: a name or id of 1 to %d bytes", a.kind,
+				       POLICY_NAME_MAX);
+	if (!a.reason || !*a.reason || strlen(a.reason) > POLICY_REASON_MAX ||
+	    !out_utf8_valid(a.reason, strlen(a.reason)))
+		return ctl_usage_error("deny add", "--reason TEXT is required: 1 to %d bytes of "
+				       "UTF-8", POLICY_REASON_MAX);
+	args = json_pack("{s:s, s:s}", "principal_kind", a.kind, "reason", a.reason);
+	if (args && a.principal &&
+	    json_object_set_new(args, "principal", json_string(a.principal)) < 0)
+		json_decref(args), args = NULL;
+	if (args && a.dataset && json_object_set_new(args, "dataset", json_string(a.dataset)) < 0)
+		json_decref(args), args = NULL;
+	if (!args)
+		return ctl_fail("deny add", "out of memory");
+	r = ctl_call(ctl, "deny add", "deny.add", args, NULL, NULL, &rep);
+	if (r)
+		return r;
+	if (ctl->json)
+		return ctl_print_json(&rep);
+	print_rule(json_object_get(rep.result, "rule"));
+	reply_clear(&rep);
+	return 0;
+}
+
+static int on_list_opt(void *ctx, int val, const char *arg)
+{
+	(void)arg;
+	if (val != OPT_ALL)
+		return EXIT_USAGE;
+	*(bool *)ctx = true;
+	return 0;
+}
+
+static int deny_list(struct ctl *ctl, int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "all", no_argument, NULL, OPT_ALL },
+		{ 0 },
+	};
+	static const char *const head[] = { "ID", "PRINCIPAL", "DATASET", "STATE", "CREATED", "BY",
+					    "REASON" };
+	static const size_t widths[] = { 0, 0, 0, 0, 0, 0, 40 };
+	struct reply rep = { 0 };
+	const json_t *list, *x;
+	struct table t;
+	bool all = false;
+	json_t *args;
+	size_t i;
+	int first, r;
+
+	r = ctl_parse(ctl, "deny list", list_usage, argc, argv, opts, on_list_opt, &all, &first);
+	if (r >= 0)
+		return r;
+	if (first < argc)
+		return ctl_usage_error("deny list", "unexpected argument '%s'", argv[first]);
+	args = all ? json_pack("{s:b}", "all", 1) : json_object();
+	if (!args)
+		return ctl_fail("deny list", "out of memory");
+	r = ctl_call(ctl, "deny list", "deny.list", args, NULL, NULL, &rep);
+	if (r)
+		return r;
+	if (ctl->json)
+		return ctl_print_json(&rep);
+	list = json_object_get(rep.result, "rules");
+	if (!json_is_array(list)) {
+		reply_clear(&rep);
+		return ctl_fail("deny list", "protocol error: the reply has no \"rules\" list");
+	}
+	table_init(&t, ARRAY_SIZE(head), head);
+	json_array_foreach(list, i, x) {
+		char s1[24], s2[24], s3[24], s4[24], s5[24], s6[24], s7[24], p[160];
+		const char *ds = out_member(x, "dataset", s3);
+		const char *cells[7];
+
+		snprintf(p, sizeof(p), "%s%s%s", out_member(x, "kind", s2),
+			 *out_member(x, "principal", s7) ? ":" : "", out_member(x, "principal", s7));
+		cells[0] = out_member(x, "id", s1);
+		cells[1] = p;
+		cells[2] = *ds ? ds : "(every dataset)";
+		cells[3] = out_member(x, "state", s4);
+		cells[4] = out_member(x, "created", s5);
+		cells[5] = out_member(x, "by", s6);
+		cells[6] = out_member(x, "reason", s2);
+		if (table_add(&t, cells, widths) < 0) {
+			r = ctl_fail("deny list", "out of memory");
+			break;
+		}
+	}
+	if (r == 0) {
+		if (t.nrows)
+			r = table_print(&t) < 0;
+		else if (!ctl->quiet)
+			fprintf(stderr, "no %sdeny rules\n", all ? "" : "active ");
+	}
+	table_free(&t);
+	reply_clear(&rep);
+	return r;
+}
+
+static int deny_remove(struct ctl *ctl, int argc, char **argv)
+{
+	struct reply rep = { 0 };
+	unsigned long long id;
+	char what[64], s1[24];
+	json_t *args;
+	char *end;
+	int first, r;
+
+	r = ctl_parse_none(ctl, "deny remove", remove_usage, argc, argv, &first);
+	if (r >= 0)
+		return r;
+	if (first >= argc)
+		return ctl_usage_error("deny remove", "missing the rule's ID");
+	if (first + 1 < argc)
+		return ctl_usage_error("deny remove", "unexpected argument '%s'", argv[first + 1]);
+	errno = 0;
+	id = strtoull(argv[first], &end, 10);
+	if (argv[first][0] < '0' || argv[first][0] > '9' || errno || *end || id == 0 ||
+	    id > (unsigned long long)INT64_MAX)
+		return ctl_usage_error("deny remove", "not a rule id: '%.40s'", argv[first]);
+	args = json_pack("{s:I}", "id", (json_int_t)id);
+	if (!args)
+		return ctl_fail("deny remove", "out of memory");
+	snprintf(what, sizeof(what), "deny remove %llu", id);
+	r = ctl_call(ctl, what, "deny.remove", args, NULL, NULL, &rep);
+	if (r)
+		return r;
+	if (ctl->json)
+		return ctl_print_json(&rep);
+	printf("removed deny rule %llu at %s\n", id, out_member(rep.result, "at", s1));
+	reply_clear(&rep);
+	return 0;
+}
+
+const struct ctl_cmd deny_cmds[] = {
+	{ "add", deny_add, "--user|--group NAME|--all ...", "block access whatever the grants" },
+	{ "list", deny_list, "[--all]", "list deny rules" },
+	{ "remove", deny_remove, "ID", "remove a deny rule" },
+	{ 0 },
+};
