@@ -8,9 +8,15 @@
  *
  * Durability: audit_append() returns only after the record is on disk (fdatasync). Appends from
  * many threads at once are batched into one write and one fdatasync (group commit). If a write or
- * sync fails the log is marked failed: that append and every later one return -EIO, so callers
- * refuse access (fail closed) instead of serving unrecorded reads; the file is left ending at a
- * record boundary whenever that is possible.
+ * sync fails, the appends of that batch return -EIO, so callers refuse access (fail closed)
+ * instead of serving unrecorded reads, and the file is cut back to the record boundary before
+ * the batch; the next append tries again (a full disk recovers when space returns). Only if the
+ * file cannot be cut back is the log failed for good.
+ *
+ * Each record also carries "prev", the RFC 6962 leaf hash of the record before it, and the log
+ * keeps the Merkle tree of its records on disk (<dir>/tree/), signs checkpoints of it
+ * (<dir>/checkpoints) and proves records from it: see "Checkpoints and proofs" below and
+ * docs/AUDIT.md.
  *
  * Contract: functions that act return 0 on success and -errno on failure; outputs are ret_*
  * parameters, last, untouched on failure; err_detail() says what went wrong.
@@ -30,11 +36,14 @@
 
 struct audit_log;
 
-/* Open (creating dir 0700 and the log 0600 if absent) for appending. Reads the log once to find
- * the next seq and check it: a final line without its '\n' (a write torn by a crash, which was
- * never acknowledged) is cut off, and the cut bytes are reported in err_detail() style through
- * *ret_torn_bytes (may be NULL). A line that is not a JSON object, or whose seq is not the
- * previous plus one, is -EBADMSG naming the line: the daemon does not start on a damaged log.
+/* Open (creating dir 0700 and the log 0600 if absent) for appending. Reads the records after the
+ * tree's last saved state (<dir>/tree/state, saved at every open and checkpoint; all of the log
+ * when there is none) to find the next seq, check them and add them to the tree: a final line
+ * without its '\n' (a write torn by a crash, which was never acknowledged) is cut off, and the cut
+ * bytes are reported through *ret_torn_bytes (may be NULL). A line that is not a JSON object,
+ * whose seq is not the previous plus one, or whose "prev" is not the hash of the record before
+ * it, is -EBADMSG naming the line: the daemon does not start on a damaged log. So is a log
+ * shorter than the saved state says it was (records a checkpoint covered were removed).
  * Takes an flock on the log so two writers never share it (-EBUSY).
  * Also (docs/AUDIT.md "Opening"): -EBADMSG for a line longer than AUDIT_RECORD_MAX, with bytes
  * other than printable ASCII, without an integer "seq" or with a "time" not in the log's format;
@@ -43,8 +52,8 @@ int audit_open(const char *dir, uint64_t *ret_torn_bytes, struct audit_log **ret
 /* Flush and close. NULL is fine. */
 void audit_close(struct audit_log *log);
 
-/* Append one record. rec is a JSON object (borrowed, not modified) without "seq" or "time"; the
- * log adds both, serializes canonically and makes the line durable before returning.
+/* Append one record. rec is a JSON object (borrowed, not modified) without "seq", "time" or
+ * "prev"; the log adds them, serializes canonically and makes the line durable before returning.
  * -EINVAL not an object, has seq/time, or its line would exceed AUDIT_RECORD_MAX; -EIO the log
  * could not be written (now or earlier: the log is failed).
  * Also: -EINVAL for a record jansson can write but not read back (a string holding a NUL, nesting
@@ -54,8 +63,15 @@ int audit_append(struct audit_log *log, const json_t *rec, uint64_t *ret_seq);
 /* Records appended so far (the next seq). Precisely: records durable in the file, which is the
  * next seq whenever no append is in flight. */
 uint64_t audit_count(struct audit_log *log);
-/* True once a write or sync has failed. */
+/* True once the log has failed for good: a write or sync failed and the file could not be cut
+ * back to its last record, so its end is unknown. (A failure that could be cut back fails only
+ * the appends of that batch: the next append is tried again, so the log goes on once a full
+ * disk has room again.) */
 bool audit_failed(struct audit_log *log);
+/* Group commit on (the default) or off: off, every record gets its own write and fdatasync, and
+ * appenders take turns. Only for measuring what group commit saves (scripts/bench-audit.sh);
+ * call before the first append. */
+void audit_set_group_commit(struct audit_log *log, bool on);
 
 /* A JSON string for text from outside (file names, user names, purposes): valid UTF-8 as is;
  * each byte of an invalid sequence becomes "\\xNN" (the four characters). Never NULL except on
@@ -69,6 +85,7 @@ struct audit_filter {
 	const char *dataset;      /* records whose "dataset" is this name */
 	const char *user;         /* records whose "user" is this name or whose "uid" is this number */
 	const char *event;        /* records whose "event" is this */
+	const char *decision;     /* records whose "decision" is this ("allow", "deny") */
 	int64_t since_ns;         /* time >= since_ns (0: no bound) */
 	int64_t until_ns;         /* time < until_ns (0: no bound) */
 };
@@ -81,3 +98,36 @@ struct audit_filter {
  * a filter user of decimal digits only matches "user" by name or "uid" by value. */
 int audit_foreach(const char *dir, const struct audit_filter *filter,
 		  int (*fn)(void *ctx, const json_t *rec, const char *line, size_t len), void *ctx);
+
+/* ---- Checkpoints and proofs (docs/AUDIT.md) ------------------------------------------------- */
+
+/* Longest interval between two periodic checkpoints. */
+#define AUDIT_CHECKPOINT_INTERVAL_MAX 86400u
+/* Default interval (seconds): enclave.conf's checkpoint_interval. */
+#define AUDIT_CHECKPOINT_INTERVAL_DEFAULT 60u
+
+/* Give the log its Ed25519 signing key: seed (32 bytes, borrowed; the caller wipes its copy) and
+ * the key name, which is also every checkpoint's origin line (C2SP key name rules: no spaces, no
+ * '+'). The secret key is kept in guarded, read-only memory, wiped by audit_close(). */
+int audit_signer_set(struct audit_log *log, const char *name, const uint8_t seed[static 32]);
+/* Forget the key (wiped). */
+void audit_signer_clear(struct audit_log *log);
+/* The signer's verifier key, "name+hexid+base64(0x01||pk)" (malloc'd). -ENOKEY no signer. */
+int audit_verifier_key(struct audit_log *log, char **ret_text);
+/* Sign a checkpoint of every durable record now, append it to <dir>/checkpoints and make it
+ * durable; *ret_note (may be NULL; malloc'd, NUL-terminated) is the signed note, *ret_len its
+ * length. -ENOKEY no signer; -EIO the log failed for good, or the file could not be written. */
+int audit_checkpoint(struct audit_log *log, char **ret_note, size_t *ret_len);
+/* Sign a checkpoint every interval_s seconds (1..AUDIT_CHECKPOINT_INTERVAL_MAX) from a thread,
+ * whether or not records were appended: a run of checkpoints at one size proves silence. */
+int audit_checkpointer_start(struct audit_log *log, unsigned interval_s);
+/* Stop that thread and sign a last checkpoint. Safe if it never started (then nothing is
+ * signed); audit_close() calls it. */
+void audit_checkpointer_stop(struct audit_log *log);
+/* An inclusion proof of record seq, in the C2SP tlog-proof form, against the last checkpoint
+ * (a new one is signed when the last does not cover seq), read from the tree files (no log scan).
+ * ret_line (may be NULL) gets the record's exact line (without '\n'; its leaf is
+ * SHA-256(0x00 || line)). All malloc'd. -ENOENT no such record; -ENOKEY no signer; -EIO the tree
+ * files could not be kept (restart to rebuild). */
+int audit_prove(struct audit_log *log, uint64_t seq, char **ret_proof, size_t *ret_proof_len,
+		char **ret_line, size_t *ret_line_len);

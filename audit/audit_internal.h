@@ -3,12 +3,15 @@
  * this. */
 #pragma once
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "audit/audit.h"
+#include "audit/merkle.h"
 #include "common/common.h"
+#include "common/err.h"
 
 /* jansson flags of a canonical line: no whitespace, keys in bytewise order, every character
  * outside ASCII and every control character as a \uXXXX escape (uppercase hex, surrogate pairs
@@ -86,3 +89,108 @@ int audit_reader_init(struct audit_reader *rd, int fd, const char *path, uint64_
  * when it came); -errno a read failed. Both with err_detail(). */
 int audit_reader_next(struct audit_reader *rd);
 void audit_reader_free(struct audit_reader *rd);
+
+/* ---- The tree files (tree.c) --------------------------------------------------------------- */
+
+/* What the tree needs of one record: its leaf hash and the length of its line, '\n' included. */
+struct tree_entry {
+	uint8_t leaf[MERKLE_HASH_LEN];
+	uint32_t len;
+};
+
+/* The Merkle tree of the records of audit.log, on disk in <dir>/tree/ (see tree.c). */
+struct audit_tree {
+	char *dir;                                  /* the audit directory, for messages; owned */
+	int dirfd;                                  /* <dir>/tree */
+	int level_fd[MERKLE_PROOF_MAX];             /* L00..L63, opened on first use; -1 before */
+	int offsets_fd;                             /* offsets */
+	int log_fd;                                 /* audit.log; borrowed from the log */
+	struct merkle_frontier f;                   /* every record appended so far */
+	uint8_t last_leaf[MERKLE_HASH_LEN];         /* leaf hash of record f.size - 1; zeros if none */
+	uint64_t end;                               /* log offset after record f.size - 1 */
+	bool broken;                                /* a tree file write failed: no state, no proofs */
+};
+
+/* Open (creating) <dir>/tree for the log open on log_fd, at the last saved state: the files are
+ * cut back to it and checked against the log (the state's last record must still hash the
+ * same). No state, or files that disagree with it: an empty tree (*ret_rebuilt true when the
+ * log was not empty), which the caller fills by reading the log from the start. -EBADMSG the log
+ * is shorter than a state said it was (records a checkpoint covered were removed). */
+int tree_open(int audit_dirfd, const char *dir, int log_fd, struct audit_tree **ret_tree,
+	      bool *ret_rebuilt);
+void tree_close(struct audit_tree *t);
+/* Append n records (the batch leader only). On a write error the tree is marked broken (the
+ * in-memory frontier stays right) and the error returned. */
+int tree_append(struct audit_tree *t, const struct tree_entry *e, size_t n);
+/* Make the files durable, then write the state: `count` records ending at log offset `end`
+ * (a published, durable point: entries for them are written). */
+int tree_save_state(struct audit_tree *t, uint64_t count, uint64_t end);
+/* A merkle_perfect_fn over the tree files (ctx: struct audit_tree). */
+int tree_perfect(void *ctx, unsigned level, uint64_t index, uint8_t out[static MERKLE_HASH_LEN]);
+/* The line of record seq (without '\n', NUL-terminated, malloc'd) of a tree published at
+ * count records ending at end. -ERANGE seq >= count. */
+int tree_line(struct audit_tree *t, uint64_t seq, uint64_t count, uint64_t end, char **ret_line,
+	      size_t *ret_len);
+
+/* ---- The log (audit.c, checkpoint.c) ------------------------------------------------------- */
+
+/* Cap on the bytes queued while a batch is written. An appender that finds no room for a line of
+ * AUDIT_RECORD_MAX waits for the next batch to take the queue (back-pressure, not an error). */
+#define AUDIT_QUEUE_MAX (4u << 20)
+/* Failed batches remembered, so that an appender that slept through several can still tell
+ * whether its own record was written before them (older: it is told it failed). */
+#define AUDIT_EPOCHS 64
+
+struct audit_log {
+	int fd;                             /* audit.log, O_APPEND; holds the flock */
+	int dirfd;                          /* the audit directory */
+	char *dir;                          /* the audit directory's path, for messages; owned */
+	char *path;                         /* "<dir>/audit.log", for err_detail(); owned */
+	struct audit_tree *tree;            /* written by the batch leader only (and open/close) */
+	pthread_mutex_t lock;               /* guards every field below, up to the checkpoint part */
+	pthread_cond_t cond;                /* broadcast when a batch ends or the queue is taken */
+	uint64_t next_seq;                  /* seq the next queued record gets */
+	uint64_t durable;                   /* records [0, durable) are in the file and synced */
+	uint64_t end;                       /* file size after them: a record boundary */
+	uint8_t queued_leaf[MERKLE_HASH_LEN];   /* leaf hash of record next_seq - 1: the next "prev" */
+	uint8_t durable_leaf[MERKLE_HASH_LEN];  /* leaf hash of record durable - 1 */
+	struct merkle_frontier pub;         /* the tree of records [0, durable) */
+	struct buf queue;                   /* lines no leader has taken yet, in seq order */
+	struct buf qmeta;                   /* a struct tree_entry per queued line */
+	struct buf batch;                   /* the lines being written; the leader's own */
+	struct buf bmeta;                   /* their entries */
+	bool leading;                       /* a leader is writing `batch`, lock dropped */
+	unsigned room_waiters;              /* appenders waiting for room in the queue */
+	uint64_t epoch;                     /* failed batches so far: seqs after one are reused */
+	uint64_t epoch_end[AUDIT_EPOCHS];   /* durable when epoch e ended (at e % AUDIT_EPOCHS) */
+	bool failed;                        /* the file's end is unknown: nothing is written any more */
+	char fail_detail[ERR_DETAIL_MAX];   /* the last failure, repeated to the appenders it failed */
+	uint64_t batches;                   /* batches made durable since open */
+	enum audit_fault fault;             /* failure injected into the next batch (tests) */
+	int fault_err;                      /* its errno */
+	uint64_t hold;                      /* no batch starts before this many are queued (tests) */
+	bool one_per_sync;                  /* no group commit (benchmarks); set before appends */
+	pthread_mutex_t serial;             /* held across a whole append when one_per_sync */
+
+	/* Checkpoints (checkpoint.c). cp_lock orders signing: sizes never go back. */
+	pthread_mutex_t cp_lock;
+	uint8_t *sk;                        /* Ed25519 secret key, sodium_malloc'd, read-only; NULL:
+					     * no signer set */
+	char *key_name;                     /* the signer's key name = the checkpoints' origin */
+	char *verifier;                     /* its verifier key text */
+	int cp_fd;                          /* checkpoints file, O_APPEND; -1 until the first one */
+	char *cp_last;                      /* the last signed checkpoint note; owned */
+	size_t cp_last_len;
+	uint64_t cp_last_size;              /* its tree size */
+	/* The periodic signer thread. */
+	pthread_t cp_thread;
+	bool cp_running;                    /* under cp_tlock */
+	bool cp_stop;                       /* under cp_tlock */
+	unsigned cp_interval;               /* seconds */
+	pthread_mutex_t cp_tlock;
+	pthread_cond_t cp_tcond;
+};
+
+/* The log's current durable tree: count, end offset and frontier, read under the lock. */
+void audit_snapshot(struct audit_log *log, uint64_t *ret_count, uint64_t *ret_end,
+		    struct merkle_frontier *ret_f);

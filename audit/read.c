@@ -203,6 +203,8 @@ static bool match(const struct match *m, const json_t *rec, int64_t t)
 		return false;
 	if (f->event && !str_is(rec, "event", f->event))
 		return false;
+	if (f->decision && !str_is(rec, "decision", f->decision))
+		return false;
 	if (f->user) {
 		const json_t *uid = json_object_get(rec, "uid");
 

@@ -1,10 +1,14 @@
-/* enclavectl audit show: the audit trail, streamed from the daemon, one line per record. */
+/* enclavectl audit show, pubkey, checkpoint, prove: the audit trail and its proofs, from the
+ * daemon. (verify, check-proof, consistency and report work offline: cmd_audit_verify.c,
+ * cmd_audit_report.c.) */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cli/enclavectl.h"
 #include "common/common.h"
@@ -20,7 +24,8 @@
 
 static const char show_usage[] =
 	"Usage: enclavectl [GLOBAL OPTIONS] audit show [--dataset NAME] [--user NAME|UID]\n"
-	"           [--event EVENT] [--since WHEN] [--until WHEN] [--limit N]\n\n"
+	"           [--event EVENT] [--decision allow|deny] [--since WHEN] [--until WHEN]\n"
+	"           [--limit N]\n\n"
 	"Print the audit records that match, oldest first, one per line: time, event, who,\n"
 	"which dataset version and path, the decision and its reason, the grant, the bytes.\n"
 	"With --json, each record is printed as one line of JSON, as the daemon sent it.\n"
@@ -29,6 +34,7 @@ static const char show_usage[] =
 	"  --dataset NAME     records about this dataset\n"
 	"  --user NAME|UID    records about this user (name or numeric uid)\n"
 	"  --event EVENT      records of this event (open, close, import, grant, revoke, ...)\n"
+	"  --decision D       open records with this decision: allow or deny\n"
 	"  --since WHEN       records at or after WHEN\n"
 	"  --until WHEN       records before WHEN\n"
 	"  --limit N          only the last N matching records\n"
@@ -44,10 +50,11 @@ enum {
 	OPT_SINCE,
 	OPT_UNTIL,
 	OPT_LIMIT,
+	OPT_DECISION,
 };
 
 struct show_args {
-	const char *dataset, *user, *event, *since, *until, *limit;
+	const char *dataset, *user, *event, *since, *until, *limit, *decision;
 };
 
 static int on_opt(void *ctx, int val, const char *arg)
@@ -61,6 +68,7 @@ static int on_opt(void *ctx, int val, const char *arg)
 	case OPT_SINCE: a->since = arg; return 0;
 	case OPT_UNTIL: a->until = arg; return 0;
 	case OPT_LIMIT: a->limit = arg; return 0;
+	case OPT_DECISION: a->decision = arg; return 0;
 	}
 	return EXIT_USAGE;
 }
@@ -86,10 +94,11 @@ static void put(char *line, size_t *n, const char *text, size_t max_chars)
 
 static bool is_known(const char *key)
 {
-	/* Shown in their own places; dataset_id only repeats the name (--json has it). */
+	/* Shown in their own places; dataset_id only repeats the name, and prev (the hash chain)
+	 * is for verifiers, not people: --json has both. */
 	static const char *const known[] = { "seq", "time", "event", "user", "uid", "dataset",
 					     "dataset_id", "version", "path", "decision", "result",
-					     "reason", "grant_id", "bytes" };
+					     "reason", "grant_id", "bytes", "prev" };
 
 	for (size_t i = 0; i < ARRAY_SIZE(known); i++)
 		if (strcmp(key, known[i]) == 0)
@@ -229,6 +238,7 @@ static int audit_show(struct ctl *ctl, int argc, char **argv)
 		{ "since", required_argument, NULL, OPT_SINCE },
 		{ "until", required_argument, NULL, OPT_UNTIL },
 		{ "limit", required_argument, NULL, OPT_LIMIT },
+		{ "decision", required_argument, NULL, OPT_DECISION },
 		{ 0 },
 	};
 	struct show_args a = { 0 };
@@ -253,6 +263,8 @@ static int audit_show(struct ctl *ctl, int argc, char **argv)
 	if (a.event && (!*a.event || strlen(a.event) > 32 ||
 			!out_utf8_valid(a.event, strlen(a.event))))
 		return ctl_usage_error("audit show", "--event: a name of 1 to 32 bytes");
+	if (a.decision && strcmp(a.decision, "allow") != 0 && strcmp(a.decision, "deny") != 0)
+		return ctl_usage_error("audit show", "--decision: allow or deny");
 	if (a.since && (r = absolute_time("--since", a.since, since)))
 		return r;
 	if (a.until && (r = absolute_time("--until", a.until, until)))
@@ -272,6 +284,7 @@ static int audit_show(struct ctl *ctl, int argc, char **argv)
 	    (a.dataset && set_string(args, "dataset", a.dataset) < 0) ||
 	    (a.user && set_string(args, "user", a.user) < 0) ||
 	    (a.event && set_string(args, "event", a.event) < 0) ||
+	    (a.decision && set_string(args, "decision", a.decision) < 0) ||
 	    (a.since && set_string(args, "since", since) < 0) ||
 	    (a.until && set_string(args, "until", until) < 0) ||
 	    (a.limit && json_object_set_new(args, "limit", json_integer((json_int_t)limit)) < 0)) {
@@ -289,7 +302,198 @@ static int audit_show(struct ctl *ctl, int argc, char **argv)
 	return 0;
 }
 
+/* The offline checks (cmd_audit_verify.c) and the report (cmd_audit_report.c). */
+int audit_verify_cmd(struct ctl *ctl, int argc, char **argv);
+int audit_check_proof_cmd(struct ctl *ctl, int argc, char **argv);
+int audit_consistency_cmd(struct ctl *ctl, int argc, char **argv);
+int audit_report_cmd(struct ctl *ctl, int argc, char **argv);
+
+/* ---- pubkey, checkpoint, prove: the daemon signs ------------------------------------------- */
+
+static const char pubkey_usage[] =
+	"Usage: enclavectl [GLOBAL OPTIONS] audit pubkey\n\n"
+	"Print the verifier key of the store's audit log: \"name+id+key\" (C2SP signed-note form).\n"
+	"Auditors keep it, obtained from a source they trust, and check checkpoints, proofs and\n"
+	"whole logs with it offline (`audit verify`). Any local user may ask.\n\n"
+	"Options:\n"
+	"  --json        print {\"key\": ...}\n"
+	"  -h, --help    show this help\n";
+
+static const char checkpoint_usage[] =
+	"Usage: enclavectl [GLOBAL OPTIONS] audit checkpoint [--output FILE]\n\n"
+	"Have the daemon sign a checkpoint of the audit log now (C2SP tlog-checkpoint: origin,\n"
+	"number of records, root hash, time) and print it. Keep it: `audit verify --trusted FILE`\n"
+	"later proves that the log has only grown since. Stewards and auditors only.\n\n"
+	"Options:\n"
+	"  --output FILE  write the checkpoint to FILE (created, not overwritten) instead\n"
+	"  --json         print {\"checkpoint\": ...}\n"
+	"  -h, --help     show this help\n";
+
+static const char prove_usage[] =
+	"Usage: enclavectl [GLOBAL OPTIONS] audit prove SEQ [--output FILE] [--record-output FILE]\n\n"
+	"Print a proof that record SEQ is in the signed audit log: a C2SP tlog-proof (the record's\n"
+	"index, the hashes of its Merkle audit path, and a signed checkpoint). Anyone with the\n"
+	"record's exact line and the verifier key checks it offline with `audit check-proof`.\n"
+	"Stewards and auditors only.\n\n"
+	"Options:\n"
+	"  --output FILE         write the proof to FILE (created, not overwritten)\n"
+	"  --record-output FILE  write the record's exact line to FILE (created, not overwritten)\n"
+	"  --json                print {\"seq\", \"proof\", \"record\"}\n"
+	"  -h, --help            show this help\n";
+
+enum {
+	OPT_OUTPUT = 0x300,
+	OPT_RECORD_OUTPUT,
+};
+
+struct out_args {
+	const char *output, *record_output;
+};
+
+static int on_out_opt(void *ctx, int val, const char *arg)
+{
+	struct out_args *a = ctx;
+
+	if (val == OPT_OUTPUT)
+		a->output = arg;
+	else if (val == OPT_RECORD_OUTPUT)
+		a->record_output = arg;
+	return 0;
+}
+
+/* Write text (and a final '\n' if it lacks one) to a new file, or to stdout when path is NULL. */
+static int emit(const char *what, const char *path, const char *text)
+{
+	size_t n = strlen(text);
+	bool nl = n == 0 || text[n - 1] != '\n';
+	FILE *f = stdout;
+	int fd;
+
+	if (path) {
+		fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+		if (fd < 0)
+			return ctl_fail(what, "%s: %s", path, strerror(errno));
+		f = fdopen(fd, "w");
+		if (!f) {
+			close(fd);
+			return ctl_fail(what, "%s: %s", path, strerror(errno));
+		}
+	}
+	fwrite(text, 1, n, f);
+	if (nl)
+		fputc('\n', f);
+	if (path ? fclose(f) != 0 : fflush(f) != 0 || ferror(f))
+		return ctl_fail(what, "%s: %s", path ? path : "stdout", strerror(errno));
+	return 0;
+}
+
+/* One call whose result holds text members; print them with --json, else write `member` out. */
+static int simple_call(struct ctl *ctl, const char *what, const char *op, json_t *args,
+		       const char *member, const char *path)
+{
+	struct reply rep = { 0 };
+	const char *text;
+	int r = ctl_call(ctl, what, op, args, NULL, NULL, &rep);
+
+	if (r)
+		return r;
+	if (ctl->json)
+		return ctl_print_json(&rep);
+	text = json_string_value(json_object_get(rep.result, member));
+	r = text ? emit(what, path, text) : ctl_fail(what, "the daemon's answer has no %s", member);
+	reply_clear(&rep);
+	return r;
+}
+
+static int audit_pubkey(struct ctl *ctl, int argc, char **argv)
+{
+	int first, r = ctl_parse_none(ctl, "audit pubkey", pubkey_usage, argc, argv, &first);
+
+	if (r >= 0)
+		return r;
+	if (first < argc)
+		return ctl_usage_error("audit pubkey", "unexpected argument '%s'", argv[first]);
+	return simple_call(ctl, "audit pubkey", "audit.pubkey", NULL, "key", NULL);
+}
+
+static int audit_checkpoint(struct ctl *ctl, int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "output", required_argument, NULL, OPT_OUTPUT },
+		{ 0 },
+	};
+	struct out_args a = { 0 };
+	int first, r;
+
+	r = ctl_parse(ctl, "audit checkpoint", checkpoint_usage, argc, argv, opts, on_out_opt, &a,
+		      &first);
+	if (r >= 0)
+		return r;
+	if (first < argc)
+		return ctl_usage_error("audit checkpoint", "unexpected argument '%s'", argv[first]);
+	return simple_call(ctl, "audit checkpoint", "audit.checkpoint", NULL, "checkpoint",
+			   a.output);
+}
+
+static int audit_prove(struct ctl *ctl, int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "output", required_argument, NULL, OPT_OUTPUT },
+		{ "record-output", required_argument, NULL, OPT_RECORD_OUTPUT },
+		{ 0 },
+	};
+	struct out_args a = { 0 };
+	struct reply rep = { 0 };
+	unsigned long long seq;
+	const char *proof, *record;
+	char *end;
+	json_t *args;
+	int first, r;
+
+	r = ctl_parse(ctl, "audit prove", prove_usage, argc, argv, opts, on_out_opt, &a, &first);
+	if (r >= 0)
+		return r;
+	if (first + 1 != argc)
+		return ctl_usage_error("audit prove", first < argc ? "one SEQ only" :
+				       "which record? give its SEQ");
+	errno = 0;
+	seq = strtoull(argv[first], &end, 10);
+	if (argv[first][0] < '0' || argv[first][0] > '9' || errno || *end ||
+	    seq > (unsigned long long)INT64_MAX)
+		return ctl_usage_error("audit prove", "SEQ '%.40s' is not a record number",
+				       argv[first]);
+	args = json_pack("{s:I}", "seq", (json_int_t)seq);
+	if (!args)
+		return ctl_fail("audit prove", "out of memory");
+	r = ctl_call(ctl, "audit prove", "audit.prove", args, NULL, NULL, &rep);
+	if (r)
+		return r;
+	if (ctl->json)
+		return ctl_print_json(&rep);
+	proof = json_string_value(json_object_get(rep.result, "proof"));
+	record = json_string_value(json_object_get(rep.result, "record"));
+	if (!proof || !record)
+		r = ctl_fail("audit prove", "the daemon's answer has no proof or record");
+	if (!r && a.record_output)
+		r = emit("audit prove", a.record_output, record);
+	if (!r)
+		r = emit("audit prove", a.output, proof);
+	reply_clear(&rep);
+	return r;
+}
+
 const struct ctl_cmd audit_cmds[] = {
 	{ "show", audit_show, "[FILTERS]", "print audit records" },
+	{ "pubkey", audit_pubkey, "", "print the audit log's verifier key" },
+	{ "checkpoint", audit_checkpoint, "[--output FILE]", "sign a checkpoint of the log now" },
+	{ "prove", audit_prove, "SEQ", "print an inclusion proof of one record" },
+	{ "verify", audit_verify_cmd, "--log DIR --key KEY [--trusted FILE]",
+	  "verify the log offline: records, checkpoints, signatures" },
+	{ "check-proof", audit_check_proof_cmd, "--key KEY --record FILE PROOF",
+	  "verify an inclusion proof offline" },
+	{ "consistency", audit_consistency_cmd, "--key KEY --log DIR OLD NEW",
+	  "prove a checkpoint extends an older one" },
+	{ "report", audit_report_cmd, "[--log DIR] [FILTERS]",
+	  "opens, denials, bytes and grants per dataset and user" },
 	{ 0 },
 };

@@ -16,6 +16,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <sodium.h>
+
+#include "audit/note.h"
 #include "cli/enclavectl.h"
 #include "common/common.h"
 #include "common/err.h"
@@ -32,14 +35,16 @@
 static const char init_usage[] =
 	"Usage: enclavectl init --store DIR [--passphrase-file FILE] [--steward SPEC]...\n"
 	"                       [--auditor SPEC]... [--approvals N] [--max-grant-days N]\n"
-	"                       [--test-kdf]\n\n"
+	"                       [--audit-name NAME] [--test-kdf]\n\n"
 	"Create a new store in DIR (a new or empty directory). Works offline: no daemon is\n"
 	"involved. A new master key is generated and wrapped under a passphrase read from FILE,\n"
 	"which must not be readable or writable by group or others, or else asked for twice on\n"
 	"the terminal. The passphrase is never taken from the command line or the environment.\n\n"
 	"Then DIR is made 0711 (local users can reach the control socket, nothing else), run/ is\n"
 	"made 0755 for the socket, and DIR/enclave.conf lists who holds which role and the\n"
-	"grant rules.\n\n"
+	"grant rules. The audit log's signing key (Ed25519, separate from the data keys) is made\n"
+	"and stored wrapped under the master key; its verifier key is printed: give it to the\n"
+	"auditors (`enclavectl audit pubkey` prints it again).\n\n"
 	"Options:\n"
 	"  --store DIR             the store to create (required)\n"
 	"  --passphrase-file FILE  read the passphrase from FILE (mode 0600 or stricter)\n"
@@ -50,6 +55,8 @@ static const char init_usage[] =
 	"  --approvals N           approvals by other stewards a grant needs before it is in\n"
 	"                          force, 0 to 8 (default 1: four eyes; 0 for demo stores)\n"
 	"  --max-grant-days N      longest a grant may run, 1 to 3650 days (default 365)\n"
+	"  --audit-name NAME       the audit log's name in its signed checkpoints and key\n"
+	"                          (default HOSTNAME/enclave); no spaces, no '+'\n"
 	"  --test-kdf              the cheapest key derivation: for tests and demos only\n"
 	"  -h, --help              show this help\n\n"
 	"SPEC is user:NAME or group:NAME, where NAME is an existing user or group, or a number.\n";
@@ -61,6 +68,7 @@ enum {
 	OPT_TEST_KDF,
 	OPT_APPROVALS,
 	OPT_MAX_GRANT_DAYS,
+	OPT_AUDIT_NAME,
 };
 
 /* A role holder as written to enclave.conf. */
@@ -75,6 +83,7 @@ struct init_args {
 	bool test_kdf;
 	int approvals;                     /* -1: not given (the daemon's default) */
 	int max_grant_days;                /* -1: not given */
+	const char *audit_name;            /* borrowed; NULL: HOSTNAME/enclave */
 	struct spec stewards[INIT_PRINCIPALS_MAX];
 	size_t nstewards;
 	struct spec auditors[INIT_PRINCIPALS_MAX];
@@ -156,7 +165,9 @@ static int on_opt(void *ctx, int val, const char *arg)
 		return number_opt("--approvals", arg, 0, POLICY_APPROVALS_MAX, &a->approvals);
 	case OPT_MAX_GRANT_DAYS:
 		return number_opt("--max-grant-days", arg, 1, 3650, &a->max_grant_days);
-
+	case OPT_AUDIT_NAME:
+		a->audit_name = arg;
+		return 0;
 	case OPT_PASS_FILE:
 		a->pass_file = arg;
 		return 0;
@@ -436,6 +447,34 @@ static void print_specs(const char *role, const struct spec *s, size_t n)
 		       s[i].name);
 }
 
+/* Make the audit signing key (keys/audit.key) and give its verifier key text. */
+static int make_signing_key(struct store *st, const char *name, char **ret_verifier)
+{
+	uint8_t pk[crypto_sign_PUBLICKEYBYTES];
+	uint8_t *sk = sodium_malloc(crypto_sign_SECRETKEYBYTES);
+	crypto_key *seed = NULL;
+	char got[STORE_SIGNING_NAME_MAX + 1];
+	int r;
+
+	if (!sk)
+		return ctl_fail("init", "out of memory");
+	r = store_signing_create(st, name);
+	if (r == 0)
+		r = store_signing_seed(st, &seed, got);
+	if (r < 0) {
+		sodium_free(sk);
+		return ctl_fail("init", "cannot make the audit signing key: %s",
+				*err_detail() ? err_detail() : strerror(-r));
+	}
+	crypto_sign_seed_keypair(pk, sk, crypto_key_bytes(seed));
+	sodium_free(sk);	/* wipes it: only the public half is needed here */
+	crypto_key_free(seed);
+	r = note_verifier_format(name, pk, ret_verifier);
+	if (r < 0)
+		return ctl_fail("init", "cannot format the verifier key: %s", strerror(-r));
+	return 0;
+}
+
 int cmd_init(struct ctl *ctl, int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -445,12 +484,14 @@ int cmd_init(struct ctl *ctl, int argc, char **argv)
 		{ "test-kdf", no_argument, NULL, OPT_TEST_KDF },
 		{ "approvals", required_argument, NULL, OPT_APPROVALS },
 		{ "max-grant-days", required_argument, NULL, OPT_MAX_GRANT_DAYS },
+		{ "audit-name", required_argument, NULL, OPT_AUDIT_NAME },
 		{ 0 },
 	};
 	_cleanup_free_ struct init_args *a = calloc(1, sizeof(*a));
 	struct crypto_kdf_params kdf;
 	crypto_secret *pass = NULL;
 	struct store *st = NULL;
+	char audit_name[STORE_SIGNING_NAME_MAX + 1], *verifier = NULL;
 	int first, r;
 
 	if (!a)
@@ -476,6 +517,24 @@ int cmd_init(struct ctl *ctl, int argc, char **argv)
 			return 1;
 		a->nstewards = 1;
 	}
+	if (a->audit_name) {
+		snprintf(audit_name, sizeof(audit_name), "%s", a->audit_name);
+	} else {
+		char host[256] = "localhost";
+
+		if (gethostname(host, sizeof(host)) < 0 || !host[0])
+			snprintf(host, sizeof(host), "localhost");
+		host[sizeof(host) - 1] = '\0';
+		snprintf(audit_name, sizeof(audit_name), "%.150s/enclave", host);
+	}
+	/* The store's rule (printable ASCII) within the signed-note one (no spaces, no '+'). */
+	r = note_name_valid(audit_name) && strlen(audit_name) <= STORE_SIGNING_NAME_MAX;
+	for (const char *c = audit_name; r && *c; c++)
+		r = *c > 0x20 && *c < 0x7f;
+	if (!r)
+		return ctl_usage_error("init", "--audit-name '%.64s': printable ASCII, at most %d "
+				       "characters, no spaces, no '+'", audit_name,
+				       STORE_SIGNING_NAME_MAX);
 	if (precheck_dir(ctl->store_dir))
 		return 1;
 	if (crypto_init() < 0)
@@ -502,10 +561,14 @@ int cmd_init(struct ctl *ctl, int argc, char **argv)
 		return ctl_fail("init", "cannot create the store in %s: %s", ctl->store_dir,
 				*err_detail() ? err_detail() : strerror(-r));
 	}
-	r = finish_store(ctl->store_dir, a);
+	r = make_signing_key(st, audit_name, &verifier);
+	if (r == 0)
+		r = finish_store(ctl->store_dir, a);
 	store_close(st);
-	if (r)
+	if (r) {
+		free(verifier);
 		return r;
+	}
 
 	printf("created store %s\n"
 	       "  keys/master.key   the master key, wrapped under your passphrase\n"
@@ -513,6 +576,9 @@ int cmd_init(struct ctl *ctl, int argc, char **argv)
 	       "  " CONF_NAME "      roles:\n", ctl->store_dir);
 	print_specs("steward", a->stewards, a->nstewards);
 	print_specs("auditor", a->auditors, a->nauditors);
+	printf("  keys/audit.key    the audit log's signing key, wrapped; its verifier key:\n"
+	       "                    %s\n", verifier);
+	free(verifier);
 	printf("next: start the daemon:  enclaved --store %s --mount MOUNTPOINT\n",
 	       ctl->store_dir);
 	return 0;

@@ -169,6 +169,9 @@ static const struct {
 	{ "access.check", ROLE_STEWARD | ROLE_AUDITOR, op_access_check },
 	{ "dataset.set", ROLE_STEWARD, op_dataset_set },
 	{ "audit.show", ROLE_STEWARD | ROLE_AUDITOR, op_audit_show },
+	{ "audit.pubkey", 0, op_audit_pubkey },
+	{ "audit.checkpoint", ROLE_STEWARD | ROLE_AUDITOR, op_audit_checkpoint },
+	{ "audit.prove", ROLE_STEWARD | ROLE_AUDITOR, op_audit_prove },
 };
 
 static const char *role_names(unsigned roles)

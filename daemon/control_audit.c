@@ -79,8 +79,8 @@ static int stream_one(void *ctx, const json_t *rec, const char *line, size_t len
 
 int op_audit_show(struct conn *c, const json_t *args, json_t **ret)
 {
-	static const char *const known[] = { "dataset", "user", "event", "since", "until", "limit",
-					     NULL };
+	static const char *const known[] = { "dataset", "user", "event", "decision", "since",
+					     "until", "limit", NULL };
 	struct audit_filter f = { 0 };
 	struct audit_stream s = { .c = c };
 	int64_t since = 0, until = 0;
@@ -90,6 +90,7 @@ int op_audit_show(struct conn *c, const json_t *args, json_t **ret)
 	    (r = proto_arg_string(args, "dataset", false, STORE_DATASET_NAME_MAX, &f.dataset)) < 0 ||
 	    (r = proto_arg_string(args, "user", false, POLICY_NAME_MAX, &f.user)) < 0 ||
 	    (r = proto_arg_string(args, "event", false, 32, &f.event)) < 0 ||
+	    (r = proto_arg_string(args, "decision", false, 8, &f.decision)) < 0 ||
 	    (r = time_arg(args, "since", false, &since)) < 0 ||
 	    (r = time_arg(args, "until", false, &until)) < 0 ||
 	    (r = proto_arg_u64(args, "limit", false, AUDIT_LIMIT_MAX, &s.limit)) < 0)
@@ -132,5 +133,61 @@ int op_audit_show(struct conn *c, const json_t *args, json_t **ret)
 	if (r < 0)
 		return r;
 	*ret = json_pack("{s:I}", "count", (json_int_t)s.count);
+	return *ret ? 0 : -ENOMEM;
+}
+
+/* ---- Checkpoints and proofs ------------------------------------------------------------------ */
+
+/* The verifier key auditors check checkpoints with. Public: anyone may ask. */
+int op_audit_pubkey(struct conn *c, const json_t *args, json_t **ret)
+{
+	static const char *const known[] = { NULL };
+	char *key = NULL;
+	int r;
+
+	if ((r = proto_args_known(args, known)) < 0)
+		return r;
+	r = audit_verifier_key(c->d->log, &key);
+	if (r < 0)
+		return r;
+	*ret = json_pack("{s:s}", "key", key);
+	free(key);
+	return *ret ? 0 : -ENOMEM;
+}
+
+/* Sign a checkpoint now (an auditor saves it, to prove later that the log only grew). */
+int op_audit_checkpoint(struct conn *c, const json_t *args, json_t **ret)
+{
+	static const char *const known[] = { NULL };
+	char *note = NULL;
+	int r;
+
+	if ((r = proto_args_known(args, known)) < 0)
+		return r;
+	r = audit_checkpoint(c->d->log, &note, NULL);
+	if (r < 0)
+		return r;
+	*ret = json_pack("{s:s}", "checkpoint", note);
+	free(note);
+	return *ret ? 0 : -ENOMEM;
+}
+
+/* An inclusion proof of one record, with the record's exact line. */
+int op_audit_prove(struct conn *c, const json_t *args, json_t **ret)
+{
+	static const char *const known[] = { "seq", NULL };
+	char *proof = NULL, *line = NULL;
+	uint64_t seq = 0;
+	int r;
+
+	if ((r = proto_args_known(args, known)) < 0 ||
+	    (r = proto_arg_u64(args, "seq", true, INT64_MAX, &seq)) < 0)
+		return r;
+	r = audit_prove(c->d->log, seq, &proof, NULL, &line, NULL);
+	if (r < 0)
+		return r;
+	*ret = json_pack("{s:I, s:s, s:s}", "seq", (json_int_t)seq, "proof", proof, "record", line);
+	free(proof);
+	free(line);
 	return *ret ? 0 : -ENOMEM;
 }

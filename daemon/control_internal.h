@@ -51,6 +51,9 @@ int op_deny_remove(struct conn *c, const json_t *args, json_t **ret);
 int op_access_check(struct conn *c, const json_t *args, json_t **ret);
 int op_dataset_set(struct conn *c, const json_t *args, json_t **ret);
 int op_audit_show(struct conn *c, const json_t *args, json_t **ret);
+int op_audit_pubkey(struct conn *c, const json_t *args, json_t **ret);
+int op_audit_checkpoint(struct conn *c, const json_t *args, json_t **ret);
+int op_audit_prove(struct conn *c, const json_t *args, json_t **ret);
 
 /* End the connection's import, if any: committed or not, it is abandoned and recorded with err. */
 void import_end(struct conn *c, int err);

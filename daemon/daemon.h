@@ -151,6 +151,7 @@ struct daemon {
 	struct fusefs *fs;
 	struct control *ctl;
 	int64_t started;                     /* unix seconds */
+	unsigned checkpoint_interval;        /* seconds between periodic audit checkpoints */
 };
 
 /* The record fields every event made by a person carries: "uid" and "user". */

@@ -42,7 +42,7 @@ for i in $(seq 1 "$small"); do head -c 4096 /dev/urandom >"$src/small/f$i"; done
 chmod -R a+rX "$src"
 head -c 32 /dev/urandom | base64 >"$scratch/pass"
 chmod 0600 "$scratch/pass"
-"$enclavectl" init --store "$store" --passphrase-file "$scratch/pass" --steward user:root >/dev/null
+"$enclavectl" init --store "$store" --passphrase-file "$scratch/pass" --steward user:root --approvals 0 >/dev/null
 "$enclaved" --store "$store" --mount "$mnt" --passphrase-file "$scratch/pass" 2>"$scratch/log" &
 pid=$!
 for _ in $(seq 1 100); do "$enclavectl" --store "$store" status >/dev/null 2>&1 && break; sleep 0.1; done

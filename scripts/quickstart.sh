@@ -107,7 +107,7 @@ chmod 0600 "$scratch/passphrase"
 # A demo store: one steward, so grants need no second steward's approval (--approvals 0);
 # production stores keep the default of one.
 "$enclavectl" init --store "$store" --passphrase-file "$scratch/passphrase" \
-	--steward user:root --auditor user:root --approvals 0
+	--steward user:root --auditor user:root --approvals 0 --audit-name quickstart.local/enclave
 
 step "Starting enclaved"
 "$enclaved" --store "$store" --mount "$mnt" --passphrase-file "$scratch/passphrase" \
@@ -122,13 +122,16 @@ ctl() { "$enclavectl" --store "$store" "$@"; }
 ctl status
 
 step "Importing the dataset (the CLI opens the files; the daemon gets descriptors)"
-ctl dataset import cohort-2026 "$src"
+ctl dataset import cohort-2026 "$src" --duo HMB,IRB --controller "Demo University Hospital"
 ctl dataset show cohort-2026
 
 step "Granting $reader read access for one hour"
-ctl grant add --user "$reader" --dataset cohort-2026 \
+ctl grant add --user "$reader" --dataset cohort-2026 --purpose-code health,ai-training \
 	--purpose "demo: training a 30-day readmission classifier" --expires +1h
 ctl grant list
+say "why may $reader read, and why may $other not? (enclavectl access check)"
+ctl access check --user "$reader" --dataset cohort-2026
+ctl access check --user "$other" --dataset cohort-2026 || true
 
 step "Reading as $reader, the way a training job does"
 as() { local u=$1; shift; runuser -u "$u" -- "$@"; }
@@ -154,6 +157,12 @@ if as "$other" cat "$mnt/cohort-2026/latest/patients.csv" >/dev/null 2>"$scratch
 fi
 say "cat as $other: $(cat "$scratch/err")"
 
+step "The auditor keeps the log's verifier key and a signed checkpoint"
+ctl audit pubkey >"$scratch/verifier.key"
+say "verifier key: $(cat "$scratch/verifier.key")"
+ctl audit checkpoint --output "$scratch/checkpoint"
+sed 's/^/     /' "$scratch/checkpoint"
+
 step "Revoking the grant: the next open is refused at once"
 id=$(ctl --json grant list | sed -n 's/.*"id": *\([0-9]*\).*/\1/p' | head -n 1)
 ctl grant revoke "$id" --reason "demo: project ended"
@@ -175,4 +184,11 @@ if grep -q " $mnt " /proc/self/mountinfo; then
 	exit 1
 fi
 say "unmounted; $(wc -l <"$store/audit/audit.log") audit records in $store/audit/audit.log"
+
+step "Verifying the audit log offline, as an auditor: signatures, tree, growth since the checkpoint"
+mkdir -p "$scratch/auditor-copy"
+cp "$store/audit/audit.log" "$store/audit/checkpoints" "$scratch/auditor-copy/"
+"$enclavectl" audit verify --log "$scratch/auditor-copy" --key-file "$scratch/verifier.key" \
+	--trusted "$scratch/checkpoint"
+"$enclavectl" audit report --log "$scratch/auditor-copy"
 printf '\nquickstart: OK\n'

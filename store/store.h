@@ -64,6 +64,17 @@ int store_open(const char *dir, const crypto_secret *pass, const struct store_op
 	       struct store **ret_store);
 /* Close, wiping every key. NULL is fine. An import still open is aborted first. */
 void store_close(struct store *st);
+/* The audit log's Ed25519 signing key (docs/FORMAT.md "keys/audit.key"): a random 32-byte seed,
+ * wrapped under the master key, bound to this store and to its key name (which names the log in
+ * every signed checkpoint: printable ASCII without spaces or '+', at most STORE_SIGNING_NAME_MAX
+ * bytes). Separate from every data key.
+ * Create it (once: -EEXIST if there is one; -EINVAL a bad name). */
+#define STORE_SIGNING_NAME_MAX 200
+int store_signing_create(struct store *st, const char *name);
+/* Unwrap it: the seed (guarded memory; the caller frees it) and the name. -ENOENT none yet;
+ * -EBADMSG damaged, altered or from another store. */
+int store_signing_seed(struct store *st, crypto_key **ret_seed,
+		       char ret_name[static STORE_SIGNING_NAME_MAX + 1]);
 
 /* ---- Datasets and versions ----------------------------------------------------------------- */
 

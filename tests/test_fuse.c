@@ -1279,7 +1279,13 @@ static void test_unrecordable_open_is_refused(void **state)
 	grant(POLICY_USER, U.alice.uid, dsid, POLICY_ALL_VERSIONS);
 	fx_mount(f);
 	assert_int_equal(tu_run_as(&U.alice, child_reads_one, f->mnt, CHILD_MS), 0);
+	/* A sync failure that the log cuts back: this open is refused, the next one served. */
 	audit_test_fail_next(f->log, AUDIT_FAULT_SYNC, EIO);
+	assert_int_equal(tu_run_as(&U.alice, child_open_refused, f->mnt, CHILD_MS), 0);
+	assert_false(audit_failed(f->log));
+	assert_int_equal(tu_run_as(&U.alice, child_reads_one, f->mnt, CHILD_MS), 0);
+	/* One it cannot cut back fails the log for good: every open is refused from then on. */
+	audit_test_fail_next(f->log, AUDIT_FAULT_WRITE_NO_TRUNCATE, EIO);
 	assert_int_equal(tu_run_as(&U.alice, child_open_refused, f->mnt, CHILD_MS), 0);
 	assert_true(audit_failed(f->log));
 	assert_int_equal(tu_run_as(&U.alice, child_open_refused, f->mnt, CHILD_MS), 0);

@@ -1,0 +1,130 @@
+/* signing: the audit log's Ed25519 signing key, kept in the store beside the master key
+ * (docs/FORMAT.md "keys/audit.key").
+ *
+ * The key is a 32-byte seed, wrapped under the master key like a dataset key, with associated data
+ * that names its purpose and the store, so the wrapped bytes cannot stand in for any other key
+ * and a file copied from another store does not unwrap. It is separate from every data key: the
+ * signing key proves what the log says; it opens no data, and no data key signs anything.
+ */
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/stat.h>
+
+#include "common/err.h"
+#include "store/store_internal.h"
+
+#define SIGNING_NAME "audit.key"
+#define SIGNING_MAGIC "ENCLSIG1"
+/* magic, the wrapped seed, the key name's length (1 byte) and the name. */
+#define SIGNING_FILE_MAX (8 + CRYPTO_WRAPPED_KEY_LEN + 1 + STORE_SIGNING_NAME_MAX)
+#define SIGNING_AD_LABEL "enclave audit signing key v1"
+
+/* label || store id || name: the key is this store's, for this name, for signing the log. */
+static size_t signing_ad(const uint8_t store_id[16], const char *name,
+			 uint8_t out[static 64 + STORE_SIGNING_NAME_MAX])
+{
+	size_t n = sizeof(SIGNING_AD_LABEL) - 1, nl = strlen(name);
+
+	memcpy(out, SIGNING_AD_LABEL, n);
+	memcpy(out + n, store_id, 16);
+	memcpy(out + n + 16, name, nl);
+	return n + 16 + nl;
+}
+
+static bool name_ok(const char *name)
+{
+	size_t n = strnlen(name, STORE_SIGNING_NAME_MAX + 1);
+
+	if (n == 0 || n > STORE_SIGNING_NAME_MAX)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (name[i] <= 0x20 || name[i] >= 0x7f || name[i] == '+')
+			return false;
+	return true;
+}
+
+int store_signing_create(struct store *st, const char *name)
+{
+	uint8_t file[SIGNING_FILE_MAX], ad[64 + STORE_SIGNING_NAME_MAX];
+	size_t nl, len;
+	crypto_key *seed = NULL;
+	int keys_fd, fd, r;
+
+	if (!name_ok(name))
+		return err_set(-EINVAL, "\"%s\" cannot name the audit signing key: 1 to %u "
+			       "printable ASCII characters, no spaces, no '+'", name,
+			       STORE_SIGNING_NAME_MAX);
+	nl = strlen(name);
+	r = crypto_key_generate(&seed);
+	if (r < 0)
+		return r;
+	memcpy(file, SIGNING_MAGIC, 8);
+	r = crypto_key_wrap(st->master, seed, ad, signing_ad(st->store_id, name, ad), file + 8);
+	crypto_key_free(seed);
+	if (r < 0)
+		return r;
+	file[8 + CRYPTO_WRAPPED_KEY_LEN] = (uint8_t)nl;
+	memcpy(file + 8 + CRYPTO_WRAPPED_KEY_LEN + 1, name, nl);
+	len = 8 + CRYPTO_WRAPPED_KEY_LEN + 1 + nl;
+
+	keys_fd = openat(st->dirfd, "keys", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (keys_fd < 0)
+		return err_set(-errno, "no keys directory: %s", strerror(errno));
+	fd = openat(keys_fd, SIGNING_NAME, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+		    0600);
+	if (fd < 0) {
+		r = -errno;
+		close(keys_fd);
+		return err_set(r, "cannot create keys/%s: %s", SIGNING_NAME, strerror(-r));
+	}
+	r = pwrite_all(fd, file, len, 0);
+	if (r == 0 && fsync(fd) < 0)
+		r = -errno;
+	close(fd);
+	if (r == 0 && fsync(keys_fd) < 0)
+		r = -errno;
+	if (r < 0) {
+		unlinkat(keys_fd, SIGNING_NAME, 0);
+		r = err_set(r, "cannot write keys/%s: %s", SIGNING_NAME, strerror(-r));
+	}
+	close(keys_fd);
+	return r;
+}
+
+int store_signing_seed(struct store *st, crypto_key **ret_seed,
+		       char ret_name[static STORE_SIGNING_NAME_MAX + 1])
+{
+	uint8_t file[SIGNING_FILE_MAX + 1], ad[64 + STORE_SIGNING_NAME_MAX];
+	char name[STORE_SIGNING_NAME_MAX + 1];
+	int keys_fd, fd, r;
+	size_t nl;
+	ssize_t n;
+
+	keys_fd = openat(st->dirfd, "keys", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (keys_fd < 0)
+		return err_set(-errno, "no keys directory: %s", strerror(errno));
+	fd = openat(keys_fd, SIGNING_NAME, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	close(keys_fd);
+	if (fd < 0)
+		return err_set(-errno, "cannot open keys/%s: %s", SIGNING_NAME, strerror(errno));
+	n = read_full(fd, file, sizeof(file));
+	close(fd);
+	if (n < 0)
+		return err_set((int)n, "cannot read keys/%s: %s", SIGNING_NAME, strerror((int)-n));
+	nl = n > 8 + CRYPTO_WRAPPED_KEY_LEN ? file[8 + CRYPTO_WRAPPED_KEY_LEN] : 0;
+	if ((size_t)n != 8 + CRYPTO_WRAPPED_KEY_LEN + 1 + nl || memcmp(file, SIGNING_MAGIC, 8) != 0 ||
+	    nl == 0 || nl > STORE_SIGNING_NAME_MAX)
+		return err_set(-EBADMSG, "keys/%s is not an audit signing key file (%zd bytes)",
+			       SIGNING_NAME, n);
+	memcpy(name, file + 8 + CRYPTO_WRAPPED_KEY_LEN + 1, nl);
+	name[nl] = '\0';
+	if (!name_ok(name))
+		return err_set(-EBADMSG, "keys/%s holds an invalid key name", SIGNING_NAME);
+	r = crypto_key_unwrap(st->master, file + 8, ad, signing_ad(st->store_id, name, ad),
+			      ret_seed);
+	if (r < 0)
+		return err_set(r, "keys/%s does not unwrap under this store's master key (altered, "
+			       "or from another store)", SIGNING_NAME);
+	memcpy(ret_name, name, nl + 1);
+	return 0;
+}
