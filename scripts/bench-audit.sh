@@ -100,7 +100,7 @@ table=$(
 	for n in 1 8 32; do
 		read -r go gp50 gp99 <<<"${res[group,$n]}"
 		read -r eo ep50 ep99 <<<"${res[each,$n]}"
-		ratio=$(awk -v a="$go" -v b="$eo" 'BEGIN { printf "%.1fx", b > 0 ? a / b : 0 }')
+		ratio=$(awk -v a="$go" -v b="$eo" 'BEGIN { printf "%.1fx", (b > 0 ? a / b : 0) }')
 		echo "| $n | $go | ${gp50} µs | ${gp99} µs | $eo | ${ep50} µs | ${ep99} µs | $ratio |"
 	done
 )

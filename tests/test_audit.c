@@ -38,7 +38,7 @@ static uint8_t *chain(const void *content, size_t len, size_t *ret_len)
 {
 	static const char shape[] = "{\"event\":\"x\",\"seq\":";
 	const char *c = content;
-	uint8_t *out = malloc(len * 2 + 256), leaf[MERKLE_HASH_LEN] = { 0 };
+	uint8_t *out = malloc(len * 3 + 256), leaf[MERKLE_HASH_LEN] = { 0 };
 	size_t o = 0, i = 0;
 
 	assert_non_null(out);
@@ -50,7 +50,8 @@ static uint8_t *chain(const void *content, size_t len, size_t *ret_len)
 			char hex[2 * MERKLE_HASH_LEN + 1];
 
 			sodium_bin2hex(hex, sizeof(hex), leaf, sizeof(leaf));
-			o += (size_t)sprintf((char *)out + o, "{\"event\":\"x\",\"prev\":\"%s\",", hex);
+			o += (size_t)snprintf((char *)out + o, len * 3 + 256 - o,
+					      "{\"event\":\"x\",\"prev\":\"%s\",", hex);
 			memcpy(out + o, c + i + 13, n - 13);
 			o += n - 13;
 		} else {
