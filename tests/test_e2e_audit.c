@@ -467,11 +467,15 @@ static void test_verify_and_tampering(void **state)
 	{
 		char *cpf = tu_fmt("%s/checkpoints", dir), *newest = tu_fmt("%s/newest", E->root);
 		size_t cn;
-		char *cps = (char *)tu_read_file(cpf, &cn);
-
+		uint8_t *raw = tu_read_file(cpf, &cn);
+		/* NUL-terminated, for strstr. */
+		char *cps = strndup((const char *)raw, cn);
 		/* Each note holds one blank line (before its signature) and is followed by one:
 		 * the newest starts after the third blank line from the end. */
 		const char *gaps[3] = { NULL, NULL, NULL };
+
+		free(raw);
+		assert_non_null(cps);
 
 		for (const char *p = cps; (p = strstr(p, "\n\n")); p += 2) {
 			gaps[0] = gaps[1];
