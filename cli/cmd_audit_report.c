@@ -69,7 +69,8 @@ static int on_opt(void *ctx, int val, const char *arg)
 struct report {
 	json_t *datasets;   /* name -> {opens, denials: {reason: n}, bytes, users: {user: {...}}} */
 	json_t *users;      /* user -> {opens, denials: {reason: n}, bytes} */
-	json_t *grants;     /* grant_id (text) -> grant object, replayed */
+	json_t *grants;     /* grant_id (text) -> grant object in force (approved), replayed */
+	json_t *pending;    /* grant_id (text) -> grant object still waiting for approvals */
 	size_t keys;        /* entries created in datasets and users, for the cap */
 	int64_t now;        /* unix seconds: what "in force now" means */
 	uint64_t records;   /* records counted (matching the filters) */
@@ -145,15 +146,32 @@ static int add_record(struct report *rp, const json_t *rec)
 
 	if (!event)
 		return 0;
-	if (strcmp(event, "grant") == 0) {
+	/* "grant" is how logs before approvals recorded a grant; "grant_request" says whether it
+	 * is in force at once or waits for approvals, and "grant_approve" whether it now is. */
+	if (strcmp(event, "grant") == 0 || strcmp(event, "grant_request") == 0) {
 		const json_t *g = json_object_get(rec, "grant"), *gid = json_object_get(rec, "grant_id");
+		const char *state = json_string_value(json_object_get(rec, "state"));
 
 		if (!json_is_object(g) || !json_is_integer(gid))
 			return 0;
-		if (json_object_size(rp->grants) >= REPORT_GRANTS_MAX)
+		if (json_object_size(rp->grants) + json_object_size(rp->pending) >= REPORT_GRANTS_MAX)
 			return err_set(-E2BIG, "more than %u grants", REPORT_GRANTS_MAX);
 		snprintf(id, sizeof(id), "%" JSON_INTEGER_FORMAT, json_integer_value(gid));
-		return json_object_set(rp->grants, id, (json_t *)g) < 0 ? -ENOMEM : 0;
+		return json_object_set(state && strcmp(state, "active") != 0 ? rp->pending :
+				       rp->grants, id, (json_t *)g) < 0 ? -ENOMEM : 0;
+	}
+	if (strcmp(event, "grant_approve") == 0) {
+		const json_t *gid = json_object_get(rec, "grant_id"), *g;
+		const char *state = json_string_value(json_object_get(rec, "state"));
+
+		if (!json_is_integer(gid) || !state || strcmp(state, "active") != 0)
+			return 0;
+		snprintf(id, sizeof(id), "%" JSON_INTEGER_FORMAT, json_integer_value(gid));
+		g = json_object_get(rp->pending, id);
+		if (g && json_object_set(rp->grants, id, (json_t *)g) < 0)
+			return -ENOMEM;
+		json_object_del(rp->pending, id);
+		return 0;
 	}
 	if (strcmp(event, "revoke") == 0) {
 		const json_t *gid = json_object_get(rec, "grant_id");
@@ -161,6 +179,7 @@ static int add_record(struct report *rp, const json_t *rec)
 		if (json_is_integer(gid)) {
 			snprintf(id, sizeof(id), "%" JSON_INTEGER_FORMAT, json_integer_value(gid));
 			json_object_del(rp->grants, id);
+			json_object_del(rp->pending, id);
 		}
 		return 0;
 	}
@@ -339,7 +358,8 @@ int audit_report_cmd(struct ctl *ctl, int argc, char **argv)
 	rp.datasets = json_object();
 	rp.users = json_object();
 	rp.grants = json_object();
-	if (!rp.datasets || !rp.users || !rp.grants) {
+	rp.pending = json_object();
+	if (!rp.datasets || !rp.users || !rp.grants || !rp.pending) {
 		ctl_fail("audit report", "out of memory");
 		goto out;
 	}
@@ -376,5 +396,6 @@ out:
 	json_decref(rp.datasets);
 	json_decref(rp.users);
 	json_decref(rp.grants);
+	json_decref(rp.pending);
 	return ret;
 }

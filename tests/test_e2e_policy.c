@@ -160,6 +160,24 @@ static void assert_reason(const char *dataset, const char *reason)
 
 /* ---- Cases ------------------------------------------------------------------------------------ */
 
+/* Does `audit report --json` (read through the daemon) list grant id among those in force? */
+static void report_has_grant(uint64_t id, bool want)
+{
+	struct e2e_run *r = e2e_ok(ctl("--json", "audit", "report"));
+	json_t *j = e2e_out_json(r), *g;
+	bool found = false;
+	size_t i;
+
+	json_array_foreach(json_object_get(j, "grants_in_force"), i, g)
+		found |= (uint64_t)json_integer_value(json_object_get(g, "id")) == id;
+	if (found != want)
+		fprintf(stderr, "report: grant %llu %s in force:\n%s\n", (unsigned long long)id,
+			found ? "is" : "is not", r->out);
+	assert_true(found == want);
+	json_decref(j);
+	free(r);
+}
+
 /* Four eyes: pending gives EACCES with the reason recorded; the requester cannot approve; the
  * other steward's approval opens it. */
 static void test_request_approve(void **state)
@@ -180,7 +198,11 @@ static void test_request_approve(void **state)
 	assert_non_null(strstr(r->err, "another steward must approve"));
 	free(r);
 	assert_int_equal(e2e_audit_count("grant_approve", NULL, NULL, NULL, 0), 0);
+	/* The audit report does not count a pending grant as in force... */
+	report_has_grant(id, false);
 	approve_as_bob(id);
+	/* ...and does once it is approved. */
+	report_has_grant(id, true);
 	assert_int_equal(e2e_audit_count("grant_approve", TU_USER_BOB, "pend", NULL, id), 1);
 	assert_reason("pend", "allow");
 	alice_opens("pend", 0);
