@@ -39,6 +39,8 @@ static const char usage[] =
 	"      --debug-fuse           print every FUSE request on stderr\n"
 	"      --audit-sync-each      no group commit: one write and fdatasync per audit record\n"
 	"                             (only to measure what group commit saves)\n"
+	"      --direct-packs         read packs with O_DIRECT, bypassing the page cache\n"
+	"                             (measured slower here; see docs/PERFORMANCE.md)\n"
 	"  -h, --help                 this help\n"
 	"  -V, --version              the version\n"
 	"\n"
@@ -211,12 +213,17 @@ int main(int argc, char **argv)
 		{ "checkpoint-interval", required_argument, NULL, 'c' },
 		{ "audit-sync-each", no_argument, NULL, 'S' },
 		{ "debug-fuse", no_argument, NULL, 'D' },
+		{ "direct-packs", no_argument, NULL, 'O' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ 0 },
 	};
 	struct daemon d = { .checkpoint_interval = AUDIT_CHECKPOINT_INTERVAL_DEFAULT };
 	bool sync_each = false;
+	/* Pack reads go through the page cache unless --direct-packs: O_DIRECT saves the copy out
+	 * of the page cache but loses the cache and the kernel's read-ahead, and measured about
+	 * half as fast warm and slower cold (docs/PERFORMANCE.md). */
+	struct store_open_options so = { 0 };
 	struct fusefs_options fo = { 0 };
 	struct signal_ctx sig = { .lock = PTHREAD_MUTEX_INITIALIZER };
 	const char *passfile = NULL;
@@ -271,6 +278,9 @@ int main(int argc, char **argv)
 		case 'S':
 			sync_each = true;
 			break;
+		case 'O':
+			so.direct_io = true;
+			break;
 		case 'h':
 			fputs(usage, stdout);
 			return 0;
@@ -315,7 +325,7 @@ int main(int argc, char **argv)
 			   "there is no terminal)", r);
 		return 1;
 	}
-	r = store_open(d.store_dir, pass, &(struct store_open_options){ 0 }, &d.st);
+	r = store_open(d.store_dir, pass, &so, &d.st);
 	crypto_secret_free(pass);
 	if (r < 0) {
 		explain_open_error(d.store_dir, r);

@@ -17,12 +17,27 @@
  *
  * Memory is bounded by IMPORT_BUFS write buffers, the tag accumulator, the index batch cap and
  * the directory table (IMPORT_DIRS_MAX), whatever the size of the files.
+ *
+ * Parallel encryption. The calling thread reads the source into the stream buffers and submits
+ * the writes; a small pool of workers (one per online CPU, at most IMPORT_WORKERS_MAX; none on
+ * one CPU) encrypts them. For an object of at least IMPORT_PAR_MIN bytes each chunk read into the
+ * stream buffer is only noted in that buffer's job list; when the buffer is full it goes to the
+ * pool instead of to io_uring, and once a worker has encrypted it in place the caller's thread
+ * submits its write (several ready buffers in one io_uring_submit). Before the object's tags are
+ * used (written after its data, or flushed every IMPORT_TAGACC bytes) the caller encrypts what is
+ * left in the current buffer itself and waits until the pool holds nothing of the object, so a
+ * buffer's jobs always belong to one object and the object key outlives every job that uses it.
+ * Smaller objects are encrypted inline, as the pool's hand-off would cost more than it saves.
+ * The bytes written are exactly those of the serial importer: the same layout, chunk by chunk.
+ * Memory stays IMPORT_BUFS buffers: a buffer is filling, queued or being encrypted, being
+ * written, or free, never copied.
  */
 #include <dirent.h>
 #include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "store/store_internal.h"
 
@@ -36,6 +51,26 @@
 #define IMPORT_DEPTH_MAX 256u              /* source directory nesting */
 #define IMPORT_PROGRESS_BYTES (8u << 20)   /* progress callback at least this often */
 #define IMPORT_PACKS_MAX 4096u             /* packs one import may fill */
+#define IMPORT_WORKERS_MAX 8u              /* encryption threads, whatever the CPU count */
+#define IMPORT_PAR_MIN (256u << 10)        /* objects from this size are encrypted by the pool */
+
+/* The object whose chunks the pool is encrypting. Lives in struct store_import; set by
+ * write_object() before the object's first job and not changed until no job of it is left. */
+struct enc_obj {
+	const crypto_key *key;                 /* borrowed from write_object() for that time */
+	uint8_t id[CRYPTO_OBJECT_ID_LEN];
+	uint32_t alg;
+	uint64_t gen;                          /* distinct per object: workers rekey when it moves */
+};
+
+/* One chunk of a buffer still to encrypt in place. */
+struct enc_chunk {
+	uint32_t pos;       /* offset in the buffer */
+	uint32_t len;       /* plaintext bytes */
+	uint64_t idx;       /* chunk index in its object */
+	bool last;          /* the object's final chunk */
+	uint8_t *tag;       /* where its tag goes: into imp->tagacc */
+};
 
 /* A write buffer: bytes for one contiguous pack range. */
 struct wbuf {
@@ -43,6 +78,20 @@ struct wbuf {
 	size_t len;         /* bytes filled */
 	uint64_t off;       /* pack offset of data[0] */
 	bool busy;          /* submitted, completion not yet seen */
+	/* The pool's part; pending and ready are under imp->pool_lock. */
+	struct enc_chunk *jobs;  /* chunks to encrypt; owned, imp->jobs_cap entries (pool only) */
+	unsigned njobs;          /* how many (a buffer holds chunks of one object only) */
+	bool pending;            /* handed to the pool: neither reused nor written until done */
+	bool ready;              /* encrypted by a worker; the caller's thread writes it next */
+	int enc_err;             /* a worker's encryption failure, or 0 */
+};
+
+/* One encryption thread: its own chunk context, keyed for the last object it worked on. */
+struct enc_worker {
+	struct store_import *imp;   /* borrowed */
+	pthread_t thread;
+	crypto_chunk_ctx *cctx;     /* owned by the thread, freed by store_import_free() */
+	uint64_t gen;               /* the enc_obj generation cctx is keyed for; 0: none */
 };
 
 /* A directory of the version being built. */
@@ -103,6 +152,20 @@ struct store_import {
 	rocksdb_writebatch_wi_t *wb;        /* index records not yet written; owned */
 	struct buf scratch;                 /* record encoding */
 	crypto_chunk_ctx *cctx;             /* owned */
+
+	/* Encryption pool (see the top of this file); nworkers == 0: everything inline. */
+	struct enc_worker workers[IMPORT_WORKERS_MAX];
+	unsigned nworkers;                  /* threads started */
+	unsigned jobs_cap;                  /* entries of each wbuf's jobs */
+	struct enc_obj eobj;                /* the object being encrypted by the pool */
+	pthread_mutex_t pool_lock;          /* queue, stop, and each wbuf's pending/ready */
+	pthread_cond_t pool_work;           /* the queue gained a buffer, or stop */
+	pthread_cond_t pool_done;           /* a worker finished a buffer */
+	bool pool_init;                     /* pool_lock and the conditions exist */
+	struct wbuf *queue[IMPORT_BUFS];    /* buffers waiting for a worker, FIFO */
+	unsigned q_head, q_len;
+	unsigned npending;                  /* buffers pending (queued or being encrypted) */
+	bool pool_stop;                     /* workers exit once the queue is empty */
 
 	int err;                            /* first failure; sticky */
 	char errmsg[ERR_DETAIL_MAX];        /* its detail */
@@ -398,6 +461,200 @@ static int dir_ensure(struct store_import *imp, const char *p, size_t n, struct 
 	return 0;
 }
 
+/* ---- Encryption pool ----------------------------------------------------------------------- */
+
+/* Encrypt the jobs of b in place with ctx. Returns 0 or the first failure. */
+static int enc_jobs(crypto_chunk_ctx *ctx, struct wbuf *b)
+{
+	for (unsigned i = 0; i < b->njobs; i++) {
+		const struct enc_chunk *c = &b->jobs[i];
+		int r = crypto_chunk_encrypt(ctx, c->idx, c->last, b->data + c->pos, c->len,
+					     b->data + c->pos, c->tag);
+
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+static void *enc_worker_main(void *arg)
+{
+	struct enc_worker *w = arg;
+	struct store_import *imp = w->imp;
+
+	pthread_mutex_lock(&imp->pool_lock);
+	for (;;) {
+		struct wbuf *b;
+		int r = 0;
+
+		while (!imp->q_len && !imp->pool_stop)
+			pthread_cond_wait(&imp->pool_work, &imp->pool_lock);
+		if (!imp->q_len)
+			break;
+		b = imp->queue[imp->q_head];
+		imp->q_head = (imp->q_head + 1) % IMPORT_BUFS;
+		imp->q_len--;
+		pthread_mutex_unlock(&imp->pool_lock);
+
+		/* imp->eobj is stable while a job of its object is pending (see the top). */
+		if (w->gen != imp->eobj.gen) {
+			if (!w->cctx)
+				r = crypto_chunk_ctx_new(imp->eobj.alg, imp->eobj.key, imp->eobj.id,
+							 &w->cctx);
+			else
+				r = crypto_chunk_ctx_rekey(w->cctx, imp->eobj.alg, imp->eobj.key,
+							   imp->eobj.id);
+			w->gen = r == 0 ? imp->eobj.gen : 0;
+		}
+		if (r == 0)
+			r = enc_jobs(w->cctx, b);
+
+		pthread_mutex_lock(&imp->pool_lock);
+		b->enc_err = r;
+		b->njobs = 0;
+		b->pending = false;
+		b->ready = true;
+		imp->npending--;
+		pthread_cond_broadcast(&imp->pool_done);
+	}
+	pthread_mutex_unlock(&imp->pool_lock);
+	return NULL;
+}
+
+/* Start the workers: one per online CPU up to IMPORT_WORKERS_MAX, none on a single CPU (the
+ * hand-off would only add switches). Failing to start one is not an error: fewer run. */
+static int pool_start(struct store_import *imp)
+{
+	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+	unsigned want = cpus > 1 ? (unsigned)MIN((long)IMPORT_WORKERS_MAX, cpus) : 0;
+
+	if (!want)
+		return 0;
+	imp->jobs_cap = (unsigned)(imp->buf_size / CRYPTO_CHUNK_MIN) + 1;
+	for (unsigned i = 0; i < IMPORT_BUFS; i++) {
+		imp->bufs[i].jobs = calloc(imp->jobs_cap, sizeof(struct enc_chunk));
+		if (!imp->bufs[i].jobs)
+			return -ENOMEM;
+	}
+	if (pthread_mutex_init(&imp->pool_lock, NULL) != 0)
+		return -ENOMEM;
+	if (pthread_cond_init(&imp->pool_work, NULL) != 0) {
+		pthread_mutex_destroy(&imp->pool_lock);
+		return -ENOMEM;
+	}
+	if (pthread_cond_init(&imp->pool_done, NULL) != 0) {
+		pthread_cond_destroy(&imp->pool_work);
+		pthread_mutex_destroy(&imp->pool_lock);
+		return -ENOMEM;
+	}
+	imp->pool_init = true;
+	for (unsigned i = 0; i < want; i++) {
+		imp->workers[i] = (struct enc_worker){ .imp = imp };
+		if (pthread_create(&imp->workers[i].thread, NULL, enc_worker_main,
+				   &imp->workers[i]) != 0)
+			break;
+		imp->nworkers++;
+	}
+	return 0;
+}
+
+/* Stop and join the workers (after everything pending is done) and free their contexts. */
+static void pool_stop(struct store_import *imp)
+{
+	if (!imp->pool_init)
+		return;
+	pthread_mutex_lock(&imp->pool_lock);
+	imp->pool_stop = true;
+	pthread_cond_broadcast(&imp->pool_work);
+	pthread_mutex_unlock(&imp->pool_lock);
+	for (unsigned i = 0; i < imp->nworkers; i++) {
+		pthread_join(imp->workers[i].thread, NULL);
+		crypto_chunk_ctx_free(imp->workers[i].cctx);
+	}
+	imp->nworkers = 0;
+	pthread_cond_destroy(&imp->pool_done);
+	pthread_cond_destroy(&imp->pool_work);
+	pthread_mutex_destroy(&imp->pool_lock);
+	imp->pool_init = false;
+}
+
+/* Hand b (holding jobs) to the pool. The queue has room: at most IMPORT_BUFS buffers exist. */
+static void pool_queue(struct store_import *imp, struct wbuf *b)
+{
+	pthread_mutex_lock(&imp->pool_lock);
+	b->pending = true;
+	imp->queue[(imp->q_head + imp->q_len) % IMPORT_BUFS] = b;
+	imp->q_len++;
+	imp->npending++;
+	pthread_cond_signal(&imp->pool_work);
+	pthread_mutex_unlock(&imp->pool_lock);
+}
+
+static void prep_write(struct store_import *imp, struct wbuf *b);
+static int submit_prepared(struct store_import *imp);
+
+/* Write every buffer the pool has finished (one io_uring_submit for all of them). With wait,
+ * first wait until at least one buffer is finished, if any is pending. Returns the import's
+ * failure, if any. */
+static int pool_reap(struct store_import *imp, bool wait)
+{
+	struct wbuf *done[IMPORT_BUFS];
+	unsigned n = 0;
+	int err = 0;
+
+	if (!imp->nworkers)
+		return imp->err;
+	pthread_mutex_lock(&imp->pool_lock);
+	for (;;) {
+		for (unsigned i = 0; i < IMPORT_BUFS; i++)
+			if (imp->bufs[i].ready) {
+				imp->bufs[i].ready = false;
+				done[n++] = &imp->bufs[i];
+			}
+		if (n || !wait || !imp->npending)
+			break;
+		pthread_cond_wait(&imp->pool_done, &imp->pool_lock);
+	}
+	pthread_mutex_unlock(&imp->pool_lock);
+	for (unsigned i = 0; i < n; i++) {
+		if (done[i]->enc_err && !err)
+			err = done[i]->enc_err;
+		if (done[i]->enc_err || imp->err) {
+			/* Never written: it may hold plaintext. */
+			done[i]->len = 0;
+			continue;
+		}
+		prep_write(imp, done[i]);
+	}
+	if (err)
+		imp_fail(imp, err, "encryption failed: %s", strerror(-err));
+	if (submit_prepared(imp) < 0 || imp->err)
+		return imp->err;
+	return 0;
+}
+
+/* True while the pool holds a buffer (queued or being encrypted). */
+static bool pool_busy(struct store_import *imp)
+{
+	bool busy;
+
+	if (!imp->nworkers)
+		return false;
+	pthread_mutex_lock(&imp->pool_lock);
+	busy = imp->npending > 0;
+	pthread_mutex_unlock(&imp->pool_lock);
+	return busy;
+}
+
+/* Wait until the pool holds nothing (every buffer handed to it is encrypted and its write
+ * submitted, or dropped after a failure). Returns the import's failure, if any. */
+static int pool_settle(struct store_import *imp)
+{
+	while (pool_busy(imp))
+		pool_reap(imp, true);
+	return pool_reap(imp, false);
+}
+
 /* ---- Pack writing -------------------------------------------------------------------------- */
 
 /* Handle one write completion. */
@@ -442,38 +699,78 @@ static int wait_one(struct store_import *imp)
 	return 0;
 }
 
-static int submit(struct store_import *imp, struct wbuf *b)
+/* Queue the write of b in the ring without submitting it yet (submit_prepared() does). */
+static void prep_write(struct store_import *imp, struct wbuf *b)
 {
 	struct io_uring_sqe *sqe = io_uring_get_sqe(&imp->ring);
-	int e;
 
-	/* IMPORT_BUFS < IMPORT_RING_DEPTH, so an SQE is always free. */
+	/* IMPORT_BUFS < IMPORT_RING_DEPTH and a buffer is prepared once per write, so an SQE is
+	 * always free. */
 	io_uring_prep_write(sqe, imp->pack_fd, b->data, (unsigned)b->len, b->off);
 	io_uring_sqe_set_data64(sqe, (uint64_t)(b - imp->bufs));
 	b->busy = true;
-	e = io_uring_submit(&imp->ring);
+}
+
+/* Submit every prepared write in one call. */
+static int submit_prepared(struct store_import *imp)
+{
+	int e;
+
+	do
+		e = io_uring_submit(&imp->ring);
+	while (e == -EINTR);
 	if (e < 0) {
-		b->busy = false;
+		/* The writes never started: none of the buffers is in flight. */
+		for (unsigned i = 0; i < IMPORT_BUFS; i++)
+			imp->bufs[i].busy = false;
 		return imp_fail(imp, e, "io_uring submit failed: %s", strerror(-e));
 	}
 	return 0;
 }
 
-/* A free buffer, waiting for a write to complete if all are in flight. */
+static int submit(struct store_import *imp, struct wbuf *b)
+{
+	prep_write(imp, b);
+	return submit_prepared(imp);
+}
+
+/* A free buffer: waiting for the pool or for a write to complete if none is. */
 static int get_buf(struct store_import *imp, struct wbuf **ret)
 {
 	for (;;) {
-		for (unsigned i = 0; i < IMPORT_BUFS; i++)
-			if (!imp->bufs[i].busy && &imp->bufs[i] != imp->cur) {
-				*ret = &imp->bufs[i];
+		bool pending = false;
+
+		if (pool_reap(imp, false) < 0)
+			return imp->err;
+		if (imp->nworkers)
+			pthread_mutex_lock(&imp->pool_lock);
+		for (unsigned i = 0; i < IMPORT_BUFS; i++) {
+			struct wbuf *b = &imp->bufs[i];
+
+			pending |= b->pending || b->ready;
+			if (!b->busy && !b->pending && !b->ready && b != imp->cur) {
+				if (imp->nworkers)
+					pthread_mutex_unlock(&imp->pool_lock);
+				b->njobs = 0;
+				*ret = b;
 				return 0;
 			}
-		if (wait_one(imp) < 0)
+		}
+		if (imp->nworkers)
+			pthread_mutex_unlock(&imp->pool_lock);
+		/* Writes complete on their own, and so does the pool: wait for whichever the
+		 * caller can act on; a buffer the pool holds gets written by pool_reap(). */
+		if (pending) {
+			if (pool_reap(imp, true) < 0)
+				return imp->err;
+		} else if (wait_one(imp) < 0) {
 			return imp->err;
+		}
 	}
 }
 
-/* Submit the stream buffer if it holds anything. */
+/* Send the stream buffer on if it holds anything: to the pool if it has chunks to encrypt,
+ * else to its write. */
 static int stream_flush(struct store_import *imp)
 {
 	struct wbuf *b = imp->cur;
@@ -481,6 +778,10 @@ static int stream_flush(struct store_import *imp)
 	imp->cur = NULL;
 	if (!b || b->len == 0)
 		return 0;
+	if (b->njobs) {
+		pool_queue(imp, b);
+		return 0;
+	}
 	return submit(imp, b);
 }
 
@@ -530,9 +831,10 @@ static int tags_flush(struct store_import *imp)
 	return submit(imp, b);
 }
 
-/* Wait for every write in flight. */
+/* Wait for every buffer in the pool and every write in flight. */
 static int drain(struct store_import *imp)
 {
+	pool_settle(imp);
 	for (;;) {
 		bool busy = false;
 
@@ -611,6 +913,22 @@ static int pack_rotate(struct store_import *imp)
 	return pack_new(imp, MAX(imp->pack_id, imp->st->pack_file_max) + 1);
 }
 
+/* Make every chunk of the pooled object written so far encrypted, with its tag in tagacc: the
+ * current buffer's jobs here (imp->cctx is keyed for the object), the pool's by waiting. */
+static int obj_settle(struct store_import *imp, const char *path)
+{
+	struct wbuf *b = imp->cur;
+	int r;
+
+	if (b && b->njobs) {
+		r = enc_jobs(imp->cctx, b);
+		b->njobs = 0;
+		if (r < 0)
+			return imp_fail(imp, r, "%s: encryption failed", path);
+	}
+	return pool_settle(imp);
+}
+
 /* Encrypt the file at fd (size bytes per fstat) into the pack; fill ino->ext. */
 static int write_object(struct store_import *imp, int fd, const char *path, struct store_inode *ino)
 {
@@ -620,6 +938,8 @@ static int write_object(struct store_import *imp, int fd, const char *path, stru
 	uint8_t ad[OBJECT_KEY_AD_LEN];
 	crypto_key *okey = NULL;
 	uint64_t base, left = size;
+	/* Large objects go through the pool (see the top of this file). */
+	const bool par = imp->nworkers && size >= IMPORT_PAR_MIN;
 	uint8_t probe;
 	uint8_t *p;
 	ssize_t got;
@@ -646,6 +966,13 @@ static int write_object(struct store_import *imp, int fd, const char *path, stru
 	}
 	imp->tagacc_len = 0;
 	imp->tagacc_off = base + size;
+	if (par) {
+		/* No job of the previous pooled object is left (it settled before its tags). */
+		imp->eobj.key = okey;
+		memcpy(imp->eobj.id, ino->ext.object_id, sizeof(imp->eobj.id));
+		imp->eobj.alg = imp->alg;
+		imp->eobj.gen++;
+	}
 
 	for (uint64_t idx = 0; idx < n; idx++) {
 		size_t clen = (size_t)MIN((uint64_t)cs, left);
@@ -662,18 +989,34 @@ static int write_object(struct store_import *imp, int fd, const char *path, stru
 			r = imp_fail(imp, -EIO, "%s: the file shrank while it was imported", path);
 			goto out;
 		}
-		r = crypto_chunk_encrypt(imp->cctx, idx, idx == n - 1, p, clen, p,
-					 imp->tagacc + imp->tagacc_len);
-		if (r < 0) {
-			r = imp_fail(imp, r, "%s: encryption failed", path);
-			goto out;
+		if (par) {
+			struct wbuf *b = imp->cur;
+
+			/* jobs_cap >= buf_size / CRYPTO_CHUNK_MIN + 1 and each job is a chunk of at
+			 * least CRYPTO_CHUNK_MIN bytes but the last: there is always room. */
+			b->jobs[b->njobs++] = (struct enc_chunk){
+				.pos = (uint32_t)(p - b->data),
+				.len = (uint32_t)clen,
+				.idx = idx,
+				.last = idx == n - 1,
+				.tag = imp->tagacc + imp->tagacc_len,
+			};
+		} else {
+			r = crypto_chunk_encrypt(imp->cctx, idx, idx == n - 1, p, clen, p,
+						 imp->tagacc + imp->tagacc_len);
+			if (r < 0) {
+				r = imp_fail(imp, r, "%s: encryption failed", path);
+				goto out;
+			}
 		}
 		stream_advance(imp, clen);
 		imp->tagacc_len += CRYPTO_TAG_LEN;
 		left -= clen;
 		imp->stats.bytes += clen;
 		if (imp->tagacc_len == IMPORT_TAGACC && idx + 1 < n) {
-			r = tags_flush(imp);
+			r = par ? obj_settle(imp, path) : 0;
+			if (r == 0)
+				r = tags_flush(imp);
 			if (r < 0)
 				goto out;
 		}
@@ -683,6 +1026,12 @@ static int write_object(struct store_import *imp, int fd, const char *path, stru
 	if (got != 0) {
 		r = imp_fail(imp, -EIO, "%s: the file grew while it was imported", path);
 		goto out;
+	}
+	/* Every tag of the object is needed now. */
+	if (par) {
+		r = obj_settle(imp, path);
+		if (r < 0)
+			goto out;
 	}
 	/* The remaining tags and the padding continue the stream. If earlier tags went out in their
 	 * own writes (objects of more than IMPORT_TAGACC / 16 chunks), the stream skips over them:
@@ -713,6 +1062,18 @@ static int write_object(struct store_import *imp, int fd, const char *path, stru
 	if (r < 0)
 		r = imp_fail(imp, r, "%s: cannot wrap the object key", path);
 out:
+	if (par && r < 0) {
+		/* The pool may still use okey: wait for it. The current buffer may hold chunks
+		 * never encrypted; the import has failed, so it is dropped, never written. */
+		if (imp->cur && imp->cur->njobs) {
+			imp->cur->njobs = 0;
+			imp->cur->len = 0;
+			imp->cur = NULL;
+		}
+		pool_settle(imp);
+	}
+	if (par)
+		imp->eobj.key = NULL;
 	crypto_key_free(okey);
 	return r;
 }
@@ -800,6 +1161,9 @@ int store_import_begin(struct store *st, const char *name, const struct store_im
 		goto fail;
 	}
 	imp->ring_ok = true;
+	r = pool_start(imp);
+	if (r < 0)
+		goto fail;
 	{
 		/* The chunk context starts keyed with a throwaway key; every object rekeys it. */
 		crypto_key *k = NULL;
@@ -1224,6 +1588,8 @@ void store_import_free(struct store_import *imp)
 	st = imp->st;
 	if (!imp->committed && imp->wb)
 		import_abort(imp);
+	/* Nothing is pending after a commit or an abort (both drain); the join waits anyway. */
+	pool_stop(imp);
 	if (imp->ring_ok)
 		io_uring_queue_exit(&imp->ring);
 	if (imp->pack_fd >= 0)
@@ -1233,6 +1599,7 @@ void store_import_free(struct store_import *imp)
 		if (imp->bufs[i].data)
 			explicit_bzero(imp->bufs[i].data, imp->buf_size);
 		free(imp->bufs[i].data);
+		free(imp->bufs[i].jobs);
 	}
 	explicit_bzero(imp->tagacc, sizeof(imp->tagacc));
 	if (imp->wb)

@@ -8,6 +8,13 @@
  * A read of [off, off+len) fetches the chunks that cover it and their tags in one batch of
  * io_uring reads (a "wave" of at most WAVE_BYTES of chunks), then authenticates each chunk before
  * any of its bytes reach the caller. Every chunk is checked on every read.
+ *
+ * Pipelining: the chunks of a wave are authenticated and decrypted in order as their
+ * completions come in, not after the whole wave has arrived, so with reads that really run
+ * asynchronously (O_DIRECT, or pages still coming from the disk) decryption overlaps the I/O.
+ * Buffered reads that hit the page cache complete inline in io_uring_submit(). Punting them to
+ * io_uring's workers (IOSQE_ASYNC) to overlap the copy with decryption was measured on the
+ * 2-core machine and gave nothing but noise (docs/PERFORMANCE.md), so it is not done.
  */
 #include <stdio.h>
 
@@ -34,6 +41,7 @@ struct store_reader {
 	crypto_chunk_ctx *cctx;                    /* keyed for the object last read; owned */
 	uint8_t cur_id[CRYPTO_OBJECT_ID_LEN];      /* that object's id */
 	bool keyed;
+	bool broken;                               /* its ring failed; every later read: -EIO */
 };
 
 int store_object_open(struct store *st, uint64_t dataset_id, const struct store_inode *inode,
@@ -157,53 +165,126 @@ struct wave_io {
 	uint32_t need;      /* bytes that must arrive (the rest is alignment padding) */
 };
 
-/* Submit the reads of a wave at once and wait for all; then top up any short read. */
-static int wave_read(struct store_reader *r, int fd, struct wave_io *io, unsigned n)
-{
-	unsigned done = 0;
-	int err = 0;
+/* The reads of one wave in flight: which have completed, and the first failure. Lives on the
+ * stack of one store_object_read() call; every read submitted is reaped before it returns. */
+struct wave {
+	struct wave_io *io;                        /* borrowed: the reads */
+	unsigned n;                                /* how many */
+	unsigned reaped;                           /* completions seen */
+	int fd;                                    /* the pack */
+	int err;                                   /* first failure (-errno with detail), or 0 */
+	bool done[WAVE_CHUNKS_MAX + 1];            /* io[i] complete and whole */
+};
 
+/* Submit the n reads of a wave at once (n <= WAVE_CHUNKS_MAX + 1 < RING_DEPTH, so there is
+ * always an SQE). */
+static int wave_submit(struct store_reader *r, struct wave *w, int fd, struct wave_io *io,
+		       unsigned n)
+{
+	int e;
+
+	*w = (struct wave){ .io = io, .n = n, .fd = fd };
 	for (unsigned i = 0; i < n; i++) {
 		struct io_uring_sqe *sqe = io_uring_get_sqe(&r->ring);
 
-		/* n <= WAVE_CHUNKS_MAX + 1 < RING_DEPTH, so there is always an SQE. */
 		io_uring_prep_read(sqe, fd, io[i].buf, io[i].len, io[i].off);
 		io_uring_sqe_set_data64(sqe, i);
 	}
-	err = io_uring_submit(&r->ring);
-	if (err < 0)
-		return err_set(err, "io_uring submit failed: %s", strerror(-err));
-	err = 0;
-	while (done < n) {
-		struct io_uring_cqe *cqe;
-		int e = io_uring_wait_cqe(&r->ring, &cqe);
-		unsigned i;
-		int res;
-
-		if (e == -EINTR)
+	for (unsigned sent = 0; sent < n; sent += (unsigned)e) {
+		e = io_uring_submit(&r->ring);
+		if (e == -EINTR || e == -EAGAIN) {
+			e = 0;
 			continue;
-		if (e < 0)
-			return err_set(e, "io_uring wait failed: %s", strerror(-e));
-		i = (unsigned)io_uring_cqe_get_data64(cqe);
-		res = cqe->res;
-		io_uring_cqe_seen(&r->ring, cqe);
-		done++;
-		if (err || i >= n)
-			continue;
-		if (res < 0) {
-			err = err_set(res, "pack read at %llu failed: %s",
-				      (unsigned long long)io[i].off, strerror(-res));
-		} else if ((uint32_t)res < io[i].need) {
-			/* Short read: finish synchronously; EOF first means the pack was cut. */
-			int e2 = pread_all(fd, io[i].buf + res, io[i].need - (uint32_t)res,
-					   io[i].off + (uint64_t)res);
-
-			if (e2 < 0)
-				err = err_set(-EIO, "pack is shorter than the index says (read at "
-						    "%llu)", (unsigned long long)io[i].off);
+		}
+		if (e <= 0) {
+			/* Reads may be in flight and SQEs left unsent: this ring is done. */
+			r->broken = true;
+			w->n = 0;
+			return err_set(e < 0 ? e : -EIO, "io_uring submit failed: %s",
+				       strerror(e < 0 ? -e : EIO));
 		}
 	}
-	return err;
+	return 0;
+}
+
+/* Reap one completion of w; top up a short read synchronously (EOF first: the pack was cut). */
+static int wave_reap_one(struct store_reader *r, struct wave *w)
+{
+	struct io_uring_cqe *cqe;
+	unsigned i;
+	int res, e;
+
+	do
+		e = io_uring_wait_cqe(&r->ring, &cqe);
+	while (e == -EINTR);
+	if (e < 0)
+		return e;
+	i = (unsigned)io_uring_cqe_get_data64(cqe);
+	res = cqe->res;
+	io_uring_cqe_seen(&r->ring, cqe);
+	w->reaped++;
+	if (w->err || i >= w->n)
+		return 0;
+	if (res < 0) {
+		w->err = err_set(res, "pack read at %llu failed: %s",
+				 (unsigned long long)w->io[i].off, strerror(-res));
+		return 0;
+	}
+	if ((uint32_t)res < w->io[i].need &&
+	    pread_all(w->fd, w->io[i].buf + res, w->io[i].need - (uint32_t)res,
+		      w->io[i].off + (uint64_t)res) < 0) {
+		w->err = err_set(-EIO, "pack is shorter than the index says (read at %llu)",
+				 (unsigned long long)w->io[i].off);
+		return 0;
+	}
+	w->done[i] = true;
+	return 0;
+}
+
+/* Wait until read i of w is complete. On failure, every read still in flight is reaped first
+ * (their buffers are the arena), and the first failure is returned. */
+static int wave_wait(struct store_reader *r, struct wave *w, unsigned i)
+{
+	while (!w->err && !w->done[i]) {
+		int e = wave_reap_one(r, w);
+
+		if (e < 0) {
+			/* The ring itself failed with reads in flight: this ring is done. */
+			r->broken = true;
+			w->reaped = w->n;
+			return err_set(e, "io_uring wait failed: %s", strerror(-e));
+		}
+	}
+	if (w->err) {
+		while (w->reaped < w->n)
+			if (wave_reap_one(r, w) < 0) {
+				r->broken = true;
+				break;
+			}
+		w->reaped = w->n;
+		return w->err;
+	}
+	return 0;
+}
+
+/* Reap whatever of w is still in flight (after a failure of this thread's own, such as a chunk
+ * that failed authentication: the rest of the wave still lands in the arena). */
+static void wave_finish(struct store_reader *r, struct wave *w)
+{
+	if (!w->err)
+		w->err = -ECANCELED;
+	(void)wave_wait(r, w, 0);
+}
+
+/* Submit the reads of a wave at once and wait for all of them. */
+static int wave_read(struct store_reader *r, int fd, struct wave_io *io, unsigned n)
+{
+	struct wave w;
+	int e = wave_submit(r, &w, fd, io, n);
+
+	for (unsigned i = 0; e == 0 && i < n; i++)
+		e = wave_wait(r, &w, i);
+	return e;
 }
 
 static ssize_t empty_object_check(struct store_reader *r, const struct store_object *obj)
@@ -240,11 +321,14 @@ ssize_t store_object_read(struct store_reader *r, const struct store_object *obj
 	const unsigned wave_max = MAX(1u, MIN(WAVE_CHUNKS_MAX, WAVE_BYTES / cs));
 	struct wave_io io[WAVE_CHUNKS_MAX + 1];
 	uint64_t end, first, last;
+	struct wave w;
 	uint8_t *out = buf;
 	int e;
 
 	if (len == 0)
 		return 0;
+	if (r->broken)
+		return err_set(-EIO, "this store reader's io_uring failed earlier; open a new one");
 	/* An empty object is one empty, last chunk: a read at its start still checks that chunk's
 	 * tag, so every read authenticates what it returns (here: that there is nothing). */
 	if (size == 0 && off == 0)
@@ -285,7 +369,9 @@ ssize_t store_object_read(struct store_reader *r, const struct store_object *obj
 			.len = (uint32_t)(ALIGN_UP(t1, (uint64_t)STORE_ALIGN) - a0),
 			.need = (uint32_t)(t1 - a0),
 		};
-		e = wave_read(r, obj->fd, io, k + 1);
+		e = wave_submit(r, &w, obj->fd, io, k + 1);
+		if (e == 0)
+			e = wave_wait(r, &w, k);
 		if (e < 0)
 			return e;
 		tags = io[k].buf + (t0 - a0);
@@ -298,11 +384,15 @@ ssize_t store_object_read(struct store_reader *r, const struct store_object *obj
 			bool whole = from == cstart && to == cstart + clen;
 			uint8_t *dst = whole ? out + (cstart - off) : io[j].buf;
 
+			e = wave_wait(r, &w, j);
+			if (e < 0)
+				return e;
 			e = crypto_chunk_decrypt(r->cctx, idx, idx == nchunks - 1, io[j].buf, clen,
 						 tags + (size_t)j * CRYPTO_TAG_LEN, dst);
 			if (e < 0) {
 				char hex[2 * CRYPTO_OBJECT_ID_LEN + 1];
 
+				wave_finish(r, &w);
 				hex_encode(obj->ext.object_id, CRYPTO_OBJECT_ID_LEN, hex);
 				return err_set(e, "object %s chunk %llu failed authentication "
 						  "(pack %016llx at %llu): the data was altered",

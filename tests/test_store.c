@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -289,6 +290,131 @@ static void test_chunk_sizes(void **state)
 	store_close(st);
 }
 
+/* ---- Parallel import ------------------------------------------------------------------------ */
+
+/* A field of /proc/self/status in KiB (or a count), -1 if absent. */
+static long proc_status(const char *field)
+{
+	FILE *fp = fopen("/proc/self/status", "re");
+	char line[256];
+	size_t n = strlen(field);
+	long v = -1;
+
+	assert_non_null(fp);
+	while (fgets(line, sizeof(line), fp))
+		if (strncmp(line, field, n) == 0 && line[n] == ':') {
+			v = strtol(line + n + 1, NULL, 10);
+			break;
+		}
+	fclose(fp);
+	return v;
+}
+
+/* Progress callback: the most threads this process had while the import ran. */
+static void count_threads(void *ctx, const struct store_import_stats *stats)
+{
+	long *most = ctx;
+	long t = proc_status("Threads");
+
+	(void)stats;
+	if (t > *most)
+		*most = t;
+}
+
+/* Files of many sizes, large ones (encrypted by the worker pool) between small ones (encrypted
+ * inline) so that buffers mix both, read back byte for byte; with 4 KiB chunks the 17 MiB file
+ * has more tags than the importer holds at once, so the pool is drained mid-object too. */
+static void test_import_parallel_identical(void **state)
+{
+	struct fx *f = *state;
+	static const size_t sizes[] = {
+		0, 1, 4095, 4096, (256u << 10) - 1, 256u << 10, (256u << 10) + 1, (1u << 20) - 1,
+		1u << 20, (1u << 20) + 1, (1u << 20) + (64u << 10) + 3, (5u << 20) + 7,
+		(17u << 20) + 1, 3u << 20,
+	};
+	static const uint32_t chunks[] = { 0, CRYPTO_CHUNK_MIN, 1u << 20 };
+	struct store *st = fx_create(f);
+
+	for (size_t i = 0; i < ARRAY_SIZE(sizes); i++)
+		tu_seed_file(sizes[i], 700 + i, "%s/f%02zu", f->src, i);
+	for (size_t c = 0; c < ARRAY_SIZE(chunks); c++) {
+		long threads = 0;
+		struct store_import_options o = { .chunk_size = chunks[c],
+						  .progress = count_threads,
+						  .progress_ctx = &threads };
+		uint32_t ver = import_src(st, "par", f->src, &o);
+
+		assert_int_equal(ver, c + 1);
+		/* The pool ran (one worker per CPU, none on a single CPU). */
+		if (sysconf(_SC_NPROCESSORS_ONLN) > 1)
+			assert_true(threads > 1);
+		for (size_t i = 0; i < ARRAY_SIZE(sizes); i++) {
+			char *name = tu_fmt("f%02zu", i);
+			uint8_t *want = malloc(sizes[i] + 1), *have;
+			size_t got;
+
+			tu_fill(want, sizes[i], 700 + i);
+			have = read_path(st, "par", ver, name, 1u << 20, &got);
+			assert_int_equal(got, sizes[i]);
+			assert_memory_equal(have, want, got);
+			free(have);
+			free(want);
+			free(name);
+		}
+	}
+	store_close(st);
+}
+
+/* A 256 MiB file imports with a fixed buffer budget: the process's peak RSS grows by far less
+ * than the file (the source is a memfd never mapped, so its pages are not ours). */
+static void test_import_parallel_memory_bounded(void **state)
+{
+	struct fx *f = *state;
+	const size_t size = 256u << 20, step = 4u << 20;
+	struct store *st = fx_create(f);
+	struct store_import *imp = NULL;
+	uint8_t *block = malloc(step);
+	uint32_t ver = 0;
+	long before, peak;
+	int fd = memfd_create("src", MFD_CLOEXEC), cfd;
+	uint8_t *have;
+	size_t got;
+
+	assert_true(fd >= 0);
+	for (size_t off = 0; off < size; off += step) {
+		tu_fill(block, step, 900 + off / step);
+		assert_int_equal(pwrite(fd, block, step, (off_t)off), (ssize_t)step);
+	}
+	/* Peak RSS starts again from the current RSS ("5" resets VmHWM, Linux 4.0+). */
+	cfd = open("/proc/self/clear_refs", O_WRONLY | O_CLOEXEC);
+	assert_true(cfd >= 0);
+	assert_int_equal(write(cfd, "5", 1), 1);
+	close(cfd);
+	before = proc_status("VmRSS");
+	assert_int_equal(store_import_begin(st, "big", NULL, &imp), 0);
+	assert_int_equal(store_import_add_file(imp, "big", fd), 0);
+	assert_int_equal(store_import_commit(imp, &ver), 0);
+	store_import_free(imp);
+	peak = proc_status("VmHWM");
+	assert_true(before > 0 && peak > 0);
+	/* 8 write buffers of 1 MiB, tags, index batch, threads' stacks: well under 64 MiB. */
+	if (peak - before >= 64 * 1024)
+		fprintf(stderr, "import of 256 MiB raised peak RSS by %ld KiB\n", peak - before);
+	assert_true(peak - before < 64 * 1024);
+
+	/* And it reads back whole, 4 MiB at a time. */
+	have = read_path(st, "big", ver, "big", step, &got);
+	assert_int_equal(got, size);
+	for (size_t off = 0; off < size; off += step) {
+		tu_fill(block, step, 900 + off / step);
+		assert_memory_equal(have + off, block, step);
+	}
+	free(have);
+	free(block);
+	close(fd);
+	store_close(st);
+}
+
 /* ---- Tampering ----------------------------------------------------------------------------- */
 
 /* Where an object lives, read before the store is closed. */
@@ -429,6 +555,70 @@ static void test_tamper_flip_tag(void **state)
 	expect_chunks(f, &a, 1, 1u << 1, -EBADMSG);
 	loc_free(&a);
 	loc_free(&b);
+}
+
+/* A forged chunk in the middle of a whole-object read (one wave of several chunk reads in
+ * flight, decrypted in order as they arrive): the read fails with -EBADMSG and nothing of the
+ * forged chunk or any later one reaches the buffer; the same reader, whose ring still had the
+ * wave's later reads in flight, then reads the other object and the good prefix exactly, in
+ * sequential and random order, buffered and with O_DIRECT. */
+static void test_tamper_mid_wave_reader_reusable(void **state)
+{
+	struct fx *f = *state;
+	uint8_t *want_a = malloc(TAMPER_SIZE), *want_b = malloc(TAMPER_SIZE);
+	uint8_t *out = malloc(TAMPER_SIZE);
+	struct loc a, b;
+
+	tamper_setup(f, &a, &b);
+	flip(a.pack, a.ino.ext.offset + 2 * CS + 7);
+	tu_fill(want_a, TAMPER_SIZE, 1);
+	tu_fill(want_b, TAMPER_SIZE, 2);
+	for (int direct = 0; direct < 2; direct++) {
+		struct store_open_options oo = { .direct_io = direct };
+		struct store *st = fx_open_opts(f, &oo);
+		struct store_object *oa = NULL, *ob = NULL;
+		struct store_reader *rd = NULL;
+
+		assert_int_equal(store_object_open(st, a.dsid, &a.ino, &oa), 0);
+		assert_int_equal(store_object_open(st, b.dsid, &b.ino, &ob), 0);
+		assert_int_equal(store_reader_new(st, &rd), 0);
+		for (int round = 0; round < 3; round++) {
+			memset(out, 0xAA, TAMPER_SIZE);
+			assert_int_equal(store_object_read(rd, oa, 0, TAMPER_SIZE, out), -EBADMSG);
+			assert_string_not_equal(err_detail(), "");
+			/* Chunks 0-1 may have been delivered; of 2 (forged; wiped to zeros by
+			 * the failed decryption) and later, no plaintext. */
+			for (size_t j = 2 * CS; j < TAMPER_SIZE; j++)
+				if (out[j] != 0xAA && !(j < 3 * CS && out[j] == 0))
+					fail_msg("byte %zu of a failed read was written", j);
+			assert_int_equal(store_object_read(rd, ob, 0, TAMPER_SIZE, out), TAMPER_SIZE);
+			assert_memory_equal(out, want_b, TAMPER_SIZE);
+			assert_int_equal(store_object_read(rd, oa, 0, 2 * CS, out), 2 * CS);
+			assert_memory_equal(out, want_a, 2 * CS);
+		}
+		/* Random and sequential reads of b mixed on the same reader. */
+		for (int k = 0; k < 200; k++) {
+			uint64_t rnd[2];
+			uint64_t off;
+			size_t len;
+
+			tu_fill((uint8_t *)rnd, sizeof(rnd), (uint64_t)k + 77);
+			off = k % 3 == 0 ? (uint64_t)(k / 3) * 4096 % TAMPER_SIZE : rnd[0] % TAMPER_SIZE;
+			len = (size_t)(rnd[1] % (2 * CS)) + 1;
+			len = MIN(len, (size_t)(TAMPER_SIZE - off));
+			assert_int_equal(store_object_read(rd, ob, off, len, out), (ssize_t)len);
+			assert_memory_equal(out, want_b + off, len);
+		}
+		store_reader_free(rd);
+		store_object_close(oa);
+		store_object_close(ob);
+		store_close(st);
+	}
+	loc_free(&a);
+	loc_free(&b);
+	free(want_a);
+	free(want_b);
+	free(out);
 }
 
 /* Swap chunks 1 and 2 (ciphertext and tags): each is valid, but in the wrong place. */
@@ -1557,6 +1747,79 @@ static void test_policy_records(void **state)
 	store_close(st);
 }
 
+/* The audit signing key: made once, bound to its store and its name; an edited name, a copy from
+ * another store, a damaged file and a bad name are all refused. */
+static void test_signing_key(void **state)
+{
+	struct fx *f = *state;
+	struct store *st = fx_create(f);
+	char name[STORE_SIGNING_NAME_MAX + 1], *path = tu_fmt("%s/keys/audit.key", f->store);
+	char *other = tu_fmt("%s/other", f->root);
+	crypto_key *seed = NULL, *again = NULL;
+	uint8_t *file, *copy;
+	size_t n, cn;
+
+	assert_int_equal(store_signing_seed(st, &seed, name), -ENOENT);
+	assert_int_equal(store_signing_create(st, "has space"), -EINVAL);
+	assert_int_equal(store_signing_create(st, "a+b"), -EINVAL);
+	assert_int_equal(store_signing_create(st, ""), -EINVAL);
+	assert_int_equal(store_signing_create(st, "host.example/enclave"), 0);
+	assert_int_equal(store_signing_create(st, "host.example/enclave"), -EEXIST);
+	assert_int_equal(store_signing_seed(st, &seed, name), 0);
+	assert_string_equal(name, "host.example/enclave");
+	store_close(st);
+	st = fx_open(f);
+	assert_int_equal(store_signing_seed(st, &again, name), 0);
+	assert_memory_equal(crypto_key_bytes(seed), crypto_key_bytes(again), 32);
+	crypto_key_free(again);
+	store_close(st);
+
+	/* The name edited (same length): does not unwrap. */
+	file = tu_read_file(path, &n);
+	file[n - 1] ^= 0x01;
+	tu_write_file(path, file, n);
+	st = fx_open(f);
+	assert_int_equal(store_signing_seed(st, &again, name), -EBADMSG);
+	/* Cut short, or grown: not a key file. */
+	file[n - 1] ^= 0x01;
+	tu_write_file(path, file, n - 1);
+	assert_int_equal(store_signing_seed(st, &again, name), -EBADMSG);
+	tu_write_file(path, file, n);
+	store_close(st);
+
+	/* The file copied into another store (another master key and store id). */
+	{
+		char *keep = f->store;
+
+		f->store = other;
+		st = fx_create(f);
+		assert_int_equal(store_signing_create(st, "host.example/enclave"), 0);
+		store_close(st);
+		f->store = keep;
+	}
+	{
+		char *opath = tu_fmt("%s/keys/audit.key", other);
+
+		copy = tu_read_file(path, &cn);
+		tu_write_file(opath, copy, cn);
+		free(opath);
+	}
+	{
+		char *keep = f->store;
+
+		f->store = other;
+		st = fx_open(f);
+		assert_int_equal(store_signing_seed(st, &again, name), -EBADMSG);
+		store_close(st);
+		f->store = keep;
+	}
+	crypto_key_free(seed);
+	free(copy);
+	free(file);
+	free(path);
+	free(other);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1565,9 +1828,12 @@ int main(void)
 		T(test_roundtrip_chacha),
 		T(test_roundtrip_direct_io),
 		T(test_chunk_sizes),
+		T(test_import_parallel_identical),
+		T(test_import_parallel_memory_bounded),
 		T(test_tamper_flip_ciphertext),
 		T(test_tamper_flip_tag),
 		T(test_tamper_swap_chunks),
+		T(test_tamper_mid_wave_reader_reusable),
 		T(test_tamper_chunk_from_other_object),
 		T(test_tamper_truncate_at_chunk_boundary),
 		T(test_tamper_index_size),
@@ -1588,6 +1854,7 @@ int main(void)
 		T(test_abort_restores_pack),
 		T(test_progress_and_listing),
 		T(test_policy_records),
+		T(test_signing_key),
 #undef T
 	};
 

@@ -25,7 +25,7 @@
 
 struct clocks {
 	double wall;   /* seconds */
-	double cpu;    /* seconds of this thread */
+	double cpu;    /* CPU seconds of the whole process: the importer's encryption workers too */
 };
 
 static struct clocks clocks_now(void)
@@ -33,7 +33,7 @@ static struct clocks clocks_now(void)
 	struct timespec w, c;
 
 	clock_gettime(CLOCK_MONOTONIC, &w);
-	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c);
+	clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &c);
 	return (struct clocks){ w.tv_sec + w.tv_nsec / 1e9, c.tv_sec + c.tv_nsec / 1e9 };
 }
 
