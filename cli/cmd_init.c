@@ -517,21 +517,12 @@ int cmd_init(struct ctl *ctl, int argc, char **argv)
 			return 1;
 		a->nstewards = 1;
 	}
-	if (a->audit_name) {
+	if (a->audit_name)
 		snprintf(audit_name, sizeof(audit_name), "%s", a->audit_name);
-	} else {
-		char host[256] = "localhost";
-
-		if (gethostname(host, sizeof(host)) < 0 || !host[0])
-			snprintf(host, sizeof(host), "localhost");
-		host[sizeof(host) - 1] = '\0';
-		snprintf(audit_name, sizeof(audit_name), "%.150s/enclave", host);
-	}
-	/* The store's rule (printable ASCII) within the signed-note one (no spaces, no '+'). */
-	r = note_name_valid(audit_name) && strlen(audit_name) <= STORE_SIGNING_NAME_MAX;
-	for (const char *c = audit_name; r && *c; c++)
-		r = *c > 0x20 && *c < 0x7f;
-	if (!r)
+	else
+		store_signing_default_name(audit_name);
+	/* The store's rule (printable ASCII, no spaces, no '+') lies within the signed-note one. */
+	if (!store_signing_name_valid(a->audit_name ? a->audit_name : audit_name))
 		return ctl_usage_error("init", "--audit-name '%.64s': printable ASCII, at most %d "
 				       "characters, no spaces, no '+'", audit_name,
 				       STORE_SIGNING_NAME_MAX);

@@ -83,12 +83,7 @@ static int audit_key_setup(struct daemon *d)
 	int r = store_signing_seed(d->st, &seed, name);
 
 	if (r == -ENOENT) {
-		char host[256] = "localhost";
-
-		if (gethostname(host, sizeof(host)) < 0 || !host[0])
-			snprintf(host, sizeof(host), "localhost");
-		host[sizeof(host) - 1] = '\0';
-		snprintf(name, sizeof(name), "%.150s/enclave", host);
+		store_signing_default_name(name);
 		r = store_signing_create(d->st, name);
 		if (r == 0)
 			r = store_signing_seed(d->st, &seed, name);

@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "common/err.h"
 #include "store/store_internal.h"
@@ -31,7 +32,7 @@ static size_t signing_ad(const uint8_t store_id[16], const char *name,
 	return n + 16 + nl;
 }
 
-static bool name_ok(const char *name)
+bool store_signing_name_valid(const char *name)
 {
 	size_t n = strnlen(name, STORE_SIGNING_NAME_MAX + 1);
 
@@ -43,6 +44,16 @@ static bool name_ok(const char *name)
 	return true;
 }
 
+void store_signing_default_name(char out[static STORE_SIGNING_NAME_MAX + 1])
+{
+	char host[256] = "localhost";
+
+	if (gethostname(host, sizeof(host)) < 0 || !host[0])
+		snprintf(host, sizeof(host), "localhost");
+	host[sizeof(host) - 1] = '\0';
+	snprintf(out, STORE_SIGNING_NAME_MAX + 1, "%.150s/enclave", host);
+}
+
 int store_signing_create(struct store *st, const char *name)
 {
 	uint8_t file[SIGNING_FILE_MAX], ad[64 + STORE_SIGNING_NAME_MAX];
@@ -50,7 +61,7 @@ int store_signing_create(struct store *st, const char *name)
 	crypto_key *seed = NULL;
 	int keys_fd, fd, r;
 
-	if (!name_ok(name))
+	if (!store_signing_name_valid(name))
 		return err_set(-EINVAL, "\"%s\" cannot name the audit signing key: 1 to %u "
 			       "printable ASCII characters, no spaces, no '+'", name,
 			       STORE_SIGNING_NAME_MAX);
@@ -118,7 +129,7 @@ int store_signing_seed(struct store *st, crypto_key **ret_seed,
 			       SIGNING_NAME, n);
 	memcpy(name, file + 8 + CRYPTO_WRAPPED_KEY_LEN + 1, nl);
 	name[nl] = '\0';
-	if (!name_ok(name))
+	if (!store_signing_name_valid(name))
 		return err_set(-EBADMSG, "keys/%s holds an invalid key name", SIGNING_NAME);
 	r = crypto_key_unwrap(st->master, file + 8, ad, signing_ad(st->store_id, name, ad),
 			      ret_seed);

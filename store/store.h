@@ -71,6 +71,10 @@ void store_close(struct store *st);
  * Create it (once: -EEXIST if there is one; -EINVAL a bad name). */
 #define STORE_SIGNING_NAME_MAX 200
 int store_signing_create(struct store *st, const char *name);
+/* A valid key name: 1 to STORE_SIGNING_NAME_MAX bytes of 0x21-0x7e other than '+'. */
+bool store_signing_name_valid(const char *name);
+/* The name used when none is chosen: "HOSTNAME/enclave" ("localhost/enclave" without one). */
+void store_signing_default_name(char out[static STORE_SIGNING_NAME_MAX + 1]);
 /* Unwrap it: the seed (guarded memory; the caller frees it) and the name. -ENOENT none yet;
  * -EBADMSG damaged, altered or from another store. */
 int store_signing_seed(struct store *st, crypto_key **ret_seed,

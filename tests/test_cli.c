@@ -695,8 +695,13 @@ static void test_init_creates_store(void **state)
 	expect_contains(r.err, "tests and demos only");
 	expect_contains(r.out, f->store);
 	expect_contains(r.out, "enclaved --store");
+	/* The audit signing key, named after this host; its verifier key is printed. */
+	expect_contains(r.out, "/enclave+");
 	run_free(&r);
 
+	p = tu_fmt("%s/keys/audit.key", f->store);
+	assert_int_equal(mode_of(p), 0600);
+	free(p);
 	p = tu_fmt("%s/ENCLAVE", f->store);
 	marker = read_text(p);
 	assert_string_equal(marker, "enclave-store 1\n");
@@ -821,6 +826,12 @@ static void test_init_refuses_readable_passphrase(void **state)
 /* An unknown user or group is a failure (exit 1: the command is well-formed, the name does not
  * resolve); a SPEC that is not user:NAME / group:NAME, or a NAME the configuration file could
  * not carry, is a usage error (exit 2). Either way nothing is created. */
+/* 201 characters: one more than an audit key name may have (and not cut to fit). */
+#define LONG_NAME                                                                                 \
+	"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa" \
+	"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa" \
+	"aaaaaaaaaaaaaaaaa"
+
 static void test_init_bad_steward(void **state)
 {
 	static const struct {
@@ -837,6 +848,12 @@ static void test_init_bad_steward(void **state)
 		{ "--steward", "user:root\nsteward = user:mallory", 2, "control" },
 		{ "--auditor", "user:12ab", 2, "decimal id" },
 		{ "--auditor", "user:4294967295", 2, "decimal id" },
+		{ "--audit-name", "has space", 2, "no spaces" },
+		{ "--audit-name", "a+b", 2, "no '+'" },
+		{ "--audit-name", "", 2, "printable ASCII" },
+		{ "--audit-name", LONG_NAME, 2, "at most 200" },
+		{ "--approvals", "9", 2, "from 0 to 8" },
+		{ "--max-grant-days", "0", 2, "from 1 to 3650" },
 	};
 	struct init_fx *f = *state;
 	struct run r;
