@@ -292,8 +292,6 @@ int audit_prove(struct audit_log *log, uint64_t seq, char **ret_proof, size_t *r
 		char **ret_line, size_t *ret_line_len)
 {
 	uint8_t hashes[MERKLE_PROOF_MAX][MERKLE_HASH_LEN];
-	struct checkpoint cp;
-	struct note_verifier v;
 	char *proof = NULL, *line = NULL;
 	size_t n = 0, plen = 0, llen = 0;
 	uint64_t count, end;
@@ -317,13 +315,9 @@ int audit_prove(struct audit_log *log, uint64_t seq, char **ret_proof, size_t *r
 		if (r < 0)
 			goto out;
 	}
-	/* The size and end offset of the checkpoint's tree come from its own text. */
-	r = note_verifier_parse(log->verifier, strlen(log->verifier), &v);
-	if (r == 0)
-		r = checkpoint_open(log->cp_last, log->cp_last_len, &v, &cp);
-	if (r < 0)
-		goto out;
-	r = merkle_inclusion_proof(seq, cp.size, tree_perfect, log->tree, hashes, &n);
+	/* cp_last_size is the size sign_locked() put into cp_last's text, kept beside it: no need
+	 * to parse and re-verify the note we signed. */
+	r = merkle_inclusion_proof(seq, log->cp_last_size, tree_perfect, log->tree, hashes, &n);
 	if (r == 0)
 		r = tlog_proof_format(seq, (const uint8_t(*)[MERKLE_HASH_LEN])hashes, n,
 				      log->cp_last, log->cp_last_len, &proof, &plen);
