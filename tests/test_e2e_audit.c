@@ -95,11 +95,8 @@ static char *copy_log(const char *name)
 	for (size_t i = 0; i < ARRAY_SIZE(files); i++) {
 		char *from = tu_fmt("%s/audit/%s", E->store, files[i]);
 		char *to = tu_fmt("%s/%s", dir, files[i]);
-		size_t n;
-		uint8_t *b = tu_read_file(from, &n);
 
-		tu_write_file(to, b, n);
-		free(b);
+		tu_copy_file(from, to);
 		free(from);
 		free(to);
 	}
@@ -566,11 +563,8 @@ static void test_full_log_refuses_then_recovers(void **state)
 			 0);
 	for (size_t i = 0; i < ARRAY_SIZE(files); i++) {
 		char *from = tu_fmt("%s/%s", old, files[i]), *to = tu_fmt("%s/%s", audit, files[i]);
-		size_t n;
-		uint8_t *b = tu_read_file(from, &n);
 
-		tu_write_file(to, b, n);
-		free(b);
+		tu_copy_file(from, to);
 		free(from);
 		free(to);
 	}

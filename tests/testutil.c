@@ -140,6 +140,15 @@ void tu_seed_file(size_t n, uint64_t seed, const char *fmt, ...)
 	free(p);
 }
 
+void tu_copy_file(const char *src, const char *dst)
+{
+	size_t n;
+	uint8_t *b = tu_read_file(src, &n);
+
+	tu_write_file(dst, b, n);
+	free(b);
+}
+
 void tu_copy_flat_dir(const char *src, const char *dst)
 {
 	DIR *d = opendir(src);
@@ -155,13 +164,7 @@ void tu_copy_flat_dir(const char *src, const char *dst)
 			continue;
 		}
 		to = tu_fmt("%s/%s", dst, de->d_name);
-		{
-			size_t n;
-			uint8_t *b = tu_read_file(from, &n);
-
-			tu_write_file(to, b, n);
-			free(b);
-		}
+		tu_copy_file(from, to);
 		free(from);
 		free(to);
 	}

@@ -21,6 +21,8 @@ __attribute__((format(printf, 3, 4))) void tu_seed_file(size_t n, uint64_t seed,
 void tu_write_file(const char *path, const void *data, size_t n);
 /* Read a whole file (malloc'd, *ret_len set). Aborts on failure. */
 uint8_t *tu_read_file(const char *path, size_t *ret_len);
+/* Copy the file src to dst (created or replaced). Aborts on failure. */
+void tu_copy_file(const char *src, const char *dst);
 /* Copy the regular files of a flat directory src into a new directory dst. Aborts on failure. */
 void tu_copy_flat_dir(const char *src, const char *dst);
 /* Total size of the regular files in a flat directory, and their count in *ret_count. */
