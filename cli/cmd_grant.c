@@ -214,7 +214,7 @@ static int grant_add(struct ctl *ctl, int argc, char **argv)
 	char name[STORE_DATASET_NAME_MAX + 1], expires[TIME_TEXT_MAX];
 	char not_before[TIME_TEXT_MAX] = "";
 	char what[200], p[160], d[160], text[1100], s1[24];
-	int64_t now = (int64_t)time(NULL), t_exp, t_nb = now;
+	int64_t now = (int64_t)time(NULL), t_exp = 0, t_nb = now;
 	const json_t *g;
 	uint32_t version = 0;
 	json_t *args;

@@ -8,7 +8,9 @@
 static const char status_usage[] =
 	"Usage: enclavectl [GLOBAL OPTIONS] status\n\n"
 	"Show the daemon's state: its version, store, mount point, process id, when it started,\n"
-	"and how many datasets, grants and audit records it holds. Any local user may ask.\n\n"
+	"how many datasets, grants and audit records it holds, and the mount's counters since it\n"
+	"started (reads, reads refused on open files, cached opens, read-aheads and reads answered\n"
+	"from them). Any local user may ask.\n\n"
 	"Options:\n"
 	"  --json        print the daemon's answer as JSON\n"
 	"  -h, --help    show this help\n";
@@ -43,6 +45,13 @@ int cmd_status(struct ctl *ctl, int argc, char **argv)
 		{ "datasets", "datasets" }, { "grants", "grants" },
 		{ "audit_records", "audit records" },
 	};
+	static const char *const mfields[][2] = {
+		{ "reads", "reads" },
+		{ "reads_refused", "reads refused" },
+		{ "opens_cached", "cached opens" },
+		{ "prefetches", "read-aheads" },
+		{ "reads_prefetched", "reads from read-ahead" },
+	};
 	struct reply rep = { 0 };
 	int first, r;
 
@@ -56,8 +65,13 @@ int cmd_status(struct ctl *ctl, int argc, char **argv)
 		return r;
 	if (ctl->json)
 		r = out_json(rep.result) < 0;
-	else
+	else {
+		const json_t *m = json_object_get(rep.result, "mount_stats");
+
 		print_fields(rep.result, fields, ARRAY_SIZE(fields));
+		if (json_is_object(m))
+			print_fields(m, mfields, ARRAY_SIZE(mfields));
+	}
 	reply_clear(&rep);
 	return r;
 }

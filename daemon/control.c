@@ -108,6 +108,7 @@ static int op_status(struct conn *c, const json_t *args, json_t **ret)
 	static const char *const known[] = { NULL };
 	struct daemon *d = c->d;
 	int r = proto_args_known(args, known);
+	struct fusefs_stats fst = { 0 };
 	json_int_t datasets = 0;
 
 	if (r < 0)
@@ -115,11 +116,18 @@ static int op_status(struct conn *c, const json_t *args, json_t **ret)
 	r = store_dataset_foreach(d->st, count_one, &datasets);
 	if (r < 0)
 		return r;
-	*ret = json_pack("{s:s, s:i, s:s, s:s, s:I, s:o, s:I, s:I, s:I}", "version",
-			 PROJECT_VERSION, "protocol", PROTO_VERSION, "store", d->store_dir, "mount",
-			 d->mountpoint, "pid", (json_int_t)getpid(), "started", jtime(d->started),
-			 "datasets", datasets, "grants", (json_int_t)grants_count(d->grants),
-			 "audit_records", (json_int_t)audit_count(d->log));
+	if (d->fs)
+		fusefs_stats_get(d->fs, &fst);
+	*ret = json_pack("{s:s, s:i, s:s, s:s, s:I, s:o, s:I, s:I, s:I, s:{s:I, s:I, s:I, s:I, s:I}}",
+			 "version", PROJECT_VERSION, "protocol", PROTO_VERSION, "store",
+			 d->store_dir, "mount", d->mountpoint, "pid", (json_int_t)getpid(),
+			 "started", jtime(d->started), "datasets", datasets, "grants",
+			 (json_int_t)grants_count(d->grants), "audit_records",
+			 (json_int_t)audit_count(d->log), "mount_stats", "reads",
+			 (json_int_t)fst.reads, "reads_refused", (json_int_t)fst.reads_refused,
+			 "opens_cached", (json_int_t)fst.opens_cached, "prefetches",
+			 (json_int_t)fst.prefetches, "reads_prefetched",
+			 (json_int_t)fst.reads_prefetched);
 	return *ret ? 0 : -ENOMEM;
 }
 

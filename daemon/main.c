@@ -33,6 +33,8 @@ static const char usage[] =
 	"  -p, --passphrase-file FILE read the store passphrase from FILE (mode 0600 or\n"
 	"                             stricter); without it, prompt on the terminal\n"
 	"  -t, --threads N            FUSE worker threads at most (default: libfuse's)\n"
+	"      --prefetch-threads N   threads reading ahead for sequential readers (0 to 8;\n"
+	"                             0: no read-ahead; default: one per CPU, at most 4)\n"
 	"  -c, --checkpoint-interval S  sign a checkpoint of the audit log every S seconds\n"
 	"                             (1 to 86400; default 60), whether or not anything\n"
 	"                             happened, and one more at shutdown\n"
@@ -209,6 +211,7 @@ int main(int argc, char **argv)
 		{ "audit-sync-each", no_argument, NULL, 'S' },
 		{ "debug-fuse", no_argument, NULL, 'D' },
 		{ "direct-packs", no_argument, NULL, 'O' },
+		{ "prefetch-threads", required_argument, NULL, 'P' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ 0 },
@@ -276,6 +279,21 @@ int main(int argc, char **argv)
 		case 'O':
 			so.direct_io = true;
 			break;
+		case 'P': {
+			char *end;
+			unsigned long v;
+
+			errno = 0;
+			v = strtoul(optarg, &end, 10);
+			if (errno || *end || !optarg[0] || v > 8 || optarg[0] == '-') {
+				fprintf(stderr, "enclaved: --prefetch-threads takes a number from 0 "
+					"to 8\n");
+				return 2;
+			}
+			fo.prefetch_threads = (unsigned)v;
+			fo.no_prefetch = v == 0;
+			break;
+		}
 		case 'h':
 			fputs(usage, stdout);
 			return 0;

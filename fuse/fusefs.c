@@ -40,6 +40,9 @@
 #define PATHS_BYTES (16u << 20)
 #define DSNAMES_ENTRIES 4096u
 #define DSNAMES_BYTES (1u << 20)
+/* Read-ahead (fuse/prefetch.h): threads by default, and the buffers of every handle together. */
+#define PREFETCH_THREADS_DEFAULT_MAX 4
+#define PREFETCH_BUDGET (64u << 20)
 /* The cached-inode set: open addressing at most half full. */
 #define CACHED_BITS 17
 #define CACHED_SLOTS (1u << CACHED_BITS)
@@ -105,6 +108,21 @@ int fusefs_new(struct store *st, struct audit_log *log, const struct fusefs_call
 	if (!fs->cached) {
 		r = -ENOMEM;
 		goto out_free;
+	}
+	if (!opts->no_prefetch) {
+		unsigned n = opts->prefetch_threads;
+
+		if (n == 0) {
+			long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+
+			n = cpus < 1 ? 1 : (unsigned)MIN(cpus, (long)PREFETCH_THREADS_DEFAULT_MAX);
+		}
+		r = fusefs_prefetch_new(st, n, PREFETCH_BUDGET, &fs->prefetch);
+		if (r < 0) {
+			r = err_set(r, "fusefs: cannot start the read-ahead threads: %s",
+				    strerror(-r));
+			goto out_free;
+		}
 	}
 	r = -pthread_key_create(&fs->worker_key, fusefs_worker_free);
 	if (r < 0)
@@ -657,6 +675,11 @@ void fusefs_stats_get(struct fusefs *fs, struct fusefs_stats *ret_stats)
 		.reads_refused = atomic_load(&fs->n_reads_refused),
 		.opens_cached = atomic_load(&fs->n_opens_cached),
 	};
+	struct fusefs_prefetch_stats ps;
+
+	fusefs_prefetch_stats_get(fs->prefetch, &ps);
+	ret_stats->prefetches = ps.issued;
+	ret_stats->reads_prefetched = ps.hits;
 }
 
 /* True when the kernel connection of the session is gone (its fd polls POLLERR). */
@@ -689,6 +712,7 @@ void fusefs_free(struct fusefs *fs)
 	pthread_mutex_unlock(&fs->state_lock);
 	/* The loop has returned and every worker is gone: what is still open was never released. */
 	fusefs_handles_release_all(fs);
+	fusefs_prefetch_free(fs->prefetch);
 	if (fs->worker_key_made)
 		pthread_key_delete(fs->worker_key);
 	fusefs_map_free(fs->paths);

@@ -51,11 +51,16 @@ struct fusefs_stats {
 	uint64_t reads;                 /* read requests that reached the daemon */
 	uint64_t reads_refused;         /* of them, refused on an open handle after a re-decision */
 	uint64_t opens_cached;          /* opens served through the page cache (cache=kernel) */
+	uint64_t prefetches;            /* ranges read ahead for sequential readers */
+	uint64_t reads_prefetched;      /* reads answered from a range read ahead */
 };
 
 struct fusefs_options {
 	const char *mountpoint;   /* an existing directory */
 	unsigned max_threads;     /* worker threads at most; 0: libfuse's default */
+	unsigned prefetch_threads;  /* read-ahead threads (fuse/prefetch.h); 0: one per online
+				     * CPU, at most 4 */
+	bool no_prefetch;         /* no read-ahead at all */
 	bool debug;               /* libfuse debug output on stderr */
 };
 

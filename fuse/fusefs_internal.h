@@ -11,6 +11,7 @@
 #include <fuse_lowlevel.h>
 
 #include "fuse/fusefs.h"
+#include "fuse/prefetch.h"
 #include "fuse/ino.h"
 
 _Static_assert(sizeof(fuse_ino_t) == sizeof(uint64_t), "inode numbers are 64-bit");
@@ -116,6 +117,7 @@ struct fusefs {
 	struct fusefs_map *paths;       /* node ino -> "/path/inside/version" */
 	struct fusefs_map *dsnames;     /* dataset id -> dataset name */
 	struct fusefs_subjects *subjects;   /* uid -> user name, briefly */
+	struct fusefs_prefetch *prefetch;   /* owned; NULL: no read-ahead */
 	/* Policy generations, one per bucket of datasets; see "Policy generations" above. */
 	_Atomic uint64_t gens[FUSEFS_GEN_BUCKETS];
 	pthread_mutex_t cached_lock;    /* guards cached[], ncached; never held while notifying */

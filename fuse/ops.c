@@ -58,6 +58,9 @@ void fusefs_worker_free(void *p)
 	if (!w)
 		return;
 	store_reader_free(w->rd);
+	/* The last reply it held was plaintext. */
+	if (w->buf)
+		explicit_bzero(w->buf, w->cap);
 	free(w->buf);
 	free(w);
 }
@@ -1204,6 +1207,7 @@ struct fh {
 	_Atomic uint64_t bytes;                     /* plaintext bytes served through it */
 	fuse_ino_t ino;                             /* the file's number, for page invalidation */
 	bool cached;                                /* cache=kernel: counted in fs's cached set */
+	struct fusefs_ra ra;                        /* read-ahead (fuse/prefetch.h) */
 	/* Policy: the bucket generation loaded before the last decision that allowed it (reads
 	 * decide again when it moved: fusefs_internal.h), and whether a re-decision refused it
 	 * (then every read is EACCES; it is never allowed again: reopen). */
@@ -1234,6 +1238,8 @@ static void fh_close(struct fusefs *fs, struct fh *h, const char *error)
 	struct fusefs_access a = fh_access(h);
 
 	fusefs_record_close(fs, &a, h->open_seq, atomic_load(&h->bytes), error);
+	/* Before the object: a read-ahead in progress reads it. */
+	fusefs_ra_release(fs->prefetch, &h->ra);
 	store_object_close(h->obj);
 	if (h->cached)
 		fusefs_cached_release(fs, h->ino);
@@ -1429,6 +1435,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fuse_reply_err(req, e == ENOENT ? EIO : e);
 		return;
 	}
+	fusefs_ra_init(&h->ra, h->obj);
 	if (h->cached)
 		atomic_fetch_add(&fs->n_opens_cached, 1);
 	fi->fh = (uint64_t)(uintptr_t)h;
@@ -1452,6 +1459,8 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	struct fusefs *fs = fs_of(req);
 	struct fh *h = (struct fh *)(uintptr_t)fi->fh;
 	struct fusefs_worker *w = worker_get(fs);
+	struct fusefs_ra_hold hold;
+	const uint8_t *data;
 	ssize_t n;
 
 	(void)ino;
@@ -1482,7 +1491,9 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		w->buf = b;
 		w->cap = size;
 	}
-	n = store_object_read(w->rd, h->obj, (uint64_t)off, size, w->buf);
+	/* From the read-ahead when it holds the range (checked above like any read), else read
+	 * now; a sequential read queues the next range. */
+	n = fusefs_ra_read(fs->prefetch, &h->ra, w->rd, (uint64_t)off, size, w->buf, &data, &hold);
 	if (n == -EBADMSG) {
 		struct fusefs_access a = fh_access(h);
 		uint64_t objsize = store_object_size(h->obj);
@@ -1502,7 +1513,8 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		return;
 	}
 	atomic_fetch_add(&h->bytes, (uint64_t)n);
-	fuse_reply_buf(req, (const char *)w->buf, (size_t)n);
+	fuse_reply_buf(req, (const char *)data, (size_t)n);
+	fusefs_ra_put(fs->prefetch, &hold);
 }
 
 static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)

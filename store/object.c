@@ -92,6 +92,11 @@ uint64_t store_object_size(const struct store_object *obj)
 	return obj->size;
 }
 
+uint32_t store_object_chunk_size(const struct store_object *obj)
+{
+	return obj->ext.chunk_size;
+}
+
 int store_reader_new(struct store *st, struct store_reader **ret_reader)
 {
 	struct store_reader *r = calloc(1, sizeof(*r));

@@ -170,6 +170,8 @@ int store_object_open(struct store *st, uint64_t dataset_id, const struct store_
 /* Wipe and free. NULL is fine. */
 void store_object_close(struct store_object *obj);
 uint64_t store_object_size(const struct store_object *obj);
+/* Plaintext bytes per chunk: reads aligned to it decrypt nothing twice. */
+uint32_t store_object_chunk_size(const struct store_object *obj);
 
 /* Per-thread read state: an io_uring and aligned buffers. */
 struct store_reader;

@@ -182,6 +182,7 @@ struct fx {
 	atomic_bool run_done;
 	int run_result;
 	pid_t child;        /* a child still running, killed in teardown */
+	bool no_prefetch;   /* mount without read-ahead */
 };
 
 static bool mounted_at(const char *path)
@@ -276,7 +277,8 @@ static void *run_thread(void *p)
 
 static void fx_mount(struct fx *f)
 {
-	struct fusefs_options o = { .mountpoint = f->mnt, .max_threads = 8 };
+	struct fusefs_options o = { .mountpoint = f->mnt, .max_threads = 8,
+				    .no_prefetch = f->no_prefetch };
 	int r;
 
 	assert_int_equal(fusefs_new(f->st, f->log, &test_cb, &o, &f->fs), 0);
@@ -1077,6 +1079,195 @@ static void test_tampered_chunk_is_eio(void **state)
 	assert_int_equal(rec_int(r, "uid"), U.alice.uid);
 	assert_true(rec_int(r, "pid") > 0);
 	json_decref(ints);
+}
+
+/* ---- Read-ahead (fuse/prefetch.h) --------------------------------------------------------- */
+
+#define BIG_SIZE ((5u << 20) + 123)
+#define BIG_SEED 6
+#define MIB (1u << 20)
+
+/* Read big front to back as fio does: 1 MiB reads into a buffer 16 bytes past a page boundary,
+ * so that each read is a request of 1 MiB less 16 bytes and one of 16 bytes. Then with 128 KiB
+ * reads, back from the start; then at scattered offsets. Every byte checked. */
+static int child_sequential(void *arg)
+{
+	char *path = tu_fmt("%s/ds/1/a/b/c/big", (const char *)arg);
+	uint8_t *mem = aligned_alloc(4096, MIB + 8192), *buf = mem + 16, *want = malloc(BIG_SIZE);
+	static const size_t scattered[] = { 4u * MIB + 5, 17, 2u * MIB - 3, 3u * MIB, 100000 };
+	size_t off;
+	ssize_t n;
+	int fd;
+
+	CHECK(mem && want, "malloc");
+	tu_fill(want, BIG_SIZE, BIG_SEED);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	CHECK(fd >= 0, "open: %s", strerror(errno));
+	for (off = 0; off < BIG_SIZE; off += (size_t)n) {
+		n = read(fd, buf, MIB);
+		CHECK(n > 0 && memcmp(buf, want + off, (size_t)n) == 0, "1 MiB read at %zu: %s", off,
+		      n < 0 ? strerror(errno) : "bad data");
+	}
+	CHECK(read(fd, buf, MIB) == 0, "no end of file");
+	for (off = 0; off < BIG_SIZE; off += (size_t)n) {
+		n = pread(fd, buf, 128u << 10, (off_t)off);
+		CHECK(n > 0 && memcmp(buf, want + off, (size_t)n) == 0, "128 KiB read at %zu", off);
+	}
+	for (size_t i = 0; i < ARRAY_SIZE(scattered); i++) {
+		off = scattered[i];
+		n = pread(fd, buf, MIB, (off_t)off);
+		CHECK(n == (ssize_t)MIN((size_t)MIB, BIG_SIZE - off) &&
+		      memcmp(buf, want + off, (size_t)n) == 0, "read at %zu", off);
+	}
+	close(fd);
+	free(path);
+	free(mem);
+	free(want);
+	return 0;
+}
+
+/* Sequential reads are answered from windows read ahead, with the same bytes; without read-ahead
+ * nothing is read ahead and the bytes are the same. */
+static void test_read_ahead_serves_sequential_reads(void **state)
+{
+	struct fx *f = *state;
+	uint64_t dsid = import_tree(f);
+	struct fusefs_stats st;
+
+	grant(POLICY_USER, U.alice.uid, dsid, POLICY_ALL_VERSIONS);
+	fx_mount(f);
+	assert_int_equal(tu_run_as(&U.alice, child_sequential, f->mnt, CHILD_MS), 0);
+	fusefs_stats_get(f->fs, &st);
+	assert_true(st.prefetches >= 4);        /* windows 1..5 of big, at least */
+	assert_true(st.reads_prefetched >= 4);
+	assert_true(st.reads_prefetched <= st.reads);
+	fx_unmount(f);
+
+	f->no_prefetch = true;
+	fx_mount(f);
+	assert_int_equal(tu_run_as(&U.alice, child_sequential, f->mnt, CHILD_MS), 0);
+	fusefs_stats_get(f->fs, &st);
+	assert_int_equal(st.prefetches, 0);
+	assert_int_equal(st.reads_prefetched, 0);
+	assert_true(st.reads > 0);
+}
+
+/* Chunk 48 of big (the first of its fourth window) altered: the windows before it are read and
+ * served; the one holding it is never served, and the read of it fails with EIO through the
+ * ordinary path, which records it once; the window after it reads. */
+static int child_tampered_ahead(void *arg)
+{
+	char *path = tu_fmt("%s/ds/1/a/b/c/big", (const char *)arg);
+	/* Page-aligned: each read is one request of 1 MiB. */
+	uint8_t *buf = aligned_alloc(4096, MIB), *want = malloc(BIG_SIZE);
+	ssize_t n;
+	int fd;
+
+	CHECK(buf && want, "malloc");
+	tu_fill(want, BIG_SIZE, BIG_SEED);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	CHECK(fd >= 0, "open: %s", strerror(errno));
+	for (size_t off = 0; off < 3u * MIB; off += MIB) {
+		n = pread(fd, buf, MIB, (off_t)off);
+		CHECK(n == (ssize_t)MIB && memcmp(buf, want + off, MIB) == 0, "read at %zu", off);
+	}
+	/* Give the read-ahead time to reach the bad window before it is asked for. */
+	poll(NULL, 0, 200);
+	memset(buf, 0, MIB);
+	n = pread(fd, buf, MIB, 3 * MIB);
+	CHECK(n < 0 && errno == EIO, "read of the bad window: %zd %s", n,
+	      n < 0 ? strerror(errno) : "");
+	for (size_t i = 0; i < MIB; i++)
+		CHECK(buf[i] == 0, "bytes of the bad window reached the buffer");
+	n = pread(fd, buf, MIB, 4 * MIB);
+	CHECK(n == (ssize_t)MIB && memcmp(buf, want + 4 * MIB, MIB) == 0, "read after it");
+	close(fd);
+	free(path);
+	free(buf);
+	free(want);
+	return 0;
+}
+
+static void test_read_ahead_of_tampered_chunk_is_eio(void **state)
+{
+	struct fx *f = *state;
+	uint64_t dsid = import_tree(f);
+	struct fusefs_stats st;
+	struct store_inode in;
+	json_t *ints, *r;
+	char *pack;
+	uint8_t c;
+	int fd;
+
+	grant(POLICY_USER, U.alice.uid, dsid, POLICY_ALL_VERSIONS);
+	assert_int_equal(store_path_lookup(f->st, dsid, 1, "a/b/c/big", &in), 0);
+	pack = tu_fmt("%s/packs/%016llx.pack", f->store, (unsigned long long)in.ext.pack_id);
+	fd = open(pack, O_RDWR | O_CLOEXEC);
+	assert_true(fd >= 0);
+	assert_int_equal(pread_all(fd, &c, 1, in.ext.offset + 3 * MIB + 7), 0);
+	c ^= 0x80;
+	assert_int_equal(pwrite_all(fd, &c, 1, in.ext.offset + 3 * MIB + 7), 0);
+	close(fd);
+	free(pack);
+
+	fx_mount(f);
+	assert_int_equal(tu_run_as(&U.alice, child_tampered_ahead, f->mnt, CHILD_MS), 0);
+	fusefs_stats_get(f->fs, &st);
+	assert_true(st.prefetches >= 3);        /* the bad window was read ahead too */
+	ints = records(f, "integrity");
+	assert_int_equal(json_array_size(ints), 1);
+	r = json_array_get(ints, 0);
+	assert_string_equal(rstr(r, "path"), "/a/b/c/big");
+	assert_int_equal(rec_int(r, "offset"), 3 * MIB);
+	assert_int_equal(rec_int(r, "length"), MIB);
+	json_decref(ints);
+}
+
+/* Files closed while their windows are still being read ahead: nothing outlives the handle (the
+ * sanitizer build checks the memory), every open has its close, and the reads stay right. */
+static int child_open_read_close(void *arg)
+{
+	char *path = tu_fmt("%s/ds/1/a/b/c/big", (const char *)arg);
+	uint8_t *buf = malloc(MIB), *want = malloc(MIB);
+	ssize_t n;
+
+	CHECK(buf && want, "malloc");
+	tu_fill(want, MIB, BIG_SEED);
+	for (int i = 0; i < 40; i++) {
+		int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+		CHECK(fd >= 0, "open: %s", strerror(errno));
+		n = read(fd, buf, MIB);
+		CHECK(n == (ssize_t)MIB && memcmp(buf, want, MIB) == 0, "read %d", i);
+		if (i % 2)
+			CHECK(read(fd, buf, 4096) == 4096, "second read %d", i);
+		close(fd);
+	}
+	free(path);
+	free(buf);
+	free(want);
+	return 0;
+}
+
+static void test_close_during_read_ahead(void **state)
+{
+	struct fx *f = *state;
+	uint64_t dsid = import_tree(f);
+	struct fusefs_stats st;
+	json_t *opens, *closes;
+
+	grant(POLICY_USER, U.alice.uid, dsid, POLICY_ALL_VERSIONS);
+	fx_mount(f);
+	assert_int_equal(tu_run_as(&U.alice, child_open_read_close, f->mnt, CHILD_MS), 0);
+	fusefs_stats_get(f->fs, &st);
+	assert_true(st.prefetches >= 40);
+	fx_unmount(f);
+	opens = records(f, "open");
+	closes = records(f, "close");
+	assert_int_equal(json_array_size(opens), 40);
+	assert_int_equal(json_array_size(closes), 40);
+	json_decref(opens);
+	json_decref(closes);
 }
 
 /* Writes of every kind fail; latest names the newest version; a directory bigger than many
@@ -2081,6 +2272,9 @@ int main(void)
 		T(test_revoke_and_invalidate),
 		T(test_group_grant),
 		T(test_tampered_chunk_is_eio),
+		T(test_read_ahead_serves_sequential_reads),
+		T(test_read_ahead_of_tampered_chunk_is_eio),
+		T(test_close_during_read_ahead),
 		T(test_read_only_latest_and_big_directory),
 		T(test_unrecordable_open_is_refused),
 		T(test_mount_point_checks_and_stale_mount),
