@@ -255,6 +255,19 @@ static char *cohort(const char *v)
 	return tu_fmt("%s/cohort/%s", E->mnt, v);
 }
 
+/* A counter of the mount from `status --json`. */
+static long long mount_stat(const char *field)
+{
+	struct e2e_run *r = e2e_ok(ctl("--json", "status"));
+	json_t *j = e2e_out_json(r);
+	json_t *v = json_object_get(json_object_get(j, "mount_stats"), field);
+	long long n = json_is_integer(v) ? json_integer_value(v) : -1;
+
+	json_decref(j);
+	free(r);
+	return n;
+}
+
 /* ---- Tests ----------------------------------------------------------------------------------- */
 
 static void test_granted_user_reads_every_file(void **state)
@@ -274,6 +287,17 @@ static void test_granted_user_reads_every_file(void **state)
 		    (int)(2 * NFILES));
 	assert_true(e2e_audit_count("close", TU_USER_ALICE, "cohort", NULL, 0) >=
 		    (int)(2 * NFILES));
+	/* The shards were read front to back: read ahead, and answered from it. */
+	assert_true(mount_stat("reads") > 0);
+	assert_true(mount_stat("prefetches") > 0);
+	assert_true(mount_stat("reads_prefetched") > 0);
+	assert_true(mount_stat("reads_prefetched") <= mount_stat("reads"));
+	{
+		struct e2e_run *r = e2e_ok(ctl("status"));
+
+		assert_non_null(strstr(r->out, "reads from read-ahead"));
+		free(r);
+	}
 	free(v1);
 	free(latest);
 }
@@ -757,6 +781,11 @@ static void test_kill9_during_import(void **state)
 	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 1);
 
 	/* While it is down: refusals that say why. */
+	r = e2e_run_argv(NULL, (char *const[]){ ENCLAVED_PATH, "--store", E->store, "--mount",
+					    E->mnt, "--prefetch-threads", "9", NULL });
+	assert_int_equal(r->status, 2);
+	assert_non_null(strstr(r->err, "--prefetch-threads takes a number from 0 to 8"));
+	free(r);
 	r = e2e_run_argv(NULL, (char *const[]){ ENCLAVED_PATH, "--store", src, "--mount", E->mnt,
 					    "--passphrase-file", E->pass, NULL });
 	assert_int_equal(r->status, 1);
