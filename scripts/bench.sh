@@ -15,14 +15,21 @@
 # Run as root. Sizes (environment, defaults in brackets):
 #   BENCH_SHARDS [3] shards of BENCH_SHARD_MIB [1024] MiB; BENCH_SMALL [100000] small files of
 #   BENCH_SMALL_BYTES [4096] bytes; BENCH_RUNTIME [10] seconds per random-read run;
-#   BENCH_MILLION=1 adds the 1,000,000-file RSS step; BENCH_PERF=1 records perf profiles of the
-#   daemon (kept in build-bench/bench-perf/); BENCH_DOC=0 leaves docs/PERFORMANCE.md alone;
-#   BENCH_THREADS passes --threads to enclaved; BENCH_ENCLAVED_ARGS more enclaved options (e.g.
-#   --direct-packs, to compare O_DIRECT pack reads with the buffered default); BENCH_SYSTEMS [plain bindfs gocryptfs
-#   enclave] which systems to read (an A/B of one Enclave setting: BENCH_SYSTEMS=enclave
-#   BENCH_DOC=0); BENCH_BUILD [build-bench] the build directory (Release).
+#   BENCH_REPS [3] rounds of each sequential figure (the median is reported); BENCH_PERF=1
+#   records perf profiles of the daemon (kept in build-bench/bench-perf/); BENCH_DOC=0 leaves
+#   docs/PERFORMANCE.md alone; BENCH_THREADS passes --threads to enclaved; BENCH_ENCLAVED_ARGS
+#   more enclaved options (e.g. --direct-packs or --prefetch-threads 0, to compare with the
+#   default); BENCH_SYSTEMS [plain bindfs gocryptfs enclave] which systems to read (an A/B of one
+#   Enclave setting: BENCH_SYSTEMS=enclave BENCH_DOC=0); BENCH_BUILD [build-bench] the build
+#   directory (Release).
+# The daemon's memory with 1,000,000 files is measured by scripts/bench-rss.sh.
 # A quick run: BENCH_SHARDS=2 BENCH_SHARD_MIB=256 BENCH_SMALL=5000 BENCH_RUNTIME=3 scripts/bench.sh
 set -euo pipefail
+case "${1:-}" in
+-h | --help) sed -n '2,/^set -euo/{/^#/s/^# \{0,1\}//p}' "$0"; exit 0 ;;
+'') ;;
+*) echo "bench: no arguments; settings come from BENCH_* variables (see --help)" >&2; exit 2 ;;
+esac
 cd "$(dirname "$0")/.."
 root=$PWD
 
@@ -31,7 +38,7 @@ shard_mib=${BENCH_SHARD_MIB:-1024}
 small=${BENCH_SMALL:-100000}
 small_bytes=${BENCH_SMALL_BYTES:-4096}
 runtime=${BENCH_RUNTIME:-10}
-million=${BENCH_MILLION:-0}
+reps=${BENCH_REPS:-3}
 doperf=${BENCH_PERF:-0}
 dodoc=${BENCH_DOC:-1}
 threads=${BENCH_THREADS:-}
@@ -44,10 +51,11 @@ done
 build=${BENCH_BUILD:-build-bench}
 case "$build" in '' | /* | *..*) echo "bench: BENCH_BUILD is a directory name under the tree" >&2; exit 2 ;; esac
 has() { [[ " ${systems[*]} " == *" $1 "* ]]; }
-for v in "$shards" "$shard_mib" "$small" "$small_bytes" "$runtime" "$million" "$doperf" "$dodoc" \
+for v in "$shards" "$shard_mib" "$small" "$small_bytes" "$runtime" "$reps" "$doperf" "$dodoc" \
 	"${threads:-1}"; do
 	case "$v" in '' | *[!0-9]*) echo "bench: BENCH_* settings are whole numbers" >&2; exit 2 ;; esac
 done
+((reps >= 1)) || { echo "bench: BENCH_REPS must be at least 1" >&2; exit 2; }
 ((shards >= 2)) || { echo "bench: BENCH_SHARDS must be at least 2 (two readers)" >&2; exit 2; }
 [[ $(id -u) == 0 ]] || { echo "bench: run as root (it mounts, creates a user, drops caches)" >&2; exit 1; }
 
@@ -139,6 +147,12 @@ for _ in $(seq 1 200); do
 	sleep 0.1
 done
 ctl() { "$enclavectl" --store "$store" "$@"; }
+kib() { awk -v k="$2" '$1 == k":" { print int($2 / 1024) }' "/proc/$1/status" 2>/dev/null; }
+# The unlock (Argon2id) takes its memory once at start and frees it: its peak is reported on its
+# own, and the peak counter is reset (clear_refs 5, Linux 4.0) so that "peak" below is the
+# import's and the serving's.
+hwm_unlock=$(kib "$pid" VmHWM)
+echo 5 >"/proc/$pid/clear_refs"
 
 echo "bench: importing into enclave" >&2
 drop
@@ -244,20 +258,37 @@ profile_end() {
 		grep -v '^#' | grep -v '^$' | head -60 >"$perf_dir/$1.txt" || true
 }
 
+# Sequential figures: BENCH_REPS rounds, each reading every system in turn, and the median of
+# the rounds, so that the systems are compared side by side under the same load.
+median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+seq_figure() { # figure readers cold|warm
+	local fig=$1 n=$2 mode=$3 rep s
+	declare -A vals=()
+	for ((rep = 0; rep < reps; rep++)); do
+		[[ $mode == warm ]] && warm_backing
+		for s in "${systems[@]}"; do
+			inval=1
+			[[ $s == plain ]] && inval=0
+			[[ $mode == cold ]] && drop
+			[[ $s == enclave && $rep == 0 ]] && profile "$fig"
+			vals[$s]+="$(seq_read "$n" "${top[$s]}/shards") "
+			[[ $s == enclave && $rep == 0 ]] && profile_end "$fig"
+		done
+	done
+	for s in "${systems[@]}"; do
+		R[$fig,$s]=$(tr ' ' '\n' <<<"${vals[$s]}" | grep . | median)
+	done
+}
+
 echo "bench: reading" >&2
+seq_figure seq1c 1 cold
+seq_figure seq2c 2 cold
+seq_figure seq1w 1 warm
+seq_figure seq2w 2 warm
+warm_backing
 for s in "${systems[@]}"; do
-	d=${top[$s]}/shards
 	inval=1
 	[[ $s == plain ]] && inval=0
-	drop
-	R[seq1c,$s]=$(seq_read 1 "$d")
-	drop
-	R[seq2c,$s]=$(seq_read 2 "$d")
-	warm_backing
-	[[ $s == enclave ]] && profile seq
-	R[seq1w,$s]=$(seq_read 1 "$d")
-	[[ $s == enclave ]] && profile_end seq
-	R[seq2w,$s]=$(seq_read 2 "$d")
 	f=${top[$s]}/shards/shard-0.bin
 	rf=${rtop[$s]}/shard-0.bin
 	[[ $s == enclave ]] && profile rand4k
@@ -266,11 +297,16 @@ for s in "${systems[@]}"; do
 	R[r4k16,$s]=$(rand_read 4k 16 "$rf")
 	R[r128k1,$s]=$(($(rand_read 128k 1 "$f") * 128 * 1024 / 1000000))
 	R[r128k16,$s]=$(($(rand_read 128k 16 "$f") * 128 * 1024 / 1000000))
+done
+for s in "${systems[@]}"; do
 	sd=${top[$s]}/small
 	as find "$sd" -printf '%s %T@\n' >/dev/null
 	t=$(now_ns)
 	as find "$sd" -printf '%s %T@\n' >/dev/null
 	R[find,$s]=$(ms_since "$t")
+done
+for s in "${systems[@]}"; do
+	sd=${top[$s]}/small
 	as find "$sd" -type f -exec cat {} + >/dev/null
 	t=$(now_ns)
 	as find "$sd" -type f -exec cat {} + >/dev/null
@@ -279,48 +315,33 @@ done
 
 # Second epoch: each file read once, then again with whatever each one keeps cached (Enclave: a
 # cache=kernel dataset; the others: the FUSE page cache as they run by default).
+# The plain file is read again in each round, right before the others, for the ratio.
 inval=0
-warm_backing
-has plain && R[epoch2,plain]=${R[seq1w,plain]}
-for s in bindfs gocryptfs; do
-	has "$s" || continue
-	warm "${top[$s]}/shards/shard-0.bin"
-	R[epoch2,$s]=$(seq_read 1 "${top[$s]}/shards")
+declare -A e2=()
+for ((rep = 0; rep < reps; rep++)); do
+	warm_backing
+	for s in plain bindfs gocryptfs; do
+		has "$s" || continue
+		warm "${top[$s]}/shards/shard-0.bin"
+		e2[$s]+="$(seq_read 1 "${top[$s]}/shards") "
+	done
+	if [[ $cache_kernel == yes ]] && has enclave; then
+		warm "$mnt/epoch/1/shard-0.bin"
+		e2[enclave]+="$(seq_read 1 "$mnt/epoch/1") "
+	fi
 done
-if [[ $cache_kernel == yes ]] && has enclave; then
-	warm "$mnt/epoch/1/shard-0.bin"
-	R[epoch2,enclave]=$(seq_read 1 "$mnt/epoch/1")
-fi
+for s in "${!e2[@]}"; do
+	R[epoch2,$s]=$(tr ' ' '\n' <<<"${e2[$s]}" | grep . | median)
+done
 
 R[import,enclave]=$((data_bytes / 1000 / import_ms_enclave))
 [[ -n $import_ms_gocryptfs ]] && R[import,gocryptfs]=$((data_bytes / 1000 / import_ms_gocryptfs))
 [[ -n $import_ms_plain ]] && R[import,plain]=$((data_bytes / 1000 / import_ms_plain))
-kib() { awk -v k="$2" '$1 == k":" { print int($2 / 1024) }' "/proc/$1/status" 2>/dev/null; }
 R[rss,enclave]=$(kib "$pid" VmRSS)
 R[hwm,enclave]=$(kib "$pid" VmHWM)
 [[ -n $gpid ]] && R[rss,gocryptfs]=$(kib "$gpid" VmRSS) && R[hwm,gocryptfs]=$(kib "$gpid" VmHWM)
 [[ -n $bpid ]] && R[rss,bindfs]=$(kib "$bpid" VmRSS) && R[hwm,bindfs]=$(kib "$bpid" VmHWM)
 
-if ((million)); then
-	echo "bench: the 1,000,000-file dataset" >&2
-	python3 - "$scratch/million" <<'EOF'
-import os, sys
-root = sys.argv[1]
-for i in range(1000000):
-    d = os.path.join(root, "d%04d" % (i // 1000))
-    if i % 1000 == 0:
-        os.makedirs(d)
-    with open(os.path.join(d, "f%07d" % i), "wb") as f:
-        f.write(b"%d\n" % i)
-EOF
-	chmod -R a+rX "$scratch/million"
-	ctl -q dataset import million "$scratch/million" >/dev/null
-	ctl grant add --user "$user" --dataset million --purpose benchmark --expires +2h >/dev/null
-	as find "$mnt/million/1" -printf '%s\n' >/dev/null
-	as find "$mnt/million/1/d0000" "$mnt/million/1/d0999" -type f -exec cat {} + >/dev/null
-	R[rss1m,enclave]=$(kib "$pid" VmRSS)
-	R[hwm1m,enclave]=$(kib "$pid" VmHWM)
-fi
 
 # ---- The table ------------------------------------------------------------------------------------
 rows=(
@@ -337,9 +358,8 @@ rows=(
 	"epoch2|second epoch, cache=kernel, 1 MiB seq (MB/s)|hi"
 	"import|import / copy-in incl. sync (MB/s)|hi"
 	"rss|daemon VmRSS after the reads (MiB)|lo"
-	"hwm|daemon VmHWM, peak (MiB)|lo"
+	"hwm|daemon VmHWM since the unlock: import and reads (MiB)|lo"
 )
-((million)) && rows+=("rss1m|VmRSS serving 1,000,000 files (MiB)|lo" "hwm1m|VmHWM with 1,000,000 files (MiB)|lo")
 ratio() {
 	[[ -n ${R[$1,enclave]:-} && -n ${R[$1,$2]:-} && ${R[$1,$2]} != 0 ]] || { echo "-"; return; }
 	awk -v a="${R[$1,enclave]}" -v b="${R[$1,$2]}" 'BEGIN { printf "%.2f", a / b }'
@@ -364,11 +384,13 @@ report=$(
 **Run:** $(date -u +%Y-%m-%dT%H:%M:%SZ) on $machine. Release build. Data: $shards shards of
 $shard_mib MiB and $small files of $small_bytes bytes ($((data_bytes / 1000000)) MB); random
 reads $runtime s each. Enclave: 64 KiB chunks (\`rand\` dataset for 4 KiB reads: 4 KiB chunks),
-AES-256-GCM, \`direct_io\`, packs read $(if [[ " ${enclaved_args[*]} " == *" --direct-packs "* ]]; then echo "with O_DIRECT (\`--direct-packs\`)"; else echo "through the page cache"; fi)${enclaved_args[*]:+ (enclaved ${enclaved_args[*]})}; systems read: ${systems[*]}; gocryptfs $(gocryptfs -version 2>/dev/null | awk '{ print $2 }' | head -1)
+AES-256-GCM, \`direct_io\`, read-ahead on, packs read $(if [[ " ${enclaved_args[*]} " == *" --direct-packs "* ]]; then echo "with O_DIRECT (\`--direct-packs\`)"; else echo "through the page cache"; fi)${enclaved_args[*]:+ (enclaved ${enclaved_args[*]})}; systems read: ${systems[*]}; gocryptfs $(gocryptfs -version 2>/dev/null | awk '{ print $2 }' | head -1)
 (AES-256-GCM); bindfs $(bindfs --version 2>/dev/null | awk '{ print $2 }' | head -1). cache=kernel
-dataset: $cache_kernel.
+dataset: $cache_kernel. The daemon's unlock (Argon2id) peaked at $hwm_unlock MiB before serving and
+freed it; its VmHWM row counts from after the unlock. Sequential figures: the median of $reps
+rounds, each round reading every system in turn.
 
-**Command:** \`BENCH_SHARDS=$shards BENCH_SHARD_MIB=$shard_mib BENCH_SMALL=$small BENCH_RUNTIME=$runtime BENCH_MILLION=$million scripts/bench.sh\`
+**Command:** \`BENCH_SHARDS=$shards BENCH_SHARD_MIB=$shard_mib BENCH_SMALL=$small BENCH_RUNTIME=$runtime BENCH_REPS=$reps scripts/bench.sh\`
 (as root). Reads run as an unprivileged user granted access; \`fio --readonly --invalidate=0\`,
 \`--rw=read --bs=1M --ioengine=psync\` (one job per reader, each its own shard),
 \`--rw=randread --ioengine=psync\` at qd 1 and \`--ioengine=io_uring --iodepth=16\` at qd 16;
