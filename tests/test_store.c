@@ -731,6 +731,74 @@ static void raw_put(struct store_index *ix, enum store_cf cf, const void *k, siz
 	rocksdb_writebatch_destroy(wb);
 }
 
+/* The memtables of every column family together, live and flushing (bytes). */
+static uint64_t memtables_bytes(struct store_index *ix)
+{
+	uint64_t sum = 0, v;
+
+	for (int c = 0; c < CF_COUNT; c++) {
+		assert_int_equal(rocksdb_property_int_cf(ix->db, ix->cf[c], "rocksdb.size-all-mem-tables",
+							 &v), 0);
+		sum += v;
+	}
+	return sum;
+}
+
+/* The index's memory does not grow with what it holds (issue 6: a daemon serving 10^6 files):
+ * 56 MiB of records written as an import writes them (batches, not synced) never hold more than
+ * two 16 MiB memtables (each may pass 16 MiB by the batch that filled it), where RocksDB's default
+ * (64 MiB before the first flush) would hold all 56; and every column family reads through one
+ * 16 MiB block cache. */
+static void test_index_memory_bounded(void **state)
+{
+	struct fx *f = *state;
+	struct store_index ix;
+	static char val[1024];
+	uint8_t k[IKEY_LEN];
+	uint64_t peak = 0, cap = 0, use_inodes = 0, use_meta = 0;
+	rocksdb_flushoptions_t *fo;
+	char *err = NULL, *got = NULL;
+	size_t n = 0;
+
+	store_close(fx_create(f));
+	raw_index(f, &ix);
+	memset(val, 0x5a, sizeof(val));
+	for (uint64_t i = 0; i < 56 * 1024; i += 1024) {
+		rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
+
+		for (uint64_t j = i; j < i + 1024; j++) {
+			ikey(k, 7, 1, j + 1);
+			rocksdb_writebatch_put_cf(wb, ix.cf[CF_INODES], (const char *)k, sizeof(k), val,
+						  sizeof(val));
+		}
+		assert_int_equal(index_write(&ix, wb, false), 0);
+		rocksdb_writebatch_destroy(wb);
+		peak = MAX(peak, memtables_bytes(&ix));
+	}
+	assert_true(peak > 0);
+	assert_true(peak <= 36u << 20);
+	for (int c = 0; c < CF_COUNT; c++) {
+		assert_int_equal(rocksdb_property_int_cf(ix.db, ix.cf[c], "rocksdb.block-cache-capacity",
+							 &cap), 0);
+		assert_int_equal(cap, 16u << 20);
+	}
+	/* One cache for all: blocks read from inodes count in every family's usage. */
+	fo = rocksdb_flushoptions_create();
+	rocksdb_flush_cf(ix.db, fo, ix.cf[CF_INODES], &err);
+	rocksdb_flushoptions_destroy(fo);
+	assert_null(err);
+	ikey(k, 7, 1, 1);
+	assert_int_equal(index_get(&ix, CF_INODES, k, sizeof(k), &got, &n), 0);
+	free(got);
+	assert_int_equal(rocksdb_property_int_cf(ix.db, ix.cf[CF_INODES], "rocksdb.block-cache-usage",
+						 &use_inodes), 0);
+	assert_int_equal(rocksdb_property_int_cf(ix.db, ix.cf[CF_META], "rocksdb.block-cache-usage",
+						 &use_meta), 0);
+	assert_true(use_inodes > 0);
+	assert_int_equal(use_meta, use_inodes);
+	index_close(&ix);
+}
+
 /* Swap the index records of datasets "a" and "b": each name now points at the other's id and
  * wrapped key. The dataset key's wrapping binds the name, so neither opens. */
 static void test_forged_dataset_swap(void **state)
@@ -1837,6 +1905,7 @@ int main(void)
 		T(test_tamper_chunk_from_other_object),
 		T(test_tamper_truncate_at_chunk_boundary),
 		T(test_tamper_index_size),
+		T(test_index_memory_bounded),
 		T(test_forged_dataset_swap),
 		T(test_forged_names),
 		T(test_forged_and_missing_packs),
