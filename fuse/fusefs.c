@@ -674,6 +674,7 @@ void fusefs_stats_get(struct fusefs *fs, struct fusefs_stats *ret_stats)
 		.reads = atomic_load(&fs->n_reads),
 		.reads_refused = atomic_load(&fs->n_reads_refused),
 		.opens_cached = atomic_load(&fs->n_opens_cached),
+		.readdirs = atomic_load(&fs->n_readdirs),
 	};
 	struct fusefs_prefetch_stats ps;
 

@@ -53,6 +53,7 @@ struct fusefs_stats {
 	uint64_t opens_cached;          /* opens served through the page cache (cache=kernel) */
 	uint64_t prefetches;            /* ranges read ahead for sequential readers */
 	uint64_t reads_prefetched;      /* reads answered from a range read ahead */
+	uint64_t readdirs;              /* directory listing requests that reached the daemon */
 };
 
 struct fusefs_options {

@@ -126,6 +126,7 @@ struct fusefs {
 	_Atomic uint64_t n_reads;       /* struct fusefs_stats */
 	_Atomic uint64_t n_reads_refused;
 	_Atomic uint64_t n_opens_cached;
+	_Atomic uint64_t n_readdirs;
 	atomic_bool once[FUSEFS_ONCE_COUNT];
 	pthread_mutex_t handles_lock;   /* guards the handles list */
 	struct fusefs_handle handles;   /* list head of open handles */

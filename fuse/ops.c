@@ -15,7 +15,8 @@
  *
  * Caching: entries and attributes at the root, dataset and version-directory levels are returned
  * with timeout 0, because the kernel's dentry cache is shared by all users and those levels are
- * where grants are decided; inside a version everything is immutable and cached for an hour.
+ * where grants are decided; inside a version everything is immutable and cached for an hour, and
+ * directory listings are kept by the kernel (cache_readdir; each opendir is still decided).
  * ENOENT replies are never cached by the kernel (no negative entries are sent).
  */
 #include <errno.h>
@@ -766,8 +767,11 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	buf_init(&d->names, LIST_MAX_NAME_BYTES);
 	buf_init(&d->batch, 0);
 	fi->fh = (uint64_t)(uintptr_t)d;
-	fi->keep_cache = 0;
-	fi->cache_readdir = 0;
+	/* Inside a version the listing never changes, and every opendir still reaches us and is
+	 * decided above: the kernel may keep the listing (a second epoch's walk of 100,000 files
+	 * then never lists again). The root and dataset directories depend on who asks: never. */
+	fi->keep_cache = n.kind == FUSEFS_KIND_NODE;
+	fi->cache_readdir = n.kind == FUSEFS_KIND_NODE;
 	handle_link(fs, &d->h, false);
 	if (fuse_reply_open(req, fi) != 0) {
 		/* The request was interrupted: no releasedir will come. */
@@ -1160,6 +1164,7 @@ static void readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size, off_t of
 	int r;
 
 	(void)ino;
+	atomic_fetch_add_explicit(&fs->n_readdirs, 1, memory_order_relaxed);
 	if (off < 0) {
 		fuse_reply_err(req, EINVAL);
 		return;

@@ -1416,10 +1416,22 @@ static int child_big_dir(void *arg)
 	return 0;
 }
 
+static int child_many_refused(void *arg)
+{
+	char *dir = tu_fmt("%s/ds/2/many", (const char *)arg);
+	DIR *d = opendir(dir);
+
+	CHECK(!d && (errno == EACCES || errno == ENOENT), "opendir after the revoke: %s",
+	      d ? "listed" : strerror(errno));
+	free(dir);
+	return 0;
+}
+
 static void test_read_only_latest_and_big_directory(void **state)
 {
 	struct fx *f = *state;
-	uint64_t dsid = import_tree(f);
+	uint64_t dsid = import_tree(f), gid;
+	struct fusefs_stats st0, st1;
 	char *many = tu_fmt("%s/many", f->src);
 
 	assert_int_equal(mkdir(many, 0755), 0);
@@ -1430,7 +1442,7 @@ static void test_read_only_latest_and_big_directory(void **state)
 		free(p);
 	}
 	assert_int_equal(import_src(f, "ds"), 2);
-	grant(POLICY_USER, U.alice.uid, dsid, POLICY_ALL_VERSIONS);
+	gid = grant(POLICY_USER, U.alice.uid, dsid, POLICY_ALL_VERSIONS);
 	fx_mount(f);
 	assert_int_equal(tu_run_as(&U.alice, child_writes_refused, f->mnt, CHILD_MS), 0);
 	/* Root, which default_permissions does not stop, given a grant: the read-only mount
@@ -1448,6 +1460,17 @@ static void test_read_only_latest_and_big_directory(void **state)
 		free(one);
 	}
 	assert_int_equal(tu_run_as(&U.alice, child_big_dir, f->mnt, CHILD_MS), 0);
+	/* Listings inside a version are kept by the kernel: the same walk again lists nothing
+	 * through the daemon, and gives the same names. */
+	fusefs_stats_get(f->fs, &st0);
+	assert_true(st0.readdirs > 0);
+	assert_int_equal(tu_run_as(&U.alice, child_big_dir, f->mnt, CHILD_MS), 0);
+	fusefs_stats_get(f->fs, &st1);
+	assert_int_equal(st1.readdirs, st0.readdirs);
+	/* But every opendir is still decided: revoked, the cached listing is out of reach. */
+	grant_revoke(gid);
+	fusefs_invalidate_dataset(f->fs, dsid, "ds");
+	assert_int_equal(tu_run_as(&U.alice, child_many_refused, f->mnt, CHILD_MS), 0);
 	free(many);
 }
 
