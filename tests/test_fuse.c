@@ -1042,27 +1042,35 @@ static int child_tampered(void *arg)
 	return rc;
 }
 
-static void test_tampered_chunk_is_eio(void **state)
+/* Flip the bits of mask in the ciphertext byte at offset `at` of path's object in version 1. */
+static void flip_ciphertext(struct fx *f, uint64_t dsid, const char *path, uint64_t at,
+			    uint8_t mask)
 {
-	struct fx *f = *state;
-	uint64_t dsid = import_tree(f);
 	struct store_inode in;
-	json_t *ints, *r;
 	char *pack;
 	uint8_t c;
 	int fd;
 
-	grant(POLICY_USER, U.alice.uid, dsid, POLICY_ALL_VERSIONS);
-	/* Flip a byte inside a/odd's first chunk of ciphertext. */
-	assert_int_equal(store_path_lookup(f->st, dsid, 1, "a/odd", &in), 0);
+	assert_int_equal(store_path_lookup(f->st, dsid, 1, path, &in), 0);
 	pack = tu_fmt("%s/packs/%016llx.pack", f->store, (unsigned long long)in.ext.pack_id);
 	fd = open(pack, O_RDWR | O_CLOEXEC);
 	assert_true(fd >= 0);
-	assert_int_equal(pread_all(fd, &c, 1, in.ext.offset + 1000), 0);
-	c ^= 0x01;
-	assert_int_equal(pwrite_all(fd, &c, 1, in.ext.offset + 1000), 0);
+	assert_int_equal(pread_all(fd, &c, 1, in.ext.offset + at), 0);
+	c ^= mask;
+	assert_int_equal(pwrite_all(fd, &c, 1, in.ext.offset + at), 0);
 	close(fd);
 	free(pack);
+}
+
+static void test_tampered_chunk_is_eio(void **state)
+{
+	struct fx *f = *state;
+	uint64_t dsid = import_tree(f);
+	json_t *ints, *r;
+
+	grant(POLICY_USER, U.alice.uid, dsid, POLICY_ALL_VERSIONS);
+	/* Flip a byte inside a/odd's first chunk of ciphertext. */
+	flip_ciphertext(f, dsid, "a/odd", 1000, 0x01);
 
 	fx_mount(f);
 	assert_int_equal(tu_run_as(&U.alice, child_tampered, f->mnt, CHILD_MS), 0);
@@ -1193,22 +1201,10 @@ static void test_read_ahead_of_tampered_chunk_is_eio(void **state)
 	struct fx *f = *state;
 	uint64_t dsid = import_tree(f);
 	struct fusefs_stats st;
-	struct store_inode in;
 	json_t *ints, *r;
-	char *pack;
-	uint8_t c;
-	int fd;
 
 	grant(POLICY_USER, U.alice.uid, dsid, POLICY_ALL_VERSIONS);
-	assert_int_equal(store_path_lookup(f->st, dsid, 1, "a/b/c/big", &in), 0);
-	pack = tu_fmt("%s/packs/%016llx.pack", f->store, (unsigned long long)in.ext.pack_id);
-	fd = open(pack, O_RDWR | O_CLOEXEC);
-	assert_true(fd >= 0);
-	assert_int_equal(pread_all(fd, &c, 1, in.ext.offset + 3 * MIB + 7), 0);
-	c ^= 0x80;
-	assert_int_equal(pwrite_all(fd, &c, 1, in.ext.offset + 3 * MIB + 7), 0);
-	close(fd);
-	free(pack);
+	flip_ciphertext(f, dsid, "a/b/c/big", 3 * MIB + 7, 0x80);
 
 	fx_mount(f);
 	assert_int_equal(tu_run_as(&U.alice, child_tampered_ahead, f->mnt, CHILD_MS), 0);
