@@ -220,10 +220,16 @@ void fusefs_ra_release(struct fusefs_prefetch *p, struct fusefs_ra *ra)
 	}
 }
 
+/* Where the window holding offset `at` starts. */
+static uint64_t window_start(const struct fusefs_ra *ra, uint64_t at)
+{
+	return at - at % ra->window;
+}
+
 /* The window of ra holding offset `at`, in any state but IDLE; NULL if none. Lock held. */
 static struct fusefs_ra_slot *slot_find(struct fusefs_ra *ra, uint64_t at)
 {
-	uint64_t w = at - at % ra->window;
+	uint64_t w = window_start(ra, at);
 
 	for (unsigned i = 0; i < RA_SLOTS; i++)
 		if (ra->slot[i].state != RA_IDLE && ra->slot[i].off == w)
@@ -262,7 +268,7 @@ static bool slot_need(struct fusefs_prefetch *p, struct fusefs_ra_slot *s,
 static void queue_ahead(struct fusefs_prefetch *p, struct fusefs_ra *ra, uint64_t at)
 {
 	const uint64_t size = store_object_size(ra->obj);
-	const uint64_t cur = at - at % ra->window;
+	const uint64_t cur = window_start(ra, at);
 	bool queued = false;
 
 	for (unsigned k = 1; k <= RA_AHEAD; k++) {
@@ -322,9 +328,8 @@ static size_t from_windows(struct fusefs_prefetch *p, struct fusefs_ra *ra,
 			   struct store_reader *rd, uint64_t off, size_t want, uint8_t *buf,
 			   const uint8_t **ret_data, struct fusefs_ra_hold *hold)
 {
-	uint64_t w0 = off - off % ra->window;
-	uint64_t last = off + want - 1;
-	uint64_t w1 = last - last % ra->window;
+	uint64_t w0 = window_start(ra, off);
+	uint64_t w1 = window_start(ra, off + want - 1);
 	struct fusefs_ra_slot *a = slot_find(ra, w0);
 	struct fusefs_ra_slot *b = w1 != w0 ? slot_find(ra, w1) : NULL;
 
