@@ -1487,12 +1487,16 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	}
 	size = MIN(size, (size_t)READ_MAX);
 	if (size > w->cap) {
-		uint8_t *b = realloc(w->buf, size);
+		/* Not realloc: the old buffer held plaintext and is wiped before it is freed. */
+		uint8_t *b = malloc(size);
 
 		if (!b) {
 			fuse_reply_err(req, ENOMEM);
 			return;
 		}
+		if (w->buf)
+			explicit_bzero(w->buf, w->cap);
+		free(w->buf);
 		w->buf = b;
 		w->cap = size;
 	}
