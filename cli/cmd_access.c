@@ -9,14 +9,18 @@
 #include "store/store.h"
 
 static const char check_usage[] =
-	"Usage: enclavectl [GLOBAL OPTIONS] access check --user NAME --dataset NAME[@VERSION]\n\n"
+	"Usage: enclavectl [GLOBAL OPTIONS] access check [--user NAME] --dataset NAME[@VERSION]\n\n"
 	"Say whether user NAME (with all its groups, as the system reports them now) may read\n"
 	"the dataset now, and why: the grant that allows it, or the reason it is refused\n"
 	"(no_grant, pending_approval, expired, not_yet_valid, revoked, denied_by_rule,\n"
-	"purpose_excluded) and the grant, deny rule or consent code it is about.\n"
-	"Exit status 0: allowed; 1: refused (or an error). Stewards and auditors only.\n\n"
+	"purpose_excluded) and the grant, deny rule or consent code it is about: when a grant\n"
+	"starts, who revoked it, when and why. Without --user, the user running the command\n"
+	"(anyone may check their own access); another user: stewards and auditors only. Every\n"
+	"check is recorded in the audit log. A version that does not exist is an error.\n"
+	"Exit status 0: allowed; 1: refused (or an error).\n\n"
 	"Options:\n"
-	"  --user NAME              a user name or numeric uid\n"
+	"  --user NAME              a user name or numeric uid (a uid without a passwd entry\n"
+	"                           is checked with no groups); default: yourself\n"
 	"  --dataset NAME[@VERSION] the dataset, and optionally one version\n"
 	"  --json                   print the decision as JSON\n"
 	"  -h, --help               show this help\n";
@@ -48,10 +52,11 @@ static int access_check(struct ctl *ctl, int argc, char **argv)
 		{ "dataset", required_argument, NULL, OPT_DATASET },
 		{ 0 },
 	};
-	char name[STORE_DATASET_NAME_MAX + 1], what[200], s1[24], s2[24], text[1100];
+	char name[STORE_DATASET_NAME_MAX + 1], what[200], s1[24], s2[24], s3[24], text[1100];
 	struct check_args a = { 0 };
 	struct reply rep = { 0 };
-	const json_t *g, *x;
+	const json_t *g, *x, *rv;
+	const char *user;
 	uint32_t version = 0;
 	bool allowed;
 	json_t *args;
@@ -62,19 +67,21 @@ static int access_check(struct ctl *ctl, int argc, char **argv)
 		return r;
 	if (first < argc)
 		return ctl_usage_error("access check", "unexpected argument '%s'", argv[first]);
-	if (!a.user || !*a.user || strlen(a.user) > POLICY_NAME_MAX)
-		return ctl_usage_error("access check", "--user NAME is required (1 to %d bytes)",
+	if (a.user && (!*a.user || strlen(a.user) > POLICY_NAME_MAX))
+		return ctl_usage_error("access check", "--user NAME: 1 to %d bytes",
 				       POLICY_NAME_MAX);
 	if (!a.dataset)
 		return ctl_usage_error("access check", "--dataset NAME[@VERSION] is required");
 	r = ctl_parse_dataset("access check", a.dataset, name, &version);
 	if (r)
 		return r;
-	args = json_pack("{s:s, s:s, s:I}", "user", a.user, "dataset", name, "version",
-			 (json_int_t)version);
+	args = json_pack("{s:s, s:I}", "dataset", name, "version", (json_int_t)version);
+	if (args && a.user && json_object_set_new(args, "user", json_string(a.user)) < 0)
+		json_decref(args), args = NULL;
 	if (!args)
 		return ctl_fail("access check", "out of memory");
-	snprintf(what, sizeof(what), "access check %.64s", a.user);
+	snprintf(what, sizeof(what), "access check%s%.64s", a.user ? " " : "",
+		 a.user ? a.user : "");
 	r = ctl_call(ctl, what, "access.check", args, NULL, NULL, &rep);
 	if (r)
 		return r;
@@ -83,8 +90,10 @@ static int access_check(struct ctl *ctl, int argc, char **argv)
 		r = ctl_print_json(&rep);
 		return r ? r : (allowed ? 0 : 1);
 	}
+	user = out_member(rep.result, "user", s1);
 	printf("%s: %s may%s read %s%s%s\n", allowed ? "allow" : "deny",
-	       out_text(out_member(rep.result, "user", s1), 64, text, sizeof(text)),
+	       *user ? out_text(user, 64, text, sizeof(text))
+		     : out_member(rep.result, "uid", s3),
 	       allowed ? "" : " not", name, version ? "@" : "",
 	       version ? out_member(rep.result, "version", s2) : "");
 	printf("  reason  %s (%s)\n", out_member(rep.result, "reason", s1),
@@ -98,6 +107,16 @@ static int access_check(struct ctl *ctl, int argc, char **argv)
 		printf("  purpose %s [%s]\n", out_text(out_member(g, "purpose", s1), 80, text,
 						       sizeof(text)),
 		       out_member(g, "purpose_code", s2));
+		if (strcmp(out_member(rep.result, "reason", s1), "not_yet_valid") == 0)
+			printf("  starts  %s\n", out_member(g, "not_before", s2));
+	}
+	rv = json_object_get(rep.result, "revocation");
+	if (json_is_object(rv)) {
+		printf("  revoked %s by %s", out_member(rv, "at", s1),
+		       out_text(out_member(rv, "by", s2), 64, text, sizeof(text)));
+		printf(": %s\n", *out_member(rv, "reason", s1)
+					 ? out_text(out_member(rv, "reason", s1), 0, text, sizeof(text))
+					 : "(no reason given)");
 	}
 	x = json_object_get(rep.result, "rule");
 	if (json_is_object(x))
@@ -111,6 +130,6 @@ static int access_check(struct ctl *ctl, int argc, char **argv)
 }
 
 const struct ctl_cmd access_cmds[] = {
-	{ "check", access_check, "--user NAME --dataset D", "why a user may or may not read" },
+	{ "check", access_check, "[--user NAME] --dataset D", "why a user (or you) may or may not read" },
 	{ 0 },
 };

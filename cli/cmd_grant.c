@@ -213,7 +213,7 @@ static int grant_add(struct ctl *ctl, int argc, char **argv)
 	struct reply rep = { 0 };
 	char name[STORE_DATASET_NAME_MAX + 1], expires[TIME_TEXT_MAX];
 	char not_before[TIME_TEXT_MAX] = "";
-	char what[200], p[160], d[160], text[1100], s1[24];
+	char what[200], p[160], d[160], text[1100], s1[24], s2[24];
 	int64_t now = (int64_t)time(NULL), t_exp = 0, t_nb = now;
 	const json_t *g;
 	uint32_t version = 0;
@@ -280,6 +280,10 @@ static int grant_add(struct ctl *ctl, int argc, char **argv)
 	if (r)
 		return r;
 	g = json_object_get(rep.result, "grant");
+	if (json_is_string(json_object_get(rep.result, "warning")))
+		fprintf(stderr, "enclavectl: grant request: warning: %s\n",
+			out_text(json_string_value(json_object_get(rep.result, "warning")), 0, text,
+				 sizeof(text)));
 	if (ctl->json) {
 		r = out_json(rep.result) < 0;
 	} else if (!json_is_object(g)) {
@@ -287,11 +291,12 @@ static int grant_add(struct ctl *ctl, int argc, char **argv)
 	} else {
 		const char *state = out_member(rep.result, "state", s1);
 
+		/* One scratch buffer per member printed together: out_member() formats into it. */
 		if (strcmp(state, "pending_approval") == 0)
 			printf("requested grant %s: %s may read %s once approved by %s other "
 			       "steward(s)\n", out_member(g, "id", s1),
 			       out_text(principal_text(g, p), 0, text, sizeof(text)),
-			       dataset_text(g, d), out_member(g, "approvals_required", s1));
+			       dataset_text(g, d), out_member(g, "approvals_required", s2));
 		else
 			printf("added grant %s: %s may read %s\n", out_member(g, "id", s1),
 			       out_text(principal_text(g, p), 0, text, sizeof(text)),

@@ -270,6 +270,53 @@ static int default_steward(struct spec *ret)
 	return 0;
 }
 
+/* The id a spec names (a number, or the name looked up), or -1 when NSS does not know it. */
+static int64_t spec_id(const struct spec *s)
+{
+	char buf[16384];
+
+	if (s->numeric)
+		return (int64_t)strtoull(s->name, NULL, 10);
+	if (s->group) {
+		struct group gr, *res = NULL;
+
+		return getgrnam_r(s->name, &gr, buf, sizeof(buf), &res) == 0 && res ? (int64_t)res->gr_gid
+										 : -1;
+	} else {
+		struct passwd pw, *res = NULL;
+
+		return getpwnam_r(s->name, &pw, buf, sizeof(buf), &res) == 0 && res ? (int64_t)res->pw_uid
+										 : -1;
+	}
+}
+
+/* A grant needs `approvals` stewards besides the one who requested it: say so when fewer people
+ * hold the steward role (docs/POLICY.md section 8). A warning: the directory may grow later. */
+static void warn_approvers(const struct init_args *a)
+{
+	uint32_t kinds[INIT_PRINCIPALS_MAX], ids[INIT_PRINCIPALS_MAX], uids[1024];
+	int approvals = a->approvals < 0 ? 1 : a->approvals;
+	size_t n = 0, people = 0;
+
+	if (approvals == 0)
+		return;
+	for (size_t i = 0; i < a->nstewards; i++) {
+		int64_t id = spec_id(&a->stewards[i]);
+
+		if (id < 0)
+			continue;
+		kinds[n] = a->stewards[i].group ? POLICY_GROUP : POLICY_USER;
+		ids[n++] = (uint32_t)id;
+	}
+	if (policy_principal_uids(kinds, ids, n, uids, ARRAY_SIZE(uids), &people) < 0)
+		return;   /* more than 1024 stewards: enough for any setting */
+	if (people < (size_t)approvals + 1)
+		fprintf(stderr, "enclavectl: init: warning: approvals = %d needs %d steward(s) "
+			"besides the one who requests a grant, but the steward role is held by %zu "
+			"user(s): no grant could be approved. Add stewards (--steward) or lower "
+			"--approvals\n", approvals, approvals, people);
+}
+
 /* Refuse early (before asking for a passphrase) a DIR that store_create() would refuse anyway:
  * one that holds anything, is not a directory, or is a symlink. It checks again itself. */
 static int precheck_dir(const char *dir)
@@ -528,6 +575,7 @@ int cmd_init(struct ctl *ctl, int argc, char **argv)
 				       STORE_SIGNING_NAME_MAX);
 	if (precheck_dir(ctl->store_dir))
 		return 1;
+	warn_approvers(a);
 	if (crypto_init() < 0)
 		return ctl_fail("init", "cannot initialise the crypto libraries");
 	if (a->test_kdf)

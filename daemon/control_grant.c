@@ -70,6 +70,39 @@ static int check_purpose(struct conn *c, uint64_t dataset_id, const char *datase
 	return 0;
 }
 
+/* How many people could approve g: those holding the steward role, less its requester and its
+ * grantee (the user, or the group's members). -errno when the directory cannot be read. */
+static int eligible_approvers(struct conn *c, const struct policy_grant *g, size_t *ret_n)
+{
+	enum { PEOPLE_MAX = 4096 };
+	uint32_t kinds[CONFIG_PRINCIPALS_MAX], ids[CONFIG_PRINCIPALS_MAX];
+	_cleanup_free_ uint32_t *stewards = malloc(PEOPLE_MAX * sizeof(uint32_t));
+	_cleanup_free_ uint32_t *grantees = malloc(PEOPLE_MAX * sizeof(uint32_t));
+	size_t ns = 0, ng = 0, n = 0;
+	int r;
+
+	if (!stewards || !grantees)
+		return -ENOMEM;
+	for (size_t i = 0; i < c->d->cfg.nstewards; i++) {
+		kinds[i] = c->d->cfg.stewards[i].kind;
+		ids[i] = c->d->cfg.stewards[i].id;
+	}
+	if ((r = policy_principal_uids(kinds, ids, c->d->cfg.nstewards, stewards, PEOPLE_MAX,
+				       &ns)) < 0 ||
+	    (r = policy_principal_uids(&g->kind, &g->principal_id, 1, grantees, PEOPLE_MAX,
+				       &ng)) < 0)
+		return r;
+	for (size_t i = 0; i < ns; i++) {
+		bool out = stewards[i] == g->granted_by_uid;
+
+		for (size_t k = 0; k < ng && !out; k++)
+			out = grantees[k] == stewards[i];
+		n += !out;
+	}
+	*ret_n = n;
+	return 0;
+}
+
 int op_grant_add(struct conn *c, const json_t *args, json_t **ret)
 {
 	static const char *const known[] = { "principal_kind", "principal", "dataset", "version",
@@ -147,7 +180,26 @@ int op_grant_add(struct conn *c, const json_t *args, json_t **ret)
 		fusefs_invalidate_dataset(c->d->fs, g.dataset_id, g.dataset);
 	*ret = json_pack("{s:o, s:s}", "grant", policy_grant_to_json(&g), "state",
 			 g.approvals_required ? "pending_approval" : "active");
-	return *ret ? 0 : -ENOMEM;
+	if (!*ret)
+		return -ENOMEM;
+	/* A grant that nobody may approve stays pending until it expires: say so now. */
+	if (g.approvals_required) {
+		size_t n = 0;
+		char w[256];
+
+		if (eligible_approvers(c, &g, &n) == 0) {
+			json_object_set_new(*ret, "eligible_approvers", json_integer((json_int_t)n));
+			if (n < g.approvals_required) {
+				snprintf(w, sizeof(w), "grant %llu needs %u approval(s), but only %zu "
+					 "steward(s) other than its requester and grantee exist: "
+					 "it cannot come into force until more stewards are "
+					 "configured (enclave.conf)", (unsigned long long)g.id,
+					 g.approvals_required, n);
+				json_object_set_new(*ret, "warning", json_string(w));
+			}
+		}
+	}
+	return 0;
 }
 
 int op_grant_approve(struct conn *c, const json_t *args, json_t **ret)
@@ -427,7 +479,9 @@ int op_deny_remove(struct conn *c, const json_t *args, json_t **ret)
 
 /* ---- Why? ------------------------------------------------------------------------------------ */
 
-/* The subject a user name or uid stands for, with its groups from NSS. */
+/* The subject a user name or uid stands for, with its groups from NSS. A uid without a passwd
+ * entry is a subject of its own, with no name and no groups (as `grant request --user UID`
+ * accepts it): only user grants and rules can name it. */
 static int subject_of(const char *user, struct policy_subject *ret)
 {
 	char buf[16384];
@@ -443,6 +497,11 @@ static int subject_of(const char *user, struct policy_subject *ret)
 		if (errno || *end || v >= UINT32_MAX)
 			return err_set(-EINVAL, "bad user id \"%.32s\"", user);
 		r = getpwuid_r((uid_t)v, &pw, buf, sizeof(buf), &res);
+		if (r == 0 && !res) {
+			memset(ret, 0, sizeof(*ret));
+			ret->uid = (uint32_t)v;
+			return 0;
+		}
 	} else {
 		r = getpwnam_r(user, &pw, buf, sizeof(buf), &res);
 	}
@@ -454,31 +513,97 @@ static int subject_of(const char *user, struct policy_subject *ret)
 	return 0;
 }
 
+/* The audit record of a check: who asked (user, uid), about whom, and the answer. */
+static int audit_check(struct conn *c, const struct policy_subject *who,
+		       const struct store_dataset_info *ds, uint32_t version,
+		       const struct policy_decision *d)
+{
+	json_t *rec = json_pack("{s:s, s:s, s:I, s:I, s:I, s:s, s:s}", "event", "access_check",
+				"dataset", ds->name, "dataset_id", (json_int_t)ds->id, "version",
+				(json_int_t)version, "checked_uid", (json_int_t)who->uid,
+				"decision", d->reason == POLICY_ALLOW ? "allow" : "deny", "reason",
+				policy_reason_name(d->reason));
+	int r;
+
+	if (!rec || daemon_audit_subject(rec, &c->who) < 0 ||
+	    json_object_set_new(rec, "checked_user", audit_string(who->user)) < 0 ||
+	    (d->grant_id &&
+	     json_object_set_new(rec, "grant_id", json_integer((json_int_t)d->grant_id)) < 0) ||
+	    (d->rule_id &&
+	     json_object_set_new(rec, "rule_id", json_integer((json_int_t)d->rule_id)) < 0)) {
+		json_decref(rec);
+		return -ENOMEM;
+	}
+	r = audit_append(c->d->log, rec, NULL);
+	json_decref(rec);
+	return r;
+}
+
 int op_access_check(struct conn *c, const json_t *args, json_t **ret)
 {
 	static const char *const known[] = { "user", "dataset", "version", NULL };
 	_cleanup_free_ struct policy_grant *g = NULL;
+	_cleanup_free_ struct policy_revocation *rv = NULL;
 	_cleanup_free_ struct policy_deny *x = NULL;
 	_cleanup_free_ struct policy_subject *who = NULL;
-	struct store_dataset_info ds;
+	struct store_dataset_info ds = { 0 };
+	struct store_version_info vi;
 	struct policy_decision d;
-	const char *user, *dataset;
+	const char *user = NULL, *dataset;
+	bool privileged = c->roles & (ROLE_STEWARD | ROLE_AUDITOR);
 	uint64_t version = 0;
 	json_t *o, *groups;
 	size_t n, nx;
 	int r;
 
 	if ((r = proto_args_known(args, known)) < 0 ||
-	    (r = proto_arg_string(args, "user", true, POLICY_NAME_MAX, &user)) < 0 ||
+	    (r = proto_arg_string(args, "user", false, POLICY_NAME_MAX, &user)) < 0 ||
 	    (r = proto_arg_string(args, "dataset", true, STORE_DATASET_NAME_MAX, &dataset)) < 0 ||
 	    (r = proto_arg_u64(args, "version", false, UINT32_MAX, &version)) < 0)
 		return r;
 	who = calloc(1, sizeof(*who));
 	if (!who)
 		return -ENOMEM;
-	if ((r = subject_of(user, who)) < 0 || (r = get_dataset(c, dataset, &ds)) < 0)
+	/* Without "user", the caller asks about itself, with the groups it connected with. */
+	if (user && (r = subject_of(user, who)) < 0)
 		return r;
-	d = grants_decide(c->d->grants, who, ds.id, (uint32_t)version, time(NULL));
+	if (!user)
+		*who = c->who;
+	/* Anyone may ask why they are refused; asking about someone else is a steward's or an
+	 * auditor's business. */
+	if (who->uid != c->who.uid && !privileged)
+		return err_set(-EACCES, "access.check of another user needs the steward or auditor "
+			       "role, which uid %u (%s) does not have in enclave.conf; anyone may "
+			       "check their own access (without --user)", c->who.uid,
+			       c->who.user[0] ? c->who.user : "no name");
+	r = get_dataset(c, dataset, &ds);
+	if (r == 0 && version && store_version_get(c->d->st, ds.id, (uint32_t)version, &vi) < 0)
+		r = err_set(-ENOENT, "dataset \"%s\" has no version %llu (its newest is %u)",
+			    ds.name, (unsigned long long)version, ds.latest_version);
+	if (r < 0 && privileged)
+		return r;
+	/* Someone checking only themselves learns no more than the mount shows them: a dataset
+	 * or version that does not exist is refused as no_grant, like one they have no grant
+	 * for, unless they may read the dataset (and so see its versions anyway). */
+	if (r < 0 && r != -ENOENT)
+		return r;
+	if (r < 0) {
+		bool visible = r == -ENOENT && ds.id &&
+			       grants_decide(c->d->grants, who, ds.id, POLICY_ALL_VERSIONS,
+					     time(NULL)).reason == POLICY_ALLOW;
+
+		if (visible)
+			return r;
+		if (!ds.id)
+			snprintf(ds.name, sizeof(ds.name), "%s", dataset);
+		d = (struct policy_decision){ .reason = POLICY_DENY_NO_GRANT };
+	} else {
+		d = grants_decide(c->d->grants, who, ds.id, (uint32_t)version, time(NULL));
+	}
+	/* Recorded before it is answered, as every other decision is. */
+	r = audit_check(c, who, &ds, (uint32_t)version, &d);
+	if (r < 0)
+		return r;
 	groups = json_array();
 	for (size_t i = 0; groups && i < who->ngids; i++)
 		json_array_append_new(groups, json_integer(who->gids[i]));
@@ -488,10 +613,15 @@ int op_access_check(struct conn *c, const json_t *args, json_t **ret)
 		      "reason", policy_reason_name(d.reason), "text", policy_reason_text(d.reason));
 	if (!o)
 		return -ENOMEM;
-	if (d.grant_id && grants_snapshot(c->d->grants, &g, NULL, &n) == 0) {
-		for (size_t i = 0; i < n; i++)
-			if (g[i].id == d.grant_id)
-				json_object_set_new(o, "grant", policy_grant_to_json(&g[i]));
+	if (d.grant_id && grants_snapshot(c->d->grants, &g, &rv, &n) == 0) {
+		for (size_t i = 0; i < n; i++) {
+			if (g[i].id != d.grant_id)
+				continue;
+			json_object_set_new(o, "grant", policy_grant_to_json(&g[i]));
+			/* Who revoked it, when and why. */
+			if (rv[i].grant_id)
+				json_object_set_new(o, "revocation", policy_revocation_to_json(&rv[i]));
+		}
 	}
 	if (d.rule_id && grants_deny_snapshot(c->d->grants, &x, &nx) == 0) {
 		for (size_t i = 0; i < nx; i++)

@@ -342,3 +342,11 @@ int policy_revocation_from_json(const json_t *j, struct policy_revocation *ret_r
  * -errno from NSS (e.g. -EIO). A passwd entry with an empty name counts as no entry. gids[0] is
  * `gid`; the list may hold duplicates. */
 int policy_subject_lookup(uid_t uid, gid_t gid, struct policy_subject *ret_subject);
+/* The distinct uids that hold one of n principals (kinds[i] POLICY_USER: the uid ids[i];
+ * POLICY_GROUP: the members the group database lists and every user whose primary group it is),
+ * into out (room for max). For counting who could act (e.g. how many stewards could approve a
+ * grant): an NSS entry that cannot be read is skipped. -E2BIG more than max. Walks the passwd
+ * database with getpwent_r() when a group is given, so it is slow on a large directory and not
+ * meant for a decision path. */
+int policy_principal_uids(const uint32_t *kinds, const uint32_t *ids, size_t n, uint32_t *out,
+			  size_t max, size_t *ret_n);

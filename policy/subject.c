@@ -1,12 +1,17 @@
 /* subject: who is asking, from NSS (passwd and group databases).
  *
  * Thread-safe: only the reentrant NSS calls (getpwuid_r, getgrouplist), and every buffer is the
- * caller's stack or its own heap allocation.
+ * caller's stack or its own heap allocation. policy_principal_uids() is the exception: it walks
+ * the passwd database (setpwent/getpwent_r), whose cursor glibc shares between threads; it only
+ * counts people for a warning.
  */
 #include "policy/policy.h"
 
+#include <errno.h>
 #include <grp.h>
 #include <pwd.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "common/common.h"
 #include "common/err.h"
@@ -106,5 +111,73 @@ int policy_subject_lookup(uid_t uid, gid_t gid, struct policy_subject *ret_subje
 		s.ngids = (size_t)ngroups + 1;
 	}
 	*ret_subject = s;
+	return 0;
+}
+
+/* getpwnam_r / getgrgid_r buffers for policy_principal_uids(): one fixed size; a bigger entry is
+ * skipped (the count is for a warning, and only errs towards warning). */
+#define NSS_ENUM_BUF 16384
+
+/* Add uid to out[0..*n) unless it is there; false when out is full. */
+static bool uid_add(uint32_t *out, size_t max, size_t *n, uint32_t uid)
+{
+	for (size_t i = 0; i < *n; i++)
+		if (out[i] == uid)
+			return true;
+	if (*n >= max)
+		return false;
+	out[(*n)++] = uid;
+	return true;
+}
+
+int policy_principal_uids(const uint32_t *kinds, const uint32_t *ids, size_t n, uint32_t *out,
+			  size_t max, size_t *ret_n)
+{
+	_cleanup_free_ char *buf = malloc(NSS_ENUM_BUF);
+	bool any_group = false;
+	size_t count = 0;
+
+	if (!buf)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++) {
+		struct group gr, *gres = NULL;
+
+		if (kinds[i] == POLICY_USER) {
+			if (!uid_add(out, max, &count, ids[i]))
+				return err_set(-E2BIG, "more than %zu users", max);
+			continue;
+		}
+		if (kinds[i] != POLICY_GROUP)
+			continue;
+		any_group = true;
+		if (getgrgid_r((gid_t)ids[i], &gr, buf, NSS_ENUM_BUF, &gres) != 0 || !gres)
+			continue;
+		for (char **m = gr.gr_mem; m && *m; m++) {
+			struct passwd pw, *pres = NULL;
+			char pbuf[4096];
+
+			if (getpwnam_r(*m, &pw, pbuf, sizeof(pbuf), &pres) == 0 && pres &&
+			    !uid_add(out, max, &count, pres->pw_uid))
+				return err_set(-E2BIG, "more than %zu users", max);
+		}
+	}
+	/* Members by primary group are in no group's member list: walk the passwd database. */
+	if (any_group) {
+		struct passwd pw, *pres = NULL;
+
+		setpwent();
+		while (getpwent_r(&pw, buf, NSS_ENUM_BUF, &pres) == 0 && pres) {
+			for (size_t i = 0; i < n; i++) {
+				if (kinds[i] != POLICY_GROUP || ids[i] != pres->pw_gid)
+					continue;
+				if (!uid_add(out, max, &count, pres->pw_uid)) {
+					endpwent();
+					return err_set(-E2BIG, "more than %zu users", max);
+				}
+			}
+		}
+		endpwent();
+	}
+	*ret_n = count;
 	return 0;
 }

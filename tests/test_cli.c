@@ -868,6 +868,35 @@ static void test_init_bad_steward(void **state)
 	}
 }
 
+/* approvals = N needs N stewards besides the requester: init warns when fewer people hold the
+ * role (it still creates the store: the directory may grow). Enough people, or approvals 0: no
+ * warning. */
+static void test_init_warns_few_stewards(void **state)
+{
+	struct init_fx *f = *state;
+	struct run r;
+
+	RUN(&r, "init", "--store", f->store, "--passphrase-file", f->pass, "--test-kdf",
+	    "--steward", "user:root", "--steward", "user:0", "--approvals", "1");
+	expect_status(&r, 0);
+	expect_contains(r.err, "warning: approvals = 1 needs 1 steward(s) besides");
+	expect_contains(r.err, "held by 1 user(s)");
+	run_free(&r);
+	tu_rm_rf(f->store);
+	/* Two people (root and daemon) for one approval; none needed. */
+	RUN(&r, "init", "--store", f->store, "--passphrase-file", f->pass, "--test-kdf",
+	    "--steward", "user:root", "--steward", "user:daemon", "--approvals", "1");
+	expect_status(&r, 0);
+	assert_null(strstr(r.err, "warning: approvals"));
+	run_free(&r);
+	tu_rm_rf(f->store);
+	RUN(&r, "init", "--store", f->store, "--passphrase-file", f->pass, "--test-kdf",
+	    "--steward", "user:root", "--approvals", "0");
+	expect_status(&r, 0);
+	assert_null(strstr(r.err, "warning: approvals"));
+	run_free(&r);
+}
+
 static void test_init_without_terminal(void **state)
 {
 	struct init_fx *f = *state;
@@ -1410,6 +1439,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_init_refuses_readable_passphrase, init_setup,
 						init_teardown),
 		cmocka_unit_test_setup_teardown(test_init_bad_steward, init_setup, init_teardown),
+		cmocka_unit_test_setup_teardown(test_init_warns_few_stewards, init_setup,
+						init_teardown),
 		cmocka_unit_test_setup_teardown(test_init_without_terminal, init_setup,
 						init_teardown),
 		cmocka_unit_test(test_dataset_list),

@@ -22,7 +22,7 @@
 
 /* ---- Setup ------------------------------------------------------------------------------------ */
 
-static const char *const datasets[] = { "pend", "deny", "nmds", "why", "grp" };
+static const char *const datasets[] = { "pend", "deny", "nmds", "why", "grp", "msg", "self" };
 /* alice is in TU_GROUP for a while in test_group_membership; the teardown takes her out. */
 static bool alice_in_group;
 
@@ -346,6 +346,22 @@ static void test_access_check_reasons(void **state)
 	snprintf(ids, sizeof(ids), "%llu", (unsigned long long)id);
 	e2e_ok_free(ctl("grant", "revoke", ids, "--reason", "done"));
 	assert_reason("why", "revoked");
+	/* revoked says who revoked it, when and why. */
+	j = check("why");
+	assert_string_equal(json_string_value(json_object_get(json_object_get(j, "revocation"),
+								"by")), "root");
+	assert_string_equal(json_string_value(json_object_get(json_object_get(j, "revocation"),
+								"reason")), "done");
+	json_decref(j);
+	{
+		struct e2e_run *r = ctl("access", "check", "--user", TU_USER_ALICE, "--dataset",
+					"why");
+
+		assert_int_equal(r->status, 1);
+		assert_non_null(strstr(r->out, "  revoked 20"));
+		assert_non_null(strstr(r->out, " by root: done"));
+		free(r);
+	}
 	/* A grant that starts later. */
 	e2e_ok_free(ctl("grant", "request", "--user", TU_USER_ALICE, "--dataset", "why",
 			"--purpose", "later", "--not-before", "+2d", "--expires", "+7d"));
@@ -362,6 +378,21 @@ static void test_access_check_reasons(void **state)
 		free(r);
 	}
 	assert_reason("why", "not_yet_valid");
+	/* not_yet_valid says when the grant starts. */
+	{
+		struct e2e_run *r = ctl("access", "check", "--user", TU_USER_ALICE, "--dataset",
+					"why");
+		json_t *l = check("why");
+		const char *nb = json_string_value(json_object_get(json_object_get(l, "grant"),
+								   "not_before"));
+		char *line = tu_fmt("  starts  %s\n", nb ? nb : "?");
+
+		assert_int_equal(r->status, 1);
+		assert_non_null(strstr(r->out, line));
+		free(line);
+		json_decref(l);
+		free(r);
+	}
 }
 
 /* Access through a supplementary group; removed from the group, a new process cannot read. */
@@ -385,6 +416,110 @@ static void test_group_membership(void **state)
 	alice_opens("grp", ENOENT);
 }
 
+/* grant request says how many approvals it waits for (not its id), and warns when no steward
+ * could approve it (root requests for bob, the only other steward). */
+static void test_request_message(void **state)
+{
+	struct e2e_run *r;
+	unsigned long long id = 0;
+
+	(void)state;
+	r = e2e_ok(ctl("grant", "request", "--user", TU_USER_ALICE, "--dataset", "msg",
+		       "--purpose", "p", "--expires", "+7d"));
+	assert_int_equal(sscanf(r->out, "requested grant %llu:", &id), 1);
+	/* Earlier cases made grants, so the id is not the count it used to be mistaken for. */
+	assert_true(id > 1);
+	assert_non_null(strstr(r->out, "once approved by 1 other steward(s)\n"));
+	assert_null(strstr(r->err, "warning"));
+	free(r);
+	r = e2e_ok(ctl("--json", "grant", "request", "--user", TU_USER_BOB, "--dataset", "msg",
+		       "--purpose", "p", "--expires", "+7d"));
+	assert_non_null(strstr(r->err, "warning: grant "));
+	assert_non_null(strstr(r->err, "needs 1 approval(s), but only 0 steward(s) other than "
+					"its requester and grantee exist"));
+	{
+		json_t *j = e2e_out_json(r);
+
+		assert_int_equal(json_integer_value(json_object_get(j, "eligible_approvers")), 0);
+		json_decref(j);
+	}
+	free(r);
+}
+
+/* access check: a version that does not exist is an error; a numeric uid without a passwd entry
+ * works as grant request takes it. */
+static void test_access_check_inputs(void **state)
+{
+	struct e2e_run *r;
+	uint64_t id;
+	json_t *j;
+
+	(void)state;
+	r = ctl("access", "check", "--user", TU_USER_ALICE, "--dataset", "msg@9");
+	assert_int_equal(r->status, 1);
+	assert_non_null(strstr(r->err, "has no version 9"));
+	free(r);
+	r = ctl("access", "check", "--user", TU_USER_ALICE, "--dataset", "self@1");
+	assert_int_equal(r->status, 1);
+	assert_non_null(strstr(r->out, "reason  no_grant"));
+	free(r);
+	r = ctl("--json", "access", "check", "--user", "4242", "--dataset", "msg");
+	assert_int_equal(r->status, 1);
+	j = e2e_out_json(r);
+	assert_string_equal(json_string_value(json_object_get(j, "reason")), "no_grant");
+	assert_int_equal(json_integer_value(json_object_get(j, "uid")), 4242);
+	json_decref(j);
+	free(r);
+	id = request("--user", "4242", "msg", "general");
+	approve_as_bob(id);
+	r = ctl("access", "check", "--user", "4242", "--dataset", "msg");
+	assert_int_equal(r->status, 0);
+	assert_non_null(strstr(r->out, "allow: 4242 may read msg"));
+	free(r);
+}
+
+/* Anyone may ask about themselves (recorded); asking about another user needs a role; a dataset
+ * that does not exist looks like one without a grant. */
+static void test_self_check(void **state)
+{
+	struct e2e_run *r;
+	uint64_t id;
+	int before = e2e_audit_count("access_check", TU_USER_ALICE, NULL, NULL, 0);
+
+	(void)state;
+	r = ctl_as(&E->u.alice, "access", "check", "--dataset", "self");
+	assert_int_equal(r->status, 1);
+	assert_non_null(strstr(r->out, "deny: " TU_USER_ALICE " may not read self"));
+	assert_non_null(strstr(r->out, "no_grant"));
+	free(r);
+	id = request("--user", TU_USER_ALICE, "self", "general");
+	r = ctl_as(&E->u.alice, "access", "check", "--dataset", "self");
+	assert_int_equal(r->status, 1);
+	assert_non_null(strstr(r->out, "pending_approval"));
+	free(r);
+	approve_as_bob(id);
+	e2e_ok_free(ctl_as(&E->u.alice, "access", "check", "--dataset", "self"));
+	e2e_ok_free(ctl_as(&E->u.alice, "access", "check", "--user", TU_USER_ALICE, "--dataset",
+			   "self"));
+	assert_int_equal(e2e_audit_count("access_check", TU_USER_ALICE, "self", "allow", id), 2);
+	assert_int_equal(e2e_audit_count("access_check", TU_USER_ALICE, NULL, NULL, 0), before + 4);
+	/* Someone else: refused, and nothing is said about them. */
+	r = ctl_as(&E->u.alice, "access", "check", "--user", TU_USER_BOB, "--dataset", "self");
+	assert_int_equal(r->status, 1);
+	assert_non_null(strstr(r->err, "needs the steward or auditor role"));
+	assert_null(strstr(r->out, "deny"));
+	free(r);
+	/* A dataset that does not exist answers as one without a grant. */
+	r = ctl_as(&E->u.alice, "--json", "access", "check", "--dataset", "no-such-dataset");
+	assert_int_equal(r->status, 1);
+	assert_null(strstr(r->err, "no dataset"));
+	free(r);
+	r = ctl_as(&E->u.carol, "access", "check", "--dataset", "self");
+	assert_int_equal(r->status, 1);
+	assert_non_null(strstr(r->out, "no_grant"));
+	free(r);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -393,6 +528,9 @@ int main(void)
 		cmocka_unit_test(test_nmds_consent),
 		cmocka_unit_test(test_access_check_reasons),
 		cmocka_unit_test(test_group_membership),
+		cmocka_unit_test(test_request_message),
+		cmocka_unit_test(test_access_check_inputs),
+		cmocka_unit_test(test_self_check),
 	};
 
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
