@@ -487,13 +487,24 @@ int checkpoint_sign(const struct checkpoint *c, const char *name,
 int checkpoint_open(const char *note, size_t len, const struct note_verifier *v,
 		    struct checkpoint *ret)
 {
+	struct checkpoint c;
 	size_t text_len;
 	int r;
 
 	r = note_open(note, len, v, &text_len, NULL);
 	if (r < 0)
 		return r;
-	return checkpoint_parse(note, text_len, ret);
+	r = checkpoint_parse(note, text_len, &c);
+	if (r < 0)
+		return r;
+	/* The origin names the log (C2SP tlog-checkpoint); the key's name is the log's name. A
+	 * key may sign other logs' checkpoints (a witness cosigns them): its signature on one of
+	 * those says nothing about the log this key names. */
+	if (strcmp(c.origin, v->name) != 0)
+		return err_set(-EBADMSG, "the checkpoint's origin \"%s\" is not the key's name "
+			       "\"%s\": it is a checkpoint of another log", c.origin, v->name);
+	*ret = c;
+	return 0;
 }
 
 /* ---- The checkpoints file ----------------------------------------------------------------- */

@@ -111,7 +111,9 @@ int checkpoint_parse(const char *text, size_t len, struct checkpoint *ret);
  * NUL-terminated), its length in *ret_len. Errors of both. */
 int checkpoint_sign(const struct checkpoint *c, const char *name,
 		    const uint8_t sk[static NOTE_SK_LEN], char **ret_note, size_t *ret_len);
-/* note_open() then checkpoint_parse(): the errors of both. */
+/* note_open() then checkpoint_parse(), then the checkpoint's origin must be v's name (the log
+ * the key names; a key's signature on another log's checkpoint is not this log's): the errors of
+ * the first two, -EBADMSG for another origin. *ret untouched on failure. */
 int checkpoint_open(const char *note, size_t len, const struct note_verifier *v,
 		    struct checkpoint *ret);
 

@@ -201,6 +201,75 @@ static int tree_load(struct audit_tree *t, uint64_t count)
 	return 0;
 }
 
+/* Leaf hashes of L00 read at a time by tree_check_log(). */
+#define CHECK_BATCH 2048
+
+/* The log's first `count` records, up to byte `end`, must be the records the tree holds: every
+ * line's leaf hash equal to its L00 entry. The state and the last record say only that the log
+ * still ends where it did; a record edited in place before that (the same length, so no offset
+ * moves) would otherwise be signed over as if it were the original (docs/AUDIT.md, section 7).
+ * Costs one read and one SHA-256 of the log, no JSON parsing. -EBADMSG naming the first record
+ * that differs; -errno reading. */
+static int tree_check_log(struct audit_tree *t, uint64_t count, uint64_t end)
+{
+	struct audit_reader rd;
+	uint8_t (*want)[MERKLE_HASH_LEN];
+	char path[4096];
+	uint64_t i = 0, have = 0, base = 0;
+	int r;
+
+	if ((size_t)snprintf(path, sizeof(path), "%s/%s", t->dir, AUDIT_LOG_NAME) >= sizeof(path))
+		return -ENAMETOOLONG;
+	want = malloc(CHECK_BATCH * MERKLE_HASH_LEN);
+	if (!want)
+		return -ENOMEM;
+	r = audit_reader_init(&rd, t->log_fd, path, end);
+	if (r < 0) {
+		free(want);
+		return r;
+	}
+	while ((r = audit_reader_next(&rd)) > 0) {
+		uint8_t leaf[MERKLE_HASH_LEN];
+		int fd;
+
+		if (i == count) {
+			r = 0;
+			break;
+		}
+		if (i == base + have) {
+			base = i;
+			have = count - i < CHECK_BATCH ? count - i : CHECK_BATCH;
+			fd = level_fd(t, 0);
+			r = fd < 0 ? fd : pread_all(fd, want, have * MERKLE_HASH_LEN,
+						    base * MERKLE_HASH_LEN);
+			if (r < 0) {
+				r = err_set(r == -ENODATA ? -EIO : r, "%s/%s/L00: cannot read: %s",
+					    t->dir, TREE_DIR, strerror(-r));
+				break;
+			}
+		}
+		merkle_leaf_hash(rd.line.data, rd.line.len, leaf);
+		if (sodium_memcmp(leaf, want[i - base], MERKLE_HASH_LEN) != 0) {
+			r = err_set(-EBADMSG, "%s: line %llu (offset %llu): record %llu is not the "
+				    "record the tree files hold (%s/%s/L00): the log was altered "
+				    "after it was written (or the tree files were); `enclavectl audit "
+				    "verify` says how", path, (unsigned long long)rd.line_no,
+				    (unsigned long long)rd.line_off, (unsigned long long)i, t->dir,
+				    TREE_DIR);
+			break;
+		}
+		i++;
+	}
+	if (r == 0 && (i != count || rd.line_off != end))
+		r = err_set(-EBADMSG, "%s: the first %llu bytes hold %llu complete records where "
+			    "the tree files hold %llu: the log was altered; `enclavectl audit "
+			    "verify` says how", path, (unsigned long long)end, (unsigned long long)i,
+			    (unsigned long long)count);
+	audit_reader_free(&rd);
+	free(want);
+	return r;
+}
+
 int tree_open(int audit_dirfd, const char *dir, int log_fd, struct audit_tree **ret_tree,
 	      bool *ret_rebuilt)
 {
@@ -286,6 +355,11 @@ int tree_open(int audit_dirfd, const char *dir, int log_fd, struct audit_tree **
 		rebuilt = r != -ENOENT || st.st_size > 0;
 		count = end = 0;
 		r = tree_load(t, 0);
+		if (r < 0)
+			goto out_free;
+	}
+	if (!rebuilt && count > 0) {
+		r = tree_check_log(t, count, end);
 		if (r < 0)
 			goto out_free;
 	}

@@ -47,6 +47,7 @@ struct verifier {
 	uint64_t map_size;             /* slots, a power of two */
 	bool *flag;                    /* per line: already named by a finding; owned */
 	uint64_t last_good;            /* largest checkpoint size that matched the records */
+	uint64_t vouched;              /* the same, found before the records are analysed */
 	bool have_newest;              /* a valid checkpoint was seen */
 	struct checkpoint newest;      /* the last valid checkpoint in the file */
 	int64_t newest_index;          /* its index */
@@ -347,6 +348,10 @@ static int check_records(struct verifier *v)
 		/* Or line i is the true predecessor of line i - 1: the second of a swapped pair. */
 		if (i > 0 && v->recs[i - 1].seq != SEQ_BAD && prev_is(v, i - 1, (int64_t)i))
 			continue;
+		/* Or line i chains to line i + 1: the first of a swapped pair, which at the end of
+		 * the log has no line i + 2 to show it. */
+		if (v->recs[i].seq != SEQ_BAD && prev_is(v, i, (int64_t)i + 1))
+			continue;
 		inserted[i] = v->flag[i] = v->flag[i + 1] = true;
 		r = add(v, VERIFY_INSERTED, v->recs[i].seq, v->recs[i].seq, i + 1, VERIFY_CP_NONE,
 			VERIFY_CP_NONE, "line %" PRIu64 " was inserted: the record after it chains "
@@ -448,6 +453,27 @@ static int check_records(struct verifier *v)
 			r = add(v, VERIFY_MODIFIED, v->recs[0].seq, v->recs[0].seq, 1, VERIFY_CP_NONE,
 				VERIFY_CP_NONE, "record %" PRIu64 " (line 1) was modified: the first "
 				"record's prev is not zero", v->recs[0].seq);
+		} else if (i - 1 < v->vouched) {
+			/* A signed checkpoint that matches the records covers line i - 1: its
+			 * bytes are what was signed, so the break is line i's own doing (a record
+			 * forged after it, or its prev changed). */
+			v->flag[i] = true;
+			r = add(v, VERIFY_MODIFIED, v->recs[i].seq, v->recs[i].seq, i + 1,
+				VERIFY_CP_NONE, VERIFY_CP_NONE, "record %" PRIu64 " (line %" PRIu64
+				") was forged or modified: its prev does not name record %" PRIu64
+				", which a signed checkpoint covers", v->recs[i].seq, i + 1,
+				v->recs[i - 1].seq);
+		} else if (i + 1 == v->n) {
+			/* The last line breaks the chain and no checkpoint says which side is
+			 * right: a record appended without the hash of the one before is the
+			 * likelier, and the one to name first. */
+			v->flag[i] = true;
+			r = add(v, VERIFY_MODIFIED, v->recs[i].seq, v->recs[i].seq, i + 1,
+				VERIFY_CP_NONE, VERIFY_CP_NONE, "record %" PRIu64 " (line %" PRIu64
+				", the last) was forged or modified: its prev does not name record %"
+				PRIu64 " (or record %" PRIu64 " was modified; no checkpoint covers "
+				"either)", v->recs[i].seq, i + 1, v->recs[i - 1].seq,
+				v->recs[i - 1].seq);
 		} else {
 			uint64_t k = i - 1;
 
@@ -576,11 +602,11 @@ static int on_checkpoint(void *ctx, const char *note, size_t len, uint64_t index
 		} else if (c.size == a->size &&
 			   sodium_memcmp(c.root, a->root, MERKLE_HASH_LEN) != 0) {
 			r = add(v, VERIFY_FORK, VERIFY_NONE, VERIFY_NONE, 0, v->prev_cp_index, ix,
-				"fork: checkpoints %" PRId64 " and %" PRIu64 " both sign size %" PRIu64
+				"checkpoints %" PRId64 " and %" PRIu64 " both sign size %" PRIu64
 				" with different roots", v->prev_cp_index, index, c.size);
 		} else if (c.size > a->size && match && !cp_consistent(v, a, &c, proof, NULL)) {
 			r = add(v, VERIFY_FORK, VERIFY_NONE, VERIFY_NONE, 0, v->prev_cp_index, ix,
-				"fork: checkpoint %" PRIu64 " (size %" PRIu64 ", matching the records) "
+				"checkpoint %" PRIu64 " (size %" PRIu64 ", matching the records) "
 				"does not extend checkpoint %" PRId64 " (size %" PRIu64 ")", index,
 				c.size, v->prev_cp_index, a->size);
 		}
@@ -594,6 +620,21 @@ static int on_checkpoint(void *ctx, const char *note, size_t len, uint64_t index
 	v->have_newest = true;
 	v->newest = c;
 	v->newest_index = ix;
+	return 0;
+}
+
+/* Before the records are analysed: the largest checkpoint, signed by the key, whose root matches
+ * the records (v->vouched). Those records are what was signed, whatever the chain says later.
+ * Problems with the file are reported by the main pass, not here. */
+static int on_checkpoint_vouch(void *ctx, const char *note, size_t len, uint64_t index)
+{
+	struct verifier *v = ctx;
+	struct checkpoint c;
+
+	(void)index;
+	if (checkpoint_open(note, len, v->opt->key, &c) == 0 && c.size > v->vouched &&
+	    cp_matches(v, &c))
+		v->vouched = c.size;
 	return 0;
 }
 
@@ -621,13 +662,13 @@ static int check_trusted(struct verifier *v)
 	}
 	if (t->size > v->newest.size)
 		return add(v, VERIFY_ROLLBACK, VERIFY_NONE, VERIFY_NONE, 0, VERIFY_CP_TRUSTED,
-			   v->newest_index, "rollback: the trusted checkpoint (size %" PRIu64 ") is "
+			   v->newest_index, "the trusted checkpoint (size %" PRIu64 ") is "
 			   "newer than the log's newest checkpoint %" PRId64 " (size %" PRIu64 ")",
 			   t->size, v->newest_index, v->newest.size);
 	if (t->size == v->newest.size) {
 		if (sodium_memcmp(t->root, v->newest.root, MERKLE_HASH_LEN) != 0)
 			return add(v, VERIFY_FORK, VERIFY_NONE, VERIFY_NONE, 0, VERIFY_CP_TRUSTED,
-				   v->newest_index, "fork: the trusted checkpoint and checkpoint %"
+				   v->newest_index, "the trusted checkpoint and checkpoint %"
 				   PRId64 " both sign size %" PRIu64 " with different roots",
 				   v->newest_index, t->size);
 		res->consistency_n = 0;
@@ -638,7 +679,7 @@ static int check_trusted(struct verifier *v)
 		if (!cp_consistent(v, t, &res->verified, res->consistency, &res->consistency_n)) {
 			res->consistency_n = 0;
 			return add(v, VERIFY_FORK, VERIFY_NONE, VERIFY_NONE, 0, VERIFY_CP_TRUSTED,
-				   res->verified_index, "fork: checkpoint %" PRId64 " (size %" PRIu64
+				   res->verified_index, "checkpoint %" PRId64 " (size %" PRIu64
 				   ") does not extend the trusted checkpoint (size %" PRIu64 ")",
 				   res->verified_index, res->verified.size, t->size);
 		}
@@ -674,15 +715,15 @@ int verify_log(const struct verify_options *opt, struct verify_result **ret_resu
 	r = merkle_mem_root(v.tree, v.n, v.res->records_root);
 	if (r < 0)
 		goto out;
-	r = check_records(&v);
-	if (r < 0)
-		goto out;
-
 	if (asprintf(&cp_path, "%s/%s", opt->log_dir, CHECKPOINTS_FILE_NAME) < 0) {
 		cp_path = NULL;
 		r = -ENOMEM;
 		goto out;
 	}
+	(void)checkpoints_foreach(cp_path, on_checkpoint_vouch, &v, NULL);
+	r = check_records(&v);
+	if (r < 0)
+		goto out;
 	r = checkpoints_foreach(cp_path, on_checkpoint, &v, &v.res->cp_torn_bytes);
 	if (r == -ENOENT) {
 		r = 0;
@@ -700,6 +741,18 @@ int verify_log(const struct verify_options *opt, struct verify_result **ret_resu
 		r = add(&v, VERIFY_INCONSISTENT, VERIFY_NONE, VERIFY_NONE, 0, VERIFY_CP_NONE,
 			VERIFY_CP_NONE, "no checkpoint in %s is validly signed by %s", cp_path,
 			opt->key->name);
+	else if (r == 0 && v.n > 0 && v.res->checkpoints == 0 && access(cp_path, F_OK) == 0)
+		/* An empty file, or one cut inside its first note: nothing signs the records, as
+		 * when the file is missing. A log of another store passes no better. */
+		r = add(&v, VERIFY_TRUNCATED, 0, v.n - 1, 0, VERIFY_CP_NONE, VERIFY_CP_NONE,
+			"%s holds no complete checkpoint%s: none of the %" PRIu64 " records is "
+			"signed", cp_path, v.res->cp_torn_bytes ? " (only a torn one)" : "", v.n);
+	if (r < 0)
+		goto out;
+	/* Records past every checkpoint that matches them: only the prev chain, which anyone who
+	 * can write the file can recompute, vouches for them (docs/AUDIT.md, section 14). */
+	v.res->uncovered_first = v.last_good;
+	v.res->uncovered = v.n - v.last_good;
 	if (r == 0 && opt->trusted)
 		r = check_trusted(&v);
 	if (r < 0)

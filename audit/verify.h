@@ -47,7 +47,8 @@ enum verify_kind {
 	VERIFY_REMOVED,       /* records missing (seq..seq_last) */
 	VERIFY_INSERTED,      /* a record that does not belong (seq, line) */
 	VERIFY_REORDERED,     /* records out of order (seq and seq_last: the two swapped) */
-	VERIFY_TRUNCATED,     /* a checkpoint covers more records than the log holds */
+	VERIFY_TRUNCATED,     /* a checkpoint covers more records than the log holds, or none
+			       * covers any of a non-empty log's records */
 	VERIFY_FORK,          /* two signed checkpoints that cannot both be true (cp, cp2) */
 	VERIFY_BAD_SIGNATURE, /* a checkpoint with our key's name and id whose signature fails */
 	VERIFY_UNKNOWN_KEY,   /* a checkpoint not signed by our key (signed by others only) */
@@ -86,6 +87,8 @@ struct verify_result {
 	uint64_t log_torn_bytes;          /* bytes after the last '\n' of audit.log */
 	uint64_t cp_torn_bytes;           /* bytes of a torn last note of checkpoints */
 	uint8_t records_root[MERKLE_HASH_LEN]; /* MTH of all records read */
+	uint64_t uncovered_first;         /* first record no matching checkpoint covers */
+	uint64_t uncovered;               /* records from there to the end (0: all signed) */
 	bool have_verified;               /* a checkpoint verified against the records */
 	struct checkpoint verified;       /* the newest such checkpoint */
 	int64_t verified_index;           /* its index in the file */

@@ -149,7 +149,8 @@ static const char verify_usage[] =
 	"checkpoint's signature and that each matches the records and extends the one before;\n"
 	"with --trusted, a checkpoint saved earlier, proves that the log has only grown since\n"
 	"(RFC 9162 consistency proof). Prints each finding: which record was modified, removed,\n"
-	"inserted or reordered, a truncation, a fork, a bad or unknown signature, a rollback.\n"
+	"inserted or reordered, a truncation, a fork, a bad or unknown signature, a rollback,\n"
+	"a checkpoint of another log; then the records no checkpoint covers ('uncovered').\n"
 	"Exit status 0 only for a clean log, 1 if anything is wrong.\n\n"
 	"Options:\n"
 	"  --log DIR          the audit directory (holding audit.log and checkpoints)\n"
@@ -221,6 +222,10 @@ int audit_verify_cmd(struct ctl *ctl, int argc, char **argv)
 		json_object_set_new(out, "records", json_integer((json_int_t)res->records));
 		json_object_set_new(out, "records_root", json_string(root));
 		json_object_set_new(out, "checkpoints", json_integer((json_int_t)res->checkpoints));
+		json_object_set_new(out, "uncovered", json_integer((json_int_t)res->uncovered));
+		if (res->uncovered)
+			json_object_set_new(out, "uncovered_first",
+					    json_integer((json_int_t)res->uncovered_first));
 		if (res->have_verified)
 			json_object_set_new(out, "verified", cp_json(&res->verified, res->verified_index));
 		if (res->have_trusted) {
@@ -250,6 +255,14 @@ int audit_verify_cmd(struct ctl *ctl, int argc, char **argv)
 		}
 		printf("records: %" PRIu64 ", checkpoints: %" PRIu64 "\n", res->records,
 		       res->checkpoints);
+		if (res->uncovered == 1)
+			printf("uncovered: record %" PRIu64 " is in no checkpoint that matches the "
+			       "records: only the prev chain vouches for it\n", res->uncovered_first);
+		else if (res->uncovered)
+			printf("uncovered: records %" PRIu64 " to %" PRIu64 " (%" PRIu64 ") are in no "
+			       "checkpoint that matches the records: only the prev chain vouches "
+			       "for them\n", res->uncovered_first,
+			       res->uncovered_first + res->uncovered - 1, res->uncovered);
 		if (res->have_trusted && res->n == 0)
 			printf("consistent with the trusted checkpoint (size %" PRIu64 "): proof of %zu "
 			       "hashes verified\n", res->trusted.size, res->consistency_n);
@@ -274,7 +287,8 @@ static const char check_usage[] =
 	"Usage: enclavectl audit check-proof (--key KEY | --key-file FILE)\n"
 	"           (--record FILE | --line TEXT) PROOF_FILE\n\n"
 	"Verify a proof (c2sp.org/tlog-proof, as 'audit prove' prints it) offline: its checkpoint\n"
-	"is signed by the key, and the record (its audit.log line, with or without the final\n"
+	"is signed by the key and names the key's log (its origin is the key's name), and the\n"
+	"record (its audit.log line, with or without the final\n"
 	"newline) is in that checkpoint's tree at the proof's index.\n"
 	"Exit status 0 if the proof holds, 1 if not.\n\n"
 	"Options:\n"

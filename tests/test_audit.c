@@ -1156,6 +1156,47 @@ static void test_open_detects_removal_and_change(void **state)
 	assert_non_null(strstr(err_detail(), "record 7: its \"prev\" is not the hash of record 6"));
 }
 
+/* A record the saved state covers, edited in place (same length: no offset moves, the last
+ * record still matches), stops the next open: the tree files hold its original leaf hash
+ * (docs/AUDIT.md, section 7). Editing it back lets the log open again. */
+static void test_open_detects_edit_under_state(void **state)
+{
+	struct fx *f = *state;
+	struct audit_log *log = open_log(f->dir, NULL);
+	struct lines l;
+	uint8_t *raw;
+	size_t len, off = 0;
+
+	for (int k = 0; k < 10; k++)
+		append_ok(log, ev("open", "ds", "u", k));
+	audit_close(log);
+	/* The open saves the state over all 10; nothing after it to scan. */
+	log = open_log(f->dir, NULL);
+	audit_close(log);
+
+	raw = tu_read_file(f->path, &len);
+	lines_read(f->path, &l);
+	for (int i = 0; i < 5; i++)
+		off += strlen(l.v[i]) + 1;
+	lines_free(&l);
+	raw[off + 2] ^= 0x01;
+	tu_write_file(f->path, raw, len);
+	log = NULL;
+	assert_int_equal(audit_open(f->dir, NULL, &log), -EBADMSG);
+	assert_null(log);
+	assert_non_null(strstr(err_detail(), "line 6"));
+	assert_non_null(strstr(err_detail(), "record 5 is not the record the tree files hold"));
+	/* Nothing was changed: the same refusal again. */
+	assert_int_equal(audit_open(f->dir, NULL, &log), -EBADMSG);
+
+	/* Edited back: the record is again the one the tree holds, and the log opens. */
+	raw[off + 2] ^= 0x01;
+	tu_write_file(f->path, raw, len);
+	log = open_log(f->dir, NULL);
+	audit_close(log);
+	free(raw);
+}
+
 /* ---- audit_string -------------------------------------------------------------------------- */
 
 static void expect_str(const char *in, const char *want)
@@ -1520,6 +1561,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_checkpoint_and_prove, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_checkpointer, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_open_detects_removal_and_change, fx_setup,
+						fx_teardown),
+		cmocka_unit_test_setup_teardown(test_open_detects_edit_under_state, fx_setup,
 						fx_teardown),
 		cmocka_unit_test_setup_teardown(test_audit_string, fx_setup, fx_teardown),
 		cmocka_unit_test(test_time_parse),

@@ -338,6 +338,19 @@ static char *sign_cp(struct slog *l, const struct key *k, uint64_t size, const u
 	return note;
 }
 
+/* A signed checkpoint of the first size original leaves whose origin is not the key's name. */
+static char *sign_cp_origin(struct slog *l, const struct key *k, uint64_t size, const char *origin,
+			    size_t *ret_len)
+{
+	struct checkpoint c = { .size = size, .time_ns = 1795251700000000000LL + (int64_t)size };
+	char *note;
+
+	snprintf(c.origin, sizeof(c.origin), "%s", origin);
+	assert_int_equal(merkle_mem_root(l->m, size, c.root), 0);
+	assert_int_equal(checkpoint_sign(&c, k->name, k->sk, &note, ret_len), 0);
+	return note;
+}
+
 /* Write the checkpoints file: notes each followed by "\n". */
 static void write_cps(struct slog *l, char **notes, size_t n)
 {
@@ -792,6 +805,174 @@ static void test_cli_commands(void **state)
 	slog_free(&l);
 }
 
+
+/* #14.14: an empty checkpoints file, or one cut inside its first note, signs nothing: a
+ * non-empty log is TRUNCATED, as when the file is missing. So a log of another store (other
+ * records, another key) with an empty checkpoints file does not pass for ours. */
+static void test_verify_no_checkpoint(void **state)
+{
+	struct slog l;
+	struct verify_result *r;
+	char *path, *note;
+	size_t n;
+
+	(void)state;
+	slog_init(&l);
+	write_log(&l, all);
+	path = tu_fmt("%s/checkpoints", l.dir);
+	tu_write_file(path, "", 0);
+	r = run_verify(&l, NULL);
+	assert_true(has(r, VERIFY_TRUNCATED, 0));
+	assert_true(has(r, VERIFY_TRUNCATED, 9));
+	assert_int_equal(r->uncovered, NREC);
+	verify_result_free(r);
+
+	/* Cut inside the first note: its body and half its signature line. */
+	note = sign_cp(&l, &l.key, NREC, NULL, &n);
+	tu_write_file(path, note, n - 20);
+	r = run_verify(&l, NULL);
+	assert_true(has(r, VERIFY_TRUNCATED, 0));
+	assert_true(r->cp_torn_bytes > 0);
+	verify_result_free(r);
+	/* The whole note but not its separating blank line: still torn, still nothing signed. */
+	tu_write_file(path, note, n);
+	r = run_verify(&l, NULL);
+	assert_true(has(r, VERIFY_TRUNCATED, 0));
+	verify_result_free(r);
+	free(note);
+
+	/* Another store's log: records of its own, our key, an empty checkpoints file. */
+	free(l.line[0]);
+	{
+		uint8_t zero[32] = { 0 };
+
+		l.line[0] = make_line(0, zero, "elsewhere", "allow");
+	}
+	write_log(&l, (const int[]){ 0, -1 });
+	tu_write_file(path, "", 0);
+	r = run_verify(&l, NULL);
+	assert_true(has(r, VERIFY_TRUNCATED, 0));
+	verify_result_free(r);
+	/* The empty log with no checkpoint is clean: nothing to sign. */
+	write_log(&l, (const int[]){ -1 });
+	r = run_verify(&l, NULL);
+	assert_int_equal(r->n, 0);
+	verify_result_free(r);
+	free(path);
+	slog_free(&l);
+}
+
+/* #14.15: a checkpoint whose origin is not the key's name is another log's, even with a good
+ * signature by the key (a witness cosigns other logs): refused by check-proof and by verify. */
+static void test_verify_origin(void **state)
+{
+	struct slog l;
+	struct verify_result *r;
+	struct checkpoint cp;
+	uint8_t proof[MERKLE_PROOF_MAX][32], leaf[32];
+	char *note, *text, *vkey, *out, *proofp, *recp;
+	size_t n, hn, plen;
+	uint64_t idx;
+
+	(void)state;
+	slog_init(&l);
+	write_log(&l, all);
+	note = sign_cp_origin(&l, &l.key, NREC, "other.example/log", &n);
+	assert_int_equal(checkpoint_open(note, n, &l.key.v, &cp), -EBADMSG);
+	assert_non_null(strstr(err_detail(), "another log"));
+	write_cps(&l, &note, 1);
+	r = run_verify(&l, NULL);
+	assert_true(r->n > 0);
+	assert_false(r->have_verified);
+	verify_result_free(r);
+
+	assert_int_equal(merkle_inclusion_proof(4, NREC, merkle_mem_perfect, l.m, proof, &hn), 0);
+	assert_int_equal(tlog_proof_format(4, (const uint8_t(*)[32])proof, hn, note, n, &text, &plen), 0);
+	merkle_leaf_hash(l.line[4], strlen(l.line[4]), leaf);
+	assert_int_equal(tlog_proof_verify(text, plen, &l.key.v, leaf, &cp, &idx), -EBADMSG);
+	assert_int_equal(note_verifier_format(l.key.name, l.key.pk, &vkey), 0);
+	proofp = tu_fmt("%s/p.tlog-proof", l.dir);
+	tu_write_file(proofp, text, plen);
+	recp = tu_fmt("%s/rec", l.dir);
+	tu_write_file(recp, l.line[4], strlen(l.line[4]));
+	assert_int_equal(run(&out, "audit", "check-proof", "--key", vkey, "--record", recp, proofp, NULL), 1);
+	assert_null(strstr(out, "ok:"));
+	free(out);
+	free(vkey);
+	free(proofp);
+	free(recp);
+	free(text);
+	free(note);
+	slog_free(&l);
+}
+
+/* #14.17: the last two records swapped are REORDERED (not INSERTED); a forged record appended
+ * after a checkpointed log is named itself (not the record before it); messages do not repeat
+ * their kind ("fork: fork:"); records no checkpoint covers are reported. */
+static void test_verify_messages(void **state)
+{
+	static const int swap_last[] = { 0, 1, 2, 3, 4, 5, 6, 7, 9, 8, -1 };
+	static const int appended[] = { 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, -1 };
+	struct slog l;
+	struct verify_result *r;
+	uint8_t junk[32], other_root[32];
+	char *notes[2], *vkey, *out;
+	size_t n;
+
+	(void)state;
+	slog_init(&l);
+	standard_cps(&l);
+	write_log(&l, swap_last);
+	r = run_verify(&l, NULL);
+	assert_true(has(r, VERIFY_REORDERED, 8));
+	assert_true(has(r, VERIFY_REORDERED, 9));
+	assert_false(has(r, VERIFY_INSERTED, VERIFY_NONE));
+	verify_result_free(r);
+
+	/* Seq 10 appended with a prev that is not record 9's hash. */
+	memset(junk, 0x5a, sizeof(junk));
+	l.line[10] = make_line(10, junk, "ukb-ecg", "allow");
+	write_log(&l, appended);
+	r = run_verify(&l, NULL);
+	assert_true(has(r, VERIFY_MODIFIED, 10));
+	assert_false(has(r, VERIFY_MODIFIED, 9));
+	assert_int_equal(r->uncovered, 1);
+	assert_int_equal(r->uncovered_first, 10);
+	verify_result_free(r);
+	/* No checkpoint either way: the last record is named all the same. */
+	{
+		char *cps = tu_fmt("%s/checkpoints", l.dir);
+
+		assert_int_equal(unlink(cps), 0);
+		free(cps);
+	}
+	r = run_verify(&l, NULL);
+	assert_true(has(r, VERIFY_MODIFIED, 10));
+	assert_false(has(r, VERIFY_MODIFIED, 9));
+	verify_result_free(r);
+
+	/* A fork and records past the last matching checkpoint, through the command. */
+	write_log(&l, all);
+	memset(other_root, 0x42, sizeof(other_root));
+	notes[0] = sign_cp(&l, &l.key, 5, NULL, &n);
+	notes[1] = sign_cp(&l, &l.key, 5, other_root, &n);
+	write_cps(&l, notes, 2);
+	assert_int_equal(note_verifier_format(l.key.name, l.key.pk, &vkey), 0);
+	assert_int_equal(run(&out, "audit", "verify", "--log", l.dir, "--key", vkey, NULL), 1);
+	assert_non_null(strstr(out, "fork: checkpoints 0 and 1"));
+	assert_null(strstr(out, "fork: fork"));
+	assert_non_null(strstr(out, "uncovered: records 5 to 9 (5)"));
+	free(out);
+	assert_int_equal(run(&out, "audit", "verify", "--log", l.dir, "--key", vkey, "--json", NULL), 1);
+	assert_non_null(strstr(out, "\"uncovered\": 5"));
+	assert_non_null(strstr(out, "\"uncovered_first\": 5"));
+	free(out);
+	free(notes[0]);
+	free(notes[1]);
+	free(vkey);
+	slog_free(&l);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -806,6 +987,9 @@ int main(void)
 		cmocka_unit_test(test_checkpoints_file_and_proof),
 		cmocka_unit_test(test_filter_decision),
 		cmocka_unit_test(test_cli_commands),
+		cmocka_unit_test(test_verify_no_checkpoint),
+		cmocka_unit_test(test_verify_origin),
+		cmocka_unit_test(test_verify_messages),
 	};
 
 	if (sodium_init() < 0)
