@@ -544,6 +544,19 @@ static void test_help_every_level(void **state)
 	}
 }
 
+/* Until deduplication lands, the steward is told that a new version costs its full size. */
+static void test_import_help_says_versions_are_stored_in_full(void **state)
+{
+	struct run r;
+
+	(void)state;
+	RUN(&r, "dataset", "import", "--help");
+	expect_status(&r, 0);
+	expect_contains(r.out, "stores every byte again");
+	expect_contains(r.out, "no deduplication");
+	run_free(&r);
+}
+
 static void test_usage_errors(void **state)
 {
 	/* Every one of these is refused before any connection: the socket does not exist. */
@@ -1427,6 +1440,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_help_every_level),
+		cmocka_unit_test(test_import_help_says_versions_are_stored_in_full),
 		cmocka_unit_test(test_usage_errors),
 		cmocka_unit_test(test_missing_expires_says_so),
 		cmocka_unit_test(test_version),
