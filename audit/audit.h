@@ -80,15 +80,48 @@ void audit_set_group_commit(struct audit_log *log, bool on);
  * already reads "\\xff" cannot be told from an escaped byte 0xff. */
 json_t *audit_string(const char *s);
 
-/* Which records audit_foreach() passes on. Zero / NULL fields match everything. */
+/* Which records audit_foreach() passes on (docs/AUDIT.md section 8). Zero / NULL fields match
+ * everything; every field that is set must match. */
 struct audit_filter {
 	const char *dataset;      /* records whose "dataset" is this name */
-	const char *user;         /* records whose "user" is this name or whose "uid" is this number */
-	const char *event;        /* records whose "event" is this */
+	const char *user;         /* the actor: records whose "user" is this name or whose "uid" is
+				   * this number */
+	const char *event;        /* a comma list of event names and families (access, grant, deny,
+				   * dataset, audit, daemon): records whose "event" is one of them */
 	const char *decision;     /* records whose "decision" is this ("allow", "deny") */
+	const char *grantee;      /* grants to this user (name or uid), and the records that name
+				   * them by grant_id, and those opens' closes */
+	const char *group;        /* the same for grants to this group (name or gid) */
+	uint64_t grant_id;        /* records naming this grant, and the closes of its opens */
+	uint32_t version;         /* records about this version, and grants of it (or of all) */
+	uint64_t job_id;          /* opens by this batch job, and their closes */
+	bool seq_set;             /* only the record whose "seq" is seq */
+	uint64_t seq;
 	int64_t since_ns;         /* time >= since_ns (0: no bound) */
 	int64_t until_ns;         /* time < until_ns (0: no bound) */
 };
+
+/* The longest list of grants and opens a filter follows (see audit_matcher_test()). */
+#define AUDIT_FILTER_LINKS_MAX (4u << 20)
+
+/* A filter applied to decoded records, one at a time, in seq order. It has state: a grant chosen
+ * by grantee or group is followed to the later records naming its grant_id, and an open chosen by
+ * grant_id, grantee, group or job to the records naming it by open_seq (close, read_refused,
+ * integrity). f is borrowed for the matcher's life. Event names are not checked here (a log may
+ * hold events newer than this code): the daemon and enclavectl refuse unknown ones with
+ * audit_event_filter_check(). -ENOMEM. */
+struct audit_matcher;
+int audit_matcher_new(const struct audit_filter *f, struct audit_matcher **ret_m);
+/* 1 rec (at time t_ns) matches, 0 it does not, or -E2BIG past AUDIT_FILTER_LINKS_MAX, -ENOMEM. */
+int audit_matcher_test(struct audit_matcher *m, const json_t *rec, int64_t t_ns);
+void audit_matcher_free(struct audit_matcher *m);
+/* 0 if every item of a comma list is a known event or family; -EINVAL naming the first that is
+ * not (err_detail()). */
+int audit_event_filter_check(const char *list);
+/* Every event name the store writes (*ret_n of them), and the families by index (NULL past the
+ * last), with their events (NULL-terminated). For help texts, completion and tests. */
+const char *const *audit_event_list(size_t *ret_n);
+const char *audit_event_family(size_t i, const char *const **ret_events);
 
 /* Read the log in dir (no daemon needed; a concurrent writer is fine: a final line still being
  * written is not passed on) and call fn for each record matching filter (NULL: all), in seq order,

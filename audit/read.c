@@ -158,74 +158,13 @@ out_put:
 
 /* ---- audit_foreach ------------------------------------------------------------------------- */
 
-/* The filter, with its user parsed once. */
-struct match {
-	const struct audit_filter *f;   /* borrowed; NULL matches everything */
-	bool user_is_uid;               /* f->user is decimal digits ... */
-	json_int_t uid;                 /* ... of this value */
-};
-
-static void match_init(struct match *m, const struct audit_filter *f)
-{
-	*m = (struct match){ .f = f };
-	if (f && f->user && *f->user) {
-		const char *s = f->user;
-		char *end;
-		long long v;
-
-		for (const char *p = s; *p; p++)
-			if (*p < '0' || *p > '9')
-				return;
-		errno = 0;
-		v = strtoll(s, &end, 10);
-		if (errno == 0 && *end == '\0') {
-			m->user_is_uid = true;
-			m->uid = v;
-		}
-	}
-}
-
-/* rec's key is a string equal to want. */
-static bool str_is(const json_t *rec, const char *key, const char *want)
-{
-	const json_t *v = json_object_get(rec, key);
-
-	return json_is_string(v) && strcmp(json_string_value(v), want) == 0;
-}
-
-static bool match(const struct match *m, const json_t *rec, int64_t t)
-{
-	const struct audit_filter *f = m->f;
-
-	if (!f)
-		return true;
-	if (f->dataset && !str_is(rec, "dataset", f->dataset))
-		return false;
-	if (f->event && !str_is(rec, "event", f->event))
-		return false;
-	if (f->decision && !str_is(rec, "decision", f->decision))
-		return false;
-	if (f->user) {
-		const json_t *uid = json_object_get(rec, "uid");
-
-		if (!str_is(rec, "user", f->user) &&
-		    !(m->user_is_uid && json_is_integer(uid) && json_integer_value(uid) == m->uid))
-			return false;
-	}
-	if (f->since_ns && t < f->since_ns)
-		return false;
-	if (f->until_ns && t >= f->until_ns)
-		return false;
-	return true;
-}
-
 /* The file is read up to the size it had when the call began: records a writer adds meanwhile
  * are not waited for, and a line it was still writing at that moment counts as incomplete. */
 int audit_foreach(const char *dir, const struct audit_filter *filter,
 		  int (*fn)(void *ctx, const json_t *rec, const char *line, size_t len), void *ctx)
 {
+	struct audit_matcher *m = NULL;
 	struct audit_reader rd;
-	struct match m;
 	struct stat st;
 	char *path = NULL;
 	uint64_t seq = 0;
@@ -246,10 +185,12 @@ int audit_foreach(const char *dir, const struct audit_filter *filter,
 		r = err_set(-EINVAL, "%s is not a regular file", path);
 		goto out_close;
 	}
+	r = audit_matcher_new(filter, &m);
+	if (r < 0)
+		goto out_close;
 	r = audit_reader_init(&rd, fd, path, (uint64_t)st.st_size);
 	if (r < 0)
 		goto out_close;
-	match_init(&m, filter);
 	for (;;) {
 		json_t *rec = NULL;
 		int64_t t;
@@ -262,7 +203,8 @@ int audit_foreach(const char *dir, const struct audit_filter *filter,
 		if (r < 0)
 			break;
 		seq++;
-		if (match(&m, rec, t))
+		r = audit_matcher_test(m, rec, t);
+		if (r > 0)
 			r = fn(ctx, rec, (const char *)rd.line.data, rd.line.len);
 		json_decref(rec);
 		if (r != 0)
@@ -270,6 +212,7 @@ int audit_foreach(const char *dir, const struct audit_filter *filter,
 	}
 	audit_reader_free(&rd);
 out_close:
+	audit_matcher_free(m);
 	close(fd);
 out_free:
 	free(path);

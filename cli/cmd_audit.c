@@ -10,6 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "audit/audit.h"
 #include "cli/enclavectl.h"
 #include "common/common.h"
 #include "common/err.h"
@@ -17,31 +18,50 @@
 #include "policy/policy.h"
 #include "store/store.h"
 
-/* The longest line printed for one record; longer ones are cut with "...". */
-#define LINE_MAX_BYTES 4096
-/* Nested values (a grant inside a grant record) are shown as compact JSON cut to this. */
-#define NESTED_MAX_CHARS 160
+/* A line for one record is built in memory, capped: a record is at most AUDIT_RECORD_MAX bytes,
+ * and made safe for a terminal it can grow at most fourfold (a byte becomes "?" or stays). */
+#define LINE_CAP (4u * AUDIT_RECORD_MAX + 4096)
 
 static const char show_usage[] =
-	"Usage: enclavectl [GLOBAL OPTIONS] audit show [--dataset NAME] [--user NAME|UID]\n"
-	"           [--event EVENT] [--decision allow|deny] [--since WHEN] [--until WHEN]\n"
-	"           [--limit N]\n\n"
+	"Usage: enclavectl [GLOBAL OPTIONS] audit show [--dataset NAME[@VERSION]]\n"
+	"           [--user NAME|UID] [--grantee NAME|UID] [--group NAME|GID] [--grant ID]\n"
+	"           [--job ID] [--event EVENT[,EVENT]...] [--decision allow|deny]\n"
+	"           [--since WHEN] [--until WHEN] [--limit N] [--wide]\n"
+	"       enclavectl [GLOBAL OPTIONS] audit show --seq N\n\n"
 	"Print the audit records that match, oldest first, one per line: time, event, who,\n"
-	"which dataset version and path, the decision and its reason, the grant, the bytes.\n"
-	"With --json, each record is printed as one line of JSON, as the daemon sent it.\n"
-	"Stewards and auditors only.\n\n"
+	"which dataset version and path, the decision and its reason, the grant (to whom, its\n"
+	"purpose and consent codes, in full), the bytes, then the record's other fields.\n"
+	"--seq N prints one record in detail, a field per line. With --json, each record is\n"
+	"printed as one line of JSON, as the daemon sent it. Stewards and auditors only.\n\n"
 	"Options:\n"
-	"  --dataset NAME     records about this dataset\n"
-	"  --user NAME|UID    records about this user (name or numeric uid)\n"
-	"  --event EVENT      records of this event (open, close, import, grant, revoke, ...)\n"
-	"  --decision D       open records with this decision: allow or deny\n"
+	"  --dataset NAME[@VERSION]  records about this dataset (and version, with the grants\n"
+	"                     of that version or of every version)\n"
+	"  --user NAME|UID    records of what this user did (the actor)\n"
+	"  --grantee NAME|UID grants to this user, the approvals, revocations and opens that\n"
+	"                     name them, and those opens' closes\n"
+	"  --group NAME|GID   the same for grants to this group\n"
+	"  --grant ID         records naming grant ID, and the closes of the opens it allowed\n"
+	"  --job ID           opens by batch job ID (a Slurm job id), and their closes\n"
+	"  --event EVENT      records of these events: names (open, close, read_refused,\n"
+	"                     import, grant_request, grant_approve, revoke, deny_add, ...) or\n"
+	"                     families (access, grant, deny, dataset, audit, daemon), comma-\n"
+	"                     separated; an unknown name is an error\n"
+	"  --decision D       records with this decision: allow or deny\n"
 	"  --since WHEN       records at or after WHEN\n"
 	"  --until WHEN       records before WHEN\n"
 	"  --limit N          only the last N matching records\n"
+	"  --wide             every field of every record, the hash chain and the whole\n"
+	"                     grant object included\n"
+	"  --seq N            record N alone, in detail (no other filter)\n"
 	"  --json             JSON lines\n"
 	"  -h, --help         show this help\n\n"
 	"WHEN is RFC 3339 (2026-11-21T09:00:00Z, or with +hh:mm), a date (2026-11-21, midnight\n"
-	"UTC), \"now\", or relative to now: -N (ago) or +N followed by s, m, h, d or w (-7d).\n";
+	"UTC), \"now\", or relative to now: -N (ago) or +N followed by s, m, h, d or w (-7d).\n"
+	"A dataset, user, group, grant or version that does not exist is an error (exit 1).\n"
+	"Families: access = open, close, read_refused, lookup_refused, integrity, io_error;\n"
+	"grant = grant, grant_request, grant_approve, grant_expired, revoke; deny = deny_add,\n"
+	"deny_remove; dataset = import, dataset_policy, dataset_set; audit = audit_export;\n"
+	"daemon = daemon_start, daemon_stop, reload.\n";
 
 enum {
 	OPT_DATASET = 0x200,
@@ -51,10 +71,18 @@ enum {
 	OPT_UNTIL,
 	OPT_LIMIT,
 	OPT_DECISION,
+	OPT_GRANTEE,
+	OPT_GROUP,
+	OPT_GRANT,
+	OPT_JOB,
+	OPT_WIDE,
+	OPT_SEQ,
 };
 
 struct show_args {
-	const char *dataset, *user, *event, *since, *until, *limit, *decision;
+	const char *dataset, *user, *event, *since, *until, *limit, *decision, *grantee, *group,
+		*grant, *job, *seq;
+	bool wide;
 };
 
 static int on_opt(void *ctx, int val, const char *arg)
@@ -69,54 +97,168 @@ static int on_opt(void *ctx, int val, const char *arg)
 	case OPT_UNTIL: a->until = arg; return 0;
 	case OPT_LIMIT: a->limit = arg; return 0;
 	case OPT_DECISION: a->decision = arg; return 0;
+	case OPT_GRANTEE: a->grantee = arg; return 0;
+	case OPT_GROUP: a->group = arg; return 0;
+	case OPT_GRANT: a->grant = arg; return 0;
+	case OPT_JOB: a->job = arg; return 0;
+	case OPT_SEQ: a->seq = arg; return 0;
+	case OPT_WIDE: a->wide = true; return 0;
 	}
 	return EXIT_USAGE;
 }
 
+/* How records are printed. */
+enum show_view { VIEW_LINE, VIEW_WIDE, VIEW_DETAIL, VIEW_JSON };
+
 /* State of one streamed answer. */
 struct show {
-	bool json;
+	enum show_view view;
 	uint64_t printed;
 };
 
-/* Append " text" (made safe) to line at *n. */
-static void put(char *line, size_t *n, const char *text, size_t max_chars)
-{
-	char safe[LINE_MAX_BYTES];
+/* One line being built; text is made safe as it is added. */
+struct line {
+	char *buf;
+	size_t len;
+	bool full;
+};
 
-	if (!*text || *n + 2 >= LINE_MAX_BYTES)
+static void line_raw(struct line *l, const char *s, size_t n)
+{
+	if (l->full || l->len + n + 1 > LINE_CAP) {
+		l->full = true;
 		return;
-	out_text(text, max_chars, safe, sizeof(safe));
-	*n += (size_t)snprintf(line + *n, LINE_MAX_BYTES - *n, "%s%s", *n ? "  " : "", safe);
-	if (*n >= LINE_MAX_BYTES)
-		*n = LINE_MAX_BYTES - 1;
+	}
+	memcpy(l->buf + l->len, s, n);
+	l->len += n;
+	l->buf[l->len] = '\0';
 }
 
-static bool is_known(const char *key)
+/* Append text made safe (control characters and invalid UTF-8 as "?"), never cut. */
+static void line_text(struct line *l, const char *text)
 {
-	/* Shown in their own places; dataset_id only repeats the name, and prev (the hash chain)
-	 * is for verifiers, not people: --json has both. */
-	static const char *const known[] = { "seq", "time", "event", "user", "uid", "dataset",
-					     "dataset_id", "version", "path", "decision", "result",
-					     "reason", "grant_id", "bytes", "prev" };
+	size_t n = strlen(text) + 4;
+	_cleanup_free_ char *safe = malloc(n);
 
+	if (!safe) {
+		l->full = true;
+		return;
+	}
+	out_text(text, 0, safe, n);
+	line_raw(l, safe, strlen(safe));
+}
+
+/* Append "  text" (the separator only when the line is not empty). */
+static void put(struct line *l, const char *text)
+{
+	if (!*text)
+		return;
+	if (l->len)
+		line_raw(l, "  ", 2);
+	line_text(l, text);
+}
+
+/* Append "  key=value". */
+static void put_kv(struct line *l, const char *key, const char *val)
+{
+	if (l->len)
+		line_raw(l, "  ", 2);
+	line_text(l, key);
+	line_raw(l, "=", 1);
+	line_text(l, val);
+}
+
+/* A value as text: strings as they are, numbers, booleans, nested values as compact JSON
+ * (malloc'd into *ret_free when needed). */
+static const char *value_text(const json_t *v, char scratch[static 32], char **ret_free)
+{
+	*ret_free = NULL;
+	if (json_is_string(v))
+		return json_string_value(v);
+	if (json_is_integer(v)) {
+		snprintf(scratch, 32, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+		return scratch;
+	}
+	if (json_is_real(v)) {
+		snprintf(scratch, 32, "%g", json_real_value(v));
+		return scratch;
+	}
+	if (json_is_boolean(v))
+		return json_is_true(v) ? "true" : "false";
+	if (json_is_null(v))
+		return "null";
+	*ret_free = json_dumps(v, JSON_COMPACT | JSON_SORT_KEYS);
+	return *ret_free ? *ret_free : "?";
+}
+
+static bool is_known(const char *key, bool wide)
+{
+	/* Shown in their own places. Without --wide, dataset_id only repeats the name and prev
+	 * (the hash chain) is for verifiers, not people. */
+	static const char *const known[] = { "seq", "time", "event", "user", "uid", "dataset",
+					     "version", "path", "decision", "result", "reason",
+					     "grant_id", "bytes", "grant" };
+
+	if (!wide && (strcmp(key, "dataset_id") == 0 || strcmp(key, "prev") == 0))
+		return true;
 	for (size_t i = 0; i < ARRAY_SIZE(known); i++)
 		if (strcmp(key, known[i]) == 0)
 			return true;
 	return false;
 }
 
-/* One record for people: the fields we know in a fixed order, then the rest as key=value. */
-static int print_record(const json_t *rec)
+/* What an auditor needs of a grant, in full: to whom, which version, for what, the consent codes
+ * and any override, the validity, the approvals it needs, who asked. */
+static void put_grant(struct line *l, const json_t *g, bool wide)
 {
-	char line[LINE_MAX_BYTES], tmp[512], s1[24], s2[24];
+	static const char *const fields[] = { "version", "purpose", "purpose_code",
+					       "consent_override", "not_before", "expires",
+					       "approvals_required", "granted_by" };
+	char s1[32], s2[32], who[200];
 	const char *key;
 	const json_t *v;
-	size_t n = 0;
 
-	line[0] = '\0';
-	put(line, &n, out_member(rec, "time", s1), 0);
-	put(line, &n, out_member(rec, "event", s1), 0);
+	snprintf(who, sizeof(who), "%s:%s(%s)", out_member(g, "kind", s1),
+		 out_member(g, "principal", s2), out_member(g, "principal_id", s1));
+	put_kv(l, "to", who);
+	if (wide) {
+		json_object_foreach((json_t *)g, key, v) {
+			_cleanup_free_ char *nested = NULL;
+
+			if (strcmp(key, "kind") && strcmp(key, "principal") && strcmp(key, "principal_id"))
+				put_kv(l, key, value_text(v, s1, &nested));
+		}
+		return;
+	}
+	for (size_t i = 0; i < ARRAY_SIZE(fields); i++) {
+		_cleanup_free_ char *nested = NULL;
+
+		v = json_object_get(g, fields[i]);
+		if (!v || json_is_null(v) || (json_is_string(v) && !*json_string_value(v)))
+			continue;
+		put_kv(l, fields[i], value_text(v, s1, &nested));
+	}
+}
+
+/* One record for people, on one line: the fields we know in a fixed order, then the rest as
+ * key=value, nothing cut. */
+static int print_record(const json_t *rec, bool wide)
+{
+	_cleanup_free_ char *buf = malloc(LINE_CAP);
+	struct line l = { .buf = buf };
+	char tmp[512], s1[32], s2[32];
+	const char *key;
+	const json_t *v;
+
+	if (!buf)
+		return -ENOMEM;
+	buf[0] = '\0';
+	if (wide) {
+		snprintf(tmp, sizeof(tmp), "#%s", out_member(rec, "seq", s1));
+		put(&l, tmp);
+	}
+	put(&l, out_member(rec, "time", s1));
+	put(&l, out_member(rec, "event", s1));
 	if (json_object_get(rec, "user") || json_object_get(rec, "uid")) {
 		const char *user = out_member(rec, "user", s1), *uid = out_member(rec, "uid", s2);
 
@@ -126,54 +268,88 @@ static int print_record(const json_t *rec)
 			snprintf(tmp, sizeof(tmp), "%s", user);
 		else
 			snprintf(tmp, sizeof(tmp), "uid %s", uid);
-		put(line, &n, tmp, 80);
+		put(&l, tmp);
 	}
 	if (json_object_get(rec, "dataset")) {
 		const char *ver = out_member(rec, "version", s2);
 
 		snprintf(tmp, sizeof(tmp), "%s%s%s", out_member(rec, "dataset", s1),
 			 *ver ? "@" : "", ver);
-		put(line, &n, tmp, 0);
+		put(&l, tmp);
 	}
-	put(line, &n, out_member(rec, "path", s1), 0);
-	put(line, &n, out_member(rec, "decision", s1), 0);
-	put(line, &n, out_member(rec, "result", s1), 0);
+	put(&l, out_member(rec, "path", s1));
+	put(&l, out_member(rec, "decision", s1));
+	put(&l, out_member(rec, "result", s1));
 	/* An allowed open's reason is "allow" again: said once. */
 	if (strcmp(out_member(rec, "reason", s1), out_member(rec, "decision", s2)) != 0)
-		put(line, &n, out_member(rec, "reason", s1), 120);
-	if (json_object_get(rec, "grant_id")) {
-		snprintf(tmp, sizeof(tmp), "grant=%s", out_member(rec, "grant_id", s1));
-		put(line, &n, tmp, 0);
-	}
-	if (json_object_get(rec, "bytes")) {
-		snprintf(tmp, sizeof(tmp), "bytes=%s", out_member(rec, "bytes", s1));
-		put(line, &n, tmp, 0);
-	}
+		put(&l, out_member(rec, "reason", s1));
+	if (json_object_get(rec, "grant_id"))
+		put_kv(&l, "grant", out_member(rec, "grant_id", s1));
+	if (json_is_object(json_object_get(rec, "grant")))
+		put_grant(&l, json_object_get(rec, "grant"), wide);
+	if (json_object_get(rec, "bytes"))
+		put_kv(&l, "bytes", out_member(rec, "bytes", s1));
 	json_object_foreach((json_t *)rec, key, v) {
 		_cleanup_free_ char *nested = NULL;
-		const char *val;
 
-		if (is_known(key) || json_is_null(v))
+		if (is_known(key, wide) || (!wide && json_is_null(v)))
 			continue;
-		if (json_is_object(v) || json_is_array(v)) {
-			nested = json_dumps(v, JSON_COMPACT);
-			val = nested ? nested : "?";
-		} else if (json_is_real(v)) {
-			snprintf(s1, sizeof(s1), "%g", json_real_value(v));
-			val = s1;
-		} else {
-			val = out_member(rec, key, s1);
-		}
-		snprintf(tmp, sizeof(tmp), "%s=", key);
-		if (strlen(tmp) + strlen(val) < sizeof(tmp))
-			snprintf(tmp + strlen(tmp), sizeof(tmp) - strlen(tmp), "%s", val);
-		else
-			snprintf(tmp + strlen(tmp), sizeof(tmp) - strlen(tmp), "%.*s", 200, val);
-		put(line, &n, tmp, NESTED_MAX_CHARS);
+		put_kv(&l, key, value_text(v, s1, &nested));
 	}
-	if (puts(line) == EOF)
+	if (l.full)
+		return err_set(-E2BIG, "record %s is too long to print; use --json",
+			       out_member(rec, "seq", s1));
+	if (puts(buf) == EOF)
 		return -EIO;
 	return 0;
+}
+
+/* One member of the detail view, indented by depth; nested objects and arrays one level down. */
+static int print_member(const char *key, const json_t *v, int depth)
+{
+	char s1[32], safe[512];
+	_cleanup_free_ char *nested = NULL, *text = NULL;
+	const char *k;
+	const json_t *c;
+	size_t i;
+
+	printf("%*s%s:", depth * 2, "", out_text(key, 64, safe, sizeof(safe)));
+	if (json_is_object(v) && json_object_size(v)) {
+		fputc('\n', stdout);
+		json_object_foreach((json_t *)v, k, c)
+			print_member(k, c, depth + 1);
+		return 0;
+	}
+	if (json_is_array(v) && json_array_size(v) && !json_is_integer(json_array_get(v, 0))) {
+		fputc('\n', stdout);
+		json_array_foreach(v, i, c) {
+			snprintf(s1, sizeof(s1), "[%zu]", i);
+			print_member(s1, c, depth + 1);
+		}
+		return 0;
+	}
+	{
+		const char *val = value_text(v, s1, &nested);
+		size_t n = strlen(val) + 4;
+
+		text = malloc(n);
+		if (!text)
+			return -ENOMEM;
+		printf(" %s\n", out_text(val, 0, text, n));
+	}
+	return 0;
+}
+
+/* One record in detail: every member on its own line, in the record's (sorted) order. */
+static int print_detail(const json_t *rec)
+{
+	const char *key;
+	const json_t *v;
+
+	json_object_foreach((json_t *)rec, key, v)
+		if (print_member(key, v, 0) < 0)
+			return -ENOMEM;
+	return ferror(stdout) ? -EIO : 0;
 }
 
 static int on_records(void *ctx, const json_t *partial)
@@ -189,7 +365,11 @@ static int on_records(void *ctx, const json_t *partial)
 
 		if (!json_is_object(rec))
 			return err_set(-EPROTO, "an audit record that is not a JSON object");
-		r = s->json ? out_json_line(rec) : print_record(rec);
+		switch (s->view) {
+		case VIEW_JSON: r = out_json_line(rec); break;
+		case VIEW_DETAIL: r = print_detail(rec); break;
+		default: r = print_record(rec, s->view == VIEW_WIDE); break;
+		}
 		if (r < 0)
 			return err_set(r, "cannot write the output");
 		s->printed++;
@@ -198,8 +378,10 @@ static int on_records(void *ctx, const json_t *partial)
 }
 
 /* WHEN -> RFC 3339 UTC. Besides time_parse()'s forms, "-N<unit>" means that long ago (an audit
- * looks back): it is parsed as "+N<unit>" and mirrored around now. EXIT_USAGE after a message. */
-static int absolute_time(const char *opt, const char *s, char out[static TIME_TEXT_MAX])
+ * looks back): it is parsed as "+N<unit>" and mirrored around now. EXIT_USAGE after a message
+ * naming the command `what`. */
+int ctl_absolute_time(const char *what, const char *opt, const char *s,
+		      char out[static 40])
 {
 	int64_t now = (int64_t)time(NULL), t;
 	char shown[64], ahead[64];
@@ -209,14 +391,14 @@ static int absolute_time(const char *opt, const char *s, char out[static TIME_TE
 	err_clear();
 	if (ago) {
 		if (snprintf(ahead, sizeof(ahead), "+%s", s + 1) >= (int)sizeof(ahead))
-			return ctl_usage_error("audit show", "%s '%s': not a time", opt,
+			return ctl_usage_error(what, "%s '%s': not a time", opt,
 					       out_text(s, 40, shown, 64));
 	}
 	r = time_parse(ago ? ahead : s, now, &t);
 	if (r == 0 && ago && __builtin_sub_overflow(now, t - now, &t))
 		r = -ERANGE;
 	if (r < 0)
-		return ctl_usage_error("audit show", "%s '%s': %s", opt, out_text(s, 40, shown, 64),
+		return ctl_usage_error(what, "%s '%s': %s", opt, out_text(s, 40, shown, 64),
 				       *err_detail() ? err_detail() : "not a time");
 	time_format(t, out);
 	return 0;
@@ -229,6 +411,26 @@ static int set_string(json_t *args, const char *key, const char *v)
 	return s ? json_object_set_new(args, key, s) : -1;
 }
 
+/* A positive decimal number no larger than max. */
+static bool parse_count(const char *s, unsigned long long max, unsigned long long *ret)
+{
+	unsigned long long v;
+	char *end;
+
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (s[0] < '0' || s[0] > '9' || errno || *end || v > max)
+		return false;
+	*ret = v;
+	return true;
+}
+
+/* A name or numeric id for --user, --grantee, --group. */
+static bool name_ok(const char *s)
+{
+	return *s && strlen(s) <= POLICY_NAME_MAX && out_utf8_valid(s, strlen(s));
+}
+
 static int audit_show(struct ctl *ctl, int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -239,66 +441,90 @@ static int audit_show(struct ctl *ctl, int argc, char **argv)
 		{ "until", required_argument, NULL, OPT_UNTIL },
 		{ "limit", required_argument, NULL, OPT_LIMIT },
 		{ "decision", required_argument, NULL, OPT_DECISION },
+		{ "grantee", required_argument, NULL, OPT_GRANTEE },
+		{ "group", required_argument, NULL, OPT_GROUP },
+		{ "grant", required_argument, NULL, OPT_GRANT },
+		{ "job", required_argument, NULL, OPT_JOB },
+		{ "seq", required_argument, NULL, OPT_SEQ },
+		{ "wide", no_argument, NULL, OPT_WIDE },
 		{ 0 },
 	};
+	static const char what[] = "audit show";
 	struct show_args a = { 0 };
 	struct show s = { 0 };
 	struct reply rep = { 0 };
-	char since[TIME_TEXT_MAX], until[TIME_TEXT_MAX], s1[24];
-	unsigned long long limit = 0;
+	char since[TIME_TEXT_MAX], until[TIME_TEXT_MAX], name[129];
+	unsigned long long limit = 0, grant = 0, job = 0, seq = 0;
+	uint32_t version = 0;
+	uint64_t count = 0;
 	json_t *args;
 	int first, r;
 
-	r = ctl_parse(ctl, "audit show", show_usage, argc, argv, opts, on_opt, &a, &first);
+	r = ctl_parse(ctl, what, show_usage, argc, argv, opts, on_opt, &a, &first);
 	if (r >= 0)
 		return r;
 	if (first < argc)
-		return ctl_usage_error("audit show", "unexpected argument '%s'", argv[first]);
-	if (a.dataset && !store_dataset_name_valid(a.dataset))
-		return ctl_usage_error("audit show", "--dataset: not a dataset name");
-	if (a.user && (!*a.user || strlen(a.user) > POLICY_NAME_MAX ||
-		       !out_utf8_valid(a.user, strlen(a.user))))
-		return ctl_usage_error("audit show", "--user: a name or uid of 1 to %d bytes",
+		return ctl_usage_error(what, "unexpected argument '%s'", argv[first]);
+	if (a.dataset && (r = ctl_parse_dataset(what, a.dataset, name, &version)))
+		return r;
+	if (a.user && !name_ok(a.user))
+		return ctl_usage_error(what, "--user: a name or uid of 1 to %d bytes",
 				       POLICY_NAME_MAX);
-	if (a.event && (!*a.event || strlen(a.event) > 32 ||
-			!out_utf8_valid(a.event, strlen(a.event))))
-		return ctl_usage_error("audit show", "--event: a name of 1 to 32 bytes");
+	if (a.grantee && !name_ok(a.grantee))
+		return ctl_usage_error(what, "--grantee: a name or uid of 1 to %d bytes",
+				       POLICY_NAME_MAX);
+	if (a.group && !name_ok(a.group))
+		return ctl_usage_error(what, "--group: a name or gid of 1 to %d bytes",
+				       POLICY_NAME_MAX);
+	if (a.event && (strlen(a.event) > 512 || audit_event_filter_check(a.event) < 0))
+		return ctl_usage_error(what, "--event: %s", strlen(a.event) > 512 ?
+				       "a list of at most 512 bytes" : err_detail());
 	if (a.decision && strcmp(a.decision, "allow") != 0 && strcmp(a.decision, "deny") != 0)
-		return ctl_usage_error("audit show", "--decision: allow or deny");
-	if (a.since && (r = absolute_time("--since", a.since, since)))
+		return ctl_usage_error(what, "--decision: allow or deny");
+	if (a.since && (r = ctl_absolute_time(what, "--since", a.since, since)))
 		return r;
-	if (a.until && (r = absolute_time("--until", a.until, until)))
+	if (a.until && (r = ctl_absolute_time(what, "--until", a.until, until)))
 		return r;
-	if (a.limit) {
-		char *end;
-
-		errno = 0;
-		limit = strtoull(a.limit, &end, 10);
-		if (a.limit[0] < '0' || a.limit[0] > '9' || errno || *end || limit == 0 ||
-		    limit > (unsigned long long)INT64_MAX)
-			return ctl_usage_error("audit show", "--limit '%.40s': a number from 1",
-					       a.limit);
-	}
+	if (a.limit && (!parse_count(a.limit, INT64_MAX, &limit) || limit == 0))
+		return ctl_usage_error(what, "--limit '%.40s': a number from 1", a.limit);
+	if (a.grant && (!parse_count(a.grant, INT64_MAX, &grant) || grant == 0))
+		return ctl_usage_error(what, "--grant '%.40s': a grant id (a number from 1)",
+				       a.grant);
+	if (a.job && (!parse_count(a.job, INT64_MAX, &job) || job == 0))
+		return ctl_usage_error(what, "--job '%.40s': a job id (a number from 1)", a.job);
+	if (a.seq && !parse_count(a.seq, INT64_MAX, &seq))
+		return ctl_usage_error(what, "--seq '%.40s': a record number (from 0)", a.seq);
+	if (a.seq && (a.dataset || a.user || a.grantee || a.group || a.grant || a.job || a.event ||
+		      a.decision || a.since || a.until || a.limit || a.wide))
+		return ctl_usage_error(what, "--seq shows one record: no other filter");
 	args = json_object();
 	if (!args ||
-	    (a.dataset && set_string(args, "dataset", a.dataset) < 0) ||
+	    (a.dataset && set_string(args, "dataset", name) < 0) ||
+	    (version && json_object_set_new(args, "version", json_integer(version)) < 0) ||
 	    (a.user && set_string(args, "user", a.user) < 0) ||
+	    (a.grantee && set_string(args, "grantee", a.grantee) < 0) ||
+	    (a.group && set_string(args, "group", a.group) < 0) ||
+	    (a.grant && json_object_set_new(args, "grant_id", json_integer((json_int_t)grant)) < 0) ||
+	    (a.job && json_object_set_new(args, "job_id", json_integer((json_int_t)job)) < 0) ||
+	    (a.seq && json_object_set_new(args, "seq", json_integer((json_int_t)seq)) < 0) ||
 	    (a.event && set_string(args, "event", a.event) < 0) ||
 	    (a.decision && set_string(args, "decision", a.decision) < 0) ||
 	    (a.since && set_string(args, "since", since) < 0) ||
 	    (a.until && set_string(args, "until", until) < 0) ||
 	    (a.limit && json_object_set_new(args, "limit", json_integer((json_int_t)limit)) < 0)) {
 		json_decref(args);
-		return ctl_fail("audit show", "out of memory");
+		return ctl_fail(what, "out of memory");
 	}
-	s.json = ctl->json;
-	r = ctl_call(ctl, "audit show", "audit.show", args, on_records, &s, &rep);
+	s.view = ctl->json ? VIEW_JSON : a.seq ? VIEW_DETAIL : a.wide ? VIEW_WIDE : VIEW_LINE;
+	r = ctl_call(ctl, what, "audit.show", args, on_records, &s, &rep);
 	if (r)
 		return r;
-	if (!ctl->quiet && !ctl->json)
-		fprintf(stderr, "%s record%s\n", out_member(rep.result, "count", s1),
-			strcmp(out_member(rep.result, "count", s1), "1") == 0 ? "" : "s");
+	out_member_u64(rep.result, "count", &count);
 	reply_clear(&rep);
+	if (a.seq && count == 0)
+		return ctl_fail(what, "no record %llu in the log", seq);
+	if (!ctl->quiet && !ctl->json && !a.seq)
+		fprintf(stderr, "%" PRIu64 " record%s\n", count, count == 1 ? "" : "s");
 	return 0;
 }
 
@@ -416,7 +642,7 @@ static int audit_pubkey(struct ctl *ctl, int argc, char **argv)
 	return simple_call(ctl, "audit pubkey", "audit.pubkey", NULL, "key", NULL);
 }
 
-static int audit_checkpoint(struct ctl *ctl, int argc, char **argv)
+static int cmd_audit_checkpoint(struct ctl *ctl, int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{ "output", required_argument, NULL, OPT_OUTPUT },
@@ -435,7 +661,7 @@ static int audit_checkpoint(struct ctl *ctl, int argc, char **argv)
 			   a.output);
 }
 
-static int audit_prove(struct ctl *ctl, int argc, char **argv)
+static int cmd_audit_prove(struct ctl *ctl, int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{ "output", required_argument, NULL, OPT_OUTPUT },
@@ -485,8 +711,8 @@ static int audit_prove(struct ctl *ctl, int argc, char **argv)
 const struct ctl_cmd audit_cmds[] = {
 	{ "show", audit_show, "[FILTERS]", "print audit records" },
 	{ "pubkey", audit_pubkey, "", "print the audit log's verifier key" },
-	{ "checkpoint", audit_checkpoint, "[--output FILE]", "sign a checkpoint of the log now" },
-	{ "prove", audit_prove, "SEQ", "print an inclusion proof of one record" },
+	{ "checkpoint", cmd_audit_checkpoint, "[--output FILE]", "sign a checkpoint of the log now" },
+	{ "prove", cmd_audit_prove, "SEQ", "print an inclusion proof of one record" },
 	{ "verify", audit_verify_cmd, "--log DIR --key KEY [--trusted FILE]",
 	  "verify the log offline: records, checkpoints, signatures" },
 	{ "check-proof", audit_check_proof_cmd, "--key KEY --record FILE PROOF",

@@ -69,6 +69,9 @@ __attribute__((format(printf, 2, 3))) int ctl_fail(const char *what, const char 
  * EXIT_USAGE after a message naming `what`. */
 int ctl_parse_dataset(const char *what, const char *arg, char name[static 129],
 		      uint32_t *ret_version);
+/* WHEN (time_parse()'s forms, and "-N<unit>": that long ago) as RFC 3339 UTC text in out
+ * (TIME_TEXT_MAX bytes, common/timefmt.h). EXIT_USAGE after a message naming `what` and opt. */
+int ctl_absolute_time(const char *what, const char *opt, const char *s, char out[static 40]);
 /* The socket to use: --socket, else $ENCLAVE_SOCKET, else --store's run/control.sock, else the
  * default store's. Writes into out (size n); -ENAMETOOLONG if it does not fit. */
 int ctl_socket_path(const struct ctl *ctl, char *out, size_t n);

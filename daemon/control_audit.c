@@ -24,6 +24,17 @@
 
 /* ---- Audit ----------------------------------------------------------------------------------- */
 
+/* s is 1 or more decimal digits. */
+static bool is_decimal(const char *s)
+{
+	if (!*s)
+		return false;
+	for (; *s; s++)
+		if (*s < '0' || *s > '9')
+			return false;
+	return true;
+}
+
 struct audit_stream {
 	struct conn *c;
 	json_t *batch;              /* records not yet sent */
@@ -77,23 +88,102 @@ static int stream_one(void *ctx, const json_t *rec, const char *line, size_t len
 	return stream_add(s, (json_t *)rec, len);
 }
 
+/* A grant with this id exists (in any state). -ENOENT otherwise. */
+static int grant_exists(struct conn *c, uint64_t id)
+{
+	struct policy_grant *gs = NULL;
+	size_t n = 0;
+	bool found = false;
+	int r = grants_snapshot(c->d->grants, &gs, NULL, &n);
+
+	if (r < 0)
+		return r;
+	for (size_t i = 0; i < n && !found; i++)
+		found = gs[i].id == id;
+	free(gs);
+	return found ? 0 : err_set(-ENOENT, "no grant with id %llu", (unsigned long long)id);
+}
+
+/* A user or group named in a filter must exist (a number is taken as it is). The resolved id, as
+ * decimal text, replaces a name: records hold ids the names may no longer map to. */
+static int principal_arg(uint32_t kind, const char *what, const char *s, char out[static 24])
+{
+	char name[POLICY_NAME_MAX + 1];
+	uint32_t id;
+	int r = config_principal_resolve(kind, s, &id, name);
+
+	if (r == -ESRCH)
+		return err_set(-ESRCH, "%s: no such %s \"%.64s\"", what,
+			       kind == POLICY_USER ? "user" : "group", s);
+	if (r < 0)
+		return err_set(-EINVAL, "%s: not a %s name or id: \"%.64s\"", what,
+			       kind == POLICY_USER ? "user" : "group", s);
+	snprintf(out, 24, "%u", id);
+	return 0;
+}
+
 int op_audit_show(struct conn *c, const json_t *args, json_t **ret)
 {
 	static const char *const known[] = { "dataset", "user", "event", "decision", "since",
-					     "until", "limit", NULL };
+					     "until", "limit", "grantee", "group", "grant_id",
+					     "version", "job_id", "seq", NULL };
 	struct audit_filter f = { 0 };
 	struct audit_stream s = { .c = c };
+	struct store_dataset_info ds;
+	char user[24], grantee[24], group[24];
 	int64_t since = 0, until = 0;
+	uint64_t version = 0;
 	int r;
 
 	if ((r = proto_args_known(args, known)) < 0 ||
 	    (r = proto_arg_string(args, "dataset", false, STORE_DATASET_NAME_MAX, &f.dataset)) < 0 ||
 	    (r = proto_arg_string(args, "user", false, POLICY_NAME_MAX, &f.user)) < 0 ||
-	    (r = proto_arg_string(args, "event", false, 32, &f.event)) < 0 ||
+	    (r = proto_arg_string(args, "event", false, 512, &f.event)) < 0 ||
 	    (r = proto_arg_string(args, "decision", false, 8, &f.decision)) < 0 ||
+	    (r = proto_arg_string(args, "grantee", false, POLICY_NAME_MAX, &f.grantee)) < 0 ||
+	    (r = proto_arg_string(args, "group", false, POLICY_NAME_MAX, &f.group)) < 0 ||
+	    (r = proto_arg_u64(args, "grant_id", false, INT64_MAX, &f.grant_id)) < 0 ||
+	    (r = proto_arg_u64(args, "version", false, UINT32_MAX, &version)) < 0 ||
+	    (r = proto_arg_u64(args, "job_id", false, INT64_MAX, &f.job_id)) < 0 ||
+	    (r = proto_arg_u64(args, "seq", false, INT64_MAX, &f.seq)) < 0 ||
 	    (r = time_arg(args, "since", false, &since)) < 0 ||
 	    (r = time_arg(args, "until", false, &until)) < 0 ||
 	    (r = proto_arg_u64(args, "limit", false, AUDIT_LIMIT_MAX, &s.limit)) < 0)
+		return r;
+	f.seq_set = json_object_get(args, "seq") != NULL;
+	/* Whatever a filter names must exist: a typo is an error, not an empty answer. */
+	if (f.event && (r = audit_event_filter_check(f.event)) < 0)
+		return r;
+	if (f.decision && strcmp(f.decision, "allow") != 0 && strcmp(f.decision, "deny") != 0)
+		return err_set(-EINVAL, "decision: \"allow\" or \"deny\"");
+	if (f.dataset && (r = get_dataset(c, f.dataset, &ds)) < 0)
+		return r;
+	if (version) {
+		struct store_version_info vi;
+
+		if (!f.dataset)
+			return err_set(-EINVAL, "version needs dataset");
+		if (store_version_get(c->d->st, ds.id, (uint32_t)version, &vi) < 0)
+			return err_set(-ENOENT, "dataset \"%s\" has no version %llu", f.dataset,
+				       (unsigned long long)version);
+		f.version = (uint32_t)version;
+	}
+	if (f.user && !is_decimal(f.user)) {
+		if ((r = principal_arg(POLICY_USER, "user", f.user, user)) < 0)
+			return r;
+		f.user = user;
+	}
+	if (f.grantee) {
+		if ((r = principal_arg(POLICY_USER, "grantee", f.grantee, grantee)) < 0)
+			return r;
+		f.grantee = grantee;
+	}
+	if (f.group) {
+		if ((r = principal_arg(POLICY_GROUP, "group", f.group, group)) < 0)
+			return r;
+		f.group = group;
+	}
+	if (f.grant_id && (r = grant_exists(c, f.grant_id)) < 0)
 		return r;
 	/* The filter counts nanoseconds since 1970 (0: no bound), which hold until 2262. Every
 	 * record is after 1970: an earlier `since` bounds nothing, an earlier `until` everything. */

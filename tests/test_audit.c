@@ -1544,6 +1544,114 @@ static void test_busy(void **state)
 	audit_close(second);
 }
 
+/* The matcher on decoded records: event families, and the links it follows (a grant chosen by
+ * grantee to its approval, revocation and opens; an open chosen by grant or job to its close). */
+static int match_list(const struct audit_filter *f, const char *const *lines, size_t n,
+		      char *out, size_t outn)
+{
+	struct audit_matcher *m = NULL;
+	size_t o = 0;
+
+	assert_int_equal(audit_matcher_new(f, &m), 0);
+	out[0] = '\0';
+	for (size_t i = 0; i < n; i++) {
+		json_t *rec = json_loads(lines[i], 0, NULL);
+		int r;
+
+		assert_non_null(rec);
+		r = audit_matcher_test(m, rec, 1000 + (int64_t)i);
+		assert_true(r >= 0);
+		if (r)
+			o += (size_t)snprintf(out + o, outn - o, "%s%zu", o ? "," : "", i);
+		json_decref(rec);
+	}
+	audit_matcher_free(m);
+	return 0;
+}
+
+static void test_matcher_families_and_links(void **state)
+{
+	static const char *const recs[] = {
+		/* 0 */ "{\"seq\":0,\"event\":\"grant_request\",\"grant_id\":5,\"dataset\":\"ds\","
+			"\"user\":\"root\",\"uid\":0,\"grant\":{\"id\":5,\"kind\":\"user\","
+			"\"principal\":\"alice\",\"principal_id\":1000,\"dataset\":\"ds\",\"version\":1}}",
+		/* 1 */ "{\"seq\":1,\"event\":\"grant_request\",\"grant_id\":6,\"dataset\":\"ds\","
+			"\"user\":\"root\",\"uid\":0,\"grant\":{\"id\":6,\"kind\":\"group\","
+			"\"principal\":\"lab\",\"principal_id\":1000,\"dataset\":\"ds\",\"version\":0}}",
+		/* 2 */ "{\"seq\":2,\"event\":\"grant_approve\",\"grant_id\":5,\"dataset\":\"ds\","
+			"\"user\":\"bob\",\"uid\":1001}",
+		/* 3 */ "{\"seq\":3,\"event\":\"open\",\"grant_id\":5,\"dataset\":\"ds\",\"version\":1,"
+			"\"user\":\"alice\",\"uid\":1000,\"decision\":\"allow\",\"job_id\":77}",
+		/* 4 */ "{\"seq\":4,\"event\":\"open\",\"grant_id\":6,\"dataset\":\"ds\",\"version\":2,"
+			"\"user\":\"alice\",\"uid\":1000,\"decision\":\"allow\",\"job_id\":78}",
+		/* 5 */ "{\"seq\":5,\"event\":\"close\",\"open_seq\":3,\"dataset\":\"ds\",\"version\":1,"
+			"\"user\":\"alice\",\"uid\":1000,\"bytes\":10}",
+		/* 6 */ "{\"seq\":6,\"event\":\"close\",\"open_seq\":4,\"dataset\":\"ds\",\"version\":2,"
+			"\"user\":\"alice\",\"uid\":1000,\"bytes\":20}",
+		/* 7 */ "{\"seq\":7,\"event\":\"revoke\",\"grant_id\":5,\"dataset\":\"ds\","
+			"\"user\":\"root\",\"uid\":0}",
+		/* 8 */ "{\"seq\":8,\"event\":\"deny_add\",\"rule_id\":1,\"user\":\"root\",\"uid\":0}",
+		/* 9 */ "{\"seq\":9,\"event\":\"read_refused\",\"open_seq\":3,\"dataset\":\"ds\","
+			"\"version\":1,\"user\":\"alice\",\"uid\":1000,\"bytes\":10}",
+	};
+	char out[256];
+
+	(void)state;
+	/* A family covers its events; a name only itself; a list is a union. */
+	match_list(&(struct audit_filter){ .event = "grant" }, recs, ARRAY_SIZE(recs), out,
+		   sizeof(out));
+	assert_string_equal(out, "0,1,2,7");
+	match_list(&(struct audit_filter){ .event = "grant_request" }, recs, ARRAY_SIZE(recs), out,
+		   sizeof(out));
+	assert_string_equal(out, "0,1");
+	match_list(&(struct audit_filter){ .event = "access,deny" }, recs, ARRAY_SIZE(recs), out,
+		   sizeof(out));
+	assert_string_equal(out, "3,4,5,6,8,9");
+	/* The grantee's grant, followed to its approval, open, that open's close and refused read,
+	 * and its revocation; not the group grant that happens to have the same numeric id. */
+	match_list(&(struct audit_filter){ .grantee = "1000" }, recs, ARRAY_SIZE(recs), out,
+		   sizeof(out));
+	assert_string_equal(out, "0,2,3,5,7,9");
+	match_list(&(struct audit_filter){ .grantee = "alice" }, recs, ARRAY_SIZE(recs), out,
+		   sizeof(out));
+	assert_string_equal(out, "0,2,3,5,7,9");
+	match_list(&(struct audit_filter){ .group = "lab" }, recs, ARRAY_SIZE(recs), out,
+		   sizeof(out));
+	assert_string_equal(out, "1,4,6");
+	/* A grant id: the records naming it, and the closes of the opens it allowed. */
+	match_list(&(struct audit_filter){ .grant_id = 6 }, recs, ARRAY_SIZE(recs), out,
+		   sizeof(out));
+	assert_string_equal(out, "1,4,6");
+	/* A job: its opens and their closes, also when only closes are asked for. */
+	match_list(&(struct audit_filter){ .job_id = 77 }, recs, ARRAY_SIZE(recs), out,
+		   sizeof(out));
+	assert_string_equal(out, "3,5,9");
+	match_list(&(struct audit_filter){ .job_id = 77, .event = "close" }, recs,
+		   ARRAY_SIZE(recs), out, sizeof(out));
+	assert_string_equal(out, "5");
+	match_list(&(struct audit_filter){ .job_id = 99 }, recs, ARRAY_SIZE(recs), out,
+		   sizeof(out));
+	assert_string_equal(out, "");
+	/* A version: records about it, and grants of it or of every version. */
+	match_list(&(struct audit_filter){ .dataset = "ds", .version = 2 }, recs, ARRAY_SIZE(recs),
+		   out, sizeof(out));
+	assert_string_equal(out, "1,4,6");
+	/* One record by seq. */
+	match_list(&(struct audit_filter){ .seq_set = true, .seq = 7 }, recs, ARRAY_SIZE(recs),
+		   out, sizeof(out));
+	assert_string_equal(out, "7");
+	match_list(&(struct audit_filter){ .seq_set = true, .seq = 0 }, recs, ARRAY_SIZE(recs),
+		   out, sizeof(out));
+	assert_string_equal(out, "0");
+
+	/* Names the edges check: families, exact names and lists; an unknown one is refused. */
+	assert_int_equal(audit_event_filter_check("grant"), 0);
+	assert_int_equal(audit_event_filter_check("open,close,deny"), 0);
+	assert_int_equal(audit_event_filter_check("grants"), -EINVAL);
+	assert_int_equal(audit_event_filter_check("open,"), -EINVAL);
+	assert_int_equal(audit_event_filter_check(""), -EINVAL);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1569,6 +1677,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_foreach_filters, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_foreach_partial_tail, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_busy, fx_setup, fx_teardown),
+		cmocka_unit_test(test_matcher_families_and_links),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

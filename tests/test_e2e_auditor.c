@@ -1,0 +1,303 @@
+/* test_e2e_auditor: the auditor's daily work against the real enclaved and enclavectl, run as
+ * carol, a non-root member of the auditor group (TU_GROUP):
+ *   - `audit show` filters: event families, grantee, grant, job, version, one record by seq; a
+ *     typo in a filter is an error, not an empty answer; the purpose is printed in full;
+ *   - `audit report`: relative times, one dataset's grants only, per-job summaries, every record
+ *     accounted for, stable JSON keys.
+ * Harness: tests/e2e.h.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include "common/common.h"
+#include "tests/e2e.h"
+#include "tests/testutil.h"
+
+/* Longer than any cut the text view ever made (160 characters), so a cut shows. */
+#define LONG_PURPOSE                                                                      \
+	"training a sepsis early-warning model on ICU admissions 2019-2024 under protocol "  \
+	"IRB-2026-0042, amendment 3, for the cardiology and intensive care research groups, " \
+	"end-of-purpose marker"
+
+static uint64_t alice_grant, two_grant;
+
+/* ---- Setup ------------------------------------------------------------------------------------ */
+
+static void import(const char *name, int files)
+{
+	char *dir = tu_fmt("%s/%s", E->src, name);
+
+	mkdir(dir, 0755);
+	for (int i = 0; i < files; i++) {
+		char *f = tu_fmt("%s/f%d.bin", dir, i);
+
+		tu_write_seeded(f, 5000 + 1000 * (size_t)i, 3 + (unsigned)i);
+		free(f);
+	}
+	e2e_ok_free(ctl("-q", "dataset", "import", (char *)name, dir));
+	free(dir);
+}
+
+static uint64_t grant(const char *who, const char *dataset, const char *purpose)
+{
+	struct e2e_run *r = e2e_ok(ctl("--json", "grant", "request", "--user", (char *)who,
+				       "--dataset", (char *)dataset, "--purpose", (char *)purpose,
+				       "--expires", "+7d"));
+	json_t *j = e2e_out_json(r);
+	uint64_t id = (uint64_t)json_integer_value(json_object_get(json_object_get(j, "grant"),
+								    "id"));
+
+	assert_true(id > 0);
+	json_decref(j);
+	free(r);
+	return id;
+}
+
+/* The child: become `cat PATH` with SLURM_JOB_ID=4242 in its environment (a batch job's read). */
+static int child_cat_as_job(void *arg)
+{
+	char *const argv[] = { "cat", arg, NULL };
+	char *const envp[] = { "SLURM_JOB_ID=4242", "PATH=/usr/bin:/bin", NULL };
+	int null = open("/dev/null", O_WRONLY | O_CLOEXEC);
+
+	if (null < 0 || dup2(null, STDOUT_FILENO) < 0)
+		return 90;
+	execve("/bin/cat", argv, envp);
+	return 91;
+}
+
+static int group_setup(void **state)
+{
+	static const char *const init[] = { "--steward", "user:root", "--auditor",
+					    "group:" TU_GROUP, "--approvals", "0",
+					    "--max-grant-days", "30", NULL };
+	char *path;
+
+	(void)state;
+	if (e2e_setup("e2e-auditor") < 0 || e2e_init(init) < 0)
+		return -1;
+	e2e_daemon_start_with(E->pass, true);
+	import("ds", 2);
+	import("two", 1);
+	alice_grant = grant(TU_USER_ALICE, "ds", LONG_PURPOSE);
+	two_grant = grant(TU_USER_BOB, "two", "a grant on another dataset");
+	path = tu_fmt("%s/ds/latest/f1.bin", E->mnt);
+	assert_int_equal(tu_run_as(&E->u.alice, child_cat_as_job, path, 30000), 0);
+	free(path);
+	return 0;
+}
+
+static int group_teardown(void **state)
+{
+	(void)state;
+	e2e_teardown();
+	return 0;
+}
+
+/* ---- Helpers ---------------------------------------------------------------------------------- */
+
+/* enclavectl as carol, the auditor who is not root. */
+#define auditor(...) ctl_as(&E->u.carol, __VA_ARGS__)
+
+/* The events of `audit show --json` output, one line each, as a comma list. */
+static char *events_of(const char *out)
+{
+	char *list = calloc(1, strlen(out) + 1);
+	const char *p = out;
+
+	while (*p) {
+		const char *nl = strchr(p, '\n');
+		json_t *j = json_loadb(p, nl ? (size_t)(nl - p) : strlen(p), 0, NULL);
+
+		assert_non_null(j);
+		if (*list)
+			strcat(list, ",");
+		strcat(list, json_string_value(json_object_get(j, "event")));
+		json_decref(j);
+		p = nl ? nl + 1 : p + strlen(p);
+	}
+	return list;
+}
+
+static void expect_fail(struct e2e_run *r, int status, const char *needle)
+{
+	if (r->status != status || !strstr(r->err, needle))
+		fprintf(stderr, "exit %d (wanted %d), stderr:\n%s\nwanted \"%s\"\n", r->status,
+			status, r->err, needle);
+	assert_int_equal(r->status, status);
+	assert_non_null(strstr(r->err, needle));
+	free(r);
+}
+
+/* ---- audit show ------------------------------------------------------------------------------- */
+
+static void test_show_event_families(void **state)
+{
+	struct e2e_run *r;
+	char *ev;
+
+	(void)state;
+	/* The example in --help: the grant family, requests included. */
+	r = e2e_ok(auditor("--json", "audit", "show", "--event", "grant"));
+	ev = events_of(r->out);
+	assert_string_equal(ev, "grant_request,grant_request");
+	free(ev);
+	free(r);
+	r = e2e_ok(auditor("--json", "audit", "show", "--event", "access,dataset"));
+	ev = events_of(r->out);
+	assert_non_null(strstr(ev, "import"));
+	assert_non_null(strstr(ev, "open"));
+	assert_non_null(strstr(ev, "close"));
+	assert_null(strstr(ev, "grant"));
+	free(ev);
+	free(r);
+	/* A typo is a usage error, said before anything is asked. */
+	expect_fail(auditor("audit", "show", "--event", "grants"), 2, "unknown event \"grants\"");
+	expect_fail(auditor("audit", "show", "--event", "open,"), 2, "empty event");
+}
+
+static void test_show_unknown_names_fail(void **state)
+{
+	(void)state;
+	expect_fail(auditor("audit", "show", "--dataset", "nosuch"), 1, "no dataset named");
+	expect_fail(auditor("audit", "show", "--dataset", "ds@9"), 1, "has no version 9");
+	expect_fail(auditor("audit", "show", "--user", "enclave-t-nosuch"), 1, "no such user");
+	expect_fail(auditor("audit", "show", "--grantee", "enclave-t-nosuch"), 1, "no such user");
+	expect_fail(auditor("audit", "show", "--group", "enclave-t-nosuch"), 1, "no such group");
+	expect_fail(auditor("audit", "show", "--grant", "99999"), 1, "no grant with id 99999");
+	expect_fail(auditor("audit", "show", "--seq", "99999"), 1, "no record 99999");
+	expect_fail(auditor("audit", "show", "--seq", "1", "--dataset", "ds"), 2, "--seq");
+}
+
+static void test_show_links(void **state)
+{
+	char id[24];
+	struct e2e_run *r;
+	char *ev;
+
+	(void)state;
+	/* The batch job's open and its close (which has no job id of its own). */
+	r = e2e_ok(auditor("--json", "audit", "show", "--job", "4242"));
+	ev = events_of(r->out);
+	assert_string_equal(ev, "open,close");
+	free(ev);
+	free(r);
+	/* Alice's grant, followed to the open it allowed and that open's close. */
+	r = e2e_ok(auditor("--json", "audit", "show", "--grantee", TU_USER_ALICE));
+	ev = events_of(r->out);
+	assert_string_equal(ev, "grant_request,open,close");
+	free(ev);
+	free(r);
+	snprintf(id, sizeof(id), "%llu", (unsigned long long)two_grant);
+	r = e2e_ok(auditor("--json", "audit", "show", "--grant", id));
+	ev = events_of(r->out);
+	assert_string_equal(ev, "grant_request");
+	free(ev);
+	free(r);
+	/* A version: the imports, grants and opens of ds@1, not those of "two". */
+	r = e2e_ok(auditor("--json", "audit", "show", "--dataset", "ds@1"));
+	ev = events_of(r->out);
+	assert_string_equal(ev, "import,grant_request,open,close");
+	free(ev);
+	free(r);
+}
+
+/* Text lines keep what an auditor needs: the purpose, in full. */
+static void test_show_full_text_and_detail(void **state)
+{
+	struct e2e_run *r;
+
+	(void)state;
+	r = e2e_ok(auditor("audit", "show", "--event", "grant_request", "--grantee",
+			   TU_USER_ALICE));
+	assert_non_null(strstr(r->out, "purpose=" LONG_PURPOSE));
+	assert_non_null(strstr(r->out, "to=user:" TU_USER_ALICE));
+	assert_null(strstr(r->out, "..."));
+	free(r);
+	/* --wide: the hash chain and every member of the grant. */
+	r = e2e_ok(auditor("audit", "show", "--event", "grant_request", "--wide"));
+	assert_non_null(strstr(r->out, "prev="));
+	assert_non_null(strstr(r->out, "dataset_id="));
+	assert_non_null(strstr(r->out, "created="));
+	free(r);
+	/* One record in detail. */
+	r = e2e_ok(auditor("audit", "show", "--seq", "0"));
+	assert_non_null(strstr(r->out, "seq: 0\n"));
+	assert_non_null(strstr(r->out, "event: daemon_start\n"));
+	free(r);
+}
+
+/* ---- audit report ----------------------------------------------------------------------------- */
+
+static void test_report(void **state)
+{
+	struct e2e_run *r;
+	json_t *j, *g, *left, *den, *job;
+	json_int_t sum = 0;
+	const char *k;
+	json_t *v;
+	size_t i;
+
+	(void)state;
+	/* As audit show takes it: an hour ago. */
+	e2e_ok_free(auditor("audit", "report", "--since", "-1h"));
+	r = e2e_ok(auditor("--json", "audit", "report", "--dataset", "ds"));
+	j = e2e_out_json(r);
+	/* Only ds's grants in force. */
+	assert_int_equal(json_array_size(json_object_get(j, "grants_in_force")), 1);
+	json_array_foreach(json_object_get(j, "grants_in_force"), i, g)
+		assert_string_equal(json_string_value(json_object_get(g, "dataset")), "ds");
+	/* Every record counted or left out for a reason. */
+	left = json_object_get(j, "left_out");
+	assert_true(json_is_integer(json_object_get(left, "time_range")));
+	assert_true(json_is_integer(json_object_get(left, "other_dataset")));
+	assert_true(json_is_integer(json_object_get(left, "other_filters")));
+	json_object_foreach(left, k, v)
+		sum += json_integer_value(v);
+	assert_true(json_integer_value(json_object_get(left, "other_dataset")) > 0);
+	assert_int_equal(json_integer_value(json_object_get(j, "records")) + sum,
+			 json_integer_value(json_object_get(j, "records_total")));
+	/* Denial counters are there at zero. */
+	den = json_object_get(json_object_get(json_object_get(j, "datasets"), "ds"), "denials");
+	assert_true(json_is_integer(json_object_get(den, "no_grant")));
+	assert_int_equal(json_integer_value(json_object_get(den, "revoked")), 0);
+	assert_true(json_is_integer(json_object_get(json_object_get(json_object_get(j, "datasets"),
+								    "ds"), "reads_refused")));
+	/* The batch job: one open, one file, its bytes (from the close). */
+	job = json_object_get(json_object_get(j, "jobs"), "4242");
+	assert_non_null(job);
+	assert_int_equal(json_integer_value(json_object_get(job, "opens")), 1);
+	assert_int_equal(json_integer_value(json_object_get(job, "files")), 1);
+	assert_int_equal(json_integer_value(json_object_get(job, "bytes")), 6000);
+	json_decref(j);
+	free(r);
+	/* The text says what was left out, and lists only ds's grants. */
+	r = e2e_ok(auditor("audit", "report", "--dataset", "ds"));
+	assert_non_null(strstr(r->out, " left out (outside the time range 0, not about this dataset "));
+	assert_non_null(strstr(r->out, "grants in force now on ds:"));
+	assert_null(strstr(r->out, TU_USER_BOB " -> two"));
+	assert_non_null(strstr(r->out, "job 4242"));
+	free(r);
+	expect_fail(auditor("audit", "report", "--dataset", "nosuch"), 1, "no dataset named");
+	expect_fail(auditor("audit", "report", "--since", "yesterday-ish"), 2, "--since");
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_show_event_families),
+		cmocka_unit_test(test_show_unknown_names_fail),
+		cmocka_unit_test(test_show_links),
+		cmocka_unit_test(test_show_full_text_and_detail),
+		cmocka_unit_test(test_report),
+	};
+
+	return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
