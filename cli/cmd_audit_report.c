@@ -52,7 +52,8 @@ static const char report_usage[] =
 	"Summarise the audit trail per dataset, per user and per batch job: opens allowed,\n"
 	"denials (by reason), reads refused after a revocation, bytes read (from close\n"
 	"records), files opened, and the grants in force now (grant and revoke records\n"
-	"replayed, expiry applied). Without --log the records come from the daemon (stewards\n"
+	"replayed, expiry applied; a grant the dataset's consent codes now exclude is suspended,\n"
+	"not in force). Without --log the records come from the daemon (stewards\n"
 	"and auditors only); with --log they are read offline from the audit directory DIR.\n"
 	"The filters select the records counted, as in `audit show`; the report says how many\n"
 	"records the log holds and why each one not counted was left out. Grants in force are\n"
@@ -109,6 +110,7 @@ struct report {
 	json_t *open_job;   /* open seq (text) -> job id (text): a close's bytes go to the job */
 	json_t *job_files;  /* job id (text) -> {"dataset@version/path": true} */
 	size_t keys;        /* entries created in the maps, for the cap */
+	json_t *policies;   /* dataset_id (text) -> the dataset's latest policy record, replayed */
 	int64_t now;        /* unix seconds: what "in force now" means */
 	uint64_t total;     /* records in the log */
 	uint64_t records;   /* records counted (matching the filters) */
@@ -278,13 +280,25 @@ static int count_job(struct report *rp, const char *event, const json_t *rec, co
 	return 0;
 }
 
-/* Replay the grant records: which grants are in force, whatever the filters. */
+/* Replay the grant records (and the datasets' consent codes): which grants are in force,
+ * whatever the filters. */
 static int replay_grants(struct report *rp, const char *event, const json_t *rec)
 {
 	const json_t *gid = json_object_get(rec, "grant_id"), *g;
 	const char *state = json_string_value(json_object_get(rec, "state"));
 	char id[24];
 
+	/* A dataset's consent codes, as last recorded: a grant they exclude is suspended, not in
+	 * force (docs/POLICY.md section 7). */
+	if (strcmp(event, "dataset_policy") == 0 || strcmp(event, "dataset_set") == 0) {
+		const json_t *pol = json_object_get(rec, "policy");
+		const json_t *dsid = json_object_get(rec, "dataset_id");
+
+		if (!json_is_object(pol) || !json_is_integer(dsid))
+			return 0;
+		snprintf(id, sizeof(id), "%" JSON_INTEGER_FORMAT, json_integer_value(dsid));
+		return json_object_set(rp->policies, id, (json_t *)pol) < 0 ? -ENOMEM : 0;
+	}
 	if (!json_is_integer(gid))
 		return 0;
 	snprintf(id, sizeof(id), "%" JSON_INTEGER_FORMAT, json_integer_value(gid));
@@ -401,6 +415,24 @@ static int on_partial(void *ctx, const json_t *partial)
 	return 0;
 }
 
+/* Do the dataset's consent codes, as last recorded, exclude grant g (a grant object)? */
+static bool suspended(const struct report *rp, const json_t *g)
+{
+	struct policy_grant pg;
+	struct policy_dataset pd;
+	struct policy_purpose pp;
+	char id[24];
+
+	if (policy_grant_from_json(g, &pg) < 0)
+		return false;
+	snprintf(id, sizeof(id), "%" PRIu64, pg.dataset_id);
+	if (policy_dataset_from_json(json_object_get(rp->policies, id), &pd) < 0 ||
+	    policy_purpose_parse(pg.purpose_code, &pp) < 0)
+		return false;
+	return policy_purpose_excluded(pd.duo, pd.nduo, &pp, pg.expires,
+				       pg.consent_override[0] != '\0') != 0;
+}
+
 /* Grants in force at rp->now, optionally of one dataset: a new array. */
 static json_t *grants_in_force(const struct report *rp, const char *dataset)
 {
@@ -418,6 +450,8 @@ static json_t *grants_in_force(const struct report *rp, const char *dataset)
 		if (rp->now < tnb || rp->now >= tex)
 			continue;
 		if (dataset && (!ds || strcmp(ds, dataset) != 0))
+			continue;
+		if (suspended(rp, g))
 			continue;
 		json_array_append(out, g);
 	}
@@ -676,7 +710,9 @@ int audit_report_cmd(struct ctl *ctl, int argc, char **argv)
 	rp.pending = json_object();
 	rp.open_job = json_object();
 	rp.job_files = json_object();
+	rp.policies = json_object();
 	if (!rp.datasets || !rp.users || !rp.jobs || !rp.grants || !rp.pending || !rp.open_job ||
+	    !rp.policies ||
 	    !rp.job_files || audit_matcher_new(&f, &rp.m) < 0 ||
 	    audit_matcher_new(&f_all, &rp.m_all) < 0 || audit_matcher_new(&f_name, &rp.m_name) < 0) {
 		ctl_fail(what, "out of memory");
@@ -718,5 +754,6 @@ out:
 	json_decref(rp.pending);
 	json_decref(rp.open_job);
 	json_decref(rp.job_files);
+	json_decref(rp.policies);
 	return ret;
 }

@@ -47,7 +47,11 @@ static const char show_usage[] =
 static const char set_usage[] =
 	"Usage: enclavectl [GLOBAL OPTIONS] dataset set NAME [--cache kernel|direct]\n"
 	"           [--duo CODES] [--controller NAME]\n\n"
-	"Change a dataset's policy settings; each change is an audit record. Stewards only.\n\n"
+	"Change a dataset's policy settings; each change is an audit record. New consent codes\n"
+	"apply to existing grants at once: the grants they now exclude are suspended (named\n"
+	"here, shown as suspended by grant list and show, refused at open, never exported as\n"
+	"visas) until the codes allow them again. A TS:DATE already past is refused. Stewards\n"
+	"only.\n\n"
 	"Options:\n"
 	"  --cache MODE        direct (default): every read is checked; kernel: the kernel's\n"
 	"                      page cache serves repeated reads (and shared mmap), unchecked\n"
@@ -711,6 +715,23 @@ static int dataset_set(struct ctl *ctl, int argc, char **argv)
 	if (ctl->json)
 		return ctl_print_json(&rep);
 	printf("%s: settings recorded\n", name);
+	{
+		const json_t *sus = json_object_get(rep.result, "suspends"), *g;
+		const json_t *res = json_object_get(rep.result, "resumes");
+		char s1[24], s2[24], s3[24], s4[24], s5[24], s6[24], text[200];
+		size_t i;
+
+		/* One scratch buffer per member: out_member() may format into it. */
+		json_array_foreach(sus, i, g)
+			printf("  suspends grant %s (%s:%s): consent code %s (%s) excludes purpose "
+			       "%s\n", out_member(g, "id", s1), out_member(g, "kind", s2),
+			       out_text(out_member(g, "principal", s3), 64, text, sizeof(text)),
+			       out_member(g, "consent_code", s4), out_member(g, "consent_code_id", s5),
+			       out_member(g, "purpose_code", s6));
+		json_array_foreach(res, i, g)
+			printf("  resumes grant %" JSON_INTEGER_FORMAT ": the consent codes allow "
+			       "its purpose again\n", json_integer_value(g));
+	}
 	reply_clear(&rep);
 	return 0;
 }

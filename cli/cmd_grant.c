@@ -52,13 +52,31 @@ static const char add_usage[] =
 	"UTC), \"now\", or relative to now: +N followed by s, m, h, d or w (+90d).\n";
 
 static const char list_usage[] =
-	"Usage: enclavectl [GLOBAL OPTIONS] grant list [--dataset NAME] [--all]\n\n"
-	"List grants, by id: those in force or not yet valid, or with --all also the expired\n"
-	"and revoked ones. Stewards and auditors only.\n\n"
+	"Usage: enclavectl [GLOBAL OPTIONS] grant list [--dataset NAME] [--user NAME]\n"
+	"           [--group NAME] [--state STATE] [--all]\n\n"
+	"List grants, by id: those in force, pending, suspended or not yet valid, or with --all\n"
+	"also the expired and revoked ones. STATE is the effective state: active,\n"
+	"pending_approval, not_yet_valid, suspended (the dataset's consent codes now exclude\n"
+	"the grant's purpose; shown with the code), expired or revoked. Stewards and auditors\n"
+	"only.\n\n"
 	"Options:\n"
-	"  --dataset NAME   only the grants of this dataset\n"
+	"  --dataset NAME   only the grants of this dataset (it must exist)\n"
+	"  --user NAME      only the grants that reach this user: its own and its groups'\n"
+	"  --group NAME     only the grants to this group\n"
+	"  --state STATE    only grants in this state (any state: implies --all)\n"
 	"  --all            include expired and revoked grants\n"
 	"  --json           print the daemon's answer as JSON (purposes in full)\n"
+	"  -h, --help       show this help\n";
+
+static const char show_usage[] =
+	"Usage: enclavectl [GLOBAL OPTIONS] grant show ID\n\n"
+	"Everything about grant ID, for an approver or an auditor: its grantee and dataset, its\n"
+	"purpose and purpose codes, any consent override and its reason, who requested it, its\n"
+	"window, its effective state, the approvals so far (who, when) and its history\n"
+	"(requested, approved, valid from, suspended, revoked, expires). Stewards and auditors\n"
+	"only.\n\n"
+	"Options:\n"
+	"  --json           print the grant, its approvals and history as JSON\n"
 	"  -h, --help       show this help\n";
 
 static const char approve_usage[] =
@@ -97,6 +115,8 @@ enum {
 	OPT_PURPOSE_CODE,
 	OPT_OVERRIDE,
 	OPT_FORMAT,
+	OPT_STATE,
+	OPT_JWKS,
 };
 
 /* "user:alice" */
@@ -322,7 +342,7 @@ static int grant_add(struct ctl *ctl, int argc, char **argv)
 /* ---- list ---------------------------------------------------------------------------------- */
 
 struct list_args {
-	const char *dataset;
+	const char *dataset, *user, *group, *state;
 	bool all;
 };
 
@@ -332,6 +352,12 @@ static int on_list_opt(void *ctx, int val, const char *arg)
 
 	if (val == OPT_DATASET)
 		a->dataset = arg;
+	else if (val == OPT_USER)
+		a->user = arg;
+	else if (val == OPT_GROUP)
+		a->group = arg;
+	else if (val == OPT_STATE)
+		a->state = arg;
 	else if (val == OPT_ALL)
 		a->all = true;
 	else
@@ -339,16 +365,34 @@ static int on_list_opt(void *ctx, int val, const char *arg)
 	return 0;
 }
 
+/* "suspended (consent: NMDS)", or the state as it is. */
+static const char *state_text(const json_t *g, char out[static 64])
+{
+	char s1[24], s2[24];
+	const char *state = out_member(g, "state", s1);
+
+	if (strcmp(state, "suspended") == 0 && json_object_get(g, "consent_code"))
+		snprintf(out, 64, "suspended (consent: %.16s)", out_member(g, "consent_code", s2));
+	else
+		snprintf(out, 64, "%s", state);
+	return out;
+}
+
 static int grant_list(struct ctl *ctl, int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{ "dataset", required_argument, NULL, OPT_DATASET },
+		{ "user", required_argument, NULL, OPT_USER },
+		{ "group", required_argument, NULL, OPT_GROUP },
+		{ "state", required_argument, NULL, OPT_STATE },
 		{ "all", no_argument, NULL, OPT_ALL },
 		{ 0 },
 	};
 	static const char *const head[] = { "ID", "PRINCIPAL", "DATASET@VERSION", "STATE",
 					    "NOT BEFORE", "EXPIRES", "PURPOSE" };
 	static const size_t widths[] = { 0, 0, 0, 0, 0, 0, PURPOSE_COLUMN };
+	static const char *const states[] = { "active", "pending_approval", "not_yet_valid",
+					      "suspended", "expired", "revoked" };
 	struct list_args a = { 0 };
 	struct reply rep = { 0 };
 	const json_t *list, *g;
@@ -364,8 +408,28 @@ static int grant_list(struct ctl *ctl, int argc, char **argv)
 		return ctl_usage_error("grant list", "unexpected argument '%s'", argv[first]);
 	if (a.dataset && !store_dataset_name_valid(a.dataset))
 		return ctl_usage_error("grant list", "--dataset: not a dataset name");
+	if ((a.user && (!*a.user || strlen(a.user) > POLICY_NAME_MAX)) ||
+	    (a.group && (!*a.group || strlen(a.group) > POLICY_NAME_MAX)))
+		return ctl_usage_error("grant list", "--user, --group: a name or id of 1 to %d "
+				       "bytes", POLICY_NAME_MAX);
+	if (a.state) {
+		bool ok = false;
+
+		for (i = 0; i < ARRAY_SIZE(states); i++)
+			ok |= strcmp(a.state, states[i]) == 0;
+		if (!ok)
+			return ctl_usage_error("grant list", "--state '%.40s': one of active, "
+					       "pending_approval, not_yet_valid, suspended, expired, "
+					       "revoked", a.state);
+	}
 	args = json_object();
 	if (args && a.dataset && json_object_set_new(args, "dataset", json_string(a.dataset)) < 0)
+		json_decref(args), args = NULL;
+	if (args && a.user && json_object_set_new(args, "user", json_string(a.user)) < 0)
+		json_decref(args), args = NULL;
+	if (args && a.group && json_object_set_new(args, "group", json_string(a.group)) < 0)
+		json_decref(args), args = NULL;
+	if (args && a.state && json_object_set_new(args, "state", json_string(a.state)) < 0)
 		json_decref(args), args = NULL;
 	if (args && a.all && json_object_set_new(args, "all", json_true()) < 0)
 		json_decref(args), args = NULL;
@@ -383,9 +447,9 @@ static int grant_list(struct ctl *ctl, int argc, char **argv)
 	}
 	table_init(&t, ARRAY_SIZE(head), head);
 	json_array_foreach(list, i, g) {
-		char s1[24], s2[24], s3[24], s4[24], s5[24], p[160], d[160];
+		char s1[24], s3[24], s4[24], s5[24], p[160], d[160], st[64];
 		const char *cells[] = { out_member(g, "id", s1), principal_text(g, p),
-					dataset_text(g, d), out_member(g, "state", s2),
+					dataset_text(g, d), state_text(g, st),
 					out_member(g, "not_before", s3),
 					out_member(g, "expires", s4),
 					out_member(g, "purpose", s5) };
@@ -399,11 +463,96 @@ static int grant_list(struct ctl *ctl, int argc, char **argv)
 		if (t.nrows)
 			r = table_print(&t) < 0;
 		else if (!ctl->quiet)
-			fprintf(stderr, "no %sgrants\n", a.all ? "" : "current ");
+			fprintf(stderr, "no %sgrants\n", a.all || a.state ? "" : "current ");
 	}
 	table_free(&t);
 	reply_clear(&rep);
 	return r;
+}
+
+/* ---- show ---------------------------------------------------------------------------------- */
+
+static int parse_id(const char *what, const char *s, unsigned long long *ret);
+
+static int grant_show(struct ctl *ctl, int argc, char **argv)
+{
+	struct reply rep = { 0 };
+	unsigned long long id = 0;
+	const json_t *g, *list, *e, *rv;
+	char what[64], s1[24], s2[24], s3[24], s4[24], p[160], d[160], st[64], text[1100];
+	json_t *args;
+	size_t i;
+	int first, r;
+
+	r = ctl_parse_none(ctl, "grant show", show_usage, argc, argv, &first);
+	if (r >= 0)
+		return r;
+	if (first >= argc)
+		return ctl_usage_error("grant show", "missing the grant's ID");
+	if (first + 1 < argc)
+		return ctl_usage_error("grant show", "unexpected argument '%s'", argv[first + 1]);
+	r = parse_id("grant show", argv[first], &id);
+	if (r)
+		return r;
+	args = json_pack("{s:I}", "id", (json_int_t)id);
+	if (!args)
+		return ctl_fail("grant show", "out of memory");
+	snprintf(what, sizeof(what), "grant show %llu", id);
+	r = ctl_call(ctl, what, "grant.show", args, NULL, NULL, &rep);
+	if (r)
+		return r;
+	if (ctl->json)
+		return ctl_print_json(&rep);
+	g = json_object_get(rep.result, "grant");
+	if (!json_is_object(g)) {
+		reply_clear(&rep);
+		return ctl_fail(what, "protocol error: the reply has no \"grant\"");
+	}
+	printf("grant %s: %s may read %s\n", out_member(g, "id", s1),
+	       out_text(principal_text(g, p), 0, text, sizeof(text)), dataset_text(g, d));
+	printf("  state             %s\n", state_text(g, st));
+	printf("  purpose           %s\n", out_text(out_member(g, "purpose", s1), 0, text,
+						     sizeof(text)));
+	printf("  purpose codes     %s\n", out_text(out_member(g, "purpose_code", s1), 0, text,
+						     sizeof(text)));
+	if (*out_member(g, "consent_override", s1))
+		printf("  consent override  %s\n", out_text(out_member(g, "consent_override", s1),
+							     0, text, sizeof(text)));
+	printf("  grantee           %s (%s %s)\n",
+	       out_text(principal_text(g, p), 0, text, sizeof(text)),
+	       strcmp(out_member(g, "kind", s1), "group") == 0 ? "gid" : "uid",
+	       out_member(g, "principal_id", s2));
+	printf("  requested by      %s (uid %s) at %s\n",
+	       out_text(out_member(g, "granted_by", s1), 64, text, sizeof(text)),
+	       out_member(g, "granted_by_uid", s2), out_member(g, "created", s3));
+	printf("  not before        %s\n", out_member(g, "not_before", s1));
+	printf("  expires           %s\n", out_member(g, "expires", s1));
+	printf("  approvals         %s of %s\n", out_member(g, "approvals", s1),
+	       out_member(g, "approvals_required", s2));
+	list = json_object_get(rep.result, "approvals");
+	json_array_foreach(list, i, e)
+		printf("    by %s (uid %s) at %s\n",
+		       out_text(out_member(e, "by", s1), 64, text, sizeof(text)),
+		       out_member(e, "by_uid", s2), out_member(e, "at", s3));
+	rv = json_object_get(g, "revocation");
+	if (json_is_object(rv))
+		printf("  revoked           %s by %s: %s\n", out_member(rv, "at", s1),
+		       out_member(rv, "by", s2),
+		       out_text(*out_member(rv, "reason", s3) ? out_member(rv, "reason", s3)
+							    : "(no reason given)", 0, text,
+				sizeof(text)));
+	printf("  history\n");
+	list = json_object_get(rep.result, "history");
+	json_array_foreach(list, i, e) {
+		printf("    %s  %-10s", out_member(e, "at", s1), out_member(e, "event", s2));
+		if (*out_member(e, "by", s3))
+			printf(" by %s", out_text(out_member(e, "by", s3), 64, text, sizeof(text)));
+		if (*out_member(e, "detail", s4))
+			printf(": %s", out_text(out_member(e, "detail", s4), 0, text, sizeof(text)));
+		putchar('\n');
+	}
+	reply_clear(&rep);
+	return 0;
 }
 
 /* ---- revoke -------------------------------------------------------------------------------- */
@@ -578,7 +727,9 @@ const struct ctl_cmd grant_cmds[] = {
 	{ "add", grant_add, "--user|--group NAME ...", "the same as request" },
 	{ "approve", grant_approve, "ID", "approve another steward's grant request" },
 	{ "export", grant_export, "--format ga4gh-visa", "grants in force as GA4GH visas" },
-	{ "list", grant_list, "[--dataset NAME] [--all]", "list grants" },
+	{ "list", grant_list, "[--dataset|--user|--group NAME] [--state S] [--all]",
+	  "list grants" },
+	{ "show", grant_show, "ID", "a grant: purpose, approvals, state, history" },
 	{ "revoke", grant_revoke, "ID [--reason TEXT]", "revoke a grant at once" },
 	{ 0 },
 };

@@ -167,6 +167,7 @@ static const struct {
 	{ "import.abort", ROLE_STEWARD, op_import_abort },
 	{ "grant.add", ROLE_STEWARD, op_grant_add },
 	{ "grant.list", ROLE_STEWARD | ROLE_AUDITOR, op_grant_list },
+	{ "grant.show", ROLE_STEWARD | ROLE_AUDITOR, op_grant_show },
 	{ "grant.revoke", ROLE_STEWARD, op_grant_revoke },
 	{ "grant.request", ROLE_STEWARD, op_grant_add },
 	{ "grant.approve", ROLE_STEWARD, op_grant_approve },

@@ -139,6 +139,17 @@ static int policy_args(const json_t *args, struct policy_dataset *p, bool *ret_a
 		return r;
 	if (duo && (r = policy_duo_parse(duo, p->duo, &p->nduo)) < 0)
 		return r;
+	/* A time limit already past would exclude every grant of the dataset at once: most likely
+	 * a typo, and never what "time limit" means. Refused, naming it. */
+	for (size_t i = 0; duo && i < p->nduo; i++) {
+		int64_t t;
+
+		if (p->duo[i].code == POLICY_DUO_TS &&
+		    time_parse(p->duo[i].arg, 0, &t) == 0 && t <= (int64_t)time(NULL))
+			return err_set(-EINVAL, "consent code TS:%s (time limit on use) is in the "
+				       "past: it would exclude every grant of the dataset; give a "
+				       "future date, or revoke the grants", p->duo[i].arg);
+	}
 	if (controller)
 		snprintf(p->controller, sizeof(p->controller), "%s", controller);
 	if (cache && strcmp(cache, "kernel") == 0)
@@ -173,22 +184,74 @@ static int policy_write(struct conn *c, struct policy_dataset *p, const char *ev
 	return grants_dataset_set(c->d->grants, c->d->log, &c->who, p, event);
 }
 
+/* Name in result the grants of the dataset (neither revoked nor expired) that the new consent
+ * codes exclude and the old did not ("suspends"), and those they let back in ("resumes"). */
+static int changed_grants(struct conn *c, const struct policy_dataset *old,
+			  const struct policy_dataset *p, json_t *result)
+{
+	_cleanup_free_ struct policy_grant *g = NULL;
+	json_t *sus = json_array(), *res = json_array();
+	int64_t now = time(NULL);
+	size_t n;
+	int r = -ENOMEM;
+
+	if (!sus || !res)
+		goto out;
+	r = grants_snapshot(c->d->grants, &g, NULL, &n);
+	if (r < 0)
+		goto out;
+	r = -ENOMEM;
+	for (size_t i = 0; i < n; i++) {
+		uint32_t was, now_code;
+
+		if (g[i].dataset_id != p->dataset_id || g[i].revoked_at || now >= g[i].expires)
+			continue;
+		was = grant_excluded_code(old, &g[i]);
+		now_code = grant_excluded_code(p, &g[i]);
+		if (!was && now_code) {
+			json_t *o = json_pack("{s:I, s:s, s:s, s:s, s:s, s:s}", "id",
+					      (json_int_t)g[i].id, "kind",
+					      g[i].kind == POLICY_USER ? "user" : "group",
+					      "principal", g[i].principal, "purpose_code",
+					      g[i].purpose_code, "consent_code",
+					      policy_duo_name(now_code), "consent_code_id",
+					      policy_duo_id(now_code));
+
+			if (!o || json_array_append_new(sus, o) < 0)
+				goto out;
+		} else if (was && !now_code) {
+			if (json_array_append_new(res, json_integer((json_int_t)g[i].id)) < 0)
+				goto out;
+		}
+	}
+	if (json_object_set(result, "suspends", sus) < 0 ||
+	    json_object_set(result, "resumes", res) < 0)
+		goto out;
+	r = 0;
+out:
+	json_decref(sus);
+	json_decref(res);
+	return r;
+}
+
 int op_dataset_set(struct conn *c, const json_t *args, json_t **ret)
 {
 	static const char *const known[] = { "dataset", "duo", "controller", "cache", NULL };
 	_cleanup_free_ struct policy_dataset *p = calloc(1, sizeof(*p));
+	_cleanup_free_ struct policy_dataset *old = calloc(1, sizeof(*old));
 	struct store_dataset_info ds;
 	const char *name;
 	bool any;
 	int r;
 
-	if (!p)
+	if (!p || !old)
 		return -ENOMEM;
 	if ((r = proto_args_known(args, known)) < 0 ||
 	    (r = proto_arg_string(args, "dataset", true, STORE_DATASET_NAME_MAX, &name)) < 0 ||
 	    (r = get_dataset(c, name, &ds)) < 0)
 		return r;
 	policy_current(c, &ds, p);
+	*old = *p;
 	if ((r = policy_args(args, p, &any)) < 0)
 		return r;
 	if (!any)
@@ -200,7 +263,9 @@ int op_dataset_set(struct conn *c, const json_t *args, json_t **ret)
 	if (c->d->fs)
 		fusefs_invalidate_dataset(c->d->fs, ds.id, ds.name);
 	*ret = json_pack("{s:o}", "policy", policy_dataset_to_json(p));
-	return *ret ? 0 : -ENOMEM;
+	if (!*ret)
+		return -ENOMEM;
+	return changed_grants(c, old, p, *ret);
 }
 
 /* ---- Import ---------------------------------------------------------------------------------- */

@@ -21,6 +21,8 @@
 
 /* ---- Grants ---------------------------------------------------------------------------------- */
 
+static int subject_of(const char *user, struct policy_subject *ret);
+
 static const char *subject_name(const struct policy_subject *who, char buf[static 16])
 {
 	if (who->user[0])
@@ -29,19 +31,52 @@ static const char *subject_name(const struct policy_subject *who, char buf[stati
 	return buf;
 }
 
-/* A grant's state for listings: the first of revoked, expired, pending_approval, not_yet_valid
- * that holds, else active. */
-static const char *grant_state(const struct policy_grant *g, int64_t now)
+uint32_t grant_excluded_code(const struct policy_dataset *dp, const struct policy_grant *g)
 {
+	struct policy_purpose pp;
+
+	if (!dp || !dp->nduo || policy_purpose_parse(g->purpose_code, &pp) < 0)
+		return 0;
+	return policy_purpose_excluded(dp->duo, dp->nduo, &pp, g->expires,
+				       g->consent_override[0] != '\0');
+}
+
+const char *grant_state(struct conn *c, const struct policy_grant *g, int64_t now,
+			uint32_t *ret_code)
+{
+	struct policy_dataset dp;
+	uint32_t code = 0;
+
 	if (g->revoked_at)
 		return "revoked";
 	if (now >= g->expires)
 		return "expired";
+	if (grants_dataset_get(c->d->grants, g->dataset_id, &dp) == 0)
+		code = grant_excluded_code(&dp, g);
+	if (code) {
+		if (ret_code)
+			*ret_code = code;
+		return "suspended";
+	}
 	if (g->approvals < g->approvals_required)
 		return "pending_approval";
 	if (now < g->not_before)
 		return "not_yet_valid";
 	return "active";
+}
+
+int grant_state_json(struct conn *c, const struct policy_grant *g, int64_t now, json_t *o)
+{
+	uint32_t code = 0;
+	const char *state = grant_state(c, g, now, &code);
+
+	if (json_object_set_new(o, "state", json_string(state)) < 0 ||
+	    json_object_set_new(o, "approvals", json_integer(g->approvals)) < 0)
+		return -ENOMEM;
+	if (code && (json_object_set_new(o, "consent_code", json_string(policy_duo_name(code))) < 0 ||
+		     json_object_set_new(o, "consent_code_id", json_string(policy_duo_id(code))) < 0))
+		return -ENOMEM;
+	return 0;
 }
 
 /* Refuse (-EPERM, naming the code) a purpose the dataset's consent codes exclude. override: the
@@ -224,13 +259,20 @@ int op_grant_approve(struct conn *c, const json_t *args, json_t **ret)
 	return *ret ? 0 : -ENOMEM;
 }
 
+static const char *const grant_states[] = { "active", "pending_approval", "not_yet_valid",
+					    "suspended", "expired", "revoked", NULL };
+
 int op_grant_list(struct conn *c, const json_t *args, json_t **ret)
 {
-	static const char *const known[] = { "dataset", "all", NULL };
+	static const char *const known[] = { "dataset", "all", "user", "group", "state", NULL };
 	_cleanup_free_ struct policy_grant *g = NULL;
 	_cleanup_free_ struct policy_revocation *rv = NULL;
-	const char *dataset = NULL;
-	bool all = false;
+	_cleanup_free_ struct policy_subject *who = NULL;
+	const char *dataset = NULL, *user = NULL, *group = NULL, *want = NULL;
+	struct store_dataset_info ds = { 0 };
+	char gname[POLICY_NAME_MAX + 1];
+	uint32_t gid = 0;
+	bool all = false, known_state = false;
 	int64_t now = time(NULL);
 	json_t *arr;
 	size_t n;
@@ -239,32 +281,179 @@ int op_grant_list(struct conn *c, const json_t *args, json_t **ret)
 	if ((r = proto_args_known(args, known)) < 0 ||
 	    (r = proto_arg_string(args, "dataset", false, STORE_DATASET_NAME_MAX, &dataset)) < 0 ||
 	    (r = proto_arg_bool(args, "all", false, &all)) < 0 ||
-	    (r = grants_snapshot(c->d->grants, &g, &rv, &n)) < 0)
+	    (r = proto_arg_string(args, "user", false, POLICY_NAME_MAX, &user)) < 0 ||
+	    (r = proto_arg_string(args, "group", false, POLICY_NAME_MAX, &group)) < 0 ||
+	    (r = proto_arg_string(args, "state", false, 32, &want)) < 0)
+		return r;
+	for (size_t i = 0; want && grant_states[i]; i++)
+		known_state |= strcmp(want, grant_states[i]) == 0;
+	if (want && !known_state)
+		return err_set(-EINVAL, "state \"%.32s\" is not one of active, pending_approval, "
+			       "not_yet_valid, suspended, expired, revoked", want);
+	/* Filters name things that exist: a typo is an error, not an empty list. */
+	if (dataset && (r = get_dataset(c, dataset, &ds)) < 0)
+		return r;
+	if (user) {
+		who = calloc(1, sizeof(*who));
+		if (!who)
+			return -ENOMEM;
+		if ((r = subject_of(user, who)) < 0)
+			return r;
+	}
+	if (group && (r = config_principal_resolve(POLICY_GROUP, group, &gid, gname)) < 0)
+		return r;
+	if ((r = grants_snapshot(c->d->grants, &g, &rv, &n)) < 0)
 		return r;
 	arr = json_array();
 	if (!arr)
 		return -ENOMEM;
 	for (size_t i = 0; i < n; i++) {
-		const char *state = grant_state(&g[i], now);
+		const char *state = grant_state(c, &g[i], now, NULL);
 		json_t *o;
 
-		if (dataset && strcmp(dataset, g[i].dataset) != 0)
+		if (dataset && g[i].dataset_id != ds.id)
 			continue;
-		if (!all && strcmp(state, "active") != 0 && strcmp(state, "not_yet_valid") != 0 &&
-		    strcmp(state, "pending_approval") != 0)
+		/* --user: the grants that reach the user, its own and its groups'. */
+		if (who && !(g[i].kind == POLICY_USER ? g[i].principal_id == who->uid
+						      : policy_subject_in_group(who,
+										g[i].principal_id)))
+			continue;
+		if (group && !(g[i].kind == POLICY_GROUP && g[i].principal_id == gid))
+			continue;
+		if (want ? strcmp(state, want) != 0
+			 : !all && strcmp(state, "active") != 0 &&
+				   strcmp(state, "not_yet_valid") != 0 &&
+				   strcmp(state, "pending_approval") != 0 &&
+				   strcmp(state, "suspended") != 0)
 			continue;
 		o = policy_grant_to_json(&g[i]);
-		if (!o || json_object_set_new(o, "state", json_string(state)) < 0 ||
-		    json_object_set_new(o, "approvals", json_integer(g[i].approvals)) < 0 ||
+		if (!o || grant_state_json(c, &g[i], now, o) < 0 ||
 		    (rv[i].grant_id &&
 		     json_object_set_new(o, "revocation", policy_revocation_to_json(&rv[i])) < 0) ||
 		    json_array_append_new(arr, o) < 0) {
+			json_decref(o);
 			json_decref(arr);
 			return -ENOMEM;
 		}
 	}
 	*ret = json_pack("{s:o}", "grants", arr);
 	return *ret ? 0 : -ENOMEM;
+}
+
+/* One entry of a grant's history. */
+static int history_add(json_t *h, int64_t at, const char *event, const char *by,
+		       const char *detail)
+{
+	json_t *e = json_pack("{s:o, s:s}", "at", jtime(at), "event", event);
+
+	if (!e || (by && json_object_set_new(e, "by", json_string(by)) < 0) ||
+	    (detail && json_object_set_new(e, "detail", json_string(detail)) < 0) ||
+	    json_array_append_new(h, e) < 0)
+		return -ENOMEM;
+	return 0;
+}
+
+static int history_cmp(const void *a, const void *b)
+{
+	const char *x = json_string_value(json_object_get(*(json_t *const *)a, "at"));
+	const char *y = json_string_value(json_object_get(*(json_t *const *)b, "at"));
+
+	return strcmp(x ? x : "", y ? y : "");
+}
+
+int op_grant_show(struct conn *c, const json_t *args, json_t **ret)
+{
+	static const char *const known[] = { "id", NULL };
+	_cleanup_free_ struct policy_grant *g = NULL;
+	_cleanup_free_ struct policy_revocation *rv = NULL;
+	_cleanup_free_ struct policy_approval *ap = NULL;
+	_cleanup_free_ json_t **sorted = NULL;
+	struct policy_dataset dp;
+	int64_t now = time(NULL), complete;
+	json_t *o = NULL, *aps = NULL, *h = NULL;
+	size_t n, nap, i;
+	uint64_t id;
+	uint32_t code = 0;
+	char detail[512];
+	int r;
+
+	if ((r = proto_args_known(args, known)) < 0 ||
+	    (r = proto_arg_u64(args, "id", true, UINT64_MAX >> 1, &id)) < 0 ||
+	    (r = grants_snapshot(c->d->grants, &g, &rv, &n)) < 0)
+		return r;
+	for (i = 0; i < n && g[i].id != id; i++)
+		;
+	if (i == n)
+		return err_set(-ENOENT, "no grant with id %llu", (unsigned long long)id);
+	if ((r = grants_approvals(c->d->grants, id, &ap, &nap)) < 0)
+		return r;
+	o = policy_grant_to_json(&g[i]);
+	aps = json_array();
+	h = json_array();
+	if (!o || !aps || !h || grant_state_json(c, &g[i], now, o) < 0)
+		goto nomem;
+	grant_state(c, &g[i], now, &code);
+	/* The history, from the records: requested, each approval, valid from, suspended by the
+	 * dataset's consent codes (when they were last amended), revoked, expires or expired. */
+	if (history_add(h, g[i].created, "requested", g[i].granted_by, NULL) < 0)
+		goto nomem;
+	complete = g[i].approvals_required ? 0 : g[i].created;
+	for (size_t k = 0; k < nap; k++) {
+		if (json_array_append_new(aps, policy_approval_to_json(&ap[k])) < 0 ||
+		    history_add(h, ap[k].at, "approved", ap[k].by, NULL) < 0)
+			goto nomem;
+		if (k + 1 == g[i].approvals_required)
+			complete = ap[k].at;
+	}
+	if (complete && history_add(h, MAX(complete, g[i].not_before),
+				    MAX(complete, g[i].not_before) > now ? "starts" : "valid_from",
+				    NULL, NULL) < 0)
+		goto nomem;
+	if (code && grants_dataset_get(c->d->grants, g[i].dataset_id, &dp) == 0) {
+		snprintf(detail, sizeof(detail), "consent code %s (%s) of the dataset excludes "
+			 "purpose \"%s\"", policy_duo_name(code), policy_duo_id(code),
+			 g[i].purpose_code);
+		if (history_add(h, dp.updated, "suspended", dp.updated_by, detail) < 0)
+			goto nomem;
+	}
+	if (rv[i].grant_id &&
+	    (history_add(h, rv[i].at, "revoked", rv[i].by, rv[i].reason) < 0 ||
+	     json_object_set_new(o, "revocation", policy_revocation_to_json(&rv[i])) < 0))
+		goto nomem;
+	if (history_add(h, g[i].expires, g[i].expires > now ? "expires" : "expired", NULL,
+			NULL) < 0)
+		goto nomem;
+	/* In time order (RFC 3339 UTC text sorts as time); equal times keep their order. */
+	sorted = calloc(MAX(json_array_size(h), 1), sizeof(*sorted));
+	if (!sorted)
+		goto nomem;
+	for (size_t k = 0; k < json_array_size(h); k++)
+		sorted[k] = json_array_get(h, k);
+	for (size_t k = 1; k < json_array_size(h); k++)
+		for (size_t m = k; m > 0 && history_cmp(&sorted[m - 1], &sorted[m]) > 0; m--) {
+			json_t *t = sorted[m];
+
+			sorted[m] = sorted[m - 1];
+			sorted[m - 1] = t;
+		}
+	{
+		json_t *hs = json_array();
+
+		for (size_t k = 0; hs && k < json_array_size(h); k++)
+			if (json_array_append(hs, sorted[k]) < 0)
+				json_decref(hs), hs = NULL;
+		json_decref(h);
+		h = hs;
+		if (!h)
+			goto nomem;
+	}
+	*ret = json_pack("{s:o, s:o, s:o}", "grant", o, "approvals", aps, "history", h);
+	return *ret ? 0 : -ENOMEM;
+nomem:
+	json_decref(o);
+	json_decref(aps);
+	json_decref(h);
+	return -ENOMEM;
 }
 
 int op_grant_revoke(struct conn *c, const json_t *args, json_t **ret)
@@ -332,7 +521,8 @@ int op_grant_export(struct conn *c, const json_t *args, json_t **ret)
 		char source[512];
 		json_t *visa, *o;
 
-		if (strcmp(grant_state(&g[i], now), "active") != 0)
+		/* Suspended (consent), pending, not yet valid, expired, revoked: no visa. */
+		if (strcmp(grant_state(c, &g[i], now, NULL), "active") != 0)
 			continue;
 		if (grants_dataset_get(c->d->grants, g[i].dataset_id, &dp) == 0 && dp.controller[0])
 			snprintf(source, sizeof(source), "%s", dp.controller);

@@ -44,6 +44,7 @@ int op_grant_add(struct conn *c, const json_t *args, json_t **ret);
 int op_grant_list(struct conn *c, const json_t *args, json_t **ret);
 int op_grant_revoke(struct conn *c, const json_t *args, json_t **ret);
 int op_grant_approve(struct conn *c, const json_t *args, json_t **ret);
+int op_grant_show(struct conn *c, const json_t *args, json_t **ret);
 int op_grant_export(struct conn *c, const json_t *args, json_t **ret);
 int op_deny_add(struct conn *c, const json_t *args, json_t **ret);
 int op_deny_list(struct conn *c, const json_t *args, json_t **ret);
@@ -54,6 +55,17 @@ int op_audit_show(struct conn *c, const json_t *args, json_t **ret);
 int op_audit_pubkey(struct conn *c, const json_t *args, json_t **ret);
 int op_audit_checkpoint(struct conn *c, const json_t *args, json_t **ret);
 int op_audit_prove(struct conn *c, const json_t *args, json_t **ret);
+
+/* The consent code of dataset policy dp (NULL: none) that now excludes grant g's purpose (its
+ * consent override counted), or 0. */
+uint32_t grant_excluded_code(const struct policy_dataset *dp, const struct policy_grant *g);
+/* g's effective state at now: the first of "revoked", "expired", "suspended" (the dataset's
+ * consent codes exclude its purpose; *ret_code, if not NULL, the code), "pending_approval",
+ * "not_yet_valid" that holds, else "active". The order of policy_evaluate()'s reasons. */
+const char *grant_state(struct conn *c, const struct policy_grant *g, int64_t now,
+			uint32_t *ret_code);
+/* Add "state", "approvals" and, when suspended, "consent_code" and "consent_code_id" to o. */
+int grant_state_json(struct conn *c, const struct policy_grant *g, int64_t now, json_t *o);
 
 /* End the connection's import, if any: committed or not, it is abandoned and recorded with err. */
 void import_end(struct conn *c, int err);

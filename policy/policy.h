@@ -342,6 +342,8 @@ int policy_revocation_from_json(const json_t *j, struct policy_revocation *ret_r
  * -errno from NSS (e.g. -EIO). A passwd entry with an empty name counts as no entry. gids[0] is
  * `gid`; the list may hold duplicates. */
 int policy_subject_lookup(uid_t uid, gid_t gid, struct policy_subject *ret_subject);
+/* Is gid one of who's groups (the first POLICY_GROUPS_MAX)? */
+bool policy_subject_in_group(const struct policy_subject *who, uint32_t gid);
 /* The distinct uids that hold one of n principals (kinds[i] POLICY_USER: the uid ids[i];
  * POLICY_GROUP: the members the group database lists and every user whose primary group it is),
  * into out (room for max). For counting who could act (e.g. how many stewards could approve a

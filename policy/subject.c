@@ -114,6 +114,14 @@ int policy_subject_lookup(uid_t uid, gid_t gid, struct policy_subject *ret_subje
 	return 0;
 }
 
+bool policy_subject_in_group(const struct policy_subject *who, uint32_t gid)
+{
+	for (size_t i = 0; i < MIN(who->ngids, (size_t)POLICY_GROUPS_MAX); i++)
+		if (who->gids[i] == gid)
+			return true;
+	return false;
+}
+
 /* getpwnam_r / getgrgid_r buffers for policy_principal_uids(): one fixed size; a bigger entry is
  * skipped (the count is for a warning, and only errs towards warning). */
 #define NSS_ENUM_BUF 16384

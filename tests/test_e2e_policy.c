@@ -22,7 +22,8 @@
 
 /* ---- Setup ------------------------------------------------------------------------------------ */
 
-static const char *const datasets[] = { "pend", "deny", "nmds", "why", "grp", "msg", "self" };
+static const char *const datasets[] = { "pend", "deny", "nmds", "why", "grp", "msg", "self",
+					"show", "susp" };
 /* alice is in TU_GROUP for a while in test_group_membership; the teardown takes her out. */
 static bool alice_in_group;
 
@@ -176,6 +177,20 @@ static void report_has_grant(uint64_t id, bool want)
 	assert_true(found == want);
 	json_decref(j);
 	free(r);
+}
+
+static bool exported(uint64_t id)
+{
+	struct e2e_run *r = e2e_ok(ctl("grant", "export", "--format", "ga4gh-visa"));
+	json_t *j = e2e_out_json(r), *v;
+	bool found = false;
+	size_t i;
+
+	json_array_foreach(j, i, v)
+		found |= json_integer_value(json_object_get(v, "enclave_grant_id")) == (json_int_t)id;
+	json_decref(j);
+	free(r);
+	return found;
 }
 
 /* Four eyes: pending gives EACCES with the reason recorded; the requester cannot approve; the
@@ -520,6 +535,190 @@ static void test_self_check(void **state)
 	free(r);
 }
 
+/* Does r's output hold needle? Prints the output when not. */
+static void expect_out(const struct e2e_run *r, const char *needle)
+{
+	if (!strstr(r->out, needle))
+		fprintf(stderr, "expected \"%s\" in:\n%s\nstderr: %s\n", needle, r->out, r->err);
+	assert_non_null(strstr(r->out, needle));
+}
+
+/* The ids `grant list ARGS --json` lists, as " 3 7 " (each id with a space before and after). */
+static char *listed(char *const extra[])
+{
+	char *argv[16] = { ENCLAVECTL_PATH, "--store", E->store, "--json", "grant", "list" };
+	size_t n = 6;
+	struct e2e_run *r;
+	json_t *j, *g;
+	struct buf b;
+	size_t i;
+
+	for (i = 0; extra[i]; i++)
+		argv[n++] = extra[i];
+	argv[n] = NULL;
+	r = e2e_ok(e2e_run_argv(NULL, argv));
+	j = e2e_out_json(r);
+	buf_init(&b, 1 << 16);
+	assert_int_equal(buf_append(&b, " ", 1), 0);
+	json_array_foreach(json_object_get(j, "grants"), i, g) {
+		char id[32];
+		int len = snprintf(id, sizeof(id), "%" JSON_INTEGER_FORMAT " ",
+				   json_integer_value(json_object_get(g, "id")));
+
+		assert_int_equal(buf_append(&b, id, (size_t)len), 0);
+	}
+	json_decref(j);
+	free(r);
+	assert_int_equal(buf_u8(&b, 0), 0);
+	return (char *)b.data;   /* the buffer's, now the caller's */
+}
+
+static bool lists(char *const extra[], uint64_t id)
+{
+	char *ids = listed(extra), needle[32];
+	bool found;
+
+	snprintf(needle, sizeof(needle), " %llu ", (unsigned long long)id);
+	found = strstr(ids, needle) != NULL;
+	free(ids);
+	return found;
+}
+
+/* grant show: what an approver needs, before and after approval; grant list filters. */
+static void test_grant_show_and_filters(void **state)
+{
+	struct e2e_run *r;
+	uint64_t id, gid_grant;
+	char ids[32];
+	json_t *j, *e;
+	size_t i;
+	bool approved = false;
+
+	(void)state;
+	id = request("--user", TU_USER_ALICE, "show", "health");
+	snprintf(ids, sizeof(ids), "%llu", (unsigned long long)id);
+	r = e2e_ok(ctl_as(&E->u.bob, "grant", "show", ids));
+	expect_out(r, "may read show@all");
+	expect_out(r, "  state             pending_approval\n");
+	expect_out(r, "  purpose           model training\n");
+	expect_out(r, "  purpose codes     health\n");
+	expect_out(r, "  requested by      root (uid 0) at 20");
+	expect_out(r, "  approvals         0 of 1\n");
+	expect_out(r, "requested  by root");
+	free(r);
+	approve_as_bob(id);
+	r = e2e_ok(ctl("--json", "grant", "show", ids));
+	j = e2e_out_json(r);
+	assert_string_equal(json_string_value(json_object_get(json_object_get(j, "grant"),
+								"state")), "active");
+	assert_int_equal(json_array_size(json_object_get(j, "approvals")), 1);
+	json_array_foreach(json_object_get(j, "history"), i, e)
+		approved |= strcmp(json_string_value(json_object_get(e, "event")), "approved") == 0 &&
+			    strcmp(json_string_value(json_object_get(e, "by")), TU_USER_BOB) == 0;
+	assert_true(approved);
+	json_decref(j);
+	free(r);
+	r = e2e_ok(ctl("grant", "show", ids));
+	expect_out(r, "  approvals         1 of 1\n    by " TU_USER_BOB " (uid ");
+	free(r);
+	/* A consent override and its reason are shown. */
+	r = e2e_ok(ctl("--json", "grant", "request", "--user", TU_USER_ALICE, "--dataset", "nmds",
+		       "--purpose", "x", "--purpose-code", "ai-training,health",
+		       "--override-consent", "DAC minute 9", "--expires", "+2d"));
+	j = e2e_out_json(r);
+	snprintf(ids, sizeof(ids), "%" JSON_INTEGER_FORMAT,
+		 json_integer_value(json_object_get(json_object_get(j, "grant"), "id")));
+	json_decref(j);
+	free(r);
+	r = e2e_ok(ctl("grant", "show", ids));
+	expect_out(r, "  consent override  DAC minute 9\n");
+	free(r);
+	r = ctl("grant", "show", "999999");
+	assert_int_equal(r->status, 1);
+	assert_non_null(strstr(r->err, "no grant with id 999999"));
+	free(r);
+
+	/* Filters: grantee (user, with its groups' grants; group), dataset, state. */
+	gid_grant = request("--group", TU_GROUP, "show", "general");
+	assert_true(lists((char *[]){ "--user", TU_USER_ALICE, "--dataset", "show", NULL }, id));
+	assert_false(lists((char *[]){ "--user", TU_USER_ALICE, "--dataset", "show", NULL },
+			   gid_grant));
+	assert_false(lists((char *[]){ "--user", TU_USER_CAROL, NULL }, id));
+	assert_true(lists((char *[]){ "--user", TU_USER_CAROL, NULL }, gid_grant));
+	assert_true(lists((char *[]){ "--group", TU_GROUP, NULL }, gid_grant));
+	assert_false(lists((char *[]){ "--group", TU_GROUP, NULL }, id));
+	assert_true(lists((char *[]){ "--state", "pending_approval", "--dataset", "show", NULL },
+			  gid_grant));
+	assert_false(lists((char *[]){ "--state", "pending_approval", NULL }, id));
+	assert_true(lists((char *[]){ "--state", "active", NULL }, id));
+	assert_false(lists((char *[]){ "--dataset", "pend", NULL }, id));
+	r = ctl("grant", "list", "--dataset", "nosuch");
+	assert_int_equal(r->status, 1);
+	assert_non_null(strstr(r->err, "no dataset named"));
+	free(r);
+	r = ctl("grant", "list", "--user", "no-such-user-enclave");
+	assert_int_equal(r->status, 1);
+	free(r);
+	r = ctl("grant", "list", "--state", "bogus");
+	assert_int_equal(r->status, 2);
+	free(r);
+}
+
+/* New consent codes that exclude an approved grant suspend it: dataset set names it, grant
+ * list/show say so, no visa is exported, the report does not count it in force; codes that
+ * allow it again resume it. A TS: date in the past is refused. */
+static void test_consent_suspends(void **state)
+{
+	struct e2e_run *r;
+	uint64_t id;
+	char ids[32], *line;
+	json_t *j;
+
+	(void)state;
+	id = request("--user", TU_USER_ALICE, "susp", "ai-training,health");
+	approve_as_bob(id);
+	snprintf(ids, sizeof(ids), "%llu", (unsigned long long)id);
+	assert_true(exported(id));
+	report_has_grant(id, true);
+	r = e2e_ok(ctl("dataset", "set", "susp", "--duo", "NMDS"));
+	line = tu_fmt("  suspends grant %s (user:" TU_USER_ALICE "): consent code NMDS "
+		      "(DUO:0000015) excludes purpose ai-training,health\n", ids);
+	expect_out(r, line);
+	free(line);
+	free(r);
+	r = e2e_ok(ctl("grant", "list", "--dataset", "susp"));
+	expect_out(r, "suspended (consent: NMDS)");
+	free(r);
+	r = e2e_ok(ctl("--json", "grant", "show", ids));
+	j = e2e_out_json(r);
+	assert_string_equal(json_string_value(json_object_get(json_object_get(j, "grant"),
+								"state")), "suspended");
+	assert_string_equal(json_string_value(json_object_get(json_object_get(j, "grant"),
+								"consent_code")), "NMDS");
+	json_decref(j);
+	free(r);
+	r = e2e_ok(ctl("grant", "show", ids));
+	expect_out(r, "suspended  by root: consent code NMDS (DUO:0000015)");
+	free(r);
+	assert_false(exported(id));
+	report_has_grant(id, false);
+	alice_opens("susp", EACCES);
+	/* Allowed again. */
+	r = e2e_ok(ctl("dataset", "set", "susp", "--duo", ""));
+	line = tu_fmt("  resumes grant %s:", ids);
+	expect_out(r, line);
+	free(line);
+	free(r);
+	assert_true(exported(id));
+	report_has_grant(id, true);
+	/* A time limit already past: refused, nothing changed. */
+	r = ctl("dataset", "set", "susp", "--duo", "TS:2020-01-01");
+	assert_int_equal(r->status, 1);
+	assert_non_null(strstr(r->err, "TS:2020-01-01 (time limit on use) is in the past"));
+	free(r);
+	assert_true(exported(id));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -531,6 +730,8 @@ int main(void)
 		cmocka_unit_test(test_request_message),
 		cmocka_unit_test(test_access_check_inputs),
 		cmocka_unit_test(test_self_check),
+		cmocka_unit_test(test_grant_show_and_filters),
+		cmocka_unit_test(test_consent_suspends),
 	};
 
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
