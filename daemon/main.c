@@ -38,6 +38,9 @@ static const char usage[] =
 	"  -c, --checkpoint-interval S  sign a checkpoint of the audit log every S seconds\n"
 	"                             (1 to 86400; default 60), whether or not anything\n"
 	"                             happened, and one more at shutdown\n"
+	"      --refusal-window S     refused opens and lookups: one audit record per user\n"
+	"                             and distinct refusal every S seconds, the rest counted\n"
+	"                             in one summary record (1 to 86400; default 60)\n"
 	"      --debug-fuse           print every FUSE request on stderr\n"
 	"      --audit-sync-each      no group commit: one write and fdatasync per audit record\n"
 	"                             (only to measure what group commit saves)\n"
@@ -212,6 +215,7 @@ int main(int argc, char **argv)
 		{ "debug-fuse", no_argument, NULL, 'D' },
 		{ "direct-packs", no_argument, NULL, 'O' },
 		{ "prefetch-threads", required_argument, NULL, 'P' },
+		{ "refusal-window", required_argument, NULL, 'R' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ 0 },
@@ -268,6 +272,21 @@ int main(int argc, char **argv)
 				return 2;
 			}
 			d.checkpoint_interval = (unsigned)v;
+			break;
+		}
+		case 'R': {
+			char *end;
+			unsigned long v;
+
+			errno = 0;
+			v = strtoul(optarg, &end, 10);
+			if (errno || *end || v == 0 || v > FUSEFS_REFUSAL_WINDOW_MAX_S ||
+			    optarg[0] == '-') {
+				fprintf(stderr, "enclaved: --refusal-window takes seconds from 1 to "
+					"%u\n", FUSEFS_REFUSAL_WINDOW_MAX_S);
+				return 2;
+			}
+			fo.refusal_window_s = (unsigned)v;
 			break;
 		}
 		case 'D':

@@ -88,6 +88,8 @@ int fusefs_new(struct store *st, struct audit_log *log, const struct fusefs_call
 	pthread_mutex_init(&fs->state_lock, NULL);
 	pthread_mutex_init(&fs->handles_lock, NULL);
 	pthread_mutex_init(&fs->cached_lock, NULL);
+	pthread_mutex_init(&fs->flush_lock, NULL);
+	pthread_cond_init(&fs->flush_cond, NULL);
 	for (unsigned i = 0; i < FUSEFS_GEN_BUCKETS; i++)
 		atomic_init(&fs->gens[i], 1);
 	fs->handles.prev = fs->handles.next = &fs->handles;
@@ -101,6 +103,12 @@ int fusefs_new(struct store *st, struct audit_log *log, const struct fusefs_call
 		r = fusefs_map_new(DSNAMES_ENTRIES, DSNAMES_BYTES, &fs->dsnames);
 	if (r == 0)
 		r = fusefs_subjects_new(&fs->subjects);
+	if (r == 0) {
+		r = fusefs_limiter_new(opts->refusal_window_s, &fs->limiter);
+		if (r == -EINVAL)
+			r = err_set(r, "fusefs: a refusal window of %u s is longer than %u s",
+				    opts->refusal_window_s, FUSEFS_REFUSAL_WINDOW_MAX_S);
+	}
 	if (r < 0)
 		goto out_free;
 	/* calloc: the kernel hands out zero pages as slots are first touched. */
@@ -301,6 +309,8 @@ out:
 	return r;
 }
 
+static int run_loop(struct fusefs *fs);
+
 int fusefs_run(struct fusefs *fs)
 {
 	int r;
@@ -315,6 +325,28 @@ int fusefs_run(struct fusefs *fs)
 		return err_set(-EINVAL, "fusefs: not mounted");
 	}
 	pthread_mutex_unlock(&fs->state_lock);
+
+	/* Summaries of refusal windows are written while the session runs, and the last one when
+	 * it ends: before the caller records that it stops. */
+	pthread_mutex_lock(&fs->flush_lock);
+	fs->flush_stop = false;
+	pthread_mutex_unlock(&fs->flush_lock);
+	if (pthread_create(&fs->flusher, NULL, fusefs_flusher_main, fs) != 0)
+		return err_set(-EAGAIN, "fusefs: cannot start the refusal summary thread");
+	r = run_loop(fs);
+	pthread_mutex_lock(&fs->flush_lock);
+	fs->flush_stop = true;
+	pthread_cond_signal(&fs->flush_cond);
+	pthread_mutex_unlock(&fs->flush_lock);
+	pthread_join(fs->flusher, NULL);
+	fusefs_refusals_flush(fs, true);
+	return r;
+}
+
+/* The session's worker loop, until it is exited: 0, or -errno with err_detail(). */
+static int run_loop(struct fusefs *fs)
+{
+	int r;
 
 #if FUSE_USE_VERSION >= FUSE_MAKE_VERSION(3, 12)
 	{
@@ -719,6 +751,9 @@ void fusefs_free(struct fusefs *fs)
 	fusefs_map_free(fs->paths);
 	fusefs_map_free(fs->dsnames);
 	fusefs_subjects_free(fs->subjects);
+	fusefs_limiter_free(fs->limiter);
+	pthread_mutex_destroy(&fs->flush_lock);
+	pthread_cond_destroy(&fs->flush_cond);
 	free(fs->cached);
 	pthread_mutex_destroy(&fs->cached_lock);
 	pthread_mutex_destroy(&fs->state_lock);

@@ -14,10 +14,12 @@
  * dentry cache is shared by all users; entries inside a version may be cached (versions never
  * change). Opens are always sent to the daemon (no zero-message opens); an open file's reads are
  * decided again after fusefs_invalidate_dataset()/_all(). The caller is its uid with the groups its
- * process holds at the request (from the kernel, not NSS). Every open, allowed or
- * denied, every release (with bytes read) and every authentication failure is appended to the
- * audit log before the call returns; if the log cannot be written the open fails (EACCES) and
- * a read that failed authentication still returns EIO.
+ * process holds at the request (from the kernel, not NSS). Every allowed open, every release
+ * (with bytes read) and every authentication failure is appended to the audit log before the
+ * call returns; if the log cannot be written the open fails (EACCES) and a read that failed
+ * authentication still returns EIO. Denied opens and refused lookups of dataset and version
+ * names are recorded once per user and distinct refusal per window, the rest counted in a
+ * summary record (fuse/limit.h).
  *
  * Contract: functions that act return 0 on success and -errno on failure; err_detail() says why.
  */
@@ -56,12 +58,19 @@ struct fusefs_stats {
 	uint64_t readdirs;              /* directory listing requests that reached the daemon */
 };
 
+/* Refusal records (fuse/limit.h): the default window and the longest, in seconds. */
+#define FUSEFS_REFUSAL_WINDOW_S 60u
+#define FUSEFS_REFUSAL_WINDOW_MAX_S 86400u
+
 struct fusefs_options {
 	const char *mountpoint;   /* an existing directory */
 	unsigned max_threads;     /* worker threads at most; 0: libfuse's default */
 	unsigned prefetch_threads;  /* read-ahead threads (fuse/prefetch.h); 0: one per online
 				     * CPU, at most 4 */
 	bool no_prefetch;         /* no read-ahead at all */
+	unsigned refusal_window_s;  /* refused opens and lookups: one record per distinct refusal
+				     * per user per window, the rest counted (fuse/limit.h); 0:
+				     * 60 s; at most 86400 */
 	bool debug;               /* libfuse debug output on stderr */
 };
 

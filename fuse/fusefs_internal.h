@@ -11,8 +11,9 @@
 #include <fuse_lowlevel.h>
 
 #include "fuse/fusefs.h"
-#include "fuse/prefetch.h"
 #include "fuse/ino.h"
+#include "fuse/limit.h"
+#include "fuse/prefetch.h"
 
 _Static_assert(sizeof(fuse_ino_t) == sizeof(uint64_t), "inode numbers are 64-bit");
 _Static_assert(FUSEFS_ROOT_INO == FUSE_ROOT_ID, "the root is libfuse's root");
@@ -130,6 +131,13 @@ struct fusefs {
 	atomic_bool once[FUSEFS_ONCE_COUNT];
 	pthread_mutex_t handles_lock;   /* guards the handles list */
 	struct fusefs_handle handles;   /* list head of open handles */
+	struct fusefs_limiter *limiter; /* refusal records (fuse/limit.h); owned */
+	/* The thread that writes the summaries of refusal windows that ended (records.c), while
+	 * fusefs_run() runs. flush_lock guards flush_stop. */
+	pthread_t flusher;
+	pthread_mutex_t flush_lock;
+	pthread_cond_t flush_cond;
+	bool flush_stop;
 
 	/* Mount state. state_lock orders fusefs_mount/stop/invalidate/free; request handlers never
 	 * take it, so holding it while the kernel waits on a handler cannot deadlock. */
@@ -204,3 +212,19 @@ int fusefs_record_close(struct fusefs *fs, const struct fusefs_access *a, uint64
 /* "integrity" record: a chunk in [offset, offset+length) failed authentication. */
 int fusefs_record_integrity(struct fusefs *fs, const struct fusefs_access *a, uint64_t open_seq,
 			    uint64_t offset, uint64_t length);
+
+/* Refusals (records.c, with fuse/limit.h). A refused open or lookup asks first whether it gets a
+ * full record (true) or is only counted (false); either way it is refused. Summaries of windows
+ * that ended are written first. */
+bool fusefs_refusal_admit(struct fusefs *fs, uint32_t uid, const char *user,
+			  enum fusefs_refusal_kind kind, const void *key, size_t keylen);
+/* "lookup_refused" record: a caller asked for a dataset or a version it may not see, and was
+ * answered ENOENT as for a name that does not exist (the record is written after the reply, so
+ * that its cost does not tell the caller the name exists). version 0: the dataset itself. */
+int fusefs_record_lookup_refused(struct fusefs *fs, const struct fusefs_access *a,
+				 const struct policy_decision *d);
+/* Write the "refusals_suppressed" summaries of a window that ended (all: of the current one too,
+ * at the end of fusefs_run()). */
+void fusefs_refusals_flush(struct fusefs *fs, bool all);
+/* The flusher thread's body (records.c): flushes once a second until fs->flush_stop. */
+void *fusefs_flusher_main(void *arg);

@@ -205,6 +205,40 @@ static bool visible(struct fusefs *fs, const struct caller *c, uint64_t dsid, ui
 	return decide(fs, c, dsid, version).reason != POLICY_DENY_NO_GRANT;
 }
 
+/* Whether a refusal of what (dataset, version, reason, and the path inside the version or the
+ * name looked up) gets its full record; see fuse/limit.h. */
+static bool refusal_admit(struct fusefs *fs, const struct caller *c, enum fusefs_refusal_kind kind,
+			  uint64_t dsid, uint32_t version, enum policy_reason reason, const char *what)
+{
+	uint8_t key[8 + 4 + 4 + PATH_BUF];
+	size_t len = strlen(what);
+
+	if (len > PATH_BUF)
+		len = PATH_BUF;
+	put_le64(key, dsid);
+	put_le32(key + 8, version);
+	put_le32(key + 12, (uint32_t)reason);
+	memcpy(key + 16, what, len);
+	return fusefs_refusal_admit(fs, c->who.uid, c->who.user, kind, key, 16 + len);
+}
+
+/* A lookup refused (the name answered ENOENT already, as if it did not exist): its record, after
+ * the reply, rate-limited like refused opens. version 0: the dataset itself. */
+static void lookup_refused(struct fusefs *fs, const struct caller *c, uint64_t dsid,
+			   const char *dataset, uint32_t version, const struct policy_decision *d)
+{
+	char process[32];
+	struct fusefs_access a;
+
+	if (!refusal_admit(fs, c, FUSEFS_REFUSAL_LOOKUP, dsid, version, d->reason, ""))
+		return;
+	fusefs_process_name(c->pid, process, sizeof(process));
+	a = (struct fusefs_access){ .dataset = dataset, .dsid = dsid, .version = version,
+				    .uid = c->who.uid, .user = c->who.user, .pid = c->pid,
+				    .process = process };
+	(void)fusefs_record_lookup_refused(fs, &a, d);
+}
+
 struct find_id {
 	uint64_t id;
 	struct store_dataset_info info;
@@ -420,6 +454,7 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 
 static void lookup_dataset(fuse_req_t req, struct fusefs *fs, const char *name)
 {
+	struct policy_decision d;
 	struct store_dataset_info di;
 	struct caller c;
 	struct stat st;
@@ -444,8 +479,10 @@ static void lookup_dataset(fuse_req_t req, struct fusefs *fs, const char *name)
 	}
 	fusefs_map_put(fs->dsnames, di.id, di.name);
 	caller_get(fs, req, &c);
-	if (!visible(fs, &c, di.id, POLICY_ALL_VERSIONS)) {
+	d = decide(fs, &c, di.id, POLICY_ALL_VERSIONS);
+	if (d.reason == POLICY_DENY_NO_GRANT) {
 		fuse_reply_err(req, ENOENT);
+		lookup_refused(fs, &c, di.id, di.name, 0, &d);
 		return;
 	}
 	attr_dataset(fs, &di, ino, &st);
@@ -454,6 +491,7 @@ static void lookup_dataset(fuse_req_t req, struct fusefs *fs, const char *name)
 
 static void lookup_in_dataset(fuse_req_t req, struct fusefs *fs, uint64_t dsid, const char *name)
 {
+	struct policy_decision d;
 	struct store_dataset_info di;
 	struct fusefs_node vn;
 	struct caller c;
@@ -468,8 +506,14 @@ static void lookup_in_dataset(fuse_req_t req, struct fusefs *fs, uint64_t dsid, 
 	}
 	if (strcmp(name, "latest") == 0) {
 		caller_get(fs, req, &c);
-		if (!fusefs_ino_latest(dsid, &ino) || !visible(fs, &c, dsid, POLICY_ALL_VERSIONS)) {
+		if (!fusefs_ino_latest(dsid, &ino)) {
 			fuse_reply_err(req, ENOENT);
+			return;
+		}
+		d = decide(fs, &c, dsid, POLICY_ALL_VERSIONS);
+		if (d.reason == POLICY_DENY_NO_GRANT) {
+			fuse_reply_err(req, ENOENT);
+			lookup_refused(fs, &c, dsid, di.name, 0, &d);
 			return;
 		}
 		attr_latest(fs, &di, ino, &st);
@@ -488,8 +532,10 @@ static void lookup_in_dataset(fuse_req_t req, struct fusefs *fs, uint64_t dsid, 
 		fuse_reply_err(req, ENOENT);
 		return;
 	}
-	if (!visible(fs, &c, dsid, v)) {
+	d = decide(fs, &c, dsid, v);
+	if (d.reason == POLICY_DENY_NO_GRANT) {
 		fuse_reply_err(req, ENOENT);
+		lookup_refused(fs, &c, dsid, di.name, v, &d);
 		return;
 	}
 	vn = (struct fusefs_node){ .kind = FUSEFS_KIND_NODE, .dsid = dsid, .version = v,
@@ -1386,8 +1432,11 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	gen = fusefs_gen(fs, n.dsid);
 	dec = decide(fs, &c, n.dsid, n.version);
 	if (dec.reason != POLICY_ALLOW) {
-		/* Denied whether or not the record could be written. */
-		fusefs_record_open(fs, &a, &oi, &dec, c.ok ? NULL : "subject lookup failed", NULL);
+		/* Denied whether or not the record could be written; written once per distinct
+		 * file and reason per window, the rest counted (fuse/limit.h). */
+		if (refusal_admit(fs, &c, FUSEFS_REFUSAL_OPEN, n.dsid, n.version, dec.reason, path))
+			fusefs_record_open(fs, &a, &oi, &dec,
+					   c.ok ? NULL : "subject lookup failed", NULL);
 		fuse_reply_err(req, EACCES);
 		return;
 	}

@@ -12,16 +12,26 @@
  * ("kernel" or "direct") when allowed, "error" when something failed. "read_refused" (once per
  * handle, when a read after an invalidation is refused): "open_seq", "reason", "grant_id" /
  * "rule_id", "bytes" read until then.
+ *
+ * Refusals are rate-limited (fuse/limit.h): a denied "open" and a "lookup_refused" (dataset,
+ * dataset_id, version when a version was asked for, uid, user, pid, process, reason, grant_id /
+ * rule_id) are written once per distinct refusal per user per window; the rest are counted in a
+ * "refusals_suppressed" record per user when the window ends ("uid", "user", "recorded", "opens",
+ * "lookups", "window_start", "window_end"; "all_other_users" instead of the user for the users
+ * past the limiter's cap).
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <jansson.h>
 
 #include "common/common.h"
+#include "common/timefmt.h"
 #include "fuse/fusefs_internal.h"
 #include "fuse/job.h"
 
@@ -172,4 +182,89 @@ int fusefs_record_integrity(struct fusefs *fs, const struct fusefs_access *a, ui
 	put_u64(&r, "length", length);
 	put(&r, "error", json_string("authentication failed"));
 	return rec_append(fs, &r, NULL);
+}
+
+/* ---- Refusals, rate-limited (fuse/limit.h) -------------------------------------------------- */
+
+int fusefs_record_lookup_refused(struct fusefs *fs, const struct fusefs_access *a,
+				 const struct policy_decision *d)
+{
+	struct rec r = { .obj = json_object() };
+
+	put(&r, "event", json_string("lookup_refused"));
+	put(&r, "dataset", audit_string(a->dataset));
+	put_u64(&r, "dataset_id", a->dsid);
+	if (a->version)
+		put_u64(&r, "version", a->version);
+	put_u64(&r, "uid", a->uid);
+	put(&r, "user", audit_string(a->user));
+	put_u64(&r, "pid", (uint64_t)a->pid);
+	if (a->process && a->process[0])
+		put(&r, "process", audit_string(a->process));
+	put_decision(&r, d);
+	return rec_append(fs, &r, NULL);
+}
+
+static int record_summary(struct fusefs *fs, const struct fusefs_refusal_summary *s)
+{
+	struct rec r = { .obj = json_object() };
+	char t[TIME_TEXT_MAX];
+
+	put(&r, "event", json_string("refusals_suppressed"));
+	if (s->all_others) {
+		put(&r, "all_other_users", json_true());
+	} else {
+		put_u64(&r, "uid", s->uid);
+		put(&r, "user", audit_string(s->user));
+		put_u64(&r, "recorded", s->recorded);
+	}
+	put_u64(&r, "opens", s->suppressed[FUSEFS_REFUSAL_OPEN]);
+	put_u64(&r, "lookups", s->suppressed[FUSEFS_REFUSAL_LOOKUP]);
+	time_format_ns(s->start_ns, t);
+	put(&r, "window_start", json_string(t));
+	time_format_ns(s->end_ns, t);
+	put(&r, "window_end", json_string(t));
+	return rec_append(fs, &r, NULL);
+}
+
+void fusefs_refusals_flush(struct fusefs *fs, bool all)
+{
+	struct fusefs_refusal_summary *s = NULL;
+	size_t n = 0;
+
+	if (fusefs_limiter_take(fs->limiter, now_realtime_ns(), all, &s, &n) < 0)
+		return;  /* counts kept: the next flush tries again */
+	/* A summary that cannot be written is lost with the log's failure, which refuses every
+	 * open until it can write again (rec_append says so on stderr). */
+	for (size_t i = 0; i < n; i++)
+		(void)record_summary(fs, &s[i]);
+	free(s);
+}
+
+bool fusefs_refusal_admit(struct fusefs *fs, uint32_t uid, const char *user,
+			  enum fusefs_refusal_kind kind, const void *key, size_t keylen)
+{
+	fusefs_refusals_flush(fs, false);
+	return fusefs_limiter_admit(fs->limiter, uid, user, kind, key, keylen, now_realtime_ns());
+}
+
+void *fusefs_flusher_main(void *arg)
+{
+	struct fusefs *fs = arg;
+
+	pthread_mutex_lock(&fs->flush_lock);
+	while (!fs->flush_stop) {
+		struct timespec until;
+
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_sec += 1;
+		pthread_cond_timedwait(&fs->flush_cond, &fs->flush_lock, &until);
+		if (fs->flush_stop)
+			break;
+		pthread_mutex_unlock(&fs->flush_lock);
+		fusefs_refusals_flush(fs, false);
+		pthread_mutex_lock(&fs->flush_lock);
+	}
+	pthread_mutex_unlock(&fs->flush_lock);
+	return NULL;
 }

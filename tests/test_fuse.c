@@ -42,6 +42,7 @@
 #include "fuse/fusefs.h"
 #include "fuse/ino.h" /* white-box: the inode number layout */
 #include "fuse/job.h" /* white-box: the job id parsers */
+#include "fuse/limit.h" /* white-box: the refusal limiter */
 #include "policy/policy.h"
 #include "store/store.h"
 #include "tests/testusers.h"
@@ -2280,11 +2281,221 @@ static int group_setup(void **state)
 	return 0;
 }
 
+
+/* ---- Refusals, rate-limited (#14, points 3 and 8) ------------------------------------------- */
+
+#define FLOOD_ONE 300
+#define FLOOD_RUN 200
+#define PROBES 50
+
+static int child_flood_refused(void *arg)
+{
+	const char *mnt = arg;
+	char *one = tu_fmt("%s/ds/1/one", mnt), *run = tu_fmt("%s/ds/1/run.sh", mnt);
+
+	for (int i = 0; i < FLOOD_ONE / 2; i++)
+		CHECK(open_fails(one, EACCES, 0) == 0, "open %d of one", i);
+	for (int i = 0; i < FLOOD_RUN; i++)
+		CHECK(open_fails(run, EACCES, 0) == 0, "open %d of run.sh", i);
+	free(one);
+	free(run);
+	return 0;
+}
+
+static int child_flood_refused_more(void *arg)
+{
+	const char *mnt = arg;
+	char *one = tu_fmt("%s/ds/1/one", mnt);
+
+	for (int i = 0; i < FLOOD_ONE / 2; i++)
+		CHECK(open_fails(one, EACCES, 0) == 0, "open %d of one", i);
+	free(one);
+	return 0;
+}
+
+/* stat() of a name the caller may not see, PROBES times: ENOENT, as for a name that is not. */
+static int child_probe(void *arg)
+{
+	const char *path = arg;
+	struct stat st;
+
+	for (int i = 0; i < PROBES; i++) {
+		CHECK(stat(path, &st) < 0, "%s is visible", path);
+		CHECK(errno == ENOENT, "stat %s: %s", path, strerror(errno));
+	}
+	return 0;
+}
+
+/* Every record of event whose "uid" is uid. */
+static size_t count_uid(json_t *arr, long long uid, const char *decision)
+{
+	size_t i, n = 0;
+	json_t *r;
+
+	json_array_foreach(arr, i, r)
+		if (rec_int(r, "uid") == uid && (!decision || strcmp(rstr(r, "decision"), decision) == 0))
+			n++;
+	return n;
+}
+
+static json_t *summary_of(json_t *arr, long long uid)
+{
+	size_t i;
+	json_t *r;
+
+	json_array_foreach(arr, i, r)
+		if (rec_int(r, "uid") == uid)
+			return r;
+	return NULL;
+}
+
+/* A refused user's flood of opens writes one record per distinct file and reason and one summary
+ * counting the rest; an allowed open in the middle is recorded as always. Refused lookups (no
+ * grant; root without one; a grant of version 1 probing version 2) are recorded the same way,
+ * after an ENOENT that looks like a name that does not exist. */
+static void test_refusals_rate_limited(void **state)
+{
+	struct fx *f = *state;
+	uint64_t dsid = import_tree(f), cg;
+	char *ds, *v2;
+	json_t *opens, *lookups, *sums, *s, *r;
+	struct stat st;
+	size_t i;
+
+	assert_int_equal(import_src(f, "ds"), 2);
+	grant(POLICY_USER, U.alice.uid, dsid, POLICY_ALL_VERSIONS);
+	cg = grant(POLICY_USER, U.carol.uid, dsid, POLICY_ALL_VERSIONS);
+	grant_revoke(cg);
+	fx_mount(f);
+	ds = tu_fmt("%s/ds", f->mnt);
+	v2 = tu_fmt("%s/ds/2", f->mnt);
+
+	assert_int_equal(tu_run_as(&U.carol, child_flood_refused, f->mnt, CHILD_MS), 0);
+	assert_int_equal(tu_run_as(&U.alice, child_reads_one, f->mnt, CHILD_MS), 0);
+	assert_int_equal(tu_run_as(&U.carol, child_flood_refused_more, f->mnt, CHILD_MS), 0);
+	/* No grant at all: bob, and root. */
+	assert_int_equal(tu_run_as(&U.bob, child_probe, ds, CHILD_MS), 0);
+	for (int k = 0; k < PROBES; k++) {
+		assert_int_equal(stat(ds, &st), -1);
+		assert_int_equal(errno, ENOENT);
+	}
+	/* Granted version 1 only, probing version 2. */
+	grant(POLICY_USER, U.bob.uid, dsid, 1);
+	fusefs_invalidate_dataset(f->fs, dsid, "ds");
+	assert_int_equal(tu_run_as(&U.bob, child_probe, v2, CHILD_MS), 0);
+	/* The session's end writes the summaries of the window still open. */
+	fx_unmount(f);
+
+	opens = records(f, "open");
+	lookups = records(f, "lookup_refused");
+	sums = records(f, "refusals_suppressed");
+	/* Carol: two distinct refusals, two records; the rest counted, exactly. */
+	assert_int_equal(count_uid(opens, U.carol.uid, "deny"), 2);
+	assert_non_null(find_rec(opens, "/one", U.carol.name, "deny"));
+	assert_non_null(find_rec(opens, "/run.sh", U.carol.name, "deny"));
+	s = summary_of(sums, U.carol.uid);
+	assert_non_null(s);
+	assert_int_equal(rec_int(s, "opens"), FLOOD_ONE + FLOOD_RUN - 2);
+	assert_int_equal(rec_int(s, "recorded"), 2);
+	assert_string_equal(rstr(s, "user"), U.carol.name);
+	/* Alice's allowed open, between the floods, is there with its close. */
+	assert_non_null(find_rec(opens, "/one", U.alice.name, "allow"));
+	assert_int_equal(count_uid(records(f, "close"), U.alice.uid, NULL), 1);
+
+	/* Lookups: bob once for the dataset, once for version 2; root once; nothing else. */
+	assert_int_equal(json_array_size(lookups), 3);
+	json_array_foreach(lookups, i, r) {
+		assert_string_equal(rstr(r, "dataset"), "ds");
+		assert_int_equal(rec_int(r, "dataset_id"), (long long)dsid);
+		assert_string_equal(rstr(r, "reason"), "no_grant");
+	}
+	assert_int_equal(count_uid(lookups, U.bob.uid, NULL), 2);
+	assert_int_equal(count_uid(lookups, 0, NULL), 1);
+	json_array_foreach(lookups, i, r)
+		if (rec_int(r, "uid") == U.bob.uid && rec_int(r, "version") == 2)
+			break;
+	assert_true(i < json_array_size(lookups));
+	s = summary_of(sums, U.bob.uid);
+	assert_non_null(s);
+	assert_true(rec_int(s, "lookups") >= 2 * (PROBES - 1));
+	s = summary_of(sums, 0);
+	assert_non_null(s);
+	assert_true(rec_int(s, "lookups") >= PROBES - 1);
+	/* Nothing about alice: she was refused nothing. */
+	assert_null(summary_of(sums, U.alice.uid));
+	json_decref(opens);
+	json_decref(lookups);
+	json_decref(sums);
+	free(ds);
+	free(v2);
+}
+
+/* The limiter's memory is fixed: a flood of distinct refusals from more users and of more
+ * things than it tracks is counted, never stored, and every refusal is accounted for once. */
+static void test_refusal_limiter_bounded(void **state)
+{
+	struct fusefs_limiter *l = NULL;
+	struct fusefs_refusal_summary *s = NULL;
+	uint64_t admitted = 0, counted = 0, total = 0;
+	size_t n = 0;
+	int64_t t0 = 1795251600000000000LL;
+
+	(void)state;
+	assert_int_equal(fusefs_limiter_new(FUSEFS_REFUSAL_WINDOW_MAX_S + 1, &l), -EINVAL);
+	assert_int_equal(fusefs_limiter_new(60, &l), 0);
+	/* One user: the same thing twice is one record; distinct things up to the per-user cap. */
+	assert_true(fusefs_limiter_admit(l, 7, "u7", FUSEFS_REFUSAL_OPEN, "a", 1, t0));
+	assert_false(fusefs_limiter_admit(l, 7, "u7", FUSEFS_REFUSAL_OPEN, "a", 1, t0));
+	assert_true(fusefs_limiter_admit(l, 7, "u7", FUSEFS_REFUSAL_LOOKUP, "a", 1, t0));
+	for (unsigned k = 0; k < 2 * FUSEFS_REFUSAL_PER_USER; k++) {
+		char key[16];
+
+		snprintf(key, sizeof(key), "f%u", k);
+		admitted += fusefs_limiter_admit(l, 7, "u7", FUSEFS_REFUSAL_OPEN, key, strlen(key),
+						 t0);
+	}
+	assert_int_equal(admitted, FUSEFS_REFUSAL_PER_USER - 2);
+	/* The window has not ended: nothing to take. */
+	assert_int_equal(fusefs_limiter_take(l, t0 + 1000000000LL, false, &s, &n), 0);
+	assert_int_equal(n, 0);
+	assert_int_equal(fusefs_limiter_take(l, t0 + 61000000000LL, false, &s, &n), 0);
+	assert_int_equal(n, 1);
+	assert_int_equal(s[0].uid, 7);
+	assert_string_equal(s[0].user, "u7");
+	assert_int_equal(s[0].recorded, FUSEFS_REFUSAL_PER_USER);
+	assert_int_equal(s[0].suppressed[FUSEFS_REFUSAL_OPEN], FUSEFS_REFUSAL_PER_USER + 3);
+	free(s);
+	/* A new window: the same thing is recorded again. */
+	assert_true(fusefs_limiter_admit(l, 7, "u7", FUSEFS_REFUSAL_OPEN, "a", 1, t0 + 62000000000LL));
+	assert_int_equal(fusefs_limiter_take(l, 0, true, &s, &n), 0);
+	assert_int_equal(n, 0);
+
+	/* 4 times as many users as tracked, 8 distinct things each. */
+	admitted = 0;
+	for (uint32_t uid = 1000; uid < 1000 + 4 * FUSEFS_REFUSAL_USERS_MAX; uid++)
+		for (int k = 0; k < 8; k++) {
+			char key[8] = { (char)('a' + k) };
+
+			admitted += fusefs_limiter_admit(l, uid, NULL, FUSEFS_REFUSAL_OPEN, key, 1, t0);
+			total++;
+		}
+	assert_true(admitted <= FUSEFS_REFUSAL_KEYS_MAX);
+	assert_int_equal(fusefs_limiter_take(l, t0, true, &s, &n), 0);
+	assert_true(n <= FUSEFS_REFUSAL_USERS_MAX + 1);
+	assert_true(s[n - 1].all_others);
+	for (size_t i = 0; i < n; i++)
+		counted += s[i].suppressed[FUSEFS_REFUSAL_OPEN];
+	assert_int_equal(admitted + counted, total);
+	free(s);
+	fusefs_limiter_free(l);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, fx_setup, fx_teardown)
 		T(test_granted_user_reads_every_file),
+		T(test_refusals_rate_limited),
 		T(test_audit_records_open_and_close),
 		T(test_ungranted_user_sees_nothing),
 		T(test_revoked_between_lookup_and_open),
@@ -2307,6 +2518,7 @@ int main(void)
 		T(test_open_record_names_the_job),
 #undef T
 		cmocka_unit_test(test_inode_numbers),
+		cmocka_unit_test(test_refusal_limiter_bounded),
 		cmocka_unit_test(test_job_from_cgroup_text),
 		cmocka_unit_test(test_job_from_environ_text),
 	};
