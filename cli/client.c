@@ -1,9 +1,11 @@
 /* client: one connection to enclaved, one request at a time (docs/PROTOCOL.md). */
 #include <errno.h>
 #include <poll.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -12,11 +14,52 @@
 #include "common/err.h"
 #include "common/proto.h"
 
-int client_connect(const char *path, struct client *ret_client)
+/* A user name for a uid, for messages ("uid 1001 (alice)"). */
+static void uid_words(uid_t uid, char out[static 96])
+{
+	struct passwd *pw = getpwuid(uid);
+	char name[64];
+
+	out_text(pw ? pw->pw_name : "", 0, name, sizeof(name));
+	snprintf(out, 96, "uid %u%s%s%s", (unsigned)uid, *name ? " (" : "", name, *name ? ")" : "");
+}
+
+/* Who listens on the other end of fd, from the kernel: the credentials of the process that called
+ * listen(), which an impostor cannot choose. Only root or daemon_uid may be talked to. */
+static int check_server(int fd, const char *path, uid_t daemon_uid)
+{
+	struct ucred cred;
+	socklen_t len = sizeof(cred);
+	char who[96], want[96];
+
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0 || len != sizeof(cred))
+		return err_set(-EPERM, "cannot learn who serves %s (SO_PEERCRED: %s); refusing to "
+			       "talk to it", path, strerror(errno));
+	if (cred.uid == 0 || cred.uid == daemon_uid)
+		return 0;
+	uid_words(cred.uid, who);
+	uid_words(daemon_uid, want);
+	return err_set(-EPERM, "%s is served by %s, not by root or the store's owner (%s): an "
+		       "impostor may have replaced the daemon's socket; nothing was sent to it",
+		       path, who, want);
+}
+
+uid_t client_daemon_uid(const char *store_dir)
+{
+	struct stat sb;
+
+	/* The daemon refuses a store directory not owned by its own uid (enclaved(8)), so the owner
+	 * is the only uid besides root that can be the daemon. No store here: root only. */
+	if (stat(store_dir ? store_dir : CTL_DEFAULT_STORE, &sb) < 0 || !S_ISDIR(sb.st_mode))
+		return 0;
+	return sb.st_uid;
+}
+
+int client_connect(const char *path, uid_t daemon_uid, struct client *ret_client)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	size_t n = strlen(path);
-	int fd;
+	int fd, r;
 
 	if (n == 0 || n >= sizeof(sa.sun_path))
 		return err_set(-ENAMETOOLONG, "socket path is empty or longer than %zu bytes",
@@ -32,6 +75,12 @@ int client_connect(const char *path, struct client *ret_client)
 			continue;
 		close(fd);
 		return err_set(-e, "%s", strerror(e));
+	}
+	/* Before the first byte (and any descriptor) goes out: is this the daemon? */
+	r = check_server(fd, path, daemon_uid);
+	if (r < 0) {
+		close(fd);
+		return r;
 	}
 	*ret_client = (struct client){ .sock = fd, .intr_fd = -1,
 				       .timeout_ms = CTL_REPLY_TIMEOUT_MS };
@@ -238,8 +287,11 @@ int client_report_connect(const char *what, const char *path, int r)
 				      "enclaved --store %s --mount MOUNTPOINT",
 				path, r == -ENOENT ? "no such socket" : "connection refused",
 				store);
-	case -EACCES:
 	case -EPERM:
+		if (*err_detail())
+			return ctl_fail(what, "%s", err_detail());
+		/* fall through */
+	case -EACCES:
 		return ctl_fail(what, "cannot reach the daemon's socket %s: permission denied",
 				path);
 	case -ENOTDIR:
@@ -266,7 +318,7 @@ int ctl_call(const struct ctl *ctl, const char *what, const char *op, json_t *ar
 		json_decref(args);
 		return ctl_fail(what, "the socket path is too long");
 	}
-	r = client_connect(path, &c);
+	r = client_connect(path, client_daemon_uid(ctl->store_dir), &c);
 	if (r < 0) {
 		json_decref(args);
 		return client_report_connect(what, path, r);

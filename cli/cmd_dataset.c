@@ -601,7 +601,7 @@ static int dataset_import(struct ctl *ctl, int argc, char **argv)
 	}
 	progress_clear(im);
 
-	r = client_connect(sock, &im->c);
+	r = client_connect(sock, client_daemon_uid(ctl->store_dir), &im->c);
 	if (r < 0) {
 		close(rootfd);
 		return client_report_connect(im->what, sock, r);

@@ -111,9 +111,14 @@ struct reply {
  * closed since the rest of the reply is still on the way. */
 typedef int (*client_partial_fn)(void *ctx, const json_t *partial);
 
-/* Connect to path. -errno with err_detail() saying what is wrong in words (no daemon, permission,
- * path too long). */
-int client_connect(const char *path, struct client *ret_client);
+/* Connect to path and check, before anything is sent, that the server is root or daemon_uid
+ * (SO_PEERCRED of the listening process). -errno with err_detail() saying what is wrong in words
+ * (no daemon, permission, path too long); -EPERM with err_detail() set: the server is someone
+ * else (an impostor), and nothing was sent. */
+int client_connect(const char *path, uid_t daemon_uid, struct client *ret_client);
+/* The uid besides root that may serve the store's socket: the owner of store_dir (NULL: the
+ * default store), or 0 when there is no such directory. */
+uid_t client_daemon_uid(const char *store_dir);
 /* Close the connection (the daemon abandons an import in progress). NULL or closed is fine. */
 void client_close(struct client *c);
 /* Send {"op": op, "args": args} (args: a reference the call takes over, may be NULL) with fd

@@ -9,6 +9,7 @@
  * (store, grants, audit log, fusefs).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <grp.h>
 #include <poll.h>
 #include <pthread.h>
@@ -366,14 +367,58 @@ static void *accept_main(void *arg)
 	return NULL;
 }
 
-int control_start(struct daemon *d, struct control **ret_ctl)
+#define BIND_DIR ".bind"
+
+/* Bind and listen on a socket that nobody else can have touched, then put it at run/control.sock.
+ * run/ is ours alone (main.c checked it), so the socket is made in a fresh 0700 directory inside
+ * it, reached through our own descriptor (/proc/self/fd/N/...), never through the store's path;
+ * it gets mode 0666 there (everyone may connect; what they may do is decided per request from
+ * SO_PEERCRED), relative to that directory where the only name is ours; and it is renamed into
+ * run/ last, atomically replacing a stale socket from a killed daemon (we hold the store lock). */
+static int bind_socket(int listen_fd, int run_fd, const char *run_dir)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct stat sb;
+	int tfd = -1, r = 0;
+
+	/* Left behind by a daemon killed mid-start. */
+	unlinkat(run_fd, BIND_DIR "/" CONTROL_SOCKET_NAME, 0);
+	if (unlinkat(run_fd, BIND_DIR, AT_REMOVEDIR) < 0 && errno != ENOENT)
+		return err_set(-errno, "%s/%s: cannot remove it: %s", run_dir, BIND_DIR,
+			       strerror(errno));
+	if (mkdirat(run_fd, BIND_DIR, 0700) < 0)
+		return err_set(-errno, "%s/%s: %s", run_dir, BIND_DIR, strerror(errno));
+	tfd = openat(run_fd, BIND_DIR, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (tfd < 0 || fstat(tfd, &sb) < 0) {
+		r = err_set(-errno, "%s/%s: %s", run_dir, BIND_DIR, strerror(errno));
+		goto out;
+	}
+	if (sb.st_uid != geteuid() || (sb.st_mode & 077)) {
+		r = err_set(-EPERM, "%s/%s is not the private directory just made", run_dir,
+			    BIND_DIR);
+		goto out;
+	}
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "/proc/self/fd/%d/%s", tfd,
+		 CONTROL_SOCKET_NAME);
+	if (bind(listen_fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
+	    fchmodat(tfd, CONTROL_SOCKET_NAME, 0666, 0) < 0 || listen(listen_fd, 64) < 0 ||
+	    renameat(tfd, CONTROL_SOCKET_NAME, run_fd, CONTROL_SOCKET_NAME) < 0)
+		r = err_set(-errno, "%s/%s: %s", run_dir, CONTROL_SOCKET_NAME, strerror(errno));
+out:
+	if (tfd >= 0) {
+		unlinkat(tfd, CONTROL_SOCKET_NAME, 0);   /* only if the rename did not happen */
+		close(tfd);
+	}
+	unlinkat(run_fd, BIND_DIR, AT_REMOVEDIR);
+	return r;
+}
+
+int control_start(struct daemon *d, struct control **ret_ctl)
+{
 	struct control *ctl;
 	int r;
 
-	if ((size_t)snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/%s", d->run_dir,
-			     CONTROL_SOCKET_NAME) >= sizeof(sa.sun_path))
+	if (strlen(d->run_dir) + 1 + strlen(CONTROL_SOCKET_NAME) >= sizeof(((struct sockaddr_un *)0)->sun_path))
 		return err_set(-ENAMETOOLONG, "socket path %s/%s is longer than a Unix socket allows",
 			       d->run_dir, CONTROL_SOCKET_NAME);
 	ctl = calloc(1, sizeof(*ctl));
@@ -387,21 +432,9 @@ int control_start(struct daemon *d, struct control **ret_ctl)
 		r = -errno;
 		goto fail;
 	}
-	/* We hold the store's lock, so a socket file here is a stale one from a killed daemon. */
-	if (unlink(sa.sun_path) < 0 && errno != ENOENT) {
-		r = err_set(-errno, "%s: cannot remove the old socket: %s", sa.sun_path,
-			    strerror(errno));
+	r = bind_socket(ctl->listen_fd, d->run_fd, d->run_dir);
+	if (r < 0)
 		goto fail;
-	}
-	if (bind(ctl->listen_fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-		r = err_set(-errno, "%s: %s", sa.sun_path, strerror(errno));
-		goto fail;
-	}
-	/* Everyone may connect; what they may do is decided per request from SO_PEERCRED. */
-	if (chmod(sa.sun_path, 0666) < 0 || listen(ctl->listen_fd, 64) < 0) {
-		r = err_set(-errno, "%s: %s", sa.sun_path, strerror(errno));
-		goto fail;
-	}
 	if (pthread_create(&ctl->acceptor, NULL, accept_main, ctl) != 0) {
 		r = -EAGAIN;
 		goto fail;

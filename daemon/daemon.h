@@ -144,6 +144,7 @@ struct daemon {
 	const char *mountpoint;
 	char audit_dir[4096];                /* <store>/audit */
 	char run_dir[4096];                  /* <store>/run */
+	int run_fd;                          /* run/, checked to be ours alone; -1 until opened */
 	struct store *st;
 	struct audit_log *log;
 	struct config cfg;
@@ -165,8 +166,8 @@ int daemon_audit_subject(json_t *rec, const struct policy_subject *who);
 
 struct control;
 
-/* Bind <run_dir>/control.sock (a stale socket file from a killed daemon is replaced: the store lock
- * held by this process proves no other daemon serves it) and start accepting in a thread. */
+/* Bind control.sock in d->run_fd (a stale socket file from a killed daemon is replaced: the store
+ * lock held by this process proves no other daemon serves it) and start accepting in a thread. */
 int control_start(struct daemon *d, struct control **ret_ctl);
 /* Stop accepting, end every connection (an import in progress is abandoned) and wait for their
  * threads. NULL is fine. */

