@@ -2,7 +2,10 @@
  *
  * One thread accepts; each connection gets a detached thread that reads one request at a time,
  * checks the caller's role (from SO_PEERCRED and enclave.conf, never from the message), runs the
- * operation and replies. At most CONTROL_CONNECTIONS_MAX connections are served at once.
+ * operation and replies. At most CONTROL_CONNECTIONS_MAX connections are served at once, of which
+ * CONTROL_CONNECTIONS_RESERVED only for stewards and auditors; a user without a role has at most
+ * CONTROL_CONNECTIONS_PER_USER, and such a connection idle for CONTROL_IDLE_TIMEOUT_NOROLE_MS is
+ * closed (docs/PROTOCOL.md section 1).
  *
  * Locking: ctl->lock guards the connection list, the count and `stopping`; control_stop() waits on
  * ctl->idle until the count drops to zero. Everything a handler touches has its own locking
@@ -240,7 +243,8 @@ static void *conn_main(void *arg)
 		int fd = -1, r;
 
 		err_clear();
-		r = proto_recv(c->fd, CONTROL_IDLE_TIMEOUT_MS, &type, &req, &fd);
+		r = proto_recv(c->fd, c->roles ? CONTROL_IDLE_TIMEOUT_MS :
+				   CONTROL_IDLE_TIMEOUT_NOROLE_MS, &type, &req, &fd);
 		if (r == -EBADMSG) {
 			if (reply_err(c->fd, r) < 0)
 				break;
@@ -299,6 +303,38 @@ static int conn_identify(struct conn *c)
 	return 0;
 }
 
+/* Whether c may be served now, given those already served (under ctl->lock). false: err_detail()
+ * says why, for the busy reply. */
+static bool conn_admit(const struct control *ctl, const struct conn *c)
+{
+	unsigned roleless = 0, mine = 0;
+
+	if (ctl->nconns >= CONTROL_CONNECTIONS_MAX) {
+		err_set(-EBUSY, "the daemon serves %d connections at once; try again",
+			CONTROL_CONNECTIONS_MAX);
+		return false;
+	}
+	if (c->roles)
+		return true;
+	for (const struct conn *o = ctl->conns; o; o = o->next) {
+		roleless += o->roles == 0;
+		mine += o->roles == 0 && o->who.uid == c->who.uid;
+	}
+	if (mine >= CONTROL_CONNECTIONS_PER_USER) {
+		err_set(-EBUSY, "uid %u already has %d connections open, the most a user without a "
+			"role may have; close one and try again", c->who.uid,
+			CONTROL_CONNECTIONS_PER_USER);
+		return false;
+	}
+	if (roleless >= CONTROL_CONNECTIONS_MAX - CONTROL_CONNECTIONS_RESERVED) {
+		err_set(-EBUSY, "the daemon serves %d connections of users without a role at once "
+			"(the rest are kept for stewards and auditors); try again",
+			CONTROL_CONNECTIONS_MAX - CONTROL_CONNECTIONS_RESERVED);
+		return false;
+	}
+	return true;
+}
+
 static void *accept_main(void *arg)
 {
 	struct control *ctl = arg;
@@ -307,6 +343,7 @@ static void *accept_main(void *arg)
 		struct conn *c;
 		pthread_t t;
 		pthread_attr_t attr;
+		bool stop;
 		int fd = accept4(ctl->listen_fd, NULL, NULL, SOCK_CLOEXEC);
 
 		if (fd < 0) {
@@ -315,7 +352,7 @@ static void *accept_main(void *arg)
 				if (errno != EINTR && errno != ECONNABORTED)
 					poll(NULL, 0, 100);   /* out of resources: back off */
 				pthread_mutex_lock(&ctl->lock);
-				bool stop = ctl->stopping;
+				stop = ctl->stopping;
 				pthread_mutex_unlock(&ctl->lock);
 				if (stop)
 					break;
@@ -323,31 +360,30 @@ static void *accept_main(void *arg)
 			}
 			break;   /* EINVAL after shutdown(): stopping */
 		}
+		c = calloc(1, sizeof(*c));
+		if (!c) {
+			close(fd);
+			continue;
+		}
+		/* Who it is decides how much room it gets: identify before admitting (the group
+		 * lookup runs without the lock, so a slow name service holds up only this). */
+		*c = (struct conn){ .ctl = ctl, .d = ctl->d, .fd = fd };
+		if (conn_identify(c) < 0) {
+			close(fd);
+			free(c);
+			continue;
+		}
+		err_clear();
 		pthread_mutex_lock(&ctl->lock);
-		if (ctl->stopping || ctl->nconns >= CONTROL_CONNECTIONS_MAX) {
-			bool stop = ctl->stopping;
-
+		stop = ctl->stopping;
+		if (stop || !conn_admit(ctl, c)) {
 			pthread_mutex_unlock(&ctl->lock);
-			err_set(-EBUSY, "the daemon serves %d connections at once; try again",
-				CONTROL_CONNECTIONS_MAX);
 			if (!stop)
 				reply_err(fd, -EBUSY);
 			close(fd);
+			free(c);
 			if (stop)
 				break;
-			continue;
-		}
-		c = calloc(1, sizeof(*c));
-		if (!c) {
-			pthread_mutex_unlock(&ctl->lock);
-			close(fd);
-			continue;
-		}
-		*c = (struct conn){ .ctl = ctl, .d = ctl->d, .fd = fd };
-		if (conn_identify(c) < 0) {
-			pthread_mutex_unlock(&ctl->lock);
-			close(fd);
-			free(c);
 			continue;
 		}
 		c->next = ctl->conns;

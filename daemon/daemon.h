@@ -162,7 +162,14 @@ int daemon_audit_subject(json_t *rec, const struct policy_subject *who);
 
 #define CONTROL_SOCKET_NAME "control.sock"
 #define CONTROL_CONNECTIONS_MAX 64
+/* Of those, this many are kept for stewards and auditors: users without a role (who may only ask
+ * status, whoami and audit.pubkey) share the rest, at most CONTROL_CONNECTIONS_PER_USER each, so
+ * no flood of them can keep a steward from revoking. */
+#define CONTROL_CONNECTIONS_RESERVED 16
+#define CONTROL_CONNECTIONS_PER_USER 4
 #define CONTROL_IDLE_TIMEOUT_MS (10 * 60 * 1000)
+/* A connection without a role is closed after this long without a request. */
+#define CONTROL_IDLE_TIMEOUT_NOROLE_MS (5 * 1000)
 
 struct control;
 

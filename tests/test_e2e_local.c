@@ -72,6 +72,10 @@ static int group_teardown(void **state)
 	return 0;
 }
 
+/* The limits the daemon promises (docs/PROTOCOL.md section 1). */
+#define CONTROL_PER_USER_MAX 4
+#define CONTROL_IDLE_NOROLE_MS 5000
+
 /* ---- Helpers --------------------------------------------------------------------------------- */
 
 static char *store_path(const char *name)
@@ -244,10 +248,149 @@ static void test_impostor_socket_gets_nothing(void **state)
 	free(real);
 }
 
+/* ---- 2. A flood of connections ---------------------------------------------------------------- */
+
+static int connect_socket(void)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/run/control.sock", E->store);
+	if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+/* One status request: 1 answered, 0 refused (a busy reply, or the connection refused, reset or
+ * closed: a refused client may see any of these, depending on when the daemon hangs up). */
+static int status_on(int fd)
+{
+	json_t *req = json_pack("{s:s}", "op", "status"), *msg = NULL;
+	enum proto_frame_type type;
+	int r;
+
+	if (fd < 0)
+		return 0;
+	/* A send to a connection the daemon refused may fail; its busy reply is still readable. */
+	proto_send(fd, PROTO_REQUEST, req, -1);
+	json_decref(req);
+	r = proto_recv(fd, 10000, &type, &msg, NULL);
+	if (r < 0)
+		return 0;
+	r = json_is_true(json_object_get(msg, "ok")) ? 1 : 0;
+	json_decref(msg);
+	return r;
+}
+
+#define FLOOD 70
+
+struct flood_job {
+	int ready;      /* write end: one byte once the flood is in place */
+	int done;       /* read end: EOF when the parent has finished */
+	int close_fds[4];  /* the other pipe ends this child inherited: closed first */
+};
+
+/* As a user without a role: open FLOOD connections, each asking status and kept open, as a
+ * process that wants to fill the daemon's table would; keep asking on every one still open until
+ * the parent is done. Exit 0 when the daemon served only a few and refused the rest. */
+static int child_flood(void *arg)
+{
+	const struct flood_job *job = arg;
+	int fds[FLOOD], served = 0;
+	struct pollfd p = { .fd = job->done, .events = POLLIN };
+
+	signal(SIGPIPE, SIG_IGN);
+	for (size_t i = 0; i < ARRAY_SIZE(job->close_fds); i++)
+		close(job->close_fds[i]);
+	for (int i = 0; i < FLOOD; i++) {
+		fds[i] = connect_socket();
+		if (status_on(fds[i]) == 1) {
+			served++;
+		} else if (fds[i] >= 0) {
+			close(fds[i]);
+			fds[i] = -1;
+		}
+	}
+	if (write(job->ready, "r", 1) != 1)
+		return 2;
+	/* Keep them busy (a status every half second resets any idle timer) until told. */
+	while (poll(&p, 1, 500) == 0)
+		for (int i = 0; i < FLOOD; i++)
+			if (fds[i] >= 0 && status_on(fds[i]) != 1) {
+				close(fds[i]);
+				fds[i] = -1;
+			}
+	if (served > CONTROL_PER_USER_MAX) {
+		fprintf(stderr, "flood: %d of %d connections served\n", served, FLOOD);
+		return 3;
+	}
+	return 0;
+}
+
+/* Connect, say nothing, and expect the daemon to hang up within 3 idle timeouts. */
+static int child_idle_is_closed(void *arg)
+{
+	int fd = connect_socket();
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+	char b;
+
+	(void)arg;
+	if (fd < 0)
+		return 1;
+	if (poll(&p, 1, 3 * CONTROL_IDLE_NOROLE_MS) != 1 || read(fd, &b, 1) != 0) {
+		fprintf(stderr, "an idle connection without a role was not closed\n");
+		return 2;
+	}
+	close(fd);
+	return 0;
+}
+
+static void test_connection_flood_leaves_room_for_stewards(void **state)
+{
+	struct flood_job ja, jb;
+	int ra[2], rb[2], done[2];
+	pid_t pa, pb;
+	uint64_t id;
+	char c;
+
+	(void)state;
+	id = e2e_grant("--user", TU_USER_CAROL, "local", "+1h");
+	/* alice and bob, with no role, each try to fill the table. */
+	assert_int_equal(pipe2(ra, O_CLOEXEC), 0);
+	assert_int_equal(pipe2(rb, O_CLOEXEC), 0);
+	assert_int_equal(pipe2(done, O_CLOEXEC), 0);
+	ja = (struct flood_job){ .ready = ra[1], .done = done[0],
+				 .close_fds = { ra[0], rb[0], rb[1], done[1] } };
+	jb = (struct flood_job){ .ready = rb[1], .done = done[0],
+				 .close_fds = { ra[0], ra[1], rb[0], done[1] } };
+	assert_int_equal(tu_spawn_as(&E->u.alice, child_flood, &ja, &pa), 0);
+	assert_int_equal(tu_spawn_as(&E->u.bob, child_flood, &jb, &pb), 0);
+	close(ra[1]);
+	close(rb[1]);
+	close(done[0]);
+	assert_int_equal(read(ra[0], &c, 1), 1);
+	assert_int_equal(read(rb[0], &c, 1), 1);
+	/* The steward revokes and the auditor looks, while the flood goes on. */
+	e2e_revoke(id);
+	free(e2e_ok(ctl_as(&E->u.carol, "grant", "list")));
+	free(e2e_ok(ctl("status")));
+	close(done[1]);
+	assert_int_equal(tu_wait(pa, 60000), 0);
+	assert_int_equal(tu_wait(pb, 60000), 0);
+	close(ra[0]);
+	close(rb[0]);
+
+	/* A connection without a role that says nothing is closed within seconds, not minutes. */
+	assert_int_equal(tu_run_as(&E->u.alice, child_idle_is_closed, NULL, 60000), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_impostor_socket_gets_nothing),
+		cmocka_unit_test(test_connection_flood_leaves_room_for_stewards),
 	};
 
 	if (sodium_init() < 0)
