@@ -25,7 +25,7 @@ static const char *const event_names[] = {
 	"open", "close", "read_refused", "lookup_refused", "integrity", "io_error",
 	"import", "dataset_policy", "dataset_set",
 	"grant", "grant_request", "grant_approve", "grant_expired", "revoke",
-	"deny_add", "deny_remove",
+	"deny_add", "deny_remove", "deny_remove_approve",
 	"access_check", "audit_export",
 	"daemon_start", "daemon_stop", "reload",
 };
@@ -39,7 +39,8 @@ static const struct {
 					   "integrity", "io_error", NULL } },
 	{ "grant", (const char *const[]){ "grant", "grant_request", "grant_approve",
 					  "grant_expired", "revoke", NULL } },
-	{ "deny", (const char *const[]){ "deny_add", "deny_remove", NULL } },
+	{ "deny", (const char *const[]){ "deny_add", "deny_remove", "deny_remove_approve",
+					 NULL } },
 	{ "dataset", (const char *const[]){ "import", "dataset_policy", "dataset_set", NULL } },
 	{ "audit", (const char *const[]){ "audit_export", NULL } },
 	{ "daemon", (const char *const[]){ "daemon_start", "daemon_stop", "reload", NULL } },

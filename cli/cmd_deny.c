@@ -32,19 +32,41 @@ static const char add_usage[] =
 
 static const char list_usage[] =
 	"Usage: enclavectl [GLOBAL OPTIONS] deny list [--all]\n\n"
-	"List the deny rules in force, or with --all the removed ones too. Stewards and\n"
-	"auditors only.\n\n"
+	"List the deny rules in force (state active, or removal_pending while a removal waits\n"
+	"for approvals), or with --all the removed ones too. Stewards and auditors only.\n\n"
 	"Options:\n"
 	"  --all         include removed rules\n"
 	"  --json        print the daemon's answer as JSON\n"
 	"  -h, --help    show this help\n";
 
 static const char remove_usage[] =
-	"Usage: enclavectl [GLOBAL OPTIONS] deny remove ID\n\n"
-	"Remove deny rule ID: grants decide again. Stewards only.\n\n"
+	"Usage: enclavectl [GLOBAL OPTIONS] deny remove ID --reason TEXT\n\n"
+	"Ask to remove deny rule ID, saying why: lifting a rule gives access back, so the store's\n"
+	"approval rule applies as it does to grants. With approvals = 0 (enclave.conf) the rule\n"
+	"is removed at once; otherwise it stays in force until as many other stewards have run\n"
+	"'deny approve ID' (the steward who asked cannot, nor anyone the rule names). Stewards\n"
+	"only.\n\n"
 	"Options:\n"
-	"  --json        print the answer as JSON\n"
-	"  -h, --help    show this help\n";
+	"  --reason TEXT  why (required, recorded with the removal and in the audit log)\n"
+	"  --json         print the rule and its removal as JSON\n"
+	"  -h, --help     show this help\n";
+
+static const char approve_usage[] =
+	"Usage: enclavectl [GLOBAL OPTIONS] deny approve ID\n\n"
+	"Approve the requested removal of deny rule ID. The steward who asked for it, and a user\n"
+	"the rule names (or a member of the group it names), cannot. Stewards only.\n\n"
+	"Options:\n"
+	"  --json         print the rule and its removal as JSON\n"
+	"  -h, --help     show this help\n";
+
+static const char show_usage[] =
+	"Usage: enclavectl [GLOBAL OPTIONS] deny show ID\n\n"
+	"Everything about deny rule ID: whom and what it blocks, why, who added it and when, its\n"
+	"state (active, removal_pending, removed) and any removal: who asked, why, when, and\n"
+	"the approvals so far. Stewards and auditors only.\n\n"
+	"Options:\n"
+	"  --json         print the rule and its removal as JSON\n"
+	"  -h, --help     show this help\n";
 
 enum {
 	OPT_USER = 0x200,
@@ -248,44 +270,132 @@ static int deny_list(struct ctl *ctl, int argc, char **argv)
 	return r;
 }
 
-static int deny_remove(struct ctl *ctl, int argc, char **argv)
+/* A rule id argument: 1 to INT64_MAX. EXIT_USAGE after a message. */
+static int parse_rule_id(const char *what, const char *s, unsigned long long *ret)
 {
-	struct reply rep = { 0 };
 	unsigned long long id;
-	char what[64], s1[24];
-	json_t *args;
 	char *end;
+
+	errno = 0;
+	id = strtoull(s, &end, 10);
+	if (s[0] < '0' || s[0] > '9' || errno || *end || id == 0 ||
+	    id > (unsigned long long)INT64_MAX)
+		return ctl_usage_error(what, "not a rule id: '%.40s'", s);
+	*ret = id;
+	return 0;
+}
+
+/* The answer of deny.show / deny.remove / deny.approve, for people. */
+static void print_rule_state(const json_t *result)
+{
+	const json_t *x = json_object_get(result, "rule"), *rm = json_object_get(result, "removal");
+	const json_t *aps = json_object_get(result, "approvals"), *a;
+	char s1[24], s2[24], s3[24], text[1100];
+	size_t i;
+
+	print_rule(x);
+	printf("  added   %s by %s\n", out_member(x, "created", s1),
+	       out_text(out_member(x, "by", s2), 64, text, sizeof(text)));
+	printf("  state   %s\n", out_member(x, "state", s1));
+	if (!json_is_object(rm))
+		return;
+	printf("  removal asked %s by %s: %s\n", out_member(rm, "at", s1),
+	       out_text(out_member(rm, "by", s2), 64, text, sizeof(text)),
+	       *out_member(rm, "reason", s3) ? out_member(rm, "reason", s3) : "(no reason given)");
+	printf("  approvals %zu of %s\n", json_array_size(aps),
+	       out_member(rm, "approvals_required", s1));
+	json_array_foreach(aps, i, a)
+		printf("    by %s (uid %s) at %s\n",
+		       out_text(out_member(a, "by", s1), 64, text, sizeof(text)),
+		       out_member(a, "by_uid", s2), out_member(a, "at", s3));
+	if (json_object_get(x, "removed_at"))
+		printf("  removed %s\n", out_member(x, "removed_at", s1));
+}
+
+static int on_remove_opt(void *ctx, int val, const char *arg)
+{
+	if (val != OPT_REASON)
+		return EXIT_USAGE;
+	*(const char **)ctx = arg;
+	return 0;
+}
+
+/* deny remove / approve / show: ID, one call, the rule's state printed. */
+static int deny_one(struct ctl *ctl, int argc, char **argv, const char *what, const char *usage,
+		    const char *op)
+{
+	static const struct option opts[] = {
+		{ "reason", required_argument, NULL, OPT_REASON },
+		{ 0 },
+	};
+	const bool remove = strcmp(op, "deny.remove") == 0;
+	const char *reason = NULL;
+	struct reply rep = { 0 };
+	unsigned long long id = 0;
+	char whatid[64], s1[24];
+	json_t *args;
 	int first, r;
 
-	r = ctl_parse_none(ctl, "deny remove", remove_usage, argc, argv, &first);
+	r = remove ? ctl_parse(ctl, what, usage, argc, argv, opts, on_remove_opt, &reason, &first)
+		   : ctl_parse_none(ctl, what, usage, argc, argv, &first);
 	if (r >= 0)
 		return r;
 	if (first >= argc)
-		return ctl_usage_error("deny remove", "missing the rule's ID");
+		return ctl_usage_error(what, "missing the rule's ID");
 	if (first + 1 < argc)
-		return ctl_usage_error("deny remove", "unexpected argument '%s'", argv[first + 1]);
-	errno = 0;
-	id = strtoull(argv[first], &end, 10);
-	if (argv[first][0] < '0' || argv[first][0] > '9' || errno || *end || id == 0 ||
-	    id > (unsigned long long)INT64_MAX)
-		return ctl_usage_error("deny remove", "not a rule id: '%.40s'", argv[first]);
+		return ctl_usage_error(what, "unexpected argument '%s'", argv[first + 1]);
+	r = parse_rule_id(what, argv[first], &id);
+	if (r)
+		return r;
+	if (remove && (!reason || !*reason || strlen(reason) > POLICY_REASON_MAX ||
+		       !out_utf8_valid(reason, strlen(reason))))
+		return ctl_usage_error(what, "--reason TEXT is required: 1 to %d bytes of UTF-8",
+				       POLICY_REASON_MAX);
 	args = json_pack("{s:I}", "id", (json_int_t)id);
+	if (args && reason && json_object_set_new(args, "reason", json_string(reason)) < 0)
+		json_decref(args), args = NULL;
 	if (!args)
-		return ctl_fail("deny remove", "out of memory");
-	snprintf(what, sizeof(what), "deny remove %llu", id);
-	r = ctl_call(ctl, what, "deny.remove", args, NULL, NULL, &rep);
+		return ctl_fail(what, "out of memory");
+	snprintf(whatid, sizeof(whatid), "%s %llu", what, id);
+	r = ctl_call(ctl, whatid, op, args, NULL, NULL, &rep);
 	if (r)
 		return r;
 	if (ctl->json)
 		return ctl_print_json(&rep);
-	printf("removed deny rule %llu at %s\n", id, out_member(rep.result, "at", s1));
+	if (strcmp(op, "deny.show") != 0) {
+		const json_t *x = json_object_get(rep.result, "rule");
+
+		if (json_object_get(x, "removed_at"))
+			printf("removed deny rule %llu at %s\n", id, out_member(x, "removed_at", s1));
+		else
+			printf("removal of deny rule %llu recorded: it stays in force until another "
+			       "steward runs 'enclavectl deny approve %llu'\n", id, id);
+	}
+	print_rule_state(rep.result);
 	reply_clear(&rep);
 	return 0;
 }
 
+static int deny_remove(struct ctl *ctl, int argc, char **argv)
+{
+	return deny_one(ctl, argc, argv, "deny remove", remove_usage, "deny.remove");
+}
+
+static int deny_approve(struct ctl *ctl, int argc, char **argv)
+{
+	return deny_one(ctl, argc, argv, "deny approve", approve_usage, "deny.approve");
+}
+
+static int deny_show(struct ctl *ctl, int argc, char **argv)
+{
+	return deny_one(ctl, argc, argv, "deny show", show_usage, "deny.show");
+}
+
 const struct ctl_cmd deny_cmds[] = {
 	{ "add", deny_add, "--user|--group NAME|--all ...", "block access whatever the grants" },
+	{ "approve", deny_approve, "ID", "approve another steward's removal of a rule" },
 	{ "list", deny_list, "[--all]", "list deny rules" },
-	{ "remove", deny_remove, "ID", "remove a deny rule" },
+	{ "remove", deny_remove, "ID --reason TEXT", "remove a deny rule (with approvals)" },
+	{ "show", deny_show, "ID", "a deny rule, its state and removal" },
 	{ 0 },
 };

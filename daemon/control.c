@@ -179,6 +179,8 @@ static const struct {
 	{ "deny.add", ROLE_STEWARD, op_deny_add },
 	{ "deny.list", ROLE_STEWARD | ROLE_AUDITOR, op_deny_list },
 	{ "deny.remove", ROLE_STEWARD, op_deny_remove },
+	{ "deny.approve", ROLE_STEWARD, op_deny_approve },
+	{ "deny.show", ROLE_STEWARD | ROLE_AUDITOR, op_deny_show },
 	{ "access.check", 0, op_access_check },   /* others than oneself: see the op */
 	{ "dataset.set", ROLE_STEWARD, op_dataset_set },
 	{ "audit.show", ROLE_STEWARD | ROLE_AUDITOR, op_audit_show },

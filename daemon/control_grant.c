@@ -613,6 +613,22 @@ int op_deny_add(struct conn *c, const json_t *args, json_t **ret)
 	return *ret ? 0 : -ENOMEM;
 }
 
+/* "active", "removal_pending" (asked, waiting for approvals) or "removed". */
+static const char *deny_state(struct conn *c, const struct policy_deny *x)
+{
+	struct policy_deny_removal rm;
+	struct policy_approval *ap = NULL;
+	size_t n;
+
+	if (x->removed_at)
+		return "removed";
+	if (grants_deny_removal(c->d->grants, x->id, &rm, &ap, &n) == 0) {
+		free(ap);
+		return "removal_pending";
+	}
+	return "active";
+}
+
 int op_deny_list(struct conn *c, const json_t *args, json_t **ret)
 {
 	static const char *const known[] = { "all", NULL };
@@ -635,8 +651,7 @@ int op_deny_list(struct conn *c, const json_t *args, json_t **ret)
 		if (x[i].removed_at && !all)
 			continue;
 		o = policy_deny_to_json(&x[i]);
-		if (!o || json_object_set_new(o, "state", json_string(x[i].removed_at ? "removed"
-										   : "active")) < 0 ||
+		if (!o || json_object_set_new(o, "state", json_string(deny_state(c, &x[i]))) < 0 ||
 		    (x[i].removed_at &&
 		     json_object_set_new(o, "removed_at", jtime(x[i].removed_at)) < 0) ||
 		    json_array_append_new(arr, o) < 0) {
@@ -649,7 +664,87 @@ int op_deny_list(struct conn *c, const json_t *args, json_t **ret)
 	return *ret ? 0 : -ENOMEM;
 }
 
+/* {"rule": DENY + {"state", "removed_at"?}, "removal": REMOVAL?, "approvals": [APPROVAL]} */
+static int deny_json(struct conn *c, uint64_t id, json_t **ret)
+{
+	_cleanup_free_ struct policy_deny *x = NULL;
+	_cleanup_free_ struct policy_approval *ap = NULL;
+	struct policy_deny_removal rm;
+	json_t *o = NULL, *aps = NULL;
+	size_t n, nap = 0, i;
+	bool asked;
+	int r;
+
+	if ((r = grants_deny_snapshot(c->d->grants, &x, &n)) < 0)
+		return r;
+	for (i = 0; i < n && x[i].id != id; i++)
+		;
+	if (i == n)
+		return err_set(-ENOENT, "no deny rule with id %llu", (unsigned long long)id);
+	r = grants_deny_removal(c->d->grants, id, &rm, &ap, &nap);
+	if (r < 0 && r != -ENOENT)
+		return r;
+	asked = r == 0;
+	o = policy_deny_to_json(&x[i]);
+	aps = json_array();
+	if (!o || !aps ||
+	    json_object_set_new(o, "state", json_string(deny_state(c, &x[i]))) < 0 ||
+	    (x[i].removed_at && json_object_set_new(o, "removed_at", jtime(x[i].removed_at)) < 0))
+		goto nomem;
+	for (size_t k = 0; k < nap; k++)
+		if (json_array_append_new(aps, policy_approval_to_json(&ap[k])) < 0)
+			goto nomem;
+	*ret = json_pack("{s:o, s:o}", "rule", o, "approvals", aps);
+	if (!*ret)
+		return -ENOMEM;
+	if (asked && json_object_set_new(*ret, "removal", policy_deny_removal_to_json(&rm)) < 0) {
+		json_decref(*ret);
+		return -ENOMEM;
+	}
+	return 0;
+nomem:
+	json_decref(o);
+	json_decref(aps);
+	return -ENOMEM;
+}
+
+int op_deny_show(struct conn *c, const json_t *args, json_t **ret)
+{
+	static const char *const known[] = { "id", NULL };
+	uint64_t id;
+	int r;
+
+	if ((r = proto_args_known(args, known)) < 0 ||
+	    (r = proto_arg_u64(args, "id", true, UINT64_MAX >> 1, &id)) < 0)
+		return r;
+	return deny_json(c, id, ret);
+}
+
 int op_deny_remove(struct conn *c, const json_t *args, json_t **ret)
+{
+	static const char *const known[] = { "id", "reason", NULL };
+	struct policy_deny x;
+	const char *reason = NULL;
+	uint64_t id;
+	int r;
+
+	if ((r = proto_args_known(args, known)) < 0 ||
+	    (r = proto_arg_u64(args, "id", true, UINT64_MAX >> 1, &id)) < 0 ||
+	    (r = proto_arg_string(args, "reason", true, POLICY_REASON_MAX, &reason)) < 0)
+		return r;
+	if (!*reason)
+		return err_set(-EINVAL, "removing a deny rule needs a reason");
+	/* Lifting a rule gives access back: the store's four-eyes rule applies as to grants. */
+	r = grants_deny_remove(c->d->grants, c->d->log, &c->who, id, reason, c->d->cfg.approvals,
+			       time(NULL), &x);
+	if (r < 0)
+		return r;
+	if (x.removed_at)
+		invalidate_deny(c, &x);
+	return deny_json(c, id, ret);
+}
+
+int op_deny_approve(struct conn *c, const json_t *args, json_t **ret)
 {
 	static const char *const known[] = { "id", NULL };
 	struct policy_deny x;
@@ -659,12 +754,12 @@ int op_deny_remove(struct conn *c, const json_t *args, json_t **ret)
 	if ((r = proto_args_known(args, known)) < 0 ||
 	    (r = proto_arg_u64(args, "id", true, UINT64_MAX >> 1, &id)) < 0)
 		return r;
-	r = grants_deny_remove(c->d->grants, c->d->log, &c->who, id, time(NULL), &x);
+	r = grants_deny_approve(c->d->grants, c->d->log, &c->who, id, time(NULL), &x);
 	if (r < 0)
 		return r;
-	invalidate_deny(c, &x);
-	*ret = json_pack("{s:I, s:o}", "removed", (json_int_t)id, "at", jtime(x.removed_at));
-	return *ret ? 0 : -ENOMEM;
+	if (x.removed_at)
+		invalidate_deny(c, &x);
+	return deny_json(c, id, ret);
 }
 
 /* ---- Why? ------------------------------------------------------------------------------------ */

@@ -49,6 +49,8 @@ int op_grant_export(struct conn *c, const json_t *args, json_t **ret);
 int op_deny_add(struct conn *c, const json_t *args, json_t **ret);
 int op_deny_list(struct conn *c, const json_t *args, json_t **ret);
 int op_deny_remove(struct conn *c, const json_t *args, json_t **ret);
+int op_deny_approve(struct conn *c, const json_t *args, json_t **ret);
+int op_deny_show(struct conn *c, const json_t *args, json_t **ret);
 int op_access_check(struct conn *c, const json_t *args, json_t **ret);
 int op_dataset_set(struct conn *c, const json_t *args, json_t **ret);
 int op_audit_show(struct conn *c, const json_t *args, json_t **ret);

@@ -107,13 +107,28 @@ int grants_approvals(struct grants *gs, uint64_t id, struct policy_approval **re
 size_t grants_count(struct grants *gs);
 
 /* Add deny rule x: x->id is assigned (from the grant id counter); audit record `deny_add`, then
- * the rule record, then the table. */
+ * the rule record, then the table. -EEXIST a rule in force already blocks the same subject from
+ * the same dataset (err_detail() names it). */
 int grants_deny_add(struct grants *gs, struct audit_log *log, const struct policy_subject *by,
 		    struct policy_deny *x);
-/* Remove deny rule id at now: audit record `deny_remove`, then the removal record, then the
- * table. -ENOENT no such rule; -EEXIST already removed. *ret_deny (may be NULL): the rule. */
+/* Ask to remove deny rule id at now, for reason (not empty), needing approvals_required
+ * approvals by other stewards (the store's setting; 0: removed at once): audit record
+ * `deny_remove`, then the removal record, then the table. -ENOENT no such rule; -EEXIST already
+ * removed; -EALREADY its removal was requested already; -EINVAL no reason. *ret_deny (may be
+ * NULL): the rule after (removed_at set when removed). */
 int grants_deny_remove(struct grants *gs, struct audit_log *log, const struct policy_subject *by,
-		       uint64_t id, int64_t now, struct policy_deny *ret_deny);
+		       uint64_t id, const char *reason, uint32_t approvals_required, int64_t now,
+		       struct policy_deny *ret_deny);
+/* Approve the requested removal of rule id as steward `by`: audit record `deny_remove_approve`,
+ * then the approval record, then the table; the rule is removed by the approval that completes
+ * it. -ENOENT no such rule or no removal requested; -EEXIST already removed, or `by` approved
+ * already; -EPERM `by` requested the removal or is blocked by the rule by name (its user, or a
+ * member of its group). */
+int grants_deny_approve(struct grants *gs, struct audit_log *log, const struct policy_subject *by,
+			uint64_t id, int64_t now, struct policy_deny *ret_deny);
+/* The removal request of rule id and its approvals (malloc'd; caller frees). -ENOENT none. */
+int grants_deny_removal(struct grants *gs, uint64_t id, struct policy_deny_removal *ret_removal,
+			struct policy_approval **ret_approvals, size_t *ret_n);
 /* A copy of the deny rules (malloc'd, caller frees), removals folded in, by id. */
 int grants_deny_snapshot(struct grants *gs, struct policy_deny **ret_denies, size_t *ret_n);
 

@@ -5,7 +5,9 @@
  *   "c" || be64 dataset id          the dataset's policy (consent codes, controller, cache mode);
  *                                   replaced when amended
  *   "d" || be64 id                  a deny rule (immutable)
- *   "e" || be64 id                  that rule's removal
+ *   "e" || be64 id                  the request to remove that rule (with its reason and the
+ *                                   approvals it needs; without them, an old store's removal)
+ *   "i" || be64 id || be32 uid      an approval of that removal by steward uid (immutable)
  *   "g" || be64 id                  a grant, as policy_grant_to_json writes it (immutable)
  *   "h" || be64 id || be32 uid      an approval of grant id by steward uid (immutable)
  *   "n"                             be64: the next id to hand out (grants and deny rules)
@@ -44,6 +46,10 @@ struct grants {
 	struct policy_approval *ap;        /* every approval, in the order given */
 	size_t ndn, capdn;                 /* under lock */
 	struct policy_deny *dn;            /* by id; removed_at folded in */
+	size_t nrm, caprm;                 /* under lock */
+	struct policy_deny_removal *rm;    /* removal requests, by deny_id */
+	size_t nrap, caprap;               /* under lock */
+	struct policy_approval *rap;       /* approvals of removals: grant_id holds the rule id */
 	size_t ndp, capdp;                 /* under lock */
 	struct policy_dataset *dp;         /* by dataset_id */
 	/* The watch thread (grants_watch_start); watch_lock guards watch_stop and watching. */
@@ -87,6 +93,39 @@ static ssize_t find_deny(const struct grants *gs, uint64_t id)
 			hi = mid;
 	}
 	return -1;
+}
+
+static ssize_t find_removal(const struct grants *gs, uint64_t id)
+{
+	for (size_t lo = 0, hi = gs->nrm; lo < hi;) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (gs->rm[mid].deny_id == id)
+			return (ssize_t)mid;
+		if (gs->rm[mid].deny_id < id)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return -1;
+}
+
+/* Approvals of the removal of rule id so far, and whether uid gave one. */
+static uint32_t removal_approvals(const struct grants *gs, uint64_t id, uint32_t uid,
+				  bool *ret_by_uid)
+{
+	uint32_t n = 0;
+
+	if (ret_by_uid)
+		*ret_by_uid = false;
+	for (size_t i = 0; i < gs->nrap; i++) {
+		if (gs->rap[i].grant_id != id)
+			continue;
+		n++;
+		if (ret_by_uid && gs->rap[i].by_uid == uid)
+			*ret_by_uid = true;
+	}
+	return n;
 }
 
 static ssize_t find_dataset(const struct grants *gs, uint64_t dsid)
@@ -228,7 +267,33 @@ static int load_json_record(struct grants *gs, const uint8_t *k, json_t *j)
 		i = find_deny(gs, x.deny_id);
 		if (x.deny_id != kid || i < 0)
 			return err_set(-EBADMSG, "does not match a deny rule");
-		gs->dn[i].removed_at = x.at;
+		r = grow_array((void **)&gs->rm, sizeof(*gs->rm), gs->nrm, &gs->caprm, DENIES_MAX,
+			       "deny rule removals");
+		if (r < 0)
+			return r;
+		gs->rm[gs->nrm++] = x;   /* keys in id order: stays sorted */
+		/* Removed at once, or when the last approval it needs comes ('i', later). */
+		if (x.approvals_required == 0)
+			gs->dn[i].removed_at = x.at;
+		return 0;
+	}
+	case 'i': {
+		struct policy_approval a;
+		ssize_t m = find_removal(gs, kid);
+
+		if ((r = policy_approval_from_json(j, &a)) < 0)
+			return r;
+		i = find_deny(gs, kid);
+		if (a.grant_id != kid || a.by_uid != get_be32(k + 9) || i < 0 || m < 0)
+			return err_set(-EBADMSG, "does not match a requested deny rule removal");
+		r = grow_array((void **)&gs->rap, sizeof(*gs->rap), gs->nrap, &gs->caprap,
+			       APPROVALS_MAX, "removal approvals");
+		if (r < 0)
+			return r;
+		gs->rap[gs->nrap++] = a;
+		if (!gs->dn[i].removed_at &&
+		    removal_approvals(gs, kid, 0, NULL) >= gs->rm[m].approvals_required)
+			gs->dn[i].removed_at = a.at;
 		return 0;
 	}
 	case 'g': {
@@ -279,7 +344,7 @@ static int load_json_record(struct grants *gs, const uint8_t *k, json_t *j)
 	return err_set(-EBADMSG, "unknown record type");
 }
 
-/* Records come in key order: "c", "d", "e", "g", "h", "n", "r" (see the top of this file), ids
+/* Records come in key order: "c", "d", "e", "g", "h", "i", "n", "r" (see the top of this file), ids
  * ascending within each, so a removal, approval or revocation follows what it refers to. */
 static int load_one(void *ctx, const void *key, size_t klen, const void *val, size_t vlen)
 {
@@ -294,7 +359,8 @@ static int load_one(void *ctx, const void *key, size_t klen, const void *val, si
 		gs->next_id = MAX(gs->next_id, get_be64(val));
 		return 0;
 	}
-	if (!((klen == 9 && strchr("cdegr", k[0]) && k[0]) || (klen == 13 && k[0] == 'h')))
+	if (!((klen == 9 && strchr("cdegr", k[0]) && k[0]) ||
+	      (klen == 13 && (k[0] == 'h' || k[0] == 'i'))))
 		return err_set(-EBADMSG, "unknown policy record key (%zu bytes, 0x%02x...)", klen,
 			       klen ? k[0] : 0);
 	r = parse_record(val, vlen, &j);
@@ -346,6 +412,8 @@ void grants_free(struct grants *gs)
 	free(gs->rev);
 	free(gs->ap);
 	free(gs->dn);
+	free(gs->rm);
+	free(gs->rap);
 	free(gs->dp);
 	free(gs);
 }
@@ -710,6 +778,21 @@ int grants_deny_add(struct grants *gs, struct audit_log *log, const struct polic
 	r = policy_deny_validate(x);
 	if (r < 0)
 		goto out;
+	/* The same subject and dataset blocked twice would take two removals to lift: refused,
+	 * naming the rule in force (only changes write the table, and we hold change_lock). */
+	for (size_t i = 0; i < gs->ndn; i++) {
+		const struct policy_deny *d = &gs->dn[i];
+
+		if (d->removed_at || d->kind != x->kind || d->principal_id != x->principal_id ||
+		    d->dataset_id != x->dataset_id)
+			continue;
+		r = err_set(-EEXIST, "deny rule %llu already blocks %s%s from %s (reason: %.200s); "
+			    "nothing was added", (unsigned long long)d->id,
+			    d->kind == POLICY_USER ? "user " : d->kind == POLICY_GROUP ? "group " : "",
+			    d->kind == POLICY_EVERYONE ? "everyone" : d->principal,
+			    d->dataset_id ? d->dataset : "every dataset", d->reason);
+		goto out;
+	}
 	r = take_id(gs, &id);
 	if (r < 0)
 		goto out;
@@ -738,13 +821,27 @@ out:
 	return r;
 }
 
-int grants_deny_remove(struct grants *gs, struct audit_log *log, const struct policy_subject *by,
-		       uint64_t id, int64_t now, struct policy_deny *ret_deny)
+/* Is `who` blocked by rule d by name: its user, or a member of its group (not "everyone")? */
+static bool is_deny_subject(const struct policy_deny *d, const struct policy_subject *who)
 {
-	struct policy_deny_removal x = { .deny_id = id, .by_uid = by->uid, .at = now };
+	if (d->kind == POLICY_USER)
+		return d->principal_id == who->uid;
+	if (d->kind == POLICY_GROUP)
+		for (size_t i = 0; i < MIN(who->ngids, (size_t)POLICY_GROUPS_MAX); i++)
+			if (who->gids[i] == d->principal_id)
+				return true;
+	return false;
+}
+
+int grants_deny_remove(struct grants *gs, struct audit_log *log, const struct policy_subject *by,
+		       uint64_t id, const char *reason, uint32_t approvals_required, int64_t now,
+		       struct policy_deny *ret_deny)
+{
+	struct policy_deny_removal x = { .deny_id = id, .by_uid = by->uid, .at = now,
+					 .approvals_required = approvals_required };
 	struct policy_deny d;
 	json_t *rec = NULL;
-	ssize_t i;
+	ssize_t i, k;
 	int r;
 
 	pthread_mutex_lock(&gs->change_lock);
@@ -758,11 +855,26 @@ int grants_deny_remove(struct grants *gs, struct audit_log *log, const struct po
 		r = err_set(-EEXIST, "deny rule %llu was already removed", (unsigned long long)id);
 		goto out;
 	}
+	k = find_removal(gs, id);
+	if (k >= 0) {
+		r = err_set(-EALREADY, "the removal of deny rule %llu was requested by %s already; it "
+			    "waits for another steward's 'deny approve %llu'",
+			    (unsigned long long)id, gs->rm[k].by, (unsigned long long)id);
+		goto out;
+	}
 	by_name(by, x.by);
+	snprintf(x.reason, sizeof(x.reason), "%s", reason ? reason : "");
+	if (!x.reason[0]) {
+		r = err_set(-EINVAL, "removing a deny rule needs a reason");
+		goto out;
+	}
 	r = policy_deny_removal_validate(&x);
 	if (r < 0)
 		goto out;
-	rec = json_pack("{s:s, s:I}", "event", "deny_remove", "rule_id", (json_int_t)id);
+	rec = json_pack("{s:s, s:I, s:o, s:s, s:I}", "event", "deny_remove", "rule_id",
+			(json_int_t)id, "reason", audit_string(x.reason), "state",
+			approvals_required ? "pending_approval" : "removed", "approvals_required",
+			(json_int_t)approvals_required);
 	if (!rec || daemon_audit_subject(rec, by) < 0 ||
 	    (d.dataset[0] && json_object_set_new(rec, "dataset", audit_string(d.dataset)) < 0)) {
 		r = -ENOMEM;
@@ -775,15 +887,137 @@ int grants_deny_remove(struct grants *gs, struct audit_log *log, const struct po
 	if (r < 0)
 		goto out;
 	pthread_rwlock_wrlock(&gs->lock);
-	gs->dn[i].removed_at = now;
-	d = gs->dn[i];
+	r = grow_array((void **)&gs->rm, sizeof(*gs->rm), gs->nrm, &gs->caprm, DENIES_MAX,
+		       "deny rule removals");
+	if (r == 0) {
+		/* Keep rm sorted by rule id: requests come in any order. */
+		size_t at = gs->nrm;
+
+		while (at > 0 && gs->rm[at - 1].deny_id > id)
+			at--;
+		memmove(&gs->rm[at + 1], &gs->rm[at], (gs->nrm - at) * sizeof(*gs->rm));
+		gs->rm[at] = x;
+		gs->nrm++;
+		if (!approvals_required)
+			gs->dn[i].removed_at = now;
+		d = gs->dn[i];
+	}
 	pthread_rwlock_unlock(&gs->lock);
-	if (ret_deny)
+	if (r == 0 && ret_deny)
 		*ret_deny = d;
 out:
 	json_decref(rec);
 	pthread_mutex_unlock(&gs->change_lock);
 	return r;
+}
+
+int grants_deny_approve(struct grants *gs, struct audit_log *log, const struct policy_subject *by,
+			uint64_t id, int64_t now, struct policy_deny *ret_deny)
+{
+	struct policy_approval a = { .grant_id = id, .by_uid = by->uid, .at = now };
+	struct policy_deny_removal x;
+	struct policy_deny d;
+	json_t *rec = NULL;
+	uint32_t have;
+	bool mine;
+	ssize_t i, k;
+	int r;
+
+	pthread_mutex_lock(&gs->change_lock);
+	i = find_deny(gs, id);
+	k = find_removal(gs, id);
+	if (i < 0) {
+		r = err_set(-ENOENT, "no deny rule with id %llu", (unsigned long long)id);
+		goto out;
+	}
+	d = gs->dn[i];
+	if (d.removed_at) {
+		r = err_set(-EEXIST, "deny rule %llu was already removed", (unsigned long long)id);
+		goto out;
+	}
+	if (k < 0) {
+		r = err_set(-ENOENT, "nobody asked to remove deny rule %llu ('deny remove %llu "
+			    "--reason TEXT' first)", (unsigned long long)id, (unsigned long long)id);
+		goto out;
+	}
+	x = gs->rm[k];
+	if (x.by_uid == by->uid) {
+		r = err_set(-EPERM, "the removal of deny rule %llu was requested by you (uid %u): "
+			    "another steward must approve it", (unsigned long long)id, by->uid);
+		goto out;
+	}
+	if (is_deny_subject(&d, by)) {
+		r = err_set(-EPERM, "deny rule %llu blocks you: you cannot approve its removal",
+			    (unsigned long long)id);
+		goto out;
+	}
+	have = removal_approvals(gs, id, by->uid, &mine);
+	if (mine) {
+		r = err_set(-EEXIST, "you (uid %u) approved the removal of deny rule %llu already",
+			    by->uid, (unsigned long long)id);
+		goto out;
+	}
+	by_name(by, a.by);
+	r = policy_approval_validate(&a);
+	if (r < 0)
+		goto out;
+	rec = json_pack("{s:s, s:I, s:s, s:I, s:I}", "event", "deny_remove_approve", "rule_id",
+			(json_int_t)id, "state",
+			have + 1 >= x.approvals_required ? "removed" : "pending_approval",
+			"approvals", (json_int_t)have + 1, "approvals_required",
+			(json_int_t)x.approvals_required);
+	if (!rec || daemon_audit_subject(rec, by) < 0 ||
+	    (d.dataset[0] && json_object_set_new(rec, "dataset", audit_string(d.dataset)) < 0)) {
+		r = -ENOMEM;
+		goto out;
+	}
+	r = audit_append(log, rec, NULL);
+	if (r < 0)
+		goto out;
+	r = put_json_sub(gs, 'i', id, by->uid, policy_approval_to_json(&a));
+	if (r < 0)
+		goto out;
+	pthread_rwlock_wrlock(&gs->lock);
+	r = grow_array((void **)&gs->rap, sizeof(*gs->rap), gs->nrap, &gs->caprap, APPROVALS_MAX,
+		       "removal approvals");
+	if (r == 0) {
+		gs->rap[gs->nrap++] = a;
+		if (have + 1 >= x.approvals_required)
+			gs->dn[i].removed_at = now;
+		d = gs->dn[i];
+	}
+	pthread_rwlock_unlock(&gs->lock);
+	if (r == 0 && ret_deny)
+		*ret_deny = d;
+out:
+	json_decref(rec);
+	pthread_mutex_unlock(&gs->change_lock);
+	return r;
+}
+
+int grants_deny_removal(struct grants *gs, uint64_t id, struct policy_deny_removal *ret_removal,
+			struct policy_approval **ret_approvals, size_t *ret_n)
+{
+	struct policy_approval *a;
+	size_t n = 0;
+	ssize_t k;
+
+	pthread_rwlock_rdlock(&gs->lock);
+	k = find_removal(gs, id);
+	a = k >= 0 ? malloc(MAX(gs->nrap, 1) * sizeof(*a)) : NULL;
+	for (size_t i = 0; a && i < gs->nrap; i++)
+		if (gs->rap[i].grant_id == id)
+			a[n++] = gs->rap[i];
+	if (k >= 0 && a)
+		*ret_removal = gs->rm[k];
+	pthread_rwlock_unlock(&gs->lock);
+	if (k < 0)
+		return -ENOENT;
+	if (!a)
+		return -ENOMEM;
+	*ret_approvals = a;
+	*ret_n = n;
+	return 0;
 }
 
 int grants_deny_snapshot(struct grants *gs, struct policy_deny **ret_denies, size_t *ret_n)

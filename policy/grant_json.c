@@ -84,6 +84,9 @@ static const struct field deny_removal_fields[] = {
 	FIELD(struct policy_deny_removal, by_uid, F_U32),
 	FIELD(struct policy_deny_removal, by, F_STR),
 	FIELD(struct policy_deny_removal, at, F_TIME),
+	/* Absent in removals written before they needed a reason and approvals. */
+	FIELD_OPT(struct policy_deny_removal, reason, F_STR),
+	FIELD_OPT(struct policy_deny_removal, approvals_required, F_U32),
 };
 
 /* "duo" (an array of code strings) is handled apart from the table: see dataset_*_json. */

@@ -100,12 +100,17 @@ struct policy_deny {
 	int64_t removed_at;                       /* folded in (not in JSON); 0: in force */
 };
 
-/* The removal of a deny rule. */
+/* The removal of a deny rule, as requested: in force at once when approvals_required is 0, else
+ * once as many other stewards have approved it (struct policy_approval, grant_id holding the
+ * rule's id). */
 struct policy_deny_removal {
 	uint64_t deny_id;
 	uint32_t by_uid;
 	char by[POLICY_NAME_MAX + 1];
 	int64_t at;                               /* unix seconds, > 0 */
+	/* Why (text, may be empty only in records written before reasons were required). */
+	char reason[POLICY_REASON_MAX + 1];
+	uint32_t approvals_required;              /* 0..POLICY_APPROVALS_MAX */
 };
 
 /* Data Use Ontology consent codes a dataset may carry (docs/POLICY.md lists what each

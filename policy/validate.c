@@ -309,8 +309,12 @@ int policy_deny_removal_validate(const struct policy_deny_removal *x)
 	if (!x)
 		return err_set(-EINVAL, "deny removal: none given");
 	if (check_id(rec, "deny_id", x->deny_id) < 0 || check_uid(rec, "by_uid", x->by_uid) < 0 ||
-	    check_name(rec, "by", x->by) < 0 || check_time(rec, "at", x->at, 1) < 0)
+	    check_name(rec, "by", x->by) < 0 || check_time(rec, "at", x->at, 1) < 0 ||
+	    check_text(rec, "reason", x->reason, POLICY_REASON_MAX, true) < 0)
 		return -EINVAL;
+	if (x->approvals_required > POLICY_APPROVALS_MAX)
+		return err_set(-EINVAL, "deny removal: \"approvals_required\" must be from 0 to %d",
+			       POLICY_APPROVALS_MAX);
 	return 0;
 }
 

@@ -489,10 +489,16 @@ static void test_deny_rules(void **state)
 	fx_close(f);
 	fx_open(f);
 	assert_int_equal(grants_decide(f->gs, &alice, f->dsid, 1, now).reason, POLICY_DENY_BY_RULE);
-	assert_int_equal(grants_deny_remove(f->gs, f->log, &steward, x.id, now, &out), 0);
+	/* A removal needs a reason. */
+	assert_int_equal(grants_deny_remove(f->gs, f->log, &steward, x.id, "", 0, now, NULL),
+			 -EINVAL);
+	assert_int_equal(grants_deny_remove(f->gs, f->log, &steward, x.id, "cleared", 0, now, &out),
+			 0);
 	assert_int_equal(out.removed_at, now);
-	assert_int_equal(grants_deny_remove(f->gs, f->log, &steward, x.id, now, NULL), -EEXIST);
-	assert_int_equal(grants_deny_remove(f->gs, f->log, &steward, 99, now, NULL), -ENOENT);
+	assert_int_equal(grants_deny_remove(f->gs, f->log, &steward, x.id, "again", 0, now, NULL),
+			 -EEXIST);
+	assert_int_equal(grants_deny_remove(f->gs, f->log, &steward, 99, "r", 0, now, NULL),
+			 -ENOENT);
 	assert_int_equal(grants_decide(f->gs, &alice, f->dsid, 1, now).reason, POLICY_ALLOW);
 	/* Everyone, every dataset. */
 	assert_int_equal(grants_deny_add(f->gs, f->log, &steward, &all), 0);
@@ -507,6 +513,115 @@ static void test_deny_rules(void **state)
 	free(list);
 	assert_int_equal(events(f, "deny_add"), 2);
 	assert_int_equal(events(f, "deny_remove"), 1);
+}
+
+/* The same subject and dataset cannot be blocked twice while a rule is in force; once it is
+ * removed, a new rule may be added. */
+static void test_deny_duplicate(void **state)
+{
+	struct fx *f = *state;
+	int64_t now = time(NULL);
+	struct policy_deny x = { .kind = POLICY_USER, .principal_id = 2001, .principal = "alice",
+				 .dataset_id = f->dsid, .dataset = "cohort", .reason = "one",
+				 .by = "root", .created = now },
+			   y = x, other = x;
+
+	assert_int_equal(grants_deny_add(f->gs, f->log, &steward, &x), 0);
+	snprintf(y.reason, sizeof(y.reason), "another reason");
+	assert_int_equal(grants_deny_add(f->gs, f->log, &steward, &y), -EEXIST);
+	assert_non_null(strstr(err_detail(), "already blocks user alice"));
+	/* Another dataset (every dataset) is another rule. */
+	other.dataset_id = 0;
+	other.dataset[0] = '\0';
+	assert_int_equal(grants_deny_add(f->gs, f->log, &steward, &other), 0);
+	assert_int_equal(events(f, "deny_add"), 2);
+	assert_int_equal(grants_deny_remove(f->gs, f->log, &steward, x.id, "done", 0, now, NULL),
+			 0);
+	assert_int_equal(grants_deny_add(f->gs, f->log, &steward, &y), 0);
+}
+
+/* With approvals required, a removal waits for another steward; the requester, the rule's
+ * subject and a repeat approval are refused; it survives a restart; the completing approval
+ * removes it. */
+static void test_deny_removal_approvals(void **state)
+{
+	struct fx *f = *state;
+	int64_t now = time(NULL);
+	struct policy_subject alice = { .uid = 2001, .user = "alice", .ngids = 1, .gids = { 2001 } };
+	struct policy_subject bob = { .uid = 2002, .user = "bob", .ngids = 1, .gids = { 2002 } };
+	struct policy_grant g = mk_grant(f, 2001, now);
+	struct policy_deny x = { .kind = POLICY_USER, .principal_id = 2002, .principal = "bob",
+				 .dataset_id = f->dsid, .dataset = "cohort", .reason = "inquiry",
+				 .by = "root", .created = now },
+			   out;
+	struct policy_deny_removal rm;
+	struct policy_approval *ap = NULL;
+	size_t n;
+
+	assert_int_equal(grants_add(f->gs, f->log, &steward, &g), 0);
+	assert_int_equal(grants_deny_add(f->gs, f->log, &steward, &x), 0);
+	assert_int_equal(grants_deny_approve(f->gs, f->log, &steward2, x.id, now, NULL), -ENOENT);
+	assert_int_equal(grants_deny_remove(f->gs, f->log, &steward, x.id, "cleared", 2, now, &out),
+			 0);
+	assert_int_equal(out.removed_at, 0);
+	assert_int_equal(grants_deny_remove(f->gs, f->log, &steward2, x.id, "again", 2, now, NULL),
+			 -EALREADY);
+	/* Still in force for bob. */
+	assert_int_equal(grants_decide(f->gs, &bob, f->dsid, 1, now).reason, POLICY_DENY_BY_RULE);
+	assert_int_equal(grants_deny_approve(f->gs, f->log, &steward, x.id, now, NULL), -EPERM);
+	assert_int_equal(grants_deny_approve(f->gs, f->log, &bob, x.id, now, NULL), -EPERM);
+	assert_int_equal(grants_deny_approve(f->gs, f->log, &steward2, x.id, now + 1, &out), 0);
+	assert_int_equal(out.removed_at, 0);
+	assert_int_equal(grants_deny_approve(f->gs, f->log, &steward2, x.id, now, NULL), -EEXIST);
+	fx_close(f);
+	fx_open(f);
+	assert_int_equal(grants_decide(f->gs, &bob, f->dsid, 1, now).reason, POLICY_DENY_BY_RULE);
+	assert_int_equal(grants_deny_removal(f->gs, x.id, &rm, &ap, &n), 0);
+	assert_string_equal(rm.reason, "cleared");
+	assert_int_equal(rm.approvals_required, 2);
+	assert_int_equal(n, 1);
+	free(ap);
+	/* alice (not named by the rule, not the requester) completes it. */
+	assert_int_equal(grants_deny_approve(f->gs, f->log, &alice, x.id, now + 2, &out), 0);
+	assert_int_equal(out.removed_at, now + 2);
+	fx_close(f);
+	fx_open(f);
+	assert_int_equal(grants_decide(f->gs, &bob, f->dsid, 1, now).reason, POLICY_DENY_NO_GRANT);
+	assert_int_equal(events(f, "deny_remove"), 1);
+	assert_int_equal(events(f, "deny_remove_approve"), 2);
+}
+
+/* A removal approval written into the store for a rule whose removal nobody asked for (or
+ * under another uid's key) is a forgery: the table refuses to load rather than lift the rule. */
+static void test_deny_forged_approval_refused(void **state)
+{
+	struct fx *f = *state;
+	int64_t now = time(NULL);
+	struct policy_deny x = { .kind = POLICY_USER, .principal_id = 2002, .principal = "bob",
+				 .reason = "inquiry", .by = "root", .created = now };
+	struct policy_approval a = { .by_uid = 3000, .by = "steward2", .at = now };
+	struct grants *gs = NULL;
+	uint8_t key[13] = { 'i' };
+	json_t *j;
+	char *text;
+
+	assert_int_equal(grants_deny_add(f->gs, f->log, &steward, &x), 0);
+	a.grant_id = x.id;
+	j = policy_approval_to_json(&a);
+	text = json_dumps(j, JSON_COMPACT);
+	put_be64(key + 1, x.id);
+	put_be32(key + 9, 3000);
+	assert_int_equal(store_policy_put(f->st, key, sizeof(key), text, strlen(text)), 0);
+	assert_int_equal(grants_load(f->st, &gs), -EBADMSG);
+	assert_non_null(strstr(err_detail(), "requested deny rule removal"));
+	/* With a request in place, an approval filed under another uid's key is refused too. */
+	assert_int_equal(grants_deny_remove(f->gs, f->log, &steward, x.id, "r", 1, now, NULL), 0);
+	put_be32(key + 9, 3001);
+	assert_int_equal(store_policy_put(f->st, key, sizeof(key), text, strlen(text)), 0);
+	assert_int_equal(grants_load(f->st, &gs), -EBADMSG);
+	assert_null(gs);
+	free(text);
+	json_decref(j);
 }
 
 static void test_dataset_policy(void **state)
@@ -579,7 +694,8 @@ static void test_policy_audit_failure_changes_nothing(void **state)
 	/* And a deny removal that cannot be audited leaves the rule in force. */
 	assert_int_equal(grants_deny_add(f->gs, f->log, &steward, &x), 0);
 	audit_test_fail_next(f->log, AUDIT_FAULT_SYNC, EIO);
-	assert_int_equal(grants_deny_remove(f->gs, f->log, &steward, x.id, now, NULL), -EIO);
+	assert_int_equal(grants_deny_remove(f->gs, f->log, &steward, x.id, "r", 0, now, NULL),
+			 -EIO);
 	fx_close(f);
 	fx_open(f);
 	assert_int_equal(grants_decide(f->gs, &alice, f->dsid, 1, now).reason, POLICY_DENY_BY_RULE);
@@ -647,6 +763,10 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_grant_approval_lifecycle, fx_setup,
 						fx_teardown),
 		cmocka_unit_test_setup_teardown(test_deny_rules, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_deny_duplicate, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_deny_removal_approvals, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_deny_forged_approval_refused, fx_setup,
+						fx_teardown),
 		cmocka_unit_test_setup_teardown(test_dataset_policy, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_policy_audit_failure_changes_nothing, fx_setup,
 						fx_teardown),

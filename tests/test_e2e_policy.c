@@ -285,10 +285,45 @@ static void test_deny_rule(void **state)
 	assert_int_equal(json_integer_value(json_object_get(json_object_get(j, "rule"), "id")), rule);
 	json_decref(j);
 	snprintf(ids, sizeof(ids), "%llu", (unsigned long long)rule);
-	e2e_ok_free(ctl("deny", "remove", ids));
+	/* The same rule again is refused, naming the one in force. */
+	r = ctl("deny", "add", "--user", TU_USER_ALICE, "--dataset", "deny", "--reason", "again");
+	assert_int_equal(r->status, 1);
+	{
+		char *says = tu_fmt("deny rule %s already blocks user " TU_USER_ALICE " from deny",
+				    ids);
+
+		assert_non_null(strstr(r->err, says));
+		free(says);
+	}
+	free(r);
+	/* A removal needs a reason, and (approvals = 1) another steward. */
+	r = ctl("deny", "remove", ids);
+	assert_int_equal(r->status, 2);
+	assert_non_null(strstr(r->err, "--reason TEXT is required"));
+	free(r);
+	r = e2e_ok(ctl("deny", "remove", ids, "--reason", "finding closed"));
+	assert_non_null(strstr(r->out, "stays in force until another steward runs"));
+	free(r);
+	alice_opens("deny", EACCES);
+	r = ctl("deny", "approve", ids);
+	assert_int_equal(r->status, 1);
+	assert_non_null(strstr(r->err, "another steward must approve it"));
+	free(r);
+	r = e2e_ok(ctl("deny", "list"));
+	assert_non_null(strstr(r->out, "removal_pending"));
+	free(r);
+	r = e2e_ok(ctl_as(&E->u.bob, "deny", "approve", ids));
+	assert_non_null(strstr(r->out, "removed deny rule"));
+	free(r);
 	alice_opens("deny", 0);
+	r = e2e_ok(ctl("deny", "show", ids));
+	assert_non_null(strstr(r->out, "by root: finding closed"));
+	assert_non_null(strstr(r->out, "  approvals 1 of 1\n    by " TU_USER_BOB));
+	assert_non_null(strstr(r->out, "  state   removed\n"));
+	free(r);
 	assert_int_equal(e2e_audit_count("deny_add", NULL, "deny", NULL, 0), 1);
 	assert_int_equal(e2e_audit_count("deny_remove", NULL, "deny", NULL, 0), 1);
+	assert_int_equal(e2e_audit_count("deny_remove_approve", TU_USER_BOB, "deny", NULL, 0), 1);
 }
 
 /* NMDS refuses an AI-training request naming NMDS; an override is accepted and audited. */

@@ -1006,6 +1006,24 @@ static void test_json_new_records(void **state)
 	j = policy_deny_removal_to_json(&rm);
 	assert_non_null(j);
 	assert_int_equal(policy_deny_removal_from_json(j, &rm2), 0);
+	/* A removal has a reason and the approvals it needs; an old record without them reads as
+	 * "" and 0 (removed at once). */
+	assert_non_null(json_object_get(j, "reason"));
+	json_object_set_new(j, "reason", json_string("cleared"));
+	json_object_set_new(j, "approvals_required", json_integer(2));
+	assert_int_equal(policy_deny_removal_from_json(j, &rm2), 0);
+	assert_string_equal(rm2.reason, "cleared");
+	assert_int_equal(rm2.approvals_required, 2);
+	json_object_set_new(j, "approvals_required", json_integer(POLICY_APPROVALS_MAX + 1));
+	assert_int_equal(policy_deny_removal_from_json(j, &rm2), -EINVAL);
+	json_object_set_new(j, "approvals_required", json_integer(1));
+	json_object_set_new(j, "reason", json_string("bad\nline"));
+	assert_int_equal(policy_deny_removal_from_json(j, &rm2), -EINVAL);
+	json_object_del(j, "reason");
+	json_object_del(j, "approvals_required");
+	assert_int_equal(policy_deny_removal_from_json(j, &rm2), 0);
+	assert_string_equal(rm2.reason, "");
+	assert_int_equal(rm2.approvals_required, 0);
 	json_object_set_new(j, "at", json_string("2027-01-01"));
 	assert_int_equal(policy_deny_removal_from_json(j, &rm2), -EINVAL);
 	json_decref(j);
