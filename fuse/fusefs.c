@@ -48,18 +48,37 @@
 #define CACHED_SLOTS (1u << CACHED_BITS)
 _Static_assert(CACHED_SLOTS >= 2 * FUSEFS_CACHED_MAX, "the cached set stays at most half full");
 
-void fusefs_log_once(struct fusefs *fs, enum fusefs_once what, const char *fmt, ...)
+uint64_t fusefs_log_limited(struct fusefs *fs, enum fusefs_log_kind what, const char *fmt, ...)
 {
+	struct fusefs_log_limit *l = &fs->logs[what];
 	char line[ERR_DETAIL_MAX + 256];
+	int64_t now = now_monotonic_ns(), last = atomic_load(&l->last_ns);
+	uint64_t left;
 	va_list ap;
 
-	if (atomic_exchange(&fs->once[what], true))
-		return;
+	/* One winner per interval: whoever moves last_ns prints; everyone else counts. */
+	if ((last != 0 && now - last < (int64_t)FUSEFS_LOG_INTERVAL_S * 1000000000LL) ||
+	    !atomic_compare_exchange_strong(&l->last_ns, &last, now)) {
+		atomic_fetch_add(&l->left_out, 1);
+		return 0;
+	}
+	left = atomic_exchange(&l->left_out, 0);
 	va_start(ap, fmt);
 	vsnprintf(line, sizeof(line), fmt, ap);
 	va_end(ap);
 	/* libfuse's logger: stderr unless the daemon installed its own (fuse_set_log_func). */
-	fuse_log(FUSE_LOG_ERR, "%s\n", line);
+	if (left)
+		fuse_log(FUSE_LOG_ERR, "%s (and %llu more like it in the last %u s)\n", line,
+			 (unsigned long long)left, FUSEFS_LOG_INTERVAL_S);
+	else
+		fuse_log(FUSE_LOG_ERR, "%s\n", line);
+	return left + 1;
+}
+
+void fusefs_test_fail_next(struct fusefs *fs, enum fusefs_fault where, int err)
+{
+	atomic_store(&fs->fault_err, err);
+	atomic_store(&fs->fault_where, (int)where);
 }
 
 int fusefs_new(struct store *st, struct audit_log *log, const struct fusefs_callbacks *cb,
@@ -488,7 +507,7 @@ bool fusefs_cached_add(struct fusefs *fs, fuse_ino_t ino)
 	}
 	pthread_mutex_unlock(&fs->cached_lock);
 	if (!ok)
-		fusefs_log_once(fs, FUSEFS_ONCE_CACHED,
+		fusefs_log_limited(fs, FUSEFS_LOG_CACHED,
 				"enclave: %u files opened in cache=kernel mode since their "
 				"datasets were last invalidated: further ones are served with "
 				"direct I/O",

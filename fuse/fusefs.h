@@ -110,3 +110,15 @@ void fusefs_invalidate_all(struct fusefs *fs);
 void fusefs_stats_get(struct fusefs *fs, struct fusefs_stats *ret_stats);
 /* Unmount if still mounted and free. NULL is fine. */
 void fusefs_free(struct fusefs *fs);
+
+/* ---- Test hooks ---------------------------------------------------------------------------- */
+
+/* Where an injected store error strikes. */
+enum fusefs_fault {
+	FUSEFS_FAULT_NONE,
+	FUSEFS_FAULT_READ,         /* the next read of an open file: as if the store read failed */
+	FUSEFS_FAULT_OBJECT_OPEN,  /* the next open of an object, after the open record */
+};
+/* The next request at `where` fails with -err (EIO: a disk error; EBADMSG: a key or chunk that
+ * failed authentication), once. For tests of the records of store errors; no effect otherwise. */
+void fusefs_test_fail_next(struct fusefs *fs, enum fusefs_fault where, int err);

@@ -91,16 +91,25 @@ struct fusefs_handle {
 	bool is_file;           /* struct fh (ops.c), else struct dirh */
 };
 
-/* Once-only log lines (kept out of the request path's way: an atomic test-and-set). */
-enum fusefs_once {
-	FUSEFS_ONCE_DSID,       /* a dataset id too large to encode */
-	FUSEFS_ONCE_VERSION,    /* a version too large to encode */
-	FUSEFS_ONCE_SINO,       /* a store inode number too large to encode */
-	FUSEFS_ONCE_SUBJECT,    /* policy_subject_lookup failed */
-	FUSEFS_ONCE_AUDIT,      /* an audit append failed */
-	FUSEFS_ONCE_STORE,      /* a store error other than ENOENT */
-	FUSEFS_ONCE_CACHED,     /* the cached-inode set is full: cache=kernel opens go direct */
-	FUSEFS_ONCE_COUNT
+/* Kinds of stderr lines, each rate-limited on its own (fusefs_log_limited()). */
+enum fusefs_log_kind {
+	FUSEFS_LOG_DSID,       /* a dataset id too large to encode */
+	FUSEFS_LOG_VERSION,    /* a version too large to encode */
+	FUSEFS_LOG_SINO,       /* a store inode number too large to encode */
+	FUSEFS_LOG_SUBJECT,    /* policy_subject_lookup failed */
+	FUSEFS_LOG_AUDIT,      /* an audit append failed */
+	FUSEFS_LOG_STORE,      /* a store error other than ENOENT */
+	FUSEFS_LOG_CACHED,     /* the cached-inode set is full: cache=kernel opens go direct */
+	FUSEFS_LOG_COUNT
+};
+
+/* At most one stderr line per kind in this many seconds; the next says how many were left out. */
+#define FUSEFS_LOG_INTERVAL_S 10
+
+/* The rate limit of one kind of line: atomics, so the request path never waits on it. */
+struct fusefs_log_limit {
+	_Atomic int64_t last_ns;        /* CLOCK_MONOTONIC of the last line printed; 0 none */
+	_Atomic uint64_t left_out;      /* lines not printed since */
 };
 
 struct fusefs {
@@ -128,7 +137,9 @@ struct fusefs {
 	_Atomic uint64_t n_reads_refused;
 	_Atomic uint64_t n_opens_cached;
 	_Atomic uint64_t n_readdirs;
-	atomic_bool once[FUSEFS_ONCE_COUNT];
+	struct fusefs_log_limit logs[FUSEFS_LOG_COUNT];
+	_Atomic int fault_where;        /* enum fusefs_fault armed by fusefs_test_fail_next() */
+	_Atomic int fault_err;          /* its errno */
 	pthread_mutex_t handles_lock;   /* guards the handles list */
 	struct fusefs_handle handles;   /* list head of open handles */
 	struct fusefs_limiter *limiter; /* refusal records (fuse/limit.h); owned */
@@ -154,9 +165,24 @@ static inline uint64_t fusefs_gen(struct fusefs *fs, uint64_t dsid)
 	return atomic_load_explicit(&fs->gens[dsid % FUSEFS_GEN_BUCKETS], memory_order_acquire);
 }
 
-/* One log line, the first time `what` happens. Never secret: names, ids and errno text only. */
-__attribute__((format(printf, 3, 4))) void fusefs_log_once(struct fusefs *fs, enum fusefs_once what,
-							   const char *fmt, ...);
+/* One stderr line about `what`, unless one of the same kind was printed in the last
+ * FUSEFS_LOG_INTERVAL_S seconds (then it is only counted, and the next line printed says how many
+ * were left out). Returns the number of lines left out before this one plus one when it printed,
+ * 0 when it did not. Never secret: names, ids and errno text only. */
+__attribute__((format(printf, 3, 4))) uint64_t fusefs_log_limited(struct fusefs *fs,
+								  enum fusefs_log_kind what,
+								  const char *fmt, ...);
+
+/* -err if a fault was armed at where (and disarm it), else 0. One atomic load when none is. */
+static inline int fusefs_test_fault(struct fusefs *fs, enum fusefs_fault where)
+{
+	int w = (int)where;
+
+	if (atomic_load_explicit(&fs->fault_where, memory_order_relaxed) != w ||
+	    !atomic_compare_exchange_strong(&fs->fault_where, &w, FUSEFS_FAULT_NONE))
+		return 0;
+	return -atomic_load(&fs->fault_err);
+}
 
 /* The lowlevel operations (ops.c). */
 extern const struct fuse_lowlevel_ops fusefs_ops;
@@ -209,9 +235,15 @@ int fusefs_record_read_refused(struct fusefs *fs, const struct fusefs_access *a,
  * was recorded as allowed (then bytes is 0). */
 int fusefs_record_close(struct fusefs *fs, const struct fusefs_access *a, uint64_t open_seq,
 			uint64_t bytes, const char *error);
-/* "integrity" record: a chunk in [offset, offset+length) failed authentication. */
-int fusefs_record_integrity(struct fusefs *fs, const struct fusefs_access *a, uint64_t open_seq,
-			    uint64_t offset, uint64_t length);
+/* A store error reading an open file: event "integrity" (a chunk in [offset, offset+length)
+ * failed authentication, the pack is shorter than the index says, an object key did not unwrap)
+ * or "io_error" (the disk failed); error says what. */
+int fusefs_record_integrity(struct fusefs *fs, const char *event, const struct fusefs_access *a,
+			    uint64_t open_seq, uint64_t offset, uint64_t length, const char *error);
+/* "io_error" record of an index error outside an open file (lookup, getattr, listing, open before
+ * the decision), written with the stderr line of the same kind, so as often as that:
+ * left_out says how many were not written since the last. */
+int fusefs_record_store_error(struct fusefs *fs, const char *error, uint64_t left_out);
 
 /* Refusals (records.c, with fuse/limit.h). A refused open or lookup asks first whether it gets a
  * full record (true) or is only counted (false); either way it is refused. Summaries of windows

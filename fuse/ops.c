@@ -78,7 +78,7 @@ static struct fusefs_worker *worker_get(struct fusefs *fs)
 		return NULL;
 	r = store_reader_new(fs->st, &w->rd);
 	if (r < 0) {
-		fusefs_log_once(fs, FUSEFS_ONCE_STORE, "enclave: cannot set up a store reader: %s",
+		fusefs_log_limited(fs, FUSEFS_LOG_STORE, "enclave: cannot set up a store reader: %s",
 				err_detail()[0] ? err_detail() : strerror(-r));
 		free(w);
 		return NULL;
@@ -151,8 +151,16 @@ static int store_errno(struct fusefs *fs, int r)
 		return ENOENT;
 	if (r == -ENOMEM)
 		return ENOMEM;
-	fusefs_log_once(fs, FUSEFS_ONCE_STORE, "enclave: store error: %s",
-			err_detail()[0] ? err_detail() : strerror(-r));
+	{
+		char what[ERR_DETAIL_MAX];
+		uint64_t n;
+
+		snprintf(what, sizeof(what), "%s", err_detail()[0] ? err_detail() : strerror(-r));
+		n = fusefs_log_limited(fs, FUSEFS_LOG_STORE, "enclave: store error: %s", what);
+		/* Recorded as often as it is printed, with the count of the others. */
+		if (n > 0)
+			(void)fusefs_record_store_error(fs, what, n - 1);
+	}
 	return EIO;
 }
 
@@ -172,7 +180,7 @@ static void caller_get(struct fusefs *fs, fuse_req_t req, struct caller *c)
 	c->pid = x->pid;
 	c->ok = r == 0;
 	if (r < 0) {
-		fusefs_log_once(fs, FUSEFS_ONCE_SUBJECT,
+		fusefs_log_limited(fs, FUSEFS_LOG_SUBJECT,
 				"enclave: cannot tell who uid %u is (%s): such requests are denied",
 				(unsigned)x->uid, err_detail());
 		c->who.uid = x->uid;
@@ -471,7 +479,7 @@ static void lookup_dataset(fuse_req_t req, struct fusefs *fs, const char *name)
 		return;
 	}
 	if (!fusefs_ino_dataset(di.id, &ino)) {
-		fusefs_log_once(fs, FUSEFS_ONCE_DSID,
+		fusefs_log_limited(fs, FUSEFS_LOG_DSID,
 				"enclave: dataset '%s' has id %" PRIu64 ", above the %llu this mount "
 				"can number: it is not served", di.name, di.id, FUSEFS_DSID_MAX);
 		fuse_reply_err(req, ENOENT);
@@ -526,7 +534,7 @@ static void lookup_in_dataset(fuse_req_t req, struct fusefs *fs, uint64_t dsid, 
 	}
 	caller_get(fs, req, &c);
 	if (!fusefs_ino_node(dsid, v, STORE_ROOT_INO, &ino)) {
-		fusefs_log_once(fs, FUSEFS_ONCE_VERSION,
+		fusefs_log_limited(fs, FUSEFS_LOG_VERSION,
 				"enclave: dataset '%s' version %" PRIu32 " is above the %u this mount "
 				"can number: it is not served", di.name, v, FUSEFS_VER_MAX);
 		fuse_reply_err(req, ENOENT);
@@ -562,7 +570,7 @@ static void lookup_in_version(fuse_req_t req, struct fusefs *fs, fuse_ino_t pare
 		return;
 	}
 	if (!fusefs_ino_node(dir->dsid, dir->version, in.ino, &ino)) {
-		fusefs_log_once(fs, FUSEFS_ONCE_SINO,
+		fusefs_log_limited(fs, FUSEFS_LOG_SINO,
 				"enclave: dataset id %" PRIu64 " version %" PRIu32 " has inode %" PRIu64
 				", above the %llu this mount can number: it is not served",
 				dir->dsid, dir->version, in.ino, FUSEFS_SINO_MAX);
@@ -941,7 +949,7 @@ static int root_snap_cb(void *ctx, const struct store_dataset_info *info)
 	fuse_ino_t ino;
 
 	if (!fusefs_ino_dataset(info->id, &ino)) {
-		fusefs_log_once(s->fs, FUSEFS_ONCE_DSID,
+		fusefs_log_limited(s->fs, FUSEFS_LOG_DSID,
 				"enclave: dataset '%s' has id %" PRIu64 ", above the %llu this mount "
 				"can number: it is not served", info->name, info->id, FUSEFS_DSID_MAX);
 		return 0;
@@ -985,7 +993,7 @@ static int snapshot(struct fusefs *fs, fuse_req_t req, struct dirh *d)
 		char name[16];
 
 		if (!fusefs_ino_node(di.id, v, STORE_ROOT_INO, &ino)) {
-			fusefs_log_once(fs, FUSEFS_ONCE_VERSION,
+			fusefs_log_limited(fs, FUSEFS_LOG_VERSION,
 					"enclave: dataset '%s' has versions above the %u this mount "
 					"can number: they are not served", di.name, FUSEFS_VER_MAX);
 			break;
@@ -1070,7 +1078,7 @@ static int stream_cb(void *ctx, const char *name, uint64_t sino, uint32_t type)
 	bool have = false;
 
 	if (!served(dir, sino, &ino)) {
-		fusefs_log_once(s->fs, FUSEFS_ONCE_SINO,
+		fusefs_log_limited(s->fs, FUSEFS_LOG_SINO,
 				"enclave: dataset id %" PRIu64 " version %" PRIu32 " has inode %" PRIu64
 				", above the %llu this mount can number: it is not served",
 				dir->dsid, dir->version, sino, FUSEFS_SINO_MAX);
@@ -1479,14 +1487,24 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		return;
 	}
 	r = store_object_open(fs->st, n.dsid, &in, &h->obj);
+	if (r == 0)
+		r = fusefs_test_fault(fs, FUSEFS_FAULT_OBJECT_OPEN);
 	if (r < 0) {
-		int e = store_errno(fs, r);
+		char what[ERR_DETAIL_MAX];
 
+		snprintf(what, sizeof(what), "%s", err_detail()[0] ? err_detail() : strerror(-r));
+		fusefs_log_limited(fs, FUSEFS_LOG_STORE, "enclave: open of %s/%" PRIu32 "%s: %s",
+				   di.name, n.version, path, what);
+		/* An object key that does not unwrap is tampering with the index; anything else
+		 * the disk's failure. Either way a record of its own, then the close. */
+		fusefs_record_integrity(fs, r == -EBADMSG ? "integrity" : "io_error", &a,
+					h->open_seq, 0, 0, r == -EBADMSG ?
+					"object key failed authentication" : what);
 		fusefs_record_close(fs, &a, h->open_seq, 0,
 				    r == -EBADMSG ? "object key failed authentication"
 						  : "object could not be opened");
 		fh_free_unopened(fs, h);
-		fuse_reply_err(req, e == ENOENT ? EIO : e);
+		fuse_reply_err(req, r == -ENOMEM ? ENOMEM : EIO);
 		return;
 	}
 	fusefs_ra_init(&h->ra, h->obj);
@@ -1552,22 +1570,36 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	/* From the read-ahead when it holds the range (checked above like any read), else read
 	 * now; a sequential read queues the next range. */
 	n = fusefs_ra_read(fs->prefetch, &h->ra, w->rd, (uint64_t)off, size, w->buf, &data, &hold);
-	if (n == -EBADMSG) {
+	if (n >= 0) {
+		int e = fusefs_test_fault(fs, FUSEFS_FAULT_READ);
+
+		if (e < 0) {
+			fusefs_ra_put(fs->prefetch, &hold);
+			n = err_set(e, "pack read failed: %s (injected)", strerror(-e));
+		}
+	}
+	if (n < 0 && n != -ENOMEM) {
 		struct fusefs_access a = fh_access(h);
 		uint64_t objsize = store_object_size(h->obj);
 		uint64_t len = (uint64_t)off < objsize ? MIN((uint64_t)size, objsize - (uint64_t)off)
 						       : 0;
+		char what[ERR_DETAIL_MAX];
 
-		/* Never data: EIO whether or not the record could be written. */
-		fusefs_record_integrity(fs, &a, h->open_seq, (uint64_t)off, len);
+		snprintf(what, sizeof(what), "%s", n == -EBADMSG ? "authentication failed" :
+			 err_detail()[0] ? err_detail() : strerror((int)-n));
+		if (n != -EBADMSG)
+			fusefs_log_limited(fs, FUSEFS_LOG_STORE, "enclave: read of %s/%" PRIu32
+					   "%s: %s", h->dataset, h->version, h->path, what);
+		/* Never data: EIO whether or not the record could be written. A chunk that failed
+		 * authentication, or a pack shorter than the index says (cut, or an older copy
+		 * put back), is an integrity failure; any other error is the disk's. */
+		fusefs_record_integrity(fs, n == -EBADMSG || n == -ENODATA ? "integrity" :
+					"io_error", &a, h->open_seq, (uint64_t)off, len, what);
 		fuse_reply_err(req, EIO);
 		return;
 	}
 	if (n < 0) {
-		fusefs_log_once(fs, FUSEFS_ONCE_STORE, "enclave: read of %s/%" PRIu32 "%s: %s",
-				h->dataset, h->version, h->path,
-				err_detail()[0] ? err_detail() : strerror((int)-n));
-		fuse_reply_err(req, EIO);
+		fuse_reply_err(req, ENOMEM);
 		return;
 	}
 	atomic_fetch_add(&h->bytes, (uint64_t)n);

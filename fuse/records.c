@@ -83,7 +83,7 @@ static int rec_append(struct fusefs *fs, struct rec *r, uint64_t *ret_seq)
 			*ret_seq = seq;
 	}
 	if (ret < 0)
-		fusefs_log_once(fs, FUSEFS_ONCE_AUDIT,
+		fusefs_log_limited(fs, FUSEFS_LOG_AUDIT,
 				"enclave: cannot append to the audit log (%s): access is refused "
 				"until it can be written", strerror(-ret));
 	json_decref(r->obj);
@@ -172,15 +172,27 @@ int fusefs_record_read_refused(struct fusefs *fs, const struct fusefs_access *a,
 	return rec_append(fs, &r, NULL);
 }
 
-int fusefs_record_integrity(struct fusefs *fs, const struct fusefs_access *a, uint64_t open_seq,
-			    uint64_t offset, uint64_t length)
+int fusefs_record_integrity(struct fusefs *fs, const char *event, const struct fusefs_access *a,
+			    uint64_t open_seq, uint64_t offset, uint64_t length, const char *error)
 {
-	struct rec r = rec_start("integrity", a);
+	struct rec r = rec_start(event, a);
 
 	put_u64(&r, "open_seq", open_seq);
 	put_u64(&r, "offset", offset);
 	put_u64(&r, "length", length);
-	put(&r, "error", json_string("authentication failed"));
+	put(&r, "error", audit_string(error));
+	return rec_append(fs, &r, NULL);
+}
+
+int fusefs_record_store_error(struct fusefs *fs, const char *error, uint64_t left_out)
+{
+	struct rec r = { .obj = json_object() };
+
+	put(&r, "event", json_string("io_error"));
+	put(&r, "where", json_string("index"));
+	put(&r, "error", audit_string(error));
+	if (left_out)
+		put_u64(&r, "left_out", left_out);
 	return rec_append(fs, &r, NULL);
 }
 

@@ -17,6 +17,7 @@
  * 2-core machine and gave nothing but noise (docs/PERFORMANCE.md), so it is not done.
  */
 #include <stdio.h>
+#include <sys/stat.h>
 
 #include "store/store_internal.h"
 
@@ -235,12 +236,25 @@ static int wave_reap_one(struct store_reader *r, struct wave *w)
 				 (unsigned long long)w->io[i].off, strerror(-res));
 		return 0;
 	}
-	if ((uint32_t)res < w->io[i].need &&
-	    pread_all(w->fd, w->io[i].buf + res, w->io[i].need - (uint32_t)res,
-		      w->io[i].off + (uint64_t)res) < 0) {
-		w->err = err_set(-EIO, "pack is shorter than the index says (read at %llu)",
-				 (unsigned long long)w->io[i].off);
-		return 0;
+	if ((uint32_t)res < w->io[i].need) {
+		int pe = pread_all(w->fd, w->io[i].buf + res, w->io[i].need - (uint32_t)res,
+				   w->io[i].off + (uint64_t)res);
+		struct stat st;
+
+		/* pread_all's -EIO is also its end of file: a pack that ends before the read does
+		 * was cut, or replaced by an older (shorter) copy, and is told apart from the
+		 * disk's own errors: that is an integrity matter, those an io_error (fuse/ops.c). */
+		if (pe == -EIO && fstat(w->fd, &st) == 0 &&
+		    (uint64_t)st.st_size < w->io[i].off + w->io[i].need) {
+			w->err = err_set(-ENODATA, "pack is shorter than the index says (read at "
+					 "%llu)", (unsigned long long)w->io[i].off);
+			return 0;
+		}
+		if (pe < 0) {
+			w->err = err_set(pe, "pack read at %llu failed: %s",
+					 (unsigned long long)w->io[i].off, strerror(-pe));
+			return 0;
+		}
 	}
 	w->done[i] = true;
 	return 0;

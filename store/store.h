@@ -182,7 +182,9 @@ void store_reader_free(struct store_reader *r);
  * batch of io_uring reads and each is authenticated before any of its bytes are copied out.
  * Returns the bytes read (short only at the end of the object, 0 at or past it; a read at 0 of an
  * empty object checks its one empty chunk).
- * -EBADMSG a chunk failed authentication (nothing of it reaches buf); -EIO a short pack. */
+ * -EBADMSG a chunk failed authentication (nothing of it reaches buf); -ENODATA the pack is
+ * shorter than the index says (cut, or replaced by an older copy); -EIO or another -errno the
+ * disk failed. */
 ssize_t store_object_read(struct store_reader *r, const struct store_object *obj, uint64_t off,
 			  size_t len, void *buf);
 

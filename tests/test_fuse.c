@@ -1090,6 +1090,118 @@ static void test_tampered_chunk_is_eio(void **state)
 	json_decref(ints);
 }
 
+/* ---- Store errors on the read path (#14, point 9) ------------------------------------------ */
+
+/* Open path and read it whole: the read fails with EIO (open fails with EIO with open_eio). */
+static int child_read_eio(void *arg)
+{
+	const char *path = arg;
+	char buf[65536];
+	ssize_t n;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+	if (fd < 0) {
+		CHECK(errno == EIO, "open %s: %s, wanted EIO", path, strerror(errno));
+		return 0;
+	}
+	while ((n = read(fd, buf, sizeof(buf))) > 0)
+		;
+	CHECK(n < 0 && errno == EIO, "read %s: %s, wanted EIO", path,
+	      n < 0 ? strerror(errno) : "end of file");
+	close(fd);
+	return 0;
+}
+
+/* The record of event about path in version (the last one), or NULL. */
+static json_t *rec_about(json_t *arr, const char *path, long long version)
+{
+	json_t *r, *found = NULL;
+	size_t i;
+
+	json_array_foreach(arr, i, r)
+		if (strcmp(rstr(r, "path"), path) == 0 && rec_int(r, "version") == version)
+			found = r;
+	return found;
+}
+
+/* Every store error an open file meets is recorded: a pack cut short, a pack put back from an
+ * older copy, an object key that does not unwrap ("integrity"), a disk error ("io_error"). */
+static void test_store_errors_recorded(void **state)
+{
+	struct fx *f = *state;
+	uint64_t dsid = import_tree(f);
+	struct store_inode in1, in2;
+	char *pack, *p;
+	uint8_t *copy;
+	size_t copy_len;
+	json_t *ints, *ios, *r;
+
+	assert_int_equal(store_path_lookup(f->st, dsid, 1, "a/odd", &in1), 0);
+	pack = tu_fmt("%s/packs/%016llx.pack", f->store, (unsigned long long)in1.ext.pack_id);
+	copy = tu_read_file(pack, &copy_len);
+	/* Version 2 appends to the same pack, past the copy's end. */
+	assert_int_equal(import_src(f, "ds"), 2);
+	assert_int_equal(store_path_lookup(f->st, dsid, 2, "a/odd", &in2), 0);
+	assert_int_equal(in2.ext.pack_id, in1.ext.pack_id);
+	assert_true(in2.ext.offset >= copy_len);
+	grant(POLICY_USER, U.alice.uid, dsid, POLICY_ALL_VERSIONS);
+	fx_mount(f);
+
+	/* The older copy put back in place. */
+	{
+		uint8_t *now;
+		size_t now_len;
+
+		now = tu_read_file(pack, &now_len);
+		tu_write_file(pack, copy, copy_len);
+		p = tu_fmt("%s/ds/2/a/odd", f->mnt);
+		assert_int_equal(tu_run_as(&U.alice, child_read_eio, p, CHILD_MS), 0);
+		free(p);
+		tu_write_file(pack, now, now_len);
+		free(now);
+	}
+	/* Cut inside version 1's a/b/c/big (and put back whole after). */
+	free(copy);
+	copy = tu_read_file(pack, &copy_len);
+	assert_int_equal(store_path_lookup(f->st, dsid, 1, "a/b/c/big", &in1), 0);
+	assert_int_equal(truncate(pack, (off_t)(in1.ext.offset + 3 * CS + 100)), 0);
+	p = tu_fmt("%s/ds/1/a/b/c/big", f->mnt);
+	assert_int_equal(tu_run_as(&U.alice, child_read_eio, p, CHILD_MS), 0);
+	free(p);
+	tu_write_file(pack, copy, copy_len);
+	/* An object key that does not unwrap (what store_object_open says of a tampered index
+	 * record, test_store: test_tamper_index_size), and a disk error on a read. */
+	fusefs_test_fail_next(f->fs, FUSEFS_FAULT_OBJECT_OPEN, EBADMSG);
+	p = tu_fmt("%s/ds/1/one", f->mnt);
+	assert_int_equal(tu_run_as(&U.alice, child_read_eio, p, CHILD_MS), 0);
+	fusefs_test_fail_next(f->fs, FUSEFS_FAULT_READ, EIO);
+	assert_int_equal(tu_run_as(&U.alice, child_read_eio, p, CHILD_MS), 0);
+	free(p);
+	fx_unmount(f);
+
+	ints = records(f, "integrity");
+	ios = records(f, "io_error");
+	r = rec_about(ints, "/a/odd", 2);
+	assert_non_null(r);
+	assert_non_null(strstr(rstr(r, "error"), "shorter than the index says"));
+	assert_string_equal(rstr(r, "user"), U.alice.name);
+	r = rec_about(ints, "/a/b/c/big", 1);
+	assert_non_null(r);
+	assert_non_null(strstr(rstr(r, "error"), "shorter than the index says"));
+	r = rec_about(ints, "/one", 1);
+	assert_non_null(r);
+	assert_string_equal(rstr(r, "error"), "object key failed authentication");
+	assert_true(rec_int(r, "open_seq") >= 0);
+	r = rec_about(ios, "/one", 1);
+	assert_non_null(r);
+	assert_non_null(strstr(rstr(r, "error"), "Input/output error"));
+	assert_string_equal(rstr(r, "user"), U.alice.name);
+	json_decref(ints);
+	json_decref(ios);
+	free(copy);
+	free(pack);
+}
+
 /* ---- Read-ahead (fuse/prefetch.h) --------------------------------------------------------- */
 
 #define BIG_SIZE ((5u << 20) + 123)
@@ -2502,6 +2614,7 @@ int main(void)
 		T(test_revoke_and_invalidate),
 		T(test_group_grant),
 		T(test_tampered_chunk_is_eio),
+		T(test_store_errors_recorded),
 		T(test_read_ahead_serves_sequential_reads),
 		T(test_read_ahead_of_tampered_chunk_is_eio),
 		T(test_close_during_read_ahead),

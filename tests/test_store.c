@@ -677,7 +677,7 @@ static void test_tamper_truncate_at_chunk_boundary(void **state)
 	tamper_setup(f, &a, &b);
 	assert_int_equal(truncate(a.pack, (off_t)(a.ino.ext.offset + (TAMPER_CHUNKS - 1) * CS)),
 			 0);
-	expect_chunks(f, &a, 1, 0x1f, -EIO);
+	expect_chunks(f, &a, 1, 0x1f, -ENODATA);
 	loc_free(&a);
 	loc_free(&b);
 }
