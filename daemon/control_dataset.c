@@ -293,20 +293,22 @@ static json_t *stats_json(const struct store_import_stats *s)
 			 (json_int_t)s->dirs, "bytes", (json_int_t)s->bytes);
 }
 
-/* The audit record of an import's end. */
+/* The audit record of an import's end: "committed" is written before the commit (docs/AUDIT.md),
+ * "aborted" after an abort or a commit that failed. version 0: the one the import targets. */
 static int audit_import(struct conn *c, uint32_t version, const char *result, int err)
 {
 	struct store_import_stats s = { 0 };
-	struct store_dataset_info ds = { 0 };
+	uint64_t dsid;
+	uint32_t target;
 	json_t *rec;
 	int r;
 
 	store_import_get_stats(c->imp, &s);
-	store_dataset_get(c->d->st, c->imp_dataset, &ds);
+	store_import_target(c->imp, &dsid, &target);
 	rec = json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:s}", "event", "import", "dataset",
-			c->imp_dataset, "dataset_id", (json_int_t)ds.id, "version",
-			(json_int_t)version, "files", (json_int_t)s.files, "dirs",
-			(json_int_t)s.dirs, "bytes", (json_int_t)s.bytes, "result", result);
+			c->imp_dataset, "dataset_id", (json_int_t)dsid, "version",
+			(json_int_t)(version ? version : target), "files", (json_int_t)s.files,
+			"dirs", (json_int_t)s.dirs, "bytes", (json_int_t)s.bytes, "result", result);
 	if (!rec || daemon_audit_subject(rec, &c->who) < 0) {
 		json_decref(rec);
 		return -ENOMEM;
@@ -439,6 +441,19 @@ int op_import_commit(struct conn *c, const json_t *args, json_t **ret)
 		policy_current(c, &ds, p);
 	if ((r = policy_args(args, p, &any)) < 0)
 		return r;
+	/* Recorded first, then committed: a version never exists without its import record. If
+	 * the record cannot be written (a full disk), nothing is committed and the steward is told;
+	 * if the commit then fails, an "aborted" record for the same version follows. The log may
+	 * so say "committed" of a version that never came to be, never the reverse. */
+	r = audit_import(c, 0, "committed", 0);
+	if (r < 0) {
+		char why[ERR_DETAIL_MAX];
+
+		snprintf(why, sizeof(why), "%s", err_detail()[0] ? err_detail() : strerror(-r));
+		import_end(c, r);
+		return err_set(-EIO, "the audit log could not record the import (%s): nothing was "
+			       "committed; import again once the log can be written", why);
+	}
 	r = store_import_commit(c->imp, &version);
 	if (r < 0) {
 		char why[ERR_DETAIL_MAX];
@@ -448,12 +463,9 @@ int op_import_commit(struct conn *c, const json_t *args, json_t **ret)
 		return err_set(r, "%s", why);
 	}
 	store_import_get_stats(c->imp, &s);
-	/* The version is visible now; if its record cannot be written the log has failed and every
-	 * open is refused from here on (fail closed), and the steward is told. */
-	r = audit_import(c, version, "committed", 0);
 	/* Then the dataset's consent codes and controller, if given: a record of their own. Until
 	 * it is written the dataset has no grants anyway (its id is new, or it has its old codes). */
-	if (r == 0 && any && store_dataset_get(c->d->st, c->imp_dataset, &ds) == 0) {
+	if (any && store_dataset_get(c->d->st, c->imp_dataset, &ds) == 0) {
 		p->dataset_id = ds.id;
 		snprintf(p->dataset, sizeof(p->dataset), "%s", ds.name);
 		if (policy_write(c, p, "dataset_policy") < 0) {
@@ -472,13 +484,6 @@ int op_import_commit(struct conn *c, const json_t *args, json_t **ret)
 			 (json_int_t)s.dirs, "bytes", (json_int_t)s.bytes);
 	store_import_free(c->imp);
 	c->imp = NULL;
-	if (r < 0) {
-		json_decref(*ret);
-		*ret = NULL;
-		return err_set(-EIO, "version %u of \"%s\" was committed, but the audit log could "
-			       "not record it: the daemon now refuses every open", version,
-			       c->imp_dataset);
-	}
 	return *ret ? 0 : -ENOMEM;
 }
 

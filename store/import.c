@@ -1617,6 +1617,13 @@ void store_import_free(struct store_import *imp)
 	pthread_mutex_unlock(&st->import_lock);
 }
 
+void store_import_target(const struct store_import *imp, uint64_t *ret_dataset_id,
+			 uint32_t *ret_version)
+{
+	*ret_dataset_id = imp->ds.info.id;
+	*ret_version = imp->version;
+}
+
 void store_import_get_stats(const struct store_import *imp, struct store_import_stats *ret_stats)
 {
 	*ret_stats = imp->stats;

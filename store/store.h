@@ -228,6 +228,11 @@ int store_import_commit(struct store_import *imp, uint32_t *ret_version);
 void store_import_free(struct store_import *imp);
 /* The running totals. */
 void store_import_get_stats(const struct store_import *imp, struct store_import_stats *ret_stats);
+/* The dataset id and the version number the import will commit as, fixed at store_import_begin()
+ * (the store's import lock keeps them from changing), so that the commit can be recorded before
+ * it is made. */
+void store_import_target(const struct store_import *imp, uint64_t *ret_dataset_id,
+			 uint32_t *ret_version);
 
 /* ---- Policy records ------------------------------------------------------------------------ */
 

@@ -214,6 +214,21 @@ static int child_open_once(void *arg)
 	return 0;
 }
 
+/* Version 2 of ds does not exist (alice holds a grant on every version). */
+static int child_no_version_2(void *arg)
+{
+	char path[4096];
+	struct stat st;
+
+	(void)arg;
+	snprintf(path, sizeof(path), "%s/ds/2", E->mnt);
+	if (stat(path, &st) == 0) {
+		fprintf(stderr, "child: %s exists\n", path);
+		return 5;
+	}
+	return errno == ENOENT ? 0 : 6;
+}
+
 /* ---- Fixture --------------------------------------------------------------------------------- */
 
 static void start_daemon(void)
@@ -585,10 +600,23 @@ static void test_full_log_refuses_then_recovers(void **state)
 	assert_int_equal(status, 3);
 	assert_int_equal(tu_run_as(&E->u.alice, child_open_once, NULL, 30000), 3);
 	assert_true(e2e_daemon_answers());
+	/* An import cannot be recorded: it is refused, and nothing is committed (#14, point 10). */
+	{
+		struct e2e_run *r = ctl("-q", "dataset", "import", "ds", E->src);
 
-	/* Room again: served again. */
+		assert_int_equal(r->status, 1);
+		assert_non_null(strstr(r->err, "nothing was committed"));
+		free(r);
+	}
+
+	/* Room again: served again; the import that was refused never became a version. */
 	assert_int_equal(unlink(filler), 0);
 	assert_int_equal(tu_run_as(&E->u.alice, child_open_once, NULL, 30000), 0);
+	assert_int_equal(tu_run_as(&E->u.alice, child_no_version_2, NULL, 30000), 0);
+	assert_int_equal(e2e_audit_count("import", NULL, "ds", NULL, 0), 1);
+	/* Imported again, it is version 2, recorded. */
+	e2e_ok_free(ctl("-q", "dataset", "import", "ds", E->src));
+	assert_int_equal(e2e_audit_count("import", NULL, "ds", NULL, 0), 2);
 	assert_int_equal(e2e_daemon_stop_sig(SIGTERM), 0);
 	dir = copy_log("after-full");
 	j = verify(dir, NULL, &status);
