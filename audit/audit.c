@@ -260,6 +260,7 @@ void audit_close(struct audit_log *log)
 	 * ended: nothing is left to flush. Closing drops the flock. */
 	audit_checkpointer_stop(log);
 	audit_signer_clear(log);
+	audit_sealer_clear(log);
 	tree_close(log->tree);
 	close(log->fd);
 	close(log->dirfd);
@@ -455,6 +456,10 @@ static void lead_batch(struct audit_log *log)
 		buf_reset(&log->qmeta);
 		log->next_seq = log->durable;
 		memcpy(log->queued_leaf, log->durable_leaf, MERKLE_HASH_LEN);
+		/* The key record of this epoch may have been cut off with the batch: the next
+		 * append starts a new epoch. */
+		if (log->seal.written && log->seal.key_seq >= log->durable)
+			log->seal.written = false;
 	}
 	buf_reset(&log->batch);
 	buf_reset(&log->bmeta);
@@ -493,31 +498,11 @@ static int record_copy(const json_t *rec, char *line, json_t **ret_obj)
 	return 0;
 }
 
-/* With the lock held: wait for room, give obj its seq and time, serialize it into line
- * (AUDIT_RECORD_MAX bytes of scratch) and queue it. */
-static int enqueue(struct audit_log *log, json_t *obj, char *line, uint64_t *ret_seq)
+/* With the lock held: give obj its seq, time and prev (the next seq's). */
+static int stamp(struct audit_log *log, json_t *obj)
 {
 	char when[TIME_TEXT_MAX], prev[2 * MERKLE_HASH_LEN + 1];
-	struct tree_entry e;
 	int64_t now, back;
-	size_t n;
-	int r;
-
-	for (;;) {
-		if (log->failed)
-			return failed_err(log);
-		if (log->queue.len + AUDIT_RECORD_MAX <= log->queue.max &&
-		    log->qmeta.len + sizeof(e) <= log->qmeta.max)
-			break;
-		/* The queue is full, so not empty: if nobody is writing, write it ourselves. */
-		if (!log->leading) {
-			lead_batch(log);
-		} else {
-			log->room_waiters++;
-			pthread_cond_wait(&log->cond, &log->lock);
-			log->room_waiters--;
-		}
-	}
 
 	/* The time is read under the lock with the seq, so times follow seq order as far as the
 	 * wall clock itself goes forward. */
@@ -532,6 +517,17 @@ static int enqueue(struct audit_log *log, json_t *obj, char *line, uint64_t *ret
 	    json_object_set_new(obj, "time", json_string(when)) < 0 ||
 	    json_object_set_new(obj, "prev", json_string(prev)) < 0)
 		return -ENOMEM;
+	return 0;
+}
+
+/* With the lock held: serialize the stamped obj into line (AUDIT_RECORD_MAX bytes of scratch)
+ * and queue it as seq next_seq. */
+static int queue_line(struct audit_log *log, json_t *obj, char *line, uint64_t *ret_seq)
+{
+	struct tree_entry e;
+	size_t n;
+	int r;
+
 	n = json_dumpb(obj, line, AUDIT_RECORD_MAX, AUDIT_JSON_FLAGS);
 	if (n == 0)
 		return -ENOMEM;	/* it serialized before: only memory can fail now */
@@ -554,6 +550,59 @@ static int enqueue(struct audit_log *log, json_t *obj, char *line, uint64_t *ret
 	if (log->hold)
 		pthread_cond_broadcast(&log->cond);	/* a held leader counts the queue again */
 	return 0;
+}
+
+/* With the lock held: wait for room, give obj its seq and time, seal it when the log seals
+ * (after the key record of a new epoch), serialize it into line (AUDIT_RECORD_MAX bytes of
+ * scratch) and queue it. */
+static int enqueue(struct audit_log *log, json_t *obj, char *line, uint64_t *ret_seq)
+{
+	int r;
+
+	for (;;) {
+		size_t room = AUDIT_RECORD_MAX, meta = sizeof(struct tree_entry);
+
+		if (log->failed)
+			return failed_err(log);
+		if (log->seal.store_key) {
+			room += AUDIT_KEY_RECORD_MAX;
+			meta *= 2;
+		}
+		if (log->queue.len + room <= log->queue.max &&
+		    log->qmeta.len + meta <= log->qmeta.max)
+			break;
+		/* The queue is full, so not empty: if nobody is writing, write it ourselves. */
+		if (!log->leading) {
+			lead_batch(log);
+		} else {
+			log->room_waiters++;
+			pthread_cond_wait(&log->cond, &log->lock);
+			log->room_waiters--;
+		}
+	}
+
+	/* A new epoch: its key record goes first, so every reader meets the key before the
+	 * records sealed under it. */
+	if (seal_needs_key(log)) {
+		json_t *k = NULL;
+		uint64_t kseq;
+
+		r = seal_key_record(log, log->next_seq, &k);
+		if (r == 0)
+			r = stamp(log, k);
+		if (r == 0)
+			r = queue_line(log, k, line, &kseq);
+		json_decref(k);
+		if (r < 0)
+			return r;
+		seal_key_written(log, kseq);
+	}
+	r = stamp(log, obj);
+	if (r == 0 && log->seal.store_key)
+		r = seal_record(log, obj);
+	if (r == 0)
+		r = queue_line(log, obj, line, ret_seq);
+	return r;
 }
 
 /* With the lock held: return once seq (queued in epoch `epoch`) is durable, leading batches
@@ -592,9 +641,10 @@ int audit_append(struct audit_log *log, const json_t *rec, uint64_t *ret_seq)
 	if (!json_is_object(rec))
 		return err_set(-EINVAL, "audit record is not a JSON object");
 	if (json_object_get(rec, "seq") || json_object_get(rec, "time") ||
-	    json_object_get(rec, "prev"))
-		return err_set(-EINVAL, "audit record has \"seq\", \"time\" or \"prev\": the log "
-			       "adds them");
+	    json_object_get(rec, "prev") || json_object_get(rec, "key") ||
+	    json_object_get(rec, "sealed"))
+		return err_set(-EINVAL, "audit record has \"seq\", \"time\", \"prev\", \"key\" or "
+			       "\"sealed\": the log adds them");
 	line = malloc(AUDIT_RECORD_MAX);
 	if (!line)
 		return -ENOMEM;

@@ -99,6 +99,17 @@ struct audit_filter {
 	uint64_t seq;
 	int64_t since_ns;         /* time >= since_ns (0: no bound) */
 	int64_t until_ns;         /* time < until_ns (0: no bound) */
+	/* audit_foreach() only. When set, every record is opened with it before it is matched,
+	 * and fn gets the opened record (the line stays as written); a record that does not open
+	 * stops the walk with its error. Without it, a sealed record is matched as it is: its
+	 * sealed fields are not there to match. */
+	struct audit_opener *open;
+	/* With open: fn gets the record as written (still sealed), matched on its opened form:
+	 * the daemon filters for a client without handing it what the client cannot open. */
+	bool pass_sealed;
+	/* With open: every key record (event "log_key") is passed whatever the filter says, so a
+	 * reader elsewhere can open the records that follow. */
+	bool keys;
 };
 
 /* The longest list of grants and opens a filter follows (see audit_matcher_test()). */
@@ -131,6 +142,69 @@ const char *audit_event_family(size_t i, const char *const **ret_events);
  * a filter user of decimal digits only matches "user" by name or "uid" by value. */
 int audit_foreach(const char *dir, const struct audit_filter *filter,
 		  int (*fn)(void *ctx, const json_t *rec, const char *line, size_t len), void *ctx);
+
+/* ---- Sealed records (docs/AUDIT.md "Sealed records") --------------------------------------- */
+
+/* An epoch key, and the store key the daemon derives from its master key. */
+#define AUDIT_SEAL_KEY_LEN 32
+/* An auditor's X25519 key (either half). */
+#define AUDIT_AUDITOR_KEY_LEN 32
+/* Auditor keys a log seals to at most. */
+#define AUDIT_AUDITORS_MAX 16
+/* Records sealed under one epoch key before the next (a new one also at every audit_open()). */
+#define AUDIT_EPOCH_RECORDS 65536u
+/* An auditor key id as text: 16 hex digits and a NUL. */
+#define AUDIT_AUDITOR_ID_TEXT 17
+/* An auditor public key as text, NUL included. */
+#define AUDIT_AUDITOR_PUB_TEXT 80
+
+/* Seal from the next append on: store_key (borrowed; copied into guarded memory) lets the daemon
+ * read its own log back; every epoch key is also sealed to each of the n auditors' public keys
+ * (n <= AUDIT_AUDITORS_MAX). Called again (an auditor added), the next append starts a new epoch
+ * under the new set. Until it is called, records are written in the clear (tests, and the
+ * history of stores from before sealing). */
+int audit_sealer_set(struct audit_log *log, const uint8_t store_key[static AUDIT_SEAL_KEY_LEN],
+		     const uint8_t (*auditors)[AUDIT_AUDITOR_KEY_LEN], size_t n);
+/* Stop sealing; keys wiped. audit_close() calls it. */
+void audit_sealer_clear(struct audit_log *log);
+/* True once audit_sealer_set() was called. */
+bool audit_sealing(struct audit_log *log);
+/* Does member `name` with value v stay in the clear in a sealed record? */
+bool audit_member_is_clear(const char *name, const json_t *v);
+
+/* Opens sealed records: with the store key (the daemon) or an auditor's secret key file (an
+ * auditor), or both. Learns each epoch key from the key records it is shown, so records must be
+ * shown in log order (a key record before the records sealed under it). Not thread-safe. */
+struct audit_opener;
+/* store_key may be NULL; auditor_key_file (read, mode 0600 or stricter; the key is kept in
+ * guarded memory) may be NULL. -EPERM the file is open to others; -EINVAL not a key file. */
+int audit_opener_new(const uint8_t *store_key, const char *auditor_key_file,
+		     struct audit_opener **ret_opener);
+void audit_opener_free(struct audit_opener *o);
+/* *ret_rec: rec put back together (its sealed members in place, "sealed" removed; a new
+ * reference), or rec itself (a reference more) when it is not sealed; a key record is learned.
+ * -ENOKEY the record's epoch key is not ours to open (the message names the auditor keys it is
+ * sealed to); -EBADMSG the sealed part does not authenticate (forged, altered, moved from
+ * another record or epoch). */
+int audit_opener_open(struct audit_opener *o, const json_t *rec, json_t **ret_rec);
+/* Does rec carry a sealed part? */
+bool audit_record_sealed(const json_t *rec);
+
+/* Auditor keys as text: "enclave-auditor-public:<base64>" and "enclave-auditor-secret:<base64>",
+ * one line each. A key id is the first 8 bytes of BLAKE2b(public key), in hex. */
+void audit_auditor_id(const uint8_t pk[static AUDIT_AUDITOR_KEY_LEN],
+		      char out[static AUDIT_AUDITOR_ID_TEXT]);
+int audit_auditor_public_format(const uint8_t pk[static AUDIT_AUDITOR_KEY_LEN],
+				char out[static AUDIT_AUDITOR_PUB_TEXT]);
+int audit_auditor_public_parse(const char *text, size_t len,
+			       uint8_t ret_pk[static AUDIT_AUDITOR_KEY_LEN]);
+int audit_auditor_public_read(const char *path, uint8_t ret_pk[static AUDIT_AUDITOR_KEY_LEN]);
+/* *ret_sk: sodium_malloc'd, read-only; sodium_free() it. -EPERM the file is open to others. */
+int audit_auditor_secret_read(const char *path, uint8_t **ret_sk,
+			      uint8_t ret_pk[static AUDIT_AUDITOR_KEY_LEN]);
+/* Make a key pair: the secret half into a new file path (O_EXCL, mode 0600, synced), the public
+ * half into ret_pk. -EEXIST path exists (nothing is overwritten). */
+int audit_auditor_keypair_write(const char *path, uint8_t ret_pk[static AUDIT_AUDITOR_KEY_LEN]);
 
 /* ---- Checkpoints and proofs (docs/AUDIT.md) ------------------------------------------------- */
 

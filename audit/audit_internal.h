@@ -141,6 +141,26 @@ int tree_line(struct audit_tree *t, uint64_t seq, uint64_t count, uint64_t end, 
  * whether its own record was written before them (older: it is told it failed). */
 #define AUDIT_EPOCHS 64
 
+/* The sealing state of a log (seal.c), under audit_log.lock. */
+struct audit_seal {
+	uint8_t *store_key;                 /* sodium_malloc'd, read-only; NULL: not sealing */
+	uint8_t *epoch_key;                 /* sodium_malloc'd; the current epoch's */
+	uint8_t (*auditors)[AUDIT_AUDITOR_KEY_LEN];  /* public keys; owned */
+	size_t nauditors;
+	bool written;                       /* the key record of this epoch is queued */
+	uint64_t key_seq;                   /* its seq */
+	uint64_t count;                     /* records sealed under it */
+};
+
+/* Room a key record needs in the queue (AUDIT_AUDITORS_MAX boxes and the rest). */
+#define AUDIT_KEY_RECORD_MAX 8192u
+
+/* With the log's lock held (seal.c): */
+bool seal_needs_key(struct audit_log *log);
+int seal_key_record(struct audit_log *log, uint64_t seq, json_t **ret_rec);
+void seal_key_written(struct audit_log *log, uint64_t key_seq);
+int seal_record(struct audit_log *log, json_t *obj);
+
 struct audit_log {
 	int fd;                             /* audit.log, O_APPEND; holds the flock */
 	int dirfd;                          /* the audit directory */
@@ -171,6 +191,7 @@ struct audit_log {
 	uint64_t hold;                      /* no batch starts before this many are queued (tests) */
 	bool one_per_sync;                  /* no group commit (benchmarks); set before appends */
 	pthread_mutex_t serial;             /* held across a whole append when one_per_sync */
+	struct audit_seal seal;             /* sealing, under lock */
 
 	/* Checkpoints (checkpoint.c). cp_lock orders signing: sizes never go back. */
 	pthread_mutex_t cp_lock;

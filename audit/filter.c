@@ -26,7 +26,7 @@ static const char *const event_names[] = {
 	"import", "dataset_policy", "dataset_set",
 	"grant", "grant_request", "grant_approve", "grant_expired", "revoke",
 	"deny_add", "deny_remove", "deny_remove_approve",
-	"access_check", "audit_export",
+	"access_check", "audit_export", "auditor_add", "log_key",
 	"daemon_start", "daemon_stop", "reload",
 };
 
@@ -42,7 +42,7 @@ static const struct {
 	{ "deny", (const char *const[]){ "deny_add", "deny_remove", "deny_remove_approve",
 					 NULL } },
 	{ "dataset", (const char *const[]){ "import", "dataset_policy", "dataset_set", NULL } },
-	{ "audit", (const char *const[]){ "audit_export", NULL } },
+	{ "audit", (const char *const[]){ "audit_export", "auditor_add", "log_key", NULL } },
 	{ "daemon", (const char *const[]){ "daemon_start", "daemon_stop", "reload", NULL } },
 };
 

@@ -203,9 +203,29 @@ int audit_foreach(const char *dir, const struct audit_filter *filter,
 		if (r < 0)
 			break;
 		seq++;
-		r = audit_matcher_test(m, rec, t);
-		if (r > 0)
-			r = fn(ctx, rec, (const char *)rd.line.data, rd.line.len);
+		if (filter && filter->open) {
+			json_t *opened = NULL;
+
+			r = audit_opener_open(filter->open, rec, &opened);
+			if (r < 0) {
+				json_decref(rec);
+				r = err_set(r, "%s: line %llu: %s", path,
+					    (unsigned long long)rd.line_no, err_detail());
+				break;
+			}
+			r = audit_matcher_test(m, opened, t);
+			if (r >= 0 && filter->keys && json_is_string(json_object_get(opened, "event")) &&
+			    strcmp(json_string_value(json_object_get(opened, "event")), "log_key") == 0)
+				r = 1;
+			if (r > 0)
+				r = fn(ctx, filter->pass_sealed ? rec : opened,
+				       (const char *)rd.line.data, rd.line.len);
+			json_decref(opened);
+		} else {
+			r = audit_matcher_test(m, rec, t);
+			if (r > 0)
+				r = fn(ctx, rec, (const char *)rd.line.data, rd.line.len);
+		}
 		json_decref(rec);
 		if (r != 0)
 			break;

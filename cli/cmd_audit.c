@@ -26,13 +26,18 @@ static const char show_usage[] =
 	"Usage: enclavectl [GLOBAL OPTIONS] audit show [--dataset NAME[@VERSION]]\n"
 	"           [--user NAME|UID] [--grantee NAME|UID] [--group NAME|GID] [--grant ID]\n"
 	"           [--job ID] [--event EVENT[,EVENT]...] [--decision allow|deny]\n"
-	"           [--since WHEN] [--until WHEN] [--limit N] [--wide]\n"
-	"       enclavectl [GLOBAL OPTIONS] audit show --seq N\n\n"
+	"           [--since WHEN] [--until WHEN] [--limit N] [--wide] [--auditor-key FILE]\n"
+	"       enclavectl [GLOBAL OPTIONS] audit show --seq N [--auditor-key FILE]\n\n"
 	"Print the audit records that match, oldest first, one per line: time, event, who,\n"
 	"which dataset version and path, the decision and its reason, the grant (to whom, its\n"
 	"purpose and consent codes, in full), the bytes, then the record's other fields.\n"
 	"--seq N prints one record in detail, a field per line. With --json, each record is\n"
-	"printed as one line of JSON, as the daemon sent it. Stewards and auditors only.\n\n"
+	"printed as one line of JSON, opened. Stewards and auditors only; filters on what is\n"
+	"sealed (dataset, user, grantee, group, job) are for auditors.\n\n"
+	"The names in the records (users, paths, datasets, purposes, reasons) are sealed: the\n"
+	"daemon sends them sealed, and only an auditor's secret key opens them (--auditor-key,\n"
+	"the file `enclavectl init --auditor-key-out` wrote). Key records (event log_key) are\n"
+	"printed only when --event names them (log_key, or the family audit).\n\n"
 	"Options:\n"
 	"  --dataset NAME[@VERSION]  records about this dataset (and version, with the grants\n"
 	"                     of that version or of every version)\n"
@@ -53,6 +58,7 @@ static const char show_usage[] =
 	"  --wide             every field of every record, the hash chain and the whole\n"
 	"                     grant object included\n"
 	"  --seq N            record N alone, in detail (no other filter)\n"
+	"  --auditor-key FILE the auditor's secret key (mode 0600), to open sealed records\n"
 	"  --json             JSON lines\n"
 	"  -h, --help         show this help\n\n"
 	"WHEN is RFC 3339 (2026-11-21T09:00:00Z, or with +hh:mm), a date (2026-11-21, midnight\n"
@@ -60,7 +66,8 @@ static const char show_usage[] =
 	"A dataset, user, group, grant or version that does not exist is an error (exit 1).\n"
 	"Families: access = open, close, read_refused, lookup_refused, integrity, io_error;\n"
 	"grant = grant, grant_request, grant_approve, grant_expired, revoke; deny = deny_add,\n"
-	"deny_remove; dataset = import, dataset_policy, dataset_set; audit = audit_export;\n"
+	"deny_remove; dataset = import, dataset_policy, dataset_set; audit = audit_export,\n"
+	"auditor_add, log_key; "
 	"daemon = daemon_start, daemon_stop, reload.\n";
 
 enum {
@@ -77,11 +84,12 @@ enum {
 	OPT_JOB,
 	OPT_WIDE,
 	OPT_SEQ,
+	OPT_AUDITOR_KEY,
 };
 
 struct show_args {
 	const char *dataset, *user, *event, *since, *until, *limit, *decision, *grantee, *group,
-		*grant, *job, *seq;
+		*grant, *job, *seq, *auditor_key;
 	bool wide;
 };
 
@@ -102,6 +110,7 @@ static int on_opt(void *ctx, int val, const char *arg)
 	case OPT_GRANT: a->grant = arg; return 0;
 	case OPT_JOB: a->job = arg; return 0;
 	case OPT_SEQ: a->seq = arg; return 0;
+	case OPT_AUDITOR_KEY: a->auditor_key = arg; return 0;
 	case OPT_WIDE: a->wide = true; return 0;
 	}
 	return EXIT_USAGE;
@@ -114,7 +123,46 @@ enum show_view { VIEW_LINE, VIEW_WIDE, VIEW_DETAIL, VIEW_JSON };
 struct show {
 	enum show_view view;
 	uint64_t printed;
+	struct audit_opener *open;  /* opens sealed records; owned by audit_show() */
+	const char *key_file;       /* --auditor-key, or NULL */
+	bool show_keys;             /* --event names log_key */
 };
+
+/* Does the --event list name log_key, itself or as its family? */
+static bool names_key_records(const char *list)
+{
+	struct audit_matcher *m = NULL;
+	struct audit_filter f = { .event = list };
+	json_t *rec = json_pack("{s:s}", "event", "log_key");
+	bool yes;
+
+	if (!list || !rec || audit_matcher_new(&f, &m) < 0) {
+		json_decref(rec);
+		return false;
+	}
+	yes = audit_matcher_test(m, rec, 1) > 0;
+	audit_matcher_free(m);
+	json_decref(rec);
+	return yes;
+}
+
+int audit_open_record(struct audit_opener *o, const char *key_file, const json_t *rec,
+		      json_t **ret)
+{
+	char s1[24];
+	int r;
+
+	if (!key_file && audit_record_sealed(rec))
+		return err_set(-ENOKEY, "record %s is sealed: the names in the audit log are "
+			       "readable only with an auditor's secret key; give --auditor-key FILE "
+			       "(the file `enclavectl init --auditor-key-out` wrote)",
+			       out_member(rec, "seq", s1));
+	err_clear();
+	r = audit_opener_open(o, rec, ret);
+	if (r < 0 && key_file)
+		return err_set(r, "%s (auditor key %s)", err_detail(), key_file);
+	return r;
+}
 
 /* One line being built; text is made safe as it is added. */
 struct line {
@@ -193,13 +241,15 @@ static const char *value_text(const json_t *v, char scratch[static 32], char **r
 
 static bool is_known(const char *key, bool wide)
 {
-	/* Shown in their own places. Without --wide, dataset_id only repeats the name and prev
-	 * (the hash chain) is for verifiers, not people. */
+	/* Shown in their own places. Without --wide, dataset_id only repeats the name, and prev
+	 * (the hash chain) and key (the key record a sealed record was sealed under) are for
+	 * verifiers, not people. */
 	static const char *const known[] = { "seq", "time", "event", "user", "uid", "dataset",
 					     "version", "path", "decision", "result", "reason",
 					     "grant_id", "bytes", "grant" };
 
-	if (!wide && (strcmp(key, "dataset_id") == 0 || strcmp(key, "prev") == 0))
+	if (!wide && (strcmp(key, "dataset_id") == 0 || strcmp(key, "prev") == 0 ||
+		      strcmp(key, "key") == 0))
 		return true;
 	for (size_t i = 0; i < ARRAY_SIZE(known); i++)
 		if (strcmp(key, known[i]) == 0)
@@ -361,15 +411,27 @@ static int on_records(void *ctx, const json_t *partial)
 	if (!json_is_array(list))
 		return err_set(-EPROTO, "a streamed frame without a \"records\" list");
 	json_array_foreach(list, i, rec) {
+		json_t *opened = NULL;
+		const char *ev;
 		int r;
 
 		if (!json_is_object(rec))
 			return err_set(-EPROTO, "an audit record that is not a JSON object");
-		switch (s->view) {
-		case VIEW_JSON: r = out_json_line(rec); break;
-		case VIEW_DETAIL: r = print_detail(rec); break;
-		default: r = print_record(rec, s->view == VIEW_WIDE); break;
+		r = audit_open_record(s->open, s->key_file, rec, &opened);
+		if (r < 0)
+			return r;
+		/* Key records come with every answer, for opening; they are shown when asked for. */
+		ev = json_string_value(json_object_get(opened, "event"));
+		if (ev && strcmp(ev, "log_key") == 0 && !s->show_keys) {
+			json_decref(opened);
+			continue;
 		}
+		switch (s->view) {
+		case VIEW_JSON: r = out_json_line(opened); break;
+		case VIEW_DETAIL: r = print_detail(opened); break;
+		default: r = print_record(opened, s->view == VIEW_WIDE); break;
+		}
+		json_decref(opened);
 		if (r < 0)
 			return err_set(r, "cannot write the output");
 		s->printed++;
@@ -447,6 +509,7 @@ static int audit_show(struct ctl *ctl, int argc, char **argv)
 		{ "job", required_argument, NULL, OPT_JOB },
 		{ "seq", required_argument, NULL, OPT_SEQ },
 		{ "wide", no_argument, NULL, OPT_WIDE },
+		{ "auditor-key", required_argument, NULL, OPT_AUDITOR_KEY },
 		{ 0 },
 	};
 	static const char what[] = "audit show";
@@ -516,7 +579,17 @@ static int audit_show(struct ctl *ctl, int argc, char **argv)
 		return ctl_fail(what, "out of memory");
 	}
 	s.view = ctl->json ? VIEW_JSON : a.seq ? VIEW_DETAIL : a.wide ? VIEW_WIDE : VIEW_LINE;
+	err_clear();
+	r = audit_opener_new(NULL, a.auditor_key, &s.open);
+	if (r < 0) {
+		json_decref(args);
+		return ctl_fail(what, "--auditor-key: %s", *err_detail() ? err_detail() :
+				strerror(-r));
+	}
+	s.key_file = a.auditor_key;
+	s.show_keys = names_key_records(a.event);
 	r = ctl_call(ctl, what, "audit.show", args, on_records, &s, &rep);
+	audit_opener_free(s.open);
 	if (r)
 		return r;
 	out_member_u64(rep.result, "count", &count);
@@ -708,11 +781,75 @@ static int cmd_audit_prove(struct ctl *ctl, int argc, char **argv)
 	return r;
 }
 
+static const char auditor_add_usage[] =
+	"Usage: enclavectl [GLOBAL OPTIONS] audit auditor-add --public-key FILE\n\n"
+	"Seal the audit log to one more auditor key from now on: FILE holds the auditor's public\n"
+	"key (one line, \"enclave-auditor-public:...\"). The addition is recorded in the log\n"
+	"(auditor_add), and the next record starts a new log key sealed to every auditor listed;\n"
+	"records before it stay readable only by the auditors of their time. Stewards only.\n\n"
+	"Options:\n"
+	"  --public-key FILE  the auditor's public key\n"
+	"  --json             print {\"auditor\": ID, \"auditors\": N}\n"
+	"  -h, --help         show this help\n";
+
+static int on_pub_opt(void *ctx, int val, const char *arg)
+{
+	const char **path = ctx;
+
+	(void)val;
+	*path = arg;
+	return 0;
+}
+
+static int audit_auditor_add(struct ctl *ctl, int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "public-key", required_argument, NULL, 0x400 },
+		{ 0 },
+	};
+	uint8_t pk[AUDIT_AUDITOR_KEY_LEN];
+	char text[AUDIT_AUDITOR_PUB_TEXT], s1[24];
+	const char *path = NULL;
+	struct reply rep = { 0 };
+	json_t *args;
+	int first, r;
+
+	r = ctl_parse(ctl, "audit auditor-add", auditor_add_usage, argc, argv, opts, on_pub_opt,
+		      &path, &first);
+	if (r >= 0)
+		return r;
+	if (first < argc)
+		return ctl_usage_error("audit auditor-add", "unexpected argument '%s'",
+				       argv[first]);
+	if (!path)
+		return ctl_usage_error("audit auditor-add", "--public-key FILE is required");
+	err_clear();
+	if (audit_auditor_public_read(path, pk) < 0)
+		return ctl_fail("audit auditor-add", "%s", err_detail());
+	audit_auditor_public_format(pk, text);
+	args = json_pack("{s:s}", "public_key", text);
+	if (!args)
+		return ctl_fail("audit auditor-add", "out of memory");
+	r = ctl_call(ctl, "audit auditor-add", "audit.auditor_add", args, NULL, NULL, &rep);
+	if (r)
+		return r;
+	if (ctl->json)
+		return ctl_print_json(&rep);
+	printf("auditor key %s added; the log is sealed to %s auditor keys from now on\n",
+	       json_string_value(json_object_get(rep.result, "auditor")) ?
+	       json_string_value(json_object_get(rep.result, "auditor")) : "?",
+	       out_member(rep.result, "auditors", s1));
+	reply_clear(&rep);
+	return 0;
+}
+
 const struct ctl_cmd audit_cmds[] = {
 	{ "show", audit_show, "[FILTERS]", "print audit records" },
 	{ "pubkey", audit_pubkey, "", "print the audit log's verifier key" },
 	{ "checkpoint", cmd_audit_checkpoint, "[--output FILE]", "sign a checkpoint of the log now" },
 	{ "prove", cmd_audit_prove, "SEQ", "print an inclusion proof of one record" },
+	{ "auditor-add", audit_auditor_add, "--public-key FILE",
+	  "seal the log to one more auditor key from now on" },
 	{ "verify", audit_verify_cmd, "--log DIR --key KEY [--trusted FILE]",
 	  "verify the log offline: records, checkpoints, signatures" },
 	{ "check-proof", audit_check_proof_cmd, "--key KEY --record FILE PROOF",

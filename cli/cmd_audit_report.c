@@ -43,12 +43,13 @@ enum {
 	OPT_GROUP,
 	OPT_GRANT,
 	OPT_JOB,
+	OPT_AUDITOR_KEY,
 };
 
 static const char report_usage[] =
 	"Usage: enclavectl [GLOBAL OPTIONS] audit report [--log DIR] [--dataset NAME[@VERSION]]\n"
 	"           [--user NAME|UID] [--grantee NAME|UID] [--group NAME|GID] [--grant ID]\n"
-	"           [--job ID] [--since WHEN] [--until WHEN] [--json]\n\n"
+	"           [--job ID] [--since WHEN] [--until WHEN] [--auditor-key FILE] [--json]\n\n"
 	"Summarise the audit trail per dataset, per user and per batch job: opens allowed,\n"
 	"denials (by reason), reads refused after a revocation, bytes read (from close\n"
 	"records), files opened, and the grants in force now (grant and revoke records\n"
@@ -57,7 +58,9 @@ static const char report_usage[] =
 	"and auditors only); with --log they are read offline from the audit directory DIR.\n"
 	"The filters select the records counted, as in `audit show`; the report says how many\n"
 	"records the log holds and why each one not counted was left out. Grants in force are\n"
-	"always replayed from the whole log, and listed for the --dataset given.\n\n"
+	"always replayed from the whole log, and listed for the --dataset given. The names in\n"
+	"the records are sealed: --auditor-key opens them (the secret key `enclavectl init\n"
+	"--auditor-key-out` wrote); a log with sealed records needs it.\n\n"
 	"Options:\n"
 	"  --log DIR          read DIR/audit.log directly, without the daemon\n"
 	"  --dataset NAME[@VERSION]  only this dataset (and version)\n"
@@ -68,6 +71,7 @@ static const char report_usage[] =
 	"  --job ID           only the opens of this batch job and their closes\n"
 	"  --since WHEN       records at or after WHEN (as in audit show: -1h, -7d, a date)\n"
 	"  --until WHEN       records before WHEN\n"
+	"  --auditor-key FILE the auditor's secret key (mode 0600), to open sealed records\n"
 	"  --json             the report as one JSON document (docs/PROTOCOL.md)\n"
 	"  -h, --help         show this help\n\n"
 	"A dataset, user, group, grant or job that does not exist (offline: that no record of\n"
@@ -75,6 +79,7 @@ static const char report_usage[] =
 
 struct rargs {
 	const char *log, *dataset, *since, *until, *user, *grantee, *group, *grant, *job;
+	const char *auditor_key;
 };
 
 static int on_opt(void *ctx, int val, const char *arg)
@@ -91,6 +96,7 @@ static int on_opt(void *ctx, int val, const char *arg)
 	case OPT_GROUP: a->group = arg; return 0;
 	case OPT_GRANT: a->grant = arg; return 0;
 	case OPT_JOB: a->job = arg; return 0;
+	case OPT_AUDITOR_KEY: a->auditor_key = arg; return 0;
 	}
 	return EXIT_USAGE;
 }
@@ -120,6 +126,8 @@ struct report {
 	struct audit_matcher *m_all;  /* the filter without dataset and time: why left out */
 	struct audit_matcher *m_name; /* the filter without time: does what it names exist? */
 	const char *dataset; /* the --dataset name, or NULL; borrowed */
+	struct audit_opener *open;  /* opens sealed records; owned by audit_report_cmd() */
+	const char *key_file;       /* --auditor-key, or NULL; borrowed */
 };
 
 /* A fresh ENTRY: every counter present, zero included, so --json keys never come and go. */
@@ -329,7 +337,22 @@ static int replay_grants(struct report *rp, const char *event, const json_t *rec
 	return 0;
 }
 
+static int add_opened(struct report *rp, const json_t *rec);
+
+/* Open rec (sealed or not), then count it. */
 static int add_record(struct report *rp, const json_t *rec)
+{
+	json_t *opened = NULL;
+	int r = audit_open_record(rp->open, rp->key_file, rec, &opened);
+
+	if (r < 0)
+		return r;
+	r = add_opened(rp, opened);
+	json_decref(opened);
+	return r;
+}
+
+static int add_opened(struct report *rp, const json_t *rec)
 {
 	const char *event = json_string_value(json_object_get(rec, "event"));
 	const char *dataset = json_string_value(json_object_get(rec, "dataset"));
@@ -649,6 +672,7 @@ int audit_report_cmd(struct ctl *ctl, int argc, char **argv)
 		{ "group", required_argument, NULL, OPT_GROUP },
 		{ "grant", required_argument, NULL, OPT_GRANT },
 		{ "job", required_argument, NULL, OPT_JOB },
+		{ "auditor-key", required_argument, NULL, OPT_AUDITOR_KEY },
 		{ 0 },
 	};
 	static const char what[] = "audit report";
@@ -719,6 +743,13 @@ int audit_report_cmd(struct ctl *ctl, int argc, char **argv)
 		goto out;
 	}
 	rp.dataset = f.dataset;
+	err_clear();
+	r = audit_opener_new(NULL, a.auditor_key, &rp.open);
+	if (r < 0) {
+		ctl_fail(what, "--auditor-key: %s", *err_detail() ? err_detail() : strerror(-r));
+		goto out;
+	}
+	rp.key_file = a.auditor_key;
 	/* Every record is read, filters applied here: grants need the whole history. */
 	if (a.log) {
 		r = audit_foreach(a.log, NULL, on_file_record, &rp);
@@ -744,6 +775,7 @@ int audit_report_cmd(struct ctl *ctl, int argc, char **argv)
 	r = ctl->json ? print_json(&rp) : print_report(&rp);
 	ret = r < 0 ? 1 : 0;
 out:
+	audit_opener_free(rp.open);
 	audit_matcher_free(rp.m);
 	audit_matcher_free(rp.m_all);
 	audit_matcher_free(rp.m_name);

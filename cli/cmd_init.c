@@ -18,6 +18,7 @@
 
 #include <sodium.h>
 
+#include "audit/audit.h"
 #include "audit/note.h"
 #include "cli/enclavectl.h"
 #include "common/common.h"
@@ -35,7 +36,8 @@
 static const char init_usage[] =
 	"Usage: enclavectl init --store DIR [--passphrase-file FILE] [--steward SPEC]...\n"
 	"                       [--auditor SPEC]... [--approvals N] [--max-grant-days N]\n"
-	"                       [--audit-name NAME] [--test-kdf]\n\n"
+	"                       [--audit-name NAME] [--auditor-key-out FILE]...\n"
+	"                       [--auditor-public-key FILE]... [--test-kdf]\n\n"
 	"Create a new store in DIR (a new or empty directory). Works offline: no daemon is\n"
 	"involved. A new master key is generated and wrapped under a passphrase read from FILE,\n"
 	"which must not be readable or writable by group or others, or else asked for twice on\n"
@@ -45,6 +47,11 @@ static const char init_usage[] =
 	"grant rules. The audit log's signing key (Ed25519, separate from the data keys) is made\n"
 	"and stored wrapped under the master key; its verifier key is printed: give it to the\n"
 	"auditors (`enclavectl audit pubkey` prints it again).\n\n"
+	"The names in the audit log (users, paths, datasets, purposes, reasons) are sealed to the\n"
+	"auditor keys given here (X25519): --auditor-key-out makes a key pair and writes its secret\n"
+	"half to a new FILE (mode 0600; give it to the auditor, who reads the log with `audit show\n"
+	"--auditor-key FILE`); --auditor-public-key takes the public half of a key the auditor\n"
+	"made. Without either, only the daemon reads the names until `audit auditor-add`.\n\n"
 	"Options:\n"
 	"  --store DIR             the store to create (required)\n"
 	"  --passphrase-file FILE  read the passphrase from FILE (mode 0600 or stricter)\n"
@@ -57,6 +64,11 @@ static const char init_usage[] =
 	"  --max-grant-days N      longest a grant may run, 1 to 3650 days (default 365)\n"
 	"  --audit-name NAME       the audit log's name in its signed checkpoints and key\n"
 	"                          (default HOSTNAME/enclave); no spaces, no '+'\n"
+	"  --auditor-key-out FILE  make an auditor key pair; its secret half goes to FILE\n"
+	"                          (created, never overwritten, mode 0600); repeatable\n"
+	"  --auditor-public-key FILE\n"
+	"                          seal the audit log to this auditor public key as well\n"
+	"                          (\"enclave-auditor-public:...\"); repeatable\n"
 	"  --test-kdf              the cheapest key derivation: for tests and demos only\n"
 	"  -h, --help              show this help\n\n"
 	"SPEC is user:NAME or group:NAME, where NAME is an existing user or group, or a number.\n";
@@ -69,6 +81,8 @@ enum {
 	OPT_APPROVALS,
 	OPT_MAX_GRANT_DAYS,
 	OPT_AUDIT_NAME,
+	OPT_AUDITOR_KEY_OUT,
+	OPT_AUDITOR_PUBLIC,
 };
 
 /* A role holder as written to enclave.conf. */
@@ -88,6 +102,11 @@ struct init_args {
 	size_t nstewards;
 	struct spec auditors[INIT_PRINCIPALS_MAX];
 	size_t nauditors;
+	const char *key_out[AUDIT_AUDITORS_MAX];     /* --auditor-key-out files; borrowed */
+	size_t nkey_out;
+	const char *key_pub[AUDIT_AUDITORS_MAX];     /* --auditor-public-key files; borrowed */
+	size_t nkey_pub;
+	uint8_t pks[AUDIT_AUDITORS_MAX][AUDIT_AUDITOR_KEY_LEN];  /* the public keys, read first */
 };
 
 /* Why NAME cannot be written to enclave.conf, or NULL if it can, as enclaved's parser reads it:
@@ -170,6 +189,16 @@ static int on_opt(void *ctx, int val, const char *arg)
 		return 0;
 	case OPT_PASS_FILE:
 		a->pass_file = arg;
+		return 0;
+	case OPT_AUDITOR_KEY_OUT:
+	case OPT_AUDITOR_PUBLIC:
+		if (a->nkey_out + a->nkey_pub == AUDIT_AUDITORS_MAX)
+			return ctl_usage_error("init", "more than %d auditor keys",
+					       AUDIT_AUDITORS_MAX);
+		if (val == OPT_AUDITOR_KEY_OUT)
+			a->key_out[a->nkey_out++] = arg;
+		else
+			a->key_pub[a->nkey_pub++] = arg;
 		return 0;
 	case OPT_TEST_KDF:
 		a->test_kdf = true;
@@ -522,6 +551,35 @@ static int make_signing_key(struct store *st, const char *name, char **ret_verif
 	return 0;
 }
 
+/* Make the --auditor-key-out key pairs (secret halves into their files) and list every auditor
+ * public key in keys/auditors. A failure after a secret file was written removes it. */
+static int make_auditor_keys(struct store *st, struct init_args *a)
+{
+	size_t made = 0;
+	int r = 0;
+
+	for (; made < a->nkey_out; made++) {
+		err_clear();
+		r = audit_auditor_keypair_write(a->key_out[made], a->pks[made]);
+		if (r < 0)
+			break;
+	}
+	/* Shifted: the public keys read from files were put after the ones made here. */
+	for (size_t i = 0; r == 0 && i < a->nkey_out + a->nkey_pub; i++) {
+		err_clear();
+		r = store_auditors_add(st, a->pks[i]);
+		if (r == -EEXIST)
+			r = 0;	/* the same public key given twice */
+	}
+	if (r < 0) {
+		for (size_t i = 0; i < made; i++)
+			unlink(a->key_out[i]);
+		return ctl_fail("init", "cannot make the auditor keys: %s",
+				*err_detail() ? err_detail() : strerror(-r));
+	}
+	return 0;
+}
+
 int cmd_init(struct ctl *ctl, int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -532,6 +590,8 @@ int cmd_init(struct ctl *ctl, int argc, char **argv)
 		{ "approvals", required_argument, NULL, OPT_APPROVALS },
 		{ "max-grant-days", required_argument, NULL, OPT_MAX_GRANT_DAYS },
 		{ "audit-name", required_argument, NULL, OPT_AUDIT_NAME },
+		{ "auditor-key-out", required_argument, NULL, OPT_AUDITOR_KEY_OUT },
+		{ "auditor-public-key", required_argument, NULL, OPT_AUDITOR_PUBLIC },
 		{ 0 },
 	};
 	_cleanup_free_ struct init_args *a = calloc(1, sizeof(*a));
@@ -578,6 +638,18 @@ int cmd_init(struct ctl *ctl, int argc, char **argv)
 	warn_approvers(a);
 	if (crypto_init() < 0)
 		return ctl_fail("init", "cannot initialise the crypto libraries");
+	for (size_t i = 0; i < a->nkey_pub; i++) {
+		err_clear();
+		if (audit_auditor_public_read(a->key_pub[i], a->pks[a->nkey_out + i]) < 0)
+			return ctl_fail("init", "--auditor-public-key: %s", err_detail());
+	}
+	for (size_t i = 0; i < a->nkey_out; i++) {
+		struct stat sb;
+
+		if (lstat(a->key_out[i], &sb) == 0)
+			return ctl_fail("init", "--auditor-key-out %s exists; it is never "
+					"overwritten (nothing was changed)", a->key_out[i]);
+	}
 	if (a->test_kdf)
 		fprintf(stderr, "enclavectl: init: warning: --test-kdf uses the cheapest key "
 				"derivation, so the passphrase is easy to guess from "
@@ -602,6 +674,8 @@ int cmd_init(struct ctl *ctl, int argc, char **argv)
 	}
 	r = make_signing_key(st, audit_name, &verifier);
 	if (r == 0)
+		r = make_auditor_keys(st, a);
+	if (r == 0)
 		r = finish_store(ctl->store_dir, a);
 	store_close(st);
 	if (r) {
@@ -618,6 +692,19 @@ int cmd_init(struct ctl *ctl, int argc, char **argv)
 	printf("  keys/audit.key    the audit log's signing key, wrapped; its verifier key:\n"
 	       "                    %s\n", verifier);
 	free(verifier);
+	for (size_t i = 0; i < a->nkey_out + a->nkey_pub; i++) {
+		char id[AUDIT_AUDITOR_ID_TEXT];
+
+		audit_auditor_id(a->pks[i], id);
+		if (i < a->nkey_out)
+			printf("  auditor key %s  secret half in %s (give it to the auditor)\n", id,
+			       a->key_out[i]);
+		else
+			printf("  auditor key %s  from %s\n", id, a->key_pub[i - a->nkey_out]);
+	}
+	if (a->nkey_out + a->nkey_pub == 0)
+		printf("  no auditor key: only the daemon can read the names in the audit log until\n"
+		       "                    `enclavectl audit auditor-add --public-key FILE`\n");
 	printf("next: start the daemon:  enclaved --store %s --mount MOUNTPOINT\n",
 	       ctl->store_dir);
 	return 0;

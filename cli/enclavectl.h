@@ -146,6 +146,13 @@ int ctl_call(const struct ctl *ctl, const char *what, const char *op, json_t *ar
  * Returns 1. */
 int client_report_connect(const char *what, const char *path, int r);
 
+/* cmd_audit.c: open one record streamed by the daemon or read from a log with o (made with
+ * key_file, the --auditor-key, or without one: NULL). A sealed record without a key file is
+ * -ENOKEY with a message that says what to give. *ret: a new reference. */
+struct audit_opener;
+int audit_open_record(struct audit_opener *o, const char *key_file, const json_t *rec,
+		      json_t **ret);
+
 /* ---- output.c: tables, sizes, JSON, safe text ---------------------------------------------- */
 
 /* Print j (borrowed) to stdout as one pretty JSON document. 0 or -EIO. */

@@ -58,6 +58,12 @@ const uint8_t *crypto_key_bytes(const crypto_key *key);
 /* Wipe and free. NULL is fine. */
 void crypto_key_free(crypto_key *key);
 
+/* A key derived from parent for one purpose: BLAKE2b-256 keyed with parent over label (its NUL
+ * included) || context. Distinct labels give independent keys; the parent cannot be recovered
+ * from a derived key. -EINVAL; -ENOMEM. */
+int crypto_key_derive(const crypto_key *parent, const char *label, const uint8_t *context,
+		      size_t context_len, crypto_key **ret_key);
+
 /* ---- Passphrases --------------------------------------------------------------------------- */
 
 /* A passphrase (or any secret byte string) in guarded memory. Opaque. */

@@ -187,6 +187,7 @@ static const struct {
 	{ "audit.pubkey", 0, op_audit_pubkey },
 	{ "audit.checkpoint", ROLE_STEWARD | ROLE_AUDITOR, op_audit_checkpoint },
 	{ "audit.prove", ROLE_STEWARD | ROLE_AUDITOR, op_audit_prove },
+	{ "audit.auditor_add", ROLE_STEWARD, op_audit_auditor_add },
 };
 
 static const char *role_names(unsigned roles)

@@ -76,6 +76,11 @@ static int stream_one(void *ctx, const json_t *rec, const char *line, size_t len
 	struct audit_stream *s = ctx;
 
 	(void)line;
+	/* Key records always go, at once, outside the limit and the count: the client needs them
+	 * to open the records that follow (docs/AUDIT.md section 15). */
+	if (json_is_string(json_object_get(rec, "event")) &&
+	    strcmp(json_string_value(json_object_get(rec, "event")), "log_key") == 0)
+		return stream_add(s, (json_t *)rec, len);
 	if (s->limit) {
 		size_t slot = s->count % s->limit;
 
@@ -193,17 +198,41 @@ int op_audit_show(struct conn *c, const json_t *args, json_t **ret)
 		f.until_ns = until * 1000000000;
 	else if (until <= 0 && json_object_get(args, "until"))
 		f.until_ns = 1;
+	/* The daemon opens the records with its own key to match them, and sends them as they
+	 * are, sealed: only an auditor's key opens them at the other end. What is sealed can be
+	 * filtered on only by an auditor, or a steward would learn from the matches who read
+	 * what without that key. */
+	if (!(c->roles & ROLE_AUDITOR) && (f.dataset || f.user || f.grantee || f.group || f.job_id))
+		return err_set(-EPERM, "filters by dataset, user, grantee, group or job look inside "
+			       "sealed records: auditors only (stewards filter by event, decision, "
+			       "grant, seq and time)");
+	{
+		crypto_key *k = NULL;
+
+		r = store_audit_seal_key(c->d->st, &k);
+		if (r == 0)
+			r = audit_opener_new(crypto_key_bytes(k), NULL, &f.open);
+		crypto_key_free(k);
+		if (r < 0)
+			return r;
+	}
+	f.keys = true;
+	f.pass_sealed = true;
 	s.batch = json_array();
-	if (!s.batch)
+	if (!s.batch) {
+		audit_opener_free(f.open);
 		return -ENOMEM;
+	}
 	if (s.limit) {
 		s.ring = calloc(s.limit, sizeof(*s.ring));
 		if (!s.ring) {
 			json_decref(s.batch);
+			audit_opener_free(f.open);
 			return -ENOMEM;
 		}
 	}
 	r = audit_foreach(c->d->audit_dir, &f, stream_one, &s);
+	audit_opener_free(f.open);
 	if (r == 0 && s.limit) {
 		uint64_t kept = MIN(s.count, s.limit);
 
@@ -223,6 +252,58 @@ int op_audit_show(struct conn *c, const json_t *args, json_t **ret)
 	if (r < 0)
 		return r;
 	*ret = json_pack("{s:I}", "count", (json_int_t)s.count);
+	return *ret ? 0 : -ENOMEM;
+}
+
+/* ---- Auditor keys ---------------------------------------------------------------------------- */
+
+/* Add an auditor's public key: recorded first (`auditor_add`), then put in keys/auditors, then
+ * the log starts a new epoch sealed to the new set, so the new auditor reads every record from
+ * here on (not the ones before: their keys were sealed to the auditors of their time). */
+int op_audit_auditor_add(struct conn *c, const json_t *args, json_t **ret)
+{
+	static const char *const known[] = { "public_key", NULL };
+	static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+	uint8_t pk[AUDIT_AUDITOR_KEY_LEN], keys[STORE_AUDITORS_MAX][32];
+	char id[AUDIT_AUDITOR_ID_TEXT];
+	const char *text = NULL;
+	size_t n = 0;
+	json_t *rec;
+	int r;
+
+	if ((r = proto_args_known(args, known)) < 0 ||
+	    (r = proto_arg_string(args, "public_key", true, AUDIT_AUDITOR_PUB_TEXT, &text)) < 0)
+		return r;
+	r = audit_auditor_public_parse(text, strlen(text), pk);
+	if (r < 0)
+		return r;
+	audit_auditor_id(pk, id);
+	pthread_mutex_lock(&lock);
+	r = store_auditors_get(c->d->st, keys, &n);
+	for (size_t i = 0; r == 0 && i < n; i++)
+		if (memcmp(keys[i], pk, sizeof(pk)) == 0)
+			r = err_set(-EEXIST, "auditor key %s is in the list already", id);
+	if (r == 0 && n == STORE_AUDITORS_MAX)
+		r = err_set(-E2BIG, "the store has %u auditor keys already, the most it takes",
+			    STORE_AUDITORS_MAX);
+	if (r < 0)
+		goto out;
+	rec = json_pack("{s:s, s:s, s:s}", "event", "auditor_add", "auditor", id, "public_key",
+			text);
+	r = rec ? daemon_audit_subject(rec, &c->who) : -ENOMEM;
+	if (r == 0)
+		r = audit_append(c->d->log, rec, NULL);
+	json_decref(rec);
+	if (r < 0)
+		goto out;
+	r = store_auditors_add(c->d->st, pk);
+	if (r == 0)
+		r = daemon_seal_setup(c->d);
+out:
+	pthread_mutex_unlock(&lock);
+	if (r < 0)
+		return r;
+	*ret = json_pack("{s:s, s:I}", "auditor", id, "auditors", (json_int_t)(n + 1));
 	return *ret ? 0 : -ENOMEM;
 }
 

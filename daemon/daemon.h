@@ -170,6 +170,10 @@ struct daemon {
 	unsigned checkpoint_interval;        /* seconds between periodic audit checkpoints */
 };
 
+/* Give the log its sealing keys: the store's, and the auditors' from keys/auditors (main.c;
+ * called again after an auditor is added). */
+int daemon_seal_setup(struct daemon *d);
+
 /* The record fields every event made by a person carries: "uid" and "user". */
 int daemon_audit_subject(json_t *rec, const struct policy_subject *who);
 

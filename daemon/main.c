@@ -187,6 +187,30 @@ static int daemon_event(struct daemon *d, const char *event)
 	return r;
 }
 
+/* Seal the log's sensitive fields (docs/AUDIT.md "Sealed records"): to the store's own key, so
+ * the daemon reads its log back, and to every auditor key in keys/auditors. */
+int daemon_seal_setup(struct daemon *d)
+{
+	uint8_t keys[STORE_AUDITORS_MAX][32];
+	crypto_key *k = NULL;
+	size_t n = 0;
+	int r;
+
+	r = store_auditors_get(d->st, keys, &n);
+	if (r < 0)
+		return r;
+	r = store_audit_seal_key(d->st, &k);
+	if (r < 0)
+		return r;
+	r = audit_sealer_set(d->log, crypto_key_bytes(k), (const uint8_t(*)[32])keys, n);
+	crypto_key_free(k);
+	if (r == 0 && n == 0)
+		fprintf(stderr, "enclaved: warning: the store has no auditor key, so no auditor "
+			"can read the names in the audit log; add one with `enclavectl audit "
+			"auditor-add --public-key FILE`\n");
+	return r;
+}
+
 /* A directory the daemon reads its configuration and keys from or creates files in must be its
  * own and writable by nobody else: whoever could write it could swap what is inside (a socket
  * that receives the stewards' files, a log in a directory of their choosing, a configuration
@@ -472,6 +496,11 @@ int main(int argc, char **argv)
 	r = audit_key_setup(&d);
 	if (r < 0) {
 		die_detail("audit signing key", r);
+		goto out_audit;
+	}
+	r = daemon_seal_setup(&d);
+	if (r < 0) {
+		die_detail("audit sealing keys", r);
 		goto out_audit;
 	}
 	r = grants_load(d.st, &d.grants);

@@ -80,6 +80,18 @@ void store_signing_default_name(char out[static STORE_SIGNING_NAME_MAX + 1]);
 int store_signing_seed(struct store *st, crypto_key **ret_seed,
 		       char ret_name[static STORE_SIGNING_NAME_MAX + 1]);
 
+/* The key the audit log's epoch keys are wrapped under, so the daemon reads its own sealed log
+ * back (policy checks, `policy rebuild`): derived from the master key for this store
+ * (docs/AUDIT.md "Sealed records"). Guarded memory; the caller frees it. */
+int store_audit_seal_key(struct store *st, crypto_key **ret_key);
+/* The auditors' X25519 public keys the log seals to (keys/auditors, authenticated under the
+ * master key). No file: *ret_n = 0. -EBADMSG damaged or altered. */
+#define STORE_AUDITORS_MAX 16
+int store_auditors_get(struct store *st, uint8_t ret_keys[static STORE_AUDITORS_MAX][32],
+		       size_t *ret_n);
+/* Add one (replacing the file atomically). -EEXIST already listed; -E2BIG the list is full. */
+int store_auditors_add(struct store *st, const uint8_t key[static 32]);
+
 /* ---- Datasets and versions ----------------------------------------------------------------- */
 
 struct store_dataset_info {

@@ -17,6 +17,7 @@
 
 #include "audit/audit.h"
 #include "common/common.h"
+#include "common/err.h"
 #include "tests/e2e.h"
 #include "tests/testutil.h"
 
@@ -250,6 +251,7 @@ int e2e_setup(const char *name)
 	E->src = tu_fmt("%s/src", E->root);
 	E->pass = tu_fmt("%s/passphrase", E->root);
 	E->log = tu_fmt("%s/enclaved.log", E->root);
+	E->akey = tu_fmt("%s/auditor.key", E->root);
 	if (mkdir(E->mnt, 0755) < 0 || mkdir(E->src, 0755) < 0)
 		return -1;
 	/* The test users must reach the mount point and the socket. */
@@ -263,8 +265,8 @@ int e2e_setup(const char *name)
 int e2e_init(const char *const *args)
 {
 	char *argv[64] = { ENCLAVECTL_PATH, "init", "--store", E->store, "--passphrase-file",
-			   E->pass, "--test-kdf" };
-	size_t n = 7;
+			   E->pass, "--test-kdf", "--auditor-key-out", E->akey };
+	size_t n = 9;
 	struct e2e_run *r;
 	int ret = 0;
 
@@ -350,8 +352,14 @@ int e2e_audit_count(const char *event, const char *user, const char *dataset,
 	char *dir = tu_fmt("%s/audit", E->store);
 	struct audit_filter flt = { .event = event, .user = user, .dataset = dataset };
 	struct match m = { .reason = reason, .grant_id = grant_id };
+	int r;
 
-	assert_int_equal(audit_foreach(dir, &flt, match_one, &m), 0);
+	assert_int_equal(audit_opener_new(NULL, E->akey, &flt.open), 0);
+	r = audit_foreach(dir, &flt, match_one, &m);
+	if (r < 0)
+		fprintf(stderr, "audit_foreach: %s\n", err_detail());
+	assert_int_equal(r, 0);
+	audit_opener_free(flt.open);
 	free(dir);
 	return m.n;
 }

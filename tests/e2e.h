@@ -24,6 +24,7 @@
 /* The scratch directory of one program: <root>/{store,mnt,src,passphrase,enclaved.log}. */
 struct e2e {
 	char *root, *store, *mnt, *src, *pass, *log;
+	char *akey;            /* the auditor's secret key, made by e2e_init() (--auditor-key-out) */
 	pid_t daemon;          /* the running enclaved, 0 when none */
 	struct tu_users u;     /* alice, bob, carol (+ TU_GROUP) */
 	const char *const *daemon_args;  /* more enclaved options (NULL-terminated), or NULL */
@@ -35,7 +36,8 @@ extern struct e2e *E;
 /* Make the scratch directory (reachable by the test users), the users and the passphrase file.
  * Exits 77 (skip) when this process cannot run tests as other users. -1 on failure. */
 int e2e_setup(const char *name);
-/* `enclavectl init --store <store> --passphrase-file <pass> --test-kdf` followed by args (a
+/* `enclavectl init --store <store> --passphrase-file <pass> --test-kdf --auditor-key-out <akey>`
+ * followed by args (a
  * NULL-terminated list: roles and settings, e.g. "--steward", "user:root", NULL). -1 on failure,
  * with the output on stderr. */
 int e2e_init(const char *const *args);
@@ -86,7 +88,7 @@ void e2e_cleanup_mount(void);
 uint64_t e2e_grant(const char *kindflag, const char *who, const char *dataset, const char *expires);
 /* `grant revoke ID --reason ...`; must succeed. */
 void e2e_revoke(uint64_t id);
-/* How many records of the log match (read offline from the log file, as an auditor's tool would).
- * NULL / 0 arguments match everything. */
+/* How many records of the log match (read offline from the log file and opened with the auditor
+ * key, as an auditor's tool would). NULL / 0 arguments match everything. */
 int e2e_audit_count(const char *event, const char *user, const char *dataset, const char *reason,
 		    uint64_t grant_id);

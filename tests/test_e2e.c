@@ -722,10 +722,18 @@ static void test_cli_views(void **state)
 	r = ctl("dataset", "show", "no-such-dataset");
 	assert_int_equal(r->status, 1);
 	free(r);
-	r = e2e_ok(ctl("audit", "show", "--user", TU_USER_BOB, "--dataset", "cohort"));
+	r = e2e_ok(ctl("audit", "show", "--user", TU_USER_BOB, "--dataset", "cohort",
+		       "--auditor-key", E->akey));
 	assert_non_null(strstr(r->out, "no_grant"));
 	free(r);
-	r = e2e_ok(ctl("--json", "audit", "show", "--event", "grant_request"));
+	/* Sealed records without the auditor key: refused, saying what is needed. */
+	r = ctl("audit", "show", "--user", TU_USER_BOB);
+	assert_int_equal(r->status, 1);
+	assert_non_null(strstr(r->err, "--auditor-key FILE"));
+	assert_null(strstr(r->out, "no_grant"));
+	free(r);
+	r = e2e_ok(ctl("--json", "audit", "show", "--event", "grant_request", "--auditor-key",
+		       E->akey));
 	assert_non_null(strstr(r->out, "\"event\":\"grant_request\""));
 	free(r);
 }

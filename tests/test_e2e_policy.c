@@ -164,7 +164,7 @@ static void assert_reason(const char *dataset, const char *reason)
 /* Does `audit report --json` (read through the daemon) list grant id among those in force? */
 static void report_has_grant(uint64_t id, bool want)
 {
-	struct e2e_run *r = e2e_ok(ctl("--json", "audit", "report"));
+	struct e2e_run *r = e2e_ok(ctl("--json", "audit", "report", "--auditor-key", E->akey));
 	json_t *j = e2e_out_json(r), *g;
 	bool found = false;
 	size_t i;
