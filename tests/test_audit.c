@@ -1650,6 +1650,310 @@ static void test_matcher_families_and_links(void **state)
 	assert_int_equal(audit_event_filter_check("grants"), -EINVAL);
 	assert_int_equal(audit_event_filter_check("open,"), -EINVAL);
 	assert_int_equal(audit_event_filter_check(""), -EINVAL);
+
+/* ---- Sealed records -------------------------------------------------------------------------- */
+
+/* A store key for the tests (the daemon derives its own from the master key). */
+static const uint8_t seal_store_key[AUDIT_SEAL_KEY_LEN] = { 7, 7, 7, 1, 2, 3 };
+
+/* A sealing log in f->dir with one auditor, whose secret key file is written to *ret_key. */
+static struct audit_log *open_sealed(struct fx *f, char **ret_key, uint8_t *ret_pk)
+{
+	struct audit_log *log = open_log(f->dir, NULL);
+	char *key = tu_fmt("%s/auditor.key", f->root);
+	uint8_t pk[AUDIT_AUDITOR_KEY_LEN];
+
+	if (access(key, F_OK) != 0) {
+		assert_int_equal(audit_auditor_keypair_write(key, pk), 0);
+	} else {
+		uint8_t *sk = NULL;
+
+		assert_int_equal(audit_auditor_secret_read(key, &sk, pk), 0);
+		sodium_free(sk);
+	}
+	assert_int_equal(audit_sealer_set(log, seal_store_key, (const uint8_t(*)[32])&pk, 1), 0);
+	if (ret_pk)
+		memcpy(ret_pk, pk, sizeof(pk));
+	*ret_key = key;
+	return log;
+}
+
+/* A record with distinctive strings in every sensitive place. */
+static json_t *secret_rec(const char *user)
+{
+	json_t *o = json_pack("{s:s, s:s, s:I, s:I, s:s, s:s, s:I, s:s, s:s, s:s, s:I}",
+			      "event", "open", "dataset", "oncology-StMarys-2026", "dataset_id",
+			      (json_int_t)3, "version", (json_int_t)2, "path",
+			      "/hiv-positive/JaneDoe_MRN4471923_ct.dcm", "user", user, "uid",
+			      (json_int_t)5001, "decision", "allow", "reason", "allow", "process",
+			      "python3", "grant_id", (json_int_t)42);
+
+	assert_non_null(o);
+	return o;
+}
+
+struct opened {
+	struct audit_opener *o;
+	int err;              /* the first opening error */
+	char detail[512];
+	json_t *recs;         /* the opened records */
+};
+
+static int open_fn(void *ctx, const json_t *rec, const char *line, size_t len)
+{
+	struct opened *op = ctx;
+	json_t *out = NULL;
+	int r;
+
+	(void)line, (void)len;
+	err_clear();
+	r = audit_opener_open(op->o, rec, &out);
+	if (r < 0) {
+		if (!op->err) {
+			op->err = r;
+			snprintf(op->detail, sizeof(op->detail), "%s", err_detail());
+		}
+		return 0;
+	}
+	json_array_append_new(op->recs, out);
+	return 0;
+}
+
+/* Open every record of the log in dir with o; returns the first error (0: none). */
+static int open_all(const char *dir, struct audit_opener *o, struct opened *op)
+{
+	*op = (struct opened){ .o = o, .recs = json_array() };
+	assert_int_equal(audit_foreach(dir, NULL, open_fn, op), 0);
+	return op->err;
+}
+
+/* The file holds none of the names; the store key and the auditor key open every record to what
+ * was appended; without a key the sealed part stays shut; the clear part is what the docs say. */
+static void test_sealed_unreadable_without_key(void **state)
+{
+	static const char *const secrets[] = { "oncology-StMarys-2026", "JaneDoe", "MRN4471923",
+					       "hiv-positive", "dr-nightingale", "python3",
+					       "5001" };
+	struct fx *f = *state;
+	struct audit_opener *o = NULL;
+	struct opened op;
+	uint8_t *raw;
+	size_t len;
+	char *key;
+	struct audit_log *log = open_sealed(f, &key, NULL);
+	json_t *r1;
+
+	append_ok(log, secret_rec("dr-nightingale"));
+	append_ok(log, secret_rec("dr-nightingale"));
+	audit_close(log);
+
+	raw = tu_read_file(f->path, &len);
+	for (size_t i = 0; i < ARRAY_SIZE(secrets); i++)
+		assert_null(memmem(raw, len, secrets[i], strlen(secrets[i])));
+	/* The structure stays clear: a key record first, then the records with their ids. */
+	assert_non_null(memmem(raw, len, "\"event\":\"log_key\"", 17));
+	assert_non_null(memmem(raw, len, "\"decision\":\"allow\"", 18));
+	assert_non_null(memmem(raw, len, "\"grant_id\":42", 13));
+	free(raw);
+
+	/* No key: the records pass, still sealed; opening them says no key was given. */
+	assert_int_equal(audit_opener_new(NULL, NULL, &o), 0);
+	assert_int_equal(open_all(f->dir, o, &op), -ENOKEY);
+	assert_non_null(strstr(op.detail, "no auditor key"));
+	json_decref(op.recs);
+	audit_opener_free(o);
+
+	/* The store key and the auditor key each open everything. */
+	for (int k = 0; k < 2; k++) {
+		assert_int_equal(audit_opener_new(k == 0 ? seal_store_key : NULL,
+						  k == 1 ? key : NULL, &o), 0);
+		assert_int_equal(open_all(f->dir, o, &op), 0);
+		assert_int_equal(json_array_size(op.recs), 3);
+		r1 = json_array_get(op.recs, 1);
+		assert_string_equal(json_string_value(json_object_get(r1, "path")),
+				    "/hiv-positive/JaneDoe_MRN4471923_ct.dcm");
+		assert_string_equal(json_string_value(json_object_get(r1, "user")),
+				    "dr-nightingale");
+		assert_int_equal(int_of(r1, "uid"), 5001);
+		assert_int_equal(int_of(r1, "seq"), 1);
+		assert_null(json_object_get(r1, "sealed"));
+		json_decref(op.recs);
+		audit_opener_free(o);
+	}
+	free(key);
+}
+
+/* Another auditor's key is refused, naming the key ids the log is sealed to. */
+static void test_sealed_wrong_auditor_key(void **state)
+{
+	struct fx *f = *state;
+	char *key, *other = tu_fmt("%s/other.key", f->root), id[AUDIT_AUDITOR_ID_TEXT];
+	uint8_t pk[AUDIT_AUDITOR_KEY_LEN], opk[AUDIT_AUDITOR_KEY_LEN];
+	struct audit_log *log = open_sealed(f, &key, pk);
+	struct audit_opener *o = NULL;
+	struct opened op;
+
+	append_ok(log, secret_rec("alice"));
+	audit_close(log);
+	assert_int_equal(audit_auditor_keypair_write(other, opk), 0);
+	assert_int_equal(audit_opener_new(NULL, other, &o), 0);
+	assert_int_equal(open_all(f->dir, o, &op), -ENOKEY);
+	audit_auditor_id(pk, id);
+	assert_non_null(strstr(op.detail, id));
+	assert_non_null(strstr(op.detail, "not sealed to auditor key"));
+	json_decref(op.recs);
+	audit_opener_free(o);
+
+	/* A key file others can read is refused before anything is opened. */
+	assert_int_equal(chmod(other, 0644), 0);
+	assert_int_equal(audit_opener_new(NULL, other, &o), -EPERM);
+	free(other);
+	free(key);
+}
+
+/* Rewrite line `which` of the log (0-based) with fn, then open the whole log with the store key:
+ * the first error. The log is put back afterwards. */
+static int tamper_and_open(struct fx *f, size_t which, void (*fn)(json_t *rec, json_t *other),
+			   size_t other_line, char *detail, size_t detail_len)
+{
+	struct lines l;
+	struct audit_opener *o = NULL;
+	struct opened op;
+	json_t *rec, *oth;
+	char *line, *saved;
+	size_t saved_len;
+	FILE *out;
+	int r;
+
+	saved = (char *)tu_read_file(f->path, &saved_len);
+	lines_read(f->path, &l);
+	rec = parse(l.v[which]);
+	oth = parse(l.v[other_line]);
+	fn(rec, oth);
+	line = json_dumps(rec, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENSURE_ASCII);
+	out = fopen(f->path, "w");
+	assert_non_null(out);
+	for (size_t i = 0; i < l.n; i++)
+		fprintf(out, "%s\n", i == which ? line : l.v[i]);
+	fclose(out);
+	assert_int_equal(audit_opener_new(seal_store_key, NULL, &o), 0);
+	r = open_all(f->dir, o, &op);
+	snprintf(detail, detail_len, "%s", op.detail);
+	json_decref(op.recs);
+	audit_opener_free(o);
+	free(line);
+	json_decref(rec);
+	json_decref(oth);
+	lines_free(&l);
+	tu_write_file(f->path, saved, saved_len);
+	free(saved);
+	return r;
+}
+
+static void flip_sealed(json_t *rec, json_t *other)
+{
+	const char *s = json_string_value(json_object_get(rec, "sealed"));
+	char *c = strdup(s);
+
+	(void)other;
+	c[40] = c[40] == 'A' ? 'B' : 'A';
+	json_object_set_new(rec, "sealed", json_string(c));
+	free(c);
+}
+
+static void swap_sealed(json_t *rec, json_t *other)
+{
+	json_object_set(rec, "sealed", json_object_get(other, "sealed"));
+}
+
+static void change_decision(json_t *rec, json_t *other)
+{
+	(void)other;
+	json_object_set_new(rec, "decision", json_string("deny"));
+}
+
+static void change_seq_of_key(json_t *rec, json_t *other)
+{
+	(void)other;
+	/* The record claims the later epoch's key record (replay across epochs). */
+	json_object_set(rec, "key", json_object_get(other, "seq"));
+}
+
+static void swap_store_box(json_t *rec, json_t *other)
+{
+	json_object_set(rec, "store", json_object_get(other, "store"));
+}
+
+/* A sealed part forged, swapped from another record, replayed under another epoch's key, or left
+ * in place while a clear member changes, does not open; nor does a key record whose wrapped key
+ * came from another key record. The log's own checks see these too (the chain): here the
+ * sealing alone is tested. */
+static void test_sealed_forgery_detected(void **state)
+{
+	struct fx *f = *state;
+	char *key, detail[512];
+	struct audit_log *log = open_sealed(f, &key, NULL);
+
+	/* 0 key, 1 open, 2 open; a reopen starts a new epoch: 3 key, 4 open. */
+	append_ok(log, secret_rec("alice"));
+	append_ok(log, secret_rec("bob"));
+	audit_close(log);
+	free(key);
+	log = open_sealed(f, &key, NULL);
+	append_ok(log, secret_rec("carol"));
+	audit_close(log);
+	{
+		struct audit_opener *o = NULL;
+		struct opened op;
+
+		assert_int_equal(audit_opener_new(seal_store_key, NULL, &o), 0);
+		assert_int_equal(open_all(f->dir, o, &op), 0);
+		assert_int_equal(json_array_size(op.recs), 5);
+		assert_string_equal(json_string_value(json_object_get(json_array_get(op.recs, 3),
+								      "event")), "log_key");
+		json_decref(op.recs);
+		audit_opener_free(o);
+	}
+
+	assert_int_equal(tamper_and_open(f, 1, flip_sealed, 1, detail, sizeof(detail)),
+			 -EBADMSG);
+	assert_non_null(strstr(detail, "record 1"));
+	assert_int_equal(tamper_and_open(f, 1, swap_sealed, 2, detail, sizeof(detail)),
+			 -EBADMSG);
+	assert_non_null(strstr(detail, "does not authenticate"));
+	assert_int_equal(tamper_and_open(f, 1, change_decision, 1, detail, sizeof(detail)),
+			 -EBADMSG);
+	assert_int_equal(tamper_and_open(f, 4, swap_sealed, 1, detail, sizeof(detail)),
+			 -EBADMSG);
+	assert_int_equal(tamper_and_open(f, 1, change_seq_of_key, 3, detail, sizeof(detail)),
+			 -EBADMSG);
+	assert_int_equal(tamper_and_open(f, 3, swap_store_box, 0, detail, sizeof(detail)),
+			 -ENOKEY);
+	assert_non_null(strstr(detail, "does not open with this store's key"));
+	free(key);
+}
+
+/* A batch that fails after its key record was queued is cut with it: the next append starts a
+ * new epoch, so no record is ever sealed under a key the file does not carry. */
+static void test_sealed_key_after_failed_batch(void **state)
+{
+	struct fx *f = *state;
+	char *key;
+	struct audit_log *log = open_sealed(f, &key, NULL);
+	struct audit_opener *o = NULL;
+	struct opened op;
+
+	audit_test_fail_next(log, AUDIT_FAULT_SYNC, EIO);
+	expect_failed(log, NULL, false);
+	assert_int_equal(audit_count(log), 0);
+	assert_int_equal(append_ok(log, secret_rec("alice")), 1);
+	audit_close(log);
+	assert_int_equal(audit_opener_new(NULL, key, &o), 0);
+	assert_int_equal(open_all(f->dir, o, &op), 0);
+	assert_int_equal(json_array_size(op.recs), 2);
+	json_decref(op.recs);
+	audit_opener_free(o);
+	free(key);
 }
 
 int main(void)
@@ -1678,6 +1982,12 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_foreach_partial_tail, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_busy, fx_setup, fx_teardown),
 		cmocka_unit_test(test_matcher_families_and_links),
+		cmocka_unit_test_setup_teardown(test_sealed_unreadable_without_key, fx_setup,
+						fx_teardown),
+		cmocka_unit_test_setup_teardown(test_sealed_wrong_auditor_key, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_sealed_forgery_detected, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_sealed_key_after_failed_batch, fx_setup,
+						fx_teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

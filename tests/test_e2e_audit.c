@@ -9,6 +9,7 @@
  *   - a full log directory refuses opens, and the daemon serves again once there is room.
  * Harness: tests/e2e.h (one daemon at a time; cleanup layered as described there).
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -630,6 +631,151 @@ static void test_full_log_refuses_then_recovers(void **state)
 	free(filler);
 }
 
+/* ---- Sealed names ------------------------------------------------------------------------------ */
+
+#define SECRET_DATASET "oncology-StMarys-2026"
+#define SECRET_FILE "JaneDoe_MRN4471923_ct.dcm"
+
+/* Open the distinctive file once: 0 if it opened, 3 refused. */
+static int child_open_secret(void *arg)
+{
+	char path[4096];
+	int fd;
+
+	(void)arg;
+	snprintf(path, sizeof(path), "%s/" SECRET_DATASET "/1/hiv-positive/" SECRET_FILE, E->mnt);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 3;
+	close(fd);
+	return 0;
+}
+
+/* Is needle, or its UTF-16LE form, or its base64 at any alignment, anywhere in hay? */
+static const char *found_form(const uint8_t *hay, size_t n, const char *needle)
+{
+	size_t len = strlen(needle);
+	uint8_t u16[256];
+
+	if (memmem(hay, n, needle, len))
+		return "as it is";
+	for (size_t i = 0; i < len; i++) {
+		u16[2 * i] = (uint8_t)needle[i];
+		u16[2 * i + 1] = 0;
+	}
+	if (memmem(hay, n, u16, 2 * len))
+		return "UTF-16";
+	for (size_t k = 0; k < 3; k++) {
+		uint8_t buf[128] = { 0 };
+		char b64[256];
+		size_t bn;
+
+		memcpy(buf + k, needle, len);
+		sodium_bin2base64(b64, sizeof(b64), buf, k + len, sodium_base64_VARIANT_ORIGINAL);
+		/* The characters fixed by the needle's bytes alone: past the first group, before
+		 * the last. */
+		bn = strlen(b64);
+		if (bn > 12 && memmem(hay, n, b64 + 4, bn - 8))
+			return "base64";
+	}
+	return NULL;
+}
+
+/* Every file under dir, searched for every needle. */
+static void expect_absent(const char *dir, const char *const *needles)
+{
+	DIR *d = opendir(dir);
+	struct dirent *de;
+
+	assert_non_null(d);
+	while ((de = readdir(d))) {
+		char *p;
+		struct stat sb;
+
+		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+			continue;
+		p = tu_fmt("%s/%s", dir, de->d_name);
+		assert_int_equal(lstat(p, &sb), 0);
+		if (S_ISDIR(sb.st_mode)) {
+			expect_absent(p, needles);
+		} else if (S_ISREG(sb.st_mode)) {
+			size_t n;
+			uint8_t *b = tu_read_file(p, &n);
+
+			for (size_t i = 0; needles[i]; i++) {
+				const char *how = found_form(b, n, needles[i]);
+
+				if (how)
+					fprintf(stderr, "%s holds \"%s\" (%s)\n", p, needles[i], how);
+				assert_null(how);
+			}
+			free(b);
+		}
+		free(p);
+	}
+	closedir(d);
+}
+
+/* A dataset, directory and file named for a patient, a grant whose purpose names them, an
+ * allowed and a refused open and a revocation with a reason: none of those names, nor the users',
+ * is anywhere in the audit directory (as they are, UTF-16 or base64); the log verifies with the
+ * public key alone, and the auditor's key reads every name back. */
+static void test_sealed_log_reveals_no_names(void **state)
+{
+	static const char *const needles[] = { SECRET_DATASET, "JaneDoe", "MRN4471923",
+					       "hiv-positive", "relapse prediction",
+					       "withdrawn by", TU_USER_ALICE, TU_USER_BOB, NULL };
+	char *src = tu_fmt("%s/secret-src", E->root), *sub = tu_fmt("%s/hiv-positive", src);
+	char *file = tu_fmt("%s/" SECRET_FILE, sub), *audit = tu_fmt("%s/audit", E->store);
+	char *dir, ids[24];
+	struct e2e_run *r;
+	json_t *j;
+	uint64_t id;
+	int status;
+
+	(void)state;
+	if (!e2e_daemon_answers())
+		start_daemon();
+	assert_int_equal(mkdir(src, 0755), 0);
+	assert_int_equal(mkdir(sub, 0755), 0);
+	tu_write_seeded(file, 5000, 3);
+	e2e_ok_free(ctl("-q", "dataset", "import", SECRET_DATASET, src));
+	r = e2e_ok(ctl("--json", "grant", "add", "--user", TU_USER_ALICE, "--dataset",
+		       SECRET_DATASET, "--purpose", "relapse prediction for patient JaneDoe "
+		       "MRN4471923", "--expires", "+1h"));
+	j = e2e_out_json(r);
+	id = (uint64_t)json_integer_value(json_object_get(json_object_get(j, "grant"), "id"));
+	json_decref(j);
+	free(r);
+	assert_int_equal(tu_run_as(&E->u.alice, child_open_secret, NULL, 30000), 0);
+	assert_int_equal(tu_run_as(&E->u.bob, child_open_secret, NULL, 30000), 3);
+	snprintf(ids, sizeof(ids), "%llu", (unsigned long long)id);
+	e2e_ok_free(ctl("grant", "revoke", ids, "--reason", "withdrawn by JaneDoe"));
+	e2e_ok_free(ctl("audit", "checkpoint"));
+
+	expect_absent(audit, needles);
+
+	dir = copy_log("sealed");
+	j = verify(dir, NULL, &status);
+	assert_int_equal(status, 0);
+	json_decref(j);
+	free(dir);
+
+	r = e2e_ok(ctl("audit", "show", "--dataset", SECRET_DATASET, "--auditor-key", E->akey));
+	assert_non_null(strstr(r->out, "/hiv-positive/" SECRET_FILE));
+	assert_non_null(strstr(r->out, TU_USER_ALICE));
+	assert_non_null(strstr(r->out, "withdrawn by JaneDoe"));
+	free(r);
+	r = e2e_ok(ctl("--json", "audit", "show", "--event", "grant_request", "--auditor-key",
+		       E->akey));
+	assert_non_null(strstr(r->out, "relapse prediction for patient JaneDoe MRN4471923"));
+	free(r);
+	free(src);
+	free(sub);
+	free(file);
+	free(audit);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -638,6 +784,7 @@ int main(void)
 		cmocka_unit_test(test_verify_and_tampering),
 		cmocka_unit_test(test_kill9_during_burst),
 		cmocka_unit_test(test_full_log_refuses_then_recovers),
+		cmocka_unit_test(test_sealed_log_reveals_no_names),
 	};
 
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
