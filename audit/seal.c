@@ -160,11 +160,15 @@ int audit_auditor_public_read(const char *path, uint8_t ret_pk[static AUDIT_AUDI
 int audit_auditor_secret_read(const char *path, uint8_t **ret_sk,
 			      uint8_t ret_pk[static AUDIT_AUDITOR_KEY_LEN])
 {
-	char *buf = sodium_malloc(256);
-	uint8_t *sk = sodium_malloc(AUDIT_AUDITOR_KEY_LEN);
+	char *buf = NULL;
+	uint8_t *sk = NULL;
 	size_t n = 0;
 	int r;
 
+	if (sodium_init() < 0)
+		return err_set(-EIO, "libsodium cannot be initialised");
+	buf = sodium_malloc(256);
+	sk = sodium_malloc(AUDIT_AUDITOR_KEY_LEN);
 	if (!buf || !sk) {
 		r = -ENOMEM;
 		goto out;
@@ -190,12 +194,15 @@ out:
 
 int audit_auditor_keypair_write(const char *path, uint8_t ret_pk[static AUDIT_AUDITOR_KEY_LEN])
 {
-	uint8_t *sk = sodium_malloc(AUDIT_AUDITOR_KEY_LEN);
-	char *text = sodium_malloc(128);
-	uint8_t pk[AUDIT_AUDITOR_KEY_LEN];
+	uint8_t *sk = NULL, pk[AUDIT_AUDITOR_KEY_LEN];
+	char *text = NULL;
 	size_t n = sizeof(SEC_PREFIX) - 1;
 	int fd = -1, r = 0;
 
+	if (sodium_init() < 0)
+		return err_set(-EIO, "libsodium cannot be initialised");
+	sk = sodium_malloc(AUDIT_AUDITOR_KEY_LEN);
+	text = sodium_malloc(128);
 	if (!sk || !text) {
 		r = -ENOMEM;
 		goto out;

@@ -11,6 +11,7 @@ pkgs=(
 	libjansson-dev                                 # JSON: control protocol, audit records
 	libcmocka-dev                                  # unit tests
 	clang libclang-rt-14-dev                       # libFuzzer harnesses (tests/fuzz)
+	golang-go golang-golang-x-mod-dev              # interop: Go's sumdb/tlog and note check the audit log
 )
 
 missing=()

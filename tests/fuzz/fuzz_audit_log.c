@@ -15,6 +15,10 @@
  *     without control characters and a JSON object whose "seq" is its index, whose "time" is
  *     a 30-character string and whose "prev" is the hex leaf hash of the line before it. So no
  *     damaged log is ever accepted silently.
+ * Sealed records (docs/AUDIT.md "Sealed records"): every record audit_foreach() passes is also
+ * given to an opener holding FUZZ_STORE_KEY (the key corpus/audit_log/sealed.log was written
+ * with) and to one holding no key: each returns 0, -ENOKEY, -EBADMSG or -E2BIG, never crashes,
+ * and a record it opens has no "sealed" member left and the same seq.
  * Each input is a new log: the tree files an earlier input left are removed first.
  */
 #include <fcntl.h>
@@ -71,12 +75,34 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	return 0;
 }
 
+/* The store key of the seed corpus's sealed log. */
+static const uint8_t FUZZ_STORE_KEY[AUDIT_SEAL_KEY_LEN] = { 'f', 'u', 'z', 'z' };
+
 /* What audit_foreach() passed on, checked against the input as it goes. */
 struct walk {
 	const uint8_t *data;    /* the input */
 	size_t off;             /* where the next line must start in it */
 	uint64_t n;             /* lines passed so far */
+	struct audit_opener *keyed, *keyless;  /* openers, one with FUZZ_STORE_KEY */
 };
+
+static void try_open(struct audit_opener *o, const json_t *rec)
+{
+	json_t *out = NULL;
+	int r;
+
+	if (!o)
+		return;
+	r = audit_opener_open(o, rec, &out);
+	FUZZ_CHECK(r == 0 || r == -ENOKEY || r == -EBADMSG || r == -E2BIG);
+	if (r < 0) {
+		FUZZ_CHECK(out == NULL);
+		return;
+	}
+	FUZZ_CHECK(json_is_object(out) && !json_object_get(out, "sealed"));
+	FUZZ_CHECK(json_equal(json_object_get(out, "seq"), json_object_get(rec, "seq")));
+	json_decref(out);
+}
 
 static int walk_fn(void *ctx, const json_t *rec, const char *line, size_t len)
 {
@@ -87,6 +113,8 @@ static int walk_fn(void *ctx, const json_t *rec, const char *line, size_t len)
 	FUZZ_CHECK(json_is_integer(seq) && json_integer_value(seq) == (json_int_t)w->n);
 	FUZZ_CHECK(memcmp(line, w->data + w->off, len) == 0 && w->data[w->off + len] == '\n');
 	FUZZ_CHECK(line[len] == '\0');
+	try_open(w->keyed, rec);
+	try_open(w->keyless, rec);
 	w->off += len + 1;
 	w->n++;
 	return 0;
@@ -149,7 +177,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			lines++;
 		}
 
+	FUZZ_CHECK(audit_opener_new(FUZZ_STORE_KEY, NULL, &w.keyed) == 0);
+	FUZZ_CHECK(audit_opener_new(NULL, NULL, &w.keyless) == 0);
 	rf = audit_foreach(tmpdir, NULL, walk_fn, &w);
+	audit_opener_free(w.keyed);
+	audit_opener_free(w.keyless);
+	w.keyed = w.keyless = NULL;
 	FUZZ_CHECK(rf == 0 || rf == -EBADMSG);
 	ro = audit_open(tmpdir, &torn, &log);
 	FUZZ_CHECK(ro == 0 || ro == -EBADMSG);
