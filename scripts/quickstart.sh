@@ -107,7 +107,8 @@ chmod 0600 "$scratch/passphrase"
 # A demo store: one steward, so grants need no second steward's approval (--approvals 0);
 # production stores keep the default of one.
 "$enclavectl" init --store "$store" --passphrase-file "$scratch/passphrase" \
-	--steward user:root --auditor user:root --approvals 0 --audit-name quickstart.local/enclave
+	--steward user:root --auditor user:root --approvals 0 --audit-name quickstart.local/enclave \
+	--auditor-key-out "$scratch/auditor.key"
 
 step "Starting enclaved"
 "$enclaved" --store "$store" --mount "$mnt" --passphrase-file "$scratch/passphrase" \
@@ -173,7 +174,7 @@ fi
 say "head as $reader: $(cat "$scratch/err")"
 
 step "The access records (enclavectl audit show)"
-ctl audit show --limit 40
+ctl audit show --limit 40 --auditor-key "$scratch/auditor.key"
 
 step "Stopping the daemon (SIGTERM unmounts)"
 kill -TERM "$daemon_pid"
@@ -190,5 +191,5 @@ mkdir -p "$scratch/auditor-copy"
 cp "$store/audit/audit.log" "$store/audit/checkpoints" "$scratch/auditor-copy/"
 "$enclavectl" audit verify --log "$scratch/auditor-copy" --key-file "$scratch/verifier.key" \
 	--trusted "$scratch/checkpoint"
-"$enclavectl" audit report --log "$scratch/auditor-copy"
+"$enclavectl" audit report --log "$scratch/auditor-copy" --auditor-key "$scratch/auditor.key"
 printf '\nquickstart: OK\n'
