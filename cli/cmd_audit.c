@@ -125,7 +125,9 @@ struct show {
 	uint64_t printed;
 	struct audit_opener *open;  /* opens sealed records; owned by audit_show() */
 	const char *key_file;       /* --auditor-key, or NULL */
-	bool show_keys;             /* --event names log_key */
+	bool show_keys;             /* --event names log_key, or --seq */
+	bool seq_set;               /* --seq: only that record */
+	uint64_t seq;
 };
 
 /* Does the --event list name log_key, itself or as its family? */
@@ -422,7 +424,10 @@ static int on_records(void *ctx, const json_t *partial)
 			return r;
 		/* Key records come with every answer, for opening; they are shown when asked for. */
 		ev = json_string_value(json_object_get(opened, "event"));
-		if (ev && strcmp(ev, "log_key") == 0 && !s->show_keys) {
+		if (ev && strcmp(ev, "log_key") == 0 &&
+		    (!s->show_keys || (s->seq_set &&
+				       json_integer_value(json_object_get(opened, "seq")) !=
+				       (json_int_t)s->seq))) {
 			json_decref(opened);
 			continue;
 		}
@@ -587,13 +592,18 @@ static int audit_show(struct ctl *ctl, int argc, char **argv)
 				strerror(-r));
 	}
 	s.key_file = a.auditor_key;
-	s.show_keys = names_key_records(a.event);
+	s.show_keys = a.seq || names_key_records(a.event);
+	s.seq_set = a.seq != NULL;
+	s.seq = seq;
 	r = ctl_call(ctl, what, "audit.show", args, on_records, &s, &rep);
 	audit_opener_free(s.open);
 	if (r)
 		return r;
 	out_member_u64(rep.result, "count", &count);
 	reply_clear(&rep);
+	/* Key records are not in the daemon's count; one asked for by --seq was printed. */
+	if (a.seq && s.printed)
+		count = s.printed;
 	if (a.seq && count == 0)
 		return ctl_fail(what, "no record %llu in the log", seq);
 	if (!ctl->quiet && !ctl->json && !a.seq)

@@ -284,6 +284,17 @@ int e2e_init(const char *const *args)
 	return ret;
 }
 
+char *e2e_auditor_key_for(const struct tu_user *u)
+{
+	char *path = tu_fmt("%s/auditor-%s.key", E->root, u->name);
+
+	unlink(path);
+	tu_copy_file(E->akey, path);
+	assert_int_equal(chown(path, u->uid, u->gid), 0);
+	assert_int_equal(chmod(path, 0600), 0);
+	return path;
+}
+
 void e2e_teardown(void)
 {
 	if (!E)

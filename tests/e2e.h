@@ -41,6 +41,9 @@ int e2e_setup(const char *name);
  * NULL-terminated list: roles and settings, e.g. "--steward", "user:root", NULL). -1 on failure,
  * with the output on stderr. */
 int e2e_init(const char *const *args);
+/* A copy of the auditor's secret key that user u owns (mode 0600), for `--auditor-key` in
+ * commands run as u (malloc'd path). */
+char *e2e_auditor_key_for(const struct tu_user *u);
 /* Stop the daemon, detach the mount and (unless ENCLAVE_TEST_KEEP is set) remove the scratch
  * directory. Safe when e2e_setup() did not run or failed. */
 void e2e_teardown(void);

@@ -1650,6 +1650,7 @@ static void test_matcher_families_and_links(void **state)
 	assert_int_equal(audit_event_filter_check("grants"), -EINVAL);
 	assert_int_equal(audit_event_filter_check("open,"), -EINVAL);
 	assert_int_equal(audit_event_filter_check(""), -EINVAL);
+}
 
 /* ---- Sealed records -------------------------------------------------------------------------- */
 

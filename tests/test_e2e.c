@@ -704,6 +704,7 @@ static void test_control_rejects_bad_messages_and_roles(void **state)
 static void test_cli_views(void **state)
 {
 	struct e2e_run *r;
+	char *key;
 	json_t *j;
 
 	(void)state;
@@ -722,12 +723,36 @@ static void test_cli_views(void **state)
 	r = ctl("dataset", "show", "no-such-dataset");
 	assert_int_equal(r->status, 1);
 	free(r);
-	r = e2e_ok(ctl("audit", "show", "--user", TU_USER_BOB, "--dataset", "cohort",
-		       "--auditor-key", E->akey));
+	key = e2e_auditor_key_for(&E->u.carol);
+	r = e2e_ok(ctl_as(&E->u.carol, "audit", "show", "--user", TU_USER_BOB, "--dataset",
+			  "cohort", "--auditor-key", key));
 	assert_non_null(strstr(r->out, "no_grant"));
 	free(r);
+	/* A steward who is not an auditor may not filter on what is sealed: the matches alone
+	 * would say who read what. */
+	r = ctl("audit", "show", "--user", TU_USER_BOB, "--auditor-key", E->akey);
+	assert_int_equal(r->status, 1);
+	assert_non_null(strstr(r->err, "auditors only"));
+	free(r);
+	/* A wrong auditor key is refused, naming the keys the log is sealed to. */
+	{
+		char *other = tu_fmt("%s/other-auditor.key", E->root);
+		uint8_t pk[AUDIT_AUDITOR_KEY_LEN];
+
+		unlink(other);
+		assert_int_equal(audit_auditor_keypair_write(other, pk), 0);
+		r = ctl("audit", "show", "--event", "open", "--auditor-key", other);
+		assert_int_equal(r->status, 1);
+		if (!strstr(r->err, "not sealed to auditor key"))
+			fprintf(stderr, "wrong key: %s\n", r->err);
+		assert_non_null(strstr(r->err, "not sealed to auditor key"));
+		assert_null(strstr(r->out, "cohort"));
+		free(r);
+		free(other);
+	}
+	free(key);
 	/* Sealed records without the auditor key: refused, saying what is needed. */
-	r = ctl("audit", "show", "--user", TU_USER_BOB);
+	r = ctl("audit", "show", "--event", "open");
 	assert_int_equal(r->status, 1);
 	assert_non_null(strstr(r->err, "--auditor-key FILE"));
 	assert_null(strstr(r->out, "no_grant"));

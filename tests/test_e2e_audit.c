@@ -727,7 +727,7 @@ static void test_sealed_log_reveals_no_names(void **state)
 					       "withdrawn by", TU_USER_ALICE, TU_USER_BOB, NULL };
 	char *src = tu_fmt("%s/secret-src", E->root), *sub = tu_fmt("%s/hiv-positive", src);
 	char *file = tu_fmt("%s/" SECRET_FILE, sub), *audit = tu_fmt("%s/audit", E->store);
-	char *dir, ids[24];
+	char *dir, ids[24], *akey;
 	struct e2e_run *r;
 	json_t *j;
 	uint64_t id;
@@ -761,7 +761,9 @@ static void test_sealed_log_reveals_no_names(void **state)
 	json_decref(j);
 	free(dir);
 
-	r = e2e_ok(ctl("audit", "show", "--dataset", SECRET_DATASET, "--auditor-key", E->akey));
+	akey = e2e_auditor_key_for(&E->u.carol);
+	r = e2e_ok(ctl_as(&E->u.carol, "audit", "show", "--dataset", SECRET_DATASET,
+			  "--auditor-key", akey));
 	assert_non_null(strstr(r->out, "/hiv-positive/" SECRET_FILE));
 	assert_non_null(strstr(r->out, TU_USER_ALICE));
 	assert_non_null(strstr(r->out, "withdrawn by JaneDoe"));
@@ -770,6 +772,7 @@ static void test_sealed_log_reveals_no_names(void **state)
 		       E->akey));
 	assert_non_null(strstr(r->out, "relapse prediction for patient JaneDoe MRN4471923"));
 	free(r);
+	free(akey);
 	free(src);
 	free(sub);
 	free(file);

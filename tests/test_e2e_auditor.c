@@ -20,6 +20,8 @@
 #include "tests/e2e.h"
 #include "tests/testutil.h"
 
+static char *carol_key;   /* carol's copy of the auditor's secret key */
+
 /* Longer than any cut the text view ever made (160 characters), so a cut shows. */
 #define LONG_PURPOSE                                                                      \
 	"training a sepsis early-warning model on ICU admissions 2019-2024 under protocol "  \
@@ -83,6 +85,7 @@ static int group_setup(void **state)
 	(void)state;
 	if (e2e_setup("e2e-auditor") < 0 || e2e_init(init) < 0)
 		return -1;
+	carol_key = e2e_auditor_key_for(&E->u.carol);
 	e2e_daemon_start_with(E->pass, true);
 	import("ds", 2);
 	import("two", 1);
@@ -104,7 +107,7 @@ static int group_teardown(void **state)
 /* ---- Helpers ---------------------------------------------------------------------------------- */
 
 /* enclavectl as carol, the auditor who is not root. */
-#define auditor(...) ctl_as(&E->u.carol, __VA_ARGS__)
+#define auditor(...) ctl_as(&E->u.carol, __VA_ARGS__, "--auditor-key", carol_key)
 
 /* The events of `audit show --json` output, one line each, as a comma list. */
 static char *events_of(const char *out)
@@ -228,8 +231,13 @@ static void test_show_full_text_and_detail(void **state)
 	assert_non_null(strstr(r->out, "created="));
 	free(r);
 	/* One record in detail. */
+	/* Record 0 is the key record of the daemon's first epoch (docs/AUDIT.md section 15). */
 	r = e2e_ok(auditor("audit", "show", "--seq", "0"));
 	assert_non_null(strstr(r->out, "seq: 0\n"));
+	assert_non_null(strstr(r->out, "event: log_key\n"));
+	free(r);
+	r = e2e_ok(auditor("audit", "show", "--seq", "1"));
+	assert_non_null(strstr(r->out, "seq: 1\n"));
 	assert_non_null(strstr(r->out, "event: daemon_start\n"));
 	free(r);
 }
