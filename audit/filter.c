@@ -26,7 +26,8 @@ static const char *const event_names[] = {
 	"import", "dataset_policy", "dataset_set",
 	"grant", "grant_request", "grant_approve", "grant_expired", "revoke",
 	"deny_add", "deny_remove", "deny_remove_approve",
-	"access_check", "audit_export", "auditor_add", "log_key",
+	"access_check", "audit_export", "auditor_add", "log_key", "visa_export",
+	"visa_key_create",
 	"daemon_start", "daemon_stop", "reload",
 };
 
@@ -38,7 +39,8 @@ static const struct {
 	{ "access", (const char *const[]){ "open", "close", "read_refused", "lookup_refused",
 					   "integrity", "io_error", NULL } },
 	{ "grant", (const char *const[]){ "grant", "grant_request", "grant_approve",
-					  "grant_expired", "revoke", NULL } },
+					  "grant_expired", "revoke", "visa_export", "visa_key_create",
+					  NULL } },
 	{ "deny", (const char *const[]){ "deny_add", "deny_remove", "deny_remove_approve",
 					 NULL } },
 	{ "dataset", (const char *const[]){ "import", "dataset_policy", "dataset_set", NULL } },

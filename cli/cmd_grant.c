@@ -88,11 +88,22 @@ static const char approve_usage[] =
 	"  -h, --help       show this help\n";
 
 static const char export_usage[] =
-	"Usage: enclavectl [GLOBAL OPTIONS] grant export --format ga4gh-visa\n\n"
-	"Print every grant in force as a GA4GH Passport ControlledAccessGrants visa (unsigned\n"
-	"JWT claims: sub, iat, exp, ga4gh_visa_v1), a JSON array. Stewards and auditors only.\n\n"
+	"Usage: enclavectl [GLOBAL OPTIONS] grant export --format ga4gh-visa\n"
+	"       enclavectl [GLOBAL OPTIONS] grant export --jwks\n\n"
+	"Print every user grant in force as a signed GA4GH Passport v1.2 visa\n"
+	"(ControlledAccessGrants): a JWT (JWS compact serialization) signed ES256 with the\n"
+	"store's visa key, one per line. Its iss is the store's visa_issuer (enclave.conf),\n"
+	"sub the user, value ISSUER/datasets/NAME[/versions/N], source ISSUER, by dac, exp the\n"
+	"grant's expiry; the header's jku is ISSUER/jwks.json and kid the key's thumbprint.\n"
+	"Suspended, pending, not yet valid, expired and revoked grants get no visa, nor do group\n"
+	"grants (a visa names one person). Every export is an audit record. Stewards and\n"
+	"auditors only.\n\n"
+	"--jwks prints the public key as a JWK Set, to publish at ISSUER/jwks.json so that\n"
+	"anyone can check the visas (anyone may run it).\n\n"
 	"Options:\n"
 	"  --format FORMAT  ga4gh-visa (the only one)\n"
+	"  --jwks           print the JWKS instead\n"
+	"  --json           the visas as JSON, with their grant ids and subjects\n"
 	"  -h, --help       show this help\n";
 
 static const char revoke_usage[] =
@@ -678,16 +689,25 @@ static int grant_approve(struct ctl *ctl, int argc, char **argv)
 
 /* ---- export -------------------------------------------------------------------------------- */
 
+struct export_args {
+	const char *format;
+	bool jwks;
+};
+
 static int on_export_opt(void *ctx, int val, const char *arg)
 {
-	const char **format = ctx;
+	struct export_args *a = ctx;
 
+	if (val == OPT_JWKS) {
+		a->jwks = true;
+		return 0;
+	}
 	if (val != OPT_FORMAT)
 		return EXIT_USAGE;
 	if (strcmp(arg, "ga4gh-visa") != 0)
 		return ctl_usage_error("grant export", "--format: only ga4gh-visa, not '%.40s'",
 				       arg);
-	*format = arg;
+	a->format = arg;
 	return 0;
 }
 
@@ -695,29 +715,54 @@ static int grant_export(struct ctl *ctl, int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{ "format", required_argument, NULL, OPT_FORMAT },
+		{ "jwks", no_argument, NULL, OPT_JWKS },
 		{ 0 },
 	};
-	const char *format = NULL;
+	struct export_args a = { 0 };
 	struct reply rep = { 0 };
+	const json_t *v;
 	json_t *args;
+	size_t i;
 	int first, r;
 
-	r = ctl_parse(ctl, "grant export", export_usage, argc, argv, opts, on_export_opt, &format,
+	r = ctl_parse(ctl, "grant export", export_usage, argc, argv, opts, on_export_opt, &a,
 		      &first);
 	if (r >= 0)
 		return r;
 	if (first < argc)
 		return ctl_usage_error("grant export", "unexpected argument '%s'", argv[first]);
-	if (!format)
-		return ctl_usage_error("grant export", "--format ga4gh-visa is required");
-	args = json_pack("{s:s}", "format", format);
+	if (a.jwks && a.format)
+		return ctl_usage_error("grant export", "give one of --format and --jwks");
+	if (!a.format && !a.jwks)
+		return ctl_usage_error("grant export", "--format ga4gh-visa (or --jwks) is required");
+	if (a.jwks) {
+		r = ctl_call(ctl, "grant export --jwks", "grant.jwks", json_object(), NULL, NULL,
+			     &rep);
+		if (r)
+			return r;
+		/* The key set is data either way: a JWKS document. */
+		return ctl_print_json(&rep);
+	}
+	args = json_pack("{s:s}", "format", a.format);
 	if (!args)
 		return ctl_fail("grant export", "out of memory");
 	r = ctl_call(ctl, "grant export", "grant.export", args, NULL, NULL, &rep);
 	if (r)
 		return r;
-	/* The visas are data either way: the array, as JSON. */
-	r = out_json(json_object_get(rep.result, "visas")) < 0;
+	if (ctl->json)
+		return ctl_print_json(&rep);
+	/* One JWT per line: what a passport broker or a shell loop takes. */
+	json_array_foreach(json_object_get(rep.result, "visas"), i, v) {
+		const char *jwt = json_string_value(json_object_get(v, "jwt"));
+
+		if (jwt)
+			printf("%s\n", jwt);
+	}
+	if (!ctl->quiet && json_array_size(json_object_get(rep.result, "skipped")))
+		fprintf(stderr, "enclavectl: grant export: %zu group grant(s) in force have no "
+			"visa (a visa names one user)\n",
+			json_array_size(json_object_get(rep.result, "skipped")));
+	r = fflush(stdout) == 0 ? 0 : 1;
 	reply_clear(&rep);
 	return r;
 }
@@ -726,7 +771,8 @@ const struct ctl_cmd grant_cmds[] = {
 	{ "request", grant_add, "--user|--group NAME ...", "request a grant (pending approval)" },
 	{ "add", grant_add, "--user|--group NAME ...", "the same as request" },
 	{ "approve", grant_approve, "ID", "approve another steward's grant request" },
-	{ "export", grant_export, "--format ga4gh-visa", "grants in force as GA4GH visas" },
+	{ "export", grant_export, "--format ga4gh-visa | --jwks",
+	  "grants in force as signed GA4GH visas; their JWKS" },
 	{ "list", grant_list, "[--dataset|--user|--group NAME] [--state S] [--all]",
 	  "list grants" },
 	{ "show", grant_show, "ID", "a grant: purpose, approvals, state, history" },

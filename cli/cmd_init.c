@@ -37,7 +37,8 @@ static const char init_usage[] =
 	"Usage: enclavectl init --store DIR [--passphrase-file FILE] [--steward SPEC]...\n"
 	"                       [--auditor SPEC]... [--approvals N] [--max-grant-days N]\n"
 	"                       [--audit-name NAME] [--auditor-key-out FILE]...\n"
-	"                       [--auditor-public-key FILE]... [--test-kdf]\n\n"
+	"                       [--auditor-public-key FILE]... [--visa-issuer URL]\n"
+	"                       [--test-kdf]\n\n"
 	"Create a new store in DIR (a new or empty directory). Works offline: no daemon is\n"
 	"involved. A new master key is generated and wrapped under a passphrase read from FILE,\n"
 	"which must not be readable or writable by group or others, or else asked for twice on\n"
@@ -46,7 +47,8 @@ static const char init_usage[] =
 	"made 0755 for the socket, and DIR/enclave.conf lists who holds which role and the\n"
 	"grant rules. The audit log's signing key (Ed25519, separate from the data keys) is made\n"
 	"and stored wrapped under the master key; its verifier key is printed: give it to the\n"
-	"auditors (`enclavectl audit pubkey` prints it again).\n\n"
+	"auditors (`enclavectl audit pubkey` prints it again). The GA4GH visa signing key\n"
+	"(ES256) is made and wrapped the same way (keys/visa.key).\n\n"
 	"The names in the audit log (users, paths, datasets, purposes, reasons) are sealed to the\n"
 	"auditor keys given here (X25519): --auditor-key-out makes a key pair and writes its secret\n"
 	"half to a new FILE (mode 0600; give it to the auditor, who reads the log with `audit show\n"
@@ -69,6 +71,9 @@ static const char init_usage[] =
 	"  --auditor-public-key FILE\n"
 	"                          seal the audit log to this auditor public key as well\n"
 	"                          (\"enclave-auditor-public:...\"); repeatable\n"
+	"  --visa-issuer URL       the issuer (iss) of the GA4GH visas `grant export` signs:\n"
+	"                          an https:// URL where the JWKS is published as\n"
+	"                          URL/jwks.json; without it no visa is exported\n"
 	"  --test-kdf              the cheapest key derivation: for tests and demos only\n"
 	"  -h, --help              show this help\n\n"
 	"SPEC is user:NAME or group:NAME, where NAME is an existing user or group, or a number.\n";
@@ -83,6 +88,7 @@ enum {
 	OPT_AUDIT_NAME,
 	OPT_AUDITOR_KEY_OUT,
 	OPT_AUDITOR_PUBLIC,
+	OPT_VISA_ISSUER,
 };
 
 /* A role holder as written to enclave.conf. */
@@ -98,6 +104,7 @@ struct init_args {
 	int approvals;                     /* -1: not given (the daemon's default) */
 	int max_grant_days;                /* -1: not given */
 	const char *audit_name;            /* borrowed; NULL: HOSTNAME/enclave */
+	const char *visa_issuer;           /* borrowed; NULL: none */
 	struct spec stewards[INIT_PRINCIPALS_MAX];
 	size_t nstewards;
 	struct spec auditors[INIT_PRINCIPALS_MAX];
@@ -186,6 +193,14 @@ static int on_opt(void *ctx, int val, const char *arg)
 		return number_opt("--max-grant-days", arg, 1, 3650, &a->max_grant_days);
 	case OPT_AUDIT_NAME:
 		a->audit_name = arg;
+		return 0;
+	case OPT_VISA_ISSUER:
+		if (!policy_issuer_url_valid(arg))
+			return ctl_usage_error("init", "--visa-issuer '%.64s': an https:// (or "
+					       "http://) URL of at most %d printable characters, "
+					       "without spaces, '?', '#' or a trailing '/'", arg,
+					       POLICY_ISSUER_MAX);
+		a->visa_issuer = arg;
 		return 0;
 	case OPT_PASS_FILE:
 		a->pass_file = arg;
@@ -456,6 +471,14 @@ static int write_conf(int dirfd, const struct init_args *a)
 
 		r = n > 0 && (size_t)n < sizeof(line) ? buf_append(&b, line, (size_t)n) : -EINVAL;
 	}
+	if (r == 0 && a->visa_issuer) {
+		char line[POLICY_ISSUER_MAX + 128];
+		int n = snprintf(line, sizeof(line), "# GA4GH visas: their issuer; the JWKS is "
+				 "published at this URL + /jwks.json\nvisa_issuer = %s\n",
+				 a->visa_issuer);
+
+		r = n > 0 && (size_t)n < sizeof(line) ? buf_append(&b, line, (size_t)n) : -EINVAL;
+	}
 	if (r < 0)
 		goto out;
 	fd = openat(dirfd, CONF_NAME, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
@@ -592,6 +615,7 @@ int cmd_init(struct ctl *ctl, int argc, char **argv)
 		{ "audit-name", required_argument, NULL, OPT_AUDIT_NAME },
 		{ "auditor-key-out", required_argument, NULL, OPT_AUDITOR_KEY_OUT },
 		{ "auditor-public-key", required_argument, NULL, OPT_AUDITOR_PUBLIC },
+		{ "visa-issuer", required_argument, NULL, OPT_VISA_ISSUER },
 		{ 0 },
 	};
 	_cleanup_free_ struct init_args *a = calloc(1, sizeof(*a));
@@ -673,6 +697,8 @@ int cmd_init(struct ctl *ctl, int argc, char **argv)
 				*err_detail() ? err_detail() : strerror(-r));
 	}
 	r = make_signing_key(st, audit_name, &verifier);
+	if (r == 0 && store_visa_key_create(st) < 0)
+		r = ctl_fail("init", "cannot make the visa signing key: %s", err_detail());
 	if (r == 0)
 		r = make_auditor_keys(st, a);
 	if (r == 0)
@@ -705,6 +731,8 @@ int cmd_init(struct ctl *ctl, int argc, char **argv)
 	if (a->nkey_out + a->nkey_pub == 0)
 		printf("  no auditor key: only the daemon can read the names in the audit log until\n"
 		       "                    `enclavectl audit auditor-add --public-key FILE`\n");
+	printf("  keys/visa.key     the GA4GH visa signing key (ES256), wrapped%s%s\n",
+	       a->visa_issuer ? "; issuer " : "", a->visa_issuer ? a->visa_issuer : "");
 	printf("next: start the daemon:  enclaved --store %s --mount MOUNTPOINT\n",
 	       ctl->store_dir);
 	return 0;

@@ -165,3 +165,24 @@ int crypto_chunk_decrypt(crypto_chunk_ctx *ctx, uint64_t index, bool last, const
 /* The associated data of a chunk (exposed for known-answer tests and docs/FORMAT.md). */
 void crypto_chunk_ad(const uint8_t object_id[static CRYPTO_OBJECT_ID_LEN], uint64_t index,
 		     bool last, uint8_t ret_ad[static CRYPTO_CHUNK_AD_LEN]);
+
+/* ---- ES256 (crypto/es256.c): the GA4GH visa signing key ------------------------------------ */
+
+/* An ECDSA P-256 key pair for JWS ES256 (RFC 7518 section 3.4). Opaque. */
+typedef struct crypto_es256 crypto_es256;
+
+/* The key pair a 32-byte seed stands for: the scalar is (seed mod (n - 1)) + 1, so every seed
+ * gives a valid key and the same seed the same key. The seed stays the caller's. -ENOMEM, -EIO. */
+int crypto_es256_from_seed(const crypto_key *seed, crypto_es256 **ret_key);
+/* Clear and free. NULL is fine. */
+void crypto_es256_free(crypto_es256 *k);
+/* The public point's coordinates, 32 big-endian bytes each (JWK "x" and "y"). */
+void crypto_es256_public(const crypto_es256 *k, uint8_t ret_x[static 32],
+			 uint8_t ret_y[static 32]);
+/* Sign msg: SHA-256, ECDSA, the signature as JWS wants it (r || s, 32 bytes each). -EIO. */
+int crypto_es256_sign(const crypto_es256 *k, const void *msg, size_t len,
+		      uint8_t ret_sig[static 64]);
+/* Verify a JWS ES256 signature by the public key (x, y). 0 valid; -EBADMSG not valid; -EINVAL
+ * (x, y) is not a point of P-256. */
+int crypto_es256_verify(const uint8_t x[static 32], const uint8_t y[static 32], const void *msg,
+			size_t len, const uint8_t sig[static 64]);

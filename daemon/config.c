@@ -114,6 +114,16 @@ static int parse_line(char *line, unsigned lineno, struct config *cfg, bool *see
 	if (strcmp(key, "max_grant_days") == 0)
 		return parse_number(key, val, lineno, 1, CONFIG_MAX_GRANT_DAYS_MAX, seen_days,
 				    &cfg->max_grant_days);
+	if (strcmp(key, "visa_issuer") == 0) {
+		if (cfg->visa_issuer[0])
+			return err_set(-EINVAL, "line %u: visa_issuer is given twice", lineno);
+		if (!policy_issuer_url_valid(val))
+			return err_set(-EINVAL, "line %u: visa_issuer must be an https:// (or http://) "
+				       "URL of at most %d printable characters, without spaces, "
+				       "'?', '#' or a trailing '/'", lineno, POLICY_ISSUER_MAX);
+		snprintf(cfg->visa_issuer, sizeof(cfg->visa_issuer), "%s", val);
+		return 0;
+	}
 	if (strcmp(key, "steward") == 0) {
 		p = cfg->stewards;
 		n = &cfg->nstewards;
@@ -122,7 +132,7 @@ static int parse_line(char *line, unsigned lineno, struct config *cfg, bool *see
 		n = &cfg->nauditors;
 	} else {
 		return err_set(-EINVAL, "line %u: unknown setting \"%.64s\" (known: steward, auditor, "
-			       "approvals, max_grant_days)",
+			       "approvals, max_grant_days, visa_issuer)",
 			       lineno, key);
 	}
 	if (strncmp(val, "user:", 5) == 0) {

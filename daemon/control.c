@@ -176,6 +176,7 @@ static const struct {
 	{ "grant.request", ROLE_STEWARD, op_grant_add },
 	{ "grant.approve", ROLE_STEWARD, op_grant_approve },
 	{ "grant.export", ROLE_STEWARD | ROLE_AUDITOR, op_grant_export },
+	{ "grant.jwks", 0, op_grant_jwks },   /* a public key: anyone */
 	{ "deny.add", ROLE_STEWARD, op_deny_add },
 	{ "deny.list", ROLE_STEWARD | ROLE_AUDITOR, op_deny_list },
 	{ "deny.remove", ROLE_STEWARD, op_deny_remove },

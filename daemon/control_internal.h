@@ -46,6 +46,7 @@ int op_grant_revoke(struct conn *c, const json_t *args, json_t **ret);
 int op_grant_approve(struct conn *c, const json_t *args, json_t **ret);
 int op_grant_show(struct conn *c, const json_t *args, json_t **ret);
 int op_grant_export(struct conn *c, const json_t *args, json_t **ret);
+int op_grant_jwks(struct conn *c, const json_t *args, json_t **ret);
 int op_deny_add(struct conn *c, const json_t *args, json_t **ret);
 int op_deny_list(struct conn *c, const json_t *args, json_t **ret);
 int op_deny_remove(struct conn *c, const json_t *args, json_t **ret);

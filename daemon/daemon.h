@@ -47,11 +47,15 @@ struct config {
 	/* The longest a grant may run, from its request to its expiry, 1 to
 	 * CONFIG_MAX_GRANT_DAYS_MAX days. */
 	uint32_t max_grant_days;
+	/* "visa_issuer": the URL exported GA4GH visas name as their issuer (policy_issuer_url_valid);
+	 * "" when not configured, and then no visa is exported. */
+	char visa_issuer[POLICY_ISSUER_MAX + 1];
 };
 
 /* Parse configuration text: lines "steward = user:NAME|group:NAME|user:UID|group:GID",
  * "auditor = ...", "approvals = N" (0..8, once; default 1), "max_grant_days = N" (1..3650, once;
- * default 365), blank lines and '#' comments. Names are resolved through NSS now. -EINVAL with
+ * default 365), "visa_issuer = URL" (once; policy_issuer_url_valid), blank lines and '#'
+ * comments. Names are resolved through NSS now. -EINVAL with
  * err_detail() naming the line for anything else (unknown key, bad value, unknown name, too many
  * entries, a setting given twice, a NUL byte); -E2BIG text over CONFIG_MAX_BYTES. */
 int config_parse(const char *text, size_t len, struct config *ret_cfg);

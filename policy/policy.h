@@ -347,6 +347,12 @@ int policy_revocation_from_json(const json_t *j, struct policy_revocation *ret_r
  * -errno from NSS (e.g. -EIO). A passwd entry with an empty name counts as no entry. gids[0] is
  * `gid`; the list may hold duplicates. */
 int policy_subject_lookup(uid_t uid, gid_t gid, struct policy_subject *ret_subject);
+/* A GA4GH visa issuer URL as enclave.conf holds it ("visa_issuer"): "https://" or "http://" and
+ * a host, at most POLICY_ISSUER_MAX bytes of printable ASCII without spaces, quotes, backslashes,
+ * '?' or '#', not ending in '/' (paths are appended to it). */
+#define POLICY_ISSUER_MAX 200
+bool policy_issuer_url_valid(const char *s);
+
 /* Is gid one of who's groups (the first POLICY_GROUPS_MAX)? */
 bool policy_subject_in_group(const struct policy_subject *who, uint32_t gid);
 /* The distinct uids that hold one of n principals (kinds[i] POLICY_USER: the uid ids[i];

@@ -114,6 +114,24 @@ int policy_subject_lookup(uid_t uid, gid_t gid, struct policy_subject *ret_subje
 	return 0;
 }
 
+bool policy_issuer_url_valid(const char *s)
+{
+	size_t n = strnlen(s, POLICY_ISSUER_MAX + 1), skip;
+
+	if (strncmp(s, "https://", 8) == 0)
+		skip = 8;
+	else if (strncmp(s, "http://", 7) == 0)
+		skip = 7;
+	else
+		return false;
+	if (n > POLICY_ISSUER_MAX || n <= skip || s[n - 1] == '/' || s[skip] == '/')
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (s[i] <= 0x20 || s[i] >= 0x7f || strchr("\"\\?#", s[i]))
+			return false;
+	return true;
+}
+
 bool policy_subject_in_group(const struct policy_subject *who, uint32_t gid)
 {
 	for (size_t i = 0; i < MIN(who->ngids, (size_t)POLICY_GROUPS_MAX); i++)

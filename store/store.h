@@ -79,6 +79,13 @@ void store_signing_default_name(char out[static STORE_SIGNING_NAME_MAX + 1]);
  * -EBADMSG damaged, altered or from another store. */
 int store_signing_seed(struct store *st, crypto_key **ret_seed,
 		       char ret_name[static STORE_SIGNING_NAME_MAX + 1]);
+/* The GA4GH visa signing key (docs/FORMAT.md "keys/visa.key"): a random 32-byte seed from which
+ * the ES256 key is derived (crypto_es256_from_seed), wrapped under the master key like the audit
+ * key, bound to this store and to its purpose, in its own file. Create it (once: -EEXIST if
+ * there is one); unwrap it (guarded memory, the caller frees it; -ENOENT none yet, -EBADMSG
+ * damaged, altered, from another store, or another key's file). */
+int store_visa_key_create(struct store *st);
+int store_visa_key_seed(struct store *st, crypto_key **ret_seed);
 
 /* The key the audit log's epoch keys are wrapped under, so the daemon reads its own sealed log
  * back (policy checks, `policy rebuild`): derived from the master key for this store

@@ -703,8 +703,10 @@ static void test_init_creates_store(void **state)
 	size_t n;
 
 	RUN(&r, "init", "--store", f->store, "--passphrase-file", f->pass, "--test-kdf",
-	    "--steward", "user:root", "--steward", "group:0", "--auditor", "group:root");
+	    "--steward", "user:root", "--steward", "group:0", "--auditor", "group:root",
+	    "--visa-issuer", "https://dac.example.org/enclave");
 	expect_status(&r, 0);
+	expect_contains(r.out, "keys/visa.key");
 	expect_contains(r.err, "tests and demos only");
 	expect_contains(r.out, f->store);
 	expect_contains(r.out, "enclaved --store");
@@ -713,6 +715,9 @@ static void test_init_creates_store(void **state)
 	run_free(&r);
 
 	p = tu_fmt("%s/keys/audit.key", f->store);
+	assert_int_equal(mode_of(p), 0600);
+	free(p);
+	p = tu_fmt("%s/keys/visa.key", f->store);
 	assert_int_equal(mode_of(p), 0600);
 	free(p);
 	p = tu_fmt("%s/ENCLAVE", f->store);
@@ -731,6 +736,7 @@ static void test_init_creates_store(void **state)
 	expect_contains(conf, "\nsteward = user:root\n");
 	expect_contains(conf, "\nsteward = group:0\n");
 	expect_contains(conf, "\nauditor = group:root\n");
+	expect_contains(conf, "\nvisa_issuer = https://dac.example.org/enclave\n");
 	free(conf);
 	free(p);
 	p = tu_fmt("%s/run", f->store);
@@ -867,6 +873,8 @@ static void test_init_bad_steward(void **state)
 		{ "--audit-name", LONG_NAME, 2, "at most 200" },
 		{ "--approvals", "9", 2, "from 0 to 8" },
 		{ "--max-grant-days", "0", 2, "from 1 to 3650" },
+		{ "--visa-issuer", "dac.example.org", 2, "https://" },
+		{ "--visa-issuer", "https://dac.example.org/", 2, "trailing '/'" },
 	};
 	struct init_fx *f = *state;
 	struct run r;

@@ -1276,6 +1276,57 @@ static int teardown_tmpdir(void **state)
 	return nftw(tmp_path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
+/* ES256 (the visa key): the scalar derived from a seed gives the public key python3-cryptography
+ * computes for (seed mod (n - 1)) + 1 (a seed above the group order included); signatures verify,
+ * and a changed message, signature or key is refused. */
+static void test_es256(void **state)
+{
+	static const struct {
+		const char *seed, *x, *y;
+	} kat[] = {
+		{ "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f",
+		  "6d472d2b01b00f2971eff6197e6031ede0cd8e68dd9cb53685ccf026e653cb30",
+		  "1c29fb71aa0d8294313eac19e8a26124e8c669b977604408e6de12a8c6b63c07" },
+		{ "ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
+		  "15d93eb187b7dc9ccd671b41e99c3f85a95275305c8f87a690db940da1f8848a",
+		  "316e66589e27a05622a5eda78a8ab51b01025ac05cfb918df6ce2814cae35462" },
+	};
+	static const char msg[] = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9";
+	crypto_es256 *k[2] = { NULL, NULL };
+	uint8_t seed[32], x[32], y[32], want[32], sig[64], x2[32], y2[32];
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(kat) / sizeof(kat[0]); i++) {
+		crypto_key *sk = NULL;
+
+		assert_int_equal(unhex(kat[i].seed, seed, sizeof(seed)), 32);
+		assert_int_equal(crypto_key_from_bytes(seed, &sk), 0);
+		assert_int_equal(crypto_es256_from_seed(sk, &k[i]), 0);
+		crypto_key_free(sk);
+		crypto_es256_public(k[i], x, y);
+		assert_int_equal(unhex(kat[i].x, want, sizeof(want)), 32);
+		assert_memory_equal(x, want, 32);
+		assert_int_equal(unhex(kat[i].y, want, sizeof(want)), 32);
+		assert_memory_equal(y, want, 32);
+	}
+	crypto_es256_public(k[0], x, y);
+	crypto_es256_public(k[1], x2, y2);
+	assert_int_equal(crypto_es256_sign(k[0], msg, strlen(msg), sig), 0);
+	assert_int_equal(crypto_es256_verify(x, y, msg, strlen(msg), sig), 0);
+	/* Forgeries: another message, a flipped signature bit, another key. */
+	assert_int_equal(crypto_es256_verify(x, y, msg, strlen(msg) - 1, sig), -EBADMSG);
+	sig[40] ^= 0x20;
+	assert_int_equal(crypto_es256_verify(x, y, msg, strlen(msg), sig), -EBADMSG);
+	sig[40] ^= 0x20;
+	assert_int_equal(crypto_es256_verify(x2, y2, msg, strlen(msg), sig), -EBADMSG);
+	/* Not a point of the curve. */
+	y[31] ^= 1;
+	assert_int_equal(crypto_es256_verify(x, y, msg, strlen(msg), sig), -EINVAL);
+	crypto_es256_free(k[0]);
+	crypto_es256_free(k[1]);
+	crypto_es256_free(NULL);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1302,6 +1353,7 @@ int main(void)
 		cmocka_unit_test(test_passphrase_prompt_no_tty),
 		cmocka_unit_test(test_passphrase_prompt_pty),
 		cmocka_unit_test(test_harden_process),
+		cmocka_unit_test(test_es256),
 	};
 
 	if (crypto_init() != 0) {

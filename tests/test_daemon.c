@@ -51,6 +51,10 @@ static void test_config_valid(void **state)
 	assert_int_equal(parse("steward = user:root\napprovals = 8\nmax_grant_days = 1\n", &cfg), 0);
 	assert_int_equal(cfg.approvals, 8);
 	assert_int_equal(cfg.max_grant_days, 1);
+	assert_string_equal(cfg.visa_issuer, "");
+	assert_int_equal(parse("steward = user:root\nvisa_issuer = https://dac.example.org/enclave\n",
+			       &cfg), 0);
+	assert_string_equal(cfg.visa_issuer, "https://dac.example.org/enclave");
 }
 
 static void test_config_rejects(void **state)
@@ -73,6 +77,11 @@ static void test_config_rejects(void **state)
 		"steward = user:root\nmax_grant_days = 0\n",
 		"steward = user:root\nmax_grant_days = 3651\n",
 		"steward = user:root\nmax_grant_days = 30d\n",
+		"steward = user:root\nvisa_issuer = ftp://x.org\n",          /* not http(s) */
+		"steward = user:root\nvisa_issuer = https://x.org/\n",       /* trailing '/' */
+		"steward = user:root\nvisa_issuer = https://x.org/a?b\n",    /* a query */
+		"steward = user:root\nvisa_issuer = https://\n",             /* no host */
+		"steward = user:root\nvisa_issuer = https://a.org\nvisa_issuer = https://b.org\n",
 		"",
 	};
 	struct config cfg, before;

@@ -22,6 +22,11 @@
 
 /* ---- Setup ------------------------------------------------------------------------------------ */
 
+#define VISA_ISSUER "https://enclave.example.org/visas"
+#ifndef VISA_CHECK_PY
+#error "VISA_CHECK_PY must name tests/visa_check.py"
+#endif
+
 static const char *const datasets[] = { "pend", "deny", "nmds", "why", "grp", "msg", "self",
 					"show", "susp" };
 /* alice is in TU_GROUP for a while in test_group_membership; the teardown takes her out. */
@@ -47,7 +52,8 @@ static int group_setup(void **state)
 	/* Four eyes: every grant needs one approval by another steward. */
 	static const char *const roles[] = { "--steward", "user:root", "--steward",
 					     "user:" TU_USER_BOB, "--approvals", "1",
-					     "--max-grant-days", "30", NULL };
+					     "--max-grant-days", "30", "--visa-issuer", VISA_ISSUER,
+					     NULL };
 
 	(void)state;
 	if (e2e_setup("e2e-policy") < 0 || e2e_init(roles) < 0)
@@ -179,15 +185,17 @@ static void report_has_grant(uint64_t id, bool want)
 	free(r);
 }
 
+/* Does `grant export --json` hold a visa for grant id? */
 static bool exported(uint64_t id)
 {
-	struct e2e_run *r = e2e_ok(ctl("grant", "export", "--format", "ga4gh-visa"));
+	struct e2e_run *r = e2e_ok(ctl("--json", "grant", "export", "--format", "ga4gh-visa"));
 	json_t *j = e2e_out_json(r), *v;
 	bool found = false;
 	size_t i;
 
-	json_array_foreach(j, i, v)
-		found |= json_integer_value(json_object_get(v, "enclave_grant_id")) == (json_int_t)id;
+	json_array_foreach(json_object_get(j, "visas"), i, v)
+		found |= json_integer_value(json_object_get(v, "grant_id")) == (json_int_t)id &&
+			 json_is_string(json_object_get(v, "jwt"));
 	json_decref(j);
 	free(r);
 	return found;
@@ -232,31 +240,7 @@ static void test_request_approve(void **state)
 	assert_non_null(strstr(r->err, "30 days"));
 	free(r);
 	/* The visa export holds the grant in force. */
-	r = e2e_ok(ctl("grant", "export", "--format", "ga4gh-visa"));
-	{
-		json_t *j = e2e_out_json(r), *v;
-		size_t i;
-		bool found = false;
-
-		assert_true(json_is_array(j));
-		json_array_foreach(j, i, v) {
-			json_t *visa = json_object_get(v, "ga4gh_visa_v1");
-
-			if (json_integer_value(json_object_get(v, "enclave_grant_id")) != (json_int_t)id)
-				continue;
-			found = true;
-			assert_string_equal(json_string_value(json_object_get(visa, "type")),
-					    "ControlledAccessGrants");
-			assert_string_equal(json_string_value(json_object_get(visa, "value")),
-					    "urn:enclave:dataset:pend");
-			assert_string_equal(json_string_value(json_object_get(visa, "by")), "dac");
-			assert_true(json_is_integer(json_object_get(visa, "asserted")));
-			assert_true(json_is_integer(json_object_get(v, "exp")));
-		}
-		assert_true(found);
-		json_decref(j);
-	}
-	free(r);
+	assert_true(exported(id));
 }
 
 /* A deny rule refuses an open that a grant allows; its removal restores access. */
@@ -754,6 +738,103 @@ static void test_consent_suspends(void **state)
 	assert_true(exported(id));
 }
 
+/* Run tests/visa_check.py (PyJWT and python3-cryptography) on the current export and JWKS. */
+static void visa_check(void)
+{
+	char *jwks = tu_fmt("%s/jwks.json", E->root), *exp = tu_fmt("%s/visas.json", E->root);
+	struct e2e_run *r = e2e_ok(ctl("grant", "export", "--jwks"));
+	int n = 0;
+
+	tu_write_file(jwks, r->out, strlen(r->out));
+	free(r);
+	r = e2e_ok(ctl("--json", "grant", "export", "--format", "ga4gh-visa"));
+	tu_write_file(exp, r->out, strlen(r->out));
+	free(r);
+	r = e2e_run_argv(NULL, (char *const[]){ "/usr/bin/python3", VISA_CHECK_PY, jwks, exp, VISA_ISSUER,
+						NULL });
+	if (r->status != 0)
+		fprintf(stderr, "visa_check: %s%s\n", r->out, r->err);
+	assert_int_equal(r->status, 0);
+	assert_int_equal(sscanf(r->out, "ok: %d visas", &n), 1);
+	assert_true(n >= 1);
+	free(r);
+	free(jwks);
+	free(exp);
+}
+
+/* Signed visas, checked by an independent JWT implementation; the JWKS is public; the export is
+ * recorded; a damaged key file stops the export; a store without a visa key (made before visas
+ * were signed) gets one on the first export, recorded. */
+static void test_visa_signed(void **state)
+{
+	char *key = tu_fmt("%s/keys/visa.key", E->store), *save;
+	struct e2e_run *r;
+	struct stat st;
+	uint8_t *bytes;
+	size_t n;
+	uint64_t id;
+	json_t *j;
+	char kid1[64] = "", kid2[64] = "";
+
+	(void)state;
+	assert_int_equal(stat(key, &st), 0);
+	assert_int_equal(st.st_mode & 0777, 0600);
+	id = request("--user", TU_USER_CAROL, "show", "health");
+	approve_as_bob(id);
+	assert_true(exported(id));
+	visa_check();
+	assert_true(e2e_audit_count("visa_export", "root", NULL, NULL, 0) >= 2);
+	/* One JWT per line in text form. */
+	r = e2e_ok(ctl("grant", "export", "--format", "ga4gh-visa"));
+	assert_non_null(strstr(r->out, "eyJ"));
+	assert_int_equal(strspn(r->out, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+					"0123456789-_.\n"), strlen(r->out));
+	free(r);
+	/* Anyone may read the JWKS; only stewards and auditors export. */
+	r = e2e_ok(ctl_as(&E->u.alice, "grant", "export", "--jwks"));
+	j = e2e_out_json(r);
+	snprintf(kid1, sizeof(kid1), "%s",
+		 json_string_value(json_object_get(json_array_get(json_object_get(j, "keys"), 0),
+						   "kid")));
+	assert_null(json_object_get(json_array_get(json_object_get(j, "keys"), 0), "d"));
+	json_decref(j);
+	free(r);
+	r = ctl_as(&E->u.alice, "grant", "export", "--format", "ga4gh-visa");
+	assert_int_equal(r->status, 1);
+	free(r);
+	/* The wrapped key altered: no visa is signed. */
+	bytes = tu_read_file(key, &n);
+	save = malloc(n);
+	memcpy(save, bytes, n);
+	bytes[20] ^= 0x01;
+	tu_write_file(key, bytes, n);
+	r = ctl("grant", "export", "--format", "ga4gh-visa");
+	assert_int_equal(r->status, 1);
+	assert_non_null(strstr(r->err, "does not unwrap"));
+	free(r);
+	/* No key at all, as in a store made before visas were signed: the first export makes
+	 * one, and says so in the audit log. */
+	assert_int_equal(unlink(key), 0);
+	r = ctl_as(&E->u.alice, "grant", "export", "--jwks");
+	assert_int_equal(r->status, 1);
+	assert_non_null(strstr(r->err, "no visa signing key yet"));
+	free(r);
+	assert_int_equal(e2e_audit_count("visa_key_create", NULL, NULL, NULL, 0), 0);
+	visa_check();
+	assert_int_equal(e2e_audit_count("visa_key_create", "root", NULL, NULL, 0), 1);
+	r = e2e_ok(ctl("grant", "export", "--jwks"));
+	j = e2e_out_json(r);
+	snprintf(kid2, sizeof(kid2), "%s",
+		 json_string_value(json_object_get(json_array_get(json_object_get(j, "keys"), 0),
+						   "kid")));
+	json_decref(j);
+	free(r);
+	assert_string_not_equal(kid1, kid2);
+	free(bytes);
+	free(save);
+	free(key);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -767,6 +848,7 @@ int main(void)
 		cmocka_unit_test(test_self_check),
 		cmocka_unit_test(test_grant_show_and_filters),
 		cmocka_unit_test(test_consent_suspends),
+		cmocka_unit_test(test_visa_signed),
 	};
 
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
