@@ -6,7 +6,8 @@
  *   dataset key --XChaCha20-Poly1305--> object key  (index, inode record)
  *   object key  --AES-256-GCM or ChaCha20-Poly1305--> chunks of one object
  *
- * Every key lives in guarded, locked memory (sodium_malloc) and is wiped when freed.
+ * Every key lives in the key slab (locked, guarded, not dumped) and is wiped when freed; other
+ * secrets (passphrases, the master key's KEK) in sodium_malloc memory.
  * Contract: functions that act return 0 (or a positive count) on success and -errno on failure;
  * outputs are ret_* parameters, last, untouched on failure. Nothing here prints or exits.
  */
@@ -44,11 +45,20 @@ void crypto_random(void *buf, size_t n);
 
 /* ---- Keys ---------------------------------------------------------------------------------- */
 
-/* A 256-bit secret key in sodium_malloc memory (guard pages, mlock, canary), read-only
- * (sodium_mprotect_readonly) after it is filled. Opaque. */
+/* A 256-bit secret key: one slot of the process's key slab (crypto/keys.c): memory mapped once
+ * with guard pages, locked, excluded from core dumps, the slot wiped when
+ * the key is freed. Opaque. Creating a key fails with -EMFILE when the slab's cap of live keys
+ * is reached (crypto_key_slab_limit), with -ENOMEM when no memory can be mapped. */
 typedef struct crypto_key crypto_key;
 
-/* A fresh random key. -ENOMEM. */
+/* Set the cap on live keys (default 65,536; at most 131,072), *ret_old (may be NULL) the cap it
+ * replaces. Lowering it below the keys now live only refuses new keys. -EINVAL for 0 or above
+ * the maximum. */
+int crypto_key_slab_limit(size_t max_keys, size_t *ret_old);
+/* Keys live now (for tests and status). */
+size_t crypto_key_slab_live(void);
+
+/* A fresh random key. -ENOMEM, -EMFILE. */
 int crypto_key_generate(crypto_key **ret_key);
 /* A key holding a copy of bytes (for known-answer tests and unwrapping). The caller wipes its own
  * copy. -ENOMEM. */

@@ -1,8 +1,11 @@
 /* crypto: library start-up, process hardening, random bytes, keys and key wrapping. */
 #include "crypto/crypto.h"
 
+#include <pthread.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <openssl/crypto.h>
 #include <sodium.h>
@@ -18,9 +21,167 @@ _Static_assert(WRAP_TAG_OFF + crypto_aead_xchacha20poly1305_ietf_ABYTES == CRYPT
 	       "wrapped key layout");
 _Static_assert(crypto_aead_xchacha20poly1305_ietf_KEYBYTES == CRYPTO_KEY_LEN, "key size");
 
-struct crypto_key {
-	uint8_t *bytes;	/* CRYPTO_KEY_LEN bytes, sodium_malloc, read-only once filled; owned */
+/* ---- The key slab ----------------------------------------------------------------------------
+ *
+ * Every crypto_key is one CRYPTO_KEY_LEN slot of a process-wide slab, not a sodium_malloc
+ * allocation of its own: sodium_malloc maps, locks and protects three or four pages per key and
+ * unmaps them on free, and the daemon creates and frees an object key on every open (issue 13:
+ * about 13 % of the daemon's CPU in mprotect and TLB shootdowns on a small-file workload).
+ *
+ * The slab is a chain of segments, each mapped once (anonymous, private), with a PROT_NONE guard
+ * page on either side, locked (mlock), excluded from core dumps (MADV_DONTDUMP; the daemon is
+ * also not dumpable at all: crypto_harden_process), and never unmapped while the process lives. A freed slot is
+ * wiped (sodium_memzero) before it goes back on the free list, so no key bytes stay in a free
+ * slot. Segments are added on demand, up to a cap on the number of live keys (SLAB_KEYS_MAX, or
+ * crypto_key_slab_limit()); past it a new key fails with -EMFILE, a clear error, never a crash.
+ * What is lost against sodium_malloc: the per-key read-only protection and canary (a stray write
+ * into the slab is not caught); the guard pages still stop a linear overrun at either end.
+ *
+ * mlock may fail for an unprivileged process over RLIMIT_MEMLOCK (enclavectl as a user): as with
+ * sodium_malloc, the segment is then used unlocked rather than not at all. The daemon runs as
+ * root, where it does not fail. */
+#define SLAB_SEG_PAGES 16u                    /* data pages per segment */
+#define SLAB_KEYS_MAX (1u << 16)              /* default cap on live keys: 2 MiB of key bytes */
+#define SLAB_SEGS_MAX 64u                     /* enough segments for SLAB_KEYS_MAX at 4 KiB pages */
+
+struct slab_seg {
+	uint8_t *map;       /* guard page, data, guard page; NULL when not mapped yet */
+	uint8_t *data;      /* map + page */
+	size_t data_len;    /* SLAB_SEG_PAGES pages */
 };
+
+static struct {
+	pthread_mutex_t lock;           /* guards everything below */
+	size_t page;
+	size_t slots_per_seg;
+	struct slab_seg segs[SLAB_SEGS_MAX];
+	unsigned nsegs;                 /* segments mapped */
+	uint32_t *free_slots;           /* stack of free slot numbers (seg * slots_per_seg + i) */
+	size_t nfree;
+	size_t live;                    /* keys in use */
+	size_t limit;                   /* cap on live keys */
+} slab = { .lock = PTHREAD_MUTEX_INITIALIZER, .limit = SLAB_KEYS_MAX };
+
+struct crypto_key {
+	uint8_t bytes[CRYPTO_KEY_LEN];  /* the slot itself: a crypto_key * points into the slab */
+};
+
+/* Map, guard, lock and mark one more segment; its slots go on the free list. Under slab.lock.
+ * -ENOMEM. */
+static int slab_grow(void)
+{
+	struct slab_seg *seg;
+	uint32_t *fs;
+	size_t len, per;
+	uint8_t *m;
+
+	if (!slab.page) {
+		long p = sysconf(_SC_PAGESIZE);
+
+		slab.page = p > 0 ? (size_t)p : 4096;
+		slab.slots_per_seg = SLAB_SEG_PAGES * slab.page / CRYPTO_KEY_LEN;
+	}
+	per = slab.slots_per_seg;
+	if (slab.nsegs == SLAB_SEGS_MAX)
+		return -ENOMEM;
+	len = (SLAB_SEG_PAGES + 2) * slab.page;
+	fs = reallocarray(slab.free_slots, (slab.nsegs + 1) * per, sizeof(*fs));
+	if (!fs)
+		return -ENOMEM;
+	slab.free_slots = fs;
+	m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (m == MAP_FAILED)
+		return -ENOMEM;
+	if (mprotect(m, slab.page, PROT_NONE) < 0 ||
+	    mprotect(m + len - slab.page, slab.page, PROT_NONE) < 0) {
+		munmap(m, len);
+		return -ENOMEM;
+	}
+	seg = &slab.segs[slab.nsegs];
+	seg->map = m;
+	seg->data = m + slab.page;
+	seg->data_len = SLAB_SEG_PAGES * slab.page;
+	(void)madvise(seg->data, seg->data_len, MADV_DONTDUMP);
+	(void)mlock(seg->data, seg->data_len);  /* best effort, as sodium_malloc (see above) */
+	/* Pushed so that the lowest slot comes off first. */
+	for (size_t i = per; i-- > 0;)
+		slab.free_slots[slab.nfree++] = (uint32_t)(slab.nsegs * per + i);
+	slab.nsegs++;
+	return 0;
+}
+
+static uint8_t *slot_addr(uint32_t slot)
+{
+	return slab.segs[slot / slab.slots_per_seg].data +
+	       (size_t)(slot % slab.slots_per_seg) * CRYPTO_KEY_LEN;
+}
+
+/* A zeroed slot, or -EMFILE when slab.limit keys are live, -ENOMEM when no segment can be added. */
+static int slot_take(crypto_key **ret_key)
+{
+	int r = 0;
+
+	pthread_mutex_lock(&slab.lock);
+	if (slab.live >= slab.limit)
+		r = -EMFILE;
+	else if (slab.nfree == 0)
+		r = slab_grow();
+	if (r == 0) {
+		*ret_key = (crypto_key *)slot_addr(slab.free_slots[--slab.nfree]);
+		slab.live++;
+	}
+	pthread_mutex_unlock(&slab.lock);
+	return r;
+}
+
+/* Wipe the slot and put it back. A pointer that is not a slot of ours is a bug: abort rather than
+ * corrupt the free list. */
+static void slot_put(crypto_key *key)
+{
+	uint8_t *p = key->bytes;
+
+	sodium_memzero(p, CRYPTO_KEY_LEN);
+	pthread_mutex_lock(&slab.lock);
+	for (unsigned s = 0; s < slab.nsegs; s++) {
+		const struct slab_seg *seg = &slab.segs[s];
+
+		if (p >= seg->data && p < seg->data + seg->data_len &&
+		    (size_t)(p - seg->data) % CRYPTO_KEY_LEN == 0) {
+			slab.free_slots[slab.nfree++] =
+				(uint32_t)(s * slab.slots_per_seg +
+					   (size_t)(p - seg->data) / CRYPTO_KEY_LEN);
+			slab.live--;
+			pthread_mutex_unlock(&slab.lock);
+			return;
+		}
+	}
+	pthread_mutex_unlock(&slab.lock);
+	abort();
+}
+
+int crypto_key_slab_limit(size_t max_keys, size_t *ret_old)
+{
+	size_t cap = (size_t)SLAB_SEGS_MAX * SLAB_SEG_PAGES * 4096 / CRYPTO_KEY_LEN;
+
+	if (max_keys == 0 || max_keys > cap)
+		return -EINVAL;
+	pthread_mutex_lock(&slab.lock);
+	if (ret_old)
+		*ret_old = slab.limit;
+	slab.limit = max_keys;
+	pthread_mutex_unlock(&slab.lock);
+	return 0;
+}
+
+size_t crypto_key_slab_live(void)
+{
+	size_t n;
+
+	pthread_mutex_lock(&slab.lock);
+	n = slab.live;
+	pthread_mutex_unlock(&slab.lock);
+	return n;
+}
 
 /* Both libraries guard their own initialisation with a lock and return success when already
  * initialised, so calling them every time is idempotent and thread-safe without a pthread_once. */
@@ -52,67 +213,50 @@ void crypto_random(void *buf, size_t n)
 	randombytes_buf(buf, n);
 }
 
-/* Wrap an already filled guarded buffer in a key, taking ownership of it: it is made read-only
- * here, and freed (wiped) on failure too, so the caller never has to clean up after us. */
-static int key_adopt(uint8_t *bytes, crypto_key **ret_key)
-{
-	crypto_key *key = NULL;
-
-	if (sodium_mprotect_readonly(bytes) < 0)
-		goto out_free_bytes;
-	key = malloc(sizeof(*key));
-	if (!key)
-		goto out_free_bytes;
-	key->bytes = bytes;
-	*ret_key = key;
-	return 0;
-
-out_free_bytes:
-	sodium_free(bytes);
-	return -ENOMEM;
-}
-
-/* Random key bytes are generated straight into guarded memory: no copy ever sits elsewhere. */
+/* Random key bytes are generated straight into the slab: no copy ever sits elsewhere. */
 int crypto_key_generate(crypto_key **ret_key)
 {
-	uint8_t *bytes = NULL;
+	crypto_key *key = NULL;
+	int r;
 
 	if (!ret_key)
 		return -EINVAL;
-	bytes = sodium_malloc(CRYPTO_KEY_LEN);
-	if (!bytes)
-		return -ENOMEM;
-	crypto_random(bytes, CRYPTO_KEY_LEN);
-	return key_adopt(bytes, ret_key);
+	r = slot_take(&key);
+	if (r < 0)
+		return r;
+	crypto_random(key->bytes, CRYPTO_KEY_LEN);
+	*ret_key = key;
+	return 0;
 }
 
 /* Copies the caller's bytes; the caller still owns (and wipes) its own copy. */
 int crypto_key_from_bytes(const uint8_t bytes[static CRYPTO_KEY_LEN], crypto_key **ret_key)
 {
-	uint8_t *copy = NULL;
+	crypto_key *key = NULL;
+	int r;
 
 	if (!ret_key)
 		return -EINVAL;
-	copy = sodium_malloc(CRYPTO_KEY_LEN);
-	if (!copy)
-		return -ENOMEM;
-	memcpy(copy, bytes, CRYPTO_KEY_LEN);
-	return key_adopt(copy, ret_key);
+	r = slot_take(&key);
+	if (r < 0)
+		return r;
+	memcpy(key->bytes, bytes, CRYPTO_KEY_LEN);
+	*ret_key = key;
+	return 0;
 }
 
-/* Borrowed pointer into the key's read-only guarded page. */
+/* Borrowed pointer into the key's slot. */
 const uint8_t *crypto_key_bytes(const crypto_key *key)
 {
 	return key->bytes;
 }
 
-/* sodium_free makes the page writable again, wipes it and checks the canary before unmapping. */
+/* The slot is wiped before it is reused or even listed as free. */
 void crypto_key_free(crypto_key *key)
 {
 	if (!key)
 		return;
-	sodium_free(key->bytes);
-	free(key);
+	slot_put(key);
 }
 
 /* BLAKE2b-256 keyed with the parent, over label || 0x00 || context, straight into guarded memory. */
@@ -155,23 +299,25 @@ int crypto_key_wrap(const crypto_key *kek, const crypto_key *key, const uint8_t 
 	return 0;
 }
 
-/* Decrypts straight into guarded memory, so the plaintext key never touches the stack. libsodium
+/* Decrypts straight into the slab, so the plaintext key never touches the stack. libsodium
  * checks the tag before it decrypts anything; the buffer is wiped on failure either way. */
 int crypto_key_unwrap(const crypto_key *kek, const uint8_t wrapped[static CRYPTO_WRAPPED_KEY_LEN],
 		      const uint8_t *ad, size_t ad_len, crypto_key **ret_key)
 {
-	uint8_t *bytes = NULL;
+	crypto_key *key = NULL;
+	int r;
 
 	if (!kek || !ret_key || (!ad && ad_len > 0))
 		return -EINVAL;
-	bytes = sodium_malloc(CRYPTO_KEY_LEN);
-	if (!bytes)
-		return -ENOMEM;
+	r = slot_take(&key);
+	if (r < 0)
+		return r;
 	if (crypto_aead_xchacha20poly1305_ietf_decrypt_detached(
-		    bytes, NULL, wrapped + WRAP_CT_OFF, CRYPTO_KEY_LEN, wrapped + WRAP_TAG_OFF, ad,
-		    ad_len, wrapped, kek->bytes) != 0) {
-		sodium_free(bytes);
+		    key->bytes, NULL, wrapped + WRAP_CT_OFF, CRYPTO_KEY_LEN, wrapped + WRAP_TAG_OFF,
+		    ad, ad_len, wrapped, kek->bytes) != 0) {
+		crypto_key_free(key);
 		return -EBADMSG;
 	}
-	return key_adopt(bytes, ret_key);
+	*ret_key = key;
+	return 0;
 }

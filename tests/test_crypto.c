@@ -713,6 +713,86 @@ static void test_keys(void **state)
 	crypto_key_free(NULL);
 }
 
+/* Issue 13: a freed key's slot holds no key bytes (the slab stays mapped, so the slot can be
+ * read after the free), and a freed slot is reused, not leaked. */
+static void test_key_slab_wipe(void **state)
+{
+	crypto_key *k = NULL, *again = NULL, *w = NULL, *kek = NULL;
+	uint8_t wrapped[CRYPTO_WRAPPED_KEY_LEN];
+	const uint8_t *slot;
+	size_t live = crypto_key_slab_live();
+
+	(void)state;
+	assert_int_equal(crypto_key_generate(&k), 0);
+	assert_int_equal(crypto_key_slab_live(), live + 1);
+	slot = crypto_key_bytes(k);
+	assert_false(all_zero(slot, CRYPTO_KEY_LEN));
+	crypto_key_free(k);
+	assert_int_equal(crypto_key_slab_live(), live);
+	assert_true(all_zero(slot, CRYPTO_KEY_LEN));
+	/* The slot comes back for the next key. */
+	assert_int_equal(crypto_key_generate(&again), 0);
+	assert_ptr_equal(crypto_key_bytes(again), slot);
+	/* A failed unwrap leaves nothing behind either: its slot is wiped and returned. */
+	assert_int_equal(crypto_key_generate(&kek), 0);
+	assert_int_equal(crypto_key_wrap(kek, again, NULL, 0, wrapped), 0);
+	wrapped[30] ^= 1;
+	assert_int_equal(crypto_key_unwrap(kek, wrapped, NULL, 0, &w), -EBADMSG);
+	assert_null(w);
+	assert_int_equal(crypto_key_slab_live(), live + 2);
+	crypto_key_free(again);
+	assert_true(all_zero(slot, CRYPTO_KEY_LEN));
+	crypto_key_free(kek);
+}
+
+/* A full slab is a clear error (-EMFILE) on every way to make a key, not a crash, and a freed key
+ * makes room again. */
+static void test_key_slab_full(void **state)
+{
+	crypto_key *keys[3] = { NULL }, *k = NULL, *kek = NULL;
+	uint8_t wrapped[CRYPTO_WRAPPED_KEY_LEN], bytes[CRYPTO_KEY_LEN] = { 1 };
+	size_t live, old;
+
+	(void)state;
+	assert_int_equal(crypto_key_slab_limit(0, NULL), -EINVAL);
+	assert_int_equal(crypto_key_slab_limit((size_t)1 << 30, NULL), -EINVAL);
+	assert_int_equal(crypto_key_generate(&kek), 0);
+	assert_int_equal(crypto_key_wrap(kek, kek, NULL, 0, wrapped), 0);
+	live = crypto_key_slab_live();
+	assert_int_equal(crypto_key_slab_limit(live + 3, &old), 0);
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(crypto_key_generate(&keys[i]), 0);
+	assert_int_equal(crypto_key_generate(&k), -EMFILE);
+	assert_int_equal(crypto_key_from_bytes(bytes, &k), -EMFILE);
+	assert_int_equal(crypto_key_unwrap(kek, wrapped, NULL, 0, &k), -EMFILE);
+	assert_null(k);
+	crypto_key_free(keys[1]);
+	assert_int_equal(crypto_key_unwrap(kek, wrapped, NULL, 0, &k), 0);
+	assert_memory_equal(crypto_key_bytes(k), crypto_key_bytes(kek), CRYPTO_KEY_LEN);
+	assert_int_equal(crypto_key_slab_limit(old, NULL), 0);
+	crypto_key_free(k);
+	crypto_key_free(keys[0]);
+	crypto_key_free(keys[2]);
+	crypto_key_free(kek);
+}
+
+/* Many keys at once: the slab grows segment by segment past the first. */
+static void test_key_slab_grow(void **state)
+{
+	enum { N = 5000 };
+	crypto_key **keys = calloc(N, sizeof(*keys));
+
+	(void)state;
+	assert_non_null(keys);
+	for (int i = 0; i < N; i++)
+		assert_int_equal(crypto_key_generate(&keys[i]), 0);
+	for (int i = 1; i < N; i++)
+		assert_ptr_not_equal(crypto_key_bytes(keys[i]), crypto_key_bytes(keys[i - 1]));
+	for (int i = 0; i < N; i++)
+		crypto_key_free(keys[i]);
+	free(keys);
+}
+
 static void test_key_wrap(void **state)
 {
 	static const uint8_t ad[] = "dataset/42/object/7";
@@ -1344,6 +1424,9 @@ int main(void)
 		cmocka_unit_test(test_aead_names),
 		cmocka_unit_test(test_keys),
 		cmocka_unit_test(test_key_wrap),
+		cmocka_unit_test(test_key_slab_wipe),
+		cmocka_unit_test(test_key_slab_full),
+		cmocka_unit_test(test_key_slab_grow),
 		cmocka_unit_test(test_master_roundtrip),
 		cmocka_unit_test(test_master_malformed),
 		cmocka_unit_test(test_master_create_params),
