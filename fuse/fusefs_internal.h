@@ -14,6 +14,7 @@
 #include "fuse/ino.h"
 #include "fuse/limit.h"
 #include "fuse/prefetch.h"
+#include "fuse/subject.h"
 
 _Static_assert(sizeof(fuse_ino_t) == sizeof(uint64_t), "inode numbers are 64-bit");
 _Static_assert(FUSEFS_ROOT_INO == FUSE_ROOT_ID, "the root is libfuse's root");
@@ -37,17 +38,15 @@ void fusefs_map_del(struct fusefs_map *m, uint64_t key);
 
 /* ---- Subjects (subject.c) ------------------------------------------------------------------ */
 
-/* User names by uid, kept for a second, bounded (names go into records only). */
-struct fusefs_subjects;
+/* User names, and each calling thread's groups and job: fuse/subject.h. */
 
-int fusefs_subjects_new(struct fusefs_subjects **ret);
-void fusefs_subjects_free(struct fusefs_subjects *c);
 /* Who sent req: its uid and name, the request's gid first and then every supplementary group the
- * calling process holds now (fuse_req_getgroups()). -ESRCH / -EIO / -ENOENT when the process's
- * groups cannot be read (gone, or not visible), -E2BIG more than POLICY_GROUPS_MAX groups, and
- * the errors of policy_subject_lookup() for the name: the caller then refuses. */
+ * calling thread holds now (from /proc/<tid>/status, or the process cache when nothing that
+ * could change them did), and *ret_proc (may be NULL) its name and job. -ESRCH / -EIO / -ENOENT
+ * when the process cannot be read (gone, or not visible), -E2BIG more than POLICY_GROUPS_MAX
+ * groups, and the errors of the passwd lookup for the name: the caller then refuses. */
 int fusefs_subject_get(struct fusefs_subjects *c, fuse_req_t req,
-		       struct policy_subject *ret_subject);
+		       struct policy_subject *ret_subject, struct fusefs_proc *ret_proc);
 
 /* ---- Policy generations and cached inodes (fusefs.c) ---------------------------------------
  *

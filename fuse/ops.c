@@ -143,14 +143,19 @@ static struct fusefs *fs_of(fuse_req_t req)
 }
 
 /* A store error as the errno for the kernel. ENOENT and a name the store cannot hold (EINVAL) are
- * "no such entry"; anything else is EIO, logged once with the store's detail (which names files
- * and records, never key material). */
+ * "no such entry"; a full key slab is EMFILE; anything else is EIO, logged (rate-limited) with
+ * the store's detail (which names files and records, never key material). */
 static int store_errno(struct fusefs *fs, int r)
 {
 	if (r == -ENOENT || r == -EINVAL || r == -ENAMETOOLONG)
 		return ENOENT;
 	if (r == -ENOMEM)
 		return ENOMEM;
+	if (r == -EMFILE) {     /* the key slab is full: too many files open at once */
+		fusefs_log_limited(fs, FUSEFS_LOG_STORE, "enclave: too many objects open at once "
+				   "(key slab full): opens fail with EMFILE until some are closed");
+		return EMFILE;
+	}
 	{
 		char what[ERR_DETAIL_MAX];
 		uint64_t n;
@@ -168,6 +173,7 @@ static int store_errno(struct fusefs *fs, int r)
  * (fuse/subject.c). */
 struct caller {
 	struct policy_subject who;  /* ~4 KiB: lives on the worker's stack */
+	struct fusefs_proc proc;    /* its name and job, for records */
 	pid_t pid;
 	bool ok;                    /* false: the subject could not be looked up; deny */
 };
@@ -175,7 +181,7 @@ struct caller {
 static void caller_get(struct fusefs *fs, fuse_req_t req, struct caller *c)
 {
 	const struct fuse_ctx *x = fuse_req_ctx(req);
-	int r = fusefs_subject_get(fs->subjects, req, &c->who);
+	int r = fusefs_subject_get(fs->subjects, req, &c->who, &c->proc);
 
 	c->pid = x->pid;
 	c->ok = r == 0;
@@ -186,6 +192,7 @@ static void caller_get(struct fusefs *fs, fuse_req_t req, struct caller *c)
 		c->who.uid = x->uid;
 		c->who.user[0] = '\0';
 		c->who.ngids = 0;
+		c->proc = (struct fusefs_proc){ .name = "" };
 	}
 }
 
@@ -1428,8 +1435,9 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	}
 	caller_get(fs, req, &c);
 	node_path(fs, &n, ino, path, sizeof(path));
-	fusefs_process_name(c.pid, process, sizeof(process));
-	oi.job_source = (int)fusefs_process_job(c.pid, &oi.job_id);
+	snprintf(process, sizeof(process), "%s", c.proc.name);
+	oi.job_source = c.proc.job_source;
+	oi.job_id = c.proc.job_id;
 	oi.gids = c.who.gids;
 	oi.ngids = c.ok ? c.who.ngids : 0;
 	a = (struct fusefs_access){ .dataset = di.name, .dsid = n.dsid, .version = n.version,

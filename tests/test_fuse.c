@@ -28,6 +28,7 @@
 #include <sys/syscall.h>
 #include <sys/time.h>
 #include <sys/wait.h>
+#include <linux/sched.h>
 #include <time.h>
 #include <unistd.h>
 #include <setjmp.h>
@@ -43,6 +44,7 @@
 #include "fuse/ino.h" /* white-box: the inode number layout */
 #include "fuse/job.h" /* white-box: the job id parsers */
 #include "fuse/limit.h" /* white-box: the refusal limiter */
+#include "fuse/subject.h" /* white-box: the process cache */
 #include "policy/policy.h"
 #include "store/store.h"
 #include "tests/testusers.h"
@@ -2286,6 +2288,176 @@ static void test_open_record_names_the_job(void **state)
 	free(chunk);
 }
 
+/* ---- The process cache (issue 13) ----------------------------------------------------------- */
+
+/* A child made with clone3, at pid want (0: any), holding groups[0..n) and then uid/gid; it
+ * writes one byte to ready and then waits for a byte on go before exec'ing "sleep 30" (go == -1:
+ * sleep straight away). Raw system calls only between clone3 and exec: the child shares nothing
+ * with glibc's idea of threads. -errno (-EEXIST: want is taken). */
+static pid_t spawn_at(pid_t want, uid_t uid, gid_t gid, const gid_t *groups, size_t n,
+		      int ready, int go)
+{
+	struct clone_args ca = { .exit_signal = SIGCHLD };
+	pid_t tid = want;
+	long r;
+
+	if (want > 0) {
+		ca.set_tid = (uint64_t)(uintptr_t)&tid;
+		ca.set_tid_size = 1;
+	}
+	fflush(NULL);
+	r = syscall(SYS_clone3, &ca, sizeof(ca));
+	if (r < 0)
+		return -errno;
+	if (r == 0) {
+		static char *const argv[] = { "sleep", "30", NULL };
+		static char *const envp[] = { NULL };
+		char b = 1;
+
+		if (syscall(SYS_setgroups, n, groups) < 0 || syscall(SYS_setresgid, gid, gid, gid) < 0 ||
+		    syscall(SYS_setresuid, uid, uid, uid) < 0)
+			syscall(SYS_exit_group, 3);
+		if (syscall(SYS_write, ready, &b, 1) != 1)
+			syscall(SYS_exit_group, 4);
+		if (go >= 0 && syscall(SYS_read, go, &b, 1) != 1)
+			syscall(SYS_exit_group, 5);
+		syscall(SYS_execve, "/bin/sleep", argv, envp);
+		syscall(SYS_exit_group, 6);
+	}
+	return (pid_t)r;
+}
+
+static void reap(pid_t pid)
+{
+	kill(pid, SIGKILL);
+	assert_int_equal(waitpid(pid, NULL, 0), pid);
+}
+
+static bool subject_has_gid(const struct policy_subject *s, uint32_t gid)
+{
+	for (size_t i = 1; i < s->ngids; i++)
+		if (s->gids[i] == gid)
+			return true;
+	return false;
+}
+
+/* Wait until pid's name is want (an exec took place). */
+static void wait_comm(pid_t pid, const char *want)
+{
+	char path[64], buf[32];
+
+	snprintf(path, sizeof(path), "/proc/%d/comm", (int)pid);
+	for (int i = 0; i < 500; i++) {
+		FILE *fp = fopen(path, "re");
+
+		if (fp) {
+			bool ok = fgets(buf, sizeof(buf), fp) && strncmp(buf, want, strlen(want)) == 0;
+
+			fclose(fp);
+			if (ok)
+				return;
+		}
+		usleep(10000);
+	}
+	fail_msg("pid %d never became %s", (int)pid, want);
+}
+
+/* A thread's groups are kept between requests, and never handed to another identity: a reused
+ * pid (same uid even, other groups), a request under another uid, an exec, or a process that
+ * may change its groups itself (CAP_SETGID) is looked at afresh. */
+static void test_process_cache(void **state)
+{
+	struct fusefs_subjects *c = NULL;
+	struct policy_subject *s = malloc(sizeof(*s));
+	struct fusefs_proc pr;
+	const gid_t with_grp[] = { U.carol.gid, U.grp }, without[] = { U.carol.gid };
+	uint64_t hits, misses, h0, m0;
+	int rp[2], gp[2];
+	pid_t a, b, r;
+	char byte;
+
+	(void)state;
+	assert_non_null(s);
+	assert_int_equal(fusefs_subjects_new(&c), 0);
+	assert_int_equal(pipe2(rp, O_CLOEXEC), 0);
+	assert_int_equal(pipe2(gp, O_CLOEXEC), 0);
+
+	/* carol with grp: read once, then answered from the cache. */
+	a = spawn_at(0, U.carol.uid, U.carol.gid, with_grp, 2, rp[1], gp[0]);
+	assert_true(a > 0);
+	assert_int_equal(read(rp[0], &byte, 1), 1);
+	assert_int_equal(fusefs_subject_of(c, a, U.carol.uid, U.carol.gid, s, &pr), 0);
+	assert_true(subject_has_gid(s, U.grp));
+	assert_string_equal(s->user, U.carol.name);
+	assert_string_equal(pr.name, "test_fuse");
+	fusefs_subjects_stats(c, &h0, &m0);
+	assert_int_equal(fusefs_subject_of(c, a, U.carol.uid, U.carol.gid, s, &pr), 0);
+	assert_true(subject_has_gid(s, U.grp));
+	fusefs_subjects_stats(c, &hits, &misses);
+	assert_int_equal(hits, h0 + 1);
+	assert_int_equal(misses, m0);
+	/* The same pid under another uid (as after setuid): not the cached identity. */
+	assert_int_equal(fusefs_subject_of(c, a, U.bob.uid, U.bob.gid, s, &pr), 0);
+	assert_int_equal(s->uid, U.bob.uid);
+	assert_string_equal(s->user, U.bob.name);
+	assert_int_equal(s->gids[0], U.bob.gid);
+	fusefs_subjects_stats(c, &hits, &misses);
+	assert_int_equal(misses, m0 + 1);
+	/* After an exec (same uid, same groups here): read again. */
+	assert_int_equal(write(gp[1], "x", 1), 1);
+	wait_comm(a, "sleep");
+	assert_int_equal(fusefs_subject_of(c, a, U.carol.uid, U.carol.gid, s, &pr), 0);
+	assert_string_equal(pr.name, "sleep");
+	fusefs_subjects_stats(c, &hits, &misses);
+	assert_int_equal(misses, m0 + 2);
+	/* Fill the cache for carol-with-grp at pid a once more, then let a die. */
+	assert_int_equal(fusefs_subject_of(c, a, U.carol.uid, U.carol.gid, s, &pr), 0);
+	assert_true(subject_has_gid(s, U.grp));
+	reap(a);
+
+	/* The pid comes back (clone3 set_tid) for carol again, this time without grp, a few clock
+	 * ticks later: she must not inherit the dead process's grp. */
+	usleep(50000);
+	b = spawn_at(a, U.carol.uid, U.carol.gid, without, 1, rp[1], -1);
+	if (b == -EEXIST)
+		skip();     /* someone else took the pid meanwhile */
+	assert_int_equal(b, a);
+	assert_int_equal(read(rp[0], &byte, 1), 1);
+	wait_comm(b, "sleep");
+	assert_int_equal(fusefs_subject_of(c, b, U.carol.uid, U.carol.gid, s, &pr), 0);
+	assert_false(subject_has_gid(s, U.grp));
+	reap(b);
+	/* And once more for bob: bob's identity, nothing of carol's. */
+	usleep(50000);
+	r = spawn_at(a, U.bob.uid, U.bob.gid, &U.bob.gid, 1, rp[1], -1);
+	if (r == -EEXIST)
+		skip();
+	assert_int_equal(r, a);
+	assert_int_equal(read(rp[0], &byte, 1), 1);
+	assert_int_equal(fusefs_subject_of(c, r, U.bob.uid, U.bob.gid, s, &pr), 0);
+	assert_string_equal(s->user, U.bob.name);
+	assert_false(subject_has_gid(s, U.grp));
+	assert_false(subject_has_gid(s, U.carol.gid));
+	reap(r);
+
+	/* Ourselves (root: CAP_SETGID): never kept, every request reads the groups. */
+	fusefs_subjects_stats(c, &h0, &m0);
+	assert_int_equal(fusefs_subject_of(c, getpid(), 0, 0, s, &pr), 0);
+	assert_int_equal(fusefs_subject_of(c, getpid(), 0, 0, s, &pr), 0);
+	fusefs_subjects_stats(c, &hits, &misses);
+	assert_int_equal(hits, h0);
+	assert_int_equal(misses, m0 + 2);
+	/* A pid that does not exist: a clear error, nothing decided. */
+	assert_true(fusefs_subject_of(c, 0, 1, 1, s, &pr) < 0);
+
+	close(rp[0]);
+	close(rp[1]);
+	close(gp[0]);
+	close(gp[1]);
+	fusefs_subjects_free(c);
+	free(s);
+}
+
 /* The cgroup parser on fixed text: Slurm's paths are read; a job cgroup a user could create in
  * its delegated subtree, and malformed or cut lines, are not. */
 static void test_job_from_cgroup_text(void **state)
@@ -2634,6 +2806,7 @@ int main(void)
 		cmocka_unit_test(test_refusal_limiter_bounded),
 		cmocka_unit_test(test_job_from_cgroup_text),
 		cmocka_unit_test(test_job_from_environ_text),
+		cmocka_unit_test(test_process_cache),
 	};
 
 	if (crypto_init() < 0)
