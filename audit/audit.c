@@ -216,10 +216,11 @@ int audit_open(const char *dir, uint64_t *ret_torn_bytes, struct audit_log **ret
 	if (r < 0)
 		goto out_close_tree;
 
-	log->next_seq = log->durable = count;
-	log->end = end;
-	log->pub = log->tree->f;
+	log->next_seq = log->durable = log->written = count;
+	log->end = log->wend = end;
+	log->pub = log->wpub = log->tree->f;
 	memcpy(log->durable_leaf, log->tree->last_leaf, MERKLE_HASH_LEN);
+	memcpy(log->written_leaf, log->tree->last_leaf, MERKLE_HASH_LEN);
 	memcpy(log->queued_leaf, log->tree->last_leaf, MERKLE_HASH_LEN);
 	buf_init(&log->queue, AUDIT_QUEUE_MAX);
 	buf_init(&log->batch, AUDIT_QUEUE_MAX);
@@ -256,8 +257,10 @@ void audit_close(struct audit_log *log)
 {
 	if (!log)
 		return;
-	/* Every append returned only once its record was synced (or failed), and appends have
-	 * ended: nothing is left to flush. Closing drops the flock. */
+	/* Appends have ended. Without a syncer every one returned only once its record was synced
+	 * (or failed); with one, it syncs what is written before it stops. Closing drops the
+	 * flock. */
+	audit_syncer_stop(log);
 	audit_checkpointer_stop(log);
 	audit_signer_clear(log);
 	audit_sealer_clear(log);
@@ -330,6 +333,25 @@ void audit_test_hold_batch(struct audit_log *log, uint64_t n)
 	pthread_mutex_unlock(&log->lock);
 }
 
+void audit_test_hold_sync(struct audit_log *log, bool on)
+{
+	pthread_mutex_lock(&log->lock);
+	log->hold_sync = on;
+	pthread_cond_broadcast(&log->cond);
+	pthread_mutex_unlock(&log->lock);
+}
+
+void audit_test_progress(struct audit_log *log, uint64_t *ret_synced, uint64_t *ret_synced_end,
+			 uint64_t *ret_written, uint64_t *ret_written_end)
+{
+	pthread_mutex_lock(&log->lock);
+	*ret_synced = log->durable;
+	*ret_synced_end = log->end;
+	*ret_written = log->written;
+	*ret_written_end = log->wend;
+	pthread_mutex_unlock(&log->lock);
+}
+
 uint64_t audit_test_batches(struct audit_log *log)
 {
 	uint64_t n;
@@ -342,20 +364,23 @@ uint64_t audit_test_batches(struct audit_log *log)
 
 /* ---- Writing a batch ----------------------------------------------------------------------- */
 
-/* Write b at the end of the file (O_APPEND) and fdatasync it. On failure cut the file back to end
- * (the last good end) and describe what happened in detail. Runs without the lock: only the
- * leader gets here, and the fd, path and b are not changed by anyone else meanwhile. */
+/* Write b at the end of the file (O_APPEND) and, with sync, fdatasync the file. On failure cut
+ * the file back to end (where b begins: a record boundary) and describe what happened in detail;
+ * but a failed fdatasync when records before b were acknowledged unsynced (acked_unsynced) is
+ * fatal at once: those were acknowledged, so they cannot be cut, and after a failed fdatasync
+ * whether they are on disk is unknown. Runs without the lock: only the leader gets here, and the
+ * fd, path and b are not changed by anyone else meanwhile. */
 static int batch_write(struct audit_log *log, const struct buf *b, uint64_t end, uint64_t first,
-		       uint64_t last, enum audit_fault fault, int fault_err, char *detail,
-		       size_t detail_len, bool *ret_fatal)
+		       uint64_t last, bool sync, bool acked_unsynced, enum audit_fault fault,
+		       int fault_err, char *detail, size_t detail_len, bool *ret_fatal)
 {
 	size_t n = b->len, done = 0;
 	const char *what = "write";
 	int err = 0, terr = 0;
 
-	if (n == 0)
+	if (n == 0 && !sync)
 		return 0;
-	if (fault == AUDIT_FAULT_WRITE || fault == AUDIT_FAULT_WRITE_NO_TRUNCATE)
+	if (n > 0 && (fault == AUDIT_FAULT_WRITE || fault == AUDIT_FAULT_WRITE_NO_TRUNCATE))
 		n--;	/* the batch ends in '\n', so this leaves a torn last line */
 	/* A short write is carried on from where it stopped (a signal can cut a large write);
 	 * the retry then reports the error that stopped it, ENOSPC say. */
@@ -370,9 +395,9 @@ static int batch_write(struct audit_log *log, const struct buf *b, uint64_t end,
 		}
 		done += (size_t)w;
 	}
-	if (!err && fault != AUDIT_FAULT_NONE && fault != AUDIT_FAULT_SYNC)
+	if (!err && b->len > 0 && fault != AUDIT_FAULT_NONE && fault != AUDIT_FAULT_SYNC)
 		err = fault_err;
-	if (!err) {
+	if (!err && sync) {
 		what = "fdatasync";
 		if (fdatasync(log->fd) < 0)
 			err = errno;
@@ -382,6 +407,14 @@ static int batch_write(struct audit_log *log, const struct buf *b, uint64_t end,
 	if (!err)
 		return 0;
 
+	if (sync && strcmp(what, "fdatasync") == 0 && acked_unsynced) {
+		*ret_fatal = true;
+		snprintf(detail, detail_len,
+			 "%s: fdatasync of records up to %llu failed: %s; records already "
+			 "acknowledged as written may not be on disk, so the log takes no more "
+			 "records", log->path, (unsigned long long)(last - 1), strerror(err));
+		return -EIO;
+	}
 	/* After a failed fdatasync the kernel may have dropped the dirty pages (marked clean, data
 	 * lost), so what the file holds past end is unknown either way: cut it all. */
 	if (fault == AUDIT_FAULT_WRITE_NO_TRUNCATE)
@@ -405,17 +438,23 @@ static int batch_write(struct audit_log *log, const struct buf *b, uint64_t end,
 	return -EIO;
 }
 
-/* Called with the lock held and no leader: write the whole queue as one batch. The lock is
- * dropped during the I/O and held again on return; everyone waiting has been woken.
+/* Called with the lock held and no leader: write the whole queue as one batch, and sync the file
+ * when an AUDIT_DURABLE append waits (sync_upto), when force_sync (the syncer), or when no syncer
+ * runs (then every record is synced before its append returns, as with strict durability). The
+ * lock is dropped during the I/O and held again on return; everyone waiting has been woken.
  * A batch that fails is cut back off the file, and its seqs (and those queued meanwhile) are
  * handed out again: a new epoch starts, and the appenders of the old one are told they failed.
- * Only when the file cannot be cut back (its end is unknown) does the log stop for good. */
-static void lead_batch(struct audit_log *log)
+ * Only when the file cannot be cut back (its end is unknown), or a sync fails under records
+ * acknowledged unsynced, does the log stop for good. */
+static void lead_batch(struct audit_log *log, bool force_sync)
 {
 	struct buf t = log->batch, tm = log->bmeta;
-	uint64_t first = log->durable, last = log->next_seq, end = log->end;
+	uint64_t first = log->written, last = log->next_seq, wend = log->wend;
 	enum audit_fault fault = log->fault;
 	int fault_err = log->fault_err, r;
+	bool sync = force_sync || !log->syncer_running || log->sync_upto > log->durable ||
+		    fault == AUDIT_FAULT_SYNC;
+	bool acked_unsynced = log->written > log->durable;
 	char detail[ERR_DETAIL_MAX];
 	bool fatal = false;
 
@@ -431,34 +470,43 @@ static void lead_batch(struct audit_log *log)
 		pthread_cond_broadcast(&log->cond);
 	pthread_mutex_unlock(&log->lock);
 
-	r = batch_write(log, &log->batch, end, first, last, fault, fault_err, detail,
-			sizeof(detail), &fatal);
-	/* The tree follows the durable log. A failure here costs proofs, not records: the
-	 * frontier in memory stays right (tree_append() marks the files broken). */
-	if (r == 0)
+	r = batch_write(log, &log->batch, wend, first, last, sync, acked_unsynced, fault,
+			fault_err, detail, sizeof(detail), &fatal);
+	/* The tree follows the written log (checkpoints publish only its synced prefix). A
+	 * failure here costs proofs, not records: the frontier in memory stays right
+	 * (tree_append() marks the files broken). */
+	if (r == 0 && log->batch.len > 0)
 		(void)tree_append(log->tree, (const struct tree_entry *)log->bmeta.data,
 				  log->bmeta.len / sizeof(struct tree_entry));
 
 	pthread_mutex_lock(&log->lock);
 	if (r == 0) {
-		log->durable = last;
-		log->end = end + log->batch.len;
-		log->pub = log->tree->f;
-		memcpy(log->durable_leaf, log->tree->last_leaf, MERKLE_HASH_LEN);
-		log->batches++;
+		log->written = last;
+		log->wend = wend + log->batch.len;
+		log->wpub = log->tree->f;
+		memcpy(log->written_leaf, log->tree->last_leaf, MERKLE_HASH_LEN);
+		if (log->batch.len > 0)
+			log->batches++;
+		if (sync) {
+			log->durable = log->written;
+			log->end = log->wend;
+			log->pub = log->wpub;
+			memcpy(log->durable_leaf, log->written_leaf, MERKLE_HASH_LEN);
+			log->syncs++;
+		}
 	} else {
 		memcpy(log->fail_detail, detail, sizeof(detail));
-		log->epoch_end[log->epoch % AUDIT_EPOCHS] = log->durable;
+		log->epoch_end[log->epoch % AUDIT_EPOCHS] = log->written;
 		log->epoch++;
 		log->failed = fatal;
 		/* Lines queued meanwhile are never written: their appenders see the new epoch. */
 		buf_reset(&log->queue);
 		buf_reset(&log->qmeta);
-		log->next_seq = log->durable;
-		memcpy(log->queued_leaf, log->durable_leaf, MERKLE_HASH_LEN);
+		log->next_seq = log->written;
+		memcpy(log->queued_leaf, log->written_leaf, MERKLE_HASH_LEN);
 		/* The key record of this epoch may have been cut off with the batch: the next
 		 * append starts a new epoch. */
-		if (log->seal.written && log->seal.key_seq >= log->durable)
+		if (log->seal.written && log->seal.key_seq >= log->written)
 			log->seal.written = false;
 	}
 	buf_reset(&log->batch);
@@ -573,7 +621,7 @@ static int enqueue(struct audit_log *log, json_t *obj, char *line, uint64_t *ret
 			break;
 		/* The queue is full, so not empty: if nobody is writing, write it ourselves. */
 		if (!log->leading) {
-			lead_batch(log);
+			lead_batch(log, false);
 		} else {
 			log->room_waiters++;
 			pthread_cond_wait(&log->cond, &log->lock);
@@ -605,41 +653,46 @@ static int enqueue(struct audit_log *log, json_t *obj, char *line, uint64_t *ret
 	return r;
 }
 
-/* With the lock held: return once seq (queued in epoch `epoch`) is durable, leading batches
- * while nobody else does. */
-static int wait_durable(struct audit_log *log, uint64_t seq, uint64_t epoch)
+/* With the lock held: return once seq (queued in epoch `epoch`) is durable, or only written when
+ * !durable, leading batches while nobody else does. */
+static int wait_durable(struct audit_log *log, uint64_t seq, uint64_t epoch, bool durable)
 {
 	for (;;) {
 		if (log->epoch != epoch) {
 			/* A batch failed since our record was queued: ours was written if it lay
-			 * below what was durable when our epoch ended. */
+			 * below what was written when our epoch ended (and then, if it had to be
+			 * durable, it was: its own batch synced). */
 			if (log->epoch - epoch <= AUDIT_EPOCHS &&
 			    seq < log->epoch_end[epoch % AUDIT_EPOCHS])
 				return 0;
 			return failed_err(log);
 		}
-		if (seq < log->durable)
+		if (seq < (durable ? log->durable : log->written))
 			return 0;
 		if (log->failed)
 			return failed_err(log);
-		if (!log->leading && log->next_seq - log->durable >= log->hold) {
+		if (!log->leading && log->next_seq - log->written >= log->hold) {
 			log->hold = 0;
-			lead_batch(log);	/* our line is in the queue, so in this batch */
+			lead_batch(log, false); /* our line is in the queue or written */
 		} else {
 			pthread_cond_wait(&log->cond, &log->lock);
 		}
 	}
 }
 
-int audit_append(struct audit_log *log, const json_t *rec, uint64_t *ret_seq)
+int audit_append_mode(struct audit_log *log, const json_t *rec, enum audit_durability d,
+		      uint64_t *ret_seq)
 {
 	json_t *obj = NULL;
 	char *line;
 	uint64_t seq = 0;
+	bool durable;
 	int r;
 
 	if (!json_is_object(rec))
 		return err_set(-EINVAL, "audit record is not a JSON object");
+	if (d != AUDIT_DURABLE && d != AUDIT_WRITTEN)
+		return err_set(-EINVAL, "audit durability %d is not a known one", (int)d);
 	if (json_object_get(rec, "seq") || json_object_get(rec, "time") ||
 	    json_object_get(rec, "prev") || json_object_get(rec, "key") ||
 	    json_object_get(rec, "sealed"))
@@ -657,9 +710,14 @@ int audit_append(struct audit_log *log, const json_t *rec, uint64_t *ret_seq)
 	if (log->one_per_sync)
 		pthread_mutex_lock(&log->serial);
 	pthread_mutex_lock(&log->lock);
+	/* Without a syncer nobody would sync a written record later: sync it now. */
+	durable = d == AUDIT_DURABLE || !log->syncer_running;
 	r = enqueue(log, obj, line, &seq);
-	if (r == 0)
-		r = wait_durable(log, seq, log->epoch);
+	if (r == 0) {
+		if (durable && log->sync_upto < seq + 1)
+			log->sync_upto = seq + 1;
+		r = wait_durable(log, seq, log->epoch, durable);
+	}
 	pthread_mutex_unlock(&log->lock);
 	if (log->one_per_sync)
 		pthread_mutex_unlock(&log->serial);
@@ -670,4 +728,110 @@ int audit_append(struct audit_log *log, const json_t *rec, uint64_t *ret_seq)
 out_free:
 	free(line);
 	return r;
+}
+
+int audit_append(struct audit_log *log, const json_t *rec, uint64_t *ret_seq)
+{
+	return audit_append_mode(log, rec, AUDIT_DURABLE, ret_seq);
+}
+
+/* ---- The syncer ---------------------------------------------------------------------------- */
+
+/* With the lock held: sync everything written (and write whatever is queued) now, taking the
+ * lead as soon as nobody holds it. */
+static int sync_now(struct audit_log *log)
+{
+	uint64_t target = log->next_seq, epoch = log->epoch;
+
+	if (target == 0 || log->durable >= target)
+		return log->failed ? failed_err(log) : 0;
+	if (log->sync_upto < target)
+		log->sync_upto = target;
+	return wait_durable(log, target - 1, epoch, true);
+}
+
+int audit_sync(struct audit_log *log)
+{
+	int r;
+
+	pthread_mutex_lock(&log->lock);
+	r = sync_now(log);
+	pthread_mutex_unlock(&log->lock);
+	return r;
+}
+
+/* Sleeps until something is written but not synced, then interval_ms more (so that many
+ * records share one fdatasync), then syncs it all. Written records are therefore durable at
+ * most interval_ms plus one fdatasync after they were written. */
+static void *syncer_main(void *arg)
+{
+	struct audit_log *log = arg;
+
+	pthread_mutex_lock(&log->lock);
+	for (;;) {
+		struct timespec until;
+
+		while (!log->syncer_stop && (log->written == log->durable || log->hold_sync))
+			pthread_cond_wait(&log->cond, &log->lock);
+		if (log->syncer_stop)
+			break;
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_nsec += (long)log->sync_interval_ms * 1000000L;
+		until.tv_sec += until.tv_nsec / 1000000000L;
+		until.tv_nsec %= 1000000000L;
+		while (!log->syncer_stop &&
+		       pthread_cond_timedwait(&log->cond, &log->lock, &until) != ETIMEDOUT)
+			;
+		if (log->failed)
+			break;
+		if (log->hold_sync)
+			continue;
+		/* Only what was written: records still queued go with their own batch. */
+		if (log->written > log->durable) {
+			uint64_t target = log->written;
+
+			if (log->sync_upto < target)
+				log->sync_upto = target;
+			(void)wait_durable(log, target - 1, log->epoch, true);
+		}
+	}
+	pthread_mutex_unlock(&log->lock);
+	return NULL;
+}
+
+int audit_syncer_start(struct audit_log *log, unsigned interval_ms)
+{
+	int r;
+
+	if (interval_ms < 1 || interval_ms > 1000)
+		return err_set(-EINVAL, "audit sync interval %u ms is outside 1..1000", interval_ms);
+	pthread_mutex_lock(&log->lock);
+	if (log->syncer_running) {
+		pthread_mutex_unlock(&log->lock);
+		return -EBUSY;
+	}
+	log->sync_interval_ms = interval_ms;
+	log->syncer_stop = false;
+	r = -pthread_create(&log->syncer, NULL, syncer_main, log);
+	if (r == 0)
+		log->syncer_running = true;
+	pthread_mutex_unlock(&log->lock);
+	return r;
+}
+
+void audit_syncer_stop(struct audit_log *log)
+{
+	pthread_mutex_lock(&log->lock);
+	if (!log->syncer_running) {
+		pthread_mutex_unlock(&log->lock);
+		return;
+	}
+	log->syncer_stop = true;
+	pthread_cond_broadcast(&log->cond);
+	pthread_mutex_unlock(&log->lock);
+	pthread_join(log->syncer, NULL);
+	pthread_mutex_lock(&log->lock);
+	(void)sync_now(log);    /* the last records written: a clean stop leaves all synced */
+	log->syncer_running = false;
+	pthread_mutex_unlock(&log->lock);
 }

@@ -7,7 +7,11 @@
  * later issue builds over these lines) and "time" (RFC 3339 UTC with nanoseconds).
  *
  * Durability: audit_append() returns only after the record is on disk (fdatasync). Appends from
- * many threads at once are batched into one write and one fdatasync (group commit). If a write or
+ * many threads at once are batched into one write and one fdatasync (group commit). With a syncer
+ * running (audit_syncer_start), audit_append_mode(AUDIT_WRITTEN) returns once the record is
+ * written to the file (so a crash of the process loses nothing it acknowledged) and the syncer
+ * makes it durable within its interval (so a power loss loses at most that interval); see
+ * docs/AUDIT.md "Durability". If a write or
  * sync fails, the appends of that batch return -EIO, so callers refuse access (fail closed)
  * instead of serving unrecorded reads, and the file is cut back to the record boundary before
  * the batch; the next append tries again (a full disk recovers when space returns). Only if the
@@ -60,6 +64,27 @@ void audit_close(struct audit_log *log);
  * deeper than its parser goes), which would otherwise make the next audit_open() refuse the log.
  * ret_seq may be NULL. */
 int audit_append(struct audit_log *log, const json_t *rec, uint64_t *ret_seq);
+/* How durable a record must be when its append returns. */
+enum audit_durability {
+	AUDIT_DURABLE = 0,  /* synced (fdatasync): survives a power loss */
+	AUDIT_WRITTEN = 1,  /* written (write(2)): survives a crash of the process; synced by the
+			     * syncer within its interval. Without a syncer: as AUDIT_DURABLE */
+};
+/* audit_append() with the durability asked for. Same errors, and -EIO for an AUDIT_WRITTEN record
+ * whose write failed. A sync that fails after AUDIT_WRITTEN records were acknowledged fails the
+ * log for good (they cannot be taken back): every later append is -EIO. */
+int audit_append_mode(struct audit_log *log, const json_t *rec, enum audit_durability d,
+		      uint64_t *ret_seq);
+/* Start the syncer: a thread that syncs written records at most interval_ms (1..1000) after
+ * the first of them was written. -EINVAL interval; -EBUSY already running; -errno from
+ * pthread_create. audit_close() stops it after a last sync. */
+int audit_syncer_start(struct audit_log *log, unsigned interval_ms);
+/* Stop the syncer after syncing what is written. Safe if it never started; audit_close() calls
+ * it. */
+void audit_syncer_stop(struct audit_log *log);
+/* Sync everything written so far now (returns once it is durable). -EIO as a failed batch. */
+int audit_sync(struct audit_log *log);
+
 /* Records appended so far (the next seq). Precisely: records durable in the file, which is the
  * next seq whenever no append is in flight. */
 uint64_t audit_count(struct audit_log *log);

@@ -60,6 +60,13 @@ void audit_test_fail_next(struct audit_log *log, enum audit_fault where, int err
 void audit_test_hold_batch(struct audit_log *log, uint64_t n);
 /* Batches written and synced since audit_open(). */
 uint64_t audit_test_batches(struct audit_log *log);
+/* Hold the syncer (on: it syncs nothing until released), so a test can see what is written but
+ * not synced without racing it. Durable appends still sync their own batches. */
+void audit_test_hold_sync(struct audit_log *log, bool on);
+/* Records, and the file size after them, that are synced (durable) and that are written, now. A
+ * simulated power loss cuts the file back to *ret_synced_end. */
+void audit_test_progress(struct audit_log *log, uint64_t *ret_synced, uint64_t *ret_synced_end,
+			 uint64_t *ret_written, uint64_t *ret_written_end);
 
 /* ---- Reading lines ------------------------------------------------------------------------- */
 
@@ -170,8 +177,14 @@ struct audit_log {
 	pthread_mutex_t lock;               /* guards every field below, up to the checkpoint part */
 	pthread_cond_t cond;                /* broadcast when a batch ends or the queue is taken */
 	uint64_t next_seq;                  /* seq the next queued record gets */
-	uint64_t durable;                   /* records [0, durable) are in the file and synced */
+	uint64_t written;                   /* records [0, written) are in the file (write(2)) */
+	uint64_t wend;                      /* file size after them: a record boundary */
+	struct merkle_frontier wpub;        /* the tree of records [0, written) */
+	uint8_t written_leaf[MERKLE_HASH_LEN];  /* leaf hash of record written - 1 */
+	uint64_t durable;                   /* records [0, durable) are synced too (<= written) */
 	uint64_t end;                       /* file size after them: a record boundary */
+	uint64_t sync_upto;                 /* records below it must be synced before the next
+					     * batch ends (an AUDIT_DURABLE append asked) */
 	uint8_t queued_leaf[MERKLE_HASH_LEN];   /* leaf hash of record next_seq - 1: the next "prev" */
 	uint8_t durable_leaf[MERKLE_HASH_LEN];  /* leaf hash of record durable - 1 */
 	struct merkle_frontier pub;         /* the tree of records [0, durable) */
@@ -192,6 +205,14 @@ struct audit_log {
 	bool one_per_sync;                  /* no group commit (benchmarks); set before appends */
 	pthread_mutex_t serial;             /* held across a whole append when one_per_sync */
 	struct audit_seal seal;             /* sealing, under lock */
+	/* The syncer (audit_syncer_start): AUDIT_WRITTEN records are synced by it within
+	 * sync_interval_ms; without it they are synced before their append returns. */
+	pthread_t syncer;
+	bool syncer_running;                /* under lock */
+	bool syncer_stop;                   /* under lock */
+	unsigned sync_interval_ms;
+	uint64_t syncs;                     /* fdatasyncs of the log that succeeded (tests) */
+	bool hold_sync;                     /* the syncer syncs nothing while set (tests) */
 
 	/* Checkpoints (checkpoint.c). cp_lock orders signing: sizes never go back. */
 	pthread_mutex_t cp_lock;

@@ -91,7 +91,8 @@ static int parse_number(const char *key, const char *val, unsigned lineno, uint3
 	return 0;
 }
 
-static int parse_line(char *line, unsigned lineno, struct config *cfg, bool *seen_approvals,
+static int parse_line(char *line, unsigned lineno, struct config *cfg, bool *seen_durability,
+		      bool *seen_approvals,
 		      bool *seen_days)
 {
 	struct config_principal *p;
@@ -108,6 +109,19 @@ static int parse_line(char *line, unsigned lineno, struct config *cfg, bool *see
 	*eq = '\0';
 	key = trim(line);
 	val = trim(eq + 1);
+	if (strcmp(key, "audit_durability") == 0) {
+		if (*seen_durability)
+			return err_set(-EINVAL, "line %u: audit_durability is set twice", lineno);
+		*seen_durability = true;
+		if (strcmp(val, "strict") == 0)
+			cfg->audit_strict = true;
+		else if (strcmp(val, "session") == 0)
+			cfg->audit_strict = false;
+		else
+			return err_set(-EINVAL, "line %u: audit_durability is \"strict\" or "
+				       "\"session\", not \"%.32s\"", lineno, val);
+		return 0;
+	}
 	if (strcmp(key, "approvals") == 0)
 		return parse_number(key, val, lineno, 0, POLICY_APPROVALS_MAX, seen_approvals,
 				    &cfg->approvals);
@@ -132,7 +146,7 @@ static int parse_line(char *line, unsigned lineno, struct config *cfg, bool *see
 		n = &cfg->nauditors;
 	} else {
 		return err_set(-EINVAL, "line %u: unknown setting \"%.64s\" (known: steward, auditor, "
-			       "approvals, max_grant_days, visa_issuer)",
+			       "approvals, max_grant_days, visa_issuer, audit_durability)",
 			       lineno, key);
 	}
 	if (strncmp(val, "user:", 5) == 0) {
@@ -172,7 +186,7 @@ int config_parse(const char *text, size_t len, struct config *ret_cfg)
 {
 	struct config cfg = { .approvals = CONFIG_APPROVALS_DEFAULT,
 			      .max_grant_days = CONFIG_MAX_GRANT_DAYS_DEFAULT };
-	bool seen_approvals = false, seen_days = false;
+	bool seen_approvals = false, seen_days = false, seen_durability = false;
 	_cleanup_free_ char *copy = NULL;
 	char *line, *next;
 	unsigned lineno = 0;
@@ -192,7 +206,7 @@ int config_parse(const char *text, size_t len, struct config *ret_cfg)
 		if (next)
 			*next++ = '\0';
 		lineno++;
-		r = parse_line(line, lineno, &cfg, &seen_approvals, &seen_days);
+		r = parse_line(line, lineno, &cfg, &seen_durability, &seen_approvals, &seen_days);
 		if (r < 0)
 			return r;
 	}

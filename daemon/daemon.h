@@ -35,6 +35,8 @@ struct config_principal {
 
 #define CONFIG_APPROVALS_DEFAULT 1        /* "approvals" when absent: four eyes */
 #define CONFIG_MAX_GRANT_DAYS_DEFAULT 365
+/* audit_durability = session: written records are synced within this many milliseconds. */
+#define DAEMON_AUDIT_SYNC_MS 10
 #define CONFIG_MAX_GRANT_DAYS_MAX 3650   /* ten years */
 
 struct config {
@@ -50,12 +52,17 @@ struct config {
 	/* "visa_issuer": the URL exported GA4GH visas name as their issuer (policy_issuer_url_valid);
 	 * "" when not configured, and then no visa is exported. */
 	char visa_issuer[POLICY_ISSUER_MAX + 1];
+	/* "audit_durability = strict": every audit record synced before its call returns. The
+	 * default, "session", syncs a session's first open at once and the rest within
+	 * DAEMON_AUDIT_SYNC_MS (docs/AUDIT.md "Durability"). */
+	bool audit_strict;
 };
 
 /* Parse configuration text: lines "steward = user:NAME|group:NAME|user:UID|group:GID",
  * "auditor = ...", "approvals = N" (0..8, once; default 1), "max_grant_days = N" (1..3650, once;
- * default 365), "visa_issuer = URL" (once; policy_issuer_url_valid), blank lines and '#'
- * comments. Names are resolved through NSS now. -EINVAL with
+ * default 365), "visa_issuer = URL" (once; policy_issuer_url_valid), "audit_durability =
+ * strict|session" (once; default session), blank lines and '#' comments. Names are resolved
+ * through NSS now. -EINVAL with
  * err_detail() naming the line for anything else (unknown key, bad value, unknown name, too many
  * entries, a setting given twice, a NUL byte); -E2BIG text over CONFIG_MAX_BYTES. */
 int config_parse(const char *text, size_t len, struct config *ret_cfg);

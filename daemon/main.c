@@ -43,8 +43,14 @@ static const char usage[] =
 	"                             and distinct refusal every S seconds, the rest counted\n"
 	"                             in one summary record (1 to 86400; default 60)\n"
 	"      --debug-fuse           print every FUSE request on stderr\n"
+	"      --audit-durability MODE\n"
+	"                             session (default): a session's first open is synced before\n"
+	"                             it returns, every other record is written before its call\n"
+	"                             returns and synced within 10 ms; strict: every record is\n"
+	"                             synced before its call returns. Overrides enclave.conf's\n"
+	"                             audit_durability (docs/AUDIT.md)\n"
 	"      --audit-sync-each      no group commit: one write and fdatasync per audit record\n"
-	"                             (only to measure what group commit saves)\n"
+	"                             (only to measure what group commit saves; implies strict)\n"
 	"      --direct-packs         read packs with O_DIRECT, bypassing the page cache\n"
 	"                             (measured slower here; see docs/PERFORMANCE.md)\n"
 	"  -h, --help                 this help\n"
@@ -318,6 +324,7 @@ int main(int argc, char **argv)
 		{ "threads", required_argument, NULL, 't' },
 		{ "checkpoint-interval", required_argument, NULL, 'c' },
 		{ "audit-sync-each", no_argument, NULL, 'S' },
+		{ "audit-durability", required_argument, NULL, 'A' },
 		{ "debug-fuse", no_argument, NULL, 'D' },
 		{ "direct-packs", no_argument, NULL, 'O' },
 		{ "prefetch-threads", required_argument, NULL, 'P' },
@@ -329,6 +336,7 @@ int main(int argc, char **argv)
 	struct daemon d = { .checkpoint_interval = AUDIT_CHECKPOINT_INTERVAL_DEFAULT,
 			    .run_fd = -1 };
 	bool sync_each = false;
+	int durability = -1;    /* --audit-durability: 1 strict, 0 session, -1 enclave.conf's */
 	/* Pack reads go through the page cache unless --direct-packs: O_DIRECT saves the copy out
 	 * of the page cache but loses the cache and the kernel's read-ahead, and measured about
 	 * half as fast warm and slower cold (docs/PERFORMANCE.md). */
@@ -401,6 +409,17 @@ int main(int argc, char **argv)
 			break;
 		case 'S':
 			sync_each = true;
+			break;
+		case 'A':
+			if (strcmp(optarg, "strict") == 0) {
+				durability = 1;
+			} else if (strcmp(optarg, "session") == 0) {
+				durability = 0;
+			} else {
+				fprintf(stderr, "enclaved: --audit-durability takes strict or "
+					"session\n");
+				return 2;
+			}
 			break;
 		case 'O':
 			so.direct_io = true;
@@ -493,6 +512,19 @@ int main(int argc, char **argv)
 		fprintf(stderr, "enclaved: audit log: cut %llu bytes of a record torn by a crash "
 			"(it was never acknowledged)\n", (unsigned long long)torn);
 	audit_set_group_commit(d.log, !sync_each);
+	if (durability < 0)
+		durability = d.cfg.audit_strict;
+	if (!durability && !sync_each) {
+		r = audit_syncer_start(d.log, DAEMON_AUDIT_SYNC_MS);
+		if (r < 0) {
+			die_detail("audit syncer", r);
+			goto out_audit;
+		}
+	}
+	fprintf(stderr, "enclaved: audit durability: %s\n",
+		durability || sync_each ? "strict (every record synced before it is acknowledged)"
+					: "session (the first open of a session synced at once, "
+					  "the other records within 10 ms)");
 	r = audit_key_setup(&d);
 	if (r < 0) {
 		die_detail("audit signing key", r);

@@ -218,6 +218,9 @@ struct fusefs_open_info {
 	uint64_t job_id;                /* with job_source != FUSEFS_JOB_NONE (fuse/job.h) */
 	int job_source;                 /* enum fusefs_job_source */
 	const char *cache;              /* allowed opens: "kernel" or "direct"; NULL for denials */
+	bool durable;                   /* sync the record before returning (a session's first
+					 * allowed open); otherwise it is only written, and synced
+					 * within the log's sync interval (docs/AUDIT.md) */
 };
 
 /* The caller's command name (/proc/<pid>/comm) into out (16 bytes and more); "" if unreadable. */

@@ -1401,6 +1401,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	struct store_dataset_info di;
 	struct policy_decision dec;
 	struct fusefs_open_info oi = { 0 };
+	struct fusefs_session sess;
 	struct fusefs_access a;
 	uint64_t gen;
 	struct store_inode in;
@@ -1487,13 +1488,21 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		    fusefs_cached_add(fs, ino);
 	oi.cache = h->cached ? "kernel" : "direct";
 
-	/* Recorded before anything is served; no record, no access. */
+	/* Recorded before anything is served; no record, no access. The first open of a session
+	 * (this thread, this uid, this version, this grant) is synced before we go on; the others
+	 * are written, and synced within the log's interval (docs/AUDIT.md "Durability"). */
+	sess = (struct fusefs_session){ .tid = c.pid, .start = c.proc.start, .uid = c.who.uid,
+					.dsid = n.dsid, .version = n.version,
+					.grant_id = dec.grant_id, .rule_id = dec.rule_id };
+	oi.durable = !fusefs_session_known(fs->subjects, &sess);
 	r = fusefs_record_open(fs, &a, &oi, &dec, NULL, &h->open_seq);
 	if (r < 0) {
 		fh_free_unopened(fs, h);
 		fuse_reply_err(req, EACCES);
 		return;
 	}
+	if (oi.durable)
+		fusefs_session_add(fs->subjects, &sess);
 	r = store_object_open(fs->st, n.dsid, &in, &h->obj);
 	if (r == 0)
 		r = fusefs_test_fault(fs, FUSEFS_FAULT_OBJECT_OPEN);

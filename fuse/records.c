@@ -70,7 +70,8 @@ static struct rec rec_start(const char *event, const struct fusefs_access *a)
 	return r;
 }
 
-static int rec_append(struct fusefs *fs, struct rec *r, uint64_t *ret_seq)
+/* durable: synced before returning; otherwise written (docs/AUDIT.md "Durability"). */
+static int rec_append(struct fusefs *fs, struct rec *r, bool durable, uint64_t *ret_seq)
 {
 	uint64_t seq = 0;
 	int ret;
@@ -78,7 +79,8 @@ static int rec_append(struct fusefs *fs, struct rec *r, uint64_t *ret_seq)
 	if (r->failed) {
 		ret = -ENOMEM;
 	} else {
-		ret = audit_append(fs->log, r->obj, &seq);
+		ret = audit_append_mode(fs->log, r->obj, durable ? AUDIT_DURABLE : AUDIT_WRITTEN,
+					&seq);
 		if (ret == 0 && ret_seq)
 			*ret_seq = seq;
 	}
@@ -146,9 +148,11 @@ int fusefs_record_open(struct fusefs *fs, const struct fusefs_access *a,
 		put(&r, "cache", json_string(oi->cache));
 	if (error)
 		put(&r, "error", json_string(error));
-	return rec_append(fs, &r, ret_seq);
+	return rec_append(fs, &r, oi->durable, ret_seq);
 }
 
+/* Written, not synced before returning: the open it closes is on record (durably, or within the
+ * sync interval), and the close only adds the byte count (docs/AUDIT.md "Durability"). */
 int fusefs_record_close(struct fusefs *fs, const struct fusefs_access *a, uint64_t open_seq,
 			uint64_t bytes, const char *error)
 {
@@ -158,7 +162,7 @@ int fusefs_record_close(struct fusefs *fs, const struct fusefs_access *a, uint64
 	put_u64(&r, "bytes", bytes);
 	if (error)
 		put(&r, "error", json_string(error));
-	return rec_append(fs, &r, NULL);
+	return rec_append(fs, &r, false, NULL);
 }
 
 int fusefs_record_read_refused(struct fusefs *fs, const struct fusefs_access *a,
@@ -169,7 +173,7 @@ int fusefs_record_read_refused(struct fusefs *fs, const struct fusefs_access *a,
 	put_u64(&r, "open_seq", open_seq);
 	put_decision(&r, d);
 	put_u64(&r, "bytes", bytes);
-	return rec_append(fs, &r, NULL);
+	return rec_append(fs, &r, true, NULL);
 }
 
 int fusefs_record_integrity(struct fusefs *fs, const char *event, const struct fusefs_access *a,
@@ -181,7 +185,7 @@ int fusefs_record_integrity(struct fusefs *fs, const char *event, const struct f
 	put_u64(&r, "offset", offset);
 	put_u64(&r, "length", length);
 	put(&r, "error", audit_string(error));
-	return rec_append(fs, &r, NULL);
+	return rec_append(fs, &r, true, NULL);
 }
 
 int fusefs_record_store_error(struct fusefs *fs, const char *error, uint64_t left_out)
@@ -193,7 +197,7 @@ int fusefs_record_store_error(struct fusefs *fs, const char *error, uint64_t lef
 	put(&r, "error", audit_string(error));
 	if (left_out)
 		put_u64(&r, "left_out", left_out);
-	return rec_append(fs, &r, NULL);
+	return rec_append(fs, &r, true, NULL);
 }
 
 /* ---- Refusals, rate-limited (fuse/limit.h) -------------------------------------------------- */

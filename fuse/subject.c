@@ -107,9 +107,18 @@ struct proc_set {
 	struct proc_slot slots[PROC_WAYS];
 };
 
+/* One slot per session hash: a session found in its slot (whole key equal) was recorded
+ * durably; a collision overwrites, which only costs a durable record more. */
+struct session_slot {
+	bool used;
+	struct fusefs_session s;
+};
+
 struct fusefs_subjects {
 	struct name_set sets[NAME_SETS];
 	struct proc_set procs[PROC_SETS];
+	pthread_mutex_t sessions_lock;      /* guards sessions[] */
+	struct session_slot sessions[FUSEFS_SESSIONS];
 	_Atomic uint64_t proc_hits, proc_misses;
 };
 
@@ -123,6 +132,7 @@ int fusefs_subjects_new(struct fusefs_subjects **ret)
 		pthread_mutex_init(&c->sets[i].lock, NULL);
 	for (unsigned i = 0; i < PROC_SETS; i++)
 		pthread_mutex_init(&c->procs[i].lock, NULL);
+	pthread_mutex_init(&c->sessions_lock, NULL);
 	*ret = c;
 	return 0;
 }
@@ -133,6 +143,7 @@ void fusefs_subjects_free(struct fusefs_subjects *c)
 		return;
 	for (unsigned i = 0; i < NAME_SETS; i++)
 		pthread_mutex_destroy(&c->sets[i].lock);
+	pthread_mutex_destroy(&c->sessions_lock);
 	for (unsigned i = 0; i < PROC_SETS; i++) {
 		pthread_mutex_destroy(&c->procs[i].lock);
 		for (unsigned w = 0; w < PROC_WAYS; w++)
@@ -439,6 +450,7 @@ int fusefs_subject_of(struct fusefs_subjects *c, pid_t tid, uint32_t uid, uint32
 	userns = proc_userns(tid);
 	now = now_monotonic_ns();
 	memcpy(pr.name, st.comm, sizeof(st.comm));
+	pr.start = st.start;
 	set = proc_set_of(c, tid);
 	pthread_mutex_lock(&set->lock);
 	for (unsigned w = 0; w < PROC_WAYS && userns; w++) {
@@ -516,4 +528,45 @@ int fusefs_subject_get(struct fusefs_subjects *c, fuse_req_t req,
 	const struct fuse_ctx *x = fuse_req_ctx(req);
 
 	return fusefs_subject_of(c, x->pid, x->uid, x->gid, ret_subject, ret_proc);
+}
+
+/* ---- Audit sessions ------------------------------------------------------------------------ */
+
+static bool session_eq(const struct fusefs_session *a, const struct fusefs_session *b)
+{
+	return a->tid == b->tid && a->start == b->start && a->uid == b->uid &&
+	       a->dsid == b->dsid && a->version == b->version && a->grant_id == b->grant_id &&
+	       a->rule_id == b->rule_id;
+}
+
+static struct session_slot *session_slot(struct fusefs_subjects *c, const struct fusefs_session *s)
+{
+	uint64_t h = 0xcbf29ce484222325ull;
+	const uint64_t parts[] = { (uint64_t)(uint32_t)s->tid, s->start, s->uid, s->dsid,
+				   s->version, s->grant_id, s->rule_id };
+
+	for (size_t i = 0; i < ARRAY_SIZE(parts); i++)
+		h = (h ^ parts[i]) * 0x100000001b3ull;
+	return &c->sessions[(h ^ (h >> 29)) % FUSEFS_SESSIONS];
+}
+
+bool fusefs_session_known(struct fusefs_subjects *c, const struct fusefs_session *s)
+{
+	struct session_slot *e = session_slot(c, s);
+	bool known;
+
+	pthread_mutex_lock(&c->sessions_lock);
+	known = e->used && session_eq(&e->s, s);
+	pthread_mutex_unlock(&c->sessions_lock);
+	return known;
+}
+
+void fusefs_session_add(struct fusefs_subjects *c, const struct fusefs_session *s)
+{
+	struct session_slot *e = session_slot(c, s);
+
+	pthread_mutex_lock(&c->sessions_lock);
+	e->used = true;
+	e->s = *s;
+	pthread_mutex_unlock(&c->sessions_lock);
 }

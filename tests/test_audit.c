@@ -4,12 +4,14 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 #include <setjmp.h>
@@ -932,6 +934,187 @@ static void test_fail_batch_no_truncate(void **state)
 }
 
 /* ---- The tree, checkpoints and proofs ------------------------------------------------------ */
+
+/* ---- Durability: written vs durable records (issue 13) --------------------------------------- */
+
+static uint64_t append_mode_ok(struct audit_log *log, json_t *rec, enum audit_durability d)
+{
+	uint64_t seq = UINT64_MAX;
+	int r = audit_append_mode(log, rec, d, &seq);
+
+	if (r < 0)
+		fprintf(stderr, "audit_append_mode: %s: %s\n", strerror(-r), err_detail());
+	assert_int_equal(r, 0);
+	json_decref(rec);
+	return seq;
+}
+
+/* What a power loss leaves: the log cut back to the length it had at its last sync, in a
+ * directory of its own (no tree: it is rebuilt from the log). Opens it and returns the count. */
+static uint64_t power_loss_copy(struct fx *f, const char *name, uint64_t synced_end)
+{
+	char *dir = tu_fmt("%s/%s", f->root, name), *path = tu_fmt("%s/%s", dir, AUDIT_LOG_NAME);
+	struct audit_log *log;
+	uint64_t torn = 9, n;
+	uint8_t *raw;
+	size_t len;
+
+	raw = tu_read_file(f->path, &len);
+	assert_true(synced_end <= len);
+	assert_int_equal(mkdir(dir, 0700), 0);
+	tu_write_file(path, raw, synced_end);
+	log = open_log(dir, &torn);
+	assert_int_equal(torn, 0);
+	n = audit_count(log);
+	audit_close(log);
+	free(raw);
+	free(path);
+	free(dir);
+	return n;
+}
+
+/* With a syncer, an AUDIT_WRITTEN record is in the file when its append returns but not synced
+ * until the syncer's interval passes or a durable record's batch syncs it; an AUDIT_DURABLE one is
+ * synced before its append returns, with everything before it. A simulated power loss (the file
+ * cut back to its length at the last sync) loses only written records after the last sync, never
+ * a durable one. */
+static void test_durability_power_loss(void **state)
+{
+	struct fx *f = *state;
+	struct audit_log *log = open_log(f->dir, NULL);
+	uint64_t synced, synced_end, written, written_end, s0, s1;
+
+	/* Long enough that the syncer does not run during the checks below. */
+	assert_int_equal(audit_syncer_start(log, 1000), 0);
+	assert_int_equal(audit_syncer_start(log, 1000), -EBUSY);
+	s0 = append_mode_ok(log, ev("session", "ds", "alice", 1000), AUDIT_DURABLE);
+	for (int i = 0; i < 5; i++)
+		append_mode_ok(log, ev("open", "ds", "alice", 1000), AUDIT_WRITTEN);
+	audit_test_progress(log, &synced, &synced_end, &written, &written_end);
+	assert_int_equal(synced, s0 + 1);
+	assert_int_equal(written, s0 + 6);
+	assert_true(written_end > synced_end);
+	/* Every written record is in the file (a crash of the process loses none of them). */
+	assert_int_equal((uint64_t)file_size(f->path), written_end);
+	/* A power loss now: the session record survives, the five opens after it may not. */
+	assert_int_equal(power_loss_copy(f, "loss1", synced_end), s0 + 1);
+
+	/* A durable record syncs everything written before it. */
+	s1 = append_mode_ok(log, ev("session", "ds", "bob", 1001), AUDIT_DURABLE);
+	audit_test_progress(log, &synced, &synced_end, &written, &written_end);
+	assert_int_equal(synced, s1 + 1);
+	assert_int_equal(synced_end, written_end);
+	assert_int_equal(power_loss_copy(f, "loss2", synced_end), s1 + 1);
+	/* Checkpoints cover only synced records. */
+	append_mode_ok(log, ev("open", "ds", "bob", 1001), AUDIT_WRITTEN);
+	assert_int_equal(audit_count(log), s1 + 1);
+	/* audit_sync(): everything written is synced now. */
+	assert_int_equal(audit_sync(log), 0);
+	audit_test_progress(log, &synced, &synced_end, &written, &written_end);
+	assert_int_equal(synced, written);
+	assert_int_equal(synced, s1 + 2);
+	/* A clean close syncs what is written. */
+	append_mode_ok(log, ev("close", "ds", "bob", 1001), AUDIT_WRITTEN);
+	audit_close(log);
+	log = open_log(f->dir, NULL);
+	assert_int_equal(audit_count(log), s1 + 3);
+	audit_close(log);
+}
+
+/* The syncer syncs written records by itself (within its interval; this only waits until it
+ * has, it times nothing), and without a syncer AUDIT_WRITTEN is synced before returning. */
+static void test_durability_syncer(void **state)
+{
+	struct fx *f = *state;
+	struct audit_log *log = open_log(f->dir, NULL);
+	uint64_t synced, synced_end, written, written_end;
+
+	append_mode_ok(log, ev("open", "ds", "alice", 1000), AUDIT_WRITTEN);
+	audit_test_progress(log, &synced, &synced_end, &written, &written_end);
+	assert_int_equal(synced, 1);
+	assert_int_equal(written, 1);
+	assert_int_equal(audit_syncer_start(log, 0), -EINVAL);
+	assert_int_equal(audit_syncer_start(log, 1001), -EINVAL);
+	assert_int_equal(audit_syncer_start(log, 10), 0);
+	for (int i = 0; i < 20; i++)
+		append_mode_ok(log, ev("open", "ds", "alice", 1000), AUDIT_WRITTEN);
+	for (int i = 0; i < 1000; i++) {
+		audit_test_progress(log, &synced, &synced_end, &written, &written_end);
+		if (synced == written)
+			break;
+		usleep(10000);
+	}
+	assert_int_equal(synced, 21);
+	assert_int_equal(written, 21);
+	assert_int_equal(synced_end, (uint64_t)file_size(f->path));
+	audit_close(log);
+}
+
+/* A sync that fails after written records were acknowledged cannot cut them back off: the log
+ * fails for good, saying why, and takes no more records (the daemon refuses every open). */
+static void test_durability_sync_failure(void **state)
+{
+	struct fx *f = *state;
+	struct audit_log *log = open_log(f->dir, NULL);
+
+	assert_int_equal(audit_syncer_start(log, 1000), 0);
+	append_mode_ok(log, ev("session", "ds", "alice", 1000), AUDIT_DURABLE);
+	append_mode_ok(log, ev("open", "ds", "alice", 1000), AUDIT_WRITTEN);
+	audit_test_fail_next(log, AUDIT_FAULT_SYNC, EIO);
+	expect_failed(log, "acknowledged as written", true);
+	expect_failed(log, NULL, true);
+	audit_close(log);
+	/* Both acknowledged records are still there. */
+	log = open_log(f->dir, NULL);
+	assert_true(audit_count(log) >= 2);
+	audit_close(log);
+}
+
+/* kill -9 of the writer: every record whose AUDIT_WRITTEN append returned is in the log. The
+ * child appends with a syncer that would not sync for a second, and reports each seq. */
+static void test_durability_kill9(void **state)
+{
+	struct fx *f = *state;
+	struct audit_log *log;
+	uint64_t acked = 0, seq;
+	int p[2], status;
+	pid_t pid;
+
+	assert_int_equal(pipe2(p, O_CLOEXEC), 0);
+	fflush(NULL);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		struct audit_log *cl = NULL;
+
+		close(p[0]);
+		if (audit_open(f->dir, NULL, &cl) < 0 || audit_syncer_start(cl, 1000) < 0)
+			_exit(1);
+		for (;;) {
+			json_t *rec = ev("open", "ds", "alice", 1000);
+
+			if (audit_append_mode(cl, rec, AUDIT_WRITTEN, &seq) < 0)
+				_exit(2);
+			json_decref(rec);
+			if (write(p[1], &seq, sizeof(seq)) != sizeof(seq))
+				_exit(3);
+		}
+	}
+	close(p[1]);
+	/* Let it acknowledge a few hundred, then kill it in the middle of appending. */
+	while (acked < 300 && read(p[0], &seq, sizeof(seq)) == sizeof(seq))
+		acked = seq + 1;
+	kill(pid, SIGKILL);
+	while (read(p[0], &seq, sizeof(seq)) == sizeof(seq))
+		acked = seq + 1;
+	close(p[0]);
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFSIGNALED(status));
+	assert_true(acked >= 300);
+	log = open_log(f->dir, NULL);
+	assert_true(audit_count(log) >= acked);
+	audit_close(log);
+}
 
 static const uint8_t test_seed[32] = { 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16 };
 #define TEST_KEY_NAME "test.example/enclave"
@@ -1971,6 +2154,10 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_group_commit_one_batch, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_fail_then_recover, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_fail_batch_no_truncate, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_durability_power_loss, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_durability_syncer, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_durability_sync_failure, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_durability_kill9, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_checkpoint_and_prove, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_checkpointer, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_open_detects_removal_and_change, fx_setup,

@@ -55,6 +55,12 @@ static void test_config_valid(void **state)
 	assert_int_equal(parse("steward = user:root\nvisa_issuer = https://dac.example.org/enclave\n",
 			       &cfg), 0);
 	assert_string_equal(cfg.visa_issuer, "https://dac.example.org/enclave");
+	/* audit_durability: session by default, strict when asked. */
+	assert_false(cfg.audit_strict);
+	assert_int_equal(parse("steward = user:root\naudit_durability = strict\n", &cfg), 0);
+	assert_true(cfg.audit_strict);
+	assert_int_equal(parse("steward = user:root\naudit_durability = session\n", &cfg), 0);
+	assert_false(cfg.audit_strict);
 }
 
 static void test_config_rejects(void **state)
@@ -82,6 +88,8 @@ static void test_config_rejects(void **state)
 		"steward = user:root\nvisa_issuer = https://x.org/a?b\n",    /* a query */
 		"steward = user:root\nvisa_issuer = https://\n",             /* no host */
 		"steward = user:root\nvisa_issuer = https://a.org\nvisa_issuer = https://b.org\n",
+		"steward = user:root\naudit_durability = lazy\n",
+		"steward = user:root\naudit_durability = strict\naudit_durability = strict\n",
 		"",
 	};
 	struct config cfg, before;

@@ -423,6 +423,21 @@ static json_t *records(struct fx *f, const char *event)
 	return c.out;
 }
 
+/* Wait (5 s at most) until the log holds at least n records of event. */
+static void wait_records(struct fx *f, const char *event, size_t n)
+{
+	for (int i = 0; i < 500; i++) {
+		json_t *a = records(f, event);
+		size_t have = json_array_size(a);
+
+		json_decref(a);
+		if (have >= n)
+			return;
+		poll(NULL, 0, 10);
+	}
+	fail_msg("fewer than %zu \"%s\" records after 5 s", n, event);
+}
+
 static const char *rstr(const json_t *r, const char *k)
 {
 	const char *s = json_string_value(json_object_get(r, k));
@@ -1604,11 +1619,15 @@ static void test_unrecordable_open_is_refused(void **state)
 	grant(POLICY_USER, U.alice.uid, dsid, POLICY_ALL_VERSIONS);
 	fx_mount(f);
 	assert_int_equal(tu_run_as(&U.alice, child_reads_one, f->mnt, CHILD_MS), 0);
+	/* The kernel sends the release of the child's file after the child is gone: wait for its
+	 * close record, so that the failure injected next hits the open, not that close. */
+	wait_records(f, "close", 1);
 	/* A sync failure that the log cuts back: this open is refused, the next one served. */
 	audit_test_fail_next(f->log, AUDIT_FAULT_SYNC, EIO);
 	assert_int_equal(tu_run_as(&U.alice, child_open_refused, f->mnt, CHILD_MS), 0);
 	assert_false(audit_failed(f->log));
 	assert_int_equal(tu_run_as(&U.alice, child_reads_one, f->mnt, CHILD_MS), 0);
+	wait_records(f, "close", 2);
 	/* One it cannot cut back fails the log for good: every open is refused from then on. */
 	audit_test_fail_next(f->log, AUDIT_FAULT_WRITE_NO_TRUNCATE, EIO);
 	assert_int_equal(tu_run_as(&U.alice, child_open_refused, f->mnt, CHILD_MS), 0);
@@ -2288,6 +2307,70 @@ static void test_open_record_names_the_job(void **state)
 	free(chunk);
 }
 
+/* ---- Audit sessions (issue 13) ---------------------------------------------------------------- */
+
+struct session_job {
+	const char *paths[3];   /* opened, read and closed in turn by one thread */
+};
+
+static int child_session(void *arg)
+{
+	const struct session_job *j = arg;
+	char buf[4096];
+
+	for (int i = 0; i < 3 && j->paths[i]; i++) {
+		int fd = open(j->paths[i], O_RDONLY | O_CLOEXEC);
+
+		CHECK(fd >= 0, "open %s: %s", j->paths[i], strerror(errno));
+		CHECK(read(fd, buf, sizeof(buf)) >= 0, "read %s", j->paths[i]);
+		close(fd);
+	}
+	return 0;
+}
+
+/* With a syncer (audit_durability = session), the first open of a session is synced before the
+ * open returns, and the other opens of the session and the closes are written but left to the
+ * syncer; a new process is a new session, synced again. The syncer is held so that nothing is
+ * synced behind the test's back. */
+static void test_session_first_open_is_durable(void **state)
+{
+	struct fx *f = *state;
+	uint64_t dsid = import_tree(f), synced, synced_end, written, written_end;
+	struct session_job j = { { tu_fmt("%s/ds/1/one", f->mnt), tu_fmt("%s/ds/1/a/odd", f->mnt),
+				   tu_fmt("%s/ds/1/one", f->mnt) } };
+	json_t *opens, *o;
+	long long first, second;
+
+	grant(POLICY_USER, U.alice.uid, dsid, POLICY_ALL_VERSIONS);
+	assert_int_equal(audit_syncer_start(f->log, 1000), 0);
+	audit_test_hold_sync(f->log, true);
+	fx_mount(f);
+	assert_int_equal(tu_run_as(&U.alice, child_session, &j, CHILD_MS), 0);
+	audit_test_progress(f->log, &synced, &synced_end, &written, &written_end);
+	opens = records(f, "open");
+	o = find_rec(opens, "/one", TU_USER_ALICE, "allow");
+	assert_non_null(o);
+	first = rec_int(o, "seq");
+	o = find_rec(opens, "/a/odd", TU_USER_ALICE, "allow");
+	assert_non_null(o);
+	second = rec_int(o, "seq");
+	json_decref(opens);
+	/* The session's first open is synced; what followed (two opens, three closes) is only
+	 * written: in the file, not synced. */
+	assert_true((uint64_t)first < synced);
+	assert_true((uint64_t)second >= synced);
+	assert_int_equal(written, (uint64_t)second + 4);
+	/* Another process: a session of its own, its first open synced (with all before it). */
+	assert_int_equal(tu_run_as(&U.alice, child_session, &j, CHILD_MS), 0);
+	audit_test_progress(f->log, &synced, &synced_end, &written, &written_end);
+	assert_true(synced >= (uint64_t)second + 5);
+	assert_true(written > synced);
+	audit_test_hold_sync(f->log, false);
+	fx_unmount(f);
+	for (int i = 0; i < 3; i++)
+		free((char *)j.paths[i]);
+}
+
 /* ---- The process cache (issue 13) ----------------------------------------------------------- */
 
 /* A child made with clone3, at pid want (0: any), holding groups[0..n) and then uid/gid; it
@@ -2801,6 +2884,7 @@ int main(void)
 		T(test_cache_kernel_serves_from_memory),
 		T(test_supplementary_groups_from_the_process),
 		T(test_open_record_names_the_job),
+		T(test_session_first_open_is_durable),
 #undef T
 		cmocka_unit_test(test_inode_numbers),
 		cmocka_unit_test(test_refusal_limiter_bounded),
