@@ -308,10 +308,12 @@ static void progress_draw(struct import *im, bool force)
 		rate = secs > 0 ? (double)im->bytes / secs : 0;
 		out_size(im->bytes, done);
 		out_size(im->total_bytes, total);
-		out_duration(rate > 0 && secs >= 1 && im->total_bytes >= im->bytes
-				     ? (double)(im->total_bytes - im->bytes) / rate : -1, eta);
-		fprintf(stderr, "\r\033[K%s / %s, %" PRIu64 "/%" PRIu64 " files, %.1f MB/s, ETA %s",
-			done, total, im->files, im->total_files, rate / 1e6, eta);
+		/* Files as well as bytes: a tree of many small files costs time per file. */
+		out_duration(progress_eta(im->files, im->total_files, im->bytes, im->total_bytes,
+					  secs), eta);
+		fprintf(stderr, "\r\033[K%s / %s, %" PRIu64 "/%" PRIu64 " files, %.1f MB/s, "
+			"%.0f files/s, ETA %s", done, total, im->files, im->total_files, rate / 1e6,
+			secs > 0 ? (double)im->files / secs : 0, eta);
 	}
 	fflush(stderr);
 	im->on_screen = true;

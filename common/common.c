@@ -234,3 +234,21 @@ const char *file_type_name(mode_t m)
 		return "a regular file";
 	return "of an unknown type";
 }
+
+double progress_eta(uint64_t done_files, uint64_t total_files, uint64_t done_bytes,
+		    uint64_t total_bytes, double secs)
+{
+	double eta = -1;
+
+	if (!(secs >= 1))
+		return -1;
+	if (done_files > 0 && total_files >= done_files)
+		eta = (double)(total_files - done_files) * secs / (double)done_files;
+	if (done_bytes > 0 && total_bytes >= done_bytes) {
+		double b = (double)(total_bytes - done_bytes) * secs / (double)done_bytes;
+
+		if (b > eta)
+			eta = b;
+	}
+	return eta;
+}

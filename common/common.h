@@ -123,5 +123,13 @@ int64_t now_realtime_ns(void);
 /* Monotonic time in nanoseconds. */
 int64_t now_monotonic_ns(void);
 
+/* Seconds left of a job that, secs seconds in, has done done_files of total_files files and
+ * done_bytes of total_bytes bytes: the larger of the files estimate (the files left at the rate
+ * files went) and the bytes estimate, since a tree costs time per file as well as per byte (many
+ * small files after the big ones: bytes alone would say 00:00 while most files remain). -1 when
+ * there is nothing to go by yet (under a second, or nothing done). */
+double progress_eta(uint64_t done_files, uint64_t total_files, uint64_t done_bytes,
+		    uint64_t total_bytes, double secs);
+
 /* Lowercase hex of n bytes into out (2n+1 bytes, NUL-terminated). */
 void hex_encode(const uint8_t *in, size_t n, char *out);

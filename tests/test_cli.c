@@ -517,6 +517,26 @@ static void h_audit(struct fake *f, int conn, const char *op, const json_t *args
 
 /* ---- Usage --------------------------------------------------------------------------------- */
 
+/* The import's ETA counts files as well as bytes: with the big files done and most of the
+ * (small) files left it is not 00:00 (issue 15, point 14). */
+static void test_progress_eta(void **state)
+{
+	(void)state;
+	/* Nothing to go by yet. */
+	assert_true(progress_eta(0, 100, 0, 1000, 5) < 0);
+	assert_true(progress_eta(10, 100, 10, 1000, 0.5) < 0);
+	/* 99 % of the bytes in 10 of 10,000 files, after 10 s: bytes alone would say 0.1 s. */
+	assert_true(progress_eta(10, 10000, 990, 1000, 10) > 9000);
+	/* Files alone would say 0 s while bytes remain. */
+	assert_true(progress_eta(100, 100, 500, 1000, 10) > 9);
+	assert_true(progress_eta(100, 100, 500, 1000, 10) < 11);
+	/* Both agree: half of each in 10 s, 10 s left. */
+	assert_true(progress_eta(50, 100, 500, 1000, 10) > 9.9);
+	assert_true(progress_eta(50, 100, 500, 1000, 10) < 10.1);
+	/* Done. */
+	assert_true(progress_eta(100, 100, 1000, 1000, 10) == 0);
+}
+
 static void test_help_every_level(void **state)
 {
 	static const char *const levels[][4] = {
@@ -1447,6 +1467,7 @@ static void test_audit_show(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_progress_eta),
 		cmocka_unit_test(test_help_every_level),
 		cmocka_unit_test(test_import_help_says_versions_are_stored_in_full),
 		cmocka_unit_test(test_usage_errors),
