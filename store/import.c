@@ -891,10 +891,31 @@ static int pack_append_open(struct store_import *imp)
 	return 1;
 }
 
+/* Zeros up to the next multiple of STORE_ALIGN: before an aligned object that follows dense
+ * ones, and at the end of a pack's committed part (its committed length stays aligned). */
+static int stream_align(struct store_import *imp)
+{
+	size_t pad = (size_t)(ALIGN_UP(imp->wpos, (uint64_t)STORE_ALIGN) - imp->wpos);
+	uint8_t *p;
+	int r;
+
+	if (pad == 0)
+		return 0;
+	r = stream_reserve(imp, pad, &p);
+	if (r < 0)
+		return r;
+	memset(p, 0, pad);
+	stream_advance(imp, pad);
+	return 0;
+}
+
 /* Finish the current pack (durable) and continue in a new one. */
 static int pack_rotate(struct store_import *imp)
 {
-	int r = stream_flush(imp);
+	int r = stream_align(imp);
+
+	if (r == 0)
+		r = stream_flush(imp);
 
 	if (r == 0)
 		r = drain(imp);
@@ -940,14 +961,22 @@ static int write_object(struct store_import *imp, int fd, const char *path, stru
 	uint64_t base, left = size;
 	/* Large objects go through the pool (see the top of this file). */
 	const bool par = imp->nworkers && size >= IMPORT_PAR_MIN;
+	/* Dense: right after the previous object, no padding (docs/FORMAT.md 4.7). */
+	const bool dense = object_dense(size, cs);
 	uint8_t probe;
 	uint8_t *p;
 	ssize_t got;
 	int r;
 
 	if (imp->wpos > PACK_HEADER_LEN &&
-	    imp->wpos + object_span(size, cs) > imp->st->pack_target) {
+	    ALIGN_UP(imp->wpos, (uint64_t)STORE_ALIGN) + object_span(size, cs) >
+		    imp->st->pack_target) {
 		r = pack_rotate(imp);
+		if (r < 0)
+			return r;
+	}
+	if (!dense) {
+		r = stream_align(imp);
 		if (r < 0)
 			return r;
 	}
@@ -1048,14 +1077,10 @@ static int write_object(struct store_import *imp, int fd, const char *path, stru
 	memcpy(p, imp->tagacc, imp->tagacc_len);
 	stream_advance(imp, imp->tagacc_len);
 	imp->tagacc_len = 0;
-	if (!IS_ALIGNED(imp->wpos, STORE_ALIGN)) {
-		size_t pad = (size_t)(ALIGN_UP(imp->wpos, (uint64_t)STORE_ALIGN) - imp->wpos);
-
-		r = stream_reserve(imp, pad, &p);
+	if (!dense) {
+		r = stream_align(imp);
 		if (r < 0)
 			goto out;
-		memset(p, 0, pad);
-		stream_advance(imp, pad);
 	}
 	object_key_ad(imp->ds.info.id, ino, ad);
 	r = crypto_key_wrap(imp->dkey, okey, ad, sizeof(ad), ino->ext.wrapped_key);
@@ -1470,8 +1495,10 @@ int store_import_commit(struct store_import *imp, uint32_t *ret_version)
 			return r;
 	}
 
-	/* 1. Pack data durable. */
-	r = stream_flush(imp);
+	/* 1. Pack data durable, the committed length aligned. */
+	r = stream_align(imp);
+	if (r == 0)
+		r = stream_flush(imp);
 	if (r == 0)
 		r = drain(imp);
 	if (r < 0)

@@ -329,10 +329,12 @@ int inode_decode(uint64_t inum, const void *v, size_t n, struct store_inode *ret
 	ok = cursor_done(&c) && rv == REC_V1 && (ino.mode & ~07777u) == 0 &&
 	     (type == STORE_INODE_DIR || type == STORE_INODE_FILE);
 	if (ok && type == STORE_INODE_FILE)
-		ok = ino.ext.pack_id > 0 && IS_ALIGNED(ino.ext.offset, STORE_ALIGN) &&
-		     ino.ext.offset >= PACK_HEADER_LEN && IS_POW2(ino.ext.chunk_size) &&
-		     ino.ext.chunk_size >= CRYPTO_CHUNK_MIN && ino.ext.chunk_size <= CRYPTO_CHUNK_MAX &&
-		     crypto_aead_valid(ino.ext.alg);
+		ok = ino.ext.pack_id > 0 && ino.ext.offset >= PACK_HEADER_LEN &&
+		     IS_POW2(ino.ext.chunk_size) && ino.ext.chunk_size >= CRYPTO_CHUNK_MIN &&
+		     ino.ext.chunk_size <= CRYPTO_CHUNK_MAX && crypto_aead_valid(ino.ext.alg) &&
+		     /* Aligned, unless a dense object (docs/FORMAT.md 4.7). */
+		     (IS_ALIGNED(ino.ext.offset, STORE_ALIGN) ||
+		      object_dense(ino.size, ino.ext.chunk_size));
 	if (!ok)
 		return err_set(-EBADMSG, "index: malformed inode record %llu",
 			       (unsigned long long)inum);

@@ -15,6 +15,11 @@
  * Buffered reads that hit the page cache complete inline in io_uring_submit(). Punting them to
  * io_uring's workers (IOSQE_ASYNC) to overlap the copy with decryption was measured on the
  * 2-core machine and gave nothing but noise (docs/PERFORMANCE.md), so it is not done.
+ *
+ * Dense objects (one chunk of at most STORE_DENSE_MAX bytes with its tag: the small files of a
+ * training set) lie unaligned, right after each other, and are read with one pread of their
+ * ciphertext and tag (dense_read), not an io_uring round: for a file of a few KiB the ring's
+ * submit and reap cost more than the copy.
  */
 #include <stdio.h>
 #include <sys/stat.h>
@@ -330,6 +335,51 @@ static ssize_t empty_object_check(struct store_reader *r, const struct store_obj
 	return e;
 }
 
+/* A dense object (docs/FORMAT.md 4.7): its ciphertext and tag with one pread (aligned out to
+ * STORE_ALIGN when the packs are read with O_DIRECT), authenticated, then the bytes asked for.
+ * off < size, or off == 0 for an empty object (whose tag is still checked). */
+static ssize_t dense_read(struct store_reader *r, const struct store_object *obj, uint64_t off,
+			  size_t len, void *buf)
+{
+	const uint64_t size = obj->size, base = obj->ext.offset;
+	const uint64_t need = size + CRYPTO_TAG_LEN;
+	const bool direct = r->st->direct_io;
+	const uint64_t a0 = direct ? base & ~((uint64_t)STORE_ALIGN - 1) : base;
+	const uint64_t a1 = direct ? ALIGN_UP(base + need, (uint64_t)STORE_ALIGN) : base + need;
+	const uint64_t end = size - off < len ? size : off + len;
+	const bool whole = off == 0 && end == size;
+	uint8_t *ct;
+	ssize_t got;
+	int e;
+
+	e = reader_arena(r, (size_t)(a1 - a0));
+	if (e == 0)
+		e = reader_key(r, obj);
+	if (e < 0)
+		return e;
+	got = pread_full(obj->fd, r->arena, (size_t)(a1 - a0), a0);
+	if (got < 0)
+		return err_set((int)got, "pack read at %llu failed: %s", (unsigned long long)a0,
+			       strerror((int)-got));
+	if ((uint64_t)got < base + need - a0)
+		return err_set(-EIO, "pack is shorter than the index says (read at %llu)",
+			       (unsigned long long)base);
+	ct = r->arena + (base - a0);
+	e = crypto_chunk_decrypt(r->cctx, 0, true, size ? ct : NULL, (size_t)size, ct + size,
+				 whole ? buf : ct);
+	if (e < 0) {
+		char hex[2 * CRYPTO_OBJECT_ID_LEN + 1];
+
+		hex_encode(obj->ext.object_id, CRYPTO_OBJECT_ID_LEN, hex);
+		return err_set(e, "object %s failed authentication (pack %016llx at %llu): the data "
+				  "was altered", hex, (unsigned long long)obj->ext.pack_id,
+			       (unsigned long long)base);
+	}
+	if (!whole)
+		memcpy(buf, ct + off, (size_t)(end - off));
+	return (ssize_t)(end - off);
+}
+
 ssize_t store_object_read(struct store_reader *r, const struct store_object *obj, uint64_t off,
 			  size_t len, void *buf)
 {
@@ -350,10 +400,14 @@ ssize_t store_object_read(struct store_reader *r, const struct store_object *obj
 		return err_set(-EIO, "this store reader's io_uring failed earlier; open a new one");
 	/* An empty object is one empty, last chunk: a read at its start still checks that chunk's
 	 * tag, so every read authenticates what it returns (here: that there is nothing). */
+	if (object_dense(size, cs) && off == 0 && size == 0)
+		return dense_read(r, obj, off, len, buf);
 	if (size == 0 && off == 0)
 		return empty_object_check(r, obj);
 	if (off >= size)
 		return 0;
+	if (object_dense(size, cs))
+		return dense_read(r, obj, off, len, buf);
 	end = size - off < len ? size : off + len;
 	e = reader_arena(r, (size_t)wave_max * cs +
 				    ALIGN_UP(wave_max * CRYPTO_TAG_LEN, STORE_ALIGN) + STORE_ALIGN);

@@ -108,10 +108,21 @@ static inline uint64_t object_nchunks(uint64_t size, uint32_t cs)
 {
 	return size == 0 ? 1 : (size + cs - 1) / cs;
 }
-/* Bytes an object occupies in its pack: ciphertext, tags, zero padding to STORE_ALIGN. */
+/* Objects of one chunk whose ciphertext and tag take at most this many bytes are packed densely
+ * (docs/FORMAT.md 4.7): at any offset, without padding, and read with one pread. */
+#define STORE_DENSE_MAX (64u << 10)
+/* Whether an object of size bytes in chunks of cs is a dense one. */
+static inline bool object_dense(uint64_t size, uint32_t cs)
+{
+	return size <= cs && size + CRYPTO_TAG_LEN <= STORE_DENSE_MAX;
+}
+/* Bytes an object occupies in its pack: ciphertext, tags and, for an aligned (not dense)
+ * object, zero padding to STORE_ALIGN. */
 static inline uint64_t object_span(uint64_t size, uint32_t cs)
 {
-	return ALIGN_UP(size + object_nchunks(size, cs) * CRYPTO_TAG_LEN, (uint64_t)STORE_ALIGN);
+	uint64_t n = size + object_nchunks(size, cs) * CRYPTO_TAG_LEN;
+
+	return object_dense(size, cs) ? n : ALIGN_UP(n, (uint64_t)STORE_ALIGN);
 }
 
 /* ---- Packs (pack.c). docs/FORMAT.md "Pack files". ------------------------------------------ */

@@ -980,6 +980,176 @@ static void test_tamper_empty_object(void **state)
 	loc_free(&l);
 }
 
+/* ---- Dense packing (issue 13) ---------------------------------------------------------------- */
+
+#define DENSE_FILES 24
+/* File i: i * 150 + i % 3 bytes (0 to 3452), except file 1 and 2 of the same size (a swap). */
+static size_t dense_size(unsigned i)
+{
+	return i == 2 ? 151 : (size_t)i * 150 + i % 3;
+}
+
+static void dense_setup(struct fx *f, struct loc *l)
+{
+	struct store *st = fx_create(f);
+
+	for (unsigned i = 0; i < DENSE_FILES; i++)
+		tu_seed_file(dense_size(i), 100 + i, "%s/s%02u", f->src, i);
+	/* One file over the dense limit: aligned, after padding. */
+	tu_seed_file(3 * CS + 7, 99, "%s/zbig", f->src);
+	import_src(st, "d", f->src, NULL);
+	for (unsigned i = 0; i < DENSE_FILES; i++) {
+		char name[8];
+
+		snprintf(name, sizeof(name), "s%02u", i);
+		l[i] = locate(f, st, "d", name);
+	}
+	l[DENSE_FILES] = locate(f, st, "d", "zbig");
+	store_close(st);
+}
+
+/* Read file i whole into out (0xAA first) on a store opened with or without O_DIRECT. */
+static ssize_t dense_read_one(struct fx *f, const struct loc *l, bool direct, uint8_t *out,
+			      size_t cap)
+{
+	struct store_open_options oo = { .direct_io = direct };
+	struct store *st = fx_open_opts(f, &oo);
+	struct store_object *obj = NULL;
+	struct store_reader *rd = NULL;
+	ssize_t r;
+
+	assert_int_equal(store_object_open(st, l->dsid, &l->ino, &obj), 0);
+	assert_int_equal(store_reader_new(st, &rd), 0);
+	memset(out, 0xAA, cap);
+	r = store_object_read(rd, obj, 0, cap, out);
+	store_reader_free(rd);
+	store_object_close(obj);
+	store_close(st);
+	return r;
+}
+
+/* File i reads back exactly, or fails with err leaking nothing; buffered and O_DIRECT. */
+static void dense_expect(struct fx *f, const struct loc *l, unsigned i, ssize_t err)
+{
+	size_t n = dense_size(i), cap = 4096;
+	uint8_t *out = malloc(cap), *want = malloc(cap);
+
+	tu_fill(want, n, 100 + i);
+	for (int direct = 0; direct < 2; direct++) {
+		ssize_t r = dense_read_one(f, &l[i], direct, out, cap);
+
+		if (err) {
+			assert_int_equal(r, err);
+			for (size_t j = 0; j < n; j++)
+				if (out[j] != 0xAA && out[j] != 0)
+					fail_msg("file %u: plaintext leaked at %zu", i, j);
+		} else {
+			assert_int_equal(r, (ssize_t)n);
+			assert_memory_equal(out, want, n);
+		}
+	}
+	free(out);
+	free(want);
+}
+
+/* Small objects lie right after each other, without padding; a large one after them starts
+ * aligned; every one reads back, whole and in parts, buffered and with O_DIRECT. */
+static void test_dense_layout(void **state)
+{
+	struct fx *f = *state;
+	struct loc l[DENSE_FILES + 1];
+	struct stat sb;
+	uint64_t sum = 0;
+
+	dense_setup(f, l);
+	for (unsigned i = 0; i < DENSE_FILES; i++) {
+		sum += dense_size(i) + CRYPTO_TAG_LEN;
+		assert_int_equal(l[i].ino.size, dense_size(i));
+		if (i > 0) {
+			/* Import order is name order: s00, s01, ... */
+			assert_int_equal(l[i].ino.ext.offset,
+					 l[i - 1].ino.ext.offset + dense_size(i - 1) + CRYPTO_TAG_LEN);
+		}
+		dense_expect(f, l, i, 0);
+	}
+	assert_int_equal(l[0].ino.ext.offset, 4096);
+	assert_true(l[DENSE_FILES].ino.ext.offset % 4096 == 0);
+	assert_true(l[DENSE_FILES].ino.ext.offset >= 4096 + sum);
+	assert_true(l[DENSE_FILES].ino.ext.offset < 4096 + sum + 4096);
+	/* The committed pack ends aligned. */
+	assert_int_equal(stat(l[0].pack, &sb), 0);
+	assert_true(sb.st_size % 4096 == 0);
+	/* A part of a dense object. */
+	{
+		struct store *st = fx_open(f);
+		struct store_object *obj = NULL;
+		struct store_reader *rd = NULL;
+		uint8_t want[3452], out[100];
+
+		tu_fill(want, dense_size(23), 123);
+		assert_int_equal(store_object_open(st, l[23].dsid, &l[23].ino, &obj), 0);
+		assert_int_equal(store_reader_new(st, &rd), 0);
+		assert_int_equal(store_object_read(rd, obj, 3000, 100, out), 100);
+		assert_memory_equal(out, want + 3000, 100);
+		assert_int_equal(store_object_read(rd, obj, dense_size(23) - 10, 100, out), 10);
+		assert_memory_equal(out, want + dense_size(23) - 10, 10);
+		assert_int_equal(store_object_read(rd, obj, dense_size(23), 100, out), 0);
+		store_reader_free(rd);
+		store_object_close(obj);
+		store_close(st);
+	}
+	for (unsigned i = 0; i <= DENSE_FILES; i++)
+		loc_free(&l[i]);
+}
+
+/* Tampering with densely packed objects is caught as with aligned ones: a flipped ciphertext or
+ * tag byte, two objects of one size swapped (each valid, in the other's place), an object
+ * moved onto its neighbour's place, and a pack cut inside an object. Neighbours are unharmed. */
+static void test_dense_tamper(void **state)
+{
+	struct fx *f = *state;
+	struct loc l[DENSE_FILES + 1];
+	uint8_t a[151 + 16], b[151 + 16];
+
+	dense_setup(f, l);
+	/* Ciphertext of file 5, tag of file 7 (and of the empty file 0). */
+	flip(l[5].pack, l[5].ino.ext.offset + 17);
+	flip(l[7].pack, l[7].ino.ext.offset + dense_size(7) + 3);
+	flip(l[0].pack, l[0].ino.ext.offset + 2);
+	dense_expect(f, l, 5, -EBADMSG);
+	dense_expect(f, l, 7, -EBADMSG);
+	dense_expect(f, l, 0, -EBADMSG);
+	dense_expect(f, l, 4, 0);
+	dense_expect(f, l, 6, 0);
+	dense_expect(f, l, 8, 0);
+	/* Files 1 and 2 are both 151 bytes: swap their ciphertext and tags. */
+	assert_int_equal(dense_size(1), 151);
+	peek(l[1].pack, l[1].ino.ext.offset, a, sizeof(a));
+	peek(l[2].pack, l[2].ino.ext.offset, b, sizeof(b));
+	patch(l[1].pack, l[1].ino.ext.offset, b, sizeof(b));
+	patch(l[2].pack, l[2].ino.ext.offset, a, sizeof(a));
+	dense_expect(f, l, 1, -EBADMSG);
+	dense_expect(f, l, 2, -EBADMSG);
+	dense_expect(f, l, 3, 0);
+	/* An index record pointing file 9 at file 10's place: what lies there is not file 9's. */
+	{
+		uint64_t own = l[9].ino.ext.offset;
+
+		l[9].ino.ext.offset = l[10].ino.ext.offset;
+		dense_expect(f, l, 9, -EBADMSG);
+		l[9].ino.ext.offset = own + 1;  /* off by one byte */
+		dense_expect(f, l, 9, -EBADMSG);
+		l[9].ino.ext.offset = own;
+		dense_expect(f, l, 9, 0);
+	}
+	/* The pack cut inside file 23 (the last dense one): it fails, the one before reads. */
+	assert_int_equal(truncate(l[23].pack, (off_t)(l[23].ino.ext.offset + 100)), 0);
+	dense_expect(f, l, 23, -EIO);
+	dense_expect(f, l, 22, 0);
+	for (unsigned i = 0; i <= DENSE_FILES; i++)
+		loc_free(&l[i]);
+}
+
 /* ---- Master key ---------------------------------------------------------------------------- */
 
 static void test_wrong_passphrase(void **state)
@@ -1898,6 +2068,8 @@ int main(void)
 		T(test_chunk_sizes),
 		T(test_import_parallel_identical),
 		T(test_import_parallel_memory_bounded),
+		T(test_dense_layout),
+		T(test_dense_tamper),
 		T(test_tamper_flip_ciphertext),
 		T(test_tamper_flip_tag),
 		T(test_tamper_swap_chunks),
