@@ -218,7 +218,7 @@ int fusefs_record_lookup_refused(struct fusefs *fs, const struct fusefs_access *
 	if (a->process && a->process[0])
 		put(&r, "process", audit_string(a->process));
 	put_decision(&r, d);
-	return rec_append(fs, &r, NULL);
+	return rec_append(fs, &r, false, NULL);   /* nothing was served: written */
 }
 
 static int record_summary(struct fusefs *fs, const struct fusefs_refusal_summary *s)
@@ -240,7 +240,7 @@ static int record_summary(struct fusefs *fs, const struct fusefs_refusal_summary
 	put(&r, "window_start", json_string(t));
 	time_format_ns(s->end_ns, t);
 	put(&r, "window_end", json_string(t));
-	return rec_append(fs, &r, NULL);
+	return rec_append(fs, &r, false, NULL);
 }
 
 void fusefs_refusals_flush(struct fusefs *fs, bool all)
