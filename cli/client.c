@@ -181,6 +181,12 @@ static int parse_reply(json_t *msg, struct reply *r)
 int client_call(struct client *c, const char *op, json_t *args, int fd,
 		client_partial_fn on_partial, void *ctx, struct reply *ret_reply)
 {
+	return client_call_fds(c, op, args, &fd, fd >= 0 ? 1 : 0, on_partial, ctx, ret_reply);
+}
+
+int client_call_fds(struct client *c, const char *op, json_t *args, const int *fds, size_t nfds,
+		    client_partial_fn on_partial, void *ctx, struct reply *ret_reply)
+{
 	json_t *req = json_object(), *msg = NULL;
 	enum proto_frame_type type;
 	int r;
@@ -196,7 +202,7 @@ int client_call(struct client *c, const char *op, json_t *args, int fd,
 		json_decref(req);
 		return err_set(-ENOMEM, "out of memory");
 	}
-	r = proto_send(c->sock, PROTO_REQUEST, req, fd);
+	r = proto_send_fds(c->sock, PROTO_REQUEST, req, fds, nfds);
 	json_decref(req);
 	if (r == -EPIPE || r == -ECONNRESET)
 		return err_set(-ECONNRESET, "the daemon closed the connection");

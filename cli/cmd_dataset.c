@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "cli/enclavectl.h"
+#include "common/proto.h"
 #include "common/common.h"
 #include "common/err.h"
 #include "crypto/crypto.h"
@@ -279,6 +280,12 @@ struct import {
 	bool scanning;                /* in the pre-scan */
 	bool broken;                  /* the connection is out of step: close, do not abort */
 	struct reply failed;          /* a reply with ok false that stopped the import */
+	/* The files waiting to go as one import.files batch (PROTO_IMPORT_BATCH_FILES, and
+	 * PROTO_IMPORT_BATCH_BYTES unless one file alone): their descriptors (owned) and paths. */
+	int bfds[PROTO_IMPORT_BATCH_FILES];
+	json_t *bpaths;               /* array of the paths, or NULL when none waits */
+	size_t bn;
+	uint64_t bbytes;
 };
 
 static void progress_clear(struct import *im)
@@ -394,6 +401,48 @@ static int import_call(struct import *im, const char *op, json_t *args, int fd,
 	return 0;
 }
 
+/* Close the descriptors of the waiting batch and forget it. */
+static void batch_drop(struct import *im)
+{
+	for (size_t i = 0; i < im->bn; i++)
+		close(im->bfds[i]);
+	im->bn = 0;
+	im->bbytes = 0;
+	json_decref(im->bpaths);
+	im->bpaths = NULL;
+}
+
+/* Send the waiting batch, if any: one import.files request carrying every descriptor in one
+ * SCM_RIGHTS message, one reply with the running totals. */
+static int batch_send(struct import *im)
+{
+	struct reply rep = { 0 };
+	json_t *args;
+	int r;
+
+	if (im->bn == 0)
+		return 0;
+	args = json_pack("{s:O}", "paths", im->bpaths);
+	if (!args) {
+		batch_drop(im);
+		return err_set(-ENOMEM, "out of memory");
+	}
+	r = client_call_fds(&im->c, "import.files", args, im->bfds, im->bn, on_progress, im, &rep);
+	batch_drop(im);
+	if (r < 0) {
+		im->broken = true;
+		return r;
+	}
+	if (!rep.ok) {
+		im->failed = rep;
+		return -EREMOTEIO;
+	}
+	take_totals(im, rep.result);
+	reply_clear(&rep);
+	progress_draw(im, false);
+	return 0;
+}
+
 static int send_dir(void *ctx, const char *path, const struct stat *st)
 {
 	struct import *im = ctx;
@@ -404,6 +453,12 @@ static int send_dir(void *ctx, const char *path, const struct stat *st)
 
 	if (!args)
 		return err_set(-ENOMEM, "out of memory");
+	/* The files before this directory go first, in walk order. */
+	r = batch_send(im);
+	if (r < 0) {
+		json_decref(args);
+		return r;
+	}
 	r = import_call(im, "import.dir", args, -1, NULL);
 	if (r == 0) {
 		im->dirs++;
@@ -412,30 +467,34 @@ static int send_dir(void *ctx, const char *path, const struct stat *st)
 	return r;
 }
 
+/* Files go in batches (import.files): one request and one reply per PROTO_IMPORT_BATCH_FILES
+ * files or PROTO_IMPORT_BATCH_BYTES of data, instead of a round trip per file. */
 static int send_file(void *ctx, int dirfd, const char *name, const char *path,
 		     const struct stat *st)
 {
 	struct import *im = ctx;
-	struct reply rep = { 0 };
-	json_t *args;
+	uint64_t size = (uint64_t)st->st_size;
 	int fd = -1, r;
 
+	/* Full, or this file would take the batch over its bytes: send what waits first. */
+	if (im->bn == PROTO_IMPORT_BATCH_FILES ||
+	    (im->bn > 0 && im->bbytes + size > PROTO_IMPORT_BATCH_BYTES)) {
+		r = batch_send(im);
+		if (r < 0)
+			return r;
+	}
 	r = walk_open_file(dirfd, name, im->root, path, st, &fd);
 	if (r < 0)
 		return r;
-	args = json_pack("{s:s}", "path", path);
-	if (!args) {
+	if (!im->bpaths)
+		im->bpaths = json_array();
+	if (!im->bpaths || json_array_append_new(im->bpaths, json_string(path)) < 0) {
 		close(fd);
 		return err_set(-ENOMEM, "out of memory");
 	}
-	r = import_call(im, "import.file", args, fd, &rep);
-	close(fd);
-	if (r == 0) {
-		take_totals(im, rep.result);
-		reply_clear(&rep);
-		progress_draw(im, false);
-	}
-	return r;
+	im->bfds[im->bn++] = fd;
+	im->bbytes += size;
+	return 0;
 }
 
 /* Report why the import stopped (once), then abandon it: import.abort if the connection is still
@@ -625,6 +684,9 @@ static int dataset_import(struct ctl *ctl, int argc, char **argv)
 	}
 	progress_draw(im, true);
 	r = walk_tree(rootfd, im->root, &send_ops, im);
+	if (r == 0 && !interrupted)
+		r = batch_send(im);
+	batch_drop(im);
 	close(rootfd);
 	if (r == 0 && interrupted)
 		r = err_set(-EINTR, "interrupted");

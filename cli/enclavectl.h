@@ -129,6 +129,9 @@ void client_close(struct client *c);
  * timeout_ms, or on_partial's error. After an error the connection is out of step: close it. */
 int client_call(struct client *c, const char *op, json_t *args, int fd,
 		client_partial_fn on_partial, void *ctx, struct reply *ret_reply);
+/* client_call() with nfds descriptors (borrowed; at most PROTO_FDS_MAX) in the request frame. */
+int client_call_fds(struct client *c, const char *op, json_t *args, const int *fds, size_t nfds,
+		    client_partial_fn on_partial, void *ctx, struct reply *ret_reply);
 /* Free what a reply holds. NULL is fine. */
 void reply_clear(struct reply *r);
 /* For --json: print rep's result as the command's output and clear rep. Returns the exit status

@@ -52,9 +52,15 @@ int proto_parse_payload(const void *p, size_t n, json_t **ret_json)
 
 int proto_send(int sock, enum proto_frame_type type, const json_t *j, int fd)
 {
+	return proto_send_fds(sock, type, j, &fd, fd >= 0 ? 1 : 0);
+}
+
+int proto_send_fds(int sock, enum proto_frame_type type, const json_t *j, const int *fds,
+		   size_t nfds)
+{
 	union {
 		struct cmsghdr h;
-		char b[CMSG_SPACE(sizeof(int))];
+		char b[CMSG_SPACE(sizeof(int) * PROTO_FDS_MAX)];
 	} ctl;
 	uint8_t hdr[PROTO_HEADER_LEN];
 	struct iovec iov[2];
@@ -63,6 +69,9 @@ int proto_send(int sock, enum proto_frame_type type, const json_t *j, int fd)
 	char *payload;
 	int r = 0;
 
+	if (nfds > PROTO_FDS_MAX)
+		return err_set(-EINVAL, "%zu descriptors in one frame, more than %d", nfds,
+			       PROTO_FDS_MAX);
 	payload = json_dumps(j, JSON_COMPACT);
 	if (!payload)
 		return -ENOMEM;
@@ -80,15 +89,15 @@ int proto_send(int sock, enum proto_frame_type type, const json_t *j, int fd)
 	iov[0] = (struct iovec){ hdr, sizeof(hdr) };
 	iov[1] = (struct iovec){ payload, len };
 	total = sizeof(hdr) + len;
-	if (fd >= 0) {
+	if (nfds > 0) {
 		memset(&ctl, 0, sizeof(ctl));
 		m.msg_control = ctl.b;
-		m.msg_controllen = sizeof(ctl.b);
+		m.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
 		struct cmsghdr *c = CMSG_FIRSTHDR(&m);
 		c->cmsg_level = SOL_SOCKET;
 		c->cmsg_type = SCM_RIGHTS;
-		c->cmsg_len = CMSG_LEN(sizeof(int));
-		memcpy(CMSG_DATA(c), &fd, sizeof(int));
+		c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
+		memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
 	}
 	/* The descriptor rides with the first sendmsg; the rest of a frame the kernel did not take at
 	 * once follows as plain data. */
@@ -154,20 +163,25 @@ static void close_passed_fds(struct msghdr *m)
 	}
 }
 
-/* Read exactly n bytes (the rest of a frame), collecting a descriptor if one comes. */
+/* Read exactly n bytes (the rest of a frame), collecting descriptors as they come (at most max;
+ * more set *trunc and are closed). */
 static int recv_exact(int sock, int timeout_ms, void *p, size_t n, int *fds, int *nfds,
-		      bool *trunc)
+		      int max, bool *trunc)
 {
 	size_t got = 0;
 
 	while (got < n) {
+		/* Room for PROTO_FDS_MAX + 1, so that one too many is seen, not cut (MSG_CTRUNC
+		 * closes them all the same). */
 		union {
 			struct cmsghdr h;
-			char b[CMSG_SPACE(sizeof(int) * 4)];
+			char b[CMSG_SPACE(sizeof(int) * (PROTO_FDS_MAX + 1))];
 		} ctl;
 		struct iovec iov = { (char *)p + got, n - got };
+		/* Room for max + 1 only: the kernel installs no more descriptors than fit, so a
+		 * peer cannot make us hold more than that per call. */
 		struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.b,
-				    .msg_controllen = sizeof(ctl.b) };
+				    .msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)(max + 1)) };
 		ssize_t r;
 		int w = wait_readable(sock, timeout_ms);
 
@@ -191,7 +205,7 @@ static int recv_exact(int sock, int timeout_ms, void *p, size_t n, int *fds, int
 					int fd;
 
 					memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
-					if (*nfds < PROTO_FDS_MAX) {
+					if (*nfds < max) {
 						fds[(*nfds)++] = fd;
 					} else {
 						*trunc = true;
@@ -207,11 +221,12 @@ static int recv_exact(int sock, int timeout_ms, void *p, size_t n, int *fds, int
 	return 0;
 }
 
-int proto_recv(int sock, int timeout_ms, enum proto_frame_type *ret_type, json_t **ret_json,
-	       int *ret_fd)
+/* Receive a frame with at most max descriptors into fds; want_fds false: any is refused. */
+static int recv_frame(int sock, int timeout_ms, enum proto_frame_type *ret_type, json_t **ret_json,
+		      int *fds, int max, bool want_fds, int *ret_nfds)
 {
 	uint8_t hdr[PROTO_HEADER_LEN];
-	int fds[PROTO_FDS_MAX], nfds = 0;
+	int nfds = 0;
 	bool trunc = false;
 	enum proto_frame_type type;
 	uint32_t len;
@@ -219,7 +234,7 @@ int proto_recv(int sock, int timeout_ms, enum proto_frame_type *ret_type, json_t
 	json_t *j = NULL;
 	int r;
 
-	r = recv_exact(sock, timeout_ms, hdr, sizeof(hdr), fds, &nfds, &trunc);
+	r = recv_exact(sock, timeout_ms, hdr, sizeof(hdr), fds, &nfds, max, &trunc);
 	if (r == -EPROTO)
 		r = err_set(-EPROTO, "connection closed inside a frame header");
 	if (r < 0)
@@ -232,7 +247,7 @@ int proto_recv(int sock, int timeout_ms, enum proto_frame_type *ret_type, json_t
 		r = -ENOMEM;
 		goto out;
 	}
-	r = recv_exact(sock, timeout_ms, payload, len, fds, &nfds, &trunc);
+	r = recv_exact(sock, timeout_ms, payload, len, fds, &nfds, max, &trunc);
 	if (r == -ECONNRESET || r == -EPROTO)
 		r = err_set(-EPROTO, "connection closed inside a frame of %u bytes", len);
 	if (r < 0)
@@ -241,26 +256,47 @@ int proto_recv(int sock, int timeout_ms, enum proto_frame_type *ret_type, json_t
 	if (r < 0)
 		goto out;
 	if (trunc) {
-		r = err_set(-EBADMSG, "frame carried more than %d file descriptor(s)",
-			    PROTO_FDS_MAX);
+		r = err_set(-EBADMSG, "frame carried more than %d file descriptor(s)", max);
 		goto out;
 	}
-	if (nfds > 0 && !ret_fd) {
+	if (nfds > 0 && !want_fds) {
 		r = err_set(-EBADMSG, "frame carried a file descriptor where none is expected");
 		goto out;
 	}
 	*ret_type = type;
 	*ret_json = j;
 	j = NULL;
-	if (ret_fd) {
-		*ret_fd = nfds ? fds[0] : -1;
-		nfds = 0;
-	}
+	*ret_nfds = nfds;
+	nfds = 0;
 out:
 	for (int i = 0; i < nfds; i++)
 		close(fds[i]);
 	json_decref(j);
 	free(payload);
+	return r;
+}
+
+int proto_recv(int sock, int timeout_ms, enum proto_frame_type *ret_type, json_t **ret_json,
+	       int *ret_fd)
+{
+	int fd = -1, n = 0;
+	int r = recv_frame(sock, timeout_ms, ret_type, ret_json, &fd, 1, ret_fd != NULL, &n);
+
+	if (r == 0 && ret_fd)
+		*ret_fd = n ? fd : -1;
+	return r;
+}
+
+int proto_recv_fds(int sock, int timeout_ms, enum proto_frame_type *ret_type, json_t **ret_json,
+		   int *fds, size_t max, size_t *ret_nfds)
+{
+	int n = 0, r;
+
+	if (max < 1 || max > PROTO_FDS_MAX)
+		return err_set(-EINVAL, "descriptors wanted: %zu, not 1 to %d", max, PROTO_FDS_MAX);
+	r = recv_frame(sock, timeout_ms, ret_type, ret_json, fds, (int)max, true, &n);
+	if (r == 0)
+		*ret_nfds = (size_t)n;
 	return r;
 }
 

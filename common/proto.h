@@ -8,8 +8,9 @@
  *          4  4 bytes  payload length, big-endian, at most PROTO_FRAME_MAX
  *          8  length   payload: one JSON object, UTF-8
  *
- * File descriptors travel as SCM_RIGHTS ancillary data on the frame's first byte, at most
- * PROTO_FDS_MAX per frame. The client sends one request and reads frames until the reply: zero or
+ * File descriptors travel as SCM_RIGHTS ancillary data on the frame's first byte: at most one
+ * with proto_send()/proto_recv(), at most PROTO_FDS_MAX in one message with proto_send_fds()/
+ * proto_recv_fds() (the batched import, import.files). The client sends one request and reads frames until the reply: zero or
  * more PROTO_PARTIAL frames (progress, streamed records), then exactly one PROTO_REPLY.
  *
  * Contract: functions return 0 on success and -errno on failure, with err_detail() saying what
@@ -27,8 +28,14 @@
 #define PROTO_HEADER_LEN 8
 /* Largest payload either side accepts; larger is refused before it is read. */
 #define PROTO_FRAME_MAX (1u << 20)
-/* File descriptors one frame may carry (the import sends one per file). */
-#define PROTO_FDS_MAX 1
+/* File descriptors one frame may carry: a batch of the import (import.files) sends one per file
+ * in one SCM_RIGHTS message. More is refused and every one of them closed. */
+#define PROTO_FDS_MAX 64
+/* A batch of the import (import.files): at most this many files, and when it holds more than one,
+ * at most this many bytes of file data in all (a larger file travels alone), so that one request
+ * does not hold the daemon's reply, and the progress, for long. */
+#define PROTO_IMPORT_BATCH_FILES PROTO_FDS_MAX
+#define PROTO_IMPORT_BATCH_BYTES (64u << 20)
 
 enum proto_frame_type {
 	PROTO_REQUEST = 1,   /* client -> daemon: {"op": "...", "args": {...}} */
@@ -40,6 +47,16 @@ enum proto_frame_type {
 /* Send one frame with payload j (serialized compactly) and, if fd >= 0, that descriptor (borrowed).
  * -E2BIG payload over PROTO_FRAME_MAX; -EPIPE / -ECONNRESET the peer went away. */
 int proto_send(int sock, enum proto_frame_type type, const json_t *j, int fd);
+
+/* As proto_send() with nfds (0..PROTO_FDS_MAX) descriptors (borrowed), all in one SCM_RIGHTS
+ * message on the frame's first byte. -EINVAL nfds over PROTO_FDS_MAX. */
+int proto_send_fds(int sock, enum proto_frame_type type, const json_t *j, const int *fds,
+		   size_t nfds);
+/* As proto_recv() accepting up to max (1..PROTO_FDS_MAX) descriptors: they are put in fds[] (the
+ * caller owns them) and their number in *ret_nfds. A frame carrying more than max is -EBADMSG,
+ * with every descriptor it carried closed. */
+int proto_recv_fds(int sock, int timeout_ms, enum proto_frame_type *ret_type, json_t **ret_json,
+		   int *fds, size_t max, size_t *ret_nfds);
 
 /* Receive one frame. On success *ret_json is a new reference to the payload object, *ret_type its
  * type, and *ret_fd the descriptor it carried or -1 (ret_fd NULL: any descriptor is closed and the

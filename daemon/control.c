@@ -167,6 +167,7 @@ static const struct {
 	{ "import.begin", ROLE_STEWARD, op_import_begin },
 	{ "import.dir", ROLE_STEWARD, op_import_dir },
 	{ "import.file", ROLE_STEWARD, NULL },   /* takes a descriptor: see handle() */
+	{ "import.files", ROLE_STEWARD, NULL },  /* takes a batch of them: see handle() */
 	{ "import.commit", ROLE_STEWARD, op_import_commit },
 	{ "import.abort", ROLE_STEWARD, op_import_abort },
 	{ "grant.add", ROLE_STEWARD, op_grant_add },
@@ -200,12 +201,11 @@ static const char *role_names(unsigned roles)
 	return "steward or auditor";
 }
 
-/* Run one request. Takes ownership of fd (closed unless an operation keeps it). */
-static int handle(struct conn *c, const json_t *req, int fd, json_t **ret)
+/* Run one request. Borrows the nfds descriptors passed with it (the caller closes them). */
+static int handle(struct conn *c, const json_t *req, const int *fds, size_t nfds, json_t **ret)
 {
 	static const char *const top_known[] = { "op", "args", NULL };
 	json_t *args = json_object_get(req, "args");
-	_cleanup_close_ int passed = fd;
 	const char *op = NULL;
 	json_t *empty = NULL;
 	int r;
@@ -222,14 +222,19 @@ static int handle(struct conn *c, const json_t *req, int fd, json_t **ret)
 			return err_set(-EACCES, "%s needs the %s role, which uid %u (%s) does not have "
 				       "in enclave.conf", op, role_names(ops[i].roles), c->who.uid,
 				       c->who.user[0] ? c->who.user : "no name");
-		if (passed >= 0 && strcmp(op, "import.file") != 0)
-			return err_set(-EBADMSG, "%s takes no file descriptor", op);
+		if (nfds > 0 && strcmp(op, "import.files") != 0 &&
+		    !(nfds == 1 && strcmp(op, "import.file") == 0))
+			return err_set(-EBADMSG, "%s takes %s", op,
+				       strcmp(op, "import.file") == 0 ? "one file descriptor"
+								      : "no file descriptor");
 		if (!args)
 			args = empty = json_object();
 		if (ops[i].fn)
 			r = ops[i].fn(c, args, ret);
+		else if (strcmp(op, "import.file") == 0)
+			r = op_import_file(c, args, nfds ? fds[0] : -1, ret);
 		else
-			r = op_import_file(c, args, passed, ret);
+			r = op_import_files(c, args, fds, nfds, ret);
 		json_decref(empty);
 		return r;
 	}
@@ -244,11 +249,17 @@ static void *conn_main(void *arg)
 	for (;;) {
 		enum proto_frame_type type;
 		json_t *req = NULL, *result = NULL;
-		int fd = -1, r;
+		int fds[PROTO_FDS_MAX];
+		size_t nfds = 0;
+		int r;
 
 		err_clear();
-		r = proto_recv(c->fd, c->roles ? CONTROL_IDLE_TIMEOUT_MS :
-				   CONTROL_IDLE_TIMEOUT_NOROLE_MS, &type, &req, &fd);
+		/* Only a steward may pass a batch (import.files); anyone else at most one
+		 * descriptor, so a connection without the role cannot make the daemon hold more
+		 * than two at a time (the kernel installs only what the buffer has room for). */
+		r = proto_recv_fds(c->fd, c->roles ? CONTROL_IDLE_TIMEOUT_MS :
+				   CONTROL_IDLE_TIMEOUT_NOROLE_MS, &type, &req, fds,
+				   (c->roles & ROLE_STEWARD) ? PROTO_FDS_MAX : 1, &nfds);
 		if (r == -EBADMSG) {
 			if (reply_err(c->fd, r) < 0)
 				break;
@@ -262,15 +273,17 @@ static void *conn_main(void *arg)
 		if (r < 0)
 			break;
 		if (type != PROTO_REQUEST) {
-			if (fd >= 0)
-				close(fd);
+			for (size_t i = 0; i < nfds; i++)
+				close(fds[i]);
 			json_decref(req);
 			err_set(-EBADMSG, "expected a request frame");
 			if (reply_err(c->fd, -EBADMSG) < 0)
 				break;
 			continue;
 		}
-		r = handle(c, req, fd, &result);
+		r = handle(c, req, fds, nfds, &result);
+		for (size_t i = 0; i < nfds; i++)
+			close(fds[i]);
 		json_decref(req);
 		r = r < 0 ? reply_err(c->fd, r) : reply_ok(c, result);
 		if (r < 0)

@@ -422,6 +422,60 @@ int op_import_file(struct conn *c, const json_t *args, int fd, json_t **ret)
 	return *ret ? 0 : -ENOMEM;
 }
 
+int op_import_files(struct conn *c, const json_t *args, const int *fds, size_t nfds,
+		    json_t **ret)
+{
+	static const char *const known[] = { "paths", NULL };
+	const json_t *paths = json_object_get(args, "paths");
+	struct store_import_stats s;
+	uint64_t bytes = 0;
+	size_t i;
+	int r;
+
+	if ((r = import_check(c)) < 0 || (r = proto_args_known(args, known)) < 0)
+		return r;
+	/* Everything about the batch is checked before any of it is imported: a bad batch is
+	 * refused whole and changes nothing. */
+	if (!json_is_array(paths) || json_array_size(paths) == 0)
+		return err_set(-EINVAL, "import.files needs \"paths\", a non-empty array");
+	if (json_array_size(paths) > PROTO_IMPORT_BATCH_FILES)
+		return err_set(-E2BIG, "a batch of %zu files, more than %u", json_array_size(paths),
+			       PROTO_IMPORT_BATCH_FILES);
+	if (json_array_size(paths) != nfds)
+		return err_set(-EINVAL, "a batch of %zu paths came with %zu file descriptors",
+			       json_array_size(paths), nfds);
+	for (i = 0; i < nfds; i++) {
+		const json_t *p = json_array_get(paths, i);
+		struct stat st;
+
+		if (!json_is_string(p) || json_string_length(p) == 0 ||
+		    json_string_length(p) > STORE_PATH_MAX ||
+		    strlen(json_string_value(p)) != json_string_length(p))
+			return err_set(-EINVAL, "path %zu of the batch is not a string of 1 to %d "
+				       "bytes without NUL", i, STORE_PATH_MAX);
+		if (fstat(fds[i], &st) < 0)
+			return err_set(-errno, "%s: %s", json_string_value(p), strerror(errno));
+		if (!S_ISREG(st.st_mode))
+			return err_set(-EINVAL, "%s: not a regular file", json_string_value(p));
+		bytes += (uint64_t)st.st_size;
+	}
+	if (nfds > 1 && bytes > PROTO_IMPORT_BATCH_BYTES)
+		return err_set(-E2BIG, "a batch of %zu files holds %llu bytes, more than %u (a "
+			       "larger file is sent on its own)", nfds, (unsigned long long)bytes,
+			       PROTO_IMPORT_BATCH_BYTES);
+	for (i = 0; i < nfds; i++) {
+		r = store_import_add_file(c->imp, json_string_value(json_array_get(paths, i)),
+					  fds[i]);
+		if (r < 0) {
+			c->imp_failed = true;
+			return r;
+		}
+	}
+	store_import_get_stats(c->imp, &s);
+	*ret = stats_json(&s);
+	return *ret ? 0 : -ENOMEM;
+}
+
 int op_import_commit(struct conn *c, const json_t *args, json_t **ret)
 {
 	static const char *const known[] = { "duo", "controller", NULL };

@@ -38,6 +38,11 @@ int op_import_begin(struct conn *c, const json_t *args, json_t **ret);
 int op_import_dir(struct conn *c, const json_t *args, json_t **ret);
 /* Takes ownership of fd. */
 int op_import_file(struct conn *c, const json_t *args, int fd, json_t **ret);
+/* import.files: a batch of files, {"paths": [...]} with one descriptor per path in the same
+ * frame (borrowed), at most IMPORT_BATCH_FILES of them and, when more than one, at most
+ * IMPORT_BATCH_BYTES of file data in all. */
+int op_import_files(struct conn *c, const json_t *args, const int *fds, size_t nfds,
+		    json_t **ret);
 int op_import_commit(struct conn *c, const json_t *args, json_t **ret);
 int op_import_abort(struct conn *c, const json_t *args, json_t **ret);
 int op_grant_add(struct conn *c, const json_t *args, json_t **ret);

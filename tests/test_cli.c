@@ -198,6 +198,9 @@ struct fake {
 	size_t nfiles;
 	uint64_t files_done, bytes_done, dirs_done;
 	const char *fifo_to_make;      /* import.begin makes a FIFO here (a tree that changes) */
+	int fds[PROTO_FDS_MAX];        /* the descriptors of the request being handled */
+	size_t nfds;
+	bool refuse_second;            /* h_import refuses the second file it is given */
 	atomic_bool stalled;           /* h_import_stall is holding back an answer */
 };
 
@@ -226,18 +229,18 @@ static void fake_serve(struct fake *f, int conn)
 		enum proto_frame_type type;
 		json_t *msg = NULL, *args;
 		const char *op;
-		int fd = -1;
-		int r = proto_recv(conn, 30000, &type, &msg, &fd);
+		int r = proto_recv_fds(conn, 30000, &type, &msg, f->fds, PROTO_FDS_MAX, &f->nfds);
 
 		if (r < 0)
 			return;
-		json_array_append_new(f->log, json_pack("{s:O, s:b}", "req", msg, "fd", fd >= 0));
+		json_array_append_new(f->log, json_pack("{s:O, s:b}", "req", msg, "fd", f->nfds > 0));
 		op = json_string_value(json_object_get(msg, "op"));
 		args = json_object_get(msg, "args");
 		if (type == PROTO_REQUEST && op)
-			f->handle(f, conn, op, args, fd);
-		if (fd >= 0)
-			close(fd);
+			f->handle(f, conn, op, args, f->nfds ? f->fds[0] : -1);
+		for (size_t i = 0; i < f->nfds; i++)
+			close(f->fds[i]);
+		f->nfds = 0;
 		json_decref(msg);
 	}
 }
@@ -374,9 +377,30 @@ static void h_garbage(struct fake *f, int conn, const char *op, const json_t *ar
 	assert_true(write(conn, junk, sizeof(junk) - 1) > 0);
 }
 
+/* Keep one imported file. False when there is no room or fd is not a file. */
+static bool fake_take_file(struct fake *f, const char *path, int fd)
+{
+	struct fake_file *ff;
+	struct stat st;
+	int fl;
+
+	if (fd < 0 || f->nfiles == FAKE_FILES_MAX || fstat(fd, &st) < 0)
+		return false;
+	ff = &f->files[f->nfiles++];
+	snprintf(ff->path, sizeof(ff->path), "%s", path ? path : "");
+	fl = fcntl(fd, F_GETFL);
+	ff->read_only = fl >= 0 && (fl & O_ACCMODE) == O_RDONLY;
+	ff->data = malloc((size_t)st.st_size + 1);
+	ff->len = ff->data ? (size_t)MAX(pread_full(fd, ff->data, (size_t)st.st_size, 0), 0) : 0;
+	f->files_done++;
+	f->bytes_done += ff->len;
+	return true;
+}
+
 /* An importer: keeps every file's content, counts like the daemon would. */
 static void h_import(struct fake *f, int conn, const char *op, const json_t *args, int fd)
 {
+	(void)fd;   /* every descriptor of the request is in f->fds */
 	if (strcmp(op, "import.begin") == 0) {
 		if (f->fifo_to_make && mkfifo(f->fifo_to_make, 0600) < 0)
 			reply_error(conn, "io_error", "the test could not make its FIFO");
@@ -385,24 +409,29 @@ static void h_import(struct fake *f, int conn, const char *op, const json_t *arg
 	} else if (strcmp(op, "import.dir") == 0) {
 		f->dirs_done++;
 		reply_ok(conn, NULL);
-	} else if (strcmp(op, "import.file") == 0) {
-		struct fake_file *ff;
-		struct stat st;
-		int fl;
+	} else if (strcmp(op, "import.file") == 0 || strcmp(op, "import.files") == 0) {
+		const json_t *paths = json_object_get(args, "paths");
+		bool batch = strcmp(op, "import.files") == 0;
+		size_t n = batch ? json_array_size(paths) : 1;
 
-		if (fd < 0 || f->nfiles == FAKE_FILES_MAX || fstat(fd, &st) < 0) {
-			reply_error(conn, "invalid_argument", "import.file needs a descriptor");
+		if (n != f->nfds || n == 0) {
+			reply_error(conn, "invalid_argument", "one descriptor per file");
 			return;
 		}
-		ff = &f->files[f->nfiles++];
-		snprintf(ff->path, sizeof(ff->path), "%s", arg_str(args, "path") ?: "");
-		fl = fcntl(fd, F_GETFL);
-		ff->read_only = fl >= 0 && (fl & O_ACCMODE) == O_RDONLY;
-		ff->data = malloc((size_t)st.st_size + 1);
-		ff->len = ff->data ? (size_t)MAX(pread_full(fd, ff->data, (size_t)st.st_size, 0), 0)
-				   : 0;
-		f->files_done++;
-		f->bytes_done += ff->len;
+		for (size_t i = 0; i < n; i++) {
+			if (f->refuse_second && f->files_done == 1) {
+				f->files_done++;
+				reply_error(conn, "io_error",
+					    "source file changed size while it was read");
+				return;
+			}
+			if (!fake_take_file(f, batch ? json_string_value(json_array_get(paths, i))
+						     : arg_str(args, "path"),
+					    f->fds[i])) {
+				reply_error(conn, "invalid_argument", "import.file needs a descriptor");
+				return;
+			}
+		}
 		/* A progress frame before the answer, as the daemon sends for big files. */
 		send_json(conn, PROTO_PARTIAL,
 			  json_pack("{s:{s:I, s:I, s:I}}", "progress", "files",
@@ -427,11 +456,7 @@ static void h_import(struct fake *f, int conn, const char *op, const json_t *arg
 static void h_import_refuse(struct fake *f, int conn, const char *op, const json_t *args,
 			    int fd)
 {
-	if (strcmp(op, "import.file") == 0 && f->files_done == 1) {
-		f->files_done++;
-		reply_error(conn, "io_error", "source file changed size while it was read");
-		return;
-	}
+	f->refuse_second = true;
 	h_import(f, conn, op, args, fd);
 }
 
@@ -440,7 +465,7 @@ static void h_import_stall(struct fake *f, int conn, const char *op, const json_
 {
 	struct pollfd p = { .fd = conn, .events = POLLIN };
 
-	if (strcmp(op, "import.file") != 0) {
+	if (strcmp(op, "import.file") != 0 && strcmp(op, "import.files") != 0) {
 		h_import(f, conn, op, args, fd);
 		return;
 	}
@@ -1094,13 +1119,14 @@ static void expect_file(const struct fake *f, const char *path, size_t len, uint
 
 static void test_import_tree(void **state)
 {
+	/* Files travel in batches (import.files), each sent before the next directory. */
 	static const struct {
 		const char *op, *path;
 	} want[] = {
 		{ "import.begin", NULL },      { "import.dir", "" },
-		{ "import.file", "a.txt" },    { "import.file", "empty" },
-		{ "import.dir", "sub" },       { "import.file", "sub/b.bin" },
-		{ "import.dir", "sub/deeper" }, { "import.file", "sub/deeper/c" },
+		{ "import.files", "a.txt,empty" },
+		{ "import.dir", "sub" },       { "import.files", "sub/b.bin" },
+		{ "import.dir", "sub/deeper" }, { "import.files", "sub/deeper/c" },
 		{ "import.dir", "z" },         { "import.commit", NULL },
 	};
 	struct fake *f = fake_start(h_import);
@@ -1120,15 +1146,25 @@ static void test_import_tree(void **state)
 	assert_int_equal(fake_nreq(f), ARRAY_SIZE(want));
 	for (size_t i = 0; i < ARRAY_SIZE(want); i++) {
 		assert_string_equal(fake_op(f, i), want[i].op);
-		assert_int_equal(fake_had_fd(f, i), strcmp(want[i].op, "import.file") == 0);
-		if (want[i].path)
+		assert_int_equal(fake_had_fd(f, i), strcmp(want[i].op, "import.files") == 0);
+		if (want[i].path && strcmp(want[i].op, "import.files") == 0) {
+			const json_t *ps = json_object_get(fake_args(f, i), "paths");
+			char joined[256] = "";
+
+			for (size_t k = 0; k < json_array_size(ps); k++)
+				snprintf(joined + strlen(joined), sizeof(joined) - strlen(joined),
+					 "%s%s", k ? "," : "",
+					 json_string_value(json_array_get(ps, k)));
+			assert_string_equal(joined, want[i].path);
+		} else if (want[i].path) {
 			assert_string_equal(arg_str(fake_args(f, i), "path"), want[i].path);
+		}
 	}
 	a = fake_args(f, 0);
 	assert_string_equal(arg_str(a, "dataset"), "genomes");
 	assert_int_equal(json_integer_value(json_object_get(a, "chunk_size")), 65536);
 	/* The directory's own mode and mtime travel with it. */
-	a = fake_args(f, 4);
+	a = fake_args(f, 3);
 	assert_int_equal(json_integer_value(json_object_get(a, "mode")), 0750);
 	assert_int_equal(json_integer_value(json_object_get(a, "mtime_ns")),
 			 1700000000123456789LL);
@@ -1186,6 +1222,7 @@ static void import_refused(void (*make)(const char *path), const char *name, con
 	/* Nothing began, so nothing needs aborting. */
 	assert_false(fake_saw(f, "import.begin"));
 	assert_false(fake_saw(f, "import.file"));
+	assert_false(fake_saw(f, "import.files"));
 	assert_false(fake_saw(f, "import.commit"));
 	free(p);
 	fake_free(f);
@@ -1275,10 +1312,10 @@ static void test_import_daemon_refuses(void **state)
 			       "size while it was read");
 	run_free(&r);
 	fake_stop(f);
-	/* begin, dir "", a.txt, empty (refused), abort. */
-	assert_int_equal(fake_nreq(f), 5);
-	assert_string_equal(fake_op(f, 3), "import.file");
-	assert_string_equal(fake_op(f, 4), "import.abort");
+	/* begin, dir "", the batch of a.txt and empty (empty refused), abort. */
+	assert_int_equal(fake_nreq(f), 4);
+	assert_string_equal(fake_op(f, 2), "import.files");
+	assert_string_equal(fake_op(f, 3), "import.abort");
 	fake_free(f);
 	tree_free(&t);
 }
@@ -1310,7 +1347,7 @@ static void test_import_interrupted(void **state)
 	assert_string_equal(r.out, "");
 	run_free(&r);
 	fake_stop(f);
-	assert_true(fake_saw(f, "import.file"));
+	assert_true(fake_saw(f, "import.files"));
 	assert_false(fake_saw(f, "import.commit"));
 	fake_free(f);
 	tree_free(&t);

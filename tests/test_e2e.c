@@ -701,6 +701,174 @@ static void test_control_rejects_bad_messages_and_roles(void **state)
 	assert_int_equal(status_field("audit_records"), records);
 }
 
+/* ---- Batched import (issue 13) ---------------------------------------------------------------- */
+
+/* Send request text with nfds descriptors in one SCM_RIGHTS message (any number, even more
+ * than proto_send_fds() allows), then read the reply: its error code, "" for ok, NULL if the
+ * daemon hung up. *ret_files (may be NULL) gets the reply's "files". */
+static const char *call_fds(int sock, const char *payload, const int *fds, size_t nfds,
+			    char code[64], long long *ret_files)
+{
+	uint8_t hdr[8];
+	union {
+		struct cmsghdr h;
+		char b[CMSG_SPACE(sizeof(int) * 80)];
+	} ctl;
+	size_t n = strlen(payload);
+	struct iovec iov[2] = { { hdr, sizeof(hdr) }, { (void *)payload, n } };
+	struct msghdr m = { .msg_iov = iov, .msg_iovlen = 2 };
+	enum proto_frame_type type;
+	json_t *j = NULL;
+
+	assert_true(nfds <= 80);
+	hdr[0] = 'E';
+	hdr[1] = 'C';
+	hdr[2] = PROTO_VERSION;
+	hdr[3] = PROTO_REQUEST;
+	put_be32(hdr + 4, (uint32_t)n);
+	if (nfds) {
+		memset(&ctl, 0, sizeof(ctl));
+		m.msg_control = ctl.b;
+		m.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
+		CMSG_FIRSTHDR(&m)->cmsg_level = SOL_SOCKET;
+		CMSG_FIRSTHDR(&m)->cmsg_type = SCM_RIGHTS;
+		CMSG_FIRSTHDR(&m)->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
+		memcpy(CMSG_DATA(CMSG_FIRSTHDR(&m)), fds, sizeof(int) * nfds);
+	}
+	if (sendmsg(sock, &m, MSG_NOSIGNAL) != (ssize_t)(sizeof(hdr) + n))
+		return NULL;
+	do {
+		json_decref(j);
+		j = NULL;
+		if (proto_recv(sock, 30000, &type, &j, NULL) < 0)
+			return NULL;
+	} while (type == PROTO_PARTIAL);
+	if (json_is_true(json_object_get(j, "ok"))) {
+		code[0] = '\0';
+		if (ret_files)
+			*ret_files = json_integer_value(
+				json_object_get(json_object_get(j, "result"), "files"));
+	} else {
+		snprintf(code, 64, "%s",
+			 json_string_value(json_object_get(json_object_get(j, "error"), "code")));
+	}
+	json_decref(j);
+	return code;
+}
+
+/* import.files is bounded and checked whole before anything of it is imported: too many
+ * descriptors, paths and descriptors that do not match, more than the batch's bytes, a pipe, a
+ * path that is not a string; each is a clear error, the import goes on, and none of the refused
+ * files is in the version. A good batch of three then imports three files. */
+static void test_import_batches_checked(void **state)
+{
+	char *dir = tu_fmt("%s/batch-src", E->root), *big = tu_fmt("%s/big", dir);
+	int sock, f[3], bigfd, pipefd[2], many[70];
+	long long files = -1;
+	char code[64], *paths;
+	const char *c;
+	size_t off;
+
+	(void)state;
+	assert_int_equal(mkdir(dir, 0755), 0);
+	for (int i = 0; i < 3; i++) {
+		char *p = tu_fmt("%s/f%d", dir, i);
+
+		tu_write_file(p, "batch", 5);
+		f[i] = open(p, O_RDONLY | O_CLOEXEC);
+		assert_true(f[i] >= 0);
+		free(p);
+	}
+	/* Sparse: the batch's byte bound is about the files' sizes, not the disk. */
+	bigfd = open(big, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+	assert_true(bigfd >= 0);
+	assert_int_equal(ftruncate(bigfd, (off_t)PROTO_IMPORT_BATCH_BYTES), 0);
+	assert_int_equal(pipe2(pipefd, O_CLOEXEC), 0);
+	for (int i = 0; i < 70; i++)
+		many[i] = f[0];
+
+	sock = connect_socket();
+	assert_true(sock >= 0);
+	c = call_fds(sock, "{\"op\":\"import.begin\",\"args\":{\"dataset\":\"batchds\"}}", NULL, 0,
+		     code, NULL);
+	assert_non_null(c);
+	assert_string_equal(c, "");
+	/* Paths and descriptors that do not match. */
+	c = call_fds(sock, "{\"op\":\"import.files\",\"args\":{\"paths\":[\"a\",\"b\"]}}", f, 1,
+		     code, NULL);
+	assert_non_null(c);
+	assert_string_equal(c, "invalid_argument");
+	/* More descriptors in one message than a frame may carry: refused, all closed. */
+	c = call_fds(sock, "{\"op\":\"import.files\",\"args\":{\"paths\":[\"a\"]}}", many, 70,
+		     code, NULL);
+	assert_non_null(c);
+	assert_string_equal(c, "malformed_request");
+	/* More paths than a batch may hold (with as many descriptors as a frame may carry). */
+	paths = malloc(16 * 80 + 100);
+	off = (size_t)sprintf(paths, "{\"op\":\"import.files\",\"args\":{\"paths\":[");
+	for (int i = 0; i < PROTO_FDS_MAX + 1; i++)
+		off += (size_t)sprintf(paths + off, "%s\"m%d\"", i ? "," : "", i);
+	sprintf(paths + off, "]}}");
+	c = call_fds(sock, paths, many, PROTO_FDS_MAX, code, NULL);
+	assert_non_null(c);
+	assert_string_equal(c, "too_large");
+	free(paths);
+	/* Two files holding more than the batch's bytes. */
+	{
+		int two[2] = { f[0], bigfd };
+
+		c = call_fds(sock, "{\"op\":\"import.files\",\"args\":{\"paths\":[\"x\",\"y\"]}}",
+			     two, 2, code, NULL);
+		assert_non_null(c);
+		assert_string_equal(c, "too_large");
+	}
+	/* A pipe among them; a path that is a number. */
+	{
+		int two[2] = { f[0], pipefd[0] };
+
+		c = call_fds(sock, "{\"op\":\"import.files\",\"args\":{\"paths\":[\"x\",\"y\"]}}",
+			     two, 2, code, NULL);
+		assert_non_null(c);
+		assert_string_equal(c, "invalid_argument");
+		c = call_fds(sock, "{\"op\":\"import.files\",\"args\":{\"paths\":[\"x\",7]}}", f, 2,
+			     code, NULL);
+		assert_non_null(c);
+		assert_string_equal(c, "invalid_argument");
+	}
+	/* import.file takes one descriptor, other requests none. */
+	c = call_fds(sock, "{\"op\":\"import.file\",\"args\":{\"path\":\"x\"}}", f, 2, code, NULL);
+	assert_non_null(c);
+	assert_string_equal(c, "malformed_request");
+	c = call_fds(sock, "{\"op\":\"whoami\"}", f, 1, code, NULL);
+	assert_non_null(c);
+	assert_string_equal(c, "malformed_request");
+	/* The big file alone is a batch of one: allowed. Then three small ones. */
+	c = call_fds(sock, "{\"op\":\"import.files\",\"args\":{\"paths\":[\"big\"]}}", &bigfd, 1,
+		     code, &files);
+	assert_non_null(c);
+	assert_string_equal(c, "");
+	assert_int_equal(files, 1);
+	c = call_fds(sock,
+		     "{\"op\":\"import.files\",\"args\":{\"paths\":[\"d/f0\",\"d/f1\",\"f2\"]}}",
+		     f, 3, code, &files);
+	assert_non_null(c);
+	assert_string_equal(c, "");
+	/* Nothing of the refused batches was imported. */
+	assert_int_equal(files, 4);
+	c = call_fds(sock, "{\"op\":\"import.commit\"}", NULL, 0, code, &files);
+	assert_non_null(c);
+	assert_string_equal(c, "");
+	assert_int_equal(files, 4);
+	close(sock);
+	for (int i = 0; i < 3; i++)
+		close(f[i]);
+	close(bigfd);
+	close(pipefd[0]);
+	close(pipefd[1]);
+	free(big);
+	free(dir);
+}
+
 static void test_cli_views(void **state)
 {
 	struct e2e_run *r;
@@ -887,6 +1055,7 @@ int main(void)
 		cmocka_unit_test(test_expired_grant_is_refused),
 		cmocka_unit_test(test_flipped_byte_gives_eio),
 		cmocka_unit_test(test_control_rejects_bad_messages_and_roles),
+		cmocka_unit_test(test_import_batches_checked),
 		cmocka_unit_test(test_cli_views),
 		cmocka_unit_test(test_kill9_during_import),
 		cmocka_unit_test(test_sigterm_unmounts_cleanly),
