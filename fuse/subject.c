@@ -427,8 +427,9 @@ void fusefs_subjects_stats(struct fusefs_subjects *c, uint64_t *ret_hits, uint64
 int fusefs_subject_of(struct fusefs_subjects *c, pid_t tid, uint32_t uid, uint32_t gid,
 		      struct policy_subject *ret_subject, struct fusefs_proc *ret_proc)
 {
-	/* ~4 KiB each, on the worker's stack; copied out only on success. */
-	struct policy_subject s = { .uid = uid, .gids = { gid }, .ngids = 1 };
+	/* ~4 KiB, on the worker's stack; copied out only on success. Only the fields and the
+	 * groups in use are written (zeroing all of it on every request showed in the profile). */
+	struct policy_subject s;
 	struct fusefs_proc pr = { .job_source = FUSEFS_JOB_NONE };
 	struct proc_set *set;
 	struct proc_stat st;
@@ -443,6 +444,10 @@ int fusefs_subject_of(struct fusefs_subjects *c, pid_t tid, uint32_t uid, uint32
 	if (tid <= 0)
 		return err_set(-ESRCH, "uid %u: the request names no process whose groups we can "
 				       "read", (unsigned)uid);
+	s.uid = uid;
+	s.user[0] = '\0';
+	s.gids[0] = gid;
+	s.ngids = 1;
 	r = proc_stat_get(tid, &st);
 	if (r < 0)
 		return err_set(r, "uid %u pid %d: cannot read the process's state: %s",
@@ -516,7 +521,10 @@ int fusefs_subject_of(struct fusefs_subjects *c, pid_t tid, uint32_t uid, uint32
 		pthread_mutex_unlock(&set->lock);
 	}
 out:
-	*ret_subject = s;
+	ret_subject->uid = s.uid;
+	memcpy(ret_subject->user, s.user, sizeof(s.user));
+	ret_subject->ngids = s.ngids;
+	memcpy(ret_subject->gids, s.gids, s.ngids * sizeof(s.gids[0]));
 	if (ret_proc)
 		*ret_proc = pr;
 	return 0;
