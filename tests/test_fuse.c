@@ -2346,6 +2346,8 @@ static void test_session_first_open_is_durable(void **state)
 	audit_test_hold_sync(f->log, true);
 	fx_mount(f);
 	assert_int_equal(tu_run_as(&U.alice, child_session, &j, CHILD_MS), 0);
+	/* The last release may reach the daemon after the child is gone. */
+	wait_records(f, "close", 3);
 	audit_test_progress(f->log, &synced, &synced_end, &written, &written_end);
 	opens = records(f, "open");
 	o = find_rec(opens, "/one", TU_USER_ALICE, "allow");
