@@ -259,25 +259,27 @@ void crypto_key_free(crypto_key *key)
 	slot_put(key);
 }
 
-/* BLAKE2b-256 keyed with the parent, over label || 0x00 || context, straight into guarded memory. */
+/* BLAKE2b-256 keyed with the parent, over label || 0x00 || context, straight into the slab. */
 int crypto_key_derive(const crypto_key *parent, const char *label, const uint8_t *context,
 		      size_t context_len, crypto_key **ret_key)
 {
 	crypto_generichash_state st;
-	uint8_t *bytes;
+	crypto_key *key = NULL;
+	int r;
 
 	if (!parent || !label || (!context && context_len > 0) || !ret_key)
 		return -EINVAL;
-	bytes = sodium_malloc(CRYPTO_KEY_LEN);
-	if (!bytes)
-		return -ENOMEM;
+	r = slot_take(&key);
+	if (r < 0)
+		return r;
 	crypto_generichash_init(&st, parent->bytes, CRYPTO_KEY_LEN, CRYPTO_KEY_LEN);
 	crypto_generichash_update(&st, (const uint8_t *)label, strlen(label) + 1);
 	if (context_len)
 		crypto_generichash_update(&st, context, context_len);
-	crypto_generichash_final(&st, bytes, CRYPTO_KEY_LEN);
+	crypto_generichash_final(&st, key->bytes, CRYPTO_KEY_LEN);
 	sodium_memzero(&st, sizeof(st));
-	return key_adopt(bytes, ret_key);
+	*ret_key = key;
+	return 0;
 }
 
 /* The nonce is random: 192 bits make collisions negligible even for billions of wrapped keys under
