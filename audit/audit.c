@@ -136,6 +136,31 @@ static int scan(struct audit_log *log, uint64_t *ret_count, uint64_t *ret_end,
 	return r;
 }
 
+/* The "pseq" of the log's last record (none in a log written before it existed). */
+static int last_pseq(struct audit_log *log, uint64_t count, uint64_t end)
+{
+	json_t *rec = NULL, *p;
+	char *line = NULL;
+	size_t len = 0;
+	int r;
+
+	if (count == 0)
+		return 0;
+	r = tree_line(log->tree, count - 1, count, end, &line, &len);
+	if (r < 0)
+		return r;
+	rec = json_loadb(line, len, AUDIT_JSON_LOAD_FLAGS, NULL);
+	free(line);
+	p = json_object_get(rec, "pseq");
+	if (json_is_integer(p) && json_integer_value(p) >= 0 &&
+	    (uint64_t)json_integer_value(p) < count) {
+		log->pseq = log->durable_pseq = (uint64_t)json_integer_value(p);
+		log->pseq_set = log->durable_pseq_set = true;
+	}
+	json_decref(rec);
+	return 0;
+}
+
 int audit_open(const char *dir, uint64_t *ret_torn_bytes, struct audit_log **ret_log)
 {
 	struct audit_log *log;
@@ -217,6 +242,9 @@ int audit_open(const char *dir, uint64_t *ret_torn_bytes, struct audit_log **ret
 		goto out_close_tree;
 
 	log->next_seq = log->durable = log->written = count;
+	r = last_pseq(log, count, end);
+	if (r < 0)
+		goto out_close_tree;
 	log->end = log->wend = end;
 	log->pub = log->wpub = log->tree->f;
 	memcpy(log->durable_leaf, log->tree->last_leaf, MERKLE_HASH_LEN);
@@ -450,6 +478,8 @@ static void lead_batch(struct audit_log *log, bool force_sync)
 {
 	struct buf t = log->batch, tm = log->bmeta;
 	uint64_t first = log->written, last = log->next_seq, wend = log->wend;
+	uint64_t bpseq = log->pseq;
+	bool bpseq_set = log->pseq_set;
 	enum audit_fault fault = log->fault;
 	int fault_err = log->fault_err, r;
 	bool sync = force_sync || !log->syncer_running || log->sync_upto > log->durable ||
@@ -487,6 +517,9 @@ static void lead_batch(struct audit_log *log, bool force_sync)
 		memcpy(log->written_leaf, log->tree->last_leaf, MERKLE_HASH_LEN);
 		if (log->batch.len > 0)
 			log->batches++;
+		/* The pseq of the last record in the file (docs/AUDIT.md section 16). */
+		log->durable_pseq = bpseq;
+		log->durable_pseq_set = bpseq_set;
 		if (sync) {
 			log->durable = log->written;
 			log->end = log->wend;
@@ -504,6 +537,8 @@ static void lead_batch(struct audit_log *log, bool force_sync)
 		buf_reset(&log->qmeta);
 		log->next_seq = log->written;
 		memcpy(log->queued_leaf, log->written_leaf, MERKLE_HASH_LEN);
+		log->pseq = log->durable_pseq;
+		log->pseq_set = log->durable_pseq_set;
 		/* The key record of this epoch may have been cut off with the batch: the next
 		 * append starts a new epoch. */
 		if (log->seal.written && log->seal.key_seq >= log->written)
@@ -564,6 +599,15 @@ static int stamp(struct audit_log *log, json_t *obj)
 	if (json_object_set_new(obj, "seq", json_integer((json_int_t)log->next_seq)) < 0 ||
 	    json_object_set_new(obj, "time", json_string(when)) < 0 ||
 	    json_object_set_new(obj, "prev", json_string(prev)) < 0)
+		return -ENOMEM;
+	/* Every record names the last policy record, itself included, so the daemon finds the
+	 * policy state the log stands for from the log's last line (docs/AUDIT.md section 16). */
+	if (json_object_get(obj, "policy_digest")) {
+		log->pseq = log->next_seq;
+		log->pseq_set = true;
+	}
+	if (log->pseq_set &&
+	    json_object_set_new(obj, "pseq", json_integer((json_int_t)log->pseq)) < 0)
 		return -ENOMEM;
 	return 0;
 }
@@ -695,9 +739,9 @@ int audit_append_mode(struct audit_log *log, const json_t *rec, enum audit_durab
 		return err_set(-EINVAL, "audit durability %d is not a known one", (int)d);
 	if (json_object_get(rec, "seq") || json_object_get(rec, "time") ||
 	    json_object_get(rec, "prev") || json_object_get(rec, "key") ||
-	    json_object_get(rec, "sealed"))
-		return err_set(-EINVAL, "audit record has \"seq\", \"time\", \"prev\", \"key\" or "
-			       "\"sealed\": the log adds them");
+	    json_object_get(rec, "sealed") || json_object_get(rec, "pseq"))
+		return err_set(-EINVAL, "audit record has \"seq\", \"time\", \"prev\", \"key\", "
+			       "\"sealed\" or \"pseq\": the log adds them");
 	line = malloc(AUDIT_RECORD_MAX);
 	if (!line)
 		return -ENOMEM;

@@ -231,6 +231,28 @@ int audit_auditor_secret_read(const char *path, uint8_t **ret_sk,
  * half into ret_pk. -EEXIST path exists (nothing is overwritten). */
 int audit_auditor_keypair_write(const char *path, uint8_t ret_pk[static AUDIT_AUDITOR_KEY_LEN]);
 
+/* ---- Policy records (docs/AUDIT.md section 16) ---------------------------------------------- */
+
+/* A record that carries "policy_digest" is a policy record; every record appended after it
+ * carries its seq as "pseq". The line of the last durable policy record: *ret_seq, and the
+ * line (malloc'd, without '\n'). -ENOENT none (a log from before policy records, or none yet).
+ * Read from the tree files (no log scan). */
+int audit_policy_head(struct audit_log *log, uint64_t *ret_seq, char **ret_line, size_t *ret_len);
+/* The digest of a policy state: the XOR of every record's hash, BLAKE2b-256 keyed with key
+ * (the store's policy digest key) over LE32(key length) || key || the value's canonical JSON. */
+#define AUDIT_POLICY_DIGEST_LEN 32
+void audit_policy_record_hash(const uint8_t key[static AUDIT_SEAL_KEY_LEN], const void *k,
+			      size_t kl, const void *v, size_t vl,
+			      uint8_t out[static AUDIT_POLICY_DIGEST_LEN]);
+/* Replay the policy records of the log in dir, opening them with store_key: every record's
+ * "policy_puts" in order; a "policy_snapshot" or "policy_rebuild" record starts from nothing.
+ * *ret_state: a new JSON object, hex key -> value text. *ret_max_id: the highest grant or rule
+ * id any record names (0: none). *ret_records (may be NULL): policy records seen. */
+int audit_policy_replay(const char *dir, const uint8_t store_key[static AUDIT_SEAL_KEY_LEN],
+			json_t **ret_state, uint64_t *ret_max_id, uint64_t *ret_records);
+/* The line of durable record seq (malloc'd). -ENOENT no such record. */
+int audit_record_line(struct audit_log *log, uint64_t seq, char **ret_line, size_t *ret_len);
+
 /* ---- Checkpoints and proofs (docs/AUDIT.md) ------------------------------------------------- */
 
 /* Longest interval between two periodic checkpoints. */

@@ -214,6 +214,13 @@ struct audit_log {
 	uint64_t syncs;                     /* fdatasyncs of the log that succeeded (tests) */
 	bool hold_sync;                     /* the syncer syncs nothing while set (tests) */
 
+	/* The last policy record (one with "policy_digest"), whose seq every record carries as
+	 * "pseq" (docs/AUDIT.md section 16). Under lock. */
+	bool pseq_set;                      /* queued records: a policy record was appended */
+	uint64_t pseq;
+	bool durable_pseq_set;              /* the same as of the last durable record */
+	uint64_t durable_pseq;
+
 	/* Checkpoints (checkpoint.c). cp_lock orders signing: sizes never go back. */
 	pthread_mutex_t cp_lock;
 	uint8_t *sk;                        /* Ed25519 secret key, sodium_malloc'd, read-only; NULL:

@@ -341,3 +341,43 @@ out:
 	}
 	return 0;
 }
+
+int audit_policy_head(struct audit_log *log, uint64_t *ret_seq, char **ret_line, size_t *ret_len)
+{
+	uint64_t count, end, seq;
+	bool set;
+	char *line = NULL;
+	size_t len = 0;
+	int r;
+
+	pthread_mutex_lock(&log->cp_lock);
+	pthread_mutex_lock(&log->lock);
+	set = log->durable_pseq_set;
+	seq = log->durable_pseq;
+	pthread_mutex_unlock(&log->lock);
+	if (!set) {
+		pthread_mutex_unlock(&log->cp_lock);
+		return -ENOENT;
+	}
+	audit_snapshot(log, &count, &end, NULL);
+	r = tree_line(log->tree, seq, count, end, &line, &len);
+	pthread_mutex_unlock(&log->cp_lock);
+	if (r < 0)
+		return r;
+	*ret_seq = seq;
+	*ret_line = line;
+	*ret_len = len;
+	return 0;
+}
+
+int audit_record_line(struct audit_log *log, uint64_t seq, char **ret_line, size_t *ret_len)
+{
+	uint64_t count, end;
+	int r;
+
+	pthread_mutex_lock(&log->cp_lock);
+	audit_snapshot(log, &count, &end, NULL);
+	r = seq < count ? tree_line(log->tree, seq, count, end, ret_line, ret_len) : -ENOENT;
+	pthread_mutex_unlock(&log->cp_lock);
+	return r;
+}

@@ -28,6 +28,8 @@ static const char *const event_names[] = {
 	"deny_add", "deny_remove", "deny_remove_approve",
 	"access_check", "audit_export", "auditor_add", "log_key", "visa_export",
 	"visa_key_create",
+	"policy_snapshot", "policy_snapshot_more", "policy_completed", "policy_mismatch",
+	"policy_rebuild",
 	"daemon_start", "daemon_stop", "reload",
 };
 
@@ -46,6 +48,9 @@ static const struct {
 	{ "dataset", (const char *const[]){ "import", "dataset_policy", "dataset_set", NULL } },
 	{ "audit", (const char *const[]){ "audit_export", "auditor_add", "log_key", NULL } },
 	{ "daemon", (const char *const[]){ "daemon_start", "daemon_stop", "reload", NULL } },
+	{ "policy", (const char *const[]){ "policy_snapshot", "policy_snapshot_more",
+					   "policy_completed", "policy_mismatch", "policy_rebuild",
+					   NULL } },
 };
 
 const char *const *audit_event_list(size_t *ret_n)

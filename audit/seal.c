@@ -48,7 +48,8 @@
  * these names stay clear; any other value under one of them is sealed too. */
 static const char *const clear_members[] = {
 	"seq", "time", "prev", "event", "decision", "result", "dataset_id", "version",
-	"grant_id", "rule_id", "open_seq", "key",
+	"grant_id", "rule_id", "open_seq", "key", "pseq", "policy_digest", "policy_digest_before",
+	"next_id",
 };
 
 bool audit_member_is_clear(const char *name, const json_t *v)

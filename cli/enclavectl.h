@@ -86,6 +86,7 @@ extern const struct ctl_cmd grant_cmds[];
 extern const struct ctl_cmd deny_cmds[];
 extern const struct ctl_cmd access_cmds[];
 extern const struct ctl_cmd audit_cmds[];
+extern const struct ctl_cmd policy_cmds[];
 
 /* ---- client.c: one connection to enclaved -------------------------------------------------- */
 

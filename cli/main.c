@@ -50,6 +50,8 @@ static const struct ctl_object objects[] = {
 	{ "access", access_cmds, NULL, NULL, "Why a user may or may not read a dataset" },
 	{ "audit", audit_cmds, NULL, NULL,
 	  "The audit trail: who read what, when, under which grant" },
+	{ "policy", policy_cmds, NULL, NULL,
+	  "The policy records against the signed audit log (offline rebuild)" },
 };
 
 static const char global_help[] =

@@ -153,6 +153,20 @@ int grants_dataset_set(struct grants *gs, struct audit_log *log, const struct po
 /* True when a steward marked the dataset `dataset set --cache kernel`. */
 bool grants_cache_kernel(struct grants *gs, uint64_t dataset_id);
 
+/* Bind the policy records to the audit log (docs/POLICY.md "Bound to the log"): compare the
+ * digest of the records with the one the log's last policy record holds (two line reads, however
+ * long the log). Equal: 0. The index lacks exactly that last recorded change: it is written from
+ * the log and -EAGAIN says to load the grants again. Otherwise the log is replayed (its policy
+ * records, opened with store_key), every difference is named in *ret_findings (a JSON array of
+ * strings; NULL when there is none), the datasets concerned (all, when a difference concerns every
+ * dataset) are refused from now on (POLICY_DENY_POLICY_MISMATCH), a `policy_mismatch` record is
+ * written, and 0 is returned. A log with no policy record gets the index's state as its starting
+ * point (`policy_snapshot`). The next id is raised above every id the log holds. */
+int grants_bind_log(struct grants *gs, struct audit_log *log, const char *audit_dir,
+		    const uint8_t store_key[static 32], json_t **ret_findings);
+/* False while some dataset is refused for disagreeing with the log. */
+bool grants_serving_all(struct grants *gs);
+
 /* Start a thread that calls changed(ctx, dataset_id, name) for each dataset one of whose grants
  * crossed its not_before or its expiry since the last look (it looks every 250 ms, so within 1 s),
  * so the mount can drop what the kernel cached. changed runs on that thread with no lock held.

@@ -24,6 +24,8 @@
 #include <string.h>
 #include <time.h>
 
+#include <sodium.h>
+
 #include "common/common.h"
 #include "common/err.h"
 #include "daemon/daemon.h"
@@ -59,6 +61,19 @@ struct grants {
 	bool watching, watch_stop;
 	void (*changed)(void *ctx, uint64_t dataset_id, const char *name);
 	void *changed_ctx;
+	/* The binding to the audit log (docs/POLICY.md "Bound to the log"). */
+	uint8_t *pkey;                     /* the policy digest key, guarded; NULL: no binding */
+	uint8_t pdigest[AUDIT_POLICY_DIGEST_LEN];  /* XOR of every record's hash but "n"'s; under
+						    * change_lock once loaded */
+	struct chash {
+		uint64_t dsid;
+		uint8_t h[AUDIT_POLICY_DIGEST_LEN];
+	} *ch;                             /* the hash of each "c" record, which is replaced */
+	size_t nch, capch;
+	/* Datasets not served because the index and the log disagree about their policy. */
+	bool q_all;                        /* under lock: every dataset */
+	uint64_t *q;                       /* under lock: these */
+	size_t nq;
 };
 
 /* Make room for one more element in *arr (count n, capacity *cap, at most max). */
@@ -214,6 +229,65 @@ static ssize_t find(const struct grants *gs, uint64_t id)
 	return -1;
 }
 
+/* ---- The digest of the policy records -------------------------------------------------------- */
+
+static void xor_into(uint8_t *dst, const uint8_t *src)
+{
+	for (size_t i = 0; i < AUDIT_POLICY_DIGEST_LEN; i++)
+		dst[i] ^= src[i];
+}
+
+static bool chash_get(const struct grants *gs, uint64_t dsid, uint8_t out[static 32])
+{
+	for (size_t i = 0; i < gs->nch; i++)
+		if (gs->ch[i].dsid == dsid) {
+			memcpy(out, gs->ch[i].h, 32);
+			return true;
+		}
+	return false;
+}
+
+static int chash_set(struct grants *gs, uint64_t dsid, const uint8_t h[static 32])
+{
+	int r;
+
+	for (size_t i = 0; i < gs->nch; i++)
+		if (gs->ch[i].dsid == dsid) {
+			memcpy(gs->ch[i].h, h, 32);
+			return 0;
+		}
+	r = grow_array((void **)&gs->ch, sizeof(*gs->ch), gs->nch, &gs->capch, DATASETS_MAX,
+		       "dataset policy hashes");
+	if (r < 0)
+		return r;
+	gs->ch[gs->nch].dsid = dsid;
+	memcpy(gs->ch[gs->nch].h, h, 32);
+	gs->nch++;
+	return 0;
+}
+
+/* Fold record key = val into the digest (a "c" record replaces the one before). */
+static int digest_add(struct grants *gs, const uint8_t *key, size_t klen, const void *val,
+		      size_t vlen, uint8_t digest[static AUDIT_POLICY_DIGEST_LEN], bool remember)
+{
+	uint8_t h[AUDIT_POLICY_DIGEST_LEN], old[AUDIT_POLICY_DIGEST_LEN];
+
+	if (!gs->pkey)
+		return 0;
+	audit_policy_record_hash(gs->pkey, key, klen, val, vlen, h);
+	if (klen == 9 && key[0] == 'c' && chash_get(gs, get_be64(key + 1), old))
+		xor_into(digest, old);
+	xor_into(digest, h);
+	if (remember && klen == 9 && key[0] == 'c')
+		return chash_set(gs, get_be64(key + 1), h);
+	return 0;
+}
+
+static void hex(const uint8_t *p, size_t n, char *out)
+{
+	sodium_bin2hex(out, 2 * n + 1, p, n);
+}
+
 static int parse_record(const void *val, size_t vlen, json_t **ret)
 {
 	json_error_t e;
@@ -363,6 +437,9 @@ static int load_one(void *ctx, const void *key, size_t klen, const void *val, si
 	      (klen == 13 && (k[0] == 'h' || k[0] == 'i'))))
 		return err_set(-EBADMSG, "unknown policy record key (%zu bytes, 0x%02x...)", klen,
 			       klen ? k[0] : 0);
+	r = digest_add(gs, k, klen, val, vlen, gs->pdigest, true);
+	if (r < 0)
+		return r;
 	r = parse_record(val, vlen, &j);
 	if (r == 0)
 		r = load_json_record(gs, k, j);
@@ -380,6 +457,7 @@ static int load_one(void *ctx, const void *key, size_t klen, const void *val, si
 int grants_load(struct store *st, struct grants **ret_grants)
 {
 	struct grants *gs = calloc(1, sizeof(*gs));
+	crypto_key *k = NULL;
 	int r;
 
 	if (!gs)
@@ -390,6 +468,19 @@ int grants_load(struct store *st, struct grants **ret_grants)
 	pthread_mutex_init(&gs->change_lock, NULL);
 	pthread_mutex_init(&gs->watch_lock, NULL);
 	pthread_cond_init(&gs->watch_cond, NULL);
+	r = store_policy_digest_key(st, &k);
+	if (r == 0) {
+		gs->pkey = sodium_malloc(AUDIT_SEAL_KEY_LEN);
+		if (!gs->pkey)
+			r = -ENOMEM;
+		else
+			memcpy(gs->pkey, crypto_key_bytes(k), AUDIT_SEAL_KEY_LEN);
+		crypto_key_free(k);
+	}
+	if (r < 0) {
+		grants_free(gs);
+		return r;
+	}
 	r = store_policy_foreach(st, load_one, gs);
 	if (r < 0) {
 		grants_free(gs);
@@ -415,7 +506,21 @@ void grants_free(struct grants *gs)
 	free(gs->rm);
 	free(gs->rap);
 	free(gs->dp);
+	free(gs->ch);
+	free(gs->q);
+	sodium_free(gs->pkey);
 	free(gs);
+}
+
+/* Under lock (either). */
+static bool quarantined(const struct grants *gs, uint64_t dataset_id)
+{
+	if (gs->q_all)
+		return true;
+	for (size_t i = 0; i < gs->nq; i++)
+		if (gs->q[i] == dataset_id)
+			return true;
+	return false;
 }
 
 struct policy_decision grants_decide(struct grants *gs, const struct policy_subject *who,
@@ -427,6 +532,10 @@ struct policy_decision grants_decide(struct grants *gs, const struct policy_subj
 	ssize_t i;
 
 	pthread_rwlock_rdlock(&gs->lock);
+	if (quarantined(gs, dataset_id)) {
+		pthread_rwlock_unlock(&gs->lock);
+		return (struct policy_decision){ .reason = POLICY_DENY_POLICY_MISMATCH };
+	}
 	i = find_dataset(gs, dataset_id);
 	in = (struct policy_input){ .grants = gs->g, .ngrants = gs->n, .denies = gs->dn,
 				    .ndenies = gs->ndn, .duo = i >= 0 ? gs->dp[i].duo : NULL,
@@ -434,33 +543,6 @@ struct policy_decision grants_decide(struct grants *gs, const struct policy_subj
 	d = policy_evaluate(who, dataset_id, version, now, &in);
 	pthread_rwlock_unlock(&gs->lock);
 	return d;
-}
-
-/* Write record type||be64 id [|| be32 sub] (sub < 0: none) holding j (taken over). */
-static int put_json_sub(struct grants *gs, char type, uint64_t id, int64_t sub, json_t *j)
-{
-	uint8_t key[13];
-	char *text;
-	int r;
-
-	if (!j)
-		return -ENOMEM;
-	text = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
-	json_decref(j);
-	if (!text)
-		return -ENOMEM;
-	key[0] = (uint8_t)type;
-	put_be64(key + 1, id);
-	if (sub >= 0)
-		put_be32(key + 9, (uint32_t)sub);
-	r = store_policy_put(gs->st, key, sub >= 0 ? 13 : 9, text, strlen(text));
-	free(text);
-	return r;
-}
-
-static int put_json(struct grants *gs, char type, uint64_t id, json_t *j)
-{
-	return put_json_sub(gs, type, id, -1, j);
 }
 
 /* A steward's name for records: the user name, or the uid when it has none. */
@@ -486,6 +568,59 @@ static int take_id(struct grants *gs, uint64_t *ret_id)
 	gs->next_id = id + 1;
 	*ret_id = id;
 	return 0;
+}
+
+/* Append rec as the policy record of writing type||be64 id [|| be32 sub] (sub < 0: none) = j
+ * (taken over), then write that record. The audit record carries the record it makes (sealed),
+ * the digest of the policy state before and after, and the next id, so the state in the index
+ * stays bound to the log: the log first, as for every change. Under change_lock. */
+static int policy_append(struct grants *gs, struct audit_log *log, json_t *rec, char type,
+			 uint64_t id, int64_t sub, json_t *j)
+{
+	uint8_t key[13], after[AUDIT_POLICY_DIGEST_LEN];
+	char khex[2 * 13 + 1], dhex[2 * AUDIT_POLICY_DIGEST_LEN + 1];
+	char bhex[2 * AUDIT_POLICY_DIGEST_LEN + 1];
+	size_t klen = sub >= 0 ? 13 : 9;
+	json_t *puts;
+	char *text;
+	int r;
+
+	if (!j)
+		return -ENOMEM;
+	text = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
+	json_decref(j);
+	if (!text)
+		return -ENOMEM;
+	key[0] = (uint8_t)type;
+	put_be64(key + 1, id);
+	if (sub >= 0)
+		put_be32(key + 9, (uint32_t)sub);
+	memcpy(after, gs->pdigest, sizeof(after));
+	r = digest_add(gs, key, klen, text, strlen(text), after, false);
+	if (r < 0)
+		goto out;
+	hex(key, klen, khex);
+	hex(after, sizeof(after), dhex);
+	hex(gs->pdigest, sizeof(gs->pdigest), bhex);
+	puts = json_pack("[{s:s, s:s}]", "k", khex, "v", text);
+	if (!puts || json_object_set_new(rec, "policy_puts", puts) < 0 ||
+	    json_object_set_new(rec, "policy_digest", json_string(dhex)) < 0 ||
+	    json_object_set_new(rec, "policy_digest_before", json_string(bhex)) < 0 ||
+	    json_object_set_new(rec, "next_id", json_integer((json_int_t)gs->next_id)) < 0) {
+		r = -ENOMEM;
+		goto out;
+	}
+	r = audit_append(log, rec, NULL);
+	if (r < 0)
+		goto out;
+	r = store_policy_put(gs->st, key, klen, text, strlen(text));
+	if (r < 0)
+		goto out;
+	/* Only now: a record that was not written leaves the digest of what is in the index. */
+	r = digest_add(gs, key, klen, text, strlen(text), gs->pdigest, true);
+out:
+	free(text);
+	return r;
 }
 
 int daemon_audit_subject(json_t *rec, const struct policy_subject *who)
@@ -529,10 +664,7 @@ int grants_add(struct grants *gs, struct audit_log *log, const struct policy_sub
 		r = -ENOMEM;
 		goto out;
 	}
-	r = audit_append(log, rec, NULL);
-	if (r < 0)
-		goto out;
-	r = put_json(gs, 'g', id, policy_grant_to_json(g));
+	r = policy_append(gs, log, rec, 'g', id, -1, policy_grant_to_json(g));
 	if (r < 0)
 		goto out;
 	pthread_rwlock_wrlock(&gs->lock);
@@ -621,10 +753,7 @@ int grants_approve(struct grants *gs, struct audit_log *log, const struct policy
 		r = -ENOMEM;
 		goto out;
 	}
-	r = audit_append(log, rec, NULL);
-	if (r < 0)
-		goto out;
-	r = put_json_sub(gs, 'h', id, by->uid, policy_approval_to_json(&a));
+	r = policy_append(gs, log, rec, 'h', id, by->uid, policy_approval_to_json(&a));
 	if (r < 0)
 		goto out;
 	pthread_rwlock_wrlock(&gs->lock);
@@ -684,10 +813,7 @@ int grants_revoke(struct grants *gs, struct audit_log *log, const struct policy_
 	r = policy_revocation_validate(&rv);
 	if (r < 0)
 		goto out;
-	r = audit_append(log, rec, NULL);
-	if (r < 0)
-		goto out;
-	r = put_json(gs, 'r', id, policy_revocation_to_json(&rv));
+	r = policy_append(gs, log, rec, 'r', id, -1, policy_revocation_to_json(&rv));
 	if (r < 0)
 		goto out;
 	pthread_rwlock_wrlock(&gs->lock);
@@ -803,10 +929,7 @@ int grants_deny_add(struct grants *gs, struct audit_log *log, const struct polic
 		r = -ENOMEM;
 		goto out;
 	}
-	r = audit_append(log, rec, NULL);
-	if (r < 0)
-		goto out;
-	r = put_json(gs, 'd', id, policy_deny_to_json(x));
+	r = policy_append(gs, log, rec, 'd', id, -1, policy_deny_to_json(x));
 	if (r < 0)
 		goto out;
 	pthread_rwlock_wrlock(&gs->lock);
@@ -880,10 +1003,7 @@ int grants_deny_remove(struct grants *gs, struct audit_log *log, const struct po
 		r = -ENOMEM;
 		goto out;
 	}
-	r = audit_append(log, rec, NULL);
-	if (r < 0)
-		goto out;
-	r = put_json(gs, 'e', id, policy_deny_removal_to_json(&x));
+	r = policy_append(gs, log, rec, 'e', id, -1, policy_deny_removal_to_json(&x));
 	if (r < 0)
 		goto out;
 	pthread_rwlock_wrlock(&gs->lock);
@@ -971,10 +1091,7 @@ int grants_deny_approve(struct grants *gs, struct audit_log *log, const struct p
 		r = -ENOMEM;
 		goto out;
 	}
-	r = audit_append(log, rec, NULL);
-	if (r < 0)
-		goto out;
-	r = put_json_sub(gs, 'i', id, by->uid, policy_approval_to_json(&a));
+	r = policy_append(gs, log, rec, 'i', id, by->uid, policy_approval_to_json(&a));
 	if (r < 0)
 		goto out;
 	pthread_rwlock_wrlock(&gs->lock);
@@ -1069,10 +1186,7 @@ int grants_dataset_set(struct grants *gs, struct audit_log *log, const struct po
 		r = -ENOMEM;
 		goto out;
 	}
-	r = audit_append(log, rec, NULL);
-	if (r < 0)
-		goto out;
-	r = put_json(gs, 'c', p->dataset_id, policy_dataset_to_json(p));
+	r = policy_append(gs, log, rec, 'c', p->dataset_id, -1, policy_dataset_to_json(p));
 	if (r < 0)
 		goto out;
 	pthread_rwlock_wrlock(&gs->lock);
@@ -1210,4 +1324,432 @@ void grants_watch_stop(struct grants *gs)
 	pthread_mutex_unlock(&gs->watch_lock);
 	if (join)
 		pthread_join(gs->watch_thread, NULL);
+}
+
+/* ---- Bound to the log (docs/POLICY.md "Bound to the log") ------------------------------------ */
+
+/* Most disagreements named one by one; the rest are counted. */
+#define FINDINGS_MAX 100
+/* A snapshot record holds at most this many bytes of records; a larger state takes several. */
+#define SNAPSHOT_CHUNK (40u * 1024)
+
+/* Every record of the index but "n": hex key -> value text. */
+static int collect_index(void *ctx, const void *key, size_t klen, const void *val, size_t vlen)
+{
+	char khex[2 * STORE_POLICY_KEY_MAX + 1];
+	json_t *m = ctx, *v;
+
+	if (klen == 1 && ((const uint8_t *)key)[0] == 'n')
+		return 0;
+	if (klen > STORE_POLICY_KEY_MAX)
+		return -EBADMSG;
+	hex(key, klen, khex);
+	v = json_stringn(val, vlen);
+	if (!v)
+		v = json_string("(not UTF-8)");
+	return json_object_set_new(m, khex, v) < 0 ? -ENOMEM : 0;
+}
+
+static int hex_key(const char *s, uint8_t out[static 13], size_t *ret_len)
+{
+	size_t n = 0;
+
+	if (sodium_hex2bin(out, 13, s, strlen(s), NULL, &n, NULL) != 0 || (n != 9 && n != 13))
+		return -EINVAL;
+	*ret_len = n;
+	return 0;
+}
+
+/* The dataset id of the record "t||id" in either state (0: every dataset or unknown). */
+static uint64_t dataset_of(const json_t *a, const json_t *b, char t, uint64_t id, bool *ret_known)
+{
+	uint8_t key[9];
+	char khex[19];
+	const char *text;
+
+	key[0] = (uint8_t)t;
+	put_be64(key + 1, id);
+	hex(key, 9, khex);
+	text = json_string_value(json_object_get(a, khex));
+	if (!text)
+		text = json_string_value(json_object_get(b, khex));
+	*ret_known = false;
+	if (text) {
+		json_t *j = json_loads(text, 0, NULL);
+		const json_t *d = json_object_get(j, "dataset_id");
+
+		if (json_is_integer(d)) {
+			uint64_t v = (uint64_t)json_integer_value(d);
+
+			json_decref(j);
+			*ret_known = v != 0;
+			return v;
+		}
+		json_decref(j);
+	}
+	return 0;
+}
+
+static int quarantine(struct grants *gs, bool all, uint64_t dsid)
+{
+	int r = 0;
+
+	pthread_rwlock_wrlock(&gs->lock);
+	if (all) {
+		gs->q_all = true;
+	} else if (!quarantined(gs, dsid)) {
+		uint64_t *q = realloc(gs->q, (gs->nq + 1) * sizeof(*q));
+
+		if (q) {
+			gs->q = q;
+			gs->q[gs->nq++] = dsid;
+		} else {
+			r = -ENOMEM;
+		}
+	}
+	pthread_rwlock_unlock(&gs->lock);
+	return r;
+}
+
+/* Name the difference in record k between the log's state (lv) and the index's (iv). */
+static void describe(const char *khex, const char *lv, const char *iv, char *out, size_t n)
+{
+	uint8_t key[13];
+	size_t kl = 0;
+	char what[96];
+	const char *how;
+	uint64_t id;
+	unsigned sub;
+
+	if (hex_key(khex, key, &kl) < 0) {
+		snprintf(out, n, "policy record %s %s", khex, lv ? "is missing from the index" :
+			 "is in the index but not in the audit log");
+		return;
+	}
+	id = get_be64(key + 1);
+	sub = kl == 13 ? get_be32(key + 9) : 0;
+	switch (key[0]) {
+	case 'g': snprintf(what, sizeof(what), "grant %llu", (unsigned long long)id); break;
+	case 'r': snprintf(what, sizeof(what), "the revocation of grant %llu",
+			   (unsigned long long)id); break;
+	case 'h': snprintf(what, sizeof(what), "the approval of grant %llu by uid %u",
+			   (unsigned long long)id, sub); break;
+	case 'd': snprintf(what, sizeof(what), "deny rule %llu", (unsigned long long)id); break;
+	case 'e': snprintf(what, sizeof(what), "the removal of deny rule %llu",
+			   (unsigned long long)id); break;
+	case 'i': snprintf(what, sizeof(what), "the approval by uid %u of removing deny rule %llu",
+			   sub, (unsigned long long)id); break;
+	case 'c': snprintf(what, sizeof(what), "the policy of dataset %llu",
+			   (unsigned long long)id); break;
+	default: snprintf(what, sizeof(what), "policy record %s", khex); break;
+	}
+	if (lv && !iv) {
+		switch (key[0]) {
+		case 'r': how = "is in the audit log but not in the index: a rollback (a revoked "
+				"grant is back)"; break;
+		case 'e': how = "is in the audit log but not in the index: a rollback (a removed "
+				"deny rule is back)"; break;
+		case 'h': case 'i': how = "is in the audit log but not in the index: a rollback "
+					  "(an approval was lost)"; break;
+		default: how = "is in the audit log but not in the index: a rollback (an older "
+			       "index put back?)"; break;
+		}
+	} else if (!lv && iv) {
+		how = "is in the index but the audit log never recorded it: an injection (written "
+		      "into the index directly?)";
+	} else {
+		how = "differs between the index and the audit log";
+	}
+	snprintf(out, n, "%s %s", what, how);
+}
+
+/* Compare the index with the log's replayed state: name every difference, and stop serving the
+ * datasets they concern. The findings (a JSON array of strings) go to *ret_findings. */
+static int compare_with_log(struct grants *gs, const json_t *logst, json_t **ret_findings,
+			    json_t **ret_datasets, bool *ret_all)
+{
+	json_t *idx = json_object(), *findings = json_array(), *dsids = json_array();
+	const char *k;
+	json_t *v;
+	uint64_t dropped = 0;
+	bool all = false;
+	int r;
+
+	if (!idx || !findings || !dsids) {
+		r = -ENOMEM;
+		goto out;
+	}
+	r = store_policy_foreach(gs->st, collect_index, idx);
+	if (r < 0)
+		goto out;
+	for (int pass = 0; pass < 2; pass++) {
+		const json_t *a = pass == 0 ? logst : idx, *b = pass == 0 ? idx : logst;
+
+		json_object_foreach((json_t *)a, k, v) {
+			const char *av = json_string_value(v);
+			const char *bv = json_string_value(json_object_get(b, k));
+			uint8_t key[13], ha[32], hb[32];
+			char text[320];
+			size_t kl = 0;
+			uint64_t dsid = 0;
+			bool known = false;
+			char t;
+
+			if (pass == 1 && bv)
+				continue;	/* compared in the first pass */
+			if (bv && hex_key(k, key, &kl) == 0) {
+				audit_policy_record_hash(gs->pkey, key, kl, av, strlen(av), ha);
+				audit_policy_record_hash(gs->pkey, key, kl, bv, strlen(bv), hb);
+				if (sodium_memcmp(ha, hb, sizeof(ha)) == 0)
+					continue;
+			}
+			describe(k, pass == 0 ? av : NULL, pass == 0 ? bv : av, text,
+				 sizeof(text));
+			if (json_array_size(findings) < FINDINGS_MAX)
+				json_array_append_new(findings, json_string(text));
+			else
+				dropped++;
+			if (hex_key(k, key, &kl) < 0) {
+				all = true;
+				continue;
+			}
+			t = (char)key[0];
+			if (t == 'c')
+				dsid = get_be64(key + 1), known = true;
+			else if (t == 'g' || t == 'r' || t == 'h')
+				dsid = dataset_of(logst, idx, 'g', get_be64(key + 1), &known);
+			else
+				dsid = dataset_of(logst, idx, 'd', get_be64(key + 1), &known);
+			if (!known)
+				all = true;
+			else
+				json_array_append_new(dsids, json_integer((json_int_t)dsid));
+			r = quarantine(gs, !known, dsid);
+			if (r < 0)
+				goto out;
+		}
+	}
+	if (dropped) {
+		char text[96];
+
+		snprintf(text, sizeof(text), "and %llu more", (unsigned long long)dropped);
+		json_array_append_new(findings, json_string(text));
+	}
+	*ret_findings = findings;
+	*ret_datasets = dsids;
+	*ret_all = all;
+	findings = dsids = NULL;
+	r = 0;
+out:
+	json_decref(idx);
+	json_decref(findings);
+	json_decref(dsids);
+	return r;
+}
+
+/* Write the whole index state to the log as policy_snapshot records (the first clears a
+ * replay), the last with the digest: the log's anchor for a store whose log has none. */
+static int snapshot(struct grants *gs, struct audit_log *log, const char *event)
+{
+	json_t *idx = json_object(), *puts = NULL, *rec = NULL;
+	char dhex[2 * AUDIT_POLICY_DIGEST_LEN + 1];
+	const char *k;
+	json_t *v;
+	size_t bytes = 0, left;
+	bool first = true;
+	int r;
+
+	if (!idx)
+		return -ENOMEM;
+	r = store_policy_foreach(gs->st, collect_index, idx);
+	if (r < 0)
+		goto out;
+	hex(gs->pdigest, sizeof(gs->pdigest), dhex);
+	left = json_object_size(idx);
+	puts = json_array();
+	json_object_foreach(idx, k, v) {
+		r = json_array_append_new(puts, json_pack("{s:s, s:O}", "k", k, "v", v)) < 0 ?
+		    -ENOMEM : 0;
+		if (r < 0)
+			goto out;
+		bytes += strlen(k) + json_string_length(v) + 16;
+		left--;
+		if (bytes < SNAPSHOT_CHUNK && left > 0)
+			continue;
+		rec = json_pack("{s:s, s:o}", "event", first ? event : "policy_snapshot_more",
+				"policy_puts", puts);
+		puts = json_array();
+		if (!rec || !puts) {
+			r = -ENOMEM;
+			goto out;
+		}
+		if (left == 0 &&
+		    (json_object_set_new(rec, "policy_digest", json_string(dhex)) < 0 ||
+		     json_object_set_new(rec, "policy_digest_before", json_string(dhex)) < 0 ||
+		     json_object_set_new(rec, "next_id", json_integer((json_int_t)gs->next_id)) < 0)) {
+			r = -ENOMEM;
+			goto out;
+		}
+		r = audit_append(log, rec, NULL);
+		json_decref(rec);
+		rec = NULL;
+		if (r < 0)
+			goto out;
+		first = false;
+		bytes = 0;
+	}
+	if (first) {	/* an empty state: one record */
+		rec = json_pack("{s:s, s:o, s:s, s:s, s:I}", "event", event, "policy_puts", puts,
+				"policy_digest", dhex, "policy_digest_before", dhex, "next_id",
+				(json_int_t)gs->next_id);
+		puts = NULL;
+		r = rec ? audit_append(log, rec, NULL) : -ENOMEM;
+	}
+out:
+	json_decref(rec);
+	json_decref(puts);
+	json_decref(idx);
+	return r;
+}
+
+/* The policy record at seq, opened with the store key (its epoch's key record read first). */
+static int open_policy_record(struct audit_log *log, const uint8_t store_key[static 32],
+			      const json_t *rec, json_t **ret)
+{
+	struct audit_opener *o = NULL;
+	const json_t *kj = json_object_get(rec, "key");
+	char *line = NULL;
+	size_t len = 0;
+	json_t *krec = NULL, *tmp = NULL;
+	int r;
+
+	if (!audit_record_sealed(rec)) {
+		*ret = json_incref((json_t *)rec);
+		return 0;
+	}
+	if (!json_is_integer(kj))
+		return err_set(-EBADMSG, "a sealed policy record without a key record");
+	r = audit_opener_new(store_key, NULL, &o);
+	if (r < 0)
+		return r;
+	r = audit_record_line(log, (uint64_t)json_integer_value(kj), &line, &len);
+	if (r == 0) {
+		krec = json_loadb(line, len, 0, NULL);
+		r = krec ? audit_opener_open(o, krec, &tmp) : -EBADMSG;
+	}
+	if (r == 0)
+		r = audit_opener_open(o, rec, ret);
+	json_decref(tmp);
+	json_decref(krec);
+	free(line);
+	audit_opener_free(o);
+	return r;
+}
+
+int grants_bind_log(struct grants *gs, struct audit_log *log, const char *audit_dir,
+		    const uint8_t store_key[static 32], json_t **ret_findings)
+{
+	uint8_t d[AUDIT_POLICY_DIGEST_LEN], b[AUDIT_POLICY_DIGEST_LEN];
+	json_t *rec = NULL, *opened = NULL, *logst = NULL, *findings = NULL, *dsids = NULL;
+	const char *dh, *bh;
+	char *line = NULL;
+	uint64_t seq = 0, max_id = 0;
+	size_t len = 0, n = 0;
+	bool all = false;
+	int r;
+
+	*ret_findings = NULL;
+	pthread_mutex_lock(&gs->change_lock);
+	r = audit_policy_head(log, &seq, &line, &len);
+	if (r == -ENOENT) {
+		/* No policy record yet (a new store, or a log from before them): the index as it
+		 * is becomes the log's starting point. */
+		r = snapshot(gs, log, "policy_snapshot");
+		goto out;
+	}
+	if (r < 0)
+		goto out;
+	rec = json_loadb(line, len, 0, NULL);
+	dh = json_string_value(json_object_get(rec, "policy_digest"));
+	bh = json_string_value(json_object_get(rec, "policy_digest_before"));
+	if (!dh || !bh || sodium_hex2bin(d, sizeof(d), dh, strlen(dh), NULL, &n, NULL) != 0 ||
+	    n != sizeof(d) || sodium_hex2bin(b, sizeof(b), bh, strlen(bh), NULL, &n, NULL) != 0 ||
+	    n != sizeof(b)) {
+		r = err_set(-EBADMSG, "audit record %llu is not a policy record",
+			    (unsigned long long)seq);
+		goto out;
+	}
+	if (json_is_integer(json_object_get(rec, "next_id")))
+		gs->next_id = MAX(gs->next_id,
+				  (uint64_t)json_integer_value(json_object_get(rec, "next_id")));
+	if (sodium_memcmp(d, gs->pdigest, sizeof(d)) == 0)
+		goto out;	/* the index is what the log says */
+	if (sodium_memcmp(b, gs->pdigest, sizeof(b)) == 0) {
+		/* The index lacks exactly the last recorded change (a crash between the record
+		 * and the write, or that one change undone): complete it from the log. */
+		const json_t *p;
+		size_t i;
+
+		r = open_policy_record(log, store_key, rec, &opened);
+		if (r < 0)
+			goto out;
+		json_array_foreach(json_object_get(opened, "policy_puts"), i, p) {
+			const char *k = json_string_value(json_object_get(p, "k"));
+			const char *v = json_string_value(json_object_get(p, "v"));
+			uint8_t key[13];
+			size_t kl = 0;
+
+			if (!k || !v || hex_key(k, key, &kl) < 0) {
+				r = err_set(-EBADMSG, "audit record %llu: a malformed policy put",
+					    (unsigned long long)seq);
+				goto out;
+			}
+			r = store_policy_put(gs->st, key, kl, v, strlen(v));
+			if (r < 0)
+				goto out;
+		}
+		json_decref(opened);
+		opened = json_pack("{s:s, s:I}", "event", "policy_completed", "completed",
+				   (json_int_t)seq);
+		r = opened ? audit_append(log, opened, NULL) : -ENOMEM;
+		if (r == 0)
+			r = -EAGAIN;	/* the caller loads the grants again */
+		goto out;
+	}
+
+	/* They disagree: replay the log (the source of truth) and name every difference. */
+	r = audit_policy_replay(audit_dir, store_key, &logst, &max_id, NULL);
+	if (r < 0)
+		goto out;
+	gs->next_id = MAX(gs->next_id, max_id + 1);
+	r = compare_with_log(gs, logst, &findings, &dsids, &all);
+	if (r < 0)
+		goto out;
+	json_decref(rec);
+	rec = json_pack("{s:s, s:O, s:O, s:b}", "event", "policy_mismatch", "findings", findings,
+			"datasets", dsids, "all_datasets", all);
+	r = rec ? audit_append(log, rec, NULL) : -ENOMEM;
+	if (r < 0)
+		goto out;
+	*ret_findings = findings;
+	findings = NULL;
+out:
+	pthread_mutex_unlock(&gs->change_lock);
+	json_decref(rec);
+	json_decref(opened);
+	json_decref(logst);
+	json_decref(findings);
+	json_decref(dsids);
+	free(line);
+	return r;
+}
+
+bool grants_serving_all(struct grants *gs)
+{
+	bool ok;
+
+	pthread_rwlock_rdlock(&gs->lock);
+	ok = !gs->q_all && gs->nq == 0;
+	pthread_rwlock_unlock(&gs->lock);
+	return ok;
 }

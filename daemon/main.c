@@ -294,6 +294,47 @@ static int check_store_dirs(struct daemon *d)
 }
 
 /* run/ as checked by check_store_dirs(), made if missing (0755: everyone reaches the socket). */
+/* Load the grants and bind them to the audit log (docs/POLICY.md "Bound to the log"); say what
+ * disagrees, and that those datasets are not served. */
+static int load_bound_grants(struct daemon *d)
+{
+	crypto_key *k = NULL;
+	json_t *findings = NULL, *f;
+	size_t i;
+	int r, tries = 0;
+
+	r = store_audit_seal_key(d->st, &k);
+	if (r < 0)
+		return r;
+	do {
+		grants_free(d->grants);
+		d->grants = NULL;
+		r = grants_load(d->st, &d->grants);
+		if (r == 0)
+			r = grants_bind_log(d->grants, d->log, d->audit_dir, crypto_key_bytes(k),
+					    &findings);
+		if (r == -EAGAIN)
+			fprintf(stderr, "enclaved: the policy records lacked the last change the "
+				"audit log records (a crash before it was written?): completed from "
+				"the log\n");
+	} while (r == -EAGAIN && ++tries < 2);
+	crypto_key_free(k);
+	if (r == -EAGAIN)
+		r = err_set(-EIO, "the policy records still disagree with the audit log after "
+			    "completing its last change: run `enclavectl policy rebuild`");
+	if (r < 0)
+		return r;
+	if (findings) {
+		fprintf(stderr, "enclaved: the store's policy records disagree with the signed audit "
+			"log; the datasets concerned are not served until `enclavectl policy "
+			"rebuild --store %s` (the log is the source of truth):\n", d->store_dir);
+		json_array_foreach(findings, i, f)
+			fprintf(stderr, "enclaved:   %s\n", json_string_value(f));
+		json_decref(findings);
+	}
+	return 0;
+}
+
 static int prepare_run_dir(struct daemon *d)
 {
 	int fd, r;
@@ -535,10 +576,10 @@ int main(int argc, char **argv)
 		die_detail("audit sealing keys", r);
 		goto out_audit;
 	}
-	r = grants_load(d.st, &d.grants);
+	r = load_bound_grants(&d);
 	if (r < 0) {
 		die_detail("grants", r);
-		goto out_audit;
+		goto out_grants;
 	}
 	r = prepare_run_dir(&d);
 	if (r < 0) {

@@ -191,6 +191,8 @@ const char *policy_reason_name(enum policy_reason r)
 		return "denied_by_rule";
 	case POLICY_DENY_PURPOSE_EXCLUDED:
 		return "purpose_excluded";
+	case POLICY_DENY_POLICY_MISMATCH:
+		return "policy_mismatch";
 	}
 	return "unknown";
 }
@@ -214,6 +216,9 @@ const char *policy_reason_text(enum policy_reason r)
 		return "a deny rule blocks this subject";
 	case POLICY_DENY_PURPOSE_EXCLUDED:
 		return "the dataset's consent codes exclude the grant's purpose";
+	case POLICY_DENY_POLICY_MISMATCH:
+		return "the store's policy records disagree with the audit log about this dataset "
+		       "(enclavectl policy rebuild)";
 	}
 	return "unknown reason";
 }

@@ -209,6 +209,8 @@ enum policy_reason {
 	POLICY_DENY_PENDING_APPROVAL = 5, /* the matching grant awaits approval */
 	POLICY_DENY_BY_RULE = 6,        /* a deny rule names this subject and dataset */
 	POLICY_DENY_PURPOSE_EXCLUDED = 7, /* the dataset's consent codes exclude the purpose */
+	POLICY_DENY_POLICY_MISMATCH = 8, /* the daemon's policy records disagree with the audit log
+					  * about this dataset: not served until `policy rebuild` */
 };
 
 struct policy_decision {

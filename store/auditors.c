@@ -30,6 +30,11 @@ int store_audit_seal_key(struct store *st, crypto_key **ret_key)
 	return crypto_key_derive(st->master, AUDIT_SEAL_LABEL, st->store_id, 16, ret_key);
 }
 
+int store_policy_digest_key(struct store *st, crypto_key **ret_key)
+{
+	return crypto_key_derive(st->master, "enclave policy digest v1", st->store_id, 16, ret_key);
+}
+
 /* The MAC of the file's first n bytes. */
 static int auditors_mac(struct store *st, const uint8_t *p, size_t n, uint8_t out[static MAC_LEN])
 {

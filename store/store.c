@@ -813,6 +813,35 @@ int store_policy_put(struct store *st, const void *key, size_t klen, const void 
 	return r;
 }
 
+int store_policy_replace_all(struct store *st, const struct store_policy_kv *kv, size_t n)
+{
+	rocksdb_iterator_t *it;
+	rocksdb_writebatch_t *wb;
+	int r = 0;
+
+	for (size_t i = 0; i < n; i++)
+		if (kv[i].klen == 0 || kv[i].klen > STORE_POLICY_KEY_MAX || kv[i].vlen == 0 ||
+		    kv[i].vlen > STORE_POLICY_VALUE_MAX)
+			return err_set(-EINVAL, "policy record %zu: key of %zu or value of %zu bytes",
+				       i, kv[i].klen, kv[i].vlen);
+	wb = rocksdb_writebatch_create();
+	it = rocksdb_create_iterator_cf(st->ix.db, st->ix.ro, st->ix.cf[CF_POLICY]);
+	for (rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
+		size_t kl;
+		const char *k = rocksdb_iter_key(it, &kl);
+
+		rocksdb_writebatch_delete_cf(wb, st->ix.cf[CF_POLICY], k, kl);
+	}
+	r = index_iter_close(it, 0, "scan of policy records");
+	for (size_t i = 0; r == 0 && i < n; i++)
+		rocksdb_writebatch_put_cf(wb, st->ix.cf[CF_POLICY], kv[i].key, kv[i].klen, kv[i].val,
+					  kv[i].vlen);
+	if (r == 0)
+		r = index_write(&st->ix, wb, true);
+	rocksdb_writebatch_destroy(wb);
+	return r;
+}
+
 int store_policy_foreach(struct store *st,
 			 int (*fn)(void *ctx, const void *key, size_t klen, const void *val,
 				   size_t vlen),

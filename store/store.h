@@ -98,6 +98,9 @@ int store_auditors_get(struct store *st, uint8_t ret_keys[static STORE_AUDITORS_
 		       size_t *ret_n);
 /* Add one (replacing the file atomically). -EEXIST already listed; -E2BIG the list is full. */
 int store_auditors_add(struct store *st, const uint8_t key[static 32]);
+/* The key of the running digest of the policy records, which binds them to the audit log
+ * (docs/POLICY.md "Bound to the log"): derived from the master key. */
+int store_policy_digest_key(struct store *st, crypto_key **ret_key);
 
 /* ---- Datasets and versions ----------------------------------------------------------------- */
 
@@ -264,6 +267,17 @@ void store_import_target(const struct store_import *imp, uint64_t *ret_dataset_i
  * overwritten: callers that want immutable records choose new keys. -EINVAL empty or oversized
  * key or value. */
 int store_policy_put(struct store *st, const void *key, size_t klen, const void *val, size_t vlen);
+/* One policy record, for store_policy_replace_all(). Borrowed. */
+struct store_policy_kv {
+	const void *key;
+	size_t klen;
+	const void *val;
+	size_t vlen;
+};
+/* Replace every policy record with these n, in one synchronous write batch: a crash leaves the
+ * old set or the new one (`enclavectl policy rebuild`). -EINVAL an empty or oversized key or
+ * value. */
+int store_policy_replace_all(struct store *st, const struct store_policy_kv *kv, size_t n);
 /* Call fn for every record in key order; a non-zero return from fn stops and is returned. */
 int store_policy_foreach(struct store *st,
 			 int (*fn)(void *ctx, const void *key, size_t klen, const void *val,

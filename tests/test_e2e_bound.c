@@ -1,0 +1,408 @@
+/* test_e2e_bound: the policy records bound to the signed audit log (docs/POLICY.md "Bound to the
+ * log"), as someone who can write the store directory attacks them with the daemon stopped:
+ *   - an older index put back after a revocation (and a later change): refused, named, recorded;
+ *   - an index lacking exactly the last recorded change (a crash, or that change undone): the
+ *     change is completed from the log;
+ *   - a grant written straight into RocksDB (id 50, expiry far out): refused, named;
+ *   - a deny rule's removal written straight into RocksDB: refused, named;
+ *   - ids are never handed out twice, whatever the index's counter says;
+ *   - `enclavectl policy rebuild` restores the log's state and the service.
+ * Stewards root and bob (four eyes); alice reads.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include "common/common.h"
+#include "common/err.h"
+#include "crypto/crypto.h"
+#include "store/store.h"
+#include "tests/e2e.h"
+#include "tests/testutil.h"
+
+/* ---- Setup ------------------------------------------------------------------------------------ */
+
+static void import(const char *name)
+{
+	char *dir = tu_fmt("%s/%s", E->src, name), *file = tu_fmt("%s/a.bin", dir);
+
+	assert_int_equal(mkdir(dir, 0755), 0);
+	tu_write_seeded(file, 10000, 7);
+	e2e_ok_free(ctl("-q", "dataset", "import", (char *)name, dir));
+	free(file);
+	free(dir);
+}
+
+static int group_setup(void **state)
+{
+	static const char *const roles[] = { "--steward", "user:root", "--steward",
+					     "user:" TU_USER_BOB, "--auditor", "user:root",
+					     "--approvals", "1", NULL };
+
+	(void)state;
+	if (e2e_setup("e2e-bound") < 0 || e2e_init(roles) < 0)
+		return -1;
+	e2e_daemon_start_with(E->pass, true);
+	import("ds1");
+	import("ds2");
+	import("ds3");
+	return 0;
+}
+
+static int group_teardown(void **state)
+{
+	(void)state;
+	e2e_teardown();
+	return 0;
+}
+
+/* ---- Helpers ---------------------------------------------------------------------------------- */
+
+struct open_job {
+	char path[4096];
+	int want_errno;   /* 0: must open */
+};
+
+static int child_open(void *arg)
+{
+	const struct open_job *job = arg;
+	int fd = open(job->path, O_RDONLY | O_CLOEXEC);
+
+	if (fd >= 0)
+		close(fd);
+	if (job->want_errno ? fd < 0 && errno == job->want_errno : fd >= 0)
+		return 0;
+	fprintf(stderr, "%s: open gave %s, wanted %s\n", job->path,
+		fd >= 0 ? "success" : strerror(errno),
+		job->want_errno ? strerror(job->want_errno) : "success");
+	return 1;
+}
+
+static void alice_opens(const char *dataset, int want_errno)
+{
+	struct open_job job = { .want_errno = want_errno };
+
+	snprintf(job.path, sizeof(job.path), "%s/%s/latest/a.bin", E->mnt, dataset);
+	assert_int_equal(tu_run_as(&E->u.alice, child_open, &job, 30000), 0);
+}
+
+static uint64_t id_of(struct e2e_run *r, const char *obj)
+{
+	json_t *j = e2e_out_json(r);
+	uint64_t id = (uint64_t)json_integer_value(json_object_get(json_object_get(j, obj), "id"));
+
+	json_decref(j);
+	free(r);
+	assert_true(id > 0);
+	return id;
+}
+
+/* A grant for alice on dataset, approved by bob. */
+static uint64_t grant_alice(const char *dataset)
+{
+	uint64_t id = id_of(e2e_ok(ctl("--json", "grant", "request", "--user", TU_USER_ALICE,
+				       "--dataset", (char *)dataset, "--purpose", "model training",
+				       "--expires", "+7d")), "grant");
+	char ids[32];
+
+	snprintf(ids, sizeof(ids), "%llu", (unsigned long long)id);
+	e2e_ok_free(ctl_as(&E->u.bob, "grant", "approve", ids));
+	return id;
+}
+
+static const char *reason(const char *dataset)
+{
+	static char out[64];
+	struct e2e_run *r = ctl("--json", "access", "check", "--user", TU_USER_ALICE, "--dataset",
+				(char *)dataset);
+	json_t *j = e2e_out_json(r);
+
+	snprintf(out, sizeof(out), "%s", json_string_value(json_object_get(j, "reason")));
+	json_decref(j);
+	free(r);
+	return out;
+}
+
+static void stop(void)
+{
+	assert_int_equal(e2e_daemon_stop_sig(SIGTERM), 0);
+}
+
+static char *daemon_log(void)
+{
+	size_t n;
+
+	return (char *)tu_read_file(E->log, &n);
+}
+
+/* Start, and say whether the daemon's log (from this start on) holds text. */
+static bool start_says(const char *text)
+{
+	size_t before = 0, n;
+	char *log;
+	bool found;
+
+	free(tu_read_file(E->log, &before));
+	e2e_daemon_start_with(E->pass, true);
+	log = (char *)tu_read_file(E->log, &n);
+	found = n > before && strstr(log + before, text) != NULL;
+	if (!found)
+		fprintf(stderr, "daemon log since start, wanted \"%s\":\n%s\n", text,
+			n > before ? log + before : "");
+	free(log);
+	return found;
+}
+
+static void index_save(const char *name)
+{
+	char *from = tu_fmt("%s/index", E->store), *to = tu_fmt("%s/%s", E->root, name);
+
+	tu_rm_rf(to);
+	tu_copy_flat_dir(from, to);
+	free(from);
+	free(to);
+}
+
+static void index_restore(const char *name)
+{
+	char *from = tu_fmt("%s/%s", E->root, name), *to = tu_fmt("%s/index", E->store);
+
+	tu_rm_rf(to);
+	tu_copy_flat_dir(from, to);
+	free(from);
+	free(to);
+}
+
+/* Open the store offline, as someone holding the passphrase and the directory would. */
+static struct store *store_offline(void)
+{
+	crypto_secret *pass = NULL;
+	struct store *st = NULL;
+	int r;
+
+	assert_int_equal(crypto_passphrase_read_file(E->pass, &pass), 0);
+	r = store_open(E->store, pass, NULL, &st);
+	if (r < 0)
+		fprintf(stderr, "store_open: %s\n", err_detail());
+	assert_int_equal(r, 0);
+	crypto_secret_free(pass);
+	return st;
+}
+
+struct find {
+	char type;
+	uint64_t id;
+	char *val;
+};
+
+static int find_fn(void *ctx, const void *key, size_t klen, const void *val, size_t vlen)
+{
+	struct find *f = ctx;
+	const uint8_t *k = key;
+
+	if (klen == 9 && k[0] == (uint8_t)f->type && get_be64(k + 1) == f->id)
+		f->val = strndup(val, vlen);
+	return 0;
+}
+
+/* Record type||id's JSON in st (a new reference). */
+static json_t *record_of(struct store *st, char type, uint64_t id)
+{
+	struct find f = { .type = type, .id = id };
+	json_t *j;
+
+	assert_int_equal(store_policy_foreach(st, find_fn, &f), 0);
+	assert_non_null(f.val);
+	j = json_loads(f.val, 0, NULL);
+	free(f.val);
+	assert_non_null(j);
+	return j;
+}
+
+static void put_record(struct store *st, char type, uint64_t id, json_t *j)
+{
+	uint8_t key[9];
+	char *text = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
+
+	key[0] = (uint8_t)type;
+	put_be64(key + 1, id);
+	assert_int_equal(store_policy_put(st, key, sizeof(key), text, strlen(text)), 0);
+	free(text);
+}
+
+static void rebuild(void)
+{
+	struct e2e_run *r = e2e_ok(ctl("policy", "rebuild", "--passphrase-file", E->pass));
+
+	assert_non_null(strstr(r->out, "policy rebuilt from the audit log"));
+	free(r);
+}
+
+/* ---- Cases ------------------------------------------------------------------------------------ */
+
+/* An index copied before a revocation and put back after it (and after another change): the
+ * revoked grant is not back in force, the daemon names the disagreement and records it, and a
+ * rebuild restores the revocation and the service. Ids stay above everything the log saw. */
+static void test_rollback_after_revoke(void **state)
+{
+	uint64_t gid, rule, next;
+	char ids[32];
+
+	(void)state;
+	gid = grant_alice("ds1");
+	alice_opens("ds1", 0);
+	stop();
+	index_save("index.before-revoke");
+	e2e_daemon_start_with(E->pass, true);
+	snprintf(ids, sizeof(ids), "%llu", (unsigned long long)gid);
+	e2e_ok_free(ctl("grant", "revoke", ids, "--reason", "project ended"));
+	rule = id_of(e2e_ok(ctl("--json", "deny", "add", "--user", TU_USER_BOB, "--dataset", "ds3",
+				"--reason", "left")), "rule");
+	alice_opens("ds1", EACCES);
+	stop();
+	index_restore("index.before-revoke");
+	{
+		char *want = tu_fmt("the revocation of grant %llu is in the audit log but not in the "
+				    "index: a rollback (a revoked grant is back)",
+				    (unsigned long long)gid);
+
+		assert_true(start_says(want));
+		free(want);
+	}
+	alice_opens("ds1", EACCES);
+	assert_string_equal(reason("ds1"), "policy_mismatch");
+	assert_int_equal(e2e_audit_count("policy_mismatch", NULL, NULL, NULL, 0), 1);
+	/* Ids: the restored counter is older than the log; the next id is above the rule's. */
+	next = id_of(e2e_ok(ctl("--json", "grant", "request", "--user", TU_USER_ALICE, "--dataset",
+				"ds2", "--purpose", "x", "--expires", "+1d")), "grant");
+	assert_true(next > rule);
+	assert_true(next > gid);
+
+	stop();
+	rebuild();
+	assert_true(start_says("serving"));
+	assert_string_equal(reason("ds1"), "revoked");
+	alice_opens("ds1", EACCES);
+	{
+		char *log = daemon_log();
+
+		/* One disagreement message in all: the first start's. */
+		assert_non_null(strstr(log, "disagree with the signed audit log"));
+		assert_null(strstr(strstr(log, "disagree with the signed audit log") + 1,
+				   "disagree with the signed audit log"));
+		free(log);
+	}
+	assert_int_equal(e2e_audit_count("policy_rebuild", NULL, NULL, NULL, 0), 1);
+	/* The grant request made while the index was old is in the log: rebuilt, with its id. */
+	next = id_of(e2e_ok(ctl("--json", "grant", "request", "--user", TU_USER_ALICE, "--dataset",
+				"ds2", "--purpose", "y", "--expires", "+1d")), "grant");
+	assert_true(next > rule);
+}
+
+/* The index lacks exactly the last change the log records (what a crash between the record and
+ * the write leaves, or that one change undone): completed from the log, recorded, and served. */
+static void test_last_change_completed(void **state)
+{
+	uint64_t gid;
+	char ids[32];
+
+	(void)state;
+	gid = grant_alice("ds2");
+	alice_opens("ds2", 0);
+	stop();
+	index_save("index.before-last");
+	e2e_daemon_start_with(E->pass, true);
+	snprintf(ids, sizeof(ids), "%llu", (unsigned long long)gid);
+	e2e_ok_free(ctl("grant", "revoke", ids, "--reason", "done"));
+	stop();
+	index_restore("index.before-last");
+	assert_true(start_says("completed from the log"));
+	assert_string_equal(reason("ds2"), "revoked");
+	alice_opens("ds2", EACCES);
+	assert_int_equal(e2e_audit_count("policy_completed", NULL, NULL, NULL, 0), 1);
+}
+
+/* A grant written straight into the index (id 50, expiry far out, in force at once): the log
+ * never recorded it, so the dataset is refused, the grant named; a rebuild drops it. */
+static void test_injected_grant(void **state)
+{
+	struct store *st;
+	uint64_t gid;
+	json_t *g;
+
+	(void)state;
+	gid = grant_alice("ds3");
+	stop();
+	st = store_offline();
+	g = record_of(st, 'g', gid);
+	json_object_set_new(g, "id", json_integer(50));
+	json_object_set_new(g, "approvals_required", json_integer(0));
+	json_object_set_new(g, "expires", json_string("2099-12-31T00:00:00Z"));
+	put_record(st, 'g', 50, g);
+	json_decref(g);
+	store_close(st);
+	assert_true(start_says("grant 50 is in the index but the audit log never recorded it"));
+	assert_string_equal(reason("ds3"), "policy_mismatch");
+	alice_opens("ds3", EACCES);
+	stop();
+	rebuild();
+	e2e_daemon_start_with(E->pass, true);
+	assert_string_equal(reason("ds3"), "allow");
+	{
+		struct e2e_run *r = ctl("grant", "show", "50");
+
+		assert_int_not_equal(r->status, 0);
+		free(r);
+	}
+}
+
+/* A deny rule's removal written straight into the index: refused, named. */
+static void test_injected_deny_removal(void **state)
+{
+	struct store *st;
+	uint64_t rule;
+	json_t *e;
+
+	(void)state;
+	rule = id_of(e2e_ok(ctl("--json", "deny", "add", "--user", TU_USER_ALICE, "--dataset",
+				"ds2", "--reason", "under review")), "rule");
+	stop();
+	st = store_offline();
+	e = json_pack("{s:I, s:s, s:I, s:s, s:s, s:I}", "deny_id", (json_int_t)rule, "at",
+		      "2026-01-01T00:00:00Z", "by_uid", (json_int_t)0, "by", "root", "reason",
+		      "quietly", "approvals_required", (json_int_t)0);
+	put_record(st, 'e', rule, e);
+	json_decref(e);
+	store_close(st);
+	{
+		char *want = tu_fmt("the removal of deny rule %llu is in the index but the audit log "
+				    "never recorded it", (unsigned long long)rule);
+
+		assert_true(start_says(want));
+		free(want);
+	}
+	assert_string_equal(reason("ds2"), "policy_mismatch");
+	stop();
+	rebuild();
+	e2e_daemon_start_with(E->pass, true);
+	assert_string_equal(reason("ds2"), "denied_by_rule");
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_rollback_after_revoke),
+		cmocka_unit_test(test_last_change_completed),
+		cmocka_unit_test(test_injected_grant),
+		cmocka_unit_test(test_injected_deny_removal),
+	};
+
+	return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
