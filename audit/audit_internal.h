@@ -218,7 +218,7 @@ struct audit_log {
 	 * "pseq" (docs/AUDIT.md section 16). Under lock. */
 	bool pseq_set;                      /* queued records: a policy record was appended */
 	uint64_t pseq;
-	bool durable_pseq_set;              /* the same as of the last durable record */
+	bool durable_pseq_set;              /* the same as of the last record in the file */
 	uint64_t durable_pseq;
 
 	/* Checkpoints (checkpoint.c). cp_lock orders signing: sizes never go back. */
