@@ -253,6 +253,34 @@ int audit_policy_replay(const char *dir, const uint8_t store_key[static AUDIT_SE
 /* The line of durable record seq (malloc'd). -ENOENT no such record. */
 int audit_record_line(struct audit_log *log, uint64_t seq, char **ret_line, size_t *ret_len);
 
+/* ---- Upgrade of a log from before sealing (docs/AUDIT.md section 17) ------------------------ */
+
+/* The old log kept whole, encrypted, in the new log's directory. */
+#define AUDIT_LEGACY_NAME "legacy.sealed"
+
+struct audit_upgrade_info {
+	uint64_t records;                   /* complete lines of the old log */
+	uint64_t bytes;                     /* its size up to its last '\n' */
+	uint8_t root[32];                   /* their RFC 6962 root */
+	uint8_t sha256[32];                 /* SHA-256 of those bytes */
+};
+
+/* Build in new_dir (created; must not exist) the log that replaces old_dir (not changed): the old
+ * audit.log and checkpoints whole in AUDIT_LEGACY_NAME, encrypted under a random key sealed to
+ * each auditor and wrapped under store_key, then a new sealed log (signed with sign_name/seed)
+ * whose `log_upgrade` record names the old log's records, root, bytes and SHA-256, and a
+ * checkpoint of it. The caller switches new_dir in place (crash-safe) or removes it. */
+int audit_upgrade_legacy(const char *old_dir, const char *new_dir,
+			 const uint8_t store_key[static AUDIT_SEAL_KEY_LEN],
+			 const uint8_t (*auditors)[AUDIT_AUDITOR_KEY_LEN], size_t nauditors,
+			 const char *sign_name, const uint8_t seed[static 32],
+			 struct audit_upgrade_info *ret_info);
+/* Decrypt a legacy file into out_dir (created): audit.log and checkpoints, byte for byte, with
+ * the store key or an auditor's secret key file (either may be NULL). -ENOKEY not sealed to the
+ * key given; -EBADMSG altered or cut short. */
+int audit_legacy_open(const char *file, const uint8_t *store_key, const char *auditor_key_file,
+		      const char *out_dir);
+
 /* ---- Checkpoints and proofs (docs/AUDIT.md) ------------------------------------------------- */
 
 /* Longest interval between two periodic checkpoints. */
