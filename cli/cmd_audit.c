@@ -853,11 +853,76 @@ static int audit_auditor_add(struct ctl *ctl, int argc, char **argv)
 	return 0;
 }
 
+static const char legacy_usage[] =
+	"Usage: enclavectl [GLOBAL OPTIONS] audit legacy --log DIR --auditor-key FILE --output DIR\n\n"
+	"Open the log a store kept from before its audit log was sealed (DIR/" AUDIT_LEGACY_NAME ",\n"
+	"written by `enclavectl store upgrade`) into a new directory: its audit.log and checkpoints,\n"
+	"byte for byte, so that `audit verify --log OUT --key KEY --trusted CHECKPOINT` checks it\n"
+	"with the checkpoints auditors saved before the upgrade. The new log's log_upgrade record\n"
+	"names the old log's records and root: compare them. Offline, no daemon.\n\n"
+	"Options:\n"
+	"  --log DIR          the audit directory holding " AUDIT_LEGACY_NAME "\n"
+	"  --auditor-key FILE the auditor's secret key (mode 0600)\n"
+	"  --output DIR       a new directory for the old log\n"
+	"  -h, --help         show this help\n";
+
+struct legacy_args {
+	const char *log, *key, *out;
+};
+
+static int on_legacy_opt(void *ctx, int val, const char *arg)
+{
+	struct legacy_args *a = ctx;
+
+	if (val == 0x500)
+		a->log = arg;
+	else if (val == 0x501)
+		a->key = arg;
+	else
+		a->out = arg;
+	return 0;
+}
+
+static int audit_legacy(struct ctl *ctl, int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "log", required_argument, NULL, 0x500 },
+		{ "auditor-key", required_argument, NULL, 0x501 },
+		{ "output", required_argument, NULL, 0x502 },
+		{ 0 },
+	};
+	struct legacy_args a = { 0 };
+	char *file = NULL;
+	int first, r;
+
+	r = ctl_parse(ctl, "audit legacy", legacy_usage, argc, argv, opts, on_legacy_opt, &a,
+		      &first);
+	if (r >= 0)
+		return r;
+	if (first < argc)
+		return ctl_usage_error("audit legacy", "unexpected argument '%s'", argv[first]);
+	if (!a.log || !a.key || !a.out)
+		return ctl_usage_error("audit legacy", "--log DIR, --auditor-key FILE and --output "
+				       "DIR are required");
+	if (asprintf(&file, "%s/%s", a.log, AUDIT_LEGACY_NAME) < 0)
+		return ctl_fail("audit legacy", "out of memory");
+	err_clear();
+	r = audit_legacy_open(file, NULL, a.key, a.out);
+	free(file);
+	if (r < 0)
+		return ctl_fail("audit legacy", "%s", *err_detail() ? err_detail() : strerror(-r));
+	if (!ctl->quiet)
+		printf("the log from before sealing is in %s (audit.log, checkpoints)\n", a.out);
+	return 0;
+}
+
 const struct ctl_cmd audit_cmds[] = {
 	{ "show", audit_show, "[FILTERS]", "print audit records" },
 	{ "pubkey", audit_pubkey, "", "print the audit log's verifier key" },
 	{ "checkpoint", cmd_audit_checkpoint, "[--output FILE]", "sign a checkpoint of the log now" },
 	{ "prove", cmd_audit_prove, "SEQ", "print an inclusion proof of one record" },
+	{ "legacy", audit_legacy, "--log DIR --auditor-key FILE --output DIR",
+	  "open the log kept from before sealing, to verify it" },
 	{ "auditor-add", audit_auditor_add, "--public-key FILE",
 	  "seal the log to one more auditor key from now on" },
 	{ "verify", audit_verify_cmd, "--log DIR --key KEY [--trusted FILE]",

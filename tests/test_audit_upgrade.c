@@ -223,6 +223,26 @@ static void test_upgrade_fixture_log(void **state)
 	free(legacy);
 }
 
+/* enclavectl audit legacy ARGS...: its exit status. */
+static int ctl_run(const char *const *args)
+{
+	char *argv[16] = { ENCLAVECTL_PATH };
+	size_t n = 1;
+	pid_t pid;
+	int st;
+
+	for (; args[n - 1]; n++)
+		argv[n] = (char *)args[n - 1];
+	argv[n] = NULL;
+	pid = fork();
+	if (pid == 0) {
+		execv(ENCLAVECTL_PATH, argv);
+		_exit(127);
+	}
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+}
+
 /* Another auditor's key does not open the legacy file; a changed or cut one is refused. */
 static void test_legacy_refusals(void **state)
 {
@@ -237,6 +257,20 @@ static void test_legacy_refusals(void **state)
 	assert_int_equal(audit_auditor_keypair_write(other, opk), 0);
 	assert_int_equal(audit_legacy_open(legacy, NULL, other, out), -ENOKEY);
 	assert_int_equal(audit_legacy_open(legacy, NULL, NULL, out), -ENOKEY);
+	/* The auditor's command: the old bytes with the right key, exit 1 with another. */
+	{
+		char *o4 = tu_fmt("%s/o4", f->root), *o5 = tu_fmt("%s/o5", f->root);
+		const char *ok[] = { "audit", "legacy", "--log", f->new, "--auditor-key", f->akey,
+				     "--output", o4, NULL };
+		const char *bad[] = { "audit", "legacy", "--log", f->new, "--auditor-key", other,
+				      "--output", o5, NULL };
+
+		assert_int_equal(ctl_run(ok), 0);
+		same_file(f->old, o4, AUDIT_LOG_NAME);
+		assert_int_equal(ctl_run(bad), 1);
+		free(o4);
+		free(o5);
+	}
 
 	b = tu_read_file(legacy, &n);
 	b[n - 100] ^= 1;

@@ -53,6 +53,7 @@ static int group_setup(void **state)
 	import("ds1");
 	import("ds2");
 	import("ds3");
+	import("ds4");
 	return 0;
 }
 
@@ -395,6 +396,38 @@ static void test_injected_deny_removal(void **state)
 	assert_string_equal(reason("ds2"), "denied_by_rule");
 }
 
+/* An index copied before an approval, put back after it and a later change: the lost approval
+ * is named, and the grant's dataset refused until a rebuild, which brings the approval back. */
+static void test_lost_approval(void **state)
+{
+	uint64_t gid;
+	char ids[32], *want;
+
+	(void)state;
+	gid = id_of(e2e_ok(ctl("--json", "grant", "request", "--user", TU_USER_ALICE, "--dataset",
+			       "ds4", "--purpose", "model training", "--expires", "+7d")), "grant");
+	stop();
+	index_save("index.before-approval");
+	e2e_daemon_start_with(E->pass, true);
+	snprintf(ids, sizeof(ids), "%llu", (unsigned long long)gid);
+	e2e_ok_free(ctl_as(&E->u.bob, "grant", "approve", ids));
+	e2e_ok_free(ctl("--json", "deny", "add", "--user", TU_USER_BOB, "--dataset", "ds1",
+			"--reason", "later change"));
+	stop();
+	index_restore("index.before-approval");
+	want = tu_fmt("the approval of grant %llu by uid %u is in the audit log but not in the "
+		      "index: a rollback (an approval was lost)", (unsigned long long)gid,
+		      (unsigned)E->u.bob.uid);
+	assert_true(start_says(want));
+	free(want);
+	assert_string_equal(reason("ds4"), "policy_mismatch");
+	stop();
+	rebuild();
+	e2e_daemon_start_with(E->pass, true);
+	assert_string_equal(reason("ds4"), "allow");
+	alice_opens("ds4", 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -402,6 +435,7 @@ int main(void)
 		cmocka_unit_test(test_last_change_completed),
 		cmocka_unit_test(test_injected_grant),
 		cmocka_unit_test(test_injected_deny_removal),
+		cmocka_unit_test(test_lost_approval),
 	};
 
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
