@@ -266,14 +266,22 @@ int client_report(const char *what, int r, const struct reply *rep)
 
 		out_text(*d ? d : strerror(-r), 0, msg, sizeof(msg));
 		if (r == -EPROTO)
-			return ctl_fail(what, "protocol error: %s", msg);
-		return ctl_fail(what, "%s", msg);
+			return ctl_fail_code("protocol_error", what, "protocol error: %s", msg);
+		return ctl_fail_code(r == -ECONNRESET ? "connection_lost" :
+				     r == -ETIMEDOUT ? "timed_out" :
+				     r == -EINTR ? "interrupted" : "error", what, "%s", msg);
 	}
 	code_words(rep->code, words);
 	out_text(rep->message, 0, msg, sizeof(msg));
+	/* The daemon's code is passed on as it is (--json errors), if it is a plain word. */
+	if (!*rep->code)
+		return ctl_fail(what, "%s", msg);
+	for (const char *p = rep->code; *p; p++)
+		if (!((*p >= 'a' && *p <= 'z') || *p == '_'))
+			return ctl_fail_code("protocol_error", what, "%s: %s", words, msg);
 	if (!*msg)
-		return ctl_fail(what, "%s", words);
-	return ctl_fail(what, "%s: %s", words, msg);
+		return ctl_fail_code(rep->code, what, "%s", words);
+	return ctl_fail_code(rep->code, what, "%s: %s", words, msg);
 }
 
 int client_report_connect(const char *what, const char *path, int r)
@@ -289,16 +297,17 @@ int client_report_connect(const char *what, const char *path, int r)
 	switch (r) {
 	case -ENOENT:
 	case -ECONNREFUSED:
-		return ctl_fail(what, "the daemon is not running at %s (%s); start it with: "
+		return ctl_fail_code("no_daemon", what, "the daemon is not running at %s (%s); start it with: "
 				      "enclaved --store %s --mount MOUNTPOINT",
 				path, r == -ENOENT ? "no such socket" : "connection refused",
 				store);
 	case -EPERM:
 		if (*err_detail())
-			return ctl_fail(what, "%s", err_detail());
+			return ctl_fail_code("no_daemon", what, "%s", err_detail());
 		/* fall through */
 	case -EACCES:
-		return ctl_fail(what, "cannot reach the daemon's socket %s: permission denied",
+		return ctl_fail_code("no_daemon", what,
+				     "cannot reach the daemon's socket %s: permission denied",
 				path);
 	case -ENOTDIR:
 		return ctl_fail(what, "cannot reach the daemon's socket %s: a parent is not a "

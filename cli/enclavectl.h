@@ -63,8 +63,13 @@ int ctl_parse_none(struct ctl *ctl, const char *what, const char *usage, int arg
 /* Print "enclavectl: <what>: <message>" and "Try 'enclavectl <what> --help'." to stderr; returns
  * EXIT_USAGE. */
 __attribute__((format(printf, 2, 3))) int ctl_usage_error(const char *what, const char *fmt, ...);
-/* Print "enclavectl: <what>: <message>" to stderr; returns 1. */
+/* Print "enclavectl: <what>: <message>" to stderr; returns 1. With --json on the command line,
+ * the first error of a run is also printed on stdout as {"error": {"code", "command",
+ * "message"}}: code "usage" for ctl_usage_error(), "error" for ctl_fail(), the given one for
+ * ctl_fail_code() (the daemon's error codes, docs/PROTOCOL.md). */
 __attribute__((format(printf, 2, 3))) int ctl_fail(const char *what, const char *fmt, ...);
+__attribute__((format(printf, 3, 4))) int ctl_fail_code(const char *code, const char *what,
+							const char *fmt, ...);
 /* Split a NAME[@VERSION] argument into a valid dataset name and a version (0 when absent).
  * EXIT_USAGE after a message naming `what`. */
 int ctl_parse_dataset(const char *what, const char *arg, char name[static 129],

@@ -39,6 +39,9 @@ struct ctl_object {
 	const char *summary;
 };
 
+static int cmd_help(struct ctl *ctl, int argc, char **argv);
+static int cmd_completion(struct ctl *ctl, int argc, char **argv);
+
 static const struct ctl_object objects[] = {
 	{ "init", NULL, cmd_init, "--store DIR [OPTIONS]", "create a store (offline, no daemon)" },
 	{ "status", NULL, cmd_status, "", "the daemon's state" },
@@ -52,6 +55,8 @@ static const struct ctl_object objects[] = {
 	  "The audit trail: who read what, when, under which grant" },
 	{ "policy", policy_cmds, NULL, NULL,
 	  "The policy records against the signed audit log (offline rebuild)" },
+	{ "help", NULL, cmd_help, "[OBJECT [COMMAND]]", "show help (as --help does)" },
+	{ "completion", NULL, cmd_completion, "bash", "print a bash completion script" },
 };
 
 static const char global_help[] =
@@ -62,7 +67,8 @@ static const char global_help[] =
 	"  --store DIR     the store directory\n"
 	"  --json          print data as JSON\n"
 	"  -q, --quiet     no progress output\n"
-	"  -h, --help      show help (at every level: enclavectl grant add --help)\n"
+	"  -h, --help      show help (at every level: enclavectl grant add --help, or\n"
+	"                  enclavectl help grant add)\n"
 	"  --version       print the version\n";
 
 static void usage_top(FILE *f)
@@ -84,8 +90,11 @@ static void usage_top(FILE *f)
 			fprintf(f, "  %-7s %-30s %s\n", o->name, head, c->summary);
 		}
 	}
-	fprintf(f, "\n%s\nRun 'enclavectl <object> <command> --help' for a command's options.\n",
-		global_help);
+	fprintf(f, "\n%s\nRun 'enclavectl <object> <command> --help' (or 'enclavectl help <object>\n"
+		   "<command>') for a command's options. Objects and commands may be abbreviated\n"
+		   "while unambiguous: 'enclavectl gr li' is 'enclavectl grant list'. With --json,\n"
+		   "an error is also printed on stdout as {\"error\": {\"code\", \"command\",\n"
+		   "\"message\"}} (docs/PROTOCOL.md).\n", global_help);
 }
 
 static void usage_object(FILE *f, const struct ctl_object *o)
@@ -98,14 +107,41 @@ static void usage_object(FILE *f, const struct ctl_object *o)
 		global_help, o->name);
 }
 
-__attribute__((format(printf, 2, 0))) static void vmessage(const char *what, const char *fmt,
-							  va_list ap)
+/* Where --help text goes: stdout, or a memory stream while `completion` collects options. */
+static FILE *help_out;
+
+/* --json anywhere on the command line: errors are also printed as one JSON object on stdout
+ * (docs/PROTOCOL.md, "enclavectl --json"). Set by main() before anything is parsed. */
+static bool json_errors;
+/* Only the first error of a run becomes the JSON object. */
+static bool json_error_done;
+
+static void json_error(const char *code, const char *what, const char *message)
 {
+	json_t *j;
+
+	if (!json_errors || json_error_done)
+		return;
+	json_error_done = true;
+	j = json_pack("{s:{s:s, s:s, s:s}}", "error", "code", code, "command", what ? what : "",
+		      "message", message);
+	if (j)
+		out_json(j);
+	json_decref(j);
+}
+
+__attribute__((format(printf, 3, 0))) static void vmessage(const char *code, const char *what,
+							  const char *fmt, va_list ap)
+{
+	char msg[4096];
+
+	vsnprintf(msg, sizeof(msg), fmt, ap);
 	fputs("enclavectl: ", stderr);
 	if (what && *what)
 		fprintf(stderr, "%s: ", what);
-	vfprintf(stderr, fmt, ap);
+	fputs(msg, stderr);
 	fputc('\n', stderr);
+	json_error(code, what, msg);
 }
 
 int ctl_usage_error(const char *what, const char *fmt, ...)
@@ -113,7 +149,7 @@ int ctl_usage_error(const char *what, const char *fmt, ...)
 	va_list ap;
 
 	va_start(ap, fmt);
-	vmessage(what, fmt, ap);
+	vmessage("usage", what, fmt, ap);
 	va_end(ap);
 	fprintf(stderr, "Try 'enclavectl%s%s --help'.\n", what && *what ? " " : "",
 		what ? what : "");
@@ -125,7 +161,17 @@ int ctl_fail(const char *what, const char *fmt, ...)
 	va_list ap;
 
 	va_start(ap, fmt);
-	vmessage(what, fmt, ap);
+	vmessage("error", what, fmt, ap);
+	va_end(ap);
+	return 1;
+}
+
+int ctl_fail_code(const char *code, const char *what, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vmessage(code, what, fmt, ap);
 	va_end(ap);
 	return 1;
 }
@@ -176,7 +222,7 @@ static int parse(struct ctl *ctl, const char *what, const char *usage, int argc,
 	while ((c = getopt_long(argc, argv, stop_at_arg ? "+:hq" : ":hq", all, NULL)) != -1) {
 		switch (c) {
 		case 'h':
-			fputs(usage, stdout);
+			fputs(usage, help_out ? help_out : stdout);
 			return 0;
 		case 'q':
 			ctl->quiet = true;
@@ -274,8 +320,69 @@ int ctl_parse_dataset(const char *what, const char *arg, char name[static 129],
 	return 0;
 }
 
+/* ---- Finding objects and commands: full names or unambiguous abbreviations ----------------- */
+
+/* The object word names: its full name, else the only one it begins. NULL after a usage error
+ * (*ret_status), naming the candidates when there are several. */
+static const struct ctl_object *find_object(const char *word, int *ret_status)
+{
+	const struct ctl_object *found = NULL;
+	char list[256] = "";
+	size_t n = 0, matches = 0;
+
+	for (size_t i = 0; i < ARRAY_SIZE(objects); i++)
+		if (strcmp(objects[i].name, word) == 0)
+			return &objects[i];
+	for (size_t i = 0; *word && i < ARRAY_SIZE(objects); i++) {
+		if (strncmp(objects[i].name, word, strlen(word)) != 0)
+			continue;
+		found = &objects[i];
+		matches++;
+		if (n < sizeof(list))
+			n += (size_t)snprintf(list + n, sizeof(list) - n, "%s%s", n ? ", " : "",
+					      objects[i].name);
+	}
+	if (matches == 1)
+		return found;
+	if (matches > 1)
+		*ret_status = ctl_usage_error(NULL, "ambiguous command '%s': %s", word, list);
+	else
+		*ret_status = ctl_usage_error(NULL, "unknown command '%s'", word);
+	return NULL;
+}
+
+/* The same for a command of object o. */
+static const struct ctl_cmd *find_cmd(const struct ctl_object *o, const char *word,
+				      int *ret_status)
+{
+	const struct ctl_cmd *found = NULL;
+	char list[256] = "";
+	size_t n = 0, matches = 0;
+
+	for (const struct ctl_cmd *c = o->cmds; c->name; c++)
+		if (strcmp(c->name, word) == 0)
+			return c;
+	for (const struct ctl_cmd *c = o->cmds; *word && c->name; c++) {
+		if (strncmp(c->name, word, strlen(word)) != 0)
+			continue;
+		found = c;
+		matches++;
+		if (n < sizeof(list))
+			n += (size_t)snprintf(list + n, sizeof(list) - n, "%s%s", n ? ", " : "",
+					      c->name);
+	}
+	if (matches == 1)
+		return found;
+	if (matches > 1)
+		*ret_status = ctl_usage_error(o->name, "ambiguous command '%s': %s", word, list);
+	else
+		*ret_status = ctl_usage_error(o->name, "unknown command '%s'", word);
+	return NULL;
+}
+
 static int run_object(struct ctl *ctl, const struct ctl_object *o, int argc, char **argv)
 {
+	const struct ctl_cmd *c;
 	char usage[4096];
 	FILE *f;
 	int optind_obj = 0, r;
@@ -296,15 +403,211 @@ static int run_object(struct ctl *ctl, const struct ctl_object *o, int argc, cha
 		size_t n = 0;
 
 		list[0] = '\0';
-		for (const struct ctl_cmd *c = o->cmds; c->name && n < sizeof(list); c++)
+		for (c = o->cmds; c->name && n < sizeof(list); c++)
 			n += (size_t)snprintf(list + n, sizeof(list) - n, "%s%s",
 					      n ? ", " : "", c->name);
 		return ctl_usage_error(o->name, "missing command (one of: %s)", list);
 	}
-	for (const struct ctl_cmd *c = o->cmds; c->name; c++)
-		if (strcmp(c->name, argv[optind_obj]) == 0)
-			return c->run(ctl, argc - optind_obj, argv + optind_obj);
-	return ctl_usage_error(o->name, "unknown command '%s'", argv[optind_obj]);
+	c = find_cmd(o, argv[optind_obj], &r);
+	if (!c)
+		return r;
+	/* The command sees its full name, whatever abbreviation was typed. */
+	argv[optind_obj] = (char *)c->name;
+	return c->run(ctl, argc - optind_obj, argv + optind_obj);
+}
+
+/* ---- help and completion --------------------------------------------------------------------- */
+
+static const char help_usage[] =
+	"Usage: enclavectl help [OBJECT [COMMAND]]\n\n"
+	"Show the help of enclavectl, of an object (enclavectl help grant) or of a command\n"
+	"(enclavectl help grant list): the same text as --help at that level. Names may be\n"
+	"abbreviated as long as they stay unambiguous (enclavectl help gr li).\n\n"
+	"Options:\n"
+	"  -h, --help    show this help\n";
+
+static int cmd_help(struct ctl *ctl, int argc, char **argv)
+{
+	const struct ctl_object *o;
+	const struct ctl_cmd *c;
+	int first, r = parse(ctl, "help", help_usage, argc, argv, NULL, NULL, NULL, false, false,
+			     &first);
+
+	if (r >= 0)
+		return r;
+	if (first >= argc) {
+		usage_top(stdout);
+		return 0;
+	}
+	if (argc - first > 2)
+		return ctl_usage_error("help", "at most an object and a command");
+	o = find_object(argv[first], &r);
+	if (!o)
+		return r;
+	if (o->run) {
+		char *args[] = { (char *)o->name, "--help", NULL };
+
+		if (argc - first > 1)
+			return ctl_usage_error("help", "'%s' has no commands", o->name);
+		return o->run(ctl, 2, args);
+	}
+	if (argc - first == 1) {
+		usage_object(stdout, o);
+		return 0;
+	}
+	c = find_cmd(o, argv[first + 1], &r);
+	if (!c)
+		return r;
+	{
+		char *args[] = { (char *)c->name, "--help", NULL };
+
+		return c->run(ctl, 2, args);
+	}
+}
+
+static const char completion_usage[] =
+	"Usage: enclavectl completion bash\n\n"
+	"Print a bash completion script for enclavectl, generated from the same command table\n"
+	"and option lists as --help. Nothing installs it by default; to use it:\n\n"
+	"  source <(enclavectl completion bash)                        # this shell\n"
+	"  enclavectl completion bash > /etc/bash_completion.d/enclavectl  # every shell\n\n"
+	"Options:\n"
+	"  -h, --help    show this help\n";
+
+/* Append word (n bytes) to out, space-separated, unless it is there already (from start on). */
+static void add_word(struct buf *out, size_t start, const char *word, size_t n)
+{
+	const char *p = (const char *)out->data + start, *end = (const char *)out->data + out->len;
+
+	while (out->data && p < end) {
+		const char *sp = memchr(p, ' ', (size_t)(end - p));
+		size_t len = sp ? (size_t)(sp - p) : (size_t)(end - p);
+
+		if (len == n && memcmp(p, word, n) == 0)
+			return;
+		p += len + 1;
+	}
+	buf_append(out, " ", out->len > start);
+	buf_append(out, word, n);
+}
+
+/* The long options a command's --help text names ("--dataset", ...), each once, appended to out
+ * (space-separated), then the global ones. */
+static int options_of(struct ctl *ctl, int (*run)(struct ctl *, int, char **), const char *name,
+		      struct buf *out)
+{
+	static const char *const globals[] = { "--socket", "--store", "--json", "--quiet",
+					       "--help" };
+	char *text = NULL, *args[] = { (char *)name, "--help", NULL };
+	size_t len = 0, start = out->len;
+	struct ctl scratch = *ctl;
+	FILE *f = open_memstream(&text, &len);
+	int r;
+
+	if (!f)
+		return -ENOMEM;
+	help_out = f;
+	r = run(&scratch, 2, args);
+	help_out = NULL;
+	fclose(f);
+	if (r != 0) {
+		free(text);
+		return -EINVAL;
+	}
+	for (char *p = text; p && (p = strstr(p, "--")) != NULL;) {
+		char *q = p + 2;
+
+		while ((*q >= 'a' && *q <= 'z') || (*q >= '0' && *q <= '9') || *q == '-')
+			q++;
+		if (q - p > 2 && q - p < 64 && (p == text || p[-1] == ' ' || p[-1] == '[' ||
+						 p[-1] == '(' || p[-1] == '|'))
+			add_word(out, start, p, (size_t)(q - p));
+		p = q;
+	}
+	free(text);
+	for (size_t i = 0; i < ARRAY_SIZE(globals); i++)
+		add_word(out, start, globals[i], strlen(globals[i]));
+	r = buf_u8(out, 0);
+	out->len--;
+	return r < 0 ? r : 0;
+}
+
+static int cmd_completion(struct ctl *ctl, int argc, char **argv)
+{
+	static const char globals[] = "--socket --store --json --quiet --help";
+	struct buf b;
+	int first, r = parse(ctl, "completion", completion_usage, argc, argv, NULL, NULL, NULL,
+			     false, false, &first);
+
+	if (r >= 0)
+		return r;
+	if (first >= argc)
+		return ctl_usage_error("completion", "which shell? (bash)");
+	if (argc - first > 1 || strcmp(argv[first], "bash") != 0)
+		return ctl_usage_error("completion", "only bash is supported, not '%s'",
+				       argv[first]);
+	buf_init(&b, 64 * 1024);
+	printf("# bash completion for enclavectl, generated by `enclavectl completion bash` from\n"
+	       "# its command table. Load it with: source <(enclavectl completion bash)\n"
+	       "_enclavectl() {\n"
+	       "\tlocal cur=${COMP_WORDS[COMP_CWORD]} obj= cmd= skip= i w words\n"
+	       "\tfor ((i = 1; i < COMP_CWORD; i++)); do\n"
+	       "\t\tw=${COMP_WORDS[i]}\n"
+	       "\t\tif [[ -n $skip ]]; then skip=; continue; fi\n"
+	       "\t\tcase $w in\n"
+	       "\t\t--socket|--store) skip=1 ;;\n"
+	       "\t\t-*) ;;\n"
+	       "\t\t*) if [[ -z $obj ]]; then obj=$w; elif [[ -z $cmd ]]; then cmd=$w; fi ;;\n"
+	       "\t\tesac\n"
+	       "\tdone\n"
+	       "\tcase $obj in\n"
+	       "\t\"\") words=\"");
+	for (size_t i = 0; i < ARRAY_SIZE(objects); i++)
+		printf("%s ", objects[i].name);
+	printf("%s --version\" ;;\n", globals);
+	for (size_t i = 0; i < ARRAY_SIZE(objects); i++) {
+		const struct ctl_object *o = &objects[i];
+
+		if (strcmp(o->name, "help") == 0) {
+			/* help: the objects again */
+			printf("\thelp) words=\"");
+			for (size_t k = 0; k < ARRAY_SIZE(objects); k++)
+				printf("%s%s", k ? " " : "", objects[k].name);
+			printf("\" ;;\n");
+			continue;
+		}
+		if (o->run) {
+			b.len = 0;
+			if (strcmp(o->name, "completion") == 0)
+				buf_append(&b, "bash", 4);
+			if ((r = options_of(ctl, o->run, o->name, &b)) < 0)
+				goto out;
+			printf("\t%s) words=\"%s\" ;;\n", o->name, (char *)b.data);
+			continue;
+		}
+		printf("\t%s)\n\t\tcase $cmd in\n\t\t\"\") words=\"", o->name);
+		for (const struct ctl_cmd *c = o->cmds; c->name; c++)
+			printf("%s%s", c == o->cmds ? "" : " ", c->name);
+		printf("\" ;;\n");
+		for (const struct ctl_cmd *c = o->cmds; c->name; c++) {
+			b.len = 0;
+			if ((r = options_of(ctl, c->run, c->name, &b)) < 0)
+				goto out;
+			printf("\t\t%s) words=\"%s\" ;;\n", c->name, (char *)b.data);
+		}
+		printf("\t\t*) words=\"%s\" ;;\n\t\tesac ;;\n", globals);
+	}
+	printf("\t*) words=\"%s\" ;;\n"
+	       "\tesac\n"
+	       "\tCOMPREPLY=($(compgen -W \"$words\" -- \"$cur\"))\n"
+	       "}\n"
+	       "complete -o default -F _enclavectl enclavectl\n", globals);
+	r = 0;
+out:
+	buf_free(&b);
+	if (r < 0)
+		return ctl_fail("completion", "cannot collect the options of every command");
+	return 0;
 }
 
 int main(int argc, char **argv)
@@ -321,22 +624,22 @@ int main(int argc, char **argv)
 	fclose(f);
 	usage[sizeof(usage) - 1] = '\0';
 
+	/* --json is seen before any parsing, so even a usage error is a JSON object. */
+	for (int i = 1; i < argc && strcmp(argv[i], "--") != 0; i++)
+		if (strcmp(argv[i], "--json") == 0)
+			json_errors = true;
 	r = parse(&ctl, "", usage, argc, argv, NULL, NULL, NULL, true, true, &first);
 	if (r < 0) {
 		if (first >= argc) {
 			r = ctl_usage_error(NULL, "missing command");
 		} else {
-			const struct ctl_object *o = NULL;
+			const struct ctl_object *o = find_object(argv[first], &r);
 
-			for (size_t i = 0; i < ARRAY_SIZE(objects) && !o; i++)
-				if (strcmp(objects[i].name, argv[first]) == 0)
-					o = &objects[i];
-			if (!o)
-				r = ctl_usage_error(NULL, "unknown command '%s'", argv[first]);
-			else if (o->run)
-				r = o->run(&ctl, argc - first, argv + first);
-			else
-				r = run_object(&ctl, o, argc - first, argv + first);
+			if (o) {
+				argv[first] = (char *)o->name;
+				r = o->run ? o->run(&ctl, argc - first, argv + first)
+					   : run_object(&ctl, o, argc - first, argv + first);
+			}
 		}
 	}
 	/* Data goes to stdout: a full disk or a closed pipe must not pass for success. */

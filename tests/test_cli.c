@@ -82,6 +82,9 @@ static char *buf_string(struct buf *b)
 
 /* Run enclavectl with the NULL-terminated arguments, stdin from /dev/null, $ENCLAVE_SOCKET unset,
  * and collect what it prints. tick (may be NULL) is called about every 20 ms while it runs. */
+/* Set to run another program (bash, for the completion script) through the same harness. */
+static const char *run_exe;
+
 static void run_argv_tick(struct run *res, char *const *args, void (*tick)(pid_t pid, void *ctx),
 			  void *ctx)
 {
@@ -109,7 +112,12 @@ static void run_argv_tick(struct run *res, char *const *args, void (*tick)(pid_t
 		if (null < 0 || dup2(null, 0) < 0 || dup2(out[1], 1) < 0 || dup2(err[1], 2) < 0)
 			_exit(127);
 		unsetenv("ENCLAVE_SOCKET");
-		execv(ENCLAVECTL_PATH, argv);
+		if (run_exe) {
+			argv[0] = (char *)run_exe;
+			execv(run_exe, argv);
+		} else {
+			execv(ENCLAVECTL_PATH, argv);
+		}
 		_exit(127);
 	}
 	close(out[1]);
@@ -1501,6 +1509,204 @@ static void test_audit_show(void **state)
 	fake_free(f);
 }
 
+/* ---- help, abbreviations, completion, JSON errors, the man page (#15 points 12, 17, 19) ---- */
+
+static void expect_same_output(char *const *a, char *const *b)
+{
+	struct run ra, rb;
+
+	run_argv(&ra, a);
+	run_argv(&rb, b);
+	expect_status(&ra, 0);
+	expect_status(&rb, 0);
+	assert_string_equal(ra.out, rb.out);
+	run_free(&ra);
+	run_free(&rb);
+}
+
+static void test_help_command_and_abbreviations(void **state)
+{
+	struct run r;
+
+	(void)state;
+	expect_same_output((char *const[]){ "help", NULL }, (char *const[]){ "--help", NULL });
+	expect_same_output((char *const[]){ "help", "grant", NULL },
+			   (char *const[]){ "grant", "--help", NULL });
+	expect_same_output((char *const[]){ "help", "grant", "list", NULL },
+			   (char *const[]){ "grant", "list", "--help", NULL });
+	expect_same_output((char *const[]){ "help", "init", NULL },
+			   (char *const[]){ "init", "--help", NULL });
+	/* Unambiguous abbreviations, at both levels and in help. */
+	expect_same_output((char *const[]){ "gr", "li", "--help", NULL },
+			   (char *const[]){ "grant", "list", "--help", NULL });
+	expect_same_output((char *const[]){ "help", "au", "rep", NULL },
+			   (char *const[]){ "audit", "report", "--help", NULL });
+	/* Ambiguous ones are usage errors naming the candidates. */
+	RUN(&r, "d", "list");
+	expect_status(&r, 2);
+	expect_contains(r.err, "ambiguous command 'd': dataset, deny");
+	run_free(&r);
+	RUN(&r, "audit", "c");
+	expect_status(&r, 2);
+	expect_contains(r.err, "ambiguous command 'c': checkpoint, check-proof, consistency");
+	run_free(&r);
+	RUN(&r, "help", "grant", "frob");
+	expect_status(&r, 2);
+	expect_contains(r.err, "unknown command 'frob'");
+	run_free(&r);
+}
+
+/* The completion script is valid bash and completes objects, commands and options. */
+static void test_completion_bash(void **state)
+{
+	static const char *const cases[][2] = {
+		{ "enclavectl gr", "grant" },
+		{ "enclavectl grant li", "list" },
+		{ "enclavectl audit show --gr", "--grantee --group --grant" },
+		{ "enclavectl --store /x dataset im", "import" },
+		{ "enclavectl help aud", "audit" },
+	};
+	char *dir = tu_mkdtemp("cli-completion"), *script = tu_fmt("%s/enclavectl.bash", dir);
+	struct run r;
+
+	(void)state;
+	RUN(&r, "completion", "bash");
+	expect_status(&r, 0);
+	tu_write_file(script, r.out, strlen(r.out));
+	run_free(&r);
+	run_exe = "/bin/bash";
+	RUN(&r, "-n", script);
+	run_exe = NULL;
+	expect_status(&r, 0);
+	run_free(&r);
+	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+		char *prog = tu_fmt("source '%s'; COMP_WORDS=(%s); [[ '%s' == *' ' ]] && "
+				    "COMP_WORDS+=(''); COMP_CWORD=$((${#COMP_WORDS[@]} - 1)); "
+				    "_enclavectl; echo \"${COMPREPLY[*]}\"", script, cases[i][0],
+				    cases[i][0]);
+		struct run b;
+
+		run_exe = "/bin/bash";
+		run_argv(&b, (char *const[]){ "-c", prog, NULL });
+		run_exe = NULL;
+		expect_status(&b, 0);
+		if (strcmp(b.out, tu_fmt("%s\n", cases[i][1])) != 0)
+			fprintf(stderr, "completing '%s' gave '%s'\n", cases[i][0], b.out);
+		assert_string_equal(b.out, tu_fmt("%s\n", cases[i][1]));
+		run_free(&b);
+		free(prog);
+	}
+	RUN(&r, "completion", "zsh");
+	expect_status(&r, 2);
+	run_free(&r);
+	tu_rm_rf(dir);
+	free(script);
+	free(dir);
+}
+
+/* With --json an error is one JSON object on stdout with a stable code. */
+static void test_json_errors(void **state)
+{
+	struct fake *f = fake_start(h_denied);
+	struct run r;
+	json_t *j;
+
+	(void)state;
+	RUN(&r, "dataset", "show", "bad/name", "--json");
+	expect_status(&r, 2);
+	j = json_loads(r.out, 0, NULL);
+	assert_non_null(j);
+	assert_string_equal(json_string_value(json_object_get(json_object_get(j, "error"), "code")),
+			    "usage");
+	assert_string_equal(json_string_value(json_object_get(json_object_get(j, "error"),
+							      "command")), "dataset show");
+	json_decref(j);
+	run_free(&r);
+	RUN(&r, "--json", "--socket", f->sock, "dataset", "list");
+	expect_status(&r, 1);
+	j = json_loads(r.out, 0, NULL);
+	assert_non_null(j);
+	assert_string_equal(json_string_value(json_object_get(json_object_get(j, "error"), "code")),
+			    "permission_denied");
+	assert_non_null(strstr(json_string_value(json_object_get(json_object_get(j, "error"),
+								 "message")),
+			       "only stewards and auditors"));
+	json_decref(j);
+	run_free(&r);
+	fake_stop(f);
+	fake_free(f);
+	RUN(&r, "--json", "--socket", "/nonexistent/enclave.sock", "status");
+	expect_status(&r, 1);
+	expect_contains(r.out, "\"code\": \"no_daemon\"");
+	run_free(&r);
+	/* Without --json, stdout stays empty. */
+	RUN(&r, "dataset", "show", "bad/name");
+	assert_string_equal(r.out, "");
+	run_free(&r);
+}
+
+/* Every option of every command's --help appears in enclavectl(1). */
+static void test_man_page_has_every_option(void **state)
+{
+	size_t len;
+	char *man = (char *)tu_read_file(ENCLAVE_SOURCE_DIR "/docs/man/enclavectl.1", &len);
+	char *plain = calloc(1, len + 1), *line, *next;
+	struct run top;
+	size_t o = 0, missing = 0, checked = 0;
+
+	(void)state;
+	/* Man source escapes '-' as "\-". */
+	for (size_t i = 0; i < len; i++)
+		if (!(man[i] == '\\' && i + 1 < len && man[i + 1] == '-'))
+			plain[o++] = man[i];
+	RUN(&top, "--help");
+	expect_status(&top, 0);
+	for (line = top.out; *line; line = next) {
+		char obj[32], cmd[64];
+		struct run r;
+		int n;
+
+		next = strchr(line, '\n');
+		next = next ? next + 1 : line + strlen(line);
+		n = sscanf(line, "  %31[a-z] %63[a-z-]", obj, cmd);
+
+		/* Command lines only: two spaces, then the object's name. */
+		if (n < 1 || strncmp(line, "  ", 2) != 0 || line[2] < 'a' || line[2] > 'z')
+			continue;
+		if (n == 2 && strncmp(cmd, "--", 2) != 0)
+			RUN(&r, obj, cmd, "--help");
+		else
+			RUN(&r, obj, "--help");
+		expect_status(&r, 0);
+		for (char *p = r.out; (p = strstr(p, "--")) != NULL;) {
+			char *q = p + 2, word[64];
+			size_t k;
+
+			while ((*q >= 'a' && *q <= 'z') || (*q >= '0' && *q <= '9') || *q == '-')
+				q++;
+			k = (size_t)(q - p);
+			if (k > 2 && k < sizeof(word) && (p == r.out || p[-1] == ' ' || p[-1] == '[' ||
+							  p[-1] == '(' || p[-1] == '|')) {
+				memcpy(word, p, k);
+				word[k] = '\0';
+				checked++;
+				if (!strstr(plain, word)) {
+					fprintf(stderr, "enclavectl.1 lacks %s (from '%s %s --help')\n",
+						word, obj, n == 2 ? cmd : "");
+					missing++;
+				}
+			}
+			p = q;
+		}
+		run_free(&r);
+	}
+	run_free(&top);
+	assert_true(checked > 50);
+	assert_int_equal(missing, 0);
+	free(plain);
+	free(man);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1537,6 +1743,10 @@ int main(void)
 		cmocka_unit_test(test_grant_add_sends_absolute_times),
 		cmocka_unit_test(test_grant_list_and_revoke),
 		cmocka_unit_test(test_audit_show),
+		cmocka_unit_test(test_help_command_and_abbreviations),
+		cmocka_unit_test(test_completion_bash),
+		cmocka_unit_test(test_json_errors),
+		cmocka_unit_test(test_man_page_has_every_option),
 	};
 
 	/* A fake daemon that goes away mid-write must not kill the test. */
