@@ -22,8 +22,8 @@
 /* Every event the store writes (docs/AUDIT.md section 4). Whoever adds an event adds it here, or
  * `audit show --event NEW` is refused as unknown. */
 static const char *const event_names[] = {
-	"open", "close", "read_refused", "lookup_refused", "integrity", "io_error",
-	"import", "dataset_policy", "dataset_set",
+	"open", "close", "read_refused", "lookup_refused", "refusals_suppressed", "integrity",
+	"io_error", "import", "dataset_policy", "dataset_set",
 	"grant", "grant_request", "grant_approve", "grant_expired", "revoke",
 	"deny_add", "deny_remove", "deny_remove_approve",
 	"access_check", "audit_export", "auditor_add", "log_key", "visa_export",
@@ -39,7 +39,7 @@ static const struct {
 	const char *const *events;   /* NULL-terminated */
 } families[] = {
 	{ "access", (const char *const[]){ "open", "close", "read_refused", "lookup_refused",
-					   "integrity", "io_error", NULL } },
+					   "refusals_suppressed", "integrity", "io_error", NULL } },
 	{ "grant", (const char *const[]){ "grant", "grant_request", "grant_approve",
 					  "grant_expired", "revoke", "visa_export", "visa_key_create",
 					  NULL } },
