@@ -21,6 +21,7 @@
 #include "common/common.h"
 #include "common/err.h"
 #include "crypto/crypto.h"
+#include "policy/policy.h"
 #include "store/store.h"
 
 /* Redraw the progress line at most this often. */
@@ -47,7 +48,7 @@ static const char show_usage[] =
 
 static const char set_usage[] =
 	"Usage: enclavectl [GLOBAL OPTIONS] dataset set NAME [--cache kernel|direct]\n"
-	"           [--duo CODES] [--controller NAME]\n\n"
+	"           [--duo CODES] [--controller NAME] [--dry-run]\n\n"
 	"Change a dataset's policy settings; each change is an audit record. New consent codes\n"
 	"apply to existing grants at once: the grants they now exclude are suspended (named\n"
 	"here, shown as suspended by grant list and show, refused at open, never exported as\n"
@@ -59,6 +60,8 @@ static const char set_usage[] =
 	"                      until a revocation invalidates it (within 1 s)\n"
 	"  --duo CODES         replace the consent codes (see dataset import --help; \"\" for none)\n"
 	"  --controller NAME   replace the data controller\n"
+	"  --dry-run           check the change and name the grants it would suspend or let\n"
+	"                      back in, without recording anything\n"
 	"  --json              print the new settings as JSON\n"
 	"  -h, --help          show this help\n";
 
@@ -550,12 +553,14 @@ static int parse_size(const char *s, uint32_t *ret)
 /* The options of import and set. */
 struct policy_opts {
 	uint32_t chunk;
+	bool dry_run;             /* --dry-run (set only) */
 	const char *duo;          /* --duo, or NULL */
 	const char *controller;   /* --controller, or NULL */
 	const char *cache;        /* --cache (set only), or NULL */
+	const char *what;         /* the command, for messages */
 };
 
-enum { OPT_CHUNK = 0x200, OPT_DUO, OPT_CONTROLLER, OPT_CACHE };
+enum { OPT_CHUNK = 0x200, OPT_DUO, OPT_CONTROLLER, OPT_CACHE, OPT_DRY_RUN };
 
 static int on_import_opt(void *ctx, int val, const char *arg)
 {
@@ -563,9 +568,21 @@ static int on_import_opt(void *ctx, int val, const char *arg)
 	uint32_t *chunk = &o->chunk;
 
 	if (val == OPT_DUO) {
+		struct policy_duo codes[POLICY_DUO_MAX];
+		size_t n;
+
 		if (strlen(arg) > 2048 || !out_utf8_valid(arg, strlen(arg)))
-			return ctl_usage_error("dataset", "--duo: too long or not text");
+			return ctl_usage_error(o->what, "--duo: too long or not text");
+		/* The codes' syntax is checked here, so a typo is a usage error (exit 2); what
+		 * depends on the store (a TS: date already past) is the daemon's to refuse. */
+		err_clear();
+		if (policy_duo_parse(arg, codes, &n) < 0)
+			return ctl_usage_error(o->what, "--duo: %s", err_detail());
 		o->duo = arg;
+		return 0;
+	}
+	if (val == OPT_DRY_RUN) {
+		o->dry_run = true;
 		return 0;
 	}
 	if (val == OPT_CONTROLLER) {
@@ -577,7 +594,7 @@ static int on_import_opt(void *ctx, int val, const char *arg)
 	}
 	if (val == OPT_CACHE) {
 		if (strcmp(arg, "kernel") != 0 && strcmp(arg, "direct") != 0)
-			return ctl_usage_error("dataset set", "--cache: kernel or direct, not "
+			return ctl_usage_error(o->what, "--cache: kernel or direct, not "
 						"'%.40s'", arg);
 		o->cache = arg;
 		return 0;
@@ -613,7 +630,7 @@ static int dataset_import(struct ctl *ctl, int argc, char **argv)
 	_cleanup_free_ struct import *im = calloc(1, sizeof(*im));
 	char name[STORE_DATASET_NAME_MAX + 1], sock[4096];
 	struct reply rep = { 0 };
-	struct policy_opts po = { 0 };
+	struct policy_opts po = { .what = "dataset import" };
 	uint32_t version;
 	json_t *args;
 	double secs;
@@ -742,10 +759,11 @@ static int dataset_set(struct ctl *ctl, int argc, char **argv)
 		{ "duo", required_argument, NULL, OPT_DUO },
 		{ "controller", required_argument, NULL, OPT_CONTROLLER },
 		{ "cache", required_argument, NULL, OPT_CACHE },
+		{ "dry-run", no_argument, NULL, OPT_DRY_RUN },
 		{ 0 },
 	};
 	char name[STORE_DATASET_NAME_MAX + 1], what[200];
-	struct policy_opts po = { 0 };
+	struct policy_opts po = { .what = "dataset set" };
 	struct reply rep = { 0 };
 	uint32_t version;
 	json_t *args;
@@ -771,6 +789,8 @@ static int dataset_set(struct ctl *ctl, int argc, char **argv)
 	args = json_pack("{s:s}", "dataset", name);
 	if (args && policy_args(args, &po) < 0)
 		json_decref(args), args = NULL;
+	if (args && po.dry_run && json_object_set_new(args, "dry_run", json_true()) < 0)
+		json_decref(args), args = NULL;
 	if (!args)
 		return ctl_fail(what, "out of memory");
 	r = ctl_call(ctl, what, "dataset.set", args, NULL, NULL, &rep);
@@ -778,7 +798,10 @@ static int dataset_set(struct ctl *ctl, int argc, char **argv)
 		return r;
 	if (ctl->json)
 		return ctl_print_json(&rep);
-	printf("%s: settings recorded\n", name);
+	if (po.dry_run)
+		printf("%s: dry run: the settings are valid; nothing was recorded\n", name);
+	else
+		printf("%s: settings recorded\n", name);
 	{
 		const json_t *sus = json_object_get(rep.result, "suspends"), *g;
 		const json_t *res = json_object_get(rep.result, "resumes");

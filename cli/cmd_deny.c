@@ -15,7 +15,7 @@
 
 static const char add_usage[] =
 	"Usage: enclavectl [GLOBAL OPTIONS] deny add (--user NAME | --group NAME | --all)\n"
-	"           (--dataset NAME | --all-datasets) --reason TEXT\n\n"
+	"           (--dataset NAME | --all-datasets) --reason TEXT [--dry-run] [--yes]\n\n"
 	"Block a user, every member of a group, or everyone (--all) from a dataset, or from\n"
 	"every dataset, whatever the grants say, until the rule is removed. Open files under\n"
 	"it stop reading at once. Stewards only.\n\n"
@@ -26,9 +26,13 @@ static const char add_usage[] =
 	"  --dataset NAME    the dataset (every version)\n"
 	"  --all-datasets    every dataset, present and future\n"
 	"  --reason TEXT     why (required, recorded)\n"
+	"  --dry-run         have the daemon check the rule and show it, without recording it\n"
+	"  --yes             do not ask before a rule over every user or every dataset\n"
 	"  --json            print the rule as JSON\n"
 	"  -h, --help        show this help\n\n"
-	"--dataset all, and --all after --user, --group or a first --all, mean --all-datasets.\n";
+	"--dataset all, and --all after --user, --group or a first --all, mean --all-datasets.\n"
+	"A rule over every user (--all) or every dataset is confirmed on the terminal first;\n"
+	"without a terminal it needs --yes (exit 2 otherwise).\n";
 
 static const char list_usage[] =
 	"Usage: enclavectl [GLOBAL OPTIONS] deny list [--all]\n\n"
@@ -75,6 +79,8 @@ enum {
 	OPT_DATASET,
 	OPT_ALL_DATASETS,
 	OPT_REASON,
+	OPT_DRY_RUN,
+	OPT_YES,
 };
 
 struct add_args {
@@ -84,6 +90,8 @@ struct add_args {
 	bool all_datasets;
 	unsigned all_seen;         /* how many times --all was given */
 	const char *reason;
+	bool dry_run;              /* --dry-run: checked by the daemon, not recorded */
+	bool yes;                  /* --yes: no confirmation for a rule over everyone */
 };
 
 static int on_add_opt(void *ctx, int val, const char *arg)
@@ -113,6 +121,12 @@ static int on_add_opt(void *ctx, int val, const char *arg)
 	case OPT_REASON:
 		a->reason = arg;
 		return 0;
+	case OPT_DRY_RUN:
+		a->dry_run = true;
+		return 0;
+	case OPT_YES:
+		a->yes = true;
+		return 0;
 	}
 	return EXIT_USAGE;
 }
@@ -138,6 +152,8 @@ static int deny_add(struct ctl *ctl, int argc, char **argv)
 		{ "dataset", required_argument, NULL, OPT_DATASET },
 		{ "all-datasets", no_argument, NULL, OPT_ALL_DATASETS },
 		{ "reason", required_argument, NULL, OPT_REASON },
+		{ "dry-run", no_argument, NULL, OPT_DRY_RUN },
+		{ "yes", no_argument, NULL, OPT_YES },
 		{ 0 },
 	};
 	struct add_args a = { 0 };
@@ -177,7 +193,26 @@ static int deny_add(struct ctl *ctl, int argc, char **argv)
 	    !out_utf8_valid(a.reason, strlen(a.reason)))
 		return ctl_usage_error("deny add", "--reason TEXT is required: 1 to %d bytes of "
 				       "UTF-8", POLICY_REASON_MAX);
+	/* A rule over every user or every dataset is asked about first (--yes skips it). */
+	if (!a.dry_run && (strcmp(a.kind, "all") == 0 || a.all_datasets)) {
+		char who[100], where[200], q[400];
+
+		if (strcmp(a.kind, "all") == 0)
+			snprintf(who, sizeof(who), "every user");
+		else
+			snprintf(who, sizeof(who), "%s %.64s", a.kind, a.principal);
+		if (a.all_datasets)
+			snprintf(where, sizeof(where), "every dataset, present and future");
+		else
+			snprintf(where, sizeof(where), "dataset %.140s", a.dataset);
+		snprintf(q, sizeof(q), "This rule blocks %s from %s.", who, where);
+		r = ctl_confirm("deny add", q, a.yes);
+		if (r)
+			return r;
+	}
 	args = json_pack("{s:s, s:s}", "principal_kind", a.kind, "reason", a.reason);
+	if (args && a.dry_run && json_object_set_new(args, "dry_run", json_true()) < 0)
+		json_decref(args), args = NULL;
 	if (args && a.principal &&
 	    json_object_set_new(args, "principal", json_string(a.principal)) < 0)
 		json_decref(args), args = NULL;
@@ -190,6 +225,8 @@ static int deny_add(struct ctl *ctl, int argc, char **argv)
 		return r;
 	if (ctl->json)
 		return ctl_print_json(&rep);
+	if (a.dry_run)
+		printf("dry run: the rule is valid; nothing was recorded\n");
 	print_rule(json_object_get(rep.result, "rule"));
 	reply_clear(&rep);
 	return 0;

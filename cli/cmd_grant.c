@@ -24,7 +24,7 @@
 static const char add_usage[] =
 	"Usage: enclavectl [GLOBAL OPTIONS] grant request (--user NAME | --group NAME)\n"
 	"           --dataset NAME[@VERSION] --purpose TEXT --expires WHEN [--not-before WHEN]\n"
-	"           [--purpose-code TERMS] [--override-consent REASON]\n\n"
+	"           [--purpose-code TERMS] [--override-consent REASON] [--dry-run]\n\n"
 	"Request that a user, or every member of a group, may read a dataset: one VERSION, or\n"
 	"every version (present and future) without @VERSION. The grant is valid from\n"
 	"--not-before (default: now) until --expires, which is required and at most the store's\n"
@@ -46,6 +46,8 @@ static const char add_usage[] =
 	"                         excludes the purpose (audited)\n"
 	"  --expires WHEN         when the grant stops being valid (required)\n"
 	"  --not-before WHEN      when it starts being valid\n"
+	"  --dry-run              make every check the daemon makes (names, dataset, consent\n"
+	"                         codes, expiry) and show the grant, without recording it\n"
 	"  --json                 print the new grant as JSON\n"
 	"  -h, --help             show this help\n\n"
 	"WHEN is RFC 3339 (2026-12-31T23:59:59Z, or with +hh:mm), a date (2026-12-31, midnight\n"
@@ -128,6 +130,7 @@ enum {
 	OPT_FORMAT,
 	OPT_STATE,
 	OPT_JWKS,
+	OPT_DRY_RUN,
 };
 
 /* "user:alice" */
@@ -167,6 +170,8 @@ struct add_args {
 	const char *not_before;
 	const char *purpose_code;  /* or NULL */
 	const char *override;      /* --override-consent, or NULL */
+	bool dry_run;              /* --dry-run */
+	const char *what;          /* "grant request" or "grant add", for messages */
 };
 
 static int on_add_opt(void *ctx, int val, const char *arg)
@@ -177,7 +182,7 @@ static int on_add_opt(void *ctx, int val, const char *arg)
 	case OPT_USER:
 	case OPT_GROUP:
 		if (a->kind)
-			return ctl_usage_error("grant add", "give one of --user and --group, once");
+			return ctl_usage_error(a->what, "give one of --user and --group, once");
 		a->kind = val == OPT_USER ? "user" : "group";
 		a->principal = arg;
 		return 0;
@@ -193,15 +198,25 @@ static int on_add_opt(void *ctx, int val, const char *arg)
 	case OPT_NOT_BEFORE:
 		a->not_before = arg;
 		return 0;
-	case OPT_PURPOSE_CODE:
+	case OPT_PURPOSE_CODE: {
+		struct policy_purpose pp;
+
 		if (!*arg || strlen(arg) > POLICY_PURPOSE_CODE_MAX)
-			return ctl_usage_error("grant request", "--purpose-code: 1 to %d bytes",
+			return ctl_usage_error(a->what, "--purpose-code: 1 to %d bytes",
 					       POLICY_PURPOSE_CODE_MAX);
+		/* The terms are checked here: an unknown one is a usage error (exit 2). */
+		err_clear();
+		if (policy_purpose_parse(arg, &pp) < 0)
+			return ctl_usage_error(a->what, "--purpose-code: %s", err_detail());
 		a->purpose_code = arg;
+		return 0;
+	}
+	case OPT_DRY_RUN:
+		a->dry_run = true;
 		return 0;
 	case OPT_OVERRIDE:
 		if (!*arg || strlen(arg) > POLICY_REASON_MAX || !out_utf8_valid(arg, strlen(arg)))
-			return ctl_usage_error("grant request", "--override-consent: a reason of 1 "
+			return ctl_usage_error(a->what, "--override-consent: a reason of 1 "
 					       "to %d bytes of UTF-8", POLICY_REASON_MAX);
 		a->override = arg;
 		return 0;
@@ -209,9 +224,9 @@ static int on_add_opt(void *ctx, int val, const char *arg)
 	return EXIT_USAGE;
 }
 
-/* WHEN -> unix seconds and RFC 3339 text. EXIT_USAGE after a message. */
-static int parse_when(const char *opt, const char *s, int64_t now, int64_t *ret_t,
-		      char out[static TIME_TEXT_MAX])
+/* WHEN -> unix seconds and RFC 3339 text. EXIT_USAGE after a message naming what. */
+static int parse_when(const char *what, const char *opt, const char *s, int64_t now,
+		      int64_t *ret_t, char out[static TIME_TEXT_MAX])
 {
 	char shown[64];
 	int64_t t;
@@ -220,7 +235,7 @@ static int parse_when(const char *opt, const char *s, int64_t now, int64_t *ret_
 	err_clear();
 	r = time_parse(s, now, &t);
 	if (r < 0)
-		return ctl_usage_error("grant add", "%s '%s': %s", opt, out_text(s, 40, shown, 64),
+		return ctl_usage_error(what, "%s '%s': %s", opt, out_text(s, 40, shown, 64),
 				       *err_detail() ? err_detail() : "not a time");
 	time_format(t, out);
 	*ret_t = t;
@@ -238,9 +253,12 @@ static int grant_add(struct ctl *ctl, int argc, char **argv)
 		{ "not-before", required_argument, NULL, OPT_NOT_BEFORE },
 		{ "purpose-code", required_argument, NULL, OPT_PURPOSE_CODE },
 		{ "override-consent", required_argument, NULL, OPT_OVERRIDE },
+		{ "dry-run", no_argument, NULL, OPT_DRY_RUN },
 		{ 0 },
 	};
-	struct add_args a = { 0 };
+	/* Errors name the command as it was typed: grant request, or its synonym grant add. */
+	const char *cmd = strcmp(argv[0], "add") == 0 ? "grant add" : "grant request";
+	struct add_args a = { .what = cmd };
 	struct reply rep = { 0 };
 	char name[STORE_DATASET_NAME_MAX + 1], expires[TIME_TEXT_MAX];
 	char not_before[TIME_TEXT_MAX] = "";
@@ -251,42 +269,42 @@ static int grant_add(struct ctl *ctl, int argc, char **argv)
 	json_t *args;
 	int first, r;
 
-	r = ctl_parse(ctl, "grant add", add_usage, argc, argv, opts, on_add_opt, &a, &first);
+	r = ctl_parse(ctl, cmd, add_usage, argc, argv, opts, on_add_opt, &a, &first);
 	if (r >= 0)
 		return r;
 	if (first < argc)
-		return ctl_usage_error("grant add", "unexpected argument '%s'", argv[first]);
+		return ctl_usage_error(cmd, "unexpected argument '%s'", argv[first]);
 	if (!a.kind)
-		return ctl_usage_error("grant add", "--user NAME or --group NAME is required");
+		return ctl_usage_error(cmd, "--user NAME or --group NAME is required");
 	if (!a.dataset)
-		return ctl_usage_error("grant add", "--dataset NAME[@VERSION] is required");
+		return ctl_usage_error(cmd, "--dataset NAME[@VERSION] is required");
 	if (!a.purpose || !*a.purpose)
-		return ctl_usage_error("grant add", "--purpose TEXT is required (and not empty)");
+		return ctl_usage_error(cmd, "--purpose TEXT is required (and not empty)");
 	if (!a.expires)
-		return ctl_usage_error("grant add", "--expires WHEN is required: every grant ends");
+		return ctl_usage_error(cmd, "--expires WHEN is required: every grant ends");
 	if (!*a.principal || strlen(a.principal) > POLICY_NAME_MAX)
-		return ctl_usage_error("grant add", "--%s: a name or id of 1 to %d bytes", a.kind,
+		return ctl_usage_error(cmd, "--%s: a name or id of 1 to %d bytes", a.kind,
 				       POLICY_NAME_MAX);
 	if (strlen(a.purpose) > POLICY_PURPOSE_MAX ||
 	    !out_utf8_valid(a.purpose, strlen(a.purpose)))
-		return ctl_usage_error("grant add", "--purpose: not valid UTF-8, or longer than "
+		return ctl_usage_error(cmd, "--purpose: not valid UTF-8, or longer than "
 				       "%d bytes", POLICY_PURPOSE_MAX);
 	if (!out_utf8_valid(a.principal, strlen(a.principal)))
-		return ctl_usage_error("grant add", "--%s: not valid UTF-8", a.kind);
-	r = parse_when("--expires", a.expires, now, &t_exp, expires);
+		return ctl_usage_error(cmd, "--%s: not valid UTF-8", a.kind);
+	r = parse_when(cmd, "--expires", a.expires, now, &t_exp, expires);
 	if (r)
 		return r;
 	if (a.not_before) {
-		r = parse_when("--not-before", a.not_before, now, &t_nb, not_before);
+		r = parse_when(cmd, "--not-before", a.not_before, now, &t_nb, not_before);
 		if (r)
 			return r;
 	}
 	if (t_exp <= now)
-		return ctl_usage_error("grant add", "--expires %s is not in the future", expires);
+		return ctl_usage_error(cmd, "--expires %s is not in the future", expires);
 	if (t_exp <= t_nb)
-		return ctl_usage_error("grant add", "--expires %s is not after --not-before %s",
+		return ctl_usage_error(cmd, "--expires %s is not after --not-before %s",
 				       expires, not_before);
-	r = ctl_parse_dataset("grant add", a.dataset, name, &version);
+	r = ctl_parse_dataset(cmd, a.dataset, name, &version);
 	if (r)
 		return r;
 
@@ -303,8 +321,12 @@ static int grant_add(struct ctl *ctl, int argc, char **argv)
 	    json_object_set_new(args, "override_consent", json_string(a.override)) < 0)
 		json_decref(args), args = NULL;
 	if (!args)
-		return ctl_fail("grant add", "out of memory");
-	snprintf(what, sizeof(what), "grant add %s:%.64s", a.kind, a.principal);
+		return ctl_fail(cmd, "out of memory");
+	if (args && a.dry_run && json_object_set_new(args, "dry_run", json_true()) < 0)
+		json_decref(args), args = NULL;
+	if (!args)
+		return ctl_fail(cmd, "out of memory");
+	snprintf(what, sizeof(what), "%s %s:%.64s", cmd, a.kind, a.principal);
 	/* Both ops are one on the daemon; "grant add" keeps the op it always sent. */
 	r = ctl_call(ctl, what, strcmp(argv[0], "request") == 0 ? "grant.request" : "grant.add", args,
 		     NULL, NULL, &rep);
@@ -312,7 +334,7 @@ static int grant_add(struct ctl *ctl, int argc, char **argv)
 		return r;
 	g = json_object_get(rep.result, "grant");
 	if (json_is_string(json_object_get(rep.result, "warning")))
-		fprintf(stderr, "enclavectl: grant request: warning: %s\n",
+		fprintf(stderr, "enclavectl: %s: warning: %s\n", cmd,
 			out_text(json_string_value(json_object_get(rep.result, "warning")), 0, text,
 				 sizeof(text)));
 	if (ctl->json) {
@@ -323,7 +345,12 @@ static int grant_add(struct ctl *ctl, int argc, char **argv)
 		const char *state = out_member(rep.result, "state", s1);
 
 		/* One scratch buffer per member printed together: out_member() formats into it. */
-		if (strcmp(state, "pending_approval") == 0)
+		if (a.dry_run)
+			printf("dry run: %s may read %s %s; nothing was recorded\n",
+			       out_text(principal_text(g, p), 0, text, sizeof(text)),
+			       dataset_text(g, d), strcmp(state, "pending_approval") == 0 ?
+			       "once approved" : "at once");
+		else if (strcmp(state, "pending_approval") == 0)
 			printf("requested grant %s: %s may read %s once approved by %s other "
 			       "steward(s)\n", out_member(g, "id", s1),
 			       out_text(principal_text(g, p), 0, text, sizeof(text)),

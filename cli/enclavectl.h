@@ -70,6 +70,11 @@ __attribute__((format(printf, 2, 3))) int ctl_usage_error(const char *what, cons
 __attribute__((format(printf, 2, 3))) int ctl_fail(const char *what, const char *fmt, ...);
 __attribute__((format(printf, 3, 4))) int ctl_fail_code(const char *code, const char *what,
 							const char *fmt, ...);
+/* Ask on the terminal before a change that affects every user or every dataset: question (a
+ * sentence) then "Go ahead? [y/N]" on stderr, the answer from stdin. 0 to go ahead: yes (--yes)
+ * was given, or the answer is y or yes. Otherwise the exit status after a message: EXIT_USAGE
+ * when stdin is not a terminal (so scripts must say --yes), 1 when the answer was no. */
+int ctl_confirm(const char *what, const char *question, bool yes);
 /* Split a NAME[@VERSION] argument into a valid dataset name and a version (0 when absent).
  * EXIT_USAGE after a message naming `what`. */
 int ctl_parse_dataset(const char *what, const char *arg, char name[static 129],

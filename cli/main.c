@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli/enclavectl.h"
 #include "common/common.h"
@@ -174,6 +175,24 @@ int ctl_fail_code(const char *code, const char *what, const char *fmt, ...)
 	vmessage(code, what, fmt, ap);
 	va_end(ap);
 	return 1;
+}
+
+int ctl_confirm(const char *what, const char *question, bool yes)
+{
+	char answer[16];
+
+	if (yes)
+		return 0;
+	if (!isatty(STDIN_FILENO))
+		return ctl_usage_error(what, "%s Without a terminal to ask on, run it again with "
+				       "--yes to go ahead", question);
+	fprintf(stderr, "%s Go ahead? [y/N] ", question);
+	fflush(stderr);
+	if (!fgets(answer, sizeof(answer), stdin) ||
+	    (strcmp(answer, "y\n") != 0 && strcmp(answer, "yes\n") != 0 &&
+	     strcmp(answer, "Y\n") != 0))
+		return ctl_fail_code("cancelled", what, "cancelled: nothing was changed");
+	return 0;
 }
 
 /* The usage text names commands without their arguments ("grant revoke", not "grant revoke 7"):

@@ -173,7 +173,8 @@ static void policy_current(struct conn *c, const struct store_dataset_info *ds,
 }
 
 /* Stamp p with who changes it, and write it (audited as event). */
-static int policy_write(struct conn *c, struct policy_dataset *p, const char *event)
+/* Who changes the policy record, and when: the caller, now. */
+static void policy_stamp(struct conn *c, struct policy_dataset *p)
 {
 	p->updated_by_uid = c->who.uid;
 	if (c->who.user[0])
@@ -181,6 +182,11 @@ static int policy_write(struct conn *c, struct policy_dataset *p, const char *ev
 	else
 		snprintf(p->updated_by, sizeof(p->updated_by), "%u", c->who.uid);
 	p->updated = time(NULL);
+}
+
+static int policy_write(struct conn *c, struct policy_dataset *p, const char *event)
+{
+	policy_stamp(c, p);
 	return grants_dataset_set(c->d->grants, c->d->log, &c->who, p, event);
 }
 
@@ -236,17 +242,19 @@ out:
 
 int op_dataset_set(struct conn *c, const json_t *args, json_t **ret)
 {
-	static const char *const known[] = { "dataset", "duo", "controller", "cache", NULL };
+	static const char *const known[] = { "dataset", "duo", "controller", "cache", "dry_run",
+					     NULL };
 	_cleanup_free_ struct policy_dataset *p = calloc(1, sizeof(*p));
 	_cleanup_free_ struct policy_dataset *old = calloc(1, sizeof(*old));
 	struct store_dataset_info ds;
 	const char *name;
-	bool any;
+	bool any, dry_run = false;
 	int r;
 
 	if (!p || !old)
 		return -ENOMEM;
 	if ((r = proto_args_known(args, known)) < 0 ||
+	    (r = proto_arg_bool(args, "dry_run", false, &dry_run)) < 0 ||
 	    (r = proto_arg_string(args, "dataset", true, STORE_DATASET_NAME_MAX, &name)) < 0 ||
 	    (r = get_dataset(c, name, &ds)) < 0)
 		return r;
@@ -256,6 +264,15 @@ int op_dataset_set(struct conn *c, const json_t *args, json_t **ret)
 		return r;
 	if (!any)
 		return err_set(-EINVAL, "nothing to set: give duo, controller or cache");
+	/* A dry run: the settings as they would be, and the grants they would suspend or let back
+	 * in; nothing recorded, nothing invalidated. */
+	if (dry_run) {
+		policy_stamp(c, p);
+		*ret = json_pack("{s:o, s:b}", "policy", policy_dataset_to_json(p), "dry_run", 1);
+		if (!*ret)
+			return -ENOMEM;
+		return changed_grants(c, old, p, *ret);
+	}
 	r = policy_write(c, p, "dataset_set");
 	if (r < 0)
 		return r;

@@ -142,7 +142,7 @@ int op_grant_add(struct conn *c, const json_t *args, json_t **ret)
 {
 	static const char *const known[] = { "principal_kind", "principal", "dataset", "version",
 					     "purpose", "purpose_code", "override_consent",
-					     "not_before", "expires", NULL };
+					     "not_before", "expires", "dry_run", NULL };
 	struct policy_grant g = { 0 };
 	struct store_dataset_info ds;
 	struct store_version_info vi;
@@ -151,10 +151,12 @@ int op_grant_add(struct conn *c, const json_t *args, json_t **ret)
 	const char *override = "";
 	int64_t now = time(NULL), not_before = now, expires = 0, max_days;
 	uint64_t version = 0;
+	bool dry_run = false;
 	char uidbuf[16];
 	int r;
 
 	if ((r = proto_args_known(args, known)) < 0 ||
+	    (r = proto_arg_bool(args, "dry_run", false, &dry_run)) < 0 ||
 	    (r = proto_arg_string(args, "principal_kind", true, 8, &kind)) < 0 ||
 	    (r = proto_arg_string(args, "principal", true, POLICY_NAME_MAX, &principal)) < 0 ||
 	    (r = proto_arg_string(args, "dataset", true, STORE_DATASET_NAME_MAX, &dataset)) < 0 ||
@@ -207,6 +209,21 @@ int op_grant_add(struct conn *c, const json_t *args, json_t **ret)
 	snprintf(g.granted_by, sizeof(g.granted_by), "%s", subject_name(&c->who, uidbuf));
 	g.created = now;
 	g.approvals_required = c->d->cfg.approvals;
+	/* Every check has passed: a dry run says what would be granted, and records nothing (the
+	 * grant has no id yet). */
+	if (dry_run) {
+		json_t *gj;
+
+		g.id = 1;	/* any valid id, to write the grant; shown as null */
+		gj = policy_grant_to_json(&g);
+		if (!gj || json_object_set_new(gj, "id", json_null()) < 0) {
+			json_decref(gj);
+			return -ENOMEM;
+		}
+		*ret = json_pack("{s:o, s:s, s:b}", "grant", gj, "state",
+				 g.approvals_required ? "pending_approval" : "active", "dry_run", 1);
+		return *ret ? 0 : -ENOMEM;
+	}
 	r = grants_add(c->d->grants, c->d->log, &c->who, &g);
 	if (r < 0)
 		return r;
@@ -501,14 +518,16 @@ static void invalidate_deny(struct conn *c, const struct policy_deny *x)
 int op_deny_add(struct conn *c, const json_t *args, json_t **ret)
 {
 	static const char *const known[] = { "principal_kind", "principal", "dataset", "reason",
-					     NULL };
+					     "dry_run", NULL };
 	struct policy_deny x = { 0 };
 	struct store_dataset_info ds;
 	const char *kind, *principal = NULL, *dataset = NULL, *reason;
+	bool dry_run = false;
 	char uidbuf[16];
 	int r;
 
 	if ((r = proto_args_known(args, known)) < 0 ||
+	    (r = proto_arg_bool(args, "dry_run", false, &dry_run)) < 0 ||
 	    (r = proto_arg_string(args, "principal_kind", true, 8, &kind)) < 0 ||
 	    (r = proto_arg_string(args, "principal", false, POLICY_NAME_MAX, &principal)) < 0 ||
 	    (r = proto_arg_string(args, "dataset", false, STORE_DATASET_NAME_MAX, &dataset)) < 0 ||
@@ -540,6 +559,19 @@ int op_deny_add(struct conn *c, const json_t *args, json_t **ret)
 	x.by_uid = c->who.uid;
 	snprintf(x.by, sizeof(x.by), "%s", subject_name(&c->who, uidbuf));
 	x.created = time(NULL);
+	/* A dry run: the rule as it would be (no id yet), nothing recorded. */
+	if (dry_run) {
+		json_t *xj;
+
+		x.id = 1;	/* any valid id, to write the rule; shown as null */
+		xj = policy_deny_to_json(&x);
+		if (!xj || json_object_set_new(xj, "id", json_null()) < 0) {
+			json_decref(xj);
+			return -ENOMEM;
+		}
+		*ret = json_pack("{s:o, s:b}", "rule", xj, "dry_run", 1);
+		return *ret ? 0 : -ENOMEM;
+	}
 	r = grants_deny_add(c->d->grants, c->d->log, &c->who, &x);
 	if (r < 0)
 		return r;

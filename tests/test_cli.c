@@ -1565,6 +1565,7 @@ static void test_completion_bash(void **state)
 		{ "enclavectl audit show --gr", "--grantee --group --grant" },
 		{ "enclavectl --store /x dataset im", "import" },
 		{ "enclavectl help aud", "audit" },
+		{ "enclavectl deny add --dry", "--dry-run" },
 	};
 	char *dir = tu_mkdtemp("cli-completion"), *script = tu_fmt("%s/enclavectl.bash", dir);
 	struct run r;

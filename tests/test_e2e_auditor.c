@@ -301,6 +301,117 @@ static void test_report(void **state)
 	expect_fail(auditor("audit", "report", "--since", "yesterday-ish"), 2, "--since");
 }
 
+/* ---- Steward conventions: --dry-run, confirmations, usage errors ------------------------------ */
+
+/* Records in the log now (read offline). */
+static int records(void)
+{
+	return e2e_audit_count(NULL, NULL, NULL, NULL, 0);
+}
+
+static void test_dry_run_records_nothing(void **state)
+{
+	struct e2e_run *r;
+	json_t *j;
+	int before = records();
+
+	(void)state;
+	r = e2e_ok(ctl("grant", "request", "--user", TU_USER_BOB, "--dataset", "ds", "--purpose",
+		       "a test of the dry run", "--expires", "+1d", "--dry-run"));
+	assert_non_null(strstr(r->out, "dry run: user:" TU_USER_BOB));
+	assert_non_null(strstr(r->out, "nothing was recorded"));
+	free(r);
+	r = e2e_ok(ctl("--json", "grant", "request", "--user", TU_USER_BOB, "--dataset", "ds",
+		       "--purpose", "a test of the dry run", "--expires", "+1d", "--dry-run"));
+	j = e2e_out_json(r);
+	assert_true(json_is_true(json_object_get(j, "dry_run")));
+	assert_true(json_is_null(json_object_get(json_object_get(j, "grant"), "id")));
+	json_decref(j);
+	free(r);
+	/* A dry run still makes every check: an unknown user is refused, and named as typed. */
+	r = ctl("grant", "request", "--user", "enclave-t-nosuch", "--dataset", "ds", "--purpose",
+		"p", "--expires", "+1d", "--dry-run");
+	assert_int_equal(r->status, 1);
+	assert_non_null(strstr(r->err, "enclavectl: grant request user:enclave-t-nosuch: "));
+	free(r);
+	r = e2e_ok(ctl("deny", "add", "--user", TU_USER_BOB, "--dataset", "ds", "--reason", "test",
+		       "--dry-run"));
+	assert_non_null(strstr(r->out, "dry run: the rule is valid; nothing was recorded"));
+	free(r);
+	r = e2e_ok(ctl("dataset", "set", "ds", "--cache", "kernel", "--dry-run"));
+	assert_non_null(strstr(r->out, "ds: dry run: the settings are valid; nothing was recorded"));
+	free(r);
+	assert_int_equal(records(), before);
+	r = e2e_ok(ctl("--json", "deny", "list"));
+	assert_null(strstr(r->out, "\"test\""));
+	free(r);
+}
+
+static void test_usage_errors_exit_2(void **state)
+{
+	char *dir = tu_fmt("%s/ds", E->src);
+	struct e2e_run *r;
+	json_t *j;
+
+	(void)state;
+	/* Values the CLI can check itself are usage errors, labelled with the command typed. */
+	expect_fail(ctl("grant", "request", "--user", TU_USER_BOB, "--dataset", "ds", "--purpose",
+			"p", "--expires", "+1d", "--purpose-code", "healthy"), 2,
+		    "enclavectl: grant request: --purpose-code: ");
+	expect_fail(ctl("grant", "add", "--user", TU_USER_BOB, "--dataset", "ds", "--purpose",
+			"p", "--expires", "+1d", "--purpose-code", "healthy"), 2,
+		    "enclavectl: grant add: --purpose-code: ");
+	expect_fail(ctl("dataset", "set", "ds", "--duo", "FOO"), 2, "enclavectl: dataset set: --duo");
+	expect_fail(ctl("dataset", "import", "ds", dir, "--duo", "FOO"), 2,
+		    "enclavectl: dataset import: --duo");
+	free(dir);
+	/* Unknown names are errors, also as JSON. */
+	expect_fail(ctl("grant", "list", "--dataset", "nosuch"), 1, "nosuch");
+	r = ctl("--json", "grant", "list", "--dataset", "nosuch");
+	assert_int_equal(r->status, 1);
+	j = e2e_out_json(r);
+	assert_string_equal(json_string_value(json_object_get(json_object_get(j, "error"), "code")),
+			    "not_found");
+	json_decref(j);
+	free(r);
+}
+
+/* A rule over every user or every dataset is confirmed: no terminal and no --yes refuses, a
+ * terminal asks (and no answer is no), --yes goes ahead. */
+static void test_confirmation(void **state)
+{
+	char *cmd;
+	struct e2e_run *r;
+	int before = e2e_audit_count("deny_add", NULL, NULL, NULL, 0);
+
+	(void)state;
+	expect_fail(ctl("deny", "add", "--all", "--dataset", "two", "--reason", "freeze"), 2,
+		    "run it again with --yes");
+	expect_fail(ctl("deny", "add", "--user", TU_USER_BOB, "--all-datasets", "--reason",
+			"freeze"), 2, "every dataset, present and future");
+	/* On a terminal (script(1) gives it one) the question is asked; "n" is no. */
+	cmd = tu_fmt("echo n | script -qec '%s --store %s deny add --all --dataset two --reason "
+		     "freeze' /dev/null", ENCLAVECTL_PATH, E->store);
+	r = e2e_run_argv(NULL, (char *const[]){ "/bin/sh", "-c", cmd, NULL });
+	assert_non_null(strstr(r->out, "This rule blocks every user from dataset two. Go ahead?"));
+	assert_non_null(strstr(r->out, "cancelled: nothing was changed"));
+	free(r);
+	free(cmd);
+	assert_int_equal(e2e_audit_count("deny_add", NULL, NULL, NULL, 0), before);
+	/* "y" goes ahead. */
+	cmd = tu_fmt("echo y | script -qec '%s --store %s deny add --all --dataset two --reason "
+		     "freeze' /dev/null", ENCLAVECTL_PATH, E->store);
+	r = e2e_run_argv(NULL, (char *const[]){ "/bin/sh", "-c", cmd, NULL });
+	assert_non_null(strstr(r->out, "deny rule "));
+	free(r);
+	free(cmd);
+	assert_int_equal(e2e_audit_count("deny_add", NULL, NULL, NULL, 0), before + 1);
+	/* --yes goes ahead without asking (a different rule: an identical one is refused). */
+	e2e_ok_free(ctl("deny", "add", "--user", TU_USER_BOB, "--all-datasets", "--reason",
+			"freeze", "--yes"));
+	assert_int_equal(e2e_audit_count("deny_add", NULL, NULL, NULL, 0), before + 2);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -309,6 +420,9 @@ int main(void)
 		cmocka_unit_test(test_show_links),
 		cmocka_unit_test(test_show_full_text_and_detail),
 		cmocka_unit_test(test_report),
+		cmocka_unit_test(test_dry_run_records_nothing),
+		cmocka_unit_test(test_usage_errors_exit_2),
+		cmocka_unit_test(test_confirmation),
 	};
 
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
