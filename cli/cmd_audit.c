@@ -64,12 +64,7 @@ static const char show_usage[] =
 	"WHEN is RFC 3339 (2026-11-21T09:00:00Z, or with +hh:mm), a date (2026-11-21, midnight\n"
 	"UTC), \"now\", or relative to now: -N (ago) or +N followed by s, m, h, d or w (-7d).\n"
 	"A dataset, user, group, grant or version that does not exist is an error (exit 1).\n"
-	"Families: access = open, close, read_refused, lookup_refused, refusals_suppressed,\n"
-	"integrity, io_error;\n"
-	"grant = grant, grant_request, grant_approve, grant_expired, revoke; deny = deny_add,\n"
-	"deny_remove; dataset = import, dataset_policy, dataset_set; audit = audit_export,\n"
-	"auditor_add, log_key; "
-	"daemon = daemon_start, daemon_stop, reload.\n";
+	"The events of each family are listed in docs/AUDIT.md, section 8.\n";
 
 enum {
 	OPT_DATASET = 0x200,
