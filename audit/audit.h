@@ -313,3 +313,23 @@ void audit_checkpointer_stop(struct audit_log *log);
  * files could not be kept (restart to rebuild). */
 int audit_prove(struct audit_log *log, uint64_t seq, char **ret_proof, size_t *ret_proof_len,
 		char **ret_line, size_t *ret_line_len);
+
+/* One file of an export: a private read-only snapshot (an unnamed file, not the live one) of
+ * the first len bytes of the log's file called name. */
+struct audit_export_file {
+	char name[16];      /* "audit.log", "checkpoints", "tree/offsets", "tree/L00", "tree/state" */
+	int fd;             /* O_RDONLY; owned by the caller (audit_export_close()) */
+	uint64_t len;       /* its length: copy it whole */
+};
+#define AUDIT_EXPORT_FILES_MAX (2 + 2 + 64)
+/* Sign a checkpoint of every durable record now, and snapshot the log's files as one consistent,
+ * byte-exact copy that `enclavectl audit verify` checks offline: audit.log up to the records
+ * signed, the checkpoints file (ending with that checkpoint), and the tree files cut to those
+ * records (left out when the tree is broken; they are derived data). *ret_n files, *ret_count
+ * records. The snapshots live in the audit directory's file system until their descriptors are
+ * closed. -ENOKEY no signer; -EIO the log failed; -errno a snapshot could not be made. */
+int audit_export(struct audit_log *log,
+		 struct audit_export_file files[static AUDIT_EXPORT_FILES_MAX], size_t *ret_n,
+		 uint64_t *ret_count);
+/* Close the descriptors of n files. */
+void audit_export_close(struct audit_export_file *files, size_t n);

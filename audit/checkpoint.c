@@ -144,8 +144,16 @@ static int cp_open(struct audit_log *log)
 }
 
 /* With cp_lock held: sign the durable tree, append the note to the checkpoints file, sync it and
- * save the tree state. */
+ * save the tree state. *ret_count and *ret_end (may be NULL) get the records signed and the log's
+ * length after them. */
+static int sign_locked_at(struct audit_log *log, uint64_t *ret_count, uint64_t *ret_end);
+
 static int sign_locked(struct audit_log *log)
+{
+	return sign_locked_at(log, NULL, NULL);
+}
+
+static int sign_locked_at(struct audit_log *log, uint64_t *ret_count, uint64_t *ret_end)
 {
 	struct checkpoint cp = { 0 };
 	struct merkle_frontier f;
@@ -195,6 +203,10 @@ static int sign_locked(struct audit_log *log)
 	log->cp_last_len = len;
 	log->cp_last_size = count;
 	note = NULL;
+	if (ret_count)
+		*ret_count = count;
+	if (ret_end)
+		*ret_end = end;
 out:
 	free(rec);
 	free(note);
@@ -379,5 +391,122 @@ int audit_record_line(struct audit_log *log, uint64_t seq, char **ret_line, size
 	audit_snapshot(log, &count, &end, NULL);
 	r = seq < count ? tree_line(log->tree, seq, count, end, ret_line, ret_len) : -ENOENT;
 	pthread_mutex_unlock(&log->cp_lock);
+	return r;
+}
+
+/* ---- Export -------------------------------------------------------------------------------- */
+
+/* A private, read-only snapshot of the first len bytes of the file open at src: an unnamed file
+ * (O_TMPFILE) in dirfd's file system, filled with copy_file_range() (a reflink or an in-kernel
+ * copy), reopened read-only. The caller gets no handle on the live file. */
+static int snapshot(int dirfd, int src, uint64_t len, const char *name, int *ret_fd)
+{
+	char proc[64];
+	loff_t in = 0;
+	int tmp, ro;
+
+	tmp = openat(dirfd, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	if (tmp < 0)
+		return err_set(-errno, "cannot make a snapshot of %s: %s", name, strerror(errno));
+	while ((uint64_t)in < len) {
+		ssize_t n = copy_file_range(src, &in, tmp, NULL, (size_t)MIN(len - (uint64_t)in,
+									   (uint64_t)1 << 30), 0);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			int e = n < 0 ? errno : EIO;
+
+			close(tmp);
+			return err_set(-e, "cannot copy %s: %s", name,
+				       n < 0 ? strerror(e) : "the file is shorter than recorded");
+		}
+	}
+	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", tmp);
+	ro = open(proc, O_RDONLY | O_CLOEXEC);
+	close(tmp);
+	if (ro < 0)
+		return err_set(-errno, "cannot reopen the snapshot of %s: %s", name, strerror(errno));
+	*ret_fd = ro;
+	return 0;
+}
+
+static int export_add(int dirfd, const char *open_name, const char *name, uint64_t len,
+		      struct audit_export_file *files, size_t *n)
+{
+	struct audit_export_file *f = &files[*n];
+	int src, r;
+
+	src = openat(dirfd, open_name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	if (src < 0)
+		return err_set(-errno, "cannot open %s: %s", name, strerror(errno));
+	r = snapshot(dirfd, src, len, name, &f->fd);
+	close(src);
+	if (r < 0)
+		return r;
+	snprintf(f->name, sizeof(f->name), "%s", name);
+	f->len = len;
+	(*n)++;
+	return 0;
+}
+
+void audit_export_close(struct audit_export_file *files, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (files[i].fd >= 0)
+			close(files[i].fd);
+		files[i].fd = -1;
+	}
+}
+
+int audit_export(struct audit_log *log, struct audit_export_file files[static AUDIT_EXPORT_FILES_MAX],
+		 size_t *ret_n, uint64_t *ret_count)
+{
+	uint64_t count = 0, end = 0;
+	size_t n = 0;
+	struct stat st;
+	int r;
+
+	/* Under cp_lock no other checkpoint is appended: the checkpoints file ends with the one
+	 * signed here, and the tree files hold every entry of the records it covers. */
+	pthread_mutex_lock(&log->cp_lock);
+	r = sign_locked_at(log, &count, &end);
+	if (r < 0)
+		goto out;
+	r = export_add(log->dirfd, AUDIT_LOG_NAME, AUDIT_LOG_NAME, end, files, &n);
+	if (r < 0)
+		goto out;
+	if (fstat(log->cp_fd, &st) < 0) {
+		r = err_set(-errno, "%s/%s: %s", log->dir, CHECKPOINTS_FILE_NAME, strerror(errno));
+		goto out;
+	}
+	r = export_add(log->dirfd, CHECKPOINTS_FILE_NAME, CHECKPOINTS_FILE_NAME,
+		       (uint64_t)st.st_size, files, &n);
+	if (r < 0)
+		goto out;
+	/* The tree files, cut to the records signed: derived from the log, so a broken tree is
+	 * left out rather than failing the export (audit verify needs only the two above). */
+	if (log->tree && !log->tree->broken && count > 0) {
+		r = export_add(log->tree->dirfd, "offsets", "tree/offsets", count * 8, files, &n);
+		for (unsigned k = 0; r == 0 && k < 64 && (count >> k) > 0; k++) {
+			char open_name[8], name[16];
+
+			snprintf(open_name, sizeof(open_name), "L%02u", k);
+			snprintf(name, sizeof(name), "tree/L%02u", k);
+			r = export_add(log->tree->dirfd, open_name, name, (count >> k) * 32, files,
+				       &n);
+		}
+		if (r == 0 && fstatat(log->tree->dirfd, "state", &st, AT_SYMLINK_NOFOLLOW) == 0)
+			r = export_add(log->tree->dirfd, "state", "tree/state", (uint64_t)st.st_size,
+				       files, &n);
+		if (r < 0)
+			goto out;
+	}
+	*ret_n = n;
+	*ret_count = count;
+out:
+	pthread_mutex_unlock(&log->cp_lock);
+	if (r < 0)
+		audit_export_close(files, n);
 	return r;
 }

@@ -178,6 +178,17 @@ static int parse_reply(json_t *msg, struct reply *r)
 	return 0;
 }
 
+/* The descriptor of the partial frame being handled (client.accept_fds), until taken. */
+static int partial_fd = -1;
+
+int client_partial_take_fd(void)
+{
+	int fd = partial_fd;
+
+	partial_fd = -1;
+	return fd;
+}
+
 int client_call(struct client *c, const char *op, json_t *args, int fd,
 		client_partial_fn on_partial, void *ctx, struct reply *ret_reply)
 {
@@ -189,7 +200,7 @@ int client_call_fds(struct client *c, const char *op, json_t *args, const int *f
 {
 	json_t *req = json_object(), *msg = NULL;
 	enum proto_frame_type type;
-	int r;
+	int pfd = -1, r;
 
 	err_clear();
 	/* json_object_set_new() takes over args even when it fails. */
@@ -216,8 +227,9 @@ int client_call_fds(struct client *c, const char *op, json_t *args, const int *f
 		r = wait_frame(c);
 		if (r < 0)
 			return r;
-		/* Once a frame has begun, its rest must follow promptly. */
-		r = proto_recv(c->sock, c->timeout_ms, &type, &msg, NULL);
+		/* Once a frame has begun, its rest must follow promptly. A descriptor is taken
+		 * only where the caller asked for them (audit export), on a partial frame. */
+		r = proto_recv(c->sock, c->timeout_ms, &type, &msg, c->accept_fds ? &pfd : NULL);
 		switch (r) {
 		case 0:
 			break;
@@ -233,13 +245,25 @@ int client_call_fds(struct client *c, const char *op, json_t *args, const int *f
 		default:
 			return err_set(r, "cannot read the reply: %s", strerror(-r));
 		}
+		if (pfd >= 0 && type != PROTO_PARTIAL) {
+			close(pfd);
+			pfd = -1;
+			json_decref(msg);
+			return err_set(-EPROTO, "the daemon sent a descriptor with its reply");
+		}
 		if (type == PROTO_REPLY)
 			return parse_reply(msg, ret_reply);
 		if (type != PROTO_PARTIAL) {
 			json_decref(msg);
 			return err_set(-EPROTO, "the daemon sent a frame of type %d", (int)type);
 		}
+		partial_fd = pfd;
+		pfd = -1;
 		r = on_partial ? on_partial(ctx, msg) : 0;
+		/* A descriptor the callback did not take is closed. */
+		if (partial_fd >= 0)
+			close(partial_fd);
+		partial_fd = -1;
 		json_decref(msg);
 		msg = NULL;
 		if (r < 0)
@@ -323,6 +347,12 @@ int client_report_connect(const char *what, const char *path, int r)
 int ctl_call(const struct ctl *ctl, const char *what, const char *op, json_t *args,
 	     client_partial_fn on_partial, void *ctx, struct reply *ret_reply)
 {
+	return ctl_call_fds(ctl, what, op, args, false, on_partial, ctx, ret_reply);
+}
+
+int ctl_call_fds(const struct ctl *ctl, const char *what, const char *op, json_t *args,
+		 bool accept_fds, client_partial_fn on_partial, void *ctx, struct reply *ret_reply)
+{
 	struct client c = { .sock = -1 };
 	struct reply rep = { 0 };
 	char path[4096];
@@ -338,6 +368,7 @@ int ctl_call(const struct ctl *ctl, const char *what, const char *op, json_t *ar
 		json_decref(args);
 		return client_report_connect(what, path, r);
 	}
+	c.accept_fds = accept_fds;
 	r = client_call(&c, op, args, -1, on_partial, ctx, &rep);
 	client_close(&c);
 	if (r < 0 || !rep.ok) {

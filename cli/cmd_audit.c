@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -912,6 +913,140 @@ static int audit_legacy(struct ctl *ctl, int argc, char **argv)
 	return 0;
 }
 
+/* ---- export: a verifiable copy for an auditor who is not root ------------------------------ */
+
+static const char export_usage[] =
+	"Usage: enclavectl [GLOBAL OPTIONS] audit export DIR\n\n"
+	"Copy the audit log into DIR, a new directory (it must not exist), byte for byte: the\n"
+	"daemon signs a checkpoint now and hands over read-only snapshots of audit.log, the\n"
+	"checkpoints file and the tree files (tree/), which enclavectl writes with your own\n"
+	"permissions (files 0600, never over an existing file, never through a symbolic link).\n"
+	"The copy verifies offline: enclavectl audit verify --log DIR --key-file KEY. Each export\n"
+	"is an audit record (audit_export), in the copy too. Stewards and auditors: no need to\n"
+	"be root.\n\n"
+	"Options:\n"
+	"  --json        print {\"records\", \"files\", \"export_seq\"}\n"
+	"  -h, --help    show this help\n";
+
+struct export {
+	const char *dir;        /* as given, for messages */
+	int dirfd;              /* DIR; borrowed */
+	int treefd;             /* DIR/tree; borrowed */
+	uint64_t files, bytes;
+};
+
+/* A file name the daemon may send: audit.log, checkpoints, tree/offsets, tree/state, tree/Lnn.
+ * Anything else (a path, "..") is a protocol error: the daemon does not choose where we write. */
+static bool export_name_ok(const char *name, bool *ret_tree, const char **ret_base)
+{
+	const char *base = name;
+
+	*ret_tree = strncmp(name, "tree/", 5) == 0;
+	if (*ret_tree)
+		base = name + 5;
+	*ret_base = base;
+	if (!*ret_tree)
+		return strcmp(name, AUDIT_LOG_NAME) == 0 || strcmp(name, "checkpoints") == 0;
+	if (strcmp(base, "offsets") == 0 || strcmp(base, "state") == 0)
+		return true;
+	return base[0] == 'L' && base[1] >= '0' && base[1] <= '9' && base[2] >= '0' &&
+	       base[2] <= '9' && base[3] == '\0';
+}
+
+static int on_export_file(void *ctx, const json_t *partial)
+{
+	struct export *e = ctx;
+	_cleanup_close_ int src = client_partial_take_fd();
+	_cleanup_close_ int dst = -1;
+	const char *name = json_string_value(json_object_get(partial, "file")), *base;
+	uint64_t len, off = 0;
+	struct stat st;
+	bool tree;
+	char buf[65536];
+
+	if (!name || !out_member_u64(partial, "length", &len) || !export_name_ok(name, &tree, &base))
+		return err_set(-EPROTO, "an export frame without a known file name and length");
+	if (src < 0)
+		return err_set(-EPROTO, "the export frame of %s carries no descriptor", name);
+	if (fstat(src, &st) < 0 || !S_ISREG(st.st_mode) || (uint64_t)st.st_size < len ||
+	    (fcntl(src, F_GETFL) & O_ACCMODE) != O_RDONLY)
+		return err_set(-EPROTO, "the descriptor for %s is not a read-only file of %llu bytes",
+			       name, (unsigned long long)len);
+	dst = openat(tree ? e->treefd : e->dirfd, base,
+		     O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (dst < 0)
+		return err_set(-errno, "%s/%s: %s", e->dir, name, strerror(errno));
+	while (off < len) {
+		size_t want = (size_t)MIN(len - off, (uint64_t)sizeof(buf));
+		ssize_t n = pread(src, buf, want, (off_t)off);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return err_set(n < 0 ? -errno : -EIO, "cannot read %s from the daemon: %s",
+				       name, n < 0 ? strerror(errno) : "it ended early");
+		int w = pwrite_all(dst, buf, (size_t)n, off);
+
+		if (w < 0)
+			return err_set(w, "%s/%s: %s", e->dir, name, strerror(-w));
+		off += (uint64_t)n;
+	}
+	if (fsync(dst) < 0)
+		return err_set(-errno, "%s/%s: %s", e->dir, name, strerror(errno));
+	e->files++;
+	e->bytes += len;
+	return 0;
+}
+
+static int audit_export_cmd(struct ctl *ctl, int argc, char **argv)
+{
+	static const char what[] = "audit export";
+	struct export e = { .dirfd = -1, .treefd = -1 };
+	struct reply rep = { 0 };
+	uint64_t records = 0;
+	int first, r;
+
+	r = ctl_parse_none(ctl, what, export_usage, argc, argv, &first);
+	if (r >= 0)
+		return r;
+	if (first >= argc)
+		return ctl_usage_error(what, "where to? give a new directory DIR");
+	if (first + 1 < argc)
+		return ctl_usage_error(what, "one DIR only");
+	e.dir = argv[first];
+	/* A new directory of ours: nothing in it can be overwritten or be a link planted there. */
+	if (mkdir(e.dir, 0700) < 0)
+		return ctl_fail(what, "%s: %s%s", e.dir, strerror(errno),
+				errno == EEXIST ? " (give a directory that does not exist yet)" : "");
+	e.dirfd = open(e.dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (e.dirfd < 0 || mkdirat(e.dirfd, "tree", 0700) < 0 ||
+	    (e.treefd = openat(e.dirfd, "tree", O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
+			       O_CLOEXEC)) < 0) {
+		r = ctl_fail(what, "%s: %s", e.dir, strerror(errno));
+		goto out;
+	}
+	r = ctl_call_fds(ctl, what, "audit.export", NULL, true, on_export_file, &e, &rep);
+	if (r) {
+		fprintf(stderr, "enclavectl: audit export: %s is incomplete; remove it\n", e.dir);
+		goto out;
+	}
+	out_member_u64(rep.result, "records", &records);
+	if (ctl->json) {
+		r = ctl_print_json(&rep);
+		goto out;
+	}
+	printf("exported %" PRIu64 " records (%" PRIu64 " files, %" PRIu64 " bytes) to %s\n"
+	       "verify it offline with: enclavectl audit verify --log %s --key-file KEY\n",
+	       records, e.files, e.bytes, e.dir, e.dir);
+	reply_clear(&rep);
+out:
+	if (e.treefd >= 0)
+		close(e.treefd);
+	if (e.dirfd >= 0)
+		close(e.dirfd);
+	return r;
+}
+
 const struct ctl_cmd audit_cmds[] = {
 	{ "show", audit_show, "[FILTERS]", "print audit records" },
 	{ "pubkey", audit_pubkey, "", "print the audit log's verifier key" },
@@ -928,6 +1063,7 @@ const struct ctl_cmd audit_cmds[] = {
 	{ "consistency", audit_consistency_cmd, "--key KEY --log DIR OLD NEW",
 	  "prove a checkpoint extends an older one" },
 	{ "report", audit_report_cmd, "[--log DIR] [FILTERS]",
-	  "opens, denials, bytes and grants per dataset and user" },
+	  "opens, denials, bytes and grants per dataset, user and job" },
+	{ "export", audit_export_cmd, "DIR", "copy the log, verifiable offline, into a new DIR" },
 	{ 0 },
 };

@@ -105,6 +105,7 @@ struct client {
 	int intr_fd;              /* becomes readable when the user interrupts, or -1; borrowed */
 	int timeout_ms;           /* longest wait for one frame */
 	char path[108];           /* the socket's path, for messages (sizeof sun_path) */
+	bool accept_fds;          /* partial frames may carry a descriptor (audit export) */
 };
 
 /* A reply frame, checked for shape: {"ok": true, "result": {...}} or
@@ -148,6 +149,12 @@ void reply_clear(struct reply *r);
 /* For --json: print rep's result as the command's output and clear rep. Returns the exit status
  * (0, or 1 if stdout failed). */
 int ctl_print_json(struct reply *rep);
+/* ctl_call(), taking the descriptors partial frames carry (accept_fds): on_partial takes the
+ * current one with client_partial_take_fd() (-1: none), which it then owns; one it leaves is
+ * closed. A descriptor on the reply frame is a protocol error. */
+int ctl_call_fds(const struct ctl *ctl, const char *what, const char *op, json_t *args,
+		 bool accept_fds, client_partial_fn on_partial, void *ctx, struct reply *ret_reply);
+int client_partial_take_fd(void);
 /* Print a failed call: a reply with ok false ("enclavectl: what: not found: no grant with id 7"),
  * or a transport error r < 0 (err_detail()). Returns 1. */
 int client_report(const char *what, int r, const struct reply *rep);

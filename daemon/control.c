@@ -190,6 +190,7 @@ static const struct {
 	{ "audit.checkpoint", ROLE_STEWARD | ROLE_AUDITOR, op_audit_checkpoint },
 	{ "audit.prove", ROLE_STEWARD | ROLE_AUDITOR, op_audit_prove },
 	{ "audit.auditor_add", ROLE_STEWARD, op_audit_auditor_add },
+	{ "audit.export", ROLE_STEWARD | ROLE_AUDITOR, op_audit_export },
 };
 
 static const char *role_names(unsigned roles)

@@ -362,3 +362,48 @@ int op_audit_prove(struct conn *c, const json_t *args, json_t **ret)
 	free(line);
 	return *ret ? 0 : -ENOMEM;
 }
+
+/* ---- Export ------------------------------------------------------------------------------------ */
+
+/* A verifiable copy of the log for an auditor who is not root: the export is recorded first
+ * (so the copy holds its own record), then a checkpoint is signed and each file goes to the
+ * client as a read-only descriptor of a private snapshot, in a partial frame {"file": NAME,
+ * "length": N}. The client writes the copy with its own permissions: the daemon never opens a
+ * path the caller names. */
+int op_audit_export(struct conn *c, const json_t *args, json_t **ret)
+{
+	static const char *const known[] = { NULL };
+	struct audit_export_file files[AUDIT_EXPORT_FILES_MAX];
+	uint64_t count = 0, seq = 0;
+	size_t n = 0;
+	json_t *rec;
+	int r;
+
+	if ((r = proto_args_known(args, known)) < 0)
+		return r;
+	rec = json_pack("{s:s}", "event", "audit_export");
+	if (!rec || daemon_audit_subject(rec, &c->who) < 0) {
+		json_decref(rec);
+		return -ENOMEM;
+	}
+	r = audit_append(c->d->log, rec, &seq);
+	json_decref(rec);
+	if (r < 0)
+		return r;
+	r = audit_export(c->d->log, files, &n, &count);
+	if (r < 0)
+		return r;
+	for (size_t i = 0; i < n && r == 0; i++) {
+		json_t *j = json_pack("{s:s, s:I}", "file", files[i].name, "length",
+				      (json_int_t)files[i].len);
+
+		r = j ? proto_send(c->fd, PROTO_PARTIAL, j, files[i].fd) : -ENOMEM;
+		json_decref(j);
+	}
+	audit_export_close(files, n);
+	if (r < 0)
+		return r;
+	*ret = json_pack("{s:I, s:I, s:I}", "records", (json_int_t)count, "files", (json_int_t)n,
+			 "export_seq", (json_int_t)seq);
+	return *ret ? 0 : -ENOMEM;
+}

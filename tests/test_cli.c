@@ -1708,6 +1708,86 @@ static void test_man_page_has_every_option(void **state)
 	free(man);
 }
 
+/* audit export against a fake daemon: a file name that is a path, or a descriptor that is not a
+ * read-only regular file, is refused and nothing is written outside DIR; a good file is copied. */
+static const char *export_name;   /* what h_export calls its one file */
+static bool export_rw;            /* ... and whether it passes a read-write descriptor */
+
+static void h_export(struct fake *f, int conn, const char *op, const json_t *args, int fd)
+{
+	char *path = tu_fmt("%s/export-src", f->dir);
+	int src;
+
+	(void)args;
+	(void)fd;
+	if (strcmp(op, "audit.export") != 0) {
+		reply_error(conn, "unknown_operation", "no such operation");
+		free(path);
+		return;
+	}
+	tu_write_file(path, "{\"seq\":0}\n", 10);
+	src = open(path, (export_rw ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+	{
+		json_t *j = json_pack("{s:s, s:i}", "file", export_name, "length", 10);
+
+		proto_send(conn, PROTO_PARTIAL, j, src);
+		json_decref(j);
+	}
+	close(src);
+	reply_ok(conn, json_pack("{s:i, s:i, s:i}", "records", 1, "files", 1, "export_seq", 0));
+	free(path);
+}
+
+static void test_audit_export_refuses_forged_files(void **state)
+{
+	struct fake *f = fake_start(h_export);
+	char *dir = tu_fmt("%s/out", f->dir), *escape = tu_fmt("%s/escape", f->dir);
+	char *copy = tu_fmt("%s/audit.log", dir);
+	struct run r;
+	size_t n;
+	uint8_t *data;
+
+	(void)state;
+	/* A path out of DIR. */
+	export_name = "../escape";
+	export_rw = false;
+	RUN(&r, "--socket", f->sock, "audit", "export", dir);
+	expect_status(&r, 1);
+	expect_contains(r.err, "protocol error");
+	expect_contains(r.err, "incomplete");
+	run_free(&r);
+	assert_int_equal(access(escape, F_OK), -1);
+	tu_rm_rf(dir);
+	/* A descriptor the daemon could still write through. */
+	export_name = "audit.log";
+	export_rw = true;
+	RUN(&r, "--socket", f->sock, "audit", "export", dir);
+	expect_status(&r, 1);
+	expect_contains(r.err, "not a read-only file");
+	run_free(&r);
+	tu_rm_rf(dir);
+	/* A good one: copied, exactly. */
+	export_rw = false;
+	RUN(&r, "--socket", f->sock, "audit", "export", dir);
+	expect_status(&r, 0);
+	expect_contains(r.out, "exported 1 records (1 files, 10 bytes)");
+	run_free(&r);
+	data = tu_read_file(copy, &n);
+	assert_int_equal(n, 10);
+	assert_memory_equal(data, "{\"seq\":0}\n", 10);
+	free(data);
+	/* Never into an existing directory. */
+	RUN(&r, "--socket", f->sock, "audit", "export", dir);
+	expect_status(&r, 1);
+	expect_contains(r.err, "exists");
+	run_free(&r);
+	fake_stop(f);
+	fake_free(f);
+	free(dir);
+	free(escape);
+	free(copy);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1748,6 +1828,7 @@ int main(void)
 		cmocka_unit_test(test_completion_bash),
 		cmocka_unit_test(test_json_errors),
 		cmocka_unit_test(test_man_page_has_every_option),
+		cmocka_unit_test(test_audit_export_refuses_forged_files),
 	};
 
 	/* A fake daemon that goes away mid-write must not kill the test. */

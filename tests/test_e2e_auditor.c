@@ -412,6 +412,69 @@ static void test_confirmation(void **state)
 	assert_int_equal(e2e_audit_count("deny_add", NULL, NULL, NULL, 0), before + 2);
 }
 
+/* ---- audit export ------------------------------------------------------------------------------ */
+
+/* The auditor (carol, not root) exports the log into a directory of her own; the copy is
+ * byte-exact (a prefix of the live files), verifies offline, and the export is recorded. */
+static void test_export_as_auditor(void **state)
+{
+	char *home = tu_fmt("%s/carol", E->root), *dir = tu_fmt("%s/export", home);
+	char *live = tu_fmt("%s/audit/audit.log", E->store), *copy = tu_fmt("%s/audit.log", dir);
+	char *live_cp = tu_fmt("%s/audit/checkpoints", E->store);
+	char *copy_cp = tu_fmt("%s/checkpoints", dir), *tree = tu_fmt("%s/tree/L00", dir);
+	size_t nl, nc, nlc, ncc;
+	uint8_t *a, *b, *c, *d;
+	struct e2e_run *r;
+	struct stat st;
+	char *key;
+
+	(void)state;
+	assert_int_equal(mkdir(home, 0700), 0);
+	assert_int_equal(chown(home, E->u.carol.uid, E->u.carol.gid), 0);
+	r = e2e_ok(ctl_as(&E->u.carol, "audit", "pubkey"));
+	r->out[strcspn(r->out, "\n")] = '\0';
+	key = strdup(r->out);
+	free(r);
+	r = e2e_ok(ctl_as(&E->u.carol, "audit", "export", dir));
+	assert_non_null(strstr(r->out, "exported "));
+	free(r);
+	/* Written with carol's own permissions, private. */
+	assert_int_equal(stat(copy, &st), 0);
+	assert_int_equal(st.st_uid, E->u.carol.uid);
+	assert_int_equal(st.st_mode & 0777, 0600);
+	assert_int_equal(stat(tree, &st), 0);
+	/* Byte-exact: each copy is a prefix of the live file (which may have grown since). */
+	a = tu_read_file(live, &nl);
+	b = tu_read_file(copy, &nc);
+	c = tu_read_file(live_cp, &nlc);
+	d = tu_read_file(copy_cp, &ncc);
+	assert_true(nc > 0 && nc <= nl && memcmp(a, b, nc) == 0);
+	assert_true(ncc > 0 && ncc <= nlc && memcmp(c, d, ncc) == 0);
+	/* The copy holds the record of its own export, by carol. */
+	assert_non_null(memmem(b, nc, "\"event\":\"audit_export\"", 22));
+	free(a);
+	free(b);
+	free(c);
+	free(d);
+	/* Verified offline, as carol, with only the verifier key. */
+	e2e_ok_free(ctl_as(&E->u.carol, "audit", "verify", "--log", dir, "--key", key));
+	/* Never over an existing directory; never for a user without the role. */
+	expect_fail(ctl_as(&E->u.carol, "audit", "export", dir), 1, "exists");
+	expect_fail(ctl_as(&E->u.bob, "audit", "export", "/tmp/enclave-t-bob-export-never"), 1,
+		    "permission denied");
+	assert_int_equal(access("/tmp/enclave-t-bob-export-never/audit.log", F_OK), -1);
+	rmdir("/tmp/enclave-t-bob-export-never/tree");
+	rmdir("/tmp/enclave-t-bob-export-never");
+	free(key);
+	free(home);
+	free(dir);
+	free(live);
+	free(copy);
+	free(live_cp);
+	free(copy_cp);
+	free(tree);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -423,6 +486,7 @@ int main(void)
 		cmocka_unit_test(test_dry_run_records_nothing),
 		cmocka_unit_test(test_usage_errors_exit_2),
 		cmocka_unit_test(test_confirmation),
+		cmocka_unit_test(test_export_as_auditor),
 	};
 
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
