@@ -582,7 +582,10 @@ static int grant_show(struct ctl *ctl, int argc, char **argv)
 	printf("  history\n");
 	list = json_object_get(rep.result, "history");
 	json_array_foreach(list, i, e) {
-		printf("    %s  %-10s", out_member(e, "at", s1), out_member(e, "event", s2));
+		bool more = *out_member(e, "by", s3) || *out_member(e, "detail", s4);
+
+		printf(more ? "    %s  %-10s" : "    %s  %s", out_member(e, "at", s1),
+		       out_member(e, "event", s2));
 		if (*out_member(e, "by", s3))
 			printf(" by %s", out_text(out_member(e, "by", s3), 64, text, sizeof(text)));
 		if (*out_member(e, "detail", s4))

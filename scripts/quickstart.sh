@@ -108,7 +108,7 @@ chmod 0600 "$scratch/passphrase"
 # production stores keep the default of one.
 "$enclavectl" init --store "$store" --passphrase-file "$scratch/passphrase" \
 	--steward user:root --auditor user:root --approvals 0 --audit-name quickstart.local/enclave \
-	--auditor-key-out "$scratch/auditor.key"
+	--auditor-key-out "$scratch/auditor.key" --visa-issuer https://quickstart.local/enclave
 
 step "Starting enclaved"
 "$enclaved" --store "$store" --mount "$mnt" --passphrase-file "$scratch/passphrase" \
@@ -130,9 +130,41 @@ step "Granting $reader read access for one hour"
 ctl grant add --user "$reader" --dataset cohort-2026 --purpose-code health,ai-training \
 	--purpose "demo: training a 30-day readmission classifier" --expires +1h
 ctl grant list
+id=$(ctl --json grant list | sed -n 's/.*"id": *\([0-9]*\).*/\1/p' | head -n 1)
+say "what an approver or an auditor sees of it (enclavectl grant show $id):"
+ctl grant show "$id"
 say "why may $reader read, and why may $other not? (enclavectl access check)"
 ctl access check --user "$reader" --dataset cohort-2026
 ctl access check --user "$other" --dataset cohort-2026 || true
+say "and $other may ask for themselves, without a role:"
+runuser -u "$other" -- "$enclavectl" --store "$store" access check --dataset cohort-2026 || true
+
+step "The grant as a signed GA4GH visa, checked against the store's JWKS"
+ctl grant export --jwks >"$scratch/jwks.json"
+ctl grant export --format ga4gh-visa >"$scratch/visa.jwt"
+say "visa: $(cut -c1-72 "$scratch/visa.jwt")..."
+# PyJWT (Debian's python3-jwt, hence /usr/bin/python3), not our code, checks the signature
+# and the claims.
+/usr/bin/python3 - "$scratch/jwks.json" "$scratch/visa.jwt" <<'PY'
+import base64, json, sys
+import jwt
+jwks = json.load(open(sys.argv[1]))
+token = open(sys.argv[2]).read().split()[0]
+head = jwt.get_unverified_header(token)
+key = next(k for k in jwks["keys"] if k["kid"] == head["kid"])
+pub = jwt.algorithms.ECAlgorithm.from_jwk(json.dumps(key))
+claims = jwt.decode(token, pub, algorithms=["ES256"], issuer="https://quickstart.local/enclave")
+print("     header:", json.dumps(head))
+print("     claims:", json.dumps(claims))
+h, p, s = token.split(".")
+forged = base64.urlsafe_b64encode(json.dumps(dict(claims, sub="mallory")).encode())
+try:
+    jwt.decode(h + "." + forged.decode().rstrip("=") + "." + s, pub, algorithms=["ES256"])
+    sys.exit("quickstart: FAILED: a tampered visa verified")
+except jwt.InvalidTokenError as e:
+    print("     signature verified with the JWKS; a copy naming another user is refused (%s)"
+          % type(e).__name__)
+PY
 
 step "Reading as $reader, the way a training job does"
 as() { local u=$1; shift; runuser -u "$u" -- "$@"; }
@@ -165,7 +197,6 @@ ctl audit checkpoint --output "$scratch/checkpoint"
 sed 's/^/     /' "$scratch/checkpoint"
 
 step "Revoking the grant: the next open is refused at once"
-id=$(ctl --json grant list | sed -n 's/.*"id": *\([0-9]*\).*/\1/p' | head -n 1)
 ctl grant revoke "$id" --reason "demo: project ended"
 if as "$reader" head -c 1 "$mnt/cohort-2026/latest/patients.csv" >/dev/null 2>"$scratch/err"; then
 	echo "quickstart: FAILED: $reader could still read after the revocation" >&2
