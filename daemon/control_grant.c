@@ -269,9 +269,10 @@ int op_grant_approve(struct conn *c, const json_t *args, json_t **ret)
 		return r;
 	if (c->d->fs && g.approvals >= g.approvals_required)
 		fusefs_invalidate_dataset(c->d->fs, g.dataset_id, g.dataset);
+	/* The effective state: an approved grant may still be suspended or not yet valid. */
 	*ret = json_pack("{s:o, s:s, s:I, s:I}", "grant", policy_grant_to_json(&g), "state",
-			 g.approvals >= g.approvals_required ? "active" : "pending_approval",
-			 "approvals", (json_int_t)g.approvals, "approvals_required",
+			 grant_state(c, &g, time(NULL), NULL), "approvals",
+			 (json_int_t)g.approvals, "approvals_required",
 			 (json_int_t)g.approvals_required);
 	return *ret ? 0 : -ENOMEM;
 }
