@@ -139,6 +139,8 @@ static int reader_arena(struct store_reader *r, size_t need)
 
 	if (r->arena_len >= need)
 		return 0;
+	/* aligned_alloc() wants a size that is a multiple of the alignment (C11; ASan enforces it). */
+	need = (need + STORE_ALIGN - 1) / STORE_ALIGN * STORE_ALIGN;
 	a = aligned_alloc(STORE_ALIGN, need);
 	if (!a)
 		return -ENOMEM;
