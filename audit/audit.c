@@ -188,9 +188,15 @@ int audit_open(const char *dir, uint64_t *ret_torn_bytes, struct audit_log **ret
 		r = err_set(-errno, "cannot create audit directory %s: %s", dir, strerror(errno));
 		goto out_free;
 	}
-	dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	/* Never through a symlink: a log written into someone else's directory is theirs to edit. */
+	dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (dirfd < 0) {
-		r = err_set(-errno, "cannot open audit directory %s: %s", dir, strerror(errno));
+		r = -errno;
+		/* O_DIRECTORY | O_NOFOLLOW on a symlink is ENOTDIR: say what it is. */
+		if (r == -ENOTDIR && lstat(dir, &st) == 0 && S_ISLNK(st.st_mode))
+			r = -ELOOP;
+		r = err_set(r, "cannot open audit directory %s: %s", dir,
+			    r == -ELOOP ? "a symbolic link, never followed" : strerror(-r));
 		goto out_free;
 	}
 	/* O_RDWR: the scan below reads through the same descriptor that holds the lock. */

@@ -1065,5 +1065,7 @@ const struct ctl_cmd audit_cmds[] = {
 	{ "report", audit_report_cmd, "[--log DIR] [FILTERS]",
 	  "opens, denials, bytes and grants per dataset, user and job" },
 	{ "export", audit_export_cmd, "DIR", "copy the log, verifiable offline, into a new DIR" },
+	{ "new-log", cmd_audit_new_log, "--store DIR --reason TEXT",
+	  "offline: start a new log on a store whose log is lost, saying why" },
 	{ 0 },
 };

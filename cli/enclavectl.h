@@ -97,6 +97,8 @@ extern const struct ctl_cmd deny_cmds[];
 extern const struct ctl_cmd access_cmds[];
 extern const struct ctl_cmd audit_cmds[];
 extern const struct ctl_cmd policy_cmds[];
+/* cmd_audit_newlog.c: `audit new-log`, offline. */
+int cmd_audit_new_log(struct ctl *ctl, int argc, char **argv);
 
 /* ---- client.c: one connection to enclaved -------------------------------------------------- */
 

@@ -293,6 +293,47 @@ static int check_store_dirs(struct daemon *d)
 	return r;
 }
 
+/* A new audit log is started only on a store without a history; on any other, a missing audit/,
+ * or one without a log or with an empty one, is an incident (the record of every access so far is
+ * gone), and only `enclavectl audit new-log` may start a new log, recording why. */
+static int check_audit_log(struct daemon *d)
+{
+	const char *what = NULL;
+	uint64_t datasets = 0, policy = 0;
+	struct stat sb;
+	int sfd, afd, r = 0;
+
+	sfd = open(d->store_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (sfd < 0)
+		return err_set(-errno, "%s: %s", d->store_dir, strerror(errno));
+	afd = openat(sfd, "audit", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (afd < 0 && errno == ENOENT)
+		what = "is missing";
+	else if (afd < 0)
+		r = err_set(-errno, "%s: %s", d->audit_dir, strerror(errno));
+	else if (fstatat(afd, AUDIT_LOG_NAME, &sb, AT_SYMLINK_NOFOLLOW) < 0)
+		what = errno == ENOENT ? "holds no " AUDIT_LOG_NAME : NULL;
+	else if (S_ISREG(sb.st_mode) && sb.st_size == 0)
+		what = "holds an empty " AUDIT_LOG_NAME;
+	if (afd >= 0)
+		close(afd);
+	close(sfd);
+	if (r < 0 || !what)
+		return r;
+	r = store_history_count(d->st, &datasets, &policy);
+	if (r < 0)
+		return r;
+	if (datasets == 0 && policy == 0)
+		return 0;   /* a new store: its log starts now */
+	return err_set(-ENODATA, "%s %s, but the store holds %llu dataset(s) and %llu grant, "
+		       "approval, revocation or deny record(s): the record of every access so far "
+		       "is gone. This is an incident: find out who removed it, and restore it from "
+		       "a backup if you can. To go on with a new log that records the loss, move "
+		       "what is left of %s aside and run: enclavectl audit new-log --store %s "
+		       "--reason TEXT", d->audit_dir, what, (unsigned long long)datasets,
+		       (unsigned long long)policy, d->audit_dir, d->store_dir);
+}
+
 /* run/ as checked by check_store_dirs(), made if missing (0755: everyone reaches the socket). */
 /* Load the grants and bind them to the audit log (docs/POLICY.md "Bound to the log"); say what
  * disagrees, and that those datasets are not served. */
@@ -542,6 +583,11 @@ int main(int argc, char **argv)
 	r = config_load(d.store_dir, &d.cfg);
 	if (r < 0) {
 		die_detail("configuration", r);
+		goto out_store;
+	}
+	r = check_audit_log(&d);
+	if (r < 0) {
+		die_detail("audit log", r);
 		goto out_store;
 	}
 	r = audit_open(d.audit_dir, &torn, &d.log);

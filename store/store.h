@@ -128,6 +128,10 @@ int store_dataset_get(struct store *st, const char *name, struct store_dataset_i
 /* Call fn for every dataset in name order; a non-zero return from fn stops and is returned. */
 int store_dataset_foreach(struct store *st,
 			  int (*fn)(void *ctx, const struct store_dataset_info *info), void *ctx);
+/* What an audit log must account for: how many datasets and policy records (grants, approvals,
+ * revocations, deny rules) the store holds. A store with either has a history, and its audit
+ * log is never started afresh without a word (enclaved, `enclavectl audit new-log`). */
+int store_history_count(struct store *st, uint64_t *ret_datasets, uint64_t *ret_policy);
 /* A committed version. -ENOENT no such (committed) version. */
 int store_version_get(struct store *st, uint64_t dataset_id, uint32_t version,
 		      struct store_version_info *ret_info);

@@ -383,6 +383,14 @@ static void test_open_creates(void **state)
 	assert_int_equal(unlink(f->path), 0);
 	free(p);
 
+	/* The audit directory itself as a symlink (to a real log directory): never followed. */
+	p = tu_fmt("%s/linked-audit", f->root);
+	assert_int_equal(symlink(f->dir, p), 0);
+	assert_int_equal(audit_open(p, NULL, &log), -ELOOP);
+	assert_null(log);
+	assert_int_equal(unlink(p), 0);
+	free(p);
+
 	assert_int_equal(mkdir(f->path, 0700), 0);
 	assert_true(audit_open(f->dir, NULL, &log) < 0);
 	assert_null(log);

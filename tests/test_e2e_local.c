@@ -386,11 +386,115 @@ static void test_connection_flood_leaves_room_for_stewards(void **state)
 	assert_int_equal(tu_run_as(&E->u.alice, child_idle_is_closed, NULL, 60000), 0);
 }
 
+/* ---- 4. The audit directory as found ------------------------------------------------------------ */
+
+static off_t file_size(const char *path)
+{
+	struct stat sb;
+
+	assert_int_equal(stat(path, &sb), 0);
+	return sb.st_size;
+}
+
+static void test_audit_dir_missing_or_symlinked_is_refused(void **state)
+{
+	char *audit = store_path("audit"), *gone = store_path("audit.gone");
+	char *gone_log = tu_fmt("%s/audit.log", gone), *run = store_path("run");
+	char *run_x = store_path("run.x");
+	off_t size;
+	struct e2e_run *r;
+	json_t *first;
+	int fd;
+
+	(void)state;
+	/* History: a dataset (from the fixture) and a grant. */
+	e2e_grant("--user", TU_USER_BOB, "local", "+1h");
+	e2e_daemon_stop_sig(SIGTERM);
+	e2e_cleanup_mount();
+
+	/* audit/ gone while the store has datasets and grants: an incident, not a fresh start. */
+	assert_int_equal(rename(audit, gone), 0);
+	daemon_refuses("/audit is missing, but the store holds 1 dataset(s)");
+	daemon_refuses("enclavectl audit new-log");
+	assert_int_equal(access(audit, F_OK), -1);    /* nothing was made in its place */
+	/* An empty audit/ (or one without a log) is no better. */
+	assert_int_equal(mkdir(audit, 0700), 0);
+	daemon_refuses("holds no audit.log");
+	fd = open(tu_fmt("%s/audit.log", audit), O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+	assert_true(fd >= 0);
+	close(fd);
+	daemon_refuses("holds an empty audit.log");
+	tu_rm_rf(audit);
+	/* Any directory of the store as a symlink is refused, never followed. */
+	assert_int_equal(rename(run, run_x), 0);
+	assert_int_equal(symlink(run_x, run), 0);
+	daemon_refuses("/run is a symbolic link");
+	assert_int_equal(unlink(run), 0);
+	assert_int_equal(rename(run_x, run), 0);
+	/* audit/ as a symlink to a directory of someone else's choosing: never followed, and the
+	 * log there is not written to. */
+	size = file_size(gone_log);
+	assert_int_equal(symlink(gone, audit), 0);
+	daemon_refuses("/audit is a symbolic link");
+	assert_int_equal(file_size(gone_log), size);
+
+	/* new-log refuses while anything is at audit/, and wants a reason. */
+	r = ctl("audit", "new-log", "--passphrase-file", E->pass, "--reason", "lost");
+	assert_int_equal(r->status, 1);
+	assert_non_null(strstr(r->err, "move it aside"));
+	free(r);
+	assert_int_equal(unlink(audit), 0);
+	r = ctl("audit", "new-log", "--passphrase-file", E->pass);
+	assert_int_equal(r->status, 2);
+	free(r);
+	assert_int_equal(access(audit, F_OK), -1);
+	/* With a reason it starts the log, whose first record says why and what was lost. */
+	free(e2e_ok(ctl("audit", "new-log", "--passphrase-file", E->pass, "--reason",
+			"disk replaced, old log unrecoverable")));
+	assert_int_equal(e2e_audit_count("audit_new_log", NULL, NULL,
+					 "disk replaced, old log unrecoverable", 0), 1);
+	{
+		size_t n;
+		char *text = (char *)tu_read_file(tu_fmt("%s/audit.log", audit), &n), *nl;
+
+		nl = memchr(text, '\n', n);
+		assert_non_null(nl);
+		*nl = '\0';
+		first = json_loads(text, 0, NULL);
+		assert_non_null(first);
+		assert_string_equal(json_string_value(json_object_get(first, "event")),
+				    "audit_new_log");
+		assert_int_equal(json_integer_value(json_object_get(first, "seq")), 0);
+		assert_int_equal(json_integer_value(json_object_get(
+				 json_object_get(first, "lost"), "datasets")), 1);
+		assert_true(json_integer_value(json_object_get(
+			    json_object_get(first, "lost"), "policy_records")) >= 1);
+		json_decref(first);
+		free(text);
+	}
+	/* ... covered by a signed checkpoint already. */
+	assert_true(file_size(tu_fmt("%s/checkpoints", audit)) > 0);
+	/* The daemon starts on it; the old log is still where it was moved. */
+	assert_int_equal(truncate(E->log, 0), 0);
+	e2e_daemon_start_with(E->pass, true);
+	assert_int_equal(file_size(gone_log), size);
+	/* With the daemon running, new-log refuses (audit/ exists). */
+	r = ctl("audit", "new-log", "--passphrase-file", E->pass, "--reason", "again");
+	assert_int_equal(r->status, 1);
+	free(r);
+	free(audit);
+	free(gone);
+	free(gone_log);
+	free(run);
+	free(run_x);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_impostor_socket_gets_nothing),
 		cmocka_unit_test(test_connection_flood_leaves_room_for_stewards),
+		cmocka_unit_test(test_audit_dir_missing_or_symlinked_is_refused),
 	};
 
 	if (sodium_init() < 0)
