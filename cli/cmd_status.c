@@ -10,7 +10,8 @@ static const char status_usage[] =
 	"Show the daemon's state: its version, store, mount point, process id, when it started,\n"
 	"how many datasets, grants and audit records it holds, and the mount's counters since it\n"
 	"started (reads, reads refused on open files, cached opens, read-aheads and reads answered\n"
-	"from them). Any local user may ask.\n\n"
+	"from them). Any local user may ask; the counts (datasets, grants, audit records and the\n"
+	"mount's counters) are shown to stewards and auditors only.\n\n"
 	"Options:\n"
 	"  --json        print the daemon's answer as JSON\n"
 	"  -h, --help    show this help\n";

@@ -117,6 +117,15 @@ static int op_status(struct conn *c, const json_t *args, json_t **ret)
 
 	if (r < 0)
 		return r;
+	/* How many datasets and grants exist, how much was read or refused: the business of
+	 * stewards and auditors only. Anyone else learns what the daemon is, not what it holds. */
+	if (!(c->roles & (ROLE_STEWARD | ROLE_AUDITOR))) {
+		*ret = json_pack("{s:s, s:i, s:s, s:s, s:I, s:o}", "version", PROJECT_VERSION,
+				 "protocol", PROTO_VERSION, "store", d->store_dir, "mount",
+				 d->mountpoint, "pid", (json_int_t)getpid(), "started",
+				 jtime(d->started));
+		return *ret ? 0 : -ENOMEM;
+	}
 	r = store_dataset_foreach(d->st, count_one, &datasets);
 	if (r < 0)
 		return r;

@@ -852,6 +852,10 @@ int op_access_check(struct conn *c, const json_t *args, json_t **ret)
 		d = (struct policy_decision){ .reason = POLICY_DENY_NO_GRANT };
 	} else {
 		d = grants_decide(c->d->grants, who, ds.id, (uint32_t)version, time(NULL));
+		/* A deny rule on everyone (or on them) must not tell someone no grant names that
+		 * the dataset exists: to them it is no_grant, as the mount shows it. */
+		if (!privileged && !d.named)
+			d = (struct policy_decision){ .reason = POLICY_DENY_NO_GRANT };
 	}
 	/* Recorded before it is answered, as every other decision is. */
 	r = audit_check(c, who, &ds, (uint32_t)version, &d);

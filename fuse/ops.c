@@ -217,7 +217,7 @@ static bool allowed(struct fusefs *fs, const struct caller *c, uint64_t dsid, ui
  * job can act on) and lands in the audit log with that reason. docs/THREAT_MODEL.md. */
 static bool visible(struct fusefs *fs, const struct caller *c, uint64_t dsid, uint32_t version)
 {
-	return decide(fs, c, dsid, version).reason != POLICY_DENY_NO_GRANT;
+	return decide(fs, c, dsid, version).named;
 }
 
 /* Whether a refusal of what (dataset, version, reason, and the path inside the version or the
@@ -480,7 +480,12 @@ static void lookup_dataset(fuse_req_t req, struct fusefs *fs, const char *name)
 		fuse_reply_err(req, ENOENT);
 		return;
 	}
+	/* Who asks and what the policy says are worked out for a name that does not exist too,
+	 * against no dataset (id 0), so that a hidden name and an absent one cost the same and the
+	 * time of a stat does not tell which datasets exist (docs/PERFORMANCE.md). */
+	caller_get(fs, req, &c);
 	r = store_dataset_get(fs->st, name, &di);
+	d = decide(fs, &c, r == 0 ? di.id : 0, POLICY_ALL_VERSIONS);
 	if (r < 0) {
 		fuse_reply_err(req, store_errno(fs, r));
 		return;
@@ -493,9 +498,7 @@ static void lookup_dataset(fuse_req_t req, struct fusefs *fs, const char *name)
 		return;
 	}
 	fusefs_map_put(fs->dsnames, di.id, di.name);
-	caller_get(fs, req, &c);
-	d = decide(fs, &c, di.id, POLICY_ALL_VERSIONS);
-	if (d.reason == POLICY_DENY_NO_GRANT) {
+	if (!d.named) {
 		fuse_reply_err(req, ENOENT);
 		lookup_refused(fs, &c, di.id, di.name, 0, &d);
 		return;
@@ -526,7 +529,7 @@ static void lookup_in_dataset(fuse_req_t req, struct fusefs *fs, uint64_t dsid, 
 			return;
 		}
 		d = decide(fs, &c, dsid, POLICY_ALL_VERSIONS);
-		if (d.reason == POLICY_DENY_NO_GRANT) {
+		if (!d.named) {
 			fuse_reply_err(req, ENOENT);
 			lookup_refused(fs, &c, dsid, di.name, 0, &d);
 			return;
@@ -548,7 +551,7 @@ static void lookup_in_dataset(fuse_req_t req, struct fusefs *fs, uint64_t dsid, 
 		return;
 	}
 	d = decide(fs, &c, dsid, v);
-	if (d.reason == POLICY_DENY_NO_GRANT) {
+	if (!d.named) {
 		fuse_reply_err(req, ENOENT);
 		lookup_refused(fs, &c, dsid, di.name, v, &d);
 		return;

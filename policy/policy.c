@@ -125,13 +125,13 @@ struct policy_decision policy_evaluate(const struct policy_subject *who, uint64_
 	if (!who || !in)
 		return (struct policy_decision){ .reason = POLICY_DENY_NO_GRANT };
 	/* An explicit deny wins over everything: the lowest matching rule id, so that the answer
-	 * does not depend on the order of denies[]. */
+	 * does not depend on the order of denies[]. The grants are still looked at: whether one
+	 * names the subject decides what the subject may see (and the same work is done either
+	 * way, so the time taken does not tell whether a rule matched). */
 	for (size_t i = 0; in->denies && i < in->ndenies; i++)
 		if (deny_matches(&in->denies[i], who, dataset_id) &&
 		    (!rule || in->denies[i].id < rule))
 			rule = in->denies[i].id;
-	if (rule)
-		return (struct policy_decision){ .reason = POLICY_DENY_BY_RULE, .rule_id = rule };
 	for (size_t i = 0; in->grants && i < in->ngrants; i++) {
 		const struct policy_grant *g = &in->grants[i];
 		enum policy_reason st;
@@ -153,11 +153,15 @@ struct policy_decision policy_evaluate(const struct policy_subject *who, uint64_
 			deny_code = code;
 		}
 	}
+	if (rule)
+		return (struct policy_decision){ .reason = POLICY_DENY_BY_RULE, .rule_id = rule,
+						 .named = allow || deny };
 	if (allow)
-		return (struct policy_decision){ .reason = POLICY_ALLOW, .grant_id = allow->id };
+		return (struct policy_decision){ .reason = POLICY_ALLOW, .grant_id = allow->id,
+						 .named = true };
 	if (deny)
 		return (struct policy_decision){ .reason = deny_reason, .grant_id = deny->id,
-						 .code = deny_code };
+						 .code = deny_code, .named = true };
 	return (struct policy_decision){ .reason = POLICY_DENY_NO_GRANT };
 }
 

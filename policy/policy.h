@@ -220,6 +220,10 @@ struct policy_decision {
 	uint64_t grant_id;
 	uint64_t rule_id;               /* POLICY_DENY_BY_RULE: the rule (the lowest id in force) */
 	uint32_t code;                  /* POLICY_DENY_PURPOSE_EXCLUDED: enum policy_duo_code */
+	/* Some grant (in force or not) names the subject for this dataset and version, whatever the
+	 * deny rules say: what decides whether the dataset's name is shown to the subject at all.
+	 * A deny rule alone never makes a name visible. */
+	bool named;
 };
 
 /* Everything a decision reads besides the subject and the time. All borrowed; NULL with a count

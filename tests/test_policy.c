@@ -608,8 +608,6 @@ static struct policy_decision ref_evaluate(const struct policy_subject *who, uin
 		    (x[i].dataset_id == 0 || x[i].dataset_id == ds) && (!rule || x[i].id < rule))
 			rule = x[i].id;
 	}
-	if (rule)
-		return (struct policy_decision){ .reason = POLICY_DENY_BY_RULE, .rule_id = rule };
 	for (size_t i = 0; i < n; i++) {
 		bool principal = (g[i].kind == POLICY_USER && g[i].principal_id == who->uid) ||
 				 (g[i].kind == POLICY_GROUP && ref_in_groups(who, g[i].principal_id));
@@ -634,18 +632,23 @@ static struct policy_decision ref_evaluate(const struct policy_subject *who, uin
 			deny_code = code;
 		}
 	}
+	/* A rule decides, but only a grant that names the subject makes the name visible. */
+	if (rule)
+		return (struct policy_decision){ .reason = POLICY_DENY_BY_RULE, .rule_id = rule,
+						 .named = allow || deny };
 	if (allow)
-		return (struct policy_decision){ .reason = POLICY_ALLOW, .grant_id = allow->id };
+		return (struct policy_decision){ .reason = POLICY_ALLOW, .grant_id = allow->id,
+						 .named = true };
 	if (deny)
 		return (struct policy_decision){ .reason = deny_reason, .grant_id = deny->id,
-						 .code = deny_code };
+						 .code = deny_code, .named = true };
 	return best;
 }
 
 static bool decision_eq(struct policy_decision a, struct policy_decision b)
 {
 	return a.reason == b.reason && a.grant_id == b.grant_id && a.rule_id == b.rule_id &&
-	       a.code == b.code;
+	       a.code == b.code && a.named == b.named;
 }
 
 static void test_evaluate_matches_reference(void **state)
@@ -758,6 +761,12 @@ static void test_evaluate_cases(void **state)
 	assert_decision(policy_evaluate(&who, 1, 1, NOW, &in), POLICY_ALLOW, 7);
 	x = (struct policy_deny){ .id = 3, .kind = POLICY_EVERYONE };
 	assert_int_equal(policy_evaluate(&who, 1, 1, NOW, &in).reason, POLICY_DENY_BY_RULE);
+	/* A deny on everyone and every dataset names nobody: a subject no grant names stays
+	 * unnamed (the dataset stays invisible to it); one a grant names stays named. */
+	assert_true(policy_evaluate(&who, 1, 1, NOW, &in).named);
+	assert_false(policy_evaluate(&who, 3, POLICY_ALL_VERSIONS, NOW, &in).named);
+	assert_int_equal(policy_evaluate(&who, 3, POLICY_ALL_VERSIONS, NOW, &in).reason,
+			 POLICY_DENY_BY_RULE);
 	x.kind = POLICY_GROUP;
 	x.principal_id = 5002;
 	assert_int_equal(policy_evaluate(&who, 1, 1, NOW, &in).reason, POLICY_ALLOW);
