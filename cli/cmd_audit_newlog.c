@@ -6,7 +6,7 @@
  * removed the log cannot simply start another), the daemon stopped (the store lock), and no audit/
  * at all (what is left of the old one is moved aside, as evidence, by the person who looks into
  * it). The new log's first record says who started it, why, and what the store held that the lost
- * log accounted for; a signed checkpoint covers it at once.
+ * log accounted for (its names sealed, as every record's); a signed checkpoint covers it at once.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -15,6 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include <sodium.h>
 
 #include "audit/audit.h"
 #include "cli/enclavectl.h"
@@ -75,6 +77,24 @@ static int read_pass(const char *file, crypto_secret **ret_pass)
 			*err_detail() ? err_detail() : strerror(-r));
 }
 
+/* Seal the record's names as the daemon does (docs/AUDIT.md "Sealed records"): to the store's own
+ * key and to every auditor key in keys/auditors. */
+static int seal_setup(struct store *st, struct audit_log *log)
+{
+	uint8_t keys[STORE_AUDITORS_MAX][32];
+	crypto_key *k = NULL;
+	size_t n = 0;
+	int r = store_auditors_get(st, keys, &n);
+
+	if (r == 0)
+		r = store_audit_seal_key(st, &k);
+	if (r == 0)
+		r = audit_sealer_set(log, crypto_key_bytes(k), (const uint8_t(*)[32])keys, n);
+	crypto_key_free(k);
+	sodium_memzero(keys, sizeof(keys));
+	return r;
+}
+
 /* The new log's first record, and a checkpoint signed over it when the store has its key. */
 static int write_first(struct store *st, const char *audit_dir, const char *reason,
 		       uint64_t datasets, uint64_t policy)
@@ -89,6 +109,12 @@ static int write_first(struct store *st, const char *audit_dir, const char *reas
 	r = audit_open(audit_dir, NULL, &log);
 	if (r < 0)
 		return ctl_fail(WHAT, "%s", *err_detail() ? err_detail() : strerror(-r));
+	r = seal_setup(st, log);
+	if (r < 0) {
+		audit_close(log);
+		return ctl_fail(WHAT, "cannot set up the audit log's sealing keys: %s",
+				*err_detail() ? err_detail() : strerror(-r));
+	}
 	rec = json_pack("{s:s, s:I, s:s, s:s, s:s, s:{s:I, s:I}}", "event", "audit_new_log",
 			"uid", (json_int_t)getuid(), "user", pw ? pw->pw_name : "", "reason",
 			reason, "found", "no audit directory", "lost", "datasets",
