@@ -181,10 +181,10 @@ static void line_raw(struct line *l, const char *s, size_t n)
 	l->buf[l->len] = '\0';
 }
 
-/* Append text made safe (control characters and invalid UTF-8 as "?"), never cut. */
+/* Append text made safe (out_text's escapes), never cut. */
 static void line_text(struct line *l, const char *text)
 {
-	size_t n = strlen(text) + 4;
+	size_t n = OUT_TEXT_SIZE(strlen(text));
 	_cleanup_free_ char *safe = malloc(n);
 
 	if (!safe) {
@@ -379,7 +379,7 @@ static int print_member(const char *key, const json_t *v, int depth)
 	}
 	{
 		const char *val = value_text(v, s1, &nested);
-		size_t n = strlen(val) + 4;
+		size_t n = OUT_TEXT_SIZE(strlen(val));
 
 		text = malloc(n);
 		if (!text)

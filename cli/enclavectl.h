@@ -186,10 +186,16 @@ int out_json_line(const json_t *j);
 void out_size(uint64_t bytes, char out[static 16]);
 /* "1:02:03" or "02:03" for a number of seconds; "--:--" when unknown (< 0). */
 void out_duration(double seconds, char out[static 24]);
-/* Copy s into out (size n >= 4), replacing control characters and invalid UTF-8 bytes with "?"
- * and cutting it to at most max_chars characters (0: no limit) with "..." at the end, so text
- * from the daemon or a file name cannot drive the terminal. Returns out. */
+/* Copy s into out (size n >= 4), escaping what would not show as itself: invalid UTF-8 bytes as
+ * \xHH; C0 and C1 controls, DEL, bidirectional controls (U+061C, U+200E, U+200F, U+202A to
+ * U+202E, U+2066 to U+2069) and other invisible format characters as \uHHHH; a backslash as two.
+ * Cut at max_chars characters (0: no limit; an escape counts as one) or when out is full, with
+ * "..." at the end. The one function every human-readable output goes through, so a file name,
+ * purpose or reason can neither drive the terminal nor reorder what an auditor reads. --json
+ * output is left exact. Returns out. */
 char *out_text(const char *s, size_t max_chars, char *out, size_t n);
+/* Room out_text() needs to show a string of len bytes whole: each byte becomes at most 4. */
+#define OUT_TEXT_SIZE(len) (4 * (len) + 4)
 /* True if s (n bytes) is valid UTF-8 without NUL: what a JSON string can carry. */
 bool out_utf8_valid(const char *s, size_t n);
 /* A member of a JSON object as a string, "" if absent. Integers are formatted into scratch

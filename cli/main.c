@@ -8,6 +8,7 @@
 
 #include "cli/enclavectl.h"
 #include "common/common.h"
+#include "common/err.h"
 #include "store/store.h"
 
 #ifndef ENCLAVE_VERSION
@@ -134,14 +135,15 @@ static void json_error(const char *code, const char *what, const char *message)
 __attribute__((format(printf, 3, 0))) static void vmessage(const char *code, const char *what,
 							  const char *fmt, va_list ap)
 {
-	char msg[4096];
+	char msg[4096], safe[OUT_TEXT_SIZE(sizeof(msg))];
 
+	/* Messages quote names from the daemon, the source tree and the command line: shown
+	 * through out_text like every other output (the JSON error keeps the exact text). */
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	fputs("enclavectl: ", stderr);
 	if (what && *what)
-		fprintf(stderr, "%s: ", what);
-	fputs(msg, stderr);
-	fputc('\n', stderr);
+		fprintf(stderr, "%s: ", out_text(what, 0, safe, sizeof(safe)));
+	fprintf(stderr, "%s\n", out_text(msg, 0, safe, sizeof(safe)));
 	json_error(code, what, msg);
 }
 

@@ -108,6 +108,18 @@ bool out_utf8_valid(const char *s, size_t n)
 	return true;
 }
 
+/* Code points that change how a line is shown without being seen: bidirectional marks,
+ * embeddings, overrides and isolates (which make a line display in another order than it is
+ * stored: "report<U+202E>fdp.exe" shows as "reportexe.pdf"), and invisible format characters
+ * (soft hyphen, zero-width spaces and joiners, line and paragraph separators, word joiner,
+ * byte order mark, interlinear annotations). C0 and C1 controls and DEL are checked apart. */
+static bool invisible(uint32_t cp)
+{
+	return cp == 0x00ad || cp == 0x061c || cp == 0x180e || (cp >= 0x200b && cp <= 0x200f) ||
+	       (cp >= 0x2028 && cp <= 0x202e) || (cp >= 0x2060 && cp <= 0x206f) ||
+	       cp == 0xfeff || (cp >= 0xfff9 && cp <= 0xfffb);
+}
+
 char *out_text(const char *s, size_t max_chars, char *out, size_t n)
 {
 	const unsigned char *p = (const unsigned char *)s;
@@ -116,19 +128,29 @@ char *out_text(const char *s, size_t max_chars, char *out, size_t n)
 	for (size_t i = 0; i < len;) {
 		uint32_t cp = 0;
 		size_t k = utf8_char(p + i, len - i, &cp);
-		bool bad = k == 0 || cp < 0x20 || cp == 0x7f || (cp >= 0x80 && cp < 0xa0);
+		char esc[16];
+		size_t elen = 0;
 
+		/* Shown as an escape: a byte that is not UTF-8 as \xHH, a control character or an
+		 * invisible one as \uHHHH, and the backslash itself doubled, so that what is on the
+		 * screen reads back as exactly one string. */
+		if (k == 0)
+			elen = (size_t)snprintf(esc, sizeof(esc), "\\x%02x", p[i]);
+		else if (cp < 0x20 || cp == 0x7f || (cp >= 0x80 && cp < 0xa0) || invisible(cp))
+			elen = (size_t)snprintf(esc, sizeof(esc), "\\u%04X", (unsigned)cp);
+		else if (cp == '\\')
+			elen = (size_t)snprintf(esc, sizeof(esc), "\\\\");
 		if (k == 0)
 			k = 1;
-		/* Room for this character and a closing "..." if more follow. */
 		/* Every step leaves room for "..." and the NUL, so the cut always fits. */
-		if ((max_chars && chars == max_chars) || o + (bad ? 1 : k) + 4 > n) {
+		if ((max_chars && chars == max_chars) || o + (elen ? elen : k) + 4 > n) {
 			memcpy(out + o, "...", 3);
 			o += 3;
 			break;
 		}
-		if (bad) {
-			out[o++] = '?';
+		if (elen) {
+			memcpy(out + o, esc, elen);
+			o += elen;
 		} else {
 			memcpy(out + o, p + i, k);
 			o += k;

@@ -597,6 +597,121 @@ static void test_names_and_counts_stay_hidden(void **state)
 	free(r);
 }
 
+/* ---- 7. Hostile names on the auditor's screen -------------------------------------------------- */
+
+#define RLO "\xe2\x80\xae"   /* U+202E RIGHT-TO-LEFT OVERRIDE */
+
+static bool has_rlo(const char *s)
+{
+	return strstr(s, RLO) != NULL;
+}
+
+/* Open, read and close one file. */
+static int child_cat(void *arg)
+{
+	char buf[4096];
+	int fd = open(arg, O_RDONLY | O_CLOEXEC);
+
+	if (fd < 0) {
+		fprintf(stderr, "open %s: %s\n", (char *)arg, strerror(errno));
+		return 1;
+	}
+	while (read(fd, buf, sizeof(buf)) > 0)
+		;
+	close(fd);
+	return 0;
+}
+
+static void test_hostile_names_are_escaped_on_screen(void **state)
+{
+	/* Shown raw, "report<RLO>fdp.exe" reads "reportexe.pdf". */
+	char *src = tu_fmt("%s/src-bidi", E->root), *name = "report" RLO "fdp.exe";
+	char *path, *carol_key = e2e_auditor_key_for(&E->u.carol), *line, *save = NULL;
+	struct e2e_run *r;
+	bool found = false;
+	uint64_t id;
+	char ids[32];
+
+	(void)state;
+	assert_int_equal(mkdir(src, 0755), 0);
+	tu_seed_file(1000, 7, "%s/%s", src, name);
+	free(e2e_ok(ctl("dataset", "import", "bidi", src)));
+	id = e2e_grant("--user", TU_USER_ALICE, "bidi", "+1h");
+	path = tu_fmt("%s/bidi/1/%s", E->mnt, name);
+	assert_int_equal(tu_run_as(&E->u.alice, child_cat, path, 30000), 0);
+	free(path);
+	/* The kernel sends the close after close(2) returns: wait for its record. */
+	for (int i = 0; i < 100 && e2e_audit_count("close", TU_USER_ALICE, "bidi", NULL, 0) < 1;
+	     i++)
+		poll(NULL, 0, 50);
+
+	/* audit show: the name escaped, never the raw override. */
+	r = e2e_ok(ctl_as(&E->u.carol, "audit", "show", "--dataset", "bidi", "--auditor-key",
+			  carol_key));
+	if (has_rlo(r->out) || !strstr(r->out, "report\\u202Efdp.exe"))
+		fail_msg("audit show printed: %s", r->out);
+	free(r);
+	r = e2e_ok(ctl_as(&E->u.carol, "audit", "show", "--dataset", "bidi", "--wide",
+			  "--auditor-key", carol_key));
+	assert_false(has_rlo(r->out));
+	free(r);
+	r = e2e_ok(ctl_as(&E->u.carol, "audit", "report", "--dataset", "bidi", "--auditor-key",
+			  carol_key));
+	assert_false(has_rlo(r->out));
+	free(r);
+	/* --json keeps the exact string, in valid JSON. */
+	r = e2e_ok(ctl_as(&E->u.carol, "--json", "audit", "show", "--dataset", "bidi",
+			  "--auditor-key", carol_key));
+	for (line = strtok_r(r->out, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+		json_t *j = json_loads(line, 0, NULL);
+		const char *p;
+
+		assert_non_null(j);
+		p = json_string_value(json_object_get(j, "path"));
+		found |= p && strcmp(p, "/report" RLO "fdp.exe") == 0;
+		json_decref(j);
+	}
+	assert_true(found);
+	free(r);
+	/* Listings: grant list, dataset show. */
+	r = e2e_ok(ctl("grant", "list"));
+	assert_false(has_rlo(r->out));
+	free(r);
+
+	/* A purpose or a reason with the override is refused at the door, and the refusal does not
+	 * echo it raw. */
+	r = ctl("grant", "add", "--user", TU_USER_BOB, "--dataset", "bidi", "--purpose",
+		"sepsis " RLO "model", "--expires", "+1d");
+	assert_true(r->status != 0);
+	assert_false(has_rlo(r->err));
+	assert_false(has_rlo(r->out));
+	free(r);
+	snprintf(ids, sizeof(ids), "%llu", (unsigned long long)id);
+	r = ctl("grant", "revoke", ids, "--reason", "ended " RLO "early");
+	assert_true(r->status != 0);
+	assert_false(has_rlo(r->err));
+	free(r);
+	r = ctl("deny", "add", "--user", TU_USER_BOB, "--dataset", "bidi", "--reason",
+		"abuse " RLO "suspected");
+	assert_true(r->status != 0);
+	assert_false(has_rlo(r->err));
+	free(r);
+	/* A hostile name in an error: a FIFO in the source tree is refused, naming it escaped. */
+	{
+		char *fifo = tu_fmt("%s/pipe" RLO "\x1b[31m", src);
+
+		assert_int_equal(mkfifo(fifo, 0644), 0);
+		r = ctl("dataset", "import", "bidi", src);
+		assert_int_equal(r->status, 1);
+		if (has_rlo(r->err) || strchr(r->err, '\x1b') || !strstr(r->err, "\\u202E"))
+			fail_msg("import said: %s", r->err);
+		free(r);
+		free(fifo);
+	}
+	free(src);
+	free(carol_key);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -604,6 +719,7 @@ int main(void)
 		cmocka_unit_test(test_connection_flood_leaves_room_for_stewards),
 		cmocka_unit_test(test_audit_dir_missing_or_symlinked_is_refused),
 		cmocka_unit_test(test_names_and_counts_stay_hidden),
+		cmocka_unit_test(test_hostile_names_are_escaped_on_screen),
 	};
 
 	if (sodium_init() < 0)
