@@ -334,7 +334,6 @@ static int check_audit_log(struct daemon *d)
 		       (unsigned long long)policy, d->audit_dir, d->store_dir);
 }
 
-/* run/ as checked by check_store_dirs(), made if missing (0755: everyone reaches the socket). */
 /* Load the grants and bind them to the audit log (docs/POLICY.md "Bound to the log"); say what
  * disagrees, and that those datasets are not served. */
 static int load_bound_grants(struct daemon *d)
@@ -376,6 +375,7 @@ static int load_bound_grants(struct daemon *d)
 	return 0;
 }
 
+/* run/ as checked by check_store_dirs(), made if missing (0755: everyone reaches the socket). */
 static int prepare_run_dir(struct daemon *d)
 {
 	int fd, r;
