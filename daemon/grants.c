@@ -532,15 +532,15 @@ struct policy_decision grants_decide(struct grants *gs, const struct policy_subj
 	ssize_t i;
 
 	pthread_rwlock_rdlock(&gs->lock);
-	if (quarantined(gs, dataset_id)) {
-		pthread_rwlock_unlock(&gs->lock);
-		return (struct policy_decision){ .reason = POLICY_DENY_POLICY_MISMATCH };
-	}
 	i = find_dataset(gs, dataset_id);
 	in = (struct policy_input){ .grants = gs->g, .ngrants = gs->n, .denies = gs->dn,
 				    .ndenies = gs->ndn, .duo = i >= 0 ? gs->dp[i].duo : NULL,
 				    .nduo = i >= 0 ? gs->dp[i].nduo : 0 };
 	d = policy_evaluate(who, dataset_id, version, now, &in);
+	/* Refused whatever the grants say; still shown only to those a grant names (#14 5a). */
+	if (quarantined(gs, dataset_id))
+		d = (struct policy_decision){ .reason = POLICY_DENY_POLICY_MISMATCH,
+					      .named = d.named };
 	pthread_rwlock_unlock(&gs->lock);
 	return d;
 }

@@ -10,6 +10,7 @@
  * Stewards root and bob (four eyes); alice reads.
  */
 #include <errno.h>
+#include <poll.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
@@ -152,8 +153,16 @@ static bool start_says(const char *text)
 
 	free(tu_read_file(E->log, &before));
 	e2e_daemon_start_with(E->pass, true);
-	log = (char *)tu_read_file(E->log, &n);
-	found = n > before && strstr(log + before, text) != NULL;
+	/* The daemon answers on its socket a moment before it prints "serving": wait for the
+	 * text a little (5 s at most). */
+	for (int i = 0;; i++) {
+		log = (char *)tu_read_file(E->log, &n);
+		found = n > before && strstr(log + before, text) != NULL;
+		if (found || i == 100)
+			break;
+		free(log);
+		poll(NULL, 0, 50);
+	}
 	if (!found)
 		fprintf(stderr, "daemon log since start, wanted \"%s\":\n%s\n", text,
 			n > before ? log + before : "");
