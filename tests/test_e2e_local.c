@@ -552,7 +552,7 @@ static void test_names_and_counts_stay_hidden(void **state)
 	/* alice has never been named by a grant: she sees nothing, before and after a deny rule on
 	 * everyone and every dataset. */
 	assert_int_equal(tu_run_as(&E->u.alice, child_sees, &hidden, 30000), 0);
-	r = e2e_ok(ctl("--json", "deny", "add", "--all", "--all-datasets", "--reason",
+	r = e2e_ok(ctl("--json", "deny", "add", "--all", "--all-datasets", "--yes", "--reason",
 		       "incident response: everything closed"));
 	j = e2e_out_json(r);
 	id = (uint64_t)json_integer_value(json_object_get(json_object_get(j, "rule"), "id"));
