@@ -1047,11 +1047,51 @@ out:
 	return r;
 }
 
+
+static const char keygen_usage[] =
+	"Usage: enclavectl [GLOBAL OPTIONS] audit keygen --secret-out FILE\n\n"
+	"Make an auditor key pair (X25519): the secret half goes to a new FILE (mode 0600, never\n"
+	"overwritten), the public half is printed (\"enclave-auditor-public:...\") for the steward:\n"
+	"`enclavectl init --auditor-public-key` or `enclavectl audit auditor-add --public-key`.\n"
+	"Offline; the secret never leaves FILE.\n\n"
+	"Options:\n"
+	"  --secret-out FILE  where the secret half goes\n"
+	"  -h, --help         show this help\n";
+
+static int audit_keygen(struct ctl *ctl, int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "secret-out", required_argument, NULL, 0x400 },
+		{ 0 },
+	};
+	uint8_t pk[AUDIT_AUDITOR_KEY_LEN];
+	char text[AUDIT_AUDITOR_PUB_TEXT];
+	const char *path = NULL;
+	int first, r;
+
+	r = ctl_parse(ctl, "audit keygen", keygen_usage, argc, argv, opts, on_pub_opt, &path,
+		      &first);
+	if (r >= 0)
+		return r;
+	if (first < argc)
+		return ctl_usage_error("audit keygen", "unexpected argument '%s'", argv[first]);
+	if (!path)
+		return ctl_usage_error("audit keygen", "--secret-out FILE is required");
+	err_clear();
+	if (audit_auditor_keypair_write(path, pk) < 0)
+		return ctl_fail("audit keygen", "%s", err_detail());
+	audit_auditor_public_format(pk, text);
+	printf("%s\n", text);
+	return 0;
+}
+
 const struct ctl_cmd audit_cmds[] = {
 	{ "show", audit_show, "[FILTERS]", "print audit records" },
 	{ "pubkey", audit_pubkey, "", "print the audit log's verifier key" },
 	{ "checkpoint", cmd_audit_checkpoint, "[--output FILE]", "sign a checkpoint of the log now" },
 	{ "prove", cmd_audit_prove, "SEQ", "print an inclusion proof of one record" },
+	{ "keygen", audit_keygen, "--secret-out FILE",
+	  "make an auditor key pair; print its public half" },
 	{ "legacy", audit_legacy, "--log DIR --auditor-key FILE --output DIR",
 	  "open the log kept from before sealing, to verify it" },
 	{ "auditor-add", audit_auditor_add, "--public-key FILE",

@@ -794,6 +794,67 @@ static void test_sealed_log_reveals_no_names(void **state)
 	free(audit);
 }
 
+/* A second auditor: keygen makes the pair, a steward adds the public half (recorded); the log's
+ * records from then on open with the new key, the earlier ones do not (their epochs were sealed
+ * to the auditors of their time) and still do with the first key. */
+static void test_auditor_add(void **state)
+{
+	char *sec = tu_fmt("%s/second.key", E->root), *pub = tu_fmt("%s/second.pub", E->root);
+	char *akey = e2e_auditor_key_for(&E->u.carol), *k2;
+	struct e2e_run *r;
+
+	(void)state;
+	if (!e2e_daemon_answers())
+		start_daemon();
+	unlink(sec);
+	r = e2e_ok(ctl("audit", "keygen", "--secret-out", sec));
+	assert_non_null(strstr(r->out, "enclave-auditor-public:"));
+	tu_write_file(pub, r->out, strlen(r->out));
+	free(r);
+	/* An auditor may not add one: stewards only. */
+	r = ctl_as(&E->u.carol, "audit", "auditor-add", "--public-key", pub);
+	assert_int_equal(r->status, 1);
+	free(r);
+	r = e2e_ok(ctl("audit", "auditor-add", "--public-key", pub));
+	assert_non_null(strstr(r->out, "added"));
+	free(r);
+	r = ctl("audit", "auditor-add", "--public-key", pub);
+	assert_int_equal(r->status, 1);	/* twice: refused */
+	free(r);
+	e2e_ok_free(ctl("audit", "checkpoint"));
+	assert_int_equal(e2e_audit_count("auditor_add", NULL, NULL, NULL, 0), 1);
+
+	/* The new key opens what came after the addition, and says so for what came before. */
+	assert_int_equal(chown(sec, E->u.carol.uid, E->u.carol.gid), 0);
+	k2 = sec;
+	r = e2e_ok(ctl_as(&E->u.carol, "--json", "audit", "show", "--event", "auditor_add",
+			  "--auditor-key", akey));
+	{
+		json_t *j = json_loads(r->out, 0, NULL);
+		char since[40];
+
+		assert_non_null(j);
+		snprintf(since, sizeof(since), "%.19sZ",
+			 json_string_value(json_object_get(j, "time")));
+		json_decref(j);
+		free(r);
+		e2e_grant("--user", TU_USER_BOB, "ds", "+1h");
+		/* From the addition on, the second key reads the names. */
+		r = e2e_ok(ctl_as(&E->u.carol, "audit", "show", "--event", "grant_request",
+				  "--since", since, "--auditor-key", k2));
+		assert_non_null(strstr(r->out, TU_USER_BOB));
+		free(r);
+	}
+	/* Before it, the records are not sealed to it: a clear refusal naming the keys. */
+	r = ctl_as(&E->u.carol, "audit", "show", "--event", "import", "--auditor-key", k2);
+	assert_int_equal(r->status, 1);
+	assert_non_null(strstr(r->err, "not sealed to auditor key"));
+	free(r);
+	free(sec);
+	free(pub);
+	free(akey);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -803,6 +864,7 @@ int main(void)
 		cmocka_unit_test(test_kill9_during_burst),
 		cmocka_unit_test(test_full_log_refuses_then_recovers),
 		cmocka_unit_test(test_sealed_log_reveals_no_names),
+		cmocka_unit_test(test_auditor_add),
 	};
 
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
