@@ -104,6 +104,9 @@ enum fusefs_log_kind {
 
 /* At most one stderr line per kind in this many seconds; the next says how many were left out. */
 #define FUSEFS_LOG_INTERVAL_S 10
+/* The cache=direct hint: datasets remembered, and how often each is named again. */
+#define FUSEFS_DIRECT_HINTS 64
+#define FUSEFS_DIRECT_HINT_INTERVAL_S 3600
 
 /* The rate limit of one kind of line: atomics, so the request path never waits on it. */
 struct fusefs_log_limit {
@@ -137,6 +140,10 @@ struct fusefs {
 	_Atomic uint64_t n_opens_cached;
 	_Atomic uint64_t n_readdirs;
 	struct fusefs_log_limit logs[FUSEFS_LOG_COUNT];
+	/* Datasets whose cache=direct hint (shared mmap fails with ENODEV) was logged, and when:
+	 * once per dataset per FUSEFS_DIRECT_HINT_INTERVAL_S (ops.c direct_hint()). */
+	pthread_mutex_t hint_lock;
+	struct { uint64_t dsid; int64_t at_s; } hints[FUSEFS_DIRECT_HINTS];
 	_Atomic int fault_where;        /* enum fusefs_fault armed by fusefs_test_fail_next() */
 	_Atomic int fault_err;          /* its errno */
 	pthread_mutex_t handles_lock;   /* guards the handles list */

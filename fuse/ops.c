@@ -1398,6 +1398,32 @@ static void fh_free_unopened(struct fusefs *fs, struct fh *h)
 	free(h);
 }
 
+/* A cache=direct file is opened with direct I/O, and the kernel refuses a shared mmap of it
+ * (numpy.memmap, torch.load(mmap=True)) with ENODEV before any request reaches us: the daemon
+ * cannot see the failure. So the first open of such a dataset (then once an hour) logs what a
+ * user who hits ENODEV needs: the dataset and the setting to change. A slot table of the last
+ * FUSEFS_DIRECT_HINTS datasets bounds the memory; a dataset pushed out may be named again. */
+static void direct_hint(struct fusefs *fs, uint64_t dsid, const char *name)
+{
+	int64_t now = now_realtime_ns() / 1000000000;
+	size_t slot = (size_t)(dsid % FUSEFS_DIRECT_HINTS);
+	bool say;
+
+	pthread_mutex_lock(&fs->hint_lock);
+	say = fs->hints[slot].dsid != dsid ||
+	      now - fs->hints[slot].at_s >= FUSEFS_DIRECT_HINT_INTERVAL_S;
+	if (say) {
+		fs->hints[slot].dsid = dsid;
+		fs->hints[slot].at_s = now;
+	}
+	pthread_mutex_unlock(&fs->hint_lock);
+	if (say)
+		fprintf(stderr, "enclave: dataset %s is served with cache=direct: reads are checked one "
+			"by one, and a shared mmap of its files (numpy.memmap, torch.load with "
+			"mmap=True) fails with ENODEV; to allow it, a steward runs: enclavectl dataset "
+			"set %s --cache kernel (docs/POLICY.md, \"cache\")\n", name, name);
+}
+
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct fusefs *fs = fs_of(req);
@@ -1490,6 +1516,8 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	h->cached = fs->cb.cache_kernel && fs->cb.cache_kernel(fs->cb.ctx, n.dsid) &&
 		    fusefs_cached_add(fs, ino);
 	oi.cache = h->cached ? "kernel" : "direct";
+	if (!h->cached)
+		direct_hint(fs, n.dsid, di.name);
 
 	/* Recorded before anything is served; no record, no access. The first open of a session
 	 * (this thread, this uid, this version, this grant) is synced before we go on; the others

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <setjmp.h>
@@ -475,6 +476,53 @@ static void test_export_as_auditor(void **state)
 	free(tree);
 }
 
+/* ---- cache=direct and shared mmap (#15 point 16) ---------------------------------------------- */
+
+/* The child: a shared mmap of the file must fail with ENODEV (direct I/O), twice. */
+static int child_mmap_shared(void *arg)
+{
+	for (int i = 0; i < 2; i++) {
+		int fd = open(arg, O_RDONLY | O_CLOEXEC);
+		void *p;
+
+		if (fd < 0) {
+			fprintf(stderr, "open %s: %s\n", (char *)arg, strerror(errno));
+			return 1;
+		}
+		p = mmap(NULL, 4096, PROT_READ, MAP_SHARED, fd, 0);
+		if (p != MAP_FAILED || errno != ENODEV) {
+			fprintf(stderr, "mmap MAP_SHARED gave %s, wanted ENODEV\n",
+				p == MAP_FAILED ? strerror(errno) : "a mapping");
+			close(fd);
+			return 2;
+		}
+		close(fd);
+	}
+	return 0;
+}
+
+static void test_direct_mmap_is_explained(void **state)
+{
+	char *path = tu_fmt("%s/ds/latest/f0.bin", E->mnt);
+	const char *hint = "enclave: dataset ds is served with cache=direct";
+	size_t len;
+	char *log;
+	int n = 0;
+
+	(void)state;
+	assert_int_equal(tu_run_as(&E->u.alice, child_mmap_shared, path, 30000), 0);
+	/* The daemon's log names the dataset and the setting, once however many opens. */
+	log = (char *)tu_read_file(E->log, &len);
+	for (char *p = log; (p = strstr(p, hint)) != NULL; p++)
+		n++;
+	if (n != 1)
+		fprintf(stderr, "the hint appears %d times in the daemon's log:\n%s\n", n, log);
+	assert_int_equal(n, 1);
+	assert_non_null(strstr(log, "enclavectl dataset set ds --cache kernel"));
+	free(log);
+	free(path);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -487,6 +535,7 @@ int main(void)
 		cmocka_unit_test(test_usage_errors_exit_2),
 		cmocka_unit_test(test_confirmation),
 		cmocka_unit_test(test_export_as_auditor),
+		cmocka_unit_test(test_direct_mmap_is_explained),
 	};
 
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
