@@ -220,6 +220,20 @@ static bool visible(struct fusefs *fs, const struct caller *c, uint64_t dsid, ui
 	return decide(fs, c, dsid, version).named;
 }
 
+/* Where `latest` points for this caller: the newest version it may see (the same test as the
+ * version directories a listing shows), or 0 when it sees none, and then `latest` does not
+ * exist for it. A user granted only @1 of a dataset that has a version 2 gets "1", not a link to
+ * a directory it cannot enter. Answers are per caller: the kernel caches neither the link
+ * (FUSE_CAP_CACHE_SYMLINKS is off) nor its attributes (timeout 0). */
+static uint32_t latest_for(struct fusefs *fs, const struct caller *c,
+			   const struct store_dataset_info *di)
+{
+	for (uint32_t v = MIN(di->latest_version, (uint32_t)FUSEFS_VER_MAX); v >= 1; v--)
+		if (visible(fs, c, di->id, v))
+			return v;
+	return 0;
+}
+
 /* Whether a refusal of what (dataset, version, reason, and the path inside the version or the
  * name looked up) gets its full record; see fuse/limit.h. */
 static bool refusal_admit(struct fusefs *fs, const struct caller *c, enum fusefs_refusal_kind kind,
@@ -335,18 +349,19 @@ static void attr_dataset(struct fusefs *fs, const struct store_dataset_info *di,
 	attr_base(st, ino, S_IFDIR | 0555, 2, dataset_mtime(fs, di));
 }
 
-static int latest_text(const struct store_dataset_info *di, char *out, size_t n)
+static int latest_text(uint32_t version, char *out, size_t n)
 {
-	return snprintf(out, n, "%" PRIu32, di->latest_version);
+	return snprintf(out, n, "%" PRIu32, version);
 }
 
-static void attr_latest(struct fusefs *fs, const struct store_dataset_info *di, fuse_ino_t ino,
-			struct stat *st)
+/* `latest` as the caller sees it: a link to version (latest_for()). */
+static void attr_latest(struct fusefs *fs, const struct store_dataset_info *di, uint32_t version,
+			fuse_ino_t ino, struct stat *st)
 {
 	char text[16];
 
 	attr_base(st, ino, S_IFLNK | 0777, 1, dataset_mtime(fs, di));
-	st->st_size = latest_text(di, text, sizeof(text));
+	st->st_size = latest_text(version, text, sizeof(text));
 }
 
 /* A node inside a version. mtime_ns overrides the store's time (the version directory shows its
@@ -534,7 +549,12 @@ static void lookup_in_dataset(fuse_req_t req, struct fusefs *fs, uint64_t dsid, 
 			lookup_refused(fs, &c, dsid, di.name, 0, &d);
 			return;
 		}
-		attr_latest(fs, &di, ino, &st);
+		v = latest_for(fs, &c, &di);
+		if (v == 0) {
+			fuse_reply_err(req, ENOENT);
+			return;
+		}
+		attr_latest(fs, &di, v, ino, &st);
 		entry_reply(req, ino, &st, 0);
 		return;
 	}
@@ -663,10 +683,17 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 			fuse_reply_err(req, ENOENT);
 			return;
 		}
-		if (n.kind == FUSEFS_KIND_DATASET)
+		if (n.kind == FUSEFS_KIND_DATASET) {
 			attr_dataset(fs, &di, ino, &st);
-		else
-			attr_latest(fs, &di, ino, &st);
+		} else {
+			uint32_t v = latest_for(fs, &c, &di);
+
+			if (v == 0) {
+				fuse_reply_err(req, ENOENT);
+				return;
+			}
+			attr_latest(fs, &di, v, ino, &st);
+		}
 		fuse_reply_attr(req, &st, 0);
 		return;
 	default:
@@ -700,6 +727,7 @@ static void op_readlink(fuse_req_t req, fuse_ino_t ino)
 	struct fusefs_node n;
 	struct caller c;
 	char text[16];
+	uint32_t v;
 	int r;
 
 	if (!fusefs_ino_decode(ino, &n) || n.kind != FUSEFS_KIND_LATEST) {
@@ -712,11 +740,11 @@ static void op_readlink(fuse_req_t req, fuse_ino_t ino)
 		return;
 	}
 	caller_get(fs, req, &c);
-	if (!visible(fs, &c, n.dsid, POLICY_ALL_VERSIONS)) {
+	if (!visible(fs, &c, n.dsid, POLICY_ALL_VERSIONS) || (v = latest_for(fs, &c, &di)) == 0) {
 		fuse_reply_err(req, ENOENT);
 		return;
 	}
-	latest_text(&di, text, sizeof(text));
+	latest_text(v, text, sizeof(text));
 	fuse_reply_readlink(req, text);
 }
 
@@ -994,7 +1022,8 @@ static int snapshot(struct fusefs *fs, fuse_req_t req, struct dirh *d)
 	r = fusefs_dataset_by_id(fs, d->node.dsid, &di);
 	if (r < 0)
 		return r;
-	if (fusefs_ino_latest(di.id, &ino) && visible(fs, &c, di.id, POLICY_ALL_VERSIONS)) {
+	if (fusefs_ino_latest(di.id, &ino) && visible(fs, &c, di.id, POLICY_ALL_VERSIONS) &&
+	    latest_for(fs, &c, &di) != 0) {
 		r = snap_add(d, ino, "latest");
 		if (r < 0)
 			return r;
@@ -1031,10 +1060,11 @@ static bool snap_attr(struct fusefs *fs, fuse_ino_t ino, struct stat *st)
 		return attr_version(fs, &n, ino, st) == 0;
 	if (fusefs_dataset_by_id(fs, n.dsid, &di) < 0)
 		return false;
-	if (n.kind == FUSEFS_KIND_DATASET)
-		attr_dataset(fs, &di, ino, st);
-	else
-		attr_latest(fs, &di, ino, st);
+	/* `latest` depends on the caller (latest_for()): no attributes here, the kernel looks it
+	 * up for each caller. */
+	if (n.kind != FUSEFS_KIND_DATASET)
+		return false;
+	attr_dataset(fs, &di, ino, st);
 	return true;
 }
 

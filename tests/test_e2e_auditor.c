@@ -408,7 +408,7 @@ static void test_confirmation(void **state)
 	free(cmd);
 	assert_int_equal(e2e_audit_count("deny_add", NULL, NULL, NULL, 0), before + 1);
 	/* --yes goes ahead without asking (a different rule: an identical one is refused). */
-	e2e_ok_free(ctl("deny", "add", "--user", TU_USER_BOB, "--all-datasets", "--reason",
+	e2e_ok_free(ctl("deny", "add", "--user", "4242", "--all-datasets", "--reason",
 			"freeze", "--yes"));
 	assert_int_equal(e2e_audit_count("deny_add", NULL, NULL, NULL, 0), before + 2);
 }
@@ -523,6 +523,74 @@ static void test_direct_mmap_is_explained(void **state)
 	free(path);
 }
 
+/* ---- latest per user (#15 point 15) ----------------------------------------------------------- */
+
+struct link_job {
+	char link[4096];
+	char want[16];      /* "" : latest must not exist */
+};
+
+/* The child: readlink latest, and read a file through it when it should exist. */
+static int child_latest(void *arg)
+{
+	const struct link_job *j = arg;
+	char got[64], file[4200];
+	ssize_t n = readlink(j->link, got, sizeof(got) - 1);
+	int fd;
+
+	if (!*j->want) {
+		if (n >= 0 || errno != ENOENT) {
+			fprintf(stderr, "%s: wanted ENOENT, got %s\n", j->link,
+				n >= 0 ? "a link" : strerror(errno));
+			return 1;
+		}
+		return 0;
+	}
+	if (n < 0) {
+		fprintf(stderr, "readlink %s: %s\n", j->link, strerror(errno));
+		return 2;
+	}
+	got[n] = '\0';
+	if (strcmp(got, j->want) != 0) {
+		fprintf(stderr, "%s -> %s, wanted %s\n", j->link, got, j->want);
+		return 3;
+	}
+	snprintf(file, sizeof(file), "%s/f0.bin", j->link);
+	fd = open(file, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		fprintf(stderr, "open %s: %s\n", file, strerror(errno));
+		return 4;
+	}
+	close(fd);
+	return 0;
+}
+
+static void latest_is(const struct tu_user *u, const char *want)
+{
+	struct link_job j;
+
+	snprintf(j.link, sizeof(j.link), "%s/lv/latest", E->mnt);
+	snprintf(j.want, sizeof(j.want), "%s", want);
+	assert_int_equal(tu_run_as(u, child_latest, &j, 30000), 0);
+}
+
+/* A user granted only @1 of a dataset with a version 2 sees latest -> 1 (and reads through it);
+ * one granted every version sees 2; one with no grant sees no latest at all. */
+static void test_latest_per_user(void **state)
+{
+	(void)state;
+	import("lv", 1);
+	import("lv", 2);
+	grant(TU_USER_ALICE, "lv@1", "only the first version");
+	grant(TU_USER_BOB, "lv", "every version");
+	latest_is(&E->u.alice, "1");
+	latest_is(&E->u.bob, "2");
+	latest_is(&E->u.carol, "");
+	/* And again, in the other order: nothing the kernel cached for one answers the other. */
+	latest_is(&E->u.bob, "2");
+	latest_is(&E->u.alice, "1");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -536,6 +604,7 @@ int main(void)
 		cmocka_unit_test(test_confirmation),
 		cmocka_unit_test(test_export_as_auditor),
 		cmocka_unit_test(test_direct_mmap_is_explained),
+		cmocka_unit_test(test_latest_per_user),
 	};
 
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
