@@ -34,13 +34,21 @@ enclavectl=$PWD/build/cli/enclavectl
 
 reader=enclave-demo-reader
 other=enclave-demo-other
+auditor=enclave-demo-auditor          # not root: a member of the auditor group
+auditors=enclave-demo-auditors
 created_users=()
-for u in "$reader" "$other"; do
+created_group=
+if ! getent group "$auditors" >/dev/null; then
+	groupadd --system "$auditors"
+	created_group=$auditors
+fi
+for u in "$reader" "$other" "$auditor"; do
 	if ! id "$u" >/dev/null 2>&1; then
 		useradd --system --no-create-home --shell /usr/sbin/nologin "$u"
 		created_users+=("$u")
 	fi
 done
+usermod -a -G "$auditors" "$auditor"
 
 scratch=$(mktemp -d /tmp/enclave-demo.XXXXXX)
 chmod 0755 "$scratch"   # the demo users must reach the mount point inside it
@@ -66,6 +74,7 @@ cleanup() {
 		rm -rf "$scratch"
 	fi
 	for u in "${created_users[@]}"; do userdel "$u" 2>/dev/null; done
+	[[ -n $created_group ]] && groupdel "$created_group" 2>/dev/null
 	exit "$rc"
 }
 trap cleanup EXIT
@@ -107,7 +116,8 @@ chmod 0600 "$scratch/passphrase"
 # A demo store: one steward, so grants need no second steward's approval (--approvals 0);
 # production stores keep the default of one.
 "$enclavectl" init --store "$store" --passphrase-file "$scratch/passphrase" \
-	--steward user:root --auditor user:root --approvals 0 --audit-name quickstart.local/enclave \
+	--steward user:root --auditor user:root --auditor "group:$auditors" --approvals 0 \
+	--audit-name quickstart.local/enclave \
 	--auditor-key-out "$scratch/auditor.key" --visa-issuer https://quickstart.local/enclave
 
 step "Starting enclaved"
@@ -206,6 +216,13 @@ say "head as $reader: $(cat "$scratch/err")"
 
 step "The access records (enclavectl audit show)"
 ctl audit show --limit 40 --auditor-key "$scratch/auditor.key"
+
+step "An auditor who is not root ($auditor, in group $auditors) exports the log"
+mkdir -m 0700 "$scratch/auditor-home"
+chown "$auditor:" "$scratch/auditor-home"
+as "$auditor" "$enclavectl" --store "$store" audit export "$scratch/auditor-home/export"
+as "$auditor" "$enclavectl" audit verify --log "$scratch/auditor-home/export" \
+	--key-file "$scratch/verifier.key" --trusted "$scratch/checkpoint"
 
 step "Stopping the daemon (SIGTERM unmounts)"
 kill -TERM "$daemon_pid"
