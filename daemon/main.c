@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <inttypes.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -215,6 +216,59 @@ int daemon_seal_setup(struct daemon *d)
 			"can read the names in the audit log; add one with `enclavectl audit "
 			"auditor-add --public-key FILE`\n");
 	return r;
+}
+
+struct ds_name {
+	uint64_t id;
+	char name[STORE_DATASET_NAME_MAX + 1];
+};
+
+static int ds_name_cb(void *ctx, const struct store_dataset_info *info)
+{
+	struct ds_name *n = ctx;
+
+	if (info->id != n->id)
+		return 0;
+	snprintf(n->name, sizeof(n->name), "%s", info->name);
+	return 1;
+}
+
+/* Imports that the store's open dropped (the daemon was killed or crashed during them): a line on
+ * stderr and an "import" record each, "aborted", so that an interrupted import does not vanish
+ * silently. The steward who ran it is unknown now: the record names the daemon. */
+static int record_recovered(struct daemon *d)
+{
+	const struct store_recovered *rec;
+	uint64_t more = 0;
+	size_t n = store_recovered(d->st, &rec, &more);
+
+	for (size_t i = 0; i < n; i++) {
+		struct ds_name dn = { .id = rec[i].dataset_id };
+		json_t *j;
+		int r;
+
+		(void)store_dataset_foreach(d->st, ds_name_cb, &dn);
+		fprintf(stderr, "enclaved: an import of %s%s%s (dataset id %" PRIu64 ") version %"
+			PRIu32 " was interrupted (the daemon stopped during it) and was dropped at "
+			"start; import it again\n", dn.name[0] ? "\"" : "", dn.name[0] ? dn.name :
+			"a new dataset", dn.name[0] ? "\"" : "", rec[i].dataset_id, rec[i].version);
+		j = json_pack("{s:s, s:I, s:I, s:s, s:s, s:I}", "event", "import", "dataset_id",
+			      (json_int_t)rec[i].dataset_id, "version", (json_int_t)rec[i].version,
+			      "result", "aborted", "error", "interrupted: the daemon stopped during "
+			      "the import; dropped by recovery at start", "uid", (json_int_t)getuid());
+		if (j && dn.name[0] && json_object_set_new(j, "dataset", audit_string(dn.name)) < 0) {
+			json_decref(j);
+			j = NULL;
+		}
+		r = j ? audit_append(d->log, j, NULL) : -ENOMEM;
+		json_decref(j);
+		if (r < 0)
+			return r;
+	}
+	if (more)
+		fprintf(stderr, "enclaved: and %" PRIu64 " more interrupted imports were dropped\n",
+			more);
+	return 0;
 }
 
 /* A directory the daemon reads its configuration and keys from or creates files in must be its
@@ -665,6 +719,11 @@ int main(int argc, char **argv)
 		goto out_ctl;
 	}
 	started = true;
+	r = record_recovered(&d);
+	if (r < 0) {
+		die_detail("audit log", r);
+		goto out_ctl;
+	}
 	/* A checkpoint now, then one every interval: silence is provable from the start. */
 	r = audit_checkpoint(d.log, NULL, NULL);
 	if (r == 0)

@@ -98,13 +98,31 @@ static int recover_pending_versions(struct store *st)
 						   sizeof(lo), (const char *)hi, sizeof(hi));
 		rocksdb_writebatch_delete_cf(wb, st->ix.cf[CF_VERSIONS], k, kl);
 		any = true;
+		if (st->nrecovered < STORE_RECOVERED_MAX)
+			st->recovered[st->nrecovered++] = (struct store_recovered){
+				.dataset_id = dsid, .version = ver };
+		else
+			st->recovered_more++;
 	}
 out:
 	r = index_iter_close(it, r, "scan of versions");
 	if (r == 0 && any)
 		r = index_write(&st->ix, wb, true);
+	if (r < 0) {
+		st->nrecovered = 0;
+		st->recovered_more = 0;
+	}
 	rocksdb_writebatch_destroy(wb);
 	return r;
+}
+
+size_t store_recovered(const struct store *st, const struct store_recovered **ret,
+		       uint64_t *ret_more)
+{
+	*ret = st->recovered;
+	if (ret_more)
+		*ret_more = st->recovered_more;
+	return st->nrecovered;
 }
 
 /* Learn the packs: the last committed one and its committed length from the index, and the

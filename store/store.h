@@ -64,6 +64,20 @@ int store_open(const char *dir, const crypto_secret *pass, const struct store_op
 	       struct store **ret_store);
 /* Close, wiping every key. NULL is fine. An import still open is aborted first. */
 void store_close(struct store *st);
+
+/* A version that an import left uncommitted (the process was killed, or crashed) and that
+ * store_open() dropped. */
+struct store_recovered {
+	uint64_t dataset_id;   /* a new dataset's id was never used: no dataset has it */
+	uint32_t version;
+};
+/* The most store_open() remembers; more are counted. */
+#define STORE_RECOVERED_MAX 16
+/* What store_open() dropped: up to STORE_RECOVERED_MAX in *ret (borrowed until store_close()),
+ * their number returned, any beyond the cap in *ret_more (may be NULL), so the daemon can record
+ * it (docs/AUDIT.md, "import"). */
+size_t store_recovered(const struct store *st, const struct store_recovered **ret,
+		       uint64_t *ret_more);
 /* The audit log's Ed25519 signing key (docs/FORMAT.md "keys/audit.key"): a random 32-byte seed,
  * wrapped under the master key, bound to this store and to its key name (which names the log in
  * every signed checkpoint: printable ASCII without spaces or '+', at most STORE_SIGNING_NAME_MAX

@@ -166,6 +166,9 @@ struct store {
 	uint64_t last_pack_len;         /* its committed length */
 	uint64_t pack_file_max;         /* highest pack id with a file in packs/; new ids go above */
 	uint64_t next_dataset_id;       /* next id to assign */
+	struct store_recovered recovered[STORE_RECOVERED_MAX]; /* dropped at open */
+	size_t nrecovered;
+	uint64_t recovered_more;        /* dropped beyond the array */
 };
 
 /* A read fd for pack_id, opened on first use and kept. Borrowed. -EUCLEAN missing pack. */

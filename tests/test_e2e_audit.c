@@ -30,6 +30,9 @@
 #include "audit/merkle.h"
 #include "audit/note.h"
 #include "common/common.h"
+#include "common/err.h"
+#include "crypto/crypto.h"
+#include "store/store.h"
 #include "tests/e2e.h"
 #include "tests/testusers.h"
 #include "tests/testutil.h"
@@ -215,14 +218,13 @@ static int child_open_once(void *arg)
 	return 0;
 }
 
-/* Version 2 of ds does not exist (alice holds a grant on every version). */
-static int child_no_version_2(void *arg)
+/* Version *arg of ds does not exist (alice holds a grant on every version). */
+static int child_no_version(void *arg)
 {
 	char path[4096];
 	struct stat st;
 
-	(void)arg;
-	snprintf(path, sizeof(path), "%s/ds/2", E->mnt);
+	snprintf(path, sizeof(path), "%s/ds/%d", E->mnt, *(const int *)arg);
 	if (stat(path, &st) == 0) {
 		fprintf(stderr, "child: %s exists\n", path);
 		return 5;
@@ -567,7 +569,7 @@ static void test_full_log_refuses_then_recovers(void **state)
 	char *filler = tu_fmt("%s/filler", audit), *dir;
 	const char *files[] = { "audit.log", "checkpoints" };
 	static char zero[64 * 1024];
-	int fd, status = 0;
+	int fd, status = 0, imported = 0, imports = e2e_audit_count("import", NULL, "ds", NULL, 0);
 	json_t *j;
 
 	(void)state;
@@ -601,23 +603,32 @@ static void test_full_log_refuses_then_recovers(void **state)
 	assert_int_equal(status, 3);
 	assert_int_equal(tu_run_as(&E->u.alice, child_open_once, NULL, 30000), 3);
 	assert_true(e2e_daemon_answers());
-	/* An import cannot be recorded: it is refused, and nothing is committed (#14, point 10). */
-	{
+	/* An import that cannot be recorded is refused, and nothing is committed (#14, point 10).
+	 * (The log's last page may still take an import record, shorter than an open's: such an
+	 * import is recorded and committed, which is as it should be.) */
+	for (int i = 0; i < 16; i++) {
 		struct e2e_run *r = ctl("-q", "dataset", "import", "ds", E->src);
 
+		if (r->status == 0) {
+			free(r);
+			imported++;
+			continue;
+		}
 		assert_int_equal(r->status, 1);
 		assert_non_null(strstr(r->err, "nothing was committed"));
 		free(r);
+		break;
 	}
 
 	/* Room again: served again; the import that was refused never became a version. */
 	assert_int_equal(unlink(filler), 0);
 	assert_int_equal(tu_run_as(&E->u.alice, child_open_once, NULL, 30000), 0);
-	assert_int_equal(tu_run_as(&E->u.alice, child_no_version_2, NULL, 30000), 0);
-	assert_int_equal(e2e_audit_count("import", NULL, "ds", NULL, 0), 1);
-	/* Imported again, it is version 2, recorded. */
+	assert_int_equal(tu_run_as(&E->u.alice, child_no_version, &(int){ 2 + imported }, 30000),
+			 0);
+	assert_int_equal(e2e_audit_count("import", NULL, "ds", NULL, 0), imports + imported);
+	/* Imported again, it takes that version number, recorded. */
 	e2e_ok_free(ctl("-q", "dataset", "import", "ds", E->src));
-	assert_int_equal(e2e_audit_count("import", NULL, "ds", NULL, 0), 2);
+	assert_int_equal(e2e_audit_count("import", NULL, "ds", NULL, 0), imports + imported + 1);
 	assert_int_equal(e2e_daemon_stop_sig(SIGTERM), 0);
 	dir = copy_log("after-full");
 	j = verify(dir, NULL, &status);
@@ -855,6 +866,63 @@ static void test_auditor_add(void **state)
 	free(akey);
 }
 
+/* What a daemon killed during an import leaves: the store's pending version, written at
+ * store_import_begin(). The child opens the stopped daemon's store and dies there. */
+static void child_begin_import_and_die(void)
+{
+	crypto_secret *pass;
+	struct store *st = NULL;
+	struct store_import *imp = NULL;
+
+	if (crypto_init() < 0)
+		_exit(9);
+	pass = tu_pass("e2e test passphrase");
+	if (store_open(E->store, pass, NULL, &st) < 0 || store_import_begin(st, "ds", NULL, &imp) < 0) {
+		fprintf(stderr, "child: %s\n", err_detail());
+		_exit(10);
+	}
+	raise(SIGKILL);
+	_exit(11);
+}
+
+/* An import interrupted by the daemon's death is dropped at the next start, and that start says
+ * so on stderr and in an "import" record (#14, point 13). */
+static void test_interrupted_import_recorded(void **state)
+{
+	int before = e2e_audit_count("import", NULL, "ds", NULL, 0), status = 0;
+	uint8_t *log;
+	size_t n;
+	pid_t pid;
+
+	(void)state;
+	assert_int_equal(e2e_daemon_stop_sig(SIGTERM), 0);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0)
+		child_begin_import_and_die();
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	if (!WIFSIGNALED(status) || WTERMSIG(status) != SIGKILL)
+		fprintf(stderr, "child: status %#x\n", (unsigned)status);
+	assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+	start_daemon();
+	assert_int_equal(e2e_audit_count("import", NULL, "ds", NULL, 0), before + 1);
+	log = tu_read_file(E->log, &n);
+	log = realloc(log, n + 1);
+	log[n] = '\0';
+	assert_non_null(strstr((char *)log, "was interrupted"));
+	assert_non_null(strstr((char *)log, "\"ds\""));
+	free(log);
+	{
+		struct e2e_run *r = ctl("--json", "audit", "show", "--event", "import",
+					"--auditor-key", E->akey);
+
+		e2e_ok(r);
+		assert_non_null(strstr(r->out, "interrupted"));
+		assert_non_null(strstr(r->out, "aborted"));
+		free(r);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -862,6 +930,7 @@ int main(void)
 		cmocka_unit_test(test_prove_and_check),
 		cmocka_unit_test(test_verify_and_tampering),
 		cmocka_unit_test(test_kill9_during_burst),
+		cmocka_unit_test(test_interrupted_import_recorded),
 		cmocka_unit_test(test_full_log_refuses_then_recovers),
 		cmocka_unit_test(test_sealed_log_reveals_no_names),
 		cmocka_unit_test(test_auditor_add),

@@ -1752,6 +1752,21 @@ static void test_crash_during_import(void **state)
 		st = fx_open_opts(f, &o);
 		assert_int_equal(store_dataset_get(st, "newds", &di), -ENOENT);
 		assert_int_equal(store_dataset_get(st, "keep", &di), 0);
+		/* And the open says what it dropped, for the daemon to record (#14, point 13): the
+		 * pending version is written at store_import_begin(). */
+		{
+			const struct store_recovered *rec;
+			uint64_t more = 9;
+			size_t nrec = store_recovered(st, &rec, &more);
+
+			assert_int_equal(more, 0);
+			assert_int_equal(nrec, 1);
+			assert_int_equal(rec[0].version, newds ? 1 : 2);
+			if (!newds)
+				assert_int_equal(rec[0].dataset_id, di.id);
+			else
+				assert_true(rec[0].dataset_id != di.id);
+		}
 		assert_int_equal(di.latest_version, 1);
 		assert_int_equal(store_version_get(st, di.id, 2, &vi), -ENOENT);
 		assert_int_equal(store_inode_get(st, di.id, 2, STORE_ROOT_INO, &ino), -ENOENT);
