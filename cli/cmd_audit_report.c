@@ -655,6 +655,11 @@ static int check_filters(const struct ctl *ctl, const struct audit_filter *f)
 		json_decref(args);
 		return ctl_fail("audit report", "out of memory");
 	}
+	/* The daemon records who asked for what (an "audit_query" record), this as a report. */
+	if (json_object_set_new(args, "for", json_string("report")) < 0) {
+		json_decref(args);
+		return ctl_fail("audit report", "out of memory");
+	}
 	r = ctl_call(ctl, "audit report", "audit.show", args, NULL, NULL, &rep);
 	reply_clear(&rep);
 	return r;
@@ -767,7 +772,8 @@ int audit_report_cmd(struct ctl *ctl, int argc, char **argv)
 	} else {
 		struct reply rep = { 0 };
 
-		r = ctl_call(ctl, what, "audit.show", json_object(), on_partial, &rp, &rep);
+		r = ctl_call(ctl, what, "audit.show", json_pack("{s:s}", "for", "report"),
+			     on_partial, &rp, &rep);
 		if (r)
 			goto out;
 		reply_clear(&rep);

@@ -127,11 +127,46 @@ static int principal_arg(uint32_t kind, const char *what, const char *s, char ou
 	return 0;
 }
 
+/* Who looked at what is part of the record (#14, point 11): an "audit_query" record of the
+ * caller, what they asked for (query: "show", "report" or "prove") and the arguments they gave
+ * (sealed with the rest of the record's text), written before anything is answered. A query that
+ * cannot be recorded is refused. */
+static int record_query(struct conn *c, const char *query, const json_t *args)
+{
+	json_t *rec = json_pack("{s:s, s:s}", "event", "audit_query", "query", query);
+	json_t *given = json_object();
+	const char *k;
+	json_t *v;
+	int r;
+
+	if (!rec || !given)
+		goto nomem;
+	json_object_foreach((json_t *)args, k, v)
+		if (strcmp(k, "for") != 0 && json_object_set(given, k, v) < 0)
+			goto nomem;
+	/* set_new takes given, on failure too. */
+	r = json_object_set_new(rec, "args", given);
+	given = NULL;
+	if (r < 0 || daemon_audit_subject(rec, &c->who) < 0)
+		goto nomem;
+	r = audit_append(c->d->log, rec, NULL);
+	json_decref(rec);
+	if (r < 0)
+		return err_set(r, "the audit log could not record this query (%s): refused",
+			       err_detail()[0] ? err_detail() : strerror(-r));
+	return 0;
+nomem:
+	json_decref(given);
+	json_decref(rec);
+	return -ENOMEM;
+}
+
 int op_audit_show(struct conn *c, const json_t *args, json_t **ret)
 {
 	static const char *const known[] = { "dataset", "user", "event", "decision", "since",
 					     "until", "limit", "grantee", "group", "grant_id",
-					     "version", "job_id", "seq", NULL };
+					     "version", "job_id", "seq", "for", NULL };
+	const char *query = "show";
 	struct audit_filter f = { 0 };
 	struct audit_stream s = { .c = c };
 	struct store_dataset_info ds;
@@ -153,8 +188,11 @@ int op_audit_show(struct conn *c, const json_t *args, json_t **ret)
 	    (r = proto_arg_u64(args, "seq", false, INT64_MAX, &f.seq)) < 0 ||
 	    (r = time_arg(args, "since", false, &since)) < 0 ||
 	    (r = time_arg(args, "until", false, &until)) < 0 ||
-	    (r = proto_arg_u64(args, "limit", false, AUDIT_LIMIT_MAX, &s.limit)) < 0)
+	    (r = proto_arg_u64(args, "limit", false, AUDIT_LIMIT_MAX, &s.limit)) < 0 ||
+	    (r = proto_arg_string(args, "for", false, 16, &query)) < 0)
 		return r;
+	if (strcmp(query, "show") != 0 && strcmp(query, "report") != 0)
+		return err_set(-EINVAL, "for: \"show\" or \"report\"");
 	f.seq_set = json_object_get(args, "seq") != NULL;
 	/* Whatever a filter names must exist: a typo is an error, not an empty answer. */
 	if (f.event && (r = audit_event_filter_check(f.event)) < 0)
@@ -218,6 +256,11 @@ int op_audit_show(struct conn *c, const json_t *args, json_t **ret)
 	}
 	f.keys = true;
 	f.pass_sealed = true;
+	r = record_query(c, query, args);
+	if (r < 0) {
+		audit_opener_free(f.open);
+		return r;
+	}
 	s.batch = json_array();
 	if (!s.batch) {
 		audit_opener_free(f.open);
@@ -353,6 +396,9 @@ int op_audit_prove(struct conn *c, const json_t *args, json_t **ret)
 
 	if ((r = proto_args_known(args, known)) < 0 ||
 	    (r = proto_arg_u64(args, "seq", true, INT64_MAX, &seq)) < 0)
+		return r;
+	r = record_query(c, "prove", args);
+	if (r < 0)
 		return r;
 	r = audit_prove(c->d->log, seq, &proof, NULL, &line, NULL);
 	if (r < 0)

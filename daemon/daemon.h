@@ -176,6 +176,11 @@ int grants_watch_start(struct grants *gs,
 		       void *ctx);
 /* Stop and join the thread; fine when it was never started. grants_free() calls it too. */
 void grants_watch_stop(struct grants *gs);
+/* Before grants_watch_start(): the watch thread also writes, for each grant (not revoked) that
+ * crossed a time, a "grant_started" (its not_before) or "grant_expired" (its expires) record to
+ * log (borrowed; must outlive the thread), when it sees it: within a second, not at the next read
+ * (docs/AUDIT.md). NULL: no records. */
+void grants_watch_record(struct grants *gs, struct audit_log *log);
 
 /* ---- The daemon ------------------------------------------------------------------------------ */
 

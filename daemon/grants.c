@@ -19,8 +19,10 @@
  * write-locked for the final in-memory update.
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -28,6 +30,7 @@
 
 #include "common/common.h"
 #include "common/err.h"
+#include "common/timefmt.h"
 #include "daemon/daemon.h"
 
 #define GRANTS_MAX (1u << 20)   /* a store with more grants than this is refused */
@@ -74,6 +77,7 @@ struct grants {
 	bool q_all;                        /* under lock: every dataset */
 	uint64_t *q;                       /* under lock: these */
 	size_t nq;
+	struct audit_log *watch_log;       /* grants_watch_record(); borrowed, NULL none */
 };
 
 /* Make room for one more element in *arr (count n, capacity *cap, at most max). */
@@ -1247,11 +1251,77 @@ static size_t find_crossed(struct grants *gs, int64_t last, int64_t now, struct 
 /* Datasets reported per look, at most; more wait for the next look (250 ms later). */
 #define WATCH_BATCH 64
 
+/* One grant crossing one of its times. */
+struct timed {
+	struct policy_grant g;
+	bool started;           /* its not_before (else its expires) */
+};
+
+/* The grants (not revoked) whose not_before or expires lies in (last, now], each time its own
+ * entry: a new array in *ret (NULL when none), its length returned. Bounded by the grant table,
+ * itself capped at GRANTS_MAX. */
+static size_t find_timed(struct grants *gs, int64_t last, int64_t now, struct timed **ret)
+{
+	struct timed *out = NULL;
+	size_t n = 0, cap = 0;
+
+	pthread_rwlock_rdlock(&gs->lock);
+	for (int pass = 0; pass < 2; pass++) {
+		for (size_t i = 0; i < gs->n; i++) {
+			const struct policy_grant *g = &gs->g[i];
+			bool s = g->not_before > last && g->not_before <= now;
+			bool e = g->expires > last && g->expires <= now;
+
+			if (g->revoked_at || (!s && !e))
+				continue;
+			if (pass == 0) {
+				cap += s + e;
+				continue;
+			}
+			if (s)
+				out[n++] = (struct timed){ .g = *g, .started = true };
+			if (e)
+				out[n++] = (struct timed){ .g = *g, .started = false };
+		}
+		if (pass == 0 && (cap == 0 || !(out = calloc(cap, sizeof(*out)))))
+			break;
+	}
+	pthread_rwlock_unlock(&gs->lock);
+	*ret = out;
+	return n;
+}
+
+/* The record of one grant crossing a time. The grant changes nothing by it (decisions read the
+ * clock); the record says when the daemon saw it. */
+static int record_timed(struct audit_log *log, const struct timed *t)
+{
+	char when[TIME_TEXT_MAX];
+	json_t *rec;
+	int r;
+
+	time_format(t->started ? t->g.not_before : t->g.expires, when);
+	rec = json_pack("{s:s, s:I, s:I, s:s, s:I, s:s}", "event",
+			t->started ? "grant_started" : "grant_expired", "grant_id",
+			(json_int_t)t->g.id, "dataset_id", (json_int_t)t->g.dataset_id,
+			"grantee_kind", t->g.kind == POLICY_GROUP ? "group" : "user", "grantee_id",
+			(json_int_t)t->g.principal_id, t->started ? "not_before" : "expires", when);
+	if (!rec || json_object_set_new(rec, "dataset", audit_string(t->g.dataset)) < 0 ||
+	    json_object_set_new(rec, "grantee", audit_string(t->g.principal)) < 0 ||
+	    (t->g.version != POLICY_ALL_VERSIONS &&
+	     json_object_set_new(rec, "version", json_integer(t->g.version)) < 0)) {
+		json_decref(rec);
+		return -ENOMEM;
+	}
+	r = audit_append(log, rec, NULL);
+	json_decref(rec);
+	return r;
+}
+
 static void *watch_main(void *arg)
 {
 	struct grants *gs = arg;
 	struct crossed batch[WATCH_BATCH];
-	int64_t last = time(NULL);
+	int64_t last = time(NULL), last_timed = last;
 
 	pthread_mutex_lock(&gs->watch_lock);
 	while (!gs->watch_stop) {
@@ -1272,6 +1342,23 @@ static void *watch_main(void *arg)
 		if (now <= last)
 			continue;
 		pthread_mutex_unlock(&gs->watch_lock);
+		if (gs->watch_log) {
+			struct timed *t = NULL;
+			/* Its own mark: unlike the datasets' batch, nothing here is looked at twice. */
+			size_t nt = find_timed(gs, last_timed, now, &t);
+
+			last_timed = now;
+
+			/* A record that cannot be written is lost with the log's failure, which
+			 * refuses every open until it can write again; the expiry holds anyway. */
+			for (size_t i = 0; i < nt; i++)
+				if (record_timed(gs->watch_log, &t[i]) < 0)
+					fprintf(stderr, "enclaved: cannot record that grant %" PRIu64
+						" %s: %s\n", t[i].g.id, t[i].started ? "started" :
+						"expired", err_detail()[0] ? err_detail() :
+						"the audit log failed");
+			free(t);
+		}
 		n = find_crossed(gs, last, now, batch, ARRAY_SIZE(batch));
 		for (size_t i = 0; i < n; i++)
 			gs->changed(gs->changed_ctx, batch[i].dataset_id, batch[i].name);
@@ -1308,6 +1395,13 @@ int grants_watch_start(struct grants *gs,
 out:
 	pthread_mutex_unlock(&gs->watch_lock);
 	return r;
+}
+
+void grants_watch_record(struct grants *gs, struct audit_log *log)
+{
+	pthread_mutex_lock(&gs->watch_lock);
+	gs->watch_log = log;
+	pthread_mutex_unlock(&gs->watch_lock);
 }
 
 void grants_watch_stop(struct grants *gs)

@@ -702,6 +702,7 @@ int main(int argc, char **argv)
 		die_detail(d.mountpoint, r);
 		goto out_fs;
 	}
+	grants_watch_record(d.grants, d.log);
 	r = grants_watch_start(d.grants, grant_time_crossed, &d);
 	if (r < 0) {
 		die_detail("grant expiry watch", r);

@@ -284,6 +284,33 @@ static int events(struct fx *f, const char *event)
 	return n;
 }
 
+struct ev_count {
+	uint64_t grant_id;      /* 0: any */
+	int n;
+};
+
+static int count_grant_event(void *ctx, const json_t *rec, const char *line, size_t len)
+{
+	struct ev_count *c = ctx;
+
+	(void)line;
+	(void)len;
+	if (!c->grant_id ||
+	    json_integer_value(json_object_get(rec, "grant_id")) == (json_int_t)c->grant_id)
+		c->n++;
+	return 0;
+}
+
+/* Records of event about grant_id (0: any grant). */
+static int count_events(struct fx *f, const char *event, uint64_t grant_id)
+{
+	struct audit_filter flt = { .event = event };
+	struct ev_count c = { .grant_id = grant_id };
+
+	assert_int_equal(audit_foreach(f->audit, &flt, count_grant_event, &c), 0);
+	return c.n;
+}
+
 static void test_grant_add_revoke_persist(void **state)
 {
 	struct fx *f = *state;
@@ -746,6 +773,18 @@ static void test_grant_watch(void **state)
 
 	g.expires = now + 2;
 	assert_int_equal(grants_add(f->gs, f->log, &steward, &g), 0);
+	/* And a grant that starts at now + 1, and one revoked (its expiry is no event). */
+	{
+		struct policy_grant s = mk_grant(f, 2002, now), v = mk_grant(f, 2003, now);
+
+		s.not_before = now + 1;
+		v.expires = now + 2;
+		assert_int_equal(grants_add(f->gs, f->log, &steward, &s), 0);
+		assert_int_equal(grants_add(f->gs, f->log, &steward, &v), 0);
+		assert_int_equal(grants_revoke(f->gs, f->log, &steward, v.id, "test", now, NULL,
+					       NULL), 0);
+	}
+	grants_watch_record(f->gs, f->log);
 	assert_int_equal(grants_watch_start(f->gs, on_changed, &w), 0);
 	assert_int_equal(grants_watch_start(f->gs, on_changed, &w), -EBUSY);
 	/* Expiry at now + 2: the call comes within a second of it. */
@@ -759,8 +798,16 @@ static void test_grant_watch(void **state)
 	assert_true(time(NULL) <= g.expires + 1);
 	assert_int_equal(w.dataset_id, f->dsid);
 	assert_string_equal(w.name, "cohort");
+	/* (The first call may be the start at now + 1: wait for the expiry's record too.) */
+	for (int i = 0; i < 50 && count_events(f, "grant_expired", 0) == 0; i++)
+		usleep(100 * 1000);
 	grants_watch_stop(f->gs);
 	grants_watch_stop(f->gs);   /* twice is fine */
+	/* The times were recorded when the thread saw them (#14, point 11): one expiry (not the
+	 * revoked grant's), one start, each once. */
+	assert_int_equal(count_events(f, "grant_expired", g.id), 1);
+	assert_int_equal(count_events(f, "grant_expired", 0), 1);
+	assert_int_equal(count_events(f, "grant_started", 0), 1);
 }
 
 int main(void)

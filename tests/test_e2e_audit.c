@@ -339,6 +339,36 @@ static void test_prove_and_check(void **state)
 	free(rec);
 }
 
+/* Who looked at what is on the record: audit show, report and prove each write an
+ * "audit_query" record naming the caller, the query and its arguments (#14, point 11). */
+static void test_auditor_actions_recorded(void **state)
+{
+	int before = e2e_audit_count("audit_query", NULL, NULL, NULL, 0);
+	char *ckey = e2e_auditor_key_for(&E->u.carol);
+	struct e2e_run *r;
+
+	(void)state;
+	e2e_ok_free(ctl("audit", "show", "--event", "open", "--limit", "1", "--auditor-key",
+			E->akey));
+	assert_int_equal(e2e_audit_count("audit_query", NULL, NULL, NULL, 0), before + 1);
+	e2e_ok_free(ctl("audit", "prove", "2"));
+	assert_int_equal(e2e_audit_count("audit_query", NULL, NULL, NULL, 0), before + 2);
+	e2e_ok_free(ctl("audit", "report", "--auditor-key", E->akey));
+	assert_true(e2e_audit_count("audit_query", NULL, NULL, NULL, 0) >= before + 3);
+	/* An auditor (carol) too, and what the records say, read with the auditor's key. */
+	e2e_ok_free(ctl_as(&E->u.carol, "audit", "show", "--event", "import", "--auditor-key",
+			   ckey));
+	free(ckey);
+	r = e2e_ok(ctl("--json", "audit", "show", "--event", "audit_query", "--auditor-key",
+		       E->akey));
+	assert_non_null(strstr(r->out, "\"query\":\"prove\""));
+	assert_non_null(strstr(r->out, "\"query\":\"report\""));
+	assert_non_null(strstr(r->out, "\"query\":\"show\""));
+	assert_non_null(strstr(r->out, "\"seq\":2"));
+	assert_non_null(strstr(r->out, "\"user\":\"" TU_USER_CAROL "\""));
+	free(r);
+}
+
 /* A clean log verifies, alone and against a checkpoint saved earlier; every kind of tampering is
  * found and named. */
 static void test_verify_and_tampering(void **state)
@@ -928,6 +958,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_pubkey),
 		cmocka_unit_test(test_prove_and_check),
+		cmocka_unit_test(test_auditor_actions_recorded),
 		cmocka_unit_test(test_verify_and_tampering),
 		cmocka_unit_test(test_kill9_during_burst),
 		cmocka_unit_test(test_interrupted_import_recorded),
