@@ -1257,8 +1257,8 @@ struct timed {
 	bool started;           /* its not_before (else its expires) */
 };
 
-/* The grants (not revoked) whose not_before or expires lies in (last, now], each time its own
- * entry: a new array in *ret (NULL when none), its length returned. Bounded by the grant table,
+/* The grants (not revoked) whose not_before (later than their creation) or expires lies in
+ * (last, now], each time its own entry: a new array in *ret (NULL when none), its length returned. Bounded by the grant table,
  * itself capped at GRANTS_MAX. */
 static size_t find_timed(struct grants *gs, int64_t last, int64_t now, struct timed **ret)
 {
@@ -1269,7 +1269,10 @@ static size_t find_timed(struct grants *gs, int64_t last, int64_t now, struct ti
 	for (int pass = 0; pass < 2; pass++) {
 		for (size_t i = 0; i < gs->n; i++) {
 			const struct policy_grant *g = &gs->g[i];
-			bool s = g->not_before > last && g->not_before <= now;
+			/* A grant in force from its request on (not_before its creation) does not
+			 * "start" later: only a start that was scheduled is an event. */
+			bool s = g->not_before > last && g->not_before <= now &&
+				 g->not_before > g->created;
 			bool e = g->expires > last && g->expires <= now;
 
 			if (g->revoked_at || (!s && !e))
