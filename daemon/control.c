@@ -326,7 +326,12 @@ static int conn_identify(struct conn *c)
 	c->pid = cred.pid;
 	if (policy_subject_lookup(cred.uid, cred.gid, &c->who) < 0)
 		return -EPERM;
-	c->roles = config_roles(&c->d->cfg, &c->who);
+	{
+		struct config cfg;  /* ~10 KiB: the connection thread's stack */
+
+		daemon_config(c->d, &cfg);
+		c->roles = config_roles(&cfg, &c->who);
+	}
 	return 0;
 }
 

@@ -113,16 +113,18 @@ static int eligible_approvers(struct conn *c, const struct policy_grant *g, size
 	uint32_t kinds[CONFIG_PRINCIPALS_MAX], ids[CONFIG_PRINCIPALS_MAX];
 	_cleanup_free_ uint32_t *stewards = malloc(PEOPLE_MAX * sizeof(uint32_t));
 	_cleanup_free_ uint32_t *grantees = malloc(PEOPLE_MAX * sizeof(uint32_t));
+	_cleanup_free_ struct config *cfg = malloc(sizeof(*cfg));
 	size_t ns = 0, ng = 0, n = 0;
 	int r;
 
-	if (!stewards || !grantees)
+	if (!stewards || !grantees || !cfg)
 		return -ENOMEM;
-	for (size_t i = 0; i < c->d->cfg.nstewards; i++) {
-		kinds[i] = c->d->cfg.stewards[i].kind;
-		ids[i] = c->d->cfg.stewards[i].id;
+	daemon_config(c->d, cfg);
+	for (size_t i = 0; i < cfg->nstewards; i++) {
+		kinds[i] = cfg->stewards[i].kind;
+		ids[i] = cfg->stewards[i].id;
 	}
-	if ((r = policy_principal_uids(kinds, ids, c->d->cfg.nstewards, stewards, PEOPLE_MAX,
+	if ((r = policy_principal_uids(kinds, ids, cfg->nstewards, stewards, PEOPLE_MAX,
 				       &ns)) < 0 ||
 	    (r = policy_principal_uids(&g->kind, &g->principal_id, 1, grantees, PEOPLE_MAX,
 				       &ng)) < 0)
@@ -143,6 +145,7 @@ int op_grant_add(struct conn *c, const json_t *args, json_t **ret)
 	static const char *const known[] = { "principal_kind", "principal", "dataset", "version",
 					     "purpose", "purpose_code", "override_consent",
 					     "not_before", "expires", "dry_run", NULL };
+	_cleanup_free_ struct config *cfg = malloc(sizeof(*cfg));  /* the settings in force */
 	struct policy_grant g = { 0 };
 	struct store_dataset_info ds;
 	struct store_version_info vi;
@@ -155,6 +158,8 @@ int op_grant_add(struct conn *c, const json_t *args, json_t **ret)
 	char uidbuf[16];
 	int r;
 
+	if (!cfg)
+		return -ENOMEM;
 	if ((r = proto_args_known(args, known)) < 0 ||
 	    (r = proto_arg_bool(args, "dry_run", false, &dry_run)) < 0 ||
 	    (r = proto_arg_string(args, "principal_kind", true, 8, &kind)) < 0 ||
@@ -183,8 +188,8 @@ int op_grant_add(struct conn *c, const json_t *args, json_t **ret)
 		return err_set(-EINVAL, "the expiry is in the past");
 	if (expires <= not_before)
 		return err_set(-EINVAL, "the expiry is not after not_before");
-	max_days = c->d->cfg.max_grant_days ? c->d->cfg.max_grant_days
-					    : CONFIG_MAX_GRANT_DAYS_DEFAULT;
+	daemon_config(c->d, cfg);
+	max_days = cfg->max_grant_days ? cfg->max_grant_days : CONFIG_MAX_GRANT_DAYS_DEFAULT;
 	if (expires - now > max_days * 86400)
 		return err_set(-EINVAL, "the expiry is more than %lld days away, the longest this "
 			       "store allows (max_grant_days in enclave.conf)", (long long)max_days);
@@ -208,7 +213,7 @@ int op_grant_add(struct conn *c, const json_t *args, json_t **ret)
 	g.granted_by_uid = c->who.uid;
 	snprintf(g.granted_by, sizeof(g.granted_by), "%s", subject_name(&c->who, uidbuf));
 	g.created = now;
-	g.approvals_required = c->d->cfg.approvals;
+	g.approvals_required = cfg->approvals;
 	/* Every check has passed: a dry run says what would be granted, and records nothing (the
 	 * grant has no id yet). */
 	if (dry_run) {
@@ -694,6 +699,7 @@ int op_deny_remove(struct conn *c, const json_t *args, json_t **ret)
 	struct policy_deny x;
 	const char *reason = NULL;
 	uint64_t id;
+	uint32_t approvals;
 	int r;
 
 	if ((r = proto_args_known(args, known)) < 0 ||
@@ -703,7 +709,16 @@ int op_deny_remove(struct conn *c, const json_t *args, json_t **ret)
 	if (!*reason)
 		return err_set(-EINVAL, "removing a deny rule needs a reason");
 	/* Lifting a rule gives access back: the store's four-eyes rule applies as to grants. */
-	r = grants_deny_remove(c->d->grants, c->d->log, &c->who, id, reason, c->d->cfg.approvals,
+	{
+		struct config *cfg = malloc(sizeof(*cfg));
+
+		if (!cfg)
+			return -ENOMEM;
+		daemon_config(c->d, cfg);
+		approvals = cfg->approvals;
+		free(cfg);
+	}
+	r = grants_deny_remove(c->d->grants, c->d->log, &c->who, id, reason, approvals,
 			       time(NULL), &x);
 	if (r < 0)
 		return r;

@@ -192,7 +192,11 @@ struct daemon {
 	int run_fd;                          /* run/, checked to be ours alone; -1 until opened */
 	struct store *st;
 	struct audit_log *log;
+	/* enclave.conf as last loaded. SIGHUP reloads it (daemon_reload()): the roles, approvals and
+	 * max_grant_days change under cfg_lock, so read those through daemon_config(); visa_issuer
+	 * stays as loaded at start and may be read directly. */
 	struct config cfg;
+	pthread_mutex_t cfg_lock;
 	struct grants *grants;
 	struct fusefs *fs;
 	struct control *ctl;
@@ -203,6 +207,15 @@ struct daemon {
 /* Give the log its sealing keys: the store's, and the auditors' from keys/auditors (main.c;
  * called again after an auditor is added). */
 int daemon_seal_setup(struct daemon *d);
+
+/* A copy of the configuration in force (see struct daemon's cfg). */
+void daemon_config(struct daemon *d, struct config *ret_cfg);
+/* SIGHUP: re-read enclave.conf and the auditor keys. The new roles and settings apply to
+ * connections made from then on, and to every grant and deny request decided after it. Recorded
+ * ("reload", result "ok" with what is now in force, or "failed" with why) before it applies; a
+ * configuration that does not load, or a record that cannot be written, keeps the one in force
+ * and says why on stderr. -errno then. */
+int daemon_reload(struct daemon *d);
 
 /* The record fields every event made by a person carries: "uid" and "user". */
 int daemon_audit_subject(json_t *rec, const struct policy_subject *who);

@@ -57,7 +57,9 @@ static const char usage[] =
 	"  -h, --help                 this help\n"
 	"  -V, --version              the version\n"
 	"\n"
-	"SIGTERM or SIGINT unmounts and stops. Exit status: 0 stopped cleanly, 1 failed, 2 usage.\n";
+	"SIGTERM or SIGINT unmounts and stops; SIGHUP re-reads enclave.conf (roles, approvals,\n"
+	"max_grant_days) and the auditor keys, records it, and keeps the configuration in force\n"
+	"if the new one does not load. Exit status: 0 stopped cleanly, 1 failed, 2 usage.\n";
 
 /* Tell systemd (Type=notify) how we are doing; a no-op outside systemd. */
 static void sd_notify_msg(const char *msg)
@@ -136,11 +138,90 @@ struct signal_ctx {
 	sigset_t set;
 	pthread_mutex_t lock;
 	struct fusefs *fs;      /* under lock; NULL once main() is shutting down */
+	struct daemon *d;       /* under lock; NULL once main() is shutting down */
 	int signo;              /* under lock */
 };
 
-/* Waits for SIGTERM/SIGINT/SIGHUP and stops the FUSE session, which makes main() go on to the
- * shutdown. Signals are blocked in every other thread, so they all arrive here. */
+void daemon_config(struct daemon *d, struct config *ret_cfg)
+{
+	pthread_mutex_lock(&d->cfg_lock);
+	*ret_cfg = d->cfg;
+	pthread_mutex_unlock(&d->cfg_lock);
+}
+
+/* The "reload" record: result "ok" with what is in force, or "failed" with why. */
+static int record_reload(struct daemon *d, const struct config *cfg, const char *error)
+{
+	json_t *rec = json_pack("{s:s, s:s, s:I, s:I}", "event", "reload", "result",
+				error ? "failed" : "ok", "pid", (json_int_t)getpid(), "uid",
+				(json_int_t)getuid());
+	int r;
+
+	if (rec && error && json_object_set_new(rec, "error", audit_string(error)) < 0)
+		goto nomem;
+	if (rec && cfg &&
+	    (json_object_set_new(rec, "stewards", json_integer((json_int_t)cfg->nstewards)) < 0 ||
+	     json_object_set_new(rec, "auditors", json_integer((json_int_t)cfg->nauditors)) < 0 ||
+	     json_object_set_new(rec, "approvals", json_integer(cfg->approvals)) < 0 ||
+	     json_object_set_new(rec, "max_grant_days", json_integer(cfg->max_grant_days)) < 0))
+		goto nomem;
+	if (!rec)
+		return -ENOMEM;
+	r = audit_append(d->log, rec, NULL);
+	json_decref(rec);
+	return r;
+nomem:
+	json_decref(rec);
+	return -ENOMEM;
+}
+
+int daemon_reload(struct daemon *d)
+{
+	struct config *cfg = malloc(sizeof(*cfg));
+	char why[ERR_DETAIL_MAX];
+	int r;
+
+	if (!cfg)
+		return -ENOMEM;
+	r = config_load(d->store_dir, cfg);
+	if (r < 0) {
+		snprintf(why, sizeof(why), "%s", err_detail()[0] ? err_detail() : strerror(-r));
+		fprintf(stderr, "enclaved: reload: %s/enclave.conf: %s: the configuration in force "
+			"is kept\n", d->store_dir, why);
+		(void)record_reload(d, NULL, why);
+		free(cfg);
+		return r;
+	}
+	/* Recorded before it applies: no role is given or taken off the record. */
+	r = record_reload(d, cfg, NULL);
+	if (r < 0) {
+		fprintf(stderr, "enclaved: reload: the audit log could not record it (%s): the "
+			"configuration in force is kept\n", err_detail()[0] ? err_detail() :
+			strerror(-r));
+		free(cfg);
+		return r;
+	}
+	pthread_mutex_lock(&d->cfg_lock);
+	if (strcmp(cfg->visa_issuer, d->cfg.visa_issuer) != 0)
+		fprintf(stderr, "enclaved: reload: visa_issuer changes at the next start\n");
+	snprintf(cfg->visa_issuer, sizeof(cfg->visa_issuer), "%s", d->cfg.visa_issuer);
+	d->cfg = *cfg;
+	pthread_mutex_unlock(&d->cfg_lock);
+	/* What else can be reopened: the auditor keys the log seals to. */
+	r = daemon_seal_setup(d);
+	if (r < 0)
+		fprintf(stderr, "enclaved: reload: the auditor keys: %s: the ones in force are "
+			"kept\n", err_detail()[0] ? err_detail() : strerror(-r));
+	fprintf(stderr, "enclaved: reloaded %s/enclave.conf: %zu stewards, %zu auditors, "
+		"approvals %u, max_grant_days %u\n", d->store_dir, cfg->nstewards, cfg->nauditors,
+		cfg->approvals, cfg->max_grant_days);
+	free(cfg);
+	return 0;
+}
+
+/* Waits for signals: SIGTERM and SIGINT stop the FUSE session, which makes main() go on to the
+ * shutdown; SIGHUP reloads the configuration (daemon_reload()), as systemd's ExecReload asks.
+ * Signals are blocked in every other thread, so they all arrive here. */
 static void *signal_main(void *arg)
 {
 	struct signal_ctx *s = arg;
@@ -150,9 +231,15 @@ static void *signal_main(void *arg)
 		if (sigwait(&s->set, &signo) != 0)
 			continue;
 		pthread_mutex_lock(&s->lock);
-		s->signo = signo;
-		if (s->fs)
-			fusefs_stop(s->fs);
+		if (signo == SIGHUP) {
+			/* Under the lock: main() does not free what the reload uses meanwhile. */
+			if (s->d)
+				(void)daemon_reload(s->d);
+		} else {
+			s->signo = signo;
+			if (s->fs)
+				fusefs_stop(s->fs);
+		}
 		pthread_mutex_unlock(&s->lock);
 	}
 	return NULL;
@@ -470,7 +557,7 @@ int main(int argc, char **argv)
 		{ 0 },
 	};
 	struct daemon d = { .checkpoint_interval = AUDIT_CHECKPOINT_INTERVAL_DEFAULT,
-			    .run_fd = -1 };
+			    .run_fd = -1, .cfg_lock = PTHREAD_MUTEX_INITIALIZER };
 	bool sync_each = false;
 	int durability = -1;    /* --audit-durability: 1 strict, 0 session, -1 enclave.conf's */
 	/* Pack reads go through the page cache unless --direct-packs: O_DIRECT saves the copy out
@@ -734,6 +821,7 @@ int main(int argc, char **argv)
 		goto out_ctl;
 	}
 	sig.fs = d.fs;
+	sig.d = &d;
 	if (pthread_create(&sig_thread, NULL, signal_main, &sig) != 0) {
 		fprintf(stderr, "enclaved: cannot start the signal thread\n");
 		goto out_ctl;
@@ -748,6 +836,7 @@ int main(int argc, char **argv)
 	sd_notify_msg("STOPPING=1");
 	pthread_mutex_lock(&sig.lock);
 	sig.fs = NULL;          /* a late signal must not touch a freed session */
+	sig.d = NULL;
 	signo = sig.signo;
 	pthread_mutex_unlock(&sig.lock);
 	if (r < 0)

@@ -953,6 +953,74 @@ static void test_interrupted_import_recorded(void **state)
 	}
 }
 
+/* Wait (10 s at most) until the log holds n "reload" records. */
+static void wait_reloads(int n)
+{
+	for (int i = 0; i < 100 && e2e_audit_count("reload", NULL, NULL, NULL, 0) < n; i++)
+		poll(NULL, 0, 100);
+	assert_int_equal(e2e_audit_count("reload", NULL, NULL, NULL, 0), n);
+}
+
+/* SIGHUP reloads enclave.conf instead of stopping the daemon: a new auditor gets the role, a
+ * configuration that does not load is refused and the old one kept, and each reload is recorded
+ * (#14, point 18). */
+static void test_sighup_reloads(void **state)
+{
+	char *conf = tu_fmt("%s/enclave.conf", E->store), *orig, *text;
+	int reloads = e2e_audit_count("reload", NULL, NULL, NULL, 0);
+	size_t n;
+	struct e2e_run *r;
+	uint8_t *log;
+
+	(void)state;
+	orig = (char *)tu_read_file(conf, &n);
+	orig = realloc(orig, n + 1);
+	orig[n] = '\0';
+	/* bob has no role: no checkpoint for him. */
+	r = ctl_as(&E->u.bob, "audit", "checkpoint");
+	assert_int_equal(r->status, 1);
+	free(r);
+
+	text = tu_fmt("%sauditor = user:%s\n", orig, TU_USER_BOB);
+	tu_write_file(conf, text, strlen(text));
+	free(text);
+	assert_int_equal(kill(E->daemon, SIGHUP), 0);
+	wait_reloads(reloads + 1);
+	assert_true(e2e_daemon_answers());
+	e2e_ok_free(ctl_as(&E->u.bob, "audit", "checkpoint"));
+
+	/* A configuration that does not load: refused, the one in force kept, still serving. */
+	text = tu_fmt("%sauditor = user:no-such-user-i14\n", orig);
+	tu_write_file(conf, text, strlen(text));
+	free(text);
+	assert_int_equal(kill(E->daemon, SIGHUP), 0);
+	wait_reloads(reloads + 2);
+	assert_true(e2e_daemon_answers());
+	e2e_ok_free(ctl_as(&E->u.bob, "audit", "checkpoint"));
+	assert_int_equal(tu_run_as(&E->u.alice, child_open_once, NULL, 30000), 0);
+	log = tu_read_file(E->log, &n);
+	log = realloc(log, n + 1);
+	log[n] = '\0';
+	assert_non_null(strstr((char *)log, "the configuration in force is kept"));
+	assert_non_null(strstr((char *)log, "reloaded"));
+	free(log);
+	r = e2e_ok(ctl("--json", "audit", "show", "--event", "reload", "--auditor-key", E->akey));
+	assert_non_null(strstr(r->out, "\"result\":\"failed\""));
+	assert_non_null(strstr(r->out, "no-such-user-i14"));
+	assert_non_null(strstr(r->out, "\"auditors\":2"));
+	free(r);
+
+	/* Back as it was: bob loses the role again. */
+	tu_write_file(conf, orig, strlen(orig));
+	assert_int_equal(kill(E->daemon, SIGHUP), 0);
+	wait_reloads(reloads + 3);
+	r = ctl_as(&E->u.bob, "audit", "checkpoint");
+	assert_int_equal(r->status, 1);
+	free(r);
+	free(orig);
+	free(conf);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -962,6 +1030,7 @@ int main(void)
 		cmocka_unit_test(test_verify_and_tampering),
 		cmocka_unit_test(test_kill9_during_burst),
 		cmocka_unit_test(test_interrupted_import_recorded),
+		cmocka_unit_test(test_sighup_reloads),
 		cmocka_unit_test(test_full_log_refuses_then_recovers),
 		cmocka_unit_test(test_sealed_log_reveals_no_names),
 		cmocka_unit_test(test_auditor_add),
