@@ -1303,6 +1303,7 @@ struct fh {
 	uint64_t dsid;
 	uint32_t version;
 	uint64_t open_seq;                          /* seq of the "open" record */
+	uint64_t reserved;                          /* room kept for its close record */
 	_Atomic uint64_t bytes;                     /* plaintext bytes served through it */
 	fuse_ino_t ino;                             /* the file's number, for page invalidation */
 	bool cached;                                /* cache=kernel: counted in fs's cached set */
@@ -1336,7 +1337,8 @@ static void fh_close(struct fusefs *fs, struct fh *h, const char *error)
 {
 	struct fusefs_access a = fh_access(h);
 
-	fusefs_record_close(fs, &a, h->open_seq, atomic_load(&h->bytes), error);
+	fusefs_record_close_reserved(fs, &a, h->open_seq, atomic_load(&h->bytes), error,
+				     h->reserved);
 	/* Before the object: a read-ahead in progress reads it. */
 	fusefs_ra_release(fs->prefetch, &h->ra);
 	store_object_close(h->obj);
@@ -1549,6 +1551,18 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	if (!h->cached)
 		direct_hint(fs, n.dsid, di.name);
 
+	/* Room for its close first (#14, point 12): a disk too full for it refuses the open, so
+	 * that no file is ever served whose close cannot be recorded. */
+	h->reserved = fusefs_close_room(&a);
+	r = fusefs_reserve(fs, h->reserved);
+	if (r < 0) {
+		fusefs_log_limited(fs, FUSEFS_LOG_AUDIT, "enclave: no room on the audit log's file "
+				   "system to keep for the close of a file (%s): opens are refused "
+				   "until there is", strerror(-r));
+		fh_free_unopened(fs, h);
+		fuse_reply_err(req, EACCES);
+		return;
+	}
 	/* Recorded before anything is served; no record, no access. The first open of a session
 	 * (this thread, this uid, this version, this grant) is synced before we go on; the others
 	 * are written, and synced within the log's interval (docs/AUDIT.md "Durability"). */
@@ -1558,6 +1572,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	oi.durable = !fusefs_session_known(fs->subjects, &sess);
 	r = fusefs_record_open(fs, &a, &oi, &dec, NULL, &h->open_seq);
 	if (r < 0) {
+		fusefs_unreserve(fs, h->reserved);
 		fh_free_unopened(fs, h);
 		fuse_reply_err(req, EACCES);
 		return;
@@ -1578,9 +1593,9 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fusefs_record_integrity(fs, r == -EBADMSG ? "integrity" : "io_error", &a,
 					h->open_seq, 0, 0, r == -EBADMSG ?
 					"object key failed authentication" : what);
-		fusefs_record_close(fs, &a, h->open_seq, 0,
-				    r == -EBADMSG ? "object key failed authentication"
-						  : "object could not be opened");
+		fusefs_record_close_reserved(fs, &a, h->open_seq, 0,
+					     r == -EBADMSG ? "object key failed authentication"
+							   : "object could not be opened", h->reserved);
 		fh_free_unopened(fs, h);
 		fuse_reply_err(req, r == -ENOMEM ? ENOMEM : EIO);
 		return;

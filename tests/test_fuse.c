@@ -281,7 +281,7 @@ static void *run_thread(void *p)
 static void fx_mount(struct fx *f)
 {
 	struct fusefs_options o = { .mountpoint = f->mnt, .max_threads = 8,
-				    .no_prefetch = f->no_prefetch };
+				    .no_prefetch = f->no_prefetch, .reserve_dir = f->auditdir };
 	int r;
 
 	assert_int_equal(fusefs_new(f->st, f->log, &test_cb, &o, &f->fs), 0);
@@ -1765,6 +1765,77 @@ static int child_hold_open(void *arg)
 	return 0;
 }
 
+/* Open ds/1/one, read it, say so on ready_w, wait for a byte on go_r, close. */
+struct close_job {
+	const char *mnt;
+	int ready_w, go_r;
+};
+
+static int child_open_wait_close(void *arg)
+{
+	const struct close_job *j = arg;
+	char *one = tu_fmt("%s/ds/1/one", j->mnt), c = 'r';
+	int fd = open(one, O_RDONLY | O_CLOEXEC);
+
+	CHECK(fd >= 0, "open: %s", strerror(errno));
+	CHECK(read(fd, &c, 1) == 1, "read: %s", strerror(errno));
+	CHECK(write(j->ready_w, &c, 1) == 1, "pipe");
+	CHECK(read(j->go_r, &c, 1) == 1, "pipe");
+	close(fd);
+	free(one);
+	return 0;
+}
+
+/* A close record is never lost when the log's disk fills (#14, point 12): the open kept room
+ * for it (close.reserve), and a close whose first write finds no room is written into it. */
+static void test_close_recorded_when_log_full(void **state)
+{
+	struct fx *f = *state;
+	uint64_t dsid = import_tree(f);
+	char *reserve = tu_fmt("%s/close.reserve", f->auditdir), c;
+	struct close_job j = { .mnt = f->mnt };
+	int ready[2], go[2];
+	struct stat st;
+	json_t *closes, *r;
+	pid_t pid;
+
+	grant(POLICY_USER, U.alice.uid, dsid, POLICY_ALL_VERSIONS);
+	fx_mount(f);
+	assert_int_equal(stat(reserve, &st), 0);
+	assert_int_equal(st.st_size, 0);
+	assert_int_equal(pipe2(ready, O_CLOEXEC), 0);
+	assert_int_equal(pipe2(go, O_CLOEXEC), 0);
+	j.ready_w = ready[1];
+	j.go_r = go[0];
+	assert_int_equal(tu_spawn_as(&U.alice, child_open_wait_close, &j, &pid), 0);
+	f->child = pid;
+	assert_int_equal(read(ready[0], &c, 1), 1);
+	/* While the file is open, its close's room is allocated. */
+	assert_int_equal(stat(reserve, &st), 0);
+	assert_true(st.st_size >= 1024);
+	assert_true(st.st_blocks > 0);
+	/* The disk is full for the close's first write. */
+	audit_test_fail_next(f->log, AUDIT_FAULT_WRITE, ENOSPC);
+	assert_int_equal(write(go[1], "g", 1), 1);
+	assert_int_equal(tu_wait(pid, CHILD_MS), 0);
+	f->child = -1;
+	fx_unmount(f);
+	assert_false(audit_failed(f->log));
+	closes = records(f, "close");
+	r = find_rec(closes, "/one", U.alice.name, NULL);
+	assert_non_null(r);
+	assert_int_equal(rec_int(r, "bytes"), 1);
+	/* And the room was given back. */
+	assert_int_equal(stat(reserve, &st), 0);
+	assert_int_equal(st.st_size, 0);
+	json_decref(closes);
+	close(ready[0]);
+	close(ready[1]);
+	close(go[0]);
+	close(go[1]);
+	free(reserve);
+}
+
 static void test_stop_with_open_file(void **state)
 {
 	struct fx *f = *state;
@@ -2918,6 +2989,7 @@ int main(void)
 		T(test_group_grant),
 		T(test_tampered_chunk_is_eio),
 		T(test_store_errors_recorded),
+		T(test_close_recorded_when_log_full),
 		T(test_read_ahead_serves_sequential_reads),
 		T(test_read_ahead_of_tampered_chunk_is_eio),
 		T(test_close_during_read_ahead),
