@@ -846,7 +846,7 @@ int grants_snapshot(struct grants *gs, struct policy_grant **ret_grants,
 	n = gs->n;
 	g = malloc(MAX(n, 1) * sizeof(*g));
 	rv = ret_revs ? malloc(MAX(n, 1) * sizeof(*rv)) : NULL;
-	if (g && (!ret_revs || rv)) {
+	if (g && (!ret_revs || rv) && n) {
 		memcpy(g, gs->g, n * sizeof(*g));
 		if (rv)
 			memcpy(rv, gs->rev, n * sizeof(*rv));
@@ -1149,7 +1149,8 @@ int grants_deny_snapshot(struct grants *gs, struct policy_deny **ret_denies, siz
 	pthread_rwlock_rdlock(&gs->lock);
 	n = gs->ndn;
 	d = malloc(MAX(n, 1) * sizeof(*d));
-	if (d)
+	/* n == 0: gs->dn may be NULL, which memcpy() must not be given even for 0 bytes. */
+	if (d && n)
 		memcpy(d, gs->dn, n * sizeof(*d));
 	pthread_rwlock_unlock(&gs->lock);
 	if (!d)
