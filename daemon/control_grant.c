@@ -235,8 +235,17 @@ int op_grant_add(struct conn *c, const json_t *args, json_t **ret)
 	/* An active grant changes what the mount may show: ask the kernel to look again. */
 	if (c->d->fs && !g.approvals_required)
 		fusefs_invalidate_dataset(c->d->fs, g.dataset_id, g.dataset);
-	*ret = json_pack("{s:o, s:s}", "grant", policy_grant_to_json(&g), "state",
-			 g.approvals_required ? "pending_approval" : "active");
+	{
+		/* The same grant shape as grant.list (state and approvals inside). */
+		json_t *gj = policy_grant_to_json(&g);
+
+		if (!gj || grant_state_json(c, &g, time(NULL), gj) < 0) {
+			json_decref(gj);
+			return -ENOMEM;
+		}
+		*ret = json_pack("{s:o, s:s}", "grant", gj, "state",
+				 g.approvals_required ? "pending_approval" : "active");
+	}
 	if (!*ret)
 		return -ENOMEM;
 	/* A grant that nobody may approve stays pending until it expires: say so now. */
@@ -274,11 +283,21 @@ int op_grant_approve(struct conn *c, const json_t *args, json_t **ret)
 		return r;
 	if (c->d->fs && g.approvals >= g.approvals_required)
 		fusefs_invalidate_dataset(c->d->fs, g.dataset_id, g.dataset);
-	/* The effective state: an approved grant may still be suspended or not yet valid. */
-	*ret = json_pack("{s:o, s:s, s:I, s:I}", "grant", policy_grant_to_json(&g), "state",
-			 grant_state(c, &g, time(NULL), NULL), "approvals",
-			 (json_int_t)g.approvals, "approvals_required",
-			 (json_int_t)g.approvals_required);
+	/* The effective state: an approved grant may still be suspended or not yet valid. The
+	 * grant object has the shape grant.list and grant.show give it (state and approvals
+	 * inside, docs/PROTOCOL.md "JSON shapes"); the members beside it stay for old clients. */
+	{
+		json_t *gj = policy_grant_to_json(&g);
+
+		if (!gj || grant_state_json(c, &g, time(NULL), gj) < 0) {
+			json_decref(gj);
+			return -ENOMEM;
+		}
+		*ret = json_pack("{s:o, s:s, s:I, s:I}", "grant", gj, "state",
+				 grant_state(c, &g, time(NULL), NULL), "approvals",
+				 (json_int_t)g.approvals, "approvals_required",
+				 (json_int_t)g.approvals_required);
+	}
 	return *ret ? 0 : -ENOMEM;
 }
 

@@ -591,6 +591,76 @@ static void test_latest_per_user(void **state)
 	latest_is(&E->u.alice, "1");
 }
 
+/* ---- One JSON shape per object (#15 point 13) ------------------------------------------------- */
+
+/* The member names of a JSON object, sorted, comma-separated. */
+static char *keys_of(const json_t *o)
+{
+	const char *k;
+	const json_t *v;
+	char *out = calloc(1, 4096);
+	const char *names[64];
+	size_t n = 0;
+
+	json_object_foreach((json_t *)o, k, v)
+		if (n < 64)
+			names[n++] = k;
+	for (size_t i = 0; i < n; i++)
+		for (size_t j = i + 1; j < n; j++)
+			if (strcmp(names[j], names[i]) < 0) {
+				const char *t = names[i];
+
+				names[i] = names[j];
+				names[j] = t;
+			}
+	for (size_t i = 0; i < n; i++) {
+		strcat(out, i ? "," : "");
+		strcat(out, names[i]);
+	}
+	return out;
+}
+
+/* A grant is the same object whichever command shows it: request, list, show. */
+static void test_grant_json_shape(void **state)
+{
+	struct e2e_run *r;
+	json_t *j, *g;
+	char id[24], *req_keys, *list_keys = NULL, *show_keys;
+	size_t i;
+
+	(void)state;
+	r = e2e_ok(ctl("--json", "grant", "request", "--user", TU_USER_CAROL, "--dataset", "two",
+		       "--purpose", "shape", "--expires", "+1d"));
+	j = e2e_out_json(r);
+	g = json_object_get(j, "grant");
+	snprintf(id, sizeof(id), "%" JSON_INTEGER_FORMAT,
+		 json_integer_value(json_object_get(g, "id")));
+	assert_true(json_is_string(json_object_get(g, "state")));
+	assert_true(json_is_integer(json_object_get(g, "approvals")));
+	req_keys = keys_of(g);
+	json_decref(j);
+	free(r);
+	r = e2e_ok(ctl("--json", "grant", "list", "--dataset", "two"));
+	j = e2e_out_json(r);
+	json_array_foreach(json_object_get(j, "grants"), i, g)
+		if (json_integer_value(json_object_get(g, "id")) == atoll(id))
+			list_keys = keys_of(g);
+	json_decref(j);
+	free(r);
+	assert_non_null(list_keys);
+	assert_string_equal(req_keys, list_keys);
+	r = e2e_ok(ctl("--json", "grant", "show", id));
+	j = e2e_out_json(r);
+	g = json_object_get(j, "grant");
+	show_keys = keys_of(g);
+	json_decref(j);
+	free(r);
+	assert_string_equal(req_keys, show_keys);
+	free(req_keys);
+	free(list_keys);
+	free(show_keys);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -605,6 +675,7 @@ int main(void)
 		cmocka_unit_test(test_export_as_auditor),
 		cmocka_unit_test(test_direct_mmap_is_explained),
 		cmocka_unit_test(test_latest_per_user),
+		cmocka_unit_test(test_grant_json_shape),
 	};
 
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
