@@ -182,6 +182,21 @@ void grants_watch_stop(struct grants *gs);
  * (docs/AUDIT.md). NULL: no records. */
 void grants_watch_record(struct grants *gs, struct audit_log *log);
 
+/* ---- Groups as the database says them now (groups.c) ------------------------------------- */
+
+struct daemon_groups;
+int daemon_groups_new(struct daemon_groups **ret);
+/* Stops the watch first. NULL is fine. */
+void daemon_groups_free(struct daemon_groups *g);
+/* Take out of who every group the group database no longer gives the user (its primary group in
+ * passwd and the groups that list it stay); a uid without a passwd entry is left as it is. */
+void daemon_groups_filter(struct daemon_groups *g, struct policy_subject *who);
+/* Watch /etc/group and /etc/passwd (every 250 ms): on a change, forget what was cached and call
+ * changed(ctx) on the watch thread. -EBUSY already started. */
+int daemon_groups_watch_start(struct daemon_groups *g, void (*changed)(void *ctx), void *ctx);
+/* Stop and join the watch; fine when it never started. */
+void daemon_groups_watch_stop(struct daemon_groups *g);
+
 /* ---- The daemon ------------------------------------------------------------------------------ */
 
 struct daemon {
@@ -198,6 +213,7 @@ struct daemon {
 	struct config cfg;
 	pthread_mutex_t cfg_lock;
 	struct grants *grants;
+	struct daemon_groups *groups;        /* group memberships as NSS says them now */
 	struct fusefs *fs;
 	struct control *ctl;
 	int64_t started;                     /* unix seconds */

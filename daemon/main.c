@@ -249,8 +249,30 @@ static struct policy_decision decide(void *ctx, const struct policy_subject *who
 				     uint64_t dataset_id, uint32_t version)
 {
 	struct daemon *d = ctx;
+	struct policy_subject *now;
+	struct policy_decision dec;
 
-	return grants_decide(d->grants, who, dataset_id, version, time(NULL));
+	if (!d->groups || who->ngids == 0)
+		return grants_decide(d->grants, who, dataset_id, version, time(NULL));
+	/* A group counts while the process holds it and the group database still gives it to the
+	 * user: a removal reaches running jobs too (daemon/groups.c). */
+	now = malloc(sizeof(*now));
+	if (!now)
+		return (struct policy_decision){ .reason = POLICY_DENY_NO_GRANT };
+	*now = *who;
+	daemon_groups_filter(d->groups, now);
+	dec = grants_decide(d->grants, now, dataset_id, version, time(NULL));
+	free(now);
+	return dec;
+}
+
+/* The group or passwd database changed: every open file decides again at its next read (a group
+ * membership may be gone), and cached pages go, as after a revocation. */
+static void groups_changed(void *ctx)
+{
+	struct daemon *d = ctx;
+
+	fusefs_invalidate_all(d->fs);
 }
 
 /* A grant crossed its start or its expiry: open handles re-decide at their next read, and a
@@ -768,6 +790,11 @@ int main(int argc, char **argv)
 		die_detail("grants", r);
 		goto out_grants;
 	}
+	r = daemon_groups_new(&d.groups);
+	if (r < 0) {
+		die_detail("groups", r);
+		goto out_grants;
+	}
 	r = prepare_run_dir(&d);
 	if (r < 0) {
 		die_detail("run directory", r);
@@ -795,6 +822,11 @@ int main(int argc, char **argv)
 	r = grants_watch_start(d.grants, grant_time_crossed, &d);
 	if (r < 0) {
 		die_detail("grant expiry watch", r);
+		goto out_fs;
+	}
+	r = daemon_groups_watch_start(d.groups, groups_changed, &d);
+	if (r < 0) {
+		die_detail("group database watch", r);
 		goto out_fs;
 	}
 	r = control_start(&d, &d.ctl);
@@ -853,10 +885,12 @@ out_ctl:
 	if (started && daemon_event(&d, "daemon_stop") < 0)
 		die_detail("audit log", -EIO);
 out_fs:
-	/* No expiry may reach the session once it is freed. */
+	/* No expiry or group change may reach the session once it is freed. */
 	grants_watch_stop(d.grants);
+	daemon_groups_watch_stop(d.groups);
 	fusefs_free(d.fs);
 out_grants:
+	daemon_groups_free(d.groups);
 	grants_free(d.grants);
 out_audit:
 	audit_close(d.log);

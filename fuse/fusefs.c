@@ -189,6 +189,8 @@ int fusefs_new(struct store *st, struct audit_log *log, const struct fusefs_call
 		if (dfd >= 0)
 			close(dfd);
 	}
+	if (r == 0)
+		r = fusefs_views_new(&fs->views);
 	if (r == 0) {
 		r = fusefs_limiter_new(opts->refusal_window_s, &fs->limiter);
 		if (r == -EINVAL)
@@ -593,12 +595,13 @@ void fusefs_cached_release(struct fusefs *fs, fuse_ino_t ino)
 	pthread_mutex_unlock(&fs->cached_lock);
 }
 
-/* Whether ino is a file of dataset dsid (all: of any dataset). */
-static bool ino_in(fuse_ino_t ino, bool all, uint64_t dsid)
+/* Whether ino is a file of dataset dsid (all: of any dataset), in a view or not. */
+static bool ino_in(struct fusefs *fs, fuse_ino_t ino, bool all, uint64_t dsid)
 {
 	struct fusefs_node n;
 
-	return fusefs_ino_decode(ino, &n) && n.kind == FUSEFS_KIND_NODE && (all || n.dsid == dsid);
+	return fusefs_node_decode(fs, ino, &n) && n.kind == FUSEFS_KIND_NODE &&
+	       (all || n.dsid == dsid);
 }
 
 /* The inodes whose kernel pages must go: every cached-set entry of the dataset (forgetting those
@@ -619,7 +622,7 @@ static int pages_to_drop(struct fusefs *fs, bool all, uint64_t dsid, fuse_ino_t 
 			return -ENOMEM;
 		}
 		for (size_t i = 0; i < CACHED_SLOTS; i++)
-			if (fs->cached[i].ino && ino_in(fs->cached[i].ino, all, dsid))
+			if (fs->cached[i].ino && ino_in(fs, fs->cached[i].ino, all, dsid))
 				inos[n++] = fs->cached[i].ino;
 		/* Forget the unheld ones (found again by number: removal moves entries). */
 		for (size_t k = 0; k < n; k++) {
@@ -725,6 +728,14 @@ static void invalidate_entries(struct fusefs *fs, uint64_t dataset_id, const cha
 		snprintf(vname, sizeof(vname), "%u", v);
 		fuse_lowlevel_notify_inval_entry(fs->se, dino, vname, strlen(vname));
 		if (fusefs_ino_node(dataset_id, v, STORE_ROOT_INO, &ino))
+			fuse_lowlevel_notify_inval_inode(fs->se, ino, 0, 0);
+	}
+	/* Every user's view of the dataset's versions (fuse/view.c). */
+	for (uint32_t id = 1, nv = fusefs_view_count(fs->views); id <= nv; id++) {
+		struct fusefs_view v;
+
+		if (fusefs_view_resolve(fs->views, id, &v) && v.dsid == dataset_id &&
+		    fusefs_ino_view(id, STORE_ROOT_INO, &ino))
 			fuse_lowlevel_notify_inval_inode(fs->se, ino, 0, 0);
 	}
 out:
@@ -837,6 +848,7 @@ void fusefs_free(struct fusefs *fs)
 	fusefs_map_free(fs->paths);
 	fusefs_map_free(fs->dsnames);
 	fusefs_subjects_free(fs->subjects);
+	fusefs_views_free(fs->views);
 	fusefs_limiter_free(fs->limiter);
 	if (fs->reserve_fd >= 0)
 		close(fs->reserve_fd);

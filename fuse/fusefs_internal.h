@@ -80,6 +80,30 @@ bool fusefs_cached_add(struct fusefs *fs, fuse_ino_t ino);
 /* One cache-mode handle of ino is released (its pages stay cached: the entry stays). */
 void fusefs_cached_release(struct fusefs *fs, fuse_ino_t ino);
 
+/* ---- Views (view.c): each user's own inode numbers for a cache=kernel version ------------- */
+#define FUSEFS_VIEWS_MAX 16384u
+
+struct fusefs_view {
+	uint64_t dsid;
+	uint32_t version;
+	uint32_t uid;
+};
+
+struct fusefs_views;
+int fusefs_views_new(struct fusefs_views **ret);
+void fusefs_views_free(struct fusefs_views *v);
+/* The view of (dsid, version) for uid, made if new. false: the table is full. */
+bool fusefs_view_get(struct fusefs_views *v, uint64_t dsid, uint32_t version, uint32_t uid,
+		     uint32_t *ret_id);
+/* What view id names; false for an id never handed out. Lock-free. */
+bool fusefs_view_resolve(const struct fusefs_views *v, uint32_t id, struct fusefs_view *ret);
+/* Views handed out so far: ids 1..count. */
+uint32_t fusefs_view_count(const struct fusefs_views *v);
+/* fusefs_ino_decode(), with a view node's dataset, version and owner filled in. */
+bool fusefs_node_decode(struct fusefs *fs, uint64_t ino, struct fusefs_node *ret);
+/* The number of store inode sino in the same version (and view) as dir. */
+bool fusefs_node_child(const struct fusefs_node *dir, uint64_t sino, uint64_t *ret);
+
 /* ---- The file system ---------------------------------------------------------------------- */
 
 /* First member of every open file and directory handle: all of them are on one list, so that
@@ -130,6 +154,7 @@ struct fusefs {
 	struct fusefs_map *paths;       /* node ino -> "/path/inside/version" */
 	struct fusefs_map *dsnames;     /* dataset id -> dataset name */
 	struct fusefs_subjects *subjects;   /* uid -> user name, briefly */
+	struct fusefs_views *views;         /* owned: per-user numbers of cache=kernel versions */
 	struct fusefs_prefetch *prefetch;   /* owned; NULL: no read-ahead */
 	/* Policy generations, one per bucket of datasets; see "Policy generations" above. */
 	_Atomic uint64_t gens[FUSEFS_GEN_BUCKETS];

@@ -15,7 +15,12 @@
  * numbers. The top two bits say what kind of node it is:
  *
  *   bits 63-62  kind
- *   0           the mount root, ino 1 (FUSEFS_ROOT_INO); no other kind-0 number is ever served
+ *   0           the mount root, ino 1 (FUSEFS_ROOT_INO); or, with bit 61 set, a node inside a
+ *               version seen through a user's own view (fuse/view.c: cache=kernel datasets):
+ *                                                      bit 61 set,
+ *                                                      bits 32-60 view id (29 bits),
+ *                                                      bits 0-31  store inode number;
+ *               no other kind-0 number is ever served
  *   1           a dataset directory /<dataset>:       bits 0-17 dataset id, the rest zero
  *   2           the symlink /<dataset>/latest:        bits 0-17 dataset id, the rest zero
  *   3           a node inside /<dataset>/<version>/:  bits 44-61 dataset id (18 bits),
@@ -43,6 +48,11 @@
 
 _Static_assert(2 + FUSEFS_DSID_BITS + FUSEFS_VER_BITS + FUSEFS_SINO_BITS == 64,
 	       "the node layout fills 64 bits exactly");
+#define FUSEFS_VIEW_FLAG_BIT 61
+#define FUSEFS_VIEW_BITS 29
+#define FUSEFS_VIEW_MAX ((1u << FUSEFS_VIEW_BITS) - 1)
+_Static_assert(2 + 1 + FUSEFS_VIEW_BITS + FUSEFS_SINO_BITS == 64,
+	       "the view node layout fills 64 bits exactly");
 
 /* A decoded inode number. */
 struct fusefs_node {
@@ -50,6 +60,8 @@ struct fusefs_node {
 	uint64_t dsid;          /* DATASET, LATEST, NODE */
 	uint32_t version;       /* NODE */
 	uint64_t sino;          /* NODE: the store's inode number within the version */
+	uint32_t view;          /* NODE: the view it is seen through (fuse/view.c), 0: none */
+	uint32_t view_uid;      /* NODE with a view: whose view (filled by fusefs_node_decode) */
 };
 
 /* Encoders: false (nothing written) when a field is out of range. */
@@ -80,7 +92,18 @@ static inline bool fusefs_ino_node(uint64_t dsid, uint32_t version, uint64_t sin
 	return true;
 }
 
-/* Decode a number the kernel sent; false for one this layer never hands out. */
+/* A node of a view: only the view id and the store inode number are in the number; the view
+ * table (fuse/view.c) knows the dataset and version. */
+static inline bool fusefs_ino_view(uint32_t view, uint64_t sino, uint64_t *ret)
+{
+	if (view == 0 || view > FUSEFS_VIEW_MAX || sino == 0 || sino > FUSEFS_SINO_MAX)
+		return false;
+	*ret = 1ull << FUSEFS_VIEW_FLAG_BIT | (uint64_t)view << FUSEFS_SINO_BITS | sino;
+	return true;
+}
+
+/* Decode a number the kernel sent; false for one this layer never hands out. A view node comes
+ * back as kind NODE with view set and dsid, version 0 (fusefs_node_decode() fills them). */
 static inline bool fusefs_ino_decode(uint64_t ino, struct fusefs_node *ret)
 {
 	struct fusefs_node n = { .kind = (unsigned)(ino >> FUSEFS_KIND_SHIFT) };
@@ -88,7 +111,14 @@ static inline bool fusefs_ino_decode(uint64_t ino, struct fusefs_node *ret)
 
 	switch (n.kind) {
 	case FUSEFS_KIND_ROOT:
-		if (ino != FUSEFS_ROOT_INO)
+		if (ino == FUSEFS_ROOT_INO)
+			break;
+		if (!(payload >> FUSEFS_VIEW_FLAG_BIT))
+			return false;
+		n.kind = FUSEFS_KIND_NODE;
+		n.view = (uint32_t)(payload >> FUSEFS_SINO_BITS) & FUSEFS_VIEW_MAX;
+		n.sino = payload & FUSEFS_SINO_MAX;
+		if (n.view == 0 || n.sino == 0)
 			return false;
 		break;
 	case FUSEFS_KIND_DATASET:

@@ -482,6 +482,36 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	conn->time_gran = 1;
 }
 
+/* The number of version v's directory as the caller is shown it: on a cache=kernel dataset, in
+ * the caller's own view (fuse/view.c), so that no two users share a file's cached pages; else, or
+ * when the view table is full (files then open with direct I/O), the shared number. ret_node
+ * (may be NULL): the node it names. false: the version cannot be numbered. */
+static bool version_ino(struct fusefs *fs, const struct caller *c, uint64_t dsid, uint32_t v,
+			fuse_ino_t *ret, struct fusefs_node *ret_node)
+{
+	struct fusefs_node n = { .kind = FUSEFS_KIND_NODE, .dsid = dsid, .version = v,
+				 .sino = STORE_ROOT_INO };
+	uint32_t id;
+
+	if (!fusefs_ino_node(dsid, v, STORE_ROOT_INO, ret))
+		return false;
+	if (fs->cb.cache_kernel && fs->cb.cache_kernel(fs->cb.ctx, dsid)) {
+		if (fusefs_view_get(fs->views, dsid, v, c->who.uid, &id) &&
+		    fusefs_ino_view(id, STORE_ROOT_INO, ret)) {
+			n.view = id;
+			n.view_uid = c->who.uid;
+		} else {
+			fusefs_log_limited(fs, FUSEFS_LOG_CACHED,
+					   "enclave: %u views of cache=kernel versions handed out: "
+					   "further users are served with direct I/O",
+					   FUSEFS_VIEWS_MAX);
+		}
+	}
+	if (ret_node)
+		*ret_node = n;
+	return true;
+}
+
 static void lookup_dataset(fuse_req_t req, struct fusefs *fs, const char *name)
 {
 	struct policy_decision d;
@@ -563,7 +593,7 @@ static void lookup_in_dataset(fuse_req_t req, struct fusefs *fs, uint64_t dsid, 
 		return;
 	}
 	caller_get(fs, req, &c);
-	if (!fusefs_ino_node(dsid, v, STORE_ROOT_INO, &ino)) {
+	if (!version_ino(fs, &c, dsid, v, &ino, &vn)) {
 		fusefs_log_limited(fs, FUSEFS_LOG_VERSION,
 				"enclave: dataset '%s' version %" PRIu32 " is above the %u this mount "
 				"can number: it is not served", di.name, v, FUSEFS_VER_MAX);
@@ -576,8 +606,6 @@ static void lookup_in_dataset(fuse_req_t req, struct fusefs *fs, uint64_t dsid, 
 		lookup_refused(fs, &c, dsid, di.name, v, &d);
 		return;
 	}
-	vn = (struct fusefs_node){ .kind = FUSEFS_KIND_NODE, .dsid = dsid, .version = v,
-				   .sino = STORE_ROOT_INO };
 	r = attr_version(fs, &vn, ino, &st);
 	if (r < 0) {
 		fuse_reply_err(req, store_errno(fs, r));
@@ -599,7 +627,7 @@ static void lookup_in_version(fuse_req_t req, struct fusefs *fs, fuse_ino_t pare
 		fuse_reply_err(req, store_errno(fs, r));
 		return;
 	}
-	if (!fusefs_ino_node(dir->dsid, dir->version, in.ino, &ino)) {
+	if (!fusefs_node_child(dir, in.ino, &ino)) {
 		fusefs_log_limited(fs, FUSEFS_LOG_SINO,
 				"enclave: dataset id %" PRIu64 " version %" PRIu32 " has inode %" PRIu64
 				", above the %llu this mount can number: it is not served",
@@ -618,7 +646,7 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	struct fusefs *fs = fs_of(req);
 	struct fusefs_node n;
 
-	if (!fusefs_ino_decode(parent, &n)) {
+	if (!fusefs_node_decode(fs, parent, &n)) {
 		fuse_reply_err(req, ENOENT);
 		return;
 	}
@@ -664,7 +692,7 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	int r = 0;
 
 	(void)fi;
-	if (!fusefs_ino_decode(ino, &n)) {
+	if (!fusefs_node_decode(fs, ino, &n)) {
 		fuse_reply_err(req, ENOENT);
 		return;
 	}
@@ -730,7 +758,7 @@ static void op_readlink(fuse_req_t req, fuse_ino_t ino)
 	uint32_t v;
 	int r;
 
-	if (!fusefs_ino_decode(ino, &n) || n.kind != FUSEFS_KIND_LATEST) {
+	if (!fusefs_node_decode(fs, ino, &n) || n.kind != FUSEFS_KIND_LATEST) {
 		fuse_reply_err(req, EINVAL);
 		return;
 	}
@@ -820,7 +848,7 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	struct dirh *d;
 	int r;
 
-	if (!fusefs_ino_decode(ino, &n)) {
+	if (!fusefs_node_decode(fs, ino, &n)) {
 		fuse_reply_err(req, ENOENT);
 		return;
 	}
@@ -944,7 +972,7 @@ static void emit_dots(struct emit *e, const struct dirh *d)
 		if (d->node.sino == STORE_ROOT_INO)
 			fusefs_ino_dataset(d->node.dsid, &parent);
 		else
-			fusefs_ino_node(d->node.dsid, d->node.version, STORE_ROOT_INO, &parent);
+			fusefs_node_child(&d->node, STORE_ROOT_INO, &parent);
 	}
 	if (e->next == 0 && !emit_one(e, ".", d->ino, S_IFDIR, NULL, 0))
 		return;
@@ -1031,7 +1059,7 @@ static int snapshot(struct fusefs *fs, fuse_req_t req, struct dirh *d)
 	for (uint32_t v = 1; v <= di.latest_version; v++) {
 		char name[16];
 
-		if (!fusefs_ino_node(di.id, v, STORE_ROOT_INO, &ino)) {
+		if (!version_ino(fs, &c, di.id, v, &ino, NULL)) {
 			fusefs_log_limited(fs, FUSEFS_LOG_VERSION,
 					"enclave: dataset '%s' has versions above the %u this mount "
 					"can number: they are not served", di.name, FUSEFS_VER_MAX);
@@ -1054,7 +1082,7 @@ static bool snap_attr(struct fusefs *fs, fuse_ino_t ino, struct stat *st)
 	struct store_dataset_info di;
 	struct fusefs_node n;
 
-	if (!fusefs_ino_decode(ino, &n))
+	if (!fusefs_node_decode(fs, ino, &n))
 		return false;
 	if (n.kind == FUSEFS_KIND_NODE)
 		return attr_version(fs, &n, ino, st) == 0;
@@ -1105,7 +1133,7 @@ struct stream {
 
 static bool served(const struct fusefs_node *dir, uint64_t sino, fuse_ino_t *ret)
 {
-	return fusefs_ino_node(dir->dsid, dir->version, sino, ret);
+	return fusefs_node_child(dir, sino, ret);
 }
 
 static int stream_cb(void *ctx, const char *name, uint64_t sino, uint32_t type)
@@ -1474,7 +1502,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	size_t plen;
 	int r;
 
-	if (!fusefs_ino_decode(ino, &n)) {
+	if (!fusefs_node_decode(fs, ino, &n)) {
 		fuse_reply_err(req, ENOENT);
 		return;
 	}
@@ -1545,8 +1573,8 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	pthread_mutex_init(&h->policy_lock, NULL);
 	/* cache=kernel: in the cached set before the reply, so that an invalidation from now on
 	 * drops the pages this handle brings in; a full set means direct I/O. */
-	h->cached = fs->cb.cache_kernel && fs->cb.cache_kernel(fs->cb.ctx, n.dsid) &&
-		    fusefs_cached_add(fs, ino);
+	h->cached = n.view && n.view_uid == c.who.uid && fs->cb.cache_kernel &&
+		    fs->cb.cache_kernel(fs->cb.ctx, n.dsid) && fusefs_cached_add(fs, ino);
 	oi.cache = h->cached ? "kernel" : "direct";
 	if (!h->cached)
 		direct_hint(fs, n.dsid, di.name);

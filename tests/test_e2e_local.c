@@ -65,9 +65,14 @@ static int group_setup(void **state)
 	return 0;
 }
 
+/* dan is in TU_GROUP (test_group_removal_stops_open_reader failed before taking him out). */
+static bool dan_in_group;
+
 static int group_teardown(void **state)
 {
 	(void)state;
+	if (dan_in_group)
+		tu_group_member(TU_USER_DAN, false);
 	e2e_teardown();
 	return 0;
 }
@@ -712,6 +717,107 @@ static void test_hostile_names_are_escaped_on_screen(void **state)
 	free(carol_key);
 }
 
+/* ---- 6. A group change reaches open files -------------------------------------------------------- */
+
+struct group_job {
+	const char *path;
+	int ready_w;        /* child -> parent: open and read once */
+	int go_r;           /* parent -> child: the membership is gone (one byte) */
+};
+
+#define GROUP_LIMIT_MS 1000     /* as a revocation: refused within a second */
+
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* As dan, started while a member of TU_GROUP: read a file in a loop; from the moment the parent
+ * says it is taking dan out of the group, the reads must fail with EACCES within GROUP_LIMIT_MS. */
+static int child_group_reader(void *arg)
+{
+	const struct group_job *j = arg;
+	char buf[4096];
+	int64_t t0 = -1;
+	uint64_t reads = 0;
+	int fd = open(j->path, O_RDONLY | O_CLOEXEC);
+
+	if (fd < 0) {
+		fprintf(stderr, "dan: open %s: %s\n", j->path, strerror(errno));
+		return 1;
+	}
+	if (pread(fd, buf, sizeof(buf), 0) <= 0 || write(j->ready_w, "r", 1) != 1)
+		return 2;
+	for (uint64_t i = 0;; i++) {
+		struct pollfd p = { .fd = j->go_r, .events = POLLIN };
+		char c;
+
+		if (t0 < 0 && poll(&p, 1, 1) == 1 && read(j->go_r, &c, 1) == 1)
+			t0 = mono_ms();
+		else if (t0 >= 0)
+			poll(NULL, 0, 1);
+		if (pread(fd, buf, sizeof(buf), (off_t)(i % 64) * 4096) < 0) {
+			/* The parent says go before it removes dan: the byte is there by now. */
+			if (t0 < 0 && poll(&p, 1, 0) == 1 && read(j->go_r, &c, 1) == 1)
+				t0 = mono_ms();
+			break;
+		}
+		reads++;
+		if (t0 >= 0 && mono_ms() - t0 > GROUP_LIMIT_MS) {
+			fprintf(stderr, "dan: still reading %lld ms after leaving the group\n",
+				(long long)(mono_ms() - t0));
+			return 3;
+		}
+		if (t0 < 0 && reads > 200000)
+			return 4;
+	}
+	if (errno != EACCES || t0 < 0) {
+		fprintf(stderr, "dan: read failed with %s %s\n", strerror(errno),
+			t0 < 0 ? "before leaving the group" : "");
+		return 5;
+	}
+	close(fd);
+	return 0;
+}
+
+static void test_group_removal_stops_open_reader(void **state)
+{
+	char *src = tu_fmt("%s/src-grp", E->root);
+	struct group_job j;
+	int ready[2], go[2];
+	pid_t pid;
+	char c;
+
+	(void)state;
+	assert_int_equal(mkdir(src, 0755), 0);
+	tu_seed_file(256 * 1024, 9, "%s/data.bin", src);
+	free(e2e_ok(ctl("dataset", "import", "grpds", src)));
+	e2e_grant("--group", TU_GROUP, "grpds", "+1h");
+	assert_int_equal(tu_group_member(TU_USER_DAN, true), 0);
+	dan_in_group = true;
+	assert_int_equal(pipe2(ready, O_CLOEXEC), 0);
+	assert_int_equal(pipe2(go, O_CLOEXEC), 0);
+	j = (struct group_job){ .path = tu_fmt("%s/grpds/1/data.bin", E->mnt),
+				.ready_w = ready[1], .go_r = go[0] };
+	assert_int_equal(tu_spawn_as(&E->u.dan, child_group_reader, &j, &pid), 0);
+	close(ready[1]);
+	close(go[0]);
+	assert_int_equal(read(ready[0], &c, 1), 1);
+	/* Out of the group, the job still holding it in its process credentials. The clock starts
+	 * before gpasswd does. */
+	assert_int_equal(write(go[1], "g", 1), 1);
+	assert_int_equal(tu_group_member(TU_USER_DAN, false), 0);
+	dan_in_group = false;
+	assert_int_equal(tu_wait(pid, 30000), 0);
+	close(ready[0]);
+	close(go[1]);
+	free((char *)j.path);
+	free(src);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -720,6 +826,7 @@ int main(void)
 		cmocka_unit_test(test_audit_dir_missing_or_symlinked_is_refused),
 		cmocka_unit_test(test_names_and_counts_stay_hidden),
 		cmocka_unit_test(test_hostile_names_are_escaped_on_screen),
+		cmocka_unit_test(test_group_removal_stops_open_reader),
 	};
 
 	if (sodium_init() < 0)

@@ -1940,6 +1940,30 @@ static void test_inode_numbers(void **state)
 	assert_false(fusefs_ino_decode(0, &n));
 	assert_false(fusefs_ino_decode(2, &n));
 	assert_false(fusefs_ino_decode(1ull << 61, &n));
+	/* A view's node: view id and store inode number round trip, and never alias the root, a
+	 * plain node or another view (fuse/view.c). */
+	assert_true(fusefs_ino_view(7, 42, &ino));
+	assert_true(fusefs_ino_decode(ino, &n));
+	assert_int_equal(n.kind, FUSEFS_KIND_NODE);
+	assert_int_equal(n.view, 7);
+	assert_int_equal(n.sino, 42);
+	assert_int_equal(n.dsid, 0);
+	assert_true(ino != FUSEFS_ROOT_INO && ino >> FUSEFS_KIND_SHIFT == FUSEFS_KIND_ROOT);
+	{
+		uint64_t other;
+
+		assert_true(fusefs_ino_view(8, 42, &other));
+		assert_true(other != ino);
+		assert_true(fusefs_ino_view(FUSEFS_VIEW_MAX, FUSEFS_SINO_MAX, &other));
+		assert_true(fusefs_ino_decode(other, &n));
+		assert_int_equal(n.view, FUSEFS_VIEW_MAX);
+		assert_int_equal(n.sino, FUSEFS_SINO_MAX);
+	}
+	assert_false(fusefs_ino_view(0, 42, &ino));
+	assert_false(fusefs_ino_view(FUSEFS_VIEW_MAX + 1u, 42, &ino));
+	assert_false(fusefs_ino_view(7, 0, &ino));
+	assert_false(fusefs_ino_decode(1ull << 61 | 42, &n));          /* view 0 */
+	assert_false(fusefs_ino_decode(1ull << 61 | 7ull << 32, &n));  /* store ino 0 */
 	assert_false(fusefs_ino_decode((uint64_t)FUSEFS_KIND_DATASET << FUSEFS_KIND_SHIFT, &n));
 	assert_false(fusefs_ino_decode((uint64_t)FUSEFS_KIND_LATEST << FUSEFS_KIND_SHIFT |
 					       (FUSEFS_DSID_MAX + 1), &n));
@@ -2167,6 +2191,104 @@ static void test_revoke_stops_open_reader_direct(void **state)
 static void test_revoke_stops_open_reader_cached(void **state)
 {
 	revoke_while_reading(state, true);
+}
+
+/* bob keeps a cache=kernel file hot: reads it whole, over and over, until the parent closes go;
+ * every read must succeed. */
+struct hot_job {
+	const char *path;
+	size_t size;
+	uint64_t seed;
+	int ready_w;        /* child -> parent: read whole once */
+	int go_r;           /* parent -> child: EOF: stop */
+	int go_w;           /* the parent's end, which the child closes first */
+};
+
+static int child_keep_hot(void *arg)
+{
+	const struct hot_job *j = arg;
+	uint8_t *buf = malloc(CS), *want = malloc(j->size);
+	struct pollfd p = { .fd = j->go_r, .events = POLLIN };
+	bool told = false;
+	ssize_t n;
+	int fd;
+
+	CHECK(buf && want, "malloc");
+	close(j->go_w);
+	tu_fill(want, j->size, j->seed);
+	fd = open(j->path, O_RDONLY | O_CLOEXEC);
+	CHECK(fd >= 0, "bob: open %s: %s", j->path, strerror(errno));
+	do {
+		for (size_t off = 0; off < j->size; off += (size_t)n) {
+			n = pread(fd, buf, CS, (off_t)off);
+			CHECK(n > 0 && memcmp(buf, want + off, (size_t)n) == 0,
+			      "bob: read at %zu: %s", off, n < 0 ? strerror(errno) : "bad data");
+		}
+		if (!told) {
+			CHECK(write(j->ready_w, "r", 1) == 1, "pipe");
+			told = true;
+		}
+	} while (poll(&p, 1, 1) == 0);
+	close(fd);
+	free(buf);
+	free(want);
+	return 0;
+}
+
+/* cache=kernel, two users reading the same file: the page cache is per user (each sees the
+ * version through a view of its own, fuse/view.c), so revoking alice stops her reads within a
+ * second while bob keeps the file hot, and her close record counts the bytes she was served. */
+static void test_cache_kernel_revoke_is_per_user(void **state)
+{
+	struct fx *f = *state;
+	struct loop_job j = { .warm = true };
+	struct hot_job hj;
+	uint64_t dsid = import_tree(f), gid;
+	int go_w, ready_r, hot_ready[2], hot_go[2];
+	json_t *closes, *opens, *c, *o;
+	pid_t bob;
+	char ch;
+
+	gid = grant(POLICY_USER, U.alice.uid, dsid, POLICY_ALL_VERSIONS);
+	grant(POLICY_USER, U.bob.uid, dsid, POLICY_ALL_VERSIONS);
+	atomic_store(&cache_kernel_dsid, dsid);
+	fx_mount(f);
+	/* bob first: the file is in the page cache before alice opens it. */
+	assert_int_equal(pipe2(hot_ready, O_CLOEXEC), 0);
+	assert_int_equal(pipe2(hot_go, O_CLOEXEC), 0);
+	hj = (struct hot_job){ .path = tu_fmt("%s/ds/1/a/b/c/big", f->mnt), .size = tree[5].size,
+			       .seed = tree[5].seed, .ready_w = hot_ready[1], .go_r = hot_go[0],
+			       .go_w = hot_go[1] };
+	assert_int_equal(tu_spawn_as(&U.bob, child_keep_hot, &hj, &bob), 0);
+	close(hot_ready[1]);
+	close(hot_go[0]);
+	assert_int_equal(read(hot_ready[0], &ch, 1), 1);
+	/* alice reads it whole twice (her own pages), then loops on it until refused. */
+	loop_start(f, &j, &go_w, &ready_r);
+	poll(NULL, 0, 200);
+	assert_int_equal(write(go_w, "g", 1), 1);
+	grant_revoke(gid);
+	fusefs_invalidate_dataset(f->fs, dsid, "ds");
+	loop_finish(f, &j, go_w, ready_r);
+	/* bob read on through all of it. */
+	close(hot_go[1]);
+	assert_int_equal(tu_wait(bob, CHILD_MS), 0);
+	close(hot_ready[0]);
+	free((char *)hj.path);
+	fx_unmount(f);
+	check_read_refused(f, dsid, gid, "revoked", "kernel");
+	/* Her close counts what the daemon served her: the whole file, once (her second pass and
+	 * her loop came from her own cached pages), not 0 as when bob's pages served her. */
+	closes = records(f, "close");
+	opens = records(f, "open");
+	c = find_rec(closes, "/a/b/c/big", TU_USER_ALICE, NULL);
+	o = find_rec(opens, "/a/b/c/big", TU_USER_BOB, "allow");
+	assert_non_null(c);
+	assert_non_null(o);
+	assert_string_equal(rstr(o, "cache"), "kernel");
+	assert_int_equal(rec_int(c, "bytes"), (long long)tree[5].size);
+	json_decref(closes);
+	json_decref(opens);
 }
 
 /* The test's stand-in for the daemon's watcher: invalidates a dataset when one of its grants
@@ -3000,6 +3122,7 @@ int main(void)
 		T(test_external_unmount_ends_run),
 		T(test_revoke_stops_open_reader_direct),
 		T(test_revoke_stops_open_reader_cached),
+		T(test_cache_kernel_revoke_is_per_user),
 		T(test_expiry_stops_open_reader),
 		T(test_cache_kernel_serves_from_memory),
 		T(test_supplementary_groups_from_the_process),

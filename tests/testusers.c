@@ -168,6 +168,8 @@ static int ensure_all_locked(struct tu_users *ret)
 		r = ensure_user(TU_USER_BOB, NULL);
 	if (r == 0)
 		r = ensure_user(TU_USER_CAROL, TU_GROUP);
+	if (r == 0)
+		r = ensure_user(TU_USER_DAN, NULL);
 	if (r < 0)
 		return r;
 	/* Carol existed without the group (an older run, or someone removed her from it). */
@@ -191,6 +193,8 @@ static int ensure_all_locked(struct tu_users *ret)
 		r = tu_user_get(TU_USER_BOB, &u.bob);
 	if (r == 0)
 		r = tu_user_get(TU_USER_CAROL, &u.carol);
+	if (r == 0)
+		r = tu_user_get(TU_USER_DAN, &u.dan);
 	if (r < 0)
 		return r;
 	*ret = u;

@@ -16,6 +16,9 @@
 #define TU_USER_ALICE "enclave-t-alice"
 #define TU_USER_BOB "enclave-t-bob"
 #define TU_USER_CAROL "enclave-t-carol"
+/* A user that only the group-change test (test_e2e_local) adds to and removes from TU_GROUP, so
+ * that no other program running at the same time sees its membership change. */
+#define TU_USER_DAN "enclave-t-dan"
 /* A group with carol as a supplementary member, and nobody else. */
 #define TU_GROUP "enclave-t-grp"
 
@@ -32,6 +35,7 @@ struct tu_users {
 	struct tu_user alice;
 	struct tu_user bob;
 	struct tu_user carol;   /* also a member of TU_GROUP */
+	struct tu_user dan;     /* TU_GROUP member only while test_e2e_local's group test runs */
 	gid_t grp;              /* TU_GROUP's gid */
 };
 
