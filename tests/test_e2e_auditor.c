@@ -513,6 +513,7 @@ static void test_direct_mmap_is_explained(void **state)
 	assert_int_equal(tu_run_as(&E->u.alice, child_mmap_shared, path, 30000), 0);
 	/* The daemon's log names the dataset and the setting, once however many opens. */
 	log = (char *)tu_read_file(E->log, &len);
+	log[len] = '\0';	/* tu_read_file() leaves room for it, but does not write it */
 	for (char *p = log; (p = strstr(p, hint)) != NULL; p++)
 		n++;
 	if (n != 1)
