@@ -1608,8 +1608,10 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	if (oi.durable)
 		fusefs_session_add(fs->subjects, &sess);
 	r = store_object_open(fs->st, n.dsid, &in, &h->obj);
-	if (r == 0)
-		r = fusefs_test_fault(fs, FUSEFS_FAULT_OBJECT_OPEN);
+	if (r == 0 && (r = fusefs_test_fault(fs, FUSEFS_FAULT_OBJECT_OPEN)) < 0) {
+		store_object_close(h->obj);
+		h->obj = NULL;
+	}
 	if (r < 0) {
 		char what[ERR_DETAIL_MAX];
 

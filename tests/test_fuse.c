@@ -3008,7 +3008,9 @@ static void test_refusals_rate_limited(void **state)
 	assert_string_equal(rstr(s, "user"), U.carol.name);
 	/* Alice's allowed open, between the floods, is there with its close. */
 	assert_non_null(find_rec(opens, "/one", U.alice.name, "allow"));
-	assert_int_equal(count_uid(records(f, "close"), U.alice.uid, NULL), 1);
+	r = records(f, "close");
+	assert_int_equal(count_uid(r, U.alice.uid, NULL), 1);
+	json_decref(r);
 
 	/* Lookups: bob once for the dataset, once for version 2; root once; nothing else. */
 	assert_int_equal(json_array_size(lookups), 3);
