@@ -157,6 +157,7 @@ static int sign_locked_at(struct audit_log *log, uint64_t *ret_count, uint64_t *
 {
 	struct checkpoint cp = { 0 };
 	struct merkle_frontier f;
+	struct stat st;
 	uint64_t count, end;
 	char *note = NULL, *rec = NULL;
 	size_t len = 0;
@@ -188,10 +189,21 @@ static int sign_locked_at(struct audit_log *log, uint64_t *ret_count, uint64_t *
 	rec[len] = '\n';
 	/* One write per note: O_APPEND keeps it whole unless the disk fills, and a torn note at
 	 * the end is skipped by readers (checkpoints_foreach()). */
+	if (fstat(log->cp_fd, &st) < 0) {
+		r = err_set(-errno, "%s/%s: %s", log->dir, CHECKPOINTS_FILE_NAME, strerror(errno));
+		goto out;
+	}
 	r = append_all(log->cp_fd, rec, len + 1);
 	if (r == 0 && fdatasync(log->cp_fd) < 0)
 		r = -errno;
 	if (r < 0) {
+		/* A note cut short (a full disk) must not stay where the next one would follow it:
+		 * the file would then hold a torn note in its middle, which is damage. Cut it off;
+		 * if that fails, reopen before the next note (cp_open() cuts a torn end). */
+		if (ftruncate(log->cp_fd, st.st_size) < 0 || fsync(log->cp_fd) < 0) {
+			close(log->cp_fd);
+			log->cp_fd = -1;
+		}
 		r = err_set(r, "%s/%s: cannot write a checkpoint: %s", log->dir,
 			    CHECKPOINTS_FILE_NAME, strerror(-r));
 		goto out;

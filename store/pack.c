@@ -1,6 +1,7 @@
 /* pack: pack file headers (docs/FORMAT.md "Pack files").
  *
- * A pack is a 4096-byte header followed by objects, each starting at a multiple of STORE_ALIGN.
+ * A pack is a 4096-byte header followed by objects: aligned ones at multiples of STORE_ALIGN, dense
+ * (small) ones anywhere after the header (docs/FORMAT.md 4.7).
  * Packs are only ever appended to; the index records, per pack, the length up to which the data
  * is committed, and anything past it is the remains of an interrupted import.
  */

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -1293,6 +1294,73 @@ static void test_checkpointer(void **state)
 	free(path);
 }
 
+static int cp_skip_all(void *ctx, const char *note, size_t len, uint64_t index)
+{
+	(void)ctx;
+	(void)note;
+	(void)len;
+	(void)index;
+	return 0;
+}
+
+/* A checkpoint note cut short by a full disk (here: RLIMIT_FSIZE, in a child) is cut off the
+ * file, so the next checkpoint, once there is room, follows the last whole note and the file
+ * reads back as notes only. It used to stay in the middle: the daemon then refused to start
+ * ("a line that is not a signature after the blank line"). */
+static void test_checkpoint_torn_by_full_disk(void **state)
+{
+	struct fx *f = *state;
+	char *path = tu_fmt("%s/%s", f->dir, CHECKPOINTS_FILE_NAME);
+	int status;
+	pid_t pid;
+
+	fflush(NULL);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		struct audit_log *log = NULL;
+		struct rlimit old, small;
+		struct stat st;
+		uint64_t torn = 9;
+
+		signal(SIGXFSZ, SIG_IGN);
+		if (audit_open(f->dir, NULL, &log) < 0 ||
+		    audit_signer_set(log, TEST_KEY_NAME, test_seed) < 0)
+			_exit(1);
+		{
+			json_t *rec = ev("open", "ds", "u", 1);
+
+			if (audit_append(log, rec, NULL) < 0)
+				_exit(2);
+			json_decref(rec);
+		}
+		if (audit_checkpoint(log, NULL, NULL) < 0 || stat(path, &st) < 0)
+			_exit(3);
+		/* Room for all but the last 10 bytes of the next note (as long as the first): it is
+		 * cut inside its signature line. */
+		if (getrlimit(RLIMIT_FSIZE, &old) < 0)
+			_exit(4);
+		small = old;
+		small.rlim_cur = (rlim_t)st.st_size * 2 - 10;
+		if (setrlimit(RLIMIT_FSIZE, &small) < 0)
+			_exit(4);
+		if (audit_checkpoint(log, NULL, NULL) >= 0)
+			_exit(5);
+		if (setrlimit(RLIMIT_FSIZE, &old) < 0)
+			_exit(4);
+		if (audit_checkpoint(log, NULL, NULL) < 0)
+			_exit(6);
+		audit_close(log);
+		if (checkpoints_foreach(path, cp_skip_all, NULL, &torn) < 0 || torn != 0)
+			_exit(7);
+		_exit(0);
+	}
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+	free(path);
+}
+
 /* Records a checkpoint covered that disappear from the log stop the next open, which names the
  * removal; a record changed after the saved state breaks the chain at the next record. */
 static void test_open_detects_removal_and_change(void **state)
@@ -2168,6 +2236,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_durability_kill9, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_checkpoint_and_prove, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_checkpointer, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_checkpoint_torn_by_full_disk, fx_setup,
+						fx_teardown),
 		cmocka_unit_test_setup_teardown(test_open_detects_removal_and_change, fx_setup,
 						fx_teardown),
 		cmocka_unit_test_setup_teardown(test_open_detects_edit_under_state, fx_setup,
