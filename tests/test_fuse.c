@@ -3148,5 +3148,8 @@ int main(void)
 
 	if (crypto_init() < 0)
 		return 1;
+	/* ENCLAVE_TEST_FILTER=test_name* runs only the matching tests (to chase one). */
+	if (getenv("ENCLAVE_TEST_FILTER"))
+		cmocka_set_test_filter(getenv("ENCLAVE_TEST_FILTER"));
 	return cmocka_run_group_tests(tests, group_setup, NULL);
 }
