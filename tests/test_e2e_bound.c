@@ -137,11 +137,23 @@ static void stop(void)
 	assert_int_equal(e2e_daemon_stop_sig(SIGTERM), 0);
 }
 
+/* The daemon's log so far, NUL-terminated (tu_read_file() gives bytes), its length in *ret_n. */
+static char *daemon_log_n(size_t *ret_n)
+{
+	size_t n;
+	char *b = (char *)tu_read_file(E->log, &n), *t = realloc(b, n + 1);
+
+	assert_non_null(t);
+	t[n] = '\0';
+	*ret_n = n;
+	return t;
+}
+
 static char *daemon_log(void)
 {
 	size_t n;
 
-	return (char *)tu_read_file(E->log, &n);
+	return daemon_log_n(&n);
 }
 
 /* Start, and say whether the daemon's log (from this start on) holds text. */
@@ -156,7 +168,7 @@ static bool start_says(const char *text)
 	/* The daemon answers on its socket a moment before it prints "serving": wait for the
 	 * text a little (5 s at most). */
 	for (int i = 0;; i++) {
-		log = (char *)tu_read_file(E->log, &n);
+		log = daemon_log_n(&n);
 		found = n > before && strstr(log + before, text) != NULL;
 		if (found || i == 100)
 			break;
