@@ -1585,16 +1585,18 @@ static void test_completion_bash(void **state)
 				    "COMP_WORDS+=(''); COMP_CWORD=$((${#COMP_WORDS[@]} - 1)); "
 				    "_enclavectl; echo \"${COMPREPLY[*]}\"", script, cases[i][0],
 				    cases[i][0]);
+		char *want = tu_fmt("%s\n", cases[i][1]);
 		struct run b;
 
 		run_exe = "/bin/bash";
 		run_argv(&b, (char *const[]){ "-c", prog, NULL });
 		run_exe = NULL;
 		expect_status(&b, 0);
-		if (strcmp(b.out, tu_fmt("%s\n", cases[i][1])) != 0)
+		if (strcmp(b.out, want) != 0)
 			fprintf(stderr, "completing '%s' gave '%s'\n", cases[i][0], b.out);
-		assert_string_equal(b.out, tu_fmt("%s\n", cases[i][1]));
+		assert_string_equal(b.out, want);
 		run_free(&b);
+		free(want);
 		free(prog);
 	}
 	RUN(&r, "completion", "zsh");
