@@ -99,6 +99,7 @@ extern const struct ctl_cmd audit_cmds[];
 extern const struct ctl_cmd policy_cmds[];
 /* cmd_audit_newlog.c: `audit new-log`, offline. */
 int cmd_audit_new_log(struct ctl *ctl, int argc, char **argv);
+extern const struct ctl_cmd store_cmds[];
 
 /* ---- client.c: one connection to enclaved -------------------------------------------------- */
 

@@ -57,6 +57,7 @@ static const struct ctl_object objects[] = {
 	  "The audit trail: who read what, when, under which grant" },
 	{ "policy", policy_cmds, NULL, NULL,
 	  "The policy records against the signed audit log (offline rebuild)" },
+	{ "store", store_cmds, NULL, NULL, "Offline work on a store's files (no daemon)" },
 	{ "help", NULL, cmd_help, "[OBJECT [COMMAND]]", "show help (as --help does)" },
 	{ "completion", NULL, cmd_completion, "bash", "print a bash completion script" },
 };

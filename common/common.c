@@ -77,6 +77,30 @@ int buf_append(struct buf *b, const void *p, size_t n)
 	return 0;
 }
 
+int buf_extend(struct buf *b, size_t n, uint8_t **ret)
+{
+	size_t at = b->len;
+
+	if (n > b->max - b->len)
+		return -E2BIG;
+	if (b->len + n > b->cap) {
+		/* Grown as buf_append() grows. */
+		size_t cap = b->cap ? b->cap : 64;
+		uint8_t *d;
+
+		while (cap < b->len + n)
+			cap = cap > b->max / 2 ? b->max : cap * 2;
+		d = realloc(b->data, cap);
+		if (!d)
+			return -ENOMEM;
+		b->data = d;
+		b->cap = cap;
+	}
+	b->len += n;
+	*ret = b->data + at;
+	return 0;
+}
+
 int buf_u8(struct buf *b, uint8_t v)
 {
 	return buf_append(b, &v, 1);

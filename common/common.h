@@ -99,6 +99,8 @@ static inline void buf_init(struct buf *b, size_t max)
 	*b = (struct buf){ .max = max };
 }
 int buf_append(struct buf *b, const void *p, size_t n);
+/* Make room for n more bytes and point *ret at them (contents unspecified). -E2BIG past the cap. */
+int buf_extend(struct buf *b, size_t n, uint8_t **ret);
 int buf_u8(struct buf *b, uint8_t v);
 int buf_le32(struct buf *b, uint32_t v);
 int buf_le64(struct buf *b, uint64_t v);

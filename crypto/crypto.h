@@ -130,6 +130,37 @@ int crypto_key_wrap(const crypto_key *kek, const crypto_key *key, const uint8_t 
 int crypto_key_unwrap(const crypto_key *kek, const uint8_t wrapped[static CRYPTO_WRAPPED_KEY_LEN],
 		      const uint8_t *ad, size_t ad_len, crypto_key **ret_key);
 
+/* ---- Subkeys, sealed records, name hashes (crypto/seal.c) ----------------------------------- */
+
+/* A sealed value: nonce (24) || ciphertext (as long as the plaintext) || tag (16). */
+#define CRYPTO_SEAL_OVERHEAD 40
+/* Keyed name hashes are this long (BLAKE2b-128). */
+#define CRYPTO_NAME_HASH_LEN 16
+
+/* Seal len bytes of pt into out (len + CRYPTO_SEAL_OVERHEAD bytes) with XChaCha20-Poly1305 under
+ * a random nonce; ad binds the sealed value to its place. pt and out must not overlap. */
+int crypto_seal(const crypto_key *key, const uint8_t *ad, size_t ad_len, const void *pt,
+		size_t len, uint8_t *out);
+/* Open a sealed value of len bytes into out (len - CRYPTO_SEAL_OVERHEAD bytes). -EBADMSG when it
+ * is too short or the tag does not verify with this key and ad; out is then zeroed. */
+int crypto_unseal(const crypto_key *key, const uint8_t *ad, size_t ad_len, const uint8_t *in,
+		  size_t len, uint8_t *out);
+/* Keyed BLAKE2b-128 of a name: equal names under one key give equal hashes, and nothing about the
+ * name can be learnt from the hash without the key. */
+void crypto_name_hash(const crypto_key *key, const void *name, size_t len,
+		      uint8_t ret_hash[static CRYPTO_NAME_HASH_LEN]);
+
+/* A running BLAKE2b-256 hash (for manifests). */
+#define CRYPTO_HASH_LEN 32
+typedef struct crypto_hasher crypto_hasher;
+/* -ENOMEM. */
+int crypto_hash_new(crypto_hasher **ret_hash);
+void crypto_hash_update(crypto_hasher *h, const void *p, size_t n);
+/* The digest; h must not be updated afterwards (free it). */
+void crypto_hash_final(crypto_hasher *h, uint8_t ret_digest[static CRYPTO_HASH_LEN]);
+/* NULL is fine. */
+void crypto_hash_free(crypto_hasher *h);
+
 /* ---- Chunked AEAD -------------------------------------------------------------------------- */
 
 /* Values are stored on disk; never renumber. */

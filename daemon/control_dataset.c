@@ -104,6 +104,7 @@ int op_dataset_show(struct conn *c, const json_t *args, json_t **ret)
 		return -ENOMEM;
 	for (uint32_t v = only ? (uint32_t)only : 1; v <= (only ? only : ds.latest_version); v++) {
 		struct store_version_info vi;
+		char hex[2 * STORE_MANIFEST_LEN + 1];
 
 		r = store_version_get(c->d->st, ds.id, v, &vi);
 		if (r == -ENOENT && !only)
@@ -113,12 +114,15 @@ int op_dataset_show(struct conn *c, const json_t *args, json_t **ret)
 			return r == -ENOENT ? err_set(r, "dataset \"%s\" has no version %u", name, v)
 					    : r;
 		}
+		for (size_t i = 0; i < sizeof(vi.manifest); i++)
+			snprintf(hex + 2 * i, 3, "%02x", vi.manifest[i]);
 		json_array_append_new(
 			versions,
-			json_pack("{s:I, s:o, s:o, s:I, s:I, s:I}", "version", (json_int_t)v,
+			json_pack("{s:I, s:o, s:o, s:I, s:I, s:I, s:s}", "version", (json_int_t)v,
 				  "created", jtime(vi.created_ns / 1000000000), "committed",
 				  jtime(vi.committed_ns / 1000000000), "files", (json_int_t)vi.files,
-				  "dirs", (json_int_t)vi.dirs, "bytes", (json_int_t)vi.bytes));
+				  "dirs", (json_int_t)vi.dirs, "bytes", (json_int_t)vi.bytes,
+				  "manifest", hex));
 	}
 	*ret = json_pack("{s:o, s:o, s:o}", "dataset", dataset_json(&ds), "versions", versions,
 			 "policy", policy_json(c, &ds));
@@ -317,6 +321,8 @@ static int audit_import(struct conn *c, uint32_t version, const char *result, in
 	struct store_import_stats s = { 0 };
 	uint64_t dsid;
 	uint32_t target;
+	uint8_t manifest[STORE_MANIFEST_LEN];
+	char hex[2 * STORE_MANIFEST_LEN + 1];
 	json_t *rec;
 	int r;
 
@@ -333,6 +339,22 @@ static int audit_import(struct conn *c, uint32_t version, const char *result, in
 	if (err)
 		json_object_set_new(rec, "error", audit_string(err_detail()[0] ? err_detail()
 										: strerror(-err)));
+	/* The version's manifest: the digest over all its records, so that the log names the exact
+	 * content of this version (docs/FORMAT.md "Manifest"). Computed here, before the commit
+	 * (which then commits exactly that), closing the version to further files. */
+	if (!err && strcmp(result, "committed") == 0) {
+		r = store_import_manifest(c->imp, manifest);
+		if (r < 0) {
+			json_decref(rec);
+			return r;
+		}
+		for (size_t i = 0; i < sizeof(manifest); i++)
+			snprintf(hex + 2 * i, 3, "%02x", manifest[i]);
+		if (json_object_set_new(rec, "manifest", json_string(hex)) < 0) {
+			json_decref(rec);
+			return -ENOMEM;
+		}
+	}
 	r = audit_append(c->d->log, rec, NULL);
 	json_decref(rec);
 	return r;

@@ -152,6 +152,8 @@ int fusefs_new(struct store *st, struct audit_log *log, const struct fusefs_call
 		return -ENOMEM;
 	fs->st = st;
 	fs->log = log;
+	/* Whatever request meets an index integrity failure, the audit log gets a record. */
+	store_set_integrity_hook(st, fusefs_record_index_integrity, fs);
 	fs->cb = *cb;
 	fs->max_threads = opts->max_threads;
 	fs->debug = opts->debug;
@@ -824,6 +826,8 @@ void fusefs_free(struct fusefs *fs)
 {
 	if (!fs)
 		return;
+	if (fs->st)
+		store_set_integrity_hook(fs->st, NULL, NULL);
 	pthread_mutex_lock(&fs->state_lock);
 	if (fs->se) {
 		bool was_mounted = fs->ever_mounted;

@@ -269,6 +269,9 @@ struct fusefs_open_info {
 /* The caller's command name (/proc/<pid>/comm) into out (16 bytes and more); "" if unreadable. */
 void fusefs_process_name(pid_t pid, char *out, size_t n);
 /* "open" records: allow (grant_id, ret_seq for the close record) or deny. -errno from audit. */
+/* "integrity" record of a failure the store found in its index: the store's integrity hook
+ * (ctx is the fusefs). */
+void fusefs_record_index_integrity(void *ctx, uint64_t dsid, uint32_t version, const char *what);
 int fusefs_record_open(struct fusefs *fs, const struct fusefs_access *a,
 		       const struct fusefs_open_info *oi, const struct policy_decision *d,
 		       const char *error, uint64_t *ret_seq);

@@ -6,6 +6,9 @@
  * (dataset, path, user, process) goes through audit_string(), so invalid UTF-8 is escaped and
  * never breaks a record.
  *
+ * An "integrity" record of the index (fusefs_record_index_integrity) has only "dataset" (when its
+ * name is known), "dataset_id", "version", "source": "index" and "error".
+ *
  * "open" adds: "decision", "reason", "grant_id" / "rule_id" (when the decision names one), "gids"
  * (the groups decided on: the request's gid, then the process's supplementary groups), "job_id"
  * and "job_id_source" ("cgroup" or "environ", fuse/job.h) when a batch job is visible, "cache"
@@ -283,4 +286,27 @@ void *fusefs_flusher_main(void *arg)
 	}
 	pthread_mutex_unlock(&fs->flush_lock);
 	return NULL;
+}
+
+/* An integrity failure found in the index (store_set_integrity_hook), in whichever request met it:
+ * a lookup, a listing, an open. There is no file handle yet, so no open_seq, path or caller: the
+ * record names the dataset and version and what failed; the request itself gets EIO. */
+void fusefs_record_index_integrity(void *ctx, uint64_t dsid, uint32_t version, const char *what)
+{
+	struct fusefs *fs = ctx;
+	char name[STORE_DATASET_NAME_MAX + 1] = "";
+	struct rec r = { .obj = json_object() };
+
+	if (dsid)
+		fusefs_map_get(fs->dsnames, dsid, name, sizeof(name));
+	put(&r, "event", json_string("integrity"));
+	if (name[0])
+		put(&r, "dataset", audit_string(name));
+	if (dsid)
+		put_u64(&r, "dataset_id", dsid);
+	if (version)
+		put_u64(&r, "version", version);
+	put(&r, "source", json_string("index"));
+	put(&r, "error", audit_string(what));
+	rec_append(fs, &r, true, NULL);
 }

@@ -102,6 +102,7 @@ struct dir_ent {
 	int64_t mtime_ns;
 	uint64_t entries;   /* names in it */
 	uint32_t subdirs;   /* directories among them */
+	uint8_t digest[DIR_DIGEST_LEN];  /* XOR of its entries' digests (dirent_digest_add) */
 	bool explicit;      /* mode and mtime came from add_dir, not defaults */
 };
 
@@ -116,6 +117,11 @@ struct store_import {
 	struct dataset_rec ds;              /* the dataset (new or existing) */
 	bool new_dataset;
 	crypto_key *dkey;                   /* dataset key: owned if new_dataset, else borrowed */
+	crypto_key *ix_seal;                /* its index seal key; owned */
+	crypto_key *ix_name;                /* its name-hash key; owned */
+	crypto_hasher *man_files;             /* manifest: file leaves in inode order; owned */
+	crypto_hasher *man_dirs;              /* manifest: directory leaves, at commit; owned */
+	struct buf plain;                   /* a record's plaintext before it is sealed */
 	uint32_t version;
 	int64_t created_ns;
 	uint32_t chunk_size;
@@ -167,6 +173,8 @@ struct store_import {
 	unsigned npending;                  /* buffers pending (queued or being encrypted) */
 	bool pool_stop;                     /* workers exit once the queue is empty */
 
+	uint8_t manifest[STORE_MANIFEST_LEN];  /* set when the version is closed */
+	bool closed;                        /* no more files: directory records and manifest final */
 	int err;                            /* first failure; sticky */
 	char errmsg[ERR_DETAIL_MAX];        /* its detail */
 	bool committed;
@@ -238,13 +246,15 @@ static int batch_put(struct store_import *imp, enum store_cf cf, const void *k, 
 /* Does the directory entry (parent, name) exist in this version already? */
 static int dirent_exists(struct store_import *imp, uint64_t parent, const char *name)
 {
-	uint8_t k[DKEY_PREFIX_LEN + STORE_NAME_MAX];
-	size_t kl = dkey(k, imp->ds.info.id, imp->version, parent, name);
+	uint8_t k[DKEY_LEN];
 	size_t vl = 0;
 	char *err = NULL;
-	char *v = rocksdb_writebatch_wi_get_from_batch_and_db_cf(
-		imp->wb, imp->st->ix.db, imp->st->ix.ro, imp->st->ix.cf[CF_DIRENTS], (char *)k, kl,
-		&vl, &err);
+	char *v;
+
+	dkey(imp->ix_name, k, imp->ds.info.id, imp->version, parent, name, strlen(name));
+	v = rocksdb_writebatch_wi_get_from_batch_and_db_cf(imp->wb, imp->st->ix.db, imp->st->ix.ro,
+							   imp->st->ix.cf[CF_DIRENTS], (char *)k,
+							   sizeof(k), &vl, &err);
 
 	if (err) {
 		int r = imp_fail(imp, -EIO, "index: read failed: %s", err);
@@ -256,30 +266,48 @@ static int dirent_exists(struct store_import *imp, uint64_t parent, const char *
 	return v != NULL;
 }
 
-static int put_dirent(struct store_import *imp, uint64_t parent, const char *name, uint64_t ino,
-		      uint32_t type)
+/* Seal imp->plain as the value of k in cf (into imp->scratch) and put it in the batch. */
+static int put_sealed(struct store_import *imp, enum store_cf cf, const void *k, size_t kl)
 {
-	uint8_t k[DKEY_PREFIX_LEN + STORE_NAME_MAX];
-	size_t kl = dkey(k, imp->ds.info.id, imp->version, parent, name);
-
 	buf_reset(&imp->scratch);
-	if (dirent_encode(ino, type, &imp->scratch) < 0)
+	if (index_seal(imp->ix_seal, cf, k, kl, NULL, 0, imp->plain.data, imp->plain.len,
+		       &imp->scratch) < 0)
 		return imp_fail(imp, -ENOMEM, "out of memory");
-	return batch_put(imp, CF_DIRENTS, k, kl, imp->scratch.data, imp->scratch.len);
+	return batch_put(imp, cf, k, kl, imp->scratch.data, imp->scratch.len);
 }
 
-static int put_inode(struct store_import *imp, const struct store_inode *ino)
+/* The entry (parent, name) -> ino; it also counts in the parent's digest (parent_digest). */
+static int put_dirent(struct store_import *imp, uint64_t parent, uint8_t *parent_digest,
+		      const char *name, uint64_t ino, uint32_t type)
+{
+	struct dirent_rec d = { .ino = ino, .type = type };
+	uint8_t k[DKEY_LEN];
+	size_t n = strlen(name);
+
+	memcpy(d.name, name, MIN(n, (size_t)STORE_NAME_MAX));
+	dkey(imp->ix_name, k, imp->ds.info.id, imp->version, parent, name, n);
+	buf_reset(&imp->plain);
+	if (dirent_rec_encode(&d, &imp->plain) < 0)
+		return imp_fail(imp, -ENOMEM, "out of memory");
+	dirent_digest_add(imp->ix_name, parent_digest, ino, type, name, n);
+	return put_sealed(imp, CF_DIRENTS, k, sizeof(k));
+}
+
+/* The inode record; its plaintext stays in imp->plain for the manifest. */
+static int put_inode(struct store_import *imp, const struct store_inode *ino,
+		     const uint8_t *dir_digest)
 {
 	uint8_t k[IKEY_LEN];
 
 	ikey(k, imp->ds.info.id, imp->version, ino->ino);
-	buf_reset(&imp->scratch);
-	if (inode_encode(ino, &imp->scratch) < 0)
+	buf_reset(&imp->plain);
+	if (inode_encode(ino, dir_digest, &imp->plain) < 0)
 		return imp_fail(imp, -ENOMEM, "out of memory");
-	return batch_put(imp, CF_INODES, k, sizeof(k), imp->scratch.data, imp->scratch.len);
+	return put_sealed(imp, CF_INODES, k, sizeof(k));
 }
 
-static int put_version(struct store_import *imp, uint32_t state, rocksdb_writebatch_t *wb)
+static int put_version(struct store_import *imp, uint32_t state, const uint8_t *manifest,
+		       rocksdb_writebatch_t *wb)
 {
 	struct version_rec vr = {
 		.info = {
@@ -293,11 +321,17 @@ static int put_version(struct store_import *imp, uint32_t state, rocksdb_writeba
 		},
 		.state = state,
 	};
-	uint8_t k[VKEY_LEN];
+	uint8_t k[VKEY_LEN], clear = (uint8_t)state;
 
+	if (manifest)
+		memcpy(vr.info.manifest, manifest, sizeof(vr.info.manifest));
 	vkey(k, imp->ds.info.id, imp->version);
+	buf_reset(&imp->plain);
 	buf_reset(&imp->scratch);
-	if (version_rec_encode(&vr, &imp->scratch) < 0)
+	/* The state stays in clear (recovery reads it without the key), bound into the AD. */
+	if (version_rec_encode(&vr, &imp->plain) < 0 ||
+	    index_seal(imp->ix_seal, CF_VERSIONS, k, sizeof(k), &clear, 1, imp->plain.data,
+		       imp->plain.len, &imp->scratch) < 0)
 		return -ENOMEM;
 	if (wb)
 		rocksdb_writebatch_put_cf(wb, imp->st->ix.cf[CF_VERSIONS], (const char *)k,
@@ -454,7 +488,8 @@ static int dir_ensure(struct store_import *imp, const char *p, size_t n, struct 
 	};
 	hash_insert(imp, imp->ndirs++);
 	imp->stats.dirs++;
-	r = put_dirent(imp, parent_ino, copy + slash, d->ino, STORE_INODE_DIR);
+	parent = dir_find(imp, p, parent_len(slash));
+	r = put_dirent(imp, parent_ino, parent->digest, copy + slash, d->ino, STORE_INODE_DIR);
 	if (r < 0)
 		return r;
 	*ret = d;
@@ -1147,8 +1182,13 @@ int store_import_begin(struct store *st, const char *name, const struct store_im
 	imp->next_ino = STORE_ROOT_INO + 1;
 	imp->buf_size = MAX((size_t)IMPORT_BUF_MIN, (size_t)o.chunk_size);
 	buf_init(&imp->scratch, 4096);
+	buf_init(&imp->plain, 4096);
 
-	r = index_dataset_get(&st->ix, name, &imp->ds);
+	/* Checked first (store_dataset_get): an import on top of a lowered `latest` would write
+	 * over a committed version. */
+	r = store_dataset_get(st, name, &imp->ds.info);
+	if (r == 0)
+		r = index_dataset_get(st, name, &imp->ds);
 	if (r == -ENOENT) {
 		imp->new_dataset = true;
 		imp->ds = (struct dataset_rec){
@@ -1170,6 +1210,10 @@ int store_import_begin(struct store *st, const char *name, const struct store_im
 			r = err_set(-EOVERFLOW, "dataset %s has no version numbers left", name);
 		imp->version = imp->ds.info.latest_version + 1;
 	}
+	if (r == 0)
+		r = dataset_index_keys(imp->dkey, &imp->ix_seal, &imp->ix_name);
+	if (r == 0 && (crypto_hash_new(&imp->man_files) < 0 || crypto_hash_new(&imp->man_dirs) < 0))
+		r = -ENOMEM;
 	if (r < 0)
 		goto fail;
 
@@ -1213,7 +1257,7 @@ int store_import_begin(struct store *st, const char *name, const struct store_im
 
 	/* The PENDING record goes first, so recovery finds every record of this version. */
 	wb = rocksdb_writebatch_create();
-	r = put_version(imp, VERSION_PENDING, wb);
+	r = put_version(imp, VERSION_PENDING, NULL, wb);
 	if (r == 0)
 		r = index_write(&st->ix, wb, false);
 	rocksdb_writebatch_destroy(wb);
@@ -1246,7 +1290,7 @@ static int add_dir(struct store_import *imp, const char *path, uint32_t mode, in
 	struct dir_ent *d;
 	int r;
 
-	if (imp->err || imp->committed)
+	if (imp->err || imp->committed || imp->closed)
 		return imp->err ? imp_sticky(imp) : -EINVAL;
 	if (n == 1 && path[0] == '.')
 		n = 0;
@@ -1281,7 +1325,7 @@ static int add_file(struct store_import *imp, const char *path, int fd)
 	struct stat s;
 	int r;
 
-	if (imp->err || imp->committed)
+	if (imp->err || imp->committed || imp->closed)
 		return imp->err ? imp_sticky(imp) : -EINVAL;
 	if (n == 0 || !path_valid(path, n))
 		return err_set(-EINVAL, "%.*s: not a valid path in a dataset", (int)MIN(n, 256u),
@@ -1307,9 +1351,15 @@ static int add_file(struct store_import *imp, const char *path, int fd)
 	ino.size = (uint64_t)s.st_size;
 	r = write_object(imp, fd, path, &ino);
 	if (r == 0)
-		r = put_inode(imp, &ino);
-	if (r == 0)
-		r = put_dirent(imp, parent_ino, path + slash, ino.ino, STORE_INODE_FILE);
+		r = put_inode(imp, &ino, NULL);
+	if (r == 0) {
+		/* Files reach here in ascending inode order: the leaves go straight into the
+		 * manifest's running hash. */
+		manifest_leaf(imp->man_files, ino.ino, parent_ino, path + slash, n - slash,
+			      imp->plain.data, imp->plain.len);
+		r = put_dirent(imp, parent_ino, parent->digest, path + slash, ino.ino,
+			       STORE_INODE_FILE);
+	}
 	if (r < 0)
 		return r;
 	/* Still valid: no directory was created since dir_ensure() returned it. */
@@ -1466,19 +1516,14 @@ int store_import_add_tree(struct store_import *imp, int dirfd)
 	return sticky(imp, r);
 }
 
-int store_import_commit(struct store_import *imp, uint32_t *ret_version)
+/* Close the version to further files: directory records final, manifest computed. */
+static int import_close(struct store_import *imp)
 {
-	struct store *st = imp->st;
-	char *err = NULL;
-	uint8_t k[PACKKEY_LEN], v[8];
+	uint8_t manifest[STORE_MANIFEST_LEN];
 	int r;
 
-	if (imp->committed)
-		return -EINVAL;
-	if (imp->err)
-		return imp_sticky(imp);
-
-	/* Directory inodes: their entry counts are final now. */
+	/* Directory inodes: their entry counts and digests are final now. The table is in
+	 * creation order, which is ascending inode order, as the manifest wants. */
 	for (size_t i = 0; i < imp->ndirs; i++) {
 		struct dir_ent *d = &imp->dirs[i];
 		struct store_inode ino = {
@@ -1489,11 +1534,55 @@ int store_import_commit(struct store_import *imp, uint32_t *ret_version)
 			.size = d->entries,
 			.nlink = 2 + d->subdirs,
 		};
+		size_t n = strlen(d->path), slash = base_start(d->path, n);
+		struct dir_ent *parent = i ? dir_find(imp, d->path, parent_len(slash)) : NULL;
 
-		r = put_inode(imp, &ino);
+		r = put_inode(imp, &ino, d->digest);
+		if (r < 0)
+			return r;
+		manifest_leaf(imp->man_dirs, d->ino, parent ? parent->ino : 0, d->path + slash,
+			      n - slash, imp->plain.data, imp->plain.len);
+	}
+	manifest_finish(imp->ds.info.name, imp->ds.info.id, imp->version, imp->stats.files,
+			imp->stats.dirs, imp->stats.bytes, imp->man_files, imp->man_dirs, manifest);
+	memcpy(imp->manifest, manifest, sizeof(manifest));
+	imp->closed = true;
+	return 0;
+}
+
+int store_import_manifest(struct store_import *imp, uint8_t ret[static STORE_MANIFEST_LEN])
+{
+	int r;
+
+	if (imp->err)
+		return imp_sticky(imp);
+	if (!imp->closed) {
+		r = import_close(imp);
 		if (r < 0)
 			return r;
 	}
+	memcpy(ret, imp->manifest, STORE_MANIFEST_LEN);
+	return 0;
+}
+
+int store_import_commit(struct store_import *imp, uint32_t *ret_version)
+{
+	struct store *st = imp->st;
+	char *err = NULL;
+	uint8_t k[PACKKEY_LEN], v[8], dk[DSKEY_LEN], manifest[STORE_MANIFEST_LEN];
+	int r;
+
+	if (imp->committed)
+		return -EINVAL;
+	if (imp->err)
+		return imp_sticky(imp);
+
+	if (!imp->closed) {
+		r = import_close(imp);
+		if (r < 0)
+			return r;
+	}
+	memcpy(manifest, imp->manifest, sizeof(manifest));
 
 	/* 1. Pack data durable, the committed length aligned. */
 	r = stream_align(imp);
@@ -1510,17 +1599,21 @@ int store_import_commit(struct store_import *imp, uint32_t *ret_version)
 		return imp_fail(imp, -errno, "packs directory: fsync failed: %s", strerror(errno));
 
 	/* 2. One synchronous batch makes the version exist. */
-	r = put_version(imp, VERSION_COMMITTED, NULL);
+	r = put_version(imp, VERSION_COMMITTED, manifest, NULL);
 	if (r < 0)
 		return imp_fail(imp, r, "out of memory");
 	imp->ds.info.latest_version = imp->version;
+	buf_reset(&imp->plain);
 	buf_reset(&imp->scratch);
-	r = dataset_rec_encode(&imp->ds, &imp->scratch);
+	dskey_hash(st->ix_name, imp->ds.info.name, dk);
+	r = dataset_rec_encode(&imp->ds, &imp->plain);
+	if (r == 0)
+		r = index_seal(st->ix_seal, CF_DATASETS, dk, sizeof(dk), NULL, 0, imp->plain.data,
+			       imp->plain.len, &imp->scratch);
 	if (r < 0)
 		return imp_fail(imp, r, "out of memory");
-	rocksdb_writebatch_wi_put_cf(imp->wb, st->ix.cf[CF_DATASETS], imp->ds.info.name,
-				     strlen(imp->ds.info.name), (const char *)imp->scratch.data,
-				     imp->scratch.len);
+	rocksdb_writebatch_wi_put_cf(imp->wb, st->ix.cf[CF_DATASETS], (const char *)dk, sizeof(dk),
+				     (const char *)imp->scratch.data, imp->scratch.len);
 	for (size_t i = 0; i <= imp->npacks; i++) {
 		const struct pack_done pd = i < imp->npacks ? imp->packs[i] :
 			(struct pack_done){ .id = imp->pack_id, .end = imp->wpos };
@@ -1554,8 +1647,10 @@ int store_import_commit(struct store_import *imp, uint32_t *ret_version)
 		st->next_dataset_id = imp->ds.info.id + 1;
 		/* Given to the cache, which frees it if it cannot keep it. The version is committed
 		 * either way: on a miss the key is unwrapped again from the index. */
-		store_dataset_key_cache(st, imp->ds.info.id, imp->dkey);
+		store_dataset_key_cache(st, imp->ds.info.id, imp->dkey, &imp->ds);
 		imp->dkey = NULL;
+	} else {
+		store_dataset_rec_update(st, &imp->ds);
 	}
 	progress(imp, true);
 	*ret_version = imp->version;
@@ -1632,6 +1727,13 @@ void store_import_free(struct store_import *imp)
 	if (imp->wb)
 		rocksdb_writebatch_wi_destroy(imp->wb);
 	buf_free(&imp->scratch);
+	if (imp->plain.data)
+		explicit_bzero(imp->plain.data, imp->plain.cap);
+	buf_free(&imp->plain);
+	crypto_key_free(imp->ix_seal);
+	crypto_key_free(imp->ix_name);
+	crypto_hash_free(imp->man_files);
+	crypto_hash_free(imp->man_dirs);
 	crypto_chunk_ctx_free(imp->cctx);
 	if (imp->new_dataset)
 		crypto_key_free(imp->dkey);
@@ -1655,3 +1757,5 @@ void store_import_get_stats(const struct store_import *imp, struct store_import_
 {
 	*ret_stats = imp->stats;
 }
+
+

@@ -164,13 +164,31 @@ void ikey(uint8_t out[IKEY_LEN], uint64_t dsid, uint32_t ver, uint64_t ino)
 	put_be64(out + VKEY_LEN, ino);
 }
 
-size_t dkey(uint8_t *out, uint64_t dsid, uint32_t ver, uint64_t parent, const char *name)
+size_t dkey_v1(uint8_t *out, uint64_t dsid, uint32_t ver, uint64_t parent, const char *name)
 {
 	size_t n = strlen(name);
 
 	ikey(out, dsid, ver, parent);
 	memcpy(out + DKEY_PREFIX_LEN, name, n);
 	return DKEY_PREFIX_LEN + n;
+}
+
+void dkey(const crypto_key *name_key, uint8_t out[DKEY_LEN], uint64_t dsid, uint32_t ver,
+	  uint64_t parent, const char *name, size_t nlen)
+{
+	uint8_t in[12 + STORE_NAME_MAX];
+
+	ikey(out, dsid, ver, parent);
+	put_be32(in, ver);
+	put_be64(in + 4, parent);
+	memcpy(in + 12, name, MIN(nlen, (size_t)STORE_NAME_MAX));
+	crypto_name_hash(name_key, in, 12 + MIN(nlen, (size_t)STORE_NAME_MAX),
+			 out + DKEY_PREFIX_LEN);
+}
+
+void dskey_hash(const crypto_key *name_key, const char *name, uint8_t out[DSKEY_LEN])
+{
+	crypto_name_hash(name_key, name, strnlen(name, STORE_DATASET_NAME_MAX), out);
 }
 
 void packkey(uint8_t out[PACKKEY_LEN], uint64_t pack_id)
@@ -209,36 +227,52 @@ bool store_dataset_name_valid(const char *name)
 
 /* ---- Records ------------------------------------------------------------------------------- */
 
+/* Plaintext records. Format 2 writes record version 2 everywhere (dirents included); the decoders
+ * also read version 1 (format 1), which only the upgrade meets. */
+#define REC_V2 2
+
 int dataset_rec_encode(const struct dataset_rec *r, struct buf *b)
 {
+	size_t n = strnlen(r->info.name, STORE_DATASET_NAME_MAX);
 	int e = 0;
 
-	e = e ?: buf_u8(b, REC_V1);
+	e = e ?: buf_u8(b, REC_V2);
 	e = e ?: buf_le64(b, r->info.id);
 	e = e ?: buf_le64(b, (uint64_t)r->info.created_ns);
 	e = e ?: buf_le32(b, r->info.latest_version);
 	e = e ?: buf_append(b, r->wrapped_key, sizeof(r->wrapped_key));
+	e = e ?: buf_u8(b, (uint8_t)n);
+	e = e ?: buf_append(b, r->info.name, n);
 	return e;
 }
 
-int dataset_rec_decode(const char *name, const void *v, size_t n, struct dataset_rec *ret)
+int dataset_rec_decode(const char *v1_name, const void *v, size_t n, struct dataset_rec *ret)
 {
 	struct cursor c = cursor_make(v, n);
 	struct dataset_rec r = { 0 };
 	uint64_t created;
-	uint8_t rv = 0;
+	uint8_t rv = 0, nlen = 0;
+	bool ok;
 
 	cursor_u8(&c, &rv);
 	cursor_le64(&c, &r.info.id);
 	cursor_le64(&c, &created);
 	cursor_le32(&c, &r.info.latest_version);
 	cursor_take(&c, r.wrapped_key, sizeof(r.wrapped_key));
-	if (!cursor_done(&c) || rv != REC_V1 || r.info.id == 0 || r.info.latest_version == 0 ||
-	    !store_dataset_name_valid(name))
-		return err_set(-EBADMSG, "index: malformed record of dataset '%.*s'",
-			       STORE_DATASET_NAME_MAX, name);
+	if (rv == REC_V2) {
+		cursor_u8(&c, &nlen);
+		if (nlen <= STORE_DATASET_NAME_MAX)
+			cursor_take(&c, r.info.name, nlen);
+	} else if (rv == REC_V1 && v1_name) {
+		snprintf(r.info.name, sizeof(r.info.name), "%s", v1_name);
+	}
+	ok = cursor_done(&c) && (rv == REC_V2 || (rv == REC_V1 && v1_name)) && r.info.id != 0 &&
+	     r.info.latest_version != 0 && store_dataset_name_valid(r.info.name) &&
+	     (rv == REC_V1 || strlen(r.info.name) == nlen);
+	if (!ok)
+		return err_set(-EBADMSG, "index: malformed dataset record (id %llu)",
+			       (unsigned long long)r.info.id);
 	r.info.created_ns = (int64_t)created;
-	snprintf(r.info.name, sizeof(r.info.name), "%s", name);
 	*ret = r;
 	return 0;
 }
@@ -247,13 +281,14 @@ int version_rec_encode(const struct version_rec *r, struct buf *b)
 {
 	int e = 0;
 
-	e = e ?: buf_u8(b, REC_V1);
+	e = e ?: buf_u8(b, REC_V2);
 	e = e ?: buf_u8(b, (uint8_t)r->state);
 	e = e ?: buf_le64(b, (uint64_t)r->info.created_ns);
 	e = e ?: buf_le64(b, (uint64_t)r->info.committed_ns);
 	e = e ?: buf_le64(b, r->info.files);
 	e = e ?: buf_le64(b, r->info.dirs);
 	e = e ?: buf_le64(b, r->info.bytes);
+	e = e ?: buf_append(b, r->info.manifest, sizeof(r->info.manifest));
 	return e;
 }
 
@@ -271,7 +306,9 @@ int version_rec_decode(const void *v, size_t n, struct version_rec *ret)
 	cursor_le64(&c, &r.info.files);
 	cursor_le64(&c, &r.info.dirs);
 	cursor_le64(&c, &r.info.bytes);
-	if (!cursor_done(&c) || rv != REC_V1 ||
+	if (rv == REC_V2)
+		cursor_take(&c, r.info.manifest, sizeof(r.info.manifest));
+	if (!cursor_done(&c) || (rv != REC_V1 && rv != REC_V2) ||
 	    (state != VERSION_PENDING && state != VERSION_COMMITTED))
 		return err_set(-EBADMSG, "index: malformed version record");
 	r.state = state;
@@ -281,18 +318,31 @@ int version_rec_decode(const void *v, size_t n, struct version_rec *ret)
 	return 0;
 }
 
-int inode_encode(const struct store_inode *ino, struct buf *b)
+int version_value_state(const void *v, size_t n, uint32_t *ret_state)
+{
+	const uint8_t *p = v;
+
+	if (n < 1 + CRYPTO_SEAL_OVERHEAD || (p[0] != VERSION_PENDING && p[0] != VERSION_COMMITTED))
+		return err_set(-EBADMSG, "index: malformed version record");
+	*ret_state = p[0];
+	return 0;
+}
+
+int inode_encode(const struct store_inode *ino, const uint8_t *dir_digest, struct buf *b)
 {
 	int e = 0;
 
-	e = e ?: buf_u8(b, REC_V1);
+	e = e ?: buf_u8(b, REC_V2);
 	e = e ?: buf_u8(b, (uint8_t)ino->type);
 	e = e ?: buf_le32(b, ino->mode);
 	e = e ?: buf_le64(b, (uint64_t)ino->mtime_ns);
 	e = e ?: buf_le64(b, ino->size);
 	e = e ?: buf_le32(b, ino->nlink);
-	if (ino->type != STORE_INODE_FILE)
-		return e;
+	if (ino->type != STORE_INODE_FILE) {
+		static const uint8_t zero[DIR_DIGEST_LEN];
+
+		return e ?: buf_append(b, dir_digest ? dir_digest : zero, DIR_DIGEST_LEN);
+	}
 	e = e ?: buf_append(b, ino->ext.object_id, sizeof(ino->ext.object_id));
 	e = e ?: buf_le64(b, ino->ext.pack_id);
 	e = e ?: buf_le64(b, ino->ext.offset);
@@ -302,10 +352,12 @@ int inode_encode(const struct store_inode *ino, struct buf *b)
 	return e;
 }
 
-int inode_decode(uint64_t inum, const void *v, size_t n, struct store_inode *ret)
+int inode_decode(uint64_t inum, const void *v, size_t n, struct store_inode *ret,
+		 uint8_t *ret_dir_digest)
 {
 	struct cursor c = cursor_make(v, n);
 	struct store_inode ino = { .ino = inum };
+	uint8_t digest[DIR_DIGEST_LEN] = { 0 };
 	uint64_t mtime;
 	uint8_t rv = 0, type = 0;
 	bool ok;
@@ -325,8 +377,10 @@ int inode_decode(uint64_t inum, const void *v, size_t n, struct store_inode *ret
 		cursor_le32(&c, &ino.ext.chunk_size);
 		cursor_le32(&c, &ino.ext.alg);
 		cursor_take(&c, ino.ext.wrapped_key, sizeof(ino.ext.wrapped_key));
+	} else if (rv == REC_V2) {
+		cursor_take(&c, digest, sizeof(digest));
 	}
-	ok = cursor_done(&c) && rv == REC_V1 && (ino.mode & ~07777u) == 0 &&
+	ok = cursor_done(&c) && (rv == REC_V1 || rv == REC_V2) && (ino.mode & ~07777u) == 0 &&
 	     (type == STORE_INODE_DIR || type == STORE_INODE_FILE);
 	if (ok && type == STORE_INODE_FILE)
 		ok = ino.ext.pack_id > 0 && ino.ext.offset >= PACK_HEADER_LEN &&
@@ -339,19 +393,44 @@ int inode_decode(uint64_t inum, const void *v, size_t n, struct store_inode *ret
 		return err_set(-EBADMSG, "index: malformed inode record %llu",
 			       (unsigned long long)inum);
 	*ret = ino;
+	if (ret_dir_digest)
+		memcpy(ret_dir_digest, digest, sizeof(digest));
 	return 0;
 }
 
-int dirent_encode(uint64_t ino, uint32_t type, struct buf *b)
+int dirent_rec_encode(const struct dirent_rec *d, struct buf *b)
 {
+	size_t n = strnlen(d->name, STORE_NAME_MAX);
 	int e = 0;
 
-	e = e ?: buf_le64(b, ino);
-	e = e ?: buf_u8(b, (uint8_t)type);
+	e = e ?: buf_u8(b, REC_V2);
+	e = e ?: buf_le64(b, d->ino);
+	e = e ?: buf_u8(b, (uint8_t)d->type);
+	e = e ?: buf_u8(b, (uint8_t)n);
+	e = e ?: buf_append(b, d->name, n);
 	return e;
 }
 
-int dirent_decode(const void *v, size_t n, uint64_t *ret_ino, uint32_t *ret_type)
+int dirent_rec_decode(const void *v, size_t n, struct dirent_rec *ret)
+{
+	struct cursor c = cursor_make(v, n);
+	struct dirent_rec d = { 0 };
+	uint8_t rv = 0, type = 0, nlen = 0;
+
+	cursor_u8(&c, &rv);
+	cursor_le64(&c, &d.ino);
+	cursor_u8(&c, &type);
+	cursor_u8(&c, &nlen);
+	cursor_take(&c, d.name, nlen);
+	d.type = type;
+	if (!cursor_done(&c) || rv != REC_V2 || d.ino == 0 ||
+	    (type != STORE_INODE_DIR && type != STORE_INODE_FILE) || !store_name_valid(d.name, nlen))
+		return err_set(-EBADMSG, "index: malformed directory entry");
+	*ret = d;
+	return 0;
+}
+
+int dirent_decode_v1(const void *v, size_t n, uint64_t *ret_ino, uint32_t *ret_type)
 {
 	struct cursor c = cursor_make(v, n);
 	uint64_t ino = 0;
@@ -366,38 +445,96 @@ int dirent_decode(const void *v, size_t n, uint64_t *ret_ino, uint32_t *ret_type
 	return 0;
 }
 
-int index_dataset_get(struct store_index *ix, const char *name, struct dataset_rec *ret)
+void dirent_digest_add(const crypto_key *name_key, uint8_t digest[DIR_DIGEST_LEN], uint64_t ino,
+		       uint32_t type, const char *name, size_t nlen)
 {
-	char *v = NULL;
-	size_t n = 0;
-	int r;
+	uint8_t in[1 + 8 + 1 + STORE_NAME_MAX], h[CRYPTO_NAME_HASH_LEN];
 
-	if (!store_dataset_name_valid(name))
-		return -EINVAL;
-	r = index_get(ix, CF_DATASETS, name, strlen(name), &v, &n);
-	if (r < 0)
-		return r;
-	r = dataset_rec_decode(name, v, n, ret);
-	free(v);
-	return r;
+	nlen = MIN(nlen, (size_t)STORE_NAME_MAX);
+	in[0] = 0x01; /* domain: an entry's digest, never a key's name hash (those start with ver) */
+	put_be64(in + 1, ino);
+	in[9] = (uint8_t)type;
+	memcpy(in + 10, name, nlen);
+	crypto_name_hash(name_key, in, 10 + nlen, h);
+	for (size_t i = 0; i < DIR_DIGEST_LEN; i++)
+		digest[i] ^= h[i];
 }
 
-int index_version_get(struct store_index *ix, uint64_t dsid, uint32_t ver, struct version_rec *ret)
+/* ---- The seal layer ------------------------------------------------------------------------ */
+
+static size_t seal_ad(uint8_t *ad, enum store_cf cf, const void *k, size_t klen, const void *clear,
+		      size_t clen)
 {
-	uint8_t k[VKEY_LEN];
+	memcpy(ad, "ENCLIDX2", 8);
+	ad[8] = (uint8_t)cf;
+	ad[9] = (uint8_t)(klen >> 8);
+	ad[10] = (uint8_t)klen;
+	memcpy(ad + 11, k, klen);
+	if (clen)
+		memcpy(ad + 11 + klen, clear, clen);
+	return 11 + klen + clen;
+}
+
+int index_seal(const crypto_key *key, enum store_cf cf, const void *k, size_t klen,
+	       const void *clear, size_t clen, const void *pt, size_t n, struct buf *out)
+{
+	uint8_t ad[SEAL_AD_MAX];
+	uint8_t *dst = NULL;
+	int r;
+
+	if (klen > STORE_POLICY_KEY_MAX || clen > 1)
+		return -EINVAL;
+	r = buf_append(out, clear, clen);
+	if (r < 0)
+		return r;
+	/* Room for the sealed bytes, written in place. */
+	r = buf_extend(out, n + CRYPTO_SEAL_OVERHEAD, &dst);
+	if (r < 0)
+		return r;
+	return crypto_seal(key, ad, seal_ad(ad, cf, k, klen, clear, clen), pt, n, dst);
+}
+
+int index_unseal(const crypto_key *key, enum store_cf cf, const void *k, size_t klen, size_t clen,
+		 const void *v, size_t n, uint8_t *out, size_t cap, size_t *ret_len)
+{
+	uint8_t ad[SEAL_AD_MAX];
+	const uint8_t *p = v;
+
+	if (klen > STORE_POLICY_KEY_MAX || clen > 1 || n < clen + CRYPTO_SEAL_OVERHEAD ||
+	    n - clen - CRYPTO_SEAL_OVERHEAD > cap)
+		return -EBADMSG;
+	if (crypto_unseal(key, ad, seal_ad(ad, cf, k, klen, p, clen), p + clen, n - clen, out) < 0)
+		return -EBADMSG;
+	*ret_len = n - clen - CRYPTO_SEAL_OVERHEAD;
+	return 0;
+}
+
+int index_version_get(struct store_index *ix, const crypto_key *seal, uint64_t dsid, uint32_t ver,
+		      struct version_rec *ret)
+{
+	uint8_t k[VKEY_LEN], pt[REC_PLAIN_MAX];
+	uint32_t state = 0;
 	char *v = NULL;
-	size_t n = 0;
+	size_t n = 0, pl = 0;
 	int r;
 
 	vkey(k, dsid, ver);
 	r = index_get(ix, CF_VERSIONS, k, sizeof(k), &v, &n);
 	if (r < 0)
 		return r;
-	r = version_rec_decode(v, n, ret);
+	r = version_value_state(v, n, &state);
+	if (r == 0 && index_unseal(seal, CF_VERSIONS, k, sizeof(k), 1, v, n, pt, sizeof(pt), &pl) < 0)
+		r = err_set(-EBADMSG, "index integrity: the record of version %u of dataset %llu "
+				      "does not authenticate", ver, (unsigned long long)dsid);
+	free(v);
+	if (r == 0)
+		r = version_rec_decode(pt, pl, ret);
+	if (r == 0 && ret->state != state)
+		r = err_set(-EBADMSG, "index integrity: version %u of dataset %llu: state differs",
+			    ver, (unsigned long long)dsid);
 	if (r == 0) {
 		ret->info.dataset_id = dsid;
 		ret->info.version = ver;
 	}
-	free(v);
 	return r;
 }

@@ -1,6 +1,7 @@
 /* store: create, open (with crash recovery), close, and the read-side lookups. */
 #include <dirent.h>
 #include <fcntl.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -13,6 +14,11 @@
 #define META_FORMAT "format"
 #define META_STORE_ID "store_id"
 #define META_NEXT_DATASET "next_dataset"
+/* Labels of the index keys (crypto_key_derive(); docs/FORMAT.md §6.9). */
+#define INDEX_SEAL_LABEL "enclave index seal v2"
+#define INDEX_NAME_LABEL "enclave index names v2"
+#define DATASET_SEAL_LABEL "enclave dataset index seal v2"
+#define DATASET_NAME_LABEL "enclave dataset index names v2"
 
 /* The name is bound too: swapping two dataset records in the index must not make one dataset's
  * name serve the other's data. */
@@ -71,8 +77,8 @@ static int recover_pending_versions(struct store *st)
 		size_t kl, vl;
 		const char *k = rocksdb_iter_key(it, &kl);
 		const char *v = rocksdb_iter_value(it, &vl);
-		struct version_rec vr;
 		uint8_t lo[VKEY_LEN], hi[VKEY_LEN];
+		uint32_t state = 0;
 		uint64_t dsid;
 		uint32_t ver;
 
@@ -80,10 +86,13 @@ static int recover_pending_versions(struct store *st)
 			r = err_set(-EBADMSG, "index: malformed version key");
 			goto out;
 		}
-		r = version_rec_decode(v, vl, &vr);
+		/* The state is the one byte kept in clear, so that the remains of a new dataset's
+		 * first import, whose key died with the import, can be found without it. It is bound
+		 * into the sealed record's AD: flipping it makes the version fail to authenticate. */
+		r = version_value_state(v, vl, &state);
 		if (r < 0)
 			goto out;
-		if (vr.state != VERSION_PENDING)
+		if (state != VERSION_PENDING)
 			continue;
 		dsid = get_be64((const uint8_t *)k);
 		ver = get_be32((const uint8_t *)k + 8);
@@ -207,7 +216,7 @@ static int store_alloc(struct store **ret)
 /* Open the index of a store whose directory, lock and master key are already in st, check its
  * format and recover. */
 static int store_open_index(struct store *st, const char *dir, bool create,
-			    const struct store_open_options *opts)
+			    const struct store_open_options *opts, unsigned flags)
 {
 	char path[PATH_MAX];
 	char *v = NULL;
@@ -240,9 +249,20 @@ static int store_open_index(struct store *st, const char *dir, bool create,
 	}
 
 	r = meta_get_u64(st, META_FORMAT, &next);
-	if (r == 0 && next != STORE_FORMAT_VERSION)
+	if (r == 0 && next == STORE_FORMAT_V1 && (flags & STORE_OPEN_V1)) {
+		st->format = STORE_FORMAT_V1;
+	} else if (r == 0 && next == STORE_FORMAT_V1) {
+		r = err_set(-EPROTONOSUPPORT,
+			    "%s: the store's index is format 1 (names, sizes and grants in clear), "
+			    "which this build no longer serves; convert it in place, with the daemon "
+			    "stopped: enclavectl store upgrade --store %s --passphrase-file FILE",
+			    dir, dir);
+	} else if (r == 0 && next != STORE_FORMAT_VERSION) {
 		r = err_set(-EPROTONOSUPPORT, "store format %llu is not supported (this build: %u)",
 			    (unsigned long long)next, STORE_FORMAT_VERSION);
+	} else if (r == 0) {
+		st->format = STORE_FORMAT_VERSION;
+	}
 	if (r < 0)
 		return r == -ENOENT ? err_set(-EBADMSG, "index: no format record") : r;
 	r = index_get(&st->ix, CF_META, META_STORE_ID, strlen(META_STORE_ID), &v, &n);
@@ -257,6 +277,14 @@ static int store_open_index(struct store *st, const char *dir, bool create,
 	r = meta_get_u64(st, META_NEXT_DATASET, &st->next_dataset_id);
 	if (r < 0)
 		return r == -ENOENT ? err_set(-EBADMSG, "index: no dataset counter") : r;
+	r = store_index_keys(st->master, st->store_id, &st->ix_seal, &st->ix_name);
+	if (r < 0)
+		return r;
+	st->vdirs = calloc(VERIFIED_DIRS, sizeof(*st->vdirs));
+	if (!st->vdirs)
+		return -ENOMEM;
+	if (flags & STORE_OPEN_V1)
+		return 0; /* the upgrade reads the old index as it is */
 
 	st->direct_io = opts && opts->direct_io;
 	st->pack_target = opts && opts->pack_target ? opts->pack_target : STORE_PACK_TARGET;
@@ -340,7 +368,7 @@ int store_create(const char *dir, const crypto_secret *pass, const struct crypto
 		r = -errno;
 		goto fail;
 	}
-	r = store_open_index(st, dir, true, NULL);
+	r = store_open_index(st, dir, true, NULL, 0);
 	if (r < 0)
 		goto fail;
 	/* The marker comes last: a directory without it is not (yet) a store. */
@@ -373,6 +401,12 @@ fail:
 
 int store_open(const char *dir, const crypto_secret *pass, const struct store_open_options *opts,
 	       struct store **ret_store)
+{
+	return store_open_ex(dir, pass, opts, 0, ret_store);
+}
+
+int store_open_ex(const char *dir, const crypto_secret *pass, const struct store_open_options *opts,
+		  unsigned flags, struct store **ret_store)
 {
 	char marker[sizeof(MARKER_TEXT) + 1];
 	struct store *st = NULL;
@@ -426,7 +460,12 @@ int store_open(const char *dir, const crypto_secret *pass, const struct store_op
 		r = err_set(-errno, "%s: no packs directory: %s", dir, strerror(errno));
 		goto fail;
 	}
-	r = store_open_index(st, dir, false, opts);
+	/* An upgrade interrupted after it committed is finished, one interrupted before is
+	 * discarded, before the index is opened (store/upgrade.c). */
+	r = store_upgrade_recover(st);
+	if (r < 0)
+		goto fail;
+	r = store_open_index(st, dir, false, opts, flags);
 	if (r < 0)
 		goto fail;
 	*ret_store = st;
@@ -447,9 +486,17 @@ void store_close(struct store *st)
 		if (st->pack_fds[i] >= 0)
 			close(st->pack_fds[i]);
 	free(st->pack_fds);
-	for (size_t i = 0; i < st->dskeys_len; i++)
+	for (size_t i = 0; i < st->dskeys_len; i++) {
 		crypto_key_free(st->dskeys[i].key);
+		crypto_key_free(st->dskeys[i].seal);
+		crypto_key_free(st->dskeys[i].name);
+	}
+	if (st->dskeys)
+		explicit_bzero(st->dskeys, st->dskeys_cap * sizeof(*st->dskeys));
 	free(st->dskeys);
+	free(st->vdirs);
+	crypto_key_free(st->ix_seal);
+	crypto_key_free(st->ix_name);
 	crypto_key_free(st->master);
 	if (st->packs_dirfd >= 0)
 		close(st->packs_dirfd);
@@ -520,37 +567,182 @@ out:
 	return r;
 }
 
-/* With st->lock held. */
-static int dskey_insert_locked(struct store *st, uint64_t dsid, crypto_key *key)
+int store_index_keys(const crypto_key *master, const uint8_t store_id[16], crypto_key **ret_seal,
+		     crypto_key **ret_name)
 {
+	crypto_key *seal = NULL, *name = NULL;
+	int r = crypto_key_derive(master, INDEX_SEAL_LABEL, store_id, 16, &seal);
+
+	if (r == 0)
+		r = crypto_key_derive(master, INDEX_NAME_LABEL, store_id, 16, &name);
+	if (r < 0) {
+		crypto_key_free(seal);
+		return err_set(r, "cannot derive the index keys: %s", strerror(-r));
+	}
+	*ret_seal = seal;
+	*ret_name = name;
+	return 0;
+}
+
+int dataset_index_keys(const crypto_key *dkey, crypto_key **ret_seal, crypto_key **ret_name)
+{
+	crypto_key *seal = NULL, *name = NULL;
+	int r = crypto_key_derive(dkey, DATASET_SEAL_LABEL, NULL, 0, &seal);
+
+	if (r == 0)
+		r = crypto_key_derive(dkey, DATASET_NAME_LABEL, NULL, 0, &name);
+	if (r < 0) {
+		crypto_key_free(seal);
+		return err_set(r, "cannot derive a dataset's index keys: %s", strerror(-r));
+	}
+	*ret_seal = seal;
+	*ret_name = name;
+	return 0;
+}
+
+void store_set_integrity_hook(struct store *st,
+			      void (*fn)(void *ctx, uint64_t dsid, uint32_t version,
+					 const char *what),
+			      void *ctx)
+{
+	st->integrity_hook = fn;
+	st->integrity_ctx = ctx;
+}
+
+int store_integrity(struct store *st, uint64_t dsid, uint32_t version, const char *fmt, ...)
+{
+	char what[ERR_DETAIL_MAX];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(what, sizeof(what), fmt, ap);
+	va_end(ap);
+	err_set(-EBADMSG, "index integrity: %s", what);
+	if (st->integrity_hook)
+		st->integrity_hook(st->integrity_ctx, dsid, version, what);
+	return -EBADMSG;
+}
+
+/* A lookup's -EBADMSG (a record that does not authenticate or decode) is an integrity failure
+ * too: report it through the hook once, with the detail already set. */
+static int integrity_of(struct store *st, uint64_t dsid, uint32_t version, int r)
+{
+	if (r == -EBADMSG && st->integrity_hook)
+		st->integrity_hook(st->integrity_ctx, dsid, version, err_detail());
+	return r;
+}
+
+/* Compared in full whatever the first difference (a habit for digests). */
+static bool bytes_equal(const uint8_t *a, const uint8_t *b, size_t n)
+{
+	uint8_t d = 0;
+
+	for (size_t i = 0; i < n; i++)
+		d |= a[i] ^ b[i];
+	return d == 0;
+}
+
+/* With st->lock held. */
+static struct dskey *dskey_find_locked(struct store *st, uint64_t dsid)
+{
+	for (size_t i = 0; i < st->dskeys_len; i++)
+		if (st->dskeys[i].id == dsid)
+			return &st->dskeys[i];
+	return NULL;
+}
+
+/* With st->lock held. Takes ownership of key (freed on failure). */
+static int dskey_insert_locked(struct store *st, uint64_t dsid, crypto_key *key,
+			       struct dskey **ret)
+{
+	crypto_key *seal = NULL, *name = NULL;
+	int r;
+
 	if (st->dskeys_len == st->dskeys_cap) {
 		size_t n = st->dskeys_cap ? st->dskeys_cap * 2 : 8;
 		struct dskey *a = reallocarray(st->dskeys, n, sizeof(*a));
 
-		if (!a)
+		if (!a) {
+			crypto_key_free(key);
 			return -ENOMEM;
+		}
 		st->dskeys = a;
 		st->dskeys_cap = n;
 	}
-	st->dskeys[st->dskeys_len++] = (struct dskey){ .id = dsid, .key = key };
+	r = dataset_index_keys(key, &seal, &name);
+	if (r < 0) {
+		crypto_key_free(key);
+		return r;
+	}
+	st->dskeys[st->dskeys_len] = (struct dskey){ .id = dsid, .key = key, .seal = seal,
+						     .name = name };
+	if (ret)
+		*ret = &st->dskeys[st->dskeys_len];
+	st->dskeys_len++;
 	return 0;
 }
 
-int store_dataset_key_cache(struct store *st, uint64_t dsid, crypto_key *key)
+int store_dataset_key_cache(struct store *st, uint64_t dsid, crypto_key *key,
+			    const struct dataset_rec *rec)
 {
-	int r;
+	struct dskey *d = NULL;
+	int r = 0;
 
 	pthread_mutex_lock(&st->lock);
-	r = dskey_insert_locked(st, dsid, key);
-	pthread_mutex_unlock(&st->lock);
-	if (r < 0)
+	if (dskey_find_locked(st, dsid))
 		crypto_key_free(key);
+	else
+		r = dskey_insert_locked(st, dsid, key, NULL);
+	d = dskey_find_locked(st, dsid);
+	if (d && rec) {
+		d->rec = *rec;
+		d->have_rec = true;
+	}
+	pthread_mutex_unlock(&st->lock);
 	return r;
 }
 
-/* Call fn for every dataset record in name order; a non-zero return from fn stops and is
- * returned. A malformed record (a NUL inside the key would list it under a shorter name, twice)
- * is -EBADMSG, or skipped when skip_bad, so that damage to one dataset does not hide the others. */
+void store_dataset_rec_update(struct store *st, const struct dataset_rec *rec)
+{
+	struct dskey *d;
+
+	pthread_mutex_lock(&st->lock);
+	d = dskey_find_locked(st, rec->info.id);
+	if (d) {
+		d->rec = *rec;
+		d->have_rec = true;
+	}
+	pthread_mutex_unlock(&st->lock);
+}
+
+/* Decode the sealed dataset record v (n bytes) stored under key k (DSKEY_LEN bytes). The name
+ * inside must hash to the key it is stored under. */
+static int dataset_unseal(struct store *st, const void *k, size_t kl, const void *v, size_t n,
+			  struct dataset_rec *ret)
+{
+	uint8_t pt[REC_PLAIN_MAX], h[DSKEY_LEN];
+	size_t pl = 0;
+	int r;
+
+	if (kl != DSKEY_LEN)
+		return store_integrity(st, 0, 0, "a dataset key is malformed");
+	if (index_unseal(st->ix_seal, CF_DATASETS, k, kl, 0, v, n, pt, sizeof(pt), &pl) < 0)
+		return store_integrity(st, 0, 0, "a dataset record does not authenticate");
+	r = dataset_rec_decode(NULL, pt, pl, ret);
+	explicit_bzero(pt, sizeof(pt));
+	if (r < 0)
+		return integrity_of(st, 0, 0, r);
+	dskey_hash(st->ix_name, ret->info.name, h);
+	if (memcmp(h, k, DSKEY_LEN) != 0)
+		return store_integrity(st, ret->info.id, 0,
+				       "dataset %llu is stored under another name's key",
+				       (unsigned long long)ret->info.id);
+	return 0;
+}
+
+/* Call fn for every dataset record in key order; a non-zero return from fn stops and is
+ * returned. A record that does not authenticate is -EBADMSG, or skipped when skip_bad, so that
+ * damage to one dataset does not hide the others from a lookup by id. */
 static int dataset_recs_foreach(struct store *st, bool skip_bad,
 				int (*fn)(void *ctx, const struct dataset_rec *rec), void *ctx)
 {
@@ -559,20 +751,12 @@ static int dataset_recs_foreach(struct store *st, bool skip_bad,
 	int r = 0;
 
 	for (rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
-		char name[STORE_DATASET_NAME_MAX + 1];
 		struct dataset_rec rec;
 		size_t kl, vl;
 		const char *k = rocksdb_iter_key(it, &kl);
 		const char *v = rocksdb_iter_value(it, &vl);
 
-		r = -EBADMSG;
-		if (kl > 0 && kl <= STORE_DATASET_NAME_MAX && !memchr(k, '\0', kl)) {
-			memcpy(name, k, kl);
-			name[kl] = '\0';
-			r = dataset_rec_decode(name, v, vl, &rec);
-		} else {
-			err_set(r, "index: malformed dataset key");
-		}
+		r = dataset_unseal(st, k, kl, v, vl, &rec);
 		if (r == -EBADMSG && skip_bad) {
 			r = 0;
 			continue;
@@ -611,130 +795,506 @@ static int dataset_rec_by_id(struct store *st, uint64_t dsid, struct dataset_rec
 	return r < 0 ? r : 0;
 }
 
-int store_dataset_key(struct store *st, uint64_t dsid, const struct dataset_rec *rec,
-		      crypto_key **ret)
+/* The cache entry of dataset dsid, its key unwrapped on first use. With st->lock held. */
+static int dskey_get_locked(struct store *st, uint64_t dsid, const struct dataset_rec *rec,
+			    struct dskey **ret)
 {
 	struct dataset_rec found;
 	uint8_t ad[DATASET_KEY_AD_MAX];
 	size_t adlen;
 	crypto_key *key = NULL;
-	int r = 0;
+	int r;
 
-	pthread_mutex_lock(&st->lock);
-	for (size_t i = 0; i < st->dskeys_len; i++)
-		if (st->dskeys[i].id == dsid) {
-			*ret = st->dskeys[i].key;
-			goto out;
-		}
+	*ret = dskey_find_locked(st, dsid);
+	if (*ret)
+		return 0;
 	if (!rec) {
 		r = dataset_rec_by_id(st, dsid, &found);
 		if (r < 0)
-			goto out;
+			return r;
 		rec = &found;
 	}
 	adlen = dataset_key_ad(st->store_id, dsid, rec->info.name, ad);
 	r = crypto_key_unwrap(st->master, rec->wrapped_key, ad, adlen, &key);
-	if (r < 0) {
-		r = err_set(r, "the key of dataset '%s' does not unwrap: its record was altered",
-			    rec->info.name);
-		goto out;
-	}
-	r = dskey_insert_locked(st, dsid, key);
-	if (r < 0) {
-		crypto_key_free(key);
-		goto out;
-	}
-	*ret = key;
-out:
+	if (r < 0)
+		return err_set(r, "the key of dataset '%s' does not unwrap: its record was altered",
+			       rec->info.name);
+	return dskey_insert_locked(st, dsid, key, ret);
+}
+
+int store_dataset_key(struct store *st, uint64_t dsid, const struct dataset_rec *rec,
+		      crypto_key **ret)
+{
+	struct dskey *d = NULL;
+	int r;
+
+	pthread_mutex_lock(&st->lock);
+	r = dskey_get_locked(st, dsid, rec, &d);
+	if (r == 0)
+		*ret = d->key;
 	pthread_mutex_unlock(&st->lock);
+	return r;
+}
+
+int store_dataset_keys(struct store *st, uint64_t dsid, const struct dataset_rec *rec,
+		       struct ds_keys *ret)
+{
+	struct dskey *d = NULL;
+	int r;
+
+	pthread_mutex_lock(&st->lock);
+	r = dskey_get_locked(st, dsid, rec, &d);
+	if (r == 0)
+		*ret = (struct ds_keys){ .seal = d->seal, .name = d->name };
+	pthread_mutex_unlock(&st->lock);
+	return r;
+}
+
+/* ---- Datasets: the latest version, checked ------------------------------------------------- */
+
+/* A dataset record names its newest committed version. A replayed older record (latest lowered)
+ * or an edited one (raised) is caught here: the version it names must be committed, and no
+ * committed version may exist above it. Versions above it may only be PENDING (an import
+ * running now, or the remains of one that recovery drops at the next open), and they must
+ * authenticate under this dataset's key. */
+static int dataset_check_latest(struct store *st, const struct dataset_rec *rec,
+				const struct ds_keys *k)
+{
+	uint64_t id = rec->info.id;
+	uint32_t latest = rec->info.latest_version;
+	struct version_rec vr;
+	rocksdb_iterator_t *it;
+	uint8_t lo[VKEY_LEN];
+	int r = index_version_get(&st->ix, k->seal, id, latest, &vr);
+
+	if (r == -ENOENT || (r == 0 && vr.state != VERSION_COMMITTED))
+		return store_integrity(st, id, latest,
+				       "dataset %llu names version %u as its latest, which is not a "
+				       "committed version", (unsigned long long)id, latest);
+	if (r < 0)
+		return integrity_of(st, id, latest, r);
+	if (latest == UINT32_MAX)
+		return 0;
+	vkey(lo, id, latest + 1);
+	it = rocksdb_create_iterator_cf(st->ix.db, st->ix.ro, st->ix.cf[CF_VERSIONS]);
+	for (rocksdb_iter_seek(it, (const char *)lo, sizeof(lo)); rocksdb_iter_valid(it);
+	     rocksdb_iter_next(it)) {
+		size_t kl;
+		const uint8_t *ik = (const uint8_t *)rocksdb_iter_key(it, &kl);
+		uint32_t v;
+
+		if (kl != VKEY_LEN || get_be64(ik) != id)
+			break;
+		v = get_be32(ik + 8);
+		r = index_version_get(&st->ix, k->seal, id, v, &vr);
+		if (r == 0 && vr.state == VERSION_COMMITTED)
+			r = store_integrity(st, id, v,
+					    "dataset %llu names version %u as its latest, but version "
+					    "%u above it is committed", (unsigned long long)id, latest,
+					    v);
+		else if (r < 0)
+			r = integrity_of(st, id, v, r);
+		if (r < 0)
+			break;
+	}
+	return index_iter_close(it, r, "scan of versions");
+}
+
+/* rec, just read from the index, checked (once per latest version: the result is cached). */
+static int dataset_verify(struct store *st, const struct dataset_rec *rec)
+{
+	struct dskey *d = NULL;
+	struct ds_keys k = { 0 };
+	bool known;
+	int r;
+
+	pthread_mutex_lock(&st->lock);
+	r = dskey_get_locked(st, rec->info.id, rec, &d);
+	known = r == 0 && d->have_rec && d->rec.info.latest_version == rec->info.latest_version &&
+		d->rec.info.created_ns == rec->info.created_ns &&
+		strcmp(d->rec.info.name, rec->info.name) == 0;
+	if (r == 0)
+		k = (struct ds_keys){ .seal = d->seal, .name = d->name };
+	pthread_mutex_unlock(&st->lock);
+	if (r < 0)
+		return integrity_of(st, rec->info.id, 0, r);
+	if (known)
+		return 0;
+	r = dataset_check_latest(st, rec, &k);
+	if (r == 0)
+		store_dataset_rec_update(st, rec);
+	return r;
+}
+
+int index_dataset_get(struct store *st, const char *name, struct dataset_rec *ret)
+{
+	uint8_t k[DSKEY_LEN];
+	char *v = NULL;
+	size_t n = 0;
+	int r;
+
+	if (!store_dataset_name_valid(name))
+		return -EINVAL;
+	/* Checked before: served from the cache, with no crypto. */
+	pthread_mutex_lock(&st->lock);
+	for (size_t i = 0; i < st->dskeys_len; i++)
+		if (st->dskeys[i].have_rec && strcmp(st->dskeys[i].rec.info.name, name) == 0) {
+			*ret = st->dskeys[i].rec;
+			pthread_mutex_unlock(&st->lock);
+			return 0;
+		}
+	pthread_mutex_unlock(&st->lock);
+	dskey_hash(st->ix_name, name, k);
+	r = index_get(&st->ix, CF_DATASETS, k, sizeof(k), &v, &n);
+	if (r < 0)
+		return r;
+	r = dataset_unseal(st, k, sizeof(k), v, n, ret);
+	free(v);
+	if (r == 0 && strcmp(ret->info.name, name) != 0)
+		r = store_integrity(st, ret->info.id, 0, "a dataset record holds another name");
 	return r;
 }
 
 /* ---- Lookups ------------------------------------------------------------------------------- */
 
+/* The latest version of a dataset as last checked, 0 if not checked yet. */
+static uint32_t cached_latest(struct store *st, uint64_t dsid)
+{
+	struct dskey *d;
+	uint32_t latest = 0;
+
+	pthread_mutex_lock(&st->lock);
+	d = dskey_find_locked(st, dsid);
+	if (d && d->have_rec)
+		latest = d->rec.info.latest_version;
+	pthread_mutex_unlock(&st->lock);
+	return latest;
+}
+
 int store_dataset_get(struct store *st, const char *name, struct store_dataset_info *ret_info)
 {
 	struct dataset_rec rec;
-	int r = index_dataset_get(&st->ix, name, &rec);
+	int r = index_dataset_get(st, name, &rec);
 
+	if (r == 0)
+		r = dataset_verify(st, &rec);
 	if (r < 0)
 		return r;
 	*ret_info = rec.info;
 	return 0;
 }
 
-struct info_fn {
-	int (*fn)(void *ctx, const struct store_dataset_info *info);
-	void *ctx;
+/* The checked records, sorted by name: the listing order callers had with clear names. */
+struct rec_list {
+	struct store *st;
+	struct dataset_rec *recs;
+	size_t n, cap;
 };
 
-static int call_info_fn(void *ctx, const struct dataset_rec *rec)
-{
-	struct info_fn *f = ctx;
+#define DATASETS_LIST_MAX (1u << 20)
 
-	return f->fn(f->ctx, &rec->info);
+static int collect_rec(void *ctx, const struct dataset_rec *rec)
+{
+	struct rec_list *l = ctx;
+	int r = dataset_verify(l->st, rec);
+
+	if (r < 0)
+		return r;
+	if (l->n == l->cap) {
+		size_t n = l->cap ? l->cap * 2 : 16;
+		struct dataset_rec *a;
+
+		if (n > DATASETS_LIST_MAX)
+			return err_set(-E2BIG, "more than %u datasets", DATASETS_LIST_MAX);
+		a = reallocarray(l->recs, n, sizeof(*a));
+		if (!a)
+			return -ENOMEM;
+		l->recs = a;
+		l->cap = n;
+	}
+	l->recs[l->n++] = *rec;
+	return 0;
+}
+
+static int rec_name_cmp(const void *a, const void *b)
+{
+	return strcmp(((const struct dataset_rec *)a)->info.name,
+		      ((const struct dataset_rec *)b)->info.name);
 }
 
 int store_dataset_foreach(struct store *st,
 			  int (*fn)(void *ctx, const struct store_dataset_info *info), void *ctx)
 {
-	struct info_fn f = { .fn = fn, .ctx = ctx };
+	struct rec_list l = { .st = st };
+	int r = dataset_recs_foreach(st, false, collect_rec, &l);
 
-	return dataset_recs_foreach(st, false, call_info_fn, &f);
+	if (r == 0 && l.n > 1)
+		qsort(l.recs, l.n, sizeof(*l.recs), rec_name_cmp);
+	for (size_t i = 0; r == 0 && i < l.n; i++)
+		r = fn(ctx, &l.recs[i].info);
+	if (l.recs)
+		explicit_bzero(l.recs, l.cap * sizeof(*l.recs));
+	free(l.recs);
+	return r;
 }
 
 int store_version_get(struct store *st, uint64_t dataset_id, uint32_t version,
 		      struct store_version_info *ret_info)
 {
 	struct version_rec vr;
-	int r = index_version_get(&st->ix, dataset_id, version, &vr);
+	struct ds_keys k = { 0 };
+	uint32_t latest;
+	int r = store_dataset_keys(st, dataset_id, NULL, &k);
 
 	if (r < 0)
 		return r;
-	if (vr.state != VERSION_COMMITTED)
-		return -ENOENT;
+	r = index_version_get(&st->ix, k.seal, dataset_id, version, &vr);
+	if (r == 0 && vr.state != VERSION_COMMITTED)
+		r = -ENOENT;
+	if (r == -ENOENT) {
+		/* Versions 1..latest all exist: a missing one was removed. */
+		latest = cached_latest(st, dataset_id);
+		if (version >= 1 && version <= latest)
+			return store_integrity(st, dataset_id, version,
+					       "version %u of dataset %llu (latest %u) has no "
+					       "committed record", version,
+					       (unsigned long long)dataset_id, latest);
+	}
+	if (r < 0)
+		return integrity_of(st, dataset_id, version, r);
 	*ret_info = vr.info;
 	return 0;
+}
+
+/* An inode record, unsealed and decoded; its directory digest too when digest is not NULL.
+ * The plaintext into pt/ret_pl when pt is not NULL (the manifest hashes it). */
+static int inode_get_k(struct store *st, const struct ds_keys *k, uint64_t dsid, uint32_t ver,
+		       uint64_t ino, struct store_inode *ret, uint8_t *digest)
+{
+	uint8_t key[IKEY_LEN], pt[REC_PLAIN_MAX];
+	char *v = NULL;
+	size_t n = 0, pl = 0;
+	int r;
+
+	ikey(key, dsid, ver, ino);
+	r = index_get(&st->ix, CF_INODES, key, sizeof(key), &v, &n);
+	/* Every committed version has a root. (A version that does not exist has none either.) */
+	if (r == -ENOENT && ino == STORE_ROOT_INO && ver <= cached_latest(st, dsid))
+		return store_integrity(st, dsid, ver, "version %u of dataset %llu has no root "
+				       "directory", ver, (unsigned long long)dsid);
+	if (r < 0)
+		return r;
+	r = index_unseal(k->seal, CF_INODES, key, sizeof(key), 0, v, n, pt, sizeof(pt), &pl);
+	free(v);
+	if (r < 0)
+		return store_integrity(st, dsid, ver, "inode %llu of version %u of dataset %llu does "
+				       "not authenticate (moved, copied or edited)",
+				       (unsigned long long)ino, ver, (unsigned long long)dsid);
+	r = inode_decode(ino, pt, pl, ret, digest);
+	return integrity_of(st, dsid, ver, r);
 }
 
 int store_inode_get(struct store *st, uint64_t dataset_id, uint32_t version, uint64_t ino,
 		    struct store_inode *ret_inode)
 {
-	uint8_t k[IKEY_LEN];
-	char *v = NULL;
-	size_t n = 0;
-	int r;
+	struct ds_keys k = { 0 };
+	int r = store_dataset_keys(st, dataset_id, NULL, &k);
 
-	ikey(k, dataset_id, version, ino);
-	r = index_get(&st->ix, CF_INODES, k, sizeof(k), &v, &n);
 	if (r < 0)
 		return r;
-	r = inode_decode(ino, v, n, ret_inode);
-	free(v);
+	return inode_get_k(st, &k, dataset_id, version, ino, ret_inode, NULL);
+}
+
+/* Unseal and decode the directory entry at key (DKEY_LEN bytes), and check that the name inside
+ * hashes to the key it is stored under. */
+static int dirent_unseal(struct store *st, const struct ds_keys *k, uint64_t dsid, uint32_t ver,
+			 const uint8_t *key, size_t kl, const void *v, size_t n,
+			 struct dirent_rec *ret)
+{
+	uint8_t pt[REC_PLAIN_MAX], h[DKEY_LEN];
+	size_t pl = 0;
+	int r;
+
+	if (kl != DKEY_LEN)
+		return store_integrity(st, dsid, ver, "a directory entry key of version %u of "
+				       "dataset %llu is malformed", ver, (unsigned long long)dsid);
+	if (index_unseal(k->seal, CF_DIRENTS, key, kl, 0, v, n, pt, sizeof(pt), &pl) < 0)
+		return store_integrity(st, dsid, ver, "a directory entry of directory %llu of "
+				       "version %u of dataset %llu does not authenticate (moved, "
+				       "copied, renamed or edited)",
+				       (unsigned long long)get_be64(key + VKEY_LEN), ver,
+				       (unsigned long long)dsid);
+	r = dirent_rec_decode(pt, pl, ret);
+	if (r < 0)
+		return integrity_of(st, dsid, ver, r);
+	dkey(k->name, h, dsid, ver, get_be64(key + VKEY_LEN), ret->name, strlen(ret->name));
+	if (memcmp(h, key, DKEY_LEN) != 0)
+		return store_integrity(st, dsid, ver, "a directory entry of version %u of dataset "
+				       "%llu is stored under another name's key", ver,
+				       (unsigned long long)dsid);
+	return 0;
+}
+
+static size_t vdir_slot(uint64_t dsid, uint32_t ver, uint64_t ino)
+{
+	uint64_t h = dsid * 0x9e3779b97f4a7c15ull ^ ((uint64_t)ver << 32) ^ ino * 0xff51afd7ed558ccdull;
+
+	return (size_t)((h ^ (h >> 29)) % VERIFIED_DIRS);
+}
+
+static bool vdir_known(struct store *st, uint64_t dsid, uint32_t ver, uint64_t ino)
+{
+	struct verified_dir *s = &st->vdirs[vdir_slot(dsid, ver, ino)];
+	bool known;
+
+	pthread_mutex_lock(&st->lock);
+	known = s->version == ver && s->dsid == dsid && s->ino == ino;
+	pthread_mutex_unlock(&st->lock);
+	return known;
+}
+
+static void vdir_set(struct store *st, uint64_t dsid, uint32_t ver, uint64_t ino)
+{
+	pthread_mutex_lock(&st->lock);
+	st->vdirs[vdir_slot(dsid, ver, ino)] = (struct verified_dir){ .dsid = dsid, .ino = ino,
+								      .version = ver };
+	pthread_mutex_unlock(&st->lock);
+}
+
+/* Compare what a complete pass over a directory found with what its record says. */
+static int dir_check_total(struct store *st, const struct ds_keys *k, uint64_t dsid, uint32_t ver,
+			   uint64_t dir_ino, uint64_t count, const uint8_t digest[DIR_DIGEST_LEN])
+{
+	struct store_inode d;
+	uint8_t want[DIR_DIGEST_LEN];
+	int r = inode_get_k(st, k, dsid, ver, dir_ino, &d, want);
+
+	if (r == -ENOENT)
+		return store_integrity(st, dsid, ver, "directory %llu of version %u of dataset %llu "
+				       "has entries but no record", (unsigned long long)dir_ino, ver,
+				       (unsigned long long)dsid);
+	if (r < 0)
+		return r;
+	if (d.type != STORE_INODE_DIR)
+		return store_integrity(st, dsid, ver, "inode %llu of version %u of dataset %llu has "
+				       "entries but is a file", (unsigned long long)dir_ino, ver,
+				       (unsigned long long)dsid);
+	if (d.size != count || !bytes_equal(want, digest, DIR_DIGEST_LEN))
+		return store_integrity(st, dsid, ver, "directory %llu of version %u of dataset %llu "
+				       "holds %llu entries, its record says %llu (entries removed "
+				       "or added)", (unsigned long long)dir_ino, ver,
+				       (unsigned long long)dsid, (unsigned long long)count,
+				       (unsigned long long)d.size);
+	vdir_set(st, dsid, ver, dir_ino);
+	return 0;
+}
+
+/* Iterate the entries of dir_ino from the one after `after` (NULL: the first), unsealed, in key
+ * (name hash) order, calling fn; a full pass (after == NULL, fn never stopping) is checked
+ * against the directory's record. */
+static int dir_scan(struct store *st, const struct ds_keys *k, uint64_t dsid, uint32_t ver,
+		    uint64_t dir_ino, const char *after,
+		    int (*fn)(void *ctx, const char *name, uint64_t ino, uint32_t type), void *ctx,
+		    bool *ret_complete)
+{
+	uint8_t key[DKEY_LEN], digest[DIR_DIGEST_LEN] = { 0 };
+	size_t klen = DKEY_PREFIX_LEN;
+	uint64_t count = 0;
+	rocksdb_iterator_t *it;
+	bool stopped = false;
+	int r = 0;
+
+	ikey(key, dsid, ver, dir_ino);
+	if (after) {
+		dkey(k->name, key, dsid, ver, dir_ino, after, strlen(after));
+		klen = DKEY_LEN;
+	}
+	it = rocksdb_create_iterator_cf(st->ix.db, st->ix.ro, st->ix.cf[CF_DIRENTS]);
+	for (rocksdb_iter_seek(it, (const char *)key, klen); rocksdb_iter_valid(it);
+	     rocksdb_iter_next(it)) {
+		struct dirent_rec d;
+		size_t kl, vl;
+		const uint8_t *ik = (const uint8_t *)rocksdb_iter_key(it, &kl);
+		const char *v = rocksdb_iter_value(it, &vl);
+
+		if (kl < DKEY_PREFIX_LEN || memcmp(ik, key, DKEY_PREFIX_LEN) != 0)
+			break;
+		if (after && kl == klen && memcmp(ik, key, klen) == 0)
+			continue;
+		r = dirent_unseal(st, k, dsid, ver, ik, kl, v, vl, &d);
+		if (r < 0)
+			break;
+		count++;
+		dirent_digest_add(k->name, digest, d.ino, d.type, d.name, strlen(d.name));
+		if (fn)
+			r = fn(ctx, d.name, d.ino, d.type);
+		if (r != 0) {
+			stopped = true;
+			break;
+		}
+	}
+	r = index_iter_close(it, r, "directory scan");
+	if (r == 0 && !stopped && !after)
+		r = dir_check_total(st, k, dsid, ver, dir_ino, count, digest);
+	*ret_complete = !stopped;
 	return r;
+}
+
+/* Make sure no entry of the directory was removed (or added) before saying "no such entry" or
+ * ending a listing: one full authenticated pass, once per directory while it stays cached. */
+static int dir_verify(struct store *st, const struct ds_keys *k, uint64_t dsid, uint32_t ver,
+		      uint64_t dir_ino)
+{
+	bool complete;
+
+	if (vdir_known(st, dsid, ver, dir_ino))
+		return 0;
+	return dir_scan(st, k, dsid, ver, dir_ino, NULL, NULL, NULL, &complete);
 }
 
 int store_dir_lookup(struct store *st, uint64_t dataset_id, uint32_t version, uint64_t dir_ino,
 		     const char *name, struct store_inode *ret_inode)
 {
-	uint8_t k[DKEY_PREFIX_LEN + STORE_NAME_MAX];
-	uint64_t ino;
-	uint32_t type;
+	uint8_t key[DKEY_LEN];
+	size_t nlen = strnlen(name, STORE_NAME_MAX + 1);
+	struct dirent_rec d;
+	struct ds_keys k = { 0 };
 	char *v = NULL;
 	size_t n = 0;
 	int r;
 
-	if (!store_name_valid(name, strnlen(name, STORE_NAME_MAX + 1)))
+	if (!store_name_valid(name, nlen))
 		return -EINVAL;
-	r = index_get(&st->ix, CF_DIRENTS, k, dkey(k, dataset_id, version, dir_ino, name), &v,
-		      &n);
+	r = store_dataset_keys(st, dataset_id, NULL, &k);
 	if (r < 0)
 		return r;
-	r = dirent_decode(v, n, &ino, &type);
+	dkey(k.name, key, dataset_id, version, dir_ino, name, nlen);
+	r = index_get(&st->ix, CF_DIRENTS, key, sizeof(key), &v, &n);
+	if (r == -ENOENT) {
+		r = dir_verify(st, &k, dataset_id, version, dir_ino);
+		return r < 0 ? r : -ENOENT;
+	}
+	if (r < 0)
+		return r;
+	r = dirent_unseal(st, &k, dataset_id, version, key, sizeof(key), v, n, &d);
 	free(v);
 	if (r < 0)
 		return r;
-	return store_inode_get(st, dataset_id, version, ino, ret_inode);
+	if (strcmp(d.name, name) != 0)
+		return store_integrity(st, dataset_id, version, "a directory entry holds another "
+				       "name than the one it is stored under");
+	r = inode_get_k(st, &k, dataset_id, version, d.ino, ret_inode, NULL);
+	if (r == -ENOENT)
+		return store_integrity(st, dataset_id, version, "an entry of directory %llu of "
+				       "version %u of dataset %llu names inode %llu, which has no "
+				       "record", (unsigned long long)dir_ino, version,
+				       (unsigned long long)dataset_id, (unsigned long long)d.ino);
+	if (r == 0 && ret_inode->type != d.type)
+		return store_integrity(st, dataset_id, version, "inode %llu of version %u of "
+				       "dataset %llu is not of the type its entry says",
+				       (unsigned long long)d.ino, version,
+				       (unsigned long long)dataset_id);
+	return r;
 }
 
 int store_path_lookup(struct store *st, uint64_t dataset_id, uint32_t version, const char *path,
@@ -775,59 +1335,216 @@ int store_dir_foreach(struct store *st, uint64_t dataset_id, uint32_t version, u
 		      int (*fn)(void *ctx, const char *name, uint64_t ino, uint32_t type),
 		      void *ctx)
 {
-	uint8_t k[DKEY_PREFIX_LEN + STORE_NAME_MAX];
-	size_t klen = dkey(k, dataset_id, version, dir_ino, "");
-	rocksdb_iterator_t *it;
-	int r = 0;
+	struct ds_keys k = { 0 };
+	bool complete = false;
+	int r;
 
-	if (after) {
-		size_t n = strnlen(after, STORE_NAME_MAX + 1);
+	if (after && !store_name_valid(after, strnlen(after, STORE_NAME_MAX + 1)))
+		return -EINVAL;
+	r = store_dataset_keys(st, dataset_id, NULL, &k);
+	if (r < 0)
+		return r;
+	r = dir_scan(st, &k, dataset_id, version, dir_ino, after, fn, ctx, &complete);
+	/* A listing resumed after a name that reached the end: the part before it was listed
+	 * by earlier calls, so the directory as a whole is checked (once) before the end is
+	 * reported. */
+	if (r == 0 && after && complete)
+		r = dir_verify(st, &k, dataset_id, version, dir_ino);
+	return r;
+}
 
-		if (!store_name_valid(after, n))
-			return -EINVAL;
-		klen = dkey(k, dataset_id, version, dir_ino, after);
+/* ---- Manifest ------------------------------------------------------------------------------ */
+
+void manifest_leaf(crypto_hasher *h, uint64_t ino, uint64_t parent, const char *name, size_t nlen,
+		   const uint8_t *rec, size_t reclen)
+{
+	uint8_t hdr[8 + 8 + 1 + 2];
+
+	put_be64(hdr, ino);
+	put_be64(hdr + 8, parent);
+	hdr[16] = (uint8_t)nlen;
+	hdr[17] = (uint8_t)(reclen >> 8);
+	hdr[18] = (uint8_t)reclen;
+	crypto_hash_update(h, hdr, sizeof(hdr));
+	crypto_hash_update(h, name, nlen);
+	crypto_hash_update(h, rec, reclen);
+}
+
+void manifest_finish(const char *dsname, uint64_t dsid, uint32_t version, uint64_t files,
+		     uint64_t dirs, uint64_t bytes, crypto_hasher *files_h, crypto_hasher *dirs_h,
+		     uint8_t ret[static STORE_MANIFEST_LEN])
+{
+	uint8_t head[21 + 8 + 1 + STORE_DATASET_NAME_MAX + 4 + 24], fd[2][CRYPTO_HASH_LEN];
+	size_t nlen = strnlen(dsname, STORE_DATASET_NAME_MAX), at = 0;
+	crypto_hasher *m = NULL;
+
+	memcpy(head, "enclave manifest v1\n", 20);
+	at = 20;
+	put_be64(head + at, dsid);
+	at += 8;
+	head[at++] = (uint8_t)nlen;
+	memcpy(head + at, dsname, nlen);
+	at += nlen;
+	put_be32(head + at, version);
+	put_be64(head + at + 4, files);
+	put_be64(head + at + 12, dirs);
+	put_be64(head + at + 20, bytes);
+	at += 28;
+	crypto_hash_final(files_h, fd[0]);
+	crypto_hash_final(dirs_h, fd[1]);
+	/* Without memory there is no manifest: all zero, which no import records as a digest. */
+	memset(ret, 0, STORE_MANIFEST_LEN);
+	if (crypto_hash_new(&m) < 0)
+		return;
+	crypto_hash_update(m, head, at);
+	crypto_hash_update(m, fd, sizeof(fd));
+	crypto_hash_final(m, ret);
+	crypto_hash_free(m);
+}
+
+/* Where each inode hangs: its parent and its name, from the version's directory entries. */
+struct place {
+	uint64_t parent;    /* 0: not seen (the root has none) */
+	uint32_t name_off;  /* into names */
+	uint8_t nlen;
+	uint8_t type;
+};
+
+#define MANIFEST_INODES_MAX (1ull << 28)
+
+int store_manifest_compute(struct store *st, uint64_t dsid, uint32_t version,
+			   uint8_t ret[static STORE_MANIFEST_LEN])
+{
+	struct store_dataset_info di;
+	struct dataset_rec rec;
+	struct version_rec vr;
+	struct place *pl = NULL;
+	struct buf names;
+	crypto_hasher *hf = NULL, *hd = NULL;
+	rocksdb_iterator_t *it = NULL;
+	struct ds_keys k = { 0 };
+	uint8_t lo[VKEY_LEN];
+	uint64_t total, seen = 0;
+	int r;
+
+	buf_init(&names, 1u << 30);
+	r = dataset_rec_by_id(st, dsid, &rec);
+	if (r < 0)
+		return r;
+	di = rec.info;
+	r = store_dataset_keys(st, dsid, &rec, &k);
+	if (r == 0)
+		r = index_version_get(&st->ix, k.seal, dsid, version, &vr);
+	if (r < 0)
+		return r;
+	total = vr.info.files + vr.info.dirs;
+	if (total == 0 || total > MANIFEST_INODES_MAX)
+		return store_integrity(st, dsid, version, "version %u of dataset %llu counts %llu "
+				       "inodes", version, (unsigned long long)dsid,
+				       (unsigned long long)total);
+	pl = calloc(total + 1, sizeof(*pl));
+	if (!pl || crypto_hash_new(&hf) < 0 || crypto_hash_new(&hd) < 0) {
+		r = -ENOMEM;
+		goto out;
 	}
+	/* 1. Every entry: where its inode hangs. */
+	vkey(lo, dsid, version);
 	it = rocksdb_create_iterator_cf(st->ix.db, st->ix.ro, st->ix.cf[CF_DIRENTS]);
-	for (rocksdb_iter_seek(it, (const char *)k, klen); rocksdb_iter_valid(it);
+	for (rocksdb_iter_seek(it, (const char *)lo, sizeof(lo)); rocksdb_iter_valid(it);
 	     rocksdb_iter_next(it)) {
-		char name[STORE_NAME_MAX + 1];
+		struct dirent_rec d;
 		size_t kl, vl;
-		const char *ik = rocksdb_iter_key(it, &kl);
+		const uint8_t *ik = (const uint8_t *)rocksdb_iter_key(it, &kl);
+		const char *v = rocksdb_iter_value(it, &vl);
+
+		if (kl < VKEY_LEN || memcmp(ik, lo, VKEY_LEN) != 0)
+			break;
+		r = dirent_unseal(st, &k, dsid, version, ik, kl, v, vl, &d);
+		if (r == 0 && (d.ino < 2 || d.ino > total || pl[d.ino].parent))
+			r = store_integrity(st, dsid, version, "inode %llu of version %u of dataset "
+					    "%llu is named by more than one entry, or is out of range",
+					    (unsigned long long)d.ino, version,
+					    (unsigned long long)dsid);
+		if (r == 0) {
+			pl[d.ino] = (struct place){ .parent = get_be64(ik + VKEY_LEN),
+						    .name_off = (uint32_t)names.len,
+						    .nlen = (uint8_t)strlen(d.name),
+						    .type = (uint8_t)d.type };
+			r = buf_append(&names, d.name, strlen(d.name));
+		}
+		if (r < 0)
+			break;
+	}
+	r = index_iter_close(it, r, "scan of directory entries");
+	it = NULL;
+	if (r < 0)
+		goto out;
+	/* 2. Every inode, in ascending number: a leaf each. */
+	it = rocksdb_create_iterator_cf(st->ix.db, st->ix.ro, st->ix.cf[CF_INODES]);
+	for (rocksdb_iter_seek(it, (const char *)lo, sizeof(lo)); rocksdb_iter_valid(it);
+	     rocksdb_iter_next(it)) {
+		uint8_t pt[REC_PLAIN_MAX];
+		struct store_inode in;
+		size_t kl, vl, plen = 0;
+		const uint8_t *ik = (const uint8_t *)rocksdb_iter_key(it, &kl);
 		const char *v = rocksdb_iter_value(it, &vl);
 		uint64_t ino;
-		uint32_t type;
 
-		if (kl < DKEY_PREFIX_LEN || memcmp(ik, k, DKEY_PREFIX_LEN) != 0)
+		if (kl < VKEY_LEN || memcmp(ik, lo, VKEY_LEN) != 0)
 			break;
-		if (after && kl == klen && memcmp(ik, k, klen) == 0)
-			continue;
-		if (!store_name_valid(ik + DKEY_PREFIX_LEN, kl - DKEY_PREFIX_LEN)) {
-			r = err_set(-EBADMSG, "index: malformed directory entry name");
+		ino = kl == IKEY_LEN ? get_be64(ik + VKEY_LEN) : 0;
+		if (ino == 0 || ino > total ||
+		    index_unseal(k.seal, CF_INODES, ik, kl, 0, v, vl, pt, sizeof(pt), &plen) < 0 ||
+		    inode_decode(ino, pt, plen, &in, NULL) < 0 ||
+		    (ino != STORE_ROOT_INO && (!pl[ino].parent || pl[ino].type != in.type))) {
+			r = store_integrity(st, dsid, version, "inode %llu of version %u of dataset "
+					    "%llu does not authenticate or has no entry",
+					    (unsigned long long)ino, version,
+					    (unsigned long long)dsid);
 			break;
 		}
-		memcpy(name, ik + DKEY_PREFIX_LEN, kl - DKEY_PREFIX_LEN);
-		name[kl - DKEY_PREFIX_LEN] = '\0';
-		r = dirent_decode(v, vl, &ino, &type);
-		if (r == 0)
-			r = fn(ctx, name, ino, type);
-		if (r != 0)
-			break;
+		manifest_leaf(in.type == STORE_INODE_FILE ? hf : hd, ino, pl[ino].parent,
+			      (const char *)names.data + pl[ino].name_off, pl[ino].nlen, pt, plen);
+		seen++;
 	}
-	return index_iter_close(it, r, "directory scan");
+	r = index_iter_close(it, r, "scan of inodes");
+	it = NULL;
+	if (r == 0 && seen != total)
+		r = store_integrity(st, dsid, version, "version %u of dataset %llu has %llu inodes, "
+				    "its record says %llu", version, (unsigned long long)dsid,
+				    (unsigned long long)seen, (unsigned long long)total);
+	if (r == 0)
+		manifest_finish(di.name, dsid, version, vr.info.files, vr.info.dirs, vr.info.bytes,
+				hf, hd, ret);
+out:
+	crypto_hash_free(hf);
+	crypto_hash_free(hd);
+	free(pl);
+	buf_free(&names);
+	return r;
 }
 
 int store_policy_put(struct store *st, const void *key, size_t klen, const void *val, size_t vlen)
 {
 	rocksdb_writebatch_t *wb;
+	struct buf sealed;
 	int r;
 
 	if (klen == 0 || klen > STORE_POLICY_KEY_MAX || vlen == 0 || vlen > STORE_POLICY_VALUE_MAX)
 		return err_set(-EINVAL, "policy record: key of %zu or value of %zu bytes", klen,
 			       vlen);
+	buf_init(&sealed, STORE_POLICY_VALUE_MAX + CRYPTO_SEAL_OVERHEAD);
+	r = index_seal(st->ix_seal, CF_POLICY, key, klen, NULL, 0, val, vlen, &sealed);
+	if (r < 0) {
+		buf_free(&sealed);
+		return err_set(r, "policy record: cannot seal: %s", strerror(-r));
+	}
 	wb = rocksdb_writebatch_create();
-	rocksdb_writebatch_put_cf(wb, st->ix.cf[CF_POLICY], key, klen, val, vlen);
+	rocksdb_writebatch_put_cf(wb, st->ix.cf[CF_POLICY], key, klen, (const char *)sealed.data,
+				  sealed.len);
 	r = index_write(&st->ix, wb, true);
 	rocksdb_writebatch_destroy(wb);
+	buf_free(&sealed);
 	return r;
 }
 
@@ -865,18 +1582,33 @@ int store_policy_foreach(struct store *st,
 				   size_t vlen),
 			 void *ctx)
 {
-	rocksdb_iterator_t *it = rocksdb_create_iterator_cf(st->ix.db, st->ix.ro,
-							    st->ix.cf[CF_POLICY]);
+	rocksdb_iterator_t *it;
+	uint8_t *pt = malloc(STORE_POLICY_VALUE_MAX);
 	int r = 0;
 
+	if (!pt)
+		return -ENOMEM;
+	it = rocksdb_create_iterator_cf(st->ix.db, st->ix.ro, st->ix.cf[CF_POLICY]);
 	for (rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
-		size_t kl, vl;
+		size_t kl, vl, pl = 0;
 		const char *k = rocksdb_iter_key(it, &kl);
 		const char *v = rocksdb_iter_value(it, &vl);
 
-		r = fn(ctx, k, kl, v, vl);
+		/* Sealed under the store's index key, bound to its key: a record written by
+		 * anyone else, or moved to another key, does not open. */
+		if (kl == 0 || kl > STORE_POLICY_KEY_MAX ||
+		    index_unseal(st->ix_seal, CF_POLICY, k, kl, 0, v, vl, pt, STORE_POLICY_VALUE_MAX,
+				 &pl) < 0 || pl == 0) {
+			r = store_integrity(st, 0, 0, "a policy record (key of %zu bytes, first byte "
+					    "0x%02x) does not authenticate", kl,
+					    kl ? (unsigned)(uint8_t)k[0] : 0u);
+			break;
+		}
+		r = fn(ctx, k, kl, pt, pl);
 		if (r != 0)
 			break;
 	}
+	explicit_bzero(pt, STORE_POLICY_VALUE_MAX);
+	free(pt);
 	return index_iter_close(it, r, "scan of policy records");
 }

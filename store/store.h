@@ -35,6 +35,8 @@
 #define STORE_PACK_TARGET (1ull << 30)
 /* Objects start at multiples of this in a pack, so chunk reads can use O_DIRECT. */
 #define STORE_ALIGN 4096u
+/* Length of a version's manifest (BLAKE2b-256). */
+#define STORE_MANIFEST_LEN 32
 /* Inode number of a version's root directory. */
 #define STORE_ROOT_INO 1
 
@@ -116,6 +118,15 @@ int store_auditors_add(struct store *st, const uint8_t key[static 32]);
  * (docs/POLICY.md "Bound to the log"): derived from the master key. */
 int store_policy_digest_key(struct store *st, crypto_key **ret_key);
 
+/* Called, in the thread that found it, for every integrity failure the store finds in its index
+ * (a record that does not authenticate, is out of its place, or is missing where the records
+ * around it say it must be): dsid/version as far as known (0 otherwise), `what` a sentence that
+ * names ids, never names or keys. The lookup that found it returns -EBADMSG. fn NULL: none. */
+void store_set_integrity_hook(struct store *st,
+			      void (*fn)(void *ctx, uint64_t dsid, uint32_t version,
+					 const char *what),
+			      void *ctx);
+
 /* ---- Datasets and versions ----------------------------------------------------------------- */
 
 struct store_dataset_info {
@@ -133,13 +144,17 @@ struct store_version_info {
 	uint64_t files;            /* regular files */
 	uint64_t dirs;             /* directories, root included */
 	uint64_t bytes;            /* plaintext bytes of all files */
+	/* BLAKE2b-256 over every record of the version, computed at import and sealed in its
+	 * version record (docs/FORMAT.md "Manifest"): names the exact content of the version. */
+	uint8_t manifest[STORE_MANIFEST_LEN];
 };
 
 /* True for a valid dataset name (see STORE_DATASET_NAME_MAX). */
 bool store_dataset_name_valid(const char *name);
 /* -ENOENT no such dataset. */
 int store_dataset_get(struct store *st, const char *name, struct store_dataset_info *ret_info);
-/* Call fn for every dataset in name order; a non-zero return from fn stops and is returned. */
+/* Call fn for every dataset in name order; a non-zero return from fn stops and is returned.
+ * Every dataset's latest version is checked (store_dataset_get()). */
 int store_dataset_foreach(struct store *st,
 			  int (*fn)(void *ctx, const struct store_dataset_info *info), void *ctx);
 /* What an audit log must account for: how many datasets and policy records (grants, approvals,
@@ -190,8 +205,10 @@ int store_dir_lookup(struct store *st, uint64_t dataset_id, uint32_t version, ui
 /* Resolve a relative path ("" or "." is the root) component by component. -ENOENT, -ENOTDIR. */
 int store_path_lookup(struct store *st, uint64_t dataset_id, uint32_t version, const char *path,
 		      struct store_inode *ret_inode);
-/* Call fn for each entry of dir_ino in name order, starting after `after` (NULL: from the first).
- * fn returns non-zero to stop; that value is returned. */
+/* Call fn for each entry of dir_ino in a stable order (that of the keyed hashes of the names, the
+ * same on every call), starting after `after` (NULL: from the first). fn returns non-zero to stop;
+ * that value is returned. A listing that reaches the end has been checked against the directory's
+ * record (count and digest of its entries): -EBADMSG if an entry was removed or added. */
 int store_dir_foreach(struct store *st, uint64_t dataset_id, uint32_t version, uint64_t dir_ino,
 		      const char *after,
 		      int (*fn)(void *ctx, const char *name, uint64_t ino, uint32_t type),
@@ -273,6 +290,11 @@ void store_import_get_stats(const struct store_import *imp, struct store_import_
  * it is made. */
 void store_import_target(const struct store_import *imp, uint64_t *ret_dataset_id,
 			 uint32_t *ret_version);
+/* The version's manifest (store_version_info.manifest), so that it can be recorded before the
+ * commit: the version is closed to further add_* calls (-EINVAL), its directory records are made
+ * final, and store_import_commit() commits exactly what the manifest names. Again after the
+ * commit: the same manifest. The import's sticky error, if any. */
+int store_import_manifest(struct store_import *imp, uint8_t ret[static STORE_MANIFEST_LEN]);
 
 /* ---- Policy records ------------------------------------------------------------------------ */
 
@@ -301,3 +323,39 @@ int store_policy_foreach(struct store *st,
 			 int (*fn)(void *ctx, const void *key, size_t klen, const void *val,
 				   size_t vlen),
 			 void *ctx);
+
+/* ---- Upgrade from format 1 (store/upgrade.c; docs/FORMAT.md "Upgrade from format 1") -------- */
+
+/* Steps, reported to the progress callback (and where a test kills the process). */
+enum store_upgrade_step {
+	STORE_UPGRADE_STARTED = 1,   /* index.new/ created */
+	STORE_UPGRADE_DATASET,       /* done = datasets converted so far */
+	STORE_UPGRADE_VERSION,       /* done = versions converted so far */
+	STORE_UPGRADE_POLICY,        /* policy records converted; done = records written */
+	STORE_UPGRADE_BUILT,         /* index.new/ complete and durable; nothing decided yet */
+	STORE_UPGRADE_DECIDED,       /* the UPGRADE marker is durable: it will finish */
+	STORE_UPGRADE_OLD_MOVED,     /* part `done` of `total` moved to <part>.old */
+	STORE_UPGRADE_NEW_MOVED,     /* <part>.new moved to <part> */
+	STORE_UPGRADE_OLD_REMOVED,   /* <part>.old removed */
+	STORE_UPGRADE_DONE,          /* the marker removed */
+};
+
+struct store_upgrade_progress {
+	void (*fn)(void *ctx, enum store_upgrade_step step, uint64_t done, uint64_t total);
+	void *ctx;
+};
+
+/* Open a store of any format for the upgrade, as store_open() does (an interrupted upgrade is
+ * finished or discarded first), but a format 1 index is accepted as it is, without recovery. */
+int store_open_for_upgrade(const char *dir, const crypto_secret *pass, struct store **ret_store);
+/* Build the format 2 index in <store>/index.new/ from the format 1 index of st (opened with
+ * store_open_for_upgrade()): every committed version, its entries and inodes sealed under its
+ * dataset's keys and its manifest computed; the datasets and policy records sealed under the
+ * store's. The old index is not changed. -EALREADY: already format 2. */
+int store_upgrade_prepare(struct store *st, const struct store_upgrade_progress *p);
+/* Decide and finish: write the UPGRADE marker naming the parts (prepared as <part>.new beside
+ * <part>: "index", and "audit" for the audit log's conversion), then switch each part with
+ * renames and remove the old ones. st's index is closed first; close st afterwards (it can no
+ * longer be used) and open the store again. A kill at any point is finished at the next open. */
+int store_upgrade_commit(struct store *st, const char *const *parts, size_t nparts,
+			 const struct store_upgrade_progress *p);

@@ -23,14 +23,25 @@ enum store_cf {
 	CF_COUNT
 };
 
-#define STORE_FORMAT_VERSION 1u
+/* Index format 2: sealed values, keyed-hash name keys (docs/FORMAT.md "Index"). Format 1 (clear
+ * values) is only read by the upgrade (store/upgrade.c). */
+#define STORE_FORMAT_VERSION 2u
+#define STORE_FORMAT_V1 1u
 #define VERSION_PENDING 1u
 #define VERSION_COMMITTED 2u
 
 /* Key lengths. */
 #define VKEY_LEN 12           /* dataset id + version */
 #define IKEY_LEN 20           /* + ino */
-#define DKEY_PREFIX_LEN 20    /* dataset id + version + parent; the name follows */
+#define DKEY_PREFIX_LEN 20    /* dataset id + version + parent; the name hash follows */
+#define DKEY_LEN (DKEY_PREFIX_LEN + CRYPTO_NAME_HASH_LEN)
+#define DSKEY_LEN CRYPTO_NAME_HASH_LEN  /* datasets: keyed hash of the name */
+/* Digest of a directory's entries, in its sealed inode record. */
+#define DIR_DIGEST_LEN 16
+/* A version's manifest: BLAKE2b-256 over all of its records (docs/FORMAT.md "Manifest"). */
+#define MANIFEST_LEN STORE_MANIFEST_LEN
+/* Longest plaintext of an index record other than a policy record. */
+#define REC_PLAIN_MAX 512
 #define PACKKEY_LEN 13        /* "pack/" + be64 pack id */
 
 struct store_index {
@@ -50,8 +61,15 @@ struct dataset_rec {
 };
 
 struct version_rec {
-	struct store_version_info info;
+	struct store_version_info info;   /* info.manifest: all zero while PENDING */
 	uint32_t state;   /* VERSION_PENDING or VERSION_COMMITTED */
+};
+
+/* A directory entry as sealed in format 2: the real name travels inside the value. */
+struct dirent_rec {
+	uint64_t ino;
+	uint32_t type;                       /* enum store_inode_type */
+	char name[STORE_NAME_MAX + 1];
 };
 
 int index_open(struct store_index *ix, const char *path, bool create);
@@ -69,22 +87,61 @@ int index_iter_close(rocksdb_iterator_t *it, int r, const char *what);
 
 void vkey(uint8_t out[VKEY_LEN], uint64_t dsid, uint32_t ver);
 void ikey(uint8_t out[IKEY_LEN], uint64_t dsid, uint32_t ver, uint64_t ino);
-/* Returns the key length, DKEY_PREFIX_LEN + strlen(name). out holds DKEY_PREFIX_LEN+NAME_MAX. */
-size_t dkey(uint8_t *out, uint64_t dsid, uint32_t ver, uint64_t parent, const char *name);
+/* Format 1 directory entry key, name in clear (the upgrade reads these). Returns the key length,
+ * DKEY_PREFIX_LEN + strlen(name). out holds DKEY_PREFIX_LEN + STORE_NAME_MAX. */
+size_t dkey_v1(uint8_t *out, uint64_t dsid, uint32_t ver, uint64_t parent, const char *name);
+/* Format 2 directory entry key: the prefix, then the keyed hash (the dataset's name key) of
+ * be32 version || be64 parent || name, so that one name in two directories or versions does not
+ * give the same key. */
+void dkey(const crypto_key *name_key, uint8_t out[DKEY_LEN], uint64_t dsid, uint32_t ver,
+	  uint64_t parent, const char *name, size_t nlen);
+/* Format 2 dataset key: the keyed hash of the name under the store's name key. */
+void dskey_hash(const crypto_key *name_key, const char *name, uint8_t out[DSKEY_LEN]);
 void packkey(uint8_t out[PACKKEY_LEN], uint64_t pack_id);
 
-/* Encoders append to b (capped); decoders return -EBADMSG for a malformed record. */
+/* Plaintext record codecs. Encoders append to b (capped) and write record version 2; decoders
+ * return -EBADMSG for a malformed record and accept record version 1 (format 1, clear values, only
+ * met by the upgrade) where noted. */
 int dataset_rec_encode(const struct dataset_rec *r, struct buf *b);
-int dataset_rec_decode(const char *name, const void *v, size_t n, struct dataset_rec *ret);
+/* v2 records carry the name; for v1 records the name is the key, passed as v1_name (else NULL). */
+int dataset_rec_decode(const char *v1_name, const void *v, size_t n, struct dataset_rec *ret);
 int version_rec_encode(const struct version_rec *r, struct buf *b);
 int version_rec_decode(const void *v, size_t n, struct version_rec *ret);
-int inode_encode(const struct store_inode *ino, struct buf *b);
-int inode_decode(uint64_t ino, const void *v, size_t n, struct store_inode *ret);
-int dirent_encode(uint64_t ino, uint32_t type, struct buf *b);
-int dirent_decode(const void *v, size_t n, uint64_t *ret_ino, uint32_t *ret_type);
+/* Directories carry the digest of their entries (dir_digest, DIR_DIGEST_LEN bytes, v2 only;
+ * NULL when decoding a v1 record or when the caller does not want it). */
+int inode_encode(const struct store_inode *ino, const uint8_t *dir_digest, struct buf *b);
+int inode_decode(uint64_t ino, const void *v, size_t n, struct store_inode *ret,
+		 uint8_t *ret_dir_digest);
+int dirent_rec_encode(const struct dirent_rec *d, struct buf *b);
+int dirent_rec_decode(const void *v, size_t n, struct dirent_rec *ret);
+/* Format 1 directory entry value (9 bytes, no record version). */
+int dirent_decode_v1(const void *v, size_t n, uint64_t *ret_ino, uint32_t *ret_type);
+/* One entry's contribution to its directory's digest: keyed BLAKE2b-128 (the dataset's name key)
+ * of ino, type and name; a directory's digest is the XOR over its entries. */
+void dirent_digest_add(const crypto_key *name_key, uint8_t digest[DIR_DIGEST_LEN], uint64_t ino,
+		       uint32_t type, const char *name, size_t nlen);
 
-int index_dataset_get(struct store_index *ix, const char *name, struct dataset_rec *ret);
-int index_version_get(struct store_index *ix, uint64_t dsid, uint32_t ver, struct version_rec *ret);
+/* ---- The seal layer (index.c). docs/FORMAT.md "Sealed values". ------------------------------ */
+
+/* A value in format 2 is `clear || seal(key, ad, plaintext)`, where clear is a short prefix kept in
+ * clear (the state byte of a version record, so recovery needs no key) and ad is
+ * "ENCLIDX2" || u8 column family || be16 key length || key || clear. */
+#define SEAL_AD_MAX (8 + 1 + 2 + STORE_POLICY_KEY_MAX + 1)
+/* Seal the plaintext pt (n bytes) as the value of key in cf, appending clear and the sealed bytes
+ * to out. -E2BIG past out's cap, -EIO. */
+int index_seal(const crypto_key *key, enum store_cf cf, const void *k, size_t klen,
+	       const void *clear, size_t clen, const void *pt, size_t n, struct buf *out);
+/* Open the value v (n bytes) of key k in cf, whose first clen bytes are clear, into out (cap
+ * bytes); the plaintext length into *ret_len. -EBADMSG: too short, too long, or it does not
+ * authenticate here (moved, copied, edited or sealed under another key). */
+int index_unseal(const crypto_key *key, enum store_cf cf, const void *k, size_t klen, size_t clen,
+		 const void *v, size_t n, uint8_t *out, size_t cap, size_t *ret_len);
+
+/* The version record of (dsid, ver), unsealed with the dataset's seal key. -ENOENT. */
+int index_version_get(struct store_index *ix, const crypto_key *seal, uint64_t dsid, uint32_t ver,
+		      struct version_rec *ret);
+/* The clear state byte of a version record value; -EBADMSG if it is not a valid one. */
+int version_value_state(const void *v, size_t n, uint32_t *ret_state);
 
 /* True for a valid path component: 1..STORE_NAME_MAX bytes, no '/', not "." or "..". */
 bool store_name_valid(const char *name, size_t len);
@@ -142,6 +199,25 @@ void pack_name(char *out, size_t n, uint64_t pack_id);
 struct dskey {
 	uint64_t id;        /* dataset id */
 	crypto_key *key;    /* unwrapped dataset key; owned */
+	crypto_key *seal;   /* its index seal key (versions, inodes, dirents); owned */
+	crypto_key *name;   /* its name-hash key (dirent keys, directory digests); owned */
+	struct dataset_rec rec;   /* the record, once read and checked (latest verified) */
+	bool have_rec;
+};
+
+/* Directories whose every entry was read, authenticated, counted and digested: a lookup that
+ * misses in one of them is a true "no such entry". Direct-mapped, overwritten on collision. */
+#define VERIFIED_DIRS 4096
+struct verified_dir {
+	uint64_t dsid;
+	uint64_t ino;
+	uint32_t version;   /* 0: empty slot */
+};
+
+/* The index keys of one dataset, borrowed from the cache until store_close(). */
+struct ds_keys {
+	const crypto_key *seal;
+	const crypto_key *name;
 };
 
 struct store {
@@ -149,8 +225,14 @@ struct store {
 	int lockfd;                     /* LOCK, flock()ed exclusively while open */
 	int packs_dirfd;                /* packs/ */
 	crypto_key *master;             /* owned; guarded memory */
+	crypto_key *ix_seal;            /* store-wide index seal key (datasets, policy); owned */
+	crypto_key *ix_name;            /* store-wide name-hash key (dataset keys); owned */
+	/* Called on every integrity failure found in the index (store_set_integrity_hook). */
+	void (*integrity_hook)(void *ctx, uint64_t dsid, uint32_t version, const char *what);
+	void *integrity_ctx;
 	uint8_t store_id[16];           /* random, from the index; bound into dataset key AD */
 	struct store_index ix;
+	unsigned format;                /* STORE_FORMAT_VERSION, or STORE_FORMAT_V1 (upgrade only) */
 	bool direct_io;                 /* open packs for reading with O_DIRECT */
 	uint64_t pack_target;           /* rotate packs past this size */
 
@@ -159,6 +241,7 @@ struct store {
 	size_t pack_fds_len;
 	struct dskey *dskeys;           /* cache of unwrapped dataset keys; owned */
 	size_t dskeys_len, dskeys_cap;
+	struct verified_dir *vdirs;     /* VERIFIED_DIRS slots; owned */
 
 	pthread_mutex_t import_lock;    /* held (trylock) for the life of one store_import */
 	struct store_import *import;    /* the running import, for store_close() */
@@ -177,7 +260,43 @@ int store_pack_fd(struct store *st, uint64_t pack_id, int *ret_fd);
  * found by id. Borrowed until store_close(). */
 int store_dataset_key(struct store *st, uint64_t dsid, const struct dataset_rec *rec,
 		      crypto_key **ret);
-/* Put a freshly generated dataset key into the cache (takes ownership). */
-int store_dataset_key_cache(struct store *st, uint64_t dsid, crypto_key *key);
+/* The dataset's index keys (derived on first use, cached). rec as for store_dataset_key(). */
+int store_dataset_keys(struct store *st, uint64_t dsid, const struct dataset_rec *rec,
+		       struct ds_keys *ret);
+/* Derive a dataset's index keys from its key. Both owned by the caller. */
+int dataset_index_keys(const crypto_key *dkey, crypto_key **ret_seal, crypto_key **ret_name);
+/* Put a freshly generated dataset key into the cache (takes ownership), with its committed
+ * record, which replaces any cached one. */
+int store_dataset_key_cache(struct store *st, uint64_t dsid, crypto_key *key,
+			    const struct dataset_rec *rec);
+/* After a commit: the dataset's record as committed (its new latest version). */
+void store_dataset_rec_update(struct store *st, const struct dataset_rec *rec);
+/* Report an index integrity failure: set the detail, call the hook, return -EBADMSG. */
+__attribute__((format(printf, 4, 5))) int store_integrity(struct store *st, uint64_t dsid,
+							   uint32_t version, const char *fmt, ...);
+/* The version's manifest computed from the index (docs/FORMAT.md "Manifest"), checking every
+ * record on the way. */
+int store_manifest_compute(struct store *st, uint64_t dsid, uint32_t version,
+			   uint8_t ret[static STORE_MANIFEST_LEN]);
+/* The manifest of a version from its parts: the dataset, the counts and the running hashes of the
+ * file and directory leaves, each leaf added with manifest_leaf() in ascending inode order. */
+void manifest_leaf(crypto_hasher *h, uint64_t ino, uint64_t parent, const char *name, size_t nlen,
+		   const uint8_t *rec, size_t reclen);
+void manifest_finish(const char *dsname, uint64_t dsid, uint32_t version, uint64_t files,
+		     uint64_t dirs, uint64_t bytes, crypto_hasher *files_h, crypto_hasher *dirs_h,
+		     uint8_t ret[static STORE_MANIFEST_LEN]);
+/* store_open() with flags: STORE_OPEN_V1 opens a format 1 index as it is (no recovery), for
+ * the upgrade. */
+#define STORE_OPEN_V1 1u
+int store_open_ex(const char *dir, const crypto_secret *pass, const struct store_open_options *opts,
+		  unsigned flags, struct store **ret_store);
+/* The store-wide index keys, derived from the master key and the store id. Both owned by the
+ * caller. */
+int store_index_keys(const crypto_key *master, const uint8_t store_id[16], crypto_key **ret_seal,
+		     crypto_key **ret_name);
+/* The dataset record stored under name, unsealed (the cache first). -ENOENT, -EBADMSG. */
+int index_dataset_get(struct store *st, const char *name, struct dataset_rec *ret);
+/* Finish or discard an interrupted upgrade (store/upgrade.c), before the index opens. */
+int store_upgrade_recover(struct store *st);
 /* Called by store_import_free() to release the import lock. */
 void store_import_done(struct store *st);

@@ -799,40 +799,39 @@ static void test_index_memory_bounded(void **state)
 	index_close(&ix);
 }
 
-/* Swap the index records of datasets "a" and "b": each name now points at the other's id and
- * wrapped key. The dataset key's wrapping binds the name, so neither opens. */
+/* Swap the index records of datasets "a" and "b": each name's key now holds the other's sealed
+ * record. A sealed value is bound to its key, so neither authenticates: an integrity failure,
+ * never one name serving the other's data. */
 static void test_forged_dataset_swap(void **state)
 {
 	struct fx *f = *state;
+	struct store_dataset_info di;
 	struct store_index ix;
 	struct store *st = fx_create(f);
+	uint8_t ka[DSKEY_LEN], kb[DSKEY_LEN];
 	char *va = NULL, *vb = NULL;
 	size_t na = 0, nb = 0;
-	struct loc a;
 
 	tu_seed_file(1000, 1, "%s/x", f->src);
 	import_src(st, "a", f->src, NULL);
 	tu_seed_file(1000, 2, "%s/x", f->src);
 	import_src(st, "b", f->src, NULL);
+	dskey_hash(st->ix_name, "a", ka);
+	dskey_hash(st->ix_name, "b", kb);
 	store_close(st);
 	raw_index(f, &ix);
-	assert_int_equal(index_get(&ix, CF_DATASETS, "a", 1, &va, &na), 0);
-	assert_int_equal(index_get(&ix, CF_DATASETS, "b", 1, &vb, &nb), 0);
-	raw_put(&ix, CF_DATASETS, "a", 1, vb, nb);
-	raw_put(&ix, CF_DATASETS, "b", 1, va, na);
+	assert_int_equal(index_get(&ix, CF_DATASETS, ka, sizeof(ka), &va, &na), 0);
+	assert_int_equal(index_get(&ix, CF_DATASETS, kb, sizeof(kb), &vb, &nb), 0);
+	raw_put(&ix, CF_DATASETS, ka, sizeof(ka), vb, nb);
+	raw_put(&ix, CF_DATASETS, kb, sizeof(kb), va, na);
 	index_close(&ix);
 	free(va);
 	free(vb);
 
 	st = fx_open(f);
-	a = locate(f, st, "a", "x"); /* now b's id and inode */
-	{
-		struct store_object *obj = NULL;
-
-		assert_int_equal(store_object_open(st, a.dsid, &a.ino, &obj), -EBADMSG);
-		assert_non_null(strstr(err_detail(), "does not unwrap"));
-	}
-	loc_free(&a);
+	assert_int_equal(store_dataset_get(st, "a", &di), -EBADMSG);
+	assert_non_null(strstr(err_detail(), "does not authenticate"));
+	assert_int_equal(store_dataset_get(st, "b", &di), -EBADMSG);
 	store_close(st);
 }
 
@@ -852,15 +851,15 @@ static int dataset_noop(void *ctx, const struct store_dataset_info *info)
 	return 0;
 }
 
-/* Directory entry names and dataset names read back from the index are checked. */
+/* Records written into the index by someone without the keys (an entry in a directory, a
+ * dataset) do not authenticate: the listing that meets them fails, naming an integrity failure. */
 static void test_forged_names(void **state)
 {
 	struct fx *f = *state;
 	struct store_dataset_info di;
 	struct store_index ix;
 	struct store *st = fx_create(f);
-	uint8_t k[DKEY_PREFIX_LEN + 8];
-	struct buf v;
+	uint8_t k[DKEY_LEN];
 
 	tu_seed_file(10, 1, "%s/x", f->src);
 	import_src(st, "d", f->src, NULL);
@@ -868,20 +867,20 @@ static void test_forged_names(void **state)
 	store_close(st);
 
 	raw_index(f, &ix);
-	buf_init(&v, 64);
-	assert_int_equal(dirent_encode(2, STORE_INODE_FILE, &v), 0);
 	ikey(k, di.id, 1, STORE_ROOT_INO);
-	memcpy(k + DKEY_PREFIX_LEN, "a/b", 3); /* a slash inside a name */
-	raw_put(&ix, CF_DIRENTS, k, DKEY_PREFIX_LEN + 3, v.data, v.len);
-	raw_put(&ix, CF_DATASETS, "d\0zz", 4, "x", 1); /* a NUL inside a dataset name */
-	buf_free(&v);
+	memset(k + DKEY_PREFIX_LEN, 0x41, CRYPTO_NAME_HASH_LEN);
+	raw_put(&ix, CF_DIRENTS, k, sizeof(k), "forged entry, no key: 0123456789abcdef0123456789",
+		48);
+	raw_put(&ix, CF_DATASETS, "d\0zz", 4, "x", 1); /* no key, and not a name hash */
 	index_close(&ix);
 
 	st = fx_open(f);
 	{
 		assert_int_equal(store_dir_foreach(st, di.id, 1, STORE_ROOT_INO, NULL, dirent_noop,
 						   NULL), -EBADMSG);
+		assert_non_null(strstr(err_detail(), "index integrity"));
 		assert_int_equal(store_dataset_foreach(st, dataset_noop, NULL), -EBADMSG);
+		assert_non_null(strstr(err_detail(), "index integrity"));
 	}
 	store_close(st);
 }
@@ -2073,6 +2072,378 @@ static void test_signing_key(void **state)
 	free(other);
 }
 
+/* ---- Rearranged index records (issue 12): each detected, nothing served, the hook told ----- */
+
+/* What the integrity hook saw. */
+struct hook_log {
+	int calls;
+	uint64_t dsid;
+	uint32_t version;
+	char what[256];
+};
+
+static void hook_cb(void *ctx, uint64_t dsid, uint32_t version, const char *what)
+{
+	struct hook_log *h = ctx;
+
+	h->calls++;
+	h->dsid = dsid;
+	h->version = version;
+	snprintf(h->what, sizeof(h->what), "%s", what);
+}
+
+/* A store with dataset "r" (versions 1 and 2: a, b, sub/c, sub/d; v2 changes a) and dataset "s"
+ * (a, b), and the keys an attacker would need to address records (but not to make them): the
+ * record keys are computed here with the store's own keys, as a stand-in for an attacker who
+ * finds them by trying. */
+struct rfx {
+	uint64_t r, s;        /* dataset ids */
+	uint64_t ino_a, ino_b, ino_sub, ino_c, ino_d; /* inode numbers in r (same in both versions) */
+	uint8_t k_dir[2][4][DKEY_LEN];  /* dirent keys in r, [version-1][a, b, sub, c] */
+	uint8_t k_s_a[IKEY_LEN];        /* inode key of s's a */
+	uint8_t ds_r[DSKEY_LEN];        /* r's dataset key */
+};
+
+static void rfx_make(struct fx *f, struct rfx *x, char **ret_ds_r_v1, size_t *ret_n)
+{
+	struct store_dataset_info di;
+	struct store_inode in;
+	struct store_index ix;
+	struct ds_keys k;
+	struct store *st = fx_create(f);
+	const char *names[4] = { "a", "b", "sub", "c" };
+
+	char *sub = tu_fmt("%s/sub", f->src);
+
+	assert_int_equal(mkdir(sub, 0755), 0);
+	free(sub);
+	tu_seed_file(3000, 1, "%s/a", f->src);
+	tu_seed_file(4000, 2, "%s/b", f->src);
+	tu_seed_file(100, 3, "%s/sub/c", f->src);
+	tu_seed_file(200, 4, "%s/sub/d", f->src);
+	assert_int_equal(import_src(st, "r", f->src, NULL), 1);
+	assert_int_equal(store_dataset_get(st, "r", &di), 0);
+	x->r = di.id;
+	dskey_hash(st->ix_name, "r", x->ds_r);
+	store_close(st);
+	/* The dataset record as it was at version 1, for the rollback below. */
+	raw_index(f, &ix);
+	assert_int_equal(index_get(&ix, CF_DATASETS, x->ds_r, sizeof(x->ds_r), ret_ds_r_v1, ret_n),
+			 0);
+	index_close(&ix);
+	st = fx_open(f);
+	tu_seed_file(3000, 9, "%s/a", f->src);
+	assert_int_equal(import_src(st, "r", f->src, NULL), 2);
+	assert_int_equal(import_src(st, "s", f->src, NULL), 1);
+	assert_int_equal(store_dataset_get(st, "s", &di), 0);
+	x->s = di.id;
+	assert_int_equal(store_path_lookup(st, x->r, 2, "a", &in), 0);
+	x->ino_a = in.ino;
+	assert_int_equal(store_path_lookup(st, x->r, 2, "b", &in), 0);
+	x->ino_b = in.ino;
+	assert_int_equal(store_path_lookup(st, x->r, 2, "sub", &in), 0);
+	x->ino_sub = in.ino;
+	assert_int_equal(store_path_lookup(st, x->r, 2, "sub/c", &in), 0);
+	x->ino_c = in.ino;
+	assert_int_equal(store_path_lookup(st, x->r, 2, "sub/d", &in), 0);
+	x->ino_d = in.ino;
+	assert_int_equal(store_path_lookup(st, x->s, 1, "a", &in), 0);
+	ikey(x->k_s_a, x->s, 1, in.ino);
+	assert_int_equal(store_dataset_keys(st, x->r, NULL, &k), 0);
+	for (uint32_t v = 1; v <= 2; v++)
+		for (int i = 0; i < 4; i++)
+			dkey(k.name, x->k_dir[v - 1][i], x->r, v,
+			     i == 3 ? x->ino_sub : STORE_ROOT_INO, names[i], strlen(names[i]));
+	store_close(st);
+}
+
+/* Copy the value at (cf, from) to (cf, to) in the closed store's index. */
+static void raw_copy(struct fx *f, enum store_cf cf, const void *from, size_t fl, const void *to,
+		     size_t tl)
+{
+	struct store_index ix;
+	char *v = NULL;
+	size_t n = 0;
+
+	raw_index(f, &ix);
+	assert_int_equal(index_get(&ix, cf, from, fl, &v, &n), 0);
+	raw_put(&ix, cf, to, tl, v, n);
+	free(v);
+	index_close(&ix);
+}
+
+static void raw_del(struct fx *f, enum store_cf cf, const void *k, size_t kl)
+{
+	struct store_index ix;
+	rocksdb_writebatch_t *wb;
+
+	raw_index(f, &ix);
+	wb = rocksdb_writebatch_create();
+	rocksdb_writebatch_delete_cf(wb, ix.cf[cf], k, kl);
+	assert_int_equal(index_write(&ix, wb, true), 0);
+	rocksdb_writebatch_destroy(wb);
+	index_close(&ix);
+}
+
+static struct store *open_hooked(struct fx *f, struct hook_log *h)
+{
+	struct store *st = fx_open(f);
+
+	memset(h, 0, sizeof(*h));
+	store_set_integrity_hook(st, hook_cb, h);
+	return st;
+}
+
+/* The -EBADMSG of an integrity failure, reported once more through the hook. */
+static void expect_integrity(int r, struct hook_log *h, int calls_before)
+{
+	assert_int_equal(r, -EBADMSG);
+	assert_non_null(strstr(err_detail(), "index integrity"));
+	assert_true(h->calls > calls_before);
+}
+
+static int count_cb(void *ctx, const char *name, uint64_t ino, uint32_t type)
+{
+	(void)name;
+	(void)ino;
+	(void)type;
+	(*(int *)ctx)++;
+	return 0;
+}
+
+/* b's inode record put over a's: a would serve b's bytes. */
+static void test_rearranged_inode_swap(void **state)
+{
+	struct fx *f = *state;
+	struct store_inode in;
+	struct hook_log h;
+	uint8_t ka[IKEY_LEN], kb[IKEY_LEN];
+	struct rfx x;
+	char *old = NULL;
+	size_t n;
+	struct store *st;
+
+	rfx_make(f, &x, &old, &n);
+	free(old);
+	ikey(ka, x.r, 2, x.ino_a);
+	ikey(kb, x.r, 2, x.ino_b);
+	raw_copy(f, CF_INODES, kb, sizeof(kb), ka, sizeof(ka));
+	st = open_hooked(f, &h);
+	expect_integrity(store_path_lookup(st, x.r, 2, "a", &in), &h, 0);
+	assert_int_equal(h.dsid, x.r);
+	assert_int_equal(h.version, 2);
+	expect_integrity(store_inode_get(st, x.r, 2, x.ino_a, &in), &h, 1);
+	/* b itself, and version 1's a, are untouched and still served. */
+	assert_int_equal(store_path_lookup(st, x.r, 2, "b", &in), 0);
+	assert_int_equal(store_path_lookup(st, x.r, 1, "a", &in), 0);
+	store_close(st);
+}
+
+/* Version 1's record of a copied into version 2 (old content), and dataset s's a into r's a. */
+static void test_rearranged_copied_from_version_and_dataset(void **state)
+{
+	struct fx *f = *state;
+	struct store_inode in;
+	struct hook_log h;
+	uint8_t k1[IKEY_LEN], k2[IKEY_LEN];
+	struct rfx x;
+	char *old = NULL;
+	size_t n;
+	struct store *st;
+
+	rfx_make(f, &x, &old, &n);
+	free(old);
+	ikey(k1, x.r, 1, x.ino_a);
+	ikey(k2, x.r, 2, x.ino_a);
+	raw_copy(f, CF_INODES, k1, sizeof(k1), k2, sizeof(k2));
+	st = open_hooked(f, &h);
+	expect_integrity(store_path_lookup(st, x.r, 2, "a", &in), &h, 0);
+	assert_int_equal(store_path_lookup(st, x.r, 1, "a", &in), 0);
+	store_close(st);
+
+	/* From the other dataset: s's inode record of a, into r's version 1. */
+	raw_copy(f, CF_INODES, x.k_s_a, sizeof(x.k_s_a), k1, sizeof(k1));
+	st = open_hooked(f, &h);
+	expect_integrity(store_path_lookup(st, x.r, 1, "a", &in), &h, 0);
+	assert_int_equal(store_path_lookup(st, x.s, 1, "a", &in), 0);
+	/* And a directory entry of version 1 copied into version 2's range under its key. */
+	store_close(st);
+	raw_copy(f, CF_DIRENTS, x.k_dir[0][1], DKEY_LEN, x.k_dir[1][1], DKEY_LEN);
+	st = open_hooked(f, &h);
+	expect_integrity(store_path_lookup(st, x.r, 2, "b", &in), &h, 0);
+	store_close(st);
+}
+
+/* a's entry moved under b's key (a rename onto b): neither the lookup of b nor a listing serves
+ * it, and the lookup of a, now missing, is not a quiet ENOENT. */
+static void test_rearranged_rename(void **state)
+{
+	struct fx *f = *state;
+	struct store_inode in;
+	struct hook_log h;
+	struct rfx x;
+	char *old = NULL;
+	size_t n;
+	int count = 0;
+	struct store *st;
+
+	rfx_make(f, &x, &old, &n);
+	free(old);
+	raw_copy(f, CF_DIRENTS, x.k_dir[1][0], DKEY_LEN, x.k_dir[1][1], DKEY_LEN);
+	raw_del(f, CF_DIRENTS, x.k_dir[1][0], DKEY_LEN);
+	st = open_hooked(f, &h);
+	expect_integrity(store_path_lookup(st, x.r, 2, "b", &in), &h, 0);
+	expect_integrity(store_path_lookup(st, x.r, 2, "a", &in), &h, 1);
+	expect_integrity(store_dir_foreach(st, x.r, 2, STORE_ROOT_INO, NULL, count_cb, &count), &h,
+			 2);
+	store_close(st);
+}
+
+/* One byte of a's sealed inode record changed (its size, or anything else): refused. */
+static void test_rearranged_size_edit(void **state)
+{
+	struct fx *f = *state;
+	struct store_inode in;
+	struct store_index ix;
+	struct hook_log h;
+	uint8_t k[IKEY_LEN];
+	struct rfx x;
+	char *old = NULL, *v = NULL;
+	size_t n, vn = 0;
+	struct store *st;
+
+	rfx_make(f, &x, &old, &n);
+	free(old);
+	ikey(k, x.r, 2, x.ino_a);
+	raw_index(f, &ix);
+	assert_int_equal(index_get(&ix, CF_INODES, k, sizeof(k), &v, &vn), 0);
+	/* The size field: record offset 14, after the 24-byte nonce. */
+	v[24 + 14] ^= 0x01;
+	raw_put(&ix, CF_INODES, k, sizeof(k), v, vn);
+	free(v);
+	index_close(&ix);
+	st = open_hooked(f, &h);
+	expect_integrity(store_path_lookup(st, x.r, 2, "a", &in), &h, 0);
+	store_close(st);
+}
+
+/* latest lowered (the dataset record of version 1 put back) and raised (version 2's record
+ * removed, or flipped to PENDING, under a record that names it). */
+static void test_rearranged_latest(void **state)
+{
+	struct fx *f = *state;
+	struct store_dataset_info di;
+	struct store_index ix;
+	struct hook_log h;
+	uint8_t vk[VKEY_LEN];
+	struct rfx x;
+	char *old = NULL, *cur = NULL, *v = NULL;
+	size_t n = 0, cn = 0, vn = 0;
+	int count = 0;
+	struct store *st;
+
+	rfx_make(f, &x, &old, &n);
+	raw_index(f, &ix);
+	assert_int_equal(index_get(&ix, CF_DATASETS, x.ds_r, sizeof(x.ds_r), &cur, &cn), 0);
+	raw_put(&ix, CF_DATASETS, x.ds_r, sizeof(x.ds_r), old, n);
+	index_close(&ix);
+	st = open_hooked(f, &h);
+	expect_integrity(store_dataset_get(st, "r", &di), &h, 0);
+	assert_non_null(strstr(h.what, "above it is committed"));
+	expect_integrity(store_dataset_foreach(st, dataset_noop, &count), &h, 1);
+	/* The other dataset is unaffected. */
+	assert_int_equal(store_dataset_get(st, "s", &di), 0);
+	store_close(st);
+
+	/* Raised: the record says 2, version 2's record is gone. */
+	raw_index(f, &ix);
+	raw_put(&ix, CF_DATASETS, x.ds_r, sizeof(x.ds_r), cur, cn);
+	vkey(vk, x.r, 2);
+	assert_int_equal(index_get(&ix, CF_VERSIONS, vk, sizeof(vk), &v, &vn), 0);
+	index_close(&ix);
+	raw_del(f, CF_VERSIONS, vk, sizeof(vk));
+	st = open_hooked(f, &h);
+	expect_integrity(store_dataset_get(st, "r", &di), &h, 0);
+	assert_non_null(strstr(h.what, "not a committed version"));
+	store_close(st);
+
+	/* Raised again: version 2's record back, its clear state byte flipped to PENDING (which
+	 * recovery would drop): it no longer authenticates. (Recovery runs first and deletes the
+	 * version: the dataset then names a version that does not exist.) */
+	v[0] = VERSION_PENDING;
+	raw_index(f, &ix);
+	raw_put(&ix, CF_VERSIONS, vk, sizeof(vk), v, vn);
+	index_close(&ix);
+	st = open_hooked(f, &h);
+	expect_integrity(store_dataset_get(st, "r", &di), &h, 0);
+	store_close(st);
+	free(v);
+	free(old);
+	free(cur);
+}
+
+/* An entry removed (the directory lists fewer than its record says) and one added (copied from
+ * another directory under a new key). */
+static void test_rearranged_dirent_removed_added(void **state)
+{
+	struct fx *f = *state;
+	struct store_inode in;
+	struct hook_log h;
+	uint8_t k[DKEY_LEN];
+	struct rfx x;
+	char *old = NULL;
+	size_t n;
+	int count = 0;
+	struct store *st;
+
+	rfx_make(f, &x, &old, &n);
+	free(old);
+	raw_del(f, CF_DIRENTS, x.k_dir[1][3], DKEY_LEN); /* sub/c of version 2 */
+	st = open_hooked(f, &h);
+	/* The lookup misses, checks the directory, and says so. */
+	expect_integrity(store_path_lookup(st, x.r, 2, "sub/c", &in), &h, 0);
+	assert_non_null(strstr(h.what, "entries removed or added"));
+	/* So does a listing, when it ends: never a silently shorter listing. */
+	expect_integrity(store_dir_foreach(st, x.r, 2, x.ino_sub, NULL, count_cb, &count), &h, 1);
+	/* A true miss elsewhere is still a plain ENOENT. */
+	assert_int_equal(store_path_lookup(st, x.r, 2, "nothing-here", &in), -ENOENT);
+	store_close(st);
+
+	/* Added: version 1's b entry put into version 2's sub (a key of the attacker's choosing). */
+	memcpy(k, x.k_dir[1][3], DKEY_LEN);
+	raw_copy(f, CF_DIRENTS, x.k_dir[0][1], DKEY_LEN, k, DKEY_LEN);
+	st = open_hooked(f, &h);
+	count = 0;
+	expect_integrity(store_dir_foreach(st, x.r, 2, x.ino_sub, NULL, count_cb, &count), &h, 0);
+	store_close(st);
+}
+
+/* The manifest computed at import is the one computed again from the index, differs between
+ * versions, and is in the version record. */
+static void test_manifest(void **state)
+{
+	struct fx *f = *state;
+	struct store_version_info v1, v2;
+	uint8_t m[STORE_MANIFEST_LEN], zero[STORE_MANIFEST_LEN] = { 0 };
+	struct rfx x;
+	char *old = NULL;
+	size_t n;
+	struct store *st;
+
+	rfx_make(f, &x, &old, &n);
+	free(old);
+	st = fx_open(f);
+	assert_int_equal(store_version_get(st, x.r, 1, &v1), 0);
+	assert_int_equal(store_version_get(st, x.r, 2, &v2), 0);
+	assert_memory_not_equal(v1.manifest, zero, sizeof(zero));
+	assert_memory_not_equal(v1.manifest, v2.manifest, sizeof(m));
+	assert_int_equal(store_manifest_compute(st, x.r, 1, m), 0);
+	assert_memory_equal(m, v1.manifest, sizeof(m));
+	assert_int_equal(store_manifest_compute(st, x.r, 2, m), 0);
+	assert_memory_equal(m, v2.manifest, sizeof(m));
+	store_close(st);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -2111,6 +2482,13 @@ int main(void)
 		T(test_progress_and_listing),
 		T(test_policy_records),
 		T(test_signing_key),
+		T(test_rearranged_inode_swap),
+		T(test_rearranged_copied_from_version_and_dataset),
+		T(test_rearranged_rename),
+		T(test_rearranged_size_edit),
+		T(test_rearranged_latest),
+		T(test_rearranged_dirent_removed_added),
+		T(test_manifest),
 #undef T
 	};
 

@@ -36,8 +36,10 @@ enum fuzz_index_target {
 	FUZZ_T_DATASET,		/* dataset_rec_decode: key length, key, record */
 	FUZZ_T_VERSION,		/* version_rec_decode */
 	FUZZ_T_INODE,		/* inode_decode */
-	FUZZ_T_DIRENT,		/* dirent_decode */
+	FUZZ_T_DIRENT,		/* dirent_rec_decode (format 2) */
 	FUZZ_T_NAME,		/* store_name_valid */
 	FUZZ_T_DATASET_NAME,	/* store_dataset_name_valid */
+	FUZZ_T_DIRENT_V1,	/* dirent_decode_v1 (format 1, read by the upgrade) */
+	FUZZ_T_SEALED,		/* index_unseal: cf, key length, key, clear flag, value */
 	FUZZ_T_COUNT
 };

@@ -125,10 +125,14 @@ static void seeds_index_records(int outfd)
 
 	if (dataset_rec_encode(&ds, &b) < 0)
 		fail("dataset_rec_encode");
-	put_dataset_seed(fd, "dataset-ok", "photos-2024", &b);
+	snprintf(ds.info.name, sizeof(ds.info.name), "photos-2024");
+	put_dataset_seed(fd, "dataset-ok", "", &b);
 	put_dataset_seed(fd, "dataset-bad-name", ".hidden", &b);
 	b.len--;
-	put_dataset_seed(fd, "dataset-short", "photos", &b);
+	put_dataset_seed(fd, "dataset-short", "", &b);
+	b.data[0] = 1; /* format 1: no name inside, the key is the name */
+	b.len = 1 + 8 + 8 + 4 + CRYPTO_WRAPPED_KEY_LEN;
+	put_dataset_seed(fd, "dataset-v1", "photos-2024", &b);
 
 	buf_reset(&b);
 	if (version_rec_encode(&vr, &b) < 0)
@@ -143,23 +147,41 @@ static void seeds_index_records(int outfd)
 	put_index_seed(fd, "version-pending", FUZZ_T_VERSION, NULL, 0, b.data, b.len);
 
 	buf_reset(&b);
-	if (inode_encode(&file, &b) < 0)
+	if (inode_encode(&file, NULL, &b) < 0)
 		fail("inode_encode");
 	put_index_seed(fd, "inode-file", FUZZ_T_INODE, NULL, 0, b.data, b.len);
 	/* Chunk size (before alg and wrapped key) not a power of two. */
 	put_le32(b.data + b.len - CRYPTO_WRAPPED_KEY_LEN - 8, 4097);
 	put_index_seed(fd, "inode-file-bad-chunk", FUZZ_T_INODE, NULL, 0, b.data, b.len);
 	buf_reset(&b);
-	if (inode_encode(&dir, &b) < 0)
+	if (inode_encode(&dir, (const uint8_t *)"0123456789abcdef", &b) < 0)
 		fail("inode_encode");
 	put_index_seed(fd, "inode-dir", FUZZ_T_INODE, NULL, 0, b.data, b.len);
+	b.data[0] = 1; /* format 1: no digest */
+	put_index_seed(fd, "inode-dir-v1", FUZZ_T_INODE, NULL, 0, b.data, b.len - 16);
 
 	buf_reset(&b);
-	if (dirent_encode(17, STORE_INODE_FILE, &b) < 0)
-		fail("dirent_encode");
+	{
+		struct dirent_rec d = { .ino = 17, .type = STORE_INODE_FILE, .name = "scan.dcm" };
+
+		if (dirent_rec_encode(&d, &b) < 0)
+			fail("dirent_rec_encode");
+	}
 	put_index_seed(fd, "dirent-file", FUZZ_T_DIRENT, NULL, 0, b.data, b.len);
-	memset(b.data, 0, 8);	/* inode 0 */
+	memset(b.data + 1, 0, 8);	/* inode 0 */
 	put_index_seed(fd, "dirent-ino0", FUZZ_T_DIRENT, NULL, 0, b.data, b.len);
+	{
+		uint8_t v1[9] = { 17, 0, 0, 0, 0, 0, 0, 0, STORE_INODE_FILE };
+
+		put_index_seed(fd, "dirent-v1", FUZZ_T_DIRENT_V1, NULL, 0, v1, sizeof(v1));
+	}
+	{
+		/* cf inodes, a 20-byte key, no clear prefix, 60 bytes of value. */
+		uint8_t sealed[1 + 1 + 20 + 1 + 60] = { CF_INODES, 20 };
+
+		memset(sealed + 2, 0x07, 20);
+		put_index_seed(fd, "sealed-inode", FUZZ_T_SEALED, NULL, 0, sealed, sizeof(sealed));
+	}
 	buf_free(&b);
 
 	put_index_seed(fd, "name-ok", FUZZ_T_NAME, NULL, 0, "report.pdf", 10);

@@ -1,0 +1,566 @@
+/* upgrade: convert a format 1 store (clear index) to format 2 (sealed index) in place, crash-safe
+ * (docs/FORMAT.md "Upgrade from format 1").
+ *
+ * The new index is built beside the old one, in index.new/, from the old records; nothing of the
+ * old store changes until it is complete, closed (RocksDB syncs its files) and checked. Then one
+ * small marker file, UPGRADE, is written and synced: from that moment the upgrade is decided, and
+ * finishing it needs no key, only renames:
+ *
+ *   <part> -> <part>.old,  <part>.new -> <part>,  remove <part>.old,  remove UPGRADE
+ *
+ * for every part the marker lists ("index" here; the audit log's conversion adds "audit"). Every
+ * store_open() first runs store_upgrade_recover(): with a marker it finishes these steps, each of
+ * which it can tell is done from what exists; without one it removes a leftover <part>.new, the
+ * remains of an upgrade killed before it decided. A kill -9 anywhere therefore leaves a store that
+ * opens either as format 1 (refused, with the upgrade command named, and the upgrade can run
+ * again) or as format 2.
+ */
+#include <dirent.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/stat.h>
+
+#include "store/store_internal.h"
+
+#define MARKER "UPGRADE"
+#define MARKER_HEAD "enclave-upgrade 2\n"
+#define MARKER_MAX 256
+/* Parts an upgrade may switch; a marker naming anything else is refused (it is a file on an
+ * untrusted disk: it must not be able to make us rename or remove anything else). */
+static const char *const parts_known[] = { "index", "audit" };
+
+static bool part_known(const char *name)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(parts_known); i++)
+		if (strcmp(name, parts_known[i]) == 0)
+			return true;
+	return false;
+}
+
+static void step(const struct store_upgrade_progress *p, enum store_upgrade_step s, uint64_t done,
+		 uint64_t total)
+{
+	if (p && p->fn)
+		p->fn(p->ctx, s, done, total);
+}
+
+/* Remove the directory tree `name` in dirfd (depth-first; no symlinks followed). Missing: 0. */
+static int remove_tree(int dfd, const char *name, unsigned depth)
+{
+	struct stat s;
+	DIR *d;
+	int fd, r = 0;
+
+	if (fstatat(dfd, name, &s, AT_SYMLINK_NOFOLLOW) < 0)
+		return errno == ENOENT ? 0 : -errno;
+	if (!S_ISDIR(s.st_mode))
+		return unlinkat(dfd, name, 0) < 0 && errno != ENOENT ? -errno : 0;
+	if (depth > 8)
+		return -ELOOP;
+	fd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	d = fdopendir(fd);
+	if (!d) {
+		r = -errno;
+		close(fd);
+		return r;
+	}
+	for (struct dirent *de; r == 0 && (de = readdir(d));)
+		if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0)
+			r = remove_tree(dirfd(d), de->d_name, depth + 1);
+	closedir(d);
+	if (r == 0 && unlinkat(dfd, name, AT_REMOVEDIR) < 0 && errno != ENOENT)
+		r = -errno;
+	return r;
+}
+
+static bool exists(int dirfd, const char *name)
+{
+	struct stat s;
+
+	return fstatat(dirfd, name, &s, AT_SYMLINK_NOFOLLOW) == 0;
+}
+
+/* The decided steps, for every part in names (n of them). Each step is skipped when what it does is
+ * already done, so running this again after a kill at any point finishes the job. */
+static int roll_forward(int dirfd, char names[][16], size_t n, const struct store_upgrade_progress *p)
+{
+	char old[32], nw[32];
+	int r;
+
+	for (size_t i = 0; i < n; i++) {
+		snprintf(old, sizeof(old), "%s.old", names[i]);
+		snprintf(nw, sizeof(nw), "%s.new", names[i]);
+		if (exists(dirfd, nw)) {
+			if (exists(dirfd, names[i]) && renameat(dirfd, names[i], dirfd, old) < 0)
+				return err_set(-errno, "upgrade: cannot move %s aside: %s", names[i],
+					       strerror(errno));
+			if ((r = fsync_dirfd(dirfd)) < 0)
+				return err_set(r, "upgrade: fsync of the store directory failed");
+			step(p, STORE_UPGRADE_OLD_MOVED, i + 1, n);
+			if (renameat(dirfd, nw, dirfd, names[i]) < 0)
+				return err_set(-errno, "upgrade: cannot put the new %s in place: %s",
+					       names[i], strerror(errno));
+			if ((r = fsync_dirfd(dirfd)) < 0)
+				return err_set(r, "upgrade: fsync of the store directory failed");
+			step(p, STORE_UPGRADE_NEW_MOVED, i + 1, n);
+		}
+		r = remove_tree(dirfd, old, 0);
+		if (r < 0)
+			return err_set(r, "upgrade: cannot remove the old %s: %s", names[i],
+				       strerror(-r));
+		step(p, STORE_UPGRADE_OLD_REMOVED, i + 1, n);
+	}
+	if (unlinkat(dirfd, MARKER, 0) < 0 && errno != ENOENT)
+		return err_set(-errno, "upgrade: cannot remove %s: %s", MARKER, strerror(errno));
+	if ((r = fsync_dirfd(dirfd)) < 0)
+		return err_set(r, "upgrade: fsync of the store directory failed");
+	return 0;
+}
+
+/* Read and check the marker: its parts into names. -ENOENT none. */
+static int marker_read(int dirfd, char names[][16], size_t cap, size_t *ret_n)
+{
+	char text[MARKER_MAX + 1], *line, *save = NULL;
+	size_t n = 0;
+	ssize_t len;
+	int fd = openat(dirfd, MARKER, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+
+	if (fd < 0)
+		return errno == ENOENT ? -ENOENT : err_set(-errno, "upgrade: cannot read %s: %s",
+							   MARKER, strerror(errno));
+	len = read_full(fd, text, MARKER_MAX + 1);
+	close(fd);
+	if (len < 0 || len > MARKER_MAX || (size_t)len < strlen(MARKER_HEAD) ||
+	    memcmp(text, MARKER_HEAD, strlen(MARKER_HEAD)) != 0)
+		return err_set(-EBADMSG, "upgrade: %s is not an upgrade marker of this version",
+			       MARKER);
+	text[len] = '\0';
+	for (line = strtok_r(text + strlen(MARKER_HEAD), "\n", &save); line;
+	     line = strtok_r(NULL, "\n", &save)) {
+		if (!part_known(line) || n == cap)
+			return err_set(-EBADMSG, "upgrade: %s names an unknown part", MARKER);
+		snprintf(names[n++], 16, "%s", line);
+	}
+	if (n == 0)
+		return err_set(-EBADMSG, "upgrade: %s names no part", MARKER);
+	*ret_n = n;
+	return 0;
+}
+
+int store_upgrade_recover(struct store *st)
+{
+	char names[ARRAY_SIZE(parts_known)][16];
+	char nw[32];
+	size_t n = 0;
+	int r = marker_read(st->dirfd, names, ARRAY_SIZE(parts_known), &n);
+
+	if (r == 0)
+		return roll_forward(st->dirfd, names, n, NULL);
+	if (r != -ENOENT)
+		return r;
+	/* Not decided: whatever an interrupted upgrade built is discarded. */
+	for (size_t i = 0; i < ARRAY_SIZE(parts_known); i++) {
+		snprintf(nw, sizeof(nw), "%s.new", parts_known[i]);
+		r = remove_tree(st->dirfd, nw, 0);
+		if (r < 0)
+			return err_set(r, "upgrade: cannot remove the unfinished %s: %s", nw,
+				       strerror(-r));
+	}
+	return 0;
+}
+
+/* ---- Building the new index ---------------------------------------------------------------- */
+
+/* The new index and the batch being filled. */
+struct conv {
+	struct store *st;
+	struct store_index nx;
+	rocksdb_writebatch_t *wb;
+	struct buf plain, sealed;
+	const struct store_upgrade_progress *p;
+	uint64_t records;
+};
+
+#define CONV_BATCH_BYTES (4u << 20)
+
+static int conv_put(struct conv *c, enum store_cf cf, const void *k, size_t kl, const void *v,
+		    size_t vl)
+{
+	size_t sz = 0;
+	int r;
+
+	rocksdb_writebatch_put_cf(c->wb, c->nx.cf[cf], k, kl, v, vl);
+	c->records++;
+	rocksdb_writebatch_data(c->wb, &sz);
+	if (sz < CONV_BATCH_BYTES)
+		return 0;
+	r = index_write(&c->nx, c->wb, false);
+	rocksdb_writebatch_clear(c->wb);
+	return r;
+}
+
+/* Seal c->plain as the value of k in cf under key, and put it. */
+static int conv_put_sealed(struct conv *c, const crypto_key *key, enum store_cf cf, const void *k,
+			   size_t kl, const void *clear, size_t clen)
+{
+	int r;
+
+	buf_reset(&c->sealed);
+	r = index_seal(key, cf, k, kl, clear, clen, c->plain.data, c->plain.len, &c->sealed);
+	if (r < 0)
+		return err_set(r, "upgrade: cannot seal a record: %s", strerror(-r));
+	return conv_put(c, cf, k, kl, c->sealed.data, c->sealed.len);
+}
+
+static int conv_meta(struct conv *c)
+{
+	rocksdb_iterator_t *it = rocksdb_create_iterator_cf(c->st->ix.db, c->st->ix.ro,
+							    c->st->ix.cf[CF_META]);
+	uint8_t fmt[8];
+	int r = 0;
+
+	for (rocksdb_iter_seek_to_first(it); r == 0 && rocksdb_iter_valid(it);
+	     rocksdb_iter_next(it)) {
+		size_t kl, vl;
+		const char *k = rocksdb_iter_key(it, &kl);
+		const char *v = rocksdb_iter_value(it, &vl);
+
+		if (kl == 6 && memcmp(k, "format", 6) == 0)
+			continue;
+		r = conv_put(c, CF_META, k, kl, v, vl);
+	}
+	r = index_iter_close(it, r, "upgrade: scan of meta");
+	put_le64(fmt, STORE_FORMAT_VERSION);
+	return r ?: conv_put(c, CF_META, "format", 6, fmt, sizeof(fmt));
+}
+
+static int conv_policy(struct conv *c)
+{
+	rocksdb_iterator_t *it = rocksdb_create_iterator_cf(c->st->ix.db, c->st->ix.ro,
+							    c->st->ix.cf[CF_POLICY]);
+	int r = 0;
+
+	for (rocksdb_iter_seek_to_first(it); r == 0 && rocksdb_iter_valid(it);
+	     rocksdb_iter_next(it)) {
+		size_t kl, vl;
+		const char *k = rocksdb_iter_key(it, &kl);
+		const char *v = rocksdb_iter_value(it, &vl);
+
+		if (kl == 0 || kl > STORE_POLICY_KEY_MAX || vl == 0 || vl > STORE_POLICY_VALUE_MAX) {
+			r = err_set(-EBADMSG, "upgrade: a policy record is malformed");
+			break;
+		}
+		buf_reset(&c->plain);
+		r = buf_append(&c->plain, v, vl);
+		if (r == 0)
+			r = conv_put_sealed(c, c->st->ix_seal, CF_POLICY, k, kl, NULL, 0);
+	}
+	return index_iter_close(it, r, "upgrade: scan of policy records");
+}
+
+/* Where an inode hangs, from the old entries: parent, name, and (for directories) the digest of
+ * its own entries. Inode numbers are dense, 1..files+dirs. */
+struct vplace {
+	uint64_t parent;
+	uint32_t name_off;
+	uint8_t nlen;
+	uint8_t type;
+	uint8_t digest[DIR_DIGEST_LEN];
+};
+
+#define UPGRADE_INODES_MAX (1ull << 28)
+
+/* One committed version: its entries and inodes, sealed under the dataset's keys, then its version
+ * record with the manifest computed on the way. */
+static int conv_version(struct conv *c, const struct dataset_rec *ds, const struct ds_keys *k,
+			const struct version_rec *vr0)
+{
+	struct version_rec vr = *vr0;
+	uint64_t dsid = ds->info.id, total = vr.info.files + vr.info.dirs, seen = 0;
+	uint32_t ver = vr.info.version;
+	uint8_t lo[VKEY_LEN], clear = VERSION_COMMITTED;
+	struct vplace *pl = NULL;
+	crypto_hasher *hf = NULL, *hd = NULL;
+	rocksdb_iterator_t *it;
+	struct buf names;
+	int r = 0;
+
+	if (total == 0 || total > UPGRADE_INODES_MAX)
+		return err_set(-EBADMSG, "upgrade: version %u of dataset '%s' counts %llu inodes",
+			       ver, ds->info.name, (unsigned long long)total);
+	buf_init(&names, 1u << 30);
+	pl = calloc(total + 1, sizeof(*pl));
+	if (!pl || crypto_hash_new(&hf) < 0 || crypto_hash_new(&hd) < 0) {
+		r = -ENOMEM;
+		goto out;
+	}
+	vkey(lo, dsid, ver);
+	/* Entries: keys become keyed hashes, the name moves into the sealed value. */
+	it = rocksdb_create_iterator_cf(c->st->ix.db, c->st->ix.ro, c->st->ix.cf[CF_DIRENTS]);
+	for (rocksdb_iter_seek(it, (const char *)lo, sizeof(lo)); r == 0 && rocksdb_iter_valid(it);
+	     rocksdb_iter_next(it)) {
+		size_t kl, vl, nlen;
+		const uint8_t *ik = (const uint8_t *)rocksdb_iter_key(it, &kl);
+		const char *v = rocksdb_iter_value(it, &vl);
+		struct dirent_rec d = { 0 };
+		uint8_t nk[DKEY_LEN];
+		uint64_t parent;
+
+		if (kl < VKEY_LEN || memcmp(ik, lo, VKEY_LEN) != 0)
+			break;
+		nlen = kl > DKEY_PREFIX_LEN ? kl - DKEY_PREFIX_LEN : 0;
+		if (!store_name_valid((const char *)ik + DKEY_PREFIX_LEN, nlen)) {
+			r = err_set(-EBADMSG, "upgrade: a directory entry name of version %u of "
+					      "dataset '%s' is malformed", ver, ds->info.name);
+			break;
+		}
+		r = dirent_decode_v1(v, vl, &d.ino, &d.type);
+		if (r < 0)
+			break;
+		parent = get_be64(ik + VKEY_LEN);
+		if (d.ino < 2 || d.ino > total || parent == 0 || parent > total ||
+		    pl[d.ino].parent) {
+			r = err_set(-EBADMSG, "upgrade: version %u of dataset '%s': entry for inode "
+					      "%llu out of range or repeated", ver, ds->info.name,
+				    (unsigned long long)d.ino);
+			break;
+		}
+		memcpy(d.name, ik + DKEY_PREFIX_LEN, nlen);
+		pl[d.ino] = (struct vplace){ .parent = parent, .name_off = (uint32_t)names.len,
+					     .nlen = (uint8_t)nlen, .type = (uint8_t)d.type };
+		dirent_digest_add(k->name, pl[parent].digest, d.ino, d.type, d.name, nlen);
+		r = buf_append(&names, d.name, nlen);
+		if (r < 0)
+			break;
+		dkey(k->name, nk, dsid, ver, parent, d.name, nlen);
+		buf_reset(&c->plain);
+		r = dirent_rec_encode(&d, &c->plain);
+		if (r == 0)
+			r = conv_put_sealed(c, k->seal, CF_DIRENTS, nk, sizeof(nk), NULL, 0);
+	}
+	r = index_iter_close(it, r, "upgrade: scan of directory entries");
+	if (r < 0)
+		goto out;
+	/* Inodes, in ascending number: record version 2, directories with their digest; each a
+	 * leaf of the manifest. */
+	it = rocksdb_create_iterator_cf(c->st->ix.db, c->st->ix.ro, c->st->ix.cf[CF_INODES]);
+	for (rocksdb_iter_seek(it, (const char *)lo, sizeof(lo)); r == 0 && rocksdb_iter_valid(it);
+	     rocksdb_iter_next(it)) {
+		size_t kl, vl;
+		const uint8_t *ik = (const uint8_t *)rocksdb_iter_key(it, &kl);
+		const char *v = rocksdb_iter_value(it, &vl);
+		struct store_inode in;
+		uint64_t ino;
+
+		if (kl < VKEY_LEN || memcmp(ik, lo, VKEY_LEN) != 0)
+			break;
+		ino = kl == IKEY_LEN ? get_be64(ik + VKEY_LEN) : 0;
+		if (ino == 0 || ino > total) {
+			r = err_set(-EBADMSG, "upgrade: version %u of dataset '%s': an inode key is "
+					      "malformed or out of range", ver, ds->info.name);
+			break;
+		}
+		r = inode_decode(ino, v, vl, &in, NULL);
+		if (r < 0)
+			break;
+		if (ino != STORE_ROOT_INO && (!pl[ino].parent || pl[ino].type != in.type)) {
+			r = err_set(-EBADMSG, "upgrade: version %u of dataset '%s': inode %llu has no "
+					      "entry, or not of its type", ver, ds->info.name,
+				    (unsigned long long)ino);
+			break;
+		}
+		buf_reset(&c->plain);
+		r = inode_encode(&in, pl[ino].digest, &c->plain);
+		if (r < 0)
+			break;
+		manifest_leaf(in.type == STORE_INODE_FILE ? hf : hd, ino, pl[ino].parent,
+			      (const char *)names.data + pl[ino].name_off, pl[ino].nlen,
+			      c->plain.data, c->plain.len);
+		r = conv_put_sealed(c, k->seal, CF_INODES, ik, kl, NULL, 0);
+		seen++;
+	}
+	r = index_iter_close(it, r, "upgrade: scan of inodes");
+	if (r == 0 && seen != total)
+		r = err_set(-EBADMSG, "upgrade: version %u of dataset '%s' has %llu inodes, its "
+				      "record says %llu", ver, ds->info.name,
+			    (unsigned long long)seen, (unsigned long long)total);
+	if (r < 0)
+		goto out;
+	manifest_finish(ds->info.name, dsid, ver, vr.info.files, vr.info.dirs, vr.info.bytes, hf,
+			hd, vr.info.manifest);
+	buf_reset(&c->plain);
+	r = version_rec_encode(&vr, &c->plain);
+	if (r == 0)
+		r = conv_put_sealed(c, k->seal, CF_VERSIONS, lo, sizeof(lo), &clear, 1);
+out:
+	crypto_hash_free(hf);
+	crypto_hash_free(hd);
+	free(pl);
+	buf_free(&names);
+	return r;
+}
+
+/* One dataset: every committed version (pending ones are what recovery would drop), then its own
+ * record, sealed under its name's keyed hash. */
+static int conv_dataset(struct conv *c, const struct dataset_rec *ds, uint64_t *versions)
+{
+	uint64_t dsid = ds->info.id;
+	uint8_t lo[VKEY_LEN], dk[DSKEY_LEN];
+	rocksdb_iterator_t *it;
+	struct ds_keys k;
+	int r = store_dataset_keys(c->st, dsid, ds, &k);
+
+	if (r < 0)
+		return r;
+	vkey(lo, dsid, 0);
+	it = rocksdb_create_iterator_cf(c->st->ix.db, c->st->ix.ro, c->st->ix.cf[CF_VERSIONS]);
+	for (rocksdb_iter_seek(it, (const char *)lo, sizeof(lo)); r == 0 && rocksdb_iter_valid(it);
+	     rocksdb_iter_next(it)) {
+		size_t kl, vl;
+		const uint8_t *ik = (const uint8_t *)rocksdb_iter_key(it, &kl);
+		const char *v = rocksdb_iter_value(it, &vl);
+		struct version_rec vr;
+
+		if (kl != VKEY_LEN || get_be64(ik) != dsid)
+			break;
+		r = version_rec_decode(v, vl, &vr);
+		if (r < 0 || vr.state != VERSION_COMMITTED)
+			continue;
+		vr.info.dataset_id = dsid;
+		vr.info.version = get_be32(ik + 8);
+		if (vr.info.version > ds->info.latest_version)
+			continue; /* never made visible */
+		r = conv_version(c, ds, &k, &vr);
+		(*versions)++;
+		step(c->p, STORE_UPGRADE_VERSION, *versions, 0);
+	}
+	r = index_iter_close(it, r, "upgrade: scan of versions");
+	if (r < 0)
+		return r;
+	dskey_hash(c->st->ix_name, ds->info.name, dk);
+	buf_reset(&c->plain);
+	r = dataset_rec_encode(ds, &c->plain);
+	return r ?: conv_put_sealed(c, c->st->ix_seal, CF_DATASETS, dk, sizeof(dk), NULL, 0);
+}
+
+static int conv_datasets(struct conv *c)
+{
+	rocksdb_iterator_t *it = rocksdb_create_iterator_cf(c->st->ix.db, c->st->ix.ro,
+							    c->st->ix.cf[CF_DATASETS]);
+	uint64_t n = 0, versions = 0;
+	int r = 0;
+
+	for (rocksdb_iter_seek_to_first(it); r == 0 && rocksdb_iter_valid(it);
+	     rocksdb_iter_next(it)) {
+		char name[STORE_DATASET_NAME_MAX + 1];
+		struct dataset_rec ds;
+		size_t kl, vl;
+		const char *k = rocksdb_iter_key(it, &kl);
+		const char *v = rocksdb_iter_value(it, &vl);
+
+		if (kl == 0 || kl > STORE_DATASET_NAME_MAX || memchr(k, '\0', kl)) {
+			r = err_set(-EBADMSG, "upgrade: a dataset key is malformed");
+			break;
+		}
+		memcpy(name, k, kl);
+		name[kl] = '\0';
+		r = dataset_rec_decode(name, v, vl, &ds);
+		if (r == 0)
+			r = conv_dataset(c, &ds, &versions);
+		step(c->p, STORE_UPGRADE_DATASET, ++n, 0);
+	}
+	return index_iter_close(it, r, "upgrade: scan of datasets");
+}
+
+int store_upgrade_prepare(struct store *st, const struct store_upgrade_progress *p)
+{
+	struct conv c = { .st = st, .p = p };
+	char path[64];
+	int r;
+
+	err_clear();
+	if (st->format != STORE_FORMAT_V1)
+		return err_set(-EALREADY, "the store's index is already format %u",
+			       STORE_FORMAT_VERSION);
+	/* A leftover of an earlier attempt goes first (store_upgrade_recover() did, at open). */
+	r = remove_tree(st->dirfd, "index.new", 0);
+	if (r < 0)
+		return err_set(r, "upgrade: cannot remove an old index.new: %s", strerror(-r));
+	if (mkdirat(st->dirfd, "index.new", 0700) < 0)
+		return err_set(-errno, "upgrade: cannot create index.new: %s", strerror(errno));
+	snprintf(path, sizeof(path), "/proc/self/fd/%d/index.new", st->dirfd);
+	r = index_open(&c.nx, path, true);
+	if (r < 0)
+		return r;
+	c.wb = rocksdb_writebatch_create();
+	buf_init(&c.plain, STORE_POLICY_VALUE_MAX);
+	buf_init(&c.sealed, STORE_POLICY_VALUE_MAX + CRYPTO_SEAL_OVERHEAD + 1);
+	step(p, STORE_UPGRADE_STARTED, 0, 0);
+	r = conv_meta(&c);
+	if (r == 0)
+		r = conv_datasets(&c);
+	if (r == 0) {
+		r = conv_policy(&c);
+		step(p, STORE_UPGRADE_POLICY, c.records, 0);
+	}
+	/* The last batch synchronously: the WAL, and with it every earlier write, is on disk. */
+	if (r == 0)
+		r = index_write(&c.nx, c.wb, true);
+	rocksdb_writebatch_destroy(c.wb);
+	if (c.plain.data)
+		explicit_bzero(c.plain.data, c.plain.cap);
+	buf_free(&c.plain);
+	buf_free(&c.sealed);
+	index_close(&c.nx);
+	if (r == 0)
+		r = fsync_dirfd(st->dirfd);
+	if (r == 0)
+		step(p, STORE_UPGRADE_BUILT, c.records, 0);
+	return r;
+}
+
+int store_upgrade_commit(struct store *st, const char *const *parts, size_t nparts,
+			 const struct store_upgrade_progress *p)
+{
+	char names[ARRAY_SIZE(parts_known)][16];
+	char text[MARKER_MAX];
+	size_t len;
+	int fd, r;
+
+	if (nparts == 0 || nparts > ARRAY_SIZE(parts_known))
+		return -EINVAL;
+	len = (size_t)snprintf(text, sizeof(text), "%s", MARKER_HEAD);
+	for (size_t i = 0; i < nparts; i++) {
+		if (!part_known(parts[i]))
+			return -EINVAL;
+		snprintf(names[i], sizeof(names[i]), "%s", parts[i]);
+		len += (size_t)snprintf(text + len, sizeof(text) - len, "%s\n", parts[i]);
+	}
+	/* The old index is closed before anything moves: nothing reads it again. */
+	index_close(&st->ix);
+	fd = openat(st->dirfd, MARKER, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return err_set(-errno, "upgrade: cannot create %s: %s", MARKER, strerror(errno));
+	r = pwrite_all(fd, text, len, 0);
+	if (r == 0 && fsync(fd) < 0)
+		r = -errno;
+	close(fd);
+	if (r == 0)
+		r = fsync_dirfd(st->dirfd);
+	if (r < 0) {
+		unlinkat(st->dirfd, MARKER, 0);
+		return err_set(r, "upgrade: cannot write %s: %s", MARKER, strerror(-r));
+	}
+	step(p, STORE_UPGRADE_DECIDED, 0, 0);
+	r = roll_forward(st->dirfd, names, nparts, p);
+	if (r == 0)
+		step(p, STORE_UPGRADE_DONE, 0, 0);
+	return r;
+}
+
+int store_open_for_upgrade(const char *dir, const crypto_secret *pass, struct store **ret_store)
+{
+	return store_open_ex(dir, pass, NULL, STORE_OPEN_V1, ret_store);
+}
