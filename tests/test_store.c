@@ -2444,6 +2444,231 @@ static void test_manifest(void **state)
 	store_close(st);
 }
 
+/* ---- Upgrade of a store made by the format 1 code (tests/fixtures/store-v1.tar.gz) ---------- */
+
+#define FIXTURE_PASS "fixture-v1 test passphrase, not a secret"
+
+/* Unpack the fixture into f->root/store (the tarball holds store/). */
+static void fixture_unpack(struct fx *f)
+{
+	int status = 0;
+	pid_t pid;
+
+	tu_rm_rf(f->store);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		execlp("tar", "tar", "-C", f->root, "-xzf", FIXTURE_DIR "/store-v1.tar.gz",
+		       (char *)NULL);
+		_exit(127);
+	}
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
+static int count_policy(void *ctx, const void *key, size_t klen, const void *val, size_t vlen)
+{
+	(void)key;
+	(void)klen;
+	(void)val;
+	(void)vlen;
+	(*(int *)ctx)++;
+	return 0;
+}
+
+/* What the fixture holds (tests/fixtures/README.md), read through the upgraded, sealed index. */
+static void fixture_check(struct store *st)
+{
+	struct store_dataset_info di, d2;
+	struct store_version_info vi;
+	struct store_inode in;
+	uint8_t m[STORE_MANIFEST_LEN];
+	uint8_t *b;
+	size_t n;
+	int policies = 0;
+
+	assert_int_equal(store_dataset_get(st, "fixture-Capybara", &di), 0);
+	assert_int_equal(di.latest_version, 2);
+	assert_int_equal(store_dataset_get(st, "fixture-Second-Heron", &d2), 0);
+	for (uint32_t v = 1; v <= 2; v++) {
+		assert_int_equal(store_version_get(st, di.id, v, &vi), 0);
+		assert_int_equal(vi.files, 5);
+		assert_int_equal(vi.dirs, 5);
+		assert_int_equal(store_manifest_compute(st, di.id, v, m), 0);
+		assert_memory_equal(m, vi.manifest, sizeof(m));
+	}
+	b = read_path(st, "fixture-Capybara", 2,
+		      "FixtureWard-Quokka/scans-Narwhal/deep-Okapi/big-Wombat.bin", 65536, &n);
+	assert_int_equal(n, 70000);
+	for (size_t i = 0; i < n; i++)
+		assert_int_equal(b[i], 'Q');
+	free(b);
+	b = read_path(st, "fixture-Capybara", 2, "patients-Pangolin.csv", 4096, &n);
+	assert_int_equal(n, strlen("fixture v2 patient table Pangolin, amended\n"));
+	assert_memory_equal(b, "fixture v2 patient table Pangolin, amended\n", n);
+	free(b);
+	b = read_path(st, "fixture-Capybara", 1, "patients-Pangolin.csv", 4096, &n);
+	assert_memory_equal(b, "fixture v1 patient table Pangolin\n", n);
+	free(b);
+	assert_int_equal(store_path_lookup(st, di.id, 1, "labels-Axolotl/empty-Gecko.txt", &in), 0);
+	assert_int_equal(store_path_lookup(st, di.id, 2, "labels-Axolotl/empty-Gecko.txt", &in),
+			 -ENOENT);
+	assert_int_equal(store_path_lookup(st, di.id, 2, "labels-Axolotl/added-Manatee.json", &in),
+			 0);
+	/* Policy: two grants, an approval, a revocation, a deny rule, the dataset's policy, the id
+	 * counter: 7 records, every one authenticated. */
+	assert_int_equal(store_policy_foreach(st, count_policy, &policies), 0);
+	assert_int_equal(policies, 7);
+}
+
+/* No name of the fixture is left in clear in the index after the upgrade. */
+static void fixture_no_clear_names(struct fx *f)
+{
+	static const char *const names[] = { "Capybara", "Pangolin", "Quokka", "Narwhal", "Okapi",
+					     "Wombat", "Kinkajou", "Jerboa", "Tamarin", "Caracal",
+					     "Ibis", "Heron", "Gecko", "Manatee" };
+	char *idx = tu_fmt("%s/index", f->store);
+	DIR *d = opendir(idx);
+
+	assert_non_null(d);
+	for (struct dirent *de; (de = readdir(d));) {
+		char *p;
+		uint8_t *data;
+		size_t n = 0;
+
+		if (de->d_name[0] == '.')
+			continue;
+		p = tu_fmt("%s/%s", idx, de->d_name);
+		data = tu_read_file(p, &n);
+		for (size_t i = 0; i < ARRAY_SIZE(names); i++)
+			if (memmem(data, n, names[i], strlen(names[i]))) {
+				fprintf(stderr, "%s holds '%s'\n", p, names[i]);
+				fail();
+			}
+		free(data);
+		free(p);
+	}
+	closedir(d);
+	free(idx);
+}
+
+static void upgrade_all(struct fx *f, crypto_secret *pass)
+{
+	static const char *const parts[] = { "index" };
+	struct store *st = NULL;
+
+	assert_int_equal(store_open_for_upgrade(f->store, pass, &st), 0);
+	assert_int_equal(store_upgrade_prepare(st, NULL), 0);
+	assert_int_equal(store_upgrade_commit(st, parts, 1, NULL), 0);
+	store_close(st);
+}
+
+/* A format 1 store is refused, naming the command; upgraded, it serves what it held, sealed. A
+ * second upgrade has nothing to do. */
+static void test_upgrade_fixture(void **state)
+{
+	struct fx *f = *state;
+	crypto_secret *pass = tu_pass(FIXTURE_PASS);
+	struct store *st = NULL;
+	char *p;
+
+	fixture_unpack(f);
+	assert_int_equal(store_open(f->store, pass, NULL, &st), -EPROTONOSUPPORT);
+	assert_non_null(strstr(err_detail(), "enclavectl store upgrade --store"));
+	upgrade_all(f, pass);
+	assert_int_equal(store_open(f->store, pass, NULL, &st), 0);
+	fixture_check(st);
+	store_close(st);
+	fixture_no_clear_names(f);
+	p = tu_fmt("%s/UPGRADE", f->store);
+	assert_int_equal(access(p, F_OK), -1);
+	free(p);
+	p = tu_fmt("%s/index.old", f->store);
+	assert_int_equal(access(p, F_OK), -1);
+	free(p);
+	/* Again: already format 2. */
+	assert_int_equal(store_open_for_upgrade(f->store, pass, &st), 0);
+	assert_int_equal(store_upgrade_prepare(st, NULL), -EALREADY);
+	store_close(st);
+	crypto_secret_free(pass);
+}
+
+struct kill_at {
+	enum store_upgrade_step step;
+};
+
+static void kill_cb(void *ctx, enum store_upgrade_step step, uint64_t done, uint64_t total)
+{
+	const struct kill_at *k = ctx;
+
+	(void)done;
+	(void)total;
+	if (step == k->step)
+		raise(SIGKILL);
+}
+
+/* kill -9 at every step of the upgrade: the store opens afterwards either as the old one
+ * (refused with the command named; the upgrade then runs again) or as the new one, which serves
+ * everything it held. */
+static void test_upgrade_killed_at_every_step(void **state)
+{
+	static const enum store_upgrade_step steps[] = {
+		STORE_UPGRADE_STARTED,     STORE_UPGRADE_DATASET,   STORE_UPGRADE_VERSION,
+		STORE_UPGRADE_POLICY,      STORE_UPGRADE_BUILT,     STORE_UPGRADE_DECIDED,
+		STORE_UPGRADE_OLD_MOVED,   STORE_UPGRADE_NEW_MOVED, STORE_UPGRADE_OLD_REMOVED,
+		STORE_UPGRADE_DONE,
+	};
+	struct fx *f = *state;
+	crypto_secret *pass = tu_pass(FIXTURE_PASS);
+
+	for (size_t i = 0; i < ARRAY_SIZE(steps); i++) {
+		struct kill_at k = { .step = steps[i] };
+		struct store *st = NULL;
+		int status = 0, r;
+		pid_t pid;
+
+		fixture_unpack(f);
+		pid = fork();
+		assert_true(pid >= 0);
+		if (pid == 0) {
+			static const char *const parts[] = { "index" };
+			struct store_upgrade_progress p = { .fn = kill_cb, .ctx = &k };
+
+			if (store_open_for_upgrade(f->store, pass, &st) < 0 ||
+			    store_upgrade_prepare(st, &p) < 0 ||
+			    store_upgrade_commit(st, parts, 1, &p) < 0)
+				_exit(3);
+			_exit(4); /* the step was never reached */
+		}
+		assert_int_equal(waitpid(pid, &status, 0), pid);
+		assert_true(WIFSIGNALED(status));
+		assert_int_equal(WTERMSIG(status), SIGKILL);
+
+		r = store_open(f->store, pass, NULL, &st);
+		if (steps[i] < STORE_UPGRADE_DECIDED) {
+			/* Not decided: the old store, refused as such; the half-built index is
+			 * gone, and the upgrade runs again. */
+			char *nw = tu_fmt("%s/index.new", f->store);
+
+			assert_int_equal(r, -EPROTONOSUPPORT);
+			assert_non_null(strstr(err_detail(), "store upgrade"));
+			assert_int_equal(access(nw, F_OK), -1);
+			free(nw);
+			upgrade_all(f, pass);
+			assert_int_equal(store_open(f->store, pass, NULL, &st), 0);
+		} else {
+			/* Decided: the open finishes it. */
+			if (r < 0)
+				fprintf(stderr, "step %d: %s\n", (int)steps[i], err_detail());
+			assert_int_equal(r, 0);
+		}
+		fixture_check(st);
+		store_close(st);
+		fixture_no_clear_names(f);
+	}
+	crypto_secret_free(pass);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -2489,6 +2714,8 @@ int main(void)
 		T(test_rearranged_latest),
 		T(test_rearranged_dirent_removed_added),
 		T(test_manifest),
+		T(test_upgrade_fixture),
+		T(test_upgrade_killed_at_every_step),
 #undef T
 	};
 
