@@ -998,6 +998,11 @@ static int collect_rec(void *ctx, const struct dataset_rec *rec)
 	struct rec_list *l = ctx;
 	int r = dataset_verify(l->st, rec);
 
+	/* A dataset that fails its check is left out (the hook has recorded why; a lookup of it by
+	 * name fails with the same error): damage to one dataset must not hide the others, nor stop
+	 * the daemon from answering. */
+	if (r == -EBADMSG)
+		return 0;
 	if (r < 0)
 		return r;
 	if (l->n == l->cap) {
@@ -1026,7 +1031,7 @@ int store_dataset_foreach(struct store *st,
 			  int (*fn)(void *ctx, const struct store_dataset_info *info), void *ctx)
 {
 	struct rec_list l = { .st = st };
-	int r = dataset_recs_foreach(st, false, collect_rec, &l);
+	int r = dataset_recs_foreach(st, true, collect_rec, &l);
 
 	if (r == 0 && l.n > 1)
 		qsort(l.recs, l.n, sizeof(*l.recs), rec_name_cmp);

@@ -154,7 +154,9 @@ bool store_dataset_name_valid(const char *name);
 /* -ENOENT no such dataset. */
 int store_dataset_get(struct store *st, const char *name, struct store_dataset_info *ret_info);
 /* Call fn for every dataset in name order; a non-zero return from fn stops and is returned.
- * Every dataset's latest version is checked (store_dataset_get()). */
+ * Every dataset's latest version is checked (store_dataset_get()); a record that does not
+ * authenticate, or a dataset that fails its check, is left out and reported through the integrity
+ * hook, so that damage to one dataset does not hide the others. */
 int store_dataset_foreach(struct store *st,
 			  int (*fn)(void *ctx, const struct store_dataset_info *info), void *ctx);
 /* What an audit log must account for: how many datasets and policy records (grants, approvals,
