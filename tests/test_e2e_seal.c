@@ -205,6 +205,27 @@ static void test_no_name_on_disk(void **state)
 
 	(void)state;
 	e2e_ok_free(ctl("dataset", "import", DS, E->src, "--controller", CONTROLLER));
+	/* The version's manifest, as dataset show gives it, is the one the import's audit record
+	 * carries (issue 12 point 2). */
+	{
+		json_t *j = e2e_out_json(r = e2e_ok(ctl("--json", "dataset", "show", DS)));
+		const char *m = json_string_value(json_object_get(
+			json_array_get(json_object_get(j, "versions"), 0), "manifest"));
+		char *log = tu_fmt("%s/audit/audit.log", E->store), *want;
+		size_t n = 0;
+		char *text;
+
+		assert_non_null(m);
+		assert_int_equal(strlen(m), 64);
+		want = tu_fmt("\"manifest\":\"%s\"", m);
+		text = (char *)tu_read_file(log, &n);
+		assert_non_null(memmem(text, n, want, strlen(want)));
+		free(text);
+		free(want);
+		free(log);
+		json_decref(j);
+		free(r);
+	}
 	r = e2e_ok(ctl("--json", "grant", "add", "--user", TU_USER_ALICE, "--dataset", DS,
 		       "--purpose", PURPOSE, "--expires", "+1h"));
 	{
