@@ -1640,6 +1640,25 @@ static void test_read_only_latest_and_big_directory(void **state)
 	free(many);
 }
 
+/* The kernel sends RELEASE after close(2) has returned: wait (5 s at most) until every allowed
+ * open has its close record, so that a fault injected next meets the open it is meant for, not a
+ * late close. */
+static void wait_closes(struct fx *f)
+{
+	for (int i = 0; i < 100; i++) {
+		json_t *opens = records(f, "open"), *closes = records(f, "close"), *o;
+		size_t allowed = 0, idx, n = json_array_size(closes);
+
+		json_array_foreach(opens, idx, o)
+			allowed += strcmp(rstr(o, "decision"), "allow") == 0;
+		json_decref(opens);
+		json_decref(closes);
+		if (n >= allowed)
+			return;
+		poll(NULL, 0, 50);
+	}
+}
+
 /* If the open cannot be recorded, it is refused: no unrecorded access. */
 static int child_open_refused(void *arg)
 {
@@ -1663,12 +1682,14 @@ static void test_unrecordable_open_is_refused(void **state)
 	 * close record, so that the failure injected next hits the open, not that close. */
 	wait_records(f, "close", 1);
 	/* A sync failure that the log cuts back: this open is refused, the next one served. */
+	wait_closes(f);
 	audit_test_fail_next(f->log, AUDIT_FAULT_SYNC, EIO);
 	assert_int_equal(tu_run_as(&U.alice, child_open_refused, f->mnt, CHILD_MS), 0);
 	assert_false(audit_failed(f->log));
 	assert_int_equal(tu_run_as(&U.alice, child_reads_one, f->mnt, CHILD_MS), 0);
 	wait_records(f, "close", 2);
 	/* One it cannot cut back fails the log for good: every open is refused from then on. */
+	wait_closes(f);
 	audit_test_fail_next(f->log, AUDIT_FAULT_WRITE_NO_TRUNCATE, EIO);
 	assert_int_equal(tu_run_as(&U.alice, child_open_refused, f->mnt, CHILD_MS), 0);
 	assert_true(audit_failed(f->log));
