@@ -1557,6 +1557,7 @@ int store_policy_replace_all(struct store *st, const struct store_policy_kv *kv,
 {
 	rocksdb_iterator_t *it;
 	rocksdb_writebatch_t *wb;
+	struct buf sealed;
 	int r = 0;
 
 	for (size_t i = 0; i < n; i++)
@@ -1573,12 +1574,22 @@ int store_policy_replace_all(struct store *st, const struct store_policy_kv *kv,
 		rocksdb_writebatch_delete_cf(wb, st->ix.cf[CF_POLICY], k, kl);
 	}
 	r = index_iter_close(it, 0, "scan of policy records");
-	for (size_t i = 0; r == 0 && i < n; i++)
-		rocksdb_writebatch_put_cf(wb, st->ix.cf[CF_POLICY], kv[i].key, kv[i].klen, kv[i].val,
-					  kv[i].vlen);
+	/* Sealed as store_policy_put() seals them (docs/FORMAT.md §6.8). */
+	buf_init(&sealed, STORE_POLICY_VALUE_MAX + CRYPTO_SEAL_OVERHEAD);
+	for (size_t i = 0; r == 0 && i < n; i++) {
+		buf_reset(&sealed);
+		r = index_seal(st->ix_seal, CF_POLICY, kv[i].key, kv[i].klen, NULL, 0, kv[i].val,
+			       kv[i].vlen, &sealed);
+		if (r < 0)
+			r = err_set(r, "policy record: cannot seal: %s", strerror(-r));
+		else
+			rocksdb_writebatch_put_cf(wb, st->ix.cf[CF_POLICY], kv[i].key, kv[i].klen,
+						  (const char *)sealed.data, sealed.len);
+	}
 	if (r == 0)
 		r = index_write(&st->ix, wb, true);
 	rocksdb_writebatch_destroy(wb);
+	buf_free(&sealed);
 	return r;
 }
 
