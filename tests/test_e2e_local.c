@@ -438,7 +438,12 @@ static void test_audit_dir_missing_or_symlinked_is_refused(void **state)
 	/* An empty audit/ (or one without a log) is no better. */
 	assert_int_equal(mkdir(audit, 0700), 0);
 	daemon_refuses("holds no audit.log");
-	fd = open(tu_fmt("%s/audit.log", audit), O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+	{
+		char *log = tu_fmt("%s/audit.log", audit);
+
+		fd = open(log, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+		free(log);
+	}
 	assert_true(fd >= 0);
 	close(fd);
 	daemon_refuses("holds an empty audit.log");
@@ -492,7 +497,12 @@ static void test_audit_dir_missing_or_symlinked_is_refused(void **state)
 				 e2e_audit_count("log_key", NULL, NULL, NULL, 0), 1);
 	}
 	/* ... covered by a signed checkpoint already. */
-	assert_true(file_size(tu_fmt("%s/checkpoints", audit)) > 0);
+	{
+		char *cps = tu_fmt("%s/checkpoints", audit);
+
+		assert_true(file_size(cps) > 0);
+		free(cps);
+	}
 	/* The daemon starts on it; the old log is still where it was moved. */
 	assert_int_equal(truncate(E->log, 0), 0);
 	e2e_daemon_start_with(E->pass, true);
