@@ -178,5 +178,5 @@ static int cmd_store_upgrade(struct ctl *ctl, int argc, char **argv)
 const struct ctl_cmd store_cmds[] = {
 	{ "upgrade", cmd_store_upgrade, "--store DIR [--passphrase-file FILE]",
 	  "convert a store of an older format in place (offline)" },
-	{ NULL },
+	{ 0 },
 };
