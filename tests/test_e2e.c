@@ -55,6 +55,7 @@ static const struct {
 	{ "meta/deep/a/b/labels.json", 65536 },
 };
 #define NFILES (sizeof(cohort_files) / sizeof(cohort_files[0]))
+#define PATHS_CAP (16 * 80 + 100)   /* one import.files request naming PROTO_FDS_MAX + 1 paths */
 
 /* The sources' hashes, to compare what users read through the mount. */
 struct fx {
@@ -804,11 +805,16 @@ static void test_import_batches_checked(void **state)
 	assert_non_null(c);
 	assert_string_equal(c, "malformed_request");
 	/* More paths than a batch may hold (with as many descriptors as a frame may carry). */
-	paths = malloc(16 * 80 + 100);
-	off = (size_t)sprintf(paths, "{\"op\":\"import.files\",\"args\":{\"paths\":[");
-	for (int i = 0; i < PROTO_FDS_MAX + 1; i++)
-		off += (size_t)sprintf(paths + off, "%s\"m%d\"", i ? "," : "", i);
-	sprintf(paths + off, "]}}");
+	paths = malloc(PATHS_CAP);
+	assert_non_null(paths);
+	off = (size_t)snprintf(paths, PATHS_CAP, "{\"op\":\"import.files\",\"args\":{\"paths\":[");
+	for (int i = 0; i < PROTO_FDS_MAX + 1; i++) {
+		assert_true(off < PATHS_CAP);
+		off += (size_t)snprintf(paths + off, PATHS_CAP - off, "%s\"m%d\"", i ? "," : "", i);
+	}
+	assert_true(off < PATHS_CAP);
+	off += (size_t)snprintf(paths + off, PATHS_CAP - off, "]}}");
+	assert_true(off < PATHS_CAP);
 	c = call_fds(sock, paths, many, PROTO_FDS_MAX, code, NULL);
 	assert_non_null(c);
 	assert_string_equal(c, "too_large");

@@ -113,7 +113,8 @@ static int group_teardown(void **state)
 /* The events of `audit show --json` output, one line each, as a comma list. */
 static char *events_of(const char *out)
 {
-	char *list = calloc(1, strlen(out) + 1);
+	size_t cap = strlen(out) + 1, off = 0;
+	char *list = calloc(1, cap);
 	const char *p = out;
 
 	while (*p) {
@@ -121,9 +122,9 @@ static char *events_of(const char *out)
 		json_t *j = json_loadb(p, nl ? (size_t)(nl - p) : strlen(p), 0, NULL);
 
 		assert_non_null(j);
-		if (*list)
-			strcat(list, ",");
-		strcat(list, json_string_value(json_object_get(j, "event")));
+		off += (size_t)snprintf(list + off, cap - off, "%s%s", off ? "," : "",
+					json_string_value(json_object_get(j, "event")));
+		assert_true(off < cap);
 		json_decref(j);
 		p = nl ? nl + 1 : p + strlen(p);
 	}
@@ -614,9 +615,9 @@ static char *keys_of(const json_t *o)
 				names[i] = names[j];
 				names[j] = t;
 			}
-	for (size_t i = 0; i < n; i++) {
-		strcat(out, i ? "," : "");
-		strcat(out, names[i]);
+	for (size_t i = 0, off = 0; i < n; i++) {
+		off += (size_t)snprintf(out + off, 4096 - off, "%s%s", i ? "," : "", names[i]);
+		assert_true(off < 4096);
 	}
 	return out;
 }
