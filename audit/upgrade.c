@@ -33,6 +33,12 @@
 #define SBOX_LEN (24 + AUDIT_SEAL_KEY_LEN + 16)
 #define SS_ABYTES crypto_secretstream_xchacha20poly1305_ABYTES
 
+static void stage(const struct audit_upgrade_progress *p, enum audit_upgrade_stage s)
+{
+	if (p && p->fn)
+		p->fn(p->ctx, s);
+}
+
 /* Write n bytes at the end of fd. */
 static int put(int fd, const void *p, size_t n)
 {
@@ -151,7 +157,8 @@ out:
 int audit_upgrade_legacy(const char *old_dir, const char *new_dir,
 			 const uint8_t store_key[static AUDIT_SEAL_KEY_LEN],
 			 const uint8_t (*auditors)[AUDIT_AUDITOR_KEY_LEN], size_t nauditors,
-			 const char *sign_name, const uint8_t seed[static 32],
+			 const char *sign_name, const uint8_t seed[static 32], const json_t *more,
+			 const struct audit_upgrade_progress *p,
 			 struct audit_upgrade_info *ret_info)
 {
 	crypto_secretstream_xchacha20poly1305_state ss;
@@ -168,6 +175,8 @@ int audit_upgrade_legacy(const char *old_dir, const char *new_dir,
 
 	if (nauditors > AUDIT_AUDITORS_MAX)
 		return -E2BIG;
+	if (more && !json_is_array(more))
+		return -EINVAL;
 	if (sodium_init() < 0)
 		return err_set(-EIO, "libsodium cannot be initialised");
 	/* The old log as it is: every complete line a leaf. */
@@ -186,6 +195,7 @@ int audit_upgrade_legacy(const char *old_dir, const char *new_dir,
 
 	if (mkdir(new_dir, 0700) < 0)
 		return err_set(-errno, "cannot create %s: %s", new_dir, strerror(errno));
+	stage(p, AUDIT_UPGRADE_STARTED);
 	key = sodium_malloc(AUDIT_SEAL_KEY_LEN);
 	if (!key || asprintf(&path, "%s/%s", new_dir, AUDIT_LEGACY_NAME) < 0) {
 		path = NULL;
@@ -241,8 +251,10 @@ int audit_upgrade_legacy(const char *old_dir, const char *new_dir,
 			    strerror(-r));
 		goto out;
 	}
+	stage(p, AUDIT_UPGRADE_LEGACY);
 
-	/* The new log: its key record, then the record naming the old log, signed at once. */
+	/* The new log: its key record, the record naming the old log and the caller's, signed at
+	 * once. */
 	sodium_bin2hex(roothex, sizeof(roothex), root, sizeof(root));
 	sodium_bin2hex(shahex, sizeof(shahex), sha, sizeof(sha));
 	r = audit_open(new_dir, NULL, &log);
@@ -257,6 +269,10 @@ int audit_upgrade_legacy(const char *old_dir, const char *new_dir,
 			"legacy_sha256", shahex, "legacy_bytes", (json_int_t)log_len,
 			"legacy_file", AUDIT_LEGACY_NAME);
 	r = rec ? audit_append(log, rec, NULL) : -ENOMEM;
+	for (size_t i = 0; r == 0 && more && i < json_array_size(more); i++)
+		r = audit_append(log, json_array_get(more, i), NULL);
+	if (r == 0)
+		stage(p, AUDIT_UPGRADE_RECORDS);
 	if (r == 0)
 		r = audit_checkpoint(log, NULL, NULL);
 	if (r < 0)

@@ -101,6 +101,29 @@ extern const struct ctl_cmd policy_cmds[];
 int cmd_audit_new_log(struct ctl *ctl, int argc, char **argv);
 extern const struct ctl_cmd store_cmds[];
 
+/* ---- upgrade.c: `store upgrade` below its options (tests/test_upgrade.c runs it as is) ------ */
+
+struct store_upgrade_progress;
+struct crypto_secret;
+
+struct ctl_upgrade_result {
+	bool already;             /* the store was in the current format: nothing done */
+	size_t auditors;          /* auditor keys the new log (and the old one, kept) is sealed to */
+	uint8_t made[32];         /* the public half of the key pair made for key_out */
+};
+
+/* Convert the store at dir in place, index and audit log in one crash-safe switch (docs/FORMAT.md
+ * section 9). The auditor public keys given (nauditors of them), and the one of a key pair made
+ * into the new file key_out (may be NULL; made only once the store is open and known to need the
+ * upgrade, and kept from then on, even if a later step fails), are added to keys/auditors first
+ * (an earlier, interrupted run may have listed them already), so that the old log kept and the
+ * new one are sealed to them. p (may be NULL) is told every step. On success the upgraded store
+ * has been opened once as this version opens it. -EBUSY the store is in use; other -errno with
+ * err_detail(). */
+int ctl_store_upgrade_run(const char *dir, const struct crypto_secret *pass,
+			  const uint8_t (*auditors)[32], size_t nauditors, const char *key_out,
+			  const struct store_upgrade_progress *p, struct ctl_upgrade_result *ret);
+
 /* ---- client.c: one connection to enclaved -------------------------------------------------- */
 
 struct client {

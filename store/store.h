@@ -328,13 +328,19 @@ int store_policy_foreach(struct store *st,
 
 /* ---- Upgrade from format 1 (store/upgrade.c; docs/FORMAT.md "Upgrade from format 1") -------- */
 
-/* Steps, reported to the progress callback (and where a test kills the process). */
+/* Steps, reported to the progress callback (and where a test kills the process). The AUDIT_
+ * steps are reported by whoever converts the audit log into audit.new/ between
+ * store_upgrade_prepare() and store_upgrade_commit() (cli/upgrade.c), not by this module. */
 enum store_upgrade_step {
 	STORE_UPGRADE_STARTED = 1,   /* index.new/ created */
 	STORE_UPGRADE_DATASET,       /* done = datasets converted so far */
 	STORE_UPGRADE_VERSION,       /* done = versions converted so far */
 	STORE_UPGRADE_POLICY,        /* policy records converted; done = records written */
 	STORE_UPGRADE_BUILT,         /* index.new/ complete and durable; nothing decided yet */
+	STORE_UPGRADE_AUDIT_STARTED, /* audit.new/ created, empty */
+	STORE_UPGRADE_AUDIT_LEGACY,  /* audit.new/legacy.sealed (the old log, encrypted) durable */
+	STORE_UPGRADE_AUDIT_RECORDS, /* the new log's records written, not yet signed */
+	STORE_UPGRADE_AUDIT_BUILT,   /* audit.new/ complete, signed and durable; nothing decided */
 	STORE_UPGRADE_DECIDED,       /* the UPGRADE marker is durable: it will finish */
 	STORE_UPGRADE_OLD_MOVED,     /* part `done` of `total` moved to <part>.old */
 	STORE_UPGRADE_NEW_MOVED,     /* <part>.new moved to <part> */

@@ -5,7 +5,11 @@
  *   - the legacy file opens with the auditor's key and with the store's to the exact old bytes,
  *     and not with another auditor's key; a changed or cut legacy file is refused;
  *   - the new log is sealed, verifies with the public key alone, and its log_upgrade record names
- *     the old log's size and root, which the auditors' old checkpoints match.
+ *     the old log's size and root, which the auditors' old checkpoints match;
+ *   - `enclavectl store upgrade` converts index and log in one command: afterwards `audit verify`
+ *     passes with the verifier key alone, `audit legacy` opens the old log with the auditor key
+ *     the command made, and nothing of the fixture is readable in the log; refused runs (a wrong
+ *     passphrase, an existing key file) change nothing.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -26,6 +30,8 @@
 #include "audit/verify.h"
 #include "common/common.h"
 #include "common/err.h"
+#include "crypto/crypto.h"
+#include "store/store.h"
 #include "tests/testutil.h"
 
 static const uint8_t store_key[AUDIT_SEAL_KEY_LEN] = { 'u', 'p' };
@@ -37,22 +43,29 @@ struct fx {
 	uint8_t pk[AUDIT_AUDITOR_KEY_LEN];
 };
 
-static int fx_setup(void **state)
+/* The fixture's store/ unpacked into dir. */
+static void unpack(const char *dir)
 {
-	struct fx *f = calloc(1, sizeof(*f));
 	pid_t pid;
 	int st;
 
-	f->root = tu_mkdtemp("audit-upgrade");
 	pid = fork();
 	if (pid == 0) {
-		execlp("tar", "tar", "-xzf", FIXTURE_DIR "/store-v1.tar.gz", "-C", f->root,
+		execlp("tar", "tar", "-xzf", FIXTURE_DIR "/store-v1.tar.gz", "-C", dir,
 		       (char *)NULL);
 		_exit(127);
 	}
 	assert_true(pid > 0);
 	assert_int_equal(waitpid(pid, &st, 0), pid);
 	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+}
+
+static int fx_setup(void **state)
+{
+	struct fx *f = calloc(1, sizeof(*f));
+
+	f->root = tu_mkdtemp("audit-upgrade");
+	unpack(f->root);
 	f->old = tu_fmt("%s/store/audit", f->root);
 	f->new = tu_fmt("%s/store/audit.new", f->root);
 	f->akey = tu_fmt("%s/auditor.key", f->root);
@@ -164,7 +177,7 @@ static void test_upgrade_fixture_log(void **state)
 
 	err_clear();
 	if (audit_upgrade_legacy(f->old, f->new, store_key, (const uint8_t(*)[32])&f->pk, 1, NAME,
-				 seed, &info) < 0)
+				 seed, NULL, NULL, &info) < 0)
 		fprintf(stderr, "upgrade: %s\n", err_detail());
 	assert_true(info.records > 5);
 	/* Nothing readable in the new directory; the old one as it was (compared below). */
@@ -172,7 +185,8 @@ static void test_upgrade_fixture_log(void **state)
 	no_names(f->new, AUDIT_LOG_NAME);
 	/* A second run into the same place is refused, and changes nothing. */
 	assert_int_equal(audit_upgrade_legacy(f->old, f->new, store_key,
-					      (const uint8_t(*)[32])&f->pk, 1, NAME, seed, NULL),
+					      (const uint8_t(*)[32])&f->pk, 1, NAME, seed, NULL, NULL,
+					      NULL),
 			 -EEXIST);
 
 	/* The legacy file opens with the auditor's key and with the store's, to the old bytes. */
@@ -252,7 +266,8 @@ static void test_legacy_refusals(void **state)
 	size_t n;
 
 	assert_int_equal(audit_upgrade_legacy(f->old, f->new, store_key,
-					      (const uint8_t(*)[32])&f->pk, 1, NAME, seed, NULL), 0);
+					      (const uint8_t(*)[32])&f->pk, 1, NAME, seed, NULL, NULL,
+					      NULL), 0);
 	legacy = tu_fmt("%s/%s", f->new, AUDIT_LEGACY_NAME);
 	assert_int_equal(audit_auditor_keypair_write(other, opk), 0);
 	assert_int_equal(audit_legacy_open(legacy, NULL, other, out), -ENOKEY);
@@ -289,11 +304,109 @@ static void test_legacy_refusals(void **state)
 	free(legacy);
 }
 
+/* The verifier key of the store's log, as `enclavectl audit pubkey` prints it, into a file. */
+static char *verifier_file(const char *root, const char *store, const char *pass_text)
+{
+	char name[STORE_SIGNING_NAME_MAX + 1], *vtext = NULL, *path = tu_fmt("%s/verifier", root);
+	crypto_secret *pass = tu_pass(pass_text);
+	crypto_key *sd = NULL;
+	struct store *st = NULL;
+	uint8_t pk[32], sk[64];
+
+	assert_int_equal(crypto_init(), 0);
+	assert_int_equal(store_open(store, pass, NULL, &st), 0);
+	assert_int_equal(store_signing_seed(st, &sd, name), 0);
+	crypto_sign_seed_keypair(pk, sk, crypto_key_bytes(sd));
+	sodium_memzero(sk, sizeof(sk));
+	crypto_key_free(sd);
+	store_close(st);
+	crypto_secret_free(pass);
+	assert_int_equal(note_verifier_format(name, pk, &vtext), 0);
+	tu_write_file(path, vtext, strlen(vtext));
+	free(vtext);
+	return path;
+}
+
+#define FIXTURE_PASS "fixture-v1 test passphrase, not a secret"
+
+/* `enclavectl store upgrade` on the fixture: index and log in one command. */
+static void test_store_upgrade_command(void **state)
+{
+	struct fx *f = *state;
+	char *store = tu_fmt("%s/store", f->root), *pass = tu_fmt("%s/pass", f->root);
+	char *badpass = tu_fmt("%s/badpass", f->root), *akey2 = tu_fmt("%s/upgrade-auditor.key",
+									f->root);
+	char *pristine = tu_fmt("%s/pristine", f->root), *out = tu_fmt("%s/legacy-cli", f->root);
+	char *verifier = NULL, *index = tu_fmt("%s/index", store);
+	const char *wrong[] = { "--store", store, "store", "upgrade", "-q", "--passphrase-file",
+				badpass, "--auditor-key-out", akey2, NULL };
+	const char *exists[] = { "--store", store, "store", "upgrade", "-q", "--passphrase-file",
+				 pass, "--auditor-key-out", f->akey, NULL };
+	const char *up[] = { "--store", store, "store", "upgrade", "-q", "--passphrase-file", pass,
+			     "--auditor-key-out", akey2, NULL };
+	const char *legacy[] = { "audit", "legacy", "--log", f->old, "--auditor-key", akey2,
+				 "--output", out, NULL };
+	struct stat sb;
+
+	tu_write_file(pass, FIXTURE_PASS "\n", strlen(FIXTURE_PASS) + 1);
+	tu_write_file(badpass, "not the passphrase\n", 19);
+	assert_int_equal(chmod(pass, 0600), 0);
+	assert_int_equal(chmod(badpass, 0600), 0);
+	assert_int_equal(mkdir(pristine, 0700), 0);
+	unpack(pristine);	/* the log as the fixture holds it, to compare with */
+	free(pristine);
+	pristine = tu_fmt("%s/pristine/store/audit", f->root);
+
+	/* Refused runs change nothing. */
+	assert_int_equal(ctl_run(wrong), 1);
+	assert_int_equal(lstat(akey2, &sb), -1);	/* nothing listed, nothing kept */
+	same_file(pristine, f->old, AUDIT_LOG_NAME);
+	assert_int_equal(ctl_run(exists), 1);
+	same_file(pristine, f->old, AUDIT_LOG_NAME);
+	same_file(pristine, f->old, CHECKPOINTS_FILE_NAME);
+
+	/* The upgrade: one command. */
+	assert_int_equal(ctl_run(up), 0);
+	no_names(f->old, AUDIT_LOG_NAME);
+	no_names(f->old, AUDIT_LEGACY_NAME);
+	verifier = verifier_file(f->root, store, FIXTURE_PASS);
+	{
+		const char *verify[] = { "audit", "verify", "--log", f->old, "--key-file", verifier,
+					 NULL };
+
+		assert_int_equal(ctl_run(verify), 0);
+	}
+	assert_int_equal(ctl_run(legacy), 0);
+	same_file(pristine, out, AUDIT_LOG_NAME);
+	same_file(pristine, out, CHECKPOINTS_FILE_NAME);
+	/* The old log, opened, still verifies with the same key (and the old checkpoints). */
+	{
+		const char *verify[] = { "audit", "verify", "--log", out, "--key-file", verifier,
+					 NULL };
+
+		assert_int_equal(ctl_run(verify), 0);
+	}
+	/* Again: nothing to do. */
+	assert_int_equal(ctl_run((const char *[]){ "--store", store, "store", "upgrade", "-q",
+						   "--passphrase-file", pass, NULL }),
+			 0);
+	assert_int_equal(lstat(index, &sb), 0);
+	free(store);
+	free(pass);
+	free(badpass);
+	free(akey2);
+	free(pristine);
+	free(out);
+	free(verifier);
+	free(index);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_upgrade_fixture_log, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_legacy_refusals, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_store_upgrade_command, fx_setup, fx_teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -19,6 +19,12 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <sodium.h>
+
+#include "audit/audit.h"
+#include "audit/note.h"
+#include "audit/verify.h"
+#include "cli/enclavectl.h"       /* ctl_store_upgrade_run(): what `store upgrade` runs */
 #include "common/common.h"
 #include "common/err.h"
 #include "store/store.h"
@@ -2562,23 +2568,196 @@ static void fixture_no_clear_names(struct fx *f)
 	free(idx);
 }
 
-static void upgrade_all(struct fx *f, crypto_secret *pass)
+/* The fixture's auditor: a key pair made for the test, given to the upgrade as
+ * `--auditor-public-key` would give it. */
+static char *fixture_auditor(struct fx *f, uint8_t pk[static 32])
 {
-	static const char *const parts[] = { "index" };
-	struct store *st = NULL;
+	char *akey = tu_fmt("%s/auditor.key", f->root);
 
-	assert_int_equal(store_open_for_upgrade(f->store, pass, &st), 0);
-	assert_int_equal(store_upgrade_prepare(st, NULL), 0);
-	assert_int_equal(store_upgrade_commit(st, parts, 1, NULL), 0);
-	store_close(st);
+	if (access(akey, F_OK) == 0) {
+		uint8_t *sk = NULL;
+
+		assert_int_equal(audit_auditor_secret_read(akey, &sk, pk), 0);
+		sodium_free(sk);
+	} else {
+		assert_int_equal(audit_auditor_keypair_write(akey, pk), 0);
+	}
+	return akey;
 }
 
-/* A format 1 store is refused, naming the command; upgraded, it serves what it held, sealed. A
- * second upgrade has nothing to do. */
+/* What `enclavectl store upgrade --auditor-public-key` runs, to the end. */
+static void upgrade_all(struct fx *f, crypto_secret *pass)
+{
+	struct ctl_upgrade_result res = { 0 };
+	uint8_t pk[32];
+	char *akey = fixture_auditor(f, pk);
+	int r = ctl_store_upgrade_run(f->store, pass, (const uint8_t(*)[32])pk, 1, NULL, NULL,
+					  &res);
+
+	if (r < 0)
+		fprintf(stderr, "upgrade: %s\n", err_detail());
+	assert_int_equal(r, 0);
+	assert_false(res.already);
+	assert_int_equal(res.auditors, 1);
+	free(akey);
+}
+
+/* The fixture's audit directory as it was made (unpacked beside, once). */
+static char *fixture_pristine_audit(struct fx *f)
+{
+	char *dir = tu_fmt("%s/pristine", f->root), *audit = tu_fmt("%s/store/audit", dir);
+	int status = 0;
+	pid_t pid;
+
+	if (access(audit, F_OK) == 0) {
+		free(dir);
+		return audit;
+	}
+	assert_int_equal(mkdir(dir, 0700), 0);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		execlp("tar", "tar", "-C", dir, "-xzf", FIXTURE_DIR "/store-v1.tar.gz",
+		       (char *)NULL);
+		_exit(127);
+	}
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	free(dir);
+	return audit;
+}
+
+static void same_file(const char *a_dir, const char *b_dir, const char *name)
+{
+	char *pa = tu_fmt("%s/%s", a_dir, name), *pb = tu_fmt("%s/%s", b_dir, name);
+	size_t na = 0, nb = 0;
+	uint8_t *a = tu_read_file(pa, &na), *b = tu_read_file(pb, &nb);
+
+	assert_int_equal(na, nb);
+	assert_memory_equal(a, b, na);
+	free(a);
+	free(b);
+	free(pa);
+	free(pb);
+}
+
+/* No name of the fixture in any file under dir (recursively). */
+static void no_names_under(const char *dir)
+{
+	static const char *const names[] = { "Capybara", "Pangolin", "Quokka", "Narwhal", "Okapi",
+					     "Wombat", "Kinkajou", "Jerboa", "Tamarin", "Caracal",
+					     "Ibis", "Heron", "Gecko", "Manatee" };
+	DIR *d = opendir(dir);
+
+	assert_non_null(d);
+	for (struct dirent *de; (de = readdir(d));) {
+		char *p;
+		struct stat sb;
+
+		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+			continue;
+		p = tu_fmt("%s/%s", dir, de->d_name);
+		assert_int_equal(lstat(p, &sb), 0);
+		if (S_ISDIR(sb.st_mode)) {
+			no_names_under(p);
+		} else {
+			size_t n = 0;
+			uint8_t *data = tu_read_file(p, &n);
+
+			for (size_t i = 0; i < ARRAY_SIZE(names); i++)
+				if (memmem(data, n, names[i], strlen(names[i]))) {
+					fprintf(stderr, "%s holds '%s'\n", p, names[i]);
+					fail();
+				}
+			free(data);
+		}
+		free(p);
+	}
+	closedir(d);
+}
+
+struct collect {
+	json_t *recs;
+};
+
+static int collect_fn(void *ctx, const json_t *rec, const char *line, size_t len)
+{
+	struct collect *c = ctx;
+
+	(void)line;
+	(void)len;
+	json_array_append(c->recs, (json_t *)rec);
+	return 0;
+}
+
+/* The upgraded store's audit log: nothing of the fixture readable in it; it verifies with the
+ * public key alone; every record opens with the auditor's key, the first after the key record
+ * being log_upgrade; the old log, kept, opens with the auditor's key to its exact old bytes. */
+static void fixture_log_check(struct fx *f, crypto_secret *pass)
+{
+	char name[STORE_SIGNING_NAME_MAX + 1], *vtext = NULL;
+	char *audit = tu_fmt("%s/audit", f->store), *pristine = fixture_pristine_audit(f);
+	char *legacy = tu_fmt("%s/%s", audit, AUDIT_LEGACY_NAME);
+	char *out = tu_fmt("%s/legacy-out", f->root), *akey = NULL;
+	struct audit_filter flt = { 0 };
+	struct audit_opener *o = NULL;
+	struct collect c = { .recs = json_array() };
+	struct verify_options vo = { 0 };
+	struct verify_result *res = NULL;
+	struct note_verifier v;
+	struct store *st = NULL;
+	crypto_key *seed = NULL;
+	uint8_t pk[32], sk[64], apk[32];
+	const json_t *up;
+
+	no_names_under(audit);
+	/* The verifier key, as `audit pubkey` prints it; the check itself needs nothing else. */
+	assert_int_equal(store_open(f->store, pass, NULL, &st), 0);
+	assert_int_equal(store_signing_seed(st, &seed, name), 0);
+	crypto_sign_seed_keypair(pk, sk, crypto_key_bytes(seed));
+	sodium_memzero(sk, sizeof(sk));
+	crypto_key_free(seed);
+	store_close(st);
+	assert_string_equal(name, "fixture.test/enclave-v1");
+	assert_int_equal(note_verifier_format(name, pk, &vtext), 0);
+	assert_int_equal(note_verifier_parse(vtext, strlen(vtext), &v), 0);
+	vo.log_dir = audit;
+	vo.key = &v;
+	assert_int_equal(verify_log(&vo, &res), 0);
+	assert_int_equal(res->n, 0);
+	assert_true(res->records >= 2);
+	verify_result_free(res);
+
+	akey = fixture_auditor(f, apk);
+	assert_int_equal(audit_opener_new(NULL, akey, &o), 0);
+	flt.open = o;
+	assert_int_equal(audit_foreach(audit, &flt, collect_fn, &c), 0);
+	assert_true(json_array_size(c.recs) >= 2);
+	up = json_array_get(c.recs, 1);
+	assert_string_equal(json_string_value(json_object_get(up, "event")), "log_upgrade");
+	audit_opener_free(o);
+	json_decref(c.recs);
+
+	tu_rm_rf(out);
+	assert_int_equal(audit_legacy_open(legacy, NULL, akey, out), 0);
+	same_file(pristine, out, AUDIT_LOG_NAME);
+	same_file(pristine, out, CHECKPOINTS_FILE_NAME);
+	tu_rm_rf(out);
+	free(akey);
+	free(vtext);
+	free(out);
+	free(legacy);
+	free(pristine);
+	free(audit);
+}
+
+/* A format 1 store is refused, naming the command; upgraded, it serves what it held, sealed, and
+ * its audit log is the sealed one. A second upgrade has nothing to do. */
 static void test_upgrade_fixture(void **state)
 {
 	struct fx *f = *state;
 	crypto_secret *pass = tu_pass(FIXTURE_PASS);
+	struct ctl_upgrade_result res = { 0 };
 	struct store *st = NULL;
 	char *p;
 
@@ -2590,16 +2769,19 @@ static void test_upgrade_fixture(void **state)
 	fixture_check(st);
 	store_close(st);
 	fixture_no_clear_names(f);
-	p = tu_fmt("%s/UPGRADE", f->store);
-	assert_int_equal(access(p, F_OK), -1);
-	free(p);
-	p = tu_fmt("%s/index.old", f->store);
-	assert_int_equal(access(p, F_OK), -1);
-	free(p);
-	/* Again: already format 2. */
-	assert_int_equal(store_open_for_upgrade(f->store, pass, &st), 0);
-	assert_int_equal(store_upgrade_prepare(st, NULL), -EALREADY);
-	store_close(st);
+	fixture_log_check(f, pass);
+	for (size_t i = 0; i < 5; i++) {
+		static const char *const gone[] = { "UPGRADE", "index.old", "index.new",
+						    "audit.old", "audit.new" };
+
+		p = tu_fmt("%s/%s", f->store, gone[i]);
+		assert_int_equal(access(p, F_OK), -1);
+		free(p);
+	}
+	/* Again: already format 2, and nothing changes. */
+	assert_int_equal(ctl_store_upgrade_run(f->store, pass, NULL, 0, NULL, NULL, &res), 0);
+	assert_true(res.already);
+	fixture_log_check(f, pass);
 	crypto_secret_free(pass);
 }
 
@@ -2617,19 +2799,24 @@ static void kill_cb(void *ctx, enum store_upgrade_step step, uint64_t done, uint
 		raise(SIGKILL);
 }
 
-/* kill -9 at every step of the upgrade: the store opens afterwards either as the old one
- * (refused with the command named; the upgrade then runs again) or as the new one, which serves
- * everything it held. */
+/* kill -9 at every step of `store upgrade` (the index's and the audit log's): the store opens
+ * afterwards either as the old one (refused with the command named, its log as it was; the
+ * upgrade then runs again) or as the new one, which serves everything it held and whose log is
+ * the sealed one. */
 static void test_upgrade_killed_at_every_step(void **state)
 {
 	static const enum store_upgrade_step steps[] = {
-		STORE_UPGRADE_STARTED,     STORE_UPGRADE_DATASET,   STORE_UPGRADE_VERSION,
-		STORE_UPGRADE_POLICY,      STORE_UPGRADE_BUILT,     STORE_UPGRADE_DECIDED,
-		STORE_UPGRADE_OLD_MOVED,   STORE_UPGRADE_NEW_MOVED, STORE_UPGRADE_OLD_REMOVED,
-		STORE_UPGRADE_DONE,
+		STORE_UPGRADE_STARTED,        STORE_UPGRADE_DATASET,
+		STORE_UPGRADE_VERSION,        STORE_UPGRADE_POLICY,
+		STORE_UPGRADE_BUILT,          STORE_UPGRADE_AUDIT_STARTED,
+		STORE_UPGRADE_AUDIT_LEGACY,   STORE_UPGRADE_AUDIT_RECORDS,
+		STORE_UPGRADE_AUDIT_BUILT,    STORE_UPGRADE_DECIDED,
+		STORE_UPGRADE_OLD_MOVED,      STORE_UPGRADE_NEW_MOVED,
+		STORE_UPGRADE_OLD_REMOVED,    STORE_UPGRADE_DONE,
 	};
 	struct fx *f = *state;
 	crypto_secret *pass = tu_pass(FIXTURE_PASS);
+	char *pristine = fixture_pristine_audit(f);
 
 	for (size_t i = 0; i < ARRAY_SIZE(steps); i++) {
 		struct kill_at k = { .step = steps[i] };
@@ -2641,29 +2828,40 @@ static void test_upgrade_killed_at_every_step(void **state)
 		pid = fork();
 		assert_true(pid >= 0);
 		if (pid == 0) {
-			static const char *const parts[] = { "index" };
 			struct store_upgrade_progress p = { .fn = kill_cb, .ctx = &k };
+			struct ctl_upgrade_result res;
+			uint8_t pk[32];
+			char *akey = fixture_auditor(f, pk);
 
-			if (store_open_for_upgrade(f->store, pass, &st) < 0 ||
-			    store_upgrade_prepare(st, &p) < 0 ||
-			    store_upgrade_commit(st, parts, 1, &p) < 0)
+			if (ctl_store_upgrade_run(f->store, pass, (const uint8_t(*)[32])pk, 1, NULL,
+						  &p, &res) < 0)
 				_exit(3);
+			free(akey);
 			_exit(4); /* the step was never reached */
 		}
 		assert_int_equal(waitpid(pid, &status, 0), pid);
+		if (!WIFSIGNALED(status))
+			fprintf(stderr, "step %d: exit %d\n", (int)steps[i], WEXITSTATUS(status));
 		assert_true(WIFSIGNALED(status));
 		assert_int_equal(WTERMSIG(status), SIGKILL);
 
 		r = store_open(f->store, pass, NULL, &st);
 		if (steps[i] < STORE_UPGRADE_DECIDED) {
-			/* Not decided: the old store, refused as such; the half-built index is
-			 * gone, and the upgrade runs again. */
+			/* Not decided: the old store, refused as such, its log as it was; what
+			 * was half built is gone, and the upgrade runs again. */
 			char *nw = tu_fmt("%s/index.new", f->store);
+			char *anw = tu_fmt("%s/audit.new", f->store);
+			char *audit = tu_fmt("%s/audit", f->store);
 
 			assert_int_equal(r, -EPROTONOSUPPORT);
 			assert_non_null(strstr(err_detail(), "store upgrade"));
 			assert_int_equal(access(nw, F_OK), -1);
+			assert_int_equal(access(anw, F_OK), -1);
+			same_file(pristine, audit, AUDIT_LOG_NAME);
+			same_file(pristine, audit, CHECKPOINTS_FILE_NAME);
 			free(nw);
+			free(anw);
+			free(audit);
 			upgrade_all(f, pass);
 			assert_int_equal(store_open(f->store, pass, NULL, &st), 0);
 		} else {
@@ -2675,7 +2873,9 @@ static void test_upgrade_killed_at_every_step(void **state)
 		fixture_check(st);
 		store_close(st);
 		fixture_no_clear_names(f);
+		fixture_log_check(f, pass);
 	}
+	free(pristine);
 	crypto_secret_free(pass);
 }
 
