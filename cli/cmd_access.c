@@ -110,7 +110,7 @@ static int access_check(struct ctl *ctl, int argc, char **argv)
 		if (strcmp(out_member(rep.result, "reason", s1), "not_yet_valid") == 0)
 			printf("  starts  %s\n", out_member(g, "not_before", s2));
 	}
-	rv = json_object_get(rep.result, "revocation");
+	rv = json_object_get(g, "revocation");
 	if (json_is_object(rv)) {
 		printf("  revoked %s by %s", out_member(rv, "at", s1),
 		       out_text(out_member(rv, "by", s2), 64, text, sizeof(text)));

@@ -113,6 +113,7 @@ struct report {
 	json_t *jobs;       /* job id (text) -> ENTRY + {users: [..], datasets: [..]} */
 	json_t *grants;     /* grant_id (text) -> grant object in force (approved), replayed */
 	json_t *pending;    /* grant_id (text) -> grant object still waiting for approvals */
+	json_t *approvals;  /* grant_id (text) -> approvals it came into force with */
 	json_t *open_job;   /* open seq (text) -> job id (text): a close's bytes go to the job */
 	json_t *job_files;  /* job id (text) -> {"dataset@version/path": true} */
 	size_t keys;        /* entries created in the maps, for the cap */
@@ -327,6 +328,10 @@ static int replay_grants(struct report *rp, const char *event, const json_t *rec
 		g = json_object_get(rp->pending, id);
 		if (g && json_object_set(rp->grants, id, (json_t *)g) < 0)
 			return -ENOMEM;
+		/* The approvals it came into force with (the grant's one shape has them). */
+		if (g && json_is_integer(json_object_get(rec, "approvals")) &&
+		    json_object_set(rp->approvals, id, json_object_get(rec, "approvals")) < 0)
+			return -ENOMEM;
 		json_object_del(rp->pending, id);
 		return 0;
 	}
@@ -476,7 +481,23 @@ static json_t *grants_in_force(const struct report *rp, const char *dataset)
 			continue;
 		if (suspended(rp, g))
 			continue;
-		json_array_append(out, g);
+		/* The grant's one shape (docs/json/enclavectl.schema.json): in force is
+		 * "active", with the approvals it came into force with (none: 0). */
+		{
+			json_t *c = json_copy(g), *n = json_object_get(rp->approvals, id);
+
+			if (!c || json_object_set_new(c, "state", json_string("active")) < 0 ||
+			    json_object_set_new(c, "approvals", n ? json_incref(n)
+								  : json_integer(0)) < 0) {
+				json_decref(c);
+				json_decref(out);
+				return NULL;
+			}
+			if (json_array_append_new(out, c) < 0) {
+				json_decref(out);
+				return NULL;
+			}
+		}
 	}
 	return out;
 }
@@ -737,10 +758,12 @@ int audit_report_cmd(struct ctl *ctl, int argc, char **argv)
 	rp.jobs = json_object();
 	rp.grants = json_object();
 	rp.pending = json_object();
+	rp.approvals = json_object();
 	rp.open_job = json_object();
 	rp.job_files = json_object();
 	rp.policies = json_object();
-	if (!rp.datasets || !rp.users || !rp.jobs || !rp.grants || !rp.pending || !rp.open_job ||
+	if (!rp.datasets || !rp.users || !rp.jobs || !rp.grants || !rp.pending || !rp.approvals ||
+	    !rp.open_job ||
 	    !rp.policies ||
 	    !rp.job_files || audit_matcher_new(&f, &rp.m) < 0 ||
 	    audit_matcher_new(&f_all, &rp.m_all) < 0 || audit_matcher_new(&f_name, &rp.m_name) < 0) {
@@ -790,6 +813,7 @@ out:
 	json_decref(rp.jobs);
 	json_decref(rp.grants);
 	json_decref(rp.pending);
+	json_decref(rp.approvals);
 	json_decref(rp.open_job);
 	json_decref(rp.job_files);
 	json_decref(rp.policies);

@@ -342,7 +342,7 @@ static int grant_add(struct ctl *ctl, int argc, char **argv)
 	} else if (!json_is_object(g)) {
 		r = ctl_fail(what, "protocol error: the reply has no \"grant\"");
 	} else {
-		const char *state = out_member(rep.result, "state", s1);
+		const char *state = out_member(g, "state", s1);
 
 		/* One scratch buffer per member printed together: out_member() formats into it. */
 		if (a.dry_run)
@@ -686,7 +686,8 @@ static int grant_approve(struct ctl *ctl, int argc, char **argv)
 {
 	struct reply rep = { 0 };
 	unsigned long long id = 0;
-	char what[64], s1[24], s2[24];
+	char what[64], s1[24], s2[24], s3[24];
+	const json_t *g;
 	json_t *args;
 	int first, r;
 
@@ -709,10 +710,10 @@ static int grant_approve(struct ctl *ctl, int argc, char **argv)
 		return r;
 	if (ctl->json)
 		return ctl_print_json(&rep);
+	g = json_object_get(rep.result, "grant");
 	printf("approved grant %llu (%s of %s approvals): %s\n", id,
-	       out_member(rep.result, "approvals", s1),
-	       out_member(rep.result, "approvals_required", s2),
-	       out_member(rep.result, "state", s1));
+	       out_member(g, "approvals", s1), out_member(g, "approvals_required", s2),
+	       out_member(g, "state", s3));
 	reply_clear(&rep);
 	return 0;
 }

@@ -30,25 +30,41 @@ static json_t *dataset_json(const struct store_dataset_info *i)
 			 (json_int_t)i->latest_version);
 }
 
-/* A dataset's policy as dataset.show reports it: the record (defaults when none) with each
- * consent code's DUO id and label. */
+/* A dataset's policy in its one shape (docs/json/enclavectl.schema.json "dataset_policy"), as
+ * dataset.show and dataset.set give it: the consent codes with their DUO id and label, the
+ * controller, the cache mode, and who last amended it, when (absent while it has the defaults). */
+static json_t *policy_view(const struct policy_dataset *p)
+{
+	json_t *codes = json_array(), *o;
+
+	for (size_t i = 0; codes && i < p->nduo; i++) {
+		char text[POLICY_DUO_ARG_MAX + 16];
+
+		policy_duo_format(&p->duo[i], text);
+		if (json_array_append_new(codes, json_pack("{s:s, s:s, s:s}", "code", text, "id",
+							   policy_duo_id(p->duo[i].code), "label",
+							   policy_duo_label(p->duo[i].code))) < 0)
+			json_decref(codes), codes = NULL;
+	}
+	o = json_pack("{s:o, s:s, s:s}", "duo", codes, "controller", p->controller, "cache",
+		      p->cache == POLICY_CACHE_KERNEL ? "kernel" : "direct");
+	if (o && p->updated &&
+	    (json_object_set_new(o, "updated", jtime(p->updated)) < 0 ||
+	     json_object_set_new(o, "updated_by", json_string(p->updated_by)) < 0)) {
+		json_decref(o);
+		return NULL;
+	}
+	return o;
+}
+
+/* The policy of ds: its record, the defaults when it has none. */
 static json_t *policy_json(struct conn *c, const struct store_dataset_info *ds)
 {
 	struct policy_dataset p;
-	json_t *codes = json_array();
 
 	if (grants_dataset_get(c->d->grants, ds->id, &p) < 0)
 		p = (struct policy_dataset){ .dataset_id = ds->id };
-	for (size_t i = 0; codes && i < p.nduo; i++) {
-		char text[POLICY_DUO_ARG_MAX + 16];
-
-		policy_duo_format(&p.duo[i], text);
-		json_array_append_new(codes, json_pack("{s:s, s:s, s:s}", "code", text, "id",
-						       policy_duo_id(p.duo[i].code), "label",
-						       policy_duo_label(p.duo[i].code)));
-	}
-	return json_pack("{s:o, s:s, s:s}", "duo", codes, "controller", p.controller, "cache",
-			 p.cache == POLICY_CACHE_KERNEL ? "kernel" : "direct");
+	return policy_view(&p);
 }
 
 static int list_one(void *ctx, const struct store_dataset_info *info)
@@ -219,15 +235,20 @@ static int changed_grants(struct conn *c, const struct policy_dataset *old,
 		was = grant_excluded_code(old, &g[i]);
 		now_code = grant_excluded_code(p, &g[i]);
 		if (!was && now_code) {
-			json_t *o = json_pack("{s:I, s:s, s:s, s:s, s:s, s:s}", "id",
-					      (json_int_t)g[i].id, "kind",
-					      g[i].kind == POLICY_USER ? "user" : "group",
-					      "principal", g[i].principal, "purpose_code",
-					      g[i].purpose_code, "consent_code",
-					      policy_duo_name(now_code), "consent_code_id",
-					      policy_duo_id(now_code));
+			/* The grant in its one shape, as grant.list shows it under the new codes
+			 * (a dry run has not written them, so the state is set here). */
+			json_t *o = policy_grant_to_json(&g[i]);
 
-			if (!o || json_array_append_new(sus, o) < 0)
+			if (!o || json_object_set_new(o, "state", json_string("suspended")) < 0 ||
+			    json_object_set_new(o, "approvals", json_integer(g[i].approvals)) < 0 ||
+			    json_object_set_new(o, "consent_code",
+						json_string(policy_duo_name(now_code))) < 0 ||
+			    json_object_set_new(o, "consent_code_id",
+						json_string(policy_duo_id(now_code))) < 0) {
+				json_decref(o);
+				goto out;
+			}
+			if (json_array_append_new(sus, o) < 0)
 				goto out;
 		} else if (was && !now_code) {
 			if (json_array_append_new(res, json_integer((json_int_t)g[i].id)) < 0)
@@ -272,7 +293,7 @@ int op_dataset_set(struct conn *c, const json_t *args, json_t **ret)
 	 * in; nothing recorded, nothing invalidated. */
 	if (dry_run) {
 		policy_stamp(c, p);
-		*ret = json_pack("{s:o, s:b}", "policy", policy_dataset_to_json(p), "dry_run", 1);
+		*ret = json_pack("{s:o, s:b}", "policy", policy_view(p), "dry_run", 1);
 		if (!*ret)
 			return -ENOMEM;
 		return changed_grants(c, old, p, *ret);
@@ -283,7 +304,7 @@ int op_dataset_set(struct conn *c, const json_t *args, json_t **ret)
 	/* A new cache mode or new consent codes: the kernel must ask again. */
 	if (c->d->fs)
 		fusefs_invalidate_dataset(c->d->fs, ds.id, ds.name);
-	*ret = json_pack("{s:o}", "policy", policy_dataset_to_json(p));
+	*ret = json_pack("{s:o}", "policy", policy_view(p));
 	if (!*ret)
 		return -ENOMEM;
 	return changed_grants(c, old, p, *ret);

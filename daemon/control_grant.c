@@ -221,12 +221,12 @@ int op_grant_add(struct conn *c, const json_t *args, json_t **ret)
 
 		g.id = 1;	/* any valid id, to write the grant; shown as null */
 		gj = policy_grant_to_json(&g);
-		if (!gj || json_object_set_new(gj, "id", json_null()) < 0) {
+		if (!gj || grant_state_json(c, &g, now, gj) < 0 ||
+		    json_object_set_new(gj, "id", json_null()) < 0) {
 			json_decref(gj);
 			return -ENOMEM;
 		}
-		*ret = json_pack("{s:o, s:s, s:b}", "grant", gj, "state",
-				 g.approvals_required ? "pending_approval" : "active", "dry_run", 1);
+		*ret = json_pack("{s:o, s:b}", "grant", gj, "dry_run", 1);
 		return *ret ? 0 : -ENOMEM;
 	}
 	r = grants_add(c->d->grants, c->d->log, &c->who, &g);
@@ -235,16 +235,16 @@ int op_grant_add(struct conn *c, const json_t *args, json_t **ret)
 	/* An active grant changes what the mount may show: ask the kernel to look again. */
 	if (c->d->fs && !g.approvals_required)
 		fusefs_invalidate_dataset(c->d->fs, g.dataset_id, g.dataset);
+	/* The grant in its one shape (docs/json/enclavectl.schema.json "grant"): state and
+	 * approvals inside it, nothing about it beside it. */
 	{
-		/* The same grant shape as grant.list (state and approvals inside). */
 		json_t *gj = policy_grant_to_json(&g);
 
 		if (!gj || grant_state_json(c, &g, time(NULL), gj) < 0) {
 			json_decref(gj);
 			return -ENOMEM;
 		}
-		*ret = json_pack("{s:o, s:s}", "grant", gj, "state",
-				 g.approvals_required ? "pending_approval" : "active");
+		*ret = json_pack("{s:o}", "grant", gj);
 	}
 	if (!*ret)
 		return -ENOMEM;
@@ -284,8 +284,8 @@ int op_grant_approve(struct conn *c, const json_t *args, json_t **ret)
 	if (c->d->fs && g.approvals >= g.approvals_required)
 		fusefs_invalidate_dataset(c->d->fs, g.dataset_id, g.dataset);
 	/* The effective state: an approved grant may still be suspended or not yet valid. The
-	 * grant object has the shape grant.list and grant.show give it (state and approvals
-	 * inside, docs/PROTOCOL.md "JSON shapes"); the members beside it stay for old clients. */
+	 * grant has its one shape (state and approvals inside, docs/json/enclavectl.schema.json),
+	 * as grant.list and grant.show give it; nothing about it is repeated beside it. */
 	{
 		json_t *gj = policy_grant_to_json(&g);
 
@@ -293,10 +293,7 @@ int op_grant_approve(struct conn *c, const json_t *args, json_t **ret)
 			json_decref(gj);
 			return -ENOMEM;
 		}
-		*ret = json_pack("{s:o, s:s, s:I, s:I}", "grant", gj, "state",
-				 grant_state(c, &g, time(NULL), NULL), "approvals",
-				 (json_int_t)g.approvals, "approvals_required",
-				 (json_int_t)g.approvals_required);
+		*ret = json_pack("{s:o}", "grant", gj);
 	}
 	return *ret ? 0 : -ENOMEM;
 }
@@ -540,6 +537,37 @@ static void invalidate_deny(struct conn *c, const struct policy_deny *x)
 		store_dataset_foreach(c->d->st, invalidate_one, c->d->fs);
 }
 
+/* "active", "removal_pending" (asked, waiting for approvals) or "removed". */
+static const char *deny_state(struct conn *c, const struct policy_deny *x)
+{
+	struct policy_deny_removal rm;
+	struct policy_approval *ap = NULL;
+	size_t n;
+
+	if (x->removed_at)
+		return "removed";
+	if (grants_deny_removal(c->d->grants, x->id, &rm, &ap, &n) == 0) {
+		free(ap);
+		return "removal_pending";
+	}
+	return "active";
+}
+
+/* A deny rule in its one shape (docs/json/enclavectl.schema.json "deny_rule"): the rule as
+ * docs/POLICY.md writes it, plus "state" and, once removed, "removed_at". A new reference or
+ * NULL (out of memory). */
+static json_t *deny_view(struct conn *c, const struct policy_deny *x)
+{
+	json_t *o = policy_deny_to_json(x);
+
+	if (!o || json_object_set_new(o, "state", json_string(deny_state(c, x))) < 0 ||
+	    (x->removed_at && json_object_set_new(o, "removed_at", jtime(x->removed_at)) < 0)) {
+		json_decref(o);
+		return NULL;
+	}
+	return o;
+}
+
 int op_deny_add(struct conn *c, const json_t *args, json_t **ret)
 {
 	static const char *const known[] = { "principal_kind", "principal", "dataset", "reason",
@@ -589,7 +617,7 @@ int op_deny_add(struct conn *c, const json_t *args, json_t **ret)
 		json_t *xj;
 
 		x.id = 1;	/* any valid id, to write the rule; shown as null */
-		xj = policy_deny_to_json(&x);
+		xj = deny_view(c, &x);
 		if (!xj || json_object_set_new(xj, "id", json_null()) < 0) {
 			json_decref(xj);
 			return -ENOMEM;
@@ -601,24 +629,8 @@ int op_deny_add(struct conn *c, const json_t *args, json_t **ret)
 	if (r < 0)
 		return r;
 	invalidate_deny(c, &x);
-	*ret = json_pack("{s:o}", "rule", policy_deny_to_json(&x));
+	*ret = json_pack("{s:o}", "rule", deny_view(c, &x));
 	return *ret ? 0 : -ENOMEM;
-}
-
-/* "active", "removal_pending" (asked, waiting for approvals) or "removed". */
-static const char *deny_state(struct conn *c, const struct policy_deny *x)
-{
-	struct policy_deny_removal rm;
-	struct policy_approval *ap = NULL;
-	size_t n;
-
-	if (x->removed_at)
-		return "removed";
-	if (grants_deny_removal(c->d->grants, x->id, &rm, &ap, &n) == 0) {
-		free(ap);
-		return "removal_pending";
-	}
-	return "active";
 }
 
 int op_deny_list(struct conn *c, const json_t *args, json_t **ret)
@@ -642,11 +654,8 @@ int op_deny_list(struct conn *c, const json_t *args, json_t **ret)
 
 		if (x[i].removed_at && !all)
 			continue;
-		o = policy_deny_to_json(&x[i]);
-		if (!o || json_object_set_new(o, "state", json_string(deny_state(c, &x[i]))) < 0 ||
-		    (x[i].removed_at &&
-		     json_object_set_new(o, "removed_at", jtime(x[i].removed_at)) < 0) ||
-		    json_array_append_new(arr, o) < 0) {
+		o = deny_view(c, &x[i]);
+		if (!o || json_array_append_new(arr, o) < 0) {
 			json_decref(o);
 			json_decref(arr);
 			return -ENOMEM;
@@ -677,11 +686,9 @@ static int deny_json(struct conn *c, uint64_t id, json_t **ret)
 	if (r < 0 && r != -ENOENT)
 		return r;
 	asked = r == 0;
-	o = policy_deny_to_json(&x[i]);
+	o = deny_view(c, &x[i]);
 	aps = json_array();
-	if (!o || !aps ||
-	    json_object_set_new(o, "state", json_string(deny_state(c, &x[i]))) < 0 ||
-	    (x[i].removed_at && json_object_set_new(o, "removed_at", jtime(x[i].removed_at)) < 0))
+	if (!o || !aps)
 		goto nomem;
 	for (size_t k = 0; k < nap; k++)
 		if (json_array_append_new(aps, policy_approval_to_json(&ap[k])) < 0)
@@ -908,16 +915,31 @@ int op_access_check(struct conn *c, const json_t *args, json_t **ret)
 		for (size_t i = 0; i < n; i++) {
 			if (g[i].id != d.grant_id)
 				continue;
-			json_object_set_new(o, "grant", policy_grant_to_json(&g[i]));
-			/* Who revoked it, when and why. */
-			if (rv[i].grant_id)
-				json_object_set_new(o, "revocation", policy_revocation_to_json(&rv[i]));
+			/* The grant in its one shape: its state, approvals and, when revoked,
+			 * who revoked it, when and why ("revocation") inside it. */
+			json_t *gj = policy_grant_to_json(&g[i]);
+
+			if (!gj || grant_state_json(c, &g[i], time(NULL), gj) < 0 ||
+			    (rv[i].grant_id &&
+			     json_object_set_new(gj, "revocation",
+						 policy_revocation_to_json(&rv[i])) < 0)) {
+				json_decref(gj);
+				json_decref(o);
+				return -ENOMEM;
+			}
+			if (json_object_set_new(o, "grant", gj) < 0) {
+				json_decref(o);
+				return -ENOMEM;
+			}
 		}
 	}
 	if (d.rule_id && grants_deny_snapshot(c->d->grants, &x, &nx) == 0) {
 		for (size_t i = 0; i < nx; i++)
-			if (x[i].id == d.rule_id)
-				json_object_set_new(o, "rule", policy_deny_to_json(&x[i]));
+			if (x[i].id == d.rule_id &&
+			    json_object_set_new(o, "rule", deny_view(c, &x[i])) < 0) {
+				json_decref(o);
+				return -ENOMEM;
+			}
 	}
 	if (d.code) {
 		json_object_set_new(o, "code", json_string(policy_duo_name(d.code)));
