@@ -1056,6 +1056,7 @@ static const char keygen_usage[] =
 	"Offline; the secret never leaves FILE.\n\n"
 	"Options:\n"
 	"  --secret-out FILE  where the secret half goes\n"
+	"  --json             print {\"public_key\", \"secret_out\"}\n"
 	"  -h, --help         show this help\n";
 
 static int audit_keygen(struct ctl *ctl, int argc, char **argv)
@@ -1081,6 +1082,13 @@ static int audit_keygen(struct ctl *ctl, int argc, char **argv)
 	if (audit_auditor_keypair_write(path, pk) < 0)
 		return ctl_fail("audit keygen", "%s", err_detail());
 	audit_auditor_public_format(pk, text);
+	if (ctl->json) {
+		json_t *o = json_pack("{s:s, s:s}", "public_key", text, "secret_out", path);
+
+		r = o ? out_json(o) : -ENOMEM;
+		json_decref(o);
+		return r < 0 ? ctl_fail("audit keygen", "cannot write the output") : 0;
+	}
 	printf("%s\n", text);
 	return 0;
 }

@@ -296,6 +296,7 @@ static const char check_usage[] =
 	"  --key-file FILE    the same, read from FILE\n"
 	"  --record FILE      a file holding the record's line\n"
 	"  --line TEXT        the record's line itself\n"
+	"  --json             print {\"ok\": true, \"index\", \"size\", \"origin\"}\n"
 	"  -h, --help         show this help\n";
 
 int audit_check_proof_cmd(struct ctl *ctl, int argc, char **argv)
@@ -341,6 +342,16 @@ int audit_check_proof_cmd(struct ctl *ctl, int argc, char **argv)
 	if (r < 0)
 		return ctl_fail("audit check-proof", "%s: proof does not hold: %s", argv[first],
 				err_detail());
+	if (ctl->json) {
+		json_t *o = json_pack("{s:b, s:I, s:I, s:s}", "ok", 1, "index", (json_int_t)index,
+				      "size", (json_int_t)cp.size, "origin", key.name);
+
+		r = o ? out_json(o) : -ENOMEM;
+		json_decref(o);
+		if (r < 0)
+			return ctl_fail("audit check-proof", "cannot write the output");
+		return fflush(stdout) == 0 ? 0 : 1;
+	}
 	printf("ok: record %" PRIu64 " is in the tree of size %" PRIu64 " signed by %s\n", index,
 	       cp.size, key.name);
 	return fflush(stdout) == 0 ? 0 : 1;

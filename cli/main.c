@@ -119,14 +119,20 @@ static bool json_errors;
 /* Only the first error of a run becomes the JSON object. */
 static bool json_error_done;
 
+static void help_name(const char *what, char out[static 64]);
+
 static void json_error(const char *code, const char *what, const char *message)
 {
+	char command[64];
 	json_t *j;
 
 	if (!json_errors || json_error_done)
 		return;
 	json_error_done = true;
-	j = json_pack("{s:{s:s, s:s, s:s}}", "error", "code", code, "command", what ? what : "",
+	/* "command" names the command ("grant approve"), never its arguments, which the message
+	 * quotes when they matter: the error object has one shape (docs/json/). */
+	help_name(what ? what : "", command);
+	j = json_pack("{s:{s:s, s:s, s:s}}", "error", "code", code, "command", command,
 		      "message", message);
 	if (j)
 		out_json(j);
@@ -342,6 +348,38 @@ int ctl_parse_dataset(const char *what, const char *arg, char name[static 129],
 	return 0;
 }
 
+/* ---- Which commands print JSON -------------------------------------------------------------- */
+
+/* The commands whose output is not data, so --json has nothing to print: it is refused (a usage
+ * error, as a JSON error object) rather than ignored. Every other command prints, with --json,
+ * one JSON document (`audit show`: one per line) whose shape docs/json/enclavectl.schema.json
+ * gives under the command's name; `enclavectl help --json` lists them, and test_e2e_json runs
+ * each against that schema, so a new command without one fails the test. */
+static const char *const no_json_cmds[] = {
+	"init",             /* creates a store; what it made goes to the terminal */
+	"completion",       /* a bash script */
+	"audit new-log",    /* offline repair, one sentence */
+	"audit legacy",     /* offline conversion, one sentence */
+	"store upgrade",    /* offline conversion, progress on stderr */
+	NULL,
+};
+
+static bool prints_json(const char *name)
+{
+	for (size_t i = 0; no_json_cmds[i]; i++)
+		if (strcmp(no_json_cmds[i], name) == 0)
+			return false;
+	return true;
+}
+
+/* With --json on the command line, refuse a command that prints no JSON. 0 to go on. */
+static int check_json(const char *name)
+{
+	if (!json_errors || prints_json(name))
+		return 0;
+	return ctl_usage_error(name, "prints no JSON: run it without --json");
+}
+
 /* ---- Finding objects and commands: full names or unambiguous abbreviations ----------------- */
 
 /* The object word names: its full name, else the only one it begins. NULL after a usage error
@@ -435,6 +473,13 @@ static int run_object(struct ctl *ctl, const struct ctl_object *o, int argc, cha
 		return r;
 	/* The command sees its full name, whatever abbreviation was typed. */
 	argv[optind_obj] = (char *)c->name;
+	{
+		char full[64];
+
+		snprintf(full, sizeof(full), "%s %s", o->name, c->name);
+		if ((r = check_json(full)) != 0)
+			return r;
+	}
 	return c->run(ctl, argc - optind_obj, argv + optind_obj);
 }
 
@@ -445,8 +490,51 @@ static const char help_usage[] =
 	"Show the help of enclavectl, of an object (enclavectl help grant) or of a command\n"
 	"(enclavectl help grant list): the same text as --help at that level. Names may be\n"
 	"abbreviated as long as they stay unambiguous (enclavectl help gr li).\n\n"
+	"With --json, the commands as data instead: {\"commands\": [{\"command\", \"args\",\n"
+	"\"summary\", \"json\"}]} (of one OBJECT when given), \"json\" saying whether the command\n"
+	"prints JSON with --json (docs/json/enclavectl.schema.json gives each one's shape).\n\n"
 	"Options:\n"
+	"  --json        the command list as JSON\n"
 	"  -h, --help    show this help\n";
+
+/* help --json: {"commands": [{"command", "args", "summary", "json"}]}, every command of the
+ * dispatch table (of object o only, when not NULL) in table order. */
+static int help_json(const struct ctl_object *only)
+{
+	json_t *list = json_array(), *j;
+	int r;
+
+	for (size_t i = 0; list && i < ARRAY_SIZE(objects); i++) {
+		const struct ctl_object *o = &objects[i];
+
+		if (only && o != only)
+			continue;
+		if (o->run) {
+			if (json_array_append_new(list, json_pack("{s:s, s:s, s:s, s:b}", "command",
+								  o->name, "args", o->args,
+								  "summary", o->summary, "json",
+								  prints_json(o->name))) < 0)
+				json_decref(list), list = NULL;
+			continue;
+		}
+		for (const struct ctl_cmd *c = o->cmds; list && c->name; c++) {
+			char full[64];
+
+			snprintf(full, sizeof(full), "%s %s", o->name, c->name);
+			if (json_array_append_new(list, json_pack("{s:s, s:s, s:s, s:b}", "command",
+								  full, "args", c->args, "summary",
+								  c->summary, "json",
+								  prints_json(full))) < 0)
+				json_decref(list), list = NULL;
+		}
+	}
+	j = list ? json_pack("{s:o}", "commands", list) : NULL;
+	if (!j)
+		return ctl_fail("help", "out of memory");
+	r = out_json(j);
+	json_decref(j);
+	return r < 0 ? 1 : 0;
+}
 
 static int cmd_help(struct ctl *ctl, int argc, char **argv)
 {
@@ -457,6 +545,14 @@ static int cmd_help(struct ctl *ctl, int argc, char **argv)
 
 	if (r >= 0)
 		return r;
+	if (ctl->json) {
+		o = NULL;
+		if (argc - first > 1)
+			return ctl_usage_error("help", "with --json, at most an object");
+		if (first < argc && !(o = find_object(argv[first], &r)))
+			return r;
+		return help_json(o);
+	}
 	if (first >= argc) {
 		usage_top(stdout);
 		return 0;
@@ -659,8 +755,12 @@ int main(int argc, char **argv)
 
 			if (o) {
 				argv[first] = (char *)o->name;
-				r = o->run ? o->run(&ctl, argc - first, argv + first)
-					   : run_object(&ctl, o, argc - first, argv + first);
+				if (o->run && (r = check_json(o->name)) != 0)
+					;
+				else
+					r = o->run ? o->run(&ctl, argc - first, argv + first)
+						   : run_object(&ctl, o, argc - first,
+								argv + first);
 			}
 		}
 	}

@@ -13,6 +13,7 @@ pkgs=(
 	clang libclang-rt-14-dev                       # libFuzzer harnesses (tests/fuzz)
 	golang-go golang-golang-x-mod-dev              # interop: Go's sumdb/tlog and note check the audit log
 	python3 python3-jwt python3-cryptography       # GA4GH visas checked by independent JWT code
+	python3-jsonschema                             # --json output checked against docs/json/ (test_e2e_json)
 )
 
 missing=()
