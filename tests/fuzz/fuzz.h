@@ -28,6 +28,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 /* What the harnesses check against, and fuzz_seeds.c makes its valid seeds with. */
 #define FUZZ_PASSPHRASE "fuzz passphrase"      /* fuzz_master_key unlocks with this */
+/* fuzz_crypt4gh reads files with this X25519 secret key; byte 0 of an input picks the target. */
+#define FUZZ_C4GH_SK { 0x42, 0x42, 0x42, 0x42, 0x42, 0x42, 0x42, 0x42, 0x42, 0x42, 0x42, 0x42, \
+		       0x42, 0x42, 0x42, 0x42, 0x42, 0x42, 0x42, 0x42, 0x42, 0x42, 0x42, 0x42, \
+		       0x42, 0x42, 0x42, 0x42, 0x42, 0x42, 0x42, 0x42 }
+enum { FUZZ_C4GH_FILE, FUZZ_C4GH_PUBKEY, FUZZ_C4GH_SECKEY, FUZZ_C4GH_COUNT };
 #define FUZZ_PACK_ID 7ull                      /* fuzz_pack_header checks this pack id ... */
 #define FUZZ_STORE_ID "fuzz-store-id-01"       /* ... and this store id (16 bytes, no NUL) */
 

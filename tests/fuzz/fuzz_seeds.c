@@ -13,6 +13,9 @@
 #include <stdarg.h>
 #include <sys/stat.h>
 
+#include <sodium.h>
+
+#include "crypto/crypt4gh.h"
 #include "store/store_internal.h"
 #include "fuzz.h"
 
@@ -335,6 +338,88 @@ out:
 	close(fd);
 }
 
+/* Crypt4GH: files for the fixed key (sizes at the segment edges, two recipients, an edit list,
+ * the AEAD method), and key files. */
+static void put_c4gh(int fd, const char *name, uint8_t target, const void *p, size_t n)
+{
+	uint8_t *b = malloc(n + 1);
+
+	if (!b) {
+		fail("out of memory");
+		return;
+	}
+	b[0] = target;
+	memcpy(b + 1, p, n);
+	put_seed(fd, name, b, n + 1);
+	free(b);
+}
+
+static void seeds_crypt4gh(int outfd)
+{
+	static const uint8_t skb[32] = FUZZ_C4GH_SK;
+	static const uint64_t edits[] = { 3, 70000, 10 };
+	static const size_t sizes[] = { 0, 1, 65536, 65537 };
+	static uint8_t plain[65537], seg[C4GH_SEGMENT_SEALED];
+	uint8_t rcpt[2][32];
+	crypto_key *sk = NULL, *other = NULL, *dk = NULL;
+	char name[64], pub[C4GH_PUBKEY_TEXT_MAX], *text = NULL;
+	size_t tl;
+	int fd = seed_dir(outfd, "crypt4gh");
+
+	if (fd < 0)
+		return;
+	if (crypto_key_from_bytes(skb, &sk) < 0 || c4gh_keypair_generate(&other, rcpt[0]) < 0 ||
+	    crypto_key_generate(&dk) < 0) {
+		fail("crypt4gh seeds: no keys");
+		goto out;
+	}
+	c4gh_public_key(sk, rcpt[1]);
+	for (size_t i = 0; i < sizeof(plain); i++)
+		plain[i] = (uint8_t)i;
+	for (int v = 0; v < 6; v++) {
+		size_t size = sizes[v % 4], hl, off = 0;
+		struct c4gh_header_spec s = { .recipients = (const uint8_t (*)[32])rcpt,
+					      .nrecipients = 2, .data_key = dk,
+					      .method = v == 5 ? C4GH_CHACHA20_IETF_POLY1305_AEAD
+							       : C4GH_CHACHA20_IETF_POLY1305,
+					      .edits = v == 4 ? edits : NULL, .nedits = v == 4 ? 3 : 0 };
+		uint8_t *hdr = NULL, *f;
+
+		if (c4gh_header_build(&s, &hdr, &hl) < 0 || !(f = malloc(hl + 2 * sizeof(seg)))) {
+			free(hdr);
+			fail("crypt4gh seeds: header");
+			goto out;
+		}
+		memcpy(f, hdr, hl);
+		free(hdr);
+		for (size_t i = 0;; i++) {
+			size_t l = MIN((size_t)C4GH_SEGMENT, size - i * C4GH_SEGMENT);
+
+			if (l == 0 && v != 5)
+				break;
+			c4gh_segment_seal(dk, s.method, i, NULL, plain + i * C4GH_SEGMENT, l, seg);
+			memcpy(f + hl + off, seg, l + C4GH_SEGMENT_OVERHEAD);
+			off += l + C4GH_SEGMENT_OVERHEAD;
+			if (l < C4GH_SEGMENT)
+				break;
+		}
+		snprintf(name, sizeof(name), "file-%d", v);
+		put_c4gh(fd, name, FUZZ_C4GH_FILE, f, hl + off);
+		free(f);
+	}
+	c4gh_pubkey_format(rcpt[1], pub);
+	put_c4gh(fd, "pubkey", FUZZ_C4GH_PUBKEY, pub, strlen(pub));
+	if (c4gh_seckey_format(sk, NULL, "fuzz", &text, &tl) == 0) {
+		put_c4gh(fd, "seckey", FUZZ_C4GH_SECKEY, text, tl);
+		sodium_free(text);
+	}
+out:
+	crypto_key_free(sk);
+	crypto_key_free(other);
+	crypto_key_free(dk);
+	close(fd);
+}
+
 int main(int argc, char **argv)
 {
 	int outfd;
@@ -360,6 +445,7 @@ int main(int argc, char **argv)
 	seeds_master_key(outfd);
 	seeds_passphrase(outfd);
 	seeds_pack_header(outfd);
+	seeds_crypt4gh(outfd);
 	close(outfd);
 	return failures ? 1 : 0;
 }
