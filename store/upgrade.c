@@ -11,8 +11,8 @@
  * for every part the marker lists ("index", and "audit": `store upgrade` converts the audit log
  * in cli/upgrade.c). Every store_open() first runs store_upgrade_recover(): with a marker it
  * finishes these steps, each of which it can tell is done from what exists; without one it
- * removes a leftover <part>.new, the remains of an upgrade killed before it decided. A kill -9 anywhere therefore leaves a store that
- * opens either as format 1 (refused, with the upgrade command named, and the upgrade can run
+ * removes a leftover <part>.new, the remains of an upgrade killed before it decided. A kill -9
+ * anywhere therefore leaves a store that opens either as format 1 (refused, with the upgrade command named, and the upgrade can run
  * again) or as format 2.
  */
 #include <dirent.h>
