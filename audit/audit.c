@@ -136,7 +136,7 @@ static int scan(struct audit_log *log, uint64_t *ret_count, uint64_t *ret_end,
 	return r;
 }
 
-/* The "pseq" of the log's last record (none in a log written before it existed). */
+/* The "pseq" and "vseq" of the log's last record (none in a log written before they existed). */
 static int last_pseq(struct audit_log *log, uint64_t count, uint64_t end)
 {
 	json_t *rec = NULL, *p;
@@ -156,6 +156,12 @@ static int last_pseq(struct audit_log *log, uint64_t count, uint64_t end)
 	    (uint64_t)json_integer_value(p) < count) {
 		log->pseq = log->durable_pseq = (uint64_t)json_integer_value(p);
 		log->pseq_set = log->durable_pseq_set = true;
+	}
+	p = json_object_get(rec, "vseq");
+	if (json_is_integer(p) && json_integer_value(p) >= 0 &&
+	    (uint64_t)json_integer_value(p) < count) {
+		log->vseq = log->durable_vseq = (uint64_t)json_integer_value(p);
+		log->vseq_set = log->durable_vseq_set = true;
 	}
 	json_decref(rec);
 	return 0;
@@ -484,8 +490,8 @@ static void lead_batch(struct audit_log *log, bool force_sync)
 {
 	struct buf t = log->batch, tm = log->bmeta;
 	uint64_t first = log->written, last = log->next_seq, wend = log->wend;
-	uint64_t bpseq = log->pseq;
-	bool bpseq_set = log->pseq_set;
+	uint64_t bpseq = log->pseq, bvseq = log->vseq;
+	bool bpseq_set = log->pseq_set, bvseq_set = log->vseq_set;
 	enum audit_fault fault = log->fault;
 	int fault_err = log->fault_err, r;
 	bool sync = force_sync || !log->syncer_running || log->sync_upto > log->durable ||
@@ -526,6 +532,8 @@ static void lead_batch(struct audit_log *log, bool force_sync)
 		/* The pseq of the last record in the file (docs/AUDIT.md section 16). */
 		log->durable_pseq = bpseq;
 		log->durable_pseq_set = bpseq_set;
+		log->durable_vseq = bvseq;
+		log->durable_vseq_set = bvseq_set;
 		if (sync) {
 			log->durable = log->written;
 			log->end = log->wend;
@@ -545,6 +553,8 @@ static void lead_batch(struct audit_log *log, bool force_sync)
 		memcpy(log->queued_leaf, log->written_leaf, MERKLE_HASH_LEN);
 		log->pseq = log->durable_pseq;
 		log->pseq_set = log->durable_pseq_set;
+		log->vseq = log->durable_vseq;
+		log->vseq_set = log->durable_vseq_set;
 		/* The key record of this epoch may have been cut off with the batch: the next
 		 * append starts a new epoch. */
 		if (log->seal.written && log->seal.key_seq >= log->written)
@@ -614,6 +624,14 @@ static int stamp(struct audit_log *log, json_t *obj)
 	}
 	if (log->pseq_set &&
 	    json_object_set_new(obj, "pseq", json_integer((json_int_t)log->pseq)) < 0)
+		return -ENOMEM;
+	/* The same for the versions the log stands for (docs/AUDIT.md section 18). */
+	if (json_object_get(obj, "versions_digest")) {
+		log->vseq = log->next_seq;
+		log->vseq_set = true;
+	}
+	if (log->vseq_set &&
+	    json_object_set_new(obj, "vseq", json_integer((json_int_t)log->vseq)) < 0)
 		return -ENOMEM;
 	return 0;
 }
@@ -745,9 +763,10 @@ int audit_append_mode(struct audit_log *log, const json_t *rec, enum audit_durab
 		return err_set(-EINVAL, "audit durability %d is not a known one", (int)d);
 	if (json_object_get(rec, "seq") || json_object_get(rec, "time") ||
 	    json_object_get(rec, "prev") || json_object_get(rec, "key") ||
-	    json_object_get(rec, "sealed") || json_object_get(rec, "pseq"))
+	    json_object_get(rec, "sealed") || json_object_get(rec, "pseq") ||
+	    json_object_get(rec, "vseq"))
 		return err_set(-EINVAL, "audit record has \"seq\", \"time\", \"prev\", \"key\", "
-			       "\"sealed\" or \"pseq\": the log adds them");
+			       "\"sealed\", \"pseq\" or \"vseq\": the log adds them");
 	line = malloc(AUDIT_RECORD_MAX);
 	if (!line)
 		return -ENOMEM;

@@ -253,6 +253,29 @@ int audit_policy_replay(const char *dir, const uint8_t store_key[static AUDIT_SE
 /* The line of durable record seq (malloc'd). -ENOENT no such record. */
 int audit_record_line(struct audit_log *log, uint64_t seq, char **ret_line, size_t *ret_len);
 
+/* ---- Versions records (docs/AUDIT.md section 18) ------------------------------------------ */
+
+/* A record that carries "versions_digest" (an import's "committed" and "aborted" records, and
+ * `versions_baseline`) states every version the log stands for after it; every record appended
+ * after it carries its seq as "vseq". The line of the last durable one: *ret_seq, and the line
+ * (malloc'd, without '\n'). -ENOENT none. Read from the tree files (no log scan). */
+int audit_versions_head(struct audit_log *log, uint64_t *ret_seq, char **ret_line,
+			size_t *ret_len);
+/* The digest of a set of versions: the XOR of every version's hash, BLAKE2b-256 keyed with key
+ * (the store's policy digest key) over "enclave version v1" NUL || be64 dataset id || be32 version
+ * || its 32-byte manifest. */
+#define AUDIT_VERSIONS_DIGEST_LEN 32
+#define AUDIT_MANIFEST_LEN 32
+void audit_version_hash(const uint8_t key[static AUDIT_SEAL_KEY_LEN], uint64_t dataset_id,
+			uint32_t version, const uint8_t manifest[static AUDIT_MANIFEST_LEN],
+			uint8_t out[static AUDIT_VERSIONS_DIGEST_LEN]);
+/* Replay the versions records of the log in dir (opened with store_key): *ret_state is a JSON
+ * object {"<dataset id>": {"name": NAME, "v": {"<version>": {"m": MANIFEST_HEX, "seq": SEQ}}}}
+ * of every version a committed import or a baseline names and no later "aborted" record of the
+ * same version withdraws. *ret_records (may be NULL): versions records seen. */
+int audit_versions_replay(const char *dir, const uint8_t store_key[static AUDIT_SEAL_KEY_LEN],
+			  json_t **ret_state, uint64_t *ret_records);
+
 /* ---- Upgrade of a log from before sealing (docs/AUDIT.md section 17) ------------------------ */
 
 /* The old log kept whole, encrypted, in the new log's directory. */

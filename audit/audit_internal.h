@@ -220,6 +220,12 @@ struct audit_log {
 	uint64_t pseq;
 	bool durable_pseq_set;              /* the same as of the last record in the file */
 	uint64_t durable_pseq;
+	/* The same for the last versions record (one with "versions_digest"), carried as "vseq"
+	 * (docs/AUDIT.md section 18). Under lock. */
+	bool vseq_set;
+	uint64_t vseq;
+	bool durable_vseq_set;
+	uint64_t durable_vseq;
 
 	/* Checkpoints (checkpoint.c). cp_lock orders signing: sizes never go back. */
 	pthread_mutex_t cp_lock;

@@ -366,7 +366,9 @@ out:
 	return 0;
 }
 
-int audit_policy_head(struct audit_log *log, uint64_t *ret_seq, char **ret_line, size_t *ret_len)
+/* The line of the durable record the last record names as its pseq (versions false) or vseq. */
+static int head(struct audit_log *log, bool versions, uint64_t *ret_seq, char **ret_line,
+		size_t *ret_len)
 {
 	uint64_t count, end, seq;
 	bool set;
@@ -376,8 +378,8 @@ int audit_policy_head(struct audit_log *log, uint64_t *ret_seq, char **ret_line,
 
 	pthread_mutex_lock(&log->cp_lock);
 	pthread_mutex_lock(&log->lock);
-	set = log->durable_pseq_set;
-	seq = log->durable_pseq;
+	set = versions ? log->durable_vseq_set : log->durable_pseq_set;
+	seq = versions ? log->durable_vseq : log->durable_pseq;
 	pthread_mutex_unlock(&log->lock);
 	if (!set) {
 		pthread_mutex_unlock(&log->cp_lock);
@@ -392,6 +394,17 @@ int audit_policy_head(struct audit_log *log, uint64_t *ret_seq, char **ret_line,
 	*ret_line = line;
 	*ret_len = len;
 	return 0;
+}
+
+int audit_policy_head(struct audit_log *log, uint64_t *ret_seq, char **ret_line, size_t *ret_len)
+{
+	return head(log, false, ret_seq, ret_line, ret_len);
+}
+
+int audit_versions_head(struct audit_log *log, uint64_t *ret_seq, char **ret_line,
+			size_t *ret_len)
+{
+	return head(log, true, ret_seq, ret_line, ret_len);
 }
 
 int audit_record_line(struct audit_log *log, uint64_t seq, char **ret_line, size_t *ret_len)

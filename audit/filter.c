@@ -24,7 +24,7 @@
 static const char *const event_names[] = {
 	"open", "close", "read_refused", "lookup_refused", "refusals_suppressed", "integrity",
 	"io_error",
-	"import", "dataset_policy", "dataset_set",
+	"import", "dataset_policy", "dataset_set", "versions_baseline",
 	"grant", "grant_request", "grant_approve", "grant_started", "grant_expired", "revoke",
 	"deny_add", "deny_remove", "deny_remove_approve",
 	"access_check", "audit_query", "audit_export", "auditor_add", "log_key", "visa_export",
@@ -47,7 +47,8 @@ static const struct {
 					  "visa_key_create", NULL } },
 	{ "deny", (const char *const[]){ "deny_add", "deny_remove", "deny_remove_approve",
 					 NULL } },
-	{ "dataset", (const char *const[]){ "import", "dataset_policy", "dataset_set", NULL } },
+	{ "dataset", (const char *const[]){ "import", "dataset_policy", "dataset_set",
+					    "versions_baseline", NULL } },
 	{ "audit", (const char *const[]){ "audit_query", "audit_export", "auditor_add", "log_key",
 					  NULL } },
 	{ "daemon", (const char *const[]){ "daemon_start", "daemon_stop", "reload", NULL } },

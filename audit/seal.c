@@ -50,6 +50,7 @@ static const char *const clear_members[] = {
 	"seq", "time", "prev", "event", "decision", "result", "dataset_id", "version",
 	"grant_id", "rule_id", "open_seq", "key", "pseq", "policy_digest", "policy_digest_before",
 	"next_id", "legacy_records", "legacy_root", "legacy_sha256", "legacy_bytes", "legacy_file",
+	"vseq", "versions_digest",
 };
 
 bool audit_member_is_clear(const char *name, const json_t *v)

@@ -343,7 +343,8 @@ static int audit_import(struct conn *c, uint32_t version, const char *result, in
 	uint64_t dsid;
 	uint32_t target;
 	uint8_t manifest[STORE_MANIFEST_LEN];
-	char hex[2 * STORE_MANIFEST_LEN + 1];
+	char hex[2 * STORE_MANIFEST_LEN + 1], dhex[65];
+	bool committed;
 	json_t *rec;
 	int r;
 
@@ -363,7 +364,8 @@ static int audit_import(struct conn *c, uint32_t version, const char *result, in
 	/* The version's manifest: the digest over all its records, so that the log names the exact
 	 * content of this version (docs/FORMAT.md "Manifest"). Computed here, before the commit
 	 * (which then commits exactly that), closing the version to further files. */
-	if (!err && strcmp(result, "committed") == 0) {
+	committed = !err && strcmp(result, "committed") == 0;
+	if (committed) {
 		r = store_import_manifest(c->imp, manifest);
 		if (r < 0) {
 			json_decref(rec);
@@ -376,7 +378,22 @@ static int audit_import(struct conn *c, uint32_t version, const char *result, in
 			return -ENOMEM;
 		}
 	}
-	r = audit_append(c->d->log, rec, NULL);
+	/* Every version the log stands for after this record (docs/AUDIT.md section 18): with this
+	 * one when it commits, as before when it does not. Imports are one at a time (the store
+	 * allows one), so no other import record comes between this one and the commit. */
+	r = daemon_versions_digest_with(c->d, dsid, version ? version : target,
+					committed ? manifest : NULL, dhex);
+	if (r == 0 && json_object_set_new(rec, "versions_digest", json_string(dhex)) < 0)
+		r = -ENOMEM;
+	if (r == -ENOKEY)
+		r = 0;   /* versions not bound (no log state yet): the next start replays */
+	if (r == 0)
+		r = audit_append(c->d->log, rec, NULL);
+	if (r == 0 && committed) {
+		c->committing_dsid = dsid;
+		c->committing_version = version ? version : target;
+		memcpy(c->committing_manifest, manifest, sizeof(manifest));
+	}
 	json_decref(rec);
 	return r;
 }
@@ -576,6 +593,8 @@ int op_import_commit(struct conn *c, const json_t *args, json_t **ret)
 		import_end(c, r);
 		return err_set(r, "%s", why);
 	}
+	daemon_versions_committed(c->d, c->committing_dsid, c->committing_version,
+				  c->committing_manifest);
 	store_import_get_stats(c->imp, &s);
 	/* Then the dataset's consent codes and controller, if given: a record of their own. Until
 	 * it is written the dataset has no grants anyway (its id is new, or it has its old codes). */

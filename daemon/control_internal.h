@@ -21,6 +21,11 @@ struct conn {
 	struct store_import *imp;            /* the import this connection runs, or NULL */
 	bool imp_failed;                     /* an add failed: only import.abort is accepted */
 	char imp_dataset[STORE_DATASET_NAME_MAX + 1];
+	/* The version whose "committed" record is written, until its commit: the versions the log
+	 * stands for move on with it (daemon_versions_committed()). */
+	uint64_t committing_dsid;
+	uint32_t committing_version;
+	uint8_t committing_manifest[STORE_MANIFEST_LEN];
 	int64_t last_progress_ns;
 	struct conn *next;                   /* in ctl->conns, under ctl->lock */
 };

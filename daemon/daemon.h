@@ -166,6 +166,9 @@ int grants_bind_log(struct grants *gs, struct audit_log *log, const char *audit_
 		    const uint8_t store_key[static 32], json_t **ret_findings);
 /* False while some dataset is refused for disagreeing with the log. */
 bool grants_serving_all(struct grants *gs);
+/* Refuse every open of dataset_id from now on (POLICY_DENY_INTEGRITY): its versions in the index
+ * disagree with the log's import records (daemon_versions_bind()). */
+int grants_refuse_dataset(struct grants *gs, uint64_t dataset_id);
 
 /* Start a thread that calls changed(ctx, dataset_id, name) for each dataset one of whose grants
  * crossed its not_before or its expiry since the last look (it looks every 250 ms, so within 1 s),
@@ -218,7 +221,33 @@ struct daemon {
 	struct control *ctl;
 	int64_t started;                     /* unix seconds */
 	unsigned checkpoint_interval;        /* seconds between periodic audit checkpoints */
+	/* The versions the audit log stands for (versions.c): the digest the next import record
+	 * builds on, and its key (guarded; NULL until daemon_versions_bind()). Under vlock. */
+	pthread_mutex_t vlock;
+	uint8_t vdigest[32];
+	uint8_t *vkey;
 };
+
+/* ---- Versions bound to the log (versions.c; docs/FORMAT.md §6.11) --------------------------- */
+
+/* Compare the index's committed versions with the log's import records (two line reads when they
+ * agree; the log replayed when not). Each difference (a version the log has and the index lacks,
+ * `latest` lower than the log's, another manifest, a version the log never recorded) is named in
+ * *ret_findings (a JSON array of strings; NULL when there is none) and in an `integrity` record
+ * ("source": "log"), and its dataset is refused from now on (POLICY_DENY_INTEGRITY); the other
+ * datasets are served. A log with no versions record yet records its starting point
+ * (`versions_baseline`). Run after the grants are loaded and before the mount serves. */
+int daemon_versions_bind(struct daemon *d, json_t **ret_findings);
+/* The "versions_digest" of an import record: the log's state, with (dataset_id, version,
+ * manifest) added when manifest is not NULL ("committed"), as is ("aborted"). Hex into out.
+ * -ENOKEY before daemon_versions_bind(). */
+int daemon_versions_digest_with(struct daemon *d, uint64_t dataset_id, uint32_t version,
+				const uint8_t *manifest, char out[static 65]);
+/* Free what daemon_versions_bind() keeps. */
+void daemon_versions_close(struct daemon *d);
+/* The version whose "committed" record was written is committed: the state moves on. */
+void daemon_versions_committed(struct daemon *d, uint64_t dataset_id, uint32_t version,
+			       const uint8_t manifest[static 32]);
 
 /* Give the log its sealing keys: the store's, and the auditors' from keys/auditors (main.c;
  * called again after an auditor is added). */

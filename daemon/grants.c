@@ -77,6 +77,9 @@ struct grants {
 	bool q_all;                        /* under lock: every dataset */
 	uint64_t *q;                       /* under lock: these */
 	size_t nq;
+	/* Datasets not served because their versions disagree with the log (versions.c). */
+	uint64_t *vq;                      /* under lock */
+	size_t nvq, capvq;
 	struct audit_log *watch_log;       /* grants_watch_record(); borrowed, NULL none */
 };
 
@@ -512,6 +515,7 @@ void grants_free(struct grants *gs)
 	free(gs->dp);
 	free(gs->ch);
 	free(gs->q);
+	free(gs->vq);
 	sodium_free(gs->pkey);
 	free(gs);
 }
@@ -545,6 +549,10 @@ struct policy_decision grants_decide(struct grants *gs, const struct policy_subj
 	if (quarantined(gs, dataset_id))
 		d = (struct policy_decision){ .reason = POLICY_DENY_POLICY_MISMATCH,
 					      .named = d.named };
+	for (size_t j = 0; j < gs->nvq; j++)
+		if (gs->vq[j] == dataset_id)
+			d = (struct policy_decision){ .reason = POLICY_DENY_INTEGRITY,
+						      .named = d.named };
 	pthread_rwlock_unlock(&gs->lock);
 	return d;
 }
@@ -1847,7 +1855,24 @@ bool grants_serving_all(struct grants *gs)
 	bool ok;
 
 	pthread_rwlock_rdlock(&gs->lock);
-	ok = !gs->q_all && gs->nq == 0;
+	ok = !gs->q_all && gs->nq == 0 && gs->nvq == 0;
 	pthread_rwlock_unlock(&gs->lock);
 	return ok;
+}
+
+int grants_refuse_dataset(struct grants *gs, uint64_t dataset_id)
+{
+	int r = 0;
+
+	pthread_rwlock_wrlock(&gs->lock);
+	for (size_t i = 0; i < gs->nvq; i++)
+		if (gs->vq[i] == dataset_id)
+			goto out;
+	r = grow_array((void **)&gs->vq, sizeof(*gs->vq), gs->nvq, &gs->capvq, DATASETS_MAX,
+		       "refused datasets");
+	if (r == 0)
+		gs->vq[gs->nvq++] = dataset_id;
+out:
+	pthread_rwlock_unlock(&gs->lock);
+	return r;
 }

@@ -538,6 +538,27 @@ static int load_bound_grants(struct daemon *d)
 	return 0;
 }
 
+/* The index's versions bound to the log's import records (docs/FORMAT.md §6.11); say what
+ * disagrees, and that those datasets are not served. */
+static int bind_versions(struct daemon *d)
+{
+	json_t *findings = NULL, *f;
+	size_t i;
+	int r = daemon_versions_bind(d, &findings);
+
+	if (r < 0)
+		return r;
+	if (findings) {
+		fprintf(stderr, "enclaved: the store's versions disagree with the import records of "
+			"the signed audit log; the datasets concerned are not served (restore their "
+			"index from a copy that matches the log):\n");
+		json_array_foreach(findings, i, f)
+			fprintf(stderr, "enclaved:   %s\n", json_string_value(f));
+		json_decref(findings);
+	}
+	return 0;
+}
+
 /* run/ as checked by check_store_dirs(), made if missing (0755: everyone reaches the socket). */
 static int prepare_run_dir(struct daemon *d)
 {
@@ -579,7 +600,8 @@ int main(int argc, char **argv)
 		{ 0 },
 	};
 	struct daemon d = { .checkpoint_interval = AUDIT_CHECKPOINT_INTERVAL_DEFAULT,
-			    .run_fd = -1, .cfg_lock = PTHREAD_MUTEX_INITIALIZER };
+			    .run_fd = -1, .cfg_lock = PTHREAD_MUTEX_INITIALIZER,
+			    .vlock = PTHREAD_MUTEX_INITIALIZER };
 	bool sync_each = false;
 	int durability = -1;    /* --audit-durability: 1 strict, 0 session, -1 enclave.conf's */
 	/* Pack reads go through the page cache unless --direct-packs: O_DIRECT saves the copy out
@@ -790,6 +812,18 @@ int main(int argc, char **argv)
 		die_detail("grants", r);
 		goto out_grants;
 	}
+	/* Imports the store's open dropped are recorded "aborted" before the versions are
+	 * compared with the log, which then agrees that they never came to be. */
+	r = record_recovered(&d);
+	if (r < 0) {
+		die_detail("audit log", r);
+		goto out_grants;
+	}
+	r = bind_versions(&d);
+	if (r < 0) {
+		die_detail("versions", r);
+		goto out_grants;
+	}
 	r = daemon_groups_new(&d.groups);
 	if (r < 0) {
 		die_detail("groups", r);
@@ -841,11 +875,6 @@ int main(int argc, char **argv)
 		goto out_ctl;
 	}
 	started = true;
-	r = record_recovered(&d);
-	if (r < 0) {
-		die_detail("audit log", r);
-		goto out_ctl;
-	}
 	/* A checkpoint now, then one every interval: silence is provable from the start. */
 	r = audit_checkpoint(d.log, NULL, NULL);
 	if (r == 0)
@@ -895,6 +924,7 @@ out_grants:
 out_audit:
 	audit_close(d.log);
 out_store:
+	daemon_versions_close(&d);
 	store_close(d.st);
 	if (d.run_fd >= 0)
 		close(d.run_fd);

@@ -197,6 +197,8 @@ const char *policy_reason_name(enum policy_reason r)
 		return "purpose_excluded";
 	case POLICY_DENY_POLICY_MISMATCH:
 		return "policy_mismatch";
+	case POLICY_DENY_INTEGRITY:
+		return "integrity";
 	}
 	return "unknown";
 }
@@ -223,6 +225,9 @@ const char *policy_reason_text(enum policy_reason r)
 	case POLICY_DENY_POLICY_MISMATCH:
 		return "the store's policy records disagree with the audit log about this dataset "
 		       "(enclavectl policy rebuild)";
+	case POLICY_DENY_INTEGRITY:
+		return "the store's versions of this dataset disagree with the audit log's import "
+		       "records (a version removed, put back from before an import, or injected)";
 	}
 	return "unknown reason";
 }

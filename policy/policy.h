@@ -211,6 +211,8 @@ enum policy_reason {
 	POLICY_DENY_PURPOSE_EXCLUDED = 7, /* the dataset's consent codes exclude the purpose */
 	POLICY_DENY_POLICY_MISMATCH = 8, /* the daemon's policy records disagree with the audit log
 					  * about this dataset: not served until `policy rebuild` */
+	POLICY_DENY_INTEGRITY = 9,      /* the dataset's versions in the index disagree with the
+					 * audit log's import records: not served */
 };
 
 struct policy_decision {

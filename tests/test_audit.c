@@ -2216,6 +2216,94 @@ static void test_sealed_key_after_failed_batch(void **state)
 	free(key);
 }
 
+/* ---- Versions records (docs/AUDIT.md section 18) --------------------------------------------- */
+
+static json_t *import_rec(uint64_t dsid, uint32_t ver, const char *result, char mchar,
+			  const char *digest)
+{
+	char m[65];
+	json_t *o;
+
+	memset(m, mchar, 64);
+	m[64] = '\0';
+	o = json_pack("{s:s, s:s, s:I, s:I, s:s}", "event", "import", "dataset", "Pangolin-ds",
+		      "dataset_id", (json_int_t)dsid, "version", (json_int_t)ver, "result", result);
+	if (mchar)
+		json_object_set_new(o, "manifest", json_string(m));
+	if (digest)
+		json_object_set_new(o, "versions_digest", json_string(digest));
+	return o;
+}
+
+/* Every record after a versions record names it as "vseq", across a reopen; a caller cannot set
+ * "vseq"; the replay keeps a committed version, drops one an "aborted" record withdraws, adds a
+ * baseline's, and refuses a versions record without a manifest. The version hash is keyed. */
+static void test_versions_chain_and_replay(void **state)
+{
+	struct fx *f = *state;
+	char *key = NULL, *line = NULL;
+	struct audit_log *log = open_sealed(f, &key, NULL);
+	uint8_t m[32] = { 1 }, h1[32], h2[32], k2[AUDIT_SEAL_KEY_LEN] = { 9 };
+	uint64_t seq = 0;
+	json_t *state_j = NULL, *rec, *bad;
+	size_t len = 0;
+
+	assert_int_equal(audit_versions_head(log, &seq, &line, &len), -ENOENT);
+	append_ok(log, ev("open", NULL, NULL, -1));
+	append_ok(log, import_rec(5, 1, "committed", 'a', "00"));
+	append_ok(log, ev("open", NULL, NULL, -1));
+	append_ok(log, import_rec(5, 2, "committed", 'b', "11"));
+	append_ok(log, import_rec(5, 2, "aborted", 0, NULL));   /* withdraws version 2 */
+	rec = json_pack("{s:s, s:[{s:I, s:I, s:s, s:s}], s:s}", "event", "versions_baseline",
+			"versions", "dataset_id", (json_int_t)6, "version", (json_int_t)1,
+			"manifest", "cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc",
+			"dataset", "Kinkajou-ds", "versions_digest", "22");
+	append_ok(log, rec);
+	append_ok(log, ev("close", NULL, NULL, -1));
+	assert_int_equal(audit_versions_head(log, &seq, &line, &len), 0);
+	assert_int_equal(seq, 6);
+	assert_non_null(strstr(line, "\"event\":\"versions_baseline\""));
+	free(line);
+	/* A record that brings its own vseq is refused. */
+	bad = ev("open", NULL, NULL, -1);
+	json_object_set_new(bad, "vseq", json_integer(1));
+	assert_int_equal(audit_append(log, bad, NULL), -EINVAL);
+	json_decref(bad);
+	audit_close(log);
+
+	/* Reopened: the last record names the baseline. */
+	log = open_log(f->dir, NULL);
+	assert_int_equal(audit_versions_head(log, &seq, &line, &len), 0);
+	assert_int_equal(seq, 6);
+	free(line);
+	audit_close(log);
+
+	assert_int_equal(audit_versions_replay(f->dir, seal_store_key, &state_j, NULL), 0);
+	assert_non_null(json_object_get(json_object_get(json_object_get(state_j, "5"), "v"), "1"));
+	assert_null(json_object_get(json_object_get(json_object_get(state_j, "5"), "v"), "2"));
+	assert_non_null(json_object_get(json_object_get(json_object_get(state_j, "6"), "v"), "1"));
+	assert_string_equal(json_string_value(json_object_get(json_object_get(state_j, "6"),
+							      "name")), "Kinkajou-ds");
+	json_decref(state_j);
+
+	/* The names and manifests were sealed: without the store key the replay cannot open. */
+	assert_int_equal(audit_versions_replay(f->dir, k2, &state_j, NULL), -ENOKEY);
+
+	/* A committed import without a manifest is malformed. */
+	free(key);
+	log = open_sealed(f, &key, NULL);
+	append_ok(log, import_rec(7, 1, "committed", 0, "33"));
+	audit_close(log);
+	assert_int_equal(audit_versions_replay(f->dir, seal_store_key, &state_j, NULL), -EBADMSG);
+
+	audit_version_hash(seal_store_key, 5, 1, m, h1);
+	audit_version_hash(k2, 5, 1, m, h2);
+	assert_memory_not_equal(h1, h2, 32);
+	audit_version_hash(seal_store_key, 5, 2, m, h2);
+	assert_memory_not_equal(h1, h2, 32);
+	free(key);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -2253,6 +2341,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_sealed_wrong_auditor_key, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_sealed_forgery_detected, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_sealed_key_after_failed_batch, fx_setup,
+						fx_teardown),
+		cmocka_unit_test_setup_teardown(test_versions_chain_and_replay, fx_setup,
 						fx_teardown),
 	};
 

@@ -242,8 +242,12 @@ static void test_show_full_text_and_detail(void **state)
 	r = e2e_ok(auditor("audit", "show", "--seq", "1"));
 	assert_non_null(strstr(r->out, "event: policy_snapshot\n"));
 	free(r);
+	/* Record 2 anchors the versions (docs/AUDIT.md section 18): none yet. */
 	r = e2e_ok(auditor("audit", "show", "--seq", "2"));
-	assert_non_null(strstr(r->out, "seq: 2\n"));
+	assert_non_null(strstr(r->out, "event: versions_baseline\n"));
+	free(r);
+	r = e2e_ok(auditor("audit", "show", "--seq", "3"));
+	assert_non_null(strstr(r->out, "seq: 3\n"));
 	assert_non_null(strstr(r->out, "event: daemon_start\n"));
 	free(r);
 }

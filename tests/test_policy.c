@@ -465,6 +465,7 @@ static void test_reason_words(void **state)
 		{ POLICY_DENY_BY_RULE, "denied_by_rule" },
 		{ POLICY_DENY_PURPOSE_EXCLUDED, "purpose_excluded" },
 		{ POLICY_DENY_POLICY_MISMATCH, "policy_mismatch" },
+		{ POLICY_DENY_INTEGRITY, "integrity" },
 	};
 
 	(void)state;
@@ -477,7 +478,7 @@ static void test_reason_words(void **state)
 						policy_reason_text(t[j].r));
 	}
 	assert_string_equal(policy_reason_text(POLICY_DENY_NO_GRANT), "no grant for this dataset");
-	assert_string_equal(policy_reason_name((enum policy_reason)9), "unknown");
+	assert_string_equal(policy_reason_name((enum policy_reason)10), "unknown");
 	assert_string_equal(policy_reason_name((enum policy_reason)-1), "unknown");
 	assert_string_equal(policy_reason_text((enum policy_reason)42), "unknown reason");
 }

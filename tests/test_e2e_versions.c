@@ -1,0 +1,457 @@
+/* test_e2e_versions: the index's versions bound to the import records of the signed audit log
+ * (docs/FORMAT.md §6.11 "Versions bound to the log"), as someone who can write the store
+ * directory attacks them with the daemon stopped. Each of these leaves an index consistent with
+ * itself, which the index's own checks (§6.11) cannot see; the log can:
+ *   - a whole version removed together with `latest` lowered (its records deleted, the dataset
+ *     record from before its import put back);
+ *   - the whole index put back from before an import;
+ *   - a version injected (imported offline, with the passphrase, past the daemon and its log);
+ *   - a version replaced (the index put back, then another version 2 imported offline): its
+ *     manifest is not the one the log records.
+ * Each time: the daemon names the disagreement on stderr, writes an `integrity` record ("source":
+ * "log"), and refuses the dataset concerned (reason `integrity`, EACCES at open); the other
+ * datasets are served. A store whose log has no versions record yet takes its index as the
+ * starting point (`versions_baseline`), and a second start compares in two line reads.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <sodium.h>
+
+#include "common/common.h"
+#include "common/err.h"
+#include "crypto/crypto.h"
+#include "store/store_internal.h" /* white-box: the attacker's edits of the index */
+#include "tests/e2e.h"
+#include "tests/testutil.h"
+
+/* ---- Setup ------------------------------------------------------------------------------------ */
+
+static void make_src(const char *name, unsigned seed)
+{
+	char *dir = tu_fmt("%s/%s", E->src, name), *file = tu_fmt("%s/a.bin", dir);
+
+	(void)mkdir(dir, 0755);
+	tu_write_seeded(file, 10000, seed);
+	free(file);
+	free(dir);
+}
+
+static void import(const char *name, unsigned seed)
+{
+	char *dir = tu_fmt("%s/%s", E->src, name);
+
+	make_src(name, seed);
+	e2e_ok_free(ctl("-q", "dataset", "import", (char *)name, dir));
+	free(dir);
+}
+
+static int group_setup(void **state)
+{
+	static const char *const roles[] = { "--steward", "user:root", "--auditor", "user:root",
+					     "--approvals", "0", NULL };
+
+	(void)state;
+	if (e2e_setup("e2e-versions") < 0 || e2e_init(roles) < 0)
+		return -1;
+	e2e_daemon_start_with(E->pass, true);
+	import("keep", 1);
+	e2e_grant("--user", TU_USER_ALICE, "keep", "+1d");
+	return 0;
+}
+
+static int group_teardown(void **state)
+{
+	(void)state;
+	e2e_teardown();
+	return 0;
+}
+
+/* ---- Helpers ---------------------------------------------------------------------------------- */
+
+struct open_job {
+	char path[4096];
+	int want_errno;   /* 0: must open */
+};
+
+static int child_open(void *arg)
+{
+	const struct open_job *job = arg;
+	int fd = open(job->path, O_RDONLY | O_CLOEXEC);
+
+	if (fd >= 0)
+		close(fd);
+	if (job->want_errno ? fd < 0 && errno == job->want_errno : fd >= 0)
+		return 0;
+	fprintf(stderr, "%s: open gave %s, wanted %s\n", job->path,
+		fd >= 0 ? "success" : strerror(errno),
+		job->want_errno ? strerror(job->want_errno) : "success");
+	return 1;
+}
+
+static void alice_opens(const char *dataset, int want_errno)
+{
+	struct open_job job = { .want_errno = want_errno };
+
+	snprintf(job.path, sizeof(job.path), "%s/%s/latest/a.bin", E->mnt, dataset);
+	assert_int_equal(tu_run_as(&E->u.alice, child_open, &job, 30000), 0);
+}
+
+static const char *reason(const char *dataset)
+{
+	static char out[64];
+	struct e2e_run *r = ctl("--json", "access", "check", "--user", TU_USER_ALICE, "--dataset",
+				(char *)dataset);
+	json_t *j = e2e_out_json(r);
+
+	snprintf(out, sizeof(out), "%s", json_string_value(json_object_get(j, "reason")));
+	json_decref(j);
+	free(r);
+	return out;
+}
+
+static void stop(void)
+{
+	assert_int_equal(e2e_daemon_stop_sig(SIGTERM), 0);
+}
+
+static char *daemon_log_n(size_t *ret_n)
+{
+	size_t n;
+	char *b = (char *)tu_read_file(E->log, &n), *t = realloc(b, n + 1);
+
+	assert_non_null(t);
+	t[n] = '\0';
+	*ret_n = n;
+	return t;
+}
+
+/* Start, and say whether the daemon's log from this start on holds text (NULL: only start).
+ * *ret_since (may be NULL): that part of the log (malloc'd). */
+static bool start_says(const char *text, char **ret_since)
+{
+	size_t before = 0, n;
+	char *log;
+	bool found = false;
+
+	free(tu_read_file(E->log, &before));
+	e2e_daemon_start_with(E->pass, true);
+	for (int i = 0;; i++) {
+		log = daemon_log_n(&n);
+		found = n > before && strstr(log + before, text ? text : "serving") != NULL;
+		if (found || i == 100)
+			break;
+		free(log);
+		poll(NULL, 0, 50);
+	}
+	if (!found)
+		fprintf(stderr, "daemon log since start, wanted \"%s\":\n%s\n", text,
+			n > before ? log + before : "");
+	if (ret_since)
+		*ret_since = strdup(n > before ? log + before : "");
+	free(log);
+	return found;
+}
+
+static void index_save(const char *name)
+{
+	char *from = tu_fmt("%s/index", E->store), *to = tu_fmt("%s/%s", E->root, name);
+
+	tu_rm_rf(to);
+	tu_copy_flat_dir(from, to);
+	free(from);
+	free(to);
+}
+
+static void index_restore(const char *name)
+{
+	char *from = tu_fmt("%s/%s", E->root, name), *to = tu_fmt("%s/index", E->store);
+
+	tu_rm_rf(to);
+	tu_copy_flat_dir(from, to);
+	free(from);
+	free(to);
+}
+
+static struct store *open_store(void)
+{
+	crypto_secret *pass = NULL;
+	struct store *st = NULL;
+	int r;
+
+	assert_int_equal(crypto_passphrase_read_file(E->pass, &pass), 0);
+	r = store_open(E->store, pass, NULL, &st);
+	if (r < 0)
+		fprintf(stderr, "store_open: %s\n", err_detail());
+	assert_int_equal(r, 0);
+	crypto_secret_free(pass);
+	return st;
+}
+
+static uint64_t dataset_id(const char *name)
+{
+	struct store_dataset_info di;
+	struct store *st = open_store();
+
+	assert_int_equal(store_dataset_get(st, name, &di), 0);
+	store_close(st);
+	return di.id;
+}
+
+/* Import a version of name offline, with the passphrase, past the daemon and its log. */
+static void import_offline(const char *name, unsigned seed)
+{
+	char *dir = tu_fmt("%s/%s", E->src, name);
+	struct store *st = open_store();
+	struct store_import *imp = NULL;
+	uint32_t ver = 0;
+	int dfd, r;
+
+	make_src(name, seed);
+	dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	assert_true(dfd >= 0);
+	r = store_import_begin(st, name, NULL, &imp);
+	if (r == 0)
+		r = store_import_add_tree(imp, dfd);
+	if (r == 0)
+		r = store_import_commit(imp, &ver);
+	if (r < 0)
+		fprintf(stderr, "offline import: %s\n", err_detail());
+	assert_int_equal(r, 0);
+	store_import_free(imp);
+	store_close(st);
+	close(dfd);
+	free(dir);
+}
+
+static int integrity_records(void)
+{
+	return e2e_audit_count("integrity", NULL, NULL, NULL, 0);
+}
+
+/* ---- White-box edits of the index (the attacker needs no key for them) ---------------------- */
+
+static void index_edit(void (*fn)(struct store_index *ix, void *ctx), void *ctx)
+{
+	struct store_index ix;
+	char *p = tu_fmt("%s/index", E->store);
+
+	assert_int_equal(index_open(&ix, p, false), 0);
+	fn(&ix, ctx);
+	index_close(&ix);
+	free(p);
+}
+
+struct kv {
+	enum store_cf cf;
+	uint8_t k[DSKEY_LEN];
+	char *v;
+	size_t vl;
+};
+
+static void get_kv(struct store_index *ix, void *ctx)
+{
+	struct kv *p = ctx;
+
+	assert_int_equal(index_get(ix, p->cf, p->k, sizeof(p->k), &p->v, &p->vl), 0);
+}
+
+/* Delete every record of version (dsid, ver): its version record, inodes and entries. */
+struct del_version {
+	uint64_t dsid;
+	uint32_t ver;
+	const struct kv *dataset;   /* and put this dataset record back */
+};
+
+static void del_version(struct store_index *ix, void *ctx)
+{
+	const struct del_version *dv = ctx;
+	rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
+	static const enum store_cf cfs[] = { CF_VERSIONS, CF_INODES, CF_DIRENTS };
+	uint8_t lo[VKEY_LEN];
+	int n = 0;
+
+	vkey(lo, dv->dsid, dv->ver);
+	for (size_t i = 0; i < ARRAY_SIZE(cfs); i++) {
+		rocksdb_iterator_t *it = rocksdb_create_iterator_cf(ix->db, ix->ro, ix->cf[cfs[i]]);
+
+		for (rocksdb_iter_seek(it, (const char *)lo, sizeof(lo)); rocksdb_iter_valid(it);
+		     rocksdb_iter_next(it)) {
+			size_t kl;
+			const char *k = rocksdb_iter_key(it, &kl);
+
+			if (kl < VKEY_LEN || memcmp(k, lo, VKEY_LEN) != 0)
+				break;
+			rocksdb_writebatch_delete_cf(wb, ix->cf[cfs[i]], k, kl);
+			n++;
+		}
+		rocksdb_iter_destroy(it);
+	}
+	assert_true(n >= 3);   /* a version record, a root, a file and its entry at least */
+	rocksdb_writebatch_put_cf(wb, ix->cf[CF_DATASETS], (const char *)dv->dataset->k,
+				  sizeof(dv->dataset->k), dv->dataset->v, dv->dataset->vl);
+	assert_int_equal(index_write(ix, wb, true), 0);
+	rocksdb_writebatch_destroy(wb);
+}
+
+/* ---- Cases ------------------------------------------------------------------------------------ */
+
+/* The first start of a daemon of this version took the index as the log's starting point; a
+ * start with nothing changed finds them equal and says nothing. */
+static void test_baseline_then_quiet(void **state)
+{
+	char *since = NULL;
+
+	(void)state;
+	assert_true(e2e_audit_count("versions_baseline", NULL, NULL, NULL, 0) >= 1);
+	stop();
+	assert_true(start_says(NULL, &since));
+	assert_null(strstr(since, "disagree with the import records"));
+	free(since);
+	assert_string_equal(reason("keep"), "allow");
+	alice_opens("keep", 0);
+}
+
+/* Version 2 removed whole and the dataset record from before it put back (latest 1): the index
+ * is consistent with itself; the log has version 2. */
+static void test_version_removed_latest_lowered(void **state)
+{
+	struct kv old = { .cf = CF_DATASETS };
+	struct del_version dv;
+	struct store *st;
+	int before;
+
+	(void)state;
+	import("vr", 2);
+	e2e_grant("--user", TU_USER_ALICE, "vr", "+1d");
+	stop();
+	st = open_store();
+	dskey_hash(st->ix_name, "vr", old.k);
+	store_close(st);
+	index_edit(get_kv, &old);                /* the record naming version 1 */
+	e2e_daemon_start_with(E->pass, true);
+	import("vr", 3);                          /* version 2 */
+	alice_opens("vr", 0);
+	stop();
+	dv = (struct del_version){ .dsid = dataset_id("vr"), .ver = 2, .dataset = &old };
+	index_edit(del_version, &dv);
+	free(old.v);
+
+	before = integrity_records();
+	assert_true(start_says("the index's latest version is 1, the audit log records version 2",
+			       NULL));
+	assert_string_equal(reason("vr"), "integrity");
+	alice_opens("vr", EACCES);
+	assert_string_equal(reason("keep"), "allow");
+	alice_opens("keep", 0);
+	assert_true(integrity_records() >= before + 2);   /* version 2 missing, latest lowered */
+	{
+		struct e2e_run *r = ctl("--json", "audit", "show", "--event", "integrity",
+					"--auditor-key", E->akey);
+
+		e2e_ok(r);
+		assert_non_null(strstr(r->out, "\"source\":\"log\""));
+		assert_non_null(strstr(r->out, "version 2 of dataset \\\"vr\\\""));
+		free(r);
+	}
+}
+
+/* The whole index put back from before an import of another dataset's version 2. */
+static void test_index_restored_from_before_import(void **state)
+{
+	int before;
+
+	(void)state;
+	import("vb", 4);
+	e2e_grant("--user", TU_USER_ALICE, "vb", "+1d");
+	stop();
+	index_save("index.before-import");
+	e2e_daemon_start_with(E->pass, true);
+	import("vb", 5);                          /* version 2 */
+	stop();
+	index_restore("index.before-import");
+	before = integrity_records();
+	assert_true(start_says("version 2 of dataset \"vb\"", NULL));
+	assert_string_equal(reason("vb"), "integrity");
+	alice_opens("vb", EACCES);
+	alice_opens("keep", 0);
+	assert_true(integrity_records() > before);
+}
+
+/* A version imported offline, past the daemon: the log never recorded it. */
+static void test_injected_version(void **state)
+{
+	int before;
+	char *want;
+
+	(void)state;
+	import("vi", 6);
+	e2e_grant("--user", TU_USER_ALICE, "vi", "+1d");
+	alice_opens("vi", 0);
+	stop();
+	import_offline("vi", 7);                  /* version 2, in the index only */
+	before = integrity_records();
+	want = tu_fmt("version 2 of dataset \"vi\" (id %llu) is in the index but the audit log "
+		      "has no import record of it", (unsigned long long)dataset_id("vi"));
+	assert_true(start_says(want, NULL));
+	free(want);
+	assert_string_equal(reason("vi"), "integrity");
+	alice_opens("vi", EACCES);
+	alice_opens("keep", 0);
+	assert_true(integrity_records() > before);
+}
+
+/* The index put back from before version 2, then another version 2 imported offline: a version 2
+ * exists, but its manifest is not the one the log records. */
+static void test_replaced_version(void **state)
+{
+	int before;
+
+	(void)state;
+	import("vm", 8);
+	e2e_grant("--user", TU_USER_ALICE, "vm", "+1d");
+	stop();
+	index_save("index.before-vm2");
+	e2e_daemon_start_with(E->pass, true);
+	import("vm", 9);                          /* version 2, recorded */
+	stop();
+	index_restore("index.before-vm2");
+	import_offline("vm", 10);                 /* another version 2 */
+	before = integrity_records();
+	assert_true(start_says("version 2 of dataset \"vm\"", NULL));
+	{
+		size_t n;
+		char *log = daemon_log_n(&n);
+
+		assert_non_null(strstr(log, "is not the one the audit log records"));
+		free(log);
+	}
+	assert_string_equal(reason("vm"), "integrity");
+	alice_opens("vm", EACCES);
+	alice_opens("keep", 0);
+	assert_true(integrity_records() > before);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_baseline_then_quiet),
+		cmocka_unit_test(test_version_removed_latest_lowered),
+		cmocka_unit_test(test_index_restored_from_before_import),
+		cmocka_unit_test(test_injected_version),
+		cmocka_unit_test(test_replaced_version),
+	};
+
+	if (sodium_init() < 0 || crypto_init() < 0)
+		return 1;
+	return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
