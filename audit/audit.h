@@ -304,14 +304,13 @@ struct audit_upgrade_progress {
 /* Build in new_dir (created; must not exist) the log that replaces old_dir (not changed): the old
  * audit.log and checkpoints whole in AUDIT_LEGACY_NAME, encrypted under a random key sealed to
  * each auditor and wrapped under store_key, then a new sealed log (signed with sign_name/seed)
- * whose `log_upgrade` record names the old log's records, root, bytes and SHA-256, followed by
- * the records of `more` (a JSON array of records the caller adds, borrowed; NULL: none), and a
+ * whose `log_upgrade` record names the old log's records, root, bytes and SHA-256, and a
  * checkpoint of it. p (may be NULL) is told each stage. The caller switches new_dir in place
  * (crash-safe) or removes it. */
 int audit_upgrade_legacy(const char *old_dir, const char *new_dir,
 			 const uint8_t store_key[static AUDIT_SEAL_KEY_LEN],
 			 const uint8_t (*auditors)[AUDIT_AUDITOR_KEY_LEN], size_t nauditors,
-			 const char *sign_name, const uint8_t seed[static 32], const json_t *more,
+			 const char *sign_name, const uint8_t seed[static 32],
 			 const struct audit_upgrade_progress *p,
 			 struct audit_upgrade_info *ret_info);
 /* Decrypt a legacy file into out_dir (created): audit.log and checkpoints, byte for byte, with

@@ -157,7 +157,7 @@ out:
 int audit_upgrade_legacy(const char *old_dir, const char *new_dir,
 			 const uint8_t store_key[static AUDIT_SEAL_KEY_LEN],
 			 const uint8_t (*auditors)[AUDIT_AUDITOR_KEY_LEN], size_t nauditors,
-			 const char *sign_name, const uint8_t seed[static 32], const json_t *more,
+			 const char *sign_name, const uint8_t seed[static 32],
 			 const struct audit_upgrade_progress *p,
 			 struct audit_upgrade_info *ret_info)
 {
@@ -175,8 +175,6 @@ int audit_upgrade_legacy(const char *old_dir, const char *new_dir,
 
 	if (nauditors > AUDIT_AUDITORS_MAX)
 		return -E2BIG;
-	if (more && !json_is_array(more))
-		return -EINVAL;
 	if (sodium_init() < 0)
 		return err_set(-EIO, "libsodium cannot be initialised");
 	/* The old log as it is: every complete line a leaf. */
@@ -253,8 +251,7 @@ int audit_upgrade_legacy(const char *old_dir, const char *new_dir,
 	}
 	stage(p, AUDIT_UPGRADE_LEGACY);
 
-	/* The new log: its key record, the record naming the old log and the caller's, signed at
-	 * once. */
+	/* The new log: its key record, then the record naming the old log, signed at once. */
 	sodium_bin2hex(roothex, sizeof(roothex), root, sizeof(root));
 	sodium_bin2hex(shahex, sizeof(shahex), sha, sizeof(sha));
 	r = audit_open(new_dir, NULL, &log);
@@ -269,8 +266,6 @@ int audit_upgrade_legacy(const char *old_dir, const char *new_dir,
 			"legacy_sha256", shahex, "legacy_bytes", (json_int_t)log_len,
 			"legacy_file", AUDIT_LEGACY_NAME);
 	r = rec ? audit_append(log, rec, NULL) : -ENOMEM;
-	for (size_t i = 0; r == 0 && more && i < json_array_size(more); i++)
-		r = audit_append(log, json_array_get(more, i), NULL);
 	if (r == 0)
 		stage(p, AUDIT_UPGRADE_RECORDS);
 	if (r == 0)

@@ -82,7 +82,7 @@ static int convert_log(struct store *st, const char *dir, const struct store_upg
 	if (r == 0) {
 		r = audit_upgrade_legacy(old_dir, new_dir, crypto_key_bytes(seal),
 					 (const uint8_t(*)[32])keys, n, name, crypto_key_bytes(seed),
-					 NULL, &ap, NULL);
+					 &ap, NULL);
 		if (r < 0)
 			r = err_set(r, "the audit log's conversion: %s",
 				    *err_detail() ? err_detail() : strerror(-r));

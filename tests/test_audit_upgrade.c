@@ -177,7 +177,7 @@ static void test_upgrade_fixture_log(void **state)
 
 	err_clear();
 	if (audit_upgrade_legacy(f->old, f->new, store_key, (const uint8_t(*)[32])&f->pk, 1, NAME,
-				 seed, NULL, NULL, &info) < 0)
+				 seed, NULL, &info) < 0)
 		fprintf(stderr, "upgrade: %s\n", err_detail());
 	assert_true(info.records > 5);
 	/* Nothing readable in the new directory; the old one as it was (compared below). */
@@ -185,8 +185,7 @@ static void test_upgrade_fixture_log(void **state)
 	no_names(f->new, AUDIT_LOG_NAME);
 	/* A second run into the same place is refused, and changes nothing. */
 	assert_int_equal(audit_upgrade_legacy(f->old, f->new, store_key,
-					      (const uint8_t(*)[32])&f->pk, 1, NAME, seed, NULL, NULL,
-					      NULL),
+					      (const uint8_t(*)[32])&f->pk, 1, NAME, seed, NULL, NULL),
 			 -EEXIST);
 
 	/* The legacy file opens with the auditor's key and with the store's, to the old bytes. */
@@ -266,8 +265,7 @@ static void test_legacy_refusals(void **state)
 	size_t n;
 
 	assert_int_equal(audit_upgrade_legacy(f->old, f->new, store_key,
-					      (const uint8_t(*)[32])&f->pk, 1, NAME, seed, NULL, NULL,
-					      NULL), 0);
+					      (const uint8_t(*)[32])&f->pk, 1, NAME, seed, NULL, NULL), 0);
 	legacy = tu_fmt("%s/%s", f->new, AUDIT_LEGACY_NAME);
 	assert_int_equal(audit_auditor_keypair_write(other, opk), 0);
 	assert_int_equal(audit_legacy_open(legacy, NULL, other, out), -ENOKEY);

@@ -12,6 +12,9 @@
  * "log"), and refuses the dataset concerned (reason `integrity`, EACCES at open); the other
  * datasets are served. A store whose log has no versions record yet takes its index as the
  * starting point (`versions_baseline`), and a second start compares in two line reads.
+ * Last, the format 1 fixture (tests/fixtures/store-v1.tar.gz) put in place of the store,
+ * converted by `enclavectl store upgrade` (index and log), is served by the daemon: its datasets
+ * listed, nothing refused, the new log verified with the public key alone.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -22,11 +25,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
 #include <sodium.h>
 
+#include "audit/audit.h"
 #include "common/common.h"
 #include "common/err.h"
 #include "crypto/crypto.h"
@@ -137,14 +142,14 @@ static char *daemon_log_n(size_t *ret_n)
 
 /* Start, and say whether the daemon's log from this start on holds text (NULL: only start).
  * *ret_since (may be NULL): that part of the log (malloc'd). */
-static bool start_says(const char *text, char **ret_since)
+static bool start_says_with(const char *passfile, const char *text, char **ret_since)
 {
 	size_t before = 0, n;
 	char *log;
 	bool found = false;
 
 	free(tu_read_file(E->log, &before));
-	e2e_daemon_start_with(E->pass, true);
+	e2e_daemon_start_with(passfile, true);
 	for (int i = 0;; i++) {
 		log = daemon_log_n(&n);
 		found = n > before && strstr(log + before, text ? text : "serving") != NULL;
@@ -160,6 +165,25 @@ static bool start_says(const char *text, char **ret_since)
 		*ret_since = strdup(n > before ? log + before : "");
 	free(log);
 	return found;
+}
+
+static bool start_says(const char *text, char **ret_since)
+{
+	return start_says_with(E->pass, text, ret_since);
+}
+
+/* Start with passfile; true when the start said nothing of a disagreement. */
+static bool start_with_quiet(const char *passfile)
+{
+	char *since = NULL;
+	bool quiet;
+
+	assert_true(start_says_with(passfile, NULL, &since));
+	quiet = strstr(since, "disagree") == NULL;
+	if (!quiet)
+		fprintf(stderr, "%s\n", since);
+	free(since);
+	return quiet;
 }
 
 static void index_save(const char *name)
@@ -441,6 +465,56 @@ static void test_replaced_version(void **state)
 	assert_true(integrity_records() > before);
 }
 
+#define FIXTURE_PASS "fixture-v1 test passphrase, not a secret"
+
+/* The format 1 fixture, upgraded by the command and served. */
+static void test_upgraded_fixture_served(void **state)
+{
+	char *pass = tu_fmt("%s/fixture.pass", E->root), *pub = tu_fmt("%s/auditor.pub", E->root);
+	char pubtext[AUDIT_AUDITOR_PUB_TEXT + 1];
+	uint8_t *sk = NULL, pk[AUDIT_AUDITOR_KEY_LEN];
+	struct e2e_run *r;
+	int status = 0;
+	pid_t pid;
+
+	(void)state;
+	stop();
+	tu_rm_rf(E->store);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		execlp("tar", "tar", "-C", E->root, "-xzf", FIXTURE_DIR "/store-v1.tar.gz",
+		       (char *)NULL);
+		_exit(127);
+	}
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	tu_write_file(pass, FIXTURE_PASS "\n", strlen(FIXTURE_PASS) + 1);
+	assert_int_equal(chmod(pass, 0600), 0);
+	/* The upgrade seals to the harness's auditor key, so the harness reads the new log. */
+	assert_int_equal(audit_auditor_secret_read(E->akey, &sk, pk), 0);
+	sodium_free(sk);
+	assert_int_equal(audit_auditor_public_format(pk, pubtext), 0);
+	tu_write_file(pub, pubtext, strlen(pubtext));
+	e2e_ok_free(ctl("store", "upgrade", "-q", "--passphrase-file", pass,
+			"--auditor-public-key", pub));
+
+	assert_true(start_with_quiet(pass));
+	r = e2e_ok(ctl("--json", "dataset", "list"));
+	assert_non_null(strstr(r->out, "fixture-Capybara"));
+	assert_non_null(strstr(r->out, "fixture-Second-Heron"));
+	free(r);
+	assert_string_equal(reason("fixture-Capybara"), "no_grant");
+	/* The first start took the upgraded index as the log's starting point. */
+	assert_int_equal(e2e_audit_count("log_upgrade", NULL, NULL, NULL, 0), 1);
+	assert_int_equal(e2e_audit_count("versions_baseline", NULL, NULL, NULL, 0), 1);
+	assert_int_equal(e2e_audit_count("policy_snapshot", NULL, NULL, NULL, 0), 1);
+	stop();
+	assert_true(start_with_quiet(pass));
+	free(pass);
+	free(pub);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -449,6 +523,7 @@ int main(void)
 		cmocka_unit_test(test_index_restored_from_before_import),
 		cmocka_unit_test(test_injected_version),
 		cmocka_unit_test(test_replaced_version),
+		cmocka_unit_test(test_upgraded_fixture_served),
 	};
 
 	if (sodium_init() < 0 || crypto_init() < 0)
