@@ -68,13 +68,18 @@ static const char set_usage[] =
 
 static const char import_usage[] =
 	"Usage: enclavectl [GLOBAL OPTIONS] dataset import NAME DIR [--chunk-size SIZE]\n"
-	"           [--duo CODES] [--controller NAME]\n\n"
+	"           [--duo CODES] [--controller NAME] [--keep-crypt4gh]\n\n"
 	"Import the tree under DIR as the next version of dataset NAME (created by its first\n"
 	"import). enclavectl walks DIR itself, in sorted order, and passes each file to the\n"
 	"daemon as an open descriptor. Only regular files and directories are imported: a\n"
 	"symbolic link, device, socket or FIFO anywhere below DIR stops the import before it\n"
 	"starts, naming the path. The new version becomes visible only when every file is in;\n"
 	"an error or Ctrl-C abandons it. Stewards only.\n\n"
+	"Crypt4GH files (recognised by their magic, whatever their name) are decrypted by the\n"
+	"daemon with the store's Crypt4GH key as they are read, in memory only, and imported\n"
+	"as their plaintext, under their name without .c4gh. A Crypt4GH file not addressed to\n"
+	"the store's key, or that does not authenticate, stops the import, naming the file;\n"
+	"nothing is committed. docs/CRYPT4GH.md says what of the format is supported.\n\n"
 	"Every version is stored in full: a new version encrypts and stores every byte again,\n"
 	"files unchanged since the last version included (there is no deduplication yet), so\n"
 	"re-importing a dataset with one file added takes as much new space as the first import.\n\n"
@@ -86,6 +91,7 @@ static const char import_usage[] =
 	"                      NPOA, NMDS, GSO, NCU, NPU, NPUNCU, IRB, PUB, COL, RTN, US, PS,\n"
 	"                      IS, MOR:<date>, TS:<date>, or DUO ids (DUO:0000015)\n"
 	"  --controller NAME   the data controller named in the consent\n"
+	"  --keep-crypt4gh     import Crypt4GH files as they are (encrypted, name kept)\n"
 	"  --json              print the committed version as JSON\n"
 	"  -q, --quiet         no progress line\n"
 	"  -h, --help          show this help\n";
@@ -559,9 +565,10 @@ struct policy_opts {
 	const char *controller;   /* --controller, or NULL */
 	const char *cache;        /* --cache (set only), or NULL */
 	const char *what;         /* the command, for messages */
+	bool keep_c4gh;           /* --keep-crypt4gh (import only) */
 };
 
-enum { OPT_CHUNK = 0x200, OPT_DUO, OPT_CONTROLLER, OPT_CACHE, OPT_DRY_RUN };
+enum { OPT_CHUNK = 0x200, OPT_DUO, OPT_CONTROLLER, OPT_CACHE, OPT_DRY_RUN, OPT_KEEP_C4GH };
 
 static int on_import_opt(void *ctx, int val, const char *arg)
 {
@@ -584,6 +591,10 @@ static int on_import_opt(void *ctx, int val, const char *arg)
 	}
 	if (val == OPT_DRY_RUN) {
 		o->dry_run = true;
+		return 0;
+	}
+	if (val == OPT_KEEP_C4GH) {
+		o->keep_c4gh = true;
 		return 0;
 	}
 	if (val == OPT_CONTROLLER) {
@@ -624,6 +635,7 @@ static int dataset_import(struct ctl *ctl, int argc, char **argv)
 		{ "chunk-size", required_argument, NULL, OPT_CHUNK },
 		{ "duo", required_argument, NULL, OPT_DUO },
 		{ "controller", required_argument, NULL, OPT_CONTROLLER },
+		{ "keep-crypt4gh", no_argument, NULL, OPT_KEEP_C4GH },
 		{ 0 },
 	};
 	static const struct walk_ops scan_ops = { scan_dir, scan_file, &interrupted };
@@ -692,6 +704,9 @@ static int dataset_import(struct ctl *ctl, int argc, char **argv)
 	    json_object_set_new(args, "chunk_size", json_integer(po.chunk)) < 0)
 		json_decref(args), args = NULL;
 	if (args && policy_args(args, &po) < 0)
+		json_decref(args), args = NULL;
+	if (args && po.keep_c4gh &&
+	    json_object_set_new(args, "keep_crypt4gh", json_true()) < 0)
 		json_decref(args), args = NULL;
 	r = args ? import_call(im, "import.begin", args, -1, NULL)
 		 : err_set(-ENOMEM, "out of memory");

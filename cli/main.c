@@ -58,6 +58,8 @@ static const struct ctl_object objects[] = {
 	{ "policy", policy_cmds, NULL, NULL,
 	  "The policy records against the signed audit log (offline rebuild)" },
 	{ "store", store_cmds, NULL, NULL, "Offline work on a store's files (no daemon)" },
+	{ "crypt4gh", crypt4gh_cmds, NULL, NULL,
+	  "The store's Crypt4GH key: what archives encrypt data for this site to" },
 	{ "help", NULL, cmd_help, "[OBJECT [COMMAND]]", "show help (as --help does)" },
 	{ "completion", NULL, cmd_completion, "bash", "print a bash completion script" },
 };

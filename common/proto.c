@@ -406,6 +406,8 @@ static const struct {
 	{ EISDIR, "is_a_directory" },      { ENOMEM, "out_of_memory" },
 	{ ECANCELED, "cancelled" },        { EROFS, "read_only" },
 	{ ETIMEDOUT, "timed_out" },        { ESRCH, "no_such_principal" },
+	{ EILSEQ, "invalid_data" },        { ENOKEY, "no_key" },
+	{ EKEYREJECTED, "key_rejected" },
 };
 
 const char *proto_error_code(int err)

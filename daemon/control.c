@@ -200,6 +200,9 @@ static const struct {
 	{ "audit.prove", ROLE_STEWARD | ROLE_AUDITOR, op_audit_prove },
 	{ "audit.auditor_add", ROLE_STEWARD, op_audit_auditor_add },
 	{ "audit.export", ROLE_STEWARD | ROLE_AUDITOR, op_audit_export },
+	{ "crypt4gh.keygen", ROLE_STEWARD, op_crypt4gh_keygen },
+	{ "crypt4gh.import", ROLE_STEWARD, NULL },   /* takes a descriptor: see handle() */
+	{ "crypt4gh.pubkey", 0, op_crypt4gh_pubkey },   /* a public key: anyone */
 };
 
 static const char *role_names(unsigned roles)
@@ -218,6 +221,7 @@ static int handle(struct conn *c, const json_t *req, const int *fds, size_t nfds
 	json_t *args = json_object_get(req, "args");
 	const char *op = NULL;
 	json_t *empty = NULL;
+	bool one_fd;
 	int r;
 
 	if ((r = proto_args_known(req, top_known)) < 0 ||
@@ -232,17 +236,18 @@ static int handle(struct conn *c, const json_t *req, const int *fds, size_t nfds
 			return err_set(-EACCES, "%s needs the %s role, which uid %u (%s) does not have "
 				       "in enclave.conf", op, role_names(ops[i].roles), c->who.uid,
 				       c->who.user[0] ? c->who.user : "no name");
-		if (nfds > 0 && strcmp(op, "import.files") != 0 &&
-		    !(nfds == 1 && strcmp(op, "import.file") == 0))
+		one_fd = strcmp(op, "import.file") == 0 || strcmp(op, "crypt4gh.import") == 0;
+		if (nfds > 0 && strcmp(op, "import.files") != 0 && !(nfds == 1 && one_fd))
 			return err_set(-EBADMSG, "%s takes %s", op,
-				       strcmp(op, "import.file") == 0 ? "one file descriptor"
-								      : "no file descriptor");
+				       one_fd ? "one file descriptor" : "no file descriptor");
 		if (!args)
 			args = empty = json_object();
 		if (ops[i].fn)
 			r = ops[i].fn(c, args, ret);
 		else if (strcmp(op, "import.file") == 0)
 			r = op_import_file(c, args, nfds ? fds[0] : -1, ret);
+		else if (strcmp(op, "crypt4gh.import") == 0)
+			r = op_crypt4gh_import(c, args, nfds ? fds[0] : -1, ret);
 		else
 			r = op_import_files(c, args, fds, nfds, ret);
 		json_decref(empty);

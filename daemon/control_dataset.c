@@ -361,6 +361,12 @@ static int audit_import(struct conn *c, uint32_t version, const char *result, in
 	if (err)
 		json_object_set_new(rec, "error", audit_string(err_detail()[0] ? err_detail()
 										: strerror(-err)));
+	/* Files that came as Crypt4GH (each has its import_crypt4gh record with its header). */
+	if (c->imp_c4gh && json_object_set_new(rec, "crypt4gh_files",
+					       json_integer((json_int_t)c->imp_c4gh)) < 0) {
+		json_decref(rec);
+		return -ENOMEM;
+	}
 	/* The version's manifest: the digest over all its records, so that the log names the exact
 	 * content of this version (docs/FORMAT.md "Manifest"). Computed here, before the commit
 	 * (which then commits exactly that), closing the version to further files. */
@@ -411,12 +417,13 @@ void import_end(struct conn *c, int err)
 
 int op_import_begin(struct conn *c, const json_t *args, json_t **ret)
 {
-	static const char *const known[] = { "dataset", "chunk_size", "duo", "controller", NULL };
+	static const char *const known[] = { "dataset", "chunk_size", "duo", "controller",
+					     "keep_crypt4gh", NULL };
 	struct store_import_options o = { .progress = import_progress, .progress_ctx = c };
 	_cleanup_free_ struct policy_dataset *p = calloc(1, sizeof(*p));
 	const char *name;
 	uint64_t chunk = 0;
-	bool any;
+	bool any, keep = false;
 	int r;
 
 	if (!p)
@@ -424,6 +431,7 @@ int op_import_begin(struct conn *c, const json_t *args, json_t **ret)
 	/* Consent codes are checked here, before any data moves; import.commit records them. */
 	if ((r = proto_args_known(args, known)) < 0 ||
 	    (r = proto_arg_string(args, "dataset", true, STORE_DATASET_NAME_MAX, &name)) < 0 ||
+	    (r = proto_arg_bool(args, "keep_crypt4gh", false, &keep)) < 0 ||
 	    (r = proto_arg_u64(args, "chunk_size", false, UINT32_MAX, &chunk)) < 0 ||
 	    (r = policy_args(args, p, &any)) < 0)
 		return r;
@@ -441,6 +449,8 @@ int op_import_begin(struct conn *c, const json_t *args, json_t **ret)
 		return r;
 	snprintf(c->imp_dataset, sizeof(c->imp_dataset), "%s", name);
 	c->imp_failed = false;
+	c->imp_c4gh = 0;
+	c->imp_c4gh_keep = keep;
 	*ret = json_pack("{s:s}", "dataset", name);
 	return *ret ? 0 : -ENOMEM;
 }
@@ -489,7 +499,7 @@ int op_import_file(struct conn *c, const json_t *args, int fd, json_t **ret)
 		return r;
 	if (fd < 0)
 		return err_set(-EINVAL, "import.file needs the file's descriptor attached");
-	r = store_import_add_file(c->imp, path, fd);
+	r = import_file_any(c, path, fd);
 	if (r < 0) {
 		c->imp_failed = true;
 		return r;
@@ -541,8 +551,7 @@ int op_import_files(struct conn *c, const json_t *args, const int *fds, size_t n
 			       "larger file is sent on its own)", nfds, (unsigned long long)bytes,
 			       PROTO_IMPORT_BATCH_BYTES);
 	for (i = 0; i < nfds; i++) {
-		r = store_import_add_file(c->imp, json_string_value(json_array_get(paths, i)),
-					  fds[i]);
+		r = import_file_any(c, json_string_value(json_array_get(paths, i)), fds[i]);
 		if (r < 0) {
 			c->imp_failed = true;
 			return r;

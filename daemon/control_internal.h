@@ -26,6 +26,8 @@ struct conn {
 	uint64_t committing_dsid;
 	uint32_t committing_version;
 	uint8_t committing_manifest[STORE_MANIFEST_LEN];
+	uint64_t imp_c4gh;                   /* Crypt4GH files decrypted into this import */
+	bool imp_c4gh_keep;                  /* import.begin keep_crypt4gh: store them as they are */
 	int64_t last_progress_ns;
 	struct conn *next;                   /* in ctl->conns, under ctl->lock */
 };
@@ -49,6 +51,13 @@ int op_import_file(struct conn *c, const json_t *args, int fd, json_t **ret);
 int op_import_files(struct conn *c, const json_t *args, const int *fds, size_t nfds,
 		    json_t **ret);
 int op_import_commit(struct conn *c, const json_t *args, json_t **ret);
+/* control_crypt4gh.c: the site key, and the import of one file that may be a Crypt4GH file. */
+int op_crypt4gh_keygen(struct conn *c, const json_t *args, json_t **ret);
+int op_crypt4gh_import(struct conn *c, const json_t *args, int fd, json_t **ret);
+int op_crypt4gh_pubkey(struct conn *c, const json_t *args, json_t **ret);
+/* store_import_add_file(), or for a file that begins with the Crypt4GH magic (unless the import
+ * keeps them as they are), its plaintext decrypted with the site key as path without ".c4gh". */
+int import_file_any(struct conn *c, const char *path, int fd);
 int op_import_abort(struct conn *c, const json_t *args, json_t **ret);
 int op_grant_add(struct conn *c, const json_t *args, json_t **ret);
 int op_grant_list(struct conn *c, const json_t *args, json_t **ret);

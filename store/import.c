@@ -985,8 +985,23 @@ static int obj_settle(struct store_import *imp, const char *path)
 	return pool_settle(imp);
 }
 
-/* Encrypt the file at fd (size bytes per fstat) into the pack; fill ino->ext. */
-static int write_object(struct store_import *imp, int fd, const char *path, struct store_inode *ino)
+/* Where an object's plaintext comes from: a file read with pread, or a stream. */
+struct obj_src {
+	int fd;                                        /* >= 0: the file */
+	const struct store_import_stream *stream;      /* otherwise */
+};
+
+/* len bytes at off. A stream is read in order (write_object asks for consecutive ranges). */
+static ssize_t src_read(const struct obj_src *src, void *buf, size_t len, uint64_t off)
+{
+	if (src->fd >= 0)
+		return pread_full(src->fd, buf, len, off);
+	return src->stream->read(src->stream->ctx, buf, len);
+}
+
+/* Encrypt the object's plaintext (ino->size bytes) into the pack; fill ino->ext. */
+static int write_object(struct store_import *imp, const struct obj_src *src, const char *path,
+			struct store_inode *ino)
 {
 	const uint32_t cs = imp->chunk_size;
 	const uint64_t size = ino->size;
@@ -1044,9 +1059,13 @@ static int write_object(struct store_import *imp, int fd, const char *path, stru
 		r = stream_reserve(imp, clen, &p);
 		if (r < 0)
 			goto out;
-		got = pread_full(fd, p, clen, idx * cs);
+		got = src_read(src, p, clen, idx * cs);
 		if (got < 0) {
-			r = imp_fail(imp, (int)got, "%s: read failed: %s", path, strerror((int)-got));
+			if (src->fd >= 0)
+				r = imp_fail(imp, (int)got, "%s: read failed: %s", path,
+					     strerror((int)-got));
+			else
+				r = imp_fail(imp, (int)got, "%s: %s", path, err_detail());
 			goto out;
 		}
 		if ((size_t)got != clen) {
@@ -1086,7 +1105,12 @@ static int write_object(struct store_import *imp, int fd, const char *path, stru
 		}
 		progress(imp, false);
 	}
-	got = pread_full(fd, &probe, 1, size);
+	got = src_read(src, &probe, 1, size);
+	if (got < 0 && src->fd < 0) {
+		/* A stream checks what is left at its end (a Crypt4GH file: its last segments). */
+		r = imp_fail(imp, (int)got, "%s: %s", path, err_detail());
+		goto out;
+	}
 	if (got != 0) {
 		r = imp_fail(imp, -EIO, "%s: the file grew while it was imported", path);
 		goto out;
@@ -1316,13 +1340,14 @@ static int64_t stat_mtime_ns(const struct stat *s)
 	return (int64_t)s->st_mtim.tv_sec * 1000000000 + s->st_mtim.tv_nsec;
 }
 
-static int add_file(struct store_import *imp, const char *path, int fd)
+/* A file (src) of size bytes with these mode bits and mtime, as path. */
+static int add_object(struct store_import *imp, const char *path, const struct obj_src *src,
+		      uint32_t mode, int64_t mtime_ns, uint64_t size)
 {
 	size_t n = strnlen(path, STORE_PATH_MAX + 1), slash;
 	struct store_inode ino = { .type = STORE_INODE_FILE, .nlink = 1 };
 	uint64_t parent_ino;
 	struct dir_ent *parent;
-	struct stat s;
 	int r;
 
 	if (imp->err || imp->committed || imp->closed)
@@ -1330,10 +1355,6 @@ static int add_file(struct store_import *imp, const char *path, int fd)
 	if (n == 0 || !path_valid(path, n))
 		return err_set(-EINVAL, "%.*s: not a valid path in a dataset", (int)MIN(n, 256u),
 			       path);
-	if (fstat(fd, &s) < 0)
-		return err_set(-errno, "%s: cannot stat: %s", path, strerror(errno));
-	if (!S_ISREG(s.st_mode))
-		return err_set(-EINVAL, "%s: not a regular file", path);
 	if (dir_find(imp, path, n))
 		return err_set(-EEXIST, "%s: already imported as a directory", path);
 	slash = base_start(path, n);
@@ -1346,10 +1367,10 @@ static int add_file(struct store_import *imp, const char *path, int fd)
 		return r > 0 ? err_set(-EEXIST, "%s: already imported", path) : r;
 
 	ino.ino = imp->next_ino++;
-	ino.mode = s.st_mode & 07777;
-	ino.mtime_ns = stat_mtime_ns(&s);
-	ino.size = (uint64_t)s.st_size;
-	r = write_object(imp, fd, path, &ino);
+	ino.mode = mode & 07777;
+	ino.mtime_ns = mtime_ns;
+	ino.size = size;
+	r = write_object(imp, src, path, &ino);
 	if (r == 0)
 		r = put_inode(imp, &ino, NULL);
 	if (r == 0) {
@@ -1369,6 +1390,21 @@ static int add_file(struct store_import *imp, const char *path, int fd)
 	return 0;
 }
 
+static int add_file(struct store_import *imp, const char *path, int fd)
+{
+	const struct obj_src src = { .fd = fd };
+	struct stat s;
+
+	if (imp->err || imp->committed || imp->closed)
+		return imp->err ? imp_sticky(imp) : -EINVAL;
+	if (fstat(fd, &s) < 0)
+		return err_set(-errno, "%s: cannot stat: %s", path, strerror(errno));
+	if (!S_ISREG(s.st_mode))
+		return err_set(-EINVAL, "%s: not a regular file", path);
+	return add_object(imp, path, &src, (uint32_t)s.st_mode, stat_mtime_ns(&s),
+			  (uint64_t)s.st_size);
+}
+
 /* Every failure of an add_* call makes the import fail: a version is all or nothing. */
 static int sticky(struct store_import *imp, int r)
 {
@@ -1386,6 +1422,17 @@ int store_import_add_dir(struct store_import *imp, const char *path, uint32_t mo
 int store_import_add_file(struct store_import *imp, const char *path, int fd)
 {
 	return sticky(imp, add_file(imp, path, fd));
+}
+
+int store_import_add_stream(struct store_import *imp, const char *path,
+			    const struct store_import_stream *stream)
+{
+	const struct obj_src src = { .fd = -1, .stream = stream };
+
+	if (!stream || !stream->read)
+		return -EINVAL;
+	return sticky(imp, add_object(imp, path, &src, stream->mode, stream->mtime_ns,
+				      stream->size));
 }
 
 static int name_cmp(const void *a, const void *b)

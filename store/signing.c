@@ -31,12 +31,19 @@
 #define VISA_AD_LABEL "enclave visa signing key v1"
 #define VISA_KEY_ID "ga4gh-visa"
 
+/* The store's Crypt4GH key (docs/CRYPT4GH.md): the X25519 secret itself is the wrapped 32 bytes. */
+#define C4GH_KEY_NAME "crypt4gh.key"
+#define C4GH_KEY_MAGIC "ENCLC4G1"
+#define C4GH_AD_LABEL "enclave crypt4gh site key v1"
+#define C4GH_KEY_ID "crypt4gh-site"
+
 /* Which key a file holds. */
 struct keyfile {
 	const char *file, *magic, *label;
 };
 static const struct keyfile audit_keyfile = { SIGNING_NAME, SIGNING_MAGIC, SIGNING_AD_LABEL };
 static const struct keyfile visa_keyfile = { VISA_KEY_NAME, VISA_KEY_MAGIC, VISA_AD_LABEL };
+static const struct keyfile c4gh_keyfile = { C4GH_KEY_NAME, C4GH_KEY_MAGIC, C4GH_AD_LABEL };
 
 /* label || store id || name: the key is this store's, for this name, for this purpose. */
 static size_t signing_ad(const struct keyfile *kf, const uint8_t store_id[16], const char *name,
@@ -72,7 +79,9 @@ void store_signing_default_name(char out[static STORE_SIGNING_NAME_MAX + 1])
 	snprintf(out, STORE_SIGNING_NAME_MAX + 1, "%.150s/enclave", host);
 }
 
-static int keyfile_create(struct store *st, const struct keyfile *kf, const char *name)
+/* Write kf holding key (NULL: a fresh random one), created O_EXCL: -EEXIST if there is one. */
+static int keyfile_create(struct store *st, const struct keyfile *kf, const char *name,
+			  const crypto_key *key)
 {
 	uint8_t file[SIGNING_FILE_MAX], ad[64 + STORE_SIGNING_NAME_MAX];
 	size_t nl, len;
@@ -80,11 +89,14 @@ static int keyfile_create(struct store *st, const struct keyfile *kf, const char
 	int keys_fd, fd, r;
 
 	nl = strlen(name);
-	r = crypto_key_generate(&seed);
-	if (r < 0)
-		return r;
+	if (!key) {
+		r = crypto_key_generate(&seed);
+		if (r < 0)
+			return r;
+		key = seed;
+	}
 	memcpy(file, kf->magic, 8);
-	r = crypto_key_wrap(st->master, seed, ad, signing_ad(kf, st->store_id, name, ad), file + 8);
+	r = crypto_key_wrap(st->master, key, ad, signing_ad(kf, st->store_id, name, ad), file + 8);
 	crypto_key_free(seed);
 	if (r < 0)
 		return r;
@@ -122,7 +134,7 @@ int store_signing_create(struct store *st, const char *name)
 		return err_set(-EINVAL, "\"%s\" cannot name the audit signing key: 1 to %u "
 			       "printable ASCII characters, no spaces, no '+'", name,
 			       STORE_SIGNING_NAME_MAX);
-	return keyfile_create(st, &audit_keyfile, name);
+	return keyfile_create(st, &audit_keyfile, name, NULL);
 }
 
 static int keyfile_seed(struct store *st, const struct keyfile *kf, crypto_key **ret_seed,
@@ -171,7 +183,7 @@ int store_signing_seed(struct store *st, crypto_key **ret_seed,
 
 int store_visa_key_create(struct store *st)
 {
-	return keyfile_create(st, &visa_keyfile, VISA_KEY_ID);
+	return keyfile_create(st, &visa_keyfile, VISA_KEY_ID, NULL);
 }
 
 int store_visa_key_seed(struct store *st, crypto_key **ret_seed)
@@ -187,5 +199,26 @@ int store_visa_key_seed(struct store *st, crypto_key **ret_seed)
 		return err_set(-EBADMSG, "keys/%s names another key", VISA_KEY_NAME);
 	}
 	*ret_seed = seed;
+	return 0;
+}
+
+int store_crypt4gh_key_put(struct store *st, const crypto_key *sk)
+{
+	return keyfile_create(st, &c4gh_keyfile, C4GH_KEY_ID, sk);
+}
+
+int store_crypt4gh_key_get(struct store *st, crypto_key **ret_sk)
+{
+	char name[STORE_SIGNING_NAME_MAX + 1];
+	crypto_key *sk = NULL;
+	int r = keyfile_seed(st, &c4gh_keyfile, &sk, name);
+
+	if (r < 0)
+		return r;
+	if (strcmp(name, C4GH_KEY_ID) != 0) {
+		crypto_key_free(sk);
+		return err_set(-EBADMSG, "keys/%s names another key", C4GH_KEY_NAME);
+	}
+	*ret_sk = sk;
 	return 0;
 }

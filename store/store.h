@@ -102,6 +102,13 @@ int store_signing_seed(struct store *st, crypto_key **ret_seed,
  * damaged, altered, from another store, or another key's file). */
 int store_visa_key_create(struct store *st);
 int store_visa_key_seed(struct store *st, crypto_key **ret_seed);
+/* The store's Crypt4GH site key (docs/CRYPT4GH.md "Site key"): an X25519 secret wrapped under the
+ * master key like the keys above, in keys/crypt4gh.key. Put it once (-EEXIST if there is one:
+ * never replaced, so files already sent to the site's public key stay readable); get it
+ * (guarded memory, the caller frees it; -ENOENT none yet, -EBADMSG damaged, altered, from
+ * another store, or another key's file). */
+int store_crypt4gh_key_put(struct store *st, const crypto_key *sk);
+int store_crypt4gh_key_get(struct store *st, crypto_key **ret_sk);
 
 /* The key the audit log's epoch keys are wrapped under, so the daemon reads its own sealed log
  * back (policy checks, `policy rebuild`): derived from the master key for this store
@@ -277,6 +284,20 @@ int store_import_add_dir(struct store_import *imp, const char *path, uint32_t mo
  * its file position) as path. Size, mode and mtime come from fstat(fd). -EINVAL not a regular file; -EEXIST path already
  * imported; -ENOTDIR a parent is a file; -EIO the file changed size while it was read. */
 int store_import_add_file(struct store_import *imp, const char *path, int fd);
+/* A file's plaintext that does not come from a file (a Crypt4GH file decrypted as it is read):
+ * read(ctx, buf, len) gives the next len bytes in order, fewer only at the end, 0 at the end
+ * after checking all that is left; -errno with err_detail() on failure (the import then fails,
+ * naming the path). Borrowed for the call. */
+struct store_import_stream {
+	ssize_t (*read)(void *ctx, void *buf, size_t len);
+	void *ctx;
+	uint64_t size;        /* bytes it gives: exactly this many, or the import fails */
+	uint32_t mode;        /* permission bits */
+	int64_t mtime_ns;
+};
+/* Encrypt and pack what stream gives as path; otherwise as store_import_add_file(). */
+int store_import_add_stream(struct store_import *imp, const char *path,
+			    const struct store_import_stream *stream);
 /* Import everything under the directory open at dirfd (borrowed) into the dataset root.
  * Symlinks, devices, sockets and FIFOs are refused with -EINVAL, naming the path. */
 int store_import_add_tree(struct store_import *imp, int dirfd);

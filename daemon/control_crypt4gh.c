@@ -1,0 +1,317 @@
+/* control_crypt4gh: the store's Crypt4GH site key, and Crypt4GH files met by an import
+ * (docs/CRYPT4GH.md, docs/PROTOCOL.md "crypt4gh.*").
+ *
+ * The site key is an X25519 secret wrapped under the master key in keys/crypt4gh.key
+ * (store_crypt4gh_key_put/get). It is unwrapped for each file that needs it and freed after: the
+ * daemon keeps no unwrapped copy between files. A steward makes it here (crypt4gh.keygen) or
+ * hands an existing one over (crypt4gh.import: the 32 secret bytes through a pipe, never in a
+ * frame, so they pass through no JSON buffer); either is recorded (crypt4gh_key_create) with the
+ * public key's fingerprint, before the key file is written.
+ *
+ * An import hands every regular file to import_file_any(): a file that begins with the magic
+ * "crypt4gh" is decrypted as it is read (crypto/crypt4gh.c's decoder, segment by segment, in
+ * memory) and its plaintext imported under its name without ".c4gh"; every segment is
+ * authenticated before any of its bytes is encrypted into a pack, so a file that fails half way
+ * fails the import, and a failed import commits nothing. Each such file gets an audit record
+ * (import_crypt4gh) naming it (sealed) with its header's SHA-256.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include "common/common.h"
+#include "common/err.h"
+#include "common/proto.h"
+#include "crypto/crypt4gh.h"
+#include "daemon/control_internal.h"
+#include "daemon/daemon.h"
+
+#define C4GH_SUFFIX ".c4gh"
+/* The first read of a header; a longer header is read again whole (up to C4GH_HEADER_MAX). */
+#define HEADER_FIRST_READ (64u * 1024)
+
+static pthread_mutex_t key_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static json_t *key_json(const uint8_t pk[static C4GH_KEY_LEN])
+{
+	char text[C4GH_PUBKEY_TEXT_MAX], fp[65];
+
+	c4gh_pubkey_format(pk, text);
+	c4gh_fingerprint(pk, fp);
+	return json_pack("{s:s, s:s}", "public_key", text, "fingerprint", fp);
+}
+
+/* Record the new key, then write it. Under key_lock. */
+static int key_install(struct conn *c, const crypto_key *sk, const char *source, json_t **ret)
+{
+	uint8_t pk[C4GH_KEY_LEN];
+	char fp[65];
+	crypto_key *old = NULL;
+	json_t *rec;
+	int r;
+
+	r = store_crypt4gh_key_get(c->d->st, &old);
+	crypto_key_free(old);
+	if (r == 0)
+		return err_set(-EEXIST, "the store has a Crypt4GH key already (enclavectl crypt4gh "
+			       "pubkey shows it); it is never replaced, so that files sent to it "
+			       "stay readable");
+	if (r != -ENOENT)
+		return r;
+	c4gh_public_key(sk, pk);
+	c4gh_fingerprint(pk, fp);
+	rec = json_pack("{s:s, s:s, s:s}", "event", "crypt4gh_key_create", "fingerprint", fp,
+			"source", source);
+	r = rec ? daemon_audit_subject(rec, &c->who) : -ENOMEM;
+	if (r == 0)
+		r = audit_append(c->d->log, rec, NULL);
+	json_decref(rec);
+	if (r < 0)
+		return r;
+	r = store_crypt4gh_key_put(c->d->st, sk);
+	if (r < 0)
+		return r;
+	*ret = key_json(pk);
+	return *ret ? 0 : -ENOMEM;
+}
+
+int op_crypt4gh_keygen(struct conn *c, const json_t *args, json_t **ret)
+{
+	static const char *const known[] = { NULL };
+	uint8_t pk[C4GH_KEY_LEN];
+	crypto_key *sk = NULL;
+	int r;
+
+	if ((r = proto_args_known(args, known)) < 0)
+		return r;
+	r = c4gh_keypair_generate(&sk, pk);
+	if (r < 0)
+		return r;
+	pthread_mutex_lock(&key_lock);
+	r = key_install(c, sk, "generated", ret);
+	pthread_mutex_unlock(&key_lock);
+	crypto_key_free(sk);
+	return r;
+}
+
+int op_crypt4gh_import(struct conn *c, const json_t *args, int fd, json_t **ret)
+{
+	static const char *const known[] = { "public_key", NULL };
+	uint8_t *buf = NULL, pk[C4GH_KEY_LEN], want[C4GH_KEY_LEN];
+	const char *text = NULL;
+	crypto_key *sk = NULL;
+	struct stat st;
+	ssize_t n;
+	int r;
+
+	if ((r = proto_args_known(args, known)) < 0 ||
+	    (r = proto_arg_string(args, "public_key", true, C4GH_PUBKEY_TEXT_MAX, &text)) < 0)
+		return r;
+	if (fd < 0)
+		return err_set(-EINVAL, "crypt4gh.import needs the key's pipe attached");
+	/* A pipe the client wrote the secret into: not a file someone could have left behind. */
+	if (fstat(fd, &st) < 0 || !S_ISFIFO(st.st_mode))
+		return err_set(-EINVAL, "crypt4gh.import takes the key through a pipe");
+	if ((r = c4gh_pubkey_parse(text, strlen(text), want)) < 0)
+		return r;
+	buf = sodium_malloc(C4GH_KEY_LEN + 1);
+	if (!buf)
+		return -ENOMEM;
+	n = read_full(fd, buf, C4GH_KEY_LEN + 1);
+	if (n != C4GH_KEY_LEN) {
+		r = err_set(-EINVAL, "crypt4gh.import: the pipe held %zd bytes, not the %u of an "
+			    "X25519 key", n, C4GH_KEY_LEN);
+		goto out;
+	}
+	r = crypto_key_from_bytes(buf, &sk);
+	if (r < 0)
+		goto out;
+	/* The client says which public key it means: a key that does not match is refused, so a
+	 * corrupted transfer cannot install a key nobody can name. */
+	c4gh_public_key(sk, pk);
+	if (sodium_memcmp(pk, want, sizeof(pk)) != 0) {
+		r = err_set(-EINVAL, "the key sent does not match its public key");
+		goto out;
+	}
+	pthread_mutex_lock(&key_lock);
+	r = key_install(c, sk, "imported", ret);
+	pthread_mutex_unlock(&key_lock);
+out:
+	crypto_key_free(sk);
+	sodium_free(buf);
+	return r;
+}
+
+int op_crypt4gh_pubkey(struct conn *c, const json_t *args, json_t **ret)
+{
+	static const char *const known[] = { NULL };
+	uint8_t pk[C4GH_KEY_LEN];
+	crypto_key *sk = NULL;
+	int r;
+
+	if ((r = proto_args_known(args, known)) < 0)
+		return r;
+	r = store_crypt4gh_key_get(c->d->st, &sk);
+	if (r == -ENOENT)
+		return err_set(r, "the store has no Crypt4GH key yet (enclavectl crypt4gh keygen, or "
+			       "crypt4gh import)");
+	if (r < 0)
+		return r;
+	c4gh_public_key(sk, pk);
+	crypto_key_free(sk);
+	*ret = key_json(pk);
+	return *ret ? 0 : -ENOMEM;
+}
+
+/* ---- Import ---------------------------------------------------------------------------------- */
+
+/* What a Crypt4GH file's own faults are called on the socket: the request was well formed, the
+ * file it named is not (invalid_data); one not for us stays no_key. */
+static int data_err(int r)
+{
+	return r == -EBADMSG || r == -ENOTSUP ? -EILSEQ : r;
+}
+
+static ssize_t stream_read(void *ctx, void *buf, size_t len)
+{
+	return c4gh_decoder_read(ctx, buf, len);
+}
+
+/* The header of the Crypt4GH file at fd (size bytes), opened with the site key. */
+static int read_header(struct conn *c, const char *path, int fd, uint64_t size,
+		       c4gh_header **ret_h)
+{
+	size_t want = (size_t)MIN(size, (uint64_t)HEADER_FIRST_READ);
+	crypto_key *sk = NULL;
+	uint8_t *buf = NULL;
+	ssize_t got;
+	int r;
+
+	r = store_crypt4gh_key_get(c->d->st, &sk);
+	if (r == -ENOENT)
+		return err_set(r, "%s: a Crypt4GH file, but this store has no Crypt4GH key to open it "
+			       "(enclavectl crypt4gh keygen, or crypt4gh import)", path);
+	if (r < 0)
+		return r;
+	for (;;) {
+		buf = malloc(MAX(want, (size_t)1));
+		if (!buf) {
+			r = -ENOMEM;
+			break;
+		}
+		got = pread_full(fd, buf, want, 0);
+		if (got < 0) {
+			r = err_set((int)got, "%s: read failed: %s", path, strerror((int)-got));
+			break;
+		}
+		r = c4gh_header_parse(buf, (size_t)got, sk, ret_h);
+		if (r != -ENOBUFS || want >= MIN(size, (uint64_t)C4GH_HEADER_MAX))
+			break;
+		free(buf);
+		want = (size_t)MIN(size, (uint64_t)C4GH_HEADER_MAX);
+	}
+	free(buf);
+	crypto_key_free(sk);
+	if (r == -ENOBUFS)
+		r = err_set(-EBADMSG, "%s: the Crypt4GH header is cut short", path);
+	else if (r < 0 && r != -ENOMEM) {
+		char why[ERR_DETAIL_MAX];
+
+		snprintf(why, sizeof(why), "%s", err_detail());
+		r = err_set(data_err(r), "%s: %s", path, why);
+	}
+	return r;
+}
+
+/* The name a Crypt4GH file is stored under: without ".c4gh", if that leaves a name. */
+static void plain_name(const char *path, char out[static STORE_PATH_MAX + 1])
+{
+	size_t n = strlen(path), sl = strlen(C4GH_SUFFIX);
+	const char *base = strrchr(path, '/');
+
+	base = base ? base + 1 : path;
+	if (n > sl && strcmp(path + n - sl, C4GH_SUFFIX) == 0 && (size_t)(path + n - base) > sl)
+		n -= sl;
+	snprintf(out, STORE_PATH_MAX + 1, "%.*s", (int)n, path);
+}
+
+static int import_c4gh(struct conn *c, const char *path, int fd, const struct stat *st)
+{
+	uint8_t digest[C4GH_DIGEST_LEN];
+	char name[STORE_PATH_MAX + 1], hex[2 * C4GH_DIGEST_LEN + 1];
+	struct store_import_stream s = { .read = stream_read };
+	c4gh_header *h = NULL;
+	c4gh_decoder *d = NULL;
+	json_t *rec;
+	size_t packets, keys;
+	bool edited;
+	int r;
+
+	r = read_header(c, path, fd, (uint64_t)st->st_size, &h);
+	if (r < 0)
+		return r;
+	c4gh_header_digest(h, digest);
+	packets = c4gh_header_packets(h);
+	keys = c4gh_header_keys(h);
+	edited = c4gh_header_edited(h);
+	r = c4gh_decoder_new(h, fd, (uint64_t)st->st_size, &d);
+	if (r < 0) {
+		char why[ERR_DETAIL_MAX];
+
+		snprintf(why, sizeof(why), "%s", err_detail());
+		c4gh_header_free(h);
+		return err_set(data_err(r), "%s: %s", path, why);
+	}
+	plain_name(path, name);
+	s.ctx = d;
+	s.size = c4gh_decoder_size(d);
+	s.mode = (uint32_t)st->st_mode;
+	s.mtime_ns = (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec;
+	r = store_import_add_stream(c->imp, name, &s);
+	c4gh_decoder_free(d);
+	if (r < 0) {
+		/* Name the file as the steward knows it, not as it is stored. */
+		char why[ERR_DETAIL_MAX];
+		const char *w = why;
+		size_t nl = strlen(name);
+
+		snprintf(why, sizeof(why), "%s", err_detail());
+		if (strncmp(why, name, nl) == 0 && why[nl] == ':')
+			w = why + nl + 1 + (why[nl + 1] == ' ');
+		return err_set(data_err(r), "%s: %s", path, w);
+	}
+	sodium_bin2hex(hex, sizeof(hex), digest, sizeof(digest));
+	rec = json_pack("{s:s, s:o, s:o, s:s, s:I, s:I, s:b, s:I}", "event", "import_crypt4gh",
+			"dataset", audit_string(c->imp_dataset), "path", audit_string(name),
+			"header_sha256", hex, "header_packets", (json_int_t)packets, "data_keys",
+			(json_int_t)keys, "edit_list", edited, "bytes", (json_int_t)s.size);
+	r = rec ? daemon_audit_subject(rec, &c->who) : -ENOMEM;
+	if (r == 0)
+		r = audit_append(c->d->log, rec, NULL);
+	json_decref(rec);
+	if (r < 0)
+		return err_set(-EIO, "%s: the audit log could not record the Crypt4GH source", path);
+	c->imp_c4gh++;
+	return 0;
+}
+
+int import_file_any(struct conn *c, const char *path, int fd)
+{
+	uint8_t magic[C4GH_MAGIC_LEN];
+	struct stat st;
+	ssize_t got;
+
+	if (c->imp_c4gh_keep || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
+		return store_import_add_file(c->imp, path, fd);
+	got = pread_full(fd, magic, sizeof(magic), 0);
+	if (got != (ssize_t)sizeof(magic) || memcmp(magic, C4GH_MAGIC, sizeof(magic)) != 0)
+		return store_import_add_file(c->imp, path, fd);
+	return import_c4gh(c, path, fd, &st);
+}

@@ -1,0 +1,358 @@
+/* End-to-end Crypt4GH (issue 18): the real enclaved and enclavectl. The store's site key made,
+ * shown, refused twice; .c4gh files made by an independent implementation (tests/interop/
+ * crypt4gh_ref.py, python3-cryptography) imported, their plaintext read back through the mount
+ * by a user with a grant: 0 bytes, one byte, one segment, one byte over, several recipients and a
+ * stranger's packet, an edit list, the AEAD method, a Crypt4GH file without the suffix; a file for
+ * someone else, or altered, stops the import naming the file and commits nothing; --keep-crypt4gh
+ * keeps them as they are; the audit records name each file's header digest.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "common/common.h"
+#include "tests/e2e.h"
+#include "tests/testutil.h"
+
+#define DS "cohort-c4gh"
+
+static char *site_pub;    /* the store's public key file */
+
+static int group_setup(void **state)
+{
+	static const char *const roles[] = { "--steward", "user:root", "--steward",
+					     "user:" TU_USER_ALICE, "--auditor", "user:root",
+					     "--approvals", "1", NULL };
+
+	(void)state;
+	if (e2e_setup("c4gh") < 0)
+		return -1;
+	if (e2e_init(roles) < 0)
+		return -1;
+	e2e_daemon_start_with(E->pass, true);
+	site_pub = tu_fmt("%s/site.pub", E->root);
+	return 0;
+}
+
+static int group_teardown(void **state)
+{
+	(void)state;
+	e2e_teardown();
+	free(site_pub);
+	return 0;
+}
+
+/* Run a shell command line (test-made paths only); its exit status. */
+__attribute__((format(printf, 1, 2))) static int sh(const char *fmt, ...)
+{
+	char cmd[8192];
+	va_list ap;
+	int st;
+
+	va_start(ap, fmt);
+	vsnprintf(cmd, sizeof(cmd), fmt, ap);
+	va_end(ap);
+	st = system(cmd);
+	return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+}
+
+/* crypt4gh_ref.py encrypt of plain into out for the recipients (public key files) and options. */
+static void ref_encrypt(const char *plain, const char *out, const char *opts)
+{
+	assert_int_equal(sh("python3 %s encrypt %s <'%s' >'%s'", C4GH_REF_PY, opts, plain, out), 0);
+}
+
+/* A file of n pattern bytes at path. */
+static void plain_file(const char *path, size_t n, unsigned seed)
+{
+	uint8_t *b = malloc(n + 1);
+
+	for (size_t i = 0; i < n; i++)
+		b[i] = (uint8_t)(i * 37 + seed + (i >> 13));
+	tu_write_file(path, b, n);
+	free(b);
+}
+
+struct cmp_job {
+	const char *got, *want;
+};
+
+/* Run as the reader: the file through the mount must equal the expected one, byte for byte. */
+static int child_cmp(void *arg)
+{
+	const struct cmp_job *j = arg;
+	size_t a = 0, b = 0;
+	uint8_t *x = tu_read_file(j->got, &a), *y = tu_read_file(j->want, &b);
+	int r = x && y && a == b && memcmp(x, y, a) == 0 ? 0 : 1;
+
+	if (r)
+		fprintf(stderr, "%s: %zu bytes, want %zu as %s\n", j->got, a, b, j->want);
+	free(x);
+	free(y);
+	return r;
+}
+
+static bool same_file_text(const char *path, const char *text)
+{
+	size_t n = 0;
+	uint8_t *f = tu_read_file(path, &n);
+	bool same = f && n == strlen(text) && memcmp(f, text, n) == 0;
+
+	free(f);
+	return same;
+}
+
+/* keygen, pubkey, never replaced; then (the key file removed behind the daemon's back, which
+ * unwraps it for each use) an existing scrypt-protected key imported, its passphrase from a
+ * descriptor, and that key becomes the one files are encrypted to. */
+static void test_site_key(void **state)
+{
+	char *keyfile = tu_fmt("%s/keys/crypt4gh.key", E->store), *made = tu_fmt("%s/made.pub",
+										    E->root);
+	char *sec = tu_fmt("%s/prot.sec", E->root), *pf = tu_fmt("%s/prot.pass", E->root);
+	char *bad = tu_fmt("%s/bad.pass", E->root), *err = tu_fmt("%s/import.err", E->root);
+	struct e2e_run *r;
+	struct stat st;
+
+	(void)state;
+	/* No key yet: said plainly. */
+	r = ctl("crypt4gh", "pubkey");
+	assert_int_equal(r->status, 1);
+	assert_non_null(strstr(r->err, "no Crypt4GH key"));
+	free(r);
+	/* Not a steward: refused. */
+	r = ctl_as(&E->u.bob, "crypt4gh", "keygen");
+	assert_int_equal(r->status, 1);
+	free(r);
+
+	e2e_ok_free(ctl("crypt4gh", "keygen", "--out", made));
+	assert_int_equal(stat(keyfile, &st), 0);
+	assert_int_equal(st.st_mode & 0777, 0600);
+	/* The public key in the standard format, the same whoever asks (anyone may). */
+	r = e2e_ok(ctl_as(&E->u.bob, "crypt4gh", "pubkey"));
+	assert_true(same_file_text(made, r->out));
+	assert_non_null(strstr(r->out, "-----BEGIN CRYPT4GH PUBLIC KEY-----\n"));
+	free(r);
+	/* Never replaced: keygen and import both refused now. */
+	r = ctl("crypt4gh", "keygen");
+	assert_int_equal(r->status, 1);
+	assert_non_null(strstr(r->err, "never replaced"));
+	free(r);
+	tu_write_file(pf, "protect me\n", 11);
+	tu_write_file(bad, "wrong\n", 6);
+	assert_int_equal(sh("python3 %s keygen '%s' '%s' --passphrase-file '%s'", C4GH_REF_PY, sec,
+			    site_pub, pf), 0);
+	assert_int_equal(sh("%s --store '%s' crypt4gh import '%s' --passphrase-fd 3 3<'%s' 2>%s",
+			    ENCLAVECTL_PATH, E->store, sec, pf, err), 1);
+	assert_int_equal(e2e_audit_count("crypt4gh_key_create", NULL, NULL, NULL, 0), 1);
+
+	/* Without the key file, an existing key can come in. */
+	assert_int_equal(unlink(keyfile), 0);
+	r = ctl("crypt4gh", "import", sec);   /* no terminal, no --passphrase-fd */
+	assert_int_equal(r->status, 1);
+	assert_non_null(strstr(r->err, "--passphrase-fd"));
+	free(r);
+	assert_int_equal(sh("%s --store '%s' crypt4gh import '%s' --passphrase-fd 3 3<'%s' 2>%s",
+			    ENCLAVECTL_PATH, E->store, sec, bad, err), 1);
+	{
+		size_t n = 0;
+		char *t = (char *)tu_read_file(err, &n);
+
+		assert_non_null(strstr(t, "passphrase does not open"));
+		free(t);
+	}
+	assert_int_equal(stat(keyfile, &st), -1);
+	assert_int_equal(sh("%s --store '%s' crypt4gh import '%s' --passphrase-fd 3 3<'%s'",
+			    ENCLAVECTL_PATH, E->store, sec, pf), 0);
+	r = e2e_ok(ctl("crypt4gh", "pubkey"));
+	assert_true(same_file_text(site_pub, r->out));
+	free(r);
+	assert_int_equal(e2e_audit_count("crypt4gh_key_create", NULL, NULL, NULL, 0), 2);
+	free(keyfile);
+	free(made);
+	free(sec);
+	free(pf);
+	free(bad);
+	free(err);
+}
+
+static void test_import(void **state)
+{
+	/* other: a second recipient (another's key) and two packets for strangers as well. */
+	static const struct { const char *name, *opts; size_t size; bool other; } files[] = {
+		{ "empty.c4gh", "", 0, false },
+		{ "one.c4gh", "", 1, false },
+		{ "sub/segment.c4gh", "", 65536, false },
+		{ "sub/over.c4gh", "", 65537, false },
+		{ "many.c4gh", "--decoy 2", 300000, true },
+		{ "aead.c4gh", "--aead 5", 131072, false },
+		{ "noext.bin", "", 1000, false },
+	};
+	char *src = tu_fmt("%s/c4src", E->root), *p, *q, *opts;
+	struct e2e_run *r;
+	uint64_t gid;
+	char ids[32];
+
+	(void)state;
+	assert_int_equal(sh("mkdir -p %s/sub %s/want/sub", src, E->root), 0);
+	assert_int_equal(sh("python3 %s keygen %s/other.sec %s/other.pub", C4GH_REF_PY, E->root,
+			    E->root), 0);
+	for (size_t i = 0; i < ARRAY_SIZE(files); i++) {
+		char *stem = strdup(files[i].name), *dot = strrchr(stem, '.');
+
+		if (dot && strcmp(dot, ".c4gh") == 0)
+			*dot = '\0';
+		p = tu_fmt("%s/want/%s", E->root, stem);
+		plain_file(p, files[i].size, (unsigned)i);
+		q = tu_fmt("%s/%s", src, files[i].name);
+		opts = files[i].other ? tu_fmt("--recipient %s %s --recipient %s/other.pub",
+					       site_pub, files[i].opts, E->root)
+				      : tu_fmt("--recipient %s %s", site_pub, files[i].opts);
+		ref_encrypt(p, q, opts);
+		free(opts);
+		free(p);
+		free(q);
+		free(stem);
+	}
+	/* An edit list: keep bytes 10..109 and everything from 70110 on. */
+	p = tu_fmt("%s/edit.plain", E->root);
+	plain_file(p, 100000, 77);
+	q = tu_fmt("%s/edit.c4gh", src);
+	opts = tu_fmt("--recipient %s --edit 10,100,70000", site_pub);
+	ref_encrypt(p, q, opts);
+	assert_int_equal(sh("(head -c 110 %s | tail -c 100; tail -c +70111 %s) >%s/want/edit", p,
+			    p, E->root), 0);
+	free(opts);
+	free(p);
+	free(q);
+	/* A plain file beside them. */
+	p = tu_fmt("%s/plain.txt", src);
+	tu_write_file(p, "not encrypted\n", 14);
+	free(p);
+	assert_int_equal(sh("cp %s/plain.txt %s/want/plain.txt", src, E->root), 0);
+	assert_int_equal(sh("chmod -R a+rX %s/want", E->root), 0);
+
+	r = e2e_ok(ctl("--json", "dataset", "import", DS, src));
+	free(r);
+	/* A reader with an approved grant reads the plaintext through the mount. */
+	gid = e2e_grant("--user", TU_USER_BOB, DS, "+1d");
+	snprintf(ids, sizeof(ids), "%llu", (unsigned long long)gid);
+	e2e_ok_free(ctl_as(&E->u.alice, "grant", "approve", ids));
+	{
+		static const char *const names[] = { "empty", "one", "sub/segment", "sub/over",
+						     "many", "aead", "noext.bin", "edit",
+						     "plain.txt" };
+
+		for (size_t i = 0; i < ARRAY_SIZE(names); i++) {
+			char *got = tu_fmt("%s/%s/latest/%s", E->mnt, DS, names[i]);
+			char *want = tu_fmt("%s/want/%s", E->root, names[i]);
+			struct cmp_job j = { got, want };
+
+			assert_int_equal(tu_run_as(&E->u.bob, child_cmp, &j, 60000), 0);
+			free(got);
+			free(want);
+		}
+	}
+	/* One record per Crypt4GH file, with its header's digest; the 0-byte file is all
+	 * header, so its digest is the file's SHA-256. */
+	assert_int_equal(e2e_audit_count("import_crypt4gh", NULL, DS, NULL, 0), 8);
+	r = e2e_ok(ctl("audit", "show", "--auditor-key", E->akey, "--event", "import_crypt4gh",
+		       "--json"));
+	{
+		uint8_t *f, h[32];
+		char hex[65];
+		size_t n = 0;
+
+		p = tu_fmt("%s/empty.c4gh", src);
+		f = tu_read_file(p, &n);
+		crypto_hash_sha256(h, f, n);
+		sodium_bin2hex(hex, sizeof(hex), h, 32);
+		assert_non_null(strstr(r->out, hex));
+		free(f);
+		free(p);
+	}
+	free(r);
+	free(src);
+}
+
+/* A directory holding a file for someone else, or one altered: the import stops naming it, and
+ * nothing is committed (the dataset does not exist). */
+static void test_import_refused(void **state)
+{
+	char *src = tu_fmt("%s/badsrc", E->root), *p;
+	struct e2e_run *r;
+
+	(void)state;
+	assert_int_equal(sh("mkdir -p %s && head -c 5000 /dev/urandom >%s/p", src, src), 0);
+	p = tu_fmt("%s/p", src);
+	{
+		char *ok = tu_fmt("%s/a-ok.c4gh", src), *o = tu_fmt("--recipient %s", site_pub);
+
+		ref_encrypt(p, ok, o);
+		free(ok);
+		free(o);
+	}
+	{
+		char *other = tu_fmt("%s/b-other.c4gh", src);
+		char *o = tu_fmt("--recipient %s/other.pub", E->root);
+
+		ref_encrypt(p, other, o);
+		free(other);
+		free(o);
+	}
+	r = ctl("dataset", "import", "refused-ds", src);
+	assert_int_equal(r->status, 1);
+	assert_non_null(strstr(r->err, "b-other.c4gh"));
+	assert_non_null(strstr(r->err, "not addressed to this key"));
+	free(r);
+	r = ctl("dataset", "show", "refused-ds");
+	assert_int_not_equal(r->status, 0);
+	free(r);
+
+	/* Altered: one byte of the data flipped (the last byte: the last segment's MAC). */
+	assert_int_equal(sh("rm %s/b-other.c4gh && cp %s/a-ok.c4gh %s/c-bad.c4gh && "
+			    "printf '\\001' | dd of=%s/c-bad.c4gh bs=1 seek=$(( $(stat -c %%s "
+			    "%s/c-bad.c4gh) - 1 )) conv=notrunc 2>/dev/null", src, src, src, src,
+			    src), 0);
+	r = ctl("dataset", "import", "refused-ds", src);
+	assert_int_equal(r->status, 1);
+	if (!strstr(r->err, "c-bad.c4gh"))
+		fail_msg("stderr: %s", r->err);
+	assert_non_null(strstr(r->err, "does not authenticate"));
+	free(r);
+	r = ctl("dataset", "show", "refused-ds");
+	assert_int_not_equal(r->status, 0);
+	free(r);
+
+	/* --keep-crypt4gh: stored as they are, names kept. */
+	assert_int_equal(sh("rm %s/c-bad.c4gh %s/p", src, src), 0);
+	e2e_ok_free(ctl("dataset", "import", "kept-ds", src, "--keep-crypt4gh"));
+	r = e2e_ok(ctl("--json", "dataset", "show", "kept-ds"));
+	free(r);
+	free(p);
+	free(src);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_site_key),
+		cmocka_unit_test(test_import),
+		cmocka_unit_test(test_import_refused),
+	};
+
+	return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
