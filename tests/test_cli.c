@@ -1671,7 +1671,7 @@ static void test_man_page_has_every_option(void **state)
 
 		next = strchr(line, '\n');
 		next = next ? next + 1 : line + strlen(line);
-		n = sscanf(line, "  %31[a-z] %63[a-z-]", obj, cmd);
+		n = sscanf(line, "  %31[a-z0-9] %63[a-z-]", obj, cmd);
 
 		/* Command lines only: two spaces, then the object's name. */
 		if (n < 1 || strncmp(line, "  ", 2) != 0 || line[2] < 'a' || line[2] > 'z')

@@ -290,6 +290,24 @@ static void test_every_command_matches_schema(void **state)
 	JF(NULL, 0, "grant", "list", "--all");
 	JF(NULL, 0, "grant", "show", g1);
 
+	/* The Crypt4GH site key: an existing (OpenSSH ed25519) key brought in, then, its file
+	 * removed behind the daemon's back, one made; anyone may read the public half. */
+	{
+		char *ssh = tu_fmt("%s/site_ssh", E->root), *cmd, *kf;
+
+		cmd = tu_fmt("ssh-keygen -q -t ed25519 -N '' -C json -f '%s'", ssh);
+		assert_int_equal(system(cmd), 0);
+		JF(NULL, 0, "crypt4gh", "import", ssh);
+		JF(NULL, 1, "crypt4gh", "keygen");
+		kf = tu_fmt("%s/keys/crypt4gh.key", E->store);
+		assert_int_equal(unlink(kf), 0);
+		JF(NULL, 0, "crypt4gh", "keygen");
+		JF(alice, 0, "crypt4gh", "pubkey");
+		free(cmd);
+		free(kf);
+		free(ssh);
+	}
+
 	/* The audit log: keys, checkpoints, proofs, records, an export verified offline. */
 	r = J(NULL, 0, "audit", "pubkey");
 	{
