@@ -116,9 +116,11 @@ struct store_import {
 	struct store *st;                   /* borrowed; its import_lock is held */
 	struct dataset_rec ds;              /* the dataset (new or existing) */
 	bool new_dataset;
-	crypto_key *dkey;                   /* dataset key: owned if new_dataset, else borrowed */
-	crypto_key *ix_seal;                /* its index seal key; owned */
-	crypto_key *ix_name;                /* its name-hash key; owned */
+	crypto_key *dkey;                   /* a new dataset's key Kd; owned until the commit */
+	crypto_key *vkey;                   /* this version's key Kv (docs/FORMAT.md 3.7): object
+					       keys are wrapped under it; owned */
+	crypto_key *ix_seal;                /* Kvs, its index seal key; owned */
+	crypto_key *ix_name;                /* Kvn, its name-hash key; owned */
 	crypto_hasher *man_files;             /* manifest: file leaves in inode order; owned */
 	crypto_hasher *man_dirs;              /* manifest: directory leaves, at commit; owned */
 	struct buf plain;                   /* a record's plaintext before it is sealed */
@@ -1006,7 +1008,7 @@ static int write_object(struct store_import *imp, const struct obj_src *src, con
 	const uint32_t cs = imp->chunk_size;
 	const uint64_t size = ino->size;
 	const uint64_t n = object_nchunks(size, cs);
-	uint8_t ad[OBJECT_KEY_AD_LEN];
+	uint8_t ad[OBJECT_KEY_AD_MAX];
 	crypto_key *okey = NULL;
 	uint64_t base, left = size;
 	/* Large objects go through the pool (see the top of this file). */
@@ -1141,8 +1143,11 @@ static int write_object(struct store_import *imp, const struct obj_src *src, con
 		if (r < 0)
 			goto out;
 	}
-	object_key_ad(imp->ds.info.id, ino, ad);
-	r = crypto_key_wrap(imp->dkey, okey, ad, sizeof(ad), ino->ext.wrapped_key);
+	ino->version = imp->version;
+	r = crypto_key_wrap(imp->vkey, okey, ad,
+			    object_key_ad(STORE_FORMAT_VERSION, imp->ds.info.id, imp->version, ino,
+					  ad),
+			    ino->ext.wrapped_key);
 	if (r < 0)
 		r = imp_fail(imp, r, "%s: cannot wrap the object key", path);
 out:
@@ -1220,22 +1225,22 @@ int store_import_begin(struct store *st, const char *name, const struct store_im
 		};
 		snprintf(imp->ds.info.name, sizeof(imp->ds.info.name), "%s", name);
 		r = crypto_key_generate(&imp->dkey);
-		if (r == 0) {
-			uint8_t ad[DATASET_KEY_AD_MAX];
-			size_t adlen = dataset_key_ad(st->store_id, imp->ds.info.id,
-						      imp->ds.info.name, ad);
-
-			r = crypto_key_wrap(st->master, imp->dkey, ad, adlen, imp->ds.wrapped_key);
-		}
 		imp->version = 1;
 	} else if (r == 0) {
-		r = store_dataset_key(st, imp->ds.info.id, &imp->ds, &imp->dkey);
+		/* The record's latest is the newest number given out, erased or not: numbers of
+		 * erased versions are never given out again. */
 		if (imp->ds.info.latest_version == UINT32_MAX)
 			r = err_set(-EOVERFLOW, "dataset %s has no version numbers left", name);
 		imp->version = imp->ds.info.latest_version + 1;
 	}
+	/* A fresh key for every version; it enters the key ring at the commit. A key the ring
+	 * still holds for this number is a crashed commit's, whose version recovery dropped. */
 	if (r == 0)
-		r = dataset_index_keys(imp->dkey, &imp->ix_seal, &imp->ix_name);
+		store_ring_forget(st, imp->ds.info.id, imp->version, imp->new_dataset);
+	if (r == 0)
+		r = crypto_key_generate(&imp->vkey);
+	if (r == 0)
+		r = keyring_version_keys(imp->vkey, &imp->ix_seal, &imp->ix_name);
 	if (r == 0 && (crypto_hash_new(&imp->man_files) < 0 || crypto_hash_new(&imp->man_dirs) < 0))
 		r = -ENOMEM;
 	if (r < 0)
@@ -1616,7 +1621,9 @@ int store_import_commit(struct store_import *imp, uint32_t *ret_version)
 {
 	struct store *st = imp->st;
 	char *err = NULL;
-	uint8_t k[PACKKEY_LEN], v[8], dk[DSKEY_LEN], manifest[STORE_MANIFEST_LEN];
+	uint8_t k[PACKKEY_LEN], v[8], dk[DSKEY_LEN], manifest[STORE_MANIFEST_LEN], dsid_clear[8];
+	const crypto_key *kdr = NULL;
+	crypto_key *kdr_own = NULL;
 	int r;
 
 	if (imp->committed)
@@ -1652,13 +1659,24 @@ int store_import_commit(struct store_import *imp, uint32_t *ret_version)
 	imp->ds.info.latest_version = imp->version;
 	buf_reset(&imp->plain);
 	buf_reset(&imp->scratch);
+	pthread_mutex_lock(&st->lock);
 	dskey_hash(st->ix_name, imp->ds.info.name, dk);
-	r = dataset_rec_encode(&imp->ds, &imp->plain);
+	pthread_mutex_unlock(&st->lock);
+	put_be64(dsid_clear, imp->ds.info.id);
+	if (imp->new_dataset) {
+		r = keyring_dataset_seal_key(imp->dkey, &kdr_own);
+		kdr = kdr_own;
+	} else {
+		r = store_dataset_rec_key(st, imp->ds.info.id, &kdr);
+	}
 	if (r == 0)
-		r = index_seal(st->ix_seal, CF_DATASETS, dk, sizeof(dk), NULL, 0, imp->plain.data,
-			       imp->plain.len, &imp->scratch);
+		r = dataset_rec_encode_v3(&imp->ds, &imp->plain);
+	if (r == 0)
+		r = index_seal(kdr, CF_DATASETS, dk, sizeof(dk), dsid_clear, sizeof(dsid_clear),
+			       imp->plain.data, imp->plain.len, &imp->scratch);
+	crypto_key_free(kdr_own);
 	if (r < 0)
-		return imp_fail(imp, r, "out of memory");
+		return imp_fail(imp, r, "cannot seal the dataset record");
 	rocksdb_writebatch_wi_put_cf(imp->wb, st->ix.cf[CF_DATASETS], (const char *)dk, sizeof(dk),
 				     (const char *)imp->scratch.data, imp->scratch.len);
 	for (size_t i = 0; i <= imp->npacks; i++) {
@@ -1675,8 +1693,31 @@ int store_import_commit(struct store_import *imp, uint32_t *ret_version)
 		rocksdb_writebatch_wi_put_cf(imp->wb, st->ix.cf[CF_META], "next_dataset", 12,
 					     (const char *)v, sizeof(v));
 	}
+	/* The version's key (and a new dataset's) goes into the key ring, durably, before the
+	 * batch that makes the version exist; the batch names the ring's generation, so that a
+	 * ring older than the index is refused at open. A crash in between leaves a key for a
+	 * version that recovery drops: harmless, and replaced when the number is used again. */
+	{
+		crypto_key *kv = NULL, *kd = NULL;
+		uint64_t gen = 0;
+
+		r = crypto_key_from_bytes(crypto_key_bytes(imp->vkey), &kv);
+		if (r == 0 && imp->new_dataset)
+			r = crypto_key_from_bytes(crypto_key_bytes(imp->dkey), &kd);
+		if (r < 0) {
+			crypto_key_free(kv);
+			return imp_fail(imp, r, "out of memory");
+		}
+		r = store_ring_add(st, imp->ds.info.id, imp->version, kv, kd, &gen);
+		if (r < 0)
+			return imp_fail(imp, r, "cannot write the key ring: %s", err_detail());
+		put_le64(v, gen);
+		rocksdb_writebatch_wi_put_cf(imp->wb, st->ix.cf[CF_META], META_RING,
+					     strlen(META_RING), (const char *)v, sizeof(v));
+	}
 	rocksdb_write_writebatch_wi(st->ix.db, st->ix.wo_sync, imp->wb, &err);
 	if (err) {
+		store_ring_forget(st, imp->ds.info.id, imp->version, imp->new_dataset);
 		r = imp_fail(imp, -EIO, "index: commit failed: %s", err);
 		free(err);
 		return r;
@@ -1779,11 +1820,11 @@ void store_import_free(struct store_import *imp)
 	buf_free(&imp->plain);
 	crypto_key_free(imp->ix_seal);
 	crypto_key_free(imp->ix_name);
+	crypto_key_free(imp->vkey);
 	crypto_hash_free(imp->man_files);
 	crypto_hash_free(imp->man_dirs);
 	crypto_chunk_ctx_free(imp->cctx);
-	if (imp->new_dataset)
-		crypto_key_free(imp->dkey);
+	crypto_key_free(imp->dkey);
 	for (size_t i = 0; i < imp->ndirs; i++)
 		free(imp->dirs[i].path);
 	free(imp->dirs);

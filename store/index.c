@@ -10,6 +10,7 @@
 #include "store/store_internal.h"
 
 #define REC_V1 1
+#define REC_V3 3   /* format 3 dataset records: no wrapped key */
 
 static const char *const cf_names[CF_COUNT] = {
 	[CF_DEFAULT] = "default",
@@ -246,6 +247,20 @@ int dataset_rec_encode(const struct dataset_rec *r, struct buf *b)
 	return e;
 }
 
+int dataset_rec_encode_v3(const struct dataset_rec *r, struct buf *b)
+{
+	size_t n = strnlen(r->info.name, STORE_DATASET_NAME_MAX);
+	int e = 0;
+
+	e = e ?: buf_u8(b, REC_V3);
+	e = e ?: buf_le64(b, r->info.id);
+	e = e ?: buf_le64(b, (uint64_t)r->info.created_ns);
+	e = e ?: buf_le32(b, r->info.latest_version);
+	e = e ?: buf_u8(b, (uint8_t)n);
+	e = e ?: buf_append(b, r->info.name, n);
+	return e;
+}
+
 int dataset_rec_decode(const char *v1_name, const void *v, size_t n, struct dataset_rec *ret)
 {
 	struct cursor c = cursor_make(v, n);
@@ -258,15 +273,17 @@ int dataset_rec_decode(const char *v1_name, const void *v, size_t n, struct data
 	cursor_le64(&c, &r.info.id);
 	cursor_le64(&c, &created);
 	cursor_le32(&c, &r.info.latest_version);
-	cursor_take(&c, r.wrapped_key, sizeof(r.wrapped_key));
-	if (rv == REC_V2) {
+	if (rv != REC_V3)
+		cursor_take(&c, r.wrapped_key, sizeof(r.wrapped_key));
+	if (rv == REC_V2 || rv == REC_V3) {
 		cursor_u8(&c, &nlen);
 		if (nlen <= STORE_DATASET_NAME_MAX)
 			cursor_take(&c, r.info.name, nlen);
 	} else if (rv == REC_V1 && v1_name) {
 		snprintf(r.info.name, sizeof(r.info.name), "%s", v1_name);
 	}
-	ok = cursor_done(&c) && (rv == REC_V2 || (rv == REC_V1 && v1_name)) && r.info.id != 0 &&
+	ok = cursor_done(&c) && (rv == REC_V2 || rv == REC_V3 || (rv == REC_V1 && v1_name)) &&
+	     r.info.id != 0 &&
 	     r.info.latest_version != 0 && store_dataset_name_valid(r.info.name) &&
 	     (rv == REC_V1 || strlen(r.info.name) == nlen);
 	if (!ok)
@@ -309,7 +326,7 @@ int version_rec_decode(const void *v, size_t n, struct version_rec *ret)
 	if (rv == REC_V2)
 		cursor_take(&c, r.info.manifest, sizeof(r.info.manifest));
 	if (!cursor_done(&c) || (rv != REC_V1 && rv != REC_V2) ||
-	    (state != VERSION_PENDING && state != VERSION_COMMITTED))
+	    (state != VERSION_PENDING && state != VERSION_COMMITTED && state != VERSION_ERASED))
 		return err_set(-EBADMSG, "index: malformed version record");
 	r.state = state;
 	r.info.created_ns = (int64_t)created;
@@ -322,7 +339,8 @@ int version_value_state(const void *v, size_t n, uint32_t *ret_state)
 {
 	const uint8_t *p = v;
 
-	if (n < 1 + CRYPTO_SEAL_OVERHEAD || (p[0] != VERSION_PENDING && p[0] != VERSION_COMMITTED))
+	if (n < 1 + CRYPTO_SEAL_OVERHEAD ||
+	    (p[0] != VERSION_PENDING && p[0] != VERSION_COMMITTED && p[0] != VERSION_ERASED))
 		return err_set(-EBADMSG, "index: malformed version record");
 	*ret_state = p[0];
 	return 0;
@@ -482,7 +500,7 @@ int index_seal(const crypto_key *key, enum store_cf cf, const void *k, size_t kl
 	uint8_t *dst = NULL;
 	int r;
 
-	if (klen > STORE_POLICY_KEY_MAX || clen > 1)
+	if (klen > STORE_POLICY_KEY_MAX || clen > SEAL_CLEAR_MAX)
 		return -EINVAL;
 	r = buf_append(out, clear, clen);
 	if (r < 0)
@@ -500,7 +518,7 @@ int index_unseal(const crypto_key *key, enum store_cf cf, const void *k, size_t 
 	uint8_t ad[SEAL_AD_MAX];
 	const uint8_t *p = v;
 
-	if (klen > STORE_POLICY_KEY_MAX || clen > 1 || n < clen + CRYPTO_SEAL_OVERHEAD ||
+	if (klen > STORE_POLICY_KEY_MAX || clen > SEAL_CLEAR_MAX || n < clen + CRYPTO_SEAL_OVERHEAD ||
 	    n - clen - CRYPTO_SEAL_OVERHEAD > cap)
 		return -EBADMSG;
 	if (crypto_unseal(key, ad, seal_ad(ad, cf, k, klen, p, clen), p + clen, n - clen, out) < 0)
@@ -509,8 +527,8 @@ int index_unseal(const crypto_key *key, enum store_cf cf, const void *k, size_t 
 	return 0;
 }
 
-int index_version_get(struct store_index *ix, const crypto_key *seal, uint64_t dsid, uint32_t ver,
-		      struct version_rec *ret)
+int index_version_get(struct store_index *ix, const crypto_key *seal, const crypto_key *tomb,
+		      uint64_t dsid, uint32_t ver, struct version_rec *ret)
 {
 	uint8_t k[VKEY_LEN], pt[REC_PLAIN_MAX];
 	uint32_t state = 0;
@@ -523,6 +541,18 @@ int index_version_get(struct store_index *ix, const crypto_key *seal, uint64_t d
 	if (r < 0)
 		return r;
 	r = version_value_state(v, n, &state);
+	if (r == 0 && state == VERSION_ERASED)
+		seal = tomb;
+	if (r == 0 && !seal && state == VERSION_PENDING) {
+		/* An import not yet committed: its key is not in the ring yet. */
+		free(v);
+		*ret = (struct version_rec){ .info = { .dataset_id = dsid, .version = ver },
+					     .state = state };
+		return 0;
+	}
+	if (r == 0 && !seal)
+		r = err_set(-EBADMSG, "index integrity: version %u of dataset %llu has a record but "
+				      "no key in the key ring", ver, (unsigned long long)dsid);
 	if (r == 0 && index_unseal(seal, CF_VERSIONS, k, sizeof(k), 1, v, n, pt, sizeof(pt), &pl) < 0)
 		r = err_set(-EBADMSG, "index integrity: the record of version %u of dataset %llu "
 				      "does not authenticate", ver, (unsigned long long)dsid);

@@ -20,7 +20,9 @@
 #include "crypto/crypto.h"
 
 #define KEYRING_FILE "ring"
-#define KEYRING_TMP "ring.new"
+#define KEYRING_TMP "ring.tmp"
+/* What `store upgrade` builds, switched in as part "keys/ring" (docs/FORMAT.md 9). */
+#define KEYRING_UPGRADE_NEW "ring.new"
 /* Bound on entries (a file of about 48 MiB): a ring this large is refused, not read. */
 #define KEYRING_ENTRIES_MAX (1u << 20)
 #define KEYRING_HEADER_LEN 40
@@ -64,6 +66,10 @@ int keyring_foreach(const struct keyring *kr,
  * (O_EXCL, 0600), fsync, rename, fsync of keys/. On failure the file on disk and the generation
  * are unchanged. */
 int keyring_commit(struct keyring *kr, int keys_dirfd, const crypto_key *master);
+/* The same, written as keys/<name> instead (the upgrade's ring.new, renamed into place by the
+ * upgrade's decided steps). */
+int keyring_write_as(struct keyring *kr, int keys_dirfd, const crypto_key *master,
+		     const char *name);
 /* The generation of the file last read or written (0: never written). */
 uint64_t keyring_generation(const struct keyring *kr);
 /* BLAKE2b-256 of the file last read or written (zero before). */

@@ -53,14 +53,17 @@ struct store_reader {
 int store_object_open(struct store *st, uint64_t dataset_id, const struct store_inode *inode,
 		      struct store_object **ret_obj)
 {
-	uint8_t ad[OBJECT_KEY_AD_LEN];
+	uint8_t ad[OBJECT_KEY_AD_MAX];
 	struct store_object *obj;
-	crypto_key *dkey = NULL;
+	struct ds_keys k = { 0 };
+	size_t adlen;
 	int r;
 
 	if (inode->type != STORE_INODE_FILE)
 		return -EISDIR;
-	r = store_dataset_key(st, dataset_id, NULL, &dkey);
+	/* Format 3: the object key is wrapped under the key of the version the inode was read
+	 * from; an erased version has none. */
+	r = store_version_keys(st, dataset_id, inode->version, &k);
 	if (r < 0)
 		return r;
 	obj = calloc(1, sizeof(*obj));
@@ -69,8 +72,8 @@ int store_object_open(struct store *st, uint64_t dataset_id, const struct store_
 	obj->dataset_id = dataset_id;
 	obj->ext = inode->ext;
 	obj->size = inode->size;
-	object_key_ad(dataset_id, inode, ad);
-	r = crypto_key_unwrap(dkey, inode->ext.wrapped_key, ad, sizeof(ad), &obj->key);
+	adlen = object_key_ad(st->format, dataset_id, inode->version, inode, ad);
+	r = crypto_key_unwrap(k.wrap, inode->ext.wrapped_key, ad, adlen, &obj->key);
 	if (r < 0) {
 		free(obj);
 		return err_set(r, "inode %llu: its object key does not unwrap (the record or key "

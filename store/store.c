@@ -35,14 +35,22 @@ size_t dataset_key_ad(const uint8_t store_id[16], uint64_t dsid, const char *nam
 	return 33 + n;
 }
 
-void object_key_ad(uint64_t dsid, const struct store_inode *ino, uint8_t out[OBJECT_KEY_AD_LEN])
+size_t object_key_ad(unsigned format, uint64_t dsid, uint32_t version,
+		     const struct store_inode *ino, uint8_t out[OBJECT_KEY_AD_MAX])
 {
-	memcpy(out, "ENCLOBK1", 8);
+	size_t o = 16;
+
+	memcpy(out, format >= STORE_FORMAT_VERSION ? "ENCLOBK2" : "ENCLOBK1", 8);
 	put_be64(out + 8, dsid);
-	memcpy(out + 16, ino->ext.object_id, CRYPTO_OBJECT_ID_LEN);
-	put_be32(out + 32, ino->ext.alg);
-	put_be32(out + 36, ino->ext.chunk_size);
-	put_be64(out + 40, ino->size);
+	if (format >= STORE_FORMAT_VERSION) {
+		put_be32(out + 16, version);
+		o = 20;
+	}
+	memcpy(out + o, ino->ext.object_id, CRYPTO_OBJECT_ID_LEN);
+	put_be32(out + o + 16, ino->ext.alg);
+	put_be32(out + o + 20, ino->ext.chunk_size);
+	put_be64(out + o + 24, ino->size);
+	return o + 32;
 }
 
 /* ---- Open and close ------------------------------------------------------------------------ */
@@ -206,7 +214,7 @@ static int store_alloc(struct store **ret)
 	st = calloc(1, sizeof(*st));
 	if (!st)
 		return -ENOMEM;
-	st->dirfd = st->lockfd = st->packs_dirfd = -1;
+	st->dirfd = st->lockfd = st->packs_dirfd = st->keys_dirfd = -1;
 	pthread_mutex_init(&st->lock, NULL);
 	pthread_mutex_init(&st->import_lock, NULL);
 	*ret = st;
@@ -242,7 +250,16 @@ static int store_open_index(struct store *st, const char *dir, bool create,
 					  strlen(META_STORE_ID), (const char *)st->store_id, 16);
 		rocksdb_writebatch_put_cf(wb, st->ix.cf[CF_META], META_NEXT_DATASET,
 					  strlen(META_NEXT_DATASET), (const char *)nd, 8);
-		r = index_write(&st->ix, wb, true);
+		/* The key ring first (generation 1), then the index that names its generation. */
+		r = keyring_new(st->store_id, &st->ring);
+		if (r == 0)
+			r = keyring_commit(st->ring, st->keys_dirfd, st->master);
+		if (r == 0) {
+			put_le64(nd, keyring_generation(st->ring));
+			rocksdb_writebatch_put_cf(wb, st->ix.cf[CF_META], META_RING,
+						  strlen(META_RING), (const char *)nd, 8);
+			r = index_write(&st->ix, wb, true);
+		}
 		rocksdb_writebatch_destroy(wb);
 		if (r < 0)
 			return r;
@@ -251,6 +268,14 @@ static int store_open_index(struct store *st, const char *dir, bool create,
 	r = meta_get_u64(st, META_FORMAT, &next);
 	if (r == 0 && next == STORE_FORMAT_V1 && (flags & STORE_OPEN_V1)) {
 		st->format = STORE_FORMAT_V1;
+	} else if (r == 0 && next == STORE_FORMAT_V2 && (flags & STORE_OPEN_V2)) {
+		st->format = STORE_FORMAT_V2;
+	} else if (r == 0 && next == STORE_FORMAT_V2) {
+		r = err_set(-EPROTONOSUPPORT,
+			    "%s: the store's index is format 2 (dataset keys in the index, so an "
+			    "erasure could not hold against a copy), which this build no longer "
+			    "serves; convert it in place, with the daemon stopped: enclavectl store "
+			    "upgrade --store %s --passphrase-file FILE", dir, dir);
 	} else if (r == 0 && next == STORE_FORMAT_V1) {
 		r = err_set(-EPROTONOSUPPORT,
 			    "%s: the store's index is format 1 (names, sizes and grants in clear), "
@@ -283,8 +308,17 @@ static int store_open_index(struct store *st, const char *dir, bool create,
 	st->vdirs = calloc(VERIFIED_DIRS, sizeof(*st->vdirs));
 	if (!st->vdirs)
 		return -ENOMEM;
-	if (flags & STORE_OPEN_V1)
+	if (st->format == STORE_FORMAT_VERSION) {
+		r = store_ring_open(st);
+		if (r < 0)
+			return r;
+	}
+	if (flags & (STORE_OPEN_V1 | STORE_OPEN_V2))
 		return 0; /* the upgrade reads the old index as it is */
+	/* An erasure interrupted after its index batch is finished before anything is read. */
+	r = store_erase_recover(st);
+	if (r < 0)
+		return r;
 
 	st->direct_io = opts && opts->direct_io;
 	st->pack_target = opts && opts->pack_target ? opts->pack_target : STORE_PACK_TARGET;
@@ -351,14 +385,12 @@ int store_create(const char *dir, const crypto_secret *pass, const struct crypto
 		r = err_set(-errno, "cannot create the store layout in %s: %s", dir, strerror(errno));
 		goto fail;
 	}
-	fd = openat(st->dirfd, "keys", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	if (fd < 0) {
+	st->keys_dirfd = openat(st->dirfd, "keys", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (st->keys_dirfd < 0) {
 		r = -errno;
 		goto fail;
 	}
-	r = crypto_master_create(fd, MASTER_NAME, pass, kdf, &st->master);
-	close(fd);
-	fd = -1;
+	r = crypto_master_create(st->keys_dirfd, MASTER_NAME, pass, kdf, &st->master);
 	if (r < 0) {
 		r = err_set(r, "cannot create the master key: %s", strerror(-r));
 		goto fail;
@@ -438,14 +470,12 @@ int store_open_ex(const char *dir, const crypto_secret *pass, const struct store
 	r = store_lock(st);
 	if (r < 0)
 		goto fail;
-	fd = openat(st->dirfd, "keys", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	if (fd < 0) {
+	st->keys_dirfd = openat(st->dirfd, "keys", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (st->keys_dirfd < 0) {
 		r = err_set(-errno, "%s: no keys directory: %s", dir, strerror(errno));
 		goto fail;
 	}
-	r = crypto_master_unlock(fd, MASTER_NAME, pass, &st->master);
-	close(fd);
-	fd = -1;
+	r = crypto_master_unlock(st->keys_dirfd, MASTER_NAME, pass, &st->master);
 	if (r == -EKEYREJECTED) {
 		r = err_set(r, "wrong passphrase for store %s (or its master key file was altered); "
 			       "the key file is unchanged", dir);
@@ -494,6 +524,17 @@ void store_close(struct store *st)
 	if (st->dskeys)
 		explicit_bzero(st->dskeys, st->dskeys_cap * sizeof(*st->dskeys));
 	free(st->dskeys);
+	for (size_t i = 0; i < st->vkeys_len; i++) {
+		crypto_key_free(st->vkeys[i].wrap);
+		crypto_key_free(st->vkeys[i].seal);
+		crypto_key_free(st->vkeys[i].name);
+	}
+	free(st->vkeys);
+	for (size_t i = 0; i < st->nretired; i++)
+		crypto_key_free(st->retired[i]);
+	keyring_free(st->ring);
+	if (st->keys_dirfd >= 0)
+		close(st->keys_dirfd);
 	free(st->vdirs);
 	crypto_key_free(st->ix_seal);
 	crypto_key_free(st->ix_name);
@@ -669,7 +710,10 @@ static int dskey_insert_locked(struct store *st, uint64_t dsid, crypto_key *key,
 		st->dskeys = a;
 		st->dskeys_cap = n;
 	}
-	r = dataset_index_keys(key, &seal, &name);
+	if (st->format >= STORE_FORMAT_VERSION)
+		r = keyring_dataset_seal_key(key, &seal);
+	else
+		r = dataset_index_keys(key, &seal, &name);
 	if (r < 0) {
 		crypto_key_free(key);
 		return r;
@@ -696,6 +740,7 @@ int store_dataset_key_cache(struct store *st, uint64_t dsid, crypto_key *key,
 	d = dskey_find_locked(st, dsid);
 	if (d && rec) {
 		d->rec = *rec;
+		d->live_latest = rec->info.latest_version;
 		d->have_rec = true;
 	}
 	pthread_mutex_unlock(&st->lock);
@@ -710,6 +755,7 @@ void store_dataset_rec_update(struct store *st, const struct dataset_rec *rec)
 	d = dskey_find_locked(st, rec->info.id);
 	if (d) {
 		d->rec = *rec;
+		d->live_latest = rec->info.latest_version;
 		d->have_rec = true;
 	}
 	pthread_mutex_unlock(&st->lock);
@@ -724,15 +770,39 @@ static int dataset_unseal(struct store *st, const void *k, size_t kl, const void
 	size_t pl = 0;
 	int r;
 
+	const crypto_key *seal = st->ix_seal, *name;
+	size_t clen = 0;
+	uint64_t dsid = 0;
+
 	if (kl != DSKEY_LEN)
 		return store_integrity(st, 0, 0, "a dataset key is malformed");
-	if (index_unseal(st->ix_seal, CF_DATASETS, k, kl, 0, v, n, pt, sizeof(pt), &pl) < 0)
-		return store_integrity(st, 0, 0, "a dataset record does not authenticate");
+	if (st->format >= STORE_FORMAT_VERSION) {
+		/* Format 3: the dataset id in clear names the ring key the record is sealed
+		 * under (it is bound into the AD, like a version record's state). */
+		if (n < 8 + CRYPTO_SEAL_OVERHEAD)
+			return store_integrity(st, 0, 0, "a dataset record is malformed");
+		dsid = get_be64(v);
+		clen = 8;
+		r = dsid ? store_dataset_rec_key(st, dsid, &seal) : -ENOENT;
+		if (r == -ENOENT)
+			return store_integrity(st, dsid, 0, "dataset %llu has a record but no key in "
+					       "the key ring", (unsigned long long)dsid);
+		if (r < 0)
+			return r;
+	}
+	if (index_unseal(seal, CF_DATASETS, k, kl, clen, v, n, pt, sizeof(pt), &pl) < 0)
+		return store_integrity(st, dsid, 0, "a dataset record does not authenticate");
 	r = dataset_rec_decode(NULL, pt, pl, ret);
 	explicit_bzero(pt, sizeof(pt));
 	if (r < 0)
-		return integrity_of(st, 0, 0, r);
-	dskey_hash(st->ix_name, ret->info.name, h);
+		return integrity_of(st, dsid, 0, r);
+	if (clen && ret->info.id != dsid)
+		return store_integrity(st, dsid, 0, "dataset record %llu names another id",
+				       (unsigned long long)dsid);
+	pthread_mutex_lock(&st->lock);
+	name = st->ix_name;
+	pthread_mutex_unlock(&st->lock);
+	dskey_hash(name, ret->info.name, h);
 	if (memcmp(h, k, DSKEY_LEN) != 0)
 		return store_integrity(st, ret->info.id, 0,
 				       "dataset %llu is stored under another name's key",
@@ -808,6 +878,17 @@ static int dskey_get_locked(struct store *st, uint64_t dsid, const struct datase
 	*ret = dskey_find_locked(st, dsid);
 	if (*ret)
 		return 0;
+	if (st->format >= STORE_FORMAT_VERSION) {
+		const crypto_key *rk = NULL;
+
+		if (keyring_get(st->ring, KEYRING_DATASET, dsid, 0, &rk) < 0)
+			return err_set(-ENOENT, "dataset %llu has no key in the key ring",
+				       (unsigned long long)dsid);
+		r = crypto_key_from_bytes(crypto_key_bytes(rk), &key);
+		if (r < 0)
+			return r;
+		return dskey_insert_locked(st, dsid, key, ret);
+	}
 	if (!rec) {
 		r = dataset_rec_by_id(st, dsid, &found);
 		if (r < 0)
@@ -850,61 +931,267 @@ int store_dataset_keys(struct store *st, uint64_t dsid, const struct dataset_rec
 	return r;
 }
 
+/* ---- Format 3: keys from the key ring ------------------------------------------------------- */
+
+int store_dataset_rec_key(struct store *st, uint64_t dsid, const crypto_key **ret)
+{
+	struct dskey *d = NULL;
+	int r;
+
+	pthread_mutex_lock(&st->lock);
+	r = dskey_get_locked(st, dsid, NULL, &d);
+	if (r == 0)
+		*ret = d->seal;
+	pthread_mutex_unlock(&st->lock);
+	return r;
+}
+
+int store_version_keys(struct store *st, uint64_t dsid, uint32_t ver, struct ds_keys *ret)
+{
+	const crypto_key *kv = NULL;
+	struct vkey_ent e = { .dsid = dsid, .ver = ver };
+	int r = 0;
+
+	if (st->format < STORE_FORMAT_VERSION) {
+		struct dskey *d = NULL;
+
+		pthread_mutex_lock(&st->lock);
+		r = dskey_get_locked(st, dsid, NULL, &d);
+		if (r == 0)
+			*ret = (struct ds_keys){ .seal = d->seal, .name = d->name, .wrap = d->key };
+		pthread_mutex_unlock(&st->lock);
+		return r;
+	}
+	pthread_mutex_lock(&st->lock);
+	for (size_t i = 0; i < st->vkeys_len; i++)
+		if (st->vkeys[i].dsid == dsid && st->vkeys[i].ver == ver) {
+			*ret = (struct ds_keys){ .seal = st->vkeys[i].seal,
+						 .name = st->vkeys[i].name,
+						 .wrap = st->vkeys[i].wrap };
+			pthread_mutex_unlock(&st->lock);
+			return 0;
+		}
+	if (keyring_get(st->ring, KEYRING_VERSION, dsid, ver, &kv) < 0) {
+		r = err_set(-ENOENT, "version %u of dataset %llu has no key in the key ring", ver,
+			    (unsigned long long)dsid);
+		goto out;
+	}
+	if (st->vkeys_len == st->vkeys_cap) {
+		size_t n = st->vkeys_cap ? st->vkeys_cap * 2 : 16;
+		struct vkey_ent *a = reallocarray(st->vkeys, n, sizeof(*a));
+
+		if (!a) {
+			r = -ENOMEM;
+			goto out;
+		}
+		st->vkeys = a;
+		st->vkeys_cap = n;
+	}
+	/* A copy: an erasure drops the ring's key, and this entry with it, under the lock. */
+	r = crypto_key_from_bytes(crypto_key_bytes(kv), &e.wrap);
+	if (r == 0)
+		r = keyring_version_keys(e.wrap, &e.seal, &e.name);
+	if (r < 0) {
+		crypto_key_free(e.wrap);
+		goto out;
+	}
+	st->vkeys[st->vkeys_len++] = e;
+	*ret = (struct ds_keys){ .seal = e.seal, .name = e.name, .wrap = e.wrap };
+out:
+	pthread_mutex_unlock(&st->lock);
+	return r;
+}
+
+/* Drop the cached keys of (dsid, ver), or of every version of dsid when ver is 0, and the
+ * dataset's own when ver is 0. With st->lock held. */
+void store_keys_drop_locked(struct store *st, uint64_t dsid, uint32_t ver)
+{
+	for (size_t i = 0; i < st->vkeys_len;) {
+		struct vkey_ent *e = &st->vkeys[i];
+
+		if (e->dsid != dsid || (ver && e->ver != ver)) {
+			i++;
+			continue;
+		}
+		crypto_key_free(e->wrap);
+		crypto_key_free(e->seal);
+		crypto_key_free(e->name);
+		*e = st->vkeys[--st->vkeys_len];
+	}
+	for (size_t i = 0; i < st->dskeys_len; i++) {
+		struct dskey *d = &st->dskeys[i];
+
+		if (d->id != dsid)
+			continue;
+		d->have_rec = false;   /* its live latest is recomputed */
+		if (ver)
+			break;
+		crypto_key_free(d->key);
+		crypto_key_free(d->seal);
+		crypto_key_free(d->name);
+		st->dskeys[i] = st->dskeys[--st->dskeys_len];
+		explicit_bzero(&st->dskeys[st->dskeys_len], sizeof(*st->dskeys));
+		break;
+	}
+}
+
+/* Load keys/ring, check it is not older than the index says, and take the name key from it. */
+int store_ring_open(struct store *st)
+{
+	const crypto_key *kr = NULL;
+	crypto_key *kn = NULL;
+	uint64_t gen = 0;
+	int r = keyring_load(st->keys_dirfd, st->master, st->store_id, &st->ring);
+
+	if (r == -ENOENT)
+		return err_set(-EBADMSG, "the store has no key ring (keys/%s): without it no version "
+			       "can be read", KEYRING_FILE);
+	if (r < 0)
+		return r;
+	r = meta_get_u64(st, META_RING, &gen);
+	if (r == -ENOENT)
+		return err_set(-EBADMSG, "index: no key ring generation");
+	if (r < 0)
+		return r;
+	if (keyring_generation(st->ring) < gen)
+		return err_set(-ESTALE, "the key ring (generation %llu) is older than the index "
+			       "(generation %llu): keys/%s was put back from a copy",
+			       (unsigned long long)keyring_generation(st->ring),
+			       (unsigned long long)gen, KEYRING_FILE);
+	r = keyring_get(st->ring, KEYRING_NAMES, 0, 0, &kr);
+	if (r == 0)
+		r = keyring_names_key(kr, &kn);
+	if (r < 0)
+		return err_set(-EBADMSG, "the key ring has no name key");
+	crypto_key_free(st->ix_name);
+	st->ix_name = kn;
+	return 0;
+}
+
+int store_ring_add(struct store *st, uint64_t dsid, uint32_t ver, crypto_key *kv, crypto_key *kd,
+		   uint64_t *ret_gen)
+{
+	int r;
+
+	pthread_mutex_lock(&st->lock);
+	r = keyring_put(st->ring, KEYRING_VERSION, dsid, ver, kv);
+	if (kd) {
+		if (r == 0)
+			r = keyring_put(st->ring, KEYRING_DATASET, dsid, 0, kd);
+		else
+			crypto_key_free(kd);
+	}
+	if (r == 0)
+		r = keyring_commit(st->ring, st->keys_dirfd, st->master);
+	if (r == 0)
+		*ret_gen = keyring_generation(st->ring);
+	pthread_mutex_unlock(&st->lock);
+	if (r < 0)
+		store_ring_forget(st, dsid, ver, kd != NULL);
+	return r;
+}
+
+void store_ring_forget(struct store *st, uint64_t dsid, uint32_t ver, bool dataset_too)
+{
+	pthread_mutex_lock(&st->lock);
+	keyring_remove(st->ring, KEYRING_VERSION, dsid, ver);
+	if (dataset_too)
+		keyring_remove(st->ring, KEYRING_DATASET, dsid, 0);
+	store_keys_drop_locked(st, dsid, dataset_too ? 0 : ver);
+	pthread_mutex_unlock(&st->lock);
+}
+
 /* ---- Datasets: the latest version, checked ------------------------------------------------- */
 
-/* A dataset record names its newest committed version. A replayed older record (latest lowered)
- * or an edited one (raised) is caught here: the version it names must be committed, and no
- * committed version may exist above it. Versions above it may only be PENDING (an import
- * running now, or the remains of one that recovery drops at the next open), and they must
- * authenticate under this dataset's key. */
+/* The record of version ver of dsid, whatever its state, unsealed with the right key: the
+ * version's own (format 3: from the ring; none for a version not yet committed), or for an erased
+ * version's tombstone the dataset's record key. */
+static int version_get_any(struct store *st, uint64_t dsid, uint32_t ver, struct version_rec *ret)
+{
+	const crypto_key *tomb = NULL;
+	struct ds_keys k = { 0 };
+	int r = store_version_keys(st, dsid, ver, &k);
+
+	if (r < 0 && r != -ENOENT)
+		return r;
+	if (st->format >= STORE_FORMAT_VERSION) {
+		r = store_dataset_rec_key(st, dsid, &tomb);
+		if (r < 0)
+			return r;
+	}
+	return index_version_get(&st->ix, k.seal, tomb, dsid, ver, ret);
+}
+
+/* A dataset record names its newest version (committed, or erased since). A replayed older
+ * record (latest lowered) or an edited one (raised) is caught here: the version it names must
+ * be committed or erased, and no committed version may exist above it. Versions above it may
+ * only be PENDING (an import running now, or the remains of one that recovery drops at the next
+ * open), and when the ring holds a key for one it must authenticate under it. *ret_live: the
+ * newest version that is not erased (0: none). */
 static int dataset_check_latest(struct store *st, const struct dataset_rec *rec,
-				const struct ds_keys *k)
+				uint32_t *ret_live)
 {
 	uint64_t id = rec->info.id;
-	uint32_t latest = rec->info.latest_version;
+	uint32_t latest = rec->info.latest_version, live;
 	struct version_rec vr;
 	rocksdb_iterator_t *it;
 	uint8_t lo[VKEY_LEN];
-	int r = index_version_get(&st->ix, k->seal, id, latest, &vr);
+	int r = version_get_any(st, id, latest, &vr);
 
-	if (r == -ENOENT || (r == 0 && vr.state != VERSION_COMMITTED))
+	if (r == -ENOENT || (r == 0 && vr.state == VERSION_PENDING))
 		return store_integrity(st, id, latest,
 				       "dataset %llu names version %u as its latest, which is not a "
 				       "committed version", (unsigned long long)id, latest);
 	if (r < 0)
 		return integrity_of(st, id, latest, r);
-	if (latest == UINT32_MAX)
-		return 0;
-	vkey(lo, id, latest + 1);
-	it = rocksdb_create_iterator_cf(st->ix.db, st->ix.ro, st->ix.cf[CF_VERSIONS]);
-	for (rocksdb_iter_seek(it, (const char *)lo, sizeof(lo)); rocksdb_iter_valid(it);
-	     rocksdb_iter_next(it)) {
-		size_t kl;
-		const uint8_t *ik = (const uint8_t *)rocksdb_iter_key(it, &kl);
-		uint32_t v;
-
-		if (kl != VKEY_LEN || get_be64(ik) != id)
+	/* Below an erased latest, the newest live one. */
+	for (live = latest; live > 0 && vr.state == VERSION_ERASED;) {
+		if (--live == 0)
 			break;
-		v = get_be32(ik + 8);
-		r = index_version_get(&st->ix, k->seal, id, v, &vr);
-		if (r == 0 && vr.state == VERSION_COMMITTED)
-			r = store_integrity(st, id, v,
-					    "dataset %llu names version %u as its latest, but version "
-					    "%u above it is committed", (unsigned long long)id, latest,
-					    v);
-		else if (r < 0)
-			r = integrity_of(st, id, v, r);
+		r = version_get_any(st, id, live, &vr);
+		if (r == -ENOENT || (r == 0 && vr.state == VERSION_PENDING))
+			return store_integrity(st, id, live, "version %u of dataset %llu (latest %u) "
+					       "has no committed record", live,
+					       (unsigned long long)id, latest);
 		if (r < 0)
-			break;
+			return integrity_of(st, id, live, r);
 	}
-	return index_iter_close(it, r, "scan of versions");
+	if (latest != UINT32_MAX) {
+		vkey(lo, id, latest + 1);
+		it = rocksdb_create_iterator_cf(st->ix.db, st->ix.ro, st->ix.cf[CF_VERSIONS]);
+		for (rocksdb_iter_seek(it, (const char *)lo, sizeof(lo)); rocksdb_iter_valid(it);
+		     rocksdb_iter_next(it)) {
+			size_t kl;
+			const uint8_t *ik = (const uint8_t *)rocksdb_iter_key(it, &kl);
+			uint32_t v;
+
+			if (kl != VKEY_LEN || get_be64(ik) != id)
+				break;
+			v = get_be32(ik + 8);
+			r = version_get_any(st, id, v, &vr);
+			if (r == 0 && vr.state != VERSION_PENDING)
+				r = store_integrity(st, id, v,
+						    "dataset %llu names version %u as its latest, but "
+						    "version %u above it is committed",
+						    (unsigned long long)id, latest, v);
+			else if (r < 0)
+				r = integrity_of(st, id, v, r);
+			if (r < 0)
+				break;
+		}
+		r = index_iter_close(it, r, "scan of versions");
+		if (r < 0)
+			return r;
+	}
+	*ret_live = live;
+	return 0;
 }
 
 /* rec, just read from the index, checked (once per latest version: the result is cached). */
-static int dataset_verify(struct store *st, const struct dataset_rec *rec)
+static int dataset_verify(struct store *st, const struct dataset_rec *rec, uint32_t *ret_live)
 {
 	struct dskey *d = NULL;
-	struct ds_keys k = { 0 };
+	uint32_t live = 0;
 	bool known;
 	int r;
 
@@ -913,17 +1200,30 @@ static int dataset_verify(struct store *st, const struct dataset_rec *rec)
 	known = r == 0 && d->have_rec && d->rec.info.latest_version == rec->info.latest_version &&
 		d->rec.info.created_ns == rec->info.created_ns &&
 		strcmp(d->rec.info.name, rec->info.name) == 0;
-	if (r == 0)
-		k = (struct ds_keys){ .seal = d->seal, .name = d->name };
+	if (known)
+		live = d->live_latest;
 	pthread_mutex_unlock(&st->lock);
 	if (r < 0)
 		return integrity_of(st, rec->info.id, 0, r);
-	if (known)
-		return 0;
-	r = dataset_check_latest(st, rec, &k);
-	if (r == 0)
-		store_dataset_rec_update(st, rec);
-	return r;
+	if (!known) {
+		r = dataset_check_latest(st, rec, &live);
+		if (r < 0)
+			return r;
+		pthread_mutex_lock(&st->lock);
+		d = dskey_find_locked(st, rec->info.id);
+		if (d) {
+			d->rec = *rec;
+			d->have_rec = true;
+			d->live_latest = live;
+		}
+		pthread_mutex_unlock(&st->lock);
+	}
+	if (live == 0)
+		return store_integrity(st, rec->info.id, 0, "dataset %llu has no version that is "
+				       "not erased", (unsigned long long)rec->info.id);
+	if (ret_live)
+		*ret_live = live;
+	return 0;
 }
 
 int index_dataset_get(struct store *st, const char *name, struct dataset_rec *ret)
@@ -974,13 +1274,16 @@ static uint32_t cached_latest(struct store *st, uint64_t dsid)
 int store_dataset_get(struct store *st, const char *name, struct store_dataset_info *ret_info)
 {
 	struct dataset_rec rec;
+	uint32_t live = 0;
 	int r = index_dataset_get(st, name, &rec);
 
 	if (r == 0)
-		r = dataset_verify(st, &rec);
+		r = dataset_verify(st, &rec, &live);
 	if (r < 0)
 		return r;
 	*ret_info = rec.info;
+	/* What readers see as the latest: erased versions are gone. */
+	ret_info->latest_version = live;
 	return 0;
 }
 
@@ -996,7 +1299,8 @@ struct rec_list {
 static int collect_rec(void *ctx, const struct dataset_rec *rec)
 {
 	struct rec_list *l = ctx;
-	int r = dataset_verify(l->st, rec);
+	struct dataset_rec live = *rec;
+	int r = dataset_verify(l->st, rec, &live.info.latest_version);
 
 	/* A dataset that fails its check is left out (the hook has recorded why; a lookup of it by
 	 * name fails with the same error): damage to one dataset must not hide the others, nor stop
@@ -1017,7 +1321,7 @@ static int collect_rec(void *ctx, const struct dataset_rec *rec)
 		l->recs = a;
 		l->cap = n;
 	}
-	l->recs[l->n++] = *rec;
+	l->recs[l->n++] = live;
 	return 0;
 }
 
@@ -1047,13 +1351,12 @@ int store_version_get(struct store *st, uint64_t dataset_id, uint32_t version,
 		      struct store_version_info *ret_info)
 {
 	struct version_rec vr;
-	struct ds_keys k = { 0 };
 	uint32_t latest;
-	int r = store_dataset_keys(st, dataset_id, NULL, &k);
+	int r = version_get_any(st, dataset_id, version, &vr);
 
-	if (r < 0)
-		return r;
-	r = index_version_get(&st->ix, k.seal, dataset_id, version, &vr);
+	if (r == 0 && vr.state == VERSION_ERASED)
+		return err_set(-ENOENT, "version %u of dataset %llu was erased", version,
+			       (unsigned long long)dataset_id);
 	if (r == 0 && vr.state != VERSION_COMMITTED)
 		r = -ENOENT;
 	if (r == -ENOENT) {
@@ -1096,6 +1399,8 @@ static int inode_get_k(struct store *st, const struct ds_keys *k, uint64_t dsid,
 				       "not authenticate (moved, copied or edited)",
 				       (unsigned long long)ino, ver, (unsigned long long)dsid);
 	r = inode_decode(ino, pt, pl, ret, digest);
+	if (r == 0)
+		ret->version = ver;
 	return integrity_of(st, dsid, ver, r);
 }
 
@@ -1103,7 +1408,7 @@ int store_inode_get(struct store *st, uint64_t dataset_id, uint32_t version, uin
 		    struct store_inode *ret_inode)
 {
 	struct ds_keys k = { 0 };
-	int r = store_dataset_keys(st, dataset_id, NULL, &k);
+	int r = store_version_keys(st, dataset_id, version, &k);
 
 	if (r < 0)
 		return r;
@@ -1270,7 +1575,7 @@ int store_dir_lookup(struct store *st, uint64_t dataset_id, uint32_t version, ui
 
 	if (!store_name_valid(name, nlen))
 		return -EINVAL;
-	r = store_dataset_keys(st, dataset_id, NULL, &k);
+	r = store_version_keys(st, dataset_id, version, &k);
 	if (r < 0)
 		return r;
 	dkey(k.name, key, dataset_id, version, dir_ino, name, nlen);
@@ -1346,7 +1651,7 @@ int store_dir_foreach(struct store *st, uint64_t dataset_id, uint32_t version, u
 
 	if (after && !store_name_valid(after, strnlen(after, STORE_NAME_MAX + 1)))
 		return -EINVAL;
-	r = store_dataset_keys(st, dataset_id, NULL, &k);
+	r = store_version_keys(st, dataset_id, version, &k);
 	if (r < 0)
 		return r;
 	r = dir_scan(st, &k, dataset_id, version, dir_ino, after, fn, ctx, &complete);
@@ -1437,9 +1742,10 @@ int store_manifest_compute(struct store *st, uint64_t dsid, uint32_t version,
 	if (r < 0)
 		return r;
 	di = rec.info;
-	r = store_dataset_keys(st, dsid, &rec, &k);
-	if (r == 0)
-		r = index_version_get(&st->ix, k.seal, dsid, version, &vr);
+	if (st->format < STORE_FORMAT_VERSION)
+		r = store_dataset_keys(st, dsid, &rec, &k);
+	r = r ?: version_get_any(st, dsid, version, &vr);
+	r = r ?: store_version_keys(st, dsid, version, &k);
 	if (r < 0)
 		return r;
 	total = vr.info.files + vr.info.dirs;

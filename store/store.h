@@ -174,6 +174,39 @@ int store_history_count(struct store *st, uint64_t *ret_datasets, uint64_t *ret_
 int store_version_get(struct store *st, uint64_t dataset_id, uint32_t version,
 		      struct store_version_info *ret_info);
 
+/* ---- Erasure (docs/FORMAT.md 3.7, 3.8) --------------------------------------------------------- */
+
+/* A version an erasure destroyed, with the manifest that named its content. */
+struct store_erased_version {
+	uint32_t version;
+	uint8_t manifest[STORE_MANIFEST_LEN];
+};
+
+/* What an erasure did, for its audit record. Owned arrays: store_erasure_free(). */
+struct store_erasure {
+	uint64_t dataset_id;
+	uint32_t version;                          /* 0: the whole dataset */
+	struct store_erased_version *versions;     /* the versions destroyed */
+	size_t nversions;
+	uint8_t (*key_ids)[16];                    /* ids of the keys destroyed (keyring_key_id) */
+	size_t nkeys;
+	uint64_t ring_generation;                  /* of the key ring written without them */
+	uint8_t ring_digest[32];                   /* BLAKE2b-256 of that ring file */
+};
+
+/* Erase version `version` of dataset `name`, or the whole dataset when version is 0: its records
+ * are deleted and purged from the index's files, its keys removed from the key ring, which is
+ * rewritten under a fresh file key; afterwards nothing of it decrypts with the store's keys, in
+ * the store or in any earlier copy of its packs and index. Crash-safe (finished at the next
+ * open). Authorisation is the caller's (the daemon's approval rule). -ENOENT no such dataset or
+ * version; -ENOTEMPTY version is the dataset's last one (erase the dataset); -EBUSY an import is
+ * running; -EPROTONOSUPPORT not format 3. */
+int store_erase(struct store *st, const char *name, uint32_t version, struct store_erasure *ret);
+void store_erasure_free(struct store_erasure *e);
+/* The key ring's generation and digest now, which the daemon checks against the last erasure
+ * record of its audit log at start (a ring older than an erasure brings erased keys back). */
+void store_ring_state(struct store *st, uint64_t *ret_generation, uint8_t ret_digest[static 32]);
+
 /* ---- Inodes and directories ---------------------------------------------------------------- */
 
 /* Where a file's encrypted object lives and how to decrypt it. */
@@ -198,6 +231,8 @@ struct store_inode {
 	int64_t mtime_ns;          /* modification time from the source */
 	uint64_t size;             /* file: plaintext bytes; directory: number of entries */
 	uint32_t nlink;            /* file: 1; directory: 2 + subdirectories */
+	uint32_t version;          /* the version it was read from (its object key is wrapped
+				      under that version's key): set by the lookups */
 	struct store_extent ext;   /* files only */
 };
 

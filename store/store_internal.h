@@ -7,6 +7,7 @@
 
 #include "common/common.h"
 #include "common/err.h"
+#include "store/keyring.h"
 #include "store/store.h"
 
 /* ---- Index (index.c) ----------------------------------------------------------------------- */
@@ -23,12 +24,17 @@ enum store_cf {
 	CF_COUNT
 };
 
-/* Index format 2: sealed values, keyed-hash name keys (docs/FORMAT.md "Index"). Format 1 (clear
- * values) is only read by the upgrade (store/upgrade.c). */
-#define STORE_FORMAT_VERSION 2u
+/* Index format 3: sealed values, keyed-hash name keys, every erasable key in the key ring
+ * (docs/FORMAT.md "Index", 3.7). Formats 1 (clear values) and 2 (dataset keys wrapped in the
+ * index) are only read by the upgrade (store/upgrade.c). */
+#define STORE_FORMAT_VERSION 3u
+#define STORE_FORMAT_V2 2u
 #define STORE_FORMAT_V1 1u
 #define VERSION_PENDING 1u
 #define VERSION_COMMITTED 2u
+/* Format 3: an erased version's tombstone, sealed under the dataset's record key, so that the
+ * versions 1..latest stay accounted for after one of them is erased. */
+#define VERSION_ERASED 3u
 
 /* Key lengths. */
 #define VKEY_LEN 12           /* dataset id + version */
@@ -56,8 +62,8 @@ struct store_index {
 
 /* What the index stores about a dataset (the public info plus its wrapped key). */
 struct dataset_rec {
-	struct store_dataset_info info;
-	uint8_t wrapped_key[CRYPTO_WRAPPED_KEY_LEN];  /* dataset key under the master key */
+	struct store_dataset_info info;  /* info.latest_version: the newest number, erased or not */
+	uint8_t wrapped_key[CRYPTO_WRAPPED_KEY_LEN];  /* format 2 only: dataset key under master */
 };
 
 struct version_rec {
@@ -103,6 +109,8 @@ void packkey(uint8_t out[PACKKEY_LEN], uint64_t pack_id);
  * return -EBADMSG for a malformed record and accept record version 1 (format 1, clear values, only
  * met by the upgrade) where noted. */
 int dataset_rec_encode(const struct dataset_rec *r, struct buf *b);
+/* Format 3 (record version 3): no wrapped key, the dataset key is in the key ring. */
+int dataset_rec_encode_v3(const struct dataset_rec *r, struct buf *b);
 /* v2 records carry the name; for v1 records the name is the key, passed as v1_name (else NULL). */
 int dataset_rec_decode(const char *v1_name, const void *v, size_t n, struct dataset_rec *ret);
 int version_rec_encode(const struct version_rec *r, struct buf *b);
@@ -126,7 +134,9 @@ void dirent_digest_add(const crypto_key *name_key, uint8_t digest[DIR_DIGEST_LEN
 /* A value in format 2 is `clear || seal(key, ad, plaintext)`, where clear is a short prefix kept in
  * clear (the state byte of a version record, so recovery needs no key) and ad is
  * "ENCLIDX2" || u8 column family || be16 key length || key || clear. */
-#define SEAL_AD_MAX (8 + 1 + 2 + STORE_POLICY_KEY_MAX + 1)
+/* The clear prefix: a version record's state byte, a format 3 dataset record's be64 id. */
+#define SEAL_CLEAR_MAX 8
+#define SEAL_AD_MAX (8 + 1 + 2 + STORE_POLICY_KEY_MAX + SEAL_CLEAR_MAX)
 /* Seal the plaintext pt (n bytes) as the value of key in cf, appending clear and the sealed bytes
  * to out. -E2BIG past out's cap, -EIO. */
 int index_seal(const crypto_key *key, enum store_cf cf, const void *k, size_t klen,
@@ -137,9 +147,12 @@ int index_seal(const crypto_key *key, enum store_cf cf, const void *k, size_t kl
 int index_unseal(const crypto_key *key, enum store_cf cf, const void *k, size_t klen, size_t clen,
 		 const void *v, size_t n, uint8_t *out, size_t cap, size_t *ret_len);
 
-/* The version record of (dsid, ver), unsealed with the dataset's seal key. -ENOENT. */
-int index_version_get(struct store_index *ix, const crypto_key *seal, uint64_t dsid, uint32_t ver,
-		      struct version_rec *ret);
+/* The version record of (dsid, ver), unsealed with the version's seal key (format 2: the
+ * dataset's), or for an ERASED tombstone with tomb (format 3: the dataset's record key). A key
+ * that is NULL: a PENDING record is returned by its clear state alone (zero info), any other
+ * is -EBADMSG. -ENOENT. */
+int index_version_get(struct store_index *ix, const crypto_key *seal, const crypto_key *tomb,
+		      uint64_t dsid, uint32_t ver, struct version_rec *ret);
 /* The clear state byte of a version record value; -EBADMSG if it is not a valid one. */
 int version_value_state(const void *v, size_t n, uint32_t *ret_state);
 
@@ -150,12 +163,16 @@ bool store_name_valid(const char *name, size_t len);
 
 /* "ENCLDSK1" || store id || be64 dataset id || u8 name length || name */
 #define DATASET_KEY_AD_MAX (8 + 16 + 8 + 1 + STORE_DATASET_NAME_MAX)
-#define OBJECT_KEY_AD_LEN 48    /* "ENCLOBK1" || be64 dataset id || object id || be32 alg ||
-				   be32 chunk size || be64 size */
+/* Format 2: "ENCLOBK1" || be64 dataset id || object id || be32 alg || be32 chunk size ||
+ * be64 size (48 bytes). Format 3: "ENCLOBK2" || be64 dataset id || be32 version || the rest
+ * (52 bytes): the wrapping is under the version's key and names the version. */
+#define OBJECT_KEY_AD_MAX 52
 /* Returns the length of the AD written to out. */
 size_t dataset_key_ad(const uint8_t store_id[16], uint64_t dsid, const char *name,
 		      uint8_t out[DATASET_KEY_AD_MAX]);
-void object_key_ad(uint64_t dsid, const struct store_inode *ino, uint8_t out[OBJECT_KEY_AD_LEN]);
+/* Returns the length of the AD written to out, for a store of `format`. */
+size_t object_key_ad(unsigned format, uint64_t dsid, uint32_t version,
+		     const struct store_inode *ino, uint8_t out[OBJECT_KEY_AD_MAX]);
 
 /* ---- Object geometry (object.c). docs/FORMAT.md "Objects". ----------------------------------- */
 
@@ -198,11 +215,23 @@ void pack_name(char *out, size_t n, uint64_t pack_id);
 
 struct dskey {
 	uint64_t id;        /* dataset id */
-	crypto_key *key;    /* unwrapped dataset key; owned */
-	crypto_key *seal;   /* its index seal key (versions, inodes, dirents); owned */
-	crypto_key *name;   /* its name-hash key (dirent keys, directory digests); owned */
+	crypto_key *key;    /* unwrapped dataset key (format 3: a copy of the ring's); owned */
+	crypto_key *seal;   /* format 2: its index seal key (versions, inodes, dirents);
+			       format 3: its record key Kdr (datasets record, tombstones); owned */
+	crypto_key *name;   /* format 2: its name-hash key (dirent keys, directory digests);
+			       format 3: NULL; owned */
 	struct dataset_rec rec;   /* the record, once read and checked (latest verified) */
+	uint32_t live_latest;     /* with rec: the newest version that is not erased */
 	bool have_rec;
+};
+
+/* Format 3: the keys of one committed version, from the key ring. */
+struct vkey_ent {
+	uint64_t dsid;
+	uint32_t ver;
+	crypto_key *wrap;   /* Kv (a copy of the ring's): object keys are wrapped under it; owned */
+	crypto_key *seal;   /* Kvs: its versions, inodes, dirents values; owned */
+	crypto_key *name;   /* Kvn: its dirent names, directory digests; owned */
 };
 
 /* Directories whose every entry was read, authenticated, counted and digested: a lookup that
@@ -214,10 +243,12 @@ struct verified_dir {
 	uint32_t version;   /* 0: empty slot */
 };
 
-/* The index keys of one dataset, borrowed from the cache until store_close(). */
+/* The index keys of one version (format 2: of its dataset), borrowed from the cache until
+ * store_close() or the version's erasure. */
 struct ds_keys {
-	const crypto_key *seal;
-	const crypto_key *name;
+	const crypto_key *seal;   /* seals its versions, inodes and dirents values */
+	const crypto_key *name;   /* hashes its entry names, keys its directory digests */
+	const crypto_key *wrap;   /* wraps its object keys */
 };
 
 struct store {
@@ -241,6 +272,14 @@ struct store {
 	size_t pack_fds_len;
 	struct dskey *dskeys;           /* cache of unwrapped dataset keys; owned */
 	size_t dskeys_len, dskeys_cap;
+	struct vkey_ent *vkeys;         /* format 3: cache of version keys; owned */
+	size_t vkeys_len, vkeys_cap;
+	struct keyring *ring;           /* format 3: keys/ring as last written; owned */
+	int keys_dirfd;                 /* keys/ */
+	/* Name keys replaced by whole-dataset erasures: a lookup running then may still hold one,
+	 * so they are freed at store_close(), not at once. */
+	crypto_key *retired[8];
+	size_t nretired;
 	struct verified_dir *vdirs;     /* VERIFIED_DIRS slots; owned */
 
 	pthread_mutex_t import_lock;    /* held (trylock) for the life of one store_import */
@@ -260,9 +299,30 @@ int store_pack_fd(struct store *st, uint64_t pack_id, int *ret_fd);
  * found by id. Borrowed until store_close(). */
 int store_dataset_key(struct store *st, uint64_t dsid, const struct dataset_rec *rec,
 		      crypto_key **ret);
-/* The dataset's index keys (derived on first use, cached). rec as for store_dataset_key(). */
+/* Format 2: the dataset's index keys (derived on first use, cached). rec as for
+ * store_dataset_key(). */
 int store_dataset_keys(struct store *st, uint64_t dsid, const struct dataset_rec *rec,
 		       struct ds_keys *ret);
+/* The keys of version ver of dataset dsid: format 3 from the key ring (-ENOENT: no key, the
+ * version is erased or never committed), format 2 the dataset's. Cached, borrowed. */
+int store_version_keys(struct store *st, uint64_t dsid, uint32_t ver, struct ds_keys *ret);
+/* Format 3: the dataset's record key Kdr (from the ring; -ENOENT none). Borrowed. */
+int store_dataset_rec_key(struct store *st, uint64_t dsid, const crypto_key **ret);
+/* Format 3: put a version's key (and a new dataset's) into the ring and write it, before the
+ * commit batch that makes the version exist; *ret_gen the ring's new generation, for meta
+ * "ring" in that batch. Takes ownership of kv and kd (kd may be NULL). */
+int store_ring_add(struct store *st, uint64_t dsid, uint32_t ver, crypto_key *kv, crypto_key *kd,
+		   uint64_t *ret_gen);
+/* Format 3: take back what store_ring_add() added, when the commit batch failed. */
+void store_ring_forget(struct store *st, uint64_t dsid, uint32_t ver, bool dataset_too);
+/* Format 3: load keys/ring at open (-ESTALE older than the index's meta "ring"). */
+int store_ring_open(struct store *st);
+/* Drop the cached keys of (dsid, ver), or of the whole dataset when ver is 0. st->lock held. */
+void store_keys_drop_locked(struct store *st, uint64_t dsid, uint32_t ver);
+/* Finish an erasure a crash interrupted after its index batch (store/erase.c). */
+int store_erase_recover(struct store *st);
+#define META_RING "ring"
+#define META_ERASE "erase"
 /* Derive a dataset's index keys from its key. Both owned by the caller. */
 int dataset_index_keys(const crypto_key *dkey, crypto_key **ret_seal, crypto_key **ret_name);
 /* Put a freshly generated dataset key into the cache (takes ownership), with its committed
@@ -288,6 +348,8 @@ void manifest_finish(const char *dsname, uint64_t dsid, uint32_t version, uint64
 /* store_open() with flags: STORE_OPEN_V1 opens a format 1 index as it is (no recovery), for
  * the upgrade. */
 #define STORE_OPEN_V1 1u
+/* ... and STORE_OPEN_V2 a format 2 index (dataset keys in the index), for the upgrade to 3. */
+#define STORE_OPEN_V2 2u
 int store_open_ex(const char *dir, const crypto_secret *pass, const struct store_open_options *opts,
 		  unsigned flags, struct store **ret_store);
 /* The store-wide index keys, derived from the master key and the store id. Both owned by the

@@ -333,7 +333,7 @@ static void test_removed_entry_is_eio_and_recorded(void **state)
 	st = open_store();
 	assert_int_equal(store_dataset_get(st, DS, &di), 0);
 	assert_int_equal(store_path_lookup(st, di.id, 1, DIR1, &in), 0);
-	assert_int_equal(store_dataset_keys(st, di.id, NULL, &k), 0);
+	assert_int_equal(store_version_keys(st, di.id, 1, &k), 0);
 	dkey(k.name, key, di.id, 1, in.ino, FILE1, strlen(FILE1));
 	store_close(st);
 	index_edit(del_key, key);
