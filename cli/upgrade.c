@@ -121,18 +121,26 @@ int ctl_store_upgrade_run(const char *dir, const crypto_secret *pass,
 	static const char *const parts[] = { "index", "audit" };
 	struct ctl_upgrade_result res = { 0 };
 	struct store *st = NULL;
+	bool log_too;
 	int r;
 
 	err_clear();
 	r = store_open_for_upgrade(dir, pass, &st);
 	if (r < 0)
 		return r;
+	/* A format 1 store's log is in clear and converted with the index; a format 2 store's log
+	 * is sealed already, and only its index (and the new key ring) change. */
+	log_too = store_format(st) == 1;
 	r = store_upgrade_prepare(st, p);
 	if (r == -EALREADY) {
 		store_close(st);
 		res.already = true;
 		*ret = res;
 		return 0;
+	}
+	if (r == 0 && !log_too) {
+		r = store_upgrade_commit(st, parts, 1, p);
+		goto done;
 	}
 	if (r == 0)
 		r = audit_dir_check(dir);
@@ -155,6 +163,7 @@ int ctl_store_upgrade_run(const char *dir, const crypto_secret *pass,
 		r = convert_log(st, dir, p, &res.auditors);
 	if (r == 0)
 		r = store_upgrade_commit(st, parts, ARRAY_SIZE(parts), p);
+done:
 	store_close(st);
 	if (r < 0)
 		return r;

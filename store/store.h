@@ -412,6 +412,8 @@ struct store_upgrade_progress {
 /* Open a store of any format for the upgrade, as store_open() does (an interrupted upgrade is
  * finished or discarded first), but a format 1 index is accepted as it is, without recovery. */
 int store_open_for_upgrade(const char *dir, const crypto_secret *pass, struct store **ret_store);
+/* The index format the store was opened with: 1 or 2 (only by store_open_for_upgrade()), 3. */
+unsigned store_format(const struct store *st);
 /* Build the format 2 index in <store>/index.new/ from the format 1 index of st (opened with
  * store_open_for_upgrade()): every committed version, its entries and inodes sealed under its
  * dataset's keys and its manifest computed; the datasets and policy records sealed under the

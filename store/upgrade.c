@@ -843,3 +843,8 @@ int store_open_for_upgrade(const char *dir, const crypto_secret *pass, struct st
 {
 	return store_open_ex(dir, pass, NULL, STORE_OPEN_V1 | STORE_OPEN_V2, ret_store);
 }
+
+unsigned store_format(const struct store *st)
+{
+	return st->format;
+}
