@@ -23,6 +23,11 @@
  * ("cannot lock /etc/passwd") rather than waiting when another one holds the lock. /run is
  * root's; the lock file holds nothing. */
 #define USERS_LOCK "/run/enclave-testusers.lock"
+/* Held for the whole life of a test program whose ctest entry sets ENCLAVE_TEST_MEMBERSHIP_LOCK
+ * (the programs that change, or count on, TU_GROUP's membership: tests/CMakeLists.txt). ctest's
+ * RESOURCE_LOCK keeps them apart within one build tree only; the users are the machine's, so two
+ * checkouts testing at once would otherwise see each other's gpasswd. */
+#define MEMBERSHIP_LOCK "/run/enclave-testusers-membership.lock"
 /* Where useradd and friends live when PATH (ctest's environment) does not name sbin. */
 static const char *const sbin_dirs[] = { "/usr/sbin", "/sbin", "/usr/bin", "/bin" };
 
@@ -201,11 +206,31 @@ static int ensure_all_locked(struct tu_users *ret)
 	return 0;
 }
 
+/* Take MEMBERSHIP_LOCK once per process when asked to, and keep it until exit (O_CLOEXEC: the
+ * daemons a test starts do not inherit it, so a daemon left behind cannot hold it). */
+static void membership_lock(void)
+{
+	static int held = -1;
+
+	if (held >= 0 || !getenv("ENCLAVE_TEST_MEMBERSHIP_LOCK"))
+		return;
+	held = open(MEMBERSHIP_LOCK, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (held < 0) {
+		fprintf(stderr, "testusers: %s: %s (running without the machine-wide lock)\n",
+			MEMBERSHIP_LOCK, strerror(errno));
+		return;
+	}
+	while (flock(held, LOCK_EX) < 0 && errno == EINTR)
+		;
+}
+
 int tu_users_ensure(struct tu_users *ret_users)
 {
-	int fd = open(USERS_LOCK, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+	int fd;
 	int r;
 
+	membership_lock();
+	fd = open(USERS_LOCK, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (fd < 0)
 		fd = open("/tmp/enclave-testusers.lock", O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC,
 			  0600);
