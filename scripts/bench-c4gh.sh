@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# Crypt4GH import throughput against a plaintext import of the same data (issue 18: at least
+# 80 %). One file of --size bytes (default 1 GiB) is imported as it is and as a .c4gh file
+# encrypted to the store's site key (by tests/interop/c4ghtool), --rounds times each, alternating,
+# into a fresh store served by enclaved; the ratio is of the medians, measured side by side in one
+# run. The imported Crypt4GH file is read back through the mount and compared with the original
+# (SHA-256), so the 1 GiB case is checked end to end here rather than in CI. Writes a line into
+# docs/PERFORMANCE.md between the "bench-c4gh.sh" markers.
+#
+# Not part of CI. Run as root. Options:
+#   --size BYTES   the file [1073741824]
+#   --rounds N     imports of each kind [3]
+#   --no-doc       leave docs/PERFORMANCE.md alone
+set -euo pipefail
+usage() { sed -n '2,/^set -euo/{/^#/s/^# \{0,1\}//p}' "$0"; }
+size=1073741824 rounds=3 dodoc=1
+while (($#)); do
+	case "$1" in
+	-h | --help) usage; exit 0 ;;
+	--size) size=${2:?}; shift 2 ;;
+	--rounds) rounds=${2:?}; shift 2 ;;
+	--no-doc) dodoc=0; shift ;;
+	*) echo "bench-c4gh: unknown option '$1' (see --help)" >&2; exit 2 ;;
+	esac
+done
+case "$size$rounds" in '' | *[!0-9]*) echo "bench-c4gh: --size and --rounds take numbers" >&2; exit 2 ;; esac
+[[ $(id -u) == 0 ]] || { echo "bench-c4gh: run as root" >&2; exit 1; }
+cd "$(dirname "$0")/.."
+root=$PWD
+build=build-bench
+
+echo "bench-c4gh: building (Release)" >&2
+bash scripts/deps.sh >/dev/null
+cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build "$build" -j 2 --target enclaved enclavectl interop_c4ghtool >/dev/null
+enclaved=$root/$build/daemon/enclaved
+enclavectl=$root/$build/cli/enclavectl
+c4ghtool=$root/$build/tests/interop_c4ghtool
+
+scratch=$(mktemp -d /var/tmp/enclave-bench-c4gh.XXXXXX)
+mnt=$scratch/mnt store=$scratch/store
+mkdir -p "$mnt" "$scratch/plain" "$scratch/c4gh"
+pid=
+cleanup() {
+	local rc=$?
+	set +e
+	if [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null; then
+		kill -TERM "$pid"
+		wait "$pid"
+	fi
+	grep -q " $mnt " /proc/self/mountinfo && { fusermount3 -u "$mnt" 2>/dev/null || umount -l "$mnt"; }
+	rm -rf "$scratch"
+	exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+head -c 32 /dev/urandom | base64 >"$scratch/pass"
+chmod 0600 "$scratch/pass"
+"$enclavectl" init --store "$store" --passphrase-file "$scratch/pass" --steward user:root \
+	--approvals 0 >/dev/null
+"$enclaved" --store "$store" --mount "$mnt" --passphrase-file "$scratch/pass" \
+	2>"$scratch/enclaved.log" &
+pid=$!
+for _ in $(seq 1 200); do
+	"$enclavectl" --store "$store" status >/dev/null 2>&1 && break
+	kill -0 "$pid" 2>/dev/null || { cat "$scratch/enclaved.log" >&2; exit 1; }
+	sleep 0.1
+done
+"$enclavectl" --store "$store" -q crypt4gh keygen --out "$scratch/site.pub" >/dev/null
+
+echo "bench-c4gh: generating $size bytes and encrypting them to the site key" >&2
+head -c "$size" /dev/urandom >"$scratch/plain/data"
+"$c4ghtool" encrypt "$scratch/site.pub" <"$scratch/plain/data" >"$scratch/c4gh/data.c4gh"
+want=$(sha256sum <"$scratch/plain/data" | cut -d' ' -f1)
+
+# One import; its wall time in ms. The source stays in the page cache: both kinds read from
+# memory, so what differs is the work on the data (decryption), not the disk.
+import_ms() {
+	local t0
+	cat "$2"/* >/dev/null
+	t0=$(date +%s%N)
+	"$enclavectl" --store "$store" -q dataset import "$1" "$2" >/dev/null
+	echo $((($(date +%s%N) - t0) / 1000000))
+}
+plain=() c4=()
+for r in $(seq 1 "$rounds"); do
+	if ((r % 2)); then
+		plain+=("$(import_ms "plain-$r" "$scratch/plain")")
+		c4+=("$(import_ms "c4gh-$r" "$scratch/c4gh")")
+	else
+		c4+=("$(import_ms "c4gh-$r" "$scratch/c4gh")")
+		plain+=("$(import_ms "plain-$r" "$scratch/plain")")
+	fi
+	echo "bench-c4gh: round $r: plaintext ${plain[-1]} ms, Crypt4GH ${c4[-1]} ms" >&2
+done
+
+# The Crypt4GH import read back through the mount, byte for byte.
+"$enclavectl" --store "$store" -q grant add --user root --dataset c4gh-1 --purpose "bench check" \
+	--expires +1d >/dev/null
+got=$(sha256sum <"$mnt/c4gh-1/latest/data" | cut -d' ' -f1)
+[[ $got == "$want" ]] || { echo "bench-c4gh: the imported plaintext differs ($got, want $want)" >&2; exit 1; }
+
+median() { printf '%s\n' "$@" | sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
+pm=$(median "${plain[@]}") cm=$(median "${c4[@]}")
+line=$(awk -v s="$size" -v pm="$pm" -v cm="$cm" -v n="$rounds" \
+	-v pl="${plain[*]}" -v cl="${c4[*]}" -v when="$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
+	-v commit="$(git rev-parse --short HEAD 2>/dev/null || echo '?')" \
+	-v load="$(cut -d' ' -f1 /proc/loadavg)" 'BEGIN {
+	printf "| %s | %s | %.0f MiB, %d rounds | %.1f s (%.0f MB/s) [%s ms] | %.1f s (%.0f MB/s) [%s ms] | **%.0f %%** | sha256 equal | %s |\n",
+		when, commit, s / 1048576, n, pm / 1000, s / pm / 1000, pl, cm / 1000, s / cm / 1000,
+		cl, 100 * pm / cm, load }')
+echo "| run | commit | file | plaintext import (median) | Crypt4GH import (median) | Crypt4GH / plaintext throughput | read back | load |"
+echo "|---|---|---|---:|---:|---:|---|---:|"
+echo "$line"
+if ((dodoc)); then
+	doc=$root/docs/PERFORMANCE.md
+	begin='<!-- bench-c4gh.sh: begin -->'
+	end='<!-- bench-c4gh.sh: end -->'
+	if ! grep -qF "$begin" "$doc"; then
+		printf '\n## Crypt4GH import (scripts/bench-c4gh.sh)\n\nThe same file imported as it is and as a `.c4gh` file for the site key, alternately, in one run; the target is a Crypt4GH throughput of at least 80 %% of the plaintext one (issue 18). The Crypt4GH import is read back through the mount and compared (SHA-256).\n\n%s\n| run | commit | file | plaintext import (median) | Crypt4GH import (median) | Crypt4GH / plaintext throughput | read back | load |\n|---|---|---|---:|---:|---:|---|---:|\n%s\n' "$begin" "$end" >>"$doc"
+	fi
+	LINE=$line python3 - "$doc" "$end" <<'EOF'
+import os, sys
+path, end = sys.argv[1:3]
+text = open(path).read()
+b = text.index(end)
+open(path, "w").write(text[:b] + os.environ["LINE"] + "\n" + text[b:])
+EOF
+fi
