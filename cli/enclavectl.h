@@ -101,6 +101,7 @@ extern const struct ctl_cmd policy_cmds[];
 int cmd_audit_new_log(struct ctl *ctl, int argc, char **argv);
 extern const struct ctl_cmd store_cmds[];
 extern const struct ctl_cmd crypt4gh_cmds[];
+extern const struct ctl_cmd export_cmds[];
 
 /* ---- upgrade.c: `store upgrade` below its options (tests/test_upgrade.c runs it as is) ------ */
 

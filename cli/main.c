@@ -60,6 +60,8 @@ static const struct ctl_object objects[] = {
 	{ "store", store_cmds, NULL, NULL, "Offline work on a store's files (no daemon)" },
 	{ "crypt4gh", crypt4gh_cmds, NULL, NULL,
 	  "The store's Crypt4GH key: what archives encrypt data for this site to" },
+	{ "export", export_cmds, NULL, NULL,
+	  "Files sent out as Crypt4GH to a recipient's key, with approvals" },
 	{ "help", NULL, cmd_help, "[OBJECT [COMMAND]]", "show help (as --help does)" },
 	{ "completion", NULL, cmd_completion, "bash", "print a bash completion script" },
 };
@@ -469,6 +471,22 @@ static int run_object(struct ctl *ctl, const struct ctl_object *o, int argc, cha
 			n += (size_t)snprintf(list + n, sizeof(list) - n, "%s%s",
 					      n ? ", " : "", c->name);
 		return ctl_usage_error(o->name, "missing command (one of: %s)", list);
+	}
+	/* `export NAME@VERSION PATH...` is `export request NAME@VERSION PATH...`. */
+	if (o->cmds == export_cmds && strchr(argv[optind_obj], '@')) {
+		char **args = calloc((size_t)(argc - optind_obj) + 2, sizeof(*args));
+
+		if (!args)
+			return ctl_fail(o->name, "out of memory");
+		args[0] = (char *)"request";
+		memcpy(args + 1, argv + optind_obj, (size_t)(argc - optind_obj) * sizeof(*args));
+		if ((r = check_json("export request")) == 0) {
+			for (c = o->cmds; strcmp(c->name, "request") != 0; c++)
+				;
+			r = c->run(ctl, argc - optind_obj + 1, args);
+		}
+		free(args);
+		return r;
 	}
 	c = find_cmd(o, argv[optind_obj], &r);
 	if (!c)

@@ -203,6 +203,11 @@ static const struct {
 	{ "crypt4gh.keygen", ROLE_STEWARD, op_crypt4gh_keygen },
 	{ "crypt4gh.import", ROLE_STEWARD, NULL },   /* takes a descriptor: see handle() */
 	{ "crypt4gh.pubkey", 0, op_crypt4gh_pubkey },   /* a public key: anyone */
+	{ "export.request", ROLE_STEWARD, op_export_request },
+	{ "export.approve", ROLE_STEWARD, op_export_approve },
+	{ "export.run", ROLE_STEWARD, NULL },   /* takes the outputs' descriptors: see handle() */
+	{ "export.list", ROLE_STEWARD | ROLE_AUDITOR, op_export_list },
+	{ "export.show", ROLE_STEWARD | ROLE_AUDITOR, op_export_show },
 };
 
 static const char *role_names(unsigned roles)
@@ -237,7 +242,8 @@ static int handle(struct conn *c, const json_t *req, const int *fds, size_t nfds
 				       "in enclave.conf", op, role_names(ops[i].roles), c->who.uid,
 				       c->who.user[0] ? c->who.user : "no name");
 		one_fd = strcmp(op, "import.file") == 0 || strcmp(op, "crypt4gh.import") == 0;
-		if (nfds > 0 && strcmp(op, "import.files") != 0 && !(nfds == 1 && one_fd))
+		if (nfds > 0 && strcmp(op, "import.files") != 0 && strcmp(op, "export.run") != 0 &&
+		    !(nfds == 1 && one_fd))
 			return err_set(-EBADMSG, "%s takes %s", op,
 				       one_fd ? "one file descriptor" : "no file descriptor");
 		if (!args)
@@ -248,6 +254,8 @@ static int handle(struct conn *c, const json_t *req, const int *fds, size_t nfds
 			r = op_import_file(c, args, nfds ? fds[0] : -1, ret);
 		else if (strcmp(op, "crypt4gh.import") == 0)
 			r = op_crypt4gh_import(c, args, nfds ? fds[0] : -1, ret);
+		else if (strcmp(op, "export.run") == 0)
+			r = op_export_run(c, args, fds, nfds, ret);
 		else
 			r = op_import_files(c, args, fds, nfds, ret);
 		json_decref(empty);

@@ -315,3 +315,353 @@ int import_file_any(struct conn *c, const char *path, int fd)
 		return store_import_add_file(c->imp, path, fd);
 	return import_c4gh(c, path, fd, &st);
 }
+
+/* ---- Export ---------------------------------------------------------------------------------- */
+
+/* An export as its one JSON shape (docs/PROTOCOL.md "export.*"). */
+static json_t *export_json(const struct grants_export *x)
+{
+	const json_t *q = x->req;
+	json_t *o = json_pack("{s:I, s:O, s:I, s:I, s:O, s:O, s:O, s:O, s:o, s:I, s:I, s:s}", "id",
+			      (json_int_t)x->id, "dataset", json_object_get(q, "dataset"),
+			      "dataset_id", (json_int_t)x->dataset_id, "version",
+			      (json_int_t)x->version, "paths", json_object_get(q, "paths"),
+			      "recipient_fingerprint", json_object_get(q, "fingerprint"), "reason",
+			      json_object_get(q, "reason"), "requested_by", json_object_get(q, "by"),
+			      "requested_at", jtime(x->at), "approvals", (json_int_t)x->approvals,
+			      "approvals_required", (json_int_t)x->approvals_required, "state",
+			      x->done_at ? "done"
+			      : x->approvals >= x->approvals_required ? "approved"
+								      : "pending_approval");
+
+	if (o && x->done_at && json_object_set_new(o, "done_at", jtime(x->done_at)) < 0) {
+		json_decref(o);
+		return NULL;
+	}
+	return o;
+}
+
+static int export_reply(struct grants *gs, uint64_t id, json_t **ret)
+{
+	struct grants_export x;
+	int r = grants_export_get(gs, id, &x);
+
+	if (r < 0)
+		return r;
+	*ret = json_pack("{s:o}", "export", export_json(&x));
+	grants_export_clear(&x);
+	return *ret ? 0 : -ENOMEM;
+}
+
+int op_export_request(struct conn *c, const json_t *args, json_t **ret)
+{
+	static const char *const known[] = { "dataset", "version", "paths", "recipient_key",
+					     "reason", NULL };
+	const json_t *paths = json_object_get(args, "paths");
+	const char *name, *key, *reason;
+	struct store_dataset_info ds;
+	struct store_version_info vi;
+	struct config cfg;
+	uint8_t pk[C4GH_KEY_LEN];
+	char fp[65];
+	uint64_t version = 0, id;
+	json_t *norm = NULL, *req;
+	int r;
+
+	if ((r = proto_args_known(args, known)) < 0 ||
+	    (r = proto_arg_string(args, "dataset", true, STORE_DATASET_NAME_MAX, &name)) < 0 ||
+	    (r = proto_arg_u64(args, "version", false, UINT32_MAX, &version)) < 0 ||
+	    (r = proto_arg_string(args, "recipient_key", true, C4GH_PUBKEY_TEXT_MAX * 2, &key)) < 0 ||
+	    (r = proto_arg_string(args, "reason", true, POLICY_REASON_MAX, &reason)) < 0)
+		return r;
+	if (!json_is_array(paths) || json_array_size(paths) == 0 ||
+	    json_array_size(paths) > GRANTS_EXPORT_FILES_MAX)
+		return err_set(-EINVAL, "\"paths\": 1 to %u files of the version",
+			       GRANTS_EXPORT_FILES_MAX);
+	if ((r = c4gh_pubkey_parse(key, strlen(key), pk)) < 0)
+		return err_set(-EINVAL, "the recipient key: %s", err_detail());
+	c4gh_fingerprint(pk, fp);
+	if (store_dataset_get(c->d->st, name, &ds) < 0)
+		return err_set(-ENOENT, "no dataset \"%.64s\"", name);
+	if (!version)
+		version = ds.latest_version;
+	if (store_version_get(c->d->st, ds.id, (uint32_t)version, &vi) < 0)
+		return err_set(-ENOENT, "dataset \"%s\" has no version %llu", ds.name,
+			       (unsigned long long)version);
+	norm = json_array();
+	if (!norm)
+		return -ENOMEM;
+	for (size_t i = 0; i < json_array_size(paths); i++) {
+		const json_t *p = json_array_get(paths, i);
+		const char *s = json_string_value(p);
+		struct store_inode ino;
+
+		if (!s || strlen(s) != json_string_length(p) || strlen(s) > STORE_PATH_MAX) {
+			r = err_set(-EINVAL, "path %zu is not a string of at most %d bytes", i,
+				    STORE_PATH_MAX);
+			goto out;
+		}
+		while (*s == '/')
+			s++;
+		r = store_path_lookup(c->d->st, ds.id, (uint32_t)version, s, &ino);
+		if (r == 0 && ino.type != STORE_INODE_FILE)
+			r = -EISDIR;
+		if (r < 0) {
+			r = err_set(r, "%s@%llu has no file %.256s", ds.name,
+				    (unsigned long long)version, s);
+			goto out;
+		}
+		for (size_t j = 0; j < json_array_size(norm); j++)
+			if (strcmp(json_string_value(json_array_get(norm, j)), s) == 0) {
+				r = err_set(-EINVAL, "%.256s is named twice", s);
+				goto out;
+			}
+		if (json_array_append_new(norm, audit_string(s)) < 0) {
+			r = -ENOMEM;
+			goto out;
+		}
+	}
+	req = json_pack("{s:s, s:I, s:I, s:O, s:s, s:s, s:s}", "dataset", ds.name, "dataset_id",
+			(json_int_t)ds.id, "version", (json_int_t)version, "paths", norm,
+			"recipient_key", key, "fingerprint", fp, "reason", reason);
+	if (!req) {
+		r = -ENOMEM;
+		goto out;
+	}
+	daemon_config(c->d, &cfg);
+	r = grants_export_request(c->d->grants, c->d->log, &c->who, req, cfg.approvals, time(NULL),
+				  &id);
+	if (r == 0)
+		r = export_reply(c->d->grants, id, ret);
+out:
+	json_decref(norm);
+	return r;
+}
+
+int op_export_approve(struct conn *c, const json_t *args, json_t **ret)
+{
+	static const char *const known[] = { "id", NULL };
+	uint64_t id = 0;
+	int r;
+
+	if ((r = proto_args_known(args, known)) < 0 ||
+	    (r = proto_arg_u64(args, "id", true, INT64_MAX, &id)) < 0)
+		return r;
+	r = grants_export_approve(c->d->grants, c->d->log, &c->who, id, time(NULL));
+	return r < 0 ? r : export_reply(c->d->grants, id, ret);
+}
+
+int op_export_show(struct conn *c, const json_t *args, json_t **ret)
+{
+	static const char *const known[] = { "id", NULL };
+	uint64_t id = 0;
+	int r;
+
+	if ((r = proto_args_known(args, known)) < 0 ||
+	    (r = proto_arg_u64(args, "id", true, INT64_MAX, &id)) < 0)
+		return r;
+	return export_reply(c->d->grants, id, ret);
+}
+
+int op_export_list(struct conn *c, const json_t *args, json_t **ret)
+{
+	static const char *const known[] = { NULL };
+	struct grants_export *x = NULL;
+	json_t *list;
+	size_t n = 0;
+	int r;
+
+	if ((r = proto_args_known(args, known)) < 0 ||
+	    (r = grants_export_list(c->d->grants, &x, &n)) < 0)
+		return r;
+	list = json_array();
+	for (size_t i = 0; i < n; i++) {
+		if (list && json_array_append_new(list, export_json(&x[i])) < 0) {
+			json_decref(list);
+			list = NULL;
+		}
+		grants_export_clear(&x[i]);
+	}
+	free(x);
+	*ret = list ? json_pack("{s:o}", "exports", list) : NULL;
+	return *ret ? 0 : -ENOMEM;
+}
+
+/* Encrypt one file of the version for the recipient into fd; the digests of what was written
+ * and of the plaintext. */
+static int export_file(struct conn *c, struct store_reader *rd, uint64_t dsid, uint32_t version,
+		       const char *path, const uint8_t pk[static C4GH_KEY_LEN], int fd,
+		       json_t **ret_file)
+{
+	crypto_hash_sha256_state out_h, plain_h;
+	uint8_t *hdr = NULL, *in = NULL, *seg = NULL, d1[32], d2[32];
+	char x1[65], x2[65];
+	struct store_object *obj = NULL;
+	c4gh_encoder *e = NULL;
+	struct store_inode ino;
+	uint64_t off = 0, woff = 0, size;
+	size_t hl = 0;
+	ssize_t got;
+	int r;
+
+	r = store_path_lookup(c->d->st, dsid, version, path, &ino);
+	if (r == 0)
+		r = store_object_open(c->d->st, dsid, &ino, &obj);
+	if (r < 0)
+		return err_set(r, "%s: %s", path, err_detail()[0] ? err_detail() : strerror(-r));
+	size = store_object_size(obj);
+	in = malloc(C4GH_SEGMENT);
+	seg = malloc(C4GH_SEGMENT_SEALED);
+	r = in && seg ? c4gh_encoder_new((const uint8_t (*)[C4GH_KEY_LEN])pk, 1, &e, &hdr, &hl)
+		      : -ENOMEM;
+	if (r < 0)
+		goto out;
+	crypto_hash_sha256_init(&out_h);
+	crypto_hash_sha256_init(&plain_h);
+	crypto_hash_sha256_update(&out_h, hdr, hl);
+	r = pwrite_all(fd, hdr, hl, 0);
+	woff = hl;
+	while (r == 0 && off < size) {
+		size_t want = (size_t)MIN((uint64_t)C4GH_SEGMENT, size - off);
+
+		got = store_object_read(rd, obj, off, want, in);
+		if (got < 0 || (size_t)got != want) {
+			r = err_set(got < 0 ? (int)got : -EIO, "%s: the store's copy does not read "
+				    "(%s)", path, got < 0 ? strerror((int)-got) : "short");
+			break;
+		}
+		crypto_hash_sha256_update(&plain_h, in, want);
+		r = c4gh_encoder_segment(e, in, want, seg);
+		if (r == 0) {
+			crypto_hash_sha256_update(&out_h, seg, want + C4GH_SEGMENT_OVERHEAD);
+			r = pwrite_all(fd, seg, want + C4GH_SEGMENT_OVERHEAD, woff);
+		}
+		woff += want + C4GH_SEGMENT_OVERHEAD;
+		off += want;
+	}
+	if (r == 0 && fdatasync(fd) < 0 && errno != EINVAL)
+		r = -errno;
+	if (r < 0)
+		goto out;
+	crypto_hash_sha256_final(&out_h, d1);
+	crypto_hash_sha256_final(&plain_h, d2);
+	sodium_bin2hex(x1, sizeof(x1), d1, sizeof(d1));
+	sodium_bin2hex(x2, sizeof(x2), d2, sizeof(d2));
+	*ret_file = json_pack("{s:o, s:I, s:I, s:s, s:s}", "path", audit_string(path), "bytes",
+			      (json_int_t)size, "file_bytes", (json_int_t)woff, "sha256", x1,
+			      "plaintext_sha256", x2);
+	if (!*ret_file)
+		r = -ENOMEM;
+out:
+	if (in) {
+		sodium_memzero(in, C4GH_SEGMENT);
+		free(in);
+	}
+	free(seg);
+	free(hdr);
+	c4gh_encoder_free(e);
+	store_object_close(obj);
+	return r;
+}
+
+int op_export_run(struct conn *c, const json_t *args, const int *fds, size_t nfds, json_t **ret)
+{
+	static const char *const known[] = { "id", NULL };
+	/* One export at a time: a second run of the same one waits, then finds it done. */
+	static pthread_mutex_t run_lock = PTHREAD_MUTEX_INITIALIZER;
+	struct store_reader *rd = NULL;
+	struct grants_export x = { 0 };
+	uint8_t pk[C4GH_KEY_LEN];
+	const json_t *paths;
+	json_t *files = NULL, *rec = NULL;
+	uint64_t id = 0;
+	int r;
+
+	if ((r = proto_args_known(args, known)) < 0 ||
+	    (r = proto_arg_u64(args, "id", true, INT64_MAX, &id)) < 0)
+		return r;
+	pthread_mutex_lock(&run_lock);
+	r = grants_export_get(c->d->grants, id, &x);
+	if (r < 0)
+		goto out;
+	paths = json_object_get(x.req, "paths");
+	if (x.done_at) {
+		r = err_set(-EEXIST, "export %llu has run already: an export runs once",
+			    (unsigned long long)id);
+		goto out;
+	}
+	if (x.approvals < x.approvals_required) {
+		r = err_set(-EACCES, "export %llu is not approved yet (%u of %u approvals): another "
+			    "steward runs 'enclavectl export approve %llu'", (unsigned long long)id,
+			    x.approvals, x.approvals_required, (unsigned long long)id);
+		goto out;
+	}
+	if (nfds != json_array_size(paths)) {
+		r = err_set(-EINVAL, "export %llu has %zu files; %zu descriptors came",
+			    (unsigned long long)id, json_array_size(paths), nfds);
+		goto out;
+	}
+	/* Each output: a regular file, empty, open for writing. */
+	for (size_t i = 0; i < nfds; i++) {
+		struct stat st;
+		int fl = fcntl(fds[i], F_GETFL);
+
+		if (fstat(fds[i], &st) < 0 || !S_ISREG(st.st_mode) || st.st_size != 0 || fl < 0 ||
+		    (fl & O_ACCMODE) == O_RDONLY || (fl & O_APPEND)) {
+			r = err_set(-EINVAL, "output %zu is not an empty regular file open for "
+				    "writing", i);
+			goto out;
+		}
+	}
+	r = c4gh_pubkey_parse(json_string_value(json_object_get(x.req, "recipient_key")),
+			      strlen(json_string_value(json_object_get(x.req, "recipient_key"))),
+			      pk);
+	if (r == 0)
+		r = store_reader_new(c->d->st, &rd);
+	files = json_array();
+	if (r == 0 && !files)
+		r = -ENOMEM;
+	for (size_t i = 0; r == 0 && i < nfds; i++) {
+		json_t *f = NULL;
+
+		r = export_file(c, rd, x.dataset_id, x.version,
+				json_string_value(json_array_get(paths, i)), pk, fds[i], &f);
+		if (r == 0 && json_array_append_new(files, f) < 0)
+			r = -ENOMEM;
+	}
+	if (r == 0) {
+		rec = json_pack("{s:s, s:I, s:O, s:I, s:I, s:O, s:O}", "event", "export_run",
+				"export_id", (json_int_t)id, "dataset",
+				json_object_get(x.req, "dataset"), "dataset_id",
+				(json_int_t)x.dataset_id, "version", (json_int_t)x.version,
+				"recipient_fingerprint", json_object_get(x.req, "fingerprint"),
+				"files", files);
+		/* Recorded, or nothing stays: the outputs are emptied below on failure. */
+		r = rec ? grants_export_done(c->d->grants, c->d->log, &c->who, id, rec, time(NULL))
+			: -ENOMEM;
+	}
+	if (r < 0) {
+		char why[ERR_DETAIL_MAX];
+
+		snprintf(why, sizeof(why), "%s", err_detail());
+		for (size_t i = 0; i < nfds; i++)
+			if (ftruncate(fds[i], 0) < 0)
+				continue;   /* the client removes its outputs too */
+		r = err_set(r, "export %llu not made, its outputs emptied: %s",
+			    (unsigned long long)id, why[0] ? why : strerror(-r));
+		goto out;
+	}
+	grants_export_clear(&x);
+	r = grants_export_get(c->d->grants, id, &x);
+	if (r == 0) {
+		*ret = json_pack("{s:o, s:O}", "export", export_json(&x), "files", files);
+		if (!*ret)
+			r = -ENOMEM;
+	}
+out:
+	pthread_mutex_unlock(&run_lock);
+	json_decref(files);
+	grants_export_clear(&x);
+	store_reader_free(rd);
+	return r;
+}

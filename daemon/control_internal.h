@@ -58,6 +58,12 @@ int op_crypt4gh_pubkey(struct conn *c, const json_t *args, json_t **ret);
 /* store_import_add_file(), or for a file that begins with the Crypt4GH magic (unless the import
  * keeps them as they are), its plaintext decrypted with the site key as path without ".c4gh". */
 int import_file_any(struct conn *c, const char *path, int fd);
+/* Exports to a recipient's Crypt4GH key, under approval (docs/CRYPT4GH.md section 7). */
+int op_export_request(struct conn *c, const json_t *args, json_t **ret);
+int op_export_approve(struct conn *c, const json_t *args, json_t **ret);
+int op_export_show(struct conn *c, const json_t *args, json_t **ret);
+int op_export_list(struct conn *c, const json_t *args, json_t **ret);
+int op_export_run(struct conn *c, const json_t *args, const int *fds, size_t nfds, json_t **ret);
 int op_import_abort(struct conn *c, const json_t *args, json_t **ret);
 int op_grant_add(struct conn *c, const json_t *args, json_t **ret);
 int op_grant_list(struct conn *c, const json_t *args, json_t **ret);

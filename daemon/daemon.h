@@ -143,6 +143,42 @@ int grants_deny_removal(struct grants *gs, uint64_t id, struct policy_deny_remov
 /* A copy of the deny rules (malloc'd, caller frees), removals folded in, by id. */
 int grants_deny_snapshot(struct grants *gs, struct policy_deny **ret_denies, size_t *ret_n);
 
+/* ---- Exports (docs/CRYPT4GH.md section 7): files of one version sent encrypted to one
+ * recipient's Crypt4GH key, asked for by a steward, approved by others as a grant is (the same
+ * approvals count, never the requester), run once. Records "x" (the request), "y" (an approval),
+ * "z" (the run, with the digest of every file sent), bound to the log like the others. */
+#define GRANTS_EXPORT_FILES_MAX 64
+struct grants_export {
+	uint64_t id;
+	uint64_t dataset_id;
+	uint32_t version;
+	uint32_t by_uid;                          /* who asked */
+	int64_t at;                               /* unix seconds */
+	uint32_t approvals_required;
+	uint32_t approvals;                       /* folded in */
+	uint32_t approved_by[POLICY_APPROVALS_MAX];
+	int64_t done_at;                          /* when it ran; 0: not yet */
+	json_t *req;                              /* the request record as stored; owned */
+};
+/* Record a request (req taken over: dataset, dataset_id, version, paths, recipient_key,
+ * fingerprint, reason; id, by, by_uid, at and approvals_required are set here). */
+int grants_export_request(struct grants *gs, struct audit_log *log,
+			  const struct policy_subject *by, json_t *req,
+			  uint32_t approvals_required, int64_t now, uint64_t *ret_id);
+/* Approve: -ENOENT none; -EPERM the requester; -EEXIST approved by uid already, or done;
+ * -EALREADY it has all the approvals it needs. */
+int grants_export_approve(struct grants *gs, struct audit_log *log,
+			  const struct policy_subject *by, uint64_t id, int64_t now);
+/* Record that it ran: rec (taken over) is the export_run audit record the run writes with it.
+ * -EEXIST it ran already; -EACCES not approved yet. */
+int grants_export_done(struct grants *gs, struct audit_log *log, const struct policy_subject *by,
+		       uint64_t id, json_t *rec, int64_t now);
+/* A copy of one request (req a new reference; grants_export_clear() it). -ENOENT. */
+int grants_export_get(struct grants *gs, uint64_t id, struct grants_export *ret);
+/* Copies of every request, by id (malloc'd; clear each, then free). */
+int grants_export_list(struct grants *gs, struct grants_export **ret, size_t *ret_n);
+void grants_export_clear(struct grants_export *e);
+
 /* The policy record of dataset_id (consent codes, controller, cache mode). -ENOENT: none, which
  * means no consent codes, no controller, direct I/O. */
 int grants_dataset_get(struct grants *gs, uint64_t dataset_id, struct policy_dataset *ret_policy);

@@ -12,6 +12,9 @@
  *   "h" || be64 id || be32 uid      an approval of grant id by steward uid (immutable)
  *   "n"                             be64: the next id to hand out (grants and deny rules)
  *   "r" || be64 id                  that grant's revocation, policy_revocation_to_json
+ *   "x" || be64 id                  an export request (docs/CRYPT4GH.md section 7)
+ *   "y" || be64 id || be32 uid      an approval of that export by steward uid (immutable)
+ *   "z" || be64 id                  the export's run (once)
  *
  * Locking: `lock` is a rwlock over the table; decisions take it shared, changes exclusive. A
  * change holds `change_lock` across its audit append and store writes, so changes are serialised
@@ -81,6 +84,8 @@ struct grants {
 	uint64_t *vq;                      /* under lock */
 	size_t nvq, capvq;
 	struct audit_log *watch_log;       /* grants_watch_record(); borrowed, NULL none */
+	size_t nxp, capxp;                 /* under lock */
+	struct grants_export *xp;          /* export requests, by id, approvals and runs folded in */
 };
 
 /* Make room for one more element in *arr (count n, capacity *cap, at most max). */
@@ -306,6 +311,99 @@ static int parse_record(const void *val, size_t vlen, json_t **ret)
 	return 0;
 }
 
+static ssize_t find_export(const struct grants *gs, uint64_t id)
+{
+	for (size_t lo = 0, hi = gs->nxp; lo < hi;) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (gs->xp[mid].id == id)
+			return (ssize_t)mid;
+		if (gs->xp[mid].id < id)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return -1;
+}
+
+static bool jint(const json_t *j, const char *k, uint64_t max, uint64_t *ret)
+{
+	const json_t *v = json_object_get(j, k);
+
+	if (!json_is_integer(v) || json_integer_value(v) < 0 ||
+	    (uint64_t)json_integer_value(v) > max)
+		return false;
+	*ret = (uint64_t)json_integer_value(v);
+	return true;
+}
+
+/* The fields of an export request record, checked. */
+static int export_from_json(const json_t *j, struct grants_export *x)
+{
+	uint64_t id, dsid, v, uid, at, ap;
+	const json_t *paths = json_object_get(j, "paths");
+
+	if (!jint(j, "id", INT64_MAX, &id) || !jint(j, "dataset_id", INT64_MAX, &dsid) ||
+	    !jint(j, "version", UINT32_MAX, &v) || !jint(j, "by_uid", UINT32_MAX, &uid) ||
+	    !jint(j, "at", INT64_MAX, &at) ||
+	    !jint(j, "approvals_required", POLICY_APPROVALS_MAX, &ap) || id == 0 || v == 0 ||
+	    !json_is_string(json_object_get(j, "dataset")) ||
+	    !json_is_string(json_object_get(j, "recipient_key")) ||
+	    !json_is_string(json_object_get(j, "fingerprint")) || !json_is_array(paths) ||
+	    json_array_size(paths) == 0 || json_array_size(paths) > GRANTS_EXPORT_FILES_MAX)
+		return err_set(-EBADMSG, "not an export request");
+	*x = (struct grants_export){ .id = id, .dataset_id = dsid, .version = (uint32_t)v,
+				     .by_uid = (uint32_t)uid, .at = (int64_t)at,
+				     .approvals_required = (uint32_t)ap };
+	return 0;
+}
+
+static int load_export_record(struct grants *gs, const uint8_t *k, json_t *j)
+{
+	uint64_t kid = get_be64(k + 1), v;
+	struct grants_export x;
+	ssize_t i = find_export(gs, kid);
+	int r;
+
+	if (k[0] == 'x') {
+		if ((r = export_from_json(j, &x)) < 0)
+			return r;
+		if (x.id != kid || (gs->nxp && gs->xp[gs->nxp - 1].id >= x.id))
+			return err_set(-EBADMSG, "holds export %llu", (unsigned long long)x.id);
+		r = grow_array((void **)&gs->xp, sizeof(*gs->xp), gs->nxp, &gs->capxp, GRANTS_MAX,
+			       "exports");
+		if (r < 0)
+			return r;
+		x.req = json_incref(j);
+		gs->xp[gs->nxp++] = x;
+		gs->next_id = MAX(gs->next_id, x.id + 1);
+		return 0;
+	}
+	if (i < 0)
+		return err_set(-EBADMSG, "does not match an export request");
+	if (k[0] == 'y') {
+		struct policy_approval a;
+		struct grants_export *e = &gs->xp[i];
+
+		if ((r = policy_approval_from_json(j, &a)) < 0)
+			return r;
+		if (a.grant_id != kid || a.by_uid != get_be32(k + 9) || a.by_uid == e->by_uid ||
+		    e->approvals >= POLICY_APPROVALS_MAX)
+			return err_set(-EBADMSG, "does not match an export request");
+		for (uint32_t n = 0; n < e->approvals; n++)
+			if (e->approved_by[n] == a.by_uid)
+				return err_set(-EBADMSG, "approves export %llu twice",
+					       (unsigned long long)kid);
+		e->approved_by[e->approvals++] = a.by_uid;
+		return 0;
+	}
+	if (!jint(j, "export_id", INT64_MAX, &v) || v != kid || !jint(j, "at", INT64_MAX, &v) ||
+	    gs->xp[i].done_at)
+		return err_set(-EBADMSG, "does not match an export request");
+	gs->xp[i].done_at = (int64_t)MAX(v, 1u);
+	return 0;
+}
+
 /* One record of kind k[0] from its JSON; the key's id (and, for an approval, uid) must match the
  * record's. The key's length was checked by the caller. */
 static int load_json_record(struct grants *gs, const uint8_t *k, json_t *j)
@@ -409,6 +507,8 @@ static int load_json_record(struct grants *gs, const uint8_t *k, json_t *j)
 		gs->g[i].approvals++;
 		return 0;
 	}
+	case 'x': case 'y': case 'z':
+		return load_export_record(gs, k, j);
 	case 'r': {
 		struct policy_revocation rv;
 
@@ -425,7 +525,7 @@ static int load_json_record(struct grants *gs, const uint8_t *k, json_t *j)
 	return err_set(-EBADMSG, "unknown record type");
 }
 
-/* Records come in key order: "c", "d", "e", "g", "h", "i", "n", "r" (see the top of this file), ids
+/* Records come in key order: "c", "d", "e", "g", "h", "i", "n", "r", "x", "y", "z" (see the top of this file), ids
  * ascending within each, so a removal, approval or revocation follows what it refers to. */
 static int load_one(void *ctx, const void *key, size_t klen, const void *val, size_t vlen)
 {
@@ -440,8 +540,8 @@ static int load_one(void *ctx, const void *key, size_t klen, const void *val, si
 		gs->next_id = MAX(gs->next_id, get_be64(val));
 		return 0;
 	}
-	if (!((klen == 9 && strchr("cdegr", k[0]) && k[0]) ||
-	      (klen == 13 && (k[0] == 'h' || k[0] == 'i'))))
+	if (!((klen == 9 && strchr("cdegrxz", k[0]) && k[0]) ||
+	      (klen == 13 && (k[0] == 'h' || k[0] == 'i' || k[0] == 'y'))))
 		return err_set(-EBADMSG, "unknown policy record key (%zu bytes, 0x%02x...)", klen,
 			       klen ? k[0] : 0);
 	r = digest_add(gs, k, klen, val, vlen, gs->pdigest, true);
@@ -516,6 +616,9 @@ void grants_free(struct grants *gs)
 	free(gs->ch);
 	free(gs->q);
 	free(gs->vq);
+	for (size_t i = 0; i < gs->nxp; i++)
+		json_decref(gs->xp[i].req);
+	free(gs->xp);
 	sodium_free(gs->pkey);
 	free(gs);
 }
@@ -1547,6 +1650,11 @@ static void describe(const char *khex, const char *lv, const char *iv, char *out
 			   sub, (unsigned long long)id); break;
 	case 'c': snprintf(what, sizeof(what), "the policy of dataset %llu",
 			   (unsigned long long)id); break;
+	case 'x': snprintf(what, sizeof(what), "export %llu", (unsigned long long)id); break;
+	case 'y': snprintf(what, sizeof(what), "the approval of export %llu by uid %u",
+			   (unsigned long long)id, sub); break;
+	case 'z': snprintf(what, sizeof(what), "the run of export %llu", (unsigned long long)id);
+		break;
 	default: snprintf(what, sizeof(what), "policy record %s", khex); break;
 	}
 	if (lv && !iv) {
@@ -1624,6 +1732,8 @@ static int compare_with_log(struct grants *gs, const json_t *logst, json_t **ret
 				dsid = get_be64(key + 1), known = true;
 			else if (t == 'g' || t == 'r' || t == 'h')
 				dsid = dataset_of(logst, idx, 'g', get_be64(key + 1), &known);
+			else if (t == 'x' || t == 'y' || t == 'z')
+				dsid = dataset_of(logst, idx, 'x', get_be64(key + 1), &known);
 			else
 				dsid = dataset_of(logst, idx, 'd', get_be64(key + 1), &known);
 			if (!known)
@@ -1875,4 +1985,217 @@ int grants_refuse_dataset(struct grants *gs, uint64_t dataset_id)
 out:
 	pthread_rwlock_unlock(&gs->lock);
 	return r;
+}
+
+/* ---- Exports ----------------------------------------------------------------------------------- */
+
+int grants_export_request(struct grants *gs, struct audit_log *log,
+			  const struct policy_subject *by, json_t *req,
+			  uint32_t approvals_required, int64_t now, uint64_t *ret_id)
+{
+	struct grants_export x;
+	char name[POLICY_NAME_MAX + 1];
+	json_t *rec = NULL, *paths = NULL;
+	uint64_t id;
+	int r;
+
+	pthread_mutex_lock(&gs->change_lock);
+	if (approvals_required > POLICY_APPROVALS_MAX) {
+		r = -EINVAL;
+		goto out;
+	}
+	r = take_id(gs, &id);
+	if (r < 0)
+		goto out;
+	by_name(by, name);
+	if (json_object_set_new(req, "id", json_integer((json_int_t)id)) < 0 ||
+	    json_object_set_new(req, "by", json_string(name)) < 0 ||
+	    json_object_set_new(req, "by_uid", json_integer(by->uid)) < 0 ||
+	    json_object_set_new(req, "at", json_integer(now)) < 0 ||
+	    json_object_set_new(req, "approvals_required", json_integer(approvals_required)) < 0) {
+		r = -ENOMEM;
+		goto out;
+	}
+	r = export_from_json(req, &x);
+	if (r < 0)
+		goto out;
+	paths = json_deep_copy(json_object_get(req, "paths"));
+	rec = json_pack("{s:s, s:I, s:O, s:I, s:I, s:o, s:O, s:O, s:s, s:I}", "event",
+			"export_request", "export_id", (json_int_t)id, "dataset",
+			json_object_get(req, "dataset"), "dataset_id", (json_int_t)x.dataset_id,
+			"version", (json_int_t)x.version, "paths", paths, "recipient_fingerprint",
+			json_object_get(req, "fingerprint"), "reason", json_object_get(req, "reason"),
+			"state", approvals_required ? "pending_approval" : "approved",
+			"approvals_required", (json_int_t)approvals_required);
+	paths = NULL;
+	if (!rec || daemon_audit_subject(rec, by) < 0) {
+		r = -ENOMEM;
+		goto out;
+	}
+	r = policy_append(gs, log, rec, 'x', id, -1, json_incref(req));
+	if (r < 0)
+		goto out;
+	pthread_rwlock_wrlock(&gs->lock);
+	r = grow_array((void **)&gs->xp, sizeof(*gs->xp), gs->nxp, &gs->capxp, GRANTS_MAX,
+		       "exports");
+	if (r == 0) {
+		x.req = req;
+		req = NULL;
+		gs->xp[gs->nxp++] = x;   /* ids only grow: stays sorted */
+	}
+	pthread_rwlock_unlock(&gs->lock);
+	if (r == 0)
+		*ret_id = id;
+out:
+	json_decref(paths);
+	json_decref(req);
+	json_decref(rec);
+	pthread_mutex_unlock(&gs->change_lock);
+	return r;
+}
+
+int grants_export_approve(struct grants *gs, struct audit_log *log,
+			  const struct policy_subject *by, uint64_t id, int64_t now)
+{
+	struct policy_approval a = { .grant_id = id, .by_uid = by->uid, .at = now };
+	struct grants_export x;
+	json_t *rec = NULL;
+	ssize_t i;
+	int r;
+
+	pthread_mutex_lock(&gs->change_lock);
+	i = find_export(gs, id);
+	if (i < 0) {
+		r = err_set(-ENOENT, "no export request with id %llu", (unsigned long long)id);
+		goto out;
+	}
+	x = gs->xp[i];
+	if (x.by_uid == by->uid) {
+		r = err_set(-EPERM, "export %llu was requested by you (uid %u): another steward must "
+			    "approve it", (unsigned long long)id, by->uid);
+		goto out;
+	}
+	if (x.done_at) {
+		r = err_set(-EEXIST, "export %llu has run already", (unsigned long long)id);
+		goto out;
+	}
+	for (uint32_t n = 0; n < x.approvals; n++)
+		if (x.approved_by[n] == by->uid) {
+			r = err_set(-EEXIST, "you (uid %u) approved export %llu already", by->uid,
+				    (unsigned long long)id);
+			goto out;
+		}
+	if (x.approvals >= x.approvals_required) {
+		r = err_set(-EALREADY, "export %llu has the approvals it needs already",
+			    (unsigned long long)id);
+		goto out;
+	}
+	by_name(by, a.by);
+	r = policy_approval_validate(&a);
+	if (r < 0)
+		goto out;
+	rec = json_pack("{s:s, s:I, s:O, s:I, s:s, s:I, s:I}", "event", "export_approve",
+			"export_id", (json_int_t)id, "dataset", json_object_get(x.req, "dataset"),
+			"dataset_id", (json_int_t)x.dataset_id, "state",
+			x.approvals + 1 >= x.approvals_required ? "approved" : "pending_approval",
+			"approvals", (json_int_t)x.approvals + 1, "approvals_required",
+			(json_int_t)x.approvals_required);
+	if (!rec || daemon_audit_subject(rec, by) < 0) {
+		r = -ENOMEM;
+		goto out;
+	}
+	r = policy_append(gs, log, rec, 'y', id, by->uid, policy_approval_to_json(&a));
+	if (r < 0)
+		goto out;
+	pthread_rwlock_wrlock(&gs->lock);
+	gs->xp[i].approved_by[gs->xp[i].approvals++] = by->uid;
+	pthread_rwlock_unlock(&gs->lock);
+out:
+	json_decref(rec);
+	pthread_mutex_unlock(&gs->change_lock);
+	return r;
+}
+
+int grants_export_done(struct grants *gs, struct audit_log *log, const struct policy_subject *by,
+		       uint64_t id, json_t *rec, int64_t now)
+{
+	char name[POLICY_NAME_MAX + 1];
+	ssize_t i;
+	int r;
+
+	pthread_mutex_lock(&gs->change_lock);
+	i = find_export(gs, id);
+	if (i < 0)
+		r = err_set(-ENOENT, "no export request with id %llu", (unsigned long long)id);
+	else if (gs->xp[i].done_at)
+		r = err_set(-EEXIST, "export %llu has run already: an export runs once",
+			    (unsigned long long)id);
+	else if (gs->xp[i].approvals < gs->xp[i].approvals_required)
+		r = err_set(-EACCES, "export %llu is not approved yet (%u of %u approvals)",
+			    (unsigned long long)id, gs->xp[i].approvals,
+			    gs->xp[i].approvals_required);
+	else
+		r = 0;
+	if (r < 0)
+		goto out;
+	by_name(by, name);
+	if (daemon_audit_subject(rec, by) < 0) {
+		r = -ENOMEM;
+		goto out;
+	}
+	r = policy_append(gs, log, rec, 'z', id, -1,
+			  json_pack("{s:I, s:I, s:I, s:s}", "export_id", (json_int_t)id, "at",
+				    (json_int_t)now, "by_uid", (json_int_t)by->uid, "by", name));
+	if (r < 0)
+		goto out;
+	pthread_rwlock_wrlock(&gs->lock);
+	gs->xp[i].done_at = MAX(now, (int64_t)1);
+	pthread_rwlock_unlock(&gs->lock);
+out:
+	json_decref(rec);
+	pthread_mutex_unlock(&gs->change_lock);
+	return r;
+}
+
+int grants_export_get(struct grants *gs, uint64_t id, struct grants_export *ret)
+{
+	ssize_t i;
+
+	pthread_rwlock_rdlock(&gs->lock);
+	i = find_export(gs, id);
+	if (i >= 0) {
+		*ret = gs->xp[i];
+		json_incref(ret->req);
+	}
+	pthread_rwlock_unlock(&gs->lock);
+	return i < 0 ? err_set(-ENOENT, "no export request with id %llu", (unsigned long long)id)
+		     : 0;
+}
+
+int grants_export_list(struct grants *gs, struct grants_export **ret, size_t *ret_n)
+{
+	struct grants_export *x;
+	size_t n;
+
+	pthread_rwlock_rdlock(&gs->lock);
+	n = gs->nxp;
+	x = malloc(MAX(n, 1u) * sizeof(*x));
+	for (size_t i = 0; x && i < n; i++) {
+		x[i] = gs->xp[i];
+		json_incref(x[i].req);
+	}
+	pthread_rwlock_unlock(&gs->lock);
+	if (!x)
+		return -ENOMEM;
+	*ret = x;
+	*ret_n = n;
+	return 0;
+}
+
+void grants_export_clear(struct grants_export *e)
+{
+	if (e) {
+		json_decref(e->req);
+		e->req = NULL;
+	}
 }

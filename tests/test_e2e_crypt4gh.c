@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -346,12 +347,149 @@ static void test_import_refused(void **state)
 	free(src);
 }
 
+/* The researcher's key pair, made by the independent implementation. */
+static char *rsec, *rpub;
+
+static int count_files(const char *dir)
+{
+	char *cmd = tu_fmt("test ! -d %s || test -z \"$(find %s -type f)\"", dir, dir);
+	int r = sh("%s", cmd);
+
+	free(cmd);
+	return r;   /* 0: no file there */
+}
+
+/* Export files of the imported version to a researcher's key, under approval: pending until
+ * another steward approves (not the requester, not a non-steward), refused to run before, run
+ * once, every output Crypt4GH that the independent implementation decrypts to the original,
+ * recorded with the key's fingerprint and each file's digest; survives a daemon restart. */
+static void test_export(void **state)
+{
+	static const char *const files[] = { "empty", "one", "sub/segment", "sub/over", "many" };
+	char *out1 = tu_fmt("%s/out1", E->root), *out2 = tu_fmt("%s/out2", E->root);
+	struct e2e_run *r;
+	json_t *j;
+	char ids[32];
+
+	(void)state;
+	rsec = tu_fmt("%s/researcher.sec", E->root);
+	rpub = tu_fmt("%s/researcher.pub", E->root);
+	assert_int_equal(sh("python3 %s keygen %s %s", C4GH_REF_PY, rsec, rpub), 0);
+
+	/* Refused at once: a file the version does not have, a directory, a key that is not one. */
+	r = ctl("export", DS "@1", "nope", "--recipient-key", rpub, "--out", out1);
+	assert_int_equal(r->status, 1);
+	assert_non_null(strstr(r->err, "has no file nope"));
+	free(r);
+	r = ctl("export", DS "@1", "sub", "--recipient-key", rpub, "--out", out1);
+	assert_int_equal(r->status, 1);
+	free(r);
+	r = ctl("export", DS "@1", "one", "--recipient-key", rsec, "--out", out1);
+	assert_int_equal(r->status, 1);
+	free(r);
+	/* Not a steward: refused. */
+	r = ctl_as(&E->u.bob, "export", "request", DS, "one", "--recipient-key", rpub, "--out",
+		   "/tmp/x");
+	assert_int_equal(r->status, 1);
+	free(r);
+
+	r = e2e_ok(ctl("--json", "export", DS "@1", "empty", "one", "sub/segment", "/sub/over",
+		       "many", "--recipient-key", rpub, "--out", out1, "--reason",
+		       "validation cohort for Dr Who"));
+	j = e2e_out_json(r);
+	assert_string_equal(json_string_value(json_object_get(json_object_get(j, "export"),
+							      "state")), "pending_approval");
+	snprintf(ids, sizeof(ids), "%lld",
+		 (long long)json_integer_value(json_object_get(json_object_get(j, "export"),
+								"id")));
+	json_decref(j);
+	free(r);
+	assert_int_equal(count_files(out1), 0);
+	/* Not approved: nothing written. */
+	r = ctl("export", "run", ids, "--out", out2);
+	assert_int_equal(r->status, 1);
+	assert_non_null(strstr(r->err, "not approved"));
+	free(r);
+	assert_int_equal(count_files(out2), 0);
+	/* The requester cannot approve; a non-steward cannot; another steward can, once. */
+	r = ctl("export", "approve", ids);
+	assert_int_equal(r->status, 1);
+	assert_non_null(strstr(r->err, "another steward"));
+	free(r);
+	r = ctl_as(&E->u.bob, "export", "approve", ids);
+	assert_int_equal(r->status, 1);
+	free(r);
+	e2e_ok_free(ctl_as(&E->u.alice, "export", "approve", ids));
+	r = ctl_as(&E->u.alice, "export", "approve", ids);
+	assert_int_equal(r->status, 1);
+	free(r);
+
+	r = e2e_ok(ctl("export", "run", ids, "--out", out1));
+	free(r);
+	for (size_t i = 0; i < ARRAY_SIZE(files); i++) {
+		char *c4 = tu_fmt("%s/%s.c4gh", out1, files[i]);
+		char *want = tu_fmt("%s/want/%s", E->root, files[i]);
+		uint8_t *f, h[32];
+		char hex[65];
+		size_t n = 0;
+		struct stat st;
+
+		assert_int_equal(stat(c4, &st), 0);
+		assert_int_equal(st.st_mode & 0777, 0600);
+		f = tu_read_file(c4, &n);
+		assert_true(n >= 16 && memcmp(f, "crypt4gh", 8) == 0);
+		crypto_hash_sha256(h, f, n);
+		sodium_bin2hex(hex, sizeof(hex), h, 32);
+		free(f);
+		/* The independent implementation reads it back to the original. */
+		assert_int_equal(sh("python3 %s decrypt --sk %s <%s | cmp -s - %s", C4GH_REF_PY,
+				    rsec, c4, want), 0);
+		/* ... and the log names it by its digest. */
+		r = e2e_ok(ctl("audit", "show", "--auditor-key", E->akey, "--event", "export_run",
+			       "--json"));
+		assert_non_null(strstr(r->out, hex));
+		free(r);
+		free(c4);
+		free(want);
+	}
+	/* Once only. */
+	r = ctl("export", "run", ids, "--out", out2);
+	assert_int_equal(r->status, 1);
+	assert_non_null(strstr(r->err, "runs once"));
+	free(r);
+	assert_int_equal(count_files(out2), 0);
+	assert_int_equal(e2e_audit_count("export_request", NULL, NULL, NULL, 0), 1);
+	assert_int_equal(e2e_audit_count("export_approve", NULL, NULL, NULL, 0), 1);
+	assert_int_equal(e2e_audit_count("export_run", NULL, NULL, NULL, 0), 1);
+
+	/* The records come back with the daemon: done, approved by alice. */
+	e2e_daemon_stop_sig(SIGTERM);
+	e2e_daemon_start_with(E->pass, true);
+	r = e2e_ok(ctl("--json", "export", "show", ids));
+	j = e2e_out_json(r);
+	assert_string_equal(json_string_value(json_object_get(json_object_get(j, "export"),
+							      "state")), "done");
+	assert_int_equal(json_integer_value(json_object_get(json_object_get(j, "export"),
+							    "approvals")), 1);
+	json_decref(j);
+	free(r);
+	r = ctl("export", "run", ids, "--out", out2);
+	assert_int_equal(r->status, 1);
+	free(r);
+	e2e_ok_free(ctl_as(&E->u.bob, "crypt4gh", "pubkey"));
+	free(out1);
+	free(out2);
+	free(rsec);
+	free(rpub);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_site_key),
 		cmocka_unit_test(test_import),
 		cmocka_unit_test(test_import_refused),
+		cmocka_unit_test(test_export),
 	};
 
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);

@@ -307,6 +307,26 @@ static void test_every_command_matches_schema(void **state)
 		free(kf);
 		free(ssh);
 	}
+	/* An export to a researcher's key (an OpenSSH key's Crypt4GH public half will do): asked,
+	 * approved by the second steward, run, shown, listed. */
+	{
+		char *rk = tu_fmt("%s/researcher.pub", E->root), *xo = tu_fmt("%s/xout", E->root);
+		char id[24];
+
+		r = J(NULL, 0, "crypt4gh", "pubkey", "--out", rk);
+		free(r);
+		r = J(NULL, 0, "export", "request", "ds", "a.bin", "--recipient-key", rk, "--out", xo,
+		      "--reason", "schema check");
+		snprintf(id, sizeof(id), "%s", member(r, "export", "id"));
+		free(r);
+		JF(NULL, 1, "export", "run", id, "--out", xo);
+		JF(carol, 0, "export", "approve", id);
+		JF(NULL, 0, "export", "run", id, "--out", xo);
+		JF(NULL, 0, "export", "show", id);
+		JF(NULL, 0, "export", "list");
+		free(rk);
+		free(xo);
+	}
 
 	/* The audit log: keys, checkpoints, proofs, records, an export verified offline. */
 	r = J(NULL, 0, "audit", "pubkey");
