@@ -51,6 +51,9 @@ static const char *const clear_members[] = {
 	"grant_id", "rule_id", "open_seq", "key", "pseq", "policy_digest", "policy_digest_before",
 	"next_id", "legacy_records", "legacy_root", "legacy_sha256", "legacy_bytes", "legacy_file",
 	"vseq", "versions_digest",
+	/* Erasure records (docs/AUDIT.md "dataset_erase"): ids, digests of content and of the key
+	 * ring, ids of destroyed keys: the proof a data controller verifies without a key. */
+	"erasure_id", "manifests", "key_ids", "ring_generation", "ring_digest",
 };
 
 bool audit_member_is_clear(const char *name, const json_t *v)

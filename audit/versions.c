@@ -12,6 +12,8 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include <sodium.h>
 
@@ -130,6 +132,31 @@ static int replay_one(void *ctx, const json_t *rec, const char *line, size_t len
 	if (strcmp(ev, "import") == 0 && result && strcmp(result, "aborted") == 0) {
 		rp->records++;
 		drop_version(rp, rec);
+		return 0;
+	}
+	if (strcmp(ev, "dataset_erase") == 0) {
+		/* "manifests": "VERSION:MANIFEST,...", every version the erasure destroyed. */
+		const char *m = json_string_value(json_object_get(rec, "manifests"));
+		const json_t *dj = json_object_get(rec, "dataset_id");
+
+		rp->records++;
+		while (m && *m && json_is_integer(dj)) {
+			char *end = NULL;
+			unsigned long v = strtoul(m, &end, 10);
+			json_t *one;
+
+			if (!end || *end != ':' || v == 0 || v > UINT32_MAX)
+				return err_set(-EBADMSG, "audit record %" PRIu64 ": malformed "
+					       "\"manifests\"", seq);
+			one = json_pack("{s:O, s:I}", "dataset_id", dj, "version", (json_int_t)v);
+			if (!one)
+				return -ENOMEM;
+			drop_version(rp, one);
+			json_decref(one);
+			m = strchr(end, ',');
+			if (m)
+				m++;
+		}
 		return 0;
 	}
 	if (strcmp(ev, "versions_baseline") != 0)

@@ -1,4 +1,5 @@
-/* enclavectl dataset list | show | import | set.
+/* enclavectl dataset list | show | import | set | erase | erase-approve | erasures |
+ * erasure-proof.
  *
  * An import walks the source tree here, with the steward's own permissions, and hands the daemon
  * one open descriptor per file (docs/PROTOCOL.md, "Importing"): the daemon never opens a path on
@@ -839,11 +840,315 @@ static int dataset_set(struct ctl *ctl, int argc, char **argv)
 	return 0;
 }
 
+
+/* ---- Erasure (docs/FORMAT.md 3.7, 3.8; docs/POLICY.md "Erasure") ------------------------------ */
+
+static const char erase_usage[] =
+	"Usage: enclavectl [GLOBAL OPTIONS] dataset erase NAME[@VERSION] --reason TEXT\n"
+	"           [--revoke-grants]\n\n"
+	"Ask to erase version VERSION of dataset NAME, or the whole dataset without @VERSION.\n"
+	"It is carried out when as many other stewards as the store's `approvals` setting have\n"
+	"run 'enclavectl dataset erase-approve ID' (at once when the setting is 0): its keys are\n"
+	"destroyed (crypto-shredding: no copy of the store's packs and index, even one taken\n"
+	"before, can then be decrypted with the store's keys; only a copy of keys/ from before\n"
+	"the erasure, with the passphrase, could), its records are removed from the index, the\n"
+	"mount stops showing it and open files stop reading at once. The erasure is recorded in\n"
+	"the signed audit log ('dataset erasure-proof' prints the proof). Refused while a grant\n"
+	"in force names only what would be erased, unless --revoke-grants (they are revoked when\n"
+	"the erasure is carried out). The last version of a dataset is erased with the dataset.\n"
+	"This cannot be undone. Stewards only.\n\n"
+	"Options:\n"
+	"  --reason TEXT      why (required, recorded)\n"
+	"  --revoke-grants    revoke the grants that name only what is erased\n"
+	"  --json             print the daemon's answer as JSON\n"
+	"  -h, --help         show this help\n";
+
+static const char erase_approve_usage[] =
+	"Usage: enclavectl [GLOBAL OPTIONS] dataset erase-approve ID\n\n"
+	"Approve erasure request ID (see 'dataset erasures'), asked by another steward. The\n"
+	"approval that completes it carries the erasure out at once. Stewards only.\n\n"
+	"Options:\n"
+	"  --json        print the daemon's answer as JSON\n"
+	"  -h, --help    show this help\n";
+
+static const char erasures_usage[] =
+	"Usage: enclavectl [GLOBAL OPTIONS] dataset erasures\n\n"
+	"List the erasure requests: pending, approved and carried out. Stewards and auditors.\n\n"
+	"Options:\n"
+	"  --json        print the daemon's answer as JSON\n"
+	"  -h, --help    show this help\n";
+
+static const char proof_usage[] =
+	"Usage: enclavectl [GLOBAL OPTIONS] dataset erasure-proof NAME[@VERSION]\n"
+	"           [--output FILE] [--record-output FILE]\n\n"
+	"Print the proof that VERSION of NAME (or the whole dataset) was erased: the erasure's\n"
+	"record in the audit log (clear: the erasure id, the dataset id and version, the\n"
+	"version's manifest, the ids of the destroyed keys, the key ring's new generation and\n"
+	"digest; sealed: names, reason, who asked and approved) and an inclusion proof of it in\n"
+	"the C2SP tlog-proof form, whose checkpoint is a C2SP signed note by the log's key. A\n"
+	"data controller keeps both and checks them offline with the log's verifier key:\n"
+	"'enclavectl audit check-proof PROOF --record FILE --key VKEY'. Stewards and auditors.\n\n"
+	"Options:\n"
+	"  --output FILE          write the proof to FILE (created, not overwritten)\n"
+	"  --record-output FILE   write the record's line to FILE (created, not overwritten)\n"
+	"  --json                 print {\"erasure_id\", \"seq\", \"proof\", \"record\"}\n"
+	"  -h, --help             show this help\n";
+
+enum { OPT_REASON = 0x300, OPT_REVOKE_GRANTS, OPT_OUTPUT, OPT_RECORD_OUTPUT };
+
+struct erase_opts {
+	const char *reason;
+	bool revoke_grants;
+	const char *output, *record_output;
+};
+
+static int on_erase_opt(void *ctx, int val, const char *arg)
+{
+	struct erase_opts *o = ctx;
+
+	switch (val) {
+	case OPT_REASON:
+		o->reason = arg;
+		return 0;
+	case OPT_REVOKE_GRANTS:
+		o->revoke_grants = true;
+		return 0;
+	case OPT_OUTPUT:
+		o->output = arg;
+		return 0;
+	case OPT_RECORD_OUTPUT:
+		o->record_output = arg;
+		return 0;
+	}
+	return EXIT_USAGE;
+}
+
+static void print_erasure(const json_t *x)
+{
+	char s1[24], s2[24], s3[24], s4[24], text[600];
+
+	printf("erasure %s: %s%s%s, %s (%s of %s approvals)\n", out_member(x, "id", s1),
+	       out_text(json_string_value(json_object_get(x, "dataset")), 128, text, sizeof(text)),
+	       json_integer_value(json_object_get(x, "version")) ? "@" : "",
+	       json_integer_value(json_object_get(x, "version")) ? out_member(x, "version", s2) :
+								     " (the whole dataset)",
+	       json_string_value(json_object_get(x, "state")), out_member(x, "approvals", s3),
+	       out_member(x, "approvals_required", s4));
+	printf("  reason  %s\n",
+	       out_text(json_string_value(json_object_get(x, "reason")), 0, text, sizeof(text)));
+}
+
+static int dataset_erase(struct ctl *ctl, int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "reason", required_argument, NULL, OPT_REASON },
+		{ "revoke-grants", no_argument, NULL, OPT_REVOKE_GRANTS },
+		{ 0 },
+	};
+	char name[STORE_DATASET_NAME_MAX + 1], what[200], s1[24];
+	struct erase_opts o = { 0 };
+	struct reply rep = { 0 };
+	const json_t *x, *res;
+	uint32_t version;
+	json_t *args;
+	int first, r;
+
+	r = ctl_parse(ctl, "dataset erase", erase_usage, argc, argv, opts, on_erase_opt, &o, &first);
+	if (r >= 0)
+		return r;
+	if (first >= argc)
+		return ctl_usage_error("dataset erase", "missing NAME[@VERSION]");
+	if (first + 1 < argc)
+		return ctl_usage_error("dataset erase", "unexpected argument '%s'", argv[first + 1]);
+	if (!o.reason || !*o.reason || strlen(o.reason) > POLICY_REASON_MAX ||
+	    !out_utf8_valid(o.reason, strlen(o.reason)))
+		return ctl_usage_error("dataset erase", "--reason TEXT is required: 1 to %d bytes of "
+				       "UTF-8", POLICY_REASON_MAX);
+	r = ctl_parse_dataset("dataset erase", argv[first], name, &version);
+	if (r)
+		return r;
+	snprintf(what, sizeof(what), "dataset erase %s", argv[first]);
+	args = json_pack("{s:s, s:I, s:s, s:b}", "dataset", name, "version", (json_int_t)version,
+			 "reason", o.reason, "revoke_grants", o.revoke_grants);
+	if (!args)
+		return ctl_fail(what, "out of memory");
+	r = ctl_call(ctl, what, "dataset.erase", args, NULL, NULL, &rep);
+	if (r)
+		return r;
+	if (ctl->json)
+		return ctl_print_json(&rep);
+	x = json_object_get(rep.result, "erasure");
+	res = json_object_get(rep.result, "result");
+	if (res)
+		printf("erased: %s keys destroyed, key ring now at generation %s\n",
+		       json_string_value(json_object_get(res, "key_ids")) ? "its" : "the",
+		       out_member(res, "ring_generation", s1));
+	else
+		printf("erasure requested: it is carried out when another steward runs "
+		       "'enclavectl dataset erase-approve %s'\n", out_member(x, "id", s1));
+	print_erasure(x);
+	reply_clear(&rep);
+	return 0;
+}
+
+static int dataset_erase_approve(struct ctl *ctl, int argc, char **argv)
+{
+	char what[64], s1[24];
+	struct reply rep = { 0 };
+	unsigned long long id;
+	char *end = NULL;
+	json_t *args;
+	int first, r;
+
+	r = ctl_parse_none(ctl, "dataset erase-approve", erase_approve_usage, argc, argv, &first);
+	if (r >= 0)
+		return r;
+	if (first + 1 != argc)
+		return ctl_usage_error("dataset erase-approve", "give exactly one ID");
+	errno = 0;
+	id = strtoull(argv[first], &end, 10);
+	if (errno || !end || *end || !*argv[first] || id == 0 || id > INT64_MAX)
+		return ctl_usage_error("dataset erase-approve", "ID '%.40s' is not an erasure id",
+				       argv[first]);
+	snprintf(what, sizeof(what), "dataset erase-approve %llu", id);
+	args = json_pack("{s:I}", "id", (json_int_t)id);
+	if (!args)
+		return ctl_fail(what, "out of memory");
+	r = ctl_call(ctl, what, "dataset.erase_approve", args, NULL, NULL, &rep);
+	if (r)
+		return r;
+	if (ctl->json)
+		return ctl_print_json(&rep);
+	if (json_object_get(rep.result, "result"))
+		printf("approved and erased; key ring now at generation %s\n",
+		       out_member(json_object_get(rep.result, "result"), "ring_generation", s1));
+	else
+		printf("approval recorded: more approvals are needed\n");
+	print_erasure(json_object_get(rep.result, "erasure"));
+	reply_clear(&rep);
+	return 0;
+}
+
+static int dataset_erasures(struct ctl *ctl, int argc, char **argv)
+{
+	struct reply rep = { 0 };
+	const json_t *x;
+	size_t i;
+	int first, r;
+
+	r = ctl_parse_none(ctl, "dataset erasures", erasures_usage, argc, argv, &first);
+	if (r >= 0)
+		return r;
+	if (first < argc)
+		return ctl_usage_error("dataset erasures", "unexpected argument '%s'", argv[first]);
+	r = ctl_call(ctl, "dataset erasures", "dataset.erasures", json_object(), NULL, NULL, &rep);
+	if (r)
+		return r;
+	if (ctl->json)
+		return ctl_print_json(&rep);
+	json_array_foreach(json_object_get(rep.result, "erasures"), i, x)
+		print_erasure(x);
+	reply_clear(&rep);
+	return 0;
+}
+
+/* Write text to a new file (never over an existing one). */
+static int write_new(const char *what, const char *path, const char *text)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+	int r;
+
+	if (fd < 0)
+		return ctl_fail(what, "%s: %s", path, strerror(errno));
+	r = pwrite_all(fd, text, strlen(text), 0);
+	if (r == 0 && fsync(fd) < 0)
+		r = -errno;
+	close(fd);
+	if (r < 0)
+		return ctl_fail(what, "%s: %s", path, strerror(-r));
+	return 0;
+}
+
+static int dataset_erasure_proof(struct ctl *ctl, int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "output", required_argument, NULL, OPT_OUTPUT },
+		{ "record-output", required_argument, NULL, OPT_RECORD_OUTPUT },
+		{ 0 },
+	};
+	char name[STORE_DATASET_NAME_MAX + 1], what[200];
+	struct erase_opts o = { 0 };
+	struct reply rep = { 0 };
+	const char *proof, *record;
+	uint32_t version;
+	json_t *args;
+	int first, r;
+
+	r = ctl_parse(ctl, "dataset erasure-proof", proof_usage, argc, argv, opts, on_erase_opt, &o,
+		      &first);
+	if (r >= 0)
+		return r;
+	if (first + 1 != argc)
+		return ctl_usage_error("dataset erasure-proof", "give exactly one NAME[@VERSION]");
+	r = ctl_parse_dataset("dataset erasure-proof", argv[first], name, &version);
+	if (r)
+		return r;
+	snprintf(what, sizeof(what), "dataset erasure-proof %s", argv[first]);
+	args = json_pack("{s:s, s:I}", "dataset", name, "version", (json_int_t)version);
+	if (!args)
+		return ctl_fail(what, "out of memory");
+	r = ctl_call(ctl, what, "dataset.erasure_proof", args, NULL, NULL, &rep);
+	if (r)
+		return r;
+	proof = json_string_value(json_object_get(rep.result, "proof"));
+	record = json_string_value(json_object_get(rep.result, "record"));
+	if (!proof || !record) {
+		reply_clear(&rep);
+		return ctl_fail(what, "the daemon's answer holds no proof");
+	}
+	if (o.record_output) {
+		char *line = malloc(strlen(record) + 2);
+
+		if (!line) {
+			reply_clear(&rep);
+			return ctl_fail(what, "out of memory");
+		}
+		snprintf(line, strlen(record) + 2, "%s\n", record);
+		r = write_new(what, o.record_output, line);
+		free(line);
+		if (r) {
+			reply_clear(&rep);
+			return r;
+		}
+	}
+	if (o.output) {
+		r = write_new(what, o.output, proof);
+		if (r) {
+			reply_clear(&rep);
+			return r;
+		}
+	}
+	if (ctl->json)
+		return ctl_print_json(&rep);
+	if (!o.output)
+		fputs(proof, stdout);
+	if (!o.record_output)
+		printf("%s\n", record);
+	reply_clear(&rep);
+	return 0;
+}
+
 const struct ctl_cmd dataset_cmds[] = {
 	{ "list", dataset_list, "", "list datasets" },
 	{ "show", dataset_show, "NAME[@VERSION]", "a dataset and its versions" },
 	{ "import", dataset_import, "NAME DIR",
 	  "import DIR as the next version of NAME" },
 	{ "set", dataset_set, "NAME --cache|--duo|--controller", "change a dataset's settings" },
+	{ "erase", dataset_erase, "NAME[@VERSION] --reason TEXT",
+	  "erase a version or a dataset (with approvals)" },
+	{ "erase-approve", dataset_erase_approve, "ID", "approve another steward's erasure" },
+	{ "erasures", dataset_erasures, "", "list erasure requests" },
+	{ "erasure-proof", dataset_erasure_proof, "NAME[@VERSION]",
+	  "the signed proof that it was erased" },
 	{ 0 },
 };

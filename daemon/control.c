@@ -194,6 +194,10 @@ static const struct {
 	{ "deny.show", ROLE_STEWARD | ROLE_AUDITOR, op_deny_show },
 	{ "access.check", 0, op_access_check },   /* others than oneself: see the op */
 	{ "dataset.set", ROLE_STEWARD, op_dataset_set },
+	{ "dataset.erase", ROLE_STEWARD, op_dataset_erase },
+	{ "dataset.erase_approve", ROLE_STEWARD, op_dataset_erase_approve },
+	{ "dataset.erasures", ROLE_STEWARD | ROLE_AUDITOR, op_dataset_erasures },
+	{ "dataset.erasure_proof", ROLE_STEWARD | ROLE_AUDITOR, op_dataset_erasure_proof },
 	{ "audit.show", ROLE_STEWARD | ROLE_AUDITOR, op_audit_show },
 	{ "audit.pubkey", 0, op_audit_pubkey },
 	{ "audit.checkpoint", ROLE_STEWARD | ROLE_AUDITOR, op_audit_checkpoint },

@@ -221,6 +221,52 @@ void grants_watch_stop(struct grants *gs);
  * (docs/AUDIT.md). NULL: no records. */
 void grants_watch_record(struct grants *gs, struct audit_log *log);
 
+/* ---- Erasure (docs/POLICY.md "Erasure", docs/FORMAT.md 3.7): the approval machinery above ---- */
+
+/* A request to erase a version (or a whole dataset, version 0), its policy record 'u'. */
+struct daemon_erasure {
+	uint64_t id;                              /* from the grant id counter */
+	uint64_t dataset_id;
+	char dataset[POLICY_DATASET_MAX + 1];
+	uint32_t version;                         /* 0: the whole dataset */
+	char reason[POLICY_REASON_MAX + 1];       /* not empty */
+	bool revoke_grants;                       /* revoke the grants that name only it */
+	uint32_t by_uid;                          /* who asked */
+	char by[POLICY_NAME_MAX + 1];
+	int64_t at;                               /* unix seconds */
+	uint32_t approvals_required;              /* the store's setting when asked */
+	uint32_t approvals;                       /* folded in from 'v' records */
+	int64_t done_at;                          /* folded in from the 'w' record; 0: not yet */
+};
+
+/* Record a request (x: dataset_id, dataset, version, reason, revoke_grants; the rest is set
+ * here): audit record `erase_request`, then the record. -EINVAL no reason; -EALREADY a request
+ * for the same data waits; -EBUSY grants in force name only what it erases and revoke_grants is
+ * not set (err_detail() says how many). Carrying it out is the caller's (daemon_erase_run()). */
+int grants_erase_request(struct grants *gs, struct audit_log *log, const struct policy_subject *by,
+			 struct daemon_erasure *x, uint32_t approvals_required, int64_t now);
+/* Approve request id: audit record `erase_approve`, then the approval record. -ENOENT; -EPERM
+ * `by` asked for it; -EEXIST `by` approved already, or it was carried out; -EALREADY it needs
+ * no more approvals. *ret (may be NULL): the request after. */
+int grants_erase_approve(struct grants *gs, struct audit_log *log, const struct policy_subject *by,
+			 uint64_t id, int64_t now, struct daemon_erasure *ret);
+/* The erasure was carried out: rec (the `dataset_erase` audit record, borrowed) is appended with
+ * the done record 'w', and the erased data is refused to every decision from now on. */
+int grants_erase_done(struct grants *gs, struct audit_log *log, uint64_t id, int64_t now,
+		      uint64_t ring_generation, const uint8_t ring_digest[static 32], json_t *rec);
+/* The approvals of erasure id (malloc'd; caller frees). */
+int grants_erasure_approvals(struct grants *gs, uint64_t id, struct policy_approval **ret,
+			     size_t *ret_n);
+/* At start: the store's key ring against the newest one an erasure recorded (its done record is
+ * a policy record, bound to the log). -ESTALE older, or the same generation with another
+ * digest: a ring put back from before an erasure. */
+int grants_ring_check(struct grants *gs, uint64_t generation, const uint8_t digest[static 32]);
+/* Every request (malloc'd, caller frees). */
+int grants_erasures(struct grants *gs, struct daemon_erasure **ret, size_t *ret_n);
+/* The grants in force at now that name only what x erases: their number, the first cap ids. */
+size_t grants_erasure_blockers(struct grants *gs, const struct daemon_erasure *x, int64_t now,
+			       uint64_t *ids, size_t cap);
+
 /* ---- Groups as the database says them now (groups.c) ------------------------------------- */
 
 struct daemon_groups;
@@ -279,6 +325,11 @@ int daemon_versions_bind(struct daemon *d, json_t **ret_findings);
  * -ENOKEY before daemon_versions_bind(). */
 int daemon_versions_digest_with(struct daemon *d, uint64_t dataset_id, uint32_t version,
 				const uint8_t *manifest, char out[static 65]);
+/* The digest the log stands for once the versions erasure e destroyed are gone (for its
+ * `dataset_erase` record); daemon_versions_committed() for each of them then takes them out of
+ * the running digest. -ENOKEY before daemon_versions_bind(). */
+int daemon_versions_digest_without(struct daemon *d, const struct store_erasure *e,
+				   char out[static 2 * AUDIT_VERSIONS_DIGEST_LEN + 1]);
 /* Free what daemon_versions_bind() keeps. */
 void daemon_versions_close(struct daemon *d);
 /* The version whose "committed" record was written is committed: the state moves on. */

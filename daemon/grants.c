@@ -86,6 +86,13 @@ struct grants {
 	struct audit_log *watch_log;       /* grants_watch_record(); borrowed, NULL none */
 	size_t nxp, capxp;                 /* under lock */
 	struct grants_export *xp;          /* export requests, by id, approvals and runs folded in */
+	/* Erasures (docs/POLICY.md "Erasure"): requests by id, approvals, done folded in. */
+	size_t ner, caper;                 /* under lock */
+	struct daemon_erasure *er;
+	size_t neap, capeap;               /* under lock */
+	struct policy_approval *eap;       /* approvals of erasures: grant_id holds the request */
+	uint64_t ring_gen;                 /* under lock: the newest ring an erasure wrote */
+	uint8_t ring_digest[32];           /* and its digest */
 };
 
 /* Make room for one more element in *arr (count n, capacity *cap, at most max). */
@@ -404,6 +411,415 @@ static int load_export_record(struct grants *gs, const uint8_t *k, json_t *j)
 	return 0;
 }
 
+/* ---- Erasures: a request, approvals by other stewards, done (the approval machinery of grants
+ * and deny-rule removals: ids from one counter, records bound to the log by policy_append()) -- */
+
+static void by_name(const struct policy_subject *by, char out[static POLICY_NAME_MAX + 1]);
+static int take_id(struct grants *gs, uint64_t *ret_id);
+static int policy_append(struct grants *gs, struct audit_log *log, json_t *rec, char type,
+			 uint64_t id, int64_t sub, json_t *j);
+
+static ssize_t find_erasure(const struct grants *gs, uint64_t id)
+{
+	for (size_t i = 0; i < gs->ner; i++)
+		if (gs->er[i].id == id)
+			return (ssize_t)i;
+	return -1;
+}
+
+static json_t *erasure_to_json(const struct daemon_erasure *x)
+{
+	return json_pack("{s:I, s:I, s:s, s:I, s:s, s:b, s:I, s:s, s:I, s:I}", "id",
+			 (json_int_t)x->id, "dataset_id", (json_int_t)x->dataset_id, "dataset",
+			 x->dataset, "version", (json_int_t)x->version, "reason", x->reason,
+			 "revoke_grants", x->revoke_grants, "by_uid", (json_int_t)x->by_uid, "by",
+			 x->by, "at", (json_int_t)x->at, "approvals_required",
+			 (json_int_t)x->approvals_required);
+}
+
+static int erasure_from_json(const json_t *j, struct daemon_erasure *ret)
+{
+	struct daemon_erasure x = { 0 };
+	json_int_t id = 0, dsid = 0, ver = -1, uid = -1, at = 0, req = -1;
+	const char *ds = NULL, *reason = NULL, *by = NULL;
+	int rg = 0;
+	json_error_t e;
+
+	if (json_unpack_ex((json_t *)j, &e, JSON_STRICT, "{s:I, s:I, s:s, s:I, s:s, s:b, s:I, s:s, "
+			   "s:I, s:I}", "id", &id, "dataset_id", &dsid, "dataset", &ds, "version",
+			   &ver, "reason", &reason, "revoke_grants", &rg, "by_uid", &uid, "by", &by,
+			   "at", &at, "approvals_required", &req) < 0 ||
+	    id <= 0 || dsid <= 0 || ver < 0 || ver > UINT32_MAX || uid < 0 || uid > UINT32_MAX ||
+	    at <= 0 || req < 0 || req > POLICY_APPROVALS_MAX || !store_dataset_name_valid(ds) ||
+	    strlen(reason) == 0 || strlen(reason) > POLICY_REASON_MAX ||
+	    strlen(by) > POLICY_NAME_MAX)
+		return err_set(-EBADMSG, "malformed erasure request");
+	x.id = (uint64_t)id;
+	x.dataset_id = (uint64_t)dsid;
+	snprintf(x.dataset, sizeof(x.dataset), "%s", ds);
+	x.version = (uint32_t)ver;
+	snprintf(x.reason, sizeof(x.reason), "%s", reason);
+	x.revoke_grants = rg;
+	x.by_uid = (uint32_t)uid;
+	snprintf(x.by, sizeof(x.by), "%s", by);
+	x.at = at;
+	x.approvals_required = (uint32_t)req;
+	*ret = x;
+	return 0;
+}
+
+static uint32_t erasure_approvals(const struct grants *gs, uint64_t id, uint32_t uid, bool *mine)
+{
+	uint32_t n = 0;
+
+	if (mine)
+		*mine = false;
+	for (size_t i = 0; i < gs->neap; i++)
+		if (gs->eap[i].grant_id == id) {
+			n++;
+			if (mine && gs->eap[i].by_uid == uid)
+				*mine = true;
+		}
+	return n;
+}
+
+static int erasure_load(struct grants *gs, const uint8_t *k, json_t *j)
+{
+	uint64_t kid = get_be64(k + 1);
+	ssize_t i = find_erasure(gs, kid);
+	int r;
+
+	if (k[0] == 'u') {
+		struct daemon_erasure x;
+
+		if ((r = erasure_from_json(j, &x)) < 0)
+			return r;
+		if (x.id != kid || i >= 0)
+			return err_set(-EBADMSG, "holds erasure request %llu",
+				       (unsigned long long)x.id);
+		r = grow_array((void **)&gs->er, sizeof(*gs->er), gs->ner, &gs->caper, GRANTS_MAX,
+			       "erasure requests");
+		if (r < 0)
+			return r;
+		gs->er[gs->ner++] = x;
+		gs->next_id = MAX(gs->next_id, x.id + 1);
+		return 0;
+	}
+	if (i < 0)
+		return err_set(-EBADMSG, "does not match an erasure request");
+	if (k[0] == 'v') {
+		struct policy_approval a;
+
+		if ((r = policy_approval_from_json(j, &a)) < 0)
+			return r;
+		if (a.grant_id != kid || a.by_uid != get_be32(k + 9))
+			return err_set(-EBADMSG, "does not match an erasure request");
+		r = grow_array((void **)&gs->eap, sizeof(*gs->eap), gs->neap, &gs->capeap,
+			       APPROVALS_MAX, "erasure approvals");
+		if (r < 0)
+			return r;
+		gs->eap[gs->neap++] = a;
+		gs->er[i].approvals++;
+		return 0;
+	}
+	{
+		json_int_t at = 0, eid = 0, dsid = 0, gen = 0;
+		const char *dhex = NULL;
+		uint8_t dig[32];
+		size_t dl = 0;
+
+		if (json_unpack((json_t *)j, "{s:I, s:I, s:I, s:I, s:s}", "erasure_id", &eid, "at",
+				&at, "dataset_id", &dsid, "ring_generation", &gen, "ring_digest",
+				&dhex) < 0 ||
+		    (uint64_t)eid != kid || at <= 0 || gen <= 0 ||
+		    sodium_hex2bin(dig, sizeof(dig), dhex, strlen(dhex), NULL, &dl, NULL) != 0 ||
+		    dl != sizeof(dig))
+			return err_set(-EBADMSG, "malformed erasure record");
+		gs->er[i].done_at = at;
+		if ((uint64_t)gen >= gs->ring_gen) {
+			gs->ring_gen = (uint64_t)gen;
+			memcpy(gs->ring_digest, dig, sizeof(dig));
+		}
+		return 0;
+	}
+}
+
+/* Is (dataset_id, version) erased by a done erasure (version 0: the whole dataset)? Under lock. */
+static bool erased_locked(const struct grants *gs, uint64_t dataset_id, uint32_t version)
+{
+	for (size_t i = 0; i < gs->ner; i++)
+		if (gs->er[i].done_at && gs->er[i].dataset_id == dataset_id &&
+		    (gs->er[i].version == 0 || gs->er[i].version == version))
+			return true;
+	return false;
+}
+
+/* Active grants (not revoked, not expired at now) that name only what x erases: for a version,
+ * grants of that version; for a dataset, every grant on it. Their ids into ids (up to cap). */
+static size_t erasure_grants_locked(const struct grants *gs, const struct daemon_erasure *x,
+				    int64_t now, uint64_t *ids, size_t cap)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < gs->n; i++) {
+		const struct policy_grant *g = &gs->g[i];
+
+		if (g->dataset_id != x->dataset_id || g->revoked_at || g->expires <= now)
+			continue;
+		if (x->version && g->version != x->version)
+			continue;
+		if (n < cap)
+			ids[n] = g->id;
+		n++;
+	}
+	return n;
+}
+
+size_t grants_erasure_blockers(struct grants *gs, const struct daemon_erasure *x, int64_t now,
+			       uint64_t *ids, size_t cap)
+{
+	size_t n;
+
+	pthread_rwlock_rdlock(&gs->lock);
+	n = erasure_grants_locked(gs, x, now, ids, cap);
+	pthread_rwlock_unlock(&gs->lock);
+	return n;
+}
+
+int grants_erase_request(struct grants *gs, struct audit_log *log, const struct policy_subject *by,
+			 struct daemon_erasure *x, uint32_t approvals_required, int64_t now)
+{
+	json_t *rec = NULL;
+	uint64_t id, first = 0;
+	size_t blockers;
+	int r;
+
+	pthread_mutex_lock(&gs->change_lock);
+	if (!x->reason[0]) {
+		r = err_set(-EINVAL, "an erasure needs a reason (--reason TEXT)");
+		goto out;
+	}
+	pthread_rwlock_rdlock(&gs->lock);
+	r = 0;
+	for (size_t i = 0; i < gs->ner && r == 0; i++)
+		if (gs->er[i].dataset_id == x->dataset_id && !gs->er[i].done_at &&
+		    (gs->er[i].version == x->version || gs->er[i].version == 0))
+			r = err_set(-EEXIST, "erasure %llu of the same data waits for approval "
+				    "already ('dataset erase-approve %llu')",
+				    (unsigned long long)gs->er[i].id,
+				    (unsigned long long)gs->er[i].id);
+	blockers = erasure_grants_locked(gs, x, now, &first, 1);
+	pthread_rwlock_unlock(&gs->lock);
+	if (r < 0)
+		goto out;
+	if (blockers && !x->revoke_grants) {
+		r = err_set(-EBUSY, "%zu grant(s) in force name only what would be erased (grant %llu "
+			    "first): revoke them, or erase with --revoke-grants", blockers,
+			    (unsigned long long)first);
+		goto out;
+	}
+	by_name(by, x->by);
+	x->by_uid = by->uid;
+	x->at = now;
+	x->approvals_required = approvals_required;
+	x->approvals = 0;
+	x->done_at = 0;
+	r = take_id(gs, &id);
+	if (r < 0)
+		goto out;
+	x->id = id;
+	rec = json_pack("{s:s, s:I, s:I, s:I, s:o, s:b, s:s, s:I}", "event", "erase_request",
+			"erasure_id", (json_int_t)id, "dataset_id", (json_int_t)x->dataset_id,
+			"version", (json_int_t)x->version, "reason", audit_string(x->reason),
+			"revoke_grants", x->revoke_grants, "state",
+			approvals_required ? "pending_approval" : "approved", "approvals_required",
+			(json_int_t)approvals_required);
+	if (!rec || daemon_audit_subject(rec, by) < 0 ||
+	    json_object_set_new(rec, "dataset", audit_string(x->dataset)) < 0) {
+		r = -ENOMEM;
+		goto out;
+	}
+	r = policy_append(gs, log, rec, 'u', id, -1, erasure_to_json(x));
+	if (r < 0)
+		goto out;
+	pthread_rwlock_wrlock(&gs->lock);
+	r = grow_array((void **)&gs->er, sizeof(*gs->er), gs->ner, &gs->caper, GRANTS_MAX,
+		       "erasure requests");
+	if (r == 0)
+		gs->er[gs->ner++] = *x;
+	pthread_rwlock_unlock(&gs->lock);
+out:
+	json_decref(rec);
+	pthread_mutex_unlock(&gs->change_lock);
+	return r;
+}
+
+int grants_erase_approve(struct grants *gs, struct audit_log *log, const struct policy_subject *by,
+			 uint64_t id, int64_t now, struct daemon_erasure *ret)
+{
+	struct policy_approval a = { .grant_id = id, .by_uid = by->uid, .at = now };
+	struct daemon_erasure x;
+	json_t *rec = NULL;
+	uint32_t have;
+	bool mine;
+	ssize_t i;
+	int r;
+
+	pthread_mutex_lock(&gs->change_lock);
+	i = find_erasure(gs, id);
+	if (i < 0) {
+		r = err_set(-ENOENT, "no erasure request with id %llu", (unsigned long long)id);
+		goto out;
+	}
+	x = gs->er[i];
+	if (x.done_at) {
+		r = err_set(-EEXIST, "erasure %llu was carried out already", (unsigned long long)id);
+		goto out;
+	}
+	if (x.approvals >= x.approvals_required) {
+		r = err_set(-EALREADY, "erasure %llu needs no more approvals", (unsigned long long)id);
+		goto out;
+	}
+	if (x.by_uid == by->uid) {
+		r = err_set(-EPERM, "erasure %llu was requested by you (uid %u): another steward must "
+			    "approve it", (unsigned long long)id, by->uid);
+		goto out;
+	}
+	have = erasure_approvals(gs, id, by->uid, &mine);
+	if (mine) {
+		r = err_set(-EEXIST, "you (uid %u) approved erasure %llu already", by->uid,
+			    (unsigned long long)id);
+		goto out;
+	}
+	by_name(by, a.by);
+	r = policy_approval_validate(&a);
+	if (r < 0)
+		goto out;
+	rec = json_pack("{s:s, s:I, s:I, s:I, s:s, s:I, s:I}", "event", "erase_approve",
+			"erasure_id", (json_int_t)id, "dataset_id", (json_int_t)x.dataset_id,
+			"version", (json_int_t)x.version, "state",
+			have + 1 >= x.approvals_required ? "approved" : "pending_approval",
+			"approvals", (json_int_t)have + 1, "approvals_required",
+			(json_int_t)x.approvals_required);
+	if (!rec || daemon_audit_subject(rec, by) < 0 ||
+	    json_object_set_new(rec, "dataset", audit_string(x.dataset)) < 0) {
+		r = -ENOMEM;
+		goto out;
+	}
+	r = policy_append(gs, log, rec, 'v', id, by->uid, policy_approval_to_json(&a));
+	if (r < 0)
+		goto out;
+	pthread_rwlock_wrlock(&gs->lock);
+	r = grow_array((void **)&gs->eap, sizeof(*gs->eap), gs->neap, &gs->capeap, APPROVALS_MAX,
+		       "erasure approvals");
+	if (r == 0) {
+		gs->eap[gs->neap++] = a;
+		gs->er[i].approvals++;
+		x = gs->er[i];
+	}
+	pthread_rwlock_unlock(&gs->lock);
+	if (r == 0 && ret)
+		*ret = x;
+out:
+	json_decref(rec);
+	pthread_mutex_unlock(&gs->change_lock);
+	return r;
+}
+
+int grants_erase_done(struct grants *gs, struct audit_log *log, uint64_t id, int64_t now,
+		      uint64_t ring_generation, const uint8_t ring_digest[static 32], json_t *rec)
+{
+	char dhex[2 * 32 + 1];
+
+	ssize_t i;
+	int r;
+
+	pthread_mutex_lock(&gs->change_lock);
+	i = find_erasure(gs, id);
+	if (i < 0 || gs->er[i].done_at) {
+		r = err_set(i < 0 ? -ENOENT : -EEXIST, "erasure %llu: no such pending request",
+			    (unsigned long long)id);
+		goto out;
+	}
+	hex(ring_digest, 32, dhex);
+	/* The done record holds the key ring it left, so the ring is bound to the log through the
+	 * policy records (grants_ring_floor()). */
+	r = policy_append(gs, log, rec, 'w', id, -1,
+			  json_pack("{s:I, s:I, s:I, s:I, s:s}", "erasure_id", (json_int_t)id, "at",
+				    (json_int_t)now, "dataset_id",
+				    (json_int_t)gs->er[i].dataset_id, "ring_generation",
+				    (json_int_t)ring_generation, "ring_digest", dhex));
+	if (r < 0)
+		goto out;
+	pthread_rwlock_wrlock(&gs->lock);
+	gs->er[i].done_at = now;
+	if (ring_generation >= gs->ring_gen) {
+		gs->ring_gen = ring_generation;
+		memcpy(gs->ring_digest, ring_digest, 32);
+	}
+	pthread_rwlock_unlock(&gs->lock);
+out:
+	pthread_mutex_unlock(&gs->change_lock);
+	return r;
+}
+
+int grants_erasure_approvals(struct grants *gs, uint64_t id, struct policy_approval **ret,
+			     size_t *ret_n)
+{
+	struct policy_approval *a;
+	size_t n = 0;
+
+	pthread_rwlock_rdlock(&gs->lock);
+	a = calloc(gs->neap + 1, sizeof(*a));
+	for (size_t i = 0; a && i < gs->neap; i++)
+		if (gs->eap[i].grant_id == id)
+			a[n++] = gs->eap[i];
+	pthread_rwlock_unlock(&gs->lock);
+	if (!a)
+		return -ENOMEM;
+	*ret = a;
+	*ret_n = n;
+	return 0;
+}
+
+int grants_ring_check(struct grants *gs, uint64_t generation, const uint8_t digest[static 32])
+{
+	int r = 0;
+
+	pthread_rwlock_rdlock(&gs->lock);
+	if (gs->ring_gen && generation < gs->ring_gen)
+		r = err_set(-ESTALE, "the key ring (generation %llu) is older than the last erasure "
+			    "the audit log records (generation %llu): keys/ring was put back from a "
+			    "copy, and holds keys that were destroyed", (unsigned long long)generation,
+			    (unsigned long long)gs->ring_gen);
+	else if (gs->ring_gen && generation == gs->ring_gen &&
+		 sodium_memcmp(digest, gs->ring_digest, 32) != 0)
+		r = err_set(-ESTALE, "the key ring is not the one the last erasure wrote (same "
+			    "generation %llu, another digest)", (unsigned long long)generation);
+	pthread_rwlock_unlock(&gs->lock);
+	return r;
+}
+
+int grants_erasures(struct grants *gs, struct daemon_erasure **ret, size_t *ret_n)
+{
+	struct daemon_erasure *a = NULL;
+	size_t n;
+
+	pthread_rwlock_rdlock(&gs->lock);
+	n = gs->ner;
+	if (n) {
+		a = malloc(n * sizeof(*a));
+		if (a)
+			memcpy(a, gs->er, n * sizeof(*a));
+	}
+	pthread_rwlock_unlock(&gs->lock);
+	if (n && !a)
+		return -ENOMEM;
+	*ret = a;
+	*ret_n = n;
+	return 0;
+}
+
 /* One record of kind k[0] from its JSON; the key's id (and, for an approval, uid) must match the
  * record's. The key's length was checked by the caller. */
 static int load_json_record(struct grants *gs, const uint8_t *k, json_t *j)
@@ -509,6 +925,10 @@ static int load_json_record(struct grants *gs, const uint8_t *k, json_t *j)
 	}
 	case 'x': case 'y': case 'z':
 		return load_export_record(gs, k, j);
+	case 'u':
+	case 'v':
+	case 'w':
+		return erasure_load(gs, k, j);
 	case 'r': {
 		struct policy_revocation rv;
 
@@ -540,8 +960,8 @@ static int load_one(void *ctx, const void *key, size_t klen, const void *val, si
 		gs->next_id = MAX(gs->next_id, get_be64(val));
 		return 0;
 	}
-	if (!((klen == 9 && strchr("cdegrxz", k[0]) && k[0]) ||
-	      (klen == 13 && (k[0] == 'h' || k[0] == 'i' || k[0] == 'y'))))
+	if (!((klen == 9 && strchr("cdegruwxz", k[0]) && k[0]) ||
+	      (klen == 13 && (k[0] == 'h' || k[0] == 'i' || k[0] == 'v' || k[0] == 'y'))))
 		return err_set(-EBADMSG, "unknown policy record key (%zu bytes, 0x%02x...)", klen,
 			       klen ? k[0] : 0);
 	r = digest_add(gs, k, klen, val, vlen, gs->pdigest, true);
@@ -609,6 +1029,8 @@ void grants_free(struct grants *gs)
 	free(gs->g);
 	free(gs->rev);
 	free(gs->ap);
+	free(gs->er);
+	free(gs->eap);
 	free(gs->dn);
 	free(gs->rm);
 	free(gs->rap);
@@ -648,6 +1070,10 @@ struct policy_decision grants_decide(struct grants *gs, const struct policy_subj
 				    .ndenies = gs->ndn, .duo = i >= 0 ? gs->dp[i].duo : NULL,
 				    .nduo = i >= 0 ? gs->dp[i].nduo : 0 };
 	d = policy_evaluate(who, dataset_id, version, now, &in);
+	/* Erased: gone for everyone, at once (open handles decide again and stop). */
+	if (erased_locked(gs, dataset_id, version == POLICY_ALL_VERSIONS ? 0 : version) ||
+	    erased_locked(gs, dataset_id, 0))
+		d = (struct policy_decision){ .reason = POLICY_DENY_NO_GRANT };
 	/* Refused whatever the grants say; still shown only to those a grant names (#14 5a). */
 	if (quarantined(gs, dataset_id))
 		d = (struct policy_decision){ .reason = POLICY_DENY_POLICY_MISMATCH,

@@ -535,6 +535,17 @@ static int load_bound_grants(struct daemon *d)
 			fprintf(stderr, "enclaved:   %s\n", json_string_value(f));
 		json_decref(findings);
 	}
+	/* The key ring against the last erasure the policy records (bound to the log) hold: a
+	 * ring put back from before an erasure brings destroyed keys back. */
+	{
+		uint8_t digest[32];
+		uint64_t gen = 0;
+
+		store_ring_state(d->st, &gen, digest);
+		r = grants_ring_check(d->grants, gen, digest);
+		if (r < 0)
+			return r;
+	}
 	return 0;
 }
 

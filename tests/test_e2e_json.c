@@ -367,6 +367,23 @@ static void test_every_command_matches_schema(void **state)
 	JF(NULL, 0, "audit", "report", "--auditor-key", E->akey);
 	JF(NULL, 0, "audit", "report", "--auditor-key", E->akey, "--log", xdir, "--dataset", "ds");
 
+	/* Erasure: asked by root, approved by carol, listed, proved (docs/POLICY.md "Erasure"). */
+	{
+		char eid[24];
+
+		r = J(NULL, 0, "dataset", "erase", "ds@1", "--reason", "schema check",
+		      "--revoke-grants");
+		snprintf(eid, sizeof(eid), "%s", member(r, "erasure", "id"));
+		free(r);
+		JF(NULL, 0, "dataset", "erasures");
+		r = J(carol, 0, "dataset", "erase-approve", eid);
+		assert_string_equal(member(r, "erasure", "state"), "erased");
+		free(r);
+		JF(NULL, 0, "dataset", "erasure-proof", "ds@1");
+		JF(NULL, 1, "dataset", "erase-approve", eid);
+		JF(NULL, 1, "dataset", "erasure-proof", "ds@2");
+	}
+
 	/* Errors: refused by the daemon, a usage error, a role missing, a proof that fails. */
 	JF(NULL, 1, "grant", "show", "999999");
 	JF(NULL, 1, "deny", "show", "999999");

@@ -1,0 +1,332 @@
+/* test_e2e_erase: erasure of a version through the real daemon and CLI, as issue 16 asks
+ * (docs/FORMAT.md 3.7, 3.8; docs/POLICY.md "Erasure"):
+ *   - refused while a grant in force names only the version, unless --revoke-grants;
+ *   - a request alone erases nothing; the requester cannot approve it; another steward's
+ *     approval carries it out;
+ *   - a file held open on the erased version stops reading at once; the mount no longer shows
+ *     the version; the other version reads byte-exact;
+ *   - `dataset erasure-proof` prints a proof that `audit check-proof` accepts offline with the
+ *     log's key alone, and Go's x/mod note/tlog accept too; the same proof with the record
+ *     changed is refused;
+ *   - the key ring put back from before the erasure: the daemon does not start.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "common/common.h"
+#include "crypto/crypto.h"
+#include "tests/e2e.h"
+#include "tests/testutil.h"
+
+#define DS "cohort-Wren"
+#define SECRET "withdrawn-Tern.csv"
+#define SECRET_TEXT "participant 17 Tern withdrew consent\n"
+
+static int group_setup(void **state)
+{
+	static const char *const roles[] = { "--steward", "user:root", "--steward",
+					     "user:" TU_USER_BOB, "--auditor", "user:root",
+					     "--approvals", "1", NULL };
+
+	(void)state;
+	if (e2e_setup("e2e-erase") < 0 || e2e_init(roles) < 0)
+		return -1;
+	e2e_daemon_start_with(E->pass, true);
+	return 0;
+}
+
+static int group_teardown(void **state)
+{
+	(void)state;
+	e2e_teardown();
+	return 0;
+}
+
+/* A grant of dataset (NAME or NAME@V) to alice, approved by bob; its id. */
+static uint64_t grant_approved(const char *dataset)
+{
+	uint64_t id = e2e_grant("--user", TU_USER_ALICE, dataset, "+1d");
+	char ids[24];
+
+	snprintf(ids, sizeof(ids), "%llu", (unsigned long long)id);
+	e2e_ok_free(ctl_as(&E->u.bob, "grant", "approve", ids));
+	return id;
+}
+
+/* Alice holds a file of version 1 open: she reads from it, says so, waits, reads again. */
+struct hold {
+	char path[4096];
+	int ready[2], go[2];
+};
+
+static int child_hold(void *arg)
+{
+	struct hold *h = arg;
+	char b[16], c = 'r';
+	int fd = open(h->path, O_RDONLY | O_CLOEXEC);
+	ssize_t n;
+
+	if (fd < 0 || pread(fd, b, 4, 0) != 4) {
+		fprintf(stderr, "hold: %s: %s\n", h->path, strerror(errno));
+		return 1;
+	}
+	if (write(h->ready[1], &c, 1) != 1 || read(h->go[0], &c, 1) != 1)
+		return 2;
+	n = pread(fd, b, 4, 0);
+	close(fd);
+	if (n >= 0) {
+		fprintf(stderr, "hold: a read of the erased version still succeeded\n");
+		return 3;
+	}
+	return errno == EACCES || errno == EIO ? 0 : 4;
+}
+
+struct see {
+	char path[4096];
+	const char *name;
+	bool want;
+};
+
+static int child_lists(void *arg)
+{
+	const struct see *s = arg;
+	char *cmd = tu_fmt("ls -1 '%s'", s->path);
+	FILE *p = popen(cmd, "r");
+	char line[256];
+	bool found = false;
+
+	free(cmd);
+	if (!p)
+		return 1;
+	while (fgets(line, sizeof(line), p)) {
+		line[strcspn(line, "\n")] = '\0';
+		found |= strcmp(line, s->name) == 0;
+	}
+	pclose(p);
+	return found == s->want ? 0 : 2;
+}
+
+static int child_reads_v2(void *arg)
+{
+	const char *path = arg;
+	size_t n = 0;
+	uint8_t *b = tu_read_file(path, &n), *want = malloc(100000);
+
+	tu_fill(want, 100000, 2);
+	if (n != 100000 || memcmp(b, want, n) != 0)
+		return 1;
+	free(b);
+	free(want);
+	return 0;
+}
+
+static char *ring_copy;
+
+static void test_erase_version(void **state)
+{
+	char *v1 = tu_fmt("%s/%s", E->src, "v1"), *v2 = tu_fmt("%s/%s", E->src, "v2");
+	char *p, *proof = tu_fmt("%s/erasure.proof", E->root), *rec = tu_fmt("%s/erasure.rec",
+									       E->root);
+	char *key = tu_fmt("%s/verifier.key", E->root), idtext[24];
+	struct hold h;
+	struct see s;
+	struct e2e_run *r;
+	json_t *j;
+	pid_t pid;
+	int status = 0;
+	char c = 'g';
+
+	(void)state;
+	assert_int_equal(mkdir(v1, 0755), 0);
+	assert_int_equal(mkdir(v2, 0755), 0);
+	p = tu_fmt("%s/%s", v1, SECRET);
+	tu_write_file(p, SECRET_TEXT, strlen(SECRET_TEXT));
+	free(p);
+	tu_seed_file(100000, 2, "%s/keep.bin", v1);
+	tu_seed_file(100000, 2, "%s/keep.bin", v2);
+	e2e_ok_free(ctl("-q", "dataset", "import", DS, v1));
+	e2e_ok_free(ctl("-q", "dataset", "import", DS, v2));
+	grant_approved(DS);
+	grant_approved(DS "@1");
+
+	/* A grant names only version 1: refused without --revoke-grants, nothing recorded. */
+	r = ctl("dataset", "erase", DS "@1", "--reason", "consent withdrawn");
+	assert_int_equal(r->status, 1);
+	assert_non_null(strstr(r->err, "--revoke-grants"));
+	free(r);
+	/* Without a reason: a usage error. */
+	r = ctl("dataset", "erase", DS "@1");
+	assert_int_equal(r->status, 2);
+	free(r);
+	/* Only a steward may ask. */
+	r = ctl_as(&E->u.alice, "dataset", "erase", DS "@1", "--reason", "x");
+	assert_int_equal(r->status, 1);
+	free(r);
+
+	/* Alice holds version 1's file open. */
+	snprintf(h.path, sizeof(h.path), "%s/%s/1/%s", E->mnt, DS, SECRET);
+	assert_int_equal(pipe(h.ready), 0);
+	assert_int_equal(pipe(h.go), 0);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0)
+		_exit(tu_run_as(&E->u.alice, child_hold, &h, 60000) == 0 ? 0 : 1);
+	assert_int_equal(read(h.ready[0], &c, 1), 1);
+
+	/* The ring as it is before the erasure, for the rollback test below. */
+	p = tu_fmt("%s/keys/ring", E->store);
+	ring_copy = tu_fmt("%s/ring.before", E->root);
+	tu_copy_file(p, ring_copy);
+	free(p);
+
+	/* Asked: nothing happens yet; the requester cannot approve it. */
+	r = e2e_ok(ctl("--json", "dataset", "erase", DS "@1", "--reason", "consent withdrawn",
+		       "--revoke-grants"));
+	j = e2e_out_json(r);
+	snprintf(idtext, sizeof(idtext), "%lld",
+		 (long long)json_integer_value(json_object_get(json_object_get(j, "erasure"), "id")));
+	assert_string_equal(json_string_value(json_object_get(json_object_get(j, "erasure"),
+								 "state")), "pending_approval");
+	json_decref(j);
+	free(r);
+	s = (struct see){ .name = "1", .want = true };
+	snprintf(s.path, sizeof(s.path), "%s/%s", E->mnt, DS);
+	assert_int_equal(tu_run_as(&E->u.alice, child_lists, &s, 30000), 0);
+	r = ctl("dataset", "erase-approve", idtext);
+	assert_int_equal(r->status, 1);
+	assert_non_null(strstr(r->err, "another steward must approve"));
+	free(r);
+
+	/* Bob approves: erased. */
+	r = e2e_ok(ctl_as(&E->u.bob, "dataset", "erase-approve", idtext));
+	assert_non_null(strstr(r->out, "approved and erased"));
+	free(r);
+	/* The open file stops reading at once. */
+	assert_int_equal(write(h.go[1], &c, 1), 1);
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	/* Version 1 is gone from the mount; version 2 reads byte-exact. */
+	s.want = false;
+	assert_int_equal(tu_run_as(&E->u.alice, child_lists, &s, 30000), 0);
+	p = tu_fmt("%s/%s/2/keep.bin", E->mnt, DS);
+	assert_int_equal(tu_run_as(&E->u.alice, child_reads_v2, p, 30000), 0);
+	free(p);
+	/* The show lists version 2 only, latest 2. */
+	r = e2e_ok(ctl("--json", "dataset", "show", DS));
+	j = e2e_out_json(r);
+	assert_int_equal(json_array_size(json_object_get(j, "versions")), 1);
+	json_decref(j);
+	free(r);
+	assert_int_equal(e2e_audit_count("erase_request", NULL, DS, NULL, 0), 1);
+	assert_int_equal(e2e_audit_count("erase_approve", TU_USER_BOB, DS, NULL, 0), 1);
+	assert_int_equal(e2e_audit_count("dataset_erase", NULL, DS, NULL, 0), 1);
+
+	/* The proof, checked offline with the log's key alone. */
+	e2e_ok_free(ctl("dataset", "erasure-proof", DS "@1", "--output", proof, "--record-output",
+			rec));
+	r = e2e_ok(ctl("audit", "pubkey"));
+	r->out[strcspn(r->out, "\n")] = '\0';
+	tu_write_file(key, r->out, strlen(r->out));
+	e2e_ok_free(e2e_run_argv(NULL, (char *const[]){ ENCLAVECTL_PATH, "audit", "check-proof",
+							 "--key", r->out, "--record", rec, proof,
+							 NULL }));
+	{
+		/* The record names the version, its manifest, the destroyed key, in the clear. */
+		size_t n = 0;
+		uint8_t *line = tu_read_file(rec, &n);
+		char *bad = tu_fmt("%s/erasure.bad", E->root);
+		struct e2e_run *b;
+
+		assert_non_null(memmem(line, n, "\"event\":\"dataset_erase\"", 23));
+		assert_non_null(memmem(line, n, "\"manifests\":\"1:", 15));
+		assert_non_null(memmem(line, n, "\"key_ids\":\"", 11));
+		assert_null(memmem(line, n, "Tern", 4));
+		assert_null(memmem(line, n, DS, strlen(DS)));
+		/* One digit of the key id changed: the proof does not hold for it. */
+		{
+			uint8_t *k = memmem(line, n, "\"key_ids\":\"", 11);
+
+			k[11] = k[11] == '0' ? '1' : '0';
+		}
+		tu_write_file(bad, line, n);
+		b = e2e_run_argv(NULL, (char *const[]){ ENCLAVECTL_PATH, "audit", "check-proof",
+							"--key", r->out, "--record", bad, proof,
+							NULL });
+		assert_int_not_equal(b->status, 0);
+		free(b);
+		/* Go's x/mod note and tlog: the same proof, from the log as it is on disk. */
+		b = e2e_run_argv(NULL, (char *const[]){ "/bin/bash", INTEROP_DIR "/go_check_proof.sh",
+							INTEROP_DIR, E->root, key, E->store, proof,
+							rec, bad, NULL });
+		if (b->status != 0)
+			fprintf(stderr, "%s%s", b->out, b->err);
+		assert_int_equal(b->status, 0);
+		free(b);
+		free(bad);
+		free(line);
+	}
+	free(r);
+
+	free(v1);
+	free(v2);
+	free(proof);
+	free(rec);
+	free(key);
+}
+
+/* The key ring from before the erasure, put back: the daemon refuses to start. */
+static void test_ring_rollback_refused(void **state)
+{
+	char *ring = tu_fmt("%s/keys/ring", E->store), *now = tu_fmt("%s/ring.now", E->root);
+	struct e2e_run *r;
+
+	(void)state;
+	assert_non_null(ring_copy);
+	assert_int_equal(e2e_daemon_stop_sig(SIGTERM), 0);
+	tu_copy_file(ring, now);
+	tu_copy_file(ring_copy, ring);
+	e2e_daemon_start_with(E->pass, false);
+	/* It exits; the reason is on its stderr. */
+	for (int i = 0; i < 300 && E->daemon; i++) {
+		int st;
+
+		if (waitpid(E->daemon, &st, WNOHANG) == E->daemon)
+			E->daemon = 0;
+		else
+			usleep(100000);
+	}
+	assert_int_equal(E->daemon, 0);
+	r = e2e_run_argv(NULL, (char *const[]){ "/bin/cat", E->log, NULL });
+	if (!strstr(r->out, "older than the index"))
+		fprintf(stderr, "daemon log: %s\n", r->out);
+	assert_non_null(strstr(r->out, "older than the index"));
+	free(r);
+	/* The ring after the erasure: served again. */
+	tu_copy_file(now, ring);
+	e2e_daemon_start_with(E->pass, true);
+	free(ring);
+	free(now);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_erase_version),
+		cmocka_unit_test(test_ring_rollback_refused),
+	};
+
+	if (crypto_init() < 0)
+		return 1;
+	return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
