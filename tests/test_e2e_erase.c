@@ -8,7 +8,9 @@
  *   - `dataset erasure-proof` prints a proof that `audit check-proof` accepts offline with the
  *     log's key alone, and Go's x/mod note/tlog accept too; the same proof with the record
  *     changed is refused;
- *   - the key ring put back from before the erasure: the daemon does not start.
+ *   - the key ring put back from before the erasure: the daemon does not start (the store
+ *     refuses a ring older than its index; with the index's generation lowered too, the daemon
+ *     refuses it against the erasure's done record, bound to the log).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -26,6 +28,7 @@
 
 #include "common/common.h"
 #include "crypto/crypto.h"
+#include "store/store_internal.h" /* white-box: the attacker's edit of the index */
 #include "tests/e2e.h"
 #include "tests/testutil.h"
 
@@ -312,6 +315,42 @@ static void test_ring_rollback_refused(void **state)
 		fprintf(stderr, "daemon log: %s\n", r->out);
 	assert_non_null(strstr(r->out, "older than the index"));
 	free(r);
+	/* The index's generation lowered to match (written past the store, as an attacker with the
+	 * disk could): the store opens, and the daemon refuses the ring against the erasure's done
+	 * record, which the log binds. */
+	{
+		size_t n = 0;
+		uint8_t *old = tu_read_file(ring_copy, &n), g[8];
+		char *ix = tu_fmt("%s/index", E->store);
+		struct store_index sx;
+		rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
+
+		assert_true(n > 24);
+		memcpy(g, old + 16, 8);
+		assert_int_equal(index_open(&sx, ix, false), 0);
+		rocksdb_writebatch_put_cf(wb, sx.cf[CF_META], "ring", 4, (const char *)g, 8);
+		assert_int_equal(index_write(&sx, wb, true), 0);
+		rocksdb_writebatch_destroy(wb);
+		index_close(&sx);
+		free(ix);
+		free(old);
+	}
+	e2e_daemon_start_with(E->pass, false);
+	for (int i = 0; i < 300 && E->daemon; i++) {
+		int st;
+
+		if (waitpid(E->daemon, &st, WNOHANG) == E->daemon)
+			E->daemon = 0;
+		else
+			usleep(100000);
+	}
+	assert_int_equal(E->daemon, 0);
+	r = e2e_run_argv(NULL, (char *const[]){ "/bin/cat", E->log, NULL });
+	if (!strstr(r->out, "older than the last erasure"))
+		fprintf(stderr, "daemon log: %s\n", r->out);
+	assert_non_null(strstr(r->out, "older than the last erasure"));
+	free(r);
+
 	/* The ring after the erasure: served again. */
 	tu_copy_file(now, ring);
 	e2e_daemon_start_with(E->pass, true);
