@@ -15,12 +15,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cli/enclavectl.h"
 #include "common/proto.h"
 #include "common/common.h"
 #include "common/err.h"
+#include "common/timefmt.h"
 #include "crypto/crypto.h"
 #include "policy/policy.h"
 #include "store/store.h"
@@ -32,7 +34,9 @@
 
 static const char list_usage[] =
 	"Usage: enclavectl [GLOBAL OPTIONS] dataset list\n\n"
-	"List the datasets in the store, by name, with their latest version.\n"
+	"List the datasets in the store, by name, with their latest version, and under the\n"
+	"table each retention date (dataset set --retain-until) and whether it has passed:\n"
+	"erasure due.\n"
 	"Stewards and auditors only.\n\n"
 	"Options:\n"
 	"  --json        print the daemon's answer as JSON\n"
@@ -49,7 +53,7 @@ static const char show_usage[] =
 
 static const char set_usage[] =
 	"Usage: enclavectl [GLOBAL OPTIONS] dataset set NAME [--cache kernel|direct]\n"
-	"           [--duo CODES] [--controller NAME] [--dry-run]\n\n"
+	"           [--duo CODES] [--controller NAME] [--retain-until WHEN] [--dry-run]\n\n"
 	"Change a dataset's policy settings; each change is an audit record. New consent codes\n"
 	"apply to existing grants at once: the grants they now exclude are suspended (named\n"
 	"here, shown as suspended by grant list and show, refused at open, never exported as\n"
@@ -62,6 +66,10 @@ static const char set_usage[] =
 	"                      mmap (numpy.memmap) needs kernel: direct refuses it (ENODEV)\n"
 	"  --duo CODES         replace the consent codes (see dataset import --help; \"\" for none)\n"
 	"  --controller NAME   replace the data controller\n"
+	"  --retain-until WHEN the date by which the data must be erased (RFC 3339 or +90d;\n"
+	"                      none: no date). Past it the daemon records that erasure is due\n"
+	"                      and 'dataset list' says so; erasing stays a steward's act\n"
+	"                      ('dataset erase', approved)\n"
 	"  --dry-run           check the change and name the grants it would suspend or let\n"
 	"                      back in, without recording anything\n"
 	"  --json              print the new settings as JSON\n"
@@ -141,6 +149,17 @@ static int dataset_list(struct ctl *ctl, int argc, char **argv)
 			r = table_print(&t) < 0;
 		else if (!ctl->quiet)
 			fputs("no datasets\n", stderr);
+		/* Retention, under the table: the date, and whether erasure is due. */
+		json_array_foreach(list, i, d) {
+			char s1[24], s2[48];
+
+			if (!json_object_get(d, "retain_until"))
+				continue;
+			printf("%s: retain until %s%s\n", out_member(d, "name", s1),
+			       out_member(d, "retain_until", s2),
+			       json_is_true(json_object_get(d, "erasure_due")) ?
+				       ": ERASURE DUE (a steward's act: dataset erase, approved)" : "");
+		}
 	}
 	table_free(&t);
 	reply_clear(&rep);
@@ -567,9 +586,12 @@ struct policy_opts {
 	const char *cache;        /* --cache (set only), or NULL */
 	const char *what;         /* the command, for messages */
 	bool keep_c4gh;           /* --keep-crypt4gh (import only) */
+	bool retain_set;          /* --retain-until (set only) */
+	char retain[TIME_TEXT_MAX];  /* its RFC 3339 time, "" for none */
 };
 
-enum { OPT_CHUNK = 0x200, OPT_DUO, OPT_CONTROLLER, OPT_CACHE, OPT_DRY_RUN, OPT_KEEP_C4GH };
+enum { OPT_CHUNK = 0x200, OPT_DUO, OPT_CONTROLLER, OPT_CACHE, OPT_DRY_RUN, OPT_KEEP_C4GH,
+       OPT_RETAIN };
 
 static int on_import_opt(void *ctx, int val, const char *arg)
 {
@@ -596,6 +618,20 @@ static int on_import_opt(void *ctx, int val, const char *arg)
 	}
 	if (val == OPT_KEEP_C4GH) {
 		o->keep_c4gh = true;
+		return 0;
+	}
+	if (val == OPT_RETAIN) {
+		int64_t t;
+
+		o->retain_set = true;
+		o->retain[0] = '\0';
+		if (strcmp(arg, "none") == 0)
+			return 0;
+		err_clear();
+		if (time_parse(arg, (int64_t)time(NULL), &t) < 0 || t <= 0)
+			return ctl_usage_error(o->what, "--retain-until '%.40s': %s", arg,
+					       *err_detail() ? err_detail() : "not a time");
+		time_format(t, o->retain);
 		return 0;
 	}
 	if (val == OPT_CONTROLLER) {
@@ -625,7 +661,9 @@ static int policy_args(json_t *args, const struct policy_opts *o)
 	if ((o->duo && json_object_set_new(args, "duo", json_string(o->duo)) < 0) ||
 	    (o->controller &&
 	     json_object_set_new(args, "controller", json_string(o->controller)) < 0) ||
-	    (o->cache && json_object_set_new(args, "cache", json_string(o->cache)) < 0))
+	    (o->cache && json_object_set_new(args, "cache", json_string(o->cache)) < 0) ||
+	    (o->retain_set &&
+	     json_object_set_new(args, "retain_until", json_string(o->retain)) < 0))
 		return -ENOMEM;
 	return 0;
 }
@@ -777,6 +815,7 @@ static int dataset_set(struct ctl *ctl, int argc, char **argv)
 		{ "controller", required_argument, NULL, OPT_CONTROLLER },
 		{ "cache", required_argument, NULL, OPT_CACHE },
 		{ "dry-run", no_argument, NULL, OPT_DRY_RUN },
+		{ "retain-until", required_argument, NULL, OPT_RETAIN },
 		{ 0 },
 	};
 	char name[STORE_DATASET_NAME_MAX + 1], what[200];
@@ -793,9 +832,9 @@ static int dataset_set(struct ctl *ctl, int argc, char **argv)
 		return ctl_usage_error("dataset set", "missing NAME");
 	if (first + 1 < argc)
 		return ctl_usage_error("dataset set", "unexpected argument '%s'", argv[first + 1]);
-	if (!po.duo && !po.controller && !po.cache)
-		return ctl_usage_error("dataset set", "nothing to set: give --cache, --duo or "
-					"--controller");
+	if (!po.duo && !po.controller && !po.cache && !po.retain_set)
+		return ctl_usage_error("dataset set", "nothing to set: give --cache, --duo, "
+					"--controller or --retain-until");
 	r = ctl_parse_dataset("dataset set", argv[first], name, &version);
 	if (r)
 		return r;

@@ -48,6 +48,14 @@ static json_t *policy_view(const struct policy_dataset *p)
 	}
 	o = json_pack("{s:o, s:s, s:s}", "duo", codes, "controller", p->controller, "cache",
 		      p->cache == POLICY_CACHE_KERNEL ? "kernel" : "direct");
+	/* Retention: the date, and whether it has passed (erasure due: a steward's act). */
+	if (o && p->retain_until &&
+	    (json_object_set_new(o, "retain_until", jtime((int64_t)p->retain_until)) < 0 ||
+	     json_object_set_new(o, "erasure_due",
+				 json_boolean((int64_t)p->retain_until <= time(NULL))) < 0)) {
+		json_decref(o);
+		return NULL;
+	}
 	if (o && p->updated &&
 	    (json_object_set_new(o, "updated", jtime(p->updated)) < 0 ||
 	     json_object_set_new(o, "updated_by", json_string(p->updated_by)) < 0)) {
@@ -67,9 +75,26 @@ static json_t *policy_json(struct conn *c, const struct store_dataset_info *ds)
 	return policy_view(&p);
 }
 
+struct list_ctx {
+	struct conn *c;
+	json_t *arr;
+};
+
+/* A listed dataset says when it is to be erased by, and whether that date has passed. */
 static int list_one(void *ctx, const struct store_dataset_info *info)
 {
-	return json_array_append_new(ctx, dataset_json(info)) < 0 ? -ENOMEM : 0;
+	struct list_ctx *l = ctx;
+	struct policy_dataset p;
+	json_t *o = dataset_json(info);
+
+	if (o && grants_dataset_get(l->c->d->grants, info->id, &p) == 0 && p.retain_until &&
+	    (json_object_set_new(o, "retain_until", jtime((int64_t)p.retain_until)) < 0 ||
+	     json_object_set_new(o, "erasure_due",
+				 json_boolean((int64_t)p.retain_until <= time(NULL))) < 0)) {
+		json_decref(o);
+		o = NULL;
+	}
+	return json_array_append_new(l->arr, o) < 0 ? -ENOMEM : 0;
 }
 
 int op_dataset_list(struct conn *c, const json_t *args, json_t **ret)
@@ -83,7 +108,7 @@ int op_dataset_list(struct conn *c, const json_t *args, json_t **ret)
 	arr = json_array();
 	if (!arr)
 		return -ENOMEM;
-	r = store_dataset_foreach(c->d->st, list_one, arr);
+	r = store_dataset_foreach(c->d->st, list_one, &(struct list_ctx){ .c = c, .arr = arr });
 	if (r < 0) {
 		json_decref(arr);
 		return r;
@@ -149,9 +174,18 @@ int op_dataset_show(struct conn *c, const json_t *args, json_t **ret)
  * absent). -EINVAL naming the argument. */
 static int policy_args(const json_t *args, struct policy_dataset *p, bool *ret_any)
 {
-	const char *duo = NULL, *controller = NULL, *cache = NULL;
+	const char *duo = NULL, *controller = NULL, *cache = NULL, *retain = NULL;
+	int64_t until = 0;
 	int r;
 
+	/* "retain_until": an RFC 3339 time, or "" to clear it. */
+	if ((r = proto_arg_string(args, "retain_until", false, 64, &retain)) < 0 ||
+	    (retain && retain[0] && (r = time_arg(args, "retain_until", false, &until)) < 0))
+		return r;
+	if (retain && retain[0] && until <= 0)
+		return err_set(-EINVAL, "argument \"retain_until\" must be after 1970");
+	if (retain)
+		p->retain_until = retain[0] ? (uint64_t)until : 0;
 	if ((r = proto_arg_string(args, "duo", false, POLICY_DUO_TEXT_MAX, &duo)) < 0 ||
 	    (r = proto_arg_string(args, "controller", false, POLICY_CONTROLLER_MAX,
 				  &controller)) < 0 ||
@@ -178,7 +212,7 @@ static int policy_args(const json_t *args, struct policy_dataset *p, bool *ret_a
 		p->cache = POLICY_CACHE_DIRECT;
 	else if (cache)
 		return err_set(-EINVAL, "argument \"cache\" must be \"kernel\" or \"direct\"");
-	*ret_any = duo || controller || cache;
+	*ret_any = duo || controller || cache || retain;
 	return 0;
 }
 
@@ -268,7 +302,7 @@ out:
 int op_dataset_set(struct conn *c, const json_t *args, json_t **ret)
 {
 	static const char *const known[] = { "dataset", "duo", "controller", "cache", "dry_run",
-					     NULL };
+					     "retain_until", NULL };
 	_cleanup_free_ struct policy_dataset *p = calloc(1, sizeof(*p));
 	_cleanup_free_ struct policy_dataset *old = calloc(1, sizeof(*old));
 	struct store_dataset_info ds;
@@ -288,7 +322,8 @@ int op_dataset_set(struct conn *c, const json_t *args, json_t **ret)
 	if ((r = policy_args(args, p, &any)) < 0)
 		return r;
 	if (!any)
-		return err_set(-EINVAL, "nothing to set: give duo, controller or cache");
+		return err_set(-EINVAL, "nothing to set: give duo, controller, cache or "
+			       "retain_until");
 	/* A dry run: the settings as they would be, and the grants they would suspend or let back
 	 * in; nothing recorded, nothing invalidated. */
 	if (dry_run) {

@@ -91,6 +91,10 @@ struct grants {
 	struct daemon_erasure *er;
 	size_t neap, capeap;               /* under lock */
 	struct policy_approval *eap;       /* approvals of erasures: grant_id holds the request */
+	/* Retention: the (dataset, date) pairs whose passing the watch thread recorded
+	 * (`erasure_due`), so that each is recorded once per daemon run. Watch thread only. */
+	struct due { uint64_t dsid; uint64_t until; } *due;
+	size_t ndue;
 	uint64_t ring_gen;                 /* under lock: the newest ring an erasure wrote */
 	uint8_t ring_digest[32];           /* and its digest */
 };
@@ -1031,6 +1035,7 @@ void grants_free(struct grants *gs)
 	free(gs->ap);
 	free(gs->er);
 	free(gs->eap);
+	free(gs->due);
 	free(gs->dn);
 	free(gs->rm);
 	free(gs->rap);
@@ -1858,6 +1863,66 @@ static int record_timed(struct audit_log *log, const struct timed *t)
 	return r;
 }
 
+/* Record, once per daemon run, each dataset whose retention date has passed: `erasure_due`.
+ * Erasure stays a steward's act (dataset erase, approved); this only says it is due. */
+static void record_due(struct grants *gs, struct audit_log *log, int64_t now)
+{
+	struct due *found = NULL;
+	char (*names)[POLICY_DATASET_MAX + 1] = NULL;
+	size_t n = 0;
+
+	pthread_rwlock_rdlock(&gs->lock);
+	for (size_t i = 0; i < gs->ndp; i++) {
+		const struct policy_dataset *p = &gs->dp[i];
+		bool seen = false;
+
+		if (!p->retain_until || (int64_t)p->retain_until > now ||
+		    erased_locked(gs, p->dataset_id, 0))
+			continue;
+		for (size_t k = 0; k < gs->ndue && !seen; k++)
+			seen = gs->due[k].dsid == p->dataset_id && gs->due[k].until == p->retain_until;
+		if (seen)
+			continue;
+		if (!found) {
+			found = calloc(gs->ndp, sizeof(*found));
+			names = calloc(gs->ndp, sizeof(*names));
+			if (!found || !names)
+				break;
+		}
+		found[n] = (struct due){ .dsid = p->dataset_id, .until = p->retain_until };
+		snprintf(names[n], sizeof(names[n]), "%s", p->dataset);
+		n++;
+	}
+	pthread_rwlock_unlock(&gs->lock);
+	for (size_t i = 0; found && names && i < n; i++) {
+		char t[TIME_TEXT_MAX];
+		struct due *d;
+		json_t *rec;
+
+		time_format((int64_t)found[i].until, t);
+		rec = json_pack("{s:s, s:I, s:s}", "event", "erasure_due", "dataset_id",
+				(json_int_t)found[i].dsid, "retain_until", t);
+		if (!rec || json_object_set_new(rec, "dataset", audit_string(names[i])) < 0 ||
+		    audit_append(log, rec, NULL) < 0) {
+			json_decref(rec);
+			fprintf(stderr, "enclaved: cannot record that the retention of dataset %" PRIu64
+				" has passed: %s\n", found[i].dsid,
+				err_detail()[0] ? err_detail() : "the audit log failed");
+			continue;
+		}
+		json_decref(rec);
+		fprintf(stderr, "enclaved: dataset %s is past its retention date (%s): its erasure "
+			"is due ('enclavectl dataset erase %s --reason ...')\n", names[i], t, names[i]);
+		d = realloc(gs->due, (gs->ndue + 1) * sizeof(*d));
+		if (d) {
+			gs->due = d;
+			gs->due[gs->ndue++] = found[i];
+		}
+	}
+	free(found);
+	free(names);
+}
+
 static void *watch_main(void *arg)
 {
 	struct grants *gs = arg;
@@ -1892,6 +1957,7 @@ static void *watch_main(void *arg)
 
 			/* A record that cannot be written is lost with the log's failure, which
 			 * refuses every open until it can write again; the expiry holds anyway. */
+			record_due(gs, gs->watch_log, now);
 			for (size_t i = 0; i < nt; i++)
 				if (record_timed(gs->watch_log, &t[i]) < 0)
 					fprintf(stderr, "enclaved: cannot record that grant %" PRIu64

@@ -98,6 +98,7 @@ static const struct field dataset_fields[] = {
 	FIELD(struct policy_dataset, updated_by_uid, F_U32),
 	FIELD(struct policy_dataset, updated_by, F_STR),
 	FIELD(struct policy_dataset, updated, F_TIME),
+	FIELD_OPT(struct policy_dataset, retain_until, F_U64),
 };
 
 static const struct field revocation_fields[] = {

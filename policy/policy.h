@@ -181,6 +181,10 @@ struct policy_dataset {
 	uint32_t updated_by_uid;
 	char updated_by[POLICY_NAME_MAX + 1];
 	int64_t updated;                          /* unix seconds, > 0 */
+	/* Retention (issue 16 point 6): unix seconds after which the data must be erased, 0: none.
+	 * Past it the daemon records that erasure is due and listings say so; erasing stays a
+	 * steward's act, approved like any erasure. Absent from records written before it. */
+	uint64_t retain_until;
 };
 
 /* A revocation: its own immutable record. */

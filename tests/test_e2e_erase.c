@@ -8,6 +8,8 @@
  *   - `dataset erasure-proof` prints a proof that `audit check-proof` accepts offline with the
  *     log's key alone, and Go's x/mod note/tlog accept too; the same proof with the record
  *     changed is refused;
+ *   - retention: past a dataset's date the daemon records `erasure_due` once and `dataset list`
+ *     says so; nothing is erased by itself;
  *   - the key ring put back from before the erasure: the daemon does not start (the store
  *     refuses a ring older than its index; with the index's generation lowered too, the daemon
  *     refuses it against the erasure's done record, bound to the log).
@@ -22,6 +24,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -358,11 +361,68 @@ static void test_ring_rollback_refused(void **state)
 	free(now);
 }
 
+/* Retention: a date passes, the daemon records (once) that erasure is due and `dataset list`
+ * says so; nothing is erased by itself. */
+static void test_retention(void **state)
+{
+	char when[64], *src = tu_fmt("%s/r1", E->src);
+	struct e2e_run *r;
+	json_t *j, *d;
+	size_t i;
+	bool due = false;
+	time_t t = time(NULL) + 3;
+	struct tm tm;
+
+	(void)state;
+	assert_int_equal(mkdir(src, 0755), 0);
+	tu_seed_file(1000, 5, "%s/a.bin", src);
+	e2e_ok_free(ctl("-q", "dataset", "import", "kept-Ibex", src));
+	/* Bad input: refused, nothing recorded. */
+	r = ctl("dataset", "set", "kept-Ibex", "--retain-until", "next tuesday");
+	assert_int_equal(r->status, 2);
+	free(r);
+	gmtime_r(&t, &tm);
+	strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	e2e_ok_free(ctl("dataset", "set", "kept-Ibex", "--retain-until", when));
+	r = e2e_ok(ctl("dataset", "list"));
+	assert_non_null(strstr(r->out, "kept-Ibex: retain until "));
+	assert_null(strstr(r->out, "ERASURE DUE"));
+	free(r);
+	/* Past it (the watch thread looks every 250 ms). */
+	for (int k = 0; k < 100 && !due; k++) {
+		usleep(100000);
+		due = e2e_audit_count("erasure_due", NULL, "kept-Ibex", NULL, 0) == 1;
+	}
+	assert_true(due);
+	r = e2e_ok(ctl("dataset", "list"));
+	assert_non_null(strstr(r->out, "kept-Ibex: retain until "));
+	assert_non_null(strstr(r->out, "ERASURE DUE"));
+	free(r);
+	r = e2e_ok(ctl("--json", "dataset", "list"));
+	j = e2e_out_json(r);
+	json_array_foreach(json_object_get(j, "datasets"), i, d)
+		if (strcmp(json_string_value(json_object_get(d, "name")), "kept-Ibex") == 0)
+			assert_true(json_is_true(json_object_get(d, "erasure_due")));
+	json_decref(j);
+	free(r);
+	/* Recorded once, and still there: erasure stays a human act. */
+	usleep(1500000);
+	assert_int_equal(e2e_audit_count("erasure_due", NULL, "kept-Ibex", NULL, 0), 1);
+	e2e_ok_free(ctl("dataset", "show", "kept-Ibex"));
+	/* Cleared: no longer due. */
+	e2e_ok_free(ctl("dataset", "set", "kept-Ibex", "--retain-until", "none"));
+	r = e2e_ok(ctl("dataset", "list"));
+	assert_null(strstr(r->out, "kept-Ibex: retain until"));
+	free(r);
+	free(src);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_erase_version),
 		cmocka_unit_test(test_ring_rollback_refused),
+		cmocka_unit_test(test_retention),
 	};
 
 	if (crypto_init() < 0)

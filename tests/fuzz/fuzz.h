@@ -35,6 +35,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 enum { FUZZ_C4GH_FILE, FUZZ_C4GH_PUBKEY, FUZZ_C4GH_SECKEY, FUZZ_C4GH_COUNT };
 #define FUZZ_PACK_ID 7ull                      /* fuzz_pack_header checks this pack id ... */
 #define FUZZ_STORE_ID "fuzz-store-id-01"       /* ... and this store id (16 bytes, no NUL) */
+/* fuzz_keyring opens rings with this master key (and FUZZ_STORE_ID). */
+#define FUZZ_RING_MASTER { 0x5a, 0x5a, 0x5a, 0x5a, 0x5a, 0x5a, 0x5a, 0x5a, 0x5a, 0x5a, 0x5a, \
+			   0x5a, 0x5a, 0x5a, 0x5a, 0x5a, 0x5a, 0x5a, 0x5a, 0x5a, 0x5a, 0x5a, \
+			   0x5a, 0x5a, 0x5a, 0x5a, 0x5a, 0x5a, 0x5a, 0x5a, 0x5a, 0x5a }
 
 /* fuzz_index_records: byte 0 of an input (modulo FUZZ_T_COUNT) picks the target. */
 enum fuzz_index_target {

@@ -338,6 +338,42 @@ out:
 	close(fd);
 }
 
+/* The key ring: a real one (two entries besides the name key), made by keyring_commit() under
+ * the fuzz master key, and some refusals. */
+static void seeds_keyring(int outfd)
+{
+	static const uint8_t store_id[16] = FUZZ_STORE_ID;
+	static const uint8_t mk[32] = FUZZ_RING_MASTER;
+	uint8_t file[4096], kb[32];
+	struct keyring *kr = NULL;
+	crypto_key *master = NULL, *k1 = NULL, *k2 = NULL;
+	int fd = seed_dir(outfd, "keyring");
+	ssize_t n;
+
+	if (fd < 0)
+		return;
+	memset(kb, 7, sizeof(kb));
+	if (crypto_key_from_bytes(mk, &master) < 0 || keyring_new(store_id, &kr) < 0 ||
+	    crypto_key_from_bytes(kb, &k1) < 0 || keyring_put(kr, KEYRING_DATASET, 1, 0, k1) < 0 ||
+	    crypto_key_from_bytes(kb, &k2) < 0 || keyring_put(kr, KEYRING_VERSION, 1, 1, k2) < 0 ||
+	    keyring_commit(kr, fd, master) < 0) {
+		fail("keyring: %s", err_detail());
+		goto out;
+	}
+	n = get_file(fd, KEYRING_FILE, file, sizeof(file));
+	unlinkat(fd, KEYRING_FILE, 0);
+	if (n <= 0)
+		goto out;
+	put_seed(fd, "ok", file, (size_t)n);
+	put_seed(fd, "short", file, (size_t)n - 1);
+	file[20] ^= 1;	/* the generation */
+	put_seed(fd, "generation-edited", file, (size_t)n);
+out:
+	keyring_free(kr);
+	crypto_key_free(master);
+	close(fd);
+}
+
 /* Crypt4GH: files for the fixed key (sizes at the segment edges, two recipients, an edit list,
  * the AEAD method), and key files. */
 static void put_c4gh(int fd, const char *name, uint8_t target, const void *p, size_t n)
@@ -445,6 +481,7 @@ int main(int argc, char **argv)
 	seeds_master_key(outfd);
 	seeds_passphrase(outfd);
 	seeds_pack_header(outfd);
+	seeds_keyring(outfd);
 	seeds_crypt4gh(outfd);
 	close(outfd);
 	return failures ? 1 : 0;
