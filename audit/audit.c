@@ -258,6 +258,8 @@ int audit_open(const char *dir, uint64_t *ret_torn_bytes, struct audit_log **ret
 	if (r < 0)
 		goto out_close_tree;
 	log->end = log->wend = end;
+	/* Room allocated past the end by an earlier run is not counted: it is taken again. */
+	log->alloc_end = end;
 	log->pub = log->wpub = log->tree->f;
 	memcpy(log->durable_leaf, log->tree->last_leaf, MERKLE_HASH_LEN);
 	memcpy(log->written_leaf, log->tree->last_leaf, MERKLE_HASH_LEN);
@@ -478,6 +480,103 @@ static int batch_write(struct audit_log *log, const struct buf *b, uint64_t end,
 	return -EIO;
 }
 
+static int failed_err(struct audit_log *log);
+
+/* ---- Room on the file system (audit_reserve) ------------------------------------------------ */
+
+/* The allocated room past the file's end grows by this much beyond what is needed, when the file
+ * system has it, so that most appends make no fallocate call. */
+#define AUDIT_ALLOC_CHUNK (64u * 1024)
+
+/* With the lock held: the file's size once everything queued is written. */
+static uint64_t queued_end(const struct audit_log *log)
+{
+	return log->wend + log->batch.len + log->queue.len;
+}
+
+static int try_fallocate(int fd, uint64_t off, uint64_t len)
+{
+	int r;
+
+	do
+		r = fallocate(fd, FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len);
+	while (r < 0 && errno == EINTR);
+	return r < 0 ? -errno : 0;
+}
+
+/* With the lock held: make sure [0, want) of the file is allocated on disk (the part past the
+ * file's size with FALLOC_FL_KEEP_SIZE, so the size, and so the log, is unchanged). 0, or
+ * -ENOSPC (-errno) with err_detail(). Where fallocate is not supported, 0: nothing is kept. */
+static int alloc_upto(struct audit_log *log, uint64_t want)
+{
+	uint64_t len;
+	int r;
+
+	if (log->no_prealloc || want <= log->alloc_end)
+		return 0;
+	len = want - log->alloc_end;
+	r = try_fallocate(log->fd, log->alloc_end, len + AUDIT_ALLOC_CHUNK);
+	if (r == 0) {
+		log->alloc_end = want + AUDIT_ALLOC_CHUNK;
+		return 0;
+	}
+	if (r == -EOPNOTSUPP) {
+		log->no_prealloc = true;
+		return 0;
+	}
+	if (r == -ENOSPC)
+		r = try_fallocate(log->fd, log->alloc_end, len);
+	if (r == 0) {
+		log->alloc_end = want;
+		return 0;
+	}
+	return err_set(r, "%s: no room on its file system for %llu more bytes of the audit log "
+		       "(%llu kept for the close records of open files): %s", log->path,
+		       (unsigned long long)len, (unsigned long long)log->reserved, strerror(-r));
+}
+
+/* With the lock held: room for a line of at most `len` bytes, on top of what is queued and the
+ * reserved room (and a key record, which a reserved record may need first). */
+static int room_for(struct audit_log *log, uint64_t len)
+{
+	uint64_t keep = log->reserved ? log->reserved + AUDIT_KEY_RECORD_MAX : 0;
+
+	return alloc_upto(log, queued_end(log) + len + keep);
+}
+
+int audit_reserve(struct audit_log *log, uint64_t bytes)
+{
+	int r;
+
+	pthread_mutex_lock(&log->lock);
+	if (log->failed) {
+		r = failed_err(log);
+	} else {
+		r = alloc_upto(log, queued_end(log) + log->reserved + bytes + AUDIT_KEY_RECORD_MAX);
+		if (r == 0)
+			log->reserved += bytes;
+	}
+	pthread_mutex_unlock(&log->lock);
+	return r;
+}
+
+void audit_unreserve(struct audit_log *log, uint64_t bytes)
+{
+	pthread_mutex_lock(&log->lock);
+	log->reserved -= MIN(bytes, log->reserved);
+	pthread_mutex_unlock(&log->lock);
+}
+
+uint64_t audit_reserved(struct audit_log *log)
+{
+	uint64_t n;
+
+	pthread_mutex_lock(&log->lock);
+	n = log->reserved;
+	pthread_mutex_unlock(&log->lock);
+	return n;
+}
+
 /* Called with the lock held and no leader: write the whole queue as one batch, and sync the file
  * when an AUDIT_DURABLE append waits (sync_upto), when force_sync (the syncer), or when no syncer
  * runs (then every record is synced before its append returns, as with strict durability). The
@@ -549,6 +648,14 @@ static void lead_batch(struct audit_log *log, bool force_sync)
 		/* Lines queued meanwhile are never written: their appenders see the new epoch. */
 		buf_reset(&log->queue);
 		buf_reset(&log->qmeta);
+		/* Cutting the file back freed what was allocated past its end: allocate the
+		 * reserved room again if the file system still has it (if not, the next
+		 * unreserved append, or the reserved ones, try again). */
+		if (!fatal) {
+			log->alloc_end = MIN(log->alloc_end, wend);
+			if (log->reserved)
+				(void)alloc_upto(log, wend + log->reserved + AUDIT_KEY_RECORD_MAX);
+		}
 		log->next_seq = log->written;
 		memcpy(log->queued_leaf, log->written_leaf, MERKLE_HASH_LEN);
 		log->pseq = log->durable_pseq;
@@ -577,7 +684,7 @@ static int failed_err(struct audit_log *log)
  * that serializes but would not parse (a string with a NUL in it, nesting deeper than jansson
  * reads) would otherwise make the log one the next audit_open() refuses. line is scratch space of
  * AUDIT_RECORD_MAX bytes. */
-static int record_copy(const json_t *rec, char *line, json_t **ret_obj)
+static int record_copy(const json_t *rec, char *line, json_t **ret_obj, size_t *ret_len)
 {
 	json_error_t jerr;
 	json_t *obj;
@@ -594,6 +701,7 @@ static int record_copy(const json_t *rec, char *line, json_t **ret_obj)
 	if (!obj)
 		return err_set(-EINVAL, "audit record would not read back: %s", jerr.text);
 	*ret_obj = obj;
+	*ret_len = n;
 	return 0;
 }
 
@@ -670,8 +778,11 @@ static int queue_line(struct audit_log *log, json_t *obj, char *line, uint64_t *
 
 /* With the lock held: wait for room, give obj its seq and time, seal it when the log seals
  * (after the key record of a new epoch), serialize it into line (AUDIT_RECORD_MAX bytes of
- * scratch) and queue it. */
-static int enqueue(struct audit_log *log, json_t *obj, char *line, uint64_t *ret_seq)
+ * scratch) and queue it. len: its line's length unstamped and unsealed. *reserved: a reserved
+ * record's reservation, used up here (and set to 0 then); 0: an ordinary record, which must find
+ * room on the file system on top of the reserved room, or is refused (-ENOSPC) unqueued. */
+static int enqueue(struct audit_log *log, json_t *obj, char *line, size_t len, uint64_t *reserved,
+		   uint64_t *ret_seq)
 {
 	int r;
 
@@ -695,6 +806,23 @@ static int enqueue(struct audit_log *log, json_t *obj, char *line, uint64_t *ret
 			pthread_cond_wait(&log->cond, &log->lock);
 			log->room_waiters--;
 		}
+	}
+
+	/* Room on the file system. An upper bound of the line: stamped (seq, time, prev, pseq) and,
+	 * when sealing, its names encrypted and base64-encoded; and a key record first when a new
+	 * epoch starts. A reserved record takes the room kept for it instead, which no other
+	 * record could take (they all check here). */
+	if (*reserved) {
+		log->reserved -= MIN(*reserved, log->reserved);
+		*reserved = 0;
+	} else {
+		uint64_t bound = log->seal.store_key ? 2 * (uint64_t)len + 1024 : len + 512;
+
+		if (seal_needs_key(log))
+			bound += AUDIT_KEY_RECORD_MAX;
+		r = room_for(log, bound);
+		if (r < 0)
+			return r;
 	}
 
 	/* A new epoch: its key record goes first, so every reader meets the key before the
@@ -748,30 +876,39 @@ static int wait_durable(struct audit_log *log, uint64_t seq, uint64_t epoch, boo
 	}
 }
 
-int audit_append_mode(struct audit_log *log, const json_t *rec, enum audit_durability d,
-		      uint64_t *ret_seq)
+static int append(struct audit_log *log, const json_t *rec, enum audit_durability d,
+		  uint64_t reserved, uint64_t *ret_seq)
 {
 	json_t *obj = NULL;
-	char *line;
+	char *line = NULL;
 	uint64_t seq = 0;
+	size_t len = 0;
 	bool durable;
 	int r;
 
-	if (!json_is_object(rec))
-		return err_set(-EINVAL, "audit record is not a JSON object");
-	if (d != AUDIT_DURABLE && d != AUDIT_WRITTEN)
-		return err_set(-EINVAL, "audit durability %d is not a known one", (int)d);
+	if (!json_is_object(rec)) {
+		r = err_set(-EINVAL, "audit record is not a JSON object");
+		goto out_free;
+	}
+	if (d != AUDIT_DURABLE && d != AUDIT_WRITTEN) {
+		r = err_set(-EINVAL, "audit durability %d is not a known one", (int)d);
+		goto out_free;
+	}
 	if (json_object_get(rec, "seq") || json_object_get(rec, "time") ||
 	    json_object_get(rec, "prev") || json_object_get(rec, "key") ||
 	    json_object_get(rec, "sealed") || json_object_get(rec, "pseq") ||
-	    json_object_get(rec, "vseq"))
-		return err_set(-EINVAL, "audit record has \"seq\", \"time\", \"prev\", \"key\", "
-			       "\"sealed\", \"pseq\" or \"vseq\": the log adds them");
+	    json_object_get(rec, "vseq")) {
+		r = err_set(-EINVAL, "audit record has \"seq\", \"time\", \"prev\", \"key\", "
+			    "\"sealed\", \"pseq\" or \"vseq\": the log adds them");
+		goto out_free;
+	}
 	line = malloc(AUDIT_RECORD_MAX);
-	if (!line)
-		return -ENOMEM;
+	if (!line) {
+		r = -ENOMEM;
+		goto out_free;
+	}
 	/* Outside the lock: the serialization and parse that do not depend on the seq. */
-	r = record_copy(rec, line, &obj);
+	r = record_copy(rec, line, &obj, &len);
 	if (r < 0)
 		goto out_free;
 
@@ -781,7 +918,7 @@ int audit_append_mode(struct audit_log *log, const json_t *rec, enum audit_durab
 	pthread_mutex_lock(&log->lock);
 	/* Without a syncer nobody would sync a written record later: sync it now. */
 	durable = d == AUDIT_DURABLE || !log->syncer_running;
-	r = enqueue(log, obj, line, &seq);
+	r = enqueue(log, obj, line, len, &reserved, &seq);
 	if (r == 0) {
 		if (durable && log->sync_upto < seq + 1)
 			log->sync_upto = seq + 1;
@@ -796,7 +933,25 @@ int audit_append_mode(struct audit_log *log, const json_t *rec, enum audit_durab
 	json_decref(obj);
 out_free:
 	free(line);
+	/* A reservation that was not reached (the record was refused before it was queued) is
+	 * given back all the same: the caller will not use it again. */
+	if (reserved)
+		audit_unreserve(log, reserved);
 	return r;
+}
+
+int audit_append_mode(struct audit_log *log, const json_t *rec, enum audit_durability d,
+		      uint64_t *ret_seq)
+{
+	return append(log, rec, d, 0, ret_seq);
+}
+
+int audit_append_reserved(struct audit_log *log, const json_t *rec, enum audit_durability d,
+			  uint64_t reserved, uint64_t *ret_seq)
+{
+	if (reserved == 0)
+		return err_set(-EINVAL, "a reserved audit record without its reservation");
+	return append(log, rec, d, reserved, ret_seq);
 }
 
 int audit_append(struct audit_log *log, const json_t *rec, uint64_t *ret_seq)

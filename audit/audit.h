@@ -75,6 +75,31 @@ enum audit_durability {
  * log for good (they cannot be taken back): every later append is -EIO. */
 int audit_append_mode(struct audit_log *log, const json_t *rec, enum audit_durability d,
 		      uint64_t *ret_seq);
+/* ---- Room kept for records promised in advance ------------------------------------------------
+ *
+ * A record that must be written later whatever happens meanwhile (the close of a file a reader was
+ * allowed to open: docs/AUDIT.md "Closes are never lost to a full disk") gets its room reserved
+ * first. The log keeps room allocated past the end of audit.log (fallocate with
+ * FALLOC_FL_KEEP_SIZE) for every reservation, and every other append first makes sure the file
+ * system has room for its own line on top of them: when it has not, that append fails with
+ * -ENOSPC before it is queued, and the reserved room stays untouched. A reserved record is then
+ * written into blocks already allocated to the file, where a full file system cannot refuse it,
+ * and no other record can have taken them. Where fallocate is not supported (EOPNOTSUPP) nothing
+ * is kept and reservations always succeed, as before they existed.
+ *
+ * audit_reserve: keep bytes more (at least the line the record will take, sealed: the caller's
+ * bound). 0, or -ENOSPC when the file system has no room for them (refuse what needed them),
+ * -errno, both with err_detail(). audit_unreserve: give back a reservation that will not be used.
+ * audit_append_reserved: audit_append_mode() of the record a reservation of `reserved` bytes was
+ * made for, which it uses up (whatever the result: a failed append is an I/O error, not a full
+ * disk). */
+int audit_reserve(struct audit_log *log, uint64_t bytes);
+void audit_unreserve(struct audit_log *log, uint64_t bytes);
+int audit_append_reserved(struct audit_log *log, const json_t *rec, enum audit_durability d,
+			  uint64_t reserved, uint64_t *ret_seq);
+/* Bytes reserved now (tests). */
+uint64_t audit_reserved(struct audit_log *log);
+
 /* Start the syncer: a thread that syncs written records at most interval_ms (1..1000) after
  * the first of them was written. -EINVAL interval; -EBUSY already running; -errno from
  * pthread_create. audit_close() stops it after a last sync. */

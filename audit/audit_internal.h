@@ -214,6 +214,13 @@ struct audit_log {
 	uint64_t syncs;                     /* fdatasyncs of the log that succeeded (tests) */
 	bool hold_sync;                     /* the syncer syncs nothing while set (tests) */
 
+	/* Room kept for reserved records (audit_reserve): [0, alloc_end) of the file is allocated
+	 * (fallocate FALLOC_FL_KEEP_SIZE past its end), and outside a reserved append the log keeps
+	 * alloc_end >= the end of everything queued + reserved (+ a key record when reserved > 0). */
+	uint64_t reserved;                  /* bytes promised to reserved records; under lock */
+	uint64_t alloc_end;                 /* under lock */
+	bool no_prealloc;                   /* fallocate is not supported here: nothing is kept */
+
 	/* The last policy record (one with "policy_digest"), whose seq every record carries as
 	 * "pseq" (docs/AUDIT.md section 16). Under lock. */
 	bool pseq_set;                      /* queued records: a policy record was appended */

@@ -850,8 +850,6 @@ int main(int argc, char **argv)
 		const struct fusefs_callbacks cb = { .decide = decide,
 						     .cache_kernel = cache_kernel, .ctx = &d };
 
-		/* Room for every open file's close record, on the log's file system. */
-		fo.reserve_dir = d.audit_dir;
 		r = fusefs_new(d.st, d.log, &cb, &fo, &d.fs);
 	}
 	if (r < 0) {

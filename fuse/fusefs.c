@@ -77,54 +77,12 @@ uint64_t fusefs_log_limited(struct fusefs *fs, enum fusefs_log_kind what, const 
 
 int fusefs_reserve(struct fusefs *fs, uint64_t bytes)
 {
-	int r = 0;
-
-	if (fs->reserve_fd < 0 || bytes == 0)
-		return 0;
-	pthread_mutex_lock(&fs->reserve_lock);
-	/* Allocated, not only sized: the blocks are the file system's to give back at the close. */
-	r = -posix_fallocate(fs->reserve_fd, 0, (off_t)(fs->reserved + bytes));
-	if (r == 0)
-		fs->reserved += bytes;
-	pthread_mutex_unlock(&fs->reserve_lock);
-	return r;
-}
-
-/* With reserve_lock held. */
-static void unreserve_locked(struct fusefs *fs, uint64_t bytes)
-{
-	fs->reserved -= MIN(bytes, fs->reserved);
-	/* Cutting a file back cannot need room; if it failed anyway the room stays reserved,
-	 * which refuses opens sooner, never loses a close. */
-	(void)ftruncate(fs->reserve_fd, (off_t)fs->reserved);
+	return audit_reserve(fs->log, bytes);
 }
 
 void fusefs_unreserve(struct fusefs *fs, uint64_t bytes)
 {
-	if (fs->reserve_fd < 0 || bytes == 0)
-		return;
-	pthread_mutex_lock(&fs->reserve_lock);
-	unreserve_locked(fs, bytes);
-	pthread_mutex_unlock(&fs->reserve_lock);
-}
-
-int fusefs_record_close_reserved(struct fusefs *fs, const struct fusefs_access *a,
-				 uint64_t open_seq, uint64_t bytes, const char *error,
-				 uint64_t reserved)
-{
-	int r = fusefs_record_close(fs, a, open_seq, bytes, error);
-
-	if (fs->reserve_fd < 0 || reserved == 0)
-		return r;
-	pthread_mutex_lock(&fs->reserve_lock);
-	unreserve_locked(fs, reserved);
-	/* No room for the close (the disk filled since the open): its room was kept; given back
-	 * just now, the record is written again. Opens cannot take that room meanwhile: they
-	 * reserve under this lock. */
-	if (r < 0 && !audit_failed(fs->log))
-		r = fusefs_record_close(fs, a, open_seq, bytes, error);
-	pthread_mutex_unlock(&fs->reserve_lock);
-	return r;
+	audit_unreserve(fs->log, bytes);
 }
 
 void fusefs_test_fail_next(struct fusefs *fs, enum fusefs_fault where, int err)
@@ -163,8 +121,6 @@ int fusefs_new(struct store *st, struct audit_log *log, const struct fusefs_call
 	pthread_mutex_init(&fs->cached_lock, NULL);
 	pthread_mutex_init(&fs->hint_lock, NULL);
 	pthread_mutex_init(&fs->flush_lock, NULL);
-	pthread_mutex_init(&fs->reserve_lock, NULL);
-	fs->reserve_fd = -1;
 	pthread_cond_init(&fs->flush_cond, NULL);
 	for (unsigned i = 0; i < FUSEFS_GEN_BUCKETS; i++)
 		atomic_init(&fs->gens[i], 1);
@@ -179,18 +135,6 @@ int fusefs_new(struct store *st, struct audit_log *log, const struct fusefs_call
 		r = fusefs_map_new(DSNAMES_ENTRIES, DSNAMES_BYTES, &fs->dsnames);
 	if (r == 0)
 		r = fusefs_subjects_new(&fs->subjects);
-	if (r == 0 && opts->reserve_dir) {
-		int dfd = open(opts->reserve_dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-
-		/* Starts empty: no file is open yet. */
-		fs->reserve_fd = dfd < 0 ? -1 : openat(dfd, "close.reserve", O_RDWR | O_CREAT |
-						      O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
-		if (fs->reserve_fd < 0)
-			r = err_set(-errno, "fusefs: %s/close.reserve: %s", opts->reserve_dir,
-				    strerror(errno));
-		if (dfd >= 0)
-			close(dfd);
-	}
 	if (r == 0)
 		r = fusefs_views_new(&fs->views);
 	if (r == 0) {
@@ -854,9 +798,6 @@ void fusefs_free(struct fusefs *fs)
 	fusefs_subjects_free(fs->subjects);
 	fusefs_views_free(fs->views);
 	fusefs_limiter_free(fs->limiter);
-	if (fs->reserve_fd >= 0)
-		close(fs->reserve_fd);
-	pthread_mutex_destroy(&fs->reserve_lock);
 	pthread_mutex_destroy(&fs->flush_lock);
 	pthread_cond_destroy(&fs->flush_cond);
 	free(fs->cached);

@@ -68,11 +68,6 @@ struct fusefs_options {
 	unsigned prefetch_threads;  /* read-ahead threads (fuse/prefetch.h); 0: one per online
 				     * CPU, at most 4 */
 	bool no_prefetch;         /* no read-ahead at all */
-	/* A directory on the audit log's file system (the audit directory) for the close reserve:
-	 * room for the "close" record of every open file is allocated there (a file,
-	 * close.reserve) before the open is allowed, and given back to the log when the close is
-	 * written, so that a full disk refuses new opens but never loses a close. NULL: none. */
-	const char *reserve_dir;
 	unsigned refusal_window_s;  /* refused opens and lookups: one record per distinct refusal
 				     * per user per window, the rest counted (fuse/limit.h); 0:
 				     * 60 s; at most 86400 */

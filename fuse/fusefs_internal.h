@@ -175,12 +175,6 @@ struct fusefs {
 	pthread_mutex_t handles_lock;   /* guards the handles list */
 	struct fusefs_handle handles;   /* list head of open handles */
 	struct fusefs_limiter *limiter; /* refusal records (fuse/limit.h); owned */
-	/* The close reserve (fusefs_options.reserve_dir): reserve_fd's allocated size is the sum
-	 * of the close records of the open files, reserved. reserve_lock orders the reserving of
-	 * an open against the giving back and writing of a close. */
-	int reserve_fd;                 /* -1: no reserve */
-	pthread_mutex_t reserve_lock;
-	uint64_t reserved;              /* under reserve_lock */
 	/* The thread that writes the summaries of refusal windows that ended (records.c), while
 	 * fusefs_run() runs. flush_lock guards flush_stop. */
 	pthread_t flusher;
@@ -229,8 +223,10 @@ void fusefs_worker_free(void *p);
 /* The current info of dataset dsid (ops.c): its name from the cache, then a fresh record by name
  * (the latest version changes with imports); on a miss, one scan of the datasets. */
 int fusefs_dataset_by_id(struct fusefs *fs, uint64_t dsid, struct store_dataset_info *ret);
-/* The close reserve (see struct fusefs): make room for bytes more, or give them back.
- * fusefs_reserve: 0, -ENOSPC (or -errno) when the file system has no room: refuse the open. */
+/* The room of an open file's close record, kept in the audit log (audit_reserve(): allocated on
+ * its file system, where no other record can take it) before the open is allowed, and given back
+ * when the close is written. fusefs_reserve: 0, -ENOSPC (or -errno) when the file system has no
+ * room: refuse the open. */
 int fusefs_reserve(struct fusefs *fs, uint64_t bytes);
 void fusefs_unreserve(struct fusefs *fs, uint64_t bytes);
 /* Close (recording "close" for files) every handle still open; only once no worker runs. */
@@ -283,8 +279,9 @@ int fusefs_record_read_refused(struct fusefs *fs, const struct fusefs_access *a,
  * was recorded as allowed (then bytes is 0). */
 int fusefs_record_close(struct fusefs *fs, const struct fusefs_access *a, uint64_t open_seq,
 			uint64_t bytes, const char *error);
-/* The same for a handle that reserved `reserved` bytes at its open (fusefs_reserve()): gives
- * them back, and if the record could not be written first, writes it again into that room. */
+/* The same for a handle that reserved `reserved` bytes at its open (fusefs_reserve()): the
+ * record is written into that room (audit_append_reserved()), which a full file system cannot
+ * refuse; if it fails all the same (an I/O error the log cut back), it is tried once more. */
 int fusefs_record_close_reserved(struct fusefs *fs, const struct fusefs_access *a,
 				 uint64_t open_seq, uint64_t bytes, const char *error,
 				 uint64_t reserved);

@@ -168,6 +168,34 @@ int fusefs_record_close(struct fusefs *fs, const struct fusefs_access *a, uint64
 	return rec_append(fs, &r, false, NULL);
 }
 
+int fusefs_record_close_reserved(struct fusefs *fs, const struct fusefs_access *a,
+				 uint64_t open_seq, uint64_t bytes, const char *error,
+				 uint64_t reserved)
+{
+	struct rec r = rec_start("close", a);
+	int ret;
+
+	if (!reserved)
+		return fusefs_record_close(fs, a, open_seq, bytes, error);
+	put_u64(&r, "open_seq", open_seq);
+	put_u64(&r, "bytes", bytes);
+	if (error)
+		put(&r, "error", json_string(error));
+	/* Into the room its open kept: a full disk cannot refuse it, nor could another record
+	 * take that room meanwhile (docs/AUDIT.md "Closes are never lost to a full disk"). */
+	if (r.failed) {
+		audit_unreserve(fs->log, reserved);
+		ret = -ENOMEM;
+	} else {
+		ret = audit_append_reserved(fs->log, r.obj, AUDIT_WRITTEN, reserved, NULL);
+	}
+	json_decref(r.obj);
+	/* An I/O error the log cut back from: once more, as an ordinary record. */
+	if (ret < 0 && !audit_failed(fs->log))
+		ret = fusefs_record_close(fs, a, open_seq, bytes, error);
+	return ret;
+}
+
 int fusefs_record_read_refused(struct fusefs *fs, const struct fusefs_access *a,
 			       uint64_t open_seq, const struct policy_decision *d, uint64_t bytes)
 {

@@ -186,6 +186,7 @@ struct fx {
 	int run_result;
 	pid_t child;        /* a child still running, killed in teardown */
 	bool no_prefetch;   /* mount without read-ahead */
+	char *small_fs;     /* a small tmpfs the test mounted (the log's), detached in teardown */
 };
 
 static bool mounted_at(const char *path)
@@ -281,7 +282,7 @@ static void *run_thread(void *p)
 static void fx_mount(struct fx *f)
 {
 	struct fusefs_options o = { .mountpoint = f->mnt, .max_threads = 8,
-				    .no_prefetch = f->no_prefetch, .reserve_dir = f->auditdir };
+				    .no_prefetch = f->no_prefetch };
 	int r;
 
 	assert_int_equal(fusefs_new(f->st, f->log, &test_cb, &o, &f->fs), 0);
@@ -345,6 +346,10 @@ static int fx_teardown(void **state)
 	fx_unmount(f);
 	audit_close(f->log);
 	store_close(f->st);
+	if (f->small_fs) {
+		umount2(f->small_fs, MNT_DETACH);
+		free(f->small_fs);
+	}
 	if (!mounted_at(f->mnt))
 		tu_rm_rf(f->root);
 	free(f->root);
@@ -1808,22 +1813,20 @@ static int child_open_wait_close(void *arg)
 }
 
 /* A close record is never lost when the log's disk fills (#14, point 12): the open kept room
- * for it (close.reserve), and a close whose first write finds no room is written into it. */
+ * for it in the log (audit_reserve), and a close whose first write fails is written again. */
 static void test_close_recorded_when_log_full(void **state)
 {
 	struct fx *f = *state;
 	uint64_t dsid = import_tree(f);
-	char *reserve = tu_fmt("%s/close.reserve", f->auditdir), c;
 	struct close_job j = { .mnt = f->mnt };
 	int ready[2], go[2];
-	struct stat st;
+	char c;
 	json_t *closes, *r;
 	pid_t pid;
 
 	grant(POLICY_USER, U.alice.uid, dsid, POLICY_ALL_VERSIONS);
 	fx_mount(f);
-	assert_int_equal(stat(reserve, &st), 0);
-	assert_int_equal(st.st_size, 0);
+	assert_int_equal(audit_reserved(f->log), 0);
 	assert_int_equal(pipe2(ready, O_CLOEXEC), 0);
 	assert_int_equal(pipe2(go, O_CLOEXEC), 0);
 	j.ready_w = ready[1];
@@ -1831,11 +1834,9 @@ static void test_close_recorded_when_log_full(void **state)
 	assert_int_equal(tu_spawn_as(&U.alice, child_open_wait_close, &j, &pid), 0);
 	f->child = pid;
 	assert_int_equal(read(ready[0], &c, 1), 1);
-	/* While the file is open, its close's room is allocated. */
-	assert_int_equal(stat(reserve, &st), 0);
-	assert_true(st.st_size >= 1024);
-	assert_true(st.st_blocks > 0);
-	/* The disk is full for the close's first write. */
+	/* While the file is open, its close's room is kept. */
+	assert_true(audit_reserved(f->log) >= 1024);
+	/* The close's first write fails. */
 	audit_test_fail_next(f->log, AUDIT_FAULT_WRITE, ENOSPC);
 	assert_int_equal(write(go[1], "g", 1), 1);
 	assert_int_equal(tu_wait(pid, CHILD_MS), 0);
@@ -1847,14 +1848,193 @@ static void test_close_recorded_when_log_full(void **state)
 	assert_non_null(r);
 	assert_int_equal(rec_int(r, "bytes"), 1);
 	/* And the room was given back. */
-	assert_int_equal(stat(reserve, &st), 0);
-	assert_int_equal(st.st_size, 0);
+	assert_int_equal(audit_reserved(f->log), 0);
 	json_decref(closes);
 	close(ready[0]);
 	close(ready[1]);
 	close(go[0]);
 	close(go[1]);
-	free(reserve);
+}
+
+/* Records written as fast as they go while the disk is full, so any room that comes free is taken
+ * at once: what a busy daemon's other records (grants, refusals, checks, other closes) do. */
+struct hammer {
+	struct audit_log *log;
+	atomic_bool stop;
+	atomic_ulong acked, refused;
+	pthread_mutex_t lock;
+	json_t *acked_seqs;   /* the seqs of the records the log acknowledged; under lock */
+};
+
+#define HAMMER_PAD 64
+/* Files held open across the full disk, each closed under the hammer. */
+#define HELD_FILES 8
+
+/* Append one filler record, counting it acknowledged (with its seq) or refused. */
+static void hammer_once(struct hammer *h)
+{
+	char pad[HAMMER_PAD];
+	json_t *rec;
+	uint64_t seq = 0;
+
+	memset(pad, 'x', sizeof(pad) - 1);
+	pad[sizeof(pad) - 1] = '\0';
+	rec = json_pack("{s:s, s:s}", "event", "test_filler", "pad", pad);
+	if (audit_append_mode(h->log, rec, AUDIT_WRITTEN, &seq) == 0) {
+		atomic_fetch_add(&h->acked, 1);
+		pthread_mutex_lock(&h->lock);
+		json_array_append_new(h->acked_seqs, json_integer((json_int_t)seq));
+		pthread_mutex_unlock(&h->lock);
+	} else {
+		atomic_fetch_add(&h->refused, 1);
+	}
+	json_decref(rec);
+}
+
+static void *hammer_main(void *arg)
+{
+	struct hammer *h = arg;
+
+	while (!atomic_load(&h->stop))
+		hammer_once(h);
+	return NULL;
+}
+
+/* Fill the file system of dir: a file as large as it takes, until ENOSPC at 1 byte. */
+static void fill_fs(const char *dir, const char *name)
+{
+	char *path = tu_fmt("%s/%s", dir, name), buf[65536];
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	size_t chunk = sizeof(buf);
+
+	assert_true(fd >= 0);
+	memset(buf, 0, sizeof(buf));
+	while (chunk > 0) {
+		if (write(fd, buf, chunk) < 0) {
+			assert_int_equal(errno, ENOSPC);
+			chunk /= 2;
+		}
+	}
+	assert_int_equal(close(fd), 0);
+	free(path);
+}
+
+/* The log on a really full file system (#14, point 12): a tmpfs of 1 MiB. The closes of files
+ * held open are recorded although other records are tried as fast as they go all the while (none
+ * of them can take the room kept for a close: before, a close whose first write found no room
+ * gave its room back and tried again, and the hammer's records took it first in about one close
+ * out of three), new opens are refused while there is no room for their closes, and once room
+ * returns records are taken and opens served again; nothing the log acknowledged is missing. */
+static void test_full_disk_keeps_close_room(void **state)
+{
+	struct fx *f = *state;
+	uint64_t dsid = import_tree(f);
+	struct close_job j = { .mnt = f->mnt };
+	struct hammer h = { .acked_seqs = json_array() };
+	pthread_t threads[4];
+	int ready[2], go[2];
+	char c, *filler;
+	json_t *all, *closes, *r, *v;
+	size_t i, n_open = 0, n_close = 0, held = 0;
+	pid_t pids[HELD_FILES];
+
+	grant(POLICY_USER, U.alice.uid, dsid, POLICY_ALL_VERSIONS);
+	/* The log moves to a small file system of its own. */
+	audit_close(f->log);
+	f->log = NULL;
+	free(f->auditdir);
+	f->auditdir = tu_fmt("%s/small-audit", f->root);
+	assert_int_equal(mkdir(f->auditdir, 0700), 0);
+	if (mount("tmpfs", f->auditdir, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=0700") < 0)
+		skip();
+	f->small_fs = strdup(f->auditdir);
+	assert_int_equal(audit_open(f->auditdir, NULL, &f->log), 0);
+	fx_mount(f);
+	assert_int_equal(tu_run_as(&U.alice, child_reads_one, f->mnt, CHILD_MS), 0);
+
+	/* alice's jobs hold files open; then the file system fills up. */
+	assert_int_equal(pipe2(ready, O_CLOEXEC), 0);
+	assert_int_equal(pipe2(go, O_CLOEXEC), 0);
+	j.ready_w = ready[1];
+	j.go_r = go[0];
+	for (i = 0; i < HELD_FILES; i++) {
+		assert_int_equal(tu_spawn_as(&U.alice, child_open_wait_close, &j, &pids[i]), 0);
+		assert_int_equal(read(ready[0], &c, 1), 1);
+	}
+	assert_true(audit_reserved(f->log) >= HELD_FILES * 1024);
+	fill_fs(f->auditdir, "filler");
+	filler = tu_fmt("%s/filler", f->auditdir);
+
+	/* Other records hammer the log the whole time. */
+	h.log = f->log;
+	pthread_mutex_init(&h.lock, NULL);
+	for (i = 0; i < ARRAY_SIZE(threads); i++)
+		assert_int_equal(pthread_create(&threads[i], NULL, hammer_main, &h), 0);
+	poll(NULL, 0, 200);
+	/* No room for a new open's close: refused, with nothing served. */
+	assert_int_equal(tu_run_as(&U.alice, child_open_refused, f->mnt, CHILD_MS), 0);
+	/* The held files close one by one, each under the hammer: each record goes into the room
+	 * its open kept, which no other record could take. */
+	for (i = 0; i < HELD_FILES; i++) {
+		assert_int_equal(write(go[1], "g", 1), 1);
+		poll(NULL, 0, 50);
+	}
+	for (i = 0; i < HELD_FILES; i++)
+		assert_int_equal(tu_wait(pids[i], CHILD_MS), 0);
+	poll(NULL, 0, 100);
+	atomic_store(&h.stop, true);
+	for (i = 0; i < ARRAY_SIZE(threads); i++)
+		pthread_join(threads[i], NULL);
+	assert_true(atomic_load(&h.refused) > 0);
+	/* Room again (the hammer stopped, or it would fill it at once): records are taken and
+	 * opens served, with nothing to restart. */
+	assert_int_equal(unlink(filler), 0);
+	{
+		unsigned long before = atomic_load(&h.acked);
+
+		hammer_once(&h);
+		assert_int_equal(atomic_load(&h.acked), before + 1);
+	}
+	assert_int_equal(tu_run_as(&U.alice, child_reads_one, f->mnt, CHILD_MS), 0);
+	fx_unmount(f);
+	assert_false(audit_failed(f->log));
+	assert_int_equal(audit_reserved(f->log), 0);
+
+	/* Every allowed open has its close, the held one with the byte it read. */
+	all = records(f, NULL);
+	closes = records(f, "close");
+	json_array_foreach(all, i, r) {
+		if (strcmp(rstr(r, "event"), "open") == 0 &&
+		    strcmp(rstr(r, "decision"), "allow") == 0)
+			n_open++;
+	}
+	n_close = json_array_size(closes);
+	fprintf(stderr, "full disk: %zu opens allowed, %zu closes; %lu records acknowledged, "
+		"%lu refused\n", n_open, n_close, (unsigned long)atomic_load(&h.acked),
+		(unsigned long)atomic_load(&h.refused));
+	assert_int_equal(n_close, n_open);
+	assert_int_equal(n_open, HELD_FILES + 2);
+	/* ("one" is one byte, and every open read it) */
+	json_array_foreach(closes, i, r)
+		held += rec_int(r, "bytes") == 1;
+	assert_int_equal(held, n_close);
+	/* Nothing acknowledged is missing: each acked seq holds a filler record. */
+	json_array_foreach(h.acked_seqs, i, v) {
+		json_t *rec = json_array_get(all, (size_t)json_integer_value(v));
+
+		assert_non_null(rec);
+		assert_int_equal(rec_int(rec, "seq"), json_integer_value(v));
+		assert_string_equal(rstr(rec, "event"), "test_filler");
+	}
+	json_decref(all);
+	json_decref(closes);
+	json_decref(h.acked_seqs);
+	pthread_mutex_destroy(&h.lock);
+	free(filler);
+	close(ready[0]);
+	close(ready[1]);
+	close(go[0]);
+	close(go[1]);
 }
 
 static void test_stop_with_open_file(void **state)
@@ -3143,6 +3323,7 @@ int main(void)
 		T(test_tampered_chunk_is_eio),
 		T(test_store_errors_recorded),
 		T(test_close_recorded_when_log_full),
+		T(test_full_disk_keeps_close_room),
 		T(test_read_ahead_serves_sequential_reads),
 		T(test_read_ahead_of_tampered_chunk_is_eio),
 		T(test_close_during_read_ahead),
