@@ -85,6 +85,17 @@ void fusefs_unreserve(struct fusefs *fs, uint64_t bytes)
 	audit_unreserve(fs->log, bytes);
 }
 
+void fusefs_test_log_window_end(struct fusefs *fs)
+{
+	for (unsigned i = 0; i < FUSEFS_LOG_COUNT; i++) {
+		int64_t last = atomic_load(&fs->logs[i].last_ns);
+
+		if (last)
+			atomic_store(&fs->logs[i].last_ns,
+				     last - (int64_t)(FUSEFS_LOG_INTERVAL_S + 1) * 1000000000LL);
+	}
+}
+
 void fusefs_test_fail_next(struct fusefs *fs, enum fusefs_fault where, int err)
 {
 	atomic_store(&fs->fault_err, err);

@@ -122,3 +122,6 @@ enum fusefs_fault {
 /* The next request at `where` fails with -err (EIO: a disk error; EBADMSG: a key or chunk that
  * failed authentication), once. For tests of the records of store errors; no effect otherwise. */
 void fusefs_test_fail_next(struct fusefs *fs, enum fusefs_fault where, int err);
+/* End the current window of every kind of rate-limited stderr line now, as if its interval had
+ * passed (tests: the next line of each kind is printed, with the count of those left out). */
+void fusefs_test_log_window_end(struct fusefs *fs);

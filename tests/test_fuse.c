@@ -1856,6 +1856,92 @@ static void test_close_recorded_when_log_full(void **state)
 	close(go[1]);
 }
 
+/* ---- stderr, rate-limited per kind (#14, point 9) ---- */
+
+/* The daemon's stderr (libfuse's logger writes there), captured in a file meanwhile. */
+static int stderr_saved = -1;
+
+static void capture_stderr(const char *path)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+
+	assert_true(fd >= 0);
+	fflush(stderr);
+	stderr_saved = dup(STDERR_FILENO);
+	assert_true(stderr_saved >= 0);
+	assert_int_equal(dup2(fd, STDERR_FILENO), STDERR_FILENO);
+	close(fd);
+}
+
+/* Back to the real stderr; what was captured (malloc'd). */
+static char *captured_stderr(const char *path)
+{
+	size_t len;
+	uint8_t *text;
+	char *s;
+
+	fflush(stderr);
+	if (stderr_saved >= 0) {
+		dup2(stderr_saved, STDERR_FILENO);
+		close(stderr_saved);
+		stderr_saved = -1;
+	}
+	text = tu_read_file(path, &len);
+	s = malloc(len + 1);
+	memcpy(s, text, len);
+	s[len] = '\0';
+	free(text);
+	return s;
+}
+
+/* Lines of text containing needle. */
+static unsigned lines_with(const char *text, const char *needle)
+{
+	unsigned n = 0;
+
+	for (const char *p = text; (p = strstr(p, needle)) != NULL; p += strlen(needle))
+		n++;
+	return n;
+}
+
+/* A disk failing under every read prints one line per kind per 10 s, not one per read, with
+ * the count of the others in the next line; a line of another kind (the audit log failing) is
+ * printed at once all the same. */
+static void test_stderr_rate_limited_per_kind(void **state)
+{
+	struct fx *f = *state;
+	uint64_t dsid = import_tree(f);
+	char *one, *log, *text;
+
+	grant(POLICY_USER, U.alice.uid, dsid, POLICY_ALL_VERSIONS);
+	fx_mount(f);
+	one = tu_fmt("%s/ds/1/one", f->mnt);
+	log = tu_fmt("%s/stderr.txt", f->root);
+	capture_stderr(log);
+	for (int i = 0; i < 6; i++) {
+		fusefs_test_fail_next(f->fs, FUSEFS_FAULT_READ, EIO);
+		assert_int_equal(tu_run_as(&U.alice, child_read_eio, one, CHILD_MS), 0);
+	}
+	/* Another kind in the same second: printed. */
+	audit_test_fail_next(f->log, AUDIT_FAULT_WRITE, EIO);
+	assert_int_equal(tu_run_as(&U.alice, child_open_refused, f->mnt, CHILD_MS), 0);
+	/* The window over (its clock moved back rather than waited for): the next line says how
+	 * many were left out. */
+	fusefs_test_log_window_end(f->fs);
+	fusefs_test_fail_next(f->fs, FUSEFS_FAULT_READ, EIO);
+	assert_int_equal(tu_run_as(&U.alice, child_read_eio, one, CHILD_MS), 0);
+	text = captured_stderr(log);
+	fprintf(stderr, "captured:\n%s", text);
+	/* Six failed reads, one line; then one more saying how many were left out. */
+	assert_int_equal(lines_with(text, "enclave: read of ds/1/one"), 2);
+	assert_int_equal(lines_with(text, "(and 5 more like it in the last 10 s)"), 1);
+	assert_int_equal(lines_with(text, "cannot append to the audit log"), 1);
+	free(text);
+	free(log);
+	fx_unmount(f);
+	free(one);
+}
+
 /* Records written as fast as they go while the disk is full, so any room that comes free is taken
  * at once: what a busy daemon's other records (grants, refusals, checks, other closes) do. */
 struct hammer {
@@ -3324,6 +3410,7 @@ int main(void)
 		T(test_store_errors_recorded),
 		T(test_close_recorded_when_log_full),
 		T(test_full_disk_keeps_close_room),
+		T(test_stderr_rate_limited_per_kind),
 		T(test_read_ahead_serves_sequential_reads),
 		T(test_read_ahead_of_tampered_chunk_is_eio),
 		T(test_close_during_read_ahead),
