@@ -808,6 +808,24 @@ static int subject_of(const char *user, struct policy_subject *ret)
 }
 
 /* The audit record of a check: who asked (user, uid), about whom, and the answer. */
+/* Whether an unprivileged caller's check of itself is recorded in full (fusefs_check_admit()):
+ * the question is the dataset (by id, and by name for one that does not exist), the version and
+ * the whole answer. */
+static bool check_admit(struct conn *c, const struct policy_subject *who,
+			const struct store_dataset_info *ds, uint32_t version,
+			const struct policy_decision *d)
+{
+	char key[STORE_DATASET_NAME_MAX + 128];
+	int n = snprintf(key, sizeof(key), "%llu/%s/%u/%d/%llu/%llu/%u",
+			 (unsigned long long)ds->id, ds->name, version, (int)d->reason,
+			 (unsigned long long)d->grant_id, (unsigned long long)d->rule_id,
+			 (unsigned)d->code);
+
+	if (n < 0 || (size_t)n >= sizeof(key))
+		return true;
+	return fusefs_check_admit(c->d->fs, who->uid, who->user, key, (size_t)n);
+}
+
 static int audit_check(struct conn *c, const struct policy_subject *who,
 		       const struct store_dataset_info *ds, uint32_t version,
 		       const struct policy_decision *d)
@@ -898,8 +916,14 @@ int op_access_check(struct conn *c, const json_t *args, json_t **ret)
 		if (!privileged && !d.named)
 			d = (struct policy_decision){ .reason = POLICY_DENY_NO_GRANT };
 	}
-	/* Recorded before it is answered, as every other decision is. */
-	r = audit_check(c, who, &ds, (uint32_t)version, &d);
+	/* Recorded before it is answered, as every other decision is. A caller without a role
+	 * asking about itself could repeat it as fast as it likes: its checks go through the
+	 * mount's refusal limiter, one record per distinct question (what was asked and the
+	 * answer) per window, the rest counted in the window's refusals_suppressed record. */
+	if (privileged || !c->d->fs || check_admit(c, who, &ds, (uint32_t)version, &d))
+		r = audit_check(c, who, &ds, (uint32_t)version, &d);
+	else
+		r = 0;
 	if (r < 0)
 		return r;
 	groups = json_array();

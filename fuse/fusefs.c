@@ -85,6 +85,13 @@ void fusefs_unreserve(struct fusefs *fs, uint64_t bytes)
 	audit_unreserve(fs->log, bytes);
 }
 
+bool fusefs_check_admit(struct fusefs *fs, uint32_t uid, const char *user, const void *key,
+			size_t keylen)
+{
+	return fusefs_limiter_admit(fs->limiter, uid, user, FUSEFS_REFUSAL_CHECK, key, keylen,
+				    now_realtime_ns());
+}
+
 void fusefs_test_log_window_end(struct fusefs *fs)
 {
 	for (unsigned i = 0; i < FUSEFS_LOG_COUNT; i++) {

@@ -122,6 +122,13 @@ enum fusefs_fault {
 /* The next request at `where` fails with -err (EIO: a disk error; EBADMSG: a key or chunk that
  * failed authentication), once. For tests of the records of store errors; no effect otherwise. */
 void fusefs_test_fail_next(struct fusefs *fs, enum fusefs_fault where, int err);
+/* An access check (the control socket's access.check) by uid (named user, may be NULL) without
+ * a role, of the question key (keylen bytes: what was asked and answered): true to record it in
+ * full now, false when it was counted instead, for the refusals_suppressed summary of the window
+ * (the refusal limiter's, one record per distinct question per user per window: docs/AUDIT.md
+ * "Refusals, rate-limited"). */
+bool fusefs_check_admit(struct fusefs *fs, uint32_t uid, const char *user, const void *key,
+			size_t keylen);
 /* End the current window of every kind of rate-limited stderr line now, as if its interval had
  * passed (tests: the next line of each kind is printed, with the count of those left out). */
 void fusefs_test_log_window_end(struct fusefs *fs);

@@ -186,7 +186,8 @@ int fusefs_limiter_take(struct fusefs_limiter *l, int64_t now_ns, bool all,
 			memcpy(out[n].suppressed, u->suppressed, sizeof(u->suppressed));
 			n++;
 		}
-		if (l->others[FUSEFS_REFUSAL_OPEN] || l->others[FUSEFS_REFUSAL_LOOKUP]) {
+		if (l->others[FUSEFS_REFUSAL_OPEN] || l->others[FUSEFS_REFUSAL_LOOKUP] ||
+		    l->others[FUSEFS_REFUSAL_CHECK]) {
 			out[n] = (struct fusefs_refusal_summary){ .all_others = true };
 			memcpy(out[n].suppressed, l->others, sizeof(l->others));
 			n++;

@@ -35,6 +35,9 @@
 enum fusefs_refusal_kind {
 	FUSEFS_REFUSAL_OPEN,      /* an open refused by the policy */
 	FUSEFS_REFUSAL_LOOKUP,    /* a dataset or version name the caller may not see */
+	FUSEFS_REFUSAL_CHECK,     /* an access check a caller without a role made of itself (the
+				   * control socket's access.check): not a refusal, but as free
+				   * to repeat, so limited the same way */
 	FUSEFS_REFUSAL_KINDS
 };
 

@@ -20,8 +20,9 @@
  * dataset_id, version when a version was asked for, uid, user, pid, process, reason, grant_id /
  * rule_id) are written once per distinct refusal per user per window; the rest are counted in a
  * "refusals_suppressed" record per user when the window ends ("uid", "user", "recorded", "opens",
- * "lookups", "window_start", "window_end"; "all_other_users" instead of the user for the users
- * past the limiter's cap).
+ * "lookups", "checks", "window_start", "window_end"; "all_other_users" instead of the user for
+ * the users past the limiter's cap). "checks" counts the access checks of callers without a role
+ * that the daemon's control socket left unrecorded (fusefs_check_admit()).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -267,6 +268,7 @@ static int record_summary(struct fusefs *fs, const struct fusefs_refusal_summary
 	}
 	put_u64(&r, "opens", s->suppressed[FUSEFS_REFUSAL_OPEN]);
 	put_u64(&r, "lookups", s->suppressed[FUSEFS_REFUSAL_LOOKUP]);
+	put_u64(&r, "checks", s->suppressed[FUSEFS_REFUSAL_CHECK]);
 	time_format_ns(s->start_ns, t);
 	put(&r, "window_start", json_string(t));
 	time_format_ns(s->end_ns, t);

@@ -828,6 +828,68 @@ static void test_group_removal_stops_open_reader(void **state)
 	free(src);
 }
 
+/* ---- access checks of oneself, rate-limited (#14, #15 point 7) ------------------------------- */
+
+struct checks_sum {
+	uint64_t checks;   /* "checks" of the refusals_suppressed records of the user */
+	int n;             /* those records */
+};
+
+static int sum_checks(void *ctx, const json_t *rec, const char *line, size_t len)
+{
+	struct checks_sum *c = ctx;
+
+	(void)line;
+	(void)len;
+	c->checks += (uint64_t)json_integer_value(json_object_get(rec, "checks"));
+	c->n++;
+	return 0;
+}
+
+/* A user without a role can ask why they are refused as often as they like: one access_check
+ * record per distinct question per window, the others counted in the window's
+ * refusals_suppressed record ("checks"), written when the window ends or the daemon stops. A
+ * steward's checks are all recorded. */
+static void test_access_checks_rate_limited(void **state)
+{
+	int alice0 = e2e_audit_count("access_check", TU_USER_ALICE, NULL, NULL, 0);
+	int root0 = e2e_audit_count("access_check", "root", NULL, NULL, 0);
+	struct checks_sum sum = { 0 };
+	struct audit_filter flt = { .event = "refusals_suppressed", .user = TU_USER_ALICE };
+	char *dir = tu_fmt("%s/audit", E->store);
+	struct e2e_run *r;
+
+	(void)state;
+	/* (Questions no earlier test asked in this window: an earlier answer would count.) */
+	for (int i = 0; i < 20; i++) {
+		r = ctl_as(&E->u.alice, "access", "check", "--dataset", "local@1");
+		assert_int_equal(r->status, 1);	/* deny: no grant */
+		free(r);
+	}
+	/* Another question (a name that does not exist, answered as no_grant): one more. */
+	for (int i = 0; i < 3; i++) {
+		r = ctl_as(&E->u.alice, "access", "check", "--dataset", "no-such-dataset");
+		assert_int_equal(r->status, 1);
+		free(r);
+	}
+	for (int i = 0; i < 5; i++) {
+		r = ctl("access", "check", "--user", TU_USER_ALICE, "--dataset", "local");
+		assert_int_equal(r->status, 1);
+		free(r);
+	}
+	assert_int_equal(e2e_audit_count("access_check", TU_USER_ALICE, NULL, NULL, 0), alice0 + 2);
+	assert_int_equal(e2e_audit_count("access_check", "root", NULL, NULL, 0), root0 + 5);
+	/* The rest are counted, written when the window ends (here: the daemon stops). */
+	assert_int_equal(e2e_daemon_stop_sig(SIGTERM), 0);
+	assert_int_equal(audit_opener_new(NULL, E->akey, &flt.open), 0);
+	assert_int_equal(audit_foreach(dir, &flt, sum_checks, &sum), 0);
+	audit_opener_free(flt.open);
+	assert_int_equal(sum.n, 1);
+	assert_int_equal(sum.checks, 20 - 1 + 3 - 1);
+	e2e_daemon_start_with(E->pass, true);
+	free(dir);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -837,6 +899,7 @@ int main(void)
 		cmocka_unit_test(test_names_and_counts_stay_hidden),
 		cmocka_unit_test(test_hostile_names_are_escaped_on_screen),
 		cmocka_unit_test(test_group_removal_stops_open_reader),
+		cmocka_unit_test(test_access_checks_rate_limited),
 	};
 
 	if (sodium_init() < 0)
