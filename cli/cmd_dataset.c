@@ -89,9 +89,10 @@ static const char import_usage[] =
 	"as their plaintext, under their name without .c4gh. A Crypt4GH file not addressed to\n"
 	"the store's key, or that does not authenticate, stops the import, naming the file;\n"
 	"nothing is committed. docs/CRYPT4GH.md says what of the format is supported.\n\n"
-	"Every version is stored in full: a new version encrypts and stores every byte again,\n"
-	"files unchanged since the last version included (there is no deduplication yet), so\n"
-	"re-importing a dataset with one file added takes as much new space as the first import.\n\n"
+	"Versions share unchanged files: a file whose content the dataset's latest version\n"
+	"already holds (found by a keyed hash of its content, never a plain hash) is not stored\n"
+	"again; the new version points at the same encrypted object. Only new and changed files\n"
+	"take space, and the output says how many were shared.\n\n"
 	"Options:\n"
 	"  --chunk-size SIZE   encryption chunk size: a power of two from 4K to 4M\n"
 	"                      (K and M suffixes; default 64K)\n"
@@ -303,6 +304,7 @@ struct import {
 	uint64_t total_files, total_dirs, total_bytes;
 	/* The daemon's running totals (import.file replies and progress frames). */
 	uint64_t files, dirs, bytes;
+	uint64_t reused_files, reused_bytes;   /* of those: unchanged, stored by an earlier version */
 	int64_t t0_ns;                /* import.begin sent */
 	int64_t drawn_ns;             /* last progress redraw */
 	bool progress;                /* draw a progress line (stderr is a terminal, not -q) */
@@ -392,6 +394,10 @@ static void take_totals(struct import *im, const json_t *j)
 		im->dirs = v;
 	if (out_member_u64(j, "bytes", &v))
 		im->bytes = v;
+	if (out_member_u64(j, "reused_files", &v))
+		im->reused_files = v;
+	if (out_member_u64(j, "reused_bytes", &v))
+		im->reused_bytes = v;
 }
 
 static int on_progress(void *ctx, const json_t *partial)
@@ -801,6 +807,10 @@ static int dataset_import(struct ctl *ctl, int argc, char **argv)
 		       " bytes in %.1f s (%.1f MB/s)\n",
 		       name, out_member(rep.result, "version", s1), im->files, im->dirs, im->bytes,
 		       secs, secs > 0 ? (double)im->bytes / secs / 1e6 : 0.0);
+		if (im->reused_files)
+			printf("  %" PRIu64 " unchanged files (%" PRIu64 " bytes) share the objects "
+			       "of the previous version: stored %" PRIu64 " new bytes\n",
+			       im->reused_files, im->reused_bytes, im->bytes - im->reused_bytes);
 	}
 	reply_clear(&rep);
 	return r;

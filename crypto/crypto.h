@@ -155,6 +155,10 @@ void crypto_name_hash(const crypto_key *key, const void *name, size_t len,
 typedef struct crypto_hasher crypto_hasher;
 /* -ENOMEM. */
 int crypto_hash_new(crypto_hasher **ret_hash);
+/* (Re)start h as BLAKE2b-256 keyed with key (a MAC: without the key the digest tells nothing of
+ * the input, and cannot be computed for a guessed one). Used for content hashes of health data,
+ * which must never be a plain hash. */
+void crypto_hash_init_keyed(crypto_hasher *h, const crypto_key *key);
 void crypto_hash_update(crypto_hasher *h, const void *p, size_t n);
 /* The digest; h must not be updated afterwards (free it). */
 void crypto_hash_final(crypto_hasher *h, uint8_t ret_digest[static CRYPTO_HASH_LEN]);

@@ -71,6 +71,11 @@ int crypto_hash_new(crypto_hasher **ret_hash)
 	return 0;
 }
 
+void crypto_hash_init_keyed(crypto_hasher *h, const crypto_key *key)
+{
+	crypto_generichash_init(&h->st, crypto_key_bytes(key), CRYPTO_KEY_LEN, CRYPTO_HASH_LEN);
+}
+
 void crypto_hash_update(crypto_hasher *h, const void *p, size_t n)
 {
 	crypto_generichash_update(&h->st, p, n);

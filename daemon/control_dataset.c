@@ -366,8 +366,9 @@ static void import_progress(void *ctx, const struct store_import_stats *s)
 
 static json_t *stats_json(const struct store_import_stats *s)
 {
-	return json_pack("{s:I, s:I, s:I}", "files", (json_int_t)s->files, "dirs",
-			 (json_int_t)s->dirs, "bytes", (json_int_t)s->bytes);
+	return json_pack("{s:I, s:I, s:I, s:I, s:I}", "files", (json_int_t)s->files, "dirs",
+			 (json_int_t)s->dirs, "bytes", (json_int_t)s->bytes, "reused_files",
+			 (json_int_t)s->reused_files, "reused_bytes", (json_int_t)s->reused_bytes);
 }
 
 /* The audit record of an import's end: "committed" is written before the commit (docs/AUDIT.md),

@@ -15,8 +15,19 @@
  * scan_packs() in store.c for why) and later appends go after them. An abort in this process
  * cuts back exactly the bytes it appended, and removes the packs it created.
  *
+ * Versions share unchanged files (docs/FORMAT.md "Shared objects"). Every object's inode record
+ * carries a keyed hash of its plaintext (the dataset's content key, never a plain hash). At begin,
+ * the file inodes of the dataset's latest version are read (every record checked against the
+ * version's manifest) into a table by content hash. A file whose size one of them has is hashed
+ * first; if its hash is there, the new inode points at that object (same pack, offset, object
+ * id) with the object key wrapped again for this version, and nothing is written. Any other file
+ * is hashed as it is encrypted, in the same pass. The hash of a written object is always the one
+ * of the bytes encrypted, never of an earlier read, so a file that changes between the two reads
+ * cannot make a later version share the wrong object.
+ *
  * Memory is bounded by IMPORT_BUFS write buffers, the tag accumulator, the index batch cap and
- * the directory table (IMPORT_DIRS_MAX), whatever the size of the files.
+ * the directory table (IMPORT_DIRS_MAX) and the table of objects to share (IMPORT_REUSE_MAX),
+ * whatever the size of the files.
  *
  * Parallel encryption. The calling thread reads the source into the stream buffers and submits
  * the writes; a small pool of workers (one per online CPU, at most IMPORT_WORKERS_MAX; none on
@@ -34,6 +45,7 @@
  */
 #include <dirent.h>
 #include <fcntl.h>
+#include <sodium.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <sys/stat.h>
@@ -53,6 +65,16 @@
 #define IMPORT_PACKS_MAX 4096u             /* packs one import may fill */
 #define IMPORT_WORKERS_MAX 8u              /* encryption threads, whatever the CPU count */
 #define IMPORT_PAR_MIN (256u << 10)        /* objects from this size are encrypted by the pool */
+#define IMPORT_REUSE_MAX (1u << 22)        /* objects of the previous version a version may share */
+#define IMPORT_HBUF (1u << 20)             /* read buffer for hashing a file before writing it */
+#define REUSE_PREFIX 16u                   /* bytes of a content hash kept in the table */
+
+/* An object of the previous version, by content hash (the rest of the hash is checked against its
+ * inode record when it matches). */
+struct reuse_ent {
+	uint8_t mac[REUSE_PREFIX];
+	uint64_t ino;       /* its inode in imp->reuse_version; 0: empty slot */
+};
 
 /* The object whose chunks the pool is encrypting. Lives in struct store_import; set by
  * write_object() before the object's first job and not changed until no job of it is left. */
@@ -174,6 +196,16 @@ struct store_import {
 	unsigned q_head, q_len;
 	unsigned npending;                  /* buffers pending (queued or being encrypted) */
 	bool pool_stop;                     /* workers exit once the queue is empty */
+
+	/* Shared objects (see the top of this file). */
+	crypto_key *content_key;            /* the dataset's content-hash key; owned */
+	crypto_hasher *chash;               /* keyed hash of the file being hashed; owned */
+	uint8_t *hbuf;                      /* IMPORT_HBUF bytes of plaintext; owned, wiped */
+	struct reuse_ent *reuse;            /* open addressing by hash; owned; NULL: none */
+	size_t reuse_cap;                   /* power of two */
+	uint64_t *reuse_sizes;              /* the sizes of those objects, + 1 (0: empty); owned */
+	size_t reuse_sizes_cap;             /* power of two */
+	uint32_t reuse_version;             /* the version whose objects they are */
 
 	uint8_t manifest[STORE_MANIFEST_LEN];  /* set when the version is closed */
 	bool closed;                        /* no more files: directory records and manifest final */
@@ -1001,14 +1033,204 @@ static ssize_t src_read(const struct obj_src *src, void *buf, size_t len, uint64
 	return src->stream->read(src->stream->ctx, buf, len);
 }
 
-/* Encrypt the object's plaintext (ino->size bytes) into the pack; fill ino->ext. */
+/* ---- Object keys for this version --------------------------------------------------------- */
+
+/* The object key okey wrapped for this version, into ino->ext.wrapped_key (its AD from ino and
+ * the version): under the version's own key Kv (docs/FORMAT.md 3.7), so that a shared object has
+ * one wrapping per version that names it, and erasing a version destroys only its own. */
+static int wrap_object_key(struct store_import *imp, const crypto_key *okey,
+			   struct store_inode *ino)
+{
+	uint8_t ad[OBJECT_KEY_AD_MAX];
+
+	ino->version = imp->version;
+	return crypto_key_wrap(imp->vkey, okey, ad,
+			       object_key_ad(STORE_FORMAT_VERSION, imp->ds.info.id, imp->version,
+					     ino, ad),
+			       ino->ext.wrapped_key);
+}
+
+/* The key of an object the version imp->reuse_version holds (old: its inode there), unwrapped the
+ * way that version wrapped it: under its Kv from the key ring. -EBADMSG: it does not unwrap. */
+static int unwrap_reused_key(struct store_import *imp, const struct store_inode *old,
+			     crypto_key **ret)
+{
+	struct store *st = imp->st;
+	uint8_t ad[OBJECT_KEY_AD_MAX];
+	struct ds_keys k = { 0 };
+	int r = store_version_keys(st, imp->ds.info.id, imp->reuse_version, &k);
+
+	if (r < 0)
+		return r;
+	return crypto_key_unwrap(k.wrap, old->ext.wrapped_key, ad,
+				 object_key_ad(st->format, imp->ds.info.id, imp->reuse_version, old,
+					       ad),
+				 ret);
+}
+
+/* ---- Shared objects ------------------------------------------------------------------------ */
+
+static size_t reuse_slot(const uint8_t *mac, size_t cap)
+{
+	return (size_t)get_le64(mac) & (cap - 1);
+}
+
+static size_t size_slot(uint64_t size, size_t cap)
+{
+	return (size_t)((size + 1) * 0x9e3779b97f4a7c15ull >> 20) & (cap - 1);
+}
+
+/* Note an object of the previous version (store_version_scan callback). Beyond the table's cap an
+ * object is not shared: the new version stores its own copy. */
+static int reuse_note(void *ctx, const struct store_inode *f)
+{
+	struct store_import *imp = ctx;
+	size_t i;
+
+	if (!f->ext.has_content_mac)
+		return 0;   /* imported before objects were shared */
+	for (i = reuse_slot(f->ext.content_mac, imp->reuse_cap); imp->reuse[i].ino;
+	     i = (i + 1) & (imp->reuse_cap - 1))
+		if (memcmp(imp->reuse[i].mac, f->ext.content_mac, REUSE_PREFIX) == 0)
+			return 0;   /* the same content twice: one object is enough to share */
+	memcpy(imp->reuse[i].mac, f->ext.content_mac, REUSE_PREFIX);
+	imp->reuse[i].ino = f->ino;
+	for (i = size_slot(f->size, imp->reuse_sizes_cap); imp->reuse_sizes[i];
+	     i = (i + 1) & (imp->reuse_sizes_cap - 1))
+		if (imp->reuse_sizes[i] == f->size + 1)
+			return 0;
+	imp->reuse_sizes[i] = f->size + 1;
+	return 0;
+}
+
+/* Read the objects of the dataset's latest version into the table, checking every record of it
+ * against the version's manifest. */
+static int reuse_load(struct store_import *imp)
+{
+	struct store_version_info vi;
+	uint8_t m[STORE_MANIFEST_LEN];
+	uint32_t ver = imp->ds.info.latest_version;
+	uint64_t want;
+	int r;
+
+	r = store_version_get(imp->st, imp->ds.info.id, ver, &vi);
+	if (r < 0)
+		return r;
+	want = MIN(vi.files, (uint64_t)IMPORT_REUSE_MAX);
+	if (want == 0)
+		return 0;
+	imp->reuse_cap = 16;
+	while (imp->reuse_cap < 2 * want)
+		imp->reuse_cap *= 2;
+	imp->reuse_sizes_cap = imp->reuse_cap;
+	imp->reuse = calloc(imp->reuse_cap, sizeof(*imp->reuse));
+	imp->reuse_sizes = calloc(imp->reuse_sizes_cap, sizeof(*imp->reuse_sizes));
+	if (!imp->reuse || !imp->reuse_sizes)
+		return -ENOMEM;
+	imp->reuse_version = ver;
+	r = store_version_scan(imp->st, imp->ds.info.id, ver, reuse_note, imp, m);
+	if (r < 0)
+		return r;
+	if (sodium_memcmp(m, vi.manifest, sizeof(m)) != 0)
+		return store_integrity(imp->st, imp->ds.info.id, ver, "version %u of dataset %llu "
+				       "does not match its manifest (a record was removed or "
+				       "added)", ver, (unsigned long long)imp->ds.info.id);
+	return 0;
+}
+
+static bool reuse_size_known(struct store_import *imp, uint64_t size)
+{
+	if (!imp->reuse_sizes)
+		return false;
+	for (size_t i = size_slot(size, imp->reuse_sizes_cap); imp->reuse_sizes[i];
+	     i = (i + 1) & (imp->reuse_sizes_cap - 1))
+		if (imp->reuse_sizes[i] == size + 1)
+			return true;
+	return false;
+}
+
+/* The keyed content hash of the file at fd (size bytes), read before anything is written. */
+static int content_mac_read(struct store_import *imp, int fd, const char *path, uint64_t size,
+			    uint8_t mac[static STORE_CONTENT_MAC_LEN])
+{
+	uint8_t probe;
+	ssize_t got;
+
+	crypto_hash_init_keyed(imp->chash, imp->content_key);
+	for (uint64_t off = 0; off < size;) {
+		size_t n = (size_t)MIN((uint64_t)IMPORT_HBUF, size - off);
+
+		got = pread_full(fd, imp->hbuf, n, off);
+		if (got < 0)
+			return imp_fail(imp, (int)got, "%s: read failed: %s", path,
+					strerror((int)-got));
+		if ((size_t)got != n)
+			return imp_fail(imp, -EIO, "%s: the file shrank while it was imported", path);
+		crypto_hash_update(imp->chash, imp->hbuf, n);
+		off += n;
+	}
+	if (pread_full(fd, &probe, 1, size) != 0)
+		return imp_fail(imp, -EIO, "%s: the file grew while it was imported", path);
+	crypto_hash_final(imp->chash, mac);
+	return 0;
+}
+
+/* If the previous version holds an object with the content of the file src, point ino at it
+ * (its key wrapped for this version) and return 1; 0 when there is none (the file is written).
+ * A stream (a Crypt4GH file decrypted as it is read) can be read only once: it is always
+ * written, and its hash taken on the way, for later versions to share. */
+static int reuse_object(struct store_import *imp, const struct obj_src *src, const char *path,
+			struct store_inode *ino)
+{
+	uint8_t mac[STORE_CONTENT_MAC_LEN];
+	struct store_inode old;
+	crypto_key *okey = NULL;
+	const struct reuse_ent *e = NULL;
+	int r;
+
+	if (src->fd < 0 || !reuse_size_known(imp, ino->size))
+		return 0;
+	r = content_mac_read(imp, src->fd, path, ino->size, mac);
+	if (r < 0)
+		return r;
+	for (size_t i = reuse_slot(mac, imp->reuse_cap); imp->reuse[i].ino;
+	     i = (i + 1) & (imp->reuse_cap - 1))
+		if (memcmp(imp->reuse[i].mac, mac, REUSE_PREFIX) == 0) {
+			e = &imp->reuse[i];
+			break;
+		}
+	if (!e)
+		return 0;
+	r = store_inode_get(imp->st, imp->ds.info.id, imp->reuse_version, e->ino, &old);
+	if (r < 0)
+		return imp_fail_detail(imp, r);
+	/* The whole hash, and the size, from the authenticated record. */
+	if (old.type != STORE_INODE_FILE || !old.ext.has_content_mac || old.size != ino->size ||
+	    sodium_memcmp(old.ext.content_mac, mac, sizeof(mac)) != 0)
+		return 0;
+	ino->ext = old.ext;
+	r = unwrap_reused_key(imp, &old, &okey);
+	if (r < 0)
+		return imp_fail(imp, r, "%s: the object key of inode %llu of version %u does not "
+				"unwrap", path, (unsigned long long)old.ino, imp->reuse_version);
+	r = wrap_object_key(imp, okey, ino);
+	crypto_key_free(okey);
+	if (r < 0)
+		return imp_fail(imp, r, "%s: cannot wrap the object key", path);
+	imp->stats.bytes += ino->size;
+	imp->stats.reused_files++;
+	imp->stats.reused_bytes += ino->size;
+	return 1;
+}
+
+/* Encrypt the object's plaintext (ino->size bytes) into the pack; fill ino->ext, its content hash
+ * included (of exactly the bytes encrypted). */
 static int write_object(struct store_import *imp, const struct obj_src *src, const char *path,
 			struct store_inode *ino)
 {
 	const uint32_t cs = imp->chunk_size;
 	const uint64_t size = ino->size;
 	const uint64_t n = object_nchunks(size, cs);
-	uint8_t ad[OBJECT_KEY_AD_MAX];
 	crypto_key *okey = NULL;
 	uint64_t base, left = size;
 	/* Large objects go through the pool (see the top of this file). */
@@ -1047,6 +1269,7 @@ static int write_object(struct store_import *imp, const struct obj_src *src, con
 	}
 	imp->tagacc_len = 0;
 	imp->tagacc_off = base + size;
+	crypto_hash_init_keyed(imp->chash, imp->content_key);
 	if (par) {
 		/* No job of the previous pooled object is left (it settled before its tags). */
 		imp->eobj.key = okey;
@@ -1074,6 +1297,8 @@ static int write_object(struct store_import *imp, const struct obj_src *src, con
 			r = imp_fail(imp, -EIO, "%s: the file shrank while it was imported", path);
 			goto out;
 		}
+		/* The plaintext, before it is encrypted in place (here or by the pool). */
+		crypto_hash_update(imp->chash, p, clen);
 		if (par) {
 			struct wbuf *b = imp->cur;
 
@@ -1117,6 +1342,8 @@ static int write_object(struct store_import *imp, const struct obj_src *src, con
 		r = imp_fail(imp, -EIO, "%s: the file grew while it was imported", path);
 		goto out;
 	}
+	crypto_hash_final(imp->chash, ino->ext.content_mac);
+	ino->ext.has_content_mac = true;
 	/* Every tag of the object is needed now. */
 	if (par) {
 		r = obj_settle(imp, path);
@@ -1143,11 +1370,7 @@ static int write_object(struct store_import *imp, const struct obj_src *src, con
 		if (r < 0)
 			goto out;
 	}
-	ino->version = imp->version;
-	r = crypto_key_wrap(imp->vkey, okey, ad,
-			    object_key_ad(STORE_FORMAT_VERSION, imp->ds.info.id, imp->version, ino,
-					  ad),
-			    ino->ext.wrapped_key);
+	r = wrap_object_key(imp, okey, ino);
 	if (r < 0)
 		r = imp_fail(imp, r, "%s: cannot wrap the object key", path);
 out:
@@ -1241,8 +1464,21 @@ int store_import_begin(struct store *st, const char *name, const struct store_im
 		r = crypto_key_generate(&imp->vkey);
 	if (r == 0)
 		r = keyring_version_keys(imp->vkey, &imp->ix_seal, &imp->ix_name);
-	if (r == 0 && (crypto_hash_new(&imp->man_files) < 0 || crypto_hash_new(&imp->man_dirs) < 0))
+	if (r == 0 && (crypto_hash_new(&imp->man_files) < 0 || crypto_hash_new(&imp->man_dirs) < 0 ||
+		       crypto_hash_new(&imp->chash) < 0 || !(imp->hbuf = malloc(IMPORT_HBUF))))
 		r = -ENOMEM;
+	/* The content key comes from the dataset's key Kd: a new dataset's, or the ring's. */
+	if (r == 0) {
+		crypto_key *kd = imp->dkey;
+
+		if (!kd)
+			r = store_dataset_key(st, imp->ds.info.id, &imp->ds, &kd);
+		if (r == 0)
+			r = dataset_content_key(kd, &imp->content_key);
+	}
+	/* What the new version may share: the objects of the latest one. */
+	if (r == 0 && !imp->new_dataset)
+		r = reuse_load(imp);
 	if (r < 0)
 		goto fail;
 
@@ -1375,7 +1611,11 @@ static int add_object(struct store_import *imp, const char *path, const struct o
 	ino.mode = mode & 07777;
 	ino.mtime_ns = mtime_ns;
 	ino.size = size;
-	r = write_object(imp, src, path, &ino);
+	r = reuse_object(imp, src, path, &ino);
+	if (r == 0)
+		r = write_object(imp, src, path, &ino);
+	else if (r > 0)
+		r = 0;
 	if (r == 0)
 		r = put_inode(imp, &ino, NULL);
 	if (r == 0) {
@@ -1823,6 +2063,13 @@ void store_import_free(struct store_import *imp)
 	crypto_key_free(imp->vkey);
 	crypto_hash_free(imp->man_files);
 	crypto_hash_free(imp->man_dirs);
+	crypto_hash_free(imp->chash);
+	crypto_key_free(imp->content_key);
+	if (imp->hbuf)
+		explicit_bzero(imp->hbuf, IMPORT_HBUF);   /* plaintext */
+	free(imp->hbuf);
+	free(imp->reuse);
+	free(imp->reuse_sizes);
 	crypto_chunk_ctx_free(imp->cctx);
 	crypto_key_free(imp->dkey);
 	for (size_t i = 0; i < imp->ndirs; i++)

@@ -367,6 +367,9 @@ int inode_encode(const struct store_inode *ino, const uint8_t *dir_digest, struc
 	e = e ?: buf_le32(b, ino->ext.chunk_size);
 	e = e ?: buf_le32(b, ino->ext.alg);
 	e = e ?: buf_append(b, ino->ext.wrapped_key, sizeof(ino->ext.wrapped_key));
+	/* The content hash, for later imports to find the file unchanged (docs/FORMAT.md 6.5). */
+	if (ino->ext.has_content_mac)
+		e = e ?: buf_append(b, ino->ext.content_mac, sizeof(ino->ext.content_mac));
 	return e;
 }
 
@@ -395,6 +398,11 @@ int inode_decode(uint64_t inum, const void *v, size_t n, struct store_inode *ret
 		cursor_le32(&c, &ino.ext.chunk_size);
 		cursor_le32(&c, &ino.ext.alg);
 		cursor_take(&c, ino.ext.wrapped_key, sizeof(ino.ext.wrapped_key));
+		/* Files imported since versions share objects carry their content hash too. */
+		if (rv == REC_V2 && !c.bad && c.left == sizeof(ino.ext.content_mac)) {
+			cursor_take(&c, ino.ext.content_mac, sizeof(ino.ext.content_mac));
+			ino.ext.has_content_mac = true;
+		}
 	} else if (rv == REC_V2) {
 		cursor_take(&c, digest, sizeof(digest));
 	}

@@ -19,6 +19,7 @@
 #define INDEX_NAME_LABEL "enclave index names v2"
 #define DATASET_SEAL_LABEL "enclave dataset index seal v2"
 #define DATASET_NAME_LABEL "enclave dataset index names v2"
+#define DATASET_CONTENT_LABEL "enclave dataset content v1"
 
 /* The name is bound too: swapping two dataset records in the index must not make one dataset's
  * name serve the other's data. */
@@ -639,6 +640,13 @@ int dataset_index_keys(const crypto_key *dkey, crypto_key **ret_seal, crypto_key
 	*ret_seal = seal;
 	*ret_name = name;
 	return 0;
+}
+
+int dataset_content_key(const crypto_key *dkey, crypto_key **ret_key)
+{
+	int r = crypto_key_derive(dkey, DATASET_CONTENT_LABEL, NULL, 0, ret_key);
+
+	return r < 0 ? err_set(r, "cannot derive a dataset's content key: %s", strerror(-r)) : 0;
 }
 
 void store_set_integrity_hook(struct store *st,
@@ -1725,6 +1733,13 @@ struct place {
 int store_manifest_compute(struct store *st, uint64_t dsid, uint32_t version,
 			   uint8_t ret[static STORE_MANIFEST_LEN])
 {
+	return store_version_scan(st, dsid, version, NULL, NULL, ret);
+}
+
+int store_version_scan(struct store *st, uint64_t dsid, uint32_t version,
+		       int (*fn)(void *ctx, const struct store_inode *file), void *ctx,
+		       uint8_t ret[static STORE_MANIFEST_LEN])
+{
 	struct store_dataset_info di;
 	struct dataset_rec rec;
 	struct version_rec vr;
@@ -1817,6 +1832,11 @@ int store_manifest_compute(struct store *st, uint64_t dsid, uint32_t version,
 		manifest_leaf(in.type == STORE_INODE_FILE ? hf : hd, ino, pl[ino].parent,
 			      (const char *)names.data + pl[ino].name_off, pl[ino].nlen, pt, plen);
 		seen++;
+		if (fn && in.type == STORE_INODE_FILE) {
+			r = fn(ctx, &in);
+			if (r != 0)
+				break;
+		}
 	}
 	r = index_iter_close(it, r, "scan of inodes");
 	it = NULL;

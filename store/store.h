@@ -37,6 +37,8 @@
 #define STORE_ALIGN 4096u
 /* Length of a version's manifest (BLAKE2b-256). */
 #define STORE_MANIFEST_LEN 32
+/* Length of an object's keyed content hash (struct store_extent). */
+#define STORE_CONTENT_MAC_LEN 32
 /* Inode number of a version's root directory. */
 #define STORE_ROOT_INO 1
 
@@ -217,6 +219,11 @@ struct store_extent {
 	uint32_t chunk_size;                           /* plaintext bytes per chunk */
 	uint32_t alg;                                  /* enum crypto_aead */
 	uint8_t wrapped_key[CRYPTO_WRAPPED_KEY_LEN];   /* object key under the dataset key */
+	/* Keyed BLAKE2b-256 of the plaintext under the dataset's content key (docs/FORMAT.md
+	 * "Shared objects"): how a later import finds the file unchanged and reuses this object.
+	 * Only in the sealed inode record; has_content_mac false for objects imported before it. */
+	uint8_t content_mac[STORE_CONTENT_MAC_LEN];
+	bool has_content_mac;
 };
 
 enum store_inode_type {
@@ -295,6 +302,8 @@ struct store_import_stats {
 	uint64_t files;       /* regular files imported so far */
 	uint64_t dirs;        /* directories recorded so far */
 	uint64_t bytes;       /* plaintext bytes imported so far */
+	uint64_t reused_files;   /* of files: unchanged, their object reused (nothing written) */
+	uint64_t reused_bytes;   /* of bytes: in those files */
 };
 
 struct store_import_options {

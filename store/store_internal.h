@@ -325,6 +325,10 @@ int store_erase_recover(struct store *st);
 #define META_ERASE "erase"
 /* Derive a dataset's index keys from its key. Both owned by the caller. */
 int dataset_index_keys(const crypto_key *dkey, crypto_key **ret_seal, crypto_key **ret_name);
+/* The key of a dataset's content hashes (struct store_extent.content_mac; docs/FORMAT.md "Shared
+ * objects"), derived from its dataset key: one dataset's hashes say nothing about another's, and
+ * none can be computed for a guessed file without the key. Owned by the caller. */
+int dataset_content_key(const crypto_key *dkey, crypto_key **ret_key);
 /* Put a freshly generated dataset key into the cache (takes ownership), with its committed
  * record, which replaces any cached one. */
 int store_dataset_key_cache(struct store *st, uint64_t dsid, crypto_key *key,
@@ -338,6 +342,13 @@ __attribute__((format(printf, 4, 5))) int store_integrity(struct store *st, uint
  * record on the way. */
 int store_manifest_compute(struct store *st, uint64_t dsid, uint32_t version,
 			   uint8_t ret[static STORE_MANIFEST_LEN]);
+/* Read every record of a committed version, checking each (as store_manifest_compute()), and call
+ * fn (if not NULL) for each file inode in ascending inode order; a non-zero return from fn stops
+ * the scan and is returned. The manifest computed from the records into ret: the caller compares
+ * it with the version record's to know that no record was removed. */
+int store_version_scan(struct store *st, uint64_t dsid, uint32_t version,
+		       int (*fn)(void *ctx, const struct store_inode *file), void *ctx,
+		       uint8_t ret[static STORE_MANIFEST_LEN]);
 /* The manifest of a version from its parts: the dataset, the counts and the running hashes of the
  * file and directory leaves, each leaf added with manifest_leaf() in ascending inode order. */
 void manifest_leaf(crypto_hasher *h, uint64_t ino, uint64_t parent, const char *name, size_t nlen,
