@@ -4,7 +4,7 @@
 # `enclavectl dataset import` into a fresh store served by enclaved (version 1), changes the
 # content of one file, imports the tree again (version 2), and reports both import times, their
 # ratio, and the bytes the packs grew by for version 2 against the size of the data. The page
-# cache is dropped before each import, so both read the source from disk. Writes the line into
+# cache is dropped before each import (unless --warm), so both read the source from disk. Writes the line into
 # docs/PERFORMANCE.md between the "bench-dedup.sh" markers.
 #
 # Target: version 2 adds under 1 % of the data's size and takes under a fifth of version 1's time.
@@ -12,16 +12,18 @@
 # Not part of CI. Run as root. Options:
 #   --files N    files [20000]
 #   --mb M       total megabytes (10^6 bytes) [300]
+#   --warm       leave the page cache alone (the source is read from memory by both imports)
 #   --no-doc     leave docs/PERFORMANCE.md alone
 # Example: scripts/bench-dedup.sh --files 20000 --mb 300
 set -euo pipefail
 usage() { sed -n '2,/^set -euo/{/^#/s/^# \{0,1\}//p}' "$0"; }
-files=20000 mb=300 dodoc=1
+files=20000 mb=300 dodoc=1 cold=1
 while (($#)); do
 	case "$1" in
 	-h | --help) usage; exit 0 ;;
 	--files) files=${2:?}; shift 2 ;;
 	--mb) mb=${2:?}; shift 2 ;;
+	--warm) cold=0; shift ;;
 	--no-doc) dodoc=0; shift ;;
 	*) echo "bench-dedup: unknown option '$1' (see --help)" >&2; exit 2 ;;
 	esac
@@ -90,7 +92,7 @@ packs() { find "$store/packs" -type f -printf '%s\n' | awk '{ s += $1 } END { pr
 # One import, from a cold page cache; prints its milliseconds.
 import_ms() {
 	sync
-	echo 3 >/proc/sys/vm/drop_caches
+	((cold)) && echo 3 >/proc/sys/vm/drop_caches
 	local t0
 	t0=$(date +%s%N)
 	"$enclavectl" --store "$store" -q dataset import bench "$src" >"$scratch/import.out"

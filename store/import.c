@@ -1416,7 +1416,9 @@ int store_import_begin(struct store *st, const char *name, const struct store_im
 	if (!crypto_aead_valid(o.alg))
 		return err_set(-EINVAL, "unknown cipher %u", o.alg);
 	if (pthread_mutex_trylock(&st->import_lock) != 0)
-		return err_set(-EBUSY, "another import is running on this store");
+		return err_set(-EBUSY, "%s", __atomic_load_n(&st->gc_running, __ATOMIC_RELAXED)
+			       ? "a garbage collection is running on this store"
+			       : "another import is running on this store");
 
 	imp = calloc(1, sizeof(*imp));
 	if (!imp) {
@@ -1970,6 +1972,11 @@ int store_import_commit(struct store_import *imp, uint32_t *ret_version)
 	st->last_pack_id = imp->pack_id;
 	st->last_pack_len = imp->wpos;
 	st->pack_file_max = MAX(st->pack_file_max, imp->pack_id);
+	/* Committed in the index already: a failure to remember it here (no memory) only makes
+	 * reads of the new objects fail until the next open, which reads the records again. */
+	for (size_t i = 0; i <= imp->npacks; i++)
+		(void)store_pack_commit_locked(st, i < imp->npacks ? imp->packs[i].id : imp->pack_id,
+					       i < imp->npacks ? imp->packs[i].end : imp->wpos);
 	pthread_mutex_unlock(&st->lock);
 	if (imp->new_dataset) {
 		st->next_dataset_id = imp->ds.info.id + 1;

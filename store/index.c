@@ -198,6 +198,12 @@ void packkey(uint8_t out[PACKKEY_LEN], uint64_t pack_id)
 	put_be64(out + 5, pack_id);
 }
 
+void movekey(uint8_t out[MOVEKEY_LEN], const uint8_t object_id[CRYPTO_OBJECT_ID_LEN])
+{
+	memcpy(out, "move/", 5);
+	memcpy(out + 5, object_id, CRYPTO_OBJECT_ID_LEN);
+}
+
 bool store_name_valid(const char *name, size_t len)
 {
 	if (len == 0 || len > STORE_NAME_MAX)

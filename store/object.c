@@ -33,10 +33,13 @@
 
 struct store_object {
 	uint64_t dataset_id;
-	struct store_extent ext;    /* copied from the inode */
+	struct store *st;           /* borrowed: the store outlives its objects */
+	struct store_extent ext;    /* copied from the inode; pack and offset where it is now */
 	uint64_t size;              /* plaintext bytes, authenticated by the key unwrap */
 	crypto_key *key;            /* object key; owned, guarded memory */
-	int fd;                     /* pack read fd; borrowed from the store's cache */
+	struct pack_handle *pack;   /* a reference: the pack stays readable while this is open,
+				       even after the garbage collector moved the object on */
+	int fd;                     /* pack->fd */
 };
 
 struct store_reader {
@@ -79,11 +82,28 @@ int store_object_open(struct store *st, uint64_t dataset_id, const struct store_
 		return err_set(r, "inode %llu: its object key does not unwrap (the record or key "
 				  "was altered)", (unsigned long long)inode->ino);
 	}
-	r = store_pack_fd(st, inode->ext.pack_id, &obj->fd);
+	obj->st = st;
+	/* Where the object is now (the garbage collector may have moved it), and a reference to
+	 * that pack. The collector retires a pack only after the records that move its objects
+	 * are committed: a pack that stopped being committed between the two steps is looked up
+	 * again, which then finds the move record. */
+	for (int tries = 0;; tries++) {
+		r = store_object_locate(st, &inode->ext, &obj->ext.pack_id, &obj->ext.offset);
+		if (r == 0 && (obj->ext.offset < PACK_HEADER_LEN ||
+			       (!IS_ALIGNED(obj->ext.offset, STORE_ALIGN) &&
+				!object_dense(obj->size, obj->ext.chunk_size))))
+			r = err_set(-EBADMSG, "inode %llu: its object's location is malformed",
+				    (unsigned long long)inode->ino);
+		if (r == 0)
+			r = store_pack_ref(st, obj->ext.pack_id, &obj->pack);
+		if (r != -EUCLEAN || tries == 1)
+			break;
+	}
 	if (r < 0) {
 		store_object_close(obj);
 		return r;
 	}
+	obj->fd = obj->pack->fd;
 	*ret_obj = obj;
 	return 0;
 }
@@ -93,6 +113,7 @@ void store_object_close(struct store_object *obj)
 	if (!obj)
 		return;
 	crypto_key_free(obj->key);
+	store_pack_unref(obj->st, obj->pack);
 	free(obj);
 }
 

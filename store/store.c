@@ -156,6 +156,7 @@ static int scan_packs(struct store *st)
 	rocksdb_iterator_t *it = rocksdb_create_iterator_cf(st->ix.db, st->ix.ro,
 							    st->ix.cf[CF_META]);
 	DIR *d = NULL;
+	uint64_t max = 0;
 	int dfd, r = 0;
 
 	for (rocksdb_iter_seek(it, "pack/", 5); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
@@ -171,13 +172,24 @@ static int scan_packs(struct store *st)
 			break;
 		}
 		id = get_be64((const uint8_t *)k + 5);
+		if (id == 0) {
+			r = err_set(-EBADMSG, "index: pack record of pack 0");
+			break;
+		}
 		if (id > st->last_pack_id) {
 			st->last_pack_id = id;
 			st->last_pack_len = get_le64((const uint8_t *)v);
 		}
+		r = store_pack_commit_locked(st, id, get_le64((const uint8_t *)v));
+		if (r < 0)
+			break;
 	}
 	r = index_iter_close(it, r, "scan of packs");
 	if (r < 0)
+		return r;
+	/* Ids are never reused, even of packs the garbage collector removed (their records gone). */
+	r = meta_get_u64(st, META_PACK_MAX, &max);
+	if (r < 0 && r != -ENOENT)
 		return r;
 
 	dfd = openat(st->packs_dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -187,7 +199,7 @@ static int scan_packs(struct store *st)
 			close(dfd);
 		return r;
 	}
-	st->pack_file_max = st->last_pack_id;
+	st->pack_file_max = MAX(st->last_pack_id, r == 0 ? max : 0);
 	for (struct dirent *de; (de = readdir(d));) {
 		unsigned long long id;
 		char tail[8];
@@ -513,10 +525,10 @@ void store_close(struct store *st)
 	if (st->import)
 		store_import_free(st->import);
 	index_close(&st->ix);
-	for (size_t i = 0; i < st->pack_fds_len; i++)
-		if (st->pack_fds[i] >= 0)
-			close(st->pack_fds[i]);
-	free(st->pack_fds);
+	/* Objects still open keep their handles; the store's references go. */
+	for (size_t i = 0; i < st->npacks; i++)
+		store_pack_unref(st, st->packs[i].h);
+	free(st->packs);
 	for (size_t i = 0; i < st->dskeys_len; i++) {
 		crypto_key_free(st->dskeys[i].key);
 		crypto_key_free(st->dskeys[i].seal);
@@ -553,33 +565,110 @@ void store_close(struct store *st)
 
 /* ---- Caches -------------------------------------------------------------------------------- */
 
-int store_pack_fd(struct store *st, uint64_t pack_id, int *ret_fd)
+/* The slot of committed pack id, or NULL. Under st->lock. */
+static struct pack_slot *pack_slot_find(struct store *st, uint64_t id)
 {
+	size_t lo = 0, hi = st->npacks;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (st->packs[mid].id == id)
+			return &st->packs[mid];
+		if (st->packs[mid].id < id)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return NULL;
+}
+
+int store_pack_commit_locked(struct store *st, uint64_t id, uint64_t len)
+{
+	struct pack_slot *sl = pack_slot_find(st, id);
+	size_t at = st->npacks;
+
+	if (sl) {
+		sl->len = len;
+		return 0;
+	}
+	if (st->npacks == st->packs_cap) {
+		size_t n = st->packs_cap ? st->packs_cap * 2 : 16;
+		struct pack_slot *a = reallocarray(st->packs, n, sizeof(*a));
+
+		if (!a)
+			return -ENOMEM;
+		st->packs = a;
+		st->packs_cap = n;
+	}
+	while (at > 0 && st->packs[at - 1].id > id)
+		at--;
+	memmove(&st->packs[at + 1], &st->packs[at], (st->npacks - at) * sizeof(*st->packs));
+	st->packs[at] = (struct pack_slot){ .id = id, .len = len };
+	st->npacks++;
+	return 0;
+}
+
+bool store_pack_committed_locked(struct store *st, uint64_t id, uint64_t *ret_len)
+{
+	struct pack_slot *sl = pack_slot_find(st, id);
+
+	if (sl && ret_len)
+		*ret_len = sl->len;
+	return sl != NULL;
+}
+
+static void pack_handle_put_locked(struct pack_handle *h)
+{
+	if (h && --h->refs == 0) {
+		close(h->fd);
+		free(h);
+	}
+}
+
+void store_pack_retire_locked(struct store *st, uint64_t id)
+{
+	struct pack_slot *sl = pack_slot_find(st, id);
+	size_t at;
+
+	if (!sl)
+		return;
+	pack_handle_put_locked(sl->h);
+	at = (size_t)(sl - st->packs);
+	memmove(sl, sl + 1, (st->npacks - at - 1) * sizeof(*sl));
+	st->npacks--;
+}
+
+void store_pack_unref(struct store *st, struct pack_handle *h)
+{
+	if (!h)
+		return;
+	pthread_mutex_lock(&st->lock);
+	pack_handle_put_locked(h);
+	pthread_mutex_unlock(&st->lock);
+}
+
+int store_pack_ref(struct store *st, uint64_t pack_id, struct pack_handle **ret)
+{
+	struct pack_slot *sl;
 	char name[32];
 	int fd, r = 0;
 
 	pthread_mutex_lock(&st->lock);
-	/* Pack ids come from index records: only packs a commit made are opened, which also bounds
-	 * the table below by the real number of packs. */
-	if (pack_id == 0 || pack_id > st->last_pack_id) {
+	/* Pack ids come from index records: only packs a commit made are opened. */
+	sl = pack_slot_find(st, pack_id);
+	if (!sl) {
 		r = err_set(-EUCLEAN, "pack %016llx is not a committed pack of this store",
 			    (unsigned long long)pack_id);
 		goto out;
 	}
-	if (pack_id >= st->pack_fds_len) {
-		size_t n = MAX((size_t)pack_id + 1, st->pack_fds_len * 2);
-		int *a = reallocarray(st->pack_fds, n, sizeof(*a));
+	if (!sl->h) {
+		struct pack_handle *h = calloc(1, sizeof(*h));
 
-		if (!a) {
+		if (!h) {
 			r = -ENOMEM;
 			goto out;
 		}
-		for (size_t i = st->pack_fds_len; i < n; i++)
-			a[i] = -1;
-		st->pack_fds = a;
-		st->pack_fds_len = n;
-	}
-	if (st->pack_fds[pack_id] < 0) {
 		pack_name(name, sizeof(name), pack_id);
 		fd = -1;
 		if (st->direct_io)
@@ -591,6 +680,7 @@ int store_pack_fd(struct store *st, uint64_t pack_id, int *ret_fd)
 		if (fd < 0) {
 			r = err_set(errno == ENOENT ? -EUCLEAN : -errno, "cannot open pack %s: %s",
 				    name, strerror(errno));
+			free(h);
 			goto out;
 		}
 		/* A pack of another store (or another pack) under this name: say so plainly, rather
@@ -598,15 +688,55 @@ int store_pack_fd(struct store *st, uint64_t pack_id, int *ret_fd)
 		r = pack_check_header(fd, st->store_id, pack_id);
 		if (r < 0) {
 			close(fd);
+			free(h);
 			r = r == -EBADMSG ? -EUCLEAN : r;
 			goto out;
 		}
-		st->pack_fds[pack_id] = fd;
+		h->fd = fd;
+		h->refs = 1;   /* the table's */
+		sl->h = h;
 	}
-	*ret_fd = st->pack_fds[pack_id];
+	sl->h->refs++;
+	*ret = sl->h;
 out:
 	pthread_mutex_unlock(&st->lock);
 	return r;
+}
+
+int store_object_locate(struct store *st, const struct store_extent *ext, uint64_t *ret_pack,
+			uint64_t *ret_offset)
+{
+	uint8_t k[MOVEKEY_LEN], pt[MOVE_PLAIN_LEN];
+	char *v = NULL;
+	size_t n = 0, pl = 0;
+	bool committed;
+	int r;
+
+	pthread_mutex_lock(&st->lock);
+	committed = pack_slot_find(st, ext->pack_id) != NULL;
+	pthread_mutex_unlock(&st->lock);
+	if (committed) {
+		*ret_pack = ext->pack_id;
+		*ret_offset = ext->offset;
+		return 0;
+	}
+	/* Not a committed pack: the object was moved out of it by the garbage collector, whose
+	 * move record, sealed and bound to the object id, says where it is now. */
+	movekey(k, ext->object_id);
+	r = index_get(&st->ix, CF_META, k, sizeof(k), &v, &n);
+	if (r == -ENOENT)
+		return err_set(-EUCLEAN, "pack %016llx is not a committed pack of this store",
+			       (unsigned long long)ext->pack_id);
+	if (r < 0)
+		return r;
+	r = index_unseal(st->ix_seal, CF_META, k, sizeof(k), 0, v, n, pt, sizeof(pt), &pl);
+	free(v);
+	if (r < 0 || pl != MOVE_PLAIN_LEN || pt[0] != 1)
+		return store_integrity(st, 0, 0, "the move record of an object in pack %016llx "
+				       "does not authenticate", (unsigned long long)ext->pack_id);
+	*ret_pack = get_le64(pt + 1);
+	*ret_offset = get_le64(pt + 9);
+	return 0;
 }
 
 int store_index_keys(const crypto_key *master, const uint8_t store_id[16], crypto_key **ret_seal,
@@ -845,6 +975,12 @@ static int dataset_recs_foreach(struct store *st, bool skip_bad,
 			break;
 	}
 	return index_iter_close(it, r, "scan of datasets");
+}
+
+int index_datasets_foreach(struct store *st,
+			   int (*fn)(void *ctx, const struct dataset_rec *rec), void *ctx)
+{
+	return dataset_recs_foreach(st, false, fn, ctx);
 }
 
 struct by_id {

@@ -363,6 +363,74 @@ void store_import_target(const struct store_import *imp, uint64_t *ret_dataset_i
  * commit: the same manifest. The import's sticky error, if any. */
 int store_import_manifest(struct store_import *imp, uint8_t ret[static STORE_MANIFEST_LEN]);
 
+/* ---- Garbage collection (store/gc.c; docs/FORMAT.md "Garbage collection") ------------------ */
+
+/* Steps, reported to the progress callback (and where a test kills the process). */
+enum store_gc_step {
+	STORE_GC_SCANNED = 1,   /* every record read and checked, the plan made; done = live
+				   objects, total = bytes it will free */
+	STORE_GC_COPIED,        /* done of total bytes of live objects copied out of packs to
+				   compact (at least every 64 MiB, and at the end) */
+	STORE_GC_SYNCED,        /* the packs they went to are durable; done = how many */
+	STORE_GC_COMMITTED,     /* one index batch moved the objects and retired the packs */
+	STORE_GC_REMOVED,       /* done of total pack files removed or cut back */
+	STORE_GC_DONE,          /* done = total = bytes freed */
+};
+
+/* What one dataset keeps alive (`store df`). */
+struct store_gc_dataset {
+	uint64_t id;
+	char name[STORE_DATASET_NAME_MAX + 1];
+	uint32_t versions;          /* committed versions */
+	uint64_t files;             /* file inodes over all its versions */
+	uint64_t objects;           /* distinct objects they name (shared ones once) */
+	uint64_t live_bytes;        /* the bytes those objects take in packs */
+};
+
+struct store_gc_stats {
+	uint64_t packs;             /* pack files present before the collection */
+	uint64_t pack_bytes;        /* their size */
+	uint64_t live_objects;      /* objects some committed version names */
+	uint64_t live_bytes;        /* the bytes they take */
+	uint64_t dead_bytes;        /* pack bytes (headers apart) no live object takes */
+	uint64_t reclaimable_bytes; /* what the collection frees (with dry_run: would free) */
+	uint64_t packs_removed;     /* pack files removed (dead, compacted, or left by imports) */
+	uint64_t packs_compacted;   /* of those: holding live objects, which were copied out */
+	uint64_t packs_cut;         /* packs cut back to their committed length */
+	uint64_t packs_written;     /* new packs the moved objects went to */
+	uint64_t objects_moved;
+	uint64_t bytes_copied;
+};
+
+struct store_gc_options {
+	bool dry_run;               /* scan and plan only: nothing changes */
+	unsigned compact_percent;   /* compact a pack at least this % dead; 0: 50 */
+	void (*progress)(void *ctx, enum store_gc_step step, uint64_t done, uint64_t total);
+	/* Called with the plan after the copies are durable and before the index commit (the
+	 * daemon records it in the audit log first); a negative return abandons the collection:
+	 * its new packs are removed and nothing else changes. May be NULL. */
+	int (*before_commit)(void *ctx, const struct store_gc_stats *plan);
+	/* Called for each dataset, after its versions are read. May be NULL. */
+	int (*dataset)(void *ctx, const struct store_gc_dataset *ds);
+	void *ctx;
+};
+
+/* Free the pack bytes no committed version uses: the objects of erased versions and datasets,
+ * and what interrupted imports left. Live objects in packs at least compact_percent dead are
+ * copied, byte for byte, into new packs; dead packs are removed; packs longer than their
+ * committed length are cut back. Online: readers go on (an object open in a pack the
+ * collection retires keeps reading from it until it is closed), but no import runs during a
+ * collection (-EBUSY both ways). Crash-safe: a kill at any point loses no live byte, and the
+ * next collection frees what the killed one left (docs/FORMAT.md "Garbage collection").
+ * Liveness comes only from records that authenticate: every committed version is read and
+ * checked against its manifest, and a store where any check fails (a record that does not
+ * authenticate, a version that does not match its manifest, records without their dataset, a
+ * live object outside a committed pack) is refused with -EBADMSG (integrity hook) or -EUCLEAN
+ * (a pack missing), and nothing is deleted. Whether the index itself is older than the audit
+ * log says (restored from a backup) is the caller's check, before it calls this. */
+int store_gc(struct store *st, const struct store_gc_options *opts,
+	     struct store_gc_stats *ret_stats);
+
 /* ---- Policy records ------------------------------------------------------------------------ */
 
 /* The store keeps the daemon's policy records (grants, revocations; encoded by policy/) beside the

@@ -49,6 +49,9 @@ enum store_cf {
 /* Longest plaintext of an index record other than a policy record. */
 #define REC_PLAIN_MAX 512
 #define PACKKEY_LEN 13        /* "pack/" + be64 pack id */
+#define MOVEKEY_LEN 21        /* "move/" + object id: where the garbage collector moved it */
+#define MOVE_PLAIN_LEN 17     /* u8 record version 1 || u64 LE pack id || u64 LE offset */
+#define META_PACK_MAX "pack_max"   /* u64 LE: the highest pack id ever used */
 
 struct store_index {
 	rocksdb_t *db;
@@ -104,6 +107,7 @@ void dkey(const crypto_key *name_key, uint8_t out[DKEY_LEN], uint64_t dsid, uint
 /* Format 2 dataset key: the keyed hash of the name under the store's name key. */
 void dskey_hash(const crypto_key *name_key, const char *name, uint8_t out[DSKEY_LEN]);
 void packkey(uint8_t out[PACKKEY_LEN], uint64_t pack_id);
+void movekey(uint8_t out[MOVEKEY_LEN], const uint8_t object_id[CRYPTO_OBJECT_ID_LEN]);
 
 /* Plaintext record codecs. Encoders append to b (capped) and write record version 2; decoders
  * return -EBADMSG for a malformed record and accept record version 1 (format 1, clear values, only
@@ -213,6 +217,21 @@ void pack_name(char *out, size_t n, uint64_t pack_id);
 
 /* ---- The store ----------------------------------------------------------------------------- */
 
+/* An open pack, shared by the store's table and by every object open in it, so that a pack the
+ * garbage collector retires stays readable, unlinked, for the handles still open in it, and is
+ * closed (its space freed) when the last one closes. */
+struct pack_handle {
+	int fd;             /* read fd; owned */
+	unsigned refs;      /* the table's (while the pack is committed) and each object's; st->lock */
+};
+
+/* A committed pack: one with a committed length in the index (meta pack/<id>). */
+struct pack_slot {
+	uint64_t id;
+	uint64_t len;               /* committed length */
+	struct pack_handle *h;      /* open for reading, or NULL until first use; a reference */
+};
+
 struct dskey {
 	uint64_t id;        /* dataset id */
 	crypto_key *key;    /* unwrapped dataset key (format 3: a copy of the ring's); owned */
@@ -268,8 +287,8 @@ struct store {
 	uint64_t pack_target;           /* rotate packs past this size */
 
 	pthread_mutex_t lock;           /* protects the fields below up to import_lock */
-	int *pack_fds;                  /* read fds by pack id, -1 = not open yet; owned */
-	size_t pack_fds_len;
+	struct pack_slot *packs;        /* the committed packs, by ascending id; owned */
+	size_t npacks, packs_cap;
 	struct dskey *dskeys;           /* cache of unwrapped dataset keys; owned */
 	size_t dskeys_len, dskeys_cap;
 	struct vkey_ent *vkeys;         /* format 3: cache of version keys; owned */
@@ -282,19 +301,39 @@ struct store {
 	size_t nretired;
 	struct verified_dir *vdirs;     /* VERIFIED_DIRS slots; owned */
 
-	pthread_mutex_t import_lock;    /* held (trylock) for the life of one store_import */
+	pthread_mutex_t import_lock;    /* held (trylock) for the life of one store_import, and
+					   by the garbage collector while it runs */
+	bool gc_running;                /* the collector holds import_lock (for the message) */
 	struct store_import *import;    /* the running import, for store_close() */
 	uint64_t last_pack_id;          /* highest pack id committed (0: none); under lock */
 	uint64_t last_pack_len;         /* its committed length */
-	uint64_t pack_file_max;         /* highest pack id with a file in packs/; new ids go above */
+	uint64_t pack_file_max;         /* highest pack id ever used (files in packs/, meta
+					   pack_max); new ids go above, so an id is never reused */
 	uint64_t next_dataset_id;       /* next id to assign */
 	struct store_recovered recovered[STORE_RECOVERED_MAX]; /* dropped at open */
 	size_t nrecovered;
 	uint64_t recovered_more;        /* dropped beyond the array */
 };
 
-/* A read fd for pack_id, opened on first use and kept. Borrowed. -EUCLEAN missing pack. */
-int store_pack_fd(struct store *st, uint64_t pack_id, int *ret_fd);
+/* A reference to the read handle of the committed pack pack_id, opened on first use and kept by
+ * the store until the pack is retired; release it with store_pack_unref(). -EUCLEAN: not a
+ * committed pack (missing, foreign, retired by the garbage collector). */
+int store_pack_ref(struct store *st, uint64_t pack_id, struct pack_handle **ret);
+/* Drop a reference; the last one closes the pack. NULL is fine. */
+void store_pack_unref(struct store *st, struct pack_handle *h);
+/* Record pack id as committed with length len (new or grown). Under st->lock. -ENOMEM. */
+int store_pack_commit_locked(struct store *st, uint64_t id, uint64_t len);
+/* Forget a committed pack (the garbage collector removed its record): its handle is dropped by
+ * the table and closes with the last object open in it. Under st->lock. */
+void store_pack_retire_locked(struct store *st, uint64_t id);
+/* The committed length of pack id; false if it is not committed. Under st->lock. */
+bool store_pack_committed_locked(struct store *st, uint64_t id, uint64_t *ret_len);
+/* Where an object is now: its inode's pack and offset, unless the garbage collector moved it,
+ * in which case its move record says (docs/FORMAT.md "Garbage collection"). -EUCLEAN: the pack
+ * is not committed and no move record names the object; -EBADMSG: a move record that does not
+ * authenticate. */
+int store_object_locate(struct store *st, const struct store_extent *ext, uint64_t *ret_pack,
+			uint64_t *ret_offset);
 /* The dataset key (unwrapped on first use, cached). rec may be NULL: the dataset's record is then
  * found by id. Borrowed until store_close(). */
 int store_dataset_key(struct store *st, uint64_t dsid, const struct dataset_rec *rec,
@@ -369,6 +408,11 @@ int store_index_keys(const crypto_key *master, const uint8_t store_id[16], crypt
 		     crypto_key **ret_name);
 /* The dataset record stored under name, unsealed (the cache first). -ENOENT, -EBADMSG. */
 int index_dataset_get(struct store *st, const char *name, struct dataset_rec *ret);
+/* Call fn for every dataset record, unsealed and checked (its name against its key), in key
+ * order; a record that does not authenticate stops the scan with -EBADMSG (the garbage
+ * collector must see every dataset, or none). */
+int index_datasets_foreach(struct store *st,
+			   int (*fn)(void *ctx, const struct dataset_rec *rec), void *ctx);
 /* Finish or discard an interrupted upgrade (store/upgrade.c), before the index opens. */
 int store_upgrade_recover(struct store *st);
 /* Called by store_import_free() to release the import lock. */
