@@ -779,6 +779,11 @@ int dataset_content_key(const crypto_key *dkey, crypto_key **ret_key)
 	return r < 0 ? err_set(r, "cannot derive a dataset's content key: %s", strerror(-r)) : 0;
 }
 
+uint64_t store_integrity_failures(const struct store *st)
+{
+	return __atomic_load_n(&st->integrity_failures, __ATOMIC_RELAXED);
+}
+
 void store_set_integrity_hook(struct store *st,
 			      void (*fn)(void *ctx, uint64_t dsid, uint32_t version,
 					 const char *what),
@@ -797,6 +802,7 @@ int store_integrity(struct store *st, uint64_t dsid, uint32_t version, const cha
 	vsnprintf(what, sizeof(what), fmt, ap);
 	va_end(ap);
 	err_set(-EBADMSG, "index integrity: %s", what);
+	__atomic_add_fetch(&st->integrity_failures, 1, __ATOMIC_RELAXED);
 	if (st->integrity_hook)
 		st->integrity_hook(st->integrity_ctx, dsid, version, what);
 	return -EBADMSG;
@@ -806,6 +812,8 @@ int store_integrity(struct store *st, uint64_t dsid, uint32_t version, const cha
  * too: report it through the hook once, with the detail already set. */
 static int integrity_of(struct store *st, uint64_t dsid, uint32_t version, int r)
 {
+	if (r == -EBADMSG)
+		__atomic_add_fetch(&st->integrity_failures, 1, __ATOMIC_RELAXED);
 	if (r == -EBADMSG && st->integrity_hook)
 		st->integrity_hook(st->integrity_ctx, dsid, version, err_detail());
 	return r;

@@ -136,6 +136,10 @@ void store_set_integrity_hook(struct store *st,
 					 const char *what),
 			      void *ctx);
 
+/* How many integrity failures the store has found in its index since it was opened (the
+ * daemon collects no garbage on a store that has found any: store_gc()). */
+uint64_t store_integrity_failures(const struct store *st);
+
 /* ---- Datasets and versions ----------------------------------------------------------------- */
 
 struct store_dataset_info {

@@ -280,6 +280,7 @@ struct store {
 	/* Called on every integrity failure found in the index (store_set_integrity_hook). */
 	void (*integrity_hook)(void *ctx, uint64_t dsid, uint32_t version, const char *what);
 	void *integrity_ctx;
+	uint64_t integrity_failures;    /* found since the open (atomic) */
 	uint8_t store_id[16];           /* random, from the index; bound into dataset key AD */
 	struct store_index ix;
 	unsigned format;                /* STORE_FORMAT_VERSION, or STORE_FORMAT_V1 (upgrade only) */
