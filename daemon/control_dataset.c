@@ -657,9 +657,10 @@ int op_import_commit(struct conn *c, const json_t *args, json_t **ret)
 				       version, ds.name, why);
 		}
 	}
-	*ret = json_pack("{s:s, s:I, s:I, s:I, s:I}", "dataset", c->imp_dataset, "version",
-			 (json_int_t)version, "files", (json_int_t)s.files, "dirs",
-			 (json_int_t)s.dirs, "bytes", (json_int_t)s.bytes);
+	*ret = json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:I}", "dataset", c->imp_dataset,
+			 "version", (json_int_t)version, "files", (json_int_t)s.files, "dirs",
+			 (json_int_t)s.dirs, "bytes", (json_int_t)s.bytes, "reused_files",
+			 (json_int_t)s.reused_files, "reused_bytes", (json_int_t)s.reused_bytes);
 	store_import_free(c->imp);
 	c->imp = NULL;
 	return *ret ? 0 : -ENOMEM;
