@@ -1,4 +1,5 @@
-/* enclavectl store: offline work on a store's files (no daemon).
+/* enclavectl store upgrade: offline work on a store's files (no daemon). store gc and store df
+ * (cmd_store_gc.c) ask the running daemon.
  *
  *   store upgrade --store DIR [--passphrase-file FILE] [--auditor-key-out FILE]
  *                 [--auditor-public-key FILE]...      convert a format 1 store in place
@@ -247,6 +248,9 @@ static int cmd_store_upgrade(struct ctl *ctl, int argc, char **argv)
 }
 
 const struct ctl_cmd store_cmds[] = {
+	{ "gc", cmd_store_gc, "[--dry-run]",
+	  "free the bytes no version uses (erased data, interrupted imports)" },
+	{ "df", cmd_store_df, "", "live, dead and reclaimable bytes, per dataset" },
 	{ "upgrade", cmd_store_upgrade,
 	  "--store DIR [--passphrase-file FILE] [--auditor-key-out FILE] [--auditor-public-key FILE]",
 	  "convert a store of an older format in place (offline)" },

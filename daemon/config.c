@@ -93,7 +93,7 @@ static int parse_number(const char *key, const char *val, unsigned lineno, uint3
 
 static int parse_line(char *line, unsigned lineno, struct config *cfg, bool *seen_durability,
 		      bool *seen_approvals,
-		      bool *seen_days)
+		      bool *seen_days, bool *seen_gc)
 {
 	struct config_principal *p;
 	char *eq, *key, *val, *name;
@@ -122,6 +122,9 @@ static int parse_line(char *line, unsigned lineno, struct config *cfg, bool *see
 				       "\"session\", not \"%.32s\"", lineno, val);
 		return 0;
 	}
+	if (strcmp(key, "gc_interval_hours") == 0)
+		return parse_number(key, val, lineno, 1, CONFIG_GC_INTERVAL_MAX, seen_gc,
+				    &cfg->gc_interval_hours);
 	if (strcmp(key, "approvals") == 0)
 		return parse_number(key, val, lineno, 0, POLICY_APPROVALS_MAX, seen_approvals,
 				    &cfg->approvals);
@@ -146,7 +149,8 @@ static int parse_line(char *line, unsigned lineno, struct config *cfg, bool *see
 		n = &cfg->nauditors;
 	} else {
 		return err_set(-EINVAL, "line %u: unknown setting \"%.64s\" (known: steward, auditor, "
-			       "approvals, max_grant_days, visa_issuer, audit_durability)",
+			       "approvals, max_grant_days, visa_issuer, audit_durability, "
+			       "gc_interval_hours)",
 			       lineno, key);
 	}
 	if (strncmp(val, "user:", 5) == 0) {
@@ -186,7 +190,7 @@ int config_parse(const char *text, size_t len, struct config *ret_cfg)
 {
 	struct config cfg = { .approvals = CONFIG_APPROVALS_DEFAULT,
 			      .max_grant_days = CONFIG_MAX_GRANT_DAYS_DEFAULT };
-	bool seen_approvals = false, seen_days = false, seen_durability = false;
+	bool seen_approvals = false, seen_days = false, seen_durability = false, seen_gc = false;
 	_cleanup_free_ char *copy = NULL;
 	char *line, *next;
 	unsigned lineno = 0;
@@ -206,7 +210,8 @@ int config_parse(const char *text, size_t len, struct config *ret_cfg)
 		if (next)
 			*next++ = '\0';
 		lineno++;
-		r = parse_line(line, lineno, &cfg, &seen_durability, &seen_approvals, &seen_days);
+		r = parse_line(line, lineno, &cfg, &seen_durability, &seen_approvals, &seen_days,
+			       &seen_gc);
 		if (r < 0)
 			return r;
 	}

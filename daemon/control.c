@@ -212,6 +212,8 @@ static const struct {
 	{ "export.run", ROLE_STEWARD, NULL },   /* takes the outputs' descriptors: see handle() */
 	{ "export.list", ROLE_STEWARD | ROLE_AUDITOR, op_export_list },
 	{ "export.show", ROLE_STEWARD | ROLE_AUDITOR, op_export_show },
+	{ "store.gc", ROLE_STEWARD, op_store_gc },
+	{ "store.df", ROLE_STEWARD | ROLE_AUDITOR, op_store_df },
 };
 
 static const char *role_names(unsigned roles)

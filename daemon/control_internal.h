@@ -89,6 +89,8 @@ int op_audit_checkpoint(struct conn *c, const json_t *args, json_t **ret);
 int op_audit_prove(struct conn *c, const json_t *args, json_t **ret);
 int op_audit_auditor_add(struct conn *c, const json_t *args, json_t **ret);
 int op_audit_export(struct conn *c, const json_t *args, json_t **ret);
+int op_store_gc(struct conn *c, const json_t *args, json_t **ret);
+int op_store_df(struct conn *c, const json_t *args, json_t **ret);
 
 /* The consent code of dataset policy dp (NULL: none) that now excludes grant g's purpose (its
  * consent override counted), or 0. */

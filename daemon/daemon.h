@@ -11,6 +11,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include <jansson.h>
+
 #include "audit/audit.h"
 #include "fuse/fusefs.h"
 #include "policy/policy.h"
@@ -56,12 +58,17 @@ struct config {
 	 * default, "session", syncs a session's first open at once and the rest within
 	 * DAEMON_AUDIT_SYNC_MS (docs/AUDIT.md "Durability"). */
 	bool audit_strict;
+	/* "gc_interval_hours = N": collect garbage every N hours (1 to CONFIG_GC_INTERVAL_MAX);
+	 * 0 (absent): only when a steward asks (`enclavectl store gc`). Read at start. */
+	uint32_t gc_interval_hours;
 };
+#define CONFIG_GC_INTERVAL_MAX (24u * 366)
 
 /* Parse configuration text: lines "steward = user:NAME|group:NAME|user:UID|group:GID",
  * "auditor = ...", "approvals = N" (0..8, once; default 1), "max_grant_days = N" (1..3650, once;
  * default 365), "visa_issuer = URL" (once; policy_issuer_url_valid), "audit_durability =
- * strict|session" (once; default session), blank lines and '#' comments. Names are resolved
+ * strict|session" (once; default session), "gc_interval_hours = N" (1..CONFIG_GC_INTERVAL_MAX,
+ * once; default none), blank lines and '#' comments. Names are resolved
  * through NSS now. -EINVAL with
  * err_detail() naming the line for anything else (unknown key, bad value, unknown name, too many
  * entries, a setting given twice, a NUL byte); -E2BIG text over CONFIG_MAX_BYTES. */
@@ -308,6 +315,11 @@ struct daemon {
 	pthread_mutex_t vlock;
 	uint8_t vdigest[32];
 	uint8_t *vkey;
+	/* The policy records or the versions disagreed with the signed log at start
+	 * (load_bound_grants, daemon_versions_bind): the index may be older than the log or edited,
+	 * so no garbage is collected on its word (daemon/gc.c). */
+	bool index_log_findings;
+	struct daemon_gc *gc;                /* the collection schedule, or NULL */
 };
 
 /* ---- Versions bound to the log (versions.c; docs/FORMAT.md §6.11) --------------------------- */
@@ -335,6 +347,23 @@ void daemon_versions_close(struct daemon *d);
 /* The version whose "committed" record was written is committed: the state moves on. */
 void daemon_versions_committed(struct daemon *d, uint64_t dataset_id, uint32_t version,
 			       const uint8_t manifest[static 32]);
+
+/* ---- Garbage collection (gc.c) -------------------------------------------------------------- */
+
+struct daemon_gc;
+/* One collection (dry_run: only the scan and plan) as who (NULL: the schedule), refused unless
+ * the daemon's checks passed (the policy records bound to the log at start, no integrity failure
+ * since), recorded in the audit log ("gc": "committed" before the index commit, "failed" or
+ * "refused" with why; a dry run records nothing). hooks: the caller's progress and dataset
+ * callbacks (may be NULL). -EBUSY an import runs; -EUCLEAN refused; store_gc()'s errors. */
+int daemon_gc_run(struct daemon *d, const struct policy_subject *who, bool dry_run,
+		  const struct store_gc_options *hooks, struct store_gc_stats *ret_stats);
+/* The numbers of a collection as JSON (a new reference, NULL without memory). */
+json_t *daemon_gc_stats_json(const struct store_gc_stats *s);
+/* Collect every interval_hours in a thread (0: no schedule, *ret NULL). */
+int daemon_gc_start(struct daemon *d, unsigned interval_hours, struct daemon_gc **ret);
+/* Stop the schedule (a collection under way finishes first). NULL is fine. */
+void daemon_gc_stop(struct daemon_gc *g);
 
 /* Give the log its sealing keys: the store's, and the auditors' from keys/auditors (main.c;
  * called again after an auditor is added). */

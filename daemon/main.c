@@ -528,6 +528,7 @@ static int load_bound_grants(struct daemon *d)
 	if (r < 0)
 		return r;
 	if (findings) {
+		d->index_log_findings = true;
 		fprintf(stderr, "enclaved: the store's policy records disagree with the signed audit "
 			"log; the datasets concerned are not served until `enclavectl policy "
 			"rebuild --store %s` (the log is the source of truth):\n", d->store_dir);
@@ -560,6 +561,7 @@ static int bind_versions(struct daemon *d)
 	if (r < 0)
 		return r;
 	if (findings) {
+		d->index_log_findings = true;
 		fprintf(stderr, "enclaved: the store's versions disagree with the import records of "
 			"the signed audit log; the datasets concerned are not served (restore their "
 			"index from a copy that matches the log):\n");
@@ -877,6 +879,11 @@ int main(int argc, char **argv)
 		die_detail("control socket", r);
 		goto out_fs;
 	}
+	r = daemon_gc_start(&d, d.cfg.gc_interval_hours, &d.gc);
+	if (r < 0) {
+		die_detail("garbage collection schedule", r);
+		goto out_ctl;
+	}
 	d.started = time(NULL);
 	r = daemon_event(&d, "daemon_start");
 	if (r < 0) {
@@ -919,6 +926,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "enclaved: %s was unmounted: stopping\n", d.mountpoint);
 	status = r < 0 ? 1 : 0;
 out_ctl:
+	daemon_gc_stop(d.gc);
 	control_stop(d.ctl);
 	if (started && daemon_event(&d, "daemon_stop") < 0)
 		die_detail("audit log", -EIO);

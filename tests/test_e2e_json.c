@@ -284,6 +284,12 @@ static void test_every_command_matches_schema(void **state)
 	free(r);
 	JF(NULL, 0, "deny", "list", "--all");
 
+	/* The store's space: usage, a dry run, a collection. */
+	JF(NULL, 0, "store", "df");
+	JF(NULL, 0, "store", "gc", "--dry-run");
+	JF(NULL, 0, "store", "gc");
+	JF(alice, 1, "store", "gc");
+
 	/* Revocation: inside the grant wherever it is shown. */
 	JF(NULL, 0, "grant", "revoke", g1, "--reason", "schema checked");
 	JF(NULL, 1, "access", "check", "--user", TU_USER_ALICE, "--dataset", "ds");
