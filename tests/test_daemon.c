@@ -61,6 +61,12 @@ static void test_config_valid(void **state)
 	assert_true(cfg.audit_strict);
 	assert_int_equal(parse("steward = user:root\naudit_durability = session\n", &cfg), 0);
 	assert_false(cfg.audit_strict);
+	/* gc_interval_hours: no schedule by default; 1 hour to a year. */
+	assert_int_equal(cfg.gc_interval_hours, 0);
+	assert_int_equal(parse("steward = user:root\ngc_interval_hours = 24\n", &cfg), 0);
+	assert_int_equal(cfg.gc_interval_hours, 24);
+	assert_int_equal(parse("steward = user:root\ngc_interval_hours = 8784\n", &cfg), 0);
+	assert_int_equal(cfg.gc_interval_hours, 8784);
 }
 
 static void test_config_rejects(void **state)
@@ -90,6 +96,10 @@ static void test_config_rejects(void **state)
 		"steward = user:root\nvisa_issuer = https://a.org\nvisa_issuer = https://b.org\n",
 		"steward = user:root\naudit_durability = lazy\n",
 		"steward = user:root\naudit_durability = strict\naudit_durability = strict\n",
+		"steward = user:root\ngc_interval_hours = 0\n",
+		"steward = user:root\ngc_interval_hours = 8785\n",
+		"steward = user:root\ngc_interval_hours = 1d\n",
+		"steward = user:root\ngc_interval_hours = 1\ngc_interval_hours = 2\n",
 		"",
 	};
 	struct config cfg, before;
