@@ -68,6 +68,7 @@
 #define IMPORT_REUSE_MAX (1u << 22)        /* objects of the previous version a version may share */
 #define IMPORT_HBUF (1u << 20)             /* read buffer for hashing a file before writing it */
 #define REUSE_PREFIX 16u                   /* bytes of a content hash kept in the table */
+#define REUSE_LOOKBACK 64u                 /* erased version numbers skipped to find one to share */
 
 /* An object of the previous version, by content hash (the rest of the hash is checked against its
  * inode record when it matches). */
@@ -203,6 +204,7 @@ struct store_import {
 	uint8_t *hbuf;                      /* IMPORT_HBUF bytes of plaintext; owned, wiped */
 	struct reuse_ent *reuse;            /* open addressing by hash; owned; NULL: none */
 	size_t reuse_cap;                   /* power of two */
+	size_t reuse_n;                     /* objects in it: at most reuse_cap / 2 */
 	uint64_t *reuse_sizes;              /* the sizes of those objects, + 1 (0: empty); owned */
 	size_t reuse_sizes_cap;             /* power of two */
 	uint32_t reuse_version;             /* the version whose objects they are */
@@ -1089,12 +1091,16 @@ static int reuse_note(void *ctx, const struct store_inode *f)
 
 	if (!f->ext.has_content_mac)
 		return 0;   /* imported before objects were shared */
+	/* The table stays at most half full (its size is twice IMPORT_REUSE_MAX at most). */
+	if (imp->reuse_n >= imp->reuse_cap / 2)
+		return 0;
 	for (i = reuse_slot(f->ext.content_mac, imp->reuse_cap); imp->reuse[i].ino;
 	     i = (i + 1) & (imp->reuse_cap - 1))
 		if (memcmp(imp->reuse[i].mac, f->ext.content_mac, REUSE_PREFIX) == 0)
 			return 0;   /* the same content twice: one object is enough to share */
 	memcpy(imp->reuse[i].mac, f->ext.content_mac, REUSE_PREFIX);
 	imp->reuse[i].ino = f->ino;
+	imp->reuse_n++;
 	for (i = size_slot(f->size, imp->reuse_sizes_cap); imp->reuse_sizes[i];
 	     i = (i + 1) & (imp->reuse_sizes_cap - 1))
 		if (imp->reuse_sizes[i] == f->size + 1)
@@ -1113,7 +1119,17 @@ static int reuse_load(struct store_import *imp)
 	uint64_t want;
 	int r;
 
-	r = store_version_get(imp->st, imp->ds.info.id, ver, &vi);
+	/* The newest version not erased (an erased version's number stays given out), among the
+	 * last REUSE_LOOKBACK numbers: a new version shares with what is there now. */
+	for (unsigned k = 0;; k++, ver--) {
+		r = store_version_get(imp->st, imp->ds.info.id, ver, &vi);
+		if (r != -ENOENT)
+			break;
+		if (ver == 1 || k + 1 == REUSE_LOOKBACK) {
+			err_clear();
+			return 0;   /* none: nothing to share */
+		}
+	}
 	if (r < 0)
 		return r;
 	want = MIN(vi.files, (uint64_t)IMPORT_REUSE_MAX);
@@ -1478,9 +1494,21 @@ int store_import_begin(struct store *st, const char *name, const struct store_im
 		if (r == 0)
 			r = dataset_content_key(kd, &imp->content_key);
 	}
-	/* What the new version may share: the objects of the latest one. */
-	if (r == 0 && !imp->new_dataset)
+	/* What the new version may share: the objects of the latest one. If that version fails its
+	 * checks (reported through the integrity hook), the new one shares nothing and stores every
+	 * file: a damaged version must not stop the import that replaces it. */
+	if (r == 0 && !imp->new_dataset) {
 		r = reuse_load(imp);
+		if (r == -EBADMSG) {
+			free(imp->reuse);
+			free(imp->reuse_sizes);
+			imp->reuse = NULL;
+			imp->reuse_sizes = NULL;
+			imp->reuse_cap = imp->reuse_sizes_cap = imp->reuse_n = 0;
+			err_clear();
+			r = 0;
+		}
+	}
 	if (r < 0)
 		goto fail;
 

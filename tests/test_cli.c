@@ -597,16 +597,18 @@ static void test_help_every_level(void **state)
 	}
 }
 
-/* Until deduplication lands, the steward is told that a new version costs its full size. */
-static void test_import_help_says_versions_are_stored_in_full(void **state)
+/* The steward is told that a new version stores only what changed, and how that is found. */
+static void test_import_help_says_versions_share_files(void **state)
 {
 	struct run r;
 
 	(void)state;
 	RUN(&r, "dataset", "import", "--help");
 	expect_status(&r, 0);
-	expect_contains(r.out, "stores every byte again");
-	expect_contains(r.out, "no deduplication");
+	expect_contains(r.out, "Versions share unchanged files");
+	expect_contains(r.out, "never a plain hash");
+	if (strstr(r.out, "stores every byte again") || strstr(r.out, "no deduplication"))
+		fail_msg("the help still says every version is stored in full");
 	run_free(&r);
 }
 
@@ -1795,7 +1797,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_progress_eta),
 		cmocka_unit_test(test_help_every_level),
-		cmocka_unit_test(test_import_help_says_versions_are_stored_in_full),
+		cmocka_unit_test(test_import_help_says_versions_share_files),
 		cmocka_unit_test(test_usage_errors),
 		cmocka_unit_test(test_missing_expires_says_so),
 		cmocka_unit_test(test_version),

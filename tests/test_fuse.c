@@ -1201,7 +1201,9 @@ static void test_store_errors_recorded(void **state)
 	assert_int_equal(store_path_lookup(f->st, dsid, 1, "a/odd", &in1), 0);
 	pack = tu_fmt("%s/packs/%016llx.pack", f->store, (unsigned long long)in1.ext.pack_id);
 	copy = tu_read_file(pack, &copy_len);
-	/* Version 2 appends to the same pack, past the copy's end. */
+	/* Version 2 appends to the same pack, past the copy's end: a/odd with new content, so that
+	 * version 2 does not share version 1's object (docs/FORMAT.md §6.13). */
+	tu_seed_file(3 * CS + 17, 55, "%s/a/odd", f->src);
 	assert_int_equal(import_src(f, "ds"), 2);
 	assert_int_equal(store_path_lookup(f->st, dsid, 2, "a/odd", &in2), 0);
 	assert_int_equal(in2.ext.pack_id, in1.ext.pack_id);

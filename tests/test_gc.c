@@ -350,6 +350,39 @@ static void test_dedup_v2_reads_without_v1(void **state)
 	store_close(st);
 }
 
+/* A latest version that fails its checks (an inode record removed) is not shared from, and does
+ * not stop the import that replaces it: the new version stores every file. */
+static void test_dedup_damaged_latest_shares_nothing(void **state)
+{
+	struct fx *f = *state;
+	struct store *st = fx_create(f);
+	struct store_import_stats s;
+	struct store_dataset_info di;
+	struct store_inode ino;
+	rocksdb_writebatch_t *wb;
+	uint8_t k[IKEY_LEN];
+	char *p = tree_path(2);
+
+	mkdirs(f);
+	make_tree(f);
+	assert_int_equal(import_src(st, "d", f->src), 1);
+	assert_int_equal(store_dataset_get(st, "d", &di), 0);
+	assert_int_equal(store_path_lookup(st, di.id, 1, p, &ino), 0);
+	ikey(k, di.id, 1, ino.ino);
+	wb = rocksdb_writebatch_create();
+	rocksdb_writebatch_delete_cf(wb, st->ix.cf[CF_INODES], (const char *)k, sizeof(k));
+	assert_int_equal(index_write(&st->ix, wb, true), 0);
+	rocksdb_writebatch_destroy(wb);
+	store_close(st);
+	st = fx_open(f);
+	assert_int_equal(import_src_stats(st, "d", f->src, &s), 2);
+	assert_int_equal(s.reused_files, 0);
+	assert_true(store_integrity_failures(st) > 0);
+	check_file(st, "d", 2, p, tree_sizes[2], 502);
+	store_close(st);
+	free(p);
+}
+
 /* ---- Garbage collection (point 4) ---------------------------------------------------------- */
 
 #define GC_TARGET (1u << 20)   /* small packs, so that datasets share them */
@@ -902,6 +935,7 @@ int main(void)
 		T(test_dedup_changed_files_new_objects),
 		T(test_dedup_hash_keyed_per_dataset),
 		T(test_dedup_v2_reads_without_v1),
+		T(test_dedup_damaged_latest_shares_nothing),
 		T(test_gc_frees_erased_dataset),
 		T(test_gc_keeps_shared_objects),
 		T(test_gc_interrupted_imports),
