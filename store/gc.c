@@ -215,6 +215,22 @@ static int scan_dataset(void *ctx, const struct dataset_rec *rec)
 			break;
 		ver = get_be32((const uint8_t *)k + 8);
 		r = version_value_state(v, vl, &state);
+		if (r == 0 && state == VERSION_ERASED) {
+			/* An erased version's tombstone: it names no object. It must authenticate
+			 * (store_version_get() opens it and says "erased"), or a committed version
+			 * whose clear state byte was flipped would look erased and its objects dead. */
+			r = store_version_get(st, rec->info.id, ver, &vi);
+			if (r == -ENOENT) {
+				err_clear();
+				saw_latest |= ver == di.latest_version;
+				continue;
+			}
+			if (r == 0)
+				r = store_integrity(st, rec->info.id, ver, "version %u of dataset %llu "
+						    "says erased in clear but not inside its seal",
+						    ver, (unsigned long long)rec->info.id);
+			break;
+		}
 		if (r == 0 && state != VERSION_COMMITTED)
 			/* Recovery removed every pending version at open, and no import runs. */
 			r = store_integrity(st, rec->info.id, ver, "version %u of dataset %llu is "

@@ -897,6 +897,79 @@ static void test_gc_refuses_tampered_index(void **state)
 	free(saved);
 }
 
+/* Erasing version 1 (store_erase: its records gone, its key shredded) must not destroy a file
+ * version 2 shares with it: version 2 reads byte for byte after the erasure, after a collection
+ * (which frees what only version 1 held) and after a reopen. */
+static void test_gc_after_erasure_keeps_shared(void **state)
+{
+	struct fx *f = *state;
+	struct store_erasure er = { 0 };
+	struct store_gc_stats s;
+	struct store *st;
+	uint64_t before;
+
+	mixed_store(f);
+	st = gc_open(f);
+	assert_int_equal(store_erase(st, "keep", 1, &er), 0);
+	store_erasure_free(&er);
+	check_keep_v2(st);
+	before = packs_bytes(f);
+	assert_int_equal(run_gc(st, true, &s), 0);
+	/* keep v1's own k1 object (5000 bytes, dense) is dead now, with the rest of "gone"'s
+	 * neighbours untouched: only what no version names. */
+	assert_int_equal(s.live_objects, ARRAY_SIZE(keep_sizes) + 6 + 1);
+	assert_int_equal(run_gc(st, false, &s), 0);
+	check_keep_v2(st);
+	check_manifests(st, "keep");
+	assert_true(packs_bytes(f) <= before);
+	store_close(st);
+	st = gc_open(f);
+	check_keep_v2(st);
+	/* And the whole dataset "gone" erased: its bytes go at the next collection. */
+	assert_int_equal(store_erase(st, "gone", 0, &er), 0);
+	store_erasure_free(&er);
+	assert_int_equal(run_gc(st, false, &s), 0);
+	assert_int_equal(s.live_objects, ARRAY_SIZE(keep_sizes));
+	assert_true(packs_bytes(f) < before - 6 * 300000);
+	check_keep_v2(st);
+	store_close(st);
+	st = gc_open(f);
+	check_keep_v2(st);
+	store_close(st);
+}
+
+/* A committed version's clear state byte flipped to "erased": the collection opens the record
+ * to check, refuses, and frees nothing (its objects would otherwise look dead). */
+static void test_gc_refuses_forged_tombstone(void **state)
+{
+	struct fx *f = *state;
+	struct store_dataset_info di;
+	struct store_gc_stats s;
+	struct store *st;
+	rocksdb_writebatch_t *wb;
+	uint8_t k[VKEY_LEN];
+	char *v;
+	size_t n;
+	uint64_t before;
+
+	mixed_store(f);
+	st = gc_open(f);
+	assert_int_equal(store_dataset_get(st, "keep", &di), 0);
+	/* Version 1, not the latest (whose record the dataset check opens anyway). */
+	vkey(k, di.id, 1);
+	assert_int_equal(index_get(&st->ix, CF_VERSIONS, k, sizeof(k), &v, &n), 0);
+	v[0] = VERSION_ERASED;
+	wb = rocksdb_writebatch_create();
+	rocksdb_writebatch_put_cf(wb, st->ix.cf[CF_VERSIONS], (const char *)k, sizeof(k), v, n);
+	assert_int_equal(index_write(&st->ix, wb, true), 0);
+	rocksdb_writebatch_destroy(wb);
+	free(v);
+	before = packs_bytes(f);
+	assert_int_equal(store_gc(st, NULL, &s), -EBADMSG);
+	assert_int_equal(packs_bytes(f), before);
+	store_close(st);
+}
+
 /* No collection while an import runs, and no import while a collection runs. */
 static void try_import(void *ctx, enum store_gc_step step, uint64_t done, uint64_t total)
 {
@@ -942,6 +1015,8 @@ int main(void)
 		T(test_gc_open_handle_reads_through),
 		T(test_gc_killed_at_every_step),
 		T(test_gc_refuses_tampered_index),
+		T(test_gc_after_erasure_keeps_shared),
+		T(test_gc_refuses_forged_tombstone),
 		T(test_gc_excludes_import),
 #undef T
 	};
