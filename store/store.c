@@ -1193,7 +1193,12 @@ int store_ring_open(struct store *st)
 	const crypto_key *kr = NULL;
 	crypto_key *kn = NULL;
 	uint64_t gen = 0;
-	int r = keyring_load(st->keys_dirfd, st->master, st->store_id, &st->ring);
+	int r;
+
+	/* store_create() made and wrote a ring already: the one on disk replaces it. */
+	keyring_free(st->ring);
+	st->ring = NULL;
+	r = keyring_load(st->keys_dirfd, st->master, st->store_id, &st->ring);
 
 	if (r == -ENOENT)
 		return err_set(-EBADMSG, "the store has no key ring (keys/%s): without it no version "
