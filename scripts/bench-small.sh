@@ -5,6 +5,9 @@
 #   gocryptfs        an encrypted FUSE file system holding a copy (the peer)
 #   enclave-direct   enclaved serving the same files, dataset cache=direct (the default)
 #   enclave-kernel   the same files in a second dataset set to cache=kernel
+#   enclave-before   (with --before REV) enclaved and enclavectl of commit REV, built (Release)
+#                    from a `git archive` of it in build-bench-before/, serving the same files
+#                    from a store of their own, cache=direct: a change's cost side by side
 # Two readers, each for two epochs, as an unprivileged user granted access:
 #   in order   one process, `find DIR -type f -print0 | xargs -0 cat`
 #   shuffled   8 worker processes (python3 multiprocessing), each opening, reading whole and
@@ -23,7 +26,11 @@
 #   --scale F     multiply the default file count by F (0.1 = 2,000 files), instead of --files
 #   --rounds N    rounds of each figure [3]; the median is reported
 #   --workers N   worker processes of the shuffled reader [8]
-#   --systems L   comma list of plain,gocryptfs,enclave-direct,enclave-kernel [all]
+#   --systems L   comma list of plain,gocryptfs,enclave-direct,enclave-kernel,enclave-before
+#                 [all but enclave-before; with --before: enclave-before,enclave-direct]
+#   --before REV  also measure the build of commit REV (a system "enclave-before"); the table
+#                 then compares it with enclave-direct, and goes between the "bench-small.sh
+#                 --before" markers of docs/PERFORMANCE.md
 #   --perf        record a perf profile of enclaved during the first shuffled epoch 1 of
 #                 enclave-direct (build-bench/bench-perf/small-shuffled.{data,txt})
 #   --no-doc      leave docs/PERFORMANCE.md alone
@@ -31,8 +38,8 @@
 # A quick run: scripts/bench-small.sh --files 2000 --rounds 1 --no-doc
 set -euo pipefail
 usage() { sed -n '2,/^set -euo/{/^#/s/^# \{0,1\}//p}' "$0"; }
-files=20000 rounds=3 workers=8 dodoc=1 doperf=0 systems_arg=plain,gocryptfs,enclave-direct,enclave-kernel
-enclaved_extra=
+files=20000 rounds=3 workers=8 dodoc=1 doperf=0 systems_arg=
+enclaved_extra= before_rev=
 while (($#)); do
 	case "$1" in
 	-h | --help) usage; exit 0 ;;
@@ -44,6 +51,7 @@ while (($#)); do
 	--perf) doperf=1; shift ;;
 	--no-doc) dodoc=0; shift ;;
 	--enclaved-args) enclaved_extra=${2?}; shift 2 ;;
+	--before) before_rev=${2:?}; shift 2 ;;
 	*) echo "bench-small: unknown option '$1' (see --help)" >&2; exit 2 ;;
 	esac
 done
@@ -52,10 +60,15 @@ for v in "$files" "$rounds" "$workers"; do
 done
 ((files >= 100 && rounds >= 1 && workers >= 1)) ||
 	{ echo "bench-small: at least 100 files, 1 round, 1 worker" >&2; exit 2; }
+if [[ -z $systems_arg ]]; then
+	systems_arg=plain,gocryptfs,enclave-direct,enclave-kernel
+	[[ -n $before_rev ]] && systems_arg=enclave-before,enclave-direct
+fi
 IFS=, read -r -a systems <<<"$systems_arg"
 for s in "${systems[@]}"; do
 	case "$s" in plain | gocryptfs | enclave-direct | enclave-kernel) ;;
-	*) echo "bench-small: --systems takes plain, gocryptfs, enclave-direct, enclave-kernel" >&2; exit 2 ;; esac
+	enclave-before) [[ -n $before_rev ]] || { echo "bench-small: enclave-before needs --before REV" >&2; exit 2; } ;;
+	*) echo "bench-small: --systems takes plain, gocryptfs, enclave-direct, enclave-kernel, enclave-before" >&2; exit 2 ;; esac
 done
 read -r -a enclaved_args <<<"$enclaved_extra"
 has() { [[ " ${systems[*]} " == *" $1 "* ]]; }
@@ -76,6 +89,24 @@ cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build "$build" -j 2 --target enclaved enclavectl >/dev/null
 enclaved=$root/$build/daemon/enclaved
 enclavectl=$root/$build/cli/enclavectl
+before_desc= bsha=
+if [[ -n $before_rev ]]; then
+	# The other commit, from git's own objects (no checkout, no worktree), built once per
+	# commit: build-bench-before/<commit>/{src,build}.
+	bsha=$(git rev-parse --verify "$before_rev^{commit}")
+	bdir=$root/build-bench-before/$bsha
+	if [[ ! -x $bdir/build/daemon/enclaved || ! -x $bdir/build/cli/enclavectl ]]; then
+		echo "bench-small: building $before_rev ($bsha) in $bdir (Release)" >&2
+		rm -rf "$bdir"
+		mkdir -p "$bdir/src"
+		git archive "$bsha" | tar -x -C "$bdir/src"
+		cmake -S "$bdir/src" -B "$bdir/build" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
+		cmake --build "$bdir/build" -j 2 --target enclaved enclavectl >/dev/null
+	fi
+	enclaved0=$bdir/build/daemon/enclaved
+	enclavectl0=$bdir/build/cli/enclavectl
+	before_desc="$(git rev-parse --short "$bsha") ($(git log -1 --format=%s "$bsha" | cut -c1-60))"
+fi
 
 user=enclave-bench-reader
 made_user=0
@@ -87,19 +118,22 @@ scratch=$(mktemp -d /var/tmp/enclave-bench-small.XXXXXX)
 chmod 0755 "$scratch"
 src=$scratch/src mnt=$scratch/mnt store=$scratch/store
 gcipher=$scratch/gocryptfs.cipher gmnt=$scratch/gocryptfs
-mkdir -p "$src" "$mnt" "$gcipher" "$gmnt"
-pid= perf_pid=
+mnt0=$scratch/mnt0 store0=$scratch/store0
+mkdir -p "$src" "$mnt" "$gcipher" "$gmnt" "$mnt0"
+pid= pid0= perf_pid=
 perf_dir=$root/$build/bench-perf
 
 cleanup() {
 	local rc=$?
 	set +e
 	[[ -n $perf_pid ]] && kill -INT "$perf_pid" 2>/dev/null && wait "$perf_pid"
-	if [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null; then
-		kill -TERM "$pid"
-		wait "$pid"
-	fi
-	for m in "$mnt" "$gmnt"; do
+	for p in $pid $pid0; do
+		if kill -0 "$p" 2>/dev/null; then
+			kill -TERM "$p"
+			wait "$p"
+		fi
+	done
+	for m in "$mnt" "$gmnt" "$mnt0"; do
 		grep -q " $m " /proc/self/mountinfo && { fusermount3 -u "$m" 2>/dev/null || umount -l "$m"; }
 	done
 	rm -rf "$scratch"
@@ -195,6 +229,23 @@ if has enclave-direct || has enclave-kernel; then
 		ctl grant add --user "$user" --dataset smallk --purpose benchmark --expires +4h >/dev/null
 	fi
 fi
+if has enclave-before; then
+	[[ -f $scratch/pass ]] || { head -c 32 /dev/urandom | base64 >"$scratch/pass"; chmod 0600 "$scratch/pass"; }
+	"$enclavectl0" init --store "$store0" --passphrase-file "$scratch/pass" --steward user:root \
+		--approvals 0 >/dev/null
+	"$enclaved0" --store "$store0" --mount "$mnt0" --passphrase-file "$scratch/pass" \
+		"${enclaved_args[@]}" 2>"$scratch/enclaved0.log" &
+	pid0=$!
+	for _ in $(seq 1 200); do
+		"$enclavectl0" --store "$store0" status >/dev/null 2>&1 && break
+		kill -0 "$pid0" 2>/dev/null || { cat "$scratch/enclaved0.log" >&2; exit 1; }
+		sleep 0.1
+	done
+	echo "bench-small: importing into the enclave of $before_rev" >&2
+	"$enclavectl0" --store "$store0" -q dataset import small "$src" >/dev/null
+	"$enclavectl0" --store "$store0" grant add --user "$user" --dataset small --purpose benchmark \
+		--expires +4h >/dev/null
+fi
 if has gocryptfs; then
 	echo "bench-small: copying into gocryptfs" >&2
 	[[ -f $scratch/pass ]] || { head -c 32 /dev/urandom | base64 >"$scratch/pass"; chmod 0600 "$scratch/pass"; }
@@ -216,9 +267,9 @@ if has plain; then
 fi
 
 declare -A top=([plain]=$src [gocryptfs]=$gmnt [enclave-direct]=$mnt/small/1
-	[enclave-kernel]=$mnt/smallk/1)
+	[enclave-kernel]=$mnt/smallk/1 [enclave-before]=$mnt0/small/1)
 declare -A backing=([plain]=$src [gocryptfs]=$gcipher [enclave-direct]=$store/packs
-	[enclave-kernel]=$store/packs)
+	[enclave-kernel]=$store/packs [enclave-before]=$store0/packs)
 declare -A V=()   # V[figure,system] = "files/s MB/s" per round, space separated pairs
 
 # One epoch of a reader; prints "files/s MB/s".
@@ -299,10 +350,57 @@ table() {
 		"$([[ -n $import_ms_enclave && -n $import_ms_gocryptfs ]] &&
 			awk -v a="$import_ms_gocryptfs" -v b="$import_ms_enclave" 'BEGIN { printf "%.2f", a / b }' || echo -)"
 }
+if [[ -n $before_rev ]]; then
+	# The change's cost: before and after side by side, each the median of the rounds.
+	bratio() {
+		[[ -n ${F[$1,enclave-direct]:-} && -n ${F[$1,enclave-before]:-} && ${F[$1,enclave-before]} != 0 ]] ||
+			{ echo "-"; return; }
+		awk -v a="${F[$1,enclave-direct]}" -v b="${F[$1,enclave-before]}" 'BEGIN { printf "%.2f", a / b }'
+	}
+	table() {
+		echo "| files/s / MB/s | before: $(git rev-parse --short "$bsha") | after: $(git rev-parse --short HEAD) | after / before (files/s) |"
+		echo "|---|---:|---:|---:|"
+		for row in "${rows[@]}"; do
+			IFS='|' read -r key label <<<"$row"
+			printf '| %s | %s | %s | %s |\n' "$label" "$(cell "$key" enclave-before)" \
+				"$(cell "$key" enclave-direct)" "$(bratio "$key")"
+		done
+	}
+	rounds_of() {  # every round's files/s of figure $1, system $2
+		tr ',' '\n' <<<"${V[$1,$2]:-}" | awk 'NF { printf "%s%s", s, $1; s = ", " }'
+	}
+	per_round() {
+		for row in "${rows[@]}"; do
+			IFS='|' read -r key label <<<"$row"
+			echo "- $label: before $(rounds_of "$key" enclave-before); after $(rounds_of "$key" enclave-direct)"
+		done
+	}
+fi
 machine="$(lscpu | awk -F': +' '/^Model name/ { print $2 }'), $(nproc) cores, \
 $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), kernel $(uname -r), \
 $(. /etc/os-release && echo "$PRETTY_NAME")"
 tbl=$(table)
+if [[ -n $before_rev ]]; then
+	report=$(
+		cat <<EOF
+**Run:** $(date -u +%Y-%m-%dT%H:%M:%SZ) on $machine, load average at the start
+$(cut -d' ' -f1-3 /proc/loadavg) (a machine shared with other builds: compare the ratios). Release
+builds of both commits. **Before:** $before_desc. **After:** $(git rev-parse --short HEAD 2>/dev/null || echo '?')
+($(git log -1 --format=%s HEAD 2>/dev/null | cut -c1-60)). Each serves the same $files files (100 class
+directories, 4-250 KB, $((data_bytes / 1000000)) MB) from its own store and mount, cache=direct,
+default settings${enclaved_args[*]:+ plus ${enclaved_args[*]}}; each figure is the median of $rounds
+rounds that read both in turn, the order swapped each round.
+
+**Command:** \`scripts/bench-small.sh --before $before_rev --files $files --rounds $rounds --workers $workers\` (as root).
+
+$tbl
+
+Every round's files/s:
+
+$(per_round)
+EOF
+	)
+else
 report=$(
 	cat <<EOF
 **Run:** $(date -u +%Y-%m-%dT%H:%M:%SZ) at commit $(git rev-parse --short HEAD 2>/dev/null || echo '?') on $machine,
@@ -321,14 +419,21 @@ after \`drop_caches\` and the system's backing data read back in; epoch 2 straig
 $tbl
 EOF
 )
+fi
 echo
 echo "$report"
 if ((dodoc)); then
 	doc=$root/docs/PERFORMANCE.md
 	begin='<!-- bench-small.sh: begin -->'
 	end='<!-- bench-small.sh: end -->'
+	title='Small files (scripts/bench-small.sh)'
+	if [[ -n $before_rev ]]; then
+		begin='<!-- bench-small.sh --before: begin -->'
+		end='<!-- bench-small.sh --before: end -->'
+		title='Small files, before and after a change (scripts/bench-small.sh --before)'
+	fi
 	if ! grep -qF "$begin" "$doc"; then
-		printf '\n## Small files (scripts/bench-small.sh)\n\n%s\n%s\n' "$begin" "$end" >>"$doc"
+		printf '\n## %s\n\n%s\n%s\n' "$title" "$begin" "$end" >>"$doc"
 	fi
 	REPORT=$report python3 - "$doc" "$begin" "$end" <<'EOF'
 import os, sys
