@@ -105,7 +105,7 @@ if [[ -n $before_rev ]]; then
 	fi
 	enclaved0=$bdir/build/daemon/enclaved
 	enclavectl0=$bdir/build/cli/enclavectl
-	before_desc="$(git rev-parse --short "$bsha") ($(git log -1 --format=%s "$bsha" | cut -c1-60))"
+	before_desc="$(git rev-parse --short "$bsha") of $(git log -1 --format=%cs "$bsha")"
 fi
 
 user=enclave-bench-reader
@@ -386,7 +386,7 @@ if [[ -n $before_rev ]]; then
 **Run:** $(date -u +%Y-%m-%dT%H:%M:%SZ) on $machine, load average at the start
 $(cut -d' ' -f1-3 /proc/loadavg) (a machine shared with other builds: compare the ratios). Release
 builds of both commits. **Before:** $before_desc. **After:** $(git rev-parse --short HEAD 2>/dev/null || echo '?')
-($(git log -1 --format=%s HEAD 2>/dev/null | cut -c1-60)). Each serves the same $files files (100 class
+(the working tree). Each serves the same $files files (100 class
 directories, 4-250 KB, $((data_bytes / 1000000)) MB) from its own store and mount, cache=direct,
 default settings${enclaved_args[*]:+ plus ${enclaved_args[*]}}; each figure is the median of $rounds
 rounds that read both in turn, the order swapped each round.
