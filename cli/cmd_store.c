@@ -27,9 +27,11 @@ static const char upgrade_usage[] =
 	"Usage: enclavectl store upgrade --store DIR [--passphrase-file FILE]\n"
 	"                                [--auditor-key-out FILE] [--auditor-public-key FILE]...\n"
 	"\n"
-	"Convert a store made before the sealed index (index format 1: dataset, directory and\n"
-	"file names, sizes, times and grants in clear, and an audit log in clear) to format 2,\n"
-	"in place: index and audit log in one step. Run it with the daemon stopped.\n"
+	"Convert a store of an older format to the current one (index format 3), in place,\n"
+	"with the daemon stopped. Format 1 (made before the sealed index: dataset, directory and\n"
+	"file names, sizes, times and grants in clear, and an audit log in clear): index and\n"
+	"audit log in one step. Format 2 (sealed, made before the key ring): the index and the\n"
+	"new key ring; its log is sealed already and is not touched.\n"
 	"\n"
 	"The new index is built beside the old one (DIR/index.new), every committed version\n"
 	"with its manifest (see 'dataset show'). The old audit log is kept whole, byte for\n"
@@ -43,7 +45,8 @@ static const char upgrade_usage[] =
 	"\n"
 	"A store of format 1 has no auditor keys: give one here so that an auditor can read\n"
 	"the names in the new log and open the old one; without any, only the daemon (and\n"
-	"whoever holds the passphrase) can, until 'audit auditor-add'.\n"
+	"whoever holds the passphrase) can, until 'audit auditor-add'. (A format 2 store has\n"
+	"its auditors already; these options are then not used.)\n"
 	"\n"
 	"Options:\n"
 	"  --store DIR             the store (required)\n"
@@ -226,8 +229,12 @@ static int cmd_store_upgrade(struct ctl *ctl, int argc, char **argv)
 		return 0;
 	}
 	if (!ctl->quiet) {
-		fprintf(stderr, "upgrade: %s is now index format 2 (sealed), with a sealed audit "
-				"log\n", ctl->store_dir);
+		fprintf(stderr, "upgrade: %s is now in the current format (sealed index, key ring), "
+				"with a sealed audit log\n", ctl->store_dir);
+		if (!res.log_converted && (npk || a.key_out))
+			fprintf(stderr, "  the audit log was sealed already and is not touched: the "
+					"auditor keys given were not used (add one with `enclavectl "
+					"audit auditor-add`)\n");
 		for (size_t i = 0; i < npk + (made ? 1 : 0); i++) {
 			char id[AUDIT_AUDITOR_ID_TEXT];
 

@@ -115,6 +115,7 @@ struct ctl_upgrade_result {
 	bool already;             /* the store was in the current format: nothing done */
 	size_t auditors;          /* auditor keys the new log (and the old one, kept) is sealed to */
 	uint8_t made[32];         /* the public half of the key pair made for key_out */
+	bool log_converted;       /* the audit log was converted (format 1); false: left alone */
 };
 
 /* Convert the store at dir in place, index and audit log in one crash-safe switch (docs/FORMAT.md

@@ -163,6 +163,7 @@ int ctl_store_upgrade_run(const char *dir, const crypto_secret *pass,
 		r = convert_log(st, dir, p, &res.auditors);
 	if (r == 0)
 		r = store_upgrade_commit(st, parts, ARRAY_SIZE(parts), p);
+	res.log_converted = true;
 done:
 	store_close(st);
 	if (r < 0)

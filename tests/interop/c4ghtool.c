@@ -161,6 +161,9 @@ int main(int argc, char **argv)
 		close(fd);
 		c4gh_pubkey_format(pk, pub);
 		fputs(pub, stdout);
+		crypto_secret_free(pass);
+		crypto_key_free(sk);
+		sodium_free(text);
 		return 0;
 	}
 	fprintf(stderr, "usage: c4ghtool decrypt|encrypt|keygen|pubkey ...\n");
