@@ -988,6 +988,9 @@ static void test_sighup_reloads(void **state)
 	text = tu_fmt("%sauditor = user:%s\n", orig, TU_USER_BOB);
 	tu_write_file(conf, text, strlen(text));
 	free(text);
+	/* A daemon that never started leaves E->daemon 0, and kill(0, ...) would signal the whole
+	 * process group (ctest included). */
+	assert_true(E->daemon > 0);
 	assert_int_equal(kill(E->daemon, SIGHUP), 0);
 	wait_reloads(reloads + 1);
 	assert_true(e2e_daemon_answers());
@@ -997,6 +1000,9 @@ static void test_sighup_reloads(void **state)
 	text = tu_fmt("%sauditor = user:no-such-user-i14\n", orig);
 	tu_write_file(conf, text, strlen(text));
 	free(text);
+	/* A daemon that never started leaves E->daemon 0, and kill(0, ...) would signal the whole
+	 * process group (ctest included). */
+	assert_true(E->daemon > 0);
 	assert_int_equal(kill(E->daemon, SIGHUP), 0);
 	wait_reloads(reloads + 2);
 	assert_true(e2e_daemon_answers());
@@ -1016,6 +1022,9 @@ static void test_sighup_reloads(void **state)
 
 	/* Back as it was: bob loses the role again. */
 	tu_write_file(conf, orig, strlen(orig));
+	/* A daemon that never started leaves E->daemon 0, and kill(0, ...) would signal the whole
+	 * process group (ctest included). */
+	assert_true(E->daemon > 0);
 	assert_int_equal(kill(E->daemon, SIGHUP), 0);
 	wait_reloads(reloads + 3);
 	r = ctl_as(&E->u.bob, "audit", "checkpoint");
