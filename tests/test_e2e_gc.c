@@ -72,6 +72,15 @@ static uint64_t packs_bytes(void)
 	return b;
 }
 
+/* The JSON a successful run printed (the run freed). */
+static json_t *ok_json(struct e2e_run *r)
+{
+	json_t *j = e2e_out_json(e2e_ok(r));
+
+	free(r);
+	return j;
+}
+
 static uint64_t member_u64(const json_t *o, const char *k)
 {
 	const json_t *v = json_object_get(o, k);
@@ -93,7 +102,7 @@ static void test_reimport_shares_files(void **state)
 	assert_non_null(strstr(r->out, "3 unchanged files"));
 	free(r);
 	assert_int_equal(packs_bytes(), before);
-	j = e2e_out_json(e2e_ok(ctl("--json", "-q", "dataset", "import", DS, E->src)));
+	j = ok_json(ctl("--json", "-q", "dataset", "import", DS, E->src));
 	assert_int_equal(member_u64(j, "version"), 3);
 	assert_int_equal(member_u64(j, "reused_files"), 3);
 	assert_int_equal(member_u64(j, "reused_bytes"), member_u64(j, "bytes"));
@@ -190,7 +199,7 @@ static void test_gc_frees_a_killed_import(void **state)
 	e2e_daemon_start_with(E->pass, true);
 
 	/* df: dead and reclaimable bytes, the dataset's live bytes. */
-	j = e2e_out_json(e2e_ok(ctl("--json", "store", "df")));
+	j = ok_json(ctl("--json", "store", "df"));
 	st = json_object_get(j, "store");
 	assert_true(member_u64(st, "dead_bytes") >= (8u << 20));
 	assert_true(member_u64(st, "reclaimable_bytes") >= (8u << 20));
@@ -234,7 +243,7 @@ static void test_gc_frees_a_killed_import(void **state)
 	for (tries = 0; access(rd.ready, F_OK) != 0 && tries < 600; tries++)
 		usleep(50 * 1000);
 	assert_int_equal(access(rd.ready, F_OK), 0);
-	j = e2e_out_json(e2e_ok(ctl("--json", "store", "gc")));
+	j = ok_json(ctl("--json", "store", "gc"));
 	assert_true(member_u64(j, "reclaimable_bytes") >= (8u << 20));
 	close(open(rd.go, O_WRONLY | O_CREAT | O_CLOEXEC, 0644));
 	assert_int_equal(tu_wait(reader, 60000), 0);
@@ -246,7 +255,7 @@ static void test_gc_frees_a_killed_import(void **state)
 	json_decref(j);
 	assert_int_equal(e2e_audit_count("gc", NULL, NULL, NULL, 0), 1);
 
-	j = e2e_out_json(e2e_ok(ctl("--json", "store", "df")));
+	j = ok_json(ctl("--json", "store", "df"));
 	assert_int_equal(member_u64(json_object_get(j, "store"), "reclaimable_bytes"), 0);
 	assert_int_equal(member_u64(json_object_get(j, "store"), "live_bytes"), live);
 	json_decref(j);
