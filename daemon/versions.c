@@ -153,6 +153,7 @@ struct cmp {
 };
 
 /* One difference: said on stderr (by the caller), recorded, and its dataset refused. */
+__attribute__((format(printf, 6, 7)))
 static int finding(struct cmp *c, uint64_t dsid, uint32_t version, const char *name,
 		   bool in_index, const char *fmt, ...)
 {

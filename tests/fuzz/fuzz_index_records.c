@@ -130,7 +130,8 @@ static void fuzz_version(const uint8_t *data, size_t size)
 		return;
 	}
 	FUZZ_CHECK(e == 0);
-	FUZZ_CHECK(r.state == VERSION_PENDING || r.state == VERSION_COMMITTED);
+	FUZZ_CHECK(r.state == VERSION_PENDING || r.state == VERSION_COMMITTED ||
+		   r.state == VERSION_ERASED);
 
 	buf_init(&b, REC_BUF_MAX);
 	FUZZ_CHECK(version_rec_encode(&r, &b) == 0);

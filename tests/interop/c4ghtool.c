@@ -30,7 +30,7 @@ static char *slurp(const char *path, size_t *ret_n)
 {
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	char *b = malloc(65536);
-	ssize_t n;
+	ssize_t n = 0;
 
 	if (fd < 0 || !b || (n = read_full(fd, b, 65535)) < 0)
 		die(path, -EIO);
