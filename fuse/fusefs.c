@@ -137,6 +137,7 @@ int fusefs_new(struct store *st, struct audit_log *log, const struct fusefs_call
 	pthread_mutex_init(&fs->state_lock, NULL);
 	pthread_mutex_init(&fs->handles_lock, NULL);
 	pthread_mutex_init(&fs->cached_lock, NULL);
+	pthread_mutex_init(&fs->memo_lock, NULL);
 	pthread_mutex_init(&fs->hint_lock, NULL);
 	pthread_mutex_init(&fs->flush_lock, NULL);
 	pthread_cond_init(&fs->flush_cond, NULL);
@@ -820,6 +821,7 @@ void fusefs_free(struct fusefs *fs)
 	pthread_cond_destroy(&fs->flush_cond);
 	free(fs->cached);
 	pthread_mutex_destroy(&fs->cached_lock);
+	pthread_mutex_destroy(&fs->memo_lock);
 	pthread_mutex_destroy(&fs->hint_lock);
 	pthread_mutex_destroy(&fs->state_lock);
 	pthread_mutex_destroy(&fs->handles_lock);

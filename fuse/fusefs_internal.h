@@ -80,6 +80,30 @@ bool fusefs_cached_add(struct fusefs *fs, fuse_ino_t ino);
 /* One cache-mode handle of ino is released (its pages stay cached: the entry stays). */
 void fusefs_cached_release(struct fusefs *fs, fuse_ino_t ino);
 
+/* ---- Index reads saved (ops.c; issue 13, point 3) ------------------------------------------
+ *
+ * A path walk looks the version directory up every time (entry timeout 0, where grants are
+ * decided), and an open follows the lookup of the file that just read its inode. Both are
+ * remembered here, direct-mapped, with the generation of their dataset's bucket loaded before
+ * the index was read: any invalidation of the dataset (a revocation, a cache setting, an
+ * erasure) moves it, and an entry whose generation moved is a miss. A version's records never
+ * change while it exists, so a hit returns what the index would. */
+#define FUSEFS_MEMO_SLOTS 1024u
+
+struct fusefs_vmemo {                   /* a version directory's attributes */
+	uint64_t dsid;                  /* 0: free */
+	uint32_t version;
+	uint64_t gen;
+	int64_t committed_ns;
+	struct store_inode root;
+};
+
+struct fusefs_imemo {                   /* the inode of the file a lookup just found */
+	uint64_t ino;                   /* 0: free */
+	uint64_t gen;
+	struct store_inode in;
+};
+
 /* ---- Views (view.c): each user's own inode numbers for a cache=kernel version ------------- */
 #define FUSEFS_VIEWS_MAX 16384u
 
@@ -165,6 +189,9 @@ struct fusefs {
 	_Atomic uint64_t n_reads_refused;
 	_Atomic uint64_t n_opens_cached;
 	_Atomic uint64_t n_readdirs;
+	pthread_mutex_t memo_lock;      /* guards vmemo[], imemo[] */
+	struct fusefs_vmemo vmemo[FUSEFS_MEMO_SLOTS];
+	struct fusefs_imemo imemo[FUSEFS_MEMO_SLOTS];
 	struct fusefs_log_limit logs[FUSEFS_LOG_COUNT];
 	/* Datasets whose cache=direct hint (shared mmap fails with ENODEV) was logged, and when:
 	 * once per dataset per FUSEFS_DIRECT_HINT_INTERVAL_S (ops.c direct_hint()). */

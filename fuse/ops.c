@@ -333,11 +333,17 @@ static void attr_base(struct stat *st, fuse_ino_t ino, mode_t mode, nlink_t nlin
 	st->st_ctim = st->st_mtim;
 }
 
-/* The dataset directory's time: when its newest version was committed. */
+static bool vmemo_committed(struct fusefs *fs, uint64_t dsid, uint32_t version, int64_t *ret);
+
+/* The dataset directory's time: when its newest version was committed (remembered with that
+ * version's directory, fusefs_internal.h "Index reads saved"). */
 static int64_t dataset_mtime(struct fusefs *fs, const struct store_dataset_info *di)
 {
 	struct store_version_info vi;
+	int64_t t;
 
+	if (vmemo_committed(fs, di->id, di->latest_version, &t))
+		return t;
 	if (store_version_get(fs->st, di->id, di->latest_version, &vi) == 0)
 		return vi.committed_ns;
 	return di->created_ns;
@@ -383,20 +389,97 @@ static void attr_node(fuse_ino_t ino, const struct store_inode *in, int64_t mtim
 		st->st_blksize = (blksize_t)in->ext.chunk_size;
 }
 
-/* The version directory's attributes: its root inode, with the commit time. */
+/* ---- Index reads saved (fusefs_internal.h) ------------------------------------------------- */
+
+static size_t memo_slot(uint64_t a, uint64_t b)
+{
+	return (size_t)(((a * 0x9E3779B97F4A7C15ull) ^ b) * 0xC2B2AE3D27D4EB4Full >> 54) &
+	       (FUSEFS_MEMO_SLOTS - 1);
+}
+
+/* The commit time of a version whose directory was looked up since the dataset's generation last
+ * moved. */
+static bool vmemo_committed(struct fusefs *fs, uint64_t dsid, uint32_t version, int64_t *ret)
+{
+	uint64_t gen = fusefs_gen(fs, dsid);
+	struct fusefs_vmemo *m = &fs->vmemo[memo_slot(dsid, version)];
+	bool hit;
+
+	pthread_mutex_lock(&fs->memo_lock);
+	hit = m->dsid == dsid && m->version == version && m->gen == gen;
+	if (hit)
+		*ret = m->committed_ns;
+	pthread_mutex_unlock(&fs->memo_lock);
+	return hit;
+}
+
+/* The version directory's attributes: its root inode, with the commit time; remembered until
+ * the dataset's generation moves, since every path walk asks. */
 static int attr_version(struct fusefs *fs, const struct fusefs_node *n, fuse_ino_t ino,
 			struct stat *st)
 {
 	struct store_version_info vi;
 	struct store_inode in;
-	int r = store_version_get(fs->st, n->dsid, n->version, &vi);
+	uint64_t gen = fusefs_gen(fs, n->dsid);
+	struct fusefs_vmemo *m = &fs->vmemo[memo_slot(n->dsid, n->version)];
+	bool hit;
+	int r;
 
-	if (r == 0)
-		r = store_inode_get(fs->st, n->dsid, n->version, STORE_ROOT_INO, &in);
-	if (r < 0)
-		return r;
+	pthread_mutex_lock(&fs->memo_lock);
+	hit = m->dsid == n->dsid && m->version == n->version && m->gen == gen;
+	if (hit) {
+		in = m->root;
+		vi.committed_ns = m->committed_ns;
+	}
+	pthread_mutex_unlock(&fs->memo_lock);
+	if (!hit) {
+		r = store_version_get(fs->st, n->dsid, n->version, &vi);
+		if (r == 0)
+			r = store_inode_get(fs->st, n->dsid, n->version, STORE_ROOT_INO, &in);
+		if (r < 0)
+			return r;
+		pthread_mutex_lock(&fs->memo_lock);
+		*m = (struct fusefs_vmemo){ .dsid = n->dsid, .version = n->version, .gen = gen,
+					    .committed_ns = vi.committed_ns, .root = in };
+		pthread_mutex_unlock(&fs->memo_lock);
+	}
 	attr_node(ino, &in, vi.committed_ns, st);
 	return 0;
+}
+
+/* Remember the inode of node ino as just read (gen loaded before the read), for the open or
+ * getattr that usually follows. */
+static void inode_memo_put(struct fusefs *fs, fuse_ino_t ino, uint64_t gen,
+			   const struct store_inode *in)
+{
+	struct fusefs_imemo *m = &fs->imemo[memo_slot(ino, 0)];
+
+	pthread_mutex_lock(&fs->memo_lock);
+	*m = (struct fusefs_imemo){ .ino = ino, .gen = gen, .in = *in };
+	pthread_mutex_unlock(&fs->memo_lock);
+}
+
+/* The inode of node ino (inside a version) for an open or a getattr: as a lookup or the last
+ * read found it, when its dataset's generation has not moved since, else from the index. */
+static int inode_memo_get(struct fusefs *fs, const struct fusefs_node *n, fuse_ino_t ino,
+			  struct store_inode *ret)
+{
+	struct fusefs_imemo *m = &fs->imemo[memo_slot(ino, 0)];
+	uint64_t gen = fusefs_gen(fs, n->dsid);
+	bool hit;
+	int r;
+
+	pthread_mutex_lock(&fs->memo_lock);
+	hit = m->ino == ino && m->gen == gen;
+	if (hit)
+		*ret = m->in;
+	pthread_mutex_unlock(&fs->memo_lock);
+	if (hit)
+		return 0;
+	r = store_inode_get(fs->st, n->dsid, n->version, n->sino, ret);
+	if (r == 0)
+		inode_memo_put(fs, ino, gen, ret);
+	return r;
 }
 
 static void entry_reply(fuse_req_t req, fuse_ino_t ino, const struct stat *st, double ttl)
@@ -621,6 +704,7 @@ static void lookup_in_version(fuse_req_t req, struct fusefs *fs, fuse_ino_t pare
 	struct store_inode in;
 	struct stat st;
 	fuse_ino_t ino;
+	uint64_t gen = fusefs_gen(fs, dir->dsid);
 	int r = store_dir_lookup(fs->st, dir->dsid, dir->version, dir->sino, name, &in);
 
 	if (r < 0) {
@@ -637,6 +721,7 @@ static void lookup_in_version(fuse_req_t req, struct fusefs *fs, fuse_ino_t pare
 	}
 	if (child_path(fs, dir, parent, name, path, sizeof(path)))
 		fusefs_map_put(fs->paths, ino, path);
+	inode_memo_put(fs, ino, gen, &in);
 	attr_node(ino, &in, -1, &st);
 	entry_reply(req, ino, &st, TTL_INNER);
 }
@@ -738,7 +823,7 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 			}
 			break;
 		}
-		r = store_inode_get(fs->st, n.dsid, n.version, n.sino, &in);
+		r = inode_memo_get(fs, &n, ino, &in);
 		if (r < 0)
 			break;
 		attr_node(ino, &in, -1, &st);
@@ -1514,7 +1599,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fuse_reply_err(req, EROFS);
 		return;
 	}
-	r = store_inode_get(fs->st, n.dsid, n.version, n.sino, &in);
+	r = inode_memo_get(fs, &n, ino, &in);
 	if (r == 0 && in.type != STORE_INODE_FILE)
 		r = -EISDIR;
 	if (r == 0)

@@ -119,7 +119,10 @@ int index_get(struct store_index *ix, enum store_cf cf, const void *key, size_t 
 {
 	char *err = NULL;
 	size_t n = 0;
-	char *v = rocksdb_get_cf(ix->db, ix->ro, ix->cf[cf], key, klen, &n, &err);
+	char *v;
+
+	atomic_fetch_add_explicit(&ix->gets, 1, memory_order_relaxed);
+	v = rocksdb_get_cf(ix->db, ix->ro, ix->cf[cf], key, klen, &n, &err);
 
 	if (err)
 		return rocks_err(err, "read failed");

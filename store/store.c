@@ -518,6 +518,11 @@ fail:
 	return r;
 }
 
+uint64_t store_index_reads(struct store *st)
+{
+	return atomic_load_explicit(&st->ix.gets, memory_order_relaxed);
+}
+
 void store_close(struct store *st)
 {
 	if (!st)

@@ -68,6 +68,9 @@ int store_open(const char *dir, const crypto_secret *pass, const struct store_op
 	       struct store **ret_store);
 /* Close, wiping every key. NULL is fine. An import still open is aborted first. */
 void store_close(struct store *st);
+/* Index records read (point lookups of RocksDB) since the store was opened: what a request
+ * costs the index, for tests and benchmarks (docs/PERFORMANCE.md, issue 13). */
+uint64_t store_index_reads(struct store *st);
 
 /* A version that an import left uncommitted (the process was killed, or crashed) and that
  * store_open() dropped. */

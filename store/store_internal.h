@@ -3,6 +3,7 @@
 
 #include <liburing.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <rocksdb/c.h>
 
 #include "common/common.h"
@@ -61,6 +62,7 @@ struct store_index {
 	rocksdb_readoptions_t *ro;
 	rocksdb_writeoptions_t *wo_sync;    /* sync = true: commits */
 	rocksdb_writeoptions_t *wo_async;   /* sync = false: pending records, ordered in the WAL */
+	_Atomic uint64_t gets;              /* index_get() calls: store_index_reads() */
 };
 
 /* What the index stores about a dataset (the public info plus its wrapped key). */

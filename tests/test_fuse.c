@@ -2733,6 +2733,46 @@ static void test_cache_kernel_serves_from_memory(void **state)
 	free(one);
 }
 
+/* Index reads per open (issue 13, point 3), by path as a data loader opens: the version
+ * directory is looked up at every walk (entry timeout 0), the file's entry once (then cached by
+ * the kernel), then the open. The version directory's attributes and the file's inode are read
+ * once and remembered until the dataset is invalidated (fusefs_internal.h, "Index reads saved"). */
+static void test_index_reads_per_open(void **state)
+{
+	struct fx *f = *state;
+	uint64_t dsid = import_tree(f);
+	char *odd = tu_fmt("%s/ds/1/a/odd", f->mnt), *chunk = tu_fmt("%s/ds/1/a/chunk", f->mnt);
+	uint64_t r0, r1, r2, r3;
+
+	grant(POLICY_USER, U.alice.uid, dsid, POLICY_ALL_VERSIONS);
+	fx_mount(f);
+	/* The dataset, the version and a/ seen once. */
+	assert_int_equal(tu_run_as(&U.alice, child_one_read_path, odd, CHILD_MS), 0);
+	r0 = store_index_reads(f->st);
+	/* A file not opened before: its lookup reads its entry and inode; the open, nothing. */
+	assert_int_equal(tu_run_as(&U.alice, child_one_read_path, chunk, CHILD_MS), 0);
+	r1 = store_index_reads(f->st);
+	/* Again (a second epoch): nothing at all. */
+	assert_int_equal(tu_run_as(&U.alice, child_one_read_path, chunk, CHILD_MS), 0);
+	r2 = store_index_reads(f->st);
+	/* After an invalidation everything is read again: the version (its record and root
+	 * inode), the file's inode for the open (its entry is still the kernel's). */
+	fusefs_invalidate_dataset(f->fs, dsid, "ds");
+	assert_int_equal(tu_run_as(&U.alice, child_one_read_path, chunk, CHILD_MS), 0);
+	r3 = store_index_reads(f->st);
+	fx_unmount(f);
+	fprintf(stderr, "index reads: first open %llu, second %llu, after an invalidation %llu\n",
+		(unsigned long long)(r1 - r0), (unsigned long long)(r2 - r1),
+		(unsigned long long)(r3 - r2));
+	/* Before (the version's records and the file's inode read at every walk and open): 9, 8
+	 * and 11. */
+	assert_int_equal(r1 - r0, 2);
+	assert_int_equal(r2 - r1, 0);
+	assert_true(r3 - r2 >= 3);
+	free(odd);
+	free(chunk);
+}
+
 /* Supplementary groups come from the calling process, not from NSS: carol started without her
  * supplementary group (initgroups of a user in no group) is refused, although NSS lists her. */
 static int child_without_group(void *arg)
@@ -3429,6 +3469,7 @@ int main(void)
 		T(test_revoke_stops_open_reader_direct),
 		T(test_revoke_stops_open_reader_cached),
 		T(test_cache_kernel_revoke_is_per_user),
+		T(test_index_reads_per_open),
 		T(test_expiry_stops_open_reader),
 		T(test_cache_kernel_serves_from_memory),
 		T(test_supplementary_groups_from_the_process),
