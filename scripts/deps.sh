@@ -14,6 +14,7 @@ pkgs=(
 	golang-go golang-golang-x-mod-dev              # interop: Go's sumdb/tlog and note check the audit log
 	python3 python3-jwt python3-cryptography       # GA4GH visas checked by independent JWT code
 	python3-jsonschema                             # --json output checked against docs/json/ (test_e2e_json)
+	python3-bcrypt openssh-client                  # Crypt4GH interop: bcrypt_pbkdf vectors, ssh-keygen's keys
 )
 
 missing=()
