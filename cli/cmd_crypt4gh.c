@@ -37,12 +37,14 @@ static const char keygen_usage[] =
 static const char import_usage[] =
 	"Usage: enclavectl [GLOBAL OPTIONS] crypt4gh import KEYFILE [--passphrase-fd N]\n\n"
 	"Make an existing private key the store's Crypt4GH key: a Crypt4GH private key file\n"
-	"(protected with scrypt or pbkdf2_hmac_sha256, or not at all) or an OpenSSH ed25519\n"
-	"key without a passphrase (converted as the Crypt4GH tools do). Keys protected with\n"
-	"bcrypt are refused. A protected key's passphrase is read from the terminal, or from\n"
-	"descriptor N (until end of file); never from the command line or the environment. The\n"
-	"key goes to the daemon through a pipe and is wrapped there like keygen's. Recorded in\n"
-	"the audit log with the fingerprint. Stewards only.\n\n"
+	"(protected with scrypt, bcrypt or pbkdf2_hmac_sha256, or not at all) or an OpenSSH\n"
+	"ed25519 key, with or without a passphrase (kdf bcrypt; ciphers aes256-ctr, aes256-gcm,\n"
+	"chacha20-poly1305 and the other AES ones ssh-keygen writes), converted as the Crypt4GH\n"
+	"tools do. bcrypt with more than 2048 rounds is refused. The file is checked before a\n"
+	"passphrase is asked for; it is read from the terminal, or from descriptor N (until end\n"
+	"of file); never from the command line or the environment. The key goes to the daemon\n"
+	"through a pipe and is wrapped there like keygen's. Recorded in the audit log with the\n"
+	"fingerprint. Stewards only.\n\n"
 	"Options:\n"
 	"  --passphrase-fd N  read the key's passphrase from descriptor N\n"
 	"  --json             print {public_key, fingerprint} as JSON\n"
@@ -215,7 +217,11 @@ static int c4_import(struct ctl *ctl, int argc, char **argv)
 	r = read_key_file(argv[first], &text, &len);
 	if (r < 0)
 		return ctl_fail(o.what, "%s", err_detail());
-	if (c4gh_seckey_encrypted(text, len)) {
+	/* Parsed once without a passphrase: a malformed key, an unsupported cipher or absurd kdf
+	 * rounds are refused before anyone types anything (-ENOKEY: it needs one). */
+	err_clear();
+	r = c4gh_seckey_parse(text, len, NULL, &sk);
+	if (r == -ENOKEY) {
 		r = o.pass_fd >= 0 ? crypto_passphrase_read_fd(o.pass_fd, &pass)
 				   : crypto_passphrase_prompt("Passphrase of the key: ", false, &pass);
 		if (r == -ENXIO) {
@@ -227,9 +233,9 @@ static int c4_import(struct ctl *ctl, int argc, char **argv)
 			r = ctl_fail(o.what, "cannot read the passphrase: %s", strerror(-r));
 			goto out;
 		}
+		err_clear();
+		r = c4gh_seckey_parse(text, len, pass, &sk);
 	}
-	err_clear();
-	r = c4gh_seckey_parse(text, len, pass, &sk);
 	if (r < 0) {
 		r = ctl_fail(o.what, "%s: %s", argv[first], err_detail()[0] ? err_detail()
 									     : strerror(-r));

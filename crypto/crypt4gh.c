@@ -15,6 +15,7 @@
 
 #include "common/common.h"
 #include "common/err.h"
+#include "crypto/bcrypt_pbkdf.h"
 
 #define NONCE_LEN crypto_aead_chacha20poly1305_ietf_NPUBBYTES   /* 12 */
 #define MAC_LEN crypto_aead_chacha20poly1305_ietf_ABYTES        /* 16 */
@@ -183,15 +184,44 @@ static bool str_is(const uint8_t *p, size_t n, const char *s)
 #define KDF_SALT_LEN 16u
 #define PBKDF2_ROUNDS_MAX 10000000u
 
-/* The key-encryption key from the passphrase, per kdf. */
-static int kdf_derive(const uint8_t *name, size_t nl, const uint8_t *opts, size_t ol,
-		      const crypto_secret *pass, uint8_t ret_k[static 32])
+/* A Crypt4GH key's kdf options (rounds u32 big-endian || salt), checked before any passphrase is
+ * asked for or any work is done: a hostile file cannot make us hang. */
+static int kdf_check(const uint8_t *name, size_t nl, const uint8_t *opts, size_t ol)
 {
 	uint32_t rounds;
 
+	if (!str_is(name, nl, "scrypt") && !str_is(name, nl, "bcrypt") &&
+	    !str_is(name, nl, "pbkdf2_hmac_sha256"))
+		return err_set(-ENOTSUP, "Crypt4GH private key: kdf \"%.*s\" not supported (scrypt, "
+			       "bcrypt and pbkdf2_hmac_sha256 are)", (int)MIN(nl, 32u),
+			       (const char *)name);
 	if (ol < 4)
 		return err_set(-EBADMSG, "Crypt4GH private key: kdf options shorter than 4 bytes");
 	rounds = get_be32(opts);
+	if (str_is(name, nl, "pbkdf2_hmac_sha256") && (rounds == 0 || rounds > PBKDF2_ROUNDS_MAX))
+		return err_set(rounds ? -E2BIG : -EBADMSG, "Crypt4GH private key: pbkdf2 rounds %u "
+			       "outside 1..%u", rounds, PBKDF2_ROUNDS_MAX);
+	if (str_is(name, nl, "bcrypt")) {
+		if (rounds == 0)
+			return err_set(-EBADMSG, "Crypt4GH private key: bcrypt with 0 rounds");
+		if (rounds > CRYPTO_BCRYPT_ROUNDS_MAX)
+			return err_set(-E2BIG, "Crypt4GH private key: bcrypt with %u rounds, more "
+				       "than the %u accepted here (re-protect the key with fewer)",
+				       rounds, CRYPTO_BCRYPT_ROUNDS_MAX);
+		if (ol == 4 || ol - 4 > CRYPTO_BCRYPT_SALT_MAX)
+			return err_set(-EBADMSG, "Crypt4GH private key: a bcrypt salt of %zu bytes "
+				       "(1 to %u)", ol - 4, CRYPTO_BCRYPT_SALT_MAX);
+	}
+	return 0;
+}
+
+/* The key-encryption key from the passphrase, per kdf (already checked by kdf_check). */
+static int kdf_derive(const uint8_t *name, size_t nl, const uint8_t *opts, size_t ol,
+		      const crypto_secret *pass, uint8_t ret_k[static 32])
+{
+	uint32_t rounds = get_be32(opts);
+	int r;
+
 	if (str_is(name, nl, "scrypt")) {
 		/* The reference tools use N = 2^14, r = 8, p = 1 whatever "rounds" says. */
 		if (crypto_pwhash_scryptsalsa208sha256_ll(crypto_secret_data(pass),
@@ -201,22 +231,17 @@ static int kdf_derive(const uint8_t *name, size_t nl, const uint8_t *opts, size_
 			return err_set(-ENOMEM, "Crypt4GH private key: scrypt failed");
 		return 0;
 	}
-	if (str_is(name, nl, "pbkdf2_hmac_sha256")) {
-		if (rounds == 0 || rounds > PBKDF2_ROUNDS_MAX)
-			return err_set(-EBADMSG, "Crypt4GH private key: pbkdf2 rounds %u outside "
-				       "1..%u", rounds, PBKDF2_ROUNDS_MAX);
-		if (PKCS5_PBKDF2_HMAC((const char *)crypto_secret_data(pass),
-				      (int)crypto_secret_len(pass), opts + 4, (int)(ol - 4),
-				      (int)rounds, EVP_sha256(), 32, ret_k) != 1)
-			return err_set(-EIO, "Crypt4GH private key: pbkdf2 failed");
-		return 0;
+	if (str_is(name, nl, "bcrypt")) {
+		/* As the reference tools: bcrypt_pbkdf(passphrase, salt, rounds), 32 bytes. */
+		r = crypto_bcrypt_pbkdf(crypto_secret_data(pass), crypto_secret_len(pass), opts + 4,
+					ol - 4, rounds, ret_k, 32);
+		return r < 0 ? err_set(r, "Crypt4GH private key: bcrypt_pbkdf refused its "
+				       "parameters") : 0;
 	}
-	if (str_is(name, nl, "bcrypt"))
-		return err_set(-ENOTSUP, "Crypt4GH private key protected with bcrypt: not supported "
-			       "here (scrypt and pbkdf2_hmac_sha256 are); re-protect the key with "
-			       "scrypt (crypt4gh-keygen) and import it again");
-	return err_set(-EBADMSG, "Crypt4GH private key: unknown kdf \"%.*s\"", (int)MIN(nl, 32u),
-		       (const char *)name);
+	if (PKCS5_PBKDF2_HMAC((const char *)crypto_secret_data(pass), (int)crypto_secret_len(pass),
+			      opts + 4, (int)(ol - 4), (int)rounds, EVP_sha256(), 32, ret_k) != 1)
+		return err_set(-EIO, "Crypt4GH private key: pbkdf2 failed");
+	return 0;
 }
 
 /* The c4gh-v1 encoding (decoded from base64) into a key. */
@@ -253,6 +278,8 @@ static int parse_c4gh_v1(const uint8_t *buf, size_t len, const crypto_secret *pa
 			       "(chacha20_poly1305 is)", (int)MIN(cl, 32u), (const char *)cipher);
 	if (str_is(kdf, kl, "none"))
 		return err_set(-EBADMSG, "Crypt4GH private key: a cipher without a kdf");
+	if ((r = kdf_check(kdf, kl, opts, ol)) < 0)
+		return r;
 	if (bl != NONCE_LEN + 32 + MAC_LEN)
 		return err_set(-EBADMSG, "Crypt4GH private key: the encrypted key is %zu bytes, not "
 			       "%u", bl, (unsigned)(NONCE_LEN + 32 + MAC_LEN));
@@ -272,41 +299,102 @@ static int parse_c4gh_v1(const uint8_t *buf, size_t len, const crypto_secret *pa
 }
 
 #define SSH_MAGIC "openssh-key-v1"   /* and its NUL */
+#define SSH_KDF_SALT_MAX 1024u
 
-/* An OpenSSH private key (PROTOCOL.key): one ssh-ed25519 key, not encrypted. The X25519 secret
- * is the Ed25519 seed's conversion (crypto_sign_ed25519_sk_to_curve25519), as the reference tools
- * do, after checking the private part's two check words and that the seed gives its public key. */
-static int parse_openssh(const uint8_t *buf, size_t len, crypto_key **ret_sk)
+/* The ciphers of OpenSSH private keys we open (PROTOCOL.key; cipher.c's table): key and IV
+ * lengths of what bcrypt_pbkdf derives, the block size the private part is padded to, and the
+ * length of the tag that follows it (AEAD ciphers). */
+enum ssh_mode { SSH_NONE, SSH_EVP, SSH_EVP_GCM, SSH_CHACHAPOLY };
+struct ssh_cipher {
+	const char *name;
+	enum ssh_mode mode;
+	const EVP_CIPHER *(*evp)(void);
+	size_t key_len, iv_len, block, tag_len;
+};
+static const struct ssh_cipher ssh_ciphers[] = {
+	{ "none", SSH_NONE, NULL, 0, 0, 8, 0 },
+	{ "aes128-ctr", SSH_EVP, EVP_aes_128_ctr, 16, 16, 16, 0 },
+	{ "aes192-ctr", SSH_EVP, EVP_aes_192_ctr, 24, 16, 16, 0 },
+	{ "aes256-ctr", SSH_EVP, EVP_aes_256_ctr, 32, 16, 16, 0 },
+	{ "aes128-cbc", SSH_EVP, EVP_aes_128_cbc, 16, 16, 16, 0 },
+	{ "aes192-cbc", SSH_EVP, EVP_aes_192_cbc, 24, 16, 16, 0 },
+	{ "aes256-cbc", SSH_EVP, EVP_aes_256_cbc, 32, 16, 16, 0 },
+	{ "aes128-gcm@openssh.com", SSH_EVP_GCM, EVP_aes_128_gcm, 16, 12, 16, 16 },
+	{ "aes256-gcm@openssh.com", SSH_EVP_GCM, EVP_aes_256_gcm, 32, 12, 16, 16 },
+	{ "chacha20-poly1305@openssh.com", SSH_CHACHAPOLY, NULL, 64, 0, 8, 16 },
+};
+#define SSH_KEY_IV_MAX 64u
+
+static const struct ssh_cipher *ssh_cipher_find(const uint8_t *name, size_t n)
 {
-	struct cur c = { buf, len }, pc;
-	const uint8_t *cipher, *kdf, *opts, *pub, *priv, *type, *pk, *esk;
-	size_t cl, kl, ol, pbl, prl, tl, pkl, eskl;
+	for (size_t i = 0; i < sizeof(ssh_ciphers) / sizeof(ssh_ciphers[0]); i++)
+		if (str_is(name, n, ssh_ciphers[i].name))
+			return &ssh_ciphers[i];
+	return NULL;
+}
+
+/* Decrypt the private part of an OpenSSH key (len bytes at in, then its tag) into out with the
+ * key and IV in kiv. -EKEYREJECTED when an AEAD tag does not verify. */
+static int ssh_decrypt(const struct ssh_cipher *ci, const uint8_t *kiv, const uint8_t *in,
+		       size_t len, const uint8_t *tag, uint8_t *out)
+{
+	EVP_CIPHER_CTX *ctx;
+	int n = 0, f = 0, ok;
+
+	if (ci->mode == SSH_CHACHAPOLY) {
+		/* OpenSSH's chacha20-poly1305 with sequence number 0 and no length field: the
+		 * Poly1305 key is the first 32 bytes of ChaCha20's block 0 under the first 32
+		 * bytes of the key (nonce: the sequence number, big-endian u64); the data is
+		 * ChaCha20 from block 1. */
+		static const uint8_t seq[8] = { 0 };
+		uint8_t polykey[crypto_onetimeauth_poly1305_KEYBYTES];
+
+		crypto_stream_chacha20(polykey, sizeof(polykey), seq, kiv);
+		ok = crypto_onetimeauth_poly1305_verify(tag, in, len, polykey) == 0;
+		sodium_memzero(polykey, sizeof(polykey));
+		if (!ok)
+			return -EKEYREJECTED;
+		crypto_stream_chacha20_xor_ic(out, in, len, seq, 1, kiv);
+		return 0;
+	}
+	ctx = EVP_CIPHER_CTX_new();
+	if (!ctx)
+		return -ENOMEM;
+	ok = EVP_DecryptInit_ex(ctx, ci->evp(), NULL, NULL, NULL) == 1 &&
+	     (ci->mode != SSH_EVP_GCM ||
+	      EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_IVLEN, (int)ci->iv_len, NULL) == 1) &&
+	     EVP_DecryptInit_ex(ctx, NULL, NULL, kiv, kiv + ci->key_len) == 1 &&
+	     EVP_CIPHER_CTX_set_padding(ctx, 0) == 1 &&
+	     EVP_DecryptUpdate(ctx, out, &n, in, (int)len) == 1 &&
+	     (ci->mode != SSH_EVP_GCM ||
+	      EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, (int)ci->tag_len, (void *)tag) == 1) &&
+	     EVP_DecryptFinal_ex(ctx, out + n, &f) == 1 && (size_t)(n + f) == len;
+	EVP_CIPHER_CTX_free(ctx);
+	if (!ok) {
+		sodium_memzero(out, len);
+		return ci->mode == SSH_EVP_GCM ? -EKEYREJECTED : -EIO;
+	}
+	return 0;
+}
+
+/* The private part of an OpenSSH key, in the clear: check words, one ssh-ed25519 key matching
+ * the public key pk_blob names, comment, padding 1, 2, 3, ... The X25519 secret is the Ed25519
+ * seed's conversion (crypto_sign_ed25519_sk_to_curve25519), as the reference tools do. A check
+ * word mismatch in a key that was encrypted means the passphrase was wrong. */
+static int ssh_private(const uint8_t *priv, size_t prl, const uint8_t *pk_blob, size_t pbl,
+		       bool encrypted, crypto_key **ret_sk)
+{
+	struct cur pc = { priv, prl }, pb = { pk_blob, pbl };
+	const uint8_t *type, *pk, *esk, *comment, *btype, *bpk;
+	size_t tl, pkl, eskl, coml, btl, bpkl;
 	uint8_t xsk[32];
-	uint32_t nkeys;
 	int r;
 
-	if (len < sizeof(SSH_MAGIC) || memcmp(buf, SSH_MAGIC, sizeof(SSH_MAGIC)) != 0)
-		return err_set(-EBADMSG, "OpenSSH private key: no \"openssh-key-v1\" magic");
-	c.p += sizeof(SSH_MAGIC);
-	c.n -= sizeof(SSH_MAGIC);
-	if (cur_str32(&c, &cipher, &cl) < 0 || cur_str32(&c, &kdf, &kl) < 0 ||
-	    cur_str32(&c, &opts, &ol) < 0 || c.n < 4)
-		return err_set(-EBADMSG, "OpenSSH private key: cut short");
-	if (!str_is(cipher, cl, "none") || !str_is(kdf, kl, "none"))
-		return err_set(-ENOTSUP, "OpenSSH private key protected by a passphrase (cipher "
-			       "\"%.*s\", kdf \"%.*s\"): not supported here; import a Crypt4GH "
-			       "private key protected with scrypt instead", (int)MIN(cl, 32u),
-			       (const char *)cipher, (int)MIN(kl, 32u), (const char *)kdf);
-	nkeys = get_be32(c.p);
-	c.p += 4;
-	c.n -= 4;
-	if (nkeys != 1)
-		return err_set(-EBADMSG, "OpenSSH private key: %u keys, not 1", nkeys);
-	if (cur_str32(&c, &pub, &pbl) < 0 || cur_str32(&c, &priv, &prl) < 0)
-		return err_set(-EBADMSG, "OpenSSH private key: cut short");
-	pc = (struct cur){ priv, prl };
 	if (pc.n < 8 || get_be32(pc.p) != get_be32(pc.p + 4))
-		return err_set(-EBADMSG, "OpenSSH private key: the check words differ");
+		return encrypted ? err_set(-EKEYREJECTED, "the passphrase does not open the "
+					   "OpenSSH private key (wrong passphrase, or the file "
+					   "was altered)")
+				 : err_set(-EBADMSG, "OpenSSH private key: the check words differ");
 	pc.p += 8;
 	pc.n -= 8;
 	if (cur_str32(&pc, &type, &tl) < 0)
@@ -316,24 +404,118 @@ static int parse_openssh(const uint8_t *buf, size_t len, crypto_key **ret_sk)
 			       "keys convert to Crypt4GH keys", (int)MIN(tl, 32u),
 			       (const char *)type);
 	if (cur_str32(&pc, &pk, &pkl) < 0 || cur_str32(&pc, &esk, &eskl) < 0 || pkl != 32 ||
-	    eskl != 64)
+	    eskl != 64 || cur_str32(&pc, &comment, &coml) < 0)
 		return err_set(-EBADMSG, "OpenSSH private key: a malformed ed25519 key");
+	for (size_t i = 0; i < pc.n; i++)
+		if (pc.p[i] != (uint8_t)(i + 1))
+			return err_set(-EBADMSG, "OpenSSH private key: bad padding after the key");
+	if (cur_str32(&pb, &btype, &btl) < 0 || !str_is(btype, btl, "ssh-ed25519") ||
+	    cur_str32(&pb, &bpk, &bpkl) < 0 || bpkl != 32 || pb.n != 0 || memcmp(bpk, pk, 32) != 0)
+		return err_set(-EBADMSG, "OpenSSH private key: the public key does not match the "
+			       "private one");
 	/* The seed must give the public key both places name. */
 	{
 		uint8_t seed_pk[32], full[64];
 
 		crypto_sign_ed25519_seed_keypair(seed_pk, full, esk);
 		sodium_memzero(full, sizeof(full));
-		if (memcmp(seed_pk, pk, 32) != 0 || memcmp(esk + 32, pk, 32) != 0) {
-			sodium_memzero(seed_pk, sizeof(seed_pk));
+		if (memcmp(seed_pk, pk, 32) != 0 || memcmp(esk + 32, pk, 32) != 0)
 			return err_set(-EBADMSG, "OpenSSH private key: the ed25519 seed does not "
 				       "give its public key");
-		}
 	}
 	if (crypto_sign_ed25519_sk_to_curve25519(xsk, esk) != 0)
 		return err_set(-EBADMSG, "OpenSSH private key: cannot convert to X25519");
 	r = crypto_key_from_bytes(xsk, ret_sk);
 	sodium_memzero(xsk, sizeof(xsk));
+	return r;
+}
+
+/* An OpenSSH private key (PROTOCOL.key): one ssh-ed25519 key, unencrypted ("none") or encrypted
+ * with kdf "bcrypt" (options: salt, rounds) and one of ssh_ciphers. Everything but the secret
+ * part is checked before the passphrase is used (-ENOKEY without one). */
+static int parse_openssh(const uint8_t *buf, size_t len, const crypto_secret *pass,
+			 crypto_key **ret_sk)
+{
+	struct cur c = { buf, len }, oc;
+	const uint8_t *cipher, *kdf, *opts, *pub, *priv, *salt = NULL;
+	size_t cl, kl, ol, pbl, prl, sl = 0;
+	const struct ssh_cipher *ci;
+	uint8_t kiv[SSH_KEY_IV_MAX], *plain = NULL;
+	uint32_t nkeys, rounds = 0;
+	int r;
+
+	if (len < sizeof(SSH_MAGIC) || memcmp(buf, SSH_MAGIC, sizeof(SSH_MAGIC)) != 0)
+		return err_set(-EBADMSG, "OpenSSH private key: no \"openssh-key-v1\" magic");
+	c.p += sizeof(SSH_MAGIC);
+	c.n -= sizeof(SSH_MAGIC);
+	if (cur_str32(&c, &cipher, &cl) < 0 || cur_str32(&c, &kdf, &kl) < 0 ||
+	    cur_str32(&c, &opts, &ol) < 0 || c.n < 4)
+		return err_set(-EBADMSG, "OpenSSH private key: cut short");
+	ci = ssh_cipher_find(cipher, cl);
+	if (!ci)
+		return err_set(-ENOTSUP, "OpenSSH private key: cipher \"%.*s\" not supported "
+			       "(aes128/192/256-ctr and -cbc, aes128/256-gcm@openssh.com, "
+			       "chacha20-poly1305@openssh.com and none are)", (int)MIN(cl, 40u),
+			       (const char *)cipher);
+	if (ci->mode == SSH_NONE) {
+		if (!str_is(kdf, kl, "none") || ol != 0)
+			return err_set(-EBADMSG, "OpenSSH private key: a kdf without a cipher");
+	} else {
+		if (!str_is(kdf, kl, "bcrypt"))
+			return err_set(-ENOTSUP, "OpenSSH private key: kdf \"%.*s\" not supported "
+				       "(bcrypt is)", (int)MIN(kl, 32u), (const char *)kdf);
+		oc = (struct cur){ opts, ol };
+		if (cur_str32(&oc, &salt, &sl) < 0 || oc.n != 4)
+			return err_set(-EBADMSG, "OpenSSH private key: malformed bcrypt options");
+		rounds = get_be32(oc.p);
+		if (sl == 0 || sl > SSH_KDF_SALT_MAX)
+			return err_set(-EBADMSG, "OpenSSH private key: a bcrypt salt of %zu bytes "
+				       "(1 to %u)", sl, SSH_KDF_SALT_MAX);
+		if (rounds == 0)
+			return err_set(-EBADMSG, "OpenSSH private key: bcrypt with 0 rounds");
+		if (rounds > CRYPTO_BCRYPT_ROUNDS_MAX)
+			return err_set(-E2BIG, "OpenSSH private key: bcrypt with %u rounds, more than "
+				       "the %u accepted here (ssh-keygen -p -a N lowers them)",
+				       rounds, CRYPTO_BCRYPT_ROUNDS_MAX);
+	}
+	nkeys = get_be32(c.p);
+	c.p += 4;
+	c.n -= 4;
+	if (nkeys != 1)
+		return err_set(-EBADMSG, "OpenSSH private key: %u keys, not 1", nkeys);
+	if (cur_str32(&c, &pub, &pbl) < 0 || cur_str32(&c, &priv, &prl) < 0)
+		return err_set(-EBADMSG, "OpenSSH private key: cut short");
+	if (prl < ci->block || prl % ci->block != 0)
+		return err_set(-EBADMSG, "OpenSSH private key: the private part is %zu bytes, not a "
+			       "multiple of %zu", prl, ci->block);
+	/* What follows is the AEAD tag, and nothing else. */
+	if (c.n != ci->tag_len)
+		return err_set(-EBADMSG, "OpenSSH private key: %zu bytes after the private part, "
+			       "not %zu", c.n, ci->tag_len);
+	if (ci->mode == SSH_NONE)
+		return ssh_private(priv, prl, pub, pbl, false, ret_sk);
+	if (!pass)
+		return err_set(-ENOKEY, "the OpenSSH private key is protected by a passphrase");
+	plain = sodium_malloc(prl);
+	if (!plain)
+		return -ENOMEM;
+	r = crypto_bcrypt_pbkdf(crypto_secret_data(pass), crypto_secret_len(pass), salt, sl, rounds,
+				kiv, ci->key_len + ci->iv_len);
+	if (r < 0) {
+		r = err_set(r, "OpenSSH private key: bcrypt_pbkdf refused its parameters");
+		goto out;
+	}
+	r = ssh_decrypt(ci, kiv, priv, prl, c.p, plain);
+	if (r == -EKEYREJECTED)
+		r = err_set(r, "the passphrase does not open the OpenSSH private key (wrong "
+			    "passphrase, or the file was altered)");
+	else if (r < 0)
+		r = err_set(r, "OpenSSH private key: %s failed", ci->name);
+	if (r == 0)
+		r = ssh_private(plain, prl, pub, pbl, true, ret_sk);
+out:
+	sodium_memzero(kiv, sizeof(kiv));
+	sodium_free(plain);  /* wipes */
 	return r;
 }
 
@@ -376,7 +558,7 @@ int c4gh_seckey_parse(const char *text, size_t len, const crypto_secret *pass,
 	r = seckey_decode(text, len, &ssh, &buf, &n);
 	if (r < 0)
 		return r;
-	r = ssh ? parse_openssh(buf, n, ret_sk) : parse_c4gh_v1(buf, n, pass, ret_sk);
+	r = ssh ? parse_openssh(buf, n, pass, ret_sk) : parse_c4gh_v1(buf, n, pass, ret_sk);
 	sodium_free(buf);
 	return r;
 }

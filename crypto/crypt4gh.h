@@ -63,13 +63,15 @@ void c4gh_pubkey_format(const uint8_t pk[static C4GH_KEY_LEN], char out[static C
 int c4gh_pubkey_parse(const char *text, size_t len, uint8_t ret_pk[static C4GH_KEY_LEN]);
 
 /* Parse a private key file: the Crypt4GH format ("-----BEGIN CRYPT4GH PRIVATE KEY-----", the
- * c4gh-v1 encoding, kdf "none", "scrypt" or "pbkdf2_hmac_sha256", cipher "none" or
- * "chacha20_poly1305"), or an OpenSSH ed25519 key without a passphrase ("-----BEGIN OPENSSH
- * PRIVATE KEY-----", converted to its X25519 form as the reference tools do). pass may be NULL for
- * a key that is not encrypted.
+ * c4gh-v1 encoding, kdf "none", "scrypt", "bcrypt" or "pbkdf2_hmac_sha256", cipher "none" or
+ * "chacha20_poly1305"), or an OpenSSH ed25519 key ("-----BEGIN OPENSSH PRIVATE KEY-----",
+ * unprotected or with kdf "bcrypt" and an AES-CTR/CBC/GCM or chacha20-poly1305 cipher; converted
+ * to its X25519 form as the reference tools do). pass may be NULL for a key that is not
+ * encrypted. Everything but the encrypted secret is checked before the passphrase is used, so a
+ * call with pass NULL says whether the file is well formed and needs one (-ENOKEY).
  * -ENOKEY the key is encrypted and pass is NULL; -EKEYREJECTED wrong passphrase (or altered);
- * -ENOTSUP a kdf or cipher not supported here (bcrypt; an encrypted OpenSSH key), named in
- * err_detail(); -EBADMSG malformed. */
+ * -ENOTSUP a kdf, cipher or key type not supported here, named in err_detail(); -E2BIG kdf
+ * rounds over the cap (CRYPTO_BCRYPT_ROUNDS_MAX for bcrypt); -EBADMSG malformed. */
 int c4gh_seckey_parse(const char *text, size_t len, const crypto_secret *pass,
 		      crypto_key **ret_sk);
 /* Does the file need a passphrase (a Crypt4GH key with a cipher other than "none", or an

@@ -20,6 +20,7 @@
 #include <cmocka.h>
 
 #include "common/common.h"
+#include "crypto/bcrypt_pbkdf.h"
 
 static size_t unhex(const char *hex, uint8_t *out, size_t cap)
 {
@@ -818,6 +819,319 @@ static void test_seckey_openssh(void **state)
 	free(bad);
 }
 
+/* ---- bcrypt_pbkdf and the key files it protects ------------------------------------------- */
+
+/* bcrypt_pbkdf against python3-bcrypt's bcrypt.kdf (an independent implementation), at the
+ * output lengths that interleave blocks differently (1, 32, 33, 48, 64, 100 bytes). */
+static void test_bcrypt_pbkdf_kat(void **state)
+{
+	static const struct {
+		const char *pass, *salt;
+		uint32_t rounds;
+		size_t len;
+		const char *want;
+	} v[] = {
+		{ "70617373776f7264", "73616c74", 4, 32,
+		  "5bbf0cc293587f1c3635555c27796598d47e579071bf427e9d8fbe842aba34d9" },
+		{ "636f727265637420686f727365", "000102030405060708090a0b0c0d0e0f", 16, 48,
+		  "6bd628cd9202c5d0cb3e47dc1332be0162d3d4262dac8dac9f00998434479f36930c217fd05e33a7"
+		  "e77e207f680659d2" },
+		{ "70", "73", 1, 1, "ca" },
+		{ "70617373706872617365", "4e61436c", 2, 64,
+		  "12f2fd20308fd359bb0de2bbda58f7f77db296cf1fe0ff27ea78898123c1f572c07109f1957b1fd7"
+		  "81da8f9f86916407df8658e2d79626aa489f92091cf67de7" },
+		{ "c3a974c3a9", "78", 3, 33,
+		  "75e744ab514b8b8ab90997d0396deb69285912ccb826df6f76536503699bd61673" },
+	};
+	/* 100 'x', salt 0..255 twice, 1 round, 100 bytes. */
+	static const char long_want[] =
+		"3317a19e5128cff5cb5f660347ba76076273f60bb74df9b0987e55c972fbea63ff7e11e305c90fa3"
+		"4aaa66c9a19fb418f26a753d715cee74c034d67978545f2e50e3c4b2ee8d31786d1f92b4448b0a34"
+		"6edc2dfab2efa73aa451c047941f1748e57e8a86";
+	uint8_t pass[64], salt[512], want[128], out[128];
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
+		size_t pl = unhex(v[i].pass, pass, sizeof(pass));
+		size_t sl = unhex(v[i].salt, salt, sizeof(salt));
+
+		unhex(v[i].want, want, sizeof(want));
+		memset(out, 0xee, sizeof(out));
+		assert_int_equal(crypto_bcrypt_pbkdf(pass, pl, salt, sl, v[i].rounds, out, v[i].len),
+				 0);
+		assert_memory_equal(out, want, v[i].len);
+		assert_int_equal(out[v[i].len], 0xee);  /* not a byte more */
+	}
+	memset(pass, 'x', sizeof(pass));
+	{
+		uint8_t longpass[100];
+
+		memset(longpass, 'x', sizeof(longpass));
+		for (size_t i = 0; i < 512; i++)
+			salt[i] = (uint8_t)i;
+		unhex(long_want, want, sizeof(want));
+		assert_int_equal(crypto_bcrypt_pbkdf(longpass, 100, salt, 512, 1, out, 100), 0);
+		assert_memory_equal(out, want, 100);
+	}
+	/* Parameters refused, out untouched. */
+	memset(out, 0xee, sizeof(out));
+	assert_int_equal(crypto_bcrypt_pbkdf(pass, 4, salt, 4, 0, out, 32), -EINVAL);
+	assert_int_equal(crypto_bcrypt_pbkdf(pass, 0, salt, 4, 1, out, 32), -EINVAL);
+	assert_int_equal(crypto_bcrypt_pbkdf(pass, 4, salt, 0, 1, out, 32), -EINVAL);
+	assert_int_equal(crypto_bcrypt_pbkdf(pass, 4, salt, 4, 1, out, 0), -EINVAL);
+	assert_int_equal(crypto_bcrypt_pbkdf(pass, 4, salt, 4, CRYPTO_BCRYPT_ROUNDS_MAX + 1, out,
+					     32), -E2BIG);
+	assert_int_equal(crypto_bcrypt_pbkdf(pass, 4, salt, 4, UINT32_MAX, out, 32), -E2BIG);
+	assert_int_equal(crypto_bcrypt_pbkdf(pass, 4, salt, CRYPTO_BCRYPT_SALT_MAX + 1, 1, out, 32),
+			 -E2BIG);
+	assert_int_equal(crypto_bcrypt_pbkdf(pass, 4, salt, 4, 1, out, CRYPTO_BCRYPT_OUT_MAX + 1),
+			 -E2BIG);
+	for (size_t i = 0; i < sizeof(out); i++)
+		assert_int_equal(out[i], 0xee);
+}
+
+/* The base64 body of an armoured key decoded into raw; its length. */
+static size_t unarmour(const char *text, uint8_t *raw, size_t cap)
+{
+	const char *b = strchr(text, '\n') + 1, *e = strstr(b, "-----END");
+	size_t got = 0;
+
+	assert_int_equal(sodium_base642bin(raw, cap, b, (size_t)(e - b), "\n", &got, NULL,
+					   sodium_base64_VARIANT_ORIGINAL), 0);
+	return got;
+}
+
+/* raw armoured as kind ("CRYPT4GH" or "OPENSSH") private key; free() it. */
+static char *rearmour(const char *kind, const uint8_t *raw, size_t n)
+{
+	size_t bl = sodium_base64_ENCODED_LEN(n, sodium_base64_VARIANT_ORIGINAL);
+	char *b64 = malloc(bl), *text = malloc(bl + 128);
+
+	assert_non_null(b64);
+	assert_non_null(text);
+	sodium_bin2base64(b64, bl, raw, n, sodium_base64_VARIANT_ORIGINAL);
+	snprintf(text, bl + 128, "-----BEGIN %s PRIVATE KEY-----\n%s\n-----END %s PRIVATE KEY-----\n",
+		 kind, b64, kind);
+	free(b64);
+	return text;
+}
+
+/* Parse raw (re-armoured as kind) with pass; the result, the key's public half in ret_pk. */
+static int parse_raw(const char *kind, const uint8_t *raw, size_t n, const crypto_secret *pass,
+		     uint8_t ret_pk[32])
+{
+	char *text = rearmour(kind, raw, n);
+	crypto_key *sk = NULL;
+	int r = c4gh_seckey_parse(text, strlen(text), pass, &sk);
+
+	assert_true((r == 0) == (sk != NULL));
+	if (sk && ret_pk)
+		c4gh_public_key(sk, ret_pk);
+	crypto_key_free(sk);
+	free(text);
+	return r;
+}
+
+/* A Crypt4GH private key protected with bcrypt (4 rounds), written by crypt4gh_ref.py (python3-
+ * bcrypt's bcrypt.kdf, python3-cryptography's ChaCha20Poly1305) around RFC 7748's Alice secret,
+ * passphrase "correct horse". */
+static const char c4gh_bcrypt_key[] =
+	"-----BEGIN CRYPT4GH PRIVATE KEY-----\n"
+	"YzRnaC12MQAGYmNyeXB0ABQAAAAEfJcV+3WJC5DQFsDbptrS7wARY2hhY2hhMjBfcG9seTEzMDUAPGUOl3NOR00K"
+	"vLe51oM+FIAs1phggILsKfLTUNebsld89eDGmB2GtqdI2/JJKF9I/gYZD4nBmEQkjZMqDgAXbWFkZSBieSBjcnlw"
+	"dDRnaF9yZWYucHk=\n"
+	"-----END CRYPT4GH PRIVATE KEY-----\n";
+/* Its layout: "c4gh-v1", kdf name at 7 (2 + 6), options at 15 (2 + rounds 4 + salt 16),
+ * cipher at 37 (2 + 17), blob at 56 (2 + 60), comment after. */
+#define C4K_KDF 9
+#define C4K_ROUNDS 17
+#define C4K_SALT_LEN 15
+#define C4K_BLOB_END 118
+
+static void test_seckey_bcrypt(void **state)
+{
+	crypto_secret *pass = secret("correct horse"), *bad = secret("correct horsE");
+	uint8_t raw[512], m[512], want[32], pk[32];
+	size_t n;
+
+	(void)state;
+	unhex(ALICE_PK, want, 32);
+	assert_true(c4gh_seckey_encrypted(c4gh_bcrypt_key, strlen(c4gh_bcrypt_key)));
+	n = unarmour(c4gh_bcrypt_key, raw, sizeof(raw));
+	assert_true(n > C4K_BLOB_END);
+	assert_int_equal(parse_raw("CRYPT4GH", raw, n, pass, pk), 0);
+	assert_memory_equal(pk, want, 32);
+	assert_int_equal(parse_raw("CRYPT4GH", raw, n, NULL, NULL), -ENOKEY);
+	assert_int_equal(parse_raw("CRYPT4GH", raw, n, bad, NULL), -EKEYREJECTED);
+	/* Rounds: 0 and absurd refused before any work (with or without a passphrase); another
+	 * count gives another key-encryption key. */
+	memcpy(m, raw, n);
+	put_be32(m + C4K_ROUNDS, 0);
+	assert_int_equal(parse_raw("CRYPT4GH", m, n, pass, NULL), -EBADMSG);
+	put_be32(m + C4K_ROUNDS, UINT32_MAX);
+	assert_int_equal(parse_raw("CRYPT4GH", m, n, pass, NULL), -E2BIG);
+	assert_int_equal(parse_raw("CRYPT4GH", m, n, NULL, NULL), -E2BIG);
+	put_be32(m + C4K_ROUNDS, CRYPTO_BCRYPT_ROUNDS_MAX + 1);
+	assert_int_equal(parse_raw("CRYPT4GH", m, n, pass, NULL), -E2BIG);
+	put_be32(m + C4K_ROUNDS, 5);
+	assert_int_equal(parse_raw("CRYPT4GH", m, n, pass, NULL), -EKEYREJECTED);
+	/* A salt bit, the nonce, the ciphertext, the MAC: the passphrase no longer opens it. */
+	for (size_t at = C4K_ROUNDS + 4; at < C4K_BLOB_END; at += 7) {
+		if (at >= 37 && at < 58)
+			continue;  /* the cipher name and the blob's length: below */
+		memcpy(m, raw, n);
+		m[at] ^= 0x20;
+		assert_int_equal(parse_raw("CRYPT4GH", m, n, pass, NULL), -EKEYREJECTED);
+	}
+	/* An unknown kdf; an empty salt (options of 4 bytes: the lengths shift, so rebuilt). */
+	memcpy(m, raw, n);
+	m[C4K_KDF + 5] = 'x';  /* "bcrypx" */
+	assert_int_equal(parse_raw("CRYPT4GH", m, n, pass, NULL), -ENOTSUP);
+	memcpy(m, raw, C4K_ROUNDS + 4);
+	m[C4K_SALT_LEN + 1] = 4;
+	memcpy(m + C4K_ROUNDS + 4, raw + C4K_ROUNDS + 20, n - (C4K_ROUNDS + 20));
+	assert_int_equal(parse_raw("CRYPT4GH", m, n - 16, pass, NULL), -EBADMSG);
+	/* Cut anywhere up to the end of the encrypted key: malformed, never a key. */
+	for (size_t cut = 0; cut < C4K_BLOB_END; cut++)
+		assert_int_equal(parse_raw("CRYPT4GH", raw, cut, pass, NULL), -EBADMSG);
+	crypto_secret_free(pass);
+	crypto_secret_free(bad);
+}
+
+/* Passphrase-protected OpenSSH ed25519 keys made by ssh-keygen (-N 'correct horse' -a 1 -Z
+ * CIPHER). Each want is the X25519 public key python3-cryptography derives from the same key
+ * after OpenSSH itself removed the passphrase (ssh-keygen -p -N ''): the decryption and the
+ * conversion are both checked against independent code. */
+static const struct {
+	const char *cipher, *want, *key;
+	bool aead;
+} ssh_keys[] = {
+	{ "aes256-ctr", "c1bb82d9198f6c115fd6731c406d2a35f5c2c8c8a409bc9a7729a8da60c19c47",
+	  "-----BEGIN OPENSSH PRIVATE KEY-----\n"
+	  "b3BlbnNzaC1rZXktdjEAAAAACmFlczI1Ni1jdHIAAAAGYmNyeXB0AAAAGAAAABBZ0B8+7Z\n"
+	  "wgF4lWHV7KD4eOAAAAAQAAAAEAAAAzAAAAC3NzaC1lZDI1NTE5AAAAIH3jPWEc9XL9kgSC\n"
+	  "SjfUICnp7NYVTIursF3F3KGN+Jo9AAAAkMAZIlrMBO3SU4go46j7tvw1ixXOe0vFQfzDEW\n"
+	  "2yPDOukU0jKxH4Q+F2kh9g2fbmROwz2OBx97QK6lZJTc7IPhRMvO1tkE3eJ2212grt73+O\n"
+	  "/wyMzoPIuy7nHT4JSAm9Mc+pT66o2f21CpcZQSfXmBbDNBUv4xHAv7hBc/kcK+1hmOS3I8\n"
+	  "VR2tEuUGhaZXxtBw==\n"
+	  "-----END OPENSSH PRIVATE KEY-----\n", false },
+	{ "aes256-gcm@openssh.com",
+	  "b2c1f976c42bef8a1b05b6791116cec0d101ea3387948447317441b55455dc2d",
+	  "-----BEGIN OPENSSH PRIVATE KEY-----\n"
+	  "b3BlbnNzaC1rZXktdjEAAAAAFmFlczI1Ni1nY21Ab3BlbnNzaC5jb20AAAAGYmNyeXB0AA\n"
+	  "AAGAAAABA7nAei6aHzJyqKl+n3qZebAAAAAQAAAAEAAAAzAAAAC3NzaC1lZDI1NTE5AAAA\n"
+	  "IPXnLlmOzYugLEBxeR9q3OifMxAHcAFcd1csKUq7oSKzAAAAkI6/GR9Djt04WV0xvulRaB\n"
+	  "RnRywe9nbVMUXHg4jSaBXNDn+fo4TbABI74/dXkwlCJQN/U9kkCkN3ICdQoXu6T0JhR+Zt\n"
+	  "u0CWaOonl+ElhWUFYHamhBtOfYK5t9Xi/x54pPNhJfymD05bE6oFV7junadjIuyu/4aJp1\n"
+	  "vGESL0e+/sNS1QpylWp8PaGc/mEPUjlRaC8y4e1xp2414ByeU2BZ4=\n"
+	  "-----END OPENSSH PRIVATE KEY-----\n", true },
+	{ "chacha20-poly1305@openssh.com",
+	  "3a7e1e0d6cbf4058cad65327196c7b83bfa5e5108d8384a9548ad35a02317666",
+	  "-----BEGIN OPENSSH PRIVATE KEY-----\n"
+	  "b3BlbnNzaC1rZXktdjEAAAAAHWNoYWNoYTIwLXBvbHkxMzA1QG9wZW5zc2guY29tAAAABm\n"
+	  "JjcnlwdAAAABgAAAAQ6+bIqw6a2+G0JhGPWMCjFwAAAAEAAAABAAAAMwAAAAtzc2gtZWQy\n"
+	  "NTUxOQAAACC3ve6LewiAQBu/fsYb6lmG4pz+TYlGRqYp9kscksM1UAAAAIjCPf+GlF+VQP\n"
+	  "LXDQzyUkobll6EYHV71bn/ILJ8i4FtBMAqKTASGrXCsJpWGhBQ22E6yZU+aBQfVVNnCO8k\n"
+	  "ynrHQm74OCbhCYGWKZA+EwJhmxF5Y8XzolzFqXEAHGdAImrJXBth/6jYJDYxRmLyhl1yn0\n"
+	  "DkKXjDasssHtvscNvt1B0A3BGOv1jj0DQO4R6qXjM7FCT4/Vu4XA==\n"
+	  "-----END OPENSSH PRIVATE KEY-----\n", true },
+};
+
+/* Where things are in a decoded OpenSSH key. */
+struct ssh_layout {
+	size_t cipher, kdf, rounds, priv, priv_len;
+};
+
+static void ssh_layout(const uint8_t *raw, size_t n, struct ssh_layout *l)
+{
+	size_t o = 15, pub_len;
+
+	l->cipher = o + 4;
+	o += 4 + get_be32(raw + o);
+	l->kdf = o + 4;
+	o += 4 + get_be32(raw + o);
+	l->rounds = o + 4 + 4 + get_be32(raw + o + 4);  /* options: string salt, u32 rounds */
+	o += 4 + get_be32(raw + o) + 4;                  /* ... and the key count */
+	pub_len = get_be32(raw + o);
+	o += 4 + pub_len;
+	l->priv_len = get_be32(raw + o);
+	l->priv = o + 4;
+	assert_true(l->priv + l->priv_len <= n);
+}
+
+static void test_seckey_openssh_encrypted(void **state)
+{
+	crypto_secret *pass = secret("correct horse"), *bad = secret("correct horsE");
+	uint8_t raw[1024], m[1024], want[32], pk[32];
+	struct ssh_layout l;
+	size_t n;
+
+	(void)state;
+	for (size_t k = 0; k < sizeof(ssh_keys) / sizeof(ssh_keys[0]); k++) {
+		const char *key = ssh_keys[k].key;
+
+		unhex(ssh_keys[k].want, want, 32);
+		assert_true(c4gh_seckey_encrypted(key, strlen(key)));
+		n = unarmour(key, raw, sizeof(raw));
+		ssh_layout(raw, n, &l);
+		assert_memory_equal(raw + l.cipher, ssh_keys[k].cipher, strlen(ssh_keys[k].cipher));
+		assert_int_equal(parse_raw("OPENSSH", raw, n, pass, pk), 0);
+		assert_memory_equal(pk, want, 32);
+		assert_int_equal(parse_raw("OPENSSH", raw, n, NULL, NULL), -ENOKEY);
+		assert_int_equal(parse_raw("OPENSSH", raw, n, bad, NULL), -EKEYREJECTED);
+		/* The check words (the first 8 bytes of the private part) altered: with CTR the
+		 * words then differ, with an AEAD cipher the tag fails: either way refused as a
+		 * wrong passphrase would be. So is every 5th byte of the private part and tag. */
+		for (size_t at = l.priv; at < n; at += at < l.priv + 8 ? 1 : 5) {
+			int r;
+
+			memcpy(m, raw, n);
+			m[at] ^= 0x01;
+			r = parse_raw("OPENSSH", m, n, pass, pk);
+			if (at < l.priv + 8 || ssh_keys[k].aead) {
+				assert_int_equal(r, -EKEYREJECTED);
+				continue;
+			}
+			/* CTR past the check words: the flipped bit lands in the key (which then
+			 * does not match its public key), the comment or the padding; never a
+			 * different key accepted. */
+			assert_true(r == -EBADMSG || r == -ENOTSUP || r == 0);
+			if (r == 0)
+				assert_memory_equal(pk, want, 32);
+		}
+		/* Rounds: 0, over the cap, absurd: refused before any work, passphrase or not. */
+		memcpy(m, raw, n);
+		put_be32(m + l.rounds, 0);
+		assert_int_equal(parse_raw("OPENSSH", m, n, pass, NULL), -EBADMSG);
+		put_be32(m + l.rounds, CRYPTO_BCRYPT_ROUNDS_MAX + 1);
+		assert_int_equal(parse_raw("OPENSSH", m, n, pass, NULL), -E2BIG);
+		put_be32(m + l.rounds, UINT32_MAX);
+		assert_int_equal(parse_raw("OPENSSH", m, n, pass, NULL), -E2BIG);
+		assert_int_equal(parse_raw("OPENSSH", m, n, NULL, NULL), -E2BIG);
+		/* Another count, or another salt: another key, the passphrase does not open it. */
+		put_be32(m + l.rounds, 2);
+		assert_int_equal(parse_raw("OPENSSH", m, n, pass, NULL), -EKEYREJECTED);
+		memcpy(m, raw, n);
+		m[l.rounds - 1] ^= 0x80;
+		assert_int_equal(parse_raw("OPENSSH", m, n, pass, NULL), -EKEYREJECTED);
+		/* An unknown cipher and an unknown kdf. */
+		memcpy(m, raw, n);
+		m[l.cipher + 1] = 'X';
+		assert_int_equal(parse_raw("OPENSSH", m, n, pass, NULL), -ENOTSUP);
+		memcpy(m, raw, n);
+		m[l.kdf + 5] = 'x';
+		assert_int_equal(parse_raw("OPENSSH", m, n, pass, NULL), -ENOTSUP);
+		/* Cut anywhere, or one byte too many: malformed, never a key. */
+		for (size_t cut = 0; cut < n; cut++)
+			assert_int_equal(parse_raw("OPENSSH", raw, cut, pass, NULL), -EBADMSG);
+		memcpy(m, raw, n);
+		m[n] = 0;
+		assert_int_equal(parse_raw("OPENSSH", m, n + 1, pass, NULL), -EBADMSG);
+	}
+	crypto_secret_free(pass);
+	crypto_secret_free(bad);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -834,6 +1148,9 @@ int main(void)
 		cmocka_unit_test(test_pubkey_file),
 		cmocka_unit_test(test_seckey_file),
 		cmocka_unit_test(test_seckey_openssh),
+		cmocka_unit_test(test_bcrypt_pbkdf_kat),
+		cmocka_unit_test(test_seckey_bcrypt),
+		cmocka_unit_test(test_seckey_openssh_encrypted),
 	};
 
 	if (crypto_init() != 0)

@@ -4,7 +4,8 @@
  * by a user with a grant: 0 bytes, one byte, one segment, one byte over, several recipients and a
  * stranger's packet, an edit list, the AEAD method, a Crypt4GH file without the suffix; a file for
  * someone else, or altered, stops the import naming the file and commits nothing; --keep-crypt4gh
- * keeps them as they are; the audit records name each file's header digest.
+ * keeps them as they are; the audit records name each file's header digest. Existing keys come in
+ * through enclavectl: a Crypt4GH key protected with scrypt, an OpenSSH key with a passphrase.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -25,6 +26,7 @@
 #include <cmocka.h>
 
 #include "common/common.h"
+#include "crypto/crypt4gh.h"
 #include "tests/e2e.h"
 #include "tests/testutil.h"
 
@@ -116,6 +118,76 @@ static bool same_file_text(const char *path, const char *text)
 	return same;
 }
 
+static bool file_has(const char *path, const char *text)
+{
+	size_t n = 0;
+	char *t = (char *)tu_read_file(path, &n);
+	bool has = t && memmem(t, n, text, strlen(text)) != NULL;
+
+	free(t);
+	return has;
+}
+
+/* A passphrase-protected OpenSSH ed25519 key (ssh-keygen: kdf bcrypt, aes256-gcm@openssh.com)
+ * imported through enclavectl with its passphrase on a descriptor, with the site key file
+ * removed first (pass: its passphrase file, bad: a wrong one). The daemon's public key must be
+ * the X25519 form of the key OpenSSH itself decrypts (ssh-keygen -p to an unprotected copy). A
+ * copy whose bcrypt rounds say 2^32 - 1 is refused for that, before any passphrase is asked. */
+static void ssh_key_import(const char *keyfile, const char *pass, const char *bad,
+			   const char *err)
+{
+	char *key = tu_fmt("%s/ssh.key", E->root), *plain = tu_fmt("%s/ssh.plain", E->root);
+	char *absurd = tu_fmt("%s/ssh-absurd.key", E->root), *py = tu_fmt("%s/rounds.py", E->root);
+	static const char patch[] =
+		"import base64, struct, sys\n"
+		"t = open(sys.argv[1]).read().strip().split('\\n')\n"
+		"b = bytearray(base64.b64decode(''.join(t[1:-1])))\n"
+		"o = 15\n"
+		"o += 4 + struct.unpack_from('>I', b, o)[0]\n"           /* cipher */
+		"o += 4 + struct.unpack_from('>I', b, o)[0]\n"           /* kdf */
+		"o += 8 + struct.unpack_from('>I', b, o + 4)[0]\n"       /* options: salt */
+		"struct.pack_into('>I', b, o, 0xffffffff)\n"             /* rounds */
+		"open(sys.argv[2], 'w').write(t[0] + '\\n' + base64.b64encode(b).decode() + '\\n'"
+		" + t[-1] + '\\n')\n";
+	char want[C4GH_PUBKEY_TEXT_MAX];
+	crypto_key *sk = NULL;
+	uint8_t pk[C4GH_KEY_LEN], *text;
+	struct e2e_run *r;
+	size_t n = 0;
+
+	assert_int_equal(sh("ssh-keygen -q -t ed25519 -a 4 -Z aes256-gcm@openssh.com -N 'protect "
+			    "me' -C e2e -f '%s' && cp '%s' '%s' && ssh-keygen -q -p -P 'protect me' "
+			    "-N '' -f '%s' >/dev/null", key, key, plain, plain), 0);
+	text = tu_read_file(plain, &n);
+	assert_int_equal(c4gh_seckey_parse((const char *)text, n, NULL, &sk), 0);
+	c4gh_public_key(sk, pk);
+	c4gh_pubkey_format(pk, want);
+	crypto_key_free(sk);
+	free(text);
+	tu_write_file(py, patch, strlen(patch));
+	assert_int_equal(sh("/usr/bin/python3 '%s' '%s' '%s'", py, key, absurd), 0);
+
+	assert_int_equal(unlink(keyfile), 0);
+	r = ctl("crypt4gh", "import", absurd);   /* no terminal: it would ask for --passphrase-fd */
+	assert_int_equal(r->status, 1);
+	assert_non_null(strstr(r->err, "4294967295 rounds"));
+	free(r);
+	assert_int_equal(sh("%s --store '%s' crypt4gh import '%s' --passphrase-fd 3 3<'%s' 2>%s",
+			    ENCLAVECTL_PATH, E->store, key, bad, err), 1);
+	assert_true(file_has(err, "passphrase does not open the OpenSSH private key"));
+	assert_int_equal(e2e_audit_count("crypt4gh_key_create", NULL, NULL, NULL, 0), 2);
+	assert_int_equal(sh("%s --store '%s' crypt4gh import '%s' --passphrase-fd 3 3<'%s'",
+			    ENCLAVECTL_PATH, E->store, key, pass), 0);
+	r = e2e_ok(ctl("crypt4gh", "pubkey"));
+	assert_string_equal(r->out, want);
+	free(r);
+	assert_int_equal(e2e_audit_count("crypt4gh_key_create", NULL, NULL, NULL, 0), 3);
+	free(key);
+	free(plain);
+	free(absurd);
+	free(py);
+}
+
 /* keygen, pubkey, never replaced; then (the key file removed behind the daemon's back, which
  * unwraps it for each use) an existing scrypt-protected key imported, its passphrase from a
  * descriptor, and that key becomes the one files are encrypted to. */
@@ -182,6 +254,14 @@ static void test_site_key(void **state)
 	assert_true(same_file_text(site_pub, r->out));
 	free(r);
 	assert_int_equal(e2e_audit_count("crypt4gh_key_create", NULL, NULL, NULL, 0), 2);
+	ssh_key_import(keyfile, pf, bad, err);
+	/* ... and the scrypt-protected key back, for the tests that follow. */
+	assert_int_equal(unlink(keyfile), 0);
+	assert_int_equal(sh("%s --store '%s' crypt4gh import '%s' --passphrase-fd 3 3<'%s'",
+			    ENCLAVECTL_PATH, E->store, sec, pf), 0);
+	r = e2e_ok(ctl("crypt4gh", "pubkey"));
+	assert_true(same_file_text(site_pub, r->out));
+	free(r);
 	free(keyfile);
 	free(made);
 	free(sec);

@@ -390,6 +390,54 @@ static void put_c4gh(int fd, const char *name, uint8_t target, const void *p, si
 	free(b);
 }
 
+/* Key files a steward may give: OpenSSH ed25519 keys made by ssh-keygen, unprotected and with a
+ * passphrase under each AEAD and CTR cipher (kdf bcrypt, 1 round), and a Crypt4GH key protected
+ * with bcrypt (4 rounds) by tests/interop/crypt4gh_ref.py. The harness parses them without a
+ * passphrase: everything up to the encrypted part is checked before -ENOKEY. */
+static const char *const c4gh_key_seeds[][2] = {
+	{ "ssh-none",
+	  "-----BEGIN OPENSSH PRIVATE KEY-----\n"
+	  "b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW\n"
+	  "QyNTUxOQAAACBsvCVxHTAXB2PMuEsiGCRxm3mSUJcaTAAZoMcrk44vdgAAAIgeifW1Hon1\n"
+	  "tQAAAAtzc2gtZWQyNTUxOQAAACBsvCVxHTAXB2PMuEsiGCRxm3mSUJcaTAAZoMcrk44vdg\n"
+	  "AAAEBd/j7dBS4SyH0o2VNQpEcwW0S5/qWWu2cxLiYGtKLnOWy8JXEdMBcHY8y4SyIYJHGb\n"
+	  "eZJQlxpMABmgxyuTji92AAAAA2thdAEC\n"
+	  "-----END OPENSSH PRIVATE KEY-----\n" },
+	{ "ssh-aes256-ctr",
+	  "-----BEGIN OPENSSH PRIVATE KEY-----\n"
+	  "b3BlbnNzaC1rZXktdjEAAAAACmFlczI1Ni1jdHIAAAAGYmNyeXB0AAAAGAAAABBZ0B8+7Z\n"
+	  "wgF4lWHV7KD4eOAAAAAQAAAAEAAAAzAAAAC3NzaC1lZDI1NTE5AAAAIH3jPWEc9XL9kgSC\n"
+	  "SjfUICnp7NYVTIursF3F3KGN+Jo9AAAAkMAZIlrMBO3SU4go46j7tvw1ixXOe0vFQfzDEW\n"
+	  "2yPDOukU0jKxH4Q+F2kh9g2fbmROwz2OBx97QK6lZJTc7IPhRMvO1tkE3eJ2212grt73+O\n"
+	  "/wyMzoPIuy7nHT4JSAm9Mc+pT66o2f21CpcZQSfXmBbDNBUv4xHAv7hBc/kcK+1hmOS3I8\n"
+	  "VR2tEuUGhaZXxtBw==\n"
+	  "-----END OPENSSH PRIVATE KEY-----\n" },
+	{ "ssh-aes256-gcm",
+	  "-----BEGIN OPENSSH PRIVATE KEY-----\n"
+	  "b3BlbnNzaC1rZXktdjEAAAAAFmFlczI1Ni1nY21Ab3BlbnNzaC5jb20AAAAGYmNyeXB0AA\n"
+	  "AAGAAAABA7nAei6aHzJyqKl+n3qZebAAAAAQAAAAEAAAAzAAAAC3NzaC1lZDI1NTE5AAAA\n"
+	  "IPXnLlmOzYugLEBxeR9q3OifMxAHcAFcd1csKUq7oSKzAAAAkI6/GR9Djt04WV0xvulRaB\n"
+	  "RnRywe9nbVMUXHg4jSaBXNDn+fo4TbABI74/dXkwlCJQN/U9kkCkN3ICdQoXu6T0JhR+Zt\n"
+	  "u0CWaOonl+ElhWUFYHamhBtOfYK5t9Xi/x54pPNhJfymD05bE6oFV7junadjIuyu/4aJp1\n"
+	  "vGESL0e+/sNS1QpylWp8PaGc/mEPUjlRaC8y4e1xp2414ByeU2BZ4=\n"
+	  "-----END OPENSSH PRIVATE KEY-----\n" },
+	{ "ssh-chacha20-poly1305",
+	  "-----BEGIN OPENSSH PRIVATE KEY-----\n"
+	  "b3BlbnNzaC1rZXktdjEAAAAAHWNoYWNoYTIwLXBvbHkxMzA1QG9wZW5zc2guY29tAAAABm\n"
+	  "JjcnlwdAAAABgAAAAQ6+bIqw6a2+G0JhGPWMCjFwAAAAEAAAABAAAAMwAAAAtzc2gtZWQy\n"
+	  "NTUxOQAAACC3ve6LewiAQBu/fsYb6lmG4pz+TYlGRqYp9kscksM1UAAAAIjCPf+GlF+VQP\n"
+	  "LXDQzyUkobll6EYHV71bn/ILJ8i4FtBMAqKTASGrXCsJpWGhBQ22E6yZU+aBQfVVNnCO8k\n"
+	  "ynrHQm74OCbhCYGWKZA+EwJhmxF5Y8XzolzFqXEAHGdAImrJXBth/6jYJDYxRmLyhl1yn0\n"
+	  "DkKXjDasssHtvscNvt1B0A3BGOv1jj0DQO4R6qXjM7FCT4/Vu4XA==\n"
+	  "-----END OPENSSH PRIVATE KEY-----\n" },
+	{ "c4gh-bcrypt",
+	  "-----BEGIN CRYPT4GH PRIVATE KEY-----\n"
+	  "YzRnaC12MQAGYmNyeXB0ABQAAAAEfJcV+3WJC5DQFsDbptrS7wARY2hhY2hhMjBfcG9seTEzMDUAPGUOl3NOR00K"
+	  "vLe51oM+FIAs1phggILsKfLTUNebsld89eDGmB2GtqdI2/JJKF9I/gYZD4nBmEQkjZMqDgAXbWFkZSBieSBjcnlw"
+	  "dDRnaF9yZWYucHk=\n"
+	  "-----END CRYPT4GH PRIVATE KEY-----\n" },
+};
+
 static void seeds_crypt4gh(int outfd)
 {
 	static const uint8_t skb[32] = FUZZ_C4GH_SK;
@@ -449,6 +497,9 @@ static void seeds_crypt4gh(int outfd)
 		put_c4gh(fd, "seckey", FUZZ_C4GH_SECKEY, text, tl);
 		sodium_free(text);
 	}
+	for (size_t i = 0; i < sizeof(c4gh_key_seeds) / sizeof(c4gh_key_seeds[0]); i++)
+		put_c4gh(fd, c4gh_key_seeds[i][0], FUZZ_C4GH_SECKEY, c4gh_key_seeds[i][1],
+			 strlen(c4gh_key_seeds[i][1]));
 out:
 	crypto_key_free(sk);
 	crypto_key_free(other);

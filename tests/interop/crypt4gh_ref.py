@@ -3,9 +3,10 @@
 
 Written from the GA4GH specification (hts-specs crypt4gh, sections 3 and 4) and the documented
 c4gh-v1 key format, on python3-cryptography (X25519, ChaCha20-Poly1305) and hashlib (BLAKE2b,
-scrypt): no code in common with the C side, which uses libsodium.
+scrypt) and python3-bcrypt (bcrypt_pbkdf, for keys protected with "bcrypt"): no code in common
+with the C side, which uses libsodium, OpenSSL and its own bcrypt_pbkdf.
 
-  crypt4gh_ref.py keygen SK PK [--passphrase-file F]
+  crypt4gh_ref.py keygen SK PK [--passphrase-file F [--kdf scrypt|bcrypt] [--rounds N]]
   crypt4gh_ref.py encrypt --recipient PK [--recipient PK]... [--edit L,L,...] [--aead SEQ]
                           [--decoy N] < plain > c4gh
   crypt4gh_ref.py decrypt --sk SK [--passphrase-file F] < c4gh > plain
@@ -68,18 +69,30 @@ def read_s16(buf, off):
     return buf[off + 2:off + 2 + n], off + 2 + n
 
 
-def kek(passphrase, salt):
-    return hashlib.scrypt(passphrase, salt=salt, n=1 << 14, r=8, p=1, dklen=32)
+def kek(kdf, passphrase, rounds, salt):
+    """The key-encryption key: scrypt as the reference tools use it (N = 2^14, r = 8, p = 1,
+    rounds ignored), or bcrypt_pbkdf with the key's rounds (python3-bcrypt's bcrypt.kdf)."""
+    if kdf == b'scrypt':
+        return hashlib.scrypt(passphrase, salt=salt, n=1 << 14, r=8, p=1, dklen=32)
+    if kdf == b'bcrypt':
+        import bcrypt   # only here: the other commands run without python3-bcrypt
+        return bcrypt.kdf(passphrase, salt, 32, rounds, ignore_few_rounds=True)
+    die('unsupported kdf %r' % kdf)
 
 
 def keygen(args):
-    sk = X25519PrivateKey.generate()
+    if args.secret_hex:
+        sk = X25519PrivateKey.from_private_bytes(bytes.fromhex(args.secret_hex))
+    else:
+        sk = X25519PrivateKey.generate()
     raw = sk.private_bytes(RAW, serialization.PrivateFormat.Raw, serialization.NoEncryption())
     if args.passphrase_file:
         pw = open(args.passphrase_file, 'rb').read().rstrip(b'\n')
+        kdf = args.kdf.encode()
+        rounds = args.rounds if kdf == b'bcrypt' else 0
         salt, nonce = os.urandom(16), os.urandom(12)
-        blob = nonce + ChaCha20Poly1305(kek(pw, salt)).encrypt(nonce, raw, None)
-        enc = (b'c4gh-v1' + s16(b'scrypt') + s16(struct.pack('>I', 0) + salt) +
+        blob = nonce + ChaCha20Poly1305(kek(kdf, pw, rounds, salt)).encrypt(nonce, raw, None)
+        enc = (b'c4gh-v1' + s16(kdf) + s16(struct.pack('>I', rounds) + salt) +
                s16(b'chacha20_poly1305') + s16(blob) + s16(b'made by crypt4gh_ref.py'))
     else:
         enc = b'c4gh-v1' + s16(b'none') + s16(b'none') + s16(raw)
@@ -102,10 +115,12 @@ def load_sk(path, passphrase_file):
     if cipher == b'none':
         raw = blob
     else:
-        if kdf != b'scrypt' or cipher != b'chacha20_poly1305':
+        if cipher != b'chacha20_poly1305':
             die('unsupported key protection')
         pw = open(passphrase_file, 'rb').read().rstrip(b'\n')
-        raw = ChaCha20Poly1305(kek(pw, opts[4:])).decrypt(blob[:12], blob[12:], None)
+        (rounds,) = struct.unpack_from('>I', opts, 0)
+        raw = ChaCha20Poly1305(kek(kdf, pw, rounds, opts[4:])).decrypt(blob[:12], blob[12:],
+                                                                      None)
     return X25519PrivateKey.from_private_bytes(raw)
 
 
@@ -233,6 +248,9 @@ def main():
     k.add_argument('sk')
     k.add_argument('pk')
     k.add_argument('--passphrase-file')
+    k.add_argument('--kdf', choices=['scrypt', 'bcrypt'], default='scrypt')
+    k.add_argument('--rounds', type=int, default=16)
+    k.add_argument('--secret-hex', help='the X25519 secret (known-answer vectors); default random')
     e = sub.add_parser('encrypt')
     e.add_argument('--recipient', action='append', required=True)
     e.add_argument('--edit')
