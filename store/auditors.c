@@ -27,11 +27,27 @@
 
 int store_audit_seal_key(struct store *st, crypto_key **ret_key)
 {
+	if (!st->master)
+		return -ENOKEY;
 	return crypto_key_derive(st->master, AUDIT_SEAL_LABEL, st->store_id, 16, ret_key);
+}
+
+int store_node_audit_key(struct store *st, const char *node, crypto_key **ret_key)
+{
+	uint8_t ctx[16 + 64];
+	size_t n = strnlen(node, 64);
+
+	if (!st->master)
+		return -ENOKEY;
+	memcpy(ctx, st->store_id, 16);
+	memcpy(ctx + 16, node, n);
+	return crypto_key_derive(st->master, "enclave node audit seal v1", ctx, 16 + n, ret_key);
 }
 
 int store_policy_digest_key(struct store *st, crypto_key **ret_key)
 {
+	if (!st->master)
+		return -ENOKEY;
 	return crypto_key_derive(st->master, "enclave policy digest v1", st->store_id, 16, ret_key);
 }
 
@@ -96,6 +112,8 @@ int store_auditors_add(struct store *st, const uint8_t key[static 32])
 	size_t n = 0, len;
 	int keys_fd, fd, r;
 
+	if (st->secondary)
+		return err_set(-EROFS, "a node never writes the store");
 	r = store_auditors_get(st, keys, &n);
 	if (r < 0)
 		return r;

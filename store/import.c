@@ -1416,6 +1416,8 @@ int store_import_begin(struct store *st, const char *name, const struct store_im
 	rocksdb_writebatch_t *wb = NULL;
 	int r;
 
+	if (st->secondary)
+		return err_set(-EROFS, "a node never writes the store");
 	err_clear();
 	if (!store_dataset_name_valid(name))
 		return err_set(-EINVAL, "'%s' is not a valid dataset name (letters, digits, '.', "

@@ -46,6 +46,12 @@ static int rocks_err(char *err, const char *what)
 
 int index_open(struct store_index *ix, const char *path, bool create)
 {
+	return index_open_secondary(ix, path, create, NULL);
+}
+
+int index_open_secondary(struct store_index *ix, const char *path, bool create,
+			 const char *secondary)
+{
 	const char *names[CF_COUNT];
 	const rocksdb_options_t *cfo[CF_COUNT];
 	rocksdb_block_based_table_options_t *bbto;
@@ -67,6 +73,11 @@ int index_open(struct store_index *ix, const char *path, bool create)
 	/* Two cores here; background work should not starve the read path. */
 	rocksdb_options_increase_parallelism(ix->opts, 2);
 	rocksdb_options_set_db_write_buffer_size(ix->opts, INDEX_MEMTABLES_BYTES);
+	/* A secondary keeps every table file open that it ever read: the primary's compactions
+	 * delete files, and an open descriptor is what keeps them readable until the next catch-up
+	 * (RocksDB's advice for secondaries). */
+	if (secondary)
+		rocksdb_options_set_max_open_files(ix->opts, -1);
 	for (int i = 0; i < CF_COUNT; i++) {
 		ix->cf_opts[i] = rocksdb_options_create();
 		rocksdb_options_set_write_buffer_size(ix->cf_opts[i], INDEX_MEMTABLE_BYTES);
@@ -77,7 +88,13 @@ int index_open(struct store_index *ix, const char *path, bool create)
 	}
 	rocksdb_block_based_options_destroy(bbto);
 	rocksdb_cache_destroy(cache);
-	ix->db = rocksdb_open_column_families(ix->opts, path, CF_COUNT, names, cfo, ix->cf, &err);
+	if (secondary)
+		ix->db = rocksdb_open_as_secondary_column_families(ix->opts, path, secondary,
+								   CF_COUNT, names, cfo, ix->cf,
+								   &err);
+	else
+		ix->db = rocksdb_open_column_families(ix->opts, path, CF_COUNT, names, cfo, ix->cf,
+						      &err);
 	if (err) {
 		index_close(ix);
 		return rocks_err(err, "cannot open");
@@ -112,6 +129,17 @@ void index_close(struct store_index *ix)
 	if (ix->wo_async)
 		rocksdb_writeoptions_destroy(ix->wo_async);
 	*ix = (struct store_index){ 0 };
+}
+
+int index_catch_up(struct store_index *ix, uint64_t *ret_seq)
+{
+	char *err = NULL;
+
+	rocksdb_try_catch_up_with_primary(ix->db, &err);
+	if (err)
+		return rocks_err(err, "catch-up with the primary failed");
+	*ret_seq = rocksdb_get_latest_sequence_number(ix->db);
+	return 0;
 }
 
 int index_get(struct store_index *ix, enum store_cf cf, const void *key, size_t klen,

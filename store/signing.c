@@ -88,6 +88,8 @@ static int keyfile_create(struct store *st, const struct keyfile *kf, const char
 	crypto_key *seed = NULL;
 	int keys_fd, fd, r;
 
+	if (st->secondary)
+		return err_set(-EROFS, "a node never writes the store");
 	nl = strlen(name);
 	if (!key) {
 		r = crypto_key_generate(&seed);

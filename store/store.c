@@ -6,6 +6,8 @@
 #include <sys/file.h>
 #include <sys/stat.h>
 
+#include <sodium.h>
+
 #include "store/store_internal.h"
 
 #define MARKER_NAME "ENCLAVE"
@@ -143,21 +145,24 @@ size_t store_recovered(const struct store *st, const struct store_recovered **re
 	return st->nrecovered;
 }
 
-/* Learn the packs: the last committed one and its committed length from the index, and the
- * highest pack file present on disk.
- *
- * Nothing is cut or removed here. Bytes past a pack's committed length, and pack files no commit
- * refers to, are what an interrupted import left behind; but they are also what a newer index
- * referred to if this index is older than the packs (restored from a backup, or edited). A crash
- * can never make the index older than an acknowledged commit, so deleting on its word would only
- * ever destroy data in the second case. They stay; new appends start after them. */
-static int scan_packs(struct store *st)
+/* The committed packs, from the index's pack records, into the store's pack table; the highest
+ * one and its length become last_pack_id/len. With sync (a node following the primary), a pack
+ * whose record is gone (the primary's garbage collector retired it) leaves the table too: objects
+ * open in it keep their handles, new opens find the moved objects through their move records.
+ * Takes st->lock itself. */
+#define PACK_RECORDS_MAX (1u << 20)
+
+struct pack_rec {
+	uint64_t id, len;
+};
+
+static int pack_records_scan(struct store *st, bool sync)
 {
 	rocksdb_iterator_t *it = rocksdb_create_iterator_cf(st->ix.db, st->ix.ro,
 							    st->ix.cf[CF_META]);
-	DIR *d = NULL;
-	uint64_t max = 0;
-	int dfd, r = 0;
+	struct pack_rec *recs = NULL;
+	size_t n = 0, cap = 0;
+	int r = 0;
 
 	for (rocksdb_iter_seek(it, "pack/", 5); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
 		size_t kl, vl;
@@ -176,15 +181,70 @@ static int scan_packs(struct store *st)
 			r = err_set(-EBADMSG, "index: pack record of pack 0");
 			break;
 		}
-		if (id > st->last_pack_id) {
-			st->last_pack_id = id;
-			st->last_pack_len = get_le64((const uint8_t *)v);
+		if (n == cap) {
+			size_t c = cap ? cap * 2 : 64;
+			struct pack_rec *a;
+
+			if (c > PACK_RECORDS_MAX) {
+				r = err_set(-E2BIG, "index: more than %u pack records",
+					    PACK_RECORDS_MAX);
+				break;
+			}
+			a = reallocarray(recs, c, sizeof(*a));
+			if (!a) {
+				r = -ENOMEM;
+				break;
+			}
+			recs = a;
+			cap = c;
 		}
-		r = store_pack_commit_locked(st, id, get_le64((const uint8_t *)v));
-		if (r < 0)
-			break;
+		/* Keys sort by big-endian id: the records come in ascending order. */
+		recs[n++] = (struct pack_rec){ .id = id, .len = get_le64((const uint8_t *)v) };
 	}
 	r = index_iter_close(it, r, "scan of packs");
+	if (r < 0)
+		goto out;
+	pthread_mutex_lock(&st->lock);
+	if (sync) {
+		size_t j = 0;
+
+		for (size_t i = 0; i < st->npacks;) {
+			while (j < n && recs[j].id < st->packs[i].id)
+				j++;
+			if (j < n && recs[j].id == st->packs[i].id) {
+				i++;
+				continue;
+			}
+			store_pack_retire_locked(st, st->packs[i].id);   /* slot i now holds the next */
+		}
+	}
+	for (size_t i = 0; r == 0 && i < n; i++)
+		r = store_pack_commit_locked(st, recs[i].id, recs[i].len);
+	if (r == 0) {
+		st->last_pack_id = n ? recs[n - 1].id : 0;
+		st->last_pack_len = n ? recs[n - 1].len : 0;
+	}
+	pthread_mutex_unlock(&st->lock);
+out:
+	free(recs);
+	return r;
+}
+
+/* Learn the packs: the last committed one and its committed length from the index, and the
+ * highest pack file present on disk.
+ *
+ * Nothing is cut or removed here. Bytes past a pack's committed length, and pack files no commit
+ * refers to, are what an interrupted import left behind; but they are also what a newer index
+ * referred to if this index is older than the packs (restored from a backup, or edited). A crash
+ * can never make the index older than an acknowledged commit, so deleting on its word would only
+ * ever destroy data in the second case. They stay; new appends start after them. */
+static int scan_packs(struct store *st)
+{
+	DIR *d = NULL;
+	uint64_t max = 0;
+	int dfd, r;
+
+	r = pack_records_scan(st, false);
 	if (r < 0)
 		return r;
 	/* Ids are never reused, even of packs the garbage collector removed (their records gone). */
@@ -247,7 +307,8 @@ static int store_open_index(struct store *st, const char *dir, bool create,
 
 	if (snprintf(path, sizeof(path), "%s/index", dir) >= (int)sizeof(path))
 		return -ENAMETOOLONG;
-	r = index_open(&st->ix, path, create);
+	st->secondary = !create && opts && opts->secondary_dir;
+	r = index_open_secondary(&st->ix, path, create, st->secondary ? opts->secondary_dir : NULL);
 	if (r < 0)
 		return r;
 	if (create) {
@@ -328,6 +389,13 @@ static int store_open_index(struct store *st, const char *dir, bool create,
 	}
 	if (flags & (STORE_OPEN_V1 | STORE_OPEN_V2))
 		return 0; /* the upgrade reads the old index as it is */
+	if (st->secondary) {
+		/* Recovery and the pack scan belong to the primary, the only writer; a pending
+		 * version of an import running there is never asked for (store_version_get
+		 * returns committed versions only). */
+		st->direct_io = opts->direct_io;
+		return pack_records_scan(st, false);
+	}
 	/* An erasure interrupted after its index batch is finished before anything is read. */
 	r = store_erase_recover(st);
 	if (r < 0)
@@ -480,7 +548,9 @@ int store_open_ex(const char *dir, const crypto_secret *pass, const struct store
 		r = err_set(-EPROTONOSUPPORT, "%s: unknown store marker or format", dir);
 		goto fail;
 	}
-	r = store_lock(st);
+	/* A node takes no lock: the primary holds it (and its lease, store/lease.c), and a node
+	 * never writes. */
+	r = opts && opts->secondary_dir ? 0 : store_lock(st);
 	if (r < 0)
 		goto fail;
 	st->keys_dirfd = openat(st->dirfd, "keys", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
@@ -505,10 +575,17 @@ int store_open_ex(const char *dir, const crypto_secret *pass, const struct store
 	}
 	/* An upgrade interrupted after it committed is finished, one interrupted before is
 	 * discarded, before the index is opened (store/upgrade.c). */
-	r = store_upgrade_recover(st);
+	if (opts && opts->lease_ms && !opts->secondary_dir) {
+		r = lease_acquire(st, opts->lease_ms, opts->lease_settle_ms, &st->lease);
+		if (r < 0)
+			goto fail;
+	}
+	r = opts && opts->secondary_dir ? 0 : store_upgrade_recover(st);
 	if (r < 0)
 		goto fail;
 	r = store_open_index(st, dir, false, opts, flags);
+	if (r == 0 && st->lease)
+		r = lease_fence(st->lease);
 	if (r < 0)
 		goto fail;
 	*ret_store = st;
@@ -523,13 +600,136 @@ uint64_t store_index_reads(struct store *st)
 	return atomic_load_explicit(&st->ix.gets, memory_order_relaxed);
 }
 
+/* A node after a catch-up that saw a change: keys/ring again (an import committed a version key,
+ * an erasure removed one). The cached keys of versions and datasets no longer in the ring are
+ * dropped, as the primary's erasure drops them; a name key replaced by a whole-dataset erasure is
+ * retired, not freed (a lookup may hold it). An older ring than the one held (put back from a
+ * copy) is refused: the node keeps what it has. */
+static bool keys_equal(const crypto_key *a, const crypto_key *b)
+{
+	return sodium_memcmp(crypto_key_bytes(a), crypto_key_bytes(b), CRYPTO_KEY_LEN) == 0;
+}
+
+static int ring_reload(struct store *st)
+{
+	struct keyring *ring = NULL;
+	const crypto_key *kr = NULL, *k = NULL;
+	crypto_key *kn = NULL;
+	int r;
+
+	if (st->format < STORE_FORMAT_VERSION || !st->master)
+		return 0;
+	r = keyring_load(st->keys_dirfd, st->master, st->store_id, &ring);
+	if (r == 0)
+		r = keyring_get(ring, KEYRING_NAMES, 0, 0, &kr);
+	if (r == 0)
+		r = keyring_names_key(kr, &kn);
+	if (r < 0) {
+		keyring_free(ring);
+		return err_set(r == -ENOENT ? -EBADMSG : r, "keys/%s: cannot load it again: %s",
+			       KEYRING_FILE, err_detail());
+	}
+	pthread_mutex_lock(&st->lock);
+	if (keyring_generation(ring) < keyring_generation(st->ring)) {
+		r = err_set(-ESTALE, "keys/%s went back from generation %llu to %llu (put back from "
+			    "a copy)", KEYRING_FILE,
+			    (unsigned long long)keyring_generation(st->ring),
+			    (unsigned long long)keyring_generation(ring));
+	} else {
+		struct keyring *old = st->ring;
+
+		st->ring = ring;
+		ring = old;
+		for (size_t i = 0; i < st->vkeys_len;) {
+			size_t before = st->vkeys_len;
+
+			if (keyring_get(st->ring, KEYRING_VERSION, st->vkeys[i].dsid,
+					st->vkeys[i].ver, &k) < 0)
+				store_keys_drop_locked(st, st->vkeys[i].dsid, st->vkeys[i].ver);
+			if (st->vkeys_len == before)
+				i++;
+		}
+		for (size_t i = 0; i < st->dskeys_len;) {
+			size_t before = st->dskeys_len;
+
+			if (keyring_get(st->ring, KEYRING_DATASET, st->dskeys[i].id, 0, &k) < 0)
+				store_keys_drop_locked(st, st->dskeys[i].id, 0);
+			if (st->dskeys_len == before)
+				i++;
+		}
+		if (!keys_equal(kn, st->ix_name) && st->nretired < ARRAY_SIZE(st->retired)) {
+			st->retired[st->nretired++] = st->ix_name;
+			st->ix_name = kn;
+			kn = NULL;
+		}
+	}
+	pthread_mutex_unlock(&st->lock);
+	keyring_free(ring);
+	crypto_key_free(kn);
+	return r;
+}
+
+int store_catch_up(struct store *st, uint64_t *ret_seq)
+{
+	uint64_t seq = 0;
+	int r;
+
+	if (!st->secondary)
+		return -EINVAL;
+	r = index_catch_up(&st->ix, &seq);
+	/* New packs the primary committed may now be opened; packs its garbage collector retired
+	 * are dropped (objects open in them keep their handles). */
+	if (r == 0 && seq != st->seen_seq)
+		r = pack_records_scan(st, true);
+	if (r == 0 && seq != st->seen_seq)
+		r = ring_reload(st);
+	if (r < 0)
+		return r;
+	/* A new latest version, or a dataset record replaced: check them again at the next
+	 * lookup. The keys stay (a dataset's key never changes). Verified directories stay too:
+	 * versions are immutable, and a version that is gone fails its lookups in the index. */
+	pthread_mutex_lock(&st->lock);
+	if (seq != st->seen_seq) {
+		for (size_t i = 0; i < st->dskeys_len; i++)
+			st->dskeys[i].have_rec = false;
+		st->rec_gen++;
+		st->seen_seq = seq;
+	}
+	pthread_mutex_unlock(&st->lock);
+	*ret_seq = seq;
+	return 0;
+}
+
+uint64_t store_sequence(struct store *st)
+{
+	return rocksdb_get_latest_sequence_number(st->ix.db);
+}
+
+struct store_lease *store_lease(struct store *st)
+{
+	return st->lease;
+}
+
+void store_id(const struct store *st, uint8_t ret_id[static 16])
+{
+	memcpy(ret_id, st->store_id, 16);
+}
+
+bool store_is_secondary(const struct store *st)
+{
+	return st->secondary;
+}
+
 void store_close(struct store *st)
 {
 	if (!st)
 		return;
 	if (st->import)
 		store_import_free(st->import);
+	/* Before the index closes: the lease's file write needs nothing of it, but no writer may
+	 * follow its release. */
 	index_close(&st->ix);
+	(void)store_lease_release(st->lease);
 	/* Objects still open keep their handles; the store's references go. */
 	for (size_t i = 0; i < st->npacks; i++)
 		store_pack_unref(st, st->packs[i].h);
@@ -1350,7 +1550,8 @@ static int dataset_check_latest(struct store *st, const struct dataset_rec *rec,
 }
 
 /* rec, just read from the index, checked (once per latest version: the result is cached). */
-static int dataset_verify(struct store *st, const struct dataset_rec *rec, uint32_t *ret_live)
+static int dataset_verify(struct store *st, const struct dataset_rec *rec, uint64_t gen,
+			  uint32_t *ret_live)
 {
 	struct dskey *d = NULL;
 	uint32_t live = 0;
@@ -1372,7 +1573,8 @@ static int dataset_verify(struct store *st, const struct dataset_rec *rec, uint3
 		if (r < 0)
 			return r;
 		pthread_mutex_lock(&st->lock);
-		d = dskey_find_locked(st, rec->info.id);
+		/* Not when a catch-up came in between (a node): rec may be older than it. */
+		d = st->rec_gen == gen ? dskey_find_locked(st, rec->info.id) : NULL;
 		if (d) {
 			d->rec = *rec;
 			d->have_rec = true;
@@ -1419,6 +1621,17 @@ int index_dataset_get(struct store *st, const char *name, struct dataset_rec *re
 
 /* ---- Lookups ------------------------------------------------------------------------------- */
 
+/* The generation of the cached dataset records: a node's catch-up that saw a change raises it. */
+static uint64_t store_rec_gen(struct store *st)
+{
+	uint64_t g;
+
+	pthread_mutex_lock(&st->lock);
+	g = st->rec_gen;
+	pthread_mutex_unlock(&st->lock);
+	return g;
+}
+
 /* The latest version of a dataset as last checked, 0 if not checked yet. */
 static uint32_t cached_latest(struct store *st, uint64_t dsid)
 {
@@ -1437,10 +1650,11 @@ int store_dataset_get(struct store *st, const char *name, struct store_dataset_i
 {
 	struct dataset_rec rec;
 	uint32_t live = 0;
+	uint64_t gen = store_rec_gen(st);
 	int r = index_dataset_get(st, name, &rec);
 
 	if (r == 0)
-		r = dataset_verify(st, &rec, &live);
+		r = dataset_verify(st, &rec, gen, &live);
 	if (r < 0)
 		return r;
 	*ret_info = rec.info;
@@ -1454,6 +1668,7 @@ struct rec_list {
 	struct store *st;
 	struct dataset_rec *recs;
 	size_t n, cap;
+	uint64_t gen;        /* store_rec_gen() when the scan began */
 };
 
 #define DATASETS_LIST_MAX (1u << 20)
@@ -1462,7 +1677,7 @@ static int collect_rec(void *ctx, const struct dataset_rec *rec)
 {
 	struct rec_list *l = ctx;
 	struct dataset_rec live = *rec;
-	int r = dataset_verify(l->st, rec, &live.info.latest_version);
+	int r = dataset_verify(l->st, rec, l->gen, &live.info.latest_version);
 
 	/* A dataset that fails its check is left out (the hook has recorded why; a lookup of it by
 	 * name fails with the same error): damage to one dataset must not hide the others, nor stop
@@ -1496,7 +1711,7 @@ static int rec_name_cmp(const void *a, const void *b)
 int store_dataset_foreach(struct store *st,
 			  int (*fn)(void *ctx, const struct store_dataset_info *info), void *ctx)
 {
-	struct rec_list l = { .st = st };
+	struct rec_list l = { .st = st, .gen = store_rec_gen(st) };
 	int r = dataset_recs_foreach(st, true, collect_rec, &l);
 
 	if (r == 0 && l.n > 1)
@@ -2015,6 +2230,8 @@ int store_policy_put(struct store *st, const void *key, size_t klen, const void 
 	struct buf sealed;
 	int r;
 
+	if (st->secondary)
+		return err_set(-EROFS, "a node never writes the store");
 	if (klen == 0 || klen > STORE_POLICY_KEY_MAX || vlen == 0 || vlen > STORE_POLICY_VALUE_MAX)
 		return err_set(-EINVAL, "policy record: key of %zu or value of %zu bytes", klen,
 			       vlen);
@@ -2040,6 +2257,8 @@ int store_policy_replace_all(struct store *st, const struct store_policy_kv *kv,
 	struct buf sealed;
 	int r = 0;
 
+	if (st->secondary)
+		return err_set(-EROFS, "a node never writes the store");
 	for (size_t i = 0; i < n; i++)
 		if (kv[i].klen == 0 || kv[i].klen > STORE_POLICY_KEY_MAX || kv[i].vlen == 0 ||
 		    kv[i].vlen > STORE_POLICY_VALUE_MAX)

@@ -47,6 +47,17 @@ struct store;
 struct store_open_options {
 	bool direct_io;        /* read packs with O_DIRECT (falls back to buffered where unsupported) */
 	uint64_t pack_target;  /* rotate packs past this many bytes; 0: STORE_PACK_TARGET */
+	/* A node (enclaved --node; docs/DEPLOYMENT.md): open the index as a read-only RocksDB
+	 * secondary of the primary's, keeping its own state in this directory (local disk, not
+	 * shared). Nothing in the store is written, no lock is taken and no recovery runs; every
+	 * call that would write is -EROFS; store_catch_up() reads what the primary committed since.
+	 * NULL: the primary (the one writer). */
+	const char *secondary_dir;
+	/* The primary on a shared store: take the store's lease of this many milliseconds
+	 * (STORE_LEASE_MS_MIN..MAX) before the index is opened: -EBUSY another primary holds it
+	 * (store_lease_acquire's rules, docs/DEPLOYMENT.md). 0: none (tools, tests). */
+	unsigned lease_ms;
+	unsigned lease_settle_ms;  /* the pause before the new lease is read back */
 };
 
 /* Both store_create() and store_open() first make the process non-dumpable (see
@@ -66,6 +77,43 @@ int store_create(const char *dir, const crypto_secret *pass, const struct crypto
  * open: reads of the objects in it fail instead. */
 int store_open(const char *dir, const crypto_secret *pass, const struct store_open_options *opts,
 	       struct store **ret_store);
+/* A store opened as a secondary (opts->secondary_dir): read what the primary has written since
+ * the open or the last call (its MANIFEST and WAL, through the shared directory), and forget
+ * what the store cached about the datasets' latest versions, so that lookups from now on see it.
+ * *ret_seq: the index's sequence number now seen (it grows with every write of the primary; a
+ * value lower than the primary announced means this node is behind). -EINVAL not a secondary;
+ * -EIO the catch-up failed (detail in err_detail()). Safe while other threads read. */
+int store_catch_up(struct store *st, uint64_t *ret_seq);
+/* The index's latest sequence number (the primary's: what it has written so far). */
+uint64_t store_sequence(struct store *st);
+/* True when the store was opened as a secondary. */
+bool store_is_secondary(const struct store *st);
+/* ---- The primary's lease (store/lease.c; docs/DEPLOYMENT.md "The lease") ------------------- */
+
+/* The lease's length: 1 s to 10 min; enclaved's default is STORE_LEASE_MS_DEFAULT. */
+#define STORE_LEASE_MS_MIN 1000u
+#define STORE_LEASE_MS_MAX 600000u
+#define STORE_LEASE_MS_DEFAULT 10000u
+struct store_lease;
+/* The lease store_open() took (opts->lease_ms), or NULL: owned by the store, released (left
+ * expired, so the next primary need not wait) by store_close(). */
+struct store_lease *store_lease(struct store *st);
+/* Renew it (call every third of the lease): -ESTALE another primary holds it now (this one is
+ * fenced and must stop writing at once); -ETIMEDOUT it expired before this renewal. A missing,
+ * forged or replayed older file is replaced. */
+int store_lease_renew(struct store_lease *l);
+/* The fencing token: signals to the nodes carry it. */
+uint64_t store_lease_token(const struct store_lease *l);
+/* When the lease as last written expires (unix ns). */
+int64_t store_lease_expires_ns(const struct store_lease *l);
+/* Give it up (the file is left expired, so the next primary need not wait) and free. NULL is
+ * fine. store_close() calls it. */
+int store_lease_release(struct store_lease *l);
+/* Free without touching the file. */
+void store_lease_free(struct store_lease *l);
+/* The store's random id (from the index), which signals and node bundles are bound to. */
+void store_id(const struct store *st, uint8_t ret_id[static 16]);
+
 /* Close, wiping every key. NULL is fine. An import still open is aborted first. */
 void store_close(struct store *st);
 /* Index records read (point lookups of RocksDB) since the store was opened: what a request
@@ -119,6 +167,10 @@ int store_crypt4gh_key_get(struct store *st, crypto_key **ret_sk);
  * back (policy checks, `policy rebuild`): derived from the master key for this store
  * (docs/AUDIT.md "Sealed records"). Guarded memory; the caller frees it. */
 int store_audit_seal_key(struct store *st, crypto_key **ret_key);
+/* The key a node's audit log (audit/nodes/NODE) seals its epoch keys under, as the store key does
+ * for the primary's log: derived from the master key and the node's name (at most 64 bytes), so
+ * the primary reads every node's log and a node only its own. -ENOKEY no master key here. */
+int store_node_audit_key(struct store *st, const char *node, crypto_key **ret_key);
 /* The auditors' X25519 public keys the log seals to (keys/auditors, authenticated under the
  * master key). No file: *ret_n = 0. -EBADMSG damaged or altered. */
 #define STORE_AUDITORS_MAX 16

@@ -84,6 +84,13 @@ struct dirent_rec {
 };
 
 int index_open(struct store_index *ix, const char *path, bool create);
+/* The same, as a read-only RocksDB secondary of the index at path when secondary (its own local
+ * directory, for its info log and its view of the primary's files) is not NULL. */
+int index_open_secondary(struct store_index *ix, const char *path, bool create,
+			 const char *secondary);
+/* A secondary: read what the primary has written since (MANIFEST and WAL); the latest sequence
+ * number it now sees into *ret_seq. -EIO with detail. */
+int index_catch_up(struct store_index *ix, uint64_t *ret_seq);
 void index_close(struct store_index *ix);
 
 /* Get a value: 0 and a malloc'd copy in *ret_val (caller frees), -ENOENT, or -EIO. */
@@ -287,6 +294,8 @@ struct store {
 	struct store_index ix;
 	unsigned format;                /* STORE_FORMAT_VERSION, or STORE_FORMAT_V1 (upgrade only) */
 	bool direct_io;                 /* open packs for reading with O_DIRECT */
+	bool secondary;                 /* a node's read-only RocksDB secondary: never writes */
+	struct store_lease *lease;      /* the primary's lease, when opened with one; owned */
 	uint64_t pack_target;           /* rotate packs past this size */
 
 	pthread_mutex_t lock;           /* protects the fields below up to import_lock */
@@ -302,6 +311,8 @@ struct store {
 	 * so they are freed at store_close(), not at once. */
 	crypto_key *retired[8];
 	size_t nretired;
+	uint64_t rec_gen;               /* raised when a catch-up drops the cached records */
+	uint64_t seen_seq;              /* a secondary: the sequence number last caught up to */
 	struct verified_dir *vdirs;     /* VERIFIED_DIRS slots; owned */
 
 	pthread_mutex_t import_lock;    /* held (trylock) for the life of one store_import, and
@@ -418,5 +429,11 @@ int index_datasets_foreach(struct store *st,
 			   int (*fn)(void *ctx, const struct dataset_rec *rec), void *ctx);
 /* Finish or discard an interrupted upgrade (store/upgrade.c), before the index opens. */
 int store_upgrade_recover(struct store *st);
+/* The lease (store/lease.c), taken by store_open_ex() after the master key is unlocked and
+ * before the index is opened (so before recovery writes anything); then, with the index open,
+ * raised above the index's fence record and written there. */
+int lease_acquire(struct store *st, unsigned lease_ms, unsigned settle_ms,
+		  struct store_lease **ret_lease);
+int lease_fence(struct store_lease *l);
 /* Called by store_import_free() to release the import lock. */
 void store_import_done(struct store *st);
