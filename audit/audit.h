@@ -359,6 +359,11 @@ int audit_signer_set(struct audit_log *log, const char *name, const uint8_t seed
 void audit_signer_clear(struct audit_log *log);
 /* The signer's verifier key, "name+hexid+base64(0x01||pk)" (malloc'd). -ENOKEY no signer. */
 int audit_verifier_key(struct audit_log *log, char **ret_text);
+/* Sign another note (text: a valid note text, len bytes) with the log's key, as note_sign()
+ * does (audit/note.h): the primary's signals to its nodes (daemon/node_signal.c), which the
+ * nodes check against the same verifier key the auditors hold. -ENOKEY no signer. */
+int audit_sign_note(struct audit_log *log, const char *text, size_t len, char **ret_note,
+		    size_t *ret_len);
 /* Sign a checkpoint of every durable record now, append it to <dir>/checkpoints and make it
  * durable; *ret_note (may be NULL; malloc'd, NUL-terminated) is the signed note, *ret_len its
  * length. -ENOKEY no signer; -EIO the log failed for good, or the file could not be written. */

@@ -87,6 +87,18 @@ int audit_verifier_key(struct audit_log *log, char **ret_text)
 	return 0;
 }
 
+int audit_sign_note(struct audit_log *log, const char *text, size_t len, char **ret_note,
+		    size_t *ret_len)
+{
+	int r;
+
+	pthread_mutex_lock(&log->cp_lock);
+	r = log->sk ? note_sign(text, len, log->key_name, log->sk, ret_note, ret_len)
+		    : err_set(-ENOKEY, "the audit log has no signing key");
+	pthread_mutex_unlock(&log->cp_lock);
+	return r;
+}
+
 /* write() all of b to an O_APPEND file, carrying on after a signal cut it short. */
 static int append_all(int fd, const char *b, size_t n)
 {

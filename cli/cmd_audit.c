@@ -50,7 +50,7 @@ static const char show_usage[] =
 	"  --job ID           opens by batch job ID (a Slurm job id), and their closes\n"
 	"  --event EVENT      records of these events: names (open, close, read_refused,\n"
 	"                     import, grant_request, grant_approve, revoke, deny_add, ...) or\n"
-	"                     families (access, grant, deny, dataset, audit, daemon), comma-\n"
+	"                     families (access, grant, deny, dataset, audit, daemon, node), comma-\n"
 	"                     separated; an unknown name is an error\n"
 	"  --decision D       records with this decision: allow or deny\n"
 	"  --since WHEN       records at or after WHEN\n"

@@ -138,7 +138,7 @@ static json_t *entry_new(void)
 
 	if (!den)
 		return NULL;
-	for (enum policy_reason r = POLICY_DENY_NO_GRANT; r <= POLICY_DENY_POLICY_MISMATCH; r++)
+	for (enum policy_reason r = POLICY_DENY_NO_GRANT; r <= POLICY_REASON_LAST; r++)
 		if (json_object_set_new(den, policy_reason_name(r), json_integer(0)) < 0) {
 			json_decref(den);
 			return NULL;

@@ -14,6 +14,7 @@
 #include <jansson.h>
 
 #include "audit/audit.h"
+#include "audit/note.h"
 #include "fuse/fusefs.h"
 #include "policy/policy.h"
 #include "store/store.h"
@@ -92,6 +93,9 @@ struct grants;
  * (err_detail names it): the daemon does not start on a policy it cannot read in full. */
 int grants_load(struct store *st, struct grants **ret_grants);
 void grants_free(struct grants *gs);
+/* A node: load the grants again from the store (after a catch-up) and put them in place of the
+ * table's, atomically for every decision. The table is unchanged on failure. */
+int grants_reload(struct grants *gs);
 /* Decide from the current table (see policy_decide). Thread-safe; never blocks on a writer for
  * long (the table is read under a read lock). */
 struct policy_decision grants_decide(struct grants *gs, const struct policy_subject *who,
@@ -289,6 +293,109 @@ int daemon_groups_watch_start(struct daemon_groups *g, void (*changed)(void *ctx
 /* Stop and join the watch; fine when it never started. */
 void daemon_groups_watch_stop(struct daemon_groups *g);
 
+/* ---- Primary and nodes over one shared store (node.c; docs/DEPLOYMENT.md) ------------------ */
+
+/* A node's name: [A-Za-z0-9._-], 1 to NODE_NAME_MAX bytes, not starting with '.' or '-'. */
+#define NODE_NAME_MAX 64
+bool node_name_valid(const char *name);
+/* <store>/nodes: the shared directory of the primary's signal and the nodes' key bundles. */
+#define NODE_DIR_NAME "nodes"
+#define NODE_SIGNAL_NAME "signal"
+/* The longest signal text. */
+#define NODE_SIGNAL_MAX 256
+/* The primary signs a signal at least this often, and looks for index writes this often. */
+#define NODE_HEARTBEAT_MS 250u
+#define NODE_SIGNAL_POLL_MS 20u
+/* A node looks at the signal's attributes this often. */
+#define NODE_POLL_MS 25u
+/* The staleness bound: default and range, in milliseconds. */
+#define NODE_STALE_MS_DEFAULT 5000u
+#define NODE_STALE_MS_MIN 500u
+#define NODE_STALE_MS_MAX 600000u
+/* A signal dated further ahead of the node's clock than this is refused. */
+#define NODE_CLOCK_SKEW_MAX_NS (2 * 1000000000LL)
+/* The pause before the primary reads its new lease back. */
+#define NODE_LEASE_SETTLE_MS 200u
+
+int64_t node_now_ns(void);
+
+/* What a signal says: at time_ns (unix ns, the primary's clock), under fencing token `token`,
+ * the index was at sequence number seq. */
+struct node_signal {
+	uint64_t token;
+	int64_t time_ns;
+	uint64_t seq;
+};
+/* The signal's note text (before the signature): "enclave-signal/1 <store id hex>\n" then
+ * "token N\n", "time NS\n", "seq N\n". Its length, or -E2BIG. */
+int node_signal_text(const uint8_t store_id[static 16], const struct node_signal *s, char *out,
+		     size_t cap);
+/* Check a signal note (len bytes) against the primary's verifier key and this store, and parse
+ * it. -EKEYREJECTED not signed by v; -EBADMSG malformed, not canonical, or another store's. */
+int node_signal_parse(const char *note, size_t len, const struct note_verifier *v,
+		      const uint8_t store_id[static 16], struct node_signal *ret);
+/* The signals a node has accepted so far: the highest token and, under it, the latest time. */
+struct node_signal_state {
+	uint64_t token;
+	int64_t time_ns;
+};
+/* Accept s into state at now_ns: -ESTALE a lower token than seen (a fenced primary);
+ * -EALREADY no newer than the last under its token (a replay, or nothing new); -ERANGE dated
+ * more than NODE_CLOCK_SKEW_MAX_NS ahead. state is unchanged on failure. */
+int node_signal_accept(struct node_signal_state *state, const struct node_signal *s,
+		       int64_t now_ns);
+
+/* The primary, its store opened with a lease (store_open_options.lease_ms): start a thread that
+ * renews the lease and writes the signal (at every index write and every NODE_HEARTBEAT_MS). If the
+ * lease is lost (another primary took it over), fenced(ctx, why) is called on that thread, which
+ * then ends: the daemon must stop writing at once. */
+struct node_primary;
+int node_primary_start(struct store *st, struct audit_log *log, const char *store_dir,
+		       unsigned lease_ms, void (*fenced)(void *ctx, const char *why), void *ctx,
+		       struct node_primary **ret);
+/* Stop the thread (store_close() gives up the lease). NULL is fine. */
+void node_primary_stop(struct node_primary *p);
+uint64_t node_primary_token(const struct node_primary *p);
+
+/* A node: what it tells the daemon, on its catch-up thread. */
+struct node_callbacks {
+	/* The index changed (policy or versions): reload the grants, invalidate the mount. */
+	void (*changed)(void *ctx);
+	/* The node went stale (why says why) or fresh again (why NULL). */
+	void (*stale)(void *ctx, bool stale, const char *why);
+	void *ctx;
+};
+struct node_runtime;
+/* st: opened as a secondary. primary: the primary's verifier key. cb borrowed (must outlive). */
+int node_runtime_new(struct store *st, const char *store_dir, const struct note_verifier *primary,
+		     unsigned stale_ms, const struct node_callbacks *cb, struct node_runtime **ret);
+/* One catch-up round now, then a thread that keeps catching up. */
+int node_runtime_start(struct node_runtime *n);
+/* True while the node is within its staleness bound; otherwise false and why (if given). */
+bool node_fresh(struct node_runtime *n, char *why, size_t cap);
+void node_runtime_stats(struct node_runtime *n, uint64_t *ret_catch_ups, uint64_t *ret_changes);
+/* Stop the thread and free. NULL is fine. */
+void node_runtime_free(struct node_runtime *n);
+
+/* A node's key pair: one random 32-byte seed (<local>/node.key, mode 0600), from which come its
+ * Ed25519 key (signs its audit log) and its X25519 key (the primary seals its key bundle to it).
+ * The public half as text: "enclave-node-public:NAME:" base64(Ed25519 pk || X25519 pk). */
+struct node_public {
+	uint8_t sign_pk[32];
+	uint8_t box_pk[32];
+};
+#define NODE_PUBLIC_TEXT_MAX (20 + NODE_NAME_MAX + 1 + 90)
+int node_key_public(const uint8_t seed[static 32], struct node_public *ret);
+int node_key_box_secret(const uint8_t seed[static 32], uint8_t ret_sk[static 32]);
+int node_public_format(const char *name, const struct node_public *pub, char *out, size_t cap);
+/* -EINVAL (err_detail() says why). Trailing newlines are ignored. */
+int node_public_parse(const char *text, size_t len, char ret_name[static NODE_NAME_MAX + 1],
+		      struct node_public *ret);
+/* Make a new seed in dirfd/name (O_EXCL, 0600, synced): -EEXIST nothing overwritten. */
+int node_key_create(int dirfd, const char *name, uint8_t ret_seed[static 32]);
+/* Read it: -EPERM not the daemon's own or open to others; -EINVAL not a node key. */
+int node_key_read(int dirfd, const char *name, uint8_t ret_seed[static 32]);
+
 /* ---- The daemon ------------------------------------------------------------------------------ */
 
 struct daemon {
@@ -320,6 +427,11 @@ struct daemon {
 	 * so no garbage is collected on its word (daemon/gc.c). */
 	bool index_log_findings;
 	struct daemon_gc *gc;                /* the collection schedule, or NULL */
+	/* Shared stores (docs/DEPLOYMENT.md). The primary: its lease and signal thread. A node
+	 * (`enclaved --node`): its name and its catch-up state; NULL / "" otherwise. */
+	struct node_primary *primary;
+	const char *node;                    /* a node's name; NULL on the primary */
+	struct node_runtime *nrt;
 };
 
 /* ---- Versions bound to the log (versions.c; docs/FORMAT.md §6.11) --------------------------- */

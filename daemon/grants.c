@@ -1000,7 +1000,9 @@ int grants_load(struct store *st, struct grants **ret_grants)
 	pthread_mutex_init(&gs->watch_lock, NULL);
 	pthread_cond_init(&gs->watch_cond, NULL);
 	r = store_policy_digest_key(st, &k);
-	if (r == 0) {
+	if (r == -ENOKEY)
+		r = 0;   /* a node without the master key: the primary binds the records */
+	else if (r == 0) {
 		gs->pkey = sodium_malloc(AUDIT_SEAL_KEY_LEN);
 		if (!gs->pkey)
 			r = -ENOMEM;
@@ -1018,6 +1020,49 @@ int grants_load(struct store *st, struct grants **ret_grants)
 		return r;
 	}
 	*ret_grants = gs;
+	return 0;
+}
+
+#define SWAP(a, b) do { __typeof__(a) t_ = (a); (a) = (b); (b) = t_; } while (0)
+
+int grants_reload(struct grants *gs)
+{
+	struct grants *n = NULL;
+	int r = grants_load(gs->st, &n);
+
+	if (r < 0)
+		return r;
+	/* The new table in place of the old, under both locks; the old one is freed with n. The
+	 * quarantine (q, q_all) and the watch stay: they belong to this process, not the index. */
+	pthread_mutex_lock(&gs->change_lock);
+	pthread_rwlock_wrlock(&gs->lock);
+	SWAP(gs->n, n->n);
+	SWAP(gs->cap, n->cap);
+	SWAP(gs->g, n->g);
+	SWAP(gs->rev, n->rev);
+	SWAP(gs->nap, n->nap);
+	SWAP(gs->capap, n->capap);
+	SWAP(gs->ap, n->ap);
+	SWAP(gs->ndn, n->ndn);
+	SWAP(gs->capdn, n->capdn);
+	SWAP(gs->dn, n->dn);
+	SWAP(gs->nrm, n->nrm);
+	SWAP(gs->caprm, n->caprm);
+	SWAP(gs->rm, n->rm);
+	SWAP(gs->nrap, n->nrap);
+	SWAP(gs->caprap, n->caprap);
+	SWAP(gs->rap, n->rap);
+	SWAP(gs->ndp, n->ndp);
+	SWAP(gs->capdp, n->capdp);
+	SWAP(gs->dp, n->dp);
+	SWAP(gs->nch, n->nch);
+	SWAP(gs->capch, n->capch);
+	SWAP(gs->ch, n->ch);
+	memcpy(gs->pdigest, n->pdigest, sizeof(gs->pdigest));
+	gs->next_id = MAX(gs->next_id, n->next_id);
+	pthread_rwlock_unlock(&gs->lock);
+	pthread_mutex_unlock(&gs->change_lock);
+	grants_free(n);
 	return 0;
 }
 

@@ -1,6 +1,12 @@
 /* enclaved: unlock a store, serve it read-only through FUSE and administer it over a Unix socket.
  *
  *   enclaved --store DIR --mount DIR [--passphrase-file FILE] [--threads N] [--debug-fuse]
+ *   enclaved --node NAME --init --local DIR --primary-key FILE
+ *   enclaved --node NAME --store DIR --mount DIR --local DIR [...]
+ *
+ * The first form is the primary, the store's one writer; --node runs a compute node's daemon
+ * over the same (shared) store directory, reading the index as a RocksDB secondary
+ * (docs/DEPLOYMENT.md).
  *
  * Runs in the foreground (systemd: Type=notify, scripts/enclaved.service). SIGTERM or SIGINT
  * unmounts and exits 0. See docs/man/enclaved.8.
@@ -18,6 +24,8 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <sodium.h>
+
 #include "common/common.h"
 #include "common/err.h"
 #include "crypto/crypto.h"
@@ -25,9 +33,15 @@
 
 static const char usage[] =
 	"Usage: enclaved --store DIR --mount DIR [OPTIONS]\n"
+	"       enclaved --node NAME --init --local DIR --primary-key FILE\n"
+	"       enclaved --node NAME --store DIR --mount DIR --local DIR [OPTIONS]\n"
 	"\n"
 	"Unlock an Enclave store, mount it read-only at DIR for training jobs, and serve the\n"
 	"control socket DIR/run/control.sock for enclavectl. Runs in the foreground.\n"
+	"The first form is the primary, the store's only writer (it holds the store's lease\n"
+	"and signals its nodes). With --node, a compute node's daemon: it reads the shared\n"
+	"store's index as a read-only replica, serves its own mount, writes its own audit log\n"
+	"(audit/nodes/NAME) and never writes the index (docs/DEPLOYMENT.md).\n"
 	"\n"
 	"Options:\n"
 	"  -s, --store DIR            the store (made by `enclavectl init`)\n"
@@ -54,6 +68,18 @@ static const char usage[] =
 	"                             (only to measure what group commit saves; implies strict)\n"
 	"      --direct-packs         read packs with O_DIRECT, bypassing the page cache\n"
 	"                             (measured slower here; see docs/PERFORMANCE.md)\n"
+	"      --lease S              the primary's lease on the store, in seconds (1 to 600;\n"
+	"                             default 10): renewed every third of it; a primary that\n"
+	"                             cannot renew it in time stops\n"
+	"      --node NAME            run as compute node NAME (letters, digits, '.', '_', '-')\n"
+	"      --local DIR            a node's own directory on local disk: its key pair,\n"
+	"                             the primary's verifier key and the index replica's state\n"
+	"      --init                 with --node and --local: make DIR, the node's key pair\n"
+	"                             and keep the primary's key; print the node's public key\n"
+	"      --primary-key FILE     with --init: the primary's verifier key (the output of\n"
+	"                             `enclavectl audit pubkey`), which signs what nodes obey\n"
+	"      --staleness S          a node refuses every open once it has not caught up\n"
+	"                             with the primary for S seconds (1 to 600; default 5)\n"
 	"  -h, --help                 this help\n"
 	"  -V, --version              the version\n"
 	"\n"
@@ -297,8 +323,13 @@ static int daemon_event(struct daemon *d, const char *event)
 	json_t *rec = json_pack("{s:s, s:I, s:I, s:s, s:s}", "event", event, "pid",
 				(json_int_t)getpid(), "uid", (json_int_t)getuid(), "mount",
 				d->mountpoint, "store", d->store_dir);
-	int r = rec ? audit_append(d->log, rec, NULL) : -ENOMEM;
+	int r;
 
+	if (rec && d->node && json_object_set_new(rec, "node", json_string(d->node)) < 0) {
+		json_decref(rec);
+		rec = NULL;
+	}
+	r = rec ? audit_append(d->log, rec, NULL) : -ENOMEM;
 	json_decref(rec);
 	return r;
 }
@@ -594,6 +625,207 @@ static int prepare_run_dir(struct daemon *d)
 	return r;
 }
 
+/* ---- The primary's lease, and a node (enclaved --node; docs/DEPLOYMENT.md) ------------------- */
+
+#define NODE_KEY_FILE "node.key"
+#define NODE_PUB_FILE "node.pub"
+#define NODE_PRIMARY_FILE "primary.pub"
+#define NODE_SECONDARY_DIR "secondary"
+
+/* The lease was taken over by another primary: this one must not write again. Nothing is
+ * unwound (an unwinding writes: the audit log's stop record, the lease, the index's own
+ * shutdown); the process ends at once and the mount is left for the next start to clear. */
+static void primary_fenced(void *ctx, const char *why)
+{
+	(void)ctx;
+	fprintf(stderr, "enclaved: fenced: %s: stopping at once, writing nothing more\n", why);
+	_exit(1);
+}
+
+/* A small file in dirfd, read whole (at most cap - 1 bytes), NUL-terminated, newline cut. */
+static int read_small(int dirfd, const char *name, char *buf, size_t cap, size_t *ret_len)
+{
+	ssize_t n;
+	int fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+
+	if (fd < 0)
+		return err_set(-errno, "%s: %s", name, strerror(errno));
+	n = read_full(fd, buf, cap);
+	close(fd);
+	if (n < 0)
+		return err_set((int)n, "%s: %s", name, strerror((int)-n));
+	if ((size_t)n >= cap)
+		return err_set(-E2BIG, "%s is too long", name);
+	while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
+		n--;
+	buf[n] = '\0';
+	*ret_len = (size_t)n;
+	return 0;
+}
+
+static int write_new(int dirfd, const char *name, const char *text, mode_t mode)
+{
+	int fd = openat(dirfd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
+	int r;
+
+	if (fd < 0)
+		return err_set(-errno, "%s: %s", name, strerror(errno));
+	r = pwrite_all(fd, text, strlen(text), 0);
+	if (r == 0 && fsync(fd) < 0)
+		r = -errno;
+	close(fd);
+	return r < 0 ? err_set(r, "%s: %s", name, strerror(-r)) : 0;
+}
+
+/* The node's local directory, made if missing, and checked to be ours alone. */
+static int node_local_open(const char *local, bool create, int *ret_fd)
+{
+	int fd, r;
+
+	if (create && mkdir(local, 0700) < 0 && errno != EEXIST)
+		return err_set(-errno, "%s: %s", local, strerror(errno));
+	fd = open(local, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return err_set(-errno, "%s: %s%s", local, strerror(errno), errno == ENOENT ?
+			       " (make it with enclaved --node NAME --init)" : "");
+	r = check_own_dir(fd, local);
+	if (r < 0) {
+		close(fd);
+		return r;
+	}
+	*ret_fd = fd;
+	return 0;
+}
+
+/* enclaved --node NAME --init: the local directory, the key pair, the primary's key. */
+static int node_init(const char *name, const char *local, const char *primary_key_file)
+{
+	char text[NOTE_NAME_MAX + 128], pub_text[NODE_PUBLIC_TEXT_MAX + 2];
+	struct note_verifier v;
+	struct node_public pub;
+	uint8_t seed[32];
+	size_t len = 0;
+	int fd = -1, r;
+
+	r = read_small(AT_FDCWD, primary_key_file, text, sizeof(text), &len);
+	if (r == 0 && note_verifier_parse(text, len, &v) < 0)
+		r = err_set(-EINVAL, "%s is not a verifier key (`enclavectl audit pubkey` prints "
+			    "the primary's): %s", primary_key_file, err_detail());
+	if (r == 0)
+		r = node_local_open(local, true, &fd);
+	if (r < 0)
+		return r;
+	r = node_key_create(fd, NODE_KEY_FILE, seed);
+	if (r == -EEXIST)
+		r = err_set(r, "%s/" NODE_KEY_FILE " exists: this node is set up already (a new key "
+			    "pair needs a new enrolment: remove the directory first)", local);
+	else if (r < 0)
+		r = err_set(r, "%s/" NODE_KEY_FILE ": %s", local, strerror(-r));
+	if (r == 0)
+		r = node_key_public(seed, &pub);
+	sodium_memzero(seed, sizeof(seed));
+	if (r == 0)
+		r = node_public_format(name, &pub, pub_text, sizeof(pub_text) - 1);
+	if (r == 0) {
+		size_t pl = strlen(pub_text);
+
+		pub_text[pl] = '\n';
+		pub_text[pl + 1] = '\0';
+		text[len] = '\n';
+		text[len + 1] = '\0';
+		r = write_new(fd, NODE_PUB_FILE, pub_text, 0644);
+	}
+	if (r == 0)
+		r = write_new(fd, NODE_PRIMARY_FILE, text, 0644);
+	if (r == 0 && mkdirat(fd, NODE_SECONDARY_DIR, 0700) < 0 && errno != EEXIST)
+		r = err_set(-errno, "%s/" NODE_SECONDARY_DIR ": %s", local, strerror(errno));
+	if (r == 0)
+		r = fsync_dirfd(fd);
+	close(fd);
+	if (r == 0)
+		fputs(pub_text, stdout);
+	return r;
+}
+
+/* A node's decision: nothing while it is stale, then the grants as it last loaded them. */
+static struct policy_decision node_decide(void *ctx, const struct policy_subject *who,
+					  uint64_t dataset_id, uint32_t version)
+{
+	struct daemon *d = ctx;
+
+	if (!node_fresh(d->nrt, NULL, 0))
+		return (struct policy_decision){ .reason = POLICY_DENY_NODE_STALE };
+	return decide(ctx, who, dataset_id, version);
+}
+
+/* The index changed: the grants again, and every open file decides again at its next read. */
+static void node_changed(void *ctx)
+{
+	struct daemon *d = ctx;
+	int r = grants_reload(d->grants);
+
+	if (r < 0)
+		fprintf(stderr, "enclaved: node %s: cannot reload the grants: %s (the node goes "
+			"stale until it can)\n", d->node, err_detail()[0] ? err_detail() :
+			strerror(-r));
+	fusefs_invalidate_all(d->fs);
+}
+
+static void node_stale(void *ctx, bool stale, const char *why)
+{
+	struct daemon *d = ctx;
+	json_t *rec = json_pack("{s:s, s:s}", "event", stale ? "node_stale" : "node_fresh",
+				"node", d->node);
+
+	if (rec && why && json_object_set_new(rec, "reason", audit_string(why)) < 0) {
+		json_decref(rec);
+		rec = NULL;
+	}
+	if (stale)
+		fprintf(stderr, "enclaved: node %s: refusing opens: %s\n", d->node, why);
+	else
+		fprintf(stderr, "enclaved: node %s: caught up with the primary: serving\n",
+			d->node);
+	if (!rec || audit_append(d->log, rec, NULL) < 0)
+		fprintf(stderr, "enclaved: node %s: cannot record it in the audit log\n", d->node);
+	json_decref(rec);
+}
+
+/* audit/nodes/NAME: the node's own log, in the store's audit directory. */
+static int node_audit_dir(struct daemon *d, char *out, size_t cap)
+{
+	char path[4096 + 8];
+
+	snprintf(path, sizeof(path), "%s/nodes", d->audit_dir);
+	if (mkdir(path, 0700) < 0 && errno != EEXIST)
+		return err_set(-errno, "%s: %s", path, strerror(errno));
+	if ((size_t)snprintf(out, cap, "%s/nodes/%s", d->audit_dir, d->node) >= cap)
+		return -ENAMETOOLONG;
+	return 0;
+}
+
+/* The node's log: its own, signed with its own key, sealed to the auditors and to a key of the
+ * primary's for this node. */
+static int node_audit_setup(struct daemon *d, const uint8_t seed[static 32])
+{
+	uint8_t keys[STORE_AUDITORS_MAX][32];
+	char name[NODE_NAME_MAX + 32];
+	crypto_key *k = NULL;
+	size_t n = 0;
+	int r;
+
+	snprintf(name, sizeof(name), "%s.node", d->node);
+	r = audit_signer_set(d->log, name, seed);
+	if (r == 0)
+		r = store_auditors_get(d->st, keys, &n);
+	if (r == 0)
+		r = store_node_audit_key(d->st, d->node, &k);
+	if (r == 0)
+		r = audit_sealer_set(d->log, crypto_key_bytes(k), (const uint8_t(*)[32])keys, n);
+	crypto_key_free(k);
+	return r;
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
@@ -608,6 +840,12 @@ int main(int argc, char **argv)
 		{ "direct-packs", no_argument, NULL, 'O' },
 		{ "prefetch-threads", required_argument, NULL, 'P' },
 		{ "refusal-window", required_argument, NULL, 'R' },
+		{ "lease", required_argument, NULL, 'L' },
+		{ "node", required_argument, NULL, 'N' },
+		{ "local", required_argument, NULL, 'l' },
+		{ "init", no_argument, NULL, 'I' },
+		{ "primary-key", required_argument, NULL, 'K' },
+		{ "staleness", required_argument, NULL, 'T' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ 0 },
@@ -629,6 +867,15 @@ int main(int argc, char **argv)
 	uint64_t torn = 0;
 	bool started = false;
 	int opt, r, signo, status = 1;
+	const char *local = NULL, *primary_key = NULL;
+	bool init = false;
+	unsigned lease_ms = STORE_LEASE_MS_DEFAULT, stale_ms = NODE_STALE_MS_DEFAULT;
+	uint8_t node_seed[32] = { 0 };
+	int local_fd = -1;
+	struct note_verifier primary_key_v;
+	char secondary[4096], log_dir[4096];
+	const struct node_callbacks ncb = { .changed = node_changed, .stale = node_stale,
+					    .ctx = &d };
 
 	while ((opt = getopt_long(argc, argv, "s:m:p:t:c:hV", longopts, NULL)) != -1) {
 		switch (opt) {
@@ -684,6 +931,42 @@ int main(int argc, char **argv)
 			fo.refusal_window_s = (unsigned)v;
 			break;
 		}
+		case 'L':
+		case 'T': {
+			char *end;
+			unsigned long v;
+
+			errno = 0;
+			v = strtoul(optarg, &end, 10);
+			if (errno || *end || v == 0 || v > 600 || optarg[0] == '-') {
+				fprintf(stderr, "enclaved: --%s takes seconds from 1 to 600\n",
+					opt == 'L' ? "lease" : "staleness");
+				return 2;
+			}
+			if (opt == 'L')
+				lease_ms = (unsigned)v * 1000;
+			else
+				stale_ms = (unsigned)v * 1000;
+			break;
+		}
+		case 'N':
+			if (!node_name_valid(optarg)) {
+				fprintf(stderr, "enclaved: --node: \"%s\" is not a node name (1 to %d "
+					"letters, digits, '.', '_', '-'; not starting with '.' or "
+					"'-')\n", optarg, NODE_NAME_MAX);
+				return 2;
+			}
+			d.node = optarg;
+			break;
+		case 'l':
+			local = optarg;
+			break;
+		case 'I':
+			init = true;
+			break;
+		case 'K':
+			primary_key = optarg;
+			break;
 		case 'D':
 			fo.debug = true;
 			break;
@@ -730,6 +1013,25 @@ int main(int argc, char **argv)
 			return 2;
 		}
 	}
+	if (init) {
+		if (optind != argc || !d.node || !local || !primary_key) {
+			fprintf(stderr, "enclaved: --init needs --node NAME, --local DIR and "
+				"--primary-key FILE\nTry 'enclaved --help'.\n");
+			return 2;
+		}
+		r = crypto_init();
+		if (r == 0)
+			r = node_init(d.node, local, primary_key);
+		if (r < 0) {
+			die_detail("node init", r);
+			return 1;
+		}
+		return 0;
+	}
+	if ((d.node || local) && !(d.node && local)) {
+		fprintf(stderr, "enclaved: --node and --local go together\nTry 'enclaved --help'.\n");
+		return 2;
+	}
 	if (optind != argc || !d.store_dir || !d.mountpoint) {
 		fprintf(stderr, "enclaved: %s\nTry 'enclaved --help'.\n",
 			optind != argc ? "unexpected arguments" : "--store and --mount are required");
@@ -765,30 +1067,61 @@ int main(int argc, char **argv)
 			die_detail("store", r);
 		return 1;
 	}
+	if (d.node) {
+		char text[NOTE_NAME_MAX + 128];
+		size_t len = 0;
+
+		r = node_local_open(local, false, &local_fd);
+		if (r == 0)
+			r = node_key_read(local_fd, NODE_KEY_FILE, node_seed);
+		if (r == 0)
+			r = read_small(local_fd, NODE_PRIMARY_FILE, text, sizeof(text), &len);
+		if (r == 0 && note_verifier_parse(text, len, &primary_key_v) < 0)
+			r = err_set(-EINVAL, "%s/" NODE_PRIMARY_FILE ": %s", local, err_detail());
+		if ((size_t)snprintf(secondary, sizeof(secondary), "%s/" NODE_SECONDARY_DIR,
+				     local) >= sizeof(secondary))
+			r = -ENAMETOOLONG;
+		if (r < 0) {
+			die_detail("node", r);
+			goto out_seed;
+		}
+		so.secondary_dir = secondary;
+	} else {
+		so.lease_ms = lease_ms;
+		so.lease_settle_ms = NODE_LEASE_SETTLE_MS;
+	}
 	r = passfile ? crypto_passphrase_read_file(passfile, &pass)
 		     : crypto_passphrase_prompt("Store passphrase: ", false, &pass);
 	if (r < 0) {
 		die_detail(passfile ? passfile : "passphrase prompt (use --passphrase-file when "
 			   "there is no terminal)", r);
-		return 1;
+		goto out_seed;
 	}
 	r = store_open(d.store_dir, pass, &so, &d.st);
 	crypto_secret_free(pass);
 	if (r < 0) {
 		explain_open_error(d.store_dir, r);
-		return 1;
+		goto out_seed;
 	}
-	r = config_load(d.store_dir, &d.cfg);
-	if (r < 0) {
-		die_detail("configuration", r);
-		goto out_store;
+	if (!d.node) {
+		r = config_load(d.store_dir, &d.cfg);
+		if (r < 0) {
+			die_detail("configuration", r);
+			goto out_store;
+		}
+		r = check_audit_log(&d);
+		if (r < 0) {
+			die_detail("audit log", r);
+			goto out_store;
+		}
+	} else {
+		r = node_audit_dir(&d, log_dir, sizeof(log_dir));
+		if (r < 0) {
+			die_detail("node audit log", r);
+			goto out_store;
+		}
 	}
-	r = check_audit_log(&d);
-	if (r < 0) {
-		die_detail("audit log", r);
-		goto out_store;
-	}
-	r = audit_open(d.audit_dir, &torn, &d.log);
+	r = audit_open(d.node ? log_dir : d.audit_dir, &torn, &d.log);
 	if (r < 0) {
 		die_detail("audit log", r);
 		goto out_store;
@@ -810,20 +1143,40 @@ int main(int argc, char **argv)
 		durability || sync_each ? "strict (every record synced before it is acknowledged)"
 					: "session (the first open of a session synced at once, "
 					  "the other records within 10 ms)");
-	r = audit_key_setup(&d);
-	if (r < 0) {
-		die_detail("audit signing key", r);
-		goto out_audit;
-	}
-	r = daemon_seal_setup(&d);
-	if (r < 0) {
-		die_detail("audit sealing keys", r);
-		goto out_audit;
-	}
-	r = load_bound_grants(&d);
-	if (r < 0) {
-		die_detail("grants", r);
-		goto out_grants;
+	if (d.node) {
+		r = node_audit_setup(&d, node_seed);
+		if (r < 0) {
+			die_detail("node audit log keys", r);
+			goto out_audit;
+		}
+		r = grants_load(d.st, &d.grants);
+		if (r < 0) {
+			die_detail("grants", r);
+			goto out_grants;
+		}
+		r = node_runtime_new(d.st, d.store_dir, &primary_key_v, stale_ms, &ncb, &d.nrt);
+		if (r == 0)
+			r = node_runtime_start(d.nrt);
+		if (r < 0) {
+			die_detail("node", r);
+			goto out_grants;
+		}
+	} else {
+		r = audit_key_setup(&d);
+		if (r < 0) {
+			die_detail("audit signing key", r);
+			goto out_audit;
+		}
+		r = daemon_seal_setup(&d);
+		if (r < 0) {
+			die_detail("audit sealing keys", r);
+			goto out_audit;
+		}
+		r = load_bound_grants(&d);
+		if (r < 0) {
+			die_detail("grants", r);
+			goto out_grants;
+		}
 	}
 	/* Imports the store's open dropped are recorded "aborted" before the versions are
 	 * compared with the log, which then agrees that they never came to be. */
@@ -842,14 +1195,22 @@ int main(int argc, char **argv)
 		die_detail("groups", r);
 		goto out_grants;
 	}
-	r = prepare_run_dir(&d);
+	r = d.node ? 0 : prepare_run_dir(&d);
 	if (r < 0) {
 		die_detail("run directory", r);
 		goto out_grants;
 	}
+	if (!d.node) {
+		r = node_primary_start(d.st, d.log, d.store_dir, lease_ms, primary_fenced, &d,
+				       &d.primary);
+		if (r < 0) {
+			die_detail("lease and node signal", r);
+			goto out_grants;
+		}
+	}
 	fo.mountpoint = d.mountpoint;
 	{
-		const struct fusefs_callbacks cb = { .decide = decide,
+		const struct fusefs_callbacks cb = { .decide = d.node ? node_decide : decide,
 						     .cache_kernel = cache_kernel, .ctx = &d };
 
 		r = fusefs_new(d.st, d.log, &cb, &fo, &d.fs);
@@ -874,7 +1235,7 @@ int main(int argc, char **argv)
 		die_detail("group database watch", r);
 		goto out_fs;
 	}
-	r = control_start(&d, &d.ctl);
+	r = d.node ? 0 : control_start(&d, &d.ctl);
 	if (r < 0) {
 		die_detail("control socket", r);
 		goto out_fs;
@@ -900,15 +1261,20 @@ int main(int argc, char **argv)
 		goto out_ctl;
 	}
 	sig.fs = d.fs;
-	sig.d = &d;
+	sig.d = d.node ? NULL : &d;   /* a node has no configuration to reload */
 	if (pthread_create(&sig_thread, NULL, signal_main, &sig) != 0) {
 		fprintf(stderr, "enclaved: cannot start the signal thread\n");
 		goto out_ctl;
 	}
 	started = true;
 	pthread_detach(sig_thread);
-	fprintf(stderr, "enclaved: serving %s at %s (pid %d, %zu grants)\n", d.store_dir,
-		d.mountpoint, (int)getpid(), grants_count(d.grants));
+	if (d.node)
+		fprintf(stderr, "enclaved: node %s serving %s at %s (pid %d, %zu grants)\n",
+			d.node, d.store_dir, d.mountpoint, (int)getpid(), grants_count(d.grants));
+	else
+		fprintf(stderr, "enclaved: serving %s at %s (pid %d, %zu grants, lease token %"
+			PRIu64 ")\n", d.store_dir, d.mountpoint, (int)getpid(),
+			grants_count(d.grants), node_primary_token(d.primary));
 	sd_notify_msg("READY=1");
 
 	r = fusefs_run(d.fs);
@@ -931,11 +1297,15 @@ out_ctl:
 	if (started && daemon_event(&d, "daemon_stop") < 0)
 		die_detail("audit log", -EIO);
 out_fs:
-	/* No expiry or group change may reach the session once it is freed. */
+	/* No expiry, group change or catch-up may reach the session once it is freed. */
 	grants_watch_stop(d.grants);
 	daemon_groups_watch_stop(d.groups);
+	node_runtime_free(d.nrt);
+	d.nrt = NULL;
 	fusefs_free(d.fs);
 out_grants:
+	node_runtime_free(d.nrt);
+	node_primary_stop(d.primary);
 	daemon_groups_free(d.groups);
 	grants_free(d.grants);
 out_audit:
@@ -945,5 +1315,9 @@ out_store:
 	store_close(d.st);
 	if (d.run_fd >= 0)
 		close(d.run_fd);
+out_seed:
+	sodium_memzero(node_seed, sizeof(node_seed));
+	if (local_fd >= 0)
+		close(local_fd);
 	return status;
 }

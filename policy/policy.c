@@ -199,6 +199,8 @@ const char *policy_reason_name(enum policy_reason r)
 		return "policy_mismatch";
 	case POLICY_DENY_INTEGRITY:
 		return "integrity";
+	case POLICY_DENY_NODE_STALE:
+		return "node_stale";
 	}
 	return "unknown";
 }
@@ -228,6 +230,9 @@ const char *policy_reason_text(enum policy_reason r)
 	case POLICY_DENY_INTEGRITY:
 		return "the store's versions of this dataset disagree with the audit log's import "
 		       "records (a version removed, put back from before an import, or injected)";
+	case POLICY_DENY_NODE_STALE:
+		return "this node has not caught up with the primary within its staleness bound "
+		       "(it serves again once it has)";
 	}
 	return "unknown reason";
 }

@@ -217,7 +217,12 @@ enum policy_reason {
 					  * about this dataset: not served until `policy rebuild` */
 	POLICY_DENY_INTEGRITY = 9,      /* the dataset's versions in the index disagree with the
 					 * audit log's import records: not served */
+	POLICY_DENY_NODE_STALE = 10,    /* a node (enclaved --node) has not caught up with the
+					 * primary within its staleness bound: it refuses every
+					 * open until it has (docs/DEPLOYMENT.md) */
 };
+/* The last reason, for tables that list them all. */
+#define POLICY_REASON_LAST POLICY_DENY_NODE_STALE
 
 struct policy_decision {
 	enum policy_reason reason;      /* POLICY_ALLOW or why not */
