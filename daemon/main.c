@@ -752,10 +752,14 @@ static struct policy_decision node_decide(void *ctx, const struct policy_subject
 					  uint64_t dataset_id, uint32_t version)
 {
 	struct daemon *d = ctx;
+	struct policy_decision dec = decide(ctx, who, dataset_id, version);
 
+	/* Refused whatever the grants say; still shown only to those a grant names, so that a
+	 * job sees EACCES (and its node's log says why), and nobody else learns a name. */
 	if (!node_fresh(d->nrt, NULL, 0))
-		return (struct policy_decision){ .reason = POLICY_DENY_NODE_STALE };
-	return decide(ctx, who, dataset_id, version);
+		dec = (struct policy_decision){ .reason = POLICY_DENY_NODE_STALE,
+						.named = dec.named };
+	return dec;
 }
 
 /* The index changed: the grants again, and every open file decides again at its next read. */

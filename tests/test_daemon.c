@@ -12,7 +12,10 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <sodium.h>
+
 #include "audit/audit_internal.h"   /* white-box: fault injection */
+#include "audit/note.h"
 #include "common/common.h"
 #include "common/err.h"
 #include "daemon/daemon.h"
@@ -822,9 +825,132 @@ static void test_grant_watch(void **state)
 	assert_int_equal(count_events(f, "grant_started", 0), 1);
 }
 
+/* ---- Nodes: the primary's signal, the node key (issue 17) ------------------------------------- */
+
+static void sign_signal(const uint8_t id[16], const struct node_signal *sg, const uint8_t *sk,
+			const char *name, char **ret, size_t *ret_len)
+{
+	char text[NODE_SIGNAL_MAX];
+	int n = node_signal_text(id, sg, text, sizeof(text));
+
+	assert_true(n > 0);
+	assert_int_equal(note_sign(text, (size_t)n, name, sk, ret, ret_len), 0);
+}
+
+/* Whoever can write the shared directory can write nodes/signal: only the primary's key, this
+ * store, a canonical text, a token not below the highest seen, a newer time and no date in the
+ * future make a node accept it. */
+static void test_node_signal(void **state)
+{
+	uint8_t pk[32], sk[64], pk2[32], sk2[64], id[16], id2[16];
+	struct note_verifier v;
+	struct node_signal sg = { .token = 3, .time_ns = node_now_ns(), .seq = 42 }, got;
+	struct node_signal_state st = { 0 };
+	char *note = NULL, *vt = NULL;
+	size_t nl = 0;
+
+	(void)state;
+	crypto_sign_keypair(pk, sk);
+	crypto_sign_keypair(pk2, sk2);
+	randombytes_buf(id, sizeof(id));
+	randombytes_buf(id2, sizeof(id2));
+	assert_int_equal(note_verifier_format("primary", pk, &vt), 0);
+	assert_int_equal(note_verifier_parse(vt, strlen(vt), &v), 0);
+	free(vt);
+
+	sign_signal(id, &sg, sk, "primary", &note, &nl);
+	assert_int_equal(node_signal_parse(note, nl, &v, id, &got), 0);
+	assert_int_equal(got.token, 3);
+	assert_int_equal(got.seq, 42);
+	assert_int_equal(got.time_ns, sg.time_ns);
+	/* Another store's signal. */
+	assert_int_equal(node_signal_parse(note, nl, &v, id2, &got), -EBADMSG);
+	/* A bit changed in the text: the signature fails. */
+	note[20] ^= 1;
+	assert_int_equal(node_signal_parse(note, nl, &v, id, &got), -EKEYREJECTED);
+	free(note);
+	/* Signed by another key under the primary's name (a node's, say). */
+	sign_signal(id, &sg, sk2, "primary", &note, &nl);
+	assert_int_equal(node_signal_parse(note, nl, &v, id, &got), -EKEYREJECTED);
+	free(note);
+	/* Signed by the primary but not canonical (a leading zero). */
+	{
+		char text[NODE_SIGNAL_MAX], hex[33];
+		int n;
+
+		sodium_bin2hex(hex, sizeof(hex), id, 16);
+		n = snprintf(text, sizeof(text), "enclave-signal/1 %s\ntoken 03\ntime %lld\nseq 42\n",
+			     hex, (long long)sg.time_ns);
+		assert_int_equal(note_sign(text, (size_t)n, "primary", sk, &note, &nl), 0);
+		assert_int_equal(node_signal_parse(note, nl, &v, id, &got), -EBADMSG);
+		free(note);
+	}
+
+	/* Acceptance: fresh, then a replay, a lower token (a fenced primary), the future. */
+	assert_int_equal(node_signal_accept(&st, &sg, node_now_ns()), 0);
+	assert_int_equal(node_signal_accept(&st, &sg, node_now_ns()), -EALREADY);
+	sg.time_ns -= 1000000;
+	assert_int_equal(node_signal_accept(&st, &sg, node_now_ns()), -EALREADY);
+	sg.time_ns += 2000000;
+	sg.token = 2;
+	assert_int_equal(node_signal_accept(&st, &sg, node_now_ns()), -ESTALE);
+	sg.token = 3;
+	sg.time_ns = node_now_ns() + 10LL * 1000000000;
+	assert_int_equal(node_signal_accept(&st, &sg, node_now_ns()), -ERANGE);
+	assert_int_equal(st.token, 3);
+	/* A new primary (a higher token) may have an earlier clock: accepted. */
+	sg.token = 4;
+	sg.time_ns = st.time_ns - 5000000;
+	assert_int_equal(node_signal_accept(&st, &sg, node_now_ns()), 0);
+	assert_int_equal(st.token, 4);
+	sodium_memzero(sk, sizeof(sk));
+	sodium_memzero(sk2, sizeof(sk2));
+}
+
+/* The node key pair: made once (never overwritten), private, and its public text round-trips;
+ * a damaged public text is refused. */
+static void test_node_key(void **state)
+{
+	char *dir = tu_mkdtemp("nodekey");
+	uint8_t seed[32], seed2[32];
+	struct node_public pub, pub2;
+	char text[NODE_PUBLIC_TEXT_MAX], name[NODE_NAME_MAX + 1];
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+	(void)state;
+	assert_true(fd >= 0);
+	assert_int_equal(node_key_create(fd, "node.key", seed), 0);
+	assert_int_equal(node_key_create(fd, "node.key", seed2), -EEXIST);
+	assert_int_equal(node_key_read(fd, "node.key", seed2), 0);
+	assert_memory_equal(seed, seed2, 32);
+	assert_int_equal(node_key_public(seed, &pub), 0);
+	assert_int_equal(node_public_format("gpu-01", &pub, text, sizeof(text)), 0);
+	assert_int_equal(node_public_parse(text, strlen(text), name, &pub2), 0);
+	assert_string_equal(name, "gpu-01");
+	assert_memory_equal(&pub, &pub2, sizeof(pub));
+	text[strlen(text) - 3] = '!';
+	assert_int_equal(node_public_parse(text, strlen(text), name, &pub2), -EINVAL);
+	assert_int_equal(node_public_parse("enclave-node-public:../x:AAAA", 29, name, &pub2),
+			 -EINVAL);
+	assert_true(node_name_valid("gpu-01.site"));
+	assert_false(node_name_valid(".hidden"));
+	assert_false(node_name_valid("a/b"));
+	assert_false(node_name_valid(""));
+	/* Open to others: refused. */
+	assert_int_equal(fchmodat(fd, "node.key", 0640, 0), 0);
+	assert_int_equal(node_key_read(fd, "node.key", seed2), -EPERM);
+	close(fd);
+	sodium_memzero(seed, sizeof(seed));
+	sodium_memzero(seed2, sizeof(seed2));
+	tu_rm_rf(dir);
+	free(dir);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_node_signal),
+		cmocka_unit_test(test_node_key),
 		cmocka_unit_test(test_config_valid),
 		cmocka_unit_test(test_config_rejects),
 		cmocka_unit_test(test_config_roles),

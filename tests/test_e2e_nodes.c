@@ -1,0 +1,565 @@
+/* End to end: one primary and three node daemons over one shared store directory, each node with
+ * its own mount, on one machine (issue 17; docs/DEPLOYMENT.md).
+ *
+ *   - data imported on the primary reads byte-exact through every node, new versions too;
+ *   - a revocation on the primary stops a reader holding an open file on a node (the test checks
+ *     that the refusal happens and is recorded in that node's log; scripts/bench-nodes.sh
+ *     measures how soon);
+ *   - a deny rule on the primary refuses opens on the nodes;
+ *   - the primary killed (kill -9): a node keeps serving within its staleness bound, then refuses
+ *     opens (node_stale), then serves again when the primary returns;
+ *   - signals that are not the primary's (a replay of an old one, one signed by another key)
+ *     do not make a stale node serve.
+ * Nodes are started with PR_SET_PDEATHSIG and stopped, and their mounts detached, in the group
+ * teardown whatever happened; ctest's cleanup_mounts detaches anything left.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <sodium.h>
+
+#include "audit/audit.h"
+#include "audit/note.h"
+#include "common/common.h"
+#include "common/err.h"
+#include "tests/e2e.h"
+#include "tests/testutil.h"
+
+#define NNODES 3
+#define BIG_SIZE (3u * 1024 * 1024 + 123)
+#define BIG_SEED 1717
+#define STALE_S "3"
+#define STALE_MS 3000
+
+struct node {
+	char name[16];
+	char *mnt, *local, *log;
+	pid_t pid;
+};
+
+static struct node nodes[NNODES];
+static char *primary_pub;
+static uint64_t deny_rule;      /* test_deny_rule_reaches_nodes's, removed by the next test */
+
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The node's log so far contains text. */
+static bool log_has(const struct node *n, const char *text)
+{
+	size_t len = 0;
+	uint8_t *b = tu_read_file(n->log, &len);
+	char *s = malloc(len + 1);
+	bool found;
+
+	memcpy(s, b, len);
+	s[len] = '\0';
+	found = strstr(s, text) != NULL;
+	free(s);
+	free(b);
+	return found;
+}
+
+static void node_print_log(const struct node *n)
+{
+	size_t len = 0;
+	uint8_t *b = tu_read_file(n->log, &len);
+
+	fprintf(stderr, "---- %s's log ----\n%.*s\n", n->name, (int)len, (const char *)b);
+	free(b);
+}
+
+static void node_start(struct node *n)
+{
+	char *argv[] = { ENCLAVED_PATH, "--node", n->name, "--store", E->store, "--mount", n->mnt,
+			 "--local", n->local, "--passphrase-file", E->pass, "--staleness",
+			 STALE_S, NULL };
+	pid_t pid;
+
+	fflush(NULL);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		int fd = open(n->log, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+
+		prctl(PR_SET_PDEATHSIG, SIGTERM);
+		if (fd >= 0) {
+			dup2(fd, 1);
+			dup2(fd, 2);
+		}
+		execv(argv[0], argv);
+		_exit(127);
+	}
+	n->pid = pid;
+	for (int i = 0; i < 600; i++) {
+		int st;
+
+		if (waitpid(pid, &st, WNOHANG) == pid) {
+			n->pid = 0;
+			node_print_log(n);
+			fail_msg("node %s exited early (status 0x%x)", n->name, st);
+		}
+		if (e2e_is_mounted(n->mnt) && log_has(n, "serving"))
+			return;
+		poll(NULL, 0, 50);
+	}
+	node_print_log(n);
+	fail_msg("node %s did not come up within 30 s", n->name);
+}
+
+static void node_stop(struct node *n, int sig)
+{
+	int st;
+
+	if (n->pid > 0) {
+		kill(n->pid, sig);
+		for (int i = 0; i < 400; i++) {
+			if (waitpid(n->pid, &st, WNOHANG) == n->pid)
+				break;
+			if (i == 399) {
+				kill(n->pid, SIGKILL);
+				waitpid(n->pid, &st, 0);
+			}
+			poll(NULL, 0, 50);
+		}
+		n->pid = 0;
+	}
+	if (n->mnt && e2e_is_mounted(n->mnt)) {
+		char *argv[] = { "fusermount3", "-uz", n->mnt, NULL };
+
+		free(e2e_run_argv(NULL, argv));
+	}
+}
+
+/* ---- What a training job does, as alice ------------------------------------------------------ */
+
+struct read_job {
+	const char *path;
+	size_t size;
+	uint64_t seed;
+	int ready_w;    /* the child writes a byte once it holds the file open and has read it */
+};
+
+/* Read the whole file and compare: 0 equal, 1 different, 2 open refused (EACCES), 3 other. */
+static int child_read_all(void *arg)
+{
+	const struct read_job *j = arg;
+	uint8_t *want = malloc(j->size), *got = malloc(j->size);
+	size_t off = 0;
+	int fd, r = 0;
+
+	if (!want || !got)
+		return 3;
+	tu_fill(want, j->size, j->seed);
+	fd = open(j->path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return errno == EACCES ? 2 : 3;
+	while (off < j->size) {
+		ssize_t n = pread(fd, got + off, MIN((size_t)(1 << 20), j->size - off), (off_t)off);
+
+		if (n <= 0) {
+			fprintf(stderr, "read %s at %zu: %s\n", j->path, off,
+				n < 0 ? strerror(errno) : "end of file");
+			r = 3;
+			break;
+		}
+		off += (size_t)n;
+	}
+	if (r == 0 && memcmp(want, got, j->size) != 0)
+		r = 1;
+	close(fd);
+	free(want);
+	free(got);
+	return r;
+}
+
+/* Open, read, say so, then read on until refused: 0 refused with EACCES, 4 never within 30 s. */
+static int child_hold_until_refused(void *arg)
+{
+	const struct read_job *j = arg;
+	uint8_t buf[65536];
+	int64_t start;
+	char c = 'r';
+	int fd = open(j->path, O_RDONLY | O_CLOEXEC);
+
+	if (fd < 0) {
+		fprintf(stderr, "open %s: %s\n", j->path, strerror(errno));
+		return 3;
+	}
+	if (pread(fd, buf, sizeof(buf), 0) <= 0 || write(j->ready_w, &c, 1) != 1)
+		return 3;
+	start = mono_ms();
+	while (mono_ms() - start < 30000) {
+		if (pread(fd, buf, sizeof(buf), 0) < 0)
+			return errno == EACCES ? 0 : 3;
+		poll(NULL, 0, 2);
+	}
+	return 4;
+}
+
+static int read_as_alice(const char *path, size_t size, uint64_t seed)
+{
+	struct read_job j = { .path = path, .size = size, .seed = seed, .ready_w = -1 };
+
+	return tu_run_as(&E->u.alice, child_read_all, &j, 60000);
+}
+
+static char *big_on(const struct node *n, const char *version)
+{
+	return tu_fmt("%s/ds/%s/big", n ? n->mnt : E->mnt, version);
+}
+
+/* Poll until alice's read of path gives want (at most 15 s); the last result. */
+static int read_until(const char *path, size_t size, uint64_t seed, int want)
+{
+	int64_t start = mono_ms();
+	int r;
+
+	do {
+		r = read_as_alice(path, size, seed);
+		if (r == want)
+			return r;
+		poll(NULL, 0, 50);
+	} while (mono_ms() - start < 15000);
+	return r;
+}
+
+/* ---- The node's log -------------------------------------------------------------------------- */
+
+struct nmatch {
+	const char *field, *value;
+	int n;
+};
+
+static int nmatch_one(void *ctx, const json_t *rec, const char *line, size_t len)
+{
+	struct nmatch *m = ctx;
+	const char *v = m->field ? json_string_value(json_object_get(rec, m->field)) : NULL;
+
+	(void)line;
+	(void)len;
+	if (m->field && (!v || strcmp(v, m->value) != 0))
+		return 0;
+	m->n++;
+	return 0;
+}
+
+/* Records of event in node n's own log (read offline with the auditor's key) whose field (if
+ * given) is value. */
+static int node_count(const struct node *n, const char *event, const char *field,
+		      const char *value)
+{
+	char *dir = tu_fmt("%s/audit/nodes/%s", E->store, n->name);
+	struct audit_filter flt = { .event = event };
+	struct nmatch m = { .field = field, .value = value };
+	int r;
+
+	assert_int_equal(audit_opener_new(NULL, E->akey, &flt.open), 0);
+	r = audit_foreach(dir, &flt, nmatch_one, &m);
+	if (r < 0)
+		fprintf(stderr, "audit_foreach %s: %s\n", dir, err_detail());
+	assert_int_equal(r, 0);
+	audit_opener_free(flt.open);
+	free(dir);
+	return m.n;
+}
+
+/* ---- Setup ----------------------------------------------------------------------------------- */
+
+static int group_setup(void **state)
+{
+	static const char *const init[] = { "--steward", "user:root", "--approvals", "0", NULL };
+	static const char *const dargs[] = { "--lease", "2", NULL };
+	struct e2e_run *r;
+	char *p;
+
+	(void)state;
+	if (e2e_setup("e2e-nodes") < 0)
+		return -1;
+	p = tu_fmt("%s/big", E->src);
+	tu_write_seeded(p, BIG_SIZE, BIG_SEED);
+	free(p);
+	p = tu_fmt("%s/small", E->src);
+	tu_write_seeded(p, 100, 5);
+	free(p);
+	if (e2e_init(init) < 0)
+		return -1;
+	E->daemon_args = dargs;
+	e2e_daemon_start_with(E->pass, true);
+	r = ctl("-q", "dataset", "import", "ds", E->src);
+	if (r->status != 0) {
+		fprintf(stderr, "import failed: %s%s\n", r->out, r->err);
+		free(r);
+		return -1;
+	}
+	free(r);
+	r = e2e_ok(ctl("audit", "pubkey"));
+	primary_pub = tu_fmt("%s/primary.pub", E->root);
+	tu_write_file(primary_pub, r->out, strlen(r->out));
+	free(r);
+	for (int i = 0; i < NNODES; i++) {
+		struct node *n = &nodes[i];
+
+		snprintf(n->name, sizeof(n->name), "node%d", i + 1);
+		n->mnt = tu_fmt("%s/mnt-%s", E->root, n->name);
+		n->local = tu_fmt("%s/local-%s", E->root, n->name);
+		n->log = tu_fmt("%s/%s.log", E->root, n->name);
+		if (mkdir(n->mnt, 0755) < 0)
+			return -1;
+		r = e2e_run_argv(NULL, (char *const[]){ ENCLAVED_PATH, "--node", n->name, "--init",
+							"--local", n->local, "--primary-key",
+							primary_pub, NULL });
+		if (r->status != 0 || !strstr(r->out, "enclave-node-public:")) {
+			fprintf(stderr, "node init failed: %s%s\n", r->out, r->err);
+			free(r);
+			return -1;
+		}
+		free(r);
+		node_start(n);
+	}
+	return 0;
+}
+
+static int group_teardown(void **state)
+{
+	(void)state;
+	for (int i = 0; i < NNODES; i++) {
+		node_stop(&nodes[i], SIGTERM);
+		free(nodes[i].mnt);
+		free(nodes[i].local);
+		free(nodes[i].log);
+	}
+	e2e_teardown();
+	free(primary_pub);
+	return 0;
+}
+
+/* ---- Tests ----------------------------------------------------------------------------------- */
+
+/* Every node serves the primary's data byte-exact, new versions included; --init refuses to
+ * make a second key pair over the first. */
+static void test_read_on_every_node(void **state)
+{
+	uint64_t gid;
+	struct e2e_run *r;
+	char *p;
+
+	(void)state;
+	gid = e2e_grant("--user", TU_USER_ALICE, "ds", "+1h");
+	assert_true(gid > 0);
+	for (int i = 0; i < NNODES; i++) {
+		p = big_on(&nodes[i], "latest");
+		assert_int_equal(read_until(p, BIG_SIZE, BIG_SEED, 0), 0);
+		free(p);
+	}
+	p = big_on(NULL, "latest");
+	assert_int_equal(read_as_alice(p, BIG_SIZE, BIG_SEED), 0);
+	free(p);
+	/* Version 2, with a file more: on every node within the bound, byte-exact. */
+	p = tu_fmt("%s/extra", E->src);
+	tu_write_seeded(p, 70000, 99);
+	free(p);
+	e2e_ok_free(ctl("-q", "dataset", "import", "ds", E->src));
+	for (int i = 0; i < NNODES; i++) {
+		p = tu_fmt("%s/ds/2/extra", nodes[i].mnt);
+		assert_int_equal(read_until(p, 70000, 99, 0), 0);
+		free(p);
+	}
+	/* The node's key pair is never replaced by a second --init. */
+	r = e2e_run_argv(NULL, (char *const[]){ ENCLAVED_PATH, "--node", nodes[0].name, "--init",
+						"--local", nodes[0].local, "--primary-key",
+						primary_pub, NULL });
+	assert_int_equal(r->status, 1);
+	assert_non_null(strstr(r->err, "exists"));
+	free(r);
+	/* Opens were recorded in the node's own log. */
+	assert_true(node_count(&nodes[0], "open", "decision", "allow") >= 2);
+	e2e_revoke(gid);
+}
+
+/* A revocation on the primary stops a reader that holds the file open on a node. */
+static void test_revoke_reaches_open_file_on_node(void **state)
+{
+	struct read_job j = { 0 };
+	int pipefd[2];
+	uint64_t gid;
+	pid_t pid;
+	char c;
+
+	(void)state;
+	gid = e2e_grant("--user", TU_USER_ALICE, "ds", "+1h");
+	j.path = big_on(&nodes[1], "1");
+	j.size = BIG_SIZE;
+	j.seed = BIG_SEED;
+	assert_int_equal(read_until(j.path, BIG_SIZE, BIG_SEED, 0), 0);
+	assert_int_equal(pipe2(pipefd, O_CLOEXEC), 0);
+	j.ready_w = pipefd[1];
+	assert_int_equal(tu_spawn_as(&E->u.alice, child_hold_until_refused, &j, &pid), 0);
+	close(pipefd[1]);
+	assert_int_equal(read(pipefd[0], &c, 1), 1);
+	close(pipefd[0]);
+	e2e_revoke(gid);
+	assert_int_equal(tu_wait(pid, 60000), 0);
+	/* One read_refused for the handle, in node2's log, naming the revocation. */
+	for (int i = 0; i < 100 && node_count(&nodes[1], "read_refused", NULL, NULL) == 0; i++)
+		poll(NULL, 0, 50);
+	assert_int_equal(node_count(&nodes[1], "read_refused", "reason", "revoked"), 1);
+	/* And new opens on every node are refused. */
+	for (int i = 0; i < NNODES; i++) {
+		char *p = big_on(&nodes[i], "1");
+
+		assert_int_equal(read_until(p, BIG_SIZE, BIG_SEED, 2), 2);
+		free(p);
+	}
+	free((char *)j.path);
+}
+
+/* A deny rule on the primary refuses opens on the nodes. */
+static void test_deny_rule_reaches_nodes(void **state)
+{
+	uint64_t gid;
+	char *p = big_on(&nodes[2], "1");
+
+	(void)state;
+	gid = e2e_grant("--user", TU_USER_ALICE, "ds", "+1h");
+	assert_int_equal(read_until(p, BIG_SIZE, BIG_SEED, 0), 0);
+	{
+		struct e2e_run *r = e2e_ok(ctl("--json", "deny", "add", "--user", TU_USER_ALICE,
+					       "--dataset", "ds", "--reason", "investigation"));
+		json_t *j = e2e_out_json(r);
+
+		deny_rule = (uint64_t)json_integer_value(json_object_get(json_object_get(j, "rule"),
+									 "id"));
+		json_decref(j);
+		free(r);
+		assert_true(deny_rule > 0);
+	}
+	assert_int_equal(read_until(p, BIG_SIZE, BIG_SEED, 2), 2);
+	assert_true(node_count(&nodes[2], "open", "reason", "denied_by_rule") >= 1);
+	e2e_revoke(gid);
+	free(p);
+}
+
+/* Signals through the shared directory that are not the primary's own, fresh ones: a replay of
+ * an old one, one signed by another key. */
+static void write_signal_copy(const char *from, const char *to)
+{
+	size_t n = 0;
+	uint8_t *b = tu_read_file(from, &n);
+	char *tmp = tu_fmt("%s.test", to);
+
+	tu_write_file(tmp, b, n);
+	assert_int_equal(rename(tmp, to), 0);
+	free(tmp);
+	free(b);
+}
+
+/* The primary killed: its nodes serve on within their staleness bound, then refuse opens with
+ * node_stale, then serve again once it is back. While it is away, a replayed signal and a forged
+ * one do not bring a node back. */
+static void test_primary_killed(void **state)
+{
+	char *sig = tu_fmt("%s/nodes/signal", E->store);
+	char *old = tu_fmt("%s/old-signal", E->root);
+	struct node *n = &nodes[0];
+	char *p = big_on(n, "1");
+	uint64_t gid;
+	int64_t killed;
+
+	(void)state;
+	if (deny_rule) {
+		char ids[32];
+
+		snprintf(ids, sizeof(ids), "%llu", (unsigned long long)deny_rule);
+		e2e_ok_free(ctl("deny", "remove", ids, "--reason", "cleared"));
+	}
+	gid = e2e_grant("--user", TU_USER_ALICE, "ds", "+1h");
+	assert_int_equal(read_until(p, BIG_SIZE, BIG_SEED, 0), 0);
+	tu_copy_file(sig, old);
+	assert_int_equal(e2e_daemon_stop_sig(SIGKILL), 128 + SIGKILL);
+	killed = mono_ms();
+	/* Within the bound: still served (when this machine was quick enough to ask in time). */
+	if (read_as_alice(p, BIG_SIZE, BIG_SEED) != 0)
+		assert_true(mono_ms() - killed >= STALE_MS);
+	/* Then refused, as stale. */
+	assert_int_equal(read_until(p, BIG_SIZE, BIG_SEED, 2), 2);
+	assert_true(mono_ms() - killed >= STALE_MS - 300);
+	for (int i = 0; i < 100 && node_count(n, "node_stale", NULL, NULL) == 0; i++)
+		poll(NULL, 0, 50);
+	assert_true(node_count(n, "node_stale", NULL, NULL) >= 1);
+	assert_true(node_count(n, "open", "reason", "node_stale") >= 1);
+	/* A replayed old signal changes nothing. */
+	write_signal_copy(old, sig);
+	poll(NULL, 0, 600);
+	assert_int_equal(read_as_alice(p, BIG_SIZE, BIG_SEED), 2);
+	/* Nor does a fresh-looking signal signed by another key under the primary's name. */
+	{
+		uint8_t pk[32], sk[64];
+		char text[512], *note = NULL, name[256];
+		size_t nl = 0, len = 0;
+		uint8_t *b = tu_read_file(old, &len);
+		char *cur = malloc(len + 1);
+		char *nlp;
+		long long t;
+		unsigned long long tok, seq;
+		char hex[33];
+
+		memcpy(cur, b, len);
+		cur[len] = '\0';
+		free(b);
+		assert_int_equal(sscanf(cur, "enclave-signal/1 %32s\ntoken %llu\ntime %lld\nseq %llu\n",
+					hex, &tok, &t, &seq), 4);
+		nlp = strstr(cur, "\n\xe2\x80\x94 ");
+		assert_non_null(nlp);
+		assert_int_equal(sscanf(nlp + 5, "%255s", name), 1);
+		snprintf(text, sizeof(text), "enclave-signal/1 %s\ntoken %llu\ntime %lld\nseq %llu\n",
+			 hex, tok + 1, (long long)time(NULL) * 1000000000LL, seq);
+		crypto_sign_keypair(pk, sk);
+		assert_int_equal(note_sign(text, strlen(text), name, sk, &note, &nl), 0);
+		tu_write_file(old, note, nl);
+		write_signal_copy(old, sig);
+		free(note);
+		free(cur);
+		poll(NULL, 0, 600);
+		assert_int_equal(read_as_alice(p, BIG_SIZE, BIG_SEED), 2);
+	}
+	/* The primary back (its lease of 2 s and 1 s of grace have run out): served again. */
+	e2e_daemon_start_with(E->pass, true);
+	assert_int_equal(read_until(p, BIG_SIZE, BIG_SEED, 0), 0);
+	for (int i = 0; i < 100 && node_count(n, "node_fresh", NULL, NULL) < 2; i++)
+		poll(NULL, 0, 50);
+	assert_true(node_count(n, "node_fresh", NULL, NULL) >= 2);
+	e2e_revoke(gid);
+	free(p);
+	free(sig);
+	free(old);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_read_on_every_node),
+		cmocka_unit_test(test_revoke_reaches_open_file_on_node),
+		cmocka_unit_test(test_deny_rule_reaches_nodes),
+		cmocka_unit_test(test_primary_killed),
+	};
+
+	return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
