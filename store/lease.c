@@ -23,6 +23,7 @@
  *     with a lower token than one they have seen: a fenced primary cannot steer them.
  */
 #include <fcntl.h>
+#include <signal.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <sys/stat.h>
@@ -167,6 +168,24 @@ static int lease_write(struct store_lease *l)
 	return 0;
 }
 
+/* A lease still running whose holder is known to be gone: it names this host and a process that
+ * no longer exists, and this process holds the flock on LOCK (store_open took it), so no other
+ * process of this host has the store open. A primary restarted after a crash (kill -9, systemd's
+ * Restart=) then need not wait out the lease. Another host's lease is always waited out. */
+static bool holder_gone(struct store *st, const struct lease_file *f)
+{
+	char host[65] = "";
+
+	if (st->lockfd < 0 || f->pid <= 0 || f->pid > INT32_MAX || f->pid == getpid())
+		return false;
+	if (gethostname(host, sizeof(host) - 1) < 0 || !host[0])
+		snprintf(host, sizeof(host), "localhost");
+	for (char *p = host; *p; p++)
+		if (*p <= ' ' || *p > '~')
+			*p = '_';
+	return strcmp(host, f->host) == 0 && kill((pid_t)f->pid, 0) < 0 && errno == ESRCH;
+}
+
 static int fence_get(struct store *st, uint64_t *ret)
 {
 	char *v = NULL;
@@ -232,7 +251,8 @@ int lease_acquire(struct store *st, unsigned lease_ms, unsigned settle_ms,
 		goto fail;
 	r = lease_read(st, l->mac_key, &f);
 	now = now_ns();
-	if (r == 0 && f.expires_ns + (int64_t)lease_ms / 2 * 1000000 > now) {
+	if (r == 0 && f.expires_ns + (int64_t)lease_ms / 2 * 1000000 > now &&
+	    !holder_gone(st, &f)) {
 		char until[32];
 		time_t t = (time_t)(f.expires_ns / 1000000000);
 		struct tm tm;
