@@ -479,7 +479,7 @@ static void test_reason_words(void **state)
 						policy_reason_text(t[j].r));
 	}
 	assert_string_equal(policy_reason_text(POLICY_DENY_NO_GRANT), "no grant for this dataset");
-	assert_string_equal(policy_reason_name((enum policy_reason)10), "unknown");
+	assert_string_equal(policy_reason_name((enum policy_reason)(POLICY_REASON_LAST + 1)), "unknown");
 	assert_string_equal(policy_reason_name((enum policy_reason)-1), "unknown");
 	assert_string_equal(policy_reason_text((enum policy_reason)42), "unknown reason");
 }
