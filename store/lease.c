@@ -331,7 +331,11 @@ int store_lease_renew(struct store_lease *l)
 		return r;
 	/* Ours; or missing, forged or an older lease replayed: none of those is a primary's
 	 * claim, so ours is written again. */
-	if (now_ns() > l->expires_ns)
+	/* Late, but still ours: another primary takes a lapsed lease only after half a lease of
+	 * grace, and reads its own back after writing it, so a renewal within a quarter of a
+	 * lease past the expiry (a loaded machine, a slow fsync) is still safe. Later than that,
+	 * it is given up. */
+	if (now_ns() > l->expires_ns + (int64_t)l->lease_ms / 4 * 1000000)
 		return err_set(-ETIMEDOUT, "the lease expired before it could be renewed (the "
 			       "process was paused, or the file system stalled)");
 	return lease_write(l);

@@ -286,7 +286,6 @@ static int node_count(const struct node *n, const char *event, const char *field
 static int group_setup(void **state)
 {
 	static const char *const init[] = { "--steward", "user:root", "--approvals", "0", NULL };
-	static const char *const dargs[] = { "--lease", "2", NULL };
 	struct e2e_run *r;
 	char *p;
 
@@ -301,7 +300,6 @@ static int group_setup(void **state)
 	free(p);
 	if (e2e_init(init) < 0)
 		return -1;
-	E->daemon_args = dargs;
 	e2e_daemon_start_with(E->pass, true);
 	r = ctl("-q", "dataset", "import", "ds", E->src);
 	if (r->status != 0) {
@@ -540,7 +538,8 @@ static void test_primary_killed(void **state)
 		poll(NULL, 0, 600);
 		assert_int_equal(read_as_alice(p, BIG_SIZE, BIG_SEED), 2);
 	}
-	/* The primary back (its lease of 2 s and 1 s of grace have run out): served again. */
+	/* The primary back (on the same host, so it takes over the dead one's lease at once):
+	 * served again. */
 	e2e_daemon_start_with(E->pass, true);
 	assert_int_equal(read_until(p, BIG_SIZE, BIG_SEED, 0), 0);
 	for (int i = 0; i < 100 && node_count(n, "node_fresh", NULL, NULL) < 2; i++)
