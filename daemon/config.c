@@ -93,7 +93,7 @@ static int parse_number(const char *key, const char *val, unsigned lineno, uint3
 
 static int parse_line(char *line, unsigned lineno, struct config *cfg, bool *seen_durability,
 		      bool *seen_approvals,
-		      bool *seen_days, bool *seen_gc)
+		      bool *seen_days, bool *seen_gc, bool *seen_grace)
 {
 	struct config_principal *p;
 	char *eq, *key, *val, *name;
@@ -125,6 +125,9 @@ static int parse_line(char *line, unsigned lineno, struct config *cfg, bool *see
 	if (strcmp(key, "gc_interval_hours") == 0)
 		return parse_number(key, val, lineno, 1, CONFIG_GC_INTERVAL_MAX, seen_gc,
 				    &cfg->gc_interval_hours);
+	if (strcmp(key, "node_gc_grace_s") == 0)
+		return parse_number(key, val, lineno, 0, CONFIG_NODE_GC_GRACE_MAX, seen_grace,
+				    &cfg->node_gc_grace_s);
 	if (strcmp(key, "approvals") == 0)
 		return parse_number(key, val, lineno, 0, POLICY_APPROVALS_MAX, seen_approvals,
 				    &cfg->approvals);
@@ -150,7 +153,7 @@ static int parse_line(char *line, unsigned lineno, struct config *cfg, bool *see
 	} else {
 		return err_set(-EINVAL, "line %u: unknown setting \"%.64s\" (known: steward, auditor, "
 			       "approvals, max_grant_days, visa_issuer, audit_durability, "
-			       "gc_interval_hours)",
+			       "gc_interval_hours, node_gc_grace_s)",
 			       lineno, key);
 	}
 	if (strncmp(val, "user:", 5) == 0) {
@@ -189,8 +192,10 @@ static int parse_line(char *line, unsigned lineno, struct config *cfg, bool *see
 int config_parse(const char *text, size_t len, struct config *ret_cfg)
 {
 	struct config cfg = { .approvals = CONFIG_APPROVALS_DEFAULT,
-			      .max_grant_days = CONFIG_MAX_GRANT_DAYS_DEFAULT };
+			      .max_grant_days = CONFIG_MAX_GRANT_DAYS_DEFAULT,
+			      .node_gc_grace_s = CONFIG_NODE_GC_GRACE_DEFAULT };
 	bool seen_approvals = false, seen_days = false, seen_durability = false, seen_gc = false;
+	bool seen_grace = false;
 	_cleanup_free_ char *copy = NULL;
 	char *line, *next;
 	unsigned lineno = 0;
@@ -211,7 +216,7 @@ int config_parse(const char *text, size_t len, struct config *ret_cfg)
 			*next++ = '\0';
 		lineno++;
 		r = parse_line(line, lineno, &cfg, &seen_durability, &seen_approvals, &seen_days,
-			       &seen_gc);
+			       &seen_gc, &seen_grace);
 		if (r < 0)
 			return r;
 	}

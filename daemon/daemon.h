@@ -62,14 +62,22 @@ struct config {
 	/* "gc_interval_hours = N": collect garbage every N hours (1 to CONFIG_GC_INTERVAL_MAX);
 	 * 0 (absent): only when a steward asks (`enclavectl store gc`). Read at start. */
 	uint32_t gc_interval_hours;
+	/* "node_gc_grace_s = N": once nodes have read the store (audit/nodes/ holds a node's log),
+	 * a garbage collection waits N seconds after its commit before it removes pack files, so
+	 * that every node still serving has caught up past the move (docs/DEPLOYMENT.md section 6).
+	 * At least the longest --staleness of any node plus 3 s; default 10. */
+	uint32_t node_gc_grace_s;
 };
 #define CONFIG_GC_INTERVAL_MAX (24u * 366)
+#define CONFIG_NODE_GC_GRACE_DEFAULT 10u
+#define CONFIG_NODE_GC_GRACE_MAX 3600u
 
 /* Parse configuration text: lines "steward = user:NAME|group:NAME|user:UID|group:GID",
  * "auditor = ...", "approvals = N" (0..8, once; default 1), "max_grant_days = N" (1..3650, once;
  * default 365), "visa_issuer = URL" (once; policy_issuer_url_valid), "audit_durability =
  * strict|session" (once; default session), "gc_interval_hours = N" (1..CONFIG_GC_INTERVAL_MAX,
- * once; default none), blank lines and '#' comments. Names are resolved
+ * once; default none), "node_gc_grace_s = N" (0..CONFIG_NODE_GC_GRACE_MAX, once; default
+ * CONFIG_NODE_GC_GRACE_DEFAULT), blank lines and '#' comments. Names are resolved
  * through NSS now. -EINVAL with
  * err_detail() naming the line for anything else (unknown key, bad value, unknown name, too many
  * entries, a setting given twice, a NUL byte); -E2BIG text over CONFIG_MAX_BYTES. */
@@ -297,7 +305,11 @@ void daemon_groups_watch_stop(struct daemon_groups *g);
 
 /* A node's name: [A-Za-z0-9._-], 1 to NODE_NAME_MAX bytes, not starting with '.' or '-'. */
 #define NODE_NAME_MAX 64
+struct daemon;
 bool node_name_valid(const char *name);
+/* How long a garbage collection of the primary waits between its commit and removing pack
+ * files: node_gc_grace_s once a node has read the store (its log is in audit/nodes/), else 0. */
+unsigned node_gc_grace_ms(struct daemon *d);
 /* <store>/nodes: the shared directory of the primary's signal and the nodes' key bundles. */
 #define NODE_DIR_NAME "nodes"
 #define NODE_SIGNAL_NAME "signal"

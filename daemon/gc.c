@@ -142,7 +142,7 @@ int daemon_gc_run(struct daemon *d, const struct policy_subject *who, bool dry_r
 	struct run_ctx rc = { .d = d, .who = who, .caller = hooks };
 	struct store_gc_options o = { .dry_run = dry_run, .progress = on_progress,
 				      .before_commit = before_commit, .dataset = on_dataset,
-				      .ctx = &rc };
+				      .ctx = &rc, .remove_delay_ms = node_gc_grace_ms(d) };
 	struct store_gc_stats s = { 0 };
 	int r;
 

@@ -1245,7 +1245,8 @@ int main(int argc, char **argv)
 		die_detail("control socket", r);
 		goto out_fs;
 	}
-	r = daemon_gc_start(&d, d.cfg.gc_interval_hours, &d.gc);
+	/* A node never collects: the primary is the only writer (store_gc refuses on a node too). */
+	r = daemon_gc_start(&d, d.node ? 0 : d.cfg.gc_interval_hours, &d.gc);
 	if (r < 0) {
 		die_detail("garbage collection schedule", r);
 		goto out_ctl;

@@ -19,6 +19,7 @@
  * under its token (a replay is ignored) and is not from the future. A rolled-back index never
  * reaches the announced sequence number, so the node goes stale rather than serving old policy.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -66,6 +67,37 @@ bool node_name_valid(const char *name)
 			return false;
 	}
 	return true;
+}
+
+/* Whether a node has ever read this store: it made its log directory, audit/nodes/NAME. (With
+ * enrolment, an enrolled node counts too.) Errors count as yes: the cost is only a wait. */
+static bool node_any(const char *audit_dir)
+{
+	char path[4200];
+	DIR *dir;
+	bool any = false;
+
+	if ((size_t)snprintf(path, sizeof(path), "%s/" NODE_DIR_NAME, audit_dir) >= sizeof(path))
+		return true;
+	dir = opendir(path);
+	if (!dir)
+		return errno != ENOENT;
+	for (struct dirent *de; !any && (de = readdir(dir));)
+		any = de->d_name[0] != '.';
+	closedir(dir);
+	return any;
+}
+
+unsigned node_gc_grace_ms(struct daemon *d)
+{
+	unsigned s;
+
+	if (d->node || !node_any(d->audit_dir))
+		return 0;
+	pthread_mutex_lock(&d->cfg_lock);
+	s = d->cfg.node_gc_grace_s;
+	pthread_mutex_unlock(&d->cfg_lock);
+	return s * 1000u;
 }
 
 /* ---- The signal ------------------------------------------------------------------------------ */

@@ -35,6 +35,7 @@
 #include <sodium.h>
 #include <stdio.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "store/store_internal.h"
@@ -831,6 +832,14 @@ static int remove_files(struct gc *g)
 
 /* ---- The collection --------------------------------------------------------------------------- */
 
+static void sleep_ms(unsigned ms)
+{
+	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000 };
+
+	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+		;
+}
+
 int store_gc(struct store *st, const struct store_gc_options *opts,
 	     struct store_gc_stats *ret_stats)
 {
@@ -839,6 +848,8 @@ int store_gc(struct store *st, const struct store_gc_options *opts,
 	int r;
 
 	err_clear();
+	if (st->secondary)
+		return err_set(-EROFS, "a node never collects garbage: the primary does");
 	if (pthread_mutex_trylock(&st->import_lock) != 0)
 		return err_set(-EBUSY, "an import or a garbage collection is running on this store");
 	__atomic_store_n(&st->gc_running, true, __ATOMIC_RELAXED);
@@ -871,6 +882,11 @@ int store_gc(struct store *st, const struct store_gc_options *opts,
 		goto out;
 	}
 	progress(&g, STORE_GC_COMMITTED, 0, 0);
+	/* Nodes may still read the retired packs through a view older than this commit: they get
+	 * the grace to catch up (a node that lags more is stale and refuses opens). The import
+	 * lock stays held: a pack to be cut back must not grow meanwhile. */
+	if (g.o->remove_delay_ms && (g.s.packs_removed || g.s.packs_compacted))
+		sleep_ms(g.o->remove_delay_ms);
 	/* Committed: from here on, a failure leaves only files the next collection removes. */
 	r = remove_files(&g);
 	if (r < 0)

@@ -883,8 +883,17 @@ int store_pack_ref(struct store *st, uint64_t pack_id, struct pack_handle **ret)
 		if (fd < 0)
 			fd = openat(st->packs_dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
 		if (fd < 0) {
-			r = err_set(errno == ENOENT ? -EUCLEAN : -errno, "cannot open pack %s: %s",
-				    name, strerror(errno));
+			if (errno == ENOENT && st->secondary)
+				/* The primary's garbage collector removes a retired pack only after
+				 * its grace (node_gc_grace_s), by when every node still serving has
+				 * caught up past the move: this node lags further. Fail closed. */
+				r = err_set(-ESTALE, "pack %s is gone from the shared store: the "
+					    "primary's garbage collector removed it before this node "
+					    "caught up with the move (the node lags more than the "
+					    "primary's node_gc_grace_s)", name);
+			else
+				r = err_set(errno == ENOENT ? -EUCLEAN : -errno,
+					    "cannot open pack %s: %s", name, strerror(errno));
 			free(h);
 			goto out;
 		}

@@ -472,6 +472,10 @@ struct store_gc_options {
 	/* Called for each dataset, after its versions are read. May be NULL. */
 	int (*dataset)(void *ctx, const struct store_gc_dataset *ds);
 	void *ctx;
+	/* After the commit, wait this long before removing the files of retired packs: nodes
+	 * reading the store over the shared file system (docs/DEPLOYMENT.md section 6) catch up
+	 * past the move records meanwhile. 0: at once. */
+	unsigned remove_delay_ms;
 };
 
 /* Free the pack bytes no committed version uses: the objects of erased versions and datasets,

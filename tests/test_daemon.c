@@ -70,6 +70,12 @@ static void test_config_valid(void **state)
 	assert_int_equal(cfg.gc_interval_hours, 24);
 	assert_int_equal(parse("steward = user:root\ngc_interval_hours = 8784\n", &cfg), 0);
 	assert_int_equal(cfg.gc_interval_hours, 8784);
+	/* node_gc_grace_s: 10 s by default, 0 to an hour. */
+	assert_int_equal(cfg.node_gc_grace_s, CONFIG_NODE_GC_GRACE_DEFAULT);
+	assert_int_equal(parse("steward = user:root\nnode_gc_grace_s = 0\n", &cfg), 0);
+	assert_int_equal(cfg.node_gc_grace_s, 0);
+	assert_int_equal(parse("steward = user:root\nnode_gc_grace_s = 3600\n", &cfg), 0);
+	assert_int_equal(cfg.node_gc_grace_s, 3600);
 }
 
 static void test_config_rejects(void **state)
@@ -103,6 +109,9 @@ static void test_config_rejects(void **state)
 		"steward = user:root\ngc_interval_hours = 8785\n",
 		"steward = user:root\ngc_interval_hours = 1d\n",
 		"steward = user:root\ngc_interval_hours = 1\ngc_interval_hours = 2\n",
+		"steward = user:root\nnode_gc_grace_s = 3601\n",
+		"steward = user:root\nnode_gc_grace_s = -1\n",
+		"steward = user:root\nnode_gc_grace_s = 1\nnode_gc_grace_s = 2\n",
 		"",
 	};
 	struct config cfg, before;
@@ -946,11 +955,36 @@ static void test_node_key(void **state)
 	free(dir);
 }
 
+/* The primary's collection waits node_gc_grace_s only once a node has read the store (its log
+ * directory under audit/nodes/), and never on a node. */
+static void test_node_gc_grace(void **state)
+{
+	char *root = tu_mkdtemp("grace");
+	char *nodes = tu_fmt("%s/nodes", root), *one = tu_fmt("%s/nodes/gpu-01", root);
+	struct daemon d = { .cfg_lock = PTHREAD_MUTEX_INITIALIZER };
+
+	(void)state;
+	snprintf(d.audit_dir, sizeof(d.audit_dir), "%s", root);
+	d.cfg.node_gc_grace_s = 7;
+	assert_int_equal(node_gc_grace_ms(&d), 0);
+	assert_int_equal(mkdir(nodes, 0755), 0);
+	assert_int_equal(node_gc_grace_ms(&d), 0);
+	assert_int_equal(mkdir(one, 0700), 0);
+	assert_int_equal(node_gc_grace_ms(&d), 7000);
+	d.node = "gpu-01";
+	assert_int_equal(node_gc_grace_ms(&d), 0);
+	tu_rm_rf(root);
+	free(one);
+	free(nodes);
+	free(root);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_node_signal),
 		cmocka_unit_test(test_node_key),
+		cmocka_unit_test(test_node_gc_grace),
 		cmocka_unit_test(test_config_valid),
 		cmocka_unit_test(test_config_rejects),
 		cmocka_unit_test(test_config_roles),

@@ -1000,6 +1000,74 @@ static void test_gc_excludes_import(void **state)
 	store_close(st);
 }
 
+/* Nodes (issue 17) over a store the primary collects: a node never collects; a node that follows
+ * the primary drops the retired packs from its table at its catch-up, keeps reading the object it
+ * holds open, and opens every other object where the collection moved it; a node that did not
+ * catch up (it lags more than the primary's grace) fails closed on an object of a removed pack,
+ * with a reason that says so, and reads it once it catches up. */
+static void test_gc_and_nodes(void **state)
+{
+	struct fx *f = *state;
+	char *d1 = tu_fmt("%s/node1", f->root), *d2 = tu_fmt("%s/node2", f->root);
+	struct store_open_options o1 = { .secondary_dir = d1 }, o2 = { .secondary_dir = d2 };
+	struct store_dataset_info di;
+	struct store_inode ino, lag_ino;
+	struct store_object *obj = NULL, *lag_obj = NULL;
+	struct store_reader *rd = NULL;
+	struct store_gc_stats s;
+	struct store *st, *node, *lag;
+	size_t n = keep_sizes[1], got;
+	uint8_t *want = malloc(n), *have = malloc(n);
+	uint64_t seq = 0;
+
+	mixed_store(f);
+	st = gc_open(f);
+	node = fx_open_opts(f, &o1);
+	lag = fx_open_opts(f, &o2);
+	assert_int_equal(store_gc(node, NULL, &s), -EROFS);
+	assert_non_null(strstr(err_detail(), "never collects"));
+	/* node holds keep@2/k1 open, half read; lag has looked it up, not opened it. */
+	assert_int_equal(store_dataset_get(node, "keep", &di), 0);
+	assert_int_equal(store_path_lookup(node, di.id, 2, "k1", &ino), 0);
+	assert_int_equal(store_object_open(node, di.id, &ino, &obj), 0);
+	assert_int_equal(store_reader_new(node, &rd), 0);
+	assert_int_equal(store_object_read(rd, obj, 0, n / 2, have), (ssize_t)(n / 2));
+	lag_ino = inode_of(lag, "keep", 2, "k1");
+	/* The primary collects: k1's pack is compacted, its file removed. */
+	drop_dataset(st, "gone");
+	assert_int_equal(run_gc(st, false, &s), 0);
+	assert_true(s.packs_compacted > 0);
+	assert_int_equal(store_catch_up(node, &seq), 0);
+	pthread_mutex_lock(&node->lock);
+	assert_false(store_pack_committed_locked(node, ino.ext.pack_id, NULL));
+	pthread_mutex_unlock(&node->lock);
+	for (got = n / 2; got < n;) {
+		ssize_t r = store_object_read(rd, obj, got, 1000, have + got);
+
+		assert_true(r > 0);
+		got += (size_t)r;
+	}
+	tu_fill(want, n, 799);
+	assert_memory_equal(have, want, n);
+	store_object_close(obj);
+	store_reader_free(rd);
+	check_keep(node, 1);
+	check_keep_v2(node);
+	/* The lagging node: fails closed, and says why. */
+	assert_int_equal(store_object_open(lag, di.id, &lag_ino, &lag_obj), -ESTALE);
+	assert_null(lag_obj);
+	assert_non_null(strstr(err_detail(), "garbage collector removed it"));
+	assert_int_equal(store_catch_up(lag, &seq), 0);
+	check_keep_v2(lag);
+	store_close(lag);
+	store_close(node);
+	store_close(st);
+	free(want);
+	free(have);
+	free(d1);
+	free(d2);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1018,6 +1086,7 @@ int main(void)
 		T(test_gc_after_erasure_keeps_shared),
 		T(test_gc_refuses_forged_tombstone),
 		T(test_gc_excludes_import),
+		T(test_gc_and_nodes),
 #undef T
 	};
 
