@@ -40,7 +40,9 @@ int crypto_init(void);
  * so keys in memory do not reach a core file or ptrace by another user. -errno. */
 int crypto_harden_process(void);
 
-/* Fill buf with n bytes from the system CSPRNG. Cannot fail after crypto_init(). */
+/* Fill buf with n bytes from the system CSPRNG (getrandom). Requests of up to 64 bytes come from
+ * a per-thread pool read ahead in one call (locked, not dumped, wiped on fork; each byte wiped
+ * once handed out: crypto/keys.c). Thread-safe. Cannot fail after crypto_init(). */
 void crypto_random(void *buf, size_t n);
 
 /* ---- Keys ---------------------------------------------------------------------------------- */

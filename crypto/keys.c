@@ -207,10 +207,89 @@ int crypto_harden_process(void)
 	return 0;
 }
 
-/* libsodium reads getrandom(2) and aborts rather than return weak bytes, hence no error path. */
+/* ---- Random bytes ----------------------------------------------------------------------------
+ *
+ * libsodium reads getrandom(2) and aborts rather than return weak bytes, hence no error path.
+ * One getrandom(2) per nonce or key cost an import five system calls per small file (issue 13:
+ * about 10 % of the daemon's CPU importing 4 KiB files), so small requests are served from a
+ * per-thread pool of RND_POOL_BYTES filled by one getrandom: the same bytes, read ahead. The pool
+ * is one page of its own, locked (mlock, when allowed), excluded from core dumps and wiped on
+ * fork (MADV_WIPEONFORK: a child starts with an empty pool and refills it, so parent and child
+ * never hand out the same bytes). Every byte handed out is wiped from the pool at once, so what
+ * is left in memory is only bytes not yet used. Where the page cannot be set up (no
+ * MADV_WIPEONFORK: Linux before 4.14), every request goes to libsodium as before. */
+#define RND_POOL_BYTES 4000u     /* fits one page with its header */
+#define RND_SMALL_MAX 64u        /* larger requests are read directly */
+
+struct rnd_pool {
+	uint32_t avail;          /* bytes not handed out yet, at the end of bytes[]; 0 after fork */
+	uint8_t bytes[RND_POOL_BYTES];
+};
+
+static pthread_key_t rnd_key;
+static pthread_once_t rnd_once = PTHREAD_ONCE_INIT;
+static bool rnd_key_ok;
+static __thread struct rnd_pool *rnd_tl;     /* this thread's pool, or NULL */
+static __thread bool rnd_tl_failed;          /* setting it up failed: never try again */
+
+static void rnd_pool_free(void *p)
+{
+	size_t len = (size_t)sysconf(_SC_PAGESIZE);
+
+	if (!p)
+		return;
+	sodium_memzero(p, sizeof(struct rnd_pool));
+	munlock(p, len);
+	munmap(p, len);
+}
+
+static void rnd_key_init(void)
+{
+	rnd_key_ok = pthread_key_create(&rnd_key, rnd_pool_free) == 0;
+}
+
+static struct rnd_pool *rnd_pool_get(void)
+{
+	long page = sysconf(_SC_PAGESIZE);
+	void *m;
+
+	if (rnd_tl || rnd_tl_failed)
+		return rnd_tl;
+	rnd_tl_failed = true;
+	pthread_once(&rnd_once, rnd_key_init);
+	if (!rnd_key_ok || page < (long)sizeof(struct rnd_pool))
+		return NULL;
+	m = mmap(NULL, (size_t)page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (m == MAP_FAILED)
+		return NULL;
+	if (madvise(m, (size_t)page, MADV_WIPEONFORK) < 0 ||
+	    madvise(m, (size_t)page, MADV_DONTDUMP) < 0 || pthread_setspecific(rnd_key, m) != 0) {
+		munmap(m, (size_t)page);
+		return NULL;
+	}
+	(void)mlock(m, (size_t)page);   /* as the key slab: unlocked rather than not at all */
+	rnd_tl = m;
+	rnd_tl_failed = false;
+	return rnd_tl;
+}
+
 void crypto_random(void *buf, size_t n)
 {
-	randombytes_buf(buf, n);
+	struct rnd_pool *p = n <= RND_SMALL_MAX ? rnd_pool_get() : NULL;
+	uint8_t *from;
+
+	if (!p) {
+		randombytes_buf(buf, n);
+		return;
+	}
+	if (p->avail < n) {
+		randombytes_buf(p->bytes, sizeof(p->bytes));
+		p->avail = sizeof(p->bytes);
+	}
+	from = p->bytes + sizeof(p->bytes) - p->avail;
+	memcpy(buf, from, n);
+	sodium_memzero(from, n);
+	p->avail -= (uint32_t)n;
 }
 
 /* Random key bytes are generated straight into the slab: no copy ever sits elsewhere. */

@@ -713,6 +713,41 @@ static void test_keys(void **state)
 	crypto_key_free(NULL);
 }
 
+/* Issue 13: small random requests come from a per-thread pool read ahead. Draws never repeat,
+ * across refills of the pool, and a child forked after the pool was filled never hands out the
+ * bytes its parent hands out next (the pool is wiped on fork). */
+static void test_random_pool(void **state)
+{
+	uint8_t prev[32] = { 0 }, cur[32], mine[32], child[32];
+	int fds[2], status;
+	pid_t pid;
+
+	(void)state;
+	for (int i = 0; i < 400; i++) {  /* 12,800 bytes: three refills of the pool */
+		crypto_random(cur, sizeof(cur));
+		assert_false(all_zero(cur, sizeof(cur)));
+		assert_memory_not_equal(cur, prev, sizeof(cur));
+		memcpy(prev, cur, sizeof(cur));
+	}
+	crypto_random(cur, 1);            /* the pool holds unused bytes now */
+	assert_int_equal(pipe(fds), 0);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		crypto_random(child, sizeof(child));
+		_exit(write(fds[1], child, sizeof(child)) == (ssize_t)sizeof(child) ? 0 : 1);
+	}
+	close(fds[1]);
+	crypto_random(mine, sizeof(mine));
+	assert_int_equal(read(fds[0], child, sizeof(child)), (ssize_t)sizeof(child));
+	close(fds[0]);
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	assert_memory_not_equal(mine, child, sizeof(mine));
+	sodium_memzero(mine, sizeof(mine));
+	sodium_memzero(child, sizeof(child));
+}
+
 /* Issue 13: a freed key's slot holds no key bytes (the slab stays mapped, so the slot can be
  * read after the free), and a freed slot is reused, not leaked. */
 static void test_key_slab_wipe(void **state)
@@ -1423,6 +1458,7 @@ int main(void)
 		cmocka_unit_test(test_chunk_ctx_states),
 		cmocka_unit_test(test_aead_names),
 		cmocka_unit_test(test_keys),
+		cmocka_unit_test(test_random_pool),
 		cmocka_unit_test(test_key_wrap),
 		cmocka_unit_test(test_key_slab_wipe),
 		cmocka_unit_test(test_key_slab_full),
