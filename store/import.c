@@ -126,6 +126,7 @@ struct dir_ent {
 	uint64_t entries;   /* names in it */
 	uint32_t subdirs;   /* directories among them */
 	uint8_t digest[DIR_DIGEST_LEN];  /* XOR of its entries' digests (dirent_digest_add) */
+	char *max_name;     /* the greatest name in it (dirent_exists()); owned, NULL: none */
 	bool explicit;      /* mode and mtime came from add_dir, not defaults */
 };
 
@@ -180,7 +181,7 @@ struct store_import {
 	struct pack_done packs[IMPORT_PACKS_MAX];
 	size_t npacks;                      /* completed (rotated) packs */
 
-	rocksdb_writebatch_wi_t *wb;        /* index records not yet written; owned */
+	rocksdb_writebatch_t *wb;           /* index records not yet written; owned */
 	struct buf scratch;                 /* record encoding */
 	crypto_chunk_ctx *cctx;             /* owned */
 
@@ -257,49 +258,81 @@ static void progress(struct store_import *imp, bool force)
 
 /* ---- Index batch --------------------------------------------------------------------------- */
 
-static int batch_put(struct store_import *imp, enum store_cf cf, const void *k, size_t kl,
-		     const void *v, size_t vl)
+/* Write the records in the batch to the index (async: the commit's synchronous batch makes them
+ * durable with it, and the PENDING record precedes them in the WAL) and empty it. */
+static int batch_write(struct store_import *imp)
 {
-	size_t sz = 0;
 	char *err = NULL;
 
-	rocksdb_writebatch_wi_put_cf(imp->wb, imp->st->ix.cf[cf], k, kl, v, vl);
-	rocksdb_writebatch_wi_data(imp->wb, &sz);
-	if (sz < IMPORT_BATCH_BYTES)
+	if (rocksdb_writebatch_count(imp->wb) == 0)
 		return 0;
-	/* Big enough: write it (async; the PENDING record precedes it in the WAL). */
-	rocksdb_write_writebatch_wi(imp->st->ix.db, imp->st->ix.wo_async, imp->wb, &err);
+	rocksdb_write(imp->st->ix.db, imp->st->ix.wo_async, imp->wb, &err);
 	if (err) {
 		int r = imp_fail(imp, -EIO, "index: write failed: %s", err);
 
 		free(err);
 		return r;
 	}
-	rocksdb_writebatch_wi_clear(imp->wb);
+	rocksdb_writebatch_clear(imp->wb);
 	return 0;
 }
 
-/* Does the directory entry (parent, name) exist in this version already? */
-static int dirent_exists(struct store_import *imp, uint64_t parent, const char *name)
+static int batch_put(struct store_import *imp, enum store_cf cf, const void *k, size_t kl,
+		     const void *v, size_t vl)
+{
+	size_t sz = 0;
+
+	rocksdb_writebatch_put_cf(imp->wb, imp->st->ix.cf[cf], k, kl, v, vl);
+	rocksdb_writebatch_data(imp->wb, &sz);
+	if (sz < IMPORT_BATCH_BYTES)
+		return 0;
+	return batch_write(imp);
+}
+
+/* Does the directory entry name exist in directory d of this version already? Names come in
+ * ascending order from a walk (enclavectl's and walk() below sort them): a name greater than
+ * the greatest one d holds is new without a look at the index. Any other is looked up in the
+ * index, after the records still in the batch are written there (async; the PENDING record
+ * precedes them in the WAL): a plain batch cannot be searched, and this path is rare. */
+static int dirent_exists(struct store_import *imp, const struct dir_ent *d, const char *name)
 {
 	uint8_t k[DKEY_LEN];
 	size_t vl = 0;
 	char *err = NULL;
 	char *v;
+	int r;
 
-	dkey(imp->ix_name, k, imp->ds.info.id, imp->version, parent, name, strlen(name));
-	v = rocksdb_writebatch_wi_get_from_batch_and_db_cf(imp->wb, imp->st->ix.db, imp->st->ix.ro,
-							   imp->st->ix.cf[CF_DIRENTS], (char *)k,
-							   sizeof(k), &vl, &err);
-
+	if (!d->max_name || strcmp(name, d->max_name) > 0)
+		return 0;
+	r = batch_write(imp);
+	if (r < 0)
+		return r;
+	dkey(imp->ix_name, k, imp->ds.info.id, imp->version, d->ino, name, strlen(name));
+	v = rocksdb_get_cf(imp->st->ix.db, imp->st->ix.ro, imp->st->ix.cf[CF_DIRENTS], (char *)k,
+			   sizeof(k), &vl, &err);
 	if (err) {
-		int r = imp_fail(imp, -EIO, "index: read failed: %s", err);
-
+		r = imp_fail(imp, -EIO, "index: read failed: %s", err);
 		free(err);
 		return r;
 	}
 	free(v);
 	return v != NULL;
+}
+
+/* name is now in directory d: keep the greatest name d holds (dirent_exists()). */
+static int dirent_added(struct store_import *imp, struct dir_ent *d, const char *name)
+{
+	size_t n = strlen(name);
+	char *m;
+
+	if (d->max_name && strcmp(name, d->max_name) <= 0)
+		return 0;
+	m = realloc(d->max_name, n + 1);
+	if (!m)
+		return imp_fail(imp, -ENOMEM, "out of memory");
+	memcpy(m, name, n + 1);
+	d->max_name = m;
+	return 0;
 }
 
 /* Seal imp->plain as the value of k in cf (into imp->scratch) and put it in the batch. */
@@ -312,20 +345,22 @@ static int put_sealed(struct store_import *imp, enum store_cf cf, const void *k,
 	return batch_put(imp, cf, k, kl, imp->scratch.data, imp->scratch.len);
 }
 
-/* The entry (parent, name) -> ino; it also counts in the parent's digest (parent_digest). */
-static int put_dirent(struct store_import *imp, uint64_t parent, uint8_t *parent_digest,
-		      const char *name, uint64_t ino, uint32_t type)
+/* The entry (parent, name) -> ino; it also counts in the parent's digest and greatest name. */
+static int put_dirent(struct store_import *imp, struct dir_ent *parent, const char *name,
+		      uint64_t ino, uint32_t type)
 {
 	struct dirent_rec d = { .ino = ino, .type = type };
 	uint8_t k[DKEY_LEN];
 	size_t n = strlen(name);
 
 	memcpy(d.name, name, MIN(n, (size_t)STORE_NAME_MAX));
-	dkey(imp->ix_name, k, imp->ds.info.id, imp->version, parent, name, n);
+	dkey(imp->ix_name, k, imp->ds.info.id, imp->version, parent->ino, name, n);
 	buf_reset(&imp->plain);
 	if (dirent_rec_encode(&d, &imp->plain) < 0)
 		return imp_fail(imp, -ENOMEM, "out of memory");
-	dirent_digest_add(imp->ix_name, parent_digest, ino, type, name, n);
+	dirent_digest_add(imp->ix_name, parent->digest, ino, type, name, n);
+	if (dirent_added(imp, parent, name) < 0)
+		return imp->err;
 	return put_sealed(imp, CF_DIRENTS, k, sizeof(k));
 }
 
@@ -374,9 +409,9 @@ static int put_version(struct store_import *imp, uint32_t state, const uint8_t *
 					  sizeof(k), (const char *)imp->scratch.data,
 					  imp->scratch.len);
 	else
-		rocksdb_writebatch_wi_put_cf(imp->wb, imp->st->ix.cf[CF_VERSIONS],
-					     (const char *)k, sizeof(k),
-					     (const char *)imp->scratch.data, imp->scratch.len);
+		rocksdb_writebatch_put_cf(imp->wb, imp->st->ix.cf[CF_VERSIONS], (const char *)k,
+					  sizeof(k), (const char *)imp->scratch.data,
+					  imp->scratch.len);
 	return 0;
 }
 
@@ -480,7 +515,6 @@ static int dir_ensure(struct store_import *imp, const char *p, size_t n, struct 
 {
 	struct dir_ent *d = dir_find(imp, p, n), *parent;
 	size_t slash = base_start(p, n);
-	uint64_t parent_ino;
 	char *copy;
 	int r;
 
@@ -491,11 +525,10 @@ static int dir_ensure(struct store_import *imp, const char *p, size_t n, struct 
 	r = dir_ensure(imp, p, parent_len(slash), &parent);
 	if (r < 0)
 		return r;
-	parent_ino = parent->ino;
 	copy = strndup(p, n);
 	if (!copy)
 		return imp_fail(imp, -ENOMEM, "out of memory");
-	r = dirent_exists(imp, parent_ino, copy + slash);
+	r = dirent_exists(imp, parent, copy + slash);
 	if (r != 0) {
 		r = r > 0 ? imp_fail(imp, -ENOTDIR, "%s: a file of that name is already imported",
 				     copy)
@@ -525,7 +558,7 @@ static int dir_ensure(struct store_import *imp, const char *p, size_t n, struct 
 	hash_insert(imp, imp->ndirs++);
 	imp->stats.dirs++;
 	parent = dir_find(imp, p, parent_len(slash));
-	r = put_dirent(imp, parent_ino, parent->digest, copy + slash, d->ino, STORE_INODE_DIR);
+	r = put_dirent(imp, parent, copy + slash, d->ino, STORE_INODE_DIR);
 	if (r < 0)
 		return r;
 	*ret = d;
@@ -1542,7 +1575,7 @@ int store_import_begin(struct store *st, const char *name, const struct store_im
 		if (r < 0)
 			goto fail;
 	}
-	imp->wb = rocksdb_writebatch_wi_create(0, 1);
+	imp->wb = rocksdb_writebatch_create();
 
 	/* The pack to append to: the last committed one, unless it is full, damaged or absent.
 	 * Appends start after everything in the file, committed or not (see scan_packs()). */
@@ -1635,7 +1668,7 @@ static int add_object(struct store_import *imp, const char *path, const struct o
 	if (r < 0)
 		return r;
 	parent_ino = parent->ino;
-	r = dirent_exists(imp, parent_ino, path + slash);
+	r = dirent_exists(imp, parent, path + slash);
 	if (r != 0)
 		return r > 0 ? err_set(-EEXIST, "%s: already imported", path) : r;
 
@@ -1655,8 +1688,7 @@ static int add_object(struct store_import *imp, const char *path, const struct o
 		 * manifest's running hash. */
 		manifest_leaf(imp->man_files, ino.ino, parent_ino, path + slash, n - slash,
 			      imp->plain.data, imp->plain.len);
-		r = put_dirent(imp, parent_ino, parent->digest, path + slash, ino.ino,
-			       STORE_INODE_FILE);
+		r = put_dirent(imp, parent, path + slash, ino.ino, STORE_INODE_FILE);
 	}
 	if (r < 0)
 		return r;
@@ -1949,21 +1981,21 @@ int store_import_commit(struct store_import *imp, uint32_t *ret_version)
 	crypto_key_free(kdr_own);
 	if (r < 0)
 		return imp_fail(imp, r, "cannot seal the dataset record");
-	rocksdb_writebatch_wi_put_cf(imp->wb, st->ix.cf[CF_DATASETS], (const char *)dk, sizeof(dk),
-				     (const char *)imp->scratch.data, imp->scratch.len);
+	rocksdb_writebatch_put_cf(imp->wb, st->ix.cf[CF_DATASETS], (const char *)dk, sizeof(dk),
+				  (const char *)imp->scratch.data, imp->scratch.len);
 	for (size_t i = 0; i <= imp->npacks; i++) {
 		const struct pack_done pd = i < imp->npacks ? imp->packs[i] :
 			(struct pack_done){ .id = imp->pack_id, .end = imp->wpos };
 
 		packkey(k, pd.id);
 		put_le64(v, pd.end);
-		rocksdb_writebatch_wi_put_cf(imp->wb, st->ix.cf[CF_META], (const char *)k, sizeof(k),
-					     (const char *)v, sizeof(v));
+		rocksdb_writebatch_put_cf(imp->wb, st->ix.cf[CF_META], (const char *)k, sizeof(k),
+					  (const char *)v, sizeof(v));
 	}
 	if (imp->new_dataset) {
 		put_le64(v, imp->ds.info.id + 1);
-		rocksdb_writebatch_wi_put_cf(imp->wb, st->ix.cf[CF_META], "next_dataset", 12,
-					     (const char *)v, sizeof(v));
+		rocksdb_writebatch_put_cf(imp->wb, st->ix.cf[CF_META], "next_dataset", 12,
+					  (const char *)v, sizeof(v));
 	}
 	/* The version's key (and a new dataset's) goes into the key ring, durably, before the
 	 * batch that makes the version exist; the batch names the ring's generation, so that a
@@ -1984,17 +2016,17 @@ int store_import_commit(struct store_import *imp, uint32_t *ret_version)
 		if (r < 0)
 			return imp_fail(imp, r, "cannot write the key ring: %s", err_detail());
 		put_le64(v, gen);
-		rocksdb_writebatch_wi_put_cf(imp->wb, st->ix.cf[CF_META], META_RING,
-					     strlen(META_RING), (const char *)v, sizeof(v));
+		rocksdb_writebatch_put_cf(imp->wb, st->ix.cf[CF_META], META_RING, strlen(META_RING),
+					  (const char *)v, sizeof(v));
 	}
-	rocksdb_write_writebatch_wi(st->ix.db, st->ix.wo_sync, imp->wb, &err);
+	rocksdb_write(st->ix.db, st->ix.wo_sync, imp->wb, &err);
 	if (err) {
 		store_ring_forget(st, imp->ds.info.id, imp->version, imp->new_dataset);
 		r = imp_fail(imp, -EIO, "index: commit failed: %s", err);
 		free(err);
 		return r;
 	}
-	rocksdb_writebatch_wi_clear(imp->wb);
+	rocksdb_writebatch_clear(imp->wb);
 
 	/* 3. The store's view follows the committed state. */
 	imp->committed = true;
@@ -2090,7 +2122,7 @@ void store_import_free(struct store_import *imp)
 	}
 	explicit_bzero(imp->tagacc, sizeof(imp->tagacc));
 	if (imp->wb)
-		rocksdb_writebatch_wi_destroy(imp->wb);
+		rocksdb_writebatch_destroy(imp->wb);
 	buf_free(&imp->scratch);
 	if (imp->plain.data)
 		explicit_bzero(imp->plain.data, imp->plain.cap);
@@ -2109,8 +2141,10 @@ void store_import_free(struct store_import *imp)
 	free(imp->reuse_sizes);
 	crypto_chunk_ctx_free(imp->cctx);
 	crypto_key_free(imp->dkey);
-	for (size_t i = 0; i < imp->ndirs; i++)
+	for (size_t i = 0; i < imp->ndirs; i++) {
 		free(imp->dirs[i].path);
+		free(imp->dirs[i].max_name);
+	}
 	free(imp->dirs);
 	free(imp->hash);
 	st->import = NULL;
