@@ -302,18 +302,24 @@ static int import_c4gh(struct conn *c, const char *path, int fd, const struct st
 	return 0;
 }
 
-int import_file_any(struct conn *c, const char *path, int fd)
+int import_file_any(struct conn *c, const char *path, int fd, const struct stat *st)
 {
 	uint8_t magic[C4GH_MAGIC_LEN];
-	struct stat st;
+	struct stat own;
 	ssize_t got;
 
-	if (c->imp_c4gh_keep || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
-		return store_import_add_file(c->imp, path, fd);
+	if (!st) {
+		if (fstat(fd, &own) < 0)
+			return store_import_add_file(c->imp, path, fd);
+		st = &own;
+	}
+	/* A file too short for the magic is never a Crypt4GH file: no read to find out. */
+	if (c->imp_c4gh_keep || !S_ISREG(st->st_mode) || st->st_size < (off_t)sizeof(magic))
+		return store_import_add_file_stat(c->imp, path, fd, st);
 	got = pread_full(fd, magic, sizeof(magic), 0);
 	if (got != (ssize_t)sizeof(magic) || memcmp(magic, C4GH_MAGIC, sizeof(magic)) != 0)
-		return store_import_add_file(c->imp, path, fd);
-	return import_c4gh(c, path, fd, &st);
+		return store_import_add_file_stat(c->imp, path, fd, st);
+	return import_c4gh(c, path, fd, st);
 }
 
 /* ---- Export ---------------------------------------------------------------------------------- */

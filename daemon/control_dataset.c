@@ -535,7 +535,7 @@ int op_import_file(struct conn *c, const json_t *args, int fd, json_t **ret)
 		return r;
 	if (fd < 0)
 		return err_set(-EINVAL, "import.file needs the file's descriptor attached");
-	r = import_file_any(c, path, fd);
+	r = import_file_any(c, path, fd, NULL);
 	if (r < 0) {
 		c->imp_failed = true;
 		return r;
@@ -550,6 +550,7 @@ int op_import_files(struct conn *c, const json_t *args, const int *fds, size_t n
 {
 	static const char *const known[] = { "paths", NULL };
 	const json_t *paths = json_object_get(args, "paths");
+	struct stat sts[PROTO_IMPORT_BATCH_FILES];
 	struct store_import_stats s;
 	uint64_t bytes = 0;
 	size_t i;
@@ -569,25 +570,26 @@ int op_import_files(struct conn *c, const json_t *args, const int *fds, size_t n
 			       json_array_size(paths), nfds);
 	for (i = 0; i < nfds; i++) {
 		const json_t *p = json_array_get(paths, i);
-		struct stat st;
+		struct stat *st = &sts[i];
 
 		if (!json_is_string(p) || json_string_length(p) == 0 ||
 		    json_string_length(p) > STORE_PATH_MAX ||
 		    strlen(json_string_value(p)) != json_string_length(p))
 			return err_set(-EINVAL, "path %zu of the batch is not a string of 1 to %d "
 				       "bytes without NUL", i, STORE_PATH_MAX);
-		if (fstat(fds[i], &st) < 0)
+		if (fstat(fds[i], st) < 0)
 			return err_set(-errno, "%s: %s", json_string_value(p), strerror(errno));
-		if (!S_ISREG(st.st_mode))
+		if (!S_ISREG(st->st_mode))
 			return err_set(-EINVAL, "%s: not a regular file", json_string_value(p));
-		bytes += (uint64_t)st.st_size;
+		bytes += (uint64_t)st->st_size;
 	}
 	if (nfds > 1 && bytes > PROTO_IMPORT_BATCH_BYTES)
 		return err_set(-E2BIG, "a batch of %zu files holds %llu bytes, more than %u (a "
 			       "larger file is sent on its own)", nfds, (unsigned long long)bytes,
 			       PROTO_IMPORT_BATCH_BYTES);
 	for (i = 0; i < nfds; i++) {
-		r = import_file_any(c, json_string_value(json_array_get(paths, i)), fds[i]);
+		r = import_file_any(c, json_string_value(json_array_get(paths, i)), fds[i],
+				    &sts[i]);
 		if (r < 0) {
 			c->imp_failed = true;
 			return r;

@@ -55,9 +55,9 @@ int op_import_commit(struct conn *c, const json_t *args, json_t **ret);
 int op_crypt4gh_keygen(struct conn *c, const json_t *args, json_t **ret);
 int op_crypt4gh_import(struct conn *c, const json_t *args, int fd, json_t **ret);
 int op_crypt4gh_pubkey(struct conn *c, const json_t *args, json_t **ret);
-/* store_import_add_file(), or for a file that begins with the Crypt4GH magic (unless the import
+/* store_import_add_file() (st: its fstat as the caller took it, or NULL), or for a file that begins with the Crypt4GH magic (unless the import
  * keeps them as they are), its plaintext decrypted with the site key as path without ".c4gh". */
-int import_file_any(struct conn *c, const char *path, int fd);
+int import_file_any(struct conn *c, const char *path, int fd, const struct stat *st);
 /* Exports to a recipient's Crypt4GH key, under approval (docs/CRYPT4GH.md section 7). */
 int op_export_request(struct conn *c, const json_t *args, json_t **ret);
 int op_export_approve(struct conn *c, const json_t *args, json_t **ret);

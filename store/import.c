@@ -1785,19 +1785,23 @@ static int add_object(struct store_import *imp, const char *path, const struct o
 	return 0;
 }
 
-static int add_file(struct store_import *imp, const char *path, int fd)
+/* st: fstat(fd) as the caller took it, or NULL to take it here. */
+static int add_file(struct store_import *imp, const char *path, int fd, const struct stat *st)
 {
 	const struct obj_src src = { .fd = fd };
 	struct stat s;
 
 	if (imp->err || imp->committed || imp->closed)
 		return imp->err ? imp_sticky(imp) : -EINVAL;
-	if (fstat(fd, &s) < 0)
-		return err_set(-errno, "%s: cannot stat: %s", path, strerror(errno));
-	if (!S_ISREG(s.st_mode))
+	if (!st) {
+		if (fstat(fd, &s) < 0)
+			return err_set(-errno, "%s: cannot stat: %s", path, strerror(errno));
+		st = &s;
+	}
+	if (!S_ISREG(st->st_mode))
 		return err_set(-EINVAL, "%s: not a regular file", path);
-	return add_object(imp, path, &src, (uint32_t)s.st_mode, stat_mtime_ns(&s),
-			  (uint64_t)s.st_size);
+	return add_object(imp, path, &src, (uint32_t)st->st_mode, stat_mtime_ns(st),
+			  (uint64_t)st->st_size);
 }
 
 /* Every failure of an add_* call makes the import fail: a version is all or nothing. */
@@ -1816,7 +1820,15 @@ int store_import_add_dir(struct store_import *imp, const char *path, uint32_t mo
 
 int store_import_add_file(struct store_import *imp, const char *path, int fd)
 {
-	return sticky(imp, add_file(imp, path, fd));
+	return sticky(imp, add_file(imp, path, fd, NULL));
+}
+
+int store_import_add_file_stat(struct store_import *imp, const char *path, int fd,
+			       const struct stat *st)
+{
+	if (!st)
+		return -EINVAL;
+	return sticky(imp, add_file(imp, path, fd, st));
 }
 
 int store_import_add_stream(struct store_import *imp, const char *path,

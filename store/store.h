@@ -387,6 +387,11 @@ int store_import_add_dir(struct store_import *imp, const char *path, uint32_t mo
  * its file position) as path. Size, mode and mtime come from fstat(fd). -EINVAL not a regular file; -EEXIST path already
  * imported; -ENOTDIR a parent is a file; -EIO the file changed size while it was read. */
 int store_import_add_file(struct store_import *imp, const char *path, int fd);
+/* As store_import_add_file() with fstat(fd) already taken by the caller (st borrowed): one system
+ * call less per file. A file that changed size since is caught as it is read (-EIO). */
+struct stat;
+int store_import_add_file_stat(struct store_import *imp, const char *path, int fd,
+			       const struct stat *st);
 /* A file's plaintext that does not come from a file (a Crypt4GH file decrypted as it is read):
  * read(ctx, buf, len) gives the next len bytes in order, fewer only at the end, 0 at the end
  * after checking all that is left; -errno with err_detail() on failure (the import then fails,
