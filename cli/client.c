@@ -1,4 +1,4 @@
-/* client: one connection to enclaved, one request at a time (docs/PROTOCOL.md). */
+/* client: one connection to enclaved; requests answered in order (docs/PROTOCOL.md). */
 #include <errno.h>
 #include <poll.h>
 #include <pwd.h>
@@ -198,9 +198,17 @@ int client_call(struct client *c, const char *op, json_t *args, int fd,
 int client_call_fds(struct client *c, const char *op, json_t *args, const int *fds, size_t nfds,
 		    client_partial_fn on_partial, void *ctx, struct reply *ret_reply)
 {
-	json_t *req = json_object(), *msg = NULL;
-	enum proto_frame_type type;
-	int pfd = -1, r;
+	int r = client_send_fds(c, op, args, fds, nfds);
+
+	if (r < 0)
+		return r;
+	return client_recv_reply(c, on_partial, ctx, ret_reply);
+}
+
+int client_send_fds(struct client *c, const char *op, json_t *args, const int *fds, size_t nfds)
+{
+	json_t *req = json_object();
+	int r;
 
 	err_clear();
 	/* json_object_set_new() takes over args even when it fails. */
@@ -223,6 +231,17 @@ int client_call_fds(struct client *c, const char *op, json_t *args, const int *f
 		snprintf(d, sizeof(d), "%s", *err_detail() ? err_detail() : strerror(-r));
 		return err_set(r, "cannot send the request: %s", d);
 	}
+	return 0;
+}
+
+int client_recv_reply(struct client *c, client_partial_fn on_partial, void *ctx,
+		      struct reply *ret_reply)
+{
+	json_t *msg = NULL;
+	enum proto_frame_type type;
+	int pfd = -1, r;
+
+	err_clear();
 	for (;;) {
 		r = wait_frame(c);
 		if (r < 0)

@@ -318,7 +318,13 @@ struct import {
 	json_t *bpaths;               /* array of the paths, or NULL when none waits */
 	size_t bn;
 	uint64_t bbytes;
+	unsigned inflight;            /* import.files requests sent, their replies not read yet */
 };
+
+/* import.files requests kept in flight: enclavectl walks and opens the next batches while the
+ * daemon imports the earlier ones (issue 13). The descriptors in flight count against the
+ * sender's RLIMIT_NOFILE: IMPORT_WINDOW * PROTO_IMPORT_BATCH_FILES stays well below 1,024. */
+#define IMPORT_WINDOW 4u
 
 static void progress_clear(struct import *im)
 {
@@ -448,34 +454,75 @@ static void batch_drop(struct import *im)
 	im->bpaths = NULL;
 }
 
-/* Send the waiting batch, if any: one import.files request carrying every descriptor in one
- * SCM_RIGHTS message, one reply with the running totals. */
-static int batch_send(struct import *im)
+/* Read the reply to the oldest import.files request in flight: its running totals, or the
+ * refusal that stops the import (the first one is kept in im->failed). */
+static int batch_collect(struct import *im)
 {
 	struct reply rep = { 0 };
-	json_t *args;
 	int r;
 
-	if (im->bn == 0)
-		return 0;
-	args = json_pack("{s:O}", "paths", im->bpaths);
-	if (!args) {
-		batch_drop(im);
-		return err_set(-ENOMEM, "out of memory");
-	}
-	r = client_call_fds(&im->c, "import.files", args, im->bfds, im->bn, on_progress, im, &rep);
-	batch_drop(im);
+	im->inflight--;
+	r = client_recv_reply(&im->c, on_progress, im, &rep);
 	if (r < 0) {
 		im->broken = true;
 		return r;
 	}
 	if (!rep.ok) {
-		im->failed = rep;
+		if (!im->failed.msg)
+			im->failed = rep;
+		else
+			reply_clear(&rep);
 		return -EREMOTEIO;
 	}
 	take_totals(im, rep.result);
 	reply_clear(&rep);
 	progress_draw(im, false);
+	return 0;
+}
+
+/* Read every reply still in flight; the first failure. */
+static int batch_settle(struct import *im)
+{
+	int r = 0, e;
+
+	while (im->inflight && !im->broken) {
+		e = batch_collect(im);
+		if (e < 0 && r == 0)
+			r = e;
+	}
+	return r;
+}
+
+/* Send the waiting batch, if any: one import.files request carrying every descriptor in one
+ * SCM_RIGHTS message. Its reply is read later (batch_collect): up to IMPORT_WINDOW requests are
+ * in flight, and a refusal stops the walk at the next batch. */
+static int batch_send(struct import *im)
+{
+	json_t *args;
+	int r;
+
+	if (im->bn == 0)
+		return 0;
+	if (im->inflight == IMPORT_WINDOW) {
+		r = batch_collect(im);
+		if (r < 0) {
+			batch_drop(im);
+			return r;
+		}
+	}
+	args = json_pack("{s:O}", "paths", im->bpaths);
+	if (!args) {
+		batch_drop(im);
+		return err_set(-ENOMEM, "out of memory");
+	}
+	/* The message holds its own references to the descriptors: ours are closed at once. */
+	r = client_send_fds(&im->c, "import.files", args, im->bfds, im->bn);
+	batch_drop(im);
+	if (r < 0) {
+		im->broken = true;
+		return r;
+	}
+	im->inflight++;
 	return 0;
 }
 
@@ -489,8 +536,10 @@ static int send_dir(void *ctx, const char *path, const struct stat *st)
 
 	if (!args)
 		return err_set(-ENOMEM, "out of memory");
-	/* The files before this directory go first, in walk order. */
+	/* The files before this directory go first, in walk order, and are answered. */
 	r = batch_send(im);
+	if (r == 0)
+		r = batch_settle(im);
 	if (r < 0) {
 		json_decref(args);
 		return r;
@@ -549,12 +598,16 @@ static int import_fail(struct import *im, int r, bool begun)
 	else
 		ctl_fail(im->what, "%s%s", err_detail(),
 			 begun ? " (the import was abandoned)" : "");
+	if (begun && !im->broken) {
+		im->c.intr_fd = -1;
+		im->c.timeout_ms = ABORT_TIMEOUT_MS;
+		/* The batches still in flight are answered (refused, after a failure) first. */
+		batch_settle(im);
+	}
 	reply_clear(&im->failed);
 	if (begun && !im->broken) {
 		struct reply rep = { 0 };
 
-		im->c.intr_fd = -1;
-		im->c.timeout_ms = ABORT_TIMEOUT_MS;
 		if (client_call(&im->c, "import.abort", NULL, -1, NULL, NULL, &rep) == 0)
 			reply_clear(&rep);
 	}
@@ -764,6 +817,8 @@ static int dataset_import(struct ctl *ctl, int argc, char **argv)
 	r = walk_tree(rootfd, im->root, &send_ops, im);
 	if (r == 0 && !interrupted)
 		r = batch_send(im);
+	if (r == 0 && !interrupted)
+		r = batch_settle(im);
 	batch_drop(im);
 	close(rootfd);
 	if (r == 0 && interrupted)

@@ -176,6 +176,12 @@ int client_call(struct client *c, const char *op, json_t *args, int fd,
 /* client_call() with nfds descriptors (borrowed; at most PROTO_FDS_MAX) in the request frame. */
 int client_call_fds(struct client *c, const char *op, json_t *args, const int *fds, size_t nfds,
 		    client_partial_fn on_partial, void *ctx, struct reply *ret_reply);
+/* The two halves of client_call_fds(), for a caller that keeps several requests in flight (an
+ * import's batches): the daemon answers them in order, so each client_recv_reply() takes the
+ * reply to the oldest request not answered yet. Errors as client_call(). */
+int client_send_fds(struct client *c, const char *op, json_t *args, const int *fds, size_t nfds);
+int client_recv_reply(struct client *c, client_partial_fn on_partial, void *ctx,
+		      struct reply *ret_reply);
 /* Free what a reply holds. NULL is fine. */
 void reply_clear(struct reply *r);
 /* For --json: print rep's result as the command's output and clear rep. Returns the exit status
