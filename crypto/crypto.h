@@ -121,6 +121,21 @@ int crypto_master_create(int dirfd, const char *name, const crypto_secret *pass,
 int crypto_master_unlock(int dirfd, const char *name, const crypto_secret *pass,
 			 crypto_key **ret_master);
 
+/* ---- SHA-256 over a stream ---------------------------------------------------------------- */
+
+/* SHA-256 of a stream, on OpenSSL's (SHA-NI where the CPU has it): for digests of whole files,
+ * where libsodium's portable SHA-256 is the bottleneck (120 MB/s against 1.7 GB/s on the test
+ * machine). Opaque; one per stream, not shared between threads. */
+typedef struct crypto_sha256 crypto_sha256;
+/* -ENOMEM. */
+int crypto_sha256_new(crypto_sha256 **ret_h);
+/* Add n bytes. -EIO if OpenSSL fails (it does not, for a context made here). */
+int crypto_sha256_update(crypto_sha256 *h, const void *p, size_t n);
+/* The digest of everything added; h may not be updated after. -EIO. */
+int crypto_sha256_final(crypto_sha256 *h, uint8_t ret[static 32]);
+/* NULL is fine. */
+void crypto_sha256_free(crypto_sha256 *h);
+
 /* ---- Key wrapping -------------------------------------------------------------------------- */
 
 /* Wrap key under kek with XChaCha20-Poly1305, random nonce, associated data ad (may be NULL when

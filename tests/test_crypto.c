@@ -1442,6 +1442,51 @@ static void test_es256(void **state)
 	crypto_es256_free(NULL);
 }
 
+/* The streaming SHA-256 (OpenSSL's): FIPS 180-2's "abc" and two-block vectors, and a stream fed
+ * in uneven pieces equal to libsodium's one-shot digest of the same bytes. */
+static void test_sha256_stream(void **state)
+{
+	static const uint8_t abc[32] = {
+		0xba, 0x78, 0x16, 0xbf, 0x8f, 0x01, 0xcf, 0xea, 0x41, 0x41, 0x40, 0xde, 0x5d, 0xae,
+		0x22, 0x23, 0xb0, 0x03, 0x61, 0xa3, 0x96, 0x17, 0x7a, 0x9c, 0xb4, 0x10, 0xff, 0x61,
+		0xf2, 0x00, 0x15, 0xad,
+	};
+	static const uint8_t two[32] = {
+		0x24, 0x8d, 0x6a, 0x61, 0xd2, 0x06, 0x38, 0xb8, 0xe5, 0xc0, 0x26, 0x93, 0x0c, 0x3e,
+		0x60, 0x39, 0xa3, 0x3c, 0xe4, 0x59, 0x64, 0xff, 0x21, 0x67, 0xf6, 0xec, 0xed, 0xd4,
+		0x19, 0xdb, 0x06, 0xc1,
+	};
+	static const char msg2[] = "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq";
+	static uint8_t big[300001];
+	uint8_t got[32], want[32];
+	crypto_sha256 *h = NULL;
+
+	(void)state;
+	assert_int_equal(crypto_sha256_new(&h), 0);
+	assert_int_equal(crypto_sha256_update(h, "a", 1), 0);
+	assert_int_equal(crypto_sha256_update(h, "", 0), 0);
+	assert_int_equal(crypto_sha256_update(h, "bc", 2), 0);
+	assert_int_equal(crypto_sha256_final(h, got), 0);
+	assert_memory_equal(got, abc, 32);
+	crypto_sha256_free(h);
+	assert_int_equal(crypto_sha256_new(&h), 0);
+	assert_int_equal(crypto_sha256_update(h, msg2, strlen(msg2)), 0);
+	assert_int_equal(crypto_sha256_final(h, got), 0);
+	assert_memory_equal(got, two, 32);
+	crypto_sha256_free(h);
+	for (size_t i = 0; i < sizeof(big); i++)
+		big[i] = (uint8_t)(i * 7 + (i >> 11));
+	crypto_hash_sha256(want, big, sizeof(big));
+	assert_int_equal(crypto_sha256_new(&h), 0);
+	for (size_t off = 0, step = 1; off < sizeof(big); off += step, step = step * 3 + 1)
+		assert_int_equal(crypto_sha256_update(h, big + off, step < sizeof(big) - off ? step
+							 : sizeof(big) - off), 0);
+	assert_int_equal(crypto_sha256_final(h, got), 0);
+	assert_memory_equal(got, want, 32);
+	crypto_sha256_free(h);
+	crypto_sha256_free(NULL);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1473,6 +1518,7 @@ int main(void)
 		cmocka_unit_test(test_passphrase_prompt_pty),
 		cmocka_unit_test(test_harden_process),
 		cmocka_unit_test(test_es256),
+		cmocka_unit_test(test_sha256_stream),
 	};
 
 	if (crypto_init() != 0) {
