@@ -13,7 +13,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <signal.h>
+#include <sys/mount.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -26,13 +29,16 @@
 #include <cmocka.h>
 
 #include "common/common.h"
+#include "common/proto.h"
 #include "crypto/crypt4gh.h"
+#include "store/store.h"
 #include "tests/e2e.h"
 #include "tests/testutil.h"
 
 #define DS "cohort-c4gh"
 
 static char *site_pub;    /* the store's public key file */
+static char *rsec, *rpub; /* the researcher's key pair, made by the independent implementation */
 
 static int group_setup(void **state)
 {
@@ -53,8 +59,17 @@ static int group_setup(void **state)
 static int group_teardown(void **state)
 {
 	(void)state;
+	/* test_export_unrecorded_emptied's small file system, if it stopped half way. */
+	if (E && E->store) {
+		char *audit = tu_fmt("%s/audit", E->store);
+
+		(void)umount2(audit, MNT_DETACH);
+		free(audit);
+	}
 	e2e_teardown();
 	free(site_pub);
+	free(rsec);
+	free(rpub);
 	return 0;
 }
 
@@ -439,8 +454,6 @@ static void test_import_refused(void **state)
 	free(src);
 }
 
-/* The researcher's key pair, made by the independent implementation. */
-static char *rsec, *rpub;
 
 static int count_files(const char *dir)
 {
@@ -571,8 +584,247 @@ static void test_export(void **state)
 	e2e_ok_free(ctl_as(&E->u.bob, "crypt4gh", "pubkey"));
 	free(out1);
 	free(out2);
-	free(rsec);
-	free(rpub);
+}
+
+/* The id of the export a `--json export request` printed. */
+static char *export_id(struct e2e_run *r)
+{
+	json_t *j = e2e_out_json(r);
+	char *id = tu_fmt("%lld", (long long)json_integer_value(
+					  json_object_get(json_object_get(j, "export"), "id")));
+
+	json_decref(j);
+	free(r);
+	return id;
+}
+
+/* An approved export for the researcher of ds's files (NULL-terminated; ds is "NAME@VERSION"):
+ * its id. */
+static char *approved_export(char *ds, char *const *paths)
+{
+	char *argv[32] = { ENCLAVECTL_PATH, "--store", E->store, "--json", "export", "request", ds };
+	size_t n = 7;
+	char *id;
+
+	while (*paths && n < ARRAY_SIZE(argv) - 8)
+		argv[n++] = *paths++;
+	argv[n++] = "--recipient-key";
+	argv[n++] = rpub;
+	argv[n++] = "--out";
+	argv[n++] = "/nonexistent";
+	argv[n++] = "--reason";
+	argv[n++] = "outputs for Dr Who";
+	argv[n] = NULL;
+	id = export_id(e2e_ok(e2e_run_argv(NULL, argv)));
+	e2e_ok_free(ctl_as(&E->u.alice, "export", "approve", id));
+	return id;
+}
+
+static int connect_control(void)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	assert_true(fd >= 0);
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/run/control.sock", E->store);
+	assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	return fd;
+}
+
+/* export.run of id straight on the control socket with the n outputs out[] (empty files this
+ * test keeps open): the reply's error message, NULL when it succeeded. */
+static char *run_raw(const char *id, const int *out, size_t n)
+{
+	int sock = connect_control();
+	enum proto_frame_type type;
+	json_t *req = json_pack("{s:s, s:{s:I}}", "op", "export.run", "args", "id",
+				(json_int_t)strtoll(id, NULL, 10)), *j = NULL;
+	char *msg = NULL;
+
+	assert_int_equal(proto_send_fds(sock, PROTO_REQUEST, req, out, n), 0);
+	do {
+		json_decref(j);
+		j = NULL;
+		assert_int_equal(proto_recv(sock, 60000, &type, &j, NULL), 0);
+	} while (type == PROTO_PARTIAL);
+	if (!json_is_true(json_object_get(j, "ok")))
+		msg = strdup(json_string_value(json_object_get(json_object_get(j, "error"),
+							       "message")));
+	json_decref(j);
+	json_decref(req);
+	close(sock);
+	return msg;
+}
+
+/* When the export_run record cannot be written (the log's file system full), the files the run
+ * wrote are emptied by the daemon, not left for the client to remove: the test holds the output
+ * open itself and finds it empty, the export not done, no export_run record. With room again the
+ * same export runs, and the researcher reads it. */
+static void test_export_unrecorded_emptied(void **state)
+{
+	static const char *const files[] = { "audit.log", "checkpoints" };
+	static char zero[64 * 1024];
+	char *audit = tu_fmt("%s/audit", E->store), *old = tu_fmt("%s/audit.disk", E->store);
+	char *filler = tu_fmt("%s/filler", audit), *outp = tu_fmt("%s/unrecorded.c4gh", E->root);
+	char *out3 = tu_fmt("%s/out3", E->root), *got, *id, *msg = NULL;
+	int runs = e2e_audit_count("export_run", NULL, NULL, NULL, 0), fd, out[8];
+	struct e2e_run *r;
+	struct stat st;
+
+	(void)state;
+	/* The log on a 4 MiB file system of its own (the tree is rebuilt from it), as
+	 * test_e2e_audit does. */
+	assert_int_equal(e2e_daemon_stop_sig(SIGTERM), 0);
+	assert_int_equal(rename(audit, old), 0);
+	assert_int_equal(mkdir(audit, 0700), 0);
+	assert_int_equal(mount("tmpfs", audit, "tmpfs", MS_NOSUID | MS_NODEV, "size=4m,mode=0700"),
+			 0);
+	for (size_t i = 0; i < ARRAY_SIZE(files); i++) {
+		char *from = tu_fmt("%s/%s", old, files[i]), *to = tu_fmt("%s/%s", audit, files[i]);
+
+		tu_copy_file(from, to);
+		free(from);
+		free(to);
+	}
+	e2e_daemon_start_with(E->pass, true);
+	/* Eight files: the run's record (a path and two digests each) is larger than the one-file
+	 * requests that use up the log's last room below. */
+	id = approved_export(DS "@1", (char *[]){ "empty", "one", "sub/segment", "sub/over", "many",
+						 "aead", "noext.bin", "edit", NULL });
+
+	/* Full: the room the log allocated ahead of its end takes a few more records (one-file
+	 * requests here, each smaller than the run's record); once one is refused, the run's
+	 * record cannot fit either. */
+	fd = open(filler, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+	assert_true(fd >= 0);
+	while (write(fd, zero, sizeof(zero)) > 0)
+		;
+	while (write(fd, zero, 1) > 0)
+		;
+	close(fd);
+	for (int i = 0;; i++) {
+		assert_true(i < 512);
+		r = ctl("-q", "export", "request", DS "@1", "one", "--recipient-key", rpub, "--out",
+			"/nonexistent");
+		if (r->status != 0) {
+			free(r);
+			break;
+		}
+		free(r);
+	}
+	for (size_t i = 0; i < ARRAY_SIZE(out); i++) {
+		char *p = tu_fmt("%s.%zu", outp, i);
+
+		out[i] = open(p, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+		assert_true(out[i] >= 0);
+		free(p);
+	}
+	msg = run_raw(id, out, ARRAY_SIZE(out));
+	if (!msg || !strstr(msg, "outputs emptied"))
+		fail_msg("export.run: %s", msg ? msg : "succeeded with the log full");
+	/* The daemon wrote every file (the record comes after the last), then emptied them. */
+	for (size_t i = 0; i < ARRAY_SIZE(out); i++) {
+		assert_int_equal(fstat(out[i], &st), 0);
+		assert_int_equal(st.st_size, 0);
+		close(out[i]);
+	}
+	free(msg);
+
+	/* Room again: not done, nothing recorded; it runs now. */
+	assert_int_equal(unlink(filler), 0);
+	r = e2e_ok(ctl("export", "show", id));
+	assert_null(strstr(r->out, "done"));
+	free(r);
+	e2e_ok_free(ctl("export", "run", id, "--out", out3));
+	got = tu_fmt("%s/sub/over.c4gh", out3);
+	assert_int_equal(sh("python3 %s decrypt --sk %s <%s | cmp -s - %s/want/sub/over",
+			    C4GH_REF_PY, rsec, got, E->root), 0);
+	assert_int_equal(e2e_audit_count("export_run", NULL, NULL, NULL, 0), runs + 1);
+
+	/* The log back where it was, with what was written on the small file system. */
+	assert_int_equal(e2e_daemon_stop_sig(SIGTERM), 0);
+	for (size_t i = 0; i < ARRAY_SIZE(files); i++) {
+		char *from = tu_fmt("%s/%s", audit, files[i]), *to = tu_fmt("%s/%s", old, files[i]);
+
+		tu_copy_file(from, to);
+		free(from);
+		free(to);
+	}
+	{
+		char *tree = tu_fmt("%s/tree", old);
+
+		tu_rm_rf(tree);
+		free(tree);
+	}
+	assert_int_equal(umount2(audit, MNT_DETACH), 0);
+	assert_int_equal(rmdir(audit), 0);
+	assert_int_equal(rename(old, audit), 0);
+	e2e_daemon_start_with(E->pass, true);
+	free(audit);
+	free(old);
+	free(filler);
+	free(outp);
+	free(out3);
+	free(got);
+	free(id);
+}
+
+/* A dataset the daemon refuses at start because the index disagrees with the signed log (a
+ * version imported offline, past the daemon and its log: daemon/versions.c) is refused for
+ * export too: an export approved before runs no more, a new request is refused, each with a
+ * clear error and an export_refused record; nothing is written. */
+static void test_export_refused_integrity(void **state)
+{
+	char *src = tu_fmt("%s/held-src", E->root), *out4 = tu_fmt("%s/out4", E->root), *id;
+	int refused = e2e_audit_count("export_refused", NULL, NULL, NULL, 0);
+	crypto_secret *pass = NULL;
+	struct store *st = NULL;
+	struct store_import *imp = NULL;
+	struct e2e_run *r;
+	uint32_t ver = 0;
+	int dfd;
+
+	(void)state;
+	assert_int_equal(sh("mkdir -p %s/sub && head -c 65537 /dev/urandom >%s/sub/over", src, src),
+			 0);
+	e2e_ok_free(ctl("-q", "dataset", "import", "held", src));
+	id = approved_export("held@1", (char *[]){ "sub/over", NULL });
+
+	/* Version 2 imported offline, with the passphrase, past the daemon and its log. */
+	assert_int_equal(e2e_daemon_stop_sig(SIGTERM), 0);
+	assert_int_equal(crypto_passphrase_read_file(E->pass, &pass), 0);
+	assert_int_equal(store_open(E->store, pass, NULL, &st), 0);
+	dfd = open(src, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	assert_true(dfd >= 0);
+	assert_int_equal(store_import_begin(st, "held", NULL, &imp), 0);
+	assert_int_equal(store_import_add_tree(imp, dfd), 0);
+	assert_int_equal(store_import_commit(imp, &ver), 0);
+	assert_int_equal(ver, 2);
+	store_import_free(imp);
+	store_close(st);
+	crypto_secret_free(pass);
+	close(dfd);
+	e2e_daemon_start_with(E->pass, true);
+
+	r = ctl("export", "run", id, "--out", out4);
+	assert_int_equal(r->status, 1);
+	if (!strstr(r->err, "is refused (integrity)"))
+		fail_msg("stderr: %s", r->err);
+	free(r);
+	assert_int_equal(count_files(out4), 0);
+	r = ctl("export", "request", "held@1", "sub/over", "--recipient-key", rpub, "--out", out4);
+	assert_int_equal(r->status, 1);
+	assert_non_null(strstr(r->err, "is refused (integrity)"));
+	free(r);
+	assert_int_equal(e2e_audit_count("export_refused", NULL, NULL, "integrity", 0), refused + 2);
+	r = e2e_ok(ctl("export", "show", id));
+	assert_null(strstr(r->out, "done"));
+	free(r);
+	/* The other datasets are still served, and exported. */
+	e2e_ok_free(ctl_as(&E->u.bob, "crypt4gh", "pubkey"));
+	free(src);
+	free(out4);
+	free(id);
 }
 
 int main(void)
@@ -582,6 +834,8 @@ int main(void)
 		cmocka_unit_test(test_import),
 		cmocka_unit_test(test_import_refused),
 		cmocka_unit_test(test_export),
+		cmocka_unit_test(test_export_unrecorded_emptied),
+		cmocka_unit_test(test_export_refused_integrity),
 	};
 
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
