@@ -144,7 +144,7 @@ if ((dodoc)); then
 	begin='<!-- bench-c4gh.sh: begin -->'
 	end='<!-- bench-c4gh.sh: end -->'
 	if ! grep -qF "$begin" "$doc"; then
-		printf '\n## Crypt4GH import (scripts/bench-c4gh.sh)\n\nThe same file imported as it is and as a `.c4gh` file for the site key, alternately, in one run; the target is a Crypt4GH throughput of at least 80 %% of the plaintext one (issue 18). The Crypt4GH import is read back through the mount and compared (SHA-256); then exported for a researcher key (one file, the same size) and decrypted by tests/interop/crypt4gh_ref.py and compared.\n\n%s\n| run | commit | file | plaintext import (median) | Crypt4GH import (median) | Crypt4GH / plaintext throughput | export | checked | load |\n|---|---|---|---:|---:|---:|---:|---|---:|\n%s\n' "$begin" "$end" >>"$doc"
+		printf '\n## Crypt4GH import (scripts/bench-c4gh.sh)\n\nThe same file imported as it is and as a `.c4gh` file for the site key, alternately, in one run; the target is a Crypt4GH throughput of at least 80 %% of the plaintext one (issue 18). The Crypt4GH import is read back through the mount and compared (SHA-256); then exported for a researcher key (one file, the same size, --rounds times) and the first decrypted by tests/interop/crypt4gh_ref.py and compared.\n\n%s\n| run | commit | file | plaintext import (median) | Crypt4GH import (median) | Crypt4GH / plaintext throughput | export (median) | export / plaintext import time | checked | load |\n|---|---|---|---:|---:|---:|---:|---:|---|---:|\n%s\n' "$begin" "$end" >>"$doc"
 	fi
 	LINE=$line python3 - "$doc" "$end" <<'EOF'
 import os, sys
