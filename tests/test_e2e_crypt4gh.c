@@ -296,6 +296,9 @@ static void test_import(void **state)
 		{ "many.c4gh", "--decoy 2", 300000, true },
 		{ "aead.c4gh", "--aead 5", 131072, false },
 		{ "noext.bin", "", 1000, false },
+		/* 700 packets for strangers first: a header of 75,724 bytes, past the daemon's
+		 * first read of 64 KiB, read again whole. */
+		{ "bighdr.c4gh", "--decoy 700", 70000, false },
 	};
 	char *src = tu_fmt("%s/c4src", E->root), *p, *q, *opts;
 	struct e2e_run *r;
@@ -350,7 +353,7 @@ static void test_import(void **state)
 	{
 		static const char *const names[] = { "empty", "one", "sub/segment", "sub/over",
 						     "many", "aead", "noext.bin", "edit",
-						     "plain.txt" };
+						     "bighdr", "plain.txt" };
 
 		for (size_t i = 0; i < ARRAY_SIZE(names); i++) {
 			char *got = tu_fmt("%s/%s/latest/%s", E->mnt, DS, names[i]);
@@ -364,7 +367,7 @@ static void test_import(void **state)
 	}
 	/* One record per Crypt4GH file, with its header's digest; the 0-byte file is all
 	 * header, so its digest is the file's SHA-256. */
-	assert_int_equal(e2e_audit_count("import_crypt4gh", NULL, DS, NULL, 0), 8);
+	assert_int_equal(e2e_audit_count("import_crypt4gh", NULL, DS, NULL, 0), 9);
 	r = e2e_ok(ctl("audit", "show", "--auditor-key", E->akey, "--event", "import_crypt4gh",
 		       "--json"));
 	{
@@ -445,8 +448,32 @@ static void test_import_refused(void **state)
 	assert_int_not_equal(r->status, 0);
 	free(r);
 
+	/* Cut short: inside the header (124 bytes: 16 and one packet of 108), then inside its
+	 * only segment. Each stops the import naming the file; nothing is committed. */
+	{
+		static const struct { const char *name; int bytes; const char *why; } cuts[] = {
+			{ "d-cut-header.c4gh", 100, "cut short" },
+			{ "d-cut-segment.c4gh", 124 + 1000, "" },
+		};
+
+		for (size_t i = 0; i < ARRAY_SIZE(cuts); i++) {
+			assert_int_equal(sh("rm -f %s/c-bad.c4gh %s/d-cut-*; head -c %d %s/a-ok.c4gh "
+					    ">%s/%s", src, src, cuts[i].bytes, src, src,
+					    cuts[i].name), 0);
+			r = ctl("dataset", "import", "refused-ds", src);
+			assert_int_equal(r->status, 1);
+			if (!strstr(r->err, cuts[i].name) || !strstr(r->err, cuts[i].why))
+				fail_msg("stderr: %s", r->err);
+			free(r);
+			r = ctl("dataset", "show", "refused-ds");
+			assert_int_not_equal(r->status, 0);
+			free(r);
+		}
+		assert_int_equal(sh("rm -f %s/d-cut-*", src), 0);
+	}
+
 	/* --keep-crypt4gh: stored as they are, names kept. */
-	assert_int_equal(sh("rm %s/c-bad.c4gh %s/p", src, src), 0);
+	assert_int_equal(sh("rm -f %s/c-bad.c4gh %s/p", src, src), 0);
 	e2e_ok_free(ctl("dataset", "import", "kept-ds", src, "--keep-crypt4gh"));
 	r = e2e_ok(ctl("--json", "dataset", "show", "kept-ds"));
 	free(r);
