@@ -82,6 +82,16 @@ json_t *jtime(int64_t unix_s)
 	return json_string(t);
 }
 
+int request_id_arg(const json_t *args, uint64_t *ret_id)
+{
+	static const char *const known[] = { "id", NULL };
+	int r;
+
+	if ((r = proto_args_known(args, known)) < 0)
+		return r;
+	return proto_arg_u64(args, "id", true, INT64_MAX, ret_id);
+}
+
 int time_arg(const json_t *args, const char *name, bool required, int64_t *ret)
 {
 	const char *s = NULL;

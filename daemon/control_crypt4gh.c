@@ -481,12 +481,10 @@ out:
 
 int op_export_approve(struct conn *c, const json_t *args, json_t **ret)
 {
-	static const char *const known[] = { "id", NULL };
 	uint64_t id = 0;
 	int r;
 
-	if ((r = proto_args_known(args, known)) < 0 ||
-	    (r = proto_arg_u64(args, "id", true, INT64_MAX, &id)) < 0)
+	if ((r = request_id_arg(args, &id)) < 0)
 		return r;
 	r = grants_export_approve(c->d->grants, c->d->log, &c->who, id, time(NULL));
 	return r < 0 ? r : export_reply(c->d->grants, id, ret);

@@ -220,14 +220,12 @@ int op_dataset_erase(struct conn *c, const json_t *args, json_t **ret)
 
 int op_dataset_erase_approve(struct conn *c, const json_t *args, json_t **ret)
 {
-	static const char *const known[] = { "id", NULL };
 	struct daemon_erasure x;
 	json_t *done = NULL;
 	uint64_t id = 0;
 	int r;
 
-	if ((r = proto_args_known(args, known)) < 0 ||
-	    (r = proto_arg_u64(args, "id", true, INT64_MAX, &id)) < 0)
+	if ((r = request_id_arg(args, &id)) < 0)
 		return r;
 	r = grants_erase_approve(c->d->grants, c->d->log, &c->who, id, time(NULL), &x);
 	if (r < 0)

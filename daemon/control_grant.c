@@ -270,13 +270,11 @@ int op_grant_add(struct conn *c, const json_t *args, json_t **ret)
 
 int op_grant_approve(struct conn *c, const json_t *args, json_t **ret)
 {
-	static const char *const known[] = { "id", NULL };
 	struct policy_grant g;
 	uint64_t id;
 	int r;
 
-	if ((r = proto_args_known(args, known)) < 0 ||
-	    (r = proto_arg_u64(args, "id", true, UINT64_MAX >> 1, &id)) < 0)
+	if ((r = request_id_arg(args, &id)) < 0)
 		return r;
 	r = grants_approve(c->d->grants, c->d->log, &c->who, id, time(NULL), &g);
 	if (r < 0)
@@ -755,13 +753,11 @@ int op_deny_remove(struct conn *c, const json_t *args, json_t **ret)
 
 int op_deny_approve(struct conn *c, const json_t *args, json_t **ret)
 {
-	static const char *const known[] = { "id", NULL };
 	struct policy_deny x;
 	uint64_t id;
 	int r;
 
-	if ((r = proto_args_known(args, known)) < 0 ||
-	    (r = proto_arg_u64(args, "id", true, UINT64_MAX >> 1, &id)) < 0)
+	if ((r = request_id_arg(args, &id)) < 0)
 		return r;
 	r = grants_deny_approve(c->d->grants, c->d->log, &c->who, id, time(NULL), &x);
 	if (r < 0)

@@ -105,6 +105,9 @@ int grant_state_json(struct conn *c, const struct policy_grant *g, int64_t now, 
 
 /* End the connection's import, if any: committed or not, it is abandoned and recorded with err. */
 void import_end(struct conn *c, int err);
+/* The arguments of an approval (grant.approve, deny.approve, export.approve,
+ * dataset.erase_approve): exactly {"id": N}, 1..INT64_MAX. */
+int request_id_arg(const json_t *args, uint64_t *ret_id);
 /* An RFC 3339 time argument (relative forms are refused on the wire). 0 with *ret untouched when
  * absent and not required. */
 int time_arg(const json_t *args, const char *name, bool required, int64_t *ret);

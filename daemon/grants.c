@@ -1,4 +1,6 @@
-/* grants: the daemon's grant table, kept in the store's policy records.
+/* grants: the daemon's grant table, kept in the store's policy records. Requests that wait for
+ * other stewards (grants, deny rule removals, erasures, exports) are kinds of the one approval
+ * mechanism (approvals.h, approvals.c); their kind tables are here.
  *
  * Records (store_policy_put; docs/POLICY.md, docs/FORMAT.md 6.8), in key order, which is the
  * order they load in (so a record always comes after the one it refers to):
@@ -12,6 +14,9 @@
  *   "h" || be64 id || be32 uid      an approval of grant id by steward uid (immutable)
  *   "n"                             be64: the next id to hand out (grants and deny rules)
  *   "r" || be64 id                  that grant's revocation, policy_revocation_to_json
+ *   "u" || be64 id                  an erasure request (docs/POLICY.md "Erasure")
+ *   "v" || be64 id || be32 uid      an approval of that erasure by steward uid (immutable)
+ *   "w" || be64 id                  the erasure carried out, with the key ring it left (once)
  *   "x" || be64 id                  an export request (docs/CRYPT4GH.md section 7)
  *   "y" || be64 id || be32 uid      an approval of that export by steward uid (immutable)
  *   "z" || be64 id                  the export's run (once)
@@ -23,6 +28,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <stddef.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,73 +40,13 @@
 #include "common/common.h"
 #include "common/err.h"
 #include "common/timefmt.h"
-#include "daemon/daemon.h"
+#include "daemon/grants_internal.h"
 
-#define GRANTS_MAX (1u << 20)   /* a store with more grants than this is refused */
-#define DENIES_MAX (1u << 16)   /* deny rules, the same */
-#define APPROVALS_MAX (GRANTS_MAX * 2u)
-#define DATASETS_MAX (1u << 16) /* dataset policy records */
 #define WATCH_INTERVAL_MS 250   /* how often the watch thread looks at the clock */
 
-struct grants {
-	struct store *st;
-	pthread_rwlock_t lock;
-	pthread_mutex_t change_lock;
-	uint64_t next_id;                  /* under change_lock */
-	size_t n, cap;                     /* under lock */
-	struct policy_grant *g;            /* by id; revoked_at and approvals folded in */
-	struct policy_revocation *rev;     /* rev[i] for g[i]; grant_id 0 where not revoked */
-	size_t nap, capap;                 /* under lock */
-	struct policy_approval *ap;        /* every approval, in the order given */
-	size_t ndn, capdn;                 /* under lock */
-	struct policy_deny *dn;            /* by id; removed_at folded in */
-	size_t nrm, caprm;                 /* under lock */
-	struct policy_deny_removal *rm;    /* removal requests, by deny_id */
-	size_t nrap, caprap;               /* under lock */
-	struct policy_approval *rap;       /* approvals of removals: grant_id holds the rule id */
-	size_t ndp, capdp;                 /* under lock */
-	struct policy_dataset *dp;         /* by dataset_id */
-	/* The watch thread (grants_watch_start); watch_lock guards watch_stop and watching. */
-	pthread_mutex_t watch_lock;
-	pthread_cond_t watch_cond;
-	pthread_t watch_thread;
-	bool watching, watch_stop;
-	void (*changed)(void *ctx, uint64_t dataset_id, const char *name);
-	void *changed_ctx;
-	/* The binding to the audit log (docs/POLICY.md "Bound to the log"). */
-	uint8_t *pkey;                     /* the policy digest key, guarded; NULL: no binding */
-	uint8_t pdigest[AUDIT_POLICY_DIGEST_LEN];  /* XOR of every record's hash but "n"'s; under
-						    * change_lock once loaded */
-	struct chash {
-		uint64_t dsid;
-		uint8_t h[AUDIT_POLICY_DIGEST_LEN];
-	} *ch;                             /* the hash of each "c" record, which is replaced */
-	size_t nch, capch;
-	/* Datasets not served because the index and the log disagree about their policy. */
-	bool q_all;                        /* under lock: every dataset */
-	uint64_t *q;                       /* under lock: these */
-	size_t nq;
-	/* Datasets not served because their versions disagree with the log (versions.c). */
-	uint64_t *vq;                      /* under lock */
-	size_t nvq, capvq;
-	struct audit_log *watch_log;       /* grants_watch_record(); borrowed, NULL none */
-	size_t nxp, capxp;                 /* under lock */
-	struct grants_export *xp;          /* export requests, by id, approvals and runs folded in */
-	/* Erasures (docs/POLICY.md "Erasure"): requests by id, approvals, done folded in. */
-	size_t ner, caper;                 /* under lock */
-	struct daemon_erasure *er;
-	size_t neap, capeap;               /* under lock */
-	struct policy_approval *eap;       /* approvals of erasures: grant_id holds the request */
-	/* Retention: the (dataset, date) pairs whose passing the watch thread recorded
-	 * (`erasure_due`), so that each is recorded once per daemon run. Watch thread only. */
-	struct due { uint64_t dsid; uint64_t until; } *due;
-	size_t ndue;
-	uint64_t ring_gen;                 /* under lock: the newest ring an erasure wrote */
-	uint8_t ring_digest[32];           /* and its digest */
-};
 
-/* Make room for one more element in *arr (count n, capacity *cap, at most max). */
-static int grow_array(void **arr, size_t elem, size_t n, size_t *cap, size_t max, const char *what)
+int grants_grow_array(void **arr, size_t elem, size_t n, size_t *cap, size_t max,
+		      const char *what)
 {
 	size_t c;
 	void *p;
@@ -118,67 +64,40 @@ static int grow_array(void **arr, size_t elem, size_t n, size_t *cap, size_t max
 	return 0;
 }
 
-static ssize_t find_deny(const struct grants *gs, uint64_t id)
+/* The index of the element of base (n elements of size bytes, sorted by the uint64_t at offset
+ * off) whose id is id, or -1. */
+static ssize_t find_sorted(const void *base, size_t n, size_t size, size_t off, uint64_t id)
 {
-	for (size_t lo = 0, hi = gs->ndn; lo < hi;) {
+	for (size_t lo = 0, hi = n; lo < hi;) {
 		size_t mid = lo + (hi - lo) / 2;
+		uint64_t at;
 
-		if (gs->dn[mid].id == id)
+		memcpy(&at, (const char *)base + mid * size + off, sizeof(at));
+		if (at == id)
 			return (ssize_t)mid;
-		if (gs->dn[mid].id < id)
+		if (at < id)
 			lo = mid + 1;
 		else
 			hi = mid;
 	}
 	return -1;
+}
+
+static ssize_t find_deny(const struct grants *gs, uint64_t id)
+{
+	return find_sorted(gs->dn, gs->ndn, sizeof(*gs->dn), offsetof(struct policy_deny, id), id);
 }
 
 static ssize_t find_removal(const struct grants *gs, uint64_t id)
 {
-	for (size_t lo = 0, hi = gs->nrm; lo < hi;) {
-		size_t mid = lo + (hi - lo) / 2;
-
-		if (gs->rm[mid].deny_id == id)
-			return (ssize_t)mid;
-		if (gs->rm[mid].deny_id < id)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return -1;
-}
-
-/* Approvals of the removal of rule id so far, and whether uid gave one. */
-static uint32_t removal_approvals(const struct grants *gs, uint64_t id, uint32_t uid,
-				  bool *ret_by_uid)
-{
-	uint32_t n = 0;
-
-	if (ret_by_uid)
-		*ret_by_uid = false;
-	for (size_t i = 0; i < gs->nrap; i++) {
-		if (gs->rap[i].grant_id != id)
-			continue;
-		n++;
-		if (ret_by_uid && gs->rap[i].by_uid == uid)
-			*ret_by_uid = true;
-	}
-	return n;
+	return find_sorted(gs->rm, gs->nrm, sizeof(*gs->rm),
+			   offsetof(struct policy_deny_removal, deny_id), id);
 }
 
 static ssize_t find_dataset(const struct grants *gs, uint64_t dsid)
 {
-	for (size_t lo = 0, hi = gs->ndp; lo < hi;) {
-		size_t mid = lo + (hi - lo) / 2;
-
-		if (gs->dp[mid].dataset_id == dsid)
-			return (ssize_t)mid;
-		if (gs->dp[mid].dataset_id < dsid)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return -1;
+	return find_sorted(gs->dp, gs->ndp, sizeof(*gs->dp),
+			   offsetof(struct policy_dataset, dataset_id), dsid);
 }
 
 /* Insert or replace p, keeping dp sorted. Under the write lock (or while loading). */
@@ -192,7 +111,7 @@ static int dataset_put(struct grants *gs, const struct policy_dataset *p)
 		gs->dp[i] = *p;
 		return 0;
 	}
-	r = grow_array((void **)&gs->dp, sizeof(*gs->dp), gs->ndp, &gs->capdp, DATASETS_MAX,
+	r = grants_grow_array((void **)&gs->dp, sizeof(*gs->dp), gs->ndp, &gs->capdp, DATASETS_MAX,
 		       "dataset policies");
 	if (r < 0)
 		return r;
@@ -204,13 +123,6 @@ static int dataset_put(struct grants *gs, const struct policy_dataset *p)
 	return 0;
 }
 
-static bool approved_by(const struct grants *gs, uint64_t id, uint32_t uid)
-{
-	for (size_t i = 0; i < gs->nap; i++)
-		if (gs->ap[i].grant_id == id && gs->ap[i].by_uid == uid)
-			return true;
-	return false;
-}
 
 static int grow(struct grants *gs)
 {
@@ -237,19 +149,7 @@ static int grow(struct grants *gs)
 
 static ssize_t find(const struct grants *gs, uint64_t id)
 {
-	size_t lo = 0, hi = gs->n;
-
-	while (lo < hi) {
-		size_t mid = lo + (hi - lo) / 2;
-
-		if (gs->g[mid].id == id)
-			return (ssize_t)mid;
-		if (gs->g[mid].id < id)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return -1;
+	return find_sorted(gs->g, gs->n, sizeof(*gs->g), offsetof(struct policy_grant, id), id);
 }
 
 /* ---- The digest of the policy records -------------------------------------------------------- */
@@ -279,7 +179,7 @@ static int chash_set(struct grants *gs, uint64_t dsid, const uint8_t h[static 32
 			memcpy(gs->ch[i].h, h, 32);
 			return 0;
 		}
-	r = grow_array((void **)&gs->ch, sizeof(*gs->ch), gs->nch, &gs->capch, DATASETS_MAX,
+	r = grants_grow_array((void **)&gs->ch, sizeof(*gs->ch), gs->nch, &gs->capch, DATASETS_MAX,
 		       "dataset policy hashes");
 	if (r < 0)
 		return r;
@@ -324,17 +224,8 @@ static int parse_record(const void *val, size_t vlen, json_t **ret)
 
 static ssize_t find_export(const struct grants *gs, uint64_t id)
 {
-	for (size_t lo = 0, hi = gs->nxp; lo < hi;) {
-		size_t mid = lo + (hi - lo) / 2;
-
-		if (gs->xp[mid].id == id)
-			return (ssize_t)mid;
-		if (gs->xp[mid].id < id)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return -1;
+	return find_sorted(gs->xp, gs->nxp, sizeof(*gs->xp), offsetof(struct grants_export, id),
+			   id);
 }
 
 static bool jint(const json_t *j, const char *k, uint64_t max, uint64_t *ret)
@@ -369,59 +260,8 @@ static int export_from_json(const json_t *j, struct grants_export *x)
 	return 0;
 }
 
-static int load_export_record(struct grants *gs, const uint8_t *k, json_t *j)
-{
-	uint64_t kid = get_be64(k + 1), v;
-	struct grants_export x;
-	ssize_t i = find_export(gs, kid);
-	int r;
 
-	if (k[0] == 'x') {
-		if ((r = export_from_json(j, &x)) < 0)
-			return r;
-		if (x.id != kid || (gs->nxp && gs->xp[gs->nxp - 1].id >= x.id))
-			return err_set(-EBADMSG, "holds export %llu", (unsigned long long)x.id);
-		r = grow_array((void **)&gs->xp, sizeof(*gs->xp), gs->nxp, &gs->capxp, GRANTS_MAX,
-			       "exports");
-		if (r < 0)
-			return r;
-		x.req = json_incref(j);
-		gs->xp[gs->nxp++] = x;
-		gs->next_id = MAX(gs->next_id, x.id + 1);
-		return 0;
-	}
-	if (i < 0)
-		return err_set(-EBADMSG, "does not match an export request");
-	if (k[0] == 'y') {
-		struct policy_approval a;
-		struct grants_export *e = &gs->xp[i];
-
-		if ((r = policy_approval_from_json(j, &a)) < 0)
-			return r;
-		if (a.grant_id != kid || a.by_uid != get_be32(k + 9) || a.by_uid == e->by_uid ||
-		    e->approvals >= POLICY_APPROVALS_MAX)
-			return err_set(-EBADMSG, "does not match an export request");
-		for (uint32_t n = 0; n < e->approvals; n++)
-			if (e->approved_by[n] == a.by_uid)
-				return err_set(-EBADMSG, "approves export %llu twice",
-					       (unsigned long long)kid);
-		e->approved_by[e->approvals++] = a.by_uid;
-		return 0;
-	}
-	if (!jint(j, "export_id", INT64_MAX, &v) || v != kid || !jint(j, "at", INT64_MAX, &v) ||
-	    gs->xp[i].done_at)
-		return err_set(-EBADMSG, "does not match an export request");
-	gs->xp[i].done_at = (int64_t)MAX(v, 1u);
-	return 0;
-}
-
-/* ---- Erasures: a request, approvals by other stewards, done (the approval machinery of grants
- * and deny-rule removals: ids from one counter, records bound to the log by policy_append()) -- */
-
-static void by_name(const struct policy_subject *by, char out[static POLICY_NAME_MAX + 1]);
-static int take_id(struct grants *gs, uint64_t *ret_id);
-static int policy_append(struct grants *gs, struct audit_log *log, json_t *rec, char type,
-			 uint64_t id, int64_t sub, json_t *j);
+/* ---- Erasures as requests (approvals.h): 'u' the request, 'v' an approval, 'w' done ---------- */
 
 static ssize_t find_erasure(const struct grants *gs, uint64_t id)
 {
@@ -472,81 +312,135 @@ static int erasure_from_json(const json_t *j, struct daemon_erasure *ret)
 	return 0;
 }
 
-static uint32_t erasure_approvals(const struct grants *gs, uint64_t id, uint32_t uid, bool *mine)
+static int erasure_missing(struct grants *gs, uint64_t id)
 {
-	uint32_t n = 0;
-
-	if (mine)
-		*mine = false;
-	for (size_t i = 0; i < gs->neap; i++)
-		if (gs->eap[i].grant_id == id) {
-			n++;
-			if (mine && gs->eap[i].by_uid == uid)
-				*mine = true;
-		}
-	return n;
+	(void)gs;
+	return err_set(-ENOENT, "no erasure request with id %llu", (unsigned long long)id);
 }
 
-static int erasure_load(struct grants *gs, const uint8_t *k, json_t *j)
+static int erasure_before(struct grants *gs, const struct pending *p,
+			  const struct policy_subject *by, int64_t now)
 {
-	uint64_t kid = get_be64(k + 1);
-	ssize_t i = find_erasure(gs, kid);
+	(void)gs, (void)by, (void)now;
+	if (p->done_at)
+		return err_set(-EEXIST, "erasure %llu was carried out already",
+			       (unsigned long long)p->id);
+	if (p->approvals >= p->required)
+		return err_set(-EALREADY, "erasure %llu needs no more approvals",
+			       (unsigned long long)p->id);
+	return 0;
+}
+
+static int erasure_describe(struct grants *gs, const struct pending *p, json_t *rec)
+{
+	const struct daemon_erasure *x = &gs->er[find_erasure(gs, p->id)];
+
+	if (json_object_set_new(rec, "dataset_id", json_integer((json_int_t)x->dataset_id)) < 0 ||
+	    json_object_set_new(rec, "version", json_integer((json_int_t)x->version)) < 0 ||
+	    json_object_set_new(rec, "dataset", audit_string(x->dataset)) < 0)
+		return -ENOMEM;
+	return 0;
+}
+
+static void erasure_approved(struct grants *gs, const struct pending *p,
+			     const struct policy_approval *a)
+{
+	(void)a;
+	gs->er[find_erasure(gs, p->id)].approvals = p->approvals;
+}
+
+static int erasure_opened(struct grants *gs, const struct pending *p, void *arg)
+{
 	int r;
 
-	if (k[0] == 'u') {
-		struct daemon_erasure x;
+	(void)p;
+	r = grants_grow_array((void **)&gs->er, sizeof(*gs->er), gs->ner, &gs->caper, GRANTS_MAX,
+			      "erasure requests");
+	if (r == 0)
+		gs->er[gs->ner++] = *(const struct daemon_erasure *)arg;
+	return r;
+}
 
-		if ((r = erasure_from_json(j, &x)) < 0)
-			return r;
-		if (x.id != kid || i >= 0)
-			return err_set(-EBADMSG, "holds erasure request %llu",
-				       (unsigned long long)x.id);
-		r = grow_array((void **)&gs->er, sizeof(*gs->er), gs->ner, &gs->caper, GRANTS_MAX,
-			       "erasure requests");
-		if (r < 0)
-			return r;
-		gs->er[gs->ner++] = x;
-		gs->next_id = MAX(gs->next_id, x.id + 1);
-		return 0;
-	}
-	if (i < 0)
-		return err_set(-EBADMSG, "does not match an erasure request");
-	if (k[0] == 'v') {
-		struct policy_approval a;
+static int erasure_load(struct grants *gs, uint64_t id, const json_t *j, struct pending *ret)
+{
+	struct daemon_erasure x;
+	int r;
 
-		if ((r = policy_approval_from_json(j, &a)) < 0)
-			return r;
-		if (a.grant_id != kid || a.by_uid != get_be32(k + 9))
-			return err_set(-EBADMSG, "does not match an erasure request");
-		r = grow_array((void **)&gs->eap, sizeof(*gs->eap), gs->neap, &gs->capeap,
-			       APPROVALS_MAX, "erasure approvals");
-		if (r < 0)
-			return r;
-		gs->eap[gs->neap++] = a;
-		gs->er[i].approvals++;
-		return 0;
-	}
-	{
-		json_int_t at = 0, eid = 0, dsid = 0, gen = 0;
-		const char *dhex = NULL;
-		uint8_t dig[32];
-		size_t dl = 0;
+	if ((r = erasure_from_json(j, &x)) < 0)
+		return r;
+	if (x.id != id || find_erasure(gs, id) >= 0)
+		return err_set(-EBADMSG, "holds erasure request %llu", (unsigned long long)x.id);
+	r = grants_grow_array((void **)&gs->er, sizeof(*gs->er), gs->ner, &gs->caper, GRANTS_MAX,
+			      "erasure requests");
+	if (r < 0)
+		return r;
+	gs->er[gs->ner++] = x;
+	gs->next_id = MAX(gs->next_id, x.id + 1);
+	ret->by_uid = x.by_uid;
+	ret->at = x.at;
+	ret->required = x.approvals_required;
+	return 0;
+}
 
-		if (json_unpack((json_t *)j, "{s:I, s:I, s:I, s:I, s:s}", "erasure_id", &eid, "at",
-				&at, "dataset_id", &dsid, "ring_generation", &gen, "ring_digest",
-				&dhex) < 0 ||
-		    (uint64_t)eid != kid || at <= 0 || gen <= 0 ||
-		    sodium_hex2bin(dig, sizeof(dig), dhex, strlen(dhex), NULL, &dl, NULL) != 0 ||
-		    dl != sizeof(dig))
-			return err_set(-EBADMSG, "malformed erasure record");
-		gs->er[i].done_at = at;
-		if ((uint64_t)gen >= gs->ring_gen) {
-			gs->ring_gen = (uint64_t)gen;
-			memcpy(gs->ring_digest, dig, sizeof(dig));
-		}
-		return 0;
+/* The key ring an erasure left (its done record). */
+struct erasure_ring {
+	uint64_t generation;
+	uint8_t digest[32];
+};
+
+static void erasure_done(struct grants *gs, const struct pending *p, void *arg)
+{
+	const struct erasure_ring *ring = arg;
+
+	gs->er[find_erasure(gs, p->id)].done_at = p->done_at;
+	if (ring->generation >= gs->ring_gen) {
+		gs->ring_gen = ring->generation;
+		memcpy(gs->ring_digest, ring->digest, 32);
 	}
 }
+
+static int erasure_load_done(struct grants *gs, const struct pending *p, const json_t *j,
+			     int64_t *ret_at)
+{
+	json_int_t at = 0, eid = 0, dsid = 0, gen = 0;
+	struct pending done = *p;
+	struct erasure_ring ring;
+	const char *dhex = NULL;
+	size_t dl = 0;
+
+	if (json_unpack((json_t *)j, "{s:I, s:I, s:I, s:I, s:s}", "erasure_id", &eid, "at", &at,
+			"dataset_id", &dsid, "ring_generation", &gen, "ring_digest", &dhex) < 0 ||
+	    (uint64_t)eid != p->id || at <= 0 || gen <= 0 ||
+	    sodium_hex2bin(ring.digest, sizeof(ring.digest), dhex, strlen(dhex), NULL, &dl,
+			   NULL) != 0 || dl != sizeof(ring.digest))
+		return err_set(-EBADMSG, "malformed erasure record");
+	ring.generation = (uint64_t)gen;
+	done.done_at = at;
+	erasure_done(gs, &done, &ring);
+	*ret_at = at;
+	return 0;
+}
+
+const struct approval_kind approval_kind_erasure = {
+	.name = "erasure",
+	.request_noun = "an erasure request",
+	.request_type = 'u',
+	.approval_type = 'v',
+	.done_type = 'w',
+	.approve_event = "erase_approve",
+	.id_field = "erasure_id",
+	.approved_state = "approved",
+	.done_text = "was carried out already",
+	.request_counts = true,
+	.missing = erasure_missing,
+	.before = erasure_before,
+	.describe = erasure_describe,
+	.approved = erasure_approved,
+	.opened = erasure_opened,
+	.load = erasure_load,
+	.load_done = erasure_load_done,
+	.done = erasure_done,
+};
 
 /* Is (dataset_id, version) erased by a done erasure (version 0: the whole dataset)? Under lock. */
 static bool erased_locked(const struct grants *gs, uint64_t dataset_id, uint32_t version)
@@ -622,168 +516,82 @@ int grants_erase_request(struct grants *gs, struct audit_log *log, const struct 
 			    (unsigned long long)first);
 		goto out;
 	}
-	by_name(by, x->by);
+	grants_by_name(by, x->by);
 	x->by_uid = by->uid;
 	x->at = now;
 	x->approvals_required = approvals_required;
 	x->approvals = 0;
 	x->done_at = 0;
-	r = take_id(gs, &id);
+	r = grants_take_id(gs, &id);
 	if (r < 0)
 		goto out;
 	x->id = id;
-	rec = json_pack("{s:s, s:I, s:I, s:I, s:o, s:b, s:s, s:I}", "event", "erase_request",
-			"erasure_id", (json_int_t)id, "dataset_id", (json_int_t)x->dataset_id,
-			"version", (json_int_t)x->version, "reason", audit_string(x->reason),
-			"revoke_grants", x->revoke_grants, "state",
-			approvals_required ? "pending_approval" : "approved", "approvals_required",
-			(json_int_t)approvals_required);
-	if (!rec || daemon_audit_subject(rec, by) < 0 ||
-	    json_object_set_new(rec, "dataset", audit_string(x->dataset)) < 0) {
+	rec = json_pack("{s:s, s:I, s:I, s:I, s:o, s:b}", "event", "erase_request", "erasure_id",
+			(json_int_t)id, "dataset_id", (json_int_t)x->dataset_id, "version",
+			(json_int_t)x->version, "reason", audit_string(x->reason), "revoke_grants",
+			x->revoke_grants);
+	if (!rec || json_object_set_new(rec, "dataset", audit_string(x->dataset)) < 0) {
 		r = -ENOMEM;
 		goto out;
 	}
-	r = policy_append(gs, log, rec, 'u', id, -1, erasure_to_json(x));
-	if (r < 0)
-		goto out;
-	pthread_rwlock_wrlock(&gs->lock);
-	r = grow_array((void **)&gs->er, sizeof(*gs->er), gs->ner, &gs->caper, GRANTS_MAX,
-		       "erasure requests");
-	if (r == 0)
-		gs->er[gs->ner++] = *x;
-	pthread_rwlock_unlock(&gs->lock);
+	r = approvals_open(gs, log, &approval_kind_erasure, by, id, approvals_required, 0, now, rec,
+			   erasure_to_json(x), x, NULL);
 out:
 	json_decref(rec);
 	pthread_mutex_unlock(&gs->change_lock);
 	return r;
 }
 
+/* A copy of erasure id; -ENOENT. */
+static int erasure_get(struct grants *gs, uint64_t id, struct daemon_erasure *ret)
+{
+	ssize_t i;
+
+	pthread_rwlock_rdlock(&gs->lock);
+	i = find_erasure(gs, id);
+	if (i >= 0)
+		*ret = gs->er[i];
+	pthread_rwlock_unlock(&gs->lock);
+	return i < 0 ? erasure_missing(gs, id) : 0;
+}
+
 int grants_erase_approve(struct grants *gs, struct audit_log *log, const struct policy_subject *by,
 			 uint64_t id, int64_t now, struct daemon_erasure *ret)
 {
-	struct policy_approval a = { .grant_id = id, .by_uid = by->uid, .at = now };
-	struct daemon_erasure x;
-	json_t *rec = NULL;
-	uint32_t have;
-	bool mine;
-	ssize_t i;
-	int r;
+	int r = approvals_approve(gs, log, &approval_kind_erasure, by, id, now, NULL, NULL);
 
-	pthread_mutex_lock(&gs->change_lock);
-	i = find_erasure(gs, id);
-	if (i < 0) {
-		r = err_set(-ENOENT, "no erasure request with id %llu", (unsigned long long)id);
-		goto out;
-	}
-	x = gs->er[i];
-	if (x.done_at) {
-		r = err_set(-EEXIST, "erasure %llu was carried out already", (unsigned long long)id);
-		goto out;
-	}
-	if (x.approvals >= x.approvals_required) {
-		r = err_set(-EALREADY, "erasure %llu needs no more approvals", (unsigned long long)id);
-		goto out;
-	}
-	if (x.by_uid == by->uid) {
-		r = err_set(-EPERM, "erasure %llu was requested by you (uid %u): another steward must "
-			    "approve it", (unsigned long long)id, by->uid);
-		goto out;
-	}
-	have = erasure_approvals(gs, id, by->uid, &mine);
-	if (mine) {
-		r = err_set(-EEXIST, "you (uid %u) approved erasure %llu already", by->uid,
-			    (unsigned long long)id);
-		goto out;
-	}
-	by_name(by, a.by);
-	r = policy_approval_validate(&a);
-	if (r < 0)
-		goto out;
-	rec = json_pack("{s:s, s:I, s:I, s:I, s:s, s:I, s:I}", "event", "erase_approve",
-			"erasure_id", (json_int_t)id, "dataset_id", (json_int_t)x.dataset_id,
-			"version", (json_int_t)x.version, "state",
-			have + 1 >= x.approvals_required ? "approved" : "pending_approval",
-			"approvals", (json_int_t)have + 1, "approvals_required",
-			(json_int_t)x.approvals_required);
-	if (!rec || daemon_audit_subject(rec, by) < 0 ||
-	    json_object_set_new(rec, "dataset", audit_string(x.dataset)) < 0) {
-		r = -ENOMEM;
-		goto out;
-	}
-	r = policy_append(gs, log, rec, 'v', id, by->uid, policy_approval_to_json(&a));
-	if (r < 0)
-		goto out;
-	pthread_rwlock_wrlock(&gs->lock);
-	r = grow_array((void **)&gs->eap, sizeof(*gs->eap), gs->neap, &gs->capeap, APPROVALS_MAX,
-		       "erasure approvals");
-	if (r == 0) {
-		gs->eap[gs->neap++] = a;
-		gs->er[i].approvals++;
-		x = gs->er[i];
-	}
-	pthread_rwlock_unlock(&gs->lock);
 	if (r == 0 && ret)
-		*ret = x;
-out:
-	json_decref(rec);
-	pthread_mutex_unlock(&gs->change_lock);
+		r = erasure_get(gs, id, ret);
 	return r;
 }
 
 int grants_erase_done(struct grants *gs, struct audit_log *log, uint64_t id, int64_t now,
 		      uint64_t ring_generation, const uint8_t ring_digest[static 32], json_t *rec)
 {
+	struct erasure_ring ring = { .generation = ring_generation };
+	struct daemon_erasure x;
 	char dhex[2 * 32 + 1];
-
-	ssize_t i;
 	int r;
 
-	pthread_mutex_lock(&gs->change_lock);
-	i = find_erasure(gs, id);
-	if (i < 0 || gs->er[i].done_at) {
-		r = err_set(i < 0 ? -ENOENT : -EEXIST, "erasure %llu: no such pending request",
-			    (unsigned long long)id);
-		goto out;
-	}
+	r = erasure_get(gs, id, &x);
+	if (r < 0)
+		return r;
+	memcpy(ring.digest, ring_digest, 32);
 	hex(ring_digest, 32, dhex);
 	/* The done record holds the key ring it left, so the ring is bound to the log through the
-	 * policy records (grants_ring_floor()). */
-	r = policy_append(gs, log, rec, 'w', id, -1,
-			  json_pack("{s:I, s:I, s:I, s:I, s:s}", "erasure_id", (json_int_t)id, "at",
-				    (json_int_t)now, "dataset_id",
-				    (json_int_t)gs->er[i].dataset_id, "ring_generation",
-				    (json_int_t)ring_generation, "ring_digest", dhex));
-	if (r < 0)
-		goto out;
-	pthread_rwlock_wrlock(&gs->lock);
-	gs->er[i].done_at = now;
-	if (ring_generation >= gs->ring_gen) {
-		gs->ring_gen = ring_generation;
-		memcpy(gs->ring_digest, ring_digest, 32);
-	}
-	pthread_rwlock_unlock(&gs->lock);
-out:
-	pthread_mutex_unlock(&gs->change_lock);
-	return r;
+	 * policy records (grants_ring_check()). */
+	return approvals_done(gs, log, &approval_kind_erasure, NULL, id, now, rec,
+			      json_pack("{s:I, s:I, s:I, s:I, s:s}", "erasure_id", (json_int_t)id,
+					"at", (json_int_t)now, "dataset_id",
+					(json_int_t)x.dataset_id, "ring_generation",
+					(json_int_t)ring_generation, "ring_digest", dhex),
+			      &ring);
 }
 
 int grants_erasure_approvals(struct grants *gs, uint64_t id, struct policy_approval **ret,
 			     size_t *ret_n)
 {
-	struct policy_approval *a;
-	size_t n = 0;
-
-	pthread_rwlock_rdlock(&gs->lock);
-	a = calloc(gs->neap + 1, sizeof(*a));
-	for (size_t i = 0; a && i < gs->neap; i++)
-		if (gs->eap[i].grant_id == id)
-			a[n++] = gs->eap[i];
-	pthread_rwlock_unlock(&gs->lock);
-	if (!a)
-		return -ENOMEM;
-	*ret = a;
-	*ret_n = n;
-	return 0;
+	return approvals_list(gs, &approval_kind_erasure, id, ret, ret_n);
 }
 
 int grants_ring_check(struct grants *gs, uint64_t generation, const uint8_t digest[static 32])
@@ -824,14 +632,19 @@ int grants_erasures(struct grants *gs, struct daemon_erasure **ret, size_t *ret_
 	return 0;
 }
 
-/* One record of kind k[0] from its JSON; the key's id (and, for an approval, uid) must match the
- * record's. The key's length was checked by the caller. */
-static int load_json_record(struct grants *gs, const uint8_t *k, json_t *j)
+/* One record of kind k[0] from its JSON (val, vlen as stored); the key's id (and, for an
+ * approval, uid) must match the record's. The key's length was checked by the caller. Requests,
+ * their approvals and done records go to the approval mechanism (approvals.c). */
+static int load_json_record(struct grants *gs, const uint8_t *k, size_t klen, const void *val,
+			    size_t vlen, json_t *j)
 {
+	const struct approval_kind *ak = approvals_kind_of((char)k[0]);
 	uint64_t kid = get_be64(k + 1);
 	ssize_t i;
 	int r;
 
+	if (ak)
+		return approvals_load(gs, ak, k, klen, val, vlen, j);
 	switch (k[0]) {
 	case 'c': {
 		struct policy_dataset p;
@@ -850,89 +663,14 @@ static int load_json_record(struct grants *gs, const uint8_t *k, json_t *j)
 			return r;
 		if (x.id != kid || (gs->ndn && gs->dn[gs->ndn - 1].id >= x.id))
 			return err_set(-EBADMSG, "holds deny rule %llu", (unsigned long long)x.id);
-		r = grow_array((void **)&gs->dn, sizeof(*gs->dn), gs->ndn, &gs->capdn, DENIES_MAX,
-			       "deny rules");
+		r = grants_grow_array((void **)&gs->dn, sizeof(*gs->dn), gs->ndn, &gs->capdn,
+				      DENIES_MAX, "deny rules");
 		if (r < 0)
 			return r;
 		gs->dn[gs->ndn++] = x;
 		gs->next_id = MAX(gs->next_id, x.id + 1);
 		return 0;
 	}
-	case 'e': {
-		struct policy_deny_removal x;
-
-		if ((r = policy_deny_removal_from_json(j, &x)) < 0)
-			return r;
-		i = find_deny(gs, x.deny_id);
-		if (x.deny_id != kid || i < 0)
-			return err_set(-EBADMSG, "does not match a deny rule");
-		r = grow_array((void **)&gs->rm, sizeof(*gs->rm), gs->nrm, &gs->caprm, DENIES_MAX,
-			       "deny rule removals");
-		if (r < 0)
-			return r;
-		gs->rm[gs->nrm++] = x;   /* keys in id order: stays sorted */
-		/* Removed at once, or when the last approval it needs comes ('i', later). */
-		if (x.approvals_required == 0)
-			gs->dn[i].removed_at = x.at;
-		return 0;
-	}
-	case 'i': {
-		struct policy_approval a;
-		ssize_t m = find_removal(gs, kid);
-
-		if ((r = policy_approval_from_json(j, &a)) < 0)
-			return r;
-		i = find_deny(gs, kid);
-		if (a.grant_id != kid || a.by_uid != get_be32(k + 9) || i < 0 || m < 0)
-			return err_set(-EBADMSG, "does not match a requested deny rule removal");
-		r = grow_array((void **)&gs->rap, sizeof(*gs->rap), gs->nrap, &gs->caprap,
-			       APPROVALS_MAX, "removal approvals");
-		if (r < 0)
-			return r;
-		gs->rap[gs->nrap++] = a;
-		if (!gs->dn[i].removed_at &&
-		    removal_approvals(gs, kid, 0, NULL) >= gs->rm[m].approvals_required)
-			gs->dn[i].removed_at = a.at;
-		return 0;
-	}
-	case 'g': {
-		struct policy_grant g;
-
-		if ((r = policy_grant_from_json(j, &g)) < 0)
-			return r;
-		if (g.id != kid || (gs->n && gs->g[gs->n - 1].id >= g.id))
-			return err_set(-EBADMSG, "holds grant %llu", (unsigned long long)g.id);
-		r = grow(gs);
-		if (r < 0)
-			return r;
-		gs->g[gs->n] = g;
-		gs->rev[gs->n] = (struct policy_revocation){ 0 };
-		gs->n++;
-		gs->next_id = MAX(gs->next_id, g.id + 1);
-		return 0;
-	}
-	case 'h': {
-		struct policy_approval a;
-
-		if ((r = policy_approval_from_json(j, &a)) < 0)
-			return r;
-		i = find(gs, a.grant_id);
-		if (a.grant_id != kid || a.by_uid != get_be32(k + 9) || i < 0)
-			return err_set(-EBADMSG, "does not match a grant");
-		r = grow_array((void **)&gs->ap, sizeof(*gs->ap), gs->nap, &gs->capap,
-			       APPROVALS_MAX, "approvals");
-		if (r < 0)
-			return r;
-		gs->ap[gs->nap++] = a;
-		gs->g[i].approvals++;
-		return 0;
-	}
-	case 'x': case 'y': case 'z':
-		return load_export_record(gs, k, j);
-	case 'u':
-	case 'v':
-	case 'w':
-		return erasure_load(gs, k, j);
 	case 'r': {
 		struct policy_revocation rv;
 
@@ -953,6 +691,7 @@ static int load_json_record(struct grants *gs, const uint8_t *k, json_t *j)
  * ascending within each, so a removal, approval or revocation follows what it refers to. */
 static int load_one(void *ctx, const void *key, size_t klen, const void *val, size_t vlen)
 {
+	const struct approval_kind *ak;
 	struct grants *gs = ctx;
 	const uint8_t *k = key;
 	json_t *j = NULL;
@@ -964,8 +703,9 @@ static int load_one(void *ctx, const void *key, size_t klen, const void *val, si
 		gs->next_id = MAX(gs->next_id, get_be64(val));
 		return 0;
 	}
-	if (!((klen == 9 && strchr("cdegruwxz", k[0]) && k[0]) ||
-	      (klen == 13 && (k[0] == 'h' || k[0] == 'i' || k[0] == 'v' || k[0] == 'y'))))
+	ak = klen ? approvals_kind_of((char)k[0]) : NULL;
+	if (!((klen == 9 && ((strchr("cdr", k[0]) && k[0]) || (ak && k[0] != ak->approval_type))) ||
+	      (klen == 13 && ak && k[0] == ak->approval_type)))
 		return err_set(-EBADMSG, "unknown policy record key (%zu bytes, 0x%02x...)", klen,
 			       klen ? k[0] : 0);
 	r = digest_add(gs, k, klen, val, vlen, gs->pdigest, true);
@@ -973,7 +713,7 @@ static int load_one(void *ctx, const void *key, size_t klen, const void *val, si
 		return r;
 	r = parse_record(val, vlen, &j);
 	if (r == 0)
-		r = load_json_record(gs, k, j);
+		r = load_json_record(gs, k, klen, val, vlen, j);
 	json_decref(j);
 	if (r < 0) {
 		char why[ERR_DETAIL_MAX];
@@ -1040,18 +780,25 @@ int grants_reload(struct grants *gs)
 	SWAP(gs->cap, n->cap);
 	SWAP(gs->g, n->g);
 	SWAP(gs->rev, n->rev);
-	SWAP(gs->nap, n->nap);
-	SWAP(gs->capap, n->capap);
-	SWAP(gs->ap, n->ap);
+	/* The requests of every kind and their approvals (approvals.c), with the kinds' tables. */
+	SWAP(gs->npd, n->npd);
+	SWAP(gs->cappd, n->cappd);
+	SWAP(gs->pd, n->pd);
+	SWAP(gs->npap, n->npap);
+	SWAP(gs->cappap, n->cappap);
+	SWAP(gs->pap, n->pap);
+	SWAP(gs->ner, n->ner);
+	SWAP(gs->caper, n->caper);
+	SWAP(gs->er, n->er);
+	SWAP(gs->nxp, n->nxp);
+	SWAP(gs->capxp, n->capxp);
+	SWAP(gs->xp, n->xp);
 	SWAP(gs->ndn, n->ndn);
 	SWAP(gs->capdn, n->capdn);
 	SWAP(gs->dn, n->dn);
 	SWAP(gs->nrm, n->nrm);
 	SWAP(gs->caprm, n->caprm);
 	SWAP(gs->rm, n->rm);
-	SWAP(gs->nrap, n->nrap);
-	SWAP(gs->caprap, n->caprap);
-	SWAP(gs->rap, n->rap);
 	SWAP(gs->ndp, n->ndp);
 	SWAP(gs->capdp, n->capdp);
 	SWAP(gs->dp, n->dp);
@@ -1077,13 +824,11 @@ void grants_free(struct grants *gs)
 	pthread_cond_destroy(&gs->watch_cond);
 	free(gs->g);
 	free(gs->rev);
-	free(gs->ap);
+	approvals_free(gs);
 	free(gs->er);
-	free(gs->eap);
 	free(gs->due);
 	free(gs->dn);
 	free(gs->rm);
-	free(gs->rap);
 	free(gs->dp);
 	free(gs->ch);
 	free(gs->q);
@@ -1136,8 +881,7 @@ struct policy_decision grants_decide(struct grants *gs, const struct policy_subj
 	return d;
 }
 
-/* A steward's name for records: the user name, or the uid when it has none. */
-static void by_name(const struct policy_subject *by, char out[static POLICY_NAME_MAX + 1])
+void grants_by_name(const struct policy_subject *by, char out[static POLICY_NAME_MAX + 1])
 {
 	if (by->user[0])
 		snprintf(out, POLICY_NAME_MAX + 1, "%s", by->user);
@@ -1145,8 +889,7 @@ static void by_name(const struct policy_subject *by, char out[static POLICY_NAME
 		snprintf(out, POLICY_NAME_MAX + 1, "%u", by->uid);
 }
 
-/* Take the next id and make it durable before anything refers to it. Under change_lock. */
-static int take_id(struct grants *gs, uint64_t *ret_id)
+int grants_take_id(struct grants *gs, uint64_t *ret_id)
 {
 	uint8_t counter[8];
 	uint64_t id = gs->next_id;
@@ -1165,8 +908,8 @@ static int take_id(struct grants *gs, uint64_t *ret_id)
  * (taken over), then write that record. The audit record carries the record it makes (sealed),
  * the digest of the policy state before and after, and the next id, so the state in the index
  * stays bound to the log: the log first, as for every change. Under change_lock. */
-static int policy_append(struct grants *gs, struct audit_log *log, json_t *rec, char type,
-			 uint64_t id, int64_t sub, json_t *j)
+int grants_policy_append(struct grants *gs, struct audit_log *log, json_t *rec, char type,
+			 uint64_t id, int64_t sub, json_t *j, uint8_t *ret_subject)
 {
 	uint8_t key[13], after[AUDIT_POLICY_DIGEST_LEN];
 	char khex[2 * 13 + 1], dhex[2 * AUDIT_POLICY_DIGEST_LEN + 1];
@@ -1209,9 +952,24 @@ static int policy_append(struct grants *gs, struct audit_log *log, json_t *rec, 
 		goto out;
 	/* Only now: a record that was not written leaves the digest of what is in the index. */
 	r = digest_add(gs, key, klen, text, strlen(text), gs->pdigest, true);
+	if (r == 0 && ret_subject)
+		grants_subject_digest(key, klen, text, strlen(text), ret_subject);
 out:
 	free(text);
 	return r;
+}
+
+void grants_subject_digest(const uint8_t *key, size_t klen, const void *val, size_t vlen,
+			   uint8_t out[static APPROVALS_SUBJECT_LEN])
+{
+	static const char tag[] = "enclave-approval-subject-1";
+	crypto_generichash_state h;
+
+	crypto_generichash_init(&h, NULL, 0, APPROVALS_SUBJECT_LEN);
+	crypto_generichash_update(&h, (const uint8_t *)tag, sizeof(tag) - 1);
+	crypto_generichash_update(&h, key, klen);
+	crypto_generichash_update(&h, val, vlen);
+	crypto_generichash_final(&h, out, APPROVALS_SUBJECT_LEN);
 }
 
 int daemon_audit_subject(json_t *rec, const struct policy_subject *who)
@@ -1223,6 +981,103 @@ int daemon_audit_subject(json_t *rec, const struct policy_subject *who)
 		return -ENOMEM;
 	return 0;
 }
+
+/* ---- Grants as requests (approvals.h): 'g' the grant itself, 'h' an approval ----------------- */
+
+/* Is `who` the grantee of g: its user, or a member of its group? */
+static bool is_grantee(const struct policy_grant *g, const struct policy_subject *who)
+{
+	if (g->kind == POLICY_USER)
+		return g->principal_id == who->uid;
+	for (size_t i = 0; i < MIN(who->ngids, (size_t)POLICY_GROUPS_MAX); i++)
+		if (who->gids[i] == g->principal_id)
+			return true;
+	return false;
+}
+
+static int grant_refuse(struct grants *gs, const struct pending *p,
+			const struct policy_subject *by, int64_t now)
+{
+	const struct policy_grant *g = &gs->g[find(gs, p->id)];
+
+	(void)now;
+	if (is_grantee(g, by))
+		return err_set(-EPERM, "grant %llu gives access to you (%s %s): its grantee cannot "
+			       "approve it", (unsigned long long)p->id,
+			       g->kind == POLICY_USER ? "user" : "a member of group", g->principal);
+	if (g->revoked_at)
+		return err_set(-ESTALE, "grant %llu was revoked", (unsigned long long)p->id);
+	return 0;
+}
+
+static int grant_describe(struct grants *gs, const struct pending *p, json_t *rec)
+{
+	return json_object_set_new(rec, "dataset", audit_string(gs->g[find(gs, p->id)].dataset))
+		       < 0 ? -ENOMEM : 0;
+}
+
+static void grant_approved(struct grants *gs, const struct pending *p,
+			   const struct policy_approval *a)
+{
+	(void)a;
+	gs->g[find(gs, p->id)].approvals = p->approvals;
+}
+
+/* Enter grant g (its id above every other: appending keeps the table sorted). */
+static int grant_enter(struct grants *gs, const struct policy_grant *g)
+{
+	int r = grow(gs);
+
+	if (r < 0)
+		return r;
+	gs->g[gs->n] = *g;
+	gs->rev[gs->n] = (struct policy_revocation){ 0 };
+	gs->n++;
+	return 0;
+}
+
+static int grant_opened(struct grants *gs, const struct pending *p, void *arg)
+{
+	(void)p;
+	return grant_enter(gs, arg);
+}
+
+static int grant_load(struct grants *gs, uint64_t id, const json_t *j, struct pending *ret)
+{
+	struct policy_grant g;
+	int r;
+
+	if ((r = policy_grant_from_json(j, &g)) < 0)
+		return r;
+	if (g.id != id || (gs->n && gs->g[gs->n - 1].id >= g.id))
+		return err_set(-EBADMSG, "holds grant %llu", (unsigned long long)g.id);
+	r = grant_enter(gs, &g);
+	if (r < 0)
+		return r;
+	gs->next_id = MAX(gs->next_id, g.id + 1);
+	ret->by_uid = g.granted_by_uid;
+	ret->at = g.created;
+	ret->required = g.approvals_required;
+	ret->expires = g.expires;
+	return 0;
+}
+
+const struct approval_kind approval_kind_grant = {
+	.name = "grant",
+	.request_noun = "a grant",
+	.request_type = 'g',
+	.approval_type = 'h',
+	.done_type = 0,
+	.approve_event = "grant_approve",
+	.id_field = "grant_id",
+	.approved_state = "active",
+	.request_counts = false,
+	.refuse = grant_refuse,
+	.describe = grant_describe,
+	.approved = grant_approved,
+	.opened = grant_opened,
+	.load = grant_load,
+};
 
 int grants_add(struct grants *gs, struct audit_log *log, const struct policy_subject *by,
 	       struct policy_grant *g)
@@ -1242,125 +1097,35 @@ int grants_add(struct grants *gs, struct audit_log *log, const struct policy_sub
 		goto out;
 	/* The counter first: an id that reaches the audit log is never handed out again, even if
 	 * the grant record below is never written. */
-	r = take_id(gs, &id);
+	r = grants_take_id(gs, &id);
 	if (r < 0)
 		goto out;
-	rec = json_pack("{s:s, s:I, s:o, s:s}", "event", "grant_request", "grant_id",
-			(json_int_t)id, "grant", policy_grant_to_json(g), "state",
-			g->approvals_required ? "pending_approval" : "active");
-	if (!rec || daemon_audit_subject(rec, by) < 0 ||
-	    json_object_set_new(rec, "dataset", audit_string(g->dataset)) < 0 ||
+	rec = json_pack("{s:s, s:I, s:o}", "event", "grant_request", "grant_id", (json_int_t)id,
+			"grant", policy_grant_to_json(g));
+	if (!rec || json_object_set_new(rec, "dataset", audit_string(g->dataset)) < 0 ||
 	    (g->consent_override[0] &&
 	     json_object_set_new(rec, "consent_override", audit_string(g->consent_override)) < 0)) {
 		r = -ENOMEM;
 		goto out;
 	}
-	r = policy_append(gs, log, rec, 'g', id, -1, policy_grant_to_json(g));
-	if (r < 0)
-		goto out;
-	pthread_rwlock_wrlock(&gs->lock);
-	r = grow(gs);
-	if (r == 0) {
-		/* Ids only grow, so appending keeps the table sorted. */
-		gs->g[gs->n] = *g;
-		gs->rev[gs->n] = (struct policy_revocation){ 0 };
-		gs->n++;
-	}
-	pthread_rwlock_unlock(&gs->lock);
+	r = approvals_open(gs, log, &approval_kind_grant, by, id, g->approvals_required,
+			   g->expires, g->created, rec, policy_grant_to_json(g), g, NULL);
 out:
 	json_decref(rec);
 	pthread_mutex_unlock(&gs->change_lock);
 	return r;
 }
 
-/* Is `who` the grantee of g: its user, or a member of its group? */
-static bool is_grantee(const struct policy_grant *g, const struct policy_subject *who)
-{
-	if (g->kind == POLICY_USER)
-		return g->principal_id == who->uid;
-	for (size_t i = 0; i < MIN(who->ngids, (size_t)POLICY_GROUPS_MAX); i++)
-		if (who->gids[i] == g->principal_id)
-			return true;
-	return false;
-}
-
 int grants_approve(struct grants *gs, struct audit_log *log, const struct policy_subject *by,
 		   uint64_t id, int64_t now, struct policy_grant *ret_grant)
 {
-	struct policy_approval a = { .grant_id = id, .by_uid = by->uid, .at = now };
-	struct policy_grant g;
-	json_t *rec = NULL;
-	ssize_t i;
-	int r;
+	int r = approvals_approve(gs, log, &approval_kind_grant, by, id, now, NULL, NULL);
 
-	pthread_mutex_lock(&gs->change_lock);
-	/* Only changes write the table, and they hold change_lock: reading it here is safe. */
-	i = find(gs, id);
-	if (i < 0) {
-		r = err_set(-ENOENT, "no grant with id %llu", (unsigned long long)id);
-		goto out;
+	if (r == 0 && ret_grant) {
+		pthread_rwlock_rdlock(&gs->lock);
+		*ret_grant = gs->g[find(gs, id)];
+		pthread_rwlock_unlock(&gs->lock);
 	}
-	g = gs->g[i];
-	if (g.granted_by_uid == by->uid) {
-		r = err_set(-EPERM, "grant %llu was requested by you (uid %u): another steward must "
-			    "approve it", (unsigned long long)id, by->uid);
-		goto out;
-	}
-	if (is_grantee(&g, by)) {
-		r = err_set(-EPERM, "grant %llu gives access to you (%s %s): its grantee cannot "
-			    "approve it", (unsigned long long)id,
-			    g.kind == POLICY_USER ? "user" : "a member of group", g.principal);
-		goto out;
-	}
-	if (g.revoked_at) {
-		r = err_set(-ESTALE, "grant %llu was revoked", (unsigned long long)id);
-		goto out;
-	}
-	if (now >= g.expires) {
-		r = err_set(-ESTALE, "grant %llu has expired", (unsigned long long)id);
-		goto out;
-	}
-	if (approved_by(gs, id, by->uid)) {
-		r = err_set(-EEXIST, "you (uid %u) approved grant %llu already", by->uid,
-			    (unsigned long long)id);
-		goto out;
-	}
-	if (g.approvals >= g.approvals_required) {
-		r = err_set(-EALREADY, "grant %llu needs no more approvals (%u of %u)",
-			    (unsigned long long)id, g.approvals, g.approvals_required);
-		goto out;
-	}
-	by_name(by, a.by);
-	r = policy_approval_validate(&a);
-	if (r < 0)
-		goto out;
-	rec = json_pack("{s:s, s:I, s:s, s:I, s:I}", "event", "grant_approve", "grant_id",
-			(json_int_t)id, "state",
-			g.approvals + 1 >= g.approvals_required ? "active" : "pending_approval",
-			"approvals", (json_int_t)g.approvals + 1, "approvals_required",
-			(json_int_t)g.approvals_required);
-	if (!rec || daemon_audit_subject(rec, by) < 0 ||
-	    json_object_set_new(rec, "dataset", audit_string(g.dataset)) < 0) {
-		r = -ENOMEM;
-		goto out;
-	}
-	r = policy_append(gs, log, rec, 'h', id, by->uid, policy_approval_to_json(&a));
-	if (r < 0)
-		goto out;
-	pthread_rwlock_wrlock(&gs->lock);
-	r = grow_array((void **)&gs->ap, sizeof(*gs->ap), gs->nap, &gs->capap, APPROVALS_MAX,
-		       "approvals");
-	if (r == 0) {
-		gs->ap[gs->nap++] = a;
-		gs->g[i].approvals++;
-		g = gs->g[i];
-	}
-	pthread_rwlock_unlock(&gs->lock);
-	if (r == 0 && ret_grant)
-		*ret_grant = g;
-out:
-	json_decref(rec);
-	pthread_mutex_unlock(&gs->change_lock);
 	return r;
 }
 
@@ -1387,7 +1152,7 @@ int grants_revoke(struct grants *gs, struct audit_log *log, const struct policy_
 		goto out;
 	}
 	/* A steward without a user name is recorded by number. */
-	by_name(by, rv.by);
+	grants_by_name(by, rv.by);
 	if (strlen(reason ? reason : "") > POLICY_REASON_MAX) {
 		r = err_set(-EINVAL, "reason is longer than %d bytes", POLICY_REASON_MAX);
 		goto out;
@@ -1404,7 +1169,7 @@ int grants_revoke(struct grants *gs, struct audit_log *log, const struct policy_
 	r = policy_revocation_validate(&rv);
 	if (r < 0)
 		goto out;
-	r = policy_append(gs, log, rec, 'r', id, -1, policy_revocation_to_json(&rv));
+	r = grants_policy_append(gs, log, rec, 'r', id, -1, policy_revocation_to_json(&rv), NULL);
 	if (r < 0)
 		goto out;
 	pthread_rwlock_wrlock(&gs->lock);
@@ -1464,20 +1229,7 @@ size_t grants_count(struct grants *gs)
 int grants_approvals(struct grants *gs, uint64_t id, struct policy_approval **ret_approvals,
 		     size_t *ret_n)
 {
-	struct policy_approval *a;
-	size_t n = 0;
-
-	pthread_rwlock_rdlock(&gs->lock);
-	a = malloc(MAX(gs->nap, 1) * sizeof(*a));
-	for (size_t i = 0; a && i < gs->nap; i++)
-		if (gs->ap[i].grant_id == id)
-			a[n++] = gs->ap[i];
-	pthread_rwlock_unlock(&gs->lock);
-	if (!a)
-		return -ENOMEM;
-	*ret_approvals = a;
-	*ret_n = n;
-	return 0;
+	return approvals_list(gs, &approval_kind_grant, id, ret_approvals, ret_n);
 }
 
 /* ---- Deny rules ------------------------------------------------------------------------------ */
@@ -1510,7 +1262,7 @@ int grants_deny_add(struct grants *gs, struct audit_log *log, const struct polic
 			    d->dataset_id ? d->dataset : "every dataset", d->reason);
 		goto out;
 	}
-	r = take_id(gs, &id);
+	r = grants_take_id(gs, &id);
 	if (r < 0)
 		goto out;
 	rec = json_pack("{s:s, s:I, s:o}", "event", "deny_add", "rule_id", (json_int_t)id, "rule",
@@ -1520,11 +1272,11 @@ int grants_deny_add(struct grants *gs, struct audit_log *log, const struct polic
 		r = -ENOMEM;
 		goto out;
 	}
-	r = policy_append(gs, log, rec, 'd', id, -1, policy_deny_to_json(x));
+	r = grants_policy_append(gs, log, rec, 'd', id, -1, policy_deny_to_json(x), NULL);
 	if (r < 0)
 		goto out;
 	pthread_rwlock_wrlock(&gs->lock);
-	r = grow_array((void **)&gs->dn, sizeof(*gs->dn), gs->ndn, &gs->capdn, DENIES_MAX,
+	r = grants_grow_array((void **)&gs->dn, sizeof(*gs->dn), gs->ndn, &gs->capdn, DENIES_MAX,
 		       "deny rules");
 	if (r == 0)
 		gs->dn[gs->ndn++] = *x;   /* ids only grow: stays sorted */
@@ -1534,6 +1286,9 @@ out:
 	pthread_mutex_unlock(&gs->change_lock);
 	return r;
 }
+
+/* ---- Deny rule removals as requests (approvals.h): 'e' the request (keyed by the rule's id),
+ * 'i' an approval; the approval that completes it removes the rule ---------------------------- */
 
 /* Is `who` blocked by rule d by name: its user, or a member of its group (not "everyone")? */
 static bool is_deny_subject(const struct policy_deny *d, const struct policy_subject *who)
@@ -1546,6 +1301,121 @@ static bool is_deny_subject(const struct policy_deny *d, const struct policy_sub
 				return true;
 	return false;
 }
+
+static int removal_missing(struct grants *gs, uint64_t id)
+{
+	ssize_t i = find_deny(gs, id);
+
+	if (i < 0)
+		return err_set(-ENOENT, "no deny rule with id %llu", (unsigned long long)id);
+	if (gs->dn[i].removed_at)
+		return err_set(-EEXIST, "deny rule %llu was already removed", (unsigned long long)id);
+	return err_set(-ENOENT, "nobody asked to remove deny rule %llu ('deny remove %llu --reason "
+		       "TEXT' first)", (unsigned long long)id, (unsigned long long)id);
+}
+
+static int removal_before(struct grants *gs, const struct pending *p,
+			  const struct policy_subject *by, int64_t now)
+{
+	(void)by, (void)now;
+	if (gs->dn[find_deny(gs, p->id)].removed_at)
+		return err_set(-EEXIST, "deny rule %llu was already removed",
+			       (unsigned long long)p->id);
+	return 0;
+}
+
+static int removal_refuse(struct grants *gs, const struct pending *p,
+			  const struct policy_subject *by, int64_t now)
+{
+	(void)now;
+	if (is_deny_subject(&gs->dn[find_deny(gs, p->id)], by))
+		return err_set(-EPERM, "deny rule %llu blocks you: you cannot approve its removal",
+			       (unsigned long long)p->id);
+	return 0;
+}
+
+static int removal_describe(struct grants *gs, const struct pending *p, json_t *rec)
+{
+	const struct policy_deny *d = &gs->dn[find_deny(gs, p->id)];
+
+	if (d->dataset[0] && json_object_set_new(rec, "dataset", audit_string(d->dataset)) < 0)
+		return -ENOMEM;
+	return 0;
+}
+
+static void removal_approved(struct grants *gs, const struct pending *p,
+			     const struct policy_approval *a)
+{
+	struct policy_deny *d = &gs->dn[find_deny(gs, p->id)];
+
+	if (!d->removed_at && p->approvals >= p->required)
+		d->removed_at = a->at;
+}
+
+/* Enter removal request x, keeping rm sorted by rule id (requests come in any order); with no
+ * approvals needed the rule is removed at once. */
+static int removal_enter(struct grants *gs, const struct policy_deny_removal *x)
+{
+	size_t at;
+	int r;
+
+	r = grants_grow_array((void **)&gs->rm, sizeof(*gs->rm), gs->nrm, &gs->caprm, DENIES_MAX,
+			      "deny rule removals");
+	if (r < 0)
+		return r;
+	at = gs->nrm;
+	while (at > 0 && gs->rm[at - 1].deny_id > x->deny_id)
+		at--;
+	memmove(&gs->rm[at + 1], &gs->rm[at], (gs->nrm - at) * sizeof(*gs->rm));
+	gs->rm[at] = *x;
+	gs->nrm++;
+	if (x->approvals_required == 0)
+		gs->dn[find_deny(gs, x->deny_id)].removed_at = x->at;
+	return 0;
+}
+
+static int removal_opened(struct grants *gs, const struct pending *p, void *arg)
+{
+	(void)p;
+	return removal_enter(gs, arg);
+}
+
+static int removal_load(struct grants *gs, uint64_t id, const json_t *j, struct pending *ret)
+{
+	struct policy_deny_removal x;
+	int r;
+
+	if ((r = policy_deny_removal_from_json(j, &x)) < 0)
+		return r;
+	if (x.deny_id != id || find_deny(gs, x.deny_id) < 0)
+		return err_set(-EBADMSG, "does not match a deny rule");
+	r = removal_enter(gs, &x);
+	if (r < 0)
+		return r;
+	ret->by_uid = x.by_uid;
+	ret->at = x.at;
+	ret->required = x.approvals_required;
+	return 0;
+}
+
+const struct approval_kind approval_kind_deny_removal = {
+	.name = "the removal of deny rule",
+	.request_noun = "a requested deny rule removal",
+	.request_type = 'e',
+	.approval_type = 'i',
+	.done_type = 0,
+	.approve_event = "deny_remove_approve",
+	.id_field = "rule_id",
+	.approved_state = "removed",
+	.request_counts = true,
+	.missing = removal_missing,
+	.before = removal_before,
+	.refuse = removal_refuse,
+	.describe = removal_describe,
+	.approved = removal_approved,
+	.opened = removal_opened,
+	.load = removal_load,
+};
 
 int grants_deny_remove(struct grants *gs, struct audit_log *log, const struct policy_subject *by,
 		       uint64_t id, const char *reason, uint32_t approvals_required, int64_t now,
@@ -1576,7 +1446,7 @@ int grants_deny_remove(struct grants *gs, struct audit_log *log, const struct po
 			    (unsigned long long)id, gs->rm[k].by, (unsigned long long)id);
 		goto out;
 	}
-	by_name(by, x.by);
+	grants_by_name(by, x.by);
 	snprintf(x.reason, sizeof(x.reason), "%s", reason ? reason : "");
 	if (!x.reason[0]) {
 		r = err_set(-EINVAL, "removing a deny rule needs a reason");
@@ -1585,37 +1455,20 @@ int grants_deny_remove(struct grants *gs, struct audit_log *log, const struct po
 	r = policy_deny_removal_validate(&x);
 	if (r < 0)
 		goto out;
-	rec = json_pack("{s:s, s:I, s:o, s:s, s:I}", "event", "deny_remove", "rule_id",
-			(json_int_t)id, "reason", audit_string(x.reason), "state",
-			approvals_required ? "pending_approval" : "removed", "approvals_required",
-			(json_int_t)approvals_required);
-	if (!rec || daemon_audit_subject(rec, by) < 0 ||
+	rec = json_pack("{s:s, s:I, s:o}", "event", "deny_remove", "rule_id", (json_int_t)id,
+			"reason", audit_string(x.reason));
+	if (!rec ||
 	    (d.dataset[0] && json_object_set_new(rec, "dataset", audit_string(d.dataset)) < 0)) {
 		r = -ENOMEM;
 		goto out;
 	}
-	r = policy_append(gs, log, rec, 'e', id, -1, policy_deny_removal_to_json(&x));
-	if (r < 0)
-		goto out;
-	pthread_rwlock_wrlock(&gs->lock);
-	r = grow_array((void **)&gs->rm, sizeof(*gs->rm), gs->nrm, &gs->caprm, DENIES_MAX,
-		       "deny rule removals");
-	if (r == 0) {
-		/* Keep rm sorted by rule id: requests come in any order. */
-		size_t at = gs->nrm;
-
-		while (at > 0 && gs->rm[at - 1].deny_id > id)
-			at--;
-		memmove(&gs->rm[at + 1], &gs->rm[at], (gs->nrm - at) * sizeof(*gs->rm));
-		gs->rm[at] = x;
-		gs->nrm++;
-		if (!approvals_required)
-			gs->dn[i].removed_at = now;
-		d = gs->dn[i];
+	r = approvals_open(gs, log, &approval_kind_deny_removal, by, id, approvals_required, 0, now,
+			   rec, policy_deny_removal_to_json(&x), &x, NULL);
+	if (r == 0 && ret_deny) {
+		pthread_rwlock_rdlock(&gs->lock);
+		*ret_deny = gs->dn[i];
+		pthread_rwlock_unlock(&gs->lock);
 	}
-	pthread_rwlock_unlock(&gs->lock);
-	if (r == 0 && ret_deny)
-		*ret_deny = d;
 out:
 	json_decref(rec);
 	pthread_mutex_unlock(&gs->change_lock);
@@ -1625,107 +1478,31 @@ out:
 int grants_deny_approve(struct grants *gs, struct audit_log *log, const struct policy_subject *by,
 			uint64_t id, int64_t now, struct policy_deny *ret_deny)
 {
-	struct policy_approval a = { .grant_id = id, .by_uid = by->uid, .at = now };
-	struct policy_deny_removal x;
-	struct policy_deny d;
-	json_t *rec = NULL;
-	uint32_t have;
-	bool mine;
-	ssize_t i, k;
-	int r;
+	int r = approvals_approve(gs, log, &approval_kind_deny_removal, by, id, now, NULL, NULL);
 
-	pthread_mutex_lock(&gs->change_lock);
-	i = find_deny(gs, id);
-	k = find_removal(gs, id);
-	if (i < 0) {
-		r = err_set(-ENOENT, "no deny rule with id %llu", (unsigned long long)id);
-		goto out;
+	if (r == 0 && ret_deny) {
+		pthread_rwlock_rdlock(&gs->lock);
+		*ret_deny = gs->dn[find_deny(gs, id)];
+		pthread_rwlock_unlock(&gs->lock);
 	}
-	d = gs->dn[i];
-	if (d.removed_at) {
-		r = err_set(-EEXIST, "deny rule %llu was already removed", (unsigned long long)id);
-		goto out;
-	}
-	if (k < 0) {
-		r = err_set(-ENOENT, "nobody asked to remove deny rule %llu ('deny remove %llu "
-			    "--reason TEXT' first)", (unsigned long long)id, (unsigned long long)id);
-		goto out;
-	}
-	x = gs->rm[k];
-	if (x.by_uid == by->uid) {
-		r = err_set(-EPERM, "the removal of deny rule %llu was requested by you (uid %u): "
-			    "another steward must approve it", (unsigned long long)id, by->uid);
-		goto out;
-	}
-	if (is_deny_subject(&d, by)) {
-		r = err_set(-EPERM, "deny rule %llu blocks you: you cannot approve its removal",
-			    (unsigned long long)id);
-		goto out;
-	}
-	have = removal_approvals(gs, id, by->uid, &mine);
-	if (mine) {
-		r = err_set(-EEXIST, "you (uid %u) approved the removal of deny rule %llu already",
-			    by->uid, (unsigned long long)id);
-		goto out;
-	}
-	by_name(by, a.by);
-	r = policy_approval_validate(&a);
-	if (r < 0)
-		goto out;
-	rec = json_pack("{s:s, s:I, s:s, s:I, s:I}", "event", "deny_remove_approve", "rule_id",
-			(json_int_t)id, "state",
-			have + 1 >= x.approvals_required ? "removed" : "pending_approval",
-			"approvals", (json_int_t)have + 1, "approvals_required",
-			(json_int_t)x.approvals_required);
-	if (!rec || daemon_audit_subject(rec, by) < 0 ||
-	    (d.dataset[0] && json_object_set_new(rec, "dataset", audit_string(d.dataset)) < 0)) {
-		r = -ENOMEM;
-		goto out;
-	}
-	r = policy_append(gs, log, rec, 'i', id, by->uid, policy_approval_to_json(&a));
-	if (r < 0)
-		goto out;
-	pthread_rwlock_wrlock(&gs->lock);
-	r = grow_array((void **)&gs->rap, sizeof(*gs->rap), gs->nrap, &gs->caprap, APPROVALS_MAX,
-		       "removal approvals");
-	if (r == 0) {
-		gs->rap[gs->nrap++] = a;
-		if (have + 1 >= x.approvals_required)
-			gs->dn[i].removed_at = now;
-		d = gs->dn[i];
-	}
-	pthread_rwlock_unlock(&gs->lock);
-	if (r == 0 && ret_deny)
-		*ret_deny = d;
-out:
-	json_decref(rec);
-	pthread_mutex_unlock(&gs->change_lock);
 	return r;
 }
 
 int grants_deny_removal(struct grants *gs, uint64_t id, struct policy_deny_removal *ret_removal,
 			struct policy_approval **ret_approvals, size_t *ret_n)
 {
-	struct policy_approval *a;
-	size_t n = 0;
+	struct policy_deny_removal x;
 	ssize_t k;
 
 	pthread_rwlock_rdlock(&gs->lock);
 	k = find_removal(gs, id);
-	a = k >= 0 ? malloc(MAX(gs->nrap, 1) * sizeof(*a)) : NULL;
-	for (size_t i = 0; a && i < gs->nrap; i++)
-		if (gs->rap[i].grant_id == id)
-			a[n++] = gs->rap[i];
-	if (k >= 0 && a)
-		*ret_removal = gs->rm[k];
+	if (k >= 0)
+		x = gs->rm[k];
 	pthread_rwlock_unlock(&gs->lock);
 	if (k < 0)
 		return -ENOENT;
-	if (!a)
-		return -ENOMEM;
-	*ret_approvals = a;
-	*ret_n = n;
-	return 0;
+	*ret_removal = x;
+	return approvals_list(gs, &approval_kind_deny_removal, id, ret_approvals, ret_n);
 }
 
 int grants_deny_snapshot(struct grants *gs, struct policy_deny **ret_denies, size_t *ret_n)
@@ -1778,7 +1555,8 @@ int grants_dataset_set(struct grants *gs, struct audit_log *log, const struct po
 		r = -ENOMEM;
 		goto out;
 	}
-	r = policy_append(gs, log, rec, 'c', p->dataset_id, -1, policy_dataset_to_json(p));
+	r = grants_policy_append(gs, log, rec, 'c', p->dataset_id, -1, policy_dataset_to_json(p),
+				 NULL);
 	if (r < 0)
 		goto out;
 	pthread_rwlock_wrlock(&gs->lock);
@@ -2515,7 +2293,7 @@ int grants_refuse_dataset(struct grants *gs, uint64_t dataset_id)
 	for (size_t i = 0; i < gs->nvq; i++)
 		if (gs->vq[i] == dataset_id)
 			goto out;
-	r = grow_array((void **)&gs->vq, sizeof(*gs->vq), gs->nvq, &gs->capvq, DATASETS_MAX,
+	r = grants_grow_array((void **)&gs->vq, sizeof(*gs->vq), gs->nvq, &gs->capvq, DATASETS_MAX,
 		       "refused datasets");
 	if (r == 0)
 		gs->vq[gs->nvq++] = dataset_id;
@@ -2526,11 +2304,127 @@ out:
 
 /* ---- Exports ----------------------------------------------------------------------------------- */
 
+/* ---- Exports as requests (approvals.h): 'x' the request, 'y' an approval, 'z' the run -------- */
+
+static int export_missing(struct grants *gs, uint64_t id)
+{
+	(void)gs;
+	return err_set(-ENOENT, "no export request with id %llu", (unsigned long long)id);
+}
+
+static int export_refuse(struct grants *gs, const struct pending *p,
+			 const struct policy_subject *by, int64_t now)
+{
+	(void)gs, (void)by, (void)now;
+	if (p->done_at)
+		return err_set(-EEXIST, "export %llu has run already", (unsigned long long)p->id);
+	return 0;
+}
+
+static int export_describe(struct grants *gs, const struct pending *p, json_t *rec)
+{
+	const struct grants_export *x = &gs->xp[find_export(gs, p->id)];
+
+	if (json_object_set(rec, "dataset", json_object_get(x->req, "dataset")) < 0 ||
+	    json_object_set_new(rec, "dataset_id", json_integer((json_int_t)x->dataset_id)) < 0)
+		return -ENOMEM;
+	return 0;
+}
+
+static void export_approved(struct grants *gs, const struct pending *p,
+			    const struct policy_approval *a)
+{
+	struct grants_export *x = &gs->xp[find_export(gs, p->id)];
+
+	/* approvals_load() and approvals_approve() stop at POLICY_APPROVALS_MAX. */
+	if (x->approvals < POLICY_APPROVALS_MAX)
+		x->approved_by[x->approvals++] = a->by_uid;
+}
+
+/* Takes over x->req. */
+static int export_opened(struct grants *gs, const struct pending *p, void *arg)
+{
+	struct grants_export *x = arg;
+	int r;
+
+	(void)p;
+	r = grants_grow_array((void **)&gs->xp, sizeof(*gs->xp), gs->nxp, &gs->capxp, GRANTS_MAX,
+			      "exports");
+	if (r < 0)
+		return r;
+	gs->xp[gs->nxp++] = *x;   /* ids only grow: stays sorted */
+	x->req = NULL;
+	return 0;
+}
+
+static int export_load(struct grants *gs, uint64_t id, const json_t *j, struct pending *ret)
+{
+	struct grants_export x;
+	int r;
+
+	if ((r = export_from_json(j, &x)) < 0)
+		return r;
+	if (x.id != id || (gs->nxp && gs->xp[gs->nxp - 1].id >= x.id))
+		return err_set(-EBADMSG, "holds export %llu", (unsigned long long)x.id);
+	r = grants_grow_array((void **)&gs->xp, sizeof(*gs->xp), gs->nxp, &gs->capxp, GRANTS_MAX,
+			      "exports");
+	if (r < 0)
+		return r;
+	x.req = json_incref((json_t *)j);
+	gs->xp[gs->nxp++] = x;
+	gs->next_id = MAX(gs->next_id, x.id + 1);
+	ret->by_uid = x.by_uid;
+	ret->at = x.at;
+	ret->required = x.approvals_required;
+	return 0;
+}
+
+static void export_done(struct grants *gs, const struct pending *p, void *arg)
+{
+	(void)arg;
+	gs->xp[find_export(gs, p->id)].done_at = p->done_at;
+}
+
+static int export_load_done(struct grants *gs, const struct pending *p, const json_t *j,
+			    int64_t *ret_at)
+{
+	struct pending done = *p;
+	uint64_t v;
+
+	if (!jint(j, "export_id", INT64_MAX, &v) || v != p->id || !jint(j, "at", INT64_MAX, &v))
+		return err_set(-EBADMSG, "does not match an export request");
+	done.done_at = (int64_t)MAX(v, 1u);
+	export_done(gs, &done, NULL);
+	*ret_at = done.done_at;
+	return 0;
+}
+
+const struct approval_kind approval_kind_export = {
+	.name = "export",
+	.request_noun = "an export request",
+	.request_type = 'x',
+	.approval_type = 'y',
+	.done_type = 'z',
+	.approve_event = "export_approve",
+	.id_field = "export_id",
+	.approved_state = "approved",
+	.done_text = "has run already: an export runs once",
+	.request_counts = true,
+	.missing = export_missing,
+	.refuse = export_refuse,
+	.describe = export_describe,
+	.approved = export_approved,
+	.opened = export_opened,
+	.load = export_load,
+	.load_done = export_load_done,
+	.done = export_done,
+};
+
 int grants_export_request(struct grants *gs, struct audit_log *log,
 			  const struct policy_subject *by, json_t *req,
 			  uint32_t approvals_required, int64_t now, uint64_t *ret_id)
 {
-	struct grants_export x;
+	struct grants_export x = { 0 };
 	char name[POLICY_NAME_MAX + 1];
 	json_t *rec = NULL, *paths = NULL;
 	uint64_t id;
@@ -2541,10 +2435,10 @@ int grants_export_request(struct grants *gs, struct audit_log *log,
 		r = -EINVAL;
 		goto out;
 	}
-	r = take_id(gs, &id);
+	r = grants_take_id(gs, &id);
 	if (r < 0)
 		goto out;
-	by_name(by, name);
+	grants_by_name(by, name);
 	if (json_object_set_new(req, "id", json_integer((json_int_t)id)) < 0 ||
 	    json_object_set_new(req, "by", json_string(name)) < 0 ||
 	    json_object_set_new(req, "by_uid", json_integer(by->uid)) < 0 ||
@@ -2557,33 +2451,24 @@ int grants_export_request(struct grants *gs, struct audit_log *log,
 	if (r < 0)
 		goto out;
 	paths = json_deep_copy(json_object_get(req, "paths"));
-	rec = json_pack("{s:s, s:I, s:O, s:I, s:I, s:o, s:O, s:O, s:s, s:I}", "event",
-			"export_request", "export_id", (json_int_t)id, "dataset",
-			json_object_get(req, "dataset"), "dataset_id", (json_int_t)x.dataset_id,
-			"version", (json_int_t)x.version, "paths", paths, "recipient_fingerprint",
-			json_object_get(req, "fingerprint"), "reason", json_object_get(req, "reason"),
-			"state", approvals_required ? "pending_approval" : "approved",
-			"approvals_required", (json_int_t)approvals_required);
+	rec = json_pack("{s:s, s:I, s:O, s:I, s:I, s:o, s:O, s:O}", "event", "export_request",
+			"export_id", (json_int_t)id, "dataset", json_object_get(req, "dataset"),
+			"dataset_id", (json_int_t)x.dataset_id, "version", (json_int_t)x.version,
+			"paths", paths, "recipient_fingerprint", json_object_get(req, "fingerprint"),
+			"reason", json_object_get(req, "reason"));
 	paths = NULL;
-	if (!rec || daemon_audit_subject(rec, by) < 0) {
+	if (!rec) {
 		r = -ENOMEM;
 		goto out;
 	}
-	r = policy_append(gs, log, rec, 'x', id, -1, json_incref(req));
-	if (r < 0)
-		goto out;
-	pthread_rwlock_wrlock(&gs->lock);
-	r = grow_array((void **)&gs->xp, sizeof(*gs->xp), gs->nxp, &gs->capxp, GRANTS_MAX,
-		       "exports");
-	if (r == 0) {
-		x.req = req;
-		req = NULL;
-		gs->xp[gs->nxp++] = x;   /* ids only grow: stays sorted */
-	}
-	pthread_rwlock_unlock(&gs->lock);
+	x.req = req;
+	req = NULL;
+	r = approvals_open(gs, log, &approval_kind_export, by, id, approvals_required, 0, now, rec,
+			   json_incref(x.req), &x, NULL);
 	if (r == 0)
 		*ret_id = id;
 out:
+	json_decref(x.req);   /* NULL once export_opened() took it */
 	json_decref(paths);
 	json_decref(req);
 	json_decref(rec);
@@ -2594,103 +2479,21 @@ out:
 int grants_export_approve(struct grants *gs, struct audit_log *log,
 			  const struct policy_subject *by, uint64_t id, int64_t now)
 {
-	struct policy_approval a = { .grant_id = id, .by_uid = by->uid, .at = now };
-	struct grants_export x;
-	json_t *rec = NULL;
-	ssize_t i;
-	int r;
-
-	pthread_mutex_lock(&gs->change_lock);
-	i = find_export(gs, id);
-	if (i < 0) {
-		r = err_set(-ENOENT, "no export request with id %llu", (unsigned long long)id);
-		goto out;
-	}
-	x = gs->xp[i];
-	if (x.by_uid == by->uid) {
-		r = err_set(-EPERM, "export %llu was requested by you (uid %u): another steward must "
-			    "approve it", (unsigned long long)id, by->uid);
-		goto out;
-	}
-	if (x.done_at) {
-		r = err_set(-EEXIST, "export %llu has run already", (unsigned long long)id);
-		goto out;
-	}
-	for (uint32_t n = 0; n < x.approvals; n++)
-		if (x.approved_by[n] == by->uid) {
-			r = err_set(-EEXIST, "you (uid %u) approved export %llu already", by->uid,
-				    (unsigned long long)id);
-			goto out;
-		}
-	if (x.approvals >= x.approvals_required) {
-		r = err_set(-EALREADY, "export %llu has the approvals it needs already",
-			    (unsigned long long)id);
-		goto out;
-	}
-	by_name(by, a.by);
-	r = policy_approval_validate(&a);
-	if (r < 0)
-		goto out;
-	rec = json_pack("{s:s, s:I, s:O, s:I, s:s, s:I, s:I}", "event", "export_approve",
-			"export_id", (json_int_t)id, "dataset", json_object_get(x.req, "dataset"),
-			"dataset_id", (json_int_t)x.dataset_id, "state",
-			x.approvals + 1 >= x.approvals_required ? "approved" : "pending_approval",
-			"approvals", (json_int_t)x.approvals + 1, "approvals_required",
-			(json_int_t)x.approvals_required);
-	if (!rec || daemon_audit_subject(rec, by) < 0) {
-		r = -ENOMEM;
-		goto out;
-	}
-	r = policy_append(gs, log, rec, 'y', id, by->uid, policy_approval_to_json(&a));
-	if (r < 0)
-		goto out;
-	pthread_rwlock_wrlock(&gs->lock);
-	gs->xp[i].approved_by[gs->xp[i].approvals++] = by->uid;
-	pthread_rwlock_unlock(&gs->lock);
-out:
-	json_decref(rec);
-	pthread_mutex_unlock(&gs->change_lock);
-	return r;
+	return approvals_approve(gs, log, &approval_kind_export, by, id, now, NULL, NULL);
 }
 
 int grants_export_done(struct grants *gs, struct audit_log *log, const struct policy_subject *by,
 		       uint64_t id, json_t *rec, int64_t now)
 {
 	char name[POLICY_NAME_MAX + 1];
-	ssize_t i;
 	int r;
 
-	pthread_mutex_lock(&gs->change_lock);
-	i = find_export(gs, id);
-	if (i < 0)
-		r = err_set(-ENOENT, "no export request with id %llu", (unsigned long long)id);
-	else if (gs->xp[i].done_at)
-		r = err_set(-EEXIST, "export %llu has run already: an export runs once",
-			    (unsigned long long)id);
-	else if (gs->xp[i].approvals < gs->xp[i].approvals_required)
-		r = err_set(-EACCES, "export %llu is not approved yet (%u of %u approvals)",
-			    (unsigned long long)id, gs->xp[i].approvals,
-			    gs->xp[i].approvals_required);
-	else
-		r = 0;
-	if (r < 0)
-		goto out;
-	by_name(by, name);
-	if (daemon_audit_subject(rec, by) < 0) {
-		r = -ENOMEM;
-		goto out;
-	}
-	r = policy_append(gs, log, rec, 'z', id, -1,
-			  json_pack("{s:I, s:I, s:I, s:s}", "export_id", (json_int_t)id, "at",
-				    (json_int_t)now, "by_uid", (json_int_t)by->uid, "by", name));
-	if (r < 0)
-		goto out;
-	pthread_rwlock_wrlock(&gs->lock);
-	gs->xp[i].done_at = MAX(now, (int64_t)1);
-	pthread_rwlock_unlock(&gs->lock);
-out:
+	grants_by_name(by, name);
+	r = approvals_done(gs, log, &approval_kind_export, by, id, now, rec,
+			   json_pack("{s:I, s:I, s:I, s:s}", "export_id", (json_int_t)id, "at",
+				     (json_int_t)now, "by_uid", (json_int_t)by->uid, "by", name),
+			   NULL);
 	json_decref(rec);
-	pthread_mutex_unlock(&gs->change_lock);
 	return r;
 }
 

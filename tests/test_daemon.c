@@ -18,6 +18,7 @@
 #include "audit/note.h"
 #include "common/common.h"
 #include "common/err.h"
+#include "daemon/approvals.h"
 #include "daemon/daemon.h"
 #include "tests/testutil.h"
 
@@ -657,6 +658,68 @@ static void test_deny_removal_approvals(void **state)
 	assert_int_equal(events(f, "deny_remove_approve"), 2);
 }
 
+/* The one approval mechanism (daemon/approvals.h), through the grant kind: an approval names the
+ * exact request it saw (its subject digest, the same after a reload) or is refused; expiry is
+ * its refusal; an approval by the requester written into the store is a forgery the load
+ * refuses. */
+static void test_approvals_mechanism(void **state)
+{
+	struct fx *f = *state;
+	int64_t now = time(NULL);
+	const struct policy_subject s3 = { .uid = 3001, .user = "s3", .ngids = 0 };
+	struct policy_grant g = mk_grant(f, 2001, now), gx = mk_grant(f, 2001, now);
+	struct policy_approval a = { .by_uid = 0, .by = "root", .at = now };
+	struct pending p, q;
+	uint8_t wrong[APPROVALS_SUBJECT_LEN], key[13] = { 'h' };
+	struct grants *gs = NULL;
+	char *text;
+	json_t *j;
+
+	g.approvals_required = 2;
+	assert_int_equal(grants_add(f->gs, f->log, &steward, &g), 0);
+	assert_int_equal(approvals_get(f->gs, &approval_kind_grant, g.id, &p), 0);
+	assert_int_equal(p.id, g.id);
+	assert_int_equal(p.by_uid, 0);
+	assert_int_equal(p.required, 2);
+	assert_int_equal(p.approvals, 0);
+	assert_int_equal(p.expires, g.expires);
+	assert_int_equal(approvals_get(f->gs, &approval_kind_erasure, g.id, &q), -ENOENT);
+	/* Another request's subject (one bit off) is refused, and nothing is recorded. */
+	memcpy(wrong, p.subject, sizeof(wrong));
+	wrong[7] ^= 0x10;
+	assert_int_equal(approvals_approve(f->gs, f->log, &approval_kind_grant, &steward2, g.id, now,
+					   wrong, NULL), -ESTALE);
+	assert_int_equal(events(f, "grant_approve"), 0);
+	assert_int_equal(approvals_approve(f->gs, f->log, &approval_kind_grant, &steward2, g.id, now,
+					   p.subject, &q), 0);
+	assert_int_equal(q.approvals, 1);
+	assert_int_equal(events(f, "grant_approve"), 1);
+	/* Loaded again, the request has the same subject and its approval. */
+	fx_close(f);
+	fx_open(f);
+	assert_int_equal(approvals_get(f->gs, &approval_kind_grant, g.id, &q), 0);
+	assert_memory_equal(q.subject, p.subject, sizeof(p.subject));
+	assert_int_equal(q.approvals, 1);
+	/* Past its expiry a request takes no approval. */
+	gx.approvals_required = 1;
+	gx.expires = now + 60;
+	assert_int_equal(grants_add(f->gs, f->log, &steward, &gx), 0);
+	assert_int_equal(grants_approve(f->gs, f->log, &s3, gx.id, now + 60, NULL), -ESTALE);
+	assert_non_null(strstr(err_detail(), "has expired"));
+	assert_int_equal(events(f, "grant_approve"), 1);
+	/* The requester's own approval, written into the store directly, is refused at load. */
+	a.grant_id = g.id;
+	j = policy_approval_to_json(&a);
+	text = json_dumps(j, JSON_COMPACT);
+	put_be64(key + 1, g.id);
+	put_be32(key + 9, 0);
+	assert_int_equal(store_policy_put(f->st, key, sizeof(key), text, strlen(text)), 0);
+	assert_int_equal(grants_load(f->st, &gs), -EBADMSG);
+	assert_null(gs);
+	free(text);
+	json_decref(j);
+}
+
 /* A removal approval written into the store for a rule whose removal nobody asked for (or
  * under another uid's key) is a forgery: the table refuses to load rather than lift the rule. */
 static void test_deny_forged_approval_refused(void **state)
@@ -998,6 +1061,7 @@ int main(void)
 						fx_teardown),
 		cmocka_unit_test_setup_teardown(test_grant_approval_lifecycle, fx_setup,
 						fx_teardown),
+		cmocka_unit_test_setup_teardown(test_approvals_mechanism, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_deny_rules, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_deny_duplicate, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_deny_removal_approvals, fx_setup, fx_teardown),
