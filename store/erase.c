@@ -174,6 +174,8 @@ static int ring_destroy_and_finish(struct store *st, uint64_t dsid, uint32_t ver
 	free(rv.v);
 	if (r < 0)
 		return r;
+	/* The nodes' copies lose the keys too (a node drops them at its next bundle). */
+	store_ring_committed(st);
 
 	/* The keys are gone. The marker goes, the ring's generation is recorded. */
 	wb = rocksdb_writebatch_create();

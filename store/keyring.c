@@ -217,6 +217,11 @@ uint64_t keyring_generation(const struct keyring *kr)
 	return kr->generation;
 }
 
+void keyring_set_generation(struct keyring *kr, uint64_t generation)
+{
+	kr->generation = generation;
+}
+
 void keyring_digest(const struct keyring *kr, uint8_t ret[static KEYRING_DIGEST_LEN])
 {
 	memcpy(ret, kr->digest, KEYRING_DIGEST_LEN);

@@ -72,6 +72,9 @@ int keyring_write_as(struct keyring *kr, int keys_dirfd, const crypto_key *maste
 		     const char *name);
 /* The generation of the file last read or written (0: never written). */
 uint64_t keyring_generation(const struct keyring *kr);
+/* A node's ring, built from the entries its primary sealed to it: the generation they came
+ * from. */
+void keyring_set_generation(struct keyring *kr, uint64_t generation);
 /* BLAKE2b-256 of the file last read or written (zero before). */
 void keyring_digest(const struct keyring *kr, uint8_t ret[static KEYRING_DIGEST_LEN]);
 /* The public id of a key, for erasure records: BLAKE2b-128 keyed with it over

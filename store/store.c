@@ -296,6 +296,9 @@ static int store_alloc(struct store **ret)
 
 /* Open the index of a store whose directory, lock and master key are already in st, check its
  * format and recover. */
+static int node_ring_build(struct store *st, const struct store_node_keys *k,
+			   struct keyring **ret_ring, crypto_key **ret_kn);
+
 static int store_open_index(struct store *st, const char *dir, bool create,
 			    const struct store_open_options *opts, unsigned flags)
 {
@@ -376,14 +379,25 @@ static int store_open_index(struct store *st, const char *dir, bool create,
 	r = meta_get_u64(st, META_NEXT_DATASET, &st->next_dataset_id);
 	if (r < 0)
 		return r == -ENOENT ? err_set(-EBADMSG, "index: no dataset counter") : r;
-	r = store_index_keys(st->master, st->store_id, &st->ix_seal, &st->ix_name);
+	if (st->master)
+		r = store_index_keys(st->master, st->store_id, &st->ix_seal, &st->ix_name);
+	else if (st->format != STORE_FORMAT_VERSION)
+		r = err_set(-EPROTONOSUPPORT, "a node without the passphrase needs a store of "
+			    "format %u (this one is %u: upgrade it with enclavectl store upgrade)",
+			    STORE_FORMAT_VERSION, st->format);
+	else
+		r = crypto_key_from_bytes(opts->node_keys->ix_seal, &st->ix_seal);
 	if (r < 0)
 		return r;
 	st->vdirs = calloc(VERIFIED_DIRS, sizeof(*st->vdirs));
 	if (!st->vdirs)
 		return -ENOMEM;
-	if (st->format == STORE_FORMAT_VERSION) {
+	if (st->format == STORE_FORMAT_VERSION && st->master) {
 		r = store_ring_open(st);
+		if (r < 0)
+			return r;
+	} else if (st->format == STORE_FORMAT_VERSION) {
+		r = node_ring_build(st, opts->node_keys, &st->ring, &st->ix_name);
 		if (r < 0)
 			return r;
 	}
@@ -527,6 +541,8 @@ int store_open_ex(const char *dir, const crypto_secret *pass, const struct store
 	int fd = -1, r;
 
 	err_clear();
+	if (opts && opts->node_keys && !opts->secondary_dir)
+		return err_set(-EINVAL, "node keys open a node's secondary only");
 	r = store_alloc(&st);
 	if (r < 0)
 		return r;
@@ -558,7 +574,9 @@ int store_open_ex(const char *dir, const crypto_secret *pass, const struct store
 		r = err_set(-errno, "%s: no keys directory: %s", dir, strerror(errno));
 		goto fail;
 	}
-	r = crypto_master_unlock(st->keys_dirfd, MASTER_NAME, pass, &st->master);
+	/* A node with the keys its primary sealed to it: no master key at all. */
+	r = opts && opts->node_keys ? 0 :
+		crypto_master_unlock(st->keys_dirfd, MASTER_NAME, pass, &st->master);
 	if (r == -EKEYREJECTED) {
 		r = err_set(r, "wrong passphrase for store %s (or its master key file was altered); "
 			       "the key file is unchanged", dir);
@@ -610,30 +628,17 @@ static bool keys_equal(const crypto_key *a, const crypto_key *b)
 	return sodium_memcmp(crypto_key_bytes(a), crypto_key_bytes(b), CRYPTO_KEY_LEN) == 0;
 }
 
-static int ring_reload(struct store *st)
+/* Put ring (taken over) and its name key kn (taken over) in place of the store's: -ESTALE an older
+ * generation than the one held (both freed, nothing changes). */
+static int ring_replace(struct store *st, struct keyring *ring, crypto_key *kn, const char *what)
 {
-	struct keyring *ring = NULL;
-	const crypto_key *kr = NULL, *k = NULL;
-	crypto_key *kn = NULL;
-	int r;
+	const crypto_key *k = NULL;
+	int r = 0;
 
-	if (st->format < STORE_FORMAT_VERSION || !st->master)
-		return 0;
-	r = keyring_load(st->keys_dirfd, st->master, st->store_id, &ring);
-	if (r == 0)
-		r = keyring_get(ring, KEYRING_NAMES, 0, 0, &kr);
-	if (r == 0)
-		r = keyring_names_key(kr, &kn);
-	if (r < 0) {
-		keyring_free(ring);
-		return err_set(r == -ENOENT ? -EBADMSG : r, "keys/%s: cannot load it again: %s",
-			       KEYRING_FILE, err_detail());
-	}
 	pthread_mutex_lock(&st->lock);
-	if (keyring_generation(ring) < keyring_generation(st->ring)) {
-		r = err_set(-ESTALE, "keys/%s went back from generation %llu to %llu (put back from "
-			    "a copy)", KEYRING_FILE,
-			    (unsigned long long)keyring_generation(st->ring),
+	if (st->ring && keyring_generation(ring) < keyring_generation(st->ring)) {
+		r = err_set(-ESTALE, "%s went back from generation %llu to %llu (put back from "
+			    "a copy)", what, (unsigned long long)keyring_generation(st->ring),
 			    (unsigned long long)keyring_generation(ring));
 	} else {
 		struct keyring *old = st->ring;
@@ -657,7 +662,10 @@ static int ring_reload(struct store *st)
 			if (st->dskeys_len == before)
 				i++;
 		}
-		if (!keys_equal(kn, st->ix_name) && st->nretired < ARRAY_SIZE(st->retired)) {
+		if (!st->ix_name) {
+			st->ix_name = kn;
+			kn = NULL;
+		} else if (!keys_equal(kn, st->ix_name) && st->nretired < ARRAY_SIZE(st->retired)) {
 			st->retired[st->nretired++] = st->ix_name;
 			st->ix_name = kn;
 			kn = NULL;
@@ -667,6 +675,205 @@ static int ring_reload(struct store *st)
 	keyring_free(ring);
 	crypto_key_free(kn);
 	return r;
+}
+
+static int ring_reload(struct store *st)
+{
+	struct keyring *ring = NULL;
+	const crypto_key *kr = NULL;
+	crypto_key *kn = NULL;
+	int r;
+
+	if (st->format < STORE_FORMAT_VERSION || !st->master)
+		return 0;
+	r = keyring_load(st->keys_dirfd, st->master, st->store_id, &ring);
+	if (r == 0)
+		r = keyring_get(ring, KEYRING_NAMES, 0, 0, &kr);
+	if (r == 0)
+		r = keyring_names_key(kr, &kn);
+	if (r < 0) {
+		keyring_free(ring);
+		return err_set(r == -ENOENT ? -EBADMSG : r, "keys/%s: cannot load it again: %s",
+			       KEYRING_FILE, err_detail());
+	}
+	return ring_replace(st, ring, kn, "keys/" KEYRING_FILE);
+}
+
+/* ---- Keys for nodes ------------------------------------------------------------------------ */
+
+int store_node_keys_new(size_t n, struct store_node_keys **ret)
+{
+	struct store_node_keys *k;
+
+	if (n > STORE_NODE_KEYS_MAX)
+		return err_set(-E2BIG, "more than %u keys for a node", STORE_NODE_KEYS_MAX);
+	k = sodium_malloc(sizeof(*k));
+	if (!k)
+		return -ENOMEM;
+	sodium_memzero(k, sizeof(*k));
+	k->e = sodium_malloc(MAX(n, (size_t)1) * sizeof(*k->e));
+	if (!k->e) {
+		sodium_free(k);
+		return -ENOMEM;
+	}
+	sodium_memzero(k->e, MAX(n, (size_t)1) * sizeof(*k->e));
+	k->n = n;
+	*ret = k;
+	return 0;
+}
+
+void store_node_keys_free(struct store_node_keys *k)
+{
+	if (!k)
+		return;
+	if (k->e)
+		sodium_free(k->e);   /* sodium_free wipes */
+	sodium_free(k);
+}
+
+struct export_ctx {
+	struct store_node_keys *k;
+	size_t i;
+};
+
+static int export_one(void *ctx, enum keyring_kind kind, uint64_t dsid, uint32_t version,
+		      const crypto_key *key)
+{
+	struct export_ctx *x = ctx;
+
+	if (x->i == x->k->n)
+		return -E2BIG;
+	x->k->e[x->i] = (struct store_node_key){ .kind = (uint8_t)kind, .version = version,
+						  .dsid = dsid };
+	memcpy(x->k->e[x->i].key, crypto_key_bytes(key), 32);
+	x->i++;
+	return 0;
+}
+
+static int count_one(void *ctx, enum keyring_kind kind, uint64_t dsid, uint32_t version,
+		     const crypto_key *key)
+{
+	(void)kind;
+	(void)dsid;
+	(void)version;
+	(void)key;
+	++*(size_t *)ctx;
+	return 0;
+}
+
+int store_node_keys_export(struct store *st, struct store_node_keys **ret)
+{
+	struct store_node_keys *k = NULL;
+	struct export_ctx x = { 0 };
+	size_t n = 0;
+	int r;
+
+	if (st->secondary)
+		return err_set(-EROFS, "a node gives no keys: the primary does");
+	if (!st->ring || !st->ix_seal)
+		return err_set(-ENOKEY, "the store has no key ring (format %u): upgrade it "
+			       "(enclavectl store upgrade) before enrolling nodes", st->format);
+	pthread_mutex_lock(&st->lock);
+	(void)keyring_foreach(st->ring, count_one, &n);
+	r = store_node_keys_new(n, &k);
+	if (r == 0) {
+		x.k = k;
+		r = keyring_foreach(st->ring, export_one, &x);
+	}
+	if (r == 0) {
+		memcpy(k->store_id, st->store_id, 16);
+		k->generation = keyring_generation(st->ring);
+		memcpy(k->ix_seal, crypto_key_bytes(st->ix_seal), 32);
+	}
+	pthread_mutex_unlock(&st->lock);
+	if (r < 0) {
+		store_node_keys_free(k);
+		return r;
+	}
+	*ret = k;
+	return 0;
+}
+
+/* The ring and its name key from a node's keys. */
+static int node_ring_build(struct store *st, const struct store_node_keys *k,
+			   struct keyring **ret_ring, crypto_key **ret_kn)
+{
+	struct keyring *ring = NULL;
+	const crypto_key *kr = NULL;
+	crypto_key *kn = NULL;
+	int r;
+
+	if (sodium_memcmp(k->store_id, st->store_id, 16) != 0)
+		return err_set(-EINVAL, "the node's keys are for another store");
+	r = keyring_new(st->store_id, &ring);
+	for (size_t i = 0; r == 0 && i < k->n; i++) {
+		crypto_key *key = NULL;
+
+		if (k->e[i].kind < KEYRING_NAMES || k->e[i].kind > KEYRING_NAMES_NEXT) {
+			r = err_set(-EBADMSG, "a node key of unknown kind %u", k->e[i].kind);
+			break;
+		}
+		r = crypto_key_from_bytes(k->e[i].key, &key);
+		if (r == 0)
+			r = keyring_put(ring, (enum keyring_kind)k->e[i].kind, k->e[i].dsid,
+					k->e[i].version, key);
+	}
+	if (r == 0)
+		keyring_set_generation(ring, k->generation);
+	if (r == 0)
+		r = keyring_get(ring, KEYRING_NAMES, 0, 0, &kr);
+	if (r == 0)
+		r = keyring_names_key(kr, &kn);
+	if (r < 0) {
+		keyring_free(ring);
+		return err_set(r == -ENOENT ? -EBADMSG : r, "the node's keys: %s",
+			       r == -ENOENT ? "no name key" : err_detail());
+	}
+	*ret_ring = ring;
+	*ret_kn = kn;
+	return 0;
+}
+
+int store_node_keys_set(struct store *st, const struct store_node_keys *k)
+{
+	struct keyring *ring = NULL;
+	crypto_key *kn = NULL;
+	int r;
+
+	if (!st->secondary || st->master)
+		return -EINVAL;
+	r = node_ring_build(st, k, &ring, &kn);
+	if (r < 0)
+		return r;
+	return ring_replace(st, ring, kn, "the node's keys");
+}
+
+uint64_t store_ring_generation(struct store *st)
+{
+	uint64_t g;
+
+	pthread_mutex_lock(&st->lock);
+	g = st->ring ? keyring_generation(st->ring) : 0;
+	pthread_mutex_unlock(&st->lock);
+	return g;
+}
+
+void store_set_catch_up_hook(struct store *st, void (*fn)(void *ctx), void *ctx)
+{
+	st->catch_up_hook = fn;
+	st->catch_up_ctx = ctx;
+}
+
+void store_set_ring_hook(struct store *st, void (*fn)(void *ctx), void *ctx)
+{
+	st->ring_hook = fn;
+	st->ring_ctx = ctx;
+}
+
+void store_ring_committed(struct store *st)
+{
+	if (st->ring_hook)
+		st->ring_hook(st->ring_ctx);
 }
 
 int store_catch_up(struct store *st, uint64_t *ret_seq)
@@ -685,6 +892,10 @@ int store_catch_up(struct store *st, uint64_t *ret_seq)
 		r = ring_reload(st);
 	if (r < 0)
 		return r;
+	/* A node's keys for what it now sees (its key bundle), before the datasets' cached records
+	 * are dropped below, so that a new latest version is looked up with its key at hand. */
+	if (seq != st->seen_seq && st->catch_up_hook)
+		st->catch_up_hook(st->catch_up_ctx);
 	/* A new latest version, or a dataset record replaced: check them again at the next
 	 * lookup. The keys stay (a dataset's key never changes). Verified directories stay too:
 	 * versions are immutable, and a version that is gone fails its lookups in the index. */
@@ -1338,8 +1549,15 @@ int store_version_keys(struct store *st, uint64_t dsid, uint32_t ver, struct ds_
 			return 0;
 		}
 	if (keyring_get(st->ring, KEYRING_VERSION, dsid, ver, &kv) < 0) {
-		r = err_set(-ENOENT, "version %u of dataset %llu has no key in the key ring", ver,
-			    (unsigned long long)dsid);
+		/* A node sees a version in the index before its key bundle has the key (or never,
+		 * once removed): not yet readable here, which is no sign of tampering. */
+		if (st->secondary && !st->master)
+			r = err_set(-ENOKEY, "this node holds no key for version %u of dataset %llu "
+				    "(its key bundle from the primary lags, or the node was "
+				    "removed)", ver, (unsigned long long)dsid);
+		else
+			r = err_set(-ENOENT, "version %u of dataset %llu has no key in the key "
+				    "ring", ver, (unsigned long long)dsid);
 		goto out;
 	}
 	if (st->vkeys_len == st->vkeys_cap) {
@@ -1459,6 +1677,8 @@ int store_ring_add(struct store *st, uint64_t dsid, uint32_t ver, crypto_key *kv
 	pthread_mutex_unlock(&st->lock);
 	if (r < 0)
 		store_ring_forget(st, dsid, ver, kd != NULL);
+	else
+		store_ring_committed(st);   /* the nodes' copies, before the index batch */
 	return r;
 }
 

@@ -58,7 +58,54 @@ struct store_open_options {
 	 * (store_lease_acquire's rules, docs/DEPLOYMENT.md). 0: none (tools, tests). */
 	unsigned lease_ms;
 	unsigned lease_settle_ms;  /* the pause before the new lease is read back */
+	/* A node without the passphrase (with secondary_dir): the keys the primary sealed to it
+	 * (store_node_keys_export()), borrowed for the call; no master key is unlocked. NULL: the
+	 * passphrase opens the store. */
+	const struct store_node_keys *node_keys;
 };
+
+/* ---- Keys for nodes (docs/DEPLOYMENT.md "Node keys", docs/FORMAT.md 3.9) ----------------------
+ *
+ * A node runs without the passphrase: the primary gives it the entries of the key ring (the name
+ * key, every dataset's key, every version's key) and the store-wide index seal key Ks (policy and
+ * meta records), sealed to the node's own key (daemon/node_bundle.c). Never the master key. */
+#define STORE_NODE_KEYS_MAX (1u << 20)   /* entries: as many as a key ring holds */
+
+struct store_node_key {
+	uint8_t kind;           /* 1 names, 2 dataset, 3 version, 4 names (next): docs/FORMAT.md 3.7 */
+	uint32_t version;
+	uint64_t dsid;
+	uint8_t key[32];
+};
+
+struct store_node_keys {
+	uint8_t store_id[16];
+	uint64_t generation;          /* of the key ring they were taken from */
+	uint8_t ix_seal[32];          /* Ks */
+	size_t n;
+	struct store_node_key *e;     /* n entries, in the ring's order */
+};
+
+/* The primary: a copy of the ring and Ks, in guarded memory (store_node_keys_free()). -EROFS a
+ * node; -ENOKEY no key ring (a store of an older format). */
+int store_node_keys_export(struct store *st, struct store_node_keys **ret);
+/* A node opened with node_keys: take the ring in k (a newer bundle) in place of the one it has;
+ * keys of versions and datasets no longer in it are dropped. -ESTALE its generation is lower
+ * than the one held (nothing changes); -EINVAL another store's. */
+int store_node_keys_set(struct store *st, const struct store_node_keys *k);
+/* The generation of the key ring in use (a node: of the keys it was last given). */
+uint64_t store_ring_generation(struct store *st);
+/* Allocate k with room for n entries, in guarded memory. */
+int store_node_keys_new(size_t n, struct store_node_keys **ret);
+/* Wipe and free. NULL is fine. */
+void store_node_keys_free(struct store_node_keys *k);
+/* The primary: fn(ctx) is called after every commit of the key ring (an import's commit, before
+ * its index batch; an erasure), outside the store's locks, so that the nodes' copies are
+ * rewritten before any node can see the version they are for. */
+void store_set_ring_hook(struct store *st, void (*fn)(void *ctx), void *ctx);
+/* A node: fn(ctx) is called by store_catch_up() when the index moved, before the cached dataset
+ * records are dropped (the node reloads its key bundle there). Set before the first catch-up. */
+void store_set_catch_up_hook(struct store *st, void (*fn)(void *ctx), void *ctx);
 
 /* Both store_create() and store_open() first make the process non-dumpable (see
  * crypto_harden_process()): a process that holds the master key must not leave it in a core file.

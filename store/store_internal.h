@@ -288,6 +288,12 @@ struct store {
 	crypto_key *ix_name;            /* store-wide name-hash key (dataset keys); owned */
 	/* Called on every integrity failure found in the index (store_set_integrity_hook). */
 	void (*integrity_hook)(void *ctx, uint64_t dsid, uint32_t version, const char *what);
+	/* Called after every commit of the key ring (store_set_ring_hook). */
+	void (*ring_hook)(void *ctx);
+	void *ring_ctx;
+	/* A node: called by store_catch_up() when it saw a change (store_set_catch_up_hook). */
+	void (*catch_up_hook)(void *ctx);
+	void *catch_up_ctx;
 	void *integrity_ctx;
 	uint64_t integrity_failures;    /* found since the open (atomic) */
 	uint8_t store_id[16];           /* random, from the index; bound into dataset key AD */
@@ -370,6 +376,8 @@ int store_ring_add(struct store *st, uint64_t dsid, uint32_t ver, crypto_key *kv
 void store_ring_forget(struct store *st, uint64_t dsid, uint32_t ver, bool dataset_too);
 /* Format 3: load keys/ring at open (-ESTALE older than the index's meta "ring"). */
 int store_ring_open(struct store *st);
+/* After a commit of the key ring, outside st->lock: the ring hook (store_set_ring_hook). */
+void store_ring_committed(struct store *st);
 /* Drop the cached keys of (dsid, ver), or of the whole dataset when ver is 0. st->lock held. */
 void store_keys_drop_locked(struct store *st, uint64_t dsid, uint32_t ver);
 /* Finish an erasure a crash interrupted after its index batch (store/erase.c). */

@@ -3688,6 +3688,99 @@ static void test_lease(void **state)
 	free(lease);
 }
 
+static void count_ring_commits(void *ctx)
+{
+	++*(int *)ctx;
+}
+
+/* A node without the passphrase (issue 17 point 3): it opens the store with the keys the primary
+ * exported (a copy of the key ring and the index seal key, never the master key) and reads what
+ * they cover; a version committed after them does not decrypt until newer keys are given; older
+ * keys than the ones held (a replay) and another store's are refused; an erased version's key
+ * leaves the node with the next keys. The primary's ring hook runs at each ring commit. */
+static void test_node_keys(void **state)
+{
+	struct fx *f = *state;
+	struct store *st = fx_create(f), *node = NULL;
+	char *secdir = tu_fmt("%s/secondary", f->root);
+	struct store_node_keys *k1 = NULL, *k2 = NULL, *k3 = NULL;
+	struct store_open_options o = { .secondary_dir = secdir };
+	struct store_dataset_info di;
+	struct store_inode in;
+	struct store_object *obj = NULL;
+	struct store_erasure e;
+	uint64_t seq = 0;
+	int commits = 0;
+	uint8_t *b;
+	size_t n = 0;
+
+	store_set_ring_hook(st, count_ring_commits, &commits);
+	tu_write_file(tu_fmt("%s/a.txt", f->src), "version one\n", 12);
+	assert_int_equal(import_src(st, "ds", f->src, NULL), 1);
+	assert_int_equal(commits, 1);
+	assert_int_equal(store_node_keys_export(st, &k1), 0);
+	assert_int_equal(k1->generation, store_ring_generation(st));
+	assert_true(k1->n >= 3);   /* names, the dataset, version 1 */
+	o.node_keys = k1;
+	/* No passphrase: the keys open it. */
+	assert_int_equal(store_open(f->store, NULL, &o, &node), 0);
+	assert_int_equal(store_node_keys_export(node, &k3), -EROFS);
+	b = read_path(node, "ds", 1, "a.txt", 5, &n);
+	assert_int_equal(n, 12);
+	assert_memory_equal(b, "version one\n", 12);
+	free(b);
+	assert_int_equal(store_dataset_get(node, "ds", &di), 0);
+	/* Version 2 after these keys: the node sees it in the index, but cannot decrypt it. */
+	tu_write_file(tu_fmt("%s/b.txt", f->src), "version two\n", 12);
+	assert_int_equal(import_src(st, "ds", f->src, NULL), 2);
+	assert_int_equal(commits, 2);
+	assert_int_equal(store_catch_up(node, &seq), 0);
+	assert_int_equal(store_dataset_get(node, "ds", &di), -ENOKEY);
+	assert_non_null(strstr(err_detail(), "no key for version 2"));
+	assert_true(store_path_lookup(node, di.id, 2, "b.txt", &in) < 0);
+	assert_int_equal(store_integrity_failures(node), 0);   /* no alarm: not tampering */
+	/* With the newer keys it can. */
+	assert_int_equal(store_node_keys_export(st, &k2), 0);
+	assert_true(k2->generation > k1->generation);
+	assert_int_equal(store_node_keys_set(node, k2), 0);
+	b = read_path(node, "ds", 2, "b.txt", 5, &n);
+	assert_int_equal(n, 12);
+	assert_memory_equal(b, "version two\n", 12);
+	free(b);
+	/* The older keys again (a replay): refused, the newer stay. */
+	assert_int_equal(store_node_keys_set(node, k1), -ESTALE);
+	assert_non_null(strstr(err_detail(), "went back"));
+	b = read_path(node, "ds", 2, "b.txt", 5, &n);
+	free(b);
+	/* Another store's keys: refused. */
+	k2->store_id[0] ^= 1;
+	assert_int_equal(store_node_keys_set(node, k2), -EINVAL);
+	k2->store_id[0] ^= 1;
+	/* Version 1 erased on the primary: the next keys lack it, and the node drops it. */
+	assert_int_equal(store_erase(st, "ds", 1, &e), 0);
+	store_erasure_free(&e);
+	assert_int_equal(commits, 3);
+	assert_int_equal(store_node_keys_export(st, &k3), 0);
+	assert_int_equal(store_node_keys_set(node, k3), 0);
+	assert_int_equal(store_catch_up(node, &seq), 0);
+	assert_int_equal(store_dataset_get(node, "ds", &di), 0);
+	if (store_path_lookup(node, di.id, 1, "a.txt", &in) == 0)
+		assert_true(store_object_open(node, di.id, &in, &obj) < 0);
+	b = read_path(node, "ds", 2, "a.txt", 5, &n);
+	assert_int_equal(n, 12);
+	free(b);
+	store_close(node);
+	/* Keys do not open the primary's way (no secondary). */
+	o.secondary_dir = NULL;
+	o.node_keys = k3;
+	assert_int_equal(store_open(f->store, NULL, &o, &node), -EINVAL);
+	store_node_keys_free(k1);
+	store_node_keys_free(k2);
+	store_node_keys_free(k3);
+	store_close(st);
+	free(secdir);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -3743,6 +3836,7 @@ int main(void)
 		T(test_erase_finished_at_open),
 		T(test_secondary_follows_primary),
 		T(test_lease),
+		T(test_node_keys),
 #undef T
 	};
 
