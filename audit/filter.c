@@ -34,7 +34,7 @@ static const char *const event_names[] = {
 	"policy_snapshot", "policy_snapshot_more", "policy_completed", "policy_mismatch",
 	"policy_rebuild",
 	"daemon_start", "daemon_stop", "reload",
-	"node_stale", "node_fresh",
+	"node_stale", "node_fresh", "node_add", "node_approve", "node_remove",
 };
 
 /* A family names a group of events; a filter naming it matches each of them. */
@@ -62,7 +62,8 @@ static const struct {
 	{ "audit", (const char *const[]){ "audit_query", "audit_export", "auditor_add", "log_key",
 					  NULL } },
 	{ "daemon", (const char *const[]){ "daemon_start", "daemon_stop", "reload", NULL } },
-	{ "node", (const char *const[]){ "node_stale", "node_fresh", NULL } },
+	{ "node", (const char *const[]){ "node_stale", "node_fresh", "node_add", "node_approve",
+					 "node_remove", NULL } },
 	{ "policy", (const char *const[]){ "policy_snapshot", "policy_snapshot_more",
 					   "policy_completed", "policy_mismatch", "policy_rebuild",
 					   NULL } },

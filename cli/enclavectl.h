@@ -102,6 +102,7 @@ int cmd_audit_new_log(struct ctl *ctl, int argc, char **argv);
 extern const struct ctl_cmd store_cmds[];
 extern const struct ctl_cmd crypt4gh_cmds[];
 extern const struct ctl_cmd export_cmds[];
+extern const struct ctl_cmd node_cmds[];
 /* cmd_store_gc.c: `store gc` and `store df`, through the daemon. */
 int cmd_store_gc(struct ctl *ctl, int argc, char **argv);
 int cmd_store_df(struct ctl *ctl, int argc, char **argv);

@@ -63,6 +63,8 @@ static const struct ctl_object objects[] = {
 	  "The store's Crypt4GH key: what archives encrypt data for this site to" },
 	{ "export", export_cmds, NULL, NULL,
 	  "Files sent out as Crypt4GH to a recipient's key, with approvals" },
+	{ "node", node_cmds, NULL, NULL,
+	  "Compute nodes that serve the store without the passphrase (enrolment)" },
 	{ "help", NULL, cmd_help, "[OBJECT [COMMAND]]", "show help (as --help does)" },
 	{ "completion", NULL, cmd_completion, "bash", "print a bash completion script" },
 };

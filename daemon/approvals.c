@@ -17,6 +17,8 @@ static const struct approval_kind *const approval_kinds[] = {
 	&approval_kind_deny_removal,
 	&approval_kind_erasure,
 	&approval_kind_export,
+	&approval_kind_node_add,
+	&approval_kind_node_remove,
 };
 
 const struct approval_kind *approvals_kind_of(char t)

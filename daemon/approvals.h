@@ -118,6 +118,8 @@ struct approval_kind {
 /* The kinds, in grants.c. */
 extern const struct approval_kind approval_kind_grant, approval_kind_deny_removal,
 	approval_kind_erasure, approval_kind_export;
+/* The kinds of node_enrol.c. */
+extern const struct approval_kind approval_kind_node_add, approval_kind_node_remove;
 
 /* The kind whose request, approval or done record letter is t, or NULL. */
 const struct approval_kind *approvals_kind_of(char t);

@@ -222,6 +222,10 @@ static const struct {
 	{ "export.run", ROLE_STEWARD, NULL },   /* takes the outputs' descriptors: see handle() */
 	{ "export.list", ROLE_STEWARD | ROLE_AUDITOR, op_export_list },
 	{ "export.show", ROLE_STEWARD | ROLE_AUDITOR, op_export_show },
+	{ "node.add", ROLE_STEWARD, op_node_add },
+	{ "node.approve", ROLE_STEWARD, op_node_approve },
+	{ "node.remove", ROLE_STEWARD, op_node_remove },
+	{ "node.list", ROLE_STEWARD | ROLE_AUDITOR, op_node_list },
 	{ "store.gc", ROLE_STEWARD, op_store_gc },
 	{ "store.df", ROLE_STEWARD | ROLE_AUDITOR, op_store_df },
 };

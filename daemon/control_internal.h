@@ -89,6 +89,10 @@ int op_audit_checkpoint(struct conn *c, const json_t *args, json_t **ret);
 int op_audit_prove(struct conn *c, const json_t *args, json_t **ret);
 int op_audit_auditor_add(struct conn *c, const json_t *args, json_t **ret);
 int op_audit_export(struct conn *c, const json_t *args, json_t **ret);
+int op_node_add(struct conn *c, const json_t *args, json_t **ret);
+int op_node_approve(struct conn *c, const json_t *args, json_t **ret);
+int op_node_remove(struct conn *c, const json_t *args, json_t **ret);
+int op_node_list(struct conn *c, const json_t *args, json_t **ret);
 int op_store_gc(struct conn *c, const json_t *args, json_t **ret);
 int op_store_df(struct conn *c, const json_t *args, json_t **ret);
 

@@ -337,9 +337,10 @@ struct node_signal {
 	uint64_t token;
 	int64_t time_ns;
 	uint64_t seq;
+	uint64_t ring;      /* the key ring generation whose key bundles are written */
 };
 /* The signal's note text (before the signature): "enclave-signal/1 <store id hex>\n" then
- * "token N\n", "time NS\n", "seq N\n". Its length, or -E2BIG. */
+ * "token N\n", "time NS\n", "seq N\n", "ring G\n". Its length, or -E2BIG. */
 int node_signal_text(const uint8_t store_id[static 16], const struct node_signal *s, char *out,
 		     size_t cap);
 /* Check a signal note (len bytes) against the primary's verifier key and this store, and parse
@@ -361,10 +362,30 @@ int node_signal_accept(struct node_signal_state *state, const struct node_signal
  * renews the lease and writes the signal (at every index write and every NODE_HEARTBEAT_MS). If the
  * lease is lost (another primary took it over), fenced(ctx, why) is called on that thread, which
  * then ends: the daemon must stop writing at once. */
+struct node_public {
+	uint8_t sign_pk[32];
+	uint8_t box_pk[32];
+};
 struct node_primary;
+struct node_bundle;
+/* An enrolled node, as the primary gives it its keys. */
+struct node_enrolled {
+	uint64_t id;                        /* the enrolment's id */
+	char name[NODE_NAME_MAX + 1];
+	struct node_public pub;
+};
+/* enrolled(ctx, ...) lists the nodes enrolled now (malloc'd array, caller frees); the primary
+ * writes each one's key bundle at start, after every key ring commit (the store's ring hook),
+ * and after node_primary_changed(); the signal announces the ring generation they hold. */
 int node_primary_start(struct store *st, struct audit_log *log, const char *store_dir,
-		       unsigned lease_ms, void (*fenced)(void *ctx, const char *why), void *ctx,
-		       struct node_primary **ret);
+		       unsigned lease_ms, void (*fenced)(void *ctx, const char *why),
+		       int (*enrolled)(void *ctx, struct node_enrolled **ret, size_t *ret_n),
+		       void *ctx, struct node_primary **ret);
+/* Write every enrolled node's bundle now and remove those of nodes no longer enrolled. NULL is
+ * fine (no primary). */
+int node_primary_bundles(struct node_primary *p);
+/* The enrolments changed: the signal thread rewrites the bundles before its next signal. */
+void node_primary_changed(struct node_primary *p);
 /* Stop the thread (store_close() gives up the lease). NULL is fine. */
 void node_primary_stop(struct node_primary *p);
 uint64_t node_primary_token(const struct node_primary *p);
@@ -379,8 +400,12 @@ struct node_callbacks {
 };
 struct node_runtime;
 /* st: opened as a secondary. primary: the primary's verifier key. cb borrowed (must outlive). */
+/* name, seed (copied): this node's; bundle: the one it opened the store with (its ring
+ * generation). */
 int node_runtime_new(struct store *st, const char *store_dir, const struct note_verifier *primary,
-		     unsigned stale_ms, const struct node_callbacks *cb, struct node_runtime **ret);
+		     const char *name, const uint8_t seed[static 32],
+		     const struct node_bundle *bundle, unsigned stale_ms,
+		     const struct node_callbacks *cb, struct node_runtime **ret);
 /* One catch-up round now, then a thread that keeps catching up. */
 int node_runtime_start(struct node_runtime *n);
 /* True while the node is within its staleness bound; otherwise false and why (if given). */
@@ -392,10 +417,6 @@ void node_runtime_free(struct node_runtime *n);
 /* A node's key pair: one random 32-byte seed (<local>/node.key, mode 0600), from which come its
  * Ed25519 key (signs its audit log) and its X25519 key (the primary seals its key bundle to it).
  * The public half as text: "enclave-node-public:NAME:" base64(Ed25519 pk || X25519 pk). */
-struct node_public {
-	uint8_t sign_pk[32];
-	uint8_t box_pk[32];
-};
 #define NODE_PUBLIC_TEXT_MAX (20 + NODE_NAME_MAX + 1 + 90)
 int node_key_public(const uint8_t seed[static 32], struct node_public *ret);
 int node_key_box_secret(const uint8_t seed[static 32], uint8_t ret_sk[static 32]);
@@ -407,6 +428,85 @@ int node_public_parse(const char *text, size_t len, char ret_name[static NODE_NA
 int node_key_create(int dirfd, const char *name, uint8_t ret_seed[static 32]);
 /* Read it: -EPERM not the daemon's own or open to others; -EINVAL not a node key. */
 int node_key_read(int dirfd, const char *name, uint8_t ret_seed[static 32]);
+
+/* ---- Node enrolment (node_enrol.c): requests of the approval mechanism --------------------------- */
+/* A compute node's enrolment ('k'), its approvals ('l') and removal ('o') folded in. */
+struct grants_node {
+	uint64_t id;                              /* the enrolment's, from the policy id counter */
+	char name[NODE_NAME_MAX + 1];
+	struct node_public pub;
+	uint32_t by_uid;                          /* who asked */
+	char by[POLICY_NAME_MAX + 1];
+	int64_t at;                               /* asked, unix seconds */
+	uint32_t approvals_required;              /* the store's setting when asked */
+	uint32_t approvals;
+	int64_t enrolled_at;                      /* its last approval (or at); 0: not yet */
+	int64_t removed_at;                       /* 0: not removed */
+	uint32_t removed_by_uid;
+	char removed_by[POLICY_NAME_MAX + 1];
+	char removed_reason[POLICY_REASON_MAX + 1];
+};
+/* Ask to enrol node name with public keys pub: audit record node_add, then the 'k' record.
+ * -EINVAL a bad name; -EEXIST a node of that name is enrolled or waits, or its key is another
+ * node's. With approvals_required 0 it is enrolled at once. */
+int grants_node_add(struct grants *gs, struct audit_log *log, const struct policy_subject *by,
+		    const char *name, const struct node_public *pub, uint32_t approvals_required,
+		    int64_t now, struct grants_node *ret);
+/* Approve enrolment id (approvals_approve()'s refusals; -ESTALE the node was removed). */
+int grants_node_approve(struct grants *gs, struct audit_log *log, const struct policy_subject *by,
+			uint64_t id, int64_t now, struct grants_node *ret);
+/* Remove node name (enrolled or waiting) at once: audit record node_remove, then 'o'. -ENOENT
+ * none; -EINVAL no reason. *ret: the enrolment after. */
+int grants_node_remove(struct grants *gs, struct audit_log *log, const struct policy_subject *by,
+		       const char *name, const char *reason, int64_t now, struct grants_node *ret);
+/* Every enrolment ever made, removed ones too (malloc'd; caller frees). */
+int grants_nodes_snapshot(struct grants *gs, struct grants_node **ret, size_t *ret_n);
+/* The nodes enrolled now (approved, not removed), for their key bundles. */
+struct node_enrolled;
+int grants_nodes_enrolled(struct grants *gs, struct node_enrolled **ret, size_t *ret_n);
+/* Is node name enrolled now with this signing key? (A node asks about itself.) */
+bool grants_node_enrolled_as(struct grants *gs, const char *name,
+			     const uint8_t sign_pk[static 32]);
+bool grants_node_is_enrolled(const struct grants_node *x);
+/* "enrolled", "pending_approval" or "removed". */
+const char *grants_node_state(const struct grants_node *x);
+int grants_node_approvals(struct grants *gs, uint64_t id, struct policy_approval **ret,
+			  size_t *ret_n);
+
+/* ---- Key bundles (node_bundle.c): the keys the primary seals to each enrolled node ------------- */
+struct stat;
+/* The file's size bound: its note, and a box of a full key ring. */
+#define NODE_BUNDLE_MAX (12u + NOTE_MAX + 64u + 256u + STORE_AUDITORS_MAX * 32u + \
+			 STORE_NODE_KEYS_MAX * 48u)
+/* A bundle opened by its node: in guarded memory (node_bundle_free). */
+struct node_bundle {
+	uint8_t store_id[16];
+	char name[NODE_NAME_MAX + 1];
+	uint64_t enrolment;                 /* the id of the enrolment it was made for */
+	uint64_t ring;                      /* the key ring generation of its keys */
+	uint8_t audit_key[32];              /* the node's log is sealed to it (and the auditors) */
+	size_t nauditors;
+	uint8_t auditors[STORE_AUDITORS_MAX][32];
+	struct store_node_keys *keys;       /* the ring's entries and Ks */
+};
+/* The primary: seal keys (store_node_keys_export()) and the rest to node name's X25519 key and
+ * write nodes/NAME.bundle, signed with log's key. */
+int node_bundle_write(int nodes_fd, struct store *st, struct audit_log *log, const char *name,
+		      uint64_t enrolment, const uint8_t box_pk[static 32],
+		      const struct store_node_keys *keys);
+/* The primary: remove node name's bundle (removal). */
+int node_bundle_unlink(int nodes_fd, const char *name);
+/* The bundle file's attributes (to notice a new one cheaply): -errno. */
+int node_bundle_stat(int nodes_fd, const char *name, struct stat *ret);
+/* A node: read, check and open its bundle with its seed (store_id NULL: any store, which the
+ * store's open then checks against the index's). -ENOENT none (not enrolled, or
+ * removed); -EKEYREJECTED not signed by the primary; -EBADMSG anything else wrong (another
+ * node's or store's, a box replaced, not opening with this key, malformed). The caller checks the
+ * generation against the one it holds (a replay is older). */
+int node_bundle_read(int nodes_fd, const char *name, const struct note_verifier *primary,
+		     const uint8_t *store_id, const uint8_t seed[static 32],
+		     struct node_bundle **ret);
+void node_bundle_free(struct node_bundle *b);
 
 /* ---- The daemon ------------------------------------------------------------------------------ */
 
@@ -443,6 +543,7 @@ struct daemon {
 	 * (`enclaved --node`): its name and its catch-up state; NULL / "" otherwise. */
 	struct node_primary *primary;
 	const char *node;                    /* a node's name; NULL on the primary */
+	struct node_public node_pub;         /* a node's own public keys */
 	struct node_runtime *nrt;
 };
 

@@ -805,6 +805,11 @@ int grants_reload(struct grants *gs)
 	SWAP(gs->nch, n->nch);
 	SWAP(gs->capch, n->capch);
 	SWAP(gs->ch, n->ch);
+	SWAP(gs->nnd, n->nnd);
+	SWAP(gs->capnd, n->capnd);
+	SWAP(gs->nd, n->nd);
+	SWAP(gs->ring_gen, n->ring_gen);
+	memcpy(gs->ring_digest, n->ring_digest, sizeof(gs->ring_digest));
 	memcpy(gs->pdigest, n->pdigest, sizeof(gs->pdigest));
 	gs->next_id = MAX(gs->next_id, n->next_id);
 	pthread_rwlock_unlock(&gs->lock);
@@ -826,6 +831,7 @@ void grants_free(struct grants *gs)
 	free(gs->rev);
 	approvals_free(gs);
 	free(gs->er);
+	free(gs->nd);
 	free(gs->due);
 	free(gs->dn);
 	free(gs->rm);

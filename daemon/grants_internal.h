@@ -70,6 +70,9 @@ struct grants {
 	size_t npd, cappd;
 	struct approvals_given { const struct approval_kind *kind; struct policy_approval a; } *pap;
 	size_t npap, cappap;
+	/* Compute nodes (node_enrol.c): enrolments by id, approvals and removal folded in. */
+	struct grants_node *nd;            /* under lock */
+	size_t nnd, capnd;
 	uint64_t ring_gen;                 /* under lock: the newest ring an erasure wrote */
 	uint8_t ring_digest[32];           /* and its digest */
 };

@@ -41,13 +41,16 @@ static const char usage[] =
 	"The first form is the primary, the store's only writer (it holds the store's lease\n"
 	"and signals its nodes). With --node, a compute node's daemon: it reads the shared\n"
 	"store's index as a read-only replica, serves its own mount, writes its own audit log\n"
-	"(audit/nodes/NAME) and never writes the index (docs/DEPLOYMENT.md).\n"
+	"(audit/nodes/NAME) and never writes the index (docs/DEPLOYMENT.md). A node never\n"
+	"takes the passphrase: it runs once a steward enrolled it (enclavectl node add), with\n"
+	"the keys the primary sealed to it.\n"
 	"\n"
 	"Options:\n"
 	"  -s, --store DIR            the store (made by `enclavectl init`)\n"
 	"  -m, --mount DIR            an empty directory to mount the datasets on\n"
 	"  -p, --passphrase-file FILE read the store passphrase from FILE (mode 0600 or\n"
-	"                             stricter); without it, prompt on the terminal\n"
+	"                             stricter); without it, prompt on the terminal (the\n"
+	"                             primary only)\n"
 	"  -t, --threads N            FUSE worker threads at most (default: libfuse's)\n"
 	"      --prefetch-threads N   threads reading ahead for sequential readers (0 to 8;\n"
 	"                             0: no read-ahead; default: one per CPU, at most 4)\n"
@@ -632,6 +635,14 @@ static int prepare_run_dir(struct daemon *d)
 #define NODE_PRIMARY_FILE "primary.pub"
 #define NODE_SECONDARY_DIR "secondary"
 
+/* The nodes enrolled now, for their key bundles (node.c). */
+static int primary_enrolled(void *ctx, struct node_enrolled **ret, size_t *ret_n)
+{
+	struct daemon *d = ctx;
+
+	return grants_nodes_enrolled(d->grants, ret, ret_n);
+}
+
 /* The lease was taken over by another primary: this one must not write again. Nothing is
  * unwound (an unwinding writes: the audit log's stop record, the lease, the index's own
  * shutdown); the process ends at once and the mount is left for the next start to clear. */
@@ -759,6 +770,10 @@ static struct policy_decision node_decide(void *ctx, const struct policy_subject
 	if (!node_fresh(d->nrt, NULL, 0))
 		dec = (struct policy_decision){ .reason = POLICY_DENY_NODE_STALE,
 						.named = dec.named };
+	/* Removed by a steward (the policy records this node caught up with say so): nothing. */
+	else if (!grants_node_enrolled_as(d->grants, d->node, d->node_pub.sign_pk))
+		dec = (struct policy_decision){ .reason = POLICY_DENY_NODE_REMOVED,
+						.named = dec.named };
 	return dec;
 }
 
@@ -808,25 +823,19 @@ static int node_audit_dir(struct daemon *d, char *out, size_t cap)
 	return 0;
 }
 
-/* The node's log: its own, signed with its own key, sealed to the auditors and to a key of the
- * primary's for this node. */
-static int node_audit_setup(struct daemon *d, const uint8_t seed[static 32])
+/* The node's log: its own, signed with its own key, sealed to the auditors and to the primary's
+ * key for this node, both from its key bundle. */
+static int node_audit_setup(struct daemon *d, const uint8_t seed[static 32],
+			    const struct node_bundle *b)
 {
-	uint8_t keys[STORE_AUDITORS_MAX][32];
 	char name[NODE_NAME_MAX + 32];
-	crypto_key *k = NULL;
-	size_t n = 0;
 	int r;
 
 	snprintf(name, sizeof(name), "%s.node", d->node);
 	r = audit_signer_set(d->log, name, seed);
 	if (r == 0)
-		r = store_auditors_get(d->st, keys, &n);
-	if (r == 0)
-		r = store_node_audit_key(d->st, d->node, &k);
-	if (r == 0)
-		r = audit_sealer_set(d->log, crypto_key_bytes(k), (const uint8_t(*)[32])keys, n);
-	crypto_key_free(k);
+		r = audit_sealer_set(d->log, b->audit_key, (const uint8_t(*)[32])b->auditors,
+				     b->nauditors);
 	return r;
 }
 
@@ -875,7 +884,8 @@ int main(int argc, char **argv)
 	bool init = false;
 	unsigned lease_ms = STORE_LEASE_MS_DEFAULT, stale_ms = NODE_STALE_MS_DEFAULT;
 	uint8_t node_seed[32] = { 0 };
-	int local_fd = -1;
+	struct node_bundle *bundle = NULL;
+	int local_fd = -1, nodes_fd = -1;
 	struct note_verifier primary_key_v;
 	char secondary[4096], log_dir[4096];
 	const struct node_callbacks ncb = { .changed = node_changed, .stale = node_stale,
@@ -1036,6 +1046,12 @@ int main(int argc, char **argv)
 		fprintf(stderr, "enclaved: --node and --local go together\nTry 'enclaved --help'.\n");
 		return 2;
 	}
+	if (d.node && passfile) {
+		fprintf(stderr, "enclaved: a node never takes the store passphrase: it opens the "
+			"store with the keys its primary sealed to it once a steward enrolled it "
+			"(enclavectl node add)\nTry 'enclaved --help'.\n");
+		return 2;
+	}
 	if (optind != argc || !d.store_dir || !d.mountpoint) {
 		fprintf(stderr, "enclaved: %s\nTry 'enclaved --help'.\n",
 			optind != argc ? "unexpected arguments" : "--store and --mount are required");
@@ -1082,24 +1098,42 @@ int main(int argc, char **argv)
 			r = read_small(local_fd, NODE_PRIMARY_FILE, text, sizeof(text), &len);
 		if (r == 0 && note_verifier_parse(text, len, &primary_key_v) < 0)
 			r = err_set(-EINVAL, "%s/" NODE_PRIMARY_FILE ": %s", local, err_detail());
-		if ((size_t)snprintf(secondary, sizeof(secondary), "%s/" NODE_SECONDARY_DIR,
-				     local) >= sizeof(secondary))
+		if (r == 0 && (size_t)snprintf(secondary, sizeof(secondary), "%s/" NODE_SECONDARY_DIR,
+					       local) >= sizeof(secondary))
 			r = -ENAMETOOLONG;
+		if (r == 0)
+			r = node_key_public(node_seed, &d.node_pub);
+		/* No passphrase: the keys the primary sealed to this node's key. */
+		if (r == 0) {
+			char nodes[4200];
+
+			snprintf(nodes, sizeof(nodes), "%s/" NODE_DIR_NAME, d.store_dir);
+			nodes_fd = open(nodes, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+			if (nodes_fd < 0)
+				r = err_set(-errno, "%s: %s (has a primary run on this store?)",
+					    nodes, strerror(errno));
+		}
+		if (r == 0)
+			r = node_bundle_read(nodes_fd, d.node, &primary_key_v, NULL, node_seed,
+					     &bundle);
 		if (r < 0) {
 			die_detail("node", r);
 			goto out_seed;
 		}
 		so.secondary_dir = secondary;
+		so.node_keys = bundle->keys;
 	} else {
 		so.lease_ms = lease_ms;
 		so.lease_settle_ms = NODE_LEASE_SETTLE_MS;
 	}
-	r = passfile ? crypto_passphrase_read_file(passfile, &pass)
-		     : crypto_passphrase_prompt("Store passphrase: ", false, &pass);
-	if (r < 0) {
-		die_detail(passfile ? passfile : "passphrase prompt (use --passphrase-file when "
-			   "there is no terminal)", r);
-		goto out_seed;
+	if (!d.node) {
+		r = passfile ? crypto_passphrase_read_file(passfile, &pass)
+			     : crypto_passphrase_prompt("Store passphrase: ", false, &pass);
+		if (r < 0) {
+			die_detail(passfile ? passfile : "passphrase prompt (use --passphrase-file "
+				   "when there is no terminal)", r);
+			goto out_seed;
+		}
 	}
 	r = store_open(d.store_dir, pass, &so, &d.st);
 	crypto_secret_free(pass);
@@ -1148,7 +1182,7 @@ int main(int argc, char **argv)
 					: "session (the first open of a session synced at once, "
 					  "the other records within 10 ms)");
 	if (d.node) {
-		r = node_audit_setup(&d, node_seed);
+		r = node_audit_setup(&d, node_seed, bundle);
 		if (r < 0) {
 			die_detail("node audit log keys", r);
 			goto out_audit;
@@ -1158,7 +1192,8 @@ int main(int argc, char **argv)
 			die_detail("grants", r);
 			goto out_grants;
 		}
-		r = node_runtime_new(d.st, d.store_dir, &primary_key_v, stale_ms, &ncb, &d.nrt);
+		r = node_runtime_new(d.st, d.store_dir, &primary_key_v, d.node, node_seed, bundle,
+				     stale_ms, &ncb, &d.nrt);
 		if (r == 0)
 			r = node_runtime_start(d.nrt);
 		if (r < 0) {
@@ -1206,8 +1241,8 @@ int main(int argc, char **argv)
 		goto out_grants;
 	}
 	if (!d.node) {
-		r = node_primary_start(d.st, d.log, d.store_dir, lease_ms, primary_fenced, &d,
-				       &d.primary);
+		r = node_primary_start(d.st, d.log, d.store_dir, lease_ms, primary_fenced,
+				       primary_enrolled, &d, &d.primary);
 		if (r < 0) {
 			die_detail("lease and node signal", r);
 			goto out_grants;
@@ -1323,6 +1358,9 @@ out_store:
 		close(d.run_fd);
 out_seed:
 	sodium_memzero(node_seed, sizeof(node_seed));
+	node_bundle_free(bundle);
+	if (nodes_fd >= 0)
+		close(nodes_fd);
 	if (local_fd >= 0)
 		close(local_fd);
 	return status;

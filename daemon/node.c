@@ -110,7 +110,7 @@ int node_signal_text(const uint8_t store_id[static 16], const struct node_signal
 
 	sodium_bin2hex(hex, sizeof(hex), store_id, 16);
 	n = snprintf(out, cap, "enclave-signal/1 %s\ntoken %" PRIu64 "\ntime %" PRId64 "\nseq %"
-		     PRIu64 "\n", hex, s->token, s->time_ns, s->seq);
+		     PRIu64 "\nring %" PRIu64 "\n", hex, s->token, s->time_ns, s->seq, s->ring);
 	return n < 0 || (size_t)n >= cap ? -E2BIG : n;
 }
 
@@ -135,8 +135,8 @@ int node_signal_parse(const char *note, size_t len, const struct note_verifier *
 	snprintf(want, sizeof(want), "enclave-signal/1 %s\n", hex);
 	if (strncmp(text, want, strlen(want)) != 0)
 		return err_set(-EBADMSG, "the signal is for another store");
-	if (sscanf(text + strlen(want), "token %" SCNu64 "\ntime %" SCNd64 "\nseq %" SCNu64 "\n%n",
-		   &s.token, &s.time_ns, &s.seq, &used) != 3 ||
+	if (sscanf(text + strlen(want), "token %" SCNu64 "\ntime %" SCNd64 "\nseq %" SCNu64
+		   "\nring %" SCNu64 "\n%n", &s.token, &s.time_ns, &s.seq, &s.ring, &used) != 4 ||
 	    (size_t)used != tl - strlen(want))
 		return err_set(-EBADMSG, "the signal is malformed");
 	/* Printed back identically, or it is not canonical (leading zeros, signs, spaces). */
@@ -185,6 +185,14 @@ struct node_primary {
 	void (*fenced)(void *ctx, const char *why);
 	void *fenced_ctx;
 	uint64_t signals;                   /* written so far (tests, status) */
+	/* The enrolled nodes' key bundles (node_bundle.c): written under bundle_lock; bundles_gen
+	 * is the key ring generation all of them were last written for (the signal announces
+	 * it), bundles_dirty says a write failed or the enrolments changed (atomics). */
+	int (*enrolled)(void *ctx, struct node_enrolled **ret, size_t *ret_n);
+	void *enrolled_ctx;
+	pthread_mutex_t bundle_lock;
+	uint64_t bundles_gen;
+	bool bundles_dirty;
 };
 
 /* Write nodes/signal: a new file renamed over the old one. No sync: a signal only matters while
@@ -192,7 +200,8 @@ struct node_primary {
 static int signal_write(struct node_primary *p, uint64_t seq)
 {
 	struct node_signal s = { .token = store_lease_token(p->lease), .time_ns = node_now_ns(),
-				 .seq = seq };
+				 .seq = seq,
+				 .ring = __atomic_load_n(&p->bundles_gen, __ATOMIC_ACQUIRE) };
 	uint8_t id[16];
 	char text[NODE_SIGNAL_MAX], tmp[64];
 	char *note = NULL;
@@ -223,6 +232,83 @@ static int signal_write(struct node_primary *p, uint64_t seq)
 	else
 		__atomic_add_fetch(&p->signals, 1, __ATOMIC_RELAXED);
 	return r;
+}
+
+/* Is name among the n enrolled? */
+static bool enrolled_has(const struct node_enrolled *e, size_t n, const char *name)
+{
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(e[i].name, name) == 0)
+			return true;
+	return false;
+}
+
+int node_primary_bundles(struct node_primary *p)
+{
+	struct store_node_keys *keys = NULL;
+	struct node_enrolled *e = NULL;
+	size_t n = 0;
+	DIR *dir = NULL;
+	int dfd = -1, r;
+
+	if (!p)
+		return 0;
+	pthread_mutex_lock(&p->bundle_lock);
+	r = p->enrolled(p->enrolled_ctx, &e, &n);
+	if (r == 0)
+		r = store_node_keys_export(p->st, &keys);
+	if (r == -ENOKEY && n == 0)
+		r = 0;   /* an older store format without nodes: nothing to give */
+	for (size_t i = 0; r == 0 && keys && i < n; i++)
+		r = node_bundle_write(p->nodes_fd, p->st, p->log, e[i].name, e[i].id,
+				      e[i].pub.box_pk, keys);
+	/* Bundles of nodes no longer enrolled (removed) go. */
+	if (r == 0) {
+		dfd = openat(p->nodes_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		dir = dfd >= 0 ? fdopendir(dfd) : NULL;
+		if (!dir) {
+			r = -errno;
+			if (dfd >= 0)
+				close(dfd);
+		}
+	}
+	for (struct dirent *de; r == 0 && dir && (de = readdir(dir));) {
+		char nm[NODE_NAME_MAX + 16];
+		size_t l = strlen(de->d_name);
+
+		if (l <= 7 || l - 7 > NODE_NAME_MAX || strcmp(de->d_name + l - 7, ".bundle") != 0)
+			continue;
+		memcpy(nm, de->d_name, l - 7);
+		nm[l - 7] = '\0';
+		if (node_name_valid(nm) && !enrolled_has(e, n, nm))
+			r = node_bundle_unlink(p->nodes_fd, nm);
+	}
+	if (dir)
+		closedir(dir);
+	if (r == 0)
+		__atomic_store_n(&p->bundles_gen, keys ? keys->generation : 0, __ATOMIC_RELEASE);
+	__atomic_store_n(&p->bundles_dirty, r < 0, __ATOMIC_RELEASE);
+	pthread_mutex_unlock(&p->bundle_lock);
+	store_node_keys_free(keys);
+	free(e);
+	return r;
+}
+
+void node_primary_changed(struct node_primary *p)
+{
+	if (p)
+		__atomic_store_n(&p->bundles_dirty, true, __ATOMIC_RELEASE);
+}
+
+/* The store's ring hook: a ring commit (a new version's key, an erasure) reaches the bundles
+ * before the index batch that uses it. */
+static void ring_committed(void *ctx)
+{
+	struct node_primary *p = ctx;
+
+	if (node_primary_bundles(p) < 0)
+		fprintf(stderr, "enclaved: nodes: cannot write the key bundles: %s (nodes cannot "
+			"read what is new until they can; trying again)\n", err_detail());
 }
 
 static void *primary_main(void *arg)
@@ -256,6 +342,18 @@ static void *primary_main(void *arg)
 			else
 				last_renew = now;
 		}
+		/* Bundles behind the ring (a failed write) or the enrolments: written first, so the
+		 * signal never announces a generation a node cannot have. */
+		if (__atomic_load_n(&p->bundles_dirty, __ATOMIC_ACQUIRE) ||
+		    store_ring_generation(p->st) != __atomic_load_n(&p->bundles_gen,
+								    __ATOMIC_ACQUIRE)) {
+			r = node_primary_bundles(p);
+			if (r < 0 && !warned)
+				fprintf(stderr, "enclaved: nodes: cannot write the key bundles: %s "
+					"(trying again)\n", err_detail());
+			if (r == 0)
+				last_seq = UINT64_MAX;   /* announce it now */
+		}
 		if (seq != last_seq || now - last_signal >= (int64_t)NODE_HEARTBEAT_MS * 1000000) {
 			r = signal_write(p, seq);
 			if (r < 0 && !warned)
@@ -273,8 +371,9 @@ static void *primary_main(void *arg)
 }
 
 int node_primary_start(struct store *st, struct audit_log *log, const char *store_dir,
-		       unsigned lease_ms, void (*fenced)(void *ctx, const char *why), void *ctx,
-		       struct node_primary **ret)
+		       unsigned lease_ms, void (*fenced)(void *ctx, const char *why),
+		       int (*enrolled)(void *ctx, struct node_enrolled **ret, size_t *ret_n),
+		       void *ctx, struct node_primary **ret)
 {
 	struct node_primary *p = calloc(1, sizeof(*p));
 	int r;
@@ -286,9 +385,12 @@ int node_primary_start(struct store *st, struct audit_log *log, const char *stor
 	p->lease_ms = lease_ms;
 	p->fenced = fenced;
 	p->fenced_ctx = ctx;
+	p->enrolled = enrolled;
+	p->enrolled_ctx = ctx;
 	p->store_fd = p->nodes_fd = -1;
 	pthread_mutex_init(&p->lock, NULL);
 	pthread_cond_init(&p->cond, NULL);
+	pthread_mutex_init(&p->bundle_lock, NULL);
 	p->store_fd = open(store_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (p->store_fd < 0) {
 		r = err_set(-errno, "%s: %s", store_dir, strerror(errno));
@@ -309,6 +411,12 @@ int node_primary_start(struct store *st, struct audit_log *log, const char *stor
 		r = err_set(-EINVAL, "the store was opened without a lease");
 		goto fail;
 	}
+	/* The bundles as the ring and the enrolments are now (a crash may have left them
+	 * behind), then the ring hook keeps them current. */
+	r = node_primary_bundles(p);
+	if (r < 0)
+		goto fail;
+	store_set_ring_hook(st, ring_committed, p);
 	r = signal_write(p, store_sequence(st));
 	if (r < 0) {
 		r = err_set(r, "%s/" NODE_DIR_NAME "/" NODE_SIGNAL_NAME ": %s", store_dir,
@@ -330,6 +438,9 @@ void node_primary_stop(struct node_primary *p)
 {
 	if (!p)
 		return;
+	/* No ring commit reaches a freed primary (imports are over by now). */
+	if (p->st)
+		store_set_ring_hook(p->st, NULL, NULL);
 	if (p->running) {
 		pthread_mutex_lock(&p->lock);
 		p->stop = true;
@@ -342,6 +453,7 @@ void node_primary_stop(struct node_primary *p)
 		close(p->store_fd);
 	pthread_mutex_destroy(&p->lock);
 	pthread_cond_destroy(&p->cond);
+	pthread_mutex_destroy(&p->bundle_lock);
 	free(p);
 }
 
@@ -359,6 +471,10 @@ struct node_runtime {
 	bool have_pending;                  /* catch-up thread only */
 	struct note_verifier primary;       /* the primary's key */
 	uint8_t store_id[16];
+	char name[NODE_NAME_MAX + 1];       /* this node's */
+	uint8_t *seed;                      /* its secret seed (sodium_malloc'd): opens bundles */
+	uint64_t ring;                      /* key ring generation of the keys held; thread only */
+	struct stat bundle_st;              /* the bundle file last read; thread only */
 	int nodes_fd;                       /* <store>/nodes */
 	unsigned stale_ms;                  /* the staleness bound */
 	/* Unix ns as of which this node is known to have everything the primary had: the time of
@@ -375,14 +491,26 @@ struct node_runtime {
 	const struct node_callbacks *cb;
 };
 
+static void caught_up(void *ctx);
+
 int node_runtime_new(struct store *st, const char *store_dir, const struct note_verifier *primary,
-		     unsigned stale_ms, const struct node_callbacks *cb, struct node_runtime **ret)
+		     const char *name, const uint8_t seed[static 32],
+		     const struct node_bundle *bundle, unsigned stale_ms,
+		     const struct node_callbacks *cb, struct node_runtime **ret)
 {
 	struct node_runtime *n = calloc(1, sizeof(*n));
 	int fd;
 
 	if (!n)
 		return -ENOMEM;
+	n->seed = sodium_malloc(32);
+	if (!n->seed) {
+		free(n);
+		return -ENOMEM;
+	}
+	memcpy(n->seed, seed, 32);
+	snprintf(n->name, sizeof(n->name), "%s", name);
+	n->ring = bundle->ring;
 	n->st = st;
 	n->primary = *primary;
 	n->stale_ms = stale_ms;
@@ -405,6 +533,8 @@ int node_runtime_new(struct store *st, const char *store_dir, const struct note_
 		node_runtime_free(n);
 		return r;
 	}
+	(void)node_bundle_stat(n->nodes_fd, n->name, &n->bundle_st);
+	store_set_catch_up_hook(st, caught_up, n);
 	*ret = n;
 	return 0;
 }
@@ -432,6 +562,57 @@ static int signal_read(struct node_runtime *n, struct node_signal *ret)
 	return r;
 }
 
+static bool stat_same(const struct stat *a, const struct stat *b)
+{
+	return a->st_ino == b->st_ino && a->st_size == b->st_size &&
+	       a->st_mtim.tv_sec == b->st_mtim.tv_sec && a->st_mtim.tv_nsec == b->st_mtim.tv_nsec;
+}
+
+/* The node's bundle again when its file changed or the signal announces a newer ring: the keys
+ * of new versions, without those erased. An older bundle (a replay, a file put back) is refused
+ * and the keys held stay. */
+static void bundle_reload(struct node_runtime *n, uint64_t announced)
+{
+	struct node_bundle *b = NULL;
+	struct stat sb = { 0 };
+	int r = node_bundle_stat(n->nodes_fd, n->name, &sb);
+
+	if (r == 0 && stat_same(&sb, &n->bundle_st) && announced <= n->ring)
+		return;
+	if (r < 0 && announced <= n->ring)
+		return;   /* none (removed): the keys held stay until the node is told more */
+	if (r == 0)
+		r = node_bundle_read(n->nodes_fd, n->name, &n->primary, n->store_id, n->seed, &b);
+	else
+		r = err_set(r, "nodes/%s.bundle: %s", n->name, strerror(-r));
+	if (r == 0 && b->ring < n->ring)
+		r = err_set(-ESTALE, "nodes/%s.bundle holds the keys of ring generation %" PRIu64
+			    ", older than the %" PRIu64 " this node has (put back, or replayed)",
+			    n->name, b->ring, n->ring);
+	if (r == 0 && b->ring > n->ring)
+		r = store_node_keys_set(n->st, b->keys);
+	if (r == 0) {
+		n->bundle_st = sb;
+		n->ring = b->ring;
+	} else {
+		pthread_mutex_lock(&n->lock);
+		snprintf(n->why, sizeof(n->why), "its key bundle: %s", err_detail());
+		pthread_mutex_unlock(&n->lock);
+		/* The same bad file is not read again until it changes. */
+		if (sb.st_ino)
+			n->bundle_st = sb;
+	}
+	node_bundle_free(b);
+}
+
+/* The store's catch-up hook: the keys for what the index now shows, before it is shown. */
+static void caught_up(void *ctx)
+{
+	struct node_runtime *n = ctx;
+
+	bundle_reload(n, n->have_pending ? n->pending.ring : 0);
+}
+
 /* One round: accept a new signal if there is one, catch up, see whether that reaches it. */
 static void node_round(struct node_runtime *n)
 {
@@ -456,6 +637,7 @@ static void node_round(struct node_runtime *n)
 		pthread_mutex_unlock(&n->lock);
 		return;
 	}
+	bundle_reload(n, n->have_pending ? n->pending.ring : 0);
 	if (seq != n->seq) {
 		n->seq = seq;
 		__atomic_add_fetch(&n->changes, 1, __ATOMIC_RELAXED);
@@ -465,9 +647,15 @@ static void node_round(struct node_runtime *n)
 	}
 	if (n->have_pending) {
 		s = n->pending;
-		if (seq >= s.seq) {
+		if (seq >= s.seq && n->ring >= s.ring) {
 			__atomic_store_n(&n->fresh_ns, s.time_ns, __ATOMIC_RELEASE);
 			n->have_pending = false;
+		} else if (seq >= s.seq) {
+			pthread_mutex_lock(&n->lock);
+			snprintf(n->why, sizeof(n->why), "this node holds the keys of ring generation %"
+				 PRIu64 ", behind the %" PRIu64 " the primary announced (no newer "
+				 "key bundle for it)", n->ring, s.ring);
+			pthread_mutex_unlock(&n->lock);
 		} else {
 			pthread_mutex_lock(&n->lock);
 			snprintf(n->why, sizeof(n->why), "the index here is at sequence %" PRIu64
@@ -563,8 +751,12 @@ void node_runtime_free(struct node_runtime *n)
 		pthread_mutex_unlock(&n->lock);
 		pthread_join(n->thread, NULL);
 	}
+	if (n->st)
+		store_set_catch_up_hook(n->st, NULL, NULL);
 	if (n->nodes_fd >= 0)
 		close(n->nodes_fd);
+	if (n->seed)
+		sodium_free(n->seed);
 	pthread_mutex_destroy(&n->lock);
 	free(n);
 }

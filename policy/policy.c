@@ -201,6 +201,8 @@ const char *policy_reason_name(enum policy_reason r)
 		return "integrity";
 	case POLICY_DENY_NODE_STALE:
 		return "node_stale";
+	case POLICY_DENY_NODE_REMOVED:
+		return "node_removed";
 	}
 	return "unknown";
 }
@@ -233,6 +235,9 @@ const char *policy_reason_text(enum policy_reason r)
 	case POLICY_DENY_NODE_STALE:
 		return "this node has not caught up with the primary within its staleness bound "
 		       "(it serves again once it has)";
+	case POLICY_DENY_NODE_REMOVED:
+		return "this node is not enrolled in the store (a steward removed it, or has not "
+		       "enrolled it yet): it serves nothing";
 	}
 	return "unknown reason";
 }

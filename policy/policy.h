@@ -220,9 +220,11 @@ enum policy_reason {
 	POLICY_DENY_NODE_STALE = 10,    /* a node (enclaved --node) has not caught up with the
 					 * primary within its staleness bound: it refuses every
 					 * open until it has (docs/DEPLOYMENT.md) */
+	POLICY_DENY_NODE_REMOVED = 11,  /* a node that is not enrolled (removed by a steward):
+					 * it refuses every open */
 };
 /* The last reason, for tables that list them all. */
-#define POLICY_REASON_LAST POLICY_DENY_NODE_STALE
+#define POLICY_REASON_LAST POLICY_DENY_NODE_REMOVED
 
 struct policy_decision {
 	enum policy_reason reason;      /* POLICY_ALLOW or why not */

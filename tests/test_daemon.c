@@ -1042,6 +1042,77 @@ static void test_node_gc_grace(void **state)
 	free(root);
 }
 
+/* Node enrolment (issue 17 point 3) goes through the approval mechanism: a node waiting for
+ * approval gets no keys (it is not among the enrolled), its requester cannot approve it, another
+ * steward's approval enrols it, one name or key serves one node, a removal takes it out at once
+ * and is final, and all of it reads back the same from the store. */
+static void test_node_enrolment(void **state)
+{
+	struct fx *f = *state;
+	int64_t now = time(NULL);
+	struct node_public pub, pub2;
+	struct grants_node x;
+	struct node_enrolled *e = NULL;
+	size_t n = 0;
+	uint8_t seed[32];
+
+	randombytes_buf(seed, sizeof(seed));
+	assert_int_equal(node_key_public(seed, &pub), 0);
+	randombytes_buf(seed, sizeof(seed));
+	assert_int_equal(node_key_public(seed, &pub2), 0);
+	assert_int_equal(grants_node_add(f->gs, f->log, &steward, "gpu-01", &pub, 1, now, &x), 0);
+	assert_string_equal(grants_node_state(&x), "pending_approval");
+	assert_int_equal(events(f, "node_add"), 1);
+	/* Waiting: no keys for it, and it does not count as enrolled. */
+	assert_int_equal(grants_nodes_enrolled(f->gs, &e, &n), 0);
+	assert_int_equal(n, 0);
+	free(e);
+	assert_false(grants_node_enrolled_as(f->gs, "gpu-01", pub.sign_pk));
+	/* The same name or the same key again: refused. */
+	assert_int_equal(grants_node_add(f->gs, f->log, &steward, "gpu-01", &pub2, 1, now, NULL),
+			 -EEXIST);
+	assert_int_equal(grants_node_add(f->gs, f->log, &steward, "gpu-02", &pub, 1, now, NULL),
+			 -EEXIST);
+	assert_int_equal(grants_node_add(f->gs, f->log, &steward, "../x", &pub2, 1, now, NULL),
+			 -EINVAL);
+	/* Its requester cannot approve it; another steward can. */
+	assert_int_equal(grants_node_approve(f->gs, f->log, &steward, x.id, now, NULL), -EPERM);
+	assert_false(grants_node_enrolled_as(f->gs, "gpu-01", pub.sign_pk));
+	assert_int_equal(grants_node_approve(f->gs, f->log, &steward2, x.id, now, &x), 0);
+	assert_string_equal(grants_node_state(&x), "enrolled");
+	assert_true(grants_node_enrolled_as(f->gs, "gpu-01", pub.sign_pk));
+	assert_false(grants_node_enrolled_as(f->gs, "gpu-01", pub2.sign_pk));
+	assert_int_equal(grants_nodes_enrolled(f->gs, &e, &n), 0);
+	assert_int_equal(n, 1);
+	assert_string_equal(e[0].name, "gpu-01");
+	assert_memory_equal(e[0].pub.box_pk, pub.box_pk, 32);
+	free(e);
+	/* Read back from the store: the same. */
+	fx_close(f);
+	fx_open(f);
+	assert_true(grants_node_enrolled_as(f->gs, "gpu-01", pub.sign_pk));
+	/* Removed: at once, and final. */
+	assert_int_equal(grants_node_remove(f->gs, f->log, &steward, "gpu-01", "", now, NULL),
+			 -EINVAL);
+	assert_int_equal(grants_node_remove(f->gs, f->log, &steward, "gpu-01", "stolen", now, &x),
+			 0);
+	assert_string_equal(grants_node_state(&x), "removed");
+	assert_false(grants_node_enrolled_as(f->gs, "gpu-01", pub.sign_pk));
+	assert_int_equal(grants_node_remove(f->gs, f->log, &steward, "gpu-01", "again", now, NULL),
+			 -ENOENT);
+	assert_int_equal(events(f, "node_remove"), 1);
+	fx_close(f);
+	fx_open(f);
+	assert_false(grants_node_enrolled_as(f->gs, "gpu-01", pub.sign_pk));
+	assert_int_equal(grants_nodes_enrolled(f->gs, &e, &n), 0);
+	assert_int_equal(n, 0);
+	free(e);
+	/* A new enrolment of the name, with a new key, starts over under the approval rule. */
+	assert_int_equal(grants_node_add(f->gs, f->log, &steward, "gpu-01", &pub2, 0, now, &x), 0);
+	assert_string_equal(grants_node_state(&x), "enrolled");
+	assert_true(grants_node_enrolled_as(f->gs, "gpu-01", pub2.sign_pk));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1062,6 +1133,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_grant_approval_lifecycle, fx_setup,
 						fx_teardown),
 		cmocka_unit_test_setup_teardown(test_approvals_mechanism, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_node_enrolment, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_deny_rules, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_deny_duplicate, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_deny_removal_approvals, fx_setup, fx_teardown),

@@ -390,6 +390,34 @@ static void test_every_command_matches_schema(void **state)
 		JF(NULL, 1, "dataset", "erasure-proof", "ds@2");
 	}
 
+	/* Compute nodes: a key pair made as a node makes it, enrolled by root, approved by carol,
+	 * listed, removed (docs/DEPLOYMENT.md section 7). */
+	{
+		char *local = tu_fmt("%s/node-local", E->root), *pub = tu_fmt("%s/node.pub", local);
+		char *ppub = tu_fmt("%s/primary.pub", E->root), nid[24];
+
+		r = e2e_ok(ctl("audit", "pubkey"));
+		tu_write_file(ppub, r->out, strlen(r->out));
+		free(r);
+		free(e2e_ok(e2e_run_argv(NULL, (char *const[]){ ENCLAVED_PATH, "--node", "gpu-01",
+								"--init", "--local", local,
+								"--primary-key", ppub, NULL })));
+		r = J(NULL, 0, "node", "add", "gpu-01", pub);
+		snprintf(nid, sizeof(nid), "%s", member(r, "node", "id"));
+		assert_string_equal(member(r, "node", "state"), "pending_approval");
+		free(r);
+		JF(NULL, 1, "node", "approve", nid);   /* the requester cannot */
+		r = J(carol, 0, "node", "approve", nid);
+		assert_string_equal(member(r, "node", "state"), "enrolled");
+		free(r);
+		JF(NULL, 0, "node", "list");
+		JF(NULL, 0, "node", "remove", "gpu-01", "--reason", "schema check");
+		JF(NULL, 0, "node", "list", "--all");
+		free(local);
+		free(pub);
+		free(ppub);
+	}
+
 	/* Errors: refused by the daemon, a usage error, a role missing, a proof that fails. */
 	JF(NULL, 1, "grant", "show", "999999");
 	JF(NULL, 1, "deny", "show", "999999");

@@ -10,6 +10,12 @@
  *     opens (node_stale), then serves again when the primary returns;
  *   - signals that are not the primary's (a replay of an old one, one signed by another key)
  *     do not make a stale node serve.
+ *   - no node takes the passphrase: each is enrolled (`enclavectl node add`) and opens the store
+ *     with the keys the primary sealed to it; a node not enrolled does not start; a key bundle
+ *     forged, altered, for another node or rolled back is refused;
+ *   - a node removed (`enclavectl node remove`) refuses every open, and nothing committed after
+ *     its removal is sealed to its key: its last bundle lacks the new version's key, and no file
+ *     the primary writes afterwards opens with it.
  * Nodes are started with PR_SET_PDEATHSIG and stopped, and their mounts detached, in the group
  * teardown whatever happened; ctest's cleanup_mounts detaches anything left.
  */
@@ -34,6 +40,7 @@
 #include "audit/note.h"
 #include "common/common.h"
 #include "common/err.h"
+#include "daemon/daemon.h"
 #include "tests/e2e.h"
 #include "tests/testutil.h"
 
@@ -89,8 +96,7 @@ static void node_print_log(const struct node *n)
 static void node_start(struct node *n)
 {
 	char *argv[] = { ENCLAVED_PATH, "--node", n->name, "--store", E->store, "--mount", n->mnt,
-			 "--local", n->local, "--passphrase-file", E->pass, "--staleness",
-			 STALE_S, NULL };
+			 "--local", n->local, "--staleness", STALE_S, NULL };
 	pid_t pid;
 
 	fflush(NULL);
@@ -329,6 +335,17 @@ static int group_setup(void **state)
 			free(r);
 			return -1;
 		}
+		/* Enrolled by its public key (approvals 0 in this store: at once), given as the
+		 * node's node.pub file. */
+		free(r);
+		p = tu_fmt("%s/node.pub", n->local);
+		r = ctl("node", "add", n->name, p);
+		free(p);
+		if (r->status != 0) {
+			fprintf(stderr, "node add failed: %s%s\n", r->out, r->err);
+			free(r);
+			return -1;
+		}
 		free(r);
 		node_start(n);
 	}
@@ -455,6 +472,277 @@ static void test_deny_rule_reaches_nodes(void **state)
 	free(p);
 }
 
+
+/* ---- Node keys (point 3) --------------------------------------------------------------------- */
+
+/* test_deny_rule_reaches_nodes's rule, removed. */
+static void deny_rule_clear(void)
+{
+	char ids[32];
+
+	if (!deny_rule)
+		return;
+	snprintf(ids, sizeof(ids), "%llu", (unsigned long long)deny_rule);
+	e2e_ok_free(ctl("deny", "remove", ids, "--reason", "cleared"));
+	deny_rule = 0;
+}
+
+/* A node's secret seed and the primary's verifier key, as the node holds them. */
+static void node_secret(const struct node *n, uint8_t seed[static 32], struct note_verifier *v)
+{
+	int fd = open(n->local, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	size_t len = 0;
+	uint8_t *t = tu_read_file(primary_pub, &len);
+
+	assert_true(fd >= 0);
+	assert_int_equal(node_key_read(fd, "node.key", seed), 0);
+	close(fd);
+	while (len && t[len - 1] == '\n')
+		len--;
+	assert_int_equal(note_verifier_parse((const char *)t, len, v), 0);
+	free(t);
+}
+
+/* Open the bundle named name in dir as node n would. */
+static int bundle_open_in(const char *dir, const char *name, const struct node *n,
+			  struct node_bundle **ret)
+{
+	uint8_t seed[32];
+	struct note_verifier v;
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC), r;
+
+	assert_true(fd >= 0);
+	node_secret(n, seed, &v);
+	r = node_bundle_read(fd, name, &v, NULL, seed, ret);
+	sodium_memzero(seed, sizeof(seed));
+	close(fd);
+	return r;
+}
+
+/* A node never takes the passphrase, and one that is not enrolled does not start. */
+static void test_node_needs_enrolment(void **state)
+{
+	char *local = tu_fmt("%s/local-node9", E->root), *mnt = tu_fmt("%s/mnt-node9", E->root);
+	struct e2e_run *r;
+
+	(void)state;
+	r = e2e_run_argv(NULL, (char *const[]){ ENCLAVED_PATH, "--node", "node9", "--store",
+						E->store, "--mount", mnt, "--local", local,
+						"--passphrase-file", E->pass, NULL });
+	assert_int_equal(r->status, 2);
+	assert_non_null(strstr(r->err, "never takes the store passphrase"));
+	free(r);
+	r = e2e_run_argv(NULL, (char *const[]){ ENCLAVED_PATH, "--node", "node9", "--init",
+						"--local", local, "--primary-key", primary_pub,
+						NULL });
+	assert_int_equal(r->status, 0);
+	free(r);
+	assert_int_equal(mkdir(mnt, 0755), 0);
+	r = e2e_run_argv(NULL, (char *const[]){ ENCLAVED_PATH, "--node", "node9", "--store",
+						E->store, "--mount", mnt, "--local", local, NULL });
+	assert_int_equal(r->status, 1);
+	assert_non_null(strstr(r->err, "not enrolled"));
+	assert_false(e2e_is_mounted(mnt));
+	free(r);
+	free(local);
+	free(mnt);
+}
+
+/* Write b (n bytes) as dir/name. */
+static void put(const char *dir, const char *name, const void *b, size_t n)
+{
+	char *p = tu_fmt("%s/%s", dir, name);
+
+	tu_write_file(p, b, n);
+	free(p);
+}
+
+/* A key bundle is taken only as the primary made it, for this node: one altered in its box or
+ * its signed note, re-signed by another key, or another node's, is refused. */
+static void test_bundle_forgeries_refused(void **state)
+{
+	char *dir = tu_fmt("%s/bundles", E->root), *src = tu_fmt("%s/nodes/node1.bundle", E->store);
+	struct node_bundle *b = NULL;
+	size_t n = 0, notel;
+	uint8_t *orig = tu_read_file(src, &n), *m = malloc(n);
+
+	(void)state;
+	assert_int_equal(mkdir(dir, 0700), 0);
+	assert_true(n > 12);
+	notel = ((size_t)orig[8] << 24) | ((size_t)orig[9] << 16) | ((size_t)orig[10] << 8) |
+		orig[11];
+	/* As made: it opens, and holds this store's keys. */
+	put(dir, "node1.bundle", orig, n);
+	assert_int_equal(bundle_open_in(dir, "node1", &nodes[0], &b), 0);
+	assert_true(b->keys->n >= 3);
+	node_bundle_free(b);
+	b = NULL;
+	/* A bit of the box flipped. */
+	memcpy(m, orig, n);
+	m[n - 1] ^= 1;
+	put(dir, "node1.bundle", m, n);
+	assert_int_equal(bundle_open_in(dir, "node1", &nodes[0], &b), -EBADMSG);
+	/* A bit of the note's text flipped (its ring generation). */
+	memcpy(m, orig, n);
+	{
+		uint8_t *ring = memmem(m + 12, notel, "\nring ", 6);
+
+		assert_non_null(ring);
+		ring[6] ^= 1;
+	}
+	put(dir, "node1.bundle", m, n);
+	assert_int_equal(bundle_open_in(dir, "node1", &nodes[0], &b), -EKEYREJECTED);
+	/* The same note re-signed by another key under the primary's name. */
+	{
+		uint8_t pk[32], sk[64];
+		size_t tl = 0, nl = 0;
+		char *text = strndup((const char *)orig + 12, notel), *note = NULL, name[256];
+		char *sig = strstr(text, "\n\xe2\x80\x94 ");
+		uint8_t *f;
+
+		assert_non_null(sig);
+		assert_int_equal(sscanf(sig + 5, "%255s", name), 1);
+		tl = (size_t)(sig - text);   /* the text ends at its last newline */
+		crypto_sign_keypair(pk, sk);
+		assert_int_equal(note_sign(text, tl, name, sk, &note, &nl), 0);
+		f = malloc(12 + nl + (n - 12 - notel));
+		memcpy(f, orig, 8);
+		f[8] = (uint8_t)(nl >> 24), f[9] = (uint8_t)(nl >> 16), f[10] = (uint8_t)(nl >> 8);
+		f[11] = (uint8_t)nl;
+		memcpy(f + 12, note, nl);
+		memcpy(f + 12 + nl, orig + 12 + notel, n - 12 - notel);
+		put(dir, "node1.bundle", f, 12 + nl + (n - 12 - notel));
+		assert_int_equal(bundle_open_in(dir, "node1", &nodes[0], &b), -EKEYREJECTED);
+		free(f);
+		free(note);
+		free(text);
+	}
+	/* node1's bundle handed to node2 under node2's name, and node2's own read with node1's
+	 * key: neither opens. */
+	put(dir, "node2.bundle", orig, n);
+	assert_int_equal(bundle_open_in(dir, "node2", &nodes[1], &b), -EBADMSG);
+	assert_non_null(strstr(err_detail(), "node1's bundle"));
+	{
+		char *p2 = tu_fmt("%s/nodes/node2.bundle", E->store);
+		size_t n2 = 0;
+		uint8_t *b2 = tu_read_file(p2, &n2);
+
+		put(dir, "node2.bundle", b2, n2);
+		assert_int_equal(bundle_open_in(dir, "node2", &nodes[0], &b), -EBADMSG);
+		assert_non_null(strstr(err_detail(), "does not open with this node's key"));
+		free(b2);
+		free(p2);
+	}
+	assert_null(b);
+	tu_rm_rf(dir);
+	free(orig);
+	free(m);
+	free(src);
+	free(dir);
+}
+
+/* A rolled-back bundle (the one before a new version's key, put back into nodes/) is refused:
+ * the node keeps the newer keys and reads the new version on. */
+static void test_bundle_rollback_refused(void **state)
+{
+	char *bpath = tu_fmt("%s/nodes/node1.bundle", E->store);
+	char *old = tu_fmt("%s/node1-old.bundle", E->root), *tmp = tu_fmt("%s.tmp", bpath);
+	char *p;
+	uint64_t gid;
+
+	(void)state;
+	deny_rule_clear();
+	gid = e2e_grant("--user", TU_USER_ALICE, "ds", "+1h");
+	tu_copy_file(bpath, old);
+	p = tu_fmt("%s/late", E->src);
+	tu_write_seeded(p, 5000, 77);
+	free(p);
+	e2e_ok_free(ctl("-q", "dataset", "import", "ds", E->src));
+	p = tu_fmt("%s/ds/latest/late", nodes[0].mnt);
+	assert_int_equal(read_until(p, 5000, 77, 0), 0);
+	tu_copy_file(old, tmp);
+	assert_int_equal(rename(tmp, bpath), 0);
+	poll(NULL, 0, 800);
+	/* Without the generation check the node would drop the new version's key here. */
+	assert_int_equal(read_as_alice(p, 5000, 77), 0);
+	assert_int_equal(read_until(p, 5000, 77, 0), 0);
+	free(p);
+	e2e_revoke(gid);
+	free(bpath);
+	free(old);
+	free(tmp);
+}
+
+/* A removed node refuses every open (node_removed), its bundle is gone, and nothing committed
+ * after its removal is sealed to its key: its last bundle lacks the next version's key, and no
+ * bundle the primary writes afterwards opens with it. */
+static void test_removed_node(void **state)
+{
+	struct node *n = &nodes[2];
+	char *bpath = tu_fmt("%s/nodes/%s.bundle", E->store, n->name);
+	char *keep = tu_fmt("%s/%s-last.bundle", E->root, n->name);
+	char *keepdir = tu_fmt("%s/kept", E->root), *nodesdir = tu_fmt("%s/nodes", E->store);
+	struct node_bundle *b = NULL;
+	char *p, *p2;
+	uint32_t newest = 0;
+	uint64_t gid;
+
+	(void)state;
+	deny_rule_clear();
+	gid = e2e_grant("--user", TU_USER_ALICE, "ds", "+1h");
+	p = big_on(n, "1");
+	assert_int_equal(read_until(p, BIG_SIZE, BIG_SEED, 0), 0);
+	tu_copy_file(bpath, keep);
+	e2e_ok_free(ctl("node", "remove", n->name, "--reason", "decommissioned"));
+	/* Refused within the bound, and said why in its own log. */
+	assert_int_equal(read_until(p, BIG_SIZE, BIG_SEED, 2), 2);
+	for (int i = 0; i < 100 && node_count(n, "open", "reason", "node_removed") == 0; i++)
+		poll(NULL, 0, 50);
+	assert_true(node_count(n, "open", "reason", "node_removed") >= 1);
+	assert_int_equal(access(bpath, F_OK), -1);
+	/* A version after the removal: the others read it, its key reaches no bundle of n's. */
+	p2 = tu_fmt("%s/after", E->src);
+	tu_write_seeded(p2, 3000, 88);
+	free(p2);
+	e2e_ok_free(ctl("-q", "dataset", "import", "ds", E->src));
+	p2 = tu_fmt("%s/ds/latest/after", nodes[0].mnt);
+	assert_int_equal(read_until(p2, 3000, 88, 0), 0);
+	free(p2);
+	assert_int_equal(mkdir(keepdir, 0700), 0);
+	p2 = tu_fmt("%s/%s.bundle", keepdir, n->name);
+	tu_copy_file(keep, p2);
+	free(p2);
+	assert_int_equal(bundle_open_in(keepdir, n->name, n, &b), 0);
+	for (size_t i = 0; i < b->keys->n; i++)
+		if (b->keys->e[i].kind == 3)
+			newest = MAX(newest, b->keys->e[i].version);
+	node_bundle_free(b);
+	b = NULL;
+	{
+		struct e2e_run *r = e2e_ok(ctl("--json", "dataset", "show", "ds"));
+		json_t *j = e2e_out_json(r);
+		json_int_t latest = json_integer_value(json_object_get(
+			json_object_get(j, "dataset"), "latest_version"));
+
+		assert_true(latest > 0);
+		assert_true(newest > 0 && newest < (uint32_t)latest);
+		json_decref(j);
+		free(r);
+	}
+	/* Every bundle in nodes/ now: none opens with n's key. */
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(bundle_open_in(nodesdir, nodes[i].name, n, &b), -EBADMSG);
+		assert_null(b);
+	}
+	free(p);
+	e2e_revoke(gid);
+	tu_rm_rf(keepdir);
+	free(keepdir);
+	free(nodesdir);
+	free(keep);
+	free(bpath);
+}
+
 /* Signals through the shared directory that are not the primary's own, fresh ones: a replay of
  * an old one, one signed by another key. */
 static void write_signal_copy(const char *from, const char *to)
@@ -482,12 +770,7 @@ static void test_primary_killed(void **state)
 	int64_t killed;
 
 	(void)state;
-	if (deny_rule) {
-		char ids[32];
-
-		snprintf(ids, sizeof(ids), "%llu", (unsigned long long)deny_rule);
-		e2e_ok_free(ctl("deny", "remove", ids, "--reason", "cleared"));
-	}
+	deny_rule_clear();
 	gid = e2e_grant("--user", TU_USER_ALICE, "ds", "+1h");
 	assert_int_equal(read_until(p, BIG_SIZE, BIG_SEED, 0), 0);
 	tu_copy_file(sig, old);
@@ -516,19 +799,20 @@ static void test_primary_killed(void **state)
 		char *cur = malloc(len + 1);
 		char *nlp;
 		long long t;
-		unsigned long long tok, seq;
+		unsigned long long tok, seq, ring;
 		char hex[33];
 
 		memcpy(cur, b, len);
 		cur[len] = '\0';
 		free(b);
-		assert_int_equal(sscanf(cur, "enclave-signal/1 %32s\ntoken %llu\ntime %lld\nseq %llu\n",
-					hex, &tok, &t, &seq), 4);
+		assert_int_equal(sscanf(cur, "enclave-signal/1 %32s\ntoken %llu\ntime %lld\nseq %llu\n"
+					"ring %llu\n", hex, &tok, &t, &seq, &ring), 5);
 		nlp = strstr(cur, "\n\xe2\x80\x94 ");
 		assert_non_null(nlp);
 		assert_int_equal(sscanf(nlp + 5, "%255s", name), 1);
-		snprintf(text, sizeof(text), "enclave-signal/1 %s\ntoken %llu\ntime %lld\nseq %llu\n",
-			 hex, tok + 1, (long long)time(NULL) * 1000000000LL, seq);
+		snprintf(text, sizeof(text), "enclave-signal/1 %s\ntoken %llu\ntime %lld\nseq %llu\n"
+			 "ring %llu\n", hex, tok + 1, (long long)time(NULL) * 1000000000LL, seq,
+			 ring);
 		crypto_sign_keypair(pk, sk);
 		assert_int_equal(note_sign(text, strlen(text), name, sk, &note, &nl), 0);
 		tu_write_file(old, note, nl);
@@ -557,6 +841,10 @@ int main(void)
 		cmocka_unit_test(test_read_on_every_node),
 		cmocka_unit_test(test_revoke_reaches_open_file_on_node),
 		cmocka_unit_test(test_deny_rule_reaches_nodes),
+		cmocka_unit_test(test_node_needs_enrolment),
+		cmocka_unit_test(test_bundle_forgeries_refused),
+		cmocka_unit_test(test_bundle_rollback_refused),
+		cmocka_unit_test(test_removed_node),
 		cmocka_unit_test(test_primary_killed),
 	};
 

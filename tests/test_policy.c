@@ -467,6 +467,7 @@ static void test_reason_words(void **state)
 		{ POLICY_DENY_POLICY_MISMATCH, "policy_mismatch" },
 		{ POLICY_DENY_INTEGRITY, "integrity" },
 		{ POLICY_DENY_NODE_STALE, "node_stale" },
+		{ POLICY_DENY_NODE_REMOVED, "node_removed" },
 	};
 
 	(void)state;
