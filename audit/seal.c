@@ -54,6 +54,10 @@ static const char *const clear_members[] = {
 	/* Erasure records (docs/AUDIT.md "dataset_erase"): ids, digests of content and of the key
 	 * ring, ids of destroyed keys: the proof a data controller verifies without a key. */
 	"erasure_id", "manifests", "key_ids", "ring_generation", "ring_digest",
+	/* Compute nodes (docs/AUDIT.md section 19): a node's name (a host name), its enrolment's
+	 * id, public signing key and state, so that `audit verify` finds each node log's key
+	 * without a secret. */
+	"node", "node_id", "sign_pk", "node_state", "removal_id",
 };
 
 bool audit_member_is_clear(const char *name, const json_t *v)

@@ -1,5 +1,6 @@
 /* enclavectl audit verify | check-proof | consistency: offline checks of the audit log, with no
  * daemon and no secret, only the log's verifier key (docs/AUDIT.md, "Verification"). */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -10,6 +11,7 @@
 
 #include <sodium.h>
 
+#include "audit/audit.h"
 #include "audit/merkle.h"
 #include "audit/note.h"
 #include "audit/verify.h"
@@ -141,6 +143,303 @@ static json_t *cp_json(const struct checkpoint *c, int64_t index)
 
 /* ---- audit verify ------------------------------------------------------------------------- */
 
+/* ---- Node logs (issue 17; docs/AUDIT.md section 19) ---------------------------------------------
+ *
+ * Each compute node writes its own log in DIR/nodes/NAME, signed with its own key. The verifier
+ * key of that log is not given on the command line: it is the key the primary recorded when it
+ * enrolled the node (its node_add record, in the clear, in the log just verified), so a node
+ * log's trust comes from the primary's log. Checked: the node log as any log, against the key of
+ * an enrolment of NAME (a log signed by a key never enrolled for NAME is a finding); no record
+ * dated before that enrolment took effect; no allowed open dated after the node's removal plus
+ * the longest staleness bound a node may run with (by then an honest node refuses every open). */
+#define NODE_NAME_MAX 64
+#define NODE_ENROLMENTS_MAX 4096
+#define NODE_REMOVAL_GRACE_S 600     /* NODE_STALE_MS_MAX: a node's longest staleness bound */
+#define NODE_CLOCK_SKEW_S 2
+
+struct enrolment {
+	uint64_t id;
+	char name[NODE_NAME_MAX + 1];
+	uint8_t pk[32];
+	int64_t enrolled_s;      /* 0: never approved */
+	int64_t removed_s;       /* 0: not removed */
+};
+
+struct enrolments {
+	struct enrolment *e;
+	size_t n;
+	int err;
+};
+
+static int64_t rec_time_s(const json_t *rec)
+{
+	const char *t = json_string_value(json_object_get(rec, "time"));
+	char buf[TIME_TEXT_MAX];
+	int64_t s = 0;
+	char *dot;
+
+	if (!t || strlen(t) >= sizeof(buf))
+		return 0;
+	snprintf(buf, sizeof(buf), "%s", t);
+	/* Whole seconds are enough here: the fraction goes. */
+	dot = strchr(buf, '.');
+	if (dot) {
+		dot[0] = 'Z';
+		dot[1] = '\0';
+	}
+	return time_parse_rfc3339(buf, &s) == 0 ? s : 0;
+}
+
+static struct enrolment *enrolment_find(struct enrolments *l, uint64_t id)
+{
+	for (size_t i = 0; i < l->n; i++)
+		if (l->e[i].id == id)
+			return &l->e[i];
+	return NULL;
+}
+
+static int on_node_record(void *ctx, const json_t *rec, const char *line, size_t len)
+{
+	struct enrolments *l = ctx;
+	const char *ev = json_string_value(json_object_get(rec, "event"));
+	const char *state = json_string_value(json_object_get(rec, "node_state"));
+	json_int_t id = json_integer_value(json_object_get(rec, "node_id"));
+	int64_t t = rec_time_s(rec);
+	struct enrolment *e;
+
+	(void)line, (void)len;
+	if (!ev || id <= 0)
+		return 0;
+	e = enrolment_find(l, (uint64_t)id);
+	if (strcmp(ev, "node_add") == 0 && !e) {
+		const char *name = json_string_value(json_object_get(rec, "node"));
+		const char *pk = json_string_value(json_object_get(rec, "sign_pk"));
+		struct enrolment x = { .id = (uint64_t)id };
+		size_t got = 0;
+		struct enrolment *a;
+
+		if (!name || strlen(name) > NODE_NAME_MAX || !pk || strlen(pk) != 64 ||
+		    sodium_hex2bin(x.pk, 32, pk, 64, NULL, &got, NULL) != 0 || got != 32)
+			return 0;   /* not one the daemon wrote: the node log finds no key in it */
+		if (l->n == NODE_ENROLMENTS_MAX) {
+			l->err = -E2BIG;
+			return 1;
+		}
+		a = reallocarray(l->e, l->n + 1, sizeof(*a));
+		if (!a) {
+			l->err = -ENOMEM;
+			return 1;
+		}
+		l->e = a;
+		snprintf(x.name, sizeof(x.name), "%s", name);
+		if (state && strcmp(state, "enrolled") == 0)
+			x.enrolled_s = t;
+		l->e[l->n++] = x;
+	} else if (strcmp(ev, "node_approve") == 0 && e) {
+		if (state && strcmp(state, "enrolled") == 0 && !e->enrolled_s)
+			e->enrolled_s = t;
+	} else if (strcmp(ev, "node_remove") == 0 && e && !e->removed_s) {
+		e->removed_s = t;
+	}
+	return 0;
+}
+
+/* What one node log showed. */
+struct node_check {
+	const struct enrolment *en;   /* the enrolment whose key signed it, or NULL */
+	struct verify_result *res;
+	uint64_t early, late;         /* records before its enrolment; allowed opens after removal */
+	uint64_t first_early, first_late;
+};
+
+static int on_node_log_record(void *ctx, const json_t *rec, const char *line, size_t len)
+{
+	struct node_check *c = ctx;
+	const char *ev = json_string_value(json_object_get(rec, "event"));
+	const char *dec = json_string_value(json_object_get(rec, "decision"));
+	json_int_t seq = json_integer_value(json_object_get(rec, "seq"));
+	int64_t t = rec_time_s(rec);
+
+	(void)line, (void)len;
+	if (!c->en || !ev || strcmp(ev, "log_key") == 0)
+		return 0;
+	if (t && t + NODE_CLOCK_SKEW_S < c->en->enrolled_s && c->early++ == 0)
+		c->first_early = (uint64_t)seq;
+	if (c->en->removed_s && t > c->en->removed_s + NODE_REMOVAL_GRACE_S + NODE_CLOCK_SKEW_S &&
+	    strcmp(ev, "open") == 0 && dec && strcmp(dec, "allow") == 0 && c->late++ == 0)
+		c->first_late = (uint64_t)seq;
+	return 0;
+}
+
+static bool signed_by_key(const struct verify_result *r)
+{
+	for (size_t i = 0; i < r->n; i++)
+		if (r->findings[i].kind == VERIFY_BAD_SIGNATURE ||
+		    r->findings[i].kind == VERIFY_UNKNOWN_KEY)
+			return false;
+	return r->checkpoints > 0;
+}
+
+/* Verify dir (node NAME's log) against the enrolments of NAME in l. */
+static int node_check_run(const char *dir, const char *name, const struct enrolments *l,
+			  struct node_check *ret)
+{
+	struct node_check c = { 0 };
+	int r = 0;
+
+	for (size_t i = l->n; i-- > 0 && r == 0;) {
+		struct verify_options o = { .log_dir = dir };
+		struct note_verifier v;
+		struct verify_result *res = NULL;
+		char kname[NODE_NAME_MAX + 8], *text = NULL;
+
+		if (strcmp(l->e[i].name, name) != 0 || !l->e[i].enrolled_s)
+			continue;
+		snprintf(kname, sizeof(kname), "%s.node", name);
+		r = note_verifier_format(kname, l->e[i].pk, &text);
+		if (r == 0)
+			r = note_verifier_parse(text, strlen(text), &v);
+		free(text);
+		o.key = &v;
+		if (r == 0)
+			r = verify_log(&o, &res);
+		if (r < 0)
+			break;
+		if (!c.res || signed_by_key(res)) {
+			verify_result_free(c.res);
+			c.res = res;
+			c.en = &l->e[i];
+			if (signed_by_key(res))
+				break;
+		} else {
+			verify_result_free(res);
+		}
+	}
+	if (r < 0) {
+		verify_result_free(c.res);
+		return r;
+	}
+	if (c.en && signed_by_key(c.res)) {
+		/* The dates: a log that does not read through (damaged) has its findings already. */
+		(void)audit_foreach(dir, NULL, on_node_log_record, &c);
+	} else {
+		c.en = NULL;   /* no enrolment's key signed it */
+	}
+	*ret = c;
+	return 0;
+}
+
+/* Every node log under log/nodes: its findings into *ret_bad (a count), printed or into out. */
+static int verify_nodes(struct ctl *ctl, const char *log, json_t *out, uint64_t *ret_bad)
+{
+	struct enrolments l = { 0 };
+	struct audit_filter flt = { .event = "node_add,node_approve,node_remove" };
+	char path[4200];
+	json_t *list = out ? json_array() : NULL;
+	uint64_t bad = 0;
+	DIR *d;
+	int r;
+
+	snprintf(path, sizeof(path), "%s/nodes", log);
+	d = opendir(path);
+	if (!d) {
+		json_decref(list);
+		*ret_bad = 0;
+		return errno == ENOENT ? 0 : err_set(-errno, "%s: %s", path, strerror(errno));
+	}
+	r = audit_foreach(log, &flt, on_node_record, &l);
+	if (r == 0 && l.err)
+		r = l.err;
+	if (r < 0) {
+		/* The primary's log does not read through: its own findings say why; without its
+		 * enrolments no node log can be trusted. */
+		bad++;
+		if (!ctl->json)
+			printf("nodes: the enrolments cannot be read from the log (%s): no node log "
+			       "is trusted\n", err_detail());
+		r = 0;
+		goto out;
+	}
+	for (struct dirent *de; (de = readdir(d));) {
+		char dir[4300], msg[400];
+		struct node_check c = { 0 };
+		json_t *jn = NULL, *jf = NULL;
+		size_t nf = 0;
+
+		if (de->d_name[0] == '.' || strlen(de->d_name) > NODE_NAME_MAX)
+			continue;
+		snprintf(dir, sizeof(dir), "%s/%s", path, de->d_name);
+		r = node_check_run(dir, de->d_name, &l, &c);
+		if (r < 0) {
+			snprintf(msg, sizeof(msg), "the log cannot be verified: %s", err_detail());
+			r = 0;
+		} else {
+			msg[0] = '\0';
+		}
+		if (list) {
+			jf = json_array();
+			jn = json_pack("{s:s}", "node", de->d_name);
+		}
+#define NODE_FINDING(kind, text)                                                          \
+	do {                                                                              \
+		nf++;                                                                     \
+		if (jf)                                                                   \
+			json_array_append_new(jf, json_pack("{s:s, s:s}", "kind", kind,   \
+							    "message", text));    \
+		else                                                                      \
+			printf("node %s: %s: %s\n", de->d_name, kind, text);              \
+	} while (0)
+		if (msg[0])
+			NODE_FINDING("malformed", msg);
+		if (!msg[0] && !c.en) {
+			snprintf(msg, sizeof(msg), "its checkpoints are signed by no key enrolled for "
+				 "node %s in this log (never enrolled, or a key of its own)",
+				 de->d_name);
+			NODE_FINDING("unknown_key", msg);
+		}
+		for (size_t i = 0; c.res && c.en && i < c.res->n; i++)
+			NODE_FINDING(verify_kind_name(c.res->findings[i].kind),
+				     c.res->findings[i].text);
+		if (c.early) {
+			snprintf(msg, sizeof(msg), "%" PRIu64 " record(s) from seq %" PRIu64 " are dated "
+				 "before the node's enrolment (%" PRIu64 ") took effect", c.early,
+				 c.first_early, c.en->id);
+			NODE_FINDING("inconsistent", msg);
+		}
+		if (c.late) {
+			snprintf(msg, sizeof(msg), "%" PRIu64 " open(s) from seq %" PRIu64 " allowed after "
+				 "the node's removal (enrolment %" PRIu64 ") and its longest staleness "
+				 "bound", c.late, c.first_late, c.en->id);
+			NODE_FINDING("inconsistent", msg);
+		}
+#undef NODE_FINDING
+		bad += nf;
+		if (jn) {
+			json_object_set_new(jn, "ok", json_boolean(nf == 0));
+			json_object_set_new(jn, "findings", jf);
+			json_object_set_new(jn, "records", json_integer(c.res ? (json_int_t)
+									c.res->records : 0));
+			json_object_set_new(jn, "checkpoints", json_integer(c.res ? (json_int_t)
+									    c.res->checkpoints : 0));
+			if (c.en)
+				json_object_set_new(jn, "enrolment", json_integer((json_int_t)c.en->id));
+			json_array_append_new(list, jn);
+		} else if (nf == 0) {
+			printf("node %s: records: %" PRIu64 ", checkpoints: %" PRIu64 ", signed by the "
+			       "key of enrolment %" PRIu64 "\n", de->d_name, c.res->records,
+			       c.res->checkpoints, c.en->id);
+		}
+		verify_result_free(c.res);
+	}
+out:
+	closedir(d);
+	free(l.e);
+	if (list)
+		json_object_set_new(out, "nodes", list);
+	*ret_bad = bad;
+	return r;
+}
+
 static const char verify_usage[] =
 	"Usage: enclavectl audit verify --log DIR (--key KEY | --key-file FILE) [--trusted FILE]\n"
 	"           [--json]\n\n"
@@ -151,6 +450,10 @@ static const char verify_usage[] =
 	"(RFC 9162 consistency proof). Prints each finding: which record was modified, removed,\n"
 	"inserted or reordered, a truncation, a fork, a bad or unknown signature, a rollback,\n"
 	"a checkpoint of another log; then the records no checkpoint covers ('uncovered').\n"
+	"Then every compute node's log in DIR/nodes/NAME (docs/DEPLOYMENT.md), the same way,\n"
+	"against the key the log above recorded at the node's enrolment: a node log signed by\n"
+	"a key never enrolled for it, records dated before its enrolment, and opens allowed\n"
+	"after its removal are findings too.\n"
 	"Exit status 0 only for a clean log, 1 if anything is wrong.\n\n"
 	"Options:\n"
 	"  --log DIR          the audit directory (holding audit.log and checkpoints)\n"
@@ -196,6 +499,7 @@ int audit_verify_cmd(struct ctl *ctl, int argc, char **argv)
 
 	if (ctl->json) {
 		json_t *out = json_object(), *list = json_array();
+		uint64_t node_bad = 0;
 
 		for (size_t i = 0; i < res->n; i++) {
 			const struct verify_finding *f = &res->findings[i];
@@ -238,10 +542,18 @@ int audit_verify_cmd(struct ctl *ctl, int argc, char **argv)
 			json_object_set_new(out, "trusted", cp_json(&res->trusted, -1));
 			json_object_set_new(out, "consistency_proof", proof);
 		}
+		r = verify_nodes(ctl, a.log, out, &node_bad);
+		if (r < 0)
+			return ctl_fail("audit verify", "%s", err_detail());
+		if (node_bad)
+			json_object_set_new(out, "ok", json_false());
+		res->dropped += node_bad;   /* counted as not clean below */
 		if (out_json(out) < 0)
 			r = 1;
 		json_decref(out);
 	} else {
+		uint64_t node_bad = 0;
+
 		for (size_t i = 0; i < res->n; i++)
 			printf("%s: %s\n", verify_kind_name(res->findings[i].kind), res->findings[i].text);
 		if (res->dropped)
@@ -271,6 +583,15 @@ int audit_verify_cmd(struct ctl *ctl, int argc, char **argv)
 				"audit.log and %" PRIu64 " of checkpoints are incomplete (being written, or "
 				"torn by a crash) and were not checked\n", res->log_torn_bytes,
 				res->cp_torn_bytes);
+		r = verify_nodes(ctl, a.log, NULL, &node_bad);
+		if (r < 0) {
+			verify_result_free(res);
+			return ctl_fail("audit verify", "%s", err_detail());
+		}
+		if (node_bad)
+			fprintf(stderr, "enclavectl: audit verify: %" PRIu64 " finding(s) in the node "
+				"logs\n", node_bad);
+		res->dropped += node_bad;   /* counted as not clean below */
 		if (fflush(stdout) != 0)
 			r = 1;
 	}

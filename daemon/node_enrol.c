@@ -117,11 +117,18 @@ static int add_before(struct grants *gs, const struct pending *p, const struct p
 	return 0;
 }
 
+/* The approval's record names the node, and whether it completes the enrolment, in the clear
+ * (`audit verify` takes the node log's key from these records). p: before this approval. */
 static int add_describe(struct grants *gs, const struct pending *p, json_t *rec)
 {
 	const struct grants_node *x = &gs->nd[find_node(gs, p->id)];
+	bool complete = p->approvals + 1 >= p->required;
 
-	return json_object_set_new(rec, "node", json_string(x->name)) < 0 ? -ENOMEM : 0;
+	if (json_object_set_new(rec, "node", json_string(x->name)) < 0 ||
+	    json_object_set_new(rec, "node_state", json_string(complete ? "enrolled" :
+								 "pending_approval")) < 0)
+		return -ENOMEM;
+	return 0;
 }
 
 static void add_approved(struct grants *gs, const struct pending *p,
@@ -320,9 +327,10 @@ int grants_node_add(struct grants *gs, struct audit_log *log, const struct polic
 	x.approvals_required = approvals_required;
 	if (approvals_required == 0)
 		x.enrolled_at = now;
-	rec = json_pack("{s:s, s:I, s:s, s:o, s:o}", "event", "node_add", "node_id", (json_int_t)id,
-			"node", name, "sign_pk", hex_json(pub->sign_pk, 32), "box_pk",
-			hex_json(pub->box_pk, 32));
+	rec = json_pack("{s:s, s:I, s:s, s:o, s:o, s:s}", "event", "node_add", "node_id",
+			(json_int_t)id, "node", name, "sign_pk", hex_json(pub->sign_pk, 32),
+			"box_pk", hex_json(pub->box_pk, 32), "node_state",
+			approvals_required ? "pending_approval" : "enrolled");
 	if (!rec) {
 		r = -ENOMEM;
 		goto out;

@@ -19,6 +19,7 @@
  * Nodes are started with PR_SET_PDEATHSIG and stopped, and their mounts detached, in the group
  * teardown whatever happened; ctest's cleanup_mounts detaches anything left.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -835,6 +836,172 @@ static void test_primary_killed(void **state)
 	free(old);
 }
 
+
+/* ---- Every node's log (point 4) -------------------------------------------------------------- */
+
+/* A copy of a log directory's audit.log and checkpoints, into dst (made). */
+static void copy_log(const char *src, const char *dst)
+{
+	static const char *const files[] = { "audit.log", "checkpoints" };
+
+	assert_int_equal(mkdir(dst, 0700), 0);
+	for (size_t i = 0; i < ARRAY_SIZE(files); i++) {
+		char *a = tu_fmt("%s/%s", src, files[i]), *b = tu_fmt("%s/%s", dst, files[i]);
+
+		if (access(a, F_OK) == 0)
+			tu_copy_file(a, b);
+		free(a);
+		free(b);
+	}
+}
+
+/* The store's audit directory with every node's log, copied into dir. */
+static void copy_audit(const char *dir)
+{
+	char *src = tu_fmt("%s/audit", E->store), *nd = tu_fmt("%s/nodes", dir);
+	char *snd = tu_fmt("%s/audit/nodes", E->store);
+	DIR *d;
+
+	copy_log(src, dir);
+	assert_int_equal(mkdir(nd, 0700), 0);
+	d = opendir(snd);
+	assert_non_null(d);
+	for (struct dirent *de; (de = readdir(d));) {
+		char *a, *b;
+
+		if (de->d_name[0] == '.')
+			continue;
+		a = tu_fmt("%s/%s", snd, de->d_name);
+		b = tu_fmt("%s/%s", nd, de->d_name);
+		copy_log(a, b);
+		free(a);
+		free(b);
+	}
+	closedir(d);
+	free(src);
+	free(nd);
+	free(snd);
+}
+
+static struct e2e_run *verify(char *dir)
+{
+	return ctl("--json", "audit", "verify", "--log", dir, "--key-file", primary_pub);
+}
+
+/* The findings of node name in a verify run's JSON, as "kind,kind,..." (NULL: node absent). */
+static char *node_findings(struct e2e_run *r, const char *name)
+{
+	json_t *j = e2e_out_json(r), *n;
+	char buf[1024] = "";
+	size_t i, k;
+	bool found = false;
+
+	json_array_foreach(json_object_get(j, "nodes"), i, n) {
+		json_t *f;
+
+		if (strcmp(json_string_value(json_object_get(n, "node")), name) != 0)
+			continue;
+		found = true;
+		json_array_foreach(json_object_get(n, "findings"), k, f) {
+			strncat(buf, json_string_value(json_object_get(f, "kind")),
+				sizeof(buf) - strlen(buf) - 2);
+			strcat(buf, ",");
+		}
+	}
+	json_decref(j);
+	return found ? strdup(buf) : NULL;
+}
+
+/* `audit verify` checks the primary's log and every node's, each node's against the key the
+ * primary recorded at its enrolment: clean as written; a node log edited, cut short, or signed
+ * by a key never enrolled for it is named. */
+static void test_audit_verify_across_nodes(void **state)
+{
+	char *dir = tu_fmt("%s/verify", E->root), *p, *f;
+	struct e2e_run *r;
+	size_t n = 0;
+	uint8_t *b;
+
+	(void)state;
+	/* Stopped, each node writes its last checkpoint. */
+	for (int i = 0; i < NNODES; i++)
+		node_stop(&nodes[i], SIGTERM);
+	copy_audit(dir);
+	r = verify(dir);
+	if (r->status != 0)
+		fprintf(stderr, "%s%s\n", r->out, r->err);
+	assert_int_equal(r->status, 0);
+	for (int i = 0; i < NNODES; i++) {
+		f = node_findings(r, nodes[i].name);
+		assert_non_null(f);
+		assert_string_equal(f, "");
+		free(f);
+	}
+	free(r);
+	/* node1's log edited: one byte of a record (inside its sealed part). */
+	p = tu_fmt("%s/nodes/node1/audit.log", dir);
+	b = tu_read_file(p, &n);
+	assert_true(n > 200);
+	{
+		uint8_t *t = memmem(b + n / 2, n - n / 2, "\"sealed\":\"", 10);
+
+		assert_non_null(t);
+		t[20] = t[20] == 'A' ? 'B' : 'A';   /* a base64 digit of a sealed part */
+	}
+	tu_write_file(p, b, n);
+	r = verify(dir);
+	assert_int_equal(r->status, 1);
+	f = node_findings(r, "node1");
+	assert_non_null(strstr(f, "modified"));
+	free(f);
+	f = node_findings(r, "node2");
+	assert_string_equal(f, "");
+	free(f);
+	free(r);
+	/* node2's log cut short (its last records gone). */
+	free(b);
+	free(p);
+	p = tu_fmt("%s/nodes/node2/audit.log", dir);
+	b = tu_read_file(p, &n);
+	{
+		size_t cut = n - 1;
+
+		while (cut > 0 && b[cut - 1] != '\n')
+			cut--;
+		cut--;
+		while (cut > 0 && b[cut - 1] != '\n')
+			cut--;
+		tu_write_file(p, b, cut);
+	}
+	r = verify(dir);
+	assert_int_equal(r->status, 1);
+	f = node_findings(r, "node2");
+	assert_true(strstr(f, "truncated") || strstr(f, "modified") || strstr(f, "removed"));
+	free(f);
+	free(r);
+	free(b);
+	free(p);
+	/* A log signed by a key never enrolled for its name: node3's, under the name node5. */
+	{
+		char *a = tu_fmt("%s/nodes/node3", dir), *c = tu_fmt("%s/nodes/node5", dir);
+
+		copy_log(a, c);
+		free(a);
+		free(c);
+	}
+	r = verify(dir);
+	assert_int_equal(r->status, 1);
+	f = node_findings(r, "node5");
+	assert_non_null(strstr(f, "unknown_key"));
+	free(f);
+	f = node_findings(r, "node3");
+	assert_string_equal(f, "");
+	free(f);
+	free(r);
+	tu_rm_rf(dir);
+	free(dir);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -846,6 +1013,7 @@ int main(void)
 		cmocka_unit_test(test_bundle_rollback_refused),
 		cmocka_unit_test(test_removed_node),
 		cmocka_unit_test(test_primary_killed),
+		cmocka_unit_test(test_audit_verify_across_nodes),
 	};
 
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
