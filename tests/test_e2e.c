@@ -894,7 +894,11 @@ static void test_import_pipelined_failure(void **state)
 		tu_write_file(p, text, (size_t)n);
 		free(p);
 	}
-	tu_write_file(bad, "crypt4gh\x01\x00\x00\x00 not a header", 31);
+	{
+		static const char notc4gh[] = "crypt4gh\x01\x00\x00\x00 not a header";
+
+		tu_write_file(bad, notc4gh, sizeof(notc4gh) - 1);
+	}
 	r = ctl("dataset", "import", "pipeds", dir);
 	assert_int_equal(r->status, 1);
 	assert_non_null(strstr(r->err, "f0400"));

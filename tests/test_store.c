@@ -3566,8 +3566,9 @@ static void test_secondary_follows_primary(void **state)
 	uint8_t *b;
 	size_t n = 0;
 	uint64_t seq = 0, seq2 = 0;
+	char *src_a = tu_fmt("%s/a.txt", f->src), *src_b = tu_fmt("%s/b.txt", f->src);
 
-	tu_write_file(tu_fmt("%s/a.txt", f->src), "version one\n", 12);
+	tu_write_file(src_a, "version one\n", 12);
 	assert_int_equal(import_src(st, "ds", f->src, NULL), 1);
 	assert_int_equal(store_open(f->store, f->pass, &o, &sec), 0);
 	assert_true(store_is_secondary(sec));
@@ -3577,7 +3578,7 @@ static void test_secondary_follows_primary(void **state)
 	assert_memory_equal(b, "version one\n", 12);
 	free(b);
 	/* A new version is not seen until the catch-up, and is after it. */
-	tu_write_file(tu_fmt("%s/b.txt", f->src), "version two\n", 12);
+	tu_write_file(src_b, "version two\n", 12);
 	assert_int_equal(import_src(st, "ds", f->src, NULL), 2);
 	assert_int_equal(store_dataset_get(sec, "ds", &di), 0);
 	assert_int_equal(di.latest_version, 1);
@@ -3600,6 +3601,8 @@ static void test_secondary_follows_primary(void **state)
 	assert_int_equal(store_catch_up(st, &seq), -EINVAL);
 	store_close(sec);
 	store_close(st);
+	free(src_a);
+	free(src_b);
 	free(secdir);
 }
 
