@@ -23,6 +23,7 @@
 
 #include "common/common.h"
 #include "common/err.h"
+#include "crypto/crypt4gh.h"
 #include "crypto/crypto.h"
 #include "store/store.h"
 #include "tests/e2e.h"
@@ -301,6 +302,29 @@ static void test_rollback_after_revoke(void **state)
 	alice_opens("ds1", EACCES);
 	assert_string_equal(reason("ds1"), "policy_mismatch");
 	assert_int_equal(e2e_audit_count("policy_mismatch", NULL, NULL, NULL, 0), 1);
+	/* Nor is it exported (docs/CRYPT4GH.md §7): refused and recorded, nothing written. */
+	{
+		char pub[C4GH_PUBKEY_TEXT_MAX], *pubf = tu_fmt("%s/researcher.pub", E->root);
+		char *out = tu_fmt("%s/export-out", E->root);
+		uint8_t pk[C4GH_KEY_LEN];
+		crypto_key *sk = NULL;
+		struct e2e_run *r;
+
+		assert_int_equal(c4gh_keypair_generate(&sk, pk), 0);
+		crypto_key_free(sk);
+		c4gh_pubkey_format(pk, pub);
+		tu_write_file(pubf, pub, strlen(pub));
+		r = ctl("export", "request", "ds1", "f", "--recipient-key", pubf, "--out", out);
+		assert_int_equal(r->status, 1);
+		if (!strstr(r->err, "is refused (policy_mismatch)"))
+			fail_msg("stderr: %s", r->err);
+		free(r);
+		assert_int_equal(access(out, F_OK), -1);
+		assert_int_equal(e2e_audit_count("export_refused", NULL, NULL, "policy_mismatch", 0),
+				 1);
+		free(pubf);
+		free(out);
+	}
 	/* Ids: the restored counter is older than the log; the next id is above the rule's. */
 	next = id_of(e2e_ok(ctl("--json", "grant", "request", "--user", TU_USER_ALICE, "--dataset",
 				"ds2", "--purpose", "x", "--expires", "+1d")), "grant");
