@@ -302,6 +302,11 @@ static int import_c4gh(struct conn *c, const char *path, int fd, const struct st
 	return 0;
 }
 
+bool import_is_crypt4gh(const uint8_t *head, size_t len)
+{
+	return len >= C4GH_MAGIC_LEN && memcmp(head, C4GH_MAGIC, C4GH_MAGIC_LEN) == 0;
+}
+
 int import_file_any(struct conn *c, const char *path, int fd, const struct stat *st)
 {
 	uint8_t magic[C4GH_MAGIC_LEN];

@@ -551,6 +551,7 @@ int op_import_files(struct conn *c, const json_t *args, const int *fds, size_t n
 	static const char *const known[] = { "paths", NULL };
 	const json_t *paths = json_object_get(args, "paths");
 	struct stat sts[PROTO_IMPORT_BATCH_FILES];
+	const char *names[PROTO_IMPORT_BATCH_FILES];
 	struct store_import_stats s;
 	uint64_t bytes = 0;
 	size_t i;
@@ -587,9 +588,20 @@ int op_import_files(struct conn *c, const json_t *args, const int *fds, size_t n
 		return err_set(-E2BIG, "a batch of %zu files holds %llu bytes, more than %u (a "
 			       "larger file is sent on its own)", nfds, (unsigned long long)bytes,
 			       PROTO_IMPORT_BATCH_BYTES);
-	for (i = 0; i < nfds; i++) {
-		r = import_file_any(c, json_string_value(json_array_get(paths, i)), fds[i],
-				    &sts[i]);
+	for (i = 0; i < nfds; i++)
+		names[i] = json_string_value(json_array_get(paths, i));
+	/* The batch goes to the store whole (its small files read and hashed in parallel), but for
+	 * a Crypt4GH file, which is decrypted here as it is read (import_file_any). */
+	for (i = 0; i < nfds;) {
+		r = store_import_add_files(c->imp, nfds - i, names + i, fds + i, sts + i,
+					   c->imp_c4gh_keep ? NULL : import_is_crypt4gh);
+		if (r >= 0) {
+			i += (size_t)r;
+			if (i == nfds)
+				break;
+			r = import_file_any(c, names[i], fds[i], &sts[i]);
+			i++;
+		}
 		if (r < 0) {
 			c->imp_failed = true;
 			return r;

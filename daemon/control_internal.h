@@ -58,6 +58,9 @@ int op_crypt4gh_pubkey(struct conn *c, const json_t *args, json_t **ret);
 /* store_import_add_file() (st: its fstat as the caller took it, or NULL), or for a file that begins with the Crypt4GH magic (unless the import
  * keeps them as they are), its plaintext decrypted with the site key as path without ".c4gh". */
 int import_file_any(struct conn *c, const char *path, int fd, const struct stat *st);
+/* Whether a file that begins with head (len bytes) is a Crypt4GH file (its magic). */
+bool import_is_crypt4gh(const uint8_t *head, size_t len);
+_Static_assert(PROTO_IMPORT_BATCH_FILES <= STORE_IMPORT_BATCH_MAX, "a batch fits the store's");
 /* Exports to a recipient's Crypt4GH key, under approval (docs/CRYPT4GH.md section 7). */
 int op_export_request(struct conn *c, const json_t *args, json_t **ret);
 int op_export_approve(struct conn *c, const json_t *args, json_t **ret);

@@ -45,6 +45,7 @@
  */
 #include <dirent.h>
 #include <fcntl.h>
+#include <stdatomic.h>
 #include <sodium.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -115,6 +116,23 @@ struct enc_worker {
 	pthread_t thread;
 	crypto_chunk_ctx *cctx;     /* owned by the thread, freed by store_import_free() */
 	uint64_t gen;               /* the enc_obj generation cctx is keyed for; 0: none */
+};
+
+/* A small file of a batch (store_import_add_files()), read whole and hashed by a helper thread
+ * before the caller's thread imports it in order. */
+struct pf_file {
+	int fd;                      /* borrowed */
+	uint64_t size;               /* as fstat said */
+	uint8_t *data;               /* its slot in imp->stage: size + 1 bytes read */
+	ssize_t got;                 /* what pread_full() returned */
+	uint8_t mac[STORE_CONTENT_MAC_LEN];  /* the keyed content hash, when got == size */
+};
+
+/* One helper thread of the batch prefetch. */
+struct pf_helper {
+	struct store_import *imp;    /* borrowed */
+	pthread_t thread;
+	crypto_hasher *hash;         /* its own hash state; owned */
 };
 
 /* A directory of the version being built. */
@@ -208,6 +226,26 @@ struct store_import {
 	unsigned q_head, q_len;
 	unsigned npending;                  /* buffers pending (queued or being encrypted) */
 	bool pool_stop;                     /* workers exit once the queue is empty */
+
+	/* Batch prefetch (store_import_add_files()): the small files of a batch are read and hashed
+	 * by the helpers and the caller's thread together, then imported in order by the caller.
+	 * pf_lock guards pf_gen, pf_done, pf_active and pf_stop; pf[] and pf_n are written by the
+	 * caller only while no helper is active, and read by helpers only while they are. */
+	uint8_t *stage;                     /* STORE_IMPORT_BATCH_MAX slots of STORE_DENSE_MAX + 1
+					       bytes, plaintext: wiped after each batch; owned */
+	struct pf_file pf[STORE_IMPORT_BATCH_MAX];
+	size_t pf_n;                        /* files of the batch being prefetched */
+	atomic_size_t pf_next;              /* the next of them to take */
+	size_t pf_done;                     /* finished */
+	unsigned pf_active;                 /* helpers inside a batch */
+	uint64_t pf_gen;                    /* moves for each batch; helpers wait for it */
+	bool pf_stop;
+	bool pf_init;                       /* pf_lock, pf_cond exist */
+	pthread_mutex_t pf_lock;
+	pthread_cond_t pf_cond;             /* pf_gen moved, or a file finished, or stop */
+	struct pf_helper pf_helpers[IMPORT_WORKERS_MAX];
+	unsigned pf_nhelpers;
+	crypto_hasher *pf_hash;             /* the caller's hash state for prefetching; owned */
 
 	/* Shared objects (see the top of this file). */
 	crypto_key *content_key;            /* the dataset's content-hash key; owned */
@@ -1169,6 +1207,7 @@ static int obj_settle(struct store_import *imp, const char *path)
 struct obj_src {
 	int fd;                                        /* >= 0: the file */
 	const struct store_import_stream *stream;      /* otherwise */
+	const struct pf_file *staged;                  /* a small file already read and hashed */
 };
 
 /* len bytes at off. A stream is read in order (write_object asks for consecutive ranges). */
@@ -1410,38 +1449,59 @@ static int pack_room(struct store_import *imp, uint64_t size)
  * previous version (nothing written) or encrypted in place. One read instead of the separate
  * reads of hashing, encrypting and the checks for a file that changed size (issue 13 point 5);
  * the hash is still of exactly the bytes encrypted. */
-static int small_object(struct store_import *imp, int fd, const char *path,
+static int small_object(struct store_import *imp, const struct obj_src *src, const char *path,
 			struct store_inode *ino)
 {
 	const uint64_t size = ino->size;
+	const struct pf_file *pf = src->staged;
 	uint8_t mac[STORE_CONTENT_MAC_LEN];
 	crypto_key *okey = NULL;
-	uint8_t *p;
+	uint8_t *p = NULL;
 	ssize_t got;
 	int r;
 
-	r = pack_room(imp, size);
-	if (r == 0)
-		r = stream_reserve(imp, (size_t)size + CRYPTO_TAG_LEN, &p);
-	if (r < 0)
-		return r;
-	/* One byte more than fstat said: it lands where the tag goes, and shows a file that grew. */
-	got = pread_full(fd, p, (size_t)size + 1, 0);
+	if (pf) {
+		/* Read and hashed already (store_import_add_files()): into the stream only if it
+		 * is to be written. */
+		got = pf->got;
+	} else {
+		r = pack_room(imp, size);
+		if (r == 0)
+			r = stream_reserve(imp, (size_t)size + CRYPTO_TAG_LEN, &p);
+		if (r < 0)
+			return r;
+		/* One byte more than fstat said: it lands where the tag goes, and shows a file
+		 * that grew. */
+		got = pread_full(src->fd, p, (size_t)size + 1, 0);
+	}
 	if (got < 0)
 		return imp_fail(imp, (int)got, "%s: read failed: %s", path, strerror((int)-got));
 	if ((uint64_t)got < size)
 		return imp_fail(imp, -EIO, "%s: the file shrank while it was imported", path);
 	if ((uint64_t)got > size)
 		return imp_fail(imp, -EIO, "%s: the file grew while it was imported", path);
-	crypto_hash_init_keyed(imp->chash, imp->content_key);
-	crypto_hash_update(imp->chash, p, (size_t)size);
-	crypto_hash_final(imp->chash, mac);
+	if (pf) {
+		memcpy(mac, pf->mac, sizeof(mac));
+	} else {
+		crypto_hash_init_keyed(imp->chash, imp->content_key);
+		crypto_hash_update(imp->chash, p, (size_t)size);
+		crypto_hash_final(imp->chash, mac);
+	}
 	if (reuse_size_known(imp, size)) {
 		r = reuse_lookup(imp, mac, path, ino);
 		if (r != 0) {
-			sodium_memzero(p, (size_t)size + 1);   /* plaintext, never written */
+			if (p)
+				sodium_memzero(p, (size_t)size + 1);   /* plaintext, never written */
 			return r < 0 ? r : 0;
 		}
+	}
+	if (pf) {
+		r = pack_room(imp, size);
+		if (r == 0)
+			r = stream_reserve(imp, (size_t)size + CRYPTO_TAG_LEN, &p);
+		if (r < 0)
+			return r;
+		memcpy(p, pf->data, (size_t)size);
 	}
 	ino->ext.pack_id = imp->pack_id;
 	ino->ext.offset = imp->wpos;
@@ -1871,7 +1931,7 @@ static int add_object(struct store_import *imp, const char *path, const struct o
 	ino.mtime_ns = mtime_ns;
 	ino.size = size;
 	if (src->fd >= 0 && object_dense(size, imp->chunk_size)) {
-		r = small_object(imp, src->fd, path, &ino);
+		r = small_object(imp, src, path, &ino);
 	} else {
 		r = reuse_object(imp, src, path, &ino);
 		if (r == 0)
@@ -1897,10 +1957,12 @@ static int add_object(struct store_import *imp, const char *path, const struct o
 	return 0;
 }
 
-/* st: fstat(fd) as the caller took it, or NULL to take it here. */
-static int add_file(struct store_import *imp, const char *path, int fd, const struct stat *st)
+/* st: fstat(fd) as the caller took it, or NULL to take it here; staged: the file read and hashed
+ * by the batch prefetch, or NULL. */
+static int add_file(struct store_import *imp, const char *path, int fd, const struct stat *st,
+		    const struct pf_file *staged)
 {
-	const struct obj_src src = { .fd = fd };
+	const struct obj_src src = { .fd = fd, .staged = staged };
 	struct stat s;
 
 	if (imp->err || imp->committed || imp->closed)
@@ -1932,7 +1994,7 @@ int store_import_add_dir(struct store_import *imp, const char *path, uint32_t mo
 
 int store_import_add_file(struct store_import *imp, const char *path, int fd)
 {
-	return sticky(imp, add_file(imp, path, fd, NULL));
+	return sticky(imp, add_file(imp, path, fd, NULL, NULL));
 }
 
 int store_import_add_file_stat(struct store_import *imp, const char *path, int fd,
@@ -1940,7 +2002,197 @@ int store_import_add_file_stat(struct store_import *imp, const char *path, int f
 {
 	if (!st)
 		return -EINVAL;
-	return sticky(imp, add_file(imp, path, fd, st));
+	return sticky(imp, add_file(imp, path, fd, st, NULL));
+}
+
+/* ---- Batch prefetch ------------------------------------------------------------------------ */
+
+/* Read one staged file whole (one byte more, to see one that grew) and hash it if complete. */
+static void pf_one(struct store_import *imp, struct pf_file *f, crypto_hasher *h)
+{
+	f->got = pread_full(f->fd, f->data, (size_t)f->size + 1, 0);
+	if (f->got >= 0 && (uint64_t)f->got == f->size) {
+		crypto_hash_init_keyed(h, imp->content_key);
+		crypto_hash_update(h, f->data, (size_t)f->size);
+		crypto_hash_final(h, f->mac);
+	}
+}
+
+/* Take files of the current batch until none is left. */
+static void pf_run(struct store_import *imp, crypto_hasher *h)
+{
+	for (;;) {
+		size_t i = atomic_fetch_add(&imp->pf_next, 1);
+
+		if (i >= imp->pf_n)
+			return;
+		pf_one(imp, &imp->pf[i], h);
+		pthread_mutex_lock(&imp->pf_lock);
+		if (++imp->pf_done == imp->pf_n)
+			pthread_cond_broadcast(&imp->pf_cond);
+		pthread_mutex_unlock(&imp->pf_lock);
+	}
+}
+
+static void *pf_main(void *arg)
+{
+	struct pf_helper *hp = arg;
+	struct store_import *imp = hp->imp;
+	uint64_t seen = 0;
+
+	pthread_mutex_lock(&imp->pf_lock);
+	for (;;) {
+		while (imp->pf_gen == seen && !imp->pf_stop)
+			pthread_cond_wait(&imp->pf_cond, &imp->pf_lock);
+		if (imp->pf_stop)
+			break;
+		seen = imp->pf_gen;
+		imp->pf_active++;
+		pthread_mutex_unlock(&imp->pf_lock);
+		pf_run(imp, hp->hash);
+		pthread_mutex_lock(&imp->pf_lock);
+		imp->pf_active--;
+		pthread_cond_broadcast(&imp->pf_cond);
+	}
+	pthread_mutex_unlock(&imp->pf_lock);
+	return NULL;
+}
+
+/* Set up the stage and the helpers (one fewer than the encryption workers: the caller's thread
+ * works too). Without helpers the caller prefetches alone, which still saves nothing but costs
+ * nothing either. */
+static int pf_start(struct store_import *imp)
+{
+	imp->stage = malloc((size_t)STORE_IMPORT_BATCH_MAX * (STORE_DENSE_MAX + 1));
+	if (!imp->stage)
+		return -ENOMEM;
+	if (crypto_hash_new(&imp->pf_hash) < 0)
+		return -ENOMEM;
+	if (pthread_mutex_init(&imp->pf_lock, NULL) != 0)
+		return -ENOMEM;
+	if (pthread_cond_init(&imp->pf_cond, NULL) != 0) {
+		pthread_mutex_destroy(&imp->pf_lock);
+		return -ENOMEM;
+	}
+	imp->pf_init = true;
+	for (unsigned i = 0; i + 1 < imp->nworkers; i++) {
+		struct pf_helper *hp = &imp->pf_helpers[i];
+
+		*hp = (struct pf_helper){ .imp = imp };
+		if (crypto_hash_new(&hp->hash) < 0)
+			break;
+		if (pthread_create(&hp->thread, NULL, pf_main, hp) != 0) {
+			crypto_hash_free(hp->hash);
+			hp->hash = NULL;
+			break;
+		}
+		imp->pf_nhelpers++;
+	}
+	return 0;
+}
+
+static void pf_stop(struct store_import *imp)
+{
+	if (imp->pf_init) {
+		pthread_mutex_lock(&imp->pf_lock);
+		imp->pf_stop = true;
+		pthread_cond_broadcast(&imp->pf_cond);
+		pthread_mutex_unlock(&imp->pf_lock);
+		for (unsigned i = 0; i < imp->pf_nhelpers; i++) {
+			pthread_join(imp->pf_helpers[i].thread, NULL);
+			crypto_hash_free(imp->pf_helpers[i].hash);
+		}
+		imp->pf_nhelpers = 0;
+		pthread_cond_destroy(&imp->pf_cond);
+		pthread_mutex_destroy(&imp->pf_lock);
+		imp->pf_init = false;
+	}
+	crypto_hash_free(imp->pf_hash);
+	imp->pf_hash = NULL;
+	if (imp->stage)
+		explicit_bzero(imp->stage, (size_t)STORE_IMPORT_BATCH_MAX * (STORE_DENSE_MAX + 1));
+	free(imp->stage);
+	imp->stage = NULL;
+}
+
+/* Read and hash files[0..n) (each of them staged) on the helpers and this thread; back when
+ * every one is done and no helper touches the batch any more. */
+static void pf_batch(struct store_import *imp, size_t n)
+{
+	pthread_mutex_lock(&imp->pf_lock);
+	imp->pf_n = n;
+	atomic_store(&imp->pf_next, 0);
+	imp->pf_done = 0;
+	imp->pf_gen++;
+	pthread_cond_broadcast(&imp->pf_cond);
+	pthread_mutex_unlock(&imp->pf_lock);
+	pf_run(imp, imp->pf_hash);
+	pthread_mutex_lock(&imp->pf_lock);
+	while (imp->pf_done < imp->pf_n || imp->pf_active)
+		pthread_cond_wait(&imp->pf_cond, &imp->pf_lock);
+	imp->pf_n = 0;
+	pthread_mutex_unlock(&imp->pf_lock);
+}
+
+int store_import_add_files(struct store_import *imp, size_t n, const char *const *paths,
+			   const int *fds, const struct stat *sts,
+			   bool (*divert)(const uint8_t *head, size_t len))
+{
+	size_t staged[STORE_IMPORT_BATCH_MAX], nstaged = 0, i, k = 0;
+	int r = 0;
+
+	if (imp->err)
+		return imp_sticky(imp);
+	if (imp->committed || imp->closed || n == 0 || n > STORE_IMPORT_BATCH_MAX || !paths ||
+	    !fds || !sts)
+		return -EINVAL;
+	if (!imp->stage) {
+		r = pf_start(imp);
+		if (r < 0)
+			return sticky(imp, imp_fail(imp, r, "out of memory"));
+	}
+	/* The small regular files are read and hashed together first. */
+	for (i = 0; i < n; i++) {
+		if (!S_ISREG(sts[i].st_mode) || sts[i].st_size < 0 ||
+		    !object_dense((uint64_t)sts[i].st_size, imp->chunk_size)) {
+			staged[i] = SIZE_MAX;
+			continue;
+		}
+		imp->pf[nstaged] = (struct pf_file){
+			.fd = fds[i],
+			.size = (uint64_t)sts[i].st_size,
+			.data = imp->stage + nstaged * (STORE_DENSE_MAX + 1),
+		};
+		staged[i] = nstaged++;
+	}
+	if (nstaged)
+		pf_batch(imp, nstaged);
+	/* Then every file in order, as add_file would; a file divert() claims ends the call. */
+	for (i = 0; i < n && r == 0; i++) {
+		const struct pf_file *pf = staged[i] == SIZE_MAX ? NULL : &imp->pf[staged[i]];
+
+		if (divert) {
+			uint8_t head[STORE_DIVERT_HEAD];
+			ssize_t got;
+
+			if (pf) {
+				got = MIN(pf->got, (ssize_t)sizeof(head));
+				if (got > 0)
+					memcpy(head, pf->data, (size_t)got);
+			} else {
+				got = S_ISREG(sts[i].st_mode) ?
+					      pread_full(fds[i], head, sizeof(head), 0) : 0;
+			}
+			if (got > 0 && divert(head, (size_t)got))
+				break;
+		}
+		r = sticky(imp, add_file(imp, paths[i], fds[i], &sts[i], pf));
+		k++;
+	}
+	/* The stage held plaintext. */
+	for (size_t j = 0; j < nstaged; j++)
+		explicit_bzero(imp->pf[j].data, (size_t)imp->pf[j].size + 1);
+	return r < 0 ? r : (int)k;
 }
 
 int store_import_add_stream(struct store_import *imp, const char *path,
@@ -2326,6 +2578,7 @@ void store_import_free(struct store_import *imp)
 	/* Nothing is pending after a commit or an abort (both drain); the join waits anyway. */
 	pool_stop(imp);
 	ixw_stop(imp);
+	pf_stop(imp);
 	if (imp->ring_ok)
 		io_uring_queue_exit(&imp->ring);
 	if (imp->pack_fd >= 0)

@@ -439,6 +439,20 @@ int store_import_add_file(struct store_import *imp, const char *path, int fd);
 struct stat;
 int store_import_add_file_stat(struct store_import *imp, const char *path, int fd,
 			       const struct stat *st);
+/* The most files one store_import_add_files() call takes. */
+#define STORE_IMPORT_BATCH_MAX 64u
+/* Bytes of a file's start given to the divert predicate of store_import_add_files(). */
+#define STORE_DIVERT_HEAD 16u
+/* Import files[0..n) in order, as n calls of store_import_add_file_stat() would (fds and sts
+ * borrowed; sts[i] is fstat(fds[i])), the small ones (dense objects, docs/FORMAT.md 4.7) first
+ * read and hashed together on the import's helper threads (issue 13). divert (may be NULL) is
+ * shown the first bytes of each file (up to STORE_DIVERT_HEAD) before it is imported: when it
+ * returns true, the call stops there and returns how many files it imported, so that the caller
+ * handles that file itself (a Crypt4GH file) and calls again with the rest. Returns n (or the
+ * index of the diverted file), or -errno (the import fails, as for add_file). */
+int store_import_add_files(struct store_import *imp, size_t n, const char *const *paths,
+			   const int *fds, const struct stat *sts,
+			   bool (*divert)(const uint8_t *head, size_t len));
 /* A file's plaintext that does not come from a file (a Crypt4GH file decrypted as it is read):
  * read(ctx, buf, len) gives the next len bytes in order, fewer only at the end, 0 at the end
  * after checking all that is left; -errno with err_detail() on failure (the import then fails,

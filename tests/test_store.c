@@ -1552,6 +1552,98 @@ static void test_import_source_changes(void **state)
 	store_close(st);
 }
 
+/* A file whose first bytes are "divert" is the caller's (store_import_add_files()). */
+static bool divert_marked(const uint8_t *head, size_t len)
+{
+	return len >= 6 && memcmp(head, "divert", 6) == 0;
+}
+
+/* Issue 13: a batch of files through store_import_add_files(): the small ones read and hashed on
+ * helper threads, in order with a large one and a file the caller diverts; every file reads back
+ * byte-exact, a second version of the same files shares every object (the content hashes taken
+ * on the helpers are the ones the single-file path takes), and a file that grew or shrank after
+ * its fstat fails the import, naming it. */
+static void test_import_add_files(void **state)
+{
+	static const size_t sizes[] = { 100, 50, 200u << 10, 0, 5, CS - 1, 40000 };
+	enum { N = ARRAY_SIZE(sizes) };
+	struct fx *f = *state;
+	struct store *st = fx_create(f);
+	const char *names[N] = { "a0", "a1", "a2", "a3", "a4", "d/a5", "d/a6" };
+	struct store_import_stats stats;
+	struct store_import *imp = NULL;
+	struct stat sts[N];
+	int fds[N];
+	uint32_t ver = 0;
+
+	for (size_t i = 0; i < N; i++) {
+		char *p = tu_fmt("%s/b%zu", f->src, i);
+
+		tu_write_seeded(p, sizes[i], 40 + (unsigned)i);
+		if (i == 1) {
+			int fd = open(p, O_WRONLY | O_CLOEXEC);
+
+			assert_int_equal(pwrite(fd, "divert", 6, 0), 6);
+			close(fd);
+		}
+		fds[i] = open(p, O_RDONLY | O_CLOEXEC);
+		assert_true(fds[i] >= 0);
+		assert_int_equal(fstat(fds[i], &sts[i]), 0);
+		free(p);
+	}
+	for (uint32_t v = 1; v <= 2; v++) {
+		assert_int_equal(store_import_begin(st, "batch", NULL, &imp), 0);
+		/* Stops before the diverted file; the caller imports it, then the rest. */
+		assert_int_equal(store_import_add_files(imp, N, names, fds, sts, divert_marked), 1);
+		assert_int_equal(store_import_add_file_stat(imp, names[1], fds[1], &sts[1]), 0);
+		assert_int_equal(store_import_add_files(imp, N - 2, names + 2, fds + 2, sts + 2,
+							divert_marked),
+				 N - 2);
+		store_import_get_stats(imp, &stats);
+		assert_int_equal(stats.files, N);
+		assert_int_equal(stats.reused_files, v == 1 ? 0 : N);
+		assert_int_equal(store_import_commit(imp, &ver), 0);
+		assert_int_equal(ver, v);
+		store_import_free(imp);
+		for (size_t i = 0; i < N; i++) {
+			uint8_t *want = malloc(sizes[i] + 1), *have;
+			size_t got;
+
+			tu_fill(want, sizes[i], 40 + (unsigned)i);
+			if (i == 1)
+				memcpy(want, "divert", 6);
+			have = read_path(st, "batch", v, names[i], CS, &got);
+			assert_int_equal(got, sizes[i]);
+			assert_memory_equal(have, want, got);
+			free(have);
+			free(want);
+		}
+	}
+	/* A small file that grew, and one that shrank, since their fstat. */
+	for (int grow = 0; grow <= 1; grow++) {
+		size_t i = grow ? 4 : 6;
+		char *p = tu_fmt("%s/b%zu", f->src, i);
+		int fd = open(p, O_WRONLY | O_CLOEXEC);
+
+		if (grow)
+			assert_int_equal(pwrite(fd, "x", 1, (off_t)sizes[i]), 1);
+		else
+			assert_int_equal(ftruncate(fd, 100), 0);
+		close(fd);
+		assert_int_equal(store_import_begin(st, "batch", NULL, &imp), 0);
+		assert_int_equal(store_import_add_files(imp, N, names, fds, sts, NULL), -EIO);
+		assert_non_null(strstr(err_detail(), grow ? "grew" : "shrank"));
+		assert_non_null(strstr(err_detail(), names[i]));
+		assert_int_equal(store_import_commit(imp, &(uint32_t){ 0 }), -EIO);
+		store_import_free(imp);
+		tu_write_seeded(p, sizes[i], 40 + (unsigned)i);
+		free(p);
+	}
+	for (size_t i = 0; i < N; i++)
+		close(fds[i]);
+	store_close(st);
+}
+
 static void test_import_bad_input(void **state)
 {
 	struct fx *f = *state;
@@ -3813,6 +3905,7 @@ int main(void)
 		T(test_import_tree_reopen),
 		T(test_import_rejects_special_files),
 		T(test_import_source_changes),
+		T(test_import_add_files),
 		T(test_import_bad_input),
 		T(test_pack_rotation),
 		T(test_concurrent_readers),
