@@ -3,29 +3,41 @@
 # imports them with `enclavectl dataset import` into a fresh store served by enclaved, and
 # reports files/s, MB/s, the bytes the packs take against the bytes of the files, and the peak
 # memory of the daemon and of enclavectl. Writes the lines into docs/PERFORMANCE.md between the
-# "bench-import.sh" markers (one line per run: earlier runs of other sizes are kept).
+# "bench-import.sh" markers (one line per run and build: earlier runs of other sizes are kept).
 #
 # Not part of CI. Run as root. Options:
-#   --files N    files [100000]
-#   --size S     bytes per file [4096]; "tiny" gives file i the bytes "i\n" (a few bytes each,
-#                as scripts/bench-rss.sh)
-#   --no-doc     leave docs/PERFORMANCE.md alone
+#   --files N     files [100000]
+#   --size S      bytes per file [4096]; "tiny" gives file i the bytes "i\n" (a few bytes each,
+#                 as scripts/bench-rss.sh)
+#   --warm        leave the source in the page cache (default: caches dropped before each
+#                 import, so the source is read from disk)
+#   --before REV  also import with enclaved and enclavectl of commit REV, built (Release) from a
+#                 `git archive` of it in build-bench-before/, alternately with this tree's, each
+#                 into a store of its own: the change side by side on the same machine
+#   --rounds R    imports per build [1, or 3 with --before]; the median is reported
+#   --no-doc      leave docs/PERFORMANCE.md alone
 # Examples: scripts/bench-import.sh --files 100000 --size 4096
+#           scripts/bench-import.sh --files 100000 --size 4096 --warm --before 7c2efc4
 #           scripts/bench-import.sh --files 1000000 --size tiny
 set -euo pipefail
 usage() { sed -n '2,/^set -euo/{/^#/s/^# \{0,1\}//p}' "$0"; }
-files=100000 size=4096 dodoc=1
+files=100000 size=4096 dodoc=1 cold=1 before_rev= rounds=
 while (($#)); do
 	case "$1" in
 	-h | --help) usage; exit 0 ;;
 	--files) files=${2:?}; shift 2 ;;
 	--size) size=${2:?}; shift 2 ;;
+	--warm) cold=0; shift ;;
+	--before) before_rev=${2:?}; shift 2 ;;
+	--rounds) rounds=${2:?}; shift 2 ;;
 	--no-doc) dodoc=0; shift ;;
 	*) echo "bench-import: unknown option '$1' (see --help)" >&2; exit 2 ;;
 	esac
 done
 case "$files" in '' | *[!0-9]*) echo "bench-import: --files takes a number" >&2; exit 2 ;; esac
 case "$size" in tiny) ;; '' | *[!0-9]*) echo "bench-import: --size takes a number or tiny" >&2; exit 2 ;; esac
+[[ -n $rounds ]] || { [[ -n $before_rev ]] && rounds=3 || rounds=1; }
+case "$rounds" in '' | *[!0-9]* | 0) echo "bench-import: --rounds takes a positive number" >&2; exit 2 ;; esac
 [[ $(id -u) == 0 ]] || { echo "bench-import: run as root" >&2; exit 1; }
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -36,21 +48,42 @@ bash scripts/deps.sh >/dev/null
 dpkg -s time >/dev/null 2>&1 || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq time >/dev/null; }
 cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build "$build" -j 2 --target enclaved enclavectl >/dev/null
-enclaved=$root/$build/daemon/enclaved
-enclavectl=$root/$build/cli/enclavectl
+builds=("$root/$build")
+names=("$(git rev-parse --short HEAD 2>/dev/null || echo '?')")
+if [[ -n $before_rev ]]; then
+	# The other commit, from git's own objects (no checkout, no worktree), built once per
+	# commit: build-bench-before/<commit>/{src,build}, as scripts/bench-small.sh.
+	bsha=$(git rev-parse --verify "$before_rev^{commit}")
+	bdir=$root/build-bench-before/$bsha
+	if [[ ! -x $bdir/build/daemon/enclaved || ! -x $bdir/build/cli/enclavectl ]]; then
+		echo "bench-import: building $before_rev ($bsha) in $bdir (Release)" >&2
+		rm -rf "$bdir"
+		mkdir -p "$bdir/src"
+		git archive "$bsha" | tar -x -C "$bdir/src"
+		cmake -S "$bdir/src" -B "$bdir/build" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
+		cmake --build "$bdir/build" -j 2 --target enclaved enclavectl >/dev/null
+	fi
+	builds+=("$bdir/build")
+	names+=("$(git rev-parse --short "$bsha") (before)")
+fi
 
 scratch=$(mktemp -d /var/tmp/enclave-bench-import.XXXXXX)
-src=$scratch/src mnt=$scratch/mnt store=$scratch/store
+src=$scratch/src mnt=$scratch/mnt
 mkdir -p "$src" "$mnt"
 pid=
+stop_daemon() {
+	if [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null; then
+		kill -TERM "$pid"
+		wait "$pid" || true
+	fi
+	pid=
+	grep -q " $mnt " /proc/self/mountinfo && { fusermount3 -u "$mnt" 2>/dev/null || umount -l "$mnt"; }
+	return 0
+}
 cleanup() {
 	local rc=$?
 	set +e
-	if [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null; then
-		kill -TERM "$pid"
-		wait "$pid"
-	fi
-	grep -q " $mnt " /proc/self/mountinfo && { fusermount3 -u "$mnt" 2>/dev/null || umount -l "$mnt"; }
+	stop_daemon
 	rm -rf "$scratch"
 	exit "$rc"
 }
@@ -58,7 +91,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 echo "bench-import: generating $files files ($size bytes each)" >&2
-python3 - "$src" "$files" "$size" <<'EOF'
+python3 - "$src" "$files" "$size" <<'PY'
 import os, sys
 root, n, size = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 blob = os.urandom(int(size) + 4096) if size != "tiny" else b""
@@ -68,56 +101,92 @@ for i in range(n):
         os.makedirs(d, exist_ok=True)
     with open(os.path.join(d, "f%07d" % i), "wb") as f:
         f.write(b"%d\n" % i if size == "tiny" else blob[i % 4096:i % 4096 + int(size)])
-EOF
+PY
 data_bytes=$(find "$src" -type f -printf '%s\n' | awk '{ s += $1 } END { print s }')
-
 head -c 32 /dev/urandom | base64 >"$scratch/pass"
 chmod 0600 "$scratch/pass"
-"$enclavectl" init --store "$store" --passphrase-file "$scratch/pass" --steward user:root \
-	--approvals 0 >/dev/null
-"$enclaved" --store "$store" --mount "$mnt" --passphrase-file "$scratch/pass" \
-	2>"$scratch/enclaved.log" &
-pid=$!
-for _ in $(seq 1 200); do
-	"$enclavectl" --store "$store" status >/dev/null 2>&1 && break
-	kill -0 "$pid" 2>/dev/null || { cat "$scratch/enclaved.log" >&2; exit 1; }
-	sleep 0.1
+
+# One import with build $1 into a fresh store; prints "ms pack_bytes daemon_kib ctl_kib cpu_ms".
+import_once() {
+	local b=$1 store=$scratch/store t0 ms cpu0 cpu1
+	rm -rf "$store"
+	"$b/cli/enclavectl" init --store "$store" --passphrase-file "$scratch/pass" \
+		--steward user:root --approvals 0 >/dev/null
+	"$b/daemon/enclaved" --store "$store" --mount "$mnt" --passphrase-file "$scratch/pass" \
+		2>"$scratch/enclaved.log" &
+	pid=$!
+	for _ in $(seq 1 200); do
+		"$b/cli/enclavectl" --store "$store" status >/dev/null 2>&1 && break
+		kill -0 "$pid" 2>/dev/null || { cat "$scratch/enclaved.log" >&2; exit 1; }
+		sleep 0.1
+	done
+	# The unlock's Argon2id peak is not the import's: reset the peak counter (Linux 4.0+).
+	echo 5 >"/proc/$pid/clear_refs"
+	sync
+	if ((cold)); then
+		echo 3 >/proc/sys/vm/drop_caches
+	else
+		find "$src" -type f -print0 | xargs -0 cat >/dev/null
+	fi
+	cpu0=$(awk '{ print $14 + $15 }' "/proc/$pid/stat")
+	t0=$(date +%s%N)
+	/usr/bin/time -f '%M' -o "$scratch/ctl.rss" "$b/cli/enclavectl" --store "$store" -q \
+		dataset import bench "$src" >/dev/null
+	ms=$((($(date +%s%N) - t0) / 1000000))
+	cpu1=$(awk '{ print $14 + $15 }' "/proc/$pid/stat")
+	echo "$ms $(find "$store/packs" -type f -printf '%s\n' | awk '{ s += $1 } END { print s }') $(awk '$1 == "VmHWM:" { print $2 }' "/proc/$pid/status") $(cat "$scratch/ctl.rss") $(((cpu1 - cpu0) * 1000 / $(getconf CLK_TCK)))"
+	stop_daemon
+}
+
+declare -A res
+for ((r = 0; r < rounds; r++)); do
+	for ((k = 0; k < ${#builds[@]}; k++)); do
+		# The order alternates each round, so the machine's drift falls on both builds alike.
+		i=$(((k + r) % ${#builds[@]}))
+		echo "bench-import: round $((r + 1)) of $rounds, ${names[$i]}" >&2
+		res[$i]+="$(import_once "${builds[$i]}")"$'\n'
+	done
 done
-# The unlock's Argon2id peak is not the import's: reset the peak counter (Linux 4.0+).
-echo 5 >"/proc/$pid/clear_refs"
-sync
-echo 3 >/proc/sys/vm/drop_caches
-echo "bench-import: importing" >&2
-t0=$(date +%s%N)
-/usr/bin/time -f '%M' -o "$scratch/ctl.rss" "$enclavectl" --store "$store" -q dataset import \
-	bench "$src" >/dev/null
-ms=$((($(date +%s%N) - t0) / 1000000))
-ctl_kib=$(cat "$scratch/ctl.rss")
-d_kib=$(awk '$1 == "VmHWM:" { print $2 }' "/proc/$pid/status")
-pack_bytes=$(find "$store/packs" -type f -printf '%s\n' | awk '{ s += $1 } END { print s }')
-line=$(awk -v f="$files" -v s="$size" -v ms="$ms" -v b="$data_bytes" -v p="$pack_bytes" \
-	-v dk="$d_kib" -v ck="$ctl_kib" -v when="$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
-	-v commit="$(git rev-parse --short HEAD 2>/dev/null || echo '?')" \
-	-v load="$(cut -d' ' -f1 /proc/loadavg)" 'BEGIN {
-	printf "| %s | %s | %d files of %s bytes (%.1f MB) | %.1f s | %.0f files/s | %.1f MB/s | %.1f MB (%.2fx the data; %d bytes of pack per file) | %.0f MiB | %.0f MiB | %s |\n",
-		when, commit, f, s, b / 1e6, ms / 1000, f * 1000 / ms, b / ms / 1000, p / 1e6,
-		p / b, p / f, dk / 1024, ck / 1024, load }')
-echo "| run | commit | data | import | files/s | MB/s | packs | enclaved peak (VmHWM since the unlock) | enclavectl peak | load |"
-echo "|---|---|---|---:|---:|---:|---|---:|---:|---:|"
-echo "$line"
+
+hdr="| run | commit | data | import | files/s | MB/s | packs | enclaved peak (VmHWM since the unlock) | enclavectl peak | enclaved CPU | load |"
+sep="|---|---|---|---:|---:|---:|---|---:|---:|---:|---:|"
+lines=
+for ((i = 0; i < ${#builds[@]}; i++)); do
+	# The round of median time, and every round's time.
+	med=$(printf '%s' "${res[$i]}" | sort -n | awk -v n="$rounds" 'NR == int((n + 1) / 2)')
+	all=$(printf '%s' "${res[$i]}" | awk '{ printf "%s%.1f", (NR > 1 ? ", " : ""), $1 / 1000 }')
+	read -r ms pack_bytes d_kib ctl_kib cpu_ms <<<"$med"
+	line=$(awk -v f="$files" -v s="$size" -v ms="$ms" -v b="$data_bytes" -v p="$pack_bytes" \
+		-v dk="$d_kib" -v ck="$ctl_kib" -v cpu="$cpu_ms" -v when="$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
+		-v commit="${names[$i]}" -v warm="$( ((cold)) && echo "cold" || echo "warm")" \
+		-v rounds="$rounds" -v all="$all" \
+		-v load="$(cut -d' ' -f1 /proc/loadavg)" 'BEGIN {
+		extra = ""
+		if (rounds > 1)
+			extra = sprintf("; median of %d rounds (%s s)", rounds, all)
+		printf "| %s | %s | %d files of %s bytes (%.1f MB), page cache %s%s | %.1f s | %.0f files/s | %.1f MB/s | %.1f MB (%.2fx the data; %d bytes of pack per file) | %.0f MiB | %.0f MiB | %.1f s | %s |\n",
+			when, commit, f, s, b / 1e6, warm, extra,
+			ms / 1000, f * 1000 / ms, b / ms / 1000, p / 1e6, p / b, p / f, dk / 1024,
+			ck / 1024, cpu / 1000, load }')
+	lines+="$line"$'\n'
+done
+echo "$hdr"
+echo "$sep"
+printf '%s' "$lines"
 if ((dodoc)); then
 	doc=$root/docs/PERFORMANCE.md
 	begin='<!-- bench-import.sh: begin -->'
 	end='<!-- bench-import.sh: end -->'
 	if ! grep -qF "$begin" "$doc"; then
-		printf '\n## Importing many small files (scripts/bench-import.sh)\n\n%s\n| run | commit | data | import | files/s | MB/s | packs | enclaved peak (VmHWM since the unlock) | enclavectl peak | load |\n|---|---|---|---:|---:|---:|---|---:|---:|---:|\n%s\n' "$begin" "$end" >>"$doc"
+		printf '\n## Importing many small files (scripts/bench-import.sh)\n\n%s\n%s\n%s\n%s\n' \
+			"$begin" "$hdr" "$sep" "$end" >>"$doc"
 	fi
-	LINE=$line python3 - "$doc" "$end" <<'EOF'
+	LINES=$lines python3 - "$doc" "$end" <<'PY'
 import os, sys
 path, end = sys.argv[1:3]
 text = open(path).read()
 b = text.index(end)
-open(path, "w").write(text[:b] + os.environ["LINE"] + "\n" + text[b:])
-EOF
-	echo "bench-import: added the line to docs/PERFORMANCE.md" >&2
+open(path, "w").write(text[:b] + os.environ["LINES"] + text[b:])
+PY
+	echo "bench-import: added the lines to docs/PERFORMANCE.md" >&2
 fi
