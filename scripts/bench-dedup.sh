@@ -119,9 +119,10 @@ echo "bench-dedup: $store_line" >&2
 line=$(awk -v f="$files" -v ms1="$ms1" -v ms2="$ms2" -v b="$data_bytes" -v p1="$p1" -v p2="$p2" \
 	-v vs="$vsize" -v sl="$store_line" -v when="$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
 	-v commit="$(git rev-parse --short HEAD 2>/dev/null || echo '?')" \
+	-v cache="$( ((cold)) && echo "dropped before each import" || echo warm)" \
 	-v load="$(cut -d' ' -f1 /proc/loadavg)" 'BEGIN {
-	printf "| %s | %s | %d files, %.1f MB | %.1f s | %.1f s | %.3f | %.1f MB | %d bytes (%.4f %% of the data; the changed file: %d bytes) | %s | %s |\n",
-		when, commit, f, b / 1e6, ms1 / 1000, ms2 / 1000, ms2 / ms1, p1 / 1e6, p2 - p1,
+	printf "| %s | %s | %d files, %.1f MB, page cache %s | %.1f s | %.1f s | %.3f | %.1f MB | %d bytes (%.4f %% of the data; the changed file: %d bytes) | %s | %s |\n",
+		when, commit, f, b / 1e6, cache, ms1 / 1000, ms2 / 1000, ms2 / ms1, p1 / 1e6, p2 - p1,
 		(p2 - p1) * 100 / b, vs, sl, load }')
 hdr="| run | commit | data | version 1 | version 2 (one file changed) | time ratio (target < 0.2) | packs after version 1 | added by version 2 (target < 1 %) | the importer alone (bench_dedup, warm) | load |"
 sep="|---|---|---|---:|---:|---:|---:|---|---|---:|"
