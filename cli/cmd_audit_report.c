@@ -8,6 +8,7 @@
  * (audit_matcher_*()), because the grants in force need the whole history. Every record is
  * accounted for: counted, or left out for a stated reason.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -62,7 +63,9 @@ static const char report_usage[] =
 	"the records are sealed: --auditor-key opens them (the secret key `enclavectl init\n"
 	"--auditor-key-out` wrote); a log with sealed records needs it.\n\n"
 	"Options:\n"
-	"  --log DIR          read DIR/audit.log directly, without the daemon\n"
+	"  --log DIR          read DIR/audit.log directly, without the daemon, and the\n"
+	"                     compute nodes' logs in DIR/nodes (a job over several nodes is\n"
+	"                     one job, with each node's share)\n"
 	"  --dataset NAME[@VERSION]  only this dataset (and version)\n"
 	"  --user NAME|UID    only what this user did\n"
 	"  --grantee NAME|UID only the records of grants to this user (see audit show)\n"
@@ -129,6 +132,8 @@ struct report {
 	const char *dataset; /* the --dataset name, or NULL; borrowed */
 	struct audit_opener *open;  /* opens sealed records; owned by audit_report_cmd() */
 	const char *key_file;       /* --auditor-key, or NULL; borrowed */
+	const char *node;           /* the compute node whose log is being read; NULL: the
+				     * primary's (or the daemon's answer) */
 };
 
 /* A fresh ENTRY: every counter present, zero included, so --json keys never come and go. */
@@ -228,7 +233,7 @@ static int count_job(struct report *rp, const char *event, const json_t *rec, co
 {
 	const json_t *jid = json_object_get(rec, "job_id"), *seq = json_object_get(rec, "seq");
 	const char *decision = json_string_value(json_object_get(rec, "decision"));
-	char job[24], key[24], s1[24];
+	char job[24], key[96], s1[24];
 	json_t *j, *files;
 
 	if (strcmp(event, "open") == 0) {
@@ -238,8 +243,10 @@ static int count_job(struct report *rp, const char *event, const json_t *rec, co
 	} else {
 		const char *known;
 
-		/* A close (or a refused read) belongs to the job of the open it names. */
-		snprintf(key, sizeof(key), "%s", out_member(rec, "open_seq", s1));
+		/* A close (or a refused read) belongs to the job of the open it names, in the same
+		 * log (each node's log numbers its records on its own). */
+		snprintf(key, sizeof(key), "%.64s%s%s", rp->node ? rp->node : "", rp->node ? ":" : "",
+			 out_member(rec, "open_seq", s1));
 		known = json_string_value(json_object_get(rp->open_job, key));
 		if (!known)
 			return 0;
@@ -258,11 +265,26 @@ static int count_job(struct report *rp, const char *event, const json_t *rec, co
 	if (add_unique(json_object_get(j, "users"), user) < 0 ||
 	    add_unique(json_object_get(j, "datasets"), dataset) < 0)
 		return -ENOMEM;
+	/* A job that reads on several compute nodes is one job, with each node's share. */
+	{
+		const char *where = rp->node ? rp->node : "(primary)";
+		json_t *nodes = json_object_get(j, "nodes"), *nj;
+
+		if (!nodes && (!(nodes = json_object()) ||
+			       json_object_set_new(j, "nodes", nodes) < 0))
+			return -ENOMEM;
+		nj = child(rp, nodes, where);
+		if (!nj)
+			return err_set(-E2BIG, "more than %u datasets, users and jobs",
+				       REPORT_KEYS_MAX);
+		count(nj, event, rec);
+	}
 	if (strcmp(event, "open") != 0 || !decision || strcmp(decision, "allow") != 0)
 		return 0;
 	if (json_object_size(rp->open_job) >= REPORT_OPENS_MAX)
 		return err_set(-E2BIG, "more than %u opens by batch jobs", REPORT_OPENS_MAX);
-	snprintf(key, sizeof(key), "%s", out_member(rec, "seq", s1));
+	snprintf(key, sizeof(key), "%.64s%s%s", rp->node ? rp->node : "", rp->node ? ":" : "",
+		 out_member(rec, "seq", s1));
 	if (json_is_integer(seq) &&
 	    json_object_set_new(rp->open_job, key, json_string(job)) < 0)
 		return -ENOMEM;
@@ -422,6 +444,42 @@ static int on_file_record(void *ctx, const json_t *rec, const char *line, size_t
 {
 	(void)line, (void)len;
 	return add_record(ctx, rec);
+}
+
+/* Each node log under log/nodes, after the primary's (whose grant records the nodes' opens
+ * name). */
+static int report_nodes(struct report *rp, const char *log)
+{
+	struct audit_opener *primary;
+	char path[4200];
+	DIR *d;
+	int r = 0;
+
+	snprintf(path, sizeof(path), "%s/nodes", log);
+	d = opendir(path);
+	if (!d)
+		return errno == ENOENT ? 0 : err_set(-errno, "%s", strerror(errno));
+	for (struct dirent *de; r == 0 && (de = readdir(d));) {
+		char dir[4300];
+
+		if (de->d_name[0] == '.' || strlen(de->d_name) > 64)
+			continue;
+		snprintf(dir, sizeof(dir), "%s/%s", path, de->d_name);
+		/* A log of its own: its own epoch keys (its key records restart at seq 0). */
+		primary = rp->open;
+		r = audit_opener_new(NULL, rp->key_file, &rp->open);
+		if (r == 0) {
+			rp->node = de->d_name;
+			r = audit_foreach(dir, NULL, on_file_record, rp);
+			if (r < 0)
+				r = err_set(r, "node %s: %s", de->d_name, err_detail());
+			rp->node = NULL;
+			audit_opener_free(rp->open);
+		}
+		rp->open = primary;
+	}
+	closedir(d);
+	return r;
 }
 
 static int on_partial(void *ctx, const json_t *partial)
@@ -584,6 +642,15 @@ static int print_report(const struct report *rp)
 			off += (size_t)snprintf(list + off, off < sizeof(list) ? sizeof(list) - off : 0,
 						"%s%s", off ? ", " : "", json_string_value(v));
 		printf("      datasets: %s\n", out_text(list, 0, safe, sizeof(safe)));
+		if (json_object_size(json_object_get(u, "nodes")) > 1 ||
+		    (json_object_size(json_object_get(u, "nodes")) == 1 &&
+		     !json_object_get(json_object_get(u, "nodes"), "(primary)"))) {
+			const char *nname;
+			const json_t *nv;
+
+			json_object_foreach(json_object_get(u, "nodes"), nname, nv)
+				print_entry("      node ", nname, nv);
+		}
 	}
 	printf("\ngrants in force now%s%s:\n", rp->dataset ? " on " : "",
 	       rp->dataset ? rp->dataset : "");
@@ -783,6 +850,13 @@ int audit_report_cmd(struct ctl *ctl, int argc, char **argv)
 		r = audit_foreach(a.log, NULL, on_file_record, &rp);
 		if (r < 0) {
 			ctl_fail(what, "%s: %s", a.log, err_detail());
+			goto out;
+		}
+		/* Then every compute node's log (DIR/nodes/NAME): their opens, closes and refusals
+		 * count as the primary's do, named by node in each job. */
+		r = report_nodes(&rp, a.log);
+		if (r < 0) {
+			ctl_fail(what, "%s/nodes: %s", a.log, err_detail());
 			goto out;
 		}
 		/* Offline there is no store to ask: what the filters name must be in the log. */

@@ -837,6 +837,62 @@ static void test_primary_killed(void **state)
 }
 
 
+
+/* ---- Jobs across nodes (point 5) --------------------------------------------------------------- */
+
+/* The child: `cat PATH` as a batch job's process (SLURM_JOB_ID in its environment). */
+static int child_cat_as_job(void *arg)
+{
+	char *const argv[] = { "cat", arg, NULL };
+	char *const envp[] = { "SLURM_JOB_ID=4242", "PATH=/usr/bin:/bin", NULL };
+	int null = open("/dev/null", O_WRONLY | O_CLOEXEC);
+
+	if (null < 0 || dup2(null, STDOUT_FILENO) < 0)
+		return 90;
+	execve("/bin/cat", argv, envp);
+	return 91;
+}
+
+/* One Slurm job reading on two nodes and on the primary's mount is one job in `audit report`
+ * (read offline from the store's audit directory, node logs included), with each node's share. */
+static void test_job_across_nodes(void **state)
+{
+	char *log = tu_fmt("%s/audit", E->store), *p;
+	struct e2e_run *r;
+	json_t *j, *job, *per;
+	uint64_t gid;
+
+	(void)state;
+	deny_rule_clear();
+	gid = e2e_grant("--user", TU_USER_ALICE, "ds", "+1h");
+	for (int i = 0; i < 2; i++) {
+		p = tu_fmt("%s/ds/1/small", nodes[i].mnt);
+		assert_int_equal(read_until(p, 100, 5, 0), 0);
+		assert_int_equal(tu_run_as(&E->u.alice, child_cat_as_job, p, 30000), 0);
+		free(p);
+	}
+	p = tu_fmt("%s/ds/1/small", E->mnt);
+	assert_int_equal(tu_run_as(&E->u.alice, child_cat_as_job, p, 30000), 0);
+	free(p);
+	poll(NULL, 0, 300);   /* the nodes' session records reach their logs within 10 ms */
+	r = e2e_ok(ctl("--json", "audit", "report", "--log", log, "--auditor-key", E->akey));
+	j = e2e_out_json(r);
+	job = json_object_get(json_object_get(j, "jobs"), "4242");
+	assert_non_null(job);
+	assert_int_equal(json_integer_value(json_object_get(job, "opens")), 3);
+	per = json_object_get(job, "nodes");
+	assert_int_equal(json_object_size(per), 3);
+	for (int i = 0; i < 2; i++)
+		assert_int_equal(json_integer_value(json_object_get(
+			json_object_get(per, nodes[i].name), "opens")), 1);
+	assert_int_equal(json_integer_value(json_object_get(json_object_get(per, "(primary)"),
+							    "opens")), 1);
+	json_decref(j);
+	free(r);
+	e2e_revoke(gid);
+	free(log);
+}
+
 /* ---- Every node's log (point 4) -------------------------------------------------------------- */
 
 /* A copy of a log directory's audit.log and checkpoints, into dst (made). */
@@ -1013,6 +1069,7 @@ int main(void)
 		cmocka_unit_test(test_bundle_rollback_refused),
 		cmocka_unit_test(test_removed_node),
 		cmocka_unit_test(test_primary_killed),
+		cmocka_unit_test(test_job_across_nodes),
 		cmocka_unit_test(test_audit_verify_across_nodes),
 	};
 
