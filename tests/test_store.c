@@ -3645,6 +3645,15 @@ static void test_erase_finished_at_open(void **state)
 
 /* ---- Nodes: the secondary and the lease (issue 17) ------------------------------------------- */
 
+/* Write text to dir/name. */
+static void put_text(const char *dir, const char *name, const char *text)
+{
+	char *p = tu_fmt("%s/%s", dir, name);
+
+	tu_write_file(p, text, strlen(text));
+	free(p);
+}
+
 /* A node reads what the primary commits, after a catch-up, without writing anything; every write
  * is refused. */
 static void test_secondary_follows_primary(void **state)
@@ -3810,7 +3819,7 @@ static void test_node_keys(void **state)
 	size_t n = 0;
 
 	store_set_ring_hook(st, count_ring_commits, &commits);
-	tu_write_file(tu_fmt("%s/a.txt", f->src), "version one\n", 12);
+	put_text(f->src, "a.txt", "version one\n");
 	assert_int_equal(import_src(st, "ds", f->src, NULL), 1);
 	assert_int_equal(commits, 1);
 	assert_int_equal(store_node_keys_export(st, &k1), 0);
@@ -3826,7 +3835,7 @@ static void test_node_keys(void **state)
 	free(b);
 	assert_int_equal(store_dataset_get(node, "ds", &di), 0);
 	/* Version 2 after these keys: the node sees it in the index, but cannot decrypt it. */
-	tu_write_file(tu_fmt("%s/b.txt", f->src), "version two\n", 12);
+	put_text(f->src, "b.txt", "version two\n");
 	assert_int_equal(import_src(st, "ds", f->src, NULL), 2);
 	assert_int_equal(commits, 2);
 	assert_int_equal(store_catch_up(node, &seq), 0);
