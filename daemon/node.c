@@ -255,10 +255,9 @@ int node_primary_bundles(struct node_primary *p)
 		return 0;
 	pthread_mutex_lock(&p->bundle_lock);
 	r = p->enrolled(p->enrolled_ctx, &e, &n);
-	if (r == 0)
+	/* No node enrolled: no copy of the keys is made at all. */
+	if (r == 0 && n)
 		r = store_node_keys_export(p->st, &keys);
-	if (r == -ENOKEY && n == 0)
-		r = 0;   /* an older store format without nodes: nothing to give */
 	for (size_t i = 0; r == 0 && keys && i < n; i++)
 		r = node_bundle_write(p->nodes_fd, p->st, p->log, e[i].name, e[i].id,
 				      e[i].pub.box_pk, keys);
@@ -286,7 +285,8 @@ int node_primary_bundles(struct node_primary *p)
 	if (dir)
 		closedir(dir);
 	if (r == 0)
-		__atomic_store_n(&p->bundles_gen, keys ? keys->generation : 0, __ATOMIC_RELEASE);
+		__atomic_store_n(&p->bundles_gen, keys ? keys->generation :
+				 store_ring_generation(p->st), __ATOMIC_RELEASE);
 	__atomic_store_n(&p->bundles_dirty, r < 0, __ATOMIC_RELEASE);
 	pthread_mutex_unlock(&p->bundle_lock);
 	store_node_keys_free(keys);
