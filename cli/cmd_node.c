@@ -119,9 +119,10 @@ static int node_add(struct ctl *ctl, int argc, char **argv)
 	r = ctl_parse_none(ctl, "node add", add_usage, argc, argv, &first);
 	if (r >= 0)
 		return r;
-	if (first + 2 != argc)
-		return ctl_usage_error("node add", first + 2 > argc ? "NAME and PUBLIC-KEY are "
-				       "required" : "unexpected argument '%s'", argv[argc - 1]);
+	if (first + 2 > argc)
+		return ctl_usage_error("node add", "NAME and PUBLIC-KEY are required");
+	if (first + 2 < argc)
+		return ctl_usage_error("node add", "unexpected argument '%s'", argv[argc - 1]);
 	if (!*argv[first] || strlen(argv[first]) > NODE_NAME_MAX)
 		return ctl_usage_error("node add", "not a node name: '%.80s'", argv[first]);
 	r = public_key_arg("node add", argv[first + 1], pub, sizeof(pub));
@@ -160,9 +161,10 @@ static int node_approve(struct ctl *ctl, int argc, char **argv)
 	r = ctl_parse_none(ctl, "node approve", approve_usage, argc, argv, &first);
 	if (r >= 0)
 		return r;
-	if (first + 1 != argc)
-		return ctl_usage_error("node approve", first >= argc ? "missing the enrolment's ID"
-				       : "unexpected argument '%s'", argv[argc - 1]);
+	if (first >= argc)
+		return ctl_usage_error("node approve", "missing the enrolment's ID");
+	if (first + 1 < argc)
+		return ctl_usage_error("node approve", "unexpected argument '%s'", argv[argc - 1]);
 	errno = 0;
 	id = strtoull(argv[first], &end, 10);
 	if (argv[first][0] < '0' || argv[first][0] > '9' || errno || *end || id == 0 ||
@@ -204,9 +206,10 @@ static int node_remove(struct ctl *ctl, int argc, char **argv)
 		      &first);
 	if (r >= 0)
 		return r;
-	if (first + 1 != argc)
-		return ctl_usage_error("node remove", first >= argc ? "missing the node's NAME" :
-				       "unexpected argument '%s'", argv[argc - 1]);
+	if (first >= argc)
+		return ctl_usage_error("node remove", "missing the node's NAME");
+	if (first + 1 < argc)
+		return ctl_usage_error("node remove", "unexpected argument '%s'", argv[argc - 1]);
 	if (!reason || !*reason || strlen(reason) > POLICY_REASON_MAX ||
 	    !out_utf8_valid(reason, strlen(reason)))
 		return ctl_usage_error("node remove", "--reason TEXT is required: 1 to %d bytes of "
