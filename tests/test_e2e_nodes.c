@@ -10,6 +10,7 @@
  *     opens (node_stale), then serves again when the primary returns;
  *   - signals that are not the primary's (a replay of an old one, one signed by another key)
  *     do not make a stale node serve.
+ *   - a node killed mid-read loses no record and starts again over its log;
  *   - no node takes the passphrase: each is enrolled (`enclavectl node add`) and opens the store
  *     with the keys the primary sealed to it; a node not enrolled does not start; a key bundle
  *     forged, altered, for another node or rolled back is refused;
@@ -838,6 +839,42 @@ static void test_primary_killed(void **state)
 
 
 
+
+/* A node killed (kill -9) while a job reads through it loses no record: the job's open, which the
+ * node acknowledged, is in its log; the node starts again over that log (a record torn by the
+ * kill is cut) and serves, and its log still verifies (test_audit_verify_across_nodes, after). */
+static void test_node_killed_mid_read(void **state)
+{
+	struct node *n = &nodes[0];
+	struct read_job j = { 0 };
+	int pipefd[2], before;
+	uint64_t gid;
+	pid_t pid;
+	char c;
+
+	(void)state;
+	deny_rule_clear();
+	gid = e2e_grant("--user", TU_USER_ALICE, "ds", "+1h");
+	j.path = big_on(n, "1");
+	j.size = BIG_SIZE;
+	j.seed = BIG_SEED;
+	assert_int_equal(read_until(j.path, BIG_SIZE, BIG_SEED, 0), 0);
+	before = node_count(n, "open", "decision", "allow");
+	assert_int_equal(pipe2(pipefd, O_CLOEXEC), 0);
+	j.ready_w = pipefd[1];
+	assert_int_equal(tu_spawn_as(&E->u.alice, child_hold_until_refused, &j, &pid), 0);
+	close(pipefd[1]);
+	assert_int_equal(read(pipefd[0], &c, 1), 1);
+	close(pipefd[0]);
+	node_stop(n, SIGKILL);
+	(void)tu_wait(pid, 60000);   /* its reads fail once the mount is gone */
+	assert_true(node_count(n, "open", "decision", "allow") >= before + 1);
+	node_start(n);
+	assert_int_equal(read_until(j.path, BIG_SIZE, BIG_SEED, 0), 0);
+	e2e_revoke(gid);
+	free((char *)j.path);
+}
+
 /* ---- Jobs across nodes (point 5) --------------------------------------------------------------- */
 
 /* The child: `cat PATH` as a batch job's process (SLURM_JOB_ID in its environment). */
@@ -1069,6 +1106,7 @@ int main(void)
 		cmocka_unit_test(test_bundle_rollback_refused),
 		cmocka_unit_test(test_removed_node),
 		cmocka_unit_test(test_primary_killed),
+		cmocka_unit_test(test_node_killed_mid_read),
 		cmocka_unit_test(test_job_across_nodes),
 		cmocka_unit_test(test_audit_verify_across_nodes),
 	};
