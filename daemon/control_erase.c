@@ -42,22 +42,117 @@ static json_t *erasure_view(const struct daemon_erasure *x)
 	return o;
 }
 
+/* "KEYID,..." of what e destroyed (malloc'd). */
+static char *key_ids_text(const struct store_erasure *e)
+{
+	char *kid_s = calloc(e->nkeys + 1, 2 * 16 + 1);
+
+	for (size_t i = 0, o = 0; kid_s && i < e->nkeys; i++) {
+		if (i)
+			kid_s[o++] = ',';
+		hex_encode(e->key_ids[i], 16, kid_s + o);
+		o += 32;
+	}
+	return kid_s;
+}
+
+/* Record erasure x, which the store carried out as e, as steward `who`: the `dataset_erase` record
+ * with the done record (recovered: completed at start, the daemon having stopped between the
+ * keys' destruction and this record), the versions the log stands for without what went, and
+ * then the store forgets it (store_erase_recorded()). */
+static int erase_record(struct daemon *d, const struct daemon_erasure *x,
+			const struct store_erasure *e, const struct policy_subject *who, int64_t now,
+			bool recovered)
+{
+	json_t *rec = NULL, *approvers = json_array();
+	char *man_s = NULL, *kid_s = key_ids_text(e);
+	struct policy_approval *ap = NULL;
+	char hex[2 * 32 + 1];
+	size_t nap = 0, mlen = (e->nversions + 1) * (12 + 2 * STORE_MANIFEST_LEN + 1);
+	int r;
+
+	/* The record names what went by its manifests, the keys destroyed by their ids, and the
+	 * key ring that no longer holds them (the daemon refuses an older ring at start). */
+	/* Strings, so they stay in the clear (docs/AUDIT.md): "VERSION:MANIFEST,..." and
+	 * "KEYID,...", hashes and ids that name no person and no file. */
+	man_s = calloc(1, mlen);
+	if (!man_s || !kid_s || !approvers) {
+		r = -ENOMEM;
+		goto out;
+	}
+	for (size_t i = 0, o = 0; i < e->nversions; i++) {
+		hex_encode(e->versions[i].manifest, STORE_MANIFEST_LEN, hex);
+		o += (size_t)snprintf(man_s + o, mlen - o, "%s%u:%s", i ? "," : "",
+				      e->versions[i].version, hex);
+	}
+	if (grants_erasure_approvals(d->grants, x->id, &ap, &nap) == 0)
+		for (size_t i = 0; i < nap; i++)
+			json_array_append_new(approvers, audit_string(ap[i].by));
+	hex_encode(e->ring_digest, 32, hex);
+	rec = json_pack("{s:s, s:I, s:I, s:I, s:s, s:s, s:I, s:s, s:o, s:o, s:I, s:O}", "event",
+			"dataset_erase", "erasure_id", (json_int_t)x->id, "dataset_id",
+			(json_int_t)x->dataset_id, "version", (json_int_t)x->version, "manifests",
+			man_s, "key_ids", kid_s, "ring_generation", (json_int_t)e->ring_generation,
+			"ring_digest", hex, "reason", audit_string(x->reason), "requested_by",
+			audit_string(x->by), "requested_by_uid", (json_int_t)x->by_uid,
+			"approved_by", approvers);
+	if (!rec || json_object_set_new(rec, "dataset", audit_string(x->dataset)) < 0 ||
+	    daemon_audit_subject(rec, who) < 0 ||
+	    (recovered && json_object_set_new(rec, "completed_at_start", json_integer(1)) < 0)) {
+		r = -ENOMEM;
+		goto out;
+	}
+	/* The versions the log stands for after it (docs/AUDIT.md section 18): without these. */
+	{
+		char vhex[2 * AUDIT_VERSIONS_DIGEST_LEN + 1];
+
+		r = daemon_versions_digest_without(d, e, vhex);
+		if (r == 0 && json_object_set_new(rec, "versions_digest", json_string(vhex)) < 0)
+			r = -ENOMEM;
+		if (r == -ENOKEY)
+			r = 0;
+		if (r < 0)
+			goto out;
+	}
+	r = grants_erase_done(d->grants, d->log, x->id, now, e->ring_generation, e->ring_digest, rec);
+	if (r < 0)
+		goto out;
+	for (size_t i = 0; i < e->nversions; i++)
+		daemon_versions_committed(d, e->dataset_id, e->versions[i].version,
+					  e->versions[i].manifest);
+	/* Recorded: the store forgets it. Should that fail, the next start finds the erasure done
+	 * in the log and forgets it then (daemon_erase_recover()). */
+	if (store_erase_recorded(d->st, e->dataset_id, e->version) < 0)
+		fprintf(stderr, "enclaved: erasure %llu is recorded, but the store still lists it as "
+			"unrecorded (%s); the next start clears that\n", (unsigned long long)x->id,
+			err_detail());
+out:
+	json_decref(rec);
+	json_decref(approvers);
+	free(man_s);
+	free(kid_s);
+	free(ap);
+	return r;
+}
+
 /* Carry out approved request x (by: the steward whose act completed it). */
 static int erase_run(struct conn *c, const struct daemon_erasure *x, json_t **ret)
 {
 	struct daemon *d = c->d;
 	struct store_erasure e = { 0 };
 	uint64_t *ids = calloc(ERASE_BLOCKERS_MAX, sizeof(*ids));
-	json_t *rec = NULL, *approvers = NULL;
-	char *man_s = NULL, *kid_s = NULL;
-	struct policy_approval *ap = NULL;
-	char hex[2 * 32 + 1], why[POLICY_REASON_MAX + 1];
+	char why[POLICY_REASON_MAX + 1], *kid_s = NULL;
 	int64_t now = time(NULL);
-	size_t nb, nap = 0;
+	size_t nb;
 	int r;
 
 	if (!ids)
 		return -ENOMEM;
+	/* An earlier erasure whose record could not be written is recorded first: the store
+	 * keeps the note of one erasure only. */
+	r = daemon_erase_recover(d);
+	if (r < 0)
+		goto out;
 	nb = grants_erasure_blockers(d->grants, x, now, ids, ERASE_BLOCKERS_MAX);
 	if (nb > ERASE_BLOCKERS_MAX) {
 		r = err_set(-E2BIG, "%zu grants name what would be erased: revoke them first", nb);
@@ -78,81 +173,82 @@ static int erase_run(struct conn *c, const struct daemon_erasure *x, json_t **re
 	r = store_erase(d->st, x->dataset, x->version, &e);
 	if (r < 0)
 		goto out;
-
-	/* The record names what went by its manifests, the keys destroyed by their ids, and the
-	 * key ring that no longer holds them (the daemon refuses an older ring at start). */
-	/* Strings, so they stay in the clear (docs/AUDIT.md): "VERSION:MANIFEST,..." and
-	 * "KEYID,...", hashes and ids that name no person and no file. */
-	man_s = calloc(e.nversions + 1, 12 + 2 * STORE_MANIFEST_LEN + 1);
-	kid_s = calloc(e.nkeys + 1, 2 * 16 + 1);
-	approvers = json_array();
-	if (!man_s || !kid_s) {
-		r = -ENOMEM;
-		goto out;
-	}
-	for (size_t i = 0, o = 0; i < e.nversions; i++) {
-		hex_encode(e.versions[i].manifest, STORE_MANIFEST_LEN, hex);
-		o += (size_t)snprintf(man_s + o, (e.nversions + 1) * (12 + 2 * STORE_MANIFEST_LEN + 1) - o, "%s%u:%s", i ? "," : "", e.versions[i].version,
-				     hex);
-	}
-	for (size_t i = 0, o = 0; i < e.nkeys; i++) {
-		if (i)
-			kid_s[o++] = ',';
-		hex_encode(e.key_ids[i], 16, kid_s + o);
-		o += 32;
-	}
-	if (grants_erasure_approvals(d->grants, x->id, &ap, &nap) == 0)
-		for (size_t i = 0; approvers && i < nap; i++)
-			json_array_append_new(approvers, audit_string(ap[i].by));
-	hex_encode(e.ring_digest, 32, hex);
-	rec = json_pack("{s:s, s:I, s:I, s:I, s:s, s:s, s:I, s:s, s:o, s:o, s:I, s:o}", "event",
-			"dataset_erase", "erasure_id", (json_int_t)x->id, "dataset_id",
-			(json_int_t)x->dataset_id, "version", (json_int_t)x->version, "manifests",
-			man_s, "key_ids", kid_s, "ring_generation", (json_int_t)e.ring_generation,
-			"ring_digest", hex, "reason", audit_string(x->reason), "requested_by",
-			audit_string(x->by), "requested_by_uid", (json_int_t)x->by_uid,
-			"approved_by", approvers);
-	approvers = NULL;
-	if (!rec || json_object_set_new(rec, "dataset", audit_string(x->dataset)) < 0 ||
-	    daemon_audit_subject(rec, &c->who) < 0) {
-		r = -ENOMEM;
-		goto out;
-	}
-	/* The versions the log stands for after it (docs/AUDIT.md section 18): without these. */
-	{
-		char vhex[2 * AUDIT_VERSIONS_DIGEST_LEN + 1];
-
-		r = daemon_versions_digest_without(d, &e, vhex);
-		if (r == 0 && json_object_set_new(rec, "versions_digest", json_string(vhex)) < 0)
-			r = -ENOMEM;
-		if (r == -ENOKEY)
-			r = 0;
-		if (r < 0)
-			goto out;
-	}
-	r = grants_erase_done(d->grants, d->log, x->id, now, e.ring_generation, e.ring_digest, rec);
+	r = erase_record(d, x, &e, &c->who, now, false);
 	if (r < 0)
 		goto out;
-	for (size_t i = 0; i < e.nversions; i++)
-		daemon_versions_committed(d, e.dataset_id, e.versions[i].version,
-					  e.versions[i].manifest);
 	/* Open handles decide again at their next read, and are refused. */
 	if (d->fs)
 		fusefs_invalidate_dataset(d->fs, x->dataset_id, x->dataset);
-	*ret = json_pack("{s:I, s:s, s:I, s:I, s:s, s:I, s:I}", "erasure_id", (json_int_t)x->id,
-			 "dataset", x->dataset, "version", (json_int_t)x->version,
-			 "grants_revoked", (json_int_t)nb, "key_ids", kid_s,
-			 "ring_generation", (json_int_t)e.ring_generation, "versions_erased",
-			 (json_int_t)e.nversions);
+	kid_s = key_ids_text(&e);
+	*ret = kid_s ? json_pack("{s:I, s:s, s:I, s:I, s:s, s:I, s:I}", "erasure_id",
+				 (json_int_t)x->id, "dataset", x->dataset, "version",
+				 (json_int_t)x->version, "grants_revoked", (json_int_t)nb,
+				 "key_ids", kid_s, "ring_generation",
+				 (json_int_t)e.ring_generation, "versions_erased",
+				 (json_int_t)e.nversions) : NULL;
 	if (!*ret)
 		r = -ENOMEM;
 out:
-	json_decref(rec);
-	free(man_s);
 	free(kid_s);
-	json_decref(approvers);
-	free(ap);
 	free(ids);
+	store_erasure_free(&e);
+	return r;
+}
+
+int daemon_erase_recover(struct daemon *d)
+{
+	struct store_erasure e = { 0 };
+	struct daemon_erasure *xs = NULL;
+	const struct daemon_erasure *x = NULL;
+	struct policy_approval *ap = NULL;
+	struct policy_subject who = { 0 };
+	size_t n = 0, nap = 0;
+	int r = store_erase_unrecorded(d->st, &e);
+
+	if (r == -ENOENT)
+		return 0;
+	if (r < 0)
+		return r;
+	r = grants_erasures(d->grants, &xs, &n);
+	if (r < 0)
+		goto out;
+	/* The request it carried out: one of the same data, approved (a version is erased at
+	 * most once, a dataset id never comes back). */
+	for (size_t i = 0; i < n; i++)
+		if (xs[i].dataset_id == e.dataset_id && xs[i].version == e.version &&
+		    xs[i].approvals >= xs[i].approvals_required && (!x || !xs[i].done_at))
+			x = &xs[i];
+	if (!x) {
+		fprintf(stderr, "enclaved: the store erased dataset %llu%s%.0u, but no approved "
+			"erasure request of the audit log asks for it: not recorded\n", (unsigned long long)e.dataset_id,
+			e.version ? " version " : "", e.version);
+		goto out;
+	}
+	if (x->done_at) {
+		/* Recorded; only the store's note of it outlived the record. */
+		r = store_erase_recorded(d->st, e.dataset_id, e.version);
+		goto out;
+	}
+	/* As the steward whose approval completed it (the requester when none was needed). */
+	who.uid = x->by_uid;
+	snprintf(who.user, sizeof(who.user), "%s", x->by);
+	r = grants_erasure_approvals(d->grants, x->id, &ap, &nap);
+	if (r < 0)
+		goto out;
+	if (nap) {
+		who.uid = ap[nap - 1].by_uid;
+		snprintf(who.user, sizeof(who.user), "%s", ap[nap - 1].by);
+	}
+	r = erase_record(d, x, &e, &who, time(NULL), true);
+	if (r == -EEXIST)
+		r = 0;   /* recorded meanwhile by another connection's erasure */
+	else if (r == 0)
+		fprintf(stderr, "enclaved: erasure %llu of %s%s%.0u was interrupted after its keys "
+			"were destroyed: recorded now\n", (unsigned long long)x->id, x->dataset,
+			x->version ? "@" : "", x->version);
+out:
+	free(ap);
+	free(xs);
 	store_erasure_free(&e);
 	return r;
 }

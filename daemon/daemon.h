@@ -564,9 +564,15 @@ int daemon_versions_digest_with(struct daemon *d, uint64_t dataset_id, uint32_t 
 				const uint8_t *manifest, char out[static 65]);
 /* The digest the log stands for once the versions erasure e destroyed are gone (for its
  * `dataset_erase` record); daemon_versions_committed() for each of them then takes them out of
- * the running digest. -ENOKEY before daemon_versions_bind(). */
+ * the running digest. Before daemon_versions_bind(): from the log's last versions record, or
+ * -ENOKEY when it has none. */
 int daemon_versions_digest_without(struct daemon *d, const struct store_erasure *e,
 				   char out[static 2 * AUDIT_VERSIONS_DIGEST_LEN + 1]);
+/* At start, before daemon_versions_bind(): an erasure the store carried out but the daemon did
+ * not record (killed between the keys' destruction and the `dataset_erase` record, or unable to
+ * write it) is recorded now, as the steward whose approval completed it, with
+ * "completed_at_start": 1 (control_erase.c). Nothing to do: 0. */
+int daemon_erase_recover(struct daemon *d);
 /* Free what daemon_versions_bind() keeps. */
 void daemon_versions_close(struct daemon *d);
 /* The version whose "committed" record was written is committed: the state moves on. */

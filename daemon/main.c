@@ -1224,6 +1224,13 @@ int main(int argc, char **argv)
 		die_detail("audit log", r);
 		goto out_grants;
 	}
+	/* An erasure whose keys went but whose record did not is recorded before the versions
+	 * are compared with the log, which then agrees that they are gone (the primary only). */
+	r = d.node ? 0 : daemon_erase_recover(&d);
+	if (r < 0) {
+		die_detail("erasure", r);
+		goto out_grants;
+	}
 	/* A node has neither the key nor the log to compare with: the primary binds them. */
 	r = d.node ? 0 : bind_versions(&d);
 	if (r < 0) {

@@ -8,8 +8,12 @@
  * record being re-keyed under the new one in the same index batch, so that not even a guess of
  * its name can be confirmed against an older copy of the index.
  *
- * Crash safety: meta "erase" names the erasure from its first index batch until the ring is
- * written and the erasure done; store_open() finishes one it finds (store_erase_recover()).
+ * Crash safety: meta "erase" names the erasure from its first index batch, with what it erases
+ * (the versions' manifests and the ids of the keys to destroy), until the caller has recorded it
+ * (store_erase_recorded()): phase 1 while the keys still exist, phase 2 once the ring no longer
+ * holds them. store_open() finishes a phase 1 erasure it finds (store_erase_recover()); a phase 2
+ * one is left for the daemon to record (store_erase_unrecorded()), so that an erasure whose
+ * record a crash prevented is completed in the log rather than lost from it.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -17,17 +21,98 @@
 
 #include "store/store_internal.h"
 
-#define ERASE_MARK_LEN 12   /* be64 dataset id || be32 version (0: the whole dataset) */
+#define ERASE_MARK_LEGACY_LEN 12   /* be64 dataset id || be32 version (0: the whole dataset) */
+/* The marker: be64 dataset id || be32 version || u8 phase || 3 x 0 || be32 n ||
+ * n x (be32 version || manifest) || be32 k || k x key id (16 bytes). */
+#define ERASE_MARK_HEAD 16
+#define ERASE_MARK_MAX (ERASE_MARK_HEAD + 4 + STORE_ERASE_VERSIONS_MAX * (4 + STORE_MANIFEST_LEN) + \
+			4 + (STORE_ERASE_VERSIONS_MAX + 2) * 16)
+#define ERASE_PHASE_KEYS 1        /* records deleted; the keys still in the ring */
+#define ERASE_PHASE_UNRECORDED 2  /* keys destroyed; the caller has not recorded it yet */
 
-static int write_marker(rocksdb_writebatch_t *wb, struct store *st, uint64_t dsid, uint32_t ver)
+/* e's marker at phase into *ret (malloc'd). */
+static int marker_encode(const struct store_erasure *e, uint8_t phase, uint8_t **ret,
+			 size_t *ret_len)
 {
-	uint8_t m[ERASE_MARK_LEN];
+	size_t n = ERASE_MARK_HEAD + 4 + e->nversions * (4 + STORE_MANIFEST_LEN) + 4 +
+		   e->nkeys * 16, o = 0;
+	uint8_t *m;
 
-	put_be64(m, dsid);
-	put_be32(m + 8, ver);
-	rocksdb_writebatch_put_cf(wb, st->ix.cf[CF_META], META_ERASE, strlen(META_ERASE),
-				  (const char *)m, sizeof(m));
+	if (e->nversions > STORE_ERASE_VERSIONS_MAX || e->nkeys > STORE_ERASE_VERSIONS_MAX + 2)
+		return err_set(-E2BIG, "an erasure of more than %u versions",
+			       STORE_ERASE_VERSIONS_MAX);
+	m = calloc(1, n);
+	if (!m)
+		return -ENOMEM;
+	put_be64(m, e->dataset_id);
+	put_be32(m + 8, e->version);
+	m[12] = phase;
+	o = ERASE_MARK_HEAD;
+	put_be32(m + o, (uint32_t)e->nversions);
+	o += 4;
+	for (size_t i = 0; i < e->nversions; i++) {
+		put_be32(m + o, e->versions[i].version);
+		memcpy(m + o + 4, e->versions[i].manifest, STORE_MANIFEST_LEN);
+		o += 4 + STORE_MANIFEST_LEN;
+	}
+	put_be32(m + o, (uint32_t)e->nkeys);
+	o += 4;
+	for (size_t i = 0; i < e->nkeys; i++, o += 16)
+		memcpy(m + o, e->key_ids[i], 16);
+	*ret = m;
+	*ret_len = n;
 	return 0;
+}
+
+/* Parse marker m (not the legacy form) into *ret (owned arrays) and its phase. */
+static int marker_decode(const uint8_t *m, size_t n, struct store_erasure *ret, uint8_t *ret_phase)
+{
+	struct store_erasure e = { 0 };
+	size_t o = ERASE_MARK_HEAD, nv, nk;
+
+	if (n < ERASE_MARK_HEAD + 8 || n > ERASE_MARK_MAX || get_be64(m) == 0 ||
+	    (m[12] != ERASE_PHASE_KEYS && m[12] != ERASE_PHASE_UNRECORDED) || m[13] || m[14] ||
+	    m[15])
+		goto bad;
+	nv = get_be32(m + o);
+	o += 4;
+	if (nv > STORE_ERASE_VERSIONS_MAX || n - o < nv * (4 + STORE_MANIFEST_LEN) + 4)
+		goto bad;
+	e.dataset_id = get_be64(m);
+	e.version = get_be32(m + 8);
+	e.versions = calloc(nv + 1, sizeof(*e.versions));
+	if (!e.versions)
+		return -ENOMEM;
+	for (size_t i = 0; i < nv; i++, o += 4 + STORE_MANIFEST_LEN) {
+		e.versions[i].version = get_be32(m + o);
+		memcpy(e.versions[i].manifest, m + o + 4, STORE_MANIFEST_LEN);
+	}
+	e.nversions = nv;
+	nk = get_be32(m + o);
+	o += 4;
+	if (nk > STORE_ERASE_VERSIONS_MAX + 2 || n - o != nk * 16) {
+		store_erasure_free(&e);
+		goto bad;
+	}
+	e.key_ids = calloc(nk + 1, sizeof(*e.key_ids));
+	if (!e.key_ids) {
+		store_erasure_free(&e);
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < nk; i++, o += 16)
+		memcpy(e.key_ids[i], m + o, 16);
+	e.nkeys = nk;
+	*ret_phase = m[12];
+	*ret = e;
+	return 0;
+bad:
+	return err_set(-EBADMSG, "index: malformed erasure marker");
+}
+
+static void write_marker(rocksdb_writebatch_t *wb, struct store *st, const uint8_t *m, size_t n)
+{
+	rocksdb_writebatch_put_cf(wb, st->ix.cf[CF_META], META_ERASE, strlen(META_ERASE),
+				  (const char *)m, n);
 }
 
 /* Rewrite RocksDB's files so that the erased values are in no live SST file or WAL: flush every
@@ -99,11 +184,57 @@ static int collect_versions(void *ctx, enum keyring_kind kind, uint64_t dsid, ui
 	return 0;
 }
 
+/* The versions whose keys erasing (dsid, ver) destroys: ver, or every version key the ring
+ * holds for dsid. Under st->lock. */
+static int erased_versions_locked(struct store *st, uint64_t dsid, uint32_t ver,
+				  struct ring_versions *rv)
+{
+	*rv = (struct ring_versions){ .dsid = dsid };
+	if (!ver)
+		return keyring_foreach(st->ring, collect_versions, rv);
+	rv->v = malloc(sizeof(*rv->v));
+	if (!rv->v)
+		return -ENOMEM;
+	rv->v[rv->n++] = ver;
+	return 0;
+}
+
+/* The ids of the keys erasing (dsid, ver) destroys, into e->key_ids: the version keys, and for a
+ * whole dataset its dataset key and the name key that names-next replaces. Under st->lock,
+ * before anything is destroyed. */
+static int erasure_key_ids_locked(struct store *st, uint64_t dsid, uint32_t ver,
+				  struct store_erasure *e)
+{
+	struct ring_versions rv;
+	const crypto_key *k = NULL;
+	int r = erased_versions_locked(st, dsid, ver, &rv);
+
+	if (r == 0) {
+		e->key_ids = calloc(rv.n + 2, sizeof(*e->key_ids));
+		if (!e->key_ids)
+			r = -ENOMEM;
+	}
+	for (size_t i = 0; r == 0 && i < rv.n; i++)
+		if (keyring_get(st->ring, KEYRING_VERSION, dsid, rv.v[i], &k) == 0)
+			keyring_key_id(k, e->key_ids[e->nkeys++]);
+	if (r == 0 && !ver) {
+		if (keyring_get(st->ring, KEYRING_DATASET, dsid, 0, &k) == 0)
+			keyring_key_id(k, e->key_ids[e->nkeys++]);
+		if (keyring_get(st->ring, KEYRING_NAMES_NEXT, 0, 0, &k) == 0 &&
+		    keyring_get(st->ring, KEYRING_NAMES, 0, 0, &k) == 0)
+			keyring_key_id(k, e->key_ids[e->nkeys++]);
+	}
+	free(rv.v);
+	return r;
+}
+
 /* Remove the erased keys from the ring in memory (the names key switched when a whole dataset
- * goes), write it, and finish: the marker removed and the generation recorded. With the key ids
- * of what was destroyed into e when e is not NULL. */
+ * goes), write it, and finish: the marker becomes `after` (phase 2: the caller records the
+ * erasure, then store_erase_recorded()), or goes when after is NULL (a legacy marker), and the
+ * ring's generation is recorded; then the files are purged. With the new ring's generation and
+ * digest into e when e is not NULL. */
 static int ring_destroy_and_finish(struct store *st, uint64_t dsid, uint32_t ver,
-				   struct store_erasure *e)
+				   const uint8_t *after, size_t after_len, struct store_erasure *e)
 {
 	struct ring_versions rv = { .dsid = dsid };
 	rocksdb_writebatch_t *wb = NULL;
@@ -113,33 +244,13 @@ static int ring_destroy_and_finish(struct store *st, uint64_t dsid, uint32_t ver
 	int r;
 
 	pthread_mutex_lock(&st->lock);
-	if (ver) {
-		rv.v = malloc(sizeof(*rv.v));
-		r = rv.v ? 0 : -ENOMEM;
-		if (r == 0)
-			rv.v[rv.n++] = ver;
-	} else {
-		r = keyring_foreach(st->ring, collect_versions, &rv);
-	}
-	if (r == 0 && e) {
-		e->key_ids = calloc(rv.n + 2, sizeof(*e->key_ids));
-		if (!e->key_ids)
-			r = -ENOMEM;
-	}
-	for (size_t i = 0; r == 0 && i < rv.n; i++) {
-		if (e && keyring_get(st->ring, KEYRING_VERSION, dsid, rv.v[i], &k) == 0)
-			keyring_key_id(k, e->key_ids[e->nkeys++]);
+	r = erased_versions_locked(st, dsid, ver, &rv);
+	for (size_t i = 0; r == 0 && i < rv.n; i++)
 		keyring_remove(st->ring, KEYRING_VERSION, dsid, rv.v[i]);
-	}
 	if (r == 0 && !ver) {
-		if (e && keyring_get(st->ring, KEYRING_DATASET, dsid, 0, &k) == 0)
-			keyring_key_id(k, e->key_ids[e->nkeys++]);
 		keyring_remove(st->ring, KEYRING_DATASET, dsid, 0);
 		/* The name key the index was re-keyed to replaces the old one. */
 		if (keyring_get(st->ring, KEYRING_NAMES_NEXT, 0, 0, &k) == 0) {
-			if (e && keyring_get(st->ring, KEYRING_NAMES, 0, 0, &k) == 0)
-				keyring_key_id(k, e->key_ids[e->nkeys++]);
-			keyring_get(st->ring, KEYRING_NAMES_NEXT, 0, 0, &k);
 			r = crypto_key_from_bytes(crypto_key_bytes(k), &next);
 			if (r == 0)
 				r = keyring_names_key(next, &kn);
@@ -177,10 +288,14 @@ static int ring_destroy_and_finish(struct store *st, uint64_t dsid, uint32_t ver
 	/* The nodes' copies lose the keys too (a node drops them at its next bundle). */
 	store_ring_committed(st);
 
-	/* The keys are gone. The marker goes, the ring's generation is recorded. */
+	/* The keys are gone. The marker says so (or goes), the ring's generation is recorded. */
 	wb = rocksdb_writebatch_create();
 	put_le64(g, keyring_generation(st->ring));
-	rocksdb_writebatch_delete_cf(wb, st->ix.cf[CF_META], META_ERASE, strlen(META_ERASE));
+	if (after)
+		write_marker(wb, st, after, after_len);
+	else
+		rocksdb_writebatch_delete_cf(wb, st->ix.cf[CF_META], META_ERASE,
+					     strlen(META_ERASE));
 	rocksdb_writebatch_put_cf(wb, st->ix.cf[CF_META], META_RING, strlen(META_RING),
 				  (const char *)g, sizeof(g));
 	r = index_write(&st->ix, wb, true);
@@ -188,18 +303,24 @@ static int ring_destroy_and_finish(struct store *st, uint64_t dsid, uint32_t ver
 	return r ?: purge(st, dsid, ver);
 }
 
+/* The marker, if any (*ret_m malloc'd; -ENOENT none). */
+static int marker_get(struct store *st, char **ret_m, size_t *ret_n)
+{
+	return index_get(&st->ix, CF_META, META_ERASE, strlen(META_ERASE), ret_m, ret_n);
+}
+
 int store_erase_recover(struct store *st)
 {
-	char *v = NULL;
-	size_t n = 0;
-	uint64_t dsid;
-	uint32_t ver;
+	struct store_erasure e = { 0 };
+	uint8_t *after = NULL, phase = 0;
+	size_t n = 0, an = 0;
 	const crypto_key *k = NULL;
+	char *v = NULL;
 	int r;
 
 	if (st->format < STORE_FORMAT_VERSION)
 		return 0;
-	r = index_get(&st->ix, CF_META, META_ERASE, strlen(META_ERASE), &v, &n);
+	r = marker_get(st, &v, &n);
 	if (r == -ENOENT) {
 		/* A whole-dataset erasure killed before its index batch: its next name key is
 		 * dropped (nothing was re-keyed to it). */
@@ -215,16 +336,80 @@ int store_erase_recover(struct store *st)
 	}
 	if (r < 0)
 		return r;
-	if (n != ERASE_MARK_LEN) {
+	if (n == ERASE_MARK_LEGACY_LEN) {
+		/* Written before markers said what they erase: finished and forgotten. */
+		uint64_t dsid = get_be64((const uint8_t *)v);
+		uint32_t ver = get_be32((const uint8_t *)v + 8);
+
 		free(v);
-		return err_set(-EBADMSG, "index: malformed erasure marker");
+		if (dsid == 0)
+			return err_set(-EBADMSG, "index: malformed erasure marker");
+		return ring_destroy_and_finish(st, dsid, ver, NULL, 0, NULL);
 	}
-	dsid = get_be64((const uint8_t *)v);
-	ver = get_be32((const uint8_t *)v + 8);
+	r = marker_decode((const uint8_t *)v, n, &e, &phase);
 	free(v);
-	if (dsid == 0)
-		return err_set(-EBADMSG, "index: malformed erasure marker");
-	return ring_destroy_and_finish(st, dsid, ver, NULL);
+	if (r < 0)
+		return r;
+	if (phase == ERASE_PHASE_KEYS) {
+		/* Killed between the index batch and the end of the ring write: the keys are
+		 * destroyed now; the daemon records the erasure (store_erase_unrecorded()). */
+		r = marker_encode(&e, ERASE_PHASE_UNRECORDED, &after, &an);
+		if (r == 0)
+			r = ring_destroy_and_finish(st, e.dataset_id, e.version, after, an, NULL);
+	} else {
+		/* Killed after the keys went: the purge again (a crash may have stopped it). */
+		r = purge(st, e.dataset_id, e.version);
+	}
+	free(after);
+	store_erasure_free(&e);
+	return r;
+}
+
+int store_erase_unrecorded(struct store *st, struct store_erasure *ret)
+{
+	struct store_erasure e = { 0 };
+	uint8_t phase = 0;
+	char *v = NULL;
+	size_t n = 0;
+	int r;
+
+	if (st->format < STORE_FORMAT_VERSION)
+		return -ENOENT;
+	r = marker_get(st, &v, &n);
+	if (r < 0)
+		return r;
+	r = n == ERASE_MARK_LEGACY_LEN ? -ENOENT : marker_decode((const uint8_t *)v, n, &e, &phase);
+	free(v);
+	if (r == 0 && phase != ERASE_PHASE_UNRECORDED)
+		r = -ENOENT;   /* store_open() finishes phase 1 before anyone asks */
+	if (r < 0) {
+		store_erasure_free(&e);
+		return r;
+	}
+	store_ring_state(st, &e.ring_generation, e.ring_digest);
+	*ret = e;
+	return 0;
+}
+
+int store_erase_recorded(struct store *st, uint64_t dataset_id, uint32_t version)
+{
+	struct store_erasure e = { 0 };
+	rocksdb_writebatch_t *wb;
+	int r = store_erase_unrecorded(st, &e);
+
+	if (r < 0)
+		return r;
+	if (e.dataset_id != dataset_id || e.version != version)
+		r = err_set(-ENOENT, "the erasure waiting to be recorded is of dataset %llu version "
+			    "%u", (unsigned long long)e.dataset_id, e.version);
+	store_erasure_free(&e);
+	if (r < 0)
+		return r;
+	wb = rocksdb_writebatch_create();
+	rocksdb_writebatch_delete_cf(wb, st->ix.cf[CF_META], META_ERASE, strlen(META_ERASE));
+	r = index_write(&st->ix, wb, true);
+	rocksdb_writebatch_destroy(wb);
+	return r;
 }
 
 void store_erasure_free(struct store_erasure *e)
@@ -352,7 +537,8 @@ int store_erase(struct store *st, const char *name, uint32_t version, struct sto
 	rocksdb_writebatch_t *wb = NULL;
 	crypto_key *next = NULL, *next_kn = NULL;
 	const crypto_key *kdr = NULL;
-	uint8_t lo[VKEY_LEN], hi[VKEY_LEN], dk[DSKEY_LEN];
+	uint8_t lo[VKEY_LEN], hi[VKEY_LEN], dk[DSKEY_LEN], *mark = NULL, *after = NULL;
+	size_t mark_len = 0, after_len = 0;
 	int r;
 
 	err_clear();
@@ -449,7 +635,21 @@ int store_erase(struct store *st, const char *name, uint32_t version, struct sto
 		if (r < 0)
 			goto out_names;
 	}
-	write_marker(wb, st, di.id, version);
+	/* The ids of the keys about to be destroyed, while they exist; the marker names them and
+	 * the versions' manifests, so that the erasure can be recorded after a crash. */
+	pthread_mutex_lock(&st->lock);
+	r = erasure_key_ids_locked(st, di.id, version, &e);
+	pthread_mutex_unlock(&st->lock);
+	if (r == 0)
+		r = marker_encode(&e, ERASE_PHASE_KEYS, &mark, &mark_len);
+	if (r == 0)
+		r = marker_encode(&e, ERASE_PHASE_UNRECORDED, &after, &after_len);
+	if (r < 0) {
+		if (!version)
+			goto out_names;
+		goto out;
+	}
+	write_marker(wb, st, mark, mark_len);
 	/* 1. The records go, the marker names the erasure. */
 	r = index_write(&st->ix, wb, true);
 	if (r < 0) {
@@ -457,8 +657,9 @@ int store_erase(struct store *st, const char *name, uint32_t version, struct sto
 			goto out_names;
 		goto out;
 	}
-	/* 2-4. The keys are destroyed, the marker removed, the files purged. */
-	r = ring_destroy_and_finish(st, di.id, version, &e);
+	/* 2-4. The keys are destroyed, the marker says so, the files purged. The marker stays
+	 * until the caller has recorded the erasure (store_erase_recorded()). */
+	r = ring_destroy_and_finish(st, di.id, version, after, after_len, &e);
 	if (r < 0)
 		goto out;
 	*ret = e;
@@ -475,6 +676,8 @@ out:
 	crypto_key_free(next);
 	crypto_key_free(next_kn);
 	store_erasure_free(&e);
+	free(mark);
+	free(after);
 	pthread_mutex_unlock(&st->import_lock);
 	return r;
 }

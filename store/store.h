@@ -310,6 +310,15 @@ struct store_erasure {
  * version; -ENOTEMPTY version is the dataset's last one (erase the dataset); -EBUSY an import is
  * running; -EPROTONOSUPPORT not format 3. */
 int store_erase(struct store *st, const char *name, uint32_t version, struct store_erasure *ret);
+/* The most versions one erasure takes (a dataset with more is refused, -E2BIG). */
+#define STORE_ERASE_VERSIONS_MAX 65536
+/* The erasure store_erase() carried out (its keys destroyed) that its caller has not recorded
+ * yet, as store_erase() gave it, with the key ring as it is now: the caller was killed between
+ * the two, or failed to record it. It is kept until store_erase_recorded(), or until the next
+ * store_erase() replaces it (so record it before erasing again). -ENOENT: none. */
+int store_erase_unrecorded(struct store *st, struct store_erasure *ret);
+/* The caller recorded the erasure of (dataset_id, version): forget it. -ENOENT not that one. */
+int store_erase_recorded(struct store *st, uint64_t dataset_id, uint32_t version);
 void store_erasure_free(struct store_erasure *e);
 /* The key ring's generation and digest now, which the daemon checks against the last erasure
  * record of its audit log at start (a ring older than an erasure brings erased keys back). */

@@ -12,7 +12,9 @@
  *     says so; nothing is erased by itself;
  *   - the key ring put back from before the erasure: the daemon does not start (the store
  *     refuses a ring older than its index; with the index's generation lowered too, the daemon
- *     refuses it against the erasure's done record, bound to the log).
+ *     refuses it against the erasure's done record, bound to the log);
+ *   - the daemon killed between the keys' destruction and the erasure's record: the next start
+ *     records it and serves the other version.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -30,12 +32,14 @@
 #include <cmocka.h>
 
 #include "common/common.h"
+#include "common/err.h"
 #include "crypto/crypto.h"
 #include "store/store_internal.h" /* white-box: the attacker's edit of the index */
 #include "tests/e2e.h"
 #include "tests/testutil.h"
 
 #define DS "cohort-Wren"
+#define DS3 "cohort-Finch"
 #define SECRET "withdrawn-Tern.csv"
 #define SECRET_TEXT "participant 17 Tern withdrew consent\n"
 
@@ -417,12 +421,121 @@ static void test_retention(void **state)
 	free(src);
 }
 
+/* The daemon killed after the store destroyed a version's keys and before the `dataset_erase`
+ * record: the next start records the erasure (marked completed at start, with the manifests
+ * and key ids the store noted before destroying them) and serves the dataset's other version;
+ * a start after that records nothing more. The fault is injected at that very step: the daemon
+ * stopped with an approved erasure it could not carry out, the store's erasure is run as the
+ * daemon runs it, and then nothing more (as after a kill -9 there). */
+static void test_erase_completed_at_start(void **state)
+{
+	char *v1 = tu_fmt("%s/finch1", E->src), *v2 = tu_fmt("%s/finch2", E->src), idtext[24];
+	char *rec = tu_fmt("%s/finch.rec", E->root), *proof = tu_fmt("%s/finch.proof", E->root), *p;
+	struct e2e_run *r;
+	json_t *j, *x;
+	uint64_t blocker;
+	size_t i, n = 0;
+	uint8_t *line;
+
+	(void)state;
+	assert_int_equal(mkdir(v1, 0755), 0);
+	assert_int_equal(mkdir(v2, 0755), 0);
+	tu_seed_file(100000, 7, "%s/a.bin", v1);
+	tu_seed_file(100000, 2, "%s/keep.bin", v2);
+	e2e_ok_free(ctl("-q", "dataset", "import", DS3, v1));
+	e2e_ok_free(ctl("-q", "dataset", "import", DS3, v2));
+	grant_approved(DS3);
+	r = e2e_ok(ctl("--json", "dataset", "erase", DS3 "@1", "--reason", "superseded"));
+	j = e2e_out_json(r);
+	snprintf(idtext, sizeof(idtext), "%lld",
+		 (long long)json_integer_value(json_object_get(json_object_get(j, "erasure"), "id")));
+	json_decref(j);
+	free(r);
+	/* A grant of version 1 alone, after the request: bob's approval is recorded, but the
+	 * erasure is refused while the grant is in force. */
+	blocker = grant_approved(DS3 "@1");
+	r = ctl_as(&E->u.bob, "dataset", "erase-approve", idtext);
+	assert_int_equal(r->status, 1);
+	assert_non_null(strstr(r->err, "--revoke-grants"));
+	free(r);
+	e2e_revoke(blocker);
+	assert_int_equal(e2e_daemon_stop_sig(SIGTERM), 0);
+
+	/* What the daemon does next, as it does it, and then nothing: the record is never
+	 * written. (In this process: a child forked from it cannot run RocksDB, whose background
+	 * threads stay behind in the parent.) Every write of store_erase() is synchronous, so
+	 * closing the store afterwards leaves what a kill -9 right after it leaves. */
+	{
+		crypto_secret *pass = NULL;
+		struct store *st = NULL;
+		struct store_erasure e = { 0 };
+		int rc;
+
+		assert_int_equal(crypto_passphrase_read_file(E->pass, &pass), 0);
+		assert_int_equal(store_open(E->store, pass, NULL, &st), 0);
+		crypto_secret_free(pass);
+		rc = store_erase(st, DS3, 1, &e);
+		if (rc < 0)
+			fprintf(stderr, "store_erase: %s\n", err_detail());
+		assert_int_equal(rc, 0);
+		assert_int_equal(e.nversions, 1);
+		store_erasure_free(&e);
+		store_close(st);
+	}
+	assert_int_equal(e2e_audit_count("dataset_erase", NULL, DS3, NULL, 0), 0);
+
+	e2e_daemon_start_with(E->pass, true);
+	assert_int_equal(e2e_audit_count("dataset_erase", NULL, DS3, NULL, 0), 1);
+	r = e2e_ok(ctl("--json", "dataset", "erasures"));
+	j = e2e_out_json(r);
+	n = 0;
+	json_array_foreach(json_object_get(j, "erasures"), i, x)
+		if (strcmp(json_string_value(json_object_get(x, "dataset")), DS3) == 0) {
+			assert_string_equal(json_string_value(json_object_get(x, "state")),
+					    "erased");
+			n++;
+		}
+	assert_int_equal(n, 1);
+	json_decref(j);
+	free(r);
+	/* The other version is served, byte-exact; the erased one is gone. */
+	p = tu_fmt("%s/%s/2/keep.bin", E->mnt, DS3);
+	assert_int_equal(tu_run_as(&E->u.alice, child_reads_v2, p, 30000), 0);
+	free(p);
+	r = e2e_ok(ctl("--json", "dataset", "show", DS3));
+	j = e2e_out_json(r);
+	assert_int_equal(json_array_size(json_object_get(j, "versions")), 1);
+	json_decref(j);
+	free(r);
+	/* The record says how it came to be, names the version's manifest and the key, and is
+	 * provably in the log. */
+	e2e_ok_free(ctl("dataset", "erasure-proof", DS3 "@1", "--output", proof,
+			"--record-output", rec));
+	line = tu_read_file(rec, &n);
+	assert_non_null(memmem(line, n, "\"completed_at_start\":1", 22));
+	assert_non_null(memmem(line, n, "\"manifests\":\"1:", 15));
+	assert_non_null(memmem(line, n, "\"key_ids\":\"", 11));
+	free(line);
+	/* Started again: nothing more is recorded, and it still serves. */
+	assert_int_equal(e2e_daemon_stop_sig(SIGTERM), 0);
+	e2e_daemon_start_with(E->pass, true);
+	assert_int_equal(e2e_audit_count("dataset_erase", NULL, DS3, NULL, 0), 1);
+	p = tu_fmt("%s/%s/2/keep.bin", E->mnt, DS3);
+	assert_int_equal(tu_run_as(&E->u.alice, child_reads_v2, p, 30000), 0);
+	free(p);
+	free(v1);
+	free(v2);
+	free(rec);
+	free(proof);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_erase_version),
 		cmocka_unit_test(test_ring_rollback_refused),
 		cmocka_unit_test(test_retention),
+		cmocka_unit_test(test_erase_completed_at_start),
 	};
 
 	if (crypto_init() < 0)
