@@ -91,6 +91,29 @@ static int parse_number(const char *key, const char *val, unsigned lineno, uint3
 	return 0;
 }
 
+/* "gc_interval = N{s,m,h,d}": seconds, from 1 s to CONFIG_GC_INTERVAL_MAX hours. */
+static int parse_interval(const char *val, uint32_t *ret_s)
+{
+	static const struct { char unit; uint32_t s; } units[] = {
+		{ 's', 1 }, { 'm', 60 }, { 'h', 3600 }, { 'd', 86400 },
+	};
+	unsigned long long v;
+	char *end;
+
+	errno = 0;
+	v = strtoull(val, &end, 10);
+	if (val[0] < '0' || val[0] > '9' || errno || end == val || !end[0] || end[1])
+		return -EINVAL;
+	for (size_t i = 0; i < ARRAY_SIZE(units); i++)
+		if (*end == units[i].unit) {
+			if (v == 0 || v > (unsigned long long)CONFIG_GC_INTERVAL_MAX * 3600u / units[i].s)
+				return -EINVAL;
+			*ret_s = (uint32_t)(v * units[i].s);
+			return 0;
+		}
+	return -EINVAL;
+}
+
 static int parse_line(char *line, unsigned lineno, struct config *cfg, bool *seen_durability,
 		      bool *seen_approvals,
 		      bool *seen_days, bool *seen_gc, bool *seen_grace)
@@ -99,6 +122,7 @@ static int parse_line(char *line, unsigned lineno, struct config *cfg, bool *see
 	char *eq, *key, *val, *name;
 	size_t *n;
 	uint32_t kind;
+	int r;
 
 	line = trim(line);
 	if (!*line || *line == '#')
@@ -122,9 +146,28 @@ static int parse_line(char *line, unsigned lineno, struct config *cfg, bool *see
 				       "\"session\", not \"%.32s\"", lineno, val);
 		return 0;
 	}
-	if (strcmp(key, "gc_interval_hours") == 0)
-		return parse_number(key, val, lineno, 1, CONFIG_GC_INTERVAL_MAX, seen_gc,
-				    &cfg->gc_interval_hours);
+	if (strcmp(key, "gc_interval_hours") == 0) {
+		if (*seen_gc)
+			return err_set(-EINVAL, "line %u: the garbage collection interval is given "
+				       "twice (gc_interval or gc_interval_hours, once)", lineno);
+		r = parse_number(key, val, lineno, 1, CONFIG_GC_INTERVAL_MAX, seen_gc,
+				 &cfg->gc_interval_hours);
+		if (r == 0)
+			cfg->gc_interval_s = cfg->gc_interval_hours * 3600u;
+		return r;
+	}
+	if (strcmp(key, "gc_interval") == 0) {
+		if (*seen_gc)
+			return err_set(-EINVAL, "line %u: the garbage collection interval is given "
+				       "twice (gc_interval or gc_interval_hours, once)", lineno);
+		r = parse_interval(val, &cfg->gc_interval_s);
+		if (r < 0)
+			return err_set(-EINVAL, "line %u: gc_interval is a number with a unit, s, m, "
+				       "h or d (\"6h\", \"30m\"), from 1s to %ud", lineno,
+				       CONFIG_GC_INTERVAL_MAX / 24);
+		*seen_gc = true;
+		return 0;
+	}
 	if (strcmp(key, "node_gc_grace_s") == 0)
 		return parse_number(key, val, lineno, 0, CONFIG_NODE_GC_GRACE_MAX, seen_grace,
 				    &cfg->node_gc_grace_s);
@@ -153,7 +196,7 @@ static int parse_line(char *line, unsigned lineno, struct config *cfg, bool *see
 	} else {
 		return err_set(-EINVAL, "line %u: unknown setting \"%.64s\" (known: steward, auditor, "
 			       "approvals, max_grant_days, visa_issuer, audit_durability, "
-			       "gc_interval_hours, node_gc_grace_s)",
+			       "gc_interval, gc_interval_hours, node_gc_grace_s)",
 			       lineno, key);
 	}
 	if (strncmp(val, "user:", 5) == 0) {

@@ -60,8 +60,12 @@ struct config {
 	 * DAEMON_AUDIT_SYNC_MS (docs/AUDIT.md "Durability"). */
 	bool audit_strict;
 	/* "gc_interval_hours = N": collect garbage every N hours (1 to CONFIG_GC_INTERVAL_MAX);
-	 * 0 (absent): only when a steward asks (`enclavectl store gc`). Read at start. */
+	 * 0 (absent, or given as gc_interval): only when a steward asks (`enclavectl store gc`). */
 	uint32_t gc_interval_hours;
+	/* The interval of scheduled collections in seconds, from "gc_interval_hours = N" or
+	 * "gc_interval = N{s,m,h,d}" (1 s to CONFIG_GC_INTERVAL_MAX hours; one of the two, once);
+	 * 0: none. Read at start. */
+	uint32_t gc_interval_s;
 	/* "node_gc_grace_s = N": once nodes have read the store (audit/nodes/ holds a node's log),
 	 * a garbage collection waits N seconds after its commit before it removes pack files, so
 	 * that every node still serving has caught up past the move (docs/DEPLOYMENT.md section 6).
@@ -75,8 +79,8 @@ struct config {
 /* Parse configuration text: lines "steward = user:NAME|group:NAME|user:UID|group:GID",
  * "auditor = ...", "approvals = N" (0..8, once; default 1), "max_grant_days = N" (1..3650, once;
  * default 365), "visa_issuer = URL" (once; policy_issuer_url_valid), "audit_durability =
- * strict|session" (once; default session), "gc_interval_hours = N" (1..CONFIG_GC_INTERVAL_MAX,
- * once; default none), "node_gc_grace_s = N" (0..CONFIG_NODE_GC_GRACE_MAX, once; default
+ * strict|session" (once; default session), "gc_interval_hours = N" (1..CONFIG_GC_INTERVAL_MAX)
+ * or "gc_interval = N{s,m,h,d}" (1 s up to as long; one of them, once; default none), "node_gc_grace_s = N" (0..CONFIG_NODE_GC_GRACE_MAX, once; default
  * CONFIG_NODE_GC_GRACE_DEFAULT), blank lines and '#' comments. Names are resolved
  * through NSS now. -EINVAL with
  * err_detail() naming the line for anything else (unknown key, bad value, unknown name, too many
@@ -591,8 +595,9 @@ int daemon_gc_run(struct daemon *d, const struct policy_subject *who, bool dry_r
 		  const struct store_gc_options *hooks, struct store_gc_stats *ret_stats);
 /* The numbers of a collection as JSON (a new reference, NULL without memory). */
 json_t *daemon_gc_stats_json(const struct store_gc_stats *s);
-/* Collect every interval_hours in a thread (0: no schedule, *ret NULL). */
-int daemon_gc_start(struct daemon *d, unsigned interval_hours, struct daemon_gc **ret);
+/* Collect every interval_s seconds in a thread (0: no schedule, *ret NULL): each a collection as
+ * `store gc` runs it, recorded (trigger "schedule"), its outcome on stderr. */
+int daemon_gc_start(struct daemon *d, unsigned interval_s, struct daemon_gc **ret);
 /* Stop the schedule (a collection under way finishes first). NULL is fine. */
 void daemon_gc_stop(struct daemon_gc *g);
 

@@ -1,5 +1,5 @@
 /* gc (daemon): garbage collection on a steward's request (store.gc, `enclavectl store gc`) and
- * on a schedule (enclave.conf "gc_interval_hours"), recorded in the audit log
+ * on a schedule (enclave.conf "gc_interval" or "gc_interval_hours"), recorded in the audit log
  * (docs/FORMAT.md §10, docs/AUDIT.md "gc").
  *
  * A collection deletes pack bytes on the word of the index. The store checks every record it
@@ -200,19 +200,19 @@ static void *gc_main(void *arg)
 	return NULL;
 }
 
-int daemon_gc_start(struct daemon *d, unsigned interval_hours, struct daemon_gc **ret)
+int daemon_gc_start(struct daemon *d, unsigned interval_s, struct daemon_gc **ret)
 {
 	struct daemon_gc *g;
 	pthread_condattr_t ca;
 
 	*ret = NULL;
-	if (!interval_hours)
+	if (!interval_s)
 		return 0;
 	g = calloc(1, sizeof(*g));
 	if (!g)
 		return -ENOMEM;
 	g->d = d;
-	g->interval_s = interval_hours * 3600u;
+	g->interval_s = interval_s;
 	pthread_mutex_init(&g->lock, NULL);
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);

@@ -1288,7 +1288,7 @@ int main(int argc, char **argv)
 		goto out_fs;
 	}
 	/* A node never collects: the primary is the only writer (store_gc refuses on a node too). */
-	r = daemon_gc_start(&d, d.node ? 0 : d.cfg.gc_interval_hours, &d.gc);
+	r = daemon_gc_start(&d, d.node ? 0 : d.cfg.gc_interval_s, &d.gc);
 	if (r < 0) {
 		die_detail("garbage collection schedule", r);
 		goto out_ctl;

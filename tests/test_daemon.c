@@ -71,6 +71,17 @@ static void test_config_valid(void **state)
 	assert_int_equal(cfg.gc_interval_hours, 24);
 	assert_int_equal(parse("steward = user:root\ngc_interval_hours = 8784\n", &cfg), 0);
 	assert_int_equal(cfg.gc_interval_hours, 8784);
+	assert_int_equal(cfg.gc_interval_s, 8784u * 3600);
+	/* gc_interval: with a unit, 1 s up to as long. */
+	assert_int_equal(parse("steward = user:root\ngc_interval = 2s\n", &cfg), 0);
+	assert_int_equal(cfg.gc_interval_s, 2);
+	assert_int_equal(cfg.gc_interval_hours, 0);
+	assert_int_equal(parse("steward = user:root\ngc_interval = 30m\n", &cfg), 0);
+	assert_int_equal(cfg.gc_interval_s, 1800);
+	assert_int_equal(parse("steward = user:root\ngc_interval = 6h\n", &cfg), 0);
+	assert_int_equal(cfg.gc_interval_s, 6 * 3600);
+	assert_int_equal(parse("steward = user:root\ngc_interval = 366d\n", &cfg), 0);
+	assert_int_equal(cfg.gc_interval_s, 366u * 86400);
 	/* node_gc_grace_s: 10 s by default, 0 to an hour. */
 	assert_int_equal(cfg.node_gc_grace_s, CONFIG_NODE_GC_GRACE_DEFAULT);
 	assert_int_equal(parse("steward = user:root\nnode_gc_grace_s = 0\n", &cfg), 0);
@@ -110,6 +121,15 @@ static void test_config_rejects(void **state)
 		"steward = user:root\ngc_interval_hours = 8785\n",
 		"steward = user:root\ngc_interval_hours = 1d\n",
 		"steward = user:root\ngc_interval_hours = 1\ngc_interval_hours = 2\n",
+		"steward = user:root\ngc_interval = 0s\n",
+		"steward = user:root\ngc_interval = 5\n",             /* no unit */
+		"steward = user:root\ngc_interval = 5w\n",            /* unknown unit */
+		"steward = user:root\ngc_interval = 5ss\n",
+		"steward = user:root\ngc_interval = -5s\n",
+		"steward = user:root\ngc_interval = 367d\n",          /* over a year */
+		"steward = user:root\ngc_interval = 99999999999999999999s\n",
+		"steward = user:root\ngc_interval = 1h\ngc_interval_hours = 1\n",   /* both */
+		"steward = user:root\ngc_interval_hours = 1\ngc_interval = 1h\n",
 		"steward = user:root\nnode_gc_grace_s = 3601\n",
 		"steward = user:root\nnode_gc_grace_s = -1\n",
 		"steward = user:root\nnode_gc_grace_s = 1\nnode_gc_grace_s = 2\n",

@@ -8,6 +8,8 @@
  *    nothing; `store gc` frees them while alice has a file of the dataset open through the mount
  *    and reads it on, byte for byte, after the collection; the "gc" record is in the log; a
  *    second `store df` finds nothing left to free. A user without a role may do neither.
+ * 3. The schedule: "gc_interval = 2s" in enclave.conf collects by itself, frees, records, and
+ *    stops cleanly with the daemon.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -268,11 +270,86 @@ static void test_gc_frees_a_killed_import(void **state)
 	free(bigsrc);
 }
 
+/* 3. The schedule (enclave.conf "gc_interval", here every 2 s): with a version erased, the
+ *    daemon collects by itself: the reclaimable bytes are freed, the collection is recorded
+ *    (by no steward), the daemon says so, and a SIGTERM stops it cleanly (exit 0) with the
+ *    schedule's thread running. */
+static void test_gc_on_schedule(void **state)
+{
+	char *conf = tu_fmt("%s/enclave.conf", E->store), *v1 = tu_fmt("%s/sched1", E->root);
+	char *v2 = tu_fmt("%s/sched2", E->root), *saved = NULL;
+	uint64_t before, reclaim = 0;
+	int gc0, by_steward, tries, fd;
+	size_t conf_len = 0;
+	struct e2e_run *r;
+	struct stat sb;
+	json_t *j;
+
+	(void)state;
+	assert_int_equal(mkdir(v1, 0755), 0);
+	assert_int_equal(mkdir(v2, 0755), 0);
+	tu_seed_file(4u << 20, 51, "%s/a.bin", v1);
+	tu_seed_file(1000, 52, "%s/b.bin", v2);
+	e2e_ok_free(ctl("-q", "dataset", "import", "sched", v1));
+	e2e_ok_free(ctl("-q", "dataset", "import", "sched", v2));
+	e2e_ok_free(ctl("dataset", "erase", "sched@1", "--reason", "superseded"));
+	j = ok_json(ctl("--json", "store", "df"));
+	reclaim = member_u64(json_object_get(j, "store"), "reclaimable_bytes");
+	json_decref(j);
+	assert_true(reclaim >= (4u << 20));
+	before = packs_bytes();
+	gc0 = e2e_audit_count("gc", NULL, NULL, NULL, 0);
+	by_steward = e2e_audit_count("gc", "root", NULL, NULL, 0);
+
+	/* Every 2 s from the next start. */
+	assert_int_equal(e2e_daemon_stop_sig(SIGTERM), 0);
+	saved = (char *)tu_read_file(conf, &conf_len);
+	assert_int_equal(stat(conf, &sb), 0);
+	fd = open(conf, O_WRONLY | O_APPEND | O_CLOEXEC);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, "gc_interval = 2s\n", 17), 17);
+	close(fd);
+	e2e_daemon_start_with(E->pass, true);
+	for (tries = 0; e2e_audit_count("gc", NULL, NULL, NULL, 0) == gc0 && tries < 300; tries++)
+		usleep(100 * 1000);
+	assert_true(e2e_audit_count("gc", NULL, NULL, NULL, 0) > gc0);
+	/* Recorded before its commit; the packs go right after. */
+	for (tries = 0; tries < 300; tries++) {
+		j = ok_json(ctl("--json", "store", "df"));
+		reclaim = member_u64(json_object_get(j, "store"), "reclaimable_bytes");
+		json_decref(j);
+		if (reclaim == 0)
+			break;
+		usleep(100 * 1000);
+	}
+	assert_int_equal(reclaim, 0);
+	assert_true(packs_bytes() <= before - (4u << 20));
+	/* Nobody asked: no steward's collection among the records. */
+	assert_int_equal(e2e_audit_count("gc", "root", NULL, NULL, 0), by_steward);
+	r = e2e_run_argv(NULL, (char *const[]){ "/bin/cat", E->log, NULL });
+	if (!strstr(r->out, "scheduled garbage collection freed"))
+		e2e_print_daemon_log();
+	assert_non_null(strstr(r->out, "scheduled garbage collection freed"));
+	free(r);
+	/* The other version reads on. */
+	e2e_ok_free(ctl("dataset", "show", "sched"));
+	/* A clean stop with the schedule running (the thread is woken and joined). */
+	assert_int_equal(e2e_daemon_stop_sig(SIGTERM), 0);
+	tu_write_file(conf, saved, conf_len);
+	assert_int_equal(chmod(conf, sb.st_mode & 07777), 0);
+	e2e_daemon_start_with(E->pass, true);
+	free(saved);
+	free(conf);
+	free(v1);
+	free(v2);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_reimport_shares_files),
 		cmocka_unit_test(test_gc_frees_a_killed_import),
+		cmocka_unit_test(test_gc_on_schedule),
 	};
 
 	if (sodium_init() < 0 || crypto_init() < 0)
