@@ -28,6 +28,26 @@ static inline void closep(const int *fd)
 #define _cleanup_free_ __attribute__((cleanup(freep)))
 #define _cleanup_close_ __attribute__((cleanup(closep)))
 
+/* The index of the element of base (n elements of size bytes, sorted by the uint64_t member at
+ * offset off) whose member is key, or -1: the binary search of every table kept by id. */
+static inline ssize_t sorted_find_u64(const void *base, size_t n, size_t size, size_t off,
+				      uint64_t key)
+{
+	for (size_t lo = 0, hi = n; lo < hi;) {
+		size_t mid = lo + (hi - lo) / 2;
+		uint64_t at;
+
+		memcpy(&at, (const char *)base + mid * size + off, sizeof(at));
+		if (at == key)
+			return (ssize_t)mid;
+		if (at < key)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return -1;
+}
+
 /* Fixed-width integer encoding. Index keys are big-endian so they sort numerically;
  * on-disk values are little-endian. See docs/FORMAT.md. */
 static inline void put_be32(uint8_t *p, uint32_t v)

@@ -64,39 +64,20 @@ int grants_grow_array(void **arr, size_t elem, size_t n, size_t *cap, size_t max
 	return 0;
 }
 
-/* The index of the element of base (n elements of size bytes, sorted by the uint64_t at offset
- * off) whose id is id, or -1. */
-static ssize_t find_sorted(const void *base, size_t n, size_t size, size_t off, uint64_t id)
-{
-	for (size_t lo = 0, hi = n; lo < hi;) {
-		size_t mid = lo + (hi - lo) / 2;
-		uint64_t at;
-
-		memcpy(&at, (const char *)base + mid * size + off, sizeof(at));
-		if (at == id)
-			return (ssize_t)mid;
-		if (at < id)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return -1;
-}
-
 static ssize_t find_deny(const struct grants *gs, uint64_t id)
 {
-	return find_sorted(gs->dn, gs->ndn, sizeof(*gs->dn), offsetof(struct policy_deny, id), id);
+	return sorted_find_u64(gs->dn, gs->ndn, sizeof(*gs->dn), offsetof(struct policy_deny, id), id);
 }
 
 static ssize_t find_removal(const struct grants *gs, uint64_t id)
 {
-	return find_sorted(gs->rm, gs->nrm, sizeof(*gs->rm),
+	return sorted_find_u64(gs->rm, gs->nrm, sizeof(*gs->rm),
 			   offsetof(struct policy_deny_removal, deny_id), id);
 }
 
 static ssize_t find_dataset(const struct grants *gs, uint64_t dsid)
 {
-	return find_sorted(gs->dp, gs->ndp, sizeof(*gs->dp),
+	return sorted_find_u64(gs->dp, gs->ndp, sizeof(*gs->dp),
 			   offsetof(struct policy_dataset, dataset_id), dsid);
 }
 
@@ -149,7 +130,7 @@ static int grow(struct grants *gs)
 
 static ssize_t find(const struct grants *gs, uint64_t id)
 {
-	return find_sorted(gs->g, gs->n, sizeof(*gs->g), offsetof(struct policy_grant, id), id);
+	return sorted_find_u64(gs->g, gs->n, sizeof(*gs->g), offsetof(struct policy_grant, id), id);
 }
 
 /* ---- The digest of the policy records -------------------------------------------------------- */
@@ -224,7 +205,7 @@ static int parse_record(const void *val, size_t vlen, json_t **ret)
 
 static ssize_t find_export(const struct grants *gs, uint64_t id)
 {
-	return find_sorted(gs->xp, gs->nxp, sizeof(*gs->xp), offsetof(struct grants_export, id),
+	return sorted_find_u64(gs->xp, gs->nxp, sizeof(*gs->xp), offsetof(struct grants_export, id),
 			   id);
 }
 

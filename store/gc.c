@@ -379,19 +379,10 @@ static int scan_moves(struct gc *g)
 
 static struct gc_pack *pack_find(struct gc *g, uint64_t id)
 {
-	size_t lo = 0, hi = g->npacks;
+	ssize_t i = sorted_find_u64(g->packs, g->npacks, sizeof(*g->packs),
+				    offsetof(struct gc_pack, id), id);
 
-	while (lo < hi) {
-		size_t mid = lo + (hi - lo) / 2;
-
-		if (g->packs[mid].id == id)
-			return &g->packs[mid];
-		if (g->packs[mid].id < id)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return NULL;
+	return i < 0 ? NULL : &g->packs[i];
 }
 
 static int pack_add(struct gc *g, uint64_t id, struct gc_pack **ret)

@@ -984,19 +984,10 @@ void store_close(struct store *st)
 /* The slot of committed pack id, or NULL. Under st->lock. */
 static struct pack_slot *pack_slot_find(struct store *st, uint64_t id)
 {
-	size_t lo = 0, hi = st->npacks;
+	ssize_t i = sorted_find_u64(st->packs, st->npacks, sizeof(*st->packs),
+				    offsetof(struct pack_slot, id), id);
 
-	while (lo < hi) {
-		size_t mid = lo + (hi - lo) / 2;
-
-		if (st->packs[mid].id == id)
-			return &st->packs[mid];
-		if (st->packs[mid].id < id)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return NULL;
+	return i < 0 ? NULL : &st->packs[i];
 }
 
 int store_pack_commit_locked(struct store *st, uint64_t id, uint64_t len)

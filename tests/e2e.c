@@ -375,3 +375,30 @@ int e2e_audit_count(const char *event, const char *user, const char *dataset,
 	return m.n;
 }
 
+
+struct open_job {
+	const char *path;
+	int want_errno;   /* 0: must open */
+};
+
+static int child_open(void *arg)
+{
+	const struct open_job *job = arg;
+	int fd = open(job->path, O_RDONLY | O_CLOEXEC);
+
+	if (fd >= 0)
+		close(fd);
+	if (job->want_errno ? fd < 0 && errno == job->want_errno : fd >= 0)
+		return 0;
+	fprintf(stderr, "%s: open gave %s, wanted %s\n", job->path,
+		fd >= 0 ? "success" : strerror(errno),
+		job->want_errno ? strerror(job->want_errno) : "success");
+	return 1;
+}
+
+void e2e_opens_as(const struct tu_user *u, const char *path, int want_errno)
+{
+	struct open_job job = { .path = path, .want_errno = want_errno };
+
+	assert_int_equal(tu_run_as(u, child_open, &job, 30000), 0);
+}

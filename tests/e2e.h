@@ -87,6 +87,11 @@ void e2e_cleanup_mount(void);
 
 /* ---- Policy and audit ---------------------------------------------------------------------- */
 
+/* User u opens path read-only through the mount (in a child running as u, 30 s at most): it
+ * must open (want_errno 0) or fail with exactly want_errno; fails the test otherwise, saying
+ * what the open gave. */
+void e2e_opens_as(const struct tu_user *u, const char *path, int want_errno);
+
 /* `grant add` through the CLI (kindflag "--user" or "--group"); returns the grant id. */
 uint64_t e2e_grant(const char *kindflag, const char *who, const char *dataset, const char *expires);
 /* `grant revoke ID --reason ...`; must succeed. */

@@ -68,32 +68,13 @@ static int group_teardown(void **state)
 
 /* ---- Helpers ---------------------------------------------------------------------------------- */
 
-struct open_job {
-	char path[4096];
-	int want_errno;   /* 0: must open */
-};
-
-static int child_open(void *arg)
-{
-	const struct open_job *job = arg;
-	int fd = open(job->path, O_RDONLY | O_CLOEXEC);
-
-	if (fd >= 0)
-		close(fd);
-	if (job->want_errno ? fd < 0 && errno == job->want_errno : fd >= 0)
-		return 0;
-	fprintf(stderr, "%s: open gave %s, wanted %s\n", job->path,
-		fd >= 0 ? "success" : strerror(errno),
-		job->want_errno ? strerror(job->want_errno) : "success");
-	return 1;
-}
-
+/* Alice opens dataset's latest a.bin: it opens (want_errno 0) or fails with want_errno. */
 static void alice_opens(const char *dataset, int want_errno)
 {
-	struct open_job job = { .want_errno = want_errno };
+	char *p = tu_fmt("%s/%s/latest/a.bin", E->mnt, dataset);
 
-	snprintf(job.path, sizeof(job.path), "%s/%s/latest/a.bin", E->mnt, dataset);
-	assert_int_equal(tu_run_as(&E->u.alice, child_open, &job, 30000), 0);
+	e2e_opens_as(&E->u.alice, p, want_errno);
+	free(p);
 }
 
 static uint64_t id_of(struct e2e_run *r, const char *obj)

@@ -30,72 +30,17 @@
 #include "store/store.h"
 #include "store/keyring.h"
 #include "store/store_internal.h" /* white-box: forging index records */
+#include "tests/storefx.h"
 #include "tests/testutil.h"
 
 #define PASS "correct horse battery staple"
 #define CS CRYPTO_CHUNK_DEFAULT
 
-/* A scratch area: a store directory and a source directory. */
-struct fx {
-	char *root;
-	char *store;
-	char *src;
-	crypto_secret *pass;
-};
-
 static int fx_setup(void **state)
 {
-	struct fx *f = calloc(1, sizeof(*f));
-
-	f->root = tu_mkdtemp("store");
-	f->store = tu_fmt("%s/store", f->root);
-	f->src = tu_fmt("%s/src", f->root);
-	assert_int_equal(mkdir(f->src, 0755), 0);
-	f->pass = tu_pass(PASS);
-	*state = f;
-	return 0;
+	return storefx_setup(state, "store", PASS);
 }
 
-static int fx_teardown(void **state)
-{
-	struct fx *f = *state;
-
-	tu_rm_rf(f->root);
-	free(f->root);
-	free(f->store);
-	free(f->src);
-	crypto_secret_free(f->pass);
-	free(f);
-	return 0;
-}
-
-static struct store *fx_create(struct fx *f)
-{
-	struct crypto_kdf_params kdf = crypto_kdf_params_min();
-	struct store *st = NULL;
-	int r = store_create(f->store, f->pass, &kdf, &st);
-
-	if (r < 0)
-		fprintf(stderr, "store_create: %s: %s\n", strerror(-r), err_detail());
-	assert_int_equal(r, 0);
-	return st;
-}
-
-static struct store *fx_open_opts(struct fx *f, const struct store_open_options *o)
-{
-	struct store *st = NULL;
-	int r = store_open(f->store, f->pass, o, &st);
-
-	if (r < 0)
-		fprintf(stderr, "store_open: %s: %s\n", strerror(-r), err_detail());
-	assert_int_equal(r, 0);
-	return st;
-}
-
-static struct store *fx_open(struct fx *f)
-{
-	return fx_open_opts(f, NULL);
-}
 
 /* Import the whole source directory as a new version of name; returns the version. */
 static uint32_t import_src(struct store *st, const char *name, const char *src,
@@ -3249,20 +3194,6 @@ static void test_keyring_roundtrip_and_forgeries(void **state)
 
 /* ---- Erasure (docs/FORMAT.md 3.7, 3.8) -------------------------------------------------------- */
 
-static void run_cp(const char *src, const char *dst)
-{
-	int status = 0;
-	pid_t pid = fork();
-
-	assert_true(pid >= 0);
-	if (pid == 0) {
-		execlp("cp", "cp", "-a", src, dst, (char *)NULL);
-		_exit(127);
-	}
-	assert_int_equal(waitpid(pid, &status, 0), pid);
-	assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-}
-
 /* Every value of version ver of dsid in cf, from a closed store's index at path. */
 struct raw_vals {
 	enum store_cf cf;
@@ -3411,7 +3342,7 @@ static void test_erase_version_holds_against_copy(void **state)
 	store_close(st);
 
 	/* The copy, taken before the erasure: packs, index, keys. */
-	run_cp(f->store, copy);
+	tu_copy_tree(f->store, copy);
 	raw_version_values(copy, CF_INODES, di.id, 1, &inodes);
 	raw_version_values(copy, CF_DIRENTS, di.id, 1, &dirents);
 	raw_version_values(copy, CF_VERSIONS, di.id, 1, &versions);
@@ -3538,7 +3469,7 @@ static void test_erase_ring_rollback_refused(void **state)
 	assert_int_equal(import_src(st, "d", f->src, NULL), 2);
 	assert_int_equal(store_dataset_get(st, "d", &di), 0);
 	store_close(st);
-	run_cp(f->store, copy);
+	tu_copy_tree(f->store, copy);
 	st = fx_open(f);
 	assert_int_equal(store_erase(st, "d", 1, &e), 0);
 	store_erasure_free(&e);

@@ -3,6 +3,7 @@
 #include "tests/testutil.h"
 
 #include <dirent.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
 #include <stdarg.h>
@@ -10,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "common/common.h"
@@ -192,4 +194,34 @@ uint64_t tu_dir_bytes(const char *dir, unsigned *ret_count)
 	closedir(d);
 	*ret_count = n;
 	return total;
+}
+
+int tu_run_argv(char *const argv[])
+{
+	int status = 0;
+	pid_t pid;
+
+	fflush(NULL);
+	pid = fork();
+	if (pid < 0)
+		return 127;
+	if (pid == 0) {
+		execvp(argv[0], argv);
+		fprintf(stderr, "testutil: cannot run %s: %s\n", argv[0], strerror(errno));
+		_exit(127);
+	}
+	while (waitpid(pid, &status, 0) < 0)
+		if (errno != EINTR)
+			return 127;
+	if (WIFSIGNALED(status))
+		return 128 + WTERMSIG(status);
+	return WEXITSTATUS(status);
+}
+
+void tu_copy_tree(const char *src, const char *dst)
+{
+	if (tu_run_argv((char *const[]){ "cp", "-a", (char *)src, (char *)dst, NULL }) != 0) {
+		fprintf(stderr, "testutil: cp -a %s %s failed\n", src, dst);
+		abort();
+	}
 }

@@ -25,6 +25,11 @@ uint8_t *tu_read_file(const char *path, size_t *ret_len);
 void tu_copy_file(const char *src, const char *dst);
 /* Copy the regular files of a flat directory src into a new directory dst. Aborts on failure. */
 void tu_copy_flat_dir(const char *src, const char *dst);
+/* Run argv (argv[0] looked for in PATH; no shell) and wait: its exit status, 128 + the signal
+ * that killed it, or 127 when it could not be run. */
+int tu_run_argv(char *const argv[]);
+/* cp -a src dst through tu_run_argv(). Aborts on failure. */
+void tu_copy_tree(const char *src, const char *dst);
 /* Total size of the regular files in a flat directory, and their count in *ret_count. */
 uint64_t tu_dir_bytes(const char *dir, unsigned *ret_count);
 /* A passphrase held as a crypto_secret. */
