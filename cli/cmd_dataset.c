@@ -77,7 +77,7 @@ static const char set_usage[] =
 
 static const char import_usage[] =
 	"Usage: enclavectl [GLOBAL OPTIONS] dataset import NAME DIR [--chunk-size SIZE]\n"
-	"           [--duo CODES] [--controller NAME] [--keep-crypt4gh]\n\n"
+	"           [--duo CODES] [--controller NAME] [--keep-crypt4gh] [--rehash]\n\n"
 	"Import the tree under DIR as the next version of dataset NAME (created by its first\n"
 	"import). enclavectl walks DIR itself, in sorted order, and passes each file to the\n"
 	"daemon as an open descriptor. Only regular files and directories are imported: a\n"
@@ -92,7 +92,10 @@ static const char import_usage[] =
 	"Versions share unchanged files: a file whose content the dataset's latest version\n"
 	"already holds (found by a keyed hash of its content, never a plain hash) is not stored\n"
 	"again; the new version points at the same encrypted object. Only new and changed files\n"
-	"take space, and the output says how many were shared.\n\n"
+	"take space, and the output says how many were shared. A file whose source stamp\n"
+	"(a keyed hash of its device, inode number, size, mtime and ctime) is what the latest\n"
+	"version recorded for the same path, and whose mtime and ctime are more than 2 s\n"
+	"older than that version's import, is shared without being read at all.\n\n"
 	"Options:\n"
 	"  --chunk-size SIZE   encryption chunk size: a power of two from 4K to 4M\n"
 	"                      (K and M suffixes; default 64K)\n"
@@ -102,6 +105,7 @@ static const char import_usage[] =
 	"                      IS, MOR:<date>, TS:<date>, or DUO ids (DUO:0000015)\n"
 	"  --controller NAME   the data controller named in the consent\n"
 	"  --keep-crypt4gh     import Crypt4GH files as they are (encrypted, name kept)\n"
+	"  --rehash            read and hash every file, trusting no source stamp\n"
 	"  --json              print the committed version as JSON\n"
 	"  -q, --quiet         no progress line\n"
 	"  -h, --help          show this help\n";
@@ -645,12 +649,13 @@ struct policy_opts {
 	const char *cache;        /* --cache (set only), or NULL */
 	const char *what;         /* the command, for messages */
 	bool keep_c4gh;           /* --keep-crypt4gh (import only) */
+	bool rehash;              /* --rehash (import only) */
 	bool retain_set;          /* --retain-until (set only) */
 	char retain[TIME_TEXT_MAX];  /* its RFC 3339 time, "" for none */
 };
 
 enum { OPT_CHUNK = 0x200, OPT_DUO, OPT_CONTROLLER, OPT_CACHE, OPT_DRY_RUN, OPT_KEEP_C4GH,
-       OPT_RETAIN };
+       OPT_RETAIN, OPT_REHASH };
 
 static int on_import_opt(void *ctx, int val, const char *arg)
 {
@@ -677,6 +682,10 @@ static int on_import_opt(void *ctx, int val, const char *arg)
 	}
 	if (val == OPT_KEEP_C4GH) {
 		o->keep_c4gh = true;
+		return 0;
+	}
+	if (val == OPT_REHASH) {
+		o->rehash = true;
 		return 0;
 	}
 	if (val == OPT_RETAIN) {
@@ -734,6 +743,7 @@ static int dataset_import(struct ctl *ctl, int argc, char **argv)
 		{ "duo", required_argument, NULL, OPT_DUO },
 		{ "controller", required_argument, NULL, OPT_CONTROLLER },
 		{ "keep-crypt4gh", no_argument, NULL, OPT_KEEP_C4GH },
+		{ "rehash", no_argument, NULL, OPT_REHASH },
 		{ 0 },
 	};
 	static const struct walk_ops scan_ops = { scan_dir, scan_file, &interrupted };
@@ -805,6 +815,8 @@ static int dataset_import(struct ctl *ctl, int argc, char **argv)
 		json_decref(args), args = NULL;
 	if (args && po.keep_c4gh &&
 	    json_object_set_new(args, "keep_crypt4gh", json_true()) < 0)
+		json_decref(args), args = NULL;
+	if (args && po.rehash && json_object_set_new(args, "rehash", json_true()) < 0)
 		json_decref(args), args = NULL;
 	r = args ? import_call(im, "import.begin", args, -1, NULL)
 		 : err_set(-ENOMEM, "out of memory");

@@ -366,9 +366,11 @@ static void import_progress(void *ctx, const struct store_import_stats *s)
 
 static json_t *stats_json(const struct store_import_stats *s)
 {
-	return json_pack("{s:I, s:I, s:I, s:I, s:I}", "files", (json_int_t)s->files, "dirs",
-			 (json_int_t)s->dirs, "bytes", (json_int_t)s->bytes, "reused_files",
-			 (json_int_t)s->reused_files, "reused_bytes", (json_int_t)s->reused_bytes);
+	return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "files", (json_int_t)s->files,
+			 "dirs", (json_int_t)s->dirs, "bytes", (json_int_t)s->bytes, "reused_files",
+			 (json_int_t)s->reused_files, "reused_bytes", (json_int_t)s->reused_bytes,
+			 "stamped_files", (json_int_t)s->stamped_files, "read_bytes",
+			 (json_int_t)s->read_bytes);
 }
 
 /* The audit record of an import's end: "committed" is written before the commit (docs/AUDIT.md),
@@ -454,7 +456,7 @@ void import_end(struct conn *c, int err)
 int op_import_begin(struct conn *c, const json_t *args, json_t **ret)
 {
 	static const char *const known[] = { "dataset", "chunk_size", "duo", "controller",
-					     "keep_crypt4gh", NULL };
+					     "keep_crypt4gh", "rehash", NULL };
 	struct store_import_options o = { .progress = import_progress, .progress_ctx = c };
 	_cleanup_free_ struct policy_dataset *p = calloc(1, sizeof(*p));
 	const char *name;
@@ -468,6 +470,7 @@ int op_import_begin(struct conn *c, const json_t *args, json_t **ret)
 	if ((r = proto_args_known(args, known)) < 0 ||
 	    (r = proto_arg_string(args, "dataset", true, STORE_DATASET_NAME_MAX, &name)) < 0 ||
 	    (r = proto_arg_bool(args, "keep_crypt4gh", false, &keep)) < 0 ||
+	    (r = proto_arg_bool(args, "rehash", false, &o.rehash)) < 0 ||
 	    (r = proto_arg_u64(args, "chunk_size", false, UINT32_MAX, &chunk)) < 0 ||
 	    (r = policy_args(args, p, &any)) < 0)
 		return r;
@@ -671,10 +674,12 @@ int op_import_commit(struct conn *c, const json_t *args, json_t **ret)
 				       version, ds.name, why);
 		}
 	}
-	*ret = json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:I}", "dataset", c->imp_dataset,
-			 "version", (json_int_t)version, "files", (json_int_t)s.files, "dirs",
-			 (json_int_t)s.dirs, "bytes", (json_int_t)s.bytes, "reused_files",
-			 (json_int_t)s.reused_files, "reused_bytes", (json_int_t)s.reused_bytes);
+	*ret = json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "dataset",
+			 c->imp_dataset, "version", (json_int_t)version, "files",
+			 (json_int_t)s.files, "dirs", (json_int_t)s.dirs, "bytes",
+			 (json_int_t)s.bytes, "reused_files", (json_int_t)s.reused_files,
+			 "reused_bytes", (json_int_t)s.reused_bytes, "stamped_files",
+			 (json_int_t)s.stamped_files, "read_bytes", (json_int_t)s.read_bytes);
 	store_import_free(c->imp);
 	c->imp = NULL;
 	return *ret ? 0 : -ENOMEM;

@@ -257,6 +257,8 @@ struct store_import {
 	uint64_t *reuse_sizes;              /* the sizes of those objects, + 1 (0: empty); owned */
 	size_t reuse_sizes_cap;             /* power of two */
 	uint32_t reuse_version;             /* the version whose objects they are */
+	int64_t reuse_created_ns;           /* when its import began */
+	bool rehash;                        /* never trust a source stamp: read every file */
 
 	uint8_t manifest[STORE_MANIFEST_LEN];  /* set when the version is closed */
 	bool closed;                        /* no more files: directory records and manifest final */
@@ -1208,6 +1210,7 @@ struct obj_src {
 	int fd;                                        /* >= 0: the file */
 	const struct store_import_stream *stream;      /* otherwise */
 	const struct pf_file *staged;                  /* a small file already read and hashed */
+	const struct stat *st;                         /* fstat(fd) before any read; NULL: stream */
 };
 
 /* len bytes at off. A stream is read in order (write_object asks for consecutive ranges). */
@@ -1327,6 +1330,7 @@ static int reuse_load(struct store_import *imp)
 	if (!imp->reuse || !imp->reuse_sizes)
 		return -ENOMEM;
 	imp->reuse_version = ver;
+	imp->reuse_created_ns = vi.created_ns;
 	r = store_version_scan(imp->st, imp->ds.info.id, ver, reuse_note, imp, m);
 	if (r < 0)
 		return r;
@@ -1366,11 +1370,93 @@ static int content_mac_read(struct store_import *imp, int fd, const char *path, 
 		if ((size_t)got != n)
 			return imp_fail(imp, -EIO, "%s: the file shrank while it was imported", path);
 		crypto_hash_update(imp->chash, imp->hbuf, n);
+		imp->stats.read_bytes += n;
 		off += n;
 	}
 	if (pread_full(fd, &probe, 1, size) != 0)
 		return imp_fail(imp, -EIO, "%s: the file grew while it was imported", path);
 	crypto_hash_final(imp->chash, mac);
+	return 0;
+}
+
+/* ---- Source stamps ------------------------------------------------------------------------- */
+
+/* A source file's identity as fstat saw it before it was read, (st_dev, st_ino, st_size,
+ * st_mtim, st_ctim), keyed-hashed under the content key with its own context (docs/FORMAT.md
+ * "Shared objects"): the index never holds the source's metadata in the clear. */
+static void stamp_make(struct store_import *imp, const struct stat *s,
+		       uint8_t out[static STORE_CONTENT_MAC_LEN])
+{
+	static const char ctx[] = "enclave source stamp v1";
+	uint8_t b[7 * 8];
+
+	put_le64(b, (uint64_t)s->st_dev);
+	put_le64(b + 8, (uint64_t)s->st_ino);
+	put_le64(b + 16, (uint64_t)s->st_size);
+	put_le64(b + 24, (uint64_t)s->st_mtim.tv_sec);
+	put_le64(b + 32, (uint64_t)s->st_mtim.tv_nsec);
+	put_le64(b + 40, (uint64_t)s->st_ctim.tv_sec);
+	put_le64(b + 48, (uint64_t)s->st_ctim.tv_nsec);
+	crypto_hash_init_keyed(imp->chash, imp->content_key);
+	crypto_hash_update(imp->chash, ctx, sizeof(ctx));   /* its NUL too */
+	crypto_hash_update(imp->chash, b, sizeof(b));
+	crypto_hash_final(imp->chash, out);
+}
+
+/* A file changed less than this before the previous import began is always read: a change
+ * within the same timestamp tick as that import's read leaves mtime and ctime as they were. */
+#define STAMP_RACY_NS (2 * 1000000000ll)
+
+/* 1 and the previous version's inode of path in *old when it holds the file s describes, with
+ * the same stamp, size and both times well before that version's import began: the file is then
+ * unchanged and need not be read. 0 otherwise (read it), < 0 on an index failure. */
+static int stamp_find(struct store_import *imp, const char *path, const struct stat *s,
+		      struct store_inode *old)
+{
+	uint8_t stamp[STORE_CONTENT_MAC_LEN];
+	int64_t limit = imp->reuse_created_ns - STAMP_RACY_NS;
+	int r;
+
+	if (imp->rehash || !imp->reuse || !s || !S_ISREG(s->st_mode))
+		return 0;
+	if ((int64_t)s->st_mtim.tv_sec * 1000000000 + s->st_mtim.tv_nsec >= limit ||
+	    (int64_t)s->st_ctim.tv_sec * 1000000000 + s->st_ctim.tv_nsec >= limit)
+		return 0;
+	r = store_path_lookup(imp->st, imp->ds.info.id, imp->reuse_version, path, old);
+	if (r == -ENOENT || r == -ENOTDIR) {
+		err_clear();
+		return 0;
+	}
+	if (r < 0)
+		return r;
+	if (old->type != STORE_INODE_FILE || !old->ext.has_content_mac || !old->ext.has_stamp ||
+	    old->size != (uint64_t)s->st_size)
+		return 0;
+	stamp_make(imp, s, stamp);
+	return sodium_memcmp(stamp, old->ext.stamp, sizeof(stamp)) == 0;
+}
+
+/* Share the object of the previous version's inode old (found by stamp_find) as ino's: its key
+ * unwrapped under that version's key and wrapped under this one's, as reuse_lookup() does. */
+static int stamp_reuse(struct store_import *imp, const struct store_inode *old, const char *path,
+		       struct store_inode *ino)
+{
+	crypto_key *okey = NULL;
+	int r;
+
+	ino->ext = old->ext;
+	r = unwrap_reused_key(imp, old, &okey);
+	if (r < 0)
+		return imp_fail(imp, r, "%s: the object key of inode %llu of version %u does not "
+				"unwrap", path, (unsigned long long)old->ino, imp->reuse_version);
+	r = wrap_object_key(imp, okey, ino);
+	crypto_key_free(okey);
+	if (r < 0)
+		return imp_fail(imp, r, "%s: cannot wrap the object key", path);
+	imp->stats.bytes += ino->size;
+	imp->stats.reused_files++;
+	imp->stats.reused_bytes += ino->size;
+	imp->stats.stamped_files++;
 	return 0;
 }
 
@@ -1480,6 +1566,7 @@ static int small_object(struct store_import *imp, const struct obj_src *src, con
 		return imp_fail(imp, -EIO, "%s: the file shrank while it was imported", path);
 	if ((uint64_t)got > size)
 		return imp_fail(imp, -EIO, "%s: the file grew while it was imported", path);
+	imp->stats.read_bytes += size;
 	if (pf) {
 		memcpy(mac, pf->mac, sizeof(mac));
 	} else {
@@ -1599,6 +1686,7 @@ static int write_object(struct store_import *imp, const struct obj_src *src, con
 			r = imp_fail(imp, -EIO, "%s: the file shrank while it was imported", path);
 			goto out;
 		}
+		imp->stats.read_bytes += clen;
 		/* The plaintext, before it is encrypted in place (here or by the pool). */
 		crypto_hash_update(imp->chash, p, clen);
 		if (par) {
@@ -1734,6 +1822,7 @@ int store_import_begin(struct store *st, const char *name, const struct store_im
 	imp->pack_fd = -1;
 	imp->chunk_size = o.chunk_size;
 	imp->alg = o.alg;
+	imp->rehash = o.rehash;
 	imp->progress = o.progress;
 	imp->progress_ctx = o.progress_ctx;
 	imp->created_ns = now_realtime_ns();
@@ -1905,7 +1994,7 @@ static int add_object(struct store_import *imp, const char *path, const struct o
 		      uint32_t mode, int64_t mtime_ns, uint64_t size)
 {
 	size_t n = strnlen(path, STORE_PATH_MAX + 1), slash;
-	struct store_inode ino = { .type = STORE_INODE_FILE, .nlink = 1 };
+	struct store_inode ino = { .type = STORE_INODE_FILE, .nlink = 1 }, old;
 	uint64_t parent_ino;
 	struct dir_ent *parent;
 	int r;
@@ -1930,7 +2019,12 @@ static int add_object(struct store_import *imp, const char *path, const struct o
 	ino.mode = mode & 07777;
 	ino.mtime_ns = mtime_ns;
 	ino.size = size;
-	if (src->fd >= 0 && object_dense(size, imp->chunk_size)) {
+	r = src->fd >= 0 ? stamp_find(imp, path, src->st, &old) : 0;
+	if (r < 0) {
+		r = imp_fail_detail(imp, r);
+	} else if (r > 0) {
+		r = stamp_reuse(imp, &old, path, &ino);
+	} else if (src->fd >= 0 && object_dense(size, imp->chunk_size)) {
 		r = small_object(imp, src, path, &ino);
 	} else {
 		r = reuse_object(imp, src, path, &ino);
@@ -1938,6 +2032,12 @@ static int add_object(struct store_import *imp, const char *path, const struct o
 			r = write_object(imp, src, path, &ino);
 		else if (r > 0)
 			r = 0;
+	}
+	/* The stamp of the source as it was before it was read, for the next import. */
+	ino.ext.has_stamp = false;
+	if (r == 0 && src->st && ino.ext.has_content_mac) {
+		stamp_make(imp, src->st, ino.ext.stamp);
+		ino.ext.has_stamp = true;
 	}
 	if (r == 0)
 		r = put_inode(imp, &ino, NULL);
@@ -1962,7 +2062,7 @@ static int add_object(struct store_import *imp, const char *path, const struct o
 static int add_file(struct store_import *imp, const char *path, int fd, const struct stat *st,
 		    const struct pf_file *staged)
 {
-	const struct obj_src src = { .fd = fd, .staged = staged };
+	struct obj_src src = { .fd = fd, .staged = staged };
 	struct stat s;
 
 	if (imp->err || imp->committed || imp->closed)
@@ -1972,6 +2072,7 @@ static int add_file(struct store_import *imp, const char *path, int fd, const st
 			return err_set(-errno, "%s: cannot stat: %s", path, strerror(errno));
 		st = &s;
 	}
+	src.st = st;
 	if (!S_ISREG(st->st_mode))
 		return err_set(-EINVAL, "%s: not a regular file", path);
 	return add_object(imp, path, &src, (uint32_t)st->st_mode, stat_mtime_ns(st),
@@ -2153,8 +2254,12 @@ int store_import_add_files(struct store_import *imp, size_t n, const char *const
 	}
 	/* The small regular files are read and hashed together first. */
 	for (i = 0; i < n; i++) {
+		struct store_inode old;
+
+		/* Not read ahead: a file its source stamp shows unchanged is not read at all. */
 		if (!S_ISREG(sts[i].st_mode) || sts[i].st_size < 0 ||
-		    !object_dense((uint64_t)sts[i].st_size, imp->chunk_size)) {
+		    !object_dense((uint64_t)sts[i].st_size, imp->chunk_size) ||
+		    stamp_find(imp, paths[i], &sts[i], &old) > 0) {
 			staged[i] = SIZE_MAX;
 			continue;
 		}

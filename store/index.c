@@ -407,6 +407,9 @@ int inode_encode(const struct store_inode *ino, const uint8_t *dir_digest, struc
 	/* The content hash, for later imports to find the file unchanged (docs/FORMAT.md 6.5). */
 	if (ino->ext.has_content_mac)
 		e = e ?: buf_append(b, ino->ext.content_mac, sizeof(ino->ext.content_mac));
+	/* And the source stamp, for later imports to skip reading it (docs/FORMAT.md 6.5). */
+	if (ino->ext.has_content_mac && ino->ext.has_stamp)
+		e = e ?: buf_append(b, ino->ext.stamp, sizeof(ino->ext.stamp));
 	return e;
 }
 
@@ -436,9 +439,16 @@ int inode_decode(uint64_t inum, const void *v, size_t n, struct store_inode *ret
 		cursor_le32(&c, &ino.ext.alg);
 		cursor_take(&c, ino.ext.wrapped_key, sizeof(ino.ext.wrapped_key));
 		/* Files imported since versions share objects carry their content hash too. */
-		if (rv == REC_V2 && !c.bad && c.left == sizeof(ino.ext.content_mac)) {
+		if (rv == REC_V2 && !c.bad && (c.left == sizeof(ino.ext.content_mac) ||
+					       c.left == sizeof(ino.ext.content_mac) +
+							       sizeof(ino.ext.stamp))) {
 			cursor_take(&c, ino.ext.content_mac, sizeof(ino.ext.content_mac));
 			ino.ext.has_content_mac = true;
+		}
+		/* Files imported since the source stamp, that too. */
+		if (ino.ext.has_content_mac && !c.bad && c.left == sizeof(ino.ext.stamp)) {
+			cursor_take(&c, ino.ext.stamp, sizeof(ino.ext.stamp));
+			ino.ext.has_stamp = true;
 		}
 	} else if (rv == REC_V2) {
 		cursor_take(&c, digest, sizeof(digest));

@@ -339,6 +339,13 @@ struct store_extent {
 	 * Only in the sealed inode record; has_content_mac false for objects imported before it. */
 	uint8_t content_mac[STORE_CONTENT_MAC_LEN];
 	bool has_content_mac;
+	/* Keyed BLAKE2b-256, under the content key with its own context, of the source file's
+	 * (st_dev, st_ino, st_size, st_mtim, st_ctim) when it was imported (docs/FORMAT.md "Shared
+	 * objects"): a later import that finds the same stamp for the same path reuses the object
+	 * without reading the file. Only with has_content_mac; has_stamp false for streams and for
+	 * objects imported before it. */
+	uint8_t stamp[STORE_CONTENT_MAC_LEN];
+	bool has_stamp;
 };
 
 enum store_inode_type {
@@ -419,11 +426,16 @@ struct store_import_stats {
 	uint64_t bytes;       /* plaintext bytes imported so far */
 	uint64_t reused_files;   /* of files: unchanged, their object reused (nothing written) */
 	uint64_t reused_bytes;   /* of bytes: in those files */
+	uint64_t stamped_files;  /* of reused_files: found unchanged by their source stamp, unread */
+	uint64_t read_bytes;     /* plaintext bytes read from the sources (and hashed) */
 };
 
 struct store_import_options {
 	uint32_t chunk_size;  /* 0: CRYPTO_CHUNK_DEFAULT */
 	uint32_t alg;         /* 0: crypto_aead_preferred() */
+	/* Read and hash every file, even one whose source stamp says it is unchanged since the
+	 * previous version (enclavectl dataset import --rehash). */
+	bool rehash;
 	/* Called after each file and every few MiB; may be NULL. */
 	void (*progress)(void *ctx, const struct store_import_stats *stats);
 	void *progress_ctx;

@@ -1503,6 +1503,128 @@ static bool divert_marked(const uint8_t *head, size_t len)
 	return len >= 6 && memcmp(head, "divert", 6) == 0;
 }
 
+/* Import the files src[0..3) as names[0..3) (src[] indices into paths), by batch or one by one;
+ * check every file reads back as the source it came from, and return the stats. */
+static struct store_import_stats stamp_import(struct store *st, char *const *paths,
+					      const int *src, bool batch, bool rehash,
+					      uint32_t want_ver)
+{
+	static const char *const names[3] = { "a", "b", "d/c" };
+	struct store_import_options o = { .rehash = rehash };
+	struct store_import_stats stats;
+	struct store_import *imp = NULL;
+	struct stat sts[3];
+	int fds[3];
+	uint32_t ver = 0;
+
+	for (size_t i = 0; i < 3; i++) {
+		fds[i] = open(paths[src[i]], O_RDONLY | O_CLOEXEC);
+		assert_true(fds[i] >= 0);
+		assert_int_equal(fstat(fds[i], &sts[i]), 0);
+	}
+	assert_int_equal(store_import_begin(st, "stamp", &o, &imp), 0);
+	if (batch)
+		assert_int_equal(store_import_add_files(imp, 3, names, fds, sts, NULL), 3);
+	else
+		for (size_t i = 0; i < 3; i++)
+			assert_int_equal(store_import_add_file(imp, names[i], fds[i]), 0);
+	store_import_get_stats(imp, &stats);
+	assert_int_equal(store_import_commit(imp, &ver), 0);
+	assert_int_equal(ver, want_ver);
+	store_import_free(imp);
+	for (size_t i = 0; i < 3; i++) {
+		size_t got, wlen;
+		uint8_t *want = tu_read_file(paths[src[i]], &wlen);
+		uint8_t *have = read_path(st, "stamp", ver, names[i], CS, &got);
+
+		assert_int_equal(got, wlen);
+		assert_memory_equal(have, want, got);
+		free(have);
+		free(want);
+		close(fds[i]);
+	}
+	return stats;
+}
+
+/* Issue 16 point 5: a file whose source stamp (a keyed hash of dev, inode, size, mtime, ctime)
+ * is the one the previous version recorded for its path, and whose mtime and ctime are more than
+ * 2 s older than that version's import, is shared without being read (read_bytes 0), by batch
+ * and one by one. The guards: a file changed within 2 s of the previous import is read (the
+ * racy rule; its content hash still shares it); the stamp must be of the same file (another
+ * file of the same size and age under the path is read, and its own content stored); a content
+ * change with size and mtime restored is read (its ctime moved); --rehash reads everything. */
+static void test_import_stamp(void **state)
+{
+	struct fx *f = *state;
+	struct store *st = fx_create(f);
+	const size_t sizes[3] = { 100, 100, 200u << 10 };
+	const uint64_t total = 100 + 100 + (200u << 10);
+	const int same[3] = { 0, 1, 2 }, swapped[3] = { 1, 0, 2 };
+	char *paths[3];
+	struct store_import_stats s;
+	struct stat sb;
+	uint32_t v = 0;
+
+	for (size_t i = 0; i < 3; i++) {
+		paths[i] = tu_fmt("%s/s%zu", f->src, i);
+		tu_write_seeded(paths[i], sizes[i], 70 + (unsigned)i);
+	}
+	/* Fresh files: read at every import until they are 2 s older than the previous one. */
+	s = stamp_import(st, paths, same, true, false, ++v);
+	assert_int_equal(s.read_bytes, total);
+	assert_int_equal(s.reused_files, 0);
+	s = stamp_import(st, paths, same, false, false, ++v);
+	assert_int_equal(s.read_bytes, total);
+	assert_int_equal(s.reused_files, 3);
+	assert_int_equal(s.stamped_files, 0);
+	sleep(3);
+	s = stamp_import(st, paths, same, true, false, ++v);
+	assert_int_equal(s.stamped_files, 0);   /* v2 began less than 2 s after their ctime */
+	assert_int_equal(s.read_bytes, total);
+	/* Unchanged and old: nothing read, by batch and one by one. */
+	s = stamp_import(st, paths, same, true, false, ++v);
+	assert_int_equal(s.stamped_files, 3);
+	assert_int_equal(s.reused_files, 3);
+	assert_int_equal(s.reused_bytes, total);
+	assert_int_equal(s.read_bytes, 0);
+	s = stamp_import(st, paths, same, false, false, ++v);
+	assert_int_equal(s.stamped_files, 3);
+	assert_int_equal(s.read_bytes, 0);
+	/* --rehash reads every file (and still shares them by content). */
+	s = stamp_import(st, paths, same, true, true, ++v);
+	assert_int_equal(s.stamped_files, 0);
+	assert_int_equal(s.reused_files, 3);
+	assert_int_equal(s.read_bytes, total);
+	/* Another old file of the same size under a path: its stamp differs, it is read. */
+	s = stamp_import(st, paths, swapped, true, false, ++v);
+	assert_int_equal(s.stamped_files, 1);
+	assert_int_equal(s.read_bytes, 200);
+	s = stamp_import(st, paths, swapped, false, false, ++v);
+	assert_int_equal(s.stamped_files, 3);
+	s = stamp_import(st, paths, same, false, false, ++v);
+	assert_int_equal(s.stamped_files, 1);
+	assert_int_equal(s.read_bytes, 200);
+	/* New content, same size, mtime put back: its ctime moved, it is read. */
+	assert_int_equal(stat(paths[2], &sb), 0);
+	{
+		int fd = open(paths[2], O_WRONLY | O_CLOEXEC);
+		struct timespec t[2] = { sb.st_atim, sb.st_mtim };
+
+		assert_true(fd >= 0);
+		assert_int_equal(pwrite(fd, "changed", 7, 1000), 7);
+		assert_int_equal(futimens(fd, t), 0);
+		close(fd);
+	}
+	s = stamp_import(st, paths, same, true, false, ++v);
+	assert_int_equal(s.stamped_files, 2);
+	assert_int_equal(s.reused_files, 2);
+	/* Hashed to look for it among the shared objects, then read again as it is written. */
+	assert_int_equal(s.read_bytes, 2 * sizes[2]);
+	store_close(st);
+	for (size_t i = 0; i < 3; i++)
+		free(paths[i]);
+}
+
 /* Issue 13: a batch of files through store_import_add_files(): the small ones read and hashed on
  * helper threads, in order with a large one and a file the caller diverts; every file reads back
  * byte-exact, a second version of the same files shares every object (the content hashes taken
@@ -3911,6 +4033,7 @@ int main(void)
 		T(test_import_parallel_memory_bounded),
 		T(test_dense_layout),
 		T(test_dense_tamper),
+		T(test_import_stamp),
 		T(test_tamper_flip_ciphertext),
 		T(test_tamper_flip_tag),
 		T(test_tamper_swap_chunks),
