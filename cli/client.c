@@ -369,6 +369,26 @@ int ctl_call(const struct ctl *ctl, const char *what, const char *op, json_t *ar
 	return ctl_call_fds(ctl, what, op, args, false, on_partial, ctx, ret_reply);
 }
 
+int ctl_call_list(const struct ctl *ctl, const char *what, const char *op, json_t *args,
+		  const char *key, struct reply *rep, const json_t **ret_list)
+{
+	const json_t *list;
+	int r = ctl_call(ctl, what, op, args, NULL, NULL, rep);
+
+	*ret_list = NULL;
+	if (r)
+		return r;
+	if (ctl->json)
+		return ctl_print_json(rep);
+	list = json_object_get(rep->result, key);
+	if (!json_is_array(list)) {
+		reply_clear(rep);
+		return ctl_fail(what, "protocol error: the reply has no \"%s\" list", key);
+	}
+	*ret_list = list;
+	return 0;
+}
+
 int ctl_call_fds(const struct ctl *ctl, const char *what, const char *op, json_t *args,
 		 bool accept_fds, client_partial_fn on_partial, void *ctx, struct reply *ret_reply)
 {

@@ -126,17 +126,9 @@ static int dataset_list(struct ctl *ctl, int argc, char **argv)
 		return r;
 	if (first < argc)
 		return ctl_usage_error("dataset list", "unexpected argument '%s'", argv[first]);
-	r = ctl_call(ctl, "dataset list", "dataset.list", NULL, NULL, NULL, &rep);
-	if (r)
+	r = ctl_call_list(ctl, "dataset list", "dataset.list", NULL, "datasets", &rep, &list);
+	if (!list)
 		return r;
-	if (ctl->json)
-		return ctl_print_json(&rep);
-	list = json_object_get(rep.result, "datasets");
-	if (!json_is_array(list)) {
-		reply_clear(&rep);
-		return ctl_fail("dataset list", "protocol error: the reply has no \"datasets\" "
-						"list");
-	}
 	table_init(&t, ARRAY_SIZE(head), head);
 	json_array_foreach(list, i, d) {
 		char s1[24], s2[24], s3[24], s4[24];

@@ -266,16 +266,9 @@ static int deny_list(struct ctl *ctl, int argc, char **argv)
 	args = all ? json_pack("{s:b}", "all", 1) : json_object();
 	if (!args)
 		return ctl_fail("deny list", "out of memory");
-	r = ctl_call(ctl, "deny list", "deny.list", args, NULL, NULL, &rep);
-	if (r)
+	r = ctl_call_list(ctl, "deny list", "deny.list", args, "rules", &rep, &list);
+	if (!list)
 		return r;
-	if (ctl->json)
-		return ctl_print_json(&rep);
-	list = json_object_get(rep.result, "rules");
-	if (!json_is_array(list)) {
-		reply_clear(&rep);
-		return ctl_fail("deny list", "protocol error: the reply has no \"rules\" list");
-	}
 	table_init(&t, ARRAY_SIZE(head), head);
 	json_array_foreach(list, i, x) {
 		char s1[24], s2[24], s3[24], s4[24], s5[24], s6[24], s7[24], p[160];

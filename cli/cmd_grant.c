@@ -473,16 +473,9 @@ static int grant_list(struct ctl *ctl, int argc, char **argv)
 		json_decref(args), args = NULL;
 	if (!args)
 		return ctl_fail("grant list", "out of memory");
-	r = ctl_call(ctl, "grant list", "grant.list", args, NULL, NULL, &rep);
-	if (r)
+	r = ctl_call_list(ctl, "grant list", "grant.list", args, "grants", &rep, &list);
+	if (!list)
 		return r;
-	if (ctl->json)
-		return ctl_print_json(&rep);
-	list = json_object_get(rep.result, "grants");
-	if (!json_is_array(list)) {
-		reply_clear(&rep);
-		return ctl_fail("grant list", "protocol error: the reply has no \"grants\" list");
-	}
 	table_init(&t, ARRAY_SIZE(head), head);
 	json_array_foreach(list, i, g) {
 		char s1[24], s3[24], s4[24], s5[24], p[160], d[160], st[64];

@@ -260,16 +260,9 @@ static int node_list(struct ctl *ctl, int argc, char **argv)
 	args = all ? json_pack("{s:b}", "all", 1) : json_object();
 	if (!args)
 		return ctl_fail("node list", "out of memory");
-	r = ctl_call(ctl, "node list", "node.list", args, NULL, NULL, &rep);
-	if (r)
+	r = ctl_call_list(ctl, "node list", "node.list", args, "nodes", &rep, &list);
+	if (!list)
 		return r;
-	if (ctl->json)
-		return ctl_print_json(&rep);
-	list = json_object_get(rep.result, "nodes");
-	if (!json_is_array(list)) {
-		reply_clear(&rep);
-		return ctl_fail("node list", "protocol error: the reply has no \"nodes\" list");
-	}
 	table_init(&t, ARRAY_SIZE(head), head);
 	json_array_foreach(list, i, x) {
 		char s1[24], s2[80], s3[24], s4[40], s5[80], s6[24], s7[24], ap[56];

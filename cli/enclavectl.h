@@ -202,6 +202,12 @@ int client_report(const char *what, int r, const struct reply *rep);
  * printing why. args is taken over as in client_call(). */
 int ctl_call(const struct ctl *ctl, const char *what, const char *op, json_t *args,
 	     client_partial_fn on_partial, void *ctx, struct reply *ret_reply);
+/* A listing command's call: ctl_call(), then for --json the reply printed, else the array under
+ * key taken from the result. Returns 0 with *ret_list set when there is a list to show (rep holds
+ * it; the caller clears rep); otherwise *ret_list is NULL and the exit status is returned (the
+ * reply printed or cleared, any failure reported). */
+int ctl_call_list(const struct ctl *ctl, const char *what, const char *op, json_t *args,
+		  const char *key, struct reply *rep, const json_t **ret_list);
 /* Print why a connection to path failed (r from client_connect), with how to start the daemon.
  * Returns 1. */
 int client_report_connect(const char *what, const char *path, int r);

@@ -156,6 +156,28 @@ bool e2e_daemon_answers(void)
 	return up;
 }
 
+pid_t e2e_spawn_logged(char *const argv[], const char *log)
+{
+	pid_t pid;
+
+	fflush(NULL);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		int fd = open(log, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+
+		/* If this test program dies, the daemon is told to stop (and unmount). */
+		prctl(PR_SET_PDEATHSIG, SIGTERM);
+		if (fd >= 0) {
+			dup2(fd, 1);
+			dup2(fd, 2);
+		}
+		execv(argv[0], argv);
+		_exit(127);
+	}
+	return pid;
+}
+
 void e2e_daemon_start_with(const char *passfile, bool expect_up)
 {
 	char *argv[32] = { ENCLAVED_PATH, "--store", E->store, "--mount", E->mnt,
@@ -169,21 +191,7 @@ void e2e_daemon_start_with(const char *passfile, bool expect_up)
 	}
 	argv[n] = NULL;
 
-	fflush(NULL);
-	pid = fork();
-	assert_true(pid >= 0);
-	if (pid == 0) {
-		int fd = open(E->log, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
-
-		/* If this test program dies, the daemon is told to stop (and unmount). */
-		prctl(PR_SET_PDEATHSIG, SIGTERM);
-		if (fd >= 0) {
-			dup2(fd, 1);
-			dup2(fd, 2);
-		}
-		execv(argv[0], argv);
-		_exit(127);
-	}
+	pid = e2e_spawn_logged(argv, E->log);
 	E->daemon = pid;
 	if (!expect_up)
 		return;

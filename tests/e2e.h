@@ -78,6 +78,9 @@ void e2e_print_daemon_log(void);
 bool e2e_daemon_answers(void);
 /* Start enclaved with this passphrase file (PR_SET_PDEATHSIG). expect_up: wait (30 s at most)
  * until it has mounted and answers, failing the test if it exits or does not. */
+/* Start argv[0] with argv, its stdout and stderr appended to log, told to stop (SIGTERM) if this
+ * test program dies. Returns its pid. */
+pid_t e2e_spawn_logged(char *const argv[], const char *log);
 void e2e_daemon_start_with(const char *passfile, bool expect_up);
 /* Stop the daemon with sig, then SIGKILL after 20 s. Its exit status (128 + signal when killed),
  * or -1 if none was running. */

@@ -28,7 +28,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -101,20 +100,7 @@ static void node_start(struct node *n)
 			 "--local", n->local, "--staleness", STALE_S, NULL };
 	pid_t pid;
 
-	fflush(NULL);
-	pid = fork();
-	assert_true(pid >= 0);
-	if (pid == 0) {
-		int fd = open(n->log, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
-
-		prctl(PR_SET_PDEATHSIG, SIGTERM);
-		if (fd >= 0) {
-			dup2(fd, 1);
-			dup2(fd, 2);
-		}
-		execv(argv[0], argv);
-		_exit(127);
-	}
+	pid = e2e_spawn_logged(argv, n->log);
 	n->pid = pid;
 	for (int i = 0; i < 600; i++) {
 		int st;
@@ -986,7 +972,7 @@ static char *node_findings(struct e2e_run *r, const char *name)
 {
 	json_t *j = e2e_out_json(r), *n;
 	char buf[1024] = "";
-	size_t i, k;
+	size_t i, k, len = 0;
 	bool found = false;
 
 	json_array_foreach(json_object_get(j, "nodes"), i, n) {
@@ -996,9 +982,11 @@ static char *node_findings(struct e2e_run *r, const char *name)
 			continue;
 		found = true;
 		json_array_foreach(json_object_get(n, "findings"), k, f) {
-			strncat(buf, json_string_value(json_object_get(f, "kind")),
-				sizeof(buf) - strlen(buf) - 2);
-			strcat(buf, ",");
+			int w = snprintf(buf + len, sizeof(buf) - len, "%s,",
+					 json_string_value(json_object_get(f, "kind")));
+
+			assert_true(w > 0 && (size_t)w < sizeof(buf) - len);
+			len += (size_t)w;
 		}
 	}
 	json_decref(j);
