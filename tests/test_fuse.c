@@ -1993,6 +1993,23 @@ static void *hammer_main(void *arg)
 	return NULL;
 }
 
+struct refused_job {
+	const char *mnt;
+	int go_r;
+};
+
+/* child_open_refused(), once the parent writes to go_r: forked before the parent starts threads
+ * that allocate, since a child forked while another thread holds the sanitizers' allocator lock
+ * spins on that lock for ever (seen in CI: a child in sched_yield for 60 s). */
+static int child_open_refused_on_go(void *arg)
+{
+	const struct refused_job *j = arg;
+	char c;
+
+	CHECK(read(j->go_r, &c, 1) == 1, "pipe");
+	return child_open_refused((void *)j->mnt);
+}
+
 /* Fill the file system of dir: a file as large as it takes, until ENOSPC at 1 byte. */
 static void fill_fs(const char *dir, const char *name)
 {
@@ -2023,13 +2040,14 @@ static void test_full_disk_keeps_close_room(void **state)
 	struct fx *f = *state;
 	uint64_t dsid = import_tree(f);
 	struct close_job j = { .mnt = f->mnt };
+	struct refused_job rj = { .mnt = f->mnt };
 	struct hammer h = { .acked_seqs = json_array() };
 	pthread_t threads[4];
-	int ready[2], go[2];
+	int ready[2], go[2], go_refused[2];
 	char c, *filler;
 	json_t *all, *closes, *r, *v;
 	size_t i, n_open = 0, n_close = 0, held = 0;
-	pid_t pids[HELD_FILES];
+	pid_t pids[HELD_FILES], refused_pid;
 
 	grant(POLICY_USER, U.alice.uid, dsid, POLICY_ALL_VERSIONS);
 	/* The log moves to a small file system of its own. */
@@ -2058,6 +2076,11 @@ static void test_full_disk_keeps_close_room(void **state)
 	fill_fs(f->auditdir, "filler");
 	filler = tu_fmt("%s/filler", f->auditdir);
 
+	/* The child that tries a new open is forked now, before the hammer's threads. */
+	assert_int_equal(pipe2(go_refused, O_CLOEXEC), 0);
+	rj.go_r = go_refused[0];
+	assert_int_equal(tu_spawn_as(&U.alice, child_open_refused_on_go, &rj, &refused_pid), 0);
+
 	/* Other records hammer the log the whole time. */
 	h.log = f->log;
 	pthread_mutex_init(&h.lock, NULL);
@@ -2065,7 +2088,10 @@ static void test_full_disk_keeps_close_room(void **state)
 		assert_int_equal(pthread_create(&threads[i], NULL, hammer_main, &h), 0);
 	poll(NULL, 0, 200);
 	/* No room for a new open's close: refused, with nothing served. */
-	assert_int_equal(tu_run_as(&U.alice, child_open_refused, f->mnt, CHILD_MS), 0);
+	assert_int_equal(write(go_refused[1], "g", 1), 1);
+	assert_int_equal(tu_wait(refused_pid, CHILD_MS), 0);
+	close(go_refused[0]);
+	close(go_refused[1]);
 	/* The held files close one by one, each under the hammer: each record goes into the room
 	 * its open kept, which no other record could take. */
 	for (i = 0; i < HELD_FILES; i++) {
