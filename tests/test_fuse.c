@@ -187,7 +187,16 @@ struct fx {
 	pid_t child;        /* a child still running, killed in teardown */
 	bool no_prefetch;   /* mount without read-ahead */
 	char *small_fs;     /* a small tmpfs the test mounted (the log's), detached in teardown */
+	/* Threads appending to the log and children holding files open, stopped in teardown
+	 * when a test fails while they run (before the log they use is closed). */
+	struct hammer *hammer;
+	pthread_t hammer_threads[4];
+	size_t n_hammer_threads;
+	pid_t held[8];
+	size_t n_held;
 };
+
+static void hammer_free(struct fx *f);
 
 static bool mounted_at(const char *path)
 {
@@ -342,6 +351,13 @@ static int fx_teardown(void **state)
 	if (f->child > 0) {
 		kill(f->child, SIGKILL);
 		waitpid(f->child, NULL, 0);
+	}
+	hammer_free(f);
+	for (size_t i = 0; i < f->n_held; i++) {
+		if (f->held[i] > 0) {
+			kill(f->held[i], SIGKILL);
+			waitpid(f->held[i], NULL, 0);
+		}
 	}
 	fx_unmount(f);
 	audit_close(f->log);
@@ -1957,6 +1973,7 @@ struct hammer {
 #define HAMMER_PAD 64
 /* Files held open across the full disk, each closed under the hammer. */
 #define HELD_FILES 8
+_Static_assert(HELD_FILES <= ARRAY_SIZE(((struct fx *)0)->held), "fx.held too small");
 
 /* Append one filler record, counting it acknowledged (with its seq) or refused. */
 static void hammer_once(struct hammer *h)
@@ -1991,6 +2008,45 @@ static void *hammer_main(void *arg)
 		usleep(200);
 	}
 	return NULL;
+}
+
+/* Start the hammer's threads on f's log; f owns them until hammer_stop(). */
+static struct hammer *hammer_start(struct fx *f)
+{
+	struct hammer *h = calloc(1, sizeof(*h));
+
+	assert_non_null(h);
+	h->log = f->log;
+	h->acked_seqs = json_array();
+	pthread_mutex_init(&h->lock, NULL);
+	f->hammer = h;
+	for (size_t i = 0; i < ARRAY_SIZE(f->hammer_threads); i++) {
+		assert_int_equal(pthread_create(&f->hammer_threads[i], NULL, hammer_main, h), 0);
+		f->n_hammer_threads++;
+	}
+	return h;
+}
+
+/* Stop and join the hammer's threads (the hammer itself stays until hammer_free()). */
+static void hammer_stop(struct fx *f)
+{
+	if (!f->hammer)
+		return;
+	atomic_store(&f->hammer->stop, true);
+	for (size_t i = 0; i < f->n_hammer_threads; i++)
+		pthread_join(f->hammer_threads[i], NULL);
+	f->n_hammer_threads = 0;
+}
+
+static void hammer_free(struct fx *f)
+{
+	if (!f->hammer)
+		return;
+	hammer_stop(f);
+	json_decref(f->hammer->acked_seqs);
+	pthread_mutex_destroy(&f->hammer->lock);
+	free(f->hammer);
+	f->hammer = NULL;
 }
 
 struct refused_job {
@@ -2041,13 +2097,12 @@ static void test_full_disk_keeps_close_room(void **state)
 	uint64_t dsid = import_tree(f);
 	struct close_job j = { .mnt = f->mnt };
 	struct refused_job rj = { .mnt = f->mnt };
-	struct hammer h = { .acked_seqs = json_array() };
-	pthread_t threads[4];
+	struct hammer *h;
 	int ready[2], go[2], go_refused[2];
 	char c, *filler;
 	json_t *all, *closes, *r, *v;
 	size_t i, n_open = 0, n_close = 0, held = 0;
-	pid_t pids[HELD_FILES], refused_pid;
+	pid_t refused_pid;
 
 	grant(POLICY_USER, U.alice.uid, dsid, POLICY_ALL_VERSIONS);
 	/* The log moves to a small file system of its own. */
@@ -2069,7 +2124,8 @@ static void test_full_disk_keeps_close_room(void **state)
 	j.ready_w = ready[1];
 	j.go_r = go[0];
 	for (i = 0; i < HELD_FILES; i++) {
-		assert_int_equal(tu_spawn_as(&U.alice, child_open_wait_close, &j, &pids[i]), 0);
+		assert_int_equal(tu_spawn_as(&U.alice, child_open_wait_close, &j, &f->held[i]), 0);
+		f->n_held++;
 		assert_int_equal(read(ready[0], &c, 1), 1);
 	}
 	assert_true(audit_reserved(f->log) >= HELD_FILES * 1024);
@@ -2080,15 +2136,14 @@ static void test_full_disk_keeps_close_room(void **state)
 	assert_int_equal(pipe2(go_refused, O_CLOEXEC), 0);
 	rj.go_r = go_refused[0];
 	assert_int_equal(tu_spawn_as(&U.alice, child_open_refused_on_go, &rj, &refused_pid), 0);
+	f->child = refused_pid;
 
 	/* Other records hammer the log the whole time. */
-	h.log = f->log;
-	pthread_mutex_init(&h.lock, NULL);
-	for (i = 0; i < ARRAY_SIZE(threads); i++)
-		assert_int_equal(pthread_create(&threads[i], NULL, hammer_main, &h), 0);
+	h = hammer_start(f);
 	poll(NULL, 0, 200);
 	/* No room for a new open's close: refused, with nothing served. */
 	assert_int_equal(write(go_refused[1], "g", 1), 1);
+	f->child = 0;
 	assert_int_equal(tu_wait(refused_pid, CHILD_MS), 0);
 	close(go_refused[0]);
 	close(go_refused[1]);
@@ -2098,21 +2153,24 @@ static void test_full_disk_keeps_close_room(void **state)
 		assert_int_equal(write(go[1], "g", 1), 1);
 		poll(NULL, 0, 50);
 	}
-	for (i = 0; i < HELD_FILES; i++)
-		assert_int_equal(tu_wait(pids[i], CHILD_MS), 0);
+	for (i = 0; i < HELD_FILES; i++) {
+		pid_t p = f->held[i];
+
+		f->held[i] = 0;   /* tu_wait() reaps it, whatever it returns */
+		assert_int_equal(tu_wait(p, CHILD_MS), 0);
+	}
+	f->n_held = 0;
 	poll(NULL, 0, 100);
-	atomic_store(&h.stop, true);
-	for (i = 0; i < ARRAY_SIZE(threads); i++)
-		pthread_join(threads[i], NULL);
-	assert_true(atomic_load(&h.refused) > 0);
+	hammer_stop(f);
+	assert_true(atomic_load(&h->refused) > 0);
 	/* Room again (the hammer stopped, or it would fill it at once): records are taken and
 	 * opens served, with nothing to restart. */
 	assert_int_equal(unlink(filler), 0);
 	{
-		unsigned long before = atomic_load(&h.acked);
+		unsigned long before = atomic_load(&h->acked);
 
-		hammer_once(&h);
-		assert_int_equal(atomic_load(&h.acked), before + 1);
+		hammer_once(h);
+		assert_int_equal(atomic_load(&h->acked), before + 1);
 	}
 	assert_int_equal(tu_run_as(&U.alice, child_reads_one, f->mnt, CHILD_MS), 0);
 	fx_unmount(f);
@@ -2129,8 +2187,8 @@ static void test_full_disk_keeps_close_room(void **state)
 	}
 	n_close = json_array_size(closes);
 	fprintf(stderr, "full disk: %zu opens allowed, %zu closes; %lu records acknowledged, "
-		"%lu refused\n", n_open, n_close, (unsigned long)atomic_load(&h.acked),
-		(unsigned long)atomic_load(&h.refused));
+		"%lu refused\n", n_open, n_close, (unsigned long)atomic_load(&h->acked),
+		(unsigned long)atomic_load(&h->refused));
 	assert_int_equal(n_close, n_open);
 	assert_int_equal(n_open, HELD_FILES + 2);
 	/* ("one" is one byte, and every open read it) */
@@ -2138,7 +2196,7 @@ static void test_full_disk_keeps_close_room(void **state)
 		held += rec_int(r, "bytes") == 1;
 	assert_int_equal(held, n_close);
 	/* Nothing acknowledged is missing: each acked seq holds a filler record. */
-	json_array_foreach(h.acked_seqs, i, v) {
+	json_array_foreach(h->acked_seqs, i, v) {
 		json_t *rec = json_array_get(all, (size_t)json_integer_value(v));
 
 		assert_non_null(rec);
@@ -2147,8 +2205,7 @@ static void test_full_disk_keeps_close_room(void **state)
 	}
 	json_decref(all);
 	json_decref(closes);
-	json_decref(h.acked_seqs);
-	pthread_mutex_destroy(&h.lock);
+	hammer_free(f);
 	free(filler);
 	close(ready[0]);
 	close(ready[1]);
