@@ -410,3 +410,28 @@ void e2e_opens_as(const struct tu_user *u, const char *path, int want_errno)
 
 	assert_int_equal(tu_run_as(u, child_open, &job, 30000), 0);
 }
+
+/* Replace the flat directory to with a copy of from. */
+static void replace_flat_dir(const char *from, const char *to)
+{
+	tu_rm_rf(to);
+	tu_copy_flat_dir(from, to);
+}
+
+void e2e_index_save(const char *name)
+{
+	char *from = tu_fmt("%s/index", E->store), *to = tu_fmt("%s/%s", E->root, name);
+
+	replace_flat_dir(from, to);
+	free(from);
+	free(to);
+}
+
+void e2e_index_restore(const char *name)
+{
+	char *from = tu_fmt("%s/%s", E->root, name), *to = tu_fmt("%s/index", E->store);
+
+	replace_flat_dir(from, to);
+	free(from);
+	free(to);
+}

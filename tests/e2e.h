@@ -95,6 +95,11 @@ void e2e_cleanup_mount(void);
  * what the open gave. */
 void e2e_opens_as(const struct tu_user *u, const char *path, int want_errno);
 
+/* A copy of the store's index under E->root/name (replacing an older one), as a backup would
+ * take it; e2e_index_restore() puts it back in place of the current index (daemon stopped). */
+void e2e_index_save(const char *name);
+void e2e_index_restore(const char *name);
+
 /* `grant add` through the CLI (kindflag "--user" or "--group"); returns the grant id. */
 uint64_t e2e_grant(const char *kindflag, const char *who, const char *dataset, const char *expires);
 /* `grant revoke ID --reason ...`; must succeed. */

@@ -27,6 +27,7 @@
 #include "crypto/crypto.h"
 #include "store/store.h"
 #include "tests/e2e.h"
+#include "tests/e2e_store.h"
 #include "tests/testutil.h"
 
 /* ---- Setup ------------------------------------------------------------------------------------ */
@@ -164,42 +165,6 @@ static bool start_says(const char *text)
 	return found;
 }
 
-static void index_save(const char *name)
-{
-	char *from = tu_fmt("%s/index", E->store), *to = tu_fmt("%s/%s", E->root, name);
-
-	tu_rm_rf(to);
-	tu_copy_flat_dir(from, to);
-	free(from);
-	free(to);
-}
-
-static void index_restore(const char *name)
-{
-	char *from = tu_fmt("%s/%s", E->root, name), *to = tu_fmt("%s/index", E->store);
-
-	tu_rm_rf(to);
-	tu_copy_flat_dir(from, to);
-	free(from);
-	free(to);
-}
-
-/* Open the store offline, as someone holding the passphrase and the directory would. */
-static struct store *store_offline(void)
-{
-	crypto_secret *pass = NULL;
-	struct store *st = NULL;
-	int r;
-
-	assert_int_equal(crypto_passphrase_read_file(E->pass, &pass), 0);
-	r = store_open(E->store, pass, NULL, &st);
-	if (r < 0)
-		fprintf(stderr, "store_open: %s\n", err_detail());
-	assert_int_equal(r, 0);
-	crypto_secret_free(pass);
-	return st;
-}
-
 struct find {
 	char type;
 	uint64_t id;
@@ -263,7 +228,7 @@ static void test_rollback_after_revoke(void **state)
 	gid = grant_alice("ds1");
 	alice_opens("ds1", 0);
 	stop();
-	index_save("index.before-revoke");
+	e2e_index_save("index.before-revoke");
 	e2e_daemon_start_with(E->pass, true);
 	snprintf(ids, sizeof(ids), "%llu", (unsigned long long)gid);
 	e2e_ok_free(ctl("grant", "revoke", ids, "--reason", "project ended"));
@@ -271,7 +236,7 @@ static void test_rollback_after_revoke(void **state)
 				"--reason", "left")), "rule");
 	alice_opens("ds1", EACCES);
 	stop();
-	index_restore("index.before-revoke");
+	e2e_index_restore("index.before-revoke");
 	{
 		char *want = tu_fmt("the revocation of grant %llu is in the audit log but not in the "
 				    "index: a rollback (a revoked grant is back)",
@@ -344,12 +309,12 @@ static void test_last_change_completed(void **state)
 	gid = grant_alice("ds2");
 	alice_opens("ds2", 0);
 	stop();
-	index_save("index.before-last");
+	e2e_index_save("index.before-last");
 	e2e_daemon_start_with(E->pass, true);
 	snprintf(ids, sizeof(ids), "%llu", (unsigned long long)gid);
 	e2e_ok_free(ctl("grant", "revoke", ids, "--reason", "done"));
 	stop();
-	index_restore("index.before-last");
+	e2e_index_restore("index.before-last");
 	assert_true(start_says("completed from the log"));
 	assert_string_equal(reason("ds2"), "revoked");
 	alice_opens("ds2", EACCES);
@@ -367,7 +332,7 @@ static void test_injected_grant(void **state)
 	(void)state;
 	gid = grant_alice("ds3");
 	stop();
-	st = store_offline();
+	st = e2e_store_offline();
 	g = record_of(st, 'g', gid);
 	json_object_set_new(g, "id", json_integer(50));
 	json_object_set_new(g, "approvals_required", json_integer(0));
@@ -401,7 +366,7 @@ static void test_injected_deny_removal(void **state)
 	rule = id_of(e2e_ok(ctl("--json", "deny", "add", "--user", TU_USER_ALICE, "--dataset",
 				"ds2", "--reason", "under review")), "rule");
 	stop();
-	st = store_offline();
+	st = e2e_store_offline();
 	e = json_pack("{s:I, s:s, s:I, s:s, s:s, s:I}", "deny_id", (json_int_t)rule, "at",
 		      "2026-01-01T00:00:00Z", "by_uid", (json_int_t)0, "by", "root", "reason",
 		      "quietly", "approvals_required", (json_int_t)0);
@@ -433,14 +398,14 @@ static void test_lost_approval(void **state)
 	gid = id_of(e2e_ok(ctl("--json", "grant", "request", "--user", TU_USER_ALICE, "--dataset",
 			       "ds4", "--purpose", "model training", "--expires", "+7d")), "grant");
 	stop();
-	index_save("index.before-approval");
+	e2e_index_save("index.before-approval");
 	e2e_daemon_start_with(E->pass, true);
 	snprintf(ids, sizeof(ids), "%llu", (unsigned long long)gid);
 	e2e_ok_free(ctl_as(&E->u.bob, "grant", "approve", ids));
 	e2e_ok_free(ctl("--json", "deny", "add", "--user", TU_USER_BOB, "--dataset", "ds1",
 			"--reason", "later change"));
 	stop();
-	index_restore("index.before-approval");
+	e2e_index_restore("index.before-approval");
 	want = tu_fmt("the approval of grant %llu by uid %u is in the audit log but not in the "
 		      "index: a rollback (an approval was lost)", (unsigned long long)gid,
 		      (unsigned)E->u.bob.uid);

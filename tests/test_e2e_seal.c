@@ -30,6 +30,7 @@
 #include "audit/audit.h"
 #include "store/store_internal.h" /* white-box: the attacker's edits of the index */
 #include "tests/e2e.h"
+#include "tests/e2e_store.h"
 #include "tests/testutil.h"
 
 #define DS "oncology-StMarysZebra-2026"
@@ -284,19 +285,6 @@ static void test_no_name_on_disk(void **state)
 	free(file);
 }
 
-/* The store's own view, to find the records an attacker would edit (the test stands in for
- * someone who finds them by trying: it needs the keys only to know where they are). */
-static struct store *open_store(void)
-{
-	crypto_secret *pass = NULL;
-	struct store *st = NULL;
-
-	assert_int_equal(crypto_passphrase_read_file(E->pass, &pass), 0);
-	assert_int_equal(store_open(E->store, pass, NULL, &st), 0);
-	crypto_secret_free(pass);
-	return st;
-}
-
 static void index_edit(void (*fn)(struct store_index *ix, void *ctx), void *ctx)
 {
 	struct store_index ix;
@@ -330,7 +318,7 @@ static void test_removed_entry_is_eio_and_recorded(void **state)
 	int before;
 
 	(void)state;
-	st = open_store();
+	st = e2e_store_offline();
 	assert_int_equal(store_dataset_get(st, DS, &di), 0);
 	assert_int_equal(store_path_lookup(st, di.id, 1, DIR1, &in), 0);
 	assert_int_equal(store_version_keys(st, di.id, 1, &k), 0);
@@ -394,7 +382,7 @@ static void test_latest_lowered_is_eio_and_recorded(void **state)
 	int before;
 
 	(void)state;
-	st = open_store();
+	st = e2e_store_offline();
 	dskey_hash(st->ix_name, DS, dk);
 	store_close(st);
 	index_edit(get_kv, &old);   /* the record naming version 1 */

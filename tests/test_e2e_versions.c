@@ -37,6 +37,7 @@
 #include "crypto/crypto.h"
 #include "store/store_internal.h" /* white-box: the attacker's edits of the index */
 #include "tests/e2e.h"
+#include "tests/e2e_store.h"
 #include "tests/testutil.h"
 
 /* ---- Setup ------------------------------------------------------------------------------------ */
@@ -167,45 +168,10 @@ static bool start_with_quiet(const char *passfile)
 	return quiet;
 }
 
-static void index_save(const char *name)
-{
-	char *from = tu_fmt("%s/index", E->store), *to = tu_fmt("%s/%s", E->root, name);
-
-	tu_rm_rf(to);
-	tu_copy_flat_dir(from, to);
-	free(from);
-	free(to);
-}
-
-static void index_restore(const char *name)
-{
-	char *from = tu_fmt("%s/%s", E->root, name), *to = tu_fmt("%s/index", E->store);
-
-	tu_rm_rf(to);
-	tu_copy_flat_dir(from, to);
-	free(from);
-	free(to);
-}
-
-static struct store *open_store(void)
-{
-	crypto_secret *pass = NULL;
-	struct store *st = NULL;
-	int r;
-
-	assert_int_equal(crypto_passphrase_read_file(E->pass, &pass), 0);
-	r = store_open(E->store, pass, NULL, &st);
-	if (r < 0)
-		fprintf(stderr, "store_open: %s\n", err_detail());
-	assert_int_equal(r, 0);
-	crypto_secret_free(pass);
-	return st;
-}
-
 static uint64_t dataset_id(const char *name)
 {
 	struct store_dataset_info di;
-	struct store *st = open_store();
+	struct store *st = e2e_store_offline();
 
 	assert_int_equal(store_dataset_get(st, name, &di), 0);
 	store_close(st);
@@ -216,7 +182,7 @@ static uint64_t dataset_id(const char *name)
 static void import_offline(const char *name, unsigned seed)
 {
 	char *dir = tu_fmt("%s/%s", E->src, name);
-	struct store *st = open_store();
+	struct store *st = e2e_store_offline();
 	struct store_import *imp = NULL;
 	uint32_t ver = 0;
 	int dfd, r;
@@ -339,7 +305,7 @@ static void test_version_removed_latest_lowered(void **state)
 	import("vr", 2);
 	e2e_grant("--user", TU_USER_ALICE, "vr", "+1d");
 	stop();
-	st = open_store();
+	st = e2e_store_offline();
 	dskey_hash(st->ix_name, "vr", old.k);
 	store_close(st);
 	index_edit(get_kv, &old);                /* the record naming version 1 */
@@ -379,11 +345,11 @@ static void test_index_restored_from_before_import(void **state)
 	import("vb", 4);
 	e2e_grant("--user", TU_USER_ALICE, "vb", "+1d");
 	stop();
-	index_save("index.before-import");
+	e2e_index_save("index.before-import");
 	e2e_daemon_start_with(E->pass, true);
 	import("vb", 5);                          /* version 2 */
 	stop();
-	index_restore("index.before-import");
+	e2e_index_restore("index.before-import");
 	before = integrity_records();
 	assert_true(start_says("version 2 of dataset \"vb\"", NULL));
 	assert_string_equal(reason("vb"), "integrity");
@@ -425,11 +391,11 @@ static void test_replaced_version(void **state)
 	import("vm", 8);
 	e2e_grant("--user", TU_USER_ALICE, "vm", "+1d");
 	stop();
-	index_save("index.before-vm2");
+	e2e_index_save("index.before-vm2");
 	e2e_daemon_start_with(E->pass, true);
 	import("vm", 9);                          /* version 2, recorded */
 	stop();
-	index_restore("index.before-vm2");
+	e2e_index_restore("index.before-vm2");
 	import_offline("vm", 10);                 /* another version 2 */
 	before = integrity_records();
 	assert_true(start_says("version 2 of dataset \"vm\"", NULL));
