@@ -300,21 +300,6 @@ static int deny_list(struct ctl *ctl, int argc, char **argv)
 	return r;
 }
 
-/* A rule id argument: 1 to INT64_MAX. EXIT_USAGE after a message. */
-static int parse_rule_id(const char *what, const char *s, unsigned long long *ret)
-{
-	unsigned long long id;
-	char *end;
-
-	errno = 0;
-	id = strtoull(s, &end, 10);
-	if (s[0] < '0' || s[0] > '9' || errno || *end || id == 0 ||
-	    id > (unsigned long long)INT64_MAX)
-		return ctl_usage_error(what, "not a rule id: '%.40s'", s);
-	*ret = id;
-	return 0;
-}
-
 /* The answer of deny.show / deny.remove / deny.approve, for people. */
 static void print_rule_state(const json_t *result)
 {
@@ -374,7 +359,7 @@ static int deny_one(struct ctl *ctl, int argc, char **argv, const char *what, co
 		return ctl_usage_error(what, "missing the rule's ID");
 	if (first + 1 < argc)
 		return ctl_usage_error(what, "unexpected argument '%s'", argv[first + 1]);
-	r = parse_rule_id(what, argv[first], &id);
+	r = ctl_parse_id(what, "rule", argv[first], &id);
 	if (r)
 		return r;
 	if (remove && (!reason || !*reason || strlen(reason) > POLICY_REASON_MAX ||

@@ -109,17 +109,6 @@ static int on_opt(void *ctx, int val, const char *arg)
 	return 0;
 }
 
-static int parse_id(const char *what, const char *s, unsigned long long *ret)
-{
-	char *end;
-
-	errno = 0;
-	*ret = strtoull(s, &end, 10);
-	if (errno || end == s || *end || *ret == 0 || s[0] == '-')
-		return ctl_usage_error(what, "'%.40s' is not an export id", s);
-	return 0;
-}
-
 static void print_export(const json_t *x)
 {
 	char s1[24], s2[24], text[OUT_TEXT_SIZE(4096)];
@@ -372,7 +361,7 @@ static int one_id(struct ctl *ctl, int argc, char **argv, const char *what, cons
 		return ctl_usage_error(what, "missing the export's ID");
 	if (first + 1 < argc)
 		return ctl_usage_error(what, "unexpected argument '%s'", argv[first + 1]);
-	if ((r = parse_id(what, argv[first], &id)))
+	if ((r = ctl_parse_id(what, "export", argv[first], &id)))
 		return r;
 	r = ctl_call(ctl, what, op, json_pack("{s:I}", "id", (json_int_t)id), NULL, NULL, &rep);
 	if (r)
@@ -413,7 +402,7 @@ static int x_run(struct ctl *ctl, int argc, char **argv)
 		return ctl_usage_error(o.what, "unexpected argument '%s'", argv[first + 1]);
 	if (!o.out)
 		return ctl_usage_error(o.what, "--out DIR is required");
-	if ((r = parse_id(o.what, argv[first], &id)))
+	if ((r = ctl_parse_id(o.what, "export", argv[first], &id)))
 		return r;
 	return run_export(ctl, o.what, id, o.out);
 }

@@ -503,8 +503,6 @@ static int grant_list(struct ctl *ctl, int argc, char **argv)
 
 /* ---- show ---------------------------------------------------------------------------------- */
 
-static int parse_id(const char *what, const char *s, unsigned long long *ret);
-
 static int grant_show(struct ctl *ctl, int argc, char **argv)
 {
 	struct reply rep = { 0 };
@@ -522,7 +520,7 @@ static int grant_show(struct ctl *ctl, int argc, char **argv)
 		return ctl_usage_error("grant show", "missing the grant's ID");
 	if (first + 1 < argc)
 		return ctl_usage_error("grant show", "unexpected argument '%s'", argv[first + 1]);
-	r = parse_id("grant show", argv[first], &id);
+	r = ctl_parse_id("grant show", "grant", argv[first], &id);
 	if (r)
 		return r;
 	args = json_pack("{s:I}", "id", (json_int_t)id);
@@ -613,7 +611,6 @@ static int grant_revoke(struct ctl *ctl, int argc, char **argv)
 	const json_t *rev;
 	char what[64], s1[24], text[1100];
 	json_t *args;
-	char *end;
 	int first, r;
 
 	r = ctl_parse(ctl, "grant revoke", revoke_usage, argc, argv, opts, on_revoke_opt, &reason,
@@ -624,11 +621,9 @@ static int grant_revoke(struct ctl *ctl, int argc, char **argv)
 		return ctl_usage_error("grant revoke", "missing the grant's ID");
 	if (first + 1 < argc)
 		return ctl_usage_error("grant revoke", "unexpected argument '%s'", argv[first + 1]);
-	errno = 0;
-	id = strtoull(argv[first], &end, 10);
-	if (argv[first][0] < '0' || argv[first][0] > '9' || errno || *end || id == 0 ||
-	    id > (unsigned long long)INT64_MAX)
-		return ctl_usage_error("grant revoke", "not a grant id: '%.40s'", argv[first]);
+	r = ctl_parse_id("grant revoke", "grant", argv[first], &id);
+	if (r)
+		return r;
 	if (reason && (strlen(reason) > POLICY_REASON_MAX ||
 		       !out_utf8_valid(reason, strlen(reason))))
 		return ctl_usage_error("grant revoke", "--reason: not valid UTF-8, or longer than "
@@ -660,21 +655,6 @@ static int grant_revoke(struct ctl *ctl, int argc, char **argv)
 
 /* ---- approve ------------------------------------------------------------------------------- */
 
-/* A grant id argument: 1 to INT64_MAX. EXIT_USAGE after a message. */
-static int parse_id(const char *what, const char *s, unsigned long long *ret)
-{
-	unsigned long long id;
-	char *end;
-
-	errno = 0;
-	id = strtoull(s, &end, 10);
-	if (s[0] < '0' || s[0] > '9' || errno || *end || id == 0 ||
-	    id > (unsigned long long)INT64_MAX)
-		return ctl_usage_error(what, "not an id: '%.40s'", s);
-	*ret = id;
-	return 0;
-}
-
 static int grant_approve(struct ctl *ctl, int argc, char **argv)
 {
 	struct reply rep = { 0 };
@@ -691,7 +671,7 @@ static int grant_approve(struct ctl *ctl, int argc, char **argv)
 		return ctl_usage_error("grant approve", "missing the grant's ID");
 	if (first + 1 < argc)
 		return ctl_usage_error("grant approve", "unexpected argument '%s'", argv[first + 1]);
-	r = parse_id("grant approve", argv[first], &id);
+	r = ctl_parse_id("grant approve", "grant", argv[first], &id);
 	if (r)
 		return r;
 	args = json_pack("{s:I}", "id", (json_int_t)id);

@@ -63,6 +63,9 @@ int ctl_parse_none(struct ctl *ctl, const char *what, const char *usage, int arg
 /* Print "enclavectl: <what>: <message>" and "Try 'enclavectl <what> --help'." to stderr; returns
  * EXIT_USAGE. */
 __attribute__((format(printf, 2, 3))) int ctl_usage_error(const char *what, const char *fmt, ...);
+/* An id argument (of a grant, rule, export, ...): decimal digits only, 1 to INT64_MAX. 0, or
+ * EXIT_USAGE after "not a <noun> id: '<s>'". */
+int ctl_parse_id(const char *what, const char *noun, const char *s, unsigned long long *ret);
 /* Print "enclavectl: <what>: <message>" to stderr; returns 1. With --json on the command line,
  * the first error of a run is also printed on stdout as {"error": {"code", "command",
  * "message"}}: code "usage" for ctl_usage_error(), "error" for ctl_fail(), the given one for

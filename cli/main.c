@@ -173,6 +173,22 @@ int ctl_usage_error(const char *what, const char *fmt, ...)
 	return EXIT_USAGE;
 }
 
+int ctl_parse_id(const char *what, const char *noun, const char *s, unsigned long long *ret)
+{
+	unsigned long long id;
+	char *end;
+
+	/* strtoull() alone would take " 7", "+7" and "-7" (as 2^64 - 7). */
+	errno = 0;
+	id = strtoull(s, &end, 10);
+	if (s[0] < '0' || s[0] > '9' || errno || *end || id == 0 ||
+	    id > (unsigned long long)INT64_MAX)
+		return ctl_usage_error(what, "not %s %s id: '%.40s'",
+				       strchr("aeiou", noun[0]) ? "an" : "a", noun, s);
+	*ret = id;
+	return 0;
+}
+
 int ctl_fail(const char *what, const char *fmt, ...)
 {
 	va_list ap;
