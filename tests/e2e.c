@@ -1,4 +1,5 @@
 /* e2e: the end-to-end harness (tests/e2e.h). */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
@@ -434,4 +435,45 @@ void e2e_index_restore(const char *name)
 	replace_flat_dir(from, to);
 	free(from);
 	free(to);
+}
+
+struct see_job {
+	const char *name;
+	bool visible;
+};
+
+static int child_sees(void *arg)
+{
+	const struct see_job *job = arg;
+	char path[4096];
+	struct dirent *de;
+	struct stat sb;
+	bool listed = false;
+	DIR *d = opendir(E->mnt);
+
+	if (!d) {
+		fprintf(stderr, "opendir %s: %s\n", E->mnt, strerror(errno));
+		return 1;
+	}
+	while ((de = readdir(d)))
+		listed |= strcmp(de->d_name, job->name) == 0;
+	closedir(d);
+	if (listed != job->visible) {
+		fprintf(stderr, "%s %s in the listing\n", job->name, listed ? "is" : "is not");
+		return 2;
+	}
+	snprintf(path, sizeof(path), "%s/%s", E->mnt, job->name);
+	errno = 0;
+	if (job->visible ? stat(path, &sb) != 0 : (stat(path, &sb) == 0 || errno != ENOENT)) {
+		fprintf(stderr, "stat %s: %s\n", path, errno ? strerror(errno) : "found");
+		return 3;
+	}
+	return 0;
+}
+
+void e2e_sees_as(const struct tu_user *u, const char *name, bool visible)
+{
+	struct see_job job = { .name = name, .visible = visible };
+
+	assert_int_equal(tu_run_as(u, child_sees, &job, 30000), 0);
 }

@@ -100,6 +100,9 @@ void e2e_opens_as(const struct tu_user *u, const char *path, int want_errno);
 void e2e_index_save(const char *name);
 void e2e_index_restore(const char *name);
 
+/* As u: the mount's top-level listing shows name (or not), and stat agrees (found, or ENOENT). */
+void e2e_sees_as(const struct tu_user *u, const char *name, bool visible);
+
 /* `grant add` through the CLI (kindflag "--user" or "--group"); returns the grant id. */
 uint64_t e2e_grant(const char *kindflag, const char *who, const char *dataset, const char *expires);
 /* `grant revoke ID --reason ...`; must succeed. */

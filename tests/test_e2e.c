@@ -175,40 +175,6 @@ static int child_read(void *arg)
 	return 0;
 }
 
-/* The mount's top-level listing must (or must not) show name; stat must agree. */
-struct see_job {
-	const char *name;
-	bool visible;
-};
-
-static int child_sees(void *arg)
-{
-	const struct see_job *job = arg;
-	char path[4096];
-	struct dirent *de;
-	struct stat sb;
-	bool listed = false;
-	DIR *d = opendir(E->mnt);
-
-	if (!d) {
-		fprintf(stderr, "opendir %s: %s\n", E->mnt, strerror(errno));
-		return 1;
-	}
-	while ((de = readdir(d)))
-		listed |= strcmp(de->d_name, job->name) == 0;
-	closedir(d);
-	if (listed != job->visible) {
-		fprintf(stderr, "%s %s in the listing\n", job->name, listed ? "is" : "is not");
-		return 2;
-	}
-	snprintf(path, sizeof(path), "%s/%s", E->mnt, job->name);
-	if (job->visible ? stat(path, &sb) != 0 : (stat(path, &sb) == 0 || errno != ENOENT)) {
-		fprintf(stderr, "stat %s: %s\n", path, strerror(errno));
-		return 3;
-	}
-	return 0;
-}
-
 /* Open dir as this user and pass the descriptor back on fd 3... through a socket. */
 struct pass_job {
 	const char *dir;
@@ -275,11 +241,10 @@ static void test_granted_user_reads_every_file(void **state)
 {
 	char *v1 = cohort("1"), *latest = cohort("latest");
 	struct read_job all = { .base = v1, .only = -1 };
-	struct see_job see = { .name = "cohort", .visible = true };
 
 	(void)state;
 	e2e_grant("--user", TU_USER_ALICE, "cohort", "+1h");
-	assert_int_equal(tu_run_as(&E->u.alice, child_sees, &see, 30000), 0);
+	e2e_sees_as(&E->u.alice, "cohort", true);
 	assert_int_equal(tu_run_as(&E->u.alice, child_read, &all, 60000), 0);
 	all.base = latest;
 	assert_int_equal(tu_run_as(&E->u.alice, child_read, &all, 60000), 0);
@@ -312,7 +277,6 @@ static void test_ungranted_user_is_refused_and_sees_nothing(void **state)
 {
 	char *v1 = cohort("1"), *shards = cohort("1/shards");
 	struct read_job job = { .base = v1, .only = 0, .want_errno = ENOENT };
-	struct see_job see = { .name = "cohort", .visible = false };
 	struct openat_job oj = { .name = "shard-000000.tar", .want_errno = EACCES };
 	struct pass_job pj = { .dir = shards };
 	enum proto_frame_type type;
@@ -320,7 +284,7 @@ static void test_ungranted_user_is_refused_and_sees_nothing(void **state)
 	int sv[2], before;
 
 	(void)state;
-	assert_int_equal(tu_run_as(&E->u.bob, child_sees, &see, 30000), 0);
+	e2e_sees_as(&E->u.bob, "cohort", false);
 	assert_int_equal(tu_run_as(&E->u.bob, child_read, &job, 30000), 0);
 	/* An open that reaches the daemon without a grant (bob holds a directory descriptor that
 	 * alice opened and passed him) is refused there, with the reason on the record. */
@@ -345,7 +309,6 @@ static void test_group_grant(void **state)
 {
 	char *v1 = cohort("1");
 	struct read_job job = { .base = v1, .only = 0 };
-	struct see_job see = { .name = "cohort", .visible = false };
 	uint64_t id;
 
 	(void)state;
@@ -354,7 +317,7 @@ static void test_group_grant(void **state)
 	assert_int_equal(tu_run_as(&E->u.carol, child_read, &job, 60000), 0);
 	assert_true(e2e_audit_count("open", TU_USER_CAROL, "cohort", "allow", id) >= 1);
 	/* bob is not a member. */
-	assert_int_equal(tu_run_as(&E->u.bob, child_sees, &see, 30000), 0);
+	e2e_sees_as(&E->u.bob, "cohort", false);
 	job.want_errno = ENOENT;
 	assert_int_equal(tu_run_as(&E->u.bob, child_read, &job, 30000), 0);
 	e2e_revoke(id);

@@ -520,44 +520,8 @@ static void test_audit_dir_missing_or_symlinked_is_refused(void **state)
 
 /* ---- 5. Names and counts stay hidden -------------------------------------------------------------- */
 
-struct see_job {
-	const char *name;
-	bool visible;
-};
-
-/* The mount's listing shows name (or not), and stat agrees: found, or ENOENT. */
-static int child_sees(void *arg)
-{
-	const struct see_job *job = arg;
-	char path[4096];
-	struct dirent *de;
-	struct stat sb;
-	bool listed = false;
-	DIR *d = opendir(E->mnt);
-
-	if (!d) {
-		fprintf(stderr, "opendir %s: %s\n", E->mnt, strerror(errno));
-		return 1;
-	}
-	while ((de = readdir(d)))
-		listed |= strcmp(de->d_name, job->name) == 0;
-	closedir(d);
-	if (listed != job->visible) {
-		fprintf(stderr, "%s %s in the listing\n", job->name, listed ? "is" : "is not");
-		return 2;
-	}
-	snprintf(path, sizeof(path), "%s/%s", E->mnt, job->name);
-	if (job->visible ? stat(path, &sb) != 0 : (stat(path, &sb) == 0 || errno != ENOENT)) {
-		fprintf(stderr, "stat %s: %s\n", path, errno ? strerror(errno) : "found");
-		return 3;
-	}
-	return 0;
-}
-
 static void test_names_and_counts_stay_hidden(void **state)
 {
-	struct see_job hidden = { .name = "local", .visible = false };
-	struct see_job shown = { .name = "local", .visible = true };
 	uint64_t id;
 	json_t *j;
 	struct e2e_run *r;
@@ -566,7 +530,7 @@ static void test_names_and_counts_stay_hidden(void **state)
 	(void)state;
 	/* alice has never been named by a grant: she sees nothing, before and after a deny rule on
 	 * everyone and every dataset. */
-	assert_int_equal(tu_run_as(&E->u.alice, child_sees, &hidden, 30000), 0);
+	e2e_sees_as(&E->u.alice, "local", false);
 	r = e2e_ok(ctl("--json", "deny", "add", "--all", "--all-datasets", "--yes", "--reason",
 		       "incident response: everything closed"));
 	j = e2e_out_json(r);
@@ -576,7 +540,7 @@ static void test_names_and_counts_stay_hidden(void **state)
 	assert_true(id > 0);
 	json_decref(j);
 	free(r);
-	assert_int_equal(tu_run_as(&E->u.alice, child_sees, &hidden, 30000), 0);
+	e2e_sees_as(&E->u.alice, "local", false);
 	/* Her own access check says no_grant, as for a name that does not exist. */
 	r = ctl_as(&E->u.alice, "--json", "access", "check", "--dataset", "local");
 	assert_int_equal(r->status, 1);    /* refused */
@@ -586,7 +550,7 @@ static void test_names_and_counts_stay_hidden(void **state)
 	free(r);
 	/* bob, whom a grant names, still sees the name and is refused by the rule at open. */
 	e2e_grant("--user", TU_USER_BOB, "local", "+1h");
-	assert_int_equal(tu_run_as(&E->u.bob, child_sees, &shown, 30000), 0);
+	e2e_sees_as(&E->u.bob, "local", true);
 	snprintf(ids, sizeof(ids), "%llu", (unsigned long long)id);
 	free(e2e_ok(ctl("deny", "remove", ids, "--reason", "incident closed")));
 
