@@ -44,8 +44,9 @@ static const char approve_usage[] =
 static const char remove_usage[] =
 	"Usage: enclavectl [GLOBAL OPTIONS] node remove NAME --reason TEXT\n\n"
 	"Remove compute node NAME (enrolled, or waiting for approval) at once, saying why: its key\n"
-	"bundle is removed, nothing committed from now on is sealed to its key, and the node\n"
-	"refuses every open as soon as it catches up (within its staleness bound). What it could\n"
+	"bundle is removed, nothing committed from now on is sealed to its key, the policy records\n"
+	"move to a new key the node is not given, and the node refuses every open as soon as it\n"
+	"catches up (within its staleness bound). What it could\n"
 	"decrypt before stays decryptable with its key (docs/THREAT_MODEL.md). Stewards only.\n\n"
 	"Options:\n"
 	"  --reason TEXT  why (required, recorded)\n"

@@ -396,8 +396,11 @@ uint64_t node_primary_token(const struct node_primary *p);
 
 /* A node: what it tells the daemon, on its catch-up thread. */
 struct node_callbacks {
-	/* The index changed (policy or versions): reload the grants, invalidate the mount. */
-	void (*changed)(void *ctx);
+	/* The index changed (policy or versions): reload the grants, invalidate the mount. A
+	 * negative return (the policy records do not open: a key not given, a record altered)
+	 * keeps the node from calling itself fresh, so it fails closed; it is called again at the
+	 * next round. */
+	int (*changed)(void *ctx);
 	/* The node went stale (why says why) or fresh again (why NULL). */
 	void (*stale)(void *ctx, bool stale, const char *why);
 	void *ctx;
@@ -449,6 +452,7 @@ struct grants_node {
 	uint32_t removed_by_uid;
 	char removed_by[POLICY_NAME_MAX + 1];
 	char removed_reason[POLICY_REASON_MAX + 1];
+	bool removing;                            /* being removed: given no key from now on */
 };
 /* Ask to enrol node name with public keys pub: audit record node_add, then the 'k' record.
  * -EINVAL a bad name; -EEXIST a node of that name is enrolled or waits, or its key is another

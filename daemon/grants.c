@@ -908,6 +908,18 @@ int grants_policy_append(struct grants *gs, struct audit_log *log, json_t *rec, 
 
 	if (!j)
 		return -ENOMEM;
+	/* A node removal's key rotation left unfinished: no record is written that the removed
+	 * node could still unseal. */
+	if (gs->rekey_due) {
+		r = store_policy_rekey(gs->st);
+		if (r < 0) {
+			json_decref(j);
+			return err_set(r, "the policy key rotation of a node removal is not finished "
+				       "(%s): no policy record is written until it is",
+				       err_detail());
+		}
+		gs->rekey_due = false;
+	}
 	text = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
 	json_decref(j);
 	if (!text)

@@ -73,6 +73,9 @@ struct grants {
 	/* Compute nodes (node_enrol.c): enrolments by id, approvals and removal folded in. */
 	struct grants_node *nd;            /* under lock */
 	size_t nnd, capnd;
+	/* A node removal whose policy key rotation (store_policy_rekey) did not finish: the next
+	 * policy record finishes it first, or is not written. Under change_lock. */
+	bool rekey_due;
 	uint64_t ring_gen;                 /* under lock: the newest ring an erasure wrote */
 	uint8_t ring_digest[32];           /* and its digest */
 };

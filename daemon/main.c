@@ -778,7 +778,7 @@ static struct policy_decision node_decide(void *ctx, const struct policy_subject
 }
 
 /* The index changed: the grants again, and every open file decides again at its next read. */
-static void node_changed(void *ctx)
+static int node_changed(void *ctx)
 {
 	struct daemon *d = ctx;
 	int r = grants_reload(d->grants);
@@ -788,6 +788,7 @@ static void node_changed(void *ctx)
 			"stale until it can)\n", d->node, err_detail()[0] ? err_detail() :
 			strerror(-r));
 	fusefs_invalidate_all(d->fs);
+	return r;
 }
 
 static void node_stale(void *ctx, bool stale, const char *why)

@@ -639,11 +639,19 @@ static void node_round(struct node_runtime *n)
 	}
 	bundle_reload(n, n->have_pending ? n->pending.ring : 0);
 	if (seq != n->seq) {
+		/* New policy or versions: the callback reloads the grants and makes open handles
+		 * decide again, before this node calls itself fresh. Grants that do not load leave
+		 * it not fresh (stale once past its bound), and are tried again next round. */
+		r = n->cb->changed(n->cb->ctx);
+		if (r < 0) {
+			pthread_mutex_lock(&n->lock);
+			snprintf(n->why, sizeof(n->why), "cannot reload the policy: %s",
+				 err_detail()[0] ? err_detail() : strerror(-r));
+			pthread_mutex_unlock(&n->lock);
+			return;
+		}
 		n->seq = seq;
 		__atomic_add_fetch(&n->changes, 1, __ATOMIC_RELAXED);
-		/* New policy or versions: the callback reloads the grants and makes open handles
-		 * decide again, before this node calls itself fresh. */
-		n->cb->changed(n->cb->ctx);
 	}
 	if (n->have_pending) {
 		s = n->pending;

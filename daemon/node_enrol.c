@@ -367,6 +367,26 @@ int grants_node_approve(struct grants *gs, struct audit_log *log, const struct p
 	return r;
 }
 
+/* Mark node at (an index into gs->nd) as being removed, or not. change_lock held. */
+static void node_removing(struct grants *gs, ssize_t at, bool on)
+{
+	pthread_rwlock_wrlock(&gs->lock);
+	gs->nd[at].removing = on;
+	pthread_rwlock_unlock(&gs->lock);
+}
+
+/* Step 1 of the policy key rotation (store_policy_rekey's new key, into the ring). change_lock
+ * held. A store without a key ring (format 2) cannot enrol nodes, so has none to remove. */
+static int policy_rekey_begin(struct grants *gs)
+{
+	int r = store_policy_rekey_begin(gs->st);
+
+	if (r < 0)
+		return err_set(r, "cannot remove the node: the policy key cannot be rotated: %s",
+			       err_detail());
+	return 0;
+}
+
 int grants_node_remove(struct grants *gs, struct audit_log *log, const struct policy_subject *by,
 		       const char *name, const char *reason, int64_t now, struct grants_node *ret)
 {
@@ -391,9 +411,18 @@ int grants_node_remove(struct grants *gs, struct audit_log *log, const struct po
 		r = err_set(-ENOENT, "no node \"%s\" is enrolled or awaiting approval", name);
 		goto out;
 	}
+	/* The policy key first gets a new generation, sealed only to the nodes enrolled but this
+	 * one (step 1 of store_policy_rekey: the ring hook writes the other nodes' bundles and
+	 * drops this one's). If that fails nothing is recorded and the node stays. */
+	node_removing(gs, at, true);
+	r = policy_rekey_begin(gs);
+	if (r < 0) {
+		node_removing(gs, at, false);
+		goto out;
+	}
 	r = grants_take_id(gs, &id);
 	if (r < 0)
-		goto out;
+		goto out_due;
 	x.id = id;
 	x.at = now;
 	x.by_uid = by->uid;
@@ -404,16 +433,35 @@ int grants_node_remove(struct grants *gs, struct audit_log *log, const struct po
 			audit_string(reason));
 	if (!rec) {
 		r = -ENOMEM;
-		goto out;
+		goto out_due;
 	}
+	/* The removal record itself is sealed under the old key, so that the removed node reads it
+	 * and says why it refuses (node_removed); every record after it is under the new one. */
 	r = approvals_open(gs, log, &approval_kind_node_remove, by, id, 0, 0, now, rec,
 			   json_pack("{s:I, s:I, s:I, s:s, s:I, s:s}", "id", (json_int_t)id,
 				     "node_id", (json_int_t)x.node_id, "by_uid",
 				     (json_int_t)x.by_uid, "by", x.by, "at", (json_int_t)now,
 				     "reason", reason),
 			   &x, NULL);
-	if (r == 0 && ret)
+	if (r < 0)
+		goto out_due;
+	/* Steps 2 and 3: every record resealed under the new key, the old key dropped. */
+	r = store_policy_rekey(gs->st);
+	if (r < 0) {
+		gs->rekey_due = true;
+		r = err_set(r, "node %s is removed, but the policy records are not yet sealed under "
+			    "the new key: %s (finished before the next policy change, or at the next "
+			    "start)", name, err_detail());
+		goto out;
+	}
+	if (ret)
 		r = node_get(gs, x.node_id, ret);
+	goto out;
+out_due:
+	/* Not removed, but the new key is in the ring: sealed to this node again by the next
+	 * bundles, and the rotation finished before the next policy record. */
+	node_removing(gs, at, false);
+	gs->rekey_due = true;
 out:
 	json_decref(rec);
 	pthread_mutex_unlock(&gs->change_lock);
@@ -446,7 +494,7 @@ int grants_nodes_enrolled(struct grants *gs, struct node_enrolled **ret, size_t 
 	pthread_rwlock_rdlock(&gs->lock);
 	a = calloc(MAX(gs->nnd, (size_t)1), sizeof(*a));
 	for (size_t i = 0; a && i < gs->nnd; i++) {
-		if (!grants_node_is_enrolled(&gs->nd[i]))
+		if (!grants_node_is_enrolled(&gs->nd[i]) || gs->nd[i].removing)
 			continue;
 		a[n].id = gs->nd[i].id;
 		snprintf(a[n].name, sizeof(a[n].name), "%s", gs->nd[i].name);

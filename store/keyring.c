@@ -77,7 +77,7 @@ static size_t ring_find(const struct keyring *kr, uint8_t kind, uint64_t dsid, u
 
 static bool kind_valid(unsigned kind)
 {
-	return kind >= KEYRING_NAMES && kind <= KEYRING_NAMES_NEXT;
+	return kind >= KEYRING_NAMES && kind <= KEYRING_POLICY;
 }
 
 /* Which (dataset, version) an entry of each kind may have. */
@@ -91,6 +91,8 @@ static bool entry_ids_valid(unsigned kind, uint64_t dsid, uint32_t ver)
 		return dsid != 0 && ver == 0;
 	case KEYRING_VERSION:
 		return dsid != 0 && ver != 0;
+	case KEYRING_POLICY:
+		return dsid == 0 && ver != 0;
 	default:
 		return false;
 	}

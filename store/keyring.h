@@ -34,6 +34,9 @@ enum keyring_kind {
 	KEYRING_DATASET = 2,     /* (dataset id, 0): Kd */
 	KEYRING_VERSION = 3,     /* (dataset id, version): Kv */
 	KEYRING_NAMES_NEXT = 4,  /* (0, 0): the name key a whole-dataset erasure is switching to */
+	KEYRING_POLICY = 5,      /* (0, generation >= 1): Kp, seals the policy records once a node
+				    removal rotated them off Ks (index meta "policy_key" names the
+				    generation in use; two only while a rotation runs) */
 };
 
 struct keyring;

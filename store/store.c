@@ -417,7 +417,9 @@ static int store_open_index(struct store *st, const char *dir, bool create,
 
 	st->direct_io = opts && opts->direct_io;
 	st->pack_target = opts && opts->pack_target ? opts->pack_target : STORE_PACK_TARGET;
-	r = recover_pending_versions(st);
+	r = policy_rekey_recover(st);
+	if (r == 0)
+		r = recover_pending_versions(st);
 	if (r < 0)
 		return r;
 	return scan_packs(st);
@@ -809,7 +811,7 @@ static int node_ring_build(struct store *st, const struct store_node_keys *k,
 	for (size_t i = 0; r == 0 && i < k->n; i++) {
 		crypto_key *key = NULL;
 
-		if (k->e[i].kind < KEYRING_NAMES || k->e[i].kind > KEYRING_NAMES_NEXT) {
+		if (k->e[i].kind < KEYRING_NAMES || k->e[i].kind > KEYRING_POLICY) {
 			r = err_set(-EBADMSG, "a node key of unknown kind %u", k->e[i].kind);
 			break;
 		}
@@ -2444,9 +2446,269 @@ out:
 	return r;
 }
 
+/* ---- Policy records and their key (docs/FORMAT.md 3.7 and 6.8) --------------------------------
+ *
+ * The policy records are sealed under the policy key of the generation the index meta record
+ * META_POLICY_GEN names: generation 0 (no record) is Ks, the store-wide index seal key every node
+ * holds; generation G >= 1 is the key ring's POLICY entry (0, G). A node removal rotates it
+ * (store_policy_rekey): a removed node keeps the keys it was given, and the new generation is
+ * sealed only to the nodes still enrolled, so it reads no policy record written after. */
+
+/* The generation the policy records are sealed under now (0: Ks). */
+static int policy_gen(struct store *st, uint64_t *ret)
+{
+	int r = meta_get_u64(st, META_POLICY_GEN, ret);
+
+	if (r == -ENOENT) {
+		*ret = 0;
+		r = 0;
+	}
+	return r;
+}
+
+/* A copy of the key of generation gen (owned by the caller): the ring is replaced under st->lock
+ * by a node's new bundle, so nothing borrowed from it is kept past the lock. */
+static int policy_key_of(struct store *st, uint64_t gen, crypto_key **ret)
+{
+	const crypto_key *k = NULL;
+	int r;
+
+	if (gen == 0)
+		return crypto_key_from_bytes(crypto_key_bytes(st->ix_seal), ret);
+	if (gen > UINT32_MAX)
+		return store_integrity(st, 0, 0, "the policy key generation is malformed");
+	pthread_mutex_lock(&st->lock);
+	r = st->ring ? keyring_get(st->ring, KEYRING_POLICY, 0, (uint32_t)gen, &k) : -ENOENT;
+	if (r == 0)
+		r = crypto_key_from_bytes(crypto_key_bytes(k), ret);
+	pthread_mutex_unlock(&st->lock);
+	if (r == -ENOENT)
+		return err_set(-ENOKEY, "the policy records are sealed under policy key generation "
+			       "%llu, which %s", (unsigned long long)gen, st->secondary ?
+			       "this node was not given (it was removed, or its key bundle lags)" :
+			       "the key ring does not hold (keys/ring put back from a copy?)");
+	return r;
+}
+
+/* The key the policy records are sealed under now, a copy. */
+static int policy_key(struct store *st, crypto_key **ret)
+{
+	uint64_t gen = 0;
+	int r = policy_gen(st, &gen);
+
+	return r < 0 ? r : policy_key_of(st, gen, ret);
+}
+
+uint64_t store_policy_generation(struct store *st)
+{
+	uint64_t gen = 0;
+
+	return policy_gen(st, &gen) < 0 ? 0 : gen;
+}
+
+/* The newest POLICY entry of the ring (0: none) and how many there are. st->lock held. */
+struct policy_entries {
+	uint32_t newest;
+	size_t n;
+};
+
+static int policy_entry_one(void *ctx, enum keyring_kind kind, uint64_t dsid, uint32_t version,
+			    const crypto_key *key)
+{
+	struct policy_entries *pe = ctx;
+
+	(void)dsid;
+	(void)key;
+	if (kind == KEYRING_POLICY) {
+		pe->newest = MAX(pe->newest, version);
+		pe->n++;
+	}
+	return 0;
+}
+
+/* Every policy record unsealed under from and sealed under to, with META_POLICY_GEN = gen, in one
+ * synchronous batch: the index holds the old set under the old key or the new set under the new,
+ * never a mix. */
+static int policy_reseal(struct store *st, const crypto_key *from, const crypto_key *to,
+			 uint64_t gen)
+{
+	rocksdb_iterator_t *it;
+	rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
+	uint8_t *pt = malloc(STORE_POLICY_VALUE_MAX), g[8];
+	struct buf sealed;
+	int r = 0;
+
+	if (!pt) {
+		rocksdb_writebatch_destroy(wb);
+		return -ENOMEM;
+	}
+	buf_init(&sealed, STORE_POLICY_VALUE_MAX + CRYPTO_SEAL_OVERHEAD);
+	it = rocksdb_create_iterator_cf(st->ix.db, st->ix.ro, st->ix.cf[CF_POLICY]);
+	for (rocksdb_iter_seek_to_first(it); r == 0 && rocksdb_iter_valid(it);
+	     rocksdb_iter_next(it)) {
+		size_t kl, vl, pl = 0;
+		const char *k = rocksdb_iter_key(it, &kl);
+		const char *v = rocksdb_iter_value(it, &vl);
+
+		if (kl == 0 || kl > STORE_POLICY_KEY_MAX ||
+		    index_unseal(from, CF_POLICY, k, kl, 0, v, vl, pt, STORE_POLICY_VALUE_MAX,
+				 &pl) < 0 || pl == 0) {
+			r = store_integrity(st, 0, 0, "a policy record (key of %zu bytes, first byte "
+					    "0x%02x) does not authenticate", kl,
+					    kl ? (unsigned)(uint8_t)k[0] : 0u);
+			break;
+		}
+		buf_reset(&sealed);
+		r = index_seal(to, CF_POLICY, k, kl, NULL, 0, pt, pl, &sealed);
+		if (r == 0)
+			rocksdb_writebatch_put_cf(wb, st->ix.cf[CF_POLICY], k, kl,
+						  (const char *)sealed.data, sealed.len);
+	}
+	r = index_iter_close(it, r, "scan of policy records");
+	put_le64(g, gen);
+	rocksdb_writebatch_put_cf(wb, st->ix.cf[CF_META], META_POLICY_GEN, strlen(META_POLICY_GEN),
+				  (const char *)g, sizeof(g));
+	if (r == 0)
+		r = index_write(&st->ix, wb, true);
+	rocksdb_writebatch_destroy(wb);
+	explicit_bzero(pt, STORE_POLICY_VALUE_MAX);
+	free(pt);
+	buf_free(&sealed);
+	return r;
+}
+
+int policy_rekey_steps(struct store *st, unsigned steps)
+{
+	struct policy_entries pe = { 0 };
+	crypto_key *from = NULL, *to = NULL, *fresh = NULL;
+	uint64_t gen = 0;
+	bool committed = false;
+	int r;
+
+	if (st->secondary)
+		return err_set(-EROFS, "a node never writes the store");
+	if (!st->ring || !st->master)
+		return err_set(-ENOKEY, "the store has no key ring (format %u): upgrade it "
+			       "(enclavectl store upgrade)", st->format);
+	r = policy_gen(st, &gen);
+	if (r < 0)
+		return r;
+	/* Step 1: the new generation's key into the ring (committed: the intent, and the nodes
+	 * still enrolled are given it by the ring hook before any record is sealed under it). A
+	 * newer key already there is a rotation a crash interrupted: it is finished, not begun
+	 * again. */
+	pthread_mutex_lock(&st->lock);
+	(void)keyring_foreach(st->ring, policy_entry_one, &pe);
+	if (pe.newest <= gen) {
+		if (gen >= UINT32_MAX) {
+			r = err_set(-EOVERFLOW, "the policy key generation is exhausted");
+		} else {
+			pe.newest = (uint32_t)gen + 1;
+			r = crypto_key_generate(&fresh);
+		}
+		if (r == 0)
+			r = keyring_put(st->ring, KEYRING_POLICY, 0, pe.newest, fresh);
+		if (r == 0) {
+			r = keyring_commit(st->ring, st->keys_dirfd, st->master);
+			if (r < 0)
+				keyring_remove(st->ring, KEYRING_POLICY, 0, pe.newest);
+			else
+				committed = true;
+		}
+	}
+	pthread_mutex_unlock(&st->lock);
+	if (committed)
+		store_ring_committed(st);
+	if (r < 0)
+		return err_set(r, "the policy key: cannot write a new one into keys/%s: %s",
+			       KEYRING_FILE, strerror(-r));
+	if (steps < 2)
+		return 0;
+	/* Step 2: every record under the new key, and the meta record naming it, in one batch. */
+	if (gen < pe.newest) {
+		r = policy_key_of(st, gen, &from);
+		if (r == 0)
+			r = policy_key_of(st, pe.newest, &to);
+		if (r == 0)
+			r = policy_reseal(st, from, to, pe.newest);
+		crypto_key_free(from);
+		crypto_key_free(to);
+		if (r < 0)
+			return r;
+		gen = pe.newest;
+	}
+	if (steps < 3)
+		return 0;
+	/* Step 3: the older keys out of the ring. Until this commit a copy of the ring still holds
+	 * them; the open finishes it after a crash. */
+	return policy_keys_prune(st, gen);
+}
+
+int policy_keys_prune(struct store *st, uint64_t gen)
+{
+	struct policy_entries pe = { 0 };
+	bool committed = false;
+	int r = 0;
+
+	pthread_mutex_lock(&st->lock);
+	(void)keyring_foreach(st->ring, policy_entry_one, &pe);
+	if (pe.n > (gen ? 1u : 0u)) {
+		for (uint32_t v = 1; v <= pe.newest; v++)
+			if (v != gen)
+				keyring_remove(st->ring, KEYRING_POLICY, 0, v);
+		r = keyring_commit(st->ring, st->keys_dirfd, st->master);
+		committed = r == 0;
+	}
+	pthread_mutex_unlock(&st->lock);
+	if (committed)
+		store_ring_committed(st);
+	return r < 0 ? err_set(r, "the key ring: cannot drop the old policy key: %s",
+			       strerror(-r)) : 0;
+}
+
+int store_policy_rekey(struct store *st)
+{
+	return policy_rekey_steps(st, 3);
+}
+
+int store_policy_rekey_begin(struct store *st)
+{
+	return policy_rekey_steps(st, 1);
+}
+
+/* At the primary's open: finish a rotation a crash interrupted. The ring holds a key newer than
+ * the index names: the records were not yet resealed (step 2 again); or it holds older ones
+ * besides the one in use (step 3 again). */
+int policy_rekey_recover(struct store *st)
+{
+	struct policy_entries pe = { 0 };
+	uint64_t gen = 0;
+	crypto_key *k = NULL;
+	int r;
+
+	if (!st->ring || !st->master || st->secondary)
+		return 0;
+	r = policy_gen(st, &gen);
+	if (r < 0)
+		return r;
+	pthread_mutex_lock(&st->lock);
+	(void)keyring_foreach(st->ring, policy_entry_one, &pe);
+	pthread_mutex_unlock(&st->lock);
+	r = policy_key_of(st, gen, &k);
+	crypto_key_free(k);
+	if (r < 0)
+		return r;
+	if (pe.newest > gen)
+		return policy_rekey_steps(st, 3);
+	if (pe.n > (gen ? 1u : 0u))
+		return policy_keys_prune(st, gen);
+	return 0;
+}
+
 int store_policy_put(struct store *st, const void *key, size_t klen, const void *val, size_t vlen)
 {
 	rocksdb_writebatch_t *wb;
+	crypto_key *pk = NULL;
 	struct buf sealed;
 	int r;
 
@@ -2455,8 +2717,12 @@ int store_policy_put(struct store *st, const void *key, size_t klen, const void 
 	if (klen == 0 || klen > STORE_POLICY_KEY_MAX || vlen == 0 || vlen > STORE_POLICY_VALUE_MAX)
 		return err_set(-EINVAL, "policy record: key of %zu or value of %zu bytes", klen,
 			       vlen);
+	r = policy_key(st, &pk);
+	if (r < 0)
+		return r;
 	buf_init(&sealed, STORE_POLICY_VALUE_MAX + CRYPTO_SEAL_OVERHEAD);
-	r = index_seal(st->ix_seal, CF_POLICY, key, klen, NULL, 0, val, vlen, &sealed);
+	r = index_seal(pk, CF_POLICY, key, klen, NULL, 0, val, vlen, &sealed);
+	crypto_key_free(pk);
 	if (r < 0) {
 		buf_free(&sealed);
 		return err_set(r, "policy record: cannot seal: %s", strerror(-r));
@@ -2474,6 +2740,7 @@ int store_policy_replace_all(struct store *st, const struct store_policy_kv *kv,
 {
 	rocksdb_iterator_t *it;
 	rocksdb_writebatch_t *wb;
+	crypto_key *pk = NULL;
 	struct buf sealed;
 	int r = 0;
 
@@ -2484,6 +2751,9 @@ int store_policy_replace_all(struct store *st, const struct store_policy_kv *kv,
 		    kv[i].vlen > STORE_POLICY_VALUE_MAX)
 			return err_set(-EINVAL, "policy record %zu: key of %zu or value of %zu bytes",
 				       i, kv[i].klen, kv[i].vlen);
+	r = policy_key(st, &pk);
+	if (r < 0)
+		return r;
 	wb = rocksdb_writebatch_create();
 	it = rocksdb_create_iterator_cf(st->ix.db, st->ix.ro, st->ix.cf[CF_POLICY]);
 	for (rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
@@ -2497,7 +2767,7 @@ int store_policy_replace_all(struct store *st, const struct store_policy_kv *kv,
 	buf_init(&sealed, STORE_POLICY_VALUE_MAX + CRYPTO_SEAL_OVERHEAD);
 	for (size_t i = 0; r == 0 && i < n; i++) {
 		buf_reset(&sealed);
-		r = index_seal(st->ix_seal, CF_POLICY, kv[i].key, kv[i].klen, NULL, 0, kv[i].val,
+		r = index_seal(pk, CF_POLICY, kv[i].key, kv[i].klen, NULL, 0, kv[i].val,
 			       kv[i].vlen, &sealed);
 		if (r < 0)
 			r = err_set(r, "policy record: cannot seal: %s", strerror(-r));
@@ -2509,6 +2779,7 @@ int store_policy_replace_all(struct store *st, const struct store_policy_kv *kv,
 		r = index_write(&st->ix, wb, true);
 	rocksdb_writebatch_destroy(wb);
 	buf_free(&sealed);
+	crypto_key_free(pk);
 	return r;
 }
 
@@ -2518,21 +2789,27 @@ int store_policy_foreach(struct store *st,
 			 void *ctx)
 {
 	rocksdb_iterator_t *it;
-	uint8_t *pt = malloc(STORE_POLICY_VALUE_MAX);
-	int r = 0;
+	crypto_key *pk = NULL;
+	uint8_t *pt;
+	int r = policy_key(st, &pk);
 
-	if (!pt)
+	if (r < 0)
+		return r;
+	pt = malloc(STORE_POLICY_VALUE_MAX);
+	if (!pt) {
+		crypto_key_free(pk);
 		return -ENOMEM;
+	}
 	it = rocksdb_create_iterator_cf(st->ix.db, st->ix.ro, st->ix.cf[CF_POLICY]);
 	for (rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
 		size_t kl, vl, pl = 0;
 		const char *k = rocksdb_iter_key(it, &kl);
 		const char *v = rocksdb_iter_value(it, &vl);
 
-		/* Sealed under the store's index key, bound to its key: a record written by
+		/* Sealed under the store's policy key, bound to its key: a record written by
 		 * anyone else, or moved to another key, does not open. */
 		if (kl == 0 || kl > STORE_POLICY_KEY_MAX ||
-		    index_unseal(st->ix_seal, CF_POLICY, k, kl, 0, v, vl, pt, STORE_POLICY_VALUE_MAX,
+		    index_unseal(pk, CF_POLICY, k, kl, 0, v, vl, pt, STORE_POLICY_VALUE_MAX,
 				 &pl) < 0 || pl == 0) {
 			r = store_integrity(st, 0, 0, "a policy record (key of %zu bytes, first byte "
 					    "0x%02x) does not authenticate", kl,
@@ -2545,5 +2822,6 @@ int store_policy_foreach(struct store *st,
 	}
 	explicit_bzero(pt, STORE_POLICY_VALUE_MAX);
 	free(pt);
+	crypto_key_free(pk);
 	return index_iter_close(it, r, "scan of policy records");
 }

@@ -384,6 +384,15 @@ void store_keys_drop_locked(struct store *st, uint64_t dsid, uint32_t ver);
 int store_erase_recover(struct store *st);
 #define META_RING "ring"
 #define META_ERASE "erase"
+/* u64 LE: the generation of the key the policy records are sealed under (none: 0, Ks). */
+#define META_POLICY_GEN "policy_key"
+/* store_policy_rekey() up to step steps (1: the new key in the ring; 2: the records resealed;
+ * 3: the old keys dropped), for the crash tests: stopping early is what a crash leaves. */
+int policy_rekey_steps(struct store *st, unsigned steps);
+/* At the primary's open: finish a policy key rotation a crash interrupted. */
+int policy_rekey_recover(struct store *st);
+/* Drop every POLICY entry of the ring but generation gen's, and commit it. */
+int policy_keys_prune(struct store *st, uint64_t gen);
 /* Derive a dataset's index keys from its key. Both owned by the caller. */
 int dataset_index_keys(const crypto_key *dkey, crypto_key **ret_seal, crypto_key **ret_name);
 /* The key of a dataset's content hashes (struct store_extent.content_mac; docs/FORMAT.md "Shared

@@ -661,6 +661,27 @@ static void test_bundle_rollback_refused(void **state)
 	free(tmp);
 }
 
+/* store_policy_foreach's fn: the keys of the records seen, one after the other. */
+static int policy_keys_seen(void *ctx, const void *key, size_t klen, const void *val, size_t vlen)
+{
+	struct buf *b = ctx;
+	uint8_t k[13] = { 0 };
+
+	(void)val;
+	(void)vlen;
+	memcpy(k, key, MIN(klen, sizeof(k)));
+	return buf_append(b, k, sizeof(k));
+}
+
+/* Whether a record of type t and id was seen. */
+static bool policy_seen_has(const struct buf *b, char t, uint64_t id)
+{
+	for (size_t off = 0; off + 13 <= b->len; off += 13)
+		if (b->data[off] == (uint8_t)t && get_be64(b->data + off + 1) == id)
+			return true;
+	return false;
+}
+
 /* A removed node refuses every open (node_removed), its bundle is gone, and nothing committed
  * after its removal is sealed to its key: its last bundle lacks the next version's key, and no
  * bundle the primary writes afterwards opens with it. */
@@ -682,11 +703,15 @@ static void test_removed_node(void **state)
 	assert_int_equal(read_until(p, BIG_SIZE, BIG_SEED, 0), 0);
 	tu_copy_file(bpath, keep);
 	e2e_ok_free(ctl("node", "remove", n->name, "--reason", "decommissioned"));
-	/* Refused within the bound, and said why in its own log. */
+	/* Refused within the bound, and said why in its own log: node_removed when it read its
+	 * removal before the records were resealed under the new policy key, node_stale (it can
+	 * load no policy record any more) when it caught up after. */
 	assert_int_equal(read_until(p, BIG_SIZE, BIG_SEED, 2), 2);
-	for (int i = 0; i < 100 && node_count(n, "open", "reason", "node_removed") == 0; i++)
+	for (int i = 0; i < 100 && node_count(n, "open", "reason", "node_removed") +
+				   node_count(n, "open", "reason", "node_stale") == 0; i++)
 		poll(NULL, 0, 50);
-	assert_true(node_count(n, "open", "reason", "node_removed") >= 1);
+	assert_true(node_count(n, "open", "reason", "node_removed") +
+		    node_count(n, "open", "reason", "node_stale") >= 1);
 	assert_int_equal(access(bpath, F_OK), -1);
 	/* A version after the removal: the others read it, its key reaches no bundle of n's. */
 	p2 = tu_fmt("%s/after", E->src);
@@ -721,6 +746,40 @@ static void test_removed_node(void **state)
 	for (int i = 0; i < 2; i++) {
 		assert_int_equal(bundle_open_in(nodesdir, nodes[i].name, n, &b), -EBADMSG);
 		assert_null(b);
+	}
+	/* A grant after the removal: the keys n kept (its last bundle) open no policy record
+	 * written since, this grant's included: the policy key was rotated at the removal. (Before
+	 * the rotation, they opened every one.) */
+	{
+		uint64_t after = e2e_grant("--user", TU_USER_BOB, "ds", "+1h");
+		char *sec = tu_fmt("%s/kept-secondary", E->root);
+		struct store_open_options o = { .secondary_dir = sec };
+		struct store *ro = NULL;
+		struct buf seen;
+
+		buf_init(&seen, 1 << 20);
+		assert_int_equal(bundle_open_in(keepdir, n->name, n, &b), 0);
+		o.node_keys = b->keys;
+		assert_int_equal(store_open(E->store, NULL, &o, &ro), 0);
+		assert_int_equal(store_policy_foreach(ro, policy_keys_seen, &seen), -ENOKEY);
+		assert_int_equal(seen.len, 0);
+		store_close(ro);
+		node_bundle_free(b);
+		b = NULL;
+		/* A node still enrolled reads it: its current bundle opens the same records. */
+		assert_int_equal(bundle_open_in(nodesdir, nodes[0].name, &nodes[0], &b), 0);
+		o.node_keys = b->keys;
+		tu_rm_rf(sec);
+		assert_int_equal(store_open(E->store, NULL, &o, &ro), 0);
+		assert_int_equal(store_policy_foreach(ro, policy_keys_seen, &seen), 0);
+		assert_true(policy_seen_has(&seen, 'g', after));
+		store_close(ro);
+		node_bundle_free(b);
+		b = NULL;
+		buf_free(&seen);
+		e2e_revoke(after);
+		tu_rm_rf(sec);
+		free(sec);
 	}
 	free(p);
 	e2e_revoke(gid);

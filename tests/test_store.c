@@ -3938,6 +3938,139 @@ static void test_node_keys(void **state)
 	free(secdir);
 }
 
+/* The number of POLICY entries in st's ring. */
+static int count_policy_keys(void *ctx, enum keyring_kind kind, uint64_t dsid, uint32_t version,
+			     const crypto_key *key)
+{
+	(void)dsid;
+	(void)version;
+	(void)key;
+	if (kind == KEYRING_POLICY)
+		++*(size_t *)ctx;
+	return 0;
+}
+
+static size_t policy_keys(struct store *st)
+{
+	size_t n = 0;
+
+	(void)keyring_foreach(st->ring, count_policy_keys, &n);
+	return n;
+}
+
+/* Every policy record of st, "k=v;" in key order, compared with want. */
+static void policy_is(struct store *st, const char *want)
+{
+	struct buf b;
+
+	buf_init(&b, 1 << 20);
+	assert_int_equal(store_policy_foreach(st, collect_policy, &b), 0);
+	assert_int_equal(b.len, strlen(want));
+	assert_memory_equal(b.data, want, b.len);
+	buf_free(&b);
+}
+
+/* A node removal rotates the policy key (issue 17, point 3): a node holding the keys it was given
+ * before cannot unseal a policy record written after, the nodes given the new keys can, and the
+ * old key is gone from the ring. The primary reopens with every record. */
+static void test_policy_rekey(void **state)
+{
+	struct fx *f = *state;
+	struct store *st = fx_create(f), *node = NULL;
+	char *secdir = tu_fmt("%s/secondary", f->root);
+	struct store_node_keys *before = NULL, *after = NULL;
+	struct store_open_options o = { .secondary_dir = secdir };
+	uint64_t seq = 0;
+	int commits = 0;
+
+	store_set_ring_hook(st, count_ring_commits, &commits);
+	put_text(f->src, "a.txt", "one\n");
+	assert_int_equal(import_src(st, "ds", f->src, NULL), 1);
+	assert_int_equal(store_policy_put(st, "g1", 2, "one", 3), 0);
+	assert_int_equal(store_policy_generation(st), 0);
+	assert_int_equal(store_node_keys_export(st, &before), 0);
+	o.node_keys = before;
+	assert_int_equal(store_open(f->store, NULL, &o, &node), 0);
+	policy_is(node, "g1=one;");
+	/* The removal: a new generation (a ring commit, reaching the nodes' bundles through the
+	 * hook), the records resealed; the old key is Ks, not in the ring, so nothing to drop. */
+	commits = 0;
+	assert_int_equal(store_policy_rekey(st), 0);
+	assert_int_equal(commits, 1);
+	assert_int_equal(store_policy_generation(st), 1);
+	assert_int_equal(policy_keys(st), 1);
+	/* A record after the removal: the node that kept its old keys opens none of them. */
+	assert_int_equal(store_policy_put(st, "g2", 2, "two", 3), 0);
+	policy_is(st, "g1=one;g2=two;");
+	assert_int_equal(store_catch_up(node, &seq), 0);
+	assert_int_equal(store_policy_foreach(node, collect_policy, NULL), -ENOKEY);
+	assert_non_null(strstr(err_detail(), "generation 1"));
+	/* Given the new keys (a node still enrolled), it does. */
+	assert_int_equal(store_node_keys_export(st, &after), 0);
+	assert_int_equal(store_node_keys_set(node, after), 0);
+	policy_is(node, "g1=one;g2=two;");
+	store_close(node);
+	node = NULL;
+	/* Twice more: each rotation commits the ring twice (the new key in, the old one out) and
+	 * leaves one key. */
+	commits = 0;
+	assert_int_equal(store_policy_rekey(st), 0);
+	assert_int_equal(commits, 2);
+	assert_int_equal(store_policy_rekey(st), 0);
+	assert_int_equal(store_policy_generation(st), 3);
+	assert_int_equal(policy_keys(st), 1);
+	store_close(st);
+	st = fx_open(f);
+	policy_is(st, "g1=one;g2=two;");
+	assert_int_equal(store_policy_generation(st), 3);
+	store_close(st);
+	store_node_keys_free(before);
+	store_node_keys_free(after);
+	free(secdir);
+}
+
+/* A crash at each step of the rotation loses nothing and leaves a store that opens; the open
+ * finishes the rotation (one key left, the newest, every record under it). keys/ring put back
+ * from before a rotation does not open the records: refused, not silently read. */
+static void test_policy_rekey_crash(void **state)
+{
+	struct fx *f = *state;
+	struct store *st = fx_create(f);
+	char *ring = tu_fmt("%s/keys/ring", f->store), *old = tu_fmt("%s/ring.old", f->root);
+
+	assert_int_equal(store_policy_put(st, "g1", 2, "one", 3), 0);
+	assert_int_equal(store_policy_put(st, "n", 1, "x", 1), 0);
+	for (unsigned step = 1; step <= 2; step++) {
+		uint64_t gen = store_policy_generation(st);
+
+		/* Stopped after step: the process dies there (nothing in memory survives). */
+		assert_int_equal(policy_rekey_steps(st, step), 0);
+		assert_int_equal(policy_keys(st), gen ? 2 : 1);
+		assert_int_equal(store_policy_generation(st), step == 1 ? gen : gen + 1);
+		store_close(st);
+		st = fx_open(f);
+		assert_int_equal(store_policy_generation(st), gen + 1);
+		assert_int_equal(policy_keys(st), 1);
+		policy_is(st, "g1=one;n=x;");
+		assert_int_equal(store_policy_put(st, "n", 1, "y", 1), 0);
+		assert_int_equal(store_policy_put(st, "n", 1, "x", 1), 0);
+	}
+	/* The ring as it was before a rotation, put back after it. */
+	tu_copy_file(ring, old);
+	assert_int_equal(store_policy_rekey(st), 0);
+	store_close(st);
+	tu_copy_file(old, ring);
+	{
+		struct store *again = NULL;
+
+		assert_int_equal(store_open(f->store, f->pass, NULL, &again), -ENOKEY);
+		assert_null(again);
+		assert_non_null(strstr(err_detail(), "generation 3"));
+	}
+	free(ring);
+	free(old);
+}
+
 /* An erasure stays listed as unrecorded, with what it erased, from the index batch until its
  * caller says it recorded it (the daemon's `dataset_erase` record): across a restart, killed at
  * phase 1 (the keys then destroyed at the open). The next erasure replaces it. */
@@ -4080,6 +4213,8 @@ int main(void)
 		T(test_secondary_follows_primary),
 		T(test_lease),
 		T(test_node_keys),
+		T(test_policy_rekey),
+		T(test_policy_rekey_crash),
 #undef T
 	};
 
