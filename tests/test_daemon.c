@@ -1111,11 +1111,15 @@ static void test_node_enrolment(void **state)
 	fx_close(f);
 	fx_open(f);
 	assert_true(grants_node_enrolled_as(f->gs, "gpu-01", pub.sign_pk));
-	/* Removed: at once, and final. */
+	/* Removed: at once, and final; the policy records move to a new key (a refused removal
+	 * rotates nothing). */
+	assert_int_equal(store_policy_generation(f->st), 0);
 	assert_int_equal(grants_node_remove(f->gs, f->log, &steward, "gpu-01", "", now, NULL),
 			 -EINVAL);
+	assert_int_equal(store_policy_generation(f->st), 0);
 	assert_int_equal(grants_node_remove(f->gs, f->log, &steward, "gpu-01", "stolen", now, &x),
 			 0);
+	assert_int_equal(store_policy_generation(f->st), 1);
 	assert_string_equal(grants_node_state(&x), "removed");
 	assert_false(grants_node_enrolled_as(f->gs, "gpu-01", pub.sign_pk));
 	assert_int_equal(grants_node_remove(f->gs, f->log, &steward, "gpu-01", "again", now, NULL),
@@ -1123,6 +1127,8 @@ static void test_node_enrolment(void **state)
 	assert_int_equal(events(f, "node_remove"), 1);
 	fx_close(f);
 	fx_open(f);
+	/* Every record reads back under the new key. */
+	assert_int_equal(store_policy_generation(f->st), 1);
 	assert_false(grants_node_enrolled_as(f->gs, "gpu-01", pub.sign_pk));
 	assert_int_equal(grants_nodes_enrolled(f->gs, &e, &n), 0);
 	assert_int_equal(n, 0);
