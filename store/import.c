@@ -128,6 +128,14 @@ struct pf_file {
 	uint8_t mac[STORE_CONTENT_MAC_LEN];  /* the keyed content hash, when got == size */
 };
 
+/* What store_import_add_files() learnt of a file before importing it, so that its path is
+ * looked up in the previous version once (stamp_find) and its head read only when needed. */
+struct stamp_seen {
+	int match;                   /* stamp_find(): enum stamp_match, or -errno */
+	bool plain;                  /* this import's divert predicate saw the head, let it through */
+	struct store_inode old;      /* the previous version's inode of the path, when matched */
+};
+
 /* One helper thread of the batch prefetch. */
 struct pf_helper {
 	struct store_import *imp;    /* borrowed */
@@ -234,6 +242,9 @@ struct store_import {
 	uint8_t *stage;                     /* STORE_IMPORT_BATCH_MAX slots of STORE_DENSE_MAX + 1
 					       bytes, plaintext: wiped after each batch; owned */
 	struct pf_file pf[STORE_IMPORT_BATCH_MAX];
+	/* store_import_add_files(): what it found of each file of the batch before importing it
+	 * (its stamp lookup, and what divert said of its head). Only the caller's thread uses it. */
+	struct stamp_seen seen[STORE_IMPORT_BATCH_MAX];
 	size_t pf_n;                        /* files of the batch being prefetched */
 	atomic_size_t pf_next;              /* the next of them to take */
 	size_t pf_done;                     /* finished */
@@ -1211,6 +1222,7 @@ struct obj_src {
 	const struct store_import_stream *stream;      /* otherwise */
 	const struct pf_file *staged;                  /* a small file already read and hashed */
 	const struct stat *st;                         /* fstat(fd) before any read; NULL: stream */
+	const struct stamp_seen *seen;                 /* the batch's stamp lookup, or NULL */
 };
 
 /* len bytes at off. A stream is read in order (write_object asks for consecutive ranges). */
@@ -1384,10 +1396,16 @@ static int content_mac_read(struct store_import *imp, int fd, const char *path, 
 /* A source file's identity as fstat saw it before it was read, (st_dev, st_ino, st_size,
  * st_mtim, st_ctim), keyed-hashed under the content key with its own context (docs/FORMAT.md
  * "Shared objects"): the index never holds the source's metadata in the clear. */
-static void stamp_make(struct store_import *imp, const struct stat *s,
+static void stamp_make(struct store_import *imp, const struct stat *s, bool plain,
 		       uint8_t out[static STORE_CONTENT_MAC_LEN])
 {
-	static const char ctx[] = "enclave source stamp v1";
+	/* Two contexts (docs/FORMAT.md 6.13): "plain" when the import that read the file showed
+	 * its head to the divert predicate (the Crypt4GH magic) and was let through, so a later
+	 * import that diverts need not read the head again while the stamp holds; the other when
+	 * nothing looked (--keep-crypt4gh, the single-file calls, and every stamp recorded before
+	 * the distinction), which such an import must read again. */
+	static const char ctx_raw[] = "enclave source stamp v1";
+	static const char ctx_plain[] = "enclave source stamp v1 plain";
 	uint8_t b[7 * 8];
 
 	put_le64(b, (uint64_t)s->st_dev);
@@ -1398,18 +1416,30 @@ static void stamp_make(struct store_import *imp, const struct stat *s,
 	put_le64(b + 40, (uint64_t)s->st_ctim.tv_sec);
 	put_le64(b + 48, (uint64_t)s->st_ctim.tv_nsec);
 	crypto_hash_init_keyed(imp->chash, imp->content_key);
-	crypto_hash_update(imp->chash, ctx, sizeof(ctx));   /* its NUL too */
+	if (plain)
+		crypto_hash_update(imp->chash, ctx_plain, sizeof(ctx_plain));   /* its NUL too */
+	else
+		crypto_hash_update(imp->chash, ctx_raw, sizeof(ctx_raw));
 	crypto_hash_update(imp->chash, b, sizeof(b));
 	crypto_hash_final(imp->chash, out);
 }
+
+/* What stamp_find() found: no stamp to trust (read the file), the stamp of a file whose head
+ * nobody checked, or of one the divert predicate let through (its head need not be read). */
+enum stamp_match {
+	STAMP_NONE = 0,
+	STAMP_RAW = 1,
+	STAMP_PLAIN = 2,
+};
 
 /* A file changed less than this before the previous import began is always read: a change
  * within the same timestamp tick as that import's read leaves mtime and ctime as they were. */
 #define STAMP_RACY_NS (2 * 1000000000ll)
 
-/* 1 and the previous version's inode of path in *old when it holds the file s describes, with
- * the same stamp, size and both times well before that version's import began: the file is then
- * unchanged and need not be read. 0 otherwise (read it), < 0 on an index failure. */
+/* STAMP_RAW or STAMP_PLAIN (which context the recorded stamp has) and the previous version's
+ * inode of path in *old when it holds the file s describes, with the same stamp, size and both
+ * times well before that version's import began: the file is then unchanged and need not be
+ * read. STAMP_NONE otherwise (read it), < 0 on an index failure. */
 static int stamp_find(struct store_import *imp, const char *path, const struct stat *s,
 		      struct store_inode *old)
 {
@@ -1432,8 +1462,11 @@ static int stamp_find(struct store_import *imp, const char *path, const struct s
 	if (old->type != STORE_INODE_FILE || !old->ext.has_content_mac || !old->ext.has_stamp ||
 	    old->size != (uint64_t)s->st_size)
 		return 0;
-	stamp_make(imp, s, stamp);
-	return sodium_memcmp(stamp, old->ext.stamp, sizeof(stamp)) == 0;
+	stamp_make(imp, s, true, stamp);
+	if (sodium_memcmp(stamp, old->ext.stamp, sizeof(stamp)) == 0)
+		return STAMP_PLAIN;
+	stamp_make(imp, s, false, stamp);
+	return sodium_memcmp(stamp, old->ext.stamp, sizeof(stamp)) == 0 ? STAMP_RAW : STAMP_NONE;
 }
 
 /* Share the object of the previous version's inode old (found by stamp_find) as ino's: its key
@@ -1997,7 +2030,7 @@ static int add_object(struct store_import *imp, const char *path, const struct o
 	struct store_inode ino = { .type = STORE_INODE_FILE, .nlink = 1 }, old;
 	uint64_t parent_ino;
 	struct dir_ent *parent;
-	int r;
+	int r, match;
 
 	if (imp->err || imp->committed || imp->closed)
 		return imp->err ? imp_sticky(imp) : -EINVAL;
@@ -2019,7 +2052,14 @@ static int add_object(struct store_import *imp, const char *path, const struct o
 	ino.mode = mode & 07777;
 	ino.mtime_ns = mtime_ns;
 	ino.size = size;
-	r = src->fd >= 0 ? stamp_find(imp, path, src->st, &old) : 0;
+	if (src->seen) {
+		r = src->seen->match;
+		if (r > 0)
+			old = src->seen->old;
+	} else {
+		r = src->fd >= 0 ? stamp_find(imp, path, src->st, &old) : STAMP_NONE;
+	}
+	match = r;
 	if (r < 0) {
 		r = imp_fail_detail(imp, r);
 	} else if (r > 0) {
@@ -2033,10 +2073,13 @@ static int add_object(struct store_import *imp, const char *path, const struct o
 		else if (r > 0)
 			r = 0;
 	}
-	/* The stamp of the source as it was before it was read, for the next import. */
+	/* The stamp of the source as it was before it was read, for the next import: "plain"
+	 * when this import's divert predicate let its head through, or when the previous version's
+	 * stamp said so and still holds (the same content, so the same head). */
 	ino.ext.has_stamp = false;
 	if (r == 0 && src->st && ino.ext.has_content_mac) {
-		stamp_make(imp, src->st, ino.ext.stamp);
+		stamp_make(imp, src->st, match == STAMP_PLAIN || (src->seen && src->seen->plain),
+			   ino.ext.stamp);
 		ino.ext.has_stamp = true;
 	}
 	if (r == 0)
@@ -2058,11 +2101,12 @@ static int add_object(struct store_import *imp, const char *path, const struct o
 }
 
 /* st: fstat(fd) as the caller took it, or NULL to take it here; staged: the file read and hashed
- * by the batch prefetch, or NULL. */
+ * by the batch prefetch, or NULL; seen: the batch's stamp lookup of path, or NULL (looked up
+ * here). */
 static int add_file(struct store_import *imp, const char *path, int fd, const struct stat *st,
-		    const struct pf_file *staged)
+		    const struct pf_file *staged, const struct stamp_seen *seen)
 {
-	struct obj_src src = { .fd = fd, .staged = staged };
+	struct obj_src src = { .fd = fd, .staged = staged, .seen = seen };
 	struct stat s;
 
 	if (imp->err || imp->committed || imp->closed)
@@ -2095,7 +2139,7 @@ int store_import_add_dir(struct store_import *imp, const char *path, uint32_t mo
 
 int store_import_add_file(struct store_import *imp, const char *path, int fd)
 {
-	return sticky(imp, add_file(imp, path, fd, NULL, NULL));
+	return sticky(imp, add_file(imp, path, fd, NULL, NULL, NULL));
 }
 
 int store_import_add_file_stat(struct store_import *imp, const char *path, int fd,
@@ -2103,7 +2147,7 @@ int store_import_add_file_stat(struct store_import *imp, const char *path, int f
 {
 	if (!st)
 		return -EINVAL;
-	return sticky(imp, add_file(imp, path, fd, st, NULL));
+	return sticky(imp, add_file(imp, path, fd, st, NULL, NULL));
 }
 
 /* ---- Batch prefetch ------------------------------------------------------------------------ */
@@ -2254,12 +2298,15 @@ int store_import_add_files(struct store_import *imp, size_t n, const char *const
 	}
 	/* The small regular files are read and hashed together first. */
 	for (i = 0; i < n; i++) {
-		struct store_inode old;
+		struct stamp_seen *sn = &imp->seen[i];
 
+		/* Each path looked up once in the previous version; add_file takes what was found. */
+		sn->plain = false;
+		sn->match = S_ISREG(sts[i].st_mode) ? stamp_find(imp, paths[i], &sts[i], &sn->old)
+						    : STAMP_NONE;
 		/* Not read ahead: a file its source stamp shows unchanged is not read at all. */
 		if (!S_ISREG(sts[i].st_mode) || sts[i].st_size < 0 ||
-		    !object_dense((uint64_t)sts[i].st_size, imp->chunk_size) ||
-		    stamp_find(imp, paths[i], &sts[i], &old) > 0) {
+		    !object_dense((uint64_t)sts[i].st_size, imp->chunk_size) || sn->match != 0) {
 			staged[i] = SIZE_MAX;
 			continue;
 		}
@@ -2276,7 +2323,10 @@ int store_import_add_files(struct store_import *imp, size_t n, const char *const
 	for (i = 0; i < n && r == 0; i++) {
 		const struct pf_file *pf = staged[i] == SIZE_MAX ? NULL : &imp->pf[staged[i]];
 
-		if (divert) {
+		/* The head is shown to divert unless the previous version's stamp says divert let
+		 * this very content through (STAMP_PLAIN): a file kept raw then (--keep-crypt4gh) or
+		 * never shown is read, so that what this import would divert is diverted. */
+		if (divert && imp->seen[i].match != STAMP_PLAIN) {
 			uint8_t head[STORE_DIVERT_HEAD];
 			ssize_t got;
 
@@ -2290,8 +2340,9 @@ int store_import_add_files(struct store_import *imp, size_t n, const char *const
 			}
 			if (got > 0 && divert(head, (size_t)got))
 				break;
+			imp->seen[i].plain = got >= 0;
 		}
-		r = sticky(imp, add_file(imp, paths[i], fds[i], &sts[i], pf));
+		r = sticky(imp, add_file(imp, paths[i], fds[i], &sts[i], pf, &imp->seen[i]));
 		k++;
 	}
 	/* The stage held plaintext. */

@@ -1625,6 +1625,140 @@ static void test_import_stamp(void **state)
 		free(paths[i]);
 }
 
+/* The heads divert_count() was shown, and which of them it diverted (bit i: file i). */
+static unsigned divert_shown;
+
+static bool divert_count(const uint8_t *head, size_t len)
+{
+	divert_shown++;
+	return divert_marked(head, len);
+}
+
+/* One version of the files paths[0..3) as names[0..3), by batch with divert_count() (divert) or
+ * none (as --keep-crypt4gh), a diverted file imported on its own as the daemon does with a
+ * Crypt4GH file it decrypts. Checks every file reads back; returns the stats, the heads shown
+ * and the diverted files (bit i for file i). */
+static struct store_import_stats divert_import(struct store *st, char *const *paths, bool divert,
+					       uint32_t want_ver, unsigned *ret_shown,
+					       unsigned *ret_diverted)
+{
+	static const char *const names[3] = { "plain", "marked", "d/large" };
+	struct store_import_stats stats;
+	struct store_import *imp = NULL;
+	struct stat sts[3];
+	unsigned diverted = 0;
+	uint32_t ver = 0;
+	int fds[3], r;
+
+	for (size_t i = 0; i < 3; i++) {
+		fds[i] = open(paths[i], O_RDONLY | O_CLOEXEC);
+		assert_true(fds[i] >= 0);
+		assert_int_equal(fstat(fds[i], &sts[i]), 0);
+	}
+	divert_shown = 0;
+	assert_int_equal(store_import_begin(st, "dv", NULL, &imp), 0);
+	for (size_t i = 0; i < 3;) {
+		r = store_import_add_files(imp, 3 - i, names + i, fds + i, sts + i,
+					   divert ? divert_count : NULL);
+		assert_true(r >= 0);
+		i += (size_t)r;
+		if (i < 3) {
+			diverted |= 1u << i;
+			assert_int_equal(store_import_add_file_stat(imp, names[i], fds[i], &sts[i]),
+					 0);
+			i++;
+		}
+	}
+	store_import_get_stats(imp, &stats);
+	assert_int_equal(store_import_commit(imp, &ver), 0);
+	assert_int_equal(ver, want_ver);
+	store_import_free(imp);
+	for (size_t i = 0; i < 3; i++) {
+		size_t got, wlen;
+		uint8_t *want = tu_read_file(paths[i], &wlen);
+		uint8_t *have = read_path(st, "dv", ver, names[i], CS, &got);
+
+		assert_int_equal(got, wlen);
+		assert_memory_equal(have, want, got);
+		free(have);
+		free(want);
+		close(fds[i]);
+	}
+	*ret_shown = divert_shown;
+	*ret_diverted = diverted;
+	return stats;
+}
+
+/* Issue 16 point 5: a file whose source stamp holds is not read at all, not even its first bytes
+ * for the divert predicate (the daemon's Crypt4GH magic), when the version it shares recorded
+ * that the predicate let this content through (the stamp's "plain" context, docs/FORMAT.md
+ * 6.13). A file imported without the predicate (--keep-crypt4gh) has its head read again by an
+ * import that diverts, and is diverted when it should be, stamp or not: a Crypt4GH file kept raw
+ * in version 1 is decrypted in version 2. */
+static void test_import_stamp_divert(void **state)
+{
+	struct fx *f = *state;
+	struct store *st = fx_create(f);
+	const size_t sizes[3] = { 100, 3000, 200u << 10 };
+	struct store_import_stats s;
+	unsigned shown, diverted;
+	char *paths[3];
+	uint32_t v = 0;
+
+	for (size_t i = 0; i < 3; i++) {
+		paths[i] = tu_fmt("%s/dv%zu", f->src, i);
+		tu_write_seeded(paths[i], sizes[i], 90 + (unsigned)i);
+	}
+	{
+		int fd = open(paths[1], O_WRONLY | O_CLOEXEC);
+
+		assert_int_equal(pwrite(fd, "divert", 6, 0), 6);
+		close(fd);
+	}
+	sleep(3);   /* older than the racy window of every import below */
+	/* Version 1 without the predicate (kept as it is): the stamps record no verdict. */
+	s = divert_import(st, paths, false, ++v, &shown, &diverted);
+	assert_int_equal(shown, 0);
+	assert_int_equal(diverted, 0);
+	assert_int_equal(s.reused_files, 0);
+	/* Version 2 diverts: every stamp holds, yet every head is read and the marked file is
+	 * diverted. Nothing else is read. */
+	s = divert_import(st, paths, true, ++v, &shown, &diverted);
+	assert_int_equal(diverted, 1u << 1);
+	assert_int_equal(shown, 3);
+	assert_int_equal(s.stamped_files, 3);
+	assert_int_equal(s.read_bytes, 0);
+	/* Version 3 diverts again: the two files let through in version 2 are not read at all; the
+	 * diverted one (imported on its own: no verdict) is shown again and diverted again. */
+	s = divert_import(st, paths, true, ++v, &shown, &diverted);
+	assert_int_equal(diverted, 1u << 1);
+	assert_int_equal(shown, 1);
+	assert_int_equal(s.stamped_files, 3);
+	assert_int_equal(s.read_bytes, 0);
+	/* A version without the predicate keeps the verdict of the content it shares... */
+	s = divert_import(st, paths, false, ++v, &shown, &diverted);
+	assert_int_equal(shown, 0);
+	assert_int_equal(s.stamped_files, 3);
+	s = divert_import(st, paths, true, ++v, &shown, &diverted);
+	assert_int_equal(shown, 1);
+	assert_int_equal(diverted, 1u << 1);
+	assert_int_equal(s.read_bytes, 0);
+	/* ...and a file that becomes one to divert (new content, same size: its ctime moved) is
+	 * read and diverted whatever its old stamp said. */
+	{
+		int fd = open(paths[0], O_WRONLY | O_CLOEXEC);
+
+		assert_int_equal(pwrite(fd, "divert", 6, 0), 6);
+		close(fd);
+	}
+	s = divert_import(st, paths, true, ++v, &shown, &diverted);
+	assert_int_equal(diverted, (1u << 0) | (1u << 1));
+	assert_int_equal(shown, 2);
+	store_close(st);
+	for (size_t i = 0; i < 3; i++)
+		free(paths[i]);
+}
+
 /* Issue 13: a batch of files through store_import_add_files(): the small ones read and hashed on
  * helper threads, in order with a large one and a file the caller diverts; every file reads back
  * byte-exact, a second version of the same files shares every object (the content hashes taken
@@ -4167,6 +4301,7 @@ int main(void)
 		T(test_dense_layout),
 		T(test_dense_tamper),
 		T(test_import_stamp),
+		T(test_import_stamp_divert),
 		T(test_tamper_flip_ciphertext),
 		T(test_tamper_flip_tag),
 		T(test_tamper_swap_chunks),
@@ -4220,5 +4355,8 @@ int main(void)
 
 	if (crypto_init() < 0)
 		return 1;
+	/* ENCLAVE_TEST_FILTER=test_name* runs only the matching tests (to chase one). */
+	if (getenv("ENCLAVE_TEST_FILTER"))
+		cmocka_set_test_filter(getenv("ENCLAVE_TEST_FILTER"));
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
