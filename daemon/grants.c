@@ -1969,6 +1969,12 @@ static void describe(const char *khex, const char *lv, const char *iv, char *out
 			   (unsigned long long)id, sub); break;
 	case 'z': snprintf(what, sizeof(what), "the run of export %llu", (unsigned long long)id);
 		break;
+	case 'u': snprintf(what, sizeof(what), "erasure request %llu", (unsigned long long)id);
+		break;
+	case 'v': snprintf(what, sizeof(what), "the approval of erasure %llu by uid %u",
+			   (unsigned long long)id, sub); break;
+	case 'w': snprintf(what, sizeof(what), "the completion of erasure %llu",
+			   (unsigned long long)id); break;
 	default: snprintf(what, sizeof(what), "policy record %s", khex); break;
 	}
 	if (lv && !iv) {
@@ -1977,8 +1983,11 @@ static void describe(const char *khex, const char *lv, const char *iv, char *out
 				"grant is back)"; break;
 		case 'e': how = "is in the audit log but not in the index: a rollback (a removed "
 				"deny rule is back)"; break;
-		case 'h': case 'i': how = "is in the audit log but not in the index: a rollback "
-					  "(an approval was lost)"; break;
+		case 'h': case 'i': case 'v':
+			how = "is in the audit log but not in the index: a rollback (an approval "
+			      "was lost)"; break;
+		case 'w': how = "is in the audit log but not in the index: a rollback (erased "
+				"data is back?)"; break;
 		default: how = "is in the audit log but not in the index: a rollback (an older "
 			       "index put back?)"; break;
 		}
@@ -2048,8 +2057,15 @@ static int compare_with_log(struct grants *gs, const json_t *logst, json_t **ret
 				dsid = dataset_of(logst, idx, 'g', get_be64(key + 1), &known);
 			else if (t == 'x' || t == 'y' || t == 'z')
 				dsid = dataset_of(logst, idx, 'x', get_be64(key + 1), &known);
-			else
+			/* An erasure request, an approval of it, its completion: the dataset the
+			 * request names (either side's), and only that one. */
+			else if (t == 'u' || t == 'v' || t == 'w')
+				dsid = dataset_of(logst, idx, 'u', get_be64(key + 1), &known);
+			else if (t == 'd' || t == 'e' || t == 'i')
 				dsid = dataset_of(logst, idx, 'd', get_be64(key + 1), &known);
+			/* Anything else (a node's enrolment or removal, whose keys reach every
+			 * dataset; a record type this build does not know) stays unknown: every
+			 * dataset is refused. */
 			if (!known)
 				all = true;
 			else

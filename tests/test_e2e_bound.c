@@ -5,6 +5,7 @@
  *     change is completed from the log;
  *   - a grant written straight into RocksDB (id 50, expiry far out): refused, named;
  *   - a deny rule's removal written straight into RocksDB: refused, named;
+ *   - an erasure request written straight into RocksDB: its dataset refused, the others served;
  *   - ids are never handed out twice, whatever the index's counter says;
  *   - `enclavectl policy rebuild` restores the log's state and the service.
  * Stewards root and bob (four eyes); alice reads.
@@ -419,6 +420,51 @@ static void test_lost_approval(void **state)
 	alice_opens("ds4", 0);
 }
 
+/* An erasure request written straight into the index (issue 16): the log never recorded it, so
+ * the dataset it names is refused, and only that one (the comparison once took it for a deny
+ * rule it could not place, and refused every dataset); a rebuild drops it. */
+static void test_injected_erasure_request(void **state)
+{
+	struct store *st;
+	uint64_t dsid;
+	json_t *x;
+
+	(void)state;
+	assert_string_equal(reason("ds3"), "allow");
+	assert_string_equal(reason("ds4"), "allow");
+	{
+		struct e2e_run *r = e2e_ok(ctl("--json", "dataset", "show", "ds3"));
+		json_t *j = e2e_out_json(r);
+
+		dsid = (uint64_t)json_integer_value(json_object_get(json_object_get(j, "dataset"),
+								    "id"));
+		json_decref(j);
+		free(r);
+	}
+	assert_true(dsid > 0);
+	stop();
+	st = e2e_store_offline();
+	x = json_pack("{s:I, s:I, s:s, s:I, s:s, s:b, s:I, s:s, s:I, s:I}", "id", (json_int_t)60,
+		      "dataset_id", (json_int_t)dsid, "dataset", "ds3", "version", (json_int_t)1,
+		      "reason", "quietly", "revoke_grants", 1, "by_uid", (json_int_t)0, "by",
+		      "root", "at", (json_int_t)1767225600, "approvals_required", (json_int_t)1);
+	put_record(st, 'u', 60, x);
+	json_decref(x);
+	store_close(st);
+	assert_true(start_says("erasure request 60 is in the index but the audit log never "
+			       "recorded it"));
+	assert_string_equal(reason("ds3"), "policy_mismatch");
+	alice_opens("ds3", EACCES);
+	/* The other datasets are served. */
+	assert_string_equal(reason("ds4"), "allow");
+	alice_opens("ds4", 0);
+	stop();
+	rebuild();
+	e2e_daemon_start_with(E->pass, true);
+	assert_string_equal(reason("ds3"), "allow");
+	alice_opens("ds3", 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -427,6 +473,7 @@ int main(void)
 		cmocka_unit_test(test_injected_grant),
 		cmocka_unit_test(test_injected_deny_removal),
 		cmocka_unit_test(test_lost_approval),
+		cmocka_unit_test(test_injected_erasure_request),
 	};
 
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
