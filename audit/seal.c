@@ -58,8 +58,9 @@ static const char *const clear_members[] = {
 	 * id, public signing key and state, so that `audit verify` finds each node log's key
 	 * without a secret. */
 	"node", "node_id", "sign_pk", "node_state", "removal_id",
-	/* An erasure recorded at the start after the one that carried it out (dataset_erase). */
-	"completed_at_start",
+	/* An erasure recorded at the start after the one that carried it out, or by the running
+	 * daemon once its log took writes again (dataset_erase). */
+	"completed_at_start", "recorded_late",
 };
 
 bool audit_member_is_clear(const char *name, const json_t *v)

@@ -10,6 +10,7 @@
  * it: every later decision about it, open handles' included, is a refusal.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,12 +58,13 @@ static char *key_ids_text(const struct store_erasure *e)
 }
 
 /* Record erasure x, which the store carried out as e, as steward `who`: the `dataset_erase` record
- * with the done record (recovered: completed at start, the daemon having stopped between the
- * keys' destruction and this record), the versions the log stands for without what went, and
- * then the store forgets it (store_erase_recorded()). */
+ * with the done record, the versions the log stands for without what went, and then the store
+ * forgets it (store_erase_recorded()). late: NULL when recorded as it is carried out, else the
+ * record's member that says why it comes late ("completed_at_start": the daemon stopped between
+ * the keys' destruction and this record; "recorded_late": the log refused it then). */
 static int erase_record(struct daemon *d, const struct daemon_erasure *x,
 			const struct store_erasure *e, const struct policy_subject *who, int64_t now,
-			bool recovered)
+			const char *late)
 {
 	json_t *rec = NULL, *approvers = json_array();
 	char *man_s = NULL, *kid_s = key_ids_text(e);
@@ -98,7 +100,7 @@ static int erase_record(struct daemon *d, const struct daemon_erasure *x,
 			"approved_by", approvers);
 	if (!rec || json_object_set_new(rec, "dataset", audit_string(x->dataset)) < 0 ||
 	    daemon_audit_subject(rec, who) < 0 ||
-	    (recovered && json_object_set_new(rec, "completed_at_start", json_integer(1)) < 0)) {
+	    (late && json_object_set_new(rec, late, json_integer(1)) < 0)) {
 		r = -ENOMEM;
 		goto out;
 	}
@@ -135,8 +137,10 @@ out:
 	return r;
 }
 
-/* Carry out approved request x (by: the steward whose act completed it). */
-static int erase_run(struct conn *c, const struct daemon_erasure *x, json_t **ret)
+static int erase_recover(struct daemon *d, const char *late);
+
+/* Carry out approved request x (by: the steward whose act completed it). Under d->erase_lock. */
+static int erase_run_locked(struct conn *c, const struct daemon_erasure *x, json_t **ret)
 {
 	struct daemon *d = c->d;
 	struct store_erasure e = { 0 };
@@ -150,9 +154,10 @@ static int erase_run(struct conn *c, const struct daemon_erasure *x, json_t **re
 		return -ENOMEM;
 	/* An earlier erasure whose record could not be written is recorded first: the store
 	 * keeps the note of one erasure only. */
-	r = daemon_erase_recover(d);
+	r = erase_recover(d, "recorded_late");
 	if (r < 0)
 		goto out;
+	d->erase_owed = false;
 	nb = grants_erasure_blockers(d->grants, x, now, ids, ERASE_BLOCKERS_MAX);
 	if (nb > ERASE_BLOCKERS_MAX) {
 		r = err_set(-E2BIG, "%zu grants name what would be erased: revoke them first", nb);
@@ -171,11 +176,28 @@ static int erase_run(struct conn *c, const struct daemon_erasure *x, json_t **re
 			goto out;
 	}
 	r = store_erase(d->st, x->dataset, x->version, &e);
-	if (r < 0)
+	if (r < 0) {
+		/* It may have gone part of the way (its note written, keys destroyed): the retry
+		 * finds out from the store. */
+		d->erase_owed = true;
 		goto out;
-	r = erase_record(d, x, &e, &c->who, now, false);
-	if (r < 0)
+	}
+	r = erase_record(d, x, &e, &c->who, now, NULL);
+	if (r < 0) {
+		char detail[ERR_DETAIL_MAX];
+
+		/* The keys are gone: nothing reads it any more. The record is owed, and written as
+		 * soon as the log takes it (daemon_erase_retry(), within a second of that). */
+		d->erase_owed = true;
+		if (d->fs)
+			fusefs_invalidate_dataset(d->fs, x->dataset_id, x->dataset);
+		snprintf(detail, sizeof(detail), "%s", err_detail()[0] ? err_detail() :
+			 strerror(-r));
+		r = err_set(-EIO, "erasure %llu was carried out (its keys are destroyed), but the "
+			    "audit log could not record it (%s): the daemon records it as soon as "
+			    "the log accepts writes again", (unsigned long long)x->id, detail);
 		goto out;
+	}
 	/* Open handles decide again at their next read, and are refused. */
 	if (d->fs)
 		fusefs_invalidate_dataset(d->fs, x->dataset_id, x->dataset);
@@ -195,7 +217,19 @@ out:
 	return r;
 }
 
-int daemon_erase_recover(struct daemon *d)
+static int erase_run(struct conn *c, const struct daemon_erasure *x, json_t **ret)
+{
+	int r;
+
+	pthread_mutex_lock(&c->d->erase_lock);
+	r = erase_run_locked(c, x, ret);
+	pthread_mutex_unlock(&c->d->erase_lock);
+	return r;
+}
+
+/* Under d->erase_lock: record the erasure the store carried out and the log did not (late: the
+ * member that says why, as erase_record()). 0 when there is none or it is recorded now. */
+static int erase_recover(struct daemon *d, const char *late)
 {
 	struct store_erasure e = { 0 };
 	struct daemon_erasure *xs = NULL;
@@ -239,18 +273,46 @@ int daemon_erase_recover(struct daemon *d)
 		who.uid = ap[nap - 1].by_uid;
 		snprintf(who.user, sizeof(who.user), "%s", ap[nap - 1].by);
 	}
-	r = erase_record(d, x, &e, &who, time(NULL), true);
-	if (r == -EEXIST)
-		r = 0;   /* recorded meanwhile by another connection's erasure */
-	else if (r == 0)
-		fprintf(stderr, "enclaved: erasure %llu of %s%s%.0u was interrupted after its keys "
-			"were destroyed: recorded now\n", (unsigned long long)x->id, x->dataset,
-			x->version ? "@" : "", x->version);
+	r = erase_record(d, x, &e, &who, time(NULL), late);
+	if (r == -EEXIST) {
+		r = 0;   /* recorded meanwhile */
+	} else if (r == 0) {
+		fprintf(stderr, "enclaved: erasure %llu of %s%s%.0u %s: recorded now\n",
+			(unsigned long long)x->id, x->dataset, x->version ? "@" : "", x->version,
+			strcmp(late, "completed_at_start") == 0 ?
+				"was interrupted after its keys were destroyed" :
+				"was carried out when the audit log could not record it");
+		/* Erased from now on for every decision: open handles decide again. */
+		if (d->fs)
+			fusefs_invalidate_dataset(d->fs, x->dataset_id, x->dataset);
+	}
 out:
 	free(ap);
 	free(xs);
 	store_erasure_free(&e);
 	return r;
+}
+
+int daemon_erase_recover(struct daemon *d)
+{
+	int r;
+
+	pthread_mutex_lock(&d->erase_lock);
+	r = erase_recover(d, "completed_at_start");
+	pthread_mutex_unlock(&d->erase_lock);
+	return r;
+}
+
+void daemon_erase_retry(void *ctx)
+{
+	struct daemon *d = ctx;
+
+	pthread_mutex_lock(&d->erase_lock);
+	/* The log refusing still: quiet, and again at the next tick. */
+	if (d->erase_owed && erase_recover(d, "recorded_late") == 0)
+		d->erase_owed = false;
+	err_clear();
+	pthread_mutex_unlock(&d->erase_lock);
 }
 
 /* The versions of ds that are not erased. */

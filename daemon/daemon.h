@@ -243,6 +243,9 @@ void grants_watch_stop(struct grants *gs);
  * log (borrowed; must outlive the thread), when it sees it: within a second, not at the next read
  * (docs/AUDIT.md). NULL: no records. */
 void grants_watch_record(struct grants *gs, struct audit_log *log);
+/* Before grants_watch_start(): the watch thread also calls tick(ctx) once a second, with no lock
+ * held: the daemon's deferred work (daemon_erase_retry()). NULL: nothing. */
+void grants_watch_tick(struct grants *gs, void (*tick)(void *ctx), void *ctx);
 
 /* ---- Erasure (docs/POLICY.md "Erasure", docs/FORMAT.md 3.7): the approval machinery above ---- */
 
@@ -546,6 +549,11 @@ struct daemon {
 	 * (load_bound_grants, daemon_versions_bind): the index may be older than the log or edited,
 	 * so no garbage is collected on its word (daemon/gc.c). */
 	bool index_log_findings;
+	/* Erasures (control_erase.c): erase_lock serializes carrying one out and recording it
+	 * (a request's, the start's and the retry's); erase_owed (under it) says that one was
+	 * carried out whose record the log did not take, for daemon_erase_retry(). */
+	pthread_mutex_t erase_lock;
+	bool erase_owed;
 	struct daemon_gc *gc;                /* the collection schedule, or NULL */
 	/* Shared stores (docs/DEPLOYMENT.md). The primary: its lease and signal thread. A node
 	 * (`enclaved --node`): its name and its catch-up state; NULL / "" otherwise. */
@@ -581,6 +589,11 @@ int daemon_versions_digest_without(struct daemon *d, const struct store_erasure 
  * write it) is recorded now, as the steward whose approval completed it, with
  * "completed_at_start": 1 (control_erase.c). Nothing to do: 0. */
 int daemon_erase_recover(struct daemon *d);
+/* The watch thread's tick (grants_watch_tick(); ctx is the daemon): while an erasure carried out
+ * by this run waits for its record (the log refused it: a full disk), try to write it, with
+ * "recorded_late": 1; once written, the mount drops what was erased. Quiet while the log still
+ * refuses. */
+void daemon_erase_retry(void *ctx);
 /* Free what daemon_versions_bind() keeps. */
 void daemon_versions_close(struct daemon *d);
 /* The version whose "committed" record was written is committed: the state moves on. */

@@ -1788,6 +1788,8 @@ static void *watch_main(void *arg)
 						"the audit log failed");
 			free(t);
 		}
+		if (gs->tick)
+			gs->tick(gs->tick_ctx);
 		n = find_crossed(gs, last, now, batch, ARRAY_SIZE(batch));
 		for (size_t i = 0; i < n; i++)
 			gs->changed(gs->changed_ctx, batch[i].dataset_id, batch[i].name);
@@ -1830,6 +1832,14 @@ void grants_watch_record(struct grants *gs, struct audit_log *log)
 {
 	pthread_mutex_lock(&gs->watch_lock);
 	gs->watch_log = log;
+	pthread_mutex_unlock(&gs->watch_lock);
+}
+
+void grants_watch_tick(struct grants *gs, void (*tick)(void *ctx), void *ctx)
+{
+	pthread_mutex_lock(&gs->watch_lock);
+	gs->tick = tick;
+	gs->tick_ctx = ctx;
 	pthread_mutex_unlock(&gs->watch_lock);
 }
 

@@ -38,6 +38,8 @@ struct grants {
 	bool watching, watch_stop;
 	void (*changed)(void *ctx, uint64_t dataset_id, const char *name);
 	void *changed_ctx;
+	void (*tick)(void *ctx);           /* grants_watch_tick(): once a second, or NULL */
+	void *tick_ctx;
 	/* The binding to the audit log (docs/POLICY.md "Bound to the log"). */
 	uint8_t *pkey;                     /* the policy digest key, guarded; NULL: no binding */
 	uint8_t pdigest[AUDIT_POLICY_DIGEST_LEN];  /* XOR of every record's hash but "n"'s; under

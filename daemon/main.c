@@ -866,7 +866,8 @@ int main(int argc, char **argv)
 	};
 	struct daemon d = { .checkpoint_interval = AUDIT_CHECKPOINT_INTERVAL_DEFAULT,
 			    .run_fd = -1, .cfg_lock = PTHREAD_MUTEX_INITIALIZER,
-			    .vlock = PTHREAD_MUTEX_INITIALIZER };
+			    .vlock = PTHREAD_MUTEX_INITIALIZER,
+			    .erase_lock = PTHREAD_MUTEX_INITIALIZER };
 	bool sync_each = false;
 	int durability = -1;    /* --audit-durability: 1 strict, 0 session, -1 enclave.conf's */
 	/* Pack reads go through the page cache unless --direct-packs: O_DIRECT saves the copy out
@@ -1273,6 +1274,8 @@ int main(int argc, char **argv)
 		goto out_fs;
 	}
 	grants_watch_record(d.grants, d.log);
+	if (!d.node)
+		grants_watch_tick(d.grants, daemon_erase_retry, &d);
 	r = grants_watch_start(d.grants, grant_time_crossed, &d);
 	if (r < 0) {
 		die_detail("grant expiry watch", r);

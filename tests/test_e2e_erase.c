@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -34,6 +35,7 @@
 #include "common/common.h"
 #include "common/err.h"
 #include "crypto/crypto.h"
+#include "policy/policy.h"
 #include "store/store_internal.h" /* white-box: the attacker's edit of the index */
 #include "tests/e2e.h"
 #include "tests/testutil.h"
@@ -59,6 +61,13 @@ static int group_setup(void **state)
 static int group_teardown(void **state)
 {
 	(void)state;
+	/* test_erase_recorded_late's small file system, if it stopped half way. */
+	if (E && E->store) {
+		char *audit = tu_fmt("%s/audit", E->store);
+
+		(void)umount2(audit, MNT_DETACH);
+		free(audit);
+	}
 	e2e_teardown();
 	return 0;
 }
@@ -529,6 +538,142 @@ static void test_erase_completed_at_start(void **state)
 	free(proof);
 }
 
+#define DS5 "cohort-Lark"
+
+/* Write zeros to path until its file system is full. */
+static void fill_fs(const char *path)
+{
+	static char zero[64 * 1024];
+	int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+
+	assert_true(fd >= 0);
+	while (write(fd, zero, sizeof(zero)) > 0)
+		;
+	while (write(fd, zero, 1) > 0)
+		;
+	close(fd);
+}
+
+/* The `dataset_erase` record could not be written when the erasure was carried out (the log's
+ * file system full), and the daemon keeps running: it writes the record, "recorded_late", as
+ * soon as the log takes it again (within a second or two), with no restart and no other
+ * erasure. Before it: the approval that carried it out says so, and no record exists. The log
+ * is put on a 4 MiB file system of its own, as test_export_unrecorded_emptied does; the
+ * erasure's record is made larger than what the approval needs (a whole dataset of 20 versions:
+ * a manifest and a key id each, and a long reason), and one page is left for the approval. */
+static void test_erase_recorded_late(void **state)
+{
+	static const char *const files[] = { "audit.log", "checkpoints" };
+	char *audit = tu_fmt("%s/audit", E->store), *old = tu_fmt("%s/audit.disk", E->store);
+	char *filler = tu_fmt("%s/filler", audit), *spacer = tu_fmt("%s/spacer", audit);
+	char *src = tu_fmt("%s/lark", E->src), *rec = tu_fmt("%s/lark.rec", E->root);
+	char reason[POLICY_REASON_MAX + 1], idtext[24];
+	struct e2e_run *r;
+	uint8_t *line;
+	size_t n = 0;
+	json_t *j;
+	int i;
+
+	(void)state;
+	assert_int_equal(mkdir(src, 0755), 0);
+	for (i = 1; i <= 20; i++) {
+		tu_seed_file(1000, (unsigned)i, "%s/a.bin", src);
+		e2e_ok_free(ctl("-q", "dataset", "import", DS5, src));
+	}
+	assert_int_equal(e2e_daemon_stop_sig(SIGTERM), 0);
+	assert_int_equal(rename(audit, old), 0);
+	assert_int_equal(mkdir(audit, 0700), 0);
+	assert_int_equal(mount("tmpfs", audit, "tmpfs", MS_NOSUID | MS_NODEV, "size=4m,mode=0700"),
+			 0);
+	for (size_t k = 0; k < ARRAY_SIZE(files); k++) {
+		char *from = tu_fmt("%s/%s", old, files[k]), *to = tu_fmt("%s/%s", audit, files[k]);
+
+		tu_copy_file(from, to);
+		free(from);
+		free(to);
+	}
+	e2e_daemon_start_with(E->pass, true);
+	for (i = 0; i < (int)sizeof(reason) - 1; i++)
+		reason[i] = "consent withdrawn "[i % 18];
+	reason[sizeof(reason) - 1] = '\0';
+	r = e2e_ok(ctl("--json", "dataset", "erase", DS5, "--reason", reason));
+	j = e2e_out_json(r);
+	snprintf(idtext, sizeof(idtext), "%lld",
+		 (long long)json_integer_value(json_object_get(json_object_get(j, "erasure"), "id")));
+	json_decref(j);
+	free(r);
+
+	/* Full, but for one page kept aside: first the file system, then the room the log
+	 * allocated ahead of its end, used up by small records until one is refused. */
+	tu_write_seeded(spacer, 4096, 5);
+	fill_fs(filler);
+	for (i = 0;; i++) {
+		assert_true(i < 512);
+		r = ctl("-q", "grant", "request", "--user", TU_USER_ALICE, "--dataset", DS3,
+			"--purpose", "x", "--expires", "+1d");
+		if (r->status != 0) {
+			free(r);
+			break;
+		}
+		free(r);
+	}
+	assert_int_equal(unlink(spacer), 0);
+	/* The approval's record fits in that page; the erasure's does not. */
+	r = ctl_as(&E->u.bob, "dataset", "erase-approve", idtext);
+	assert_int_equal(r->status, 1);
+	if (!strstr(r->err, "records it as soon as the log accepts writes again"))
+		fail_msg("stderr: %s", r->err);
+	free(r);
+	assert_int_equal(e2e_audit_count("dataset_erase", NULL, DS5, NULL, 0), 0);
+
+	/* Room again: written by the running daemon, without a start or another erasure. */
+	assert_int_equal(unlink(filler), 0);
+	for (i = 0; e2e_audit_count("dataset_erase", NULL, DS5, NULL, 0) == 0; i++) {
+		assert_true(i < 100);
+		poll(NULL, 0, 100);
+	}
+	assert_int_equal(e2e_audit_count("dataset_erase", NULL, DS5, NULL, 0), 1);
+	r = e2e_ok(ctl("--json", "dataset", "erasures"));
+	assert_non_null(strstr(r->out, "\"erased\""));
+	free(r);
+	e2e_ok_free(ctl("dataset", "erasure-proof", DS5, "--record-output", rec));
+	line = tu_read_file(rec, &n);
+	assert_non_null(memmem(line, n, "\"recorded_late\":1", 17));
+	assert_null(memmem(line, n, "completed_at_start", 18));
+	free(line);
+	r = ctl("dataset", "show", DS5);
+	assert_int_not_equal(r->status, 0);
+	free(r);
+
+	/* The log back where it was, with what was written on the small file system; a start
+	 * records nothing more. */
+	assert_int_equal(e2e_daemon_stop_sig(SIGTERM), 0);
+	for (size_t k = 0; k < ARRAY_SIZE(files); k++) {
+		char *from = tu_fmt("%s/%s", audit, files[k]), *to = tu_fmt("%s/%s", old, files[k]);
+
+		tu_copy_file(from, to);
+		free(from);
+		free(to);
+	}
+	{
+		char *tree = tu_fmt("%s/tree", old);
+
+		tu_rm_rf(tree);
+		free(tree);
+	}
+	assert_int_equal(umount2(audit, MNT_DETACH), 0);
+	assert_int_equal(rmdir(audit), 0);
+	assert_int_equal(rename(old, audit), 0);
+	e2e_daemon_start_with(E->pass, true);
+	assert_int_equal(e2e_audit_count("dataset_erase", NULL, DS5, NULL, 0), 1);
+	free(audit);
+	free(old);
+	free(filler);
+	free(spacer);
+	free(src);
+	free(rec);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -536,6 +681,7 @@ int main(void)
 		cmocka_unit_test(test_ring_rollback_refused),
 		cmocka_unit_test(test_retention),
 		cmocka_unit_test(test_erase_completed_at_start),
+		cmocka_unit_test(test_erase_recorded_late),
 	};
 
 	if (crypto_init() < 0)
