@@ -1,4 +1,4 @@
-/* enclavectl node add | approve | remove | list: the compute nodes that serve the store
+/* enclavectl node add | approve | remove | list | show: the compute nodes that serve the store
  * (docs/DEPLOYMENT.md section 7).
  *
  * A node makes its key pair itself (`enclaved --node NAME --init`, which prints the public key);
@@ -59,6 +59,21 @@ static const char list_usage[] =
 	"Stewards and auditors only.\n\n"
 	"Options:\n"
 	"  --all          include removed nodes\n"
+	"  --json         print the daemon's answer as JSON\n"
+	"  -h, --help     show this help\n";
+
+static const char show_usage[] =
+	"Usage: enclavectl [GLOBAL OPTIONS] node show NAME\n\n"
+	"Compute node NAME's newest enrolment: its state (pending_approval, enrolled, removed),\n"
+	"public key and its fingerprint (SHA-256 of the key text: compare with\n"
+	"`tr -d '\\n' < node.pub | sha256sum` on the node), who asked and approved, its removal;\n"
+	"the size of its audit log (the store's audit/nodes/NAME/); and what the node last said of\n"
+	"itself (nodes/NAME.seen, believed only if signed by its enrolled key, written every 2 s\n"
+	"while it runs): when, the index sequence and key ring generation it caught up to, the\n"
+	"lease token of the last primary signal it accepted (beside the primary's own), whether it\n"
+	"serves or refuses opens. A node can say what it likes of itself: its log, checked by\n"
+	"'audit verify', is the record. Stewards and auditors.\n\n"
+	"Options:\n"
 	"  --json         print the daemon's answer as JSON\n"
 	"  -h, --help     show this help\n";
 
@@ -293,10 +308,69 @@ static int node_list(struct ctl *ctl, int argc, char **argv)
 	return r;
 }
 
+static int node_show(struct ctl *ctl, int argc, char **argv)
+{
+	char s1[24], s2[24], s3[24], s4[24], s5[24], s6[24], text[1100];
+	struct reply rep = { 0 };
+	const json_t *x, *o;
+	json_t *args;
+	int first, r;
+
+	r = ctl_parse_none(ctl, "node show", show_usage, argc, argv, &first);
+	if (r >= 0)
+		return r;
+	if (first >= argc)
+		return ctl_usage_error("node show", "missing the node's NAME");
+	if (first + 1 < argc)
+		return ctl_usage_error("node show", "unexpected argument '%s'", argv[argc - 1]);
+	if (!*argv[first] || strlen(argv[first]) > NODE_NAME_MAX)
+		return ctl_usage_error("node show", "not a node name: '%.80s'", argv[first]);
+	args = json_pack("{s:s}", "name", argv[first]);
+	if (!args)
+		return ctl_fail("node show", "out of memory");
+	r = ctl_call(ctl, "node show", "node.show", args, NULL, NULL, &rep);
+	if (r)
+		return r;
+	if (ctl->json)
+		return ctl_print_json(&rep);
+	x = json_object_get(rep.result, "node");
+	print_node(x);
+	printf("  fingerprint sha256 %s\n", out_member(x, "key_fingerprint", s1));
+	if (json_object_get(x, "enrolled"))
+		printf("  enrolled  %s\n", out_member(x, "enrolled", s1));
+	o = json_object_get(x, "log");
+	if (o)
+		printf("  log       %s bytes in %s files, last written %s\n", out_member(o, "bytes", s1),
+		       out_member(o, "files", s2), out_member(o, "modified", s3));
+	else
+		printf("  log       none (the node never ran)\n");
+	o = json_object_get(x, "seen");
+	if (o) {
+		printf("  seen      %s: %s\n", out_member(o, "at", s1),
+		       json_is_true(json_object_get(o, "stale")) ? "refusing opens (stale)" :
+		       "serving");
+		printf("  caught up index sequence %s, key ring %s, %s catch-ups, fresh as of %s\n",
+		       out_member(o, "index_sequence", s1), out_member(o, "ring", s2),
+		       out_member(o, "catch_ups", s3), out_member(o, "fresh_as_of", s4));
+		printf("  lease     token %s in the last signal it accepted (%s); the primary's %s\n",
+		       out_member(o, "lease_token", s5), out_member(o, "signal", s6),
+		       json_object_get(x, "primary_lease_token") ?
+		       out_member(x, "primary_lease_token", s1) : "unknown (no lease)");
+	} else if (json_object_get(x, "seen_error")) {
+		printf("  seen      not believed: %s\n",
+		       out_text(out_member(x, "seen_error", s1), 0, text, sizeof(text)));
+	} else {
+		printf("  seen      never (no nodes/%s.seen)\n", argv[first]);
+	}
+	reply_clear(&rep);
+	return 0;
+}
+
 const struct ctl_cmd node_cmds[] = {
 	{ "add", node_add, "NAME PUBLIC-KEY", "enrol a compute node (with approvals)" },
 	{ "approve", node_approve, "ID", "approve another steward's enrolment of a node" },
 	{ "list", node_list, "[--all]", "list the compute nodes" },
 	{ "remove", node_remove, "NAME --reason TEXT", "remove a compute node at once" },
+	{ "show", node_show, "NAME", "a compute node's enrolment, log and last catch-up" },
 	{ 0 },
 };

@@ -226,6 +226,7 @@ static const struct {
 	{ "node.approve", ROLE_STEWARD, op_node_approve },
 	{ "node.remove", ROLE_STEWARD, op_node_remove },
 	{ "node.list", ROLE_STEWARD | ROLE_AUDITOR, op_node_list },
+	{ "node.show", ROLE_STEWARD | ROLE_AUDITOR, op_node_show },
 	{ "store.gc", ROLE_STEWARD, op_store_gc },
 	{ "store.df", ROLE_STEWARD | ROLE_AUDITOR, op_store_df },
 };

@@ -96,6 +96,7 @@ int op_node_add(struct conn *c, const json_t *args, json_t **ret);
 int op_node_approve(struct conn *c, const json_t *args, json_t **ret);
 int op_node_remove(struct conn *c, const json_t *args, json_t **ret);
 int op_node_list(struct conn *c, const json_t *args, json_t **ret);
+int op_node_show(struct conn *c, const json_t *args, json_t **ret);
 int op_store_gc(struct conn *c, const json_t *args, json_t **ret);
 int op_store_df(struct conn *c, const json_t *args, json_t **ret);
 

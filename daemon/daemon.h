@@ -500,6 +500,31 @@ struct node_bundle {
 	uint8_t auditors[STORE_AUDITORS_MAX][32];
 	struct store_node_keys *keys;       /* the ring's entries and Ks */
 };
+/* What a node says of itself in nodes/NAME.seen (node_seen.c), for `enclavectl node show`. */
+#define NODE_SEEN_SUFFIX ".seen"
+#define NODE_SEEN_MS 2000u      /* written this often, and at every change of staleness */
+#define NODE_SEEN_MAX 512       /* its note text */
+struct node_seen {
+	int64_t time_ns;        /* when the node wrote it */
+	uint64_t seq;           /* the index sequence number it caught up to */
+	uint64_t ring;          /* the key ring generation of the keys it holds */
+	uint64_t token;         /* the lease token of the last signal it accepted (0: none) */
+	int64_t signal_ns;      /* that signal's time (0: none) */
+	int64_t fresh_ns;       /* fresh as of (0: never) */
+	uint64_t catch_ups;     /* since it started */
+	bool stale;             /* refusing opens */
+};
+int node_seen_text(const uint8_t store_id[static 16], const char *name, const struct node_seen *s,
+		   char *out, size_t cap);
+/* A node: sign s with the key of seed and write nodes/NAME.seen (a new file renamed over). */
+int node_seen_write(int nodes_fd, const uint8_t store_id[static 16], const char *name,
+		    const uint8_t seed[static 32], const struct node_seen *s);
+/* The primary: read nodes/NAME.seen and believe it only if signed by sign_pk (the enrolled key),
+ * for this store and this node, canonical. -ENOENT none; -EKEYREJECTED not signed by that key;
+ * -EBADMSG malformed, another node's or store's. */
+int node_seen_read(int nodes_fd, const char *name, const uint8_t store_id[static 16],
+		   const uint8_t sign_pk[static 32], struct node_seen *ret);
+
 /* The primary: seal keys (store_node_keys_export()) and the rest to node name's X25519 key and
  * write nodes/NAME.bundle, signed with log's key. */
 int node_bundle_write(int nodes_fd, struct store *st, struct audit_log *log, const char *name,

@@ -678,7 +678,7 @@ static void *node_main(void *arg)
 {
 	struct node_runtime *n = arg;
 	struct stat last = { 0 };
-	int64_t last_round = 0;
+	int64_t last_round = 0, last_seen = 0;
 
 	for (;;) {
 		struct stat sb = { 0 };
@@ -705,6 +705,19 @@ static void *node_main(void *arg)
 		if (stale != n->stale) {
 			n->stale = stale;
 			n->cb->stale(n->cb->ctx, stale, stale ? n->why : NULL);
+			last_seen = 0;
+		}
+		/* What it says of itself, for `node show`: best effort, never a reason to stop. */
+		if (now - last_seen >= (int64_t)NODE_SEEN_MS * 1000000) {
+			struct node_seen s = {
+				.time_ns = now, .seq = n->seq, .ring = n->ring,
+				.token = n->state.token, .signal_ns = n->state.time_ns,
+				.fresh_ns = __atomic_load_n(&n->fresh_ns, __ATOMIC_ACQUIRE),
+				.catch_ups = __atomic_load_n(&n->catch_ups, __ATOMIC_RELAXED),
+				.stale = stale };
+
+			(void)node_seen_write(n->nodes_fd, n->store_id, n->name, n->seed, &s);
+			last_seen = now;
 		}
 		sleep_ms(NODE_POLL_MS);
 	}

@@ -411,8 +411,11 @@ static void test_every_command_matches_schema(void **state)
 		assert_string_equal(member(r, "node", "state"), "enrolled");
 		free(r);
 		JF(NULL, 0, "node", "list");
+		JF(NULL, 0, "node", "show", "gpu-01");
 		JF(NULL, 0, "node", "remove", "gpu-01", "--reason", "schema check");
 		JF(NULL, 0, "node", "list", "--all");
+		JF(NULL, 0, "node", "show", "gpu-01");
+		JF(NULL, 1, "node", "show", "gpu-99");
 		free(local);
 		free(pub);
 		free(ppub);

@@ -507,6 +507,141 @@ static int bundle_open_in(const char *dir, const char *name, const struct node *
 	return r;
 }
 
+/* `node show --json NAME`, parsed (the run freed). */
+static json_t *node_show(char *name)
+{
+	struct e2e_run *r = e2e_ok(ctl("--json", "node", "show", name));
+	json_t *j = e2e_out_json(r);
+
+	free(r);
+	assert_non_null(json_object_get(j, "node"));
+	return j;
+}
+
+/* node n's public key text, as node.pub holds it (without the newline), and parsed. */
+static char *node_pub(const struct node *n, struct node_public *ret)
+{
+	char *p = tu_fmt("%s/node.pub", n->local), name[NODE_NAME_MAX + 1];
+	size_t len = 0;
+	char *t = (char *)tu_read_file(p, &len);
+
+	free(p);
+	while (len && t[len - 1] == '\n')
+		t[--len] = '\0';
+	assert_int_equal(node_public_parse(t, len, name, ret), 0);
+	return t;
+}
+
+/* `node show`: the enrolment, the key's fingerprint, the log's size, and what the running node
+ * says of itself (signed by its key: it caught up, serves, under the primary's lease token). A
+ * status file signed by another node's key, or altered, is not believed; an unknown name is an
+ * error. */
+static void test_node_show(void **state)
+{
+	struct node *n = &nodes[0], *m = &nodes[1];
+	struct node_public pub, mpub;
+	char *text = node_pub(n, &pub), *mtext = node_pub(m, &mpub);
+	char *nodesdir = tu_fmt("%s/nodes", E->store), *dir = tu_fmt("%s/seen-copy", E->root);
+	char *from = tu_fmt("%s/%s.seen", nodesdir, n->name), *to, fp[65];
+	uint8_t h[crypto_hash_sha256_BYTES], id[16];
+	const json_t *x, *seen = NULL;
+	struct node_seen sn;
+	json_t *j = NULL;
+	struct e2e_run *r;
+	int fd;
+
+	(void)state;
+	/* Within a few of its 2 s periods the node has said it serves. */
+	for (int i = 0; i < 100; i++) {
+		json_decref(j);
+		j = node_show(n->name);
+		seen = json_object_get(json_object_get(j, "node"), "seen");
+		if (seen && json_is_false(json_object_get(seen, "stale")))
+			break;
+		poll(NULL, 0, 100);
+	}
+	x = json_object_get(j, "node");
+	assert_string_equal(json_string_value(json_object_get(x, "state")), "enrolled");
+	assert_string_equal(json_string_value(json_object_get(x, "public_key")), text);
+	crypto_hash_sha256(h, (const uint8_t *)text, strlen(text));
+	sodium_bin2hex(fp, sizeof(fp), h, sizeof(h));
+	assert_string_equal(json_string_value(json_object_get(x, "key_fingerprint")), fp);
+	assert_true(json_integer_value(json_object_get(json_object_get(x, "log"), "bytes")) > 0);
+	assert_non_null(seen);
+	assert_true(json_is_false(json_object_get(seen, "stale")));
+	assert_true(json_integer_value(json_object_get(seen, "index_sequence")) > 0);
+	assert_true(json_integer_value(json_object_get(seen, "catch_ups")) > 0);
+	assert_int_equal(json_integer_value(json_object_get(seen, "lease_token")),
+			 json_integer_value(json_object_get(x, "primary_lease_token")));
+	assert_null(json_object_get(x, "seen_error"));
+	json_decref(j);
+	/* The text form says the same. */
+	r = e2e_ok(ctl("node", "show", n->name));
+	assert_non_null(strstr(r->out, fp));
+	assert_non_null(strstr(r->out, "serving"));
+	free(r);
+	/* The file as the primary reads it: n's own opens under n's key, not under m's; m's
+	 * name on n's file (a copy put in m's place) is refused; an edited one is refused. */
+	assert_int_equal(mkdir(dir, 0700), 0);
+	to = tu_fmt("%s/%s.seen", dir, n->name);
+	tu_copy_file(from, to);
+	free(to);
+	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	assert_true(fd >= 0);
+	{
+		/* The store id, from the signed note's first line. */
+		size_t len = 0;
+		char *t = (char *)tu_read_file(from, &len), hex[33];
+
+		assert_int_equal(sscanf(t, "enclave-node-seen/1 %32s", hex), 1);
+		assert_int_equal(sodium_hex2bin(id, 16, hex, 32, NULL, NULL, NULL), 0);
+		free(t);
+	}
+	assert_int_equal(node_seen_read(fd, n->name, id, pub.sign_pk, &sn), 0);
+	assert_int_equal(node_seen_read(fd, n->name, id, mpub.sign_pk, &sn), -EKEYREJECTED);
+	id[0] ^= 1;
+	assert_int_equal(node_seen_read(fd, n->name, id, pub.sign_pk, &sn), -EBADMSG);
+	id[0] ^= 1;
+	to = tu_fmt("%s/%s.seen", dir, m->name);
+	tu_copy_file(from, to);
+	assert_int_equal(node_seen_read(fd, m->name, id, mpub.sign_pk, &sn), -EKEYREJECTED);
+	{
+		size_t len = 0;
+		uint8_t *b = tu_read_file(to, &len);
+		char *stale = strstr((char *)b, "stale 0");
+
+		assert_non_null(stale);
+		stale[6] = '1';   /* "refusing" said for it: the signature no longer holds */
+		tu_write_file(to, b, len);
+		free(b);
+	}
+	assert_int_equal(node_seen_read(fd, m->name, id, mpub.sign_pk, &sn), -EKEYREJECTED);
+	free(to);
+	close(fd);
+	/* Through the daemon: m paused, its file replaced by n's: shown as not believed. */
+	assert_int_equal(kill(m->pid, SIGSTOP), 0);
+	to = tu_fmt("%s/%s.seen", nodesdir, m->name);
+	tu_copy_file(from, to);
+	free(to);
+	j = node_show(m->name);
+	x = json_object_get(j, "node");
+	assert_null(json_object_get(x, "seen"));
+	assert_non_null(strstr(json_string_value(json_object_get(x, "seen_error")),
+			       "not signed by the key"));
+	json_decref(j);
+	assert_int_equal(kill(m->pid, SIGCONT), 0);
+	/* No such node: an error, exit 1. */
+	r = ctl("node", "show", "node77");
+	assert_int_equal(r->status, 1);
+	free(r);
+	tu_rm_rf(dir);
+	free(dir);
+	free(from);
+	free(nodesdir);
+	free(text);
+	free(mtext);
+}
+
 /* A node never takes the passphrase, and one that is not enrolled does not start. */
 static void test_node_needs_enrolment(void **state)
 {
@@ -1148,6 +1283,7 @@ int main(void)
 		cmocka_unit_test(test_read_on_every_node),
 		cmocka_unit_test(test_revoke_reaches_open_file_on_node),
 		cmocka_unit_test(test_deny_rule_reaches_nodes),
+		cmocka_unit_test(test_node_show),
 		cmocka_unit_test(test_node_needs_enrolment),
 		cmocka_unit_test(test_bundle_forgeries_refused),
 		cmocka_unit_test(test_bundle_rollback_refused),
