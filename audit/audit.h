@@ -385,7 +385,8 @@ int audit_prove(struct audit_log *log, uint64_t seq, char **ret_proof, size_t *r
 /* One file of an export: a private read-only snapshot (an unnamed file, not the live one) of
  * the first len bytes of the log's file called name. */
 struct audit_export_file {
-	char name[16];      /* "audit.log", "checkpoints", "tree/offsets", "tree/L00", "tree/state" */
+	char name[96];      /* "audit.log", "checkpoints", "tree/offsets", "tree/L00", "tree/state";
+			       a node's: "nodes/NAME/checkpoints", "nodes/NAME/audit.log" */
 	int fd;             /* O_RDONLY; owned by the caller (audit_export_close()) */
 	uint64_t len;       /* its length: copy it whole */
 };
@@ -401,3 +402,12 @@ int audit_export(struct audit_log *log,
 		 uint64_t *ret_count);
 /* Close the descriptors of n files. */
 void audit_export_close(struct audit_export_file *files, size_t n);
+/* A compute node's log, <audit_dir>/nodes/NAME, as the primary sees it while the node may be
+ * writing it: snapshots of its checkpoints file first and then of its audit.log cut at the last
+ * complete line, so that every checkpoint copied covers only records copied. files gets 1 or 2
+ * (no checkpoints file yet: only the log), named "nodes/NAME/...". -EINVAL a bad name; -ENOENT
+ * no log there; -errno a snapshot could not be made. */
+#define AUDIT_EXPORT_NODE_FILES 2
+int audit_export_node(const char *audit_dir, const char *name,
+		      struct audit_export_file files[static AUDIT_EXPORT_NODE_FILES],
+		      size_t *ret_n);

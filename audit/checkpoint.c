@@ -496,6 +496,81 @@ void audit_export_close(struct audit_export_file *files, size_t n)
 	}
 }
 
+/* The length of the file at fd (size bytes) up to and including its last '\n' (0: none in the last
+ * AUDIT_RECORD_MAX + 1 bytes, so no complete line the reader would take either). */
+static int complete_lines(int fd, uint64_t size, uint64_t *ret)
+{
+	size_t cap = AUDIT_RECORD_MAX + 1, want = (size_t)MIN(size, (uint64_t)cap);
+	uint8_t *b = malloc(cap);
+	ssize_t n;
+
+	if (!b)
+		return -ENOMEM;
+	n = want ? pread_full(fd, b, want, (off_t)(size - want)) : 0;
+	if (n < 0 || (size_t)n != want) {
+		free(b);
+		return n < 0 ? (int)n : -EIO;
+	}
+	*ret = 0;
+	for (size_t i = want; i > 0; i--)
+		if (b[i - 1] == '\n') {
+			*ret = size - want + i;
+			break;
+		}
+	free(b);
+	return 0;
+}
+
+int audit_export_node(const char *audit_dir, const char *name,
+		      struct audit_export_file files[static AUDIT_EXPORT_NODE_FILES],
+		      size_t *ret_n)
+{
+	char path[4200], fname[96];
+	uint64_t len = 0;
+	struct stat st;
+	size_t n = 0;
+	int dirfd, src, r;
+
+	if (!name[0] || name[0] == '.' || strlen(name) > 64 || strchr(name, '/'))
+		return err_set(-EINVAL, "\"%.80s\" is not a node name", name);
+	snprintf(path, sizeof(path), "%s/nodes/%s", audit_dir, name);
+	dirfd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (dirfd < 0)
+		return err_set(-errno, "%s: %s", path, strerror(errno));
+	/* The checkpoints first: a checkpoint the node signs after this covers records the log
+	 * copy may lack, one signed before covers records already durable in the log. */
+	r = fstatat(dirfd, CHECKPOINTS_FILE_NAME, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode)
+	    ? 0 : -errno;
+	if (r == 0) {
+		snprintf(fname, sizeof(fname), "nodes/%s/" CHECKPOINTS_FILE_NAME, name);
+		r = export_add(dirfd, CHECKPOINTS_FILE_NAME, fname, (uint64_t)st.st_size, files, &n);
+	} else if (r == -ENOENT) {
+		r = 0;
+	}
+	if (r == 0) {
+		src = openat(dirfd, AUDIT_LOG_NAME, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+		if (src < 0 || fstat(src, &st) < 0 || !S_ISREG(st.st_mode)) {
+			r = err_set(src < 0 ? -errno : -EINVAL, "%s/%s: %s", path, AUDIT_LOG_NAME,
+				    src < 0 ? strerror(errno) : "not a regular file");
+		} else {
+			r = complete_lines(src, (uint64_t)st.st_size, &len);
+		}
+		if (src >= 0)
+			close(src);
+	}
+	if (r == 0) {
+		snprintf(fname, sizeof(fname), "nodes/%s/" AUDIT_LOG_NAME, name);
+		r = export_add(dirfd, AUDIT_LOG_NAME, fname, len, files, &n);
+	}
+	close(dirfd);
+	if (r < 0) {
+		audit_export_close(files, n);
+		return r;
+	}
+	*ret_n = n;
+	return 0;
+}
+
 int audit_export(struct audit_log *log, struct audit_export_file files[static AUDIT_EXPORT_FILES_MAX],
 		 size_t *ret_n, uint64_t *ret_count)
 {

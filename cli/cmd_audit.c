@@ -919,9 +919,11 @@ static const char export_usage[] =
 	"Usage: enclavectl [GLOBAL OPTIONS] audit export DIR\n\n"
 	"Copy the audit log into DIR, a new directory (it must not exist), byte for byte: the\n"
 	"daemon signs a checkpoint now and hands over read-only snapshots of audit.log, the\n"
-	"checkpoints file and the tree files (tree/), which enclavectl writes with your own\n"
-	"permissions (files 0600, never over an existing file, never through a symbolic link).\n"
-	"The copy verifies offline: enclavectl audit verify --log DIR --key-file KEY. Each export\n"
+	"checkpoints file and the tree files (tree/), then of every compute node's log and\n"
+	"checkpoints (nodes/NAME/, cut at the last complete record: a node may be writing), which\n"
+	"enclavectl writes with your own permissions (files 0600, never over an existing file,\n"
+	"never through a symbolic link). The copy verifies offline, node logs included:\n"
+	"enclavectl audit verify --log DIR --key-file KEY. Each export\n"
 	"is an audit record (audit_export), in the copy too. Stewards and auditors: no need to\n"
 	"be root.\n\n"
 	"Options:\n"
@@ -953,26 +955,65 @@ static bool export_name_ok(const char *name, bool *ret_tree, const char **ret_ba
 	       base[2] <= '9' && base[3] == '\0';
 }
 
+/* A compute node's file: "nodes/NAME/audit.log" or "nodes/NAME/checkpoints", NAME a node name
+ * (docs/DEPLOYMENT.md). *ret_node gets NAME (NUL-terminated), *ret_base the file's name. */
+static bool export_node_name_ok(const char *name, char ret_node[static 65], const char **ret_base)
+{
+	const char *n = name + 6, *slash;
+	size_t len;
+
+	if (strncmp(name, "nodes/", 6) != 0 || !(slash = strchr(n, '/')))
+		return false;
+	len = (size_t)(slash - n);
+	if (len == 0 || len > 64 || n[0] == '.' || n[0] == '-')
+		return false;
+	for (size_t i = 0; i < len; i++) {
+		char c = n[i];
+
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		      c == '.' || c == '_' || c == '-'))
+			return false;
+	}
+	memcpy(ret_node, n, len);
+	ret_node[len] = '\0';
+	*ret_base = slash + 1;
+	return strcmp(*ret_base, AUDIT_LOG_NAME) == 0 || strcmp(*ret_base, "checkpoints") == 0;
+}
+
 static int on_export_file(void *ctx, const json_t *partial)
 {
 	struct export *e = ctx;
 	_cleanup_close_ int src = client_partial_take_fd();
 	_cleanup_close_ int dst = -1;
+	_cleanup_close_ int nodefd = -1;
 	const char *name = json_string_value(json_object_get(partial, "file")), *base;
 	uint64_t len, off = 0;
 	struct stat st;
-	bool tree;
-	char buf[65536];
+	bool tree = false;
+	char buf[65536], node[65];
 
-	if (!name || !out_member_u64(partial, "length", &len) || !export_name_ok(name, &tree, &base))
+	if (name && strncmp(name, "nodes/", 6) == 0 && out_member_u64(partial, "length", &len) &&
+	    export_node_name_ok(name, node, &base)) {
+		/* DIR/nodes/NAME, made here (ours, 0700) for the first of its files. */
+		if (mkdirat(e->dirfd, "nodes", 0700) < 0 && errno != EEXIST)
+			return err_set(-errno, "%s/nodes: %s", e->dir, strerror(errno));
+		snprintf(buf, sizeof(buf), "nodes/%s", node);
+		if (mkdirat(e->dirfd, buf, 0700) < 0 && errno != EEXIST)
+			return err_set(-errno, "%s/%s: %s", e->dir, buf, strerror(errno));
+		nodefd = openat(e->dirfd, buf, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (nodefd < 0)
+			return err_set(-errno, "%s/%s: %s", e->dir, buf, strerror(errno));
+	} else if (!name || !out_member_u64(partial, "length", &len) ||
+		   !export_name_ok(name, &tree, &base)) {
 		return err_set(-EPROTO, "an export frame without a known file name and length");
+	}
 	if (src < 0)
 		return err_set(-EPROTO, "the export frame of %s carries no descriptor", name);
 	if (fstat(src, &st) < 0 || !S_ISREG(st.st_mode) || (uint64_t)st.st_size < len ||
 	    (fcntl(src, F_GETFL) & O_ACCMODE) != O_RDONLY)
 		return err_set(-EPROTO, "the descriptor for %s is not a read-only file of %llu bytes",
 			       name, (unsigned long long)len);
-	dst = openat(tree ? e->treefd : e->dirfd, base,
+	dst = openat(nodefd >= 0 ? nodefd : tree ? e->treefd : e->dirfd, base,
 		     O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (dst < 0)
 		return err_set(-errno, "%s/%s: %s", e->dir, name, strerror(errno));

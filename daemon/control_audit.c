@@ -1,4 +1,5 @@
 /* control_audit: the audit operations of the control socket (docs/PROTOCOL.md). */
+#include <dirent.h>
 #include <errno.h>
 #include <grp.h>
 #include <poll.h>
@@ -416,6 +417,46 @@ int op_audit_prove(struct conn *c, const json_t *args, json_t **ret)
  * client as a read-only descriptor of a private snapshot, in a partial frame {"file": NAME,
  * "length": N}. The client writes the copy with its own permissions: the daemon never opens a
  * path the caller names. */
+/* Every compute node's log after the primary's (audit/nodes/NAME: its checkpoints and its log,
+ * as `audit verify` reads them under DIR/nodes/NAME), one partial frame per file. A node log
+ * that cannot be copied fails the export: a copy silently without it would verify clean. */
+static int export_nodes(struct conn *c, size_t *files_sent)
+{
+	char path[4200];
+	DIR *dir;
+	int r = 0;
+
+	snprintf(path, sizeof(path), "%s/" NODE_DIR_NAME, c->d->audit_dir);
+	dir = opendir(path);
+	if (!dir)
+		return errno == ENOENT ? 0 : err_set(-errno, "%s: %s", path, strerror(errno));
+	for (struct dirent *de; r == 0 && (de = readdir(dir));) {
+		struct audit_export_file nf[AUDIT_EXPORT_NODE_FILES];
+		size_t nn = 0;
+
+		if (de->d_name[0] == '.')
+			continue;
+		if (!node_name_valid(de->d_name)) {
+			r = err_set(-EBADMSG, "%s/%.80s: not a node's log directory", path,
+				    de->d_name);
+			break;
+		}
+		r = audit_export_node(c->d->audit_dir, de->d_name, nf, &nn);
+		for (size_t i = 0; i < nn && r == 0; i++) {
+			json_t *j = json_pack("{s:s, s:I}", "file", nf[i].name, "length",
+					      (json_int_t)nf[i].len);
+
+			r = j ? proto_send(c->fd, PROTO_PARTIAL, j, nf[i].fd) : -ENOMEM;
+			json_decref(j);
+			if (r == 0)
+				++*files_sent;
+		}
+		audit_export_close(nf, nn);
+	}
+	closedir(dir);
+	return r;
+}
+
 int op_audit_export(struct conn *c, const json_t *args, json_t **ret)
 {
 	static const char *const known[] = { NULL };
@@ -447,6 +488,8 @@ int op_audit_export(struct conn *c, const json_t *args, json_t **ret)
 		json_decref(j);
 	}
 	audit_export_close(files, n);
+	if (r == 0)
+		r = export_nodes(c, &n);
 	if (r < 0)
 		return r;
 	*ret = json_pack("{s:I, s:I, s:I}", "records", (json_int_t)count, "files", (json_int_t)n,

@@ -1213,6 +1213,44 @@ static void test_audit_verify_across_nodes(void **state)
 		free(f);
 	}
 	free(r);
+	/* The same through `audit export` (stewards and auditors, no root): the node logs come
+	 * with the primary's, and the copy verifies offline, every node clean; a node log edited in
+	 * the copy is named. */
+	{
+		char *xdir = tu_fmt("%s/export", E->root), *xp = tu_fmt("%s/nodes/node1/audit.log",
+									   xdir);
+
+		free(e2e_ok(ctl("audit", "export", xdir)));
+		r = verify(xdir);
+		if (r->status != 0)
+			fprintf(stderr, "%s%s\n", r->out, r->err);
+		assert_int_equal(r->status, 0);
+		for (int i = 0; i < NNODES; i++) {
+			f = node_findings(r, nodes[i].name);
+			assert_non_null(f);
+			assert_string_equal(f, "");
+			free(f);
+		}
+		free(r);
+		b = tu_read_file(xp, &n);
+		assert_true(n > 200);
+		{
+			uint8_t *t = memmem(b + n / 2, n - n / 2, "\"sealed\":\"", 10);
+
+			assert_non_null(t);
+			t[20] = t[20] == 'A' ? 'B' : 'A';
+		}
+		tu_write_file(xp, b, n);
+		free(b);
+		r = verify(xdir);
+		assert_int_equal(r->status, 1);
+		f = node_findings(r, "node1");
+		assert_non_null(strstr(f, "modified"));
+		free(f);
+		free(r);
+		free(xp);
+		free(xdir);
+	}
 	/* node1's log edited: one byte of a record (inside its sealed part). */
 	p = tu_fmt("%s/nodes/node1/audit.log", dir);
 	b = tu_read_file(p, &n);
