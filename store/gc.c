@@ -154,7 +154,7 @@ static int note_file(void *ctx, const struct store_inode *f)
 	if (o) {
 		/* A shared object: every reference must agree on what and where it is. */
 		if (o->dsid != g->ds.id || o->pack != f->ext.pack_id || o->off != f->ext.offset ||
-		    o->size != f->size || o->cs != f->ext.chunk_size)
+		    o->size != inode_object_size(f) || o->cs != f->ext.chunk_size)
 			return store_integrity(g->st, g->ds.id, 0, "object of inode %llu is named "
 					       "elsewhere with another place or size",
 					       (unsigned long long)f->ino);
@@ -171,9 +171,11 @@ static int note_file(void *ctx, const struct store_inode *f)
 		.off = f->ext.offset,
 		.cur_pack = f->ext.pack_id,
 		.cur_off = f->ext.offset,
-		.size = f->size,
+		/* A tiny file's object is its group (docs/FORMAT.md 4.10): every member names
+		 * the same group, which is live while any of them is. */
+		.size = inode_object_size(f),
 		.cs = f->ext.chunk_size,
-		.span = object_span(f->size, f->ext.chunk_size),
+		.span = object_span(inode_object_size(f), f->ext.chunk_size),
 		.used = true,
 	};
 	memcpy(g->objs[i].id, f->ext.object_id, CRYPTO_OBJECT_ID_LEN);

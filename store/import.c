@@ -25,9 +25,19 @@
  * of the bytes encrypted, never of an earlier read, so a file that changes between the two reads
  * cannot make a later version share the wrong object.
  *
+ * Tiny files (docs/FORMAT.md 4.10): a file of at most STORE_TINY_MAX bytes read from a
+ * descriptor is read whole into the open group (imp->grp); when the next one does not fit, or
+ * at the end, the group is encrypted as one dense object under a fresh key and the records of its
+ * members follow, each with its inode number given then (so files' records and manifest leaves
+ * stay in ascending inode order) and its own wrapping of the group key. A tiny file that the
+ * previous version holds as a member of a group waits in imp->shr_m until every member of that
+ * group has turned up, and the group is then shared whole; if one does not, the members found
+ * are copied into this version's group (share_break()), so that no version wraps the key of a
+ * group holding a file it does not hold (an erasure of the other versions must destroy it).
+ *
  * Memory is bounded by IMPORT_BUFS write buffers, the tag accumulator, the index batch cap and
- * the directory table (IMPORT_DIRS_MAX) and the table of objects to share (IMPORT_REUSE_MAX),
- * whatever the size of the files.
+ * the directory table (IMPORT_DIRS_MAX), the table of objects to share (IMPORT_REUSE_MAX) and
+ * two groups of tiny files (STORE_GROUP_MEMBERS_MAX names each), whatever the size of the files.
  *
  * Parallel encryption. The calling thread reads the source into the stream buffers and submits
  * the writes; a small pool of workers (one per online CPU, at most IMPORT_WORKERS_MAX; none on
@@ -141,6 +151,34 @@ struct pf_helper {
 	struct store_import *imp;    /* borrowed */
 	pthread_t thread;
 	crypto_hasher *hash;         /* its own hash state; owned */
+};
+
+/* A tiny file waiting in the open group (docs/FORMAT.md 4.10): its records are written when the
+ * group is, with the inode number it gets then (files' inode numbers stay in the order their
+ * records and manifest leaves are written). */
+struct grp_member {
+	size_t dir;                          /* its parent: an index into imp->dirs */
+	char *name;                          /* its name there; owned */
+	uint32_t mode;
+	int64_t mtime_ns;
+	uint32_t off;                        /* where its plaintext starts in the group */
+	uint32_t len;                        /* its size */
+	uint8_t mac[STORE_CONTENT_MAC_LEN];  /* its keyed content hash */
+	uint8_t stamp[STORE_CONTENT_MAC_LEN];  /* its source stamp */
+};
+
+/* A tiny file of this version that the previous version holds as a member of one of its groups
+ * (found by its source stamp or its content hash): it shares that group if every member of the
+ * group turns up (share_member()), and is copied into this version's own group otherwise. */
+struct shr_member {
+	char *name;                          /* its name; owned; NULL: member not (yet) found */
+	size_t dir;                          /* its parent: an index into imp->dirs */
+	uint32_t mode;
+	int64_t mtime_ns;
+	struct store_inode old;              /* the member's record in the previous version */
+	uint8_t stamp[STORE_CONTENT_MAC_LEN];  /* the source stamp now */
+	bool stamped;                        /* found by its stamp (its source was not read) */
+	bool has_plain;                      /* its plaintext is in imp->shr_plain already */
 };
 
 /* A directory of the version being built. */
@@ -270,6 +308,23 @@ struct store_import {
 	uint32_t reuse_version;             /* the version whose objects they are */
 	int64_t reuse_created_ns;           /* when its import began */
 	bool rehash;                        /* never trust a source stamp: read every file */
+
+	/* The open group of tiny files (docs/FORMAT.md 4.10): their plaintext back to back, and
+	 * the files whose records wait for it to be written (group_flush()). */
+	uint8_t *grp;                       /* STORE_GROUP_MAX + 1 bytes of plaintext; owned, wiped */
+	size_t grp_len;
+	struct grp_member *grp_m;           /* STORE_GROUP_MEMBERS_MAX entries; owned */
+	size_t grp_n;
+	/* The previous version's group being shared (share_member()): its members found so far,
+	 * by member number, and the plaintext of those read from their source. */
+	struct shr_member *shr_m;           /* STORE_GROUP_MEMBERS_MAX entries; owned */
+	size_t shr_n;                       /* members found; 0: no group being shared */
+	uint16_t shr_count;                 /* members the group has */
+	uint8_t shr_id[CRYPTO_OBJECT_ID_LEN];  /* its object id */
+	uint8_t *shr_plain;                 /* STORE_GROUP_MAX bytes, at the members' offsets;
+					       owned, wiped */
+	struct store_reader *rd;            /* reads a group's members when it cannot be shared;
+					       owned, made on first use */
 
 	uint8_t manifest[STORE_MANIFEST_LEN];  /* set when the version is closed */
 	bool closed;                        /* no more files: directory records and manifest final */
@@ -456,6 +511,22 @@ static int batch_put(struct store_import *imp, enum store_cf cf, const void *k, 
  * the greatest one d holds is new without a look at the index. Any other is looked up in the
  * index, after the records still in the batch are written there (async; the PENDING record
  * precedes them in the WAL): a plain batch cannot be searched, and this path is rare. */
+/* Is name in directory d among the tiny files whose records wait for a group? */
+static bool dirent_pending(const struct store_import *imp, const struct dir_ent *d,
+			   const char *name)
+{
+	size_t dir = (size_t)(d - imp->dirs);
+
+	for (size_t i = 0; i < imp->grp_n; i++)
+		if (imp->grp_m[i].dir == dir && strcmp(imp->grp_m[i].name, name) == 0)
+			return true;
+	for (size_t i = 0; imp->shr_n && i < imp->shr_count; i++)
+		if (imp->shr_m[i].name && imp->shr_m[i].dir == dir &&
+		    strcmp(imp->shr_m[i].name, name) == 0)
+			return true;
+	return false;
+}
+
 static int dirent_exists(struct store_import *imp, const struct dir_ent *d, const char *name)
 {
 	uint8_t k[DKEY_LEN];
@@ -466,6 +537,9 @@ static int dirent_exists(struct store_import *imp, const struct dir_ent *d, cons
 
 	if (!d->max_name || strcmp(name, d->max_name) > 0)
 		return 0;
+	/* Tiny files waiting for their group have no record yet. */
+	if (dirent_pending(imp, d, name))
+		return 1;
 	r = batch_write(imp, true);
 	if (r < 0)
 		return r;
@@ -1514,12 +1588,11 @@ static int reuse_object(struct store_import *imp, const struct obj_src *src, con
 	return reuse_lookup(imp, mac, path, ino);
 }
 
-/* The object of the previous version whose content hash is mac, if any: as reuse_object(). */
-static int reuse_lookup(struct store_import *imp, const uint8_t mac[static STORE_CONTENT_MAC_LEN],
-			const char *path, struct store_inode *ino)
+/* 1 and the previous version's inode in *old whose content hash is mac and size size, 0 if it
+ * has none, < 0 on an index failure. */
+static int reuse_find(struct store_import *imp, const uint8_t mac[static STORE_CONTENT_MAC_LEN],
+		      uint64_t size, struct store_inode *old)
 {
-	struct store_inode old;
-	crypto_key *okey = NULL;
 	const struct reuse_ent *e = NULL;
 	int r;
 
@@ -1531,13 +1604,26 @@ static int reuse_lookup(struct store_import *imp, const uint8_t mac[static STORE
 		}
 	if (!e)
 		return 0;
-	r = store_inode_get(imp->st, imp->ds.info.id, imp->reuse_version, e->ino, &old);
+	r = store_inode_get(imp->st, imp->ds.info.id, imp->reuse_version, e->ino, old);
 	if (r < 0)
 		return imp_fail_detail(imp, r);
 	/* The whole hash, and the size, from the authenticated record. */
-	if (old.type != STORE_INODE_FILE || !old.ext.has_content_mac || old.size != ino->size ||
-	    sodium_memcmp(old.ext.content_mac, mac, STORE_CONTENT_MAC_LEN) != 0)
-		return 0;
+	return old->type == STORE_INODE_FILE && old->ext.has_content_mac && old->size == size &&
+	       sodium_memcmp(old->ext.content_mac, mac, STORE_CONTENT_MAC_LEN) == 0;
+}
+
+/* The object of the previous version whose content hash is mac, if any: as reuse_object(). A
+ * tiny file's group is shared only whole, by tiny files (share_member()). */
+static int reuse_lookup(struct store_import *imp, const uint8_t mac[static STORE_CONTENT_MAC_LEN],
+			const char *path, struct store_inode *ino)
+{
+	struct store_inode old;
+	crypto_key *okey = NULL;
+	int r;
+
+	r = reuse_find(imp, mac, ino->size, &old);
+	if (r <= 0 || old.ext.grouped)
+		return r < 0 ? r : 0;
 	ino->ext = old.ext;
 	r = unwrap_reused_key(imp, &old, &okey);
 	if (r < 0)
@@ -1647,6 +1733,392 @@ static int small_object(struct store_import *imp, const struct obj_src *src, con
 	if (r < 0)
 		return imp_fail(imp, r, "%s: cannot wrap the object key", path);
 	return 0;
+}
+
+/* ---- Tiny files ---------------------------------------------------------------------------- */
+
+/* Write the open group (docs/FORMAT.md 4.10) as one dense object under a fresh key, then the
+ * records of its members: each gets its inode number now, its own wrapping of the group key
+ * (the AD naming its place in the group), its manifest leaf and its directory entry. */
+static int group_flush(struct store_import *imp)
+{
+	const size_t size = imp->grp_len;
+	struct store_inode ino = { .type = STORE_INODE_FILE, .nlink = 1 };
+	crypto_key *okey = NULL;
+	uint8_t *p;
+	int r;
+
+	if (imp->grp_n == 0)
+		return 0;
+	if (imp->err)
+		return imp_sticky(imp);
+	r = pack_room(imp, size);
+	if (r == 0)
+		r = stream_reserve(imp, size + CRYPTO_TAG_LEN, &p);
+	if (r < 0)
+		return r;
+	ino.ext.pack_id = imp->pack_id;
+	ino.ext.offset = imp->wpos;
+	ino.ext.chunk_size = imp->chunk_size;
+	ino.ext.alg = imp->alg;
+	ino.ext.grouped = true;
+	ino.ext.group_size = (uint32_t)size;
+	ino.ext.has_content_mac = true;
+	ino.ext.has_stamp = true;
+	crypto_random(ino.ext.object_id, sizeof(ino.ext.object_id));
+	r = crypto_key_generate(&okey);
+	if (r == 0)
+		r = crypto_chunk_ctx_rekey(imp->cctx, imp->alg, okey, ino.ext.object_id);
+	if (r == 0)
+		r = crypto_chunk_encrypt(imp->cctx, 0, true, size ? imp->grp : NULL, size, p,
+					 p + size);
+	explicit_bzero(imp->grp, imp->grp_len);
+	imp->grp_len = 0;
+	if (r < 0) {
+		crypto_key_free(okey);
+		return imp_fail(imp, r, "a group of tiny files: encryption failed: %s",
+				strerror(-r));
+	}
+	stream_advance(imp, size + CRYPTO_TAG_LEN);
+	for (size_t i = 0; i < imp->grp_n && r == 0; i++) {
+		struct grp_member *m = &imp->grp_m[i];
+		struct dir_ent *parent = &imp->dirs[m->dir];
+
+		ino.ino = imp->next_ino++;
+		ino.mode = m->mode;
+		ino.mtime_ns = m->mtime_ns;
+		ino.size = m->len;
+		ino.ext.member_off = m->off;
+		ino.ext.member_idx = (uint16_t)i;
+		ino.ext.member_count = (uint16_t)imp->grp_n;
+		memcpy(ino.ext.content_mac, m->mac, sizeof(m->mac));
+		memcpy(ino.ext.stamp, m->stamp, sizeof(m->stamp));
+		r = wrap_object_key(imp, okey, &ino);
+		if (r < 0) {
+			r = imp_fail(imp, r, "%s: cannot wrap the group key", m->name);
+			break;
+		}
+		r = put_inode(imp, &ino, NULL);
+		if (r < 0)
+			break;
+		manifest_leaf(imp->man_files, ino.ino, parent->ino, m->name, strlen(m->name),
+			      imp->plain.data, imp->plain.len);
+		r = put_dirent(imp, parent, m->name, ino.ino, STORE_INODE_FILE);
+	}
+	crypto_key_free(okey);
+	for (size_t i = 0; i < imp->grp_n; i++) {
+		free(imp->grp_m[i].name);
+		imp->grp_m[i].name = NULL;
+	}
+	imp->grp_n = 0;
+	return r;
+}
+
+/* Room for size more bytes in the open group (written first if they do not fit): where they go. */
+static int group_room(struct store_import *imp, uint64_t size, uint8_t **ret)
+{
+	int r;
+
+	if (imp->grp_len + size > STORE_GROUP_MAX || imp->grp_n == STORE_GROUP_MEMBERS_MAX) {
+		r = group_flush(imp);
+		if (r < 0)
+			return r;
+	}
+	*ret = imp->grp + imp->grp_len;
+	return 0;
+}
+
+/* The file whose size bytes of plaintext group_room() gave room for, and which are there now,
+ * joins the open group; its records follow when the group is written. */
+static int group_add(struct store_import *imp, size_t dir, const char *name, uint32_t mode,
+		     int64_t mtime_ns, uint64_t size, const uint8_t mac[static STORE_CONTENT_MAC_LEN],
+		     const uint8_t stamp[static STORE_CONTENT_MAC_LEN])
+{
+	struct grp_member *m = &imp->grp_m[imp->grp_n];
+
+	*m = (struct grp_member){
+		.dir = dir,
+		.mode = mode,
+		.mtime_ns = mtime_ns,
+		.off = (uint32_t)imp->grp_len,
+		.len = (uint32_t)size,
+	};
+	m->name = strdup(name);
+	if (!m->name) {
+		explicit_bzero(imp->grp + imp->grp_len, (size_t)size);
+		return imp_fail(imp, -ENOMEM, "out of memory");
+	}
+	memcpy(m->mac, mac, STORE_CONTENT_MAC_LEN);
+	memcpy(m->stamp, stamp, STORE_CONTENT_MAC_LEN);
+	imp->grp_n++;
+	imp->grp_len += (size_t)size;
+	return 0;
+}
+
+static void share_clear(struct store_import *imp)
+{
+	for (size_t i = 0; i < STORE_GROUP_MEMBERS_MAX && imp->shr_m; i++) {
+		free(imp->shr_m[i].name);
+		imp->shr_m[i].name = NULL;
+	}
+	if (imp->shr_plain)
+		explicit_bzero(imp->shr_plain, STORE_GROUP_MAX);
+	imp->shr_n = 0;
+	imp->shr_count = 0;
+}
+
+/* Every member of the previous version's group turned up: this version shares the group. Each
+ * member's record is that of the previous version with the group key wrapped again under this
+ * version's key (its AD naming the member's place), and the source stamp of now. */
+static int share_complete(struct store_import *imp)
+{
+	crypto_key *gkey = NULL;
+	int r;
+
+	r = unwrap_reused_key(imp, &imp->shr_m[0].old, &gkey);
+	if (r < 0)
+		return imp_fail(imp, r, "%s: the group key of inode %llu of version %u does not "
+				"unwrap", imp->shr_m[0].name,
+				(unsigned long long)imp->shr_m[0].old.ino, imp->reuse_version);
+	for (size_t i = 0; i < imp->shr_count && r == 0; i++) {
+		const struct shr_member *m = &imp->shr_m[i];
+		struct dir_ent *parent = &imp->dirs[m->dir];
+		struct store_inode ino = {
+			.ino = imp->next_ino++,
+			.type = STORE_INODE_FILE,
+			.mode = m->mode,
+			.mtime_ns = m->mtime_ns,
+			.size = m->old.size,
+			.nlink = 1,
+			.ext = m->old.ext,
+		};
+
+		memcpy(ino.ext.stamp, m->stamp, sizeof(m->stamp));
+		ino.ext.has_stamp = true;
+		r = wrap_object_key(imp, gkey, &ino);
+		if (r < 0) {
+			r = imp_fail(imp, r, "%s: cannot wrap the group key", m->name);
+			break;
+		}
+		r = put_inode(imp, &ino, NULL);
+		if (r < 0)
+			break;
+		manifest_leaf(imp->man_files, ino.ino, parent->ino, m->name, strlen(m->name),
+			      imp->plain.data, imp->plain.len);
+		r = put_dirent(imp, parent, m->name, ino.ino, STORE_INODE_FILE);
+		imp->stats.reused_files++;
+		imp->stats.reused_bytes += ino.size;
+		if (m->stamped)
+			imp->stats.stamped_files++;
+	}
+	crypto_key_free(gkey);
+	share_clear(imp);
+	return r;
+}
+
+/* The plaintext of a member of the previous version's group (old), read through the store. */
+static int member_plain(struct store_import *imp, const struct store_inode *old, uint8_t *out)
+{
+	struct store_object *obj = NULL;
+	ssize_t got;
+	int r = 0;
+
+	if (!imp->rd)
+		r = store_reader_new(imp->st, &imp->rd);
+	if (r == 0)
+		r = store_object_open(imp->st, imp->ds.info.id, old, &obj);
+	if (r < 0)
+		return imp_fail_detail(imp, r);
+	got = store_object_read(imp->rd, obj, 0, (size_t)old->size, out);
+	store_object_close(obj);
+	if (got == -EBADMSG || got == -ENODATA)
+		return imp_fail(imp, store_integrity(imp->st, imp->ds.info.id, imp->reuse_version,
+						     "a group of tiny files of version %u of "
+						     "dataset %llu failed authentication",
+						     imp->reuse_version,
+						     (unsigned long long)imp->ds.info.id),
+				"%s", err_detail());
+	if (got < 0)
+		return imp_fail_detail(imp, (int)got);
+	if ((uint64_t)got != old->size)
+		return imp_fail(imp, -EIO, "a member of a group of version %u is short",
+				imp->reuse_version);
+	return 0;
+}
+
+/* Not every member of the group being shared turned up: the members found are copied into this
+ * version's own group, so that no version ever wraps the key of a group holding a file it does
+ * not hold itself (docs/FORMAT.md 4.10: erasing the other version must leave nothing of its own
+ * readable). Their plaintext is what was read from their source, or read from the group. */
+static int share_break(struct store_import *imp)
+{
+	int r = 0;
+
+	for (size_t i = 0; i < imp->shr_count && r == 0; i++) {
+		struct shr_member *m = &imp->shr_m[i];
+		const uint8_t *plain = imp->shr_plain + m->old.ext.member_off;
+		uint8_t *p = NULL;
+
+		if (!m->name)
+			continue;
+		if (!m->has_plain)
+			r = member_plain(imp, &m->old, imp->shr_plain + m->old.ext.member_off);
+		if (r == 0)
+			r = group_room(imp, m->old.size, &p);
+		if (r < 0)
+			break;
+		memcpy(p, plain, (size_t)m->old.size);
+		r = group_add(imp, m->dir, m->name, m->mode, m->mtime_ns, m->old.size,
+			      m->old.ext.content_mac, m->stamp);
+	}
+	share_clear(imp);
+	return r;
+}
+
+/* A tiny file whose content the previous version holds as member old of a group: it joins the
+ * set of members found of that group (returns 1; stamped: found by its source stamp, unread;
+ * plain: its plaintext when it was read). 0: it cannot (another file already took that member,
+ * or the records disagree), and the caller stores it in this version's own group. A member of
+ * another group than the one being shared ends that one (share_break()): the members of a group
+ * arrive together when a tree is imported again in the same order. */
+static int share_member(struct store_import *imp, const struct store_inode *old, size_t dir,
+			const char *name, uint32_t mode, int64_t mtime_ns,
+			const uint8_t stamp[static STORE_CONTENT_MAC_LEN], bool stamped,
+			const uint8_t *plain)
+{
+	const uint16_t idx = old->ext.member_idx;
+	struct shr_member *m;
+	int r;
+
+	if (imp->shr_n && memcmp(imp->shr_id, old->ext.object_id, CRYPTO_OBJECT_ID_LEN) != 0) {
+		r = share_break(imp);
+		if (r < 0)
+			return r;
+	}
+	if (imp->shr_n == 0) {
+		memcpy(imp->shr_id, old->ext.object_id, CRYPTO_OBJECT_ID_LEN);
+		imp->shr_count = old->ext.member_count;
+	} else {
+		const struct store_extent *a = &old->ext, *b = NULL;
+
+		for (size_t i = 0; !b && i < imp->shr_count; i++)
+			if (imp->shr_m[i].name)
+				b = &imp->shr_m[i].old.ext;
+		if (a->member_count != imp->shr_count || a->pack_id != b->pack_id ||
+		    a->offset != b->offset || a->group_size != b->group_size ||
+		    a->chunk_size != b->chunk_size || a->alg != b->alg)
+			return 0;
+	}
+	if (idx >= imp->shr_count || imp->shr_m[idx].name)
+		return 0;
+	m = &imp->shr_m[idx];
+	*m = (struct shr_member){
+		.dir = dir,
+		.mode = mode,
+		.mtime_ns = mtime_ns,
+		.old = *old,
+		.stamped = stamped,
+		.has_plain = plain != NULL,
+	};
+	m->name = strdup(name);
+	if (!m->name)
+		return imp_fail(imp, -ENOMEM, "out of memory");
+	memcpy(m->stamp, stamp, STORE_CONTENT_MAC_LEN);
+	if (plain)
+		memcpy(imp->shr_plain + old->ext.member_off, plain, (size_t)old->size);
+	imp->shr_n++;
+	imp->stats.bytes += old->size;
+	if (imp->shr_n == imp->shr_count) {
+		r = share_complete(imp);
+		if (r < 0)
+			return r;
+	}
+	return 1;
+}
+
+/* A tiny file (at most STORE_TINY_MAX bytes, read from a descriptor; stamp: its source stamp
+ * for the record): read whole (or taken from the batch prefetch) and hashed, then shared with the previous version if that holds its
+ * content as an object of its own (returns 0, ino filled in) or as a member of a group
+ * (share_member()), or else added to the open group (returns 1 in both cases: its records follow
+ * when the group is written or shared). */
+static int tiny_file(struct store_import *imp, const struct obj_src *src, const char *path,
+		     size_t dir, const char *name, const uint8_t stamp[static STORE_CONTENT_MAC_LEN],
+		     struct store_inode *ino)
+{
+	const uint64_t size = ino->size;
+	const struct pf_file *pf = src->staged;
+	uint8_t mac[STORE_CONTENT_MAC_LEN];
+	struct store_inode old;
+	uint8_t *p;
+	ssize_t got;
+	int r;
+
+	r = group_room(imp, size, &p);
+	if (r < 0)
+		return r;
+	/* imp->grp has one byte more than a full group: the byte that shows a file that grew. */
+	if (pf) {
+		got = pf->got;
+		if (got >= 0 && (uint64_t)got <= size)
+			memcpy(p, pf->data, (size_t)got);
+	} else {
+		got = pread_full(src->fd, p, (size_t)size + 1, 0);
+	}
+	if (got < 0)
+		r = imp_fail(imp, (int)got, "%s: read failed: %s", path, strerror((int)-got));
+	else if ((uint64_t)got < size)
+		r = imp_fail(imp, -EIO, "%s: the file shrank while it was imported", path);
+	else if ((uint64_t)got > size)
+		r = imp_fail(imp, -EIO, "%s: the file grew while it was imported", path);
+	if (r < 0)
+		goto out_wipe;
+	p[size] = 0;   /* the probe byte, if one was read */
+	imp->stats.read_bytes += size;
+	if (pf) {
+		memcpy(mac, pf->mac, sizeof(mac));
+	} else {
+		crypto_hash_init_keyed(imp->chash, imp->content_key);
+		crypto_hash_update(imp->chash, p, (size_t)size);
+		crypto_hash_final(imp->chash, mac);
+	}
+	if (reuse_size_known(imp, size)) {
+		r = reuse_find(imp, mac, size, &old);
+		if (r > 0 && !old.ext.grouped) {
+			/* An object of its own in the previous version (imported before groups). */
+			r = reuse_lookup(imp, mac, path, ino);
+			if (r != 0) {
+				r = r < 0 ? r : 0;
+				goto out_wipe;
+			}
+		} else if (r > 0) {
+			/* Ending another shared group moves the open group's bytes: the file's
+			 * plaintext is kept aside meanwhile. */
+			uint8_t keep[STORE_TINY_MAX];
+
+			memcpy(keep, p, (size_t)size);
+			explicit_bzero(p, (size_t)size + 1);
+			r = share_member(imp, &old, dir, name, ino->mode, ino->mtime_ns, stamp,
+					 false, keep);
+			if (r == 0)
+				r = group_room(imp, size, &p);
+			if (r == 0)
+				memcpy(p, keep, (size_t)size);
+			explicit_bzero(keep, sizeof(keep));
+			if (r != 0)
+				return r;   /* shared (1), or failed: nothing of it left in the group */
+		}
+		if (r < 0)
+			goto out_wipe;
+	}
+	r = group_add(imp, dir, name, ino->mode, ino->mtime_ns, size, mac, stamp);
+	if (r < 0)
+		return r;
+	imp->stats.bytes += size;
+	return 1;
+
+out_wipe:
+	explicit_bzero(p, (size_t)size + 1);
+	return r;
 }
 
 /* Encrypt the object's plaintext (ino->size bytes) into the pack; fill ino->ext, its content hash
@@ -1893,7 +2365,11 @@ int store_import_begin(struct store *st, const char *name, const struct store_im
 	if (r == 0)
 		r = keyring_version_keys(imp->vkey, &imp->ix_seal, &imp->ix_name);
 	if (r == 0 && (crypto_hash_new(&imp->man_files) < 0 || crypto_hash_new(&imp->man_dirs) < 0 ||
-		       crypto_hash_new(&imp->chash) < 0 || !(imp->hbuf = malloc(IMPORT_HBUF))))
+		       crypto_hash_new(&imp->chash) < 0 || !(imp->hbuf = malloc(IMPORT_HBUF)) ||
+		       !(imp->grp = malloc(STORE_GROUP_MAX + 1)) ||
+		       !(imp->grp_m = calloc(STORE_GROUP_MEMBERS_MAX, sizeof(*imp->grp_m))) ||
+		       !(imp->shr_plain = malloc(STORE_GROUP_MAX)) ||
+		       !(imp->shr_m = calloc(STORE_GROUP_MEMBERS_MAX, sizeof(*imp->shr_m)))))
 		r = -ENOMEM;
 	/* The content key comes from the dataset's key Kd: a new dataset's, or the ring's. */
 	if (r == 0) {
@@ -2030,6 +2506,8 @@ static int add_object(struct store_import *imp, const char *path, const struct o
 	struct store_inode ino = { .type = STORE_INODE_FILE, .nlink = 1 }, old;
 	uint64_t parent_ino;
 	struct dir_ent *parent;
+	uint8_t stamp[STORE_CONTENT_MAC_LEN];
+	bool deferred = false;
 	int r, match;
 
 	if (imp->err || imp->committed || imp->closed)
@@ -2048,7 +2526,6 @@ static int add_object(struct store_import *imp, const char *path, const struct o
 	if (r != 0)
 		return r > 0 ? err_set(-EEXIST, "%s: already imported", path) : r;
 
-	ino.ino = imp->next_ino++;
 	ino.mode = mode & 07777;
 	ino.mtime_ns = mtime_ns;
 	ino.size = size;
@@ -2060,10 +2537,27 @@ static int add_object(struct store_import *imp, const char *path, const struct o
 		r = src->fd >= 0 ? stamp_find(imp, path, src->st, &old) : STAMP_NONE;
 	}
 	match = r;
+	/* A tiny file's records wait for its group: its stamp (as below) is taken now. */
+	if (r >= 0 && src->fd >= 0 && src->st && size <= STORE_TINY_MAX)
+		stamp_make(imp, src->st, match == STAMP_PLAIN || (src->seen && src->seen->plain),
+			   stamp);
 	if (r < 0) {
 		r = imp_fail_detail(imp, r);
+	} else if (r > 0 && old.ext.grouped) {
+		/* A tiny file unchanged since the previous version, where it is a member of a
+		 * group: shared if the whole group is, else read and stored in this one's. */
+		r = share_member(imp, &old, (size_t)(parent - imp->dirs), path + slash, ino.mode,
+				 ino.mtime_ns, stamp, true, NULL);
+		if (r == 0)
+			r = tiny_file(imp, src, path, (size_t)(parent - imp->dirs), path + slash,
+				      stamp, &ino);
+		deferred = r > 0;
 	} else if (r > 0) {
 		r = stamp_reuse(imp, &old, path, &ino);
+	} else if (src->fd >= 0 && src->st && size <= STORE_TINY_MAX) {
+		r = tiny_file(imp, src, path, (size_t)(parent - imp->dirs), path + slash, stamp,
+			      &ino);
+		deferred = r > 0;
 	} else if (src->fd >= 0 && object_dense(size, imp->chunk_size)) {
 		r = small_object(imp, src, path, &ino);
 	} else {
@@ -2072,6 +2566,17 @@ static int add_object(struct store_import *imp, const char *path, const struct o
 			r = write_object(imp, src, path, &ino);
 		else if (r > 0)
 			r = 0;
+	}
+	if (deferred) {
+		/* Waiting for its group: its records are written with the group's. The name
+		 * counts in its directory now (dirent_exists()). */
+		r = dirent_added(imp, parent, path + slash);
+		if (r < 0)
+			return r;
+		parent->entries++;
+		imp->stats.files++;
+		progress(imp, true);
+		return 0;
 	}
 	/* The stamp of the source as it was before it was read, for the next import: "plain"
 	 * when this import's divert predicate let its head through, or when the previous version's
@@ -2082,11 +2587,12 @@ static int add_object(struct store_import *imp, const char *path, const struct o
 			   ino.ext.stamp);
 		ino.ext.has_stamp = true;
 	}
+	ino.ino = imp->next_ino++;
 	if (r == 0)
 		r = put_inode(imp, &ino, NULL);
 	if (r == 0) {
-		/* Files reach here in ascending inode order: the leaves go straight into the
-		 * manifest's running hash. */
+		/* Files reach here in ascending inode order (a tiny file gets its number when its
+		 * group is written): the leaves go straight into the manifest's running hash. */
 		manifest_leaf(imp->man_files, ino.ino, parent_ino, path + slash, n - slash,
 			      imp->plain.data, imp->plain.len);
 		r = put_dirent(imp, parent, path + slash, ino.ino, STORE_INODE_FILE);
@@ -2496,6 +3002,13 @@ static int import_close(struct store_import *imp)
 	uint8_t manifest[STORE_MANIFEST_LEN];
 	int r;
 
+	/* The last group of tiny files, and with it the last files' records; a group of the
+	 * previous version not found whole is copied into it first. */
+	r = imp->shr_n ? share_break(imp) : 0;
+	if (r == 0)
+		r = group_flush(imp);
+	if (r < 0)
+		return r;
 	/* Directory inodes: their entry counts and digests are final now. The table is in
 	 * creation order, which is ascending inode order, as the manifest wants. */
 	for (size_t i = 0; i < imp->ndirs; i++) {
@@ -2765,6 +3278,16 @@ void store_import_free(struct store_import *imp)
 	if (imp->hbuf)
 		explicit_bzero(imp->hbuf, IMPORT_HBUF);   /* plaintext */
 	free(imp->hbuf);
+	if (imp->grp)
+		explicit_bzero(imp->grp, STORE_GROUP_MAX + 1);   /* plaintext */
+	free(imp->grp);
+	for (size_t i = 0; imp->grp_m && i < imp->grp_n; i++)
+		free(imp->grp_m[i].name);
+	free(imp->grp_m);
+	share_clear(imp);
+	free(imp->shr_m);
+	free(imp->shr_plain);
+	store_reader_free(imp->rd);
 	free(imp->reuse);
 	free(imp->reuse_sizes);
 	crypto_chunk_ctx_free(imp->cctx);

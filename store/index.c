@@ -383,6 +383,10 @@ int version_value_state(const void *v, size_t n, uint32_t *ret_state)
 	return 0;
 }
 
+/* A group member's fields after the stamp (docs/FORMAT.md 6.5): u32 group size, u32 member
+ * offset, u16 member number, u16 members. */
+#define GROUP_REC_LEN 12
+
 int inode_encode(const struct store_inode *ino, const uint8_t *dir_digest, struct buf *b)
 {
 	int e = 0;
@@ -410,6 +414,19 @@ int inode_encode(const struct store_inode *ino, const uint8_t *dir_digest, struc
 	/* And the source stamp, for later imports to skip reading it (docs/FORMAT.md 6.5). */
 	if (ino->ext.has_content_mac && ino->ext.has_stamp)
 		e = e ?: buf_append(b, ino->ext.stamp, sizeof(ino->ext.stamp));
+	/* A tiny file: its group's size and its place in it (docs/FORMAT.md 4.10). Only after a
+	 * content hash and a stamp, so that the length alone says which record this is. */
+	if (ino->ext.grouped) {
+		if (!ino->ext.has_content_mac || !ino->ext.has_stamp)
+			return -EINVAL;
+		e = e ?: buf_le32(b, ino->ext.group_size);
+		e = e ?: buf_le32(b, ino->ext.member_off);
+		e = e ?: buf_append(b, (const uint8_t[4]){ (uint8_t)ino->ext.member_idx,
+							    (uint8_t)(ino->ext.member_idx >> 8),
+							    (uint8_t)ino->ext.member_count,
+							    (uint8_t)(ino->ext.member_count >> 8) },
+				    4);
+	}
 	return e;
 }
 
@@ -441,14 +458,29 @@ int inode_decode(uint64_t inum, const void *v, size_t n, struct store_inode *ret
 		/* Files imported since versions share objects carry their content hash too. */
 		if (rv == REC_V2 && !c.bad && (c.left == sizeof(ino.ext.content_mac) ||
 					       c.left == sizeof(ino.ext.content_mac) +
-							       sizeof(ino.ext.stamp))) {
+							       sizeof(ino.ext.stamp) ||
+					       c.left == sizeof(ino.ext.content_mac) +
+							       sizeof(ino.ext.stamp) + GROUP_REC_LEN)) {
 			cursor_take(&c, ino.ext.content_mac, sizeof(ino.ext.content_mac));
 			ino.ext.has_content_mac = true;
 		}
 		/* Files imported since the source stamp, that too. */
-		if (ino.ext.has_content_mac && !c.bad && c.left == sizeof(ino.ext.stamp)) {
+		if (ino.ext.has_content_mac && !c.bad && (c.left == sizeof(ino.ext.stamp) ||
+							  c.left == sizeof(ino.ext.stamp) +
+									    GROUP_REC_LEN)) {
 			cursor_take(&c, ino.ext.stamp, sizeof(ino.ext.stamp));
 			ino.ext.has_stamp = true;
+		}
+		/* A tiny file, a member of a group (docs/FORMAT.md 4.10). */
+		if (ino.ext.has_stamp && !c.bad && c.left == GROUP_REC_LEN) {
+			uint8_t mc[4] = { 0 };
+
+			cursor_le32(&c, &ino.ext.group_size);
+			cursor_le32(&c, &ino.ext.member_off);
+			cursor_take(&c, mc, sizeof(mc));
+			ino.ext.member_idx = (uint16_t)(mc[0] | mc[1] << 8);
+			ino.ext.member_count = (uint16_t)(mc[2] | mc[3] << 8);
+			ino.ext.grouped = true;
 		}
 	} else if (rv == REC_V2) {
 		cursor_take(&c, digest, sizeof(digest));
@@ -461,7 +493,16 @@ int inode_decode(uint64_t inum, const void *v, size_t n, struct store_inode *ret
 		     ino.ext.chunk_size <= CRYPTO_CHUNK_MAX && crypto_aead_valid(ino.ext.alg) &&
 		     /* Aligned, unless a dense object (docs/FORMAT.md 4.7). */
 		     (IS_ALIGNED(ino.ext.offset, STORE_ALIGN) ||
-		      object_dense(ino.size, ino.ext.chunk_size));
+		      object_dense(inode_object_size(&ino), ino.ext.chunk_size));
+	/* A member lies inside its group, a group is one dense chunk of at most STORE_GROUP_MAX
+	 * bytes, and only a tiny file is a member (docs/FORMAT.md 4.10). */
+	if (ok && type == STORE_INODE_FILE && ino.ext.grouped)
+		ok = ino.ext.group_size <= STORE_GROUP_MAX &&
+		     ino.ext.group_size <= ino.ext.chunk_size && ino.size <= STORE_TINY_MAX &&
+		     ino.ext.member_idx < ino.ext.member_count &&
+		     ino.ext.member_count <= STORE_GROUP_MEMBERS_MAX &&
+		     ino.ext.member_off <= ino.ext.group_size &&
+		     ino.size <= ino.ext.group_size - ino.ext.member_off;
 	if (!ok)
 		return err_set(-EBADMSG, "index: malformed inode record %llu",
 			       (unsigned long long)inum);

@@ -20,6 +20,10 @@
  * training set) lie unaligned, right after each other, and are read with one pread of their
  * ciphertext and tag (dense_read), not an io_uring round: for a file of a few KiB the ring's
  * submit and reap cost more than the copy.
+ *
+ * Tiny files are members of a group (docs/FORMAT.md 4.10): the object opened is the group, its
+ * size the member's, and a read fetches and authenticates the whole group (one dense chunk of at
+ * most STORE_GROUP_MAX bytes) with one pread, then copies out the member's bytes (member_read).
  */
 #include <stdio.h>
 #include <sys/stat.h>
@@ -35,7 +39,8 @@ struct store_object {
 	uint64_t dataset_id;
 	struct store *st;           /* borrowed: the store outlives its objects */
 	struct store_extent ext;    /* copied from the inode; pack and offset where it is now */
-	uint64_t size;              /* plaintext bytes, authenticated by the key unwrap */
+	uint64_t size;              /* the file's plaintext bytes, authenticated by the key unwrap */
+	uint64_t osize;             /* the object's: size, or a tiny file's group's (4.10) */
 	crypto_key *key;            /* object key; owned, guarded memory */
 	struct pack_handle *pack;   /* a reference: the pack stays readable while this is open,
 				       even after the garbage collector moved the object on */
@@ -75,6 +80,7 @@ int store_object_open(struct store *st, uint64_t dataset_id, const struct store_
 	obj->dataset_id = dataset_id;
 	obj->ext = inode->ext;
 	obj->size = inode->size;
+	obj->osize = inode_object_size(inode);
 	adlen = object_key_ad(st->format, dataset_id, inode->version, inode, ad);
 	r = crypto_key_unwrap(k.wrap, inode->ext.wrapped_key, ad, adlen, &obj->key);
 	if (r < 0) {
@@ -91,7 +97,7 @@ int store_object_open(struct store *st, uint64_t dataset_id, const struct store_
 		r = store_object_locate(st, &inode->ext, &obj->ext.pack_id, &obj->ext.offset);
 		if (r == 0 && (obj->ext.offset < PACK_HEADER_LEN ||
 			       (!IS_ALIGNED(obj->ext.offset, STORE_ALIGN) &&
-				!object_dense(obj->size, obj->ext.chunk_size))))
+				!object_dense(obj->osize, obj->ext.chunk_size))))
 			r = err_set(-EBADMSG, "inode %llu: its object's location is malformed",
 				    (unsigned long long)inode->ino);
 		if (r == 0)
@@ -406,6 +412,51 @@ static ssize_t dense_read(struct store_reader *r, const struct store_object *obj
 	return (ssize_t)(end - off);
 }
 
+/* A tiny file (docs/FORMAT.md 4.10): its group, one dense chunk, read with one pread and
+ * authenticated whole, then the member's bytes asked for. A read at 0 of an empty member still
+ * authenticates the group (so that every read checks what it returns, as for an empty object). */
+static ssize_t member_read(struct store_reader *r, const struct store_object *obj, uint64_t off,
+			   size_t len, void *buf)
+{
+	const uint64_t gsize = obj->osize, base = obj->ext.offset;
+	const uint64_t need = gsize + CRYPTO_TAG_LEN;
+	const bool direct = r->st->direct_io;
+	const uint64_t a0 = direct ? base & ~((uint64_t)STORE_ALIGN - 1) : base;
+	const uint64_t a1 = direct ? ALIGN_UP(base + need, (uint64_t)STORE_ALIGN) : base + need;
+	const uint64_t end = obj->size - off < len ? obj->size : off + len;
+	uint8_t *ct;
+	ssize_t got;
+	int e;
+
+	e = reader_arena(r, (size_t)(a1 - a0));
+	if (e == 0)
+		e = reader_key(r, obj);
+	if (e < 0)
+		return e;
+	got = pread_full(obj->fd, r->arena, (size_t)(a1 - a0), a0);
+	if (got < 0)
+		return err_set((int)got, "pack read at %llu failed: %s", (unsigned long long)a0,
+			       strerror((int)-got));
+	if ((uint64_t)got < base + need - a0)
+		return err_set(-EIO, "pack is shorter than the index says (read at %llu)",
+			       (unsigned long long)base);
+	ct = r->arena + (base - a0);
+	e = crypto_chunk_decrypt(r->cctx, 0, true, gsize ? ct : NULL, (size_t)gsize, ct + gsize,
+				 ct);
+	if (e < 0) {
+		char hex[2 * CRYPTO_OBJECT_ID_LEN + 1];
+
+		hex_encode(obj->ext.object_id, CRYPTO_OBJECT_ID_LEN, hex);
+		return err_set(e, "group %s failed authentication (pack %016llx at %llu): the data "
+				  "was altered", hex, (unsigned long long)obj->ext.pack_id,
+			       (unsigned long long)base);
+	}
+	memcpy(buf, ct + obj->ext.member_off + off, (size_t)(end - off));
+	/* The arena now holds the other members' plaintext: not left there. */
+	explicit_bzero(ct, (size_t)gsize);
+	return (ssize_t)(end - off);
+}
+
 ssize_t store_object_read(struct store_reader *r, const struct store_object *obj, uint64_t off,
 			  size_t len, void *buf)
 {
@@ -424,6 +475,8 @@ ssize_t store_object_read(struct store_reader *r, const struct store_object *obj
 		return 0;
 	if (r->broken)
 		return err_set(-EIO, "this store reader's io_uring failed earlier; open a new one");
+	if (obj->ext.grouped)
+		return off < size || off == 0 ? member_read(r, obj, MIN(off, size), len, buf) : 0;
 	/* An empty object is one empty, last chunk: a read at its start still checks that chunk's
 	 * tag, so every read authenticates what it returns (here: that there is nothing). */
 	if (object_dense(size, cs) && off == 0 && size == 0)

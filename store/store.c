@@ -43,6 +43,23 @@ size_t object_key_ad(unsigned format, uint64_t dsid, uint32_t version,
 {
 	size_t o = 16;
 
+	if (ino->ext.grouped) {
+		/* Only format 3 writes groups; the decoder refuses them in older records. */
+		memcpy(out, "ENCLGRK1", 8);
+		put_be64(out + 8, dsid);
+		put_be32(out + 16, version);
+		memcpy(out + 20, ino->ext.object_id, CRYPTO_OBJECT_ID_LEN);
+		put_be32(out + 36, ino->ext.alg);
+		put_be32(out + 40, ino->ext.chunk_size);
+		put_be64(out + 44, ino->ext.group_size);
+		put_be32(out + 52, ino->ext.member_off);
+		put_be32(out + 56, (uint32_t)ino->size);
+		out[60] = (uint8_t)(ino->ext.member_idx >> 8);
+		out[61] = (uint8_t)ino->ext.member_idx;
+		out[62] = (uint8_t)(ino->ext.member_count >> 8);
+		out[63] = (uint8_t)ino->ext.member_count;
+		return GROUP_KEY_AD_LEN;
+	}
 	memcpy(out, format >= STORE_FORMAT_VERSION ? "ENCLOBK2" : "ENCLOBK1", 8);
 	put_be64(out + 8, dsid);
 	if (format >= STORE_FORMAT_VERSION) {

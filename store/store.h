@@ -39,6 +39,13 @@
 #define STORE_MANIFEST_LEN 32
 /* Length of an object's keyed content hash (struct store_extent). */
 #define STORE_CONTENT_MAC_LEN 32
+/* Tiny files (docs/FORMAT.md 4.10): a regular file of at most STORE_TINY_MAX bytes is not an
+ * object of its own but a member of a group, one object holding the plaintext of up to
+ * STORE_GROUP_MEMBERS_MAX such files back to back, at most STORE_GROUP_MAX bytes (so that the
+ * group and its one tag take exactly one 4096-byte block at most). */
+#define STORE_TINY_MAX 1024u
+#define STORE_GROUP_MAX 4080u
+#define STORE_GROUP_MEMBERS_MAX 1024u
 /* Inode number of a version's root directory. */
 #define STORE_ROOT_INO 1
 
@@ -346,6 +353,14 @@ struct store_extent {
 	 * objects imported before it. */
 	uint8_t stamp[STORE_CONTENT_MAC_LEN];
 	bool has_stamp;
+	/* A tiny file (docs/FORMAT.md 4.10): the object (object_id, pack_id, offset, key) is its
+	 * group, of group_size plaintext bytes, and the file is the inode's size bytes at
+	 * member_off in it. The wrapped key's AD names the group and the member's place. */
+	bool grouped;
+	uint32_t group_size;
+	uint32_t member_off;
+	uint16_t member_idx;     /* its number among the group's members, 0 .. member_count - 1 */
+	uint16_t member_count;   /* how many files the group holds */
 };
 
 enum store_inode_type {

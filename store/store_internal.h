@@ -179,7 +179,12 @@ bool store_name_valid(const char *name, size_t len);
 /* Format 2: "ENCLOBK1" || be64 dataset id || object id || be32 alg || be32 chunk size ||
  * be64 size (48 bytes). Format 3: "ENCLOBK2" || be64 dataset id || be32 version || the rest
  * (52 bytes): the wrapping is under the version's key and names the version. */
-#define OBJECT_KEY_AD_MAX 52
+#define OBJECT_KEY_AD_MAX 64
+/* A group member's (docs/FORMAT.md 4.10): "ENCLGRK1" || be64 dataset id || be32 version ||
+ * group object id || be32 alg || be32 chunk size || be64 group size || be32 member offset ||
+ * be32 member length || be16 member number || be16 members (64 bytes): the wrapping names the
+ * member's place in its group. */
+#define GROUP_KEY_AD_LEN 64
 /* Returns the length of the AD written to out. */
 size_t dataset_key_ad(const uint8_t store_id[16], uint64_t dsid, const char *name,
 		      uint8_t out[DATASET_KEY_AD_MAX]);
@@ -202,6 +207,12 @@ static inline uint64_t object_nchunks(uint64_t size, uint32_t cs)
 static inline bool object_dense(uint64_t size, uint32_t cs)
 {
 	return size <= cs && size + CRYPTO_TAG_LEN <= STORE_DENSE_MAX;
+}
+/* The plaintext bytes of the object an inode's extent names: the file's own size, or for a
+ * tiny file the size of its group (docs/FORMAT.md 4.10). */
+static inline uint64_t inode_object_size(const struct store_inode *ino)
+{
+	return ino->ext.grouped ? ino->ext.group_size : ino->size;
 }
 /* Bytes an object occupies in its pack: ciphertext, tags and, for an aligned (not dense)
  * object, zero padding to STORE_ALIGN. */

@@ -384,13 +384,28 @@ static int run_gc(struct store *st, bool dry, struct store_gc_stats *ret)
 	return r;
 }
 
-/* The files of "keep": seeds 700+i, two of them small (dense), one large. */
+/* The files of "keep": seeds 700+i, one tiny, one small (dense), one large; and tiny files t0..t2
+ * (seeds 710+i), in the same group as k0 (docs/FORMAT.md 4.10): one object of four members,
+ * shared whole by keep's version 2 and moved by the collector like any other. */
 static const size_t keep_sizes[] = { 100, 5000, 200000, 1500000 };
+static const size_t keep_tiny[] = { 1, 7, 0 };
 
 static void keep_files(const char *dir)
 {
 	for (size_t i = 0; i < ARRAY_SIZE(keep_sizes); i++)
 		tu_seed_file(keep_sizes[i], 700 + i, "%s/k%zu", dir, i);
+	for (size_t i = 0; i < ARRAY_SIZE(keep_tiny); i++)
+		tu_seed_file(keep_tiny[i], 710 + i, "%s/t%zu", dir, i);
+}
+
+static void check_keep_tiny(struct store *st, uint32_t ver)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(keep_tiny); i++) {
+		char *p = tu_fmt("t%zu", i);
+
+		check_file(st, "keep", ver, p, keep_tiny[i], 710 + i);
+		free(p);
+	}
 }
 
 static void check_keep(struct store *st, uint32_t ver)
@@ -401,6 +416,7 @@ static void check_keep(struct store *st, uint32_t ver)
 		check_file(st, "keep", ver, p, keep_sizes[i], 700 + i);
 		free(p);
 	}
+	check_keep_tiny(st, ver);
 }
 
 /* A store where "keep" and "gone" share packs: keep, gone, keep (v2), gone (v2) in 1 MiB packs. */
@@ -438,6 +454,7 @@ static void check_keep_v2(struct store *st)
 		check_file(st, "keep", 2, p, keep_sizes[i], i == 1 ? 799 : 700 + i);
 		free(p);
 	}
+	check_keep_tiny(st, 2);
 }
 
 static void check_manifests(struct store *st, const char *name)
@@ -528,6 +545,107 @@ static void test_gc_keeps_shared_objects(void **state)
 	st = gc_open(f);
 	check_keep_v2(st);
 	store_close(st);
+}
+
+/* Tiny files' groups across versions (docs/FORMAT.md 4.10): a version that finds every member
+ * of a group of the previous one unchanged shares the group (nothing written); one that finds
+ * only some copies those into its own group, so that no version wraps the key of a group holding
+ * a file it does not hold. Erasing version 1 keeps the groups version 2 still names, and a
+ * group only erased versions named is freed by the next collection; every version left reads
+ * byte for byte, after the collection and after a reopen. */
+#define GT_N 12
+#define GT_SIZE(i) (600 + 10 * ((size_t)(i) % 6))
+static void check_gt(struct store *st, uint32_t ver, unsigned changed)
+{
+	for (unsigned i = 0; i < GT_N; i++) {
+		char *p = tu_fmt("t/f%02u", i);
+
+		check_file(st, "g", ver, p, GT_SIZE(i), i == changed ? 999 : 900 + i);
+		free(p);
+	}
+	check_file(st, "g", ver, "t/m", 5000, 950);
+}
+
+static void test_gc_groups_across_versions(void **state)
+{
+	struct fx *f = *state;
+	struct store *st = fx_create(f);
+	struct store_import_stats s;
+	struct store_erasure er = { 0 };
+	struct store_gc_stats gs;
+	struct store_inode v1[GT_N], v2[GT_N], v3[GT_N];
+	char *t = tu_fmt("%s/t", f->src);
+	uint64_t before, live;
+
+	/* Twelve files of 600-650 bytes: two groups of six (3750 bytes each), and a file
+	 * that is not tiny between them. */
+	assert_int_equal(mkdir(t, 0755), 0);
+	for (unsigned i = 0; i < GT_N; i++)
+		tu_seed_file(GT_SIZE(i), 900 + i, "%s/f%02u", t, i);
+	tu_seed_file(5000, 950, "%s/m", t);
+	assert_int_equal(import_src(st, "g", f->src), 1);
+	store_close(st);
+	before = packs_bytes(f);
+	st = fx_open(f);
+	assert_int_equal(import_src_stats(st, "g", f->src, &s), 2);
+	assert_int_equal(s.reused_files, GT_N + 1);
+	store_close(st);
+	assert_int_equal(packs_bytes(f), before);   /* nothing written for version 2 */
+	st = fx_open(f);
+	/* Version 3: file 8 changed (same size), in the second group. */
+	tu_seed_file(GT_SIZE(8), 999, "%s/f08", t);
+	assert_int_equal(import_src_stats(st, "g", f->src, &s), 3);
+	assert_int_equal(s.reused_files, 6 + 1);   /* the first group whole, and m */
+	for (unsigned i = 0; i < GT_N; i++) {
+		char *p = tu_fmt("t/f%02u", i);
+
+		v1[i] = inode_of(st, "g", 1, p);
+		v2[i] = inode_of(st, "g", 2, p);
+		v3[i] = inode_of(st, "g", 3, p);
+		assert_true(v1[i].ext.grouped && v3[i].ext.grouped);
+		assert_memory_equal(v1[i].ext.object_id, v2[i].ext.object_id, CRYPTO_OBJECT_ID_LEN);
+		if (i < 6)
+			assert_memory_equal(v1[i].ext.object_id, v3[i].ext.object_id,
+					    CRYPTO_OBJECT_ID_LEN);
+		else
+			assert_memory_not_equal(v1[i].ext.object_id, v3[i].ext.object_id,
+						CRYPTO_OBJECT_ID_LEN);
+		free(p);
+	}
+	assert_int_equal(v1[0].ext.member_count, 6);
+	assert_int_equal(v1[6].ext.member_count, 6);
+	assert_memory_not_equal(v1[0].ext.object_id, v1[6].ext.object_id, CRYPTO_OBJECT_ID_LEN);
+	check_gt(st, 1, GT_N);
+	check_gt(st, 2, GT_N);
+	check_gt(st, 3, 8);
+	store_close(st);
+
+	/* Erase version 1: both of its groups are still named by version 2. */
+	st = gc_open(f);
+	assert_int_equal(store_erase(st, "g", 1, &er), 0);
+	store_erasure_free(&er);
+	assert_int_equal(run_gc(st, false, &gs), 0);
+	/* Groups 1 and 2 (version 2, and group 1 version 3), version 3's group, and m. */
+	assert_int_equal(gs.live_objects, 4);
+	live = gs.live_bytes;
+	check_gt(st, 2, GT_N);
+	check_gt(st, 3, 8);
+	/* Erase version 2: version 1's second group is named by no version left. */
+	assert_int_equal(store_erase(st, "g", 2, &er), 0);
+	store_erasure_free(&er);
+	assert_int_equal(run_gc(st, true, &gs), 0);
+	assert_int_equal(gs.live_objects, 3);
+	/* Exactly that group's bytes (its plaintext and its one tag) died. */
+	assert_int_equal(live - gs.live_bytes, v1[6].ext.group_size + CRYPTO_TAG_LEN);
+	assert_true(gs.dead_bytes >= v1[6].ext.group_size + CRYPTO_TAG_LEN);
+	assert_int_equal(run_gc(st, false, &gs), 0);
+	check_gt(st, 3, 8);
+	check_manifests(st, "g");
+	store_close(st);
+	st = gc_open(f);
+	check_gt(st, 3, 8);
+	store_close(st);
+	free(t);
 }
 
 /* Pack bytes left by imports killed before their commit are freed; nothing live is lost. */
@@ -1028,6 +1146,7 @@ int main(void)
 		T(test_gc_killed_at_every_step),
 		T(test_gc_refuses_tampered_index),
 		T(test_gc_after_erasure_keeps_shared),
+		T(test_gc_groups_across_versions),
 		T(test_gc_refuses_forged_tombstone),
 		T(test_gc_excludes_import),
 		T(test_gc_and_nodes),

@@ -959,10 +959,13 @@ static void test_tamper_empty_object(void **state)
 /* ---- Dense packing (issue 13) ---------------------------------------------------------------- */
 
 #define DENSE_FILES 24
-/* File i: i * 150 + i % 3 bytes (0 to 3452), except file 1 and 2 of the same size (a swap). */
+/* Above the tiny-file limit, so that each file is a dense object of its own (files up to
+ * STORE_TINY_MAX bytes are grouped, docs/FORMAT.md 4.10: test_group_*). */
+#define DENSE_BASE ((size_t)STORE_TINY_MAX + 1)
+/* File i: DENSE_BASE + i * 150 + i % 3 bytes, except file 1 and 2 of the same size (a swap). */
 static size_t dense_size(unsigned i)
 {
-	return i == 2 ? 151 : (size_t)i * 150 + i % 3;
+	return DENSE_BASE + (i == 2 ? 151 : (size_t)i * 150 + i % 3);
 }
 
 static void dense_setup(struct fx *f, struct loc *l)
@@ -1007,7 +1010,7 @@ static ssize_t dense_read_one(struct fx *f, const struct loc *l, bool direct, ui
 /* File i reads back exactly, or fails with err leaking nothing; buffered and O_DIRECT. */
 static void dense_expect(struct fx *f, const struct loc *l, unsigned i, ssize_t err)
 {
-	size_t n = dense_size(i), cap = 4096;
+	size_t n = dense_size(i), cap = 8192;
 	uint8_t *out = malloc(cap), *want = malloc(cap);
 
 	tu_fill(want, n, 100 + i);
@@ -1060,13 +1063,15 @@ static void test_dense_layout(void **state)
 		struct store *st = fx_open(f);
 		struct store_object *obj = NULL;
 		struct store_reader *rd = NULL;
-		uint8_t want[3452], out[100];
+		uint8_t want[DENSE_BASE + 3452], out[100];
 
 		tu_fill(want, dense_size(23), 123);
 		assert_int_equal(store_object_open(st, l[23].dsid, &l[23].ino, &obj), 0);
 		assert_int_equal(store_reader_new(st, &rd), 0);
 		assert_int_equal(store_object_read(rd, obj, 3000, 100, out), 100);
 		assert_memory_equal(out, want + 3000, 100);
+		assert_int_equal(store_object_read(rd, obj, 4000, 100, out), 100);
+		assert_memory_equal(out, want + 4000, 100);
 		assert_int_equal(store_object_read(rd, obj, dense_size(23) - 10, 100, out), 10);
 		assert_memory_equal(out, want + dense_size(23) - 10, 10);
 		assert_int_equal(store_object_read(rd, obj, dense_size(23), 100, out), 0);
@@ -1085,10 +1090,10 @@ static void test_dense_tamper(void **state)
 {
 	struct fx *f = *state;
 	struct loc l[DENSE_FILES + 1];
-	uint8_t a[151 + 16], b[151 + 16];
+	uint8_t a[DENSE_BASE + 151 + 16], b[DENSE_BASE + 151 + 16];
 
 	dense_setup(f, l);
-	/* Ciphertext of file 5, tag of file 7 (and of the empty file 0). */
+	/* Ciphertext of file 5, tag of file 7 (and ciphertext of file 0). */
 	flip(l[5].pack, l[5].ino.ext.offset + 17);
 	flip(l[7].pack, l[7].ino.ext.offset + dense_size(7) + 3);
 	flip(l[0].pack, l[0].ino.ext.offset + 2);
@@ -1098,8 +1103,8 @@ static void test_dense_tamper(void **state)
 	dense_expect(f, l, 4, 0);
 	dense_expect(f, l, 6, 0);
 	dense_expect(f, l, 8, 0);
-	/* Files 1 and 2 are both 151 bytes: swap their ciphertext and tags. */
-	assert_int_equal(dense_size(1), 151);
+	/* Files 1 and 2 are both DENSE_BASE + 151 bytes: swap their ciphertext and tags. */
+	assert_int_equal(dense_size(1), DENSE_BASE + 151);
 	peek(l[1].pack, l[1].ino.ext.offset, a, sizeof(a));
 	peek(l[2].pack, l[2].ino.ext.offset, b, sizeof(b));
 	patch(l[1].pack, l[1].ino.ext.offset, b, sizeof(b));
@@ -1123,6 +1128,307 @@ static void test_dense_tamper(void **state)
 	dense_expect(f, l, 23, -EIO);
 	dense_expect(f, l, 22, 0);
 	for (unsigned i = 0; i <= DENSE_FILES; i++)
+		loc_free(&l[i]);
+}
+
+/* ---- Tiny files in groups (docs/FORMAT.md 4.10) -------------------------------------------- */
+
+/* Read the file at l whole (0xAA first) with a reader on a store opened with or without
+ * O_DIRECT; the bytes read or the failure. */
+static ssize_t loc_read(struct fx *f, const struct loc *l, bool direct, uint8_t *out, size_t cap)
+{
+	return dense_read_one(f, l, direct, out, cap);
+}
+
+/* Many files of a few bytes ("i\n", as scripts/bench-import.sh --size tiny makes them), some
+ * empty, a few larger ones between them, in several directories: each reads back byte for byte
+ * (whole, in parts, buffered and with O_DIRECT), they are grouped, and the packs take less than
+ * 1.5 times their size. Names still waiting for their group are duplicates as any other. */
+#define TINY_N 6000
+static void test_group_many_tiny(void **state)
+{
+	struct fx *f = *state;
+	struct store *st = fx_create(f);
+	struct store_import *imp = NULL;
+	uint64_t data = 0, big = 0;
+	struct stat sb;
+	char *pack;
+	uint32_t ver = 0;
+	int fd;
+
+	for (unsigned i = 0; i < 10; i++) {
+		char *d = tu_fmt("%s/d%u", f->src, i);
+
+		assert_int_equal(mkdir(d, 0755), 0);
+		free(d);
+	}
+	for (unsigned i = 0; i < TINY_N; i++) {
+		char *p = tu_fmt("%s/d%u/f%05u", f->src, i % 10, i);
+		char body[16];
+		int n = i % 997 == 0 ? 0 : snprintf(body, sizeof(body), "%u\n", i);
+
+		fd = open(p, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+		assert_true(fd >= 0);
+		assert_int_equal(write(fd, body, (size_t)n), n);
+		close(fd);
+		data += (uint64_t)n;
+		free(p);
+	}
+	for (unsigned i = 0; i < 3; i++) {
+		tu_seed_file(STORE_TINY_MAX + 1 + i, 40 + i, "%s/d%u/f%05u.big", f->src, i, i * 1000);
+		big += STORE_TINY_MAX + 1 + i + CRYPTO_TAG_LEN;
+	}
+	assert_int_equal(import_src(st, "tiny", f->src, NULL), 1);
+	{
+		struct loc a = locate(f, st, "tiny", "d1/f00001"), b = locate(f, st, "tiny",
+									    "d1/f00011");
+		struct loc c = locate(f, st, "tiny", "d0/f00000.big");
+
+		assert_true(a.ino.ext.grouped && b.ino.ext.grouped && !c.ino.ext.grouped);
+		/* Consecutive files: in one group, each its own wrapping of the one group key,
+		 * unless the first ends its group. */
+		if (a.ino.ext.member_idx + 1 == a.ino.ext.member_count) {
+			assert_int_equal(b.ino.ext.member_idx, 0);
+			assert_int_equal(b.ino.ext.offset, a.ino.ext.offset + a.ino.ext.group_size +
+								    CRYPTO_TAG_LEN);
+		} else {
+			assert_memory_equal(a.ino.ext.object_id, b.ino.ext.object_id,
+					    CRYPTO_OBJECT_ID_LEN);
+			assert_int_equal(a.ino.ext.offset, b.ino.ext.offset);
+			assert_int_equal(b.ino.ext.member_off, a.ino.ext.member_off + 2);
+			assert_int_equal(b.ino.ext.member_idx, a.ino.ext.member_idx + 1);
+		}
+		assert_memory_not_equal(a.ino.ext.wrapped_key, b.ino.ext.wrapped_key,
+					CRYPTO_WRAPPED_KEY_LEN);
+		assert_true(a.ino.ext.group_size <= STORE_GROUP_MAX);
+		pack = strdup(a.pack);
+		loc_free(&a);
+		loc_free(&b);
+		loc_free(&c);
+	}
+	/* Every file, through the store's reader. */
+	for (unsigned i = 0; i < TINY_N; i++) {
+		char *p = tu_fmt("d%u/f%05u", i % 10, i);
+		char body[16];
+		int n = i % 997 == 0 ? 0 : snprintf(body, sizeof(body), "%u\n", i);
+		size_t got = 0;
+		uint8_t *have = read_path(st, "tiny", 1, p, i % 2 ? 1 : CS, &got);
+
+		assert_int_equal(got, (size_t)n);
+		assert_memory_equal(have, body, (size_t)n);
+		free(have);
+		free(p);
+	}
+	store_close(st);
+	/* Buffered and O_DIRECT, a read past the end, and a read of a part. */
+	st = fx_open(f);
+	{
+		struct loc l = locate(f, st, "tiny", "d7/f04567");
+		uint8_t out[64];
+
+		store_close(st);
+		for (int direct = 0; direct < 2; direct++) {
+			assert_int_equal(loc_read(f, &l, direct, out, sizeof(out)), 5);
+			assert_memory_equal(out, "4567\n", 5);
+		}
+		st = fx_open(f);
+		{
+			struct store_object *obj = NULL;
+			struct store_reader *rd = NULL;
+
+			assert_int_equal(store_object_open(st, l.dsid, &l.ino, &obj), 0);
+			assert_int_equal(store_object_size(obj), 5);
+			assert_int_equal(store_reader_new(st, &rd), 0);
+			assert_int_equal(store_object_read(rd, obj, 2, 2, out), 2);
+			assert_memory_equal(out, "67", 2);
+			assert_int_equal(store_object_read(rd, obj, 5, 10, out), 0);
+			assert_int_equal(store_object_read(rd, obj, 4, 10, out), 1);
+			assert_int_equal(out[0], '\n');
+			store_reader_free(rd);
+			store_object_close(obj);
+		}
+		loc_free(&l);
+	}
+	/* The pack: its header, the larger files, and at most 1.5x the tiny files' bytes. */
+	assert_int_equal(stat(pack, &sb), 0);
+	assert_true((uint64_t)sb.st_size - 4096 - big <= data + data / 2);
+	/* A name waiting for its group is a duplicate, as a file and as a directory. */
+	{
+		char *p = tu_fmt("%s/d0/f00010", f->src);
+
+		fd = open(p, O_RDONLY | O_CLOEXEC);
+		assert_true(fd >= 0);
+		assert_int_equal(store_import_begin(st, "dup", NULL, &imp), 0);
+		assert_int_equal(store_import_add_file(imp, "x/b", fd), 0);
+		assert_int_equal(store_import_add_file(imp, "x/a", fd), 0);
+		assert_int_equal(store_import_add_file(imp, "x/a", fd), -EEXIST);
+		store_import_free(imp);
+		assert_int_equal(store_import_begin(st, "dup", NULL, &imp), 0);
+		assert_int_equal(store_import_add_file(imp, "x/b", fd), 0);
+		assert_int_equal(store_import_add_file(imp, "x/a", fd), 0);
+		assert_int_equal(store_import_add_dir(imp, "x/a/c", 0755, 0), -ENOTDIR);
+		store_import_free(imp);
+		assert_int_equal(store_import_begin(st, "dup", NULL, &imp), 0);
+		assert_int_equal(store_import_add_file(imp, "x/b", fd), 0);
+		assert_int_equal(store_import_add_file(imp, "x/a", fd), 0);
+		assert_int_equal(store_import_commit(imp, &ver), 0);
+		store_import_free(imp);
+		close(fd);
+		free(p);
+		for (int i = 0; i < 2; i++) {
+			size_t got = 0;
+			uint8_t *have = read_path(st, "dup", ver, i ? "x/a" : "x/b", CS, &got);
+
+			assert_int_equal(got, 3);
+			assert_memory_equal(have, "10\n", 3);
+			free(have);
+		}
+	}
+	store_close(st);
+	free(pack);
+}
+
+/* Tampering with groups is caught: a flipped byte fails every member of that group (and only
+ * those), two groups of one size swapped fail both, a pack cut inside a group fails its members.
+ * A member's record bound to its place: the wrapped key does not unwrap with another offset,
+ * length, member number or group size, so members cannot be swapped between files or groups.
+ * Malformed member records are refused by the decoder. */
+static void test_group_tamper(void **state)
+{
+	struct fx *f = *state;
+	struct store *st = fx_create(f);
+	enum { PER = STORE_GROUP_MAX / 510, N = 2 * PER + 1 };
+	struct loc l[N];
+	uint8_t a[STORE_GROUP_MAX + 16], b[STORE_GROUP_MAX + 16], out[1024];
+
+	/* Files of 510 bytes: PER fill a group exactly; two groups of one size, and one more. */
+	for (unsigned i = 0; i < N; i++)
+		tu_seed_file(510, 300 + i, "%s/t%02u", f->src, i);
+	assert_int_equal(import_src(st, "g", f->src, NULL), 1);
+	for (unsigned i = 0; i < N; i++) {
+		char name[8];
+
+		snprintf(name, sizeof(name), "t%02u", i);
+		l[i] = locate(f, st, "g", name);
+		assert_true(l[i].ino.ext.grouped);
+		assert_int_equal(l[i].ino.ext.member_idx, i % PER);
+	}
+	assert_int_equal(l[0].ino.ext.group_size, STORE_GROUP_MAX);
+	assert_int_equal(l[PER].ino.ext.offset, l[0].ino.ext.offset + STORE_GROUP_MAX + 16);
+	assert_int_equal(l[0].ino.ext.member_count, PER);
+	assert_int_equal(l[N - 1].ino.ext.member_count, 1);
+	store_close(st);
+
+	/* Each reads back; then a member's record bound to its place. */
+	st = fx_open(f);
+	for (unsigned i = 0; i < N; i++) {
+		size_t got = 0;
+		char name[8];
+		uint8_t *have, want[510];
+
+		snprintf(name, sizeof(name), "t%02u", i);
+		have = read_path(st, "g", 1, name, CS, &got);
+		tu_fill(want, sizeof(want), 300 + i);
+		assert_int_equal(got, 510);
+		assert_memory_equal(have, want, 510);
+		free(have);
+	}
+	{
+		static const struct {
+			int field;
+			uint32_t value;
+		} edits[] = { { 0, 0 }, { 1, 509 }, { 2, 2 }, { 3, PER + 1 }, { 4, 4064 } };
+		struct store_object *obj = NULL;
+
+		for (size_t e = 0; e < ARRAY_SIZE(edits); e++) {
+			struct store_inode x = l[1].ino;
+
+			switch (edits[e].field) {
+			case 0: x.ext.member_off = edits[e].value; break;   /* member 0's place */
+			case 1: x.size = edits[e].value; break;
+			case 2: x.ext.member_idx = (uint16_t)edits[e].value; break;
+			case 3: x.ext.member_count = (uint16_t)edits[e].value; break;
+			default: x.ext.group_size = edits[e].value; break;
+			}
+			assert_int_equal(store_object_open(st, l[1].dsid, &x, &obj), -EBADMSG);
+			assert_null(obj);
+		}
+		/* Member 1's record with member 0's group fields but its own key: no. */
+		{
+			struct store_inode x = l[0].ino;
+
+			memcpy(x.ext.wrapped_key, l[1].ino.ext.wrapped_key, CRYPTO_WRAPPED_KEY_LEN);
+			assert_int_equal(store_object_open(st, l[1].dsid, &x, &obj), -EBADMSG);
+			/* Nor a member's key as a whole object's (another domain tag). */
+			x = l[1].ino;
+			x.ext.grouped = false;
+			x.size = STORE_GROUP_MAX;
+			assert_int_equal(store_object_open(st, l[1].dsid, &x, &obj), -EBADMSG);
+		}
+	}
+	/* The decoder: a member outside its group, a member number out of range, a group over
+	 * the limit, a member over the tiny limit. */
+	{
+		struct buf bb;
+		struct store_inode y;
+
+		buf_init(&bb, 4096);
+		for (int e = 0; e < 5; e++) {
+			struct store_inode x = l[1].ino;
+
+			switch (e) {
+			case 0: x.ext.member_off = STORE_GROUP_MAX - 100; break;
+			case 1: x.ext.member_idx = x.ext.member_count; break;
+			case 2: x.ext.group_size = STORE_GROUP_MAX + 1; break;
+			case 3: x.size = STORE_TINY_MAX + 1; x.ext.member_off = 0; break;
+			default: break;
+			}
+			buf_reset(&bb);
+			assert_int_equal(inode_encode(&x, NULL, &bb), 0);
+			assert_int_equal(inode_decode(x.ino, bb.data, bb.len, &y, NULL),
+					 e == 4 ? 0 : -EBADMSG);
+		}
+		assert_true(y.ext.grouped);
+		assert_int_equal(y.ext.member_off, 510);
+		assert_int_equal(y.ext.member_idx, 1);
+		assert_int_equal(y.ext.member_count, PER);
+		assert_int_equal(y.ext.group_size, STORE_GROUP_MAX);
+		/* Cut short: neither a member nor a plain file. */
+		assert_int_equal(inode_decode(l[1].ino.ino, bb.data, bb.len - 2, &y, NULL),
+				 -EBADMSG);
+		buf_free(&bb);
+	}
+	store_close(st);
+
+	/* A flipped byte in group 0: its members fail, group 1's read. */
+	flip(l[0].pack, l[0].ino.ext.offset + 700);
+	for (int direct = 0; direct < 2; direct++) {
+		memset(out, 0xAA, sizeof(out));
+		assert_int_equal(loc_read(f, &l[0], direct, out, sizeof(out)), -EBADMSG);
+		for (size_t j = 0; j < sizeof(out); j++)
+			if (out[j] != 0xAA)
+				fail_msg("plaintext leaked at %zu", j);
+		assert_int_equal(loc_read(f, &l[PER - 1], direct, out, sizeof(out)), -EBADMSG);
+		assert_int_equal(loc_read(f, &l[PER], direct, out, sizeof(out)), 510);
+	}
+	flip(l[0].pack, l[0].ino.ext.offset + 700);
+	assert_int_equal(loc_read(f, &l[0], false, out, sizeof(out)), 510);
+	/* Groups 0 and 1 (one size) swapped: each is valid, in the other's place. */
+	peek(l[0].pack, l[0].ino.ext.offset, a, sizeof(a));
+	peek(l[PER].pack, l[PER].ino.ext.offset, b, sizeof(b));
+	patch(l[0].pack, l[0].ino.ext.offset, b, sizeof(b));
+	patch(l[PER].pack, l[PER].ino.ext.offset, a, sizeof(a));
+	assert_int_equal(loc_read(f, &l[1], false, out, sizeof(out)), -EBADMSG);
+	assert_int_equal(loc_read(f, &l[PER + 1], true, out, sizeof(out)), -EBADMSG);
+	assert_int_equal(loc_read(f, &l[N - 1], false, out, sizeof(out)), 510);
+	patch(l[0].pack, l[0].ino.ext.offset, a, sizeof(a));
+	patch(l[PER].pack, l[PER].ino.ext.offset, b, sizeof(b));
+	assert_int_equal(loc_read(f, &l[PER + 1], false, out, sizeof(out)), 510);
+	/* The pack cut inside the last group: its member fails, the others read. */
+	assert_int_equal(truncate(l[N - 1].pack, (off_t)(l[N - 1].ino.ext.offset + 100)), 0);
+	assert_int_equal(loc_read(f, &l[N - 1], false, out, sizeof(out)), -EIO);
+	assert_int_equal(loc_read(f, &l[PER], false, out, sizeof(out)), 510);
+	for (unsigned i = 0; i < N; i++)
 		loc_free(&l[i]);
 }
 
@@ -4300,6 +4606,8 @@ int main(void)
 		T(test_import_parallel_memory_bounded),
 		T(test_dense_layout),
 		T(test_dense_tamper),
+		T(test_group_many_tiny),
+		T(test_group_tamper),
 		T(test_import_stamp),
 		T(test_import_stamp_divert),
 		T(test_tamper_flip_ciphertext),
