@@ -156,6 +156,24 @@ static void seeds_index_records(int outfd)
 	/* Chunk size (before alg and wrapped key) not a power of two. */
 	put_le32(b.data + b.len - CRYPTO_WRAPPED_KEY_LEN - 8, 4097);
 	put_index_seed(fd, "inode-file-bad-chunk", FUZZ_T_INODE, NULL, 0, b.data, b.len);
+	/* A tiny file, member 3 of a group of 9 (docs/FORMAT.md 4.10), and one outside its group. */
+	buf_reset(&b);
+	file.size = 5;
+	file.ext.offset = PACK_HEADER_LEN + 17;
+	file.ext.has_content_mac = true;
+	file.ext.has_stamp = true;
+	file.ext.grouped = true;
+	file.ext.group_size = 40;
+	file.ext.member_off = 12;
+	file.ext.member_idx = 3;
+	file.ext.member_count = 9;
+	memset(file.ext.content_mac, 0x44, sizeof(file.ext.content_mac));
+	memset(file.ext.stamp, 0x55, sizeof(file.ext.stamp));
+	if (inode_encode(&file, NULL, &b) < 0)
+		fail("inode_encode");
+	put_index_seed(fd, "inode-member", FUZZ_T_INODE, NULL, 0, b.data, b.len);
+	put_le32(b.data + b.len - 8, 38);   /* member offset: 38 + 5 > 40 */
+	put_index_seed(fd, "inode-member-outside", FUZZ_T_INODE, NULL, 0, b.data, b.len);
 	buf_reset(&b);
 	if (inode_encode(&dir, (const uint8_t *)"0123456789abcdef", &b) < 0)
 		fail("inode_encode");
