@@ -2,9 +2,11 @@
 # A primary and two node daemons over one store directory on this machine (issue 17,
 # docs/DEPLOYMENT.md): how long a revocation on the primary takes to stop a reader holding a file
 # open on a node (REVOKES rounds: median and max), what catching up costs a node per second in a
-# store of FILES files (idle, and with a policy change every 100 ms), and read throughput through
-# a node's mount against the primary's own, measured alternately. Not part of CI (timings on a
-# shared machine are noisy): compare within one run.
+# store of FILES files (idle, and with a policy change every 100 ms), read throughput through
+# a node's mount against the primary's own, measured alternately, and what one key ring commit
+# (an import's) spends rewriting the key bundles of 16 nodes with a ring of 1,000, 10,000 and
+# 100,000 versions' keys (tests/bench/bench_bundles.c). Not part of CI (timings on a shared
+# machine are noisy): compare within one run.
 #
 # Usage: scripts/bench-nodes.sh [FILES] [SIZE_MIB] [REVOKES]   (as root; defaults 100000 256 50)
 set -euo pipefail
@@ -18,7 +20,7 @@ case "$files$size_mib$revokes" in *[!0-9]*) echo "usage: scripts/bench-nodes.sh 
 
 bash scripts/deps.sh >/dev/null
 cmake -S . -B build-bench -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
-cmake --build build-bench -j "$(nproc)" --target enclaved enclavectl >/dev/null
+cmake --build build-bench -j "$(nproc)" --target enclaved enclavectl bench_bundles >/dev/null
 enclaved=$PWD/build-bench/daemon/enclaved
 enclavectl=$PWD/build-bench/cli/enclavectl
 
@@ -209,3 +211,10 @@ print("a node's CPU (its whole process: catch-up thread, polls, FUSE idle) with 
       "the store: %.1f ms/s idle (heartbeat every 250 ms), %.1f ms/s with a grant and a "
       "revocation every ~100 ms" % ("{:,}".format(int(nfiles)), idle, busy))
 EOF
+
+# ---- Bundles: one key ring commit rewrites every enrolled node's bundle (nodes x entries) ----
+for entries in 1000 10000 100000; do
+	rounds=20
+	[[ $entries -ge 100000 ]] && rounds=5
+	build-bench/tests/bench_bundles "$scratch/bundles-$entries" "$entries" 16 "$rounds"
+done
