@@ -193,6 +193,22 @@ const char *audit_event_family(size_t i, const char *const **ret_events);
 int audit_foreach(const char *dir, const struct audit_filter *filter,
 		  int (*fn)(void *ctx, const json_t *rec, const char *line, size_t len), void *ctx);
 
+/* One log read a record at a time (to merge several logs in time order: the primary's and the
+ * nodes', daemon/control_audit.c), with the checks of audit_foreach() and no filter. With open
+ * (borrowed until audit_cursor_free()), each record is opened too. -errno as audit_foreach(). */
+struct audit_cursor;
+struct audit_opener;
+int audit_cursor_open(const char *dir, struct audit_opener *open, struct audit_cursor **ret);
+/* 1: the next record as written (*ret_rec), opened (*ret_opened: a new reference, the same
+ * record when it is not sealed or without an opener), its time and its line's length; 0: the
+ * end (a final line still being written is not passed on); -errno: a damaged or unopenable
+ * line (err_detail() names it); the cursor is then done. */
+int audit_cursor_next(struct audit_cursor *c, json_t **ret_rec, json_t **ret_opened,
+		      int64_t *ret_t, size_t *ret_len);
+/* How many records were read. */
+uint64_t audit_cursor_records(const struct audit_cursor *c);
+void audit_cursor_free(struct audit_cursor *c);
+
 /* ---- Sealed records (docs/AUDIT.md "Sealed records") --------------------------------------- */
 
 /* An epoch key, and the store key the daemon derives from its master key. */

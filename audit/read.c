@@ -2,6 +2,7 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "audit/audit_internal.h"
 #include "common/err.h"
@@ -160,6 +161,24 @@ out_put:
 
 /* The file is read up to the size it had when the call began: records a writer adds meanwhile
  * are not waited for, and a line it was still writing at that moment counts as incomplete. */
+/* Open path read-only as a regular file, its attributes in *st: the descriptor, or -1 with *ret_r
+ * set (err_detail() naming the file). */
+static int open_log(const char *path, struct stat *st, int *ret_r)
+{
+	int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+
+	if (fd < 0) {
+		*ret_r = err_set(-errno, "cannot open %s: %s", path, strerror(errno));
+		return -1;
+	}
+	if (fstat(fd, st) < 0 || !S_ISREG(st->st_mode)) {
+		*ret_r = err_set(-EINVAL, "%s is not a regular file", path);
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
 int audit_foreach(const char *dir, const struct audit_filter *filter,
 		  int (*fn)(void *ctx, const json_t *rec, const char *line, size_t len), void *ctx)
 {
@@ -237,4 +256,91 @@ out_close:
 out_free:
 	free(path);
 	return r;
+}
+
+/* ---- audit_cursor: one record at a time, for merging logs ---------------------------------- */
+
+struct audit_cursor {
+	struct audit_reader rd;
+	int fd;
+	char *path;
+	uint64_t seq;                  /* records read */
+	struct audit_opener *open;     /* borrowed; NULL: records as written */
+};
+
+int audit_cursor_open(const char *dir, struct audit_opener *open, struct audit_cursor **ret)
+{
+	struct audit_cursor *c = calloc(1, sizeof(*c));
+	struct stat st;
+	int r;
+
+	if (!c)
+		return -ENOMEM;
+	c->fd = -1;
+	c->open = open;
+	if (asprintf(&c->path, "%s/%s", dir, AUDIT_LOG_NAME) < 0) {
+		free(c);
+		return -ENOMEM;
+	}
+	c->fd = open_log(c->path, &st, &r);
+	if (c->fd < 0)
+		goto fail;
+	r = audit_reader_init(&c->rd, c->fd, c->path, (uint64_t)st.st_size);
+	if (r < 0)
+		goto fail;
+	*ret = c;
+	return 0;
+fail:
+	if (c->fd >= 0)
+		close(c->fd);
+	free(c->path);
+	free(c);
+	return r;
+}
+
+int audit_cursor_next(struct audit_cursor *c, json_t **ret_rec, json_t **ret_opened,
+		      int64_t *ret_t, size_t *ret_len)
+{
+	json_t *rec = NULL, *opened = NULL;
+	int64_t t = 0;
+	int r = audit_reader_next(&c->rd);
+
+	if (r <= 0)
+		return r;   /* 0: the end; a final line without '\n' is not passed on */
+	r = audit_line_check(c->path, c->rd.line_no, c->rd.line_off, (const char *)c->rd.line.data,
+			     c->rd.line.len, c->seq, &rec, &t);
+	if (r < 0)
+		return r;
+	c->seq++;
+	if (c->open) {
+		r = audit_opener_open(c->open, rec, &opened);
+		if (r < 0) {
+			json_decref(rec);
+			return err_set(r, "%s: line %llu: %s", c->path,
+				       (unsigned long long)c->rd.line_no, err_detail());
+		}
+	} else {
+		opened = json_incref(rec);
+	}
+	*ret_rec = rec;
+	*ret_opened = opened;
+	*ret_t = t;
+	*ret_len = c->rd.line.len;
+	return 1;
+}
+
+uint64_t audit_cursor_records(const struct audit_cursor *c)
+{
+	return c->seq;
+}
+
+void audit_cursor_free(struct audit_cursor *c)
+{
+	if (!c)
+		return;
+	audit_reader_free(&c->rd);
+	if (c->fd >= 0)
+		close(c->fd);
+	free(c->path);
+	free(c);
 }

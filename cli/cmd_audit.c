@@ -29,7 +29,10 @@ static const char show_usage[] =
 	"           [--job ID] [--event EVENT[,EVENT]...] [--decision allow|deny]\n"
 	"           [--since WHEN] [--until WHEN] [--limit N] [--wide] [--auditor-key FILE]\n"
 	"       enclavectl [GLOBAL OPTIONS] audit show --seq N [--auditor-key FILE]\n\n"
-	"Print the audit records that match, oldest first, one per line: time, event, who,\n"
+	"Print the audit records that match, from the primary's log and every compute node's\n"
+	"merged in time order (a node's records say node=NAME; a node log that is damaged, or\n"
+	"shorter than a checkpoint its node signed, is an error naming the node), oldest first,\n"
+	"one per line: time, event, who,\n"
 	"which dataset version and path, the decision and its reason, the grant (to whom, its\n"
 	"purpose and consent codes, in full), the bytes, then the record's other fields.\n"
 	"--seq N prints one record in detail, a field per line. With --json, each record is\n"
@@ -121,6 +124,7 @@ struct show {
 	enum show_view view;
 	uint64_t printed;
 	struct audit_opener *open;  /* opens sealed records; owned by audit_show() */
+	struct log_openers nodes;   /* the nodes' logs' openers; owned by audit_show() */
 	const char *key_file;       /* --auditor-key, or NULL */
 	bool show_keys;             /* --event names log_key, or --seq */
 	bool seq_set;               /* --seq: only that record */
@@ -161,6 +165,43 @@ int audit_open_record(struct audit_opener *o, const char *key_file, const json_t
 	if (r < 0 && key_file)
 		return err_set(r, "%s (auditor key %s)", err_detail(), key_file);
 	return r;
+}
+
+int log_openers_get(struct log_openers *lo, const char *key_file, const char *node,
+		    struct audit_opener **ret)
+{
+	size_t len = strlen(node);
+	struct log_opener *grown;
+	int r;
+
+	for (size_t i = 0; i < lo->n; i++)
+		if (strcmp(lo->v[i].name, node) == 0) {
+			*ret = lo->v[i].o;
+			return 0;
+		}
+	if (len == 0 || len > 64 || node[0] == '.' || strchr(node, '/'))
+		return err_set(-EPROTO, "a streamed frame names node \"%.80s\"", node);
+	if (lo->n >= 4096)
+		return err_set(-E2BIG, "records of more than 4096 nodes");
+	grown = realloc(lo->v, (lo->n + 1) * sizeof(*lo->v));
+	if (!grown)
+		return -ENOMEM;
+	lo->v = grown;
+	memcpy(lo->v[lo->n].name, node, len + 1);
+	r = audit_opener_new(NULL, key_file, &lo->v[lo->n].o);
+	if (r < 0)
+		return r;
+	*ret = lo->v[lo->n++].o;
+	return 0;
+}
+
+void log_openers_free(struct log_openers *lo)
+{
+	for (size_t i = 0; i < lo->n; i++)
+		audit_opener_free(lo->v[i].o);
+	free(lo->v);
+	lo->v = NULL;
+	lo->n = 0;
 }
 
 /* One line being built; text is made safe as it is added. */
@@ -405,10 +446,18 @@ static int on_records(void *ctx, const json_t *partial)
 {
 	struct show *s = ctx;
 	const json_t *list = json_object_get(partial, "records"), *rec;
+	const char *node = json_string_value(json_object_get(partial, "node"));
+	struct audit_opener *o = s->open;
 	size_t i;
 
 	if (!json_is_array(list))
 		return err_set(-EPROTO, "a streamed frame without a \"records\" list");
+	if (node) {
+		int r = log_openers_get(&s->nodes, s->key_file, node, &o);
+
+		if (r < 0)
+			return r;
+	}
 	json_array_foreach(list, i, rec) {
 		json_t *opened = NULL;
 		const char *ev;
@@ -416,9 +465,15 @@ static int on_records(void *ctx, const json_t *partial)
 
 		if (!json_is_object(rec))
 			return err_set(-EPROTO, "an audit record that is not a JSON object");
-		r = audit_open_record(s->open, s->key_file, rec, &opened);
+		r = audit_open_record(o, s->key_file, rec, &opened);
 		if (r < 0)
-			return r;
+			return node ? err_set(r, "node %s: %s", node, err_detail()) : r;
+		/* A node's record names its node (the primary's do not: no "node" member). */
+		if (node && !json_object_get(opened, "node") &&
+		    json_object_set_new(opened, "node", json_string(node)) < 0) {
+			json_decref(opened);
+			return -ENOMEM;
+		}
 		/* Key records come with every answer, for opening; they are shown when asked for. */
 		ev = json_string_value(json_object_get(opened, "event"));
 		if (ev && strcmp(ev, "log_key") == 0 &&
@@ -594,6 +649,7 @@ static int audit_show(struct ctl *ctl, int argc, char **argv)
 	s.seq = seq;
 	r = ctl_call(ctl, what, "audit.show", args, on_records, &s, &rep);
 	audit_opener_free(s.open);
+	log_openers_free(&s.nodes);
 	if (r)
 		return r;
 	out_member_u64(rep.result, "count", &count);

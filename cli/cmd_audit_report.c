@@ -55,7 +55,8 @@ static const char report_usage[] =
 	"denials (by reason), reads refused after a revocation, bytes read (from close\n"
 	"records), files opened, and the grants in force now (grant and revoke records\n"
 	"replayed, expiry applied; a grant the dataset's consent codes now exclude is suspended,\n"
-	"not in force). Without --log the records come from the daemon (stewards\n"
+	"not in force). Without --log the records come from the daemon, the compute nodes'\n"
+	"logs merged with the primary's (a damaged node log is an error naming it) (stewards\n"
 	"and auditors only); with --log they are read offline from the audit directory DIR.\n"
 	"The filters select the records counted, as in `audit show`; the report says how many\n"
 	"records the log holds and why each one not counted was left out. Grants in force are\n"
@@ -132,6 +133,7 @@ struct report {
 	const char *dataset; /* the --dataset name, or NULL; borrowed */
 	struct audit_opener *open;  /* opens sealed records; owned by audit_report_cmd() */
 	const char *key_file;       /* --auditor-key, or NULL; borrowed */
+	struct log_openers nodes;   /* the nodes' openers, for the daemon's merged answer */
 	const char *node;           /* the compute node whose log is being read; NULL: the
 				     * primary's (or the daemon's answer) */
 };
@@ -482,23 +484,40 @@ static int report_nodes(struct report *rp, const char *log)
 	return r;
 }
 
+/* A frame of the daemon's merged answer: the primary's records, or ("node": NAME) a node's,
+ * opened with that log's own opener and counted with the node named, as --log does. */
 static int on_partial(void *ctx, const json_t *partial)
 {
+	struct report *rp = ctx;
 	const json_t *list = json_object_get(partial, "records"), *rec;
+	const char *node = json_string_value(json_object_get(partial, "node"));
+	struct audit_opener *primary = rp->open;
 	size_t i;
+	int r = 0;
 
 	if (!json_is_array(list))
 		return err_set(-EPROTO, "a streamed frame without a \"records\" list");
-	json_array_foreach(list, i, rec) {
-		int r;
-
-		if (!json_is_object(rec))
-			return err_set(-EPROTO, "an audit record that is not a JSON object");
-		r = add_record(ctx, rec);
+	if (node) {
+		r = log_openers_get(&rp->nodes, rp->key_file, node, &rp->open);
 		if (r < 0)
 			return r;
+		rp->node = node;
 	}
-	return 0;
+	json_array_foreach(list, i, rec) {
+		if (!json_is_object(rec)) {
+			r = err_set(-EPROTO, "an audit record that is not a JSON object");
+			break;
+		}
+		r = add_record(ctx, rec);
+		if (r < 0) {
+			if (node)
+				r = err_set(r, "node %s: %s", node, err_detail());
+			break;
+		}
+	}
+	rp->open = primary;
+	rp->node = NULL;
+	return r;
 }
 
 /* Do the dataset's consent codes, as last recorded, exclude grant g (a grant object)? */
@@ -879,6 +898,7 @@ int audit_report_cmd(struct ctl *ctl, int argc, char **argv)
 	ret = r < 0 ? 1 : 0;
 out:
 	audit_opener_free(rp.open);
+	log_openers_free(&rp.nodes);
 	audit_matcher_free(rp.m);
 	audit_matcher_free(rp.m_all);
 	audit_matcher_free(rp.m_name);

@@ -221,6 +221,17 @@ int client_report_connect(const char *what, const char *path, int r);
 struct audit_opener;
 int audit_open_record(struct audit_opener *o, const char *key_file, const json_t *rec,
 		      json_t **ret);
+/* cmd_audit.c: the daemon's audit.show merges the primary's log with every compute node's; a
+ * frame of a node's records says "node": NAME, and they open only with that log's own key records.
+ * One opener per node, made with key_file on first use and kept (log_openers_free()). -EPROTO a
+ * name that is not a node's; -E2BIG more than 4096 nodes. */
+struct log_openers {
+	struct log_opener { char name[65]; struct audit_opener *o; } *v;
+	size_t n;
+};
+int log_openers_get(struct log_openers *lo, const char *key_file, const char *node,
+		    struct audit_opener **ret);
+void log_openers_free(struct log_openers *lo);
 
 /* ---- output.c: tables, sizes, JSON, safe text ---------------------------------------------- */
 

@@ -18,6 +18,7 @@
 #include "common/timefmt.h"
 #include "daemon/daemon.h"
 #include "daemon/control_internal.h"
+#include "audit/note.h"
 
 #define AUDIT_BATCH_RECORDS 256
 #define AUDIT_BATCH_BYTES (512u * 1024)
@@ -38,13 +39,17 @@ static bool is_decimal(const char *s)
 
 struct audit_stream {
 	struct conn *c;
-	json_t *batch;              /* records not yet sent */
+	json_t *batch;              /* records not yet sent, all of one log */
 	size_t batch_bytes;
+	const char *batch_node;     /* whose log the batch is from: a node's name, NULL the primary */
 	uint64_t count;             /* records matched */
 	uint64_t limit;             /* 0: all; else keep only the last `limit` in ring */
 	json_t **ring;              /* limit slots, oldest overwritten */
+	const char **ring_node;     /* and whose log each is from */
 };
 
+/* A batch goes out as {"records": [...]} and, for a node's log, "node": NAME: the client opens
+ * each log's records with that log's own key records (docs/PROTOCOL.md audit.show). */
 static int stream_flush(struct audit_stream *s)
 {
 	json_t *j;
@@ -53,6 +58,10 @@ static int stream_flush(struct audit_stream *s)
 	if (json_array_size(s->batch) == 0)
 		return 0;
 	j = json_pack("{s:O}", "records", s->batch);
+	if (j && s->batch_node && json_object_set_new(j, "node", json_string(s->batch_node)) < 0) {
+		json_decref(j);
+		j = NULL;
+	}
 	if (!j)
 		return -ENOMEM;
 	r = proto_send(s->c->fd, PROTO_PARTIAL, j, -1);
@@ -62,8 +71,15 @@ static int stream_flush(struct audit_stream *s)
 	return r;
 }
 
-static int stream_add(struct audit_stream *s, json_t *rec, size_t len)
+static int stream_add(struct audit_stream *s, json_t *rec, size_t len, const char *node)
 {
+	if (json_array_size(s->batch) && (node != s->batch_node)) {
+		int r = stream_flush(s);
+
+		if (r < 0)
+			return r;
+	}
+	s->batch_node = node;
 	if (json_array_append(s->batch, rec) < 0)
 		return -ENOMEM;
 	s->batch_bytes += len;
@@ -72,26 +88,250 @@ static int stream_add(struct audit_stream *s, json_t *rec, size_t len)
 	return 0;
 }
 
-static int stream_one(void *ctx, const json_t *rec, const char *line, size_t len)
+/* One record matched (or a key record, always sent): sent, or kept in the ring for --limit. */
+static int stream_one(struct audit_stream *s, json_t *rec, bool key, size_t len, const char *node)
 {
-	struct audit_stream *s = ctx;
-
-	(void)line;
 	/* Key records always go, at once, outside the limit and the count: the client needs them
 	 * to open the records that follow (docs/AUDIT.md section 15). */
-	if (json_is_string(json_object_get(rec, "event")) &&
-	    strcmp(json_string_value(json_object_get(rec, "event")), "log_key") == 0)
-		return stream_add(s, (json_t *)rec, len);
+	if (key)
+		return stream_add(s, rec, len, node);
 	if (s->limit) {
 		size_t slot = s->count % s->limit;
 
 		json_decref(s->ring[slot]);
-		s->ring[slot] = json_incref((json_t *)rec);
+		s->ring[slot] = json_incref(rec);
+		s->ring_node[slot] = node;
 		s->count++;
 		return 0;
 	}
 	s->count++;
-	return stream_add(s, (json_t *)rec, len);
+	return stream_add(s, rec, len, node);
+}
+
+/* ---- The primary's log and every node's, merged in time order ------------------------------- */
+
+#define MERGE_NODES_MAX 4096u
+
+/* One log being merged. */
+struct merge_src {
+	char name[NODE_NAME_MAX + 1];   /* a node's; "" the primary's */
+	char dir[4300];
+	struct audit_cursor *cur;
+	struct audit_opener *open;      /* owned: this log's key records open its sealed parts */
+	json_t *rec, *opened;           /* its next record (NULL: done) */
+	int64_t t;
+	size_t len;
+};
+
+static void merge_src_clear(struct merge_src *m)
+{
+	json_decref(m->rec);
+	json_decref(m->opened);
+	m->rec = m->opened = NULL;
+	audit_cursor_free(m->cur);
+	audit_opener_free(m->open);
+	m->cur = NULL;
+	m->open = NULL;
+}
+
+/* The next record of m into m->rec; at the end of a node's log, its length against its last
+ * checkpoint: a log holding fewer records than a checkpoint signed for it was cut short. */
+static int checkpoint_size(void *ctx, const char *note, size_t len, uint64_t index)
+{
+	struct checkpoint cp;
+	const char *blank = memmem(note, len, "\n\n", 2);
+
+	/* Its text, without the signature lines (the signature is audit verify's to check). */
+	(void)index;
+	if (blank && checkpoint_parse(note, (size_t)(blank - note) + 1, &cp) == 0)
+		*(uint64_t *)ctx = MAX(*(uint64_t *)ctx, cp.size);
+	return 0;
+}
+
+static int merge_advance(struct merge_src *m)
+{
+	int r;
+
+	json_decref(m->rec);
+	json_decref(m->opened);
+	m->rec = m->opened = NULL;
+	r = audit_cursor_next(m->cur, &m->rec, &m->opened, &m->t, &m->len);
+	/* A damaged node log is the node's data, not the caller's request: invalid_data. */
+	if (r < 0)
+		return m->name[0] ? err_set(r == -EBADMSG ? -EILSEQ : r, "node %s's log: %s",
+					    m->name, err_detail()) : r;
+	if (r == 0 && m->name[0]) {
+		char path[4400];
+		uint64_t signed_size = 0, torn = 0, have = audit_cursor_records(m->cur);
+
+		snprintf(path, sizeof(path), "%s/" CHECKPOINTS_FILE_NAME, m->dir);
+		r = checkpoints_foreach(path, checkpoint_size, &signed_size, &torn);
+		if (r < 0 && r != -ENOENT)
+			return err_set(r, "node %s's log: %s", m->name, err_detail());
+		if (signed_size > have)
+			return err_set(-EILSEQ, "node %s's log holds %llu records, but a checkpoint "
+				       "its node signed covers %llu: it was cut short (audit verify "
+				       "says more)", m->name, (unsigned long long)have,
+				       (unsigned long long)signed_size);
+	}
+	return 0;
+}
+
+/* Open the log in m->dir with an opener of key (AUDIT_SEAL_KEY_LEN bytes) and read its first
+ * record. */
+static int merge_open(struct merge_src *m, const uint8_t *key)
+{
+	int r = audit_opener_new(key, NULL, &m->open);
+
+	if (r == 0)
+		r = audit_cursor_open(m->dir, m->open, &m->cur);
+	if (r < 0)
+		return m->name[0] ? err_set(r, "node %s's log: %s", m->name, err_detail()) : r;
+	return merge_advance(m);
+}
+
+/* Every node's log under audit/nodes, each with the key the primary derives for it. */
+static int merge_nodes(struct conn *c, struct merge_src **srcs, size_t *n)
+{
+	char path[4200];
+	DIR *dir;
+	int r = 0;
+
+	snprintf(path, sizeof(path), "%s/" NODE_DIR_NAME, c->d->audit_dir);
+	dir = opendir(path);
+	if (!dir)
+		return errno == ENOENT ? 0 : err_set(-errno, "%s: %s", path, strerror(errno));
+	for (struct dirent *de; r == 0 && (de = readdir(dir));) {
+		struct merge_src *m, *grown;
+		crypto_key *k = NULL;
+
+		if (de->d_name[0] == '.')
+			continue;
+		if (!node_name_valid(de->d_name)) {
+			r = err_set(-EBADMSG, "%s/%.80s: not a node's log directory", path,
+				    de->d_name);
+			break;
+		}
+		if (*n >= MERGE_NODES_MAX + 1) {
+			r = err_set(-E2BIG, "more than %u node logs", MERGE_NODES_MAX);
+			break;
+		}
+		grown = realloc(*srcs, (*n + 1) * sizeof(**srcs));
+		if (!grown) {
+			r = -ENOMEM;
+			break;
+		}
+		*srcs = grown;
+		m = &(*srcs)[(*n)++];
+		*m = (struct merge_src){ 0 };
+		/* node_name_valid(): at most NODE_NAME_MAX bytes; the path fits (audit_dir < 4096). */
+		memcpy(m->name, de->d_name, strlen(de->d_name) + 1);
+		if ((size_t)snprintf(m->dir, sizeof(m->dir), "%s/%.64s", path, m->name) >=
+		    sizeof(m->dir)) {
+			r = -ENAMETOOLONG;
+			break;
+		}
+		r = store_node_audit_key(c->d->st, m->name, &k);
+		if (r == 0)
+			r = merge_open(m, crypto_key_bytes(k));
+		crypto_key_free(k);
+	}
+	closedir(dir);
+	return r;
+}
+
+/* For the filter's state (an open chosen, followed to its close by open_seq), a node's records
+ * are numbered apart from the primary's and each other's: node i's seq and open_seq + i << 48. A
+ * shallow copy; rec is not changed. */
+static json_t *match_form(const json_t *opened, size_t i)
+{
+	json_t *c;
+	const char *k[] = { "seq", "open_seq" };
+
+	if (i == 0)
+		return json_incref((json_t *)opened);
+	c = json_copy((json_t *)opened);
+	for (size_t j = 0; c && j < ARRAY_SIZE(k); j++) {
+		json_t *v = json_object_get(c, k[j]);
+
+		if (json_is_integer(v) &&
+		    json_object_set_new(c, k[j], json_integer(json_integer_value(v) +
+							      ((json_int_t)i << 48))) < 0) {
+			json_decref(c);
+			c = NULL;
+		}
+	}
+	return c;
+}
+
+/* The primary's log and every node's (audit/nodes/NAME), in time order (the primary's first at
+ * equal times), through one filter; each record sent as written, named by its log. A node log
+ * that does not read (edited, cut short against its own checkpoints, not opening) fails the
+ * whole answer, naming the node: never skipped. */
+static int show_merged(struct conn *c, const struct audit_filter *f, struct audit_stream *s)
+{
+	struct merge_src *srcs = calloc(1, sizeof(*srcs));
+	struct audit_matcher *m = NULL;
+	crypto_key *k = NULL;
+	size_t n = 1;
+	int r;
+
+	if (!srcs)
+		return -ENOMEM;
+	snprintf(srcs[0].dir, sizeof(srcs[0].dir), "%s", c->d->audit_dir);
+	r = store_audit_seal_key(c->d->st, &k);
+	if (r == 0)
+		r = merge_open(&srcs[0], crypto_key_bytes(k));
+	crypto_key_free(k);
+	if (r == 0)
+		r = merge_nodes(c, &srcs, &n);
+	if (r == 0)
+		r = audit_matcher_new(f, &m);
+	while (r == 0) {
+		size_t best = n;
+		struct merge_src *b;
+		const char *ev;
+		json_t *mf;
+
+		for (size_t i = 0; i < n; i++)
+			if (srcs[i].rec && (best == n || srcs[i].t < srcs[best].t))
+				best = i;
+		if (best == n)
+			break;
+		b = &srcs[best];
+		ev = json_string_value(json_object_get(b->opened, "event"));
+		if (ev && strcmp(ev, "log_key") == 0) {
+			r = stream_one(s, b->rec, true, b->len, best ? b->name : NULL);
+		} else {
+			mf = match_form(b->opened, best);
+			r = mf ? audit_matcher_test(m, mf, b->t) : -ENOMEM;
+			json_decref(mf);
+			if (r > 0)
+				r = stream_one(s, b->rec, false, b->len, best ? b->name : NULL);
+		}
+		if (r >= 0)
+			r = merge_advance(b);
+	}
+	/* The ring holds names borrowed from srcs: sent before they go. */
+	if (r == 0 && s->limit) {
+		uint64_t kept = MIN(s->count, s->limit);
+
+		for (uint64_t i = 0; i < kept && r == 0; i++) {
+			size_t slot = (s->count - kept + i) % s->limit;
+			json_t *rec = s->ring[slot];
+
+			r = stream_add(s, rec, json_dumpb(rec, NULL, 0, JSON_COMPACT),
+				       s->ring_node[slot]);
+		}
+		s->count = kept;
+	}
+	if (r == 0)
+		r = stream_flush(s);
+	audit_matcher_free(m);
+	for (size_t i = 0; i < n; i++)
+		merge_src_clear(&srcs[i]);
+	free(srcs);
+	return r;
 }
 
 /* A grant with this id exists (in any state). -ENOENT otherwise. */
@@ -245,53 +485,29 @@ int op_audit_show(struct conn *c, const json_t *args, json_t **ret)
 		return err_set(-EPERM, "filters by dataset, user, grantee, group or job look inside "
 			       "sealed records: auditors only (stewards filter by event, decision, "
 			       "grant, seq and time)");
-	{
-		crypto_key *k = NULL;
-
-		r = store_audit_seal_key(c->d->st, &k);
-		if (r == 0)
-			r = audit_opener_new(crypto_key_bytes(k), NULL, &f.open);
-		crypto_key_free(k);
-		if (r < 0)
-			return r;
-	}
 	f.keys = true;
 	f.pass_sealed = true;
 	r = record_query(c, query, args);
-	if (r < 0) {
-		audit_opener_free(f.open);
+	if (r < 0)
 		return r;
-	}
 	s.batch = json_array();
-	if (!s.batch) {
-		audit_opener_free(f.open);
+	if (!s.batch)
 		return -ENOMEM;
-	}
 	if (s.limit) {
 		s.ring = calloc(s.limit, sizeof(*s.ring));
-		if (!s.ring) {
+		s.ring_node = calloc(s.limit, sizeof(*s.ring_node));
+		if (!s.ring || !s.ring_node) {
+			free(s.ring);
+			free(s.ring_node);
 			json_decref(s.batch);
-			audit_opener_free(f.open);
 			return -ENOMEM;
 		}
 	}
-	r = audit_foreach(c->d->audit_dir, &f, stream_one, &s);
-	audit_opener_free(f.open);
-	if (r == 0 && s.limit) {
-		uint64_t kept = MIN(s.count, s.limit);
-
-		for (uint64_t i = 0; i < kept && r == 0; i++) {
-			json_t *rec = s.ring[(s.count - kept + i) % s.limit];
-
-			r = stream_add(&s, rec, json_dumpb(rec, NULL, 0, JSON_COMPACT));
-		}
-		s.count = kept;
-	}
-	if (r == 0)
-		r = stream_flush(&s);
+	r = show_merged(c, &f, &s);
 	for (uint64_t i = 0; s.ring && i < s.limit; i++)
 		json_decref(s.ring[i]);
 	free(s.ring);
+	free(s.ring_node);
 	json_decref(s.batch);
 	if (r < 0)
 		return r;

@@ -1106,6 +1106,50 @@ static void test_job_across_nodes(void **state)
 							    "opens")), 1);
 	json_decref(j);
 	free(r);
+	/* The same from the daemon (no --log): it merges the nodes' logs with the primary's. */
+	r = e2e_ok(ctl("--json", "audit", "report", "--auditor-key", E->akey));
+	j = e2e_out_json(r);
+	job = json_object_get(json_object_get(j, "jobs"), "4242");
+	assert_non_null(job);
+	assert_int_equal(json_integer_value(json_object_get(job, "opens")), 3);
+	per = json_object_get(job, "nodes");
+	assert_int_equal(json_object_size(per), 3);
+	for (int i = 0; i < 2; i++)
+		assert_int_equal(json_integer_value(json_object_get(
+			json_object_get(per, nodes[i].name), "opens")), 1);
+	json_decref(j);
+	free(r);
+	/* And `audit show`: the opens from all three logs (the job's among them), in time order,
+	 * each node's named by its node. */
+	r = e2e_ok(ctl("--json", "audit", "show", "--auditor-key", E->akey, "--event", "open"));
+	{
+		char *line = r->out, *nl;
+		int seen[NNODES] = { 0 }, primary = 0;
+		char last[64] = "";
+
+		for (; (nl = strchr(line, '\n')); line = nl + 1) {
+			json_t *rec;
+			const char *node, *t;
+
+			*nl = '\0';
+			rec = json_loads(line, 0, NULL);
+			assert_non_null(rec);
+			node = json_string_value(json_object_get(rec, "node"));
+			t = json_string_value(json_object_get(rec, "time"));
+			assert_non_null(t);
+			assert_true(strcmp(last, t) <= 0);   /* RFC 3339 UTC, fixed width: in order */
+			snprintf(last, sizeof(last), "%s", t);
+			if (!node)
+				primary++;
+			for (int i = 0; node && i < NNODES; i++)
+				seen[i] += strcmp(node, nodes[i].name) == 0;
+			json_decref(rec);
+		}
+		assert_true(primary >= 1);
+		assert_true(seen[0] >= 1);
+		assert_true(seen[1] >= 1);
+	}
+	free(r);
 	e2e_revoke(gid);
 	free(log);
 }
@@ -1201,6 +1245,52 @@ static void test_audit_verify_across_nodes(void **state)
 	/* Stopped, each node writes its last checkpoint. */
 	for (int i = 0; i < NNODES; i++)
 		node_stop(&nodes[i], SIGTERM);
+	/* The daemon's `audit show` and `audit report` read every node's log: one edited, or cut
+	 * short against its own checkpoints, is an error naming the node, never skipped. (The
+	 * store's own files, put back byte for byte after.) */
+	{
+		char *l1 = tu_fmt("%s/audit/nodes/node1/audit.log", E->store);
+		char *l2 = tu_fmt("%s/audit/nodes/node2/audit.log", E->store);
+		size_t n1 = 0, n2 = 0, cut;
+		uint8_t *b1 = tu_read_file(l1, &n1), *b2 = tu_read_file(l2, &n2), *t;
+
+		uint8_t was;
+
+		free(e2e_ok(ctl("audit", "show", "--auditor-key", E->akey, "--limit", "5")));
+		t = memmem(b1 + n1 / 2, n1 - n1 / 2, "\"sealed\":\"", 10);
+		assert_non_null(t);
+		was = t[20];
+		t[20] = was == 'A' ? 'B' : 'A';
+		tu_write_file(l1, b1, n1);
+		t[20] = was;
+		r = ctl("audit", "show", "--auditor-key", E->akey);
+		assert_int_equal(r->status, 1);
+		assert_non_null(strstr(r->err, "node node1"));
+		assert_non_null(strstr(r->err, "does not authenticate"));
+		free(r);
+		r = ctl("audit", "report", "--auditor-key", E->akey);
+		assert_int_equal(r->status, 1);
+		assert_non_null(strstr(r->err, "node node1"));
+		free(r);
+		tu_write_file(l1, b1, n1);
+		/* Cut to half its records: below the checkpoint the node signed when it stopped. */
+		for (cut = n2 / 2; cut > 0 && b2[cut - 1] != '\n'; cut--)
+			;
+		tu_write_file(l2, b2, cut);
+		r = ctl("audit", "show", "--auditor-key", E->akey);
+		assert_int_equal(r->status, 1);
+		if (!strstr(r->err, "node node2"))
+			fprintf(stderr, "audit show said: %s\n", r->err);
+		assert_non_null(strstr(r->err, "node node2"));
+		assert_non_null(strstr(r->err, "cut short"));
+		free(r);
+		tu_write_file(l2, b2, n2);
+		free(e2e_ok(ctl("audit", "show", "--auditor-key", E->akey, "--limit", "5")));
+		free(b1);
+		free(b2);
+		free(l1);
+		free(l2);
+	}
 	copy_audit(dir);
 	r = verify(dir);
 	if (r->status != 0)
