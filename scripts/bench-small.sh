@@ -31,14 +31,19 @@
 #   --before REV  also measure the build of commit REV (a system "enclave-before"); the table
 #                 then compares it with enclave-direct, and goes between the "bench-small.sh
 #                 --before" markers of docs/PERFORMANCE.md
-#   --perf        record a perf profile of enclaved during the first shuffled epoch 1 of
-#                 enclave-direct (build-bench/bench-perf/small-shuffled.{data,txt})
+#   --perf        record a perf profile of the whole machine (perf record -a -g) during the
+#                 first shuffled epoch 1 of every FUSE system
+#                 (build-bench/bench-perf/small-shuffled-SYSTEM.{data,txt,comm.txt})
+#   --cpu         also measure, for every epoch, the CPU time per file of the readers, of the
+#                 file system's daemon (enclaved, gocryptfs) and of the whole machine
+#                 (/proc/stat), and count the FUSE requests per file by kind (the kernel's
+#                 fuse:fuse_request_send tracepoint, counted by `perf stat`); a second table
 #   --no-doc      leave docs/PERFORMANCE.md alone
 #   --enclaved-args "..."  more enclaved options
 # A quick run: scripts/bench-small.sh --files 2000 --rounds 1 --no-doc
 set -euo pipefail
 usage() { sed -n '2,/^set -euo/{/^#/s/^# \{0,1\}//p}' "$0"; }
-files=20000 rounds=3 workers=8 dodoc=1 doperf=0 systems_arg=
+files=20000 rounds=3 workers=8 dodoc=1 doperf=0 docpu=0 systems_arg=
 enclaved_extra= before_rev=
 while (($#)); do
 	case "$1" in
@@ -49,6 +54,7 @@ while (($#)); do
 	--workers) workers=${2:?}; shift 2 ;;
 	--systems) systems_arg=${2:?}; shift 2 ;;
 	--perf) doperf=1; shift ;;
+	--cpu) docpu=1; shift ;;
 	--no-doc) dodoc=0; shift ;;
 	--enclaved-args) enclaved_extra=${2?}; shift 2 ;;
 	--before) before_rev=${2:?}; shift 2 ;;
@@ -81,6 +87,7 @@ echo "bench-small: installing what it needs and building (Release)" >&2
 bash scripts/deps.sh >/dev/null
 need=()
 for p in gocryptfs time; do dpkg -s "$p" >/dev/null 2>&1 || need+=("$p"); done
+((docpu || doperf)) && { command -v perf >/dev/null || need+=(linux-perf); }
 if ((${#need[@]})); then
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
@@ -120,13 +127,14 @@ src=$scratch/src mnt=$scratch/mnt store=$scratch/store
 gcipher=$scratch/gocryptfs.cipher gmnt=$scratch/gocryptfs
 mnt0=$scratch/mnt0 store0=$scratch/store0
 mkdir -p "$src" "$mnt" "$gcipher" "$gmnt" "$mnt0"
-pid= pid0= perf_pid=
+pid= pid0= perf_pid= made_tracefs=0
 perf_dir=$root/$build/bench-perf
 
 cleanup() {
 	local rc=$?
 	set +e
 	[[ -n $perf_pid ]] && kill -INT "$perf_pid" 2>/dev/null && wait "$perf_pid"
+	[[ -f $scratch/perf.pid ]] && kill -INT "$(cat "$scratch/perf.pid")" 2>/dev/null
 	for p in $pid $pid0; do
 		if kill -0 "$p" 2>/dev/null; then
 			kill -TERM "$p"
@@ -138,6 +146,7 @@ cleanup() {
 	done
 	rm -rf "$scratch"
 	((made_user)) && userdel "$user" 2>/dev/null
+	((made_tracefs)) && umount /sys/kernel/tracing 2>/dev/null
 	exit "$rc"
 }
 trap cleanup EXIT
@@ -189,15 +198,28 @@ def read(p):
         os.close(fd)
 def noop(_):
     return 0
+def cpu(pids):
+    # CPU seconds (user + system) of this process and of the workers, from /proc/<pid>/stat.
+    t = os.times()
+    ticks = 0
+    for pid in pids:
+        with open("/proc/%d/stat" % pid) as f:
+            v = f.read()
+        v = v[v.rindex(")") + 2:].split()
+        ticks += int(v[11]) + int(v[12])
+    return t.user + t.system + ticks / os.sysconf("SC_CLK_TCK")
 if __name__ == "__main__":
     paths = [os.path.join(top, l.rstrip("\n")) for l in open(listf)]
     random.Random(seed).shuffle(paths)
     with mp.Pool(workers) as pool:
         pool.map(noop, range(workers * 4))
+        pids = [p.pid for p in pool._pool]
+        c = cpu(pids)
         t = time.monotonic()
         total = sum(pool.imap_unordered(read, paths, chunksize=16))
         dt = time.monotonic() - t
-    print(len(paths), total, "%.6f" % dt)
+        c = cpu(pids) - c
+    print(len(paths), total, "%.6f" % dt, "%.3f" % c)
 EOF
 chmod 0644 "$scratch/loader.py"
 
@@ -272,19 +294,103 @@ declare -A backing=([plain]=$src [gocryptfs]=$gcipher [enclave-direct]=$store/pa
 	[enclave-kernel]=$store/packs [enclave-before]=$store0/packs)
 declare -A V=()   # V[figure,system] = "files/s MB/s" per round, space separated pairs
 
+# --cpu: what one epoch cost, into $scratch/cpu/<figure>.<system> (one line per round): CPU
+# microseconds per file of the readers, of the system's daemon and of the whole machine, then
+# FUSE requests per file: all, and each kind of ops_kinds.
+ops_names=(LOOKUP GETATTR OPEN READ RELEASE FLUSH)
+ops_codes=(1 3 14 15 18 25)
+mkdir -p "$scratch/cpu"
+fuse_events=0
+if ((docpu)); then
+	# perf reads tracepoints through tracefs; the request tracepoint is in kernels from 6.16.
+	if ! mountpoint -q /sys/kernel/tracing && mount -t tracefs nodev /sys/kernel/tracing; then
+		made_tracefs=1
+	fi
+	if [[ -d /sys/kernel/tracing/events/fuse/fuse_request_send ]]; then
+		fuse_events=1
+	else
+		echo "bench-small: no fuse:fuse_request_send tracepoint in this kernel: requests not counted" >&2
+	fi
+fi
+daemon_pid() {   # system
+	case "$1" in
+	enclave-direct | enclave-kernel) echo "$pid" ;;
+	enclave-before) echo "$pid0" ;;
+	gocryptfs) pgrep -o -f -- "$gcipher" || true ;;
+	esac
+}
+mount_of() {     # system: its FUSE mount point, none for plain
+	case "$1" in
+	enclave-direct | enclave-kernel) echo "$mnt" ;;
+	enclave-before) echo "$mnt0" ;;
+	gocryptfs) echo "$gmnt" ;;
+	esac
+}
+proc_ticks() { [[ -n $1 ]] && awk '{ sub(/.*\) /, ""); print $12 + $13 }' "/proc/$1/stat" || echo 0; }
+busy_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8; exit }' /proc/stat; }   # no idle, iowait, steal
+meas_perf= meas_d0= meas_b0= meas_dpid=
+meas_begin() {   # system
+	((docpu)) || return 0
+	local m dev conn ev=()
+	meas_dpid=$(daemon_pid "$1") meas_perf=
+	m=$(mount_of "$1")
+	if [[ -n $m ]] && ((fuse_events)); then
+		# The connection is the mount's anonymous device: kernel dev_t (major << 20 | minor).
+		dev=$(awk -v m="$m" '$5 == m { print $3 }' /proc/self/mountinfo)
+		conn=$(((${dev%%:*} << 20) | ${dev##*:}))
+		ev=(-e fuse:fuse_request_send --filter "connection == $conn")
+		for op in "${ops_codes[@]}"; do
+			ev+=(-e fuse:fuse_request_send --filter "connection == $conn && opcode == $op")
+		done
+		perf stat -a -x, -o "$scratch/perf.out" "${ev[@]}" >/dev/null 2>&1 &
+		meas_perf=$!
+		echo "$meas_perf" >"$scratch/perf.pid"   # for cleanup: this runs in a subshell
+		sleep 0.5   # the counters are set up before the epoch starts
+	fi
+	meas_d0=$(proc_ticks "$meas_dpid")
+	meas_b0=$(busy_ticks)
+}
+meas_end() {     # figure system readers-cpu-seconds
+	((docpu)) || return 0
+	local d1 b1 hz reqs=()
+	d1=$(proc_ticks "$meas_dpid")
+	b1=$(busy_ticks)
+	hz=$(getconf CLK_TCK)
+	if [[ -n $meas_perf ]]; then
+		kill -INT "$meas_perf"
+		wait "$meas_perf" || true
+		meas_perf=
+		rm -f "$scratch/perf.pid"
+		mapfile -t reqs < <(awk -F, '$3 ~ /fuse_request_send/ { print $1 }' "$scratch/perf.out")
+	fi
+	awk -v f="$files" -v r="$3" -v d=$((d1 - meas_d0)) -v b=$((b1 - meas_b0)) -v hz="$hz" \
+		-v q="${reqs[*]}" 'BEGIN {
+		printf "%.0f %.0f %.0f", r * 1e6 / f, d * 1e6 / hz / f, b * 1e6 / hz / f
+		n = split(q, a, " ")
+		for (i = 1; i <= 7; i++) printf " %s", i <= n ? sprintf("%.2f", a[i] / f) : "-"
+		print ""
+	}' >>"$scratch/cpu/$1.$2"
+}
+
 # One epoch of a reader; prints "files/s MB/s".
 rate() { awk -v f="$1" -v b="$2" -v s="$3" 'BEGIN { printf "%.0f %.0f\n", f / s, b / s / 1e6 }'; }
-inorder() {
-	local t n
+inorder() {    # top figure system
+	local t n c
+	meas_begin "$3"
 	t=$(now_ns)
-	as bash -c 'cd "$1" && find . -type f -print0 | xargs -0 cat' _ "$1" >/dev/null
+	/usr/bin/time -f '%U %S' -o "$scratch/time.out" runuser -u "$user" -- \
+		bash -c 'cd "$1" && find . -type f -print0 | xargs -0 cat' _ "$1" >/dev/null
 	n=$(($(now_ns) - t))
+	c=$(awk '{ print $1 + $2 }' "$scratch/time.out")
+	meas_end "$2" "$3" "$c"
 	rate "$files" "$data_bytes" "$(awk -v n="$n" 'BEGIN { print n / 1e9 }')"
 }
-shuffled() {   # top seed
+shuffled() {   # top seed figure system
 	local out
+	meas_begin "$4"
 	out=$(as python3 "$scratch/loader.py" "$1" "$scratch/list" "$workers" "$2")
-	read -r nf nb dt <<<"$out"
+	read -r nf nb dt c <<<"$out"
+	meas_end "$3" "$4" "$c"
 	((nb == data_bytes)) || { echo "bench-small: shuffled reader read $nb bytes of $data_bytes" >&2; exit 1; }
 	rate "$nf" "$nb" "$dt"
 }
@@ -294,29 +400,36 @@ prepare() {    # system: empty every cache, then read the system's backing data 
 }
 
 echo "bench-small: reading ($rounds rounds, systems in turn)" >&2
+load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 for ((r = 0; r < rounds; r++)); do
 	order=("${systems[@]:r % ${#systems[@]}}" "${systems[@]:0:r % ${#systems[@]}}")
 	for s in "${order[@]}"; do
 		echo "bench-small: round $((r + 1)): $s" >&2
 		prepare "$s"
-		V[io1,$s]+="$(inorder "${top[$s]}"),"
-		V[io2,$s]+="$(inorder "${top[$s]}"),"
+		V[io1,$s]+="$(inorder "${top[$s]}" io1 "$s"),"
+		V[io2,$s]+="$(inorder "${top[$s]}" io2 "$s"),"
 		prepare "$s"
-		if ((doperf && r == 0)) && [[ $s == enclave-direct ]]; then
+		if ((doperf && r == 0)) && [[ $s != plain ]]; then
+			# The whole machine: the readers' side of the FUSE requests is kernel time of
+			# theirs, not of the daemon.
 			mkdir -p "$perf_dir"
-			perf record -q -g -p "$pid" -o "$perf_dir/small-shuffled.data" >/dev/null 2>&1 &
+			perf record -q -a -g -o "$perf_dir/small-shuffled-$s.data" >/dev/null 2>&1 &
 			perf_pid=$!
+			sleep 0.5
 		fi
-		V[sh1,$s]+="$(shuffled "${top[$s]}" $((2 * r + 1))),"
+		V[sh1,$s]+="$(shuffled "${top[$s]}" $((2 * r + 1)) sh1 "$s"),"
 		if [[ -n $perf_pid ]]; then
 			kill -INT "$perf_pid"
 			wait "$perf_pid" || true
 			perf_pid=
-			perf report -i "$perf_dir/small-shuffled.data" --stdio --no-children -g none \
-				--percent-limit 0.5 --sort dso,sym 2>/dev/null | grep -v '^#' | grep -v '^$' |
-				head -80 >"$perf_dir/small-shuffled.txt" || true
+			perf report -i "$perf_dir/small-shuffled-$s.data" --stdio --no-children -g none \
+				--percent-limit 0.3 --sort comm,dso,sym 2>/dev/null | grep -v '^#' |
+				grep -v '^$' | head -150 >"$perf_dir/small-shuffled-$s.txt" || true
+			perf report -i "$perf_dir/small-shuffled-$s.data" --stdio --no-children -g none \
+				--sort comm 2>/dev/null | grep -v '^#' | grep -v '^$' | head -30 \
+				>"$perf_dir/small-shuffled-$s.comm.txt" || true
 		fi
-		V[sh2,$s]+="$(shuffled "${top[$s]}" $((2 * r + 2))),"
+		V[sh2,$s]+="$(shuffled "${top[$s]}" $((2 * r + 2)) sh2 "$s"),"
 	done
 done
 
@@ -376,24 +489,64 @@ if [[ -n $before_rev ]]; then
 		done
 	}
 fi
+cost_table() {  # --cpu: the median of every column over the rounds
+	local key label sys
+	echo "| per file (median of $rounds rounds) | system | CPU µs: readers | daemon | whole machine | FUSE requests | $(printf '%s | ' "${ops_names[@]}")"
+	echo "|---|---|---:|---:|---:|---:|$(printf -- '---:|%.0s' "${ops_names[@]}")"
+	for row in "${rows[@]}"; do
+		IFS='|' read -r key label <<<"$row"
+		for sys in "${systems[@]}"; do
+			[[ -f $scratch/cpu/$key.$sys ]] || continue
+			awk -v label="$label" -v sys="$sys" '
+				{ for (i = 1; i <= NF; i++) v[i, NR] = $i; nf = NF; n = NR }
+				END {
+					printf "| %s | %s |", label, sys
+					for (i = 1; i <= nf; i++) {
+						m = 0
+						for (j = 1; j <= n; j++) a[j] = v[i, j]
+						for (j = 2; j <= n; j++)   # insertion sort, numbers or "-"
+							for (k = j; k > 1 && a[k - 1] + 0 > a[k] + 0; k--) {
+								t = a[k]; a[k] = a[k - 1]; a[k - 1] = t
+							}
+						printf " %s |", a[int((n + 1) / 2)]
+					}
+					print ""
+				}' "$scratch/cpu/$key.$sys"
+		done
+	done
+}
 machine="$(lscpu | awk -F': +' '/^Model name/ { print $2 }'), $(nproc) cores, \
 $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), kernel $(uname -r), \
 $(. /etc/os-release && echo "$PRETTY_NAME")"
 tbl=$(table)
+load_end=$(cut -d' ' -f1-3 /proc/loadavg)
+cpu_opt= cost=
+if ((docpu)); then
+	cpu_opt=" --cpu"
+	cost="
+
+CPU time and FUSE requests per file (\`--cpu\`): the readers' CPU (user + system: the readers'
+side of every FUSE request is kernel time of theirs), the file system daemon's (all its threads;
+none for plain), the whole machine's (/proc/stat, every process, this benchmark's and the other
+users' alike), and the requests the kernel sent the daemon (the \`fuse:fuse_request_send\`
+tracepoint, counted by \`perf stat\` for this mount only).
+
+$(cost_table)"
+fi
 if [[ -n $before_rev ]]; then
 	report=$(
 		cat <<EOF
-**Run:** $(date -u +%Y-%m-%dT%H:%M:%SZ) on $machine, load average at the start
-$(cut -d' ' -f1-3 /proc/loadavg) (a machine shared with other builds: compare the ratios). Release
+**Run:** $(date -u +%Y-%m-%dT%H:%M:%SZ) on $machine, load average $load_start at the
+start of the reads and $load_end at the end (a machine shared with other builds: compare the ratios). Release
 builds of both commits. **Before:** $before_desc. **After:** $(git rev-parse --short HEAD 2>/dev/null || echo '?')
 (the working tree). Each serves the same $files files (100 class
 directories, 4-250 KB, $((data_bytes / 1000000)) MB) from its own store and mount, cache=direct,
 default settings${enclaved_args[*]:+ plus ${enclaved_args[*]}}; each figure is the median of $rounds
 rounds that read both in turn, the order swapped each round.
 
-**Command:** \`scripts/bench-small.sh --before $before_rev --files $files --rounds $rounds --workers $workers\` (as root).
+**Command:** \`scripts/bench-small.sh --before $before_rev --files $files --rounds $rounds --workers $workers$cpu_opt\` (as root).
 
-$tbl
+$tbl$cost
 
 Every round's files/s:
 
@@ -404,19 +557,19 @@ else
 report=$(
 	cat <<EOF
 **Run:** $(date -u +%Y-%m-%dT%H:%M:%SZ) at commit $(git rev-parse --short HEAD 2>/dev/null || echo '?') on $machine,
-load average at the start $(cut -d' ' -f1-3 /proc/loadavg) (a machine shared with other builds: compare
-the ratios, each the median of $rounds rounds that read every system in turn, order rotated each
+load average $load_start at the start of the reads and $load_end at the end (a machine shared with
+other builds: compare the ratios, each the median of $rounds rounds that read every system in turn, order rotated each
 round). Release build. Data: $files files in 100 class directories, 4-250 KB
 ($((data_bytes / 1000000)) MB, $((data_bytes / files / 1000)) KB on average). Enclave: default
 settings${enclaved_args[*]:+ plus ${enclaved_args[*]}}, 64 KiB chunks, AES-256-GCM; gocryptfs
 $(gocryptfs -version 2>/dev/null | awk '{ print $2 }' | head -1) (AES-256-GCM), default options.
 
-**Command:** \`scripts/bench-small.sh --files $files --rounds $rounds --workers $workers\` (as root).
+**Command:** \`scripts/bench-small.sh --files $files --rounds $rounds --workers $workers$cpu_opt\` (as root).
 Readers run as an unprivileged granted user. In order: \`find . -type f -print0 | xargs -0 cat\`;
 shuffled: $workers python3 \`multiprocessing\` workers, each file opened, read whole, closed. Epoch 1
 after \`drop_caches\` and the system's backing data read back in; epoch 2 straight after.
 
-$tbl
+$tbl$cost
 EOF
 )
 fi
