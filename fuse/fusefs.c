@@ -26,6 +26,7 @@
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
@@ -283,6 +284,7 @@ static int mountinfo_top(const char *path, dev_t *ret_dev, bool *ret_ours)
 int fusefs_mount(struct fusefs *fs)
 {
 	char canon[PATH_MAX], *parent = NULL, *mp = fs->mountpoint;
+	struct statfs sfs;
 	struct stat s, ps;
 	dev_t dev = 0;
 	bool ours = false;
@@ -293,8 +295,13 @@ int fusefs_mount(struct fusefs *fs)
 		r = err_set(-EINVAL, "fusefs: %s: already mounted, or stopped", mp);
 		goto out;
 	}
-	if (stat(mp, &s) < 0) {
-		r = -errno;
+	/* statfs always asks the file system; a stat may be answered from attributes the kernel
+	 * still holds of a mount whose daemon is gone. */
+	if (statfs(mp, &sfs) < 0 && errno == ENOTCONN)
+		r = -ENOTCONN;
+	else
+		r = stat(mp, &s) < 0 ? -errno : 0;
+	if (r < 0) {
 		if (r != -ENOTCONN) {
 			r = err_set(r, "mount point %s: %s", mp, strerror(-r));
 			goto out;
@@ -769,6 +776,10 @@ void fusefs_stats_get(struct fusefs *fs, struct fusefs_stats *ret_stats)
 		.reads_refused = atomic_load(&fs->n_reads_refused),
 		.opens_cached = atomic_load(&fs->n_opens_cached),
 		.readdirs = atomic_load(&fs->n_readdirs),
+		.lookups = atomic_load(&fs->n_lookups),
+		.getattrs = atomic_load(&fs->n_getattrs),
+		.opens = atomic_load(&fs->n_opens),
+		.releases = atomic_load(&fs->n_releases),
 	};
 	struct fusefs_prefetch_stats ps;
 

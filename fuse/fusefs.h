@@ -56,6 +56,11 @@ struct fusefs_stats {
 	uint64_t prefetches;            /* ranges read ahead for sequential readers */
 	uint64_t reads_prefetched;      /* reads answered from a range read ahead */
 	uint64_t readdirs;              /* directory listing requests that reached the daemon */
+	uint64_t lookups;               /* LOOKUP requests (a path walk, name by name) */
+	uint64_t getattrs;              /* GETATTR requests (a stat, or the kernel's permission
+					 * check of a node whose attributes expired) */
+	uint64_t opens;                 /* OPEN requests of files, allowed or not */
+	uint64_t releases;              /* RELEASE requests (the last close of an open file) */
 };
 
 /* Refusal records (fuse/limit.h): the default window and the longest, in seconds. */

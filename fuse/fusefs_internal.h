@@ -189,6 +189,10 @@ struct fusefs {
 	_Atomic uint64_t n_reads_refused;
 	_Atomic uint64_t n_opens_cached;
 	_Atomic uint64_t n_readdirs;
+	_Atomic uint64_t n_lookups;
+	_Atomic uint64_t n_getattrs;
+	_Atomic uint64_t n_opens;
+	_Atomic uint64_t n_releases;
 	pthread_mutex_t memo_lock;      /* guards vmemo[], imemo[] */
 	struct fusefs_vmemo vmemo[FUSEFS_MEMO_SLOTS];
 	struct fusefs_imemo imemo[FUSEFS_MEMO_SLOTS];

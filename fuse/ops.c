@@ -13,9 +13,13 @@
  * Lookup counts: inode numbers are computed (no table), so forget has nothing to drop, and a
  * reply that fails to reach the kernel leaks nothing.
  *
- * Caching: entries and attributes at the root, dataset and version-directory levels are returned
- * with timeout 0, because the kernel's dentry cache is shared by all users and those levels are
- * where grants are decided; inside a version everything is immutable and cached for an hour, and
+ * Caching: entries at the root, dataset and version-directory levels are returned with timeout 0,
+ * because the kernel's dentry cache is shared by all users and those levels are where grants are
+ * decided: every path walk through them sends a LOOKUP, decided for the caller. Their attributes
+ * (the same for every user), and the root's, are kept briefly (TTL_GATE_ATTR), so that the
+ * kernel's permission checks (default_permissions) during a walk send no GETATTR; `latest` is per
+ * caller and never cached. Inside a version everything is immutable
+ * and cached for an hour, and
  * directory listings are kept by the kernel (cache_readdir; each opendir is still decided).
  * ENOENT replies are never cached by the kernel (no negative entries are sent).
  */
@@ -35,6 +39,14 @@
 
 /* Entry and attribute timeouts (seconds) inside a version: its content never changes. */
 #define TTL_INNER 3600.0
+/* Attribute timeout (seconds) of the root, dataset and version directories. Entries stay at 0:
+ * the LOOKUP of each is where the grant is decided, at every path walk, and its reply brings the
+ * attributes along. With the mount's default_permissions the kernel checks the permission of
+ * every directory it walks through, and with attributes at timeout 0 each check was one more
+ * GETATTR: three per open of a file by its full path (root, dataset, version), for attributes
+ * that are the same for every user. This covers the check right after the lookup; every grant
+ * change drops them at once (fusefs_invalidate_dataset). docs/THREAT_MODEL.md "Names". */
+#define TTL_GATE_ATTR 0.1
 /* Largest read served in one reply; the kernel sends at most max_pages (1 MiB with libfuse's
  * default buffer) per request, so this is headroom, and the cap on each worker's buffer. */
 #define READ_MAX (8u << 20)
@@ -482,7 +494,8 @@ static int inode_memo_get(struct fusefs *fs, const struct fusefs_node *n, fuse_i
 	return r;
 }
 
-static void entry_reply(fuse_req_t req, fuse_ino_t ino, const struct stat *st, double ttl)
+static void entry_reply(fuse_req_t req, fuse_ino_t ino, const struct stat *st, double entry_ttl,
+			double attr_ttl)
 {
 	struct fuse_entry_param e;
 
@@ -490,8 +503,8 @@ static void entry_reply(fuse_req_t req, fuse_ino_t ino, const struct stat *st, d
 	e.ino = ino;
 	e.generation = 0;   /* a number always names the same node: ids are never reused */
 	e.attr = *st;
-	e.attr_timeout = ttl;
-	e.entry_timeout = ttl;
+	e.attr_timeout = attr_ttl;
+	e.entry_timeout = entry_ttl;
 	fuse_reply_entry(req, &e);
 }
 
@@ -632,7 +645,7 @@ static void lookup_dataset(fuse_req_t req, struct fusefs *fs, const char *name)
 		return;
 	}
 	attr_dataset(fs, &di, ino, &st);
-	entry_reply(req, ino, &st, 0);
+	entry_reply(req, ino, &st, 0, TTL_GATE_ATTR);
 }
 
 static void lookup_in_dataset(fuse_req_t req, struct fusefs *fs, uint64_t dsid, const char *name)
@@ -668,7 +681,7 @@ static void lookup_in_dataset(fuse_req_t req, struct fusefs *fs, uint64_t dsid, 
 			return;
 		}
 		attr_latest(fs, &di, v, ino, &st);
-		entry_reply(req, ino, &st, 0);
+		entry_reply(req, ino, &st, 0, 0);
 		return;
 	}
 	if (!parse_version(name, &v) || v > di.latest_version) {
@@ -694,7 +707,7 @@ static void lookup_in_dataset(fuse_req_t req, struct fusefs *fs, uint64_t dsid, 
 		fuse_reply_err(req, store_errno(fs, r));
 		return;
 	}
-	entry_reply(req, ino, &st, 0);
+	entry_reply(req, ino, &st, 0, TTL_GATE_ATTR);
 }
 
 static void lookup_in_version(fuse_req_t req, struct fusefs *fs, fuse_ino_t parent,
@@ -723,7 +736,7 @@ static void lookup_in_version(fuse_req_t req, struct fusefs *fs, fuse_ino_t pare
 		fusefs_map_put(fs->paths, ino, path);
 	inode_memo_put(fs, ino, gen, &in);
 	attr_node(ino, &in, -1, &st);
-	entry_reply(req, ino, &st, TTL_INNER);
+	entry_reply(req, ino, &st, TTL_INNER, TTL_INNER);
 }
 
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
@@ -731,6 +744,7 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	struct fusefs *fs = fs_of(req);
 	struct fusefs_node n;
 
+	atomic_fetch_add_explicit(&fs->n_lookups, 1, memory_order_relaxed);
 	if (!fusefs_node_decode(fs, parent, &n)) {
 		fuse_reply_err(req, ENOENT);
 		return;
@@ -777,14 +791,17 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	int r = 0;
 
 	(void)fi;
+	atomic_fetch_add_explicit(&fs->n_getattrs, 1, memory_order_relaxed);
 	if (!fusefs_node_decode(fs, ino, &n)) {
 		fuse_reply_err(req, ENOENT);
 		return;
 	}
 	switch (n.kind) {
 	case FUSEFS_KIND_ROOT:
+		/* The same for everyone and never changes, but briefly all the same: a stat of the
+		 * mount point after the daemon is gone should soon say so (ENOTCONN). */
 		attr_base(&st, ino, S_IFDIR | 0555, 2, fs->created_ns);
-		fuse_reply_attr(req, &st, 0);
+		fuse_reply_attr(req, &st, TTL_GATE_ATTR);
 		return;
 	case FUSEFS_KIND_DATASET:
 	case FUSEFS_KIND_LATEST:
@@ -798,7 +815,11 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		}
 		if (n.kind == FUSEFS_KIND_DATASET) {
 			attr_dataset(fs, &di, ino, &st);
-		} else {
+			fuse_reply_attr(req, &st, TTL_GATE_ATTR);
+			return;
+		}
+		{
+			/* latest: per caller (latest_for), never cached. */
 			uint32_t v = latest_for(fs, &c, &di);
 
 			if (v == 0) {
@@ -818,7 +839,7 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 			}
 			r = attr_version(fs, &n, ino, &st);
 			if (r == 0) {
-				fuse_reply_attr(req, &st, 0);
+				fuse_reply_attr(req, &st, TTL_GATE_ATTR);
 				return;
 			}
 			break;
@@ -1587,6 +1608,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	size_t plen;
 	int r;
 
+	atomic_fetch_add_explicit(&fs->n_opens, 1, memory_order_relaxed);
 	if (!fusefs_node_decode(fs, ino, &n)) {
 		fuse_reply_err(req, ENOENT);
 		return;
@@ -1821,6 +1843,7 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	struct fh *h = (struct fh *)(uintptr_t)fi->fh;
 
 	(void)ino;
+	atomic_fetch_add_explicit(&fs->n_releases, 1, memory_order_relaxed);
 	handle_unlink(fs, &h->h);
 	fh_close(fs, h, NULL);
 	fuse_reply_err(req, 0);
