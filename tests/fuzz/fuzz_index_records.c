@@ -68,7 +68,12 @@ static bool inode_eq(const struct store_inode *a, const struct store_inode *b)
 	       memcmp(a->ext.object_id, b->ext.object_id, sizeof(a->ext.object_id)) == 0 &&
 	       a->ext.pack_id == b->ext.pack_id && a->ext.offset == b->ext.offset &&
 	       a->ext.chunk_size == b->ext.chunk_size && a->ext.alg == b->ext.alg &&
-	       memcmp(a->ext.wrapped_key, b->ext.wrapped_key, sizeof(a->ext.wrapped_key)) == 0;
+	       memcmp(a->ext.wrapped_key, b->ext.wrapped_key, sizeof(a->ext.wrapped_key)) == 0 &&
+	       a->ext.grouped == b->ext.grouped &&
+	       (!a->ext.grouped ||
+		(a->ext.group_size == b->ext.group_size && a->ext.member_off == b->ext.member_off &&
+		 a->ext.member_idx == b->ext.member_idx &&
+		 a->ext.member_count == b->ext.member_count));
 }
 
 /* The encoding must be the input itself: same length, same bytes. */
@@ -164,7 +169,18 @@ static void fuzz_inode(const uint8_t *data, size_t size)
 	/* What the read path relies on before it touches a pack (object.c). */
 	if (ino.type == STORE_INODE_FILE) {
 		FUZZ_CHECK(ino.ext.pack_id != 0);
-		FUZZ_CHECK(ino.ext.offset >= PACK_HEADER_LEN && ino.ext.offset % STORE_ALIGN == 0);
+		/* Aligned, unless the object (a tiny file's: its group) is dense (FORMAT.md 4.7). */
+		FUZZ_CHECK(ino.ext.offset >= PACK_HEADER_LEN &&
+			   (ino.ext.offset % STORE_ALIGN == 0 ||
+			    object_dense(inode_object_size(&ino), ino.ext.chunk_size)));
+		/* A member lies inside its group, one chunk of at most STORE_GROUP_MAX (4.10). */
+		if (ino.ext.grouped)
+			FUZZ_CHECK(ino.ext.group_size <= STORE_GROUP_MAX &&
+				   ino.ext.group_size <= ino.ext.chunk_size &&
+				   ino.size <= STORE_TINY_MAX &&
+				   ino.ext.member_idx < ino.ext.member_count &&
+				   ino.ext.member_count <= STORE_GROUP_MEMBERS_MAX &&
+				   (uint64_t)ino.ext.member_off + ino.size <= ino.ext.group_size);
 		FUZZ_CHECK(IS_POW2(ino.ext.chunk_size) && ino.ext.chunk_size >= CRYPTO_CHUNK_MIN &&
 			   ino.ext.chunk_size <= CRYPTO_CHUNK_MAX);
 		FUZZ_CHECK(crypto_aead_valid(ino.ext.alg));
