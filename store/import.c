@@ -307,6 +307,13 @@ struct store_import {
 	size_t reuse_sizes_cap;             /* power of two */
 	uint32_t reuse_version;             /* the version whose objects they are */
 	int64_t reuse_created_ns;           /* when its import began */
+	/* stamp_find(): the directory of reuse_version that held the last path looked up (files
+	 * come in walk order, so most share it; versions never change): its path, and its inode
+	 * there, 0 when that version has no such directory. */
+	char stamp_dir[STORE_PATH_MAX + 1];
+	size_t stamp_dir_len;
+	bool stamp_dir_known;               /* stamp_dir and stamp_dir_ino hold a lookup */
+	uint64_t stamp_dir_ino;
 	bool rehash;                        /* never trust a source stamp: read every file */
 
 	/* The open group of tiny files (docs/FORMAT.md 4.10): their plaintext back to back, and
@@ -1510,6 +1517,36 @@ enum stamp_match {
  * within the same timestamp tick as that import's read leaves mtime and ctime as they were. */
 #define STAMP_RACY_NS (2 * 1000000000ll)
 
+/* The previous version's inode of path, as store_path_lookup() finds it, its directory looked up
+ * once for all the files in it. */
+static int stamp_lookup(struct store_import *imp, const char *path, struct store_inode *ret)
+{
+	const char *slash = strrchr(path, '/');
+	size_t plen = slash ? (size_t)(slash - path) : 0;
+	struct store_inode dir;
+	int r;
+
+	if (plen > STORE_PATH_MAX)
+		return -ENOENT;
+	if (!imp->stamp_dir_known || plen != imp->stamp_dir_len ||
+	    memcmp(path, imp->stamp_dir, plen) != 0) {
+		imp->stamp_dir_known = false;
+		memcpy(imp->stamp_dir, path, plen);
+		imp->stamp_dir[plen] = '\0';
+		r = store_path_lookup(imp->st, imp->ds.info.id, imp->reuse_version,
+				      plen ? imp->stamp_dir : ".", &dir);
+		if (r < 0 && r != -ENOENT && r != -ENOTDIR)
+			return r;
+		imp->stamp_dir_ino = r == 0 && dir.type == STORE_INODE_DIR ? dir.ino : 0;
+		imp->stamp_dir_len = plen;
+		imp->stamp_dir_known = true;
+	}
+	if (!imp->stamp_dir_ino)
+		return -ENOENT;
+	return store_dir_lookup(imp->st, imp->ds.info.id, imp->reuse_version, imp->stamp_dir_ino,
+				slash ? slash + 1 : path, ret);
+}
+
 /* STAMP_RAW or STAMP_PLAIN (which context the recorded stamp has) and the previous version's
  * inode of path in *old when it holds the file s describes, with the same stamp, size and both
  * times well before that version's import began: the file is then unchanged and need not be
@@ -1526,7 +1563,7 @@ static int stamp_find(struct store_import *imp, const char *path, const struct s
 	if ((int64_t)s->st_mtim.tv_sec * 1000000000 + s->st_mtim.tv_nsec >= limit ||
 	    (int64_t)s->st_ctim.tv_sec * 1000000000 + s->st_ctim.tv_nsec >= limit)
 		return 0;
-	r = store_path_lookup(imp->st, imp->ds.info.id, imp->reuse_version, path, old);
+	r = stamp_lookup(imp, path, old);
 	if (r == -ENOENT || r == -ENOTDIR) {
 		err_clear();
 		return 0;
