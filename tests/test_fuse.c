@@ -2666,8 +2666,10 @@ static void test_cache_kernel_revoke_is_per_user(void **state)
 	free((char *)hj.path);
 	fx_unmount(f);
 	check_read_refused(f, dsid, gid, "revoked", "kernel");
-	/* Her close counts what the daemon served her: the whole file, once (her second pass and
-	 * her loop came from her own cached pages), not 0 as when bob's pages served her. */
+	/* Her close counts what the daemon served her: the whole file (her second pass and her
+	 * loop came from her own cached pages), not 0 as when bob's pages served her. At least
+	 * once, not exactly once: a loaded machine may drop and read again some of her pages
+	 * (seen once in CI-like runs at load 11). */
 	closes = records(f, "close");
 	opens = records(f, "open");
 	c = find_rec(closes, "/a/b/c/big", TU_USER_ALICE, NULL);
@@ -2675,7 +2677,7 @@ static void test_cache_kernel_revoke_is_per_user(void **state)
 	assert_non_null(c);
 	assert_non_null(o);
 	assert_string_equal(rstr(o, "cache"), "kernel");
-	assert_int_equal(rec_int(c, "bytes"), (long long)tree[5].size);
+	assert_true(rec_int(c, "bytes") >= (long long)tree[5].size);
 	json_decref(closes);
 	json_decref(opens);
 }
