@@ -2910,9 +2910,11 @@ static void test_requests_per_open(void **state)
 	/* The dataset and the version are decided at every walk; the file's entry is kept. */
 	assert_true(s1.lookups - s0.lookups >= 2 * WALKS);
 	assert_true(s1.lookups - s0.lookups <= 2 * WALKS + 2);
-	/* Before: 3 per open (30). A loaded machine may let an attribute expire between a lookup
-	 * and the check after it now and then. */
-	assert_true(s1.getattrs - s0.getattrs <= WALKS / 4);
+	/* Before: 3 per open (30). The dataset's and the version's attributes come fresh with
+	 * their LOOKUPs at every walk; the root's are asked for again when a walk comes more than
+	 * TTL_GATE_ATTR after the one before, which a slow machine does (5 of 10 in a fresh-clone run under the
+	 * sanitizers): at most one per open. */
+	assert_true(s1.getattrs - s0.getattrs <= WALKS);
 	assert_true(s2.lookups - s1.lookups >= 2);
 	free(chunk);
 	free((char *)sd.path);
