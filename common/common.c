@@ -2,6 +2,8 @@
 #include "common/common.h"
 
 #include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
 #include <sys/stat.h>
 #include <time.h>
 
@@ -128,6 +130,31 @@ void buf_free(struct buf *b)
 		return;
 	free(b->data);
 	*b = (struct buf){ .max = b->max };
+}
+
+int replace_file_at(int dirfd, const char *name, const void *buf, size_t n, mode_t mode,
+		    bool durable)
+{
+	char tmp[PATH_MAX];
+	int fd, r;
+
+	if ((size_t)snprintf(tmp, sizeof(tmp), "%s.%d.tmp", name, (int)getpid()) >= sizeof(tmp))
+		return -ENAMETOOLONG;
+	(void)unlinkat(dirfd, tmp, 0);
+	fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
+	if (fd < 0)
+		return -errno;
+	r = pwrite_all(fd, buf, n, 0);
+	if (r == 0 && durable && fsync(fd) < 0)
+		r = -errno;
+	close(fd);
+	if (r == 0 && renameat(dirfd, tmp, dirfd, name) < 0)
+		r = -errno;
+	if (r == 0 && durable)
+		r = fsync_dirfd(dirfd);
+	if (r < 0)
+		(void)unlinkat(dirfd, tmp, 0);
+	return r;
 }
 
 int pwrite_all(int fd, const void *buf, size_t n, uint64_t off)

@@ -137,6 +137,11 @@ ssize_t read_full(int fd, void *buf, size_t n);
 ssize_t pread_full(int fd, void *buf, size_t n, uint64_t off);
 /* fsync a directory so a new or renamed entry in it is durable. -errno. */
 int fsync_dirfd(int dirfd);
+/* Replace dirfd/name with the n bytes of buf, whole or not at all: written to "name.PID.tmp"
+ * (O_EXCL, O_NOFOLLOW, mode), then renamed over name; with durable, the file is fsynced before
+ * the rename and dirfd after it. The temporary file is removed on failure. -errno. */
+int replace_file_at(int dirfd, const char *name, const void *buf, size_t n, mode_t mode,
+		    bool durable);
 /* What kind of file a mode is, for messages: "a symbolic link", "a FIFO (named pipe)", ... */
 const char *file_type_name(mode_t m);
 

@@ -203,10 +203,10 @@ static int signal_write(struct node_primary *p, uint64_t seq)
 				 .seq = seq,
 				 .ring = __atomic_load_n(&p->bundles_gen, __ATOMIC_ACQUIRE) };
 	uint8_t id[16];
-	char text[NODE_SIGNAL_MAX], tmp[64];
+	char text[NODE_SIGNAL_MAX];
 	char *note = NULL;
 	size_t nl = 0;
-	int n, fd, r;
+	int n, r;
 
 	store_id(p->st, id);
 	n = node_signal_text(id, &s, text, sizeof(text));
@@ -215,21 +215,9 @@ static int signal_write(struct node_primary *p, uint64_t seq)
 	r = audit_sign_note(p->log, text, (size_t)n, &note, &nl);
 	if (r < 0)
 		return r;
-	snprintf(tmp, sizeof(tmp), NODE_SIGNAL_NAME ".%d.tmp", (int)getpid());
-	(void)unlinkat(p->nodes_fd, tmp, 0);
-	fd = openat(p->nodes_fd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
-	if (fd < 0) {
-		free(note);
-		return -errno;
-	}
-	r = pwrite_all(fd, note, nl, 0);
-	close(fd);
+	r = replace_file_at(p->nodes_fd, NODE_SIGNAL_NAME, note, nl, 0644, false);
 	free(note);
-	if (r == 0 && renameat(p->nodes_fd, tmp, p->nodes_fd, NODE_SIGNAL_NAME) < 0)
-		r = -errno;
-	if (r < 0)
-		(void)unlinkat(p->nodes_fd, tmp, 0);
-	else
+	if (r == 0)
 		__atomic_add_fetch(&p->signals, 1, __ATOMIC_RELAXED);
 	return r;
 }

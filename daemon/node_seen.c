@@ -61,10 +61,10 @@ int node_seen_write(int nodes_fd, const uint8_t store_id[static 16], const char 
 {
 	unsigned char pk[crypto_sign_PUBLICKEYBYTES];
 	uint8_t *sk = sodium_malloc(crypto_sign_SECRETKEYBYTES);
-	char text[NODE_SEEN_MAX], fname[NODE_NAME_MAX + 16], tmp[NODE_NAME_MAX + 48];
+	char text[NODE_SEEN_MAX], fname[NODE_NAME_MAX + 16];
 	char *note = NULL;
 	size_t nl = 0;
-	int n, fd, r;
+	int n, r;
 
 	if (!sk)
 		return -ENOMEM;
@@ -79,20 +79,8 @@ int node_seen_write(int nodes_fd, const uint8_t store_id[static 16], const char 
 	if (r < 0)
 		return r;
 	seen_file_name(fname, name);
-	snprintf(tmp, sizeof(tmp), "%s.%d.tmp", fname, (int)getpid());
-	(void)unlinkat(nodes_fd, tmp, 0);
-	fd = openat(nodes_fd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
-	if (fd < 0) {
-		free(note);
-		return -errno;
-	}
-	r = pwrite_all(fd, note, nl, 0);
-	close(fd);
+	r = replace_file_at(nodes_fd, fname, note, nl, 0644, false);
 	free(note);
-	if (r == 0 && renameat(nodes_fd, tmp, nodes_fd, fname) < 0)
-		r = -errno;
-	if (r < 0)
-		(void)unlinkat(nodes_fd, tmp, 0);
 	return r;
 }
 

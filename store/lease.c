@@ -128,11 +128,11 @@ static int lease_write(struct store_lease *l)
 {
 	struct store *st = l->st;
 	struct lease_file f = { .token = l->token, .pid = getpid() };
-	char text[LEASE_MAX], tmp[64], mac_hex[65];
+	char text[LEASE_MAX], mac_hex[65];
 	uint8_t mac[32];
 	/* lease_ms 0: released, expired since 1970, so the next primary takes it at once. */
 	int64_t exp = l->lease_ms ? now_ns() + (int64_t)l->lease_ms * 1000000 : 0;
-	int fd, n, r;
+	int n, r;
 
 	memcpy(f.holder, l->holder, 16);
 	f.expires_ns = exp;
@@ -147,23 +147,9 @@ static int lease_write(struct store_lease *l)
 	lease_mac(l->mac_key, text, (size_t)n, mac);
 	sodium_bin2hex(mac_hex, sizeof(mac_hex), mac, 32);
 	n += snprintf(text + n, sizeof(text) - (size_t)n, "mac %s\n", mac_hex);
-	snprintf(tmp, sizeof(tmp), LEASE_NAME ".%d.tmp", (int)getpid());
-	(void)unlinkat(st->dirfd, tmp, 0);
-	fd = openat(st->dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-	if (fd < 0)
-		return err_set(-errno, "LEASE: %s", strerror(errno));
-	r = pwrite_all(fd, text, (size_t)n, 0);
-	if (r == 0 && fsync(fd) < 0)
-		r = -errno;
-	close(fd);
-	if (r == 0 && renameat(st->dirfd, tmp, st->dirfd, LEASE_NAME) < 0)
-		r = -errno;
-	if (r == 0)
-		r = fsync_dirfd(st->dirfd);
-	if (r < 0) {
-		(void)unlinkat(st->dirfd, tmp, 0);
+	r = replace_file_at(st->dirfd, LEASE_NAME, text, (size_t)n, 0600, true);
+	if (r < 0)
 		return err_set(r, "LEASE: cannot write it: %s", strerror(-r));
-	}
 	l->expires_ns = exp;
 	return 0;
 }
