@@ -95,7 +95,8 @@ static const char import_usage[] =
 	"take space, and the output says how many were shared. A file whose source stamp\n"
 	"(a keyed hash of its device, inode number, size, mtime and ctime) is what the latest\n"
 	"version recorded for the same path, and whose mtime and ctime are more than 2 s\n"
-	"older than that version's import, is shared without being read at all.\n\n"
+	"older than that version's import, is shared without being read at all: enclavectl\n"
+	"tells the daemon each file's stat first, and opens only the files it asks for.\n\n"
 	"Options:\n"
 	"  --chunk-size SIZE   encryption chunk size: a power of two from 4K to 4M\n"
 	"                      (K and M suffixes; default 64K)\n"
@@ -291,6 +292,26 @@ static int catch_interrupts(void)
 	return 0;
 }
 
+/* A file of an import.stat batch: what is needed to open it should the daemon ask for it. */
+struct claim_ent {
+	char *name;                   /* in dirfd; owned */
+	char *path;                   /* relative to the root; owned */
+	int dirfd;                    /* borrowed: its directory stays open until the batch is
+				       * answered (walk_ops.leave settles every batch) */
+	struct stat st;               /* as fstatat() saw it */
+};
+
+/* An import.stat batch: at most PROTO_IMPORT_STAT_FILES files, PROTO_IMPORT_STAT_PATH_BYTES
+ * of paths. */
+struct claim {
+	struct claim_ent e[PROTO_IMPORT_STAT_FILES];
+	size_t n;
+	size_t path_bytes;
+};
+
+/* Requests in flight (IMPORT_WINDOW). */
+#define IMPORT_WINDOW_MAX 4u
+
 struct import {
 	const struct ctl *ctl;
 	const char *root;             /* DIR as given; borrowed from argv */
@@ -315,12 +336,24 @@ struct import {
 	size_t bn;
 	uint64_t bbytes;
 	unsigned inflight;            /* import.files requests sent, their replies not read yet */
+	/* With "stamps" (import.begin's reply: a previous version to share from, no --rehash),
+	 * files go first as import.stat batches of their fstatat() result, without a descriptor;
+	 * the daemon imports those whose source stamp holds and asks for the others ("need"),
+	 * which are then opened and sent as import.files (docs/PROTOCOL.md). */
+	bool stamps;
+	struct claim *cw;             /* the import.stat batch waiting to go; NULL: none */
+	struct claim *flight[IMPORT_WINDOW_MAX];  /* per request in flight, oldest first: its
+						     import.stat batch, or NULL (import.files) */
+	unsigned fhead;               /* flight[fhead] is the oldest */
+	struct claim_ent *need;       /* files the daemon asked for, not yet opened: need[needh ..
+				       * nneed), in the order asked; owned */
+	size_t needh, nneed, need_cap;
 };
 
 /* import.files requests kept in flight: enclavectl walks and opens the next batches while the
  * daemon imports the earlier ones (issue 13). The descriptors in flight count against the
  * sender's RLIMIT_NOFILE: IMPORT_WINDOW * PROTO_IMPORT_BATCH_FILES stays well below 1,024. */
-#define IMPORT_WINDOW 4u
+#define IMPORT_WINDOW IMPORT_WINDOW_MAX
 
 static void progress_clear(struct import *im)
 {
@@ -450,20 +483,91 @@ static void batch_drop(struct import *im)
 	im->bpaths = NULL;
 }
 
-/* Read the reply to the oldest import.files request in flight: its running totals, or the
- * refusal that stops the import (the first one is kept in im->failed). */
+static void claim_free(struct claim *cl)
+{
+	if (!cl)
+		return;
+	for (size_t i = 0; i < cl->n; i++) {
+		free(cl->e[i].name);
+		free(cl->e[i].path);
+	}
+	free(cl);
+}
+
+/* Forget every batch and every file waiting to go (after a failure, or at the end). */
+static void import_drop(struct import *im)
+{
+	batch_drop(im);
+	claim_free(im->cw);
+	im->cw = NULL;
+	for (size_t i = im->needh; i < im->nneed; i++) {
+		free(im->need[i].name);
+		free(im->need[i].path);
+	}
+	free(im->need);
+	im->need = NULL;
+	im->needh = im->nneed = im->need_cap = 0;
+}
+
+/* The files of batch cl the daemon asked for (the reply's "need": indices into the batch, in
+ * order) move to im->need, to be opened and sent; the rest of cl is freed. */
+static int claim_answered(struct import *im, struct claim *cl, const json_t *need)
+{
+	size_t i, prev = 0;
+	json_t *v;
+	int r = 0;
+
+	if (need && !json_is_array(need))
+		r = err_set(-EPROTO, "the daemon's answer to import.stat is malformed");
+	json_array_foreach(need, i, v) {
+		json_int_t k = json_is_integer(v) ? json_integer_value(v) : -1;
+
+		if (r < 0)
+			break;
+		/* Ascending, in the batch, each once: anything else is not an answer to it. */
+		if (k < 0 || (size_t)k >= cl->n || (i > 0 && (size_t)k <= prev) || !cl->e[k].name) {
+			r = err_set(-EPROTO, "the daemon's answer to import.stat is malformed");
+			break;
+		}
+		prev = (size_t)k;
+		if (im->nneed == im->need_cap) {
+			size_t nc = im->need_cap ? 2 * im->need_cap : PROTO_IMPORT_STAT_FILES;
+			struct claim_ent *a = reallocarray(im->need, nc, sizeof(*a));
+
+			if (!a) {
+				r = err_set(-ENOMEM, "out of memory");
+				break;
+			}
+			im->need = a;
+			im->need_cap = nc;
+		}
+		im->need[im->nneed++] = cl->e[k];
+		cl->e[k].name = cl->e[k].path = NULL;
+	}
+	claim_free(cl);
+	return r;
+}
+
+/* Read the reply to the oldest request in flight (import.files or import.stat): its running
+ * totals, and for import.stat the files the daemon asks for; or the refusal that stops the
+ * import (the first one is kept in im->failed). */
 static int batch_collect(struct import *im)
 {
 	struct reply rep = { 0 };
+	struct claim *cl = im->flight[im->fhead];
 	int r;
 
+	im->flight[im->fhead] = NULL;
+	im->fhead = (im->fhead + 1) % IMPORT_WINDOW;
 	im->inflight--;
 	r = client_recv_reply(&im->c, on_progress, im, &rep);
 	if (r < 0) {
+		claim_free(cl);
 		im->broken = true;
 		return r;
 	}
 	if (!rep.ok) {
+		claim_free(cl);
 		if (!im->failed.msg)
 			im->failed = rep;
 		else
@@ -471,9 +575,12 @@ static int batch_collect(struct import *im)
 		return -EREMOTEIO;
 	}
 	take_totals(im, rep.result);
+	r = cl ? claim_answered(im, cl, json_object_get(rep.result, "need")) : 0;
 	reply_clear(&rep);
+	if (r < 0)
+		im->broken = true;   /* out of step with the daemon: close, do not go on */
 	progress_draw(im, false);
-	return 0;
+	return r;
 }
 
 /* Read every reply still in flight; the first failure. */
@@ -489,9 +596,33 @@ static int batch_settle(struct import *im)
 	return r;
 }
 
+/* Send a request with its batch (cl: an import.stat batch, kept until its reply, or NULL), its
+ * reply read later (batch_collect): up to IMPORT_WINDOW requests are in flight, and a refusal
+ * stops the walk at the next batch. */
+static int flight_send(struct import *im, const char *op, json_t *args, const int *fds,
+		       size_t nfds, struct claim *cl)
+{
+	int r;
+
+	if (im->inflight == IMPORT_WINDOW) {
+		r = batch_collect(im);
+		if (r < 0) {
+			json_decref(args);
+			return r;
+		}
+	}
+	r = client_send_fds(&im->c, op, args, fds, nfds);
+	if (r < 0) {
+		im->broken = true;
+		return r;
+	}
+	im->flight[(im->fhead + im->inflight) % IMPORT_WINDOW] = cl;
+	im->inflight++;
+	return 0;
+}
+
 /* Send the waiting batch, if any: one import.files request carrying every descriptor in one
- * SCM_RIGHTS message. Its reply is read later (batch_collect): up to IMPORT_WINDOW requests are
- * in flight, and a refusal stops the walk at the next batch. */
+ * SCM_RIGHTS message. */
 static int batch_send(struct import *im)
 {
 	json_t *args;
@@ -499,65 +630,69 @@ static int batch_send(struct import *im)
 
 	if (im->bn == 0)
 		return 0;
-	if (im->inflight == IMPORT_WINDOW) {
-		r = batch_collect(im);
-		if (r < 0) {
-			batch_drop(im);
-			return r;
-		}
-	}
 	args = json_pack("{s:O}", "paths", im->bpaths);
 	if (!args) {
 		batch_drop(im);
 		return err_set(-ENOMEM, "out of memory");
 	}
 	/* The message holds its own references to the descriptors: ours are closed at once. */
-	r = client_send_fds(&im->c, "import.files", args, im->bfds, im->bn);
+	r = flight_send(im, "import.files", args, im->bfds, im->bn, NULL);
 	batch_drop(im);
-	if (r < 0) {
-		im->broken = true;
-		return r;
-	}
-	im->inflight++;
-	return 0;
-}
-
-static int send_dir(void *ctx, const char *path, const struct stat *st)
-{
-	struct import *im = ctx;
-	json_t *args = json_pack("{s:s, s:i, s:I}", "path", path, "mode",
-				 (int)(st->st_mode & 07777), "mtime_ns",
-				 (json_int_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec);
-	int r;
-
-	if (!args)
-		return err_set(-ENOMEM, "out of memory");
-	/* The files before this directory go first, in walk order, and are answered. */
-	r = batch_send(im);
-	if (r == 0)
-		r = batch_settle(im);
-	if (r < 0) {
-		json_decref(args);
-		return r;
-	}
-	r = import_call(im, "import.dir", args, -1, NULL);
-	if (r == 0) {
-		im->dirs++;
-		progress_draw(im, false);
-	}
 	return r;
 }
 
-/* Files go in batches (import.files): one request and one reply per PROTO_IMPORT_BATCH_FILES
- * files or PROTO_IMPORT_BATCH_BYTES of data, instead of a round trip per file. */
-static int send_file(void *ctx, int dirfd, const char *name, const char *path,
-		     const struct stat *st)
+/* Send the waiting import.stat batch, if any: [dev, ino, size, mode, mtime_ns, ctime_ns] per
+ * file, dev and ino as signed 64-bit integers with the bits of the unsigned ones. */
+static int claim_send(struct import *im)
 {
-	struct import *im = ctx;
+	struct claim *cl = im->cw;
+	json_t *paths, *stats, *args;
+	int r;
+
+	if (!cl)
+		return 0;
+	im->cw = NULL;
+	paths = json_array();
+	stats = json_array();
+	for (size_t i = 0; paths && stats && i < cl->n; i++) {
+		const struct stat *st = &cl->e[i].st;
+		json_t *a = json_pack("[I, I, I, I, I, I]", (json_int_t)(uint64_t)st->st_dev,
+				      (json_int_t)(uint64_t)st->st_ino, (json_int_t)st->st_size,
+				      (json_int_t)st->st_mode,
+				      (json_int_t)st->st_mtim.tv_sec * 1000000000 +
+					      st->st_mtim.tv_nsec,
+				      (json_int_t)st->st_ctim.tv_sec * 1000000000 +
+					      st->st_ctim.tv_nsec);
+
+		if (json_array_append_new(paths, json_string(cl->e[i].path)) < 0 ||
+		    json_array_append_new(stats, a) < 0) {
+			json_decref(paths);
+			paths = NULL;
+		}
+	}
+	args = paths && stats ? json_pack("{s:o, s:o}", "paths", paths, "stats", stats) : NULL;
+	if (!args) {
+		if (!paths || !stats) {
+			json_decref(paths);
+			json_decref(stats);
+		}
+		claim_free(cl);
+		return err_set(-ENOMEM, "out of memory");
+	}
+	r = flight_send(im, "import.stat", args, NULL, 0, cl);
+	if (r < 0)
+		claim_free(cl);
+	return r;
+}
+
+/* Add the file (name in dirfd, path, st) to the waiting import.files batch, opened, sending the
+ * batch first when it is full or this file would take it over its bytes. */
+static int fd_add(struct import *im, int dirfd, const char *name, const char *path,
+		  const struct stat *st)
+{
 	uint64_t size = (uint64_t)st->st_size;
 	int fd = -1, r;
 
-	/* Full, or this file would take the batch over its bytes: send what waits first. */
 	if (im->bn == PROTO_IMPORT_BATCH_FILES ||
 	    (im->bn > 0 && im->bbytes + size > PROTO_IMPORT_BATCH_BYTES)) {
 		r = batch_send(im);
@@ -575,6 +710,116 @@ static int send_file(void *ctx, int dirfd, const char *name, const char *path,
 	}
 	im->bfds[im->bn++] = fd;
 	im->bbytes += size;
+	return 0;
+}
+
+/* Open and send the files the daemon asked for, until none is left (sending may read replies
+ * that ask for more). They are all in the directory being walked: every batch is answered
+ * before the walk leaves it. */
+static int need_send(struct import *im)
+{
+	int r = 0;
+
+	while (im->needh < im->nneed && r == 0) {
+		/* A copy: fd_add() may read replies that append to im->need (and move it). */
+		struct claim_ent e = im->need[im->needh++];
+
+		if (im->needh == im->nneed)
+			im->needh = im->nneed = 0;
+		r = fd_add(im, e.dirfd, e.name, e.path, &e.st);
+		free(e.name);
+		free(e.path);
+	}
+	return r;
+}
+
+/* Everything sent and answered, the files asked for included: before each directory and after
+ * the last entry of each (while the directory the files were found in is still open). */
+static int import_settle(struct import *im)
+{
+	int r = claim_send(im);
+
+	while (r == 0) {
+		r = need_send(im);
+		if (r == 0)
+			r = batch_send(im);
+		if (r < 0 || (im->inflight == 0 && im->nneed == im->needh))
+			break;
+		r = batch_collect(im);
+	}
+	return r;
+}
+
+static int send_dir(void *ctx, const char *path, const struct stat *st)
+{
+	struct import *im = ctx;
+	json_t *args = json_pack("{s:s, s:i, s:I}", "path", path, "mode",
+				 (int)(st->st_mode & 07777), "mtime_ns",
+				 (json_int_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec);
+	int r;
+
+	if (!args)
+		return err_set(-ENOMEM, "out of memory");
+	/* The files before this directory go first, in walk order, and are answered. */
+	r = import_settle(im);
+	if (r < 0) {
+		json_decref(args);
+		return r;
+	}
+	r = import_call(im, "import.dir", args, -1, NULL);
+	if (r == 0) {
+		im->dirs++;
+		progress_draw(im, false);
+	}
+	return r;
+}
+
+static int leave_dir(void *ctx, const char *path)
+{
+	(void)path;
+	return import_settle(ctx);
+}
+
+/* Files go in batches: one request and one reply per PROTO_IMPORT_BATCH_FILES files or
+ * PROTO_IMPORT_BATCH_BYTES of data (import.files), or, with stamps, per PROTO_IMPORT_STAT_FILES
+ * files told of by their stat (import.stat), instead of a round trip per file. */
+static int send_file(void *ctx, int dirfd, const char *name, const char *path,
+		     const struct stat *st)
+{
+	struct import *im = ctx;
+	size_t plen = strlen(path);
+	struct claim_ent *e;
+	int r;
+
+	if (!im->stamps)
+		return fd_add(im, dirfd, name, path, st);
+	if (im->cw && (im->cw->n == PROTO_IMPORT_STAT_FILES ||
+		       im->cw->path_bytes + plen > PROTO_IMPORT_STAT_PATH_BYTES)) {
+		r = claim_send(im);
+		if (r < 0)
+			return r;
+	}
+	/* The files asked for so far go as soon as there are enough of them for a batch. */
+	if (im->nneed - im->needh >= PROTO_IMPORT_BATCH_FILES) {
+		r = need_send(im);
+		if (r < 0)
+			return r;
+	}
+	if (!im->cw && !(im->cw = calloc(1, sizeof(*im->cw))))
+		return err_set(-ENOMEM, "out of memory");
+	e = &im->cw->e[im->cw->n];
+	e->name = strdup(name);
+	e->path = strdup(path);
+	if (!e->name || !e->path) {
+		free(e->name);
+		free(e->path);
+		e->name = e->path = NULL;
+		return err_set(-ENOMEM, "out of memory");
+	}
+	e->dirfd = dirfd;
+	e->st = *st;
+	im->cw->n++;
+	im->cw->path_bytes += plen;
 	return 0;
 }
 
@@ -738,8 +983,8 @@ static int dataset_import(struct ctl *ctl, int argc, char **argv)
 		{ "rehash", no_argument, NULL, OPT_REHASH },
 		{ 0 },
 	};
-	static const struct walk_ops scan_ops = { scan_dir, scan_file, &interrupted };
-	static const struct walk_ops send_ops = { send_dir, send_file, &interrupted };
+	static const struct walk_ops scan_ops = { scan_dir, scan_file, &interrupted, NULL };
+	static const struct walk_ops send_ops = { send_dir, send_file, &interrupted, leave_dir };
 	_cleanup_free_ struct import *im = calloc(1, sizeof(*im));
 	char name[STORE_DATASET_NAME_MAX + 1], sock[4096];
 	struct reply rep = { 0 };
@@ -810,25 +1055,30 @@ static int dataset_import(struct ctl *ctl, int argc, char **argv)
 		json_decref(args), args = NULL;
 	if (args && po.rehash && json_object_set_new(args, "rehash", json_true()) < 0)
 		json_decref(args), args = NULL;
-	r = args ? import_call(im, "import.begin", args, -1, NULL)
+	r = args ? import_call(im, "import.begin", args, -1, &rep)
 		 : err_set(-ENOMEM, "out of memory");
 	if (r < 0) {
 		close(rootfd);
 		/* A refused begin started nothing: no abort to send. */
 		return import_fail(im, r, false);
 	}
+	/* A daemon with a version to share from takes the files whose stamps hold by their stat
+	 * alone (import.stat); without it every file goes with its descriptor. */
+	im->stamps = json_is_true(json_object_get(rep.result, "stamps"));
+	reply_clear(&rep);
 	progress_draw(im, true);
 	r = walk_tree(rootfd, im->root, &send_ops, im);
 	if (r == 0 && !interrupted)
-		r = batch_send(im);
-	if (r == 0 && !interrupted)
-		r = batch_settle(im);
-	batch_drop(im);
+		r = import_settle(im);
 	close(rootfd);
 	if (r == 0 && interrupted)
 		r = err_set(-EINTR, "interrupted");
-	if (r < 0)
-		return import_fail(im, r, true);
+	if (r < 0) {
+		r = import_fail(im, r, true);
+		import_drop(im);
+		return r;
+	}
+	import_drop(im);
 
 	/* Once the commit is sent its outcome is the daemon's: wait for it, Ctrl-C or not. */
 	im->c.intr_fd = -1;

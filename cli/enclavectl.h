@@ -292,6 +292,9 @@ struct walk_ops {
 		    const struct stat *st);
 	/* Checked before each entry: set (by a signal handler) to stop with -EINTR. May be NULL. */
 	volatile sig_atomic_t *stop;
+	/* After the last entry of the directory at path, before its descriptor (the dirfd its files
+	 * were given with) is closed. May be NULL. */
+	int (*leave)(void *ctx, const char *path);
 };
 /* Walk the tree under the directory open at rootfd (borrowed). `root` is how the user named it,
  * for messages. Anything but regular files and directories (symlinks, devices, sockets, FIFOs)

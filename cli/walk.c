@@ -154,6 +154,9 @@ static int walk_entry(struct walker *w, int dfd, const char *name, size_t plen, 
 		r = w->ops->dir(w->ctx, w->path, &st2);
 		if (r == 0)
 			r = walk_dir(w, cfd, plen, depth + 1);
+		w->path[plen] = '\0';
+		if (r == 0 && w->ops->leave)
+			r = w->ops->leave(w->ctx, w->path);
 	}
 	close(cfd);
 	return r;
@@ -218,6 +221,8 @@ int walk_tree(int rootfd, const char *root, const struct walk_ops *ops, void *ct
 	r = ops->dir(ctx, "", &st);
 	if (r == 0)
 		r = walk_dir(w, rootfd, 0, 0);
+	if (r == 0 && ops->leave)
+		r = ops->leave(ctx, "");
 	free(w);
 	return r;
 }

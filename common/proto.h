@@ -36,6 +36,11 @@
  * does not hold the daemon's reply, and the progress, for long. */
 #define PROTO_IMPORT_BATCH_FILES PROTO_FDS_MAX
 #define PROTO_IMPORT_BATCH_BYTES (64u << 20)
+/* A batch of import.stat (files told of by their stat, no descriptor): at most this many files
+ * (the store's STORE_IMPORT_CLAIM_MAX), and enclavectl sends at most this many bytes of paths in
+ * one, so that the request stays well under PROTO_FRAME_MAX. */
+#define PROTO_IMPORT_STAT_FILES 256u
+#define PROTO_IMPORT_STAT_PATH_BYTES (512u << 10)
 
 enum proto_frame_type {
 	PROTO_REQUEST = 1,   /* client -> daemon: {"op": "...", "args": {...}} */

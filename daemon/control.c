@@ -187,6 +187,7 @@ static const struct {
 	{ "import.dir", ROLE_STEWARD, op_import_dir },
 	{ "import.file", ROLE_STEWARD, NULL },   /* takes a descriptor: see handle() */
 	{ "import.files", ROLE_STEWARD, NULL },  /* takes a batch of them: see handle() */
+	{ "import.stat", ROLE_STEWARD, op_import_stat },   /* no descriptor at all */
 	{ "import.commit", ROLE_STEWARD, op_import_commit },
 	{ "import.abort", ROLE_STEWARD, op_import_abort },
 	{ "grant.add", ROLE_STEWARD, op_grant_add },

@@ -324,6 +324,8 @@ int import_file_any(struct conn *c, const char *path, int fd, const struct stat 
 	got = pread_full(fd, magic, sizeof(magic), 0);
 	if (got != (ssize_t)sizeof(magic) || memcmp(magic, C4GH_MAGIC, sizeof(magic)) != 0)
 		return store_import_add_file_stat(c->imp, path, fd, st);
+	/* Imported under its name without .c4gh: not the name it was owed under, if it was. */
+	store_import_owed_drop(c->imp, path);
 	return import_c4gh(c, path, fd, st);
 }
 

@@ -490,7 +490,9 @@ int op_import_begin(struct conn *c, const json_t *args, json_t **ret)
 	c->imp_failed = false;
 	c->imp_c4gh = 0;
 	c->imp_c4gh_keep = keep;
-	*ret = json_pack("{s:s}", "dataset", name);
+	/* "stamps": import.stat would import a file whose source stamp holds; false when there is
+	 * no version to share from or with rehash, where every file needs its descriptor. */
+	*ret = json_pack("{s:s, s:b}", "dataset", name, "stamps", store_import_stamps(c->imp));
 	return *ret ? 0 : -ENOMEM;
 }
 
@@ -615,6 +617,110 @@ int op_import_files(struct conn *c, const json_t *args, const int *fds, size_t n
 	return *ret ? 0 : -ENOMEM;
 }
 
+/* One entry of import.stat's "stats": [dev, ino, size, mode, mtime_ns, ctime_ns], dev and ino
+ * as the signed 64-bit integers with the bits of the unsigned ones. */
+static int claim_stat(const json_t *a, size_t i, const char *path, struct stat *st)
+{
+	json_int_t v[6];
+
+	if (!json_is_array(a) || json_array_size(a) != 6)
+		return err_set(-EINVAL, "%s: stat %zu of the batch is not an array of 6 integers "
+			       "[dev, ino, size, mode, mtime_ns, ctime_ns]", path, i);
+	for (size_t k = 0; k < 6; k++) {
+		const json_t *e = json_array_get(a, k);
+
+		if (!json_is_integer(e))
+			return err_set(-EINVAL, "%s: stat %zu of the batch is not an array of 6 "
+				       "integers [dev, ino, size, mode, mtime_ns, ctime_ns]", path, i);
+		v[k] = json_integer_value(e);
+	}
+	if (v[2] < 0 || v[3] < 0 || v[3] > 0xffffffffll)
+		return err_set(-EINVAL, "%s: stat %zu of the batch: size or mode out of range",
+			       path, i);
+	memset(st, 0, sizeof(*st));
+	st->st_dev = (dev_t)(uint64_t)v[0];
+	st->st_ino = (ino_t)(uint64_t)v[1];
+	st->st_size = (off_t)v[2];
+	st->st_mode = (mode_t)v[3];
+	st->st_mtim.tv_sec = (time_t)(v[4] / 1000000000);
+	st->st_mtim.tv_nsec = (long)(v[4] % 1000000000);
+	st->st_ctim.tv_sec = (time_t)(v[5] / 1000000000);
+	st->st_ctim.tv_nsec = (long)(v[5] % 1000000000);
+	/* Times before 1970: the nanoseconds stay in [0, 1e9), as the kernel gives them. */
+	if (st->st_mtim.tv_nsec < 0)
+		st->st_mtim.tv_sec--, st->st_mtim.tv_nsec += 1000000000;
+	if (st->st_ctim.tv_nsec < 0)
+		st->st_ctim.tv_sec--, st->st_ctim.tv_nsec += 1000000000;
+	return 0;
+}
+
+int op_import_stat(struct conn *c, const json_t *args, json_t **ret)
+{
+	static const char *const known[] = { "paths", "stats", NULL };
+	const json_t *paths = json_object_get(args, "paths");
+	const json_t *stats = json_object_get(args, "stats");
+	_cleanup_free_ struct stat *sts = NULL;
+	const char *names[STORE_IMPORT_CLAIM_MAX];
+	bool need[STORE_IMPORT_CLAIM_MAX];
+	struct store_import_stats s;
+	json_t *nj;
+	size_t i, n;
+	int r;
+
+	if ((r = import_check(c)) < 0 || (r = proto_args_known(args, known)) < 0)
+		return r;
+	/* The shape of the whole batch first; the store then checks the files themselves (paths,
+	 * types, names already imported or twice in the batch). A refused batch changes nothing. */
+	if (!json_is_array(paths) || json_array_size(paths) == 0)
+		return err_set(-EINVAL, "import.stat needs \"paths\", a non-empty array");
+	n = json_array_size(paths);
+	if (n > STORE_IMPORT_CLAIM_MAX)
+		return err_set(-E2BIG, "a batch of %zu files, more than %u", n,
+			       STORE_IMPORT_CLAIM_MAX);
+	if (!json_is_array(stats) || json_array_size(stats) != n)
+		return err_set(-EINVAL, "a batch of %zu paths came with %zu stats", n,
+			       json_is_array(stats) ? json_array_size(stats) : 0);
+	sts = calloc(n, sizeof(*sts));
+	if (!sts)
+		return -ENOMEM;
+	for (i = 0; i < n; i++) {
+		const json_t *p = json_array_get(paths, i);
+
+		if (!json_is_string(p) || json_string_length(p) == 0 ||
+		    json_string_length(p) > STORE_PATH_MAX ||
+		    strlen(json_string_value(p)) != json_string_length(p))
+			return err_set(-EINVAL, "path %zu of the batch is not a string of 1 to %d "
+				       "bytes without NUL", i, STORE_PATH_MAX);
+		names[i] = json_string_value(p);
+		r = claim_stat(json_array_get(stats, i), i, names[i], &sts[i]);
+		if (r < 0)
+			return r;
+	}
+	/* With Crypt4GH files decrypted, only a stamp that says the head was checked holds. */
+	r = store_import_add_claimed(c->imp, n, names, sts, !c->imp_c4gh_keep, need);
+	if (r < 0) {
+		if (store_import_failed(c->imp))
+			c->imp_failed = true;
+		return r;
+	}
+	store_import_get_stats(c->imp, &s);
+	*ret = stats_json(&s);
+	nj = json_array();
+	for (i = 0; nj && i < n; i++)
+		if (need[i] && json_array_append_new(nj, json_integer((json_int_t)i)) < 0) {
+			json_decref(nj);
+			nj = NULL;
+		}
+	if (!*ret || !nj || json_object_set_new(*ret, "need", nj) < 0) {
+		if (!*ret)
+			json_decref(nj);
+		json_decref(*ret);
+		*ret = NULL;
+		return -ENOMEM;
+	}
+	return 0;
+}
+
 int op_import_commit(struct conn *c, const json_t *args, json_t **ret)
 {
 	static const char *const known[] = { "duo", "controller", NULL };
@@ -634,6 +740,17 @@ int op_import_commit(struct conn *c, const json_t *args, json_t **ret)
 		policy_current(c, &ds, p);
 	if ((r = policy_args(args, p, &any)) < 0)
 		return r;
+	/* A file import.stat asked for and never given: the version would lack it. The store
+	 * refuses to close it (its words name the file); the import is abandoned. */
+	if (store_import_owed(c->imp) > 0) {
+		uint8_t m[STORE_MANIFEST_LEN];
+		char why[ERR_DETAIL_MAX];
+
+		r = store_import_manifest(c->imp, m);
+		snprintf(why, sizeof(why), "%s", err_detail());
+		import_end(c, r < 0 ? r : -EPROTO);
+		return err_set(r < 0 ? r : -EPROTO, "%s", why);
+	}
 	/* Recorded first, then committed: a version never exists without its import record. If
 	 * the record cannot be written (a full disk), nothing is committed and the steward is told;
 	 * if the commit then fails, an "aborted" record for the same version follows. The log may

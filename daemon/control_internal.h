@@ -50,6 +50,9 @@ int op_import_file(struct conn *c, const json_t *args, int fd, json_t **ret);
  * IMPORT_BATCH_BYTES of file data in all. */
 int op_import_files(struct conn *c, const json_t *args, const int *fds, size_t nfds,
 		    json_t **ret);
+/* import.stat: a batch of files told of by their stat, no descriptor (docs/PROTOCOL.md): those
+ * whose source stamp holds are imported unread, the others are asked for ("need"). */
+int op_import_stat(struct conn *c, const json_t *args, json_t **ret);
 int op_import_commit(struct conn *c, const json_t *args, json_t **ret);
 /* control_crypt4gh.c: the site key, and the import of one file that may be a Crypt4GH file. */
 int op_crypt4gh_keygen(struct conn *c, const json_t *args, json_t **ret);

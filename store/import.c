@@ -80,6 +80,7 @@
 #define IMPORT_HBUF (1u << 20)             /* read buffer for hashing a file before writing it */
 #define REUSE_PREFIX 16u                   /* bytes of a content hash kept in the table */
 #define REUSE_LOOKBACK 64u                 /* erased version numbers skipped to find one to share */
+#define OWED_SLOTS (2u * STORE_IMPORT_OWED_MAX)  /* the owed set's table: at most half full */
 
 /* An object of the previous version, by content hash (the rest of the hash is checked against its
  * inode record when it matches). */
@@ -315,6 +316,12 @@ struct store_import {
 	bool stamp_dir_known;               /* stamp_dir and stamp_dir_ino hold a lookup */
 	uint64_t stamp_dir_ino;
 	bool rehash;                        /* never trust a source stamp: read every file */
+	/* Files store_import_add_claimed() was told of by their stat alone and whose stamp did not
+	 * hold: their path is reserved, and they are owed with a descriptor (add_file()), which
+	 * takes the path out of the set without looking it up again. The commit refuses while one
+	 * is owed. Open addressing by path_hash(), OWED_SLOTS slots; owned, and so are the paths. */
+	char **owed;
+	size_t owed_n;
 
 	/* The open group of tiny files (docs/FORMAT.md 4.10): their plaintext back to back, and
 	 * the files whose records wait for it to be written (group_flush()). */
@@ -717,6 +724,80 @@ static int dir_table_grow(struct store_import *imp)
 			hash_insert(imp, i);
 	}
 	return 0;
+}
+
+/* ---- Files owed with a descriptor (store_import_add_claimed()) ------------------------------ */
+
+/* The slot of path in the owed set, or of the empty slot where it would go. */
+static size_t owed_slot(const struct store_import *imp, const char *path)
+{
+	const size_t mask = OWED_SLOTS - 1;
+	size_t i;
+
+	for (i = path_hash(path, strlen(path)) & mask; imp->owed[i]; i = (i + 1) & mask)
+		if (strcmp(imp->owed[i], path) == 0)
+			break;
+	return i;
+}
+
+static bool owed_has(const struct store_import *imp, const char *path)
+{
+	return imp->owed_n && imp->owed[owed_slot(imp, path)];
+}
+
+/* Reserve path until its descriptor comes (the caller checked the room and that it is new). */
+static int owed_add(struct store_import *imp, const char *path)
+{
+	size_t i;
+
+	if (!imp->owed) {
+		imp->owed = calloc(OWED_SLOTS, sizeof(*imp->owed));
+		if (!imp->owed)
+			return imp_fail(imp, -ENOMEM, "out of memory");
+	}
+	i = owed_slot(imp, path);
+	imp->owed[i] = strdup(path);
+	if (!imp->owed[i])
+		return imp_fail(imp, -ENOMEM, "out of memory");
+	imp->owed_n++;
+	return 0;
+}
+
+/* Take path out of the owed set: true if it was there. The entries after it in its probe run
+ * move back (no tombstones), so that a lookup still finds each of them. */
+static bool owed_take(struct store_import *imp, const char *path)
+{
+	const size_t mask = OWED_SLOTS - 1;
+	size_t i, j;
+
+	if (!imp->owed_n)
+		return false;
+	i = owed_slot(imp, path);
+	if (!imp->owed[i])
+		return false;
+	free(imp->owed[i]);
+	imp->owed[i] = NULL;
+	imp->owed_n--;
+	for (j = (i + 1) & mask; imp->owed[j]; j = (j + 1) & mask) {
+		size_t home = path_hash(imp->owed[j], strlen(imp->owed[j])) & mask;
+
+		/* Entry j stays unless the hole i lies between its home slot and j (cyclically). */
+		if (i <= j ? (home > i && home <= j) : (home > i || home <= j))
+			continue;
+		imp->owed[i] = imp->owed[j];
+		imp->owed[j] = NULL;
+		i = j;
+	}
+	return true;
+}
+
+static void owed_free(struct store_import *imp)
+{
+	for (size_t i = 0; imp->owed && i < OWED_SLOTS; i++)
+		free(imp->owed[i]);
+	free(imp->owed);
+	imp->owed = NULL;
+	imp->owed_n = 0;
 }
 
 /* Check that path (n bytes) is relative, with valid components. "" is the root. */
@@ -1304,7 +1385,14 @@ struct obj_src {
 	const struct pf_file *staged;                  /* a small file already read and hashed */
 	const struct stat *st;                         /* fstat(fd) before any read; NULL: stream */
 	const struct stamp_seen *seen;                 /* the batch's stamp lookup, or NULL */
+	/* No descriptor: st is what the client's fstatat() said (store_import_add_claimed()). The
+	 * file is imported only if that stamp holds, else add_object() returns ADD_NEED. */
+	bool claimed;
+	bool heads;                                    /* claimed, and Crypt4GH heads are checked */
 };
+
+/* add_object() of a claimed file whose stamp does not hold: nothing was imported. */
+#define ADD_NEED 1
 
 /* len bytes at off. A stream is read in order (write_object asks for consecutive ranges). */
 static ssize_t src_read(const struct obj_src *src, void *buf, size_t len, uint64_t off)
@@ -2559,7 +2647,10 @@ static int add_object(struct store_import *imp, const char *path, const struct o
 	if (r < 0)
 		return r;
 	parent_ino = parent->ino;
-	r = dirent_exists(imp, parent, path + slash);
+	/* A file owed with its descriptor had its name checked, and reserved, when it was claimed
+	 * (store_import_add_claimed()): no second look at the index for a name that now comes out
+	 * of walk order. */
+	r = src->fd >= 0 && owed_take(imp, path) ? 0 : dirent_exists(imp, parent, path + slash);
 	if (r != 0)
 		return r > 0 ? err_set(-EEXIST, "%s: already imported", path) : r;
 
@@ -2571,11 +2662,16 @@ static int add_object(struct store_import *imp, const char *path, const struct o
 		if (r > 0)
 			old = src->seen->old;
 	} else {
-		r = src->fd >= 0 ? stamp_find(imp, path, src->st, &old) : STAMP_NONE;
+		r = src->fd >= 0 || src->claimed ? stamp_find(imp, path, src->st, &old) : STAMP_NONE;
 	}
 	match = r;
+	/* A claimed file is imported only by a stamp that holds: the plain one when heads are
+	 * checked (docs/FORMAT.md 6.13: a bare one asks for the head to be read), either one
+	 * otherwise. Else it must come with its descriptor; nothing of it was imported. */
+	if (src->claimed && r >= 0 && r != STAMP_PLAIN && !(r == STAMP_RAW && !src->heads))
+		return ADD_NEED;
 	/* A tiny file's records wait for its group: its stamp (as below) is taken now. */
-	if (r >= 0 && src->fd >= 0 && src->st && size <= STORE_TINY_MAX)
+	if (r >= 0 && (src->fd >= 0 || src->claimed) && src->st && size <= STORE_TINY_MAX)
 		stamp_make(imp, src->st, match == STAMP_PLAIN || (src->seen && src->seen->plain),
 			   stamp);
 	if (r < 0) {
@@ -2585,6 +2681,9 @@ static int add_object(struct store_import *imp, const char *path, const struct o
 		 * group: shared if the whole group is, else read and stored in this one's. */
 		r = share_member(imp, &old, (size_t)(parent - imp->dirs), path + slash, ino.mode,
 				 ino.mtime_ns, stamp, true, NULL);
+		/* It cannot join that group: a claimed file has nothing to read it from. */
+		if (r == 0 && src->claimed)
+			return ADD_NEED;
 		if (r == 0)
 			r = tiny_file(imp, src, path, (size_t)(parent - imp->dirs), path + slash,
 				      stamp, &ino);
@@ -2691,6 +2790,128 @@ int store_import_add_file_stat(struct store_import *imp, const char *path, int f
 	if (!st)
 		return -EINVAL;
 	return sticky(imp, add_file(imp, path, fd, st, NULL, NULL));
+}
+
+/* ---- Files told of by their stat (issue 16) ------------------------------------------------ */
+
+static int claim_cmp(const void *a, const void *b)
+{
+	return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* Is the claimed file (path, st) one the whole batch may take? Checked for every file before any
+ * is imported; -errno with err_detail() naming the file, nothing changed. */
+static int claim_check(struct store_import *imp, const char *path, const struct stat *st)
+{
+	size_t n = strnlen(path, STORE_PATH_MAX + 1), slash;
+	struct dir_ent *parent;
+	int r;
+
+	if (n == 0 || !path_valid(path, n))
+		return err_set(-EINVAL, "%.*s: not a valid path in a dataset", (int)MIN(n, 256u),
+			       path);
+	if (!S_ISREG(st->st_mode))
+		return err_set(-EINVAL, "%s: not a regular file", path);
+	if (st->st_size < 0)
+		return err_set(-EINVAL, "%s: a negative size", path);
+	if (dir_find(imp, path, n))
+		return err_set(-EEXIST, "%s: already imported as a directory", path);
+	if (owed_has(imp, path))
+		return err_set(-EEXIST, "%s: already announced, and its descriptor not yet given",
+			       path);
+	slash = base_start(path, n);
+	parent = dir_find(imp, path, parent_len(slash));
+	if (parent) {
+		r = dirent_exists(imp, parent, path + slash);
+		if (r != 0)
+			return r > 0 ? err_set(-EEXIST, "%s: already imported", path) : r;
+		return 0;
+	}
+	/* Its directory is not there yet, so neither is it; but the first missing directory on
+	 * the way must not be a file already imported (dir_ensure() would fail the import). */
+	for (size_t end = parent_len(slash);;) {
+		size_t s = base_start(path, end);
+		struct dir_ent *d = dir_find(imp, path, parent_len(s));
+		char name[STORE_NAME_MAX + 1];
+
+		if (!d) {
+			end = parent_len(s);
+			continue;
+		}
+		snprintf(name, sizeof(name), "%.*s", (int)(end - s), path + s);
+		r = dirent_exists(imp, d, name);
+		if (r != 0)
+			return r > 0 ? err_set(-EEXIST, "%.*s: already imported as a file, not a "
+					       "directory", (int)end, path) : r;
+		return 0;
+	}
+}
+
+int store_import_add_claimed(struct store_import *imp, size_t n, const char *const *paths,
+			     const struct stat *sts, bool heads, bool *ret_need)
+{
+	const char *sorted[STORE_IMPORT_CLAIM_MAX];
+	size_t k = 0;
+	int r;
+
+	if (imp->err)
+		return imp_sticky(imp);
+	if (imp->committed || imp->closed || n == 0 || !paths || !sts || !ret_need)
+		return -EINVAL;
+	if (n > STORE_IMPORT_CLAIM_MAX)
+		return err_set(-E2BIG, "a batch of %zu files told of by their stat, more than %u", n,
+			       STORE_IMPORT_CLAIM_MAX);
+	/* The whole batch is checked first: a bad one changes nothing, and the import goes on. */
+	if (imp->owed_n + n > STORE_IMPORT_OWED_MAX)
+		return err_set(-E2BIG, "%zu files wait for their descriptor already: give them "
+			       "before telling of more (at most %u)", imp->owed_n,
+			       STORE_IMPORT_OWED_MAX);
+	memcpy(sorted, paths, n * sizeof(*paths));
+	qsort(sorted, n, sizeof(*sorted), claim_cmp);
+	for (size_t i = 0; i + 1 < n; i++)
+		if (strcmp(sorted[i], sorted[i + 1]) == 0)
+			return err_set(-EINVAL, "%.256s: twice in one batch", sorted[i]);
+	for (size_t i = 0; i < n; i++) {
+		r = claim_check(imp, paths[i], &sts[i]);
+		if (r < 0)
+			return r;
+	}
+	/* Then each file in order: imported by its stamp, or owed with its descriptor. */
+	for (size_t i = 0; i < n; i++) {
+		const struct obj_src src = { .fd = -1, .st = &sts[i], .claimed = true,
+					     .heads = heads };
+
+		r = add_object(imp, paths[i], &src, (uint32_t)sts[i].st_mode,
+			       stat_mtime_ns(&sts[i]), (uint64_t)sts[i].st_size);
+		ret_need[i] = r == ADD_NEED;
+		if (r == ADD_NEED)
+			r = owed_add(imp, paths[i]);
+		else if (r == 0)
+			k++;
+		if (r < 0)
+			return sticky(imp, r);
+	}
+	return (int)k;
+}
+
+void store_import_owed_drop(struct store_import *imp, const char *path)
+{
+	owed_take(imp, path);
+}
+
+int store_import_owed(const struct store_import *imp)
+{
+	return imp->owed_n > INT_MAX ? INT_MAX : (int)imp->owed_n;
+}
+
+bool store_import_failed(const struct store_import *imp)
+{
+	return imp->err != 0;
+}
+
+bool store_import_stamps(const struct store_import *imp)
+{
+	return imp->reuse && !imp->rehash;
 }
 
 /* ---- Batch prefetch ------------------------------------------------------------------------ */
@@ -3039,6 +3260,17 @@ static int import_close(struct store_import *imp)
 	uint8_t manifest[STORE_MANIFEST_LEN];
 	int r;
 
+	/* A file the client told of by its stat, and was asked for with its descriptor, never
+	 * came: the version would lack a file the client said it has. */
+	if (imp->owed_n) {
+		const char *first = NULL;
+
+		for (size_t i = 0; !first && i < OWED_SLOTS; i++)
+			first = imp->owed[i];
+		return imp_fail(imp, -EPROTO, "%zu file(s) the client announced by their stat "
+				"were asked for with their descriptor and never given (%s, ...): "
+				"nothing is committed", imp->owed_n, first ? first : "?");
+	}
 	/* The last group of tiny files, and with it the last files' records; a group of the
 	 * previous version not found whole is copied into it first. */
 	r = imp->shr_n ? share_break(imp) : 0;
@@ -3327,6 +3559,7 @@ void store_import_free(struct store_import *imp)
 	store_reader_free(imp->rd);
 	free(imp->reuse);
 	free(imp->reuse_sizes);
+	owed_free(imp);
 	crypto_chunk_ctx_free(imp->cctx);
 	crypto_key_free(imp->dkey);
 	for (size_t i = 0; i < imp->ndirs; i++) {

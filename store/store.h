@@ -489,6 +489,33 @@ int store_import_add_file_stat(struct store_import *imp, const char *path, int f
 int store_import_add_files(struct store_import *imp, size_t n, const char *const *paths,
 			   const int *fds, const struct stat *sts,
 			   bool (*divert)(const uint8_t *head, size_t len));
+/* The most files one store_import_add_claimed() call takes, and the most that may wait for their
+ * descriptor at once. */
+#define STORE_IMPORT_CLAIM_MAX 256u
+#define STORE_IMPORT_OWED_MAX 4096u
+/* Files told of by their source's stat alone, without a descriptor (issue 16; docs/FORMAT.md
+ * 6.13): sts[i] is what the client's fstatat() said of paths[i] (st_dev, st_ino, st_size, st_mode,
+ * st_mtim, st_ctim; borrowed). A file whose source stamp holds in the previous version (and, with
+ * heads, the stamp that says its head was checked for the Crypt4GH magic) is imported as
+ * store_import_add_file() would import it unread; for every other one ret_need[i] is set and
+ * nothing of it is imported: it is owed, and must come with its descriptor (add_file or
+ * add_files), which takes it out of the owed set. The whole batch is checked first (-EINVAL: a
+ * path not valid, not a regular file, twice in the batch; -EEXIST: already imported, or owed;
+ * -E2BIG: more than STORE_IMPORT_CLAIM_MAX files, or more than STORE_IMPORT_OWED_MAX owed): such
+ * a refusal changes nothing and the import goes on. Returns how many were imported, or -errno
+ * (a failure while importing fails the import, as add_file). store_import_manifest() and the
+ * commit refuse (-EPROTO) while a file is owed. */
+int store_import_add_claimed(struct store_import *imp, size_t n, const char *const *paths,
+			     const struct stat *sts, bool heads, bool *ret_need);
+/* The caller imports the owed file path under another name (a Crypt4GH file, decrypted). */
+void store_import_owed_drop(struct store_import *imp, const char *path);
+/* Has the import failed (every later call refuses; only free is left)? */
+bool store_import_failed(const struct store_import *imp);
+/* Files owed with their descriptor now. */
+int store_import_owed(const struct store_import *imp);
+/* Would store_import_add_claimed() import a file whose stamp holds, or ask for every one (no
+ * previous version to share from, or rehash)? */
+bool store_import_stamps(const struct store_import *imp);
 /* A file's plaintext that does not come from a file (a Crypt4GH file decrypted as it is read):
  * read(ctx, buf, len) gives the next len bytes in order, fewer only at the end, 0 at the end
  * after checking all that is left; -errno with err_detail() on failure (the import then fails,

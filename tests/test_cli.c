@@ -209,6 +209,7 @@ struct fake {
 	int fds[PROTO_FDS_MAX];        /* the descriptors of the request being handled */
 	size_t nfds;
 	bool refuse_second;            /* h_import refuses the second file it is given */
+	const char *stat_root;         /* h_import_stat checks each stat against the file here */
 	atomic_bool stalled;           /* h_import_stall is holding back an answer */
 };
 
@@ -457,6 +458,62 @@ static void h_import(struct fake *f, int conn, const char *op, const json_t *arg
 		reply_ok(conn, NULL);
 	} else {
 		reply_error(conn, "unknown_operation", "no such operation");
+	}
+}
+
+/* A daemon with a version to share from (issue 16): import.begin says "stamps", and of every
+ * import.stat batch it takes the files as held but "empty" and "sub/b.bin", which it asks for
+ * ("need") and which must then come with their descriptors. A stat that claims anything else
+ * than a regular file of the file's size is refused. */
+static void h_import_stat(struct fake *f, int conn, const char *op, const json_t *args, int fd)
+{
+	if (strcmp(op, "import.begin") == 0) {
+		reply_ok(conn, json_pack("{s:b}", "stamps", 1));
+	} else if (strcmp(op, "import.stat") == 0) {
+		const json_t *paths = json_object_get(args, "paths");
+		const json_t *stats = json_object_get(args, "stats");
+		json_t *need = json_array();
+
+		if (f->nfds || json_array_size(paths) != json_array_size(stats)) {
+			reply_error(conn, "invalid_argument", "import.stat: no descriptor, one stat "
+				    "per path");
+			json_decref(need);
+			return;
+		}
+		for (size_t i = 0; i < json_array_size(paths); i++) {
+			const char *p = json_string_value(json_array_get(paths, i));
+			const json_t *a = json_array_get(stats, i);
+			char *src = tu_fmt("%s/%s", f->stat_root, p);
+			struct stat sb;
+
+			/* [dev, ino, size, mode, mtime_ns, ctime_ns] as lstat says. */
+			assert_int_equal(lstat(src, &sb), 0);
+			free(src);
+			if (json_array_size(a) != 6 ||
+			    (uint64_t)json_integer_value(json_array_get(a, 0)) != sb.st_dev ||
+			    (uint64_t)json_integer_value(json_array_get(a, 1)) != sb.st_ino ||
+			    json_integer_value(json_array_get(a, 2)) != sb.st_size ||
+			    json_integer_value(json_array_get(a, 3)) != sb.st_mode ||
+			    json_integer_value(json_array_get(a, 4)) !=
+				    (json_int_t)sb.st_mtim.tv_sec * 1000000000 + sb.st_mtim.tv_nsec ||
+			    json_integer_value(json_array_get(a, 5)) !=
+				    (json_int_t)sb.st_ctim.tv_sec * 1000000000 + sb.st_ctim.tv_nsec) {
+				reply_error(conn, "invalid_argument", "a stat that is not the file's");
+				json_decref(need);
+				return;
+			}
+			if (strcmp(p, "empty") == 0 || strcmp(p, "sub/b.bin") == 0) {
+				json_array_append_new(need, json_integer((json_int_t)i));
+			} else {
+				f->files_done++;
+				f->bytes_done += (uint64_t)sb.st_size;
+			}
+		}
+		reply_ok(conn, json_pack("{s:I, s:I, s:I, s:o}", "files", (json_int_t)f->files_done,
+					 "dirs", (json_int_t)f->dirs_done, "bytes",
+					 (json_int_t)f->bytes_done, "need", need));
+	} else {
+		h_import(f, conn, op, args, fd);
 	}
 }
 
@@ -1193,6 +1250,57 @@ static void test_import_tree(void **state)
 	tree_free(&t);
 }
 
+/* Issue 16: with a version to share from, files go first by their stat alone (import.stat, no
+ * descriptor, [dev, ino, size, mode, mtime_ns, ctime_ns] as fstatat saw them), and only the ones
+ * the daemon asks for are opened and sent (import.files), each before the walk leaves its
+ * directory. Every file is imported once. */
+static void test_import_by_stat(void **state)
+{
+	static const struct {
+		const char *op, *path;
+	} want[] = {
+		{ "import.begin", NULL },      { "import.dir", "" },
+		{ "import.stat", "a.txt,empty" }, { "import.files", "empty" },
+		{ "import.dir", "sub" },       { "import.stat", "sub/b.bin" },
+		{ "import.files", "sub/b.bin" }, { "import.dir", "sub/deeper" },
+		{ "import.stat", "sub/deeper/c" }, { "import.dir", "z" },
+		{ "import.commit", NULL },
+	};
+	struct fake *f = fake_start(h_import_stat);
+	struct tree t;
+	struct run r;
+
+	(void)state;
+	tree_make(&t);
+	f->stat_root = t.src;
+	RUN(&r, "--socket", f->sock, "dataset", "import", "genomes", t.src);
+	expect_status(&r, 0);
+	expect_contains(r.out, "imported genomes version 1: 4 files, 4 dirs, 70105 bytes in ");
+	run_free(&r);
+	fake_stop(f);
+	assert_int_equal(fake_nreq(f), ARRAY_SIZE(want));
+	for (size_t i = 0; i < ARRAY_SIZE(want); i++) {
+		assert_string_equal(fake_op(f, i), want[i].op);
+		assert_int_equal(fake_had_fd(f, i), strcmp(want[i].op, "import.files") == 0);
+		if (want[i].path && strcmp(want[i].op, "import.dir") != 0) {
+			const json_t *ps = json_object_get(fake_args(f, i), "paths");
+			char joined[256] = "";
+
+			for (size_t k = 0; k < json_array_size(ps); k++)
+				snprintf(joined + strlen(joined), sizeof(joined) - strlen(joined),
+					 "%s%s", k ? "," : "",
+					 json_string_value(json_array_get(ps, k)));
+			assert_string_equal(joined, want[i].path);
+		}
+	}
+	/* Only the files asked for were sent, whole. */
+	assert_int_equal(f->nfiles, 2);
+	expect_file(f, "empty", 0, 0);
+	expect_file(f, "sub/b.bin", 70000, 2);
+	fake_free(f);
+	tree_free(&t);
+}
+
 static void test_import_json(void **state)
 {
 	struct fake *f = fake_start(h_import);
@@ -1824,6 +1932,7 @@ int main(void)
 		cmocka_unit_test(test_reply_error),
 		cmocka_unit_test(test_garbage_frame),
 		cmocka_unit_test(test_import_tree),
+		cmocka_unit_test(test_import_by_stat),
 		cmocka_unit_test(test_import_json),
 		cmocka_unit_test(test_import_refuses_symlink),
 		cmocka_unit_test(test_import_refuses_fifo),

@@ -780,8 +780,8 @@ static void test_control_rejects_bad_messages_and_roles(void **state)
 /* Send request text with nfds descriptors in one SCM_RIGHTS message (any number, even more
  * than proto_send_fds() allows), then read the reply: its error code, "" for ok, NULL if the
  * daemon hung up. *ret_files (may be NULL) gets the reply's "files". */
-static const char *call_fds(int sock, const char *payload, const int *fds, size_t nfds,
-			    char code[64], long long *ret_files)
+/* One request (payload) with nfds descriptors attached; the reply frame, or NULL. */
+static json_t *call_reply(int sock, const char *payload, const int *fds, size_t nfds)
 {
 	uint8_t hdr[8];
 	union {
@@ -817,6 +817,18 @@ static const char *call_fds(int sock, const char *payload, const int *fds, size_
 		if (proto_recv(sock, 30000, &type, &j, NULL) < 0)
 			return NULL;
 	} while (type == PROTO_PARTIAL);
+	return j;
+}
+
+/* As call_reply(): "" for an ok reply (its running total of files in *ret_files, if not
+ * NULL), else the error's code, in code; NULL when the exchange failed. */
+static const char *call_fds(int sock, const char *payload, const int *fds, size_t nfds,
+			    char code[64], long long *ret_files)
+{
+	json_t *j = call_reply(sock, payload, fds, nfds);
+
+	if (!j)
+		return NULL;
 	if (json_is_true(json_object_get(j, "ok"))) {
 		code[0] = '\0';
 		if (ret_files)
@@ -883,7 +895,7 @@ static void test_import_batches_checked(void **state)
 	off = (size_t)snprintf(paths, PATHS_CAP, "{\"op\":\"import.files\",\"args\":{\"paths\":[");
 	for (int i = 0; i < PROTO_FDS_MAX + 1; i++) {
 		assert_true(off < PATHS_CAP);
-		off += (size_t)snprintf(paths + off, PATHS_CAP - off, "%s\"m%d\"", i ? "," : "", i);
+		off += (size_t)snprintf(paths + off, PATHS_CAP - off, "%s\"m%u\"", i ? "," : "", i);
 	}
 	assert_true(off < PATHS_CAP);
 	off += (size_t)snprintf(paths + off, PATHS_CAP - off, "]}}");
@@ -945,6 +957,188 @@ static void test_import_batches_checked(void **state)
 	close(pipefd[0]);
 	close(pipefd[1]);
 	free(big);
+	free(dir);
+}
+
+/* One import.stat entry for the file at path: [dev, ino, size, mode, mtime_ns, ctime_ns], the
+ * inode number xor ino_xor (a stat that is not the file's). */
+static char *stat_entry(const char *path, uint64_t ino_xor)
+{
+	struct stat sb;
+
+	assert_int_equal(lstat(path, &sb), 0);
+	return tu_fmt("[%lld,%lld,%lld,%u,%lld,%lld]", (long long)sb.st_dev,
+		      (long long)(sb.st_ino ^ ino_xor), (long long)sb.st_size, (unsigned)sb.st_mode,
+		      (long long)sb.st_mtim.tv_sec * 1000000000 + sb.st_mtim.tv_nsec,
+		      (long long)sb.st_ctim.tv_sec * 1000000000 + sb.st_ctim.tv_nsec);
+}
+
+static long long latest_version(char *ds)
+{
+	struct e2e_run *r = e2e_ok(ctl("--json", "dataset", "show", ds));
+	json_t *j = e2e_out_json(r);
+	long long v = json_integer_value(
+		json_object_get(json_object_get(j, "dataset"), "latest_version"));
+
+	json_decref(j);
+	free(r);
+	return v;
+}
+
+/* Issue 16 point 5: import.stat, files told of by their stat alone. A bad batch (a descriptor
+ * attached, as many stats as paths or not, a stat that is not six integers, a name twice, a
+ * symbolic link or a FIFO claimed, a negative size, too many files, a name already imported) is
+ * a clear error that imports nothing, and the import goes on. A file whose stamp holds is
+ * imported unread; one whose stat is not the file's is asked for ("need"), and a version that
+ * never gets it does not commit. Through enclavectl, version 3 of a tree with one file changed
+ * reads only that file. */
+static void test_import_stat_checked(void **state)
+{
+	char *dir = tu_fmt("%s/stat-src", E->root), *sub = tu_fmt("%s/sub", dir);
+	char *p[3], *e[3], *req, code[64], ds[] = "statds";
+	long long files = -1;
+	const char *c;
+	struct e2e_run *r;
+	json_t *j;
+	int sock, fd;
+
+	(void)state;
+	assert_int_equal(mkdir(dir, 0755), 0);
+	assert_int_equal(mkdir(sub, 0755), 0);
+	p[0] = tu_fmt("%s/f0", dir);
+	p[1] = tu_fmt("%s/f1", dir);
+	p[2] = tu_fmt("%s/sub/f2", dir);
+	for (int i = 0; i < 3; i++)
+		tu_write_seeded(p[i], 2000 + (size_t)i, 140 + (unsigned)i);
+	sleep(3);   /* older than the racy window of version 1's import */
+	e2e_ok_free(ctl("-q", "dataset", "import", "statds", dir));
+	for (int i = 0; i < 3; i++)
+		e[i] = stat_entry(p[i], 0);
+
+	sock = connect_socket();
+	assert_true(sock >= 0);
+	j = call_reply(sock, "{\"op\":\"import.begin\",\"args\":{\"dataset\":\"statds\"}}", NULL, 0);
+	assert_non_null(j);
+	assert_true(json_is_true(json_object_get(json_object_get(j, "result"), "stamps")));
+	json_decref(j);
+#define STAT_REFUSED(want, fds, nfds, ...)                                                    \
+	do {                                                                                  \
+		req = tu_fmt("{\"op\":\"import.stat\",\"args\":" __VA_ARGS__);                \
+		c = call_fds(sock, req, fds, nfds, code, NULL);                               \
+		free(req);                                                                    \
+		assert_non_null(c);                                                           \
+		assert_string_equal(c, want);                                                 \
+	} while (0)
+	fd = open(p[0], O_RDONLY | O_CLOEXEC);
+	STAT_REFUSED("malformed_request", &fd, 1, "{\"paths\":[\"f0\"],\"stats\":[%s]}}", e[0]);
+	close(fd);
+	STAT_REFUSED("invalid_argument", NULL, 0, "{\"paths\":[\"f0\",\"f1\"],\"stats\":[%s]}}",
+		     e[0]);
+	STAT_REFUSED("invalid_argument", NULL, 0, "{\"paths\":[\"f0\"],\"stats\":[[1,2,3]]}}");
+	STAT_REFUSED("invalid_argument", NULL, 0, "{\"paths\":[\"f0\"],\"stats\":[[1,2,3,4,5,\"x\"]]}}");
+	STAT_REFUSED("invalid_argument", NULL, 0, "{\"paths\":[\"f0\",\"f0\"],\"stats\":[%s,%s]}}",
+		     e[0], e[0]);
+	STAT_REFUSED("invalid_argument", NULL, 0, "{\"paths\":[\"f0\",\"ln\"],\"stats\":[%s,"
+		     "[1,2,3,%u,5,6]]}}", e[0], (unsigned)(S_IFLNK | 0777));
+	STAT_REFUSED("invalid_argument", NULL, 0, "{\"paths\":[\"f0\",\"fifo\"],\"stats\":[%s,"
+		     "[1,2,3,%u,5,6]]}}", e[0], (unsigned)(S_IFIFO | 0644));
+	STAT_REFUSED("invalid_argument", NULL, 0, "{\"paths\":[\"f0\",\"neg\"],\"stats\":[%s,"
+		     "[1,2,-3,%u,5,6]]}}", e[0], (unsigned)(S_IFREG | 0644));
+	STAT_REFUSED("invalid_argument", NULL, 0, "{\"paths\":[\"../f0\"],\"stats\":[%s]}}", e[0]);
+	{
+		size_t cap = 64 * 300 + 300, off;
+		char *big = malloc(cap);
+
+		assert_non_null(big);
+		off = (size_t)snprintf(big, cap, "{\"paths\":[");
+		for (unsigned i = 0; i < PROTO_IMPORT_STAT_FILES + 1; i++)
+			off += (size_t)snprintf(big + off, cap - off, "%s\"m%u\"", i ? "," : "", i);
+		off += (size_t)snprintf(big + off, cap - off, "],\"stats\":[");
+		for (unsigned i = 0; i < PROTO_IMPORT_STAT_FILES + 1; i++)
+			off += (size_t)snprintf(big + off, cap - off, "%s[1,2,3,%u,5,6]",
+						i ? "," : "", (unsigned)(S_IFREG | 0644));
+		assert_true(off + 3 < cap);
+		STAT_REFUSED("too_large", NULL, 0, "%s]}}", big);
+		free(big);
+	}
+	/* f0 and f1 hold; sub/f2 is claimed with another inode number: asked for. */
+	free(e[2]);
+	e[2] = stat_entry(p[2], 1);
+	req = tu_fmt("{\"op\":\"import.stat\",\"args\":{\"paths\":[\"f0\",\"f1\",\"sub/f2\"],"
+		     "\"stats\":[%s,%s,%s]}}", e[0], e[1], e[2]);
+	j = call_reply(sock, req, NULL, 0);
+	free(req);
+	assert_non_null(j);
+	assert_true(json_is_true(json_object_get(j, "ok")));
+	{
+		const json_t *res = json_object_get(j, "result");
+		const json_t *need = json_object_get(res, "need");
+
+		/* Nothing of the refused batches was imported. */
+		assert_int_equal(json_integer_value(json_object_get(res, "files")), 2);
+		assert_int_equal(json_integer_value(json_object_get(res, "stamped_files")), 2);
+		assert_int_equal(json_integer_value(json_object_get(res, "read_bytes")), 0);
+		assert_int_equal(json_array_size(need), 1);
+		assert_int_equal(json_integer_value(json_array_get(need, 0)), 2);
+	}
+	json_decref(j);
+	/* Again: f0 is imported, sub/f2 waits for its descriptor. */
+	STAT_REFUSED("exists", NULL, 0, "{\"paths\":[\"f0\"],\"stats\":[%s]}}", e[0]);
+	STAT_REFUSED("exists", NULL, 0, "{\"paths\":[\"sub/f2\"],\"stats\":[%s]}}", e[2]);
+#undef STAT_REFUSED
+	/* Never given: the commit is refused, and the dataset stays at version 1. */
+	c = call_fds(sock, "{\"op\":\"import.commit\"}", NULL, 0, code, NULL);
+	assert_non_null(c);
+	assert_string_equal(c, "protocol_error");
+	close(sock);
+	assert_int_equal(latest_version(ds), 1);
+
+	/* Asked for, then given: version 2. */
+	sock = connect_socket();
+	assert_true(sock >= 0);
+	c = call_fds(sock, "{\"op\":\"import.begin\",\"args\":{\"dataset\":\"statds\"}}", NULL, 0,
+		     code, NULL);
+	assert_non_null(c);
+	assert_string_equal(c, "");
+	req = tu_fmt("{\"op\":\"import.stat\",\"args\":{\"paths\":[\"f0\",\"f1\",\"sub/f2\"],"
+		     "\"stats\":[%s,%s,%s]}}", e[0], e[1], e[2]);
+	c = call_fds(sock, req, NULL, 0, code, &files);
+	free(req);
+	assert_non_null(c);
+	assert_string_equal(c, "");
+	assert_int_equal(files, 2);
+	fd = open(p[2], O_RDONLY | O_CLOEXEC);
+	c = call_fds(sock, "{\"op\":\"import.files\",\"args\":{\"paths\":[\"sub/f2\"]}}", &fd, 1,
+		     code, &files);
+	close(fd);
+	assert_non_null(c);
+	assert_string_equal(c, "");
+	assert_int_equal(files, 3);
+	c = call_fds(sock, "{\"op\":\"import.commit\"}", NULL, 0, code, &files);
+	assert_non_null(c);
+	assert_string_equal(c, "");
+	assert_int_equal(files, 3);
+	close(sock);
+	assert_int_equal(latest_version(ds), 2);
+
+	/* enclavectl: one file changed, only it is read; the audit record counts every file. */
+	fd = open(p[1], O_WRONLY | O_CLOEXEC);
+	assert_int_equal(pwrite(fd, "changed", 7, 100), 7);
+	close(fd);
+	sleep(3);
+	r = e2e_ok(ctl("--json", "-q", "dataset", "import", "statds", dir));
+	j = e2e_out_json(r);
+	assert_int_equal(json_integer_value(json_object_get(j, "version")), 3);
+	assert_int_equal(json_integer_value(json_object_get(j, "files")), 3);
+	assert_int_equal(json_integer_value(json_object_get(j, "stamped_files")), 2);
+	assert_int_equal(json_integer_value(json_object_get(j, "read_bytes")), 2001);
+	json_decref(j);
+	free(r);
+	for (int i = 0; i < 3; i++) {
+		free(p[i]);
+		free(e[i]);
+	}
+	free(sub);
 	free(dir);
 }
 
@@ -1180,6 +1374,7 @@ int main(void)
 		cmocka_unit_test(test_tiny_files_grouped),
 		cmocka_unit_test(test_control_rejects_bad_messages_and_roles),
 		cmocka_unit_test(test_import_batches_checked),
+		cmocka_unit_test(test_import_stat_checked),
 		cmocka_unit_test(test_import_pipelined_failure),
 		cmocka_unit_test(test_cli_views),
 		cmocka_unit_test(test_kill9_during_import),

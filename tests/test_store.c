@@ -2065,6 +2065,283 @@ static void test_import_stamp_divert(void **state)
 		free(paths[i]);
 }
 
+/* The files of test_import_claimed: two tiny ones (a group of two, docs/FORMAT.md 4.10), a dense
+ * one and a large one. */
+#define CLAIM_N 4
+static const char *const claim_names[CLAIM_N] = { "t0", "t1", "b", "d/c" };
+
+/* One version of paths[0..CLAIM_N) as claim_names: every file told of by its stat
+ * (store_import_add_claimed(), heads: the divert predicate is on), and those asked for given
+ * with their descriptor (store_import_add_files(), with divert_marked when heads). Checks every
+ * file reads back as its source; returns the stats, and the files asked for in *ret_need (bit
+ * i: file i). */
+static struct store_import_stats claim_import(struct store *st, char *const *paths, bool heads,
+					      bool rehash, uint32_t want_ver, unsigned *ret_need)
+{
+	struct store_import_options o = { .rehash = rehash };
+	struct store_import_stats stats;
+	struct store_import *imp = NULL;
+	const char *give[CLAIM_N];
+	struct stat sts[CLAIM_N], gsts[CLAIM_N];
+	int gfds[CLAIM_N];
+	bool need[CLAIM_N];
+	unsigned needed = 0;
+	size_t ng = 0;
+	uint32_t ver = 0;
+	int r;
+
+	for (size_t i = 0; i < CLAIM_N; i++)
+		assert_int_equal(stat(paths[i], &sts[i]), 0);
+	assert_int_equal(store_import_begin(st, "cl", &o, &imp), 0);
+	r = store_import_add_claimed(imp, CLAIM_N, claim_names, sts, heads, need);
+	assert_true(r >= 0);
+	for (size_t i = 0; i < CLAIM_N; i++) {
+		if (!need[i])
+			continue;
+		needed |= 1u << i;
+		give[ng] = claim_names[i];
+		gfds[ng] = open(paths[i], O_RDONLY | O_CLOEXEC);
+		assert_true(gfds[ng] >= 0);
+		assert_int_equal(fstat(gfds[ng], &gsts[ng]), 0);
+		ng++;
+	}
+	assert_int_equal((size_t)r + ng, CLAIM_N);
+	assert_int_equal(store_import_owed(imp), (int)ng);
+	if (ng)
+		assert_int_equal(store_import_add_files(imp, ng, give, gfds, gsts,
+							heads ? divert_marked : NULL),
+				 (int)ng);
+	assert_int_equal(store_import_owed(imp), 0);
+	store_import_get_stats(imp, &stats);
+	assert_int_equal(stats.files, CLAIM_N);
+	assert_int_equal(store_import_commit(imp, &ver), 0);
+	assert_int_equal(ver, want_ver);
+	store_import_free(imp);
+	for (size_t i = 0; i < ng; i++)
+		close(gfds[i]);
+	for (size_t i = 0; i < CLAIM_N; i++) {
+		size_t got, wlen;
+		uint8_t *want = tu_read_file(paths[i], &wlen);
+		uint8_t *have = read_path(st, "cl", ver, claim_names[i], CS, &got);
+
+		assert_int_equal(got, wlen);
+		assert_memory_equal(have, want, got);
+		free(have);
+		free(want);
+	}
+	*ret_need = needed;
+	return stats;
+}
+
+/* Issue 16 point 5: files told of by their stat alone (the client's fstatat(), no descriptor).
+ * One whose source stamp holds is imported unread, as by its descriptor; any other is asked for
+ * and imported only when its descriptor comes. No previous version, --rehash, a stamp that
+ * recorded no head check while heads are checked (a file kept raw by --keep-crypt4gh), a changed
+ * file, a stat that lies about the file: each is asked for. A version that asked for a file and
+ * never got it does not commit. */
+static void test_import_claimed(void **state)
+{
+	struct fx *f = *state;
+	struct store *st = fx_create(f);
+	const size_t sizes[CLAIM_N] = { 100, 300, 3000, 200u << 10 };
+	struct store_import_stats s;
+	struct store_dataset_info di;
+	char *paths[CLAIM_N];
+	unsigned need;
+	uint32_t v = 0;
+
+	for (size_t i = 0; i < CLAIM_N; i++) {
+		paths[i] = tu_fmt("%s/cl%zu", f->src, i);
+		tu_write_seeded(paths[i], sizes[i], 110 + (unsigned)i);
+	}
+	sleep(3);   /* older than the racy window of every import below */
+	/* Version 1: nothing to share from, every file is asked for. */
+	s = claim_import(st, paths, false, false, ++v, &need);
+	assert_int_equal(need, 0xf);
+	assert_int_equal(s.stamped_files, 0);
+	/* Version 2 checks heads: version 1 kept its files as they were (no verdict on their
+	 * heads), so each is asked for and its head read (and shared by content). */
+	s = claim_import(st, paths, true, false, ++v, &need);
+	assert_int_equal(need, 0xf);
+	assert_int_equal(s.reused_files, CLAIM_N);
+	/* Version 3: every stamp holds, and says the head was let through: nothing is asked for,
+	 * nothing read, every object shared (the group of the two tiny files whole). */
+	s = claim_import(st, paths, true, false, ++v, &need);
+	assert_int_equal(need, 0);
+	assert_int_equal(s.stamped_files, CLAIM_N);
+	assert_int_equal(s.reused_files, CLAIM_N);
+	assert_int_equal(s.read_bytes, 0);
+	/* --rehash asks for every file. */
+	s = claim_import(st, paths, true, true, ++v, &need);
+	assert_int_equal(need, 0xf);
+	assert_int_equal(s.stamped_files, 0);
+	assert_int_equal(s.reused_files, CLAIM_N);
+	/* New content in one tiny and the dense file (same sizes, so their ctime tells): those
+	 * two are asked for and stored; the others are shared unread. */
+	for (size_t i = 1; i <= 2; i++) {
+		int fd = open(paths[i], O_WRONLY | O_CLOEXEC);
+
+		assert_true(fd >= 0);
+		assert_int_equal(pwrite(fd, "changed", 7, 10), 7);
+		close(fd);
+	}
+	sleep(3);
+	s = claim_import(st, paths, true, false, ++v, &need);
+	assert_int_equal(need, (1u << 1) | (1u << 2));
+	/* t0 is unread, but its group is not shared without t1: copied into this version's. */
+	assert_int_equal(s.stamped_files, 1);
+	assert_int_equal(s.reused_files, 1);
+	assert_int_equal(s.read_bytes, sizes[1] + sizes[2]);
+	/* Then they too hold. */
+	s = claim_import(st, paths, true, false, ++v, &need);
+	assert_int_equal(need, 0);
+	assert_int_equal(s.stamped_files, CLAIM_N);
+	assert_int_equal(s.read_bytes, 0);
+
+	/* A stat that is not the file's (another inode number): asked for, not imported. A file
+	 * asked for and never given: the version does not commit, the dataset stays as it was. */
+	{
+		struct store_import *imp = NULL;
+		struct stat sts[CLAIM_N];
+		bool nd[CLAIM_N];
+		uint32_t ver = 0;
+		uint8_t m[STORE_MANIFEST_LEN];
+
+		for (size_t i = 0; i < CLAIM_N; i++)
+			assert_int_equal(stat(paths[i], &sts[i]), 0);
+		sts[3].st_ino ^= 1;
+		assert_int_equal(store_import_begin(st, "cl", NULL, &imp), 0);
+		assert_true(store_import_stamps(imp));
+		assert_int_equal(store_import_add_claimed(imp, CLAIM_N, claim_names, sts, true, nd),
+				 3);
+		assert_false(nd[0] || nd[1] || nd[2]);
+		assert_true(nd[3]);
+		assert_int_equal(store_import_owed(imp), 1);
+		assert_int_equal(store_import_manifest(imp, m), -EPROTO);
+		assert_non_null(strstr(err_detail(), "d/c"));
+		assert_int_equal(store_import_commit(imp, &ver), -EPROTO);
+		store_import_free(imp);
+		assert_int_equal(store_dataset_get(st, "cl", &di), 0);
+		assert_int_equal(di.latest_version, v);
+	}
+	store_close(st);
+	for (size_t i = 0; i < CLAIM_N; i++)
+		free(paths[i]);
+}
+
+/* Issue 16 point 5: a bad batch of files told of by their stat (twice the same name, a name
+ * already imported or already asked for, not a regular file, a path that is not valid, too
+ * many) is refused whole: nothing of it is imported, the import goes on, and what it then
+ * commits reads back. */
+static void test_import_claimed_bad(void **state)
+{
+	struct fx *f = *state;
+	struct store *st = fx_create(f);
+	struct store_import *imp = NULL;
+	struct store_import_stats s0, s;
+	char *paths[2];
+	struct stat sts[STORE_IMPORT_CLAIM_MAX + 1];
+	const char *names[STORE_IMPORT_CLAIM_MAX + 1];
+	bool nd[STORE_IMPORT_CLAIM_MAX + 1];
+	unsigned need;
+	uint32_t ver = 0;
+
+	for (size_t i = 0; i < 2; i++) {
+		paths[i] = tu_fmt("%s/bad%zu", f->src, i);
+		tu_write_seeded(paths[i], 2000, 130 + (unsigned)i);
+		assert_int_equal(stat(paths[i], &sts[i]), 0);
+	}
+	sleep(3);
+	/* A version 1 to share from. */
+	{
+		const char *n1[1] = { "one" };
+		int fd = open(paths[0], O_RDONLY | O_CLOEXEC);
+
+		assert_int_equal(store_import_begin(st, "bad", NULL, &imp), 0);
+		assert_false(store_import_stamps(imp));   /* nothing to share from */
+		assert_int_equal(store_import_add_files(imp, 1, n1, &fd, &sts[0], NULL), 1);
+		assert_int_equal(store_import_commit(imp, &ver), 0);
+		store_import_free(imp);
+		close(fd);
+	}
+	assert_int_equal(store_import_begin(st, "bad", NULL, &imp), 0);
+	store_import_get_stats(imp, &s0);
+#define REFUSED(n, want, what)                                                                \
+	do {                                                                                  \
+		assert_int_equal(store_import_add_claimed(imp, (n), names, sts, false, nd),   \
+				 (want));                                                     \
+		assert_non_null(strstr(err_detail(), (what)));                                \
+		assert_false(store_import_failed(imp));                                       \
+		store_import_get_stats(imp, &s);                                              \
+		assert_memory_equal(&s, &s0, sizeof(s));                                      \
+	} while (0)
+	names[0] = "one";
+	names[1] = "one";
+	sts[1] = sts[0];
+	REFUSED(2, -EINVAL, "twice in one batch");
+	names[1] = "../x";
+	REFUSED(2, -EINVAL, "not a valid path");
+	names[1] = "two";
+	sts[1].st_mode = S_IFLNK | 0777;
+	REFUSED(2, -EINVAL, "two: not a regular file");
+	sts[1].st_mode = S_IFIFO | 0644;
+	REFUSED(2, -EINVAL, "two: not a regular file");
+	for (size_t i = 0; i <= STORE_IMPORT_CLAIM_MAX; i++) {
+		names[i] = tu_fmt("m%03zu", i);
+		sts[i] = sts[0];
+	}
+	REFUSED(STORE_IMPORT_CLAIM_MAX + 1, -E2BIG, "more than");
+	for (size_t i = 0; i <= STORE_IMPORT_CLAIM_MAX; i++)
+		free((char *)names[i]);
+	/* "one" held (imported, unread); "two" is not the file version 1 had: asked for. */
+	assert_int_equal(stat(paths[0], &sts[0]), 0);
+	assert_int_equal(stat(paths[1], &sts[1]), 0);
+	names[0] = "one";
+	names[1] = "two";
+	assert_int_equal(store_import_add_claimed(imp, 2, names, sts, false, nd), 1);
+	assert_false(nd[0]);
+	assert_true(nd[1]);
+	store_import_get_stats(imp, &s0);
+	assert_int_equal(s0.files, 1);
+	/* Again: "one" is imported, "two" owed. */
+	REFUSED(1, -EEXIST, "one: already imported");
+	names[0] = "two";
+	REFUSED(1, -EEXIST, "two: already announced");
+	names[0] = "one/under";
+	REFUSED(1, -EEXIST, "one: already imported as a file");   /* no directory "one" */
+#undef REFUSED
+	{
+		const char *n2[1] = { "two" };
+		int fd = open(paths[1], O_RDONLY | O_CLOEXEC);
+		struct stat sb;
+
+		assert_int_equal(fstat(fd, &sb), 0);
+		assert_int_equal(store_import_add_files(imp, 1, n2, &fd, &sb, NULL), 1);
+		close(fd);
+		/* Given once: a second descriptor for it is a duplicate, as ever. */
+		fd = open(paths[1], O_RDONLY | O_CLOEXEC);
+		assert_int_equal(store_import_add_claimed(imp, 1, n2, &sb, false, nd), -EEXIST);
+		assert_false(store_import_failed(imp));
+		close(fd);
+	}
+	assert_int_equal(store_import_commit(imp, &ver), 0);
+	assert_int_equal(ver, 2);
+	store_import_free(imp);
+	for (size_t i = 0; i < 2; i++) {
+		size_t got, wlen;
+		uint8_t *want = tu_read_file(paths[i], &wlen);
+		uint8_t *have = read_path(st, "bad", ver, i ? "two" : "one", CS, &got);
+
+		assert_int_equal(got, wlen);
+		assert_memory_equal(have, want, got);
+		free(have);
+		free(want);
+		free(paths[i]);
+	}
+	(void)need;
+	store_close(st);
+}
+
 /* Issue 13: a batch of files through store_import_add_files(): the small ones read and hashed on
  * helper threads, in order with a large one and a file the caller diverts; every file reads back
  * byte-exact, a second version of the same files shares every object (the content hashes taken
@@ -4610,6 +4887,8 @@ int main(void)
 		T(test_group_tamper),
 		T(test_import_stamp),
 		T(test_import_stamp_divert),
+		T(test_import_claimed),
+		T(test_import_claimed_bad),
 		T(test_tamper_flip_ciphertext),
 		T(test_tamper_flip_tag),
 		T(test_tamper_swap_chunks),
