@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -746,6 +747,46 @@ static void test_random_pool(void **state)
 	assert_memory_not_equal(mine, child, sizeof(mine));
 	sodium_memzero(mine, sizeof(mine));
 	sodium_memzero(child, sizeof(child));
+}
+
+/* Issue 16: nonces (24-byte draws) from the per-thread pools never repeat across threads: each
+ * thread fills its own pool from the kernel, so four threads and this one, 3,000 draws each
+ * (several refills of every pool), give 15,000 distinct nonces. */
+#define RND_THREADS 4
+#define RND_DRAWS 3000
+#define RND_NONCE 24
+
+static void *draw_nonces(void *arg)
+{
+	uint8_t *out = arg;
+
+	for (size_t i = 0; i < RND_DRAWS; i++)
+		crypto_random(out + i * RND_NONCE, RND_NONCE);
+	return NULL;
+}
+
+static int nonce_cmp(const void *a, const void *b)
+{
+	return memcmp(a, b, RND_NONCE);
+}
+
+static void test_random_threads(void **state)
+{
+	const size_t per = (size_t)RND_DRAWS * RND_NONCE;
+	uint8_t *all = calloc(RND_THREADS + 1, per);
+	pthread_t t[RND_THREADS];
+
+	(void)state;
+	assert_non_null(all);
+	for (size_t i = 0; i < RND_THREADS; i++)
+		assert_int_equal(pthread_create(&t[i], NULL, draw_nonces, all + i * per), 0);
+	draw_nonces(all + RND_THREADS * per);
+	for (size_t i = 0; i < RND_THREADS; i++)
+		assert_int_equal(pthread_join(t[i], NULL), 0);
+	qsort(all, (size_t)(RND_THREADS + 1) * RND_DRAWS, RND_NONCE, nonce_cmp);
+	for (size_t i = 0; i + 1 < (size_t)(RND_THREADS + 1) * RND_DRAWS; i++)
+		assert_memory_not_equal(all + i * RND_NONCE, all + (i + 1) * RND_NONCE, RND_NONCE);
+	free(all);
 }
 
 /* Issue 13: a freed key's slot holds no key bytes (the slab stays mapped, so the slot can be
@@ -1504,6 +1545,7 @@ int main(void)
 		cmocka_unit_test(test_aead_names),
 		cmocka_unit_test(test_keys),
 		cmocka_unit_test(test_random_pool),
+		cmocka_unit_test(test_random_threads),
 		cmocka_unit_test(test_key_wrap),
 		cmocka_unit_test(test_key_slab_wipe),
 		cmocka_unit_test(test_key_slab_full),
