@@ -524,6 +524,12 @@ int node_seen_write(int nodes_fd, const uint8_t store_id[static 16], const char 
  * -EBADMSG malformed, another node's or store's. */
 int node_seen_read(int nodes_fd, const char *name, const uint8_t store_id[static 16],
 		   const uint8_t sign_pk[static 32], struct node_seen *ret);
+/* node_seen_read() of the note's len bytes (borrowed), as read: -EBADMSG malformed, too long,
+ * not canonical, another node's or store's; -EKEYREJECTED not signed by sign_pk
+ * (tests/fuzz/fuzz_node_seen.c). */
+int node_seen_parse(const char *note, size_t len, const char *name,
+		    const uint8_t store_id[static 16], const uint8_t sign_pk[static 32],
+		    struct node_seen *ret);
 
 /* The primary: seal keys (store_node_keys_export()) and the rest to node name's X25519 key and
  * write nodes/NAME.bundle, signed with log's key. */
@@ -542,6 +548,11 @@ int node_bundle_stat(int nodes_fd, const char *name, struct stat *ret);
 int node_bundle_read(int nodes_fd, const char *name, const struct note_verifier *primary,
 		     const uint8_t *store_id, const uint8_t seed[static 32],
 		     struct node_bundle **ret);
+/* node_bundle_read() of the file's len bytes (borrowed), as read: the same checks and errors
+ * except -ENOENT (tests/fuzz/fuzz_node_bundle.c). */
+int node_bundle_parse(const uint8_t *file, size_t len, const char *name,
+		      const struct note_verifier *primary, const uint8_t *store_id,
+		      const uint8_t seed[static 32], struct node_bundle **ret);
 void node_bundle_free(struct node_bundle *b);
 
 /* ---- The daemon ------------------------------------------------------------------------------ */

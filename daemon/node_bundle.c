@@ -240,32 +240,21 @@ static int read_at(int dirfd, const char *fname, size_t max, uint8_t **ret, size
 	return 0;
 }
 
-int node_bundle_read(int nodes_fd, const char *name, const struct note_verifier *primary,
-		     const uint8_t *store_id, const uint8_t seed[static 32],
-		     struct node_bundle **ret)
+int node_bundle_parse(const uint8_t *file, size_t len, const char *name,
+		      const struct note_verifier *primary, const uint8_t *store_id,
+		      const uint8_t seed[static 32], struct node_bundle **ret)
 {
 	char fname[NODE_NAME_MAX + 16], want[512], why[ERR_DETAIL_MAX];
 	char hex[33], hhex[65], sname[NODE_NAME_MAX + 1];
-	uint8_t *file = NULL, *pt = NULL, hash[32], hb[32], sk[32], pk[32], sid[16];
+	uint8_t *pt = NULL, hash[32], hb[32], sk[32], pk[32], sid[16];
 	struct node_bundle *b = NULL;
 	unsigned long long enrolment = 0, ring = 0;
-	size_t len = 0, notel, tl = 0, bl, pl, off, nn = strlen(name), nk;
+	size_t notel, tl = 0, bl, pl, off, nn = strlen(name), nk;
 	const uint8_t *box;
 	char *note = NULL;
 	int r, used = 0;
 
 	bundle_file_name(fname, name);
-	r = read_at(nodes_fd, fname, NODE_BUNDLE_MAX, &file, &len);
-	if (r == -ENOENT) {
-		r = err_set(-ENOENT, "nodes/%s: none: this node is not enrolled (or was removed); "
-			    "a steward enrols it with `enclavectl node add %s PUBKEY`", fname,
-			    name);
-		goto out;
-	}
-	if (r < 0) {
-		r = err_set(-EBADMSG, "nodes/%s: %s", fname, strerror(-r));
-		goto out;
-	}
 	if (len < 12 || memcmp(file, FILE_MAGIC, 8) != 0 ||
 	    (notel = get_be32(file + 8)) > NOTE_MAX || len < 12 + notel + crypto_box_SEALBYTES) {
 		r = err_set(-EBADMSG, "nodes/%s is not a node key bundle", fname);
@@ -380,6 +369,27 @@ out:
 		sodium_free(pt);
 	node_bundle_free(b);
 	free(note);
+	return r;
+}
+
+int node_bundle_read(int nodes_fd, const char *name, const struct note_verifier *primary,
+		     const uint8_t *store_id, const uint8_t seed[static 32],
+		     struct node_bundle **ret)
+{
+	char fname[NODE_NAME_MAX + 16];
+	uint8_t *file = NULL;
+	size_t len = 0;
+	int r;
+
+	bundle_file_name(fname, name);
+	r = read_at(nodes_fd, fname, NODE_BUNDLE_MAX, &file, &len);
+	if (r == -ENOENT)
+		return err_set(-ENOENT, "nodes/%s: none: this node is not enrolled (or was "
+			       "removed); a steward enrols it with `enclavectl node add %s PUBKEY`",
+			       fname, name);
+	if (r < 0)
+		return err_set(-EBADMSG, "nodes/%s: %s", fname, strerror(-r));
+	r = node_bundle_parse(file, len, name, primary, store_id, seed, ret);
 	free(file);
 	return r;
 }

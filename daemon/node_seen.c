@@ -84,8 +84,9 @@ int node_seen_write(int nodes_fd, const uint8_t store_id[static 16], const char 
 	return r;
 }
 
-int node_seen_read(int nodes_fd, const char *name, const uint8_t store_id[static 16],
-		   const uint8_t sign_pk[static 32], struct node_seen *ret)
+int node_seen_parse(const char *note, size_t len, const char *name,
+		    const uint8_t store_id[static 16], const uint8_t sign_pk[static 32],
+		    struct node_seen *ret)
 {
 	char fname[NODE_NAME_MAX + 16], buf[NOTE_MAX + 1], want[NODE_SEEN_MAX];
 	char hex[33], sname[NODE_NAME_MAX + 1];
@@ -95,24 +96,19 @@ int node_seen_read(int nodes_fd, const char *name, const uint8_t store_id[static
 	struct node_seen s = { 0 };
 	uint8_t sid[16];
 	size_t tl = 0;
-	ssize_t len;
-	int fd, r, stale = 0, used = 0;
+	int r, stale = 0, used = 0;
 
 	if (!node_name_valid(name))
 		return err_set(-EINVAL, "\"%s\" is not a node name", name);
 	seen_file_name(fname, name);
-	fd = openat(nodes_fd, fname, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
-	if (fd < 0)
-		return err_set(-errno, "nodes/%s: %s", fname, strerror(errno));
-	len = read_full(fd, buf, sizeof(buf));
-	close(fd);
-	if (len < 0 || (size_t)len > NOTE_MAX)
+	if (len > NOTE_MAX)
 		return err_set(-EBADMSG, "nodes/%s: unreadable or too long", fname);
+	memcpy(buf, note, len);
 	buf[len] = '\0';
 	snprintf(v.name, sizeof(v.name), "%s", name);
 	memcpy(v.pk, sign_pk, 32);
 	v.id = note_key_id(v.name, v.pk);
-	r = note_open(buf, (size_t)len, &v, &tl, NULL);
+	r = note_open(buf, len, &v, &tl, NULL);
 	if (r < 0)
 		return err_set(r == -EBADMSG ? -EBADMSG : -EKEYREJECTED, "nodes/%s is not signed "
 			       "by the key node %s was enrolled with", fname, name);
@@ -134,4 +130,24 @@ int node_seen_read(int nodes_fd, const char *name, const uint8_t store_id[static
 		return err_set(-EBADMSG, "nodes/%s: not in canonical form", fname);
 	*ret = s;
 	return 0;
+}
+
+int node_seen_read(int nodes_fd, const char *name, const uint8_t store_id[static 16],
+		   const uint8_t sign_pk[static 32], struct node_seen *ret)
+{
+	char fname[NODE_NAME_MAX + 16], buf[NOTE_MAX + 1];
+	ssize_t len;
+	int fd;
+
+	if (!node_name_valid(name))
+		return err_set(-EINVAL, "\"%s\" is not a node name", name);
+	seen_file_name(fname, name);
+	fd = openat(nodes_fd, fname, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+	if (fd < 0)
+		return err_set(-errno, "nodes/%s: %s", fname, strerror(errno));
+	len = read_full(fd, buf, sizeof(buf));
+	close(fd);
+	if (len < 0 || (size_t)len > NOTE_MAX)
+		return err_set(-EBADMSG, "nodes/%s: unreadable or too long", fname);
+	return node_seen_parse(buf, (size_t)len, name, store_id, sign_pk, ret);
 }
