@@ -18,6 +18,7 @@
 #include "crypto/crypt4gh.h"
 #include "store/store_internal.h"
 #include "fuzz.h"
+#include "fuzz_node.h"
 
 static int failures;
 
@@ -71,6 +72,21 @@ static void put_seed(int dfd, const char *name, const void *p, size_t n)
 		fail("cannot write seed %s", name);
 	if (fd >= 0)
 		close(fd);
+}
+
+/* A seed whose byte 0 picks the harness's target or mode (fuzz_crypt4gh, the node harnesses). */
+static void put_tagged_seed(int fd, const char *name, uint8_t target, const void *p, size_t n)
+{
+	uint8_t *b = malloc(n + 1);
+
+	if (!b) {
+		fail("out of memory");
+		return;
+	}
+	b[0] = target;
+	memcpy(b + 1, p, n);
+	put_seed(fd, name, b, n + 1);
+	free(b);
 }
 
 /* A seed of the index harness: target byte, optional prefix (the dataset key), then body. */
@@ -392,21 +408,6 @@ out:
 	close(fd);
 }
 
-/* Crypt4GH: files for the fixed key (sizes at the segment edges, two recipients, an edit list,
- * the AEAD method), and key files. */
-static void put_c4gh(int fd, const char *name, uint8_t target, const void *p, size_t n)
-{
-	uint8_t *b = malloc(n + 1);
-
-	if (!b) {
-		fail("out of memory");
-		return;
-	}
-	b[0] = target;
-	memcpy(b + 1, p, n);
-	put_seed(fd, name, b, n + 1);
-	free(b);
-}
 
 /* Key files a steward may give: OpenSSH ed25519 keys made by ssh-keygen, unprotected and with a
  * passphrase under each AEAD and CTR cipher (kdf bcrypt, 1 round), and a Crypt4GH key protected
@@ -456,6 +457,8 @@ static const char *const c4gh_key_seeds[][2] = {
 	  "-----END CRYPT4GH PRIVATE KEY-----\n" },
 };
 
+/* Crypt4GH: files for the fixed key (sizes at the segment edges, two recipients, an edit list,
+ * the AEAD method), and key files. */
 static void seeds_crypt4gh(int outfd)
 {
 	static const uint8_t skb[32] = FUZZ_C4GH_SK;
@@ -506,23 +509,238 @@ static void seeds_crypt4gh(int outfd)
 				break;
 		}
 		snprintf(name, sizeof(name), "file-%d", v);
-		put_c4gh(fd, name, FUZZ_C4GH_FILE, f, hl + off);
+		put_tagged_seed(fd, name, FUZZ_C4GH_FILE, f, hl + off);
 		free(f);
 	}
 	c4gh_pubkey_format(rcpt[1], pub);
-	put_c4gh(fd, "pubkey", FUZZ_C4GH_PUBKEY, pub, strlen(pub));
+	put_tagged_seed(fd, "pubkey", FUZZ_C4GH_PUBKEY, pub, strlen(pub));
 	if (c4gh_seckey_format(sk, NULL, "fuzz", &text, &tl) == 0) {
-		put_c4gh(fd, "seckey", FUZZ_C4GH_SECKEY, text, tl);
+		put_tagged_seed(fd, "seckey", FUZZ_C4GH_SECKEY, text, tl);
 		sodium_free(text);
 	}
 	for (size_t i = 0; i < sizeof(c4gh_key_seeds) / sizeof(c4gh_key_seeds[0]); i++)
-		put_c4gh(fd, c4gh_key_seeds[i][0], FUZZ_C4GH_SECKEY, c4gh_key_seeds[i][1],
+		put_tagged_seed(fd, c4gh_key_seeds[i][0], FUZZ_C4GH_SECKEY, c4gh_key_seeds[i][1],
 			 strlen(c4gh_key_seeds[i][1]));
 out:
 	crypto_key_free(sk);
 	crypto_key_free(other);
 	crypto_key_free(dk);
 	close(fd);
+}
+
+/* text signed by (name, sk) as a FUZZ_NODE_RAW seed: the file as its writer makes it. */
+static void put_signed_seed(int fd, const char *seed, const char *text, const char *name,
+			    const uint8_t *sk)
+{
+	char *note = NULL;
+	size_t nl = 0;
+
+	if (note_sign(text, strlen(text), name, sk, &note, &nl) < 0) {
+		fail("%s: note_sign: %s", seed, err_detail());
+		return;
+	}
+	put_tagged_seed(fd, seed, FUZZ_NODE_RAW, note, nl);
+	free(note);
+}
+
+/* The text seeds of the seen and signal harnesses: each one signed (FUZZ_NODE_RAW, "raw-" name)
+ * and as text for the harness to sign (FUZZ_NODE_SIGNED, "text-" name). */
+static void put_text_seeds(int fd, const char *seed, const char *text, const char *name,
+			   const uint8_t *sk)
+{
+	char fname[64];
+
+	snprintf(fname, sizeof(fname), "raw-%s", seed);
+	put_signed_seed(fd, fname, text, name, sk);
+	snprintf(fname, sizeof(fname), "text-%s", seed);
+	put_tagged_seed(fd, fname, FUZZ_NODE_SIGNED, text, strlen(text));
+}
+
+/* One seed of the seen or signal harness: the valid text with one change. The first place of
+ * find is overwritten with put (as long as find); put NULL: the text is cut there; find NULL:
+ * put is appended. */
+struct text_edit {
+	const char *seed, *find, *put;
+};
+
+static void put_edited_seeds(int fd, const char *text, const struct text_edit *e, size_t n,
+			     const char *name, const uint8_t *sk)
+{
+	char other[NOTE_MAX];
+
+	for (size_t i = 0; i < n; i++) {
+		char *p = NULL;
+
+		snprintf(other, sizeof(other), "%s%s", text, e[i].find ? "" : e[i].put);
+		if (e[i].find && (!(p = strstr(other, e[i].find)) ||
+				  (e[i].put && strlen(e[i].put) != strlen(e[i].find)))) {
+			fail("seed %s: cannot put \"%s\" for \"%s\"", e[i].seed, e[i].put, e[i].find);
+			continue;
+		}
+		if (p && e[i].put)
+			memcpy(p, e[i].put, strlen(e[i].put));
+		else if (p)
+			*p = '\0';
+		put_text_seeds(fd, e[i].seed, other, name, sk);
+	}
+}
+
+/* A status note made by node_seen_text(), and notes that break one rule each. */
+static void seeds_node_seen(int outfd, const struct fuzz_node_keys *k)
+{
+	static const struct text_edit edits[] = {
+		{ "ok", NULL, "" },
+		{ "stale-2", "stale 0", "stale 2" },
+		{ "leading-zero", "seq 4711", "seq 0471" },
+		{ "negative-time", "time 1", "time -" },        /* before 1970 */
+		{ "other-node", "node gpu01", "node gpu02" },
+		{ "other-store", " 66", " 67" },                /* FUZZ_STORE_ID's first hex digits */
+		{ "short", "stale", NULL },                     /* a line short */
+		{ "extra-line", NULL, "extra 1\n" },            /* a line too many */
+	};
+	const struct node_seen s = { .time_ns = 1765000000123456789, .seq = 4711, .ring = 9,
+				     .token = 3, .signal_ns = 1765000000100000000,
+				     .fresh_ns = 1765000000100000000, .catch_ups = 12 };
+	char text[NODE_SEEN_MAX] = "";
+	int fd = seed_dir(outfd, "node_seen");
+
+	if (fd < 0)
+		return;
+	if (node_seen_text((const uint8_t *)FUZZ_STORE_ID, FUZZ_NODE_NAME, &s, text,
+			   sizeof(text)) < 0)
+		fail("node_seen_text");
+	else
+		put_edited_seeds(fd, text, edits, sizeof(edits) / sizeof(edits[0]), FUZZ_NODE_NAME,
+				 k->node_sign_sk);
+	/* Signed by the primary's key, not the node's. */
+	put_signed_seed(fd, "raw-other-key", text, FUZZ_PRIMARY_NAME, k->primary_sk);
+	close(fd);
+}
+
+/* A signal made by node_signal_text(), and signals that break one rule each. */
+static void seeds_node_signal(int outfd, const struct fuzz_node_keys *k)
+{
+	static const struct text_edit edits[] = {
+		{ "ok", NULL, "" },
+		{ "plus-sign", "seq 4711", "seq +471" },
+		{ "negative-time", "time 1", "time -" },        /* before 1970 */
+		{ "future", "time 1", "time 2" },               /* 32 years ahead */
+		{ "other-store", " 66", " 67" },                /* FUZZ_STORE_ID's first hex digits */
+		{ "short", "ring", NULL },                      /* a line short */
+		{ "extra-line", NULL, "token 4\n" },            /* a line too many */
+	};
+	const struct node_signal s = { .token = 3, .time_ns = 1765000000123456789, .seq = 4711,
+				       .ring = 9 };
+	char text[NODE_SIGNAL_MAX + 1] = "";
+	int fd = seed_dir(outfd, "node_signal");
+
+	if (fd < 0)
+		return;
+	if (node_signal_text((const uint8_t *)FUZZ_STORE_ID, &s, text, sizeof(text)) < 0)
+		fail("node_signal_text");
+	else
+		put_edited_seeds(fd, text, edits, sizeof(edits) / sizeof(edits[0]),
+				 FUZZ_PRIMARY_NAME, k->primary_sk);
+	/* Signed by a node's key, not the primary's. */
+	put_signed_seed(fd, "raw-other-key", text, FUZZ_NODE_NAME, k->node_sign_sk);
+	close(fd);
+}
+
+/* A bundle seed in FUZZ_NODE_SIGNED form (be16 text length, text, plaintext) and, as the
+ * primary writes it, in FUZZ_NODE_RAW form; names "text-NAME" and "raw-NAME". */
+static void put_bundle_seeds(int fd, const struct fuzz_node_keys *k, const char *seed,
+			     const char *text, const uint8_t *plain, size_t plen)
+{
+	size_t tl = strlen(text), fl = 0;
+	uint8_t *in = malloc(2 + tl + plen), *file = NULL;
+	char fname[64];
+
+	if (!in) {
+		fail("out of memory");
+		return;
+	}
+	in[0] = (uint8_t)(tl >> 8);
+	in[1] = (uint8_t)tl;
+	memcpy(in + 2, text, tl);
+	memcpy(in + 2 + tl, plain, plen);
+	snprintf(fname, sizeof(fname), "text-%s", seed);
+	put_tagged_seed(fd, fname, FUZZ_NODE_SIGNED, in, 2 + tl + plen);
+	free(in);
+	if (fuzz_bundle_file(k, text, tl, plain, plen, &file, &fl) < 0) {
+		fail("%s: not a note text", seed);
+		return;
+	}
+	snprintf(fname, sizeof(fname), "raw-%s", seed);
+	put_tagged_seed(fd, fname, FUZZ_NODE_RAW, file, fl);
+	free(file);
+}
+
+/* Bundles of node FUZZ_NODE_NAME (two auditors and three ring entries; none of either), and
+ * bundles that break one rule each. */
+static void seeds_node_bundle(int outfd, const struct fuzz_node_keys *k)
+{
+	static const uint8_t sid[16] = FUZZ_STORE_ID;
+	uint8_t ks[32], lk[32], aud[2][32], plain[512];
+	struct store_node_key e[3] = {
+		{ .kind = 1 }, { .kind = 2, .dsid = 1 }, { .kind = 3, .version = 2, .dsid = 1 },
+	};
+	char hex[33], text[512], other[512];
+	size_t pl;
+	int fd = seed_dir(outfd, "node_bundle");
+
+	if (fd < 0)
+		return;
+	memset(ks, 0x11, 32);
+	memset(lk, 0x22, 32);
+	memset(aud, 0x33, sizeof(aud));
+	for (size_t i = 0; i < 3; i++)
+		memset(e[i].key, 0x40 + (int)i, 32);
+	sodium_bin2hex(hex, sizeof(hex), sid, 16);
+	snprintf(text, sizeof(text), "enclave-node-bundle/1 %s\nnode " FUZZ_NODE_NAME
+		 "\nenrolment 7\nring 5\nbox " FUZZ_BOX_HASH "\n", hex);
+
+	pl = fuzz_bundle_plain(plain, sid, FUZZ_NODE_NAME, 7, 5, ks, lk,
+			       (const uint8_t (*)[32])aud, 2, e, 3);
+	put_bundle_seeds(fd, k, "ok", text, plain, pl);
+	put_bundle_seeds(fd, k, "truncated-box", text, plain, pl - 1);
+	plain[pl - 48 + 2] = 1;                 /* an entry's zero bytes not zero */
+	put_bundle_seeds(fd, k, "entry-not-zero", text, plain, pl);
+	plain[pl - 48 + 2] = 0;
+	plain[pl - 48 * 3 - 1] = 4;             /* more entries than there are */
+	put_bundle_seeds(fd, k, "entry-count", text, plain, pl);
+	plain[pl - 48 * 3 - 1] = 3;
+	plain[25 + strlen(FUZZ_NODE_NAME) + 80] = STORE_AUDITORS_MAX + 1;
+	put_bundle_seeds(fd, k, "auditor-count", text, plain, pl);
+	pl = fuzz_bundle_plain(plain, sid, FUZZ_NODE_NAME, 7, 5, ks, lk, NULL, 0, NULL, 0);
+	put_bundle_seeds(fd, k, "empty", text, plain, pl);
+	pl = fuzz_bundle_plain(plain, sid, FUZZ_NODE_NAME, 7, 6, ks, lk, NULL, 0, NULL, 0);
+	put_bundle_seeds(fd, k, "box-other-ring", text, plain, pl);
+	pl = fuzz_bundle_plain(plain, sid, "gpu02", 7, 5, ks, lk, NULL, 0, NULL, 0);
+	put_bundle_seeds(fd, k, "box-other-node", text, plain, pl);
+	pl = fuzz_bundle_plain(plain, sid, FUZZ_NODE_NAME, 7, 5, ks, lk, NULL, 0, NULL, 0);
+	snprintf(other, sizeof(other), "enclave-node-bundle/1 %s\nnode " FUZZ_NODE_NAME
+		 "\nenrolment 7\nring 05\nbox " FUZZ_BOX_HASH "\n", hex);   /* a leading zero */
+	put_bundle_seeds(fd, k, "not-canonical", other, plain, pl);
+	snprintf(other, sizeof(other), "%s", text);
+	memcpy(strstr(other, "node gpu01"), "node gpu02", 10);
+	put_bundle_seeds(fd, k, "other-node", other, plain, pl);
+	snprintf(other, sizeof(other), "enclave-node-bundle/1 %s\nnode " FUZZ_NODE_NAME
+		 "\nenrolment 7\nring 5\nbox %064d\n", hex, 0);       /* names another box */
+	put_bundle_seeds(fd, k, "box-replaced", other, plain, pl);
+	close(fd);
+}
+
+/* Seeds of the three node harnesses, with the keys they check against. */
+static void seeds_node(int outfd)
+{
+	struct fuzz_node_keys k;
+
+	fuzz_node_keys_init(&k);
+	seeds_node_seen(outfd, &k);
+	seeds_node_signal(outfd, &k);
+	seeds_node_bundle(outfd, &k);
+	sodium_free(k.node_sign_sk);
+	sodium_free(k.primary_sk);
 }
 
 int main(int argc, char **argv)
@@ -552,6 +770,7 @@ int main(int argc, char **argv)
 	seeds_pack_header(outfd);
 	seeds_keyring(outfd);
 	seeds_crypt4gh(outfd);
+	seeds_node(outfd);
 	close(outfd);
 	return failures ? 1 : 0;
 }
