@@ -137,9 +137,10 @@ int node_signal_parse(const char *note, size_t len, const struct note_verifier *
 		return err_set(-EBADMSG, "the signal is for another store");
 	if (sscanf(text + strlen(want), "token %" SCNu64 "\ntime %" SCNd64 "\nseq %" SCNu64
 		   "\nring %" SCNu64 "\n%n", &s.token, &s.time_ns, &s.seq, &s.ring, &used) != 4 ||
-	    (size_t)used != tl - strlen(want))
+	    (size_t)used != tl - strlen(want) || s.time_ns < 0)
 		return err_set(-EBADMSG, "the signal is malformed");
-	/* Printed back identically, or it is not canonical (leading zeros, signs, spaces). */
+	/* Printed back identically, or it is not canonical (leading zeros, a '+', spaces); a '-'
+	 * prints back, so a negative time is refused above. */
 	{
 		char again[NODE_SIGNAL_MAX + 1];
 		int n = node_signal_text(store_id, &s, again, sizeof(again));

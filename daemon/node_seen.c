@@ -117,7 +117,7 @@ int node_seen_parse(const char *note, size_t len, const char *name,
 		   "%llu\ntoken %llu\nsignal %lld\nfresh %lld\ncatchups %llu\nstale %d\n%n", hex,
 		   sname, &t, &seq, &ring, &token, &sig, &fresh, &cu, &stale, &used) != 10 ||
 	    (size_t)used != tl || sodium_hex2bin(sid, 16, hex, 32, NULL, NULL, NULL) != 0 ||
-	    (stale != 0 && stale != 1))
+	    (stale != 0 && stale != 1) || t < 0 || sig < 0 || fresh < 0)
 		return err_set(-EBADMSG, "nodes/%s: malformed", fname);
 	if (strcmp(sname, name) != 0)
 		return err_set(-EBADMSG, "nodes/%s speaks for node %s", fname, sname);
