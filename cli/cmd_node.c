@@ -171,7 +171,6 @@ static int node_approve(struct ctl *ctl, int argc, char **argv)
 	struct reply rep = { 0 };
 	unsigned long long id;
 	json_t *args;
-	char *end;
 	int first, r;
 
 	r = ctl_parse_none(ctl, "node approve", approve_usage, argc, argv, &first);
@@ -181,11 +180,9 @@ static int node_approve(struct ctl *ctl, int argc, char **argv)
 		return ctl_usage_error("node approve", "missing the enrolment's ID");
 	if (first + 1 < argc)
 		return ctl_usage_error("node approve", "unexpected argument '%s'", argv[argc - 1]);
-	errno = 0;
-	id = strtoull(argv[first], &end, 10);
-	if (argv[first][0] < '0' || argv[first][0] > '9' || errno || *end || id == 0 ||
-	    id > (unsigned long long)INT64_MAX)
-		return ctl_usage_error("node approve", "not an enrolment id: '%.40s'", argv[first]);
+	r = ctl_parse_id("node approve", "enrolment", argv[first], &id);
+	if (r)
+		return r;
 	args = json_pack("{s:I}", "id", (json_int_t)id);
 	if (!args)
 		return ctl_fail("node approve", "out of memory");

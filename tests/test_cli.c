@@ -701,6 +701,8 @@ static void test_usage_errors(void **state)
 		{ "export", "approve", " 7" },
 		{ "export", "show", "+7" },
 		{ "export", "run", "7x" },
+		{ "node", "approve", "+3" },
+		{ "node", "approve", "0" },
 		{ "grant", "list", "--socket" },
 		{ "audit", "show", "--limit", "-1" },
 		{ "init" },
