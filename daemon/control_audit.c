@@ -190,8 +190,12 @@ static int merge_open(struct merge_src *m, const uint8_t *key)
 	return merge_advance(m);
 }
 
-/* Every node's log under audit/nodes, each with the key the primary derives for it. */
-static int merge_nodes(struct conn *c, struct merge_src **srcs, size_t *n)
+/* fn(c, dir, NAME, ctx) for every node's log directory audit/nodes/NAME (dir: audit/nodes),
+ * until one fails. No audit/nodes: none. An entry that is not a node name fails: the directory
+ * holds nothing else, so something there that no node wrote is named, not skipped. */
+static int nodes_foreach(struct conn *c,
+			 int (*fn)(struct conn *c, const char *dir, const char *name, void *ctx),
+			 void *ctx)
 {
 	char path[4200];
 	DIR *dir;
@@ -202,9 +206,6 @@ static int merge_nodes(struct conn *c, struct merge_src **srcs, size_t *n)
 	if (!dir)
 		return errno == ENOENT ? 0 : err_set(-errno, "%s: %s", path, strerror(errno));
 	for (struct dirent *de; r == 0 && (de = readdir(dir));) {
-		struct merge_src *m, *grown;
-		crypto_key *k = NULL;
-
 		if (de->d_name[0] == '.')
 			continue;
 		if (!node_name_valid(de->d_name)) {
@@ -212,32 +213,51 @@ static int merge_nodes(struct conn *c, struct merge_src **srcs, size_t *n)
 				    de->d_name);
 			break;
 		}
-		if (*n >= MERGE_NODES_MAX + 1) {
-			r = err_set(-E2BIG, "more than %u node logs", MERGE_NODES_MAX);
-			break;
-		}
-		grown = realloc(*srcs, (*n + 1) * sizeof(**srcs));
-		if (!grown) {
-			r = -ENOMEM;
-			break;
-		}
-		*srcs = grown;
-		m = &(*srcs)[(*n)++];
-		*m = (struct merge_src){ 0 };
-		/* node_name_valid(): at most NODE_NAME_MAX bytes; the path fits (audit_dir < 4096). */
-		memcpy(m->name, de->d_name, strlen(de->d_name) + 1);
-		if ((size_t)snprintf(m->dir, sizeof(m->dir), "%s/%.64s", path, m->name) >=
-		    sizeof(m->dir)) {
-			r = -ENAMETOOLONG;
-			break;
-		}
-		r = store_node_audit_key(c->d->st, m->name, &k);
-		if (r == 0)
-			r = merge_open(m, crypto_key_bytes(k));
-		crypto_key_free(k);
+		r = fn(c, path, de->d_name, ctx);
 	}
 	closedir(dir);
 	return r;
+}
+
+/* The merge's sources so far (merge_nodes). */
+struct merge_srcs {
+	struct merge_src **srcs;
+	size_t *n;
+};
+
+/* One more source: node name's log, with the key the primary derives for it. */
+static int merge_node(struct conn *c, const char *path, const char *name, void *ctx)
+{
+	struct merge_srcs *ms = ctx;
+	struct merge_src *m, *grown;
+	crypto_key *k = NULL;
+	int r;
+
+	if (*ms->n >= MERGE_NODES_MAX + 1)
+		return err_set(-E2BIG, "more than %u node logs", MERGE_NODES_MAX);
+	grown = realloc(*ms->srcs, (*ms->n + 1) * sizeof(**ms->srcs));
+	if (!grown)
+		return -ENOMEM;
+	*ms->srcs = grown;
+	m = &(*ms->srcs)[(*ms->n)++];
+	*m = (struct merge_src){ 0 };
+	/* node_name_valid(): at most NODE_NAME_MAX bytes; the path fits (audit_dir < 4096). */
+	memcpy(m->name, name, strlen(name) + 1);
+	if ((size_t)snprintf(m->dir, sizeof(m->dir), "%s/%.64s", path, m->name) >= sizeof(m->dir))
+		return -ENAMETOOLONG;
+	r = store_node_audit_key(c->d->st, m->name, &k);
+	if (r == 0)
+		r = merge_open(m, crypto_key_bytes(k));
+	crypto_key_free(k);
+	return r;
+}
+
+/* Every node's log under audit/nodes, each with the key the primary derives for it. */
+static int merge_nodes(struct conn *c, struct merge_src **srcs, size_t *n)
+{
+	struct merge_srcs ms = { srcs, n };
+
+	return nodes_foreach(c, merge_node, &ms);
 }
 
 /* For the filter's state (an open chosen, followed to its close by open_seq), a node's records
@@ -633,44 +653,34 @@ int op_audit_prove(struct conn *c, const json_t *args, json_t **ret)
  * client as a read-only descriptor of a private snapshot, in a partial frame {"file": NAME,
  * "length": N}. The client writes the copy with its own permissions: the daemon never opens a
  * path the caller names. */
-/* Every compute node's log after the primary's (audit/nodes/NAME: its checkpoints and its log,
- * as `audit verify` reads them under DIR/nodes/NAME), one partial frame per file. A node log
- * that cannot be copied fails the export: a copy silently without it would verify clean. */
+/* Node name's log (its checkpoints and its log, as `audit verify` reads them under
+ * DIR/nodes/NAME), one partial frame per file; *ctx (size_t) counts the files sent. */
+static int export_node(struct conn *c, const char *path, const char *name, void *ctx)
+{
+	struct audit_export_file nf[AUDIT_EXPORT_NODE_FILES];
+	size_t nn = 0, *files_sent = ctx;
+	int r;
+
+	(void)path;
+	r = audit_export_node(c->d->audit_dir, name, nf, &nn);
+	for (size_t i = 0; i < nn && r == 0; i++) {
+		json_t *j = json_pack("{s:s, s:I}", "file", nf[i].name, "length",
+				      (json_int_t)nf[i].len);
+
+		r = j ? proto_send(c->fd, PROTO_PARTIAL, j, nf[i].fd) : -ENOMEM;
+		json_decref(j);
+		if (r == 0)
+			++*files_sent;
+	}
+	audit_export_close(nf, nn);
+	return r;
+}
+
+/* Every compute node's log after the primary's (audit/nodes/NAME). A node log that cannot be
+ * copied fails the export: a copy silently without it would verify clean. */
 static int export_nodes(struct conn *c, size_t *files_sent)
 {
-	char path[4200];
-	DIR *dir;
-	int r = 0;
-
-	snprintf(path, sizeof(path), "%s/" NODE_DIR_NAME, c->d->audit_dir);
-	dir = opendir(path);
-	if (!dir)
-		return errno == ENOENT ? 0 : err_set(-errno, "%s: %s", path, strerror(errno));
-	for (struct dirent *de; r == 0 && (de = readdir(dir));) {
-		struct audit_export_file nf[AUDIT_EXPORT_NODE_FILES];
-		size_t nn = 0;
-
-		if (de->d_name[0] == '.')
-			continue;
-		if (!node_name_valid(de->d_name)) {
-			r = err_set(-EBADMSG, "%s/%.80s: not a node's log directory", path,
-				    de->d_name);
-			break;
-		}
-		r = audit_export_node(c->d->audit_dir, de->d_name, nf, &nn);
-		for (size_t i = 0; i < nn && r == 0; i++) {
-			json_t *j = json_pack("{s:s, s:I}", "file", nf[i].name, "length",
-					      (json_int_t)nf[i].len);
-
-			r = j ? proto_send(c->fd, PROTO_PARTIAL, j, nf[i].fd) : -ENOMEM;
-			json_decref(j);
-			if (r == 0)
-				++*files_sent;
-		}
-		audit_export_close(nf, nn);
-	}
-	closedir(dir);
-	return r;
+	return nodes_foreach(c, export_node, files_sent);
 }
 
 int op_audit_export(struct conn *c, const json_t *args, json_t **ret)
