@@ -367,93 +367,84 @@ static ssize_t empty_object_check(struct store_reader *r, const struct store_obj
 	return e;
 }
 
-/* A dense object (docs/FORMAT.md 4.7): its ciphertext and tag with one pread (aligned out to
- * STORE_ALIGN when the packs are read with O_DIRECT), authenticated, then the bytes asked for.
+/* One dense chunk of n plaintext bytes at the object's offset (a dense object, docs/FORMAT.md
+ * 4.7, or a group of tiny files, 4.10): its ciphertext and tag with one pread (aligned out to
+ * STORE_ALIGN when the packs are read with O_DIRECT), authenticated, and decrypted into dst, or
+ * in place in the reader's arena when dst is NULL; *ret_pt is where the plaintext is then. what
+ * names it in the error ("object", "group"). */
+static int dense_chunk_read(struct store_reader *r, const struct store_object *obj, uint64_t n,
+			    void *dst, const char *what, uint8_t **ret_pt)
+{
+	const uint64_t base = obj->ext.offset;
+	const uint64_t need = n + CRYPTO_TAG_LEN;
+	const bool direct = r->st->direct_io;
+	const uint64_t a0 = direct ? base & ~((uint64_t)STORE_ALIGN - 1) : base;
+	const uint64_t a1 = direct ? ALIGN_UP(base + need, (uint64_t)STORE_ALIGN) : base + need;
+	uint8_t *ct;
+	ssize_t got;
+	int e;
+
+	e = reader_arena(r, (size_t)(a1 - a0));
+	if (e == 0)
+		e = reader_key(r, obj);
+	if (e < 0)
+		return e;
+	got = pread_full(obj->fd, r->arena, (size_t)(a1 - a0), a0);
+	if (got < 0)
+		return err_set((int)got, "pack read at %llu failed: %s", (unsigned long long)a0,
+			       strerror((int)-got));
+	if ((uint64_t)got < base + need - a0)
+		return err_set(-EIO, "pack is shorter than the index says (read at %llu)",
+			       (unsigned long long)base);
+	ct = r->arena + (base - a0);
+	e = crypto_chunk_decrypt(r->cctx, 0, true, n ? ct : NULL, (size_t)n, ct + n,
+				 dst ? dst : ct);
+	if (e < 0) {
+		char hex[2 * CRYPTO_OBJECT_ID_LEN + 1];
+
+		hex_encode(obj->ext.object_id, CRYPTO_OBJECT_ID_LEN, hex);
+		return err_set(e, "%s %s failed authentication (pack %016llx at %llu): the data "
+				  "was altered", what, hex, (unsigned long long)obj->ext.pack_id,
+			       (unsigned long long)base);
+	}
+	*ret_pt = ct;
+	return 0;
+}
+
+/* A dense object (docs/FORMAT.md 4.7): read and authenticated whole, then the bytes asked for.
  * off < size, or off == 0 for an empty object (whose tag is still checked). */
 static ssize_t dense_read(struct store_reader *r, const struct store_object *obj, uint64_t off,
 			  size_t len, void *buf)
 {
-	const uint64_t size = obj->size, base = obj->ext.offset;
-	const uint64_t need = size + CRYPTO_TAG_LEN;
-	const bool direct = r->st->direct_io;
-	const uint64_t a0 = direct ? base & ~((uint64_t)STORE_ALIGN - 1) : base;
-	const uint64_t a1 = direct ? ALIGN_UP(base + need, (uint64_t)STORE_ALIGN) : base + need;
+	const uint64_t size = obj->size;
 	const uint64_t end = size - off < len ? size : off + len;
 	const bool whole = off == 0 && end == size;
-	uint8_t *ct;
-	ssize_t got;
-	int e;
+	uint8_t *pt;
+	int e = dense_chunk_read(r, obj, size, whole ? buf : NULL, "object", &pt);
 
-	e = reader_arena(r, (size_t)(a1 - a0));
-	if (e == 0)
-		e = reader_key(r, obj);
 	if (e < 0)
 		return e;
-	got = pread_full(obj->fd, r->arena, (size_t)(a1 - a0), a0);
-	if (got < 0)
-		return err_set((int)got, "pack read at %llu failed: %s", (unsigned long long)a0,
-			       strerror((int)-got));
-	if ((uint64_t)got < base + need - a0)
-		return err_set(-EIO, "pack is shorter than the index says (read at %llu)",
-			       (unsigned long long)base);
-	ct = r->arena + (base - a0);
-	e = crypto_chunk_decrypt(r->cctx, 0, true, size ? ct : NULL, (size_t)size, ct + size,
-				 whole ? buf : ct);
-	if (e < 0) {
-		char hex[2 * CRYPTO_OBJECT_ID_LEN + 1];
-
-		hex_encode(obj->ext.object_id, CRYPTO_OBJECT_ID_LEN, hex);
-		return err_set(e, "object %s failed authentication (pack %016llx at %llu): the data "
-				  "was altered", hex, (unsigned long long)obj->ext.pack_id,
-			       (unsigned long long)base);
-	}
 	if (!whole)
-		memcpy(buf, ct + off, (size_t)(end - off));
+		memcpy(buf, pt + off, (size_t)(end - off));
 	return (ssize_t)(end - off);
 }
 
-/* A tiny file (docs/FORMAT.md 4.10): its group, one dense chunk, read with one pread and
- * authenticated whole, then the member's bytes asked for. A read at 0 of an empty member still
- * authenticates the group (so that every read checks what it returns, as for an empty object). */
+/* A tiny file (docs/FORMAT.md 4.10): its group, one dense chunk, read and authenticated whole,
+ * then the member's bytes asked for. A read at 0 of an empty member still authenticates the
+ * group (so that every read checks what it returns, as for an empty object). */
 static ssize_t member_read(struct store_reader *r, const struct store_object *obj, uint64_t off,
 			   size_t len, void *buf)
 {
-	const uint64_t gsize = obj->osize, base = obj->ext.offset;
-	const uint64_t need = gsize + CRYPTO_TAG_LEN;
-	const bool direct = r->st->direct_io;
-	const uint64_t a0 = direct ? base & ~((uint64_t)STORE_ALIGN - 1) : base;
-	const uint64_t a1 = direct ? ALIGN_UP(base + need, (uint64_t)STORE_ALIGN) : base + need;
+	const uint64_t gsize = obj->osize;
 	const uint64_t end = obj->size - off < len ? obj->size : off + len;
-	uint8_t *ct;
-	ssize_t got;
-	int e;
+	uint8_t *pt;
+	int e = dense_chunk_read(r, obj, gsize, NULL, "group", &pt);
 
-	e = reader_arena(r, (size_t)(a1 - a0));
-	if (e == 0)
-		e = reader_key(r, obj);
 	if (e < 0)
 		return e;
-	got = pread_full(obj->fd, r->arena, (size_t)(a1 - a0), a0);
-	if (got < 0)
-		return err_set((int)got, "pack read at %llu failed: %s", (unsigned long long)a0,
-			       strerror((int)-got));
-	if ((uint64_t)got < base + need - a0)
-		return err_set(-EIO, "pack is shorter than the index says (read at %llu)",
-			       (unsigned long long)base);
-	ct = r->arena + (base - a0);
-	e = crypto_chunk_decrypt(r->cctx, 0, true, gsize ? ct : NULL, (size_t)gsize, ct + gsize,
-				 ct);
-	if (e < 0) {
-		char hex[2 * CRYPTO_OBJECT_ID_LEN + 1];
-
-		hex_encode(obj->ext.object_id, CRYPTO_OBJECT_ID_LEN, hex);
-		return err_set(e, "group %s failed authentication (pack %016llx at %llu): the data "
-				  "was altered", hex, (unsigned long long)obj->ext.pack_id,
-			       (unsigned long long)base);
-	}
-	memcpy(buf, ct + obj->ext.member_off + off, (size_t)(end - off));
+	memcpy(buf, pt + obj->ext.member_off + off, (size_t)(end - off));
 	/* The arena now holds the other members' plaintext: not left there. */
-	explicit_bzero(ct, (size_t)gsize);
+	explicit_bzero(pt, (size_t)gsize);
 	return (ssize_t)(end - off);
 }
 
