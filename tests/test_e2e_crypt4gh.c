@@ -73,8 +73,8 @@ static int group_teardown(void **state)
 	return 0;
 }
 
-/* Run a command line of test-made paths through /bin/sh -c (the interop lines below need its
- * redirections and pipes), by fork and exec (tu_run_argv); its exit status. */
+/* Run a command line of test-made paths through /bin/sh -c, for the lines that need its
+ * redirections, pipes or globs; its exit status. The others run their argv directly (run). */
 __attribute__((format(printf, 1, 2))) static int sh(const char *fmt, ...)
 {
 	char cmd[8192];
@@ -84,6 +84,60 @@ __attribute__((format(printf, 1, 2))) static int sh(const char *fmt, ...)
 	vsnprintf(cmd, sizeof(cmd), fmt, ap);
 	va_end(ap);
 	return tu_run_argv((char *const[]){ "/bin/sh", "-c", cmd, NULL });
+}
+
+/* Run a program (looked up in PATH) with the arguments given, no shell: fork and exec
+ * (tu_run_argv); its exit status. */
+#define run(...) tu_run_argv((char *const[]){ __VA_ARGS__, NULL })
+
+/* A file of n random bytes at path, in a directory made if need be (mkdir -p). */
+static void random_file(const char *path, size_t n)
+{
+	char *dir = strdup(path);
+	uint8_t *b = malloc(n + 1);
+
+	assert_non_null(dir);
+	assert_non_null(b);
+	*strrchr(dir, '/') = '\0';
+	assert_int_equal(run("mkdir", "-p", dir), 0);
+	randombytes_buf(b, n);
+	tu_write_file(path, b, n);
+	free(b);
+	free(dir);
+}
+
+/* rm -f path: removed, or not there. */
+static void remove_if_there(const char *path)
+{
+	assert_true(unlink(path) == 0 || errno == ENOENT);
+}
+
+/* enclavectl crypt4gh import key, its passphrase on descriptor 3 from the file pass and its
+ * stderr into the file err (NULL: the test's own), by fork and exec, no shell; its exit
+ * status. */
+static int import_key(const char *key, const char *pass, const char *err)
+{
+	int status = 0;
+	pid_t pid;
+
+	fflush(NULL);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		int fd = open(pass, O_RDONLY);
+
+		if (fd < 0 || (fd != 3 && dup2(fd, 3) < 0))
+			_exit(127);
+		if (err && ((fd = open(err, O_WRONLY | O_CREAT | O_TRUNC, 0644)) < 0 ||
+			    dup2(fd, 2) < 0))
+			_exit(127);
+		execl(ENCLAVECTL_PATH, ENCLAVECTL_PATH, "--store", E->store, "crypt4gh", "import",
+		      key, "--passphrase-fd", "3", (char *)NULL);
+		_exit(127);
+	}
+	while (waitpid(pid, &status, 0) < 0)
+		assert_int_equal(errno, EINTR);
+	return WIFSIGNALED(status) ? 128 + WTERMSIG(status) : WEXITSTATUS(status);
 }
 
 /* crypt4gh_ref.py encrypt of plain into out for the recipients (public key files) and options. */
@@ -169,9 +223,11 @@ static void ssh_key_import(const char *keyfile, const char *pass, const char *ba
 	struct e2e_run *r;
 	size_t n = 0;
 
-	assert_int_equal(sh("ssh-keygen -q -t ed25519 -a 4 -Z aes256-gcm@openssh.com -N 'protect "
-			    "me' -C e2e -f '%s' && cp '%s' '%s' && ssh-keygen -q -p -P 'protect me' "
-			    "-N '' -f '%s' >/dev/null", key, key, plain, plain), 0);
+	assert_int_equal(run("ssh-keygen", "-q", "-t", "ed25519", "-a", "4", "-Z",
+			     "aes256-gcm@openssh.com", "-N", "protect me", "-C", "e2e", "-f", key), 0);
+	assert_int_equal(run("cp", key, plain), 0);
+	/* (It says it saved the key even with -q.) */
+	assert_int_equal(sh("ssh-keygen -q -p -P 'protect me' -N '' -f '%s' >/dev/null", plain), 0);
 	text = tu_read_file(plain, &n);
 	assert_int_equal(c4gh_seckey_parse((const char *)text, n, NULL, &sk), 0);
 	c4gh_public_key(sk, pk);
@@ -179,19 +235,17 @@ static void ssh_key_import(const char *keyfile, const char *pass, const char *ba
 	crypto_key_free(sk);
 	free(text);
 	tu_write_file(py, patch, strlen(patch));
-	assert_int_equal(sh("/usr/bin/python3 '%s' '%s' '%s'", py, key, absurd), 0);
+	assert_int_equal(run("/usr/bin/python3", py, key, absurd), 0);
 
 	assert_int_equal(unlink(keyfile), 0);
 	r = ctl("crypt4gh", "import", absurd);   /* no terminal: it would ask for --passphrase-fd */
 	assert_int_equal(r->status, 1);
 	assert_non_null(strstr(r->err, "4294967295 rounds"));
 	free(r);
-	assert_int_equal(sh("%s --store '%s' crypt4gh import '%s' --passphrase-fd 3 3<'%s' 2>%s",
-			    ENCLAVECTL_PATH, E->store, key, bad, err), 1);
+	assert_int_equal(import_key(key, bad, err), 1);
 	assert_true(file_has(err, "passphrase does not open the OpenSSH private key"));
 	assert_int_equal(e2e_audit_count("crypt4gh_key_create", NULL, NULL, NULL, 0), 2);
-	assert_int_equal(sh("%s --store '%s' crypt4gh import '%s' --passphrase-fd 3 3<'%s'",
-			    ENCLAVECTL_PATH, E->store, key, pass), 0);
+	assert_int_equal(import_key(key, pass, NULL), 0);
 	r = e2e_ok(ctl("crypt4gh", "pubkey"));
 	assert_string_equal(r->out, want);
 	free(r);
@@ -240,10 +294,9 @@ static void test_site_key(void **state)
 	free(r);
 	tu_write_file(pf, "protect me\n", 11);
 	tu_write_file(bad, "wrong\n", 6);
-	assert_int_equal(sh("python3 %s keygen '%s' '%s' --passphrase-file '%s'", C4GH_REF_PY, sec,
-			    site_pub, pf), 0);
-	assert_int_equal(sh("%s --store '%s' crypt4gh import '%s' --passphrase-fd 3 3<'%s' 2>%s",
-			    ENCLAVECTL_PATH, E->store, sec, pf, err), 1);
+	assert_int_equal(run("python3", C4GH_REF_PY, "keygen", sec, site_pub, "--passphrase-file",
+			     pf), 0);
+	assert_int_equal(import_key(sec, pf, err), 1);
 	assert_int_equal(e2e_audit_count("crypt4gh_key_create", NULL, NULL, NULL, 0), 1);
 
 	/* Without the key file, an existing key can come in. */
@@ -252,8 +305,7 @@ static void test_site_key(void **state)
 	assert_int_equal(r->status, 1);
 	assert_non_null(strstr(r->err, "--passphrase-fd"));
 	free(r);
-	assert_int_equal(sh("%s --store '%s' crypt4gh import '%s' --passphrase-fd 3 3<'%s' 2>%s",
-			    ENCLAVECTL_PATH, E->store, sec, bad, err), 1);
+	assert_int_equal(import_key(sec, bad, err), 1);
 	{
 		size_t n = 0;
 		char *t = (char *)tu_read_file(err, &n);
@@ -262,8 +314,7 @@ static void test_site_key(void **state)
 		free(t);
 	}
 	assert_int_equal(stat(keyfile, &st), -1);
-	assert_int_equal(sh("%s --store '%s' crypt4gh import '%s' --passphrase-fd 3 3<'%s'",
-			    ENCLAVECTL_PATH, E->store, sec, pf), 0);
+	assert_int_equal(import_key(sec, pf, NULL), 0);
 	r = e2e_ok(ctl("crypt4gh", "pubkey"));
 	assert_true(same_file_text(site_pub, r->out));
 	free(r);
@@ -271,8 +322,7 @@ static void test_site_key(void **state)
 	ssh_key_import(keyfile, pf, bad, err);
 	/* ... and the scrypt-protected key back, for the tests that follow. */
 	assert_int_equal(unlink(keyfile), 0);
-	assert_int_equal(sh("%s --store '%s' crypt4gh import '%s' --passphrase-fd 3 3<'%s'",
-			    ENCLAVECTL_PATH, E->store, sec, pf), 0);
+	assert_int_equal(import_key(sec, pf, NULL), 0);
 	r = e2e_ok(ctl("crypt4gh", "pubkey"));
 	assert_true(same_file_text(site_pub, r->out));
 	free(r);
@@ -300,14 +350,21 @@ static void test_import(void **state)
 		{ "bighdr.c4gh", "--decoy 700", 70000, false },
 	};
 	char *src = tu_fmt("%s/c4src", E->root), *p, *q, *opts;
+	char *wdir = tu_fmt("%s/want", E->root), *osec = tu_fmt("%s/other.sec", E->root);
+	char *opub = tu_fmt("%s/other.pub", E->root);
 	struct e2e_run *r;
 	uint64_t gid;
 	char ids[32];
 
 	(void)state;
-	assert_int_equal(sh("mkdir -p %s/sub %s/want/sub", src, E->root), 0);
-	assert_int_equal(sh("python3 %s keygen %s/other.sec %s/other.pub", C4GH_REF_PY, E->root,
-			    E->root), 0);
+	p = tu_fmt("%s/sub", src);
+	q = tu_fmt("%s/sub", wdir);
+	assert_int_equal(run("mkdir", "-p", p, q), 0);
+	free(p);
+	free(q);
+	assert_int_equal(run("python3", C4GH_REF_PY, "keygen", osec, opub), 0);
+	free(osec);
+	free(opub);
 	for (size_t i = 0; i < ARRAY_SIZE(files); i++) {
 		char *stem = strdup(files[i].name), *dot = strrchr(stem, '.');
 
@@ -338,10 +395,13 @@ static void test_import(void **state)
 	free(q);
 	/* A plain file beside them. */
 	p = tu_fmt("%s/plain.txt", src);
+	q = tu_fmt("%s/plain.txt", wdir);
 	tu_write_file(p, "not encrypted\n", 14);
+	tu_write_file(q, "not encrypted\n", 14);
 	free(p);
-	assert_int_equal(sh("cp %s/plain.txt %s/want/plain.txt", src, E->root), 0);
-	assert_int_equal(sh("chmod -R a+rX %s/want", E->root), 0);
+	free(q);
+	assert_int_equal(run("chmod", "-R", "a+rX", wdir), 0);
+	free(wdir);
 
 	r = e2e_ok(ctl("--json", "dataset", "import", DS, src));
 	free(r);
@@ -394,8 +454,8 @@ static void test_import_refused(void **state)
 	struct e2e_run *r;
 
 	(void)state;
-	assert_int_equal(sh("mkdir -p %s && head -c 5000 /dev/urandom >%s/p", src, src), 0);
 	p = tu_fmt("%s/p", src);
+	random_file(p, 5000);
 	{
 		char *ok = tu_fmt("%s/a-ok.c4gh", src), *o = tu_fmt("--recipient %s", site_pub);
 
@@ -422,14 +482,18 @@ static void test_import_refused(void **state)
 
 	/* Altered: one bit of the data flipped (in the last byte: the last segment's MAC). A flip,
 	 * not a byte written: writing 0x01 changed nothing when the MAC already ended in 0x01. */
-	assert_int_equal(sh("rm %s/b-other.c4gh && cp %s/a-ok.c4gh %s/c-bad.c4gh", src, src, src),
-			 0);
 	{
-		char *bad = tu_fmt("%s/c-bad.c4gh", src);
-		int fd = open(bad, O_RDWR | O_CLOEXEC);
+		char *bad = tu_fmt("%s/c-bad.c4gh", src), *ok = tu_fmt("%s/a-ok.c4gh", src);
+		char *other = tu_fmt("%s/b-other.c4gh", src);
 		struct stat sb;
 		uint8_t b;
+		int fd;
 
+		assert_int_equal(unlink(other), 0);
+		assert_int_equal(run("cp", ok, bad), 0);
+		free(ok);
+		free(other);
+		fd = open(bad, O_RDWR | O_CLOEXEC);
 		assert_true(fd >= 0 && fstat(fd, &sb) == 0 && sb.st_size > 0);
 		assert_int_equal(pread(fd, &b, 1, sb.st_size - 1), 1);
 		b ^= 0x01;
@@ -455,10 +519,20 @@ static void test_import_refused(void **state)
 			{ "d-cut-segment.c4gh", 124 + 1000, "" },
 		};
 
+		char *ok = tu_fmt("%s/a-ok.c4gh", src), *bad = tu_fmt("%s/c-bad.c4gh", src);
+		char *cut[ARRAY_SIZE(cuts)];
+		size_t okn = 0;
+		uint8_t *okb = tu_read_file(ok, &okn);
+
+		for (size_t i = 0; i < ARRAY_SIZE(cuts); i++)
+			cut[i] = tu_fmt("%s/%s", src, cuts[i].name);
+		remove_if_there(bad);
 		for (size_t i = 0; i < ARRAY_SIZE(cuts); i++) {
-			assert_int_equal(sh("rm -f %s/c-bad.c4gh %s/d-cut-*; head -c %d %s/a-ok.c4gh "
-					    ">%s/%s", src, src, cuts[i].bytes, src, src,
-					    cuts[i].name), 0);
+			/* Only this cut file there: the first bytes of a-ok.c4gh. */
+			for (size_t j = 0; j < i; j++)
+				remove_if_there(cut[j]);
+			assert_true((size_t)cuts[i].bytes < okn);
+			tu_write_file(cut[i], okb, (size_t)cuts[i].bytes);
 			r = ctl("dataset", "import", "refused-ds", src);
 			assert_int_equal(r->status, 1);
 			if (!strstr(r->err, cuts[i].name) || !strstr(r->err, cuts[i].why))
@@ -468,12 +542,18 @@ static void test_import_refused(void **state)
 			assert_int_not_equal(r->status, 0);
 			free(r);
 		}
-		assert_int_equal(sh("rm -f %s/d-cut-*", src), 0);
+		for (size_t i = 0; i < ARRAY_SIZE(cuts); i++) {
+			remove_if_there(cut[i]);
+			free(cut[i]);
+		}
+		free(okb);
+		free(bad);
+		free(ok);
 	}
 
 	/* --keep-crypt4gh: stored as they are, names kept. The file is older than the importer's
 	 * racy window (2 s), so the next version finds its source stamp unchanged. */
-	assert_int_equal(sh("rm -f %s/c-bad.c4gh %s/p", src, src), 0);
+	remove_if_there(p);
 	sleep(3);
 	e2e_ok_free(ctl("dataset", "import", "kept-ds", src, "--keep-crypt4gh"));
 	r = e2e_ok(ctl("--json", "dataset", "show", "kept-ds"));
@@ -523,7 +603,7 @@ static void test_export(void **state)
 	(void)state;
 	rsec = tu_fmt("%s/researcher.sec", E->root);
 	rpub = tu_fmt("%s/researcher.pub", E->root);
-	assert_int_equal(sh("python3 %s keygen %s %s", C4GH_REF_PY, rsec, rpub), 0);
+	assert_int_equal(run("python3", C4GH_REF_PY, "keygen", rsec, rpub), 0);
 
 	/* Refused at once: a file the version does not have, a directory, a key that is not one. */
 	r = ctl("export", DS "@1", "nope", "--recipient-key", rpub, "--out", out1);
@@ -829,8 +909,12 @@ static void test_export_refused_integrity(void **state)
 	int dfd;
 
 	(void)state;
-	assert_int_equal(sh("mkdir -p %s/sub && head -c 65537 /dev/urandom >%s/sub/over", src, src),
-			 0);
+	{
+		char *over = tu_fmt("%s/sub/over", src);
+
+		random_file(over, 65537);
+		free(over);
+	}
 	e2e_ok_free(ctl("-q", "dataset", "import", "held", src));
 	id = approved_export("held@1", (char *[]){ "sub/over", NULL });
 
