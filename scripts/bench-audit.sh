@@ -9,10 +9,12 @@
 # Writes the table into docs/PERFORMANCE.md (section "Audit log: group commit").
 set -euo pipefail
 cd "$(dirname "$0")/.."
+bench="bench-audit"
+. scripts/bench-lib.sh
 
 secs=${1:-5}
 case "$secs" in '' | *[!0-9]*) echo "usage: scripts/bench-audit.sh [SECONDS_PER_POINT]" >&2; exit 2 ;; esac
-[[ $(id -u) == 0 ]] || { echo "bench-audit: run as root" >&2; exit 1; }
+bench_need_root
 
 bash scripts/deps.sh >/dev/null
 cmake -S . -B build-bench -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
@@ -20,22 +22,14 @@ cmake --build build-bench -j "$(nproc)" --target enclaved enclavectl >/dev/null
 enclaved=$PWD/build-bench/daemon/enclaved
 enclavectl=$PWD/build-bench/cli/enclavectl
 
-scratch=$(mktemp -d /var/tmp/enclave-bench-audit.XXXXXX)
+bench_scratch
 chmod 0755 "$scratch"
 pid=
 mnt=
-cleanup() {
-	set +e
-	[[ -n $pid ]] && kill -TERM "$pid" 2>/dev/null && wait "$pid"
-	[[ -n $mnt ]] && grep -q " $mnt " /proc/self/mountinfo && umount -l "$mnt"
-	rm -rf "$scratch"
-}
-trap cleanup EXIT
 
 mkdir -p "$scratch/src"
 for i in $(seq 1 200); do head -c 4096 /dev/urandom >"$scratch/src/f$i"; done
-head -c 32 /dev/urandom | base64 >"$scratch/pass"
-chmod 0600 "$scratch/pass"
+bench_passphrase
 
 # N processes open and close files of DIR for S seconds; prints "opens_per_s p50_us p99_us".
 cat >"$scratch/opener.py" <<'PY'

@@ -14,61 +14,34 @@
 #   --rounds N     imports of each kind, and exports [3]
 #   --no-doc       leave docs/PERFORMANCE.md alone
 set -euo pipefail
-usage() { sed -n '2,/^set -euo/{/^#/s/^# \{0,1\}//p}' "$0"; }
+bench="bench-c4gh"
+. "$(dirname "$0")/bench-lib.sh"
 size=1073741824 rounds=3 dodoc=1
 while (($#)); do
 	case "$1" in
-	-h | --help) usage; exit 0 ;;
+	-h | --help) bench_usage; exit 0 ;;
 	--size) size=${2:?}; shift 2 ;;
 	--rounds) rounds=${2:?}; shift 2 ;;
 	--no-doc) dodoc=0; shift ;;
-	*) echo "bench-c4gh: unknown option '$1' (see --help)" >&2; exit 2 ;;
+	*) bench_usage_error "unknown option '$1' (see --help)" ;;
 	esac
 done
-case "$size$rounds" in '' | *[!0-9]*) echo "bench-c4gh: --size and --rounds take numbers" >&2; exit 2 ;; esac
-[[ $(id -u) == 0 ]] || { echo "bench-c4gh: run as root" >&2; exit 1; }
+case "$size$rounds" in '' | *[!0-9]*) bench_usage_error "--size and --rounds take numbers" ;; esac
+bench_need_root
 cd "$(dirname "$0")/.."
 root=$PWD
 build=build-bench
 
-echo "bench-c4gh: building (Release)" >&2
-bash scripts/deps.sh >/dev/null
-cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
-cmake --build "$build" -j 2 --target enclaved enclavectl interop_c4ghtool >/dev/null
-enclaved=$root/$build/daemon/enclaved
+bench_build "$build" enclaved enclavectl interop_c4ghtool
 enclavectl=$root/$build/cli/enclavectl
 c4ghtool=$root/$build/tests/interop_c4ghtool
 
-scratch=$(mktemp -d /var/tmp/enclave-bench-c4gh.XXXXXX)
+bench_scratch
 mnt=$scratch/mnt store=$scratch/store
 mkdir -p "$mnt" "$scratch/plain" "$scratch/c4gh"
 pid=
-cleanup() {
-	local rc=$?
-	set +e
-	if [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null; then
-		kill -TERM "$pid"
-		wait "$pid"
-	fi
-	grep -q " $mnt " /proc/self/mountinfo && { fusermount3 -u "$mnt" 2>/dev/null || umount -l "$mnt"; }
-	rm -rf "$scratch"
-	exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-head -c 32 /dev/urandom | base64 >"$scratch/pass"
-chmod 0600 "$scratch/pass"
-"$enclavectl" init --store "$store" --passphrase-file "$scratch/pass" --steward user:root \
-	--approvals 0 >/dev/null
-"$enclaved" --store "$store" --mount "$mnt" --passphrase-file "$scratch/pass" \
-	2>"$scratch/enclaved.log" &
-pid=$!
-for _ in $(seq 1 200); do
-	"$enclavectl" --store "$store" status >/dev/null 2>&1 && break
-	kill -0 "$pid" 2>/dev/null || { cat "$scratch/enclaved.log" >&2; exit 1; }
-	sleep 0.1
-done
+bench_passphrase
+bench_daemon_start "$root/$build" "$store"
 "$enclavectl" --store "$store" -q crypt4gh keygen --out "$scratch/site.pub" >/dev/null
 
 echo "bench-c4gh: generating $size bytes and encrypting them to the site key" >&2
@@ -136,21 +109,14 @@ line=$(awk -v s="$size" -v pm="$pm" -v cm="$cm" -v n="$rounds" \
 	printf "| %s | %s | %.0f MiB, %d rounds | %.1f s (%.0f MB/s) [%s ms] | %.1f s (%.0f MB/s) [%s ms] | **%.0f %%** | %.1f s (%.0f MB/s) [%s ms] | **%.2f** | sha256 equal (mount; crypt4gh_ref.py on the export) | %s |\n",
 		when, commit, s / 1048576, n, pm / 1000, s / pm / 1000, pl, cm / 1000, s / cm / 1000,
 		cl, 100 * pm / cm, xm / 1000, s / xm / 1000, xl, xm / pm, load }')
-echo "| run | commit | file | plaintext import (median) | Crypt4GH import (median) | Crypt4GH / plaintext throughput | export (median) | export / plaintext import time | checked | load |"
-echo "|---|---|---|---:|---:|---:|---:|---:|---|---:|"
+hdr="| run | commit | file | plaintext import (median) | Crypt4GH import (median) | Crypt4GH / plaintext throughput | export (median) | export / plaintext import time | checked | load |"
+sep="|---|---|---|---:|---:|---:|---:|---:|---|---:|"
+echo "$hdr"
+echo "$sep"
 echo "$line"
 if ((dodoc)); then
-	doc=$root/docs/PERFORMANCE.md
-	begin='<!-- bench-c4gh.sh: begin -->'
-	end='<!-- bench-c4gh.sh: end -->'
-	if ! grep -qF "$begin" "$doc"; then
-		printf '\n## Crypt4GH import (scripts/bench-c4gh.sh)\n\nThe same file imported as it is and as a `.c4gh` file for the site key, alternately, in one run; the target is a Crypt4GH throughput of at least 80 %% of the plaintext one (issue 18). The Crypt4GH import is read back through the mount and compared (SHA-256); then exported for a researcher key (one file, the same size, --rounds times) and the first decrypted by tests/interop/crypt4gh_ref.py and compared.\n\n%s\n| run | commit | file | plaintext import (median) | Crypt4GH import (median) | Crypt4GH / plaintext throughput | export (median) | export / plaintext import time | checked | load |\n|---|---|---|---:|---:|---:|---:|---:|---|---:|\n%s\n' "$begin" "$end" >>"$doc"
-	fi
-	LINE=$line python3 - "$doc" "$end" <<'EOF'
-import os, sys
-path, end = sys.argv[1:3]
-text = open(path).read()
-b = text.index(end)
-open(path, "w").write(text[:b] + os.environ["LINE"] + "\n" + text[b:])
-EOF
+	bench_doc_rows bench-c4gh.sh "## Crypt4GH import (scripts/bench-c4gh.sh)
+
+The same file imported as it is and as a \`.c4gh\` file for the site key, alternately, in one run; the target is a Crypt4GH throughput of at least 80 % of the plaintext one (issue 18). The Crypt4GH import is read back through the mount and compared (SHA-256); then exported for a researcher key (one file, the same size, --rounds times) and the first decrypted by tests/interop/crypt4gh_ref.py and compared." \
+		"$hdr"$'\n'"$sep" "$line"$'\n'
 fi

@@ -22,11 +22,12 @@
 #   --no-doc      leave docs/PERFORMANCE.md alone
 # Example: scripts/bench-dedup.sh --files 20000 --mb 300 --cache both --before main
 set -euo pipefail
-usage() { sed -n '2,/^set -euo/{/^#/s/^# \{0,1\}//p}' "$0"; }
+bench="bench-dedup"
+. "$(dirname "$0")/bench-lib.sh"
 files=20000 mb=300 dodoc=1 caches=cold before_rev= rounds=
 while (($#)); do
 	case "$1" in
-	-h | --help) usage; exit 0 ;;
+	-h | --help) bench_usage; exit 0 ;;
 	--files) files=${2:?}; shift 2 ;;
 	--mb) mb=${2:?}; shift 2 ;;
 	--warm) caches=warm; shift ;;
@@ -34,65 +35,33 @@ while (($#)); do
 	--before) before_rev=${2:?}; shift 2 ;;
 	--rounds) rounds=${2:?}; shift 2 ;;
 	--no-doc) dodoc=0; shift ;;
-	*) echo "bench-dedup: unknown option '$1' (see --help)" >&2; exit 2 ;;
+	*) bench_usage_error "unknown option '$1' (see --help)" ;;
 	esac
 done
-case "$files" in '' | *[!0-9]* | 0) echo "bench-dedup: --files takes a positive number" >&2; exit 2 ;; esac
-case "$mb" in '' | *[!0-9]* | 0) echo "bench-dedup: --mb takes a positive number" >&2; exit 2 ;; esac
+bench_positive --files "$files"
+bench_positive --mb "$mb"
 case "$caches" in cold | warm) ;; both) caches="cold warm" ;;
-*) echo "bench-dedup: --cache takes cold, warm or both" >&2; exit 2 ;; esac
+*) bench_usage_error "--cache takes cold, warm or both" ;; esac
 [[ -n $rounds ]] || { [[ -n $before_rev ]] && rounds=3 || rounds=1; }
-case "$rounds" in '' | *[!0-9]* | 0) echo "bench-dedup: --rounds takes a positive number" >&2; exit 2 ;; esac
-[[ $(id -u) == 0 ]] || { echo "bench-dedup: run as root" >&2; exit 1; }
+bench_positive --rounds "$rounds"
+bench_need_root
 cd "$(dirname "$0")/.."
 root=$PWD
 build=build-bench
 
-echo "bench-dedup: building (Release)" >&2
-bash scripts/deps.sh >/dev/null
-cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
-cmake --build "$build" -j 2 --target enclaved enclavectl bench_dedup >/dev/null
+bench_build "$build" enclaved enclavectl bench_dedup
 builds=("$root/$build")
 names=("$(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD 2>/dev/null || echo ' + changes')")
 if [[ -n $before_rev ]]; then
-	# The other commit, from git's own objects (no checkout), built once per commit, as
-	# scripts/bench-import.sh does.
-	bsha=$(git rev-parse --verify "$before_rev^{commit}")
-	bdir=$root/build-bench-before/$bsha
-	if [[ ! -x $bdir/build/daemon/enclaved || ! -x $bdir/build/cli/enclavectl ]]; then
-		echo "bench-dedup: building $before_rev ($bsha) in $bdir (Release)" >&2
-		rm -rf "$bdir"
-		mkdir -p "$bdir/src"
-		git archive "$bsha" | tar -x -C "$bdir/src"
-		cmake -S "$bdir/src" -B "$bdir/build" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
-		cmake --build "$bdir/build" -j 2 --target enclaved enclavectl >/dev/null
-	fi
-	builds+=("$bdir/build")
-	names+=("$(git rev-parse --short "$bsha") (before)")
+	bench_build_before "$before_rev"
+	builds+=("$bench_before_dir")
+	names+=("$bench_before_name")
 fi
 
-scratch=$(mktemp -d /var/tmp/enclave-bench-dedup.XXXXXX)
+bench_scratch
 src=$scratch/src mnt=$scratch/mnt store=$scratch/store
 mkdir -p "$src" "$mnt"
 pid=
-stop_daemon() {
-	if [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null; then
-		kill -TERM "$pid"
-		wait "$pid" || true
-	fi
-	pid=
-	grep -q " $mnt " /proc/self/mountinfo && { fusermount3 -u "$mnt" 2>/dev/null || umount -l "$mnt"; }
-	return 0
-}
-cleanup() {
-	local rc=$?
-	set +e
-	stop_daemon
-	rm -rf "$scratch"
-	exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
 
 echo "bench-dedup: generating $files files, about $mb MB" >&2
 python3 - "$src" "$files" "$mb" <<'EOF'
@@ -112,21 +81,15 @@ data_bytes=$(find "$src" -type f -printf '%s\n' | awk '{ s += $1 } END { print s
 # import; docs/FORMAT.md 6.13) when version 1 begins, so version 2 trusts their source stamps.
 sleep 3
 
-head -c 32 /dev/urandom | base64 >"$scratch/pass"
-chmod 0600 "$scratch/pass"
-dpkg -s time >/dev/null 2>&1 || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq time >/dev/null; }
+bench_passphrase
+bench_need_time
 
 packs() { find "$store/packs" -type f -printf '%s\n' | awk '{ s += $1 } END { print s + 0 }'; }
 cpu_ms() { awk -v t="$(getconf CLK_TCK)" '{ print int(($14 + $15) * 1000 / t) }' "/proc/$pid/stat"; }
 # One import with build $1 (page cache $2); prints "ms daemon_cpu_ms ctl_cpu_ms".
 import_ms() {
 	local b=$1 t0 ms c0 c1
-	sync
-	if [[ $2 == cold ]]; then
-		echo 3 >/proc/sys/vm/drop_caches
-	else
-		find "$src" -type f -print0 | xargs -0 cat >/dev/null
-	fi
+	bench_page_cache "$2" "$src"
 	c0=$(cpu_ms)
 	t0=$(date +%s%N)
 	/usr/bin/time -f '%U %S' -o "$scratch/ctl.cpu" "$b/cli/enclavectl" --store "$store" -q \
@@ -141,17 +104,7 @@ import_ms() {
 round() {
 	local b=$1 v1 v2 p1 p2 victim vsize
 	store=$scratch/store
-	rm -rf "$store"
-	"$b/cli/enclavectl" init --store "$store" --passphrase-file "$scratch/pass" \
-		--steward user:root --approvals 0 >/dev/null
-	"$b/daemon/enclaved" --store "$store" --mount "$mnt" --passphrase-file "$scratch/pass" \
-		2>"$scratch/enclaved.log" &
-	pid=$!
-	for _ in $(seq 1 200); do
-		"$b/cli/enclavectl" --store "$store" status >/dev/null 2>&1 && break
-		kill -0 "$pid" 2>/dev/null || { cat "$scratch/enclaved.log" >&2; exit 1; }
-		sleep 0.1
-	done
+	bench_daemon_start "$b" "$store"
 	# A dataset at rest: its files are older than the importer's racy window (2 s before the
 	# previous import; docs/FORMAT.md 6.13) when version 1 begins, so version 2 trusts their
 	# source stamps (the file the last round changed too).
@@ -165,7 +118,7 @@ round() {
 	read -r -a v2 <<<"$(import_ms "$b" "$2")"
 	p2=$(packs)
 	cat "$scratch/import.out" >&2
-	stop_daemon
+	bench_stop_daemon
 	round_out="${v1[0]} ${v2[0]} ${v1[1]} ${v2[1]} ${v1[2]} ${v2[2]} $p1 $((p2 - p1)) $vsize"
 }
 median() { sort -n | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
@@ -213,19 +166,8 @@ echo "$hdr"
 echo "$sep"
 printf '%s' "$lines"
 if ((dodoc)); then
-	doc=$root/docs/PERFORMANCE.md
-	begin='<!-- bench-dedup.sh: begin -->'
-	end='<!-- bench-dedup.sh: end -->'
-	if ! grep -qF "$begin" "$doc"; then
-		printf '\n## Versions that share unchanged files (scripts/bench-dedup.sh)\n\n%s\n%s\n%s\n%s\n' \
-			"$begin" "$hdr" "$sep" "$end" >>"$doc"
-	fi
-	LINE=${lines%$'\n'} python3 - "$doc" "$end" <<'EOF'
-import os, sys
-path, end = sys.argv[1:3]
-text = open(path).read()
-b = text.index(end)
-open(path, "w").write(text[:b] + os.environ["LINE"] + "\n" + text[b:])
-EOF
+	bench_doc_rows bench-dedup.sh \
+		"## Versions that share unchanged files (scripts/bench-dedup.sh)" \
+		"$hdr"$'\n'"$sep" "$lines"
 	echo "bench-dedup: added the rows to docs/PERFORMANCE.md" >&2
 fi

@@ -20,75 +20,44 @@
 #           scripts/bench-import.sh --files 100000 --size 4096 --warm --before 7c2efc4
 #           scripts/bench-import.sh --files 1000000 --size tiny
 set -euo pipefail
-usage() { sed -n '2,/^set -euo/{/^#/s/^# \{0,1\}//p}' "$0"; }
+bench="bench-import"
+. "$(dirname "$0")/bench-lib.sh"
 files=100000 size=4096 dodoc=1 cold=1 before_rev= rounds=
 while (($#)); do
 	case "$1" in
-	-h | --help) usage; exit 0 ;;
+	-h | --help) bench_usage; exit 0 ;;
 	--files) files=${2:?}; shift 2 ;;
 	--size) size=${2:?}; shift 2 ;;
 	--warm) cold=0; shift ;;
 	--before) before_rev=${2:?}; shift 2 ;;
 	--rounds) rounds=${2:?}; shift 2 ;;
 	--no-doc) dodoc=0; shift ;;
-	*) echo "bench-import: unknown option '$1' (see --help)" >&2; exit 2 ;;
+	*) bench_usage_error "unknown option '$1' (see --help)" ;;
 	esac
 done
-case "$files" in '' | *[!0-9]*) echo "bench-import: --files takes a number" >&2; exit 2 ;; esac
-case "$size" in tiny) ;; '' | *[!0-9]*) echo "bench-import: --size takes a number or tiny" >&2; exit 2 ;; esac
+case "$files" in '' | *[!0-9]*) bench_usage_error "--files takes a number" ;; esac
+case "$size" in tiny) ;; '' | *[!0-9]*) bench_usage_error "--size takes a number or tiny" ;; esac
 [[ -n $rounds ]] || { [[ -n $before_rev ]] && rounds=3 || rounds=1; }
-case "$rounds" in '' | *[!0-9]* | 0) echo "bench-import: --rounds takes a positive number" >&2; exit 2 ;; esac
-[[ $(id -u) == 0 ]] || { echo "bench-import: run as root" >&2; exit 1; }
+bench_positive --rounds "$rounds"
+bench_need_root
 cd "$(dirname "$0")/.."
 root=$PWD
 build=build-bench
 
-echo "bench-import: building (Release)" >&2
-bash scripts/deps.sh >/dev/null
-dpkg -s time >/dev/null 2>&1 || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq time >/dev/null; }
-cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
-cmake --build "$build" -j 2 --target enclaved enclavectl >/dev/null
+bench_build "$build" enclaved enclavectl
+bench_need_time
 builds=("$root/$build")
 names=("$(git rev-parse --short HEAD 2>/dev/null || echo '?')")
 if [[ -n $before_rev ]]; then
-	# The other commit, from git's own objects (no checkout, no worktree), built once per
-	# commit: build-bench-before/<commit>/{src,build}, as scripts/bench-small.sh.
-	bsha=$(git rev-parse --verify "$before_rev^{commit}")
-	bdir=$root/build-bench-before/$bsha
-	if [[ ! -x $bdir/build/daemon/enclaved || ! -x $bdir/build/cli/enclavectl ]]; then
-		echo "bench-import: building $before_rev ($bsha) in $bdir (Release)" >&2
-		rm -rf "$bdir"
-		mkdir -p "$bdir/src"
-		git archive "$bsha" | tar -x -C "$bdir/src"
-		cmake -S "$bdir/src" -B "$bdir/build" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
-		cmake --build "$bdir/build" -j 2 --target enclaved enclavectl >/dev/null
-	fi
-	builds+=("$bdir/build")
-	names+=("$(git rev-parse --short "$bsha") (before)")
+	bench_build_before "$before_rev"
+	builds+=("$bench_before_dir")
+	names+=("$bench_before_name")
 fi
 
-scratch=$(mktemp -d /var/tmp/enclave-bench-import.XXXXXX)
+bench_scratch
 src=$scratch/src mnt=$scratch/mnt
 mkdir -p "$src" "$mnt"
 pid=
-stop_daemon() {
-	if [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null; then
-		kill -TERM "$pid"
-		wait "$pid" || true
-	fi
-	pid=
-	grep -q " $mnt " /proc/self/mountinfo && { fusermount3 -u "$mnt" 2>/dev/null || umount -l "$mnt"; }
-	return 0
-}
-cleanup() {
-	local rc=$?
-	set +e
-	stop_daemon
-	rm -rf "$scratch"
-	exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
 
 echo "bench-import: generating $files files ($size bytes each)" >&2
 python3 - "$src" "$files" "$size" <<'PY'
@@ -103,31 +72,15 @@ for i in range(n):
         f.write(b"%d\n" % i if size == "tiny" else blob[i % 4096:i % 4096 + int(size)])
 PY
 data_bytes=$(find "$src" -type f -printf '%s\n' | awk '{ s += $1 } END { print s }')
-head -c 32 /dev/urandom | base64 >"$scratch/pass"
-chmod 0600 "$scratch/pass"
+bench_passphrase
 
 # One import with build $1 into a fresh store; prints "ms pack_bytes daemon_kib ctl_kib cpu_ms".
 import_once() {
 	local b=$1 store=$scratch/store t0 ms cpu0 cpu1
-	rm -rf "$store"
-	"$b/cli/enclavectl" init --store "$store" --passphrase-file "$scratch/pass" \
-		--steward user:root --approvals 0 >/dev/null
-	"$b/daemon/enclaved" --store "$store" --mount "$mnt" --passphrase-file "$scratch/pass" \
-		2>"$scratch/enclaved.log" &
-	pid=$!
-	for _ in $(seq 1 200); do
-		"$b/cli/enclavectl" --store "$store" status >/dev/null 2>&1 && break
-		kill -0 "$pid" 2>/dev/null || { cat "$scratch/enclaved.log" >&2; exit 1; }
-		sleep 0.1
-	done
+	bench_daemon_start "$b" "$store"
 	# The unlock's Argon2id peak is not the import's: reset the peak counter (Linux 4.0+).
 	echo 5 >"/proc/$pid/clear_refs"
-	sync
-	if ((cold)); then
-		echo 3 >/proc/sys/vm/drop_caches
-	else
-		find "$src" -type f -print0 | xargs -0 cat >/dev/null
-	fi
+	bench_page_cache "$( ((cold)) && echo cold || echo warm)" "$src"
 	cpu0=$(awk '{ print $14 + $15 }' "/proc/$pid/stat")
 	t0=$(date +%s%N)
 	/usr/bin/time -f '%M' -o "$scratch/ctl.rss" "$b/cli/enclavectl" --store "$store" -q \
@@ -135,7 +88,7 @@ import_once() {
 	ms=$((($(date +%s%N) - t0) / 1000000))
 	cpu1=$(awk '{ print $14 + $15 }' "/proc/$pid/stat")
 	echo "$ms $(find "$store/packs" -type f -printf '%s\n' | awk '{ s += $1 } END { print s }') $(awk '$1 == "VmHWM:" { print $2 }' "/proc/$pid/status") $(cat "$scratch/ctl.rss") $(((cpu1 - cpu0) * 1000 / $(getconf CLK_TCK)))"
-	stop_daemon
+	bench_stop_daemon
 }
 
 declare -A res
@@ -174,19 +127,7 @@ echo "$hdr"
 echo "$sep"
 printf '%s' "$lines"
 if ((dodoc)); then
-	doc=$root/docs/PERFORMANCE.md
-	begin='<!-- bench-import.sh: begin -->'
-	end='<!-- bench-import.sh: end -->'
-	if ! grep -qF "$begin" "$doc"; then
-		printf '\n## Importing many small files (scripts/bench-import.sh)\n\n%s\n%s\n%s\n%s\n' \
-			"$begin" "$hdr" "$sep" "$end" >>"$doc"
-	fi
-	LINES=$lines python3 - "$doc" "$end" <<'PY'
-import os, sys
-path, end = sys.argv[1:3]
-text = open(path).read()
-b = text.index(end)
-open(path, "w").write(text[:b] + os.environ["LINES"] + text[b:])
-PY
+	bench_doc_rows bench-import.sh "## Importing many small files (scripts/bench-import.sh)" \
+		"$hdr"$'\n'"$sep" "$lines"
 	echo "bench-import: added the lines to docs/PERFORMANCE.md" >&2
 fi

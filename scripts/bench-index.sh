@@ -11,6 +11,8 @@
 #   RelWithDebInfo, the same for both). Environment: BENCH_INDEX_FILES [20000] files of
 #   BENCH_INDEX_BYTES [4096] bytes, 1000 per directory; BENCH_INDEX_ROUNDS [5].
 set -euo pipefail
+bench="bench-index"
+. "$(dirname "$0")/bench-lib.sh"
 case "${1:-}" in -h | --help) sed -n '2,/^set -euo/{/^#/s/^# \{0,1\}//p}' "$0"; exit 0 ;; esac
 (($# == 2)) || { echo "usage: scripts/bench-index.sh BEFORE_BUILD AFTER_BUILD" >&2; exit 2; }
 [[ $(id -u) == 0 ]] || { echo "bench-index: run as root (it mounts and creates a user)" >&2; exit 1; }
@@ -32,23 +34,11 @@ if ! id "$user" >/dev/null 2>&1; then
 	useradd --system --no-create-home --shell /usr/sbin/nologin "$user"
 	made_user=1
 fi
-scratch=$(mktemp -d /var/tmp/enclave-bench-index.XXXXXX)
+bench_scratch
 chmod 0755 "$scratch"
 pids=()
-cleanup() {
-	local rc=$?
-	set +e
-	for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null && wait "$p"; done
-	for i in 0 1; do
-		m=$scratch/mnt$i
-		grep -q " $m " /proc/self/mountinfo && { fusermount3 -u "$m" 2>/dev/null || umount -l "$m"; }
-	done
-	rm -rf "$scratch"
-	((made_user)) && userdel "$user" 2>/dev/null
-	exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+mnts=("$scratch/mnt0" "$scratch/mnt1")
+bench_cleanup_more() { ((made_user)) && userdel "$user" 2>/dev/null; }
 as() { runuser -u "$user" -- "$@"; }
 now_ns() { date +%s%N; }
 

@@ -8,11 +8,13 @@
 # Usage: scripts/bench-mount.sh [SIZE_MIB] [SMALL_FILES]      (as root; defaults 1024 and 2000)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+bench="bench-mount"
+. scripts/bench-lib.sh
 
 size_mib=${1:-1024}
 small=${2:-2000}
 case "$size_mib$small" in *[!0-9]*) echo "usage: scripts/bench-mount.sh [SIZE_MIB] [SMALL_FILES]" >&2; exit 2 ;; esac
-[[ $(id -u) == 0 ]] || { echo "bench-mount: run as root" >&2; exit 1; }
+bench_need_root
 
 bash scripts/deps.sh >/dev/null
 cmake -S . -B build-bench -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
@@ -22,26 +24,18 @@ enclavectl=$PWD/build-bench/cli/enclavectl
 
 user=enclave-bench-reader
 id "$user" >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin "$user"
-scratch=$(mktemp -d /var/tmp/enclave-bench.XXXXXX)
+bench_scratch
 chmod 0755 "$scratch"
 src=$scratch/src
 mnt=$scratch/mnt
 store=$scratch/store
 mkdir -p "$src/small" "$mnt"
 pid=
-cleanup() {
-	set +e
-	[[ -n $pid ]] && kill -TERM "$pid" 2>/dev/null && wait "$pid"
-	grep -q " $mnt " /proc/self/mountinfo && umount -l "$mnt"
-	rm -rf "$scratch"
-}
-trap cleanup EXIT
 
 head -c $((size_mib << 20)) /dev/urandom >"$src/big.bin"
 for i in $(seq 1 "$small"); do head -c 4096 /dev/urandom >"$src/small/f$i"; done
 chmod -R a+rX "$src"
-head -c 32 /dev/urandom | base64 >"$scratch/pass"
-chmod 0600 "$scratch/pass"
+bench_passphrase
 "$enclavectl" init --store "$store" --passphrase-file "$scratch/pass" --steward user:root --approvals 0 >/dev/null
 "$enclaved" --store "$store" --mount "$mnt" --passphrase-file "$scratch/pass" 2>"$scratch/log" &
 pid=$!

@@ -11,12 +11,14 @@
 # Usage: scripts/bench-nodes.sh [FILES] [SIZE_MIB] [REVOKES]   (as root; defaults 100000 256 50)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+bench="bench-nodes"
+. scripts/bench-lib.sh
 
 files=${1:-100000}
 size_mib=${2:-256}
 revokes=${3:-50}
 case "$files$size_mib$revokes" in *[!0-9]*) echo "usage: scripts/bench-nodes.sh [FILES] [SIZE_MIB] [REVOKES]" >&2; exit 2 ;; esac
-[[ $(id -u) == 0 ]] || { echo "bench-nodes: run as root" >&2; exit 1; }
+bench_need_root
 
 bash scripts/deps.sh >/dev/null
 cmake -S . -B build-bench -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
@@ -26,19 +28,11 @@ enclavectl=$PWD/build-bench/cli/enclavectl
 
 user=enclave-bench-reader
 id "$user" >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin "$user"
-scratch=$(mktemp -d /var/tmp/enclave-bench-nodes.XXXXXX)
+bench_scratch
 chmod 0755 "$scratch"
 store=$scratch/store
 pids=()
 mnts=("$scratch/mnt" "$scratch/mnt-n1" "$scratch/mnt-n2")
-cleanup() {
-	set +e
-	for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null; done
-	for p in "${pids[@]}"; do wait "$p" 2>/dev/null; done
-	for m in "${mnts[@]}"; do grep -q " $m " /proc/self/mountinfo && umount -l "$m"; done
-	rm -rf "$scratch"
-}
-trap cleanup EXIT
 mkdir -p "$scratch/src/big" "$scratch/src/many" "${mnts[@]}"
 
 head -c $((size_mib << 20)) /dev/urandom >"$scratch/src/big/big.bin"
