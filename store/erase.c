@@ -253,7 +253,7 @@ static int ring_destroy_and_finish(struct store *st, uint64_t dsid, uint32_t ver
 		if (keyring_get(st->ring, KEYRING_NAMES_NEXT, 0, 0, &k) == 0) {
 			r = crypto_key_from_bytes(crypto_key_bytes(k), &next);
 			if (r == 0)
-				r = keyring_names_key(next, &kn);
+				r = store_names_key_of_locked(st, next, &kn);
 			if (r == 0) {
 				r = keyring_put(st->ring, KEYRING_NAMES, 0, 0, next);
 				next = NULL;
@@ -547,6 +547,9 @@ int store_erase(struct store *st, const char *name, uint32_t version, struct sto
 			       "store upgrade");
 	if (pthread_mutex_trylock(&st->import_lock) != 0)
 		return err_set(-EBUSY, "an import is running on this store; erase after it");
+	/* The record keys stay those of one generation from the first record read to the name
+	 * key switched (a node removal's rotation waits). */
+	store_rekey_rdlock(st);
 	r = store_dataset_get(st, name, &di);
 	if (r == 0)
 		r = index_dataset_get(st, name, &rec);
@@ -621,7 +624,7 @@ int store_erase(struct store *st, const char *name, uint32_t version, struct sto
 		 * it. */
 		r = crypto_key_generate(&next);
 		if (r == 0)
-			r = keyring_names_key(next, &next_kn);
+			r = store_names_key_of(st, next, &next_kn);
 		if (r < 0)
 			goto out;
 		pthread_mutex_lock(&st->lock);
@@ -678,6 +681,7 @@ out:
 	store_erasure_free(&e);
 	free(mark);
 	free(after);
+	store_rekey_rdunlock(st);
 	pthread_mutex_unlock(&st->import_lock);
 	return r;
 }

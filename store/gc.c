@@ -336,9 +336,18 @@ static int check_orphans(struct gc *g)
 /* The move records: where moved live objects are now; those of dead objects are noted to go. */
 static int scan_moves(struct gc *g)
 {
-	rocksdb_iterator_t *it = rocksdb_create_iterator_cf(g->st->ix.db, g->st->ix.ro,
-							    g->st->ix.cf[CF_META]);
-	int r = 0;
+	rocksdb_iterator_t *it;
+	const crypto_key *mk = NULL;
+	int r;
+
+	/* The records and their key of one record key generation (a node removal re-keys them). */
+	store_rekey_rdlock(g->st);
+	r = store_move_key(g->st, &mk);
+	if (r < 0) {
+		store_rekey_rdunlock(g->st);
+		return r;
+	}
+	it = rocksdb_create_iterator_cf(g->st->ix.db, g->st->ix.ro, g->st->ix.cf[CF_META]);
 
 	for (rocksdb_iter_seek(it, "move/", 5); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
 		uint8_t pt[MOVE_PLAIN_LEN];
@@ -350,7 +359,7 @@ static int scan_moves(struct gc *g)
 		if (kl < 5 || memcmp(k, "move/", 5) != 0)
 			break;
 		if (kl != MOVEKEY_LEN ||
-		    index_unseal(g->st->ix_seal, CF_META, k, kl, 0, v, vl, pt, sizeof(pt), &pl) < 0 ||
+		    index_unseal(mk, CF_META, k, kl, 0, v, vl, pt, sizeof(pt), &pl) < 0 ||
 		    pl != MOVE_PLAIN_LEN || pt[0] != 1) {
 			r = store_integrity(g->st, 0, 0, "a move record does not authenticate");
 			break;
@@ -376,7 +385,9 @@ static int scan_moves(struct gc *g)
 		}
 		memcpy(g->dead_moves[g->ndead_moves++], k + 5, CRYPTO_OBJECT_ID_LEN);
 	}
-	return index_iter_close(it, r, "scan of move records");
+	r = index_iter_close(it, r, "scan of move records");
+	store_rekey_rdunlock(g->st);
+	return r;
 }
 
 static struct gc_pack *pack_find(struct gc *g, uint64_t id)
@@ -723,8 +734,13 @@ static int commit(struct gc *g)
 	rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
 	struct buf sealed;
 	uint8_t k[MOVEKEY_LEN], pk[PACKKEY_LEN], v[8], pt[MOVE_PLAIN_LEN];
-	int r = 0;
+	const crypto_key *mk = NULL;
+	int r;
 
+	/* Sealed under the move key of the record key generation in use, until written (a node
+	 * removal's rotation waits for the batch). */
+	store_rekey_rdlock(st);
+	r = store_move_key(st, &mk);
 	buf_init(&sealed, 4096);
 	for (size_t i = 0; i < g->nout; i++) {
 		packkey(pk, g->out_ids[i]);
@@ -742,7 +758,7 @@ static int commit(struct gc *g)
 		put_le64(pt + 1, o->new_pack);
 		put_le64(pt + 9, o->new_off);
 		buf_reset(&sealed);
-		r = index_seal(st->ix_seal, CF_META, k, sizeof(k), NULL, 0, pt, sizeof(pt), &sealed);
+		r = index_seal(mk, CF_META, k, sizeof(k), NULL, 0, pt, sizeof(pt), &sealed);
 		if (r == 0)
 			rocksdb_writebatch_put_cf(wb, st->ix.cf[CF_META], (const char *)k, sizeof(k),
 						  (const char *)sealed.data, sealed.len);
@@ -767,6 +783,7 @@ static int commit(struct gc *g)
 				  (const char *)v, sizeof(v));
 	if (r == 0)
 		r = index_write(&st->ix, wb, true);
+	store_rekey_rdunlock(st);
 	rocksdb_writebatch_destroy(wb);
 	buf_free(&sealed);
 	if (r < 0)

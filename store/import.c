@@ -3367,12 +3367,15 @@ int store_import_commit(struct store_import *imp, uint32_t *ret_version)
 	imp->ds.info.latest_version = imp->version;
 	buf_reset(&imp->plain);
 	buf_reset(&imp->scratch);
+	/* The dataset record is keyed at the record key generation in use until the batch is
+	 * written: a node removal's key rotation waits (docs/FORMAT.md 3.7). */
+	store_rekey_rdlock(st);
 	pthread_mutex_lock(&st->lock);
 	dskey_hash(st->ix_name, imp->ds.info.name, dk);
 	pthread_mutex_unlock(&st->lock);
 	put_be64(dsid_clear, imp->ds.info.id);
 	if (imp->new_dataset) {
-		r = keyring_dataset_seal_key(imp->dkey, &kdr_own);
+		r = store_dataset_rec_key_of(st, imp->dkey, &kdr_own);
 		kdr = kdr_own;
 	} else {
 		r = store_dataset_rec_key(st, imp->ds.info.id, &kdr);
@@ -3383,8 +3386,10 @@ int store_import_commit(struct store_import *imp, uint32_t *ret_version)
 		r = index_seal(kdr, CF_DATASETS, dk, sizeof(dk), dsid_clear, sizeof(dsid_clear),
 			       imp->plain.data, imp->plain.len, &imp->scratch);
 	crypto_key_free(kdr_own);
-	if (r < 0)
+	if (r < 0) {
+		store_rekey_rdunlock(st);
 		return imp_fail(imp, r, "cannot seal the dataset record");
+	}
 	rocksdb_writebatch_put_cf(imp->wb, st->ix.cf[CF_DATASETS], (const char *)dk, sizeof(dk),
 				  (const char *)imp->scratch.data, imp->scratch.len);
 	for (size_t i = 0; i <= imp->npacks; i++) {
@@ -3414,11 +3419,14 @@ int store_import_commit(struct store_import *imp, uint32_t *ret_version)
 			r = crypto_key_from_bytes(crypto_key_bytes(imp->dkey), &kd);
 		if (r < 0) {
 			crypto_key_free(kv);
+			store_rekey_rdunlock(st);
 			return imp_fail(imp, r, "out of memory");
 		}
 		r = store_ring_add(st, imp->ds.info.id, imp->version, kv, kd, &gen);
-		if (r < 0)
+		if (r < 0) {
+			store_rekey_rdunlock(st);
 			return imp_fail(imp, r, "cannot write the key ring: %s", err_detail());
+		}
 		put_le64(v, gen);
 		rocksdb_writebatch_put_cf(imp->wb, st->ix.cf[CF_META], META_RING, strlen(META_RING),
 					  (const char *)v, sizeof(v));
@@ -3426,6 +3434,7 @@ int store_import_commit(struct store_import *imp, uint32_t *ret_version)
 	rocksdb_write(st->ix.db, st->ix.wo_sync, imp->wb, &err);
 	if (err) {
 		store_ring_forget(st, imp->ds.info.id, imp->version, imp->new_dataset);
+		store_rekey_rdunlock(st);
 		r = imp_fail(imp, -EIO, "index: commit failed: %s", err);
 		free(err);
 		return r;
@@ -3453,6 +3462,7 @@ int store_import_commit(struct store_import *imp, uint32_t *ret_version)
 	} else {
 		store_dataset_rec_update(st, &imp->ds);
 	}
+	store_rekey_rdunlock(st);
 	progress(imp, true);
 	*ret_version = imp->version;
 	return 0;

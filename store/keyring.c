@@ -247,6 +247,25 @@ int keyring_dataset_seal_key(const crypto_key *kd, crypto_key **ret_kdr)
 	return crypto_key_derive(kd, "enclave dataset record v3", NULL, 0, ret_kdr);
 }
 
+/* Keyed with the rotating key over the erasable one: a removed node holds Kr and Kd but not Kp of
+ * a later generation (a keyed hash under an unknown key); a copy read after an erasure holds Kp
+ * but not the erased Kr or Kd (a 256-bit unknown input). */
+int keyring_names_key_gen(const crypto_key *kp, const crypto_key *kr_names, crypto_key **ret_kn)
+{
+	if (!kp)
+		return keyring_names_key(kr_names, ret_kn);
+	return crypto_key_derive(kp, "enclave ring names v4", crypto_key_bytes(kr_names),
+				 CRYPTO_KEY_LEN, ret_kn);
+}
+
+int keyring_dataset_seal_key_gen(const crypto_key *kp, const crypto_key *kd, crypto_key **ret_kdr)
+{
+	if (!kp)
+		return keyring_dataset_seal_key(kd, ret_kdr);
+	return crypto_key_derive(kp, "enclave dataset record v4", crypto_key_bytes(kd),
+				 CRYPTO_KEY_LEN, ret_kdr);
+}
+
 int keyring_version_keys(const crypto_key *kv, crypto_key **ret_seal, crypto_key **ret_name)
 {
 	crypto_key *s = NULL, *n = NULL;

@@ -34,9 +34,11 @@ enum keyring_kind {
 	KEYRING_DATASET = 2,     /* (dataset id, 0): Kd */
 	KEYRING_VERSION = 3,     /* (dataset id, version): Kv */
 	KEYRING_NAMES_NEXT = 4,  /* (0, 0): the name key a whole-dataset erasure is switching to */
-	KEYRING_POLICY = 5,      /* (0, generation >= 1): Kp, seals the policy records once a node
-				    removal rotated them off Ks (index meta "policy_key" names the
-				    generation in use; two only while a rotation runs) */
+	KEYRING_POLICY = 5,      /* (0, generation >= 1): Kp, the key every node removal rotates:
+				    seals the policy and move records, and with Kr and Kd keys the
+				    dataset names and records (index meta "policy_key" and
+				    "record_key" name the generation in use; two only while a
+				    rotation runs) */
 };
 
 struct keyring;
@@ -89,3 +91,9 @@ int keyring_names_key(const crypto_key *kr_names, crypto_key **ret_kn);         
 int keyring_dataset_seal_key(const crypto_key *kd, crypto_key **ret_kdr);        /* Kdr */
 int keyring_version_keys(const crypto_key *kv, crypto_key **ret_seal,
 			 crypto_key **ret_name);                                  /* Kvs, Kvn */
+/* The same two under record key generation R >= 1 (docs/FORMAT.md 3.7): derived from the
+ * rotating key kp (kind POLICY, generation R) and the erasable key, so that a node removed before
+ * R (it lacks kp) and a copy read after an erasure (it lacks Kr or Kd) compute neither. kp NULL:
+ * generation 0, keyring_names_key() and keyring_dataset_seal_key(). */
+int keyring_names_key_gen(const crypto_key *kp, const crypto_key *kr_names, crypto_key **ret_kn);
+int keyring_dataset_seal_key_gen(const crypto_key *kp, const crypto_key *kd, crypto_key **ret_kdr);

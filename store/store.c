@@ -92,6 +92,214 @@ static int meta_get_u64(struct store *st, const char *key, uint64_t *ret)
 	return 0;
 }
 
+/* ---- The record key generation (docs/FORMAT.md 3.7, "The rotating key and node removal") -----
+ *
+ * Dataset names (Kn), dataset records and tombstones (Kdr) and move records are keyed at the
+ * record key generation R that index meta "record_key" names. R = 0 (absent): the derivations from
+ * Kr, Kd and Ks alone. R >= 1: the key ring's POLICY entry of generation R mixed in, so that a
+ * node removed before R was made, which holds Kr, Kd and Ks but not that entry, computes none of
+ * them. store_policy_rekey() moves the records to a new R at every node removal. */
+
+/* The store whose rekey_lock this thread holds exclusively (its shared takes are then no-ops). */
+static __thread const struct store *rekey_writer;
+
+void store_rekey_rdlock(struct store *st)
+{
+	if (rekey_writer != st)
+		pthread_rwlock_rdlock(&st->rekey_lock);
+}
+
+void store_rekey_rdunlock(struct store *st)
+{
+	if (rekey_writer != st)
+		pthread_rwlock_unlock(&st->rekey_lock);
+}
+
+/* Exclusively. false: this thread holds it already (not taken again, and not released by
+ * rekey_wrunlock()). Never called by a thread that holds it shared. */
+static bool rekey_wrlock(struct store *st)
+{
+	if (rekey_writer == st)
+		return false;
+	pthread_rwlock_wrlock(&st->rekey_lock);
+	rekey_writer = st;
+	return true;
+}
+
+static void rekey_wrunlock(struct store *st, bool taken)
+{
+	if (!taken)
+		return;
+	rekey_writer = NULL;
+	pthread_rwlock_unlock(&st->rekey_lock);
+}
+
+/* The record key generation the index names now. */
+static int record_gen(struct store *st, uint64_t *ret)
+{
+	int r = meta_get_u64(st, META_RECORD_GEN, ret);
+
+	if (r == -ENOENT) {
+		*ret = 0;
+		r = 0;
+	}
+	return r;
+}
+
+static int record_keys_missing(struct store *st, uint64_t gen)
+{
+	return err_set(-ENOKEY, "the dataset names and records are keyed under key generation "
+		       "%llu, which %s", (unsigned long long)gen, st->secondary ?
+		       "this node was not given (it was removed, or its key bundle lags)" :
+		       "the key ring does not hold (keys/ring put back from a copy?)");
+}
+
+/* The rotating key of generation gen, borrowed from the ring; NULL for generation 0. -ENOKEY
+ * (no detail) when the ring lacks it. st->lock held. */
+static int rotating_key_locked(struct store *st, uint64_t gen, const crypto_key **ret)
+{
+	const crypto_key *k = NULL;
+
+	if (gen == 0) {
+		*ret = NULL;
+		return 0;
+	}
+	if (gen > UINT32_MAX || !st->ring ||
+	    keyring_get(st->ring, KEYRING_POLICY, 0, (uint32_t)gen, &k) < 0)
+		return -ENOKEY;
+	*ret = k;
+	return 0;
+}
+
+/* Owned by the caller. st->lock held. */
+static int rec_seal_locked(struct store *st, uint64_t gen, const crypto_key *kd, crypto_key **ret)
+{
+	const crypto_key *kp = NULL;
+	int r = rotating_key_locked(st, gen, &kp);
+
+	return r < 0 ? r : keyring_dataset_seal_key_gen(kp, kd, ret);
+}
+
+static int names_key_locked(struct store *st, uint64_t gen, const crypto_key *kr, crypto_key **ret)
+{
+	const crypto_key *kp = NULL;
+	int r = rotating_key_locked(st, gen, &kp);
+
+	return r < 0 ? r : keyring_names_key_gen(kp, kr, ret);
+}
+
+static int move_key_locked(struct store *st, uint64_t gen, crypto_key **ret)
+{
+	const crypto_key *kp = NULL;
+	int r = rotating_key_locked(st, gen, &kp);
+
+	if (r < 0)
+		return r;
+	if (!kp && !st->ix_seal)
+		return -ENOKEY;
+	return crypto_key_from_bytes(crypto_key_bytes(kp ? kp : st->ix_seal), ret);
+}
+
+/* The cached keys made again for generation gen: the name key, every cached dataset's record
+ * key, the move key. One this store lacks the rotating key for stays NULL (its users say
+ * -ENOKEY), and -ENOKEY is returned. st->lock held, and no reader holds the old keys: rekey_lock
+ * is held exclusively, or the store is opening. */
+static int record_keys_refresh_locked(struct store *st, uint64_t gen)
+{
+	const crypto_key *kr = NULL;
+	int r, first = 0;
+
+	if (st->format < STORE_FORMAT_VERSION || !st->ring)
+		return 0;
+	st->rgen = gen;
+	crypto_key_free(st->ix_name);
+	st->ix_name = NULL;
+	r = keyring_get(st->ring, KEYRING_NAMES, 0, 0, &kr);
+	if (r == 0)
+		r = names_key_locked(st, gen, kr, &st->ix_name);
+	first = r;
+	for (size_t i = 0; i < st->dskeys_len; i++) {
+		crypto_key_free(st->dskeys[i].seal);
+		st->dskeys[i].seal = NULL;
+		r = rec_seal_locked(st, gen, st->dskeys[i].key, &st->dskeys[i].seal);
+		first = first ?: r;
+	}
+	crypto_key_free(st->mv_seal);
+	st->mv_seal = NULL;
+	r = move_key_locked(st, gen, &st->mv_seal);
+	return first ?: r;
+}
+
+/* The same for the generation the index names now, taking the lock. */
+static int record_keys_follow(struct store *st)
+{
+	uint64_t gen = 0;
+	int r = record_gen(st, &gen);
+
+	if (r < 0)
+		return r;
+	pthread_mutex_lock(&st->lock);
+	r = record_keys_refresh_locked(st, gen);
+	pthread_mutex_unlock(&st->lock);
+	return r == -ENOKEY ? record_keys_missing(st, gen) : r;
+}
+
+int store_dataset_rec_key_of(struct store *st, const crypto_key *kd, crypto_key **ret_kdr)
+{
+	uint64_t gen;
+	int r;
+
+	pthread_mutex_lock(&st->lock);
+	gen = st->rgen;
+	r = rec_seal_locked(st, gen, kd, ret_kdr);
+	pthread_mutex_unlock(&st->lock);
+	return r == -ENOKEY ? record_keys_missing(st, gen) : r;
+}
+
+int store_names_key_of_locked(struct store *st, const crypto_key *kr, crypto_key **ret_kn)
+{
+	int r = names_key_locked(st, st->rgen, kr, ret_kn);
+
+	return r == -ENOKEY ? record_keys_missing(st, st->rgen) : r;
+}
+
+int store_names_key_of(struct store *st, const crypto_key *kr, crypto_key **ret_kn)
+{
+	uint64_t gen;
+	int r;
+
+	pthread_mutex_lock(&st->lock);
+	gen = st->rgen;
+	r = names_key_locked(st, gen, kr, ret_kn);
+	pthread_mutex_unlock(&st->lock);
+	return r == -ENOKEY ? record_keys_missing(st, gen) : r;
+}
+
+int store_move_key(struct store *st, const crypto_key **ret)
+{
+	uint64_t gen;
+	const crypto_key *k;
+
+	pthread_mutex_lock(&st->lock);
+	gen = st->rgen;
+	k = st->mv_seal;
+	pthread_mutex_unlock(&st->lock);
+	if (!k)
+		return record_keys_missing(st, gen);
+	*ret = k;
+	return 0;
+}
+
+uint64_t store_record_generation(struct store *st)
+{
+	uint64_t g;
+
+	pthread_mutex_lock(&st->lock);
+	g = st->rgen;
+	pthread_mutex_unlock(&st->lock);
+	return g;
+}
+
 /* Drop every pending (uncommitted) version: the remains of an import that never committed. */
 static int recover_pending_versions(struct store *st)
 {
@@ -307,6 +515,16 @@ static int store_alloc(struct store **ret)
 	st->dirfd = st->lockfd = st->packs_dirfd = st->keys_dirfd = -1;
 	pthread_mutex_init(&st->lock, NULL);
 	pthread_mutex_init(&st->import_lock, NULL);
+	{
+		pthread_rwlockattr_t a;
+
+		/* Reader-preferring (glibc's default, said explicitly): a reader that holds it
+		 * takes it again without waiting behind a writer (struct store). */
+		pthread_rwlockattr_init(&a);
+		pthread_rwlockattr_setkind_np(&a, PTHREAD_RWLOCK_PREFER_READER_NP);
+		pthread_rwlock_init(&st->rekey_lock, &a);
+		pthread_rwlockattr_destroy(&a);
+	}
 	*ret = st;
 	return 0;
 }
@@ -314,7 +532,7 @@ static int store_alloc(struct store **ret)
 /* Open the index of a store whose directory, lock and master key are already in st, check its
  * format and recover. */
 static int node_ring_build(struct store *st, const struct store_node_keys *k,
-			   struct keyring **ret_ring, crypto_key **ret_kn);
+			   struct keyring **ret_ring);
 
 static int store_open_index(struct store *st, const char *dir, bool create,
 			    const struct store_open_options *opts, unsigned flags)
@@ -414,7 +632,13 @@ static int store_open_index(struct store *st, const char *dir, bool create,
 		if (r < 0)
 			return r;
 	} else if (st->format == STORE_FORMAT_VERSION) {
-		r = node_ring_build(st, opts->node_keys, &st->ring, &st->ix_name);
+		r = node_ring_build(st, opts->node_keys, &st->ring);
+		/* A node given no key for the generation the index names (removed, or its
+		 * bundle lags) opens, and says so at every use of those keys. */
+		if (r == 0)
+			r = record_keys_follow(st);
+		if (r == -ENOKEY)
+			r = 0;
 		if (r < 0)
 			return r;
 	}
@@ -642,14 +866,11 @@ uint64_t store_index_reads(struct store *st)
  * dropped, as the primary's erasure drops them; a name key replaced by a whole-dataset erasure is
  * retired, not freed (a lookup may hold it). An older ring than the one held (put back from a
  * copy) is refused: the node keeps what it has. */
-static bool keys_equal(const crypto_key *a, const crypto_key *b)
-{
-	return sodium_memcmp(crypto_key_bytes(a), crypto_key_bytes(b), CRYPTO_KEY_LEN) == 0;
-}
 
-/* Put ring (taken over) and its name key kn (taken over) in place of the store's: -ESTALE an older
- * generation than the one held (both freed, nothing changes). */
-static int ring_replace(struct store *st, struct keyring *ring, crypto_key *kn, const char *what)
+/* Put ring (taken over) in place of the store's, and the name and record keys made again from it:
+ * -ESTALE an older generation than the one held (freed, nothing changes). rekey_lock held
+ * exclusively (no reader holds the old keys). */
+static int ring_replace(struct store *st, struct keyring *ring, const char *what)
 {
 	const crypto_key *k = NULL;
 	int r = 0;
@@ -681,18 +902,12 @@ static int ring_replace(struct store *st, struct keyring *ring, crypto_key *kn, 
 			if (st->dskeys_len == before)
 				i++;
 		}
-		if (!st->ix_name) {
-			st->ix_name = kn;
-			kn = NULL;
-		} else if (!keys_equal(kn, st->ix_name) && st->nretired < ARRAY_SIZE(st->retired)) {
-			st->retired[st->nretired++] = st->ix_name;
-			st->ix_name = kn;
-			kn = NULL;
-		}
+		/* A name key replaced by a whole-dataset erasure, a rotating key newly given:
+		 * the keys made again. One this node lacks stays NULL (-ENOKEY at its use). */
+		(void)record_keys_refresh_locked(st, st->rgen);
 	}
 	pthread_mutex_unlock(&st->lock);
 	keyring_free(ring);
-	crypto_key_free(kn);
 	return r;
 }
 
@@ -700,7 +915,6 @@ static int ring_reload(struct store *st)
 {
 	struct keyring *ring = NULL;
 	const crypto_key *kr = NULL;
-	crypto_key *kn = NULL;
 	int r;
 
 	if (st->format < STORE_FORMAT_VERSION || !st->master)
@@ -708,14 +922,12 @@ static int ring_reload(struct store *st)
 	r = keyring_load(st->keys_dirfd, st->master, st->store_id, &ring);
 	if (r == 0)
 		r = keyring_get(ring, KEYRING_NAMES, 0, 0, &kr);
-	if (r == 0)
-		r = keyring_names_key(kr, &kn);
 	if (r < 0) {
 		keyring_free(ring);
 		return err_set(r == -ENOENT ? -EBADMSG : r, "keys/%s: cannot load it again: %s",
 			       KEYRING_FILE, err_detail());
 	}
-	return ring_replace(st, ring, kn, "keys/" KEYRING_FILE);
+	return ring_replace(st, ring, "keys/" KEYRING_FILE);
 }
 
 /* ---- Keys for nodes ------------------------------------------------------------------------ */
@@ -813,13 +1025,13 @@ int store_node_keys_export(struct store *st, struct store_node_keys **ret)
 	return 0;
 }
 
-/* The ring and its name key from a node's keys. */
+/* The ring from a node's keys (its name and record keys are made from it by
+ * record_keys_refresh_locked()). */
 static int node_ring_build(struct store *st, const struct store_node_keys *k,
-			   struct keyring **ret_ring, crypto_key **ret_kn)
+			   struct keyring **ret_ring)
 {
 	struct keyring *ring = NULL;
 	const crypto_key *kr = NULL;
-	crypto_key *kn = NULL;
 	int r;
 
 	if (sodium_memcmp(k->store_id, st->store_id, 16) != 0)
@@ -841,30 +1053,31 @@ static int node_ring_build(struct store *st, const struct store_node_keys *k,
 		keyring_set_generation(ring, k->generation);
 	if (r == 0)
 		r = keyring_get(ring, KEYRING_NAMES, 0, 0, &kr);
-	if (r == 0)
-		r = keyring_names_key(kr, &kn);
 	if (r < 0) {
 		keyring_free(ring);
 		return err_set(r == -ENOENT ? -EBADMSG : r, "the node's keys: %s",
 			       r == -ENOENT ? "no name key" : err_detail());
 	}
 	*ret_ring = ring;
-	*ret_kn = kn;
 	return 0;
 }
 
 int store_node_keys_set(struct store *st, const struct store_node_keys *k)
 {
 	struct keyring *ring = NULL;
-	crypto_key *kn = NULL;
+	bool taken;
 	int r;
 
 	if (!st->secondary || st->master)
 		return -EINVAL;
-	r = node_ring_build(st, k, &ring, &kn);
+	r = node_ring_build(st, k, &ring);
 	if (r < 0)
 		return r;
-	return ring_replace(st, ring, kn, "the node's keys");
+	/* From store_catch_up()'s hook it holds the lock already. */
+	taken = rekey_wrlock(st);
+	r = ring_replace(st, ring, "the node's keys");
+	rekey_wrunlock(st, taken);
+	return r;
 }
 
 uint64_t store_ring_generation(struct store *st)
@@ -900,8 +1113,13 @@ int store_catch_up(struct store *st, uint64_t *ret_seq)
 	uint64_t seq = 0;
 	int r;
 
+	bool taken;
+
 	if (!st->secondary)
 		return -EINVAL;
+	/* Exclusively, until the keys follow what the index now shows: a lookup never pairs a
+	 * record re-keyed by a node removal with the keys from before it. */
+	taken = rekey_wrlock(st);
 	r = index_catch_up(&st->ix, &seq);
 	/* New packs the primary committed may now be opened; packs its garbage collector retired
 	 * are dropped (objects open in them keep their handles). */
@@ -909,12 +1127,25 @@ int store_catch_up(struct store *st, uint64_t *ret_seq)
 		r = pack_records_scan(st, true);
 	if (r == 0 && seq != st->seen_seq)
 		r = ring_reload(st);
-	if (r < 0)
+	if (r < 0) {
+		rekey_wrunlock(st, taken);
 		return r;
+	}
 	/* A node's keys for what it now sees (its key bundle), before the datasets' cached records
 	 * are dropped below, so that a new latest version is looked up with its key at hand. */
 	if (seq != st->seen_seq && st->catch_up_hook)
 		st->catch_up_hook(st->catch_up_ctx);
+	/* The record key generation the index names now (a node removal moves it): the keys
+	 * for it, or none when this node was not given them. */
+	if (seq != st->seen_seq) {
+		r = record_keys_follow(st);
+		if (r == -ENOKEY)
+			r = 0;
+		if (r < 0) {
+			rekey_wrunlock(st, taken);
+			return r;
+		}
+	}
 	/* A new latest version, or a dataset record replaced: check them again at the next
 	 * lookup. The keys stay (a dataset's key never changes). Verified directories stay too:
 	 * versions are immutable, and a version that is gone fails its lookups in the index. */
@@ -926,6 +1157,7 @@ int store_catch_up(struct store *st, uint64_t *ret_seq)
 		st->seen_seq = seq;
 	}
 	pthread_mutex_unlock(&st->lock);
+	rekey_wrunlock(st, taken);
 	*ret_seq = seq;
 	return 0;
 }
@@ -986,6 +1218,7 @@ void store_close(struct store *st)
 	free(st->vdirs);
 	crypto_key_free(st->ix_seal);
 	crypto_key_free(st->ix_name);
+	crypto_key_free(st->mv_seal);
 	crypto_key_free(st->master);
 	if (st->packs_dirfd >= 0)
 		close(st->packs_dirfd);
@@ -995,6 +1228,7 @@ void store_close(struct store *st)
 		close(st->dirfd);
 	pthread_mutex_destroy(&st->lock);
 	pthread_mutex_destroy(&st->import_lock);
+	pthread_rwlock_destroy(&st->rekey_lock);
 	free(st);
 }
 
@@ -1142,6 +1376,7 @@ int store_object_locate(struct store *st, const struct store_extent *ext, uint64
 			uint64_t *ret_offset)
 {
 	uint8_t k[MOVEKEY_LEN], pt[MOVE_PLAIN_LEN];
+	const crypto_key *mk = NULL;
 	char *v = NULL;
 	size_t n = 0, pl = 0;
 	bool committed;
@@ -1156,19 +1391,26 @@ int store_object_locate(struct store *st, const struct store_extent *ext, uint64
 		return 0;
 	}
 	/* Not a committed pack: the object was moved out of it by the garbage collector, whose
-	 * move record, sealed and bound to the object id, says where it is now. */
+	 * move record, sealed and bound to the object id, says where it is now. The record and
+	 * its key of one record key generation (a node removal re-keys them). */
 	movekey(k, ext->object_id);
+	store_rekey_rdlock(st);
 	r = index_get(&st->ix, CF_META, k, sizeof(k), &v, &n);
+	if (r == 0)
+		r = store_move_key(st, &mk);
+	if (r == 0 && (index_unseal(mk, CF_META, k, sizeof(k), 0, v, n, pt, sizeof(pt), &pl) < 0 ||
+		       pl != MOVE_PLAIN_LEN || pt[0] != 1))
+		r = -EBADMSG;
+	store_rekey_rdunlock(st);
+	free(v);
 	if (r == -ENOENT)
 		return err_set(-EUCLEAN, "pack %016llx is not a committed pack of this store",
 			       (unsigned long long)ext->pack_id);
-	if (r < 0)
-		return r;
-	r = index_unseal(st->ix_seal, CF_META, k, sizeof(k), 0, v, n, pt, sizeof(pt), &pl);
-	free(v);
-	if (r < 0 || pl != MOVE_PLAIN_LEN || pt[0] != 1)
+	if (r == -EBADMSG)
 		return store_integrity(st, 0, 0, "the move record of an object in pack %016llx "
 				       "does not authenticate", (unsigned long long)ext->pack_id);
+	if (r < 0)
+		return r;
 	*ret_pack = get_le64(pt + 1);
 	*ret_offset = get_le64(pt + 9);
 	return 0;
@@ -1291,10 +1533,15 @@ static int dskey_insert_locked(struct store *st, uint64_t dsid, crypto_key *key,
 		st->dskeys = a;
 		st->dskeys_cap = n;
 	}
-	if (st->format >= STORE_FORMAT_VERSION)
-		r = keyring_dataset_seal_key(key, &seal);
-	else
+	if (st->format >= STORE_FORMAT_VERSION) {
+		/* A node that lacks the generation's key keeps the dataset key; its record key
+		 * stays NULL (store_dataset_rec_key() says why). */
+		r = rec_seal_locked(st, st->rgen, key, &seal);
+		if (r == -ENOKEY)
+			r = 0;
+	} else {
 		r = dataset_index_keys(key, &seal, &name);
+	}
 	if (r < 0) {
 		crypto_key_free(key);
 		return r;
@@ -1383,6 +1630,8 @@ static int dataset_unseal(struct store *st, const void *k, size_t kl, const void
 	pthread_mutex_lock(&st->lock);
 	name = st->ix_name;
 	pthread_mutex_unlock(&st->lock);
+	if (!name)
+		return record_keys_missing(st, store_record_generation(st));
 	dskey_hash(name, ret->info.name, h);
 	if (memcmp(h, k, DSKEY_LEN) != 0)
 		return store_integrity(st, ret->info.id, 0,
@@ -1397,9 +1646,12 @@ static int dataset_unseal(struct store *st, const void *k, size_t kl, const void
 static int dataset_recs_foreach(struct store *st, bool skip_bad,
 				int (*fn)(void *ctx, const struct dataset_rec *rec), void *ctx)
 {
-	rocksdb_iterator_t *it = rocksdb_create_iterator_cf(st->ix.db, st->ix.ro,
-							    st->ix.cf[CF_DATASETS]);
+	rocksdb_iterator_t *it;
 	int r = 0;
+
+	/* The iterator's view and the keys, of one record key generation. */
+	store_rekey_rdlock(st);
+	it = rocksdb_create_iterator_cf(st->ix.db, st->ix.ro, st->ix.cf[CF_DATASETS]);
 
 	for (rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
 		struct dataset_rec rec;
@@ -1417,7 +1669,9 @@ static int dataset_recs_foreach(struct store *st, bool skip_bad,
 		if (r != 0)
 			break;
 	}
-	return index_iter_close(it, r, "scan of datasets");
+	r = index_iter_close(it, r, "scan of datasets");
+	store_rekey_rdunlock(st);
+	return r;
 }
 
 int index_datasets_foreach(struct store *st,
@@ -1525,12 +1779,17 @@ int store_dataset_rec_key(struct store *st, uint64_t dsid, const crypto_key **re
 	struct dskey *d = NULL;
 	int r;
 
+	uint64_t gen;
+
 	pthread_mutex_lock(&st->lock);
+	gen = st->rgen;
 	r = dskey_get_locked(st, dsid, NULL, &d);
-	if (r == 0)
+	if (r == 0 && !d->seal)
+		r = -ENOKEY;
+	else if (r == 0)
 		*ret = d->seal;
 	pthread_mutex_unlock(&st->lock);
-	return r;
+	return r == -ENOKEY ? record_keys_missing(st, gen) : r;
 }
 
 int store_version_keys(struct store *st, uint64_t dsid, uint32_t ver, struct ds_keys *ret)
@@ -1633,7 +1892,6 @@ void store_keys_drop_locked(struct store *st, uint64_t dsid, uint32_t ver)
 int store_ring_open(struct store *st)
 {
 	const crypto_key *kr = NULL;
-	crypto_key *kn = NULL;
 	uint64_t gen = 0;
 	int r;
 
@@ -1657,14 +1915,11 @@ int store_ring_open(struct store *st)
 			       "(generation %llu): keys/%s was put back from a copy",
 			       (unsigned long long)keyring_generation(st->ring),
 			       (unsigned long long)gen, KEYRING_FILE);
-	r = keyring_get(st->ring, KEYRING_NAMES, 0, 0, &kr);
-	if (r == 0)
-		r = keyring_names_key(kr, &kn);
-	if (r < 0)
+	if (keyring_get(st->ring, KEYRING_NAMES, 0, 0, &kr) < 0)
 		return err_set(-EBADMSG, "the key ring has no name key");
-	crypto_key_free(st->ix_name);
-	st->ix_name = kn;
-	return 0;
+	/* The name key and the record keys of the generation the index names: a ring without
+	 * its rotating key (put back from before a node removal) does not open. */
+	return record_keys_follow(st);
 }
 
 int store_ring_add(struct store *st, uint64_t dsid, uint32_t ver, crypto_key *kv, crypto_key *kd,
@@ -1715,12 +1970,15 @@ static int version_get_any(struct store *st, uint64_t dsid, uint32_t ver, struct
 
 	if (r < 0 && r != -ENOENT)
 		return r;
-	if (st->format >= STORE_FORMAT_VERSION) {
+	store_rekey_rdlock(st);
+	if (st->format >= STORE_FORMAT_VERSION)
 		r = store_dataset_rec_key(st, dsid, &tomb);
-		if (r < 0)
-			return r;
-	}
-	return index_version_get(&st->ix, k.seal, tomb, dsid, ver, ret);
+	else
+		r = 0;
+	if (r == 0)
+		r = index_version_get(&st->ix, k.seal, tomb, dsid, ver, ret);
+	store_rekey_rdunlock(st);
+	return r;
 }
 
 /* A dataset record names its newest version (committed, or erased since). A replayed older
@@ -1847,11 +2105,19 @@ int index_dataset_get(struct store *st, const char *name, struct dataset_rec *re
 			return 0;
 		}
 	pthread_mutex_unlock(&st->lock);
-	dskey_hash(st->ix_name, name, k);
-	r = index_get(&st->ix, CF_DATASETS, k, sizeof(k), &v, &n);
-	if (r < 0)
-		return r;
-	r = dataset_unseal(st, k, sizeof(k), v, n, ret);
+	/* The name's key, the record and its key, of one record key generation. */
+	store_rekey_rdlock(st);
+	pthread_mutex_lock(&st->lock);
+	if (st->ix_name)
+		dskey_hash(st->ix_name, name, k);
+	pthread_mutex_unlock(&st->lock);
+	if (!st->ix_name)
+		r = record_keys_missing(st, store_record_generation(st));
+	else
+		r = index_get(&st->ix, CF_DATASETS, k, sizeof(k), &v, &n);
+	if (r == 0)
+		r = dataset_unseal(st, k, sizeof(k), v, n, ret);
+	store_rekey_rdunlock(st);
 	free(v);
 	if (r == 0 && strcmp(ret->info.name, name) != 0)
 		r = store_integrity(st, ret->info.id, 0, "a dataset record holds another name");
@@ -2543,22 +2809,17 @@ static int policy_entry_one(void *ctx, enum keyring_kind kind, uint64_t dsid, ui
 	return 0;
 }
 
-/* Every policy record unsealed under from and sealed under to, with META_POLICY_GEN = gen, in one
- * synchronous batch: the index holds the old set under the old key or the new set under the new,
- * never a mix. */
+/* Every policy record unsealed under from and sealed under to, into wb. */
 static int policy_reseal(struct store *st, const crypto_key *from, const crypto_key *to,
-			 uint64_t gen)
+			 rocksdb_writebatch_t *wb)
 {
 	rocksdb_iterator_t *it;
-	rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
-	uint8_t *pt = malloc(STORE_POLICY_VALUE_MAX), g[8];
+	uint8_t *pt = malloc(STORE_POLICY_VALUE_MAX);
 	struct buf sealed;
 	int r = 0;
 
-	if (!pt) {
-		rocksdb_writebatch_destroy(wb);
+	if (!pt)
 		return -ENOMEM;
-	}
 	buf_init(&sealed, STORE_POLICY_VALUE_MAX + CRYPTO_SEAL_OVERHEAD);
 	it = rocksdb_create_iterator_cf(st->ix.db, st->ix.ro, st->ix.cf[CF_POLICY]);
 	for (rocksdb_iter_seek_to_first(it); r == 0 && rocksdb_iter_valid(it);
@@ -2582,22 +2843,266 @@ static int policy_reseal(struct store *st, const crypto_key *from, const crypto_
 						  (const char *)sealed.data, sealed.len);
 	}
 	r = index_iter_close(it, r, "scan of policy records");
-	put_le64(g, gen);
-	rocksdb_writebatch_put_cf(wb, st->ix.cf[CF_META], META_POLICY_GEN, strlen(META_POLICY_GEN),
-				  (const char *)g, sizeof(g));
-	if (r == 0)
-		r = index_write(&st->ix, wb, true);
-	rocksdb_writebatch_destroy(wb);
 	explicit_bzero(pt, STORE_POLICY_VALUE_MAX);
 	free(pt);
 	buf_free(&sealed);
 	return r;
 }
 
+/* A dataset's record keys at record key generations from and to (owned by the caller), for the
+ * rotation. -ENOENT: the ring has no key for the dataset. */
+struct rec_pair {
+	uint64_t dsid;          /* 0: none held */
+	crypto_key *from, *to;
+};
+
+static void rec_pair_clear(struct rec_pair *p)
+{
+	crypto_key_free(p->from);
+	crypto_key_free(p->to);
+	*p = (struct rec_pair){ 0 };
+}
+
+static int rec_pair_get(struct store *st, uint64_t dsid, uint64_t from, uint64_t to,
+			struct rec_pair *p)
+{
+	const crypto_key *kd = NULL;
+	int r;
+
+	if (p->dsid == dsid && dsid)
+		return 0;
+	rec_pair_clear(p);
+	pthread_mutex_lock(&st->lock);
+	r = keyring_get(st->ring, KEYRING_DATASET, dsid, 0, &kd);
+	if (r == 0)
+		r = rec_seal_locked(st, from, kd, &p->from);
+	if (r == 0)
+		r = rec_seal_locked(st, to, kd, &p->to);
+	pthread_mutex_unlock(&st->lock);
+	if (r == 0)
+		p->dsid = dsid;
+	else
+		rec_pair_clear(p);
+	return r;
+}
+
+/* Every dataset record re-keyed, into wb: unsealed under its record key at generation from,
+ * stored under its name hashed with kn_to, sealed under its record key at to. */
+static int datasets_rekey(struct store *st, uint64_t from, uint64_t to, const crypto_key *kn_to,
+			  rocksdb_writebatch_t *wb)
+{
+	rocksdb_iterator_t *it = rocksdb_create_iterator_cf(st->ix.db, st->ix.ro,
+							    st->ix.cf[CF_DATASETS]);
+	struct rec_pair kp = { 0 };
+	struct buf out, sealed;
+	int r = 0;
+
+	buf_init(&out, 4096);
+	buf_init(&sealed, 4096);
+	for (rocksdb_iter_seek_to_first(it); r == 0 && rocksdb_iter_valid(it);
+	     rocksdb_iter_next(it)) {
+		uint8_t pt[REC_PLAIN_MAX], nk[DSKEY_LEN];
+		struct dataset_rec rec;
+		size_t kl, vl, pl = 0;
+		const char *k = rocksdb_iter_key(it, &kl);
+		const uint8_t *v = (const uint8_t *)rocksdb_iter_value(it, &vl);
+
+		if (kl != DSKEY_LEN || vl < 8 + CRYPTO_SEAL_OVERHEAD || get_be64(v) == 0) {
+			r = store_integrity(st, 0, 0, "a dataset record is malformed");
+			break;
+		}
+		r = rec_pair_get(st, get_be64(v), from, to, &kp);
+		if (r == -ENOENT)
+			r = store_integrity(st, get_be64(v), 0, "dataset %llu has a record but no "
+					    "key in the key ring",
+					    (unsigned long long)get_be64(v));
+		if (r == 0 && (index_unseal(kp.from, CF_DATASETS, k, kl, 8, v, vl, pt, sizeof(pt),
+					    &pl) < 0 || dataset_rec_decode(NULL, pt, pl, &rec) < 0 ||
+			       rec.info.id != get_be64(v)))
+			r = store_integrity(st, get_be64(v), 0, "a dataset record does not "
+					    "authenticate");
+		explicit_bzero(pt, sizeof(pt));
+		if (r < 0)
+			break;
+		dskey_hash(kn_to, rec.info.name, nk);
+		buf_reset(&out);
+		buf_reset(&sealed);
+		r = dataset_rec_encode_v3(&rec, &out);
+		if (r == 0)
+			r = index_seal(kp.to, CF_DATASETS, nk, sizeof(nk), v, 8, out.data, out.len,
+				       &sealed);
+		if (r == 0) {
+			rocksdb_writebatch_delete_cf(wb, st->ix.cf[CF_DATASETS], k, kl);
+			rocksdb_writebatch_put_cf(wb, st->ix.cf[CF_DATASETS], (const char *)nk,
+						  sizeof(nk), (const char *)sealed.data,
+						  sealed.len);
+		}
+		explicit_bzero(&rec, sizeof(rec));
+	}
+	r = index_iter_close(it, r, "scan of datasets");
+	rec_pair_clear(&kp);
+	if (out.data)
+		explicit_bzero(out.data, out.cap);
+	buf_free(&out);
+	buf_free(&sealed);
+	return r;
+}
+
+/* Every erased version's tombstone sealed again, into wb: from its dataset's record key at
+ * generation from to the one at to. */
+static int tombstones_rekey(struct store *st, uint64_t from, uint64_t to,
+			    rocksdb_writebatch_t *wb)
+{
+	rocksdb_iterator_t *it = rocksdb_create_iterator_cf(st->ix.db, st->ix.ro,
+							    st->ix.cf[CF_VERSIONS]);
+	struct rec_pair kp = { 0 };
+	struct buf sealed;
+	int r = 0;
+
+	buf_init(&sealed, 4096);
+	for (rocksdb_iter_seek_to_first(it); r == 0 && rocksdb_iter_valid(it);
+	     rocksdb_iter_next(it)) {
+		uint8_t pt[REC_PLAIN_MAX];
+		uint32_t state = 0;
+		size_t kl, vl, pl = 0;
+		const uint8_t *k = (const uint8_t *)rocksdb_iter_key(it, &kl);
+		const uint8_t *v = (const uint8_t *)rocksdb_iter_value(it, &vl);
+
+		if (kl != VKEY_LEN || version_value_state(v, vl, &state) < 0) {
+			r = store_integrity(st, 0, 0, "a version record is malformed");
+			break;
+		}
+		if (state != VERSION_ERASED)
+			continue;
+		r = rec_pair_get(st, get_be64(k), from, to, &kp);
+		if (r == -ENOENT)
+			r = store_integrity(st, get_be64(k), get_be32(k + 8), "an erased version of "
+					    "dataset %llu has no dataset key in the key ring",
+					    (unsigned long long)get_be64(k));
+		if (r == 0 && index_unseal(kp.from, CF_VERSIONS, k, kl, 1, v, vl, pt, sizeof(pt),
+					   &pl) < 0)
+			r = store_integrity(st, get_be64(k), get_be32(k + 8), "the tombstone of "
+					    "version %u of dataset %llu does not authenticate",
+					    get_be32(k + 8), (unsigned long long)get_be64(k));
+		buf_reset(&sealed);
+		if (r == 0)
+			r = index_seal(kp.to, CF_VERSIONS, k, kl, v, 1, pt, pl, &sealed);
+		if (r == 0)
+			rocksdb_writebatch_put_cf(wb, st->ix.cf[CF_VERSIONS], (const char *)k, kl,
+						  (const char *)sealed.data, sealed.len);
+		explicit_bzero(pt, sizeof(pt));
+	}
+	r = index_iter_close(it, r, "scan of versions");
+	rec_pair_clear(&kp);
+	buf_free(&sealed);
+	return r;
+}
+
+/* Every move record sealed again, into wb, from the key from to the key to. */
+static int moves_rekey(struct store *st, const crypto_key *from, const crypto_key *to,
+		       rocksdb_writebatch_t *wb)
+{
+	rocksdb_iterator_t *it = rocksdb_create_iterator_cf(st->ix.db, st->ix.ro,
+							    st->ix.cf[CF_META]);
+	struct buf sealed;
+	int r = 0;
+
+	buf_init(&sealed, 4096);
+	for (rocksdb_iter_seek(it, "move/", 5); r == 0 && rocksdb_iter_valid(it);
+	     rocksdb_iter_next(it)) {
+		uint8_t pt[MOVE_PLAIN_LEN];
+		size_t kl, vl, pl = 0;
+		const char *k = rocksdb_iter_key(it, &kl);
+		const char *v = rocksdb_iter_value(it, &vl);
+
+		if (kl < 5 || memcmp(k, "move/", 5) != 0)
+			break;
+		if (kl != MOVEKEY_LEN ||
+		    index_unseal(from, CF_META, k, kl, 0, v, vl, pt, sizeof(pt), &pl) < 0 ||
+		    pl != MOVE_PLAIN_LEN || pt[0] != 1) {
+			r = store_integrity(st, 0, 0, "a move record does not authenticate");
+			break;
+		}
+		buf_reset(&sealed);
+		r = index_seal(to, CF_META, k, kl, NULL, 0, pt, pl, &sealed);
+		if (r == 0)
+			rocksdb_writebatch_put_cf(wb, st->ix.cf[CF_META], k, kl,
+						  (const char *)sealed.data, sealed.len);
+	}
+	r = index_iter_close(it, r, "scan of move records");
+	buf_free(&sealed);
+	return r;
+}
+
+/* Step 2 of a rotation to generation to, in one synchronous batch: every policy record from the
+ * key of generation pgen to the new one; every dataset name and record, tombstone and move record
+ * from record key generation rgen to the new one; meta policy_key and record_key = to. The index
+ * holds everything under the old keys or everything under the new, never a mix. rekey_lock held
+ * exclusively; the cached keys follow the batch. */
+static int rotation_batch(struct store *st, uint64_t pgen, uint64_t to)
+{
+	rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
+	crypto_key *pfrom = NULL, *pto = NULL, *kn_to = NULL, *mfrom = NULL, *mto = NULL;
+	const crypto_key *kr = NULL;
+	uint64_t rgen = 0;
+	uint8_t g[8];
+	int r = record_gen(st, &rgen);
+
+	if (r == 0)
+		r = policy_key_of(st, pgen, &pfrom);
+	if (r == 0)
+		r = policy_key_of(st, to, &pto);
+	if (r == 0) {
+		pthread_mutex_lock(&st->lock);
+		r = keyring_get(st->ring, KEYRING_NAMES, 0, 0, &kr);
+		if (r == 0)
+			r = names_key_locked(st, to, kr, &kn_to);
+		if (r == 0)
+			r = move_key_locked(st, rgen, &mfrom);
+		if (r == 0)
+			r = move_key_locked(st, to, &mto);
+		pthread_mutex_unlock(&st->lock);
+		if (r < 0)
+			r = err_set(r == -ENOENT ? -EBADMSG : r, "the key rotation: the key ring lacks "
+				    "the name key or the record keys of generation %llu or %llu",
+				    (unsigned long long)rgen, (unsigned long long)to);
+	}
+	if (r == 0)
+		r = policy_reseal(st, pfrom, pto, wb);
+	if (r == 0)
+		r = datasets_rekey(st, rgen, to, kn_to, wb);
+	if (r == 0)
+		r = tombstones_rekey(st, rgen, to, wb);
+	if (r == 0)
+		r = moves_rekey(st, mfrom, mto, wb);
+	put_le64(g, to);
+	rocksdb_writebatch_put_cf(wb, st->ix.cf[CF_META], META_POLICY_GEN, strlen(META_POLICY_GEN),
+				  (const char *)g, sizeof(g));
+	rocksdb_writebatch_put_cf(wb, st->ix.cf[CF_META], META_RECORD_GEN, strlen(META_RECORD_GEN),
+				  (const char *)g, sizeof(g));
+	if (r == 0)
+		r = index_write(&st->ix, wb, true);
+	if (r == 0) {
+		pthread_mutex_lock(&st->lock);
+		r = record_keys_refresh_locked(st, to);
+		pthread_mutex_unlock(&st->lock);
+		if (r < 0)
+			r = err_set(r, "the key rotation: cannot make the new record keys: %s",
+				    strerror(-r));
+	}
+	rocksdb_writebatch_destroy(wb);
+	crypto_key_free(pfrom);
+	crypto_key_free(pto);
+	crypto_key_free(kn_to);
+	crypto_key_free(mfrom);
+	crypto_key_free(mto);
+	return r;
+}
+
 int policy_rekey_steps(struct store *st, unsigned steps)
 {
 	struct policy_entries pe = { 0 };
-	crypto_key *from = NULL, *to = NULL, *fresh = NULL;
+	crypto_key *fresh = NULL;
 	uint64_t gen = 0;
 	bool committed = false;
 	int r;
@@ -2641,15 +3146,13 @@ int policy_rekey_steps(struct store *st, unsigned steps)
 			       KEYRING_FILE, strerror(-r));
 	if (steps < 2)
 		return 0;
-	/* Step 2: every record under the new key, and the meta record naming it, in one batch. */
+	/* Step 2: every record under the new keys, and the meta records naming them, in one
+	 * batch, while nobody seals or unseals a record under the record keys. */
 	if (gen < pe.newest) {
-		r = policy_key_of(st, gen, &from);
-		if (r == 0)
-			r = policy_key_of(st, pe.newest, &to);
-		if (r == 0)
-			r = policy_reseal(st, from, to, pe.newest);
-		crypto_key_free(from);
-		crypto_key_free(to);
+		bool taken = rekey_wrlock(st);
+
+		r = rotation_batch(st, gen, pe.newest);
+		rekey_wrunlock(st, taken);
 		if (r < 0)
 			return r;
 		gen = pe.newest;
@@ -2669,9 +3172,11 @@ int policy_keys_prune(struct store *st, uint64_t gen)
 
 	pthread_mutex_lock(&st->lock);
 	(void)keyring_foreach(st->ring, policy_entry_one, &pe);
-	if (pe.n > (gen ? 1u : 0u)) {
+	/* The record keys' generation is the policy records' once a rotation moved them (never
+	 * another at rest); it is kept all the same, as the policy records' is. */
+	if (pe.n > (gen ? 1u : 0u) + (st->rgen && st->rgen != gen ? 1u : 0u)) {
 		for (uint32_t v = 1; v <= pe.newest; v++)
-			if (v != gen)
+			if (v != gen && v != st->rgen)
 				keyring_remove(st->ring, KEYRING_POLICY, 0, v);
 		r = keyring_commit(st->ring, st->keys_dirfd, st->master);
 		committed = r == 0;

@@ -645,18 +645,24 @@ struct store_policy_kv {
  * old set or the new one (`enclavectl policy rebuild`). -EINVAL an empty or oversized key or
  * value. */
 int store_policy_replace_all(struct store *st, const struct store_policy_kv *kv, size_t n);
-/* A node was removed: seal the policy records under a new key (a new generation of the key ring's
- * POLICY entry, given only to the nodes enrolled now through the ring hook), crash-safely in
- * three steps: the key into the ring, every record resealed with the meta record naming it in
- * one batch, the old key out of the ring. A crash at any step leaves a store that opens with every
- * record; the open finishes the rotation. The caller serialises policy writes (grants'
- * change_lock). -EROFS a node; -ENOKEY a store without a key ring. */
+/* A node was removed: move what a removed node could still read of later writes to a new key (a
+ * new generation of the key ring's POLICY entry, given only to the nodes enrolled now through the
+ * ring hook), crash-safely in three steps: the key into the ring; in one batch every policy record
+ * resealed under it, every dataset name re-hashed and every dataset record, tombstone and move
+ * record resealed under keys derived from it, with the meta records naming it; the old key out of
+ * the ring. A crash at any step leaves a store that opens with every record; the open finishes
+ * the rotation. The caller serialises policy writes (grants' change_lock); imports, erasures and
+ * the garbage collector wait for the batch, never the other way round. -EROFS a node; -ENOKEY a
+ * store without a key ring. */
 int store_policy_rekey(struct store *st);
 /* Its first step alone: the new key into the ring, committed (the nodes enrolled are given it
  * through the ring hook). store_policy_rekey() then finishes it, as does the next open. */
 int store_policy_rekey_begin(struct store *st);
 /* The generation of the key the policy records are sealed under (0: Ks, never rotated). */
 uint64_t store_policy_generation(struct store *st);
+/* The generation of the key dataset names and records, tombstones and move records are keyed
+ * with (0: Kr, Kd and Ks alone, never moved; a node: as its last catch-up saw it). */
+uint64_t store_record_generation(struct store *st);
 /* Call fn for every record in key order; a non-zero return from fn stops and is returned. */
 int store_policy_foreach(struct store *st,
 			 int (*fn)(void *ctx, const void *key, size_t klen, const void *val,

@@ -256,7 +256,8 @@ struct dskey {
 	uint64_t id;        /* dataset id */
 	crypto_key *key;    /* unwrapped dataset key (format 3: a copy of the ring's); owned */
 	crypto_key *seal;   /* format 2: its index seal key (versions, inodes, dirents);
-			       format 3: its record key Kdr (datasets record, tombstones); owned */
+			       format 3: its record key Kdr at rgen (datasets record,
+			       tombstones), NULL when this node lacks the generation; owned */
 	crypto_key *name;   /* format 2: its name-hash key (dirent keys, directory digests);
 			       format 3: NULL; owned */
 	struct dataset_rec rec;   /* the record, once read and checked (latest verified) */
@@ -295,8 +296,19 @@ struct store {
 	int lockfd;                     /* LOCK, flock()ed exclusively while open */
 	int packs_dirfd;                /* packs/ */
 	crypto_key *master;             /* owned; guarded memory */
-	crypto_key *ix_seal;            /* store-wide index seal key (datasets, policy); owned */
-	crypto_key *ix_name;            /* store-wide name-hash key (dataset keys); owned */
+	crypto_key *ix_seal;            /* store-wide index seal key Ks (format 2: datasets;
+					   policy and move records at generation 0); owned */
+	crypto_key *ix_name;            /* store-wide name-hash key (dataset keys): format 3 Kn
+					   of record key generation rgen; NULL when this node
+					   lacks that generation's key; owned. Replaced only with
+					   rekey_lock held exclusively, or by an erasure (retired) */
+	/* Held shared by whoever seals or unseals a record under the record key generation
+	 * (dataset records, tombstones, move records: docs/FORMAT.md 3.7) from reading the
+	 * generation's keys to writing or reading the record; exclusively by the node removal's
+	 * rotation while it re-keys them and by a node's catch-up while it follows one, so that
+	 * nobody pairs an old key with a new record. Taken before st->lock, never under it.
+	 * Reader-preferring: a reader may take it again while holding it. */
+	pthread_rwlock_t rekey_lock;
 	/* Called on every integrity failure found in the index (store_set_integrity_hook). */
 	void (*integrity_hook)(void *ctx, uint64_t dsid, uint32_t version, const char *what);
 	/* Called after every commit of the key ring (store_set_ring_hook). */
@@ -323,6 +335,10 @@ struct store {
 	struct vkey_ent *vkeys;         /* format 3: cache of version keys; owned */
 	size_t vkeys_len, vkeys_cap;
 	struct keyring *ring;           /* format 3: keys/ring as last written; owned */
+	uint64_t rgen;                  /* format 3: the record key generation (meta record_key)
+					   ix_name, dskeys' seals and mv_seal are for */
+	crypto_key *mv_seal;            /* the key move records are sealed under at rgen (Ks at 0,
+					   else Kp of rgen); NULL: not held here; owned */
 	int keys_dirfd;                 /* keys/ */
 	/* Name keys replaced by whole-dataset erasures: a lookup running then may still hold one,
 	 * so they are freed at store_close(), not at once. */
@@ -393,12 +409,31 @@ void store_ring_committed(struct store *st);
 void store_keys_drop_locked(struct store *st, uint64_t dsid, uint32_t ver);
 /* Finish an erasure a crash interrupted after its index batch (store/erase.c). */
 int store_erase_recover(struct store *st);
+/* u64 LE: the record key generation R (docs/FORMAT.md 3.7): dataset names and records,
+ * tombstones and move records are keyed with the key ring's POLICY entry R (absent: 0, the
+ * derivations from Kr, Kd and Ks alone, as before the first node removal that moved them). */
+#define META_RECORD_GEN "record_key"
+/* rekey_lock shared (a no-op in the thread holding it exclusively). */
+void store_rekey_rdlock(struct store *st);
+void store_rekey_rdunlock(struct store *st);
+/* Format 3, rekey_lock shared: a dataset's record key at the generation in use, from its key kd
+ * (for a new dataset, whose key is not in the ring yet); the name key at the generation in use,
+ * from a name key kr (an erasure's next one). Owned by the caller. -ENOKEY: this node lacks the
+ * generation's key. */
+int store_dataset_rec_key_of(struct store *st, const crypto_key *kd, crypto_key **ret_kdr);
+int store_names_key_of(struct store *st, const crypto_key *kr, crypto_key **ret_kn);
+/* The same with st->lock held. */
+int store_names_key_of_locked(struct store *st, const crypto_key *kr, crypto_key **ret_kn);
+/* rekey_lock shared: the key move records are sealed under, borrowed until it is released.
+ * -ENOKEY: this node lacks the generation's key. */
+int store_move_key(struct store *st, const crypto_key **ret);
 #define META_RING "ring"
 #define META_ERASE "erase"
 /* u64 LE: the generation of the key the policy records are sealed under (none: 0, Ks). */
 #define META_POLICY_GEN "policy_key"
-/* store_policy_rekey() up to step steps (1: the new key in the ring; 2: the records resealed;
- * 3: the old keys dropped), for the crash tests: stopping early is what a crash leaves. */
+/* store_policy_rekey() up to step steps (1: the new key in the ring; 2: the policy records
+ * resealed and the dataset names, dataset records, tombstones and move records re-keyed, in one
+ * batch; 3: the old keys dropped), for the crash tests: stopping early is what a crash leaves. */
 int policy_rekey_steps(struct store *st, unsigned steps);
 /* At the primary's open: finish a policy key rotation a crash interrupted. */
 int policy_rekey_recover(struct store *st);
