@@ -30,6 +30,7 @@
 #include "store/store.h"
 #include "store/keyring.h"
 #include "store/store_internal.h" /* white-box: forging index records */
+#include "tests/oldkeys.h"
 #include "tests/storefx.h"
 #include "tests/testutil.h"
 
@@ -4788,6 +4789,165 @@ static void test_policy_rekey_crash(void **state)
 	free(old);
 }
 
+/* A new directory root/name holding one file "f" of n seeded bytes; returned (free it). */
+static char *seeded_src(struct fx *f, const char *name, size_t n, uint64_t seed)
+{
+	char *d = tu_fmt("%s/%s", f->root, name), *p = tu_fmt("%s/f", d);
+
+	assert_int_equal(mkdir(d, 0700), 0);
+	tu_write_seeded(p, n, seed);
+	free(p);
+	return d;
+}
+
+/* Whether ds@ver's file "f" reads back as n bytes of seed through st. */
+static void reads_seeded(struct store *st, const char *ds, uint32_t ver, size_t n, uint64_t seed)
+{
+	uint8_t *want = malloc(n + 1), *got;
+	size_t len = 0;
+
+	tu_fill(want, n, seed);
+	got = read_path(st, ds, ver, "f", 1 << 20, &len);
+	assert_int_equal(len, n);
+	assert_memory_equal(got, want, n);
+	free(got);
+	free(want);
+}
+
+/* An erasure of name (version ver, 0: all), recorded at once as the daemon does. */
+static void erase_now(struct store *st, const char *name, uint32_t ver)
+{
+	struct store_erasure e = { 0 };
+
+	assert_int_equal(store_erase(st, name, ver, &e), 0);
+	assert_int_equal(store_erase_recorded(st, e.dataset_id, e.version), 0);
+	store_erasure_free(&e);
+}
+
+/* Dataset "big<tag>" imported and erased whole, then a collection: the live objects that shared
+ * its pack are moved (move records written). */
+static void make_moves(struct fx *f, struct store *st, const char *tag, uint64_t seed)
+{
+	char *name = tu_fmt("big%s", tag), *src = seeded_src(f, name, 3u << 20, seed);
+	struct store_gc_stats s = { 0 };
+
+	assert_int_equal(import_src(st, name, src, NULL), 1);
+	erase_now(st, name, 0);
+	assert_int_equal(store_gc(st, NULL, &s), 0);
+	assert_true(s.objects_moved > 0);
+	free(src);
+	free(name);
+}
+
+/* A removed node (or a thief with its last key bundle and read access to the store) decrypts
+ * nothing written after its removal (issue 17 point 3): the keys it kept open no dataset record,
+ * no tombstone, no move record in the index after the removal's rotation, those written later
+ * included, and confirm no dataset name, a dataset created later included. Before the removal
+ * the same keys open every one of them (the check can see). A node still enrolled, given the new
+ * keys, reads byte for byte through the rotation and after a later import; so does the primary
+ * after a reopen. */
+static void test_removed_node_keys(void **state)
+{
+	struct fx *f = *state;
+	struct store *st = fx_create(f), *node = NULL;
+	char *secdir = tu_fmt("%s/secondary", f->root);
+	char *ds = seeded_src(f, "ds", 5000, 1), *keep = seeded_src(f, "keep", 7000, 2);
+	char *fresh = seeded_src(f, "fresh", 3000, 3), *p = tu_fmt("%s/f", ds);
+	struct store_node_keys *kept = NULL, *now = NULL;
+	struct store_open_options o = { .secondary_dir = secdir };
+	struct store_dataset_info di;
+	struct oldkeys_reach x;
+	uint64_t seq = 0;
+
+	/* Two datasets, a tombstone (ds@1 erased), move records (keep and ds moved). */
+	assert_int_equal(import_src(st, "ds", ds, NULL), 1);
+	tu_write_seeded(p, 5000, 11);
+	assert_int_equal(import_src(st, "ds", ds, NULL), 2);
+	assert_int_equal(import_src(st, "keep", keep, NULL), 1);
+	erase_now(st, "ds", 1);
+	make_moves(f, st, "1", 21);
+	assert_int_equal(store_record_generation(st), 0);
+	assert_int_equal(store_node_keys_export(st, &kept), 0);
+	oldkeys_reach(st, kept, &x);
+	assert_int_equal(x.datasets, 2);
+	assert_int_equal(x.datasets_open, 2);
+	assert_int_equal(x.tombstones, 1);
+	assert_int_equal(x.tombstones_open, 1);
+	assert_true(x.moves > 0);
+	assert_int_equal(x.moves_open, x.moves);
+	assert_true(oldkeys_confirm_name(st, kept, "ds"));
+	/* A node still enrolled, reading through the removal. */
+	o.node_keys = kept;
+	assert_int_equal(store_open(f->store, NULL, &o, &node), 0);
+	reads_seeded(node, "keep", 1, 7000, 2);
+
+	/* The removal. */
+	assert_int_equal(store_policy_rekey(st), 0);
+	assert_int_equal(store_record_generation(st), 1);
+	/* Written after it: a new version of ds (its record rewritten), a new dataset, a version
+	 * erased (a tombstone), more moves. */
+	tu_write_seeded(p, 5000, 12);
+	assert_int_equal(import_src(st, "ds", ds, NULL), 3);
+	assert_int_equal(import_src(st, "fresh", fresh, NULL), 1);
+	/* (Names first: the whole-dataset erasure below replaces Kr, which would hide them.) */
+	assert_false(oldkeys_confirm_name(st, kept, "fresh"));
+	assert_false(oldkeys_confirm_name(st, kept, "ds"));
+	erase_now(st, "ds", 2);
+	make_moves(f, st, "2", 22);
+
+	oldkeys_reach(st, kept, &x);
+	assert_int_equal(x.datasets, 3);
+	assert_int_equal(x.datasets_open, 0);
+	assert_int_equal(x.tombstones, 2);
+	assert_int_equal(x.tombstones_open, 0);
+	assert_true(x.moves > 0);
+	assert_int_equal(x.moves_open, 0);
+	/* Its own store says why it reads no dataset any more: it lacks the generation's key. */
+	assert_int_equal(store_catch_up(node, &seq), 0);
+	assert_int_equal(store_dataset_get(node, "ds", &di), -ENOKEY);
+	assert_non_null(strstr(err_detail(), "generation 1"));
+	assert_int_equal(store_dataset_get(node, "fresh", &di), -ENOKEY);
+	/* The keys the primary gives now open every one (the check is not blind). */
+	assert_int_equal(store_node_keys_export(st, &now), 0);
+	oldkeys_reach(st, now, &x);
+	assert_int_equal(x.datasets_open, 3);
+	assert_int_equal(x.tombstones_open, 2);
+	assert_int_equal(x.moves_open, x.moves);
+	assert_true(oldkeys_confirm_name(st, now, "fresh"));
+	/* An enrolled node given them reads byte for byte: moved objects, the new version, the new
+	 * dataset; ds@2 is erased. */
+	assert_int_equal(store_node_keys_set(node, now), 0);
+	reads_seeded(node, "keep", 1, 7000, 2);
+	reads_seeded(node, "ds", 3, 5000, 12);
+	reads_seeded(node, "fresh", 1, 3000, 3);
+	assert_int_equal(store_dataset_get(node, "ds", &di), 0);
+	assert_int_equal(di.latest_version, 3);
+	store_close(node);
+	node = NULL;
+	/* The primary after a reopen. */
+	store_close(st);
+	st = fx_open(f);
+	assert_int_equal(store_record_generation(st), 1);
+	reads_seeded(st, "keep", 1, 7000, 2);
+	reads_seeded(st, "ds", 3, 5000, 12);
+	reads_seeded(st, "fresh", 1, 3000, 3);
+	{
+		struct store_version_info vi;
+
+		assert_int_equal(store_dataset_get(st, "ds", &di), 0);
+		assert_int_equal(store_version_get(st, di.id, 2, &vi), -ENOENT);
+		assert_non_null(strstr(err_detail(), "erased"));
+	}
+	store_close(st);
+	store_node_keys_free(kept);
+	store_node_keys_free(now);
+	free(p);
+	free(ds);
+	free(keep);
+	free(fresh);
+	free(secdir);
+}
+
 /* An erasure stays listed as unrecorded, with what it erased, from the index batch until its
  * caller says it recorded it (the daemon's `dataset_erase` record): across a restart, killed at
  * phase 1 (the keys then destroyed at the open). The next erasure replaces it. */
@@ -4937,6 +5097,7 @@ int main(void)
 		T(test_node_keys),
 		T(test_policy_rekey),
 		T(test_policy_rekey_crash),
+		T(test_removed_node_keys),
 #undef T
 	};
 
