@@ -4948,6 +4948,139 @@ static void test_removed_node_keys(void **state)
 	free(secdir);
 }
 
+/* The store of the rotation tests: ds@2 (ds@1 erased: a tombstone), keep@1, both moved by a
+ * collection (move records). */
+static struct store *rekey_store(struct fx *f)
+{
+	struct store *st = fx_create(f);
+	char *ds = seeded_src(f, "ds", 5000, 1), *keep = seeded_src(f, "keep", 7000, 2);
+	char *p = tu_fmt("%s/f", ds);
+
+	assert_int_equal(import_src(st, "ds", ds, NULL), 1);
+	tu_write_seeded(p, 5000, 11);
+	assert_int_equal(import_src(st, "ds", ds, NULL), 2);
+	assert_int_equal(import_src(st, "keep", keep, NULL), 1);
+	erase_now(st, "ds", 1);
+	make_moves(f, st, "1", 21);
+	assert_int_equal(store_policy_put(st, "g1", 2, "one", 3), 0);
+	free(p);
+	free(ds);
+	free(keep);
+	return st;
+}
+
+/* rekey_store()'s datasets read back, byte for byte, and ds@1 is erased. */
+static void rekey_store_reads(struct store *st)
+{
+	struct store_dataset_info di;
+	struct store_version_info vi;
+
+	reads_seeded(st, "keep", 1, 7000, 2);
+	reads_seeded(st, "ds", 2, 5000, 11);
+	assert_int_equal(store_dataset_get(st, "ds", &di), 0);
+	assert_int_equal(di.latest_version, 2);
+	assert_int_equal(store_version_get(st, di.id, 1, &vi), -ENOENT);
+	assert_non_null(strstr(err_detail(), "erased"));
+	policy_is(st, "g1=one;");
+}
+
+/* The keys k open nothing of st's dataset records, tombstones and move records. */
+static void opens_nothing(struct store *st, const struct store_node_keys *k)
+{
+	struct oldkeys_reach x;
+
+	oldkeys_reach(st, k, &x);
+	assert_true(x.datasets > 0 && x.tombstones > 0 && x.moves > 0);
+	assert_int_equal(x.datasets_open, 0);
+	assert_int_equal(x.tombstones_open, 0);
+	assert_int_equal(x.moves_open, 0);
+}
+
+/* A crash at each step of a removal's rotation, with dataset records, a tombstone and move
+ * records to re-key: the open finishes it, every dataset reads byte for byte, the tombstone still
+ * says erased, the records are keyed at the policy records' generation, one rotating key is
+ * left, and the keys from before the rotation open none of them. */
+static void test_rekey_crash_records(void **state)
+{
+	struct fx *f = *state;
+	struct store *st = rekey_store(f);
+	struct store_node_keys *kept = NULL;
+
+	for (unsigned step = 1; step <= 2; step++) {
+		uint64_t gen = store_policy_generation(st);
+
+		assert_int_equal(store_node_keys_export(st, &kept), 0);
+		/* Stopped after step: the process dies there. */
+		assert_int_equal(policy_rekey_steps(st, step), 0);
+		assert_int_equal(store_record_generation(st), step == 1 ? gen : gen + 1);
+		if (step == 1)
+			rekey_store_reads(st);
+		store_close(st);
+		st = fx_open(f);
+		assert_int_equal(store_policy_generation(st), gen + 1);
+		assert_int_equal(store_record_generation(st), gen + 1);
+		assert_int_equal(policy_keys(st), 1);
+		rekey_store_reads(st);
+		opens_nothing(st, kept);
+		store_node_keys_free(kept);
+		kept = NULL;
+	}
+	store_close(st);
+}
+
+/* A store as a node removal before the record keys rotated left it (index meta policy_key 1 and
+ * the key ring's POLICY entry 1; dataset names, records, tombstones and move records keyed from
+ * Kr, Kd and Ks alone, no meta record_key): it opens and reads as it is, and the next removal
+ * moves all of it to generation 2, closed to the keys from before. */
+static void test_rekey_from_policy_only(void **state)
+{
+	struct fx *f = *state;
+	struct store *st = rekey_store(f);
+	struct store_node_keys *kept = NULL;
+	struct store_policy_kv kv = { "g1", 2, "one", 3 };
+	struct oldkeys_reach x;
+	rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
+	crypto_key *kp = NULL;
+	uint8_t g[8];
+
+	/* What that rotation did: the key, the meta record, the policy records under the key. */
+	assert_int_equal(crypto_key_generate(&kp), 0);
+	pthread_mutex_lock(&st->lock);
+	assert_int_equal(keyring_put(st->ring, KEYRING_POLICY, 0, 1, kp), 0);
+	assert_int_equal(keyring_commit(st->ring, st->keys_dirfd, st->master), 0);
+	pthread_mutex_unlock(&st->lock);
+	put_le64(g, 1);
+	rocksdb_writebatch_put_cf(wb, st->ix.cf[CF_META], META_POLICY_GEN, strlen(META_POLICY_GEN),
+				  (const char *)g, sizeof(g));
+	assert_int_equal(index_write(&st->ix, wb, true), 0);
+	rocksdb_writebatch_destroy(wb);
+	assert_int_equal(store_policy_replace_all(st, &kv, 1), 0);
+	store_close(st);
+
+	st = fx_open(f);
+	assert_int_equal(store_policy_generation(st), 1);
+	assert_int_equal(store_record_generation(st), 0);
+	rekey_store_reads(st);
+	assert_int_equal(store_node_keys_export(st, &kept), 0);
+	oldkeys_reach(st, kept, &x);
+	assert_int_equal(x.datasets_open, x.datasets);
+	assert_int_equal(x.tombstones_open, x.tombstones);
+	assert_int_equal(x.moves_open, x.moves);
+	/* The next removal. */
+	assert_int_equal(store_policy_rekey(st), 0);
+	assert_int_equal(store_policy_generation(st), 2);
+	assert_int_equal(store_record_generation(st), 2);
+	assert_int_equal(policy_keys(st), 1);
+	rekey_store_reads(st);
+	opens_nothing(st, kept);
+	store_close(st);
+	st = fx_open(f);
+	rekey_store_reads(st);
+	opens_nothing(st, kept);
+	store_close(st);
+	store_node_keys_free(kept);
+}
+
 /* An erasure stays listed as unrecorded, with what it erased, from the index batch until its
  * caller says it recorded it (the daemon's `dataset_erase` record): across a restart, killed at
  * phase 1 (the keys then destroyed at the open). The next erasure replaces it. */
@@ -5098,6 +5231,8 @@ int main(void)
 		T(test_policy_rekey),
 		T(test_policy_rekey_crash),
 		T(test_removed_node_keys),
+		T(test_rekey_crash_records),
+		T(test_rekey_from_policy_only),
 #undef T
 	};
 
