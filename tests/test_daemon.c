@@ -20,6 +20,7 @@
 #include "common/err.h"
 #include "daemon/approvals.h"
 #include "daemon/daemon.h"
+#include "store/store_internal.h"   /* white-box: a damaged record the rotation trips on */
 #include "tests/testutil.h"
 
 /* ---- Configuration ---------------------------------------------------------------------------- */
@@ -1190,6 +1191,93 @@ static void test_node_enrolment(void **state)
 	assert_true(grants_node_enrolled_as(f->gs, "gpu-01", pub2.sign_pk));
 }
 
+/* The ring hook of test_node_remove_rekey_retry: at the first ring commit (a removal's new
+ * policy key, step 1 of the rotation) a move record that does not authenticate appears, as
+ * damage would, so that step 2 (every record re-keyed in one batch) fails. */
+static void damage_once(void *ctx)
+{
+	struct fx *f = ctx;
+	static const char k[MOVEKEY_LEN] = "move/0123456789abcdef";
+	char *err = NULL;
+
+	store_set_ring_hook(f->st, NULL, NULL);
+	rocksdb_put_cf(f->st->ix.db, f->st->ix.wo_sync, f->st->ix.cf[CF_META], k, sizeof(k),
+		       "garbage, not sealed under any key of this store", 48, &err);
+	assert_null(err);
+}
+
+static int count_policy_record(void *ctx, const void *key, size_t klen, const void *val,
+			       size_t vlen)
+{
+	(void)key;
+	(void)klen;
+	(void)val;
+	(void)vlen;
+	++*(size_t *)ctx;
+	return 0;
+}
+
+static size_t policy_records(struct fx *f)
+{
+	size_t n = 0;
+
+	assert_int_equal(store_policy_foreach(f->st, count_policy_record, &n), 0);
+	return n;
+}
+
+/* A removal whose key rotation cannot finish (step 2 fails after the new key is in the ring and
+ * the removal recorded): the node is removed all the same and the steward told. The next policy
+ * write first tries to finish the rotation: while it cannot, the write is refused and nothing is
+ * written (nothing a removed node could read under the old key); once it can, the rotation is
+ * finished (records, record keys and the policy key at the new generation, one key left) and the
+ * write lands under the new key, and stays after a reopen. */
+static void test_node_remove_rekey_retry(void **state)
+{
+	struct fx *f = *state;
+	int64_t now = time(NULL);
+	struct policy_grant g = mk_grant(f, 2001, now);
+	struct node_public pub;
+	struct grants_node x;
+	uint8_t seed[32];
+	size_t before;
+
+	randombytes_buf(seed, sizeof(seed));
+	assert_int_equal(node_key_public(seed, &pub), 0);
+	assert_int_equal(grants_node_add(f->gs, f->log, &steward, "gpu-01", &pub, 0, now, &x), 0);
+	assert_string_equal(grants_node_state(&x), "enrolled");
+	store_set_ring_hook(f->st, damage_once, f);
+	assert_true(grants_node_remove(f->gs, f->log, &steward, "gpu-01", "stolen", now, &x) < 0);
+	assert_non_null(strstr(err_detail(), "is removed, but the policy records are not yet"));
+	assert_false(grants_node_enrolled_as(f->gs, "gpu-01", pub.sign_pk));
+	assert_int_equal(store_policy_generation(f->st), 0);
+	assert_int_equal(store_record_generation(f->st), 0);
+	/* A policy write now: refused, nothing written. */
+	before = policy_records(f);
+	assert_true(grants_add(f->gs, f->log, &steward, &g) < 0);
+	assert_non_null(strstr(err_detail(), "rotation of a node removal is not finished"));
+	assert_int_equal(grants_count(f->gs), 0);
+	assert_int_equal(policy_records(f), before);
+	assert_int_equal(store_policy_generation(f->st), 0);
+	/* The damage repaired: the next write finishes the rotation first. */
+	{
+		static const char k[MOVEKEY_LEN] = "move/0123456789abcdef";
+		char *err = NULL;
+
+		rocksdb_delete_cf(f->st->ix.db, f->st->ix.wo_sync, f->st->ix.cf[CF_META], k,
+				  sizeof(k), &err);
+		assert_null(err);
+	}
+	assert_int_equal(grants_add(f->gs, f->log, &steward, &g), 0);
+	assert_int_equal(store_policy_generation(f->st), 1);
+	assert_int_equal(store_record_generation(f->st), 1);
+	assert_int_equal(grants_count(f->gs), 1);
+	fx_close(f);
+	fx_open(f);
+	assert_int_equal(store_policy_generation(f->st), 1);
+	assert_int_equal(grants_count(f->gs), 1);
+	assert_false(grants_node_enrolled_as(f->gs, "gpu-01", pub.sign_pk));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1212,6 +1300,8 @@ int main(void)
 						fx_teardown),
 		cmocka_unit_test_setup_teardown(test_approvals_mechanism, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_node_enrolment, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_node_remove_rekey_retry, fx_setup,
+						fx_teardown),
 		cmocka_unit_test_setup_teardown(test_deny_rules, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_deny_duplicate, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_deny_removal_approvals, fx_setup, fx_teardown),
