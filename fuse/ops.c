@@ -163,6 +163,13 @@ static int store_errno(struct fusefs *fs, int r)
 		return ENOENT;
 	if (r == -ENOMEM)
 		return ENOMEM;
+	/* A node without the keys of what the index shows (removed, or its key bundle lags):
+	 * refused, never garbage; the detail is logged below. */
+	if (r == -ENOKEY) {
+		fusefs_log_limited(fs, FUSEFS_LOG_STORE, "enclave: %s", err_detail()[0] ?
+				   err_detail() : strerror(-r));
+		return EACCES;
+	}
 	if (r == -EMFILE) {     /* the key slab is full: too many files open at once */
 		fusefs_log_limited(fs, FUSEFS_LOG_STORE, "enclave: too many objects open at once "
 				   "(key slab full): opens fail with EMFILE until some are closed");

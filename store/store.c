@@ -1971,10 +1971,23 @@ static int version_get_any(struct store *st, uint64_t dsid, uint32_t ver, struct
 	if (r < 0 && r != -ENOENT)
 		return r;
 	store_rekey_rdlock(st);
-	if (st->format >= STORE_FORMAT_VERSION)
-		r = store_dataset_rec_key(st, dsid, &tomb);
-	else
-		r = 0;
+	r = st->format >= STORE_FORMAT_VERSION ? store_dataset_rec_key(st, dsid, &tomb) : 0;
+	if (r == -ENOKEY) {
+		/* A node without the record keys (removed, or its bundle lags) still reads the
+		 * versions it holds keys for; only a tombstone needs them. */
+		char *v = NULL;
+		size_t n = 0;
+		uint8_t vk[VKEY_LEN];
+		uint32_t state = 0;
+
+		vkey(vk, dsid, ver);
+		r = index_get(&st->ix, CF_VERSIONS, vk, sizeof(vk), &v, &n);
+		if (r == 0 && version_value_state(v, n, &state) == 0 && state == VERSION_ERASED)
+			r = -ENOKEY;
+		free(v);
+		if (r == -ENOKEY)
+			r = record_keys_missing(st, store_record_generation(st));
+	}
 	if (r == 0)
 		r = index_version_get(&st->ix, k.seal, tomb, dsid, ver, ret);
 	store_rekey_rdunlock(st);
@@ -2151,6 +2164,26 @@ static uint32_t cached_latest(struct store *st, uint64_t dsid)
 	return latest;
 }
 
+/* A node that lacks the record keys the index names now (it was removed, or its key bundle lags)
+ * answers from the record it last checked, if any: what it had already, nothing written since,
+ * so that it refuses opens by its policy (stale, removed) and says why, as before the re-keying. */
+static bool rec_last_checked(struct store *st, const char *name, struct dataset_rec *ret,
+			     uint32_t *ret_live)
+{
+	bool found = false;
+
+	pthread_mutex_lock(&st->lock);
+	for (size_t i = 0; i < st->dskeys_len && !found; i++)
+		if (st->dskeys[i].rec.info.id == st->dskeys[i].id && st->dskeys[i].live_latest &&
+		    strcmp(st->dskeys[i].rec.info.name, name) == 0) {
+			*ret = st->dskeys[i].rec;
+			*ret_live = st->dskeys[i].live_latest;
+			found = true;
+		}
+	pthread_mutex_unlock(&st->lock);
+	return found;
+}
+
 int store_dataset_get(struct store *st, const char *name, struct store_dataset_info *ret_info)
 {
 	struct dataset_rec rec;
@@ -2158,6 +2191,11 @@ int store_dataset_get(struct store *st, const char *name, struct store_dataset_i
 	uint64_t gen = store_rec_gen(st);
 	int r = index_dataset_get(st, name, &rec);
 
+	if (r == -ENOKEY && st->secondary && rec_last_checked(st, name, &rec, &live)) {
+		*ret_info = rec.info;
+		ret_info->latest_version = live;
+		return 0;
+	}
 	if (r == 0)
 		r = dataset_verify(st, &rec, gen, &live);
 	if (r < 0)

@@ -43,6 +43,7 @@
 #include "common/err.h"
 #include "daemon/daemon.h"
 #include "tests/e2e.h"
+#include "tests/oldkeys.h"
 #include "tests/testutil.h"
 
 #define NNODES 3
@@ -882,13 +883,28 @@ static void test_removed_node(void **state)
 		assert_int_equal(bundle_open_in(nodesdir, nodes[i].name, n, &b), -EBADMSG);
 		assert_null(b);
 	}
-	/* A grant after the removal: the keys n kept (its last bundle) open no policy record
-	 * written since, this grant's included: the policy key was rotated at the removal. (Before
-	 * the rotation, they opened every one.) */
+	/* A grant, a retention date and a new dataset after the removal: the keys n kept (its last
+	 * bundle) open no policy record written since, this grant and the retention date included
+	 * (the policy key was rotated at the removal), no dataset record (ds's as rewritten by the
+	 * import above, the new dataset's; the record keys were rotated with it), and confirm
+	 * neither dataset's name. (Before the rotations, they opened every one.) */
+	e2e_ok_free(ctl("-q", "dataset", "import", "late", E->src));
+	e2e_ok_free(ctl("dataset", "set", "ds", "--retain-until", "2100-01-01T00:00:00Z"));
+	/* A node still enrolled serves the new dataset byte for byte. */
+	{
+		uint64_t lg = e2e_grant("--user", TU_USER_ALICE, "late", "+1h");
+
+		p2 = tu_fmt("%s/late/latest/after", nodes[0].mnt);
+		assert_int_equal(read_until(p2, 3000, 88, 0), 0);
+		free(p2);
+		e2e_revoke(lg);
+	}
 	{
 		uint64_t after = e2e_grant("--user", TU_USER_BOB, "ds", "+1h");
 		char *sec = tu_fmt("%s/kept-secondary", E->root);
 		struct store_open_options o = { .secondary_dir = sec };
+		struct store_dataset_info di;
+		struct oldkeys_reach x;
 		struct store *ro = NULL;
 		struct buf seen;
 
@@ -898,6 +914,15 @@ static void test_removed_node(void **state)
 		assert_int_equal(store_open(E->store, NULL, &o, &ro), 0);
 		assert_int_equal(store_policy_foreach(ro, policy_keys_seen, &seen), -ENOKEY);
 		assert_int_equal(seen.len, 0);
+		assert_int_equal(store_dataset_get(ro, "ds", &di), -ENOKEY);
+		assert_int_equal(store_dataset_get(ro, "late", &di), -ENOKEY);
+		oldkeys_reach(ro, b->keys, &x);
+		assert_int_equal(x.datasets, 2);
+		assert_int_equal(x.datasets_open, 0);
+		assert_int_equal(x.tombstones_open, 0);
+		assert_int_equal(x.moves_open, 0);
+		assert_false(oldkeys_confirm_name(ro, b->keys, "late"));
+		assert_false(oldkeys_confirm_name(ro, b->keys, "ds"));
 		store_close(ro);
 		node_bundle_free(b);
 		b = NULL;
@@ -908,6 +933,10 @@ static void test_removed_node(void **state)
 		assert_int_equal(store_open(E->store, NULL, &o, &ro), 0);
 		assert_int_equal(store_policy_foreach(ro, policy_keys_seen, &seen), 0);
 		assert_true(policy_seen_has(&seen, 'g', after));
+		assert_int_equal(store_dataset_get(ro, "late", &di), 0);
+		oldkeys_reach(ro, b->keys, &x);
+		assert_int_equal(x.datasets_open, 2);
+		assert_true(oldkeys_confirm_name(ro, b->keys, "late"));
 		store_close(ro);
 		node_bundle_free(b);
 		b = NULL;
