@@ -2121,10 +2121,11 @@ int index_dataset_get(struct store *st, const char *name, struct dataset_rec *re
 	/* The name's key, the record and its key, of one record key generation. */
 	store_rekey_rdlock(st);
 	pthread_mutex_lock(&st->lock);
-	if (st->ix_name)
+	r = st->ix_name ? 0 : -ENOKEY;
+	if (r == 0)
 		dskey_hash(st->ix_name, name, k);
 	pthread_mutex_unlock(&st->lock);
-	if (!st->ix_name)
+	if (r < 0)
 		r = record_keys_missing(st, store_record_generation(st));
 	else
 		r = index_get(&st->ix, CF_DATASETS, k, sizeof(k), &v, &n);
