@@ -863,9 +863,9 @@ uint64_t store_index_reads(struct store *st)
 
 /* A node after a catch-up that saw a change: keys/ring again (an import committed a version key,
  * an erasure removed one). The cached keys of versions and datasets no longer in the ring are
- * dropped, as the primary's erasure drops them; a name key replaced by a whole-dataset erasure is
- * retired, not freed (a lookup may hold it). An older ring than the one held (put back from a
- * copy) is refused: the node keeps what it has. */
+ * dropped, as the primary's erasure drops them; the name key and the record keys are made again
+ * (no lookup holds them: rekey_lock is held exclusively). An older ring than the one held (put
+ * back from a copy) is refused: the node keeps what it has. */
 
 /* Put ring (taken over) in place of the store's, and the name and record keys made again from it:
  * -ESTALE an older generation than the one held (freed, nothing changes). rekey_lock held
@@ -1111,9 +1111,8 @@ void store_ring_committed(struct store *st)
 int store_catch_up(struct store *st, uint64_t *ret_seq)
 {
 	uint64_t seq = 0;
-	int r;
-
 	bool taken;
+	int r;
 
 	if (!st->secondary)
 		return -EINVAL;
