@@ -40,9 +40,11 @@ int crypto_init(void);
  * so keys in memory do not reach a core file or ptrace by another user. -errno. */
 int crypto_harden_process(void);
 
-/* Fill buf with n bytes from the system CSPRNG (getrandom). Requests of up to 64 bytes come from
- * a per-thread pool read ahead in one call (locked, not dumped, wiped on fork; each byte wiped
- * once handed out: crypto/keys.c). Thread-safe. Cannot fail after crypto_init(). */
+/* Fill buf with n bytes of cryptographic randomness. Requests of up to 64 bytes come from a
+ * per-thread pool filled from a ChaCha20 keystream with fast key erasure, keyed from getrandom
+ * and rekeyed from it every 256 refills and after a fork (locked, not dumped, wiped on fork;
+ * each byte wiped once handed out: crypto/keys.c); larger ones from getrandom. Thread-safe.
+ * Cannot fail after crypto_init(). */
 void crypto_random(void *buf, size_t n);
 
 /* ---- Keys ---------------------------------------------------------------------------------- */

@@ -789,6 +789,25 @@ static void test_random_threads(void **state)
 	free(all);
 }
 
+/* Issue 16: the pools are filled from a ChaCha20 keystream whose key is replaced at every
+ * refill and taken from the kernel again every 256 refills (about 1 MB): 1.2 MB of 24-byte
+ * draws in one thread, across several reseeds, hold no nonce twice and no all-zero one. */
+static void test_random_keystream(void **state)
+{
+	const size_t n = 50000;
+	uint8_t *all = malloc(n * RND_NONCE), zero[RND_NONCE] = { 0 };
+
+	(void)state;
+	assert_non_null(all);
+	for (size_t i = 0; i < n; i++)
+		crypto_random(all + i * RND_NONCE, RND_NONCE);
+	qsort(all, n, RND_NONCE, nonce_cmp);
+	for (size_t i = 0; i + 1 < n; i++)
+		assert_memory_not_equal(all + i * RND_NONCE, all + (i + 1) * RND_NONCE, RND_NONCE);
+	assert_memory_not_equal(all, zero, RND_NONCE);
+	free(all);
+}
+
 /* Issue 13: a freed key's slot holds no key bytes (the slab stays mapped, so the slot can be
  * read after the free), and a freed slot is reused, not leaked. */
 static void test_key_slab_wipe(void **state)
@@ -1546,6 +1565,7 @@ int main(void)
 		cmocka_unit_test(test_keys),
 		cmocka_unit_test(test_random_pool),
 		cmocka_unit_test(test_random_threads),
+		cmocka_unit_test(test_random_keystream),
 		cmocka_unit_test(test_key_wrap),
 		cmocka_unit_test(test_key_slab_wipe),
 		cmocka_unit_test(test_key_slab_full),
