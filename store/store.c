@@ -2648,9 +2648,32 @@ int store_manifest_compute(struct store *st, uint64_t dsid, uint32_t version,
 	return store_version_scan(st, dsid, version, NULL, NULL, ret);
 }
 
+static int version_scan(struct store *st, uint64_t dsid, uint32_t version,
+			int (*fn)(void *ctx, const struct store_inode *file),
+			int (*fn_named)(void *ctx, const struct store_inode *file, uint64_t parent,
+					const char *name, size_t nlen),
+			void *ctx, uint8_t ret[static STORE_MANIFEST_LEN]);
+
 int store_version_scan(struct store *st, uint64_t dsid, uint32_t version,
 		       int (*fn)(void *ctx, const struct store_inode *file), void *ctx,
 		       uint8_t ret[static STORE_MANIFEST_LEN])
+{
+	return version_scan(st, dsid, version, fn, NULL, ctx, ret);
+}
+
+int store_version_scan_named(struct store *st, uint64_t dsid, uint32_t version,
+			     int (*fn)(void *ctx, const struct store_inode *file, uint64_t parent,
+				       const char *name, size_t nlen),
+			     void *ctx, uint8_t ret[static STORE_MANIFEST_LEN])
+{
+	return version_scan(st, dsid, version, NULL, fn, ctx, ret);
+}
+
+static int version_scan(struct store *st, uint64_t dsid, uint32_t version,
+			int (*fn)(void *ctx, const struct store_inode *file),
+			int (*fn_named)(void *ctx, const struct store_inode *file, uint64_t parent,
+					const char *name, size_t nlen),
+			void *ctx, uint8_t ret[static STORE_MANIFEST_LEN])
 {
 	struct store_dataset_info di;
 	struct dataset_rec rec;
@@ -2741,11 +2764,17 @@ int store_version_scan(struct store *st, uint64_t dsid, uint32_t version,
 					    (unsigned long long)dsid);
 			break;
 		}
+		in.version = version;   /* as inode_get_k() gives it: where its key is wrapped */
 		manifest_leaf(in.type == STORE_INODE_FILE ? hf : hd, ino, pl[ino].parent,
 			      (const char *)names.data + pl[ino].name_off, pl[ino].nlen, pt, plen);
 		seen++;
 		if (fn && in.type == STORE_INODE_FILE) {
 			r = fn(ctx, &in);
+			if (r != 0)
+				break;
+		} else if (fn_named && in.type == STORE_INODE_FILE) {
+			r = fn_named(ctx, &in, pl[ino].parent,
+				     (const char *)names.data + pl[ino].name_off, pl[ino].nlen);
 			if (r != 0)
 				break;
 		}

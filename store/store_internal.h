@@ -465,6 +465,12 @@ int store_manifest_compute(struct store *st, uint64_t dsid, uint32_t version,
 int store_version_scan(struct store *st, uint64_t dsid, uint32_t version,
 		       int (*fn)(void *ctx, const struct store_inode *file), void *ctx,
 		       uint8_t ret[static STORE_MANIFEST_LEN]);
+/* As store_version_scan(), fn also given the file's place: its directory's inode number and its
+ * name (nlen bytes, not NUL-terminated; borrowed for the call). */
+int store_version_scan_named(struct store *st, uint64_t dsid, uint32_t version,
+			     int (*fn)(void *ctx, const struct store_inode *file, uint64_t parent,
+				       const char *name, size_t nlen),
+			     void *ctx, uint8_t ret[static STORE_MANIFEST_LEN]);
 /* The manifest of a version from its parts: the dataset, the counts and the running hashes of the
  * file and directory leaves, each leaf added with manifest_leaf() in ascending inode order. */
 void manifest_leaf(crypto_hasher *h, uint64_t ino, uint64_t parent, const char *name, size_t nlen,
@@ -498,5 +504,8 @@ int store_upgrade_recover(struct store *st);
 int lease_acquire(struct store *st, unsigned lease_ms, unsigned settle_ms,
 		  struct store_lease **ret_lease);
 int lease_fence(struct store_lease *l);
+/* The most files of the previous version an import keeps by their place (store/import.c,
+ * stamp_lookup(); STAMPS_MAX): more are looked up in the index. Lowered by tests only. */
+extern size_t import_stamps_max;
 /* Called by store_import_free() to release the import lock. */
 void store_import_done(struct store *st);

@@ -2231,6 +2231,17 @@ static void test_import_claimed(void **state)
 		free(paths[i]);
 }
 
+/* The same when the previous version's files are not all kept by their place (more than the
+ * importer keeps: here 1): the others are looked up in the index, with the same results. */
+static void test_import_claimed_uncached(void **state)
+{
+	size_t old = import_stamps_max;
+
+	import_stamps_max = 1;
+	test_import_claimed(state);
+	import_stamps_max = old;
+}
+
 /* Issue 16 point 5: a bad batch of files told of by their stat (twice the same name, a name
  * already imported or already asked for, not a regular file, a path that is not valid, too
  * many) is refused whole: nothing of it is imported, the import goes on, and what it then
@@ -5288,6 +5299,7 @@ int main(void)
 		T(test_import_stamp),
 		T(test_import_stamp_divert),
 		T(test_import_claimed),
+		T(test_import_claimed_uncached),
 		T(test_import_claimed_bad),
 		T(test_tamper_flip_ciphertext),
 		T(test_tamper_flip_tag),
