@@ -42,12 +42,13 @@
 #   --enclaved-args "..."  more enclaved options
 # A quick run: scripts/bench-small.sh --files 2000 --rounds 1 --no-doc
 set -euo pipefail
-usage() { sed -n '2,/^set -euo/{/^#/s/^# \{0,1\}//p}' "$0"; }
+bench="bench-small"
+. "$(dirname "$0")/bench-lib.sh"
 files=20000 rounds=3 workers=8 dodoc=1 doperf=0 docpu=0 systems_arg=
 enclaved_extra= before_rev=
 while (($#)); do
 	case "$1" in
-	-h | --help) usage; exit 0 ;;
+	-h | --help) bench_usage; exit 0 ;;
 	--files) files=${2:?}; shift 2 ;;
 	--scale) files=$(awk -v f="${2:?}" 'BEGIN { n = int(20000 * f); print (n < 100 ? 100 : n) }'); shift 2 ;;
 	--rounds) rounds=${2:?}; shift 2 ;;
@@ -98,20 +99,10 @@ enclaved=$root/$build/daemon/enclaved
 enclavectl=$root/$build/cli/enclavectl
 before_desc= bsha=
 if [[ -n $before_rev ]]; then
-	# The other commit, from git's own objects (no checkout, no worktree), built once per
-	# commit: build-bench-before/<commit>/{src,build}.
+	bench_build_before "$before_rev"
 	bsha=$(git rev-parse --verify "$before_rev^{commit}")
-	bdir=$root/build-bench-before/$bsha
-	if [[ ! -x $bdir/build/daemon/enclaved || ! -x $bdir/build/cli/enclavectl ]]; then
-		echo "bench-small: building $before_rev ($bsha) in $bdir (Release)" >&2
-		rm -rf "$bdir"
-		mkdir -p "$bdir/src"
-		git archive "$bsha" | tar -x -C "$bdir/src"
-		cmake -S "$bdir/src" -B "$bdir/build" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
-		cmake --build "$bdir/build" -j 2 --target enclaved enclavectl >/dev/null
-	fi
-	enclaved0=$bdir/build/daemon/enclaved
-	enclavectl0=$bdir/build/cli/enclavectl
+	enclaved0=$bench_before_dir/daemon/enclaved
+	enclavectl0=$bench_before_dir/cli/enclavectl
 	before_desc="$(git rev-parse --short "$bsha") of $(git log -1 --format=%cs "$bsha")"
 fi
 
