@@ -2764,7 +2764,7 @@ static int add_object(struct store_import *imp, const char *path, const struct o
 	uint64_t parent_ino;
 	struct dir_ent *parent;
 	uint8_t stamp[STORE_CONTENT_MAC_LEN];
-	bool deferred = false;
+	bool deferred = false, by_stamp = false, plain;
 	int r, match;
 
 	if (imp->err || imp->committed || imp->closed)
@@ -2822,6 +2822,7 @@ static int add_object(struct store_import *imp, const char *path, const struct o
 		deferred = r > 0;
 	} else if (r > 0) {
 		r = stamp_reuse(imp, &old, path, &ino);
+		by_stamp = true;
 	} else if (src->fd >= 0 && src->st && size <= STORE_TINY_MAX) {
 		r = tiny_file(imp, src, path, (size_t)(parent - imp->dirs), path + slash, stamp,
 			      &ino);
@@ -2849,11 +2850,17 @@ static int add_object(struct store_import *imp, const char *path, const struct o
 	/* The stamp of the source as it was before it was read, for the next import: "plain"
 	 * when this import's divert predicate let its head through, or when the previous version's
 	 * stamp said so and still holds (the same content, so the same head). */
-	ino.ext.has_stamp = false;
-	if (r == 0 && src->st && ino.ext.has_content_mac) {
-		stamp_make(imp, src->st, match == STAMP_PLAIN || (src->seen && src->seen->plain),
-			   ino.ext.stamp);
-		ino.ext.has_stamp = true;
+	plain = match == STAMP_PLAIN || (src->seen && src->seen->plain);
+	if (by_stamp && plain == (match == STAMP_PLAIN)) {
+		/* Shared by a stamp in the same context: ino.ext.stamp, the previous version's, is
+		 * the one just made of src->st (stamp_find()). One keyed hash less per file. */
+		ino.ext.has_stamp = r == 0;
+	} else {
+		ino.ext.has_stamp = false;
+		if (r == 0 && src->st && ino.ext.has_content_mac) {
+			stamp_make(imp, src->st, plain, ino.ext.stamp);
+			ino.ext.has_stamp = true;
+		}
 	}
 	ino.ino = imp->next_ino++;
 	if (r == 0)
