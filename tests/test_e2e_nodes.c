@@ -890,6 +890,14 @@ static void test_removed_node(void **state)
 	 * neither dataset's name. (Before the rotations, they opened every one.) */
 	e2e_ok_free(ctl("-q", "dataset", "import", "late", E->src));
 	e2e_ok_free(ctl("dataset", "set", "ds", "--retain-until", "2100-01-01T00:00:00Z"));
+	/* And a version erased after it (a tombstone): late@2 made, late@1 erased (approvals 0
+	 * in this store: at once). */
+	p2 = tu_fmt("%s/late-only", E->src);
+	tu_write_seeded(p2, 100, 89);
+	e2e_ok_free(ctl("-q", "dataset", "import", "late", E->src));
+	assert_int_equal(unlink(p2), 0);
+	free(p2);
+	e2e_ok_free(ctl("dataset", "erase", "late@1", "--reason", "superseded"));
 	/* A node still enrolled serves the new dataset byte for byte. */
 	{
 		uint64_t lg = e2e_grant("--user", TU_USER_ALICE, "late", "+1h");
@@ -919,6 +927,7 @@ static void test_removed_node(void **state)
 		oldkeys_reach(ro, b->keys, &x);
 		assert_int_equal(x.datasets, 2);
 		assert_int_equal(x.datasets_open, 0);
+		assert_true(x.tombstones >= 1);
 		assert_int_equal(x.tombstones_open, 0);
 		assert_int_equal(x.moves_open, 0);
 		assert_false(oldkeys_confirm_name(ro, b->keys, "late"));
@@ -934,8 +943,10 @@ static void test_removed_node(void **state)
 		assert_int_equal(store_policy_foreach(ro, policy_keys_seen, &seen), 0);
 		assert_true(policy_seen_has(&seen, 'g', after));
 		assert_int_equal(store_dataset_get(ro, "late", &di), 0);
+		assert_int_equal(di.latest_version, 2);
 		oldkeys_reach(ro, b->keys, &x);
 		assert_int_equal(x.datasets_open, 2);
+		assert_int_equal(x.tombstones_open, x.tombstones);
 		assert_true(oldkeys_confirm_name(ro, b->keys, "late"));
 		store_close(ro);
 		node_bundle_free(b);
