@@ -265,14 +265,12 @@ int store_names_key_of_locked(struct store *st, const crypto_key *kr, crypto_key
 
 int store_names_key_of(struct store *st, const crypto_key *kr, crypto_key **ret_kn)
 {
-	uint64_t gen;
 	int r;
 
 	pthread_mutex_lock(&st->lock);
-	gen = st->rgen;
-	r = names_key_locked(st, gen, kr, ret_kn);
+	r = store_names_key_of_locked(st, kr, ret_kn);
 	pthread_mutex_unlock(&st->lock);
-	return r == -ENOKEY ? record_keys_missing(st, gen) : r;
+	return r;
 }
 
 int store_move_key(struct store *st, const crypto_key **ret)
