@@ -25,27 +25,8 @@
 #include "common/err.h"
 #include "daemon/daemon.h"
 #include "store/store.h"
-
-static double now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
-static int cmp(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-
-	return x < y ? -1 : x > y;
-}
-
-static int fail(const char *what, int r)
-{
-	fprintf(stderr, "bench_bundles: %s: %s (%s)\n", what, strerror(-r), err_detail());
-	return 1;
-}
+#define BENCH_NAME "bench_bundles"
+#include "bench_util.h"
 
 int main(int argc, char **argv)
 {
@@ -68,40 +49,40 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	if (sodium_init() < 0 || mkdir(argv[1], 0700) < 0)
-		return fail("DIR (must not exist)", -errno);
+		return bench_fail("DIR (must not exist)", -errno);
 	snprintf(path, sizeof(path), "%s/pass", argv[1]);
 	{
 		int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 
 		if (fd < 0 || write(fd, "bench passphrase", 16) != 16 || close(fd) < 0)
-			return fail(path, -errno);
+			return bench_fail(path, -errno);
 	}
 	r = crypto_passphrase_read_file(path, &pass);
 	snprintf(path, sizeof(path), "%s/store", argv[1]);
 	if (r == 0)
 		r = store_create(path, pass, &kdf, &st);
 	if (r < 0)
-		return fail("store_create", r);
+		return bench_fail("store_create", r);
 	snprintf(path, sizeof(path), "%s/audit", argv[1]);
 	randombytes_buf(seed, sizeof(seed));
 	r = audit_open(path, NULL, &log);
 	if (r == 0)
 		r = audit_signer_set(log, "bench", seed);
 	if (r < 0)
-		return fail("audit log", r);
+		return bench_fail("audit log", r);
 	snprintf(path, sizeof(path), "%s/store/" NODE_DIR_NAME, argv[1]);
 	if (mkdir(path, 0755) < 0 || (nodes_fd = open(path, O_RDONLY | O_DIRECTORY)) < 0)
-		return fail(path, -errno);
+		return bench_fail(path, -errno);
 	/* The ring: its real keys, then synthetic version entries up to ENTRIES. */
 	r = store_node_keys_export(st, &keys);
 	if (r < 0)
-		return fail("store_node_keys_export", r);
+		return bench_fail("store_node_keys_export", r);
 	{
 		struct store_node_keys *big = NULL;
 
 		r = store_node_keys_new((size_t)entries, &big);
 		if (r < 0)
-			return fail("store_node_keys_new", r);
+			return bench_fail("store_node_keys_new", r);
 		memcpy(big->store_id, keys->store_id, 16);
 		memcpy(big->ix_seal, keys->ix_seal, 32);
 		big->generation = keys->generation;
@@ -124,7 +105,7 @@ int main(int argc, char **argv)
 		sodium_memzero(sk, sizeof(sk));
 	}
 	for (long k = 0; k < rounds; k++) {
-		double t0 = now_ms();
+		double t0 = 1e3 * bench_now_s();
 
 		keys->generation++;
 		for (long i = 0; i < nodes; i++) {
@@ -134,13 +115,13 @@ int main(int argc, char **argv)
 			r = node_bundle_write(nodes_fd, st, log, name, (uint64_t)i + 1, box_pk[i],
 					      keys);
 			if (r < 0)
-				return fail("node_bundle_write", r);
+				return bench_fail("node_bundle_write", r);
 		}
-		t[k] = now_ms() - t0;
+		t[k] = 1e3 * bench_now_s() - t0;
 	}
-	qsort(t, (size_t)rounds, sizeof(*t), cmp);
+	qsort(t, (size_t)rounds, sizeof(*t), bench_cmp_double);
 	if (fstatat(nodes_fd, "n0.bundle", &sb, 0) < 0)
-		return fail("n0.bundle", -errno);
+		return bench_fail("n0.bundle", -errno);
 	printf("entries %ld nodes %ld: a commit's bundles median %.1f ms p90 %.1f ms (%.2f ms per "
 	       "bundle of %lld bytes; %ld rounds)\n", entries, nodes, t[rounds / 2],
 	       t[rounds * 9 / 10], t[rounds / 2] / nodes, (long long)sb.st_size, rounds);

@@ -14,26 +14,13 @@
 #include <sys/stat.h>
 #include <time.h>
 
-static double now_us(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1e6 + ts.tv_nsec / 1e3;
-}
-
-static int cmp(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-
-	return x < y ? -1 : x > y;
-}
+#include "bench_util.h"
 
 static void summary(const char *what, double *t, long n, double *ret_median)
 {
 	double sum = 0;
 
-	qsort(t, (size_t)n, sizeof(*t), cmp);
+	qsort(t, (size_t)n, sizeof(*t), bench_cmp_double);
 	for (long i = 0; i < n; i++)
 		sum += t[i];
 	*ret_median = t[n / 2];
@@ -61,9 +48,9 @@ int main(int argc, char **argv)
 		for (int k = 0; k < 2; k++) {
 			const char *p = k ? absent : hidden;
 			struct stat sb;
-			double t0 = now_us();
+			double t0 = 1e6 * bench_now_s();
 			int r = stat(p, &sb);
-			double dt = now_us() - t0;
+			double dt = 1e6 * bench_now_s() - t0;
 
 			if (r == 0 || errno != ENOENT) {
 				fprintf(stderr, "bench_names: stat %s: %s (wanted ENOENT)\n", p,

@@ -23,27 +23,8 @@
 
 #include "common/err.h"
 #include "store/store.h"
-
-static double now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
-static int cmp(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-
-	return x < y ? -1 : x > y;
-}
-
-static int fail(const char *what, int r)
-{
-	fprintf(stderr, "bench_rekey: %s: %s (%s)\n", what, strerror(-r), err_detail());
-	return 1;
-}
+#define BENCH_NAME "bench_rekey"
+#include "bench_util.h"
 
 /* One version of name: the directory src (one file) imported. */
 static int import_one(struct store *st, const char *name, const char *src)
@@ -95,7 +76,7 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	if (sodium_init() < 0 || mkdir(argv[1], 0700) < 0)
-		return fail("DIR (must not exist)", -errno);
+		return bench_fail("DIR (must not exist)", -errno);
 	snprintf(path, sizeof(path), "%s/pass", argv[1]);
 	r = write_file(path, "bench passphrase", 16);
 	if (r == 0)
@@ -104,12 +85,12 @@ int main(int argc, char **argv)
 	if (r == 0)
 		r = store_create(path, pass, &kdf, &st);
 	if (r < 0)
-		return fail("store_create", r);
+		return bench_fail("store_create", r);
 	snprintf(src, sizeof(src), "%s/src", argv[1]);
 	snprintf(file, sizeof(file), "%s/f", src);
 	if (mkdir(src, 0700) < 0)
-		return fail(src, -errno);
-	t0 = now_ms();
+		return bench_fail(src, -errno);
+	t0 = 1e3 * bench_now_s();
 	for (long i = 0; i < datasets; i++) {
 		char name[32], body[64];
 
@@ -132,7 +113,7 @@ int main(int argc, char **argv)
 			store_erasure_free(&e);
 		}
 		if (r < 0)
-			return fail(name, r);
+			return bench_fail(name, r);
 	}
 	for (long i = 0; i < policy; i++) {
 		uint8_t k[13] = { 'g' }, v[200];
@@ -144,24 +125,24 @@ int main(int argc, char **argv)
 		randombytes_buf(v, sizeof(v));
 		r = store_policy_put(st, k, sizeof(k), v, sizeof(v));
 		if (r < 0)
-			return fail("store_policy_put", r);
+			return bench_fail("store_policy_put", r);
 	}
 	fprintf(stderr, "bench_rekey: %ld datasets, %ld policy records made in %.1f s\n", datasets,
-		policy, (now_ms() - t0) / 1e3);
+		policy, (1e3 * bench_now_s() - t0) / 1e3);
 	t = calloc((size_t)rounds, sizeof(*t));
 	if (!t)
 		return 1;
 	for (long k = 0; k < rounds; k++) {
-		t0 = now_ms();
+		t0 = 1e3 * bench_now_s();
 		r = store_policy_rekey(st);
-		t[k] = now_ms() - t0;
+		t[k] = 1e3 * bench_now_s() - t0;
 		if (r < 0)
-			return fail("store_policy_rekey", r);
+			return bench_fail("store_policy_rekey", r);
 	}
 	r = store_dataset_get(st, "ds-000000", &di);
 	if (r < 0 || di.latest_version != 2)
-		return fail("a dataset after the rotations", r < 0 ? r : -EBADMSG);
-	qsort(t, (size_t)rounds, sizeof(*t), cmp);
+		return bench_fail("a dataset after the rotations", r < 0 ? r : -EBADMSG);
+	qsort(t, (size_t)rounds, sizeof(*t), bench_cmp_double);
 	printf("datasets %ld policy %ld rounds %ld generation %llu: rotation median %.1f ms, "
 	       "p90 %.1f ms\n", datasets, policy, rounds,
 	       (unsigned long long)store_record_generation(st), t[rounds / 2],

@@ -19,21 +19,7 @@
 #include "audit/audit_internal.h" /* white-box: seal_record(), for the CPU-only figure */
 #include "common/common.h"
 #include "common/err.h"
-
-static double now_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static int cmp(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-
-	return x < y ? -1 : x > y;
-}
+#include "bench_util.h"
 
 /* Records per second of one round. */
 static double round_of(const char *dir, bool seal, unsigned n)
@@ -54,7 +40,7 @@ static double round_of(const char *dir, bool seal, unsigned n)
 		exit(1);
 	if (audit_syncer_start(log, 100) < 0)
 		exit(1);
-	t0 = now_s();
+	t0 = bench_now_s();
 	for (unsigned i = 0; i < n; i++) {
 		char p[96];
 		json_t *rec;
@@ -72,7 +58,7 @@ static double round_of(const char *dir, bool seal, unsigned n)
 		}
 		json_decref(rec);
 	}
-	t = now_s() - t0;
+	t = bench_now_s() - t0;
 	audit_close(log);
 	/* A fresh log next round. */
 	{
@@ -111,7 +97,7 @@ static json_t *open_rec(unsigned i)
  * CPU the sealing adds to an append (the log's lock is held for it). */
 static double cpu_round(struct audit_log *log, bool seal, unsigned n)
 {
-	double t0 = now_s();
+	double t0 = bench_now_s();
 
 	for (unsigned i = 0; i < n; i++) {
 		json_t *rec = open_rec(i);
@@ -125,7 +111,7 @@ static double cpu_round(struct audit_log *log, bool seal, unsigned n)
 		free(line);
 		json_decref(rec);
 	}
-	return n / (now_s() - t0);
+	return n / (bench_now_s() - t0);
 }
 
 int main(int argc, char **argv)
@@ -146,8 +132,8 @@ int main(int argc, char **argv)
 		printf("round %u: clear %.0f records/s, sealed %.0f records/s\n", i + 1, clear[i],
 		       sealed[i]);
 	}
-	qsort(clear, rounds, sizeof(double), cmp);
-	qsort(sealed, rounds, sizeof(double), cmp);
+	qsort(clear, rounds, sizeof(double), bench_cmp_double);
+	qsort(sealed, rounds, sizeof(double), bench_cmp_double);
 	{
 		static const uint8_t key[AUDIT_SEAL_KEY_LEN] = { 2 };
 		uint8_t pk[AUDIT_AUDITOR_KEY_LEN], sk[AUDIT_AUDITOR_KEY_LEN];
@@ -167,8 +153,8 @@ int main(int argc, char **argv)
 			cs[i] = cpu_round(log, true, n * 5);
 		}
 		audit_close(log);
-		qsort(cc, rounds, sizeof(double), cmp);
-		qsort(cs, rounds, sizeof(double), cmp);
+		qsort(cc, rounds, sizeof(double), bench_cmp_double);
+		qsort(cs, rounds, sizeof(double), bench_cmp_double);
 		printf("cpu only, median: clear %.0f records/s (%.2f us each), sealed %.0f records/s "
 		       "(%.2f us each): sealing adds %.2f us a record\n", cc[rounds / 2],
 		       1e6 / cc[rounds / 2], cs[rounds / 2], 1e6 / cs[rounds / 2],
