@@ -1482,6 +1482,21 @@ int store_integrity(struct store *st, uint64_t dsid, uint32_t version, const cha
 	return -EBADMSG;
 }
 
+void store_test_set_race_hook(struct store *st,
+			      void (*fn)(void *ctx, enum store_race_point where, uint64_t dsid),
+			      void *ctx)
+{
+	st->race_hook = fn;
+	st->race_ctx = ctx;
+}
+
+/* A point where a commit may land (tests make it land there): one load when no hook is set. */
+static void race_point(struct store *st, enum store_race_point where, uint64_t dsid)
+{
+	if (st->race_hook)
+		st->race_hook(st->race_ctx, where, dsid);
+}
+
 /* A lookup's -EBADMSG (a record that does not authenticate or decode) is an integrity failure
  * too: report it through the hook once, with the detail already set. */
 static int integrity_of(struct store *st, uint64_t dsid, uint32_t version, int r)
@@ -1956,6 +1971,18 @@ void store_ring_forget(struct store *st, uint64_t dsid, uint32_t ver, bool datas
 
 /* ---- Datasets: the latest version, checked ------------------------------------------------- */
 
+/* Whether the key ring holds the key of version ver of dsid now. */
+static bool ring_has_version(struct store *st, uint64_t dsid, uint32_t ver)
+{
+	const crypto_key *kv = NULL;
+	bool has;
+
+	pthread_mutex_lock(&st->lock);
+	has = keyring_get(st->ring, KEYRING_VERSION, dsid, ver, &kv) == 0;
+	pthread_mutex_unlock(&st->lock);
+	return has;
+}
+
 /* The record of version ver of dsid, whatever its state, unsealed with the right key: the
  * version's own (format 3: from the ring; none for a version not yet committed), or for an erased
  * version's tombstone the dataset's record key. */
@@ -1964,9 +1991,11 @@ static int version_get_any(struct store *st, uint64_t dsid, uint32_t ver, struct
 	const crypto_key *tomb = NULL;
 	struct ds_keys k = { 0 };
 	int r = store_version_keys(st, dsid, ver, &k);
+	bool no_key = r == -ENOENT;
 
 	if (r < 0 && r != -ENOENT)
 		return r;
+	race_point(st, STORE_RACE_VERSION_KEYS, dsid);
 	store_rekey_rdlock(st);
 	r = st->format >= STORE_FORMAT_VERSION ? store_dataset_rec_key(st, dsid, &tomb) : 0;
 	if (r == -ENOKEY) {
@@ -1987,6 +2016,11 @@ static int version_get_any(struct store *st, uint64_t dsid, uint32_t ver, struct
 	}
 	if (r == 0)
 		r = index_version_get(&st->ix, k.seal, tomb, dsid, ver, ret);
+	/* No key when it was looked up, a committed record when read: its commit landed in between
+	 * (the ring is written before the batch that commits the version). Its key now decides. */
+	if (r == -EBADMSG && no_key && ring_has_version(st, dsid, ver) &&
+	    store_version_keys(st, dsid, ver, &k) == 0)
+		r = index_version_get(&st->ix, k.seal, tomb, dsid, ver, ret);
 	store_rekey_rdunlock(st);
 	return r;
 }
@@ -1996,8 +2030,13 @@ static int version_get_any(struct store *st, uint64_t dsid, uint32_t ver, struct
  * be committed or erased, and no committed version may exist above it. Versions above it may
  * only be PENDING (an import running now, or the remains of one that recovery drops at the next
  * open), and when the ring holds a key for one it must authenticate under it. *ret_live: the
- * newest version that is not erased (0: none). */
-static int dataset_check_latest(struct store *st, const struct dataset_rec *rec,
+ * newest version that is not erased (0: none).
+ *
+ * rec was read before the versions are, so a commit (or the dataset's erasure) landing in
+ * between makes an honest record look behind them. Unless last_try, such a disagreement is
+ * -EAGAIN, reported to nobody: the caller reads the record again and calls once more, and only
+ * then is it an integrity failure (dataset_verify). */
+static int dataset_check_latest(struct store *st, const struct dataset_rec *rec, bool last_try,
 				uint32_t *ret_live)
 {
 	uint64_t id = rec->info.id;
@@ -2008,9 +2047,10 @@ static int dataset_check_latest(struct store *st, const struct dataset_rec *rec,
 	int r = version_get_any(st, id, latest, &vr);
 
 	if (r == -ENOENT || (r == 0 && vr.state == VERSION_PENDING))
-		return store_integrity(st, id, latest,
-				       "dataset %llu names version %u as its latest, which is not a "
-				       "committed version", (unsigned long long)id, latest);
+		return !last_try ? -EAGAIN :
+			store_integrity(st, id, latest,
+					"dataset %llu names version %u as its latest, which is not a "
+					"committed version", (unsigned long long)id, latest);
 	if (r < 0)
 		return integrity_of(st, id, latest, r);
 	/* Below an erased latest, the newest live one. */
@@ -2019,9 +2059,10 @@ static int dataset_check_latest(struct store *st, const struct dataset_rec *rec,
 			break;
 		r = version_get_any(st, id, live, &vr);
 		if (r == -ENOENT || (r == 0 && vr.state == VERSION_PENDING))
-			return store_integrity(st, id, live, "version %u of dataset %llu (latest %u) "
-					       "has no committed record", live,
-					       (unsigned long long)id, latest);
+			return !last_try ? -EAGAIN :
+				store_integrity(st, id, live, "version %u of dataset %llu (latest "
+						"%u) has no committed record", live,
+						(unsigned long long)id, latest);
 		if (r < 0)
 			return integrity_of(st, id, live, r);
 	}
@@ -2039,10 +2080,11 @@ static int dataset_check_latest(struct store *st, const struct dataset_rec *rec,
 			v = get_be32(ik + 8);
 			r = version_get_any(st, id, v, &vr);
 			if (r == 0 && vr.state != VERSION_PENDING)
-				r = store_integrity(st, id, v,
-						    "dataset %llu names version %u as its latest, but "
-						    "version %u above it is committed",
-						    (unsigned long long)id, latest, v);
+				r = !last_try ? -EAGAIN :
+					store_integrity(st, id, v, "dataset %llu names version %u as "
+							"its latest, but version %u above it is "
+							"committed", (unsigned long long)id, latest,
+							v);
 			else if (r < 0)
 				r = integrity_of(st, id, v, r);
 			if (r < 0)
@@ -2056,8 +2098,15 @@ static int dataset_check_latest(struct store *st, const struct dataset_rec *rec,
 	return 0;
 }
 
-/* rec, just read from the index, checked (once per latest version: the result is cached). */
-static int dataset_verify(struct store *st, const struct dataset_rec *rec, uint64_t gen,
+static int dataset_rec_read(struct store *st, const char *name, struct dataset_rec *ret);
+
+/* *rec, read from the index (from a scan's snapshot, the cache or a lookup), checked against its
+ * versions as they are now (once per latest version: the result is cached). When the two
+ * disagree, the record as the index holds it now is read and checked once more: a commit or an
+ * erasure of the dataset may have landed between the reads. Only a disagreement then is an
+ * integrity failure: a record put back from before a commit is behind its versions however often
+ * it is read. *rec becomes the record checked; -ENOENT when the dataset was erased meanwhile. */
+static int dataset_verify(struct store *st, struct dataset_rec *rec, uint64_t gen,
 			  uint32_t *ret_live)
 {
 	struct dskey *d = NULL;
@@ -2065,6 +2114,7 @@ static int dataset_verify(struct store *st, const struct dataset_rec *rec, uint6
 	bool known;
 	int r;
 
+	race_point(st, STORE_RACE_REC_READ, rec->info.id);
 	pthread_mutex_lock(&st->lock);
 	r = dskey_get_locked(st, rec->info.id, rec, &d);
 	known = r == 0 && d->have_rec && d->rec.info.latest_version == rec->info.latest_version &&
@@ -2076,13 +2126,29 @@ static int dataset_verify(struct store *st, const struct dataset_rec *rec, uint6
 	if (r < 0)
 		return integrity_of(st, rec->info.id, 0, r);
 	if (!known) {
-		r = dataset_check_latest(st, rec, &live);
+		r = dataset_check_latest(st, rec, false, &live);
+		if (r == -EAGAIN) {
+			struct dataset_rec now;
+
+			r = dataset_rec_read(st, rec->info.name, &now);
+			if (r == 0 && now.info.id != rec->info.id)
+				r = -ENOENT;   /* erased, and the name given to a new dataset */
+			if (r == -ENOENT)
+				return err_set(-ENOENT, "dataset %s was erased", rec->info.name);
+			if (r < 0)
+				return r;
+			*rec = now;
+			r = dataset_check_latest(st, rec, true, &live);
+		}
 		if (r < 0)
 			return r;
+		race_point(st, STORE_RACE_REC_CHECKED, rec->info.id);
 		pthread_mutex_lock(&st->lock);
-		/* Not when a catch-up came in between (a node): rec may be older than it. */
+		/* Not when a catch-up came in between (a node): rec may be older than it. Nor over a
+		 * newer record that a commit cached meanwhile: the cached latest only moves up (the
+		 * next import numbers its version from it). */
 		d = st->rec_gen == gen ? dskey_find_locked(st, rec->info.id) : NULL;
-		if (d) {
+		if (d && !(d->have_rec && d->rec.info.latest_version > rec->info.latest_version)) {
 			d->rec = *rec;
 			d->have_rec = true;
 			d->live_latest = live;
@@ -2099,11 +2165,6 @@ static int dataset_verify(struct store *st, const struct dataset_rec *rec, uint6
 
 int index_dataset_get(struct store *st, const char *name, struct dataset_rec *ret)
 {
-	uint8_t k[DSKEY_LEN];
-	char *v = NULL;
-	size_t n = 0;
-	int r;
-
 	if (!store_dataset_name_valid(name))
 		return -EINVAL;
 	/* Checked before: served from the cache, with no crypto. */
@@ -2115,6 +2176,17 @@ int index_dataset_get(struct store *st, const char *name, struct dataset_rec *re
 			return 0;
 		}
 	pthread_mutex_unlock(&st->lock);
+	return dataset_rec_read(st, name, ret);
+}
+
+/* The record of dataset name as the index holds it now: never from the cache. */
+static int dataset_rec_read(struct store *st, const char *name, struct dataset_rec *ret)
+{
+	uint8_t k[DSKEY_LEN];
+	char *v = NULL;
+	size_t n = 0;
+	int r;
+
 	/* The name's key, the record and its key, of one record key generation. */
 	store_rekey_rdlock(st);
 	pthread_mutex_lock(&st->lock);
@@ -2218,15 +2290,17 @@ static int collect_rec(void *ctx, const struct dataset_rec *rec)
 {
 	struct rec_list *l = ctx;
 	struct dataset_rec live = *rec;
-	int r = dataset_verify(l->st, rec, l->gen, &live.info.latest_version);
+	uint32_t latest = 0;
+	int r = dataset_verify(l->st, &live, l->gen, &latest);
 
 	/* A dataset that fails its check is left out (the hook has recorded why; a lookup of it by
 	 * name fails with the same error): damage to one dataset must not hide the others, nor stop
-	 * the daemon from answering. */
-	if (r == -EBADMSG)
+	 * the daemon from answering. One erased since the scan began is gone. */
+	if (r == -EBADMSG || r == -ENOENT)
 		return 0;
 	if (r < 0)
 		return r;
+	live.info.latest_version = latest;
 	if (l->n == l->cap) {
 		size_t n = l->cap ? l->cap * 2 : 16;
 		struct dataset_rec *a;

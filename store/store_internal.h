@@ -291,6 +291,15 @@ struct ds_keys {
 	const crypto_key *wrap;   /* wraps its object keys */
 };
 
+/* Where the dataset check can meet a commit of the same dataset (store_test_set_race_hook). */
+enum store_race_point {
+	STORE_RACE_REC_READ,      /* a dataset record read (a scan's snapshot, the cache or the
+				     index), not checked yet (dataset_verify) */
+	STORE_RACE_REC_CHECKED,   /* a record checked against its versions, not yet cached */
+	STORE_RACE_VERSION_KEYS,  /* a version's keys looked up (none: not committed yet), its
+				     record not read yet (version_get_any) */
+};
+
 struct store {
 	int dirfd;                      /* the store directory */
 	int lockfd;                     /* LOCK, flock()ed exclusively while open */
@@ -318,6 +327,10 @@ struct store {
 	void (*catch_up_hook)(void *ctx);
 	void *catch_up_ctx;
 	void *integrity_ctx;
+	/* Tests only (store_test_set_race_hook): called at a point where another thread's commit
+	 * may land, so that a test can make it land there. NULL otherwise. */
+	void (*race_hook)(void *ctx, enum store_race_point where, uint64_t dsid);
+	void *race_ctx;
 	uint64_t integrity_failures;    /* found since the open (atomic) */
 	uint8_t store_id[16];           /* random, from the index; bound into dataset key AD */
 	struct store_index ix;
@@ -489,6 +502,12 @@ int store_open_ex(const char *dir, const crypto_secret *pass, const struct store
  * caller. */
 int store_index_keys(const crypto_key *master, const uint8_t store_id[16], crypto_key **ret_seal,
 		     crypto_key **ret_name);
+/* Tests only: fn(ctx, where, dsid) is called at each point `where` of the dataset check, with
+ * no store lock held (rekey_lock at most shared), so that the test can commit an import of the
+ * same dataset right there (a race made deterministic). NULL: none. */
+void store_test_set_race_hook(struct store *st,
+			      void (*fn)(void *ctx, enum store_race_point where, uint64_t dsid),
+			      void *ctx);
 /* The dataset record stored under name, unsealed (the cache first). -ENOENT, -EBADMSG. */
 int index_dataset_get(struct store *st, const char *name, struct dataset_rec *ret);
 /* Call fn for every dataset record, unsealed and checked (its name against its key), in key
