@@ -5130,7 +5130,7 @@ static void *race_import(void *arg)
 	return NULL;
 }
 
-/* Looks keep up by name and reads its moved file until told to stop. */
+/* Looks keep up by name and reads its moved file, and lists the datasets, until told to stop. */
 static void *race_read(void *arg)
 {
 	struct rekey_race *x = arg;
@@ -5143,7 +5143,7 @@ static void *race_read(void *arg)
 		struct store_object *obj = NULL;
 		struct store_reader *rd = NULL;
 		uint8_t got[7000];
-		int r = store_dataset_get(x->st, "keep", &di);
+		int n = 0, r = store_dataset_get(x->st, "keep", &di);
 
 		if (r == 0)
 			r = store_path_lookup(x->st, di.id, 1, "f", &ino);
@@ -5157,8 +5157,9 @@ static void *race_read(void *arg)
 			r = -EBADMSG;
 		store_reader_free(rd);
 		store_object_close(obj);
-		/* (No listing here: a listing's snapshot of ds's record against ds's versions read
-		 * after it races with the importer's commits, rotation or not.) */
+		/* The listing checks ds too, while the importer commits it. */
+		if (r == 0)
+			r = store_dataset_foreach(x->st, dataset_count, &n);
 		if (r < 0)
 			x->errors++;
 		else
@@ -5284,6 +5285,222 @@ static void test_erase_unrecorded(void **state)
 	assert_int_equal(store_open(f->store, f->pass, NULL, &st), -EBADMSG);
 }
 
+/* ---- The dataset check meets a commit or an erasure of the same dataset ----------------------
+ *
+ * A dataset record is read (from a listing's snapshot, the cache or the index) before its
+ * versions are: a commit landing in between made an honest record look rolled back, and an
+ * integrity failure was reported (THREAT_MODEL 12, before). store_test_set_race_hook() makes the
+ * commit land exactly there. */
+
+struct race {
+	struct fx *f;
+	struct store *st;
+	enum store_race_point where;   /* where the hook acts, once */
+	enum { RACE_COMMIT, RACE_COMMIT_TWICE, RACE_ERASE } what;
+	struct store_import *imp;      /* begun by race_begin(), committed by the hook */
+	uint32_t committed;            /* the version the hook committed last (0: none) */
+	bool armed, busy;
+};
+
+static void race_begin(struct race *x)
+{
+	int dfd = open(x->f->src, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+	assert_true(dfd >= 0);
+	assert_int_equal(store_import_begin(x->st, "ds", NULL, &x->imp), 0);
+	assert_int_equal(store_import_add_tree(x->imp, dfd), 0);
+	close(dfd);
+}
+
+static void race_arm(struct race *x, enum store_race_point where, int what)
+{
+	x->where = where;
+	x->what = what;
+	x->armed = true;
+	x->committed = 0;
+}
+
+static void race_commit(struct race *x)
+{
+	assert_int_equal(store_import_commit(x->imp, &x->committed), 0);
+	store_import_free(x->imp);
+	x->imp = NULL;
+}
+
+static void race_hook(void *ctx, enum store_race_point where, uint64_t dsid)
+{
+	struct race *x = ctx;
+	struct store_erasure e;
+
+	(void)dsid;
+	/* Not in the checks the hook's own calls make. */
+	if (x->busy || !x->armed || where != x->where)
+		return;
+	x->busy = true;
+	x->armed = false;
+	switch (x->what) {
+	case RACE_COMMIT:
+		race_commit(x);
+		break;
+	case RACE_COMMIT_TWICE:
+		/* This one now, the next just after the check, before its result is cached. */
+		race_commit(x);
+		race_begin(x);
+		race_arm(x, STORE_RACE_REC_CHECKED, RACE_COMMIT);
+		break;
+	case RACE_ERASE:
+		assert_int_equal(store_erase(x->st, "ds", 0, &e), 0);
+		assert_int_equal(store_erase_recorded(x->st, e.dataset_id, 0), 0);
+		store_erasure_free(&e);
+		break;
+	}
+	x->busy = false;
+}
+
+static int latest_of_ds(void *ctx, const struct store_dataset_info *info)
+{
+	if (strcmp(info->name, "ds") == 0)
+		*(uint32_t *)ctx = info->latest_version;
+	return 0;
+}
+
+/* A lookup, a listing and a version lookup each meet a commit of their dataset in the middle:
+ * each answers with the new version, and no integrity failure is reported. Fails without the
+ * record read again (dataset_verify), without the key looked up again (version_get_any), and
+ * without the cached latest kept from going down. */
+static void test_latest_check_meets_commit(void **state)
+{
+	struct fx *f = *state;
+	struct store_dataset_info di;
+	struct store_version_info vi;
+	struct hook_log h = { 0 };
+	struct race x = { .f = f };
+	struct store *st = fx_create(f);
+	uint32_t latest = 0;
+
+	x.st = st;
+	put_text(f->src, "a.txt", "one\n");
+	assert_int_equal(import_src(st, "ds", f->src, NULL), 1);
+	store_set_integrity_hook(st, hook_cb, &h);
+	store_test_set_race_hook(st, race_hook, &x);
+
+	/* A lookup: its record (version 1) from the cache; version 2 commits before the check. */
+	race_begin(&x);
+	race_arm(&x, STORE_RACE_REC_READ, RACE_COMMIT);
+	assert_int_equal(store_dataset_get(st, "ds", &di), 0);
+	assert_int_equal(x.committed, 2);
+	assert_int_equal(di.latest_version, 2);
+
+	/* A listing: its record (version 2) from the scan's snapshot; version 3 commits. */
+	race_begin(&x);
+	race_arm(&x, STORE_RACE_REC_READ, RACE_COMMIT);
+	assert_int_equal(store_dataset_foreach(st, latest_of_ds, &latest), 0);
+	assert_int_equal(x.committed, 3);
+	assert_int_equal(latest, 3);
+
+	/* Version 4 looked up while it commits: no key when looked up, committed when read. */
+	race_begin(&x);
+	race_arm(&x, STORE_RACE_VERSION_KEYS, RACE_COMMIT);
+	assert_int_equal(store_version_get(st, di.id, 4, &vi), 0);
+	assert_int_equal(x.committed, 4);
+	assert_int_equal(vi.version, 4);
+
+	/* Two commits in one lookup: 5 before the check (which then reads the record again), 6
+	 * after it, before its result is cached. The lookup answers 5, as of when it looked; the
+	 * cache keeps 6, from which the next import is numbered (7, never 6 again). */
+	race_begin(&x);
+	race_arm(&x, STORE_RACE_REC_READ, RACE_COMMIT_TWICE);
+	assert_int_equal(store_dataset_get(st, "ds", &di), 0);
+	assert_int_equal(x.committed, 6);
+	assert_int_equal(di.latest_version, 5);
+	assert_int_equal(store_dataset_get(st, "ds", &di), 0);
+	assert_int_equal(di.latest_version, 6);
+	assert_int_equal(import_src(st, "ds", f->src, NULL), 7);
+
+	assert_int_equal(h.calls, 0);
+	assert_int_equal(store_integrity_failures(st), 0);
+	store_test_set_race_hook(st, NULL, NULL);
+	store_close(st);
+	/* And the store the races left is whole. */
+	st = fx_open(f);
+	store_set_integrity_hook(st, hook_cb, &h);
+	assert_int_equal(store_dataset_get(st, "ds", &di), 0);
+	assert_int_equal(di.latest_version, 7);
+	for (uint32_t v = 1; v <= 7; v++)
+		assert_int_equal(store_version_get(st, di.id, v, &vi), 0);
+	assert_int_equal(h.calls, 0);
+	store_close(st);
+}
+
+/* A listing that checks a dataset while it is erased whole (its record from the scan's snapshot,
+ * its versions gone): the dataset is left out, and no integrity failure is reported. */
+static void test_latest_check_meets_erasure(void **state)
+{
+	struct fx *f = *state;
+	struct hook_log h = { 0 };
+	struct race x = { .f = f };
+	struct store *st = fx_create(f);
+	int count = 0;
+
+	put_text(f->src, "a.txt", "one\n");
+	assert_int_equal(import_src(st, "ds", f->src, NULL), 1);
+	assert_int_equal(import_src(st, "ds", f->src, NULL), 2);
+	store_close(st);
+	/* Opened again: nothing checked yet, the listing checks ds's versions. */
+	st = fx_open(f);
+	x.st = st;
+	store_set_integrity_hook(st, hook_cb, &h);
+	store_test_set_race_hook(st, race_hook, &x);
+	race_arm(&x, STORE_RACE_VERSION_KEYS, RACE_ERASE);
+	assert_int_equal(store_dataset_foreach(st, dataset_count, &count), 0);
+	assert_false(x.armed);   /* the erasure happened in the middle of the check */
+	assert_int_equal(count, 0);
+	assert_int_equal(h.calls, 0);
+	assert_int_equal(store_integrity_failures(st), 0);
+	store_test_set_race_hook(st, NULL, NULL);
+	store_close(st);
+}
+
+/* A real rollback is still caught: the dataset record of version 1 put back under the running
+ * store, while version 2 is committed and cached. The listing reads the old record from its
+ * snapshot, finds version 2 above it, reads the record again from the index (the same old one)
+ * and reports it, once; so does a lookup after a new open (the record from the index). */
+static void test_latest_check_rollback_live(void **state)
+{
+	struct fx *f = *state;
+	struct store_dataset_info di;
+	struct hook_log h = { 0 };
+	struct store *st = fx_create(f);
+	uint8_t dk[DSKEY_LEN];
+	char *old = NULL;
+	size_t n = 0;
+	int count = 0;
+
+	put_text(f->src, "a.txt", "one\n");
+	assert_int_equal(import_src(st, "ds", f->src, NULL), 1);
+	assert_int_equal(import_src(st, "other", f->src, NULL), 1);
+	dskey_hash(st->ix_name, "ds", dk);
+	assert_int_equal(index_get(&st->ix, CF_DATASETS, dk, sizeof(dk), &old, &n), 0);
+	assert_int_equal(import_src(st, "ds", f->src, NULL), 2);
+	store_set_integrity_hook(st, hook_cb, &h);
+	raw_put(&st->ix, CF_DATASETS, dk, sizeof(dk), old, n);
+	assert_int_equal(store_dataset_foreach(st, dataset_count, &count), 0);
+	assert_int_equal(count, 1);   /* other only */
+	assert_int_equal(h.calls, 1);
+	assert_int_equal(store_integrity_failures(st), 1);
+	assert_non_null(strstr(h.what, "names version 1 as its latest, but version 2 above it is "
+				       "committed"));
+	store_close(st);
+	st = fx_open(f);
+	store_set_integrity_hook(st, hook_cb, &h);
+	expect_integrity(store_dataset_get(st, "ds", &di), &h, 1);
+	assert_int_equal(h.calls, 2);
+	assert_int_equal(store_integrity_failures(st), 1);
+	assert_non_null(strstr(h.what, "above it is committed"));
+	store_close(st);
+	free(old);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -5355,6 +5572,9 @@ int main(void)
 		T(test_rekey_crash_records),
 		T(test_rekey_from_policy_only),
 		T(test_rekey_concurrent),
+		T(test_latest_check_meets_commit),
+		T(test_latest_check_meets_erasure),
+		T(test_latest_check_rollback_live),
 #undef T
 	};
 
