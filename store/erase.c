@@ -228,13 +228,26 @@ static int erasure_key_ids_locked(struct store *st, uint64_t dsid, uint32_t ver,
 	return r;
 }
 
-/* Remove the erased keys from the ring in memory (the names key switched when a whole dataset
- * goes), write it, and finish: the marker becomes `after` (phase 2: the caller records the
+/* ix_name becomes kn (taken). With st->lock held (and names_lock exclusively, or no reader yet). */
+static void names_key_switch_locked(struct store *st, crypto_key *kn)
+{
+	/* A lookup running now may hold the old name key: it is freed at close. */
+	if (st->nretired < ARRAY_SIZE(st->retired))
+		st->retired[st->nretired++] = st->ix_name;
+	else
+		crypto_key_free(st->ix_name);
+	st->ix_name = kn;
+}
+
+/* Remove the erased keys from the ring in memory (the names key replaced when a whole dataset
+ * goes; ix_name switched to it unless names_switched, as store_erase() does at its batch), write
+ * it, and finish: the marker becomes `after` (phase 2: the caller records the
  * erasure, then store_erase_recorded()), or goes when after is NULL (a legacy marker), and the
  * ring's generation is recorded; then the files are purged. With the new ring's generation and
  * digest into e when e is not NULL. */
 static int ring_destroy_and_finish(struct store *st, uint64_t dsid, uint32_t ver,
-				   const uint8_t *after, size_t after_len, struct store_erasure *e)
+				   bool names_switched, const uint8_t *after, size_t after_len,
+				   struct store_erasure *e)
 {
 	struct ring_versions rv = { .dsid = dsid };
 	rocksdb_writebatch_t *wb = NULL;
@@ -252,7 +265,7 @@ static int ring_destroy_and_finish(struct store *st, uint64_t dsid, uint32_t ver
 		/* The name key the index was re-keyed to replaces the old one. */
 		if (keyring_get(st->ring, KEYRING_NAMES_NEXT, 0, 0, &k) == 0) {
 			r = crypto_key_from_bytes(crypto_key_bytes(k), &next);
-			if (r == 0)
+			if (r == 0 && !names_switched)
 				r = store_names_key_of_locked(st, next, &kn);
 			if (r == 0) {
 				r = keyring_put(st->ring, KEYRING_NAMES, 0, 0, next);
@@ -267,12 +280,7 @@ static int ring_destroy_and_finish(struct store *st, uint64_t dsid, uint32_t ver
 	if (r == 0)
 		r = keyring_commit(st->ring, st->keys_dirfd, st->master);
 	if (r == 0 && kn) {
-		/* A lookup running now may hold the old name key: it is freed at close. */
-		if (st->nretired < ARRAY_SIZE(st->retired))
-			st->retired[st->nretired++] = st->ix_name;
-		else
-			crypto_key_free(st->ix_name);
-		st->ix_name = kn;
+		names_key_switch_locked(st, kn);
 		kn = NULL;
 	}
 	if (r == 0 && e) {
@@ -344,7 +352,7 @@ int store_erase_recover(struct store *st)
 		free(v);
 		if (dsid == 0)
 			return err_set(-EBADMSG, "index: malformed erasure marker");
-		return ring_destroy_and_finish(st, dsid, ver, NULL, 0, NULL);
+		return ring_destroy_and_finish(st, dsid, ver, false, NULL, 0, NULL);
 	}
 	r = marker_decode((const uint8_t *)v, n, &e, &phase);
 	free(v);
@@ -355,7 +363,8 @@ int store_erase_recover(struct store *st)
 		 * destroyed now; the daemon records the erasure (store_erase_unrecorded()). */
 		r = marker_encode(&e, ERASE_PHASE_UNRECORDED, &after, &an);
 		if (r == 0)
-			r = ring_destroy_and_finish(st, e.dataset_id, e.version, after, an, NULL);
+			r = ring_destroy_and_finish(st, e.dataset_id, e.version, false, after, an,
+						    NULL);
 	} else {
 		/* Killed after the keys went: the purge again (a crash may have stopped it). */
 		r = purge(st, e.dataset_id, e.version);
@@ -653,8 +662,20 @@ int store_erase(struct store *st, const char *name, uint32_t version, struct sto
 		goto out;
 	}
 	write_marker(wb, st, mark, mark_len);
-	/* 1. The records go, the marker names the erasure. */
+	/* 1. The records go, the marker names the erasure. A whole dataset's batch moves every
+	 * other dataset's record to the next name key, and the lookups follow it at once: no
+	 * reader sees the records under one key while hashing names with the other. */
+	if (!version)
+		pthread_rwlock_wrlock(&st->names_lock);
 	r = index_write(&st->ix, wb, true);
+	if (r == 0 && !version) {
+		pthread_mutex_lock(&st->lock);
+		names_key_switch_locked(st, next_kn);
+		next_kn = NULL;
+		pthread_mutex_unlock(&st->lock);
+	}
+	if (!version)
+		pthread_rwlock_unlock(&st->names_lock);
 	if (r < 0) {
 		if (!version)
 			goto out_names;
@@ -662,7 +683,7 @@ int store_erase(struct store *st, const char *name, uint32_t version, struct sto
 	}
 	/* 2-4. The keys are destroyed, the marker says so, the files purged. The marker stays
 	 * until the caller has recorded the erasure (store_erase_recorded()). */
-	r = ring_destroy_and_finish(st, di.id, version, after, after_len, &e);
+	r = ring_destroy_and_finish(st, di.id, version, !version, after, after_len, &e);
 	if (r < 0)
 		goto out;
 	*ret = e;

@@ -521,6 +521,7 @@ static int store_alloc(struct store **ret)
 		pthread_rwlockattr_init(&a);
 		pthread_rwlockattr_setkind_np(&a, PTHREAD_RWLOCK_PREFER_READER_NP);
 		pthread_rwlock_init(&st->rekey_lock, &a);
+		pthread_rwlock_init(&st->names_lock, &a);
 		pthread_rwlockattr_destroy(&a);
 	}
 	*ret = st;
@@ -1226,6 +1227,7 @@ void store_close(struct store *st)
 	pthread_mutex_destroy(&st->lock);
 	pthread_mutex_destroy(&st->import_lock);
 	pthread_rwlock_destroy(&st->rekey_lock);
+	pthread_rwlock_destroy(&st->names_lock);
 	free(st);
 }
 
@@ -1661,8 +1663,9 @@ static int dataset_recs_foreach(struct store *st, bool skip_bad,
 	rocksdb_iterator_t *it;
 	int r = 0;
 
-	/* The iterator's view and the keys, of one record key generation. */
+	/* The iterator's view and the keys, of one record key generation and one name key. */
 	store_rekey_rdlock(st);
+	pthread_rwlock_rdlock(&st->names_lock);
 	it = rocksdb_create_iterator_cf(st->ix.db, st->ix.ro, st->ix.cf[CF_DATASETS]);
 
 	for (rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
@@ -1682,6 +1685,7 @@ static int dataset_recs_foreach(struct store *st, bool skip_bad,
 			break;
 	}
 	r = index_iter_close(it, r, "scan of datasets");
+	pthread_rwlock_unlock(&st->names_lock);
 	store_rekey_rdunlock(st);
 	return r;
 }
@@ -2187,8 +2191,10 @@ static int dataset_rec_read(struct store *st, const char *name, struct dataset_r
 	size_t n = 0;
 	int r;
 
-	/* The name's key, the record and its key, of one record key generation. */
+	/* The name's key, the record and its key, of one record key generation and one name
+	 * key. */
 	store_rekey_rdlock(st);
+	pthread_rwlock_rdlock(&st->names_lock);
 	pthread_mutex_lock(&st->lock);
 	r = st->ix_name ? 0 : -ENOKEY;
 	if (r == 0)
@@ -2200,6 +2206,7 @@ static int dataset_rec_read(struct store *st, const char *name, struct dataset_r
 		r = index_get(&st->ix, CF_DATASETS, k, sizeof(k), &v, &n);
 	if (r == 0)
 		r = dataset_unseal(st, k, sizeof(k), v, n, ret);
+	pthread_rwlock_unlock(&st->names_lock);
 	store_rekey_rdunlock(st);
 	free(v);
 	if (r == 0 && strcmp(ret->info.name, name) != 0)
@@ -2295,7 +2302,7 @@ static int collect_rec(void *ctx, const struct dataset_rec *rec)
 
 	/* A dataset that fails its check is left out (the hook has recorded why; a lookup of it by
 	 * name fails with the same error): damage to one dataset must not hide the others, nor stop
-	 * the daemon from answering. One erased since the scan began is gone. */
+	 * the daemon from answering. One whose record is gone when read again is left out too. */
 	if (r == -EBADMSG || r == -ENOENT)
 		return 0;
 	if (r < 0)

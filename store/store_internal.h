@@ -310,7 +310,8 @@ struct store {
 	crypto_key *ix_name;            /* store-wide name-hash key (dataset keys): format 3 Kn
 					   of record key generation rgen; NULL when this node
 					   lacks that generation's key; owned. Replaced only with
-					   rekey_lock held exclusively, or by an erasure (retired) */
+					   rekey_lock held exclusively, or by a whole-dataset
+					   erasure with names_lock held exclusively (retired) */
 	/* Held shared by whoever seals or unseals a record under the record key generation
 	 * (dataset records, tombstones, move records: docs/FORMAT.md 3.7) from reading the
 	 * generation's keys to writing or reading the record; exclusively by the node removal's
@@ -318,6 +319,12 @@ struct store {
 	 * nobody pairs an old key with a new record. Taken before st->lock, never under it.
 	 * Reader-preferring: a reader may take it again while holding it. */
 	pthread_rwlock_t rekey_lock;
+	/* Held shared by whoever hashes a dataset name with ix_name to read its record, and for a
+	 * whole scan of the dataset records; exclusively by a whole-dataset erasure from the batch
+	 * that moves every other record to the next name key until ix_name is that key: no reader
+	 * pairs one name key with records stored under the other (a scan's snapshot before the
+	 * batch, the key after it). Taken after rekey_lock, before st->lock. Reader-preferring. */
+	pthread_rwlock_t names_lock;
 	/* Called on every integrity failure found in the index (store_set_integrity_hook). */
 	void (*integrity_hook)(void *ctx, uint64_t dsid, uint32_t version, const char *what);
 	/* Called after every commit of the key ring (store_set_ring_hook). */

@@ -5296,11 +5296,45 @@ struct race {
 	struct fx *f;
 	struct store *st;
 	enum store_race_point where;   /* where the hook acts, once */
-	enum { RACE_COMMIT, RACE_COMMIT_TWICE, RACE_ERASE } what;
+	enum { RACE_COMMIT, RACE_COMMIT_TWICE, RACE_ERASE, RACE_ERASE_THREAD } what;
+	const char *erase;             /* RACE_ERASE: the dataset erased whole (NULL: ds) */
 	struct store_import *imp;      /* begun by race_begin(), committed by the hook */
 	uint32_t committed;            /* the version the hook committed last (0: none) */
 	bool armed, busy;
+	/* RACE_ERASE_THREAD: the erasure runs in eraser(), which the hook starts and waits for
+	 * (at most a second: with the fix it waits for the listing to end). */
+	pthread_mutex_t m;
+	pthread_cond_t c;
+	bool go, done;
+	int erase_r;
 };
+
+static void race_erase(struct race *x)
+{
+	struct store_erasure e;
+
+	x->erase_r = store_erase(x->st, x->erase ? x->erase : "ds", 0, &e);
+	if (x->erase_r == 0)
+		x->erase_r = store_erase_recorded(x->st, e.dataset_id, 0);
+	if (x->erase_r == 0)
+		store_erasure_free(&e);
+}
+
+static void *eraser(void *arg)
+{
+	struct race *x = arg;
+
+	pthread_mutex_lock(&x->m);
+	while (!x->go)
+		pthread_cond_wait(&x->c, &x->m);
+	pthread_mutex_unlock(&x->m);
+	race_erase(x);
+	pthread_mutex_lock(&x->m);
+	x->done = true;
+	pthread_cond_broadcast(&x->c);
+	pthread_mutex_unlock(&x->m);
+	return NULL;
+}
 
 static void race_begin(struct race *x)
 {
@@ -5330,7 +5364,7 @@ static void race_commit(struct race *x)
 static void race_hook(void *ctx, enum store_race_point where, uint64_t dsid)
 {
 	struct race *x = ctx;
-	struct store_erasure e;
+	struct timespec until;
 
 	(void)dsid;
 	/* Not in the checks the hook's own calls make. */
@@ -5349,9 +5383,18 @@ static void race_hook(void *ctx, enum store_race_point where, uint64_t dsid)
 		race_arm(x, STORE_RACE_REC_CHECKED, RACE_COMMIT);
 		break;
 	case RACE_ERASE:
-		assert_int_equal(store_erase(x->st, "ds", 0, &e), 0);
-		assert_int_equal(store_erase_recorded(x->st, e.dataset_id, 0), 0);
-		store_erasure_free(&e);
+		race_erase(x);
+		assert_int_equal(x->erase_r, 0);
+		break;
+	case RACE_ERASE_THREAD:
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_sec += 1;
+		pthread_mutex_lock(&x->m);
+		x->go = true;
+		pthread_cond_broadcast(&x->c);
+		while (!x->done && pthread_cond_timedwait(&x->c, &x->m, &until) == 0)
+			;
+		pthread_mutex_unlock(&x->m);
 		break;
 	}
 	x->busy = false;
@@ -5432,29 +5475,29 @@ static void test_latest_check_meets_commit(void **state)
 	store_close(st);
 }
 
-/* A listing that checks a dataset while it is erased whole (its record from the scan's snapshot,
- * its versions gone): the dataset is left out, and no integrity failure is reported. */
+/* A lookup that checks a dataset while it is erased whole (its record read, its versions gone
+ * when they are read): -ENOENT, and no integrity failure is reported. (A listing holds
+ * names_lock for its scan, which a whole erasure waits for: test_listing_meets_name_key_switch.) */
 static void test_latest_check_meets_erasure(void **state)
 {
 	struct fx *f = *state;
+	struct store_dataset_info di;
 	struct hook_log h = { 0 };
 	struct race x = { .f = f };
 	struct store *st = fx_create(f);
-	int count = 0;
 
 	put_text(f->src, "a.txt", "one\n");
 	assert_int_equal(import_src(st, "ds", f->src, NULL), 1);
 	assert_int_equal(import_src(st, "ds", f->src, NULL), 2);
 	store_close(st);
-	/* Opened again: nothing checked yet, the listing checks ds's versions. */
+	/* Opened again: nothing checked yet, the lookup checks ds's versions. */
 	st = fx_open(f);
 	x.st = st;
 	store_set_integrity_hook(st, hook_cb, &h);
 	store_test_set_race_hook(st, race_hook, &x);
 	race_arm(&x, STORE_RACE_VERSION_KEYS, RACE_ERASE);
-	assert_int_equal(store_dataset_foreach(st, dataset_count, &count), 0);
+	assert_int_equal(store_dataset_get(st, "ds", &di), -ENOENT);
 	assert_false(x.armed);   /* the erasure happened in the middle of the check */
-	assert_int_equal(count, 0);
 	assert_int_equal(h.calls, 0);
 	assert_int_equal(store_integrity_failures(st), 0);
 	store_test_set_race_hook(st, NULL, NULL);
@@ -5499,6 +5542,62 @@ static void test_latest_check_rollback_live(void **state)
 	assert_non_null(strstr(h.what, "above it is committed"));
 	store_close(st);
 	free(old);
+}
+
+static int key_order(const void *a, const void *b)
+{
+	return memcmp(a, b, DSKEY_LEN);
+}
+
+/* A listing during the whole erasure of another dataset, which moves every other dataset's record
+ * to a new name key: the erasure starts (another thread) while the first dataset in key order is
+ * checked, and erases the last one. Before names_lock, it ran to its end at once: the records
+ * still to come in the scan's snapshot were under the old name key ("stored under another name's
+ * key") and the erased one's key was gone ("has a record but no key"), each an integrity failure.
+ * Now it waits for the scan: the listing shows the four datasets as they were, the next one the
+ * three left, and nothing is reported. */
+static void test_listing_meets_name_key_switch(void **state)
+{
+	struct fx *f = *state;
+	struct hook_log h = { 0 };
+	struct race x = { .f = f };
+	struct store *st = fx_create(f);
+	const char *names[4] = { "a", "b", "c", "d" };
+	uint8_t keys[4][DSKEY_LEN + 1];   /* the name's key, then its index in names */
+	int count = 0;
+	pthread_t t;
+
+	put_text(f->src, "a.txt", "one\n");
+	for (int i = 0; i < 4; i++) {
+		assert_int_equal(import_src(st, names[i], f->src, NULL), 1);
+		dskey_hash(st->ix_name, names[i], keys[i]);
+		keys[i][DSKEY_LEN] = (uint8_t)i;
+	}
+	qsort(keys, 4, sizeof(keys[0]), key_order);
+	x.st = st;
+	x.erase = names[keys[3][DSKEY_LEN]];
+	pthread_mutex_init(&x.m, NULL);
+	pthread_cond_init(&x.c, NULL);
+	assert_int_equal(pthread_create(&t, NULL, eraser, &x), 0);
+	store_set_integrity_hook(st, hook_cb, &h);
+	store_test_set_race_hook(st, race_hook, &x);
+	race_arm(&x, STORE_RACE_REC_READ, RACE_ERASE_THREAD);
+	assert_int_equal(store_dataset_foreach(st, dataset_count, &count), 0);
+	assert_false(x.armed);
+	pthread_join(t, NULL);
+	assert_int_equal(x.erase_r, 0);
+	if (h.calls)
+		fprintf(stderr, "integrity: %d, the last: %s\n", h.calls, h.what);
+	assert_int_equal(h.calls, 0);
+	assert_int_equal(count, 4);
+	count = 0;
+	assert_int_equal(store_dataset_foreach(st, dataset_count, &count), 0);
+	assert_int_equal(count, 3);
+	assert_int_equal(h.calls, 0);
+	store_test_set_race_hook(st, NULL, NULL);
+	store_close(st);
+	pthread_cond_destroy(&x.c);
+	pthread_mutex_destroy(&x.m);
 }
 
 int main(void)
@@ -5575,6 +5674,7 @@ int main(void)
 		T(test_latest_check_meets_commit),
 		T(test_latest_check_meets_erasure),
 		T(test_latest_check_rollback_live),
+		T(test_listing_meets_name_key_switch),
 #undef T
 	};
 
