@@ -4,11 +4,21 @@
  *
  * Not a test: run by scripts/bench-dedup.sh. Prints one line:
  *   store-layer v1 SECONDS v2 SECONDS ratio R added BYTES
- * Usage: bench_dedup STORE_DIR SOURCE_DIR CHANGED_FILE
+ * Usage: bench_dedup [--claims] [--versions N] STORE_DIR SOURCE_DIR CHANGED_FILE
  *   STORE_DIR must not exist; CHANGED_FILE (inside SOURCE_DIR) gets new content of the same size
  *   between the two imports.
+ *   --claims: the tree is imported the way the daemon does it, not by store_import_add_tree():
+ *   files with their descriptors in batches of STORE_IMPORT_BATCH_MAX (import.files, heads
+ *   shown to a divert predicate) when there is no version to share from, else told of by their
+ *   fstatat() in batches of STORE_IMPORT_CLAIM_MAX (import.stat), a descriptor only for those
+ *   the importer asks for.
+ *   --versions N: N imports of the tree (CHANGED_FILE changed before each after the first); a
+ *   line per version to stderr with its time and that of its begin (the scan of the previous
+ *   version), to see whether an import slows as versions accumulate.
  */
+#include <dirent.h>
 #include <errno.h>
+#include <stdbool.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +31,15 @@
 #include "common/common.h"
 #include "common/err.h"
 #include "store/store.h"
+
+/* CPU seconds of this process so far, every thread. */
+static double cpu_s(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+	return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
 
 static double now_s(void)
 {
@@ -51,7 +70,136 @@ static uint64_t dir_bytes(const char *dir)
 	return n;
 }
 
-static double import_tree(struct store *st, const char *src)
+/* An import.stat batch being filled (--claims). */
+struct claims {
+	struct store_import *imp;
+	int dfd[STORE_IMPORT_CLAIM_MAX];           /* the directory each file is in; borrowed */
+	char *names[STORE_IMPORT_CLAIM_MAX];       /* its name there; owned */
+	char *paths[STORE_IMPORT_CLAIM_MAX];       /* its path in the dataset; owned */
+	struct stat sts[STORE_IMPORT_CLAIM_MAX];
+	size_t n;
+	bool stamps;                               /* import.stat, else import.files */
+};
+
+/* The daemon's divert predicate sees each head (the Crypt4GH magic); none is one here. */
+static bool no_divert(const uint8_t *head, size_t len)
+{
+	(void)head;
+	(void)len;
+	return false;
+}
+
+/* Tell the importer of the batch's files by their stat and give a descriptor for each it asks
+ * for (with stamps), or give them all with their descriptors as import.files does (without). */
+static void claims_flush(struct claims *c)
+{
+	bool need[STORE_IMPORT_CLAIM_MAX];
+	int fds[STORE_IMPORT_CLAIM_MAX];
+	const char *paths[STORE_IMPORT_CLAIM_MAX];
+	struct stat sts[STORE_IMPORT_CLAIM_MAX];
+	size_t k = 0;
+	int r;
+
+	if (c->n == 0)
+		return;
+	if (c->stamps) {
+		r = store_import_add_claimed(c->imp, c->n, (const char *const *)c->paths, c->sts,
+					     true, need);
+		if (r < 0)
+			die("store_import_add_claimed", r);
+	} else {
+		memset(need, 1, sizeof(need));
+	}
+	for (size_t i = 0; i <= c->n; i++) {
+		if (k == STORE_IMPORT_BATCH_MAX || (i == c->n && k)) {
+			r = store_import_add_files(c->imp, k, paths, fds, sts, no_divert);
+			if (r < 0)
+				die("store_import_add_files", r);
+			for (size_t j = 0; j < k; j++)
+				close(fds[j]);
+			k = 0;
+		}
+		if (i == c->n || !need[i])
+			continue;
+		fds[k] = openat(c->dfd[i], c->names[i], O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+		if (fds[k] < 0)
+			die(c->paths[i], -errno);
+		paths[k] = c->paths[i];
+		sts[k++] = c->sts[i];
+	}
+	for (size_t i = 0; i < c->n; i++) {
+		free(c->names[i]);
+		free(c->paths[i]);
+	}
+	c->n = 0;
+}
+
+static int name_cmp(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Walk the directory dfd (path rel in the dataset) as enclavectl does: sorted names, a
+ * directory added before what is in it, files in claim batches. */
+static void claims_walk(struct claims *c, int dfd, const char *rel)
+{
+	int fd = openat(dfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+	char **names = NULL;
+	size_t count = 0, cap = 0;
+
+	if (!d)
+		die(rel, -errno);
+	for (struct dirent *de; (de = readdir(d));) {
+		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+			continue;
+		if (count == cap) {
+			cap = cap ? 2 * cap : 64;
+			names = realloc(names, cap * sizeof(*names));
+			if (!names)
+				die("realloc", -ENOMEM);
+		}
+		names[count++] = strdup(de->d_name);
+	}
+	qsort(names, count, sizeof(*names), name_cmp);
+	for (size_t i = 0; i < count; i++) {
+		char path[STORE_PATH_MAX + 1];
+		struct stat s;
+
+		snprintf(path, sizeof(path), "%s%s%s", rel, *rel ? "/" : "", names[i]);
+		if (fstatat(dirfd(d), names[i], &s, AT_SYMLINK_NOFOLLOW) < 0)
+			die(path, -errno);
+		if (S_ISDIR(s.st_mode)) {
+			int cfd = openat(dirfd(d), names[i], O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+			int r;
+
+			if (cfd < 0)
+				die(path, -errno);
+			r = store_import_add_dir(c->imp, path, s.st_mode,
+						 (int64_t)s.st_mtim.tv_sec * 1000000000 +
+							 s.st_mtim.tv_nsec);
+			if (r < 0)
+				die("store_import_add_dir", r);
+			claims_walk(c, cfd, path);
+			claims_flush(c);   /* before its descriptor goes */
+			close(cfd);
+		} else {
+			c->dfd[c->n] = dirfd(d);
+			c->names[c->n] = strdup(names[i]);
+			c->paths[c->n] = strdup(path);
+			c->sts[c->n] = s;
+			if (++c->n == STORE_IMPORT_CLAIM_MAX)
+				claims_flush(c);
+		}
+		free(names[i]);
+	}
+	claims_flush(c);
+	free(names);
+	closedir(d);
+}
+
+static double import_tree(struct store *st, const char *src, bool claims, double *ret_begin,
+			  struct store_import_stats *ret_stats)
 {
 	struct store_import *imp = NULL;
 	uint32_t ver;
@@ -61,15 +209,44 @@ static double import_tree(struct store *st, const char *src)
 	if (dfd < 0)
 		die(src, -errno);
 	r = store_import_begin(st, "bench", NULL, &imp);
-	if (r == 0)
+	*ret_begin = now_s() - t0;
+	if (r == 0 && claims) {
+		static struct claims c;
+
+		c.imp = imp;
+		c.stamps = store_import_stamps(imp);
+		claims_walk(&c, dfd, "");
+	} else if (r == 0) {
 		r = store_import_add_tree(imp, dfd);
+	}
 	if (r == 0)
 		r = store_import_commit(imp, &ver);
 	if (r < 0)
 		die("import", r);
+	store_import_get_stats(imp, ret_stats);
 	store_import_free(imp);
 	close(dfd);
 	return now_s() - t0;
+}
+
+/* Give path new content of the same size. */
+static void change_file(const char *path)
+{
+	struct stat sb;
+	uint8_t *b;
+	int w;
+
+	if (stat(path, &sb) < 0)
+		die(path, -errno);
+	b = malloc((size_t)sb.st_size + 1);
+	w = open(path, O_WRONLY | O_TRUNC | O_CLOEXEC);
+	if (!b || w < 0)
+		die(path, -errno);
+	crypto_random(b, (size_t)sb.st_size);
+	if (pwrite_all(w, b, (size_t)sb.st_size, 0) < 0)
+		die(path, -EIO);
+	close(w);
+	free(b);
 }
 
 int main(int argc, char **argv)
@@ -78,13 +255,27 @@ int main(int argc, char **argv)
 	crypto_secret *pass = NULL;
 	struct store *st = NULL;
 	char packs[4200];
-	double t1, t2;
+	struct store_import_stats stats;
+	double t1, t2 = 0, b;
 	uint64_t p1, p2;
-	struct stat sb;
+	unsigned long versions = 2;
+	bool claims = false;
 	int fd, r;
 
-	if (argc != 4) {
-		fprintf(stderr, "usage: bench_dedup STORE_DIR SOURCE_DIR CHANGED_FILE\n");
+	while (argc > 1 && argv[1][0] == '-') {
+		if (strcmp(argv[1], "--claims") == 0) {
+			claims = true;
+		} else if (strcmp(argv[1], "--versions") == 0 && argc > 2) {
+			versions = strtoul(argv[2], NULL, 10);
+			argc--, argv++;
+		} else {
+			break;
+		}
+		argc--, argv++;
+	}
+	if (argc != 4 || versions < 2) {
+		fprintf(stderr, "usage: bench_dedup [--claims] [--versions N >= 2] STORE_DIR "
+				"SOURCE_DIR CHANGED_FILE\n");
 		return 2;
 	}
 	if (crypto_init() < 0)
@@ -100,24 +291,27 @@ int main(int argc, char **argv)
 	if (r < 0)
 		die("store_create", r);
 	snprintf(packs, sizeof(packs), "%s/packs", argv[1]);
-	t1 = import_tree(st, argv[2]);
+	t1 = import_tree(st, argv[2], claims, &b, &stats);
 	p1 = dir_bytes(packs);
-	/* The changed file: same size, new bytes. */
-	if (stat(argv[3], &sb) < 0)
-		die(argv[3], -errno);
-	{
-		uint8_t *b = malloc((size_t)sb.st_size + 1);
-		int w = open(argv[3], O_WRONLY | O_TRUNC | O_CLOEXEC);
+	if (versions > 2)
+		fprintf(stderr, "bench_dedup: version 1 %.3f s\n", t1);
+	/* The changed file: same size, new bytes; version 2 is the one reported on stdout. */
+	for (unsigned long v = 2; v <= versions; v++) {
+		double t, c0;
 
-		if (!b || w < 0)
-			die(argv[3], -errno);
-		crypto_random(b, (size_t)sb.st_size);
-		if (pwrite_all(w, b, (size_t)sb.st_size, 0) < 0)
-			die(argv[3], -EIO);
-		close(w);
-		free(b);
+		change_file(argv[3]);
+		c0 = cpu_s();
+		t = import_tree(st, argv[2], claims, &b, &stats);
+		c0 = cpu_s() - c0;
+		if (v == 2)
+			t2 = t;
+		if (versions > 2)
+			fprintf(stderr, "bench_dedup: version %lu %.3f s, CPU %.3f s (its begin %.3f "
+				"s; files %llu, by their stamp %llu, shared %llu)\n", v, t, c0, b,
+				(unsigned long long)stats.files,
+				(unsigned long long)stats.stamped_files,
+				(unsigned long long)stats.reused_files);
 	}
-	t2 = import_tree(st, argv[2]);
 	p2 = dir_bytes(packs);
 	printf("store-layer v1 %.2f v2 %.2f ratio %.3f added %llu\n", t1, t2, t2 / t1,
 	       (unsigned long long)(p2 - p1));
