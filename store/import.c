@@ -214,6 +214,14 @@ struct dir_ent {
 	bool explicit;      /* mode and mtime came from add_dir, not defaults */
 };
 
+/* A directory entry record held back from the index batch until the batch is written, so that
+ * a batch's entries reach the index in key order (dq_flush()). */
+struct dq_ent {
+	uint8_t k[DKEY_LEN];
+	uint32_t off;       /* its sealed value in imp->dq_vals; also the order it came in */
+	uint32_t len;
+};
+
 /* A pack this import appended to, with the length to commit. */
 struct pack_done {
 	uint64_t id;
@@ -276,6 +284,14 @@ struct store_import {
 	rocksdb_writebatch_t *wb_spare;     /* an empty batch to swap in; owned; NULL while busy */
 	bool ixw_stop;
 	char *ixw_err;                      /* the writer's first failure (RocksDB's words); owned */
+	/* Directory entry records not yet in wb: put there sorted by key when wb is written
+	 * (dq_flush()). Their keys are keyed hashes of the names, so in the order files come
+	 * they are random, and each would cost the index writer a search of its memtable's skip
+	 * list from the top; sorted, each insert continues where the last one ended. Bounded by
+	 * the batch size (batch_put()). */
+	struct dq_ent *dq;                  /* owned */
+	size_t dq_n, dq_cap;
+	struct buf dq_vals;                 /* their sealed values back to back */
 	struct buf scratch;                 /* record encoding */
 	crypto_chunk_ctx *cctx;             /* owned */
 
@@ -507,6 +523,31 @@ static void ixw_stop(struct store_import *imp)
 	imp->ixw_started = false;
 }
 
+static int dq_cmp(const void *a, const void *b)
+{
+	const struct dq_ent *x = a, *y = b;
+	int c = memcmp(x->k, y->k, DKEY_LEN);
+
+	/* Keys are distinct within a version (dirent_exists()); were one not, the later put
+	 * would still win, as it would in the order the records came. */
+	return c ? c : (x->off > y->off) - (x->off < y->off);
+}
+
+/* Put the held directory entry records into the batch, in key order. */
+static void dq_flush(struct store_import *imp)
+{
+	if (imp->dq_n == 0)
+		return;
+	qsort(imp->dq, imp->dq_n, sizeof(*imp->dq), dq_cmp);
+	for (size_t i = 0; i < imp->dq_n; i++)
+		rocksdb_writebatch_put_cf(imp->wb, imp->st->ix.cf[CF_DIRENTS],
+					  (const char *)imp->dq[i].k, DKEY_LEN,
+					  (const char *)imp->dq_vals.data + imp->dq[i].off,
+					  imp->dq[i].len);
+	imp->dq_n = 0;
+	buf_reset(&imp->dq_vals);
+}
+
 /* Send the records in the batch to the index and start an empty one. With wait, they are in the
  * index when this returns (a lookup follows); without, the writer thread writes them while the
  * caller goes on, and the next batch_write() or the commit waits for it. */
@@ -515,6 +556,7 @@ static int batch_write(struct store_import *imp, bool wait)
 	char *err = NULL;
 	int r;
 
+	dq_flush(imp);
 	if (rocksdb_writebatch_count(imp->wb) == 0)
 		return wait ? ixw_wait(imp) : 0;
 	if (!imp->ixw_started) {
@@ -539,16 +581,48 @@ static int batch_write(struct store_import *imp, bool wait)
 	return wait ? ixw_wait(imp) : 0;
 }
 
-static int batch_put(struct store_import *imp, enum store_cf cf, const void *k, size_t kl,
-		     const void *v, size_t vl)
+/* Write the batch once it and the held entries pass IMPORT_BATCH_BYTES. */
+static int batch_check(struct store_import *imp)
 {
 	size_t sz = 0;
 
-	rocksdb_writebatch_put_cf(imp->wb, imp->st->ix.cf[cf], k, kl, v, vl);
 	rocksdb_writebatch_data(imp->wb, &sz);
-	if (sz < IMPORT_BATCH_BYTES)
+	if (sz + imp->dq_vals.len + imp->dq_n * (DKEY_LEN + 8) < IMPORT_BATCH_BYTES)
 		return 0;
 	return batch_write(imp, false);
+}
+
+static int batch_put(struct store_import *imp, enum store_cf cf, const void *k, size_t kl,
+		     const void *v, size_t vl)
+{
+	rocksdb_writebatch_put_cf(imp->wb, imp->st->ix.cf[cf], k, kl, v, vl);
+	return batch_check(imp);
+}
+
+/* A directory entry record (key k, sealed value v of vl bytes) for the batch, held until it is
+ * written (dq_flush()). */
+static int dq_put(struct store_import *imp, const uint8_t k[static DKEY_LEN], const void *v,
+		  size_t vl)
+{
+	struct dq_ent *e;
+
+	if (imp->dq_n == imp->dq_cap) {
+		size_t nc = imp->dq_cap ? 2 * imp->dq_cap : 1024;
+		struct dq_ent *a = reallocarray(imp->dq, nc, sizeof(*a));
+
+		if (!a)
+			return imp_fail(imp, -ENOMEM, "out of memory");
+		imp->dq = a;
+		imp->dq_cap = nc;
+	}
+	e = &imp->dq[imp->dq_n];
+	e->off = (uint32_t)imp->dq_vals.len;
+	e->len = (uint32_t)vl;
+	if (buf_append(&imp->dq_vals, v, vl) < 0)
+		return imp_fail(imp, -ENOMEM, "out of memory");
+	memcpy(e->k, k, DKEY_LEN);
+	imp->dq_n++;
+	return batch_check(imp);
 }
 
 /* Does the directory entry name exist in directory d of this version already? Names come in
@@ -642,7 +716,11 @@ static int put_dirent(struct store_import *imp, struct dir_ent *parent, const ch
 	dirent_digest_add(imp->ix_name, parent->digest, ino, type, name, n);
 	if (dirent_added(imp, parent, name) < 0)
 		return imp->err;
-	return put_sealed(imp, CF_DIRENTS, k, sizeof(k));
+	buf_reset(&imp->scratch);
+	if (index_seal(imp->ix_seal, CF_DIRENTS, k, sizeof(k), NULL, 0, imp->plain.data,
+		       imp->plain.len, &imp->scratch) < 0)
+		return imp_fail(imp, -ENOMEM, "out of memory");
+	return dq_put(imp, k, imp->scratch.data, imp->scratch.len);
 }
 
 /* The inode record; its plaintext stays in imp->plain for the manifest. */
@@ -2590,6 +2668,8 @@ int store_import_begin(struct store *st, const char *name, const struct store_im
 	imp->next_ino = STORE_ROOT_INO + 1;
 	imp->buf_size = MAX((size_t)IMPORT_BUF_MIN, (size_t)o.chunk_size);
 	buf_init(&imp->scratch, 4096);
+	/* Held entries are written once they and the batch pass IMPORT_BATCH_BYTES. */
+	buf_init(&imp->dq_vals, 2 * IMPORT_BATCH_BYTES);
 	buf_init(&imp->plain, 4096);
 
 	/* Checked first (store_dataset_get): an import on top of a lowered `latest` would write
@@ -3503,6 +3583,7 @@ int store_import_commit(struct store_import *imp, uint32_t *ret_version)
 	r = ixw_wait(imp);
 	if (r < 0)
 		return r;
+	dq_flush(imp);
 	r = put_version(imp, VERSION_COMMITTED, manifest, NULL);
 	if (r < 0)
 		return imp_fail(imp, r, "out of memory");
@@ -3689,6 +3770,8 @@ void store_import_free(struct store_import *imp)
 	if (imp->wb_spare)
 		rocksdb_writebatch_destroy(imp->wb_spare);
 	buf_free(&imp->scratch);
+	free(imp->dq);
+	buf_free(&imp->dq_vals);
 	if (imp->plain.data)
 		explicit_bzero(imp->plain.data, imp->plain.cap);
 	buf_free(&imp->plain);
