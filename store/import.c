@@ -16,9 +16,10 @@
  * cuts back exactly the bytes it appended, and removes the packs it created.
  *
  * Versions share unchanged files (docs/FORMAT.md "Shared objects"). Every object's inode record
- * carries a keyed hash of its plaintext (the dataset's content key, never a plain hash). At begin,
- * the file inodes of the dataset's latest version are read (every record checked against the
- * version's manifest) into a table by content hash. A file whose size one of them has is hashed
+ * carries a keyed hash of its plaintext (the dataset's content key, never a plain hash). From
+ * begin on, the file inodes of the dataset's latest version are read (every record checked
+ * against the version's manifest) into a table by content hash, on a thread of their own
+ * (reuse_load()) that the first file waits for. A file whose size one of them has is hashed
  * first; if its hash is there, the new inode points at that object (same pack, offset, object
  * id) with the object key wrapped again for this version, and nothing is written. Any other file
  * is hashed as it is encrypted, in the same pass. The hash of a written object is always the one
@@ -345,6 +346,15 @@ struct store_import {
 	size_t reuse_sizes_cap;             /* power of two */
 	uint32_t reuse_version;             /* the version whose objects they are */
 	int64_t reuse_created_ns;           /* when its import began */
+	uint8_t reuse_manifest[STORE_MANIFEST_LEN];  /* its record's manifest, checked by the scan */
+	/* The scan of reuse_version (reuse_scan()) runs on its own thread from begin on, while
+	 * the caller sends its first directories and files, until a file needs the tables above
+	 * (reuse_wait()). Until it is joined, only that thread touches reuse, reuse_sizes,
+	 * reuse_n, stamps, stamp_slots, stamps_n, stamps_partial and stamp_names. */
+	pthread_t scan_thread;
+	bool scan_running;                  /* started, not yet joined */
+	int scan_r;                         /* its result, set by the thread */
+	char scan_err[ERR_DETAIL_MAX];      /* its failure's detail (err_detail() is per thread) */
 	/* stamp_find(): the directory of reuse_version that held the last path looked up (files
 	 * come in walk order, so most share it; versions never change): its path, and its inode
 	 * there, 0 when that version has no such directory. */
@@ -1654,12 +1664,74 @@ static void stamps_free(struct store_import *imp)
 	buf_free(&imp->stamp_names);
 }
 
-/* Read the objects of the dataset's latest version into the table, checking every record of it
- * against the version's manifest. */
+/* Forget what the version shared from holds (it failed its checks): the new version shares
+ * nothing and stores every file. */
+static void reuse_drop(struct store_import *imp)
+{
+	stamps_free(imp);
+	free(imp->reuse);
+	free(imp->reuse_sizes);
+	imp->reuse = NULL;
+	imp->reuse_sizes = NULL;
+	imp->reuse_cap = imp->reuse_sizes_cap = imp->reuse_n = 0;
+}
+
+/* Read every record of reuse_version into the tables (reuse_note_named()), checking each, and
+ * the whole version against its manifest. -EBADMSG (through the integrity hook): it fails them. */
+static int reuse_scan(struct store_import *imp)
+{
+	uint8_t m[STORE_MANIFEST_LEN];
+	int r;
+
+	r = store_version_scan_named(imp->st, imp->ds.info.id, imp->reuse_version,
+				     reuse_note_named, imp, m);
+	if (r < 0)
+		return r;
+	if (sodium_memcmp(m, imp->reuse_manifest, sizeof(m)) != 0)
+		return store_integrity(imp->st, imp->ds.info.id, imp->reuse_version, "version %u of "
+				       "dataset %llu does not match its manifest (a record was "
+				       "removed or added)", imp->reuse_version,
+				       (unsigned long long)imp->ds.info.id);
+	return 0;
+}
+
+static void *reuse_scan_main(void *arg)
+{
+	struct store_import *imp = arg;
+
+	err_clear();
+	imp->scan_r = reuse_scan(imp);
+	if (imp->scan_r < 0)
+		snprintf(imp->scan_err, sizeof(imp->scan_err), "%s", err_detail());
+	return NULL;
+}
+
+/* The tables of what this version may share are complete: the scan begun by reuse_load() is
+ * joined (a no-op once done). A version that failed its checks is not shared from (the integrity
+ * hook has reported it); any other failure of the scan fails the import. */
+static int reuse_wait(struct store_import *imp)
+{
+	int r;
+
+	if (!imp->scan_running)
+		return 0;
+	pthread_join(imp->scan_thread, NULL);
+	imp->scan_running = false;
+	r = imp->scan_r;
+	if (r == -EBADMSG) {
+		reuse_drop(imp);
+		return 0;
+	}
+	if (r < 0)
+		return imp_fail(imp, r, "%s", imp->scan_err[0] ? imp->scan_err : strerror(-r));
+	return 0;
+}
+
+/* Set up the tables of the objects of the dataset's latest version, and start reading them
+ * (reuse_scan(), on its own thread when one can be made). */
 static int reuse_load(struct store_import *imp)
 {
 	struct store_version_info vi;
-	uint8_t m[STORE_MANIFEST_LEN];
 	uint32_t ver = imp->ds.info.latest_version;
 	uint64_t want;
 	int r;
@@ -1677,6 +1749,7 @@ static int reuse_load(struct store_import *imp)
 	}
 	if (r < 0)
 		return r;
+	memcpy(imp->reuse_manifest, vi.manifest, sizeof(imp->reuse_manifest));
 	want = MIN(vi.files, (uint64_t)IMPORT_REUSE_MAX);
 	if (want == 0)
 		return 0;
@@ -1706,14 +1779,13 @@ static int reuse_load(struct store_import *imp)
 		imp->stamps_partial = vi.files > n;
 		buf_init(&imp->stamp_names, (size_t)n * STORE_NAME_MAX);
 	}
-	r = store_version_scan_named(imp->st, imp->ds.info.id, ver, reuse_note_named, imp, m);
-	if (r < 0)
-		return r;
-	if (sodium_memcmp(m, vi.manifest, sizeof(m)) != 0)
-		return store_integrity(imp->st, imp->ds.info.id, ver, "version %u of dataset %llu "
-				       "does not match its manifest (a record was removed or "
-				       "added)", ver, (unsigned long long)imp->ds.info.id);
-	return 0;
+	/* The client is waiting for begin's answer, and has its walk to do after it: the scan
+	 * overlaps with that instead of delaying the answer. */
+	if (pthread_create(&imp->scan_thread, NULL, reuse_scan_main, imp) == 0) {
+		imp->scan_running = true;
+		return 0;
+	}
+	return reuse_scan(imp);
 }
 
 static bool reuse_size_known(struct store_import *imp, uint64_t size)
@@ -2722,12 +2794,7 @@ int store_import_begin(struct store *st, const char *name, const struct store_im
 	if (r == 0 && !imp->new_dataset) {
 		r = reuse_load(imp);
 		if (r == -EBADMSG) {
-			stamps_free(imp);
-			free(imp->reuse);
-			free(imp->reuse_sizes);
-			imp->reuse = NULL;
-			imp->reuse_sizes = NULL;
-			imp->reuse_cap = imp->reuse_sizes_cap = imp->reuse_n = 0;
+			reuse_drop(imp);
 			err_clear();
 			r = 0;
 		}
@@ -2854,6 +2921,9 @@ static int add_object(struct store_import *imp, const char *path, const struct o
 			       path);
 	if (dir_find(imp, path, n))
 		return err_set(-EEXIST, "%s: already imported as a directory", path);
+	r = reuse_wait(imp);
+	if (r < 0)
+		return r;
 	slash = base_start(path, n);
 	r = dir_ensure(imp, path, parent_len(slash), &parent);
 	if (r < 0)
@@ -3276,6 +3346,9 @@ int store_import_add_files(struct store_import *imp, size_t n, const char *const
 	if (imp->committed || imp->closed || n == 0 || n > STORE_IMPORT_BATCH_MAX || !paths ||
 	    !fds || !sts)
 		return -EINVAL;
+	r = reuse_wait(imp);
+	if (r < 0)
+		return r;
 	if (!imp->stage) {
 		r = pf_start(imp);
 		if (r < 0)
@@ -3493,6 +3566,10 @@ static int import_close(struct store_import *imp)
 				"were asked for with their descriptor and never given (%s, ...): "
 				"nothing is committed", imp->owed_n, first ? first : "?");
 	}
+	/* Whatever the scan of the version shared from found is known before the version is. */
+	r = reuse_wait(imp);
+	if (r < 0)
+		return r;
 	/* The last group of tiny files, and with it the last files' records; a group of the
 	 * previous version not found whole is copied into it first. */
 	r = imp->shr_n ? share_break(imp) : 0;
@@ -3744,6 +3821,10 @@ void store_import_free(struct store_import *imp)
 	if (!imp)
 		return;
 	st = imp->st;
+	/* The scan of the version shared from uses the tables freed below. */
+	if (imp->scan_running)
+		pthread_join(imp->scan_thread, NULL);
+	imp->scan_running = false;
 	if (!imp->committed && imp->wb)
 		import_abort(imp);
 	/* Nothing is pending after a commit or an abort (both drain); the join waits anyway. */

@@ -459,7 +459,10 @@ struct store_import_options {
 struct store_import;
 
 /* Begin version latest+1 of dataset `name` (created if new). Takes the store's import lock:
- * -EBUSY while another import runs. -EINVAL bad name or options. opts may be NULL. */
+ * -EBUSY while another import runs. -EINVAL bad name or options. opts may be NULL. The scan of
+ * the version to share from (docs/FORMAT.md 6.13) goes on, on its own thread, after this
+ * returns: the first file added (or the close of the version) waits for it, and a failure of it
+ * other than damage (which only makes the version share nothing) fails the import there. */
 int store_import_begin(struct store *st, const char *name, const struct store_import_options *opts,
 		       struct store_import **ret_imp);
 /* Record a directory at path (relative, '/'-separated, no "." or ".." or empty components) with
@@ -514,7 +517,8 @@ bool store_import_failed(const struct store_import *imp);
 /* Files owed with their descriptor now. */
 int store_import_owed(const struct store_import *imp);
 /* Would store_import_add_claimed() import a file whose stamp holds, or ask for every one (no
- * previous version to share from, or rehash)? */
+ * previous version to share from, or rehash)? Known at begin, before the scan of that version
+ * ends: should the scan find it damaged, every file is asked for all the same. */
 bool store_import_stamps(const struct store_import *imp);
 /* A file's plaintext that does not come from a file (a Crypt4GH file decrypted as it is read):
  * read(ctx, buf, len) gives the next len bytes in order, fewer only at the end, 0 at the end

@@ -1,10 +1,13 @@
 /* test_gc: versions that share unchanged files, and the garbage collector that frees what no
  * version uses (issue 16 points 4 and 5), against real files and RocksDB. */
+#include <errno.h>
 #include <fcntl.h>
+#include <semaphore.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -325,6 +328,86 @@ static void test_dedup_damaged_latest_shares_nothing(void **state)
 	assert_int_equal(s.reused_files, 0);
 	assert_true(store_integrity_failures(st) > 0);
 	check_file(st, "d", 2, p, tree_sizes[2], 502);
+	store_close(st);
+	free(p);
+}
+
+/* An integrity hook that holds the thread that calls it until the test lets it go (at most
+ * HOLD_S seconds). */
+#define HOLD_S 10
+struct hold_hook {
+	sem_t go;
+	bool let_go;        /* the test let it go before HOLD_S passed */
+	unsigned calls;
+};
+
+static void hold_hook_cb(void *ctx, uint64_t dsid, uint32_t version, const char *what)
+{
+	struct hold_hook *h = ctx;
+	struct timespec t;
+	int r;
+
+	(void)dsid;
+	(void)version;
+	(void)what;
+	if (__atomic_add_fetch(&h->calls, 1, __ATOMIC_SEQ_CST) > 1)
+		return;
+	clock_gettime(CLOCK_REALTIME, &t);
+	t.tv_sec += HOLD_S;
+	while ((r = sem_timedwait(&h->go, &t)) < 0 && errno == EINTR)
+		;
+	__atomic_store_n(&h->let_go, r == 0, __ATOMIC_SEQ_CST);
+}
+
+/* The scan of the version shared from runs beside the import, not inside begin (docs/FORMAT.md
+ * 6.13): begin answers while the scan still runs (here: held in the integrity hook by the
+ * damage it found), and the first file waits for its verdict, which is still "share nothing". */
+static void test_dedup_scan_beside_begin(void **state)
+{
+	struct fx *f = *state;
+	struct store *st = fx_create(f);
+	struct store_import_stats s;
+	struct store_dataset_info di;
+	struct store_import *imp = NULL;
+	struct store_inode ino;
+	struct hold_hook h = { 0 };
+	rocksdb_writebatch_t *wb;
+	uint8_t k[IKEY_LEN];
+	uint32_t ver = 0;
+	char *p = tree_path(3);
+	int dfd;
+
+	mkdirs(f);
+	make_tree(f);
+	assert_int_equal(import_src(st, "d", f->src), 1);
+	assert_int_equal(store_dataset_get(st, "d", &di), 0);
+	assert_int_equal(store_path_lookup(st, di.id, 1, p, &ino), 0);
+	ikey(k, di.id, 1, ino.ino);
+	wb = rocksdb_writebatch_create();
+	rocksdb_writebatch_delete_cf(wb, st->ix.cf[CF_INODES], (const char *)k, sizeof(k));
+	assert_int_equal(index_write(&st->ix, wb, true), 0);
+	rocksdb_writebatch_destroy(wb);
+	store_close(st);
+	st = fx_open(f);
+	assert_int_equal(sem_init(&h.go, 0, 0), 0);
+	store_set_integrity_hook(st, hold_hook_cb, &h);
+	/* Were the scan inside begin, begin would return only once the hook gave up waiting. */
+	assert_int_equal(store_import_begin(st, "d", NULL, &imp), 0);
+	assert_int_equal(sem_post(&h.go), 0);
+	dfd = open(f->src, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	assert_true(dfd >= 0);
+	assert_int_equal(store_import_add_tree(imp, dfd), 0);
+	close(dfd);
+	assert_true(__atomic_load_n(&h.let_go, __ATOMIC_SEQ_CST));
+	assert_int_equal(store_import_commit(imp, &ver), 0);
+	assert_int_equal(ver, 2);
+	store_import_get_stats(imp, &s);
+	store_import_free(imp);
+	assert_int_equal(s.reused_files, 0);
+	assert_true(h.calls > 0);
+	check_file(st, "d", 2, p, tree_sizes[3], 503);
+	store_set_integrity_hook(st, NULL, NULL);
+	sem_destroy(&h.go);
 	store_close(st);
 	free(p);
 }
@@ -1139,6 +1222,7 @@ int main(void)
 		T(test_dedup_hash_keyed_per_dataset),
 		T(test_dedup_v2_reads_without_v1),
 		T(test_dedup_damaged_latest_shares_nothing),
+		T(test_dedup_scan_beside_begin),
 		T(test_gc_frees_erased_dataset),
 		T(test_gc_keeps_shared_objects),
 		T(test_gc_interrupted_imports),
