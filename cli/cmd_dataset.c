@@ -3,13 +3,17 @@
  *
  * An import walks the source tree here, with the steward's own permissions, and hands the daemon
  * one open descriptor per file (docs/PROTOCOL.md, "Importing"): the daemon never opens a path on
- * a steward's behalf. The tree is walked twice: a quick pre-scan (fstatat only) that refuses what
- * a dataset cannot hold before anything is sent and counts files and bytes for the progress line,
- * then the import itself, which checks every entry again as it opens it.
+ * a steward's behalf. The tree is walked once (fstatat only), while the daemon prepares the
+ * import (import.begin is sent first): the walk refuses what a dataset cannot hold before any
+ * directory or file is sent, counts files and bytes for the progress line, and keeps every entry
+ * with its stat (walk_tree_keep()). The import itself then goes through what was kept
+ * (walk_replay()): each directory opened again and checked to be the one listed, each file told
+ * of by the stat taken then (import.stat) or opened and checked against it (import.files).
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,6 +35,10 @@
 #define PROGRESS_INTERVAL_NS (250 * 1000000LL)
 /* How long to wait for the daemon to acknowledge an abort before just closing. */
 #define ABORT_TIMEOUT_MS (10 * 1000)
+/* While the tree is walked, import.begin's connection is otherwise silent: a request this often
+ * (whoami, which changes nothing) keeps the daemon from closing it as idle
+ * (CONTROL_IDLE_TIMEOUT_MS, 10 minutes) when the walk of a very large or slow tree is long. */
+#define KEEPALIVE_NS (60 * 1000000000LL)
 
 static const char list_usage[] =
 	"Usage: enclavectl [GLOBAL OPTIONS] dataset list\n\n"
@@ -81,9 +89,12 @@ static const char import_usage[] =
 	"Import the tree under DIR as the next version of dataset NAME (created by its first\n"
 	"import). enclavectl walks DIR itself, in sorted order, and passes each file to the\n"
 	"daemon as an open descriptor. Only regular files and directories are imported: a\n"
-	"symbolic link, device, socket or FIFO anywhere below DIR stops the import before it\n"
-	"starts, naming the path. The new version becomes visible only when every file is in;\n"
-	"an error or Ctrl-C abandons it. Stewards only.\n\n"
+	"symbolic link, device, socket or FIFO anywhere below DIR stops the import before any\n"
+	"file is sent, naming the path. DIR is walked once, while the daemon prepares the\n"
+	"import; a directory replaced after the walk, or a file replaced or removed before it\n"
+	"is opened, stops the import; an entry that appears after the walk is not imported.\n"
+	"The new version becomes visible only when every file is in; an error or Ctrl-C\n"
+	"abandons it. Stewards only.\n\n"
 	"Crypt4GH files (recognised by their magic, whatever their name) are decrypted by the\n"
 	"daemon with the store's Crypt4GH key as they are read, in memory only, and imported\n"
 	"as their plaintext, under their name without .c4gh. A Crypt4GH file not addressed to\n"
@@ -317,17 +328,23 @@ struct import {
 	const char *root;             /* DIR as given; borrowed from argv */
 	char what[200];               /* "dataset import NAME", for messages */
 	struct client c;
-	/* Pre-scan totals. */
+	/* The walk's totals. */
 	uint64_t total_files, total_dirs, total_bytes;
 	/* The daemon's running totals (import.file replies and progress frames). */
 	uint64_t files, dirs, bytes;
 	uint64_t reused_files, reused_bytes;   /* of those: unchanged, stored by an earlier version */
-	int64_t t0_ns;                /* import.begin sent */
+	int64_t t0_ns;                /* import.begin sent (before the walk) */
 	int64_t drawn_ns;             /* last progress redraw */
 	bool progress;                /* draw a progress line (stderr is a terminal, not -q) */
 	bool on_screen;               /* a progress line is showing */
-	bool scanning;                /* in the pre-scan */
+	bool scanning;                /* in the walk, before anything is sent */
 	bool broken;                  /* the connection is out of step: close, do not abort */
+	/* import.begin is sent before the walk and its reply read after it (or during it, once it
+	 * has come), with the whoami replies that kept the connection alive meanwhile. */
+	enum { BEGIN_NONE, BEGIN_SENT, BEGIN_OK, BEGIN_REFUSED } begin;
+	unsigned pings;               /* whoami requests sent, their replies not read yet */
+	int64_t sent_ns;              /* last request sent during the walk */
+	unsigned ticks;               /* entries walked, to look at the socket every so many */
 	struct reply failed;          /* a reply with ok false that stopped the import */
 	/* The files waiting to go as one import.files batch (PROTO_IMPORT_BATCH_FILES, and
 	 * PROTO_IMPORT_BATCH_BYTES unless one file alone): their descriptors (owned) and paths. */
@@ -393,6 +410,8 @@ static void progress_draw(struct import *im, bool force)
 	im->on_screen = true;
 }
 
+static int scan_tick(struct import *im);
+
 static int scan_dir(void *ctx, const char *path, const struct stat *st)
 {
 	struct import *im = ctx;
@@ -401,7 +420,7 @@ static int scan_dir(void *ctx, const char *path, const struct stat *st)
 	(void)st;
 	im->total_dirs++;
 	progress_draw(im, false);
-	return 0;
+	return scan_tick(im);
 }
 
 static int scan_file(void *ctx, int dirfd, const char *name, const char *path,
@@ -415,7 +434,7 @@ static int scan_file(void *ctx, int dirfd, const char *name, const char *path,
 	im->total_files++;
 	im->total_bytes += (uint64_t)st->st_size;
 	progress_draw(im, false);
-	return 0;
+	return scan_tick(im);
 }
 
 /* Take the running totals from an import.file reply or a progress frame. */
@@ -469,6 +488,80 @@ static int import_call(struct import *im, const char *op, json_t *args, int fd,
 		*ret_reply = rep;
 	else
 		reply_clear(&rep);
+	return 0;
+}
+
+/* Read import.begin's reply: whether the daemon takes files by their stamps (import.stat). A
+ * refusal (another import running, a bad name or consent code) is -EREMOTEIO, kept in im->failed
+ * unless a failure is kept there already. */
+static int begin_collect(struct import *im)
+{
+	struct reply rep = { 0 };
+	int r;
+
+	if (im->begin != BEGIN_SENT)
+		return im->begin == BEGIN_REFUSED ? -EREMOTEIO : 0;
+	r = client_recv_reply(&im->c, on_progress, im, &rep);
+	if (r < 0) {
+		im->broken = true;
+		return r;
+	}
+	if (!rep.ok) {
+		im->begin = BEGIN_REFUSED;
+		if (!im->failed.msg)
+			im->failed = rep;
+		else
+			reply_clear(&rep);
+		return -EREMOTEIO;
+	}
+	im->begin = BEGIN_OK;
+	im->stamps = json_is_true(json_object_get(rep.result, "stamps"));
+	reply_clear(&rep);
+	return 0;
+}
+
+/* Read the replies to the whoami requests that kept the connection alive during the walk. */
+static int pings_collect(struct import *im)
+{
+	while (im->pings && !im->broken) {
+		struct reply rep = { 0 };
+		int r = client_recv_reply(&im->c, on_progress, im, &rep);
+
+		if (r < 0) {
+			im->broken = true;
+			return r;
+		}
+		im->pings--;
+		reply_clear(&rep);
+	}
+	return 0;
+}
+
+/* Every 256 entries of the walk: take import.begin's reply if it has come (a refusal stops the
+ * walk at once), and keep the connection alive (KEEPALIVE_NS). */
+static int scan_tick(struct import *im)
+{
+	struct pollfd p = { .fd = im->c.sock, .events = POLLIN };
+	int64_t now;
+	int r;
+
+	if (++im->ticks % 256 != 0 || im->begin == BEGIN_NONE)
+		return 0;
+	if (im->begin == BEGIN_SENT && poll(&p, 1, 0) > 0) {
+		r = begin_collect(im);
+		if (r < 0)
+			return r;
+	}
+	now = now_monotonic_ns();
+	if (now - im->sent_ns >= KEEPALIVE_NS) {
+		r = client_send_fds(&im->c, "whoami", NULL, NULL, 0);
+		if (r < 0) {
+			im->broken = true;
+			return r;
+		}
+		im->pings++;
+		im->sent_ns = now;
+	}
 	return 0;
 }
 
@@ -824,7 +917,8 @@ static int send_file(void *ctx, int dirfd, const char *name, const char *path,
 }
 
 /* Report why the import stopped (once), then abandon it: import.abort if the connection is still
- * in step, else just close it, which the daemon takes as an abort. */
+ * in step, else just close it, which the daemon takes as an abort. begun: files may have been
+ * sent (for the words only). */
 static int import_fail(struct import *im, int r, bool begun)
 {
 	progress_clear(im);
@@ -839,14 +933,20 @@ static int import_fail(struct import *im, int r, bool begun)
 	else
 		ctl_fail(im->what, "%s%s", err_detail(),
 			 begun ? " (the import was abandoned)" : "");
-	if (begun && !im->broken) {
+	if (im->begin != BEGIN_NONE && !im->broken) {
 		im->c.intr_fd = -1;
 		im->c.timeout_ms = ABORT_TIMEOUT_MS;
-		/* The batches still in flight are answered (refused, after a failure) first. */
+		/* import.begin's reply (when the walk refused the tree before it was read), the
+		 * keep-alives', and the batches still in flight are answered (refused, after a
+		 * failure) first. */
+		begin_collect(im);
+		pings_collect(im);
 		batch_settle(im);
 	}
 	reply_clear(&im->failed);
-	if (begun && !im->broken) {
+	/* A begun import is abandoned, even one the walk refused before anything was sent: its
+	 * daemon holds the store's import lock until then. */
+	if (im->begin == BEGIN_OK && !im->broken) {
 		struct reply rep = { 0 };
 
 		if (client_call(&im->c, "import.abort", NULL, -1, NULL, NULL, &rep) == 0)
@@ -984,6 +1084,7 @@ static int dataset_import(struct ctl *ctl, int argc, char **argv)
 		{ 0 },
 	};
 	static const struct walk_ops scan_ops = { scan_dir, scan_file, &interrupted, NULL };
+	struct walk_list *tree = NULL;
 	static const struct walk_ops send_ops = { send_dir, send_file, &interrupted, leave_dir };
 	_cleanup_free_ struct import *im = calloc(1, sizeof(*im));
 	char name[STORE_DATASET_NAME_MAX + 1], sock[4096];
@@ -1027,16 +1128,6 @@ static int dataset_import(struct ctl *ctl, int argc, char **argv)
 	if (rootfd < 0)
 		return ctl_fail(im->what, "%s: %s", im->root, strerror(errno));
 
-	err_clear();
-	im->scanning = true;
-	r = walk_tree(rootfd, im->root, &scan_ops, im);
-	im->scanning = false;
-	if (r < 0) {
-		close(rootfd);
-		return import_fail(im, r, false);
-	}
-	progress_clear(im);
-
 	r = client_connect(sock, client_daemon_uid(ctl->store_dir), &im->c);
 	if (r < 0) {
 		close(rootfd);
@@ -1055,19 +1146,40 @@ static int dataset_import(struct ctl *ctl, int argc, char **argv)
 		json_decref(args), args = NULL;
 	if (args && po.rehash && json_object_set_new(args, "rehash", json_true()) < 0)
 		json_decref(args), args = NULL;
-	r = args ? import_call(im, "import.begin", args, -1, &rep)
+	/* import.begin first: the daemon reads the previous version (to share its unchanged files)
+	 * while the tree is walked here. Its reply is read when the walk is done (or as soon as it
+	 * comes, to stop at once on a refusal). */
+	r = args ? client_send_fds(&im->c, "import.begin", args, NULL, 0)
 		 : err_set(-ENOMEM, "out of memory");
 	if (r < 0) {
 		close(rootfd);
-		/* A refused begin started nothing: no abort to send. */
+		im->broken = true;
 		return import_fail(im, r, false);
 	}
+	im->begin = BEGIN_SENT;
+	im->sent_ns = now_monotonic_ns();
+
+	/* The walk: a tree the dataset cannot hold is refused here, before any directory or file
+	 * is sent; the import is then abandoned (import_fail()). */
+	err_clear();
+	im->scanning = true;
+	r = walk_tree_keep(rootfd, im->root, &scan_ops, im, &tree);
+	im->scanning = false;
+	if (r == 0)
+		r = begin_collect(im);
+	if (r == 0)
+		r = pings_collect(im);
+	if (r < 0) {
+		close(rootfd);
+		walk_list_free(tree);
+		return import_fail(im, r, false);
+	}
+	progress_clear(im);
+	progress_draw(im, true);
 	/* A daemon with a version to share from takes the files whose stamps hold by their stat
 	 * alone (import.stat); without it every file goes with its descriptor. */
-	im->stamps = json_is_true(json_object_get(rep.result, "stamps"));
-	reply_clear(&rep);
-	progress_draw(im, true);
-	r = walk_tree(rootfd, im->root, &send_ops, im);
+	r = walk_replay(tree, rootfd, im->root, &send_ops, im);
+	walk_list_free(tree);
 	if (r == 0 && !interrupted)
 		r = import_settle(im);
 	close(rootfd);

@@ -303,6 +303,23 @@ struct walk_ops {
  * (nesting is capped), plus the one a callback opens. A callback's non-zero return stops the walk
  * and is returned. */
 int walk_tree(int rootfd, const char *root, const struct walk_ops *ops, void *ctx);
+/* A tree as walk_tree_keep() saw it: every entry's name, place and stat, in walk order. */
+struct walk_list;
+/* The most entries a walk_list holds: a larger tree is refused (-E2BIG) by walk_tree_keep(). */
+#define WALK_KEEP_MAX (1u << 24)
+/* As walk_tree(), keeping what it saw in *ret_list (the caller frees it with walk_list_free()),
+ * on success only. About 64 bytes and the name per entry. */
+int walk_tree_keep(int rootfd, const char *root, const struct walk_ops *ops, void *ctx,
+		   struct walk_list **ret_list);
+/* Give the entries of l (borrowed) to ops in the order walk_tree_keep() saw them, without listing
+ * or stat-ing them again: a file's st is the one taken when it was listed. Each directory is
+ * opened again (O_NOFOLLOW, from its parent's descriptor, starting at rootfd, borrowed) and
+ * refused with -EINVAL, naming it, unless it is the directory that was listed (device and
+ * inode); dir gets its fstat now. A file callback opens its file with walk_open_file(), which
+ * checks it against st. Entries that appeared since are not seen. */
+int walk_replay(const struct walk_list *l, int rootfd, const char *root,
+		const struct walk_ops *ops, void *ctx);
+void walk_list_free(struct walk_list *l);
 /* Open `name` in dirfd read-only for the daemon to read, without following a symlink and without
  * blocking on a FIFO, and check that it is still the regular file st describes (not swapped since
  * it was listed). -errno with err_detail() naming root/path. */

@@ -205,7 +205,13 @@ struct fake {
 	struct fake_file files[FAKE_FILES_MAX];
 	size_t nfiles;
 	uint64_t files_done, bytes_done, dirs_done;
-	const char *fifo_to_make;      /* import.begin makes a FIFO here (a tree that changes) */
+	/* A tree that changes after enclavectl walked it: the first import.dir (sent after the
+	 * walk) replaces the file fifo_to_make with a FIFO, or the directory dir_to_swap with
+	 * another one of the same name. */
+	const char *fifo_to_make;
+	const char *dir_to_swap;
+	bool changed;                  /* done */
+	bool refuse_begin;             /* h_import refuses import.begin ("busy") */
 	int fds[PROTO_FDS_MAX];        /* the descriptors of the request being handled */
 	size_t nfds;
 	bool refuse_second;            /* h_import refuses the second file it is given */
@@ -411,11 +417,25 @@ static void h_import(struct fake *f, int conn, const char *op, const json_t *arg
 {
 	(void)fd;   /* every descriptor of the request is in f->fds */
 	if (strcmp(op, "import.begin") == 0) {
-		if (f->fifo_to_make && mkfifo(f->fifo_to_make, 0600) < 0)
-			reply_error(conn, "io_error", "the test could not make its FIFO");
+		if (f->refuse_begin)
+			reply_error(conn, "busy", "another import is running in this store; try "
+				    "again when it ends");
 		else
 			reply_ok(conn, NULL);
 	} else if (strcmp(op, "import.dir") == 0) {
+		if (!f->changed && f->fifo_to_make) {
+			assert_int_equal(unlink(f->fifo_to_make), 0);
+			assert_int_equal(mkfifo(f->fifo_to_make, 0600), 0);
+		}
+		if (!f->changed && f->dir_to_swap) {
+			char *old = tu_fmt("%s.old", f->dir_to_swap);
+
+			assert_int_equal(rename(f->dir_to_swap, old), 0);
+			assert_int_equal(mkdir(f->dir_to_swap, 0755), 0);
+			tu_seed_file(10, 9, "%s/b.bin", f->dir_to_swap);
+			free(old);
+		}
+		f->changed = true;
 		f->dirs_done++;
 		reply_ok(conn, NULL);
 	} else if (strcmp(op, "import.file") == 0 || strcmp(op, "import.files") == 0) {
@@ -1345,11 +1365,11 @@ static void import_refused(void (*make)(const char *path), const char *name, con
 	assert_string_equal(r.out, "");
 	run_free(&r);
 	fake_stop(f);
-	/* Nothing began, so nothing needs aborting. */
-	assert_false(fake_saw(f, "import.begin"));
-	assert_false(fake_saw(f, "import.file"));
-	assert_false(fake_saw(f, "import.files"));
-	assert_false(fake_saw(f, "import.commit"));
+	/* import.begin went first (the daemon prepares while the tree is walked); the walk refused
+	 * the tree before any directory or file was sent, and the import was abandoned. */
+	assert_int_equal(fake_nreq(f), 2);
+	assert_string_equal(fake_op(f, 0), "import.begin");
+	assert_string_equal(fake_op(f, 1), "import.abort");
 	free(p);
 	fake_free(f);
 	tree_free(&t);
@@ -1394,8 +1414,9 @@ static void test_import_refuses_socket(void **state)
 	import_refused(make_socket, "sock", "socket");
 }
 
-/* A FIFO that appears after the pre-scan (made by the fake when the import begins) is caught as
- * the tree is sent: the import is aborted, never committed, and the FIFO never opened. */
+/* A file replaced by a FIFO after the walk (by the fake, at the first import.dir) is caught as
+ * the tree is sent: its descriptor is checked against what the walk saw; the import is aborted,
+ * never committed, and the FIFO never passed. */
 static void test_import_tree_changes_midway(void **state)
 {
 	struct fake *f = fake_start(h_import);
@@ -1405,7 +1426,7 @@ static void test_import_tree_changes_midway(void **state)
 
 	(void)state;
 	tree_make(&t);
-	p = tu_fmt("%s/m.fifo", t.src);
+	p = tu_fmt("%s/sub/b.bin", t.src);
 	f->fifo_to_make = p;
 	RUN(&r, "--socket", f->sock, "dataset", "import", "genomes", t.src);
 	expect_status(&r, 1);
@@ -1417,8 +1438,65 @@ static void test_import_tree_changes_midway(void **state)
 	assert_string_equal(fake_op(f, fake_nreq(f) - 1), "import.abort");
 	assert_false(fake_saw(f, "import.commit"));
 	for (size_t i = 0; i < f->nfiles; i++)
-		assert_string_not_equal(f->files[i].path, "m.fifo");
+		assert_string_not_equal(f->files[i].path, "sub/b.bin");
 	free(p);
+	fake_free(f);
+	tree_free(&t);
+}
+
+/* A directory replaced by another of the same name after the walk is refused as the tree is sent
+ * (it is opened again and checked to be the one listed): nothing of the new one is imported. */
+static void test_import_dir_swapped_midway(void **state)
+{
+	struct fake *f = fake_start(h_import);
+	struct tree t;
+	struct run r;
+	char *p;
+
+	(void)state;
+	tree_make(&t);
+	p = tu_fmt("%s/sub", t.src);
+	f->dir_to_swap = p;
+	RUN(&r, "--socket", f->sock, "dataset", "import", "genomes", t.src);
+	expect_status(&r, 1);
+	expect_contains(r.err, p);
+	expect_contains(r.err, "changed while being read");
+	run_free(&r);
+	fake_stop(f);
+	assert_string_equal(fake_op(f, fake_nreq(f) - 1), "import.abort");
+	assert_false(fake_saw(f, "import.commit"));
+	for (size_t i = 0; i < fake_nreq(f); i++)
+		if (strcmp(fake_op(f, i), "import.dir") == 0)
+			assert_string_not_equal(arg_str(fake_args(f, i), "path"), "sub");
+	for (size_t i = 0; i < f->nfiles; i++)
+		assert_null(strstr(f->files[i].path, "sub/"));
+	free(p);
+	fake_free(f);
+	tree_free(&t);
+}
+
+/* import.begin refused (another import runs): the CLI says so, and sends nothing else, neither
+ * the tree it walked meanwhile nor an abort. A tree of more than 256 entries, so that the reply
+ * is also looked for during the walk. */
+static void test_import_begin_refused(void **state)
+{
+	struct fake *f = fake_start(h_import);
+	struct tree t;
+	struct run r;
+
+	(void)state;
+	tree_make(&t);
+	for (int i = 0; i < 600; i++)
+		tu_seed_file(1, (unsigned)i, "%s/z/f%03d", t.src, i);
+	f->refuse_begin = true;
+	RUN(&r, "--socket", f->sock, "dataset", "import", "genomes", t.src);
+	expect_status(&r, 1);
+	expect_contains(r.err, "another import is running");
+	assert_string_equal(r.out, "");
+	run_free(&r);
+	fake_stop(f);
+	assert_int_equal(fake_nreq(f), 1);
+	assert_string_equal(fake_op(f, 0), "import.begin");
 	fake_free(f);
 	tree_free(&t);
 }
@@ -1940,6 +2018,8 @@ int main(void)
 		cmocka_unit_test(test_import_refuses_fifo),
 		cmocka_unit_test(test_import_refuses_socket),
 		cmocka_unit_test(test_import_tree_changes_midway),
+		cmocka_unit_test(test_import_dir_swapped_midway),
+		cmocka_unit_test(test_import_begin_refused),
 		cmocka_unit_test(test_import_daemon_refuses),
 		cmocka_unit_test(test_import_interrupted),
 		cmocka_unit_test(test_grant_add_sends_absolute_times),
