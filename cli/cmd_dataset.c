@@ -358,6 +358,8 @@ struct import {
 	 * the daemon imports those whose source stamp holds and asks for the others ("need"),
 	 * which are then opened and sent as import.files (docs/PROTOCOL.md). */
 	bool stamps;
+	bool packed;                  /* import.begin said "stat_packed": import.stat batches go in
+				       * the packed form (proto_stat_pack()), else as arrays */
 	struct claim *cw;             /* the import.stat batch waiting to go; NULL: none */
 	struct claim *flight[IMPORT_WINDOW_MAX];  /* per request in flight, oldest first: its
 						     import.stat batch, or NULL (import.files) */
@@ -516,6 +518,7 @@ static int begin_collect(struct import *im)
 	}
 	im->begin = BEGIN_OK;
 	im->stamps = json_is_true(json_object_get(rep.result, "stamps"));
+	im->packed = json_is_true(json_object_get(rep.result, "stat_packed"));
 	reply_clear(&rep);
 	return 0;
 }
@@ -734,8 +737,48 @@ static int batch_send(struct import *im)
 	return r;
 }
 
-/* Send the waiting import.stat batch, if any: [dev, ino, size, mode, mtime_ns, ctime_ns] per
- * file, dev and ino as signed 64-bit integers with the bits of the unsigned ones. */
+/* The length of the directory part of a claimed file's path ("" for the root). */
+static size_t claim_dir_len(const struct claim_ent *e)
+{
+	size_t pl = strlen(e->path), nl = strlen(e->name);
+
+	return pl > nl ? pl - nl - 1 : 0;
+}
+
+/* The packed form of batch cl (all its files in one directory): {"dir", "names", "stats"}. */
+static json_t *claim_packed(const struct claim *cl)
+{
+	size_t dlen = claim_dir_len(&cl->e[0]), nlen = 0, slen = cl->n * PROTO_STAT_PACKED_HEX;
+	char *names, *stats;
+	json_t *args = NULL;
+
+	for (size_t i = 0; i < cl->n; i++)
+		nlen += strlen(cl->e[i].name) + 1;
+	names = malloc(nlen);
+	stats = malloc(slen + 1);
+	if (names && stats) {
+		char *p = names;
+
+		for (size_t i = 0; i < cl->n; i++) {
+			size_t l = strlen(cl->e[i].name);
+
+			if (i)
+				*p++ = '/';
+			memcpy(p, cl->e[i].name, l);
+			p += l;
+			proto_stat_pack(&cl->e[i].st, stats + i * PROTO_STAT_PACKED_HEX);
+		}
+		args = json_pack("{s:s%, s:s%, s:s%}", "dir", cl->e[0].path, dlen, "names", names,
+				 (size_t)(p - names), "stats", stats, slen);
+	}
+	free(names);
+	free(stats);
+	return args;
+}
+
+/* Send the waiting import.stat batch, if any: packed when the daemon takes it, else as arrays
+ * ([dev, ino, size, mode, mtime_ns, ctime_ns] per file, dev and ino as signed 64-bit integers
+ * with the bits of the unsigned ones). */
 static int claim_send(struct import *im)
 {
 	struct claim *cl = im->cw;
@@ -745,6 +788,17 @@ static int claim_send(struct import *im)
 	if (!cl)
 		return 0;
 	im->cw = NULL;
+	if (im->packed) {
+		args = claim_packed(cl);
+		if (!args) {
+			claim_free(cl);
+			return err_set(-ENOMEM, "out of memory");
+		}
+		r = flight_send(im, "import.stat", args, NULL, 0, cl);
+		if (r < 0)
+			claim_free(cl);
+		return r;
+	}
 	paths = json_array();
 	stats = json_array();
 	for (size_t i = 0; paths && stats && i < cl->n; i++) {
@@ -873,6 +927,14 @@ static int leave_dir(void *ctx, const char *path)
 	return import_settle(ctx);
 }
 
+/* Is the file path (named name) in the directory of claimed file e? */
+static bool same_dir(const struct claim_ent *e, const char *path, const char *name)
+{
+	size_t pl = strlen(path), nl = strlen(name), dl = pl > nl ? pl - nl - 1 : 0;
+
+	return dl == claim_dir_len(e) && memcmp(path, e->path, dl) == 0;
+}
+
 /* Files go in batches: one request and one reply per PROTO_IMPORT_BATCH_FILES files or
  * PROTO_IMPORT_BATCH_BYTES of data (import.files), or, with stamps, per PROTO_IMPORT_STAT_FILES
  * files told of by their stat (import.stat), instead of a round trip per file. */
@@ -886,8 +948,12 @@ static int send_file(void *ctx, int dirfd, const char *name, const char *path,
 
 	if (!im->stamps)
 		return fd_add(im, dirfd, name, path, st);
+	/* A batch is full at PROTO_IMPORT_STAT_FILES files or PROTO_IMPORT_STAT_PATH_BYTES; a
+	 * packed one holds the files of one directory (the walk settles every batch before it
+	 * enters or leaves one, so this is a safeguard). */
 	if (im->cw && (im->cw->n == PROTO_IMPORT_STAT_FILES ||
-		       im->cw->path_bytes + plen > PROTO_IMPORT_STAT_PATH_BYTES)) {
+		       im->cw->path_bytes + plen > PROTO_IMPORT_STAT_PATH_BYTES ||
+		       (im->packed && !same_dir(&im->cw->e[0], path, name)))) {
 		r = claim_send(im);
 		if (r < 0)
 			return r;

@@ -3,8 +3,10 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "common/common.h"
@@ -418,4 +420,131 @@ const char *proto_error_code(int err)
 		if (error_codes[i].err == err)
 			return error_codes[i].code;
 	return "error";
+}
+
+/* ---- The packed import.stat batch ---------------------------------------------------------- */
+
+void proto_stat_pack(const struct stat *st, char out[static PROTO_STAT_PACKED_HEX + 1])
+{
+	uint8_t b[PROTO_STAT_PACKED_LEN];
+
+	put_be64(b, (uint64_t)st->st_dev);
+	put_be64(b + 8, (uint64_t)st->st_ino);
+	put_be64(b + 16, (uint64_t)(int64_t)st->st_size);
+	/* Unsigned: no overflow whatever the times (the daemon refuses those out of range). */
+	put_be64(b + 24, (uint64_t)st->st_mtim.tv_sec * 1000000000u + (uint64_t)st->st_mtim.tv_nsec);
+	put_be64(b + 32, (uint64_t)st->st_ctim.tv_sec * 1000000000u + (uint64_t)st->st_ctim.tv_nsec);
+	put_be32(b + 40, (uint32_t)st->st_mode);
+	hex_encode(b, sizeof(b), out);
+}
+
+static int hex_digit(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	return -1;
+}
+
+bool proto_time_ns_valid(int64_t ns)
+{
+	return ns >= INT64_MIN + 1000000000;
+}
+
+/* Nanoseconds since 1970 as a timespec whose nanoseconds are in [0, 1e9), as the kernel's. */
+static struct timespec ns_timespec(int64_t ns)
+{
+	struct timespec t = { .tv_sec = (time_t)(ns / 1000000000), .tv_nsec = (long)(ns % 1000000000) };
+
+	if (t.tv_nsec < 0)
+		t.tv_sec--, t.tv_nsec += 1000000000;
+	return t;
+}
+
+int proto_stat_unpack(const char *dir, size_t dir_len, const char *names, size_t names_len,
+		      const char *stats, size_t stats_len, size_t max, size_t path_max,
+		      char **ret_buf, const char **ret_paths, struct stat *ret_sts, size_t *ret_n)
+{
+	size_t n = 1, i, k, off, start;
+	char *buf;
+
+	/* The shape first, from the lengths alone: nothing is allocated for a batch refused here. */
+	if (memchr(dir, '\0', dir_len) || memchr(names, '\0', names_len) ||
+	    memchr(stats, '\0', stats_len))
+		return err_set(-EINVAL, "a packed import.stat batch holds a NUL byte");
+	for (i = 0; i < names_len; i++)
+		n += names[i] == '/';
+	if (n > max)
+		return err_set(-E2BIG, "a batch of %zu files, more than %zu", n, max);
+	if (stats_len != n * PROTO_STAT_PACKED_HEX)
+		return err_set(-EINVAL, "a batch of %zu names came with %zu hex digits of stats, "
+			       "not %zu (%u per file)", n, stats_len, n * PROTO_STAT_PACKED_HEX,
+			       PROTO_STAT_PACKED_HEX);
+	if (dir_len > path_max)
+		return err_set(-EINVAL, "the batch's directory is longer than %zu bytes", path_max);
+	for (i = 0; i < stats_len; i++)
+		if (hex_digit(stats[i]) < 0)
+			return err_set(-EINVAL, "stat %zu of the batch: \"stats\" holds a character "
+				       "that is not a lowercase hex digit", i / PROTO_STAT_PACKED_HEX);
+	/* Each name: not empty, its path not too long. Then the stats: no negative size. */
+	for (i = 0, start = 0; i < n; i++) {
+		size_t end = start;
+
+		while (end < names_len && names[end] != '/')
+			end++;
+		if (end == start)
+			return err_set(-EINVAL, "name %zu of the batch is empty", i);
+		if ((dir_len ? dir_len + 1 : 0) + (end - start) > path_max)
+			return err_set(-EINVAL, "name %zu of the batch: its path is longer than %zu "
+				       "bytes", i, path_max);
+		start = end + 1;
+	}
+	for (i = 0; i < n; i++) {
+		const char *h = stats + i * PROTO_STAT_PACKED_HEX;
+		uint8_t t[16];
+
+		if (hex_digit(h[32]) >= 8)
+			return err_set(-EINVAL, "stat %zu of the batch: a negative size", i);
+		for (k = 0; k < sizeof(t); k++)
+			t[k] = (uint8_t)(hex_digit(h[48 + 2 * k]) << 4 | hex_digit(h[49 + 2 * k]));
+		if (!proto_time_ns_valid((int64_t)get_be64(t)) ||
+		    !proto_time_ns_valid((int64_t)get_be64(t + 8)))
+			return err_set(-EINVAL, "stat %zu of the batch: a time out of range", i);
+	}
+	/* Every path "dir/name", NUL-terminated: at most n * (dir_len + 1) + names_len + 1 bytes. */
+	buf = malloc(n * (dir_len + 1) + names_len + 1);
+	if (!buf)
+		return err_set(-ENOMEM, "out of memory");
+	for (i = 0, start = 0, off = 0; i < n; i++) {
+		const char *h = stats + i * PROTO_STAT_PACKED_HEX;
+		uint8_t b[PROTO_STAT_PACKED_LEN];
+		struct stat *st = &ret_sts[i];
+		size_t end = start;
+
+		while (end < names_len && names[end] != '/')
+			end++;
+		ret_paths[i] = buf + off;
+		if (dir_len) {
+			memcpy(buf + off, dir, dir_len);
+			buf[off + dir_len] = '/';
+			off += dir_len + 1;
+		}
+		memcpy(buf + off, names + start, end - start);
+		off += end - start;
+		buf[off++] = '\0';
+		start = end + 1;
+		for (k = 0; k < PROTO_STAT_PACKED_LEN; k++)
+			b[k] = (uint8_t)(hex_digit(h[2 * k]) << 4 | hex_digit(h[2 * k + 1]));
+		memset(st, 0, sizeof(*st));
+		st->st_dev = (dev_t)get_be64(b);
+		st->st_ino = (ino_t)get_be64(b + 8);
+		st->st_size = (off_t)(int64_t)get_be64(b + 16);
+		st->st_mtim = ns_timespec((int64_t)get_be64(b + 24));
+		st->st_ctim = ns_timespec((int64_t)get_be64(b + 32));
+		st->st_mode = (mode_t)get_be32(b + 40);
+	}
+	*ret_buf = buf;
+	*ret_n = n;
+	return 0;
 }

@@ -491,8 +491,10 @@ int op_import_begin(struct conn *c, const json_t *args, json_t **ret)
 	c->imp_c4gh = 0;
 	c->imp_c4gh_keep = keep;
 	/* "stamps": import.stat would import a file whose source stamp holds; false when there is
-	 * no version to share from or with rehash, where every file needs its descriptor. */
-	*ret = json_pack("{s:s, s:b}", "dataset", name, "stamps", store_import_stamps(c->imp));
+	 * no version to share from or with rehash, where every file needs its descriptor.
+	 * "stat_packed": import.stat takes its packed form too (proto_stat_unpack()). */
+	*ret = json_pack("{s:s, s:b, s:b}", "dataset", name, "stamps", store_import_stamps(c->imp),
+			 "stat_packed", 1);
 	return *ret ? 0 : -ENOMEM;
 }
 
@@ -634,8 +636,9 @@ static int claim_stat(const json_t *a, size_t i, const char *path, struct stat *
 				       "integers [dev, ino, size, mode, mtime_ns, ctime_ns]", path, i);
 		v[k] = json_integer_value(e);
 	}
-	if (v[2] < 0 || v[3] < 0 || v[3] > 0xffffffffll)
-		return err_set(-EINVAL, "%s: stat %zu of the batch: size or mode out of range",
+	if (v[2] < 0 || v[3] < 0 || v[3] > 0xffffffffll || !proto_time_ns_valid(v[4]) ||
+	    !proto_time_ns_valid(v[5]))
+		return err_set(-EINVAL, "%s: stat %zu of the batch: size, mode or time out of range",
 			       path, i);
 	memset(st, 0, sizeof(*st));
 	st->st_dev = (dev_t)(uint64_t)v[0];
@@ -654,23 +657,34 @@ static int claim_stat(const json_t *a, size_t i, const char *path, struct stat *
 	return 0;
 }
 
-int op_import_stat(struct conn *c, const json_t *args, json_t **ret)
+/* The packed form of an import.stat batch: {"dir", "names", "stats"}, three strings
+ * (proto_stat_unpack(), docs/PROTOCOL.md). The paths go into *ret_buf (the caller frees it). */
+static int stat_packed(const json_t *args, const char **names, struct stat *sts, char **ret_buf,
+		       size_t *ret_n)
 {
-	static const char *const known[] = { "paths", "stats", NULL };
+	const json_t *d = json_object_get(args, "dir"), *nm = json_object_get(args, "names");
+	const json_t *st = json_object_get(args, "stats");
+
+	if (json_object_get(args, "paths"))
+		return err_set(-EINVAL, "import.stat takes \"paths\" and \"stats\" as arrays, or "
+			       "\"dir\", \"names\" and \"stats\" as strings, not both");
+	if (!json_is_string(d) || !json_is_string(nm) || !json_is_string(st))
+		return err_set(-EINVAL, "a packed import.stat batch needs \"dir\", \"names\" and "
+			       "\"stats\", three strings");
+	return proto_stat_unpack(json_string_value(d), json_string_length(d),
+				 json_string_value(nm), json_string_length(nm),
+				 json_string_value(st), json_string_length(st),
+				 STORE_IMPORT_CLAIM_MAX, STORE_PATH_MAX, ret_buf, names, sts, ret_n);
+}
+
+/* The array form of an import.stat batch: {"paths": [P, ...], "stats": [[6 integers], ...]}. */
+static int stat_arrays(const json_t *args, const char **names, struct stat *sts, size_t *ret_n)
+{
 	const json_t *paths = json_object_get(args, "paths");
 	const json_t *stats = json_object_get(args, "stats");
-	_cleanup_free_ struct stat *sts = NULL;
-	const char *names[STORE_IMPORT_CLAIM_MAX];
-	bool need[STORE_IMPORT_CLAIM_MAX];
-	struct store_import_stats s;
-	json_t *nj;
 	size_t i, n;
 	int r;
 
-	if ((r = import_check(c)) < 0 || (r = proto_args_known(args, known)) < 0)
-		return r;
-	/* The shape of the whole batch first; the store then checks the files themselves (paths,
-	 * types, names already imported or twice in the batch). A refused batch changes nothing. */
 	if (!json_is_array(paths) || json_array_size(paths) == 0)
 		return err_set(-EINVAL, "import.stat needs \"paths\", a non-empty array");
 	n = json_array_size(paths);
@@ -680,9 +694,6 @@ int op_import_stat(struct conn *c, const json_t *args, json_t **ret)
 	if (!json_is_array(stats) || json_array_size(stats) != n)
 		return err_set(-EINVAL, "a batch of %zu paths came with %zu stats", n,
 			       json_is_array(stats) ? json_array_size(stats) : 0);
-	sts = calloc(n, sizeof(*sts));
-	if (!sts)
-		return -ENOMEM;
 	for (i = 0; i < n; i++) {
 		const json_t *p = json_array_get(paths, i);
 
@@ -696,6 +707,35 @@ int op_import_stat(struct conn *c, const json_t *args, json_t **ret)
 		if (r < 0)
 			return r;
 	}
+	*ret_n = n;
+	return 0;
+}
+
+int op_import_stat(struct conn *c, const json_t *args, json_t **ret)
+{
+	static const char *const known[] = { "paths", "stats", "dir", "names", NULL };
+	_cleanup_free_ struct stat *sts = NULL;
+	_cleanup_free_ char *buf = NULL;
+	const char *names[STORE_IMPORT_CLAIM_MAX];
+	bool need[STORE_IMPORT_CLAIM_MAX];
+	struct store_import_stats s;
+	json_t *nj;
+	size_t i, n = 0;
+	int r;
+
+	if ((r = import_check(c)) < 0 || (r = proto_args_known(args, known)) < 0)
+		return r;
+	sts = calloc(STORE_IMPORT_CLAIM_MAX, sizeof(*sts));
+	if (!sts)
+		return -ENOMEM;
+	/* The shape of the whole batch first, in either form; the store then checks the files
+	 * themselves (paths, types, names already imported or twice in the batch). A refused batch
+	 * changes nothing. */
+	r = json_object_get(args, "names") || json_object_get(args, "dir")
+		    ? stat_packed(args, names, sts, &buf, &n)
+		    : stat_arrays(args, names, sts, &n);
+	if (r < 0)
+		return r;
 	/* With Crypt4GH files decrypted, only a stamp that says the head was checked holds. */
 	r = store_import_add_claimed(c->imp, n, names, sts, !c->imp_c4gh_keep, need);
 	if (r < 0) {

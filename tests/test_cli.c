@@ -216,6 +216,7 @@ struct fake {
 	size_t nfds;
 	bool refuse_second;            /* h_import refuses the second file it is given */
 	const char *stat_root;         /* h_import_stat checks each stat against the file here */
+	bool packed;                   /* h_import_stat offers, and then wants, the packed form */
 	atomic_bool stalled;           /* h_import_stall is holding back an answer */
 };
 
@@ -481,28 +482,93 @@ static void h_import(struct fake *f, int conn, const char *op, const json_t *arg
 	}
 }
 
-/* A daemon with a version to share from (issue 16): import.begin says "stamps", and of every
- * import.stat batch it takes the files as held but "empty" and "sub/b.bin", which it asks for
- * ("need") and which must then come with their descriptors. A stat that claims anything else
- * than a regular file of the file's size is refused. */
+/* The files of an import.stat request as "path" -> [dev, ino, size, mode, mtime_ns, ctime_ns],
+ * in order, from either form; NULL when it is not of the form the fake wants (f->packed). The
+ * packed form is decoded here by hand, not with the project's decoder. */
+static json_t *stat_request_files(const struct fake *f, const json_t *args)
+{
+	json_t *out = json_array();
+
+	if (!f->packed) {
+		const json_t *paths = json_object_get(args, "paths");
+		const json_t *stats = json_object_get(args, "stats");
+
+		if (json_object_get(args, "names") || !json_is_array(paths) ||
+		    json_array_size(paths) != json_array_size(stats)) {
+			json_decref(out);
+			return NULL;
+		}
+		for (size_t i = 0; i < json_array_size(paths); i++)
+			json_array_append_new(out, json_pack("[O, O]", json_array_get(paths, i),
+							     json_array_get(stats, i)));
+		return out;
+	}
+	const char *dir = json_string_value(json_object_get(args, "dir"));
+	const char *names = json_string_value(json_object_get(args, "names"));
+	const char *stats = json_string_value(json_object_get(args, "stats"));
+	char *copy, *nm, *slash;
+	size_t i = 0;
+
+	if (json_object_get(args, "paths") || !dir || !names || !stats) {
+		json_decref(out);
+		return NULL;
+	}
+	copy = tu_fmt("%s", names);
+	for (nm = copy; nm; nm = slash ? slash + 1 : NULL, i++) {
+		unsigned long long v[5];
+		unsigned mode;
+		char *path;
+
+		slash = strchr(nm, '/');
+		if (slash)
+			*slash = '\0';
+		path = *dir ? tu_fmt("%s/%s", dir, nm) : tu_fmt("%s", nm);
+
+		if (strlen(stats) < (i + 1) * 88 ||
+		    sscanf(stats + i * 88, "%16llx%16llx%16llx%16llx%16llx%8x", &v[0], &v[1], &v[2],
+			   &v[3], &v[4], &mode) != 6) {
+			free(path);
+			json_decref(out);
+			out = NULL;
+			break;
+		}
+		json_array_append_new(out, json_pack("[s, [I, I, I, I, I, I]]", path,
+						     (json_int_t)v[0], (json_int_t)v[1],
+						     (json_int_t)v[2], (json_int_t)mode,
+						     (json_int_t)v[3], (json_int_t)v[4]));
+		free(path);
+	}
+	if (out && strlen(stats) != i * 88) {
+		json_decref(out);
+		out = NULL;
+	}
+	free(copy);
+	return out;
+}
+
+/* A daemon with a version to share from (issue 16): import.begin says "stamps" (and, with
+ * f->packed, "stat_packed"), and of every import.stat batch it takes the files as held but "empty"
+ * and "sub/b.bin", which it asks for ("need") and which must then come with their descriptors.
+ * A stat that claims anything else than a regular file of the file's size is refused. */
 static void h_import_stat(struct fake *f, int conn, const char *op, const json_t *args, int fd)
 {
 	if (strcmp(op, "import.begin") == 0) {
-		reply_ok(conn, json_pack("{s:b}", "stamps", 1));
+		reply_ok(conn, json_pack("{s:b, s:b}", "stamps", 1, "stat_packed", f->packed));
 	} else if (strcmp(op, "import.stat") == 0) {
-		const json_t *paths = json_object_get(args, "paths");
-		const json_t *stats = json_object_get(args, "stats");
+		json_t *files = stat_request_files(f, args);
 		json_t *need = json_array();
 
-		if (f->nfds || json_array_size(paths) != json_array_size(stats)) {
+		if (f->nfds || !files) {
 			reply_error(conn, "invalid_argument", "import.stat: no descriptor, one stat "
-				    "per path");
+				    "per path, in the form offered");
 			json_decref(need);
+			json_decref(files);
 			return;
 		}
-		for (size_t i = 0; i < json_array_size(paths); i++) {
-			const char *p = json_string_value(json_array_get(paths, i));
-			const json_t *a = json_array_get(stats, i);
+		for (size_t i = 0; i < json_array_size(files); i++) {
+			const json_t *fe = json_array_get(files, i);
+			const char *p = json_string_value(json_array_get(fe, 0));
+			const json_t *a = json_array_get(fe, 1);
 			char *src = tu_fmt("%s/%s", f->stat_root, p);
 			struct stat sb;
 
@@ -520,6 +586,7 @@ static void h_import_stat(struct fake *f, int conn, const char *op, const json_t
 				    (json_int_t)sb.st_ctim.tv_sec * 1000000000 + sb.st_ctim.tv_nsec) {
 				reply_error(conn, "invalid_argument", "a stat that is not the file's");
 				json_decref(need);
+				json_decref(files);
 				return;
 			}
 			if (strcmp(p, "empty") == 0 || strcmp(p, "sub/b.bin") == 0) {
@@ -529,6 +596,7 @@ static void h_import_stat(struct fake *f, int conn, const char *op, const json_t
 				f->bytes_done += (uint64_t)sb.st_size;
 			}
 		}
+		json_decref(files);
 		reply_ok(conn, json_pack("{s:I, s:I, s:I, s:o}", "files", (json_int_t)f->files_done,
 					 "dirs", (json_int_t)f->dirs_done, "bytes",
 					 (json_int_t)f->bytes_done, "need", need));
@@ -1276,7 +1344,7 @@ static void test_import_tree(void **state)
  * descriptor, [dev, ino, size, mode, mtime_ns, ctime_ns] as fstatat saw them), and only the ones
  * the daemon asks for are opened and sent (import.files), each before the walk leaves its
  * directory. Every file is imported once. */
-static void test_import_by_stat(void **state)
+static void import_by_stat(bool packed)
 {
 	static const struct {
 		const char *op, *path;
@@ -1292,9 +1360,9 @@ static void test_import_by_stat(void **state)
 	struct tree t;
 	struct run r;
 
-	(void)state;
 	tree_make(&t);
 	f->stat_root = t.src;
+	f->packed = packed;
 	RUN(&r, "--socket", f->sock, "dataset", "import", "genomes", t.src);
 	expect_status(&r, 0);
 	expect_contains(r.out, "imported genomes version 1: 4 files, 4 dirs, 70105 bytes in ");
@@ -1305,13 +1373,21 @@ static void test_import_by_stat(void **state)
 		assert_string_equal(fake_op(f, i), want[i].op);
 		assert_int_equal(fake_had_fd(f, i), strcmp(want[i].op, "import.files") == 0);
 		if (want[i].path && strcmp(want[i].op, "import.dir") != 0) {
-			const json_t *ps = json_object_get(fake_args(f, i), "paths");
+			json_t *ps = strcmp(want[i].op, "import.stat") == 0
+					     ? stat_request_files(f, fake_args(f, i))
+					     : json_incref(json_object_get(fake_args(f, i), "paths"));
 			char joined[256] = "";
 
-			for (size_t k = 0; k < json_array_size(ps); k++)
+			assert_non_null(ps);
+			for (size_t k = 0; k < json_array_size(ps); k++) {
+				const json_t *e = json_array_get(ps, k);
+
 				snprintf(joined + strlen(joined), sizeof(joined) - strlen(joined),
 					 "%s%s", k ? "," : "",
-					 json_string_value(json_array_get(ps, k)));
+					 json_string_value(json_is_array(e) ? json_array_get(e, 0)
+									    : e));
+			}
+			json_decref(ps);
 			assert_string_equal(joined, want[i].path);
 		}
 	}
@@ -1321,6 +1397,20 @@ static void test_import_by_stat(void **state)
 	expect_file(f, "sub/b.bin", 70000, 2);
 	fake_free(f);
 	tree_free(&t);
+}
+
+static void test_import_by_stat(void **state)
+{
+	(void)state;
+	import_by_stat(false);
+}
+
+/* The same with a daemon that offers the packed form (issue 16): every batch goes packed, with
+ * the stats the walk took, and the same files are asked for and sent. */
+static void test_import_by_stat_packed(void **state)
+{
+	(void)state;
+	import_by_stat(true);
 }
 
 static void test_import_json(void **state)
@@ -2013,6 +2103,7 @@ int main(void)
 		cmocka_unit_test(test_garbage_frame),
 		cmocka_unit_test(test_import_tree),
 		cmocka_unit_test(test_import_by_stat),
+		cmocka_unit_test(test_import_by_stat_packed),
 		cmocka_unit_test(test_import_json),
 		cmocka_unit_test(test_import_refuses_symlink),
 		cmocka_unit_test(test_import_refuses_fifo),
