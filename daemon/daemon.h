@@ -431,7 +431,7 @@ void node_runtime_free(struct node_runtime *n);
 int node_key_public(const uint8_t seed[static 32], struct node_public *ret);
 int node_key_box_secret(const uint8_t seed[static 32], uint8_t ret_sk[static 32]);
 int node_public_format(const char *name, const struct node_public *pub, char *out, size_t cap);
-/* -EINVAL (err_detail() says why). Trailing newlines are ignored. */
+/* -EINVAL (err_detail() says why), ret_name and ret untouched. Trailing newlines are ignored. */
 int node_public_parse(const char *text, size_t len, char ret_name[static NODE_NAME_MAX + 1],
 		      struct node_public *ret);
 /* Make a new seed in dirfd/name (O_EXCL, 0600, synced): -EEXIST nothing overwritten. */

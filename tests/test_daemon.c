@@ -1051,6 +1051,61 @@ static void test_node_signal(void **state)
 	sodium_memzero(sk2, sizeof(sk2));
 }
 
+/* A refused public key text leaves both outputs as they were (STYLE.md rule 4): a key part
+ * that is not 64 bytes of base64 after a good name, and a name that is not valid. Found by
+ * fuzz_node_public. */
+static void test_node_public_refused(void **state)
+{
+	static const char *const bad[] = {
+		"enclave-node-public:gpu01:AAAA",
+		"enclave-node-public:gpu01:",
+		"enclave-node-public:../x:AAAA",
+	};
+	char name[NODE_NAME_MAX + 1], before[NODE_NAME_MAX + 1];
+	struct node_public pub, pub_before;
+
+	(void)state;
+	memset(before, 'z', sizeof(before));
+	memset(&pub_before, 0xa5, sizeof(pub_before));
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		memcpy(name, before, sizeof(name));
+		pub = pub_before;
+		err_clear();
+		assert_int_equal(node_public_parse(bad[i], strlen(bad[i]), name, &pub), -EINVAL);
+		assert_true(err_detail()[0] != '\0');
+		assert_memory_equal(name, before, sizeof(name));
+		assert_memory_equal(&pub, &pub_before, sizeof(pub));
+	}
+}
+
+/* Only the canonical text of a key is a node public key: libsodium 1.0.18 (Debian 12) decodes
+ * any byte from 0x80 up as '/', so a text with such a byte in its key part decoded to a key that
+ * another text names; and a name with a NUL in it was cut there. Found by fuzz_node_public. */
+static void test_node_public_canonical(void **state)
+{
+	char text[NODE_PUBLIC_TEXT_MAX], name[NODE_NAME_MAX + 1];
+	struct node_public pub, pub2;
+	char *key;
+
+	(void)state;
+	memset(&pub, 0xff, sizeof(pub));        /* every key character '/' */
+	assert_int_equal(node_public_format("gpu01", &pub, text, sizeof(text)), 0);
+	assert_int_equal(node_public_parse(text, strlen(text), name, &pub2), 0);
+	assert_memory_equal(&pub, &pub2, sizeof(pub));
+	key = strrchr(text, ':') + 1;
+	assert_int_equal(key[0], '/');
+	key[0] = (char)0x80;
+	assert_int_equal(node_public_parse(text, strlen(text), name, &pub2), -EINVAL);
+	key[0] = (char)0xff;
+	assert_int_equal(node_public_parse(text, strlen(text), name, &pub2), -EINVAL);
+	/* A NUL in the name: the text named "gpu01\0x" was taken for node gpu01. */
+	key[0] = '/';
+	assert_int_equal(node_public_format("gpu01", &pub, text, sizeof(text)), 0);
+	memmove(text + 27, text + 25, strlen(text + 25) + 1);
+	memcpy(text + 25, "\0x", 2);
+	assert_int_equal(node_public_parse(text, strlen(text + 27) + 27, name, &pub2), -EINVAL);
+}
+
 /* The node key pair: made once (never overwritten), private, and its public text round-trips;
  * a damaged public text is refused. */
 static void test_node_key(void **state)
@@ -1284,6 +1339,8 @@ int main(void)
 		cmocka_unit_test(test_node_signal),
 		cmocka_unit_test(test_node_seen_parse),
 		cmocka_unit_test(test_node_key),
+		cmocka_unit_test(test_node_public_refused),
+		cmocka_unit_test(test_node_public_canonical),
 		cmocka_unit_test(test_node_gc_grace),
 		cmocka_unit_test(test_config_valid),
 		cmocka_unit_test(test_config_rejects),
