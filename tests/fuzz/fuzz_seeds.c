@@ -730,7 +730,69 @@ static void seeds_node_bundle(int outfd, const struct fuzz_node_keys *k)
 	close(fd);
 }
 
-/* Seeds of the three node harnesses, with the keys they check against. */
+/* The public key text of node FUZZ_NODE_NAME as node_public_format() writes it (with and
+ * without its newline), and texts that break one rule each. */
+static void seeds_node_public(int outfd, const struct fuzz_node_keys *k)
+{
+	static const struct text_edit edits[] = {
+		{ "ok-newline", NULL, "\n" },                  /* as in node.pub */
+		{ "ok-crlf", NULL, "\r\n" },
+		{ "other-prefix", "public", "secret" },
+		{ "bad-name", "gpu01", "../x." },
+		{ "not-base64", "==", "!=" },
+		{ "no-padding", "==", NULL },
+		{ "key-after-padding", NULL, "AA==" },          /* more base64 after the end */
+	};
+	struct node_public pub;
+	char text[NODE_PUBLIC_TEXT_MAX + 8], other[NODE_PUBLIC_TEXT_MAX + 72];
+	uint8_t both[65];
+	char b64[sodium_base64_ENCODED_LEN(65, sodium_base64_VARIANT_ORIGINAL)];
+	char *p;
+	int fd = seed_dir(outfd, "node_public");
+
+	if (fd < 0)
+		return;
+	memcpy(pub.sign_pk, k->node_sign_pk, 32);
+	memcpy(pub.box_pk, k->node_box_pk, 32);
+	if (node_public_format(FUZZ_NODE_NAME, &pub, text, sizeof(text)) < 0) {
+		fail("node_public_format");
+		close(fd);
+		return;
+	}
+	put_seed(fd, "ok", text, strlen(text));
+	for (size_t i = 0; i < sizeof(edits) / sizeof(edits[0]); i++) {
+		snprintf(other, sizeof(other), "%s%s", text, edits[i].find ? "" : edits[i].put);
+		p = edits[i].find ? strstr(other, edits[i].find) : NULL;
+		if (edits[i].find && (!p || (edits[i].put &&
+					     strlen(edits[i].put) != strlen(edits[i].find)))) {
+			fail("seed %s: cannot put \"%s\" for \"%s\"", edits[i].seed,
+			     edits[i].put, edits[i].find);
+			continue;
+		}
+		if (p && edits[i].put)
+			memcpy(p, edits[i].put, strlen(edits[i].put));
+		else if (p)
+			*p = '\0';
+		put_seed(fd, edits[i].seed, other, strlen(other));
+	}
+	put_seed(fd, "no-key", "enclave-node-public:" FUZZ_NODE_NAME,
+		 strlen("enclave-node-public:" FUZZ_NODE_NAME));
+	/* A name one byte too long, and keys one byte short and one byte long. */
+	snprintf(other, sizeof(other), "enclave-node-public:%065d:%s", 0,
+		 strrchr(text, ':') + 1);
+	put_seed(fd, "long-name", other, strlen(other));
+	memcpy(both, k->node_sign_pk, 32);
+	memcpy(both + 32, k->node_box_pk, 32);
+	both[64] = 0x01;
+	for (size_t n = 63; n <= 65; n += 2) {
+		sodium_bin2base64(b64, sizeof(b64), both, n, sodium_base64_VARIANT_ORIGINAL);
+		snprintf(other, sizeof(other), "enclave-node-public:" FUZZ_NODE_NAME ":%s", b64);
+		put_seed(fd, n == 63 ? "key-short" : "key-long", other, strlen(other));
+	}
+	close(fd);
+}
+
+/* Seeds of the four node harnesses, with the keys they check against. */
 static void seeds_node(int outfd)
 {
 	struct fuzz_node_keys k;
@@ -739,6 +801,7 @@ static void seeds_node(int outfd)
 	seeds_node_seen(outfd, &k);
 	seeds_node_signal(outfd, &k);
 	seeds_node_bundle(outfd, &k);
+	seeds_node_public(outfd, &k);
 	sodium_free(k.node_sign_sk);
 	sodium_free(k.primary_sk);
 }
