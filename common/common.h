@@ -48,6 +48,37 @@ static inline ssize_t sorted_find_u64(const void *base, size_t n, size_t size, s
 	return -1;
 }
 
+/* Room for key in a table kept by id (see sorted_find_u64), key not in it yet: the array grows
+ * when it is full (its capacity *cap elements, doubled, first at the start), the elements above
+ * key move up by one, and *n counts the new one. Returns the array, maybe moved, whose element
+ * *ret_at the caller fills; NULL when out of memory, nothing changed and base still valid. */
+static inline void *sorted_insert_u64(void *base, size_t *n, size_t *cap, size_t first,
+				      size_t size, size_t off, uint64_t key, size_t *ret_at)
+{
+	char *b = base;
+	size_t at = *n;
+
+	if (*n == *cap) {
+		size_t c = *cap ? *cap * 2 : first;
+
+		b = reallocarray(base, c, size);
+		if (!b)
+			return NULL;
+		*cap = c;
+	}
+	for (; at > 0; at--) {
+		uint64_t id;
+
+		memcpy(&id, b + (at - 1) * size + off, sizeof(id));
+		if (id <= key)
+			break;
+	}
+	memmove(b + (at + 1) * size, b + at * size, (*n - at) * size);
+	(*n)++;
+	*ret_at = at;
+	return b;
+}
+
 /* Fixed-width integer encoding. Index keys are big-endian so they sort numerically;
  * on-disk values are little-endian. See docs/FORMAT.md. */
 static inline void put_be32(uint8_t *p, uint32_t v)

@@ -401,7 +401,7 @@ static struct gc_pack *pack_find(struct gc *g, uint64_t id)
 static int pack_add(struct gc *g, uint64_t id, struct gc_pack **ret)
 {
 	struct gc_pack *p = pack_find(g, id);
-	size_t at = g->npacks;
+	size_t at;
 
 	if (p) {
 		*ret = p;
@@ -409,22 +409,14 @@ static int pack_add(struct gc *g, uint64_t id, struct gc_pack **ret)
 	}
 	if (g->npacks >= GC_PACKS_MAX)
 		return err_set(-E2BIG, "more than %u packs", GC_PACKS_MAX);
-	if (g->npacks == g->packs_cap) {
-		size_t n = g->packs_cap ? g->packs_cap * 2 : 64;
-		struct gc_pack *a = reallocarray(g->packs, n, sizeof(*a));
-
-		if (!a)
-			return -ENOMEM;
-		g->packs = a;
-		g->packs_cap = n;
-	}
-	while (at > 0 && g->packs[at - 1].id > id)
-		at--;
-	memmove(&g->packs[at + 1], &g->packs[at], (g->npacks - at) * sizeof(*g->packs));
-	g->packs[at] = (struct gc_pack){ .id = id };
-	g->npacks++;
+	p = sorted_insert_u64(g->packs, &g->npacks, &g->packs_cap, 64, sizeof(*p),
+			      offsetof(struct gc_pack, id), id, &at);
+	if (!p)
+		return -ENOMEM;
+	g->packs = p;
+	p[at] = (struct gc_pack){ .id = id };
 	g->max_id = MAX(g->max_id, id);
-	*ret = &g->packs[at];
+	*ret = &p[at];
 	return 0;
 }
 

@@ -1245,26 +1245,18 @@ static struct pack_slot *pack_slot_find(struct store *st, uint64_t id)
 int store_pack_commit_locked(struct store *st, uint64_t id, uint64_t len)
 {
 	struct pack_slot *sl = pack_slot_find(st, id);
-	size_t at = st->npacks;
+	size_t at;
 
 	if (sl) {
 		sl->len = len;
 		return 0;
 	}
-	if (st->npacks == st->packs_cap) {
-		size_t n = st->packs_cap ? st->packs_cap * 2 : 16;
-		struct pack_slot *a = reallocarray(st->packs, n, sizeof(*a));
-
-		if (!a)
-			return -ENOMEM;
-		st->packs = a;
-		st->packs_cap = n;
-	}
-	while (at > 0 && st->packs[at - 1].id > id)
-		at--;
-	memmove(&st->packs[at + 1], &st->packs[at], (st->npacks - at) * sizeof(*st->packs));
-	st->packs[at] = (struct pack_slot){ .id = id, .len = len };
-	st->npacks++;
+	sl = sorted_insert_u64(st->packs, &st->npacks, &st->packs_cap, 16, sizeof(*sl),
+			       offsetof(struct pack_slot, id), id, &at);
+	if (!sl)
+		return -ENOMEM;
+	st->packs = sl;
+	sl[at] = (struct pack_slot){ .id = id, .len = len };
 	return 0;
 }
 
