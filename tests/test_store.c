@@ -101,6 +101,23 @@ static uint8_t *read_path(struct store *st, const char *ds, uint32_t ver, const 
 	return b;
 }
 
+/* Each names[i] (i < n) of version ver of dataset ds reads back through the store as the file
+ * paths[i], byte for byte. */
+static void assert_read_back(struct store *st, const char *ds, uint32_t ver,
+			     const char *const *names, char *const *paths, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		size_t got, wlen;
+		uint8_t *want = tu_read_file(paths[i], &wlen);
+		uint8_t *have = read_path(st, ds, ver, names[i], CS, &got);
+
+		assert_int_equal(got, wlen);
+		assert_memory_equal(have, want, got);
+		free(have);
+		free(want);
+	}
+}
+
 /* ---- Round trips --------------------------------------------------------------------------- */
 
 static const size_t rt_sizes[] = {
@@ -1822,11 +1839,13 @@ static struct store_import_stats stamp_import(struct store *st, char *const *pat
 	struct store_import_stats stats;
 	struct store_import *imp = NULL;
 	struct stat sts[3];
+	char *from[3];
 	int fds[3];
 	uint32_t ver = 0;
 
 	for (size_t i = 0; i < 3; i++) {
-		fds[i] = open(paths[src[i]], O_RDONLY | O_CLOEXEC);
+		from[i] = paths[src[i]];
+		fds[i] = open(from[i], O_RDONLY | O_CLOEXEC);
 		assert_true(fds[i] >= 0);
 		assert_int_equal(fstat(fds[i], &sts[i]), 0);
 	}
@@ -1840,17 +1859,9 @@ static struct store_import_stats stamp_import(struct store *st, char *const *pat
 	assert_int_equal(store_import_commit(imp, &ver), 0);
 	assert_int_equal(ver, want_ver);
 	store_import_free(imp);
-	for (size_t i = 0; i < 3; i++) {
-		size_t got, wlen;
-		uint8_t *want = tu_read_file(paths[src[i]], &wlen);
-		uint8_t *have = read_path(st, "stamp", ver, names[i], CS, &got);
-
-		assert_int_equal(got, wlen);
-		assert_memory_equal(have, want, got);
-		free(have);
-		free(want);
+	assert_read_back(st, "stamp", ver, names, from, 3);
+	for (size_t i = 0; i < 3; i++)
 		close(fds[i]);
-	}
 	return stats;
 }
 
@@ -1981,17 +1992,9 @@ static struct store_import_stats divert_import(struct store *st, char *const *pa
 	assert_int_equal(store_import_commit(imp, &ver), 0);
 	assert_int_equal(ver, want_ver);
 	store_import_free(imp);
-	for (size_t i = 0; i < 3; i++) {
-		size_t got, wlen;
-		uint8_t *want = tu_read_file(paths[i], &wlen);
-		uint8_t *have = read_path(st, "dv", ver, names[i], CS, &got);
-
-		assert_int_equal(got, wlen);
-		assert_memory_equal(have, want, got);
-		free(have);
-		free(want);
+	assert_read_back(st, "dv", ver, names, paths, 3);
+	for (size_t i = 0; i < 3; i++)
 		close(fds[i]);
-	}
 	*ret_shown = divert_shown;
 	*ret_diverted = diverted;
 	return stats;
@@ -2121,16 +2124,7 @@ static struct store_import_stats claim_import(struct store *st, char *const *pat
 	store_import_free(imp);
 	for (size_t i = 0; i < ng; i++)
 		close(gfds[i]);
-	for (size_t i = 0; i < CLAIM_N; i++) {
-		size_t got, wlen;
-		uint8_t *want = tu_read_file(paths[i], &wlen);
-		uint8_t *have = read_path(st, "cl", ver, claim_names[i], CS, &got);
-
-		assert_int_equal(got, wlen);
-		assert_memory_equal(have, want, got);
-		free(have);
-		free(want);
-	}
+	assert_read_back(st, "cl", ver, claim_names, paths, CLAIM_N);
 	*ret_need = needed;
 	return stats;
 }
@@ -2340,17 +2334,9 @@ static void test_import_claimed_bad(void **state)
 	assert_int_equal(store_import_commit(imp, &ver), 0);
 	assert_int_equal(ver, 2);
 	store_import_free(imp);
-	for (size_t i = 0; i < 2; i++) {
-		size_t got, wlen;
-		uint8_t *want = tu_read_file(paths[i], &wlen);
-		uint8_t *have = read_path(st, "bad", ver, i ? "two" : "one", CS, &got);
-
-		assert_int_equal(got, wlen);
-		assert_memory_equal(have, want, got);
-		free(have);
-		free(want);
+	assert_read_back(st, "bad", ver, (const char *const[]){ "one", "two" }, paths, 2);
+	for (size_t i = 0; i < 2; i++)
 		free(paths[i]);
-	}
 	(void)need;
 	store_close(st);
 }
