@@ -1110,13 +1110,32 @@ static int child_cat_as_job(void *arg)
 	return 91;
 }
 
+/* `audit report --json` (its run r, freed) shows test_job_across_nodes's job: three opens, one
+ * on each node and one on the primary's mount. */
+static void assert_job_across_nodes(struct e2e_run *r)
+{
+	json_t *j = e2e_out_json(r), *job, *per;
+
+	job = json_object_get(json_object_get(j, "jobs"), "4242");
+	assert_non_null(job);
+	assert_int_equal(json_integer_value(json_object_get(job, "opens")), 3);
+	per = json_object_get(job, "nodes");
+	assert_int_equal(json_object_size(per), 3);
+	for (int i = 0; i < 2; i++)
+		assert_int_equal(json_integer_value(json_object_get(
+			json_object_get(per, nodes[i].name), "opens")), 1);
+	assert_int_equal(json_integer_value(json_object_get(json_object_get(per, "(primary)"),
+							    "opens")), 1);
+	json_decref(j);
+	free(r);
+}
+
 /* One Slurm job reading on two nodes and on the primary's mount is one job in `audit report`
  * (read offline from the store's audit directory, node logs included), with each node's share. */
 static void test_job_across_nodes(void **state)
 {
 	char *log = tu_fmt("%s/audit", E->store), *p;
 	struct e2e_run *r;
-	json_t *j, *job, *per;
 	uint64_t gid;
 
 	(void)state;
@@ -1132,33 +1151,10 @@ static void test_job_across_nodes(void **state)
 	assert_int_equal(tu_run_as(&E->u.alice, child_cat_as_job, p, 30000), 0);
 	free(p);
 	poll(NULL, 0, 300);   /* the nodes' session records reach their logs within 10 ms */
-	r = e2e_ok(ctl("--json", "audit", "report", "--log", log, "--auditor-key", E->akey));
-	j = e2e_out_json(r);
-	job = json_object_get(json_object_get(j, "jobs"), "4242");
-	assert_non_null(job);
-	assert_int_equal(json_integer_value(json_object_get(job, "opens")), 3);
-	per = json_object_get(job, "nodes");
-	assert_int_equal(json_object_size(per), 3);
-	for (int i = 0; i < 2; i++)
-		assert_int_equal(json_integer_value(json_object_get(
-			json_object_get(per, nodes[i].name), "opens")), 1);
-	assert_int_equal(json_integer_value(json_object_get(json_object_get(per, "(primary)"),
-							    "opens")), 1);
-	json_decref(j);
-	free(r);
+	assert_job_across_nodes(e2e_ok(ctl("--json", "audit", "report", "--log", log,
+					   "--auditor-key", E->akey)));
 	/* The same from the daemon (no --log): it merges the nodes' logs with the primary's. */
-	r = e2e_ok(ctl("--json", "audit", "report", "--auditor-key", E->akey));
-	j = e2e_out_json(r);
-	job = json_object_get(json_object_get(j, "jobs"), "4242");
-	assert_non_null(job);
-	assert_int_equal(json_integer_value(json_object_get(job, "opens")), 3);
-	per = json_object_get(job, "nodes");
-	assert_int_equal(json_object_size(per), 3);
-	for (int i = 0; i < 2; i++)
-		assert_int_equal(json_integer_value(json_object_get(
-			json_object_get(per, nodes[i].name), "opens")), 1);
-	json_decref(j);
-	free(r);
+	assert_job_across_nodes(e2e_ok(ctl("--json", "audit", "report", "--auditor-key", E->akey)));
 	/* And `audit show`: the opens from all three logs (the job's among them), in time order,
 	 * each node's named by its node. */
 	r = e2e_ok(ctl("--json", "audit", "show", "--auditor-key", E->akey, "--event", "open"));
