@@ -1280,12 +1280,51 @@ static void expect_file(const struct fake *f, const char *path, size_t len, uint
 	fail_msg("the fake daemon never got %s", path);
 }
 
+/* A request the fake daemon should get: its op, and its path (NULL: not checked); for a batch
+ * (import.files, import.stat) the paths of the batch joined by ",". */
+struct want_req {
+	const char *op, *path;
+};
+
+/* The fake daemon got exactly want[0..n), in order, a descriptor with each import.files and with
+ * nothing else. An import.stat's paths are read in the form the fake takes (f->packed). */
+static void expect_requests(const struct fake *f, const struct want_req *want, size_t n)
+{
+	assert_int_equal(fake_nreq(f), n);
+	for (size_t i = 0; i < n; i++) {
+		const char *op = want[i].op;
+
+		assert_string_equal(fake_op(f, i), op);
+		assert_int_equal(fake_had_fd(f, i), strcmp(op, "import.files") == 0);
+		if (want[i].path && (strcmp(op, "import.files") == 0 ||
+				     strcmp(op, "import.stat") == 0)) {
+			/* import.stat: [path, stat] each; import.files: the paths */
+			json_t *ps = strcmp(op, "import.stat") == 0
+					     ? stat_request_files(f, fake_args(f, i))
+					     : json_incref(json_object_get(fake_args(f, i), "paths"));
+			char joined[256] = "";
+
+			assert_non_null(ps);
+			for (size_t k = 0; k < json_array_size(ps); k++) {
+				const json_t *e = json_array_get(ps, k);
+
+				snprintf(joined + strlen(joined), sizeof(joined) - strlen(joined),
+					 "%s%s", k ? "," : "",
+					 json_string_value(json_is_array(e) ? json_array_get(e, 0)
+									    : e));
+			}
+			json_decref(ps);
+			assert_string_equal(joined, want[i].path);
+		} else if (want[i].path) {
+			assert_string_equal(arg_str(fake_args(f, i), "path"), want[i].path);
+		}
+	}
+}
+
 static void test_import_tree(void **state)
 {
 	/* Files travel in batches (import.files), each sent before the next directory. */
-	static const struct {
-		const char *op, *path;
-	} want[] = {
+	static const struct want_req want[] = {
 		{ "import.begin", NULL },      { "import.dir", "" },
 		{ "import.files", "a.txt,empty" },
 		{ "import.dir", "sub" },       { "import.files", "sub/b.bin" },
@@ -1306,23 +1345,7 @@ static void test_import_tree(void **state)
 	run_free(&r);
 	fake_stop(f);
 
-	assert_int_equal(fake_nreq(f), ARRAY_SIZE(want));
-	for (size_t i = 0; i < ARRAY_SIZE(want); i++) {
-		assert_string_equal(fake_op(f, i), want[i].op);
-		assert_int_equal(fake_had_fd(f, i), strcmp(want[i].op, "import.files") == 0);
-		if (want[i].path && strcmp(want[i].op, "import.files") == 0) {
-			const json_t *ps = json_object_get(fake_args(f, i), "paths");
-			char joined[256] = "";
-
-			for (size_t k = 0; k < json_array_size(ps); k++)
-				snprintf(joined + strlen(joined), sizeof(joined) - strlen(joined),
-					 "%s%s", k ? "," : "",
-					 json_string_value(json_array_get(ps, k)));
-			assert_string_equal(joined, want[i].path);
-		} else if (want[i].path) {
-			assert_string_equal(arg_str(fake_args(f, i), "path"), want[i].path);
-		}
-	}
+	expect_requests(f, want, ARRAY_SIZE(want));
 	a = fake_args(f, 0);
 	assert_string_equal(arg_str(a, "dataset"), "genomes");
 	assert_int_equal(json_integer_value(json_object_get(a, "chunk_size")), 65536);
@@ -1346,9 +1369,7 @@ static void test_import_tree(void **state)
  * directory. Every file is imported once. */
 static void import_by_stat(bool packed)
 {
-	static const struct {
-		const char *op, *path;
-	} want[] = {
+	static const struct want_req want[] = {
 		{ "import.begin", NULL },      { "import.dir", "" },
 		{ "import.stat", "a.txt,empty" }, { "import.files", "empty" },
 		{ "import.dir", "sub" },       { "import.stat", "sub/b.bin" },
@@ -1368,29 +1389,7 @@ static void import_by_stat(bool packed)
 	expect_contains(r.out, "imported genomes version 1: 4 files, 4 dirs, 70105 bytes in ");
 	run_free(&r);
 	fake_stop(f);
-	assert_int_equal(fake_nreq(f), ARRAY_SIZE(want));
-	for (size_t i = 0; i < ARRAY_SIZE(want); i++) {
-		assert_string_equal(fake_op(f, i), want[i].op);
-		assert_int_equal(fake_had_fd(f, i), strcmp(want[i].op, "import.files") == 0);
-		if (want[i].path && strcmp(want[i].op, "import.dir") != 0) {
-			json_t *ps = strcmp(want[i].op, "import.stat") == 0
-					     ? stat_request_files(f, fake_args(f, i))
-					     : json_incref(json_object_get(fake_args(f, i), "paths"));
-			char joined[256] = "";
-
-			assert_non_null(ps);
-			for (size_t k = 0; k < json_array_size(ps); k++) {
-				const json_t *e = json_array_get(ps, k);
-
-				snprintf(joined + strlen(joined), sizeof(joined) - strlen(joined),
-					 "%s%s", k ? "," : "",
-					 json_string_value(json_is_array(e) ? json_array_get(e, 0)
-									    : e));
-			}
-			json_decref(ps);
-			assert_string_equal(joined, want[i].path);
-		}
-	}
+	expect_requests(f, want, ARRAY_SIZE(want));
 	/* Only the files asked for were sent, whole. */
 	assert_int_equal(f->nfiles, 2);
 	expect_file(f, "empty", 0, 0);
