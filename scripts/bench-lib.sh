@@ -4,9 +4,10 @@
 # bench_build and bench_build_before.
 #
 # Clean-up: bench_scratch makes the scratch directory and installs bench_cleanup on exit, error
-# and signal. bench_cleanup stops the daemon in $pid and those in ${pids[@]} (TERM, then waits),
-# unmounts $mnt and ${mnts[@]} where mounted, calls bench_cleanup_more if the script defines one
-# (its own extras), removes $scratch and exits with the script's status.
+# and signal. bench_cleanup stops the processes in ${pids[@]} (a client still running, or more
+# daemons), then the daemon in $pid (TERM, then waits), unmounts $mnt and ${mnts[@]} where
+# mounted, calls bench_cleanup_more if the script defines one (its own extras), removes $scratch
+# and exits with the script's status.
 
 # The help: the script's header comment, from line 2 to `set -euo`.
 bench_usage() { sed -n '2,/^set -euo/{/^#/s/^# \{0,1\}//p}' "$0"; }
@@ -74,10 +75,10 @@ bench_stop_daemon() {
 bench_cleanup() {
 	local rc=$? p m
 	set +e
-	bench_stop_daemon
 	for p in "${pids[@]}"; do
 		kill -0 "$p" 2>/dev/null && { kill -TERM "$p"; wait "$p"; }
 	done
+	bench_stop_daemon
 	for m in "${mnts[@]}"; do
 		grep -q " $m " /proc/self/mountinfo && { fusermount3 -u "$m" 2>/dev/null || umount -l "$m"; }
 	done
@@ -86,9 +87,10 @@ bench_cleanup() {
 	exit "$rc"
 }
 
-# bench_scratch: scratch=/var/tmp/enclave-bench-<name>.XXXXXX, with bench_cleanup installed.
+# bench_scratch: scratch=/var/tmp/enclave-<name>.XXXXXX (or in $scratch_parent if the script
+# sets it), with bench_cleanup installed.
 bench_scratch() {
-	scratch=$(mktemp -d "/var/tmp/enclave-$bench.XXXXXX")
+	scratch=$(mktemp -d "${scratch_parent:-/var/tmp}/enclave-$bench.XXXXXX")
 	trap bench_cleanup EXIT
 	trap 'exit 130' INT TERM
 }

@@ -22,6 +22,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
+bench="bench-rss"
+. scripts/bench-lib.sh
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; }
 case "${1:-}" in
@@ -58,30 +60,18 @@ enclavectl=$root/$build/cli/enclavectl
 # Its own reader, so a concurrent scripts/bench.sh cannot delete it under us.
 user=enclave-bench-rss
 made_user=0
-scratch=$(mktemp -d "$root/$build/bench-rss.XXXXXX")
+bench_cleanup_more() {
+	echo "bench-rss: removing the scratch data" >&2
+	((made_user)) && userdel "$user" 2>/dev/null
+}
+scratch_parent=$root/$build
+bench_scratch
 chmod 0755 "$scratch"
 src=$scratch/src
 mnt=$scratch/mnt
 store=$scratch/store
 pid=
-child=
-
-cleanup() {
-	local rc=$?
-	set +e
-	[[ -n $child ]] && kill -TERM "$child" 2>/dev/null && wait "$child"
-	if [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null; then
-		kill -TERM "$pid"
-		wait "$pid"
-	fi
-	grep -q " $mnt " /proc/self/mountinfo && { fusermount3 -u "$mnt" 2>/dev/null || umount -l "$mnt"; }
-	echo "bench-rss: removing the scratch data" >&2
-	rm -rf "$scratch"
-	((made_user)) && userdel "$user" 2>/dev/null
-	exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+pids=()        # the long step running (run): bench_cleanup stops it before the daemon
 
 if ! id "$user" >/dev/null 2>&1; then
 	useradd --system --no-create-home --shell /usr/sbin/nologin "$user"
@@ -94,9 +84,9 @@ as() { runuser -u "$user" -- "$@"; }
 # foreground command has finished, while wait returns at once, so a TERM (or ^C) stops the run now.
 run() {
 	"$@" <&0 &
-	child=$!
-	wait "$child"
-	child=
+	pids=($!)
+	wait "${pids[0]}"
+	pids=()
 }
 now_ns() { date +%s%N; }
 ms_since() { echo $((($(now_ns) - $1) / 1000000)); }

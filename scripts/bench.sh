@@ -32,6 +32,9 @@ case "${1:-}" in
 esac
 cd "$(dirname "$0")/.."
 root=$PWD
+bench=bench
+# shellcheck source=scripts/bench-lib.sh
+source scripts/bench-lib.sh
 
 shards=${BENCH_SHARDS:-3}
 shard_mib=${BENCH_SHARD_MIB:-1024}
@@ -80,7 +83,8 @@ if ! id "$user" >/dev/null 2>&1; then
 	useradd --system --no-create-home --shell /usr/sbin/nologin "$user"
 	made_user=1
 fi
-scratch=$(mktemp -d /var/tmp/enclave-bench.XXXXXX)
+bench_cleanup_more() { ((made_user)) && userdel "$user" 2>/dev/null; }
+bench_scratch
 chmod 0755 "$scratch"
 src=$scratch/src           # the plain files
 mnt=$scratch/mnt           # enclave
@@ -90,24 +94,8 @@ gmnt=$scratch/gocryptfs
 store=$scratch/store
 mkdir -p "$src/shards" "$src/small" "$mnt" "$bmnt" "$gcipher" "$gmnt"
 pid=
+mnts=("$bmnt" "$gmnt")     # bench_cleanup unmounts these and $mnt
 perf_dir=$root/$build/bench-perf
-
-cleanup() {
-	local rc=$?
-	set +e
-	if [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null; then
-		kill -TERM "$pid"
-		wait "$pid"
-	fi
-	for m in "$mnt" "$bmnt" "$gmnt"; do
-		grep -q " $m " /proc/self/mountinfo && { fusermount3 -u "$m" 2>/dev/null || umount -l "$m"; }
-	done
-	rm -rf "$scratch"
-	((made_user)) && userdel "$user" 2>/dev/null
-	exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
 
 as() { runuser -u "$user" -- "$@"; }
 drop() { sync; echo 3 >/proc/sys/vm/drop_caches; }
