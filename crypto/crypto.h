@@ -169,6 +169,22 @@ int crypto_unseal(const crypto_key *key, const uint8_t *ad, size_t ad_len, const
 void crypto_name_hash(const crypto_key *key, const void *name, size_t len,
 		      uint8_t ret_hash[static CRYPTO_NAME_HASH_LEN]);
 
+/* ---- Keyed BLAKE2b of many short messages under one key (crypto/blake2b.c) ----------------- */
+
+/* A key for crypto_mac(): keyed BLAKE2b (RFC 7693) with the key's block compressed once, so a
+ * message of up to 128 bytes costs one compression instead of two. The digest is byte for byte
+ * libsodium's keyed BLAKE2b, crypto_generichash(out, out_len, msg, len, key, CRYPTO_KEY_LEN):
+ * what crypto_name_hash() (out_len CRYPTO_NAME_HASH_LEN) and crypto_hash_init_keyed()
+ * (CRYPTO_HASH_LEN) give. In guarded memory (the state after the key block is as secret as the
+ * key); only read once made, so several threads may use one. */
+typedef struct crypto_mac_key crypto_mac_key;
+/* out_len: 1 to 64. The key is copied into the state, not kept. -EINVAL; -ENOMEM. */
+int crypto_mac_key_new(const crypto_key *key, size_t out_len, crypto_mac_key **ret_mk);
+/* Wipe and free. NULL is fine. */
+void crypto_mac_key_free(crypto_mac_key *mk);
+/* The keyed digest of len bytes of msg (NULL when len is 0) into out (out_len bytes). */
+void crypto_mac(const crypto_mac_key *mk, const void *msg, size_t len, uint8_t *out);
+
 /* A running BLAKE2b-256 hash (for manifests). */
 #define CRYPTO_HASH_LEN 32
 typedef struct crypto_hasher crypto_hasher;

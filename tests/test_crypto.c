@@ -341,6 +341,100 @@ static void test_kat_chacha20poly1305(void **state)
 				     d.key), 0);
 }
 
+/* crypto_mac() (keyed BLAKE2b with the key block compressed once, crypto/blake2b.c) against an
+ * independent implementation: digests computed with Python's hashlib.blake2b(msg, key=key,
+ * digest_size=n) for key = 00 01 .. 1f and msg[i] = 7 i + 1 (mod 256), lengths around the block
+ * boundaries; then against libsodium's keyed crypto_generichash for every length from 0 to 600,
+ * four digest sizes and several keys; and a digest changes with any bit of key or message. */
+static void test_mac_keyed_blake2b(void **state)
+{
+	static const struct {
+		size_t len, out;
+		const char *hex;
+	} kat[] = {
+		{ 0, 16, "3daf97bce7888fd59773c66bf647459c" },
+		{ 0, 32, "4e51e7a913fc80137da52880fecca175bf81e117d5c68126dc2774033517ea0d" },
+		{ 1, 16, "8602f18f57f3dadb9324b47adcb676d1" },
+		{ 1, 32, "dace1c2bbe1660f898884720cb73d4dad6e7d360260c749cee92d58f4aa0f23a" },
+		{ 3, 16, "de91664a1cf28aa1f91b367325b94676" },
+		{ 3, 32, "af26830250415e69f529c749b0fbcfe7f07113d2f4f6c9fadedb0c4e980ff665" },
+		{ 86, 16, "40dd0bc30dcecafe1d38452aa5f39ae9" },
+		{ 86, 32, "7d9c395c81c160c2f42ff7275e38650fcaebf5e2aa4e1af2ea2806b0cd976fd2" },
+		{ 127, 16, "102f4eb202585863f06cb0c53512e853" },
+		{ 127, 32, "397b169ef9b181e416b4c84bfe04a9807b57f456a183190cfbb41950ab3abdfc" },
+		{ 128, 16, "0808ba54160e44871e2f500b0beab1cf" },
+		{ 128, 32, "78a031422b524ff2d8f960b4d6c9e689d74a8374ada7495aa0f4616cb9206370" },
+		{ 129, 16, "92196a092481b4be1b5e080758af5fae" },
+		{ 129, 32, "7e42254559cc8c8f7f4fcedb1718ec5b07f48a90b57526784dcfbd0ecea7717b" },
+		{ 256, 16, "9c8b1176d6d8c54800a31d76df3617ac" },
+		{ 256, 32, "978a2b62d11326386569d5b0f94bcbb82b57f512613e60e78b531a0192a4a08a" },
+		{ 300, 16, "af363576e2ca52a82d0b3db4eb702933" },
+		{ 300, 32, "2a874759a95efb304b76f7c2d2770e2879bec15e97d26c7e7b987ec69f5abd88" },
+	};
+	uint8_t kb[CRYPTO_KEY_LEN], msg[600], want[64], have[64];
+	static const size_t outs[] = { 1, CRYPTO_NAME_HASH_LEN, CRYPTO_HASH_LEN, 64 };
+	crypto_mac_key *mk = NULL;
+	crypto_key *key = NULL;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(kb); i++)
+		kb[i] = (uint8_t)i;
+	for (size_t i = 0; i < sizeof(msg); i++)
+		msg[i] = (uint8_t)(7 * i + 1);
+	assert_int_equal(crypto_key_from_bytes(kb, &key), 0);
+	for (size_t v = 0; v < sizeof(kat) / sizeof(kat[0]); v++) {
+		assert_int_equal(unhex(kat[v].hex, want, sizeof(want)), kat[v].out);
+		assert_int_equal(crypto_mac_key_new(key, kat[v].out, &mk), 0);
+		crypto_mac(mk, kat[v].len ? msg : NULL, kat[v].len, have);
+		assert_memory_equal(have, want, kat[v].out);
+		crypto_mac_key_free(mk);
+	}
+	crypto_key_free(key);
+	for (unsigned k = 0; k < 4; k++) {
+		assert_int_equal(crypto_key_generate(&key), 0);
+		crypto_random(msg, sizeof(msg));
+		for (size_t o = 0; o < sizeof(outs) / sizeof(outs[0]); o++) {
+			assert_int_equal(crypto_mac_key_new(key, outs[o], &mk), 0);
+			for (size_t len = 0; len <= sizeof(msg); len++) {
+				crypto_generichash(want, outs[o], len ? msg : NULL, len,
+						   crypto_key_bytes(key), CRYPTO_KEY_LEN);
+				crypto_mac(mk, len ? msg : NULL, len, have);
+				assert_memory_equal(have, want, outs[o]);
+			}
+			crypto_mac_key_free(mk);
+		}
+		/* crypto_name_hash() is the same function. */
+		assert_int_equal(crypto_mac_key_new(key, CRYPTO_NAME_HASH_LEN, &mk), 0);
+		crypto_name_hash(key, msg, 77, want);
+		crypto_mac(mk, msg, 77, have);
+		assert_memory_equal(have, want, CRYPTO_NAME_HASH_LEN);
+		/* A flipped message bit changes the digest. */
+		msg[40] ^= 0x10;
+		crypto_mac(mk, msg, 77, want);
+		assert_memory_not_equal(have, want, CRYPTO_NAME_HASH_LEN);
+		crypto_mac_key_free(mk);
+		crypto_key_free(key);
+	}
+	/* Another key, the same message: another digest. */
+	kb[31] ^= 1;
+	assert_int_equal(crypto_key_from_bytes(kb, &key), 0);
+	assert_int_equal(crypto_mac_key_new(key, 16, &mk), 0);
+	for (size_t i = 0; i < sizeof(msg); i++)
+		msg[i] = (uint8_t)(7 * i + 1);
+	crypto_mac(mk, msg, 86, have);
+	assert_int_equal(unhex(kat[6].hex, want, sizeof(want)), 16);
+	assert_int_equal(kat[6].len, 86);
+	assert_memory_not_equal(have, want, 16);
+	crypto_mac_key_free(mk);
+	crypto_key_free(key);
+	assert_int_equal(crypto_mac_key_new(NULL, 16, &mk), -EINVAL);
+	assert_int_equal(crypto_key_generate(&key), 0);
+	assert_int_equal(crypto_mac_key_new(key, 0, &mk), -EINVAL);
+	assert_int_equal(crypto_mac_key_new(key, 65, &mk), -EINVAL);
+	crypto_key_free(key);
+	crypto_mac_key_free(NULL);
+}
+
 static void test_kat_xchacha20poly1305(void **state)
 {
 	struct vec d;
@@ -1553,6 +1647,7 @@ int main(void)
 		cmocka_unit_test(test_kat_aes256gcm),
 		cmocka_unit_test(test_kat_chacha20poly1305),
 		cmocka_unit_test(test_kat_xchacha20poly1305),
+		cmocka_unit_test(test_mac_keyed_blake2b),
 		cmocka_unit_test(test_chunk_ad_layout),
 		cmocka_unit_test(test_chunk_kat_aes),
 		cmocka_unit_test(test_chunk_kat_chacha),
