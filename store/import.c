@@ -238,6 +238,8 @@ struct store_import {
 					       keys are wrapped under it; owned */
 	crypto_key *ix_seal;                /* Kvs, its index seal key; owned */
 	crypto_key *ix_name;                /* Kvn, its name-hash key; owned */
+	crypto_mac_key *ix_name_mk;         /* Kvn made a crypto_mac_key (the name hashes of the
+					       entries this import writes); owned */
 	crypto_hasher *man_files;             /* manifest: file leaves in inode order; owned */
 	crypto_hasher *man_dirs;              /* manifest: directory leaves, at commit; owned */
 	struct buf plain;                   /* a record's plaintext before it is sealed */
@@ -336,6 +338,8 @@ struct store_import {
 
 	/* Shared objects (see the top of this file). */
 	crypto_key *content_key;            /* the dataset's content-hash key; owned */
+	crypto_mac_key *stamp_mk;           /* the same key made a crypto_mac_key, for the source
+					       stamps (stamp_make()); owned */
 	crypto_hasher *chash;               /* keyed hash of the file being hashed; owned */
 	uint8_t *hbuf;                      /* IMPORT_HBUF bytes of plaintext; owned, wiped */
 	bool hbuf_touched;                  /* hbuf was read into: wiped at the end */
@@ -672,7 +676,7 @@ static int dirent_exists(struct store_import *imp, const struct dir_ent *d, cons
 	r = batch_write(imp, true);
 	if (r < 0)
 		return r;
-	dkey(imp->ix_name, k, imp->ds.info.id, imp->version, d->ino, name, strlen(name));
+	dkey_mk(imp->ix_name_mk, k, imp->ds.info.id, imp->version, d->ino, name, strlen(name));
 	v = rocksdb_get_cf(imp->st->ix.db, imp->st->ix.ro, imp->st->ix.cf[CF_DIRENTS], (char *)k,
 			   sizeof(k), &vl, &err);
 	if (err) {
@@ -719,11 +723,11 @@ static int put_dirent(struct store_import *imp, struct dir_ent *parent, const ch
 	size_t n = strlen(name);
 
 	memcpy(d.name, name, MIN(n, (size_t)STORE_NAME_MAX));
-	dkey(imp->ix_name, k, imp->ds.info.id, imp->version, parent->ino, name, n);
+	dkey_mk(imp->ix_name_mk, k, imp->ds.info.id, imp->version, parent->ino, name, n);
 	buf_reset(&imp->plain);
 	if (dirent_rec_encode(&d, &imp->plain) < 0)
 		return imp_fail(imp, -ENOMEM, "out of memory");
-	dirent_digest_add(imp->ix_name, parent->digest, ino, type, name, n);
+	dirent_digest_add_mk(imp->ix_name_mk, parent->digest, ino, type, name, n);
 	if (dirent_added(imp, parent, name) < 0)
 		return imp->err;
 	buf_reset(&imp->scratch);
@@ -1842,22 +1846,21 @@ static void stamp_make(struct store_import *imp, const struct stat *s, bool plai
 	 * the distinction), which such an import must read again. */
 	static const char ctx_raw[] = "enclave source stamp v1";
 	static const char ctx_plain[] = "enclave source stamp v1 plain";
-	uint8_t b[7 * 8];
+	uint8_t b[sizeof(ctx_plain) + 7 * 8];
+	size_t c = plain ? sizeof(ctx_plain) : sizeof(ctx_raw);   /* its NUL too */
 
-	put_le64(b, (uint64_t)s->st_dev);
-	put_le64(b + 8, (uint64_t)s->st_ino);
-	put_le64(b + 16, (uint64_t)s->st_size);
-	put_le64(b + 24, (uint64_t)s->st_mtim.tv_sec);
-	put_le64(b + 32, (uint64_t)s->st_mtim.tv_nsec);
-	put_le64(b + 40, (uint64_t)s->st_ctim.tv_sec);
-	put_le64(b + 48, (uint64_t)s->st_ctim.tv_nsec);
-	crypto_hash_init_keyed(imp->chash, imp->content_key);
-	if (plain)
-		crypto_hash_update(imp->chash, ctx_plain, sizeof(ctx_plain));   /* its NUL too */
-	else
-		crypto_hash_update(imp->chash, ctx_raw, sizeof(ctx_raw));
-	crypto_hash_update(imp->chash, b, sizeof(b));
-	crypto_hash_final(imp->chash, out);
+	memcpy(b, plain ? ctx_plain : ctx_raw, c);
+	put_le64(b + c, (uint64_t)s->st_dev);
+	put_le64(b + c + 8, (uint64_t)s->st_ino);
+	put_le64(b + c + 16, (uint64_t)s->st_size);
+	put_le64(b + c + 24, (uint64_t)s->st_mtim.tv_sec);
+	put_le64(b + c + 32, (uint64_t)s->st_mtim.tv_nsec);
+	put_le64(b + c + 40, (uint64_t)s->st_ctim.tv_sec);
+	put_le64(b + c + 48, (uint64_t)s->st_ctim.tv_nsec);
+	/* One compression (the key block's is done once, crypto_mac_key_new()); the digest is that
+	 * of crypto_hash_init_keyed(content_key) over the same bytes. */
+	crypto_mac(imp->stamp_mk, b, c + 7 * 8, out);
+	sodium_memzero(b, sizeof(b));
 }
 
 /* What stamp_find() found: no stamp to trust (read the file), the stamp of a file whose head
@@ -2772,6 +2775,8 @@ int store_import_begin(struct store *st, const char *name, const struct store_im
 		r = crypto_key_generate(&imp->vkey);
 	if (r == 0)
 		r = keyring_version_keys(imp->vkey, &imp->ix_seal, &imp->ix_name);
+	if (r == 0)
+		r = crypto_mac_key_new(imp->ix_name, CRYPTO_NAME_HASH_LEN, &imp->ix_name_mk);
 	if (r == 0 && (crypto_hash_new(&imp->man_files) < 0 || crypto_hash_new(&imp->man_dirs) < 0 ||
 		       crypto_hash_new(&imp->chash) < 0 || !(imp->hbuf = malloc(IMPORT_HBUF)) ||
 		       !(imp->grp = malloc(STORE_GROUP_MAX + 1)) ||
@@ -2787,6 +2792,9 @@ int store_import_begin(struct store *st, const char *name, const struct store_im
 			r = store_dataset_key(st, imp->ds.info.id, &imp->ds, &kd);
 		if (r == 0)
 			r = dataset_content_key(kd, &imp->content_key);
+		if (r == 0)
+			r = crypto_mac_key_new(imp->content_key, STORE_CONTENT_MAC_LEN,
+					       &imp->stamp_mk);
 	}
 	/* What the new version may share: the objects of the latest one. If that version fails its
 	 * checks (reported through the integrity hook), the new one shares nothing and stores every
@@ -3858,11 +3866,13 @@ void store_import_free(struct store_import *imp)
 	buf_free(&imp->plain);
 	crypto_key_free(imp->ix_seal);
 	crypto_key_free(imp->ix_name);
+	crypto_mac_key_free(imp->ix_name_mk);
 	crypto_key_free(imp->vkey);
 	crypto_hash_free(imp->man_files);
 	crypto_hash_free(imp->man_dirs);
 	crypto_hash_free(imp->chash);
 	crypto_key_free(imp->content_key);
+	crypto_mac_key_free(imp->stamp_mk);
 	if (imp->hbuf && imp->hbuf_touched)
 		explicit_bzero(imp->hbuf, IMPORT_HBUF);   /* plaintext */
 	free(imp->hbuf);

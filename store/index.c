@@ -205,17 +205,34 @@ size_t dkey_v1(uint8_t *out, uint64_t dsid, uint32_t ver, uint64_t parent, const
 	return DKEY_PREFIX_LEN + n;
 }
 
+/* What the name hash of a directory entry key covers: the version, the parent and the name. */
+static size_t dkey_input(uint8_t in[static 12 + STORE_NAME_MAX], uint32_t ver, uint64_t parent,
+			 const char *name, size_t nlen)
+{
+	nlen = MIN(nlen, (size_t)STORE_NAME_MAX);
+	put_be32(in, ver);
+	put_be64(in + 4, parent);
+	memcpy(in + 12, name, nlen);
+	return 12 + nlen;
+}
+
 void dkey(const crypto_key *name_key, uint8_t out[DKEY_LEN], uint64_t dsid, uint32_t ver,
 	  uint64_t parent, const char *name, size_t nlen)
 {
 	uint8_t in[12 + STORE_NAME_MAX];
 
 	ikey(out, dsid, ver, parent);
-	put_be32(in, ver);
-	put_be64(in + 4, parent);
-	memcpy(in + 12, name, MIN(nlen, (size_t)STORE_NAME_MAX));
-	crypto_name_hash(name_key, in, 12 + MIN(nlen, (size_t)STORE_NAME_MAX),
+	crypto_name_hash(name_key, in, dkey_input(in, ver, parent, name, nlen),
 			 out + DKEY_PREFIX_LEN);
+}
+
+void dkey_mk(const crypto_mac_key *name_mk, uint8_t out[DKEY_LEN], uint64_t dsid, uint32_t ver,
+	     uint64_t parent, const char *name, size_t nlen)
+{
+	uint8_t in[12 + STORE_NAME_MAX];
+
+	ikey(out, dsid, ver, parent);
+	crypto_mac(name_mk, in, dkey_input(in, ver, parent, name, nlen), out + DKEY_PREFIX_LEN);
 }
 
 void dskey_hash(const crypto_key *name_key, const char *name, uint8_t out[DSKEY_LEN])
@@ -559,17 +576,34 @@ int dirent_decode_v1(const void *v, size_t n, uint64_t *ret_ino, uint32_t *ret_t
 	return 0;
 }
 
-void dirent_digest_add(const crypto_key *name_key, uint8_t digest[DIR_DIGEST_LEN], uint64_t ino,
-		       uint32_t type, const char *name, size_t nlen)
+/* What an entry's digest covers: its inode number, its type and its name. */
+static size_t digest_input(uint8_t in[static 1 + 8 + 1 + STORE_NAME_MAX], uint64_t ino,
+			   uint32_t type, const char *name, size_t nlen)
 {
-	uint8_t in[1 + 8 + 1 + STORE_NAME_MAX], h[CRYPTO_NAME_HASH_LEN];
-
 	nlen = MIN(nlen, (size_t)STORE_NAME_MAX);
 	in[0] = 0x01; /* domain: an entry's digest, never a key's name hash (those start with ver) */
 	put_be64(in + 1, ino);
 	in[9] = (uint8_t)type;
 	memcpy(in + 10, name, nlen);
-	crypto_name_hash(name_key, in, 10 + nlen, h);
+	return 10 + nlen;
+}
+
+void dirent_digest_add(const crypto_key *name_key, uint8_t digest[DIR_DIGEST_LEN], uint64_t ino,
+		       uint32_t type, const char *name, size_t nlen)
+{
+	uint8_t in[1 + 8 + 1 + STORE_NAME_MAX], h[CRYPTO_NAME_HASH_LEN];
+
+	crypto_name_hash(name_key, in, digest_input(in, ino, type, name, nlen), h);
+	for (size_t i = 0; i < DIR_DIGEST_LEN; i++)
+		digest[i] ^= h[i];
+}
+
+void dirent_digest_add_mk(const crypto_mac_key *name_mk, uint8_t digest[DIR_DIGEST_LEN],
+			  uint64_t ino, uint32_t type, const char *name, size_t nlen)
+{
+	uint8_t in[1 + 8 + 1 + STORE_NAME_MAX], h[CRYPTO_NAME_HASH_LEN];
+
+	crypto_mac(name_mk, in, digest_input(in, ino, type, name, nlen), h);
 	for (size_t i = 0; i < DIR_DIGEST_LEN; i++)
 		digest[i] ^= h[i];
 }

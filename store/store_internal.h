@@ -113,6 +113,9 @@ size_t dkey_v1(uint8_t *out, uint64_t dsid, uint32_t ver, uint64_t parent, const
  * give the same key. */
 void dkey(const crypto_key *name_key, uint8_t out[DKEY_LEN], uint64_t dsid, uint32_t ver,
 	  uint64_t parent, const char *name, size_t nlen);
+/* The same key, with the name key made a crypto_mac_key (the importer: one compression a name). */
+void dkey_mk(const crypto_mac_key *name_mk, uint8_t out[DKEY_LEN], uint64_t dsid, uint32_t ver,
+	     uint64_t parent, const char *name, size_t nlen);
 /* Format 2 dataset key: the keyed hash of the name under the store's name key. */
 void dskey_hash(const crypto_key *name_key, const char *name, uint8_t out[DSKEY_LEN]);
 void packkey(uint8_t out[PACKKEY_LEN], uint64_t pack_id);
@@ -141,6 +144,9 @@ int dirent_decode_v1(const void *v, size_t n, uint64_t *ret_ino, uint32_t *ret_t
  * of ino, type and name; a directory's digest is the XOR over its entries. */
 void dirent_digest_add(const crypto_key *name_key, uint8_t digest[DIR_DIGEST_LEN], uint64_t ino,
 		       uint32_t type, const char *name, size_t nlen);
+/* The same, with the name key made a crypto_mac_key. */
+void dirent_digest_add_mk(const crypto_mac_key *name_mk, uint8_t digest[DIR_DIGEST_LEN],
+			  uint64_t ino, uint32_t type, const char *name, size_t nlen);
 
 /* ---- The seal layer (index.c). docs/FORMAT.md "Sealed values". ------------------------------ */
 

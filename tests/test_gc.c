@@ -12,6 +12,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 #include <setjmp.h>
+#include <sodium.h>
 #include <cmocka.h>
 
 #include "common/common.h"
@@ -329,6 +330,50 @@ static void test_dedup_damaged_latest_shares_nothing(void **state)
 	assert_true(store_integrity_failures(st) > 0);
 	check_file(st, "d", 2, p, tree_sizes[2], 502);
 	store_close(st);
+	free(p);
+}
+
+/* The source stamp and the directory entry's key that the importer writes (each one keyed BLAKE2b
+ * of a short message, computed with crypto_mac() and the key block compressed once) are those
+ * docs/FORMAT.md 6.5 and 6.13 define, computed here from their definition with libsodium's keyed
+ * crypto_generichash: a stamp recorded by an earlier release still holds. */
+static void test_dedup_stamp_is_keyed_blake2b(void **state)
+{
+	static const char ctx[] = "enclave source stamp v1";
+	struct fx *f = *state;
+	struct store *st = fx_create(f);
+	struct store_dataset_info di;
+	struct store_inode ino;
+	struct stat sb;
+	crypto_key *kd = NULL, *kdc = NULL;
+	uint8_t msg[sizeof(ctx) + 56], want[STORE_CONTENT_MAC_LEN];
+	char *p = tree_path(3), *src;
+
+	mkdirs(f);
+	make_tree(f);
+	assert_int_equal(import_src(st, "d", f->src), 1);
+	assert_int_equal(store_dataset_get(st, "d", &di), 0);
+	/* Found by its path: the entry's key is the one lookups compute (dkey(), crypto_name_hash). */
+	assert_int_equal(store_path_lookup(st, di.id, 1, p, &ino), 0);
+	assert_true(ino.ext.has_content_mac && ino.ext.has_stamp);
+	src = tu_fmt("%s/%s", f->src, p);
+	assert_int_equal(stat(src, &sb), 0);
+	memcpy(msg, ctx, sizeof(ctx));
+	put_le64(msg + sizeof(ctx), (uint64_t)sb.st_dev);
+	put_le64(msg + sizeof(ctx) + 8, (uint64_t)sb.st_ino);
+	put_le64(msg + sizeof(ctx) + 16, (uint64_t)sb.st_size);
+	put_le64(msg + sizeof(ctx) + 24, (uint64_t)sb.st_mtim.tv_sec);
+	put_le64(msg + sizeof(ctx) + 32, (uint64_t)sb.st_mtim.tv_nsec);
+	put_le64(msg + sizeof(ctx) + 40, (uint64_t)sb.st_ctim.tv_sec);
+	put_le64(msg + sizeof(ctx) + 48, (uint64_t)sb.st_ctim.tv_nsec);
+	assert_int_equal(store_dataset_key(st, di.id, NULL, &kd), 0);
+	assert_int_equal(dataset_content_key(kd, &kdc), 0);
+	crypto_generichash(want, sizeof(want), msg, sizeof(msg), crypto_key_bytes(kdc),
+			   CRYPTO_KEY_LEN);
+	assert_memory_equal(ino.ext.stamp, want, sizeof(want));
+	crypto_key_free(kdc);
+	store_close(st);
+	free(src);
 	free(p);
 }
 
@@ -1223,6 +1268,7 @@ int main(void)
 		T(test_dedup_v2_reads_without_v1),
 		T(test_dedup_damaged_latest_shares_nothing),
 		T(test_dedup_scan_beside_begin),
+		T(test_dedup_stamp_is_keyed_blake2b),
 		T(test_gc_frees_erased_dataset),
 		T(test_gc_keeps_shared_objects),
 		T(test_gc_interrupted_imports),
