@@ -2428,7 +2428,11 @@ static int dirent_unseal(struct store *st, const struct ds_keys *k, uint64_t dsi
 	r = dirent_rec_decode(pt, pl, ret);
 	if (r < 0)
 		return integrity_of(st, dsid, ver, r);
-	dkey(k->name, h, dsid, ver, get_be64(key + VKEY_LEN), ret->name, strlen(ret->name));
+	if (k->name_mk)
+		dkey_mk(k->name_mk, h, dsid, ver, get_be64(key + VKEY_LEN), ret->name,
+			strlen(ret->name));
+	else
+		dkey(k->name, h, dsid, ver, get_be64(key + VKEY_LEN), ret->name, strlen(ret->name));
 	if (memcmp(h, key, DKEY_LEN) != 0)
 		return store_integrity(st, dsid, ver, "a directory entry of version %u of dataset "
 				       "%llu is stored under another name's key", ver,
@@ -2752,6 +2756,7 @@ static int version_scan(struct store *st, uint64_t dsid, uint32_t version,
 	struct place *pl = NULL;
 	struct buf names;
 	crypto_hasher *hf = NULL, *hd = NULL;
+	crypto_mac_key *name_mk = NULL;
 	rocksdb_iterator_t *it = NULL;
 	struct ds_keys k = { 0 };
 	uint8_t lo[VKEY_LEN];
@@ -2779,6 +2784,11 @@ static int version_scan(struct store *st, uint64_t dsid, uint32_t version,
 		r = -ENOMEM;
 		goto out;
 	}
+	/* Every entry's key is checked against its name: one compression each (crypto_mac()). */
+	r = k.name ? crypto_mac_key_new(k.name, CRYPTO_NAME_HASH_LEN, &name_mk) : 0;
+	if (r < 0)
+		goto out;
+	k.name_mk = name_mk;
 	/* 1. Every entry: where its inode hangs. */
 	vkey(lo, dsid, version);
 	it = rocksdb_create_iterator_cf(st->ix.db, st->ix.ro, st->ix.cf[CF_DIRENTS]);
@@ -2862,6 +2872,7 @@ static int version_scan(struct store *st, uint64_t dsid, uint32_t version,
 out:
 	crypto_hash_free(hf);
 	crypto_hash_free(hd);
+	crypto_mac_key_free(name_mk);
 	free(pl);
 	buf_free(&names);
 	return r;

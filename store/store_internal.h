@@ -295,6 +295,9 @@ struct ds_keys {
 	const crypto_key *seal;   /* seals its versions, inodes and dirents values */
 	const crypto_key *name;   /* hashes its entry names, keys its directory digests */
 	const crypto_key *wrap;   /* wraps its object keys */
+	/* name made a crypto_mac_key, by a caller that checks many entries (version_scan());
+	 * NULL: name is used as it is. */
+	const crypto_mac_key *name_mk;
 };
 
 /* Where the dataset check can meet a commit of the same dataset (store_test_set_race_hook). */
