@@ -212,6 +212,7 @@ struct dir_ent {
 	uint32_t subdirs;   /* directories among them */
 	uint8_t digest[DIR_DIGEST_LEN];  /* XOR of its entries' digests (dirent_digest_add) */
 	char *max_name;     /* the greatest name in it (dirent_exists()); owned, NULL: none */
+	uint16_t max_cap;   /* bytes max_name has room for */
 	bool explicit;      /* mode and mtime came from add_dir, not defaults */
 };
 
@@ -696,11 +697,17 @@ static int dirent_added(struct store_import *imp, struct dir_ent *d, const char 
 
 	if (d->max_name && strcmp(name, d->max_name) <= 0)
 		return 0;
-	m = realloc(d->max_name, n + 1);
-	if (!m)
-		return imp_fail(imp, -ENOMEM, "out of memory");
-	memcpy(m, name, n + 1);
-	d->max_name = m;
+	/* Grown only when a longer name comes (not once per file: names come in order). */
+	if (n + 1 > d->max_cap) {
+		size_t cap = MAX(n + 1, (size_t)32);
+
+		m = realloc(d->max_name, cap);
+		if (!m)
+			return imp_fail(imp, -ENOMEM, "out of memory");
+		d->max_name = m;
+		d->max_cap = (uint16_t)cap;
+	}
+	memcpy(d->max_name, name, n + 1);
 	return 0;
 }
 
