@@ -1987,9 +1987,11 @@ static int version_get_any(struct store *st, uint64_t dsid, uint32_t ver, struct
 	const crypto_key *tomb = NULL;
 	struct ds_keys k = { 0 };
 	int r = store_version_keys(st, dsid, ver, &k);
-	bool no_key = r == -ENOENT;
+	/* No key: a version not committed yet (a pending one needs none), erased (its tombstone
+	 * is under the record key), or on a node whose bundle lags (-ENOKEY). */
+	int no_key = r == -ENOENT || r == -ENOKEY ? r : 0;
 
-	if (r < 0 && r != -ENOENT)
+	if (r < 0 && !no_key)
 		return r;
 	race_point(st, STORE_RACE_VERSION_KEYS, dsid);
 	store_rekey_rdlock(st);
@@ -2013,10 +2015,13 @@ static int version_get_any(struct store *st, uint64_t dsid, uint32_t ver, struct
 	if (r == 0)
 		r = index_version_get(&st->ix, k.seal, tomb, dsid, ver, ret);
 	/* No key when it was looked up, a committed record when read: its commit landed in between
-	 * (the ring is written before the batch that commits the version). Its key now decides. */
-	if (r == -EBADMSG && no_key && ring_has_version(st, dsid, ver) &&
-	    store_version_keys(st, dsid, ver, &k) == 0)
-		r = index_version_get(&st->ix, k.seal, tomb, dsid, ver, ret);
+	 * (the ring is written before the batch that commits the version), and its key now
+	 * decides; on a node, the key it lacks is -ENOKEY (not readable here), as it always was. */
+	if (r == -EBADMSG && no_key && (no_key == -ENOKEY || ring_has_version(st, dsid, ver))) {
+		r = store_version_keys(st, dsid, ver, &k);
+		if (r == 0)
+			r = index_version_get(&st->ix, k.seal, tomb, dsid, ver, ret);
+	}
 	store_rekey_rdunlock(st);
 	return r;
 }

@@ -5586,6 +5586,57 @@ static void test_listing_meets_name_key_switch(void **state)
 	pthread_mutex_destroy(&x.m);
 }
 
+/* A node that caught up to the primary's running import sees its version as PENDING: not yet
+ * committed, so neither a key it lacks nor tampering. The dataset reads at its latest version,
+ * and lists; after the commit it says -ENOKEY until given the new keys, as before. */
+static void test_node_sees_pending_version(void **state)
+{
+	struct fx *f = *state;
+	struct store *st = fx_create(f), *node = NULL;
+	char *secdir = tu_fmt("%s/secondary", f->root);
+	struct store_node_keys *k1 = NULL, *k2 = NULL;
+	struct store_open_options o = { .secondary_dir = secdir };
+	struct store_dataset_info di;
+	struct race x = { .f = f, .st = st };
+	uint32_t latest = 0;
+	uint64_t seq = 0;
+
+	struct store_erasure e;
+
+	put_text(f->src, "a.txt", "one\n");
+	assert_int_equal(import_src(st, "ds", f->src, NULL), 1);
+	/* And a dataset whose latest version was erased: its tombstone needs no version key. */
+	assert_int_equal(import_src(st, "e", f->src, NULL), 1);
+	assert_int_equal(import_src(st, "e", f->src, NULL), 2);
+	assert_int_equal(store_erase(st, "e", 2, &e), 0);
+	assert_int_equal(store_erase_recorded(st, e.dataset_id, 2), 0);
+	store_erasure_free(&e);
+	assert_int_equal(store_node_keys_export(st, &k1), 0);
+	o.node_keys = k1;
+	assert_int_equal(store_open(f->store, NULL, &o, &node), 0);
+	assert_int_equal(store_dataset_get(node, "e", &di), 0);
+	assert_int_equal(di.latest_version, 1);
+	race_begin(&x);
+	assert_int_equal(store_catch_up(node, &seq), 0);
+	assert_int_equal(store_dataset_get(node, "ds", &di), 0);
+	assert_int_equal(di.latest_version, 1);
+	assert_int_equal(store_dataset_foreach(node, latest_of_ds, &latest), 0);
+	assert_int_equal(latest, 1);
+	race_commit(&x);
+	assert_int_equal(store_catch_up(node, &seq), 0);
+	assert_int_equal(store_dataset_get(node, "ds", &di), -ENOKEY);
+	assert_int_equal(store_node_keys_export(st, &k2), 0);
+	assert_int_equal(store_node_keys_set(node, k2), 0);
+	assert_int_equal(store_dataset_get(node, "ds", &di), 0);
+	assert_int_equal(di.latest_version, 2);
+	assert_int_equal(store_integrity_failures(node), 0);
+	store_close(node);
+	store_close(st);
+	store_node_keys_free(k1);
+	store_node_keys_free(k2);
+	free(secdir);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -5661,6 +5712,7 @@ int main(void)
 		T(test_latest_check_meets_erasure),
 		T(test_latest_check_rollback_live),
 		T(test_listing_meets_name_key_switch),
+		T(test_node_sees_pending_version),
 #undef T
 	};
 
