@@ -2153,6 +2153,24 @@ static int small_object(struct store_import *imp, const struct obj_src *src, con
 
 /* ---- Tiny files ---------------------------------------------------------------------------- */
 
+/* The records of group member ino, named name in directory parent, but its directory entry:
+ * the group key gkey wrapped for it (the AD naming its place in the group), its inode record and
+ * its manifest leaf. group_flush() and share_complete() each write one member this way. */
+static int member_put(struct store_import *imp, const crypto_key *gkey, struct store_inode *ino,
+		      const struct dir_ent *parent, const char *name)
+{
+	int r = wrap_object_key(imp, gkey, ino);
+
+	if (r < 0)
+		return imp_fail(imp, r, "%s: cannot wrap the group key", name);
+	r = put_inode(imp, ino, NULL);
+	if (r < 0)
+		return r;
+	manifest_leaf(imp->man_files, ino->ino, parent->ino, name, strlen(name), imp->plain.data,
+		      imp->plain.len);
+	return 0;
+}
+
 /* Write the open group (docs/FORMAT.md 4.10) as one dense object under a fresh key, then the
  * records of its members: each gets its inode number now, its own wrapping of the group key
  * (the AD naming its place in the group), its manifest leaf and its directory entry. */
@@ -2209,16 +2227,9 @@ static int group_flush(struct store_import *imp)
 		ino.ext.member_count = (uint16_t)imp->grp_n;
 		memcpy(ino.ext.content_mac, m->mac, sizeof(m->mac));
 		memcpy(ino.ext.stamp, m->stamp, sizeof(m->stamp));
-		r = wrap_object_key(imp, okey, &ino);
-		if (r < 0) {
-			r = imp_fail(imp, r, "%s: cannot wrap the group key", m->name);
-			break;
-		}
-		r = put_inode(imp, &ino, NULL);
+		r = member_put(imp, okey, &ino, parent, m->name);
 		if (r < 0)
 			break;
-		manifest_leaf(imp->man_files, ino.ino, parent->ino, m->name, strlen(m->name),
-			      imp->plain.data, imp->plain.len);
 		r = put_dirent(imp, parent, m->name, ino.ino, STORE_INODE_FILE);
 	}
 	crypto_key_free(okey);
@@ -2311,16 +2322,9 @@ static int share_complete(struct store_import *imp)
 
 		memcpy(ino.ext.stamp, m->stamp, sizeof(m->stamp));
 		ino.ext.has_stamp = true;
-		r = wrap_object_key(imp, gkey, &ino);
-		if (r < 0) {
-			r = imp_fail(imp, r, "%s: cannot wrap the group key", m->name);
-			break;
-		}
-		r = put_inode(imp, &ino, NULL);
+		r = member_put(imp, gkey, &ino, parent, m->name);
 		if (r < 0)
 			break;
-		manifest_leaf(imp->man_files, ino.ino, parent->ino, m->name, strlen(m->name),
-			      imp->plain.data, imp->plain.len);
 		r = put_dirent(imp, parent, m->name, ino.ino, STORE_INODE_FILE);
 		imp->stats.reused_files++;
 		imp->stats.reused_bytes += ino.size;
