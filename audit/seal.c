@@ -98,6 +98,7 @@ int audit_auditor_public_format(const uint8_t pk[static AUDIT_AUDITOR_KEY_LEN],
 /* "PREFIX<base64 of 32 bytes>" with at most one final newline, into out. */
 static int key_text_parse(const char *text, size_t len, const char *prefix, uint8_t *out)
 {
+	char re[sodium_base64_ENCODED_LEN(AUDIT_AUDITOR_KEY_LEN, sodium_base64_VARIANT_ORIGINAL)];
 	size_t n = strlen(prefix), got = 0;
 	const char *end = NULL;
 
@@ -111,6 +112,13 @@ static int key_text_parse(const char *text, size_t len, const char *prefix, uint
 			      sodium_base64_VARIANT_ORIGINAL) != 0 ||
 	    got != AUDIT_AUDITOR_KEY_LEN || end != text + len)
 		return -EINVAL;
+	/* Canonical base64 only: the text must be the encoding of what it decodes to (libsodium
+	 * 1.0.18 decodes any byte from 0x80 up as '/', so another text would name the same key). */
+	sodium_bin2base64(re, sizeof(re), out, AUDIT_AUDITOR_KEY_LEN, sodium_base64_VARIANT_ORIGINAL);
+	if (len - n != strlen(re) || memcmp(re, text + n, len - n) != 0) {
+		sodium_memzero(out, AUDIT_AUDITOR_KEY_LEN);
+		return -EINVAL;
+	}
 	return 0;
 }
 

@@ -2149,6 +2149,51 @@ static void swap_store_box(json_t *rec, json_t *other)
  * in place while a clear member changes, does not open; nor does a key record whose wrapped key
  * came from another key record. The log's own checks see these too (the chain): here the
  * sealing alone is tested. */
+/* An auditor's public key text is taken only in its canonical form: a text that decodes to the
+ * same key but is not its encoding (a byte from 0x80 up, which libsodium 1.0.18 decodes as '/';
+ * other unused low bits in the last character) is refused, and so is anything else malformed. */
+static void test_auditor_public_canonical(void **state)
+{
+	uint8_t pk[AUDIT_AUDITOR_KEY_LEN], got[AUDIT_AUDITOR_KEY_LEN];
+	char text[AUDIT_AUDITOR_PUB_TEXT + 2], bad[sizeof(text)];
+	size_t n, slash;
+
+	(void)state;
+	memset(pk, 0xff, sizeof(pk));   /* its encoding is all '/' but the last 2 characters */
+	audit_auditor_public_format(pk, text);
+	n = strlen(text);
+	assert_int_equal(audit_auditor_public_parse(text, n, got), 0);
+	assert_memory_equal(got, pk, sizeof(pk));
+	text[n] = '\n';
+	text[n + 1] = '\0';
+	assert_int_equal(audit_auditor_public_parse(text, n + 1, got), 0);
+	text[n] = '\0';
+
+	slash = strchr(text, ':') + 1 - text;
+	assert_int_equal(text[slash], '/');
+	for (unsigned c = 0x80; c <= 0xff; c += 0x3f) {
+		memcpy(bad, text, n + 1);
+		bad[slash] = (char)c;
+		memset(got, 0xaa, sizeof(got));
+		assert_int_equal(audit_auditor_public_parse(bad, n, got), -EINVAL);
+		for (size_t i = 0; i < sizeof(got); i++)
+			assert_int_equal(got[i], 0xaa);   /* untouched */
+	}
+	/* "...//8=" is the encoding; "...//9=" differs only in bits the decoding drops. */
+	memcpy(bad, text, n + 1);
+	assert_int_equal(bad[n - 2], '8');
+	bad[n - 2] = '9';
+	assert_int_equal(audit_auditor_public_parse(bad, n, got), -EINVAL);
+	/* Cut, the prefix changed, a character not base64. */
+	assert_int_equal(audit_auditor_public_parse(text, n - 4, got), -EINVAL);
+	memcpy(bad, text, n + 1);
+	bad[0] = 'E';
+	assert_int_equal(audit_auditor_public_parse(bad, n, got), -EINVAL);
+	memcpy(bad, text, n + 1);
+	bad[slash + 3] = '*';
+	assert_int_equal(audit_auditor_public_parse(bad, n, got), -EINVAL);
+}
+
 static void test_sealed_forgery_detected(void **state)
 {
 	struct fx *f = *state;
@@ -2340,6 +2385,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_sealed_unreadable_without_key, fx_setup,
 						fx_teardown),
 		cmocka_unit_test_setup_teardown(test_sealed_wrong_auditor_key, fx_setup, fx_teardown),
+		cmocka_unit_test(test_auditor_public_canonical),
 		cmocka_unit_test_setup_teardown(test_sealed_forgery_detected, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_sealed_key_after_failed_batch, fx_setup,
 						fx_teardown),
