@@ -776,31 +776,12 @@ static json_t *claim_packed(const struct claim *cl)
 	return args;
 }
 
-/* Send the waiting import.stat batch, if any: packed when the daemon takes it, else as arrays
- * ([dev, ino, size, mode, mtime_ns, ctime_ns] per file, dev and ino as signed 64-bit integers
- * with the bits of the unsigned ones). */
-static int claim_send(struct import *im)
+/* The arguments of batch cl as arrays ([dev, ino, size, mode, mtime_ns, ctime_ns] per file, dev
+ * and ino as signed 64-bit integers with the bits of the unsigned ones), or NULL (out of memory). */
+static json_t *claim_arrays(const struct claim *cl)
 {
-	struct claim *cl = im->cw;
-	json_t *paths, *stats, *args;
-	int r;
+	json_t *paths = json_array(), *stats = json_array(), *args;
 
-	if (!cl)
-		return 0;
-	im->cw = NULL;
-	if (im->packed) {
-		args = claim_packed(cl);
-		if (!args) {
-			claim_free(cl);
-			return err_set(-ENOMEM, "out of memory");
-		}
-		r = flight_send(im, "import.stat", args, NULL, 0, cl);
-		if (r < 0)
-			claim_free(cl);
-		return r;
-	}
-	paths = json_array();
-	stats = json_array();
 	for (size_t i = 0; paths && stats && i < cl->n; i++) {
 		const struct stat *st = &cl->e[i].st;
 		json_t *a = json_pack("[I, I, I, I, I, I]", (json_int_t)(uint64_t)st->st_dev,
@@ -818,11 +799,25 @@ static int claim_send(struct import *im)
 		}
 	}
 	args = paths && stats ? json_pack("{s:o, s:o}", "paths", paths, "stats", stats) : NULL;
+	if (!args && (!paths || !stats)) {
+		json_decref(paths);
+		json_decref(stats);
+	}
+	return args;
+}
+
+/* Send the waiting import.stat batch, if any: packed when the daemon takes it, else as arrays. */
+static int claim_send(struct import *im)
+{
+	struct claim *cl = im->cw;
+	json_t *args;
+	int r;
+
+	if (!cl)
+		return 0;
+	im->cw = NULL;
+	args = im->packed ? claim_packed(cl) : claim_arrays(cl);
 	if (!args) {
-		if (!paths || !stats) {
-			json_decref(paths);
-			json_decref(stats);
-		}
 		claim_free(cl);
 		return err_set(-ENOMEM, "out of memory");
 	}
