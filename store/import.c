@@ -1562,10 +1562,11 @@ static int unwrap_reused_key(struct store_import *imp, const struct store_inode 
 
 	if (r < 0)
 		return r;
-	return crypto_key_unwrap(k.wrap, old->ext.wrapped_key, ad,
-				 object_key_ad(st->format, imp->ds.info.id, imp->reuse_version, old,
-					       ad),
-				 ret);
+	r = crypto_key_unwrap(k.wrap, old->ext.wrapped_key, ad,
+			      object_key_ad(st->format, imp->ds.info.id, imp->reuse_version, old, ad),
+			      ret);
+	store_keys_put(st, &k);
+	return r;
 }
 
 /* ---- Shared objects ------------------------------------------------------------------------ */

@@ -75,14 +75,19 @@ int store_object_open(struct store *st, uint64_t dataset_id, const struct store_
 	if (r < 0)
 		return r;
 	obj = calloc(1, sizeof(*obj));
-	if (!obj)
+	if (!obj) {
+		store_keys_put(st, &k);
 		return -ENOMEM;
+	}
 	obj->dataset_id = dataset_id;
 	obj->ext = inode->ext;
 	obj->size = inode->size;
 	obj->osize = inode_object_size(inode);
 	adlen = object_key_ad(st->format, dataset_id, inode->version, inode, ad);
+	/* Tests: an erasure of the version lands here, its key held. */
+	store_race_point(st, STORE_RACE_KEYS_HELD, dataset_id);
 	r = crypto_key_unwrap(k.wrap, inode->ext.wrapped_key, ad, adlen, &obj->key);
+	store_keys_put(st, &k);
 	if (r < 0) {
 		free(obj);
 		return err_set(r, "inode %llu: its object key does not unwrap (the record or key "

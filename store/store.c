@@ -887,9 +887,9 @@ static int ring_replace(struct store *st, struct keyring *ring, const char *what
 		for (size_t i = 0; i < st->vkeys_len;) {
 			size_t before = st->vkeys_len;
 
-			if (keyring_get(st->ring, KEYRING_VERSION, st->vkeys[i].dsid,
-					st->vkeys[i].ver, &k) < 0)
-				store_keys_drop_locked(st, st->vkeys[i].dsid, st->vkeys[i].ver);
+			if (keyring_get(st->ring, KEYRING_VERSION, st->vkeys[i]->dsid,
+					st->vkeys[i]->ver, &k) < 0)
+				store_keys_drop_locked(st, st->vkeys[i]->dsid, st->vkeys[i]->ver);
 			if (st->vkeys_len == before)
 				i++;
 		}
@@ -1180,6 +1180,8 @@ bool store_is_secondary(const struct store *st)
 	return st->secondary;
 }
 
+static void vkey_ent_free(struct vkey_ent *e);
+
 void store_close(struct store *st)
 {
 	if (!st)
@@ -1202,11 +1204,9 @@ void store_close(struct store *st)
 	if (st->dskeys)
 		explicit_bzero(st->dskeys, st->dskeys_cap * sizeof(*st->dskeys));
 	free(st->dskeys);
-	for (size_t i = 0; i < st->vkeys_len; i++) {
-		crypto_key_free(st->vkeys[i].wrap);
-		crypto_key_free(st->vkeys[i].seal);
-		crypto_key_free(st->vkeys[i].name);
-	}
+	/* Every holder let go before the close (the store's users are stopped). */
+	for (size_t i = 0; i < st->vkeys_len; i++)
+		vkey_ent_free(st->vkeys[i]);
 	free(st->vkeys);
 	for (size_t i = 0; i < st->nretired; i++)
 		crypto_key_free(st->retired[i]);
@@ -1482,13 +1482,6 @@ void store_test_set_race_hook(struct store *st,
 {
 	st->race_hook = fn;
 	st->race_ctx = ctx;
-}
-
-/* A point where a commit may land (tests make it land there): one load when no hook is set. */
-static void race_point(struct store *st, enum store_race_point where, uint64_t dsid)
-{
-	if (st->race_hook)
-		st->race_hook(st->race_ctx, where, dsid);
 }
 
 /* A lookup's -EBADMSG (a record that does not authenticate or decode) is an integrity failure
@@ -1782,28 +1775,78 @@ int store_dataset_keys(struct store *st, uint64_t dsid, const struct dataset_rec
 
 /* ---- Format 3: keys from the key ring ------------------------------------------------------- */
 
-int store_dataset_rec_key(struct store *st, uint64_t dsid, const crypto_key **ret)
+/* The record key of dsid: borrowed (*ret_borrowed), or a copy made under the lock (*ret_copy,
+ * owned by the caller), for a caller that does not exclude the dataset's erasure. */
+static int dataset_rec_key(struct store *st, uint64_t dsid, const crypto_key **ret_borrowed,
+			   crypto_key **ret_copy)
 {
 	struct dskey *d = NULL;
-	int r;
-
 	uint64_t gen;
+	int r;
 
 	pthread_mutex_lock(&st->lock);
 	gen = st->rgen;
 	r = dskey_get_locked(st, dsid, NULL, &d);
 	if (r == 0 && !d->seal)
 		r = -ENOKEY;
+	else if (r == 0 && ret_copy)
+		r = crypto_key_from_bytes(crypto_key_bytes(d->seal), ret_copy);
 	else if (r == 0)
-		*ret = d->seal;
+		*ret_borrowed = d->seal;
 	pthread_mutex_unlock(&st->lock);
 	return r == -ENOKEY ? record_keys_missing(st, gen) : r;
+}
+
+int store_dataset_rec_key(struct store *st, uint64_t dsid, const crypto_key **ret)
+{
+	return dataset_rec_key(st, dsid, ret, NULL);
+}
+
+/* Wipe and free a version's keys and their entry. NULL is fine. */
+static void vkey_ent_free(struct vkey_ent *e)
+{
+	if (!e)
+		return;
+	crypto_key_free(e->wrap);
+	crypto_key_free(e->seal);
+	crypto_key_free(e->name);
+	explicit_bzero(e, sizeof(*e));
+	free(e);
+}
+
+/* Drop one reference; the last one frees. With st->lock held. */
+static void vkey_ent_unref_locked(struct vkey_ent *e)
+{
+	if (--e->refs == 0)
+		vkey_ent_free(e);
+}
+
+void store_keys_put(struct store *st, struct ds_keys *k)
+{
+	if (k->held) {
+		pthread_mutex_lock(&st->lock);
+		vkey_ent_unref_locked(k->held);
+		pthread_mutex_unlock(&st->lock);
+	}
+	*k = (struct ds_keys){ 0 };
+}
+
+bool store_keys_dropped(struct store *st, const struct ds_keys *k)
+{
+	bool dropped = false;
+
+	if (k->held) {
+		pthread_mutex_lock(&st->lock);
+		dropped = k->held->dropped;
+		pthread_mutex_unlock(&st->lock);
+	}
+	return dropped;
 }
 
 int store_version_keys(struct store *st, uint64_t dsid, uint32_t ver, struct ds_keys *ret)
 {
 	const crypto_key *kv = NULL;
-	struct vkey_ent e = { .dsid = dsid, .ver = ver };
+	struct vkey_ent *e = NULL;
 	int r = 0;
 
 	if (st->format < STORE_FORMAT_VERSION) {
@@ -1818,10 +1861,11 @@ int store_version_keys(struct store *st, uint64_t dsid, uint32_t ver, struct ds_
 	}
 	pthread_mutex_lock(&st->lock);
 	for (size_t i = 0; i < st->vkeys_len; i++)
-		if (st->vkeys[i].dsid == dsid && st->vkeys[i].ver == ver) {
-			*ret = (struct ds_keys){ .seal = st->vkeys[i].seal,
-						 .name = st->vkeys[i].name,
-						 .wrap = st->vkeys[i].wrap };
+		if (st->vkeys[i]->dsid == dsid && st->vkeys[i]->ver == ver) {
+			e = st->vkeys[i];
+			e->refs++;
+			*ret = (struct ds_keys){ .seal = e->seal, .name = e->name, .wrap = e->wrap,
+						 .held = e };
 			pthread_mutex_unlock(&st->lock);
 			return 0;
 		}
@@ -1839,7 +1883,7 @@ int store_version_keys(struct store *st, uint64_t dsid, uint32_t ver, struct ds_
 	}
 	if (st->vkeys_len == st->vkeys_cap) {
 		size_t n = st->vkeys_cap ? st->vkeys_cap * 2 : 16;
-		struct vkey_ent *a = reallocarray(st->vkeys, n, sizeof(*a));
+		struct vkey_ent **a = reallocarray(st->vkeys, n, sizeof(*a));
 
 		if (!a) {
 			r = -ENOMEM;
@@ -1848,16 +1892,23 @@ int store_version_keys(struct store *st, uint64_t dsid, uint32_t ver, struct ds_
 		st->vkeys = a;
 		st->vkeys_cap = n;
 	}
-	/* A copy: an erasure drops the ring's key, and this entry with it, under the lock. */
-	r = crypto_key_from_bytes(crypto_key_bytes(kv), &e.wrap);
+	/* A copy: an erasure drops the ring's key, and this entry's reference with it, under the
+	 * lock. The cache's reference and the caller's. */
+	e = calloc(1, sizeof(*e));
+	if (!e) {
+		r = -ENOMEM;
+		goto out;
+	}
+	*e = (struct vkey_ent){ .dsid = dsid, .ver = ver, .refs = 2 };
+	r = crypto_key_from_bytes(crypto_key_bytes(kv), &e->wrap);
 	if (r == 0)
-		r = keyring_version_keys(e.wrap, &e.seal, &e.name);
+		r = keyring_version_keys(e->wrap, &e->seal, &e->name);
 	if (r < 0) {
-		crypto_key_free(e.wrap);
+		vkey_ent_free(e);
 		goto out;
 	}
 	st->vkeys[st->vkeys_len++] = e;
-	*ret = (struct ds_keys){ .seal = e.seal, .name = e.name, .wrap = e.wrap };
+	*ret = (struct ds_keys){ .seal = e->seal, .name = e->name, .wrap = e->wrap, .held = e };
 out:
 	pthread_mutex_unlock(&st->lock);
 	return r;
@@ -1868,16 +1919,16 @@ out:
 void store_keys_drop_locked(struct store *st, uint64_t dsid, uint32_t ver)
 {
 	for (size_t i = 0; i < st->vkeys_len;) {
-		struct vkey_ent *e = &st->vkeys[i];
+		struct vkey_ent *e = st->vkeys[i];
 
 		if (e->dsid != dsid || (ver && e->ver != ver)) {
 			i++;
 			continue;
 		}
-		crypto_key_free(e->wrap);
-		crypto_key_free(e->seal);
-		crypto_key_free(e->name);
-		*e = st->vkeys[--st->vkeys_len];
+		/* Out of the cache now; the keys go with the last holder (a lookup running). */
+		st->vkeys[i] = st->vkeys[--st->vkeys_len];
+		e->dropped = true;
+		vkey_ent_unref_locked(e);
 	}
 	for (size_t i = 0; i < st->dskeys_len; i++) {
 		struct dskey *d = &st->dskeys[i];
@@ -1984,7 +2035,8 @@ static bool ring_has_version(struct store *st, uint64_t dsid, uint32_t ver)
  * version's tombstone the dataset's record key. */
 static int version_get_any(struct store *st, uint64_t dsid, uint32_t ver, struct version_rec *ret)
 {
-	const crypto_key *tomb = NULL;
+	/* A copy: a whole-dataset erasure running meanwhile frees the cache's. */
+	crypto_key *tomb = NULL;
 	struct ds_keys k = { 0 };
 	int r = store_version_keys(st, dsid, ver, &k);
 	/* No key: a version not committed yet (a pending one needs none), erased (its tombstone
@@ -1993,9 +2045,9 @@ static int version_get_any(struct store *st, uint64_t dsid, uint32_t ver, struct
 
 	if (r < 0 && !no_key)
 		return r;
-	race_point(st, STORE_RACE_VERSION_KEYS, dsid);
+	store_race_point(st, STORE_RACE_VERSION_KEYS, dsid);
 	store_rekey_rdlock(st);
-	r = st->format >= STORE_FORMAT_VERSION ? store_dataset_rec_key(st, dsid, &tomb) : 0;
+	r = st->format >= STORE_FORMAT_VERSION ? dataset_rec_key(st, dsid, NULL, &tomb) : 0;
 	if (r == -ENOKEY) {
 		/* A node without the record keys (removed, or its bundle lags) still reads the
 		 * versions it holds keys for; only a tombstone needs them. */
@@ -2023,6 +2075,8 @@ static int version_get_any(struct store *st, uint64_t dsid, uint32_t ver, struct
 			r = index_version_get(&st->ix, k.seal, tomb, dsid, ver, ret);
 	}
 	store_rekey_rdunlock(st);
+	crypto_key_free(tomb);
+	store_keys_put(st, &k);
 	return r;
 }
 
@@ -2115,7 +2169,7 @@ static int dataset_verify(struct store *st, struct dataset_rec *rec, uint64_t ge
 	bool known;
 	int r;
 
-	race_point(st, STORE_RACE_REC_READ, rec->info.id);
+	store_race_point(st, STORE_RACE_REC_READ, rec->info.id);
 	pthread_mutex_lock(&st->lock);
 	r = dskey_get_locked(st, rec->info.id, rec, &d);
 	known = r == 0 && d->have_rec && d->rec.info.latest_version == rec->info.latest_version &&
@@ -2143,7 +2197,7 @@ static int dataset_verify(struct store *st, struct dataset_rec *rec, uint64_t ge
 		}
 		if (r < 0)
 			return r;
-		race_point(st, STORE_RACE_REC_CHECKED, rec->info.id);
+		store_race_point(st, STORE_RACE_REC_CHECKED, rec->info.id);
 		pthread_mutex_lock(&st->lock);
 		/* Not when a catch-up came in between (a node): rec may be older than it. Nor over a
 		 * newer record that a commit cached meanwhile: the cached latest only moves up (the
@@ -2383,7 +2437,8 @@ static int inode_get_k(struct store *st, const struct ds_keys *k, uint64_t dsid,
 	ikey(key, dsid, ver, ino);
 	r = index_get(&st->ix, CF_INODES, key, sizeof(key), &v, &n);
 	/* Every committed version has a root. (A version that does not exist has none either.) */
-	if (r == -ENOENT && ino == STORE_ROOT_INO && ver <= cached_latest(st, dsid))
+	if (r == -ENOENT && ino == STORE_ROOT_INO && ver <= cached_latest(st, dsid) &&
+	    !store_keys_dropped(st, k))
 		return store_integrity(st, dsid, ver, "version %u of dataset %llu has no root "
 				       "directory", ver, (unsigned long long)dsid);
 	if (r < 0)
@@ -2408,7 +2463,9 @@ int store_inode_get(struct store *st, uint64_t dataset_id, uint32_t version, uin
 
 	if (r < 0)
 		return r;
-	return inode_get_k(st, &k, dataset_id, version, ino, ret_inode, NULL);
+	r = inode_get_k(st, &k, dataset_id, version, ino, ret_inode, NULL);
+	store_keys_put(st, &k);
+	return r;
 }
 
 /* Unseal and decode the directory entry at key (DKEY_LEN bytes), and check that the name inside
@@ -2479,6 +2536,10 @@ static int dir_check_total(struct store *st, const struct ds_keys *k, uint64_t d
 	uint8_t want[DIR_DIGEST_LEN];
 	int r = inode_get_k(st, k, dsid, ver, dir_ino, &d, want);
 
+	/* Its entries read (a scan's snapshot) before the version's erasure, its record after. */
+	if (r == -ENOENT && store_keys_dropped(st, k))
+		return err_set(-ENOENT, "version %u of dataset %llu was erased during the listing",
+			       ver, (unsigned long long)dsid);
 	if (r == -ENOENT)
 		return store_integrity(st, dsid, ver, "directory %llu of version %u of dataset %llu "
 				       "has entries but no record", (unsigned long long)dir_ino, ver,
@@ -2562,38 +2623,39 @@ static int dir_verify(struct store *st, const struct ds_keys *k, uint64_t dsid, 
 	return dir_scan(st, k, dsid, ver, dir_ino, NULL, NULL, NULL, &complete);
 }
 
-int store_dir_lookup(struct store *st, uint64_t dataset_id, uint32_t version, uint64_t dir_ino,
-		     const char *name, struct store_inode *ret_inode)
+/* store_dir_lookup() with the version's keys held. */
+static int dir_lookup_k(struct store *st, const struct ds_keys *k, uint64_t dataset_id,
+			uint32_t version, uint64_t dir_ino, const char *name,
+			struct store_inode *ret_inode)
 {
 	uint8_t key[DKEY_LEN];
-	size_t nlen = strnlen(name, STORE_NAME_MAX + 1);
 	struct dirent_rec d;
-	struct ds_keys k = { 0 };
 	char *v = NULL;
 	size_t n = 0;
 	int r;
 
-	if (!store_name_valid(name, nlen))
-		return -EINVAL;
-	r = store_version_keys(st, dataset_id, version, &k);
-	if (r < 0)
-		return r;
-	dkey(k.name, key, dataset_id, version, dir_ino, name, nlen);
+	dkey(k->name, key, dataset_id, version, dir_ino, name, strlen(name));
 	r = index_get(&st->ix, CF_DIRENTS, key, sizeof(key), &v, &n);
 	if (r == -ENOENT) {
-		r = dir_verify(st, &k, dataset_id, version, dir_ino);
+		r = dir_verify(st, k, dataset_id, version, dir_ino);
 		return r < 0 ? r : -ENOENT;
 	}
 	if (r < 0)
 		return r;
-	r = dirent_unseal(st, &k, dataset_id, version, key, sizeof(key), v, n, &d);
+	/* Tests: an erasure of the version lands here, between the read and the unseal. */
+	store_race_point(st, STORE_RACE_KEYS_HELD, dataset_id);
+	r = dirent_unseal(st, k, dataset_id, version, key, sizeof(key), v, n, &d);
 	free(v);
 	if (r < 0)
 		return r;
 	if (strcmp(d.name, name) != 0)
 		return store_integrity(st, dataset_id, version, "a directory entry holds another "
 				       "name than the one it is stored under");
-	r = inode_get_k(st, &k, dataset_id, version, d.ino, ret_inode, NULL);
+	r = inode_get_k(st, k, dataset_id, version, d.ino, ret_inode, NULL);
+	/* Its entry read before the version's erasure, its inode after: no such entry. */
+	if (r == -ENOENT && store_keys_dropped(st, k))
+		return err_set(-ENOENT, "version %u of dataset %llu was erased during the lookup",
+			       version, (unsigned long long)dataset_id);
 	if (r == -ENOENT)
 		return store_integrity(st, dataset_id, version, "an entry of directory %llu of "
 				       "version %u of dataset %llu names inode %llu, which has no "
@@ -2604,6 +2666,22 @@ int store_dir_lookup(struct store *st, uint64_t dataset_id, uint32_t version, ui
 				       "dataset %llu is not of the type its entry says",
 				       (unsigned long long)d.ino, version,
 				       (unsigned long long)dataset_id);
+	return r;
+}
+
+int store_dir_lookup(struct store *st, uint64_t dataset_id, uint32_t version, uint64_t dir_ino,
+		     const char *name, struct store_inode *ret_inode)
+{
+	struct ds_keys k = { 0 };
+	int r;
+
+	if (!store_name_valid(name, strnlen(name, STORE_NAME_MAX + 1)))
+		return -EINVAL;
+	r = store_version_keys(st, dataset_id, version, &k);
+	if (r < 0)
+		return r;
+	r = dir_lookup_k(st, &k, dataset_id, version, dir_ino, name, ret_inode);
+	store_keys_put(st, &k);
 	return r;
 }
 
@@ -2660,6 +2738,7 @@ int store_dir_foreach(struct store *st, uint64_t dataset_id, uint32_t version, u
 	 * reported. */
 	if (r == 0 && after && complete)
 		r = dir_verify(st, &k, dataset_id, version, dir_ino);
+	store_keys_put(st, &k);
 	return r;
 }
 
@@ -2780,10 +2859,12 @@ static int version_scan(struct store *st, uint64_t dsid, uint32_t version,
 	if (r < 0)
 		return r;
 	total = vr.info.files + vr.info.dirs;
-	if (total == 0 || total > MANIFEST_INODES_MAX)
+	if (total == 0 || total > MANIFEST_INODES_MAX) {
+		store_keys_put(st, &k);
 		return store_integrity(st, dsid, version, "version %u of dataset %llu counts %llu "
 				       "inodes", version, (unsigned long long)dsid,
 				       (unsigned long long)total);
+	}
 	pl = calloc(total + 1, sizeof(*pl));
 	if (!pl || crypto_hash_new(&hf) < 0 || crypto_hash_new(&hd) < 0) {
 		r = -ENOMEM;
@@ -2878,6 +2959,7 @@ out:
 	crypto_hash_free(hf);
 	crypto_hash_free(hd);
 	crypto_mac_key_free(name_mk);
+	store_keys_put(st, &k);
 	free(pl);
 	buf_free(&names);
 	return r;

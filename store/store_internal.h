@@ -271,10 +271,17 @@ struct dskey {
 	bool have_rec;
 };
 
-/* Format 3: the keys of one committed version, from the key ring. */
+/* Format 3: the keys of one committed version, from the key ring. Shared by the cache and by
+ * every lookup that holds them (store_version_keys() to store_keys_put()): dropping them from the
+ * cache (an erasure, a node's catch-up, a failed commit) takes the entry out and drops the
+ * cache's reference, and whoever lets go of the last one wipes and frees the keys. So a lookup
+ * never unseals with a key wiped, or reused, under it, and an erased version's keys live no
+ * longer than the lookups that were running when it was erased. */
 struct vkey_ent {
 	uint64_t dsid;
 	uint32_t ver;
+	uint32_t refs;      /* the cache's (until dropped) and one per holder; under st->lock */
+	bool dropped;       /* out of the cache: no new holder; under st->lock */
 	crypto_key *wrap;   /* Kv (a copy of the ring's): object keys are wrapped under it; owned */
 	crypto_key *seal;   /* Kvs: its versions, inodes, dirents values; owned */
 	crypto_key *name;   /* Kvn: its dirent names, directory digests; owned */
@@ -289,8 +296,9 @@ struct verified_dir {
 	uint32_t version;   /* 0: empty slot */
 };
 
-/* The index keys of one version (format 2: of its dataset), borrowed from the cache until
- * store_close() or the version's erasure. */
+/* The index keys of one version (format 2: of its dataset). From store_version_keys(): held
+ * until store_keys_put(), even across the version's erasure (format 2: borrowed until
+ * store_close(); a format 2 store is never erased). */
 struct ds_keys {
 	const crypto_key *seal;   /* seals its versions, inodes and dirents values */
 	const crypto_key *name;   /* hashes its entry names, keys its directory digests */
@@ -298,6 +306,9 @@ struct ds_keys {
 	/* name made a crypto_mac_key, by a caller that checks many entries (version_scan());
 	 * NULL: name is used as it is. */
 	const crypto_mac_key *name_mk;
+	/* The reference store_version_keys() took (format 3), dropped by store_keys_put(); NULL:
+	 * nothing held. */
+	struct vkey_ent *held;
 };
 
 /* Where the dataset check can meet a commit of the same dataset (store_test_set_race_hook). */
@@ -307,6 +318,9 @@ enum store_race_point {
 	STORE_RACE_REC_CHECKED,   /* a record checked against its versions, not yet cached */
 	STORE_RACE_VERSION_KEYS,  /* a version's keys looked up (none: not committed yet), its
 				     record not read yet (version_get_any) */
+	STORE_RACE_KEYS_HELD,     /* a version's keys held, a record of it read, not unsealed
+				     yet (store_dir_lookup); or its object key not unwrapped
+				     yet (store_object_open) */
 };
 
 struct store {
@@ -361,7 +375,7 @@ struct store {
 	size_t npacks, packs_cap;
 	struct dskey *dskeys;           /* cache of unwrapped dataset keys; owned */
 	size_t dskeys_len, dskeys_cap;
-	struct vkey_ent *vkeys;         /* format 3: cache of version keys; owned */
+	struct vkey_ent **vkeys;        /* format 3: cache of version keys; one reference each */
 	size_t vkeys_len, vkeys_cap;
 	struct keyring *ring;           /* format 3: keys/ring as last written; owned */
 	uint64_t rgen;                  /* format 3: the record key generation (meta record_key)
@@ -411,7 +425,8 @@ bool store_pack_committed_locked(struct store *st, uint64_t id, uint64_t *ret_le
 int store_object_locate(struct store *st, const struct store_extent *ext, uint64_t *ret_pack,
 			uint64_t *ret_offset);
 /* The dataset key (unwrapped on first use, cached). rec may be NULL: the dataset's record is then
- * found by id. Borrowed until store_close(). */
+ * found by id. Borrowed until store_close(), or in format 3 until the dataset's erasure, which
+ * the caller excludes (it holds import_lock, as an import does). */
 int store_dataset_key(struct store *st, uint64_t dsid, const struct dataset_rec *rec,
 		      crypto_key **ret);
 /* Format 2: the dataset's index keys (derived on first use, cached). rec as for
@@ -419,9 +434,19 @@ int store_dataset_key(struct store *st, uint64_t dsid, const struct dataset_rec 
 int store_dataset_keys(struct store *st, uint64_t dsid, const struct dataset_rec *rec,
 		       struct ds_keys *ret);
 /* The keys of version ver of dataset dsid: format 3 from the key ring (-ENOENT: no key, the
- * version is erased or never committed), format 2 the dataset's. Cached, borrowed. */
+ * version is erased or never committed), format 2 the dataset's. Cached; held by the caller
+ * until store_keys_put() on every path (an erasure meanwhile does not wipe them under it). */
 int store_version_keys(struct store *st, uint64_t dsid, uint32_t ver, struct ds_keys *ret);
-/* Format 3: the dataset's record key Kdr (from the ring; -ENOENT none). Borrowed. */
+/* Let go of what store_version_keys() gave (k zeroed); the last holder of an erased version's
+ * keys wipes and frees them. A zeroed k (nothing held) is fine. */
+void store_keys_put(struct store *st, struct ds_keys *k);
+/* Whether the version of k was erased (its keys dropped from the cache) since they were taken:
+ * a record of it found missing meanwhile is then "no such entry", not a sign of tampering. */
+bool store_keys_dropped(struct store *st, const struct ds_keys *k);
+/* Format 3: the dataset's record key Kdr (from the ring; -ENOENT none). Borrowed: only for a
+ * caller that excludes the dataset's erasure, which frees it (it holds import_lock, as an
+ * import and an erasure do, or names_lock shared from the record's read to its unseal, as
+ * dataset_unseal()'s callers do). Others take a copy (version_get_any()). */
 int store_dataset_rec_key(struct store *st, uint64_t dsid, const crypto_key **ret);
 /* Format 3: put a version's key (and a new dataset's) into the ring and write it, before the
  * commit batch that makes the version exist; *ret_gen the ring's new generation, for meta
@@ -524,6 +549,13 @@ int store_index_keys(const crypto_key *master, const uint8_t store_id[16], crypt
 void store_test_set_race_hook(struct store *st,
 			      void (*fn)(void *ctx, enum store_race_point where, uint64_t dsid),
 			      void *ctx);
+/* A point where a commit or an erasure may land (tests make it land there): one load when no
+ * hook is set. */
+static inline void store_race_point(struct store *st, enum store_race_point where, uint64_t dsid)
+{
+	if (st->race_hook)
+		st->race_hook(st->race_ctx, where, dsid);
+}
 /* The dataset record stored under name, unsealed (the cache first). -ENOENT, -EBADMSG. */
 int index_dataset_get(struct store *st, const char *name, struct dataset_rec *ret);
 /* Call fn for every dataset record, unsealed and checked (its name against its key), in key

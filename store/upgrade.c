@@ -680,7 +680,7 @@ static int conv2_dataset(void *ctx, const struct store_dataset_info *info)
 	struct conv2_ctx *x = ctx;
 	struct conv *c = x->c;
 	struct dataset_rec ds;
-	struct ds_keys ok;
+	struct ds_keys ok = { 0 };
 	int r = index_dataset_get(c->st, info->name, &ds);
 
 	if (r == 0)
@@ -693,6 +693,7 @@ static int conv2_dataset(void *ctx, const struct store_dataset_info *info)
 			r = conv2_version(c, &ds, &ok, &vi);
 		step(c->p, STORE_UPGRADE_VERSION, ++x->versions, 0);
 	}
+	store_keys_put(c->st, &ok);
 	if (r == 0)
 		r = conv_dataset_rec_v3(c, &ds);
 	step(c->p, STORE_UPGRADE_DATASET, ++x->n, 0);

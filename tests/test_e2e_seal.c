@@ -323,6 +323,7 @@ static void test_removed_entry_is_eio_and_recorded(void **state)
 	assert_int_equal(store_path_lookup(st, di.id, 1, DIR1, &in), 0);
 	assert_int_equal(store_version_keys(st, di.id, 1, &k), 0);
 	dkey(k.name, key, di.id, 1, in.ino, FILE1, strlen(FILE1));
+	store_keys_put(st, &k);
 	store_close(st);
 	index_edit(del_key, key);
 

@@ -3070,6 +3070,7 @@ static void rfx_make(struct fx *f, struct rfx *x, char **ret_ds_r_v1, size_t *re
 		for (int i = 0; i < 4; i++)
 			dkey(k.name, x->k_dir[v - 1][i], x->r, v,
 			     i == 3 ? x->ino_sub : STORE_ROOT_INO, names[i], strlen(names[i]));
+		store_keys_put(st, &k);
 	}
 	store_close(st);
 }
@@ -5284,6 +5285,8 @@ struct race {
 	enum store_race_point where;   /* where the hook acts, once */
 	enum { RACE_COMMIT, RACE_COMMIT_TWICE, RACE_ERASE, RACE_ERASE_THREAD } what;
 	const char *erase;             /* RACE_ERASE: the dataset erased whole (NULL: ds) */
+	uint32_t erase_version;        /* RACE_ERASE: only this version of ds (0: the whole) */
+	size_t live_after;             /* RACE_ERASE: crypto_key_slab_live() after the erasure */
 	struct store_import *imp;      /* begun by race_begin(), committed by the hook */
 	uint32_t committed;            /* the version the hook committed last (0: none) */
 	bool armed, busy;
@@ -5299,11 +5302,12 @@ static void race_erase(struct race *x)
 {
 	struct store_erasure e;
 
-	x->erase_r = store_erase(x->st, x->erase ? x->erase : "ds", 0, &e);
+	x->erase_r = store_erase(x->st, x->erase ? x->erase : "ds", x->erase_version, &e);
 	if (x->erase_r == 0)
-		x->erase_r = store_erase_recorded(x->st, e.dataset_id, 0);
+		x->erase_r = store_erase_recorded(x->st, e.dataset_id, x->erase_version);
 	if (x->erase_r == 0)
 		store_erasure_free(&e);
+	x->live_after = crypto_key_slab_live();
 }
 
 static void *eraser(void *arg)
@@ -5586,6 +5590,123 @@ static void test_listing_meets_name_key_switch(void **state)
 	pthread_mutex_destroy(&x.m);
 }
 
+/* A lookup and an object open meet the erasure of their version while they hold its keys
+ * (store_test_set_race_hook() makes the erasure land there). Before, the erasure wiped the keys
+ * under them (THREAT_MODEL 12, before): the lookup failed to authenticate the entry it had just
+ * read and reported an integrity failure, the open failed to unwrap its object key. Now the keys
+ * live until the last holder lets go: the lookup answers -ENOENT (its entry read before the
+ * erasure, its inode gone after), the open opens the file it looked up, nothing is reported,
+ * and the erased keys are wiped and freed as the holders let go. */
+static void test_lookup_meets_version_erasure(void **state)
+{
+	struct fx *f = *state;
+	struct store_dataset_info di;
+	struct store_inode in;
+	struct store_object *obj = NULL;
+	struct store_reader *rd = NULL;
+	struct ds_keys k = { 0 };
+	struct hook_log h = { 0 };
+	struct race x = { .f = f };
+	struct store *st = fx_create(f);
+	char b[16] = { 0 };
+
+	x.st = st;
+	put_text(f->src, "a.txt", "one\n");
+	for (uint32_t v = 1; v <= 3; v++)
+		assert_int_equal(import_src(st, "ds", f->src, NULL), v);
+	assert_int_equal(store_dataset_get(st, "ds", &di), 0);
+	store_set_integrity_hook(st, hook_cb, &h);
+	store_test_set_race_hook(st, race_hook, &x);
+
+	/* A lookup in version 1: its entry read, then version 1 erased, then the entry unsealed. */
+	x.erase_version = 1;
+	race_arm(&x, STORE_RACE_KEYS_HELD, RACE_ERASE);
+	assert_int_equal(store_dir_lookup(st, di.id, 1, STORE_ROOT_INO, "a.txt", &in), -ENOENT);
+	assert_false(x.armed);   /* the erasure happened in the middle of the lookup */
+	assert_int_equal(x.erase_r, 0);
+	/* The lookup was the last holder of version 1's three keys: wiped and freed with it. */
+	assert_int_equal(crypto_key_slab_live(), x.live_after - 3);
+	assert_int_equal(store_version_keys(st, di.id, 1, &k), -ENOENT);
+
+	/* An open in version 2: a.txt looked up, then version 2 erased under the open. */
+	assert_int_equal(store_dir_lookup(st, di.id, 2, STORE_ROOT_INO, "a.txt", &in), 0);
+	x.erase_version = 2;
+	race_arm(&x, STORE_RACE_KEYS_HELD, RACE_ERASE);
+	assert_int_equal(store_object_open(st, di.id, &in, &obj), 0);
+	assert_false(x.armed);
+	assert_int_equal(x.erase_r, 0);
+	assert_int_equal(store_reader_new(st, &rd), 0);
+	assert_int_equal(store_object_read(rd, obj, 0, sizeof(b), b), 4);
+	assert_string_equal(b, "one\n");
+	store_reader_free(rd);
+	store_object_close(obj);
+	assert_int_equal(store_dir_lookup(st, di.id, 2, STORE_ROOT_INO, "a.txt", &in), -ENOENT);
+
+	if (h.calls)
+		fprintf(stderr, "integrity: %d, the last: %s\n", h.calls, h.what);
+	assert_int_equal(h.calls, 0);
+	assert_int_equal(store_integrity_failures(st), 0);
+	/* Version 3 is untouched. */
+	assert_int_equal(store_dir_lookup(st, di.id, 3, STORE_ROOT_INO, "a.txt", &in), 0);
+	store_test_set_race_hook(st, NULL, NULL);
+	store_close(st);
+}
+
+struct listing_eraser {
+	struct store *st;
+	int entries, erase_r;
+};
+
+/* store_dir_foreach() callback: the version is erased after the first entry is listed. */
+static int erase_midway(void *ctx, const char *name, uint64_t ino, uint32_t type)
+{
+	struct listing_eraser *le = ctx;
+	struct store_erasure e;
+
+	(void)name;
+	(void)ino;
+	(void)type;
+	if (le->entries++ == 0) {
+		le->erase_r = store_erase(le->st, "ds", 1, &e);
+		if (le->erase_r == 0)
+			le->erase_r = store_erase_recorded(le->st, e.dataset_id, 1);
+		if (le->erase_r == 0)
+			store_erasure_free(&e);
+	}
+	return 0;
+}
+
+/* A listing of a directory of version 1 meets the version's erasure after its first entry: the
+ * rest of its entries come from the scan's snapshot, taken before the erasure, and are unsealed
+ * with the keys the listing holds; the directory's own record is gone when it is checked, so the
+ * listing ends with -ENOENT. Nothing is reported (before, the second entry failed to
+ * authenticate under the wiped key). */
+static void test_listing_meets_version_erasure(void **state)
+{
+	struct fx *f = *state;
+	struct store_dataset_info di;
+	struct hook_log h = { 0 };
+	struct store *st = fx_create(f);
+	struct listing_eraser le = { .st = st };
+
+	put_text(f->src, "a.txt", "one\n");
+	put_text(f->src, "b.txt", "two\n");
+	put_text(f->src, "c.txt", "three\n");
+	assert_int_equal(import_src(st, "ds", f->src, NULL), 1);
+	assert_int_equal(import_src(st, "ds", f->src, NULL), 2);
+	assert_int_equal(store_dataset_get(st, "ds", &di), 0);
+	store_set_integrity_hook(st, hook_cb, &h);
+	assert_int_equal(store_dir_foreach(st, di.id, 1, STORE_ROOT_INO, NULL, erase_midway, &le),
+			 -ENOENT);
+	assert_int_equal(le.erase_r, 0);
+	assert_int_equal(le.entries, 3);
+	if (h.calls)
+		fprintf(stderr, "integrity: %d, the last: %s\n", h.calls, h.what);
+	assert_int_equal(h.calls, 0);
+	assert_int_equal(store_integrity_failures(st), 0);
+	store_close(st);
+}
+
 /* A node that caught up to the primary's running import sees its version as PENDING: not yet
  * committed, so neither a key it lacks nor tampering. The dataset reads at its latest version,
  * and lists; after the commit it says -ENOKEY until given the new keys, as before. */
@@ -5712,6 +5833,8 @@ int main(void)
 		T(test_latest_check_meets_erasure),
 		T(test_latest_check_rollback_live),
 		T(test_listing_meets_name_key_switch),
+		T(test_lookup_meets_version_erasure),
+		T(test_listing_meets_version_erasure),
 		T(test_node_sees_pending_version),
 #undef T
 	};
