@@ -132,19 +132,9 @@ static char *b64_encode(const uint8_t *in, size_t n)
  * re-encoding must give the same text) into out (room for max bytes). Returns the length or -1. */
 static ssize_t b64_decode(const char *s, size_t n, uint8_t *out, size_t max)
 {
-	char re[TLOG_PROOF_MAX];
 	size_t got = 0;
-	const char *end = NULL;
 
-	if (n == 0 || n % 4 != 0 || n >= sizeof(re))
-		return -1;
-	if (sodium_base642bin(out, max, s, n, NULL, &got, &end, sodium_base64_VARIANT_ORIGINAL) != 0 ||
-	    end != s + n)
-		return -1;
-	if (sodium_base64_ENCODED_LEN(got, sodium_base64_VARIANT_ORIGINAL) != n + 1)
-		return -1;
-	sodium_bin2base64(re, sizeof(re), out, got, sodium_base64_VARIANT_ORIGINAL);
-	if (memcmp(re, s, n) != 0)
+	if (n == 0 || base64_decode_canonical(s, n, NULL, out, max, &got) < 0)
 		return -1;
 	return (ssize_t)got;
 }

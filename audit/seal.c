@@ -98,9 +98,7 @@ int audit_auditor_public_format(const uint8_t pk[static AUDIT_AUDITOR_KEY_LEN],
 /* "PREFIX<base64 of 32 bytes>" with at most one final newline, into out. */
 static int key_text_parse(const char *text, size_t len, const char *prefix, uint8_t *out)
 {
-	char re[sodium_base64_ENCODED_LEN(AUDIT_AUDITOR_KEY_LEN, sodium_base64_VARIANT_ORIGINAL)];
 	size_t n = strlen(prefix), got = 0;
-	const char *end = NULL;
 
 	if (len > 0 && text[len - 1] == '\n')
 		len--;
@@ -108,15 +106,12 @@ static int key_text_parse(const char *text, size_t len, const char *prefix, uint
 		len--;
 	if (len <= n || memcmp(text, prefix, n) != 0)
 		return -EINVAL;
-	if (sodium_base642bin(out, AUDIT_AUDITOR_KEY_LEN, text + n, len - n, NULL, &got, &end,
-			      sodium_base64_VARIANT_ORIGINAL) != 0 ||
-	    got != AUDIT_AUDITOR_KEY_LEN || end != text + len)
+	/* Canonical base64 only (libsodium 1.0.18 alone decodes any byte from 0x80 up as '/', so
+	 * another text would name the same key). */
+	if (base64_decode_canonical(text + n, len - n, NULL, out, AUDIT_AUDITOR_KEY_LEN, &got) < 0)
 		return -EINVAL;
-	/* Canonical base64 only: the text must be the encoding of what it decodes to (libsodium
-	 * 1.0.18 decodes any byte from 0x80 up as '/', so another text would name the same key). */
-	sodium_bin2base64(re, sizeof(re), out, AUDIT_AUDITOR_KEY_LEN, sodium_base64_VARIANT_ORIGINAL);
-	if (len - n != strlen(re) || memcmp(re, text + n, len - n) != 0) {
-		sodium_memzero(out, AUDIT_AUDITOR_KEY_LEN);
+	if (got != AUDIT_AUDITOR_KEY_LEN) {
+		sodium_memzero(out, got);
 		return -EINVAL;
 	}
 	return 0;

@@ -191,3 +191,11 @@ double progress_eta(uint64_t done_files, uint64_t total_files, uint64_t done_byt
 
 /* Lowercase hex of n bytes into out (2n+1 bytes, NUL-terminated). */
 void hex_encode(const uint8_t *in, size_t n, char *out);
+
+/* Decode standard base64 (RFC 4648 section 4, padded) of len bytes into out (room for cap
+ * bytes), *ret_n the decoded length. Canonical text only: with the characters of ignore left
+ * out (NULL: none; " \t\r\n" for line-wrapped armour) it must be exactly the encoding of what
+ * it decodes to, so no two texts name the same bytes (libsodium's decoder alone takes others).
+ * -EBADMSG otherwise, out wiped and *ret_n untouched. (common/base64.c) */
+int base64_decode_canonical(const char *text, size_t len, const char *ignore, uint8_t *out,
+			    size_t cap, size_t *ret_n);

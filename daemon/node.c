@@ -819,10 +819,8 @@ int node_public_parse(const char *text, size_t len, char ret_name[static NODE_NA
 	const size_t pl = strlen(NODE_PUBLIC_PREFIX);
 	const char *colon;
 	char name[NODE_NAME_MAX + 1];
-	char re[sodium_base64_ENCODED_LEN(64, sodium_base64_VARIANT_ORIGINAL)];
 	uint8_t both[64];
 	size_t bl = 0, nl, kl;
-	const char *end = NULL;
 
 	while (len && (text[len - 1] == '\n' || text[len - 1] == '\r'))
 		len--;
@@ -844,13 +842,9 @@ int node_public_parse(const char *text, size_t len, char ret_name[static NODE_NA
 	/* Canonical base64 only: the text must be the encoding of what it decodes to. (libsodium
 	 * 1.0.18 decodes any byte from 0x80 up as '/'.) */
 	kl = len - nl - pl - 1;
-	if (sodium_base642bin(both, sizeof(both), colon + 1, kl, NULL, &bl, &end,
-			      sodium_base64_VARIANT_ORIGINAL) != 0 || bl != 64 ||
-	    end != text + len)
-		return err_set(-EINVAL, "a node public key's key part is not 64 bytes of base64");
-	sodium_bin2base64(re, sizeof(re), both, 64, sodium_base64_VARIANT_ORIGINAL);
-	if (kl != strlen(re) || memcmp(re, colon + 1, kl) != 0)
-		return err_set(-EINVAL, "a node public key's key part is not canonical base64");
+	if (base64_decode_canonical(colon + 1, kl, NULL, both, sizeof(both), &bl) < 0 || bl != 64)
+		return err_set(-EINVAL, "a node public key's key part is not 64 bytes of canonical "
+			       "base64");
 	memcpy(ret_name, name, nl + 1);
 	memcpy(ret->sign_pk, both, 32);
 	memcpy(ret->box_pk, both + 32, 32);

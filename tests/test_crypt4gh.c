@@ -790,6 +790,120 @@ static void test_seckey_file(void **state)
 	crypto_secret_free(bad);
 }
 
+/* The one base64 decoder of every key text (common/base64.c): canonical standard base64 only. */
+static void test_base64_canonical(void **state)
+{
+	uint8_t out[8];
+	size_t n = 99;
+
+	(void)state;
+	assert_int_equal(base64_decode_canonical("aGVsbG8=", 8, NULL, out, sizeof(out), &n), 0);
+	assert_int_equal(n, 5);
+	assert_memory_equal(out, "hello", 5);
+	/* Ignored characters anywhere, when asked for. */
+	assert_int_equal(base64_decode_canonical(" aGV\nsb\r\nG8= \n", 14, " \t\r\n", out,
+						 sizeof(out), &n), 0);
+	assert_int_equal(n, 5);
+	assert_int_equal(base64_decode_canonical("aGV\nsbG8=", 9, NULL, out, sizeof(out), &n),
+			 -EBADMSG);
+	/* Other texts for the same bytes: '/' as a byte from 0x80 up (libsodium 1.0.18 reads it
+	 * so); and what libsodium refuses itself: the unused bits of the last character set ('9'
+	 * for '8'), no padding, padding twice. */
+	n = 99;
+	assert_int_equal(base64_decode_canonical("aGVsbG9=", 8, NULL, out, sizeof(out), &n),
+			 -EBADMSG);
+	assert_int_equal(n, 99);
+	assert_memory_equal(out, "\0\0\0\0\0", 5);   /* wiped */
+	assert_int_equal(base64_decode_canonical("P/8=", 4, NULL, out, sizeof(out), &n), 0);
+	assert_int_equal(base64_decode_canonical("P\x80" "8=", 4, NULL, out, sizeof(out), &n),
+			 -EBADMSG);
+	assert_int_equal(base64_decode_canonical("P\xff" "8=", 4, NULL, out, sizeof(out), &n),
+			 -EBADMSG);
+	assert_int_equal(base64_decode_canonical("aGVsbG8", 7, NULL, out, sizeof(out), &n),
+			 -EBADMSG);
+	assert_int_equal(base64_decode_canonical("aGVsbG8==", 9, NULL, out, sizeof(out), &n),
+			 -EBADMSG);
+	/* Not base64, too long for out, a NUL inside. */
+	assert_int_equal(base64_decode_canonical("!!!!", 4, NULL, out, sizeof(out), &n), -EBADMSG);
+	assert_int_equal(base64_decode_canonical("aGVsbG8gd29ybGQ=", 16, NULL, out, sizeof(out),
+						 &n), -EBADMSG);
+	assert_int_equal(base64_decode_canonical("aGVs\0bG8=", 9, " ", out, sizeof(out), &n),
+			 -EBADMSG);
+	assert_int_equal(base64_decode_canonical("", 0, NULL, out, sizeof(out), &n), 0);
+	assert_int_equal(n, 0);
+}
+
+/* The last base64 character of an armoured text before its padding, with an unused bit set
+ * (libsodium 1.0.18 refuses it too; a decoder that did not would read the same bytes). */
+static void set_unused_bit(char *text)
+{
+	static const char alphabet[] =
+		"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+	char *pad = strchr(text, '=');
+
+	assert_non_null(pad);
+	assert_int_equal(pad[-1] != '\n', 1);
+	pad[-1] = alphabet[(strchr(alphabet, pad[-1]) - alphabet) | 1];
+}
+
+/* A key file is read only in canonical base64: another text for the same key (a byte from 0x80
+ * up for '/', an unused bit set in the last character) is refused, public and private,
+ * Crypt4GH and OpenSSH. Before, libsodium's decoder alone took the first for the same key. Line
+ * breaks and spaces inside the base64 stay allowed (OpenSSH wraps at 70 columns). */
+static void test_key_text_canonical(void **state)
+{
+	static const char pub[] = "-----BEGIN CRYPT4GH PUBLIC KEY-----\n"
+				  "hSDwCYkwp1R0i33ctD73Wg2/Og0mOBr066SpjqqbTmo=\n"
+				  "-----END CRYPT4GH PUBLIC KEY-----\n";
+	static const char ssh[] =
+		"-----BEGIN OPENSSH PRIVATE KEY-----\n"
+		"b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW\n"
+		"QyNTUxOQAAACBsvCVxHTAXB2PMuEsiGCRxm3mSUJcaTAAZoMcrk44vdgAAAIgeifW1Hon1\n"
+		"tQAAAAtzc2gtZWQyNTUxOQAAACBsvCVxHTAXB2PMuEsiGCRxm3mSUJcaTAAZoMcrk44vdg\n"
+		"AAAEBd/j7dBS4SyH0o2VNQpEcwW0S5/qWWu2cxLiYGtKLnOWy8JXEdMBcHY8y4SyIYJHGb\n"
+		"eZJQlxpMABmgxyuTji92AAAAA2thdAEC\n"
+		"-----END OPENSSH PRIVATE KEY-----\n";
+	static const char wrapped[] = "-----BEGIN CRYPT4GH PUBLIC KEY-----\n"
+				      "hSDwCYkwp1R0i33ctD73\n Wg2/Og0mOBr066SpjqqbTmo=\n"
+				      "-----END CRYPT4GH PUBLIC KEY-----\n";
+	uint8_t pk[32], want[32];
+	crypto_key *sk = NULL, *got = NULL;
+	char t[sizeof(ssh)], *text = NULL;
+	size_t len;
+
+	(void)state;
+	unhex(ALICE_PK, want, 32);
+	memcpy(t, pub, sizeof(pub));
+	*strchr(t, '/') = (char)0x80;
+	assert_int_equal(c4gh_pubkey_parse(t, strlen(t), pk), -EBADMSG);
+	memcpy(t, pub, sizeof(pub));
+	set_unused_bit(t);
+	assert_int_equal(c4gh_pubkey_parse(t, strlen(t), pk), -EBADMSG);
+	/* Wrapped: still the key. */
+	assert_int_equal(c4gh_pubkey_parse(wrapped, strlen(wrapped), pk), 0);
+	assert_memory_equal(pk, want, 32);
+
+	memcpy(t, ssh, sizeof(ssh));
+	*strchr(t, '/') = (char)0x80;
+	assert_int_equal(c4gh_seckey_parse(t, strlen(t), NULL, &got), -EBADMSG);
+	assert_null(got);
+	memcpy(t, ssh, sizeof(ssh));
+	*strchr(t, '/') = (char)0xff;
+	assert_int_equal(c4gh_seckey_parse(t, strlen(t), NULL, &got), -EBADMSG);
+
+	/* A Crypt4GH private key (53 bytes: one '=' of padding, two unused bits). */
+	assert_int_equal(c4gh_keypair_generate(&sk, pk), 0);
+	assert_int_equal(c4gh_seckey_format(sk, NULL, NULL, &text, &len), 0);
+	assert_int_equal(c4gh_seckey_parse(text, len, NULL, &got), 0);
+	crypto_key_free(got);
+	got = NULL;
+	set_unused_bit(text);
+	assert_int_equal(c4gh_seckey_parse(text, len, NULL, &got), -EBADMSG);
+	assert_null(got);
+	sodium_free(text);
+	crypto_key_free(sk);
+}
+
 /* An OpenSSH ed25519 key (ssh-keygen -t ed25519 -N ''): its X25519 form's public key as
  * python3-cryptography computes it (SHA-512 of the seed, clamped, times the base point). */
 static void test_seckey_openssh(void **state)
@@ -1148,6 +1262,8 @@ int main(void)
 		cmocka_unit_test(test_pubkey_file),
 		cmocka_unit_test(test_seckey_file),
 		cmocka_unit_test(test_seckey_openssh),
+		cmocka_unit_test(test_base64_canonical),
+		cmocka_unit_test(test_key_text_canonical),
 		cmocka_unit_test(test_bcrypt_pbkdf_kat),
 		cmocka_unit_test(test_seckey_bcrypt),
 		cmocka_unit_test(test_seckey_openssh_encrypted),

@@ -514,6 +514,12 @@ static void seeds_crypt4gh(int outfd)
 	}
 	c4gh_pubkey_format(rcpt[1], pub);
 	put_tagged_seed(fd, "pubkey", FUZZ_C4GH_PUBKEY, pub, strlen(pub));
+	/* Wrapped (taken), and with a base64 character as a byte from 0x80 up (refused). */
+	memmove(pub + 56, pub + 55, strlen(pub + 55) + 1);
+	pub[55] = '\n';
+	put_tagged_seed(fd, "pubkey-wrapped", FUZZ_C4GH_PUBKEY, pub, strlen(pub));
+	pub[40] = (char)0x80;
+	put_tagged_seed(fd, "pubkey-high-byte", FUZZ_C4GH_PUBKEY, pub, strlen(pub));
 	if (c4gh_seckey_format(sk, NULL, "fuzz", &text, &tl) == 0) {
 		put_tagged_seed(fd, "seckey", FUZZ_C4GH_SECKEY, text, tl);
 		sodium_free(text);
