@@ -188,6 +188,8 @@ int cmd_audit_new_log(struct ctl *ctl, int argc, char **argv)
 
 	if (crypto_init() < 0)
 		return ctl_fail(WHAT, "cannot initialise the crypto library");
+	if (ctl_rocksdb_load(WHAT))
+		return 1;
 	r = read_pass(a.pass_file, &pass);
 	if (r)
 		return r;

@@ -680,6 +680,9 @@ int cmd_init(struct ctl *ctl, int argc, char **argv)
 				"keys/master.key: for tests and demos only\n");
 	kdf = a->test_kdf ? crypto_kdf_params_min() : crypto_kdf_params_default();
 
+	/* The index library, loaded before the passphrase is asked for (rocksdb_lazy.c). */
+	if (ctl_rocksdb_load("init"))
+		return 1;
 	if (read_passphrase(a, &pass))
 		return 1;
 	if (!ctl->quiet && !a->test_kdf && isatty(STDERR_FILENO))

@@ -87,6 +87,8 @@ static int rebuild(struct ctl *ctl, int argc, char **argv)
 		return ctl_usage_error(what, "--store: path too long");
 	if (crypto_init() < 0)
 		return ctl_fail(what, "cannot initialise the crypto libraries");
+	if (ctl_rocksdb_load(what))
+		return 1;
 	r = pass_file ? crypto_passphrase_read_file(pass_file, &pass)
 		      : crypto_passphrase_prompt("Store passphrase: ", false, &pass);
 	if (r < 0)

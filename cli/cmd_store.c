@@ -202,7 +202,7 @@ static int cmd_store_upgrade(struct ctl *ctl, int argc, char **argv)
 			return ctl_fail("store upgrade", "--auditor-key-out %s exists; it is never "
 					"overwritten (nothing was changed)", a.key_out);
 	}
-	if (read_pass(a.pass_file, &pass))
+	if (ctl_rocksdb_load("store upgrade") || read_pass(a.pass_file, &pass))
 		return 1;
 	r = ctl_store_upgrade_run(ctl->store_dir, pass, (const uint8_t(*)[32])pks, npk, a.key_out,
 				  &p, &res);

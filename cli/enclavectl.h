@@ -78,6 +78,13 @@ __attribute__((format(printf, 3, 4))) int ctl_fail_code(const char *code, const 
  * was given, or the answer is y or yes. Otherwise the exit status after a message: EXIT_USAGE
  * when stdin is not a terminal (so scripts must say --yes), 1 when the answer was no. */
 int ctl_confirm(const char *what, const char *question, bool yes);
+
+/* ---- rocksdb_lazy.c: the index library, loaded only by the commands that open the store ---- */
+
+/* Load librocksdb for a command that opens the store itself (init, store upgrade, policy rebuild,
+ * audit new-log); the commands that talk to the daemon never load it. Call it before asking for
+ * the passphrase. 0, or 1 after "enclavectl: <what>: cannot load the index library ...". */
+int ctl_rocksdb_load(const char *what);
 /* Split a NAME[@VERSION] argument into a valid dataset name and a version (0 when absent).
  * EXIT_USAGE after a message naming `what`. */
 int ctl_parse_dataset(const char *what, const char *arg, char name[static 129],
