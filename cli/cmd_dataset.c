@@ -37,8 +37,16 @@
 #define ABORT_TIMEOUT_MS (10 * 1000)
 /* While the tree is walked, import.begin's connection is otherwise silent: a request this often
  * (whoami, which changes nothing) keeps the daemon from closing it as idle
- * (CONTROL_IDLE_TIMEOUT_MS, 10 minutes) when the walk of a very large or slow tree is long. */
+ * (CONTROL_IDLE_TIMEOUT_MS, 10 minutes) when the walk of a very large or slow tree is long. The
+ * socket and the clock are looked at every SCAN_TICK_ENTRIES entries of the walk. (Test limits:
+ * cli/enclavectl.h, ENCLAVECTL_TEST_LIMITS: a keep-alive at every look, every 8 entries.) */
+#ifdef ENCLAVECTL_TEST_LIMITS
+#define KEEPALIVE_NS 0
+#define SCAN_TICK_ENTRIES 8u
+#else
 #define KEEPALIVE_NS (60 * 1000000000LL)
+#define SCAN_TICK_ENTRIES 256u
+#endif
 
 static const char list_usage[] =
 	"Usage: enclavectl [GLOBAL OPTIONS] dataset list\n\n"
@@ -540,15 +548,15 @@ static int pings_collect(struct import *im)
 	return 0;
 }
 
-/* Every 256 entries of the walk: take import.begin's reply if it has come (a refusal stops the
- * walk at once), and keep the connection alive (KEEPALIVE_NS). */
+/* Every SCAN_TICK_ENTRIES entries of the walk: take import.begin's reply if it has come (a
+ * refusal stops the walk at once), and keep the connection alive (KEEPALIVE_NS). */
 static int scan_tick(struct import *im)
 {
 	struct pollfd p = { .fd = im->c.sock, .events = POLLIN };
 	int64_t now;
 	int r;
 
-	if (++im->ticks % 256 != 0 || im->begin == BEGIN_NONE)
+	if (++im->ticks % SCAN_TICK_ENTRIES != 0 || im->begin == BEGIN_NONE)
 		return 0;
 	if (im->begin == BEGIN_SENT && poll(&p, 1, 0) > 0) {
 		r = begin_collect(im);

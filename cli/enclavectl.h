@@ -312,8 +312,15 @@ struct walk_ops {
 int walk_tree(int rootfd, const char *root, const struct walk_ops *ops, void *ctx);
 /* A tree as walk_tree_keep() saw it: every entry's name, place and stat, in walk order. */
 struct walk_list;
-/* The most entries a walk_list holds: a larger tree is refused (-E2BIG) by walk_tree_keep(). */
+/* The most entries a walk_list holds: a larger tree is refused (-E2BIG) by walk_tree_keep().
+ * ENCLAVECTL_TEST_LIMITS is defined only for tests/'s enclavectl-test-limits, a copy of enclavectl
+ * built with limits small enough for test_cli to reach (this one, WALK_DIR_ENTRIES_MAX in walk.c,
+ * the keep-alive in cmd_dataset.c); the installed enclavectl has no such switch. */
+#ifdef ENCLAVECTL_TEST_LIMITS
+#define WALK_KEEP_MAX 64u
+#else
 #define WALK_KEEP_MAX (1u << 24)
+#endif
 /* As walk_tree(), keeping what it saw in *ret_list (the caller frees it with walk_list_free()),
  * on success only. About 64 bytes and the name per entry. */
 int walk_tree_keep(int rootfd, const char *root, const struct walk_ops *ops, void *ctx,

@@ -31,7 +31,11 @@
 /* As the store's own importer: deeper trees and bigger directories are refused, not crashed on.
  * The depth also bounds the descriptors held open (one per level). */
 #define WALK_DEPTH_MAX 256u
+#ifdef ENCLAVECTL_TEST_LIMITS   /* tests/'s enclavectl-test-limits only (cli/enclavectl.h) */
+#define WALK_DIR_ENTRIES_MAX 32u
+#else
 #define WALK_DIR_ENTRIES_MAX (1u << 24)
+#endif
 
 /* One entry kept by walk_tree_keep(): what replaying it needs, the stat fields the callbacks use
  * (a struct stat is 144 bytes; this is 64). */
@@ -80,13 +84,13 @@ static int keep_add(struct walker *w, const char *name, size_t len, unsigned dep
 	struct walk_ent *e;
 	char s[1024];
 
+	if (l->n >= WALK_KEEP_MAX)
+		return err_set(-E2BIG, "%s: the tree holds more than %u entries; import it in parts",
+			       shown(w->root, "", s), WALK_KEEP_MAX);
 	if (l->n == l->cap) {
 		size_t nc = l->cap ? 2 * l->cap : 1024;
 		struct walk_ent *a;
 
-		if (l->n >= WALK_KEEP_MAX)
-			return err_set(-E2BIG, "%s: the tree holds more than %u entries; import it "
-				       "in parts", shown(w->root, "", s), WALK_KEEP_MAX);
 		a = reallocarray(l->e, nc, sizeof(*a));
 		if (!a)
 			return err_set(-ENOMEM, "out of memory");
@@ -172,15 +176,15 @@ static int list_dir(struct walker *w, int dfd, char ***ret_names, size_t *ret_n)
 		}
 		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
 			continue;
+		if (n >= WALK_DIR_ENTRIES_MAX) {
+			r = err_set(-E2BIG, "%s: more than %u entries", shown(w->root, w->path, s),
+				    WALK_DIR_ENTRIES_MAX);
+			break;
+		}
 		if (n == cap) {
 			size_t nc = cap ? cap * 2 : 64;
 			char **a;
 
-			if (n >= WALK_DIR_ENTRIES_MAX) {
-				r = err_set(-E2BIG, "%s: more than %u entries",
-					    shown(w->root, w->path, s), WALK_DIR_ENTRIES_MAX);
-				break;
-			}
 			a = reallocarray(names, nc, sizeof(*a));
 			if (!a) {
 				r = err_set(-ENOMEM, "out of memory");

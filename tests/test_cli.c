@@ -182,7 +182,7 @@ struct fake;
 typedef void (*fake_handler)(struct fake *f, int conn, const char *op, const json_t *args,
 			     int fd);
 
-#define FAKE_FILES_MAX 16
+#define FAKE_FILES_MAX 64
 
 /* A file descriptor's content as the fake read it. */
 struct fake_file {
@@ -477,6 +477,10 @@ static void h_import(struct fake *f, int conn, const char *op, const json_t *arg
 					 (json_int_t)f->bytes_done));
 	} else if (strcmp(op, "import.abort") == 0) {
 		reply_ok(conn, NULL);
+	} else if (strcmp(op, "whoami") == 0) {
+		/* The import's keep-alive during its walk. */
+		reply_ok(conn, json_pack("{s:s, s:i, s:[s]}", "user", "root", "uid", 0, "roles",
+					 "steward"));
 	} else {
 		reply_error(conn, "unknown_operation", "no such operation");
 	}
@@ -1651,6 +1655,115 @@ static void test_import_begin_refused(void **state)
 	tree_free(&t);
 }
 
+/* The import keeps import.begin's connection alive while it walks the tree (the daemon closes a
+ * connection idle for CONTROL_IDLE_TIMEOUT_MS): a whoami request when KEEPALIVE_NS has passed,
+ * looked at every SCAN_TICK_ENTRIES entries, each answered and its reply read before the tree is
+ * sent. With the test limits (enclavectl-test-limits: a keep-alive at every look, every 8
+ * entries) no clock is involved: the root, 2 directories and 40 files are 43 entries, 5 looks,
+ * so 5 whoami requests, all between import.begin and the first import.dir. Fails without the
+ * keep-alive. */
+static void test_import_keepalive_during_walk(void **state)
+{
+	struct fake *f = fake_start(h_import);
+	char *root = tu_mkdtemp("cli-keepalive");
+	struct run r;
+	size_t n;
+
+	(void)state;
+	for (unsigned d = 0; d < 2; d++) {
+		char *p = tu_fmt("%s/d%u", root, d);
+
+		assert_int_equal(mkdir(p, 0755), 0);
+		for (unsigned i = 0; i < 20; i++)
+			tu_seed_file(1, i, "%s/f%02u", p, i);
+		free(p);
+	}
+	run_exe = ENCLAVECTL_TEST_LIMITS_PATH;
+	RUN(&r, "--socket", f->sock, "dataset", "import", "genomes", root);
+	run_exe = NULL;
+	expect_status(&r, 0);
+	expect_contains(r.out, "imported genomes version 1: 40 files, 3 dirs");
+	run_free(&r);
+	fake_stop(f);
+	n = fake_nreq(f);
+	assert_true(n > 7);
+	assert_string_equal(fake_op(f, 0), "import.begin");
+	for (size_t i = 1; i <= 5; i++)
+		assert_string_equal(fake_op(f, i), "whoami");
+	assert_string_equal(fake_op(f, 6), "import.dir");
+	for (size_t i = 7; i < n; i++)
+		assert_string_not_equal(fake_op(f, i), "whoami");
+	assert_string_equal(fake_op(f, n - 1), "import.commit");
+	assert_int_equal(f->nfiles, 40);
+	fake_free(f);
+	tu_rm_rf(root);
+	free(root);
+}
+
+/* A walk refused by one of its caps: before anything is sent, the cap named, the begun import
+ * abandoned (import.abort), nothing committed. */
+static void import_capped(const char *root, const char *says)
+{
+	struct fake *f = fake_start(h_import);
+	struct run r;
+
+	run_exe = ENCLAVECTL_TEST_LIMITS_PATH;
+	RUN(&r, "--socket", f->sock, "dataset", "import", "genomes", (char *)root);
+	run_exe = NULL;
+	expect_status(&r, 1);
+	expect_contains(r.err, says);
+	assert_string_equal(r.out, "");
+	run_free(&r);
+	fake_stop(f);
+	assert_string_equal(fake_op(f, 0), "import.begin");
+	assert_string_equal(fake_op(f, fake_nreq(f) - 1), "import.abort");
+	assert_false(fake_saw(f, "import.dir"));
+	assert_false(fake_saw(f, "import.commit"));
+	assert_int_equal(f->nfiles, 0);
+	fake_free(f);
+}
+
+/* A tree of more entries than the walk keeps (WALK_KEEP_MAX: 2^24; 64 with the test limits) is
+ * refused: 3 directories of 30 files, each within the per-directory cap, 93 entries. Fails
+ * without the cap. */
+static void test_import_walk_keep_cap(void **state)
+{
+	char *root = tu_mkdtemp("cli-keepcap"), *says;
+
+	(void)state;
+	for (unsigned d = 0; d < 3; d++) {
+		char *p = tu_fmt("%s/d%u", root, d);
+
+		assert_int_equal(mkdir(p, 0755), 0);
+		for (unsigned i = 0; i < 30; i++)
+			tu_seed_file(1, i, "%s/f%02u", p, i);
+		free(p);
+	}
+	says = tu_fmt("%s: the tree holds more than 64 entries; import it in parts", root);
+	import_capped(root, says);
+	free(says);
+	tu_rm_rf(root);
+	free(root);
+}
+
+/* A directory of more entries than the walk lists (WALK_DIR_ENTRIES_MAX: 2^24; 32 with the test
+ * limits) is refused, named: 33 files in one directory. Fails without the cap. */
+static void test_import_walk_dir_cap(void **state)
+{
+	char *root = tu_mkdtemp("cli-dircap"), *big = tu_fmt("%s/big", root), *says;
+
+	(void)state;
+	assert_int_equal(mkdir(big, 0755), 0);
+	for (unsigned i = 0; i < 33; i++)
+		tu_seed_file(1, i, "%s/f%02u", big, i);
+	says = tu_fmt("%s: more than 32 entries", big);
+	import_capped(root, says);
+	free(says);
+	tu_rm_rf(root);
+	free(big);
+	free(root);
+}
+
 /* The daemon refuses a file: the CLI says why, aborts, and stops sending. */
 static void test_import_daemon_refuses(void **state)
 {
@@ -2171,6 +2284,9 @@ int main(void)
 		cmocka_unit_test(test_import_tree_changes_midway),
 		cmocka_unit_test(test_import_dir_swapped_midway),
 		cmocka_unit_test(test_import_begin_refused),
+		cmocka_unit_test(test_import_keepalive_during_walk),
+		cmocka_unit_test(test_import_walk_keep_cap),
+		cmocka_unit_test(test_import_walk_dir_cap),
 		cmocka_unit_test(test_import_daemon_refuses),
 		cmocka_unit_test(test_import_interrupted),
 		cmocka_unit_test(test_daemon_commands_do_not_load_rocksdb),
