@@ -148,6 +148,16 @@ int crypto_key_wrap(const crypto_key *kek, const crypto_key *key, const uint8_t 
 /* -EBADMSG when the tag does not verify (wrong kek, wrong ad, altered bytes). */
 int crypto_key_unwrap(const crypto_key *kek, const uint8_t wrapped[static CRYPTO_WRAPPED_KEY_LEN],
 		      const uint8_t *ad, size_t ad_len, crypto_key **ret_key);
+/* The key wrapped in `wrapped` under from (associated data from_ad) wrapped again under to
+ * (to_ad), as crypto_key_unwrap() then crypto_key_wrap() would, into ret_wrapped (written only on
+ * success). The plaintext key passes only through scratch, a key of the caller's (any key: its
+ * bytes are overwritten, and wiped before the call returns on every path, so it holds no key
+ * afterwards): a thread that moves many keys takes one slot of the key slab for all of them.
+ * -EBADMSG: `wrapped` does not unwrap; -EIO: the new wrapping failed. */
+int crypto_key_rewrap(const crypto_key *from, const uint8_t wrapped[static CRYPTO_WRAPPED_KEY_LEN],
+		      const uint8_t *from_ad, size_t from_ad_len, const crypto_key *to,
+		      const uint8_t *to_ad, size_t to_ad_len, crypto_key *scratch,
+		      uint8_t ret_wrapped[static CRYPTO_WRAPPED_KEY_LEN]);
 
 /* ---- Subkeys, sealed records, name hashes (crypto/seal.c) ----------------------------------- */
 

@@ -371,6 +371,25 @@ void crypto_key_free(crypto_key *key)
 	slot_put(key);
 }
 
+int crypto_key_rewrap(const crypto_key *from, const uint8_t wrapped[static CRYPTO_WRAPPED_KEY_LEN],
+		      const uint8_t *from_ad, size_t from_ad_len, const crypto_key *to,
+		      const uint8_t *to_ad, size_t to_ad_len, crypto_key *scratch,
+		      uint8_t ret_wrapped[static CRYPTO_WRAPPED_KEY_LEN])
+{
+	int r = 0;
+
+	if (!from || !to || !scratch || (!from_ad && from_ad_len > 0) || (!to_ad && to_ad_len > 0))
+		return -EINVAL;
+	if (crypto_aead_xchacha20poly1305_ietf_decrypt_detached(
+		    scratch->bytes, NULL, wrapped + WRAP_CT_OFF, CRYPTO_KEY_LEN,
+		    wrapped + WRAP_TAG_OFF, from_ad, from_ad_len, wrapped, from->bytes) != 0)
+		r = -EBADMSG;
+	else
+		r = crypto_key_wrap(to, scratch, to_ad, to_ad_len, ret_wrapped) < 0 ? -EIO : 0;
+	sodium_memzero(scratch->bytes, CRYPTO_KEY_LEN);
+	return r;
+}
+
 /* BLAKE2b-256 keyed with the parent, over label || 0x00 || context, straight into the slab. */
 int crypto_key_derive(const crypto_key *parent, const char *label, const uint8_t *context,
 		      size_t context_len, crypto_key **ret_key)

@@ -1039,6 +1039,59 @@ static void test_key_wrap(void **state)
 	crypto_key_free(kek);
 }
 
+/* crypto_key_rewrap(): the key moved from one wrapping to another (issue 16: a shared object's
+ * key wrapped again for each version), as unwrap then wrap would; a wrapping that does not
+ * unwrap (other kek, other AD, a flipped bit) is refused, nothing written; the scratch key holds
+ * no key afterwards, on either path. */
+static void test_key_rewrap(void **state)
+{
+	static const uint8_t ad[] = "version 1, object 7";
+	static const uint8_t ad2[] = "version 2, object 7";
+	static const uint8_t zero[32];
+	crypto_key *kek = NULL, *kek2 = NULL, *key = NULL, *scratch = NULL, *out = NULL;
+	uint8_t wrapped[CRYPTO_WRAPPED_KEY_LEN], moved[CRYPTO_WRAPPED_KEY_LEN];
+	uint8_t bad[CRYPTO_WRAPPED_KEY_LEN], before[CRYPTO_WRAPPED_KEY_LEN];
+
+	(void)state;
+	assert_int_equal(crypto_key_generate(&kek), 0);
+	assert_int_equal(crypto_key_generate(&kek2), 0);
+	assert_int_equal(crypto_key_generate(&key), 0);
+	assert_int_equal(crypto_key_generate(&scratch), 0);
+	assert_int_equal(crypto_key_wrap(kek, key, ad, sizeof(ad), wrapped), 0);
+	assert_int_equal(crypto_key_rewrap(kek, wrapped, ad, sizeof(ad), kek2, ad2, sizeof(ad2),
+					   scratch, moved), 0);
+	assert_memory_equal(crypto_key_bytes(scratch), zero, 32);
+	assert_int_equal(crypto_key_unwrap(kek2, moved, ad2, sizeof(ad2), &out), 0);
+	assert_memory_equal(crypto_key_bytes(out), crypto_key_bytes(key), 32);
+	crypto_key_free(out);
+	out = NULL;
+	/* Bound to the new place only. */
+	assert_int_equal(crypto_key_unwrap(kek2, moved, ad, sizeof(ad), &out), -EBADMSG);
+	assert_int_equal(crypto_key_unwrap(kek, moved, ad2, sizeof(ad2), &out), -EBADMSG);
+
+	memset(moved, 0xa5, sizeof(moved));
+	memcpy(before, moved, sizeof(moved));
+	assert_int_equal(crypto_key_rewrap(kek2, wrapped, ad, sizeof(ad), kek2, ad2, sizeof(ad2),
+					   scratch, moved), -EBADMSG);
+	assert_int_equal(crypto_key_rewrap(kek, wrapped, ad2, sizeof(ad2), kek2, ad2, sizeof(ad2),
+					   scratch, moved), -EBADMSG);
+	for (size_t i = 0; i < sizeof(wrapped); i += 7) {
+		memcpy(bad, wrapped, sizeof(bad));
+		bad[i] ^= 0x10;
+		assert_int_equal(crypto_key_rewrap(kek, bad, ad, sizeof(ad), kek2, ad2, sizeof(ad2),
+						   scratch, moved), -EBADMSG);
+		assert_memory_equal(crypto_key_bytes(scratch), zero, 32);
+	}
+	assert_memory_equal(moved, before, sizeof(moved));
+	assert_int_equal(crypto_key_rewrap(kek, wrapped, ad, sizeof(ad), kek2, ad2, sizeof(ad2),
+					   NULL, moved), -EINVAL);
+
+	crypto_key_free(scratch);
+	crypto_key_free(key);
+	crypto_key_free(kek2);
+	crypto_key_free(kek);
+}
+
 /* ---- Master key file ----------------------------------------------------------------------- */
 
 static void test_master_roundtrip(void **state)
@@ -1662,6 +1715,7 @@ int main(void)
 		cmocka_unit_test(test_random_threads),
 		cmocka_unit_test(test_random_keystream),
 		cmocka_unit_test(test_key_wrap),
+		cmocka_unit_test(test_key_rewrap),
 		cmocka_unit_test(test_key_slab_wipe),
 		cmocka_unit_test(test_key_slab_full),
 		cmocka_unit_test(test_key_slab_grow),
