@@ -89,7 +89,12 @@
 #define OWED_SLOTS (2u * STORE_IMPORT_OWED_MAX)  /* the owed set's table: at most half full */
 #define STAMPS_MAX (1u << 20)              /* files of the previous version kept by their place */
 
+#define CLAIM_STEP 8u                      /* claimed files a thread takes (and publishes) at a time */
+
 size_t import_stamps_max = STAMPS_MAX;
+int import_claim_helpers = -1;
+bool import_claim_serial;
+const char *import_test_rewrap_fail;
 
 /* An object of the previous version, by content hash (the rest of the hash is checked against its
  * inode record when it matches). */
@@ -222,6 +227,45 @@ struct dq_ent {
 	uint8_t k[DKEY_LEN];
 	uint32_t off;       /* its sealed value in imp->dq_vals; also the order it came in */
 	uint32_t len;
+};
+
+/* A claimed file of an import.stat batch whose source stamp holds (store_import_add_claimed()):
+ * found and numbered by the caller's thread in order (claim_classify()), its records made and
+ * sealed by whichever thread takes it (claim_seal_one()), then put into the index batch, the
+ * manifest and its directory by the caller's thread in order (claim_merge()). Holds no secret:
+ * the object key passes only through the sealing thread's key slot. */
+struct claim_prep {
+	const char *path;                    /* the caller's; borrowed for the call */
+	const char *name;                    /* its name in its directory: within path */
+	size_t nlen;
+	size_t dir;                          /* its directory: an index into imp->dirs */
+	uint64_t parent_ino;                 /* that directory's inode number */
+	struct store_inode old;              /* its inode in the version shared from */
+	struct store_inode ino;              /* its inode now: the wrapped key set by the sealing */
+	bool sealed;                         /* claim_seal_one() is done with it (cs_lock) */
+	int err;                             /* the sealing's failure (as err_at says), or 0 */
+	uint8_t err_at;                      /* enum claim_err */
+	uint16_t plain_len, iseal_len, dseal_len;
+	uint8_t dk[DKEY_LEN];                /* its directory entry's key */
+	uint8_t dig[DIR_DIGEST_LEN];         /* its entry's part of the directory's digest */
+	uint8_t plain[REC_PLAIN_MAX];        /* its inode record, for the manifest */
+	uint8_t iseal[REC_PLAIN_MAX + CRYPTO_SEAL_OVERHEAD];  /* the same sealed */
+	uint8_t dseal[REC_PLAIN_MAX + CRYPTO_SEAL_OVERHEAD];  /* its directory entry sealed */
+};
+
+/* Where claim_seal_one() failed: the messages of the per-file path (stamp_reuse()). */
+enum claim_err {
+	CLAIM_ERR_UNWRAP = 1,
+	CLAIM_ERR_WRAP = 2,
+	CLAIM_ERR_NOMEM = 3,
+};
+
+/* One thread that seals claimed files beside the caller's (see claim_take()). */
+struct cs_helper {
+	struct store_import *imp;            /* borrowed */
+	pthread_t thread;
+	crypto_key *scratch;                 /* its key slot for crypto_key_rewrap(); owned */
+	struct buf b;                        /* its record encoding; owned, wiped at the end */
 };
 
 /* A pack this import appended to, with the length to commit. */
@@ -384,6 +428,28 @@ struct store_import {
 	 * is owed. Open addressing by path_hash(), OWED_SLOTS slots; owned, and so are the paths. */
 	char **owed;
 	size_t owed_n;
+
+	/* Claimed files whose stamp holds (struct claim_prep): cp[0 .. cp_n) classified and not yet
+	 * merged. cp_kek: the wrapping key of reuse_version, looked up once per batch (NULL: not
+	 * yet); borrowed from the store's cache on the terms of every lookup of it (store.c,
+	 * store_version_keys()): the import holds the import lock, so no erasure can drop it. */
+	struct claim_prep *cp;              /* STORE_IMPORT_CLAIM_MAX entries; owned */
+	size_t cp_n;
+	const crypto_key *cp_kek;
+	crypto_key *cp_scratch;             /* the caller's key slot for crypto_key_rewrap(); owned */
+	struct buf cp_buf;                  /* the caller's record encoding; owned, wiped */
+	/* The hand-off of cp[] between the caller's thread and the helpers (see claim_take()):
+	 * cs_lock guards cs_pub, cs_next, cs_inflight, cs_stop and each entry's sealed. */
+	pthread_mutex_t cs_lock;
+	pthread_cond_t cs_cond;             /* entries published or sealed, or stop */
+	bool cs_init;                       /* cs_lock, cs_cond exist */
+	struct cs_helper cs_helpers[IMPORT_WORKERS_MAX];
+	unsigned cs_nhelpers;
+	size_t cs_pub;                      /* entries published: cp[0 .. cs_pub) */
+	size_t cs_next;                     /* the next of them to claim for sealing */
+	size_t cs_inflight;                 /* claimed and not yet sealed */
+	unsigned cs_idle;                   /* helpers waiting for entries */
+	bool cs_stop;
 
 	/* The open group of tiny files (docs/FORMAT.md 4.10): their plaintext back to back, and
 	 * the files whose records wait for it to be written (group_flush()). */
@@ -1970,6 +2036,11 @@ static int stamp_reuse(struct store_import *imp, const struct store_inode *old, 
 
 	ino->ext = old->ext;
 	r = unwrap_reused_key(imp, old, &okey);
+	if (r == 0 && import_test_rewrap_fail && strcmp(path, import_test_rewrap_fail) == 0) {
+		crypto_key_free(okey);
+		okey = NULL;
+		r = -EBADMSG;
+	}
 	if (r < 0)
 		return imp_fail(imp, r, "%s: the object key of inode %llu of version %u does not "
 				"unwrap", path, (unsigned long long)old->ino, imp->reuse_version);
@@ -3156,6 +3227,405 @@ static int claim_check(struct store_import *imp, const char *path, const struct 
 	}
 }
 
+/* ---- Claimed files sealed in parallel (issue 16) ------------------------------------------- *
+ *
+ * A version that changes little is mostly files told of by their stat whose stamp holds: per file
+ * the per-file path (add_object(), stamp_reuse()) unwraps the object key of the version shared
+ * from, wraps it for this one, seals the inode and the directory entry, and makes the entry's key
+ * and digest: four AEAD operations and two keyed hashes, which kept one thread busy while the
+ * client waited. store_import_add_claimed() now does a batch in three steps:
+ *   1. classify (the caller's thread, in order): each file's checks, directory and stamp as the
+ *      per-file path would see them, its inode number given in order. A file that would take
+ *      any other way (asked for, a tiny file of a group, a new directory, a name that needs a
+ *      look at the index) ends the step: what was classified is sealed and merged first, and
+ *      the file then goes through add_object() on the state the per-file path would have.
+ *   2. seal (the helpers from the moment a file is classified, the caller's thread too once it
+ *      has classified; any order): claim_seal_one() per file, which writes only its own entry.
+ *   3. merge (the caller's thread, in order, as soon as the next file is sealed): stats, inode
+ *      record, manifest leaf, directory digest and entry, progress, exactly as add_object() does
+ *      them; the first failure stops it there, with the per-file path's words, and the rest is
+ *      dropped (claim_flush() waits until no helper holds an entry, then returns).
+ * The helpers (one fewer than the encryption pool's threads: one on two CPUs, none on one) live
+ * as long as the import; how the entries pass between the threads is under claim_take(). The
+ * records, keys, manifest and digests are those of the per-file path (fresh random nonces
+ * aside): test_import_claimed_parallel imports the same tree both ways and compares them. */
+
+/* Classify the claimed file (path, st) for the batch (step 1 above): 1 and *e filled when its
+ * stamp holds and nothing else is in the way (its inode number given, its name counted in its
+ * directory's greatest name), 0 when it goes through add_object() (nothing changed), < 0 on a
+ * failure of the per-file path's (the scan of the version shared from, a lookup of the index). */
+static int claim_classify(struct store_import *imp, const char *path, const struct stat *st,
+			  bool heads, struct claim_prep *e)
+{
+	size_t n = strnlen(path, STORE_PATH_MAX + 1), slash;
+	struct dir_ent *parent;
+	int r;
+
+	if (n == 0 || !path_valid(path, n) || dir_find(imp, path, n))
+		return 0;
+	r = reuse_wait(imp);
+	if (r < 0)
+		return r;
+	slash = base_start(path, n);
+	parent = dir_find(imp, path, parent_len(slash));
+	/* A directory to create, or a name that is not past the greatest one of its directory
+	 * (dirent_exists() would look in the index): the per-file path. */
+	if (!parent || (parent->max_name && strcmp(path + slash, parent->max_name) <= 0))
+		return 0;
+	r = stamp_find(imp, path, st, &e->old);
+	if (r < 0)
+		return r;
+	/* As add_object(): only a stamp that holds imports a claimed file; a member of a group
+	 * is shared with its group (share_member()). */
+	if (!(r == STAMP_PLAIN || (r == STAMP_RAW && !heads)) || e->old.ext.grouped)
+		return 0;
+	if (!imp->cp_kek) {
+		struct ds_keys k = { 0 };
+
+		/* Failing, the per-file path fails the same way (unwrap_reused_key()). */
+		if (store_version_keys(imp->st, imp->ds.info.id, imp->reuse_version, &k) < 0) {
+			err_clear();
+			return 0;
+		}
+		imp->cp_kek = k.wrap;
+	}
+	r = dirent_added(imp, parent, path + slash);
+	if (r < 0)
+		return r;
+	e->path = path;
+	e->name = path + slash;
+	e->nlen = n - slash;
+	e->dir = (size_t)(parent - imp->dirs);
+	e->parent_ino = parent->ino;
+	/* The inode add_object() makes of a file shared by its stamp in the same context (the
+	 * previous version's stamp, content hash and object; this version's wrapping). */
+	e->ino = (struct store_inode){
+		.ino = imp->next_ino++,
+		.type = STORE_INODE_FILE,
+		.mode = (uint32_t)st->st_mode & 07777,
+		.mtime_ns = stat_mtime_ns(st),
+		.size = (uint64_t)st->st_size,
+		.nlink = 1,
+		.version = imp->version,
+		.ext = e->old.ext,
+	};
+	e->ino.ext.has_stamp = true;
+	e->sealed = false;
+	e->err = 0;
+	e->err_at = 0;
+	return 1;
+}
+
+/* Seal one classified file (step 2): on any thread, with its own key slot and buffer; reads only
+ * what no one changes during a batch (the import's keys, ids and cp_kek) and writes only *e. */
+static void claim_seal_one(const struct store_import *imp, struct claim_prep *e,
+			   crypto_key *scratch, struct buf *b)
+{
+	const uint64_t dsid = imp->ds.info.id;
+	uint8_t ad_old[OBJECT_KEY_AD_MAX], ad_new[OBJECT_KEY_AD_MAX], k[IKEY_LEN];
+	struct dirent_rec d = { .ino = e->ino.ino, .type = STORE_INODE_FILE };
+	size_t al_old = object_key_ad(imp->st->format, dsid, imp->reuse_version, &e->old, ad_old);
+	size_t al_new = object_key_ad(STORE_FORMAT_VERSION, dsid, imp->version, &e->ino, ad_new);
+	int r;
+
+	r = crypto_key_rewrap(imp->cp_kek, e->old.ext.wrapped_key, ad_old, al_old, imp->vkey,
+			      ad_new, al_new, scratch, e->ino.ext.wrapped_key);
+	if (r == 0 && import_test_rewrap_fail && strcmp(e->path, import_test_rewrap_fail) == 0)
+		r = -EBADMSG;
+	if (r < 0) {
+		e->err = r;
+		e->err_at = r == -EBADMSG ? CLAIM_ERR_UNWRAP : CLAIM_ERR_WRAP;
+		return;
+	}
+	e->err = -ENOMEM;
+	e->err_at = CLAIM_ERR_NOMEM;
+	buf_reset(b);
+	if (inode_encode(&e->ino, NULL, b) < 0 || b->len > sizeof(e->plain))
+		return;
+	memcpy(e->plain, b->data, b->len);
+	e->plain_len = (uint16_t)b->len;
+	ikey(k, dsid, imp->version, e->ino.ino);
+	buf_reset(b);
+	if (index_seal(imp->ix_seal, CF_INODES, k, sizeof(k), NULL, 0, e->plain, e->plain_len,
+		       b) < 0 || b->len > sizeof(e->iseal))
+		return;
+	memcpy(e->iseal, b->data, b->len);
+	e->iseal_len = (uint16_t)b->len;
+	/* The directory entry, as put_dirent() makes it. */
+	memcpy(d.name, e->name, MIN(e->nlen, (size_t)STORE_NAME_MAX));
+	dkey_mk(imp->ix_name_mk, e->dk, dsid, imp->version, e->parent_ino, e->name, e->nlen);
+	memset(e->dig, 0, sizeof(e->dig));
+	dirent_digest_add_mk(imp->ix_name_mk, e->dig, e->ino.ino, STORE_INODE_FILE, e->name,
+			     e->nlen);
+	buf_reset(b);
+	if (dirent_rec_encode(&d, b) < 0)
+		return;
+	/* Sealed from a copy: the seal is appended to the same buffer. */
+	{
+		uint8_t pt[REC_PLAIN_MAX];
+		size_t pl = b->len;
+
+		if (pl > sizeof(pt))
+			return;
+		memcpy(pt, b->data, pl);
+		buf_reset(b);
+		r = index_seal(imp->ix_seal, CF_DIRENTS, e->dk, sizeof(e->dk), NULL, 0, pt, pl, b);
+		explicit_bzero(pt, pl);
+		if (r < 0 || b->len > sizeof(e->dseal))
+			return;
+	}
+	memcpy(e->dseal, b->data, b->len);
+	e->dseal_len = (uint16_t)b->len;
+	e->err = 0;
+	e->err_at = 0;
+}
+
+/* The hand-off of the entries between the caller's thread and the helpers. Everything below is
+ * under cs_lock, so the mutex orders every step:
+ *   - entry i is the caller's (classify writes it) until it is published (i < cs_pub);
+ *   - then it belongs to the one thread that claims it (cs_next moves past it), which seals it
+ *     and marks it sealed (and cs_inflight back down);
+ *   - then it is the caller's again, to merge; a helper never touches it again.
+ * The caller ends a run of entries (claim_flush()) only when each published entry is sealed or
+ * was never claimed, with cs_inflight 0: from then on no helper holds an entry, and cp[] and the
+ * counters start again from 0. The helpers seal while the caller still classifies, and the
+ * caller seals too once it has classified, taking the next unclaimed entries whenever the next
+ * one to merge is not sealed yet. */
+
+/* Claim up to CLAIM_STEP published entries: their first index, and how many in *ret_n (0: none
+ * to take). cs_lock held. */
+static size_t claim_take(struct store_import *imp, size_t *ret_n)
+{
+	size_t i = imp->cs_next, m = MIN((size_t)CLAIM_STEP, imp->cs_pub - i);
+
+	imp->cs_next += m;
+	imp->cs_inflight += m;
+	*ret_n = m;
+	return i;
+}
+
+/* Seal the claimed entries [i, i + m) with cs_lock released, and mark them sealed. cs_lock held
+ * on entry and on return. */
+static void claim_seal_some(struct store_import *imp, size_t i, size_t m, crypto_key *scratch,
+			    struct buf *b)
+{
+	pthread_mutex_unlock(&imp->cs_lock);
+	for (size_t j = i; j < i + m; j++)
+		claim_seal_one(imp, &imp->cp[j], scratch, b);
+	pthread_mutex_lock(&imp->cs_lock);
+	for (size_t j = i; j < i + m; j++)
+		imp->cp[j].sealed = true;
+	imp->cs_inflight -= m;
+	pthread_cond_broadcast(&imp->cs_cond);
+}
+
+static void *claim_helper_main(void *arg)
+{
+	struct cs_helper *hp = arg;
+	struct store_import *imp = hp->imp;
+
+	pthread_mutex_lock(&imp->cs_lock);
+	for (;;) {
+		size_t i, m;
+
+		while (imp->cs_next >= imp->cs_pub && !imp->cs_stop) {
+			imp->cs_idle++;
+			pthread_cond_wait(&imp->cs_cond, &imp->cs_lock);
+			imp->cs_idle--;
+		}
+		if (imp->cs_stop)
+			break;
+		i = claim_take(imp, &m);
+		claim_seal_some(imp, i, m, hp->scratch, &hp->b);
+	}
+	pthread_mutex_unlock(&imp->cs_lock);
+	return NULL;
+}
+
+/* The entries, the caller's key slot, the hand-off, and the helpers (once per import; without
+ * helpers the caller's thread seals alone, through the same hand-off). */
+static int claim_setup(struct store_import *imp)
+{
+	pthread_mutexattr_t ma;
+	unsigned want;
+	int r;
+
+	if (imp->cp)
+		return 0;
+	imp->cp = malloc(STORE_IMPORT_CLAIM_MAX * sizeof(*imp->cp));
+	if (!imp->cp)
+		return -ENOMEM;
+	/* Adaptive: the sections under it are a few instructions, so a thread that finds it
+	 * taken spins a little before it sleeps (a futex call each way under this lock's traffic
+	 * cost more than the sealing they guard). */
+	if (crypto_key_generate(&imp->cp_scratch) < 0 || pthread_mutexattr_init(&ma) != 0)
+		goto fail;
+	pthread_mutexattr_settype(&ma, PTHREAD_MUTEX_ADAPTIVE_NP);
+	r = pthread_mutex_init(&imp->cs_lock, &ma);
+	pthread_mutexattr_destroy(&ma);
+	if (r != 0)
+		goto fail;
+	if (pthread_cond_init(&imp->cs_cond, NULL) != 0) {
+		pthread_mutex_destroy(&imp->cs_lock);
+		goto fail;
+	}
+	imp->cs_init = true;
+	buf_init(&imp->cp_buf, REC_PLAIN_MAX + CRYPTO_SEAL_OVERHEAD);
+	want = import_claim_helpers >= 0 ? (unsigned)import_claim_helpers
+		: imp->nworkers ? imp->nworkers - 1 : 0;
+	want = MIN(want, IMPORT_WORKERS_MAX);
+	for (unsigned i = 0; i < want; i++) {
+		struct cs_helper *hp = &imp->cs_helpers[i];
+
+		*hp = (struct cs_helper){ .imp = imp };
+		buf_init(&hp->b, REC_PLAIN_MAX + CRYPTO_SEAL_OVERHEAD);
+		if (crypto_key_generate(&hp->scratch) < 0)
+			break;
+		if (pthread_create(&hp->thread, NULL, claim_helper_main, hp) != 0) {
+			crypto_key_free(hp->scratch);
+			hp->scratch = NULL;
+			break;
+		}
+		imp->cs_nhelpers++;
+	}
+	return 0;
+fail:
+	crypto_key_free(imp->cp_scratch);
+	imp->cp_scratch = NULL;
+	free(imp->cp);
+	imp->cp = NULL;
+	return -ENOMEM;
+}
+
+/* Stop and join the helpers (none holds an entry between two calls: claim_flush()); free and
+ * wipe what sealed the claimed files. */
+static void claim_stop(struct store_import *imp)
+{
+	if (imp->cs_init) {
+		pthread_mutex_lock(&imp->cs_lock);
+		imp->cs_stop = true;
+		pthread_cond_broadcast(&imp->cs_cond);
+		pthread_mutex_unlock(&imp->cs_lock);
+		for (unsigned i = 0; i < imp->cs_nhelpers; i++) {
+			struct cs_helper *hp = &imp->cs_helpers[i];
+
+			pthread_join(hp->thread, NULL);
+			crypto_key_free(hp->scratch);
+			if (hp->b.data)
+				explicit_bzero(hp->b.data, hp->b.cap);
+			buf_free(&hp->b);
+		}
+		imp->cs_nhelpers = 0;
+		pthread_cond_destroy(&imp->cs_cond);
+		pthread_mutex_destroy(&imp->cs_lock);
+		imp->cs_init = false;
+	}
+	crypto_key_free(imp->cp_scratch);
+	imp->cp_scratch = NULL;
+	if (imp->cp_buf.data)
+		explicit_bzero(imp->cp_buf.data, imp->cp_buf.cap);
+	buf_free(&imp->cp_buf);
+	free(imp->cp);
+	imp->cp = NULL;
+}
+
+/* Publish the entries classified so far to the helpers. */
+static void claim_publish(struct store_import *imp)
+{
+	pthread_mutex_lock(&imp->cs_lock);
+	imp->cs_pub = imp->cp_n;
+	/* A wake-up is a system call: only for a helper that waits. */
+	if (imp->cs_idle)
+		pthread_cond_broadcast(&imp->cs_cond);
+	pthread_mutex_unlock(&imp->cs_lock);
+}
+
+/* Merge one sealed entry (step 3), as add_object() and stamp_reuse() finish a file shared by its
+ * stamp; their words on a failure. */
+static int claim_merge_one(struct store_import *imp, const struct claim_prep *e)
+{
+	struct dir_ent *parent = &imp->dirs[e->dir];
+	uint8_t k[IKEY_LEN];
+	int r;
+
+	switch (e->err_at) {
+	case CLAIM_ERR_UNWRAP:
+		return imp_fail(imp, e->err, "%s: the object key of inode %llu of version %u does "
+				"not unwrap", e->path, (unsigned long long)e->old.ino,
+				imp->reuse_version);
+	case CLAIM_ERR_WRAP:
+		return imp_fail(imp, e->err, "%s: cannot wrap the object key", e->path);
+	case CLAIM_ERR_NOMEM:
+		return imp_fail(imp, -ENOMEM, "out of memory");
+	default:
+		break;
+	}
+	imp->stats.bytes += e->ino.size;
+	imp->stats.reused_files++;
+	imp->stats.reused_bytes += e->ino.size;
+	imp->stats.stamped_files++;
+	ikey(k, imp->ds.info.id, imp->version, e->ino.ino);
+	r = batch_put(imp, CF_INODES, k, sizeof(k), e->iseal, e->iseal_len);
+	if (r < 0)
+		return r;
+	/* Entries come in ascending inode order: the leaves go straight into the running hash. */
+	manifest_leaf(imp->man_files, e->ino.ino, parent->ino, e->name, e->nlen, e->plain,
+		      e->plain_len);
+	for (size_t i = 0; i < DIR_DIGEST_LEN; i++)
+		parent->digest[i] ^= e->dig[i];
+	r = dq_put(imp, e->dk, e->dseal, e->dseal_len);
+	if (r < 0)
+		return r;
+	parent->entries++;
+	imp->stats.files++;
+	progress(imp, true);
+	return 0;
+}
+
+/* Seal and merge what is classified (steps 2 and 3); how many files it imported, or the first
+ * failure (the import's, sticky: the entries after it are not merged). Ends the run: no helper
+ * holds an entry when it returns, and nothing classified stays behind. */
+static int claim_flush(struct store_import *imp)
+{
+	const size_t n = imp->cp_n;
+	size_t merged = 0, ready, i, m;
+	int r = 0;
+
+	if (n == 0)
+		return 0;
+	pthread_mutex_lock(&imp->cs_lock);
+	imp->cs_pub = n;
+	pthread_cond_broadcast(&imp->cs_cond);
+	while (merged < n && r == 0) {
+		/* The sealed entries from the next to merge on, else one more step sealed here,
+		 * else a helper's to wait for. */
+		for (ready = merged; ready < n && imp->cp[ready].sealed; ready++)
+			;
+		if (ready == merged) {
+			if (imp->cs_next < imp->cs_pub) {
+				i = claim_take(imp, &m);
+				claim_seal_some(imp, i, m, imp->cp_scratch, &imp->cp_buf);
+			} else {
+				pthread_cond_wait(&imp->cs_cond, &imp->cs_lock);
+			}
+			continue;
+		}
+		pthread_mutex_unlock(&imp->cs_lock);
+		for (; merged < ready && r == 0; merged++)
+			r = claim_merge_one(imp, &imp->cp[merged]);
+		pthread_mutex_lock(&imp->cs_lock);
+	}
+	/* After a failure: nothing more is taken, and what the helpers took is waited for. */
+	imp->cs_next = imp->cs_pub;
+	while (imp->cs_inflight)
+		pthread_cond_wait(&imp->cs_cond, &imp->cs_lock);
+	imp->cs_pub = imp->cs_next = 0;
+	pthread_mutex_unlock(&imp->cs_lock);
+	imp->cp_n = 0;
+	imp->cp_kek = NULL;
+	return r < 0 ? r : (int)n;
+}
+
 int store_import_add_claimed(struct store_import *imp, size_t n, const char *const *paths,
 			     const struct stat *sts, bool heads, bool *ret_need)
 {
@@ -3185,11 +3655,45 @@ int store_import_add_claimed(struct store_import *imp, size_t n, const char *con
 		if (r < 0)
 			return r;
 	}
-	/* Then each file in order: imported by its stamp, or owed with its descriptor. */
+	if (!import_claim_serial && !imp->cp) {
+		r = claim_setup(imp);
+		if (r < 0)
+			return sticky(imp, imp_fail(imp, r, "out of memory"));
+	}
+	/* Then each file in order: imported by its stamp, or owed with its descriptor. Those
+	 * whose stamp holds are classified here and sealed and merged together (see above);
+	 * any other first has those before it merged. */
 	for (size_t i = 0; i < n; i++) {
 		const struct obj_src src = { .fd = -1, .st = &sts[i], .claimed = true,
 					     .heads = heads };
 
+		if (!import_claim_serial) {
+			r = claim_classify(imp, paths[i], &sts[i], heads, &imp->cp[imp->cp_n]);
+			if (r > 0) {
+				/* The helpers start on them while the caller goes on. */
+				if (++imp->cp_n % CLAIM_STEP == 0)
+					claim_publish(imp);
+				ret_need[i] = false;
+				continue;
+			}
+			/* What came before this file first, also when it failed: the per-file
+			 * path would have imported those before it got here. */
+			if (r < 0) {
+				char why[ERR_DETAIL_MAX];
+				int f;
+
+				snprintf(why, sizeof(why), "%s", err_detail());
+				f = claim_flush(imp);
+				if (f < 0)
+					return sticky(imp, f);
+				return sticky(imp, imp_fail(imp, r, "%s",
+							    *why ? why : strerror(-r)));
+			}
+			r = claim_flush(imp);
+			if (r < 0)
+				return sticky(imp, r);
+			k += (size_t)r;
+		}
 		r = add_object(imp, paths[i], &src, (uint32_t)sts[i].st_mode,
 			       stat_mtime_ns(&sts[i]), (uint64_t)sts[i].st_size);
 		ret_need[i] = r == ADD_NEED;
@@ -3200,7 +3704,10 @@ int store_import_add_claimed(struct store_import *imp, size_t n, const char *con
 		if (r < 0)
 			return sticky(imp, r);
 	}
-	return (int)k;
+	r = claim_flush(imp);
+	if (r < 0)
+		return sticky(imp, r);
+	return (int)(k + (size_t)r);
 }
 
 void store_import_owed_drop(struct store_import *imp, const char *path)
@@ -3851,6 +4358,7 @@ void store_import_free(struct store_import *imp)
 	pool_stop(imp);
 	ixw_stop(imp);
 	pf_stop(imp);
+	claim_stop(imp);
 	if (imp->ring_ok)
 		io_uring_queue_exit(&imp->ring);
 	if (imp->pack_fd >= 0)

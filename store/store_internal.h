@@ -574,5 +574,14 @@ int lease_fence(struct store_lease *l);
 /* The most files of the previous version an import keeps by their place (store/import.c,
  * stamp_lookup(); STAMPS_MAX): more are looked up in the index. Lowered by tests only. */
 extern size_t import_stamps_max;
+/* Tests only (store/import.c, store_import_add_claimed()): the helper threads that seal the
+ * claimed files of a batch beside the caller's thread, -1 for the default (one fewer than the
+ * encryption pool's threads: none on one CPU), else this many (0: the caller's thread alone);
+ * import_claim_serial: every claimed file through the per-file path instead, the reference the
+ * batched path must match; import_test_rewrap_fail: a path whose object key then does not unwrap
+ * (-EBADMSG), on either path, as if its wrapping were damaged. */
+extern int import_claim_helpers;
+extern bool import_claim_serial;
+extern const char *import_test_rewrap_fail;
 /* Called by store_import_free() to release the import lock. */
 void store_import_done(struct store *st);

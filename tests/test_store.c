@@ -2236,6 +2236,360 @@ static void test_import_claimed_uncached(void **state)
 	import_stamps_max = old;
 }
 
+/* ---- Claimed files sealed in parallel (issue 16) ---- */
+
+#define PAR_DIRS 3
+#define PAR_FILES 300   /* per directory: batches of STORE_IMPORT_CLAIM_MAX end inside one */
+
+/* The size of file i of a directory of the tree of test_import_claimed_parallel: tiny ones
+ * (grouped, docs/FORMAT.md 4.10), a few not dense, the rest dense. */
+static size_t par_size(size_t i)
+{
+	if (i % 29 == 3)
+		return 100 + i;
+	if (i % 37 == 5)
+		return 70000 + i;
+	return 1500 + (i * 37) % 3000;
+}
+
+/* What a version's import reported through its progress callback: stats.files at each call. */
+struct par_progress {
+	uint64_t files[PAR_DIRS * PAR_FILES + 16];
+	size_t n;
+};
+
+static void par_progress_cb(void *ctx, const struct store_import_stats *s)
+{
+	struct par_progress *p = ctx;
+
+	if (p->n < sizeof(p->files) / sizeof(p->files[0]))
+		p->files[p->n] = s->files;
+	p->n++;
+}
+
+/* The result of one import of the tree: the first failure of a call (0: none), its words, the
+ * stats then, and the progress reported. */
+struct par_result {
+	int r;
+	char why[ERR_DETAIL_MAX];
+	struct store_import_stats stats;
+	struct par_progress prog;
+	uint32_t ver;
+	size_t asked;   /* files told of by their stat and asked for */
+};
+
+/* Import the tree under src as the daemon does (directories, then each directory's files told
+ * of by their stat in batches of STORE_IMPORT_CLAIM_MAX, those asked for given with their
+ * descriptor after each batch; all with descriptors when there is nothing to share from). The
+ * file named lie is told of with another inode number: asked for, then given. Stops at the
+ * first failure (the version then is not committed). */
+static void par_import(struct store *st, const char *src, const char *lie, struct par_result *res)
+{
+	struct store_import_options o = { .progress = par_progress_cb };
+	struct store_import *imp = NULL;
+	bool stamps;
+	int r = 0;
+
+	memset(res, 0, sizeof(*res));
+	o.progress_ctx = &res->prog;
+	assert_int_equal(store_import_begin(st, "par", &o, &imp), 0);
+	stamps = store_import_stamps(imp);
+	for (size_t d = 0; d < PAR_DIRS && r >= 0; d++) {
+		char dname[16];
+
+		snprintf(dname, sizeof(dname), "d%zu", d);
+		r = store_import_add_dir(imp, dname, 0755, 0);
+		for (size_t b = 0; b < PAR_FILES && r >= 0; b += STORE_IMPORT_CLAIM_MAX) {
+			size_t n = MIN((size_t)STORE_IMPORT_CLAIM_MAX, PAR_FILES - b), ng = 0;
+			const char *names[STORE_IMPORT_CLAIM_MAX];
+			struct stat sts[STORE_IMPORT_CLAIM_MAX];
+			bool need[STORE_IMPORT_CLAIM_MAX];
+			char *paths[STORE_IMPORT_CLAIM_MAX];
+
+			for (size_t i = 0; i < n; i++) {
+				char *sp;
+
+				paths[i] = tu_fmt("d%zu/f%03zu", d, b + i);
+				names[i] = paths[i];
+				sp = tu_fmt("%s/%s", src, paths[i]);
+				assert_int_equal(stat(sp, &sts[i]), 0);
+				free(sp);
+				if (lie && strcmp(paths[i], lie) == 0)
+					sts[i].st_ino ^= 1;
+				need[i] = true;
+			}
+			if (stamps)
+				r = store_import_add_claimed(imp, n, names, sts, false, need);
+			for (size_t i = 0; i < n && r >= 0;) {
+				const char *gn[STORE_IMPORT_BATCH_MAX];
+				struct stat gs[STORE_IMPORT_BATCH_MAX];
+				int gf[STORE_IMPORT_BATCH_MAX];
+
+				for (ng = 0; i < n && ng < STORE_IMPORT_BATCH_MAX; i++) {
+					char *sp;
+
+					if (!need[i])
+						continue;
+					res->asked += stamps;
+					sp = tu_fmt("%s/%s", src, paths[i]);
+					gf[ng] = open(sp, O_RDONLY | O_CLOEXEC);
+					free(sp);
+					assert_true(gf[ng] >= 0);
+					assert_int_equal(fstat(gf[ng], &gs[ng]), 0);
+					gn[ng++] = paths[i];
+				}
+				if (ng)
+					r = store_import_add_files(imp, ng, gn, gf, gs, NULL);
+				for (size_t j = 0; j < ng; j++)
+					close(gf[j]);
+			}
+			for (size_t i = 0; i < n; i++)
+				free(paths[i]);
+		}
+	}
+	if (r < 0) {
+		res->r = r;
+		snprintf(res->why, sizeof(res->why), "%s", err_detail());
+		assert_true(store_import_failed(imp));
+	}
+	store_import_get_stats(imp, &res->stats);
+	if (r >= 0)
+		assert_int_equal(store_import_commit(imp, &res->ver), 0);
+	store_import_free(imp);
+}
+
+/* A file of a version as a scan gives it, its object key unwrapped. */
+struct par_file {
+	uint64_t parent;
+	char name[STORE_NAME_MAX + 1];
+	struct store_inode in;
+	uint8_t key[32];
+};
+
+struct par_scan {
+	struct store *st;
+	uint64_t dsid;
+	uint32_t ver;
+	struct par_file *f;
+	size_t n, cap;
+};
+
+static int par_scan_cb(void *ctx, const struct store_inode *in, uint64_t parent, const char *name,
+		       size_t nlen)
+{
+	struct par_scan *s = ctx;
+	struct par_file *f;
+	struct ds_keys k = { 0 };
+	uint8_t ad[OBJECT_KEY_AD_MAX];
+	crypto_key *okey = NULL;
+
+	assert_true(s->n < s->cap);
+	f = &s->f[s->n++];
+	memset(f, 0, sizeof(*f));
+	f->parent = parent;
+	memcpy(f->name, name, nlen);
+	f->in = *in;
+	assert_int_equal(store_version_keys(s->st, s->dsid, s->ver, &k), 0);
+	assert_int_equal(crypto_key_unwrap(k.wrap, in->ext.wrapped_key, ad,
+					   object_key_ad(STORE_FORMAT_VERSION, s->dsid, s->ver, in,
+							 ad),
+					   &okey), 0);
+	memcpy(f->key, crypto_key_bytes(okey), sizeof(f->key));
+	crypto_key_free(okey);
+	return 0;
+}
+
+static int par_list_cb(void *ctx, const char *name, uint64_t ino, uint32_t type)
+{
+	(void)name;
+	(void)ino;
+	(void)type;
+	(*(size_t *)ctx)++;
+	return 0;
+}
+
+/* Every file of version ver, in inode order; the version's manifest checked against one made
+ * from its records, and each directory's listing against its count and digest. */
+static struct par_file *par_files(struct store *st, uint32_t ver, size_t *ret_n)
+{
+	struct store_dataset_info di;
+	struct store_version_info vi;
+	struct store_inode dir;
+	uint8_t m[STORE_MANIFEST_LEN];
+	struct par_scan s = { .st = st, .ver = ver, .cap = PAR_DIRS * PAR_FILES };
+
+	assert_int_equal(store_dataset_get(st, "par", &di), 0);
+	s.dsid = di.id;
+	s.f = calloc(s.cap, sizeof(*s.f));
+	assert_non_null(s.f);
+	assert_int_equal(store_version_scan_named(st, di.id, ver, par_scan_cb, &s, m), 0);
+	assert_int_equal(store_version_get(st, di.id, ver, &vi), 0);
+	assert_memory_equal(m, vi.manifest, sizeof(m));
+	for (size_t d = 0; d < PAR_DIRS; d++) {
+		char dname[16];
+		size_t count = 0;
+
+		snprintf(dname, sizeof(dname), "d%zu", d);
+		assert_int_equal(store_path_lookup(st, di.id, ver, dname, &dir), 0);
+		assert_int_equal(store_dir_foreach(st, di.id, ver, dir.ino, NULL, par_list_cb,
+						   &count), 0);
+		assert_int_equal(count, PAR_FILES);
+	}
+	*ret_n = s.n;
+	return s.f;
+}
+
+/* The two versions hold the same files, record for record: inode numbers, places, every field
+ * of the inode records (the wrapped keys compared as the keys they wrap: the nonces are
+ * random). */
+static void par_same(struct store *st, uint32_t va, uint32_t vb)
+{
+	size_t na, nb;
+	struct par_file *a = par_files(st, va, &na), *b = par_files(st, vb, &nb);
+
+	assert_int_equal(na, PAR_DIRS * PAR_FILES);
+	assert_int_equal(na, nb);
+	for (size_t i = 0; i < na; i++) {
+		struct store_inode x = a[i].in, y = b[i].in;
+
+		assert_int_equal(a[i].parent, b[i].parent);
+		assert_string_equal(a[i].name, b[i].name);
+		assert_memory_equal(a[i].key, b[i].key, sizeof(a[i].key));
+		memset(x.ext.wrapped_key, 0, sizeof(x.ext.wrapped_key));
+		memset(y.ext.wrapped_key, 0, sizeof(y.ext.wrapped_key));
+		x.version = y.version = 0;
+		assert_memory_equal(&x, &y, sizeof(x));
+	}
+	free(a);
+	free(b);
+}
+
+/* The tree of test_import_claimed_parallel under f->src/par; returns its path. */
+static char *par_tree(struct fx *f)
+{
+	char *root = tu_fmt("%s/par", f->src);
+
+	assert_int_equal(mkdir(root, 0755), 0);
+	for (size_t d = 0; d < PAR_DIRS; d++) {
+		char *dir = tu_fmt("%s/d%zu", root, d);
+
+		assert_int_equal(mkdir(dir, 0755), 0);
+		for (size_t i = 0; i < PAR_FILES; i++) {
+			char *p = tu_fmt("%s/f%03zu", dir, i);
+
+			tu_write_seeded(p, par_size(i), 1000 * d + i);
+			free(p);
+		}
+		free(dir);
+	}
+	return root;
+}
+
+static void par_modes(bool serial, int helpers)
+{
+	import_claim_serial = serial;
+	import_claim_helpers = helpers;
+}
+
+/* Issue 16: the claimed files of a batch whose stamp holds are sealed by the caller's thread and
+ * helpers together and merged in order. The same tree imported by the per-file path
+ * (import_claim_serial) and by the batched one (one helper, none, the default) gives the same
+ * versions: the same records field for field (each object key the same key), a manifest equal
+ * to the one made from the records in inode order (a merge out of order fails here), every
+ * directory's digest and count, the same stats and the same progress reported; with a file
+ * asked for in the middle of a batch, and tiny files (grouped) between the others. */
+static void test_import_claimed_parallel(void **state)
+{
+	struct fx *f = *state;
+	struct store *st = fx_create(f);
+	char *src = par_tree(f);
+	const char *lie = "d1/f100";
+	struct par_result v1, ref, got;
+	const int helpers[] = { 1, 0, -1, 3 };
+
+	sleep(3);   /* older than the racy window of every import below */
+	par_import(st, src, NULL, &v1);
+	assert_int_equal(v1.r, 0);
+	assert_int_equal(v1.ver, 1);
+	par_modes(true, -1);
+	par_import(st, src, lie, &ref);
+	assert_int_equal(ref.r, 0);
+	assert_int_equal(ref.stats.files, PAR_DIRS * PAR_FILES);
+	/* The file told of by a stat that is not its own is asked for (then its stamp holds). */
+	assert_int_equal(ref.asked, 1);
+	assert_int_equal(ref.stats.stamped_files, PAR_DIRS * PAR_FILES);
+	for (size_t h = 0; h < sizeof(helpers) / sizeof(helpers[0]); h++) {
+		par_modes(false, helpers[h]);
+		par_import(st, src, lie, &got);
+		assert_int_equal(got.r, 0);
+		assert_int_equal(got.ver, ref.ver + 1 + h);
+		assert_int_equal(got.asked, 1);
+		assert_memory_equal(&got.stats, &ref.stats, sizeof(got.stats));
+		assert_int_equal(got.prog.n, ref.prog.n);
+		assert_memory_equal(got.prog.files, ref.prog.files,
+				    MIN(got.prog.n, sizeof(got.prog.files) / sizeof(uint64_t)) *
+					    sizeof(uint64_t));
+		par_same(st, ref.ver, got.ver);
+	}
+	par_modes(false, -1);
+	{
+		const char *names[2] = { "d0/f000", "d2/f299" };
+		char *paths[2] = { tu_fmt("%s/d0/f000", src), tu_fmt("%s/d2/f299", src) };
+
+		assert_read_back(st, "par", got.ver, names, paths, 2);
+		free(paths[0]);
+		free(paths[1]);
+	}
+	store_close(st);
+	free(src);
+}
+
+/* The object key of one claimed file does not unwrap (import_test_rewrap_fail: as a damaged
+ * wrapping would), in the middle of a batch, first in one, last in one: the batched path fails
+ * exactly where and as the per-file path does (the same error and words, the same files
+ * imported before it, the same progress), the failure is sticky, nothing after it is merged,
+ * and nothing is committed. */
+static void test_import_claimed_parallel_fail(void **state)
+{
+	struct fx *f = *state;
+	struct store *st = fx_create(f);
+	char *src = par_tree(f);
+	const char *const bad[] = { "d1/f100", "d0/f256", "d2/f255" };
+	struct par_result v1, ref, got;
+	struct store_dataset_info di;
+
+	sleep(3);
+	par_import(st, src, NULL, &v1);
+	assert_int_equal(v1.r, 0);
+	for (size_t b = 0; b < sizeof(bad) / sizeof(bad[0]); b++) {
+		import_test_rewrap_fail = bad[b];
+		par_modes(true, -1);
+		par_import(st, src, NULL, &ref);
+		assert_int_equal(ref.r, -EBADMSG);
+		assert_non_null(strstr(ref.why, bad[b]));
+		assert_non_null(strstr(ref.why, "does not unwrap"));
+		for (int h = 0; h <= 1; h++) {
+			par_modes(false, h);
+			par_import(st, src, NULL, &got);
+			assert_int_equal(got.r, ref.r);
+			assert_string_equal(got.why, ref.why);
+			assert_memory_equal(&got.stats, &ref.stats, sizeof(got.stats));
+			assert_int_equal(got.prog.n, ref.prog.n);
+		}
+		import_test_rewrap_fail = NULL;
+	}
+	par_modes(false, -1);
+	/* Nothing was committed; the next import goes on from version 1. */
+	assert_int_equal(store_dataset_get(st, "par", &di), 0);
+	assert_int_equal(di.latest_version, 1);
+	par_import(st, src, NULL, &got);
+	assert_int_equal(got.r, 0);
+	assert_int_equal(got.ver, 2);
+	assert_int_equal(got.stats.stamped_files, PAR_DIRS * PAR_FILES);
+	store_close(st);
+	free(src);
+}
+
 /* Issue 16 point 5: a bad batch of files told of by their stat (twice the same name, a name
  * already imported or already asked for, not a regular file, a path that is not valid, too
  * many) is refused whole: nothing of it is imported, the import goes on, and what it then
@@ -5777,6 +6131,8 @@ int main(void)
 		T(test_import_claimed),
 		T(test_import_claimed_uncached),
 		T(test_import_claimed_bad),
+		T(test_import_claimed_parallel),
+		T(test_import_claimed_parallel_fail),
 		T(test_tamper_flip_ciphertext),
 		T(test_tamper_flip_tag),
 		T(test_tamper_swap_chunks),
