@@ -433,11 +433,13 @@ struct store_import {
 
 	/* Claimed files whose stamp holds (struct claim_prep): cp[0 .. cp_n) classified and not yet
 	 * merged. cp_kek: the wrapping key of reuse_version, looked up once per batch (NULL: not
-	 * yet); borrowed from the store's cache on the terms of every lookup of it (store.c,
-	 * store_version_keys()): the import holds the import lock, so no erasure can drop it. */
+	 * yet); cp_keys holds it (store_version_keys()) until the batch is merged, when it is let
+	 * go (store_keys_put(): a reference kept would keep that version's keys alive past its
+	 * erasure). */
 	struct claim_prep *cp;              /* STORE_IMPORT_CLAIM_MAX entries; owned */
 	size_t cp_n;
 	const crypto_key *cp_kek;
+	struct ds_keys cp_keys;
 	crypto_key *cp_scratch;             /* the caller's key slot for crypto_key_rewrap(); owned */
 	struct buf cp_buf;                  /* the caller's record encoding; owned, wiped */
 	/* The hand-off of cp[] between the caller's thread and the helpers (see claim_take()):
@@ -3291,6 +3293,7 @@ static int claim_classify(struct store_import *imp, const char *path, const stru
 			err_clear();
 			return 0;
 		}
+		imp->cp_keys = k;
 		imp->cp_kek = k.wrap;
 	}
 	r = dirent_added(imp, parent, path + slash);
@@ -3565,6 +3568,8 @@ static void claim_stop(struct store_import *imp)
 		pthread_mutex_destroy(&imp->cs_lock);
 		imp->cs_init = false;
 	}
+	imp->cp_kek = NULL;
+	store_keys_put(imp->st, &imp->cp_keys);   /* a batch never merged */
 	crypto_key_free(imp->cp_scratch);
 	imp->cp_scratch = NULL;
 	if (imp->cp_buf.data)
@@ -3666,6 +3671,7 @@ static int claim_flush(struct store_import *imp)
 	pthread_mutex_unlock(&imp->cs_lock);
 	imp->cp_n = 0;
 	imp->cp_kek = NULL;
+	store_keys_put(imp->st, &imp->cp_keys);
 	return r < 0 ? r : (int)n;
 }
 

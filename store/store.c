@@ -1814,18 +1814,30 @@ static void vkey_ent_free(struct vkey_ent *e)
 	free(e);
 }
 
-/* Drop one reference; the last one frees. With st->lock held. */
-static void vkey_ent_unref_locked(struct vkey_ent *e)
+size_t store_test_keys_orphaned(struct store *st)
 {
-	if (--e->refs == 0)
+	size_t n;
+
+	pthread_mutex_lock(&st->lock);
+	n = st->vkeys_live - st->vkeys_len;
+	pthread_mutex_unlock(&st->lock);
+	return n;
+}
+
+/* Drop one reference; the last one frees. With st->lock held. */
+static void vkey_ent_unref_locked(struct store *st, struct vkey_ent *e)
+{
+	if (--e->refs == 0) {
 		vkey_ent_free(e);
+		st->vkeys_live--;
+	}
 }
 
 void store_keys_put(struct store *st, struct ds_keys *k)
 {
 	if (k->held) {
 		pthread_mutex_lock(&st->lock);
-		vkey_ent_unref_locked(k->held);
+		vkey_ent_unref_locked(st, k->held);
 		pthread_mutex_unlock(&st->lock);
 	}
 	*k = (struct ds_keys){ 0 };
@@ -1908,6 +1920,7 @@ int store_version_keys(struct store *st, uint64_t dsid, uint32_t ver, struct ds_
 		goto out;
 	}
 	st->vkeys[st->vkeys_len++] = e;
+	st->vkeys_live++;
 	*ret = (struct ds_keys){ .seal = e->seal, .name = e->name, .wrap = e->wrap, .held = e };
 out:
 	pthread_mutex_unlock(&st->lock);
@@ -1928,7 +1941,7 @@ void store_keys_drop_locked(struct store *st, uint64_t dsid, uint32_t ver)
 		/* Out of the cache now; the keys go with the last holder (a lookup running). */
 		st->vkeys[i] = st->vkeys[--st->vkeys_len];
 		e->dropped = true;
-		vkey_ent_unref_locked(e);
+		vkey_ent_unref_locked(st, e);
 	}
 	for (size_t i = 0; i < st->dskeys_len; i++) {
 		struct dskey *d = &st->dskeys[i];

@@ -377,6 +377,7 @@ struct store {
 	size_t dskeys_len, dskeys_cap;
 	struct vkey_ent **vkeys;        /* format 3: cache of version keys; one reference each */
 	size_t vkeys_len, vkeys_cap;
+	size_t vkeys_live;              /* vkey_ents allocated: cached, or dropped and still held */
 	struct keyring *ring;           /* format 3: keys/ring as last written; owned */
 	uint64_t rgen;                  /* format 3: the record key generation (meta record_key)
 					   ix_name, dskeys' seals and mv_seal are for */
@@ -440,6 +441,9 @@ int store_version_keys(struct store *st, uint64_t dsid, uint32_t ver, struct ds_
 /* Let go of what store_version_keys() gave (k zeroed); the last holder of an erased version's
  * keys wipes and frees them. A zeroed k (nothing held) is fine. */
 void store_keys_put(struct store *st, struct ds_keys *k);
+/* Tests: the version keys dropped from the cache that a holder still holds (0 whenever no lookup
+ * runs: a reference never let go keeps an erased version's keys in memory). */
+size_t store_test_keys_orphaned(struct store *st);
 /* Whether the version of k was erased (its keys dropped from the cache) since they were taken:
  * a record of it found missing meanwhile is then "no such entry", not a sign of tampering. */
 bool store_keys_dropped(struct store *st, const struct ds_keys *k);

@@ -2590,6 +2590,35 @@ static void test_import_claimed_parallel_fail(void **state)
 	free(src);
 }
 
+/* A re-import that takes files by their stamp (store_import_add_claimed()) holds the keys of the
+ * version it shares from only while it seals a batch: once that version is erased, its keys are
+ * gone. (Before, each batch kept a reference to them, so an erased version's keys stayed in
+ * memory until the store closed.) */
+static void test_import_claimed_lets_keys_go(void **state)
+{
+	struct fx *f = *state;
+	struct store *st = fx_create(f);
+	char *src = par_tree(f);
+	struct par_result v1, v2;
+	struct store_erasure e;
+
+	sleep(3);   /* older than the racy window of the imports below */
+	par_import(st, src, NULL, &v1);
+	assert_int_equal(v1.r, 0);
+	/* Every file taken by its stamp, in batches, its object key rewrapped from version 1's. */
+	par_modes(false, -1);
+	par_import(st, src, NULL, &v2);
+	assert_int_equal(v2.r, 0);
+	assert_int_equal(v2.stats.stamped_files, PAR_DIRS * PAR_FILES);
+	assert_int_equal(store_test_keys_orphaned(st), 0);
+	assert_int_equal(store_erase(st, "par", v1.ver, &e), 0);
+	assert_int_equal(store_erase_recorded(st, e.dataset_id, v1.ver), 0);
+	store_erasure_free(&e);
+	assert_int_equal(store_test_keys_orphaned(st), 0);
+	store_close(st);
+	free(src);
+}
+
 /* Issue 16 point 5: a bad batch of files told of by their stat (twice the same name, a name
  * already imported or already asked for, not a regular file, a path that is not valid, too
  * many) is refused whole: nothing of it is imported, the import goes on, and what it then
@@ -6000,8 +6029,9 @@ static void test_lookup_meets_version_erasure(void **state)
 		fprintf(stderr, "integrity: %d, the last: %s\n", h.calls, h.what);
 	assert_int_equal(h.calls, 0);
 	assert_int_equal(store_integrity_failures(st), 0);
-	/* Version 3 is untouched. */
+	/* Version 3 is untouched. Every erased key went with its last holder. */
 	assert_int_equal(store_dir_lookup(st, di.id, 3, STORE_ROOT_INO, "a.txt", &in), 0);
+	assert_int_equal(store_test_keys_orphaned(st), 0);
 	store_test_set_race_hook(st, NULL, NULL);
 	store_close(st);
 }
@@ -6058,6 +6088,7 @@ static void test_listing_meets_version_erasure(void **state)
 		fprintf(stderr, "integrity: %d, the last: %s\n", h.calls, h.what);
 	assert_int_equal(h.calls, 0);
 	assert_int_equal(store_integrity_failures(st), 0);
+	assert_int_equal(store_test_keys_orphaned(st), 0);
 	store_close(st);
 }
 
@@ -6133,6 +6164,7 @@ int main(void)
 		T(test_import_claimed_bad),
 		T(test_import_claimed_parallel),
 		T(test_import_claimed_parallel_fail),
+		T(test_import_claimed_lets_keys_go),
 		T(test_tamper_flip_ciphertext),
 		T(test_tamper_flip_tag),
 		T(test_tamper_swap_chunks),
