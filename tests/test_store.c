@@ -2396,6 +2396,7 @@ static int par_scan_cb(void *ctx, const struct store_inode *in, uint64_t parent,
 					   &okey), 0);
 	memcpy(f->key, crypto_key_bytes(okey), sizeof(f->key));
 	crypto_key_free(okey);
+	store_keys_put(s->st, &k);
 	return 0;
 }
 
