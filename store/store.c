@@ -1188,6 +1188,9 @@ void store_close(struct store *st)
 		return;
 	if (st->import)
 		store_import_free(st->import);
+	for (size_t i = 0; i < ARRAY_SIZE(st->import_wb); i++)
+		if (st->import_wb[i])
+			rocksdb_writebatch_destroy(st->import_wb[i]);
 	/* Before the index closes: the lease's file write needs nothing of it, but no writer may
 	 * follow its release. */
 	index_close(&st->ix);

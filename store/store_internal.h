@@ -396,6 +396,10 @@ struct store {
 					   by the garbage collector while it runs */
 	bool gc_running;                /* the collector holds import_lock (for the message) */
 	struct store_import *import;    /* the running import, for store_close() */
+	/* Index batches kept from one import for the next, empty, under import_lock (import.c
+	 * batch_take()/batch_keep()): a batch's buffer grows by doubling past IMPORT_BATCH_BYTES,
+	 * and fresh memory costs a page fault per 4 KiB. Owned; freed at store_close(). */
+	rocksdb_writebatch_t *import_wb[2];
 	uint64_t last_pack_id;          /* highest pack id committed (0: none); under lock */
 	uint64_t last_pack_len;         /* its committed length */
 	uint64_t pack_file_max;         /* highest pack id ever used (files in packs/, meta
