@@ -4,9 +4,10 @@
  * writes the signal: nodes/signal, a note signed with the audit log's key (the verifier key the
  * auditors and every node hold) that says "at this time, under this fencing token, the index was
  * at this sequence number". It is written every NODE_HEARTBEAT_MS, and within
- * NODE_SIGNAL_POLL_MS of any write to the index (a grant, a revocation, a deny rule, a new
- * version), so it is also the cheap change signal: a node polls the file's attributes often and
- * catches up when it changes.
+ * NODE_SIGNAL_POLL_MS of any write to the index a node can see (a grant, a revocation, a deny
+ * rule, a new version: store_sequence_visible(), which an import's batches of records of its
+ * still PENDING version leave alone), so it is also the cheap change signal: a node polls the
+ * file's attributes often and catches up when it changes.
  *
  * A node reads the index as a RocksDB secondary (store_catch_up). From each signal it accepts it
  * learns how far the primary was and when; once its own sequence number has reached that, it is
@@ -304,11 +305,15 @@ static void *primary_main(void *arg)
 {
 	struct node_primary *p = arg;
 	int64_t last_signal = 0, last_renew = node_now_ns();
-	uint64_t last_seq = UINT64_MAX;
+	uint64_t last_visible = UINT64_MAX;
 	bool warned = false;
 
 	for (;;) {
 		int64_t now = node_now_ns();
+		/* Announced at once: a change of the visible count (a grant, a revocation, a commit:
+		 * every write but an import's batches of its PENDING version, which no node can see
+		 * before the commit). Read before seq, so that the signal's seq covers it. */
+		uint64_t visible = store_sequence_visible(p->st);
 		uint64_t seq = store_sequence(p->st);
 		int r;
 
@@ -341,16 +346,17 @@ static void *primary_main(void *arg)
 				fprintf(stderr, "enclaved: nodes: cannot write the key bundles: %s "
 					"(trying again)\n", err_detail());
 			if (r == 0)
-				last_seq = UINT64_MAX;   /* announce it now */
+				last_visible = UINT64_MAX;   /* announce it now */
 		}
-		if (seq != last_seq || now - last_signal >= (int64_t)NODE_HEARTBEAT_MS * 1000000) {
+		if (visible != last_visible ||
+		    now - last_signal >= (int64_t)NODE_HEARTBEAT_MS * 1000000) {
 			r = signal_write(p, seq);
 			if (r < 0 && !warned)
 				fprintf(stderr, "enclaved: nodes/signal: cannot write it: %s (nodes go "
 					"stale until it can)\n", strerror(-r));
 			warned = r < 0;
 			if (r == 0) {
-				last_seq = seq;
+				last_visible = visible;
 				last_signal = now;
 			}
 		}

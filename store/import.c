@@ -541,7 +541,15 @@ static void *ixw_main(void *arg)
 			break;
 		b = imp->ixw_batch;
 		pthread_mutex_unlock(&imp->ixw_lock);
+		/* Records of the PENDING version only (the commit writes its own batch): counted as
+		 * silent, so the primary does not announce each batch to the nodes (issue 16 point
+		 * 5: a signal signed and written every 20 to 70 ms of an import, 6 to 8 ms of CPU). A
+		 * put or delete uses one sequence number. */
+		pthread_mutex_lock(&imp->st->silent_lock);
 		rocksdb_write(imp->st->ix.db, imp->st->ix.wo_async, b, &err);
+		if (!err)
+			imp->st->silent_seqs += (uint64_t)rocksdb_writebatch_count(b);
+		pthread_mutex_unlock(&imp->st->silent_lock);
 		rocksdb_writebatch_clear(b);
 		pthread_mutex_lock(&imp->ixw_lock);
 		if (err && !imp->ixw_err)

@@ -513,6 +513,7 @@ static int store_alloc(struct store **ret)
 	st->dirfd = st->lockfd = st->packs_dirfd = st->keys_dirfd = -1;
 	pthread_mutex_init(&st->lock, NULL);
 	pthread_mutex_init(&st->import_lock, NULL);
+	pthread_mutex_init(&st->silent_lock, NULL);
 	{
 		pthread_rwlockattr_t a;
 
@@ -1165,6 +1166,16 @@ uint64_t store_sequence(struct store *st)
 	return rocksdb_get_latest_sequence_number(st->ix.db);
 }
 
+uint64_t store_sequence_visible(struct store *st)
+{
+	uint64_t seq;
+
+	pthread_mutex_lock(&st->silent_lock);
+	seq = rocksdb_get_latest_sequence_number(st->ix.db) - st->silent_seqs;
+	pthread_mutex_unlock(&st->silent_lock);
+	return seq;
+}
+
 struct store_lease *store_lease(struct store *st)
 {
 	return st->lease;
@@ -1229,6 +1240,7 @@ void store_close(struct store *st)
 		close(st->dirfd);
 	pthread_mutex_destroy(&st->lock);
 	pthread_mutex_destroy(&st->import_lock);
+	pthread_mutex_destroy(&st->silent_lock);
 	pthread_rwlock_destroy(&st->rekey_lock);
 	pthread_rwlock_destroy(&st->names_lock);
 	free(st);

@@ -140,6 +140,11 @@ int store_open(const char *dir, const crypto_secret *pass, const struct store_op
 int store_catch_up(struct store *st, uint64_t *ret_seq);
 /* The index's latest sequence number (the primary's: what it has written so far). */
 uint64_t store_sequence(struct store *st);
+/* A count that grows with every index write except an import's batches of records of its
+ * PENDING version, which no reader sees before the commit (itself a write that counts): what the
+ * primary announces to the nodes at once (docs/DEPLOYMENT.md section 3). Never above
+ * store_sequence(). */
+uint64_t store_sequence_visible(struct store *st);
 /* True when the store was opened as a secondary. */
 bool store_is_secondary(const struct store *st);
 /* ---- The primary's lease (store/lease.c; docs/DEPLOYMENT.md "The lease") ------------------- */

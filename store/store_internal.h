@@ -400,6 +400,12 @@ struct store {
 	 * batch_take()/batch_keep()): a batch's buffer grows by doubling past IMPORT_BATCH_BYTES,
 	 * and fresh memory costs a page fault per 4 KiB. Owned; freed at store_close(). */
 	rocksdb_writebatch_t *import_wb[2];
+	/* Index writes no node needs to hear of at once: an import's batches of records of a
+	 * version still PENDING (nodes see a version only once it is committed, and the commit is
+	 * its own write). The import's writer holds silent_lock across each such write and the
+	 * count's update, so store_sequence_visible() reads the two consistently. */
+	pthread_mutex_t silent_lock;
+	uint64_t silent_seqs;           /* sequence numbers those writes used; under silent_lock */
 	uint64_t last_pack_id;          /* highest pack id committed (0: none); under lock */
 	uint64_t last_pack_len;         /* its committed length */
 	uint64_t pack_file_max;         /* highest pack id ever used (files in packs/, meta

@@ -3305,6 +3305,53 @@ static void test_abort_leaves_no_records_in_next_import(void **state)
 	store_close(st);
 }
 
+/* Issue 16 point 5: the primary announces store_sequence_visible() to the nodes at once (a
+ * signal signed and written within 20 ms of its change); an import's batches of its PENDING
+ * version, written every IMPORT_BATCH_BYTES, must not move it (no node can see them), while the
+ * index's sequence number does; the commit, and any other write, must. */
+static void test_sequence_visible_ignores_pending_batches(void **state)
+{
+	struct fx *f = *state;
+	struct store *st = fx_create(f);
+	struct store_import *imp = NULL;
+	char *src = tu_fmt("%s/one", f->src);
+	uint64_t seq0, vis0, vis1;
+	uint32_t ver = 0;
+	int fd;
+
+	tu_seed_file(2000, 7, "%s", src);
+	fd = open(src, O_RDONLY | O_CLOEXEC);
+	assert_true(fd >= 0);
+	assert_true(store_sequence_visible(st) <= store_sequence(st));
+	assert_int_equal(store_import_begin(st, "vis", NULL, &imp), 0);
+	/* The PENDING record itself is an ordinary write. */
+	vis0 = store_sequence_visible(st);
+	seq0 = store_sequence(st);
+	/* Files of 2,000 bytes until batches of their records (each written at IMPORT_BATCH_BYTES,
+	 * about 3,500 files, by the import's writer thread) are in the index. */
+	for (int i = 0; i < 40000 && store_sequence(st) <= seq0 + 1000; i++) {
+		char name[32];
+
+		snprintf(name, sizeof(name), "d%d/f%05d", i / 1000, i);
+		assert_int_equal(store_import_add_file(imp, name, fd), 0);
+	}
+	assert_true(store_sequence(st) > seq0 + 1000);
+	assert_int_equal(store_sequence_visible(st), vis0);
+	assert_int_equal(store_import_commit(imp, &ver), 0);
+	assert_int_equal(ver, 1);
+	vis1 = store_sequence_visible(st);
+	assert_true(vis1 > vis0);
+	store_import_free(imp);
+	assert_true(store_sequence_visible(st) <= store_sequence(st));
+	/* Any other write (here an aborted import's PENDING record) moves it too. */
+	assert_int_equal(store_import_begin(st, "vis", NULL, &imp), 0);
+	assert_true(store_sequence_visible(st) > vis1);
+	store_import_free(imp);
+	close(fd);
+	free(src);
+	store_close(st);
+}
+
 struct progress_seen {
 	struct store_import_stats last;
 	int calls;
@@ -6277,6 +6324,7 @@ int main(void)
 		T(test_stale_index_destroys_nothing),
 		T(test_abort_restores_pack),
 		T(test_abort_leaves_no_records_in_next_import),
+		T(test_sequence_visible_ignores_pending_batches),
 		T(test_progress_and_listing),
 		T(test_policy_records),
 		T(test_signing_key),
