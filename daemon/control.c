@@ -331,6 +331,9 @@ static void *conn_main(void *arg)
 			close(fds[i]);
 		json_decref(req);
 		r = r < 0 ? reply_err(c->fd, r) : reply_ok(c, result);
+		/* A committed import, released once its reply is on its way. */
+		store_import_free(c->imp_done);
+		c->imp_done = NULL;
 		if (r < 0)
 			break;
 	}

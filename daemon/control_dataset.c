@@ -824,7 +824,7 @@ int op_import_commit(struct conn *c, const json_t *args, json_t **ret)
 			char why[ERR_DETAIL_MAX];
 
 			snprintf(why, sizeof(why), "%s", err_detail());
-			store_import_free(c->imp);
+			c->imp_done = c->imp;
 			c->imp = NULL;
 			return err_set(-EIO, "version %u of \"%s\" was committed, but its consent "
 				       "codes were not recorded (%s): run enclavectl dataset set",
@@ -837,7 +837,9 @@ int op_import_commit(struct conn *c, const json_t *args, json_t **ret)
 			 (json_int_t)s.bytes, "reused_files", (json_int_t)s.reused_files,
 			 "reused_bytes", (json_int_t)s.reused_bytes, "stamped_files",
 			 (json_int_t)s.stamped_files, "read_bytes", (json_int_t)s.read_bytes);
-	store_import_free(c->imp);
+	/* Freed after the reply is sent (conn_main()): the version is committed, and a new
+	 * import.begin meanwhile waits for the store's import lock (store_import_begin()). */
+	c->imp_done = c->imp;
 	c->imp = NULL;
 	return *ret ? 0 : -ENOMEM;
 }

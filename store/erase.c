@@ -554,7 +554,7 @@ int store_erase(struct store *st, const char *name, uint32_t version, struct sto
 	if (st->format < STORE_FORMAT_VERSION)
 		return err_set(-EPROTONOSUPPORT, "erasure needs index format 3: run enclavectl "
 			       "store upgrade");
-	if (pthread_mutex_trylock(&st->import_lock) != 0)
+	if (!store_import_lock_take(st))
 		return err_set(-EBUSY, "an import is running on this store; erase after it");
 	/* The record keys stay those of one generation from the first record read to the name
 	 * key switched (a node removal's rotation waits). */

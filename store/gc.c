@@ -852,7 +852,7 @@ int store_gc(struct store *st, const struct store_gc_options *opts,
 	err_clear();
 	if (st->secondary)
 		return err_set(-EROFS, "a node never collects garbage: the primary does");
-	if (pthread_mutex_trylock(&st->import_lock) != 0)
+	if (!store_import_lock_take(st))
 		return err_set(-EBUSY, "an import or a garbage collection is running on this store");
 	__atomic_store_n(&st->gc_running, true, __ATOMIC_RELAXED);
 

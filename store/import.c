@@ -2832,6 +2832,21 @@ out:
 
 /* ---- Begin, add, commit, abort ------------------------------------------------------------- */
 
+bool store_import_lock_take(struct store *st)
+{
+	struct timespec t;
+
+	if (pthread_mutex_trylock(&st->import_lock) == 0)
+		return true;
+	/* The holder has committed and only its release is left (the daemon sends the commit's
+	 * reply before it frees the import, so the steward's next request may come first). */
+	if (!__atomic_load_n(&st->import_done, __ATOMIC_ACQUIRE))
+		return false;
+	clock_gettime(CLOCK_REALTIME, &t);
+	t.tv_sec += 1;
+	return pthread_mutex_timedlock(&st->import_lock, &t) == 0;
+}
+
 int store_import_begin(struct store *st, const char *name, const struct store_import_options *opts,
 		       struct store_import **ret_imp)
 {
@@ -2857,7 +2872,7 @@ int store_import_begin(struct store *st, const char *name, const struct store_im
 			       o.chunk_size, CRYPTO_CHUNK_MIN, CRYPTO_CHUNK_MAX);
 	if (!crypto_aead_valid(o.alg))
 		return err_set(-EINVAL, "unknown cipher %u", o.alg);
-	if (pthread_mutex_trylock(&st->import_lock) != 0)
+	if (!store_import_lock_take(st))
 		return err_set(-EBUSY, "%s", __atomic_load_n(&st->gc_running, __ATOMIC_RELAXED)
 			       ? "a garbage collection is running on this store"
 			       : "another import is running on this store");
@@ -4367,6 +4382,7 @@ int store_import_commit(struct store_import *imp, uint32_t *ret_version)
 
 	/* 3. The store's view follows the committed state. */
 	imp->committed = true;
+	__atomic_store_n(&st->import_done, true, __ATOMIC_RELEASE);
 	pthread_mutex_lock(&st->lock);
 	st->last_pack_id = imp->pack_id;
 	st->last_pack_len = imp->wpos;
@@ -4514,6 +4530,7 @@ void store_import_free(struct store_import *imp)
 	free(imp->dirs);
 	free(imp->hash);
 	st->import = NULL;
+	__atomic_store_n(&st->import_done, false, __ATOMIC_RELEASE);
 	free(imp);
 	pthread_mutex_unlock(&st->import_lock);
 }

@@ -396,6 +396,7 @@ struct store {
 					   by the garbage collector while it runs */
 	bool gc_running;                /* the collector holds import_lock (for the message) */
 	struct store_import *import;    /* the running import, for store_close() */
+	bool import_done;               /* it has committed: only its release is left (atomic) */
 	/* Index batches kept from one import for the next, empty, under import_lock (import.c
 	 * batch_take()/batch_keep()): a batch's buffer grows by doubling past IMPORT_BATCH_BYTES,
 	 * and fresh memory costs a page fault per 4 KiB. Owned; freed at store_close(). */
@@ -469,6 +470,10 @@ int store_ring_add(struct store *st, uint64_t dsid, uint32_t ver, crypto_key *kv
 		   uint64_t *ret_gen);
 /* Format 3: take back what store_ring_add() added, when the commit batch failed. */
 void store_ring_forget(struct store *st, uint64_t dsid, uint32_t ver, bool dataset_too);
+/* Take import_lock for an import, an erasure or a collection (import.c): at once, or, when its
+ * holder is an import that has committed and is only being released (the daemon replies to
+ * import.commit before it frees the import), once it is, a second at most. false: held (busy). */
+bool store_import_lock_take(struct store *st);
 /* Format 3: load keys/ring at open (-ESTALE older than the index's meta "ring"). */
 int store_ring_open(struct store *st);
 /* After a commit of the key ring, outside st->lock: the ring hook (store_set_ring_hook). */

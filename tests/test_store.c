@@ -3352,6 +3352,58 @@ static void test_sequence_visible_ignores_pending_batches(void **state)
 	store_close(st);
 }
 
+/* The daemon sends import.commit's reply before it frees the import (its threads and memory),
+ * so the steward's next import.begin can come while the committed one still holds the store's
+ * import lock: begin waits for it (a second at most) instead of refusing with -EBUSY. An import
+ * that has not committed still makes begin refuse at once. */
+struct begin_later {
+	struct store *st;
+	struct store_import *imp;
+	int r;
+};
+
+static void *begin_thread(void *arg)
+{
+	struct begin_later *b = arg;
+
+	int r = store_import_begin(b->st, "later", NULL, &b->imp);
+
+	__atomic_store_n(&b->r, r, __ATOMIC_RELEASE);
+	return NULL;
+}
+
+static void test_begin_waits_for_committed_import(void **state)
+{
+	struct fx *f = *state;
+	struct store *st = fx_create(f);
+	struct store_import *imp = NULL, *other = NULL;
+	struct begin_later b = { .st = st, .r = 1 };
+	pthread_t t;
+	uint32_t ver = 0;
+	int dfd;
+
+	tu_seed_file(5000, 1, "%s/a", f->src);
+	dfd = open(f->src, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	assert_true(dfd >= 0);
+	assert_int_equal(store_import_begin(st, "first", NULL, &imp), 0);
+	assert_int_equal(store_import_add_tree(imp, dfd), 0);
+	/* Not committed yet: refused at once. */
+	assert_int_equal(store_import_begin(st, "later", NULL, &other), -EBUSY);
+	assert_int_equal(store_import_commit(imp, &ver), 0);
+	/* Committed, not yet freed: the next begin waits, and goes ahead once it is freed. */
+	assert_int_equal(pthread_create(&t, NULL, begin_thread, &b), 0);
+	usleep(100 * 1000);
+	assert_int_equal(__atomic_load_n(&b.r, __ATOMIC_ACQUIRE), 1);   /* still waiting */
+	store_import_free(imp);
+	assert_int_equal(pthread_join(t, NULL), 0);
+	assert_int_equal(b.r, 0);
+	assert_int_equal(store_import_add_tree(b.imp, dfd), 0);
+	assert_int_equal(store_import_commit(b.imp, &ver), 0);
+	store_import_free(b.imp);
+	close(dfd);
+	store_close(st);
+}
+
 struct progress_seen {
 	struct store_import_stats last;
 	int calls;
@@ -6325,6 +6377,7 @@ int main(void)
 		T(test_abort_restores_pack),
 		T(test_abort_leaves_no_records_in_next_import),
 		T(test_sequence_visible_ignores_pending_batches),
+		T(test_begin_waits_for_committed_import),
 		T(test_progress_and_listing),
 		T(test_policy_records),
 		T(test_signing_key),
