@@ -6329,6 +6329,89 @@ static void test_node_sees_pending_version(void **state)
 	free(secdir);
 }
 
+struct node_race {
+	struct store *primary, *node;
+	bool armed;
+	int r;
+};
+
+/* On the node's lookup, its keys held: the primary erases version 1 of ds, and the node catches
+ * up and takes its new keys (which drops version 1's there, as the erasure does on the primary). */
+static void node_race_hook(void *ctx, enum store_race_point where, uint64_t dsid)
+{
+	struct node_race *x = ctx;
+	struct store_node_keys *k = NULL;
+	struct store_erasure e;
+	uint64_t seq = 0;
+
+	(void)dsid;
+	if (!x->armed || where != STORE_RACE_KEYS_HELD)
+		return;
+	x->armed = false;
+	x->r = store_erase(x->primary, "ds", 1, &e);
+	if (x->r == 0) {
+		x->r = store_erase_recorded(x->primary, e.dataset_id, 1);
+		store_erasure_free(&e);
+	}
+	if (x->r == 0)
+		x->r = store_catch_up(x->node, &seq);
+	if (x->r == 0)
+		x->r = store_node_keys_export(x->primary, &k);
+	if (x->r == 0)
+		x->r = store_node_keys_set(x->node, k);
+	store_node_keys_free(k);
+}
+
+/* test_lookup_meets_version_erasure on a node: a lookup there holds version 1's keys when the
+ * primary erases the version and the node follows (its catch-up, then its new keys). Nothing is
+ * reported, and the keys go with the lookup. (Before, the node's new keys wiped version 1's under
+ * the lookup: a false integrity failure.) */
+static void test_node_lookup_meets_version_erasure(void **state)
+{
+	struct fx *f = *state;
+	struct store *st = fx_create(f), *node = NULL;
+	char *secdir = tu_fmt("%s/secondary", f->root);
+	struct store_node_keys *k1 = NULL;
+	struct store_open_options o = { .secondary_dir = secdir };
+	struct store_dataset_info di;
+	struct store_inode in;
+	struct node_race x = { .primary = st };
+	struct hook_log h = { 0 };
+	int r;
+
+	put_text(f->src, "a.txt", "one\n");
+	assert_int_equal(import_src(st, "ds", f->src, NULL), 1);
+	assert_int_equal(import_src(st, "ds", f->src, NULL), 2);
+	assert_int_equal(store_node_keys_export(st, &k1), 0);
+	o.node_keys = k1;
+	assert_int_equal(store_open(f->store, NULL, &o, &node), 0);
+	x.node = node;
+	assert_int_equal(store_dataset_get(node, "ds", &di), 0);
+	store_set_integrity_hook(node, hook_cb, &h);
+	store_test_set_race_hook(node, node_race_hook, &x);
+	x.armed = true;
+	/* The entry and the inode read under the held keys (0), or the inode found gone (-ENOENT):
+	 * either is the truth at some moment of the lookup. (Here the node still reads the inode
+	 * record after its catch-up: 0.) */
+	r = store_dir_lookup(node, di.id, 1, STORE_ROOT_INO, "a.txt", &in);
+	assert_true(r == 0 || r == -ENOENT);
+	assert_false(x.armed);   /* the erasure reached the node in the middle of the lookup */
+	assert_int_equal(x.r, 0);
+	if (h.calls)
+		fprintf(stderr, "integrity: %d, the last: %s\n", h.calls, h.what);
+	assert_int_equal(h.calls, 0);
+	assert_int_equal(store_integrity_failures(node), 0);
+	assert_int_equal(store_test_keys_orphaned(node), 0);
+	/* Version 1 has no key on the node now; version 2 reads on. */
+	assert_int_equal(store_dir_lookup(node, di.id, 1, STORE_ROOT_INO, "a.txt", &in), -ENOKEY);
+	assert_int_equal(store_dir_lookup(node, di.id, 2, STORE_ROOT_INO, "a.txt", &in), 0);
+	store_test_set_race_hook(node, NULL, NULL);
+	store_close(node);
+	store_close(st);
+	store_node_keys_free(k1);
+	free(secdir);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -6412,6 +6495,7 @@ int main(void)
 		T(test_listing_meets_name_key_switch),
 		T(test_lookup_meets_version_erasure),
 		T(test_listing_meets_version_erasure),
+		T(test_node_lookup_meets_version_erasure),
 		T(test_node_sees_pending_version),
 #undef T
 	};
