@@ -900,6 +900,39 @@ static int import_settle(struct import *im)
 	return r;
 }
 
+/* Is an import.stat batch in flight (its answer, which may ask for files, not read yet)? */
+static bool stat_in_flight(const struct import *im)
+{
+	for (unsigned i = 0; i < im->inflight; i++)
+		if (im->flight[(im->fhead + i) % IMPORT_WINDOW])
+			return true;
+	return false;
+}
+
+/* At a directory's edge (entering one, or leaving the one whose files were batched): every
+ * import.stat batch sent and answered, and the files asked for opened (from the directory the
+ * walk checked, still open) and sent, so that the daemon sees the requests in walk order. With
+ * import.stat, the replies of import.files and import.dir are not waited for: they are read with
+ * the next ones (the window), and the daemon is never left without a request at the edge; without
+ * it (every file sent with its descriptor) everything is answered, as import_settle(). */
+static int edge_settle(struct import *im)
+{
+	int r;
+
+	if (!im->stamps)
+		return import_settle(im);
+	r = claim_send(im);
+	while (r == 0) {
+		r = need_send(im);
+		if (r < 0 || (!stat_in_flight(im) && im->nneed == im->needh))
+			break;
+		r = batch_collect(im);
+	}
+	if (r == 0)
+		r = batch_send(im);
+	return r;
+}
+
 static int send_dir(void *ctx, const char *path, const struct stat *st)
 {
 	struct import *im = ctx;
@@ -910,13 +943,16 @@ static int send_dir(void *ctx, const char *path, const struct stat *st)
 
 	if (!args)
 		return err_set(-ENOMEM, "out of memory");
-	/* The files before this directory go first, in walk order, and are answered. */
-	r = import_settle(im);
+	/* The files before this directory go first, in walk order, the ones asked for included. */
+	r = edge_settle(im);
 	if (r < 0) {
 		json_decref(args);
 		return r;
 	}
-	r = import_call(im, "import.dir", args, -1, NULL);
+	/* With import.stat the directory goes in flight with the batches (a refusal is read with
+	 * their replies and stops the walk at the next one); else it is answered at once. */
+	r = im->stamps ? flight_send(im, "import.dir", args, NULL, 0, NULL)
+		       : import_call(im, "import.dir", args, -1, NULL);
 	if (r == 0) {
 		im->dirs++;
 		progress_draw(im, false);
@@ -927,7 +963,7 @@ static int send_dir(void *ctx, const char *path, const struct stat *st)
 static int leave_dir(void *ctx, const char *path)
 {
 	(void)path;
-	return import_settle(ctx);
+	return edge_settle(ctx);
 }
 
 /* Is the file path (named name) in the directory of claimed file e? */
