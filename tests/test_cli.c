@@ -182,7 +182,7 @@ struct fake;
 typedef void (*fake_handler)(struct fake *f, int conn, const char *op, const json_t *args,
 			     int fd);
 
-#define FAKE_FILES_MAX 64
+#define FAKE_FILES_MAX 256
 
 /* A file descriptor's content as the fake read it. */
 struct fake_file {
@@ -217,6 +217,11 @@ struct fake {
 	bool refuse_second;            /* h_import refuses the second file it is given */
 	const char *stat_root;         /* h_import_stat checks each stat against the file here */
 	bool packed;                   /* h_import_stat offers, and then wants, the packed form */
+	const char *need_prefix;       /* h_import_stat also asks for every file named so */
+	const char *vanish;            /* h_import_stat removes this file (under stat_root) as it
+					* asks for it */
+	unsigned dirs_waited;          /* h_import_stat: import.dir requests the client waited for
+					* (the next request had not come 2 s later) */
 	atomic_bool stalled;           /* h_import_stall is holding back an answer */
 };
 
@@ -593,7 +598,17 @@ static void h_import_stat(struct fake *f, int conn, const char *op, const json_t
 				json_decref(files);
 				return;
 			}
-			if (strcmp(p, "empty") == 0 || strcmp(p, "sub/b.bin") == 0) {
+			const char *base = strrchr(p, '/') ? strrchr(p, '/') + 1 : p;
+
+			if (strcmp(p, "empty") == 0 || strcmp(p, "sub/b.bin") == 0 ||
+			    (f->need_prefix &&
+			     strncmp(base, f->need_prefix, strlen(f->need_prefix)) == 0)) {
+				if (f->vanish && strcmp(p, f->vanish) == 0) {
+					char *gone = tu_fmt("%s/%s", f->stat_root, p);
+
+					assert_int_equal(unlink(gone), 0);
+					free(gone);
+				}
 				json_array_append_new(need, json_integer((json_int_t)i));
 			} else {
 				f->files_done++;
@@ -605,6 +620,13 @@ static void h_import_stat(struct fake *f, int conn, const char *op, const json_t
 					 "dirs", (json_int_t)f->dirs_done, "bytes",
 					 (json_int_t)f->bytes_done, "need", need));
 	} else {
+		/* Is import.dir in flight, the client's next request sent without its answer? */
+		if (strcmp(op, "import.dir") == 0 && f->need_prefix) {
+			struct pollfd pf = { .fd = conn, .events = POLLIN };
+
+			if (poll(&pf, 1, 2000) != 1)
+				f->dirs_waited++;
+		}
 		h_import(f, conn, op, args, fd);
 	}
 }
@@ -1494,6 +1516,173 @@ static void test_import_by_stat_packed(void **state)
 	import_by_stat(true);
 }
 
+/* A tree of several directories, two of them of more than one import.stat batch, with files
+ * asked for in three of them (content changed, stamps that do not hold: named "n..." here). */
+static void tree_make_many(struct tree *t)
+{
+	static const struct {
+		const char *dir;
+		unsigned n;
+		bool need;
+	} dirs[] = { { "", 10, false }, { "d1", 300, true }, { "d1/e", 5, true },
+		     { "d2", 300, true } };
+
+	t->root = tu_mkdtemp("cli-tree");
+	t->src = tu_fmt("%s/src", t->root);
+	assert_int_equal(mkdir(t->src, 0755), 0);
+	for (size_t d = 0; d < ARRAY_SIZE(dirs); d++) {
+		char *p = tu_fmt("%s/%s", t->src, dirs[d].dir);
+
+		if (*dirs[d].dir)
+			assert_int_equal(mkdir(p, 0755), 0);
+		for (unsigned i = 0; i < dirs[d].n; i++)
+			tu_seed_file(i % 50 + 1, d * 1000 + i, "%s/%c%03u", p,
+				     dirs[d].need && i % 3 == 0 ? 'n' : 'k', i);
+		free(p);
+	}
+}
+
+/* The directory part of a file's path ("" for the root), in buf. */
+static const char *dir_of(const char *path, char *buf, size_t size)
+{
+	const char *sl = strrchr(path, '/');
+
+	snprintf(buf, size, "%.*s", sl ? (int)(sl - path) : 0, path);
+	return buf;
+}
+
+/* Issue 16 point 5: import.dir goes in flight with the import.stat batches (it is not answered
+ * before the walk goes on), and the files asked for in several directories still go each from the
+ * directory the walk checked, before the next directory or another directory's batch, once, byte
+ * for byte. The daemon sees import.dir and import.stat in walk order. */
+static void test_import_by_stat_many_dirs(void **state)
+{
+	/* The requests other than import.files, in walk order (depth first, sorted: d1/e before
+	 * the files of d1, the root's files last). */
+	static const struct want_req want[] = {
+		{ "import.begin", NULL }, { "import.dir", "" },     { "import.dir", "d1" },
+		{ "import.dir", "d1/e" }, { "import.stat", "d1/e" }, { "import.stat", "d1" },
+		{ "import.stat", "d1" },  { "import.dir", "d2" },   { "import.stat", "d2" },
+		{ "import.stat", "d2" },  { "import.stat", "" },    { "import.commit", NULL },
+	};
+	struct fake *f = fake_start(h_import_stat);
+	json_t *asked = json_object();
+	struct tree t;
+	struct run r;
+	size_t k = 0, nfiles = 0;
+	char cur[256] = "", d[256];
+
+	(void)state;
+	tree_make_many(&t);
+	f->stat_root = t.src;
+	f->packed = true;
+	f->need_prefix = "n";
+	RUN(&r, "--socket", f->sock, "dataset", "import", "genomes", t.src);
+	expect_status(&r, 0);
+	expect_contains(r.out, "imported genomes version 1: 615 files, ");
+	run_free(&r);
+	fake_stop(f);
+	for (size_t i = 0; i < fake_nreq(f); i++) {
+		const char *op = fake_op(f, i);
+		json_t *ps;
+
+		if (strcmp(op, "import.files") == 0) {
+			/* Each file asked for by the batch of the directory being walked. */
+			ps = json_object_get(fake_args(f, i), "paths");
+			for (size_t j = 0; j < json_array_size(ps); j++) {
+				const char *p = json_string_value(json_array_get(ps, j));
+
+				assert_non_null(json_object_get(asked, p));
+				assert_string_equal(dir_of(p, d, sizeof(d)), cur);
+				json_object_del(asked, p);
+				nfiles++;
+			}
+			continue;
+		}
+		assert_true(k < ARRAY_SIZE(want));
+		assert_string_equal(op, want[k].op);
+		if (strcmp(op, "import.dir") == 0) {
+			assert_string_equal(arg_str(fake_args(f, i), "path"), want[k].path);
+		} else if (strcmp(op, "import.stat") == 0) {
+			/* Every file asked for earlier was sent before another directory's batch. */
+			if (strcmp(want[k].path, cur) != 0)
+				assert_int_equal(json_object_size(asked), 0);
+			snprintf(cur, sizeof(cur), "%s", want[k].path);
+			ps = stat_request_files(f, fake_args(f, i));
+			assert_non_null(ps);
+			for (size_t j = 0; j < json_array_size(ps); j++) {
+				const char *p = json_string_value(
+					json_array_get(json_array_get(ps, j), 0));
+				const char *base = strrchr(p, '/') ? strrchr(p, '/') + 1 : p;
+
+				assert_string_equal(dir_of(p, d, sizeof(d)), cur);
+				if (base[0] == 'n')
+					json_object_set_new(asked, p, json_true());
+			}
+			json_decref(ps);
+		}
+		if (strcmp(op, "import.dir") == 0 || strcmp(op, "import.commit") == 0)
+			assert_int_equal(json_object_size(asked), 0);
+		k++;
+	}
+	assert_int_equal(k, ARRAY_SIZE(want));
+	/* No import.dir was waited for: each had the next request behind it. */
+	assert_int_equal(f->dirs_waited, 0);
+	/* 100 in d1, 2 in d1/e, 100 in d2: each sent once, whole. */
+	assert_int_equal(nfiles, 202);
+	assert_int_equal(f->nfiles, 202);
+	for (unsigned i = 0; i < 300; i += 3) {
+		char *p1 = tu_fmt("d1/n%03u", i), *p2 = tu_fmt("d2/n%03u", i);
+
+		expect_file(f, p1, i % 50 + 1, 1000 + i);
+		expect_file(f, p2, i % 50 + 1, 3000 + i);
+		free(p1);
+		free(p2);
+	}
+	expect_file(f, "d1/e/n000", 1, 2000);
+	expect_file(f, "d1/e/n003", 4, 2003);
+	json_decref(asked);
+	fake_free(f);
+	tree_free(&t);
+}
+
+/* A file asked for that vanished after the walk (the fake removes it as it asks for it), in a
+ * directory the walk has left behind by the time it is opened: the import stops with an error
+ * naming it and is abandoned; nothing is committed, no later directory is sent. */
+static void test_import_needed_file_vanished(void **state)
+{
+	struct fake *f = fake_start(h_import_stat);
+	struct tree t;
+	struct run r;
+	char *p;
+
+	(void)state;
+	tree_make_many(&t);
+	f->stat_root = t.src;
+	f->packed = true;
+	f->need_prefix = "n";
+	f->vanish = "d1/e/n003";
+	p = tu_fmt("%s/d1/e/n003", t.src);
+	RUN(&r, "--socket", f->sock, "dataset", "import", "genomes", t.src);
+	expect_status(&r, 1);
+	expect_contains(r.err, p);
+	expect_contains(r.err, "cannot open: No such file or directory");
+	expect_contains(r.err, "the import was abandoned");
+	assert_string_equal(r.out, "");
+	run_free(&r);
+	fake_stop(f);
+	assert_string_equal(fake_op(f, fake_nreq(f) - 1), "import.abort");
+	assert_false(fake_saw(f, "import.commit"));
+	for (size_t i = 0; i < fake_nreq(f); i++)
+		if (strcmp(fake_op(f, i), "import.dir") == 0)
+			assert_string_not_equal(arg_str(fake_args(f, i), "path"), "d2");
+	for (size_t i = 0; i < f->nfiles; i++)
+		assert_string_not_equal(f->files[i].path, "d1/e/n003");
+	free(p);
+	fake_free(f);
+	tree_free(&t);
+}
+
 static void test_import_json(void **state)
 {
 	struct fake *f = fake_start(h_import);
@@ -2300,6 +2489,8 @@ int main(void)
 		cmocka_unit_test(test_import_refuses_socket),
 		cmocka_unit_test(test_import_tree_changes_midway),
 		cmocka_unit_test(test_import_dir_swapped_midway),
+		cmocka_unit_test(test_import_by_stat_many_dirs),
+		cmocka_unit_test(test_import_needed_file_vanished),
 		cmocka_unit_test(test_import_begin_refused),
 		cmocka_unit_test(test_import_keepalive_during_walk),
 		cmocka_unit_test(test_import_walk_keep_cap),
