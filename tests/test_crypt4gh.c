@@ -846,6 +846,17 @@ static void set_unused_bit(char *text)
 	pad[-1] = alphabet[(strchr(alphabet, pad[-1]) - alphabet) | 1];
 }
 
+/* An OpenSSH ed25519 key (ssh-keygen -t ed25519 -N ''), used by the canonical-text and OpenSSH
+ * tests. */
+static const char openssh_key[] =
+	"-----BEGIN OPENSSH PRIVATE KEY-----\n"
+	"b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW\n"
+	"QyNTUxOQAAACBsvCVxHTAXB2PMuEsiGCRxm3mSUJcaTAAZoMcrk44vdgAAAIgeifW1Hon1\n"
+	"tQAAAAtzc2gtZWQyNTUxOQAAACBsvCVxHTAXB2PMuEsiGCRxm3mSUJcaTAAZoMcrk44vdg\n"
+	"AAAEBd/j7dBS4SyH0o2VNQpEcwW0S5/qWWu2cxLiYGtKLnOWy8JXEdMBcHY8y4SyIYJHGb\n"
+	"eZJQlxpMABmgxyuTji92AAAAA2thdAEC\n"
+	"-----END OPENSSH PRIVATE KEY-----\n";
+
 /* A key file is read only in canonical base64: another text for the same key (a byte from 0x80
  * up for '/', an unused bit set in the last character) is refused, public and private,
  * Crypt4GH and OpenSSH. Before, libsodium's decoder alone took the first for the same key. Line
@@ -855,20 +866,12 @@ static void test_key_text_canonical(void **state)
 	static const char pub[] = "-----BEGIN CRYPT4GH PUBLIC KEY-----\n"
 				  "hSDwCYkwp1R0i33ctD73Wg2/Og0mOBr066SpjqqbTmo=\n"
 				  "-----END CRYPT4GH PUBLIC KEY-----\n";
-	static const char ssh[] =
-		"-----BEGIN OPENSSH PRIVATE KEY-----\n"
-		"b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW\n"
-		"QyNTUxOQAAACBsvCVxHTAXB2PMuEsiGCRxm3mSUJcaTAAZoMcrk44vdgAAAIgeifW1Hon1\n"
-		"tQAAAAtzc2gtZWQyNTUxOQAAACBsvCVxHTAXB2PMuEsiGCRxm3mSUJcaTAAZoMcrk44vdg\n"
-		"AAAEBd/j7dBS4SyH0o2VNQpEcwW0S5/qWWu2cxLiYGtKLnOWy8JXEdMBcHY8y4SyIYJHGb\n"
-		"eZJQlxpMABmgxyuTji92AAAAA2thdAEC\n"
-		"-----END OPENSSH PRIVATE KEY-----\n";
 	static const char wrapped[] = "-----BEGIN CRYPT4GH PUBLIC KEY-----\n"
 				      "hSDwCYkwp1R0i33ctD73\n Wg2/Og0mOBr066SpjqqbTmo=\n"
 				      "-----END CRYPT4GH PUBLIC KEY-----\n";
 	uint8_t pk[32], want[32];
 	crypto_key *sk = NULL, *got = NULL;
-	char t[sizeof(ssh)], *text = NULL;
+	char t[sizeof(openssh_key)], *text = NULL;
 	size_t len;
 
 	(void)state;
@@ -883,11 +886,11 @@ static void test_key_text_canonical(void **state)
 	assert_int_equal(c4gh_pubkey_parse(wrapped, strlen(wrapped), pk), 0);
 	assert_memory_equal(pk, want, 32);
 
-	memcpy(t, ssh, sizeof(ssh));
+	memcpy(t, openssh_key, sizeof(openssh_key));
 	*strchr(t, '/') = (char)0x80;
 	assert_int_equal(c4gh_seckey_parse(t, strlen(t), NULL, &got), -EBADMSG);
 	assert_null(got);
-	memcpy(t, ssh, sizeof(ssh));
+	memcpy(t, openssh_key, sizeof(openssh_key));
 	*strchr(t, '/') = (char)0xff;
 	assert_int_equal(c4gh_seckey_parse(t, strlen(t), NULL, &got), -EBADMSG);
 
@@ -908,22 +911,14 @@ static void test_key_text_canonical(void **state)
  * python3-cryptography computes it (SHA-512 of the seed, clamped, times the base point). */
 static void test_seckey_openssh(void **state)
 {
-	static const char key[] =
-		"-----BEGIN OPENSSH PRIVATE KEY-----\n"
-		"b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW\n"
-		"QyNTUxOQAAACBsvCVxHTAXB2PMuEsiGCRxm3mSUJcaTAAZoMcrk44vdgAAAIgeifW1Hon1\n"
-		"tQAAAAtzc2gtZWQyNTUxOQAAACBsvCVxHTAXB2PMuEsiGCRxm3mSUJcaTAAZoMcrk44vdg\n"
-		"AAAEBd/j7dBS4SyH0o2VNQpEcwW0S5/qWWu2cxLiYGtKLnOWy8JXEdMBcHY8y4SyIYJHGb\n"
-		"eZJQlxpMABmgxyuTji92AAAAA2thdAEC\n"
-		"-----END OPENSSH PRIVATE KEY-----\n";
 	uint8_t want[32], pk[32];
 	crypto_key *sk = NULL;
-	char *bad = strdup(key);
+	char *bad = strdup(openssh_key);
 
 	(void)state;
 	unhex("59938934d1484f2d199f2ed46314fe4df800cdf542626698222b21de84114354", want, 32);
-	assert_false(c4gh_seckey_encrypted(key, strlen(key)));
-	assert_int_equal(c4gh_seckey_parse(key, strlen(key), NULL, &sk), 0);
+	assert_false(c4gh_seckey_encrypted(openssh_key, strlen(openssh_key)));
+	assert_int_equal(c4gh_seckey_parse(openssh_key, strlen(openssh_key), NULL, &sk), 0);
 	c4gh_public_key(sk, pk);
 	assert_memory_equal(pk, want, 32);
 	crypto_key_free(sk);
