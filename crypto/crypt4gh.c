@@ -113,8 +113,8 @@ static int b64_decode(const char *b, size_t n, uint8_t *out, size_t cap, size_t 
 int c4gh_pubkey_parse(const char *text, size_t len, uint8_t ret_pk[static C4GH_KEY_LEN])
 {
 	uint8_t buf[64];
-	const char *b;
-	size_t n, got;
+	const char *b = NULL;
+	size_t n = 0, got;
 	int r;
 
 	r = armour_body(text, len, PUB_BEGIN, PUB_END, "not a Crypt4GH public key", &b, &n);
@@ -546,8 +546,8 @@ int c4gh_seckey_parse(const char *text, size_t len, const crypto_secret *pass,
 		      crypto_key **ret_sk)
 {
 	uint8_t *buf = NULL;
-	size_t n;
-	bool ssh;
+	size_t n = 0;
+	bool ssh = false;
 	int r;
 
 	r = seckey_decode(text, len, &ssh, &buf, &n);
@@ -562,9 +562,9 @@ bool c4gh_seckey_encrypted(const char *text, size_t len)
 {
 	uint8_t *buf = NULL;
 	const uint8_t *kdf, *opts, *cipher;
-	size_t n, kl, ol, cl;
+	size_t n = 0, kl, ol, cl;
 	struct cur c;
-	bool ssh, enc = false;
+	bool ssh = false, enc = false;
 
 	if (seckey_decode(text, len, &ssh, &buf, &n) < 0)
 		return false;

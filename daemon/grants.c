@@ -550,7 +550,7 @@ int grants_erase_done(struct grants *gs, struct audit_log *log, uint64_t id, int
 		      uint64_t ring_generation, const uint8_t ring_digest[static 32], json_t *rec)
 {
 	struct erasure_ring ring = { .generation = ring_generation };
-	struct daemon_erasure x;
+	struct daemon_erasure x = { 0 };
 	char dhex[2 * 32 + 1];
 	int r;
 
