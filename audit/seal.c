@@ -265,14 +265,14 @@ static json_t *b64_json(const uint8_t *p, size_t n)
 	return j;
 }
 
-/* Decode member v (a base64 string) into out (cap bytes); the decoded length, or -EBADMSG. */
+/* Decode member v (a base64 string) into out (cap bytes); the decoded length, or -EBADMSG. Only
+ * the canonical text is taken (base64_decode_canonical()): one text for each sealed value. */
 static ssize_t b64_get(const json_t *v, uint8_t *out, size_t cap)
 {
-	const char *s = json_string_value(v), *end = NULL;
-	size_t n = json_string_length(v), got = 0;
+	const char *s = json_string_value(v);
+	size_t got = 0;
 
-	if (!s || sodium_base642bin(out, cap, s, n, NULL, &got, &end,
-				    sodium_base64_VARIANT_ORIGINAL) != 0 || end != s + n)
+	if (!s || base64_decode_canonical(s, json_string_length(v), NULL, out, cap, &got) < 0)
 		return -EBADMSG;
 	return (ssize_t)got;
 }
@@ -494,7 +494,7 @@ out:
 struct epoch {
 	uint64_t seq;          /* its key record's seq */
 	bool have;             /* the key opened: keys[i] holds it */
-	char why[200];         /* when it did not: why, for the message */
+	char why[320];         /* when it did not: why, for the message (never cut) */
 };
 
 struct audit_opener {

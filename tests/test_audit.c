@@ -2127,6 +2127,24 @@ static void swap_sealed(json_t *rec, json_t *other)
 	json_object_set(rec, "sealed", json_object_get(other, "sealed"));
 }
 
+/* "//" in the sealed text written as U+0080 (bytes C2 80), which libsodium 1.0.18 decodes as two
+ * '/': the same bytes under another text. */
+static void noncanonical_sealed(json_t *rec, json_t *other)
+{
+	const char *s = json_string_value(json_object_get(rec, "sealed"));
+	const char *at = strstr(s, "//");
+	char *c = malloc(strlen(s) + 1);
+
+	(void)other;
+	assert_non_null(at);
+	assert_non_null(c);
+	memcpy(c, s, (size_t)(at - s));
+	memcpy(c + (at - s), "\xc2\x80", 2);
+	strcpy(c + (at - s) + 2, at + 2);
+	json_object_set_new(rec, "sealed", json_string(c));
+	free(c);
+}
+
 static void change_decision(json_t *rec, json_t *other)
 {
 	(void)other;
@@ -2192,6 +2210,37 @@ static void test_auditor_public_canonical(void **state)
 	memcpy(bad, text, n + 1);
 	bad[slash + 3] = '*';
 	assert_int_equal(audit_auditor_public_parse(bad, n, got), -EINVAL);
+}
+
+/* A sealed part is taken only in its canonical base64: another text for the same bytes is
+ * refused before anything is opened. The records are sealed under fresh nonces, so enough of
+ * them are appended for one to hold "//" (each of about 300 characters does with p ~ 7 %). */
+static void test_sealed_noncanonical_refused(void **state)
+{
+	struct fx *f = *state;
+	char *key, detail[512];
+	struct audit_log *log = open_sealed(f, &key, NULL);
+	struct lines l;
+	size_t which = 0;
+
+	for (unsigned i = 0; i < 300; i++)
+		append_ok(log, secret_rec("alice"));
+	audit_close(log);
+	free(key);
+	lines_read(f->path, &l);
+	for (size_t i = 1; i < l.n && !which; i++) {
+		json_t *rec = parse(l.v[i]);
+		const char *s = json_string_value(json_object_get(rec, "sealed"));
+
+		if (s && strstr(s, "//"))
+			which = i;
+		json_decref(rec);
+	}
+	lines_free(&l);
+	assert_true(which > 0);
+	assert_int_equal(tamper_and_open(f, which, noncanonical_sealed, which, detail,
+					 sizeof(detail)), -EBADMSG);
+	assert_non_null(strstr(detail, "not base64"));
 }
 
 static void test_sealed_forgery_detected(void **state)
@@ -2387,6 +2436,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_sealed_wrong_auditor_key, fx_setup, fx_teardown),
 		cmocka_unit_test(test_auditor_public_canonical),
 		cmocka_unit_test_setup_teardown(test_sealed_forgery_detected, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_sealed_noncanonical_refused, fx_setup,
+						fx_teardown),
 		cmocka_unit_test_setup_teardown(test_sealed_key_after_failed_batch, fx_setup,
 						fx_teardown),
 		cmocka_unit_test_setup_teardown(test_versions_chain_and_replay, fx_setup,
