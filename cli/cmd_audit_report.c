@@ -466,7 +466,12 @@ static int report_nodes(struct report *rp, const char *log)
 
 		if (de->d_name[0] == '.' || strlen(de->d_name) > 64)
 			continue;
-		snprintf(dir, sizeof(dir), "%s/%s", path, de->d_name);
+		/* path is at most PATH_MAX and the name short, so never cut; if it were, the report
+		 * would fail rather than leave the node out. */
+		if ((size_t)snprintf(dir, sizeof(dir), "%s/%s", path, de->d_name) >= sizeof(dir)) {
+			r = err_set(-ENAMETOOLONG, "%s/%s: the path is too long", path, de->d_name);
+			break;
+		}
 		/* A log of its own: its own epoch keys (its key records restart at seq 0). */
 		primary = rp->open;
 		r = audit_opener_new(NULL, rp->key_file, &rp->open);

@@ -109,7 +109,7 @@ int main(int argc, char **argv)
 
 		keys->generation++;
 		for (long i = 0; i < nodes; i++) {
-			char name[16];
+			char name[24];
 
 			snprintf(name, sizeof(name), "n%ld", i);
 			r = node_bundle_write(nodes_fd, st, log, name, (uint64_t)i + 1, box_pk[i],
