@@ -433,8 +433,7 @@ void store_erasure_free(struct store_erasure *e)
 /* The versions of dsid that exist (committed or erased), with their manifests, into e. */
 static int list_versions(struct store *st, uint64_t dsid, uint32_t only, struct store_erasure *e)
 {
-	rocksdb_iterator_t *it = rocksdb_create_iterator_cf(st->ix.db, st->ix.ro,
-							    st->ix.cf[CF_VERSIONS]);
+	rocksdb_iterator_t *it = index_iter(&st->ix, CF_VERSIONS);
 	uint8_t lo[VKEY_LEN];
 	size_t cap = 0;
 	int r = 0;
@@ -474,15 +473,14 @@ static int list_versions(struct store *st, uint64_t dsid, uint32_t only, struct 
 		memcpy(e->versions[e->nversions].manifest, vi.manifest, STORE_MANIFEST_LEN);
 		e->nversions++;
 	}
-	return index_iter_close(it, r, "scan of versions");
+	return index_iter_close(&st->ix, it, r, "scan of versions");
 }
 
 /* Whole dataset: every other dataset's record re-keyed under the next name key. */
 static int rekey_datasets(struct store *st, rocksdb_writebatch_t *wb, const uint8_t *erased_key,
 			  const crypto_key *next_kn)
 {
-	rocksdb_iterator_t *it = rocksdb_create_iterator_cf(st->ix.db, st->ix.ro,
-							    st->ix.cf[CF_DATASETS]);
+	rocksdb_iterator_t *it = index_iter(&st->ix, CF_DATASETS);
 	struct buf out;
 	int r = 0;
 
@@ -535,7 +533,7 @@ static int rekey_datasets(struct store *st, rocksdb_writebatch_t *wb, const uint
 	if (out.data)
 		explicit_bzero(out.data, out.cap);
 	buf_free(&out);
-	return index_iter_close(it, r, "scan of datasets");
+	return index_iter_close(&st->ix, it, r, "scan of datasets");
 }
 
 int store_erase(struct store *st, const char *name, uint32_t version, struct store_erasure *ret)

@@ -204,7 +204,7 @@ static int scan_dataset(void *ctx, const struct dataset_rec *rec)
 		return r;
 	vkey(lo, rec->info.id, 0);
 	vkey(hi, rec->info.id + 1, 0);
-	it = rocksdb_create_iterator_cf(st->ix.db, st->ix.ro, st->ix.cf[CF_VERSIONS]);
+	it = index_iter(&st->ix, CF_VERSIONS);
 	for (rocksdb_iter_seek(it, (const char *)lo, sizeof(lo)); rocksdb_iter_valid(it);
 	     rocksdb_iter_next(it)) {
 		struct store_version_info vi;
@@ -252,7 +252,7 @@ static int scan_dataset(void *ctx, const struct dataset_rec *rec)
 		saw_latest |= ver == di.latest_version;
 		g->ds.versions++;
 	}
-	r = index_iter_close(it, r, "scan of versions");
+	r = index_iter_close(&st->ix, it, r, "scan of versions");
 	if (r == 0 && !saw_latest)
 		r = store_integrity(st, rec->info.id, di.latest_version, "dataset %llu has no "
 				    "record of its latest version", (unsigned long long)rec->info.id);
@@ -301,8 +301,7 @@ static int check_orphans(struct gc *g)
 	int r = index_datasets_foreach(g->st, note_id, &s);
 
 	for (size_t c = 0; r == 0 && c < ARRAY_SIZE(cfs); c++) {
-		rocksdb_iterator_t *it = rocksdb_create_iterator_cf(g->st->ix.db, g->st->ix.ro,
-								    g->st->ix.cf[cfs[c]]);
+		rocksdb_iterator_t *it = index_iter(&g->st->ix, cfs[c]);
 
 		/* One seek per dataset id met: the ids are the keys' first 8 bytes. */
 		for (rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it);) {
@@ -327,7 +326,7 @@ static int check_orphans(struct gc *g)
 			put_be64(next, id + 1);
 			rocksdb_iter_seek(it, (const char *)next, sizeof(next));
 		}
-		r = index_iter_close(it, r, "scan for orphan records");
+		r = index_iter_close(&g->st->ix, it, r, "scan for orphan records");
 	}
 	free(s.ids);
 	return r;
@@ -347,7 +346,7 @@ static int scan_moves(struct gc *g)
 		store_rekey_rdunlock(g->st);
 		return r;
 	}
-	it = rocksdb_create_iterator_cf(g->st->ix.db, g->st->ix.ro, g->st->ix.cf[CF_META]);
+	it = index_iter(&g->st->ix, CF_META);
 
 	for (rocksdb_iter_seek(it, "move/", 5); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
 		uint8_t pt[MOVE_PLAIN_LEN];
@@ -385,7 +384,7 @@ static int scan_moves(struct gc *g)
 		}
 		memcpy(g->dead_moves[g->ndead_moves++], k + 5, CRYPTO_OBJECT_ID_LEN);
 	}
-	r = index_iter_close(it, r, "scan of move records");
+	r = index_iter_close(&g->st->ix, it, r, "scan of move records");
 	store_rekey_rdunlock(g->st);
 	return r;
 }

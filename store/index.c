@@ -5,7 +5,10 @@
  * every field's range: the index lives on the same untrusted disk as the packs, and a damaged
  * record must produce a clear error, never a wild read.
  */
+#include <dirent.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "store/store_internal.h"
 
@@ -49,16 +52,85 @@ int index_open(struct store_index *ix, const char *path, bool create)
 	return index_open_secondary(ix, path, create, NULL);
 }
 
-int index_open_secondary(struct store_index *ix, const char *path, bool create,
-			 const char *secondary)
+/* The oldest WAL in the index directory at path into *ret (UINT64_MAX: none). The primary deletes
+ * its WALs oldest first, once everything in them is flushed. */
+static int wal_oldest(const char *path, uint64_t *ret)
+{
+	DIR *d = opendir(path);
+	struct dirent *e;
+	uint64_t min = UINT64_MAX;
+
+	if (!d)
+		return err_set(-errno, "index: cannot list %s: %s", path, strerror(errno));
+	while ((e = readdir(d))) {
+		const char *dot = strchr(e->d_name, '.');
+		unsigned long long n;
+		char *end = NULL;
+
+		if (!dot || strcmp(dot, ".log") != 0 || dot == e->d_name ||
+		    e->d_name[0] < '0' || e->d_name[0] > '9')
+			continue;
+		errno = 0;
+		n = strtoull(e->d_name, &end, 10);
+		if (errno || end != dot)
+			continue;
+		if (n < min)
+			min = n;
+	}
+	closedir(d);
+	*ret = min;
+	return 0;
+}
+
+/* The database at path (a secondary when secondary is not NULL) with ix's options, into *ret_db
+ * and ret_cf. */
+static int db_open(struct store_index *ix, const char *path, const char *secondary,
+		   rocksdb_t **ret_db, rocksdb_column_family_handle_t *ret_cf[CF_COUNT])
 {
 	const char *names[CF_COUNT];
 	const rocksdb_options_t *cfo[CF_COUNT];
-	rocksdb_block_based_table_options_t *bbto;
-	rocksdb_cache_t *cache;
+	rocksdb_t *db;
 	char *err = NULL;
 
-	*ix = (struct store_index){ 0 };
+	for (int i = 0; i < CF_COUNT; i++) {
+		names[i] = cf_names[i];
+		cfo[i] = ix->cf_opts[i];
+	}
+	if (secondary)
+		db = rocksdb_open_as_secondary_column_families(ix->opts, path, secondary, CF_COUNT,
+							       names, cfo, ret_cf, &err);
+	else
+		db = rocksdb_open_column_families(ix->opts, path, CF_COUNT, names, cfo, ret_cf,
+						  &err);
+	if (err) {
+		if (db)
+			rocksdb_close(db);
+		return rocks_err(err, "cannot open");
+	}
+	*ret_db = db;
+	return 0;
+}
+
+int index_open_secondary(struct store_index *ix, const char *path, bool create,
+			 const char *secondary)
+{
+	rocksdb_block_based_table_options_t *bbto;
+	rocksdb_cache_t *cache;
+	int r;
+
+	*ix = (struct store_index){ .wal_floor = UINT64_MAX };
+	{
+		pthread_rwlockattr_t a;
+
+		/* Reader-preferring: a reader that holds it takes it again without waiting behind
+		 * the swap, and one that waits for another lock meanwhile never blocks a thread
+		 * that holds that lock and reads. */
+		pthread_rwlockattr_init(&a);
+		pthread_rwlockattr_setkind_np(&a, PTHREAD_RWLOCK_PREFER_READER_NP);
+		pthread_rwlock_init(&ix->swap_lock, &a);
+		pthread_rwlockattr_destroy(&a);
+		ix->swap_lock_init = true;
+	}
 	/* The factory made from bbto for each family holds its own reference to the options and to
 	 * the cache, so both wrappers are released below once every family has its factory. */
 	bbto = rocksdb_block_based_options_create();
@@ -83,21 +155,27 @@ int index_open_secondary(struct store_index *ix, const char *path, bool create,
 		rocksdb_options_set_write_buffer_size(ix->cf_opts[i], INDEX_MEMTABLE_BYTES);
 		rocksdb_options_set_max_write_buffer_number(ix->cf_opts[i], 2);
 		rocksdb_options_set_block_based_table_factory(ix->cf_opts[i], bbto);
-		names[i] = cf_names[i];
-		cfo[i] = ix->cf_opts[i];
 	}
 	rocksdb_block_based_options_destroy(bbto);
 	rocksdb_cache_destroy(cache);
-	if (secondary)
-		ix->db = rocksdb_open_as_secondary_column_families(ix->opts, path, secondary,
-								   CF_COUNT, names, cfo, ix->cf,
-								   &err);
-	else
-		ix->db = rocksdb_open_column_families(ix->opts, path, CF_COUNT, names, cfo, ix->cf,
-						      &err);
-	if (err) {
+	if (secondary) {
+		ix->path = strdup(path);
+		ix->secondary = strdup(secondary);
+		if (!ix->path || !ix->secondary) {
+			index_close(ix);
+			return -ENOMEM;
+		}
+		/* Before the open: whatever it replays is in this WAL or a later one. */
+		r = wal_oldest(path, &ix->wal_floor);
+		if (r < 0) {
+			index_close(ix);
+			return r;
+		}
+	}
+	r = db_open(ix, path, secondary, &ix->db, ix->cf);
+	if (r < 0) {
 		index_close(ix);
-		return rocks_err(err, "cannot open");
+		return r;
 	}
 	ix->ro = rocksdb_readoptions_create();
 	rocksdb_readoptions_set_verify_checksums(ix->ro, 1);
@@ -108,15 +186,21 @@ int index_open_secondary(struct store_index *ix, const char *path, bool create,
 	return 0;
 }
 
+/* Close db and its family handles. */
+static void db_close(rocksdb_t *db, rocksdb_column_family_handle_t *cf[CF_COUNT])
+{
+	for (int i = 0; i < CF_COUNT; i++)
+		if (cf[i])
+			rocksdb_column_family_handle_destroy(cf[i]);
+	if (db)
+		rocksdb_close(db);
+}
+
 void index_close(struct store_index *ix)
 {
 	if (!ix)
 		return;
-	for (int i = 0; i < CF_COUNT; i++)
-		if (ix->cf[i])
-			rocksdb_column_family_handle_destroy(ix->cf[i]);
-	if (ix->db)
-		rocksdb_close(ix->db);
+	db_close(ix->db, ix->cf);
 	for (int i = 0; i < CF_COUNT; i++)
 		if (ix->cf_opts[i])
 			rocksdb_options_destroy(ix->cf_opts[i]);
@@ -128,18 +212,98 @@ void index_close(struct store_index *ix)
 		rocksdb_writeoptions_destroy(ix->wo_sync);
 	if (ix->wo_async)
 		rocksdb_writeoptions_destroy(ix->wo_async);
+	if (ix->swap_lock_init)
+		pthread_rwlock_destroy(&ix->swap_lock);
+	free(ix->path);
+	free(ix->secondary);
 	*ix = (struct store_index){ 0 };
+}
+
+/* Has the primary deleted the oldest WAL whose records ix's memtables may hold? */
+static int floor_gone(struct store_index *ix, bool *ret)
+{
+	uint64_t oldest;
+	int r = wal_oldest(ix->path, &oldest);
+
+	if (r < 0)
+		return r;
+	*ret = ix->wal_floor != UINT64_MAX && oldest > ix->wal_floor;
+	return 0;
+}
+
+int index_refresh(struct store_index *ix)
+{
+	rocksdb_column_family_handle_t *cf[CF_COUNT] = { 0 }, *old_cf[CF_COUNT];
+	rocksdb_t *db = NULL, *old_db;
+	uint64_t floor;
+	bool gone = false;
+	int r;
+
+	if (!ix->secondary)
+		return 0;
+	r = floor_gone(ix, &gone);
+	if (r < 0 || !gone)
+		return r;
+	/* The new instance replays the live WALs: the oldest before its open is its floor. It opens
+	 * beside the old one, which serves until the swap (and stays if this fails). */
+	r = wal_oldest(ix->path, &floor);
+	if (r == 0)
+		r = db_open(ix, ix->path, ix->secondary, &db, cf);
+	if (r < 0)
+		return r;
+	pthread_rwlock_wrlock(&ix->swap_lock);
+	old_db = ix->db;
+	memcpy(old_cf, ix->cf, sizeof(old_cf));
+	ix->db = db;
+	memcpy(ix->cf, cf, sizeof(cf));
+	ix->wal_floor = floor;
+	ix->reopens++;
+	pthread_rwlock_unlock(&ix->swap_lock);
+	db_close(old_db, old_cf);
+	return 0;
 }
 
 int index_catch_up(struct store_index *ix, uint64_t *ret_seq)
 {
 	char *err = NULL;
+	uint64_t oldest;
+	bool gone = false;
+	int r;
 
+	if (ix->secondary && ix->wal_floor == UINT64_MAX) {
+		/* No WAL at the open: whatever this catch-up replays is in this one or later. */
+		r = wal_oldest(ix->path, &oldest);
+		if (r < 0)
+			return r;
+		ix->wal_floor = oldest;
+	}
+	pthread_rwlock_rdlock(&ix->swap_lock);
 	rocksdb_try_catch_up_with_primary(ix->db, &err);
+	if (!err)
+		*ret_seq = rocksdb_get_latest_sequence_number(ix->db);
+	pthread_rwlock_unlock(&ix->swap_lock);
 	if (err)
 		return rocks_err(err, "catch-up with the primary failed");
-	*ret_seq = rocksdb_get_latest_sequence_number(ix->db);
+	/* A WAL deleted before this catch-up read all of it: what it deleted may be missed, and
+	 * what it put is in a memtable that shadows the files (RocksDB issues 14444, 15051). */
+	if (ix->secondary) {
+		r = floor_gone(ix, &gone);
+		if (r < 0)
+			return r;
+		if (gone)
+			return -ESTALE;
+	}
 	return 0;
+}
+
+uint64_t index_sequence(struct store_index *ix)
+{
+	uint64_t seq;
+
+	pthread_rwlock_rdlock(&ix->swap_lock);
+	seq = rocksdb_get_latest_sequence_number(ix->db);
+	pthread_rwlock_unlock(&ix->swap_lock);
+	return seq;
 }
 
 int index_get(struct store_index *ix, enum store_cf cf, const void *key, size_t klen,
@@ -150,8 +314,9 @@ int index_get(struct store_index *ix, enum store_cf cf, const void *key, size_t 
 	char *v;
 
 	atomic_fetch_add_explicit(&ix->gets, 1, memory_order_relaxed);
+	pthread_rwlock_rdlock(&ix->swap_lock);
 	v = rocksdb_get_cf(ix->db, ix->ro, ix->cf[cf], key, klen, &n, &err);
-
+	pthread_rwlock_unlock(&ix->swap_lock);
 	if (err)
 		return rocks_err(err, "read failed");
 	if (!v)
@@ -171,7 +336,13 @@ int index_write(struct store_index *ix, rocksdb_writebatch_t *wb, bool sync)
 	return 0;
 }
 
-int index_iter_close(rocksdb_iterator_t *it, int r, const char *what)
+rocksdb_iterator_t *index_iter(struct store_index *ix, enum store_cf cf)
+{
+	pthread_rwlock_rdlock(&ix->swap_lock);
+	return rocksdb_create_iterator_cf(ix->db, ix->ro, ix->cf[cf]);
+}
+
+int index_iter_close(struct store_index *ix, rocksdb_iterator_t *it, int r, const char *what)
 {
 	char *err = NULL;
 
@@ -181,6 +352,7 @@ int index_iter_close(rocksdb_iterator_t *it, int r, const char *what)
 			r = rocks_err(err, what);
 	}
 	rocksdb_iter_destroy(it);
+	pthread_rwlock_unlock(&ix->swap_lock);
 	return r;
 }
 

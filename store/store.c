@@ -301,8 +301,7 @@ uint64_t store_record_generation(struct store *st)
 /* Drop every pending (uncommitted) version: the remains of an import that never committed. */
 static int recover_pending_versions(struct store *st)
 {
-	rocksdb_iterator_t *it = rocksdb_create_iterator_cf(st->ix.db, st->ix.ro,
-							    st->ix.cf[CF_VERSIONS]);
+	rocksdb_iterator_t *it = index_iter(&st->ix, CF_VERSIONS);
 	rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
 	bool any = false;
 	int r = 0;
@@ -348,7 +347,7 @@ static int recover_pending_versions(struct store *st)
 			st->recovered_more++;
 	}
 out:
-	r = index_iter_close(it, r, "scan of versions");
+	r = index_iter_close(&st->ix, it, r, "scan of versions");
 	if (r == 0 && any)
 		r = index_write(&st->ix, wb, true);
 	if (r < 0) {
@@ -381,8 +380,7 @@ struct pack_rec {
 
 static int pack_records_scan(struct store *st, bool sync)
 {
-	rocksdb_iterator_t *it = rocksdb_create_iterator_cf(st->ix.db, st->ix.ro,
-							    st->ix.cf[CF_META]);
+	rocksdb_iterator_t *it = index_iter(&st->ix, CF_META);
 	struct pack_rec *recs = NULL;
 	size_t n = 0, cap = 0;
 	int r = 0;
@@ -424,7 +422,7 @@ static int pack_records_scan(struct store *st, bool sync)
 		/* Keys sort by big-endian id: the records come in ascending order. */
 		recs[n++] = (struct pack_rec){ .id = id, .len = get_le64((const uint8_t *)v) };
 	}
-	r = index_iter_close(it, r, "scan of packs");
+	r = index_iter_close(&st->ix, it, r, "scan of packs");
 	if (r < 0)
 		goto out;
 	pthread_mutex_lock(&st->lock);
@@ -1116,10 +1114,31 @@ int store_catch_up(struct store *st, uint64_t *ret_seq)
 
 	if (!st->secondary)
 		return -EINVAL;
-	/* Exclusively, until the keys follow what the index now shows: a lookup never pairs a
-	 * record re-keyed by a node removal with the keys from before it. */
-	taken = rekey_wrlock(st);
-	r = index_catch_up(&st->ix, &seq);
+	for (int tries = 0;; tries++) {
+		/* Memtables that may hold records of a WAL the primary deleted go first (the index
+		 * is opened again): an erased version's records, or anything else deleted since,
+		 * would otherwise show here after its deletion was compacted away. No lock of the
+		 * store is held here: the reopen waits for every reader of the index. */
+		if (rekey_writer != st) {
+			r = index_refresh(&st->ix);
+			if (r < 0)
+				return r;
+		}
+		/* Exclusively, until the keys follow what the index now shows: a lookup never
+		 * pairs a record re-keyed by a node removal with the keys from before it. */
+		taken = rekey_wrlock(st);
+		r = index_catch_up(&st->ix, &seq);
+		/* The primary deleted a WAL under this catch-up: again, after the reopen. */
+		if (r != -ESTALE || !taken)
+			break;
+		rekey_wrunlock(st, taken);
+		if (tries == 3)
+			return err_set(-ESTALE, "index: the primary deleted its write-ahead logs "
+				       "under four catch-ups in a row");
+	}
+	if (r == -ESTALE)
+		r = err_set(-ESTALE, "index: the primary deleted a write-ahead log this node may "
+			    "still show records of");
 	/* New packs the primary committed may now be opened; packs its garbage collector retired
 	 * are dropped (objects open in them keep their handles). */
 	if (r == 0 && seq != st->seen_seq)
@@ -1163,7 +1182,7 @@ int store_catch_up(struct store *st, uint64_t *ret_seq)
 
 uint64_t store_sequence(struct store *st)
 {
-	return rocksdb_get_latest_sequence_number(st->ix.db);
+	return index_sequence(&st->ix);
 }
 
 uint64_t store_sequence_visible(struct store *st)
@@ -1171,7 +1190,7 @@ uint64_t store_sequence_visible(struct store *st)
 	uint64_t seq;
 
 	pthread_mutex_lock(&st->silent_lock);
-	seq = rocksdb_get_latest_sequence_number(st->ix.db) - st->silent_seqs;
+	seq = index_sequence(&st->ix) - st->silent_seqs;
 	pthread_mutex_unlock(&st->silent_lock);
 	return seq;
 }
@@ -1666,7 +1685,7 @@ static int dataset_recs_foreach(struct store *st, bool skip_bad,
 	/* The iterator's view and the keys, of one record key generation and one name key. */
 	store_rekey_rdlock(st);
 	pthread_rwlock_rdlock(&st->names_lock);
-	it = rocksdb_create_iterator_cf(st->ix.db, st->ix.ro, st->ix.cf[CF_DATASETS]);
+	it = index_iter(&st->ix, CF_DATASETS);
 
 	for (rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
 		struct dataset_rec rec;
@@ -1684,7 +1703,7 @@ static int dataset_recs_foreach(struct store *st, bool skip_bad,
 		if (r != 0)
 			break;
 	}
-	r = index_iter_close(it, r, "scan of datasets");
+	r = index_iter_close(&st->ix, it, r, "scan of datasets");
 	pthread_rwlock_unlock(&st->names_lock);
 	store_rekey_rdunlock(st);
 	return r;
@@ -2151,7 +2170,7 @@ static int dataset_check_latest(struct store *st, const struct dataset_rec *rec,
 	}
 	if (latest != UINT32_MAX) {
 		vkey(lo, id, latest + 1);
-		it = rocksdb_create_iterator_cf(st->ix.db, st->ix.ro, st->ix.cf[CF_VERSIONS]);
+		it = index_iter(&st->ix, CF_VERSIONS);
 		for (rocksdb_iter_seek(it, (const char *)lo, sizeof(lo)); rocksdb_iter_valid(it);
 		     rocksdb_iter_next(it)) {
 			size_t kl;
@@ -2173,7 +2192,7 @@ static int dataset_check_latest(struct store *st, const struct dataset_rec *rec,
 			if (r < 0)
 				break;
 		}
-		r = index_iter_close(it, r, "scan of versions");
+		r = index_iter_close(&st->ix, it, r, "scan of versions");
 		if (r < 0)
 			return r;
 	}
@@ -2608,7 +2627,7 @@ static int dir_scan(struct store *st, const struct ds_keys *k, uint64_t dsid, ui
 		dkey(k->name, key, dsid, ver, dir_ino, after, strlen(after));
 		klen = DKEY_LEN;
 	}
-	it = rocksdb_create_iterator_cf(st->ix.db, st->ix.ro, st->ix.cf[CF_DIRENTS]);
+	it = index_iter(&st->ix, CF_DIRENTS);
 	for (rocksdb_iter_seek(it, (const char *)key, klen); rocksdb_iter_valid(it);
 	     rocksdb_iter_next(it)) {
 		struct dirent_rec d;
@@ -2632,7 +2651,7 @@ static int dir_scan(struct store *st, const struct ds_keys *k, uint64_t dsid, ui
 			break;
 		}
 	}
-	r = index_iter_close(it, r, "directory scan");
+	r = index_iter_close(&st->ix, it, r, "directory scan");
 	if (r == 0 && !stopped && !after)
 		r = dir_check_total(st, k, dsid, ver, dir_ino, count, digest);
 	*ret_complete = !stopped;
@@ -2905,7 +2924,7 @@ static int version_scan(struct store *st, uint64_t dsid, uint32_t version,
 	k.name_mk = name_mk;
 	/* 1. Every entry: where its inode hangs. */
 	vkey(lo, dsid, version);
-	it = rocksdb_create_iterator_cf(st->ix.db, st->ix.ro, st->ix.cf[CF_DIRENTS]);
+	it = index_iter(&st->ix, CF_DIRENTS);
 	for (rocksdb_iter_seek(it, (const char *)lo, sizeof(lo)); rocksdb_iter_valid(it);
 	     rocksdb_iter_next(it)) {
 		struct dirent_rec d;
@@ -2931,12 +2950,12 @@ static int version_scan(struct store *st, uint64_t dsid, uint32_t version,
 		if (r < 0)
 			break;
 	}
-	r = index_iter_close(it, r, "scan of directory entries");
+	r = index_iter_close(&st->ix, it, r, "scan of directory entries");
 	it = NULL;
 	if (r < 0)
 		goto out;
 	/* 2. Every inode, in ascending number: a leaf each. */
-	it = rocksdb_create_iterator_cf(st->ix.db, st->ix.ro, st->ix.cf[CF_INODES]);
+	it = index_iter(&st->ix, CF_INODES);
 	for (rocksdb_iter_seek(it, (const char *)lo, sizeof(lo)); rocksdb_iter_valid(it);
 	     rocksdb_iter_next(it)) {
 		uint8_t pt[REC_PLAIN_MAX];
@@ -2974,7 +2993,7 @@ static int version_scan(struct store *st, uint64_t dsid, uint32_t version,
 				break;
 		}
 	}
-	r = index_iter_close(it, r, "scan of inodes");
+	r = index_iter_close(&st->ix, it, r, "scan of inodes");
 	it = NULL;
 	if (r == 0 && seen != total)
 		r = store_integrity(st, dsid, version, "version %u of dataset %llu has %llu inodes, "
@@ -3085,7 +3104,7 @@ static int policy_reseal(struct store *st, const crypto_key *from, const crypto_
 	if (!pt)
 		return -ENOMEM;
 	buf_init(&sealed, STORE_POLICY_VALUE_MAX + CRYPTO_SEAL_OVERHEAD);
-	it = rocksdb_create_iterator_cf(st->ix.db, st->ix.ro, st->ix.cf[CF_POLICY]);
+	it = index_iter(&st->ix, CF_POLICY);
 	for (rocksdb_iter_seek_to_first(it); r == 0 && rocksdb_iter_valid(it);
 	     rocksdb_iter_next(it)) {
 		size_t kl, vl, pl = 0;
@@ -3106,7 +3125,7 @@ static int policy_reseal(struct store *st, const crypto_key *from, const crypto_
 			rocksdb_writebatch_put_cf(wb, st->ix.cf[CF_POLICY], k, kl,
 						  (const char *)sealed.data, sealed.len);
 	}
-	r = index_iter_close(it, r, "scan of policy records");
+	r = index_iter_close(&st->ix, it, r, "scan of policy records");
 	explicit_bzero(pt, STORE_POLICY_VALUE_MAX);
 	free(pt);
 	buf_free(&sealed);
@@ -3155,8 +3174,7 @@ static int rec_pair_get(struct store *st, uint64_t dsid, uint64_t from, uint64_t
 static int datasets_rekey(struct store *st, uint64_t from, uint64_t to, const crypto_key *kn_to,
 			  rocksdb_writebatch_t *wb)
 {
-	rocksdb_iterator_t *it = rocksdb_create_iterator_cf(st->ix.db, st->ix.ro,
-							    st->ix.cf[CF_DATASETS]);
+	rocksdb_iterator_t *it = index_iter(&st->ix, CF_DATASETS);
 	struct rec_pair kp = { 0 };
 	struct buf out, sealed;
 	int r = 0;
@@ -3203,7 +3221,7 @@ static int datasets_rekey(struct store *st, uint64_t from, uint64_t to, const cr
 		}
 		explicit_bzero(&rec, sizeof(rec));
 	}
-	r = index_iter_close(it, r, "scan of datasets");
+	r = index_iter_close(&st->ix, it, r, "scan of datasets");
 	rec_pair_clear(&kp);
 	if (out.data)
 		explicit_bzero(out.data, out.cap);
@@ -3217,8 +3235,7 @@ static int datasets_rekey(struct store *st, uint64_t from, uint64_t to, const cr
 static int tombstones_rekey(struct store *st, uint64_t from, uint64_t to,
 			    rocksdb_writebatch_t *wb)
 {
-	rocksdb_iterator_t *it = rocksdb_create_iterator_cf(st->ix.db, st->ix.ro,
-							    st->ix.cf[CF_VERSIONS]);
+	rocksdb_iterator_t *it = index_iter(&st->ix, CF_VERSIONS);
 	struct rec_pair kp = { 0 };
 	struct buf sealed;
 	int r = 0;
@@ -3256,7 +3273,7 @@ static int tombstones_rekey(struct store *st, uint64_t from, uint64_t to,
 						  (const char *)sealed.data, sealed.len);
 		explicit_bzero(pt, sizeof(pt));
 	}
-	r = index_iter_close(it, r, "scan of versions");
+	r = index_iter_close(&st->ix, it, r, "scan of versions");
 	rec_pair_clear(&kp);
 	buf_free(&sealed);
 	return r;
@@ -3266,8 +3283,7 @@ static int tombstones_rekey(struct store *st, uint64_t from, uint64_t to,
 static int moves_rekey(struct store *st, const crypto_key *from, const crypto_key *to,
 		       rocksdb_writebatch_t *wb)
 {
-	rocksdb_iterator_t *it = rocksdb_create_iterator_cf(st->ix.db, st->ix.ro,
-							    st->ix.cf[CF_META]);
+	rocksdb_iterator_t *it = index_iter(&st->ix, CF_META);
 	struct buf sealed;
 	int r = 0;
 
@@ -3293,7 +3309,7 @@ static int moves_rekey(struct store *st, const crypto_key *from, const crypto_ke
 			rocksdb_writebatch_put_cf(wb, st->ix.cf[CF_META], k, kl,
 						  (const char *)sealed.data, sealed.len);
 	}
-	r = index_iter_close(it, r, "scan of move records");
+	r = index_iter_close(&st->ix, it, r, "scan of move records");
 	buf_free(&sealed);
 	return r;
 }
@@ -3541,14 +3557,14 @@ int store_policy_replace_all(struct store *st, const struct store_policy_kv *kv,
 	if (r < 0)
 		return r;
 	wb = rocksdb_writebatch_create();
-	it = rocksdb_create_iterator_cf(st->ix.db, st->ix.ro, st->ix.cf[CF_POLICY]);
+	it = index_iter(&st->ix, CF_POLICY);
 	for (rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
 		size_t kl;
 		const char *k = rocksdb_iter_key(it, &kl);
 
 		rocksdb_writebatch_delete_cf(wb, st->ix.cf[CF_POLICY], k, kl);
 	}
-	r = index_iter_close(it, 0, "scan of policy records");
+	r = index_iter_close(&st->ix, it, 0, "scan of policy records");
 	/* Sealed as store_policy_put() seals them (docs/FORMAT.md §6.8). */
 	buf_init(&sealed, STORE_POLICY_VALUE_MAX + CRYPTO_SEAL_OVERHEAD);
 	for (size_t i = 0; r == 0 && i < n; i++) {
@@ -3586,7 +3602,7 @@ int store_policy_foreach(struct store *st,
 		crypto_key_free(pk);
 		return -ENOMEM;
 	}
-	it = rocksdb_create_iterator_cf(st->ix.db, st->ix.ro, st->ix.cf[CF_POLICY]);
+	it = index_iter(&st->ix, CF_POLICY);
 	for (rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
 		size_t kl, vl, pl = 0;
 		const char *k = rocksdb_iter_key(it, &kl);
@@ -3609,5 +3625,5 @@ int store_policy_foreach(struct store *st,
 	explicit_bzero(pt, STORE_POLICY_VALUE_MAX);
 	free(pt);
 	crypto_key_free(pk);
-	return index_iter_close(it, r, "scan of policy records");
+	return index_iter_close(&st->ix, it, r, "scan of policy records");
 }

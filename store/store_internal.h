@@ -63,6 +63,17 @@ struct store_index {
 	rocksdb_writeoptions_t *wo_sync;    /* sync = true: commits */
 	rocksdb_writeoptions_t *wo_async;   /* sync = false: pending records, ordered in the WAL */
 	_Atomic uint64_t gets;              /* index_get() calls: store_index_reads() */
+	/* A secondary opens its index again when the primary deleted a WAL its memtables may hold
+	 * records of (index_refresh()): shared by every use of db and cf (index_get(),
+	 * index_iter() to index_iter_close(), index_sequence()), exclusive for the swap. Never
+	 * taken exclusively by a thread that holds another lock. */
+	pthread_rwlock_t swap_lock;
+	bool swap_lock_init;
+	char *path, *secondary;             /* a secondary: what index_refresh() opens again */
+	/* A secondary: the oldest WAL number whose records its memtables may hold (UINT64_MAX:
+	 * none seen yet). Under swap_lock exclusively, or by the one thread that catches up. */
+	uint64_t wal_floor;
+	uint64_t reopens;                   /* index_refresh() reopens (the tests read it) */
 };
 
 /* What the index stores about a dataset (the public info plus its wrapped key). */
@@ -89,8 +100,19 @@ int index_open(struct store_index *ix, const char *path, bool create);
 int index_open_secondary(struct store_index *ix, const char *path, bool create,
 			 const char *secondary);
 /* A secondary: read what the primary has written since (MANIFEST and WAL); the latest sequence
- * number it now sees into *ret_seq. -EIO with detail. */
+ * number it now sees into *ret_seq. -EIO with detail; -ESTALE when the primary deleted, before
+ * or during it, a WAL this secondary's memtables may hold records of (index_refresh(), then
+ * again). */
 int index_catch_up(struct store_index *ix, uint64_t *ret_seq);
+/* A secondary whose memtables may hold records of a WAL the primary has deleted (it flushed
+ * them, and may since have compacted away what deleted them: RocksDB's secondary keeps such
+ * records in its active memtable and reads them before the files) is opened again, which
+ * starts with empty memtables and the primary's live WALs. Called with no other lock held (it
+ * waits for every reader). 0 (nothing to do on a primary), or -EIO with detail (the old view
+ * stays). */
+int index_refresh(struct store_index *ix);
+/* The latest sequence number the index holds. */
+uint64_t index_sequence(struct store_index *ix);
 void index_close(struct store_index *ix);
 
 /* Get a value: 0 and a malloc'd copy in *ret_val (caller frees), -ENOENT, or -EIO. */
@@ -99,9 +121,12 @@ int index_get(struct store_index *ix, enum store_cf cf, const void *key, size_t 
 /* Write a batch with the sync or async options. -EIO with detail. */
 int index_write(struct store_index *ix, rocksdb_writebatch_t *wb, bool sync);
 
-/* Destroy an iterator and return r; if r is 0 and the iteration stopped on a read error, that
- * error instead (-EIO with detail "index: <what>: ..."). */
-int index_iter_close(rocksdb_iterator_t *it, int r, const char *what);
+/* An iterator over cf (index_iter_close() lets it go): the index is not opened again under
+ * it. */
+rocksdb_iterator_t *index_iter(struct store_index *ix, enum store_cf cf);
+/* Destroy an iterator of index_iter() and return r; if r is 0 and the iteration stopped on a read
+ * error, that error instead (-EIO with detail "index: <what>: ..."). */
+int index_iter_close(struct store_index *ix, rocksdb_iterator_t *it, int r, const char *what);
 
 void vkey(uint8_t out[VKEY_LEN], uint64_t dsid, uint32_t ver);
 void ikey(uint8_t out[IKEY_LEN], uint64_t dsid, uint32_t ver, uint64_t ino);

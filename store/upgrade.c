@@ -233,8 +233,7 @@ static int conv_put_sealed(struct conv *c, const crypto_key *key, enum store_cf 
 
 static int conv_meta(struct conv *c)
 {
-	rocksdb_iterator_t *it = rocksdb_create_iterator_cf(c->st->ix.db, c->st->ix.ro,
-							    c->st->ix.cf[CF_META]);
+	rocksdb_iterator_t *it = index_iter(&c->st->ix, CF_META);
 	uint8_t fmt[8];
 	int r = 0;
 
@@ -249,7 +248,7 @@ static int conv_meta(struct conv *c)
 			continue;
 		r = conv_put(c, CF_META, k, kl, v, vl);
 	}
-	r = index_iter_close(it, r, "upgrade: scan of meta");
+	r = index_iter_close(&c->st->ix, it, r, "upgrade: scan of meta");
 	put_le64(fmt, STORE_FORMAT_VERSION);
 	r = r ?: conv_put(c, CF_META, "format", 6, fmt, sizeof(fmt));
 	/* The new ring is written with generation 1. */
@@ -259,8 +258,7 @@ static int conv_meta(struct conv *c)
 
 static int conv_policy(struct conv *c)
 {
-	rocksdb_iterator_t *it = rocksdb_create_iterator_cf(c->st->ix.db, c->st->ix.ro,
-							    c->st->ix.cf[CF_POLICY]);
+	rocksdb_iterator_t *it = index_iter(&c->st->ix, CF_POLICY);
 	int r = 0;
 
 	for (rocksdb_iter_seek_to_first(it); r == 0 && rocksdb_iter_valid(it);
@@ -283,7 +281,7 @@ static int conv_policy(struct conv *c)
 		if (r == 0)
 			r = conv_put_sealed(c, c->st->ix_seal, CF_POLICY, k, kl, NULL, 0);
 	}
-	return index_iter_close(it, r, "upgrade: scan of policy records");
+	return index_iter_close(&c->st->ix, it, r, "upgrade: scan of policy records");
 }
 
 
@@ -400,7 +398,7 @@ static int conv_version(struct conv *c, const struct dataset_rec *ds, const stru
 	}
 	vkey(lo, dsid, ver);
 	/* Entries: keys become keyed hashes, the name moves into the sealed value. */
-	it = rocksdb_create_iterator_cf(c->st->ix.db, c->st->ix.ro, c->st->ix.cf[CF_DIRENTS]);
+	it = index_iter(&c->st->ix, CF_DIRENTS);
 	for (rocksdb_iter_seek(it, (const char *)lo, sizeof(lo)); r == 0 && rocksdb_iter_valid(it);
 	     rocksdb_iter_next(it)) {
 		size_t kl, vl, nlen;
@@ -442,12 +440,12 @@ static int conv_version(struct conv *c, const struct dataset_rec *ds, const stru
 		if (r == 0)
 			r = conv_put_sealed(c, k->seal, CF_DIRENTS, nk, sizeof(nk), NULL, 0);
 	}
-	r = index_iter_close(it, r, "upgrade: scan of directory entries");
+	r = index_iter_close(&c->st->ix, it, r, "upgrade: scan of directory entries");
 	if (r < 0)
 		goto out;
 	/* Inodes, in ascending number: record version 2, directories with their digest; each a
 	 * leaf of the manifest. */
-	it = rocksdb_create_iterator_cf(c->st->ix.db, c->st->ix.ro, c->st->ix.cf[CF_INODES]);
+	it = index_iter(&c->st->ix, CF_INODES);
 	for (rocksdb_iter_seek(it, (const char *)lo, sizeof(lo)); r == 0 && rocksdb_iter_valid(it);
 	     rocksdb_iter_next(it)) {
 		size_t kl, vl;
@@ -486,7 +484,7 @@ static int conv_version(struct conv *c, const struct dataset_rec *ds, const stru
 		r = conv_put_sealed(c, k->seal, CF_INODES, ik, kl, NULL, 0);
 		seen++;
 	}
-	r = index_iter_close(it, r, "upgrade: scan of inodes");
+	r = index_iter_close(&c->st->ix, it, r, "upgrade: scan of inodes");
 	if (r == 0 && seen != total)
 		r = err_set(-EBADMSG, "upgrade: version %u of dataset '%s' has %llu inodes, its "
 				      "record says %llu", ver, ds->info.name,
@@ -520,7 +518,7 @@ static int conv_dataset(struct conv *c, const struct dataset_rec *ds, uint64_t *
 	if (r < 0)
 		return r;
 	vkey(lo, dsid, 0);
-	it = rocksdb_create_iterator_cf(c->st->ix.db, c->st->ix.ro, c->st->ix.cf[CF_VERSIONS]);
+	it = index_iter(&c->st->ix, CF_VERSIONS);
 	for (rocksdb_iter_seek(it, (const char *)lo, sizeof(lo)); r == 0 && rocksdb_iter_valid(it);
 	     rocksdb_iter_next(it)) {
 		size_t kl, vl;
@@ -550,7 +548,7 @@ static int conv_dataset(struct conv *c, const struct dataset_rec *ds, uint64_t *
 		(*versions)++;
 		step(c->p, STORE_UPGRADE_VERSION, *versions, 0);
 	}
-	r = index_iter_close(it, r, "upgrade: scan of versions");
+	r = index_iter_close(&c->st->ix, it, r, "upgrade: scan of versions");
 	return r ?: conv_dataset_rec_v3(c, ds);
 }
 
@@ -586,7 +584,7 @@ static int conv2_version(struct conv *c, const struct dataset_rec *ds, const str
 		goto out;
 	}
 	vkey(lo, dsid, ver);
-	it = rocksdb_create_iterator_cf(c->st->ix.db, c->st->ix.ro, c->st->ix.cf[CF_DIRENTS]);
+	it = index_iter(&c->st->ix, CF_DIRENTS);
 	for (rocksdb_iter_seek(it, (const char *)lo, sizeof(lo)); r == 0 && rocksdb_iter_valid(it);
 	     rocksdb_iter_next(it)) {
 		size_t kl, vl, pl = 0, nlen;
@@ -621,10 +619,10 @@ static int conv2_version(struct conv *c, const struct dataset_rec *ds, const str
 		if (r == 0)
 			r = conv_put_sealed(c, k.seal, CF_DIRENTS, nk, sizeof(nk), NULL, 0);
 	}
-	r = index_iter_close(it, r, "upgrade: scan of directory entries");
+	r = index_iter_close(&c->st->ix, it, r, "upgrade: scan of directory entries");
 	if (r < 0)
 		goto out;
-	it = rocksdb_create_iterator_cf(c->st->ix.db, c->st->ix.ro, c->st->ix.cf[CF_INODES]);
+	it = index_iter(&c->st->ix, CF_INODES);
 	for (rocksdb_iter_seek(it, (const char *)lo, sizeof(lo)); r == 0 && rocksdb_iter_valid(it);
 	     rocksdb_iter_next(it)) {
 		size_t kl, vl, pl = 0;
@@ -651,7 +649,7 @@ static int conv2_version(struct conv *c, const struct dataset_rec *ds, const str
 			r = conv_put_sealed(c, k.seal, CF_INODES, ik, kl, NULL, 0);
 		seen++;
 	}
-	r = index_iter_close(it, r, "upgrade: scan of inodes");
+	r = index_iter_close(&c->st->ix, it, r, "upgrade: scan of inodes");
 	if (r == 0 && seen != total)
 		r = err_set(-EBADMSG, "upgrade: version %u of dataset '%s' has %llu inodes, its "
 			    "record says %llu", ver, ds->info.name, (unsigned long long)seen,
@@ -702,8 +700,7 @@ static int conv2_dataset(void *ctx, const struct store_dataset_info *info)
 
 static int conv_datasets(struct conv *c)
 {
-	rocksdb_iterator_t *it = rocksdb_create_iterator_cf(c->st->ix.db, c->st->ix.ro,
-							    c->st->ix.cf[CF_DATASETS]);
+	rocksdb_iterator_t *it = index_iter(&c->st->ix, CF_DATASETS);
 	uint64_t n = 0, versions = 0;
 	int r = 0;
 
@@ -726,7 +723,7 @@ static int conv_datasets(struct conv *c)
 			r = conv_dataset(c, &ds, &versions);
 		step(c->p, STORE_UPGRADE_DATASET, ++n, 0);
 	}
-	return index_iter_close(it, r, "upgrade: scan of datasets");
+	return index_iter_close(&c->st->ix, it, r, "upgrade: scan of datasets");
 }
 
 int store_upgrade_prepare(struct store *st, const struct store_upgrade_progress *p)

@@ -6391,8 +6391,7 @@ static void test_node_lookup_meets_version_erasure(void **state)
 	store_test_set_race_hook(node, node_race_hook, &x);
 	x.armed = true;
 	/* The entry and the inode read under the held keys (0), or the inode found gone (-ENOENT):
-	 * either is the truth at some moment of the lookup. (Here the node still reads the inode
-	 * record after its catch-up: 0.) */
+	 * either is the truth at some moment of the lookup. */
 	r = store_dir_lookup(node, di.id, 1, STORE_ROOT_INO, "a.txt", &in);
 	assert_true(r == 0 || r == -ENOENT);
 	assert_false(x.armed);   /* the erasure reached the node in the middle of the lookup */
@@ -6410,6 +6409,164 @@ static void test_node_lookup_meets_version_erasure(void **state)
 	store_close(st);
 	store_node_keys_free(k1);
 	free(secdir);
+}
+
+/* ---- Erasure as a node sees it (a RocksDB secondary of the primary's index) ---------------- */
+
+/* The records of dsid (version ver; 0: every version) in cf, as the open store st reads its
+ * index now (a node's view included): how many, and the value of the last one. */
+static size_t view_count(struct store *st, enum store_cf cf, uint64_t dsid, uint32_t ver,
+			 char **ret_last, size_t *ret_last_len)
+{
+	uint8_t lo[VKEY_LEN];
+	size_t plen = ver ? VKEY_LEN : 8, n = 0;
+	rocksdb_iterator_t *it = rocksdb_create_iterator_cf(st->ix.db, st->ix.ro, st->ix.cf[cf]);
+
+	vkey(lo, dsid, ver);
+	for (rocksdb_iter_seek(it, (const char *)lo, sizeof(lo)); rocksdb_iter_valid(it);
+	     rocksdb_iter_next(it)) {
+		size_t kl, vl;
+		const char *k = rocksdb_iter_key(it, &kl);
+		const char *v = rocksdb_iter_value(it, &vl);
+
+		if (kl < plen || memcmp(k, lo, plen) != 0)
+			break;
+		n++;
+		if (ret_last) {
+			free(*ret_last);
+			*ret_last = malloc(vl);
+			memcpy(*ret_last, v, vl);
+			*ret_last_len = vl;
+		}
+	}
+	rocksdb_iter_destroy(it);
+	return n;
+}
+
+/* Every record of cf as st reads it now, as one count and a hash of keys and values. */
+static size_t view_all(struct store *st, enum store_cf cf, uint8_t ret_hash[static 32])
+{
+	crypto_generichash_state h;
+	size_t n = 0;
+	rocksdb_iterator_t *it = rocksdb_create_iterator_cf(st->ix.db, st->ix.ro, st->ix.cf[cf]);
+
+	crypto_generichash_init(&h, NULL, 0, 32);
+	for (rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
+		size_t kl, vl;
+		const char *k = rocksdb_iter_key(it, &kl);
+		const char *v = rocksdb_iter_value(it, &vl);
+		uint8_t len[16];
+
+		put_be64(len, kl);
+		put_be64(len + 8, vl);
+		crypto_generichash_update(&h, len, sizeof(len));
+		crypto_generichash_update(&h, (const uint8_t *)k, kl);
+		crypto_generichash_update(&h, (const uint8_t *)v, vl);
+		n++;
+	}
+	rocksdb_iter_destroy(it);
+	crypto_generichash_final(&h, ret_hash, 32);
+	return n;
+}
+
+static int ring_of_dataset(void *ctx, enum keyring_kind kind, uint64_t dsid, uint32_t version,
+			   const crypto_key *key)
+{
+	uint64_t *want = ctx;
+
+	(void)key;
+	if (dsid != want[0])
+		return 0;
+	if (!want[1] || (kind == KEYRING_VERSION && version == want[1]))
+		want[2]++;
+	return 0;
+}
+
+/* The keys of dsid the store's ring holds (ver not 0: of that version). */
+static uint64_t ring_keys_of(struct store *st, uint64_t dsid, uint32_t ver)
+{
+	uint64_t want[3] = { dsid, ver, 0 };
+
+	pthread_mutex_lock(&st->lock);
+	assert_int_equal(keyring_foreach(st->ring, ring_of_dataset, want), 0);
+	pthread_mutex_unlock(&st->lock);
+	return want[2];
+}
+
+/* Issue 16 point 1 on a node, a whole dataset: after the catch-up that follows its erasure, the
+ * node finds no dataset of that name and lists only the other, and its index view holds no
+ * record of the dataset's (its dataset record under the old name key included) and the same
+ * dataset records as the primary's; its ring holds none of its keys. A node opened with the
+ * passphrase (a ring of its own, read again at each catch-up) shows the same. Before, the
+ * node's secondary kept the records it had replayed from a write-ahead log that the erasure's
+ * flush deleted, so the erasure's deletions never reached it, and its compaction left nothing in
+ * the files to hide them: the records stayed in the node's view. */
+static void test_node_erased_dataset_gone(void **state)
+{
+	struct fx *f = *state;
+	struct store *st = fx_create(f), *node = NULL, *pnode = NULL;
+	char *secdir = tu_fmt("%s/secondary", f->root), *psecdir = tu_fmt("%s/psecondary", f->root);
+	struct store_node_keys *k1 = NULL, *k2 = NULL;
+	struct store_open_options o = { .secondary_dir = secdir }, po = { .secondary_dir = psecdir };
+	struct store_dataset_info di, keep;
+	struct store_erasure e;
+	uint8_t hp[32], hn[32];
+	uint64_t seq = 0;
+	uint8_t *b;
+	size_t n = 0;
+	int count;
+
+	put_text(f->src, SECRET_NAME, SECRET_TEXT);
+	assert_int_equal(import_src(st, "cohort-Erasable", f->src, NULL), 1);
+	assert_int_equal(import_src(st, "cohort-Erasable", f->src, NULL), 2);
+	assert_int_equal(import_src(st, "keep", f->src, NULL), 1);
+	assert_int_equal(store_dataset_get(st, "cohort-Erasable", &di), 0);
+	assert_int_equal(store_dataset_get(st, "keep", &keep), 0);
+	assert_int_equal(store_node_keys_export(st, &k1), 0);
+	o.node_keys = k1;
+	assert_int_equal(store_open(f->store, NULL, &o, &node), 0);
+	assert_int_equal(store_open(f->store, f->pass, &po, &pnode), 0);
+	assert_int_equal(store_dataset_get(node, "cohort-Erasable", &di), 0);
+	assert_true(view_count(node, CF_VERSIONS, di.id, 0, NULL, NULL) >= 2);
+
+	assert_int_equal(store_erase(st, "cohort-Erasable", 0, &e), 0);
+	assert_int_equal(store_erase_recorded(st, e.dataset_id, 0), 0);
+	store_erasure_free(&e);
+	assert_int_equal(store_catch_up(node, &seq), 0);
+	assert_int_equal(store_node_keys_export(st, &k2), 0);
+	assert_int_equal(store_node_keys_set(node, k2), 0);
+	assert_int_equal(store_catch_up(pnode, &seq), 0);
+	for (int i = 0; i < 3; i++) {
+		struct store *nodes[] = { node, pnode };
+
+		for (size_t j = 0; j < ARRAY_SIZE(nodes); j++) {
+			struct store *nd = nodes[j];
+			struct store_dataset_info x;
+
+			assert_int_equal(store_dataset_get(st, "cohort-Erasable", &x), -ENOENT);
+			assert_int_equal(store_dataset_get(nd, "cohort-Erasable", &x), -ENOENT);
+			count = 0;
+			assert_int_equal(store_dataset_foreach(nd, dataset_count, &count), 0);
+			assert_int_equal(count, 1);
+			for (enum store_cf cf = CF_VERSIONS; cf <= CF_DIRENTS; cf++)
+				assert_int_equal(view_count(nd, cf, di.id, 0, NULL, NULL), 0);
+			assert_int_equal(view_all(nd, CF_DATASETS, hn), view_all(st, CF_DATASETS, hp));
+			assert_memory_equal(hn, hp, sizeof(hp));
+			assert_int_equal(ring_keys_of(nd, di.id, 0), 0);
+			b = read_path(nd, "keep", 1, SECRET_NAME, 7, &n);
+			assert_int_equal(n, strlen(SECRET_TEXT));
+			free(b);
+			assert_int_equal(store_integrity_failures(nd), 0);
+			assert_int_equal(store_catch_up(nd, &seq), 0);
+		}
+	}
+	store_close(pnode);
+	store_close(node);
+	store_close(st);
+	store_node_keys_free(k1);
+	store_node_keys_free(k2);
+	free(secdir);
+	free(psecdir);
 }
 
 int main(void)
@@ -6497,6 +6654,7 @@ int main(void)
 		T(test_listing_meets_version_erasure),
 		T(test_node_lookup_meets_version_erasure),
 		T(test_node_sees_pending_version),
+		T(test_node_erased_dataset_gone),
 #undef T
 	};
 
