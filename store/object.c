@@ -71,7 +71,7 @@ int store_object_open(struct store *st, uint64_t dataset_id, const struct store_
 		return -EISDIR;
 	/* Format 3: the object key is wrapped under the key of the version the inode was read
 	 * from; an erased version has none. */
-	r = store_version_keys(st, dataset_id, inode->version, &k);
+	r = store_version_keys_read(st, dataset_id, inode->version, &k);
 	if (r < 0)
 		return r;
 	obj = calloc(1, sizeof(*obj));

@@ -2127,6 +2127,21 @@ static int version_get_any(struct store *st, uint64_t dsid, uint32_t ver, struct
 	return r;
 }
 
+int store_version_keys_read(struct store *st, uint64_t dsid, uint32_t ver, struct ds_keys *ret)
+{
+	struct version_rec vr;
+	int r = store_version_keys(st, dsid, ver, ret);
+
+	if (r != -ENOKEY)
+		return r;
+	/* A node without the key: an erased version is gone, as on the primary (its tombstone
+	 * reads with the dataset's record key); any other is not readable here yet. */
+	if (version_get_any(st, dsid, ver, &vr) == 0 && vr.state == VERSION_ERASED)
+		return err_set(-ENOENT, "version %u of dataset %llu was erased", ver,
+			       (unsigned long long)dsid);
+	return store_version_keys(st, dsid, ver, ret);
+}
+
 /* A dataset record names its newest version (committed, or erased since). A replayed older
  * record (latest lowered) or an edited one (raised) is caught here: the version it names must
  * be committed or erased, and no committed version may exist above it. Versions above it may
@@ -2506,7 +2521,7 @@ int store_inode_get(struct store *st, uint64_t dataset_id, uint32_t version, uin
 		    struct store_inode *ret_inode)
 {
 	struct ds_keys k = { 0 };
-	int r = store_version_keys(st, dataset_id, version, &k);
+	int r = store_version_keys_read(st, dataset_id, version, &k);
 
 	if (r < 0)
 		return r;
@@ -2724,7 +2739,7 @@ int store_dir_lookup(struct store *st, uint64_t dataset_id, uint32_t version, ui
 
 	if (!store_name_valid(name, strnlen(name, STORE_NAME_MAX + 1)))
 		return -EINVAL;
-	r = store_version_keys(st, dataset_id, version, &k);
+	r = store_version_keys_read(st, dataset_id, version, &k);
 	if (r < 0)
 		return r;
 	r = dir_lookup_k(st, &k, dataset_id, version, dir_ino, name, ret_inode);
@@ -2776,7 +2791,7 @@ int store_dir_foreach(struct store *st, uint64_t dataset_id, uint32_t version, u
 
 	if (after && !store_name_valid(after, strnlen(after, STORE_NAME_MAX + 1)))
 		return -EINVAL;
-	r = store_version_keys(st, dataset_id, version, &k);
+	r = store_version_keys_read(st, dataset_id, version, &k);
 	if (r < 0)
 		return r;
 	r = dir_scan(st, &k, dataset_id, version, dir_ino, after, fn, ctx, &complete);

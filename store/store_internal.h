@@ -474,6 +474,9 @@ int store_dataset_keys(struct store *st, uint64_t dsid, const struct dataset_rec
  * version is erased or never committed), format 2 the dataset's. Cached; held by the caller
  * until store_keys_put() on every path (an erasure meanwhile does not wipe them under it). */
 int store_version_keys(struct store *st, uint64_t dsid, uint32_t ver, struct ds_keys *ret);
+/* The same for a read of the version's records: -ENOENT also on a node that holds no key for the
+ * version because it was erased (as on the primary), -ENOKEY when it holds none yet. */
+int store_version_keys_read(struct store *st, uint64_t dsid, uint32_t ver, struct ds_keys *ret);
 /* Let go of what store_version_keys() gave (k zeroed); the last holder of an erased version's
  * keys wipes and frees them. A zeroed k (nothing held) is fine. */
 void store_keys_put(struct store *st, struct ds_keys *k);

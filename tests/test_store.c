@@ -6401,8 +6401,9 @@ static void test_node_lookup_meets_version_erasure(void **state)
 	assert_int_equal(h.calls, 0);
 	assert_int_equal(store_integrity_failures(node), 0);
 	assert_int_equal(store_test_keys_orphaned(node), 0);
-	/* Version 1 has no key on the node now; version 2 reads on. */
-	assert_int_equal(store_dir_lookup(node, di.id, 1, STORE_ROOT_INO, "a.txt", &in), -ENOKEY);
+	/* Version 1 is gone on the node now, as on the primary (no key, and its tombstone says
+	 * why: -ENOENT, not -ENOKEY); version 2 reads on. */
+	assert_int_equal(store_dir_lookup(node, di.id, 1, STORE_ROOT_INO, "a.txt", &in), -ENOENT);
 	assert_int_equal(store_dir_lookup(node, di.id, 2, STORE_ROOT_INO, "a.txt", &in), 0);
 	store_test_set_race_hook(node, NULL, NULL);
 	store_close(node);
@@ -6493,14 +6494,130 @@ static uint64_t ring_keys_of(struct store *st, uint64_t dsid, uint32_t ver)
 	return want[2];
 }
 
-/* Issue 16 point 1 on a node, a whole dataset: after the catch-up that follows its erasure, the
- * node finds no dataset of that name and lists only the other, and its index view holds no
- * record of the dataset's (its dataset record under the old name key included) and the same
- * dataset records as the primary's; its ring holds none of its keys. A node opened with the
- * passphrase (a ring of its own, read again at each catch-up) shows the same. Before, the
- * node's secondary kept the records it had replayed from a write-ahead log that the erasure's
- * flush deleted, so the erasure's deletions never reached it, and its compaction left nothing in
- * the files to hide them: the records stayed in the node's view. */
+/* Every answer about version ver of dsid, and about path, is the same on the node as on the
+ * primary (and nothing exists: -ENOENT), and the node's index holds none of its inode records
+ * and directory entries, and the same version record as the primary's (the tombstone). */
+static void node_answers_erased(struct store *st, struct store *node, uint64_t dsid,
+				uint32_t ver, const char *path)
+{
+	struct store_version_info vi;
+	struct store_inode in;
+	char *pv = NULL, *nv = NULL;
+	size_t pn = 0, nn = 0;
+	int rp, rn;
+
+	rp = store_version_get(st, dsid, ver, &vi);
+	rn = store_version_get(node, dsid, ver, &vi);
+	assert_int_equal(rp, -ENOENT);
+	assert_int_equal(rn, rp);
+	rp = store_inode_get(st, dsid, ver, STORE_ROOT_INO, &in);
+	rn = store_inode_get(node, dsid, ver, STORE_ROOT_INO, &in);
+	assert_int_equal(rp, -ENOENT);
+	assert_int_equal(rn, rp);
+	rp = store_dir_lookup(st, dsid, ver, STORE_ROOT_INO, path, &in);
+	rn = store_dir_lookup(node, dsid, ver, STORE_ROOT_INO, path, &in);
+	assert_int_equal(rp, -ENOENT);
+	assert_int_equal(rn, rp);
+	rp = store_path_lookup(st, dsid, ver, path, &in);
+	rn = store_path_lookup(node, dsid, ver, path, &in);
+	assert_int_equal(rp, -ENOENT);
+	assert_int_equal(rn, rp);
+	rp = store_dir_foreach(st, dsid, ver, STORE_ROOT_INO, NULL, dirent_noop, NULL);
+	rn = store_dir_foreach(node, dsid, ver, STORE_ROOT_INO, NULL, dirent_noop, NULL);
+	assert_int_equal(rp, -ENOENT);
+	assert_int_equal(rn, rp);
+	assert_int_equal(view_count(node, CF_INODES, dsid, ver, NULL, NULL), 0);
+	assert_int_equal(view_count(node, CF_DIRENTS, dsid, ver, NULL, NULL), 0);
+	assert_int_equal(view_count(st, CF_VERSIONS, dsid, ver, &pv, &pn),
+			 view_count(node, CF_VERSIONS, dsid, ver, &nv, &nn));
+	assert_int_equal(nn, pn);
+	if (pn)
+		assert_memory_equal(nv, pv, pn);
+	free(pv);
+	free(nv);
+	assert_int_equal(ring_keys_of(node, dsid, ver), 0);
+}
+
+/* Issue 16 point 1 on a node: after it catches up following a version's erasure (and takes its
+ * new keys, as its daemon does), every lookup, listing and stat of the version answers as on the
+ * primary (-ENOENT), and its index view holds none of the version's inode records and entries,
+ * at that catch-up and the ones after it, while the other version reads on. Before, its
+ * secondary's memtable kept the records replayed from a write-ahead log the primary had flushed
+ * and deleted (the erasure's range deletion in it never reached the node, and the purge
+ * compacted it away): lookups answered -ENOKEY, and the records stayed in its view. */
+static void test_node_erased_version_gone(void **state)
+{
+	struct fx *f = *state;
+	struct store *st = fx_create(f), *node = NULL;
+	char *secdir = tu_fmt("%s/secondary", f->root);
+	struct store_node_keys *k1 = NULL, *k2 = NULL;
+	struct store_open_options o = { .secondary_dir = secdir };
+	struct store_dataset_info di;
+	struct store_inode in;
+	struct store_erasure e;
+	struct hook_log h = { 0 };
+	uint64_t seq = 0;
+	uint8_t *b;
+	size_t n = 0;
+
+	put_text(f->src, SECRET_NAME, SECRET_TEXT);
+	assert_int_equal(import_src(st, "ds", f->src, NULL), 1);
+	put_text(f->src, "a.txt", "two\n");
+	assert_int_equal(import_src(st, "ds", f->src, NULL), 2);
+	assert_int_equal(store_node_keys_export(st, &k1), 0);
+	o.node_keys = k1;
+	assert_int_equal(store_open(f->store, NULL, &o, &node), 0);
+	store_set_integrity_hook(node, hook_cb, &h);
+	assert_int_equal(store_dataset_get(node, "ds", &di), 0);
+	/* The node reads version 1 (its records came from the primary's write-ahead log). */
+	assert_int_equal(store_dir_lookup(node, di.id, 1, STORE_ROOT_INO, SECRET_NAME, &in), 0);
+	assert_true(view_count(node, CF_INODES, di.id, 1, NULL, NULL) >= 2);
+	assert_true(view_count(node, CF_DIRENTS, di.id, 1, NULL, NULL) >= 1);
+	/* A catch-up whose write-ahead log is still there reads on: no new open of the index. */
+	assert_int_equal(store_policy_put(st, "k", 1, "v", 1), 0);
+	assert_int_equal(store_catch_up(node, &seq), 0);
+	assert_int_equal(seq, store_sequence(st));
+	assert_int_equal(node->ix.reopens, 0);
+
+	assert_int_equal(store_erase(st, "ds", 1, &e), 0);
+	assert_int_equal(store_erase_recorded(st, e.dataset_id, 1), 0);
+	store_erasure_free(&e);
+	assert_int_equal(store_catch_up(node, &seq), 0);
+	assert_int_equal(seq, store_sequence(st));
+	assert_int_equal(store_node_keys_export(st, &k2), 0);
+	assert_int_equal(store_node_keys_set(node, k2), 0);
+	/* The erasure's flush deleted the log the node had read from: opened again, once. */
+	assert_int_equal(node->ix.reopens, 1);
+	for (int i = 0; i < 4; i++) {
+		node_answers_erased(st, node, di.id, 1, SECRET_NAME);
+		assert_int_equal(store_catch_up(node, &seq), 0);
+	}
+	assert_int_equal(node->ix.reopens, 1);
+	/* Version 2 reads on, on both. */
+	b = read_path(node, "ds", 2, "a.txt", 7, &n);
+	assert_int_equal(n, 4);
+	assert_memory_equal(b, "two\n", 4);
+	free(b);
+	assert_int_equal(store_dir_lookup(node, di.id, 2, STORE_ROOT_INO, SECRET_NAME, &in), 0);
+	if (h.calls)
+		fprintf(stderr, "integrity: %d, the last: %s\n", h.calls, h.what);
+	assert_int_equal(h.calls, 0);
+	assert_int_equal(store_integrity_failures(node), 0);
+	store_close(node);
+	store_close(st);
+	store_node_keys_free(k1);
+	store_node_keys_free(k2);
+	free(secdir);
+}
+
+/* The same for a whole dataset: after the catch-up that follows its erasure, the node finds no
+ * dataset of that name and lists only the other, and its index view holds no record of the
+ * dataset's (its dataset record under the old name key included) and the same dataset records
+ * as the primary's; its ring holds none of its keys. A node opened with the passphrase (a ring of
+ * its own, read again at each catch-up) shows the same. Before, the node's secondary kept the
+ * records it had replayed from a write-ahead log that the erasure's flush deleted, so the
+ * erasure's deletions never reached it, and its compaction left nothing in the files to hide
+ * them: the records stayed in the node's view. */
 static void test_node_erased_dataset_gone(void **state)
 {
 	struct fx *f = *state;
@@ -6654,6 +6771,7 @@ int main(void)
 		T(test_listing_meets_version_erasure),
 		T(test_node_lookup_meets_version_erasure),
 		T(test_node_sees_pending_version),
+		T(test_node_erased_version_gone),
 		T(test_node_erased_dataset_gone),
 #undef T
 	};
