@@ -292,8 +292,50 @@ static bool id_known(const struct id_set *s, uint64_t id)
 	return false;
 }
 
-/* Every version, inode and entry record belongs to a dataset that has a record: records of a
- * dataset whose record was removed would otherwise make its objects look dead. */
+/* The inode records and entries of version ver of dataset id belong to a committed version
+ * (scan_dataset() has authenticated every version record of the datasets there are): records of
+ * an erased version (put back from a copy of the index taken before the erasure) or of a version
+ * without a record are orphans, which no listing or lookup reaches (they hang under no committed
+ * version's tree) and which would bring back names and metadata an erasure removed. */
+static int version_owns_records(struct gc *g, enum store_cf cf, uint64_t id, uint32_t ver)
+{
+	uint8_t vk[VKEY_LEN];
+	uint32_t state = 0;
+	char *v = NULL;
+	size_t n = 0;
+	int r;
+
+	vkey(vk, id, ver);
+	r = index_get(&g->st->ix, CF_VERSIONS, vk, sizeof(vk), &v, &n);
+	if (r == -ENOENT)
+		return store_integrity(g->st, id, ver, "%s of version %u of dataset %llu remain "
+				       "without its version record (orphan records)",
+				       cf == CF_INODES ? "inode records" : "directory entries", ver,
+				       (unsigned long long)id);
+	if (r < 0)
+		return r;
+	r = version_value_state(v, n, &state);
+	free(v);
+	if (r < 0)
+		return store_integrity(g->st, id, ver, "the record of version %u of dataset %llu "
+				       "is malformed", ver, (unsigned long long)id);
+	if (state == VERSION_ERASED)
+		return store_integrity(g->st, id, ver, "%s of version %u of dataset %llu remain "
+				       "after its erasure (orphan records)",
+				       cf == CF_INODES ? "inode records" : "directory entries", ver,
+				       (unsigned long long)id);
+	if (state != VERSION_COMMITTED)
+		return store_integrity(g->st, id, ver, "version %u of dataset %llu is not "
+				       "committed while no import runs", ver,
+				       (unsigned long long)id);
+	return 0;
+}
+
+/* Every version, inode and entry record belongs to a dataset that has a record, and every inode
+ * and entry record to a committed version of it: records of a dataset whose record was removed
+ * would otherwise make its objects look dead, and records no committed version accounts for
+ * (orphans) would go unnoticed by every read. Within a committed version, an inode record that no
+ * entry names is found by its scan (store_version_scan()). */
 static int check_orphans(struct gc *g)
 {
 	static const enum store_cf cfs[] = { CF_VERSIONS, CF_INODES, CF_DIRENTS };
@@ -303,14 +345,16 @@ static int check_orphans(struct gc *g)
 	for (size_t c = 0; r == 0 && c < ARRAY_SIZE(cfs); c++) {
 		rocksdb_iterator_t *it = index_iter(&g->st->ix, cfs[c]);
 
-		/* One seek per dataset id met: the ids are the keys' first 8 bytes. */
+		/* One seek per dataset id met (the ids are the keys' first 8 bytes), and for
+		 * inodes and entries one per version (the next 4). */
 		for (rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it);) {
 			size_t kl;
 			const uint8_t *k = (const uint8_t *)rocksdb_iter_key(it, &kl);
 			uint64_t id;
-			uint8_t next[8];
+			uint32_t ver;
+			uint8_t next[VKEY_LEN];
 
-			if (kl < 8) {
+			if (kl < 8 || (cfs[c] != CF_VERSIONS && kl < VKEY_LEN)) {
 				r = store_integrity(g->st, 0, 0, "an index key is malformed");
 				break;
 			}
@@ -321,10 +365,21 @@ static int check_orphans(struct gc *g)
 						    (unsigned long long)id);
 				break;
 			}
+			if (cfs[c] != CF_VERSIONS) {
+				ver = get_be32(k + 8);
+				r = version_owns_records(g, cfs[c], id, ver);
+				if (r < 0)
+					break;
+				if (ver != UINT32_MAX) {
+					vkey(next, id, ver + 1);
+					rocksdb_iter_seek(it, (const char *)next, sizeof(next));
+					continue;
+				}
+			}
 			if (id == UINT64_MAX)
 				break;
 			put_be64(next, id + 1);
-			rocksdb_iter_seek(it, (const char *)next, sizeof(next));
+			rocksdb_iter_seek(it, (const char *)next, 8);
 		}
 		r = index_iter_close(&g->st->ix, it, r, "scan for orphan records");
 	}

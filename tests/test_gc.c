@@ -1160,6 +1160,191 @@ static void test_gc_refuses_forged_tombstone(void **state)
 	store_close(st);
 }
 
+/* What the integrity hook was told last. */
+struct orphan_log {
+	int calls;
+	char what[256];
+};
+
+static void orphan_hook(void *ctx, uint64_t dsid, uint32_t version, const char *what)
+{
+	struct orphan_log *h = ctx;
+
+	(void)dsid;
+	(void)version;
+	h->calls++;
+	snprintf(h->what, sizeof(h->what), "%s", what);
+}
+
+/* Every record of version ver of dataset dsid in cf, as a write batch that puts them back. */
+static void save_version_records(struct store *st, enum store_cf cf, uint64_t dsid, uint32_t ver,
+				 rocksdb_writebatch_t *wb, size_t *ret_n)
+{
+	rocksdb_iterator_t *it = rocksdb_create_iterator_cf(st->ix.db, st->ix.ro, st->ix.cf[cf]);
+	uint8_t lo[VKEY_LEN];
+
+	vkey(lo, dsid, ver);
+	for (rocksdb_iter_seek(it, (const char *)lo, sizeof(lo)); rocksdb_iter_valid(it);
+	     rocksdb_iter_next(it)) {
+		size_t kl, vl;
+		const char *k = rocksdb_iter_key(it, &kl);
+		const char *v = rocksdb_iter_value(it, &vl);
+
+		if (kl < VKEY_LEN || memcmp(k, lo, VKEY_LEN) != 0)
+			break;
+		rocksdb_writebatch_put_cf(wb, st->ix.cf[cf], k, kl, v, vl);
+		++*ret_n;
+	}
+	rocksdb_iter_destroy(it);
+}
+
+static int count_entry(void *ctx, const char *name, uint64_t ino, uint32_t type)
+{
+	(void)name;
+	(void)ino;
+	(void)type;
+	++*(int *)ctx;
+	return 0;
+}
+
+/* The collection, and its dry run (the check of the whole index, FORMAT 6.11), fail on records
+ * no committed version accounts for, as an integrity failure (-EBADMSG, the hook told why), and
+ * free nothing: (1) an inode record that no entry names, sealed with the version's own keys
+ * (lookups and listings never reach it: nothing names it); (2) records of a version number that
+ * has no version record; (3) the inode records and entries of an erased version put back from a
+ * copy of the index taken before the erasure (sealed, under keys that are gone: names and
+ * metadata the erasure removed). (1) was found by the version scan already; (2) and (3) fail on
+ * the code before this test: the collection skipped erased versions and looked only for records
+ * of unknown datasets. The import's scan of the previous version finds (1) too, and shares
+ * nothing from that version. */
+static void test_gc_finds_orphan_records(void **state)
+{
+	struct fx *f = *state;
+	char *idx = tu_fmt("%s/index", f->store), *saved = tu_fmt("%s/index.saved", f->root);
+	char *ks = tu_fmt("%s/keep", f->root);
+	struct store_dataset_info di;
+	struct store_version_info vi;
+	struct store_erasure er = { 0 };
+	struct store_import_stats is;
+	struct store_gc_stats s;
+	struct store_inode in;
+	struct orphan_log h = { 0 };
+	struct ds_keys k = { 0 };
+	struct store_import *imp = NULL;
+	rocksdb_writebatch_t *wb;
+	uint8_t key[IKEY_LEN], pt[512];
+	struct buf sealed;
+	uint64_t before, total;
+	uint32_t ver = 0;
+	size_t n = 0, pl = 0;
+	char *v = NULL;
+	int count = 0, dfd;
+	struct store *st;
+
+	mixed_store(f);
+	tu_copy_flat_dir(idx, saved);
+	before = packs_bytes(f);
+
+	/* 1. k0's inode record of keep v2, sealed again at the number after the version's last. */
+	st = gc_open(f);
+	store_set_integrity_hook(st, orphan_hook, &h);
+	assert_int_equal(store_dataset_get(st, "keep", &di), 0);
+	assert_int_equal(store_version_get(st, di.id, 2, &vi), 0);
+	total = vi.files + vi.dirs;
+	assert_int_equal(store_path_lookup(st, di.id, 2, "k0", &in), 0);
+	ikey(key, di.id, 2, in.ino);
+	assert_int_equal(index_get(&st->ix, CF_INODES, key, sizeof(key), &v, &n), 0);
+	assert_int_equal(store_version_keys(st, di.id, 2, &k), 0);
+	assert_int_equal(index_unseal(k.seal, CF_INODES, key, sizeof(key), 0, v, n, pt, sizeof(pt),
+				      &pl), 0);
+	free(v);
+	ikey(key, di.id, 2, total + 1);
+	buf_init(&sealed, 4096);
+	assert_int_equal(index_seal(k.seal, CF_INODES, key, sizeof(key), NULL, 0, pt, pl, &sealed),
+			 0);
+	store_keys_put(st, &k);
+	wb = rocksdb_writebatch_create();
+	rocksdb_writebatch_put_cf(wb, st->ix.cf[CF_INODES], (const char *)key, sizeof(key),
+				  (const char *)sealed.data, sealed.len);
+	assert_int_equal(index_write(&st->ix, wb, true), 0);
+	rocksdb_writebatch_destroy(wb);
+	buf_free(&sealed);
+	/* Nothing that reads by name meets it. */
+	assert_int_equal(store_dir_foreach(st, di.id, 2, STORE_ROOT_INO, NULL, count_entry, &count),
+			 0);
+	assert_int_equal(count, (int)total - 1);
+	assert_int_equal(h.calls, 0);
+	/* The dry run and the collection do. */
+	assert_int_equal(store_gc(st, &(struct store_gc_options){ .dry_run = true }, &s), -EBADMSG);
+	assert_int_equal(h.calls, 1);
+	assert_non_null(strstr(h.what, "has no entry"));
+	assert_int_equal(store_gc(st, NULL, &s), -EBADMSG);
+	assert_int_equal(packs_bytes(f), before);
+	/* So does the next import's scan of version 2: version 3 shares nothing from it. */
+	h.calls = 0;
+	assert_int_equal(store_import_begin(st, "keep", NULL, &imp), 0);
+	dfd = open(ks, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	assert_true(dfd >= 0);
+	assert_int_equal(store_import_add_tree(imp, dfd), 0);
+	close(dfd);
+	assert_int_equal(store_import_commit(imp, &ver), 0);
+	assert_int_equal(ver, 3);
+	store_import_get_stats(imp, &is);
+	store_import_free(imp);
+	assert_int_equal(is.reused_files, 0);
+	assert_true(h.calls >= 1);
+	assert_non_null(strstr(h.what, "has no entry"));
+	store_close(st);
+	tu_rm_rf(idx);
+	tu_copy_flat_dir(saved, idx);
+
+	/* 2. keep v2's root record copied to version 9, of which no record exists. */
+	st = gc_open(f);
+	store_set_integrity_hook(st, orphan_hook, &h);
+	ikey(key, di.id, 2, STORE_ROOT_INO);
+	assert_int_equal(index_get(&st->ix, CF_INODES, key, sizeof(key), &v, &n), 0);
+	ikey(key, di.id, 9, STORE_ROOT_INO);
+	wb = rocksdb_writebatch_create();
+	rocksdb_writebatch_put_cf(wb, st->ix.cf[CF_INODES], (const char *)key, sizeof(key), v, n);
+	assert_int_equal(index_write(&st->ix, wb, true), 0);
+	rocksdb_writebatch_destroy(wb);
+	free(v);
+	h.calls = 0;
+	assert_int_equal(store_gc(st, &(struct store_gc_options){ .dry_run = true }, &s), -EBADMSG);
+	assert_int_equal(h.calls, 1);
+	assert_non_null(strstr(h.what, "without its version record"));
+	store_close(st);
+	tu_rm_rf(idx);
+	tu_copy_flat_dir(saved, idx);
+
+	/* 3. keep v1's inode records and entries, taken before its erasure, put back after it. */
+	st = gc_open(f);
+	store_set_integrity_hook(st, orphan_hook, &h);
+	wb = rocksdb_writebatch_create();
+	n = 0;
+	save_version_records(st, CF_INODES, di.id, 1, wb, &n);
+	save_version_records(st, CF_DIRENTS, di.id, 1, wb, &n);
+	assert_true(n > 2);
+	assert_int_equal(store_erase(st, "keep", 1, &er), 0);
+	store_erasure_free(&er);
+	assert_int_equal(run_gc(st, true, &s), 0);
+	assert_int_equal(index_write(&st->ix, wb, true), 0);
+	rocksdb_writebatch_destroy(wb);
+	h.calls = 0;
+	before = packs_bytes(f);
+	assert_int_equal(store_gc(st, &(struct store_gc_options){ .dry_run = true }, &s), -EBADMSG);
+	assert_int_equal(h.calls, 1);
+	assert_non_null(strstr(h.what, "after its erasure"));
+	assert_int_equal(store_gc(st, NULL, &s), -EBADMSG);
+	assert_int_equal(packs_bytes(f), before);
+	/* Version 2 reads on. */
+	check_keep_v2(st);
+	store_close(st);
+	free(ks);
+	free(idx);
+	free(saved);
+}
+
 /* No collection while an import runs, and no import while a collection runs. */
 static void try_import(void *ctx, enum store_gc_step step, uint64_t done, uint64_t total)
 {
@@ -1278,6 +1463,7 @@ int main(void)
 		T(test_gc_after_erasure_keeps_shared),
 		T(test_gc_groups_across_versions),
 		T(test_gc_refuses_forged_tombstone),
+		T(test_gc_finds_orphan_records),
 		T(test_gc_excludes_import),
 		T(test_gc_and_nodes),
 #undef T
