@@ -40,7 +40,11 @@
  * the directory table (IMPORT_DIRS_MAX), the table of objects to share (IMPORT_REUSE_MAX), the
  * previous version's files kept by place (STAMPS_MAX), the files owed with their descriptor
  * (STORE_IMPORT_OWED_MAX) and two groups of tiny files (STORE_GROUP_MEMBERS_MAX names each),
- * whatever the size of the files.
+ * whatever the size of the files. The tables of the version shared from, then the write buffers
+ * and hbuf, are carved from memory the store keeps mapped between imports (st->import_mem,
+ * IMPORT_MEM_BYTES, mem_take()) while it has room, so that a re-import does not fault in again
+ * the pages the last import touched; each is wiped as far as it was written before the import
+ * lets go of the store, which so holds only zeros between imports.
  *
  * Parallel encryption. The calling thread reads the source into the stream buffers and submits
  * the writes; a small pool of workers (one per online CPU, at most IMPORT_WORKERS_MAX; none on
@@ -63,6 +67,7 @@
 #include <sodium.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -89,6 +94,10 @@
 #define REUSE_LOOKBACK 64u                 /* erased version numbers skipped to find one to share */
 #define OWED_SLOTS (2u * STORE_IMPORT_OWED_MAX)  /* the owed set's table: at most half full */
 #define STAMPS_MAX (1u << 20)              /* files of the previous version kept by their place */
+/* The store's import memory (st->import_mem, mem_take()): room for the tables of a version of
+ * some 25,000 files and the write buffers together; what does not fit is allocated as before.
+ * Pages stay resident between imports only as far as an import touched them. */
+#define IMPORT_MEM_BYTES (24u << 20)
 
 #define CLAIM_STEP 8u                      /* claimed files a thread takes (and publishes) at a time */
 #define CLAIM_SPIN_NS 200000               /* a thread spins this long for the other before it sleeps */
@@ -97,6 +106,7 @@ size_t import_stamps_max = STAMPS_MAX;
 int import_claim_helpers = -1;
 bool import_claim_serial;
 const char *import_test_rewrap_fail;
+int import_test_begin_fail;
 
 /* An object of the previous version, by content hash (the rest of the hash is checked against its
  * inode record when it matches). */
@@ -129,7 +139,8 @@ struct wbuf {
 	size_t len;         /* bytes filled */
 	uint64_t off;       /* pack offset of data[0] */
 	bool busy;          /* submitted, completion not yet seen */
-	bool touched;       /* ever handed out: it may hold plaintext, wiped at the end */
+	size_t hw;          /* bytes from data[0] ever reserved: they may hold plaintext, wiped at
+			       the end (only those: the rest was never touched) */
 	/* The pool's part; pending and ready are under imp->pool_lock. */
 	struct enc_chunk *jobs;  /* chunks to encrypt; owned, imp->jobs_cap entries (pool only) */
 	unsigned njobs;          /* how many (a buffer holds chunks of one object only) */
@@ -278,6 +289,7 @@ struct pack_done {
 
 struct store_import {
 	struct store *st;                   /* borrowed; its import_lock is held */
+	size_t mem_used;                    /* bytes of st->import_mem carved (mem_take()) */
 	struct dataset_rec ds;              /* the dataset (new or existing) */
 	bool new_dataset;
 	crypto_key *dkey;                   /* a new dataset's key Kd; owned until the commit */
@@ -389,7 +401,7 @@ struct store_import {
 					       stamps (stamp_make()); owned */
 	crypto_hasher *chash;               /* keyed hash of the file being hashed; owned */
 	uint8_t *hbuf;                      /* IMPORT_HBUF bytes of plaintext; owned, wiped */
-	bool hbuf_touched;                  /* hbuf was read into: wiped at the end */
+	size_t hbuf_hw;                     /* bytes of hbuf ever read into: wiped at the end */
 	struct reuse_ent *reuse;            /* open addressing by hash; owned; NULL: none */
 	size_t reuse_cap;                   /* power of two */
 	size_t reuse_n;                     /* objects in it: at most reuse_cap / 2 */
@@ -518,6 +530,87 @@ static void progress(struct store_import *imp, bool force)
 		return;
 	imp->progress_last = imp->stats.bytes;
 	imp->progress(imp->progress_ctx, &imp->stats);
+}
+
+/* ---- The store's import memory (st->import_mem) ------------------------------------------- */
+
+enum {
+	MEM_ZERO = 1,     /* zeroed, as calloc() */
+	MEM_ALIGNED = 2,  /* STORE_ALIGN-aligned (as every carving is; size a multiple of it) */
+};
+
+/* size bytes for this import: carved from the store's import memory while it has room (pages an
+ * earlier import touched are not faulted in again), else allocated. Released with mem_release()
+ * or mem_wipe_release(), never free(). NULL: no memory. */
+static void *mem_take(struct store_import *imp, size_t size, int flags)
+{
+	struct store *st = imp->st;
+	size_t off = ALIGN_UP(imp->mem_used, (size_t)STORE_ALIGN);
+	uint8_t *p;
+
+	if (!st->import_mem) {
+		void *m = mmap(NULL, IMPORT_MEM_BYTES, PROT_READ | PROT_WRITE,
+			       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+
+		if (m != MAP_FAILED)
+			st->import_mem = m;
+	}
+	if (!st->import_mem || off > IMPORT_MEM_BYTES || size > IMPORT_MEM_BYTES - off) {
+		if (flags & MEM_ALIGNED)
+			return aligned_alloc(STORE_ALIGN, ALIGN_UP(size, (size_t)STORE_ALIGN));
+		size = MAX(size, (size_t)1);
+		return flags & MEM_ZERO ? calloc(1, size) : malloc(size);
+	}
+	p = st->import_mem + off;
+	imp->mem_used = off + size;
+	st->import_mem_hw = MAX(st->import_mem_hw, imp->mem_used);
+	/* Every import leaves it zero (store_import_free()); not relied on. */
+	if (flags & MEM_ZERO)
+		memset(p, 0, size);
+	return p;
+}
+
+static bool mem_carved(const struct store_import *imp, const void *p)
+{
+	const uint8_t *m = imp->st->import_mem, *q = p;
+
+	return m && q >= m && q < m + IMPORT_MEM_BYTES;
+}
+
+/* Let go of p (from mem_take(); may be NULL). The caller has wiped whatever of it it wrote:
+ * memory carved from the store's stays mapped for the next import, and must be zero again. */
+static void mem_release(struct store_import *imp, void *p)
+{
+	if (!mem_carved(imp, p))
+		free(p);
+}
+
+/* The same for a table written anywhere in its len bytes (hashed slots): wiped first if it stays
+ * in the store's memory (freed memory is not read again; this memory is). */
+static void mem_wipe_release(struct store_import *imp, void *p, size_t len)
+{
+	if (mem_carved(imp, p))
+		explicit_bzero(p, len);
+	else
+		free(p);
+}
+
+void store_import_mem_unmap(struct store *st)
+{
+	if (st->import_mem)
+		munmap(st->import_mem, IMPORT_MEM_BYTES);
+	st->import_mem = NULL;
+	st->import_mem_hw = 0;
+}
+
+size_t store_import_mem_dirty(const struct store *st, size_t *ret_used)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; st->import_mem && i < st->import_mem_hw; i++)
+		n += st->import_mem[i] != 0;
+	*ret_used = st->import_mem_hw;
+	return n;
 }
 
 /* ---- Index batch --------------------------------------------------------------------------- */
@@ -1429,7 +1522,6 @@ static int get_buf(struct store_import *imp, struct wbuf **ret)
 				if (imp->nworkers)
 					pthread_mutex_unlock(&imp->pool_lock);
 				b->njobs = 0;
-				b->touched = true;
 				*ret = b;
 				return 0;
 			}
@@ -1480,6 +1572,7 @@ static int stream_reserve(struct store_import *imp, size_t n, uint8_t **ret)
 		b->off = imp->wpos;
 		imp->cur = b;
 	}
+	b->hw = MAX(b->hw, b->len + n);
 	*ret = b->data + b->len;
 	return 0;
 }
@@ -1501,6 +1594,7 @@ static int tags_flush(struct store_import *imp)
 	r = get_buf(imp, &b);
 	if (r < 0)
 		return r;
+	b->hw = MAX(b->hw, imp->tagacc_len);
 	memcpy(b->data, imp->tagacc, imp->tagacc_len);
 	b->len = imp->tagacc_len;
 	b->off = imp->tagacc_off;
@@ -1786,8 +1880,8 @@ static void stamps_free(struct store_import *imp)
 {
 	if (imp->stamps)
 		sodium_memzero(imp->stamps, imp->stamps_n * sizeof(*imp->stamps));
-	free(imp->stamps);
-	free(imp->stamp_slots);
+	mem_release(imp, imp->stamps);
+	mem_wipe_release(imp, imp->stamp_slots, imp->stamps_cap * sizeof(*imp->stamp_slots));
 	imp->stamps = NULL;
 	imp->stamp_slots = NULL;
 	imp->stamps_cap = imp->stamps_n = imp->stamps_max = 0;
@@ -1800,8 +1894,8 @@ static void stamps_free(struct store_import *imp)
 static void reuse_drop(struct store_import *imp)
 {
 	stamps_free(imp);
-	free(imp->reuse);
-	free(imp->reuse_sizes);
+	mem_wipe_release(imp, imp->reuse, imp->reuse_cap * sizeof(*imp->reuse));
+	mem_wipe_release(imp, imp->reuse_sizes, imp->reuse_sizes_cap * sizeof(*imp->reuse_sizes));
 	imp->reuse = NULL;
 	imp->reuse_sizes = NULL;
 	imp->reuse_cap = imp->reuse_sizes_cap = imp->reuse_n = 0;
@@ -1888,8 +1982,9 @@ static int reuse_load(struct store_import *imp)
 	while (imp->reuse_cap < 2 * want)
 		imp->reuse_cap *= 2;
 	imp->reuse_sizes_cap = imp->reuse_cap;
-	imp->reuse = calloc(imp->reuse_cap, sizeof(*imp->reuse));
-	imp->reuse_sizes = calloc(imp->reuse_sizes_cap, sizeof(*imp->reuse_sizes));
+	imp->reuse = mem_take(imp, imp->reuse_cap * sizeof(*imp->reuse), MEM_ZERO);
+	imp->reuse_sizes = mem_take(imp, imp->reuse_sizes_cap * sizeof(*imp->reuse_sizes),
+				    MEM_ZERO);
 	if (!imp->reuse || !imp->reuse_sizes)
 		return -ENOMEM;
 	imp->reuse_version = ver;
@@ -1903,8 +1998,9 @@ static int reuse_load(struct store_import *imp)
 		while (imp->stamps_cap < 2 * n)
 			imp->stamps_cap *= 2;
 		imp->stamps_max = n;
-		imp->stamps = malloc(MAX(n, (size_t)1) * sizeof(*imp->stamps));
-		imp->stamp_slots = calloc(imp->stamps_cap, sizeof(*imp->stamp_slots));
+		imp->stamp_slots = mem_take(imp, imp->stamps_cap * sizeof(*imp->stamp_slots),
+					    MEM_ZERO);
+		imp->stamps = mem_take(imp, MAX(n, (size_t)1) * sizeof(*imp->stamps), 0);
 		if (!imp->stamps || !imp->stamp_slots)
 			return -ENOMEM;
 		imp->stamps_partial = vi.files > n;
@@ -1941,7 +2037,7 @@ static int content_mac_read(struct store_import *imp, int fd, const char *path, 
 	for (uint64_t off = 0; off < size;) {
 		size_t n = (size_t)MIN((uint64_t)IMPORT_HBUF, size - off);
 
-		imp->hbuf_touched = true;
+		imp->hbuf_hw = MAX(imp->hbuf_hw, n);
 		got = pread_full(fd, imp->hbuf, n, off);
 		if (got < 0)
 			return imp_fail(imp, (int)got, "%s: read failed: %s", path,
@@ -2929,7 +3025,7 @@ int store_import_begin(struct store *st, const char *name, const struct store_im
 	if (r == 0)
 		r = crypto_mac_key_new(imp->ix_name, CRYPTO_NAME_HASH_LEN, &imp->ix_name_mk);
 	if (r == 0 && (crypto_hash_new(&imp->man_files) < 0 || crypto_hash_new(&imp->man_dirs) < 0 ||
-		       crypto_hash_new(&imp->chash) < 0 || !(imp->hbuf = malloc(IMPORT_HBUF)) ||
+		       crypto_hash_new(&imp->chash) < 0 ||
 		       !(imp->grp = malloc(STORE_GROUP_MAX + 1)) ||
 		       !(imp->grp_m = calloc(STORE_GROUP_MEMBERS_MAX, sizeof(*imp->grp_m))) ||
 		       !(imp->shr_plain = malloc(STORE_GROUP_MAX)) ||
@@ -2961,12 +3057,19 @@ int store_import_begin(struct store *st, const char *name, const struct store_im
 	if (r < 0)
 		goto fail;
 
+	/* After the tables of the version shared from, which are written whole, so that they get
+	 * the part of the store's import memory the last import touched first. */
 	for (unsigned i = 0; i < IMPORT_BUFS; i++) {
-		imp->bufs[i].data = aligned_alloc(STORE_ALIGN, imp->buf_size);
+		imp->bufs[i].data = mem_take(imp, imp->buf_size, MEM_ALIGNED);
 		if (!imp->bufs[i].data) {
 			r = -ENOMEM;
 			goto fail;
 		}
+	}
+	imp->hbuf = mem_take(imp, IMPORT_HBUF, 0);
+	if (!imp->hbuf) {
+		r = -ENOMEM;
+		goto fail;
 	}
 	r = io_uring_queue_init(IMPORT_RING_DEPTH, &imp->ring, 0);
 	if (r < 0) {
@@ -3000,6 +3103,10 @@ int store_import_begin(struct store *st, const char *name, const struct store_im
 	if (r < 0)
 		goto fail;
 
+	if (import_test_begin_fail) {
+		r = err_set(import_test_begin_fail, "test: begin fails");
+		goto fail;
+	}
 	/* The PENDING record goes first, so recovery finds every record of this version. */
 	wb = rocksdb_writebatch_create();
 	r = put_version(imp, VERSION_PENDING, NULL, wb);
@@ -4478,12 +4585,13 @@ void store_import_free(struct store_import *imp)
 		close(imp->pack_fd);
 	for (unsigned i = 0; i < IMPORT_BUFS; i++) {
 		/* The buffers held plaintext before it was encrypted in place. */
-		/* Only a buffer ever used: wiping the others would only fault in every page of
-		 * memory never written (13 MiB in all with the stage and hbuf; 6 % of the daemon's
-		 * time in a version 2 whose files are all unchanged). */
-		if (imp->bufs[i].data && imp->bufs[i].touched)
-			explicit_bzero(imp->bufs[i].data, imp->buf_size);
-		free(imp->bufs[i].data);
+		/* Only the bytes ever reserved: wiping the rest would only fault in pages never
+		 * written (13 MiB in all with the stage and hbuf; 6 % of the daemon's time in a
+		 * version 2 whose files are all unchanged, and still some 250 faults, a whole
+		 * buffer, when one small file changed). */
+		if (imp->bufs[i].data)
+			explicit_bzero(imp->bufs[i].data, imp->bufs[i].hw);
+		mem_release(imp, imp->bufs[i].data);
 		free(imp->bufs[i].jobs);
 	}
 	explicit_bzero(imp->tagacc, sizeof(imp->tagacc));
@@ -4504,9 +4612,9 @@ void store_import_free(struct store_import *imp)
 	crypto_hash_free(imp->chash);
 	crypto_key_free(imp->content_key);
 	crypto_mac_key_free(imp->stamp_mk);
-	if (imp->hbuf && imp->hbuf_touched)
-		explicit_bzero(imp->hbuf, IMPORT_HBUF);   /* plaintext */
-	free(imp->hbuf);
+	if (imp->hbuf)
+		explicit_bzero(imp->hbuf, imp->hbuf_hw);   /* plaintext */
+	mem_release(imp, imp->hbuf);
 	if (imp->grp)
 		explicit_bzero(imp->grp, STORE_GROUP_MAX + 1);   /* plaintext */
 	free(imp->grp);
@@ -4517,10 +4625,8 @@ void store_import_free(struct store_import *imp)
 	free(imp->shr_m);
 	free(imp->shr_plain);
 	store_reader_free(imp->rd);
-	free(imp->reuse);
-	free(imp->reuse_sizes);
+	reuse_drop(imp);
 	owed_free(imp);
-	stamps_free(imp);
 	crypto_chunk_ctx_free(imp->cctx);
 	crypto_key_free(imp->dkey);
 	for (size_t i = 0; i < imp->ndirs; i++) {

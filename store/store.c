@@ -1223,6 +1223,7 @@ void store_close(struct store *st)
 	for (size_t i = 0; i < ARRAY_SIZE(st->import_wb); i++)
 		if (st->import_wb[i])
 			rocksdb_writebatch_destroy(st->import_wb[i]);
+	store_import_mem_unmap(st);
 	/* Before the index closes: the lease's file write needs nothing of it, but no writer may
 	 * follow its release. */
 	index_close(&st->ix);

@@ -426,6 +426,16 @@ struct store {
 	 * batch_take()/batch_keep()): a batch's buffer grows by doubling past IMPORT_BATCH_BYTES,
 	 * and fresh memory costs a page fault per 4 KiB. Owned; freed at store_close(). */
 	rocksdb_writebatch_t *import_wb[2];
+	/* Memory the running import carves its largest buffers and tables from (import.c
+	 * mem_take()), kept mapped from one import to the next so that pages one import touched
+	 * are not faulted in again by the next (issue 16 point 5: a page's first touch costs about
+	 * 11 us in this VM; a re-import of 20,000 files faulted some 7 MB of tables into fresh
+	 * memory while the first import's 8 MiB of write buffers had just been unmapped). Every
+	 * import wipes what it wrote there before it lets go of import_lock, so between imports it
+	 * holds only zeros. Mapped at the first import (IMPORT_MEM_BYTES, untouched pages cost
+	 * nothing), unmapped at store_close(); under import_lock. */
+	uint8_t *import_mem;
+	size_t import_mem_hw;           /* the most bytes of it any import carved */
 	/* Index writes no node needs to hear of at once: an import's batches of records of a
 	 * version still PENDING (nodes see a version only once it is committed, and the commit is
 	 * its own write). The import's writer holds silent_lock across each such write and the
@@ -635,5 +645,15 @@ extern const char *import_test_rewrap_fail;
  * each record itself, on its own thread, as it does on one CPU. */
 extern size_t store_scan_ring;
 extern bool store_scan_serial;
+/* Tests only (store/import.c): a -errno store_import_begin() fails with once everything is set
+ * up (the tables of the version shared from carved and its scan started), before its PENDING
+ * record; 0: none. */
+extern int import_test_begin_fail;
+/* Unmap the store's import memory (store_close(), after the import, if any, is freed). */
+void store_import_mem_unmap(struct store *st);
+/* Tests only: the bytes of the store's import memory (st->import_mem) that are not zero, and in
+ * ret_used how many any import carved. Between imports both wipes and carving must leave it
+ * zero: nothing of one import (plaintext, records, hashes) reaches the next. */
+size_t store_import_mem_dirty(const struct store *st, size_t *ret_used);
 /* Called by store_import_free() to release the import lock. */
 void store_import_done(struct store *st);
