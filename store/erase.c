@@ -679,6 +679,7 @@ int store_erase(struct store *st, const char *name, uint32_t version, struct sto
 			goto out_names;
 		goto out;
 	}
+	store_race_point(st, STORE_RACE_ERASE_BATCH, di.id);
 	/* 2-4. The keys are destroyed, the marker says so, the files purged. The marker stays
 	 * until the caller has recorded the erasure (store_erase_recorded()). */
 	r = ring_destroy_and_finish(st, di.id, version, !version, after, after_len, &e);

@@ -1627,6 +1627,33 @@ void store_dataset_rec_update(struct store *st, const struct dataset_rec *rec)
 
 /* Decode the sealed dataset record v (n bytes) stored under key k (DSKEY_LEN bytes). The name
  * inside must hash to the key it is stored under. */
+/* A node whose name key may lag the dataset records it reads: a whole-dataset erasure is under
+ * way (its marker, from the batch that re-keys every other dataset under the next name key until
+ * it is recorded), or the index names a newer key ring than the node holds (its key bundle, or
+ * keys/ring, is read at its next catch-up). A dataset record under another name's key is then
+ * no sign of tampering. Never on the primary, whose ring is the one the index follows. */
+static bool names_key_lags(struct store *st)
+{
+	uint64_t gen = 0, held;
+	char *m = NULL;
+	size_t n = 0;
+	bool lags = false;
+
+	if (!st->secondary)
+		return false;
+	if (index_get(&st->ix, CF_META, META_ERASE, strlen(META_ERASE), &m, &n) == 0) {
+		lags = n >= 12 && get_be32((const uint8_t *)m + 8) == 0;
+		free(m);
+	}
+	if (!lags && meta_get_u64(st, META_RING, &gen) == 0) {
+		pthread_mutex_lock(&st->lock);
+		held = st->ring ? keyring_generation(st->ring) : 0;
+		pthread_mutex_unlock(&st->lock);
+		lags = gen > held;
+	}
+	return lags;
+}
+
 static int dataset_unseal(struct store *st, const void *k, size_t kl, const void *v, size_t n,
 			  struct dataset_rec *ret)
 {
@@ -1669,6 +1696,10 @@ static int dataset_unseal(struct store *st, const void *k, size_t kl, const void
 	if (!name)
 		return record_keys_missing(st, store_record_generation(st));
 	dskey_hash(name, ret->info.name, h);
+	if (memcmp(h, k, DSKEY_LEN) != 0 && names_key_lags(st))
+		return err_set(-EAGAIN, "dataset %llu is keyed under a name key this node does not "
+			       "hold yet (a whole dataset is being erased; its key bundle follows)",
+			       (unsigned long long)ret->info.id);
 	if (memcmp(h, k, DSKEY_LEN) != 0)
 		return store_integrity(st, ret->info.id, 0,
 				       "dataset %llu is stored under another name's key",
@@ -1678,7 +1709,9 @@ static int dataset_unseal(struct store *st, const void *k, size_t kl, const void
 
 /* Call fn for every dataset record in key order; a non-zero return from fn stops and is
  * returned. A record that does not authenticate is -EBADMSG, or skipped when skip_bad, so that
- * damage to one dataset does not hide the others from a lookup by id. */
+ * damage to one dataset does not hide the others from a lookup by id; so is one a node cannot
+ * check yet (-EAGAIN: its name key lags a whole-dataset erasure), as its lookup by name misses
+ * it until the node's new keys arrive. */
 static int dataset_recs_foreach(struct store *st, bool skip_bad,
 				int (*fn)(void *ctx, const struct dataset_rec *rec), void *ctx)
 {
@@ -1697,7 +1730,7 @@ static int dataset_recs_foreach(struct store *st, bool skip_bad,
 		const char *v = rocksdb_iter_value(it, &vl);
 
 		r = dataset_unseal(st, k, kl, v, vl, &rec);
-		if (r == -EBADMSG && skip_bad) {
+		if ((r == -EBADMSG || r == -EAGAIN) && skip_bad) {
 			r = 0;
 			continue;
 		}

@@ -346,6 +346,9 @@ enum store_race_point {
 	STORE_RACE_KEYS_HELD,     /* a version's keys held, a record of it read, not unsealed
 				     yet (store_dir_lookup); or its object key not unwrapped
 				     yet (store_object_open) */
+	STORE_RACE_ERASE_BATCH,   /* an erasure's index batch written (a whole dataset's: every
+				     other dataset re-keyed under the next name key), its keys
+				     not destroyed yet, no node given new keys (store_erase) */
 };
 
 struct store {

@@ -6892,6 +6892,108 @@ static void test_node_erased_dataset_gone(void **state)
 	free(psecdir);
 }
 
+struct erase_race {
+	struct store *nodes[2];
+	bool armed;
+	int r;
+	int listed[2];   /* datasets each node listed inside the race */
+};
+
+/* Between the erasure's batch and its new keys: both nodes catch up and list the datasets. */
+static void erase_race_hook(void *ctx, enum store_race_point where, uint64_t dsid)
+{
+	struct erase_race *x = ctx;
+	uint64_t seq = 0;
+
+	(void)dsid;
+	if (!x->armed || where != STORE_RACE_ERASE_BATCH)
+		return;
+	x->armed = false;
+	for (int i = 0; i < 2 && x->r == 0; i++) {
+		x->r = store_catch_up(x->nodes[i], &seq);
+		if (x->r == 0)
+			x->r = store_dataset_foreach(x->nodes[i], dataset_count, &x->listed[i]);
+	}
+}
+
+/* A whole-dataset erasure re-keys every other dataset's record under the next name key in its
+ * first batch, and the nodes receive that key only after it: a node that catches up in between
+ * (inside the erasure, through the race hook), or after it but before its new key bundle, reads
+ * records under a name key it does not hold yet. That is no tampering: the node reports nothing,
+ * its listing leaves those datasets out (a lookup by name misses them too) until its keys
+ * follow, and then lists them. Before, each such listing raised a false integrity failure
+ * ("stored under another name's key"), seen on the nodes' mounts in
+ * test_erased_version_gone_on_nodes. */
+static void test_node_meets_dataset_erasure(void **state)
+{
+	struct fx *f = *state;
+	struct store *st = fx_create(f), *node = NULL, *pnode = NULL;
+	char *secdir = tu_fmt("%s/secondary", f->root), *psecdir = tu_fmt("%s/psecondary", f->root);
+	struct store_node_keys *k1 = NULL, *k2 = NULL;
+	struct store_open_options o = { .secondary_dir = secdir }, po = { .secondary_dir = psecdir };
+	struct erase_race x = { 0 };
+	struct hook_log h = { 0 }, ph = { 0 };
+	struct store_dataset_info di;
+	struct store_erasure e;
+	uint64_t seq = 0;
+	int count;
+
+	put_text(f->src, "a.txt", "one\n");
+	assert_int_equal(import_src(st, "ds", f->src, NULL), 1);
+	assert_int_equal(import_src(st, "gone", f->src, NULL), 1);
+	assert_int_equal(store_node_keys_export(st, &k1), 0);
+	o.node_keys = k1;
+	assert_int_equal(store_open(f->store, NULL, &o, &node), 0);
+	assert_int_equal(store_open(f->store, f->pass, &po, &pnode), 0);
+	store_set_integrity_hook(node, hook_cb, &h);
+	store_set_integrity_hook(pnode, hook_cb, &ph);
+	x.nodes[0] = node;
+	x.nodes[1] = pnode;
+	x.armed = true;
+	store_test_set_race_hook(st, erase_race_hook, &x);
+	assert_int_equal(store_erase(st, "gone", 0, &e), 0);
+	store_test_set_race_hook(st, NULL, NULL);
+	assert_false(x.armed);
+	assert_int_equal(x.r, 0);
+	assert_int_equal(store_erase_recorded(st, e.dataset_id, 0), 0);
+	store_erasure_free(&e);
+	/* Inside the erasure: ds is under the next name key, which neither node holds yet. */
+	assert_int_equal(x.listed[0], 0);
+	assert_int_equal(x.listed[1], 0);
+	/* After it, the node without its new bundle: the same. */
+	assert_int_equal(store_catch_up(node, &seq), 0);
+	count = 0;
+	assert_int_equal(store_dataset_foreach(node, dataset_count, &count), 0);
+	assert_int_equal(count, 0);
+	assert_int_equal(store_dataset_get(node, "ds", &di), -ENOENT);
+	/* Its keys follow: ds again, gone not. The node with the passphrase reads the new ring at
+	 * its catch-up. */
+	assert_int_equal(store_node_keys_export(st, &k2), 0);
+	assert_int_equal(store_node_keys_set(node, k2), 0);
+	assert_int_equal(store_catch_up(pnode, &seq), 0);
+	for (int i = 0; i < 2; i++) {
+		struct store *nd = i ? pnode : node;
+
+		count = 0;
+		assert_int_equal(store_dataset_foreach(nd, dataset_count, &count), 0);
+		assert_int_equal(count, 1);
+		assert_int_equal(store_dataset_get(nd, "ds", &di), 0);
+		assert_int_equal(store_dataset_get(nd, "gone", &di), -ENOENT);
+	}
+	if (h.calls || ph.calls)
+		fprintf(stderr, "integrity: %d, %d, the last: %s / %s\n", h.calls, ph.calls,
+			h.what, ph.what);
+	assert_int_equal(h.calls, 0);
+	assert_int_equal(ph.calls, 0);
+	store_close(pnode);
+	store_close(node);
+	store_close(st);
+	store_node_keys_free(k1);
+	store_node_keys_free(k2);
+	free(secdir);
+	free(psecdir);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -6981,6 +7083,7 @@ int main(void)
 		T(test_node_sees_pending_version),
 		T(test_node_erased_version_gone),
 		T(test_node_erased_dataset_gone),
+		T(test_node_meets_dataset_erasure),
 #undef T
 	};
 
