@@ -366,8 +366,8 @@ struct import {
 	 * the daemon imports those whose source stamp holds and asks for the others ("need"),
 	 * which are then opened and sent as import.files (docs/PROTOCOL.md). */
 	bool stamps;
-	bool packed;                  /* import.begin said "stat_packed": import.stat batches go in
-				       * the packed form (proto_stat_pack()), else as arrays */
+	bool compact;                 /* import.begin said "stat_compact": import.stat batches go
+				       * in the compact form (proto_stats64()), else as arrays */
 	struct claim *cw;             /* the import.stat batch waiting to go; NULL: none */
 	struct claim *flight[IMPORT_WINDOW_MAX];  /* per request in flight, oldest first: its
 						     import.stat batch, or NULL (import.files) */
@@ -526,7 +526,7 @@ static int begin_collect(struct import *im)
 	}
 	im->begin = BEGIN_OK;
 	im->stamps = json_is_true(json_object_get(rep.result, "stamps"));
-	im->packed = json_is_true(json_object_get(rep.result, "stat_packed"));
+	im->compact = json_is_true(json_object_get(rep.result, "stat_compact"));
 	reply_clear(&rep);
 	return 0;
 }
@@ -753,17 +753,20 @@ static size_t claim_dir_len(const struct claim_ent *e)
 	return pl > nl ? pl - nl - 1 : 0;
 }
 
-/* The packed form of batch cl (all its files in one directory): {"dir", "names", "stats"}. */
-static json_t *claim_packed(const struct claim *cl)
+/* The compact form of batch cl (all its files in one directory): {"dir", "names", "stats64"}. */
+static json_t *claim_compact(const struct claim *cl)
 {
-	size_t dlen = claim_dir_len(&cl->e[0]), nlen = 0, slen = cl->n * PROTO_STAT_PACKED_HEX;
+	size_t dlen = claim_dir_len(&cl->e[0]), nlen = 0;
+	const struct stat *sts[PROTO_IMPORT_STAT_FILES];
 	char *names, *stats;
 	json_t *args = NULL;
 
-	for (size_t i = 0; i < cl->n; i++)
+	for (size_t i = 0; i < cl->n; i++) {
 		nlen += strlen(cl->e[i].name) + 1;
+		sts[i] = &cl->e[i].st;
+	}
 	names = malloc(nlen);
-	stats = malloc(slen + 1);
+	stats = proto_stats64(sts, cl->n);
 	if (names && stats) {
 		char *p = names;
 
@@ -774,10 +777,9 @@ static json_t *claim_packed(const struct claim *cl)
 				*p++ = '/';
 			memcpy(p, cl->e[i].name, l);
 			p += l;
-			proto_stat_pack(&cl->e[i].st, stats + i * PROTO_STAT_PACKED_HEX);
 		}
-		args = json_pack("{s:s%, s:s%, s:s%}", "dir", cl->e[0].path, dlen, "names", names,
-				 (size_t)(p - names), "stats", stats, slen);
+		args = json_pack("{s:s%, s:s%, s:s}", "dir", cl->e[0].path, dlen, "names", names,
+				 (size_t)(p - names), "stats64", stats);
 	}
 	free(names);
 	free(stats);
@@ -814,7 +816,7 @@ static json_t *claim_arrays(const struct claim *cl)
 	return args;
 }
 
-/* Send the waiting import.stat batch, if any: packed when the daemon takes it, else as arrays. */
+/* Send the waiting import.stat batch, if any: compact when the daemon takes it, else as arrays. */
 static int claim_send(struct import *im)
 {
 	struct claim *cl = im->cw;
@@ -824,7 +826,7 @@ static int claim_send(struct import *im)
 	if (!cl)
 		return 0;
 	im->cw = NULL;
-	args = im->packed ? claim_packed(cl) : claim_arrays(cl);
+	args = im->compact ? claim_compact(cl) : claim_arrays(cl);
 	if (!args) {
 		claim_free(cl);
 		return err_set(-ENOMEM, "out of memory");
@@ -988,11 +990,11 @@ static int send_file(void *ctx, int dirfd, const char *name, const char *path,
 	if (!im->stamps)
 		return fd_add(im, dirfd, name, path, st);
 	/* A batch is full at PROTO_IMPORT_STAT_FILES files or PROTO_IMPORT_STAT_PATH_BYTES; a
-	 * packed one holds the files of one directory (the walk settles every batch before it
+	 * compact one holds the files of one directory (the walk settles every batch before it
 	 * enters or leaves one, so this is a safeguard). */
 	if (im->cw && (im->cw->n == PROTO_IMPORT_STAT_FILES ||
 		       im->cw->path_bytes + plen > PROTO_IMPORT_STAT_PATH_BYTES ||
-		       (im->packed && !same_dir(&im->cw->e[0], path, name)))) {
+		       (im->compact && !same_dir(&im->cw->e[0], path, name)))) {
 		r = claim_send(im);
 		if (r < 0)
 			return r;

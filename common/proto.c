@@ -9,6 +9,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <sodium.h>
+
 #include "common/common.h"
 #include "common/err.h"
 
@@ -422,29 +424,71 @@ const char *proto_error_code(int err)
 	return "error";
 }
 
-/* ---- The packed import.stat batch ---------------------------------------------------------- */
+/* ---- The compact import.stat batch --------------------------------------------------------- */
 
-void proto_stat_pack(const struct stat *st, char out[static PROTO_STAT_PACKED_HEX + 1])
+/* zigzag(d) = (d << 1) ^ (d >> 63), d a signed 64-bit difference: small magnitudes of either sign
+ * become small numbers (0, -1, 1, -2 ... as 0, 1, 2, 3 ...), so their varints are short. */
+static uint64_t zigzag(uint64_t d)
 {
-	uint8_t b[PROTO_STAT_PACKED_LEN];
-
-	put_be64(b, (uint64_t)st->st_dev);
-	put_be64(b + 8, (uint64_t)st->st_ino);
-	put_be64(b + 16, (uint64_t)(int64_t)st->st_size);
-	/* Unsigned: no overflow whatever the times (the daemon refuses those out of range). */
-	put_be64(b + 24, (uint64_t)st->st_mtim.tv_sec * 1000000000u + (uint64_t)st->st_mtim.tv_nsec);
-	put_be64(b + 32, (uint64_t)st->st_ctim.tv_sec * 1000000000u + (uint64_t)st->st_ctim.tv_nsec);
-	put_be32(b + 40, (uint32_t)st->st_mode);
-	hex_encode(b, sizeof(b), out);
+	return (d << 1) ^ (uint64_t)-(int64_t)(d >> 63);
 }
 
-static int hex_digit(char c)
+static uint64_t unzigzag(uint64_t z)
 {
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	return -1;
+	return (z >> 1) ^ (uint64_t)-(int64_t)(z & 1);
+}
+
+/* Unsigned LEB128: 7 bits a byte, least significant first, the high bit set on all but the last. */
+static size_t varint_put(uint8_t *p, uint64_t v)
+{
+	size_t n = 0;
+
+	for (; v >= 0x80; v >>= 7)
+		p[n++] = (uint8_t)(v | 0x80);
+	p[n++] = (uint8_t)v;
+	return n;
+}
+
+/* A time as nanoseconds since 1970, modulo 2^64: no overflow whatever the time (the daemon refuses
+ * those out of range). */
+static uint64_t timespec_ns(const struct timespec *t)
+{
+	return (uint64_t)t->tv_sec * 1000000000u + (uint64_t)t->tv_nsec;
+}
+
+char *proto_stats64(const struct stat *const *sts, size_t n)
+{
+	uint64_t dev = 0, ino = 0, mode = 0, mtime = 0;
+	size_t len = 0, cap;
+	uint8_t *b;
+	char *out = NULL;
+
+	if (n > (SIZE_MAX / 2) / PROTO_STAT_REC_MAX)
+		return NULL;
+	b = malloc(n * PROTO_STAT_REC_MAX + 1);
+	if (!b)
+		return NULL;
+	for (size_t i = 0; i < n; i++) {
+		const struct stat *st = sts[i];
+		uint64_t m = timespec_ns(&st->st_mtim);
+
+		len += varint_put(b + len, zigzag((uint64_t)st->st_dev - dev));
+		len += varint_put(b + len, zigzag((uint64_t)st->st_ino - ino));
+		len += varint_put(b + len, (uint64_t)(int64_t)st->st_size);
+		len += varint_put(b + len, zigzag((uint64_t)st->st_mode - mode));
+		len += varint_put(b + len, zigzag(m - mtime));
+		len += varint_put(b + len, zigzag(timespec_ns(&st->st_ctim) - m));
+		dev = (uint64_t)st->st_dev;
+		ino = (uint64_t)st->st_ino;
+		mode = (uint64_t)st->st_mode;
+		mtime = m;
+	}
+	cap = sodium_base64_ENCODED_LEN(len, sodium_base64_VARIANT_ORIGINAL);
+	out = malloc(cap);
+	if (out)
+		sodium_bin2base64(out, cap, b, len, sodium_base64_VARIANT_ORIGINAL);
+	free(b);
+	return out;
 }
 
 bool proto_time_ns_valid(int64_t ns)
@@ -462,32 +506,103 @@ static struct timespec ns_timespec(int64_t ns)
 	return t;
 }
 
+static const char *const stat_fields[6] = { "dev", "ino", "size", "mode", "mtime", "ctime" };
+
+/* Read varint k (stat_fields[k]) of file i at b[*pos ..), of len bytes in all: complete, at most
+ * 64 bits, in its shortest form (no last byte 0 after another). -EINVAL naming both otherwise. */
+static int varint_get(const uint8_t *b, size_t len, size_t *pos, size_t i, unsigned k,
+		      uint64_t *ret)
+{
+	uint64_t v = 0;
+	size_t p = *pos;
+
+	for (unsigned shift = 0;; shift += 7) {
+		uint8_t c;
+
+		if (p == len)
+			return err_set(-EINVAL, "stat %zu of the batch: \"stats64\" ends inside its %s "
+				       "(cut short)", i, stat_fields[k]);
+		c = b[p++];
+		/* The tenth byte holds bit 63 alone; a continuation or more bits: too long. */
+		if (shift == 63 && c > 1)
+			return err_set(-EINVAL, "stat %zu of the batch: its %s is longer than 64 "
+				       "bits", i, stat_fields[k]);
+		v |= (uint64_t)(c & 0x7f) << shift;
+		if (!(c & 0x80)) {
+			if (c == 0 && shift > 0)
+				return err_set(-EINVAL, "stat %zu of the batch: its %s is not in its "
+					       "shortest form", i, stat_fields[k]);
+			break;
+		}
+	}
+	*pos = p;
+	*ret = v;
+	return 0;
+}
+
+/* Decode and check the n records of b[0 .. len) (the decoded "stats64"); into out[] when out is
+ * not NULL (called first without, so that a refused batch sets nothing). */
+static int stat_records(const uint8_t *b, size_t len, size_t n, struct stat *out)
+{
+	uint64_t dev = 0, ino = 0, mode = 0, mtime = 0, v[6];
+	size_t pos = 0;
+	int r;
+
+	for (size_t i = 0; i < n; i++) {
+		uint64_t ctime;
+
+		for (unsigned k = 0; k < 6; k++)
+			if ((r = varint_get(b, len, &pos, i, k, &v[k])) < 0)
+				return r;
+		dev += unzigzag(v[0]);
+		ino += unzigzag(v[1]);
+		mode += unzigzag(v[3]);
+		mtime += unzigzag(v[4]);
+		ctime = mtime + unzigzag(v[5]);
+		if (v[2] > INT64_MAX)
+			return err_set(-EINVAL, "stat %zu of the batch: a negative size", i);
+		if (mode > UINT32_MAX)
+			return err_set(-EINVAL, "stat %zu of the batch: a mode over 32 bits", i);
+		if (!proto_time_ns_valid((int64_t)mtime) || !proto_time_ns_valid((int64_t)ctime))
+			return err_set(-EINVAL, "stat %zu of the batch: a time out of range", i);
+		if (out) {
+			struct stat *st = &out[i];
+
+			memset(st, 0, sizeof(*st));
+			st->st_dev = (dev_t)dev;
+			st->st_ino = (ino_t)ino;
+			st->st_size = (off_t)v[2];
+			st->st_mode = (mode_t)mode;
+			st->st_mtim = ns_timespec((int64_t)mtime);
+			st->st_ctim = ns_timespec((int64_t)ctime);
+		}
+	}
+	if (pos != len)
+		return err_set(-EINVAL, "\"stats64\" holds %zu bytes after the stat of the batch's "
+			       "last file", len - pos);
+	return 0;
+}
+
 int proto_stat_unpack(const char *dir, size_t dir_len, const char *names, size_t names_len,
-		      const char *stats, size_t stats_len, size_t max, size_t path_max,
+		      const char *stats64, size_t stats64_len, size_t max, size_t path_max,
 		      char **ret_buf, const char **ret_paths, struct stat *ret_sts, size_t *ret_n)
 {
-	size_t n = 1, i, k, off, start;
+	size_t n = 1, i, off, start, cap, got = 0;
+	uint8_t *bin = NULL;
 	char *buf;
+	int r;
 
 	/* The shape first, from the lengths alone: nothing is allocated for a batch refused here. */
 	if (memchr(dir, '\0', dir_len) || memchr(names, '\0', names_len) ||
-	    memchr(stats, '\0', stats_len))
-		return err_set(-EINVAL, "a packed import.stat batch holds a NUL byte");
+	    memchr(stats64, '\0', stats64_len))
+		return err_set(-EINVAL, "a compact import.stat batch holds a NUL byte");
 	for (i = 0; i < names_len; i++)
 		n += names[i] == '/';
 	if (n > max)
 		return err_set(-E2BIG, "a batch of %zu files, more than %zu", n, max);
-	if (stats_len != n * PROTO_STAT_PACKED_HEX)
-		return err_set(-EINVAL, "a batch of %zu names came with %zu hex digits of stats, "
-			       "not %zu (%u per file)", n, stats_len, n * PROTO_STAT_PACKED_HEX,
-			       PROTO_STAT_PACKED_HEX);
 	if (dir_len > path_max)
 		return err_set(-EINVAL, "the batch's directory is longer than %zu bytes", path_max);
-	for (i = 0; i < stats_len; i++)
-		if (hex_digit(stats[i]) < 0)
-			return err_set(-EINVAL, "stat %zu of the batch: \"stats\" holds a character "
-				       "that is not a lowercase hex digit", i / PROTO_STAT_PACKED_HEX);
-	/* Each name: not empty, its path not too long. Then the stats: no negative size. */
+	/* Each name: not empty, its path not too long. */
 	for (i = 0, start = 0; i < n; i++) {
 		size_t end = start;
 
@@ -500,26 +615,33 @@ int proto_stat_unpack(const char *dir, size_t dir_len, const char *names, size_t
 				       "bytes", i, path_max);
 		start = end + 1;
 	}
-	for (i = 0; i < n; i++) {
-		const char *h = stats + i * PROTO_STAT_PACKED_HEX;
-		uint8_t t[16];
-
-		if (hex_digit(h[32]) >= 8)
-			return err_set(-EINVAL, "stat %zu of the batch: a negative size", i);
-		for (k = 0; k < sizeof(t); k++)
-			t[k] = (uint8_t)(hex_digit(h[48 + 2 * k]) << 4 | hex_digit(h[49 + 2 * k]));
-		if (!proto_time_ns_valid((int64_t)get_be64(t)) ||
-		    !proto_time_ns_valid((int64_t)get_be64(t + 8)))
-			return err_set(-EINVAL, "stat %zu of the batch: a time out of range", i);
+	/* Then the stats: no more text than n records of the longest kind take, so the decoded
+	 * bytes are bounded by the batch before anything is allocated for them. */
+	cap = n * PROTO_STAT_REC_MAX;
+	if (stats64_len == 0 || stats64_len > (cap + 2) / 3 * 4)
+		return err_set(-EINVAL, "a batch of %zu names came with %zu characters of "
+			       "\"stats64\" (1 to %zu)", n, stats64_len, (cap + 2) / 3 * 4);
+	bin = malloc(cap);
+	if (!bin)
+		return err_set(-ENOMEM, "out of memory");
+	if (base64_decode_canonical(stats64, stats64_len, NULL, bin, cap, &got) < 0) {
+		free(bin);
+		return err_set(-EINVAL, "\"stats64\" is not canonical base64 (RFC 4648, padded)");
+	}
+	r = stat_records(bin, got, n, NULL);
+	if (r < 0) {
+		free(bin);
+		return r;
 	}
 	/* Every path "dir/name", NUL-terminated: at most n * (dir_len + 1) + names_len + 1 bytes. */
 	buf = malloc(n * (dir_len + 1) + names_len + 1);
-	if (!buf)
+	if (!buf) {
+		free(bin);
 		return err_set(-ENOMEM, "out of memory");
+	}
+	stat_records(bin, got, n, ret_sts);
+	free(bin);
 	for (i = 0, start = 0, off = 0; i < n; i++) {
-		const char *h = stats + i * PROTO_STAT_PACKED_HEX;
-		uint8_t b[PROTO_STAT_PACKED_LEN];
-		struct stat *st = &ret_sts[i];
 		size_t end = start;
 
 		while (end < names_len && names[end] != '/')
@@ -534,15 +656,6 @@ int proto_stat_unpack(const char *dir, size_t dir_len, const char *names, size_t
 		off += end - start;
 		buf[off++] = '\0';
 		start = end + 1;
-		for (k = 0; k < PROTO_STAT_PACKED_LEN; k++)
-			b[k] = (uint8_t)(hex_digit(h[2 * k]) << 4 | hex_digit(h[2 * k + 1]));
-		memset(st, 0, sizeof(*st));
-		st->st_dev = (dev_t)get_be64(b);
-		st->st_ino = (ino_t)get_be64(b + 8);
-		st->st_size = (off_t)(int64_t)get_be64(b + 16);
-		st->st_mtim = ns_timespec((int64_t)get_be64(b + 24));
-		st->st_ctim = ns_timespec((int64_t)get_be64(b + 32));
-		st->st_mode = (mode_t)get_be32(b + 40);
 	}
 	*ret_buf = buf;
 	*ret_n = n;

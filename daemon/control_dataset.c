@@ -492,9 +492,11 @@ int op_import_begin(struct conn *c, const json_t *args, json_t **ret)
 	c->imp_c4gh_keep = keep;
 	/* "stamps": import.stat would import a file whose source stamp holds; false when there is
 	 * no version to share from or with rehash, where every file needs its descriptor.
-	 * "stat_packed": import.stat takes its packed form too (proto_stat_unpack()). */
+	 * "stat_compact": import.stat takes its compact form too (proto_stat_unpack()). The hex
+	 * form that "stat_packed" offered is no longer taken, nor offered: a client that knows only
+	 * that one sends arrays. */
 	*ret = json_pack("{s:s, s:b, s:b}", "dataset", name, "stamps", store_import_stamps(c->imp),
-			 "stat_packed", 1);
+			 "stat_compact", 1);
 	return *ret ? 0 : -ENOMEM;
 }
 
@@ -657,20 +659,23 @@ static int claim_stat(const json_t *a, size_t i, const char *path, struct stat *
 	return 0;
 }
 
-/* The packed form of an import.stat batch: {"dir", "names", "stats"}, three strings
+/* The compact form of an import.stat batch: {"dir", "names", "stats64"}, three strings
  * (proto_stat_unpack(), docs/PROTOCOL.md). The paths go into *ret_buf (the caller frees it). */
-static int stat_packed(const json_t *args, const char **names, struct stat *sts, char **ret_buf,
-		       size_t *ret_n)
+static int stat_compact(const json_t *args, const char **names, struct stat *sts, char **ret_buf,
+			size_t *ret_n)
 {
 	const json_t *d = json_object_get(args, "dir"), *nm = json_object_get(args, "names");
-	const json_t *st = json_object_get(args, "stats");
+	const json_t *st = json_object_get(args, "stats64");
 
-	if (json_object_get(args, "paths"))
+	if (json_is_string(json_object_get(args, "stats")))
+		return err_set(-EINVAL, "import.stat no longer takes \"stats\" as hex digits: send "
+			       "\"stats64\" (import.begin says \"stat_compact\") or arrays");
+	if (json_object_get(args, "paths") || json_object_get(args, "stats"))
 		return err_set(-EINVAL, "import.stat takes \"paths\" and \"stats\" as arrays, or "
-			       "\"dir\", \"names\" and \"stats\" as strings, not both");
+			       "\"dir\", \"names\" and \"stats64\" as strings, not both");
 	if (!json_is_string(d) || !json_is_string(nm) || !json_is_string(st))
-		return err_set(-EINVAL, "a packed import.stat batch needs \"dir\", \"names\" and "
-			       "\"stats\", three strings");
+		return err_set(-EINVAL, "a compact import.stat batch needs \"dir\", \"names\" and "
+			       "\"stats64\", three strings");
 	return proto_stat_unpack(json_string_value(d), json_string_length(d),
 				 json_string_value(nm), json_string_length(nm),
 				 json_string_value(st), json_string_length(st),
@@ -713,7 +718,7 @@ static int stat_arrays(const json_t *args, const char **names, struct stat *sts,
 
 int op_import_stat(struct conn *c, const json_t *args, json_t **ret)
 {
-	static const char *const known[] = { "paths", "stats", "dir", "names", NULL };
+	static const char *const known[] = { "paths", "stats", "dir", "names", "stats64", NULL };
 	_cleanup_free_ struct stat *sts = NULL;
 	_cleanup_free_ char *buf = NULL;
 	const char *names[STORE_IMPORT_CLAIM_MAX];
@@ -731,8 +736,9 @@ int op_import_stat(struct conn *c, const json_t *args, json_t **ret)
 	/* The shape of the whole batch first, in either form; the store then checks the files
 	 * themselves (paths, types, names already imported or twice in the batch). A refused batch
 	 * changes nothing. */
-	r = json_object_get(args, "names") || json_object_get(args, "dir")
-		    ? stat_packed(args, names, sts, &buf, &n)
+	r = json_object_get(args, "names") || json_object_get(args, "dir") ||
+		    json_object_get(args, "stats64")
+		    ? stat_compact(args, names, sts, &buf, &n)
 		    : stat_arrays(args, names, sts, &n);
 	if (r < 0)
 		return r;

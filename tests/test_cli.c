@@ -28,6 +28,8 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <sodium.h>
+
 #include "common/common.h"
 #include "common/err.h"
 #include "common/proto.h"
@@ -216,7 +218,7 @@ struct fake {
 	size_t nfds;
 	bool refuse_second;            /* h_import refuses the second file it is given */
 	const char *stat_root;         /* h_import_stat checks each stat against the file here */
-	bool packed;                   /* h_import_stat offers, and then wants, the packed form */
+	bool compact;                  /* h_import_stat offers, and then wants, the compact form */
 	const char *need_prefix;       /* h_import_stat also asks for every file named so */
 	const char *vanish;            /* h_import_stat removes this file (under stat_root) as it
 					* asks for it */
@@ -492,13 +494,14 @@ static void h_import(struct fake *f, int conn, const char *op, const json_t *arg
 }
 
 /* The files of an import.stat request as "path" -> [dev, ino, size, mode, mtime_ns, ctime_ns],
- * in order, from either form; NULL when it is not of the form the fake wants (f->packed). The
- * packed form is decoded here by hand, not with the project's decoder. */
+ * in order, from either form; NULL when it is not of the form the fake wants (f->compact). The
+ * compact form is decoded here by hand (libsodium's base64, the varints written out), not with
+ * the project's decoder. */
 static json_t *stat_request_files(const struct fake *f, const json_t *args)
 {
 	json_t *out = json_array();
 
-	if (!f->packed) {
+	if (!f->compact) {
 		const json_t *paths = json_object_get(args, "paths");
 		const json_t *stats = json_object_get(args, "stats");
 
@@ -514,55 +517,83 @@ static json_t *stat_request_files(const struct fake *f, const json_t *args)
 	}
 	const char *dir = json_string_value(json_object_get(args, "dir"));
 	const char *names = json_string_value(json_object_get(args, "names"));
-	const char *stats = json_string_value(json_object_get(args, "stats"));
+	const char *stats = json_string_value(json_object_get(args, "stats64"));
+	uint64_t prev[4] = { 0 };   /* dev, ino, mode, mtime of the file before */
+	uint8_t *bin;
+	size_t blen = 0, pos = 0, i = 0;
 	char *copy, *nm, *slash;
-	size_t i = 0;
 
-	if (json_object_get(args, "paths") || !dir || !names || !stats) {
+	if (json_object_get(args, "paths") || json_object_get(args, "stats") || !dir || !names ||
+	    !stats) {
+		json_decref(out);
+		return NULL;
+	}
+	bin = malloc(strlen(stats) + 1);
+	assert_non_null(bin);
+	if (sodium_base642bin(bin, strlen(stats) + 1, stats, strlen(stats), NULL, &blen, NULL,
+			      sodium_base64_VARIANT_ORIGINAL) != 0) {
+		free(bin);
 		json_decref(out);
 		return NULL;
 	}
 	copy = tu_fmt("%s", names);
-	for (nm = copy; nm; nm = slash ? slash + 1 : NULL, i++) {
-		unsigned long long v[5];
-		unsigned mode;
+	for (nm = copy; nm && out; nm = slash ? slash + 1 : NULL, i++) {
+		uint64_t v[6];
 		char *path;
 
 		slash = strchr(nm, '/');
 		if (slash)
 			*slash = '\0';
-		path = *dir ? tu_fmt("%s/%s", dir, nm) : tu_fmt("%s", nm);
+		/* Six LEB128 varints: deltas of dev, ino, zigzag; the size; deltas of mode and
+		 * mtime; the ctime against the mtime. */
+		for (unsigned k = 0; k < 6 && out; k++) {
+			unsigned shift = 0;
 
-		if (strlen(stats) < (i + 1) * 88 ||
-		    sscanf(stats + i * 88, "%16llx%16llx%16llx%16llx%16llx%8x", &v[0], &v[1], &v[2],
-			   &v[3], &v[4], &mode) != 6) {
-			free(path);
-			json_decref(out);
-			out = NULL;
-			break;
+			v[k] = 0;
+			do {
+				if (pos == blen || shift > 63) {
+					json_decref(out);
+					out = NULL;
+					break;
+				}
+				v[k] |= (uint64_t)(bin[pos] & 0x7f) << shift;
+				shift += 7;
+			} while (bin[pos++] & 0x80);
+			if (k != 2)
+				v[k] = (v[k] >> 1) ^ (0 - (v[k] & 1));
 		}
+		if (!out)
+			break;
+		prev[0] += v[0];
+		prev[1] += v[1];
+		prev[2] += v[3];
+		prev[3] += v[4];
+		path = *dir ? tu_fmt("%s/%s", dir, nm) : tu_fmt("%s", nm);
 		json_array_append_new(out, json_pack("[s, [I, I, I, I, I, I]]", path,
-						     (json_int_t)v[0], (json_int_t)v[1],
-						     (json_int_t)v[2], (json_int_t)mode,
-						     (json_int_t)v[3], (json_int_t)v[4]));
+						     (json_int_t)prev[0], (json_int_t)prev[1],
+						     (json_int_t)v[2], (json_int_t)prev[2],
+						     (json_int_t)prev[3],
+						     (json_int_t)(prev[3] + v[5])));
 		free(path);
 	}
-	if (out && strlen(stats) != i * 88) {
+	if (out && pos != blen) {
 		json_decref(out);
 		out = NULL;
 	}
+	free(bin);
 	free(copy);
 	return out;
 }
 
 /* A daemon with a version to share from (issue 16): import.begin says "stamps" (and, with
- * f->packed, "stat_packed"), and of every import.stat batch it takes the files as held but "empty"
- * and "sub/b.bin", which it asks for ("need") and which must then come with their descriptors.
+ * f->compact, "stat_compact"), and of every import.stat batch it takes the files as held but
+ * "empty" and "sub/b.bin", which it asks for ("need") and which must then come with their
+ * descriptors.
  * A stat that claims anything else than a regular file of the file's size is refused. */
 static void h_import_stat(struct fake *f, int conn, const char *op, const json_t *args, int fd)
 {
 	if (strcmp(op, "import.begin") == 0) {
-		reply_ok(conn, json_pack("{s:b, s:b}", "stamps", 1, "stat_packed", f->packed));
+		reply_ok(conn, json_pack("{s:b, s:b}", "stamps", 1, "stat_compact", f->compact));
 	} else if (strcmp(op, "import.stat") == 0) {
 		json_t *files = stat_request_files(f, args);
 		json_t *need = json_array();
@@ -1313,7 +1344,7 @@ struct want_req {
 };
 
 /* The fake daemon got exactly want[0..n), in order, a descriptor with each import.files and with
- * nothing else. An import.stat's paths are read in the form the fake takes (f->packed). */
+ * nothing else. An import.stat's paths are read in the form the fake takes (f->compact). */
 static void expect_requests(const struct fake *f, const struct want_req *want, size_t n)
 {
 	assert_int_equal(fake_nreq(f), n);
@@ -1471,7 +1502,7 @@ static void test_daemon_commands_do_not_load_rocksdb(void **state)
  * descriptor, [dev, ino, size, mode, mtime_ns, ctime_ns] as fstatat saw them), and only the ones
  * the daemon asks for are opened and sent (import.files), each before the walk leaves its
  * directory. Every file is imported once. */
-static void import_by_stat(bool packed)
+static void import_by_stat(bool compact)
 {
 	static const struct want_req want[] = {
 		{ "import.begin", NULL },      { "import.dir", "" },
@@ -1487,7 +1518,7 @@ static void import_by_stat(bool packed)
 
 	tree_make(&t);
 	f->stat_root = t.src;
-	f->packed = packed;
+	f->compact = compact;
 	RUN(&r, "--socket", f->sock, "dataset", "import", "genomes", t.src);
 	expect_status(&r, 0);
 	expect_contains(r.out, "imported genomes version 1: 4 files, 4 dirs, 70105 bytes in ");
@@ -1508,9 +1539,9 @@ static void test_import_by_stat(void **state)
 	import_by_stat(false);
 }
 
-/* The same with a daemon that offers the packed form (issue 16): every batch goes packed, with
+/* The same with a daemon that offers the compact form (issue 16): every batch goes compact, with
  * the stats the walk took, and the same files are asked for and sent. */
-static void test_import_by_stat_packed(void **state)
+static void test_import_by_stat_compact(void **state)
 {
 	(void)state;
 	import_by_stat(true);
@@ -1575,7 +1606,7 @@ static void test_import_by_stat_many_dirs(void **state)
 	(void)state;
 	tree_make_many(&t);
 	f->stat_root = t.src;
-	f->packed = true;
+	f->compact = true;
 	f->need_prefix = "n";
 	RUN(&r, "--socket", f->sock, "dataset", "import", "genomes", t.src);
 	expect_status(&r, 0);
@@ -1659,7 +1690,7 @@ static void test_import_needed_file_vanished(void **state)
 	(void)state;
 	tree_make_many(&t);
 	f->stat_root = t.src;
-	f->packed = true;
+	f->compact = true;
 	f->need_prefix = "n";
 	f->vanish = "d1/e/n003";
 	p = tu_fmt("%s/d1/e/n003", t.src);
@@ -2482,7 +2513,7 @@ int main(void)
 		cmocka_unit_test(test_garbage_frame),
 		cmocka_unit_test(test_import_tree),
 		cmocka_unit_test(test_import_by_stat),
-		cmocka_unit_test(test_import_by_stat_packed),
+		cmocka_unit_test(test_import_by_stat_compact),
 		cmocka_unit_test(test_import_json),
 		cmocka_unit_test(test_import_refuses_symlink),
 		cmocka_unit_test(test_import_refuses_fifo),

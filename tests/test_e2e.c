@@ -1145,36 +1145,44 @@ static void test_import_stat_checked(void **state)
 	free(dir);
 }
 
-/* One file's stat in import.stat's packed form, written here byte by byte (not with the
- * project's encoder): st_dev, st_ino, st_size, mtime_ns, ctime_ns as 16 hex digits each, st_mode
- * as 8, big-endian, lowercase; the inode number xor ino_xor, and the size and mode as given
- * when size / mode are not 0 (a stat that is not the file's). */
-static char *packed_entry(const char *path, uint64_t ino_xor, long long size, unsigned mode)
+/* The "stats64" text of files as lstat() says of them, but for the inode numbers xor-ed with
+ * ino_xor[i], and, when not 0, the size and the mode of the last file (issue 16; the encoder,
+ * proto_stats64(): test_proto checks it against vectors written by hand). */
+static char *compact_stats(char *const *paths, size_t n, const uint64_t *ino_xor, long long size,
+			   unsigned mode)
 {
-	struct stat sb;
+	struct stat sb[4];
+	const struct stat *p[4];
+	char *text;
 
-	assert_int_equal(lstat(path, &sb), 0);
-	return tu_fmt("%016llx%016llx%016llx%016llx%016llx%08x", (unsigned long long)sb.st_dev,
-		      (unsigned long long)(sb.st_ino ^ ino_xor),
-		      (unsigned long long)(size ? size : (long long)sb.st_size),
-		      (unsigned long long)((long long)sb.st_mtim.tv_sec * 1000000000 +
-					   sb.st_mtim.tv_nsec),
-		      (unsigned long long)((long long)sb.st_ctim.tv_sec * 1000000000 +
-					   sb.st_ctim.tv_nsec),
-		      mode ? mode : (unsigned)sb.st_mode);
+	assert_true(n <= 4);
+	for (size_t i = 0; i < n; i++) {
+		assert_int_equal(lstat(paths[i], &sb[i]), 0);
+		sb[i].st_ino ^= ino_xor ? ino_xor[i] : 0;
+		p[i] = &sb[i];
+	}
+	if (size)
+		sb[n - 1].st_size = size;
+	if (mode)
+		sb[n - 1].st_mode = mode;
+	text = proto_stats64(p, n);
+	assert_non_null(text);
+	return text;
 }
 
-/* Issue 16 point 5: import.stat's packed form ({"dir", "names", "stats"}, docs/PROTOCOL.md),
- * which import.begin offers ("stat_packed"). Every bad batch is a clear error that imports
- * nothing, and the import goes on: wrong types, stats cut short or too long, a digit that is not
- * lowercase hex, an empty name, both forms at once, more than 256 files, a path too long, a
- * negative size, a symbolic link claimed, a name twice, a directory that is not a valid path. A
- * good batch then imports the files whose stamps hold and asks for the other, which commits once
- * given. */
-static void test_import_stat_packed(void **state)
+/* Issue 16 point 5: import.stat's compact form ({"dir", "names", "stats64"}, docs/PROTOCOL.md),
+ * which import.begin offers ("stat_compact"). Every bad batch is a clear error that imports
+ * nothing, and the import goes on: wrong types, the hex "stats" of the form it replaced, stats
+ * cut short or one file over, text that is not canonical base64, an empty name, both forms at
+ * once, more than 256 files, a path too long, a negative size, a time out of range, a symbolic
+ * link claimed, a name twice, a directory that is not a valid path. A good batch then imports
+ * the files whose stamps hold and asks for the other, which commits once given. (Each rule of
+ * the decoder on its own: test_proto.) */
+static void test_import_stat_compact(void **state)
 {
-	char *dir = tu_fmt("%s/packed-src", E->root), *sub = tu_fmt("%s/sub", dir);
-	char *p[3], *e[3], *req, *cut, code[64], ds[] = "packedds";
+	char *dir = tu_fmt("%s/compact-src", E->root), *sub = tu_fmt("%s/sub", dir);
+	char *p[3], *e0, *e01, *e00, *e2, *req, *cut, code[64], ds[] = "compactds";
+	static const uint64_t xor_none[3] = { 0 }, xor_one[3] = { 1 };
 	long long files = -1;
 	const char *c;
 	json_t *j;
@@ -1190,17 +1198,25 @@ static void test_import_stat_packed(void **state)
 		tu_write_seeded(p[i], 3000 + (size_t)i, 160 + (unsigned)i);
 	sleep(3);   /* older than the racy window of version 1's import */
 	e2e_ok_free(ctl("-q", "dataset", "import", ds, dir));
-	for (int i = 0; i < 3; i++)
-		e[i] = packed_entry(p[i], 0, 0, 0);
+	e0 = compact_stats(p, 1, xor_none, 0, 0);
+	e01 = compact_stats(p, 2, xor_none, 0, 0);
+	{
+		char *twice[2] = { p[0], p[0] };
+
+		e00 = compact_stats(twice, 2, xor_none, 0, 0);
+	}
 
 	sock = connect_socket();
 	assert_true(sock >= 0);
-	j = call_reply(sock, "{\"op\":\"import.begin\",\"args\":{\"dataset\":\"packedds\"}}", NULL, 0);
+	j = call_reply(sock, "{\"op\":\"import.begin\",\"args\":{\"dataset\":\"compactds\"}}", NULL,
+		       0);
 	assert_non_null(j);
 	assert_true(json_is_true(json_object_get(json_object_get(j, "result"), "stamps")));
-	assert_true(json_is_true(json_object_get(json_object_get(j, "result"), "stat_packed")));
+	assert_true(json_is_true(json_object_get(json_object_get(j, "result"), "stat_compact")));
+	/* The hex form is no longer offered (a client that knows only it sends arrays). */
+	assert_null(json_object_get(json_object_get(j, "result"), "stat_packed"));
 	json_decref(j);
-#define PACKED_REFUSED(want, ...)                                                             \
+#define COMPACT_REFUSED(want, ...)                                                            \
 	do {                                                                                  \
 		req = tu_fmt("{\"op\":\"import.stat\",\"args\":" __VA_ARGS__);                \
 		c = call_fds(sock, req, NULL, 0, code, NULL);                                 \
@@ -1208,47 +1224,56 @@ static void test_import_stat_packed(void **state)
 		assert_non_null(c);                                                           \
 		assert_string_equal(c, want);                                                 \
 	} while (0)
-	/* Wrong types. */
-	PACKED_REFUSED("invalid_argument", "{\"dir\":1,\"names\":\"f0\",\"stats\":\"%s\"}}", e[0]);
-	PACKED_REFUSED("invalid_argument", "{\"dir\":\"\",\"names\":[\"f0\"],\"stats\":\"%s\"}}",
-		       e[0]);
-	PACKED_REFUSED("invalid_argument", "{\"dir\":\"\",\"names\":\"f0\",\"stats\":[\"%s\"]}}",
-		       e[0]);
-	PACKED_REFUSED("invalid_argument", "{\"names\":\"f0\",\"stats\":\"%s\"}}", e[0]);
-	/* Truncated, or too long: the stats of one file fewer or a digit more or less. */
-	cut = tu_fmt("%s", e[0]);
+	/* Wrong types; a missing field. */
+	COMPACT_REFUSED("invalid_argument", "{\"dir\":1,\"names\":\"f0\",\"stats64\":\"%s\"}}", e0);
+	COMPACT_REFUSED("invalid_argument", "{\"dir\":\"\",\"names\":[\"f0\"],\"stats64\":\"%s\"}}",
+			e0);
+	COMPACT_REFUSED("invalid_argument", "{\"dir\":\"\",\"names\":\"f0\",\"stats64\":[\"%s\"]}}",
+			e0);
+	COMPACT_REFUSED("invalid_argument", "{\"names\":\"f0\",\"stats64\":\"%s\"}}", e0);
+	/* The hex form it replaced, and both forms at once. */
+	COMPACT_REFUSED("invalid_argument", "{\"dir\":\"\",\"names\":\"f0\",\"stats\":\"%0*d\"}}", 88,
+			0);
+	COMPACT_REFUSED("invalid_argument", "{\"dir\":\"\",\"names\":\"f0\",\"stats64\":\"%s\","
+			"\"paths\":[\"f0\"]}}", e0);
+	COMPACT_REFUSED("invalid_argument", "{\"dir\":\"\",\"names\":\"f0\",\"stats64\":\"%s\","
+			"\"stats\":[]}}", e0);
+	/* Cut short, one file over, empty; not canonical base64 (a character cut, one added, the
+	 * URL-safe alphabet). */
+	COMPACT_REFUSED("invalid_argument", "{\"dir\":\"\",\"names\":\"f0/f1\",\"stats64\":\"%s\"}}",
+			e0);
+	COMPACT_REFUSED("invalid_argument", "{\"dir\":\"\",\"names\":\"f0\",\"stats64\":\"%s\"}}", e01);
+	COMPACT_REFUSED("invalid_argument", "{\"dir\":\"\",\"names\":\"f0\",\"stats64\":\"\"}}");
+	cut = tu_fmt("%s", e0);
 	cut[strlen(cut) - 1] = '\0';
-	PACKED_REFUSED("invalid_argument", "{\"dir\":\"\",\"names\":\"f0\",\"stats\":\"%s\"}}", cut);
-	PACKED_REFUSED("invalid_argument", "{\"dir\":\"\",\"names\":\"f0\",\"stats\":\"%s0\"}}",
-		       e[0]);
-	PACKED_REFUSED("invalid_argument", "{\"dir\":\"\",\"names\":\"f0/f1\",\"stats\":\"%s\"}}",
-		       e[0]);
-	PACKED_REFUSED("invalid_argument", "{\"dir\":\"\",\"names\":\"f0\",\"stats\":\"\"}}");
-	/* Not lowercase hex. */
-	cut[0] = 'g';
-	PACKED_REFUSED("invalid_argument", "{\"dir\":\"\",\"names\":\"f0\",\"stats\":\"%s0\"}}", cut);
-	cut[0] = 'A';
-	PACKED_REFUSED("invalid_argument", "{\"dir\":\"\",\"names\":\"f0\",\"stats\":\"%s0\"}}", cut);
+	COMPACT_REFUSED("invalid_argument", "{\"dir\":\"\",\"names\":\"f0\",\"stats64\":\"%s\"}}", cut);
+	COMPACT_REFUSED("invalid_argument", "{\"dir\":\"\",\"names\":\"f0\",\"stats64\":\"%sA\"}}", e0);
 	free(cut);
-	/* An empty name; both forms at once. */
-	PACKED_REFUSED("invalid_argument", "{\"dir\":\"\",\"names\":\"f0/\",\"stats\":\"%s%s\"}}",
-		       e[0], e[1]);
-	PACKED_REFUSED("invalid_argument", "{\"dir\":\"\",\"names\":\"f0\",\"stats\":\"%s\","
-		       "\"paths\":[\"f0\"]}}", e[0]);
+	cut = tu_fmt("%s", e0);
+	cut[0] = '_';   /* '/' in the URL-safe alphabet */
+	COMPACT_REFUSED("invalid_argument", "{\"dir\":\"\",\"names\":\"f0\",\"stats64\":\"%s\"}}", cut);
+	free(cut);
+	/* An empty name. */
+	COMPACT_REFUSED("invalid_argument", "{\"dir\":\"\",\"names\":\"f0/\",\"stats64\":\"%s\"}}",
+			e01);
 	/* Oversize: 257 files. */
 	{
-		size_t cap = 257 * (8 + PROTO_STAT_PACKED_HEX) + 64, off = 0, off2 = 0;
-		char *names = malloc(cap), *stats = malloc(cap);
+		struct stat sb;
+		const struct stat *ps[PROTO_IMPORT_STAT_FILES + 1];
+		size_t cap = (PROTO_IMPORT_STAT_FILES + 1) * 8 + 64, off = 0;
+		char *names = malloc(cap), *stats;
 
 		assert_non_null(names);
-		assert_non_null(stats);
+		assert_int_equal(lstat(p[0], &sb), 0);
 		for (unsigned i = 0; i < PROTO_IMPORT_STAT_FILES + 1; i++) {
 			off += (size_t)snprintf(names + off, cap - off, "%sm%u", i ? "/" : "", i);
-			off2 += (size_t)snprintf(stats + off2, cap - off2, "%s", e[0]);
+			ps[i] = &sb;
 		}
-		assert_true(off < cap && off2 < cap);
-		PACKED_REFUSED("too_large", "{\"dir\":\"\",\"names\":\"%s\",\"stats\":\"%s\"}}", names,
-			       stats);
+		assert_true(off < cap);
+		stats = proto_stats64(ps, PROTO_IMPORT_STAT_FILES + 1);
+		assert_non_null(stats);
+		COMPACT_REFUSED("too_large", "{\"dir\":\"\",\"names\":\"%s\",\"stats64\":\"%s\"}}",
+				names, stats);
 		free(names);
 		free(stats);
 	}
@@ -1260,31 +1285,40 @@ static void test_import_stat_packed(void **state)
 			longdir[i] = i % 2 ? '/' : 'a';
 		longdir[sizeof(longdir) - 1] = '\0';
 		longdir[sizeof(longdir) - 2] = 'a';
-		PACKED_REFUSED("invalid_argument",
-			       "{\"dir\":\"%s\",\"names\":\"f123456789\",\"stats\":\"%s\"}}",
-			       longdir, e[0]);
+		COMPACT_REFUSED("invalid_argument",
+				"{\"dir\":\"%s\",\"names\":\"f123456789\",\"stats64\":\"%s\"}}",
+				longdir, e0);
 	}
-	/* A negative size; a symbolic link claimed; a name twice; a directory that is not a valid
-	 * path. */
-	cut = packed_entry(p[0], 0, -5, 0);
-	PACKED_REFUSED("invalid_argument", "{\"dir\":\"\",\"names\":\"f0\",\"stats\":\"%s\"}}", cut);
-	/* A ctime within a second of the most negative: out of range. */
-	memcpy(cut, e[0], strlen(e[0]));
-	memcpy(cut + 64, "8000000000000000", 16);
-	PACKED_REFUSED("invalid_argument", "{\"dir\":\"\",\"names\":\"f0\",\"stats\":\"%s\"}}", cut);
+	/* A negative size; a ctime out of range; a symbolic link claimed; a name twice; a
+	 * directory that is not a valid path. */
+	cut = compact_stats(p, 1, xor_none, -5, 0);
+	COMPACT_REFUSED("invalid_argument", "{\"dir\":\"\",\"names\":\"f0\",\"stats64\":\"%s\"}}", cut);
 	free(cut);
-	cut = packed_entry(p[1], 0, 0, (unsigned)(S_IFLNK | 0777));
-	PACKED_REFUSED("invalid_argument", "{\"dir\":\"\",\"names\":\"f0/f1\",\"stats\":\"%s%s\"}}",
-		       e[0], cut);
+	{
+		struct stat sb;
+		const struct stat *ps[1] = { &sb };
+
+		assert_int_equal(lstat(p[0], &sb), 0);
+		sb.st_ctim = (struct timespec){ INT64_MIN / 1000000000, 0 };
+		cut = proto_stats64(ps, 1);
+		COMPACT_REFUSED("invalid_argument",
+				"{\"dir\":\"\",\"names\":\"f0\",\"stats64\":\"%s\"}}", cut);
+		free(cut);
+	}
+	cut = compact_stats(p, 2, xor_none, 0, (unsigned)(S_IFLNK | 0777));
+	COMPACT_REFUSED("invalid_argument", "{\"dir\":\"\",\"names\":\"f0/f1\",\"stats64\":\"%s\"}}",
+			cut);
 	free(cut);
-	PACKED_REFUSED("invalid_argument", "{\"dir\":\"\",\"names\":\"f0/f0\",\"stats\":\"%s%s\"}}",
-		       e[0], e[0]);
-	PACKED_REFUSED("invalid_argument", "{\"dir\":\"../sub\",\"names\":\"f2\",\"stats\":\"%s\"}}",
-		       e[2]);
+	COMPACT_REFUSED("invalid_argument", "{\"dir\":\"\",\"names\":\"f0/f0\",\"stats64\":\"%s\"}}",
+			e00);
+	e2 = compact_stats(p + 2, 1, xor_none, 0, 0);
+	COMPACT_REFUSED("invalid_argument",
+			"{\"dir\":\"../sub\",\"names\":\"f2\",\"stats64\":\"%s\"}}", e2);
+	free(e2);
 
 	/* A good batch: f0 and f1 hold (and nothing of the refused ones was imported). */
 	req = tu_fmt("{\"op\":\"import.stat\",\"args\":{\"dir\":\"\",\"names\":\"f0/f1\","
-		     "\"stats\":\"%s%s\"}}", e[0], e[1]);
+		     "\"stats64\":\"%s\"}}", e01);
 	j = call_reply(sock, req, NULL, 0);
 	free(req);
 	assert_non_null(j);
@@ -1294,10 +1328,9 @@ static void test_import_stat_packed(void **state)
 	assert_int_equal(json_array_size(json_object_get(json_object_get(j, "result"), "need")), 0);
 	json_decref(j);
 	/* sub/f2 claimed with another inode number: asked for, then given. */
-	free(e[2]);
-	e[2] = packed_entry(p[2], 1, 0, 0);
+	e2 = compact_stats(p + 2, 1, xor_one, 0, 0);
 	req = tu_fmt("{\"op\":\"import.stat\",\"args\":{\"dir\":\"sub\",\"names\":\"f2\","
-		     "\"stats\":\"%s\"}}", e[2]);
+		     "\"stats64\":\"%s\"}}", e2);
 	j = call_reply(sock, req, NULL, 0);
 	free(req);
 	assert_non_null(j);
@@ -1309,8 +1342,8 @@ static void test_import_stat_packed(void **state)
 		assert_int_equal(json_integer_value(json_array_get(need, 0)), 0);
 	}
 	json_decref(j);
-	PACKED_REFUSED("exists", "{\"dir\":\"\",\"names\":\"f0\",\"stats\":\"%s\"}}", e[0]);
-#undef PACKED_REFUSED
+	COMPACT_REFUSED("exists", "{\"dir\":\"\",\"names\":\"f0\",\"stats64\":\"%s\"}}", e0);
+#undef COMPACT_REFUSED
 	fd = open(p[2], O_RDONLY | O_CLOEXEC);
 	c = call_fds(sock, "{\"op\":\"import.files\",\"args\":{\"paths\":[\"sub/f2\"]}}", &fd, 1,
 		     code, &files);
@@ -1324,10 +1357,12 @@ static void test_import_stat_packed(void **state)
 	assert_int_equal(files, 3);
 	close(sock);
 	assert_int_equal(latest_version(ds), 2);
-	for (int i = 0; i < 3; i++) {
+	for (int i = 0; i < 3; i++)
 		free(p[i]);
-		free(e[i]);
-	}
+	free(e0);
+	free(e01);
+	free(e00);
+	free(e2);
 	free(sub);
 	free(dir);
 }
@@ -1565,7 +1600,7 @@ int main(void)
 		cmocka_unit_test(test_control_rejects_bad_messages_and_roles),
 		cmocka_unit_test(test_import_batches_checked),
 		cmocka_unit_test(test_import_stat_checked),
-		cmocka_unit_test(test_import_stat_packed),
+		cmocka_unit_test(test_import_stat_compact),
 		cmocka_unit_test(test_import_pipelined_failure),
 		cmocka_unit_test(test_cli_views),
 		cmocka_unit_test(test_kill9_during_import),

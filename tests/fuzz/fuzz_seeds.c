@@ -15,6 +15,7 @@
 
 #include <sodium.h>
 
+#include "common/proto.h"
 #include "crypto/crypt4gh.h"
 #include "store/store_internal.h"
 #include "fuzz.h"
@@ -812,6 +813,76 @@ static void seeds_node(int outfd)
 	sodium_free(k.primary_sk);
 }
 
+/* A seed of fuzz_stat_batch: the lengths of dir and names, the mode (1: the rest is bytes the
+ * harness encodes as base64), dir, names, then the stats. */
+static void put_stat_seed(int fd, const char *name, const char *dir, const char *names,
+			  uint8_t mode, const void *stats, size_t slen)
+{
+	size_t dl = strlen(dir), nl = strlen(names);
+	uint8_t *b = malloc(3 + dl + nl + slen);
+
+	if (!b || dl > 255 || nl > 255) {
+		fail("seed %s: out of memory or too long", name);
+		free(b);
+		return;
+	}
+	b[0] = (uint8_t)dl;
+	b[1] = (uint8_t)nl;
+	b[2] = mode;
+	memcpy(b + 3, dir, dl);
+	memcpy(b + 3 + dl, names, nl);
+	memcpy(b + 3 + dl + nl, stats, slen);
+	put_seed(fd, name, b, 3 + dl + nl + slen);
+	free(b);
+}
+
+/* The compact import.stat batch: batches the encoder made, as text and as the bytes under it,
+ * and a few that break one rule each. */
+static void seeds_stat_batch(int outfd)
+{
+	struct stat st[3];
+	const struct stat *p[3] = { &st[0], &st[1], &st[2] };
+	uint8_t bin[3 * PROTO_STAT_REC_MAX];
+	size_t blen = 0;
+	char *text;
+	int fd = seed_dir(outfd, "stat_batch");
+
+	if (fd < 0)
+		return;
+	memset(st, 0, sizeof(st));
+	for (unsigned i = 0; i < 3; i++) {
+		st[i].st_dev = 0x803;
+		st[i].st_ino = 131073 + i;
+		st[i].st_size = 3000 + 1000 * i;
+		st[i].st_mode = S_IFREG | 0644;
+		st[i].st_mtim = (struct timespec){ 1765000000, 123456789 + 37000 * (long)i };
+		st[i].st_ctim = st[i].st_mtim;
+	}
+	st[2].st_ctim.tv_sec++;
+	text = proto_stats64(p, 3);
+	if (!text || base64_decode_canonical(text, strlen(text), NULL, bin, sizeof(bin),
+					     &blen) < 0) {
+		fail("stat_batch: the encoder's text does not decode");
+		free(text);
+		close(fd);
+		return;
+	}
+	put_stat_seed(fd, "three-in-sub", "sub", "f0/f1/f2", 0, text, strlen(text));
+	put_stat_seed(fd, "three-in-sub-bytes", "sub", "f0/f1/f2", 1, bin, blen);
+	put_stat_seed(fd, "two-of-three", "", "a/b", 1, bin, blen);
+	put_stat_seed(fd, "cut-short", "", "a/b/c", 1, bin, blen - 1);
+	bin[blen] = 0;
+	put_stat_seed(fd, "byte-after", "", "a/b/c", 1, bin, blen + 1);
+	free(text);
+	text = proto_stats64(p, 1);
+	if (text) {
+		put_stat_seed(fd, "one-in-root", "", "f0", 0, text, strlen(text));
+		put_stat_seed(fd, "empty-name", "d", "f0/", 0, text, strlen(text));
+	}
+	free(text);
+	close(fd);
+}
+
 int main(int argc, char **argv)
 {
 	int outfd;
@@ -840,6 +911,7 @@ int main(int argc, char **argv)
 	seeds_keyring(outfd);
 	seeds_crypt4gh(outfd);
 	seeds_node(outfd);
+	seeds_stat_batch(outfd);
 	close(outfd);
 	return failures ? 1 : 0;
 }

@@ -1,17 +1,21 @@
-/* fuzz_stat_batch: the packed form of an import.stat batch (proto_stat_unpack(), common/proto.c),
+/* fuzz_stat_batch: the compact form of an import.stat batch (proto_stat_unpack(), common/proto.c),
  * which the daemon parses from a steward's client (docs/PROTOCOL.md "Importing").
  *
- * Input: byte 0 and byte 1 are the lengths of "dir" and "names" (each cut to what is left), the
- * rest after them is dir, names and "stats" in turn. The harness checks the documented contract:
- *   - an accepted batch has 1 to max files, exactly PROTO_STAT_PACKED_HEX digits of stats per
- *     file; each path is dir/name (name alone when dir is empty), the names in order, none
- *     empty, none longer than path_max; no size negative; packing each stat again gives the
- *     digits it came from (nothing lost or invented);
+ * Input: byte 0 and byte 1 are the lengths of "dir" and "names" (each cut to what is left); byte
+ * 2 says what the rest after dir and names is: "stats64" as it is (bit 0 clear), or the bytes the
+ * harness encodes as base64 first (bit 0 set), so that the fuzzer reaches the records behind the
+ * base64 as well as the base64 itself. The harness checks the documented contract:
+ *   - an accepted batch has 1 to max files; each path is dir/name (name alone when dir is empty),
+ *     the names in order, none empty, none longer than path_max; no size negative, no time out of
+ *     range; encoding the stats again gives the very text they came from (nothing lost or
+ *     invented, and no second text for the same batch);
  *   - a refusal is -EINVAL or -E2BIG (or -ENOMEM) with an err_detail() message, and sets nothing.
  */
 #include <errno.h>
 #include <string.h>
 #include <sys/stat.h>
+
+#include <sodium.h>
 
 #include "common/err.h"
 #include "common/proto.h"
@@ -25,25 +29,40 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
 	(void)argc;
 	(void)argv;
-	return 0;
+	return sodium_init() < 0 ? 1 : 0;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	const char *paths[MAX_FILES] = { 0 }, *dir, *names, *stats;
-	struct stat sts[MAX_FILES];
+	const char *paths[MAX_FILES], *dir, *names, *stats;
+	const struct stat *again[MAX_FILES];
+	struct stat sts[MAX_FILES], sentinel[MAX_FILES];
 	size_t dl, nl, sl, n = 0, start = 0;
-	char *buf = NULL;
+	char *buf = NULL, *text = NULL, *re;
 	int r;
 
-	if (size < 2)
+	if (size < 3)
 		return 0;
-	dl = data[0] < size - 2 ? data[0] : size - 2;
-	nl = data[1] < size - 2 - dl ? data[1] : size - 2 - dl;
-	sl = size - 2 - dl - nl;
-	dir = (const char *)data + 2;
+	dl = data[0] < size - 3 ? data[0] : size - 3;
+	nl = data[1] < size - 3 - dl ? data[1] : size - 3 - dl;
+	sl = size - 3 - dl - nl;
+	dir = (const char *)data + 3;
 	names = dir + dl;
 	stats = names + nl;
+	if (data[2] & 1) {
+		size_t cap = sodium_base64_ENCODED_LEN(sl, sodium_base64_VARIANT_ORIGINAL);
+
+		text = malloc(cap);
+		if (!text)
+			return 0;
+		sodium_bin2base64(text, cap, (const uint8_t *)stats, sl,
+				  sodium_base64_VARIANT_ORIGINAL);
+		stats = text;
+		sl = strlen(text);
+	}
+	memset(paths, 0, sizeof(paths));
+	memset(sts, 0x5a, sizeof(sts));
+	memset(sentinel, 0x5a, sizeof(sentinel));
 	err_clear();
 	r = proto_stat_unpack(dir, dl, names, nl, stats, sl, MAX_FILES, PATH_MAX_BYTES, &buf, paths,
 			      sts, &n);
@@ -51,11 +70,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		FUZZ_CHECK(r == -EINVAL || r == -E2BIG || r == -ENOMEM);
 		FUZZ_CHECK(err_detail()[0] != '\0');
 		FUZZ_CHECK(buf == NULL && n == 0 && paths[0] == NULL);
+		FUZZ_CHECK(memcmp(sts, sentinel, sizeof(sts)) == 0);
+		free(text);
 		return 0;
 	}
-	FUZZ_CHECK(n >= 1 && n <= MAX_FILES && sl == n * PROTO_STAT_PACKED_HEX && buf != NULL);
+	FUZZ_CHECK(n >= 1 && n <= MAX_FILES && buf != NULL);
 	for (size_t i = 0; i < n; i++) {
-		char hex[PROTO_STAT_PACKED_HEX + 1];
 		size_t end = start, plen = strlen(paths[i]);
 
 		while (end < nl && names[end] != '/')
@@ -67,11 +87,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		FUZZ_CHECK(!dl || paths[i][dl] == '/');
 		FUZZ_CHECK(memcmp(paths[i] + (dl ? dl + 1 : 0), names + start, end - start) == 0);
 		FUZZ_CHECK(sts[i].st_size >= 0);
-		proto_stat_pack(&sts[i], hex);
-		FUZZ_CHECK(memcmp(hex, stats + i * PROTO_STAT_PACKED_HEX, PROTO_STAT_PACKED_HEX) == 0);
+		FUZZ_CHECK(sts[i].st_mtim.tv_nsec >= 0 && sts[i].st_mtim.tv_nsec < 1000000000);
+		FUZZ_CHECK(sts[i].st_ctim.tv_nsec >= 0 && sts[i].st_ctim.tv_nsec < 1000000000);
+		FUZZ_CHECK(proto_time_ns_valid((int64_t)sts[i].st_mtim.tv_sec * 1000000000 +
+					       sts[i].st_mtim.tv_nsec));
+		FUZZ_CHECK(proto_time_ns_valid((int64_t)sts[i].st_ctim.tv_sec * 1000000000 +
+					       sts[i].st_ctim.tv_nsec));
+		again[i] = &sts[i];
 		start = end + 1;
 	}
 	FUZZ_CHECK(start == nl + 1);   /* every name used, none left over */
+	re = proto_stats64(again, n);
+	FUZZ_CHECK(re != NULL);
+	FUZZ_CHECK(strlen(re) == sl && memcmp(re, stats, sl) == 0);
+	free(re);
 	free(buf);
+	free(text);
 	return 0;
 }
