@@ -199,3 +199,9 @@ void hex_encode(const uint8_t *in, size_t n, char *out);
  * -EBADMSG otherwise, out wiped and *ret_n untouched. (common/base64.c) */
 int base64_decode_canonical(const char *text, size_t len, const char *ignore, uint8_t *out,
 			    size_t cap, size_t *ret_n);
+/* The same texts, decoded to the same bytes, as base64_decode_canonical() with ignore NULL, in
+ * time that depends on the text: a table walk, for bytes that are no secret and come in bulk (an
+ * import.stat batch, common/proto.c), where the constant-time decoder and the re-encoding that
+ * checks it cost the daemon's connection thread several times as much. -EBADMSG otherwise, out
+ * as far as it got and *ret_n untouched. fuzz_stat_batch checks that the two agree. */
+int base64_decode_public(const char *text, size_t len, uint8_t *out, size_t cap, size_t *ret_n);

@@ -624,7 +624,7 @@ int proto_stat_unpack(const char *dir, size_t dir_len, const char *names, size_t
 	bin = malloc(cap);
 	if (!bin)
 		return err_set(-ENOMEM, "out of memory");
-	if (base64_decode_canonical(stats64, stats64_len, NULL, bin, cap, &got) < 0) {
+	if (base64_decode_public(stats64, stats64_len, bin, cap, &got) < 0) {
 		free(bin);
 		return err_set(-EINVAL, "\"stats64\" is not canonical base64 (RFC 4648, padded)");
 	}

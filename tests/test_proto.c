@@ -415,6 +415,84 @@ static void test_refused_records(void **state)
 	refused_bin(-EINVAL, "a", b, n);
 }
 
+/* The variable-time base64 decoder the batch goes through takes the texts the project's
+ * constant-time one takes, no other, and gives the same bytes (fuzz_stat_batch checks the same
+ * on whatever the fuzzer finds). */
+static void test_base64_public(void **state)
+{
+	static const struct {
+		const char *text;
+		const char *bytes;   /* NULL: refused */
+	} cases[] = {
+		{ "", "" },
+		{ "AA==", "\x00" },
+		{ "AAE=", "\x00\x01" },
+		{ "AAEC", "\x00\x01\x02" },
+		{ "+/+/", "\xfb\xff\xbf" },
+		{ "hiDQ", "\x86\x20\xd0" },
+		{ "AB==", NULL },      /* bits the padding leaves unused are set */
+		{ "AAF=", NULL },
+		{ "AA=", NULL },       /* not whole quanta */
+		{ "AA", NULL },
+		{ "AA===", NULL },
+		{ "A===", NULL },
+		{ "====", NULL },
+		{ "AA==AAAA", NULL },  /* padding before the end */
+		{ "A=AA", NULL },
+		{ "AA=A", NULL },
+		{ "-_AA", NULL },      /* the URL-safe alphabet */
+		{ "AA A", NULL },
+		{ "AA\nA", NULL },
+		{ "AA\x80" "A", NULL },   /* libsodium 1.0.18 alone reads bytes from 0x80 as '/' */
+		{ "AA\xaf" "A", NULL },
+	};
+
+	(void)state;
+	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+		const char *t = cases[i].text;
+		uint8_t a[8], b[8];
+		size_t na = 99, nb = 99;
+		int ra = base64_decode_public(t, strlen(t), a, sizeof(a), &na);
+		int rb = base64_decode_canonical(t, strlen(t), NULL, b, sizeof(b), &nb);
+
+		if (cases[i].bytes) {
+			assert_int_equal(ra, 0);
+			assert_int_equal(rb, 0);
+			/* Three bytes a quantum, less one for each "=". */
+			assert_int_equal(na, strlen(t) / 4 * 3 - (strchr(t, '=') ? strlen(strchr(t, '='))
+										: 0));
+			assert_int_equal(na, nb);
+			assert_memory_equal(a, cases[i].bytes, na);
+			assert_memory_equal(b, cases[i].bytes, nb);
+		} else {
+			if (ra != -EBADMSG || rb != -EBADMSG)
+				fail_msg("case %zu: public %d, canonical %d", i, ra, rb);
+			assert_int_equal(na, 99);
+		}
+	}
+	/* Not room for what it decodes to: refused, as the canonical one refuses it. */
+	{
+		uint8_t a[2];
+		size_t na = 99;
+
+		assert_int_equal(base64_decode_public("AAEC", 4, a, 2, &na), -EBADMSG);
+		assert_int_equal(base64_decode_public("AAE=", 4, a, 1, &na), -EBADMSG);
+		assert_int_equal(base64_decode_public("AA==", 4, a, 0, &na), -EBADMSG);
+		assert_int_equal(na, 99);
+	}
+	/* Only the len characters given count, whatever follows them. */
+	{
+		uint8_t a[8];
+		size_t na = 99;
+
+		assert_int_equal(base64_decode_public("AAAAAAAA", 5, a, sizeof(a), &na), -EBADMSG);
+		assert_int_equal(base64_decode_public("AA==AAAA", 2, a, sizeof(a), &na), -EBADMSG);
+		assert_int_equal(na, 99);
+		assert_int_equal(base64_decode_public("AAEC====", 4, a, sizeof(a), &na), 0);
+		assert_int_equal(na, 3);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -424,6 +502,7 @@ int main(void)
 		cmocka_unit_test(test_refused_shape),
 		cmocka_unit_test(test_refused_base64),
 		cmocka_unit_test(test_refused_records),
+		cmocka_unit_test(test_base64_public),
 	};
 
 	if (sodium_init() < 0)
