@@ -2961,11 +2961,6 @@ int store_version_scan_named(struct store *st, uint64_t dsid, uint32_t version,
  * there), and the caller's callback still sees a file only once the scan checked it, and the
  * version is still good only once the whole scan has matched its manifest.
  *
- * Sharing the opens: the opens are most of the work (an import's tables, filled by the callback,
- * are carved from memory the store keeps), so on its own thread the opener passes every
- * SCAN_SHARE-th record (store_scan_share) still sealed, its value copied into the slot, and the scan opens that one
- * itself (scan_plain()), with the same key, AD and verdict.
- *
  * The hand-off: produced and consumed counts (made, used), published under lock every
  * SCAN_BATCH slots; a side that finds the ring full (opener) or empty (scan) sleeps until the
  * other has moved by half the ring (or ended), so the two wake each other about once per half
@@ -2975,10 +2970,8 @@ int store_version_scan_named(struct store *st, uint64_t dsid, uint32_t version,
  * the keys it borrows are let go. */
 #define SCAN_RING 256u
 #define SCAN_BATCH 32u
-#define SCAN_SHARE 3u    /* of these records, the opener passes one sealed (on its thread) */
 
 size_t store_scan_ring = SCAN_RING;
-unsigned store_scan_share = SCAN_SHARE;
 bool store_scan_serial;
 
 enum scan_kind {
@@ -2992,13 +2985,11 @@ enum scan_kind {
 struct scan_rec {
 	uint8_t kind;                 /* enum scan_kind */
 	bool opened;                  /* its seal opened: pt holds plen bytes */
-	bool sealed;                  /* not opened yet: pt holds its value, plen bytes (the scan
-					 opens it: scan_plain()) */
 	uint16_t plen;
 	int err;                      /* the end slots: 0 or the iterator's -errno */
 	size_t klen;                  /* its key's length as stored (more than key[]: malformed) */
 	uint8_t key[DKEY_LEN];        /* its key's first MIN(klen, DKEY_LEN) bytes */
-	uint8_t pt[REC_PLAIN_MAX + CRYPTO_SEAL_OVERHEAD];  /* its plaintext, or its sealed value */
+	uint8_t pt[REC_PLAIN_MAX];    /* its plaintext */
 };
 
 struct scan_pipe {
@@ -3007,7 +2998,6 @@ struct scan_pipe {
 	uint8_t lo[VKEY_LEN];         /* the version's key prefix */
 	struct scan_rec *ring;        /* cap slots; owned, wiped (names) */
 	size_t cap, half;             /* half: how far the other side must move to wake one */
-	unsigned share;               /* one record in share passed sealed (0: none) */
 	/* The opener's own (its thread's, or the scan's when serial). */
 	rocksdb_iterator_t *it;       /* the column family being walked; NULL between the two */
 	int phase;                    /* 0 entries, 1 inodes, 2 done */
@@ -3051,19 +3041,8 @@ static void scan_open_one(struct scan_pipe *p)
 		s->kind = p->phase == 0 ? SCAN_DIRENT : SCAN_INODE;
 		s->klen = kl;
 		memcpy(s->key, ik, MIN(kl, sizeof(s->key)));
-		/* One in SCAN_SHARE for the scan to open (a well-formed one: anything else fails
-		 * here, as before). */
-		s->sealed = p->threaded && p->share && p->made % p->share == 0 && kl == want &&
-			    vl <= sizeof(s->pt);
-		if (s->sealed) {
-			memcpy(s->pt, v, vl);
-			s->plen = (uint16_t)vl;
-			s->opened = true;
-			rocksdb_iter_next(p->it);
-			return;
-		}
 		s->opened = kl == want && index_unseal(p->seal, cf, ik, kl, 0, v, vl, s->pt,
-						       REC_PLAIN_MAX, &pl) == 0;
+						       sizeof(s->pt), &pl) == 0;
 		s->plen = (uint16_t)pl;
 		if (s->opened)
 			rocksdb_iter_next(p->it);
@@ -3179,7 +3158,7 @@ static int scan_pipe_open(struct scan_pipe *p, struct store *st, const crypto_ke
 	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
 	bool threaded = !store_scan_serial && cpus >= 2;
 
-	*p = (struct scan_pipe){ .st = st, .seal = seal, .share = store_scan_share };
+	*p = (struct scan_pipe){ .st = st, .seal = seal };
 	vkey(p->lo, dsid, version);
 	p->cap = threaded ? MAX(store_scan_ring, (size_t)1) : 1;
 	p->half = MAX(p->cap / 2, (size_t)1);
@@ -3194,11 +3173,11 @@ static int scan_pipe_open(struct scan_pipe *p, struct store *st, const crypto_ke
 		goto out_lock;
 	if (pthread_cond_init(&p->used_cond, NULL) != 0)
 		goto out_made;
-	p->threaded = true;   /* before the opener reads it */
-	if (pthread_create(&p->thread, NULL, scan_opener_main, p) == 0)
+	if (pthread_create(&p->thread, NULL, scan_opener_main, p) == 0) {
+		p->threaded = true;
 		return 0;
+	}
 	/* No thread: the scan opens the records itself, one slot at a time. */
-	p->threaded = false;
 	pthread_cond_destroy(&p->used_cond);
 out_made:
 	pthread_cond_destroy(&p->made_cond);
@@ -3230,24 +3209,6 @@ static void scan_pipe_close(struct scan_pipe *p)
 		sodium_memzero(p->ring, MIN(p->made, p->cap) * sizeof(*p->ring));
 	free(p->ring);
 	p->ring = NULL;
-}
-
-/* The plaintext of record slot s: opened by the opener, or now (a slot passed sealed) into tmp.
- * NULL: its seal does not open. */
-static const uint8_t *scan_plain(const struct scan_pipe *p, const struct scan_rec *s,
-				 uint8_t tmp[static REC_PLAIN_MAX], size_t *ret_len)
-{
-	enum store_cf cf = s->kind == SCAN_DIRENT ? CF_DIRENTS : CF_INODES;
-
-	if (!s->opened)
-		return NULL;
-	*ret_len = s->plen;
-	if (!s->sealed)
-		return s->pt;
-	if (index_unseal(p->seal, cf, s->key, s->klen, 0, s->pt, s->plen, tmp, REC_PLAIN_MAX,
-			 ret_len) < 0)
-		return NULL;
-	return tmp;
 }
 
 /* The detail of an end slot's failure, on the scan's thread. */
@@ -3309,9 +3270,6 @@ static int version_scan(struct store *st, uint64_t dsid, uint32_t version,
 	/* 1. Every entry: where its inode hangs. */
 	for (;;) {
 		struct dirent_rec d;
-		uint8_t tmp[REC_PLAIN_MAX];
-		const uint8_t *pt;
-		size_t plen = 0;
 
 		s = scan_next(&p);
 		if (s->kind == SCAN_DIRENTS_END) {
@@ -3319,8 +3277,8 @@ static int version_scan(struct store *st, uint64_t dsid, uint32_t version,
 			scan_done(&p);
 			break;
 		}
-		pt = scan_plain(&p, s, tmp, &plen);
-		r = dirent_check(st, &k, dsid, version, s->key, s->klen, pt, plen, &d);
+		r = dirent_check(st, &k, dsid, version, s->key, s->klen, s->opened ? s->pt : NULL,
+				 s->plen, &d);
 		if (r == 0 && (d.ino < 2 || d.ino > total || pl[d.ino].parent))
 			r = store_integrity(st, dsid, version, "inode %llu of version %u of dataset "
 					    "%llu is named by more than one entry, or is out of range",
@@ -3342,9 +3300,6 @@ static int version_scan(struct store *st, uint64_t dsid, uint32_t version,
 	/* 2. Every inode, in ascending number: a leaf each. */
 	for (;;) {
 		struct store_inode in;
-		uint8_t tmp[REC_PLAIN_MAX];
-		const uint8_t *pt;
-		size_t plen = 0;
 		uint64_t ino;
 
 		s = scan_next(&p);
@@ -3354,8 +3309,8 @@ static int version_scan(struct store *st, uint64_t dsid, uint32_t version,
 			break;
 		}
 		ino = s->klen == IKEY_LEN ? get_be64(s->key + VKEY_LEN) : 0;
-		pt = ino == 0 || ino > total ? NULL : scan_plain(&p, s, tmp, &plen);
-		if (!pt || inode_decode(ino, pt, plen, &in, NULL) < 0 ||
+		if (ino == 0 || ino > total || !s->opened ||
+		    inode_decode(ino, s->pt, s->plen, &in, NULL) < 0 ||
 		    (ino != STORE_ROOT_INO && (!pl[ino].parent || pl[ino].type != in.type))) {
 			r = store_integrity(st, dsid, version, "inode %llu of version %u of dataset "
 					    "%llu does not authenticate or has no entry",
@@ -3365,7 +3320,8 @@ static int version_scan(struct store *st, uint64_t dsid, uint32_t version,
 		}
 		in.version = version;   /* as inode_get_k() gives it: where its key is wrapped */
 		manifest_leaf(in.type == STORE_INODE_FILE ? hf : hd, ino, pl[ino].parent,
-			      (const char *)names.data + pl[ino].name_off, pl[ino].nlen, pt, plen);
+			      (const char *)names.data + pl[ino].name_off, pl[ino].nlen, s->pt,
+			      s->plen);
 		seen++;
 		if (fn && in.type == STORE_INODE_FILE)
 			r = fn(ctx, &in);

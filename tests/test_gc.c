@@ -363,12 +363,11 @@ static void forge_delete(struct store *st, enum store_cf cf, const uint8_t *k, s
 /* The scan of the version shared from opens its records' seals on a thread of its own while the
  * scan's thread checks and hashes them (store.c, version_scan()). A record damaged in version
  * ver still fails that version, and the import sharing from it shares nothing: an inode or a
- * directory entry edited (its seal does not open, on either thread), an inode moved from
+ * directory entry edited (its seal does not open, on the opener's thread), an inode moved from
  * the version before or from another file, an inode or an entry removed. The next import,
  * sharing from the sound version the last one made, shares every file. The same with rings of
- * one and three slots (the threads hand over at every record, and the ring wraps), the first
- * with no record passed sealed to the scan, the second with every one (the scan opens them all),
- * and with every record opened on the scan's own thread (one CPU). */
+ * one and three slots (the threads hand over at every record, and the ring wraps), and with
+ * every record opened on the scan's own thread (one CPU). */
 static void test_dedup_forged_record_in_scan(void **state)
 {
 	static const char *forgeries[] = { "inode edited", "entry edited", "inode from the version "
@@ -382,7 +381,6 @@ static void test_dedup_forged_record_in_scan(void **state)
 	struct ds_keys k;
 	uint8_t key[DKEY_LEN], from[IKEY_LEN];
 	size_t ring = store_scan_ring;
-	unsigned share = store_scan_share;
 	uint64_t failures;
 	uint32_t ver;
 	char *p = tree_path(3), *q = tree_path(1);
@@ -394,7 +392,6 @@ static void test_dedup_forged_record_in_scan(void **state)
 	assert_int_equal(store_dataset_get(st, "d", &di), 0);
 	for (int mode = 0; mode < 4; mode++) {
 		store_scan_ring = mode == 1 ? 1 : mode == 2 ? 3 : ring;
-		store_scan_share = mode == 1 ? 0 : mode == 2 ? 1 : share;
 		store_scan_serial = mode == 3;
 		for (size_t i = 0; i < ARRAY_SIZE(forgeries); i++) {
 			assert_int_equal(store_path_lookup(st, di.id, ver, p, &ino), 0);
@@ -440,7 +437,6 @@ static void test_dedup_forged_record_in_scan(void **state)
 		}
 	}
 	store_scan_ring = ring;
-	store_scan_share = share;
 	store_scan_serial = false;
 	store_close(st);
 	free(p);

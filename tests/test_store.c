@@ -3956,20 +3956,17 @@ static int scan_log_cb(void *ctx, const struct store_inode *file, uint64_t paren
 }
 
 /* The scan modes of version_scan(): the records opened on a thread beside the scan through rings
- * of 256 (the default: one record in three passed sealed, for the scan to open), 3 (every record
- * passed sealed) and 1 slots (none), or on the scan's own thread. */
+ * of 256 (the default), 3 and 1 slots, or on the scan's own thread. */
 static void scan_mode(int mode)
 {
 	store_scan_ring = mode == 1 ? 3 : mode == 2 ? 1 : 256;
-	store_scan_share = mode == 1 ? 1 : mode == 2 ? 0 : 3;
 	store_scan_serial = mode == 3;
 }
 
 /* Whichever thread opens the records, a scan gives the callback the same files in the same order
- * and computes the manifest the version records, whether the opener or the scan opens each seal;
- * a callback that stops it at any file stops it there with its value (and the opener with it); a
- * key of the wrong length among the version's inodes or entries fails it, as a record whose seal
- * does not open does. */
+ * and computes the manifest the version records; a callback that stops it at any file stops it
+ * there with its value (and the opener with it); a key of the wrong length among the version's
+ * inodes or entries fails it, as a record whose seal does not open does. */
 static void test_scan_modes(void **state)
 {
 	struct fx *f = *state;
@@ -4041,8 +4038,8 @@ static void test_scan_modes(void **state)
 	assert_int_equal(store_manifest_compute(st, x.r, 2, m), 0);
 	assert_memory_equal(m, v2.manifest, sizeof(m));
 	store_close(st);
-	scan_mode(0);
 	store_scan_ring = ring;
+	store_scan_serial = false;
 }
 
 /* ---- Upgrade of a store made by the format 1 code (tests/fixtures/store-v1.tar.gz) ---------- */
