@@ -1,12 +1,10 @@
 /* store: create, open (with crash recovery), close, and the read-side lookups. */
 #include <dirent.h>
 #include <fcntl.h>
-#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <sys/file.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 #include <sodium.h>
 
@@ -2566,37 +2564,20 @@ int store_inode_get(struct store *st, uint64_t dataset_id, uint32_t version, uin
 	return r;
 }
 
-static int dirent_check(struct store *st, const struct ds_keys *k, uint64_t dsid, uint32_t ver,
-			const uint8_t *key, size_t kl, const uint8_t *pt, size_t pl,
-			struct dirent_rec *ret);
-
 /* Unseal and decode the directory entry at key (DKEY_LEN bytes), and check that the name inside
  * hashes to the key it is stored under. */
 static int dirent_unseal(struct store *st, const struct ds_keys *k, uint64_t dsid, uint32_t ver,
 			 const uint8_t *key, size_t kl, const void *v, size_t n,
 			 struct dirent_rec *ret)
 {
-	uint8_t pt[REC_PLAIN_MAX];
+	uint8_t pt[REC_PLAIN_MAX], h[DKEY_LEN];
 	size_t pl = 0;
-	bool opened = kl == DKEY_LEN &&
-		      index_unseal(k->seal, CF_DIRENTS, key, kl, 0, v, n, pt, sizeof(pt), &pl) == 0;
-
-	return dirent_check(st, k, dsid, ver, key, kl, opened ? pt : NULL, pl, ret);
-}
-
-/* The rest of dirent_unseal() once the seal was opened (pt: its pl bytes of plaintext) or found
- * not to open (pt NULL): the same checks, the same messages, whichever thread opened it. */
-static int dirent_check(struct store *st, const struct ds_keys *k, uint64_t dsid, uint32_t ver,
-			const uint8_t *key, size_t kl, const uint8_t *pt, size_t pl,
-			struct dirent_rec *ret)
-{
-	uint8_t h[DKEY_LEN];
 	int r;
 
 	if (kl != DKEY_LEN)
 		return store_integrity(st, dsid, ver, "a directory entry key of version %u of "
 				       "dataset %llu is malformed", ver, (unsigned long long)dsid);
-	if (!pt)
+	if (index_unseal(k->seal, CF_DIRENTS, key, kl, 0, v, n, pt, sizeof(pt), &pl) < 0)
 		return store_integrity(st, dsid, ver, "a directory entry of directory %llu of "
 				       "version %u of dataset %llu does not authenticate (moved, "
 				       "copied, renamed or edited)",
@@ -2943,280 +2924,6 @@ int store_version_scan_named(struct store *st, uint64_t dsid, uint32_t version,
 	return version_scan(st, dsid, version, NULL, fn, ctx, ret);
 }
 
-/* The opening of a version's records, for version_scan(): a two-stage pipeline.
- *
- * The opener (scan_open_one()) walks the version's directory entries, then its inodes, in key
- * order, and opens each record's seal into the next slot of a ring; the scan (version_scan())
- * takes the slots in that same order and does everything else: decoding, the check of each
- * entry's key against its name, the places, the manifest's leaves, the caller's callback. On two
- * CPUs or more the opener runs on a thread of its own, so the two halves of the work (about
- * equal: the AEAD opens against the hashing and the callback's tables) overlap; otherwise, or
- * when no thread can be made (or store_scan_serial), the scan opens each record itself just
- * before it takes it, through a ring of one slot. Either way the scan sees the same records in
- * the same order with the same verdicts, so every check it makes, and the manifest it computes,
- * are those of a scan on one thread (docs/FORMAT.md: the leaves in ascending inode number).
- *
- * Nothing is trusted earlier: the opener only opens seals; a seal that does not open is passed
- * on as such (the scan fails on it with the message it always gave, and the opener stops
- * there), and the caller's callback still sees a file only once the scan checked it, and the
- * version is still good only once the whole scan has matched its manifest.
- *
- * The hand-off: produced and consumed counts (made, used), published under lock every
- * SCAN_BATCH slots; a side that finds the ring full (opener) or empty (scan) sleeps until the
- * other has moved by half the ring (or ended), so the two wake each other about once per half
- * ring, not once per record. The opener ends at the end of the inodes, at a seal that does not
- * open, at an iterator's failure (passed on in an end slot, with its detail), or when the scan
- * says stop (it is done early: a failure, or the callback stopped it); the scan joins it before
- * the keys it borrows are let go. */
-#define SCAN_RING 256u
-#define SCAN_BATCH 32u
-
-size_t store_scan_ring = SCAN_RING;
-bool store_scan_serial;
-
-enum scan_kind {
-	SCAN_DIRENT = 1,     /* a directory entry of the version */
-	SCAN_INODE = 2,      /* an inode record of the version */
-	SCAN_DIRENTS_END = 3,/* no more entries (err: the iterator's status) */
-	SCAN_INODES_END = 4, /* no more inodes (err: the iterator's status) */
-};
-
-/* One record as the opener passed it on. */
-struct scan_rec {
-	uint8_t kind;                 /* enum scan_kind */
-	bool opened;                  /* its seal opened: pt holds plen bytes */
-	uint16_t plen;
-	int err;                      /* the end slots: 0 or the iterator's -errno */
-	size_t klen;                  /* its key's length as stored (more than key[]: malformed) */
-	uint8_t key[DKEY_LEN];        /* its key's first MIN(klen, DKEY_LEN) bytes */
-	uint8_t pt[REC_PLAIN_MAX];    /* its plaintext */
-};
-
-struct scan_pipe {
-	struct store *st;
-	const crypto_key *seal;       /* the version's seal key; borrowed from the scan's ds_keys */
-	uint8_t lo[VKEY_LEN];         /* the version's key prefix */
-	struct scan_rec *ring;        /* cap slots; owned, wiped (names) */
-	size_t cap, half;             /* half: how far the other side must move to wake one */
-	/* The opener's own (its thread's, or the scan's when serial). */
-	rocksdb_iterator_t *it;       /* the column family being walked; NULL between the two */
-	int phase;                    /* 0 entries, 1 inodes, 2 done */
-	size_t made;                  /* slots filled */
-	size_t seen_used;             /* pub_used as it last looked */
-	/* The scan's own. */
-	size_t used;                  /* slots taken */
-	size_t seen_made;             /* pub_made as it last looked */
-	/* Shared, under lock (threaded only). */
-	bool threaded;                /* the opener runs on thread */
-	pthread_t thread;
-	pthread_mutex_t lock;
-	pthread_cond_t made_cond;     /* pub_made reached want_made, or the opener ended */
-	pthread_cond_t used_cond;     /* pub_used reached want_used, or stop */
-	size_t pub_made, pub_used;
-	size_t want_made, want_used;  /* a sleeper's wake-up point; 0: nobody asleep */
-	bool opener_done;
-	bool stop;                    /* the scan needs no more */
-	char err[ERR_DETAIL_MAX];     /* an iterator failure's detail, from the opener's thread */
-};
-
-/* Open the next record into ring slot made % cap. The phase moves on at each end slot. */
-static void scan_open_one(struct scan_pipe *p)
-{
-	struct scan_rec *s = &p->ring[p->made % p->cap];
-	enum store_cf cf = p->phase == 0 ? CF_DIRENTS : CF_INODES;
-	size_t want = p->phase == 0 ? DKEY_LEN : IKEY_LEN, kl = 0, vl = 0, pl = 0;
-	const uint8_t *ik = NULL;
-	const char *v;
-	int r;
-
-	if (!p->it) {
-		p->it = index_iter(&p->st->ix, cf);
-		rocksdb_iter_seek(p->it, (const char *)p->lo, sizeof(p->lo));
-	}
-	if (rocksdb_iter_valid(p->it))
-		ik = (const uint8_t *)rocksdb_iter_key(p->it, &kl);
-	p->made++;
-	if (ik && kl >= VKEY_LEN && memcmp(ik, p->lo, VKEY_LEN) == 0) {
-		v = rocksdb_iter_value(p->it, &vl);
-		s->kind = p->phase == 0 ? SCAN_DIRENT : SCAN_INODE;
-		s->klen = kl;
-		memcpy(s->key, ik, MIN(kl, sizeof(s->key)));
-		s->opened = kl == want && index_unseal(p->seal, cf, ik, kl, 0, v, vl, s->pt,
-						       sizeof(s->pt), &pl) == 0;
-		s->plen = (uint16_t)pl;
-		if (s->opened)
-			rocksdb_iter_next(p->it);
-		else
-			p->phase = 2;   /* the scan fails on this one */
-		return;
-	}
-	r = index_iter_close(&p->st->ix, p->it, 0, p->phase == 0 ? "scan of directory entries" :
-			     "scan of inodes");
-	p->it = NULL;
-	s->kind = p->phase == 0 ? SCAN_DIRENTS_END : SCAN_INODES_END;
-	s->err = r;
-	if (r < 0)
-		snprintf(p->err, sizeof(p->err), "%s", err_detail());
-	p->phase = r < 0 ? 2 : p->phase + 1;
-}
-
-/* The opener's side of the hand-off: pub_made = made, waking the scan if it waits for it. */
-static void scan_publish_made(struct scan_pipe *p)
-{
-	p->pub_made = p->made;
-	p->seen_used = p->pub_used;
-	if (p->want_made && (p->pub_made >= p->want_made || p->opener_done)) {
-		p->want_made = 0;
-		pthread_cond_signal(&p->made_cond);
-	}
-}
-
-static void *scan_opener_main(void *arg)
-{
-	struct scan_pipe *p = arg;
-
-	err_clear();
-	pthread_mutex_lock(&p->lock);
-	while (!p->stop && p->phase < 2) {
-		/* Full: sleep until the scan has taken half the ring. */
-		if (p->made - p->seen_used >= p->cap) {
-			scan_publish_made(p);
-			while (!p->stop && p->made - p->pub_used >= p->cap) {
-				p->want_used = p->made - p->cap + p->half;
-				pthread_cond_wait(&p->used_cond, &p->lock);
-			}
-			p->seen_used = p->pub_used;
-			continue;
-		}
-		pthread_mutex_unlock(&p->lock);
-		/* Between publications only this thread touches the slots after pub_made. */
-		do
-			scan_open_one(p);
-		while (p->phase < 2 && p->made % SCAN_BATCH != 0 && p->made - p->seen_used < p->cap);
-		pthread_mutex_lock(&p->lock);
-		scan_publish_made(p);
-	}
-	p->opener_done = true;
-	scan_publish_made(p);
-	pthread_mutex_unlock(&p->lock);
-	/* Stopped early: its iterator goes on this thread, which took the index's swap lock
-	 * with it (index_iter()). */
-	if (p->it)
-		index_iter_close(&p->st->ix, p->it, 0, "scan");
-	p->it = NULL;
-	return NULL;
-}
-
-/* The next slot for the scan, after scan_done() on the one before. Never past an end slot or a
- * seal that did not open: the scan stops at those. */
-static const struct scan_rec *scan_next(struct scan_pipe *p)
-{
-	if (!p->threaded) {
-		scan_open_one(p);
-		return &p->ring[p->used % p->cap];
-	}
-	if (p->used == p->seen_made) {
-		pthread_mutex_lock(&p->lock);
-		p->pub_used = p->used;
-		if (p->want_used && p->pub_used >= p->want_used) {
-			p->want_used = 0;
-			pthread_cond_signal(&p->used_cond);
-		}
-		/* Empty: sleep until the opener has made half a ring more, or ended. */
-		while (p->pub_made == p->used && !p->opener_done) {
-			p->want_made = p->used + p->half;
-			pthread_cond_wait(&p->made_cond, &p->lock);
-		}
-		p->seen_made = p->pub_made;
-		pthread_mutex_unlock(&p->lock);
-		/* The opener publishes an end slot or a seal that did not open as its last, and the
-		 * scan stops at those: it never runs out of slots once the opener is done. */
-	}
-	return &p->ring[p->used % p->cap];
-}
-
-/* The scan is done with the slot scan_next() gave. */
-static void scan_done(struct scan_pipe *p)
-{
-	p->used++;
-	if (p->threaded && p->used % SCAN_BATCH == 0) {
-		pthread_mutex_lock(&p->lock);
-		p->pub_used = p->used;
-		if (p->want_used && p->pub_used >= p->want_used) {
-			p->want_used = 0;
-			pthread_cond_signal(&p->used_cond);
-		}
-		pthread_mutex_unlock(&p->lock);
-	}
-}
-
-/* Set the pipe up for version (dsid, version) under seal (borrowed until scan_pipe_close()),
- * with the opener on its own thread when there are CPUs for it. */
-static int scan_pipe_open(struct scan_pipe *p, struct store *st, const crypto_key *seal,
-			  uint64_t dsid, uint32_t version)
-{
-	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-	bool threaded = !store_scan_serial && cpus >= 2;
-
-	*p = (struct scan_pipe){ .st = st, .seal = seal };
-	vkey(p->lo, dsid, version);
-	p->cap = threaded ? MAX(store_scan_ring, (size_t)1) : 1;
-	p->half = MAX(p->cap / 2, (size_t)1);
-	p->ring = malloc(p->cap * sizeof(*p->ring));
-	if (!p->ring)
-		return -ENOMEM;
-	if (!threaded)
-		return 0;
-	if (pthread_mutex_init(&p->lock, NULL) != 0)
-		return 0;
-	if (pthread_cond_init(&p->made_cond, NULL) != 0)
-		goto out_lock;
-	if (pthread_cond_init(&p->used_cond, NULL) != 0)
-		goto out_made;
-	if (pthread_create(&p->thread, NULL, scan_opener_main, p) == 0) {
-		p->threaded = true;
-		return 0;
-	}
-	/* No thread: the scan opens the records itself, one slot at a time. */
-	pthread_cond_destroy(&p->used_cond);
-out_made:
-	pthread_cond_destroy(&p->made_cond);
-out_lock:
-	pthread_mutex_destroy(&p->lock);
-	p->cap = p->half = 1;
-	return 0;
-}
-
-/* Stop the opener (when the scan ended early) and join it, then let everything go. */
-static void scan_pipe_close(struct scan_pipe *p)
-{
-	if (p->threaded) {
-		pthread_mutex_lock(&p->lock);
-		p->stop = true;
-		pthread_cond_signal(&p->used_cond);
-		pthread_mutex_unlock(&p->lock);
-		pthread_join(p->thread, NULL);
-		pthread_cond_destroy(&p->used_cond);
-		pthread_cond_destroy(&p->made_cond);
-		pthread_mutex_destroy(&p->lock);
-		p->threaded = false;
-	}
-	/* Serial: the scan's thread is the opener, and took the iterator's lock. */
-	if (p->it)
-		index_iter_close(&p->st->ix, p->it, 0, "scan");
-	p->it = NULL;
-	if (p->ring)
-		sodium_memzero(p->ring, MIN(p->made, p->cap) * sizeof(*p->ring));
-	free(p->ring);
-	p->ring = NULL;
-}
-
-/* The detail of an end slot's failure, on the scan's thread. */
-static int scan_end_err(const struct scan_pipe *p, const struct scan_rec *s)
-{
-	return s->err < 0 ? err_set(s->err, "%s", p->err) : 0;
-}
-
 static int version_scan(struct store *st, uint64_t dsid, uint32_t version,
 			int (*fn)(void *ctx, const struct store_inode *file),
 			int (*fn_named)(void *ctx, const struct store_inode *file, uint64_t parent,
@@ -3230,9 +2937,9 @@ static int version_scan(struct store *st, uint64_t dsid, uint32_t version,
 	struct buf names;
 	crypto_hasher *hf = NULL, *hd = NULL;
 	crypto_mac_key *name_mk = NULL;
-	struct scan_pipe p = { 0 };
-	const struct scan_rec *s;
+	rocksdb_iterator_t *it = NULL;
 	struct ds_keys k = { 0 };
+	uint8_t lo[VKEY_LEN];
 	uint64_t total, seen = 0;
 	int r;
 
@@ -3264,53 +2971,55 @@ static int version_scan(struct store *st, uint64_t dsid, uint32_t version,
 	if (r < 0)
 		goto out;
 	k.name_mk = name_mk;
-	r = scan_pipe_open(&p, st, k.seal, dsid, version);
-	if (r < 0)
-		goto out;
 	/* 1. Every entry: where its inode hangs. */
-	for (;;) {
+	vkey(lo, dsid, version);
+	it = index_iter(&st->ix, CF_DIRENTS);
+	for (rocksdb_iter_seek(it, (const char *)lo, sizeof(lo)); rocksdb_iter_valid(it);
+	     rocksdb_iter_next(it)) {
 		struct dirent_rec d;
+		size_t kl, vl;
+		const uint8_t *ik = (const uint8_t *)rocksdb_iter_key(it, &kl);
+		const char *v = rocksdb_iter_value(it, &vl);
 
-		s = scan_next(&p);
-		if (s->kind == SCAN_DIRENTS_END) {
-			r = scan_end_err(&p, s);
-			scan_done(&p);
+		if (kl < VKEY_LEN || memcmp(ik, lo, VKEY_LEN) != 0)
 			break;
-		}
-		r = dirent_check(st, &k, dsid, version, s->key, s->klen, s->opened ? s->pt : NULL,
-				 s->plen, &d);
+		r = dirent_unseal(st, &k, dsid, version, ik, kl, v, vl, &d);
 		if (r == 0 && (d.ino < 2 || d.ino > total || pl[d.ino].parent))
 			r = store_integrity(st, dsid, version, "inode %llu of version %u of dataset "
 					    "%llu is named by more than one entry, or is out of range",
 					    (unsigned long long)d.ino, version,
 					    (unsigned long long)dsid);
 		if (r == 0) {
-			pl[d.ino] = (struct place){ .parent = get_be64(s->key + VKEY_LEN),
+			pl[d.ino] = (struct place){ .parent = get_be64(ik + VKEY_LEN),
 						    .name_off = (uint32_t)names.len,
 						    .nlen = (uint8_t)strlen(d.name),
 						    .type = (uint8_t)d.type };
 			r = buf_append(&names, d.name, strlen(d.name));
 		}
-		scan_done(&p);
 		if (r < 0)
 			break;
 	}
+	r = index_iter_close(&st->ix, it, r, "scan of directory entries");
+	it = NULL;
 	if (r < 0)
 		goto out;
 	/* 2. Every inode, in ascending number: a leaf each. */
-	for (;;) {
+	it = index_iter(&st->ix, CF_INODES);
+	for (rocksdb_iter_seek(it, (const char *)lo, sizeof(lo)); rocksdb_iter_valid(it);
+	     rocksdb_iter_next(it)) {
+		uint8_t pt[REC_PLAIN_MAX];
 		struct store_inode in;
+		size_t kl, vl, plen = 0;
+		const uint8_t *ik = (const uint8_t *)rocksdb_iter_key(it, &kl);
+		const char *v = rocksdb_iter_value(it, &vl);
 		uint64_t ino;
 
-		s = scan_next(&p);
-		if (s->kind == SCAN_INODES_END) {
-			r = scan_end_err(&p, s);
-			scan_done(&p);
+		if (kl < VKEY_LEN || memcmp(ik, lo, VKEY_LEN) != 0)
 			break;
-		}
-		ino = s->klen == IKEY_LEN ? get_be64(s->key + VKEY_LEN) : 0;
-		if (ino == 0 || ino > total || !s->opened ||
-		    inode_decode(ino, s->pt, s->plen, &in, NULL) < 0 ||
+		ino = kl == IKEY_LEN ? get_be64(ik + VKEY_LEN) : 0;
+		if (ino == 0 || ino > total ||
+		    index_unseal(k.seal, CF_INODES, ik, kl, 0, v, vl, pt, sizeof(pt), &plen) < 0 ||
+		    inode_decode(ino, pt, plen, &in, NULL) < 0 ||
 		    (ino != STORE_ROOT_INO && (!pl[ino].parent || pl[ino].type != in.type))) {
 			r = store_integrity(st, dsid, version, "inode %llu of version %u of dataset "
 					    "%llu does not authenticate or has no entry",
@@ -3320,18 +3029,21 @@ static int version_scan(struct store *st, uint64_t dsid, uint32_t version,
 		}
 		in.version = version;   /* as inode_get_k() gives it: where its key is wrapped */
 		manifest_leaf(in.type == STORE_INODE_FILE ? hf : hd, ino, pl[ino].parent,
-			      (const char *)names.data + pl[ino].name_off, pl[ino].nlen, s->pt,
-			      s->plen);
+			      (const char *)names.data + pl[ino].name_off, pl[ino].nlen, pt, plen);
 		seen++;
-		if (fn && in.type == STORE_INODE_FILE)
+		if (fn && in.type == STORE_INODE_FILE) {
 			r = fn(ctx, &in);
-		else if (fn_named && in.type == STORE_INODE_FILE)
+			if (r != 0)
+				break;
+		} else if (fn_named && in.type == STORE_INODE_FILE) {
 			r = fn_named(ctx, &in, pl[ino].parent,
 				     (const char *)names.data + pl[ino].name_off, pl[ino].nlen);
-		scan_done(&p);
-		if (r != 0)
-			break;
+			if (r != 0)
+				break;
+		}
 	}
+	r = index_iter_close(&st->ix, it, r, "scan of inodes");
+	it = NULL;
 	if (r == 0 && seen != total)
 		r = store_integrity(st, dsid, version, "version %u of dataset %llu has %llu inodes, "
 				    "its record says %llu", version, (unsigned long long)dsid,
@@ -3340,8 +3052,6 @@ static int version_scan(struct store *st, uint64_t dsid, uint32_t version,
 		manifest_finish(di.name, dsid, version, vr.info.files, vr.info.dirs, vr.info.bytes,
 				hf, hd, ret);
 out:
-	/* Joined before the keys it borrows go. */
-	scan_pipe_close(&p);
 	crypto_hash_free(hf);
 	crypto_hash_free(hd);
 	crypto_mac_key_free(name_mk);

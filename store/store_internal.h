@@ -643,11 +643,6 @@ extern size_t import_stamps_max;
 extern int import_claim_helpers;
 extern bool import_claim_serial;
 extern const char *import_test_rewrap_fail;
-/* Tests only (store/store.c, version_scan()): the slots of the ring between the opener of a
- * version's records and the scan (SCAN_RING; at least 1), and store_scan_serial: the scan opens
- * each record itself, on its own thread, as it does on one CPU. */
-extern size_t store_scan_ring;
-extern bool store_scan_serial;
 /* Tests only (store/import.c): a -errno store_import_begin() fails with once everything is set
  * up (the tables of the version shared from carved and its scan started), before its PENDING
  * record; 0: none. */

@@ -333,116 +333,6 @@ static void test_dedup_damaged_latest_shares_nothing(void **state)
 	free(p);
 }
 
-/* Rewrite the value of record (cf, k) of the open store's index (white-box: what someone who can
- * write the index could do): one byte flipped, or, with from, the value of record from. */
-static void forge_value(struct store *st, enum store_cf cf, const uint8_t *k, size_t kl,
-			const uint8_t *from)
-{
-	rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
-	char *v = NULL;
-	size_t n = 0;
-
-	assert_int_equal(index_get(&st->ix, cf, from ? from : k, kl, &v, &n), 0);
-	if (!from)
-		v[n / 2] ^= 0x20;
-	rocksdb_writebatch_put_cf(wb, st->ix.cf[cf], (const char *)k, kl, v, n);
-	assert_int_equal(index_write(&st->ix, wb, true), 0);
-	rocksdb_writebatch_destroy(wb);
-	free(v);
-}
-
-static void forge_delete(struct store *st, enum store_cf cf, const uint8_t *k, size_t kl)
-{
-	rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
-
-	rocksdb_writebatch_delete_cf(wb, st->ix.cf[cf], (const char *)k, kl);
-	assert_int_equal(index_write(&st->ix, wb, true), 0);
-	rocksdb_writebatch_destroy(wb);
-}
-
-/* The scan of the version shared from opens its records' seals on a thread of its own while the
- * scan's thread checks and hashes them (store.c, version_scan()). A record damaged in version
- * ver still fails that version, and the import sharing from it shares nothing: an inode or a
- * directory entry edited (its seal does not open, on the opener's thread), an inode moved from
- * the version before or from another file, an inode or an entry removed. The next import,
- * sharing from the sound version the last one made, shares every file. The same with rings of
- * one and three slots (the threads hand over at every record, and the ring wraps), and with
- * every record opened on the scan's own thread (one CPU). */
-static void test_dedup_forged_record_in_scan(void **state)
-{
-	static const char *forgeries[] = { "inode edited", "entry edited", "inode from the version "
-					   "before", "inode of another file", "inode removed",
-					   "entry removed" };
-	struct fx *f = *state;
-	struct store *st = fx_create(f);
-	struct store_import_stats s;
-	struct store_dataset_info di;
-	struct store_inode ino, other;
-	struct ds_keys k;
-	uint8_t key[DKEY_LEN], from[IKEY_LEN];
-	size_t ring = store_scan_ring;
-	uint64_t failures;
-	uint32_t ver;
-	char *p = tree_path(3), *q = tree_path(1);
-
-	mkdirs(f);
-	make_tree(f);
-	ver = import_src(st, "d", f->src);
-	ver = import_src(st, "d", f->src);   /* a version before it, to move a record from */
-	assert_int_equal(store_dataset_get(st, "d", &di), 0);
-	for (int mode = 0; mode < 4; mode++) {
-		store_scan_ring = mode == 1 ? 1 : mode == 2 ? 3 : ring;
-		store_scan_serial = mode == 3;
-		for (size_t i = 0; i < ARRAY_SIZE(forgeries); i++) {
-			assert_int_equal(store_path_lookup(st, di.id, ver, p, &ino), 0);
-			ikey(key, di.id, ver, ino.ino);
-			switch (i) {
-			case 0:
-				forge_value(st, CF_INODES, key, IKEY_LEN, NULL);
-				break;
-			case 1:
-			case 5:
-				assert_int_equal(store_path_lookup(st, di.id, ver, "a", &other), 0);
-				assert_int_equal(store_version_keys(st, di.id, ver, &k), 0);
-				dkey(k.name, key, di.id, ver, other.ino, "f3", 2);
-				store_keys_put(st, &k);
-				if (i == 1)
-					forge_value(st, CF_DIRENTS, key, DKEY_LEN, NULL);
-				else
-					forge_delete(st, CF_DIRENTS, key, DKEY_LEN);
-				break;
-			case 2:
-				assert_int_equal(store_path_lookup(st, di.id, ver - 1, p, &other), 0);
-				ikey(from, di.id, ver - 1, other.ino);
-				forge_value(st, CF_INODES, key, IKEY_LEN, from);
-				break;
-			case 3:
-				assert_int_equal(store_path_lookup(st, di.id, ver, q, &other), 0);
-				ikey(from, di.id, ver, other.ino);
-				forge_value(st, CF_INODES, key, IKEY_LEN, from);
-				break;
-			case 4:
-				forge_delete(st, CF_INODES, key, IKEY_LEN);
-				break;
-			}
-			failures = store_integrity_failures(st);
-			assert_int_equal(import_src_stats(st, "d", f->src, &s), ver + 1);
-			if (s.reused_files != 0 || store_integrity_failures(st) <= failures)
-				fail_msg("mode %d, %s: %llu files shared", mode, forgeries[i],
-					 (unsigned long long)s.reused_files);
-			check_file(st, "d", ver + 1, p, tree_sizes[3], 503);
-			ver = import_src_stats(st, "d", f->src, &s);
-			assert_int_equal(s.reused_files, ARRAY_SIZE(tree_sizes));
-			check_file(st, "d", ver, p, tree_sizes[3], 503);
-		}
-	}
-	store_scan_ring = ring;
-	store_scan_serial = false;
-	store_close(st);
-	free(p);
-	free(q);
-}
-
 /* The source stamp and the directory entry's key that the importer writes (each one keyed BLAKE2b
  * of a short message, computed with crypto_mac() and the key block compressed once) are those
  * docs/FORMAT.md 6.5 and 6.13 define, computed here from their definition with libsodium's keyed
@@ -1562,7 +1452,6 @@ int main(void)
 		T(test_dedup_hash_keyed_per_dataset),
 		T(test_dedup_v2_reads_without_v1),
 		T(test_dedup_damaged_latest_shares_nothing),
-		T(test_dedup_forged_record_in_scan),
 		T(test_dedup_scan_beside_begin),
 		T(test_dedup_stamp_is_keyed_blake2b),
 		T(test_gc_frees_erased_dataset),

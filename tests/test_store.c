@@ -3934,114 +3934,6 @@ static void test_manifest(void **state)
 	store_close(st);
 }
 
-/* What a scan of a version gave its callback, in order. */
-struct scan_log {
-	size_t n;
-	size_t stop_at;              /* return 7 at this file (1-based); 0: never */
-	uint64_t ino[16], parent[16];
-	char name[16][STORE_NAME_MAX + 1];
-};
-
-static int scan_log_cb(void *ctx, const struct store_inode *file, uint64_t parent,
-		       const char *name, size_t nlen)
-{
-	struct scan_log *l = ctx;
-
-	assert_true(l->n < ARRAY_SIZE(l->ino));
-	l->ino[l->n] = file->ino;
-	l->parent[l->n] = parent;
-	memcpy(l->name[l->n], name, nlen);
-	l->name[l->n][nlen] = '\0';
-	return ++l->n == l->stop_at ? 7 : 0;
-}
-
-/* The scan modes of version_scan(): the records opened on a thread beside the scan through rings
- * of 256 (the default), 3 and 1 slots, or on the scan's own thread. */
-static void scan_mode(int mode)
-{
-	store_scan_ring = mode == 1 ? 3 : mode == 2 ? 1 : 256;
-	store_scan_serial = mode == 3;
-}
-
-/* Whichever thread opens the records, a scan gives the callback the same files in the same order
- * and computes the manifest the version records; a callback that stops it at any file stops it
- * there with its value (and the opener with it); a key of the wrong length among the version's
- * inodes or entries fails it, as a record whose seal does not open does. */
-static void test_scan_modes(void **state)
-{
-	struct fx *f = *state;
-	struct store_version_info v2;
-	struct scan_log ref = { 0 }, l;
-	uint8_t m[STORE_MANIFEST_LEN], bad[DKEY_LEN];
-	size_t ring = store_scan_ring;
-	struct store_index ix;
-	struct hook_log h;
-	struct rfx x;
-	char *old = NULL;
-	size_t n;
-	struct store *st;
-
-	rfx_make(f, &x, &old, &n);
-	free(old);
-	st = fx_open(f);
-	assert_int_equal(store_version_get(st, x.r, 2, &v2), 0);
-	for (int mode = 0; mode < 4; mode++) {
-		scan_mode(mode);
-		memset(&l, 0, sizeof(l));
-		assert_int_equal(store_version_scan_named(st, x.r, 2, scan_log_cb, &l, m), 0);
-		assert_memory_equal(m, v2.manifest, sizeof(m));
-		assert_int_equal(l.n, 4);
-		if (mode == 0)
-			ref = l;
-		assert_memory_equal(l.ino, ref.ino, sizeof(l.ino));
-		assert_memory_equal(l.parent, ref.parent, sizeof(l.parent));
-		assert_memory_equal(l.name, ref.name, sizeof(l.name));
-		for (size_t stop = 1; stop <= 4; stop++) {
-			memset(&l, 0, sizeof(l));
-			l.stop_at = stop;
-			assert_int_equal(store_version_scan_named(st, x.r, 2, scan_log_cb, &l, m), 7);
-			assert_int_equal(l.n, stop);
-		}
-	}
-	store_close(st);
-
-	/* An inode key one byte long too many, and an entry key one byte short, in version 2. */
-	for (int which = 0; which < 2; which++) {
-		enum store_cf cf = which == 0 ? CF_INODES : CF_DIRENTS;
-		size_t kl = which == 0 ? IKEY_LEN + 1 : DKEY_LEN - 1;
-
-		if (which == 0)
-			ikey(bad, x.r, 2, x.ino_b);
-		else
-			memcpy(bad, x.k_dir[1][1], DKEY_LEN);
-		bad[IKEY_LEN] = 0;
-		raw_index(f, &ix);
-		raw_put(&ix, cf, bad, kl, "not a record", 12);
-		index_close(&ix);
-		st = open_hooked(f, &h);
-		for (int mode = 0; mode < 4; mode++) {
-			int calls = h.calls;
-
-			scan_mode(mode);
-			memset(&l, 0, sizeof(l));
-			expect_integrity(store_version_scan_named(st, x.r, 2, scan_log_cb, &l, m), &h,
-					 calls);
-			assert_non_null(strstr(h.what, which == 0 ? "does not authenticate or has no "
-							"entry" : "is malformed"));
-		}
-		/* Version 1 is untouched. */
-		assert_int_equal(store_manifest_compute(st, x.r, 1, m), 0);
-		store_close(st);
-		raw_del(f, cf, bad, kl);
-	}
-	st = fx_open(f);
-	assert_int_equal(store_manifest_compute(st, x.r, 2, m), 0);
-	assert_memory_equal(m, v2.manifest, sizeof(m));
-	store_close(st);
-	store_scan_ring = ring;
-	store_scan_serial = false;
-}
-
 /* ---- Upgrade of a store made by the format 1 code (tests/fixtures/store-v1.tar.gz) ---------- */
 
 /* The format 2 fixture instead (tests/fixtures/store-v2.tar.gz: the format 1 one upgraded by the
@@ -7054,7 +6946,6 @@ int main(void)
 		T(test_rearranged_latest),
 		T(test_rearranged_dirent_removed_added),
 		T(test_manifest),
-		T(test_scan_modes),
 		T(test_upgrade_fixture),
 		T(test_upgrade_killed_at_every_step),
 		T(test_keyring_roundtrip_and_forgeries),
