@@ -32,8 +32,9 @@ static const char *const cf_names[CF_COUNT] = {
  * them, where these settings bring it to 52-55 and 76-84 (scripts/bench-rss.sh). Here a column
  * family's memtable is flushed at INDEX_MEMTABLE_BYTES, at most two exist per family (a write
  * waits while both are full), the largest is flushed whenever all families together pass
- * INDEX_MEMTABLES_BYTES, and one LRU cache of INDEX_CACHE_BYTES serves every family's blocks. Imports write the index in batches of 4 MiB, so a 16 MiB memtable still
- * holds several of them between flushes. */
+ * INDEX_MEMTABLES_BYTES, and one LRU cache of INDEX_CACHE_BYTES serves every family's blocks.
+ * Imports write the index in batches of about 1 MiB (IMPORT_BATCH_BYTES, store/import.c), so a
+ * 16 MiB memtable still holds several of them between flushes. */
 #define INDEX_MEMTABLE_BYTES (16u << 20)
 #define INDEX_MEMTABLES_BYTES (32u << 20)
 #define INDEX_CACHE_BYTES (16u << 20)

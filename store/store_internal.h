@@ -653,5 +653,3 @@ void store_import_mem_unmap(struct store *st);
  * ret_used how many any import carved. Between imports both wipes and carving must leave it
  * zero: nothing of one import (plaintext, records, hashes) reaches the next. */
 size_t store_import_mem_dirty(const struct store *st, size_t *ret_used);
-/* Called by store_import_free() to release the import lock. */
-void store_import_done(struct store *st);
