@@ -2133,14 +2133,13 @@ static void noncanonical_sealed(json_t *rec, json_t *other)
 {
 	const char *s = json_string_value(json_object_get(rec, "sealed"));
 	const char *at = strstr(s, "//");
-	char *c = malloc(strlen(s) + 1);
+	size_t len = strlen(s) + 1;
+	char *c = malloc(len);
 
 	(void)other;
 	assert_non_null(at);
 	assert_non_null(c);
-	memcpy(c, s, (size_t)(at - s));
-	memcpy(c + (at - s), "\xc2\x80", 2);
-	strcpy(c + (at - s) + 2, at + 2);
+	assert_int_equal(snprintf(c, len, "%.*s\xc2\x80%s", (int)(at - s), s, at + 2), len - 1);
 	json_object_set_new(rec, "sealed", json_string(c));
 	free(c);
 }
